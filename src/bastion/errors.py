@@ -1,0 +1,102 @@
+"""The one exception tree of bastion.
+
+Every error bastion raises on purpose is a :class:`BastionError`. Messages name the setting or
+value at fault and say what was expected, so that a start-up failure can be fixed from the
+message alone. No message ever contains a secret: values that could be secret are described
+(by length or kind), never echoed.
+
+::
+
+    BastionError
+    ├── ConfigurationError        a setting is missing, malformed or unsafe (raised at start-up)
+    ├── CookieError               a cookie cannot be written as asked
+    │   └── CookieTooLarge        a Set-Cookie line would exceed the 4096-byte budget
+    ├── BadData                   untrusted input failed a check (typed, never a 500)
+    │   ├── BadSignature          a signed value is malformed, or its signature does not verify
+    │   │   └── SignatureExpired  a timestamped value verified but is older than max_age
+    │   └── BadToken              a token (cookie value, header token) is malformed or unknown
+    └── StoreError                the store refused or failed an operation
+        └── StoreUnavailable      the store cannot be reached (connection refused, timeout)
+
+This module imports nothing from bastion (it is the bottom layer).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadData",
+    "BadSignature",
+    "BadToken",
+    "BastionError",
+    "ConfigurationError",
+    "CookieError",
+    "CookieTooLarge",
+    "SignatureExpired",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class BastionError(Exception):
+    """Root of every exception bastion raises on purpose."""
+
+
+class ConfigurationError(BastionError, ValueError):
+    """A setting is missing, malformed or unsafe.
+
+    Raised at start-up (when a configuration object is built), never on the request path.
+    ``setting`` names the offending setting so tools can point at it.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class CookieError(BastionError, ValueError):
+    """A cookie cannot be serialized as asked (unsafe name, value or attribute)."""
+
+
+class CookieTooLarge(CookieError):
+    """The serialized cookie would exceed the byte budget browsers are required to accept."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class BadData(BastionError, ValueError):
+    """Untrusted input failed a check. Callers map it to a 4xx, never a 500."""
+
+
+class BadSignature(BadData):
+    """A signed value is malformed, was signed for another purpose, or was tampered with."""
+
+
+class SignatureExpired(BadSignature):
+    """The signature is valid but the value is older than the allowed age.
+
+    ``signed_at`` is the Unix time the value was signed at, for audit events.
+    """
+
+    def __init__(self, message: str, *, signed_at: float) -> None:
+        super().__init__(message)
+        self.signed_at = signed_at
+
+
+class BadToken(BadData):
+    """A token (session ID, CSRF token, API key) is malformed or unknown."""
+
+
+class StoreError(BastionError):
+    """The store refused or failed an operation (bad key, bad TTL, unexpected reply)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached: connection refused, reset, or timed out.
+
+    Raised within a bounded time (the store's timeout), never after an unbounded hang. The
+    engine turns it into the configured failure behaviour (fail closed with 503, or fail open
+    with an audit event).
+    """

@@ -1,0 +1,1 @@
+"""Test support shipped with bastion: the store contract suite and service fixtures."""
