@@ -29,7 +29,7 @@ RANK = {
     "starlette": 5,
     "fastapi": 5,
     "demo": 6,
-    "cli": 6,
+    "cli": 7,
 }
 
 IO_MODULES = {

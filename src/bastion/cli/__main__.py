@@ -1,0 +1,5 @@
+"""``python -m bastion.cli``."""
+
+from bastion.cli import main
+
+raise SystemExit(main())
