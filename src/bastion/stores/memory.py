@@ -1,0 +1,196 @@
+"""In-process store: a bounded dictionary with expiry checked on read.
+
+For tests and single-process apps. Nothing survives a restart and nothing is shared between
+processes: two gunicorn workers with a ``MemoryStore`` each see different sessions and count
+rate limits separately. Use :class:`~bastion.stores.sqlite.SQLiteStore` for that.
+
+How it keeps within bounds, without a timer thread:
+
+* **Expiry on read.** ``get``, ``delete`` and ``compare_and_set`` treat an entry whose expiry
+  time has come (``now >= expires_at``) as absent and drop it.
+* **Opportunistic purge.** Every write also drops a few entries whose expiry time has passed,
+  earliest first (a heap of expiry times, consulted lazily), so expired entries that nobody
+  reads again do not linger. :meth:`MemoryStore.purge_expired` drops all of them at once.
+* **Least-recently-used eviction.** At most ``max_entries`` entries are kept. A write that
+  would exceed the bound evicts the entry that was read or written least recently.
+
+Danger: eviction removes *live* entries. A session evicted this way is a logout, and an
+evicted rate-limit counter starts again from zero. Size ``max_entries`` well above the number
+of live keys, or use a persistent store. The bound counts entries, not bytes: the memory held
+is at most ``max_entries`` times the largest value written.
+
+Every method takes one :class:`threading.Lock` for the dictionary operation only, and never
+awaits while holding it, so one instance is safe to share between threads and asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Final
+
+from bastion.core.clock import system_clock
+from bastion.errors import ConfigurationError, StoreError
+from bastion.stores.base import check_key, check_ttl, check_value
+
+if TYPE_CHECKING:
+    from bastion.core.clock import Clock
+
+__all__ = ["MemoryStore"]
+
+_PURGE_PER_WRITE: Final = 64
+"""Most expired entries a single write drops, so that one write never stalls on a backlog."""
+
+_HEAP_SLACK: Final = 64
+"""Stale heap entries tolerated beyond twice the live entry count before the heap is rebuilt."""
+
+_Entry = tuple[bytes, float | None]
+"""A value and its absolute expiry time (Unix seconds), or ``None`` for no expiry."""
+
+
+class MemoryStore:
+    """A :class:`~bastion.stores.base.Store` in this process's memory. See the module docstring.
+
+    ``max_entries`` bounds the number of entries (least recently used evicted first); ``clock``
+    is the time source for expiry (a :class:`~bastion.core.clock.FrozenClock` in tests).
+    """
+
+    __slots__ = ("_clock", "_closed", "_data", "_expiries", "_lock", "_max_entries")
+
+    def __init__(self, *, max_entries: int = 100_000, clock: Clock = system_clock) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(
+                f"max_entries must be a whole number of entries >= 1, got {max_entries!r}",
+                setting="max_entries",
+            )
+        self._max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        # Insertion order is recency order: the first entry is the least recently used.
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        # (expires_at, key) for every write with a TTL; entries go stale when the key is
+        # rewritten, deleted or evicted, and are skipped (or the heap rebuilt) lazily.
+        self._expiries: list[tuple[float, str]] = []
+
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_entries={self._max_entries})"
+
+    async def get(self, key: str) -> bytes | None:
+        check_key(key)
+        now = self._clock.now()
+        with self._lock:
+            self._check_open()
+            entry = self._live(key, now)
+            if entry is None:
+                return None
+            self._data.move_to_end(key)
+            return entry[0]
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        check_key(key)
+        value = check_value(value)
+        ttl = check_ttl(ttl)
+        now = self._clock.now()
+        with self._lock:
+            self._check_open()
+            self._write(key, value, ttl, now)
+
+    async def delete(self, key: str) -> bool:
+        check_key(key)
+        now = self._clock.now()
+        with self._lock:
+            self._check_open()
+            entry = self._data.pop(key, None)
+            return entry is not None and _is_live(entry, now)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        check_key(key)
+        if expected is not None:
+            expected = check_value(expected)
+        value = check_value(value)
+        ttl = check_ttl(ttl)
+        now = self._clock.now()
+        with self._lock:
+            self._check_open()
+            entry = self._live(key, now)
+            current = None if entry is None else entry[0]
+            if current != expected:
+                return False
+            self._write(key, value, ttl, now)
+            return True
+
+    async def purge_expired(self) -> int:
+        """Drop every expired entry now and say how many went. Linear in the number of entries."""
+        now = self._clock.now()
+        with self._lock:
+            self._check_open()
+            expired = [key for key, entry in self._data.items() if not _is_live(entry, now)]
+            for key in expired:
+                del self._data[key]
+            self._rebuild_expiries()
+            return len(expired)
+
+    async def aclose(self) -> None:
+        """Drop every entry. Later calls raise :class:`~bastion.errors.StoreError`."""
+        with self._lock:
+            self._closed = True
+            self._data.clear()
+            self._expiries.clear()
+
+    # -- helpers; the caller holds self._lock --------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed; create a new store")
+
+    def _live(self, key: str, now: float) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if not _is_live(entry, now):
+            del self._data[key]
+            return None
+        return entry
+
+    def _write(self, key: str, value: bytes, ttl: float | None, now: float) -> None:
+        expires_at = None if ttl is None else now + ttl
+        self._data[key] = (value, expires_at)
+        self._data.move_to_end(key)
+        if expires_at is not None:
+            heapq.heappush(self._expiries, (expires_at, key))
+        self._purge_some(now)
+        while len(self._data) > self._max_entries:
+            self._data.popitem(last=False)
+        if len(self._expiries) > 2 * len(self._data) + _HEAP_SLACK:
+            self._rebuild_expiries()
+
+    def _purge_some(self, now: float) -> None:
+        heap = self._expiries
+        for _ in range(_PURGE_PER_WRITE):
+            if not heap or heap[0][0] > now:
+                return
+            expires_at, key = heapq.heappop(heap)
+            entry = self._data.get(key)
+            # Only the heap item that matches the entry's current expiry may remove it; an
+            # item left behind by an earlier write of the same key is stale.
+            if entry is not None and entry[1] == expires_at:
+                del self._data[key]
+
+    def _rebuild_expiries(self) -> None:
+        self._expiries = [
+            (entry[1], key) for key, entry in self._data.items() if entry[1] is not None
+        ]
+        heapq.heapify(self._expiries)
+
+
+def _is_live(entry: _Entry, now: float) -> bool:
+    expires_at = entry[1]
+    return expires_at is None or expires_at > now

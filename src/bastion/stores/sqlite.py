@@ -1,0 +1,454 @@
+"""SQLite store: the embedded default, shared by every worker process on one host.
+
+Layout: one table ``bastion_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, expires_at REAL)``
+``WITHOUT ROWID``, a partial index on ``expires_at`` for purging, and a one-row table
+``bastion_schema`` holding the schema version. Keys are stored as their UTF-8 bytes, so any
+text (NUL included) round-trips; ``expires_at`` is absolute Unix time from the store's clock,
+and a row is live while ``expires_at`` is ``NULL`` or later than now.
+
+Concurrency. The file is put in WAL mode (readers never wait for the writer). Every operation
+is one SQL statement in autocommit mode, hence one atomic transaction; SQLite serialises the
+writers of all processes with a file lock, and a writer that finds the lock taken retries for
+up to ``timeout`` seconds (``busy_timeout``) before :class:`~bastion.errors.StoreUnavailable`.
+``compare_and_set`` is a conditional ``UPDATE`` (or an ``INSERT ... ON CONFLICT DO UPDATE ...
+WHERE`` the old row has expired) whose change count says whether it won. The schema is created
+or migrated inside ``BEGIN IMMEDIATE``, so processes opening a fresh file at the same moment
+take turns; a file written by a newer bastion is refused rather than guessed at.
+
+Event loop. ``sqlite3`` blocks, so every call runs on one worker thread owned by the store,
+started on first use, with one connection that only that thread touches; coroutines await the
+result. :meth:`SQLiteStore.aclose` closes the connection and stops the thread. A process forked
+after the store was used gets a fresh thread and connection on its next call; the connection
+inherited from the parent is kept referenced and never touched, since SQLite forbids using or
+closing a connection across ``fork``.
+
+Durability. ``synchronous="full"`` (the default) syncs the write-ahead log on every commit:
+an acknowledged write survives an application crash, an OS crash and a power cut. This is the
+default because the stored facts are security decisions (a logout, a revoked token, a spent
+refresh token) that must not come back after a crash. ``synchronous="normal"`` skips that sync:
+it survives application crashes, but an OS crash or power cut can roll back the last
+transactions, which can resurrect a revoked session. Choose it only when that is acceptable.
+
+Expired rows. Reads ignore them; :meth:`SQLiteStore.purge_expired` deletes them, and every
+``purge_every`` writes one batch is deleted opportunistically. There is no timer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
+
+from bastion.core.clock import system_clock
+from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.stores.base import check_key, check_ttl, check_value
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bastion.core.clock import Clock
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION: Final = 1
+"""The schema this code reads and writes. A file with a higher version is refused."""
+
+_PURGE_BATCH: Final = 1000
+"""Rows deleted per purge statement: bounds how long one purge holds the write lock."""
+
+_T = TypeVar("_T")
+
+logger = logging.getLogger("bastion.stores.sqlite")
+
+_SYNCHRONOUS: Final = {
+    "full": "PRAGMA synchronous = FULL",
+    "normal": "PRAGMA synchronous = NORMAL",
+}
+
+_UNAVAILABLE_CODES: Final = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+_SQL_CREATE_SCHEMA_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS bastion_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+)"""
+_SQL_SCHEMA_VERSION: Final = "SELECT version FROM bastion_schema WHERE id = 1"
+_SQL_SET_SCHEMA_VERSION: Final = """
+INSERT INTO bastion_schema (id, version) VALUES (1, ?)
+ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
+_SQL_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # version reached -> statements that reach it from the version before
+    1: (
+        """
+        CREATE TABLE bastion_kv (
+            key BLOB PRIMARY KEY,
+            value BLOB NOT NULL,
+            expires_at REAL
+        ) WITHOUT ROWID""",
+        """
+        CREATE INDEX bastion_kv_expires_at ON bastion_kv (expires_at)
+        WHERE expires_at IS NOT NULL""",
+    ),
+}
+
+_SQL_GET: Final = """
+SELECT value FROM bastion_kv
+WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"""
+_SQL_SET: Final = """
+INSERT INTO bastion_kv (key, value, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"""
+_SQL_DELETE: Final = "DELETE FROM bastion_kv WHERE key = ? RETURNING expires_at"
+_SQL_CREATE_IF_ABSENT: Final = """
+INSERT INTO bastion_kv (key, value, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+WHERE bastion_kv.expires_at IS NOT NULL AND bastion_kv.expires_at <= ?"""
+_SQL_SWAP: Final = """
+UPDATE bastion_kv SET value = ?, expires_at = ?
+WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"""
+_SQL_PURGE: Final = """
+DELETE FROM bastion_kv WHERE key IN (
+    SELECT key FROM bastion_kv WHERE expires_at <= ? LIMIT ?
+)"""
+
+
+class SQLiteStore:
+    """A :class:`~bastion.stores.base.Store` in one SQLite file. See the module docstring.
+
+    ``path`` is the database file (created if missing; its directory must exist). A relative
+    path is resolved against the working directory once, here. ``timeout`` (seconds) bounds
+    the wait for another connection's write lock. ``synchronous`` is ``"full"`` or
+    ``"normal"`` (see *Durability*). ``purge_every`` is the number of writes between two
+    opportunistic purges of expired rows (``0`` turns them off).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_conn",
+        "_executor",
+        "_inherited",
+        "_lock",
+        "_path",
+        "_pid",
+        "_purge_every",
+        "_synchronous",
+        "_timeout",
+        "_writes",
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock = system_clock,
+        timeout: float = 5.0,
+        synchronous: Literal["full", "normal"] = "full",
+        purge_every: int = 1000,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ConfigurationError(
+                f"SQLite store path must be a non-empty file path, got {path!r}", setting="path"
+            )
+        if os.fspath(path) == ":memory:":
+            raise ConfigurationError(
+                "SQLite store path ':memory:' is not shared between connections; "
+                "use memory:// (MemoryStore) for an in-process store",
+                setting="path",
+            )
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"timeout must be a finite number of seconds > 0, got {timeout!r}",
+                setting="timeout",
+            )
+        if not isinstance(synchronous, str) or synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous must be 'full' or 'normal', got {synchronous!r}",
+                setting="synchronous",
+            )
+        if isinstance(purge_every, bool) or not isinstance(purge_every, int) or purge_every < 0:
+            raise ConfigurationError(
+                f"purge_every must be a whole number of writes >= 0, got {purge_every!r}",
+                setting="purge_every",
+            )
+        self._path = Path(path).absolute()
+        self._clock = clock
+        self._timeout = float(timeout)
+        self._synchronous: Literal["full", "normal"] = synchronous
+        self._purge_every = purge_every
+        self._lock = threading.Lock()  # guards _closed, _executor and _pid
+        self._closed = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        # Touched only by the worker thread:
+        self._conn: sqlite3.Connection | None = None
+        self._writes = 0
+        self._inherited: list[sqlite3.Connection] = []
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self._path)!r})"
+
+    # -- the Store protocol ---------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        raw_key = check_key(key)
+        now = self._clock.now()
+
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            rows = conn.execute(_SQL_GET, (raw_key, now)).fetchall()
+            return bytes(rows[0][0]) if rows else None
+
+        return await self._run("reading a key", op)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        raw_key = check_key(key)
+        value = check_value(value)
+        ttl = check_ttl(ttl)
+        now = self._clock.now()
+        expires_at = None if ttl is None else now + ttl
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(_SQL_SET, (raw_key, value, expires_at))
+            self._after_write(conn, now)
+
+        await self._run("writing a key", op)
+
+    async def delete(self, key: str) -> bool:
+        raw_key = check_key(key)
+        now = self._clock.now()
+
+        def op(conn: sqlite3.Connection) -> bool:
+            # fetchall() runs the statement to completion, which commits it.
+            rows = conn.execute(_SQL_DELETE, (raw_key,)).fetchall()
+            return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
+
+        return await self._run("deleting a key", op)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        raw_key = check_key(key)
+        if expected is not None:
+            expected = check_value(expected)
+        value = check_value(value)
+        ttl = check_ttl(ttl)
+        now = self._clock.now()
+        expires_at = None if ttl is None else now + ttl
+
+        def op(conn: sqlite3.Connection) -> bool:
+            if expected is None:
+                cursor = conn.execute(_SQL_CREATE_IF_ABSENT, (raw_key, value, expires_at, now))
+            else:
+                cursor = conn.execute(_SQL_SWAP, (value, expires_at, raw_key, expected, now))
+            won = cursor.rowcount == 1
+            if won:
+                self._after_write(conn, now)
+            return won
+
+        return await self._run("comparing and setting a key", op)
+
+    async def purge_expired(self) -> int:
+        """Delete every expired row and say how many went.
+
+        Deletes in batches of a thousand rows, one transaction each, so that the write lock is
+        released between batches and other processes are not held up by a large purge.
+        """
+        total = 0
+        while True:
+            now = self._clock.now()
+            batch = functools.partial(_purge_batch, now=now)
+            deleted = await self._run("purging expired keys", batch)
+            total += deleted
+            if deleted < _PURGE_BATCH:
+                return total
+
+    async def aclose(self) -> None:
+        """Close the connection and stop the worker thread. Calling it again does nothing.
+
+        Operations already awaiting finish first; later calls raise
+        :class:`~bastion.errors.StoreError`.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            executor, self._executor = self._executor, None
+            forked = self._pid != os.getpid()
+        if executor is None or forked:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_connection)
+        finally:
+            # The queue is empty (the close ran last), so this join returns at once.
+            executor.shutdown(wait=True)
+
+    # -- worker plumbing ------------------------------------------------------------------------
+
+    def _worker(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed; open a new store")
+            pid = os.getpid()
+            if self._executor is None or self._pid != pid:
+                if self._executor is not None:
+                    # Forked: the parent's thread does not exist here and its connection must
+                    # be neither used nor closed in this process. Keep it referenced so that
+                    # garbage collection does not close it either.
+                    if self._conn is not None:
+                        self._inherited.append(self._conn)
+                    self._conn = None
+                    self._writes = 0
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="bastion-sqlite"
+                )
+                self._pid = pid
+            return self._executor
+
+    async def _run(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        executor = self._worker()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, self._call, action, op)
+        except RuntimeError as exc:
+            if "shutdown" in str(exc):  # aclose() won a race with this call
+                raise StoreError(f"{self!r} is closed; open a new store") from None
+            raise
+
+    def _call(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``op`` on the worker thread's connection, translating sqlite3 errors."""
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            return op(self._conn)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, action) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=True
+        )
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._check_wal(mode)
+            conn.execute(_SYNCHRONOUS[self._synchronous])
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # IMMEDIATE takes the write lock up front: of several processes opening a fresh file at
+        # once, one creates the schema and the others wait, then find it done.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_SQL_CREATE_SCHEMA_TABLE)
+            rows = conn.execute(_SQL_SCHEMA_VERSION).fetchall()
+            version = int(rows[0][0]) if rows else 0
+            self._check_version(version)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _SQL_MIGRATIONS[target]:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(_SQL_SET_SCHEMA_VERSION, (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _check_wal(self, mode: object) -> None:
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"SQLite store {str(self._path)!r} cannot use WAL mode (journal mode stays "
+                f"{mode!r}); put the file on a local file system that supports it"
+            )
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {str(self._path)!r} has schema version {version}, newer than "
+                f"the version {SCHEMA_VERSION} this bastion knows; upgrade bastion, or point "
+                "the store at another file"
+            )
+
+    def _after_write(self, conn: sqlite3.Connection, now: float) -> None:
+        """Count a committed write; every ``purge_every`` writes, purge one batch.
+
+        The write is already committed, so a failed purge must not fail it: it is logged.
+        """
+        if not self._purge_every:
+            return
+        self._writes += 1
+        if self._writes < self._purge_every:
+            return
+        self._writes = 0
+        try:
+            _purge_batch(conn, now)
+        except sqlite3.Error as exc:
+            logger.warning(
+                "opportunistic purge of expired keys in SQLite store %r failed: %s",
+                str(self._path),
+                exc,
+            )
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "closing") from exc
+
+    def _translate(self, exc: sqlite3.Error, action: str) -> StoreError:
+        where = f"SQLite store {str(self._path)!r}"
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}:
+            return StoreUnavailable(
+                f"{where} stayed locked by another connection for more than timeout="
+                f"{self._timeout:g} s while {action}; shorten the other writer's transactions "
+                "or raise the store's timeout"
+            )
+        if primary in _UNAVAILABLE_CODES:
+            return StoreUnavailable(
+                f"{where} failed while {action}: {exc}; check the disk and its free space"
+            )
+        if primary in {sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT}:
+            return StoreError(
+                f"{where} is not a usable SQLite database ({exc}); restore it from a backup "
+                "or point the store at a new file"
+            )
+        if primary in {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM}:
+            return StoreError(
+                f"{where} cannot be opened for writing ({exc}); check that its directory "
+                "exists and that this process may write the file and the directory"
+            )
+        return StoreError(f"{where} failed while {action}: {exc}")
+
+
+def _purge_batch(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute(_SQL_PURGE, (now, _PURGE_BATCH)).rowcount

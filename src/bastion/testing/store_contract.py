@@ -1,0 +1,492 @@
+"""The store contract suite: the tests every :class:`~bastion.stores.base.Store` must pass.
+
+Subclass :class:`StoreContract` in a test module and provide the fixtures it asks for::
+
+    import pytest
+    import pytest_asyncio
+    from bastion.core.clock import FrozenClock
+    from bastion.testing.store_contract import StoreContract
+
+    @pytest.fixture
+    def clock() -> FrozenClock:
+        return FrozenClock()
+
+    @pytest_asyncio.fixture
+    async def store(clock):
+        store = MyStore(clock=clock)
+        yield store
+        await store.aclose()
+
+    @pytest.fixture
+    def advance_time(clock):
+        async def advance(seconds: float) -> None:
+            clock.advance(seconds)
+        return advance
+
+    class TestMyStore(StoreContract):
+        supports_processes = False
+
+Fixtures:
+
+* ``store``: an async fixture yielding a fresh, empty store (and closing it afterwards).
+* ``advance_time``: ``async (seconds: float) -> None`` moving the store's notion of time
+  forward. The suite relies only on this: afterwards, a key whose TTL was at most ``seconds``
+  is gone and a key whose TTL was longer is live. (A store on server time may implement it by
+  shortening the remaining TTL of the test's keys.)
+* ``store_url``: only when ``supports_processes`` is true; a URL that
+  :func:`bastion.stores.open_store` opens, in another process, as the same store.
+
+The tests use pytest-asyncio (``@pytest.mark.asyncio``, strict mode). The multi-process test is
+marked ``slow`` and skipped (with the reason shown) when ``supports_processes`` is false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import random
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, TypeAlias
+
+import pytest
+
+from bastion.errors import StoreError
+from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store
+from bastion.testing._store_worker import cas_increment_worker
+
+__all__ = ["AdvanceTime", "StoreContract"]
+
+AdvanceTime: TypeAlias = Callable[[float], Awaitable[None]]
+"""The type of the ``advance_time`` fixture."""
+
+ODD_KEYS: tuple[str, ...] = (
+    "plain",
+    "Plain",
+    "with space",
+    " leading-space",
+    "trailing-space ",
+    "a:b",
+    "a:b:",
+    ":",
+    "{x}",
+    "{x}:y",
+    "{}",
+    "}{",
+    "line\nbreak",
+    "carriage\rreturn",
+    "tab\there",
+    "nul\x00byte",
+    "nul",
+    "\x00",
+    "percent%20",
+    "quote'\"`",
+    "back\\slash",
+    "*?[glob]",
+    "emoji 🔐",
+    "é",
+    "e\u0301",  # the same glyph as "é", decomposed: a different key
+    "x" * MAX_KEY_BYTES,
+    "é" * (MAX_KEY_BYTES // 2),
+)
+
+BAD_TTLS: tuple[object, ...] = (0, 0.0, -1, -0.5, math.nan, math.inf, -math.inf, True, False, "10")
+BAD_VALUES: tuple[object, ...] = ("text", None, 1, 1.5, ["b"], object())
+
+
+class StoreContract:
+    """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above."""
+
+    supports_processes: ClassVar[bool] = False
+    """True when separate processes opening ``store_url`` share the data (SQLite, Redis)."""
+
+    process_count: ClassVar[int] = 4
+    increments_per_process: ClassVar[int] = 25
+
+    # -- basics -------------------------------------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    @pytest.mark.asyncio
+    async def test_get_missing_returns_none(self, store: Store) -> None:
+        assert await store.get("missing") is None
+
+    @pytest.mark.asyncio
+    async def test_set_then_get(self, store: Store) -> None:
+        await store.set("k", b"v")
+        value = await store.get("k")
+        assert value == b"v"
+        assert type(value) is bytes
+
+    @pytest.mark.asyncio
+    async def test_set_overwrites(self, store: Store) -> None:
+        await store.set("k", b"first")
+        await store.set("k", b"second")
+        assert await store.get("k") == b"second"
+
+    @pytest.mark.asyncio
+    async def test_keys_are_independent(self, store: Store) -> None:
+        await store.set("one", b"1")
+        await store.set("two", b"2")
+        await store.delete("one")
+        assert await store.get("one") is None
+        assert await store.get("two") == b"2"
+
+    @pytest.mark.asyncio
+    async def test_delete_says_whether_a_value_was_there(self, store: Store) -> None:
+        await store.set("k", b"v")
+        assert await store.delete("k") is True
+        assert await store.get("k") is None
+        assert await store.delete("k") is False
+        assert await store.delete("never-set") is False
+
+    # -- expiry -------------------------------------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_ttl_expires(self, store: Store, advance_time: AdvanceTime) -> None:
+        await store.set("k", b"v", ttl=100)
+        await advance_time(100)
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_ttl_not_yet_expired(self, store: Store, advance_time: AdvanceTime) -> None:
+        await store.set("k", b"v", ttl=100)
+        await advance_time(50)
+        assert await store.get("k") == b"v"
+        await advance_time(60)
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_fractional_ttl(self, store: Store, advance_time: AdvanceTime) -> None:
+        await store.set("short", b"v", ttl=2.5)
+        await store.set("long", b"v", ttl=200.5)
+        await advance_time(3)
+        assert await store.get("short") is None
+        assert await store.get("long") == b"v"
+
+    @pytest.mark.asyncio
+    async def test_key_without_ttl_does_not_expire(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"v")
+        await advance_time(10 * 365 * 24 * 3600)
+        assert await store.get("k") == b"v"
+
+    @pytest.mark.asyncio
+    async def test_set_without_ttl_clears_the_ttl(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"old", ttl=100)
+        await store.set("k", b"new")
+        await advance_time(1000)
+        assert await store.get("k") == b"new"
+
+    @pytest.mark.asyncio
+    async def test_set_replaces_the_ttl(self, store: Store, advance_time: AdvanceTime) -> None:
+        await store.set("k", b"old", ttl=1000)
+        await store.set("k", b"new", ttl=100)
+        await advance_time(200)
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_delete_of_an_expired_key_is_false(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"v", ttl=100)
+        await advance_time(150)
+        assert await store.delete("k") is False
+
+    @pytest.mark.asyncio
+    async def test_set_after_expiry_starts_afresh(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"old", ttl=100)
+        await advance_time(150)
+        await store.set("k", b"new")
+        assert await store.get("k") == b"new"
+
+    # -- compare_and_set ----------------------------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_cas_creates_when_absent(self, store: Store) -> None:
+        assert await store.compare_and_set("k", None, b"created") is True
+        assert await store.get("k") == b"created"
+
+    @pytest.mark.asyncio
+    async def test_cas_create_refused_when_present(self, store: Store) -> None:
+        await store.set("k", b"existing")
+        await store.set("with-ttl", b"existing", ttl=100)
+        assert await store.compare_and_set("k", None, b"other") is False
+        assert await store.compare_and_set("with-ttl", None, b"other") is False
+        assert await store.get("k") == b"existing"
+        assert await store.get("with-ttl") == b"existing"
+
+    @pytest.mark.asyncio
+    async def test_cas_creates_when_existing_key_expired(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"stale", ttl=100)
+        await advance_time(150)
+        assert await store.compare_and_set("k", None, b"fresh") is True
+        assert await store.get("k") == b"fresh"
+
+    @pytest.mark.asyncio
+    async def test_cas_swaps_with_the_right_expected(self, store: Store) -> None:
+        await store.set("k", b"one")
+        assert await store.compare_and_set("k", b"one", b"two") is True
+        assert await store.get("k") == b"two"
+
+    @pytest.mark.asyncio
+    async def test_cas_refuses_a_wrong_expected(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"one", ttl=100)
+        assert await store.compare_and_set("k", b"two", b"three") is False
+        assert await store.compare_and_set("k", b"on", b"three") is False  # a prefix
+        assert await store.compare_and_set("k", b"one\x00", b"three") is False
+        assert await store.compare_and_set("k", b"", b"three") is False
+        assert await store.get("k") == b"one"
+        await advance_time(150)  # a refused CAS leaves the TTL alone, too
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_cas_with_expected_refuses_a_missing_key(self, store: Store) -> None:
+        assert await store.compare_and_set("k", b"anything", b"v") is False
+        assert await store.compare_and_set("k", b"", b"v") is False
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_cas_with_expected_refuses_an_expired_key(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"old", ttl=100)
+        await advance_time(150)
+        assert await store.compare_and_set("k", b"old", b"new") is False
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_cas_matches_an_empty_value(self, store: Store) -> None:
+        await store.set("k", b"")
+        assert await store.compare_and_set("k", None, b"x") is False
+        assert await store.compare_and_set("k", b"", b"x") is True
+        assert await store.get("k") == b"x"
+
+    @pytest.mark.asyncio
+    async def test_cas_create_applies_the_ttl(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        assert await store.compare_and_set("k", None, b"v", ttl=100) is True
+        await advance_time(50)
+        assert await store.get("k") == b"v"
+        await advance_time(60)
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_cas_swap_applies_the_ttl(self, store: Store, advance_time: AdvanceTime) -> None:
+        await store.set("k", b"one")
+        assert await store.compare_and_set("k", b"one", b"two", ttl=100) is True
+        await advance_time(150)
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_cas_swap_without_ttl_clears_the_ttl(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        await store.set("k", b"one", ttl=100)
+        assert await store.compare_and_set("k", b"one", b"two") is True
+        await advance_time(1000)
+        assert await store.get("k") == b"two"
+
+    @pytest.mark.asyncio
+    async def test_cas_has_one_winner_among_concurrent_tasks(self, store: Store) -> None:
+        tasks = 50
+        previous: bytes | None = None
+        for round_ in range(5):
+            values = [f"round-{round_}-task-{i}".encode() for i in range(tasks)]
+            outcomes = await asyncio.gather(
+                *(store.compare_and_set("race", previous, value) for value in values)
+            )
+            winners = [value for value, won in zip(values, outcomes, strict=True) if won]
+            assert len(winners) == 1, f"round {round_}: {len(winners)} winners"
+            assert await store.get("race") == winners[0]
+            previous = winners[0]
+        assert previous is not None
+        assert previous.startswith(b"round-4-")
+
+    @pytest.mark.asyncio
+    async def test_cas_increments_under_concurrent_tasks_lose_nothing(self, store: Store) -> None:
+        await store.set("counter", b"0")
+
+        async def increment() -> int:
+            attempts = 0
+            while True:
+                attempts += 1
+                current = await store.get("counter")
+                assert current is not None
+                if await store.compare_and_set("counter", current, b"%d" % (int(current) + 1)):
+                    return attempts
+
+        attempts = await asyncio.gather(*(increment() for _ in range(20)))
+        assert await store.get("counter") == b"20"
+        assert len(attempts) == 20
+
+    @pytest.mark.slow
+    @pytest.mark.asyncio
+    async def test_cas_is_atomic_across_processes(
+        self, store: Store, request: pytest.FixtureRequest
+    ) -> None:
+        if not self.supports_processes:
+            pytest.skip(f"{type(self).__name__}: the store is not shared between processes")
+        store_url: str = request.getfixturevalue("store_url")
+        await store.set("counter", b"0")
+        won = await asyncio.to_thread(
+            _race_processes, store_url, self.process_count, self.increments_per_process
+        )
+        assert won >= self.increments_per_process, f"only {won} increments succeeded"
+        # Nothing lost (a success not counted) and nothing doubled (two winners of one round).
+        assert await store.get("counter") == str(won).encode()
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_odd_keys_are_distinct_and_round_trip(self, store: Store) -> None:
+        assert len(set(ODD_KEYS)) == len(ODD_KEYS)
+        for index, key in enumerate(ODD_KEYS):
+            await store.set(key, b"value-%d" % index)
+        for index, key in enumerate(ODD_KEYS):
+            assert await store.get(key) == b"value-%d" % index, f"key {key!r}"
+        for index, key in enumerate(ODD_KEYS):
+            assert await store.compare_and_set(key, b"value-%d" % index, b"cas") is True
+            assert await store.delete(key) is True, f"key {key!r}"
+
+    @pytest.mark.asyncio
+    async def test_key_over_the_limit_is_refused(self, store: Store) -> None:
+        for key in ("x" * (MAX_KEY_BYTES + 1), "é" * (MAX_KEY_BYTES // 2 + 1)):
+            with pytest.raises(StoreError, match="limit"):
+                await store.set(key, b"v")
+            with pytest.raises(StoreError, match="limit"):
+                await store.get(key)
+            with pytest.raises(StoreError, match="limit"):
+                await store.delete(key)
+            with pytest.raises(StoreError, match="limit"):
+                await store.compare_and_set(key, None, b"v")
+
+    @pytest.mark.asyncio
+    async def test_empty_key_is_refused(self, store: Store) -> None:
+        with pytest.raises(StoreError, match="empty"):
+            await store.set("", b"v")
+        with pytest.raises(StoreError, match="empty"):
+            await store.get("")
+        with pytest.raises(StoreError, match="empty"):
+            await store.delete("")
+        with pytest.raises(StoreError, match="empty"):
+            await store.compare_and_set("", None, b"v")
+
+    @pytest.mark.asyncio
+    async def test_non_text_key_is_refused(self, store: Store) -> None:
+        for key in (b"bytes", 1, None, "\ud800"):
+            with pytest.raises(StoreError):
+                await store.set(key, b"v")  # type: ignore[arg-type]
+            with pytest.raises(StoreError):
+                await store.get(key)  # type: ignore[arg-type]
+
+    # -- values -------------------------------------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_empty_value_round_trips(self, store: Store) -> None:
+        await store.set("k", b"")
+        assert await store.get("k") == b""
+        assert await store.delete("k") is True
+
+    @pytest.mark.asyncio
+    async def test_large_random_value_round_trips(self, store: Store) -> None:
+        value = random.Random(1234).randbytes(1024 * 1024)  # noqa: S311 (test data, not a key)
+        await store.set("big", value)
+        assert await store.get("big") == value
+        assert await store.compare_and_set("big", value, value[::-1]) is True
+        assert await store.get("big") == value[::-1]
+
+    @pytest.mark.asyncio
+    async def test_every_byte_round_trips(self, store: Store) -> None:
+        value = bytes(range(256)) * 4
+        await store.set("bytes", value)
+        assert await store.get("bytes") == value
+        await store.set("nul", b"\x00")
+        assert await store.get("nul") == b"\x00"
+        await store.set("utf8-lookalike", "é".encode())
+        assert await store.get("utf8-lookalike") == b"\xc3\xa9"
+
+    @pytest.mark.asyncio
+    async def test_value_over_the_limit_is_refused(self, store: Store) -> None:
+        too_big = bytes(MAX_VALUE_BYTES + 1)
+        with pytest.raises(StoreError, match="limit"):
+            await store.set("k", too_big)
+        with pytest.raises(StoreError, match="limit"):
+            await store.compare_and_set("k", None, too_big)
+        assert await store.get("k") is None
+
+    @pytest.mark.asyncio
+    async def test_bad_value_type_is_refused(self, store: Store) -> None:
+        for bad in BAD_VALUES:
+            with pytest.raises(StoreError, match="bytes"):
+                await store.set("k", bad)  # type: ignore[arg-type]
+            with pytest.raises(StoreError, match="bytes"):
+                await store.compare_and_set("k", None, bad)  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="bytes"):
+            await store.compare_and_set("k", "text", b"v")  # type: ignore[arg-type]
+        assert await store.get("k") is None
+
+    # -- TTLs ---------------------------------------------------------------------------------
+
+    @pytest.mark.asyncio
+    async def test_invalid_ttl_is_refused(self, store: Store) -> None:
+        for ttl in BAD_TTLS:
+            with pytest.raises(StoreError, match="ttl"):
+                await store.set("k", b"v", ttl=ttl)  # type: ignore[arg-type]
+            with pytest.raises(StoreError, match="ttl"):
+                await store.compare_and_set("k", None, b"v", ttl=ttl)  # type: ignore[arg-type]
+        assert await store.get("k") is None
+
+
+def _race_processes(store_url: str, processes: int, increments: int) -> int:
+    """Start ``processes`` children that race CAS increments; return their total of successes.
+
+    Blocks (the test runs it in a thread). Each child waits at a barrier after opening the
+    store, so the increments really overlap.
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    results: multiprocessing.Queue[tuple[str, int, int]] = context.Queue()
+    children = [
+        context.Process(
+            target=cas_increment_worker,
+            args=(store_url,),
+            kwargs={
+                "key": "counter",
+                "increments": increments,
+                "max_attempts": increments * 200,
+                "barrier": barrier,
+                "results": results,
+            },
+            daemon=True,
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    try:
+        reports = [results.get(timeout=60) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.terminate()
+                child.join(timeout=5)
+        results.close()
+        results.join_thread()
+    errors = [status for status, _, _ in reports if status != "ok"]
+    if errors:
+        raise AssertionError(f"child processes failed: {errors}")
+    return sum(won for _, won, _ in reports)

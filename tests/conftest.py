@@ -1,0 +1,69 @@
+"""Shared fixtures: a Redis server for the session, private servers, unique key prefixes.
+
+``REDIS_URL`` names an existing server to use instead of starting one. When ``redis-server``
+is needed and missing, tests skip locally and fail under ``CI=true`` (CI must not go green by
+skipping what it was meant to test).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bastion.testing.redis_server import RedisServer, find_redis_server
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+MISSING_REDIS = "redis-server not found; install it with: apt-get install redis-server"
+
+
+def require_redis_server() -> None:
+    """Skip (or, under CI=true, fail) the calling test when redis-server is not installed."""
+    if find_redis_server() is not None:
+        return
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{MISSING_REDIS} (CI=true: a missing service fails the run)")
+    pytest.skip(MISSING_REDIS)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis server shared by the session: ``REDIS_URL`` if set, else one started here."""
+    given = os.environ.get("REDIS_URL", "").strip()
+    if given:
+        yield given
+        return
+    require_redis_server()
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses, so tests never see each other's keys."""
+    return f"bastion-test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def start_redis_server() -> Iterator[Callable[..., RedisServer]]:
+    """Start private ``RedisServer`` instances (for outages, restarts, global stats).
+
+    Each call starts one server with the given keyword arguments; all are closed at teardown.
+    """
+    require_redis_server()
+    servers: list[RedisServer] = []
+
+    def start(**options: Any) -> RedisServer:
+        server = RedisServer(**options)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
