@@ -41,7 +41,7 @@ def advance_time(clock: FrozenClock) -> AdvanceTime:
 
 
 class TestMemoryStoreContract(StoreContract):
-    supports_processes = False
+    """The memory store is per process: the multi-process test does not apply."""
 
 
 async def _present(store: MemoryStore, keys: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ from bastion.stores.base import Store
 from bastion.stores.keyspace import hash_tag, key_slot
 from bastion.stores.redis import DEFAULT_PREFIX, RedisStore, ttl_to_milliseconds
 from bastion.testing.redis_server import RedisServer
-from bastion.testing.store_contract import AdvanceTime, StoreContract
+from bastion.testing.store_contract import AdvanceTime, SharedStoreContract
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -108,9 +108,7 @@ def private_server(start_redis_server: StartServer) -> RedisServer:
 
 
 @pytest.mark.redis
-class TestRedisStoreContract(StoreContract):
-    supports_processes = True
-
+class TestRedisStoreContract(SharedStoreContract):
     @pytest_asyncio.fixture
     async def store(self, redis_store: RedisStore) -> AsyncIterator[RedisStore]:
         yield redis_store

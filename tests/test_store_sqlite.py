@@ -15,7 +15,7 @@ import pytest_asyncio
 from bastion.core.clock import FrozenClock
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
 from bastion.stores.sqlite import SCHEMA_VERSION, SQLiteStore
-from bastion.testing.store_contract import StoreContract
+from bastion.testing.store_contract import SharedStoreContract
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -54,8 +54,8 @@ def store_url(db_path: Path) -> str:
     return f"sqlite:///{db_path}"  # db_path is absolute: four slashes in all
 
 
-class TestSQLiteStoreContract(StoreContract):
-    supports_processes = True
+class TestSQLiteStoreContract(SharedStoreContract):
+    """SQLite files are shared by the processes of one host."""
 
 
 def _query(path: Path, sql: str) -> list[tuple[object, ...]]:

@@ -23,8 +23,8 @@ Subclass :class:`StoreContract` in a test module and provide the fixtures it ask
             clock.advance(seconds)
         return advance
 
-    class TestMyStore(StoreContract):
-        supports_processes = False
+    class TestMyStore(StoreContract):  # SharedStoreContract if processes share the store
+        pass
 
 Fixtures:
 
@@ -33,11 +33,12 @@ Fixtures:
   forward. The suite relies only on this: afterwards, a key whose TTL was at most ``seconds``
   is gone and a key whose TTL was longer is live. (A store on server time may implement it by
   shortening the remaining TTL of the test's keys.)
-* ``store_url``: only when ``supports_processes`` is true; a URL that
-  :func:`bastion.stores.open_store` opens, in another process, as the same store.
+* ``store_url``: only for :class:`SharedStoreContract` (stores that several processes share,
+  like SQLite and Redis); a URL that :func:`bastion.stores.open_store` opens, in another
+  process, as the same store.
 
-The tests use pytest-asyncio (``@pytest.mark.asyncio``, strict mode). The multi-process test is
-marked ``slow`` and skipped (with the reason shown) when ``supports_processes`` is false.
+The tests use pytest-asyncio (``@pytest.mark.asyncio``, strict mode). The multi-process test of
+:class:`SharedStoreContract` is marked ``slow``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from bastion.errors import StoreError
 from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store
 from bastion.testing._store_worker import cas_increment_worker
 
-__all__ = ["AdvanceTime", "StoreContract"]
+__all__ = ["AdvanceTime", "SharedStoreContract", "StoreContract"]
 
 AdvanceTime: TypeAlias = Callable[[float], Awaitable[None]]
 """The type of the ``advance_time`` fixture."""
@@ -96,12 +97,6 @@ BAD_VALUES: tuple[object, ...] = ("text", None, 1, 1.5, ["b"], object())
 
 class StoreContract:
     """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above."""
-
-    supports_processes: ClassVar[bool] = False
-    """True when separate processes opening ``store_url`` share the data (SQLite, Redis)."""
-
-    process_count: ClassVar[int] = 4
-    increments_per_process: ClassVar[int] = 25
 
     # -- basics -------------------------------------------------------------------------------
 
@@ -332,22 +327,6 @@ class StoreContract:
         assert await store.get("counter") == b"20"
         assert len(attempts) == 20
 
-    @pytest.mark.slow
-    @pytest.mark.asyncio
-    async def test_cas_is_atomic_across_processes(
-        self, store: Store, request: pytest.FixtureRequest
-    ) -> None:
-        if not self.supports_processes:
-            pytest.skip(f"{type(self).__name__}: the store is not shared between processes")
-        store_url: str = request.getfixturevalue("store_url")
-        await store.set("counter", b"0")
-        won = await asyncio.to_thread(
-            _race_processes, store_url, self.process_count, self.increments_per_process
-        )
-        assert won >= self.increments_per_process, f"only {won} increments succeeded"
-        # Nothing lost (a success not counted) and nothing doubled (two winners of one round).
-        assert await store.get("counter") == str(won).encode()
-
     # -- keys ---------------------------------------------------------------------------------
 
     @pytest.mark.asyncio
@@ -490,3 +469,28 @@ def _race_processes(store_url: str, processes: int, increments: int) -> int:
     if errors:
         raise AssertionError(f"child processes failed: {errors}")
     return sum(won for _, won, _ in reports)
+
+
+class SharedStoreContract(StoreContract):
+    """The contract plus the multi-process test, for stores that processes share (SQLite, Redis).
+
+    Needs the ``store_url`` fixture as well: a URL that :func:`bastion.stores.open_store` opens,
+    in another process, as the same store.
+    """
+
+    process_count: ClassVar[int] = 4
+    increments_per_process: ClassVar[int] = 25
+
+    @pytest.mark.slow
+    @pytest.mark.asyncio
+    async def test_cas_is_atomic_across_processes(
+        self, store: Store, request: pytest.FixtureRequest
+    ) -> None:
+        store_url: str = request.getfixturevalue("store_url")
+        await store.set("counter", b"0")
+        won = await asyncio.to_thread(
+            _race_processes, store_url, self.process_count, self.increments_per_process
+        )
+        assert won >= self.increments_per_process, f"only {won} increments succeeded"
+        # Nothing lost (a success not counted) and nothing doubled (two winners of one round).
+        assert await store.get("counter") == str(won).encode()
