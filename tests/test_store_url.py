@@ -13,6 +13,7 @@ from bastion.errors import ConfigurationError
 from bastion.stores import open_store
 from bastion.stores.memory import MemoryStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.stores.url import redact_url
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -150,3 +151,17 @@ def test_no_error_ever_shows_the_password(suffix: str) -> None:
         with pytest.raises(ConfigurationError) as info:
             open_store(url)
         assert password not in str(info.value), url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@cache.internal:6380/1?prefix=x", "redis://***@cache.internal:6380/1"),
+        ("rediss://user:pw@[::1]:6379/0", "rediss://***@[::1]:6379/0"),
+        ("sqlite:///bastion-demo.db", "sqlite:///bastion-demo.db"),
+        ("memory://?max_entries=5", "memory://"),
+        ("redis://host:99999999/0", "<unparsable store URL>"),
+    ],
+)
+def test_redact_url_hides_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

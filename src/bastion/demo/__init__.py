@@ -34,6 +34,7 @@ from bastion.core.keys import KeyRing
 from bastion.core.signing import Signer
 from bastion.errors import BastionError, StoreError
 from bastion.stores import Store, open_store
+from bastion.stores.url import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -227,9 +228,10 @@ def serve(*, host: str, port: int, store_url: str) -> int:
         print(f"bastion demo: cannot open the store: {exc}", file=sys.stderr)
         return 2
     keyring = KeyRing.generate()  # a fresh key per run: old cookies are simply replaced
-    app = DemoApp(store, keyring=keyring, store_label=store_url.split("?", 1)[0])
+    label = redact_url(store_url)
+    app = DemoApp(store, keyring=keyring, store_label=label)
     shown = "localhost" if host == "localhost" else (f"[{host}]" if ":" in host else host)
-    print(f"bastion demo: http://{shown}:{port}/  (store: {store_url.split('?', 1)[0]})")
+    print(f"bastion demo: http://{shown}:{port}/  (store: {label})")
     print("press Ctrl+C to stop")
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bastion.core.clock import Clock
     from bastion.stores.base import Store
 
-__all__ = ["ACCEPTED_FORMS", "open_store"]
+__all__ = ["ACCEPTED_FORMS", "open_store", "redact_url"]
 
 ACCEPTED_FORMS: Final = (
     "memory://",
@@ -87,6 +87,23 @@ def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store
     raise ConfigurationError(
         f"store URL scheme {scheme!r} is not supported; " + _accepted(), setting="store_url"
     )
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line or a banner: credentials replaced by ``***``, query dropped.
+
+    Never raises: an unparsable URL comes back as ``"<unparsable store URL>"``.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable store URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + (f":{port}" if port else "")
+    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def _accepted() -> str:
