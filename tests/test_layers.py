@@ -21,6 +21,9 @@ RANK = {
     "core": 1,
     "stores": 2,
     "engine": 3,
+    # feature facades that orchestrate core decisions with stores or threads (engine level)
+    "passwords": 3,
+    "apikeys": 3,
     "asgi": 4,
     "wsgi": 4,
     "testing": 5,
