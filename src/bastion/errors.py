@@ -11,10 +11,13 @@ message alone. No message ever contains a secret: values that could be secret ar
     ├── ConfigurationError        a setting is missing, malformed or unsafe (raised at start-up)
     ├── CookieError               a cookie cannot be written as asked
     │   └── CookieTooLarge        a Set-Cookie line would exceed the 4096-byte budget
+    ├── SessionDataError          a session value is not JSON, or the session is over its cap
     ├── BadData                   untrusted input failed a check (typed, never a 500)
     │   ├── BadSignature          a signed value is malformed, or its signature does not verify
     │   │   └── SignatureExpired  a timestamped value verified but is older than max_age
-    │   └── BadToken              a token (cookie value, header token) is malformed or unknown
+    │   ├── BadToken              a token (cookie value, header token) is malformed or unknown
+    │   └── PasswordRejected      a password is refused before hashing (too long, not text)
+    ├── RateLimitExceeded         a rate limit refused the request (carries Retry-After)
     └── StoreError                the store refused or failed an operation
         └── StoreUnavailable      the store cannot be reached (connection refused, timeout)
 
@@ -31,6 +34,9 @@ __all__ = [
     "ConfigurationError",
     "CookieError",
     "CookieTooLarge",
+    "PasswordRejected",
+    "RateLimitExceeded",
+    "SessionDataError",
     "SignatureExpired",
     "StoreError",
     "StoreUnavailable",
@@ -89,6 +95,26 @@ class BadToken(BadData):
     """A token (session ID, CSRF token, API key) is malformed or unknown."""
 
 
+class PasswordRejected(BadData):
+    """A password is refused before any hashing work: not text, or longer than the cap.
+
+    ``reasons`` holds stable reason codes (``"too_long"``, ``"invalid_characters"``) for the
+    caller to turn into a user-facing message. The password itself is never in the message.
+    """
+
+    def __init__(self, message: str, *, reasons: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class SessionDataError(BastionError, TypeError):
+    """A session value cannot be stored: not JSON-representable, or the session is too large.
+
+    A programming error in the app, raised at ``session[key] = value`` (or at save for the size
+    cap); the message names the key.
+    """
+
+
 class StoreError(BastionError):
     """The store refused or failed an operation (bad key, bad TTL, unexpected reply)."""
 
@@ -100,3 +126,24 @@ class StoreUnavailable(StoreError):
     engine turns it into the configured failure behaviour (fail closed with 503, or fail open
     with an audit event).
     """
+
+
+class RateLimitExceeded(BastionError):
+    """A rate limit refused the request. Adapters answer 429 with ``headers``.
+
+    ``retry_after`` is in seconds; ``headers`` are the ``Retry-After`` and rate-limit headers
+    (lower-case names) computed with the decision. ``rule`` names the refusing rule.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        retry_after: float,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.retry_after = retry_after
+        self.headers = headers

@@ -1,0 +1,276 @@
+"""TOTP second factor (RFC 6238, through pyotp) with replay refusal, and recovery codes.
+
+Needs the ``totp`` extra (``pip install 'bastion[totp]'``: pyotp and segno); both are imported
+when first used.
+
+* :meth:`TotpManager.enroll` makes a secret, its ``otpauth://`` URI and an SVG QR code (segno).
+  The application stores the secret with the account (encrypted at rest, ideally) once the user
+  has confirmed one code; bastion does not keep it.
+* :meth:`TotpManager.verify` accepts the current code and those one step either side (clock
+  drift), and refuses any code whose time step is not newer than the last one accepted for that
+  user. The last step lives in the store, updated by compare-and-set, so one code is accepted
+  once even by concurrent requests to several processes.
+* Recovery codes: :meth:`TotpManager.new_recovery_codes` returns 10 codes to show once and keeps
+  only their HMACs; :meth:`TotpManager.use_recovery_code` accepts each code once.
+
+Store keys hold keyed hashes of user ids, never the ids::
+
+    totp:step:<hash(user)>       last accepted time step (expires when no longer needed)
+    totp:recovery:<hash(user)>   JSON list of hex HMACs of the unused recovery codes
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.core.clock import system_clock
+from bastion.core.keys import KeyRing
+from bastion.core.totp import (
+    RECOVERY_CODE_COUNT,
+    generate_recovery_codes,
+    normalize_recovery_code,
+    normalize_totp_code,
+)
+from bastion.errors import ConfigurationError, StoreError
+
+if TYPE_CHECKING:
+    from bastion.core.clock import Clock
+    from bastion.core.keys import SecretKey
+    from bastion.stores.base import Store
+
+__all__ = ["TotpEnrollment", "TotpManager", "TotpResult"]
+
+_CAS_ATTEMPTS: Final = 16
+
+
+def _pyotp() -> Any:
+    try:
+        import pyotp  # noqa: PLC0415 (the totp extra is optional and loaded on demand)
+    except ImportError:
+        raise ConfigurationError(
+            "TOTP needs the pyotp package; install it with: pip install 'bastion[totp]'",
+            setting="totp",
+        ) from None
+    return pyotp
+
+
+def _segno() -> Any:
+    try:
+        import segno  # noqa: PLC0415 (the totp extra is optional and loaded on demand)
+    except ImportError:
+        raise ConfigurationError(
+            "TOTP QR codes need the segno package; install it with: pip install 'bastion[totp]'",
+            setting="totp",
+        ) from None
+    return segno
+
+
+class TotpResult(enum.StrEnum):
+    """The verdict on a second-factor code."""
+
+    ACCEPTED = "accepted"
+    INVALID = "invalid"
+    """Well-formed but wrong (or outside the drift window)."""
+    REPLAYED = "replayed"
+    """Right, but its time step was already used: a replay, or a second submit."""
+    MALFORMED = "malformed"
+    """Not a code of the configured number of digits; no store call was made."""
+
+
+@dataclass(frozen=True, slots=True)
+class TotpEnrollment:
+    """What the enrolment page shows: the ``secret`` (for manual entry), the ``uri`` and the
+    QR code ``svg`` encoding it. All three reveal the secret: show them once, over HTTPS."""
+
+    secret: str
+    uri: str
+    svg: str
+
+    def __repr__(self) -> str:
+        return "TotpEnrollment(secret='**********', uri='otpauth://...', svg='<svg ...>')"
+
+
+class TotpManager:
+    """TOTP verification and recovery codes for one site (``issuer``), state in ``store``."""
+
+    __slots__ = (
+        "_clock",
+        "_digits",
+        "_id_key",
+        "_interval",
+        "_issuer",
+        "_prefix",
+        "_recovery_key",
+        "_store",
+        "_valid_window",
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        keyring: KeyRing | SecretKey,
+        *,
+        issuer: str,
+        clock: Clock = system_clock,
+        digits: int = 6,
+        interval: int = 30,
+        valid_window: int = 1,
+        prefix: str = "totp:",
+    ) -> None:
+        if not isinstance(issuer, str) or not issuer.strip() or ":" in issuer:
+            raise ConfigurationError(
+                f"issuer must be the site's name without ':' (it is shown in the "
+                f"authenticator app), got {issuer!r}",
+                setting="issuer",
+            )
+        if digits not in (6, 7, 8):
+            raise ConfigurationError(f"digits must be 6, 7 or 8, got {digits!r}", setting="digits")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 15:
+            raise ConfigurationError(
+                f"interval must be whole seconds >= 15 (30 is standard), got {interval!r}",
+                setting="interval",
+            )
+        if valid_window not in (0, 1, 2):
+            raise ConfigurationError(
+                f"valid_window must be 0, 1 or 2 steps of drift, got {valid_window!r}",
+                setting="valid_window",
+            )
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                f"prefix must be non-empty text without braces, got {prefix!r}", setting="prefix"
+            )
+        ring = KeyRing.coerce(keyring)
+        self._id_key = ring.derive("totp:ids").current.reveal()
+        self._recovery_key = ring.derive("totp:recovery").current.reveal()
+        self._store = store
+        self._issuer = issuer.strip()
+        self._clock = clock
+        self._digits = digits
+        self._interval = interval
+        self._valid_window = valid_window
+        self._prefix = prefix
+
+    def _user_hash(self, user_id: str) -> str:
+        if not isinstance(user_id, str) or not user_id:
+            raise ConfigurationError("user_id must be a non-empty str", setting="user_id")
+        raw = user_id.encode("utf-8", "surrogatepass")
+        return hmac.digest(self._id_key, raw, hashlib.sha256)[:16].hex()
+
+    def _totp(self, secret: str) -> Any:
+        return _pyotp().TOTP(secret, digits=self._digits, interval=self._interval)
+
+    def enroll(self, account_name: str) -> TotpEnrollment:
+        """A new secret for ``account_name`` (the user's login or e-mail, shown in the app)."""
+        if not isinstance(account_name, str) or not account_name or ":" in account_name:
+            raise ConfigurationError(
+                "account_name must be non-empty text without ':'", setting="account_name"
+            )
+        secret = _pyotp().random_base32()
+        uri = self._totp(secret).provisioning_uri(name=account_name, issuer_name=self._issuer)
+        svg = _segno().make(uri, error="m").svg_inline(scale=4, omitsize=False)
+        return TotpEnrollment(secret=secret, uri=uri, svg=svg)
+
+    async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
+        """Check ``code`` against ``secret`` for ``user_id`` and consume its time step."""
+        cleaned = normalize_totp_code(code, digits=self._digits)
+        if cleaned is None:
+            return TotpResult.MALFORMED
+        now = self._clock.now()
+        totp = self._totp(secret)
+        current = int(now) // self._interval
+        matched: int | None = None
+        for offset in range(-self._valid_window, self._valid_window + 1):
+            expected = totp.at(now, counter_offset=offset)
+            # Every offset is compared (no early exit), each in constant time.
+            if hmac.compare_digest(expected.encode("ascii"), cleaned.encode("ascii")):
+                matched = current + offset
+        if matched is None:
+            return TotpResult.INVALID
+        key = f"{self._prefix}step:{self._user_hash(user_id)}"
+        ttl = float(self._interval * (2 * self._valid_window + 2))
+        for _ in range(_CAS_ATTEMPTS):
+            raw = await self._store.get(key)
+            last = _decode_step(raw)
+            if last is not None and matched <= last:
+                return TotpResult.REPLAYED
+            if await self._store.compare_and_set(key, raw, str(matched).encode("ascii"), ttl):
+                return TotpResult.ACCEPTED
+        raise StoreError("TOTP step changed too often during one verification; try again")
+
+    def _recovery_digest(self, user_hash: str, code: str) -> str:
+        message = user_hash.encode("ascii") + b"\x00" + code.encode("ascii")
+        return hmac.digest(self._recovery_key, message, hashlib.sha256).hex()
+
+    async def new_recovery_codes(
+        self, user_id: str, *, count: int = RECOVERY_CODE_COUNT
+    ) -> tuple[str, ...]:
+        """Fresh recovery codes for ``user_id``, replacing any earlier set. Show them once."""
+        user = self._user_hash(user_id)
+        codes = generate_recovery_codes(count)
+        digests = [self._recovery_digest(user, _canonical(code)) for code in codes]
+        await self._store.set(self._recovery_store_key(user), json.dumps(digests).encode())
+        return codes
+
+    def _recovery_store_key(self, user: str) -> str:
+        return f"{self._prefix}recovery:{user}"
+
+    async def remaining_recovery_codes(self, user_id: str) -> int:
+        raw = await self._store.get(self._recovery_store_key(self._user_hash(user_id)))
+        return len(_decode_digests(raw))
+
+    async def use_recovery_code(self, user_id: str, code: str) -> bool:
+        """Accept ``code`` once: it is removed from the stored set in the same step."""
+        cleaned = normalize_recovery_code(code)
+        if cleaned is None:
+            return False
+        user = self._user_hash(user_id)
+        key = self._recovery_store_key(user)
+        wanted = self._recovery_digest(user, cleaned)
+        for _ in range(_CAS_ATTEMPTS):
+            raw = await self._store.get(key)
+            digests = _decode_digests(raw)
+            found = [
+                d for d in digests if hmac.compare_digest(d.encode("ascii"), wanted.encode("ascii"))
+            ]
+            if not found or raw is None:
+                return False
+            remaining = [d for d in digests if d != wanted]
+            if await self._store.compare_and_set(key, raw, json.dumps(remaining).encode()):
+                return True
+        raise StoreError("recovery codes changed too often during one use; try again")
+
+    def __repr__(self) -> str:
+        return f"TotpManager(issuer={self._issuer!r}, digits={self._digits})"
+
+
+def _canonical(code: str) -> str:
+    cleaned = normalize_recovery_code(code)
+    if cleaned is None:  # generate_recovery_codes always produces valid codes
+        raise ConfigurationError("internal error: a generated recovery code did not normalise")
+    return cleaned
+
+
+def _decode_step(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _decode_digests(raw: bytes | None) -> list[str]:
+    if raw is None:
+        return []
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(data, list):
+        return []
+    return [item for item in data if isinstance(item, str) and item.isascii()]
