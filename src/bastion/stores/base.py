@@ -12,6 +12,14 @@ contract suite in :mod:`bastion.testing.store_contract`. Semantics every store g
   whether it wrote. Of many concurrent callers with the same ``expected``, exactly one wins,
   across tasks, threads and (for SQLite and Redis) processes.
 
+Synchronous side. WSGI apps (and lazy session loads inside a synchronous ``request.session``
+access) reach the same data without an event loop through :class:`SyncStore`: the same four
+operations as plain functions, with the same semantics, obtained from a store's ``sync``
+attribute (:class:`SupportsSync`). Each store documents how its sync side does I/O (memory:
+directly under its lock; SQLite: a connection per calling thread; Redis: a blocking client).
+``SyncStore.local`` says whether a call stays on this host without a network round trip, which
+lets callers decide whether a blocking call on an event loop thread is acceptable.
+
 Keys are any non-empty text up to :data:`MAX_KEY_BYTES` bytes of UTF-8 (colons, spaces, braces,
 newlines and non-ASCII included). Values are bytes up to :data:`MAX_VALUE_BYTES`. A store that
 cannot be reached raises :class:`~bastion.errors.StoreUnavailable` within its timeout; a bad
@@ -29,6 +37,8 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "Store",
+    "SupportsSync",
+    "SyncStore",
     "check_key",
     "check_ttl",
     "check_value",
@@ -58,6 +68,43 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads. The store is unusable afterwards."""
         ...
+
+
+@runtime_checkable
+class SyncStore(Protocol):
+    """The synchronous side of a store: same data, same semantics, blocking calls.
+
+    Danger: calling it from a coroutine blocks the event loop for the duration of the call.
+    That is microseconds when ``local`` is true (memory, SQLite reads) and a network round
+    trip otherwise.
+    """
+
+    @property
+    def local(self) -> bool:
+        """Whether calls stay on this host (no network round trip)."""
+        ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool: ...
+
+    def close(self) -> None:
+        """Release the calling thread's or process's synchronous resources."""
+        ...
+
+
+@runtime_checkable
+class SupportsSync(Protocol):
+    """A store that also offers a :class:`SyncStore` view of the same data."""
+
+    @property
+    def sync(self) -> SyncStore: ...
 
 
 def check_key(key: str) -> bytes:

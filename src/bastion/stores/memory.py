@@ -19,6 +19,7 @@ evicted rate-limit counter starts again from zero. Size ``max_entries`` well abo
 of live keys, or use a persistent store. The bound counts entries, not bytes: the memory held
 is at most ``max_entries`` times the largest value written.
 
+``store.sync`` is the synchronous side (:class:`MemorySyncStore`) over the same entries.
 Every method takes one :class:`threading.Lock` for the dictionary operation only, and never
 awaits while holding it, so one instance is safe to share between threads and asyncio tasks.
 """
@@ -37,7 +38,7 @@ from bastion.stores.base import check_key, check_ttl, check_value
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "MemorySyncStore"]
 
 _PURGE_PER_WRITE: Final = 64
 """Most expired entries a single write drops, so that one write never stalls on a backlog."""
@@ -81,7 +82,28 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(max_entries={self._max_entries})"
 
+    @property
+    def sync(self) -> MemorySyncStore:
+        """The synchronous side: the same entries, reached directly under the same lock."""
+        return MemorySyncStore(self)
+
     async def get(self, key: str) -> bytes | None:
+        return self._get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._set(key, value, ttl)
+
+    async def delete(self, key: str) -> bool:
+        return self._delete(key)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        return self._compare_and_set(key, expected, value, ttl)
+
+    # -- the operations, shared by the async and the sync side ----------------------------------
+
+    def _get(self, key: str) -> bytes | None:
         check_key(key)
         now = self._clock.now()
         with self._lock:
@@ -92,7 +114,7 @@ class MemoryStore:
             self._data.move_to_end(key)
             return entry[0]
 
-    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         check_key(key)
         value = check_value(value)
         ttl = check_ttl(ttl)
@@ -101,7 +123,7 @@ class MemoryStore:
             self._check_open()
             self._write(key, value, ttl, now)
 
-    async def delete(self, key: str) -> bool:
+    def _delete(self, key: str) -> bool:
         check_key(key)
         now = self._clock.now()
         with self._lock:
@@ -109,8 +131,8 @@ class MemoryStore:
             entry = self._data.pop(key, None)
             return entry is not None and _is_live(entry, now)
 
-    async def compare_and_set(
-        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    def _compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None
     ) -> bool:
         check_key(key)
         if expected is not None:
@@ -194,3 +216,40 @@ class MemoryStore:
 def _is_live(entry: _Entry, now: float) -> bool:
     expires_at = entry[1]
     return expires_at is None or expires_at > now
+
+
+class MemorySyncStore:
+    """The synchronous side of a :class:`MemoryStore` (``store.sync``): same entries, same lock.
+
+    Calls never block for longer than one dictionary operation, so they are safe on an event
+    loop thread.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    @property
+    def local(self) -> bool:
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        return self._store._get(key)
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._store._set(key, value, ttl)
+
+    def delete(self, key: str) -> bool:
+        return self._store._delete(key)
+
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        return self._store._compare_and_set(key, expected, value, ttl)
+
+    def close(self) -> None:
+        """Nothing to release: the entries belong to the async store."""
+
+    def __repr__(self) -> str:
+        return f"MemorySyncStore({self._store!r})"

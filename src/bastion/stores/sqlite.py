@@ -22,6 +22,12 @@ after the store was used gets a fresh thread and connection on its next call; th
 inherited from the parent is kept referenced and never touched, since SQLite forbids using or
 closing a connection across ``fork``.
 
+Sync side. ``store.sync`` (:class:`SQLiteSyncStore`) runs the same statements directly on the
+calling thread, on a connection of that thread's own (created on first use, replaced after a
+fork), for WSGI workers and threads that have no event loop. A read is a few microseconds in
+WAL mode; a write may wait up to ``timeout`` for another writer's lock, so do not write through
+the sync side from an event loop thread.
+
 Durability. ``synchronous="full"`` (the default) syncs the write-ahead log on every commit:
 an acknowledged write survives an application crash, an OS crash and a power cut. This is the
 default because the stored facts are security decisions (a logout, a revoked token, a spent
@@ -55,7 +61,7 @@ if TYPE_CHECKING:
 
     from bastion.core.clock import Clock
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "SQLiteSyncStore"]
 
 SCHEMA_VERSION: Final = 1
 """The schema this code reads and writes. A file with a higher version is refused."""
@@ -147,6 +153,7 @@ class SQLiteStore:
         "_pid",
         "_purge_every",
         "_synchronous",
+        "_threads",
         "_timeout",
         "_writes",
     )
@@ -203,6 +210,8 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._writes = 0
         self._inherited: list[sqlite3.Connection] = []
+        # The sync side: one connection per calling thread (and per process).
+        self._threads = threading.local()
 
     @property
     def path(self) -> Path:
@@ -214,6 +223,27 @@ class SQLiteStore:
     # -- the Store protocol ---------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
+        return await self._run(*self._op_get(key))
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self._run(*self._op_set(key, value, ttl))
+
+    async def delete(self, key: str) -> bool:
+        return await self._run(*self._op_delete(key))
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        return await self._run(*self._op_compare_and_set(key, expected, value, ttl))
+
+    @property
+    def sync(self) -> SQLiteSyncStore:
+        """The synchronous side: the same file, one connection per calling thread."""
+        return SQLiteSyncStore(self)
+
+    # -- operations: validated up front, run later on some thread's connection ---------------
+
+    def _op_get(self, key: str) -> tuple[str, Callable[[sqlite3.Connection], bytes | None]]:
         raw_key = check_key(key)
         now = self._clock.now()
 
@@ -221,9 +251,11 @@ class SQLiteStore:
             rows = conn.execute(_SQL_GET, (raw_key, now)).fetchall()
             return bytes(rows[0][0]) if rows else None
 
-        return await self._run("reading a key", op)
+        return "reading a key", op
 
-    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+    def _op_set(
+        self, key: str, value: bytes, ttl: float | None
+    ) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         raw_key = check_key(key)
         value = check_value(value)
         ttl = check_ttl(ttl)
@@ -234,9 +266,9 @@ class SQLiteStore:
             conn.execute(_SQL_SET, (raw_key, value, expires_at))
             self._after_write(conn, now)
 
-        await self._run("writing a key", op)
+        return "writing a key", op
 
-    async def delete(self, key: str) -> bool:
+    def _op_delete(self, key: str) -> tuple[str, Callable[[sqlite3.Connection], bool]]:
         raw_key = check_key(key)
         now = self._clock.now()
 
@@ -245,11 +277,11 @@ class SQLiteStore:
             rows = conn.execute(_SQL_DELETE, (raw_key,)).fetchall()
             return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
 
-        return await self._run("deleting a key", op)
+        return "deleting a key", op
 
-    async def compare_and_set(
-        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
-    ) -> bool:
+    def _op_compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None
+    ) -> tuple[str, Callable[[sqlite3.Connection], bool]]:
         raw_key = check_key(key)
         if expected is not None:
             expected = check_value(expected)
@@ -268,7 +300,34 @@ class SQLiteStore:
                 self._after_write(conn, now)
             return won
 
-        return await self._run("comparing and setting a key", op)
+        return "comparing and setting a key", op
+
+    def _run_sync(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``op`` on the calling thread's own connection (the sync side)."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed; open a new store")
+        local = self._threads
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and getattr(local, "pid", pid) != pid:
+            # Forked since this thread connected: never touch the parent's connection.
+            self._inherited.append(conn)
+            conn = None
+        try:
+            if conn is None:
+                conn = self._connect()
+                local.conn = conn
+                local.pid = pid
+            return op(conn)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, action) from exc
+
+    def _close_thread_connection(self) -> None:
+        conn = getattr(self._threads, "conn", None)
+        self._threads.conn = None
+        if conn is not None and getattr(self._threads, "pid", None) == os.getpid():
+            conn.close()
 
     async def purge_expired(self) -> int:
         """Delete every expired row and say how many went.
@@ -452,3 +511,45 @@ class SQLiteStore:
 
 def _purge_batch(conn: sqlite3.Connection, now: float) -> int:
     return conn.execute(_SQL_PURGE, (now, _PURGE_BATCH)).rowcount
+
+
+class SQLiteSyncStore:
+    """The synchronous side of a :class:`SQLiteStore` (``store.sync``).
+
+    Each calling thread gets its own connection to the same file, so threads never share a
+    ``sqlite3.Connection``. :meth:`close` closes the calling thread's connection; connections of
+    other threads close when those threads end.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    @property
+    def local(self) -> bool:
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        store = self._store
+        return store._run_sync(*store._op_get(key))
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        store = self._store
+        store._run_sync(*store._op_set(key, value, ttl))
+
+    def delete(self, key: str) -> bool:
+        store = self._store
+        return store._run_sync(*store._op_delete(key))
+
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        store = self._store
+        return store._run_sync(*store._op_compare_and_set(key, expected, value, ttl))
+
+    def close(self) -> None:
+        self._store._close_thread_connection()
+
+    def __repr__(self) -> str:
+        return f"SQLiteSyncStore({str(self._store.path)!r})"

@@ -1,0 +1,336 @@
+"""``SessionMiddleware`` for ASGI apps: server-side sessions behind ``request.session``.
+
+Starlette and FastAPI code keeps using ``request.session`` unchanged: the middleware puts a
+:class:`~bastion.engine.sessions.Session` (a mutable mapping) in ``scope["session"]``.
+
+Loading. ``request.session`` is read synchronously, so a lazy load on first touch cannot await.
+The middleware therefore picks, per store (``preload=None``):
+
+* stores whose sync side is local (memory, SQLite): **lazy**. The first touch reads the record
+  through the sync side, a direct read of microseconds; an untouched request does no store I/O
+  at all, with or without a cookie.
+* network stores (Redis): **preload** when the request carries a session cookie, with one
+  awaited round trip before the app runs, so the event loop is never blocked on the network.
+  The price: a request with a cookie that never touches the session still does that one read.
+  A request without a cookie does none.
+
+``preload=True`` / ``False`` forces either behaviour. Handlers that want the async load on a
+lazy store (or on a store without a sync side) await :func:`load_session` (also usable as a
+FastAPI dependency) before touching the session.
+
+Saving happens when the response starts (``http.response.start``): nothing for an untouched or
+unchanged session, one compare-and-set for a change, nothing at all for a 5xx. The response
+then carries ``Set-Cookie`` when the cookie changes, with ``Cache-Control: no-store``, and
+``Vary: Cookie`` whenever the session was read.
+
+WebSocket handshakes get the session too (readable, lazily loaded); changes made during a
+WebSocket connection are not saved, since there is no response to carry a cookie.
+
+Outage. When the store cannot be reached while the session is read (or saved), the client gets a
+``503`` with a plain message, ``Retry-After`` and an audit event; never a silent fresh session
+(a logout) and never a 500 traceback. A failed save is a 503 too, so no change is acknowledged
+that was not stored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from bastion.core.clock import system_clock
+from bastion.core.environment import is_production
+from bastion.core.sessions import SessionConfig
+from bastion.engine.sessions import Session, SessionEngine, SessionInfo
+from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.stores.url import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    from bastion.core.audit import Auditor
+    from bastion.core.clock import Clock
+    from bastion.core.keys import KeyRing, SecretKey
+    from bastion.stores.base import Store
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = [
+    "ENGINE_SCOPE_KEY",
+    "SessionMiddleware",
+    "create_session",
+    "destroy_session",
+    "get_session",
+    "list_sessions",
+    "load_session",
+    "login",
+    "logout",
+    "regenerate",
+    "revoke_all_sessions",
+    "revoke_other_sessions",
+    "revoke_session",
+    "session_engine",
+]
+
+ENGINE_SCOPE_KEY: Final = "bastion.sessions"
+"""Where the middleware puts its :class:`SessionEngine` in the scope."""
+
+_UNAVAILABLE_BODY: Final = (
+    b"Service unavailable: the session store cannot be reached. Please try again shortly.\n"
+)
+
+
+class HasScope(Protocol):
+    """Anything with an ASGI ``scope`` (a Starlette ``Request``, a ``WebSocket``)."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+
+class SessionMiddleware:
+    """Server-side sessions for one ASGI app. See the module docstring.
+
+    ``store`` is a :class:`~bastion.stores.base.Store` or a store URL (``sqlite:///app.db``,
+    ``redis://...``). ``config`` is a :class:`~bastion.core.sessions.SessionConfig`; its
+    development flag is refused when ``production`` (default: read from ``ENV`` /
+    ``BASTION_ENV``) and logs a warning otherwise.
+    """
+
+    __slots__ = ("_preload", "app", "engine")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: Store | str,
+        config: SessionConfig | None = None,
+        keyring: KeyRing | SecretKey | None = None,
+        auditor: Auditor | None = None,
+        clock: Clock = system_clock,
+        preload: bool | None = None,
+        production: bool | None = None,
+    ) -> None:
+        config = SessionConfig() if config is None else config
+        if not isinstance(config, SessionConfig):
+            raise ConfigurationError("config must be a SessionConfig", setting="config")
+        config.check_environment(production=is_production() if production is None else production)
+        if isinstance(store, str):
+            store = open_store(store, clock=clock)
+        self.app = app
+        self.engine = SessionEngine(
+            store, config=config, keyring=keyring, auditor=auditor, clock=clock
+        )
+        sync = self.engine.sync_store
+        local = sync is not None and sync.local
+        if preload is False and sync is None:
+            raise ConfigurationError(
+                f"preload=False needs a store with a synchronous side; {store!r} has none",
+                setting="preload",
+            )
+        self._preload = (not local) if preload is None else preload
+
+    @property
+    def preload(self) -> bool:
+        return self._preload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in {"http", "websocket"}:
+            await self.app(scope, receive, send)
+            return
+        engine = self.engine
+        cookie_header = None
+        user_agent = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                text = value.decode("latin-1")
+                cookie_header = text if cookie_header is None else cookie_header + "; " + text
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        client = scope.get("client")
+        session = engine.open(
+            cookie_header,
+            client_ip=client[0] if client else None,
+            user_agent=user_agent,
+            lazy=not self._preload,
+        )
+        scope["session"] = session
+        scope[ENGINE_SCOPE_KEY] = engine
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        if self._preload and session.has_cookie:
+            try:
+                await engine.load(session)
+            except StoreUnavailable:
+                engine.audit_unavailable(session, "load")
+                await _send_unavailable(send)
+                return
+        state = {"started": False, "replaced": False}
+
+        async def send_wrapper(message: Message) -> None:
+            if state["replaced"]:
+                return  # the app's own response was replaced by the 503
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                try:
+                    result = await engine.save(session, status=message["status"])
+                except StoreUnavailable:
+                    engine.audit_unavailable(session, "save")
+                    state["replaced"] = True
+                    await _send_unavailable(send)
+                    return
+                if result.vary or result.set_cookie:
+                    headers = list(message.get("headers", ()))
+                    _apply(headers, result.set_cookie, result.clear_site_data, result.vary)
+                    message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except StoreUnavailable:
+            # Only a failed session load becomes a 503 here; the app's own store errors and
+            # anything after the response started propagate unchanged.
+            if state["started"] or session.loaded or not session.accessed:
+                raise
+            engine.audit_unavailable(session, "load")
+            await _send_unavailable(send)
+
+
+def _apply(
+    headers: list[tuple[bytes, bytes]],
+    set_cookie: str | None,
+    clear_site_data: bool,
+    vary: bool,
+) -> None:
+    if vary:
+        for index, (name, value) in enumerate(headers):
+            if name.lower() == b"vary":
+                if b"cookie" not in value.lower() and value.strip() != b"*":
+                    headers[index] = (name, value + b", Cookie")
+                break
+        else:
+            headers.append((b"vary", b"Cookie"))
+    if set_cookie is not None:
+        headers[:] = [(n, v) for n, v in headers if n.lower() != b"cache-control"]
+        headers.append((b"cache-control", b"no-store"))
+        headers.append((b"set-cookie", set_cookie.encode("latin-1")))
+        if clear_site_data:
+            headers.append((b"clear-site-data", b'"cookies"'))
+
+
+async def _send_unavailable(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(_UNAVAILABLE_BODY)).encode("ascii")),
+                (b"cache-control", b"no-store"),
+                (b"retry-after", b"5"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+
+
+# -- helpers for handlers -------------------------------------------------------------------
+
+
+def session_engine(request: HasScope) -> SessionEngine:
+    """The engine of the :class:`SessionMiddleware` in front of this request."""
+    engine = request.scope.get(ENGINE_SCOPE_KEY)
+    if not isinstance(engine, SessionEngine):
+        raise ConfigurationError(
+            "no bastion SessionMiddleware in front of this route; add "
+            "Middleware(bastion.asgi.SessionMiddleware, store=...) to the app",
+            setting="middleware",
+        )
+    return engine
+
+
+def get_session(request: HasScope) -> Session:
+    """The request's session (the object behind ``request.session``)."""
+    session = request.scope.get("session")
+    if not isinstance(session, Session):
+        session_engine(request)  # raises the helpful error when the middleware is missing
+        raise ConfigurationError(
+            "scope['session'] is not a bastion Session: another session middleware replaced "
+            "it; use one session middleware",
+            setting="middleware",
+        )
+    return session
+
+
+async def load_session(request: HasScope) -> Session:
+    """Load the session with an awaited read and return it. Use it as a FastAPI dependency
+    (``Depends(load_session)``) to keep a lazy first touch from blocking the event loop."""
+    session = get_session(request)
+    await session_engine(request).load(session)
+    return session
+
+
+def login(request: HasScope, user_id: str | int, *, remember: bool | None = None) -> None:
+    """:meth:`Session.login`: rotate the ID and the CSRF secret, bind ``user_id``."""
+    get_session(request).login(user_id, remember=remember)
+
+
+def logout(request: HasScope) -> None:
+    """:meth:`Session.logout`: delete the server data and expire the cookie."""
+    get_session(request).logout()
+
+
+def regenerate(request: HasScope) -> None:
+    """:meth:`Session.regenerate`: a new ID for the same data (after a privilege change)."""
+    get_session(request).regenerate()
+
+
+async def destroy_session(request: HasScope, session_id: str) -> bool:
+    """Delete another session by its ID (admin tools). Says whether it existed."""
+    return await session_engine(request).destroy(session_id)
+
+
+async def create_session(
+    request: HasScope,
+    data: dict[str, Any] | None = None,
+    *,
+    user_id: str | int | None = None,
+    persistent: bool | None = None,
+) -> str:
+    """Store a new session programmatically and return its ID (not bound to this request)."""
+    return await session_engine(request).create(data, user_id=user_id, persistent=persistent)
+
+
+async def list_sessions(request: HasScope, user_id: str | int | None = None) -> list[SessionInfo]:
+    """The live sessions of ``user_id`` (default: the logged-in user); the current one flagged."""
+    session = get_session(request)
+    await session_engine(request).load(session)
+    user = session.user_id if user_id is None else str(user_id)
+    if user is None:
+        return []
+    return await session_engine(request).list_sessions(user, current=session.handle)
+
+
+async def revoke_session(request: HasScope, handle: str) -> bool:
+    """Revoke one of the logged-in user's sessions by its handle."""
+    session = get_session(request)
+    await session_engine(request).load(session)
+    if session.user_id is None:
+        return False
+    return await session_engine(request).revoke(session.user_id, handle)
+
+
+async def revoke_other_sessions(request: HasScope) -> int:
+    """Log the logged-in user out everywhere else ("log out other devices")."""
+    session = get_session(request)
+    await session_engine(request).load(session)
+    if session.user_id is None:
+        return 0
+    return await session_engine(request).revoke_others(session.user_id, session.handle)
+
+
+async def revoke_all_sessions(request: HasScope, user_id: str | int) -> int:
+    """Revoke every session of ``user_id`` (on a password change, for instance)."""
+    return await session_engine(request).revoke_all(user_id)

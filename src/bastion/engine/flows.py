@@ -1,0 +1,134 @@
+"""Store commands, generator flows, and the two drivers that run them.
+
+Engine logic is written once, as generators that *yield* store commands and receive each
+command's result. A flow does no I/O itself, so the same flow serves an ASGI app (driven by
+:func:`drive_async` on a :class:`~bastion.stores.base.Store`) and a WSGI app (driven by
+:func:`drive_sync` on a :class:`~bastion.stores.base.SyncStore`)::
+
+    def read_twice(key: str) -> Flow[bytes | None]:
+        first = yield Get(key)
+        return first if first is not None else (yield Get(key + ":fallback"))
+
+    value = await drive_async(read_twice("k"), store)       # in a coroutine
+    value = drive_sync(read_twice("k"), store.sync)         # in a WSGI worker thread
+
+A store error raised by a command is thrown into the flow at its ``yield``, so a flow may catch
+it; an uncaught one propagates to the caller unchanged (``StoreUnavailable`` stays
+``StoreUnavailable``). Each command is exactly one store call, so counting yielded commands
+counts round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from bastion.errors import StoreError
+
+if TYPE_CHECKING:
+    from bastion.stores.base import Store, SyncStore
+
+__all__ = [
+    "CompareAndSet",
+    "Delete",
+    "Flow",
+    "Get",
+    "Set",
+    "drive_async",
+    "drive_sync",
+]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    key: str
+    value: bytes
+    ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompareAndSet:
+    key: str
+    expected: bytes | None
+    value: bytes
+    ttl: float | None = None
+
+
+Command: TypeAlias = Get | Set | Delete | CompareAndSet
+Flow: TypeAlias = Generator[Command, Any, _T]
+"""A generator that yields commands, receives their results, and returns a ``_T``."""
+
+
+def _unknown(command: object) -> StoreError:
+    return StoreError(f"a flow yielded {command!r}, which is not a store command")
+
+
+def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
+    """Run ``flow`` to completion against a synchronous store."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = flow.send(result) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
+        try:
+            if type(command) is Get:
+                result = store.get(command.key)
+            elif type(command) is CompareAndSet:
+                result = store.compare_and_set(
+                    command.key, command.expected, command.value, command.ttl
+                )
+            elif type(command) is Delete:
+                result = store.delete(command.key)
+            elif type(command) is Set:
+                store.set(command.key, command.value, command.ttl)
+                result = None
+            else:
+                flow.close()
+                raise _unknown(command)
+        except StoreError as exc:
+            result, error = None, exc
+
+
+async def drive_async(flow: Flow[_T], store: Store) -> _T:
+    """Run ``flow`` to completion against an async store."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = flow.send(result) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
+        try:
+            if type(command) is Get:
+                result = await store.get(command.key)
+            elif type(command) is CompareAndSet:
+                result = await store.compare_and_set(
+                    command.key, command.expected, command.value, command.ttl
+                )
+            elif type(command) is Delete:
+                result = await store.delete(command.key)
+            elif type(command) is Set:
+                await store.set(command.key, command.value, command.ttl)
+                result = None
+            else:
+                flow.close()
+                raise _unknown(command)
+        except StoreError as exc:
+            result, error = None, exc

@@ -1,0 +1,1126 @@
+"""The session engine: load, save, rotate and revoke sessions as store flows.
+
+:class:`Session` is the mapping a handler sees (``request.session``, ``flask.session``). It does
+no I/O of its own: the adapter gives it a *loader*, called on first touch, and asks the
+:class:`SessionEngine` to save it when the response starts. Every operation is a generator flow
+(:mod:`bastion.engine.flows`) run by the async driver (ASGI) or the sync driver (WSGI).
+
+Store round trips per request kind:
+
+* untouched: 0 (nothing is read unless the handler touches the session);
+* read-only: 1 (``GET``), plus 1 (``CAS``) at most once per ``touch_interval`` to push the idle
+  deadline;
+* modified: 2 (``GET`` + ``CAS``); one more ``GET`` + ``CAS`` per lost race.
+
+Concurrency. A save never overwrites blindly: it is ``compare_and_set(expected=<the bytes this
+request loaded>)``. When another request changed the record meanwhile, the save re-reads it and
+applies only this request's per-key changes (set, changed or deleted keys, found by comparing
+the data with what was loaded) onto the current record, then retries (bounded). So two requests
+that change different keys both keep their change. A save never creates a session it loaded:
+if the record is gone (logout, revocation, expiry) the changes are dropped and the cookie
+cleared, so a slow request cannot resurrect a destroyed session.
+
+Rotation (``login()``, ``regenerate()``, periodic renewal) creates the new record with
+create-if-absent, then replaces the old record by a tombstone with a CAS on the loaded bytes. A
+renewal's tombstone names the new handle for ``renew_grace`` seconds, so parallel requests that
+still send the old cookie read and write the new record instead of being logged out; a
+privilege-change rotation leaves a dead tombstone (a fixated ID never reaches the logged-in
+session). Of two parallel renewals exactly one wins the tombstone CAS; the loser drops its new
+record and merges its changes into the winner's.
+
+Per-user registry. A session with a user (after ``login()``) is listed in that user's index
+record, under a hash-tagged key, updated with CAS loops. :meth:`SessionEngine.list_sessions`
+reads the index and each record (created, last seen, IP, user agent);
+:meth:`SessionEngine.revoke`, :meth:`SessionEngine.revoke_others` and
+:meth:`SessionEngine.revoke_all` delete records, which also makes every in-flight save of those
+sessions fail (see above).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.core.audit import (
+    Auditor,
+    EventName,
+    IdentifierHasher,
+    LoggingAuditSink,
+    Outcome,
+)
+from bastion.core.clock import system_clock
+from bastion.core.keys import KeyRing, SecretKey
+from bastion.core.sessions import (
+    Liveness,
+    SessionConfig,
+    SessionIndex,
+    SessionRecord,
+    Tombstone,
+    check_session_value,
+    cookie_max_age,
+    data_slice,
+    decode_index,
+    decode_record,
+    encode_data,
+    encode_index,
+    encode_record,
+    encode_tombstone,
+    is_session_id,
+    liveness,
+    needs_renewal,
+    needs_touch,
+    new_csrf_secret,
+    new_session_id,
+    record_key,
+    session_handle,
+)
+from bastion.core.signing import Signer
+from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, drive_async, drive_sync
+from bastion.errors import BadData, ConfigurationError, StoreError
+from bastion.stores.base import Store, SupportsSync, SyncStore
+from bastion.stores.keyspace import hash_tag
+
+if TYPE_CHECKING:
+    from bastion.core.clock import Clock
+
+__all__ = [
+    "SaveResult",
+    "Session",
+    "SessionEngine",
+    "SessionInfo",
+    "index_key",
+]
+
+_MISSING: Final = object()
+_MAX_RETRIES: Final = 16
+_EXPIRY_SLACK: Final = 300.0
+"""Seconds a record outlives its deadline in the store, so that a late request is told (and
+audited) ``session_expired`` rather than ``unknown``. Deadlines are checked on every load."""
+_STORE_UNAVAILABLE_EVENT: Final = "session_store_unavailable"
+_DESTROYED_EVENT: Final = "session_destroyed"
+
+
+def index_key(user_id: str) -> str:
+    """The store key of ``user_id``'s session index (one Redis Cluster slot per user)."""
+    return hash_tag("sessions-of", user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What the adapter adds to the response: a ``Set-Cookie`` value and headers."""
+
+    set_cookie: str | None = dataclasses.field(default=None, repr=False)  # carries the ID
+    clear_site_data: bool = False
+    vary: bool = False
+
+
+_NOTHING: Final = SaveResult()
+_VARY_ONLY: Final = SaveResult(vary=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One entry of a user's session list. ``handle`` names the session for :meth:`revoke`
+    (it is not a session ID and cannot be used as a cookie)."""
+
+    handle: str
+    created_at: float
+    last_seen: float
+    ip: str | None
+    user_agent: str | None
+    current: bool = False
+
+
+class Session(MutableMapping[str, Any]):
+    """The session of one request: a mapping of JSON values plus lifecycle operations.
+
+    Loaded on first touch (``session["x"]``, ``len(session)``, ``session.id`` ...) through the
+    loader the adapter installed; never loaded when untouched. Values are checked at assignment
+    (:func:`~bastion.core.sessions.check_session_value`). Changes to nested values
+    (``session["cart"].append(x)``) are seen too: the save compares the data with what was
+    loaded.
+    """
+
+    __slots__ = (
+        "_authenticated_at",
+        "_cookie_value",
+        "_csrf_secret",
+        "_data",
+        "_engine",
+        "_follower",
+        "_id",
+        "_key",
+        "_loaded",
+        "_loader",
+        "_logout",
+        "_meta_dirty",
+        "_persistent",
+        "_pristine",
+        "_raw",
+        "_record",
+        "_rejected",
+        "_rotate",
+        "_user_id",
+        "accessed",
+        "client_ip",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        engine: SessionEngine,
+        cookie_value: str | None,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+        loader: Callable[[Session], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._cookie_value = cookie_value
+        self._loader = loader
+        self._loaded = False
+        self._id: str | None = None
+        self._key: str | None = None
+        self._raw: bytes | None = None
+        self._pristine: bytes | None = None
+        self._record: SessionRecord | None = None
+        self._data: dict[str, Any] = {}
+        self._follower = False
+        self._rejected: str | None = None
+        self._rotate: str | None = None
+        self._logout = False
+        self._meta_dirty = False
+        self._user_id: str | None = None
+        self._authenticated_at: float | None = None
+        self._csrf_secret: str | None = None
+        self._persistent = engine.config.persistent
+        self.accessed = False
+        self.client_ip = client_ip
+        self.user_agent = user_agent
+
+    # -- loading ----------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    @property
+    def has_cookie(self) -> bool:
+        """Whether the request carried a session cookie (valid or not). No I/O."""
+        return self._cookie_value is not None
+
+    def _ensure(self) -> None:
+        self.accessed = True
+        if self._loaded:
+            return
+        if self._cookie_value is None:
+            self._start_fresh(None)
+            return
+        loader = self._loader
+        if loader is None:
+            raise StoreError(
+                "this session was not loaded and has no synchronous loader: await "
+                "load_session(request) first, or use a store with a sync side"
+            )
+        loader(self)
+
+    def _start_fresh(self, rejected: str | None) -> None:
+        self._loaded = True
+        self._rejected = rejected
+        self._id = None
+        self._key = None
+        self._raw = None
+        self._pristine = None
+        self._record = None
+        self._data = {}
+
+    def _adopt(
+        self, session_id: str, key: str, raw: bytes, record: SessionRecord, *, follower: bool
+    ) -> None:
+        self._loaded = True
+        self._id = session_id
+        self._key = key
+        self._raw = raw
+        self._pristine = data_slice(raw)
+        self._record = record
+        self._data = record.data
+        self._follower = follower
+        self._user_id = record.user_id
+        self._authenticated_at = record.authenticated_at
+        self._csrf_secret = record.csrf_secret
+        self._persistent = record.persistent
+
+    # -- the mapping --------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._ensure()
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        check_session_value(key, value)
+        self._ensure()
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._ensure()
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._ensure()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self._ensure()
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._ensure()
+        return self._data.get(key, default)
+
+    def clear(self) -> None:
+        self._ensure()
+        self._data.clear()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded else "not loaded"
+        return f"<Session {state}, {len(self._data)} keys>"
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The current session ID (``None`` while the session has never been stored).
+
+        Danger: the ID is the credential. Never log it or put it in a page.
+        """
+        self._ensure()
+        return self._id
+
+    @property
+    def handle(self) -> str | None:
+        """The non-secret name of this session in the store and the user's registry."""
+        self._ensure()
+        return None if self._id is None else session_handle(self._id)
+
+    @property
+    def is_new(self) -> bool:
+        self._ensure()
+        return self._key is None
+
+    @property
+    def user_id(self) -> str | None:
+        self._ensure()
+        return self._user_id
+
+    @property
+    def authenticated_at(self) -> float | None:
+        """When :meth:`login` ran for this session (Unix seconds), for step-up checks."""
+        self._ensure()
+        return self._authenticated_at
+
+    @property
+    def csrf_secret(self) -> str:
+        """The per-session CSRF secret (created on first use, rotated by :meth:`login`)."""
+        self._ensure()
+        if self._csrf_secret is None:
+            self._csrf_secret = new_csrf_secret()
+            self._meta_dirty = True
+        return self._csrf_secret
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the cookie outlives the browser session ("remember me")."""
+        self._ensure()
+        return self._persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._ensure()
+        if value != self._persistent:
+            self._persistent = bool(value)
+            self._meta_dirty = True
+
+    @property
+    def modified(self) -> bool:
+        """Whether the save will write (data changed, lifecycle call, metadata changed)."""
+        if not self._loaded:
+            return False
+        if self._meta_dirty or self._rotate is not None or self._logout:
+            return True
+        changed, removed = self._engine.diff(self)
+        return bool(changed or removed)
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        # Flask code sets ``session.modified = True`` after changing a nested value. The save
+        # finds nested changes by itself; True also forces a write (and an idle refresh).
+        if value:
+            self._ensure()
+            self._meta_dirty = True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def login(self, user_id: str | int, *, remember: bool | None = None) -> None:
+        """Bind the session to ``user_id``: new ID, new CSRF secret, ``authenticated_at`` = now.
+
+        Takes effect when the response is sent: the old ID is killed (a dead tombstone, so an
+        in-flight request sent with it can never write it back) and the new cookie is set.
+        ``remember`` picks a persistent cookie (the persistent lifetimes apply).
+        """
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            raise ConfigurationError(
+                "login() needs a non-empty str or int user_id", setting="user_id"
+            )
+        self._ensure()
+        self._user_id = str(user_id)
+        self._authenticated_at = self._engine.clock.now()
+        self._csrf_secret = new_csrf_secret()
+        if remember is not None:
+            self._persistent = bool(remember)
+        self._meta_dirty = True
+        self._rotate = "login"
+        self._logout = False
+        self._id = new_session_id()
+
+    def regenerate(self) -> None:
+        """Issue a new ID for the same data (after a privilege change); the old ID dies."""
+        self._ensure()
+        self._rotate = self._rotate or "regenerate"
+        self._id = new_session_id()
+
+    def logout(self) -> None:
+        """End the session: server data deleted, cookie expired, ``Clear-Site-Data`` sent
+        when the configuration asks for it. The session is empty afterwards."""
+        self._ensure()
+        self._logout = True
+        self._rotate = None
+        self._data = {}
+        self._user_id = None
+        self._authenticated_at = None
+
+    # The adapter calls this when it cannot save (5xx): nothing is written.
+    def discard(self) -> None:
+        self._loaded = False
+        self._logout = False
+        self._rotate = None
+
+
+class SessionEngine:
+    """Sessions over one store: loads, saves, lifecycle and the per-user registry.
+
+    ``store`` is any :class:`~bastion.stores.base.Store`; its ``sync`` side (when it has one)
+    serves WSGI apps and lazy loads. ``keyring`` signs cookie values when ``config.signed``
+    and keys the audit hasher. ``auditor`` defaults to JSON lines on the ``bastion.audit``
+    logger.
+    """
+
+    __slots__ = ("_auditor", "_signer", "_store", "_sync", "clock", "config")
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        config: SessionConfig | None = None,
+        keyring: KeyRing | SecretKey | None = None,
+        auditor: Auditor | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise ConfigurationError(
+                f"store must be a bastion Store (see bastion.stores.open_store), got "
+                f"{type(store).__name__}",
+                setting="store",
+            )
+        self.config = SessionConfig() if config is None else config
+        if not isinstance(self.config, SessionConfig):
+            raise ConfigurationError("config must be a SessionConfig", setting="config")
+        if self.config.signed and keyring is None:
+            raise ConfigurationError(
+                "signed=True needs a key ring: pass keyring=KeyRing.from_secrets([...])",
+                setting="keyring",
+            )
+        self._store = store
+        self._sync: SyncStore | None = store.sync if isinstance(store, SupportsSync) else None
+        self.clock = clock
+        self._signer = (
+            Signer(keyring, "session") if self.config.signed and keyring is not None else None
+        )
+        if auditor is None:
+            hasher = IdentifierHasher(keyring if keyring is not None else KeyRing.generate())
+            auditor = Auditor(hasher, clock, LoggingAuditSink())
+        self._auditor = auditor
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def sync_store(self) -> SyncStore | None:
+        return self._sync
+
+    def __repr__(self) -> str:
+        return f"SessionEngine(store={self._store!r}, cookie={self.config.name!r})"
+
+    # -- drivers ----------------------------------------------------------------------------
+
+    async def run(self, flow: Flow[Any]) -> Any:
+        return await drive_async(flow, self._store)
+
+    def run_sync(self, flow: Flow[Any]) -> Any:
+        if self._sync is None:
+            raise StoreError(f"{self._store!r} has no synchronous side (store.sync)")
+        return drive_sync(flow, self._sync)
+
+    # -- per request -------------------------------------------------------------------------
+
+    def open(
+        self,
+        cookie_header: str | None,
+        *,
+        cookies: dict[str, str] | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+        lazy: bool = True,
+    ) -> Session:
+        """A session for one request; no I/O. ``cookies`` is the parsed ``Cookie`` header
+        (``cookie_header`` is parsed when it is not given). With ``lazy`` and a store that has
+        a sync side, the first touch loads the session through it."""
+        if cookies is None:
+            from bastion.core.cookies import parse_cookie  # noqa: PLC0415 (rare path)
+
+            cookies = parse_cookie(cookie_header or "")
+        value = cookies.get(self.config.name)
+        loader = self.load_sync if (lazy and self._sync is not None) else None
+        return Session(
+            self, value or None, client_ip=client_ip, user_agent=user_agent, loader=loader
+        )
+
+    def load_sync(self, session: Session) -> None:
+        self.run_sync(self.load_flow(session))
+
+    async def load(self, session: Session) -> None:
+        """Load ``session`` now (one round trip when a cookie is present). Idempotent."""
+        if not session.loaded:
+            await self.run(self.load_flow(session))
+        session.accessed = True
+
+    def _decode_cookie(self, value: str) -> tuple[str | None, str]:
+        signer = self._signer
+        if signer is None:
+            return (value, "") if is_session_id(value) else (None, "malformed")
+        result = signer.verify(value)
+        if result.value is None:
+            return None, "bad_signature" if result.status == "bad_signature" else "malformed"
+        try:
+            text = result.value.decode("ascii")
+        except UnicodeDecodeError:
+            return None, "malformed"
+        return (text, "") if is_session_id(text) else (None, "malformed")
+
+    def _cookie_text(self, session_id: str) -> str:
+        return session_id if self._signer is None else self._signer.sign(session_id)
+
+    def load_flow(self, session: Session) -> Flow[None]:  # noqa: PLR0911 (one exit per verdict)
+        session.accessed = True
+        if session.loaded:
+            return
+        value = session._cookie_value
+        if value is None:
+            session._start_fresh(None)
+            return
+        session_id, reason = self._decode_cookie(value)
+        if session_id is None:
+            self._reject(session, reason, EventName.INPUT_VALIDATION_FAIL)
+            return
+        key = record_key(session_handle(session_id))
+        raw = yield Get(key)
+        if raw is None:
+            self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
+            return
+        found = _decode_or_none(raw)
+        now = self.clock.now()
+        follower = False
+        if isinstance(found, Tombstone):
+            if found.successor is None or now >= found.until:
+                self._reject(session, "rotated", EventName.SESSION_USE_AFTER_EXPIRE)
+                return
+            key = record_key(found.successor)
+            raw = yield Get(key)
+            found = None if raw is None else _decode_or_none(raw)
+            follower = True
+        if not isinstance(found, SessionRecord) or raw is None:
+            self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
+            return
+        state = liveness(found, now, self.config)
+        if state is not Liveness.LIVE:
+            self._reject(session, state.value, EventName.SESSION_EXPIRED, user=found.user_id)
+            return
+        session._adopt(session_id, key, raw, found, follower=follower)
+
+    def _reject(
+        self, session: Session, reason: str, name: EventName, *, user: str | None = None
+    ) -> None:
+        session._start_fresh(reason)
+        self._auditor.emit(
+            name,
+            outcome=Outcome.FAILURE,
+            user=user,
+            client_ip=session.client_ip,
+            details={"reason": reason, "action": "fresh_session_issued"},
+        )
+
+    def audit_unavailable(self, session: Session | None, operation: str) -> None:
+        """Record that the store failed while ``operation`` ran (the adapter answers 503)."""
+        self._auditor.emit(
+            _STORE_UNAVAILABLE_EVENT,
+            outcome=Outcome.FAILURE,
+            client_ip=None if session is None else session.client_ip,
+            details={"operation": operation},
+        )
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def diff(self, session: Session) -> tuple[dict[str, Any], set[str]]:
+        """This request's changes: keys set or changed (with their values), keys removed."""
+        data = session._data
+        raw = session._pristine
+        if raw is None:
+            return dict(data), set()
+        pristine = json.loads(raw)
+        changed = {k: v for k, v in data.items() if pristine.get(k, _MISSING) != v}
+        removed = {k for k in pristine if k not in data}
+        return changed, removed
+
+    async def save(self, session: Session, *, status: int = 200) -> SaveResult:
+        """Write ``session`` if needed and say what the response must carry.
+
+        Skips every write when ``status`` is 500 or more.
+        """
+        if not session.accessed:
+            return _NOTHING
+        if status >= 500:
+            session.discard()
+            return _VARY_ONLY
+        if not session.loaded:
+            return _VARY_ONLY
+        result: SaveResult = await self.run(self.save_flow(session))
+        return result
+
+    def save_sync(self, session: Session, *, status: int = 200) -> SaveResult:
+        if not session.accessed:
+            return _NOTHING
+        if status >= 500:
+            session.discard()
+            return _VARY_ONLY
+        if not session.loaded:
+            return _VARY_ONLY
+        result: SaveResult = self.run_sync(self.save_flow(session))
+        return result
+
+    def _set_cookie(self, session_id: str, record: SessionRecord, now: float) -> SaveResult:
+        cookie = self.config.cookie
+        max_age = cookie_max_age(record, now, self.config)
+        text = self._cookie_text(session_id)
+        if max_age is None:
+            line = cookie.with_value(text).serialize()
+        else:
+            line = dataclasses.replace(cookie, value=text, max_age=max_age).serialize()
+        return SaveResult(set_cookie=line, vary=True)
+
+    def _clear_cookie(self, *, clear_site_data: bool = False) -> SaveResult:
+        return SaveResult(
+            set_cookie=self.config.cookie.expired().serialize(),
+            clear_site_data=clear_site_data,
+            vary=True,
+        )
+
+    def _ttl(self, record: SessionRecord, now: float) -> float:
+        return max(1.0, record.deadline(self.config) - now) + _EXPIRY_SLACK
+
+    def _build(
+        self,
+        session: Session,
+        base: SessionRecord | None,
+        data: dict[str, Any],
+        now: float,
+    ) -> SessionRecord:
+        """A record with ``data`` and this session's metadata, on top of ``base``."""
+        s = session
+        if base is None:
+            return SessionRecord(
+                data=data,
+                created_at=now,
+                issued_at=now,
+                last_seen=now,
+                csrf_secret=s._csrf_secret or new_csrf_secret(),
+                user_id=s._user_id,
+                authenticated_at=s._authenticated_at,
+                persistent=s._persistent,
+                ip=s.client_ip,
+                user_agent=s.user_agent,
+            )
+        if s._meta_dirty:
+            return SessionRecord(
+                data=data,
+                created_at=base.created_at,
+                issued_at=base.issued_at,
+                last_seen=max(now, base.last_seen),
+                csrf_secret=s._csrf_secret or base.csrf_secret,
+                user_id=s._user_id,
+                authenticated_at=s._authenticated_at,
+                persistent=s._persistent,
+                ip=base.ip,
+                user_agent=base.user_agent,
+            )
+        return SessionRecord(
+            data=data,
+            created_at=base.created_at,
+            issued_at=base.issued_at,
+            last_seen=max(now, base.last_seen),
+            csrf_secret=base.csrf_secret,
+            user_id=base.user_id,
+            authenticated_at=base.authenticated_at,
+            persistent=base.persistent,
+            ip=base.ip,
+            user_agent=base.user_agent,
+        )
+
+    def save_flow(self, session: Session) -> Flow[SaveResult]:  # noqa: PLR0911, PLR0912 (one decision table)
+        now = self.clock.now()
+        s = session
+        old_key = s._key
+        if s._logout:
+            if old_key is not None:
+                yield Delete(old_key)
+                loaded = s._record
+                if loaded is not None and loaded.user_id is not None:
+                    handle = old_key.removeprefix("session:")
+                    yield from self._index_update(loaded.user_id, _remove(handle))
+                self._audit_destroyed(s, "logout")
+            if old_key is None and s._cookie_value is None:
+                return _VARY_ONLY
+            return self._clear_cookie(clear_site_data=self.config.clear_site_data)
+        # Comparing encodings finds every change, nested ones included, without decoding.
+        data_json = encode_data(s._data)
+        unchanged = data_json == s._pristine
+        if old_key is None:
+            if not s._data and not s._meta_dirty and s._rotate is None:
+                return self._clear_cookie() if s._rejected else _VARY_ONLY
+            return (yield from self._create(s, dict(s._data), now))
+        loaded = s._record
+        if loaded is None:  # pragma: no cover - a stored session always has its record
+            raise StoreError("session has a key but no record")
+        if s._rotate is None and not s._follower and needs_renewal(loaded, now, self.config):
+            s._rotate = "renew"
+            s._id = new_session_id()
+        if s._rotate is not None:
+            return (yield from self._rotate_flow(s, data_json, now))
+        if unchanged and not s._meta_dirty and not needs_touch(loaded, now, self.config):
+            return _VARY_ONLY
+        outcome = yield from self._merge_save(s, old_key, s._raw, loaded, data_json, now)
+        if outcome is None:
+            return self._clear_cookie() if not s._follower else _VARY_ONLY
+        _key, record = outcome
+        if s._follower or s._id is None:
+            return _VARY_ONLY
+        if record.persistent or s._meta_dirty:
+            return self._set_cookie(s._id, record, now)
+        return _VARY_ONLY
+
+    def _create(self, s: Session, data: dict[str, Any], now: float) -> Flow[SaveResult]:
+        record = self._build(s, None, data, now)
+        value = encode_record(record, max_bytes=self.config.max_bytes)
+        session_id = s._id or new_session_id()
+        for _ in range(3):
+            key = record_key(session_handle(session_id))
+            created = yield CompareAndSet(key, None, value, self._ttl(record, now))
+            if created:
+                break
+            session_id = new_session_id()  # a collision of 256-bit IDs: never in practice
+        else:
+            raise StoreError("could not create a session: three random IDs were all taken")
+        if record.user_id is not None:
+            yield from self._index_update(
+                record.user_id, _add(session_handle(session_id), record, now)
+            )
+        self._adopt_saved(s, session_id, key, value, record)
+        self._auditor.emit(
+            EventName.SESSION_CREATED,
+            outcome=Outcome.SUCCESS,
+            user=record.user_id,
+            session=session_id,
+            client_ip=s.client_ip,
+        )
+        return self._set_cookie(session_id, record, now)
+
+    def _adopt_saved(
+        self, s: Session, session_id: str, key: str, value: bytes, record: SessionRecord
+    ) -> None:
+        s._adopt(session_id, key, value, record, follower=False)
+        s._rotate = None
+        s._meta_dirty = False
+        s._data = json.loads(value)["d"]
+
+    def _merged(self, s: Session, onto: dict[str, Any]) -> dict[str, Any]:
+        """``onto`` (the data stored now) with this request's per-key changes applied."""
+        changed, removed = self.diff(s)
+        data = dict(onto)
+        data.update(changed)
+        for name in removed:
+            data.pop(name, None)
+        return data
+
+    def _merge_save(  # noqa: PLR0917 (private: the state of one CAS loop)
+        self,
+        s: Session,
+        key: str,
+        expected: bytes | None,
+        current: SessionRecord,
+        data_json: bytes | None,
+        now: float,
+    ) -> Flow[tuple[str, SessionRecord] | None]:
+        """CAS this request's changes onto the record under ``key``; ``None`` if it is gone.
+
+        ``data_json`` is the encoded data when ``current`` is the record this request loaded
+        (no merge needed); ``None`` makes the first attempt merge too.
+        """
+        for _ in range(_MAX_RETRIES):
+            if data_json is None:
+                record = self._build(s, current, self._merged(s, current.data), now)
+                value = encode_record(record, max_bytes=self.config.max_bytes)
+            elif (
+                not s._meta_dirty
+                and s._raw is not None
+                and s._pristine is not None
+                and not needs_touch(current, now, self.config)
+            ):
+                # Only the data changed and the idle clock need not move: the stored metadata
+                # is reused byte for byte and only the data part is replaced.
+                record = current
+                head = s._raw[: len(s._raw) - len(s._pristine) - 1]
+                value = head + data_json + b"}"
+                if len(value) > self.config.max_bytes:
+                    value = encode_record(record, max_bytes=self.config.max_bytes)
+                data_json = None
+            else:
+                record = self._build(s, current, s._data, now)
+                value = encode_record(record, max_bytes=self.config.max_bytes, data_json=data_json)
+                data_json = None
+            if (yield CompareAndSet(key, expected, value, self._ttl(record, now))):
+                return key, record
+            expected = yield Get(key)
+            found = None if expected is None else _decode_or_none(expected)
+            if isinstance(found, Tombstone):
+                if found.successor is None or now >= found.until:
+                    return None
+                key = record_key(found.successor)
+                expected = yield Get(key)
+                found = None if expected is None else _decode_or_none(expected)
+                s._follower = True
+            if not isinstance(found, SessionRecord):
+                return None
+            current = found
+        raise StoreError(
+            f"session save lost {_MAX_RETRIES} compare-and-set races in a row; the session is "
+            "being written by too many requests at once"
+        )
+
+    def _rotate_flow(self, s: Session, data_json: bytes, now: float) -> Flow[SaveResult]:
+        kind = s._rotate
+        old_key = s._key
+        loaded = s._record
+        if old_key is None or loaded is None or s._id is None:
+            raise StoreError("rotation needs a stored session")
+        new_id = s._id
+        new_handle = session_handle(new_id)
+        new_key = record_key(new_handle)
+        data = dict(s._data)
+        record = self._build(s, loaded, data, now)
+        record.issued_at = now
+        record.last_seen = now
+        if kind != "renew":
+            record.created_at = now
+            record.ip = s.client_ip or record.ip
+            record.user_agent = s.user_agent or record.user_agent
+        value = encode_record(record, max_bytes=self.config.max_bytes, data_json=data_json)
+        if not (yield CompareAndSet(new_key, None, value, self._ttl(record, now))):
+            raise StoreError("could not create the rotated session: its new ID is taken")
+        successor = new_handle if kind == "renew" else None
+        tomb = encode_tombstone(Tombstone(successor=successor, until=now + self.config.renew_grace))
+        expected = s._raw
+        for _ in range(_MAX_RETRIES):
+            if (yield CompareAndSet(old_key, expected, tomb, self.config.renew_grace)):
+                break
+            expected = yield Get(old_key)
+            found = None if expected is None else _decode_or_none(expected)
+            if not isinstance(found, SessionRecord):
+                # Destroyed meanwhile, or another request rotated first: ours must not live.
+                yield Delete(new_key)
+                if isinstance(found, Tombstone) and found.successor is not None and kind == "renew":
+                    s._rotate = None
+                    winner = record_key(found.successor)
+                    raw = yield Get(winner)
+                    current = None if raw is None else _decode_or_none(raw)
+                    if isinstance(current, SessionRecord):
+                        yield from self._merge_save(s, winner, raw, current, None, now)
+                        s._follower = True
+                        return _VARY_ONLY
+                return self._clear_cookie()
+            updated = dataclasses.replace(record, data=self._merged(s, found.data))
+            new_value = encode_record(updated, max_bytes=self.config.max_bytes)
+            if not (yield CompareAndSet(new_key, value, new_value, self._ttl(updated, now))):
+                raise StoreError("the rotated session changed during its own rotation")
+            value, record = new_value, updated
+        else:
+            raise StoreError(f"session rotation lost {_MAX_RETRIES} races in a row")
+        old_handle = old_key.removeprefix("session:")
+        if loaded.user_id is not None and loaded.user_id != record.user_id:
+            yield from self._index_update(loaded.user_id, _remove(old_handle))
+        if record.user_id is not None:
+            yield from self._index_update(
+                record.user_id, _replace(old_handle, new_handle, record, now)
+            )
+        self._adopt_saved(s, new_id, new_key, value, record)
+        self._auditor.emit(
+            EventName.SESSION_RENEWED,
+            outcome=Outcome.SUCCESS,
+            user=record.user_id,
+            session=new_id,
+            client_ip=s.client_ip,
+            details={"reason": kind},
+        )
+        return self._set_cookie(new_id, record, now)
+
+    def _audit_destroyed(self, s: Session | None, reason: str) -> None:
+        self._auditor.emit(
+            _DESTROYED_EVENT,
+            outcome=Outcome.SUCCESS,
+            client_ip=None if s is None else s.client_ip,
+            details={"reason": reason},
+        )
+
+    # -- the per-user registry ------------------------------------------------------------------
+
+    def _index_update(self, user_id: str, change: Callable[[SessionIndex], None]) -> Flow[None]:
+        key = index_key(user_id)
+        ttl = self.config.persistent_absolute_lifetime
+        for _ in range(_MAX_RETRIES):
+            raw = yield Get(key)
+            try:
+                index = decode_index(raw)
+            except BadData:
+                index = SessionIndex()
+            change(index)
+            if (yield CompareAndSet(key, raw, encode_index(index), ttl)):
+                return
+        raise StoreError(f"session index update lost {_MAX_RETRIES} races in a row")
+
+    def list_sessions_flow(
+        self, user_id: str, current: str | None = None
+    ) -> Flow[list[SessionInfo]]:
+        raw = yield Get(index_key(str(user_id)))
+        try:
+            index = decode_index(raw)
+        except BadData:
+            return []
+        now = self.clock.now()
+        found: list[SessionInfo] = []
+        gone: list[str] = []
+        for handle, entry in index.entries.items():
+            value = yield Get(record_key(handle))
+            record = None if value is None else _decode_or_none(value)
+            if not isinstance(record, SessionRecord) or record.user_id != str(user_id):
+                gone.append(handle)
+                continue
+            if liveness(record, now, self.config) is not Liveness.LIVE:
+                gone.append(handle)
+                continue
+            found.append(
+                SessionInfo(
+                    handle=handle,
+                    created_at=float(entry.get("created", record.created_at)),
+                    last_seen=record.last_seen,
+                    ip=record.ip,
+                    user_agent=record.user_agent,
+                    current=handle == current,
+                )
+            )
+        if gone:
+            yield from self._index_update(str(user_id), _remove(*gone))
+        found.sort(key=lambda info: info.created_at)
+        return found
+
+    def revoke_flow(self, user_id: str, handles: Callable[[SessionIndex], list[str]]) -> Flow[int]:
+        raw = yield Get(index_key(str(user_id)))
+        try:
+            index = decode_index(raw)
+        except BadData:
+            index = SessionIndex()
+        chosen = handles(index)
+        count = 0
+        for handle in chosen:
+            if (yield Delete(record_key(handle))):
+                count += 1
+        if chosen:
+            yield from self._index_update(str(user_id), _remove(*chosen))
+        return count
+
+    def destroy_flow(self, session_id: str) -> Flow[bool]:
+        if not is_session_id(session_id):
+            return False
+        handle = session_handle(session_id)
+        key = record_key(handle)
+        raw = yield Get(key)
+        record = None if raw is None else _decode_or_none(raw)
+        removed: bool = yield Delete(key)
+        if isinstance(record, SessionRecord) and record.user_id is not None:
+            yield from self._index_update(record.user_id, _remove(handle))
+        return removed
+
+    def create_flow(
+        self,
+        data: dict[str, Any],
+        *,
+        user_id: str | None,
+        persistent: bool | None,
+        client_ip: str | None,
+        user_agent: str | None,
+    ) -> Flow[str]:
+        for key, value in data.items():
+            check_session_value(key, value)
+        s = Session(self, None, client_ip=client_ip, user_agent=user_agent)
+        s._start_fresh(None)
+        s._data = dict(data)
+        s._meta_dirty = True
+        if user_id is not None:
+            s._user_id = str(user_id)
+            s._authenticated_at = self.clock.now()
+        if persistent is not None:
+            s._persistent = persistent
+        yield from self._create(s, s._data, self.clock.now())
+        if s._id is None:  # pragma: no cover
+            raise StoreError("session creation returned no ID")
+        return s._id
+
+    # -- public lifecycle and registry operations, async and sync -----------------------------
+
+    async def create(
+        self,
+        data: dict[str, Any] | None = None,
+        *,
+        user_id: str | int | None = None,
+        persistent: bool | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> str:
+        """Store a new session (for programmatic use: tests, magic links) and return its ID."""
+        flow = self.create_flow(
+            dict(data or {}),
+            user_id=None if user_id is None else str(user_id),
+            persistent=persistent,
+            client_ip=client_ip,
+            user_agent=user_agent,
+        )
+        session_id: str = await self.run(flow)
+        return session_id
+
+    async def destroy(self, session_id: str) -> bool:
+        """Delete the session with ``session_id`` (and its registry entry); says if it existed."""
+        removed: bool = await self.run(self.destroy_flow(session_id))
+        if removed:
+            self._audit_destroyed(None, "destroy")
+        return removed
+
+    def destroy_sync(self, session_id: str) -> bool:
+        removed: bool = self.run_sync(self.destroy_flow(session_id))
+        if removed:
+            self._audit_destroyed(None, "destroy")
+        return removed
+
+    async def list_sessions(
+        self, user_id: str | int, *, current: str | None = None
+    ) -> list[SessionInfo]:
+        """``user_id``'s live sessions, oldest first; ``current`` (a handle) is flagged."""
+        found: list[SessionInfo] = await self.run(self.list_sessions_flow(str(user_id), current))
+        return found
+
+    def list_sessions_sync(
+        self, user_id: str | int, *, current: str | None = None
+    ) -> list[SessionInfo]:
+        found: list[SessionInfo] = self.run_sync(self.list_sessions_flow(str(user_id), current))
+        return found
+
+    async def revoke(self, user_id: str | int, handle: str) -> bool:
+        """Revoke one of ``user_id``'s sessions by handle. Says whether it was live."""
+        count: int = await self.run(self.revoke_flow(str(user_id), _only(handle)))
+        return count == 1
+
+    async def revoke_others(self, user_id: str | int, keep_handle: str | None) -> int:
+        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices")."""
+        count: int = await self.run(self.revoke_flow(str(user_id), _all_but(keep_handle)))
+        return count
+
+    async def revoke_all(self, user_id: str | int) -> int:
+        """Revoke every session of ``user_id`` (on a password change, for instance)."""
+        count: int = await self.run(self.revoke_flow(str(user_id), _all_but(None)))
+        return count
+
+    def revoke_sync(self, user_id: str | int, handle: str) -> bool:
+        count: int = self.run_sync(self.revoke_flow(str(user_id), _only(handle)))
+        return count == 1
+
+    def revoke_others_sync(self, user_id: str | int, keep_handle: str | None) -> int:
+        count: int = self.run_sync(self.revoke_flow(str(user_id), _all_but(keep_handle)))
+        return count
+
+    def revoke_all_sync(self, user_id: str | int) -> int:
+        count: int = self.run_sync(self.revoke_flow(str(user_id), _all_but(None)))
+        return count
+
+
+def _decode_or_none(raw: bytes) -> SessionRecord | Tombstone | None:
+    try:
+        return decode_record(raw)
+    except BadData:
+        return None
+
+
+def _add(handle: str, record: SessionRecord, now: float) -> Callable[[SessionIndex], None]:
+    def change(index: SessionIndex) -> None:
+        index.add(handle, created=now, ip=record.ip, ua=record.user_agent)
+
+    return change
+
+
+def _remove(*handles: str) -> Callable[[SessionIndex], None]:
+    def change(index: SessionIndex) -> None:
+        for handle in handles:
+            index.entries.pop(handle, None)
+
+    return change
+
+
+def _replace(
+    old: str, new: str, record: SessionRecord, now: float
+) -> Callable[[SessionIndex], None]:
+    def change(index: SessionIndex) -> None:
+        previous = index.entries.pop(old, None)
+        created = now if previous is None else float(previous.get("created", now))
+        index.add(new, created=created, ip=record.ip, ua=record.user_agent)
+
+    return change
+
+
+def _only(handle: str) -> Callable[[SessionIndex], list[str]]:
+    return lambda index: [handle] if handle in index.entries else []
+
+
+def _all_but(keep: str | None) -> Callable[[SessionIndex], list[str]]:
+    return lambda index: [h for h in index.entries if h != keep]

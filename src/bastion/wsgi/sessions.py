@@ -1,0 +1,199 @@
+"""``SessionMiddleware`` for WSGI apps: the session engine driven by the synchronous driver.
+
+The same engine flows as the ASGI middleware run here through the store's synchronous side
+(``store.sync``): memory directly, SQLite on a connection per worker thread, Redis through a
+blocking client (rebuilt after a fork, so it is safe under gunicorn's pre-fork model). No event
+loop is involved. The session is ``environ["bastion.session"]``, loaded on first touch (an
+untouched request does no store I/O) and saved when the app calls ``start_response``.
+
+Outage: a store failure while the session is read or saved answers ``503`` with a plain message
+and an audit event, never a fresh session and never a 500 traceback.
+
+For Flask, use :class:`bastion.flask.Bastion`, which plugs the same engine into
+``flask.session``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.core.clock import system_clock
+from bastion.core.environment import is_production
+from bastion.core.sessions import SessionConfig
+from bastion.engine.sessions import SaveResult, Session, SessionEngine
+from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.stores.url import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from bastion.core.audit import Auditor
+    from bastion.core.clock import Clock
+    from bastion.core.keys import KeyRing, SecretKey
+    from bastion.stores.base import Store
+
+    Environ = dict[str, Any]
+    StartResponse = Callable[..., Any]
+    WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+__all__ = [
+    "ENGINE_ENVIRON_KEY",
+    "SESSION_ENVIRON_KEY",
+    "SessionMiddleware",
+    "build_engine",
+    "get_session",
+    "response_headers",
+    "unavailable_response",
+]
+
+SESSION_ENVIRON_KEY: Final = "bastion.session"
+ENGINE_ENVIRON_KEY: Final = "bastion.sessions"
+UNAVAILABLE_STATUS: Final = "503 Service Unavailable"
+UNAVAILABLE_BODY: Final = (
+    b"Service unavailable: the session store cannot be reached. Please try again shortly.\n"
+)
+
+
+def build_engine(
+    *,
+    store: Store | str,
+    config: SessionConfig | None,
+    keyring: KeyRing | SecretKey | None,
+    auditor: Auditor | None,
+    clock: Clock,
+    production: bool | None,
+) -> SessionEngine:
+    """A session engine for a synchronous app: checks the config and that the store has a sync
+    side. Shared by the WSGI middleware and the Flask extension."""
+    config = SessionConfig() if config is None else config
+    if not isinstance(config, SessionConfig):
+        raise ConfigurationError("config must be a SessionConfig", setting="config")
+    config.check_environment(production=is_production() if production is None else production)
+    if isinstance(store, str):
+        store = open_store(store, clock=clock)
+    engine = SessionEngine(store, config=config, keyring=keyring, auditor=auditor, clock=clock)
+    if engine.sync_store is None:
+        raise ConfigurationError(
+            f"a WSGI app needs a store with a synchronous side (store.sync); {store!r} has "
+            "none. Use memory://, sqlite:/// or redis:// URLs",
+            setting="store",
+        )
+    return engine
+
+
+def response_headers(result: SaveResult) -> list[tuple[str, str]]:
+    """The headers a save result adds to the response (``Vary`` is merged by the caller)."""
+    headers: list[tuple[str, str]] = []
+    if result.set_cookie is not None:
+        headers.append(("Set-Cookie", result.set_cookie))
+        headers.append(("Cache-Control", "no-store"))
+        if result.clear_site_data:
+            headers.append(("Clear-Site-Data", '"cookies"'))
+    return headers
+
+
+def unavailable_response() -> tuple[str, list[tuple[str, str]], bytes]:
+    """Status, headers and body of the 503 sent when the session store is down."""
+    return (
+        UNAVAILABLE_STATUS,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(UNAVAILABLE_BODY))),
+            ("Cache-Control", "no-store"),
+            ("Retry-After", "5"),
+        ],
+        UNAVAILABLE_BODY,
+    )
+
+
+def _merge(headers: list[tuple[str, str]], result: SaveResult) -> list[tuple[str, str]]:
+    extra = response_headers(result)
+    if result.set_cookie is not None:
+        headers = [(n, v) for n, v in headers if n.lower() != "cache-control"]
+    if result.vary:
+        for index, (name, value) in enumerate(headers):
+            if name.lower() == "vary":
+                if "cookie" not in value.lower() and value.strip() != "*":
+                    headers[index] = (name, value + ", Cookie")
+                break
+        else:
+            headers.append(("Vary", "Cookie"))
+    return headers + extra
+
+
+class SessionMiddleware:
+    """Server-side sessions for one WSGI app; arguments as for the ASGI middleware."""
+
+    __slots__ = ("app", "engine")
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        store: Store | str,
+        config: SessionConfig | None = None,
+        keyring: KeyRing | SecretKey | None = None,
+        auditor: Auditor | None = None,
+        clock: Clock = system_clock,
+        production: bool | None = None,
+    ) -> None:
+        self.app = app
+        self.engine = build_engine(
+            store=store,
+            config=config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            production=production,
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        engine = self.engine
+        session = engine.open(
+            environ.get("HTTP_COOKIE"),
+            client_ip=environ.get("REMOTE_ADDR"),
+            user_agent=environ.get("HTTP_USER_AGENT"),
+        )
+        environ[SESSION_ENVIRON_KEY] = session
+        environ[ENGINE_ENVIRON_KEY] = engine
+        failed: list[bool] = []
+
+        def save_then_start(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            try:
+                result = engine.save_sync(session, status=int(status[:3]))
+            except StoreUnavailable:
+                engine.audit_unavailable(session, "save")
+                failed.append(True)
+                unavailable_status, unavailable_headers, _body = unavailable_response()
+                return start_response(unavailable_status, unavailable_headers, exc_info)
+            return start_response(status, _merge(list(headers), result), exc_info)
+
+        try:
+            body = self.app(environ, save_then_start)
+        except StoreUnavailable:
+            if session.loaded or not session.accessed:
+                raise
+            engine.audit_unavailable(session, "load")
+            status, headers, payload = unavailable_response()
+            start_response(status, headers)
+            return [payload]
+        if failed:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            return [UNAVAILABLE_BODY]
+        return body
+
+
+def get_session(environ: Environ) -> Session:
+    """The request's session (``environ["bastion.session"]``)."""
+    session = environ.get(SESSION_ENVIRON_KEY)
+    if not isinstance(session, Session):
+        raise ConfigurationError(
+            "no bastion session in this environ; wrap the app in "
+            "bastion.wsgi.SessionMiddleware (or use bastion.flask.Bastion for Flask)",
+            setting="middleware",
+        )
+    return session

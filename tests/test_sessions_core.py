@@ -1,0 +1,143 @@
+"""The sans-I/O session model: IDs, handles, the record format, deadlines (property-tested)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.core.sessions import (
+    SESSION_ID_CHARS,
+    Liveness,
+    SessionConfig,
+    SessionRecord,
+    Tombstone,
+    cookie_max_age,
+    data_slice,
+    decode_record,
+    encode_data,
+    encode_record,
+    encode_tombstone,
+    is_session_id,
+    liveness,
+    needs_renewal,
+    needs_touch,
+    new_session_id,
+    record_key,
+    session_handle,
+)
+from bastion.engine.sessions import SaveResult
+from bastion.errors import BadData
+
+CONFIG = SessionConfig()
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def record(**data: object) -> SessionRecord:
+    return SessionRecord(
+        data=dict(data), created_at=1000.0, issued_at=1000.0, last_seen=1000.0, csrf_secret="c"
+    )
+
+
+def test_ids_are_256_bit_and_distinct() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == SESSION_ID_CHARS and is_session_id(i) for i in ids)
+
+
+def test_the_store_key_is_a_hash_of_the_id() -> None:
+    session_id = new_session_id()
+    key = record_key(session_handle(session_id))
+    assert key.startswith("session:")
+    assert session_id not in key
+    assert session_handle(session_id) == session_handle(session_id)
+    assert session_handle(session_id) != session_handle(new_session_id())
+
+
+@given(st.dictionaries(st.text(), JSON, max_size=6), st.text(), st.text())
+def test_records_round_trip_and_data_is_last(data: dict[str, object], ip: str, ua: str) -> None:
+    made = SessionRecord(
+        data=data,
+        created_at=1.5,
+        issued_at=2.0,
+        last_seen=3,
+        csrf_secret="secret",
+        user_id="u",
+        authenticated_at=4.0,
+        persistent=True,
+        ip=ip,
+        user_agent=ua,
+    )
+    raw = encode_record(made, max_bytes=1024 * 1024)
+    back = decode_record(raw)
+    assert isinstance(back, SessionRecord)
+    assert back.data == data
+    assert (back.ip, back.user_agent) == (ip[:256], ua[:256])
+    assert data_slice(raw) == encode_data(data)
+
+
+@given(st.binary(max_size=300))
+def test_decoding_arbitrary_bytes_never_raises_anything_but_bad_data(raw: bytes) -> None:
+    with contextlib.suppress(BadData):
+        decode_record(raw)
+
+
+@given(st.dictionaries(st.sampled_from("vdcisxuapt") | st.text(max_size=3), JSON, max_size=10))
+def test_decoding_arbitrary_json_objects_is_total(payload: dict[str, object]) -> None:
+    try:
+        found = decode_record(json.dumps(payload).encode())
+    except BadData:
+        return
+    assert isinstance(found, SessionRecord | Tombstone)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_times_are_refused(constant: str) -> None:
+    raw = encode_record(record(), max_bytes=4096).replace(b'"s":1000.0', f'"s":{constant}'.encode())
+    with pytest.raises(BadData):
+        decode_record(raw)
+
+
+def test_tombstones_round_trip() -> None:
+    handle = session_handle(new_session_id())
+    assert decode_record(encode_tombstone(Tombstone(successor=handle, until=5.0))) == Tombstone(
+        successor=handle, until=5.0
+    )
+    assert decode_record(encode_tombstone(Tombstone(successor=None, until=5.0))) == Tombstone(
+        successor=None, until=5.0
+    )
+
+
+def test_deadlines() -> None:
+    made = record()
+    assert liveness(made, 1000.0 + CONFIG.idle_timeout - 1, CONFIG) is Liveness.LIVE
+    assert liveness(made, 1000.0 + CONFIG.idle_timeout, CONFIG) is Liveness.IDLE_EXPIRED
+    made.last_seen = 1000.0 + CONFIG.absolute_lifetime - 10
+    assert liveness(made, 1000.0 + CONFIG.absolute_lifetime, CONFIG) is Liveness.ABSOLUTE_EXPIRED
+    fresh = record()
+    assert not needs_touch(fresh, 1000.0 + CONFIG.touch_interval - 1, CONFIG)
+    assert needs_touch(fresh, 1000.0 + CONFIG.touch_interval, CONFIG)
+    assert CONFIG.renew_every is not None
+    assert needs_renewal(fresh, 1000.0 + CONFIG.renew_every, CONFIG)
+    assert not needs_renewal(fresh, 1000.0 + CONFIG.renew_every, SessionConfig(renew_every=None))
+    assert cookie_max_age(fresh, 1000.0, CONFIG) is None
+    fresh.persistent = True
+    assert cookie_max_age(fresh, 1100.0, CONFIG) == math.floor(CONFIG.persistent_idle_timeout - 100)
+
+
+def test_save_results_do_not_show_the_cookie_in_their_repr() -> None:
+    session_id = new_session_id()
+    result = SaveResult(set_cookie=f"__Host-session={session_id}; Path=/", vary=True)
+    assert session_id not in repr(result)
