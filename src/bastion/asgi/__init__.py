@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from bastion.asgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
 from bastion.asgi.sessions import SessionMiddleware, get_session, load_session
 
 __all__ = [
+    "SecurityHeadersMiddleware",
     "SessionMiddleware",
+    "add_jinja2_globals",
+    "csp_nonce",
     "get_session",
     "load_session",
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from bastion.wsgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
 from bastion.wsgi.sessions import SessionMiddleware, get_session
 
 __all__ = [
+    "SecurityHeadersMiddleware",
     "SessionMiddleware",
+    "add_jinja2_globals",
+    "csp_nonce",
     "get_session",
 ]

@@ -1,0 +1,271 @@
+"""``SecurityHeadersMiddleware``: a :class:`~bastion.core.headers.HeaderPolicy` on every response.
+
+Plain ASGI, one concern: it touches only ``http.response.start`` (and answers the CSP report
+path when the policy names one). Everything is compiled in ``__init__``; per response it draws a
+nonce (only if the CSP uses one), stores it in ``scope["state"]["csp_nonce"]`` (Starlette's
+``request.state.csp_nonce``) and appends the pre-rendered headers.
+
+Install it outermost (``app = SecurityHeadersMiddleware(app)``) so that error pages rendered by
+the framework pass through it too. If an exception escapes the app before a response started,
+the middleware sends a bare ``500`` carrying the policy's headers and re-raises, so the server
+still logs the error.
+
+Templates get the nonce through :func:`csp_nonce` (``csp_nonce(request)``) or, in Jinja2, through
+:func:`add_jinja2_globals` (``{{ csp_nonce() }}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from bastion.core.clock import Clock, system_clock
+from bastion.core.headers import (
+    CompiledHeaders,
+    HeaderPolicy,
+    NonceSource,
+    Preset,
+    ReportReceiver,
+)
+from bastion.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from bastion.core.audit import Auditor
+
+__all__ = ["SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STATE_KEY = "csp_nonce"
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_ERROR_BODY = b"Internal Server Error"
+
+
+def _resolve(policy: HeaderPolicy | Preset | str) -> HeaderPolicy:
+    if isinstance(policy, HeaderPolicy):
+        return policy
+    return HeaderPolicy.preset(policy)
+
+
+class SecurityHeadersMiddleware:
+    """Apply ``policy`` (a :class:`HeaderPolicy` or a preset name) to every HTTP response.
+
+    ``overrides`` maps path prefixes to other policies (``{"/docs": "relaxed"}``); the longest
+    matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
+    ``/docsx``).
+
+    When the policy's ``report_to`` is a path, POSTs to it are answered here: at most
+    ``report_max_bytes`` per body (413), ``application/csp-report`` or
+    ``application/reports+json`` only (415), ``report_burst`` reports at once refilled at
+    ``report_rate`` per second for the whole process (429), malformed JSON 400, accepted 204.
+    Each accepted violation and each refusal except 429 becomes an audit event on ``auditor``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        *,
+        overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
+        auditor: Auditor | None = None,
+        report_max_bytes: int = 16_384,
+        report_burst: int = 50,
+        report_rate: float = 1.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.app = app
+        resolved = _resolve(policy)
+        self._compiled = resolved.compile()
+        self._overrides = tuple(
+            sorted(
+                ((_check_prefix(p), _resolve(o).compile()) for p, o in (overrides or {}).items()),
+                key=lambda item: len(item[0]),
+                reverse=True,
+            )
+        )
+        self._nonces = NonceSource()
+        target = resolved.report_to
+        self._report_path = target if target is not None and target.startswith("/") else None
+        self._receiver = None
+        if self._report_path is not None:
+            if auditor is None:
+                raise ConfigurationError(
+                    f"report_to={target!r} makes this middleware receive CSP reports, which are "
+                    "audit events: pass auditor=Auditor(...)",
+                    setting="auditor",
+                )
+            self._receiver = ReportReceiver(
+                auditor,
+                clock,
+                max_bytes=report_max_bytes,
+                burst=report_burst,
+                per_second=report_rate,
+            )
+
+    def _policy_for(self, path: str) -> CompiledHeaders:
+        for prefix, compiled in self._overrides:
+            if path.startswith(prefix) and (
+                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
+            ):
+                return compiled
+        return self._compiled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        compiled = self._policy_for(scope["path"]) if self._overrides else self._compiled
+        https = scope.get("scheme") == "https"
+        nonce = None
+        if compiled.uses_nonce:
+            source = self._nonces
+            text, nonce = next(source.batch, None) or source.refill()
+            state = scope.get("state")
+            if state is None:
+                scope["state"] = state = {}
+            state[STATE_KEY] = text
+        if self._report_path is not None and scope["path"] == self._report_path:
+            status, extra = await self._receive_report(scope, receive)
+            await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
+            return
+        started = False
+
+        # A plain function returning send's awaitable: no coroutine of our own per message.
+        def send_with_headers(message: Message) -> Awaitable[None]:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = message.get("headers", [])
+                if type(headers) is not list:
+                    headers = list(headers)
+                message = {**message}  # apps may reuse their message dicts across requests
+                message["headers"] = compiled.apply(headers, https, nonce)
+            return send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if not started:
+                await _respond(
+                    send, compiled, https=https, nonce=nonce, status=500, body=_ERROR_BODY
+                )
+            raise
+
+    async def _receive_report(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Answer a request to the report path: the status and extra headers of the reply."""
+        receiver = self._receiver
+        if receiver is None:  # pragma: no cover (the path is set only with a receiver)
+            return 404, []
+        content_type = ""
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+        status = receiver.precheck(scope["method"], content_type, length, client_ip)
+        if status is None:
+            body = await _read_capped(receive, receiver.max_bytes)
+            if body is None:
+                status = receiver.too_large(client_ip)
+            else:
+                status = receiver.accept(body, content_type, client_ip)
+        return status, list(receiver.EXTRA_HEADERS.get(status, ()))
+
+    def __repr__(self) -> str:
+        return f"SecurityHeadersMiddleware({self._compiled!r}, overrides={len(self._overrides)})"
+
+
+def _check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        raise ConfigurationError(
+            f"override prefix {prefix!r} must be a path starting with '/'", setting="overrides"
+        )
+    return prefix
+
+
+async def _read_capped(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or ``None`` once it exceeds ``limit`` bytes (nothing more is read).
+
+    A disconnect ends the body early; the parser then refuses what arrived.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Send,
+    compiled: CompiledHeaders,
+    *,
+    https: bool,
+    nonce: bytes | None,
+    status: int,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+) -> None:
+    headers = list(extra or ())
+    if body:
+        headers += [_TEXT, (b"content-length", str(len(body)).encode("ascii"))]
+    elif status != 204:
+        headers.append((b"content-length", b"0"))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": compiled.apply(headers, https, nonce),
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def csp_nonce(request: Any) -> str:
+    """The CSP nonce of ``request`` (anything with an ASGI ``scope``, e.g. a Starlette request).
+
+    Raises :class:`~bastion.errors.ConfigurationError` when there is none: the middleware is not
+    installed around this app, or its policy has no ``NONCE`` source.
+    """
+    scope = getattr(request, "scope", request)
+    state = scope.get("state") if isinstance(scope, Mapping) else None
+    nonce = state.get(STATE_KEY) if isinstance(state, Mapping) else None
+    if not isinstance(nonce, str):
+        raise ConfigurationError(
+            "no CSP nonce on this request: wrap the app in SecurityHeadersMiddleware with a "
+            "policy whose CSP uses NONCE (the strict and relaxed presets do)",
+            setting="csp_policy",
+        )
+    return nonce
+
+
+def add_jinja2_globals(env: Any) -> None:
+    """Add ``csp_nonce()`` to a Jinja2 environment (``templates.env`` in Starlette).
+
+    The template must have ``request`` in its context, as Starlette's ``TemplateResponse``
+    guarantees: ``<script nonce="{{ csp_nonce() }}">``.
+    """
+    import jinja2  # noqa: PLC0415 (optional dependency, needed only by apps that use Jinja2)
+
+    @jinja2.pass_context
+    def template_csp_nonce(context: Any) -> str:
+        return csp_nonce(context["request"])
+
+    env.globals["csp_nonce"] = template_csp_nonce

@@ -1,0 +1,203 @@
+"""``SecurityHeadersMiddleware`` for WSGI apps (Flask): the twin of :mod:`bastion.asgi.headers`.
+
+Wrap the WSGI callable: ``app.wsgi_app = SecurityHeadersMiddleware(app.wsgi_app)``. It wraps
+``start_response`` only: the body iterable passes through untouched (streaming keeps working).
+The nonce is stored in ``environ["bastion.csp_nonce"]``; read it with :func:`csp_nonce`
+(``csp_nonce(flask.request)``) or in Jinja2 through :func:`add_jinja2_globals`
+(``add_jinja2_globals(app.jinja_env)``, then ``{{ csp_nonce() }}``).
+
+Flask renders its own error pages (404, 500) through ``start_response``, so they carry the
+headers. An exception that escapes a bare WSGI app is left to the server, which answers with
+its own 500 page (a WSGI middleware cannot both re-raise and choose that page's headers).
+
+Nonces come from :func:`secrets.token_hex` here: WSGI servers run requests on several threads
+and this is thread-safe without a lock. The report budget is shared by all threads and is
+guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from bastion.core.clock import Clock, system_clock
+from bastion.core.headers import CompiledHeaders, HeaderPolicy, Preset, ReportReceiver
+from bastion.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from bastion.core.audit import Auditor
+
+__all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
+
+ENVIRON_KEY = "bastion.csp_nonce"
+
+ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_REASONS = {
+    204: "204 No Content",
+    400: "400 Bad Request",
+    405: "405 Method Not Allowed",
+    411: "411 Length Required",
+    413: "413 Content Too Large",
+    415: "415 Unsupported Media Type",
+    429: "429 Too Many Requests",
+}
+
+
+def _resolve(policy: HeaderPolicy | Preset | str) -> HeaderPolicy:
+    return policy if isinstance(policy, HeaderPolicy) else HeaderPolicy.preset(policy)
+
+
+def _latin1(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Names lowercased (HTTP names are case-insensitive; the policy matches lowercase)."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+class SecurityHeadersMiddleware:
+    """Apply ``policy`` to every response of a WSGI app. Settings as in the ASGI twin."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        *,
+        overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
+        auditor: Auditor | None = None,
+        report_max_bytes: int = 16_384,
+        report_burst: int = 50,
+        report_rate: float = 1.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.app = app
+        resolved = _resolve(policy)
+        self._compiled = resolved.compile()
+        for prefix in overrides or {}:
+            if not isinstance(prefix, str) or not prefix.startswith("/"):
+                raise ConfigurationError(
+                    f"override prefix {prefix!r} must be a path starting with '/'",
+                    setting="overrides",
+                )
+        self._overrides = tuple(
+            sorted(
+                ((p, _resolve(o).compile()) for p, o in (overrides or {}).items()),
+                key=lambda item: len(item[0]),
+                reverse=True,
+            )
+        )
+        target = resolved.report_to
+        self._report_path = target if target is not None and target.startswith("/") else None
+        self._receiver: ReportReceiver | None = None
+        self._lock = threading.Lock()
+        if self._report_path is not None:
+            if auditor is None:
+                raise ConfigurationError(
+                    f"report_to={target!r} makes this middleware receive CSP reports, which are "
+                    "audit events: pass auditor=Auditor(...)",
+                    setting="auditor",
+                )
+            self._receiver = ReportReceiver(
+                auditor,
+                clock,
+                max_bytes=report_max_bytes,
+                burst=report_burst,
+                per_second=report_rate,
+            )
+
+    def _policy_for(self, path: str) -> CompiledHeaders:
+        for prefix, compiled in self._overrides:
+            if path.startswith(prefix) and (
+                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
+            ):
+                return compiled
+        return self._compiled
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        compiled = self._policy_for(path) if self._overrides else self._compiled
+        https = environ.get("wsgi.url_scheme") == "https"
+        nonce = None
+        if compiled.uses_nonce:
+            text = secrets.token_hex(16)
+            environ[ENVIRON_KEY] = text
+            nonce = text.encode("ascii")
+
+        def start_with_headers(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            applied = compiled.apply(_latin1(headers), https, nonce)
+            text = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in applied]
+            if exc_info is None:
+                return start_response(status, text)
+            return start_response(status, text, exc_info)
+
+        if path == self._report_path:
+            return self._receive_report(environ, start_with_headers)
+        return self.app(environ, start_with_headers)
+
+    def _receive_report(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        receiver = self._receiver
+        if receiver is None:  # pragma: no cover (the path is set only with a receiver)
+            raise ConfigurationError("report path without a receiver")
+        content_type = environ.get("CONTENT_TYPE", "")
+        length = environ.get("CONTENT_LENGTH") or None
+        client_ip = environ.get("REMOTE_ADDR")
+        with self._lock:
+            status = receiver.precheck(environ["REQUEST_METHOD"], content_type, length, client_ip)
+        if status is None:
+            if length is None and not environ.get("wsgi.input_terminated"):
+                status = 411  # without a length a WSGI body cannot be read safely
+            else:
+                limit = receiver.max_bytes
+                stream = environ["wsgi.input"]
+                body = stream.read(limit + 1) if length is None else stream.read(int(length))
+                if len(body) > limit:
+                    status = receiver.too_large(client_ip)
+                else:
+                    status = receiver.accept(body, content_type, client_ip)
+        extra = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in receiver.EXTRA_HEADERS.get(status, ())
+        ]
+        if status != 204:
+            extra.append(("Content-Length", "0"))
+        start_response(_REASONS[status], extra)
+        return [b""]
+
+    def __repr__(self) -> str:
+        return f"SecurityHeadersMiddleware({self._compiled!r}, overrides={len(self._overrides)})"
+
+
+def csp_nonce(request: Any) -> str:
+    """The CSP nonce of ``request``: a WSGI environ or anything with ``.environ`` (Flask's
+    ``request``). Raises :class:`~bastion.errors.ConfigurationError` when there is none."""
+    environ = getattr(request, "environ", request)
+    nonce = environ.get(ENVIRON_KEY) if isinstance(environ, Mapping) else None
+    if not isinstance(nonce, str):
+        raise ConfigurationError(
+            "no CSP nonce on this request: wrap the WSGI app in SecurityHeadersMiddleware with "
+            "a policy whose CSP uses NONCE (the strict and relaxed presets do)",
+            setting="csp_policy",
+        )
+    return nonce
+
+
+def add_jinja2_globals(env: Any) -> None:
+    """Add ``csp_nonce()`` to a Jinja2 environment (``app.jinja_env`` in Flask).
+
+    Flask puts ``request`` in every template context, which is where the nonce is read from.
+    """
+    import jinja2  # noqa: PLC0415 (optional dependency, needed only by apps that use Jinja2)
+
+    @jinja2.pass_context
+    def template_csp_nonce(context: Any) -> str:
+        return csp_nonce(context["request"])
+
+    env.globals["csp_nonce"] = template_csp_nonce

@@ -1,0 +1,223 @@
+"""The MDN HTTP Observatory grades a bastion-protected app A+ (score >= 130), cookies included.
+
+The app (tests/observatory_app.py) is served by uvicorn over HTTPS on 127.0.0.1 with a
+certificate from a throwaway CA made here with the ``openssl`` command line (the
+``cryptography`` package is not a dependency of the venv). The scanner is the npm package
+``@mdn/mdn-http-observatory``, installed with ``--ignore-scripts`` into a cache directory
+outside the repository (``$BASTION_OBSERVATORY_DIR``, default ``~/.cache/bastion/observatory``)
+on first use, with a bounded timeout. Its post-install scripts would download the HSTS preload
+list; instead ``conf/hsts-preload.json`` is written as ``{}``, so the result cannot depend on
+that list. The scan talks only to 127.0.0.1 (the package install talks to the npm registry).
+
+Without ``node``/``npm``/``openssl`` (or when the install fails) the test skips locally and
+fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "@mdn/mdn-http-observatory"
+VERSION = "1.4.8"  # pinned: the grading rules change between releases
+INSTALL_TIMEOUT = 300
+SCAN_TIMEOUT = 180
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def _unavailable(reason: str) -> None:
+    if _in_ci():
+        pytest.fail(f"{reason} (CI=true: the Observatory test must run)")
+    pytest.skip(reason)
+
+
+def _cache_dir() -> Path:
+    given = os.environ.get("BASTION_OBSERVATORY_DIR", "").strip()
+    return Path(given) if given else Path.home() / ".cache" / "bastion" / "observatory"
+
+
+def _scanner() -> Path:
+    """The scanner's ``src/scan.js``, installed on first use."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            _unavailable(f"{tool} not found; install Node.js >= 20 to run the Observatory test")
+    root = _cache_dir() / VERSION
+    package = root / "node_modules" / "@mdn" / "mdn-http-observatory"
+    scan = package / "src" / "scan.js"
+    if not scan.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        command = [
+            "npm",
+            "install",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+            str(root),
+            f"{PACKAGE}@{VERSION}",
+        ]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            _unavailable(f"npm install {PACKAGE} timed out after {INSTALL_TIMEOUT}s")
+        if done.returncode != 0 or not scan.is_file():
+            _unavailable(f"npm install {PACKAGE}@{VERSION} failed: {done.stderr[-800:]}")
+    (package / "conf" / "hsts-preload.json").write_text("{}", encoding="utf-8")
+    return scan
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a leaf for IP 127.0.0.1 signed by it: (ca, cert, key)."""
+    if shutil.which("openssl") is None:
+        _unavailable("openssl not found; it makes the throwaway CA for the Observatory test")
+    ca_key, ca = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "leaf.key", directory / "leaf.csr", directory / "leaf.pem"
+    ext = directory / "leaf.ext"
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    _openssl(
+        "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=bastion throwaway test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    _openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1\n",
+        encoding="ascii",
+    )
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext),
+    )  # fmt: skip
+    return ca, cert, key
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _get(port: int, ca: Path, path: str = "/") -> tuple[int, list[tuple[str, str]], bytes]:
+    context = ssl.create_default_context(cafile=str(ca))
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    ca, cert, key = _make_certificates(tmp_path)
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "tests.observatory_app:app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+        "--no-server-header", "--log-level", "warning",
+    ]  # fmt: skip
+    log = (tmp_path / "uvicorn.log").open("wb")
+    server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _get(port, ca)
+                break
+            except (OSError, http.client.HTTPException):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    output = (tmp_path / "uvicorn.log").read_text(errors="replace")
+                    pytest.fail(f"uvicorn did not start on 127.0.0.1:{port}: {output[-2000:]}")
+                time.sleep(0.1)  # polling a starting server, not waiting for a time window
+        yield port, ca
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_served_over_tls_with_the_strict_headers(https_server: tuple[int, Path]) -> None:
+    port, ca = https_server
+    status, headers, body = _get(port, ca)
+    names = [name.lower() for name, _ in headers]
+    assert status == 200
+    assert "server" not in names
+    assert {k.lower(): v for k, v in headers}["strict-transport-security"] == (
+        "max-age=63072000; includeSubDomains"
+    )
+    assert names.count("set-cookie") == 2
+    assert b'nonce="' in body
+
+
+@pytest.mark.slow
+def test_observatory_grades_a_plus(https_server: tuple[int, Path]) -> None:
+    scan = _scanner()
+    port, ca = https_server
+    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)}
+    done = subprocess.run(
+        ["node", str(scan), f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=SCAN_TIMEOUT,
+        env=env,
+        check=False,
+    )
+    try:
+        report: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        pytest.fail(f"scanner printed no JSON (rc={done.returncode}): {done.stderr[-2000:]}")
+    assert "error" not in report, report
+    summary = report["scan"]
+    tests = report["tests"]
+    losses = {name: t["scoreModifier"] for name, t in tests.items() if t["scoreModifier"] < 0}
+    failed = {name: t["result"] for name, t in tests.items() if not t["pass"]}
+    assert losses == {}, f"tests that cost points: {losses}"
+    assert failed == {}, f"failed tests: {failed}"
+    assert summary["grade"] == "A+", summary
+    assert summary["score"] >= 130, summary
+    cookies = tests["cookies"]
+    assert cookies["result"] == "cookies-secure-with-httponly-sessions-and-samesite"
+    assert cookies["scoreModifier"] == 5
+    assert set(cookies["data"]) == {"__Host-bastion-session", "__Host-bastion-csrf"}
+    assert tests["content-security-policy"]["result"] == (
+        "csp-implemented-with-no-unsafe-default-src-none"
+    )
+    assert tests["strict-transport-security"]["pass"] is True
