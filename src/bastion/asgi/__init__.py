@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from bastion.asgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
+from bastion.asgi.ratelimit import RateLimitMiddleware
 from bastion.asgi.sessions import SessionMiddleware, get_session, load_session
 
 __all__ = [
+    "RateLimitMiddleware",
     "SecurityHeadersMiddleware",
     "SessionMiddleware",
     "add_jinja2_globals",

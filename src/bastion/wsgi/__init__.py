@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from bastion.wsgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
+from bastion.wsgi.ratelimit import RateLimitMiddleware
 from bastion.wsgi.sessions import SessionMiddleware, get_session
 
 __all__ = [
+    "RateLimitMiddleware",
     "SecurityHeadersMiddleware",
     "SessionMiddleware",
     "add_jinja2_globals",

@@ -1,0 +1,1 @@
+"""Framework sugar over the adapters: Starlette/FastAPI dependencies, Flask helpers."""

@@ -1,0 +1,492 @@
+"""Rate-limit backends: exact counts under threads, processes and tasks; Lua = Python; one trip.
+
+Limit 100 per 60 s on one key, 2000 attempts: exactly 100 admitted, for every algorithm, on
+every backend that supports that kind of concurrency. Memory and SQLite run on a FrozenClock;
+the Redis backend is given the same frozen clock (its ``clock=`` option) so that token refill
+or a window boundary during the run cannot blur the count; the server clock has its own test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from bastion.core.clock import FrozenClock
+from bastion.core.ratelimit import (
+    MICROS,
+    Rate,
+    State,
+    Strategy,
+    decode_state,
+    encode_state,
+    micros,
+    step,
+)
+from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.stores.keyspace import key_slot
+from bastion.stores.ratelimit import (
+    MemoryRateLimitStore,
+    SQLiteRateLimitStore,
+    open_ratelimit_store,
+)
+from bastion.stores.ratelimit.redis import LUA_SCRIPTS, RedisRateLimitStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
+
+    from bastion.stores.ratelimit import RateLimitBackend
+    from bastion.testing.redis_server import RedisServer
+
+NOW = 1_700_000_123.25
+RATE = Rate.per(100, 60)
+ATTEMPTS = 2000
+STRATEGIES = list(Strategy)
+
+
+async def command_counts(admin: Redis) -> dict[str, int]:
+    stats = await admin.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    changed = {name: after[name] - before.get(name, 0) for name in after}
+    return {name: n for name, n in changed.items() if n and name != "info"}
+
+
+@pytest_asyncio.fixture
+async def admin(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+# -- the same counts everywhere -----------------------------------------------------------------
+
+
+def count_in_threads(backend: RateLimitBackend, strategy: Strategy, key: str) -> int:
+    barrier = threading.Barrier(8)
+    admitted: list[int] = []
+
+    def work() -> None:
+        barrier.wait()
+        mine = sum(backend.hit_sync(key, strategy, [RATE])[0].allowed for _ in range(ATTEMPTS // 8))
+        admitted.append(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(admitted) == 8
+    return sum(admitted)
+
+
+@pytest.fixture(params=[None, 1e-6], ids=["default-switch", "switch-1us"])
+def switch_interval(request: pytest.FixtureRequest) -> Iterator[None]:
+    old = sys.getswitchinterval()
+    if request.param is not None:
+        sys.setswitchinterval(request.param)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+async def count_in_tasks(backend: RateLimitBackend, strategy: Strategy, key: str) -> int:
+    start = asyncio.Event()
+
+    async def work() -> int:
+        await start.wait()
+        admitted = 0
+        for _ in range(ATTEMPTS // 200):
+            admitted += (await backend.hit(key, strategy, [RATE]))[0].allowed
+        return admitted
+
+    tasks = [asyncio.create_task(work()) for _ in range(200)]
+    await asyncio.sleep(0)
+    start.set()
+    return sum(await asyncio.gather(*tasks))
+
+
+def _process_worker(
+    make: Callable[[], RateLimitBackend],
+    strategy: Strategy,
+    key: str,
+    barrier: threading.Barrier,
+    results: multiprocessing.Queue[int],
+) -> None:
+    backend = make()
+    try:
+        barrier.wait()
+        results.put(sum(backend.hit_sync(key, strategy, [RATE])[0].allowed for _ in range(250)))
+    finally:
+        backend.close()
+
+
+def count_in_processes(make: Callable[[], RateLimitBackend], strategy: Strategy, key: str) -> int:
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    results: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_worker, args=(make, strategy, key, barrier, results))
+        for _ in range(8)
+    ]
+    for proc in procs:
+        proc.start()
+    counts = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    return sum(counts)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("switch_interval")
+def test_memory_threads_exact(strategy: Strategy) -> None:
+    backend = MemoryRateLimitStore(clock=FrozenClock(NOW))
+    assert count_in_threads(backend, strategy, "k") == 100
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.asyncio
+async def test_memory_tasks_exact(strategy: Strategy) -> None:
+    backend = MemoryRateLimitStore(clock=FrozenClock(NOW))
+    assert await count_in_tasks(backend, strategy, "k") == 100
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("switch_interval")
+def test_sqlite_threads_exact(strategy: Strategy, tmp_path: Path) -> None:
+    backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
+    try:
+        assert count_in_threads(backend, strategy, "k") == 100
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_sqlite_processes_exact(strategy: Strategy, tmp_path: Path) -> None:
+    path = tmp_path / "rl.db"  # a fresh file: the workers also race to create it
+
+    def make() -> RateLimitBackend:
+        return SQLiteRateLimitStore(path, clock=FrozenClock(NOW))
+
+    assert count_in_processes(make, strategy, "k") == 100
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.asyncio
+async def test_sqlite_tasks_exact(strategy: Strategy, tmp_path: Path) -> None:
+    backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
+    try:
+        assert await count_in_tasks(backend, strategy, "k") == 100
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("switch_interval")
+def test_redis_threads_exact(strategy: Strategy, redis_url: str, redis_prefix: str) -> None:
+    backend = RedisRateLimitStore(redis_url, prefix=redis_prefix, clock=FrozenClock(NOW))
+    try:
+        assert count_in_threads(backend, strategy, "k") == 100
+    finally:
+        backend.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_redis_processes_exact(strategy: Strategy, redis_url: str, redis_prefix: str) -> None:
+    def make() -> RateLimitBackend:
+        return RedisRateLimitStore(redis_url, prefix=redis_prefix, clock=FrozenClock(NOW))
+
+    assert count_in_processes(make, strategy, "k") == 100
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.asyncio
+async def test_redis_tasks_exact(strategy: Strategy, redis_url: str, redis_prefix: str) -> None:
+    backend = RedisRateLimitStore(redis_url, prefix=redis_prefix, clock=FrozenClock(NOW))
+    try:
+        assert await count_in_tasks(backend, strategy, "k") == 100
+    finally:
+        await backend.aclose()
+
+
+# -- behaviour shared by the backends -------------------------------------------------------
+
+
+def backends(
+    tmp_path: Path, redis_url: str, prefix: str, clock: FrozenClock
+) -> list[RateLimitBackend]:
+    return [
+        MemoryRateLimitStore(clock=clock),
+        SQLiteRateLimitStore(tmp_path / "rl.db", clock=clock),
+        RedisRateLimitStore(redis_url, prefix=prefix, clock=clock),
+    ]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_backends_match_the_step_functions(
+    strategy: Strategy, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    clock = FrozenClock(NOW)
+    rates = [Rate.per(3, 1), Rate.per(5, 10)]
+    every = backends(tmp_path, redis_url, redis_prefix, clock)
+    states: list[State | None] = [None, None]
+    try:
+        for gap, cost in [(0, 1), (0, 2), (0.2, 1), (0.5, 1), (0.9, 2), (3, 1), (0, 1), (11, 1)]:
+            clock.advance(gap)
+            now = micros(clock.now())
+            steps = [step(strategy, s, now, cost, r) for s, r in zip(states, rates, strict=True)]
+            admitted = all(s.decision.allowed for s in steps)
+            expected = [
+                s.decision
+                if admitted or not s.decision.allowed
+                else step(strategy, states[i], now, 0, rates[i]).decision
+                for i, s in enumerate(steps)
+            ]
+            if admitted:
+                states = [s.state for s in steps]
+            for backend in every:
+                assert list(backend.hit_sync("user-1", strategy, rates, cost)) == expected, backend
+    finally:
+        for backend in every:
+            backend.close()
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_all_or_nothing_across_rates(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    clock = FrozenClock(NOW)
+    rates = [Rate.per(10, 1), Rate.per(3, 60)]
+    for backend in backends(tmp_path, redis_url, redis_prefix, clock):
+        try:
+            for _ in range(3):
+                assert all(d.allowed for d in await backend.hit("k", Strategy.FIXED_WINDOW, rates))
+            first, second = await backend.hit("k", Strategy.FIXED_WINDOW, rates)
+            # the refusal of the daily-style limit does not charge the per-second one
+            assert (first.allowed, first.remaining) == (True, 7)
+            assert (second.allowed, second.remaining) == (False, 0)
+        finally:
+            await backend.aclose()
+
+
+def test_memory_bounded_keys() -> None:
+    backend = MemoryRateLimitStore(max_keys=3, clock=FrozenClock(NOW))
+    for i in range(10):
+        backend.hit_sync(f"k{i}", Strategy.TOKEN_BUCKET, [RATE])
+    assert len(backend) == 3
+    with pytest.raises(ConfigurationError, match="max_keys"):
+        MemoryRateLimitStore(max_keys=0)
+
+
+def test_sqlite_expired_rows_are_ignored_and_purged(tmp_path: Path) -> None:
+    clock = FrozenClock(NOW)
+    backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=clock, purge_every=2)
+    try:
+        assert backend.hit_sync("a", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
+        assert not backend.hit_sync("a", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
+        clock.advance(2)
+        assert backend.hit_sync("b", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
+        assert backend.hit_sync("a", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
+    finally:
+        backend.close()
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(tmp_path / "rl.db") as conn:
+        keys = sorted(row[0] for row in conn.execute("SELECT key FROM bastion_ratelimit"))
+    conn.close()
+    assert keys == [b"a:fixed_window:1/1000000", b"b:fixed_window:1/1000000"]
+
+
+def test_sqlite_unavailable(tmp_path: Path) -> None:
+    backend = SQLiteRateLimitStore(tmp_path / "missing-dir" / "rl.db")
+    with pytest.raises(StoreUnavailable, match="missing-dir"):
+        backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
+    backend.close()
+    with pytest.raises(StoreError, match="after close"):
+        backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
+
+
+# -- Redis specifics ----------------------------------------------------------------------------
+
+_HARNESS = """
+local st = nil
+if ARGV[1] ~= '-' then
+  st = {}
+  for part in string.gmatch(ARGV[1], '[^,]+') do st[#st + 1] = tonumber(part) end
+end
+local new, expires, ok, remaining, reset, retry = step(st, tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5]))
+local parts = {}
+for j = 1, #new do parts[j] = string.format('%.0f', new[j]) end
+local flag = 0
+if ok then flag = 1 end
+return {table.concat(parts, ','), string.format('%.0f', expires), flag,
+  string.format('%.0f', remaining), string.format('%.0f', reset), string.format('%.0f', retry)}
+"""
+
+
+def _lua_step_function(strategy: Strategy) -> str:
+    script = LUA_SCRIPTS[strategy]
+    return script[: script.index("local now\n")] + _HARNESS
+
+
+@pytest.fixture(scope="module")
+def sync_admin(redis_url: str) -> Iterator[SyncRedis]:
+    client = SyncRedis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@settings(max_examples=40, deadline=None)
+@given(
+    limit=st.integers(1, 1000),
+    period_us=st.sampled_from([1000, 999_999, 60 * MICROS, 86400 * MICROS]),
+    hits=st.lists(st.tuples(st.integers(0, 10**8), st.integers(0, 40)), min_size=1, max_size=12),
+)
+def test_lua_step_is_the_python_step(
+    strategy: Strategy,
+    sync_admin: SyncRedis,
+    limit: int,
+    period_us: int,
+    hits: list[tuple[int, int]],
+) -> None:
+    rate = Rate(limit, period_us)
+    script = _lua_step_function(strategy)
+    state: State | None = None
+    now = micros(NOW)
+    for gap, cost in hits:
+        now += gap
+        expected = step(strategy, state, now, cost, rate)
+        arg = "-" if state is None else encode_state(state)
+        raw = sync_admin.eval(script, 0, arg, now, cost, limit, period_us)
+        text, expires, ok, remaining, reset, retry = (
+            part.decode() if isinstance(part, bytes) else part for part in raw
+        )
+        d = expected.decision
+        assert decode_state(text) == expected.state
+        assert int(expires) == expected.expires_us
+        assert bool(ok) is d.allowed
+        assert max(0, int(remaining)) == d.remaining
+        assert max(0, int(reset)) == round(d.reset_after * MICROS)
+        if not d.allowed:
+            assert max(0, int(retry)) == round(d.retry_after * MICROS)
+        state = expected.state
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_one_round_trip_per_decision_with_server_clock(
+    start_redis_server: Callable[..., RedisServer],
+) -> None:
+    server = start_redis_server()
+    admin = Redis.from_url(server.url)
+    backend = RedisRateLimitStore(server.url)
+    rates = [Rate.per(5, 60), Rate.per(50, 3600)]
+    try:
+        await backend.hit("warm", Strategy.TOKEN_BUCKET, rates)  # loads the script (NOSCRIPT)
+        before = await command_counts(admin)
+        for _ in range(7):
+            decisions = await backend.hit("user-1", Strategy.TOKEN_BUCKET, rates)
+        after = await command_counts(admin)
+        # Per decision: one EVALSHA from the client; inside it TIME and a GET per key, and a
+        # SET per key when admitted (5 of 7). Any other client command would show up here.
+        assert delta(before, after) == {"evalsha": 7, "time": 7, "get": 14, "set": 10}
+        assert [d.remaining for d in decisions] == [0, 45]
+        assert not decisions[0].allowed
+        assert 0 < decisions[0].retry_after <= 12
+        keys = sorted(await admin.keys("*"))
+        assert len(keys) == 4
+        assert len({key_slot(key) for key in keys if b"user-1" in key}) == 1
+        # the stored state carries the server's time (within a minute of its TIME)
+        seconds, _ = await admin.time()
+        level, updated = decode_state(await admin.get(keys[2])) or (0, 0)
+        assert abs(updated / MICROS - seconds) < 60
+        assert level > 0
+    finally:
+        await backend.aclose()
+        await admin.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_script_reloaded_after_flush(redis_url: str, redis_prefix: str, admin: Redis) -> None:
+    backend = RedisRateLimitStore(redis_url, prefix=redis_prefix)
+    try:
+        assert (await backend.hit("k", Strategy.SLIDING_LOG, [RATE]))[0].remaining == 99
+        await admin.script_flush()
+        assert (await backend.hit("k", Strategy.SLIDING_LOG, [RATE]))[0].remaining == 98
+        await admin.script_flush()
+        assert backend.hit_sync("k", Strategy.SLIDING_LOG, [RATE])[0].remaining == 97
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_redis_stopped_raises_unavailable(
+    start_redis_server: Callable[..., RedisServer],
+) -> None:
+    server = start_redis_server()
+    backend = RedisRateLimitStore(server.url, socket_timeout=1, connect_timeout=1)
+    try:
+        assert (await backend.hit("k", Strategy.FIXED_WINDOW, [RATE]))[0].allowed
+        assert backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].allowed
+        server.stop()
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                await backend.hit("k", Strategy.FIXED_WINDOW, [RATE])
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
+    finally:
+        await backend.aclose()
+
+
+def test_redis_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        RedisRateLimitStore("redis://localhost", prefix="a{b}")
+    with pytest.raises(ConfigurationError, match="redis://"):
+        RedisRateLimitStore("http://localhost")
+    with pytest.raises(ConfigurationError, match="socket_timeout"):
+        RedisRateLimitStore("redis://localhost", socket_timeout=0)
+
+
+def test_open_ratelimit_store(tmp_path: Path) -> None:
+    clock = FrozenClock(NOW)
+    memory = open_ratelimit_store("memory://", clock=clock, max_keys=5)
+    assert isinstance(memory, MemoryRateLimitStore)
+    assert repr(memory) == "MemoryRateLimitStore(max_keys=5)"
+    sqlite = open_ratelimit_store(f"sqlite:///{tmp_path / 'rl.db'}", clock=clock)
+    assert isinstance(sqlite, SQLiteRateLimitStore)
+    assert sqlite.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].remaining == 99
+    sqlite.close()
+    assert (tmp_path / "rl.db").exists()
+    redis_backend = open_ratelimit_store("redis://127.0.0.1:1/0", prefix="app:")
+    assert isinstance(redis_backend, RedisRateLimitStore)
+    with pytest.raises(StoreUnavailable):
+        redis_backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
+    redis_backend.close()
+    with pytest.raises(ConfigurationError, match="memory://"):
+        open_ratelimit_store("postgres://db")
+    with pytest.raises(ConfigurationError, match="option rejected"):
+        open_ratelimit_store("memory://", colour="blue")
