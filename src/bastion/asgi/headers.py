@@ -23,9 +23,9 @@ from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import (
     CompiledHeaders,
     HeaderPolicy,
+    HeaderRouter,
     NonceSource,
     Preset,
-    ReportReceiver,
 )
 from bastion.errors import ConfigurationError
 
@@ -43,12 +43,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
-
-
-def _resolve(policy: HeaderPolicy | Preset | str) -> HeaderPolicy:
-    if isinstance(policy, HeaderPolicy):
-        return policy
-    return HeaderPolicy.preset(policy)
 
 
 class SecurityHeadersMiddleware:
@@ -78,47 +72,26 @@ class SecurityHeadersMiddleware:
         clock: Clock = system_clock,
     ) -> None:
         self.app = app
-        resolved = _resolve(policy)
-        self._compiled = resolved.compile()
-        self._overrides = tuple(
-            sorted(
-                ((_check_prefix(p), _resolve(o).compile()) for p, o in (overrides or {}).items()),
-                key=lambda item: len(item[0]),
-                reverse=True,
-            )
+        self._router = HeaderRouter(
+            policy,
+            overrides=overrides,
+            auditor=auditor,
+            report_max_bytes=report_max_bytes,
+            report_burst=report_burst,
+            report_rate=report_rate,
+            clock=clock,
         )
+        self._compiled = self._router.default
+        self._overrides = bool(self._router.overrides)
+        self._report_path = self._router.report_path
+        self._receiver = self._router.receiver
         self._nonces = NonceSource()
-        target = resolved.report_to
-        self._report_path = target if target is not None and target.startswith("/") else None
-        self._receiver = None
-        if self._report_path is not None:
-            if auditor is None:
-                raise ConfigurationError(
-                    f"report_to={target!r} makes this middleware receive CSP reports, which are "
-                    "audit events: pass auditor=Auditor(...)",
-                    setting="auditor",
-                )
-            self._receiver = ReportReceiver(
-                auditor,
-                clock,
-                max_bytes=report_max_bytes,
-                burst=report_burst,
-                per_second=report_rate,
-            )
-
-    def _policy_for(self, path: str) -> CompiledHeaders:
-        for prefix, compiled in self._overrides:
-            if path.startswith(prefix) and (
-                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
-            ):
-                return compiled
-        return self._compiled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        compiled = self._policy_for(scope["path"]) if self._overrides else self._compiled
+        compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
         https = scope.get("scheme") == "https"
         nonce = None
         if compiled.uses_nonce:
@@ -181,15 +154,7 @@ class SecurityHeadersMiddleware:
         return status, list(receiver.EXTRA_HEADERS.get(status, ()))
 
     def __repr__(self) -> str:
-        return f"SecurityHeadersMiddleware({self._compiled!r}, overrides={len(self._overrides)})"
-
-
-def _check_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not prefix.startswith("/"):
-        raise ConfigurationError(
-            f"override prefix {prefix!r} must be a path starting with '/'", setting="overrides"
-        )
-    return prefix
+        return f"SecurityHeadersMiddleware({self._router!r})"
 
 
 async def _read_capped(receive: Receive, limit: int) -> bytes | None:

@@ -60,6 +60,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.audit import EventName, Outcome
+from bastion.core.clock import system_clock
 from bastion.errors import BadData, ConfigurationError
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ __all__ = [
     "CrossOriginOpenerPolicy",
     "CrossOriginResourcePolicy",
     "HeaderPolicy",
+    "HeaderRouter",
     "NonceSource",
     "PermissionsPolicy",
     "Preset",
@@ -1186,3 +1188,80 @@ class ReportReceiver:
 
     def __repr__(self) -> str:
         return f"ReportReceiver(max_bytes={self.max_bytes}, budget={self._budget!r})"
+
+
+class HeaderRouter:
+    """What a headers middleware holds, built once: the compiled default policy, per-path
+    overrides and, when the policy's ``report_to`` is a path, the CSP report receiver.
+
+    ``overrides`` maps path prefixes to other policies (``{"/docs": "relaxed"}``); the longest
+    matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
+    ``/docsx``). Shared by the ASGI and WSGI adapters so both route identically.
+    """
+
+    __slots__ = ("default", "overrides", "receiver", "report_path")
+
+    def __init__(
+        self,
+        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        *,
+        overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
+        auditor: Auditor | None = None,
+        report_max_bytes: int = 16_384,
+        report_burst: int = 50,
+        report_rate: float = 1.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        resolved = _resolve_policy(policy)
+        self.default = resolved.compile()
+        self.overrides = tuple(
+            sorted(
+                (
+                    (_check_override_prefix(prefix), _resolve_policy(other).compile())
+                    for prefix, other in (overrides or {}).items()
+                ),
+                key=lambda item: len(item[0]),
+                reverse=True,
+            )
+        )
+        target = resolved.report_to
+        self.report_path = target if target is not None and target.startswith("/") else None
+        self.receiver: ReportReceiver | None = None
+        if self.report_path is not None:
+            if auditor is None:
+                raise ConfigurationError(
+                    f"report_to={target!r} makes this middleware receive CSP reports, which are "
+                    "audit events: pass auditor=Auditor(...)",
+                    setting="auditor",
+                )
+            self.receiver = ReportReceiver(
+                auditor,
+                clock,
+                max_bytes=report_max_bytes,
+                burst=report_burst,
+                per_second=report_rate,
+            )
+
+    def for_path(self, path: str) -> CompiledHeaders:
+        """The compiled policy for ``path``: the longest matching override, else the default."""
+        for prefix, compiled in self.overrides:
+            if path.startswith(prefix) and (
+                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
+            ):
+                return compiled
+        return self.default
+
+    def __repr__(self) -> str:
+        return f"HeaderRouter({self.default!r}, overrides={len(self.overrides)})"
+
+
+def _resolve_policy(policy: HeaderPolicy | Preset | str) -> HeaderPolicy:
+    return policy if isinstance(policy, HeaderPolicy) else HeaderPolicy.preset(policy)
+
+
+def _check_override_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        raise ConfigurationError(
+            f"override prefix {prefix!r} must be a path starting with '/'", setting="overrides"
+        )
+    return prefix

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.clock import Clock, system_clock
-from bastion.core.headers import CompiledHeaders, HeaderPolicy, Preset, ReportReceiver
+from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -50,10 +50,6 @@ _REASONS = {
 }
 
 
-def _resolve(policy: HeaderPolicy | Preset | str) -> HeaderPolicy:
-    return policy if isinstance(policy, HeaderPolicy) else HeaderPolicy.preset(policy)
-
-
 def _latin1(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Names lowercased (HTTP names are case-insensitive; the policy matches lowercase)."""
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
@@ -75,51 +71,24 @@ class SecurityHeadersMiddleware:
         clock: Clock = system_clock,
     ) -> None:
         self.app = app
-        resolved = _resolve(policy)
-        self._compiled = resolved.compile()
-        for prefix in overrides or {}:
-            if not isinstance(prefix, str) or not prefix.startswith("/"):
-                raise ConfigurationError(
-                    f"override prefix {prefix!r} must be a path starting with '/'",
-                    setting="overrides",
-                )
-        self._overrides = tuple(
-            sorted(
-                ((p, _resolve(o).compile()) for p, o in (overrides or {}).items()),
-                key=lambda item: len(item[0]),
-                reverse=True,
-            )
+        self._router = HeaderRouter(
+            policy,
+            overrides=overrides,
+            auditor=auditor,
+            report_max_bytes=report_max_bytes,
+            report_burst=report_burst,
+            report_rate=report_rate,
+            clock=clock,
         )
-        target = resolved.report_to
-        self._report_path = target if target is not None and target.startswith("/") else None
-        self._receiver: ReportReceiver | None = None
+        self._compiled = self._router.default
+        self._overrides = bool(self._router.overrides)
+        self._report_path = self._router.report_path
+        self._receiver = self._router.receiver
         self._lock = threading.Lock()
-        if self._report_path is not None:
-            if auditor is None:
-                raise ConfigurationError(
-                    f"report_to={target!r} makes this middleware receive CSP reports, which are "
-                    "audit events: pass auditor=Auditor(...)",
-                    setting="auditor",
-                )
-            self._receiver = ReportReceiver(
-                auditor,
-                clock,
-                max_bytes=report_max_bytes,
-                burst=report_burst,
-                per_second=report_rate,
-            )
-
-    def _policy_for(self, path: str) -> CompiledHeaders:
-        for prefix, compiled in self._overrides:
-            if path.startswith(prefix) and (
-                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
-            ):
-                return compiled
-        return self._compiled
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        compiled = self._policy_for(path) if self._overrides else self._compiled
+        compiled = self._router.for_path(path) if self._overrides else self._compiled
         https = environ.get("wsgi.url_scheme") == "https"
         nonce = None
         if compiled.uses_nonce:
@@ -172,7 +141,7 @@ class SecurityHeadersMiddleware:
         return [b""]
 
     def __repr__(self) -> str:
-        return f"SecurityHeadersMiddleware({self._compiled!r}, overrides={len(self._overrides)})"
+        return f"SecurityHeadersMiddleware({self._router!r})"
 
 
 def csp_nonce(request: Any) -> str:
