@@ -15,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.apikeys import (
-    ApiKeyManager,
     ApiKeyRecord,
     ApiKeyStatus,
     RateLimitSetting,
@@ -28,6 +27,7 @@ from bastion.core.apikeys import API_KEY_LENGTH, api_key_checksum, validate_scop
 from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
+from bastion.engine.apikeys import ApiKeyManager
 from bastion.errors import BadToken, ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore

@@ -22,8 +22,8 @@ from bastion.core.totp import (
     normalize_totp_code,
     pending_status,
 )
+from bastion.engine.totp import TotpManager, TotpResult
 from bastion.errors import ConfigurationError
-from bastion.passwords.totp import TotpManager, TotpResult
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore

@@ -1,6 +1,6 @@
 """API keys: the token format, its checksum, scopes, the stored record and the verdicts.
 
-Sans-I/O: :mod:`bastion.apikeys` stores records and audits; this module decides.
+Sans-I/O: :mod:`bastion.engine.apikeys` stores records and audits; this module decides.
 
 Format (40 ASCII characters)::
 

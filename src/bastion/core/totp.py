@@ -1,6 +1,6 @@
 """Second-factor decisions: the "password ok, second factor pending" state and recovery codes.
 
-Sans-I/O: :mod:`bastion.passwords.totp` computes TOTP codes (pyotp) and keeps replay and
+Sans-I/O: :mod:`bastion.engine.totp` computes TOTP codes (pyotp) and keeps replay and
 recovery-code state in a store; this module holds what needs neither.
 
 **Pending state.** After a correct password on an account with a second factor, the session

@@ -2,8 +2,8 @@
 
 The decisions are in :mod:`bastion.core.throttle` (read its docstring for the model). Here the
 counters live in a :class:`~bastion.stores.base.Store`, one key each, updated by
-compare-and-set loops so that concurrent failures are all counted, across processes for the
-SQLite and Redis stores::
+compare-and-set so that concurrent failures are all counted, across processes for the SQLite
+and Redis stores::
 
     throttle:pair:<hash(account)>:<hash(client)>
     throttle:account:<hash(account)>
@@ -12,10 +12,19 @@ SQLite and Redis stores::
 Identifiers in keys are keyed hashes (HMAC-SHA256 under a subkey of the server key, purpose
 ``throttle:keys``): a leaked store does not list who tried to log in from where.
 
-Use :meth:`LoginThrottle.attempt` around the password check, or :meth:`LoginThrottle.check`,
-:meth:`LoginThrottle.record_failure` and :meth:`LoginThrottle.record_success` by hand. Audit
-events: ``authn_login_success``, ``authn_login_fail`` (also for a throttled attempt, with
-``reason=throttled``), and ``authn_login_lock`` when a counter starts delaying attempts.
+The store logic is written once, as generator flows (:mod:`bastion.engine.flows`), and run by
+two drivers: every async method has a blocking ``*_sync`` twin for WSGI apps (Flask) that
+drives the same flow on the store's synchronous side (``store.sync``), without an event loop.
+
+Use :meth:`LoginThrottle.attempt` (or :meth:`LoginThrottle.attempt_sync`) around the password
+check, or :meth:`~LoginThrottle.check`, :meth:`~LoginThrottle.record_failure` and
+:meth:`~LoginThrottle.record_success` by hand. Round trips of one ``attempt``: 3 reads when
+throttled; 3 reads, plus one delete when the (account, client) counter had failures, on
+success; 3 reads and 3 compare-and-sets on failure (the values read before the password check
+are the expected values, so a counter costs one more read only when another request changed
+it meanwhile). Audit events: ``authn_login_success``, ``authn_login_fail`` (also for a
+throttled attempt, with ``reason=throttled``), and ``authn_login_lock`` when a counter starts
+delaying attempts.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
@@ -37,6 +46,8 @@ from bastion.core.throttle import (
     client_group,
     normalize_username,
 )
+from bastion.engine.flows import CompareAndSet, Delete, Get, drive_async, drive_sync
+from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
@@ -45,11 +56,13 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import SecretKey
-    from bastion.stores.base import Store
+    from bastion.engine.flows import Flow
+    from bastion.stores.base import Store, SyncStore
 
 __all__ = ["LoginAttempt", "LoginOutcome", "LoginThrottle"]
 
 _CAS_ATTEMPTS: Final = 32
+_T = TypeVar("_T")
 
 
 class LoginOutcome(enum.StrEnum):
@@ -76,10 +89,24 @@ class LoginAttempt:
         return {LoginOutcome.SUCCESS: 200, LoginOutcome.INVALID: 401}.get(self.outcome, 429)
 
 
-class LoginThrottle:
-    """Counts failed logins in ``store`` under ``policy`` and decides who must wait."""
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """The counters as read before a password check: key and raw value of each, and the
+    decision they give. The raw values are the expected values of the later writes."""
 
-    __slots__ = ("_auditor", "_clock", "_key", "_policy", "_prefix", "_store")
+    keys: dict[ThrottleCounter, str]
+    raws: dict[ThrottleCounter, bytes | None]
+    decision: ThrottleDecision
+
+
+class LoginThrottle:
+    """Counts failed logins in ``store`` under ``policy`` and decides who must wait.
+
+    The ``*_sync`` methods need a store with a synchronous side (memory, SQLite, Redis all
+    have one); they raise :class:`~bastion.errors.ConfigurationError` otherwise.
+    """
+
+    __slots__ = ("_auditor", "_clock", "_key", "_policy", "_prefix", "_store", "_sync")
 
     def __init__(
         self,
@@ -98,11 +125,19 @@ class LoginThrottle:
         if policy is not None and not isinstance(policy, ThrottlePolicy):
             raise ConfigurationError("policy must be a ThrottlePolicy", setting="policy")
         self._store = store
+        self._sync: SyncStore | None = sync_side(store)
         self._key = KeyRing.coerce(keyring).derive("throttle:keys").current.reveal()
         self._policy = policy or ThrottlePolicy()
         self._clock = clock
         self._auditor = auditor
         self._prefix = prefix
+
+    # -- drivers -------------------------------------------------------------------------------
+
+    def _run_sync(self, flow: Flow[_T]) -> _T:
+        return drive_sync(flow, require_sync(self._sync, self._store))
+
+    # -- keys and flows ------------------------------------------------------------------------
 
     def _hash(self, kind: str, value: str) -> str:
         message = kind.encode("ascii") + b"\x00" + value.encode("utf-8", "surrogatepass")
@@ -118,30 +153,47 @@ class LoginThrottle:
             keys[ThrottleCounter.ACCOUNT] = f"{self._prefix}account:{user}"
         return keys
 
-    async def check(self, username: str, client_ip: str) -> ThrottleDecision:
-        """Whether ``username`` may try a password from ``client_ip`` now. Reads only."""
+    def _read_flow(self, username: str, client_ip: str) -> Flow[_Reading]:
+        """One read per counter, and the decision they give now."""
+        keys = self._keys(username, client_ip)
+        raws: dict[ThrottleCounter, bytes | None] = {}
+        for counter, key in keys.items():
+            raws[counter] = yield Get(key)
         now = self._clock.now()
         waits: dict[ThrottleCounter, float] = {}
-        for counter, key in self._keys(username, client_ip).items():
+        for counter, raw in raws.items():
             rule = self._policy.rule(counter)
-            state = ThrottleState.decode(await self._store.get(key), now=now, rule=rule)
-            waits[counter] = state.retry_after(rule, now)
-        return ThrottleDecision.combine(waits)
+            waits[counter] = ThrottleState.decode(raw, now=now, rule=rule).retry_after(rule, now)
+        return _Reading(keys, raws, ThrottleDecision.combine(waits))
 
-    async def record_failure(
-        self, username: str, client_ip: str, *, request_id: str | None = None
-    ) -> ThrottleDecision:
-        """Count a failed attempt on every counter; the decision for the next attempt."""
+    def _check_flow(self, username: str, client_ip: str) -> Flow[ThrottleDecision]:
+        return (yield from self._read_flow(username, client_ip)).decision
+
+    def _failure_flow(
+        self, reading: _Reading, username: str, client_ip: str, request_id: str | None
+    ) -> Flow[ThrottleDecision]:
+        """Count one failure on every counter: one compare-and-set each while the value read
+        earlier is still current, a fresh read and another try when it is not."""
         now = self._clock.now()
         waits: dict[ThrottleCounter, float] = {}
         locked: list[ThrottleCounter] = []
-        for counter, key in self._keys(username, client_ip).items():
+        for counter, key in reading.keys.items():
             rule = self._policy.rule(counter)
-            before, after = await self._bump(key, counter, now)
+            raw = reading.raws[counter]
+            for _ in range(_CAS_ATTEMPTS):
+                before = ThrottleState.decode(raw, now=now, rule=rule)
+                after = before.failed(now)
+                if (yield CompareAndSet(key, raw, after.encode(), rule.window)):
+                    break
+                raw = yield Get(key)
+            else:
+                raise StoreError(
+                    f"login throttle counter changed {_CAS_ATTEMPTS} times during one update; "
+                    "the store is under heavy contention"
+                )
             waits[counter] = after.retry_after(rule, now)
             if rule.delay_for(before.failures) <= 0 < rule.delay_for(after.failures):
                 locked.append(counter)
-        decision = ThrottleDecision.combine(waits)
         self._emit(
             EventName.AUTHN_LOGIN_FAIL,
             Outcome.FAILURE,
@@ -159,32 +211,26 @@ class LoginThrottle:
                 request_id=request_id,
                 details={"counter": counter.value, "retry_after": round(waits[counter], 3)},
             )
-        return decision
+        return ThrottleDecision.combine(waits)
 
-    async def _bump(
-        self, key: str, counter: ThrottleCounter, now: float
-    ) -> tuple[ThrottleState, ThrottleState]:
-        rule = self._policy.rule(counter)
-        for _ in range(_CAS_ATTEMPTS):
-            raw = await self._store.get(key)
-            before = ThrottleState.decode(raw, now=now, rule=rule)
-            after = before.failed(now)
-            if await self._store.compare_and_set(key, raw, after.encode(), rule.window):
-                return before, after
-        raise StoreError(
-            f"login throttle counter changed {_CAS_ATTEMPTS} times during one update; "
-            "the store is under heavy contention"
-        )
+    def _record_failure_flow(
+        self, username: str, client_ip: str, request_id: str | None
+    ) -> Flow[ThrottleDecision]:
+        reading = yield from self._read_flow(username, client_ip)
+        return (yield from self._failure_flow(reading, username, client_ip, request_id))
 
-    async def record_success(
-        self, username: str, client_ip: str, *, request_id: str | None = None
-    ) -> None:
-        """Clear the (account, client) counter and audit the login. The account-wide and
-        client counters are left alone (see :mod:`bastion.core.throttle`)."""
-        keys = self._keys(username, client_ip)
-        pair = keys.get(ThrottleCounter.PAIR)
-        if pair is not None:
-            await self._store.delete(pair)
+    def _success_flow(
+        self, reading: _Reading | None, username: str, client_ip: str, request_id: str | None
+    ) -> Flow[None]:
+        """Clear the pair counter (skipped when ``reading`` shows it was already clear)."""
+        if reading is None:
+            pair = self._keys(username, client_ip).get(ThrottleCounter.PAIR)
+            clear = pair is not None
+        else:
+            pair = reading.keys.get(ThrottleCounter.PAIR)
+            clear = reading.raws.get(ThrottleCounter.PAIR) is not None
+        if clear and pair is not None:
+            yield Delete(pair)
         self._emit(
             EventName.AUTHN_LOGIN_SUCCESS,
             Outcome.SUCCESS,
@@ -193,6 +239,57 @@ class LoginThrottle:
             request_id=request_id,
             details=None,
         )
+
+    def _finish_flow(
+        self,
+        reading: _Reading,
+        valid: bool,
+        username: str,
+        client_ip: str,
+        request_id: str | None,
+    ) -> Flow[LoginAttempt]:
+        if valid:
+            yield from self._success_flow(reading, username, client_ip, request_id)
+            return LoginAttempt(LoginOutcome.SUCCESS, ThrottleDecision(allowed=True))
+        after = yield from self._failure_flow(reading, username, client_ip, request_id)
+        return LoginAttempt(LoginOutcome.INVALID, after)
+
+    def _throttled(
+        self, reading: _Reading, username: str, client_ip: str, request_id: str | None
+    ) -> LoginAttempt:
+        decision = reading.decision
+        self._emit(
+            EventName.AUTHN_LOGIN_FAIL,
+            Outcome.BLOCKED,
+            username=username,
+            client_ip=client_ip,
+            request_id=request_id,
+            details={
+                "reason": "throttled",
+                "counter": None if decision.counter is None else decision.counter.value,
+            },
+        )
+        return LoginAttempt(LoginOutcome.THROTTLED, decision)
+
+    # -- async API -----------------------------------------------------------------------------
+
+    async def check(self, username: str, client_ip: str) -> ThrottleDecision:
+        """Whether ``username`` may try a password from ``client_ip`` now. Reads only."""
+        return await drive_async(self._check_flow(username, client_ip), self._store)
+
+    async def record_failure(
+        self, username: str, client_ip: str, *, request_id: str | None = None
+    ) -> ThrottleDecision:
+        """Count a failed attempt on every counter; the decision for the next attempt."""
+        flow = self._record_failure_flow(username, client_ip, request_id)
+        return await drive_async(flow, self._store)
+
+    async def record_success(
+        self, username: str, client_ip: str, *, request_id: str | None = None
+    ) -> None:
+        """Clear the (account, client) counter and audit the login. The account-wide and
+        client counters are left alone (see :mod:`bastion.core.throttle`)."""
+        await drive_async(self._success_flow(None, username, client_ip, request_id), self._store)
 
     async def attempt(
         self,
@@ -205,26 +302,46 @@ class LoginThrottle:
         """Check the throttle, run ``verify`` (the password check) only when allowed, and
         record the result. ``verify`` should cost the same for unknown users (see
         :meth:`bastion.passwords.PasswordHasher.verify_and_update`)."""
-        decision = await self.check(username, client_ip)
-        if not decision.allowed:
-            details: dict[str, str | float | None] = {
-                "reason": "throttled",
-                "counter": None if decision.counter is None else decision.counter.value,
-            }
-            self._emit(
-                EventName.AUTHN_LOGIN_FAIL,
-                Outcome.BLOCKED,
-                username=username,
-                client_ip=client_ip,
-                request_id=request_id,
-                details=details,
-            )
-            return LoginAttempt(LoginOutcome.THROTTLED, decision)
-        if await verify():
-            await self.record_success(username, client_ip, request_id=request_id)
-            return LoginAttempt(LoginOutcome.SUCCESS, ThrottleDecision(allowed=True))
-        after = await self.record_failure(username, client_ip, request_id=request_id)
-        return LoginAttempt(LoginOutcome.INVALID, after)
+        reading = await drive_async(self._read_flow(username, client_ip), self._store)
+        if not reading.decision.allowed:
+            return self._throttled(reading, username, client_ip, request_id)
+        valid = await verify()
+        flow = self._finish_flow(reading, valid, username, client_ip, request_id)
+        return await drive_async(flow, self._store)
+
+    # -- sync API (WSGI) -----------------------------------------------------------------------
+
+    def check_sync(self, username: str, client_ip: str) -> ThrottleDecision:
+        """:meth:`check` on the store's synchronous side."""
+        return self._run_sync(self._check_flow(username, client_ip))
+
+    def record_failure_sync(
+        self, username: str, client_ip: str, *, request_id: str | None = None
+    ) -> ThrottleDecision:
+        """:meth:`record_failure` on the store's synchronous side."""
+        return self._run_sync(self._record_failure_flow(username, client_ip, request_id))
+
+    def record_success_sync(
+        self, username: str, client_ip: str, *, request_id: str | None = None
+    ) -> None:
+        """:meth:`record_success` on the store's synchronous side."""
+        self._run_sync(self._success_flow(None, username, client_ip, request_id))
+
+    def attempt_sync(
+        self,
+        username: str,
+        client_ip: str,
+        verify: Callable[[], bool],
+        *,
+        request_id: str | None = None,
+    ) -> LoginAttempt:
+        """:meth:`attempt` for WSGI apps: ``verify`` is a plain function (for example
+        ``lambda: hasher.verify_and_update(stored, password).valid``)."""
+        reading = self._run_sync(self._read_flow(username, client_ip))
+        if not reading.decision.allowed:
+            return self._throttled(reading, username, client_ip, request_id)
+        valid = verify()
+        return self._run_sync(self._finish_flow(reading, valid, username, client_ip, request_id))
 
     def _emit(
         self,

@@ -3,7 +3,7 @@ the optional breached-password check.
 
 The decisions live in :mod:`bastion.core.passwords`; this package adds what needs threads, files
 or awaiting: the hasher's async variants, the blocklist file, the breached-password hook. Second
-factors are in :mod:`bastion.passwords.totp` (needs the ``totp`` extra).
+factors are in :mod:`bastion.engine.totp` (needs the ``totp`` extra).
 
 A typical sign-up and login::
 

@@ -12,6 +12,9 @@ when first used.
   once even by concurrent requests to several processes.
 * Recovery codes: :meth:`TotpManager.new_recovery_codes` returns 10 codes to show once and keeps
   only their HMACs; :meth:`TotpManager.use_recovery_code` accepts each code once.
+* The store logic is written once, as generator flows (:mod:`bastion.engine.flows`); every
+  async method has a blocking ``*_sync`` twin (``verify_sync``, ``use_recovery_code_sync``...)
+  that runs the same flow on ``store.sync``, for WSGI apps (Flask) without an event loop.
 
 Store keys hold keyed hashes of user ids, never the ids::
 
@@ -26,7 +29,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
@@ -36,16 +39,20 @@ from bastion.core.totp import (
     normalize_recovery_code,
     normalize_totp_code,
 )
+from bastion.engine.flows import CompareAndSet, Get, Set, drive_async, drive_sync
+from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
     from bastion.core.keys import SecretKey
-    from bastion.stores.base import Store
+    from bastion.engine.flows import Flow
+    from bastion.stores.base import Store, SyncStore
 
 __all__ = ["TotpEnrollment", "TotpManager", "TotpResult"]
 
 _CAS_ATTEMPTS: Final = 16
+_T = TypeVar("_T")
 
 
 def _pyotp() -> Any:
@@ -107,6 +114,7 @@ class TotpManager:
         "_prefix",
         "_recovery_key",
         "_store",
+        "_sync",
         "_valid_window",
     )
 
@@ -148,6 +156,7 @@ class TotpManager:
         self._id_key = ring.derive("totp:ids").current.reveal()
         self._recovery_key = ring.derive("totp:recovery").current.reveal()
         self._store = store
+        self._sync: SyncStore | None = sync_side(store)
         self._issuer = issuer.strip()
         self._clock = clock
         self._digits = digits
@@ -175,8 +184,12 @@ class TotpManager:
         svg = _segno().make(uri, error="m").svg_inline(scale=4, omitsize=False)
         return TotpEnrollment(secret=secret, uri=uri, svg=svg)
 
-    async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
-        """Check ``code`` against ``secret`` for ``user_id`` and consume its time step."""
+    def _run_sync(self, flow: Flow[_T]) -> _T:
+        return drive_sync(flow, require_sync(self._sync, self._store))
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def _verify_flow(self, user_id: str, secret: str, code: str) -> Flow[TotpResult]:
         cleaned = normalize_totp_code(code, digits=self._digits)
         if cleaned is None:
             return TotpResult.MALFORMED
@@ -194,11 +207,11 @@ class TotpManager:
         key = f"{self._prefix}step:{self._user_hash(user_id)}"
         ttl = float(self._interval * (2 * self._valid_window + 2))
         for _ in range(_CAS_ATTEMPTS):
-            raw = await self._store.get(key)
+            raw = yield Get(key)
             last = _decode_step(raw)
             if last is not None and matched <= last:
                 return TotpResult.REPLAYED
-            if await self._store.compare_and_set(key, raw, str(matched).encode("ascii"), ttl):
+            if (yield CompareAndSet(key, raw, str(matched).encode("ascii"), ttl)):
                 return TotpResult.ACCEPTED
         raise StoreError("TOTP step changed too often during one verification; try again")
 
@@ -206,25 +219,21 @@ class TotpManager:
         message = user_hash.encode("ascii") + b"\x00" + code.encode("ascii")
         return hmac.digest(self._recovery_key, message, hashlib.sha256).hex()
 
-    async def new_recovery_codes(
-        self, user_id: str, *, count: int = RECOVERY_CODE_COUNT
-    ) -> tuple[str, ...]:
-        """Fresh recovery codes for ``user_id``, replacing any earlier set. Show them once."""
-        user = self._user_hash(user_id)
-        codes = generate_recovery_codes(count)
-        digests = [self._recovery_digest(user, _canonical(code)) for code in codes]
-        await self._store.set(self._recovery_store_key(user), json.dumps(digests).encode())
-        return codes
-
     def _recovery_store_key(self, user: str) -> str:
         return f"{self._prefix}recovery:{user}"
 
-    async def remaining_recovery_codes(self, user_id: str) -> int:
-        raw = await self._store.get(self._recovery_store_key(self._user_hash(user_id)))
+    def _new_codes_flow(self, user_id: str, count: int) -> Flow[tuple[str, ...]]:
+        user = self._user_hash(user_id)
+        codes = generate_recovery_codes(count)
+        digests = [self._recovery_digest(user, _canonical(code)) for code in codes]
+        yield Set(self._recovery_store_key(user), json.dumps(digests).encode())
+        return codes
+
+    def _remaining_flow(self, user_id: str) -> Flow[int]:
+        raw = yield Get(self._recovery_store_key(self._user_hash(user_id)))
         return len(_decode_digests(raw))
 
-    async def use_recovery_code(self, user_id: str, code: str) -> bool:
-        """Accept ``code`` once: it is removed from the stored set in the same step."""
+    def _use_code_flow(self, user_id: str, code: str) -> Flow[bool]:
         cleaned = normalize_recovery_code(code)
         if cleaned is None:
             return False
@@ -232,7 +241,7 @@ class TotpManager:
         key = self._recovery_store_key(user)
         wanted = self._recovery_digest(user, cleaned)
         for _ in range(_CAS_ATTEMPTS):
-            raw = await self._store.get(key)
+            raw = yield Get(key)
             digests = _decode_digests(raw)
             found = [
                 d for d in digests if hmac.compare_digest(d.encode("ascii"), wanted.encode("ascii"))
@@ -240,9 +249,50 @@ class TotpManager:
             if not found or raw is None:
                 return False
             remaining = [d for d in digests if d != wanted]
-            if await self._store.compare_and_set(key, raw, json.dumps(remaining).encode()):
+            if (yield CompareAndSet(key, raw, json.dumps(remaining).encode())):
                 return True
         raise StoreError("recovery codes changed too often during one use; try again")
+
+    # -- async API -----------------------------------------------------------------------------
+
+    async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
+        """Check ``code`` against ``secret`` for ``user_id`` and consume its time step.
+        A malformed or wrong code costs no store call; a right one a read and a
+        compare-and-set."""
+        return await drive_async(self._verify_flow(user_id, secret, code), self._store)
+
+    async def new_recovery_codes(
+        self, user_id: str, *, count: int = RECOVERY_CODE_COUNT
+    ) -> tuple[str, ...]:
+        """Fresh recovery codes for ``user_id``, replacing any earlier set. Show them once."""
+        return await drive_async(self._new_codes_flow(user_id, count), self._store)
+
+    async def remaining_recovery_codes(self, user_id: str) -> int:
+        return await drive_async(self._remaining_flow(user_id), self._store)
+
+    async def use_recovery_code(self, user_id: str, code: str) -> bool:
+        """Accept ``code`` once: it is removed from the stored set in the same step."""
+        return await drive_async(self._use_code_flow(user_id, code), self._store)
+
+    # -- sync API (WSGI) -----------------------------------------------------------------------
+
+    def verify_sync(self, user_id: str, secret: str, code: str) -> TotpResult:
+        """:meth:`verify` on the store's synchronous side."""
+        return self._run_sync(self._verify_flow(user_id, secret, code))
+
+    def new_recovery_codes_sync(
+        self, user_id: str, *, count: int = RECOVERY_CODE_COUNT
+    ) -> tuple[str, ...]:
+        """:meth:`new_recovery_codes` on the store's synchronous side."""
+        return self._run_sync(self._new_codes_flow(user_id, count))
+
+    def remaining_recovery_codes_sync(self, user_id: str) -> int:
+        """:meth:`remaining_recovery_codes` on the store's synchronous side."""
+        return self._run_sync(self._remaining_flow(user_id))
+
+    def use_recovery_code_sync(self, user_id: str, code: str) -> bool:
+        """:meth:`use_recovery_code` on the store's synchronous side."""
+        return self._run_sync(self._use_code_flow(user_id, code))
 
     def __repr__(self) -> str:
         return f"TotpManager(issuer={self._issuer!r}, digits={self._digits})"
