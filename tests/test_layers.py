@@ -16,14 +16,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bastion"
 
 # Lower numbers are lower layers. Layers of equal rank must not import each other either,
 # except within themselves (asgi and wsgi are siblings).
-RANK = {
+RANK: dict[str, float] = {
     "errors": 0,
     "core": 1,
     "stores": 2,
     "engine": 3,
-    # feature facades that orchestrate core decisions with stores or threads (engine level)
-    "passwords": 3,
-    "apikeys": 3,
+    # feature facades just above the engine: they gather core decisions and engine managers
+    "passwords": 3.5,
+    "apikeys": 3.5,
     "asgi": 4,
     "wsgi": 4,
     "testing": 5,

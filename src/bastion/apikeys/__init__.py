@@ -1,14 +1,12 @@
 """API keys: ``bst_`` keys with a checksum, stored as HMAC-SHA256, scoped, expiring, rotatable.
 
-This package gathers what an app needs around API keys without touching a store: the format
-and checksum, reading the key from request headers, scopes, records and verdicts (all from
-:mod:`bastion.core.apikeys`). The store side, :class:`bastion.engine.apikeys.ApiKeyManager`,
-lives in the engine layer, because its store logic is written once as engine flows with an
-async and a sync driver (and this package ranks beside the engine, not above it). A request
-handler does::
+This package gathers what an app needs around API keys: the format and checksum, reading the
+key from request headers, scopes, records and verdicts (from :mod:`bastion.core.apikeys`), and
+the store side, :class:`ApiKeyManager` (from :mod:`bastion.engine.apikeys`, where its store
+logic is written once as engine flows with an async and a sync driver). A request handler
+does::
 
-    from bastion.apikeys import api_key_from_headers
-    from bastion.engine.apikeys import ApiKeyManager
+    from bastion.apikeys import ApiKeyManager, api_key_from_headers
 
     token = api_key_from_headers(
         x_api_key=request.headers.get("x-api-key"),
@@ -32,11 +30,15 @@ from bastion.core.apikeys import (
     is_well_formed,
     scope_allows,
 )
+from bastion.engine.apikeys import ApiKeyManager, ApiKeyResult, CreatedApiKey
 
 __all__ = [
     "API_KEY_PREFIX",
+    "ApiKeyManager",
     "ApiKeyRecord",
+    "ApiKeyResult",
     "ApiKeyStatus",
+    "CreatedApiKey",
     "RateLimitSetting",
     "api_key_from_headers",
     "generate_api_key",
