@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GROUP_NAMES", "load_group"]
 
-GROUP_NAMES = ("asgi", "stores", "credentials", "sessions", "ratelimit", "headers")
+GROUP_NAMES = ("asgi", "stores", "credentials", "sessions", "ratelimit", "headers", "csrf")
 
 
 def load_group(name: str) -> Group:

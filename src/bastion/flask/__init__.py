@@ -37,6 +37,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from bastion.core.clock import system_clock
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.wsgi.sessions import build_engine, response_headers, unavailable_response
 
 if TYPE_CHECKING:
@@ -49,9 +50,12 @@ if TYPE_CHECKING:
     from bastion.stores.base import Store
 
 __all__ = [
+    "CSRF",
     "Bastion",
     "FlaskSession",
     "SessionInterfaceAdapter",
+    "csrf_input",
+    "csrf_token",
     "login",
     "logout",
     "regenerate",

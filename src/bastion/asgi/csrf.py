@@ -1,0 +1,497 @@
+"""``CSRFMiddleware`` for ASGI apps: the checks of :mod:`bastion.core.csrf` on every request.
+
+Cheapest first: the method, exemptions, then ``Sec-Fetch-Site`` and ``Origin``, which decide
+nearly every browser request from headers alone; the body is not touched then. Only when the
+headers cannot decide (old browsers, ``curl``) is a token needed: from the header first, else
+from a urlencoded or multipart body, read chunk by chunk up to ``max_body_bytes`` (413 beyond)
+and replayed to the app byte for byte. JSON and other bodies must use the header.
+
+Token source ``SESSION`` (default) reads the CSRF secret of bastion's session, so install
+:class:`~bastion.asgi.sessions.SessionMiddleware` outside this one (``protect()`` does).
+``DOUBLE_SUBMIT`` needs ``keyring=`` and, to bind the cookie to a user, ``identity=`` (a function
+of the scope returning the user or client-side session ID).
+
+A refusal is a 403 naming the failed check (413 for a body over the cap, 400 for a broken
+form), JSON when the client asks for JSON and HTML otherwise, plus a ``malicious_csrf`` audit
+event. ``log_only`` audits and lets the request through. WebSocket handshakes from an untrusted
+``Origin`` are closed before ``accept`` (the server answers 403).
+
+Templates get tokens through :func:`csrf_token` / :func:`csrf_input` (and the Jinja2 globals
+from :func:`add_jinja2_globals`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.core.audit import (
+    Auditor,
+    EventName,
+    IdentifierHasher,
+    LoggingAuditSink,
+    Outcome,
+)
+from bastion.core.clock import Clock, system_clock
+from bastion.core.cookies import Cookie, SameSite, parse_cookie
+from bastion.core.csrf import (
+    CSRFConfig,
+    CSRFPolicy,
+    DoubleSubmit,
+    Facts,
+    FormTokenScanner,
+    Reason,
+    ScanStatus,
+    TokenSource,
+    check_token,
+    logger,
+    mask_secret,
+    rejection_body,
+    secret_from_text,
+    wants_json,
+)
+from bastion.core.environment import is_production
+from bastion.core.keys import KeyRing
+from bastion.engine.sessions import Session
+from bastion.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from bastion.core.keys import SecretKey
+
+__all__ = [
+    "CONTEXT_KEY",
+    "CSRFContext",
+    "CSRFMiddleware",
+    "add_jinja2_globals",
+    "csrf_input",
+    "csrf_token",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+IdentityFunc = Callable[[Scope], "str | None"]
+
+CONTEXT_KEY: Final = "bastion.csrf"
+"""Where the middleware puts the request's :class:`CSRFContext` in the scope."""
+
+_OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
+_SCAN_REASONS: Final = {
+    ScanStatus.TOO_LARGE: Reason.BODY_TOO_LARGE,
+    ScanStatus.MALFORMED: Reason.BODY_MALFORMED,
+}
+
+
+class CSRFContext:
+    """The CSRF side of one request: makes masked tokens for pages and forms.
+
+    Each :meth:`token` call returns new text (a fresh mask) for the same secret.
+    """
+
+    __slots__ = ("_cookie_value", "_identity", "_middleware", "_scope", "_secret", "new_cookie")
+
+    def __init__(
+        self,
+        middleware: CSRFMiddleware,
+        scope: Scope,
+        *,
+        secret: bytes | None = None,
+        cookie_value: str | None = None,
+        identity: str = "",
+    ) -> None:
+        self._middleware = middleware
+        self._scope = scope
+        self._secret = secret
+        self._cookie_value = cookie_value
+        self._identity = identity
+        self.new_cookie = False
+
+    @property
+    def field_name(self) -> str:
+        return self._middleware.config.field_name
+
+    @property
+    def header_name(self) -> str:
+        return self._middleware.config.header_name
+
+    def token(self) -> str:
+        """A masked token for this request's secret (creating the secret when needed)."""
+        double = self._middleware.double_submit
+        if double is None:
+            session = _session_of(self._scope)
+            return mask_secret(secret_from_text(session.csrf_secret))
+        if self._secret is None:
+            self._cookie_value, self._secret = double.issue(self._identity)
+            self.new_cookie = True
+        return mask_secret(self._secret)
+
+    def cookie_header(self) -> bytes | None:
+        """The ``Set-Cookie`` value for a double-submit cookie issued during this request."""
+        if not self.new_cookie or self._cookie_value is None:
+            return None
+        cookie = self._middleware.cookie
+        return (
+            None if cookie is None else cookie.with_value(self._cookie_value).serialize().encode()
+        )
+
+
+def _session_of(scope: Scope) -> Session:
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise ConfigurationError(
+            "CSRF token_source=SESSION needs bastion's SessionMiddleware outside "
+            "CSRFMiddleware (or use protect()); or set token_source=TokenSource.DOUBLE_SUBMIT "
+            "with a keyring",
+            setting="token_source",
+        )
+    return session
+
+
+class CSRFMiddleware:
+    """CSRF protection for one ASGI app. See the module docstring.
+
+    ``config`` is a :class:`~bastion.core.csrf.CSRFConfig`. ``keyring`` is required for
+    ``TokenSource.DOUBLE_SUBMIT``. ``auditor`` receives ``malicious_csrf`` events (default: JSON
+    lines on the ``bastion.audit`` logger). ``production`` defaults to ``ENV``/``BASTION_ENV``.
+    """
+
+    __slots__ = (
+        "_api_keys",
+        "_auditor",
+        "_header",
+        "_identity",
+        "_policy",
+        "_wanted",
+        "app",
+        "config",
+        "cookie",
+        "double_submit",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: CSRFConfig | None = None,
+        keyring: KeyRing | SecretKey | None = None,
+        identity: IdentityFunc | None = None,
+        auditor: Auditor | None = None,
+        clock: Clock = system_clock,
+        production: bool | None = None,
+    ) -> None:
+        config = CSRFConfig() if config is None else config
+        self._policy = CSRFPolicy(config)
+        config.check_environment(production=is_production() if production is None else production)
+        self.app = app
+        self.config = config
+        self.double_submit: DoubleSubmit | None = None
+        self.cookie: Cookie | None = None
+        if config.token_source is TokenSource.DOUBLE_SUBMIT:
+            if keyring is None:
+                raise ConfigurationError(
+                    "token_source=DOUBLE_SUBMIT signs its cookie: pass "
+                    "keyring=KeyRing.from_secrets([...])",
+                    setting="keyring",
+                )
+            self.double_submit = DoubleSubmit(keyring)
+            self.cookie = _double_submit_cookie(config)
+        self._identity = identity
+        self._header = config.header_name.lower().encode("ascii")
+        self._api_keys = frozenset(h.lower().encode("ascii") for h in config.api_key_headers)
+        self._wanted = frozenset(
+            {
+                b"host",
+                b"sec-fetch-site",
+                b"origin",
+                b"referer",
+                b"x-forwarded-proto",
+                b"x-forwarded-host",
+                b"authorization",
+                b"content-type",
+                b"accept",
+                b"cookie",
+                self._header,
+                *_OVERRIDES,
+                *self._api_keys,
+            }
+        )
+        if auditor is None:
+            hasher = IdentifierHasher(keyring if keyring is not None else KeyRing.generate())
+            auditor = Auditor(hasher, clock, LoggingAuditSink())
+        self._auditor = auditor
+
+    def _facts(self, scope: Scope) -> tuple[Facts, str | None]:
+        found: dict[bytes, str] = {}
+        cookie: str | None = None
+        wanted = self._wanted
+        for name, value in scope["headers"]:
+            if name in wanted:
+                text = value.decode("latin-1")
+                if name == b"cookie":
+                    cookie = text if cookie is None else cookie + "; " + text
+                elif name not in found:
+                    found[name] = text
+        override = None
+        for name in _OVERRIDES:
+            override = override or found.get(name)
+        client = scope.get("client")
+        scheme = scope.get("scheme", "http")
+        facts = Facts(
+            method=scope.get("method", "GET"),
+            path=scope.get("path", "/"),
+            scheme="https" if scheme in {"https", "wss"} else "http",
+            host=found.get(b"host"),
+            client=client[0] if client else None,
+            sec_fetch_site=found.get(b"sec-fetch-site"),
+            origin=found.get(b"origin"),
+            referer=found.get(b"referer"),
+            forwarded_proto=found.get(b"x-forwarded-proto"),
+            forwarded_host=found.get(b"x-forwarded-host"),
+            authorization=found.get(b"authorization"),
+            api_key=any(h in found for h in self._api_keys),
+            method_override=override,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            content_type=found.get(b"content-type"),
+            header_token=found.get(self._header),
+            accept=found.get(b"accept"),
+        )
+        return facts, cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
+        facts, cookie_header = self._facts(scope)
+        context = CSRFContext(self, scope)
+        scope[CONTEXT_KEY] = context
+        double = self.double_submit
+        cookie_value: str | None = None
+        if double is not None:
+            cookie_value = parse_cookie(cookie_header or "").get(self.config.cookie_name or "")
+            identity = (self._identity(scope) if self._identity else None) or ""
+            context._identity = identity
+            secret = double.verify(cookie_value, identity)
+            if secret is not None:
+                context._secret, context._cookie_value = secret, cookie_value
+            send = self._cookie_sender(context, send)
+        verdict = self._policy.check(facts)
+        if verdict.passed is not None:
+            await self.app(scope, receive, send)
+            return
+        if verdict.reason is not None:
+            if not await self._refuse(verdict.reason, facts, send):
+                await self.app(scope, receive, send)
+            return
+        token: str | bytes | None = facts.header_token
+        reason: Reason | None = None
+        if token is None:
+            outcome = await self._body_token(facts, receive)
+            if outcome is None:
+                return  # the client disconnected while sending the body
+            token, reason, receive = outcome
+        if reason is None:
+            reason = self._judge_token(token, facts, scope, context, cookie_value)
+        if reason is None or not await self._refuse(reason, facts, send):
+            await self.app(scope, receive, send)
+
+    async def _body_token(
+        self, facts: Facts, receive: Receive
+    ) -> tuple[bytes | None, Reason | None, Receive] | None:
+        """The token of a form body, or why there is none, and the ``receive`` to give the app
+        (it replays what was read). ``None`` when the client went away mid-body."""
+        scanned = FormTokenScanner.for_content_type(
+            facts.content_type, field=self.config.field_name, max_bytes=self.config.max_body_bytes
+        )
+        if not isinstance(scanned, FormTokenScanner):
+            return None, scanned, receive
+        outcome = await _scan(scanned, receive)
+        if outcome is None:
+            return None
+        status, replay = outcome
+        return scanned.token, _SCAN_REASONS.get(status), replay
+
+    def _judge_token(
+        self,
+        token: str | bytes | None,
+        facts: Facts,
+        scope: Scope,
+        context: CSRFContext,
+        cookie_value: str | None,
+    ) -> Reason | None:
+        if token is None:
+            return self._policy.missing_reason(facts)
+        if self.double_submit is None:
+            session = _session_of(scope)
+            if session.is_new:
+                return Reason.NO_SESSION
+            return check_token(token, secret_from_text(session.csrf_secret))
+        secret = context._secret
+        if secret is None or cookie_value is None:
+            return Reason.NO_SESSION
+        raw = token.encode("utf-8", "replace") if isinstance(token, str) else token
+        if b"." in raw:  # the cookie value itself, copied by JavaScript (classic double submit)
+            expected = cookie_value.encode("utf-8", "replace")
+            return None if hmac.compare_digest(raw.strip(), expected) else Reason.TOKEN_INCORRECT
+        return check_token(token, secret)
+
+    def _cookie_sender(self, context: CSRFContext, send: Send) -> Send:
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                value = context.cookie_header()
+                if value is not None:
+                    headers = list(message.get("headers", ()))
+                    headers.append((b"set-cookie", value))
+                    message["headers"] = headers
+            await send(message)
+
+        return send_with_cookie
+
+    def _audit(self, reason: Reason, facts: Facts) -> None:
+        self._auditor.emit(
+            EventName.MALICIOUS_CSRF,
+            outcome=Outcome.FAILURE if self.config.log_only else Outcome.BLOCKED,
+            client_ip=facts.client,
+            details={
+                "reason": reason.value,
+                "method": facts.method,
+                "path": facts.path,
+                "log_only": self.config.log_only,
+            },
+        )
+        if self.config.log_only:
+            logger.warning(
+                "bastion CSRF (log only): would refuse %s %s: %s",
+                facts.method,
+                facts.path,
+                reason.value,
+            )
+
+    async def _refuse(self, reason: Reason, facts: Facts, send: Send) -> bool:
+        """Audit the refusal and send it; ``False`` (nothing sent) in log-only mode."""
+        self._audit(reason, facts)
+        if self.config.log_only:
+            return False
+        content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reason.status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode("ascii")),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return True
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        facts, _cookie = self._facts(scope)
+        reason = self._policy.check_websocket(facts)
+        if reason is not None:
+            self._audit(reason, facts)
+            if not self.config.log_only:
+                message = await receive()  # websocket.connect
+                if message.get("type") == "websocket.connect":
+                    await send({"type": "websocket.close", "code": 1008, "reason": ""})
+                return
+        await self.app(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return (
+            f"CSRFMiddleware(token_source={self.config.token_source.value!r}, "
+            f"log_only={self.config.log_only})"
+        )
+
+
+def _double_submit_cookie(config: CSRFConfig) -> Cookie:
+    try:
+        # Readable by the page's JavaScript on purpose: SPAs copy it into the header. It is
+        # no more secret than a token in the page, and HMAC-bound to the identity.
+        return Cookie(
+            name=config.cookie_name or "",
+            secure=not config.development,
+            http_only=False,
+            same_site=SameSite.STRICT,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"CSRF cookie policy: {exc}", setting="cookie_name") from exc
+
+
+async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus, Receive] | None:
+    """Read the body until ``scanner`` decides; a ``receive`` that replays what was read."""
+    chunks: list[bytes] = []
+    more = True
+    status = ScanStatus.MORE
+    while status is ScanStatus.MORE:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        chunks.append(body)
+        status = scanner.feed(body, more=more)
+    pending = [b"".join(chunks)]
+
+    async def replay() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": more}
+        return await receive()
+
+    return status, replay
+
+
+# -- helpers for handlers and templates ------------------------------------------------------------
+
+
+def _context(request: Any) -> CSRFContext:
+    scope = getattr(request, "scope", request)
+    context = scope.get(CONTEXT_KEY) if isinstance(scope, MutableMapping) else None
+    if not isinstance(context, CSRFContext):
+        raise ConfigurationError(
+            "no CSRFMiddleware in front of this route; add "
+            "Middleware(bastion.asgi.CSRFMiddleware) (or use protect())",
+            setting="middleware",
+        )
+    return context
+
+
+def csrf_token(request: Any) -> str:
+    """A masked CSRF token for ``request`` (a Starlette request or a scope): put it in a form
+    field or send it in the ``X-CSRF-Token`` header. New text on every call."""
+    return _context(request).token()
+
+
+def csrf_input(request: Any) -> str:
+    """``<input type="hidden" name="csrf_token" value="...">`` for a form (plain ``str``; the
+    Jinja2 global wraps it in ``Markup``)."""
+    context = _context(request)
+    return f'<input type="hidden" name="{context.field_name}" value="{context.token()}">'
+
+
+def add_jinja2_globals(env: Any) -> None:
+    """Add ``csrf_token()`` and ``csrf_input()`` to a Jinja2 environment (``templates.env``).
+
+    The template context needs ``request``, as Starlette's ``TemplateResponse`` guarantees.
+    """
+    import jinja2  # noqa: PLC0415 (optional dependency, needed only by apps that use Jinja2)
+    import markupsafe  # noqa: PLC0415 (comes with Jinja2)
+
+    @jinja2.pass_context
+    def template_csrf_token(context: Any) -> str:
+        return csrf_token(context["request"])
+
+    @jinja2.pass_context
+    def template_csrf_input(context: Any) -> markupsafe.Markup:
+        return markupsafe.Markup(csrf_input(context["request"]))  # noqa: S704 (built from base64url and a validated field name)
+
+    env.globals["csrf_token"] = template_csrf_token
+    env.globals["csrf_input"] = template_csrf_input

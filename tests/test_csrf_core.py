@@ -1,0 +1,343 @@
+"""bastion.core.csrf: the header decision table, tokens, double-submit cookies, the body scanner."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.core.csrf import (
+    MASKED_TOKEN_CHARS,
+    CSRFConfig,
+    CSRFPolicy,
+    DoubleSubmit,
+    Facts,
+    FormTokenScanner,
+    Pass,
+    Reason,
+    ScanStatus,
+    check_token,
+    mask_secret,
+    new_secret,
+    normalize_origin,
+    rejection_body,
+    secret_from_text,
+    unmask_token,
+    wants_json,
+)
+from bastion.core.keys import KeyRing, SecretKey
+from bastion.core.sessions import new_csrf_secret
+
+# -- origins
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://Example.COM", "https://example.com"),
+        ("https://example.com:443", "https://example.com"),
+        ("http://example.com:80", "http://example.com"),
+        ("https://example.com:8443", "https://example.com:8443"),
+        ("https://[::1]:8443", "https://[::1]:8443"),
+        ("https://example.com/", None),
+        ("https://user@example.com", None),
+        ("ftp://example.com", None),
+        ("example.com", None),
+        ("https://example.com:99999", None),
+        ("https://exämple.com", None),
+        ("null", None),
+        ("https://", None),
+    ],
+)
+def test_normalize_origin(text: str, expected: str | None) -> None:
+    assert normalize_origin(text) == expected
+
+
+@given(st.text(max_size=80))
+def test_normalize_origin_is_total(text: str) -> None:
+    result = normalize_origin(text)
+    assert result is None or result == normalize_origin(result)
+
+
+# -- the decision table
+
+
+def facts(**kwargs: Any) -> Facts:
+    base: dict[str, Any] = {"method": "POST", "path": "/x", "scheme": "https", "host": "app.test"}
+    base.update(kwargs)
+    return Facts(**base)
+
+
+POLICY = CSRFPolicy(CSRFConfig(trusted_origins=("https://admin.app.test",)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "passed", "reason"),
+    [
+        ({"method": "GET"}, Pass.SAFE_METHOD, None),
+        ({"method": "HEAD", "sec_fetch_site": "cross-site"}, Pass.SAFE_METHOD, None),
+        ({"method": "GET", "method_override": "DELETE"}, None, Reason.METHOD_OVERRIDE),
+        ({"method": "GET", "query": "a=1&_method=put"}, None, Reason.METHOD_OVERRIDE),
+        ({"method": "GET", "query": "_method=GET"}, Pass.SAFE_METHOD, None),
+        ({"sec_fetch_site": "same-origin"}, Pass.FETCH_METADATA, None),
+        ({"sec_fetch_site": "same-origin", "origin": "null"}, Pass.FETCH_METADATA, None),
+        ({"sec_fetch_site": "none"}, Pass.FETCH_METADATA, None),
+        ({"sec_fetch_site": "cross-site"}, None, Reason.CROSS_SITE),
+        ({"sec_fetch_site": "same-site", "origin": "https://x.app.test"}, None, Reason.SAME_SITE),
+        (
+            {"sec_fetch_site": "same-site", "origin": "https://admin.app.test"},
+            Pass.TRUSTED_ORIGIN,
+            None,
+        ),
+        ({"origin": "https://app.test"}, Pass.ORIGIN, None),
+        ({"origin": "https://app.test:443"}, Pass.ORIGIN, None),
+        ({"origin": "https://app.test:444"}, None, Reason.ORIGIN_MISMATCH),
+        ({"origin": "http://app.test"}, None, Reason.ORIGIN_MISMATCH),
+        ({"origin": "garbage"}, None, Reason.ORIGIN_MISMATCH),
+        ({"origin": "null"}, None, None),
+        ({}, None, None),
+        ({"referer": "https://app.test/form"}, None, None),
+        ({"referer": "https://evil.test/form"}, None, Reason.REFERER_MISMATCH),
+        ({"referer": "not a url"}, None, Reason.REFERER_MISMATCH),
+        ({"scheme": "http", "referer": "https://evil.test/"}, None, None),
+        ({"sec_fetch_site": "weird", "origin": "https://app.test"}, Pass.ORIGIN, None),
+    ],
+)
+def test_decision_table(kwargs: dict[str, Any], passed: Pass | None, reason: Reason | None) -> None:
+    verdict = POLICY.check(facts(**kwargs))
+    assert verdict.passed == passed
+    assert verdict.reason == reason
+    assert verdict.needs_token == (passed is None and reason is None)
+
+
+def test_public_origins_replace_the_host_header() -> None:
+    policy = CSRFPolicy(CSRFConfig(public_origins=("https://shop.example",)))
+    assert policy.check(facts(origin="https://shop.example")).passed is Pass.ORIGIN
+    # The Host header is not consulted once public origins are configured.
+    assert policy.check(facts(origin="https://app.test")).reason is Reason.ORIGIN_MISMATCH
+
+
+def test_wildcard_trusted_origins_match_subdomains_only() -> None:
+    policy = CSRFPolicy(CSRFConfig(trusted_origins=("https://*.partner.example:8443",)))
+    assert policy.is_trusted("https://a.partner.example:8443")
+    assert policy.is_trusted("https://a.b.partner.example:8443")
+    assert not policy.is_trusted("https://partner.example:8443")
+    assert not policy.is_trusted("https://a.partner.example")
+    assert not policy.is_trusted("https://evilpartner.example:8443")
+    assert not policy.is_trusted("http://a.partner.example:8443")
+
+
+def test_exempt_paths_exact_and_prefix() -> None:
+    policy = CSRFPolicy(CSRFConfig(exempt=("/hook", "/api/public/")))
+    assert policy.check(facts(path="/hook", sec_fetch_site="cross-site")).passed is Pass.EXEMPT
+    assert policy.check(facts(path="/hook/x", sec_fetch_site="cross-site")).passed is None
+    assert policy.check(facts(path="/api/public/a")).passed is Pass.EXEMPT
+
+
+def test_missing_reason_names_a_query_token() -> None:
+    assert POLICY.missing_reason(facts(query="csrf_token=abc")) is Reason.TOKEN_IN_QUERY
+    assert POLICY.missing_reason(facts(query="x=1&csrf_token=abc")) is Reason.TOKEN_IN_QUERY
+    assert POLICY.missing_reason(facts(query="xcsrf_token=abc")) is Reason.TOKEN_MISSING
+
+
+def test_websocket_origin() -> None:
+    ws = facts(method="GET", scheme="https")
+    assert POLICY.check_websocket(ws) is None
+    ws.origin = "https://app.test"
+    assert POLICY.check_websocket(ws) is None
+    ws.origin = "https://evil.test"
+    assert POLICY.check_websocket(ws) is Reason.WEBSOCKET_ORIGIN
+    ws.origin = "null"
+    assert POLICY.check_websocket(ws) is Reason.WEBSOCKET_ORIGIN
+
+
+# -- tokens
+
+
+def test_masked_tokens_differ_and_unmask_to_the_secret() -> None:
+    secret = secret_from_text(new_csrf_secret())
+    tokens = {mask_secret(secret) for _ in range(20)}
+    assert len(tokens) == 20
+    for token in tokens:
+        assert len(token) == MASKED_TOKEN_CHARS
+        assert unmask_token(token) == secret
+        assert check_token(token, secret) is None
+    assert check_token(mask_secret(new_secret()), secret) is Reason.TOKEN_INCORRECT
+
+
+def test_secret_from_text_accepts_foreign_shapes() -> None:
+    assert len(secret_from_text("short")) == 32
+    assert secret_from_text("short") == secret_from_text("short")
+    assert secret_from_text("tëxt") != secret_from_text("text")
+
+
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_check_token_is_total(token: str | bytes) -> None:
+    assert check_token(token, new_secret()) in {Reason.TOKEN_MALFORMED, Reason.TOKEN_INCORRECT}
+
+
+def test_double_submit_binds_identity_and_rotates_keys() -> None:
+    old, new = SecretKey.generate(), SecretKey.generate()
+    before = DoubleSubmit(KeyRing(old))
+    cookie, secret = before.issue("alice")
+    assert before.verify(cookie, "alice") == secret
+    assert before.verify(cookie, "bob") is None
+    assert before.verify(cookie, "") is None
+    rotated = DoubleSubmit(KeyRing(new, previous=[old]))
+    assert rotated.verify(cookie, "alice") == secret
+    assert DoubleSubmit(KeyRing(new)).verify(cookie, "alice") is None
+    value, _, mac = cookie.partition(".")
+    assert before.verify(value, "alice") is None
+    assert before.verify(value + "." + mac[::-1], "alice") is None
+    assert before.verify(None, "alice") is None
+    assert "alice" not in cookie
+
+
+@given(st.text(max_size=200), st.text(max_size=20))
+def test_double_submit_verify_is_total(cookie: str, identity: str) -> None:
+    assert DoubleSubmit(KeyRing.generate()).verify(cookie, identity) is None
+
+
+# -- the body scanner
+
+
+def scan(content_type: str, body: bytes, cuts: list[int], max_bytes: int = 4096) -> Any:
+    scanner = FormTokenScanner.for_content_type(
+        content_type, field="csrf_token", max_bytes=max_bytes
+    )
+    assert isinstance(scanner, FormTokenScanner)
+    points = sorted({c % (len(body) + 1) for c in cuts} | {0, len(body)})
+    chunks = [body[a:b] for a, b in itertools.pairwise(points)] or [b""]
+    status = ScanStatus.MORE
+    for index, chunk in enumerate(chunks):
+        status = scanner.feed(chunk, more=index < len(chunks) - 1)
+        if status is not ScanStatus.MORE:
+            break
+    return status, scanner.token
+
+
+MULTIPART = "multipart/form-data; boundary=XyZ"
+
+
+def multipart(*parts: tuple[str, bytes], filename: str | None = None) -> bytes:
+    out = b"preamble\r\n"
+    for name, value in parts:
+        extra = f'; filename="{filename}"' if filename and name == "file" else ""
+        out += (
+            (
+                f'--XyZ\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n'
+                "Content-Type: text/plain\r\n\r\n"
+            ).encode()
+            + value
+            + b"\r\n"
+        )
+    return out + b"--XyZ--\r\n"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_urlencoded_scan_is_independent_of_chunking(cuts: list[int]) -> None:
+    body = b"a=1&b=%26%3D&csrf_token=tok%2Den+x&c=3"
+    assert scan("application/x-www-form-urlencoded", body, cuts) == (
+        ScanStatus.FOUND,
+        b"tok-en x",
+    )
+    assert scan("application/x-www-form-urlencoded", b"a=1&b=2", cuts) == (
+        ScanStatus.ABSENT,
+        None,
+    )
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_multipart_scan_is_independent_of_chunking(cuts: list[int]) -> None:
+    body = multipart(("file", b"--XyZ- not a delimiter\r\n--Xy"), ("csrf_token", b"T0k3n"))
+    assert scan(MULTIPART, body, cuts) == (ScanStatus.FOUND, b"T0k3n")
+    assert scan(MULTIPART, multipart(("a", b"1")), cuts) == (ScanStatus.ABSENT, None)
+
+
+@given(st.binary(max_size=600), st.lists(st.integers(min_value=0, max_value=600), max_size=6))
+def test_scanners_are_total(body: bytes, cuts: list[int]) -> None:
+    for content_type in (MULTIPART, "application/x-www-form-urlencoded"):
+        status, token = scan(content_type, body, cuts, max_bytes=1024)
+        assert status in set(ScanStatus) - {ScanStatus.MORE}
+        assert (token is not None) == (status is ScanStatus.FOUND)
+
+
+def test_scanner_stops_at_the_cap() -> None:
+    body = multipart(("file", b"x" * 10_000), ("csrf_token", b"late"))
+    assert scan(MULTIPART, body, list(range(0, len(body), 512)), max_bytes=2048)[0] is (
+        ScanStatus.TOO_LARGE
+    )
+    # One huge chunk is cut at the cap too (the scanner keeps at most max_bytes).
+    assert scan(MULTIPART, body, [], max_bytes=2048)[0] is ScanStatus.TOO_LARGE
+    early = multipart(("csrf_token", b"early"), ("file", b"x" * 10_000))
+    assert scan(MULTIPART, early, [], max_bytes=2048) == (ScanStatus.FOUND, b"early")
+
+
+def test_scanner_for_content_type() -> None:
+    def make(content_type: str | None) -> Any:
+        return FormTokenScanner.for_content_type(content_type, field="csrf_token", max_bytes=1024)
+
+    assert make(None) is None
+    assert make("application/json") is None
+    assert make("text/plain") is None
+    assert make("multipart/form-data") is Reason.BODY_MALFORMED
+    assert make('multipart/form-data; boundary="ünï"') is Reason.BODY_MALFORMED
+    assert isinstance(make('Multipart/Form-Data; boundary="a b"'), FormTokenScanner)
+    assert isinstance(make("application/x-www-form-urlencoded; charset=utf-8"), FormTokenScanner)
+
+
+# -- refusals
+
+
+def test_reason_statuses_and_bodies() -> None:
+    assert Reason.BODY_TOO_LARGE.status == 413
+    assert Reason.BODY_MALFORMED.status == 400
+    assert {r.status for r in Reason} == {400, 403, 413}
+    content_type, body = rejection_body(Reason.CROSS_SITE, json_format=True)
+    assert content_type == b"application/json"
+    assert b'"reason": "cross_site"' in body
+    content_type, body = rejection_body(Reason.TOKEN_MISSING, json_format=False)
+    assert content_type.startswith(b"text/html")
+    assert b"token_missing" in body
+    assert wants_json("application/json")
+    assert not wants_json("text/html,application/json;q=0.9")
+    assert not wants_json(None)
+
+
+_HEADER_TEXT = st.one_of(
+    st.none(), st.text(max_size=40), st.sampled_from(["null", "https://app.test"])
+)
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]),
+    site=st.one_of(_HEADER_TEXT, st.sampled_from(["cross-site", "same-site", "same-origin"])),
+    origin=_HEADER_TEXT,
+    referer=_HEADER_TEXT,
+    override=_HEADER_TEXT,
+    query=st.text(max_size=40),
+)
+def test_decision_is_total_and_never_passes_a_cross_site_post(
+    method: str,
+    site: str | None,
+    origin: str | None,
+    referer: str | None,
+    override: str | None,
+    query: str,
+) -> None:
+    verdict = POLICY.check(
+        facts(
+            method=method,
+            sec_fetch_site=site,
+            origin=origin,
+            referer=referer,
+            method_override=override,
+            query=query,
+        )
+    )
+    assert (verdict.passed is None) or (verdict.reason is None)
+    if method not in {"GET", "HEAD"} and site in {"cross-site", "same-site"}:
+        assert verdict.passed is None
