@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import math
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from bastion.core.sessions import (
     SESSION_ID_CHARS,
     Liveness,
+    RecordDecoder,
     SessionConfig,
     SessionRecord,
     Tombstone,
@@ -31,7 +34,7 @@ from bastion.core.sessions import (
     session_handle,
 )
 from bastion.engine.sessions import SaveResult
-from bastion.errors import BadData
+from bastion.errors import BadData, ConfigurationError, SessionDataError
 
 CONFIG = SessionConfig()
 JSON = st.recursive(
@@ -141,3 +144,84 @@ def test_save_results_do_not_show_the_cookie_in_their_repr() -> None:
     session_id = new_session_id()
     result = SaveResult(set_cookie=f"__Host-session={session_id}; Path=/", vary=True)
     assert session_id not in repr(result)
+
+
+# -- the fast codec and the head-remembering decoder --------------------------------------------
+
+
+@given(st.dictionaries(st.text(), JSON, max_size=6))
+def test_encode_data_is_byte_for_byte_json_dumps(data: dict[str, object]) -> None:
+    assert encode_data(data) == json.dumps(data, separators=(",", ":")).encode("ascii")
+
+
+def test_handles_are_unpadded_base64url_sha256() -> None:
+    session_id = new_session_id()
+    digest = hashlib.sha256(session_id.encode("ascii")).digest()
+    assert session_handle(session_id) == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b" ", b"{", b'{"v":1} x', b"[" * 100_000, b"\xff", b'{"v":1,"until":1}{}'],
+)
+def test_malformed_records_are_bad_data_never_another_error(raw: bytes) -> None:
+    with pytest.raises(BadData):
+        decode_record(raw)
+    with pytest.raises(BadData):
+        RecordDecoder().decode(raw)
+
+
+def test_a_cycle_made_after_assignment_is_a_session_data_error() -> None:
+    looped: list[object] = []
+    looped.append(looped)
+    with pytest.raises(SessionDataError, match="'loop'"):
+        encode_data({"ok": 1, "loop": looped})
+
+
+@given(st.lists(st.dictionaries(st.text(), JSON, max_size=4), min_size=1, max_size=4))
+def test_the_decoder_gives_what_a_full_decode_gives(datas: list[dict[str, object]]) -> None:
+    decoder = RecordDecoder()
+    for data in datas:  # one head, several data: the head is remembered after the first
+        raw = encode_record(_with(data), max_bytes=1024 * 1024)
+        assert decoder.decode(raw) == decode_record(raw)
+
+
+def _with(data: dict[str, object]) -> SessionRecord:
+    return SessionRecord(
+        data=data, created_at=1000.0, issued_at=1000.0, last_seen=1000.0, csrf_secret="c"
+    )
+
+
+def test_a_remembered_head_never_hides_fields_after_the_data() -> None:
+    decoder = RecordDecoder()
+    raw = encode_record(record(n=1), max_bytes=4096)
+    assert isinstance(decoder.decode(raw), SessionRecord)  # head remembered
+    forged = raw[:-1] + b',"u":"admin"}'  # same head, a field after the data
+    found = decoder.decode(forged)
+    assert found == decode_record(forged)
+    assert isinstance(found, SessionRecord)
+    assert found.user_id == "admin"  # read as a full decode reads it, not from the memory
+
+
+def test_each_decode_gets_its_own_data_dict() -> None:
+    decoder = RecordDecoder()
+    raw = encode_record(record(cart=["a"]), max_bytes=4096)
+    first, second = decoder.decode(raw), decoder.decode(raw)
+    assert isinstance(first, SessionRecord)
+    assert isinstance(second, SessionRecord)
+    first.data["cart"].append("b")
+    assert second.data == {"cart": ["a"]}
+
+
+def test_the_decoder_memory_is_bounded() -> None:
+    decoder = RecordDecoder(capacity=2)
+    for n in range(5):
+        raw = encode_record(
+            SessionRecord(data={}, created_at=n, issued_at=n, last_seen=n, csrf_secret=f"c{n}"),
+            max_bytes=4096,
+        )
+        decoder.decode(raw)
+        assert len(decoder._heads) <= 2
+    assert RecordDecoder(capacity=0).decode(raw) == decode_record(raw)
+    with pytest.raises(ConfigurationError, match="capacity"):
+        RecordDecoder(capacity=-1)

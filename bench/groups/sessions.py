@@ -8,13 +8,15 @@ in-process with a session cookie obtained by one set-up request. Cases and their
   (``starsessions.stores.redis.RedisStore`` + autoload), and bastion modify against the I/O
   floor: the bare app whose handler does one redis-py ``GET`` and one ``SET`` itself.
 * memory modify: bastion (``MemoryStore``) against starsessions' ``InMemoryStore`` and against
-  Starlette's signed-cookie ``SessionMiddleware``.
+  Starlette's signed-cookie ``SessionMiddleware``; the same app with a plain dict as its session
+  (no store, no cookie) shows the floor any session middleware sits on.
 * untouched: bastion with no cookie against a pass-through ASGI middleware on the same app.
 * flask modify on Redis: ``bastion.flask.Bastion`` against Flask-Session's Redis interface, both
   driven as WSGI callables with a prebuilt environ (sync driver, no event loop).
 
-The set-up also proves the round trips per request kind on a counted memory store (untouched 0,
-read-only 1, modified 2) and refuses to run if they differ.
+The set-up also proves the round trips per request kind on counted memory and Redis stores
+(untouched 0, or 1 on Redis when a cookie is sent since the read is preloaded; read-only 1;
+modified 2; no cookie 0) and refuses to run if they differ.
 """
 
 from __future__ import annotations
@@ -101,6 +103,19 @@ def _floor_app(client: Redis) -> Starlette:
     return Starlette(routes=[Route("/modify", modify)])
 
 
+class DictSession:
+    """The floor of any session middleware: a plain dict in ``scope["session"]``, no store, no
+    cookie. What is left above it is the cost of a session system."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["session"] = {"n": 1}
+        await self.app(scope, receive, send)
+
+
 class PassThrough:
     """The cheapest middleware: awaits the app. The baseline for an untouched request."""
 
@@ -136,15 +151,24 @@ async def _checked(name: str, app: ASGIApp, path: str, cookie: str | None) -> Ca
     return async_case(name, partial(call_asgi, app, template))
 
 
-async def _round_trips() -> None:
-    """Prove the round trips per request kind before timing anything."""
-    store = CountingStore(MemoryStore())
+async def _round_trips(store: CountingStore, name: str, untouched: int) -> None:
+    """Prove the round trips per request kind before timing anything: ``untouched`` for a
+    request with a cookie that never touches the session (0 lazy, 1 with preload), 1 for a
+    read, 2 for a modification, 0 without a cookie."""
     app = _app(Middleware(SessionMiddleware, store=store, config=CONFIG, production=False))
-    cookie = await _cookie_for("bastion memory", app)
-    for path, expected in (("/", 0), ("/read", 1), ("/modify", 2)):
+    cookie = await _cookie_for(name, app)
+    checks = (
+        ("/", None, 0),
+        ("/", cookie, untouched),
+        ("/read", cookie, 1),
+        ("/modify", cookie, 2),
+    )
+    for path, sent, expected in checks:
         store.reset()
-        await call_asgi(app, _scope(path, cookie))
-        _expect(store.total == expected, f"{path}: {store.total} round trips, not {expected}")
+        await call_asgi(app, _scope(path, sent))
+        _expect(
+            store.total == expected, f"{name} {path}: {store.total} round trips, not {expected}"
+        )
 
 
 def _wsgi_call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> bytes:
@@ -227,7 +251,7 @@ def _flask_cases(stack: AsyncExitStack, url: str) -> list[Case]:
 @asynccontextmanager
 async def session_cases(options: Options) -> AsyncIterator[list[Case]]:
     async with AsyncExitStack() as stack:
-        await _round_trips()
+        await _round_trips(CountingStore(MemoryStore()), "bastion memory", 0)
         if options.redis_url is None:
             server = stack.enter_context(RedisServer())
             url = server.url
@@ -236,6 +260,9 @@ async def session_cases(options: Options) -> AsyncIterator[list[Case]]:
             await admin.aclose()
         else:
             url = options.redis_url
+        counted = CountingStore(RedisStore.from_url(url, prefix=PREFIX + "counted:"))
+        await _round_trips(counted, "bastion redis", 1)
+        await counted.aclose()
         floor_client = Redis.from_url(url)
         stack.push_async_callback(floor_client.aclose)
 
@@ -313,6 +340,13 @@ async def session_cases(options: Options) -> AsyncIterator[list[Case]]:
                 cookies["signed"],
             ),
         ]
+        cases.append(
+            async_case(
+                "memory modify: floor (dict in scope, no store)",
+                partial(call_asgi, _app(Middleware(DictSession)), _scope("/modify", None)),
+                baseline="memory modify: starsessions",
+            )
+        )
         ours_mem = _scope("/modify", cookies["ours_memory"])
         cases += [
             async_case(

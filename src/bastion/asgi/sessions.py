@@ -98,7 +98,7 @@ class SessionMiddleware:
     ``BASTION_ENV``) and logs a warning otherwise.
     """
 
-    __slots__ = ("_preload", "app", "engine")
+    __slots__ = ("_inline", "_preload", "app", "engine")
 
     def __init__(
         self,
@@ -130,6 +130,7 @@ class SessionMiddleware:
                 setting="preload",
             )
         self._preload = (not local) if preload is None else preload
+        self._inline = self.engine.inline
 
     @property
     def preload(self) -> bool:
@@ -167,18 +168,24 @@ class SessionMiddleware:
                 engine.audit_unavailable(session, "load")
                 await _send_unavailable(send)
                 return
-        state = {"started": False, "replaced": False}
+        inline = self._inline
+        started = replaced = False
 
         async def send_wrapper(message: Message) -> None:
-            if state["replaced"]:
+            nonlocal started, replaced
+            if replaced:
                 return  # the app's own response was replaced by the 503
             if message["type"] == "http.response.start":
-                state["started"] = True
+                started = True
                 try:
-                    result = await engine.save(session, status=message["status"])
+                    # A store that never blocks (memory) saves inline: no coroutine per call.
+                    if inline:
+                        result = engine.save_sync(session, status=message["status"])
+                    else:
+                        result = await engine.save(session, status=message["status"])
                 except StoreUnavailable:
                     engine.audit_unavailable(session, "save")
-                    state["replaced"] = True
+                    replaced = True
                     await _send_unavailable(send)
                     return
                 if result.vary or result.set_cookie:
@@ -192,7 +199,7 @@ class SessionMiddleware:
         except StoreUnavailable:
             # Only a failed session load becomes a 503 here; the app's own store errors and
             # anything after the response started propagate unchanged.
-            if state["started"] or session.loaded or not session.accessed:
+            if started or session.loaded or not session.accessed:
                 raise
             engine.audit_unavailable(session, "load")
             await _send_unavailable(send)

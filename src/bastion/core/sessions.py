@@ -30,7 +30,7 @@ The store TTL of a record is its remaining life, so expired records disappear by
 
 from __future__ import annotations
 
-import base64
+import binascii
 import enum
 import hashlib
 import json
@@ -38,8 +38,13 @@ import logging
 import math
 import re
 import secrets
+
+# CPython's JSON accelerator, used directly: the public ``json.dumps`` / ``JSONDecoder.decode``
+# wrappers rebuild an encoder or run two whitespace regexes per call, which is most of the cost
+# of a small session record. The output is byte for byte what ``json.dumps`` gives.
+from _json import encode_basestring_ascii, make_encoder, make_scanner
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from bastion.core.cookies import MAX_AGE_LIMIT, Cookie, SameSite
 from bastion.errors import BadData, ConfigurationError, CookieError, SessionDataError
@@ -49,6 +54,7 @@ __all__ = [
     "DEVELOPMENT_COOKIE_NAME",
     "SESSION_ID_CHARS",
     "Liveness",
+    "RecordDecoder",
     "SessionConfig",
     "SessionIndex",
     "SessionRecord",
@@ -92,18 +98,22 @@ _NUMBERS: Final = frozenset({int, float})
 logger = logging.getLogger("bastion.security.sessions")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64_32(data: bytes) -> str:
+    """Unpadded base64url of 32 bytes (43 characters)."""
+    return binascii.b2a_base64(data, newline=False)[:SESSION_ID_CHARS].translate(_URLSAFE).decode()
 
 
 def new_session_id() -> str:
     """A fresh session ID: 256 bits from :mod:`secrets`, 43 base64url characters."""
-    return _b64(secrets.token_bytes(32))
+    return _b64_32(secrets.token_bytes(32))
 
 
 def new_csrf_secret() -> str:
     """A fresh per-session CSRF secret (256 bits). Rotated with the ID on login."""
-    return _b64(secrets.token_bytes(32))
+    return _b64_32(secrets.token_bytes(32))
 
 
 def is_session_id(text: object) -> bool:
@@ -117,7 +127,7 @@ def session_handle(session_id: str) -> str:
     Handles appear in the store and in the per-user registry; knowing one does not let anyone
     use the session (the cookie needs the ID itself).
     """
-    return _b64(hashlib.sha256(session_id.encode("ascii")).digest())
+    return _b64_32(hashlib.sha256(session_id.encode("ascii")).digest())
 
 
 def record_key(handle: str) -> str:
@@ -359,6 +369,37 @@ class SessionRecord:
         return min(self.last_seen + idle, self.created_at + absolute)
 
 
+def _record(  # noqa: PLR0917 (private: every field of a record, in order)
+    data: dict[str, Any],
+    created_at: float,
+    issued_at: float,
+    last_seen: float,
+    csrf_secret: str,
+    user_id: str | None,
+    authenticated_at: float | None,
+    persistent: bool,
+    ip: str | None,
+    user_agent: str | None,
+) -> SessionRecord:
+    """A :class:`SessionRecord` from already-checked fields, for the decoders' hot path.
+
+    Same object as the keyword constructor builds (it has no checks of its own), without the
+    cost of ten keyword arguments on every request.
+    """
+    record = object.__new__(SessionRecord)
+    record.data = data
+    record.created_at = created_at
+    record.issued_at = issued_at
+    record.last_seen = last_seen
+    record.csrf_secret = csrf_secret
+    record.user_id = user_id
+    record.authenticated_at = authenticated_at
+    record.persistent = persistent
+    record.ip = ip
+    record.user_agent = user_agent
+    return record
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tombstone:
     """What is left under a rotated ID. ``successor`` is the new handle for a renewal within
@@ -405,7 +446,18 @@ def _clip(text: str | None) -> str | None:
     return text[:_MAX_CLIENT_TEXT]
 
 
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+def _not_json(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not a JSON type")
+
+
+# Compact separators, ASCII output (so a ``"`` inside a string is always escaped), no NaN or
+# Infinity. No circular-reference markers: a cycle raises RecursionError, caught below.
+# The C constructor takes no keywords: markers, default, encoder, indent, separators, then
+# sort_keys, skipkeys and allow_nan, all off.
+_OFF: Final = False
+_ENCODE: Final = make_encoder(
+    None, _not_json, encode_basestring_ascii, None, ":", ",", _OFF, _OFF, _OFF
+)
 
 
 def _refuse_constant(name: str) -> float:
@@ -413,16 +465,32 @@ def _refuse_constant(name: str) -> float:
 
 
 # NaN or Infinity in a stored time would make every deadline comparison false: refused.
-_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+_SCAN: Final = make_scanner(json.JSONDecoder(parse_constant=_refuse_constant))  # type: ignore[arg-type]
 _DATA_MARK: Final = b',"d":'
+
+
+def _dumps(value: object) -> bytes:
+    return "".join(_ENCODE(value, 0)).encode("ascii")
+
+
+def _loads(raw: bytes) -> Any:
+    """Decode one JSON document; ValueError for anything else (trailing data included)."""
+    try:
+        text = raw.decode("utf-8")
+        value, end = _SCAN(text, 0)
+    except (StopIteration, RecursionError, UnicodeDecodeError):
+        raise ValueError("not a JSON document") from None
+    if end != len(text):
+        raise ValueError("data after the JSON document")
+    return value
 
 
 def encode_data(data: dict[str, Any]) -> bytes:
     """The session data as compact JSON. Raises :class:`SessionDataError` naming the key at
     fault (a value changed in place after assignment, e.g. a set appended to a list)."""
     try:
-        return _ENCODER.encode(data).encode("utf-8")
-    except (TypeError, ValueError) as exc:
+        return _dumps(data)
+    except (TypeError, ValueError, RecursionError) as exc:
         culprit = _find_bad_key(data)
         raise SessionDataError(
             f"session[{culprit!r}] cannot be saved as JSON ({exc}); store JSON values only"
@@ -461,7 +529,7 @@ def encode_record(
     if data_json is None:
         data_json = encode_data(record.data)
     try:
-        encoded_head = _ENCODER.encode(head).encode("utf-8")
+        encoded_head = _dumps(head)
     except ValueError:
         raise SessionDataError("session metadata holds a non-finite time") from None
     raw = encoded_head[:-1] + _DATA_MARK + data_json + b"}"
@@ -503,8 +571,8 @@ def decode_record(raw: bytes) -> SessionRecord | Tombstone:
     """Parse a stored record or tombstone. Raises :class:`~bastion.errors.BadData` on anything
     else (a corrupted value, another program's key), so the caller starts a fresh session."""
     try:
-        payload = _DECODER.decode(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        payload = _loads(raw)
+    except ValueError:
         raise BadData("session record is not JSON") from None
     if type(payload) is not dict or payload.get("v") != RECORD_VERSION:
         raise BadData("session record has an unknown format version")
@@ -535,18 +603,81 @@ def decode_record(raw: bytes) -> SessionRecord | Tombstone:
         and (ua is None or type(ua) is str)
     ):
         raise BadData("session record has a field of the wrong type")
-    return SessionRecord(
-        data=data,
-        created_at=created,
-        issued_at=issued,
-        last_seen=seen,
-        csrf_secret=csrf,
-        user_id=user,
-        authenticated_at=auth,
-        persistent=persistent,
-        ip=ip,
-        user_agent=ua,
-    )
+    return _record(data, created, issued, seen, csrf, user, auth, persistent, ip, ua)
+
+
+_Head: TypeAlias = (
+    "tuple[float, float, float, str, str | None, float | None, bool, str | None, str | None]"
+)
+
+
+class RecordDecoder:
+    """:func:`decode_record` with a bounded memory of record heads it has already checked.
+
+    A session's metadata (everything before the data) changes rarely: at most once per
+    ``touch_interval`` and on lifecycle events, while the data changes on every write. This
+    decoder remembers the checked fields of up to ``capacity`` heads, keyed by their exact
+    bytes, so a record whose head it has seen costs one parse of the data alone. A head is only
+    remembered after a full, validated decode; a hit still requires the data to be one JSON
+    object that ends the record, so bytes that a full decode would read differently never take
+    the short path. The memory is dropped as a whole when full (no per-entry bookkeeping), and
+    is safe to share between threads (single dictionary operations).
+
+    It holds CSRF secrets (part of each head) in memory, as the memory store does; it never
+    holds session IDs (the store keys are not part of it).
+    """
+
+    __slots__ = ("_capacity", "_heads")
+
+    def __init__(self, capacity: int = 2048) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ConfigurationError(
+                f"capacity must be a whole number >= 0, got {capacity!r}", setting="capacity"
+            )
+        self._capacity = capacity
+        self._heads: dict[bytes, _Head] = {}
+
+    def decode(self, raw: bytes) -> SessionRecord | Tombstone:
+        """As :func:`decode_record`: a record or tombstone, :class:`BadData` otherwise."""
+        index = raw.find(_DATA_MARK)
+        if index < 0:
+            return decode_record(raw)
+        head = raw[:index]
+        known = self._heads.get(head)
+        if known is not None:
+            data = _data_at(raw, index + len(_DATA_MARK))
+            if data is not None:
+                return _record(data, *known)
+        record = decode_record(raw)
+        if isinstance(record, SessionRecord) and self._capacity:
+            if len(self._heads) >= self._capacity:
+                self._heads.clear()
+            self._heads[head] = (
+                record.created_at,
+                record.issued_at,
+                record.last_seen,
+                record.csrf_secret,
+                record.user_id,
+                record.authenticated_at,
+                record.persistent,
+                record.ip,
+                record.user_agent,
+            )
+        return record
+
+
+def _data_at(raw: bytes, start: int) -> dict[str, Any] | None:
+    """The JSON object at ``start`` when it runs to the record's closing brace, else ``None``."""
+    if raw[-1:] != b"}":
+        return None
+    try:
+        text = raw[start:-1].decode("utf-8")
+        data, end = _SCAN(text, 0)
+    except (ValueError, StopIteration, RecursionError, UnicodeDecodeError):
+        return None
+    if end != len(text) or type(data) is not dict:
+        return None
+    return data
 
 
 @dataclass(slots=True)

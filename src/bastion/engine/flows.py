@@ -78,57 +78,59 @@ def _unknown(command: object) -> StoreError:
 
 def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
     """Run ``flow`` to completion against a synchronous store."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            command = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        error = None
-        try:
-            if type(command) is Get:
-                result = store.get(command.key)
-            elif type(command) is CompareAndSet:
-                result = store.compare_and_set(
-                    command.key, command.expected, command.value, command.ttl
-                )
-            elif type(command) is Delete:
-                result = store.delete(command.key)
-            elif type(command) is Set:
-                store.set(command.key, command.value, command.ttl)
-                result = None
-            else:
-                flow.close()
-                raise _unknown(command)
-        except StoreError as exc:
-            result, error = None, exc
+    send = flow.send
+    result: Any
+    try:
+        command = send(None)
+        while True:
+            try:
+                if type(command) is Get:
+                    result = store.get(command.key)
+                elif type(command) is CompareAndSet:
+                    result = store.compare_and_set(
+                        command.key, command.expected, command.value, command.ttl
+                    )
+                elif type(command) is Delete:
+                    result = store.delete(command.key)
+                elif type(command) is Set:
+                    store.set(command.key, command.value, command.ttl)
+                    result = None
+                else:
+                    flow.close()
+                    raise _unknown(command)
+            except StoreError as exc:
+                command = flow.throw(exc)
+                continue
+            command = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def drive_async(flow: Flow[_T], store: Store) -> _T:
     """Run ``flow`` to completion against an async store."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            command = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        error = None
-        try:
-            if type(command) is Get:
-                result = await store.get(command.key)
-            elif type(command) is CompareAndSet:
-                result = await store.compare_and_set(
-                    command.key, command.expected, command.value, command.ttl
-                )
-            elif type(command) is Delete:
-                result = await store.delete(command.key)
-            elif type(command) is Set:
-                await store.set(command.key, command.value, command.ttl)
-                result = None
-            else:
-                flow.close()
-                raise _unknown(command)
-        except StoreError as exc:
-            result, error = None, exc
+    send = flow.send
+    result: Any
+    try:
+        command = send(None)
+        while True:
+            try:
+                if type(command) is Get:
+                    result = await store.get(command.key)
+                elif type(command) is CompareAndSet:
+                    result = await store.compare_and_set(
+                        command.key, command.expected, command.value, command.ttl
+                    )
+                elif type(command) is Delete:
+                    result = await store.delete(command.key)
+                elif type(command) is Set:
+                    await store.set(command.key, command.value, command.ttl)
+                    result = None
+                else:
+                    flow.close()
+                    raise _unknown(command)
+            except StoreError as exc:
+                command = flow.throw(exc)
+                continue
+            command = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

@@ -3,7 +3,13 @@
 :class:`Session` is the mapping a handler sees (``request.session``, ``flask.session``). It does
 no I/O of its own: the adapter gives it a *loader*, called on first touch, and asks the
 :class:`SessionEngine` to save it when the response starts. Every operation is a generator flow
-(:mod:`bastion.engine.flows`) run by the async driver (ASGI) or the sync driver (WSGI).
+(:mod:`bastion.engine.flows`) run by the async driver (ASGI) or the sync driver (WSGI). The two
+per-request hot paths, the load and the common save (only the data changed), are split into
+steps without I/O (``_load_key`` / ``_load_found``, ``_plan_save`` / ``_finish``) that the
+flows use too, so the drivers can also run them as direct store calls: no generator, and on a
+store whose sync side never blocks (memory, see ``nonblocking`` in
+:mod:`bastion.stores.base`) no coroutine per store call either. Records are decoded by a
+:class:`~bastion.core.sessions.RecordDecoder` that remembers recently checked metadata.
 
 Store round trips per request kind:
 
@@ -52,9 +58,11 @@ from bastion.core.audit import (
     Outcome,
 )
 from bastion.core.clock import system_clock
+from bastion.core.cookies import parse_cookie
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.sessions import (
     Liveness,
+    RecordDecoder,
     SessionConfig,
     SessionIndex,
     SessionRecord,
@@ -63,7 +71,6 @@ from bastion.core.sessions import (
     cookie_max_age,
     data_slice,
     decode_index,
-    decode_record,
     encode_data,
     encode_index,
     encode_record,
@@ -295,6 +302,11 @@ class Session(MutableMapping[str, Any]):
     # -- facts ---------------------------------------------------------------------------------
 
     @property
+    def engine(self) -> SessionEngine:
+        """The engine this session belongs to (its clock, its configuration). No I/O."""
+        return self._engine
+
+    @property
     def id(self) -> str | None:
         """The current session ID (``None`` while the session has never been stored).
 
@@ -389,6 +401,22 @@ class Session(MutableMapping[str, Any]):
         self._logout = False
         self._id = new_session_id()
 
+    def end_login(self) -> None:
+        """Forget the logged-in user but keep the session and its data: a new ID (the old one
+        dies), a new CSRF secret, no user, no ``authenticated_at``; the session leaves the
+        user's registry. Used when a new login starts on a session that is logged in, so that
+        the previous user's access never coexists with the new attempt."""
+        self._ensure()
+        if self._user_id is None:
+            return
+        self._user_id = None
+        self._authenticated_at = None
+        self._csrf_secret = new_csrf_secret()
+        self._meta_dirty = True
+        self._rotate = "regenerate"
+        self._logout = False
+        self._id = new_session_id()
+
     def regenerate(self) -> None:
         """Issue a new ID for the same data (after a privilege change); the old ID dies."""
         self._ensure()
@@ -421,7 +449,18 @@ class SessionEngine:
     logger.
     """
 
-    __slots__ = ("_auditor", "_signer", "_store", "_sync", "clock", "config")
+    __slots__ = (
+        "_auditor",
+        "_cookie_name",
+        "_decoder",
+        "_inline",
+        "_loader",
+        "_signer",
+        "_store",
+        "_sync",
+        "clock",
+        "config",
+    )
 
     def __init__(
         self,
@@ -448,7 +487,15 @@ class SessionEngine:
             )
         self._store = store
         self._sync: SyncStore | None = store.sync if isinstance(store, SupportsSync) else None
+        # A sync side that never waits (the memory store) runs whole flows inline: no
+        # coroutine per store call. See bastion.stores.base on ``nonblocking``.
+        self._inline = self._sync is not None and getattr(self._sync, "nonblocking", False) is True
         self.clock = clock
+        self._decoder = RecordDecoder()
+        self._cookie_name = self.config.name
+        self._loader: Callable[[Session], None] | None = (
+            self.load_sync if self._sync is not None else None
+        )
         self._signer = (
             Signer(keyring, "session") if self.config.signed and keyring is not None else None
         )
@@ -465,12 +512,20 @@ class SessionEngine:
     def sync_store(self) -> SyncStore | None:
         return self._sync
 
+    @property
+    def inline(self) -> bool:
+        """Whether flows run inline through a never-blocking sync side (the memory store), so
+        that :meth:`save_sync` is safe to call on an event loop thread."""
+        return self._inline
+
     def __repr__(self) -> str:
         return f"SessionEngine(store={self._store!r}, cookie={self.config.name!r})"
 
     # -- drivers ----------------------------------------------------------------------------
 
     async def run(self, flow: Flow[Any]) -> Any:
+        if self._inline and self._sync is not None:
+            return drive_sync(flow, self._sync)
         return await drive_async(flow, self._store)
 
     def run_sync(self, flow: Flow[Any]) -> Any:
@@ -493,23 +548,42 @@ class SessionEngine:
         (``cookie_header`` is parsed when it is not given). With ``lazy`` and a store that has
         a sync side, the first touch loads the session through it."""
         if cookies is None:
-            from bastion.core.cookies import parse_cookie  # noqa: PLC0415 (rare path)
-
             cookies = parse_cookie(cookie_header or "")
-        value = cookies.get(self.config.name)
-        loader = self.load_sync if (lazy and self._sync is not None) else None
+        value = cookies.get(self._cookie_name)
+        loader = self._loader if lazy else None
         return Session(
             self, value or None, client_ip=client_ip, user_agent=user_agent, loader=loader
         )
 
     def load_sync(self, session: Session) -> None:
-        self.run_sync(self.load_flow(session))
+        """Load ``session`` now through the store's sync side (blocking). Idempotent."""
+        sync = self._sync
+        if sync is None:
+            raise StoreError(f"{self._store!r} has no synchronous side (store.sync)")
+        first = self._load_key(session)
+        if first is None:
+            return
+        session_id, key = first
+        raw = sync.get(key)
+        successor = self._load_found(session, session_id, key, raw, follower=False)
+        if successor is not None:
+            raw = sync.get(successor)
+            self._load_found(session, session_id, successor, raw, follower=True)
 
     async def load(self, session: Session) -> None:
         """Load ``session`` now (one round trip when a cookie is present). Idempotent."""
-        if not session.loaded:
-            await self.run(self.load_flow(session))
-        session.accessed = True
+        if self._inline:
+            self.load_sync(session)
+            return
+        first = self._load_key(session)
+        if first is None:
+            return
+        session_id, key = first
+        raw = await self._store.get(key)
+        successor = self._load_found(session, session_id, key, raw, follower=False)
+        if successor is not None:
+            raw = await self._store.get(successor)
+            self._load_found(session, session_id, successor, raw, follower=True)
 
     def _decode_cookie(self, value: str) -> tuple[str | None, str]:
         signer = self._signer
@@ -527,42 +601,65 @@ class SessionEngine:
     def _cookie_text(self, session_id: str) -> str:
         return session_id if self._signer is None else self._signer.sign(session_id)
 
-    def load_flow(self, session: Session) -> Flow[None]:  # noqa: PLR0911 (one exit per verdict)
+    def load_flow(self, session: Session) -> Flow[None]:
+        """The load as a flow: at most two reads (the second follows a renewal tombstone).
+
+        :meth:`load` and :meth:`load_sync` run the same two steps with direct store calls.
+        """
+        first = self._load_key(session)
+        if first is None:
+            return
+        session_id, key = first
+        raw = yield Get(key)
+        successor = self._load_found(session, session_id, key, raw, follower=False)
+        if successor is not None:
+            raw = yield Get(successor)
+            self._load_found(session, session_id, successor, raw, follower=True)
+
+    def _load_key(self, session: Session) -> tuple[str, str] | None:
+        """A load's first step, without I/O: ``(session ID, store key)`` to read, or ``None``
+        when the session is settled already (loaded, no cookie, or a rejected cookie)."""
         session.accessed = True
         if session.loaded:
-            return
+            return None
         value = session._cookie_value
         if value is None:
             session._start_fresh(None)
-            return
+            return None
         session_id, reason = self._decode_cookie(value)
         if session_id is None:
             self._reject(session, reason, EventName.INPUT_VALIDATION_FAIL)
-            return
-        key = record_key(session_handle(session_id))
-        raw = yield Get(key)
+            return None
+        return session_id, record_key(session_handle(session_id))
+
+    def _load_found(
+        self, session: Session, session_id: str, key: str, raw: bytes | None, *, follower: bool
+    ) -> str | None:
+        """A load's second step: judge what ``key`` held. Adopts the record or starts a fresh
+        session; returns the successor's key when ``raw`` is a renewal tombstone still within
+        its grace window (read it and call again with ``follower=True``)."""
         if raw is None:
             self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
-            return
-        found = _decode_or_none(raw)
+            return None
+        try:
+            found: SessionRecord | Tombstone | None = self._decoder.decode(raw)
+        except BadData:
+            found = None
         now = self.clock.now()
-        follower = False
-        if isinstance(found, Tombstone):
+        if isinstance(found, Tombstone) and not follower:
             if found.successor is None or now >= found.until:
                 self._reject(session, "rotated", EventName.SESSION_USE_AFTER_EXPIRE)
-                return
-            key = record_key(found.successor)
-            raw = yield Get(key)
-            found = None if raw is None else _decode_or_none(raw)
-            follower = True
-        if not isinstance(found, SessionRecord) or raw is None:
+                return None
+            return record_key(found.successor)
+        if not isinstance(found, SessionRecord):
             self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
-            return
+            return None
         state = liveness(found, now, self.config)
         if state is not Liveness.LIVE:
             self._reject(session, state.value, EventName.SESSION_EXPIRED, user=found.user_id)
-            return
+            return None
         session._adopt(session_id, key, raw, found, follower=follower)
+        return None
 
     def _reject(
         self, session: Session, reason: str, name: EventName, *, user: str | None = None
@@ -603,26 +700,99 @@ class SessionEngine:
 
         Skips every write when ``status`` is 500 or more.
         """
-        if not session.accessed:
-            return _NOTHING
-        if status >= 500:
-            session.discard()
-            return _VARY_ONLY
-        if not session.loaded:
-            return _VARY_ONLY
-        result: SaveResult = await self.run(self.save_flow(session))
-        return result
+        skipped = _skip_save(session, status)
+        if skipped is not None:
+            return skipped
+        if self._inline:
+            return self._save_direct(session)
+        now = self.clock.now()
+        plan = self._plan_save(session, now)
+        if isinstance(plan, SaveResult):
+            return plan
+        if plan is None:
+            result: SaveResult = await self.run(self.save_flow(session))
+            return result
+        key, expected, value, ttl = plan
+        if await self._store.compare_and_set(key, expected, value, ttl):
+            return self._finish(session, (key, session._record), now)
+        outcome = await self.run(self._retry_save(session, now))
+        return self._finish(session, outcome, now)
 
     def save_sync(self, session: Session, *, status: int = 200) -> SaveResult:
-        if not session.accessed:
-            return _NOTHING
-        if status >= 500:
-            session.discard()
+        """:meth:`save` through the store's sync side (blocking)."""
+        skipped = _skip_save(session, status)
+        return skipped if skipped is not None else self._save_direct(session)
+
+    def _save_direct(self, session: Session) -> SaveResult:
+        sync = self._sync
+        if sync is None:
+            raise StoreError(f"{self._store!r} has no synchronous side (store.sync)")
+        now = self.clock.now()
+        plan = self._plan_save(session, now)
+        if isinstance(plan, SaveResult):
+            return plan
+        if plan is None:
+            return drive_sync(self.save_flow(session), sync)
+        key, expected, value, ttl = plan
+        if sync.compare_and_set(key, expected, value, ttl):
+            return self._finish(session, (key, session._record), now)
+        return self._finish(session, drive_sync(self._retry_save(session, now), sync), now)
+
+    def _plan_save(
+        self, s: Session, now: float
+    ) -> SaveResult | tuple[str, bytes, bytes, float] | None:
+        """The common cases of a save, decided without I/O.
+
+        A :class:`SaveResult` when nothing needs writing (the data is unchanged and the idle
+        clock need not move); ``(key, expected, value, ttl)`` for the common write, a
+        compare-and-set of the stored record with only its data replaced (the metadata bytes
+        are reused as stored); ``None`` for everything else, which :meth:`save_flow` handles
+        (create, rotation, renewal, logout, metadata changes, idle refresh).
+        """
+        key, loaded, raw, pristine = s._key, s._record, s._raw, s._pristine
+        if (
+            key is None
+            or loaded is None
+            or raw is None
+            or pristine is None
+            or s._logout
+            or s._rotate is not None
+            or s._meta_dirty
+        ):
+            return None
+        config = self.config
+        if now - loaded.last_seen >= config.touch_interval:  # needs_touch: the idle refresh
+            return None
+        if not s._follower and needs_renewal(loaded, now, config):
+            return None
+        # Comparing encodings finds every change, nested ones included, without decoding.
+        data_json = encode_data(s._data)
+        if data_json == pristine:
             return _VARY_ONLY
-        if not session.loaded:
+        value = raw[: len(raw) - len(pristine) - 1] + data_json + b"}"
+        if len(value) > config.max_bytes:
+            return None  # the general path raises the error that names the largest key
+        return key, raw, value, self._ttl(loaded, now)
+
+    def _retry_save(self, s: Session, now: float) -> Flow[tuple[str, SessionRecord] | None]:
+        """After the common write lost its compare-and-set: re-read and merge."""
+        key, loaded = s._key, s._record
+        if key is None or loaded is None:  # pragma: no cover - a planned save has both
+            raise StoreError("session has no stored record to merge onto")
+        return self._merge_save(s, key, s._raw, loaded, None, now, reread=True)
+
+    def _finish(
+        self, s: Session, outcome: tuple[str, SessionRecord | None] | None, now: float
+    ) -> SaveResult:
+        """What the response carries after a save that kept (or lost) the session."""
+        if outcome is None:
+            return self._clear_cookie() if not s._follower else _VARY_ONLY
+        record = outcome[1]
+        if s._follower or s._id is None or record is None:
             return _VARY_ONLY
-        result: SaveResult = self.run_sync(self.save_flow(session))
-        return result
+        if record.persistent or s._meta_dirty:
+            return self._set_cookie(s._id, record, now)
+        return _VARY_ONLY
 
     def _set_cookie(self, session_id: str, record: SessionRecord, now: float) -> SaveResult:
         cookie = self.config.cookie
@@ -722,17 +892,19 @@ class SessionEngine:
             s._id = new_session_id()
         if s._rotate is not None:
             return (yield from self._rotate_flow(s, data_json, now))
-        if unchanged and not s._meta_dirty and not needs_touch(loaded, now, self.config):
-            return _VARY_ONLY
-        outcome = yield from self._merge_save(s, old_key, s._raw, loaded, data_json, now)
-        if outcome is None:
-            return self._clear_cookie() if not s._follower else _VARY_ONLY
-        _key, record = outcome
-        if s._follower or s._id is None:
-            return _VARY_ONLY
-        if record.persistent or s._meta_dirty:
-            return self._set_cookie(s._id, record, now)
-        return _VARY_ONLY
+        plan = self._plan_save(s, now)
+        if isinstance(plan, SaveResult):
+            return plan
+        outcome: tuple[str, SessionRecord] | None
+        if plan is None:
+            if unchanged and not s._meta_dirty and not needs_touch(loaded, now, self.config):
+                return _VARY_ONLY
+            outcome = yield from self._merge_save(s, old_key, s._raw, loaded, data_json, now)
+        elif (yield CompareAndSet(*plan)):
+            outcome = old_key, loaded
+        else:
+            outcome = yield from self._retry_save(s, now)
+        return self._finish(s, outcome, now)
 
     def _create(self, s: Session, data: dict[str, Any], now: float) -> Flow[SaveResult]:
         record = self._build(s, None, data, now)
@@ -785,13 +957,30 @@ class SessionEngine:
         current: SessionRecord,
         data_json: bytes | None,
         now: float,
+        *,
+        reread: bool = False,
     ) -> Flow[tuple[str, SessionRecord] | None]:
         """CAS this request's changes onto the record under ``key``; ``None`` if it is gone.
 
         ``data_json`` is the encoded data when ``current`` is the record this request loaded
-        (no merge needed); ``None`` makes the first attempt merge too.
+        (no merge needed); ``None`` makes the first attempt merge too. ``reread`` says that a
+        compare-and-set against ``expected`` has just failed: the record is read again first.
         """
         for _ in range(_MAX_RETRIES):
+            if reread:
+                expected = yield Get(key)
+                found = None if expected is None else self._decode_or_none(expected)
+                if isinstance(found, Tombstone):
+                    if found.successor is None or now >= found.until:
+                        return None
+                    key = record_key(found.successor)
+                    expected = yield Get(key)
+                    found = None if expected is None else self._decode_or_none(expected)
+                    s._follower = True
+                if not isinstance(found, SessionRecord):
+                    return None
+                current = found
+            reread = True
             if data_json is None:
                 record = self._build(s, current, self._merged(s, current.data), now)
                 value = encode_record(record, max_bytes=self.config.max_bytes)
@@ -815,18 +1004,6 @@ class SessionEngine:
                 data_json = None
             if (yield CompareAndSet(key, expected, value, self._ttl(record, now))):
                 return key, record
-            expected = yield Get(key)
-            found = None if expected is None else _decode_or_none(expected)
-            if isinstance(found, Tombstone):
-                if found.successor is None or now >= found.until:
-                    return None
-                key = record_key(found.successor)
-                expected = yield Get(key)
-                found = None if expected is None else _decode_or_none(expected)
-                s._follower = True
-            if not isinstance(found, SessionRecord):
-                return None
-            current = found
         raise StoreError(
             f"session save lost {_MAX_RETRIES} compare-and-set races in a row; the session is "
             "being written by too many requests at once"
@@ -859,7 +1036,7 @@ class SessionEngine:
             if (yield CompareAndSet(old_key, expected, tomb, self.config.renew_grace)):
                 break
             expected = yield Get(old_key)
-            found = None if expected is None else _decode_or_none(expected)
+            found = None if expected is None else self._decode_or_none(expected)
             if not isinstance(found, SessionRecord):
                 # Destroyed meanwhile, or another request rotated first: ours must not live.
                 yield Delete(new_key)
@@ -867,7 +1044,7 @@ class SessionEngine:
                     s._rotate = None
                     winner = record_key(found.successor)
                     raw = yield Get(winner)
-                    current = None if raw is None else _decode_or_none(raw)
+                    current = None if raw is None else self._decode_or_none(raw)
                     if isinstance(current, SessionRecord):
                         yield from self._merge_save(s, winner, raw, current, None, now)
                         s._follower = True
@@ -897,6 +1074,12 @@ class SessionEngine:
             details={"reason": kind},
         )
         return self._set_cookie(new_id, record, now)
+
+    def _decode_or_none(self, raw: bytes) -> SessionRecord | Tombstone | None:
+        try:
+            return self._decoder.decode(raw)
+        except BadData:
+            return None
 
     def _audit_destroyed(self, s: Session | None, reason: str) -> None:
         self._auditor.emit(
@@ -935,7 +1118,7 @@ class SessionEngine:
         gone: list[str] = []
         for handle, entry in index.entries.items():
             value = yield Get(record_key(handle))
-            record = None if value is None else _decode_or_none(value)
+            record = None if value is None else self._decode_or_none(value)
             if not isinstance(record, SessionRecord) or record.user_id != str(user_id):
                 gone.append(handle)
                 continue
@@ -978,7 +1161,7 @@ class SessionEngine:
         handle = session_handle(session_id)
         key = record_key(handle)
         raw = yield Get(key)
-        record = None if raw is None else _decode_or_none(raw)
+        record = None if raw is None else self._decode_or_none(raw)
         removed: bool = yield Delete(key)
         if isinstance(record, SessionRecord) and record.user_id is not None:
             yield from self._index_update(record.user_id, _remove(handle))
@@ -1085,11 +1268,16 @@ class SessionEngine:
         return count
 
 
-def _decode_or_none(raw: bytes) -> SessionRecord | Tombstone | None:
-    try:
-        return decode_record(raw)
-    except BadData:
-        return None
+def _skip_save(session: Session, status: int) -> SaveResult | None:
+    """The save's answer when it must not write at all: untouched, not loaded, or a 5xx."""
+    if not session.accessed:
+        return _NOTHING
+    if status >= 500:
+        session.discard()
+        return _VARY_ONLY
+    if not session.loaded:
+        return _VARY_ONLY
+    return None
 
 
 def _add(handle: str, record: SessionRecord, now: float) -> Callable[[SessionIndex], None]:

@@ -35,6 +35,7 @@ from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
 from bastion.core.clock import system_clock
+from bastion.core.cookies import parse_cookie
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
@@ -89,12 +90,16 @@ class SessionInterfaceAdapter(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:  # noqa: ARG002 (Flask's signature)
         engine = self.engine
-        cookie = request.cookies.get(engine.config.name)
+        environ = request.environ
+        # bastion's own parser, as the ASGI and WSGI middlewares use: request.cookies would
+        # build werkzeug's whole cookie MultiDict on every request.
+        cookie = parse_cookie(environ.get("HTTP_COOKIE") or "").get(engine.config.name)
         return FlaskSession(
             engine,
             cookie or None,
-            client_ip=request.remote_addr,
-            user_agent=request.user_agent.string or None,
+            client_ip=environ.get("REMOTE_ADDR"),
+            # The raw header: request.user_agent would build a parsed UserAgent per request.
+            user_agent=environ.get("HTTP_USER_AGENT") or None,
             loader=engine.load_sync,
         )
 
@@ -110,13 +115,19 @@ class SessionInterfaceAdapter(SessionInterface):
             self.engine.audit_unavailable(session, "save")
             _make_unavailable(response)
             return
+        headers = response.headers
         if result.vary:
-            response.vary.add("Cookie")
+            # Edited as text: response.vary would parse the header into a HeaderSet and back.
+            vary = headers.get("Vary")
+            if not vary:
+                headers["Vary"] = "Cookie"
+            elif "cookie" not in vary.lower() and vary.strip() != "*":
+                headers["Vary"] = vary + ", Cookie"
         for name, value in response_headers(result):
             if name == "Cache-Control":
-                response.headers[name] = value
+                headers[name] = value
             else:
-                response.headers.add(name, value)
+                headers.add(name, value)
 
 
 def _make_unavailable(response: Response) -> None:

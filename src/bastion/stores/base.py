@@ -18,7 +18,11 @@ operations as plain functions, with the same semantics, obtained from a store's 
 attribute (:class:`SupportsSync`). Each store documents how its sync side does I/O (memory:
 directly under its lock; SQLite: a connection per calling thread; Redis: a blocking client).
 ``SyncStore.local`` says whether a call stays on this host without a network round trip, which
-lets callers decide whether a blocking call on an event loop thread is acceptable.
+lets callers decide whether a blocking call on an event loop thread is acceptable. A sync side
+may also offer ``nonblocking = True`` (optional, read with ``getattr``): every call, writes
+included, completes in this process's memory without waiting on I/O or on a lock held across
+I/O, so callers may run it inline on an event loop thread instead of awaiting the async side
+(the memory store does; SQLite writes can wait on a file lock, so it does not).
 
 Keys are any non-empty text up to :data:`MAX_KEY_BYTES` bytes of UTF-8 (colons, spaces, braces,
 newlines and non-ASCII included). Values are bytes up to :data:`MAX_VALUE_BYTES`. A store that

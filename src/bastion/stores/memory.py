@@ -27,13 +27,20 @@ awaits while holding it, so one instance is safe to share between threads and as
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
 from bastion.core.clock import system_clock
 from bastion.errors import ConfigurationError, StoreError
-from bastion.stores.base import check_key, check_ttl, check_value
+from bastion.stores.base import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    check_key,
+    check_ttl,
+    check_value,
+)
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
@@ -103,15 +110,25 @@ class MemoryStore:
 
     # -- the operations, shared by the async and the sync side ----------------------------------
 
+    # Each operation checks its arguments inline for the common case (ASCII key, exact bytes,
+    # float TTL) and falls back to the shared check_* functions, which raise the precise error.
+
     def _get(self, key: str) -> bytes | None:
-        check_key(key)
+        if type(key) is not str or not key.isascii() or not 0 < len(key) <= MAX_KEY_BYTES:
+            check_key(key)
         now = self._clock.now()
         with self._lock:
-            self._check_open()
-            entry = self._live(key, now)
+            if self._closed:
+                self._check_open()
+            data = self._data
+            entry = data.get(key)
             if entry is None:
                 return None
-            self._data.move_to_end(key)
+            expires_at = entry[1]
+            if expires_at is not None and expires_at <= now:
+                del data[key]
+                return None
+            data.move_to_end(key)
             return entry[0]
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
@@ -134,16 +151,29 @@ class MemoryStore:
     def _compare_and_set(
         self, key: str, expected: bytes | None, value: bytes, ttl: float | None
     ) -> bool:
-        check_key(key)
-        if expected is not None:
+        if type(key) is not str or not key.isascii() or not 0 < len(key) <= MAX_KEY_BYTES:
+            check_key(key)
+        if expected is not None and (
+            type(expected) is not bytes or len(expected) > MAX_VALUE_BYTES
+        ):
             expected = check_value(expected)
-        value = check_value(value)
-        ttl = check_ttl(ttl)
+        if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
+            value = check_value(value)
+        if ttl is not None and (type(ttl) is not float or not 0.0 < ttl < math.inf):
+            ttl = check_ttl(ttl)
         now = self._clock.now()
         with self._lock:
-            self._check_open()
-            entry = self._live(key, now)
-            current = None if entry is None else entry[0]
+            if self._closed:
+                self._check_open()
+            data = self._data
+            entry = data.get(key)
+            current = None
+            if entry is not None:
+                expires_at = entry[1]
+                if expires_at is not None and expires_at <= now:
+                    del data[key]
+                else:
+                    current = entry[0]
             if current != expected:
                 return False
             self._write(key, value, ttl, now)
@@ -186,9 +216,11 @@ class MemoryStore:
         expires_at = None if ttl is None else now + ttl
         self._data[key] = (value, expires_at)
         self._data.move_to_end(key)
+        heap = self._expiries
         if expires_at is not None:
-            heapq.heappush(self._expiries, (expires_at, key))
-        self._purge_some(now)
+            heapq.heappush(heap, (expires_at, key))
+        if heap and heap[0][0] <= now:
+            self._purge_some(now)
         while len(self._data) > self._max_entries:
             self._data.popitem(last=False)
         if len(self._expiries) > 2 * len(self._data) + _HEAP_SLACK:
@@ -232,6 +264,11 @@ class MemorySyncStore:
 
     @property
     def local(self) -> bool:
+        return True
+
+    @property
+    def nonblocking(self) -> bool:
+        """Every call is one dictionary operation under a lock never held across I/O."""
         return True
 
     def get(self, key: str) -> bytes | None:
