@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bastion.core import sessions as sessions_module
 from bastion.core.sessions import (
     SESSION_ID_CHARS,
     Liveness,
@@ -225,3 +226,11 @@ def test_the_decoder_memory_is_bounded() -> None:
     assert RecordDecoder(capacity=0).decode(raw) == decode_record(raw)
     with pytest.raises(ConfigurationError, match="capacity"):
         RecordDecoder(capacity=-1)
+
+
+def test_pure_python_json_fallback_matches_the_accelerated_encoder() -> None:
+    """Where json's C encoder is missing (not CPython), the fallback must give the same bytes."""
+    value = {"cart": ["a", "é", '"q"', 1, 2.5, None, True], "n": {"x": []}}
+    accelerated = "".join(sessions_module._ENCODE(value, 0))
+    assert sessions_module._FALLBACK_ENCODER.encode(value) == accelerated
+    assert accelerated == '{"cart":["a","\\u00e9","\\"q\\"",1,2.5,null,true],"n":{"x":[]}}'

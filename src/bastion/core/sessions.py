@@ -38,12 +38,14 @@ import logging
 import math
 import re
 import secrets
-
-# CPython's JSON accelerator, used directly: the public ``json.dumps`` / ``JSONDecoder.decode``
-# wrappers rebuild an encoder or run two whitespace regexes per call, which is most of the cost
-# of a small session record. The output is byte for byte what ``json.dumps`` gives.
-from _json import encode_basestring_ascii, make_encoder, make_scanner
 from dataclasses import dataclass, field
+
+# The json package's accelerated pieces, used directly: the ``json.dumps`` / ``JSONDecoder.decode``
+# wrappers rebuild an encoder or run two whitespace regexes per call, which is most of the cost
+# of a small session record. The output is byte for byte what ``json.dumps`` gives. Where the C
+# accelerator is missing (not CPython), the json package's pure-Python versions stand in.
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.scanner import make_scanner
 from typing import Any, Final, TypeAlias
 
 from bastion.core.cookies import MAX_AGE_LIMIT, Cookie, SameSite
@@ -455,8 +457,17 @@ def _not_json(value: object) -> object:
 # The C constructor takes no keywords: markers, default, encoder, indent, separators, then
 # sort_keys, skipkeys and allow_nan, all off.
 _OFF: Final = False
-_ENCODE: Final = make_encoder(
-    None, _not_json, encode_basestring_ascii, None, ":", ",", _OFF, _OFF, _OFF
+_FALLBACK_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=True,
+    check_circular=False,
+    allow_nan=False,
+    separators=(",", ":"),
+    default=_not_json,
+)
+_ENCODE: Final = (
+    c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", _OFF, _OFF, _OFF)
+    if c_make_encoder is not None
+    else lambda value, _level: (_FALLBACK_ENCODER.encode(value),)
 )
 
 
