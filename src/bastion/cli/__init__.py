@@ -32,7 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the protected example app on loopback")
+    demo = commands.add_parser(
+        "demo",
+        help="run the protected example app on loopback",
+        description=(
+            "Serve bastion's demo app (sessions, CSRF, strict headers with CSP nonces, rate "
+            "limits, login throttling, TOTP, API keys, audit page) over plain HTTP on a "
+            "loopback address, in bastion's development mode. Prints the URL and the seeded "
+            "accounts 'demo' and 'admin' with their password; set BASTION_DEMO_PASSWORD to "
+            "choose it (otherwise a random one per start)."
+        ),
+    )
     demo.add_argument("--host", type=_loopback, default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument(

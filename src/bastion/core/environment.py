@@ -11,10 +11,12 @@ import enum
 import os
 from typing import TYPE_CHECKING
 
+from bastion.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["Environment", "current_environment", "is_production"]
+__all__ = ["Environment", "current_environment", "is_production", "read_setting"]
 
 
 class Environment(enum.StrEnum):
@@ -43,3 +45,19 @@ def current_environment(variables: Mapping[str, str] | None = None) -> Environme
 
 def is_production(variables: Mapping[str, str] | None = None) -> bool:
     return current_environment(variables) is Environment.PRODUCTION
+
+
+def read_setting(name: str, variables: Mapping[str, str] | None = None) -> str | None:
+    """The value of the ``BASTION_*`` variable ``name`` (default source ``os.environ``), or
+    ``None`` when it is unset or empty. Only names starting with ``BASTION_`` are read, so this
+    cannot be used to reach unrelated secrets of the process.
+
+    Danger: a value may be a secret (``BASTION_DEMO_PASSWORD``); never log it.
+    """
+    if not name.startswith("BASTION_") or not name[8:].replace("_", "").isalnum():
+        raise ConfigurationError(
+            f"read_setting() reads BASTION_* names only, got {name!r}", setting="name"
+        )
+    env = os.environ if variables is None else variables
+    value = env.get(name)
+    return value if value else None

@@ -1,0 +1,672 @@
+"""The demo app: Starlette + Jinja2 with every bastion protection on, through the public API only.
+
+The stack, outermost first (see :func:`build_stack`)::
+
+    SecurityHeadersMiddleware   strict preset, CSP nonces, report receiver at /csp-report
+      FriendlyErrors            bastion's own 403/429/503 refusals as the demo's HTML page
+        protect(...)            RateLimit -> Session (development mode) -> CSRF
+          Starlette routes      the pages below
+
+Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/logout``,
+``/account``, ``/account/sessions``, ``/account/sessions/revoke-others``, ``/account/password``,
+``/account/totp``, ``/account/api-keys``, ``/api/me``, ``/admin``, ``/audit``.
+
+Development mode: the session cookie is sent without ``Secure`` so that plain HTTP on loopback
+works (``SessionConfig(development=True, secure=False)``); bastion logs a warning at start and
+refuses the setting outright when ``ENV=production``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route as StarletteRoute
+from starlette.templating import Jinja2Templates
+
+from bastion.apikeys import ApiKeyManager, api_key_from_headers
+from bastion.asgi import SecurityHeadersMiddleware, load_session, protect
+from bastion.asgi import add_jinja2_globals as add_nonce_global
+from bastion.asgi.csrf import add_jinja2_globals as add_csrf_globals
+from bastion.asgi.ratelimit import client_ip_key
+from bastion.asgi.sessions import (
+    list_sessions,
+    login,
+    logout,
+    regenerate,
+    revoke_other_sessions,
+)
+from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
+from bastion.core.clock import Clock, system_clock
+from bastion.core.csrf import CSRFConfig
+from bastion.core.headers import ContentSecurityPolicy, HeaderPolicy
+from bastion.core.keys import KeyRing
+from bastion.core.sessions import SessionConfig
+from bastion.core.throttle import BackoffRule, ThrottlePolicy, normalize_username
+from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
+from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
+from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.throttle import LoginOutcome, LoginThrottle
+from bastion.engine.totp import TotpManager, TotpResult
+from bastion.errors import ConfigurationError, PasswordRejected, StoreError
+from bastion.passwords import PasswordHasher, check_new_password, default_policy, generate_password
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+
+    from starlette.requests import Request
+
+    from bastion.core.audit import AuditEvent
+    from bastion.core.passwords import PasswordPolicy
+    from bastion.stores import Store
+    from bastion.stores.ratelimit import RateLimitBackend
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ["API_SCOPE", "CSP_REPORT_PATH", "SEEDED_USERS", "DemoApp"]
+
+CSP_REPORT_PATH: Final = "/csp-report"
+API_SCOPE: Final = "profile:read"
+"""The scope ``GET /api/me`` needs."""
+SEEDED_USERS: Final = (("demo", "user"), ("admin", "admin"))
+ISSUER: Final = "bastion demo"
+API_KEY_LIFETIME: Final = 30 * 86400.0
+LOGIN_POLICY: Final = ThrottlePolicy(
+    # Five free attempts per (account, client); the sixth failure makes the next attempt wait
+    # 30 s, then 60 s, 120 s ... up to 15 minutes. The account-wide and per-client counters keep
+    # bastion's defaults, so an attacker elsewhere cannot lock the user out.
+    pair=BackoffRule(free_attempts=5, base_delay=30.0, max_delay=900.0),
+)
+_SCOPES_SPLIT = re.compile(r"[\s,]+")
+_TITLES: Final = {
+    400: "Bad request",
+    403: "Forbidden",
+    413: "Too large",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+
+
+@dataclass(slots=True)
+class SeededAccount:
+    """A seeded account and the password it was given at this start (shown in the banner)."""
+
+    username: str
+    role: str
+    password: str = field(repr=False)
+
+
+class DemoApp:
+    """The demo as one ASGI app. Build it, ``await startup()`` (the lifespan does it), serve.
+
+    ``store`` holds everything (sessions, accounts, throttling, TOTP steps, API keys);
+    ``ratelimit`` is the rate-limit backend (``memory://`` when omitted). ``seed_password``
+    sets the seeded accounts' password (``None``: a random one per start, printed).
+    ``hasher`` lets tests use a cheap Argon2 profile.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ratelimit: RateLimitBackend | None = None,
+        keyring: KeyRing | None = None,
+        clock: Clock = system_clock,
+        seed_password: str | None = None,
+        hasher: PasswordHasher | None = None,
+        policy: PasswordPolicy | None = None,
+        production: bool | None = None,
+        store_label: str = "",
+    ) -> None:
+        keyring = keyring if keyring is not None else KeyRing.generate()
+        self.store = store
+        self.store_label = store_label
+        self.clock = clock
+        self.events = RecentEvents(LoggingAuditSink())
+        self.identifiers = IdentifierHasher(keyring)
+        self.auditor = Auditor(self.identifiers, clock, self.events)
+        self.users = UserStore(store)
+        self.hasher = hasher if hasher is not None else PasswordHasher()
+        self.policy = policy if policy is not None else default_policy(site_words=("bastion",))
+        self.throttle = LoginThrottle(
+            store, keyring, policy=LOGIN_POLICY, clock=clock, auditor=self.auditor
+        )
+        self.totp = TotpManager(store, keyring, issuer=ISSUER, clock=clock)
+        self.api_keys = ApiKeyManager(store, keyring, clock=clock, auditor=self.auditor)
+        self.seeded = [
+            SeededAccount(name, role, seed_password or generate_password(20))
+            for name, role in SEEDED_USERS
+        ]
+        if ratelimit is None:
+            from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
+
+            ratelimit = open_ratelimit_store("memory://", clock=clock)
+        self.ratelimit = ratelimit
+        self.limiter = RateLimiter(ratelimit, auditor=self.auditor)
+        loader = jinja2.PackageLoader("bastion.demo", "templates")
+        env = jinja2.Environment(loader=loader, autoescape=True)
+        add_nonce_global(env)  # {{ csp_nonce() }}
+        add_csrf_globals(env)  # {{ csrf_input() }}
+        env.filters["when"] = _when
+        self.templates = Jinja2Templates(env=env)
+        self.starlette = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            exception_handlers={StoreError: self.store_down},
+        )
+        self._asgi = build_stack(self, keyring=keyring, production=production)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return f"DemoApp(store={self.store_label or self.store!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """(Re)seed the demo accounts with this start's password; other accounts stay."""
+        for account in self.seeded:
+            password_hash = await self.hasher.ahash(account.password)
+            existing = await self.users.get(account.username)
+            await self.users.put(
+                User(
+                    username=account.username,
+                    password_hash=password_hash,
+                    role=account.role,
+                    totp_secret=None if existing is None else existing.totp_secret,
+                    created_at=self.clock.now() if existing is None else existing.created_at,
+                )
+            )
+
+    async def shutdown(self) -> None:
+        await self.ratelimit.aclose()
+        await self.store.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    def _routes(self) -> list[StarletteRoute]:
+        r = StarletteRoute
+        return [
+            r("/", self.home),
+            r("/healthz", self.healthz),
+            r("/register", self.register, methods=["GET", "POST"]),
+            r("/login", self.login, methods=["GET", "POST"]),
+            r("/logout", self.logout, methods=["POST"]),
+            r("/account", self.account),
+            r("/account/sessions", self.sessions),
+            r("/account/sessions/revoke-others", self.revoke_others, methods=["POST"]),
+            r("/account/password", self.password, methods=["POST"]),
+            r("/account/totp", self.totp_page, methods=["GET", "POST"]),
+            r("/account/api-keys", self.create_api_key, methods=["POST"]),
+            r("/api/me", self.api_me),
+            r("/admin", self.admin),
+            r("/audit", self.audit),
+        ]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def current_user(self, request: Request) -> User | None:
+        """The logged-in user, loading the session with an awaited read first."""
+        session = await load_session(request)
+        name = session.user_id
+        return None if name is None else await self.users.get(name)
+
+    def page(
+        self, request: Request, name: str, user: User | None, status: int = 200, **context: Any
+    ) -> Response:
+        context.setdefault("flash", None)
+        context.setdefault("errors", ())
+        return self.templates.TemplateResponse(
+            request, name, {"user": user, **context}, status_code=status
+        )
+
+    def error_page(
+        self,
+        request: Request,
+        user: User | None,
+        status: int,
+        message: str,
+        retry_after: str | None = None,
+    ) -> Response:
+        response = self.page(
+            request,
+            "error.html",
+            user,
+            status,
+            title=_TITLES.get(status, "Error"),
+            message=message,
+            retry_after=retry_after,
+        )
+        if retry_after is not None:
+            response.headers["Retry-After"] = retry_after
+        return response
+
+    def render_refusal(
+        self, scope: Scope, status: int, text: str, retry_after: str | None
+    ) -> bytes:
+        """The HTML for a refusal sent by a bastion middleware (see FriendlyErrors)."""
+        template = self.templates.get_template("error.html")
+        return template.render(
+            request=scope,  # csp_nonce() reads the nonce from the scope
+            user=None,
+            flash=None,
+            errors=(),
+            title=_TITLES.get(status, "Error"),
+            message=_refusal_message(status, text),
+            retry_after=retry_after,
+            refusal=True,
+        ).encode("utf-8")
+
+    def audit_event(
+        self, request: Request, name: EventName | str, outcome: Outcome, user: str | None, **d: Any
+    ) -> None:
+        client = request.client
+        self.auditor.emit(
+            name,
+            outcome=outcome,
+            user=user,
+            client_ip=client.host if client else None,
+            details=d or None,
+        )
+
+    async def store_down(self, request: Request, exc: Exception) -> Response:
+        """A store error inside a handler: the friendly 503 (never a traceback, never a
+        silent logout). The session layer answers its own load and save failures the same way."""
+        self.audit_event(
+            request, "store_unavailable", Outcome.FAILURE, None, error=type(exc).__name__
+        )
+        return self.error_page(
+            request,
+            None,
+            503,
+            "The data store cannot be reached right now. Nothing was changed; please try "
+            "again shortly.",
+            retry_after="5",
+        )
+
+    # -- pages -------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        return self.page(request, "home.html", user, store=self.store_label)
+
+    async def healthz(self, _request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def register(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if request.method == "GET":
+            return self.page(request, "register.html", user, username="")
+        form = await request.form()
+        raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
+        name = normalize_username(raw_name)
+        errors: list[str] = []
+        if not valid_username(name):
+            errors.append(f"User name: {USERNAME_RULE}.")
+        try:
+            result = await check_new_password(self.policy, password, user_inputs=(name, raw_name))
+            errors += list(result.messages)
+        except PasswordRejected as exc:
+            errors.append(str(exc))
+        if not errors:
+            new_hash = await self.hasher.ahash(password)
+            created = User(username=name, password_hash=new_hash, created_at=self.clock.now())
+            if await self.users.create(created):
+                login(request, name)
+                self.audit_event(request, EventName.USER_CREATED, Outcome.SUCCESS, name)
+                return RedirectResponse("/account", status_code=303)
+            errors.append("That user name is taken; choose another.")
+        return self.page(request, "register.html", user, 400, errors=errors, username=raw_name[:64])
+
+    async def login(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if request.method == "GET":
+            return self.page(request, "login.html", user, username="", need_totp=False)
+        form = await request.form()
+        raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
+        code = str(form.get("totp", "")).strip()
+        name = normalize_username(raw_name)
+        client = request.client.host if request.client else "unknown"
+        needs_code = False
+
+        async def verify() -> bool:
+            nonlocal needs_code
+            account = await self.users.get(name) if name else None
+            outcome = await self.hasher.averify_and_update(
+                None if account is None else account.password_hash, password
+            )
+            if account is None or not outcome.valid:
+                return False
+            if outcome.new_hash is not None:
+                await self.users.set_password_hash(name, outcome.new_hash)
+            if account.totp_secret is None:
+                return True
+            if not code:
+                needs_code = True
+                return False
+            verdict = await self.totp.verify(name, account.totp_secret, code)
+            if verdict is TotpResult.MALFORMED:
+                return await self.totp.use_recovery_code(name, code)
+            return verdict is TotpResult.ACCEPTED
+
+        try:
+            attempt = await self.throttle.attempt(raw_name, client, verify)
+        except PasswordRejected:
+            return self.page(
+                request,
+                "login.html",
+                user,
+                400,
+                username=raw_name[:64],
+                need_totp=bool(code),
+                errors=["That password is longer than any password here can be."],
+            )
+        if attempt.outcome is LoginOutcome.THROTTLED:
+            wait = attempt.decision.retry_after_header
+            return self.error_page(
+                request,
+                user,
+                429,
+                f"Too many failed logins for this account from your address. "
+                f"Try again in {wait} seconds.",
+                retry_after=wait,
+            )
+        if not attempt.ok:
+            message = (
+                "This account has two-factor authentication: enter the code from your "
+                "authenticator app (or a recovery code)."
+                if needs_code
+                else "Wrong user name, password or code."
+            )
+            return self.page(
+                request,
+                "login.html",
+                user,
+                401,
+                username=raw_name[:64],
+                need_totp=needs_code or bool(code),
+                errors=[message],
+            )
+        login(request, name)
+        return RedirectResponse("/account", status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        await load_session(request)
+        logout(request)
+        return RedirectResponse("/", status_code=303)
+
+    async def account(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        session = await load_session(request)
+        flash = session.pop("flash", None)
+        keys = await self.api_keys.list_keys(user.username)
+        return self.page(
+            request,
+            "account.html",
+            user,
+            flash=flash,
+            keys=keys,
+            api_scope=API_SCOPE,
+            now=time.time(),
+        )
+
+    async def sessions(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        session = await load_session(request)
+        flash = session.pop("flash", None)
+        found = await list_sessions(request)
+        return self.page(request, "sessions.html", user, sessions=found, flash=flash)
+
+    async def revoke_others(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        count = await revoke_other_sessions(request)
+        self.audit_event(
+            request, "session_revoke_others", Outcome.SUCCESS, user.username, revoked=count
+        )
+        (await load_session(request))["flash"] = f"Logged out {count} other device(s)."
+        return RedirectResponse("/account/sessions", status_code=303)
+
+    async def password(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        form = await request.form()
+        current, new = str(form.get("current_password", "")), str(form.get("new_password", ""))
+        errors: list[str] = []
+        try:
+            if not await self.hasher.averify(user.password_hash, current):
+                errors.append("The current password is wrong.")
+            else:
+                result = await check_new_password(
+                    self.policy, new, user_inputs=(user.username,), has_second_factor=user.has_totp
+                )
+                errors += list(result.messages)
+        except PasswordRejected as exc:
+            errors.append(str(exc))
+        if errors:
+            self.audit_event(
+                request, EventName.AUTHN_PASSWORD_CHANGE_FAIL, Outcome.FAILURE, user.username
+            )
+            keys = await self.api_keys.list_keys(user.username)
+            return self.page(
+                request,
+                "account.html",
+                user,
+                400,
+                errors=errors,
+                keys=keys,
+                api_scope=API_SCOPE,
+                now=time.time(),
+            )
+        await self.users.set_password_hash(user.username, await self.hasher.ahash(new))
+        count = await revoke_other_sessions(request)
+        regenerate(request)
+        self.audit_event(
+            request, EventName.AUTHN_PASSWORD_CHANGE, Outcome.SUCCESS, user.username, revoked=count
+        )
+        (await load_session(request))["flash"] = (
+            f"Password changed. {count} other session(s) were logged out."
+        )
+        return RedirectResponse("/account", status_code=303)
+
+    async def totp_page(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        session = await load_session(request)
+        if user.has_totp:
+            remaining = await self.totp.remaining_recovery_codes(user.username)
+            return self.page(request, "totp.html", user, enrolled=True, remaining=remaining)
+        if request.method == "GET":
+            enrollment = self.totp.enroll(user.username)
+            session["totp_pending"] = enrollment.secret
+            return self.page(
+                request, "totp.html", user, enrolled=False, enrollment=enrollment, codes=None
+            )
+        form = await request.form()
+        secret = session.get("totp_pending")
+        code = str(form.get("code", ""))
+        if not isinstance(secret, str):
+            return self.error_page(request, user, 400, "Open the TOTP page again to start over.")
+        verdict = await self.totp.verify(user.username, secret, code)
+        if verdict is not TotpResult.ACCEPTED:
+            enrollment = self.totp.enroll(user.username)
+            session["totp_pending"] = enrollment.secret
+            return self.page(
+                request,
+                "totp.html",
+                user,
+                400,
+                enrolled=False,
+                enrollment=enrollment,
+                codes=None,
+                errors=[
+                    (
+                        f"That code was not accepted ({verdict.value}); scan the new "
+                        "QR code and try again."
+                    )
+                ],
+            )
+        await self.users.set_totp_secret(user.username, secret)
+        del session["totp_pending"]
+        codes = await self.totp.new_recovery_codes(user.username)
+        regenerate(request)  # a privilege change: new session ID
+        self.audit_event(request, "totp_enabled", Outcome.SUCCESS, user.username)
+        return self.page(request, "totp.html", user, enrolled=True, codes=codes, remaining=None)
+
+    async def create_api_key(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        form = await request.form()
+        scopes = [s for s in _SCOPES_SPLIT.split(str(form.get("scopes", ""))) if s]
+        client = request.client.host if request.client else None
+        try:
+            created = await self.api_keys.create(
+                user.username,
+                name="demo key",
+                scopes=scopes,
+                expires_in=API_KEY_LIFETIME,
+                client_ip=client,
+            )
+        except ConfigurationError as exc:
+            return self.error_page(request, user, 400, str(exc))
+        return self.page(request, "api_key.html", user, created=created, api_scope=API_SCOPE)
+
+    async def api_me(self, request: Request) -> Response:
+        token = api_key_from_headers(
+            x_api_key=request.headers.get("x-api-key"),
+            authorization=request.headers.get("authorization"),
+        )
+        client = request.client.host if request.client else None
+        result = await self.api_keys.verify(token, required_scope=API_SCOPE, client_ip=client)
+        if not result.ok or result.record is None:
+            return JSONResponse(
+                {"error": result.status.value},
+                status_code=result.http_status,
+                headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
+            )
+        return JSONResponse({"username": result.record.owner, "scopes": result.record.scopes})
+
+    async def admin(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None or not user.is_admin:
+            client = request.client.host if request.client else None
+            self.auditor.emit(
+                EventName.AUTHZ_FAIL,
+                outcome=Outcome.BLOCKED,
+                user=None if user is None else user.username,
+                client_ip=client,
+                details={"path": "/admin"},
+            )
+            return self.error_page(
+                request, user, 403, "The admin page is for the admin account only."
+            )
+        self.audit_event(request, EventName.AUTHZ_ADMIN, Outcome.SUCCESS, user.username)
+        return self.page(request, "admin.html", user, events=len(self.events))
+
+    async def audit(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        mine = self.identifiers.hash(user.username, kind="user")
+        client = request.client.host if request.client else None
+        here = None if client is None else self.identifiers.hash(client, kind="client_ip")
+        rows: list[tuple[AuditEvent, str]] = []
+        for event in self.events:
+            if event.user == mine:
+                rows.append((event, "you"))
+            elif event.user is None and here is not None and event.client_ip == here:
+                rows.append((event, "your address"))
+        rows.reverse()
+        return self.page(request, "audit.html", user, rows=rows[:200])
+
+
+def build_stack(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> ASGIApp:
+    """Compose bastion around the Starlette app, as any app would (see the module docstring)."""
+    limits = [
+        Route(rule=Rule("pages", "600/minute"), path="/", key=client_ip_key()),
+        Route(
+            rule=Rule("auth", "30/minute"),
+            path="/login",
+            exact=True,
+            methods=frozenset({"POST"}),
+        ),
+        Route(
+            rule=Rule("signup", "10/minute"),
+            path="/register",
+            exact=True,
+            methods=frozenset({"POST"}),
+        ),
+        Route(rule=Rule("api", "60/minute"), path="/api"),
+    ]
+    inner = protect(
+        mark_rendered(demo.starlette),
+        store=demo.store,
+        # Plain HTTP on loopback: an explicit, logged opt-in, refused when ENV=production.
+        sessions=SessionConfig(development=True, secure=False),
+        csrf=CSRFConfig(),
+        headers=None,  # added below, outside the friendly error pages
+        rate_limit={"limiter": demo.limiter, "rules": limits},
+        keyring=keyring,
+        auditor=demo.auditor,
+        clock=demo.clock,
+        production=production,
+    )
+    friendly = FriendlyErrors(inner, demo.render_refusal)
+    # The strict preset. ``report_to`` turns on the report receiver at /csp-report. Pages get
+    # the same policy with ``report-uri`` only: Chromium ignores ``report-uri`` when
+    # ``report-to`` is present, and it did not deliver Reporting API reports for plain-HTTP
+    # loopback pages in our browser tests, so in development ``report-uri`` is the channel
+    # that works. Over HTTPS keep ``report_to=`` alone (both directives).
+    receiver = HeaderPolicy.preset("strict", report_to=CSP_REPORT_PATH)
+    strict_csp = HeaderPolicy.preset("strict").csp_policy
+    if not isinstance(strict_csp, ContentSecurityPolicy):  # pragma: no cover (the preset has one)
+        raise ConfigurationError("the strict preset has no CSP", setting="csp_policy")
+    pages = HeaderPolicy.preset(
+        "strict", csp_policy=strict_csp.with_directives(report_uri=CSP_REPORT_PATH)
+    )
+    return SecurityHeadersMiddleware(
+        friendly, receiver, overrides={"/": pages}, auditor=demo.auditor, clock=demo.clock
+    )
+
+
+def _refusal_message(status: int, text: str) -> str:
+    if status == 429:
+        return "You are sending requests too quickly. Please slow down."
+    if status == 503:
+        return "A service this site depends on cannot be reached right now. Please try again."
+    if status == 403:
+        return f"This request was refused by bastion's CSRF protection. {text}"
+    return text
+
+
+def _when(value: float | None) -> str:
+    """Jinja filter: a Unix time as ``YYYY-MM-DD HH:MM:SS UTC``."""
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

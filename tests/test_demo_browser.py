@@ -1,0 +1,328 @@
+"""The demo in a real browser: Playwright drives Debian's Chromium against the demo served by
+uvicorn on a free 127.0.0.1 port.
+
+Without Chromium or Playwright these tests skip locally and fail under ``CI=true``. Screenshots
+of the main pages go to ``$BASTION_TEST_ARTIFACTS/demo`` when that is set (CI keeps them), else
+to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyotp
+import pytest
+
+from bastion.core.clock import FrozenClock
+from bastion.demo.app import DemoApp
+from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
+from bastion.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--short-reporting-delay",  # deliver Reporting API (CSP) reports within a second
+]
+SEED = "correct horse battery staple for the demo"
+NEW = "a long passphrase nobody has used before 7"
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}: .ci/run must install it")
+    pytest.skip(reason)
+
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover (depends on the machine)
+    sync_playwright = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        _missing("the playwright package is not installed")
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Served:
+    app: DemoApp
+    clock: FrozenClock
+    base: str
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """A fresh demo (memory store, frozen clock) under uvicorn in a thread."""
+    import uvicorn  # noqa: PLC0415
+
+    clock = FrozenClock(time.time())
+    app = DemoApp(
+        MemoryStore(clock=clock),
+        clock=clock,
+        seed_password=SEED,
+        hasher=PasswordHasher(TEST_ONLY_PROFILE),
+        production=False,
+    )
+    port = _free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="none", server_header=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.02)
+    try:
+        yield Served(app, clock, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    root = os.environ.get("BASTION_TEST_ARTIFACTS")
+    folder = Path(root) / "demo" if root else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def attacker() -> Iterator[dict[str, str]]:
+    """Another loopback origin (another port) serving pages that auto-submit forged forms.
+
+    The test puts page bodies into the returned mapping (path -> HTML)."""
+    pages: dict[str, str] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.get(self.path, "not found").encode()
+            self.send_response(200 if self.path in pages else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    pages["origin"] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield pages
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def log_in(page: Page, base: str, username: str, password: str, totp: str = "") -> int:
+    page.goto(base + "/login")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    if totp:
+        page.fill("#totp", totp)
+    with page.expect_navigation() as navigation:
+        page.click("#submit")
+    response = navigation.value
+    assert response is not None
+    return response.status
+
+
+def test_log_out_other_devices(browser: Browser, served: Served, shots: Path) -> None:
+    base = served.base
+    first = browser.new_context()
+    second = browser.new_context()
+    try:
+        page = first.new_page()
+        page.goto(base + "/register")
+        page.fill("#username", "carol")
+        page.fill("#password", NEW)
+        with page.expect_navigation():
+            page.click("#submit")
+        assert page.url == base + "/account"
+        page.screenshot(path=str(shots / "account.png"), full_page=True)
+        with page.expect_navigation():
+            page.click("#logout")
+        assert page.url == base + "/"
+        assert log_in(page, base, "carol", NEW) == 200  # 303 followed to /account
+        assert page.url == base + "/account"
+        page.goto(base + "/account/sessions")
+        assert page.locator("tr.session").count() == 1
+
+        other = second.new_page()
+        assert log_in(other, base, "carol", NEW) == 200
+        assert other.url == base + "/account"
+
+        page.reload()
+        assert page.locator("tr.session").count() == 2
+        page.screenshot(path=str(shots / "sessions.png"), full_page=True)
+        with page.expect_navigation():
+            page.click("#revoke-others")
+        assert "Logged out 1 other device" in page.inner_text("#flash")
+        assert page.locator("tr.session").count() == 1
+
+        other.goto(base + "/account")
+        assert other.url == base + "/login"  # logged out: redirected to the login page
+        assert other.locator("#who-anonymous").count() == 1
+        page.goto(base + "/account")
+        assert page.url == base + "/account"  # the first device stays logged in
+    finally:
+        first.close()
+        second.close()
+
+
+def test_forged_forms_from_another_loopback_origin_are_refused(
+    browser: Browser, served: Served, attacker: dict[str, str], shots: Path
+) -> None:
+    base = served.base
+    forms = {
+        "/logout": {},
+        "/account/password": {"current_password": SEED, "new_password": NEW},
+    }
+    for target, fields in forms.items():
+        inputs = "".join(f'<input name="{k}" value="{v}">' for k, v in fields.items())
+        attacker["/forge" + target.replace("/", "-")] = (
+            f'<!doctype html><form id="f" method="post" action="{base}{target}">{inputs}'
+            '<input name="csrf_token" value="forged"></form>'
+            '<script>document.getElementById("f").submit()</script>'
+        )
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        assert log_in(page, base, "demo", SEED) == 200
+        for target in forms:
+            with page.expect_response(lambda r, t=target: r.url == base + t) as caught:
+                page.goto(attacker["origin"] + "/forge" + target.replace("/", "-"))
+            assert caught.value.status == 403, target
+            page.wait_for_load_state()
+            assert "CSRF protection" in page.inner_text("#error-message")
+            if target == "/logout":
+                page.screenshot(path=str(shots / "csrf-403.png"), full_page=True)
+        page.goto(base + "/account")
+        assert page.url == base + "/account"  # still logged in: the logout was refused
+        assert page.inner_text("#who") == "demo"
+    finally:
+        context.close()
+    fresh = browser.new_context()
+    try:
+        assert log_in(fresh.new_page(), base, "demo", SEED) == 200  # the password is unchanged
+    finally:
+        fresh.close()
+    refused = [e for e in served.app.events if e.name == "malicious_csrf"]
+    assert [e.details["reason"] for e in refused] == ["same_site", "same_site"]
+
+
+def test_csp_blocks_an_inline_script_without_the_nonce_and_reports_it(
+    browser: Browser, served: Served, shots: Path
+) -> None:
+    """The home page carries an inline script without the nonce on purpose (the CSP showcase):
+    it must not run, its violation must reach the report receiver, and the page's own nonce'd
+    script must run."""
+    base = served.base
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        assert log_in(page, base, "demo", SEED) == 200
+        page.goto(base + "/")
+        assert page.evaluate("document.documentElement.dataset.nonceScript") == "ran"
+        assert page.evaluate("document.documentElement.dataset.injected") is None
+        assert "own script" in page.inner_text("#js-check")
+        assert "CSP blocked it" in page.inner_text("#csp-demo")
+        page.screenshot(path=str(shots / "home.png"), full_page=True)
+        deadline = time.monotonic() + 15
+        while not any(e.name == "csp_violation" for e in served.app.events):
+            assert time.monotonic() < deadline, "no CSP report reached /csp-report in 15 s"
+            page.wait_for_timeout(100)
+        violation = next(e for e in served.app.events if e.name == "csp_violation")
+        assert str(violation.details["directive"]).startswith("script-src")
+        assert str(violation.details["document_url"]).startswith(base + "/")
+        page.goto(base + "/audit")
+        assert page.locator('tr[data-event="csp_violation"]').count() >= 1
+        page.screenshot(path=str(shots / "audit.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_ten_wrong_passwords_give_the_friendly_429(
+    browser: Browser, served: Served, shots: Path
+) -> None:
+    base = served.base
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        statuses = [log_in(page, base, "demo", f"wrong password {i:02}") for i in range(10)]
+        assert statuses == [401] * 6 + [429] * 4
+        assert page.inner_text("#error-title") == "Too many requests"
+        assert "30 seconds" in page.inner_text("#retry-after")
+        page.screenshot(path=str(shots / "throttled-429.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_totp_enrolment_login_and_replay(browser: Browser, served: Served, shots: Path) -> None:
+    base, clock = served.base, served.clock
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        assert log_in(page, base, "demo", SEED) == 200
+        page.goto(base + "/account/totp")
+        assert page.locator("#qr svg").count() == 1
+        page.screenshot(path=str(shots / "totp.png"), full_page=True)
+        totp = pyotp.TOTP(page.inner_text("#totp-secret"))
+        page.fill("#code", totp.at(clock.now()))
+        with page.expect_navigation():
+            page.click("#enable-totp")
+        assert page.locator("#recovery-codes li").count() == 10
+    finally:
+        context.close()
+    clock.advance(60)  # the next time step: the enrolment code is spent
+    code = totp.at(clock.now())
+    for expected in (200, 401):  # the same code twice: the second is a replay
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            assert log_in(page, base, "demo", SEED, totp=code) == expected
+            if expected == 401:
+                assert re.search(r"Wrong user name, password or code", page.inner_text("#errors"))
+        finally:
+            context.close()
