@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -18,9 +19,11 @@ from bastion.core.headers import (
     ContentSecurityPolicy,
     CSPViolation,
     HeaderPolicy,
+    HeaderRouter,
     NonceSource,
     PermissionsPolicy,
     ReportBudget,
+    Weakness,
     parse_csp_reports,
 )
 from bastion.errors import BadData, ConfigurationError
@@ -488,3 +491,186 @@ def test_parse_reports_any_json_is_a_result_or_bad_data(data: object, legacy: bo
     except BadData:
         return
     assert all(isinstance(v, CSPViolation) for v in found)
+
+
+# --- opting out: warnings, and refusals in production -----------------------------------------
+
+LOGGER = "bastion.security.headers"
+
+# (changes, the setting named, refused in production, words of the warning)
+WEAKNESSES = [
+    ({"csp_policy": None}, "csp_policy", False, "injected scripts run"),
+    (
+        {"csp_policy": None, "csp_report_only": "default-src 'self'"},
+        "csp_policy",
+        False,
+        "nothing is blocked",
+    ),
+    (
+        {"csp_policy": "img-src 'self'; frame-ancestors 'none'"},
+        "csp_policy.script-src",
+        False,
+        "does not restrict scripts",
+    ),
+    (
+        {"csp_policy": "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"},
+        "csp_policy.script-src",
+        True,
+        "injected inline scripts run",
+    ),
+    (
+        {"csp_policy": "default-src 'self' 'unsafe-inline'"},
+        "csp_policy.default-src",
+        True,
+        "injected inline scripts run",
+    ),
+    ({"csp_policy": "script-src 'self' https:"}, "csp_policy.script-src", True, "any origin"),
+    ({"csp_policy": "script-src 'nonce' data:"}, "csp_policy.script-src", True, "data: URL"),
+    ({"csp_policy": "default-src *"}, "csp_policy.default-src", True, "any origin"),
+    ({"csp_policy": "script-src 'self' 'unsafe-eval'"}, "csp_policy.script-src", False, "eval"),
+    (
+        {"csp_policy": "default-src 'self'", "x_frame_options": None},
+        "x_frame_options",
+        True,
+        "clickjacking",
+    ),
+    (
+        {"csp_policy": "default-src 'self'; frame-ancestors https:"},
+        "csp_policy.frame-ancestors",
+        True,
+        "clickjacking",
+    ),
+    ({"hsts_max_age": None}, "hsts_max_age", False, "downgraded"),
+    ({"hsts_max_age": 0}, "hsts_max_age", True, "forget"),
+    ({"hsts_max_age": 86_400}, "hsts_max_age", False, "under six months"),
+    ({"nosniff": False}, "nosniff", True, "guess content types"),
+    ({"referrer_policy": None}, "referrer_policy", False, "full URLs"),
+    ({"referrer_policy": "unsafe-url"}, "referrer_policy", True, "even over plain HTTP"),
+    ({"referrer_policy": "no-referrer-when-downgrade"}, "referrer_policy", False, "full URLs"),
+]
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+@pytest.mark.parametrize("preset", ["strict", "api", "relaxed"])
+def test_presets_have_no_weakness_and_pass_in_production(
+    preset: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    policy = HeaderPolicy.preset(preset)
+    assert policy.weaknesses() == ()
+    HeaderRouter(policy, production=True)
+    HeaderRouter(preset, production=False)
+    assert warnings_of(caplog) == []
+
+
+@pytest.mark.parametrize(("changes", "setting", "refused", "words"), WEAKNESSES)
+def test_each_opt_out_is_named_warned_and_refused_if_unsafe(
+    changes: dict[str, Any],
+    setting: str,
+    refused: bool,
+    words: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    policy = HeaderPolicy(**changes)
+    (weakness,) = policy.weaknesses()
+    assert (weakness.setting, weakness.refused_in_production) == (setting, refused)
+    assert words in weakness.problem
+    HeaderRouter(policy, production=False)
+    (logged,) = warnings_of(caplog)
+    assert logged.startswith(f"bastion security headers: {setting}: ")
+    assert words in logged
+    assert weakness.fix in logged
+    caplog.clear()
+    if refused:
+        with pytest.raises(ConfigurationError) as caught:
+            HeaderRouter(policy, production=True)
+        assert caught.value.setting == setting
+        message = str(caught.value)
+        assert message.startswith(f"security headers: {setting}: ")
+        assert "refused when ENV=production" in message
+        assert message.endswith(f"Fix: {weakness.fix}.")
+        assert warnings_of(caplog) == []
+    else:
+        HeaderRouter(policy, production=True)
+        assert len(warnings_of(caplog)) == 1
+
+
+@pytest.mark.parametrize(
+    "csp",
+    [
+        "script-src 'nonce' 'unsafe-inline'",  # CSP 2 browsers ignore 'unsafe-inline' here
+        "script-src 'sha256-YWJj' 'unsafe-inline'",
+        "script-src 'nonce' 'strict-dynamic' https: 'unsafe-inline'",  # the CSP 1 fallback
+        "script-src 'self'; object-src 'none'",
+    ],
+)
+def test_neutralised_script_sources_are_not_weaknesses(csp: str) -> None:
+    assert HeaderPolicy(csp_policy=csp).weaknesses() == ()
+
+
+def test_isolation_headers_off_are_not_weaknesses() -> None:
+    policy = HeaderPolicy(
+        coop_policy=None,
+        coep_policy=None,
+        corp_policy=None,
+        permissions_policy=None,
+        x_xss_protection_zero=False,
+        include_subdomains=False,
+        remove=(),
+    )
+    assert policy.weaknesses() == ()
+
+
+def test_several_weaknesses_all_logged_and_the_first_unsafe_one_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    policy = HeaderPolicy(csp_policy=None, x_frame_options=None, nosniff=False)
+    assert [w.setting for w in policy.weaknesses()] == ["csp_policy", "x_frame_options", "nosniff"]
+    policy.check_environment(production=False)
+    assert len(warnings_of(caplog)) == 3
+    caplog.clear()
+    with pytest.raises(ConfigurationError) as caught:
+        policy.check_environment(production=True)
+    assert caught.value.setting == "x_frame_options"
+    assert warnings_of(caplog) == []  # refused before anything is logged
+
+
+def test_overrides_are_checked_once_each_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    weak = HeaderPolicy(referrer_policy=None)
+    HeaderRouter("strict", overrides={"/docs": weak, "/old": "relaxed"}, production=False)
+    assert warnings_of(caplog) == [
+        "bastion security headers (override '/docs'): referrer_policy: "
+        + weak.weaknesses()[0].problem
+        + ". "
+        + weak.weaknesses()[0].fix
+        + "."
+    ]
+    caplog.clear()
+    HeaderRouter(weak, overrides={"/docs": weak}, production=False)
+    assert len(warnings_of(caplog)) == 1  # the same policy object is checked once
+    with pytest.raises(ConfigurationError, match=r"override '/legacy'.*nosniff"):
+        HeaderRouter("strict", overrides={"/legacy": HeaderPolicy(nosniff=False)}, production=True)
+
+
+def test_production_default_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    unsafe = HeaderPolicy(referrer_policy="unsafe-url")
+    monkeypatch.setenv("BASTION_ENV", "production")
+    with pytest.raises(ConfigurationError, match="referrer_policy"):
+        HeaderRouter(unsafe)
+    HeaderRouter(unsafe, production=False)  # the explicit flag wins over the environment
+    monkeypatch.setenv("BASTION_ENV", "test")
+    with pytest.raises(ConfigurationError, match="referrer_policy"):
+        HeaderRouter(unsafe, production=True)
+
+
+def test_weakness_is_plain_data() -> None:
+    weakness = Weakness("nosniff", "problem", "fix", refused_in_production=True)
+    assert weakness == Weakness("nosniff", "problem", "fix", True)
+    with pytest.raises(AttributeError):
+        weakness.setting = "other"  # type: ignore[misc]

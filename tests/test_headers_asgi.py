@@ -7,6 +7,7 @@ httpx dependency under this Starlette version (and warnings are errors here).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ import httpx
 import jinja2
 import pytest
 from fastapi import FastAPI, HTTPException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -23,7 +26,7 @@ from tests.test_headers import API, RELAXED, STRICT
 from bastion.asgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
 from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
-from bastion.core.headers import HeaderPolicy
+from bastion.core.headers import HeaderPolicy, HeaderRouter
 from bastion.core.keys import KeyRing
 from bastion.errors import ConfigurationError
 
@@ -293,6 +296,113 @@ async def test_csp_nonce_without_middleware_is_a_clear_error() -> None:
     response = await client(Starlette(routes=[Route("/", endpoint)])).get("/")
     assert response.status_code == 500
     assert "wrap the app in SecurityHeadersMiddleware" in response.text
+
+
+def test_opt_outs_warn_once_and_unsafe_ones_are_refused_in_production(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bastion.security.headers")
+    weak = HeaderPolicy(csp_policy=None, nosniff=False)
+    with pytest.raises(ConfigurationError) as caught:
+        SecurityHeadersMiddleware(starlette_app(), weak, production=True)
+    assert caught.value.setting == "nosniff"
+    assert "refused when ENV=production" in str(caught.value)
+    caplog.clear()
+    SecurityHeadersMiddleware(starlette_app(), weak, production=False)
+    logged = [r.getMessage() for r in caplog.records if r.name == "bastion.security.headers"]
+    assert [m.split(": ")[1] for m in logged] == ["csp_policy", "nosniff"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_a_warned_opt_out_still_serves_the_rest_of_the_policy() -> None:
+    app = SecurityHeadersMiddleware(
+        starlette_app(), HeaderPolicy(csp_policy=None), production=False
+    )
+    response = await client(app).get("/")
+    got = headers_of(response)
+    assert "content-security-policy" not in got
+    assert got["x-frame-options"] == "DENY"
+    assert got["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.asyncio
+async def test_start_message_with_tuple_or_missing_headers() -> None:
+    sent: list[Any] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        headers = scope["path"] == "/tuple"
+        start: dict[str, Any] = {"type": "http.response.start", "status": 204}
+        if headers:
+            start["headers"] = ((b"x-app", b"1"),)
+        await send(start)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def record(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    app = SecurityHeadersMiddleware(inner, "api")
+    for path in ("/tuple", "/none"):
+        scope = {"type": "http", "path": path, "scheme": "https", "headers": []}
+        await app(scope, receive, record)
+    with_tuple, without = sent[0], sent[2]
+    assert with_tuple["headers"][0] == (b"x-app", b"1")
+    assert dict(with_tuple["headers"][1:]) == {k.encode(): v.encode() for k, v in API.items()}
+    assert without["headers"] == with_tuple["headers"][1:]
+
+
+HEADER_NAMES = st.sampled_from(
+    [
+        b"content-type",
+        b"x-app",
+        b"server",
+        b"Server",
+        b"X-Powered-By",
+        b"content-security-policy",
+        b"Content-Security-Policy",
+        b"x-frame-options",
+        b"STRICT-TRANSPORT-SECURITY",
+        b"cache-control",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    preset=st.sampled_from(["strict", "api", "relaxed"]),
+    https=st.booleans(),
+    headers=st.lists(st.tuples(HEADER_NAMES, st.binary(max_size=8)), max_size=5),
+    as_tuple=st.booleans(),
+)
+def test_inlined_fast_path_matches_compiled_apply(
+    preset: str, https: bool, headers: list[tuple[bytes, bytes]], as_tuple: bool
+) -> None:
+    sent: list[Any] = []
+    start = {"type": "http.response.start", "status": 200, "headers": list(headers)}
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        given_headers = tuple(start["headers"]) if as_tuple else start["headers"]
+        await send({**start, "headers": given_headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def record(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "path": "/", "scheme": "https" if https else "http", "headers": []}
+    coroutine = SecurityHeadersMiddleware(inner, preset)(scope, receive, record)
+    with pytest.raises(StopIteration):
+        coroutine.send(None)  # nothing here suspends: drive it without an event loop
+    nonce = scope.get("state", {}).get("csp_nonce")
+    compiled = HeaderRouter(preset).default
+    reference = compiled.apply(list(headers), https, nonce.encode() if nonce else None)
+    assert sent[0]["headers"] == reference
+    assert start["headers"] == headers
 
 
 # --- the CSP report receiver ---------------------------------------------------------------

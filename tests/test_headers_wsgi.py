@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -213,3 +214,18 @@ def test_report_without_length_is_refused(reporting: Any) -> None:
         },
     )
     assert response.status_code == 411
+
+
+def test_opt_outs_warn_and_unsafe_ones_are_refused_in_production(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bastion.security.headers")
+    unsafe = HeaderPolicy(referrer_policy="unsafe-url")
+    with pytest.raises(ConfigurationError) as caught:
+        flask_app(unsafe, production=True)
+    assert caught.value.setting == "referrer_policy"
+    caplog.clear()
+    response = flask_app(unsafe, production=False).test_client().get("/docs")
+    assert response.headers["Referrer-Policy"] == "unsafe-url"
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "bastion.security.headers"]
+    assert "referrer_policy: 'unsafe-url' sends full URLs" in logged

@@ -25,6 +25,7 @@ from bastion.asgi.headers import SecurityHeadersMiddleware
 from bastion.asgi.sessions import SessionMiddleware
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
+from bastion.core.headers import HeaderPolicy
 from bastion.core.keys import KeyRing
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import ConfigurationError
@@ -208,3 +209,15 @@ def test_wsgi_protect_plain_app() -> None:
     assert forged.status_code == 403
     assert forged.get_json()["reason"] == "origin_mismatch"
     assert forged.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_protect_passes_production_to_the_headers_layer() -> None:
+    """protect(production=True) must refuse an unsafe header policy even when ENV says nothing."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    unsafe = HeaderPolicy.preset("strict").replace(nosniff=False)
+    with pytest.raises(ConfigurationError) as caught:
+        protect(app, headers=unsafe, csrf=False, production=True)  # type: ignore[arg-type]
+    assert caught.value.setting == "nosniff"

@@ -57,6 +57,11 @@ class SecurityHeadersMiddleware:
     ``application/reports+json`` only (415), ``report_burst`` reports at once refilled at
     ``report_rate`` per second for the whole process (429), malformed JSON 400, accepted 204.
     Each accepted violation and each refusal except 429 becomes an audit event on ``auditor``.
+
+    At start-up every policy's weaknesses (:meth:`HeaderPolicy.weaknesses`: ``csp_policy=None``,
+    ``nosniff=False``, ...) are logged once on ``bastion.security.headers``; with
+    ``ENV=production`` the unsafe ones raise :class:`~bastion.errors.ConfigurationError`.
+    ``production`` overrides the environment (``None`` reads ``ENV`` / ``BASTION_ENV``).
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class SecurityHeadersMiddleware:
         report_burst: int = 50,
         report_rate: float = 1.0,
         clock: Clock = system_clock,
+        production: bool | None = None,
     ) -> None:
         self.app = app
         self._router = HeaderRouter(
@@ -80,6 +86,7 @@ class SecurityHeadersMiddleware:
             report_burst=report_burst,
             report_rate=report_rate,
             clock=clock,
+            production=production,
         )
         self._compiled = self._router.default
         self._overrides = bool(self._router.overrides)
@@ -105,18 +112,37 @@ class SecurityHeadersMiddleware:
             status, extra = await self._receive_report(scope, receive)
             await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
             return
-        started = False
+        started: list[bool] = []  # not empty once http.response.start went out
 
         # A plain function returning send's awaitable: no coroutine of our own per message.
-        def send_with_headers(message: Message) -> Awaitable[None]:
-            nonlocal started
+        # What it reads is bound as default values (one tuple) rather than closure cells (one
+        # object each), and CompiledHeaders.apply is inlined for the common case: no header
+        # of the policy in the response, so the app's list + static headers + nonce headers.
+        def send_with_headers(  # noqa: PLR0917 (only `message` is passed; the rest are bindings)
+            message: Message,
+            send: Send = send,
+            compiled: CompiledHeaders = compiled,
+            https: bool = https,
+            nonce: bytes | None = nonce,
+            started: list[bool] = started,
+        ) -> Awaitable[None]:
             if message["type"] == "http.response.start":
-                started = True
-                headers = message.get("headers", [])
+                started.append(True)
+                headers = message.get("headers") or []
                 if type(headers) is not list:
                     headers = list(headers)
-                message = {**message}  # apps may reuse their message dicts across requests
-                message["headers"] = compiled.apply(headers, https, nonce)
+                owned = compiled.owned
+                for name, _ in headers:
+                    if name in owned:
+                        result = compiled.apply(headers, https, nonce)
+                        break
+                else:
+                    result = headers + (compiled.https_extra if https else compiled.http_extra)
+                    if nonce is not None:
+                        for name, parts in compiled.nonce_headers:
+                            result.append((name, nonce.join(parts)))
+                message = {**message}  # never write into the app's dict: apps reuse them
+                message["headers"] = result
             return send(message)
 
         try:

@@ -110,6 +110,11 @@ def protect(
         wrapped = RateLimitMiddleware(wrapped, **rate_limit)
     if headers is not None:
         wrapped = SecurityHeadersMiddleware(
-            wrapped, headers, overrides=header_overrides, auditor=auditor, clock=clock
+            wrapped,
+            headers,
+            overrides=header_overrides,
+            auditor=auditor,
+            clock=clock,
+            production=production,
         )
     return wrapped

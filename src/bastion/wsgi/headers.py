@@ -56,7 +56,8 @@ def _latin1(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 class SecurityHeadersMiddleware:
-    """Apply ``policy`` to every response of a WSGI app. Settings as in the ASGI twin."""
+    """Apply ``policy`` to every response of a WSGI app. Settings as in the ASGI twin,
+    including the start-up check of each policy (warnings; refusals when ``production``)."""
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class SecurityHeadersMiddleware:
         report_burst: int = 50,
         report_rate: float = 1.0,
         clock: Clock = system_clock,
+        production: bool | None = None,
     ) -> None:
         self.app = app
         self._router = HeaderRouter(
@@ -79,6 +81,7 @@ class SecurityHeadersMiddleware:
             report_burst=report_burst,
             report_rate=report_rate,
             clock=clock,
+            production=production,
         )
         self._compiled = self._router.default
         self._overrides = bool(self._router.overrides)
