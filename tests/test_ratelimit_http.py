@@ -392,3 +392,28 @@ async def test_path_key_is_shared_by_all_clients() -> None:
         assert (await first.get("/api/items")).status_code == 200
         assert (await second.get("/api/items")).status_code == 429
         assert (await second.get("/")).status_code == 200  # not under /api
+
+
+@pytest.mark.asyncio
+async def test_an_app_that_reuses_its_start_message_gets_fresh_headers() -> None:
+    """The middleware must not add its headers to the app's own message dict: a reused dict
+    would carry the first response's RateLimit values into every later response."""
+    start: dict[str, Any] = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/plain")],
+    }
+    body: dict[str, Any] = {"type": "http.response.body", "body": b"ok"}
+
+    async def reusing_app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send(body)
+
+    app = RateLimitMiddleware(reusing_app, memory_limiter(), Rule("api", "5/minute"))
+    async with client_for(app) as client:
+        first = await client.get("/")
+        second = await client.get("/")
+    assert first.headers["ratelimit"] == '"api";r=4;t=12'
+    assert second.headers["ratelimit"] == '"api";r=3;t=24'
+    assert second.headers.get_list("ratelimit") == ['"api";r=3;t=24']
+    assert start["headers"] == [(b"content-type", b"text/plain")]

@@ -173,7 +173,9 @@ class RateLimitMiddleware:
                         taken = {n.lower() for n, _ in existing}
                         extra = [h for h in headers if h[0] not in taken]
                         break
-                message["headers"] = [*existing, *extra]
+                # A new dict: an app may reuse its message objects, and a header added to its
+                # dict in place would leak into every later response.
+                message = {**message, "headers": [*existing, *extra]}
             await send(message)
 
         await self._app(scope, receive, send_with_headers)
