@@ -147,7 +147,11 @@ class RateLimitMiddleware:
             if key is None:
                 continue
             cost = route.cost_of(scope)
-            results.append(await self._limiter.hit(route.rule, key, cost=cost, client_ip=peer))
+            limiter = self._limiter
+            if limiter.nonblocking:  # memory: decide inline, no coroutine per request
+                results.append(limiter.hit_sync(route.rule, key, cost=cost, client_ip=peer))
+            else:
+                results.append(await limiter.hit(route.rule, key, cost=cost, client_ip=peer))
         if not results:
             await self._app(scope, receive, send)
             return

@@ -409,6 +409,12 @@ class RateLimiter:
     def backend(self) -> RateLimitBackend:
         return self._backend
 
+    @property
+    def nonblocking(self) -> bool:
+        """True when the backend never blocks (memory): async callers may use :meth:`hit_sync`
+        on the event loop and skip a coroutine per decision."""
+        return self._inline
+
     # -- deciding ---------------------------------------------------------------------------
 
     async def hit(
