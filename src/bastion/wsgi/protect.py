@@ -1,20 +1,7 @@
 """``protect(app, ...)``: bastion's WSGI middlewares around an app, in the one documented order.
 
-::
-
-    SecurityHeadersMiddleware      outermost: every response carries the headers, including
-      RateLimitMiddleware          bastion's own 403 / 429 / 503 refusals
-        SessionMiddleware          (only when configured)
-          CSRFMiddleware           reads the session's CSRF secret
-            app
-
-Why this order: the headers layer must see every response, so it is outermost. Rate limiting
-comes before any store read the session would do, so a flood is refused cheaply. The session
-must exist before CSRF checks a synchronizer token, and a CSRF refusal still passes through the
-session layer (which then writes nothing).
-
-Each layer is optional (``headers=None``, ``rate_limit=None``, ``store=None``, ``csrf=False``)
-and each is an ordinary middleware, usable alone.
+SecurityHeaders -> RateLimit -> Session -> CSRF -> app; the order and the reasons for it are in
+:mod:`bastion.engine.protect`, which composes the layers for both adapters.
 """
 
 from __future__ import annotations
@@ -22,17 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from bastion.core.clock import Clock, system_clock
-from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.headers import Preset
-from bastion.errors import ConfigurationError
+from bastion.engine.protect import Layers, compose
 from bastion.wsgi.csrf import CSRFMiddleware
 from bastion.wsgi.headers import SecurityHeadersMiddleware
 from bastion.wsgi.sessions import SessionMiddleware
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from bastion.core.audit import Auditor
+    from bastion.core.csrf import CSRFConfig
     from bastion.core.headers import HeaderPolicy
     from bastion.core.keys import KeyRing, SecretKey
     from bastion.core.sessions import SessionConfig
@@ -68,53 +55,32 @@ def protect(
       ``None`` leaves rate limiting off.
     * ``keyring``, ``auditor``, ``clock`` and ``production`` are shared by every layer.
     """
-    wrapped: WSGIApp = app
-    if csrf is not False:
-        config = CSRFConfig() if csrf is None else csrf
-        if config.token_source is TokenSource.SESSION and store is None:
-            raise ConfigurationError(
-                "protect(): CSRF tokens live in the session by default, so pass store= "
-                "(for example store='sqlite:///app.db'), or csrf=CSRFConfig(token_source="
-                "TokenSource.DOUBLE_SUBMIT) with keyring=, or csrf=False",
-                setting="store",
-            )
-        wrapped = CSRFMiddleware(
-            wrapped,
-            config=config,
-            keyring=keyring,
-            identity=identity,
-            auditor=auditor,
-            clock=clock,
-            production=production,
-        )
-    if store is not None:
-        wrapped = SessionMiddleware(
-            wrapped,
-            store=store,
-            config=sessions,
-            keyring=keyring,
-            auditor=auditor,
-            clock=clock,
-            production=production,
-        )
-    elif sessions is not None:
-        raise ConfigurationError(
-            "protect(): sessions= was given without store=; pass store='sqlite:///app.db' "
-            "(or another store URL)",
-            setting="store",
-        )
-    if rate_limit is not None:
-        # Imported here: rate limiting is optional, and its module pulls in its own engine.
-        from bastion.wsgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415
+    return compose(
+        app,
+        _LAYERS,
+        store=store,
+        sessions=sessions,
+        csrf=csrf,
+        headers=headers,
+        header_overrides=header_overrides,
+        rate_limit=rate_limit,
+        keyring=keyring,
+        identity=identity,
+        auditor=auditor,
+        clock=clock,
+        production=production,
+    )
 
-        wrapped = RateLimitMiddleware(wrapped, **rate_limit)
-    if headers is not None:
-        wrapped = SecurityHeadersMiddleware(
-            wrapped,
-            headers,
-            overrides=header_overrides,
-            auditor=auditor,
-            clock=clock,
-            production=production,
-        )
-    return wrapped
+
+def _rate_limit_middleware() -> Callable[..., WSGIApp]:
+    from bastion.wsgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415 (optional layer)
+
+    return RateLimitMiddleware
+
+
+_LAYERS: Layers[WSGIApp] = Layers(
+    headers=SecurityHeadersMiddleware,
+    rate_limit=_rate_limit_middleware,
+    sessions=SessionMiddleware,
+    csrf=CSRFMiddleware,
+)
