@@ -29,12 +29,10 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.core.audit import (
     Auditor,
     EventName,
-    IdentifierHasher,
-    LoggingAuditSink,
     Outcome,
 )
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import Cookie, SameSite, parse_cookie
+from bastion.core.cookies import Cookie, parse_cookie
 from bastion.core.csrf import (
     CSRFConfig,
     CSRFPolicy,
@@ -43,8 +41,8 @@ from bastion.core.csrf import (
     FormTokenScanner,
     Reason,
     ScanStatus,
-    TokenSource,
     check_token,
+    double_submit_setup,
     logger,
     mask_secret,
     rejection_body,
@@ -52,12 +50,11 @@ from bastion.core.csrf import (
     wants_json,
 )
 from bastion.core.environment import is_production
-from bastion.core.keys import KeyRing
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from bastion.core.keys import SecretKey
+    from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = [
     "CONTEXT_KEY",
@@ -187,17 +184,9 @@ class CSRFMiddleware:
         config.check_environment(production=is_production() if production is None else production)
         self.app = app
         self.config = config
-        self.double_submit: DoubleSubmit | None = None
-        self.cookie: Cookie | None = None
-        if config.token_source is TokenSource.DOUBLE_SUBMIT:
-            if keyring is None:
-                raise ConfigurationError(
-                    "token_source=DOUBLE_SUBMIT signs its cookie: pass "
-                    "keyring=KeyRing.from_secrets([...])",
-                    setting="keyring",
-                )
-            self.double_submit = DoubleSubmit(keyring)
-            self.cookie = _double_submit_cookie(config)
+        parts = double_submit_setup(config, keyring)
+        self.double_submit: DoubleSubmit | None = parts[0] if parts else None
+        self.cookie: Cookie | None = parts[1] if parts else None
         self._identity = identity
         self._header = config.header_name.lower().encode("ascii")
         self._api_keys = frozenset(h.lower().encode("ascii") for h in config.api_key_headers)
@@ -218,10 +207,7 @@ class CSRFMiddleware:
                 *self._api_keys,
             }
         )
-        if auditor is None:
-            hasher = IdentifierHasher(keyring if keyring is not None else KeyRing.generate())
-            auditor = Auditor(hasher, clock, LoggingAuditSink())
-        self._auditor = auditor
+        self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
 
     def _facts(self, scope: Scope) -> tuple[Facts, str | None]:
         found: dict[bytes, str] = {}
@@ -410,20 +396,6 @@ class CSRFMiddleware:
             f"CSRFMiddleware(token_source={self.config.token_source.value!r}, "
             f"log_only={self.config.log_only})"
         )
-
-
-def _double_submit_cookie(config: CSRFConfig) -> Cookie:
-    try:
-        # Readable by the page's JavaScript on purpose: SPAs copy it into the header. It is
-        # no more secret than a token in the page, and HMAC-bound to the identity.
-        return Cookie(
-            name=config.cookie_name or "",
-            secure=not config.development,
-            http_only=False,
-            same_site=SameSite.STRICT,
-        )
-    except ValueError as exc:
-        raise ConfigurationError(f"CSRF cookie policy: {exc}", setting="cookie_name") from exc
 
 
 async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus, Receive] | None:

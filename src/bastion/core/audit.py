@@ -567,6 +567,15 @@ class Auditor:
         self._clock = clock
         self._sink = sink
 
+    @classmethod
+    def default(cls, keyring: KeyRing | SecretKey | None, clock: Clock) -> Auditor:
+        """What a middleware uses when the app passes no auditor: identifiers hashed under
+        ``keyring`` and JSON lines on the ``bastion.audit`` logger. Without a key ring a
+        throwaway key is drawn, so hashes differ from process to process: pass a ring (or an
+        auditor) to correlate events across workers and restarts."""
+        ring = keyring if keyring is not None else KeyRing.generate()
+        return cls(IdentifierHasher(ring), clock, LoggingAuditSink())
+
     def event(
         self,
         name: EventName | str,

@@ -42,6 +42,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from bastion.core.cookies import Cookie, SameSite
 from bastion.core.keys import KeyRing
 from bastion.errors import ConfigurationError
 
@@ -66,6 +67,7 @@ __all__ = [
     "TokenSource",
     "Verdict",
     "check_token",
+    "double_submit_setup",
     "mask_secret",
     "new_secret",
     "normalize_origin",
@@ -931,3 +933,31 @@ def rejection_body(reason: Reason, *, json_format: bool) -> tuple[bytes, bytes]:
         f"<p>Reason: <code>{reason.value}</code></p></body></html>"
     )
     return b"text/html; charset=utf-8", html.encode("utf-8")
+
+
+def double_submit_setup(
+    config: CSRFConfig, keyring: KeyRing | SecretKey | None
+) -> tuple[DoubleSubmit, Cookie] | None:
+    """The signer and the cookie template of the double-submit mode; ``None`` when tokens live
+    in the session. Built once, at start-up, by both middlewares.
+
+    The cookie is readable by the page's JavaScript on purpose: single-page apps copy it into
+    the header. It is no more secret than a token in the page, and HMAC-bound to the identity.
+    """
+    if config.token_source is not TokenSource.DOUBLE_SUBMIT:
+        return None
+    if keyring is None:
+        raise ConfigurationError(
+            "token_source=DOUBLE_SUBMIT signs its cookie: pass keyring=KeyRing.from_secrets([...])",
+            setting="keyring",
+        )
+    try:
+        cookie = Cookie(
+            name=config.cookie_name or "",
+            secure=not config.development,
+            http_only=False,
+            same_site=SameSite.STRICT,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"CSRF cookie policy: {exc}", setting="cookie_name") from exc
+    return DoubleSubmit(keyring), cookie

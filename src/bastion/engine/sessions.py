@@ -53,13 +53,10 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.core.audit import (
     Auditor,
     EventName,
-    IdentifierHasher,
-    LoggingAuditSink,
     Outcome,
 )
 from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
-from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.sessions import (
     Liveness,
     RecordDecoder,
@@ -92,6 +89,7 @@ from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
+    from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = [
     "SaveResult",
@@ -499,10 +497,7 @@ class SessionEngine:
         self._signer = (
             Signer(keyring, "session") if self.config.signed and keyring is not None else None
         )
-        if auditor is None:
-            hasher = IdentifierHasher(keyring if keyring is not None else KeyRing.generate())
-            auditor = Auditor(hasher, clock, LoggingAuditSink())
-        self._auditor = auditor
+        self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
 
     @property
     def store(self) -> Store:

@@ -18,9 +18,9 @@ import io
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
+from bastion.core.audit import Auditor, EventName, Outcome
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import Cookie, SameSite, parse_cookie
+from bastion.core.cookies import Cookie, parse_cookie
 from bastion.core.csrf import (
     CSRFConfig,
     CSRFPolicy,
@@ -29,8 +29,8 @@ from bastion.core.csrf import (
     FormTokenScanner,
     Reason,
     ScanStatus,
-    TokenSource,
     check_token,
+    double_submit_setup,
     logger,
     mask_secret,
     rejection_body,
@@ -38,12 +38,11 @@ from bastion.core.csrf import (
     wants_json,
 )
 from bastion.core.environment import is_production
-from bastion.core.keys import KeyRing
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from bastion.core.keys import SecretKey
+    from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = ["ENVIRON_KEY", "CSRFContext", "CSRFMiddleware", "csrf_input", "csrf_token"]
 
@@ -142,36 +141,14 @@ class CSRFMiddleware:
         config.check_environment(production=is_production() if production is None else production)
         self.app = app
         self.config = config
-        self.double_submit: DoubleSubmit | None = None
-        self.cookie: Cookie | None = None
-        if config.token_source is TokenSource.DOUBLE_SUBMIT:
-            if keyring is None:
-                raise ConfigurationError(
-                    "token_source=DOUBLE_SUBMIT signs its cookie: pass "
-                    "keyring=KeyRing.from_secrets([...])",
-                    setting="keyring",
-                )
-            self.double_submit = DoubleSubmit(keyring)
-            try:
-                # Readable by JavaScript on purpose (SPAs copy it into the header).
-                self.cookie = Cookie(
-                    name=config.cookie_name or "",
-                    secure=not config.development,
-                    http_only=False,
-                    same_site=SameSite.STRICT,
-                )
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"CSRF cookie policy: {exc}", setting="cookie_name"
-                ) from exc
+        parts = double_submit_setup(config, keyring)
+        self.double_submit: DoubleSubmit | None = parts[0] if parts else None
+        self.cookie: Cookie | None = parts[1] if parts else None
         self._identity = identity
         self._session_engine = session_engine
         self._header = _environ_name(config.header_name)
         self._api_keys = tuple(_environ_name(h) for h in config.api_key_headers)
-        if auditor is None:
-            hasher = IdentifierHasher(keyring if keyring is not None else KeyRing.generate())
-            auditor = Auditor(hasher, clock, LoggingAuditSink())
-        self._auditor = auditor
+        self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
 
     def _facts(self, environ: Environ) -> Facts:
         get = environ.get
