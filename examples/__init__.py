@@ -1,0 +1,1 @@
+"""Runnable examples of bastion on Flask, Starlette and FastAPI; README embeds them verbatim."""
