@@ -1,4 +1,10 @@
-"""The ``bastion`` command line: ``bastion demo``, ``bastion secret``, ``bastion --version``."""
+"""The ``bastion`` command line.
+
+``demo`` serves the example app; ``check`` grades a URL's headers and cookies; ``secret`` prints
+a new key; ``store`` pings or cleans a store; ``sessions`` lists or revokes a user's sessions;
+``password`` checks or hashes a password read from stdin. Errors are one line on stderr and a
+non-zero exit (1: a failed check or an unreachable service; 2: bad input), never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,9 @@ import ipaddress
 import sys
 
 from bastion import __version__
+from bastion.cli import check, password, sessions, store
+from bastion.cli._common import CommandError
+from bastion.errors import BastionError
 
 __all__ = ["main"]
 
@@ -28,7 +37,7 @@ def _loopback(host: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bastion", description=__doc__)
+    parser = argparse.ArgumentParser(prog="bastion", description=(__doc__ or "").replace("``", ""))
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -53,19 +62,73 @@ def _parser() -> argparse.ArgumentParser:
 
     secret = commands.add_parser("secret", help="print a new random secret key (32 bytes)")
     secret.add_argument("--bytes", type=int, default=32, help="length in bytes (minimum 32)")
+    check.add_parsers(commands)
+    store.add_parsers(commands)
+    sessions.add_parsers(commands)
+    password.add_parsers(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
+    if args.command == "check":
+        code, text = check.run_check(
+            args.url,
+            min_grade=args.min_grade,
+            timeout=args.timeout,
+            ca_file=args.ca_file,
+            http_probe=not args.no_http_probe,
+        )
+        print(text)
+        return code
+    if args.command == "store":
+        print(store.ping(args.url) if args.action == "ping" else store.gc(args.url))
+        return 0
+    if args.command == "sessions":
+        if args.action == "list":
+            print(sessions.list_sessions(args.user, args.store))
+        else:
+            print(sessions.revoke_sessions(args.user, args.store, args.handle))
+        return 0
+    if args.command == "password":
+        secret_text = password.read_password()
+        if args.action == "hash":
+            print(password.hash_password(secret_text))
+            return 0
+        ok, text = password.check_password(
+            secret_text,
+            user_inputs=args.user_input,
+            site_words=args.site_word,
+            second_factor=args.second_factor,
+        )
+        print(text)
+        return 0 if ok else 1
     if args.command == "secret":
         from bastion.core.keys import SecretKey  # noqa: PLC0415 (keeps `bastion --help` light)
 
         if args.bytes < 32:
-            print("bastion secret: --bytes must be at least 32", file=sys.stderr)
-            return 2
+            raise CommandError("--bytes must be at least 32", exit_code=2)
         print(SecretKey.generate(args.bytes).to_text())
         return 0
     from bastion.demo import serve  # noqa: PLC0415 (imports uvicorn only for the demo)
 
     return serve(host=args.host, port=args.port, store_url=args.store)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status. Expected failures print one line on stderr."""
+    args = _parser().parse_args(argv)
+    name = " ".join(filter(None, ("bastion", args.command, getattr(args, "action", None))))
+    try:
+        return _run(args)
+    except CommandError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BastionError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 (a command line prints one line, never a traceback)
+        print(f"{name}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

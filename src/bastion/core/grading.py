@@ -1,0 +1,614 @@
+"""Grade a response's security headers and cookies the way the MDN HTTP Observatory does.
+
+Pure functions over what one fetch observed (:class:`Observation`: status, headers, whether
+it came over HTTPS, the ``Origin`` the probe sent, the plain-HTTP redirect route). The score
+starts at 100; each test adds its modifier (:data:`MODIFIERS`, the Observatory's score table);
+bonuses count only when the score without them is already 90 or more; the grade is read from
+the score rounded down to a multiple of 5 (:func:`grade_for`).
+
+Covered tests: content-security-policy, cookies, cross-origin-resource-sharing, redirection,
+referrer-policy, strict-transport-security, x-content-type-options, x-frame-options,
+cross-origin-resource-policy. Not covered (so a score may differ from the Observatory's for
+pages they would change): ``<meta http-equiv>`` policies in the HTML body, subresource
+integrity of ``<script src>`` tags, and the HSTS preload list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "GRADES",
+    "MODIFIERS",
+    "Finding",
+    "Observation",
+    "Report",
+    "SetCookie",
+    "grade_at_least",
+    "grade_for",
+    "grade_response",
+    "parse_set_cookie",
+]
+
+GRADES: Final = ("A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D+", "D", "D-", "F")
+"""Every grade, best first."""
+
+_GRADE_CHART: Final = {
+    100: "A+",
+    95: "A",
+    90: "A",
+    85: "A-",
+    80: "B+",
+    75: "B",
+    70: "B",
+    65: "B-",
+    60: "C+",
+    55: "C",
+    50: "C",
+    45: "C-",
+    40: "D+",
+    35: "D",
+    30: "D",
+    25: "D-",
+}
+_EXTRA_CREDIT_FROM: Final = 90
+_SIX_MONTHS: Final = 15_768_000
+
+MODIFIERS: Final[dict[str, int]] = {
+    "csp-implemented-with-no-unsafe-default-src-none": 10,
+    "csp-implemented-with-no-unsafe": 5,
+    "csp-implemented-with-unsafe-inline-in-style-src-only": 0,
+    "csp-implemented-with-insecure-scheme-in-passive-content-only": -10,
+    "csp-implemented-with-unsafe-eval": -10,
+    "csp-implemented-with-unsafe-inline": -20,
+    "csp-implemented-with-insecure-scheme": -20,
+    "csp-header-invalid": -25,
+    "csp-not-implemented": -25,
+    "csp-not-implemented-but-reporting-enabled": -25,
+    "csp-implemented-but-duplicate-directives": 0,
+    "cookies-secure-with-httponly-sessions-and-samesite": 5,
+    "cookies-secure-with-httponly-sessions": 0,
+    "cookies-not-found": 0,
+    "cookies-without-secure-flag-but-protected-by-hsts": -5,
+    "cookies-session-without-secure-flag-but-protected-by-hsts": -10,
+    "cookies-without-secure-flag": -20,
+    "cookies-samesite-flag-invalid": -20,
+    "cookies-anticsrf-without-samesite-flag": -20,
+    "cookies-session-without-httponly-flag": -30,
+    "cookies-session-without-secure-flag": -40,
+    "cross-origin-resource-sharing-not-implemented": 0,
+    "cross-origin-resource-sharing-implemented-with-public-access": 0,
+    "cross-origin-resource-sharing-implemented-with-restricted-access": 0,
+    "cross-origin-resource-sharing-implemented-with-universal-access": -50,
+    "redirection-to-https": 0,
+    "redirection-not-needed-no-http": 0,
+    "redirection-off-host-from-http": -5,
+    "redirection-not-to-https-on-initial-redirection": -10,
+    "redirection-not-to-https": -20,
+    "redirection-missing": -20,
+    "referrer-policy-private": 5,
+    "referrer-policy-not-implemented": 0,
+    "referrer-policy-unsafe": -5,
+    "referrer-policy-header-invalid": -5,
+    "hsts-implemented-max-age-at-least-six-months": 0,
+    "hsts-implemented-max-age-less-than-six-months": -10,
+    "hsts-not-implemented": -20,
+    "hsts-header-invalid": -20,
+    "hsts-not-implemented-no-https": -20,
+    "x-content-type-options-nosniff": 0,
+    "x-content-type-options-not-implemented": -5,
+    "x-content-type-options-header-invalid": -5,
+    "x-frame-options-implemented-via-csp": 5,
+    "x-frame-options-sameorigin-or-deny": 0,
+    "x-frame-options-allow-from-origin": 0,
+    "x-frame-options-not-implemented": -20,
+    "x-frame-options-header-invalid": -20,
+    "corp-header-invalid": -5,
+    "corp-implemented-with-cross-origin": 0,
+    "corp-implemented-with-same-origin": 10,
+    "corp-implemented-with-same-site": 10,
+    "corp-not-implemented": 0,
+}
+"""The Observatory's score modifier for each test result."""
+
+_FIXES: Final[dict[str, str]] = {
+    "csp-implemented-with-no-unsafe": "add default-src 'none' and allow each source type "
+    "explicitly (bastion's strict preset)",
+    "csp-implemented-with-unsafe-inline-in-style-src-only": "replace 'unsafe-inline' in "
+    "style-src with nonces (csp_nonce) or hashes",
+    "csp-implemented-with-insecure-scheme-in-passive-content-only": "load images and media "
+    "over https: only",
+    "csp-implemented-with-unsafe-eval": "remove 'unsafe-eval' from script-src and style-src",
+    "csp-implemented-with-unsafe-inline": "remove 'unsafe-inline', data: and broad sources "
+    "(*, https:) from script-src and object-src; use nonces (csp_nonce)",
+    "csp-implemented-with-insecure-scheme": "load scripts and other active content over https:",
+    "csp-header-invalid": "fix the Content-Security-Policy syntax (no repeated directive, "
+    "'strict-dynamic' only with a nonce or hash)",
+    "csp-not-implemented": "send Content-Security-Policy (SecurityHeadersMiddleware, strict "
+    "preset)",
+    "csp-not-implemented-but-reporting-enabled": "enforce the policy: send "
+    "Content-Security-Policy, not only Content-Security-Policy-Report-Only",
+    "csp-implemented-but-duplicate-directives": "send report-uri and report-to once each",
+    "cookies-secure-with-httponly-sessions": "add SameSite=Lax (or Strict) to every cookie",
+    "cookies-without-secure-flag-but-protected-by-hsts": "add Secure to every cookie",
+    "cookies-session-without-secure-flag-but-protected-by-hsts": "add Secure to the session cookie",
+    "cookies-without-secure-flag": "add Secure to every cookie",
+    "cookies-samesite-flag-invalid": "use SameSite=Lax, Strict, or None with Secure",
+    "cookies-anticsrf-without-samesite-flag": "add SameSite=Lax (or Strict) to the CSRF cookie",
+    "cookies-session-without-httponly-flag": "add HttpOnly to the session cookie",
+    "cookies-session-without-secure-flag": "add Secure to the session cookie",
+    "cross-origin-resource-sharing-implemented-with-universal-access": "stop echoing any "
+    "Origin with Access-Control-Allow-Credentials: true; allow a fixed list of origins",
+    "redirection-off-host-from-http": "redirect http:// to https:// on the same host first",
+    "redirection-not-to-https-on-initial-redirection": "make the first redirect go to https://",
+    "redirection-not-to-https": "end the plain-HTTP redirect chain on an https:// URL",
+    "redirection-missing": "redirect every plain-HTTP request to https://",
+    "referrer-policy-not-implemented": "send Referrer-Policy: strict-origin-when-cross-origin "
+    "(or no-referrer) for the bonus",
+    "referrer-policy-unsafe": "send Referrer-Policy: strict-origin-when-cross-origin or "
+    "no-referrer",
+    "referrer-policy-header-invalid": "send a valid Referrer-Policy, e.g. no-referrer",
+    "hsts-implemented-max-age-less-than-six-months": "raise the HSTS max-age to at least "
+    "15768000 (six months); 63072000 is usual",
+    "hsts-not-implemented": "send Strict-Transport-Security: max-age=63072000; includeSubDomains",
+    "hsts-header-invalid": "send one Strict-Transport-Security header with a max-age",
+    "hsts-not-implemented-no-https": "serve the site over HTTPS, then send "
+    "Strict-Transport-Security",
+    "x-content-type-options-not-implemented": "send X-Content-Type-Options: nosniff",
+    "x-content-type-options-header-invalid": "send X-Content-Type-Options: nosniff",
+    "x-frame-options-sameorigin-or-deny": "add frame-ancestors to the CSP for the bonus",
+    "x-frame-options-allow-from-origin": "use the CSP frame-ancestors directive instead",
+    "x-frame-options-not-implemented": "add frame-ancestors 'none' (or 'self') to the CSP, "
+    "or send X-Frame-Options: DENY",
+    "x-frame-options-header-invalid": "send X-Frame-Options: DENY or SAMEORIGIN",
+    "corp-header-invalid": "send Cross-Origin-Resource-Policy: same-origin (or same-site)",
+    "corp-implemented-with-cross-origin": "send Cross-Origin-Resource-Policy: same-origin "
+    "unless other sites must embed this resource",
+    "corp-not-implemented": "send Cross-Origin-Resource-Policy: same-origin for the bonus",
+}
+
+_DANGEROUSLY_BROAD: Final = frozenset(
+    {"ftp:", "http:", "https:", "*", "http://*", "http://*.*", "https://*", "https://*.*"}
+)
+_BROAD_OR_INLINE: Final = _DANGEROUSLY_BROAD | {"'unsafe-inline'", "data:"}
+_PASSIVE: Final = ("img-src", "media-src")
+_NONCE_HASH: Final = ("'sha256-", "'sha384-", "'sha512-", "'nonce-")
+_SHORTEST_POLICY: Final = len("img-src") - 1
+_DUPLICATES_ALLOWED: Final = frozenset({"report-uri", "report-to"})
+_REFERRER_PRIVATE: Final = (
+    "no-referrer",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+)
+_REFERRER_UNSAFE: Final = (
+    "origin",
+    "origin-when-cross-origin",
+    "unsafe-url",
+    "no-referrer-when-downgrade",
+)
+_COOKIE_ORDER: Final = (
+    "cookies-without-secure-flag-but-protected-by-hsts",
+    "cookies-without-secure-flag",
+    "cookies-session-without-secure-flag-but-protected-by-hsts",
+    "cookies-samesite-flag-invalid",
+    "cookies-anticsrf-without-samesite-flag",
+    "cookies-session-without-httponly-flag",
+    "cookies-session-without-secure-flag",
+)
+_PASSING: Final = frozenset(
+    {
+        "csp-implemented-with-no-unsafe-default-src-none",
+        "csp-implemented-with-no-unsafe",
+        "csp-implemented-with-unsafe-inline-in-style-src-only",
+        "csp-implemented-with-insecure-scheme-in-passive-content-only",
+        "cookies-secure-with-httponly-sessions-and-samesite",
+        "cookies-secure-with-httponly-sessions",
+        "cookies-not-found",
+        "cross-origin-resource-sharing-not-implemented",
+        "cross-origin-resource-sharing-implemented-with-public-access",
+        "cross-origin-resource-sharing-implemented-with-restricted-access",
+        "redirection-to-https",
+        "redirection-not-needed-no-http",
+        "referrer-policy-private",
+        "referrer-policy-not-implemented",
+        "hsts-implemented-max-age-at-least-six-months",
+        "x-content-type-options-nosniff",
+        "x-frame-options-implemented-via-csp",
+        "x-frame-options-sameorigin-or-deny",
+        "x-frame-options-allow-from-origin",
+        "corp-implemented-with-cross-origin",
+        "corp-implemented-with-same-origin",
+        "corp-implemented-with-same-site",
+        "corp-not-implemented",
+    }
+)
+
+
+class _Invalid(ValueError):
+    """A header the Observatory would call invalid (internal: becomes a finding)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observation:
+    """What one fetch saw. ``headers`` keep their order and repeats (names in any case).
+
+    ``probe_origin`` is the ``Origin`` header a second fetch sent and ``cors_headers`` the
+    headers it got back (the CORS test reads those; ``None``: use ``headers``).
+    ``http_route`` is the chain of URLs a plain ``http://`` request went through, the first
+    being the ``http://`` URL itself; ``None`` when nothing answered on plain HTTP.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    https: bool
+    probe_origin: str | None = None
+    cors_headers: tuple[tuple[str, str], ...] | None = None
+    http_route: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One test's outcome: the Observatory's result name, its modifier, and the fix."""
+
+    test: str
+    result: str
+    modifier: int
+    passed: bool
+    fix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A score, its grade and the findings, in the Observatory's test order."""
+
+    score: int
+    grade: str
+    findings: tuple[Finding, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class SetCookie:
+    """The attributes of one ``Set-Cookie`` line that the cookie test looks at."""
+
+    name: str
+    secure: bool
+    http_only: bool
+    same_site: str | None
+    same_site_invalid: bool
+
+
+def grade_for(score: int) -> str:
+    """The letter grade of ``score`` (scores over 100 are A+, under 25 are F)."""
+    key = min(max(score, 0) // 5 * 5, 100)
+    return _GRADE_CHART.get(key, "F")
+
+
+def grade_at_least(grade: str, minimum: str) -> bool:
+    """Whether ``grade`` is ``minimum`` or better. Raises ValueError for an unknown grade."""
+    return GRADES.index(grade) <= GRADES.index(minimum)
+
+
+def _all(headers: tuple[tuple[str, str], ...], name: str) -> list[str]:
+    return [value for key, value in headers if key.lower() == name]
+
+
+def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    values = _all(headers, name)
+    return values[0] if values else None
+
+
+def parse_set_cookie(line: str) -> SetCookie | None:
+    """The name and flags of a ``Set-Cookie`` line; ``None`` when it has no name. Never raises."""
+    pairs = line.strip().split(";")
+    name = pairs[0].split("=", 1)[0].strip()
+    if not name or "=" not in pairs[0]:
+        return None
+    secure = http_only = invalid = False
+    same_site: str | None = None
+    for attribute in pairs[1:]:
+        key, _, value = attribute.partition("=")
+        key = key.strip().lower()
+        if key == "secure":
+            secure = True
+        elif key == "httponly":
+            http_only = True
+        elif key == "samesite":
+            normalized = value.strip().lower()
+            if normalized in {"lax", "strict", "none"}:
+                same_site = normalized
+            else:
+                invalid = True
+    return SetCookie(name, secure, http_only, same_site, invalid)
+
+
+def _worse(new: str, old: str | None) -> str:
+    if old is None or _COOKIE_ORDER.index(new) > _COOKIE_ORDER.index(old):
+        return new
+    return old
+
+
+def _cookies(headers: tuple[tuple[str, str], ...], hsts: bool) -> str:
+    cookies = [c for c in map(parse_set_cookie, _all(headers, "set-cookie")) if c is not None]
+    if not cookies:
+        return "cookies-not-found"
+    result: str | None = None
+    missing_same_site = False
+    for cookie in cookies:
+        lowered = cookie.name.lower()
+        session = "login" in lowered or "sess" in lowered
+        if cookie.same_site_invalid or (not cookie.secure and cookie.same_site == "none"):
+            result = _worse("cookies-samesite-flag-invalid", result)
+        if not cookie.secure:
+            result = _worse(
+                "cookies-without-secure-flag-but-protected-by-hsts"
+                if hsts
+                else "cookies-without-secure-flag",
+                result,
+            )
+        if "csrf" in lowered and cookie.same_site is None:
+            result = _worse("cookies-anticsrf-without-samesite-flag", result)
+        if session and not cookie.secure:
+            result = _worse(
+                "cookies-session-without-secure-flag-but-protected-by-hsts"
+                if hsts
+                else "cookies-session-without-secure-flag",
+                result,
+            )
+        if session and not cookie.http_only:
+            result = _worse("cookies-session-without-httponly-flag", result)
+        missing_same_site = missing_same_site or cookie.same_site is None
+    if result is not None:
+        return result
+    if missing_same_site:
+        return "cookies-secure-with-httponly-sessions"
+    return "cookies-secure-with-httponly-sessions-and-samesite"
+
+
+def _parse_policies(policies: list[str]) -> tuple[dict[str, set[str]], bool]:
+    """Directive -> sources, combining several policies (a source must be in each policy
+    that names the directive); and whether report-uri/report-to were repeated."""
+    combined: dict[str, set[str]] = {}
+    duplicates = False
+    for raw in policies:
+        text = raw.replace("\r", "").replace("\n", "").strip()
+        if len(text) < _SHORTEST_POLICY:
+            raise _Invalid(text)
+        seen: dict[str, set[str]] = {}
+        for entry in text.split(";"):
+            words = entry.split()
+            if not words:
+                continue
+            directive = words[0].lower()
+            sources = {word.lower() for word in words[1:]}
+            if not sources and directive.endswith("-src"):
+                sources = {"'none'"}
+            if directive in seen:
+                if directive not in _DUPLICATES_ALLOWED:
+                    raise _Invalid(directive)
+                duplicates = True
+                continue
+            seen[directive] = sources
+        for directive, sources in seen.items():
+            if directive in combined:
+                combined[directive] &= sources
+            else:
+                combined[directive] = set(sources)
+    return combined, duplicates
+
+
+def _csp(headers: tuple[tuple[str, str], ...], https: bool) -> tuple[str, dict[str, set[str]]]:
+    policies = _all(headers, "content-security-policy")
+    if not policies:
+        if _first(headers, "content-security-policy-report-only"):
+            return "csp-not-implemented-but-reporting-enabled", {}
+        return "csp-not-implemented", {}
+    try:
+        csp, duplicates = _parse_policies(policies)
+    except _Invalid:
+        return "csp-header-invalid", {}
+    if not csp:
+        return "csp-not-implemented", {}
+    default = csp.get("default-src")
+    script = set(csp.get("script-src", default if default is not None else {"*"}))
+    style = set(csp.get("style-src", default if default is not None else {"*"}))
+    objects = csp.get("object-src", default if default is not None else {"*"})
+    for sources in (script, style):
+        if any(s.startswith(_NONCE_HASH) for s in sources):
+            sources.discard("'unsafe-inline'")
+    result: str | None = None
+    if "'strict-dynamic'" in script:
+        if any(s.startswith(_NONCE_HASH) for s in script):
+            script = {
+                s
+                for s in script
+                if not s.startswith(tuple(_DANGEROUSLY_BROAD))
+                and s not in {"'self'", "'unsafe-inline'"}
+            }
+        else:
+            result = "csp-header-invalid"
+    active = [
+        s for d, sources in csp.items() if d not in _PASSIVE and d != "script-src" for s in sources
+    ] + sorted(script)
+    passive = [s for d in _PASSIVE for s in csp.get(d, default or set())]
+    insecure = ("http:", "ftp:")
+    checks = (
+        (
+            bool(script & _BROAD_OR_INLINE) or bool(objects & _DANGEROUSLY_BROAD),
+            "csp-implemented-with-unsafe-inline",
+        ),
+        (
+            https and any(s.startswith(insecure) for s in active),
+            "csp-implemented-with-insecure-scheme",
+        ),
+        ("'unsafe-eval'" in script | style, "csp-implemented-with-unsafe-eval"),
+        (
+            https and any(s.startswith(insecure) for s in passive),
+            "csp-implemented-with-insecure-scheme-in-passive-content-only",
+        ),
+        (bool(style & _BROAD_OR_INLINE), "csp-implemented-with-unsafe-inline-in-style-src-only"),
+        (default == {"'none'"}, "csp-implemented-with-no-unsafe-default-src-none"),
+        (True, "csp-implemented-with-no-unsafe"),
+    )
+    for failed, name in checks:
+        if result is None and failed:
+            result = name
+    final = result or "csp-implemented-with-no-unsafe"
+    if duplicates and final in _PASSING:
+        final = "csp-implemented-but-duplicate-directives"
+    return final, csp
+
+
+def _hsts(headers: tuple[tuple[str, str], ...], https: bool) -> str:  # noqa: PLR0911 (one table)
+    if not https:
+        return "hsts-not-implemented-no-https"
+    header = _first(headers, "strict-transport-security")
+    if header is None:
+        return "hsts-not-implemented"
+    header = header[:1024]
+    if "," in header:
+        return "hsts-header-invalid"
+    max_age: int | None = None
+    for raw in header.split(";"):
+        parameter = raw.strip().lower()
+        if parameter.startswith("max-age="):
+            digits = parameter[8:128].strip().strip('"')
+            if not digits.isascii() or not digits.isdigit():
+                return "hsts-header-invalid"
+            max_age = int(digits)
+    if max_age is None:
+        return "hsts-header-invalid"
+    if max_age < _SIX_MONTHS:
+        return "hsts-implemented-max-age-less-than-six-months"
+    return "hsts-implemented-max-age-at-least-six-months"
+
+
+def _cors(headers: tuple[tuple[str, str], ...], probe_origin: str | None) -> str:
+    allow = _first(headers, "access-control-allow-origin")
+    if not allow:
+        return "cross-origin-resource-sharing-not-implemented"
+    credentials = (_first(headers, "access-control-allow-credentials") or "").strip().lower()
+    if allow[:256].strip().lower() == "*":
+        return "cross-origin-resource-sharing-implemented-with-public-access"
+    if probe_origin and allow == probe_origin and credentials == "true":
+        return "cross-origin-resource-sharing-implemented-with-universal-access"
+    return "cross-origin-resource-sharing-implemented-with-restricted-access"
+
+
+def _scheme_and_host(url: str) -> tuple[str, str]:
+    """The lower-cased scheme and host of an absolute URL (no urllib: core does no I/O and
+    imports no network module). Never raises; anything odd yields empty parts."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        return "", ""
+    authority = rest
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):
+        host = authority[1:].partition("]")[0]
+    else:
+        host = authority.partition(":")[0]
+    return scheme.lower(), host.lower()
+
+
+def _redirection(route: tuple[str, ...] | None) -> str:
+    if route is None:
+        return "redirection-not-needed-no-http"
+    if len(route) <= 1:
+        return "redirection-missing"
+    parts = [_scheme_and_host(url) for url in route]
+    if parts[-1][0] != "https":
+        return "redirection-not-to-https"
+    if parts[1][0] == "http":
+        return "redirection-not-to-https-on-initial-redirection"
+    if parts[0][1] != parts[1][1]:
+        return "redirection-off-host-from-http"
+    return "redirection-to-https"
+
+
+def _referrer(headers: tuple[tuple[str, str], ...]) -> str:
+    values = _all(headers, "referrer-policy")
+    if not values:
+        return "referrer-policy-not-implemented"
+    tokens = [t.strip().lower() for t in ", ".join(values).split(",")]
+    known = [t for t in tokens if t in _REFERRER_PRIVATE or t in _REFERRER_UNSAFE]
+    if not known:
+        return "referrer-policy-header-invalid"
+    if known[-1] in _REFERRER_PRIVATE:
+        return "referrer-policy-private"
+    return "referrer-policy-unsafe"
+
+
+def _x_content_type_options(headers: tuple[tuple[str, str], ...]) -> str:
+    header = _first(headers, "x-content-type-options")
+    if not header:
+        return "x-content-type-options-not-implemented"
+    if header[:256].strip().lower() == "nosniff":
+        return "x-content-type-options-nosniff"
+    return "x-content-type-options-header-invalid"
+
+
+def _x_frame_options(headers: tuple[tuple[str, str], ...], csp: dict[str, set[str]]) -> str:
+    if "frame-ancestors" in csp:
+        return "x-frame-options-implemented-via-csp"
+    header = _first(headers, "x-frame-options")
+    if not header:
+        return "x-frame-options-not-implemented"
+    value = header[:1024].strip().lower()
+    if value in {"deny", "sameorigin"}:
+        return "x-frame-options-sameorigin-or-deny"
+    if value.startswith("allow-from"):
+        return "x-frame-options-allow-from-origin"
+    return "x-frame-options-header-invalid"
+
+
+def _corp(headers: tuple[tuple[str, str], ...]) -> str:
+    header = _first(headers, "cross-origin-resource-policy")
+    if not header:
+        return "corp-not-implemented"
+    return {
+        "same-site": "corp-implemented-with-same-site",
+        "same-origin": "corp-implemented-with-same-origin",
+        "cross-origin": "corp-implemented-with-cross-origin",
+    }.get(header[:256].strip().lower(), "corp-header-invalid")
+
+
+def _finding(test: str, result: str) -> Finding:
+    return Finding(
+        test=test,
+        result=result,
+        modifier=MODIFIERS[result],
+        passed=result in _PASSING,
+        fix=_FIXES.get(result, ""),
+    )
+
+
+def grade_response(observation: Observation) -> Report:
+    """Score and grade ``observation`` with the Observatory's rules (see the module docstring
+    for what is not covered)."""
+    headers = observation.headers
+    csp_result, csp = _csp(headers, observation.https)
+    hsts = _hsts(headers, observation.https)
+    findings = (
+        _finding("content-security-policy", csp_result),
+        _finding("cookies", _cookies(headers, hsts in _PASSING)),
+        _finding(
+            "cross-origin-resource-sharing",
+            _cors(
+                headers if observation.cors_headers is None else observation.cors_headers,
+                observation.probe_origin,
+            ),
+        ),
+        _finding("redirection", _redirection(observation.http_route)),
+        _finding("referrer-policy", _referrer(headers)),
+        _finding("strict-transport-security", hsts),
+        _finding("x-content-type-options", _x_content_type_options(headers)),
+        _finding("x-frame-options", _x_frame_options(headers, csp)),
+        _finding("cross-origin-resource-policy", _corp(headers)),
+    )
+    with_bonus = 100 + sum(f.modifier for f in findings)
+    without_bonus = 100 + sum(f.modifier for f in findings if f.modifier < 0)
+    score = max(with_bonus if without_bonus >= _EXTRA_CREDIT_FROM else without_bonus, 0)
+    return Report(score=score, grade=grade_for(score), findings=findings)
