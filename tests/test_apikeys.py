@@ -28,8 +28,10 @@ from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.engine.apikeys import ApiKeyManager
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import BadToken, ConfigurationError
 from bastion.stores.memory import MemoryStore
+from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 
@@ -389,3 +391,22 @@ def test_wildcards_cover_exactly_their_subtree(parts: list[str], other: str) -> 
     assert scope_allows([parts[0] + ":*"], required) is (len(parts) > 1)
     if other != parts[0]:
         assert not scope_allows([other + ":*"], required)
+
+
+@pytest.mark.asyncio
+async def test_a_keys_own_rate_limit_is_enforced_by_the_limiter(manager: ApiKeyManager) -> None:
+    """The per-key limit travels with the verified record and drives bastion's limiter."""
+    created = await manager.create(
+        "user-1", name="bot", scopes=["posts:read"], rate_limit=RateLimitSetting(limit=2, period=60)
+    )
+    limiter = RateLimiter(MemoryRateLimitStore())
+    allowed = []
+    for _ in range(3):
+        result = await manager.verify(created.token, required_scope="posts:read")
+        assert result.ok
+        assert result.rate_limit is not None
+        assert result.record is not None
+        rule = Rule("api-key", result.rate_limit.rate())
+        decision = await limiter.hit(rule, result.record.key_id)
+        allowed.append(decision.allowed)
+    assert allowed == [True, True, False]

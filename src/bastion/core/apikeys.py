@@ -31,6 +31,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.core.ratelimit import Rate
 from bastion.errors import BadToken, ConfigurationError
 
 if TYPE_CHECKING:
@@ -167,7 +168,8 @@ class ApiKeyStatus(enum.StrEnum):
 class RateLimitSetting:
     """A per-key rate limit carried as data: ``limit`` requests per ``period`` seconds.
 
-    bastion's rate limiter reads it from the verified key's record; this module only stores it.
+    The verified key's record carries it; :meth:`rate` turns it into a rate-limit
+    :class:`~bastion.core.ratelimit.Rate` for the limiter (``Rule(name, setting.rate())``).
     """
 
     limit: int
@@ -191,6 +193,10 @@ class RateLimitSetting:
                 setting="rate_limit.period",
             )
         object.__setattr__(self, "period", float(period))
+
+    def rate(self) -> Rate:
+        """``limit`` per ``period`` as a rate for :class:`bastion.engine.ratelimit.Rule`."""
+        return Rate.per(self.limit, self.period)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
