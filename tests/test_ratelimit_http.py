@@ -417,3 +417,19 @@ async def test_an_app_that_reuses_its_start_message_gets_fresh_headers() -> None
     assert second.headers["ratelimit"] == '"api";r=3;t=24'
     assert second.headers.get_list("ratelimit") == ['"api";r=3;t=24']
     assert start["headers"] == [(b"content-type", b"text/plain")]
+
+
+@pytest.mark.asyncio
+async def test_an_app_header_in_another_case_is_still_the_apps() -> None:
+    """A raw ASGI app may send ``RateLimit`` with capitals: it is still the app's header."""
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"RateLimit", b"app-owned"), (b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = RateLimitMiddleware(raw, memory_limiter(), Rule("s", "5/s"))
+    async with client_for(app) as client:
+        response = await client.get("/")
+    assert response.headers.get_list("ratelimit") == ["app-owned"]
+    assert response.headers["ratelimit-policy"] == '"s";q=5;w=1'

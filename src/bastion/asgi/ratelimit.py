@@ -168,19 +168,23 @@ class RateLimitMiddleware:
             await self._app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Message) -> None:
+        # A plain function returning send's awaitable: no coroutine of our own per message.
+        def send_with_headers(
+            message: Message, send: Send = send, headers: list[tuple[bytes, bytes]] = headers
+        ) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 existing = message.get("headers") or ()
                 extra = headers
                 for name, _ in existing:
-                    if name.lower() in _OURS:  # the app set one itself: keep the app's
-                        taken = {n.lower() for n, _ in existing}
+                    # Names are lowercase in ASGI practice; lower() only the odd one out.
+                    if name in _OURS or (not name.islower() and name.lower() in _OURS):
+                        taken = {n.lower() for n, _ in existing}  # the app set one: keep its
                         extra = [h for h in headers if h[0] not in taken]
                         break
                 # A new dict: an app may reuse its message objects, and a header added to its
                 # dict in place would leak into every later response.
                 message = {**message, "headers": [*existing, *extra]}
-            await send(message)
+            return send(message)
 
         await self._app(scope, receive, send_with_headers)
 
