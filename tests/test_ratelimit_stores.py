@@ -490,3 +490,29 @@ def test_open_ratelimit_store(tmp_path: Path) -> None:
         open_ratelimit_store("postgres://db")
     with pytest.raises(ConfigurationError, match="option rejected"):
         open_ratelimit_store("memory://", colour="blue")
+
+
+def test_redis_url_prefix_is_read_like_the_key_value_store(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The one store URL configures both Redis back ends: ``?prefix=`` names the keys (and
+    never reaches redis-py's socket), ``?transport=`` of the key-value store is ignored here."""
+    url = f"{redis_url}?prefix={redis_prefix}url:&transport=resp"
+    backend = open_ratelimit_store(url, clock=FrozenClock(NOW))
+    try:
+        assert repr(backend) == f"RedisRateLimitStore(prefix='{redis_prefix}url:')"
+        assert backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].remaining == 99
+        client = SyncRedis.from_url(redis_url)
+        try:
+            keys = client.keys(f"{redis_prefix}url:*")
+            assert keys == backend.keys("k", Strategy.FIXED_WINDOW, [RATE])
+        finally:
+            client.close()
+    finally:
+        backend.close()
+    with pytest.raises(ConfigurationError, match="both in the URL and as prefix="):
+        open_ratelimit_store(url, prefix="other:")
+    with pytest.raises(ConfigurationError, match="'prefix' more than once"):
+        RedisRateLimitStore(f"{redis_url}?prefix=a:&prefix=b:")
+    with pytest.raises(ConfigurationError, match="without braces"):
+        RedisRateLimitStore(f"{redis_url}?prefix=%7Btag%7D:")

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.core.environment import read_setting
 from bastion.errors import BastionError
@@ -38,25 +37,13 @@ def build_demo(store_url: str, *, seed_password: str | None = None) -> DemoApp:
     from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
 
     store = open_store(store_url)
-    ratelimit_url, options = _ratelimit_url(store_url)
-    ratelimit = open_ratelimit_store(ratelimit_url, **options)
+    ratelimit = open_ratelimit_store(store_url)
     return DemoApp(
         store,
         ratelimit=ratelimit,
         seed_password=seed_password,
         store_label=redact_url(store_url),
     )
-
-
-def _ratelimit_url(store_url: str) -> tuple[str, dict[str, Any]]:
-    """The rate-limit backend's URL and options for the store URL: ``open_ratelimit_store``
-    takes a Redis ``prefix`` as an option, where ``open_store`` reads ``?prefix=`` from the URL.
-    Other query parameters stay with the key-value store."""
-    base, _, query = store_url.partition("?")
-    if not base.startswith(("redis://", "rediss://", "unix://")):
-        return store_url, {}
-    options = {name: value for name, value in urllib.parse.parse_qsl(query) if name == "prefix"}
-    return base, options
 
 
 def banner(app: DemoApp, url: str) -> str:

@@ -44,7 +44,6 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis as redis_sync
 from redis import exceptions as redis_errors
@@ -61,6 +60,11 @@ except ImportError:  # pragma: no cover - hiredis ships with the redis extra's f
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
 from bastion.stores.base import check_key, check_ttl, check_value
 from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot
+from bastion.stores.redis_url import (
+    DEFAULT_PREFIX,
+    pop_query,
+    without_maintenance_notifications,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -80,16 +84,11 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-DEFAULT_PREFIX: Final = "bastion:"
-"""Prepended to every key, so bastion's keys never collide with an application's."""
-
 DEFAULT_TIMEOUT: Final = 2.0
 """Seconds to wait for a connection or a reply before raising StoreUnavailable."""
 
 _MAX_PX: Final = 10**15
 """TTLs beyond about 31,700 years are clamped: Redis rejects expiry times that overflow."""
-
-_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 
 # KEYS[1]: the prefixed key. ARGV[1]: new value. ARGV[2]: TTL in ms, "0" for none.
 # ARGV[3]: the expected value; absent means "create only if the key is absent" (SET NX).
@@ -185,56 +184,6 @@ def _describe_client(client: Redis) -> str:
     if ":" in host:
         host = f"[{host}]"  # IPv6
     return f"{host}:{kwargs.get('port', 6379)} db {kwargs.get('db', 0)}"
-
-
-def _split_prefix(url: str) -> tuple[str, str | None]:
-    """Remove the ``prefix`` query parameter (redis-py would pass it on to the socket)."""
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise ConfigurationError(
-            f"Redis store URL scheme must be redis://, rediss:// or unix://, "
-            f"got {parts.scheme + '://' if parts.scheme else 'none'}",
-            setting="url",
-        )
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [value for name, value in pairs if name == "prefix"]
-    if len(prefixes) > 1:
-        raise ConfigurationError(
-            "Redis store URL gives 'prefix' more than once; give it once", setting="url"
-        )
-    rest = urlencode([(name, value) for name, value in pairs if name != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), (prefixes[0] if prefixes else None)
-
-
-def _without_maintenance_notifications(options: dict[str, Any]) -> dict[str, Any]:
-    """Turn redis-py's maintenance notifications off unless the caller configured them.
-
-    redis-py >= 7 enables them by default over RESP3. While enabled, its pool no longer
-    checks an idle connection before reuse (a server restart then fails the next call), and
-    during a maintenance event it relaxes timeouts to 10 s, past our bounded failure time.
-    They only matter for Redis Enterprise / Redis Cloud endpoints.
-    """
-    if "maint_notifications_config" in options:
-        return {}
-    try:
-        from redis.maint_notifications import (  # noqa: PLC0415 (absent before redis-py 7)
-            MaintNotificationsConfig,
-        )
-    except ImportError:
-        return {}
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
-
-
-def _pop_query(url: str, name: str) -> tuple[str, str | None]:
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    found = [value for key, value in pairs if key == name]
-    if len(found) > 1:
-        raise ConfigurationError(
-            f"Redis store URL gives {name!r} more than once; give it once", setting="url"
-        )
-    rest = urlencode([(key, value) for key, value in pairs if key != name])
-    return urlunsplit(parts._replace(query=rest)), (found[0] if found else None)
 
 
 def _endpoint_of(client: Redis, transport: str) -> _Endpoint | None:
@@ -377,8 +326,8 @@ class RedisStore:
             raise ConfigurationError(
                 f"Redis store URL must be str, got {type(url).__name__}", setting="url"
             )
-        clean_url, url_prefix = _split_prefix(url)
-        clean_url, url_transport = _pop_query(clean_url, "transport")
+        clean_url, url_prefix = pop_query(url, "prefix")
+        clean_url, url_transport = pop_query(clean_url, "transport")
         if url_transport is not None and transport is not None:
             raise ConfigurationError(
                 "Redis store transport is given both in the URL and as transport=; give it once",
@@ -402,7 +351,7 @@ class RedisStore:
                 setting="decode_responses",
             )
         options.setdefault("retry", Retry(NoBackoff(), 0))
-        options.update(_without_maintenance_notifications(options))
+        options.update(without_maintenance_notifications(options))
         timeout = _check_timeout("socket_timeout", socket_timeout)
         try:
             pool = BlockingConnectionPool.from_url(

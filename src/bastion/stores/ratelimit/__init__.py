@@ -395,9 +395,10 @@ def open_ratelimit_store(
 
     ``memory://`` (options: ``max_keys``), ``sqlite:///relative.db`` or
     ``sqlite:////absolute.db`` (``timeout``, ``synchronous``, ``purge_every``), or
-    ``redis://``, ``rediss://``, ``unix://`` URLs (``prefix``, ``socket_timeout``,
-    ``connect_timeout``, ``max_connections``; the Redis server's clock is used unless
-    ``clock`` is given). A SQLite file may be the one the key-value store uses.
+    ``redis://``, ``rediss://``, ``unix://`` URLs (``prefix``, also as ``?prefix=``,
+    ``socket_timeout``, ``connect_timeout``, ``max_connections``; the Redis server's clock is
+    used unless ``clock`` is given). The key-value store's URL works unchanged: a SQLite file
+    may be the one the key-value store uses, a Redis URL keeps its ``?prefix=``.
     """
     if not isinstance(url, str):
         raise ConfigurationError(

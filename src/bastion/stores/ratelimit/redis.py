@@ -23,7 +23,11 @@ from bastion.core.ratelimit import MICROS, Decision, Rate, Strategy, micros
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
 from bastion.stores.keyspace import hash_tag
 from bastion.stores.ratelimit import key_suffix
-from bastion.stores.redis import _without_maintenance_notifications
+from bastion.stores.redis_url import (
+    DEFAULT_PREFIX,
+    pop_query,
+    without_maintenance_notifications,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -262,10 +266,14 @@ def _decisions(reply: Any, rates: Sequence[Rate]) -> tuple[Decision, ...]:
 class RedisRateLimitStore:
     """Redis backend: one round trip per decision (see :mod:`bastion.stores.ratelimit`).
 
-    ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL. ``prefix`` is prepended to
-    every key and must not contain braces. Each decision waits at most ``socket_timeout``
-    seconds (and a connection attempt ``connect_timeout``) before StoreUnavailable. Retries are
-    off: a retried script whose first reply was lost would charge a request twice.
+    ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL, the same one the key-value
+    :class:`~bastion.stores.redis.RedisStore` takes. ``prefix`` is prepended to every key and
+    must not contain braces; give it as a keyword or as ``?prefix=`` in the URL, not both
+    (default :data:`~bastion.stores.redis_url.DEFAULT_PREFIX`). A ``?transport=`` meant for the
+    key-value store is accepted and ignored: rate-limit scripts always go through redis-py.
+    Each decision waits at most ``socket_timeout`` seconds (and a connection attempt
+    ``connect_timeout``) before StoreUnavailable. Retries are off: a retried script whose first
+    reply was lost would charge a request twice.
 
     The async client is created on first :meth:`hit` and belongs to that event loop; the sync
     client on first :meth:`hit_sync` (redis-py rebuilds its connections after a fork).
@@ -281,7 +289,7 @@ class RedisRateLimitStore:
         self,
         url: str,
         *,
-        prefix: str = "bastion:",
+        prefix: str | None = None,
         socket_timeout: float = 2.0,
         connect_timeout: float = 2.0,
         max_connections: int = 50,
@@ -292,6 +300,17 @@ class RedisRateLimitStore:
                 "Redis rate-limit URL must start with redis://, rediss:// or unix://",
                 setting="url",
             )
+        url, url_prefix = pop_query(url, "prefix")
+        url, _transport = pop_query(url, "transport")
+        if url_prefix is not None and prefix is not None:
+            raise ConfigurationError(
+                "Redis rate-limit prefix is given both in the URL and as prefix=; give it once",
+                setting="prefix",
+            )
+        if url_prefix is not None:
+            prefix = url_prefix
+        elif prefix is None:
+            prefix = DEFAULT_PREFIX
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigurationError(
                 f"Redis rate-limit prefix {prefix!r} must be text without braces "
@@ -315,7 +334,7 @@ class RedisRateLimitStore:
             "timeout": float(socket_timeout),
             "max_connections": max_connections,
         }
-        self._options.update(_without_maintenance_notifications({}))
+        self._options.update(without_maintenance_notifications({}))
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._aclient: AsyncRedis | None = None
