@@ -12,7 +12,11 @@ in-process with a session cookie obtained by one set-up request. Cases and their
   (no store, no cookie) shows the floor any session middleware sits on.
 * untouched: bastion with no cookie against a pass-through ASGI middleware on the same app.
 * flask modify on Redis: ``bastion.flask.Bastion`` against Flask-Session's Redis interface, both
-  driven as WSGI callables with a prebuilt environ (sync driver, no event loop).
+  driven as WSGI callables with a prebuilt environ (sync driver, no event loop), beside the I/O
+  floor: the same Flask app whose handler does one redis-py ``GET`` and one ``SET`` itself.
+* floors for the targets: the memory rows also show :class:`LeastJSONSession`, the least a
+  server-side session with hashed IDs and JSON records can do (no checks at all); any session
+  with those two properties costs at least that much.
 
 The set-up also proves the round trips per request kind on counted memory and Redis stores
 (untouched 0, or 1 on Redis when a cookie is sent since the read is preloaded; read-only 1;
@@ -21,8 +25,12 @@ modified 2; no cookie 0) and refuses to run if they differ.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import json
 import re
+import time
 import warnings
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -42,6 +50,7 @@ from starsessions import SessionMiddleware as StarSessionMiddleware
 from starsessions.stores.redis import RedisStore as StarRedisStore
 
 from bastion.asgi import SessionMiddleware
+from bastion.core.cookies import parse_cookie
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.flask import Bastion
@@ -58,7 +67,7 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
-    from bench.driver import ASGIApp, Receive, Scope, Send
+    from bench.driver import ASGIApp, Message, Receive, Scope, Send
     from bench.group import Options
     from bench.measure import Case
 
@@ -114,6 +123,62 @@ class DictSession:
         if scope["type"] == "http":
             scope["session"] = {"n": 1}
         await self.app(scope, receive, send)
+
+
+def least_key(cookie: str) -> bytes:
+    """The dict key of :class:`LeastJSONSession`: SHA-256 of the decoded session ID."""
+    session_id = parse_cookie(cookie)["session"]
+    return hashlib.sha256(base64.urlsafe_b64decode(session_id + "=")).digest()
+
+
+def least_record() -> str:
+    """A record in bastion's shape (times, ID hash, user, flags, client, data), 200-odd bytes."""
+    now = time.time()
+    return json.dumps(
+        {
+            "v": 1,
+            "c": now,
+            "i": now,
+            "s": now,
+            "x": base64.urlsafe_b64encode(hashlib.sha256(b"x").digest()).decode().rstrip("="),
+            "u": None,
+            "a": None,
+            "p": False,
+            "ip": "127.0.0.1",
+            "ua": "bastion-bench/1",
+            "d": {"n": 1},
+        },
+        separators=(",", ":"),
+    )
+
+
+class LeastJSONSession:
+    """The least a server-side session with hashed IDs and JSON records can do per request:
+    find the cookie, decode and hash the ID, get the record from a dict, decode it, and on the
+    response encode it and put it back. No validation, change tracking, expiry, compare-and-set,
+    registry or cookie refresh: a floor for the memory rows, not a usable session."""
+
+    def __init__(self, app: ASGIApp, *, records: dict[bytes, str]) -> None:
+        self.app = app
+        self.records = records
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cookie = ""
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie = value.decode("latin-1")
+        key = least_key(cookie)
+        record = json.loads(self.records[key])
+        scope["session"] = record["d"]
+        records = self.records
+
+        async def put_back(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record["s"] = time.time()
+                records[key] = json.dumps(record, separators=(",", ":"))
+            await send(message)
+
+        await self.app(scope, receive, put_back)
 
 
 class PassThrough:
@@ -235,11 +300,24 @@ def _flask_cases(stack: AsyncExitStack, url: str) -> list[Case]:
         SECRET_KEY=KeyRing.generate().current.to_text(),
     )
     FlaskSession(peer)
+    floor = Flask("bench-floor")
+
+    @floor.post("/modify")
+    def modify() -> str:
+        raw = client.get(PREFIX + "flask-floor")
+        client.set(PREFIX + "flask-floor", raw or b"{}", px=3_600_000)
+        return "ok"
+
     ours_env = _environ(_flask_cookie(ours))
     peer_env = _environ(_flask_cookie(peer))
     base = "flask modify redis: Flask-Session"
     return [
         sync_case(base, partial(_wsgi_call, peer.wsgi_app, peer_env)),
+        sync_case(
+            "flask modify redis: floor GET+SET (no session)",
+            partial(_wsgi_call, floor.wsgi_app, _environ(None)),
+            baseline=base,
+        ),
         sync_case(
             "flask modify redis: bastion",
             partial(_wsgi_call, ours.wsgi_app, ours_env),
@@ -347,6 +425,18 @@ async def session_cases(options: Options) -> AsyncIterator[list[Case]]:
                 baseline="memory modify: starsessions",
             )
         )
+        records = {least_key(cookies["ours_memory"]): least_record()}
+        cases.append(
+            async_case(
+                "memory modify: least JSON session (no checks)",
+                partial(
+                    call_asgi,
+                    _app(Middleware(LeastJSONSession, records=records)),
+                    _scope("/modify", cookies["ours_memory"]),
+                ),
+                baseline="memory modify: starsessions",
+            )
+        )
         ours_mem = _scope("/modify", cookies["ours_memory"])
         cases += [
             async_case(
@@ -371,7 +461,7 @@ async def session_cases(options: Options) -> AsyncIterator[list[Case]]:
         )
         cases += _flask_cases(stack, url)
         yield cases
-        await floor_client.delete(PREFIX + "floor")
+        await floor_client.delete(PREFIX + "floor", PREFIX + "flask-floor")
 
 
 GROUP = Group(
