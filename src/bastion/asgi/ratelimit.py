@@ -9,17 +9,36 @@ Plain ASGI, one concern. For each HTTP request it applies every matching
 * admitted: the app runs and the rate-limit headers are appended to its response (headers the
   app set itself are left alone).
 
+WebSocket handshakes are limited too (``websockets=True``, the default), so a connection flood
+on a WebSocket route is counted like a request flood. A handshake is an HTTP ``GET``: it is
+matched against the same routes as ``GET`` of its path, keyed and charged by the same key and
+cost functions (which see the ``websocket`` scope with ``"method": "GET"`` added), and the
+engine's failure policies, shadow mode and audit events apply unchanged. Then:
+
+* admitted: the app runs unchanged (no headers are added to the ``101`` response);
+* refused: the app is not called. When the server supports the ASGI ``websocket.http.response``
+  extension the client gets a real ``429`` with ``Retry-After`` and the rate-limit headers (a
+  ``503`` when a fail-closed backend is down); without it the handshake is closed before
+  accept with code ``1008`` (policy violation), reason ``"rate limited"`` (``1013``, try again
+  later, for the outage), and the client learns no retry time.
+
+Only the handshake is counted: this bounds the rate of new connections, not how many stay
+open, and messages on an open connection are not counted. ``websockets=False`` lets WebSocket
+scopes through unlimited, as before; it leaves WebSocket routes open to connection floods, so
+limit them elsewhere (the proxy, or the app's own accept logic) when choosing it. Lifespan
+traffic always passes through.
+
 Keys: :func:`client_ip_key` (the default) uses the connection's peer, and ``X-Forwarded-For`` /
 ``Forwarded`` only from the configured trusted proxies; :func:`header_key` keys by a header
 (an API key, hashed); :func:`user_key` by ``scope["user"]`` (Starlette's authentication);
 :func:`path_key` by route, shared by every client. Any callable of the scope works. A key
-function returning ``None`` exempts the request. WebSocket and lifespan traffic pass through.
+function returning ``None`` exempts the request (or the handshake).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit import ClientIP
 from bastion.engine.ratelimit import header_bytes, routes_of
@@ -41,6 +60,10 @@ __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "us
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
 _TOO_MANY: Final = b"Too Many Requests"
 _UNAVAILABLE: Final = b"Service Unavailable"
+_WS_START: Final = "websocket.http.response.start"
+_WS_BODY: Final = "websocket.http.response.body"
+_WS_EXTENSION: Final = "websocket.http.response"
+
 _OURS: Final = frozenset(
     {
         b"ratelimit",
@@ -50,6 +73,19 @@ _OURS: Final = frozenset(
         b"x-ratelimit-reset",
     }
 )
+
+
+class _Refusal(NamedTuple):
+    """How a refused handshake is answered: the denial response, or the close without it."""
+
+    status: int
+    body: bytes
+    close_code: int
+    reason: str
+
+
+_WS_LIMITED: Final = _Refusal(429, _TOO_MANY, 1008, "rate limited")  # 1008: policy violation
+_WS_UNAVAILABLE: Final = _Refusal(503, _UNAVAILABLE, 1013, "service unavailable")  # try later
 
 
 def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
@@ -111,9 +147,13 @@ class RateLimitMiddleware:
 
     ``key`` is the default key function for routes without their own. ``ietf_headers`` sends
     ``RateLimit-Policy`` and ``RateLimit``; ``legacy_headers`` sends ``X-RateLimit-*``.
+    ``websockets`` (default ``True``) limits WebSocket handshakes as ``GET`` requests of their
+    path: refused with a ``429``/``503`` denial response where the server supports it, else
+    closed before accept with code ``1008``/``1013``. ``False`` lets them through unlimited,
+    which leaves WebSocket routes open to connection floods.
     """
 
-    __slots__ = ("_app", "_ietf", "_key", "_legacy", "_limiter", "_routes")
+    __slots__ = ("_app", "_ietf", "_key", "_legacy", "_limiter", "_routes", "_websockets")
 
     def __init__(
         self,
@@ -124,6 +164,7 @@ class RateLimitMiddleware:
         key: KeyFunc | None = None,
         ietf_headers: bool = True,
         legacy_headers: bool = False,
+        websockets: bool = True,
     ) -> None:
         self._app = app
         self._limiter = limiter
@@ -131,10 +172,11 @@ class RateLimitMiddleware:
         self._key = key if key is not None else client_ip_key()
         self._ietf = bool(ietf_headers)
         self._legacy = bool(legacy_headers)
+        self._websockets = bool(websockets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self._app(scope, receive, send)
+            await self._not_http(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
         client = scope.get("client")
@@ -187,6 +229,60 @@ class RateLimitMiddleware:
             return send(message)
 
         await self._app(scope, receive, send_with_headers)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self._websockets:
+            await self._websocket(scope, receive, send)
+            return
+        await self._app(scope, receive, send)  # lifespan, or WebSockets opted out
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A handshake, decided as a ``GET`` of its path. Kept apart from the HTTP path in
+        ``__call__`` (which is tuned and stays free of WebSocket checks); the route matching,
+        keying and deciding are the same calls."""
+        path = scope["path"]
+        # Key and cost functions written for HTTP may read scope["method"]: a handshake is a
+        # GET. A shallow copy, so the app still sees the server's scope unchanged.
+        request = scope if "method" in scope else {**scope, "method": "GET"}
+        client = scope.get("client")
+        peer = client[0] if client else None
+        results: list[RateLimitResult] = []
+        for route, everywhere in self._routes:
+            if not everywhere and not route.matches("GET", path):
+                continue
+            key = (route.key or self._key)(request)
+            if key is None:
+                continue
+            cost = route.cost_of(request)
+            results.append(await self._limiter.hit(route.rule, key, cost=cost, client_ip=peer))
+        for result in results:
+            if result.unavailable:
+                await _deny(scope, receive, send, _WS_UNAVAILABLE, [])
+                return
+        for result in results:
+            if not result.allowed:
+                headers = header_bytes(results, ietf=self._ietf, legacy=self._legacy)
+                await _deny(scope, receive, send, _WS_LIMITED, headers)
+                return
+        await self._app(scope, receive, send)
+
+
+async def _deny(
+    scope: Scope, receive: Receive, send: Send, how: _Refusal, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Refuse a WebSocket handshake before accept: a denial response when the server offers
+    the extension, else a close with the refusal's code. The ``websocket.connect`` message is
+    read first, as the ASGI spec orders; a client that has already gone gets nothing."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    if _WS_EXTENSION in (scope.get("extensions") or {}):
+        length = (b"content-length", str(len(how.body)).encode("ascii"))
+        start = {"type": _WS_START, "status": how.status, "headers": [_TEXT, length, *headers]}
+        await send(start)
+        await send({"type": _WS_BODY, "body": how.body})
+        return
+    await send({"type": "websocket.close", "code": how.close_code, "reason": how.reason})
 
 
 async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
