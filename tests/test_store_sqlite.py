@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from bastion.core.clock import FrozenClock
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.stores import open_store
 from bastion.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from bastion.testing.store_contract import SharedStoreContract
 
@@ -262,6 +263,40 @@ async def test_aclose_stops_the_worker_thread_and_refuses_later_calls(db_path: P
         await store.get("k")
 
 
+def _new_workers(before: set[int | None]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.ident not in before]
+
+
+@pytest.mark.asyncio
+async def test_reads_run_inline_and_writes_on_the_worker_thread(db_path: Path) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.get("k") is None
+        assert _new_workers(before) == []  # a read needs no thread hop
+        await store.set("k", b"v")
+        assert [name.startswith("bastion-sqlite") for name in _new_workers(before)] == [True]
+        assert await store.get("k") == b"v"  # read-your-writes across the two connections
+        await store.compare_and_set("k", b"v", b"w")
+        assert await store.get("k") == b"w"
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_inline_reads_can_be_turned_off_by_url(db_path: Path) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    store = open_store(f"sqlite:///{db_path}?inline_reads=false")
+    try:
+        assert await store.get("k") is None
+        assert [name.startswith("bastion-sqlite") for name in _new_workers(before)] == [True]
+    finally:
+        await store.aclose()
+    with pytest.raises(ConfigurationError, match="inline_reads='maybe'") as info:
+        open_store(f"sqlite:///{db_path}?inline_reads=maybe")
+    assert info.value.setting == "inline_reads"
+
+
 @pytest.mark.asyncio
 async def test_aclose_lets_in_flight_calls_finish(db_path: Path) -> None:
     store = SQLiteStore(db_path)
@@ -288,7 +323,9 @@ def _use_after_fork(store: SQLiteStore) -> None:
         if await store.get("k") != b"from the parent":
             raise SystemExit(2)
         await store.set("k", b"from the child")
-        if len(store._inherited) != 1:  # the parent's connection: kept, never used
+        # The parent's worker connection and its main thread's read connection: kept, never
+        # used or closed here.
+        if len(store._inherited) != 2:
             raise SystemExit(3)
         await store.aclose()
 
@@ -301,6 +338,7 @@ def test_a_forked_child_opens_its_own_connection(db_path: Path) -> None:
     """gunicorn --preload: the app used the store, then the worker processes were forked."""
     store = SQLiteStore(db_path)
     asyncio.run(store.set("k", b"from the parent"))
+    assert asyncio.run(store.get("k")) == b"from the parent"  # an inline read: its own connection
     child = multiprocessing.get_context("fork").Process(target=_use_after_fork, args=(store,))
     child.start()
     child.join(timeout=30)
@@ -326,6 +364,7 @@ def test_repr_names_the_absolute_path(tmp_path: Path, monkeypatch: pytest.Monkey
         ({"synchronous": "off"}, "synchronous"),
         ({"purge_every": -1}, "purge_every"),
         ({"purge_every": 1.5}, "purge_every"),
+        ({"inline_reads": "yes"}, "inline_reads"),
     ],
 )
 def test_settings_are_validated(tmp_path: Path, kwargs: dict[str, object], setting: str) -> None:

@@ -5,8 +5,9 @@ Baselines, measured in the same run and the same event loop:
 * memory: a plain ``dict`` lookup, assignment, and compare-then-assign, called synchronously.
 * sqlite: the same SQL statement on a file with the store's settings (WAL, ``synchronous =
   FULL``, autocommit, 5 s busy timeout), executed directly on the calling thread; and the same
-  statement sent to a one-thread executor with ``run_in_executor``, as the store does, so the
-  table separates the cost of the thread hop from the cost of the store itself.
+  statement sent to a one-thread executor with ``run_in_executor``, as the store does for
+  writes (reads run inline), so the table separates the cost of the thread hop from the cost of
+  the store itself.
 * redis: ``redis.asyncio`` ``GET``, ``SET ... PX`` and a minimal compare-and-set Lua script sent
   with ``EVALSHA``, on the same server as the store.
 

@@ -5,7 +5,7 @@ Accepted forms::
     memory://                      MemoryStore (query: max_entries)
     sqlite:///relative/path.db     SQLiteStore, path relative to the working directory
     sqlite:////absolute/path.db    SQLiteStore, absolute path (query: timeout, synchronous,
-                                   purge_every)
+                                   purge_every, inline_reads)
     redis://[:password@]host:port/db     RedisStore (query options: see bastion.stores.redis)
     rediss://[:password@]host:port/db    the same over TLS
 
@@ -45,8 +45,8 @@ def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store
     """Open the store that ``url`` names; see the module docstring for the forms.
 
     ``clock`` defaults to the wall clock. ``options`` are passed to the store's constructor
-    (``max_entries`` for memory; ``timeout``, ``synchronous``, ``purge_every`` for SQLite; the
-    Redis store's ``from_url`` options for Redis).
+    (``max_entries`` for memory; ``timeout``, ``synchronous``, ``purge_every``, ``inline_reads``
+    for SQLite; the Redis store's ``from_url`` options for Redis).
     """
     if not isinstance(url, str):
         raise ConfigurationError(
@@ -77,7 +77,12 @@ def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store
             "sqlite://",
             parts.query,
             options,
-            {"timeout": _float, "synchronous": str.lower, "purge_every": _int},
+            {
+                "timeout": _float,
+                "synchronous": str.lower,
+                "purge_every": _int,
+                "inline_reads": _bool,
+            },
         )
         from bastion.stores.sqlite import SQLiteStore  # noqa: PLC0415 (lazy, like the others)
 
@@ -195,6 +200,15 @@ def _unknown_option(form: str, name: str, accepted: dict[str, Any]) -> Configura
 
 def _int(text: str) -> int:
     return int(text, 10)
+
+
+def _bool(text: str) -> bool:
+    folded = text.strip().lower()
+    if folded in {"true", "1", "yes", "on"}:
+        return True
+    if folded in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(text)
 
 
 def _float(text: str) -> float:
