@@ -13,8 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,6 +22,7 @@ from starlette.routing import Route
 
 import test_observatory as observatory
 from observatory_app import app as strict_app
+from servers import uvicorn_thread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,32 +44,8 @@ def bastion(*args: str) -> subprocess.CompletedProcess[str]:
 
 def serve(app: ASGIApp, **ssl: str) -> Iterator[int]:
     """``app`` under uvicorn in a thread on a free port (HTTPS when ``ssl`` names files)."""
-    import uvicorn  # noqa: PLC0415
-
-    port = observatory._free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        ws="none",
-        lifespan="off",
-        server_header=False,
-        **ssl,  # type: ignore[arg-type]
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.02)  # polling a starting server, not waiting for a time window
-    try:
+    with uvicorn_thread(app, ws="none", server_header=False, **ssl) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from bastion.errors import ConfigurationError
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import afetch_token, browser_headers, find_token
+from servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -386,16 +386,10 @@ def test_banner_names_the_url_and_the_seeded_accounts() -> None:
     assert f"user 'admin' (admin), password: {SEED}" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_bastion_demo_serves_on_loopback(tmp_path: Path) -> None:
     """`bastion demo` as `make demo` runs it: a real uvicorn server on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "demo.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", PASSWORD_SETTING: SEED}
     env.pop("ENV", None)

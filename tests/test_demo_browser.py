@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from bastion.core.clock import FrozenClock
 from bastion.demo.app import DemoApp
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
+from servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,12 +56,6 @@ try:
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover (depends on the machine)
     sync_playwright = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +92,7 @@ def served() -> Iterator[Served]:
         hasher=PasswordHasher(TEST_ONLY_PROFILE),
         production=False,
     )
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", ws="none", server_header=False
     )

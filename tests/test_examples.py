@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from bastion.engine.ratelimit import RateLimiter
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.testing.csrf import browser_headers, fetch_token, find_token
+from servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -313,12 +313,6 @@ def test_flask_login_rate_limit(flask_example: Flask) -> None:
 
 
 # --- Flask: a real server process -------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -120,13 +121,6 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _get(port: int, ca: Path, path: str = "/") -> tuple[int, list[tuple[str, str]], bytes]:
     context = ssl.create_default_context(cafile=str(ca))
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
@@ -141,7 +135,7 @@ def _get(port: int, ca: Path, path: str = "/") -> tuple[int, list[tuple[str, str
 @pytest.fixture
 def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     ca, cert, key = _make_certificates(tmp_path)
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "tests.observatory_app:app",
         "--host", "127.0.0.1", "--port", str(port),

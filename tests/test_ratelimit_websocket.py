@@ -36,6 +36,7 @@ from bastion.core.keys import SecretKey
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
 from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from servers import uvicorn_thread
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -430,36 +431,12 @@ def test_websocket_close_is_caught_by_a_starlette_client_without_the_extension()
 
 
 def test_a_real_uvicorn_server_refuses_the_handshake_over_the_limit() -> None:
-    import socket  # noqa: PLC0415 (this test only)
-    import threading  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
-    import uvicorn  # noqa: PLC0415
-    from websockets.exceptions import InvalidStatus  # noqa: PLC0415
+    from websockets.exceptions import InvalidStatus  # noqa: PLC0415 (this test only)
     from websockets.sync.client import connect  # noqa: PLC0415
 
     limiter, sink = make_limiter()
     app = ws_app(limiter, [Rule("ws", "2/minute")])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ws="websockets-sansio",
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "uvicorn exited early"
-            assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
-            time.sleep(0.02)
+    with uvicorn_thread(app, ws="websockets-sansio") as port:
         url = f"ws://127.0.0.1:{port}/ws"
         for _ in range(2):
             with connect(url, open_timeout=5) as websocket:
@@ -467,15 +444,11 @@ def test_a_real_uvicorn_server_refuses_the_handshake_over_the_limit() -> None:
                 assert websocket.recv(timeout=5) == "ping|method=None"
         with pytest.raises(InvalidStatus) as caught:
             connect(url, open_timeout=5)
-        response = caught.value.response
-        assert response.status_code == 429
-        # Token bucket (the default) on a frozen clock: the next handshake is due in 60 s / 2,
-        # the bucket is full again in 60 s.
-        assert response.headers["Retry-After"] == "30"
-        assert response.headers["RateLimit"] == '"ws";r=0;t=60'
-        assert response.body == b"Too Many Requests"
-        assert [event[0] for event in refusals(sink)] == ["excess_rate_limit_exceeded"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-    assert not thread.is_alive()
+    response = caught.value.response
+    assert response.status_code == 429
+    # Token bucket (the default) on a frozen clock: the next handshake is due in 60 s / 2,
+    # the bucket is full again in 60 s.
+    assert response.headers["Retry-After"] == "30"
+    assert response.headers["RateLimit"] == '"ws";r=0;t=60'
+    assert response.body == b"Too Many Requests"
+    assert [event[0] for event in refusals(sink)] == ["excess_rate_limit_exceeded"]
