@@ -24,7 +24,7 @@ from bastion.apikeys import (
     scope_allows,
 )
 from bastion.core.apikeys import API_KEY_LENGTH, api_key_checksum, validate_scopes
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.engine.apikeys import ApiKeyManager
@@ -34,23 +34,13 @@ from bastion.stores.memory import MemoryStore
 from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
     from bastion.stores.base import Store
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def names(self) -> list[str]:
-        return [str(event.name) for event in self.events]
 
 
 class CountingStore:
@@ -109,8 +99,8 @@ def ring() -> KeyRing:
 
 
 @pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
+def sink() -> RecordingAuditSink:
+    return RecordingAuditSink()
 
 
 @pytest.fixture
@@ -120,7 +110,7 @@ def counting(store: Store) -> CountingStore:
 
 @pytest.fixture
 def manager(
-    counting: CountingStore, ring: KeyRing, clock: FrozenClock, sink: ListSink
+    counting: CountingStore, ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink
 ) -> ApiKeyManager:
     auditor = Auditor(IdentifierHasher(ring), clock, sink)
     return ApiKeyManager(counting, ring, clock=clock, auditor=auditor)
@@ -206,7 +196,7 @@ def test_scopes_are_validated() -> None:
 
 @pytest.mark.asyncio
 async def test_create_then_verify(
-    manager: ApiKeyManager, counting: CountingStore, ring: KeyRing, sink: ListSink
+    manager: ApiKeyManager, counting: CountingStore, ring: KeyRing, sink: RecordingAuditSink
 ) -> None:
     created = await manager.create(
         "user-1", name="ci", scopes=["posts:*"], rate_limit=RateLimitSetting(limit=10, period=60)
@@ -232,7 +222,7 @@ async def test_create_then_verify(
 
 @pytest.mark.asyncio
 async def test_bad_checksum_is_refused_before_any_store_call(
-    manager: ApiKeyManager, counting: CountingStore, sink: ListSink
+    manager: ApiKeyManager, counting: CountingStore, sink: RecordingAuditSink
 ) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     tampered = created.token[:-1] + ("A" if created.token[-1] != "A" else "B")
@@ -251,7 +241,9 @@ async def test_bad_checksum_is_refused_before_any_store_call(
 
 
 @pytest.mark.asyncio
-async def test_unknown_but_well_formed_key_is_401(manager: ApiKeyManager, sink: ListSink) -> None:
+async def test_unknown_but_well_formed_key_is_401(
+    manager: ApiKeyManager, sink: RecordingAuditSink
+) -> None:
     result = await manager.verify(generate_api_key())
     assert result.status is ApiKeyStatus.UNKNOWN
     assert result.http_status == 401
@@ -272,7 +264,7 @@ async def test_expired_key_is_401(manager: ApiKeyManager, clock: FrozenClock) ->
 
 
 @pytest.mark.asyncio
-async def test_revoked_key_is_401(manager: ApiKeyManager, sink: ListSink) -> None:
+async def test_revoked_key_is_401(manager: ApiKeyManager, sink: RecordingAuditSink) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     assert await manager.revoke(created.record.key_id)
     assert not await manager.revoke(created.record.key_id)  # already revoked
@@ -284,7 +276,9 @@ async def test_revoked_key_is_401(manager: ApiKeyManager, sink: ListSink) -> Non
 
 
 @pytest.mark.asyncio
-async def test_read_scope_on_a_write_route_is_403(manager: ApiKeyManager, sink: ListSink) -> None:
+async def test_read_scope_on_a_write_route_is_403(
+    manager: ApiKeyManager, sink: RecordingAuditSink
+) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     result = await manager.verify(created.token, required_scope="posts:write")
     assert result.status is ApiKeyStatus.INSUFFICIENT_SCOPE

@@ -34,20 +34,11 @@ from bastion.core.audit import (
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.errors import ConfigurationError
+from bastion.testing.audit import RecordingAuditSink
 
 KEY = SecretKey(b"audit-key-" * 4)
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 NAME_RE = re.compile(r"[a-z]+(_[a-z0-9]+)*")
-
-
-class ListSink:
-    """Keeps emitted events in memory (a real sink, not a stand-in for a store)."""
-
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture
@@ -56,12 +47,12 @@ def hasher() -> IdentifierHasher:
 
 
 @pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
+def sink() -> RecordingAuditSink:
+    return RecordingAuditSink()
 
 
 @pytest.fixture
-def auditor(hasher: IdentifierHasher, sink: ListSink) -> Auditor:
+def auditor(hasher: IdentifierHasher, sink: RecordingAuditSink) -> Auditor:
     return Auditor(hasher, FrozenClock(T0), sink)
 
 
@@ -79,7 +70,9 @@ def _event(**kwargs: object) -> AuditEvent:
 # --- shape --------------------------------------------------------------------------------
 
 
-def test_json_shape_is_exact(auditor: Auditor, hasher: IdentifierHasher, sink: ListSink) -> None:
+def test_json_shape_is_exact(
+    auditor: Auditor, hasher: IdentifierHasher, sink: RecordingAuditSink
+) -> None:
     event = auditor.emit(
         EventName.AUTHN_LOGIN_FAIL,
         outcome=Outcome.FAILURE,
@@ -493,12 +486,27 @@ def test_logging_sink_respects_the_logger_level(
 
 def test_sinks_satisfy_the_protocol() -> None:
     assert isinstance(LoggingAuditSink(), AuditSink)
-    assert isinstance(ListSink(), AuditSink)
+    assert isinstance(RecordingAuditSink(), AuditSink)
     assert not isinstance(object(), AuditSink)
 
 
-def test_event_builds_without_sending(auditor: Auditor, sink: ListSink) -> None:
+def test_event_builds_without_sending(auditor: Auditor, sink: RecordingAuditSink) -> None:
     event = auditor.event(EventName.SESSION_EXPIRED, outcome=Outcome.SUCCESS, session="s1")
     assert sink.events == []
     assert event.session is not None
     assert event.time == datetime.fromtimestamp(T0, tz=UTC)
+
+
+def test_the_recording_sink_keeps_events_in_order() -> None:
+    sink = RecordingAuditSink()
+    assert isinstance(sink, AuditSink)
+    auditor = Auditor(IdentifierHasher(SecretKey(b"r" * 32)), FrozenClock(1_700_000_000.0), sink)
+    auditor.emit(EventName.AUTHN_LOGIN_FAIL, outcome=Outcome.FAILURE, user="alice")
+    auditor.emit(EventName.MALICIOUS_CSRF, outcome=Outcome.FAILURE)
+    assert sink.names() == ["authn_login_fail", "malicious_csrf"]
+    user = sink.events[0].user
+    assert user is not None
+    assert "alice" not in str(user)  # identifiers arrive hashed, as in a production sink
+    assert repr(sink) == "RecordingAuditSink(2 events)"
+    sink.clear()
+    assert sink.names() == []

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from bastion.apikeys import ApiKeyStatus, generate_api_key
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.core.throttle import BackoffRule, ThrottleCounter, ThrottlePolicy
@@ -28,6 +28,7 @@ from bastion.stores.keyspace import hash_tag, key_slot
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.sync_store import CountingStore
 
 if TYPE_CHECKING:
@@ -40,17 +41,6 @@ START = 1_800_000_010.0  # 10 s into a 30 s TOTP step
 ATTACKER = "198.51.100.7"
 VICTIM_IP = "203.0.113.20"
 STORES = ["memory", "sqlite", "redis"]
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def names(self) -> list[str]:
-        return [str(event.name) for event in self.events]
 
 
 def open_store(kind: str, request: pytest.FixtureRequest, clock: FrozenClock, path: Path) -> Store:
@@ -104,11 +94,11 @@ def ring() -> KeyRing:
 
 
 @pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
+def sink() -> RecordingAuditSink:
+    return RecordingAuditSink()
 
 
-def auditor(ring: KeyRing, clock: FrozenClock, sink: ListSink) -> Auditor:
+def auditor(ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink) -> Auditor:
     return Auditor(IdentifierHasher(ring), clock, sink)
 
 
@@ -116,7 +106,7 @@ def auditor(ring: KeyRing, clock: FrozenClock, sink: ListSink) -> Auditor:
 
 
 def test_sync_attacker_cannot_lock_the_victim_out(
-    counted: CountingStore, ring: KeyRing, clock: FrozenClock, sink: ListSink
+    counted: CountingStore, ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink
 ) -> None:
     throttle = LoginThrottle(counted, ring, clock=clock, auditor=auditor(ring, clock, sink))
     failures = 0
@@ -273,7 +263,7 @@ def test_sync_methods_need_a_sync_side(ring: KeyRing) -> None:
 
 
 def test_sync_api_key_life_cycle(
-    counted: CountingStore, ring: KeyRing, clock: FrozenClock, sink: ListSink
+    counted: CountingStore, ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink
 ) -> None:
     keys = ApiKeyManager(counted, ring, clock=clock, auditor=auditor(ring, clock, sink))
     reader = keys.create_sync("alice", scopes=["posts:read"], expires_in=3600)

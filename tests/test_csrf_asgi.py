@@ -37,6 +37,7 @@ from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -50,14 +51,6 @@ HTTPS = "https://testserver"
 JSON = {"Accept": "application/json"}
 PAGE = '<form method="post" action="/submit">{{ csrf_input() }}</form><i>{{ csrf_token() }}</i>'
 TOKEN_IN_PAGE = re.compile(r'name="csrf_token" value="([A-Za-z0-9_-]+)"')
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
 
 
 def make_routes() -> list[Any]:
@@ -119,7 +112,7 @@ def make_routes() -> list[Any]:
 class Harness:
     def __init__(self, store: Store | None = None, **csrf: Any) -> None:
         self.clock = FrozenClock()
-        self.sink = ListSink()
+        self.sink = RecordingAuditSink()
         self.keyring = KeyRing.generate()
         auditor = Auditor(IdentifierHasher(self.keyring), self.clock, self.sink)
         self.store = store if store is not None else MemoryStore(clock=self.clock)

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask, jsonify, render_template_string, request, session
 from werkzeug.test import Client
 
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.keys import KeyRing
@@ -22,6 +22,7 @@ from bastion.flask import CSRF, Bastion, login
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.csrf import browser_headers, fetch_token, find_token, token_headers
 from bastion.wsgi import CSRFMiddleware, SessionMiddleware
 from bastion.wsgi.csrf import csrf_input, csrf_token
@@ -39,13 +40,7 @@ JSON = {"Accept": "application/json"}
 PAGE = "<form method=post>{{ csrf_input() }}</form><meta name=x content='{{ csrf_token() }}'>"
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
+class ListSink(RecordingAuditSink):
     def reasons(self) -> list[str]:
         return [str(e.details["reason"]) for e in self.events if e.name == "malicious_csrf"]
 

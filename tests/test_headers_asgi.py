@@ -24,11 +24,12 @@ from starlette.templating import Jinja2Templates
 from tests.test_headers import API, RELAXED, STRICT
 
 from bastion.asgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.headers import HeaderPolicy, HeaderRouter
 from bastion.core.keys import KeyRing
 from bastion.errors import ConfigurationError
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -41,16 +42,8 @@ POLICY_NAMES = {*STRICT, *API, *RELAXED, "reporting-endpoints"}
 NONCE_IN_CSP = re.compile(r"'nonce-([0-9a-f]{32})'")
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-
-def make_auditor(clock: FrozenClock) -> tuple[Auditor, ListSink]:
-    sink = ListSink()
+def make_auditor(clock: FrozenClock) -> tuple[Auditor, RecordingAuditSink]:
+    sink = RecordingAuditSink()
     return Auditor(IdentifierHasher(KeyRing.generate()), clock, sink), sink
 
 
@@ -419,7 +412,7 @@ REPORT = {
 
 
 @pytest.fixture
-def receiver() -> tuple[httpx.AsyncClient, ListSink, FrozenClock]:
+def receiver() -> tuple[httpx.AsyncClient, RecordingAuditSink, FrozenClock]:
     clock = FrozenClock(1_000.0)
     auditor, sink = make_auditor(clock)
     app = SecurityHeadersMiddleware(

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask, Response, render_template_string, request
 from tests.test_headers import API, RELAXED, STRICT
-from tests.test_headers_asgi import REPORT, ListSink, make_auditor
+from tests.test_headers_asgi import REPORT, make_auditor
 
 from bastion.core.clock import FrozenClock
 from bastion.core.headers import HeaderPolicy
 from bastion.errors import ConfigurationError
 from bastion.wsgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
+
+if TYPE_CHECKING:
+    from bastion.testing.audit import RecordingAuditSink
 
 POLICY_NAMES = {*STRICT, *API, *RELAXED, "reporting-endpoints"}
 NONCE_IN_CSP = re.compile(r"'nonce-([0-9a-f]{32})'")
@@ -147,7 +150,7 @@ def test_csp_nonce_without_middleware_is_a_clear_error() -> None:
 
 
 @pytest.fixture
-def reporting() -> tuple[Any, ListSink, FrozenClock]:
+def reporting() -> tuple[Any, RecordingAuditSink, FrozenClock]:
     clock = FrozenClock(1_000.0)
     auditor, sink = make_auditor(clock)
     app = flask_app(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
 from bastion.core.ratelimit import Rate, Strategy
@@ -22,6 +22,7 @@ from bastion.engine.ratelimit import (
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreUnavailable
 from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,19 +32,11 @@ if TYPE_CHECKING:
 NOW = 1_700_000_000.0
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-
 def make_limiter(
     clock: FrozenClock | None = None, *, shadow: bool = False
-) -> tuple[RateLimiter, ListSink]:
+) -> tuple[RateLimiter, RecordingAuditSink]:
     clock = clock or FrozenClock(NOW)
-    sink = ListSink()
+    sink = RecordingAuditSink()
     auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink)
     return (
         RateLimiter(MemoryRateLimitStore(clock=clock), auditor=auditor, shadow=shadow),
@@ -192,7 +185,7 @@ async def test_failure_policies_when_redis_stops(
 ) -> None:
     server = start_redis_server()
     clock = FrozenClock(NOW)
-    sink = ListSink()
+    sink = RecordingAuditSink()
     auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink)
     backend = RedisRateLimitStore(server.url, socket_timeout=1, connect_timeout=1)
     limiter = RateLimiter(backend, auditor=auditor, fallback=MemoryRateLimitStore(clock=clock))

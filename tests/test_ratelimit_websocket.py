@@ -30,12 +30,13 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from bastion.asgi import RateLimitMiddleware
-from bastion.core.audit import AuditEvent, Auditor, EventName, IdentifierHasher
+from bastion.core.audit import Auditor, EventName, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
 from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.testing.audit import RecordingAuditSink
 from servers import uvicorn_thread
 
 if TYPE_CHECKING:
@@ -51,19 +52,11 @@ CLIENT = ("203.0.113.7", 4000)
 CLOSED_PORT = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call fails
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-
 def make_limiter(
     backend: RateLimitBackend | None = None, *, shadow: bool = False
-) -> tuple[RateLimiter, ListSink]:
+) -> tuple[RateLimiter, RecordingAuditSink]:
     clock = FrozenClock(NOW)
-    sink = ListSink()
+    sink = RecordingAuditSink()
     auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink)
     limiter = RateLimiter(
         backend if backend is not None else MemoryRateLimitStore(clock=clock),
@@ -112,7 +105,7 @@ def denied(client: TestClient, path: str = "/ws") -> WebSocketDenialResponse:
     return caught.value
 
 
-def refusals(sink: ListSink) -> list[tuple[str, str, object, object]]:
+def refusals(sink: RecordingAuditSink) -> list[tuple[str, str, object, object]]:
     return [
         (e.name, e.outcome, e.details["rule"], e.details["shadow"])
         for e in sink.events
@@ -328,7 +321,9 @@ async def test_a_client_gone_before_connect_gets_nothing() -> None:
 # -- backend outages ------------------------------------------------------------------------------
 
 
-def outage_limiter(policy: str, limit: str = "100/minute") -> tuple[RateLimiter, ListSink, Rule]:
+def outage_limiter(
+    policy: str, limit: str = "100/minute"
+) -> tuple[RateLimiter, RecordingAuditSink, Rule]:
     backend = RedisRateLimitStore(CLOSED_PORT, socket_timeout=1, connect_timeout=1)
     limiter, sink = make_limiter(backend)
     return limiter, sink, Rule("ws", limit, on_failure=policy, strategy="fixed_window")

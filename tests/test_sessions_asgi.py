@@ -34,13 +34,14 @@ from bastion.asgi.sessions import (
     revoke_other_sessions,
     session_engine,
 )
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.sessions import SessionConfig, new_session_id, record_key, session_handle
 from bastion.engine.sessions import Session  # noqa: TC001 (FastAPI resolves it at runtime)
 from bastion.errors import ConfigurationError, SessionDataError
 from bastion.stores.memory import MemoryStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.sync_store import CountingStore
 
 if TYPE_CHECKING:
@@ -50,19 +51,6 @@ if TYPE_CHECKING:
 
 HTTPS = "https://testserver"
 COOKIE = "__Host-session"
-
-
-class ListSink:
-    """An audit sink that keeps events in a list (a real sink, not a mock)."""
-
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def names(self) -> list[str]:
-        return [str(event.name) for event in self.events]
 
 
 async def untouched(_request: Request) -> PlainTextResponse:
@@ -159,7 +147,7 @@ ROUTES = [
 class Harness:
     def __init__(self, **config: Any) -> None:
         self.clock = FrozenClock()
-        self.sink = ListSink()
+        self.sink = RecordingAuditSink()
         self.keyring = KeyRing.generate()
         self.store = CountingStore(MemoryStore(clock=self.clock))
         self.config = SessionConfig(**config)
@@ -307,7 +295,7 @@ def test_signed_cookies_verify_across_key_rotation_and_refuse_tampering() -> Non
     old = SecretKey.generate()
     new = SecretKey.generate()
     store = MemoryStore(clock=FrozenClock())
-    sink = ListSink()
+    sink = RecordingAuditSink()
 
     def app_with(ring: KeyRing) -> Starlette:
         auditor = Auditor(IdentifierHasher(ring), FrozenClock(), sink)

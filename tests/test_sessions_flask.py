@@ -9,7 +9,7 @@ import pytest
 from flask import Flask, jsonify, session
 from werkzeug.test import Client
 
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
@@ -18,6 +18,7 @@ from bastion.flask import Bastion, login, logout, regenerate, session_engine
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.sync_store import CountingStore
 from bastion.wsgi import SessionMiddleware, get_session
 
@@ -34,18 +35,10 @@ HTTPS = "https://localhost"
 COOKIE = "__Host-session"
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-
-def make_flask(store: Store | str, sink: ListSink | None = None, **options: Any) -> Flask:
+def make_flask(store: Store | str, sink: RecordingAuditSink | None = None, **options: Any) -> Flask:
     app = Flask(__name__)
     clock = FrozenClock()
-    auditor = Auditor(IdentifierHasher(KeyRing.generate()), clock, sink or ListSink())
+    auditor = Auditor(IdentifierHasher(KeyRing.generate()), clock, sink or RecordingAuditSink())
     Bastion(app, store=store, auditor=auditor, clock=clock, production=False, **options)
 
     @app.get("/")
@@ -194,7 +187,7 @@ def test_flask_on_redis(redis_url: str, redis_prefix: str) -> None:
 def test_flask_store_outage_is_a_503(start_redis_server: Callable[..., RedisServer]) -> None:
     server = start_redis_server()
     store = RedisStore.from_url(server.url, socket_timeout=1.0, connect_timeout=1.0)
-    sink = ListSink()
+    sink = RecordingAuditSink()
     client = make_flask(store, sink).test_client()
     call(client, "POST", "/incr")
     server.stop()

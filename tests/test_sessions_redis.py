@@ -14,10 +14,11 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from bastion.asgi import SessionMiddleware
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.stores.redis import RedisStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.sync_store import CountingStore
 
 with warnings.catch_warnings():
@@ -36,14 +37,6 @@ pytestmark = pytest.mark.redis
 HTTPS = "https://testserver"
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-
 def close_in(client: TestClient, store: Any) -> None:
     """Close the store on the event loop its async connections belong to (the client's)."""
     portal = client.portal
@@ -51,7 +44,9 @@ def close_in(client: TestClient, store: Any) -> None:
     portal.call(store.aclose)
 
 
-def make_app(store: Any, sink: ListSink, *, preload: bool | None = None, **extra: Any) -> Starlette:
+def make_app(
+    store: Any, sink: RecordingAuditSink, *, preload: bool | None = None, **extra: Any
+) -> Starlette:
     async def untouched(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
@@ -88,7 +83,7 @@ def make_app(store: Any, sink: ListSink, *, preload: bool | None = None, **extra
 
 def test_round_trips_with_preload_on_redis(redis_url: str, redis_prefix: str) -> None:
     store = CountingStore(RedisStore.from_url(redis_url, prefix=redis_prefix))
-    app = make_app(store, ListSink())
+    app = make_app(store, RecordingAuditSink())
     with TestClient(app, base_url=HTTPS) as client:
         assert client.get("/").text == "ok"
         assert store.total == 0  # no cookie: nothing read
@@ -107,7 +102,7 @@ def test_round_trips_with_preload_on_redis(redis_url: str, redis_prefix: str) ->
 
 def test_lazy_loading_on_redis_reads_only_when_touched(redis_url: str, redis_prefix: str) -> None:
     store = CountingStore(RedisStore.from_url(redis_url, prefix=redis_prefix))
-    app = make_app(store, ListSink(), preload=False)
+    app = make_app(store, RecordingAuditSink(), preload=False)
     with TestClient(app, base_url=HTTPS) as client:
         client.post("/incr")
         store.reset()
@@ -124,7 +119,7 @@ def test_store_outage_is_a_503_with_an_audit_event_and_no_logout(
 ) -> None:
     server = start_redis_server()
     store = RedisStore.from_url(server.url, socket_timeout=1.0, connect_timeout=1.0)
-    sink = ListSink()
+    sink = RecordingAuditSink()
     app = make_app(store, sink, preload=preload)
     with TestClient(app, base_url=HTTPS) as client:
         assert client.post("/incr").json() == {"n": 1}
@@ -149,7 +144,7 @@ def test_store_outage_during_the_save_is_a_503_not_an_acknowledgement(
 ) -> None:
     server = start_redis_server()
     store = RedisStore.from_url(server.url, socket_timeout=1.0, connect_timeout=1.0)
-    sink = ListSink()
+    sink = RecordingAuditSink()
     app = make_app(store, sink, stop_before_save=server.stop)
     with TestClient(app, base_url=HTTPS) as client:
         assert client.post("/incr").json() == {"n": 1}

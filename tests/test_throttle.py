@@ -10,7 +10,7 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.core.throttle import (
@@ -27,6 +27,7 @@ from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,17 +37,6 @@ if TYPE_CHECKING:
 
 ATTACKER = "198.51.100.7"
 VICTIM_IP = "203.0.113.20"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def names(self) -> list[str]:
-        return [str(event.name) for event in self.events]
 
 
 @pytest.fixture
@@ -78,12 +68,14 @@ def ring() -> KeyRing:
 
 
 @pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
+def sink() -> RecordingAuditSink:
+    return RecordingAuditSink()
 
 
 @pytest.fixture
-def throttle(store: Store, ring: KeyRing, clock: FrozenClock, sink: ListSink) -> LoginThrottle:
+def throttle(
+    store: Store, ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink
+) -> LoginThrottle:
     return LoginThrottle(
         store, ring, clock=clock, auditor=Auditor(IdentifierHasher(ring), clock, sink)
     )
@@ -162,7 +154,7 @@ def test_rules_are_validated() -> None:
 
 @pytest.mark.asyncio
 async def test_backoff_starts_after_five_failures(
-    throttle: LoginThrottle, clock: FrozenClock, sink: ListSink
+    throttle: LoginThrottle, clock: FrozenClock, sink: RecordingAuditSink
 ) -> None:
     for _ in range(5):
         assert (await throttle.check("alice", ATTACKER)).allowed
@@ -183,7 +175,7 @@ async def test_backoff_starts_after_five_failures(
 
 @pytest.mark.asyncio
 async def test_attacker_cannot_lock_the_victim_out(
-    throttle: LoginThrottle, clock: FrozenClock, sink: ListSink
+    throttle: LoginThrottle, clock: FrozenClock, sink: RecordingAuditSink
 ) -> None:
     wrong = verifier(False)
     failures = 0
@@ -284,7 +276,7 @@ async def test_concurrent_failures_are_all_counted(
 
 @pytest.mark.asyncio
 async def test_audit_events_hash_identifiers(
-    throttle: LoginThrottle, sink: ListSink, ring: KeyRing
+    throttle: LoginThrottle, sink: RecordingAuditSink, ring: KeyRing
 ) -> None:
     await throttle.record_failure("Alice", ATTACKER, request_id="req-1")
     await throttle.record_success("alice", ATTACKER)
