@@ -704,3 +704,15 @@ def test_redis_store_run(redis_url: str, redis_prefix: str) -> None:
         portal = client.portal
         assert portal is not None
         portal.call(store.aclose)
+
+
+def test_a_config_that_is_not_a_csrf_config_is_refused_by_both_middlewares() -> None:
+    from bastion.wsgi import CSRFMiddleware as WSGICSRFMiddleware  # noqa: PLC0415
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("never called")
+
+    for middleware in (CSRFMiddleware, WSGICSRFMiddleware):
+        with pytest.raises(ConfigurationError, match="CSRFConfig") as info:
+            middleware(app, config={"log_only": True}, production=False)  # type: ignore[arg-type]
+        assert info.value.setting == "config"

@@ -22,38 +22,27 @@ from :func:`add_jinja2_globals`).
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.core.audit import (
-    Auditor,
-    EventName,
-    Outcome,
-)
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import Cookie, parse_cookie
+from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
     CSRFConfig,
-    CSRFPolicy,
-    DoubleSubmit,
     Facts,
     FormTokenScanner,
     Reason,
     ScanStatus,
-    check_token,
-    double_submit_setup,
-    logger,
-    mask_secret,
     rejection_body,
-    secret_from_text,
     wants_json,
 )
-from bastion.core.environment import is_production
+from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from bastion.core.audit import Auditor
     from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = [
@@ -88,23 +77,12 @@ class CSRFContext:
     Each :meth:`token` call returns new text (a fresh mask) for the same secret.
     """
 
-    __slots__ = ("_cookie_value", "_identity", "_middleware", "_scope", "_secret", "new_cookie")
+    __slots__ = ("_middleware", "_scope", "state")
 
-    def __init__(
-        self,
-        middleware: CSRFMiddleware,
-        scope: Scope,
-        *,
-        secret: bytes | None = None,
-        cookie_value: str | None = None,
-        identity: str = "",
-    ) -> None:
+    def __init__(self, middleware: CSRFMiddleware, scope: Scope, state: TokenState) -> None:
         self._middleware = middleware
         self._scope = scope
-        self._secret = secret
-        self._cookie_value = cookie_value
-        self._identity = identity
-        self.new_cookie = False
+        self.state = state
 
     @property
     def field_name(self) -> str:
@@ -114,25 +92,18 @@ class CSRFContext:
     def header_name(self) -> str:
         return self._middleware.config.header_name
 
+    @property
+    def new_cookie(self) -> bool:
+        return self.state.new_cookie
+
     def token(self) -> str:
         """A masked token for this request's secret (creating the secret when needed)."""
-        double = self._middleware.double_submit
-        if double is None:
-            session = _session_of(self._scope)
-            return mask_secret(secret_from_text(session.csrf_secret))
-        if self._secret is None:
-            self._cookie_value, self._secret = double.issue(self._identity)
-            self.new_cookie = True
-        return mask_secret(self._secret)
+        return self.state.token(partial(_session_of, self._scope))
 
     def cookie_header(self) -> bytes | None:
         """The ``Set-Cookie`` value for a double-submit cookie issued during this request."""
-        if not self.new_cookie or self._cookie_value is None:
-            return None
-        cookie = self._middleware.cookie
-        return (
-            None if cookie is None else cookie.with_value(self._cookie_value).serialize().encode()
-        )
+        value = self.state.set_cookie()
+        return None if value is None else value.encode("latin-1")
 
 
 def _session_of(scope: Scope) -> Session:
@@ -157,7 +128,7 @@ class CSRFMiddleware:
 
     __slots__ = (
         "_api_keys",
-        "_auditor",
+        "_guard",
         "_header",
         "_identity",
         "_policy",
@@ -179,14 +150,16 @@ class CSRFMiddleware:
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
-        config = CSRFConfig() if config is None else config
-        self._policy = CSRFPolicy(config)
-        config.check_environment(production=is_production() if production is None else production)
+        guard = CSRFGuard(
+            config, keyring=keyring, auditor=auditor, clock=clock, production=production
+        )
+        config = guard.config
+        self._guard = guard
+        self._policy = guard.policy
         self.app = app
         self.config = config
-        parts = double_submit_setup(config, keyring)
-        self.double_submit: DoubleSubmit | None = parts[0] if parts else None
-        self.cookie: Cookie | None = parts[1] if parts else None
+        self.double_submit = guard.double_submit
+        self.cookie = guard.cookie
         self._identity = identity
         self._header = config.header_name.lower().encode("ascii")
         self._api_keys = frozenset(h.lower().encode("ascii") for h in config.api_key_headers)
@@ -207,7 +180,6 @@ class CSRFMiddleware:
                 *self._api_keys,
             }
         )
-        self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
 
     def _facts(self, scope: Scope) -> tuple[Facts, str | None]:
         found: dict[bytes, str] = {}
@@ -255,17 +227,16 @@ class CSRFMiddleware:
             await self.app(scope, receive, send)
             return
         facts, cookie_header = self._facts(scope)
-        context = CSRFContext(self, scope)
-        scope[CONTEXT_KEY] = context
-        double = self.double_submit
-        cookie_value: str | None = None
-        if double is not None:
+        guard = self._guard
+        if guard.double_submit is None:
+            state = TokenState(guard)
+        else:
             cookie_value = parse_cookie(cookie_header or "").get(self.config.cookie_name or "")
             identity = (self._identity(scope) if self._identity else None) or ""
-            context._identity = identity
-            secret = double.verify(cookie_value, identity)
-            if secret is not None:
-                context._secret, context._cookie_value = secret, cookie_value
+            state = guard.begin(cookie_value, identity)
+        context = CSRFContext(self, scope, state)
+        scope[CONTEXT_KEY] = context
+        if guard.double_submit is not None:
             send = self._cookie_sender(context, send)
         verdict = self._policy.check(facts)
         if verdict.passed is not None:
@@ -283,7 +254,7 @@ class CSRFMiddleware:
                 return  # the client disconnected while sending the body
             token, reason, receive = outcome
         if reason is None:
-            reason = self._judge_token(token, facts, scope, context, cookie_value)
+            reason = guard.judge_token(token, facts, state, partial(_session_of, scope))
         if reason is None or not await self._refuse(reason, facts, send):
             await self.app(scope, receive, send)
 
@@ -303,30 +274,6 @@ class CSRFMiddleware:
         status, replay = outcome
         return scanned.token, _SCAN_REASONS.get(status), replay
 
-    def _judge_token(
-        self,
-        token: str | bytes | None,
-        facts: Facts,
-        scope: Scope,
-        context: CSRFContext,
-        cookie_value: str | None,
-    ) -> Reason | None:
-        if token is None:
-            return self._policy.missing_reason(facts)
-        if self.double_submit is None:
-            session = _session_of(scope)
-            if session.is_new:
-                return Reason.NO_SESSION
-            return check_token(token, secret_from_text(session.csrf_secret))
-        secret = context._secret
-        if secret is None or cookie_value is None:
-            return Reason.NO_SESSION
-        raw = token.encode("utf-8", "replace") if isinstance(token, str) else token
-        if b"." in raw:  # the cookie value itself, copied by JavaScript (classic double submit)
-            expected = cookie_value.encode("utf-8", "replace")
-            return None if hmac.compare_digest(raw.strip(), expected) else Reason.TOKEN_INCORRECT
-        return check_token(token, secret)
-
     def _cookie_sender(self, context: CSRFContext, send: Send) -> Send:
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -339,29 +286,9 @@ class CSRFMiddleware:
 
         return send_with_cookie
 
-    def _audit(self, reason: Reason, facts: Facts) -> None:
-        self._auditor.emit(
-            EventName.MALICIOUS_CSRF,
-            outcome=Outcome.FAILURE if self.config.log_only else Outcome.BLOCKED,
-            client_ip=facts.client,
-            details={
-                "reason": reason.value,
-                "method": facts.method,
-                "path": facts.path,
-                "log_only": self.config.log_only,
-            },
-        )
-        if self.config.log_only:
-            logger.warning(
-                "bastion CSRF (log only): would refuse %s %s: %s",
-                facts.method,
-                facts.path,
-                reason.value,
-            )
-
     async def _refuse(self, reason: Reason, facts: Facts, send: Send) -> bool:
         """Audit the refusal and send it; ``False`` (nothing sent) in log-only mode."""
-        self._audit(reason, facts)
+        self._guard.audit(reason, facts)
         if self.config.log_only:
             return False
         content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
@@ -383,7 +310,7 @@ class CSRFMiddleware:
         facts, _cookie = self._facts(scope)
         reason = self._policy.check_websocket(facts)
         if reason is not None:
-            self._audit(reason, facts)
+            self._guard.audit(reason, facts)
             if not self.config.log_only:
                 message = await receive()  # websocket.connect
                 if message.get("type") == "websocket.connect":

@@ -13,35 +13,28 @@ For Flask, use :class:`bastion.flask.csrf.CSRF`.
 
 from __future__ import annotations
 
-import hmac
 import io
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.core.audit import Auditor, EventName, Outcome
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import Cookie, parse_cookie
+from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
     CSRFConfig,
-    CSRFPolicy,
-    DoubleSubmit,
     Facts,
     FormTokenScanner,
     Reason,
     ScanStatus,
-    check_token,
-    double_submit_setup,
-    logger,
-    mask_secret,
     rejection_body,
-    secret_from_text,
     wants_json,
 )
-from bastion.core.environment import is_production
+from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from bastion.core.audit import Auditor
     from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = ["ENVIRON_KEY", "CSRFContext", "CSRFMiddleware", "csrf_input", "csrf_token"]
@@ -69,42 +62,38 @@ def _environ_name(header: str) -> str:
 class CSRFContext:
     """The CSRF side of one request: makes masked tokens for pages and forms."""
 
-    __slots__ = ("_cookie_value", "_environ", "_identity", "_middleware", "_secret", "new_cookie")
+    __slots__ = ("_environ", "_middleware", "state")
 
-    def __init__(self, middleware: CSRFMiddleware, environ: Environ) -> None:
+    def __init__(self, middleware: CSRFMiddleware, environ: Environ, state: TokenState) -> None:
         self._middleware = middleware
         self._environ = environ
-        self._secret: bytes | None = None
-        self._cookie_value: str | None = None
-        self._identity = ""
-        self.new_cookie = False
+        self.state = state
 
     @property
     def field_name(self) -> str:
         return self._middleware.config.field_name
 
+    @property
+    def new_cookie(self) -> bool:
+        return self.state.new_cookie
+
     def token(self) -> str:
         """A masked token for this request's secret (creating the secret when needed)."""
-        double = self._middleware.double_submit
-        if double is None:
-            session = self._environ.get(SESSION_ENVIRON_KEY)
-            if not isinstance(session, Session):
-                raise ConfigurationError(
-                    "csrf_token() with token_source=SESSION needs bastion's session: wrap the "
-                    "app in bastion.wsgi.SessionMiddleware (Flask: use bastion.flask.csrf_token)",
-                    setting="token_source",
-                )
-            return mask_secret(secret_from_text(session.csrf_secret))
-        if self._secret is None:
-            self._cookie_value, self._secret = double.issue(self._identity)
-            self.new_cookie = True
-        return mask_secret(self._secret)
+        return self.state.token(partial(_template_session, self._environ))
 
     def cookie_header(self) -> str | None:
-        cookie = self._middleware.cookie
-        if not self.new_cookie or self._cookie_value is None or cookie is None:
-            return None
-        return cookie.with_value(self._cookie_value).serialize()
+        return self.state.set_cookie()
+
+
+def _template_session(environ: Environ) -> Session:
+    session = environ.get(SESSION_ENVIRON_KEY)
+    if not isinstance(session, Session):
+        raise ConfigurationError(
+            "csrf_token() with token_source=SESSION needs bastion's session: wrap the "
+            "app in bastion.wsgi.SessionMiddleware (Flask: use bastion.flask.csrf_token)",
+            setting="token_source",
+        )
+    return session
 
 
 class CSRFMiddleware:
@@ -113,7 +102,7 @@ class CSRFMiddleware:
 
     __slots__ = (
         "_api_keys",
-        "_auditor",
+        "_guard",
         "_header",
         "_identity",
         "_policy",
@@ -136,19 +125,20 @@ class CSRFMiddleware:
         production: bool | None = None,
         session_engine: SessionEngine | None = None,
     ) -> None:
-        config = CSRFConfig() if config is None else config
-        self._policy = CSRFPolicy(config)
-        config.check_environment(production=is_production() if production is None else production)
+        guard = CSRFGuard(
+            config, keyring=keyring, auditor=auditor, clock=clock, production=production
+        )
+        config = guard.config
+        self._guard = guard
+        self._policy = guard.policy
         self.app = app
         self.config = config
-        parts = double_submit_setup(config, keyring)
-        self.double_submit: DoubleSubmit | None = parts[0] if parts else None
-        self.cookie: Cookie | None = parts[1] if parts else None
+        self.double_submit = guard.double_submit
+        self.cookie = guard.cookie
         self._identity = identity
         self._session_engine = session_engine
         self._header = _environ_name(config.header_name)
         self._api_keys = tuple(_environ_name(h) for h in config.api_key_headers)
-        self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
 
     def _facts(self, environ: Environ) -> Facts:
         get = environ.get
@@ -177,17 +167,17 @@ class CSRFMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         facts = self._facts(environ)
-        context = CSRFContext(self, environ)
-        environ[ENVIRON_KEY] = context
-        cookie_value: str | None = None
-        double = self.double_submit
-        if double is not None:
+        guard = self._guard
+        if guard.double_submit is None:
+            state = TokenState(guard)
+        else:
             cookies = parse_cookie(environ.get("HTTP_COOKIE", ""))
             cookie_value = cookies.get(self.config.cookie_name or "")
-            context._identity = (self._identity(environ) if self._identity else None) or ""
-            secret = double.verify(cookie_value, context._identity)
-            if secret is not None:
-                context._secret, context._cookie_value = secret, cookie_value
+            identity = (self._identity(environ) if self._identity else None) or ""
+            state = guard.begin(cookie_value, identity)
+        context = CSRFContext(self, environ, state)
+        environ[ENVIRON_KEY] = context
+        if guard.double_submit is not None:
             start_response = _cookie_starter(context, start_response)
         verdict = self._policy.check(facts)
         if verdict.passed is not None:
@@ -198,10 +188,10 @@ class CSRFMiddleware:
             if token is None:
                 token, reason = self._body_token(facts, environ)
             if reason is None:
-                reason = self._judge_token(token, facts, environ, context, cookie_value)
+                reason = guard.judge_token(token, facts, state, partial(self._session, environ))
         if reason is None:
             return self.app(environ, start_response)
-        self._audit(reason, facts)
+        guard.audit(reason, facts)
         if self.config.log_only:
             return self.app(environ, start_response)
         content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
@@ -248,50 +238,6 @@ class CSRFMiddleware:
             "token_source=TokenSource.DOUBLE_SUBMIT with a keyring",
             setting="token_source",
         )
-
-    def _judge_token(
-        self,
-        token: str | bytes | None,
-        facts: Facts,
-        environ: Environ,
-        context: CSRFContext,
-        cookie_value: str | None,
-    ) -> Reason | None:
-        if token is None:
-            return self._policy.missing_reason(facts)
-        if self.double_submit is None:
-            session = self._session(environ)
-            if session.is_new:
-                return Reason.NO_SESSION
-            return check_token(token, secret_from_text(session.csrf_secret))
-        secret = context._secret
-        if secret is None or cookie_value is None:
-            return Reason.NO_SESSION
-        raw = token.encode("utf-8", "replace") if isinstance(token, str) else token
-        if b"." in raw:  # the cookie value itself, copied by JavaScript (classic double submit)
-            expected = cookie_value.encode("utf-8", "replace")
-            return None if hmac.compare_digest(raw.strip(), expected) else Reason.TOKEN_INCORRECT
-        return check_token(token, secret)
-
-    def _audit(self, reason: Reason, facts: Facts) -> None:
-        self._auditor.emit(
-            EventName.MALICIOUS_CSRF,
-            outcome=Outcome.FAILURE if self.config.log_only else Outcome.BLOCKED,
-            client_ip=facts.client,
-            details={
-                "reason": reason.value,
-                "method": facts.method,
-                "path": facts.path,
-                "log_only": self.config.log_only,
-            },
-        )
-        if self.config.log_only:
-            logger.warning(
-                "bastion CSRF (log only): would refuse %s %s: %s",
-                facts.method,
-                facts.path,
-                reason.value,
-            )
 
     def __repr__(self) -> str:
         return (
