@@ -29,7 +29,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient, WebSocketDenialResponse
 
-from bastion.asgi import RateLimitMiddleware
+from bastion.asgi import RateLimitMiddleware, SecurityHeadersMiddleware
 from bastion.core.audit import Auditor, EventName, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
@@ -447,3 +447,23 @@ def test_a_real_uvicorn_server_refuses_the_handshake_over_the_limit() -> None:
     assert response.headers["RateLimit"] == '"ws";r=0;t=60'
     assert response.body == b"Too Many Requests"
     assert [event[0] for event in refusals(sink)] == ["excess_rate_limit_exceeded"]
+
+
+def test_the_security_headers_policy_covers_a_refused_handshake() -> None:
+    """protect()'s order: SecurityHeadersMiddleware outside the limiter. The 429 that refuses a
+    handshake is an HTTP response like any other and carries the policy's headers."""
+    limiter, _sink = make_limiter()
+    inner = ws_app(limiter, [Rule("ws", "1/minute")])
+    app = SecurityHeadersMiddleware(inner)
+    with TestClient(app, client=CLIENT) as client:
+        assert echoes(client)
+        refused = denied(client)
+        assert client.get("/").headers["x-frame-options"] == "DENY"
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "60"
+    assert refused.headers["x-frame-options"] == "DENY"
+    assert refused.headers["x-content-type-options"] == "nosniff"
+    assert refused.headers["cross-origin-opener-policy"] == "same-origin"
+    csp = refused.headers["content-security-policy"]
+    assert csp.startswith("default-src 'none'; script-src 'nonce-")
+    assert "strict-transport-security" not in refused.headers  # ws://, not wss://

@@ -1,9 +1,11 @@
 """``SecurityHeadersMiddleware``: a :class:`~bastion.core.headers.HeaderPolicy` on every response.
 
 Plain ASGI, one concern: it touches only ``http.response.start`` (and answers the CSP report
-path when the policy names one). Everything is compiled in ``__init__``; per response it draws a
-nonce (only if the CSP uses one), stores it in ``scope["state"]["csp_nonce"]`` (Starlette's
-``request.state.csp_nonce``) and appends the pre-rendered headers.
+path when the policy names one); for WebSockets, only the HTTP response that refuses a
+handshake (``websocket.http.response.start``, where the server offers that extension).
+Everything is compiled in ``__init__``; per response it draws a nonce (only if the CSP uses
+one), stores it in ``scope["state"]["csp_nonce"]`` (Starlette's ``request.state.csp_nonce``)
+and appends the pre-rendered headers.
 
 Install it outermost (``app = SecurityHeadersMiddleware(app)``) so that error pages rendered by
 the framework pass through it too. If an exception escapes the app before a response started,
@@ -43,6 +45,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
+_WS_EXTENSION = "websocket.http.response"
+_WS_START = "websocket.http.response.start"
 
 
 class SecurityHeadersMiddleware:
@@ -96,7 +100,7 @@ class SecurityHeadersMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self._not_http(scope, receive, send)
             return
         compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
         https = scope.get("scheme") == "https"
@@ -153,6 +157,25 @@ class SecurityHeadersMiddleware:
                     send, compiled, https=https, nonce=nonce, status=500, body=_ERROR_BODY
                 )
             raise
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Lifespan and WebSocket scopes pass through, except that a WebSocket handshake
+        refused with an HTTP response (the ``websocket.http.response`` extension: a 403 or a
+        429 instead of the ``101``) gets the policy's headers like any other response."""
+        if scope["type"] != "websocket" or _WS_EXTENSION not in (scope.get("extensions") or {}):
+            await self.app(scope, receive, send)
+            return
+        compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
+        https = scope.get("scheme") == "wss"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == _WS_START:
+                nonce = self._nonces()[1] if compiled.uses_nonce else None
+                headers = list(message.get("headers") or ())
+                message = {**message, "headers": compiled.apply(headers, https, nonce)}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
     async def _receive_report(
         self, scope: Scope, receive: Receive
