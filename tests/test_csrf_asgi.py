@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     # Starlette >= 1.x announces a move of its test client from httpx to httpx2 at import time;
     # the dev environment pins httpx. Only that import-time notice is silenced.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+    from starlette.testclient import TestClient, WebSocketDenialResponse
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bastion.asgi import CSRFMiddleware, SessionMiddleware
@@ -525,12 +525,29 @@ async def test_forwarded_headers_are_believed_only_from_trusted_proxies() -> Non
 
 
 def test_websocket_handshake_is_checked_by_origin(client: TestClient) -> None:
-    # Starlette's test client always uses the ws:// scheme, so the page origin is http://.
+    # Starlette's test client always uses the ws:// scheme, so the page origin is http://. It
+    # offers the websocket.http.response extension: the refusal is a real 403.
     with client.websocket_connect("/ws", headers={"Origin": "http://testserver"}) as ws:
         assert ws.receive_text() == "hello"
-    with pytest.raises(WebSocketDisconnect) as info:
-        with client.websocket_connect("/ws", headers={"Origin": "https://evil.example"}):
+    headers = {"Origin": "https://evil.example", "Accept": "application/json"}
+    with pytest.raises(WebSocketDenialResponse) as info:
+        with client.websocket_connect("/ws", headers=headers):
             pass
+    assert info.value.status_code == 403
+    assert info.value.headers["cache-control"] == "no-store"
+    assert info.value.json()["reason"] == "websocket_origin"
+
+
+def test_websocket_refusal_without_the_extension_is_a_close_1008(client: TestClient) -> None:
+    app = client.app
+
+    async def without_extension(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, "extensions": {}}, receive, send)  # type: ignore[operator]
+
+    with TestClient(without_extension) as plain:
+        with pytest.raises(WebSocketDisconnect) as info:
+            with plain.websocket_connect("/ws", headers={"Origin": "https://evil.example"}):
+                pass
     assert info.value.code == 1008
 
 

@@ -13,8 +13,10 @@ of the scope returning the user or client-side session ID).
 
 A refusal is a 403 naming the failed check (413 for a body over the cap, 400 for a broken
 form), JSON when the client asks for JSON and HTML otherwise, plus a ``malicious_csrf`` audit
-event. ``log_only`` audits and lets the request through. WebSocket handshakes from an untrusted
-``Origin`` are closed before ``accept`` (the server answers 403).
+event. ``log_only`` audits and lets the request through. A WebSocket handshake from an
+untrusted ``Origin`` is refused before ``accept``: with the same 403 response where the server
+offers the ASGI ``websocket.http.response`` extension, else by a close with code 1008 (the
+server then answers 403 itself).
 
 Templates get tokens through :func:`csrf_token` / :func:`csrf_input` (and the Jinja2 globals
 from :func:`add_jinja2_globals`).
@@ -65,6 +67,9 @@ CONTEXT_KEY: Final = "bastion.csrf"
 """Where the middleware puts the request's :class:`CSRFContext` in the scope."""
 
 _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
+_WS_EXTENSION: Final = "websocket.http.response"
+_WS_START: Final = "websocket.http.response.start"
+_WS_BODY: Final = "websocket.http.response.body"
 _SCAN_REASONS: Final = {
     ScanStatus.TOO_LARGE: Reason.BODY_TOO_LARGE,
     ScanStatus.MALFORMED: Reason.BODY_MALFORMED,
@@ -313,7 +318,21 @@ class CSRFMiddleware:
             self._guard.audit(reason, facts)
             if not self.config.log_only:
                 message = await receive()  # websocket.connect
-                if message.get("type") == "websocket.connect":
+                if message.get("type") != "websocket.connect":
+                    return  # the client has gone
+                if _WS_EXTENSION in (scope.get("extensions") or {}):
+                    # The server lets the refusal be an HTTP response: a 403 naming the check.
+                    content_type, body = rejection_body(
+                        reason, json_format=wants_json(facts.accept)
+                    )
+                    headers = [
+                        (b"content-type", content_type),
+                        (b"content-length", str(len(body)).encode("ascii")),
+                        (b"cache-control", b"no-store"),
+                    ]
+                    await send({"type": _WS_START, "status": reason.status, "headers": headers})
+                    await send({"type": _WS_BODY, "body": body})
+                else:
                     await send({"type": "websocket.close", "code": 1008, "reason": ""})
                 return
         await self.app(scope, receive, send)
