@@ -195,6 +195,10 @@ def test_flask_store_outage_is_a_503(start_redis_server: Callable[..., RedisServ
     assert response.status_code == 503
     assert response.text.startswith("Service unavailable: the session store")
     assert str(sink.events[-1].name) == "session_store_unavailable"
+    api = call(client, "GET", "/read", headers={"Accept": "application/json"})
+    assert api.status_code == 503
+    assert api.get_json()["error"] == "session_store_unavailable"
+    assert int(api.headers["Content-Length"]) == len(api.get_data())
     server.start()
     assert call(client, "GET", "/read").get_json() == {"n": 1, "user": None}
     store.sync.close()

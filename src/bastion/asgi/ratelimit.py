@@ -41,6 +41,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit import ClientIP
+from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
 from bastion.engine.ratelimit import header_bytes, routes_of
 
 if TYPE_CHECKING:
@@ -52,7 +53,9 @@ if TYPE_CHECKING:
     Message = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[Message]]
     Send = Callable[[Message], Awaitable[None]]
-    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+    # Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
+    # with TypedDicts), so the app is not held to this module's Scope alias.
+    ASGIApp = Callable[..., Awaitable[None]]
     KeyFunc = Callable[[Scope], str | None]
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "user_key"]
@@ -60,6 +63,7 @@ __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "us
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
 _TOO_MANY: Final = b"Too Many Requests"
 _UNAVAILABLE: Final = b"Service Unavailable"
+_ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 _WS_START: Final = "websocket.http.response.start"
 _WS_BODY: Final = "websocket.http.response.body"
 _WS_EXTENSION: Final = "websocket.http.response"
@@ -199,12 +203,12 @@ class RateLimitMiddleware:
             return
         for result in results:
             if result.unavailable:
-                await _answer(send, 503, _UNAVAILABLE, [])
+                await _answer(scope, send, 503, [])
                 return
         headers = header_bytes(results, ietf=self._ietf, legacy=self._legacy)
         for result in results:
             if not result.allowed:
-                await _answer(send, 429, _TOO_MANY, headers)
+                await _answer(scope, send, 429, headers)
                 return
         if not headers:
             await self._app(scope, receive, send)
@@ -285,13 +289,22 @@ async def _deny(
     await send({"type": "websocket.close", "code": how.close_code, "reason": how.reason})
 
 
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _answer(
+    scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """The 429 or 503, as text or (for a client asking for JSON) JSON."""
+    accept = None
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            accept = value.decode("latin-1")
+            break
+    content_type, body = refusal_body(_ERRORS[status], accept=accept)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                _TEXT,
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode("ascii")),
                 *headers,
             ],

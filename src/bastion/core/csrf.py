@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 from bastion.core.cookies import Cookie, SameSite
 from bastion.core.keys import KeyRing
+from bastion.core.refusal import wants_json
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -911,14 +912,6 @@ def _percent_decode(data: bytes) -> bytes:
 
 
 # -- the refusal -----------------------------------------------------------------------------------
-
-
-def wants_json(accept: str | None) -> bool:
-    """Whether a refusal should be JSON: the client accepts JSON and does not ask for HTML."""
-    if not accept:
-        return False
-    folded = accept.lower()
-    return "json" in folded and "text/html" not in folded
 
 
 def rejection_body(reason: Reason, *, json_format: bool) -> tuple[bytes, bytes]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
@@ -132,7 +132,7 @@ class SessionInterfaceAdapter(SessionInterface):
 
 def _make_unavailable(response: Response) -> None:
     """Turn ``response`` into the 503 (Flask's save hook can only change the response)."""
-    status, headers, body = unavailable_response()
+    status, headers, body = unavailable_response(request.headers.get("Accept"))
     response.status = status
     response.set_data(body)
     for name in ("Set-Cookie", "Vary", "Location"):
@@ -199,7 +199,7 @@ def _unavailable_handler(error: StoreUnavailable) -> Any:
     if not isinstance(session, Session) or session.loaded or not session.accessed:
         raise error  # not a session load: the app's own failure, handled as Flask would
     session_engine().audit_unavailable(session, "load")
-    status, headers, body = unavailable_response()
+    status, headers, body = unavailable_response(request.headers.get("Accept"))
     return body, status, headers
 
 

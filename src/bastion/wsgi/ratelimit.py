@@ -17,6 +17,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.ratelimit import ClientIP
+from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
 from bastion.engine.ratelimit import render_headers, routes_of
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "remote_user_key"]
 
-_TEXT: Final = ("Content-Type", "text/plain; charset=utf-8")
 _STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
+_ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 
 
 def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
@@ -121,10 +122,10 @@ class RateLimitMiddleware:
         if not results:
             return self._app(environ, start_response)
         if any(result.unavailable for result in results):
-            return _answer(start_response, 503, [])
+            return _answer(environ, start_response, 503, [])
         headers = render_headers(results, ietf=self._ietf, legacy=self._legacy)
         if any(not result.allowed for result in results):
-            return _answer(start_response, 429, headers)
+            return _answer(environ, start_response, 429, headers)
         if not headers:
             return self._app(environ, start_response)
         names = {name for name, _ in headers}
@@ -140,8 +141,16 @@ class RateLimitMiddleware:
 
 
 def _answer(
-    start_response: StartResponse, status: int, headers: list[tuple[str, str]]
+    environ: Environ, start_response: StartResponse, status: int, headers: list[tuple[str, str]]
 ) -> list[bytes]:
-    body = _STATUS[status].split(" ", 1)[1].encode("ascii")
-    start_response(_STATUS[status], [_TEXT, ("Content-Length", str(len(body))), *headers])
+    """The 429 or 503, as text or (for a client asking for JSON) JSON."""
+    content_type, body = refusal_body(_ERRORS[status], accept=environ.get("HTTP_ACCEPT"))
+    start_response(
+        _STATUS[status],
+        [
+            ("Content-Type", content_type.decode("ascii")),
+            ("Content-Length", str(len(body))),
+            *headers,
+        ],
+    )
     return [body]

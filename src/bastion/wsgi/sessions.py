@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import system_clock
 from bastion.core.environment import is_production
+from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
@@ -49,9 +50,6 @@ __all__ = [
 SESSION_ENVIRON_KEY: Final = "bastion.session"
 ENGINE_ENVIRON_KEY: Final = "bastion.sessions"
 UNAVAILABLE_STATUS: Final = "503 Service Unavailable"
-UNAVAILABLE_BODY: Final = (
-    b"Service unavailable: the session store cannot be reached. Please try again shortly.\n"
-)
 
 
 def build_engine(
@@ -92,17 +90,19 @@ def response_headers(result: SaveResult) -> list[tuple[str, str]]:
     return headers
 
 
-def unavailable_response() -> tuple[str, list[tuple[str, str]], bytes]:
-    """Status, headers and body of the 503 sent when the session store is down."""
+def unavailable_response(accept: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Status, headers and body of the 503 sent when the session store is down: text, or JSON
+    for a client whose ``accept`` asks for it (:mod:`bastion.core.refusal`)."""
+    content_type, body = refusal_body(SESSION_STORE_UNAVAILABLE, accept=accept)
     return (
         UNAVAILABLE_STATUS,
         [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(UNAVAILABLE_BODY))),
+            ("Content-Type", content_type.decode("ascii")),
+            ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
             ("Retry-After", "5"),
         ],
-        UNAVAILABLE_BODY,
+        body,
     )
 
 
@@ -156,7 +156,8 @@ class SessionMiddleware:
         )
         environ[SESSION_ENVIRON_KEY] = session
         environ[ENGINE_ENVIRON_KEY] = engine
-        failed: list[bool] = []
+        failed: list[bytes] = []  # the 503's body, once a save failed
+        accept = environ.get("HTTP_ACCEPT")
 
         def save_then_start(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -165,8 +166,8 @@ class SessionMiddleware:
                 result = engine.save_sync(session, status=int(status[:3]))
             except StoreUnavailable:
                 engine.audit_unavailable(session, "save")
-                failed.append(True)
-                unavailable_status, unavailable_headers, _body = unavailable_response()
+                unavailable_status, unavailable_headers, payload = unavailable_response(accept)
+                failed.append(payload)
                 return start_response(unavailable_status, unavailable_headers, exc_info)
             return start_response(status, _merge(list(headers), result), exc_info)
 
@@ -176,14 +177,14 @@ class SessionMiddleware:
             if session.loaded or not session.accessed:
                 raise
             engine.audit_unavailable(session, "load")
-            status, headers, payload = unavailable_response()
+            status, headers, payload = unavailable_response(accept)
             start_response(status, headers)
             return [payload]
         if failed:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
-            return [UNAVAILABLE_BODY]
+            return failed[:1]
         return body
 
 
