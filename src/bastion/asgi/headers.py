@@ -40,7 +40,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
+# with TypedDicts), so the app is not held to this module's Scope alias.
+ASGIApp = Callable[..., Awaitable[None]]
 
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")

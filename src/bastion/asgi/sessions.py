@@ -34,10 +34,12 @@ that was not stored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from bastion.core.clock import system_clock
 from bastion.core.environment import is_production
+from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import Session, SessionEngine, SessionInfo
 from bastion.errors import ConfigurationError, StoreUnavailable
@@ -49,13 +51,16 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
 
     Scope = MutableMapping[str, Any]
     Message = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[Message]]
     Send = Callable[[Message], Awaitable[None]]
-    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+    # Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
+    # with TypedDicts), so the app is not held to this module's Scope alias.
+    ASGIApp = Callable[..., Awaitable[None]]
 
 __all__ = [
     "ENGINE_SCOPE_KEY",
@@ -76,10 +81,6 @@ __all__ = [
 
 ENGINE_SCOPE_KEY: Final = "bastion.sessions"
 """Where the middleware puts its :class:`SessionEngine` in the scope."""
-
-_UNAVAILABLE_BODY: Final = (
-    b"Service unavailable: the session store cannot be reached. Please try again shortly.\n"
-)
 
 
 class HasScope(Protocol):
@@ -166,7 +167,7 @@ class SessionMiddleware:
                 await engine.load(session)
             except StoreUnavailable:
                 engine.audit_unavailable(session, "load")
-                await _send_unavailable(send)
+                await _send_unavailable(scope, send)
                 return
         inline = self._inline
         started = replaced = False
@@ -177,6 +178,8 @@ class SessionMiddleware:
                 return  # the app's own response was replaced by the 503
             if message["type"] == "http.response.start":
                 started = True
+                if scope.get("session") is not session:
+                    _adopt_replacement(session, scope.get("session"))
                 try:
                     # A store that never blocks (memory) saves inline: no coroutine per call.
                     if inline:
@@ -186,12 +189,10 @@ class SessionMiddleware:
                 except StoreUnavailable:
                     engine.audit_unavailable(session, "save")
                     replaced = True
-                    await _send_unavailable(send)
+                    await _send_unavailable(scope, send)
                     return
                 if result.vary or result.set_cookie:
-                    headers = list(message.get("headers", ()))
-                    _apply(headers, result.set_cookie, result.clear_site_data, result.vary)
-                    message["headers"] = headers
+                    message["headers"] = _apply(message, result)
             await send(message)
 
         try:
@@ -202,16 +203,29 @@ class SessionMiddleware:
             if started or session.loaded or not session.accessed:
                 raise
             engine.audit_unavailable(session, "load")
-            await _send_unavailable(send)
+            await _send_unavailable(scope, send)
 
 
-def _apply(
-    headers: list[tuple[bytes, bytes]],
-    set_cookie: str | None,
-    clear_site_data: bool,
-    vary: bool,
-) -> None:
-    if vary:
+def _adopt_replacement(session: Session, current: object) -> None:
+    """The app put something else in ``scope["session"]`` (Litestar's ``set_session()`` and
+    ``clear_session()`` do): a mapping replaces the data; anything else (``None``, Litestar's
+    ``Empty``) ends the session, as a logout would. Ignoring it would keep a session alive that
+    the app meant to end."""
+    if isinstance(current, Session):
+        return  # another bastion session object: nothing this middleware can reconcile
+    if isinstance(current, Mapping):
+        replacement = dict(current)
+        session.clear()
+        session.update(replacement)
+    else:
+        session.logout()
+
+
+def _apply(message: Message, result: SaveResult) -> list[tuple[bytes, bytes]]:
+    """The response's headers with what the save asks for: ``Vary: Cookie``, and with a new or
+    expired cookie ``Cache-Control: no-store``, ``Set-Cookie`` and maybe ``Clear-Site-Data``."""
+    headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+    if result.vary:
         for index, (name, value) in enumerate(headers):
             if name.lower() == b"vary":
                 if b"cookie" not in value.lower() and value.strip() != b"*":
@@ -219,28 +233,37 @@ def _apply(
                 break
         else:
             headers.append((b"vary", b"Cookie"))
+    set_cookie = result.set_cookie
     if set_cookie is not None:
-        headers[:] = [(n, v) for n, v in headers if n.lower() != b"cache-control"]
+        headers = [(n, v) for n, v in headers if n.lower() != b"cache-control"]
         headers.append((b"cache-control", b"no-store"))
         headers.append((b"set-cookie", set_cookie.encode("latin-1")))
-        if clear_site_data:
+        if result.clear_site_data:
             headers.append((b"clear-site-data", b'"cookies"'))
+    return headers
 
 
-async def _send_unavailable(send: Send) -> None:
+async def _send_unavailable(scope: Scope, send: Send) -> None:
+    """The 503 for a store outage: text, or JSON for a client that asks for it."""
+    accept = None
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            accept = value.decode("latin-1")
+            break
+    content_type, body = refusal_body(SESSION_STORE_UNAVAILABLE, accept=accept)
     await send(
         {
             "type": "http.response.start",
             "status": 503,
             "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_UNAVAILABLE_BODY)).encode("ascii")),
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode("ascii")),
                 (b"cache-control", b"no-store"),
                 (b"retry-after", b"5"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+    await send({"type": "http.response.body", "body": body})
 
 
 # -- helpers for handlers -------------------------------------------------------------------
