@@ -15,20 +15,25 @@ the security headers.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bastion.asgi import SecurityHeadersMiddleware
 from bastion.asgi import protect as asgi_protect
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig
+from bastion.core.headers import HeaderPolicy
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.stores.memory import MemoryStore
 from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi import protect as wsgi_protect
 
 ALLOWED = {200, 400, 403, 413, 429}
@@ -241,3 +246,79 @@ def test_wsgi_protect_answers_any_request_without_a_500(request: dict[str, Any])
     assert status in ALLOWED | {204, 405, 415}, seen[0]
     assert "x-content-type-options" in {name.lower() for name, _ in seen[0][1]}
     assert isinstance(body, bytes)
+
+
+REPORT_BODIES = st.one_of(
+    st.binary(max_size=400),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+        max_leaves=12,
+    ).map(lambda value: json.dumps(value).encode()),
+    st.sampled_from(
+        [
+            b'{"csp-report": {"document-uri": "x", "violated-directive": 1}}',
+            b'[{"type": "csp-violation", "body": null}]',
+            b'[{"type": "csp-violation", "body": {"blockedURL": ["x"]}}]',
+            b"\xef\xbb\xbf{}",
+            b'{"csp-report": {"document-uri": "https://a/", "violated-directive": "script-src"}}',
+            b'[{"type": "csp-violation", "age": 1, "url": "https://a/", "body": '
+            b'{"documentURL": "https://a/", "effectiveDirective": "script-src-elem"}}]',
+        ]
+    ),
+)
+REPORT_TYPES = st.sampled_from(
+    [
+        b"application/csp-report",
+        b"application/reports+json",
+        b"application/csp-report",
+        b"application/reports+json",
+        b"application/json",
+        b"text/plain",
+    ]
+)
+
+REPORTING_APP = SecurityHeadersMiddleware(
+    touching_app,
+    HeaderPolicy.preset("strict", report_to="/csp-report"),
+    report_max_bytes=256,
+    report_burst=1_000_000,
+    auditor=Auditor(IdentifierHasher(KEYRING), FrozenClock(1_700_000_000.0), RecordingAuditSink()),
+)
+
+
+@pytest.mark.asyncio
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
+    content_type=REPORT_TYPES,
+    length=st.one_of(st.none(), st.sampled_from([b"0", b"-5", b"abc", b"999999", b"10"])),
+    body=REPORT_BODIES,
+)
+async def test_the_csp_report_receiver_answers_any_report_with_a_4xx_or_204(
+    method: str, content_type: bytes, length: bytes | None, body: bytes
+) -> None:
+    headers = [(b"content-type", content_type)]
+    if length is not None:
+        headers.append((b"content-length", length))
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "scheme": "https",
+        "path": "/csp-report",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("198.51.100.9", 4000),
+    }
+    await REPORTING_APP(scope, receive, send)
+    assert len(sent) == 2, sent
+    assert sent[0]["status"] in {204, 400, 405, 413, 415}, sent[0]
