@@ -262,8 +262,10 @@ REPORT_BODIES = st.one_of(
             b'[{"type": "csp-violation", "body": {"blockedURL": ["x"]}}]',
             b"\xef\xbb\xbf{}",
             b'{"csp-report": {"document-uri": "https://a/", "violated-directive": "script-src"}}',
-            b'[{"type": "csp-violation", "age": 1, "url": "https://a/", "body": '
-            b'{"documentURL": "https://a/", "effectiveDirective": "script-src-elem"}}]',
+            (
+                b'[{"type": "csp-violation", "age": 1, "url": "https://a/", "body": '
+                b'{"documentURL": "https://a/", "effectiveDirective": "script-src-elem"}}]'
+            ),
         ]
     ),
 )
