@@ -130,15 +130,19 @@ async def touching_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-ASGI_APP = asgi_protect(
-    touching_app,
-    store=MemoryStore(),
-    sessions=CONFIG,
-    csrf=CSRF,
-    keyring=KEYRING,
-    rate_limit={"limiter": limiter(), "rules": [Rule("site", "100000/minute")]},
-    production=False,
-)
+def protect_options() -> dict[str, Any]:
+    """Every layer on: sessions on a memory store, CSRF, strict headers, a generous limit."""
+    return {
+        "store": MemoryStore(),
+        "sessions": CONFIG,
+        "csrf": CSRF,
+        "keyring": KEYRING,
+        "rate_limit": {"limiter": limiter(), "rules": [Rule("site", "100000/minute")]},
+        "production": False,
+    }
+
+
+ASGI_APP = asgi_protect(touching_app, **protect_options())
 
 
 def split(body: bytes, parts: int) -> list[bytes]:
@@ -196,15 +200,7 @@ def wsgi_touching_app(environ: dict[str, Any], start_response: Any) -> list[byte
     return [b"ok"]
 
 
-WSGI_APP = wsgi_protect(
-    wsgi_touching_app,
-    store=MemoryStore(),
-    sessions=CONFIG,
-    csrf=CSRF,
-    keyring=KEYRING,
-    rate_limit={"limiter": limiter(), "rules": [Rule("site", "100000/minute")]},
-    production=False,
-)
+WSGI_APP = wsgi_protect(wsgi_touching_app, **protect_options())
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
