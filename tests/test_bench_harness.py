@@ -280,3 +280,33 @@ def test_tiny_asgi_run_through_python_dash_m_bench(tmp_path: Path) -> None:
     assert rows[1][2].endswith("x floor")
     assert [row[3] for row in rows] == ["1", "1"]
     assert out.read_text(encoding="utf-8") == done.stdout
+
+
+def test_instruction_counts_are_parsed_and_divided_per_request() -> None:
+    from bench.instructions import parse_collected, per_request, table  # noqa: PLC0415
+
+    stderr = "==12== Events    : Ir\n==12== Collected : 1192328020\n==12==\n"
+    assert parse_collected(stderr) == 1_192_328_020
+    with pytest.raises(RuntimeError, match="Collected"):
+        parse_collected("valgrind: command not found")
+    assert per_request((1000, 990_000), (6000, 1_090_000)) == 20.0
+    with pytest.raises(ValueError, match="more requests"):
+        per_request((10, 1), (10, 2))
+    text = table({"headers: pass-through": 20_000.0, "headers: bastion-strict": 31_000.0})
+    assert "| headers: bastion-strict | 31,000 | 1.55x headers: pass-through | +11,000 |" in text
+    assert "| headers: pass-through | 20,000 | 1.00 (baseline) | |" in text
+
+
+def test_every_instruction_case_builds_and_answers_200() -> None:
+    """The callgrind child, run without callgrind: each case's app answers its request."""
+    from bench.instructions import CASES  # noqa: PLC0415
+
+    for case in CASES:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.instructions", "--child", case.name, "3"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert done.returncode == 0, (case.name, done.stderr[-500:])

@@ -1,0 +1,221 @@
+"""``python -m bench.instructions``: instruction counts for the microsecond targets.
+
+Wall-clock microseconds move with the machine: the 2-vCPU machines the bench runs on swing
+between two speeds, minutes apart, about 1.7x apart. Instructions do not: ``valgrind
+--tool=callgrind`` counts the same total for the same interpreter, inputs and hash seed whatever
+else the machine is doing. This tool gives the three targets stated in microseconds above a
+pass-through layer (security headers, the rate-limit middleware, an untouched request under the
+session middleware) a figure that does not depend on the hour it was taken.
+
+Each case runs in a fresh interpreter under callgrind twice, ``--small`` and ``--large``
+requests, with ``PYTHONHASHSEED=0``; its instructions per request are the difference divided by
+the difference in requests, so start-up and imports cancel out. The table gives instructions
+per request, the ratio to the case's baseline and the instructions above it. To turn them into
+time, multiply the ratio by the baseline's microseconds from a wall-clock run of the same group.
+
+Needs ``valgrind`` on ``PATH``; a run takes a minute or two. Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.driver import call_asgi, http_scope, make_floor_app
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from bench.driver import ASGIApp, Scope
+
+__all__ = [
+    "CASES",
+    "InstructionCase",
+    "build_app",
+    "main",
+    "parse_collected",
+    "per_request",
+    "table",
+]
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionCase:
+    """A case to count: ``build`` returns the app and the request scope it answers."""
+
+    name: str
+    build: Callable[[], tuple[ASGIApp, Scope]]
+    baseline: str | None = None
+
+
+def _headers(policy: str | None) -> tuple[ASGIApp, Scope]:
+    from bastion.asgi.headers import SecurityHeadersMiddleware  # noqa: PLC0415
+    from bench.groups.headers import PassThrough, make_inner_app  # noqa: PLC0415
+
+    inner = make_inner_app()
+    app = PassThrough(inner) if policy is None else SecurityHeadersMiddleware(inner, policy)
+    return app, http_scope("GET", "/")
+
+
+def _ratelimit(limited: bool) -> tuple[ASGIApp, Scope]:
+    from bastion.asgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415
+    from bastion.engine.ratelimit import RateLimiter, Rule  # noqa: PLC0415
+    from bastion.stores.ratelimit import MemoryRateLimitStore  # noqa: PLC0415
+    from bench.groups.headers import PassThrough  # noqa: PLC0415
+    from bench.groups.ratelimit import RATE  # noqa: PLC0415
+
+    floor = make_floor_app()
+    if not limited:
+        return PassThrough(floor), http_scope("GET", "/")
+    limiter = RateLimiter(MemoryRateLimitStore())
+    return RateLimitMiddleware(floor, limiter, Rule("bench", RATE)), http_scope("GET", "/")
+
+
+def _untouched(with_sessions: bool) -> tuple[ASGIApp, Scope]:
+    from bastion.asgi.sessions import SessionMiddleware  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+    from bench.groups.sessions import CONFIG, PassThrough, _app, _scope  # noqa: PLC0415
+
+    plain = _app()
+    if with_sessions:
+        app: ASGIApp = SessionMiddleware(
+            plain, store=MemoryStore(), config=CONFIG, production=False
+        )
+    else:
+        app = PassThrough(plain)
+    return app, _scope("/", None)
+
+
+CASES: tuple[InstructionCase, ...] = (
+    InstructionCase("headers: pass-through", lambda: _headers(None)),
+    InstructionCase("headers: bastion-strict", lambda: _headers("strict"), "headers: pass-through"),
+    InstructionCase("headers: bastion-api", lambda: _headers("api"), "headers: pass-through"),
+    InstructionCase("ratelimit: floor + pass-through", lambda: _ratelimit(limited=False)),
+    InstructionCase(
+        "ratelimit: floor + RateLimitMiddleware (memory)",
+        lambda: _ratelimit(limited=True),
+        "ratelimit: floor + pass-through",
+    ),
+    InstructionCase("untouched: pass-through layer", lambda: _untouched(with_sessions=False)),
+    InstructionCase(
+        "untouched: bastion sessions",
+        lambda: _untouched(with_sessions=True),
+        "untouched: pass-through layer",
+    ),
+)
+
+
+def build_app(name: str) -> tuple[ASGIApp, Scope]:
+    for case in CASES:
+        if case.name == name:
+            return case.build()
+    raise SystemExit(f"unknown instruction case {name!r}")
+
+
+def run_requests(name: str, count: int) -> None:
+    """What the callgrind child runs: ``count`` requests of case ``name``, checked once."""
+    app, scope = build_app(name)
+
+    async def drive() -> None:
+        status, _headers, _body = await call_asgi(app, scope)
+        if status != 200:
+            raise SystemExit(f"{name}: answered {status}, not 200")
+        for _ in range(count - 1):
+            await call_asgi(app, scope)
+
+    asyncio.run(drive())
+
+
+def parse_collected(stderr: str) -> int:
+    """The instruction total from callgrind's summary on stderr."""
+    found = _COLLECTED.findall(stderr)
+    if not found:
+        raise RuntimeError(f"no 'Collected :' line in callgrind's output:\n{stderr[-2000:]}")
+    return int(found[-1])
+
+
+def per_request(small: tuple[int, int], large: tuple[int, int]) -> float:
+    """Instructions per request from two ``(requests, instructions)`` runs."""
+    (n_small, i_small), (n_large, i_large) = small, large
+    if n_large <= n_small:
+        raise ValueError("the large run must have more requests than the small one")
+    return (i_large - i_small) / (n_large - n_small)
+
+
+def _count(name: str, requests: int) -> int:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--child",
+        name,
+        str(requests),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: callgrind run failed:\n{done.stderr[-2000:]}")
+    return parse_collected(done.stderr)
+
+
+def table(counts: dict[str, float], cases: Sequence[InstructionCase] = CASES) -> str:
+    """A markdown table: instructions per request, the ratio to the baseline and the
+    instructions above it, for the cases in ``counts``."""
+    lines = [
+        "| case | instructions/request | ratio to baseline | above baseline |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for case in cases:
+        if case.name not in counts:
+            continue
+        value = counts[case.name]
+        base = counts.get(case.baseline) if case.baseline else None
+        if base is None:
+            lines.append(f"| {case.name} | {value:,.0f} | 1.00 (baseline) | |")
+        else:
+            ratio = f"{value / base:.2f}x {case.baseline}"
+            lines.append(f"| {case.name} | {value:,.0f} | {ratio} | {value - base:+,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser.add_argument("--small", type=int, default=1000, help="requests in the short run")
+    parser.add_argument("--large", type=int, default=6000, help="requests in the long run")
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_requests(args.child[0], int(args.child[1]))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("bench.instructions needs valgrind on PATH (Debian: apt-get install valgrind)")
+        return 2
+    counts: dict[str, float] = {}
+    for case in CASES:
+        small = (args.small, _count(case.name, args.small))
+        large = (args.large, _count(case.name, args.large))
+        counts[case.name] = per_request(small, large)
+        print(f"{case.name}: {counts[case.name]:,.0f} instructions/request", file=sys.stderr)
+    print(
+        f"Instructions per request (callgrind, PYTHONHASHSEED=0, {sys.version.split()[0]}); ",
+        end="",
+    )
+    print(f"runs of {args.small} and {args.large} requests.\n")
+    print(table(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
