@@ -234,3 +234,44 @@ def test_wsgi_session_save_outage_503_is_json_for_an_api_client(
     assert int(headers["Content-Length"]) == len(body)
     assert json.loads(body)["error"] == "session_store_unavailable"
     store.sync.close()
+
+
+@pytest.mark.asyncio
+async def test_the_starlette_decorator_refuses_in_json_when_asked() -> None:
+    import httpx  # noqa: PLC0415
+
+    from bastion.integrations.ratelimit import limit  # noqa: PLC0415
+
+    limiter = limiter_for()
+
+    @limit(limiter, "1/minute")
+    async def endpoint(_request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/")).text == "ok"
+        api = await client.get("/", headers=JSON_ACCEPT)
+        text = await client.get("/")
+    check_json(api, 429, "rate_limited")
+    assert (text.status_code, text.text) == (429, "Too Many Requests")
+    assert text.headers["content-type"].startswith("text/plain")
+
+
+def test_the_flask_decorator_refuses_in_json_when_asked() -> None:
+    from bastion.integrations.ratelimit import flask_limit  # noqa: PLC0415
+
+    app = Flask(__name__)
+
+    @app.get("/")
+    @flask_limit(limiter_for(), "1/minute")
+    def home() -> str:
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/").text == "ok"
+    check_json(client.get("/", headers=JSON_ACCEPT), 429, "rate_limited")
+    text = client.get("/")
+    assert (text.status_code, text.text) == (429, "Too Many Requests")
+    assert text.headers["Content-Type"].startswith("text/plain")

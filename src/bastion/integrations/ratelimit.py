@@ -22,6 +22,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi.ratelimit import client_ip_key as scope_client_ip
+from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, Refusal, refusal_body
 from bastion.engine.ratelimit import Rule, render_headers
 from bastion.wsgi.ratelimit import client_ip_key as environ_client_ip
 
@@ -46,10 +47,10 @@ def _rule(rule: Rule | LimitsSpec, strategy: Strategy | str, name: str) -> Rule:
     return rule if isinstance(rule, Rule) else Rule(name, rule, strategy=strategy)
 
 
-def _refusal(result: RateLimitResult) -> tuple[int, str]:
+def _refusal(result: RateLimitResult) -> tuple[int, Refusal]:
     if result.unavailable:
-        return 503, "Service Unavailable"
-    return 429, "Too Many Requests"
+        return 503, RATE_LIMIT_STORE_UNAVAILABLE
+    return 429, RATE_LIMITED
 
 
 class RateLimit:
@@ -105,8 +106,8 @@ class RateLimit:
         )
         headers = render_headers([result], ietf=self._ietf, legacy=self._legacy)
         if not result.allowed:
-            status, detail = _refusal(result)
-            raise HTTPException(status, detail, headers=dict(headers))
+            status, refusal = _refusal(result)
+            raise HTTPException(status, refusal.detail, headers=dict(headers))
         for header, value in headers:
             response.headers[header] = value
         return result
@@ -138,7 +139,7 @@ def limit(
             for p in signature.parameters.values()
         ]
         from starlette.requests import Request  # noqa: PLC0415 (optional dependency)
-        from starlette.responses import PlainTextResponse, Response  # noqa: PLC0415
+        from starlette.responses import Response  # noqa: PLC0415
 
         has_request = any(
             isinstance(p.annotation, type) and issubclass(p.annotation, Request) for p in params
@@ -164,8 +165,11 @@ def limit(
             )
             headers = render_headers([result], ietf=ietf_headers, legacy=legacy_headers)
             if not result.allowed:
-                status, detail = _refusal(result)
-                return PlainTextResponse(detail, status_code=status, headers=dict(headers))
+                status, refusal = _refusal(result)
+                media_type, body = refusal_body(refusal, accept=request.headers.get("accept"))
+                return Response(
+                    body, status_code=status, headers=dict(headers), media_type=media_type.decode()
+                )
             answer = await func(*args, **kwargs)
             if isinstance(answer, Response):
                 for header, value in headers:
@@ -218,8 +222,11 @@ def flask_limit(
             )
             headers = render_headers([result], ietf=ietf_headers, legacy=legacy_headers)
             if not result.allowed:
-                status, detail = _refusal(result)
-                return flask.Response(detail, status=status, headers=headers, mimetype="text/plain")
+                status, refusal = _refusal(result)
+                media_type, body = refusal_body(refusal, accept=flask.request.headers.get("Accept"))
+                return flask.Response(
+                    body, status=status, headers=headers, content_type=media_type.decode()
+                )
             answer = flask.make_response(func(*args, **kwargs))
             for header, value in headers:
                 if header not in answer.headers:
