@@ -6,6 +6,8 @@ Plain ASGI, one concern. For each HTTP request it applies every matching
 * refused: ``429 Too Many Requests`` with ``Retry-After`` and the rate-limit headers, computed
   with the decision; the app is not called;
 * a fail-closed limit's backend is down: ``503 Service Unavailable``;
+* either refusal has a short text body, or ``{"error": ..., "detail": ...}`` for a client whose
+  ``Accept`` asks for JSON (:mod:`bastion.core.refusal`);
 * admitted: the app runs and the rate-limit headers are appended to its response (headers the
   app set itself are left alone).
 

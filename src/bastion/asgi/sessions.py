@@ -24,12 +24,15 @@ then carries ``Set-Cookie`` when the cookie changes, with ``Cache-Control: no-st
 ``Vary: Cookie`` whenever the session was read.
 
 WebSocket handshakes get the session too (readable, lazily loaded); changes made during a
-WebSocket connection are not saved, since there is no response to carry a cookie.
+WebSocket connection are not saved, since there is no response to carry a cookie. An app that
+puts something else in ``scope["session"]`` (Litestar's ``set_session()`` / ``clear_session()``)
+is followed when the response starts: a mapping replaces the data, anything else ends the
+session as :meth:`~bastion.engine.sessions.Session.logout` does.
 
 Outage. When the store cannot be reached while the session is read (or saved), the client gets a
-``503`` with a plain message, ``Retry-After`` and an audit event; never a silent fresh session
-(a logout) and never a 500 traceback. A failed save is a 503 too, so no change is acknowledged
-that was not stored.
+``503`` with a short message (JSON for a client whose ``Accept`` asks for it), ``Retry-After``
+and an audit event; never a silent fresh session (a logout) and never a 500 traceback. A failed
+save is a 503 too, so no change is acknowledged that was not stored.
 """
 
 from __future__ import annotations

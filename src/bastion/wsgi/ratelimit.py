@@ -3,7 +3,8 @@
 It calls :meth:`~bastion.engine.ratelimit.RateLimiter.hit_sync`, so the backend's sync API
 answers on the request thread: no event loop, no thread hop. Same behaviour as the ASGI
 middleware: 429 with ``Retry-After`` and the rate-limit headers, 503 when a fail-closed limit's
-backend is down, headers appended to admitted responses (the app's own are left alone).
+backend is down (text bodies, JSON for a client whose ``Accept`` asks for it), headers appended
+to admitted responses (the app's own are left alone).
 
 Key functions take the WSGI environ: :func:`client_ip_key` (the default; ``REMOTE_ADDR``, and
 the forwarding header only from trusted proxies), :func:`header_key` (hashed by default) and

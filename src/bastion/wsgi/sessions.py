@@ -6,8 +6,9 @@ blocking client (rebuilt after a fork, so it is safe under gunicorn's pre-fork m
 loop is involved. The session is ``environ["bastion.session"]``, loaded on first touch (an
 untouched request does no store I/O) and saved when the app calls ``start_response``.
 
-Outage: a store failure while the session is read or saved answers ``503`` with a plain message
-and an audit event, never a fresh session and never a 500 traceback.
+Outage: a store failure while the session is read or saved answers ``503`` with a short message
+(JSON when the client's ``Accept`` asks for it) and an audit event, never a fresh session and
+never a 500 traceback.
 
 For Flask, use :class:`bastion.flask.Bastion`, which plugs the same engine into
 ``flask.session``.
