@@ -58,6 +58,15 @@ from bastion.testing._store_worker import cas_increment_worker
 
 __all__ = ["AdvanceTime", "SharedStoreContract", "StoreContract"]
 
+
+def _check(ok: bool, what: str = "a store contract check failed") -> None:
+    """The contract's assertion. Raised explicitly, so that ``python -O`` (which strips
+    ``assert``) cannot turn a failing store into a passing one; pytest shows the calling line."""
+    __tracebackhide__ = True
+    if not ok:
+        raise AssertionError(what)
+
+
 AdvanceTime: TypeAlias = Callable[[float], Awaitable[None]]
 """The type of the ``advance_time`` fixture."""
 
@@ -102,40 +111,40 @@ class StoreContract:
 
     @pytest.mark.asyncio
     async def test_is_a_store(self, store: Store) -> None:
-        assert isinstance(store, Store)
+        _check(isinstance(store, Store))
 
     @pytest.mark.asyncio
     async def test_get_missing_returns_none(self, store: Store) -> None:
-        assert await store.get("missing") is None
+        _check(await store.get("missing") is None)
 
     @pytest.mark.asyncio
     async def test_set_then_get(self, store: Store) -> None:
         await store.set("k", b"v")
         value = await store.get("k")
-        assert value == b"v"
-        assert type(value) is bytes
+        _check(value == b"v")
+        _check(type(value) is bytes)
 
     @pytest.mark.asyncio
     async def test_set_overwrites(self, store: Store) -> None:
         await store.set("k", b"first")
         await store.set("k", b"second")
-        assert await store.get("k") == b"second"
+        _check(await store.get("k") == b"second")
 
     @pytest.mark.asyncio
     async def test_keys_are_independent(self, store: Store) -> None:
         await store.set("one", b"1")
         await store.set("two", b"2")
         await store.delete("one")
-        assert await store.get("one") is None
-        assert await store.get("two") == b"2"
+        _check(await store.get("one") is None)
+        _check(await store.get("two") == b"2")
 
     @pytest.mark.asyncio
     async def test_delete_says_whether_a_value_was_there(self, store: Store) -> None:
         await store.set("k", b"v")
-        assert await store.delete("k") is True
-        assert await store.get("k") is None
-        assert await store.delete("k") is False
-        assert await store.delete("never-set") is False
+        _check(await store.delete("k") is True)
+        _check(await store.get("k") is None)
+        _check(await store.delete("k") is False)
+        _check(await store.delete("never-set") is False)
 
     # -- expiry -------------------------------------------------------------------------------
 
@@ -143,23 +152,23 @@ class StoreContract:
     async def test_ttl_expires(self, store: Store, advance_time: AdvanceTime) -> None:
         await store.set("k", b"v", ttl=100)
         await advance_time(100)
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_ttl_not_yet_expired(self, store: Store, advance_time: AdvanceTime) -> None:
         await store.set("k", b"v", ttl=100)
         await advance_time(50)
-        assert await store.get("k") == b"v"
+        _check(await store.get("k") == b"v")
         await advance_time(60)
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_fractional_ttl(self, store: Store, advance_time: AdvanceTime) -> None:
         await store.set("short", b"v", ttl=2.5)
         await store.set("long", b"v", ttl=200.5)
         await advance_time(3)
-        assert await store.get("short") is None
-        assert await store.get("long") == b"v"
+        _check(await store.get("short") is None)
+        _check(await store.get("long") == b"v")
 
     @pytest.mark.asyncio
     async def test_key_without_ttl_does_not_expire(
@@ -167,7 +176,7 @@ class StoreContract:
     ) -> None:
         await store.set("k", b"v")
         await advance_time(10 * 365 * 24 * 3600)
-        assert await store.get("k") == b"v"
+        _check(await store.get("k") == b"v")
 
     @pytest.mark.asyncio
     async def test_set_without_ttl_clears_the_ttl(
@@ -176,14 +185,14 @@ class StoreContract:
         await store.set("k", b"old", ttl=100)
         await store.set("k", b"new")
         await advance_time(1000)
-        assert await store.get("k") == b"new"
+        _check(await store.get("k") == b"new")
 
     @pytest.mark.asyncio
     async def test_set_replaces_the_ttl(self, store: Store, advance_time: AdvanceTime) -> None:
         await store.set("k", b"old", ttl=1000)
         await store.set("k", b"new", ttl=100)
         await advance_time(200)
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_delete_of_an_expired_key_is_false(
@@ -191,7 +200,7 @@ class StoreContract:
     ) -> None:
         await store.set("k", b"v", ttl=100)
         await advance_time(150)
-        assert await store.delete("k") is False
+        _check(await store.delete("k") is False)
 
     @pytest.mark.asyncio
     async def test_set_after_expiry_starts_afresh(
@@ -200,23 +209,23 @@ class StoreContract:
         await store.set("k", b"old", ttl=100)
         await advance_time(150)
         await store.set("k", b"new")
-        assert await store.get("k") == b"new"
+        _check(await store.get("k") == b"new")
 
     # -- compare_and_set ----------------------------------------------------------------------
 
     @pytest.mark.asyncio
     async def test_cas_creates_when_absent(self, store: Store) -> None:
-        assert await store.compare_and_set("k", None, b"created") is True
-        assert await store.get("k") == b"created"
+        _check(await store.compare_and_set("k", None, b"created") is True)
+        _check(await store.get("k") == b"created")
 
     @pytest.mark.asyncio
     async def test_cas_create_refused_when_present(self, store: Store) -> None:
         await store.set("k", b"existing")
         await store.set("with-ttl", b"existing", ttl=100)
-        assert await store.compare_and_set("k", None, b"other") is False
-        assert await store.compare_and_set("with-ttl", None, b"other") is False
-        assert await store.get("k") == b"existing"
-        assert await store.get("with-ttl") == b"existing"
+        _check(await store.compare_and_set("k", None, b"other") is False)
+        _check(await store.compare_and_set("with-ttl", None, b"other") is False)
+        _check(await store.get("k") == b"existing")
+        _check(await store.get("with-ttl") == b"existing")
 
     @pytest.mark.asyncio
     async def test_cas_creates_when_existing_key_expired(
@@ -224,33 +233,33 @@ class StoreContract:
     ) -> None:
         await store.set("k", b"stale", ttl=100)
         await advance_time(150)
-        assert await store.compare_and_set("k", None, b"fresh") is True
-        assert await store.get("k") == b"fresh"
+        _check(await store.compare_and_set("k", None, b"fresh") is True)
+        _check(await store.get("k") == b"fresh")
 
     @pytest.mark.asyncio
     async def test_cas_swaps_with_the_right_expected(self, store: Store) -> None:
         await store.set("k", b"one")
-        assert await store.compare_and_set("k", b"one", b"two") is True
-        assert await store.get("k") == b"two"
+        _check(await store.compare_and_set("k", b"one", b"two") is True)
+        _check(await store.get("k") == b"two")
 
     @pytest.mark.asyncio
     async def test_cas_refuses_a_wrong_expected(
         self, store: Store, advance_time: AdvanceTime
     ) -> None:
         await store.set("k", b"one", ttl=100)
-        assert await store.compare_and_set("k", b"two", b"three") is False
-        assert await store.compare_and_set("k", b"on", b"three") is False  # a prefix
-        assert await store.compare_and_set("k", b"one\x00", b"three") is False
-        assert await store.compare_and_set("k", b"", b"three") is False
-        assert await store.get("k") == b"one"
+        _check(await store.compare_and_set("k", b"two", b"three") is False)
+        _check(await store.compare_and_set("k", b"on", b"three") is False)  # a prefix
+        _check(await store.compare_and_set("k", b"one\x00", b"three") is False)
+        _check(await store.compare_and_set("k", b"", b"three") is False)
+        _check(await store.get("k") == b"one")
         await advance_time(150)  # a refused CAS leaves the TTL alone, too
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_cas_with_expected_refuses_a_missing_key(self, store: Store) -> None:
-        assert await store.compare_and_set("k", b"anything", b"v") is False
-        assert await store.compare_and_set("k", b"", b"v") is False
-        assert await store.get("k") is None
+        _check(await store.compare_and_set("k", b"anything", b"v") is False)
+        _check(await store.compare_and_set("k", b"", b"v") is False)
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_cas_with_expected_refuses_an_expired_key(
@@ -258,41 +267,41 @@ class StoreContract:
     ) -> None:
         await store.set("k", b"old", ttl=100)
         await advance_time(150)
-        assert await store.compare_and_set("k", b"old", b"new") is False
-        assert await store.get("k") is None
+        _check(await store.compare_and_set("k", b"old", b"new") is False)
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_cas_matches_an_empty_value(self, store: Store) -> None:
         await store.set("k", b"")
-        assert await store.compare_and_set("k", None, b"x") is False
-        assert await store.compare_and_set("k", b"", b"x") is True
-        assert await store.get("k") == b"x"
+        _check(await store.compare_and_set("k", None, b"x") is False)
+        _check(await store.compare_and_set("k", b"", b"x") is True)
+        _check(await store.get("k") == b"x")
 
     @pytest.mark.asyncio
     async def test_cas_create_applies_the_ttl(
         self, store: Store, advance_time: AdvanceTime
     ) -> None:
-        assert await store.compare_and_set("k", None, b"v", ttl=100) is True
+        _check(await store.compare_and_set("k", None, b"v", ttl=100) is True)
         await advance_time(50)
-        assert await store.get("k") == b"v"
+        _check(await store.get("k") == b"v")
         await advance_time(60)
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_cas_swap_applies_the_ttl(self, store: Store, advance_time: AdvanceTime) -> None:
         await store.set("k", b"one")
-        assert await store.compare_and_set("k", b"one", b"two", ttl=100) is True
+        _check(await store.compare_and_set("k", b"one", b"two", ttl=100) is True)
         await advance_time(150)
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_cas_swap_without_ttl_clears_the_ttl(
         self, store: Store, advance_time: AdvanceTime
     ) -> None:
         await store.set("k", b"one", ttl=100)
-        assert await store.compare_and_set("k", b"one", b"two") is True
+        _check(await store.compare_and_set("k", b"one", b"two") is True)
         await advance_time(1000)
-        assert await store.get("k") == b"two"
+        _check(await store.get("k") == b"two")
 
     @pytest.mark.asyncio
     async def test_cas_has_one_winner_among_concurrent_tasks(self, store: Store) -> None:
@@ -304,11 +313,10 @@ class StoreContract:
                 *(store.compare_and_set("race", previous, value) for value in values)
             )
             winners = [value for value, won in zip(values, outcomes, strict=True) if won]
-            assert len(winners) == 1, f"round {round_}: {len(winners)} winners"
-            assert await store.get("race") == winners[0]
+            _check(len(winners) == 1, f"round {round_}: {len(winners)} winners")
+            _check(await store.get("race") == winners[0])
             previous = winners[0]
-        assert previous is not None
-        assert previous.startswith(b"round-4-")
+        _check(previous is not None and previous.startswith(b"round-4-"))
 
     @pytest.mark.asyncio
     async def test_cas_increments_under_concurrent_tasks_lose_nothing(self, store: Store) -> None:
@@ -319,26 +327,27 @@ class StoreContract:
             while True:
                 attempts += 1
                 current = await store.get("counter")
-                assert current is not None
+                if current is None:  # narrows the type too, which _check cannot
+                    raise AssertionError("the counter vanished during the race")
                 if await store.compare_and_set("counter", current, b"%d" % (int(current) + 1)):
                     return attempts
 
         attempts = await asyncio.gather(*(increment() for _ in range(20)))
-        assert await store.get("counter") == b"20"
-        assert len(attempts) == 20
+        _check(await store.get("counter") == b"20")
+        _check(len(attempts) == 20)
 
     # -- keys ---------------------------------------------------------------------------------
 
     @pytest.mark.asyncio
     async def test_odd_keys_are_distinct_and_round_trip(self, store: Store) -> None:
-        assert len(set(ODD_KEYS)) == len(ODD_KEYS)
+        _check(len(set(ODD_KEYS)) == len(ODD_KEYS))
         for index, key in enumerate(ODD_KEYS):
             await store.set(key, b"value-%d" % index)
         for index, key in enumerate(ODD_KEYS):
-            assert await store.get(key) == b"value-%d" % index, f"key {key!r}"
+            _check(await store.get(key) == b"value-%d" % index, f"key {key!r}")
         for index, key in enumerate(ODD_KEYS):
-            assert await store.compare_and_set(key, b"value-%d" % index, b"cas") is True
-            assert await store.delete(key) is True, f"key {key!r}"
+            _check(await store.compare_and_set(key, b"value-%d" % index, b"cas") is True)
+            _check(await store.delete(key) is True, f"key {key!r}")
 
     @pytest.mark.asyncio
     async def test_key_over_the_limit_is_refused(self, store: Store) -> None:
@@ -376,26 +385,26 @@ class StoreContract:
     @pytest.mark.asyncio
     async def test_empty_value_round_trips(self, store: Store) -> None:
         await store.set("k", b"")
-        assert await store.get("k") == b""
-        assert await store.delete("k") is True
+        _check(await store.get("k") == b"")
+        _check(await store.delete("k") is True)
 
     @pytest.mark.asyncio
     async def test_large_random_value_round_trips(self, store: Store) -> None:
         value = random.Random(1234).randbytes(1024 * 1024)  # noqa: S311 (test data, not a key)
         await store.set("big", value)
-        assert await store.get("big") == value
-        assert await store.compare_and_set("big", value, value[::-1]) is True
-        assert await store.get("big") == value[::-1]
+        _check(await store.get("big") == value)
+        _check(await store.compare_and_set("big", value, value[::-1]) is True)
+        _check(await store.get("big") == value[::-1])
 
     @pytest.mark.asyncio
     async def test_every_byte_round_trips(self, store: Store) -> None:
         value = bytes(range(256)) * 4
         await store.set("bytes", value)
-        assert await store.get("bytes") == value
+        _check(await store.get("bytes") == value)
         await store.set("nul", b"\x00")
-        assert await store.get("nul") == b"\x00"
+        _check(await store.get("nul") == b"\x00")
         await store.set("utf8-lookalike", "é".encode())
-        assert await store.get("utf8-lookalike") == b"\xc3\xa9"
+        _check(await store.get("utf8-lookalike") == b"\xc3\xa9")
 
     @pytest.mark.asyncio
     async def test_value_over_the_limit_is_refused(self, store: Store) -> None:
@@ -404,7 +413,7 @@ class StoreContract:
             await store.set("k", too_big)
         with pytest.raises(StoreError, match="limit"):
             await store.compare_and_set("k", None, too_big)
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     @pytest.mark.asyncio
     async def test_bad_value_type_is_refused(self, store: Store) -> None:
@@ -415,7 +424,7 @@ class StoreContract:
                 await store.compare_and_set("k", None, bad)  # type: ignore[arg-type]
         with pytest.raises(StoreError, match="bytes"):
             await store.compare_and_set("k", "text", b"v")  # type: ignore[arg-type]
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
     # -- TTLs ---------------------------------------------------------------------------------
 
@@ -426,7 +435,7 @@ class StoreContract:
                 await store.set("k", b"v", ttl=ttl)  # type: ignore[arg-type]
             with pytest.raises(StoreError, match="ttl"):
                 await store.compare_and_set("k", None, b"v", ttl=ttl)  # type: ignore[arg-type]
-        assert await store.get("k") is None
+        _check(await store.get("k") is None)
 
 
 def _race_processes(store_url: str, processes: int, increments: int) -> int:
@@ -491,6 +500,6 @@ class SharedStoreContract(StoreContract):
         won = await asyncio.to_thread(
             _race_processes, store_url, self.process_count, self.increments_per_process
         )
-        assert won >= self.increments_per_process, f"only {won} increments succeeded"
+        _check(won >= self.increments_per_process, f"only {won} increments succeeded")
         # Nothing lost (a success not counted) and nothing doubled (two winners of one round).
-        assert await store.get("counter") == str(won).encode()
+        _check(await store.get("counter") == str(won).encode())
