@@ -516,3 +516,23 @@ def test_redis_url_prefix_is_read_like_the_key_value_store(
         RedisRateLimitStore(f"{redis_url}?prefix=a:&prefix=b:")
     with pytest.raises(ConfigurationError, match="without braces"):
         RedisRateLimitStore(f"{redis_url}?prefix=%7Btag%7D:")
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"synchronous": "off"}, "synchronous"),
+        ({"synchronous": ["full"]}, "synchronous"),  # unhashable: still a ConfigurationError
+        ({"purge_every": -1}, "purge_every"),
+        ({"path": ":memory:"}, "path"),
+    ],
+)
+def test_sqlite_backend_settings_are_validated(
+    tmp_path: Path, options: dict[str, object], setting: str
+) -> None:
+    arguments: dict[str, object] = {"path": tmp_path / "rl.db", **options}
+    with pytest.raises(ConfigurationError) as info:
+        SQLiteRateLimitStore(**arguments)  # type: ignore[arg-type]
+    assert info.value.setting == setting

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
     from bastion.core.clock import Clock
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "SQLiteSyncStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "SQLiteSyncStore", "check_settings"]
 
 SCHEMA_VERSION: Final = 1
 """The schema this code reads and writes. A file with a higher version is refused."""
@@ -142,6 +142,33 @@ DELETE FROM bastion_kv WHERE key IN (
 )"""
 
 
+def check_settings(*, timeout: object, synchronous: object, purge_every: object) -> None:
+    """Validate the settings every SQLite-backed bastion store shares (this key-value store and
+    :class:`~bastion.stores.ratelimit.SQLiteRateLimitStore`): ``timeout`` finite seconds > 0,
+    ``synchronous`` ``"full"`` or ``"normal"``, ``purge_every`` a whole number of writes >= 0.
+    Raises :class:`~bastion.errors.ConfigurationError` naming the setting."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError(
+            f"timeout must be a finite number of seconds > 0, got {timeout!r}",
+            setting="timeout",
+        )
+    if not isinstance(synchronous, str) or synchronous not in _SYNCHRONOUS:
+        raise ConfigurationError(
+            f"synchronous must be 'full' or 'normal', got {synchronous!r}",
+            setting="synchronous",
+        )
+    if isinstance(purge_every, bool) or not isinstance(purge_every, int) or purge_every < 0:
+        raise ConfigurationError(
+            f"purge_every must be a whole number of writes >= 0, got {purge_every!r}",
+            setting="purge_every",
+        )
+
+
 class SQLiteStore:
     """A :class:`~bastion.stores.base.Store` in one SQLite file. See the module docstring.
 
@@ -191,26 +218,7 @@ class SQLiteStore:
                 "use memory:// (MemoryStore) for an in-process store",
                 setting="path",
             )
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"timeout must be a finite number of seconds > 0, got {timeout!r}",
-                setting="timeout",
-            )
-        if not isinstance(synchronous, str) or synchronous not in _SYNCHRONOUS:
-            raise ConfigurationError(
-                f"synchronous must be 'full' or 'normal', got {synchronous!r}",
-                setting="synchronous",
-            )
-        if isinstance(purge_every, bool) or not isinstance(purge_every, int) or purge_every < 0:
-            raise ConfigurationError(
-                f"purge_every must be a whole number of writes >= 0, got {purge_every!r}",
-                setting="purge_every",
-            )
+        check_settings(timeout=timeout, synchronous=synchronous, purge_every=purge_every)
         if not isinstance(inline_reads, bool):
             raise ConfigurationError(
                 f"inline_reads must be True or False, got {inline_reads!r}",

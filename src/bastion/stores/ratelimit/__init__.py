@@ -26,7 +26,6 @@ reached in time; the engine turns that into the limit's failure policy.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import sqlite3
 import threading
@@ -51,6 +50,7 @@ from bastion.core.ratelimit import (
     micros,
 )
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.stores.sqlite import check_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -234,26 +234,7 @@ class SQLiteRateLimitStore:
                 f"SQLite rate-limit path must be a file path shared by the workers, got {path!r}",
                 setting="path",
             )
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"timeout must be a finite number of seconds > 0, got {timeout!r}",
-                setting="timeout",
-            )
-        if synchronous not in {"full", "normal"}:
-            raise ConfigurationError(
-                f"synchronous must be 'full' or 'normal', got {synchronous!r}",
-                setting="synchronous",
-            )
-        if isinstance(purge_every, bool) or not isinstance(purge_every, int) or purge_every < 0:
-            raise ConfigurationError(
-                f"purge_every must be a whole number >= 0, got {purge_every!r}",
-                setting="purge_every",
-            )
+        check_settings(timeout=timeout, synchronous=synchronous, purge_every=purge_every)
         self._path = Path(path).absolute()
         self._clock = clock
         self._timeout = float(timeout)
