@@ -62,9 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "user_key"]
 
-_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
-_TOO_MANY: Final = b"Too Many Requests"
-_UNAVAILABLE: Final = b"Service Unavailable"
 _ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 _WS_START: Final = "websocket.http.response.start"
 _WS_BODY: Final = "websocket.http.response.body"
@@ -82,16 +79,16 @@ _OURS: Final = frozenset(
 
 
 class _Refusal(NamedTuple):
-    """How a refused handshake is answered: the denial response, or the close without it."""
+    """How a refused handshake is answered: the denial response's status, or the close (code
+    and reason) when the server offers no denial response."""
 
     status: int
-    body: bytes
     close_code: int
     reason: str
 
 
-_WS_LIMITED: Final = _Refusal(429, _TOO_MANY, 1008, "rate limited")  # 1008: policy violation
-_WS_UNAVAILABLE: Final = _Refusal(503, _UNAVAILABLE, 1013, "service unavailable")  # try later
+_WS_LIMITED: Final = _Refusal(429, 1008, "rate limited")  # 1008: policy violation
+_WS_UNAVAILABLE: Final = _Refusal(503, 1013, "service unavailable")  # 1013: try again later
 
 
 def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
@@ -283,18 +280,22 @@ async def _deny(
     if message.get("type") != "websocket.connect":
         return
     if _WS_EXTENSION in (scope.get("extensions") or {}):
-        length = (b"content-length", str(len(how.body)).encode("ascii"))
-        start = {"type": _WS_START, "status": how.status, "headers": [_TEXT, length, *headers]}
-        await send(start)
-        await send({"type": _WS_BODY, "body": how.body})
+        await _answer(scope, send, how.status, headers, start_type=_WS_START, body_type=_WS_BODY)
         return
     await send({"type": "websocket.close", "code": how.close_code, "reason": how.reason})
 
 
 async def _answer(
-    scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]]
+    scope: Scope,
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    start_type: str = "http.response.start",
+    body_type: str = "http.response.body",
 ) -> None:
-    """The 429 or 503, as text or (for a client asking for JSON) JSON."""
+    """The 429 or 503, as text or (for a client asking for JSON) JSON; for a WebSocket
+    handshake, sent as the ``websocket.http.response`` messages."""
     accept = None
     for name, value in scope["headers"]:
         if name == b"accept":
@@ -303,7 +304,7 @@ async def _answer(
     content_type, body = refusal_body(_ERRORS[status], accept=accept)
     await send(
         {
-            "type": "http.response.start",
+            "type": start_type,
             "status": status,
             "headers": [
                 (b"content-type", content_type),
@@ -312,4 +313,4 @@ async def _answer(
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": body_type, "body": body})
