@@ -1,4 +1,5 @@
-"""Shared fixtures: a Redis server for the session, private servers, unique key prefixes.
+"""Shared fixtures: a Redis server for the session, private servers, unique key prefixes, and
+``any_store`` (each bastion store in turn).
 
 ``REDIS_URL`` names an existing server to use instead of starting one. When ``redis-server``
 is needed and missing, tests skip locally and fail under ``CI=true`` (CI must not go green by
@@ -12,12 +13,20 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
+from bastion.stores.memory import MemoryStore
+from bastion.stores.redis import RedisStore
+from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.redis_server import RedisServer, find_redis_server
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
     from typing import Any
+
+    from bastion.core.clock import FrozenClock
+    from bastion.stores.base import Store
 
 MISSING_REDIS = "redis-server not found; install it with: apt-get install redis-server"
 
@@ -67,3 +76,23 @@ def start_redis_server() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest_asyncio.fixture(params=["memory", "sqlite", "redis"])
+async def any_store(
+    request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
+) -> AsyncIterator[Store]:
+    """The same test on each bastion store: memory, a SQLite file, the session's Redis server
+    under a fresh prefix. All on the test module's ``clock`` fixture."""
+    if request.param == "memory":
+        opened: Store = MemoryStore(clock=clock)
+    elif request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "bastion.db", clock=clock)
+    else:
+        opened = RedisStore.from_url(
+            request.getfixturevalue("redis_url"),
+            prefix=request.getfixturevalue("redis_prefix"),
+            clock=clock,
+        )
+    yield opened
+    await opened.aclose()

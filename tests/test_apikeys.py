@@ -10,7 +10,6 @@ import hmac
 from typing import TYPE_CHECKING
 
 import pytest
-import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,46 +29,12 @@ from bastion.core.keys import KeyRing, SecretKey
 from bastion.engine.apikeys import ApiKeyManager
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import BadToken, ConfigurationError
-from bastion.stores.memory import MemoryStore
 from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.redis import RedisStore
-from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.audit import RecordingAuditSink
+from bastion.testing.sync_store import CountingStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
-
     from bastion.stores.base import Store
-
-
-class CountingStore:
-    """A proxy around a real store that counts the calls made through it."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    async def get(self, key: str) -> bytes | None:
-        self.calls += 1
-        return await self.inner.get(key)
-
-    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
-        self.calls += 1
-        await self.inner.set(key, value, ttl)
-
-    async def delete(self, key: str) -> bool:
-        self.calls += 1
-        return await self.inner.delete(key)
-
-    async def compare_and_set(
-        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
-    ) -> bool:
-        self.calls += 1
-        return await self.inner.compare_and_set(key, expected, value, ttl)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -77,20 +42,9 @@ def clock() -> FrozenClock:
     return FrozenClock(1_800_000_000.0)
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", "redis"])
-async def store(
-    request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
-) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        opened: Store = MemoryStore(clock=clock)
-    elif request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "keys.db", clock=clock)
-    else:
-        redis_url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        opened = RedisStore.from_url(redis_url, prefix=prefix, clock=clock)
-    yield opened
-    await opened.aclose()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 @pytest.fixture
@@ -226,11 +180,11 @@ async def test_bad_checksum_is_refused_before_any_store_call(
 ) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     tampered = created.token[:-1] + ("A" if created.token[-1] != "A" else "B")
-    calls = counting.calls
+    calls = counting.total
     result = await manager.verify(tampered, client_ip="203.0.113.9")
     assert result.status is ApiKeyStatus.MALFORMED
     assert result.http_status == 401
-    assert counting.calls == calls  # no lookup at all
+    assert counting.total == calls  # no lookup at all
     assert manager.counts[ApiKeyStatus.MALFORMED] == 1
     event = sink.events[-1]
     assert str(event.name) == "authn_login_fail"
@@ -295,14 +249,14 @@ async def test_last_used_is_written_at_most_once_a_minute(
     first = await manager.verify(created.token)
     assert first.record is not None
     assert first.record.last_used_at == clock.now()
-    calls = counting.calls
+    calls = counting.total
     for _ in range(5):
         clock.advance(10)
         assert (await manager.verify(created.token)).ok
-    assert counting.calls == calls + 5  # gets only, no writes within the minute
+    assert counting.total == calls + 5  # gets only, no writes within the minute
     clock.advance(15)
     await manager.verify(created.token)
-    assert counting.calls == calls + 7  # one get and one compare_and_set
+    assert counting.total == calls + 7  # one get and one compare_and_set
     stored = await manager.get(created.record.key_id)
     assert stored is not None
     assert stored.last_used_at == clock.now()

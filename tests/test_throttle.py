@@ -6,7 +6,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,13 +24,10 @@ from bastion.core.throttle import (
 from bastion.engine.throttle import LoginOutcome, LoginThrottle
 from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
-from bastion.stores.redis import RedisStore
-from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
-    from pathlib import Path
+    from collections.abc import Awaitable, Callable
 
     from bastion.stores.base import Store
 
@@ -44,22 +40,9 @@ def clock() -> FrozenClock:
     return FrozenClock(1_800_000_000.0)
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", "redis"])
-async def store(
-    request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
-) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        opened: Store = MemoryStore(clock=clock)
-    elif request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "throttle.db", clock=clock)
-    else:
-        opened = RedisStore.from_url(
-            request.getfixturevalue("redis_url"),
-            prefix=request.getfixturevalue("redis_prefix"),
-            clock=clock,
-        )
-    yield opened
-    await opened.aclose()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 @pytest.fixture
