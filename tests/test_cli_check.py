@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+import node_tools
 import test_observatory as observatory
 from observatory_app import app as strict_app
 from servers import uvicorn_thread
@@ -171,7 +172,7 @@ def test_same_score_as_the_real_observatory(strict_https: tuple[int, Path]) -> N
     port, ca = strict_https
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)}
     scanned = subprocess.run(
-        ["node", str(scan), f"127.0.0.1:{port}"],
+        [str(node_tools.node()), str(scan), f"127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         timeout=observatory.SCAN_TIMEOUT,

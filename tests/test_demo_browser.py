@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -32,16 +33,41 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
+DISABLED_FEATURES = (
+    *("AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades"),
+    *("HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding"),
+    *("ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect"),
+    *("OptimizationHints", "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch"),
+    *("AutofillServerCommunication", "Translate"),
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
+    "--no-default-browser-check",
+    # No traffic of Chromium's own: updates, sync, metrics, safe browsing, translation, pings.
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--no-pings",
+    # One --disable-features replaces any earlier one, so this list repeats Playwright's own
+    # (network time, optimization hints, search preconnects, ...) and adds autofill's server.
+    "--disable-features=" + ",".join(DISABLED_FEATURES),
+    # Google service endpoints that Debian's Chromium still calls with the switches above (the
+    # component updater, account and API hosts) point at a closed loopback port.
+    "--component-updater=url-source=http://127.0.0.1:9/",
+    "--gaia-url=http://127.0.0.1:9",
+    "--google-apis-url=http://127.0.0.1:9",
+    "--lso-url=http://127.0.0.1:9",
     "--short-reporting-delay",  # deliver Reporting API (CSP) reports within a second
 ]
+CONTROL_HOST = "outside-control.invalid"  # the one foreign host a test asks for on purpose
 SEED = "correct horse battery staple for the demo"
 NEW = "a long passphrase nobody has used before 7"
 
@@ -53,20 +79,77 @@ def _missing(reason: str) -> None:
 
 
 try:
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover (depends on the machine)
     sync_playwright = None
+    PlaywrightError = Exception
+
+
+class OutsideRecorder:
+    """A stand-in for every host that is not loopback: Chromium's proxy.
+
+    Chromium is launched with ``--proxy-server`` pointing here; it sends loopback traffic
+    direct (its implicit bypass rule) and everything else here. So every connection that would
+    leave loopback is recorded by its target (``CONNECT host:port`` or an absolute URL) and
+    refused, and nothing leaves the machine."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    first = connection.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+                    connection.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    first = "<no request line>"
+            parts = first.split()
+            with self._lock:
+                self.seen.append(parts[1] if len(parts) > 1 else first)
+
+    def foreign(self) -> list[str]:
+        """What was asked for outside loopback, the deliberate control host excepted."""
+        with self._lock:
+            return [target for target in self.seen if CONTROL_HOST not in target]
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def outside() -> Iterator[OutsideRecorder]:
+    recorder = OutsideRecorder()
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+@pytest.fixture(scope="module")
+def browser(outside: OutsideRecorder) -> Iterator[Browser]:
     if sync_playwright is None:
         _missing("the playwright package is not installed")
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    # The proxy goes in as a raw switch: Playwright's own proxy option would also proxy
+    # loopback ("<-loopback>"), and the demo must be reached directly.
+    args = [*CHROMIUM_ARGS, f"--proxy-server=http://127.0.0.1:{outside.port}"]
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            executable_path=str(CHROMIUM), headless=True, args=args
         )
         yield launched
         launched.close()
@@ -320,3 +403,34 @@ def test_totp_enrolment_login_and_replay(browser: Browser, served: Served, shots
                 assert re.search(r"Wrong user name, password or code", page.inner_text("#errors"))
         finally:
             context.close()
+
+
+def test_the_outside_recorder_sees_a_foreign_request(
+    browser: Browser, served: Served, outside: OutsideRecorder
+) -> None:
+    """The control for the test below: a page that asks for a foreign host is recorded."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        # The recorder answers 403 with no body, which Chromium shows as an error page.
+        with pytest.raises(PlaywrightError, match="ERR_HTTP_RESPONSE_CODE_FAILURE"):
+            page.goto(f"http://{CONTROL_HOST}/probe")
+        deadline = time.monotonic() + 10
+        while not any(CONTROL_HOST in target for target in outside.seen):
+            assert time.monotonic() < deadline, f"the recorder saw nothing: {outside.seen}"
+            time.sleep(0.05)  # polling for the proxied request, not waiting out a window
+    finally:
+        context.close()
+
+
+def test_no_connection_left_loopback(
+    browser: Browser, served: Served, outside: OutsideRecorder
+) -> None:
+    """After every browser test of this module, Chromium asked for no host outside loopback."""
+    context = browser.new_context()
+    try:
+        context.new_page().goto(served.base + "/")
+    finally:
+        context.close()
+    foreign = outside.foreign()
+    assert foreign == [], sorted({t.split("/")[2] if "//" in t else t for t in foreign})

@@ -1,16 +1,12 @@
 """The MDN HTTP Observatory grades a bastion-protected app A+ (score >= 130), cookies included.
 
 The app (tests/observatory_app.py) is served by uvicorn over HTTPS on 127.0.0.1 with a
-certificate from a throwaway CA made here with the ``openssl`` command line (the
-``cryptography`` package is not a dependency of the venv). The scanner is the npm package
-``@mdn/mdn-http-observatory``, installed with ``--ignore-scripts`` into a cache directory
-outside the repository (``$BASTION_OBSERVATORY_DIR``, default ``~/.cache/bastion/observatory``)
-on first use, with a bounded timeout. Its post-install scripts would download the HSTS preload
-list; instead ``conf/hsts-preload.json`` is written as ``{}``, so the result cannot depend on
-that list. The scan talks only to 127.0.0.1 (the package install talks to the npm registry).
+certificate from a throwaway CA made here with the ``openssl`` command line. The scanner is the
+npm package ``@mdn/mdn-http-observatory`` at the version pinned by
+``tests/observatory/package-lock.json``, run by the pinned Node.js of the dev extra
+(tests/node_tools.py installs both). The scan talks only to 127.0.0.1.
 
-Without ``node``/``npm``/``openssl`` (or when the install fails) the test skips locally and
-fails under ``CI=true``.
+Without ``openssl`` or the scanner the test skips locally and fails under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -28,64 +24,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import node_tools
 from servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "@mdn/mdn-http-observatory"
-VERSION = "1.4.8"  # pinned: the grading rules change between releases
-INSTALL_TIMEOUT = 300
 SCAN_TIMEOUT = 180
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
 def _unavailable(reason: str) -> None:
-    if _in_ci():
-        pytest.fail(f"{reason} (CI=true: the Observatory test must run)")
-    pytest.skip(reason)
-
-
-def _cache_dir() -> Path:
-    given = os.environ.get("BASTION_OBSERVATORY_DIR", "").strip()
-    return Path(given) if given else Path.home() / ".cache" / "bastion" / "observatory"
+    node_tools.unavailable(reason)
 
 
 def _scanner() -> Path:
-    """The scanner's ``src/scan.js``, installed on first use."""
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            _unavailable(f"{tool} not found; install Node.js >= 20 to run the Observatory test")
-    root = _cache_dir() / VERSION
-    package = root / "node_modules" / "@mdn" / "mdn-http-observatory"
-    scan = package / "src" / "scan.js"
-    if not scan.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        command = [
-            "npm",
-            "install",
-            "--ignore-scripts",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--prefix",
-            str(root),
-            f"{PACKAGE}@{VERSION}",
-        ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable(f"npm install {PACKAGE} timed out after {INSTALL_TIMEOUT}s")
-        if done.returncode != 0 or not scan.is_file():
-            _unavailable(f"npm install {PACKAGE}@{VERSION} failed: {done.stderr[-800:]}")
-    (package / "conf" / "hsts-preload.json").write_text("{}", encoding="utf-8")
-    return scan
+    """The scanner's ``src/scan.js`` (tests/node_tools.py installs it from the lockfile)."""
+    return node_tools.observatory_scanner()
 
 
 def _openssl(*args: str) -> None:
@@ -187,7 +142,7 @@ def test_observatory_grades_a_plus(https_server: tuple[int, Path]) -> None:
     port, ca = https_server
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)}
     done = subprocess.run(
-        ["node", str(scan), f"127.0.0.1:{port}"],
+        [str(node_tools.node()), str(scan), f"127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         timeout=SCAN_TIMEOUT,
