@@ -30,8 +30,6 @@ read.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import json
 import logging
 import math
@@ -384,17 +382,26 @@ def _member(kind: type[_E], value: str, setting: str) -> _E:
 class HashedIdentifier:
     """A keyed digest of an identifier (32 lowercase hex characters), made by
     :class:`IdentifierHasher`. The only form in which an :class:`AuditEvent` holds a user,
-    client address or session."""
+    client address or session.
+
+    ``previous`` holds the digests of the same identifier under the ring's older keys, newest
+    first (empty when the ring has one key): the correlation across a key rotation. It is not
+    part of equality, which compares ``digest`` only.
+    """
 
     digest: str
+    previous: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.digest, str) or _HEX_DIGEST.fullmatch(self.digest) is None:
-            raise ConfigurationError(
-                "a HashedIdentifier holds 32 lowercase hex characters; build it with "
-                "IdentifierHasher.hash(), never from a raw identifier",
-                setting="digest",
-            )
+        digests = (self.digest, *self.previous) if isinstance(self.previous, tuple) else (None,)
+        for digest in digests:
+            if not isinstance(digest, str) or _HEX_DIGEST.fullmatch(digest) is None:
+                raise ConfigurationError(
+                    "a HashedIdentifier holds 32 lowercase hex characters (and a tuple of "
+                    "such digests in previous); build it with IdentifierHasher.hash(), never "
+                    "from a raw identifier",
+                    setting="digest",
+                )
 
     def __str__(self) -> str:
         return self.digest
@@ -409,32 +416,36 @@ class IdentifierHasher:
     so events about one user can be correlated; the ``kind`` (``"user"``, ``"client_ip"``,
     ``"session"``) keeps a user named like an IP address apart from that address.
 
-    Digests are made with the ring's current key; after a rotation the same user gets a new
-    digest. :meth:`candidates` gives the digest under every key of the ring, to search logs that
-    span a rotation.
+    Digests are made with the ring's current key, so after a rotation the same user gets a new
+    digest. The correlation is explicit: while the ring still holds the older keys, each
+    :class:`HashedIdentifier` also carries the digests under them (``previous``), which an
+    event writes under its ``"previous"`` entry, so a search for the digest a user had before
+    the rotation finds the events after it as well. Once the old key leaves the ring the link
+    is no longer written; events that carried it keep it. :meth:`candidates` gives the digest
+    under every key of the ring, to search logs that span a rotation.
     """
 
-    __slots__ = ("_all", "_current")
+    __slots__ = ("_names",)
 
     def __init__(self, keyring: KeyRing | SecretKey, *, purpose: str = "identifiers") -> None:
         validate_purpose(purpose)
-        derived = KeyRing.coerce(keyring).derive("audit:" + purpose)
-        self._all = tuple(key.reveal() for key in derived)
-        self._current = self._all[0]
+        self._names = KeyRing.coerce(keyring).lookup("audit:" + purpose)
 
     def hash(self, identifier: str | int, *, kind: str = "user") -> HashedIdentifier:
-        """The digest of ``identifier`` (text, or an integer id) as ``kind``."""
-        return HashedIdentifier(_digest(self._current, identifier, kind))
+        """The digest of ``identifier`` (text, or an integer id) as ``kind``, with its
+        digests under the ring's older keys."""
+        current, *previous = self._names.names(_message(identifier, kind))
+        return HashedIdentifier(current, tuple(previous))
 
     def candidates(self, identifier: str | int, *, kind: str = "user") -> tuple[str, ...]:
         """The digest under each key of the ring, newest first. For log searches."""
-        return tuple(_digest(key, identifier, kind) for key in self._all)
+        return self._names.names(_message(identifier, kind))
 
     def __repr__(self) -> str:
-        return f"IdentifierHasher(keys={len(self._all)})"
+        return f"IdentifierHasher(keys={len(self._names)})"
 
 
-def _digest(key: bytes, identifier: str | int, kind: str) -> str:
+def _message(identifier: str | int, kind: str) -> bytes:
     if isinstance(identifier, bool) or not isinstance(identifier, str | int):
         raise ConfigurationError(
             f"an audit identifier must be a str or an int, not {type(identifier).__name__}",
@@ -446,8 +457,7 @@ def _digest(key: bytes, identifier: str | int, kind: str) -> str:
         )
     # surrogatepass: hashing never fails on text that cannot be encoded as strict UTF-8.
     text = str(identifier).encode("utf-8", "surrogatepass")
-    message = kind.encode("ascii") + b"\x00" + text
-    return hmac.digest(key, message, hashlib.sha256)[:16].hex()
+    return kind.encode("ascii") + b"\x00" + text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -513,7 +523,22 @@ class AuditEvent:
             "client_ip": None if self.client_ip is None else self.client_ip.digest,
             "session": None if self.session is None else self.session.digest,
             "details": dict(self.details),
+            **self._previous(),
         }
+
+    def _previous(self) -> dict[str, dict[str, list[str]]]:
+        # Present only during a key rotation (see IdentifierHasher), so the usual line is
+        # unchanged.
+        found = {
+            setting: list(value.previous)
+            for setting, value in (
+                ("user", self.user),
+                ("client_ip", self.client_ip),
+                ("session", self.session),
+            )
+            if value is not None and value.previous
+        }
+        return {"previous": found} if found else {}
 
     def to_json(self) -> str:
         """One compact, pure-ASCII JSON line (no newline at the end)."""
