@@ -48,6 +48,7 @@ from bastion.core.totp import (
     generate_recovery_codes,
     normalize_recovery_code,
     normalize_totp_code,
+    validate_totp_secret,
 )
 from bastion.engine.flows import CompareAndSet, Delete, Get, Set, drive_async, drive_sync
 from bastion.engine.syncside import require_sync, sync_side
@@ -189,7 +190,7 @@ class TotpManager:
             raise ConfigurationError(
                 "account_name must be non-empty text without ':'", setting="account_name"
             )
-        secret = _pyotp().random_base32()
+        secret = validate_totp_secret(_pyotp().random_base32())
         uri = self._totp(secret).provisioning_uri(name=account_name, issuer_name=self._issuer)
         svg = _segno().make(uri, error="m").svg_inline(scale=4, omitsize=False)
         return TotpEnrollment(secret=secret, uri=uri, svg=svg)
@@ -200,11 +201,12 @@ class TotpManager:
     # -- flows ---------------------------------------------------------------------------------
 
     def _verify_flow(self, user_id: str, secret: str, code: str) -> Flow[TotpResult]:
+        # The secret first, so a damaged one is noticed even while users type malformed codes.
+        totp = self._totp(validate_totp_secret(secret))
         cleaned = normalize_totp_code(code, digits=self._digits)
         if cleaned is None:
             return TotpResult.MALFORMED
         now = self._clock.now()
-        totp = self._totp(secret)
         current = int(now) // self._interval
         matched: int | None = None
         for offset in range(-self._valid_window, self._valid_window + 1):
@@ -288,7 +290,9 @@ class TotpManager:
     async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
         """Check ``code`` against ``secret`` for ``user_id`` and consume its time step.
         A malformed or wrong code costs no store call; a right one a read and a
-        compare-and-set."""
+        compare-and-set. A ``secret`` that is not base32 or is shorter than 128 bits raises
+        :class:`~bastion.errors.ConfigurationError` (see
+        :func:`~bastion.core.totp.validate_totp_secret`) before any store call."""
         return await drive_async(self._verify_flow(user_id, secret, code), self._store)
 
     async def new_recovery_codes(
