@@ -98,6 +98,25 @@ async def test_totp_code_accepted_before_rotation_is_a_replay_after(
 
 
 @pytest.mark.asyncio
+async def test_two_phase_rotation_leaves_no_replay_window_between_processes(
+    any_store: Store, clock: FrozenClock, old: SecretKey, new: SecretKey
+) -> None:
+    # Phase one everywhere: the old key still writes, both names are read.
+    staged = TotpManager(any_store, KeyRing(old, previous=[new]), issuer="Bastion", clock=clock)
+    # A process already on phase two accepts a code ...
+    rotated = TotpManager(any_store, KeyRing(new, previous=[old]), issuer="Bastion", clock=clock)
+    secret = pyotp.random_base32()
+    code = pyotp.TOTP(secret).at(clock.now())
+    assert await rotated.verify("alice", secret, code) is TotpResult.ACCEPTED
+    # ... and a process still on phase one sees it.
+    assert await staged.verify("alice", secret, code) is TotpResult.REPLAYED
+    clock.advance(30)
+    later = pyotp.TOTP(secret).at(clock.now())
+    assert await staged.verify("alice", secret, later) is TotpResult.ACCEPTED
+    assert await rotated.verify("alice", secret, later) is TotpResult.REPLAYED
+
+
+@pytest.mark.asyncio
 async def test_recovery_codes_minted_before_rotation_work_after(
     any_store: Store, clock: FrozenClock, before: KeyRing, after: KeyRing
 ) -> None:

@@ -26,6 +26,12 @@ short-lived state, updated) where it is until it expires or is replaced. The rul
 dropping an old key is the same as for signatures: once nothing that must keep working was
 written under it (see each consumer's docstring for how long that is).
 
+Several processes: while a rotation is rolled out, a process still on the old ring neither
+verifies what the new key signed nor sees state written under the new name (a TOTP step
+accepted by an updated process, a throttle failure counted there). Where that matters, rotate
+in two deployments: first ``KeyRing(old, previous=[new])`` everywhere (every process reads both
+names, the old key still writes), then ``KeyRing(new, previous=[old])``.
+
 Danger: derivation does not strengthen a weak secret. Secrets must be random; 32 bytes is the
 minimum (:data:`MIN_SECRET_BYTES`). Production refuses shorter ones, other environments log a
 warning on the ``bastion.security.keys`` logger.
