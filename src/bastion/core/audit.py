@@ -47,10 +47,10 @@ import json
 import logging
 import math
 import re
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from threading import Lock
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar, runtime_checkable
 
@@ -729,7 +729,7 @@ class _Aggregator:
         self._settings = settings
         self._windows: OrderedDict[_Key, _Window] = OrderedDict()
         self._overflow = 0
-        self._lock = threading.Lock()
+        self._lock = Lock()
 
     def __len__(self) -> int:
         return len(self._windows)
