@@ -308,7 +308,7 @@ class ApiKeyManager:
 
     def _get_flow(self, key_id: str) -> Flow[tuple[str, bytes, ApiKeyRecord] | None]:
         digest = yield Get(self._id_key(key_id))
-        if digest is None:
+        if digest is None or not digest.isascii():  # absent, or damaged in the store
             return None
         record_key = self._record_key(digest.decode("ascii"))
         raw = yield Get(record_key)
