@@ -233,3 +233,15 @@ def test_threads_sharing_one_auditor_lose_no_count() -> None:
     auditor.flush()
     assert len(sink.events) == 16  # per address: the first, then one summary
     assert sum(count_of(e) for e in sink.events) == 8000
+
+
+def test_a_summary_of_an_event_with_every_detail_slot_used_is_still_valid() -> None:
+    auditor, sink, _clock = make()
+    details = {f"field_{n:02d}": n for n in range(32)}
+    for _ in range(3):
+        auditor.emit(RATE, outcome=Outcome.BLOCKED, client_ip="192.0.2.1", details=details)
+    auditor.flush()
+    summary = sink.events[-1]
+    assert summary.details["aggregated_count"] == 2
+    assert len(summary.details) <= 32
+    assert summary.details["field_00"] == 0
