@@ -358,3 +358,12 @@ async def test_a_keys_own_rate_limit_is_enforced_by_the_limiter(manager: ApiKeyM
         decision = await limiter.hit(rule, result.record.key_id)
         allowed.append(decision.allowed)
     assert allowed == [True, True, False]
+
+
+@pytest.mark.asyncio
+async def test_a_damaged_id_pointer_reads_as_unknown(manager: ApiKeyManager, store: Store) -> None:
+    created = await manager.create("alice")
+    await store.set(f"apikeys:id:{created.record.key_id}", b"\xff\xfe not ascii")
+    assert await manager.get(created.record.key_id) is None
+    assert await manager.revoke(created.record.key_id) is False
+    assert (await manager.verify(created.token)).ok  # the record itself is untouched

@@ -268,3 +268,26 @@ def test_generated_ring_has_one_fresh_key() -> None:
     ring = KeyRing.generate()
     assert len(ring) == 1
     assert ring.current != KeyRing.generate().current
+
+
+def test_lookup_names_under_every_key_current_first() -> None:
+    new, old = SecretKey(b"n" * 32), SecretKey(b"o" * 32)
+    rotated = KeyRing(new, previous=[old]).lookup("totp:ids")
+    before = KeyRing(old).lookup("totp:ids")
+    after = KeyRing(new).lookup("totp:ids")
+    names = rotated.names(b"alice")
+    # The current name is what a one-key ring of the new key gives; the next is the old name,
+    # so records written before the rotation are found.
+    assert names == (after.name(b"alice"), before.name(b"alice"))
+    assert rotated.name(b"alice") == names[0]
+    expected = hmac.digest(old.derive("totp:ids").reveal(), b"alice", hashlib.sha256)[:16].hex()
+    assert names[1] == expected
+    assert len(rotated) == 2
+    assert "n" * 8 not in repr(rotated)
+    assert len(KeyRing(new).lookup("apikey:lookup", size=32).name(b"x")) == 64
+    for size in (7, 33, True, "16"):
+        with pytest.raises(ConfigurationError) as info:
+            KeyRing(new).lookup("p", size=size)  # type: ignore[arg-type]
+        assert info.value.setting == "size"
+    with pytest.raises(TypeError):
+        pickle.dumps(rotated)

@@ -57,7 +57,8 @@ def make_limiter(
 ) -> tuple[RateLimiter, RecordingAuditSink]:
     clock = FrozenClock(NOW)
     sink = RecordingAuditSink()
-    auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink)
+    # Every event written one by one (no flood aggregation): the tests count them.
+    auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink, aggregation=None)
     limiter = RateLimiter(
         backend if backend is not None else MemoryRateLimitStore(clock=clock),
         auditor=auditor,

@@ -20,6 +20,7 @@ from bastion.core.totp import (
     normalize_recovery_code,
     normalize_totp_code,
     pending_status,
+    validate_totp_secret,
 )
 from bastion.engine.totp import TotpManager, TotpResult
 from bastion.errors import ConfigurationError
@@ -151,6 +152,45 @@ async def test_malformed_codes_cost_no_store_call(
     wrong = next(c for c in ("000000", "111111", "222222", "333333") if c not in window)
     assert await manager.verify("alice", secret, wrong) is TotpResult.INVALID
     assert counting.total == 0  # nothing malformed or wrong touched the store
+
+
+BAD_SECRETS = (
+    ("", "too short"),
+    ("JBSWY3DPEHPK3PXP", "too short"),  # the classic 80-bit example: under 128 bits
+    ("A" * 24, "too short"),  # 120 bits
+    ("not base32 at all, but long enough!", "not base32"),
+    ("1" * 32, "not base32"),  # 0, 1, 8 and 9 are not in the alphabet
+    ("A" * 30, "not base32"),  # a length no base32 text can have
+    ("A" * 16 + "=" + "A" * 16, "not base32"),  # padding inside
+    ("é" * 32, "not base32"),
+)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("secret", "problem"), BAD_SECRETS)
+async def test_a_bad_stored_secret_is_a_typed_error_before_any_store_call(
+    manager: TotpManager, counting: CountingStore, secret: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as caught:
+        await manager.verify("alice", secret, "123456")
+    assert caught.value.setting == "secret"
+    assert secret not in str(caught.value) or not secret
+    with pytest.raises(ConfigurationError, match=problem):
+        manager.verify_sync("alice", secret, "not a code")
+    with pytest.raises(ConfigurationError, match=problem):
+        validate_totp_secret(secret)
+    assert counting.total == 0
+
+
+def test_good_secrets_are_accepted_in_any_case_with_padding() -> None:
+    secret = pyotp.random_base32()  # 32 characters, 160 bits
+    assert validate_totp_secret(secret) == secret
+    assert validate_totp_secret(secret.lower()) == secret
+    assert validate_totp_secret("A" * 26) == "A" * 26  # 130 bits
+    padded = "B" * 26 + "======"
+    assert validate_totp_secret(padded) == "B" * 26
+    enrollment = TotpManager(MemoryStore(), KeyRing.generate(), issuer="x").enroll("alice")
+    assert validate_totp_secret(enrollment.secret) == enrollment.secret
 
 
 def test_code_normalisation() -> None:

@@ -25,36 +25,52 @@ read.
 :class:`Auditor` builds events with an injected clock and a hasher and hands them to an
 :class:`AuditSink`. :class:`LoggingAuditSink` writes each as one compact JSON line through
 :mod:`logging`.
+
+**Floods are aggregated** (:class:`AuditAggregation`, on by default). For the noisy event
+names (rate-limit refusals, CSRF and CORS refusals, failed logins ...) the first occurrence of
+each key (name, outcome, hashed identifiers and details) is written at once; the repeats in
+the following ``interval`` seconds are only counted, and one summary event (the first event's
+fields plus ``aggregated_count``, ``aggregated_since`` and ``aggregated_seconds``) is written
+when the interval is over: at the next event of any name (no timer thread) or at
+:meth:`Auditor.flush`. A flood from one address therefore writes two lines per interval,
+however many requests it sends. The table of keys is bounded (``max_keys``): once it is full,
+events of a new key are counted under one overflow entry per name and outcome (its first event
+written at once, its summary marked ``aggregated_overflow``), so traffic from ever new
+addresses cannot grow it. Names in :data:`SIGNIFICANT_EVENTS` (logins, logouts, lockouts,
+token and account changes) are never aggregated: each is written as it happens.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import json
 import logging
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from threading import Lock
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from bastion.core.keys import KeyRing, validate_purpose
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from bastion.core.clock import Clock
     from bastion.core.keys import SecretKey
 
 __all__ = [
+    "AGGREGATED_EVENTS",
     "DEFAULT_LEVELS",
     "MAX_DETAILS",
     "MAX_TEXT_CHARS",
     "SAFE_DETAIL_KEYS",
+    "SIGNIFICANT_EVENTS",
+    "AuditAggregation",
     "AuditEvent",
     "AuditSink",
     "Auditor",
@@ -197,6 +213,59 @@ DEFAULT_LEVELS: Mapping[EventName, Level] = MappingProxyType(
 )
 """The level of each vocabulary event, as the OWASP cheat sheet gives it. Custom names default
 to ``info`` on success and ``warn`` otherwise."""
+
+SIGNIFICANT_EVENTS: frozenset[str] = frozenset(
+    {
+        EventName.AUTHN_LOGIN_SUCCESS,
+        EventName.AUTHN_LOGIN_SUCCESSAFTERFAIL,
+        EventName.AUTHN_LOGIN_FAIL_MAX,
+        EventName.AUTHN_LOGIN_LOCK,
+        EventName.AUTHN_PASSWORD_CHANGE,
+        EventName.AUTHN_PASSWORD_CHANGE_FAIL,
+        EventName.AUTHN_IMPOSSIBLE_TRAVEL,
+        EventName.AUTHN_TOKEN_CREATED,
+        EventName.AUTHN_TOKEN_REVOKED,
+        EventName.AUTHN_TOKEN_REUSE,
+        EventName.AUTHN_TOKEN_DELETE,
+        EventName.AUTHZ_CHANGE,
+        EventName.AUTHZ_ADMIN,
+        EventName.SESSION_CREATED,
+        EventName.SESSION_RENEWED,
+        EventName.SYS_STARTUP,
+        EventName.SYS_SHUTDOWN,
+        EventName.SYS_RESTART,
+        EventName.SYS_CRASH,
+        EventName.USER_CREATED,
+        EventName.USER_UPDATED,
+        EventName.USER_ARCHIVED,
+        EventName.USER_DELETED,
+        "session_destroyed",  # a logout, or a revocation
+    }
+)
+"""Events that are never aggregated: each is one line, written when it happens."""
+
+AGGREGATED_EVENTS: frozenset[str] = frozenset(
+    {
+        EventName.AUTHN_LOGIN_FAIL,
+        EventName.AUTHZ_FAIL,
+        EventName.EXCESS_RATE_LIMIT_EXCEEDED,
+        EventName.INPUT_VALIDATION_FAIL,
+        EventName.INPUT_VALIDATION_DISCRETE_FAIL,
+        EventName.MALICIOUS_EXCESS_404,
+        EventName.MALICIOUS_CORS,
+        EventName.MALICIOUS_CSRF,
+        EventName.SESSION_USE_AFTER_EXPIRE,
+        "session_store_unavailable",
+    }
+)
+"""The events :class:`AuditAggregation` aggregates by default: those one client can repeat
+at request rate. CSP reports (``csp_violation``) are left out: the report receiver has its own
+budget, which refuses a flood before it is audited."""
+
+_AGGREGATE_DETAILS: Final = ("aggregated_count", "aggregated_seconds", "aggregated_since")
+_MAX_AGGREGATION_INTERVAL: Final = 86_400.0
+_MAX_AGGREGATION_KEYS: Final = 1_000_000
+
 
 _LOGGING_LEVELS: Mapping[Level, int] = MappingProxyType(
     {Level.INFO: logging.INFO, Level.WARN: logging.WARNING, Level.CRITICAL: logging.CRITICAL}
@@ -384,17 +453,26 @@ def _member(kind: type[_E], value: str, setting: str) -> _E:
 class HashedIdentifier:
     """A keyed digest of an identifier (32 lowercase hex characters), made by
     :class:`IdentifierHasher`. The only form in which an :class:`AuditEvent` holds a user,
-    client address or session."""
+    client address or session.
+
+    ``previous`` holds the digests of the same identifier under the ring's older keys, newest
+    first (empty when the ring has one key): the correlation across a key rotation. It is not
+    part of equality, which compares ``digest`` only.
+    """
 
     digest: str
+    previous: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.digest, str) or _HEX_DIGEST.fullmatch(self.digest) is None:
-            raise ConfigurationError(
-                "a HashedIdentifier holds 32 lowercase hex characters; build it with "
-                "IdentifierHasher.hash(), never from a raw identifier",
-                setting="digest",
-            )
+        digests = (self.digest, *self.previous) if isinstance(self.previous, tuple) else (None,)
+        for digest in digests:
+            if not isinstance(digest, str) or _HEX_DIGEST.fullmatch(digest) is None:
+                raise ConfigurationError(
+                    "a HashedIdentifier holds 32 lowercase hex characters (and a tuple of "
+                    "such digests in previous); build it with IdentifierHasher.hash(), never "
+                    "from a raw identifier",
+                    setting="digest",
+                )
 
     def __str__(self) -> str:
         return self.digest
@@ -409,32 +487,36 @@ class IdentifierHasher:
     so events about one user can be correlated; the ``kind`` (``"user"``, ``"client_ip"``,
     ``"session"``) keeps a user named like an IP address apart from that address.
 
-    Digests are made with the ring's current key; after a rotation the same user gets a new
-    digest. :meth:`candidates` gives the digest under every key of the ring, to search logs that
-    span a rotation.
+    Digests are made with the ring's current key, so after a rotation the same user gets a new
+    digest. The correlation is explicit: while the ring still holds the older keys, each
+    :class:`HashedIdentifier` also carries the digests under them (``previous``), which an
+    event writes under its ``"previous"`` entry, so a search for the digest a user had before
+    the rotation finds the events after it as well. Once the old key leaves the ring the link
+    is no longer written; events that carried it keep it. :meth:`candidates` gives the digest
+    under every key of the ring, to search logs that span a rotation.
     """
 
-    __slots__ = ("_all", "_current")
+    __slots__ = ("_names",)
 
     def __init__(self, keyring: KeyRing | SecretKey, *, purpose: str = "identifiers") -> None:
         validate_purpose(purpose)
-        derived = KeyRing.coerce(keyring).derive("audit:" + purpose)
-        self._all = tuple(key.reveal() for key in derived)
-        self._current = self._all[0]
+        self._names = KeyRing.coerce(keyring).lookup("audit:" + purpose)
 
     def hash(self, identifier: str | int, *, kind: str = "user") -> HashedIdentifier:
-        """The digest of ``identifier`` (text, or an integer id) as ``kind``."""
-        return HashedIdentifier(_digest(self._current, identifier, kind))
+        """The digest of ``identifier`` (text, or an integer id) as ``kind``, with its
+        digests under the ring's older keys."""
+        current, *previous = self._names.names(_message(identifier, kind))
+        return HashedIdentifier(current, tuple(previous))
 
     def candidates(self, identifier: str | int, *, kind: str = "user") -> tuple[str, ...]:
         """The digest under each key of the ring, newest first. For log searches."""
-        return tuple(_digest(key, identifier, kind) for key in self._all)
+        return self._names.names(_message(identifier, kind))
 
     def __repr__(self) -> str:
-        return f"IdentifierHasher(keys={len(self._all)})"
+        return f"IdentifierHasher(keys={len(self._names)})"
 
 
-def _digest(key: bytes, identifier: str | int, kind: str) -> str:
+def _message(identifier: str | int, kind: str) -> bytes:
     if isinstance(identifier, bool) or not isinstance(identifier, str | int):
         raise ConfigurationError(
             f"an audit identifier must be a str or an int, not {type(identifier).__name__}",
@@ -446,8 +528,7 @@ def _digest(key: bytes, identifier: str | int, kind: str) -> str:
         )
     # surrogatepass: hashing never fails on text that cannot be encoded as strict UTF-8.
     text = str(identifier).encode("utf-8", "surrogatepass")
-    message = kind.encode("ascii") + b"\x00" + text
-    return hmac.digest(key, message, hashlib.sha256)[:16].hex()
+    return kind.encode("ascii") + b"\x00" + text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -513,7 +594,22 @@ class AuditEvent:
             "client_ip": None if self.client_ip is None else self.client_ip.digest,
             "session": None if self.session is None else self.session.digest,
             "details": dict(self.details),
+            **self._previous(),
         }
+
+    def _previous(self) -> dict[str, dict[str, list[str]]]:
+        # Present only during a key rotation (see IdentifierHasher), so the usual line is
+        # unchanged.
+        found = {
+            setting: list(value.previous)
+            for setting, value in (
+                ("user", self.user),
+                ("client_ip", self.client_ip),
+                ("session", self.session),
+            )
+            if value is not None and value.previous
+        }
+        return {"previous": found} if found else {}
 
     def to_json(self) -> str:
         """One compact, pure-ASCII JSON line (no newline at the end)."""
@@ -553,19 +649,212 @@ class LoggingAuditSink:
         return f"LoggingAuditSink(logger_name={self._logger.name!r})"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditAggregation:
+    """How :class:`Auditor` aggregates repeated events (see the module docstring).
+
+    ``interval`` is the length of one window in seconds; ``max_keys`` bounds the table of keys
+    being counted (memory: one event per key); ``events`` are the names aggregated (default
+    :data:`AGGREGATED_EVENTS`; a name in :data:`SIGNIFICANT_EVENTS` is refused).
+    """
+
+    interval: float = 60.0
+    max_keys: int = 4096
+    events: frozenset[str] = AGGREGATED_EVENTS
+
+    def __post_init__(self) -> None:
+        interval = self.interval
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not math.isfinite(interval)
+            or not 0 < interval <= _MAX_AGGREGATION_INTERVAL
+        ):
+            raise ConfigurationError(
+                f"interval must be seconds > 0 and at most {_MAX_AGGREGATION_INTERVAL:g} "
+                f"(one day), got {interval!r}",
+                setting="interval",
+            )
+        object.__setattr__(self, "interval", float(interval))
+        keys = self.max_keys
+        if (
+            isinstance(keys, bool)
+            or not isinstance(keys, int)
+            or not 1 <= keys <= _MAX_AGGREGATION_KEYS
+        ):
+            raise ConfigurationError(
+                f"max_keys must be an int of 1 to {_MAX_AGGREGATION_KEYS}, got {keys!r}",
+                setting="max_keys",
+            )
+        names: Iterable[object] = self.events
+        if isinstance(names, str) or not hasattr(names, "__iter__"):
+            raise ConfigurationError(
+                "events must be a collection of event names (for example "
+                "[EventName.EXCESS_RATE_LIMIT_EXCEEDED]), not a single name",
+                setting="events",
+            )
+        checked = frozenset(_check_name(name) for name in names)  # type: ignore[arg-type]
+        significant = sorted(str(name) for name in checked & SIGNIFICANT_EVENTS)
+        if significant:
+            raise ConfigurationError(
+                f"events {', '.join(significant)} are never aggregated (each one matters); "
+                "leave them out of AuditAggregation(events=...)",
+                setting="events",
+            )
+        object.__setattr__(self, "events", checked)
+
+
+class _Window:
+    """One key being counted: its first event and the repeats since."""
+
+    __slots__ = ("first", "overflow", "repeats", "start")
+
+    def __init__(self, first: AuditEvent, start: float, *, overflow: bool) -> None:
+        self.first = first
+        self.start = start
+        self.repeats = 0
+        self.overflow = overflow
+
+
+_Key: TypeAlias = tuple[object, ...]
+
+
+class _Aggregator:
+    """The bounded table of :class:`_Window` in the order they opened (so the oldest closes
+    first and a sweep costs only what it closes). Thread-safe; never calls the sink itself."""
+
+    __slots__ = ("_lock", "_overflow", "_settings", "_windows")
+
+    def __init__(self, settings: AuditAggregation) -> None:
+        self._settings = settings
+        self._windows: OrderedDict[_Key, _Window] = OrderedDict()
+        self._overflow = 0
+        self._lock = Lock()
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def offer(self, event: AuditEvent, now: float) -> list[AuditEvent]:
+        """The events to write now: summaries of the windows that have closed, then
+        ``event`` itself unless it is a repeat inside an open window."""
+        with self._lock:
+            out = self._sweep(now)
+            if event.name not in self._settings.events:
+                out.append(event)
+                return out
+            key = _key_of(event)
+            window = self._windows.get(key)
+            if window is None and len(self._windows) - self._overflow >= self._settings.max_keys:
+                key = ("overflow", str(event.name), str(event.outcome))
+                window = self._windows.get(key)
+                if window is None:
+                    self._windows[key] = _Window(event, now, overflow=True)
+                    self._overflow += 1
+                    out.append(event)
+                    return out
+            if window is None:
+                self._windows[key] = _Window(event, now, overflow=False)
+                out.append(event)
+            else:
+                window.repeats += 1
+            return out
+
+    def flush(self, now: float) -> list[AuditEvent]:
+        """The summaries of every open window, which are closed."""
+        with self._lock:
+            return self._sweep(now, everything=True)
+
+    def _sweep(self, now: float, *, everything: bool = False) -> list[AuditEvent]:
+        interval = self._settings.interval
+        out: list[AuditEvent] = []
+        while self._windows:
+            key, window = next(iter(self._windows.items()))
+            end = window.start + interval
+            if end > now and not everything:
+                break
+            del self._windows[key]
+            if window.overflow:
+                self._overflow -= 1
+            if window.repeats:
+                out.append(_summary(window, min(end, now), interval))
+        return out
+
+
+def _key_of(event: AuditEvent) -> _Key:
+    return (
+        str(event.name),
+        str(event.outcome),
+        None if event.user is None else event.user.digest,
+        None if event.client_ip is None else event.client_ip.digest,
+        None if event.session is None else event.session.digest,
+        tuple(event.details.items()),
+    )
+
+
+def _summary(window: _Window, at: float, interval: float) -> AuditEvent:
+    first = window.first
+    kept = dict(list(first.details.items())[: MAX_DETAILS - len(_AGGREGATE_DETAILS) - 1])
+    kept["aggregated_count"] = window.repeats
+    kept["aggregated_seconds"] = interval
+    since = datetime.fromtimestamp(window.start, tz=UTC)
+    kept["aggregated_since"] = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if window.overflow:
+        # The repeats came from many keys: the first event's identifiers stand for none.
+        kept["aggregated_overflow"] = True
+    return AuditEvent(
+        name=first.name,
+        time=datetime.fromtimestamp(at, tz=UTC),
+        outcome=first.outcome,
+        level=first.level,
+        user=None if window.overflow else first.user,
+        client_ip=None if window.overflow else first.client_ip,
+        session=None if window.overflow else first.session,
+        details=kept,
+    )
+
+
 class Auditor:
     """Builds audit events (time from ``clock``, identifiers through ``hasher``) and sends them
     to ``sink``. ``level`` defaults to :func:`default_level`. For example::
 
         auditor.emit(EventName.SESSION_CREATED, outcome=Outcome.SUCCESS, user="alice")
+
+    Repeated events are aggregated as ``aggregation`` says (see the module docstring);
+    ``aggregation=None`` writes every event. Call :meth:`flush` at shutdown so that the last
+    summaries are written.
     """
 
-    __slots__ = ("_clock", "_hasher", "_sink")
+    __slots__ = ("_aggregator", "_clock", "_hasher", "_sink")
 
-    def __init__(self, hasher: IdentifierHasher, clock: Clock, sink: AuditSink) -> None:
+    def __init__(
+        self,
+        hasher: IdentifierHasher,
+        clock: Clock,
+        sink: AuditSink,
+        *,
+        aggregation: AuditAggregation | None = AuditAggregation(),
+    ) -> None:
+        if aggregation is not None and not isinstance(aggregation, AuditAggregation):
+            raise ConfigurationError(
+                "aggregation must be an AuditAggregation(...) or None (write every event)",
+                setting="aggregation",
+            )
         self._hasher = hasher
         self._clock = clock
         self._sink = sink
+        self._aggregator = None if aggregation is None else _Aggregator(aggregation)
+
+    @property
+    def tracked(self) -> int:
+        """How many keys are being counted now (at most ``max_keys`` plus one overflow entry
+        per aggregated name and outcome)."""
+        return 0 if self._aggregator is None else len(self._aggregator)
+
+    def flush(self) -> None:
+        """Write the summary of every window still counting, and close them."""
+        if self._aggregator is not None:
+            for summary in self._aggregator.flush(self._clock.now()):
+                self._sink.emit(summary)
 
     @classmethod
     def default(cls, keyring: KeyRing | SecretKey | None, clock: Clock) -> Auditor:
@@ -614,7 +903,8 @@ class Auditor:
         session: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
-        """Build an event, send it to the sink and return it."""
+        """Build an event, send it to the sink (or count it, when it repeats an event of
+        its key in the current window) and return it."""
         event = self.event(
             name,
             outcome=outcome,
@@ -625,7 +915,11 @@ class Auditor:
             session=session,
             details=details,
         )
-        self._sink.emit(event)
+        if self._aggregator is None:
+            self._sink.emit(event)
+            return event
+        for written in self._aggregator.offer(event, event.time.timestamp()):
+            self._sink.emit(written)
         return event
 
     def __repr__(self) -> str:

@@ -14,6 +14,24 @@ a value produced for one purpose is worthless for every other, whatever its form
 consumers prefix the purpose with their namespace (``signer:``, ``audit:``), so a purpose chosen
 by an application can never select another consumer's subkey.
 
+**Lookups across a rotation.** A signature carries its own proof, so "newest key signs, every
+key verifies" is enough for cookies and tokens. State found by a *keyed name* is different: a
+store key such as ``totp:step:<HMAC(key, user)>`` or the HMAC of an API key changes with the
+key, so a lookup made with the current key alone misses everything written before a rotation
+(recovery codes stop working, TOTP steps and login-throttle counters start from zero). Every
+such lookup goes through :meth:`KeyRing.lookup`, whose :meth:`LookupKeys.names` gives the
+name under every key of the ring, current first: readers try them in that order, new records
+are written under the current name, and a record found under an older name is used (and, for
+short-lived state, updated) where it is until it expires or is replaced. The rule for
+dropping an old key is the same as for signatures: once nothing that must keep working was
+written under it (see each consumer's docstring for how long that is).
+
+Several processes: while a rotation is rolled out, a process still on the old ring neither
+verifies what the new key signed nor sees state written under the new name (a TOTP step
+accepted by an updated process, a throttle failure counted there). Where that matters, rotate
+in two deployments: first ``KeyRing(old, previous=[new])`` everywhere (every process reads both
+names, the old key still writes), then ``KeyRing(new, previous=[old])``.
+
 Danger: derivation does not strengthen a weak secret. Secrets must be random; 32 bytes is the
 minimum (:data:`MIN_SECRET_BYTES`). Production refuses shorter ones, other environments log a
 warning on the ``bastion.security.keys`` logger.
@@ -38,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_SECRET_BYTES",
     "KeyRing",
+    "LookupKeys",
     "SecretKey",
     "validate_purpose",
 ]
@@ -254,6 +273,13 @@ class KeyRing:
         ring._keys = tuple(key.derive(purpose) for key in self._keys)
         return ring
 
+    def lookup(self, purpose: str, *, size: int = 16) -> LookupKeys:
+        """Keyed lookup names for ``purpose`` under every key of this ring, current first.
+
+        ``size`` is the digest length in bytes (names are twice as many hex characters).
+        """
+        return LookupKeys(self.derive(purpose), size=size)
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -278,6 +304,48 @@ class KeyRing:
             "use KeyRing.from_secrets([...])",
             setting="keys",
         )
+
+
+class LookupKeys:
+    """Keyed names (truncated HMAC-SHA256, hex) of messages under every key of a derived ring.
+
+    Made by :meth:`KeyRing.lookup`. :meth:`name` is the name under the current key, where new
+    records are written; :meth:`names` is the name under each key, current first, in the order
+    a reader tries them, so state written before a rotation is still found after it (see the
+    module docstring). A ring of one key gives one name, and the current name is the same as
+    before any rotation, so records written by older versions are found unchanged.
+    """
+
+    __slots__ = ("_keys", "_size")
+
+    _keys: tuple[bytes, ...]
+    _size: int
+
+    def __init__(self, derived: KeyRing, *, size: int = 16) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 32:
+            raise ConfigurationError(
+                f"size must be an int of 8 to 32 bytes; got {size!r}", setting="size"
+            )
+        self._keys = tuple(key.reveal() for key in KeyRing.coerce(derived))
+        self._size = size
+
+    def name(self, message: bytes) -> str:
+        """The name of ``message`` under the current key."""
+        return hmac.digest(self._keys[0], message, hashlib.sha256)[: self._size].hex()
+
+    def names(self, message: bytes) -> tuple[str, ...]:
+        """The name of ``message`` under each key, current first."""
+        size = self._size
+        return tuple(hmac.digest(k, message, hashlib.sha256)[:size].hex() for k in self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"LookupKeys(<{len(self._keys)} key{'s' if len(self._keys) != 1 else ''}>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("LookupKeys cannot be pickled: it holds secrets")
 
 
 def _refuse_duplicates(keys: tuple[SecretKey, ...]) -> None:

@@ -3,6 +3,12 @@
 Sans-I/O: :mod:`bastion.engine.totp` computes TOTP codes (pyotp) and keeps replay and
 recovery-code state in a store; this module holds what needs neither.
 
+**Secrets** are base32 text (RFC 4648, the ``otpauth://`` form) of at least
+:data:`MIN_TOTP_SECRET_BITS` bits (RFC 4226 requires 128; bastion's enrolment makes 160).
+:func:`validate_totp_secret` checks one and gives its canonical form; verification calls it
+first, so a damaged or imported secret is a :class:`~bastion.errors.ConfigurationError` that
+names the problem, never a ``binascii.Error`` from deep inside the OTP library.
+
 **Pending state.** After a correct password on an account with a second factor, the session
 holds a :class:`PendingSecondFactor` and nothing else: no user id under the key the app reads
 for "logged in", so every view that checks for a user sees an anonymous visitor. Only the second
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PENDING_ATTEMPTS",
     "DEFAULT_PENDING_TTL",
+    "MIN_TOTP_SECRET_BITS",
     "RECOVERY_CODE_COUNT",
     "PendingSecondFactor",
     "PendingStatus",
@@ -39,6 +46,7 @@ __all__ = [
     "normalize_recovery_code",
     "normalize_totp_code",
     "pending_status",
+    "validate_totp_secret",
 ]
 
 RECOVERY_CODE_COUNT: Final = 10
@@ -49,6 +57,47 @@ _RECOVERY_ALPHABET: Final = "abcdefghijkmnopqrstuvwxyz2345679"  # 32 letters: no
 _RECOVERY_CHARS: Final = 10
 _LOOKALIKES: Final = str.maketrans({"0": "o", "1": "i", "l": "i", "8": "b"})
 _PENDING_VERSION: Final = 1
+
+MIN_TOTP_SECRET_BITS: Final = 128
+"""Shortest TOTP secret accepted, in bits of key (RFC 4226, section 4, requirement R6)."""
+
+_BASE32: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+_BASE32_REMAINDERS: Final = frozenset({0, 2, 4, 5, 7})  # characters past a full 8-char group
+_MAX_SECRET_CHARS: Final = 1024
+
+
+def validate_totp_secret(secret: str) -> str:
+    """The canonical form of a base32 TOTP secret (upper case, no ``=`` padding).
+
+    Case and trailing padding are forgiven; anything else that is not base32, or a key shorter
+    than :data:`MIN_TOTP_SECRET_BITS`, raises :class:`~bastion.errors.ConfigurationError`
+    (``setting="secret"``) with a message that describes the secret by length, never echoes it.
+    Call it when a secret enters the application from elsewhere (an import, a migration).
+    """
+    if not isinstance(secret, str):
+        raise ConfigurationError(
+            f"a TOTP secret is base32 text, not {type(secret).__name__}", setting="secret"
+        )
+    text = secret.upper().rstrip("=")
+    if (
+        len(text) > _MAX_SECRET_CHARS
+        or not _BASE32.issuperset(text)
+        or len(text) % 8 not in _BASE32_REMAINDERS
+    ):
+        raise ConfigurationError(
+            f"the stored TOTP secret ({len(secret)} characters) is not base32 text "
+            "(letters A-Z and digits 2-7): it is damaged, or not a TOTP secret; enrol the "
+            "user again",
+            setting="secret",
+        )
+    bits = len(text) * 5 // 8 * 8
+    if bits < MIN_TOTP_SECRET_BITS:
+        raise ConfigurationError(
+            f"the stored TOTP secret is too short: {bits} bits, at least "
+            f"{MIN_TOTP_SECRET_BITS} are required (bastion makes 160); enrol the user again",
+            setting="secret",
+        )
+    return text
 
 
 def generate_recovery_codes(count: int = RECOVERY_CODE_COUNT) -> tuple[str, ...]:

@@ -13,9 +13,15 @@ whose record has gone from the store (after :data:`RETENTION`) are pruned when t
 listed.
 
 Verification costs one HMAC and one ``get`` (one more per older server key while the key ring
-is being rotated). A key that fails the format or checksum test is refused before any store
-call, so random garbage and scanners' guesses never load the store. Record updates (revoke,
-rotate, last-used time) are compare-and-set loops, so concurrent updates never lose each other.
+is being rotated: the HMAC is a name under every key of the ring, current first, see
+:meth:`~bastion.core.keys.KeyRing.lookup`). A key made before a rotation keeps its record,
+found under its old name, and works while its server key stays in the ring's ``previous``;
+:meth:`ApiKeyManager.rotate` issues a successor under the current key, so drop an old server
+key once the keys made under it have expired or been rotated.
+
+A key that fails the format or checksum test is refused before any store call, so random
+garbage and scanners' guesses never load the store. Record updates (revoke, rotate, last-used
+time) are compare-and-set loops, so concurrent updates never lose each other.
 
 The store logic is written once, as generator flows (:mod:`bastion.engine.flows`). Every async
 method has a blocking ``*_sync`` twin that runs the same flow on the store's synchronous side
@@ -29,7 +35,6 @@ missing scope. The key itself is never logged; the record's ``key_id`` is.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -139,7 +144,7 @@ class ApiKeyManager:
     one); they raise :class:`~bastion.errors.ConfigurationError` otherwise.
     """
 
-    __slots__ = ("_auditor", "_clock", "_counts", "_keys", "_prefix", "_store", "_sync")
+    __slots__ = ("_auditor", "_clock", "_counts", "_names", "_prefix", "_store", "_sync")
 
     def __init__(
         self,
@@ -154,8 +159,7 @@ class ApiKeyManager:
             raise ConfigurationError(
                 f"prefix must be non-empty text without braces, got {prefix!r}", setting="prefix"
             )
-        ring = KeyRing.coerce(keyring).derive("apikey:lookup")
-        self._keys = tuple(key.reveal() for key in ring.keys)
+        self._names = KeyRing.coerce(keyring).lookup("apikey:lookup", size=32)
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
         self._clock = clock
@@ -173,8 +177,9 @@ class ApiKeyManager:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def _digest(self, token: str, key: bytes) -> str:
-        return hmac.digest(key, token.encode("ascii"), hashlib.sha256).hex()
+    def _digests(self, token: str) -> tuple[str, ...]:
+        """The key's HMAC under every server key, current first (see the module docstring)."""
+        return self._names.names(token.encode("ascii"))
 
     def _record_key(self, digest: str) -> str:
         return f"{self._prefix}key:{digest}"
@@ -227,7 +232,7 @@ class ApiKeyManager:
             owner=owner,
             name=name,
             scopes=validate_scopes(scopes),
-            digest=self._digest(token, self._keys[0]),
+            digest=self._names.name(token.encode("ascii")),
             created_at=now,
             expires_at=None if expires_in is None else now + float(expires_in),
             rate_limit=rate_limit,
@@ -268,8 +273,7 @@ class ApiKeyManager:
         if not is_well_formed(token):
             return self._finish(ApiKeyStatus.MALFORMED, None, client_ip)
         found = None
-        for key in self._keys:
-            digest = self._digest(token, key)
+        for digest in self._digests(token):
             raw = yield Get(self._record_key(digest))
             if raw is None:
                 continue
@@ -304,7 +308,7 @@ class ApiKeyManager:
 
     def _get_flow(self, key_id: str) -> Flow[tuple[str, bytes, ApiKeyRecord] | None]:
         digest = yield Get(self._id_key(key_id))
-        if digest is None:
+        if digest is None or not digest.isascii():  # absent, or damaged in the store
             return None
         record_key = self._record_key(digest.decode("ascii"))
         raw = yield Get(record_key)

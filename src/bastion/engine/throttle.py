@@ -10,7 +10,12 @@ and Redis stores::
     throttle:client:<hash(client)>
 
 Identifiers in keys are keyed hashes (HMAC-SHA256 under a subkey of the server key, purpose
-``throttle:keys``): a leaked store does not list who tried to log in from where.
+``throttle:keys``): a leaked store does not list who tried to log in from where. The hashes are
+names under every key of the ring (:meth:`~bastion.core.keys.KeyRing.lookup`), current first:
+each counter is read under the first name that holds it, and updated there, so counters made
+before a key rotation keep counting after it (a new counter is made under the current name,
+and an old one expires ``window`` seconds after its last failure). While the ring holds older
+keys, a counter that does not exist costs one read per key.
 
 The store logic is written once, as generator flows (:mod:`bastion.engine.flows`), and run by
 two drivers: every async method has a blocking ``*_sync`` twin for WSGI apps (Flask) that
@@ -30,8 +35,6 @@ delaying attempts.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -106,7 +109,7 @@ class LoginThrottle:
     have one); they raise :class:`~bastion.errors.ConfigurationError` otherwise.
     """
 
-    __slots__ = ("_auditor", "_clock", "_key", "_policy", "_prefix", "_store", "_sync")
+    __slots__ = ("_auditor", "_clock", "_names", "_policy", "_prefix", "_store", "_sync")
 
     def __init__(
         self,
@@ -126,7 +129,7 @@ class LoginThrottle:
             raise ConfigurationError("policy must be a ThrottlePolicy", setting="policy")
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
-        self._key = KeyRing.coerce(keyring).derive("throttle:keys").current.reveal()
+        self._names = KeyRing.coerce(keyring).lookup("throttle:keys")
         self._policy = policy or ThrottlePolicy()
         self._clock = clock
         self._auditor = auditor
@@ -139,26 +142,35 @@ class LoginThrottle:
 
     # -- keys and flows ------------------------------------------------------------------------
 
-    def _hash(self, kind: str, value: str) -> str:
+    def _hashes(self, kind: str, value: str) -> tuple[str, ...]:
+        """The hash of ``value`` under every key of the ring, current first."""
         message = kind.encode("ascii") + b"\x00" + value.encode("utf-8", "surrogatepass")
-        return hmac.digest(self._key, message, hashlib.sha256)[:16].hex()
+        return self._names.names(message)
 
-    def _keys(self, username: str, client_ip: str) -> dict[ThrottleCounter, str]:
+    def _candidates(self, username: str, client_ip: str) -> dict[ThrottleCounter, list[str]]:
+        """Every store key each counter may live under, current key first."""
         account = normalize_username(username)
-        client = self._hash("client", client_group(client_ip))
-        keys = {ThrottleCounter.CLIENT: f"{self._prefix}client:{client}"}
+        clients = self._hashes("client", client_group(client_ip))
+        keys = {ThrottleCounter.CLIENT: [f"{self._prefix}client:{c}" for c in clients]}
         if account:
-            user = self._hash("user", account)
-            keys[ThrottleCounter.PAIR] = f"{self._prefix}pair:{user}:{client}"
-            keys[ThrottleCounter.ACCOUNT] = f"{self._prefix}account:{user}"
+            users = self._hashes("user", account)
+            pairs = zip(users, clients, strict=True)
+            keys[ThrottleCounter.PAIR] = [f"{self._prefix}pair:{u}:{c}" for u, c in pairs]
+            keys[ThrottleCounter.ACCOUNT] = [f"{self._prefix}account:{u}" for u in users]
         return keys
 
     def _read_flow(self, username: str, client_ip: str) -> Flow[_Reading]:
-        """One read per counter, and the decision they give now."""
-        keys = self._keys(username, client_ip)
+        """One read per counter (one per key of the ring for a counter found under none but
+        the last), and the decision they give now."""
+        keys: dict[ThrottleCounter, str] = {}
         raws: dict[ThrottleCounter, bytes | None] = {}
-        for counter, key in keys.items():
-            raws[counter] = yield Get(key)
+        for counter, names in self._candidates(username, client_ip).items():
+            keys[counter], raws[counter] = names[0], None
+            for name in names:
+                raw = yield Get(name)
+                if raw is not None:
+                    keys[counter], raws[counter] = name, raw
+                    break
         now = self._clock.now()
         waits: dict[ThrottleCounter, float] = {}
         for counter, raw in raws.items():
@@ -224,12 +236,12 @@ class LoginThrottle:
     ) -> Flow[None]:
         """Clear the pair counter (skipped when ``reading`` shows it was already clear)."""
         if reading is None:
-            pair = self._keys(username, client_ip).get(ThrottleCounter.PAIR)
-            clear = pair is not None
+            pairs = self._candidates(username, client_ip).get(ThrottleCounter.PAIR, [])
         else:
             pair = reading.keys.get(ThrottleCounter.PAIR)
             clear = reading.raws.get(ThrottleCounter.PAIR) is not None
-        if clear and pair is not None:
+            pairs = [pair] if clear and pair is not None else []
+        for pair in pairs:
             yield Delete(pair)
         self._emit(
             EventName.AUTHN_LOGIN_SUCCESS,

@@ -20,6 +20,16 @@ Store keys hold keyed hashes of user ids, never the ids::
 
     totp:step:<hash(user)>       last accepted time step (expires when no longer needed)
     totp:recovery:<hash(user)>   JSON list of hex HMACs of the unused recovery codes
+
+**Key rotation.** The hashes are names under every key of the ring
+(:meth:`~bastion.core.keys.KeyRing.lookup`), current first. A verification reads the step
+under each name and refuses any step not newer than the newest found, so a code accepted
+just before a rotation is a replay after it; the new step is written under the current name
+(the old record expires within ``interval * (2 * valid_window + 2)`` seconds). Recovery codes
+are found under the first name that holds a set and checked with the key that made it; a new
+set is written under the current name and removes the older ones. A set made under an old key
+works while that key stays in the ring's ``previous``: have users make new codes (or wait
+until they have) before dropping it.
 """
 
 from __future__ import annotations
@@ -38,8 +48,9 @@ from bastion.core.totp import (
     generate_recovery_codes,
     normalize_recovery_code,
     normalize_totp_code,
+    validate_totp_secret,
 )
-from bastion.engine.flows import CompareAndSet, Get, Set, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Delete, Get, Set, drive_async, drive_sync
 from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreError
 
@@ -108,11 +119,11 @@ class TotpManager:
     __slots__ = (
         "_clock",
         "_digits",
-        "_id_key",
+        "_ids",
         "_interval",
         "_issuer",
         "_prefix",
-        "_recovery_key",
+        "_recovery_keys",
         "_store",
         "_sync",
         "_valid_window",
@@ -153,8 +164,8 @@ class TotpManager:
                 f"prefix must be non-empty text without braces, got {prefix!r}", setting="prefix"
             )
         ring = KeyRing.coerce(keyring)
-        self._id_key = ring.derive("totp:ids").current.reveal()
-        self._recovery_key = ring.derive("totp:recovery").current.reveal()
+        self._ids = ring.lookup("totp:ids")
+        self._recovery_keys = tuple(key.reveal() for key in ring.derive("totp:recovery"))
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
         self._issuer = issuer.strip()
@@ -164,11 +175,11 @@ class TotpManager:
         self._valid_window = valid_window
         self._prefix = prefix
 
-    def _user_hash(self, user_id: str) -> str:
+    def _user_hashes(self, user_id: str) -> tuple[str, ...]:
+        """The user's hash under every key of the ring, current first."""
         if not isinstance(user_id, str) or not user_id:
             raise ConfigurationError("user_id must be a non-empty str", setting="user_id")
-        raw = user_id.encode("utf-8", "surrogatepass")
-        return hmac.digest(self._id_key, raw, hashlib.sha256)[:16].hex()
+        return self._ids.names(user_id.encode("utf-8", "surrogatepass"))
 
     def _totp(self, secret: str) -> Any:
         return _pyotp().TOTP(secret, digits=self._digits, interval=self._interval)
@@ -179,7 +190,7 @@ class TotpManager:
             raise ConfigurationError(
                 "account_name must be non-empty text without ':'", setting="account_name"
             )
-        secret = _pyotp().random_base32()
+        secret = validate_totp_secret(_pyotp().random_base32())
         uri = self._totp(secret).provisioning_uri(name=account_name, issuer_name=self._issuer)
         svg = _segno().make(uri, error="m").svg_inline(scale=4, omitsize=False)
         return TotpEnrollment(secret=secret, uri=uri, svg=svg)
@@ -190,11 +201,12 @@ class TotpManager:
     # -- flows ---------------------------------------------------------------------------------
 
     def _verify_flow(self, user_id: str, secret: str, code: str) -> Flow[TotpResult]:
+        # The secret first, so a damaged one is noticed even while users type malformed codes.
+        totp = self._totp(validate_totp_secret(secret))
         cleaned = normalize_totp_code(code, digits=self._digits)
         if cleaned is None:
             return TotpResult.MALFORMED
         now = self._clock.now()
-        totp = self._totp(secret)
         current = int(now) // self._interval
         matched: int | None = None
         for offset in range(-self._valid_window, self._valid_window + 1):
@@ -204,44 +216,64 @@ class TotpManager:
                 matched = current + offset
         if matched is None:
             return TotpResult.INVALID
-        key = f"{self._prefix}step:{self._user_hash(user_id)}"
+        key, *older = (f"{self._prefix}step:{user}" for user in self._user_hashes(user_id))
+        floor: int | None = None
+        for name in older:  # steps accepted under a key the ring has since rotated out of
+            step = _decode_step((yield Get(name)))
+            if step is not None and (floor is None or step > floor):
+                floor = step
         ttl = float(self._interval * (2 * self._valid_window + 2))
         for _ in range(_CAS_ATTEMPTS):
             raw = yield Get(key)
             last = _decode_step(raw)
+            if floor is not None and (last is None or floor > last):
+                last = floor
             if last is not None and matched <= last:
                 return TotpResult.REPLAYED
             if (yield CompareAndSet(key, raw, str(matched).encode("ascii"), ttl)):
                 return TotpResult.ACCEPTED
         raise StoreError("TOTP step changed too often during one verification; try again")
 
-    def _recovery_digest(self, user_hash: str, code: str) -> str:
+    def _recovery_digest(self, index: int, user_hash: str, code: str) -> str:
         message = user_hash.encode("ascii") + b"\x00" + code.encode("ascii")
-        return hmac.digest(self._recovery_key, message, hashlib.sha256).hex()
+        return hmac.digest(self._recovery_keys[index], message, hashlib.sha256).hex()
 
     def _recovery_store_key(self, user: str) -> str:
         return f"{self._prefix}recovery:{user}"
 
+    def _find_codes_flow(self, user_id: str) -> Flow[tuple[int, str, bytes | None]]:
+        """The first stored set of codes, current key first: ``(key index, user hash, raw)``;
+        index 0 and ``None`` when the user has none."""
+        users = self._user_hashes(user_id)
+        for index, user in enumerate(users):
+            raw = yield Get(self._recovery_store_key(user))
+            if raw is not None:
+                return index, user, raw
+        return 0, users[0], None
+
     def _new_codes_flow(self, user_id: str, count: int) -> Flow[tuple[str, ...]]:
-        user = self._user_hash(user_id)
+        user, *older = self._user_hashes(user_id)
         codes = generate_recovery_codes(count)
-        digests = [self._recovery_digest(user, _canonical(code)) for code in codes]
+        digests = [self._recovery_digest(0, user, _canonical(code)) for code in codes]
         yield Set(self._recovery_store_key(user), json.dumps(digests).encode())
+        for name in older:  # the set made under an older key is replaced too
+            yield Delete(self._recovery_store_key(name))
         return codes
 
     def _remaining_flow(self, user_id: str) -> Flow[int]:
-        raw = yield Get(self._recovery_store_key(self._user_hash(user_id)))
+        _, _, raw = yield from self._find_codes_flow(user_id)
         return len(_decode_digests(raw))
 
     def _use_code_flow(self, user_id: str, code: str) -> Flow[bool]:
         cleaned = normalize_recovery_code(code)
         if cleaned is None:
             return False
-        user = self._user_hash(user_id)
+        index, user, raw = yield from self._find_codes_flow(user_id)
         key = self._recovery_store_key(user)
-        wanted = self._recovery_digest(user, cleaned)
-        for _ in range(_CAS_ATTEMPTS):
-            raw = yield Get(key)
+        wanted = self._recovery_digest(index, user, cleaned)
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:
+                raw = yield Get(key)
             digests = _decode_digests(raw)
             found = [
                 d for d in digests if hmac.compare_digest(d.encode("ascii"), wanted.encode("ascii"))
@@ -258,7 +290,9 @@ class TotpManager:
     async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
         """Check ``code`` against ``secret`` for ``user_id`` and consume its time step.
         A malformed or wrong code costs no store call; a right one a read and a
-        compare-and-set."""
+        compare-and-set. A ``secret`` that is not base32 or is shorter than 128 bits raises
+        :class:`~bastion.errors.ConfigurationError` (see
+        :func:`~bastion.core.totp.validate_totp_secret`) before any store call."""
         return await drive_async(self._verify_flow(user_id, secret, code), self._store)
 
     async def new_recovery_codes(
