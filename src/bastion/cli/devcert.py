@@ -1,8 +1,8 @@
 """``bastion dev-cert``: a local certificate authority and a localhost certificate signed by it.
 
 Development then runs over HTTPS as production does: ``Secure`` and ``__Host-`` cookies, HSTS,
-no ``development=True`` opt-out. The directory (default ``$XDG_DATA_HOME/bastion/dev-ca``, else
-``~/.local/share/bastion/dev-ca``; ``--dir`` to choose) holds:
+no ``development=True`` opt-out. The directory (default ``~/.local/share/bastion/dev-ca``,
+``--dir`` to choose) holds:
 
 * ``ca.pem`` / ``ca-key.pem``: the CA, made once and kept (the user trusts it once). P-256,
   valid :data:`CA_DAYS` days, ``BasicConstraints(ca, pathlen=0)`` and name constraints that
@@ -60,9 +60,9 @@ class DevCert:
 
 
 def default_dir() -> Path:
-    """``$XDG_DATA_HOME/bastion/dev-ca``, else ``~/.local/share/bastion/dev-ca``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "bastion" / "dev-ca"
+    """``~/.local/share/bastion/dev-ca`` (environment variables are read in one place only,
+    :mod:`bastion.core.environment`; ``--dir`` chooses another directory)."""
+    return Path.home() / ".local" / "share" / "bastion" / "dev-ca"
 
 
 def _crypto() -> None:
@@ -348,8 +348,7 @@ def _add_dir(parser: argparse.ArgumentParser) -> None:
         "--dir",
         type=Path,
         default=None,
-        help="where the CA and certificate live (default ~/.local/share/bastion/dev-ca, "
-        "under $XDG_DATA_HOME when set)",
+        help="where the CA and certificate live (default ~/.local/share/bastion/dev-ca)",
     )
 
 
