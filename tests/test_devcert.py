@@ -246,3 +246,19 @@ def test_demo_https_without_cryptography_names_the_extra(tmp_path: Path) -> None
     assert demo.returncode == 2
     assert "pip install 'bastion[tls]'" in demo.stderr
     assert demo.stdout == ""
+
+
+def test_a_directory_that_cannot_be_written_is_a_one_line_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    for command in (
+        ("dev-cert", "--dir", str(blocked / "ca")),
+        ("demo", "--https", "--cert-dir", str(blocked / "ca"), "--store", "memory://"),
+    ):
+        done = bastion(*command)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert f"cannot write the development CA in {blocked / 'ca'}" in lines[0]
