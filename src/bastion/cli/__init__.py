@@ -1,9 +1,10 @@
 """The ``bastion`` command line.
 
-``demo`` serves the example app; ``check`` grades a URL's headers and cookies; ``secret`` prints
-a new key; ``store`` pings or cleans a store; ``sessions`` lists or revokes a user's sessions;
-``password`` checks or hashes a password read from stdin. Errors are one line on stderr and a
-non-zero exit (1: a failed check or an unreachable service; 2: bad input), never a traceback.
+``demo`` serves the example app; ``dev-cert`` makes a local CA and a localhost certificate;
+``check`` grades a URL's headers and cookies; ``secret`` prints a new key; ``store`` pings or
+cleans a store; ``sessions`` lists or revokes a user's sessions; ``password`` checks or hashes a
+password read from stdin. Errors are one line on stderr and a non-zero exit (1: a failed check,
+an unreachable service or a failed start; 2: bad input), never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import ipaddress
 import sys
 
 from bastion import __version__
-from bastion.cli import check, password, sessions, store
+from bastion.cli import check, devcert, password, sessions, store
 from bastion.cli._common import CommandError
 from bastion.errors import BastionError
 
@@ -44,22 +45,40 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the protected example app on loopback",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Serve bastion's demo app (sessions, CSRF, strict headers with CSP nonces, rate "
-            "limits, login throttling, TOTP, API keys, audit page) over plain HTTP on a "
-            "loopback address, in bastion's development mode. Prints the URL and the seeded "
-            "accounts 'demo' and 'admin' with their password; set BASTION_DEMO_PASSWORD to "
-            "choose it (otherwise a random one per start)."
+            "Serve bastion's demo app (sessions, CSRF, strict headers with CSP nonces, rate\n"
+            "limits, login throttling, TOTP, API keys, audit page) on a loopback address:\n"
+            "plain HTTP in bastion's development mode, or HTTPS with --https (a local\n"
+            "development CA, as `bastion dev-cert` makes: Secure cookies and HSTS as in\n"
+            "production). Prints the URL and the seeded accounts 'demo' and 'admin' with their\n"
+            "password once the server listens; set BASTION_DEMO_PASSWORD to choose it\n"
+            "(otherwise a random one per start)."
+        ),
+        epilog=(
+            "exit codes:\n"
+            "  0  stopped with Ctrl+C\n"
+            "  1  could not start: the port is in use or cannot be bound, the store cannot be\n"
+            "     reached or opened, the certificate cannot be made or loaded\n"
+            "  2  bad input: a port outside 0-65535, a malformed store URL, a missing extra\n"
+            "Each failure is one line on stderr; nothing (no password) is printed before it."
         ),
     )
     demo.add_argument("--host", type=_loopback, default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     demo.add_argument(
         "--store",
         default="sqlite:///bastion-demo.db",
         help="store URL: sqlite:///path (default sqlite:///bastion-demo.db), memory://, redis://",
     )
+    demo.add_argument(
+        "--https",
+        action="store_true",
+        help="serve TLS with a local development certificate (needs bastion[tls])",
+    )
+    devcert.add_dir_option(demo)
 
+    devcert.add_parser(commands)
     secret = commands.add_parser("secret", help="print a new random secret key (32 bytes)")
     secret.add_argument("--bytes", type=int, default=32, help="length in bytes (minimum 32)")
     check.add_parsers(commands)
@@ -109,9 +128,16 @@ def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
             raise CommandError("--bytes must be at least 32", exit_code=2)
         print(SecretKey.generate(args.bytes).to_text())
         return 0
-    from bastion.demo import serve  # noqa: PLC0415 (imports uvicorn only for the demo)
+    if args.command == "dev-cert":
+        print(devcert.trust_help(devcert.ensure(args.dir, force=args.force)))
+        return 0
+    from bastion.demo import TLSFiles, serve  # noqa: PLC0415 (imports uvicorn only for the demo)
 
-    return serve(host=args.host, port=args.port, store_url=args.store)
+    tls = None
+    if args.https:
+        made = devcert.ensure(args.cert_dir)
+        tls = TLSFiles(certfile=made.cert_file, keyfile=made.key_file, ca_file=made.ca_file)
+    return serve(host=args.host, port=args.port, store_url=args.store, tls=tls)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,14 +7,25 @@ friendly error pages.
 
 Plain HTTP on loopback is bastion's explicit development mode: the session cookie goes without
 ``Secure`` (``SessionConfig(development=True, secure=False)``), bastion logs a warning at start,
-and ``ENV=production`` refuses to start it. ``bastion demo`` binds loopback addresses only.
+and ``ENV=production`` refuses to start it. ``bastion demo --https`` serves TLS with a local
+development certificate instead, with the production session settings (``Secure`` cookie,
+HSTS). ``bastion demo`` binds loopback addresses only.
+
+Exit codes of :func:`serve` (and so of ``bastion demo``): :data:`EXIT_STOPPED` (0) after a
+normal stop (Ctrl+C, SIGTERM), :data:`EXIT_FAILED` (1) when the demo cannot start (the port is
+in use or cannot be bound, the store cannot be reached or opened, the certificate cannot be
+loaded), :data:`EXIT_USAGE` (2) for bad input found before anything is opened (a port outside
+0-65535, a malformed store URL, a missing extra). Each failure is one line on stderr, and the
+banner (the URL and the seeded passwords) is printed only once the server listens on the port
+it names.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from bastion.core.environment import read_setting
 from bastion.errors import BastionError
@@ -22,15 +33,40 @@ from bastion.stores import open_store
 from bastion.stores.url import redact_url
 
 if TYPE_CHECKING:
+    import socket
+    from pathlib import Path
+
     from bastion.demo.app import DemoApp
 
-__all__ = ["PASSWORD_SETTING", "banner", "build_demo", "serve"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_STOPPED",
+    "EXIT_USAGE",
+    "PASSWORD_SETTING",
+    "TLSFiles",
+    "banner",
+    "build_demo",
+    "serve",
+]
+
+EXIT_STOPPED: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
 
 PASSWORD_SETTING = "BASTION_DEMO_PASSWORD"  # noqa: S105 (a variable name, not a password)
 """The environment variable that sets the seeded accounts' password."""
 
 
-def build_demo(store_url: str, *, seed_password: str | None = None) -> DemoApp:
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """The certificate chain and key ``bastion demo --https`` serves, and the CA to trust."""
+
+    certfile: Path
+    keyfile: Path
+    ca_file: Path
+
+
+def build_demo(store_url: str, *, seed_password: str | None = None, https: bool = False) -> DemoApp:
     """The demo app for ``store_url`` (its rate limits in the same place: the SQLite file,
     the Redis server, or memory). Imports Starlette and Jinja2, the ``demo`` extra."""
     from bastion.demo.app import DemoApp  # noqa: PLC0415 (the demo extra, imported on use)
@@ -43,39 +79,97 @@ def build_demo(store_url: str, *, seed_password: str | None = None) -> DemoApp:
         ratelimit=ratelimit,
         seed_password=seed_password,
         store_label=redact_url(store_url),
+        https=https,
     )
 
 
-def banner(app: DemoApp, url: str) -> str:
+def banner(app: DemoApp, url: str, *, ca_file: Path | None = None) -> str:
     """What ``bastion demo`` prints at start: the URL and the seeded accounts' passwords."""
     lines = [f"bastion demo: {url}", f"  store: {app.store_label}"]
     lines.extend(f"  user {a.username!r} ({a.role}), password: {a.password}" for a in app.seeded)
-    lines.append(
-        f"  (set {PASSWORD_SETTING} to choose the password; development mode: plain HTTP on "
-        "loopback only)"
-    )
+    if ca_file is None:
+        mode = "development mode: plain HTTP on loopback only"
+    else:
+        mode = f"HTTPS with the development CA {ca_file}; trust it as `bastion dev-cert` says"
+    lines.append(f"  (set {PASSWORD_SETTING} to choose the password; {mode})")
     lines.append("press Ctrl+C to stop")
     return "\n".join(lines)
 
 
-def serve(*, host: str, port: int, store_url: str) -> int:
-    """Run the demo with uvicorn until interrupted. Returns the process exit code."""
+def _fail(message: str, code: int) -> int:
+    print(f"bastion demo: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def serve(*, host: str, port: int, store_url: str, tls: TLSFiles | None = None) -> int:
+    """Run the demo with uvicorn until stopped; the exit code (module docstring)."""
+    if not 0 <= port <= 65535:
+        return _fail(f"--port {port} is outside 0-65535 (0 picks a free port)", EXIT_USAGE)
     try:
-        import uvicorn  # noqa: PLC0415 (the demo extra; imported only when serving)
+        from bastion.demo.server import listen  # noqa: PLC0415 (imports uvicorn: the demo extra)
     except ImportError:
-        print("bastion demo needs uvicorn: pip install 'bastion[demo]'", file=sys.stderr)
-        return 2
+        return _fail("needs uvicorn: pip install 'bastion[demo]'", EXIT_USAGE)
+    try:
+        # Bound first: a port in use fails before anything else starts or is printed.
+        sockets = listen(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return _fail(
+            f"cannot listen on {_host_text(host)}:{port}: {reason} (choose another --port, "
+            "or --port 0 for a free one)",
+            EXIT_FAILED,
+        )
+    try:
+        return _build_and_run(store_url, sockets, host, tls)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _build_and_run(
+    store_url: str, sockets: list[socket.socket], host: str, tls: TLSFiles | None
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     try:
-        app = build_demo(store_url, seed_password=read_setting(PASSWORD_SETTING))
+        app = build_demo(
+            store_url, seed_password=read_setting(PASSWORD_SETTING), https=tls is not None
+        )
     except ImportError as exc:
-        needs = f"bastion demo needs the demo extra ({exc.name}): pip install 'bastion[demo]'"
-        print(needs, file=sys.stderr)
-        return 2
+        return _fail(f"needs the demo extra ({exc.name}): pip install 'bastion[demo]'", EXIT_USAGE)
     except BastionError as exc:
-        print(f"bastion demo: {exc}", file=sys.stderr)
-        return 2
-    shown = "localhost" if host == "localhost" else (f"[{host}]" if ":" in host else host)
-    print(banner(app, f"http://{shown}:{port}/"), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
-    return 0
+        return _fail(str(exc), EXIT_USAGE)
+    return _run(app, sockets, host, tls)
+
+
+def _run(app: DemoApp, sockets: list[socket.socket], host: str, tls: TLSFiles | None) -> int:
+    import uvicorn  # noqa: PLC0415 (the demo extra, present: serve() imported the server)
+
+    from bastion.demo.server import DemoServer  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        server_header=False,
+        lifespan="off",  # DemoServer runs the demo's start-up itself (one-line failures)
+        ssl_certfile=None if tls is None else str(tls.certfile),
+        ssl_keyfile=None if tls is None else str(tls.keyfile),
+    )
+    try:
+        config.load()  # reads the certificate now, so a bad one is a one-line error too
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot load the TLS certificate: {exc}", EXIT_FAILED)
+    scheme = "http" if tls is None else "https"
+    url = f"{scheme}://{_host_text(host)}:{sockets[0].getsockname()[1]}/"
+    text = banner(app, url, ca_file=None if tls is None else tls.ca_file)
+    server = DemoServer(config, app, lambda: print(text, flush=True))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # Ctrl+C: uvicorn shut down cleanly, then re-raised the signal
+        return EXIT_STOPPED
+    if server.failure is not None:
+        return _fail(server.failure, EXIT_FAILED)
+    return EXIT_STOPPED
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

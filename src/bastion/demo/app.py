@@ -13,7 +13,9 @@ Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/l
 
 Development mode: the session cookie is sent without ``Secure`` so that plain HTTP on loopback
 works (``SessionConfig(development=True, secure=False)``); bastion logs a warning at start and
-refuses the setting outright when ``ENV=production``.
+refuses the setting outright when ``ENV=production``. With ``https=True`` (``bastion demo
+--https``, served with a local development certificate) the demo runs with the production
+session settings instead: a ``__Host-`` cookie with ``Secure``, and HSTS on every response.
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class DemoApp:
     ``store`` holds everything (sessions, accounts, throttling, TOTP steps, API keys);
     ``ratelimit`` is the rate-limit backend (``memory://`` when omitted). ``seed_password``
     sets the seeded accounts' password (``None``: a random one per start, printed).
-    ``hasher`` lets tests use a cheap Argon2 profile.
+    ``hasher`` lets tests use a cheap Argon2 profile. ``https`` says the demo is served over
+    TLS: the session cookie then takes the production settings (``Secure``, ``__Host-``).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class DemoApp:
         policy: PasswordPolicy | None = None,
         production: bool | None = None,
         store_label: str = "",
+        https: bool = False,
     ) -> None:
         keyring = keyring if keyring is not None else KeyRing.generate()
         self.store = store
@@ -165,6 +169,7 @@ class DemoApp:
             lifespan=self._lifespan,
             exception_handlers={StoreError: self.store_down},
         )
+        self.https = https
         self._asgi = build_stack(self, keyring=keyring, production=production)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -628,7 +633,8 @@ def build_stack(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         mark_rendered(demo.starlette),
         store=demo.store,
         # Plain HTTP on loopback: an explicit, logged opt-in, refused when ENV=production.
-        sessions=SessionConfig(development=True, secure=False),
+        # Over HTTPS (a development certificate): the production defaults, Secure cookie.
+        sessions=SessionConfig() if demo.https else SessionConfig(development=True, secure=False),
         csrf=CSRFConfig(),
         headers=None,  # added below, outside the friendly error pages
         rate_limit={"limiter": demo.limiter, "rules": limits},

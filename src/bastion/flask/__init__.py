@@ -38,6 +38,7 @@ from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.flask._data import tuples_as_lists
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.wsgi.sessions import build_engine, response_headers, unavailable_response
 
@@ -67,7 +68,19 @@ _EXTENSION: Final = "bastion"
 
 
 class FlaskSession(Session, SessionMixin):
-    """bastion's session as Flask sees it. ``permanent`` maps to ``persistent``."""
+    """bastion's session as Flask sees it. ``permanent`` maps to ``persistent``.
+
+    Tuples are stored as lists (``flash()`` writes tuples; see :mod:`bastion.flask._data`).
+    """
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, tuples_as_lists(value))
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        # MutableMapping's would return ``default`` itself, not the list stored for a tuple.
+        if key not in self:
+            self[key] = default
+        return self[key]
 
     @property
     def new(self) -> bool:  # type: ignore[override]

@@ -5,8 +5,10 @@
   refused (503 when a fail-closed backend is down), and adds the headers to the response.
 * :func:`limit` decorates a Starlette endpoint or a FastAPI path operation. The handler does
   not need a ``request`` parameter: when it has none, the decorator declares a hidden one to
-  FastAPI and removes it before calling the handler. A refusal answers 429 directly; when the
-  handler returns a ``Response``, the headers are added to it.
+  FastAPI and removes it before calling the handler. Every other parameter reaches FastAPI as
+  the handler declared it (``Annotated[str, Form()]``, ``SessionDep``, ``Depends``, a body
+  model; postponed annotations too), so the OpenAPI schema is the undecorated one. A refusal
+  answers 429 directly; when the handler returns a ``Response``, the headers are added to it.
 * :func:`flask_limit` decorates a Flask view (through ``flask.request``), synchronously.
 
 Key functions are the adapters' own: ASGI-scope keys from :mod:`bastion.asgi.ratelimit` for
@@ -132,18 +134,12 @@ def limit(
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         chosen = _rule(rule, strategy, func.__name__.replace("_", "-"))
-        signature = inspect.signature(func)
-        hints = typing.get_type_hints(func)
-        params = [
-            p.replace(annotation=hints.get(p.name, p.annotation))
-            for p in signature.parameters.values()
-        ]
+        signature = _evaluated_signature(func)
+        params = list(signature.parameters.values())
         from starlette.requests import Request  # noqa: PLC0415 (optional dependency)
         from starlette.responses import Response  # noqa: PLC0415
 
-        has_request = any(
-            isinstance(p.annotation, type) and issubclass(p.annotation, Request) for p in params
-        )
+        has_request = any(_is_subclass(p.annotation, Request) for p in params)
 
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             request = kwargs.pop(_HIDDEN, None) if not has_request else None
@@ -186,11 +182,33 @@ def limit(
                 parameters=[*kept, hidden, *varkw]
             )
         else:
-            wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+            wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.__annotations__ = {}
         return wrapper
 
     return decorate
+
+
+def _evaluated_signature(func: Callable[..., Any]) -> inspect.Signature:
+    """``func``'s signature with postponed (string) annotations evaluated in its module.
+
+    The wrapper's signature is what FastAPI reads, and the wrapper's ``__globals__`` are this
+    module's, so strings must be turned into objects here. They are evaluated as written, so
+    ``Annotated[str, Form()]`` and ``SessionDep = Annotated[Session, Depends(...)]`` keep their
+    metadata (``typing.get_type_hints`` would strip it unless asked not to). When a name cannot
+    be resolved yet, the annotations stay as written: FastAPI then evaluates them against the
+    handler's own module (it follows ``__wrapped__``), exactly as for an undecorated handler.
+    """
+    try:
+        return inspect.signature(func, eval_str=True)
+    except (NameError, AttributeError, TypeError, SyntaxError):
+        return inspect.signature(func)
+
+
+def _is_subclass(annotation: object, cls: type) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return isinstance(annotation, type) and issubclass(annotation, cls)
 
 
 def flask_limit(
