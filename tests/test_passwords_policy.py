@@ -85,6 +85,24 @@ def test_non_text_and_lone_surrogates_are_refused() -> None:
     assert caught.value.reasons == ("invalid_characters",)
 
 
+def test_length_counts_what_was_typed_not_what_nfkc_expands_to(policy: PasswordPolicy) -> None:
+    # NFKC turns some single characters into many: U+FDFA (an Arabic ligature) becomes 18
+    # code points, U+FDFB 8. One typed character is one character, for the minimum ...
+    for char, expanded in (("\ufdfa", 18), ("\ufdfb", 8), ("\u3392", 3)):
+        assert len(unicodedata.normalize("NFKC", char)) == expanded
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfa").codes
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfb", has_second_factor=True).codes
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfa" * 14).codes
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfb" * 7, has_second_factor=True).codes
+    assert ReasonCode.TOO_SHORT not in policy.check("\ufdfa" * 15).codes
+    # ... and for the maximum: 1024 typed characters fit the cap however far they expand.
+    typed = "\ufdfa" * DEFAULT_MAX_LENGTH
+    assert len(normalize_password(typed)) == 18 * DEFAULT_MAX_LENGTH
+    assert ReasonCode.TOO_LONG not in policy.check(typed).codes
+    with pytest.raises(PasswordRejected):
+        normalize_password("\ufdfa" * (DEFAULT_MAX_LENGTH + 1))
+
+
 # --- the policy -------------------------------------------------------------------------------
 
 

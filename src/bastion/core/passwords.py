@@ -6,7 +6,10 @@ What the default :class:`PasswordPolicy` enforces, and why:
 
 * **Length**: at least 15 characters, or 8 when the account has a second factor (the
   guideline's two minimums); at most :data:`DEFAULT_MAX_LENGTH` (1024). Characters are Unicode
-  code points after NFKC normalisation, so every character a person can type counts as one.
+  code points, counted as typed: the smaller of the count before and after NFKC normalisation
+  (:func:`typed_length`). NFKC can shrink text (``e`` plus a combining accent becomes ``é``)
+  and can grow it (the ligature U+FDFA becomes 18 code points): one typed character counts as
+  one either way, so a single ligature never passes a 15-character minimum.
 * **No composition rules** ("one upper-case letter, one digit ..."). The guideline forbids
   them: they push people towards ``Password1!``. :class:`CompositionRules` exists as an opt-in
   for sites bound by an older standard, and is documented as against NIST advice.
@@ -59,6 +62,7 @@ __all__ = [
     "generate_password",
     "normalize_password",
     "parse_breach_range",
+    "typed_length",
 ]
 
 DEFAULT_MIN_LENGTH: Final = 15
@@ -68,7 +72,9 @@ DEFAULT_MIN_LENGTH_WITH_SECOND_FACTOR: Final = 8
 """Shortest password for an account that also has a second factor (800-63B-4)."""
 
 DEFAULT_MAX_LENGTH: Final = 1024
-"""Longest password accepted, in code points after NFKC. Bounds hashing cost and input size."""
+"""Longest password accepted, in typed code points (see :func:`typed_length`). Bounds hashing
+cost and input size: NFKC grows one code point into at most 18, so the hashed text stays under
+18 times the cap."""
 
 _RAW_SLACK: Final = 4
 # NFKC can shrink text (combining sequences compose), so raw input up to 4x the cap is
@@ -131,8 +137,9 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
     """``password`` in NFKC form, or :class:`~bastion.errors.PasswordRejected`.
 
     Refuses a non-``str``, text with lone surrogates (it cannot be encoded, so it can never
-    have been typed) and text over ``max_length`` code points. Input longer than four times the
-    cap is refused before normalisation, so the cost of hostile input is bounded by a ``len``.
+    have been typed) and text over ``max_length`` characters as typed (:func:`typed_length`).
+    Input longer than four times the cap is refused before normalisation, so the cost of
+    hostile input is bounded by a ``len``.
     """
     if not isinstance(password, str):
         raise PasswordRejected(
@@ -142,8 +149,9 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
     if len(password) > max_length * _RAW_SLACK:
         raise _too_long(len(password), max_length)
     normalized = unicodedata.normalize("NFKC", password)
-    if len(normalized) > max_length:
-        raise _too_long(len(normalized), max_length)
+    length = typed_length(password, normalized)
+    if length > max_length:
+        raise _too_long(length, max_length)
     try:
         normalized.encode("utf-8")
     except UnicodeEncodeError:
@@ -152,6 +160,17 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
             reasons=(ReasonCode.INVALID_CHARACTERS.value,),
         ) from None
     return normalized
+
+
+def typed_length(password: str, normalized: str) -> int:
+    """The length of a password as its owner typed it: the smaller of its code points before
+    and after NFKC (``normalized``).
+
+    Counting only after NFKC lets one character stand for many (U+FDFA alone is 18 code points
+    after NFKC); counting only before lets a decomposed spelling (``e`` plus a combining accent)
+    count twice. The smaller count is never more than what was typed.
+    """
+    return min(len(password), len(normalized))
 
 
 def _too_long(length: int, max_length: int) -> PasswordRejected:
@@ -394,7 +413,7 @@ class PasswordPolicy:
             )
         reasons: list[Reason] = []
         minimum = self.min_length_with_second_factor if has_second_factor else self.min_length
-        if len(text) < minimum:
+        if typed_length(password, text) < minimum:
             reasons.append(Reason(ReasonCode.TOO_SHORT, f"Use at least {minimum} characters."))
         if self.blocklist is not None and text in self.blocklist:
             reasons.append(
