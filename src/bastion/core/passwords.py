@@ -13,8 +13,13 @@ What the default :class:`PasswordPolicy` enforces, and why:
 * **No composition rules** ("one upper-case letter, one digit ..."). The guideline forbids
   them: they push people towards ``Password1!``. :class:`CompositionRules` exists as an opt-in
   for sites bound by an older standard, and is documented as against NIST advice.
-* **Blocklist**: common and breached passwords (:class:`Blocklist`), compared case-blind.
-* **Context words**: the user name, the e-mail address and the site's name, and their parts.
+* **Blocklist**: common and breached passwords (:class:`Blocklist`), matched through the usual
+  decorations (:func:`blocklist_candidates`): case, common leetspeak (``P@ssw0rd``) and up to
+  8 trailing digits and symbols (``Password1!``, ``Summer2024!``), the first variants an
+  attacker tries. A passphrase of several words is not one list entry plus decoration, so it
+  is unaffected.
+* **Context words**: the user name, the e-mail address and the site's name, and their parts,
+  also through leetspeak (``4l1c3`` contains ``alice``).
 * **Repetition**: a password that is one short unit repeated (``aaaaaaaa``, ``abcabcabc``) or
   one run of consecutive characters (``123456789``, ``zyxwvut``).
 
@@ -55,6 +60,7 @@ __all__ = [
     "PolicyResult",
     "Reason",
     "ReasonCode",
+    "blocklist_candidates",
     "blocklist_form",
     "breach_range_query",
     "context_words",
@@ -85,6 +91,17 @@ _BLOCKLIST_LABEL: Final = b"bastion.blocklist.v1\x00"
 _DIGEST_BYTES: Final = 6  # 48-bit digests: see Blocklist
 _WORD_SPLIT = re.compile(r"[\W_]+")
 _MIN_CONTEXT_WORD: Final = 4
+_DECORATION: Final = re.compile(r"[\W\d_]{1,8}\Z")
+_TRAILING_SYMBOLS: Final = re.compile(r"[\W_]{1,8}\Z")
+# Leetspeak read back as letters. "1" stands for "i" or "l", so both readings are tried.
+_LEET_COMMON: Final = {
+    "4": "a", "@": "a", "8": "b", "3": "e", "6": "g", "0": "o", "5": "s", "$": "s",
+    "7": "t", "+": "t", "|": "l", "!": "i",
+}  # fmt: skip
+_LEET_READINGS: Final = (
+    str.maketrans(_LEET_COMMON | {"1": "i"}),
+    str.maketrans(_LEET_COMMON | {"1": "l"}),
+)
 
 
 class ReasonCode(enum.StrEnum):
@@ -187,6 +204,30 @@ def blocklist_form(password: str) -> str:
     return unicodedata.normalize("NFKC", password).casefold()
 
 
+def blocklist_candidates(password: str) -> frozenset[str]:
+    """The forms of ``password`` looked up in a blocklist: its :func:`blocklist_form`, that
+    form without up to 8 trailing digits and symbols (``password1!``, ``summer2024!``), and
+    each of these read back from leetspeak (``p@ssw0rd`` as ``password``).
+
+    These are the decorations people add to satisfy composition rules, and the first ones a
+    guesser tries: a list entry with any of them is as weak as the entry itself. A handful of
+    forms, so a check stays a few microseconds.
+    """
+    canonical = blocklist_form(password)
+    stems = {
+        canonical,
+        _DECORATION.sub("", canonical),
+        _TRAILING_SYMBOLS.sub("", canonical),
+    }
+    forms = set(stems)
+    for stem in stems:
+        for reading in _LEET_READINGS:
+            plain = stem.translate(reading)
+            forms.update((plain, _DECORATION.sub("", plain)))
+    forms.discard("")
+    return frozenset(forms)
+
+
 def _blocklist_digest(password: str) -> int:
     raw = blocklist_form(password).encode("utf-8", "surrogatepass")
     digest = hashlib.sha256(_BLOCKLIST_LABEL + raw).digest()
@@ -230,9 +271,22 @@ class Blocklist:
         return blocklist
 
     def __contains__(self, password: object) -> bool:
+        """Whether ``password`` is an entry (compared in :func:`blocklist_form`). Exact: a
+        decorated entry (``Password1!``) is found by :meth:`matches`."""
         if not isinstance(password, str) or not password:
             return False
-        target = _blocklist_digest(password)
+        return self._has_digest(_blocklist_digest(password))
+
+    def matches(self, password: str) -> bool:
+        """Whether ``password`` is an entry or an entry in a usual decoration (see
+        :func:`blocklist_candidates`). This is what :class:`PasswordPolicy` checks."""
+        if not isinstance(password, str) or not password:
+            return False
+        return any(
+            self._has_digest(_blocklist_digest(form)) for form in blocklist_candidates(password)
+        )
+
+    def _has_digest(self, target: int) -> bool:
         digests = self._digests
         index = bisect.bisect_left(digests, target)
         return index < len(digests) and digests[index] == target
@@ -415,7 +469,7 @@ class PasswordPolicy:
         minimum = self.min_length_with_second_factor if has_second_factor else self.min_length
         if typed_length(password, text) < minimum:
             reasons.append(Reason(ReasonCode.TOO_SHORT, f"Use at least {minimum} characters."))
-        if self.blocklist is not None and text in self.blocklist:
+        if self.blocklist is not None and self.blocklist.matches(text):
             reasons.append(
                 Reason(
                     ReasonCode.BLOCKLISTED,
@@ -425,7 +479,8 @@ class PasswordPolicy:
             )
         canonical = blocklist_form(text)
         words = self._site_context | context_words(*user_inputs)
-        if any(word in canonical for word in words):
+        readings = (canonical, *(canonical.translate(reading) for reading in _LEET_READINGS))
+        if any(word in form for word in words for form in readings):
             reasons.append(
                 Reason(
                     ReasonCode.CONTEXT_WORD,
