@@ -1,16 +1,17 @@
-"""Login throttling decisions: exponential back-off on three counters of failed attempts.
+"""Login throttling decisions: exponential back-off on counters of failed attempts.
 
 Sans-I/O: :mod:`bastion.engine.throttle` keeps the counters in a store; this module decides.
 
 A plain per-account lock-out hands attackers a weapon: fail five times as the victim and the
-victim is locked out. So failures are counted three ways, each with its own
+victim is locked out. So failures are counted on several counters, each with its own
 :class:`BackoffRule`:
 
 ``pair``      (account, client): the strict counter. An attacker hammering one account from one
               address is slowed down quickly; the victim, on another address, is not affected.
 ``account``   the account over all clients: a *softer* cap (many more free attempts, short
-              delays) against attacks spread over many addresses. It can delay the victim by
-              at most its ``max_delay`` per attempt, never lock them out.
+              delays) against attacks spread over many addresses. An attacker who keeps it
+              tripped delays every client without a device cookie (below), so it does not
+              apply to a browser that holds one.
 ``client``    the client over all accounts: catches one address trying many accounts
               (credential stuffing), where no pair counter ever fills up.
 ``device``    one device cookie (OWASP's "device cookies" against slow brute force): a browser
@@ -24,11 +25,10 @@ victim is locked out. So failures are counted three ways, each with its own
 An attempt is allowed when every counter's back-off has run out. Every attempt is counted as
 a failure *before* the password is checked (a reservation, made atomically on the store), and
 refunded when the password was right, so concurrent guesses can never be checked in greater
-number than the rules allow. After ``free_attempts``
-failures, each further failure doubles the wait (``base_delay``, ``2 * base_delay``, ...), up to
-``max_delay``. A counter forgets ``window`` seconds after its last failure. A successful login
-clears its pair counter only: clearing the client or account counters would let an attacker
-reset them with one account they control.
+number than the rules allow. After ``free_attempts`` failures, each further failure doubles
+the wait (``base_delay``, ``2 * base_delay``, ...), up to ``max_delay``. A counter forgets ``window`` seconds after its last failure. A successful login
+clears its pair counter and gives back its own reservation on the others, never more: clearing
+the client or account counters would let an attacker reset them with one account they control.
 
 User names are compared after NFKC, case folding and trimming (``Alice`` and ``alice `` share
 counters). An empty user name never counts against an account (it would throttle the shared
@@ -61,7 +61,7 @@ _IPV6_GROUP_PREFIX: Final = 64
 
 
 class ThrottleCounter(enum.StrEnum):
-    """The three failure counters (see the module docstring)."""
+    """The failure counters (see the module docstring)."""
 
     PAIR = "pair"
     ACCOUNT = "account"
