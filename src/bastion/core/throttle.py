@@ -22,13 +22,14 @@ victim is locked out. So failures are counted on several counters, each with its
               their own browser. Each cookie has a small budget (``device``), after which that
               cookie is locked out: a stolen cookie buys a handful of guesses, not an open door.
 
-An attempt is allowed when every counter's back-off has run out. Every attempt is counted as
-a failure *before* the password is checked (a reservation, made atomically on the store), and
+An attempt is allowed when every counter's back-off has run out. Every attempt is counted as a
+failure *before* the password is checked (a reservation, made atomically on the store), and
 refunded when the password was right, so concurrent guesses can never be checked in greater
-number than the rules allow. After ``free_attempts`` failures, each further failure doubles
-the wait (``base_delay``, ``2 * base_delay``, ...), up to ``max_delay``. A counter forgets ``window`` seconds after its last failure. A successful login
-clears its pair counter and gives back its own reservation on the others, never more: clearing
-the client or account counters would let an attacker reset them with one account they control.
+number than the rules allow. After ``free_attempts`` failures, each further failure doubles the
+wait (``base_delay``, ``2 * base_delay``, ...), up to ``max_delay``. A counter forgets
+``window`` seconds after its last failure. A successful login clears its pair counter and gives
+back its own reservation on the others, never more: clearing the client or account counters
+would let an attacker reset them with one account they control.
 
 User names are compared after NFKC, case folding and trimming (``Alice`` and ``alice `` share
 counters). An empty user name never counts against an account (it would throttle the shared
