@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from examples import flask_app as flask_example
 from flask import Flask, request
 
 from bastion.core.audit import Auditor, IdentifierHasher
@@ -25,12 +26,15 @@ from bastion.engine.throttle import (
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
 from bastion.testing.audit import RecordingAuditSink
-from bastion.testing.csrf import afetch_token
+from bastion.testing.csrf import afetch_token, browser_headers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
+    from flask.testing import FlaskClient
     from starlette.types import Receive, Scope, Send
+    from werkzeug.test import TestResponse
 
     from bastion.stores.base import Store
 
@@ -283,6 +287,39 @@ def test_flask_owner_gets_in_while_the_account_is_under_attack(
     back = owner.post("/login", data=form, environ_base={"REMOTE_ADDR": OWNER_IP})
     assert back.status_code == 200
     assert attacker_checks <= ThrottlePolicy().account.free_attempts + 1 + 300 // 60 + 7
+
+
+def test_the_flask_example_gives_a_device_cookie_that_lets_the_owner_in(tmp_path: Path) -> None:
+    clock = FrozenClock(START)
+    app = flask_example.create_app(
+        f"sqlite:///{tmp_path}/flask.db", hasher=PasswordHasher(TEST_ONLY_PROFILE), clock=clock
+    )
+    https = "https://localhost"
+
+    def post(client: FlaskClient, ip: str, **form: str) -> TestResponse:
+        headers = browser_headers(https)
+        environ = {"REMOTE_ADDR": ip}
+        return client.post(
+            "/login", base_url=https, headers=headers, environ_base=environ, data=form
+        )
+
+    owner = app.test_client()
+    registered = owner.post(
+        "/register",
+        base_url=https,
+        headers=browser_headers(https),
+        environ_base={"REMOTE_ADDR": OWNER_IP},
+        data={"username": "ada", "password": SEED},
+    )
+    assert registered.status_code == 303
+    first = post(owner, OWNER_IP, username="ada", password=SEED)
+    assert first.status_code == 303
+    assert owner.get_cookie(DEVICE_COOKIE_NAME, domain="localhost") is not None
+    for index in range(ThrottlePolicy().account.free_attempts + 1):  # a distributed attack
+        post(app.test_client(), attacker_ip(index), username="ada", password="guess")
+    new_browser = post(app.test_client(), OWNER_IP, username="ada", password=SEED)
+    assert new_browser.status_code == 429
+    assert post(owner, OWNER_IP, username="ada", password=SEED).status_code == 303
 
 
 # --- the engine on every store --------------------------------------------------------------------

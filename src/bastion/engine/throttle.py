@@ -223,7 +223,6 @@ class LoginThrottle:
             "throttle:device-cookie",
             max_age=self._policy.device_cookie_max_age,
             clock=clock,
-            clock_skew=0.0,
             max_length=_DEVICE_COOKIE_MAX_LENGTH,
         )
         self._clock = clock
@@ -248,14 +247,18 @@ class LoginThrottle:
         nonce = secrets.token_urlsafe(_DEVICE_NONCE_BYTES)
         return self._device_signer.sign(f"{self._hash('device-account', account)}.{nonce}")
 
+    @staticmethod
+    def device_cookie_name(*, secure: bool = True) -> str:
+        """The name :meth:`device_cookie` gives the cookie: read the browser's value from it."""
+        return DEVICE_COOKIE_NAME if secure else DEVICE_COOKIE_NAME_INSECURE
+
     def device_cookie(self, value: str, *, secure: bool = True) -> Cookie:
         """The cookie that carries a device cookie value: ``__Host-bastion-device``
         (HttpOnly, SameSite=Strict, lasting ``policy.device_cookie_max_age``), or
         ``bastion-device`` without ``Secure`` when ``secure=False`` (plain-HTTP development).
         Send ``.serialize()`` as a ``Set-Cookie`` header."""
-        name = DEVICE_COOKIE_NAME if secure else DEVICE_COOKIE_NAME_INSECURE
         return Cookie(
-            name=name,
+            name=self.device_cookie_name(secure=secure),
             value=value,
             max_age=int(self._policy.device_cookie_max_age),
             secure=secure,
