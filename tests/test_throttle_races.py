@@ -94,6 +94,7 @@ def test_concurrent_wrong_guesses_from_threads_check_no_more_than_allowed(
     verifier = CountingVerifier(Argon2Profile(time_cost=2, memory_cost=4096, parallelism=1))
     threads_count, per_thread = 12, GUESSES // 12
     barrier = threading.Barrier(threads_count)
+    done = threading.Barrier(threads_count)
     outcomes: list[LoginOutcome] = []
     errors: list[BaseException] = []
 
@@ -108,6 +109,7 @@ def test_concurrent_wrong_guesses_from_threads_check_no_more_than_allowed(
         except BaseException as exc:  # reported below, never lost in a thread
             errors.append(exc)
         finally:
+            done.wait()  # close only when every thread is done (see the report note)
             if isinstance(any_store, SQLiteStore):
                 any_store.sync.close()  # the thread's own connection
 
