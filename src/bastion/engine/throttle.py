@@ -273,11 +273,11 @@ class LoginThrottle:
         verified = self._device_signer.verify(token)
         if not verified.valid or verified.value is None:
             return None
-        tag, dot, nonce = verified.value.decode("ascii", "replace").partition(".")
-        expected = self._hash("device-account", account)
+        tag, dot, nonce = verified.value.partition(b".")
+        expected = self._hash("device-account", account).encode("ascii")
         if not dot or not nonce or not hmac.compare_digest(tag, expected):
             return None
-        return f"{self._prefix}device:{self._hash('device', nonce)}"
+        return f"{self._prefix}device:{self._hash('device', nonce.decode('ascii', 'replace'))}"
 
     # -- keys and flows ------------------------------------------------------------------------
 
