@@ -156,6 +156,7 @@ async def test_the_owner_gets_in_during_a_30_minute_distributed_attack(
             else:
                 assert response.status_code == 429
                 assert "only a browser that has signed in to it before" in response.text
+                assert int(response.headers["retry-after"]) >= 1
                 attacker_refused += 1
             if index == LOGIN_POLICY.account.free_attempts:  # the account-wide lock trips
                 names = [str(event.name) for event in demo.events]
@@ -168,6 +169,7 @@ async def test_the_owner_gets_in_during_a_30_minute_distributed_attack(
                     refused = await new_browser.log_in(SEED)
                     assert refused.status_code == 429
                     assert "only a browser that has signed in to it before" in refused.text
+        assert attacker.device_cookie is None  # no failure or refusal ever hands one out
         assert owner_logins >= 20
         assert attacker_refused > 1500  # the account stayed under attack the whole time
         assert attacker_checked == await baseline_attacker_checks(schedule)
