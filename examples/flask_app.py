@@ -121,8 +121,15 @@ def create_app(
                 users[name] = outcome.new_hash  # parameters changed: keep the new hash
             return outcome.valid
 
-        try:
-            attempt = throttle.attempt_sync(username, request.remote_addr or "", verify)
+        try:  # the device cookie (from an earlier login) lets the owner in during an attack
+            attempt = throttle.attempt_sync(
+                username,
+                request.remote_addr or "",
+                verify,
+                device_cookie=request.cookies.get(
+                    throttle.device_cookie_name(secure=not development)
+                ),
+            )
         except PasswordRejected:  # over the length cap, refused before any hashing
             return {"error": "password_too_long"}, 400
         if attempt.outcome is LoginOutcome.THROTTLED:
@@ -131,7 +138,11 @@ def create_app(
         if not attempt.ok:
             return {"error": "invalid_credentials"}, 401
         login(name)  # rotates the session ID: the pre-login cookie is dead
-        return redirect("/account", 303)
+        response = redirect("/account", 303)
+        if attempt.device_cookie is not None:  # logs in even while the account is attacked
+            cookie = throttle.device_cookie(attempt.device_cookie, secure=not development)
+            response.headers.add("Set-Cookie", cookie.serialize())
+        return response
 
     @app.post("/logout")
     def sign_out() -> Any:

@@ -221,3 +221,43 @@ def test_test_only_profile_round_trips() -> None:
     assert hasher.verify(hasher.hash(PASSWORD), PASSWORD)
     with pytest.raises(PasswordRejected):
         hasher.hash("y" * 65)
+
+
+@pytest.mark.parametrize(
+    ("settings", "setting"),
+    [
+        ({"salt_len": 7}, "salt_len"),
+        ({"hash_len": 3}, "hash_len"),
+        ({"time_cost": 2**32}, "time_cost"),
+        ({"memory_cost": 2**32}, "memory_cost"),
+        ({"parallelism": 2**24, "memory_cost": 8 * 2**24}, "parallelism"),
+        ({"hash_len": 2**32}, "hash_len"),
+        ({"salt_len": 2**32}, "salt_len"),
+        ({"parallelism": 4, "memory_cost": 31}, "memory_cost"),
+    ],
+)
+def test_profile_outside_argon2s_limits_is_refused_at_construction(
+    settings: dict[str, int], setting: str
+) -> None:
+    # argon2's own limits (argon2.h: ARGON2_MIN_SALT_LENGTH 8, ARGON2_MIN_OUTLEN 4, lanes <
+    # 2**24, 32-bit counts, 8 KiB of memory per lane): refused when the profile is built, never
+    # at the first hash() of a running service.
+    values = {"time_cost": 1, "memory_cost": 8, "parallelism": 1} | settings
+    with pytest.raises(ConfigurationError) as caught:
+        Argon2Profile(**values)
+    assert caught.value.setting == setting
+    assert setting in str(caught.value)
+
+
+def test_profile_at_argon2s_lower_limits_hashes() -> None:
+    profile = Argon2Profile(time_cost=1, memory_cost=8, parallelism=1, hash_len=4, salt_len=8)
+    hasher = PasswordHasher(profile)
+    assert hasher.verify(hasher.hash(PASSWORD), PASSWORD)
+
+
+def test_a_wrapped_argon2_hasher_is_checked_against_the_same_limits() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        PasswordHasher.from_argon2(
+            argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, salt_len=4)
+        )
+    assert caught.value.setting == "salt_len"

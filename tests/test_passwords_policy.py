@@ -85,6 +85,24 @@ def test_non_text_and_lone_surrogates_are_refused() -> None:
     assert caught.value.reasons == ("invalid_characters",)
 
 
+def test_length_counts_what_was_typed_not_what_nfkc_expands_to(policy: PasswordPolicy) -> None:
+    # NFKC turns some single characters into many: U+FDFA (an Arabic ligature) becomes 18
+    # code points, U+FDFB 8. One typed character is one character, for the minimum ...
+    for char, expanded in (("\ufdfa", 18), ("\ufdfb", 8), ("\u3392", 3)):
+        assert len(unicodedata.normalize("NFKC", char)) == expanded
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfa").codes
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfb", has_second_factor=True).codes
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfa" * 14).codes
+    assert ReasonCode.TOO_SHORT in policy.check("\ufdfb" * 7, has_second_factor=True).codes
+    assert ReasonCode.TOO_SHORT not in policy.check("\ufdfa" * 15).codes
+    # ... and for the maximum: 1024 typed characters fit the cap however far they expand.
+    typed = "\ufdfa" * DEFAULT_MAX_LENGTH
+    assert len(normalize_password(typed)) == 18 * DEFAULT_MAX_LENGTH
+    assert ReasonCode.TOO_LONG not in policy.check(typed).codes
+    with pytest.raises(PasswordRejected):
+        normalize_password("\ufdfa" * (DEFAULT_MAX_LENGTH + 1))
+
+
 # --- the policy -------------------------------------------------------------------------------
 
 
@@ -109,6 +127,54 @@ def test_blocklisted_passwords_are_refused_case_blind(policy: PasswordPolicy) ->
     for password in ("password", "PassWord", "qwertyuiop", "iloveyou"):
         result = policy.check(password, has_second_factor=True)
         assert ReasonCode.BLOCKLISTED in result.codes, password
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Password1!",
+        "P@ssw0rd!",
+        "Welcome1!",
+        "Summer2024!",
+        "p4ssw0rd2024",
+        "PASSWORD123!!",
+        "Welcom3!",
+        "L3tm31n!",
+        "Dr@g0n_1999",
+        "iloveyou2!",
+        "$unsh1ne#1",
+    ],
+)
+def test_decorated_common_passwords_are_refused(policy: PasswordPolicy, password: str) -> None:
+    # The commonest passwords with the usual decorations (case, leetspeak, a digit, a year, a
+    # symbol at the end) are the first an attacker tries; they stay refused at the 8-character
+    # minimum of an account with a second factor.
+    assert len(password) >= 8
+    result = policy.check(password, has_second_factor=True)
+    assert ReasonCode.BLOCKLISTED in result.codes, password
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        GOOD,
+        "correct horse battery staple",
+        "Granite kettle 1987 sings!",
+        "my dog eats pine cones at dawn",
+        "vQ7#pL2m!xR9",
+        "Fjord-Mint-7",
+        "kwz8 ploo 3vvr",
+        "Tangerine Ocelot 2024!",
+    ],
+)
+def test_ordinary_strong_passwords_are_not_refused(policy: PasswordPolicy, password: str) -> None:
+    result = policy.check(password, has_second_factor=True)
+    assert result.ok, (password, result.codes)
+
+
+def test_context_words_are_refused_through_leetspeak(policy: PasswordPolicy) -> None:
+    result = policy.check("4l1c3-keeps-the-keys", user_inputs=("alice",))
+    assert ReasonCode.CONTEXT_WORD in result.codes
 
 
 def test_shipped_blocklist_is_large_and_fast(shipped: Blocklist) -> None:

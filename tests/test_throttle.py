@@ -130,6 +130,19 @@ def test_rules_are_validated() -> None:
     assert caught.value.setting == "max_delay"
     with pytest.raises(ConfigurationError):
         ThrottlePolicy(pair=5)
+    with pytest.raises(ConfigurationError) as caught:
+        ThrottlePolicy(device=3)  # type: ignore[arg-type]
+    assert caught.value.setting == "device"
+    for age in (0, -1.0, float("inf"), True, "90d"):
+        with pytest.raises(ConfigurationError) as caught:
+            ThrottlePolicy(device_cookie_max_age=age)  # type: ignore[arg-type]
+        assert caught.value.setting == "device_cookie_max_age"
+
+
+def test_a_refund_gives_back_one_failure_and_keeps_the_time() -> None:
+    state = ThrottleState().failed(100.0).failed(105.0)
+    assert state.refunded() == ThrottleState(1, 105.0)
+    assert ThrottleState().refunded() == ThrottleState()
 
 
 # --- against real stores ----------------------------------------------------------------------

@@ -6,12 +6,20 @@ What the default :class:`PasswordPolicy` enforces, and why:
 
 * **Length**: at least 15 characters, or 8 when the account has a second factor (the
   guideline's two minimums); at most :data:`DEFAULT_MAX_LENGTH` (1024). Characters are Unicode
-  code points after NFKC normalisation, so every character a person can type counts as one.
+  code points, counted as typed: the smaller of the count before and after NFKC normalisation
+  (:func:`typed_length`). NFKC can shrink text (``e`` plus a combining accent becomes ``é``)
+  and can grow it (the ligature U+FDFA becomes 18 code points): one typed character counts as
+  one either way, so a single ligature never passes a 15-character minimum.
 * **No composition rules** ("one upper-case letter, one digit ..."). The guideline forbids
   them: they push people towards ``Password1!``. :class:`CompositionRules` exists as an opt-in
   for sites bound by an older standard, and is documented as against NIST advice.
-* **Blocklist**: common and breached passwords (:class:`Blocklist`), compared case-blind.
-* **Context words**: the user name, the e-mail address and the site's name, and their parts.
+* **Blocklist**: common and breached passwords (:class:`Blocklist`), matched through the usual
+  decorations (:func:`blocklist_candidates`): case, common leetspeak (``P@ssw0rd``) and up to
+  8 trailing digits and symbols (``Password1!``, ``Summer2024!``), the first variants an
+  attacker tries. A passphrase of several words is not one list entry plus decoration, so it
+  is unaffected.
+* **Context words**: the user name, the e-mail address and the site's name, and their parts,
+  also through leetspeak (``4l1c3`` contains ``alice``).
 * **Repetition**: a password that is one short unit repeated (``aaaaaaaa``, ``abcabcabc``) or
   one run of consecutive characters (``123456789``, ``zyxwvut``).
 
@@ -52,6 +60,7 @@ __all__ = [
     "PolicyResult",
     "Reason",
     "ReasonCode",
+    "blocklist_candidates",
     "blocklist_form",
     "breach_range_query",
     "context_words",
@@ -59,6 +68,7 @@ __all__ = [
     "generate_password",
     "normalize_password",
     "parse_breach_range",
+    "typed_length",
 ]
 
 DEFAULT_MIN_LENGTH: Final = 15
@@ -68,7 +78,9 @@ DEFAULT_MIN_LENGTH_WITH_SECOND_FACTOR: Final = 8
 """Shortest password for an account that also has a second factor (800-63B-4)."""
 
 DEFAULT_MAX_LENGTH: Final = 1024
-"""Longest password accepted, in code points after NFKC. Bounds hashing cost and input size."""
+"""Longest password accepted, in typed code points (see :func:`typed_length`). Bounds hashing
+cost and input size: NFKC grows one code point into at most 18, so the hashed text stays under
+18 times the cap."""
 
 _RAW_SLACK: Final = 4
 # NFKC can shrink text (combining sequences compose), so raw input up to 4x the cap is
@@ -79,6 +91,17 @@ _BLOCKLIST_LABEL: Final = b"bastion.blocklist.v1\x00"
 _DIGEST_BYTES: Final = 6  # 48-bit digests: see Blocklist
 _WORD_SPLIT = re.compile(r"[\W_]+")
 _MIN_CONTEXT_WORD: Final = 4
+_DECORATION: Final = re.compile(r"[\W\d_]{1,8}\Z")
+_TRAILING_SYMBOLS: Final = re.compile(r"[\W_]{1,8}\Z")
+# Leetspeak read back as letters. "1" stands for "i" or "l", so both readings are tried.
+_LEET_COMMON: Final = {
+    "4": "a", "@": "a", "8": "b", "3": "e", "6": "g", "0": "o", "5": "s", "$": "s",
+    "7": "t", "+": "t", "|": "l", "!": "i",
+}  # fmt: skip
+_LEET_READINGS: Final = (
+    str.maketrans(_LEET_COMMON | {"1": "i"}),
+    str.maketrans(_LEET_COMMON | {"1": "l"}),
+)
 
 
 class ReasonCode(enum.StrEnum):
@@ -131,8 +154,9 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
     """``password`` in NFKC form, or :class:`~bastion.errors.PasswordRejected`.
 
     Refuses a non-``str``, text with lone surrogates (it cannot be encoded, so it can never
-    have been typed) and text over ``max_length`` code points. Input longer than four times the
-    cap is refused before normalisation, so the cost of hostile input is bounded by a ``len``.
+    have been typed) and text over ``max_length`` characters as typed (:func:`typed_length`).
+    Input longer than four times the cap is refused before normalisation, so the cost of
+    hostile input is bounded by a ``len``.
     """
     if not isinstance(password, str):
         raise PasswordRejected(
@@ -142,8 +166,9 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
     if len(password) > max_length * _RAW_SLACK:
         raise _too_long(len(password), max_length)
     normalized = unicodedata.normalize("NFKC", password)
-    if len(normalized) > max_length:
-        raise _too_long(len(normalized), max_length)
+    length = typed_length(password, normalized)
+    if length > max_length:
+        raise _too_long(length, max_length)
     try:
         normalized.encode("utf-8")
     except UnicodeEncodeError:
@@ -152,6 +177,17 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
             reasons=(ReasonCode.INVALID_CHARACTERS.value,),
         ) from None
     return normalized
+
+
+def typed_length(password: str, normalized: str) -> int:
+    """The length of a password as its owner typed it: the smaller of its code points before
+    and after NFKC (``normalized``).
+
+    Counting only after NFKC lets one character stand for many (U+FDFA alone is 18 code points
+    after NFKC); counting only before lets a decomposed spelling (``e`` plus a combining accent)
+    count twice. The smaller count is never more than what was typed.
+    """
+    return min(len(password), len(normalized))
 
 
 def _too_long(length: int, max_length: int) -> PasswordRejected:
@@ -166,6 +202,30 @@ def blocklist_form(password: str) -> str:
     """The form in which passwords are compared with the blocklist and with context words:
     NFKC, then case-folded, so ``PassWord`` and ``password`` are the same entry."""
     return unicodedata.normalize("NFKC", password).casefold()
+
+
+def blocklist_candidates(password: str) -> frozenset[str]:
+    """The forms of ``password`` looked up in a blocklist: its :func:`blocklist_form`, that
+    form without up to 8 trailing digits and symbols (``password1!``, ``summer2024!``), and
+    each of these read back from leetspeak (``p@ssw0rd`` as ``password``).
+
+    These are the decorations people add to satisfy composition rules, and the first ones a
+    guesser tries: a list entry with any of them is as weak as the entry itself. A handful of
+    forms, so a check stays a few microseconds.
+    """
+    canonical = blocklist_form(password)
+    stems = {
+        canonical,
+        _DECORATION.sub("", canonical),
+        _TRAILING_SYMBOLS.sub("", canonical),
+    }
+    forms = set(stems)
+    for stem in stems:
+        for reading in _LEET_READINGS:
+            plain = stem.translate(reading)
+            forms.update((plain, _DECORATION.sub("", plain)))
+    forms.discard("")
+    return frozenset(forms)
 
 
 def _blocklist_digest(password: str) -> int:
@@ -211,9 +271,22 @@ class Blocklist:
         return blocklist
 
     def __contains__(self, password: object) -> bool:
+        """Whether ``password`` is an entry (compared in :func:`blocklist_form`). Exact: a
+        decorated entry (``Password1!``) is found by :meth:`matches`."""
         if not isinstance(password, str) or not password:
             return False
-        target = _blocklist_digest(password)
+        return self._has_digest(_blocklist_digest(password))
+
+    def matches(self, password: str) -> bool:
+        """Whether ``password`` is an entry or an entry in a usual decoration (see
+        :func:`blocklist_candidates`). This is what :class:`PasswordPolicy` checks."""
+        if not isinstance(password, str) or not password:
+            return False
+        return any(
+            self._has_digest(_blocklist_digest(form)) for form in blocklist_candidates(password)
+        )
+
+    def _has_digest(self, target: int) -> bool:
         digests = self._digests
         index = bisect.bisect_left(digests, target)
         return index < len(digests) and digests[index] == target
@@ -394,9 +467,9 @@ class PasswordPolicy:
             )
         reasons: list[Reason] = []
         minimum = self.min_length_with_second_factor if has_second_factor else self.min_length
-        if len(text) < minimum:
+        if typed_length(password, text) < minimum:
             reasons.append(Reason(ReasonCode.TOO_SHORT, f"Use at least {minimum} characters."))
-        if self.blocklist is not None and text in self.blocklist:
+        if self.blocklist is not None and self.blocklist.matches(text):
             reasons.append(
                 Reason(
                     ReasonCode.BLOCKLISTED,
@@ -406,7 +479,8 @@ class PasswordPolicy:
             )
         canonical = blocklist_form(text)
         words = self._site_context | context_words(*user_inputs)
-        if any(word in canonical for word in words):
+        readings = (canonical, *(canonical.translate(reading) for reading in _LEET_READINGS))
+        if any(word in form for word in words for form in readings):
             reasons.append(
                 Reason(
                     ReasonCode.CONTEXT_WORD,

@@ -1,24 +1,35 @@
-"""Login throttling decisions: exponential back-off on three counters of failed attempts.
+"""Login throttling decisions: exponential back-off on counters of failed attempts.
 
 Sans-I/O: :mod:`bastion.engine.throttle` keeps the counters in a store; this module decides.
 
 A plain per-account lock-out hands attackers a weapon: fail five times as the victim and the
-victim is locked out. So failures are counted three ways, each with its own
+victim is locked out. So failures are counted on several counters, each with its own
 :class:`BackoffRule`:
 
 ``pair``      (account, client): the strict counter. An attacker hammering one account from one
               address is slowed down quickly; the victim, on another address, is not affected.
 ``account``   the account over all clients: a *softer* cap (many more free attempts, short
-              delays) against attacks spread over many addresses. It can delay the victim by
-              at most its ``max_delay`` per attempt, never lock them out.
+              delays) against attacks spread over many addresses. An attacker who keeps it
+              tripped delays every client without a device cookie (below), so it does not
+              apply to a browser that holds one.
 ``client``    the client over all accounts: catches one address trying many accounts
               (credential stuffing), where no pair counter ever fills up.
+``device``    one device cookie (OWASP's "device cookies" against slow brute force): a browser
+              that has logged in to the account before holds a signed cookie for it, and its
+              failures count here *instead of* on ``account``. While the account-wide counter
+              delays everyone else (the account is under a distributed attack), a client with a
+              valid device cookie still tries its password, so the owner is never locked out of
+              their own browser. Each cookie has a small budget (``device``), after which that
+              cookie is locked out: a stolen cookie buys a handful of guesses, not an open door.
 
-An attempt is allowed when every counter's back-off has run out. After ``free_attempts``
-failures, each further failure doubles the wait (``base_delay``, ``2 * base_delay``, ...), up to
-``max_delay``. A counter forgets ``window`` seconds after its last failure. A successful login
-clears its pair counter only: clearing the client or account counters would let an attacker
-reset them with one account they control.
+An attempt is allowed when every counter's back-off has run out. Every attempt is counted as a
+failure *before* the password is checked (a reservation, made atomically on the store), and
+refunded when the password was right, so concurrent guesses can never be checked in greater
+number than the rules allow. After ``free_attempts`` failures, each further failure doubles the
+wait (``base_delay``, ``2 * base_delay``, ...), up to ``max_delay``. A counter forgets
+``window`` seconds after its last failure. A successful login clears its pair counter and gives
+back its own reservation on the others, never more: clearing the client or account counters
+would let an attacker reset them with one account they control.
 
 User names are compared after NFKC, case folding and trimming (``Alice`` and ``alice `` share
 counters). An empty user name never counts against an account (it would throttle the shared
@@ -51,11 +62,12 @@ _IPV6_GROUP_PREFIX: Final = 64
 
 
 class ThrottleCounter(enum.StrEnum):
-    """The three failure counters (see the module docstring)."""
+    """The failure counters (see the module docstring)."""
 
     PAIR = "pair"
     ACCOUNT = "account"
     CLIENT = "client"
+    DEVICE = "device"
 
 
 def normalize_username(username: str) -> str:
@@ -126,26 +138,49 @@ class BackoffRule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ThrottlePolicy:
-    """The three rules. Defaults: pair 5 free then up to 15 min; account 100 free then up to
-    1 min; client 30 free then up to 15 min; all forgotten after a day without failures."""
+    """The rules. Defaults: pair 5 free then up to 15 min; account 100 free then up to
+    1 min; client 30 free then up to 15 min; all forgotten after a day without failures. A
+    device cookie: 4 free failures, and after its fifth that cookie is locked out for a day.
+    ``device_cookie_max_age`` is how long a device cookie is valid after the login that gave
+    it (default 180 days).
+    """
 
     pair: BackoffRule = field(default_factory=lambda: BackoffRule(free_attempts=5))
     account: BackoffRule = field(
         default_factory=lambda: BackoffRule(free_attempts=100, max_delay=60.0)
     )
     client: BackoffRule = field(default_factory=lambda: BackoffRule(free_attempts=30))
+    device: BackoffRule = field(
+        default_factory=lambda: BackoffRule(
+            free_attempts=4, base_delay=86_400.0, max_delay=86_400.0, window=86_400.0
+        )
+    )
+    device_cookie_max_age: float = 180 * 86_400.0
 
     def __post_init__(self) -> None:
-        for name in ("pair", "account", "client"):
+        for name in ("pair", "account", "client", "device"):
             if not isinstance(getattr(self, name), BackoffRule):
                 raise ConfigurationError(
                     f"{name} must be a BackoffRule(free_attempts=...)", setting=name
                 )
+        age = self.device_cookie_max_age
+        if (
+            isinstance(age, bool)
+            or not isinstance(age, int | float)
+            or not math.isfinite(age)
+            or age <= 0
+        ):
+            raise ConfigurationError(
+                f"device_cookie_max_age must be a finite number of seconds > 0, got {age!r}",
+                setting="device_cookie_max_age",
+            )
 
     def rule(self, counter: ThrottleCounter) -> BackoffRule:
-        return {ThrottleCounter.PAIR: self.pair, ThrottleCounter.ACCOUNT: self.account}.get(
-            counter, self.client
-        )
+        return {
+            ThrottleCounter.PAIR: self.pair,
+            ThrottleCounter.ACCOUNT: self.account,
+            ThrottleCounter.DEVICE: self.device,
+        }.get(counter, self.client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +213,11 @@ class ThrottleState:
     def failed(self, now: float) -> ThrottleState:
         """The state after one more failure at ``now``."""
         return ThrottleState(self.failures + 1, now)
+
+    def refunded(self) -> ThrottleState:
+        """The state with one reserved failure given back (a password that was right). The
+        time of the last failure stays: a refund never shortens a wait another attempt began."""
+        return ThrottleState(max(0, self.failures - 1), self.last_failure)
 
     def retry_after(self, rule: BackoffRule, now: float) -> float:
         """Seconds until the next attempt is allowed (0 when it is allowed now)."""

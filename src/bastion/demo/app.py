@@ -55,7 +55,12 @@ from bastion.core.throttle import BackoffRule, ThrottlePolicy, normalize_usernam
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.engine.throttle import LoginOutcome, LoginThrottle
+from bastion.engine.throttle import (
+    DEVICE_COOKIE_NAME,
+    DEVICE_COOKIE_NAME_INSECURE,
+    LoginOutcome,
+    LoginThrottle,
+)
 from bastion.engine.totp import TotpManager, TotpResult
 from bastion.errors import ConfigurationError, PasswordRejected, StoreError
 from bastion.passwords import PasswordHasher, check_new_password, default_policy, generate_password
@@ -86,10 +91,15 @@ ISSUER: Final = "bastion demo"
 API_KEY_LIFETIME: Final = 30 * 86400.0
 LOGIN_POLICY: Final = ThrottlePolicy(
     # Five free attempts per (account, client); the sixth failure makes the next attempt wait
-    # 30 s, then 60 s, 120 s ... up to 15 minutes. The account-wide and per-client counters keep
-    # bastion's defaults, so an attacker elsewhere cannot lock the user out.
+    # 30 s, then 60 s, 120 s ... up to 15 minutes. The account-wide, per-client and device
+    # cookie counters keep bastion's defaults. An attacker spread over many addresses can trip
+    # the account-wide counter, but not lock the user out: while it is tripped, a browser
+    # holding the device cookie from an earlier login still tries its password.
     pair=BackoffRule(free_attempts=5, base_delay=30.0, max_delay=900.0),
 )
+DEVICE_COOKIE_SECURE: Final = False
+"""The demo serves plain HTTP on loopback (like its session cookie): the device cookie is
+``bastion-device`` without ``Secure``. Over HTTPS use ``__Host-bastion-device``."""
 _SCOPES_SPLIT = re.compile(r"[\s,]+")
 _TITLES: Final = {
     400: "Bad request",
@@ -350,6 +360,8 @@ class DemoApp:
         code = str(form.get("totp", "")).strip()
         name = normalize_username(raw_name)
         client = request.client.host if request.client else "unknown"
+        device_name = DEVICE_COOKIE_NAME if DEVICE_COOKIE_SECURE else DEVICE_COOKIE_NAME_INSECURE
+        device = request.cookies.get(device_name)
         needs_code = False
 
         async def verify() -> bool:
@@ -373,7 +385,7 @@ class DemoApp:
             return verdict is TotpResult.ACCEPTED
 
         try:
-            attempt = await self.throttle.attempt(raw_name, client, verify)
+            attempt = await self.throttle.attempt(raw_name, client, verify, device_cookie=device)
         except PasswordRejected:
             return self.page(
                 request,
@@ -386,14 +398,15 @@ class DemoApp:
             )
         if attempt.outcome is LoginOutcome.THROTTLED:
             wait = attempt.decision.retry_after_header
-            return self.error_page(
-                request,
-                user,
-                429,
-                f"Too many failed logins for this account from your address. "
-                f"Try again in {wait} seconds.",
-                retry_after=wait,
+            message = (
+                "This account is receiving many failed logins from elsewhere, so only a "
+                "browser that has signed in to it before can log in right now. "
+                f"Try again in {wait} seconds."
+                if attempt.challenge_required
+                else "Too many failed logins for this account from your address. "
+                f"Try again in {wait} seconds."
             )
+            return self.error_page(request, user, 429, message, retry_after=wait)
         if not attempt.ok:
             message = (
                 "This account has two-factor authentication: enter the code from your "
@@ -411,7 +424,11 @@ class DemoApp:
                 errors=[message],
             )
         login(request, name)
-        return RedirectResponse("/account", status_code=303)
+        response = RedirectResponse("/account", status_code=303)
+        if attempt.device_cookie is not None:  # this browser is now a known device
+            cookie = self.throttle.device_cookie(attempt.device_cookie, secure=DEVICE_COOKIE_SECURE)
+            response.headers.append("set-cookie", cookie.serialize())
+        return response
 
     async def logout(self, request: Request) -> Response:
         await load_session(request)

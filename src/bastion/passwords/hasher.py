@@ -54,9 +54,25 @@ _BCRYPT_PREFIXES: Final = ("$2a$", "$2b$", "$2y$")
 _BCRYPT_MAX_BYTES: Final = 72  # bcrypt only ever hashed the first 72 bytes
 
 
+_U32_MAX: Final = 2**32 - 1
+_ARGON2_LIMITS: Final = {
+    # setting: (least, greatest), argon2's own bounds (argon2.h in the reference implementation)
+    "time_cost": (1, _U32_MAX),  # ARGON2_MIN_TIME .. ARGON2_MAX_TIME
+    "memory_cost": (8, _U32_MAX),  # KiB; at least 8 per lane, checked below
+    "parallelism": (1, 2**24 - 1),  # ARGON2_MIN_LANES .. ARGON2_MAX_LANES
+    "hash_len": (4, _U32_MAX),  # ARGON2_MIN_OUTLEN .. ARGON2_MAX_OUTLEN
+    "salt_len": (8, _U32_MAX),  # ARGON2_MIN_SALT_LENGTH .. ARGON2_MAX_SALT_LENGTH
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Argon2Profile:
-    """Argon2id cost parameters. ``memory_cost`` is in KiB."""
+    """Argon2id cost parameters. ``memory_cost`` is in KiB.
+
+    Every parameter is checked against argon2's own limits when the profile is built (salt at
+    least 8 bytes, hash at least 4 bytes, at least 8 KiB of memory per lane, lanes below
+    2**24, 32-bit counts), so a bad profile fails at start-up, not at a user's first login.
+    """
 
     time_cost: int
     memory_cost: int
@@ -65,11 +81,17 @@ class Argon2Profile:
     salt_len: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("time_cost", "memory_cost", "parallelism", "hash_len", "salt_len"):
+        for name, (least, greatest) in _ARGON2_LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not least <= value <= greatest
+            ):
                 raise ConfigurationError(
-                    f"Argon2 {name} must be a whole number >= 1, got {value!r}", setting=name
+                    f"Argon2 {name} must be a whole number from {least} to {greatest} "
+                    f"(argon2's own limits), got {value!r}",
+                    setting=name,
                 )
         if self.memory_cost < 8 * self.parallelism:
             raise ConfigurationError(
@@ -146,12 +168,20 @@ class PasswordHasher:
         max_length: int = DEFAULT_MAX_LENGTH,
         executor: Executor | None = None,
     ) -> PasswordHasher:
-        """Wrap an existing argon2-cffi hasher; its parameters become the profile."""
+        """Wrap an existing argon2-cffi hasher; its parameters become the profile (and are
+        checked as :class:`Argon2Profile` checks them)."""
         if not isinstance(hasher, argon2.PasswordHasher):
             raise ConfigurationError(
                 f"hasher must be an argon2.PasswordHasher, not {type(hasher).__name__}",
                 setting="hasher",
             )
+        Argon2Profile(
+            time_cost=hasher.time_cost,
+            memory_cost=hasher.memory_cost,
+            parallelism=hasher.parallelism,
+            hash_len=hasher.hash_len,
+            salt_len=hasher.salt_len,
+        )
         if hasher.type is not argon2.Type.ID:
             raise ConfigurationError(
                 "the argon2 hasher must use type=argon2.Type.ID (Argon2id)", setting="hasher"
