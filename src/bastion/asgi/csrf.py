@@ -39,6 +39,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
+from bastion.core.request import asgi_path, normalize_method
 from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
@@ -205,8 +206,8 @@ class CSRFMiddleware:
         client = scope.get("client")
         scheme = scope.get("scheme", "http")
         facts = Facts(
-            method=scope.get("method", "GET"),
-            path=scope.get("path", "/"),
+            method=normalize_method(scope.get("method", "GET")),
+            path=asgi_path(scope.get("path", "/"), scope.get("root_path", "")),
             scheme="https" if scheme in {"https", "wss"} else "http",
             host=found.get(b"host"),
             client=client[0] if client else None,

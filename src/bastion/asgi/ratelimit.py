@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
+from bastion.core.request import asgi_path, match_forms, normalize_method
 from bastion.engine.ratelimit import header_bytes, routes_of
 
 if TYPE_CHECKING:
@@ -141,8 +142,11 @@ def user_key(scope: Scope) -> str | None:
 
 def path_key(scope: Scope) -> str | None:
     """Key by the request path: one counter per route for all clients together (a global
-    budget for an expensive endpoint)."""
-    return f"path:{scope.get('path') or '/'}"
+    budget for an expensive endpoint). The path is the full one in normal form, lower case
+    (:func:`~bastion.core.request.match_forms`), so ``//x``, ``/x/`` and ``/X`` share the
+    counter of ``/x`` instead of each opening a fresh one."""
+    path = asgi_path(scope.get("path") or "/", scope.get("root_path", ""))
+    return f"path:{match_forms(path)[-1]}"
 
 
 class RateLimitMiddleware:
@@ -156,7 +160,16 @@ class RateLimitMiddleware:
     which leaves WebSocket routes open to connection floods.
     """
 
-    __slots__ = ("_app", "_ietf", "_key", "_legacy", "_limiter", "_routes", "_websockets")
+    __slots__ = (
+        "_app",
+        "_conditional",
+        "_ietf",
+        "_key",
+        "_legacy",
+        "_limiter",
+        "_routes",
+        "_websockets",
+    )
 
     def __init__(
         self,
@@ -172,6 +185,7 @@ class RateLimitMiddleware:
         self._app = app
         self._limiter = limiter
         self._routes = tuple((route, route.everywhere) for route in routes_of(rules))
+        self._conditional = not all(everywhere for _, everywhere in self._routes)
         self._key = key if key is not None else client_ip_key()
         self._ietf = bool(ietf_headers)
         self._legacy = bool(legacy_headers)
@@ -181,12 +195,13 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        method, path = scope["method"], scope["path"]
         client = scope.get("client")
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
+        # Method and path are read once, and only when a route looks at them.
+        method, forms = _request_of(scope) if self._conditional else _ANYWHERE
         for route, everywhere in self._routes:
-            if not everywhere and not route.matches(method, path):
+            if not everywhere and not route.matches_forms(method, forms):
                 continue
             key = (route.key or self._key)(scope)
             if key is None:
@@ -243,7 +258,7 @@ class RateLimitMiddleware:
         """A handshake, decided as a ``GET`` of its path. Kept apart from the HTTP path in
         ``__call__`` (which is tuned and stays free of WebSocket checks); the route matching,
         keying and deciding are the same calls."""
-        path = scope["path"]
+        forms = match_forms(asgi_path(scope["path"], scope.get("root_path", "")))
         # Key and cost functions written for HTTP may read scope["method"]: a handshake is a
         # GET. A shallow copy, so the app still sees the server's scope unchanged.
         request = scope if "method" in scope else {**scope, "method": "GET"}
@@ -251,7 +266,7 @@ class RateLimitMiddleware:
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
         for route, everywhere in self._routes:
-            if not everywhere and not route.matches("GET", path):
+            if not everywhere and not route.matches_forms("GET", forms):
                 continue
             key = (route.key or self._key)(request)
             if key is None:
@@ -268,6 +283,15 @@ class RateLimitMiddleware:
                 await _deny(scope, receive, send, _WS_LIMITED, headers)
                 return
         await self._app(scope, receive, send)
+
+
+_ANYWHERE: Final[tuple[str, tuple[str, ...]]] = ("", ("/",))
+
+
+def _request_of(scope: Scope) -> tuple[str, tuple[str, ...]]:
+    """The normalized method and the path's match forms (:mod:`bastion.core.request`)."""
+    path = asgi_path(scope["path"], scope.get("root_path", ""))
+    return normalize_method(scope["method"]), match_forms(path)
 
 
 async def _deny(

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Final
 from bastion.core.cookies import Cookie, SameSite
 from bastion.core.keys import KeyRing
 from bastion.core.refusal import wants_json
+from bastion.core.request import is_normal, normalize_method, normalize_path
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -90,7 +91,6 @@ MASKED_TOKEN_CHARS: Final = 86
 """Length of a masked token: 64 bytes in unpadded base64url."""
 _MAX_TOKEN_CHARS: Final = 256
 _MAX_PART_HEADER_BYTES: Final = 16 * 1024
-_OVERRIDE_TARGETS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TOKEN_CHARS = re.compile(rb"[A-Za-z0-9_-]+", re.ASCII)
 _BOUNDARY = re.compile(r"""boundary\s*=\s*(?:"([^"]{1,70})"|([^\s;"]{1,70}))""", re.IGNORECASE)
 _DISPOSITION_PARAM = re.compile(rb""";\s*([A-Za-z0-9*_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""")
@@ -268,7 +268,10 @@ class CSRFConfig:
     * ``trusted_proxies``: IP addresses or networks whose ``X-Forwarded-*`` headers are believed.
       No forwarded header is believed without it.
     * ``exempt``: paths that skip the checks: exact (``"/webhook"``) or a prefix ending in ``/``
-      (``"/hooks/"``). Danger: an exempt route must authenticate its callers another way.
+      (``"/hooks/"``), written as the full path (mount prefix included) and matched exactly, case
+      and trailing slash included; a request path with ``//``, ``.`` or ``..`` segments is never
+      exempt (:mod:`bastion.core.request`). Danger: an exempt route must authenticate its
+      callers another way.
     * ``skip_authenticated``: pass requests with ``Authorization: Bearer`` or one of
       ``api_key_headers``. Off by default; only for routes whose CORS policy does not let other
       origins send those headers.
@@ -323,6 +326,12 @@ class CSRFConfig:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ConfigurationError(
                     f"exempt: {path!r} must be a path starting with '/'", setting="exempt"
+                )
+            if not is_normal(path):
+                raise ConfigurationError(
+                    f"exempt: {path!r} has an empty, '.' or '..' segment and would never match; "
+                    f"write it as {normalize_path(path)!r}",
+                    setting="exempt",
                 )
         object.__setattr__(self, "exempt", exempt)
         api_keys = tuple(
@@ -467,6 +476,12 @@ class CSRFPolicy:
         self._prefix_exempt = tuple(p for p in config.exempt if p.endswith("/"))
 
     def is_exempt(self, path: str) -> bool:
+        """Whether ``path`` (the full path) is exempt: exactly an exempt path, or under an
+        exempt prefix, and in normal form. A path with ``//``, ``.`` or ``..`` segments is never
+        exempt, so ``/hooks/../transfer`` cannot borrow the exemption of ``/hooks/`` from a
+        proxy or framework that resolves it (:mod:`bastion.core.request`)."""
+        if not is_normal(path):
+            return False
         return path in self._exact_exempt or any(path.startswith(p) for p in self._prefix_exempt)
 
     def _proxy_trusted(self, client: str | None) -> bool:
@@ -517,7 +532,7 @@ class CSRFPolicy:
     def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911 (one exit per verdict)
         """The header checks, cheapest first (see the module docstring). Reads no body."""
         config = self.config
-        if facts.method in SAFE_METHODS:
+        if normalize_method(facts.method) in SAFE_METHODS:
             if _overrides_to_unsafe(facts):
                 return _REFUSALS[Reason.METHOD_OVERRIDE]
             return _VERDICTS[Pass.SAFE_METHOD]
@@ -575,17 +590,30 @@ class CSRFPolicy:
 
 
 def _overrides_to_unsafe(facts: Facts) -> bool:
+    """Whether a method-override header or ``_method`` query parameter names an unsafe method.
+
+    The query is decoded as frameworks decode it (``_method=%50OST``, ``%5Fmethod=post`` and
+    ``_method=+post`` all ask for ``POST``), and any method other than a safe one counts.
+    """
     override = facts.method_override
-    if override is not None and override.strip().upper() in _OVERRIDE_TARGETS:
+    if override is not None and _unsafe_override(override):
         return True
     query = facts.query
-    if "_method" not in query:
+    if "method" not in query.lower() and "%" not in query:
         return False
     for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        if name == "_method" and value.strip().upper() in _OVERRIDE_TARGETS:
-            return True
+        raw_name, _, raw_value = pair.partition("=")
+        name = _percent_decode(raw_name.encode("latin-1", "replace"))
+        if name.strip().lower() == b"_method":
+            value = _percent_decode(raw_value.encode("latin-1", "replace"))
+            if _unsafe_override(value.decode("utf-8", "replace")):
+                return True
     return False
+
+
+def _unsafe_override(value: str) -> bool:
+    target = normalize_method(value.strip())
+    return bool(target) and target not in SAFE_METHODS
 
 
 # -- tokens ----------------------------------------------------------------------------------------

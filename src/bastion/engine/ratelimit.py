@@ -35,7 +35,7 @@ import hashlib
 import inspect
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeAlias, TypeVar
 
 from bastion.core.audit import EventName, Outcome
@@ -49,6 +49,13 @@ from bastion.core.ratelimit import (
     policy_header,
     ratelimit_header,
     retry_after_header,
+)
+from bastion.core.request import (
+    expand_methods,
+    match_forms,
+    normalize_method,
+    normalize_path,
+    prefix_covers,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreError, StoreUnavailable
 from bastion.stores.ratelimit import MemoryRateLimitStore
@@ -268,11 +275,16 @@ class Route:
     """Where a rule applies in a middleware, and how a request is keyed and charged.
 
     ``path`` is a prefix matched on whole segments (``"/api"`` covers ``/api`` and
-    ``/api/x``, not ``/apix``), or the exact path with ``exact=True``. ``methods`` limits the
-    rule to some methods (``None``: all). ``key`` turns the request (an ASGI scope or a WSGI
-    environ, per adapter) into a key, ``None`` to exempt it; without it the middleware's
-    default key (the client IP) is used. ``cost`` is a number or a function of the request.
-    Every matching route is applied: a global rule and a per-route rule both count.
+    ``/api/x``, not ``/apix``), or the exact path with ``exact=True``. It is the full path the
+    client asked for, mount prefix (``SCRIPT_NAME``, ``root_path``) included, and it is matched
+    as :mod:`bastion.core.request` says for protective rules: the path as sent or its normal
+    form (``//``, ``.`` and ``..`` resolved), in any case, with or without a trailing slash.
+    ``methods`` limits the rule to some methods (``None``: all), compared in upper case; a rule
+    for ``GET`` covers ``HEAD``, whose view frameworks run for it. ``key`` turns the request
+    (an ASGI scope or a WSGI environ, per adapter) into a key, ``None`` to exempt it; without
+    it the middleware's default key (the client IP) is used. ``cost`` is a number or a
+    function of the request. Every matching route is applied: a global rule and a per-route
+    rule both count.
     """
 
     rule: Rule
@@ -281,6 +293,8 @@ class Route:
     methods: frozenset[str] | None = None
     key: Callable[[Any], str | None] | None = None
     cost: int | Callable[[Any], int] = 1
+    folded: str = field(init=False, repr=False, compare=False)
+    """``path`` as requests are compared with it (:func:`~bastion.core.request.match_forms`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.rule, Rule):
@@ -292,20 +306,30 @@ class Route:
                 f"Route.path must start with '/', got {self.path!r}", setting="path"
             )
         if self.methods is not None:
-            object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+            if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+                raise ConfigurationError(
+                    f"Route.methods must be a set of method names like {{'POST'}}, got "
+                    f"{self.methods!r}",
+                    setting="methods",
+                )
+            object.__setattr__(self, "methods", expand_methods(self.methods))
+        object.__setattr__(self, "folded", match_forms(normalize_path(self.path))[0])
         if isinstance(self.cost, int):
             _check_cost(self.cost)
 
     def matches(self, method: str, path: str) -> bool:
-        """Whether the route covers a request for ``method`` ``path``."""
+        """Whether the route covers a request for ``method`` ``path`` (the full path)."""
+        return self.matches_forms(normalize_method(method), match_forms(path))
+
+    def matches_forms(self, method: str, forms: tuple[str, ...]) -> bool:
+        """:meth:`matches` for a normalized ``method`` and the path's
+        :func:`~bastion.core.request.match_forms`, computed once per request by a middleware."""
         if self.methods is not None and method not in self.methods:
             return False
-        prefix = self.path
+        folded = self.folded
         if self.exact:
-            return path == prefix
-        if prefix == "/":
-            return True
-        return path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
+            return folded in forms
+        return any(prefix_covers(folded, form) for form in forms)
 
     @property
     def everywhere(self) -> bool:

@@ -29,6 +29,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
+from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
@@ -146,8 +147,8 @@ class CSRFMiddleware:
         for name in _OVERRIDES:
             override = override or get(name)
         return Facts(
-            method=get("REQUEST_METHOD", "GET"),
-            path=get("SCRIPT_NAME", "") + get("PATH_INFO", "/"),
+            method=normalize_method(get("REQUEST_METHOD", "GET")),
+            path=wsgi_path(get("SCRIPT_NAME", ""), get("PATH_INFO", "")),
             scheme="https" if get("wsgi.url_scheme") == "https" else "http",
             host=get("HTTP_HOST") or get("SERVER_NAME"),
             client=get("REMOTE_ADDR"),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
+from bastion.core.request import match_forms, normalize_method, wsgi_path
 from bastion.engine.ratelimit import render_headers, routes_of
 
 if TYPE_CHECKING:
@@ -76,8 +77,10 @@ def remote_user_key(environ: Environ) -> str | None:
 
 
 def path_key(environ: Environ) -> str | None:
-    """Key by the request path: one counter per route for all clients together."""
-    return f"path:{environ.get('PATH_INFO') or '/'}"
+    """Key by the request path: one counter per route for all clients together. The full path
+    (``SCRIPT_NAME`` included) in normal form, lower case, as in the ASGI twin."""
+    path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
+    return f"path:{match_forms(path)[-1]}"
 
 
 class RateLimitMiddleware:
@@ -103,11 +106,11 @@ class RateLimitMiddleware:
         self._legacy = bool(legacy_headers)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "") or "/"
+        method = normalize_method(environ.get("REQUEST_METHOD", "GET"))
+        forms = match_forms(wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", "")))
         results: list[RateLimitResult] = []
         for route in self._routes:
-            if not route.matches(method, path):
+            if not route.matches_forms(method, forms):
                 continue
             key = (route.key or self._key)(environ)
             if key is None:
