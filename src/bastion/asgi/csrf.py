@@ -299,7 +299,9 @@ class CSRFMiddleware:
         self._guard.audit(reason, facts)
         if self.config.log_only:
             return False
-        content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
+        content_type, body = rejection_body(
+            reason, json_format=wants_json(facts.accept, facts.content_type)
+        )
         await send(
             {
                 "type": "http.response.start",
@@ -325,9 +327,8 @@ class CSRFMiddleware:
                     return  # the client has gone
                 if _WS_EXTENSION in (scope.get("extensions") or {}):
                     # The server lets the refusal be an HTTP response: a 403 naming the check.
-                    content_type, body = rejection_body(
-                        reason, json_format=wants_json(facts.accept)
-                    )
+                    json_format = wants_json(facts.accept, facts.content_type)
+                    content_type, body = rejection_body(reason, json_format=json_format)
                     headers = [
                         (b"content-type", content_type),
                         (b"content-length", str(len(body)).encode("ascii")),

@@ -320,12 +320,13 @@ async def _answer(
 ) -> None:
     """The 429 or 503, as text or (for a client asking for JSON) JSON; for a WebSocket
     handshake, sent as the ``websocket.http.response`` messages."""
-    accept = None
+    accept = sent_type = None
     for name, value in scope["headers"]:
-        if name == b"accept":
+        if name == b"accept" and accept is None:
             accept = value.decode("latin-1")
-            break
-    content_type, body = refusal_body(_ERRORS[status], accept=accept)
+        elif name == b"content-type" and sent_type is None:
+            sent_type = value.decode("latin-1")
+    content_type, body = refusal_body(_ERRORS[status], accept=accept, content_type=sent_type)
     await send(
         {
             "type": start_type,

@@ -943,9 +943,15 @@ def _percent_decode(data: bytes) -> bytes:
 
 
 def rejection_body(reason: Reason, *, json_format: bool) -> tuple[bytes, bytes]:
-    """``(content_type, body)`` of the refusal for ``reason``, JSON or a small HTML page."""
+    """``(content_type, body)`` of the refusal for ``reason``, JSON or a small HTML page.
+
+    ``json_format`` comes from :func:`bastion.core.refusal.wants_json`, the rule every refusal
+    follows. The JSON ``detail`` starts with ``"CSRF check failed:"``, so a client (or a test)
+    can tell a CSRF refusal from the app's own 403 without knowing the reason codes.
+    """
     if json_format:
-        payload = {"error": "csrf_failed", "reason": reason.value, "detail": reason.detail}
+        detail = f"CSRF check failed: {reason.detail}"
+        payload = {"error": "csrf_failed", "reason": reason.value, "detail": detail}
         return b"application/json", json.dumps(payload).encode("utf-8")
     title = "Request too large" if reason.status == 413 else "Forbidden (CSRF check failed)"
     html = (

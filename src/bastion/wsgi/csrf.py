@@ -195,7 +195,9 @@ class CSRFMiddleware:
         guard.audit(reason, facts)
         if self.config.log_only:
             return self.app(environ, start_response)
-        content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
+        content_type, body = rejection_body(
+            reason, json_format=wants_json(facts.accept, facts.content_type)
+        )
         start_response(
             _STATUS_LINES[reason.status],
             [

@@ -148,7 +148,11 @@ def _answer(
     environ: Environ, start_response: StartResponse, status: int, headers: list[tuple[str, str]]
 ) -> list[bytes]:
     """The 429 or 503, as text or (for a client asking for JSON) JSON."""
-    content_type, body = refusal_body(_ERRORS[status], accept=environ.get("HTTP_ACCEPT"))
+    content_type, body = refusal_body(
+        _ERRORS[status],
+        accept=environ.get("HTTP_ACCEPT"),
+        content_type=environ.get("CONTENT_TYPE"),
+    )
     start_response(
         _STATUS[status],
         [
