@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.environment import read_setting
 from bastion.errors import BastionError
@@ -24,10 +24,21 @@ from bastion.stores.url import redact_url
 if TYPE_CHECKING:
     from bastion.demo.app import DemoApp
 
-__all__ = ["PASSWORD_SETTING", "banner", "build_demo", "serve"]
+__all__ = ["PASSWORD_SETTING", "SERVER_PROXY", "banner", "build_demo", "serve"]
 
 PASSWORD_SETTING = "BASTION_DEMO_PASSWORD"  # noqa: S105 (a variable name, not a password)
 """The environment variable that sets the seeded accounts' password."""
+
+
+SERVER_PROXY: Final[dict[str, Any]] = {"proxy_headers": False, "forwarded_allow_ips": []}
+"""uvicorn's proxy settings for the demo: it rewrites nothing from ``X-Forwarded-For``.
+
+uvicorn believes ``X-Forwarded-*`` from 127.0.0.1 by default and rewrites the client address
+before any middleware runs, so on loopback every client could choose its own address and with
+it its rate-limit and login-throttle keys. The client address is bastion's decision
+(:class:`~bastion.core.ratelimit.ClientIP` with its ``trusted_proxies``, none in the demo);
+the server must not decide it first.
+"""
 
 
 def build_demo(store_url: str, *, seed_password: str | None = None) -> DemoApp:
@@ -77,5 +88,5 @@ def serve(*, host: str, port: int, store_url: str) -> int:
         return 2
     shown = "localhost" if host == "localhost" else (f"[{host}]" if ":" in host else host)
     print(banner(app, f"http://{shown}:{port}/"), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, **SERVER_PROXY)
     return 0
