@@ -281,6 +281,8 @@ async def test_opting_out_passes_the_servers_messages_untouched(
 ) -> None:
     limiter, sink = make_limiter()
     app = ws_app(limiter, [Rule("ws", "1/minute")], websockets=False)
+    assert "websockets=False" in caplog.text  # the opt-out is logged once, at start-up
+    caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="bastion"):
         assert [(await drive(app)).sent for _ in range(3)] == [ECHOED] * 3
     assert sink.events == []

@@ -40,6 +40,7 @@ function returning ``None`` exempts the request (or the handshake).
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit import ClientIP
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     KeyFunc = Callable[[Scope], str | None]
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "user_key"]
+
+logger = logging.getLogger("bastion.security.ratelimit")
 
 _ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 _WS_START: Final = "websocket.http.response.start"
@@ -117,6 +120,12 @@ def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     """Key by a request header (``None`` without it: exempt). The value is hashed by default,
     so API keys never reach the store or its logs."""
+    if not hash_value:
+        logger.warning(
+            "bastion rate limits: header_key(%r, hash_value=False) keeps the header's value as "
+            "given in the store and its logs; hash it unless it is no secret",
+            name,
+        )
     raw = name.lower().encode("latin-1")
 
     def key(scope: Scope) -> str | None:
@@ -190,6 +199,11 @@ class RateLimitMiddleware:
         self._ietf = bool(ietf_headers)
         self._legacy = bool(legacy_headers)
         self._websockets = bool(websockets)
+        if not self._websockets:
+            logger.warning(
+                "bastion rate limits: RateLimitMiddleware(websockets=False); WebSocket "
+                "handshakes are not limited, so WebSocket routes are open to connection floods"
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -275,7 +275,10 @@ class CSRFConfig:
     * ``skip_authenticated``: pass requests with ``Authorization: Bearer`` or one of
       ``api_key_headers``. Off by default; only for routes whose CORS policy does not let other
       origins send those headers.
-    * ``log_only``: refusals are logged and audited, and the request goes through (rollout).
+    * ``log_only``: refusals are logged and audited, and the request goes through (rollout;
+      refused when ``ENV=production``).
+    * ``check_websocket_origin``: refuse WebSocket handshakes from an untrusted ``Origin``.
+      ``False`` turns that off (logged; refused when ``ENV=production``).
     * ``token_source``: :class:`TokenSource`; ``DOUBLE_SUBMIT`` needs a key ring and uses the
       cookie ``cookie_name`` (``__Host-csrf``; ``csrf`` in plain-HTTP ``development``).
     * ``max_body_bytes``: how much of a form body is read while looking for the token (413 over).
@@ -372,29 +375,57 @@ class CSRFConfig:
         object.__setattr__(self, "cookie_name", name)
 
     def check_environment(self, *, production: bool) -> None:
-        """Refuse development settings in production; log what weakens protection elsewhere.
+        """Refuse in production the settings that remove a protection; log every opt-out.
 
-        Called once by each middleware at start-up.
+        Refused when ``production``: ``development=True`` (the cookie without ``Secure``),
+        ``log_only=True`` (nothing is refused) and ``check_websocket_origin=False`` (a page on
+        any site can open a WebSocket with the user's cookies). Logged, and allowed in
+        production: ``skip_authenticated=True`` and ``exempt`` routes, which narrow the
+        protection to what the app says needs it. Called once by each middleware at start-up.
         """
-        if self.development and production:
+        removed = [
+            (flag, why)
+            for flag, on, why in (
+                (
+                    "development",
+                    self.development,
+                    "development=True sends the CSRF cookie without Secure",
+                ),
+                (
+                    "log_only",
+                    self.log_only,
+                    "log_only=True logs forged requests but does NOT refuse them",
+                ),
+                (
+                    "check_websocket_origin",
+                    not self.check_websocket_origin,
+                    (
+                        "check_websocket_origin=False lets a page on any site open a WebSocket "
+                        "with the user's cookies (cross-site WebSocket hijacking)"
+                    ),
+                ),
+            )
+            if on
+        ]
+        if production and removed:
+            flag, why = removed[0]
             raise ConfigurationError(
-                "development=True is refused when ENV=production: it sends the CSRF cookie "
-                "without Secure. Remove development=True",
-                setting="development",
+                f"{why}; this is refused when ENV=production. Remove {flag}= (roll out "
+                "log_only in staging)",
+                setting=flag,
             )
-        if self.log_only:
-            logger.warning(
-                "bastion CSRF: log_only=True; forged requests are logged but NOT refused. "
-                "Turn it off once the logs are clean"
-            )
+        for flag, why in removed:
+            logger.warning("bastion CSRF: %s (setting %s). Never use it in production", why, flag)
         if self.skip_authenticated:
             logger.warning(
                 "bastion CSRF: skip_authenticated=True; requests with a bearer token or an API "
                 "key skip CSRF checks. Keep CORS closed for those headers"
             )
-        if self.development:
+        if self.exempt:
             logger.warning(
-                "bastion CSRF: development=True; the CSRF cookie may travel over plain HTTP"
+                "bastion CSRF: exempt=%r skip every CSRF check; each must authenticate its "
+                "callers another way (a webhook signature, an API key)",
+                self.exempt,
             )
 
 

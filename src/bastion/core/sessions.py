@@ -322,6 +322,11 @@ class SessionConfig:
             logger.warning(
                 "bastion sessions: %s (setting %s). Never use it in production", why, flag
             )
+        if not self.clear_site_data:
+            logger.warning(
+                "bastion sessions: clear_site_data=False; logout leaves the browser's other "
+                "cookies and storage of this origin in place (setting clear_site_data)"
+            )
         if self.secure and not self.cookie.name.startswith(("__Host-", "__Secure-")):
             logger.warning(
                 "bastion sessions: cookie_name=%r has no __Host- or __Secure- prefix; a "

@@ -191,6 +191,9 @@ class Rule:
             limit.name or (name if len(built) == 1 else f"{name}-{i}")
             for i, limit in enumerate(built, 1)
         )
+        opened = [n for n, limit in zip(names, built, strict=True) if limit.on_failure == "open"]
+        if shadow or opened:
+            _log_rule_opt_outs(name, shadow=bool(shadow), opened=opened)
         set_ = object.__setattr__
         set_(self, "name", name)
         set_(self, "limits", tuple(built))
@@ -222,6 +225,22 @@ class Rule:
     def __repr__(self) -> str:
         rates = "; ".join(str(rate) for rate in self.rates)
         return f"Rule({self.name!r}, {rates!r}, strategy={self.strategy.value!r})"
+
+
+def _log_rule_opt_outs(name: str, *, shadow: bool, opened: list[str]) -> None:
+    if shadow:
+        logger.warning(
+            "bastion rate limits: rule %r has shadow=True; it counts and logs but refuses "
+            "nothing. Turn it off once the logs are clean",
+            name,
+        )
+    if opened:
+        logger.warning(
+            "bastion rate limits: %s of rule %r use on_failure='open'; while the store is "
+            'down they are not enforced at all ("fallback" keeps a per-process limit)',
+            ", ".join(repr(n) for n in opened),
+            name,
+        )
 
 
 class RateLimitResult(NamedTuple):
@@ -423,6 +442,11 @@ class RateLimiter:
         self._auditor = auditor
         self._fallback = fallback if fallback is not None else MemoryRateLimitStore(max_keys=10_000)
         self._shadow = bool(shadow)
+        if self._shadow:
+            logger.warning(
+                "bastion rate limits: RateLimiter(shadow=True); every rule counts and logs but "
+                "refuses nothing. Turn it off once the logs are clean"
+            )
         self._failing = False
         self._adhoc: dict[tuple[int, float, Strategy], Rule] = {}
 

@@ -15,6 +15,7 @@ exempts a request.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.ratelimit import ClientIP
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     KeyFunc = Callable[[Environ], str | None]
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "remote_user_key"]
+
+logger = logging.getLogger("bastion.security.ratelimit")
 
 _STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
 _ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
@@ -57,6 +60,12 @@ def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
 
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     """Key by a request header; hashed by default so API keys never reach the store."""
+    if not hash_value:
+        logger.warning(
+            "bastion rate limits: header_key(%r, hash_value=False) keeps the header's value as "
+            "given in the store and its logs; hash it unless it is no secret",
+            name,
+        )
     variable = "HTTP_" + name.upper().replace("-", "_")
 
     def key(environ: Environ) -> str | None:
