@@ -352,3 +352,63 @@ def test_path_keys_share_one_counter_per_path() -> None:
     assert path_key(scope) == path_key({"path": "//x/"}) == path_key({"path": "/X"}) == "path:/x"
     assert path_key({"path": "/x", "root_path": "/app"}) == "path:/app/x"
     assert wsgi_path_key({"SCRIPT_NAME": "/app", "PATH_INFO": "/./x"}) == "path:/app/x"
+
+
+# -- a method override is a reading of the method too ------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ([(b"x-http-method-override", b"delete")], b""),
+        ([(b"x-method-override", b"DELETE")], b""),
+        ([], b"_method=DELETE"),
+        ([], b"%5Fmethod=%64elete"),
+    ],
+)
+async def test_a_method_override_is_counted_by_the_route_of_its_method(
+    headers: list[tuple[bytes, bytes]], query: bytes
+) -> None:
+    """An app behind method-override middleware runs the DELETE view for these POSTs."""
+    route = Route(
+        rule=Rule("delete", "1/minute", strategy="fixed_window"),
+        path="/items",
+        methods=frozenset({"DELETE"}),
+    )
+    app = RateLimitMiddleware(counting_asgi_app([]), memory_limiter(), route)
+
+    async def post() -> int:
+        sent: list[MutableMapping[str, Any]] = []
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/items/1",
+            "root_path": "",
+            "query_string": query,
+            "headers": [(b"host", b"t"), *headers],
+            "client": ("203.0.113.9", 5000),
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    assert [await post(), await post()] == [200, 429]
+    assert await call_asgi(app, "DELETE", "/items/2") == 429  # the same budget
+
+
+def test_a_method_override_is_counted_under_wsgi() -> None:
+    calls: list[str] = []
+    app = flask_login_app(calls)
+    route = login_route("1/minute", methods=frozenset({"PUT"}))
+    limited = WSGIRateLimitMiddleware(app.wsgi_app, memory_limiter(), route)
+    client = Client(limited)
+    override = {"X-HTTP-Method-Override": "put"}
+    assert [client.post("/login", headers=override).status_code for _ in range(2)] == [200, 429]
+    assert client.post("/login").status_code == 200  # no override: a POST, not limited

@@ -45,7 +45,13 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
-from bastion.core.request import asgi_path, match_forms, normalize_method
+from bastion.core.request import (
+    OVERRIDE_HEADERS,
+    asgi_path,
+    match_forms,
+    normalize_method,
+    override_methods,
+)
 from bastion.engine.ratelimit import header_bytes, routes_of
 
 if TYPE_CHECKING:
@@ -213,9 +219,9 @@ class RateLimitMiddleware:
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
         # Method and path are read once, and only when a route looks at them.
-        method, forms = _request_of(scope) if self._conditional else _ANYWHERE
+        methods, forms = _request_of(scope) if self._conditional else _ANYWHERE
         for route, everywhere in self._routes:
-            if not everywhere and not route.matches_forms(method, forms):
+            if not everywhere and not route.matches_forms(methods, forms):
                 continue
             key = (route.key or self._key)(scope)
             if key is None:
@@ -280,7 +286,7 @@ class RateLimitMiddleware:
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
         for route, everywhere in self._routes:
-            if not everywhere and not route.matches_forms("GET", forms):
+            if not everywhere and not route.matches_forms(("GET",), forms):
                 continue
             key = (route.key or self._key)(request)
             if key is None:
@@ -299,13 +305,21 @@ class RateLimitMiddleware:
         await self._app(scope, receive, send)
 
 
-_ANYWHERE: Final[tuple[str, tuple[str, ...]]] = ("", ("/",))
+_ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ("/",))
+_OVERRIDE_NAMES: Final = frozenset(name.encode("ascii") for name in OVERRIDE_HEADERS)
 
 
-def _request_of(scope: Scope) -> tuple[str, tuple[str, ...]]:
-    """The normalized method and the path's match forms (:mod:`bastion.core.request`)."""
+def _request_of(scope: Scope) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The normalized method (then any a method override asks for, which an app's override
+    middleware would run) and the path's match forms (:mod:`bastion.core.request`)."""
     path = asgi_path(scope["path"], scope.get("root_path", ""))
-    return normalize_method(scope["method"]), match_forms(path)
+    method = normalize_method(scope["method"])
+    query = scope.get("query_string", b"")
+    overrides = [v.decode("latin-1") for k, v in scope["headers"] if k in _OVERRIDE_NAMES]
+    if overrides or b"method" in query.lower() or b"%" in query:
+        asked = override_methods(overrides, query.decode("latin-1"))
+        return (method, *asked), match_forms(path)
+    return (method,), match_forms(path)
 
 
 async def _deny(

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Final
 from bastion.core.cookies import Cookie, SameSite
 from bastion.core.keys import KeyRing
 from bastion.core.refusal import wants_json
-from bastion.core.request import is_normal, normalize_method, normalize_path
+from bastion.core.request import is_normal, normalize_method, normalize_path, override_methods
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -621,30 +621,13 @@ class CSRFPolicy:
 
 
 def _overrides_to_unsafe(facts: Facts) -> bool:
-    """Whether a method-override header or ``_method`` query parameter names an unsafe method.
-
-    The query is decoded as frameworks decode it (``_method=%50OST``, ``%5Fmethod=post`` and
-    ``_method=+post`` all ask for ``POST``), and any method other than a safe one counts.
-    """
-    override = facts.method_override
-    if override is not None and _unsafe_override(override):
-        return True
-    query = facts.query
-    if "method" not in query.lower() and "%" not in query:
+    """Whether a method-override header or ``_method`` query parameter names a method other
+    than a safe one, decoded as frameworks decode it
+    (:func:`~bastion.core.request.override_methods`)."""
+    if facts.method_override is None and not facts.query:
         return False
-    for pair in query.split("&"):
-        raw_name, _, raw_value = pair.partition("=")
-        name = _percent_decode(raw_name.encode("latin-1", "replace"))
-        if name.strip().lower() == b"_method":
-            value = _percent_decode(raw_value.encode("latin-1", "replace"))
-            if _unsafe_override(value.decode("utf-8", "replace")):
-                return True
-    return False
-
-
-def _unsafe_override(value: str) -> bool:
-    target = normalize_method(value.strip())
-    return bool(target) and target not in SAFE_METHODS
+    asked = override_methods((facts.method_override,), facts.query)
+    return any(method not in SAFE_METHODS for method in asked)
 
 
 # -- tokens ----------------------------------------------------------------------------------------

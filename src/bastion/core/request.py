@@ -43,15 +43,24 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "OVERRIDE_HEADERS",
     "asgi_path",
     "expand_methods",
     "is_normal",
     "match_forms",
     "normalize_method",
     "normalize_path",
+    "override_methods",
     "prefix_covers",
     "wsgi_path",
 ]
+
+OVERRIDE_HEADERS: Final = ("x-http-method-override", "x-http-method", "x-method-override")
+"""Headers with which frameworks' method-override middleware lets a ``POST`` act as another
+method (lower case)."""
+
+_MAX_OVERRIDES: Final = 8
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 _IMPLIED: Final = {"GET": "HEAD"}
 """Methods a framework answers with another method's view: ``HEAD`` runs the ``GET`` view."""
@@ -70,6 +79,45 @@ def expand_methods(methods: Iterable[str]) -> frozenset[str]:
     names = {normalize_method(m) for m in methods}
     names.update(_IMPLIED[m] for m in tuple(names) if m in _IMPLIED)
     return frozenset(names)
+
+
+def override_methods(header_values: Iterable[str | None], query: str) -> tuple[str, ...]:
+    """The methods a request asks to be treated as, besides its own: the values of the
+    :data:`OVERRIDE_HEADERS` (``header_values``, ``None`` for absent) and of ``_method`` query
+    parameters, decoded as frameworks decode them (``_method=%50OST``, ``%5Fmethod=post``),
+    normalized. At most 8 are returned: enough to find an unsafe one, bounded for any input.
+    """
+    found = [normalize_method(v.strip()) for v in header_values if v and v.strip()]
+    if query and ("method" in query.lower() or "%" in query):
+        for pair in query.split("&"):
+            raw_name, _, raw_value = pair.partition("=")
+            if _form_decode(raw_name).strip().lower() == "_method":
+                value = _form_decode(raw_value).strip()
+                if value:
+                    found.append(normalize_method(value))
+            if len(found) >= _MAX_OVERRIDES:
+                break
+    return tuple(found[:_MAX_OVERRIDES])
+
+
+def _form_decode(text: str) -> str:
+    """``application/x-www-form-urlencoded`` decoding of one query name or value: ``+`` is a
+    space, ``%XX`` a byte, UTF-8 text; a ``%`` without two hex digits stays as it is."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    out = bytearray()
+    index, size = 0, len(text)
+    while index < size:
+        char = text[index]
+        digits = text[index + 1 : index + 3]
+        if char == "%" and len(digits) == 2 and digits[0] in _HEX and digits[1] in _HEX:
+            out.append(int(digits, 16))
+            index += 3
+        else:
+            out += char.encode("utf-8", "surrogatepass")
+            index += 1
+    return out.decode("utf-8", "replace")
 
 
 def asgi_path(path: str, root_path: str) -> str:

@@ -338,12 +338,14 @@ class Route:
 
     def matches(self, method: str, path: str) -> bool:
         """Whether the route covers a request for ``method`` ``path`` (the full path)."""
-        return self.matches_forms(normalize_method(method), match_forms(path))
+        return self.matches_forms((normalize_method(method),), match_forms(path))
 
-    def matches_forms(self, method: str, forms: tuple[str, ...]) -> bool:
-        """:meth:`matches` for a normalized ``method`` and the path's
-        :func:`~bastion.core.request.match_forms`, computed once per request by a middleware."""
-        if self.methods is not None and method not in self.methods:
+    def matches_forms(self, methods: tuple[str, ...], forms: tuple[str, ...]) -> bool:
+        """:meth:`matches` for the request's normalized ``methods`` (its own, then any a method
+        override asks for: a route covers the request when it covers one of them) and the
+        path's :func:`~bastion.core.request.match_forms`, read once per request by a
+        middleware."""
+        if self.methods is not None and self.methods.isdisjoint(methods):
             return False
         folded = self.folded
         if self.exact:

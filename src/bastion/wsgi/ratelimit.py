@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
-from bastion.core.request import match_forms, normalize_method, wsgi_path
+from bastion.core.request import (
+    OVERRIDE_HEADERS,
+    match_forms,
+    normalize_method,
+    override_methods,
+    wsgi_path,
+)
 from bastion.engine.ratelimit import render_headers, routes_of
 
 if TYPE_CHECKING:
@@ -37,6 +43,7 @@ __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "re
 
 logger = logging.getLogger("bastion.security.ratelimit")
 
+_OVERRIDE_VARIABLES: Final = tuple("HTTP_" + h.upper().replace("-", "_") for h in OVERRIDE_HEADERS)
 _STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
 _ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 
@@ -115,11 +122,16 @@ class RateLimitMiddleware:
         self._legacy = bool(legacy_headers)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        method = normalize_method(environ.get("REQUEST_METHOD", "GET"))
+        methods = (
+            normalize_method(environ.get("REQUEST_METHOD", "GET")),
+            *override_methods(
+                [environ.get(name) for name in _OVERRIDE_VARIABLES], environ.get("QUERY_STRING", "")
+            ),
+        )
         forms = match_forms(wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", "")))
         results: list[RateLimitResult] = []
         for route in self._routes:
-            if not route.matches_forms(method, forms):
+            if not route.matches_forms(methods, forms):
                 continue
             key = (route.key or self._key)(environ)
             if key is None:
