@@ -27,8 +27,8 @@ engine's failure policies, shadow mode and audit events apply unchanged. Then:
 Only the handshake is counted: this bounds the rate of new connections, not how many stay
 open, and messages on an open connection are not counted. ``websockets=False`` lets WebSocket
 scopes through unlimited, as before; it leaves WebSocket routes open to connection floods, so
-limit them elsewhere (the proxy, or the app's own accept logic) when choosing it. Lifespan
-traffic always passes through.
+limit them elsewhere (the proxy, or the app's own accept logic) when choosing it (a warning is
+logged at start-up). Lifespan traffic always passes through.
 
 Keys: :func:`client_ip_key` (the default) uses the connection's peer, and ``X-Forwarded-For`` /
 ``Forwarded`` only from the configured trusted proxies; :func:`header_key` keys by a header
