@@ -177,6 +177,7 @@ class RateLimitMiddleware:
 
     __slots__ = (
         "_app",
+        "_by_method",
         "_conditional",
         "_ietf",
         "_key",
@@ -201,6 +202,7 @@ class RateLimitMiddleware:
         self._limiter = limiter
         self._routes = tuple((route, route.everywhere) for route in routes_of(rules))
         self._conditional = not all(everywhere for _, everywhere in self._routes)
+        self._by_method = any(route.methods is not None for route, _ in self._routes)
         self._key = key if key is not None else client_ip_key()
         self._ietf = bool(ietf_headers)
         self._legacy = bool(legacy_headers)
@@ -219,7 +221,7 @@ class RateLimitMiddleware:
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
         # Method and path are read once, and only when a route looks at them.
-        methods, forms = _request_of(scope) if self._conditional else _ANYWHERE
+        methods, forms = _request_of(scope, self._by_method) if self._conditional else _ANYWHERE
         for route, everywhere in self._routes:
             if not everywhere and not route.matches_forms(methods, forms):
                 continue
@@ -309,14 +311,17 @@ _ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ("/",))
 _OVERRIDE_NAMES: Final = frozenset(name.encode("ascii") for name in OVERRIDE_HEADERS)
 
 
-def _request_of(scope: Scope) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _request_of(scope: Scope, by_method: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The normalized method (then any a method override asks for, which an app's override
-    middleware would run) and the path's match forms (:mod:`bastion.core.request`)."""
+    middleware would run; read only when a route looks at ``by_method``) and the path's match
+    forms (:mod:`bastion.core.request`)."""
     path = asgi_path(scope["path"], scope.get("root_path", ""))
     method = normalize_method(scope["method"])
+    if not by_method:
+        return (method,), match_forms(path)
     query = scope.get("query_string", b"")
     overrides = [v.decode("latin-1") for k, v in scope["headers"] if k in _OVERRIDE_NAMES]
-    if overrides or b"method" in query.lower() or b"%" in query:
+    if overrides or (query and (b"method" in query.lower() or b"%" in query)):
         asked = override_methods(overrides, query.decode("latin-1"))
         return (method, *asked), match_forms(path)
     return (method,), match_forms(path)
