@@ -312,9 +312,9 @@ _OVERRIDE_NAMES: Final = frozenset(name.encode("ascii") for name in OVERRIDE_HEA
 
 
 def _request_of(scope: Scope, by_method: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The normalized method (then any a method override asks for, which an app's override
-    middleware would run; read only when a route looks at ``by_method``) and the path's match
-    forms (:mod:`bastion.core.request`)."""
+    """The normalized method, then (when ``by_method``: some route names methods) any a method
+    override asks for, which an app's override middleware would run; and the path's match forms
+    (:mod:`bastion.core.request`)."""
     path = asgi_path(scope["path"], scope.get("root_path", ""))
     method = normalize_method(scope["method"])
     if not by_method:

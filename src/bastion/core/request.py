@@ -51,7 +51,6 @@ __all__ = [
     "normalize_method",
     "normalize_path",
     "override_methods",
-    "prefix_covers",
     "wsgi_path",
 ]
 
@@ -188,12 +187,3 @@ def match_forms(path: str) -> tuple[str, ...]:
         return (sent,)
     normal = _folded(normalize_path(path))
     return (sent,) if normal == sent else (sent, normal)
-
-
-def prefix_covers(prefix: str, form: str) -> bool:
-    """Whether a folded rule ``prefix`` (from :func:`match_forms` of the rule's path) covers a
-    folded request ``form`` on whole segments: ``/api`` covers ``/api`` and ``/api/x``, not
-    ``/apix``."""
-    if prefix == "/":
-        return True
-    return form == prefix or form.startswith(prefix + "/")
