@@ -29,9 +29,10 @@ routing. So the layers match both ways, in the direction that never weakens a pr
 * a protective rule (a rate limit) applies when the path as sent **or** its normal form
   (:func:`match_forms`: merged slashes, dot segments removed, no trailing slash, lower case)
   matches it;
-* an exemption (a CSRF-exempt route, a per-route header policy) applies only when the path is
-  already in normal form (:func:`is_normal`: no ``//``, ``.`` or ``..`` segment) and matches it
-  exactly, case and trailing slash included.
+* an exemption applies only when no reading disagrees: a CSRF-exempt route only to a path
+  already in normal form (:func:`is_normal`: no ``//``, ``.`` or ``..`` segment) that matches it
+  exactly, case and trailing slash included; a per-route header policy only when the path as
+  sent and its normal form both select it (else the default policy).
 """
 
 from __future__ import annotations
