@@ -105,6 +105,26 @@ async def test_an_encoded_method_override_is_still_refused(query: bytes) -> None
 
 
 @pytest.mark.asyncio
+async def test_every_override_header_is_read() -> None:
+    headers = [*CROSS_SITE, (b"x-http-method-override", b"GET"), (b"x-http-method", b"DELETE")]
+    status, _, body = await call(csrf(), "GET", "/transfer", headers=headers)
+    assert (status, b'"reason": "method_override"' in body) == (403, True)
+
+
+def test_every_override_header_is_read_under_wsgi() -> None:
+    app = flask.Flask(__name__)
+    app.add_url_rule("/transfer", "transfer", lambda: "page")
+    app.wsgi_app = WSGICSRFMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app,
+        config=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
+        keyring=KEYRING,
+        production=False,
+    )
+    headers = {"X-HTTP-Method-Override": "GET", "X-Method-Override": "delete"}
+    assert app.test_client().get("/transfer", headers=headers).status_code == 403
+
+
+@pytest.mark.asyncio
 async def test_a_lower_case_override_header_is_refused() -> None:
     headers = [*CROSS_SITE, (b"x-http-method-override", b"delete")]
     status, _, body = await call(csrf(), "get", "/transfer", headers=headers)

@@ -200,9 +200,8 @@ class CSRFMiddleware:
                     cookie = text if cookie is None else cookie + "; " + text
                 elif name not in found:
                     found[name] = text
-        override = None
-        for name in _OVERRIDES:
-            override = override or found.get(name)
+        # Every override header counts: an app's override middleware may read any of them.
+        override = ",".join(found[name] for name in _OVERRIDES if name in found) or None
         client = scope.get("client")
         scheme = scope.get("scheme", "http")
         facts = Facts(

@@ -83,11 +83,18 @@ def expand_methods(methods: Iterable[str]) -> frozenset[str]:
 
 def override_methods(header_values: Iterable[str | None], query: str) -> tuple[str, ...]:
     """The methods a request asks to be treated as, besides its own: the values of the
-    :data:`OVERRIDE_HEADERS` (``header_values``, ``None`` for absent) and of ``_method`` query
+    :data:`OVERRIDE_HEADERS` (``header_values``, ``None`` for absent; a value may list several,
+    comma-separated) and of ``_method`` query
     parameters, decoded as frameworks decode them (``_method=%50OST``, ``%5Fmethod=post``),
     normalized. At most 8 are returned: enough to find an unsafe one, bounded for any input.
     """
-    found = [normalize_method(v.strip()) for v in header_values if v and v.strip()]
+    found = [
+        normalize_method(part.strip())
+        for value in header_values
+        if value
+        for part in value.split(",", _MAX_OVERRIDES)[:_MAX_OVERRIDES]
+        if part.strip()
+    ][:_MAX_OVERRIDES]
     if query and ("method" in query.lower() or "%" in query):
         for pair in query.split("&"):
             raw_name, _, raw_value = pair.partition("=")

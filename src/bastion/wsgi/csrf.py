@@ -143,9 +143,8 @@ class CSRFMiddleware:
 
     def _facts(self, environ: Environ) -> Facts:
         get = environ.get
-        override = None
-        for name in _OVERRIDES:
-            override = override or get(name)
+        # Every override header counts: an app's override middleware may read any of them.
+        override = ",".join(str(environ[name]) for name in _OVERRIDES if environ.get(name)) or None
         return Facts(
             method=normalize_method(get("REQUEST_METHOD", "GET")),
             path=wsgi_path(get("SCRIPT_NAME", ""), get("PATH_INFO", "")),
