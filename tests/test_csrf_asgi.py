@@ -466,11 +466,15 @@ def test_login_rotates_the_token(harness: Harness, client: TestClient) -> None:
     assert client.post("/raw", headers={"X-CSRF-Token": new}).status_code == 200
 
 
-def test_refusal_is_html_by_default(client: TestClient) -> None:
-    response = client.post("/submit", headers={"Sec-Fetch-Site": "cross-site"})
+def test_refusal_is_html_for_a_browser_and_json_otherwise(client: TestClient) -> None:
+    browser = {"Sec-Fetch-Site": "cross-site", "Accept": "text/html,*/*;q=0.8"}
+    response = client.post("/submit", headers=browser)
     assert response.status_code == 403
     assert response.headers["content-type"].startswith("text/html")
     assert "cross_site" in response.text
+    api = client.post("/submit", headers={"Sec-Fetch-Site": "cross-site"})  # Accept: */*
+    assert (api.status_code, api.headers["content-type"]) == (403, "application/json")
+    assert api.json()["reason"] == "cross_site"
 
 
 def test_exempt_routes_skip_the_checks() -> None:

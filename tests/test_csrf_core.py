@@ -304,7 +304,8 @@ def test_reason_statuses_and_bodies() -> None:
     assert b"token_missing" in body
     assert wants_json("application/json")
     assert not wants_json("text/html,application/json;q=0.9")
-    assert not wants_json(None)
+    assert wants_json(None)  # no Accept: anything goes, and a program is the likely sender
+    assert wants_json("text/html", "application/json")  # a JSON body
 
 
 _HEADER_TEXT = st.one_of(

@@ -28,7 +28,7 @@ from bastion.demo.support import FriendlyErrors, mark_rendered
 from bastion.errors import ConfigurationError
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
-from bastion.testing.csrf import afetch_token, browser_headers, find_token
+from bastion.testing.csrf import BROWSER_ACCEPT, afetch_token, browser_headers, find_token
 from servers import free_port
 
 if TYPE_CHECKING:
@@ -353,7 +353,9 @@ async def test_rate_limit_refusal_is_a_friendly_429(app: DemoApp) -> None:
         statuses = []
         for i in range(11):
             response = await client.post(
-                "/register", data={"username": f"u{i:03}", "password": "x", "csrf_token": token}
+                "/register",
+                data={"username": f"u{i:03}", "password": "x", "csrf_token": token},
+                headers={"Accept": BROWSER_ACCEPT},  # a browser: the friendly page
             )
             statuses.append(response.status_code)
         assert statuses == [400] * 10 + [429]

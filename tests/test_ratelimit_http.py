@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 NOW = 1_700_000_000.0  # 20 s into a minute: a fixed 60 s window resets in 40 s
 CLIENT = ("203.0.113.7", 4000)
 
+# bastion's refusals as these clients get them: httpx sends Accept: */* and werkzeug's test
+# client no Accept, so the bodies are JSON (bastion.core.refusal)
+LIMITED = '{"error": "rate_limited", "detail": "Too Many Requests"}'
+UNAVAILABLE = '{"error": "rate_limit_store_unavailable", "detail": "Service Unavailable"}'
+
 
 def memory_limiter() -> RateLimiter:
     return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
@@ -78,8 +83,8 @@ async def test_starlette_middleware_429_exact() -> None:
         assert (await client.get("/")).headers["ratelimit"] == '"site";r=0;t=40'
         refused = await client.get("/")
         assert refused.status_code == 429
-        assert refused.text == "Too Many Requests"
-        assert refused.headers["content-type"] == "text/plain; charset=utf-8"
+        assert refused.text == LIMITED
+        assert refused.headers["content-type"] == "application/json"
         assert refused.headers["retry-after"] == "40"
         assert refused.headers["ratelimit-policy"] == '"site";q=2;w=60'
         assert refused.headers["ratelimit"] == '"site";r=0;t=40'
@@ -189,7 +194,7 @@ async def test_redis_stopped_mid_run_never_500(
             assert statuses == [200] * 5  # fail open: admitted without headers
             assert "ratelimit" not in (await client.get("/")).headers
             closed = [(await client.get("/api/items")) for _ in range(5)]
-            assert {(r.status_code, r.text) for r in closed} == {(503, "Service Unavailable")}
+            assert {(r.status_code, r.text) for r in closed} == {(503, UNAVAILABLE)}
             local = [(await client.post("/login")).status_code for _ in range(5)]
             assert local == [200, 200, 200, 429, 429]
             server.start()
@@ -258,7 +263,7 @@ async def test_starlette_decorator_without_request_annotation(tmp_path: Path) ->
             assert (first.status_code, first.text) == (200, "hi /")
             assert first.headers["x-ratelimit-remaining"] == "0"
             refused = await client.get("/")
-            assert (refused.status_code, refused.text) == (429, "Too Many Requests")
+            assert (refused.status_code, refused.text) == (429, LIMITED)
             assert refused.headers["retry-after"] == "60"
     finally:
         await limiter.aclose()
@@ -291,7 +296,7 @@ def test_flask_decorator() -> None:
     assert first.headers["RateLimit"] == '"report";r=0;t=40'
     assert first.headers["X-RateLimit-Limit"] == "1"
     refused = client.get("/report", environ_base=env)
-    assert (refused.status_code, refused.text) == (429, "Too Many Requests")
+    assert (refused.status_code, refused.text) == (429, LIMITED)
     assert refused.headers["Retry-After"] == "40"
     assert refused.headers["RateLimit-Policy"] == '"report";q=1;w=60'
     assert refused.headers["X-RateLimit-Remaining"] == "0"
@@ -313,7 +318,7 @@ def test_wsgi_middleware_with_flask(tmp_path: Path) -> None:
         assert first.headers["RateLimit"] == '"site";r=1;t=40'
         assert client.get("/", environ_base=proxied).status_code == 200
         refused = client.get("/", environ_base=proxied)
-        assert (refused.status_code, refused.text) == (429, "Too Many Requests")
+        assert (refused.status_code, refused.text) == (429, LIMITED)
         assert refused.headers["Retry-After"] == "40"
         assert refused.headers["RateLimit"] == '"site";r=0;t=40'
         assert refused.headers["RateLimit-Policy"] == '"site";q=2;w=60'
@@ -336,7 +341,7 @@ def test_wsgi_redis_stopped_never_500(start_redis_server: Callable[..., RedisSer
         assert client.get("/").status_code == 200
         server.stop()
         answers = {(r.status_code, r.text) for r in (client.get("/") for _ in range(4))}
-        assert answers == {(503, "Service Unavailable")}
+        assert answers == {(503, UNAVAILABLE)}
         server.start()
         assert client.get("/").status_code == 200
     finally:

@@ -51,6 +51,11 @@ NOW = 1_700_000_000.0  # 20 s into a minute: a fixed 60 s window resets in 40 s
 CLIENT = ("203.0.113.7", 4000)
 CLOSED_PORT = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call fails
 
+# bastion's refusals as these clients get them: httpx sends Accept: */* and werkzeug's test
+# client no Accept, so the bodies are JSON (bastion.core.refusal)
+LIMITED = '{"error": "rate_limited", "detail": "Too Many Requests"}'
+UNAVAILABLE = '{"error": "rate_limit_store_unavailable", "detail": "Service Unavailable"}'
+
 
 def make_limiter(
     backend: RateLimitBackend | None = None, *, shadow: bool = False
@@ -185,9 +190,9 @@ def test_the_handshake_after_the_limit_gets_a_429_with_headers() -> None:
         assert echoes(client)
         refused = denied(client)
         assert refused.status_code == 429
-        assert refused.text == "Too Many Requests"
-        assert refused.headers["content-type"] == "text/plain; charset=utf-8"
-        assert refused.headers["content-length"] == "17"
+        assert refused.text == LIMITED
+        assert refused.headers["content-type"] == "application/json"
+        assert refused.headers["content-length"] == str(len(LIMITED))
         assert refused.headers["retry-after"] == "40"
         assert refused.headers["ratelimit-policy"] == '"ws";q=2;w=60'
         assert refused.headers["ratelimit"] == '"ws";r=0;t=40'
@@ -280,7 +285,10 @@ async def test_opting_out_passes_the_servers_messages_untouched(
     with caplog.at_level(logging.DEBUG, logger="bastion"):
         assert [(await drive(app)).sent for _ in range(3)] == [ECHOED] * 3
     assert sink.events == []
-    assert [r for r in caplog.records if r.name.startswith("bastion")] == []
+    # Only the opt-out itself is logged, once, when Starlette builds the middleware.
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("bastion")]
+    assert len(logged) == 1
+    assert "websockets=False" in logged[0]
 
 
 # -- without the extension: close before accept -------------------------------------------------
@@ -306,7 +314,7 @@ async def test_without_the_extension_a_refused_handshake_is_closed_1008() -> Non
     assert start["status"] == 429
     assert (b"retry-after", b"40") in start["headers"]
     assert (b"ratelimit", b'"ws";r=0;t=40') in start["headers"]
-    assert body == {"type": "websocket.http.response.body", "body": b"Too Many Requests"}
+    assert body == {"type": "websocket.http.response.body", "body": LIMITED.encode()}
 
 
 @pytest.mark.asyncio
@@ -347,10 +355,10 @@ async def test_fail_closed_outage_refuses_with_503_or_1013(
     start, body = answered.sent
     assert (start["type"], start["status"]) == ("websocket.http.response.start", 503)
     assert start["headers"] == [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"19"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(UNAVAILABLE)).encode()),
     ]
-    assert body == {"type": "websocket.http.response.body", "body": b"Service Unavailable"}
+    assert body == {"type": "websocket.http.response.body", "body": UNAVAILABLE.encode()}
     assert caplog.text.count("rate-limit store failed") == 1  # once per outage
     outage = [e for e in sink.events if e.name == "ratelimit_store_unavailable"]
     assert [(e.outcome, e.details["rule"]) for e in outage] == [("failure", "ws")]
@@ -361,7 +369,7 @@ def test_fail_closed_outage_through_the_test_client() -> None:
     app = ws_app(limiter, [rule])
     with TestClient(app, client=CLIENT) as client:
         refused = denied(client)
-        assert (refused.status_code, refused.text) == (503, "Service Unavailable")
+        assert (refused.status_code, refused.text) == (503, UNAVAILABLE)
         assert "retry-after" not in refused.headers
         client.portal.call(limiter.aclose)  # type: ignore[union-attr]
 
@@ -446,7 +454,7 @@ def test_a_real_uvicorn_server_refuses_the_handshake_over_the_limit() -> None:
     # the bucket is full again in 60 s.
     assert response.headers["Retry-After"] == "30"
     assert response.headers["RateLimit"] == '"ws";r=0;t=60'
-    assert response.body == b"Too Many Requests"
+    assert response.body == LIMITED.encode()
     assert [event[0] for event in refusals(sink)] == ["excess_rate_limit_exceeded"]
 
 

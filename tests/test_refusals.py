@@ -46,36 +46,56 @@ JSON_ACCEPT = {"Accept": "application/json"}
 CONFIG = SessionConfig(cookie_name="session", secure=False, development=True)
 
 
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
 @pytest.mark.parametrize(
-    ("accept", "json_wanted"),
+    ("accept", "content_type", "json_wanted"),
     [
-        (None, False),
-        ("", False),
-        ("*/*", False),
-        ("text/plain", False),
-        ("application/json", True),
-        ("application/problem+json, */*;q=0.1", True),
-        ("text/html,application/json;q=0.9", False),  # a browser: HTML first
-        ("APPLICATION/JSON", True),
+        (None, None, True),  # no Accept: anything is accepted
+        ("", None, True),
+        ("*/*", None, True),  # httpx, requests, curl, fetch()
+        ("application/*", None, True),
+        ("text/plain", None, False),
+        ("text/plain", "application/json", True),  # it sent JSON: a program
+        ("text/html", "application/merge-patch+json; charset=utf-8", True),
+        ("text/html", "application/x-www-form-urlencoded", False),
+        ("application/json", None, True),
+        ("application/problem+json, */*;q=0.1", True, True),
+        ("text/html,application/json;q=0.9", None, False),  # a browser: HTML first
+        (BROWSER["Accept"], None, False),
+        ("application/xhtml+xml, */*", None, False),
+        ("text/html;q=0, */*", None, True),  # HTML refused outright
+        ("text/html;q=0.000, application/json", None, True),
+        ("text/html;q=bogus, */*", None, False),  # a malformed quality counts as 1
+        ("APPLICATION/JSON", None, True),
+        ("image/png", None, False),
     ],
 )
-def test_json_is_sent_only_to_clients_that_ask_for_it(
-    accept: str | None, *, json_wanted: bool
-) -> None:
-    assert wants_json(accept) is json_wanted
-    content_type, body = refusal_body(RATE_LIMITED, accept=accept)
+def test_one_rule_for_json(accept: str | None, content_type: Any, *, json_wanted: bool) -> None:
+    sent = content_type if isinstance(content_type, str) else None
+    assert wants_json(accept, sent) is json_wanted
+    media_type, body = refusal_body(RATE_LIMITED, accept=accept, content_type=sent)
     if json_wanted:
-        assert content_type == b"application/json"
+        assert media_type == b"application/json"
         assert json.loads(body) == {"error": "rate_limited", "detail": "Too Many Requests"}
     else:
-        assert content_type == b"text/plain; charset=utf-8"
+        assert media_type == b"text/plain; charset=utf-8"
         assert body == b"Too Many Requests"
+
+
+def test_accept_is_read_for_at_most_64_ranges() -> None:
+    assert wants_json(", ".join(["*/*"] + ["image/png"] * 63 + ["text/html"])) is True
+    assert wants_json(", ".join(["image/png"] * 64 + ["*/*"])) is False
 
 
 def test_json_detail_is_stripped_of_the_text_bodys_newline() -> None:
     _, body = refusal_body(SESSION_STORE_UNAVAILABLE, accept="application/json")
     assert json.loads(body)["detail"].endswith("try again shortly.")
-    assert refusal_body(Refusal("x", "y\n"), accept=None) == (b"text/plain; charset=utf-8", b"y\n")
+    assert refusal_body(Refusal("x", "y\n"), accept="text/html") == (
+        b"text/plain; charset=utf-8",
+        b"y\n",
+    )
 
 
 def limiter_for(backend: Any = None) -> RateLimiter:
@@ -110,11 +130,11 @@ async def test_asgi_429_is_json_for_an_api_client_and_text_otherwise() -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         assert (await client.get("/")).text == "ok"
-        text = await client.get("/")
+        text = await client.get("/", headers=BROWSER)
         assert text.status_code == 429
         assert text.text == "Too Many Requests"
         assert text.headers["content-type"] == "text/plain; charset=utf-8"
-        api = await client.get("/", headers=JSON_ACCEPT)
+        api = await client.get("/")  # httpx's default Accept: */*
     check_json(api, 429, "rate_limited")
     assert api.headers["retry-after"] == "60"  # the headers do not change with the body
 
@@ -147,9 +167,9 @@ def test_wsgi_429_is_json_for_an_api_client_and_text_otherwise() -> None:
     )
     client = app.test_client()
     assert client.get("/").text == "ok"
-    text = client.get("/")
+    text = client.get("/", headers=BROWSER)
     assert (text.status_code, text.text) == (429, "Too Many Requests")
-    check_json(client.get("/", headers=JSON_ACCEPT), 429, "rate_limited")
+    check_json(client.get("/"), 429, "rate_limited")  # werkzeug sends no Accept
 
 
 @pytest.mark.redis
@@ -180,7 +200,7 @@ async def test_asgi_session_outage_503_is_json_for_an_api_client(
             server.stop()
             response = await client.get("/read", headers=JSON_ACCEPT)
             check_json(response, 503, "session_store_unavailable")
-            text = await client.get("/read")
+            text = await client.get("/read", headers=BROWSER)
             assert text.text.startswith("Service unavailable: the session store")
     finally:
         await store.aclose()
@@ -253,7 +273,7 @@ async def test_the_starlette_decorator_refuses_in_json_when_asked() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         assert (await client.get("/")).text == "ok"
         api = await client.get("/", headers=JSON_ACCEPT)
-        text = await client.get("/")
+        text = await client.get("/", headers=BROWSER)
     check_json(api, 429, "rate_limited")
     assert (text.status_code, text.text) == (429, "Too Many Requests")
     assert text.headers["content-type"].startswith("text/plain")
@@ -272,6 +292,74 @@ def test_the_flask_decorator_refuses_in_json_when_asked() -> None:
     client = app.test_client()
     assert client.get("/").text == "ok"
     check_json(client.get("/", headers=JSON_ACCEPT), 429, "rate_limited")
-    text = client.get("/")
+    text = client.get("/", headers=BROWSER)
     assert (text.status_code, text.text) == (429, "Too Many Requests")
     assert text.headers["Content-Type"].startswith("text/plain")
+
+
+# -- the CSRF refusal follows the same rule ----------------------------------------------------
+
+
+def csrf_starlette() -> Starlette:
+    from bastion.asgi import protect  # noqa: PLC0415
+    from bastion.core.keys import KeyRing  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+
+    async def transfer(_request: Any) -> PlainTextResponse:
+        return PlainTextResponse("moved")
+
+    inner = Starlette(routes=[Route("/transfer", transfer, methods=["POST"])])
+    return protect(  # type: ignore[return-value]
+        inner,
+        store=MemoryStore(),
+        keyring=KeyRing.from_secrets(["r" * 43]),
+        sessions=CONFIG,
+        production=False,
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_guides_csrf_test_passes_with_httpx_defaults() -> None:
+    """The guide: a tokenless JSON POST through httpx (``Accept: */*``) reads ``detail``."""
+    import httpx  # noqa: PLC0415
+
+    transport = httpx.ASGITransport(app=csrf_starlette())
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.post("/transfer", json={"amount": 100})
+        form = await client.post("/transfer", data={"amount": "100"}, headers=BROWSER)
+        sent_json = await client.post("/transfer", json={"amount": 1}, headers=BROWSER)
+    check_json(response, 403, "csrf_failed")
+    assert "CSRF" in response.json()["detail"]
+    assert response.json()["reason"] == "token_missing"
+    # A browser's form post gets the HTML page; a JSON body gets JSON whatever Accept says.
+    assert (form.status_code, form.headers["content-type"]) == (403, "text/html; charset=utf-8")
+    check_json(sent_json, 403, "csrf_failed")
+
+
+def test_the_flask_csrf_refusal_is_json_for_a_json_body() -> None:
+    from bastion.core.keys import KeyRing  # noqa: PLC0415
+    from bastion.flask import CSRF, Bastion  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+
+    app = Flask(__name__)
+    app.add_url_rule("/transfer", "transfer", lambda: "moved", methods=["POST"])
+    Bastion(app, store=MemoryStore(), keyring=KeyRing.from_secrets(["f" * 43]), config=CONFIG)
+    CSRF(app)
+    client = app.test_client()
+    refused = client.post("/transfer", json={"amount": 1}, headers=BROWSER)
+    check_json(refused, 403, "csrf_failed")
+    assert "CSRF" in refused.get_json()["detail"]
+    page = client.post("/transfer", data={"amount": "1"}, headers=BROWSER)
+    assert (page.status_code, page.headers["Content-Type"]) == (403, "text/html; charset=utf-8")
+
+
+@pytest.mark.asyncio
+async def test_a_429_for_a_json_body_is_json() -> None:
+    import httpx  # noqa: PLC0415
+
+    app = starlette_limited(limiter_for(), Rule("api", "1/minute"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        await client.get("/")
+        refused = await client.request("GET", "/", json={"q": 1}, headers=BROWSER)
+    check_json(refused, 429, "rate_limited")

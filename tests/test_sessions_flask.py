@@ -191,7 +191,7 @@ def test_flask_store_outage_is_a_503(start_redis_server: Callable[..., RedisServ
     client = make_flask(store, sink).test_client()
     call(client, "POST", "/incr")
     server.stop()
-    response = call(client, "GET", "/read")
+    response = call(client, "GET", "/read", headers={"Accept": "text/html"})
     assert response.status_code == 503
     assert response.text.startswith("Service unavailable: the session store")
     assert str(sink.events[-1].name) == "session_store_unavailable"

@@ -126,7 +126,8 @@ def test_store_outage_is_a_503_with_an_audit_event_and_no_logout(
         assert client.post("/incr").json() == {"n": 1}
         cookie = client.cookies.get("__Host-session")
         server.stop()
-        for response in (client.get("/read"), client.post("/incr")):
+        page = {"Accept": "text/html"}  # a browser gets the text (an API client JSON)
+        for response in (client.get("/read", headers=page), client.post("/incr", headers=page)):
             assert response.status_code == 503
             assert response.text.startswith("Service unavailable: the session store")
             assert response.headers["retry-after"] == "5"
@@ -149,7 +150,7 @@ def test_store_outage_during_the_save_is_a_503_not_an_acknowledgement(
     app = make_app(store, sink, stop_before_save=server.stop)
     with TestClient(app, base_url=HTTPS) as client:
         assert client.post("/incr").json() == {"n": 1}
-        response = client.post("/incr?stop=1")
+        response = client.post("/incr?stop=1", headers={"Accept": "text/html"})
         assert response.status_code == 503
         assert response.text.startswith("Service unavailable")
         assert dict(sink.events[-1].details) == {"operation": "save"}

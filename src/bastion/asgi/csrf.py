@@ -39,6 +39,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
+from bastion.core.request import asgi_path, normalize_method
 from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
@@ -199,14 +200,13 @@ class CSRFMiddleware:
                     cookie = text if cookie is None else cookie + "; " + text
                 elif name not in found:
                     found[name] = text
-        override = None
-        for name in _OVERRIDES:
-            override = override or found.get(name)
+        # Every override header counts: an app's override middleware may read any of them.
+        override = ",".join(found[name] for name in _OVERRIDES if name in found) or None
         client = scope.get("client")
         scheme = scope.get("scheme", "http")
         facts = Facts(
-            method=scope.get("method", "GET"),
-            path=scope.get("path", "/"),
+            method=normalize_method(scope.get("method", "GET")),
+            path=asgi_path(scope.get("path", "/"), scope.get("root_path", "")),
             scheme="https" if scheme in {"https", "wss"} else "http",
             host=found.get(b"host"),
             client=client[0] if client else None,
@@ -298,7 +298,9 @@ class CSRFMiddleware:
         self._guard.audit(reason, facts)
         if self.config.log_only:
             return False
-        content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
+        content_type, body = rejection_body(
+            reason, json_format=wants_json(facts.accept, facts.content_type)
+        )
         await send(
             {
                 "type": "http.response.start",
@@ -324,9 +326,8 @@ class CSRFMiddleware:
                     return  # the client has gone
                 if _WS_EXTENSION in (scope.get("extensions") or {}):
                     # The server lets the refusal be an HTTP response: a 403 naming the check.
-                    content_type, body = rejection_body(
-                        reason, json_format=wants_json(facts.accept)
-                    )
+                    json_format = wants_json(facts.accept, facts.content_type)
+                    content_type, body = rejection_body(reason, json_format=json_format)
                     headers = [
                         (b"content-type", content_type),
                         (b"content-length", str(len(body)).encode("ascii")),

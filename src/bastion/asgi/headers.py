@@ -29,6 +29,7 @@ from bastion.core.headers import (
     NonceSource,
     Preset,
 )
+from bastion.core.request import asgi_path
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
+        path = asgi_path(scope["path"], scope.get("root_path", ""))
+        compiled = self._router.for_path(path) if self._overrides else self._compiled
         https = scope.get("scheme") == "https"
         nonce = None
         if compiled.uses_nonce:
@@ -114,7 +116,7 @@ class SecurityHeadersMiddleware:
             if state is None:
                 scope["state"] = state = {}
             state[STATE_KEY] = text
-        if self._report_path is not None and scope["path"] == self._report_path:
+        if self._report_path is not None and path == self._report_path:
             status, extra = await self._receive_report(scope, receive)
             await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
             return
@@ -167,7 +169,8 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "websocket" or _WS_EXTENSION not in (scope.get("extensions") or {}):
             await self.app(scope, receive, send)
             return
-        compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
+        path = asgi_path(scope["path"], scope.get("root_path", ""))
+        compiled = self._router.for_path(path) if self._overrides else self._compiled
         https = scope.get("scheme") == "wss"
 
         async def send_with_headers(message: Message) -> None:

@@ -27,8 +27,8 @@ engine's failure policies, shadow mode and audit events apply unchanged. Then:
 Only the handshake is counted: this bounds the rate of new connections, not how many stay
 open, and messages on an open connection are not counted. ``websockets=False`` lets WebSocket
 scopes through unlimited, as before; it leaves WebSocket routes open to connection floods, so
-limit them elsewhere (the proxy, or the app's own accept logic) when choosing it. Lifespan
-traffic always passes through.
+limit them elsewhere (the proxy, or the app's own accept logic) when choosing it (a warning is
+logged at start-up). Lifespan traffic always passes through.
 
 Keys: :func:`client_ip_key` (the default) uses the connection's peer, and ``X-Forwarded-For`` /
 ``Forwarded`` only from the configured trusted proxies; :func:`header_key` keys by a header
@@ -40,10 +40,18 @@ function returning ``None`` exempts the request (or the handshake).
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
+from bastion.core.request import (
+    OVERRIDE_HEADERS,
+    asgi_path,
+    match_forms,
+    normalize_method,
+    override_methods,
+)
 from bastion.engine.ratelimit import header_bytes, routes_of
 
 if TYPE_CHECKING:
@@ -61,6 +69,8 @@ if TYPE_CHECKING:
     KeyFunc = Callable[[Scope], str | None]
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "user_key"]
+
+logger = logging.getLogger("bastion.security.ratelimit")
 
 _ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 _WS_START: Final = "websocket.http.response.start"
@@ -116,6 +126,12 @@ def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     """Key by a request header (``None`` without it: exempt). The value is hashed by default,
     so API keys never reach the store or its logs."""
+    if not hash_value:
+        logger.warning(
+            "bastion rate limits: header_key(%r, hash_value=False) keeps the header's value as "
+            "given in the store and its logs; hash it unless it is no secret",
+            name,
+        )
     raw = name.lower().encode("latin-1")
 
     def key(scope: Scope) -> str | None:
@@ -141,8 +157,11 @@ def user_key(scope: Scope) -> str | None:
 
 def path_key(scope: Scope) -> str | None:
     """Key by the request path: one counter per route for all clients together (a global
-    budget for an expensive endpoint)."""
-    return f"path:{scope.get('path') or '/'}"
+    budget for an expensive endpoint). The path is the full one in normal form, lower case
+    (:func:`~bastion.core.request.match_forms`), so ``//x``, ``/x/`` and ``/X`` share the
+    counter of ``/x`` instead of each opening a fresh one."""
+    path = asgi_path(scope.get("path") or "/", scope.get("root_path", ""))
+    return f"path:{match_forms(path)[-1]}"
 
 
 class RateLimitMiddleware:
@@ -156,7 +175,17 @@ class RateLimitMiddleware:
     which leaves WebSocket routes open to connection floods.
     """
 
-    __slots__ = ("_app", "_ietf", "_key", "_legacy", "_limiter", "_routes", "_websockets")
+    __slots__ = (
+        "_app",
+        "_by_method",
+        "_conditional",
+        "_ietf",
+        "_key",
+        "_legacy",
+        "_limiter",
+        "_routes",
+        "_websockets",
+    )
 
     def __init__(
         self,
@@ -172,21 +201,29 @@ class RateLimitMiddleware:
         self._app = app
         self._limiter = limiter
         self._routes = tuple((route, route.everywhere) for route in routes_of(rules))
+        self._conditional = not all(everywhere for _, everywhere in self._routes)
+        self._by_method = any(route.methods is not None for route, _ in self._routes)
         self._key = key if key is not None else client_ip_key()
         self._ietf = bool(ietf_headers)
         self._legacy = bool(legacy_headers)
         self._websockets = bool(websockets)
+        if not self._websockets:
+            logger.warning(
+                "bastion rate limits: RateLimitMiddleware(websockets=False); WebSocket "
+                "handshakes are not limited, so WebSocket routes are open to connection floods"
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        method, path = scope["method"], scope["path"]
         client = scope.get("client")
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
+        # Method and path are read once, and only when a route looks at them.
+        methods, forms = _request_of(scope, self._by_method) if self._conditional else _ANYWHERE
         for route, everywhere in self._routes:
-            if not everywhere and not route.matches(method, path):
+            if not everywhere and not route.matches_forms(methods, forms):
                 continue
             key = (route.key or self._key)(scope)
             if key is None:
@@ -243,7 +280,7 @@ class RateLimitMiddleware:
         """A handshake, decided as a ``GET`` of its path. Kept apart from the HTTP path in
         ``__call__`` (which is tuned and stays free of WebSocket checks); the route matching,
         keying and deciding are the same calls."""
-        path = scope["path"]
+        forms = match_forms(asgi_path(scope["path"], scope.get("root_path", "")))
         # Key and cost functions written for HTTP may read scope["method"]: a handshake is a
         # GET. A shallow copy, so the app still sees the server's scope unchanged.
         request = scope if "method" in scope else {**scope, "method": "GET"}
@@ -251,7 +288,7 @@ class RateLimitMiddleware:
         peer = client[0] if client else None
         results: list[RateLimitResult] = []
         for route, everywhere in self._routes:
-            if not everywhere and not route.matches("GET", path):
+            if not everywhere and not route.matches_forms(("GET",), forms):
                 continue
             key = (route.key or self._key)(request)
             if key is None:
@@ -268,6 +305,26 @@ class RateLimitMiddleware:
                 await _deny(scope, receive, send, _WS_LIMITED, headers)
                 return
         await self._app(scope, receive, send)
+
+
+_ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ("/",))
+_OVERRIDE_NAMES: Final = frozenset(name.encode("ascii") for name in OVERRIDE_HEADERS)
+
+
+def _request_of(scope: Scope, by_method: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The normalized method, then (when ``by_method``: some route names methods) any a method
+    override asks for, which an app's override middleware would run; and the path's match forms
+    (:mod:`bastion.core.request`)."""
+    path = asgi_path(scope["path"], scope.get("root_path", ""))
+    method = normalize_method(scope["method"])
+    if not by_method:
+        return (method,), match_forms(path)
+    query = scope.get("query_string", b"")
+    overrides = [v.decode("latin-1") for k, v in scope["headers"] if k in _OVERRIDE_NAMES]
+    if overrides or (query and (b"method" in query.lower() or b"%" in query)):
+        asked = override_methods(overrides, query.decode("latin-1"))
+        return (method, *asked), match_forms(path)
+    return (method,), match_forms(path)
 
 
 async def _deny(
@@ -296,12 +353,13 @@ async def _answer(
 ) -> None:
     """The 429 or 503, as text or (for a client asking for JSON) JSON; for a WebSocket
     handshake, sent as the ``websocket.http.response`` messages."""
-    accept = None
+    accept = sent_type = None
     for name, value in scope["headers"]:
-        if name == b"accept":
+        if name == b"accept" and accept is None:
             accept = value.decode("latin-1")
-            break
-    content_type, body = refusal_body(_ERRORS[status], accept=accept)
+        elif name == b"content-type" and sent_type is None:
+            sent_type = value.decode("latin-1")
+    content_type, body = refusal_body(_ERRORS[status], accept=accept, content_type=sent_type)
     await send(
         {
             "type": start_type,

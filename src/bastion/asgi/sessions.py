@@ -248,12 +248,15 @@ def _apply(message: Message, result: SaveResult) -> list[tuple[bytes, bytes]]:
 
 async def _send_unavailable(scope: Scope, send: Send) -> None:
     """The 503 for a store outage: text, or JSON for a client that asks for it."""
-    accept = None
+    accept = sent_type = None
     for name, value in scope["headers"]:
-        if name == b"accept":
+        if name == b"accept" and accept is None:
             accept = value.decode("latin-1")
-            break
-    content_type, body = refusal_body(SESSION_STORE_UNAVAILABLE, accept=accept)
+        elif name == b"content-type" and sent_type is None:
+            sent_type = value.decode("latin-1")
+    content_type, body = refusal_body(
+        SESSION_STORE_UNAVAILABLE, accept=accept, content_type=sent_type
+    )
     await send(
         {
             "type": "http.response.start",

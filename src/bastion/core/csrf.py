@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Final
 from bastion.core.cookies import Cookie, SameSite
 from bastion.core.keys import KeyRing
 from bastion.core.refusal import wants_json
+from bastion.core.request import is_normal, normalize_method, normalize_path, override_methods
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -90,7 +91,6 @@ MASKED_TOKEN_CHARS: Final = 86
 """Length of a masked token: 64 bytes in unpadded base64url."""
 _MAX_TOKEN_CHARS: Final = 256
 _MAX_PART_HEADER_BYTES: Final = 16 * 1024
-_OVERRIDE_TARGETS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TOKEN_CHARS = re.compile(rb"[A-Za-z0-9_-]+", re.ASCII)
 _BOUNDARY = re.compile(r"""boundary\s*=\s*(?:"([^"]{1,70})"|([^\s;"]{1,70}))""", re.IGNORECASE)
 _DISPOSITION_PARAM = re.compile(rb""";\s*([A-Za-z0-9*_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""")
@@ -268,11 +268,17 @@ class CSRFConfig:
     * ``trusted_proxies``: IP addresses or networks whose ``X-Forwarded-*`` headers are believed.
       No forwarded header is believed without it.
     * ``exempt``: paths that skip the checks: exact (``"/webhook"``) or a prefix ending in ``/``
-      (``"/hooks/"``). Danger: an exempt route must authenticate its callers another way.
+      (``"/hooks/"``), written as the full path (mount prefix included) and matched exactly, case
+      and trailing slash included; a request path with ``//``, ``.`` or ``..`` segments is never
+      exempt (:mod:`bastion.core.request`). Danger: an exempt route must authenticate its
+      callers another way.
     * ``skip_authenticated``: pass requests with ``Authorization: Bearer`` or one of
       ``api_key_headers``. Off by default; only for routes whose CORS policy does not let other
       origins send those headers.
-    * ``log_only``: refusals are logged and audited, and the request goes through (rollout).
+    * ``log_only``: refusals are logged and audited, and the request goes through (rollout;
+      refused when ``ENV=production``).
+    * ``check_websocket_origin``: refuse WebSocket handshakes from an untrusted ``Origin``.
+      ``False`` turns that off (logged; refused when ``ENV=production``).
     * ``token_source``: :class:`TokenSource`; ``DOUBLE_SUBMIT`` needs a key ring and uses the
       cookie ``cookie_name`` (``__Host-csrf``; ``csrf`` in plain-HTTP ``development``).
     * ``max_body_bytes``: how much of a form body is read while looking for the token (413 over).
@@ -324,6 +330,12 @@ class CSRFConfig:
                 raise ConfigurationError(
                     f"exempt: {path!r} must be a path starting with '/'", setting="exempt"
                 )
+            if not is_normal(path):
+                raise ConfigurationError(
+                    f"exempt: {path!r} has an empty, '.' or '..' segment and would never match; "
+                    f"write it as {normalize_path(path)!r}",
+                    setting="exempt",
+                )
         object.__setattr__(self, "exempt", exempt)
         api_keys = tuple(
             _check_header_name("api_key_headers", h)
@@ -363,29 +375,57 @@ class CSRFConfig:
         object.__setattr__(self, "cookie_name", name)
 
     def check_environment(self, *, production: bool) -> None:
-        """Refuse development settings in production; log what weakens protection elsewhere.
+        """Refuse in production the settings that remove a protection; log every opt-out.
 
-        Called once by each middleware at start-up.
+        Refused when ``production``: ``development=True`` (the cookie without ``Secure``),
+        ``log_only=True`` (nothing is refused) and ``check_websocket_origin=False`` (a page on
+        any site can open a WebSocket with the user's cookies). Logged, and allowed in
+        production: ``skip_authenticated=True`` and ``exempt`` routes, which narrow the
+        protection to what the app says needs it. Called once by each middleware at start-up.
         """
-        if self.development and production:
+        removed = [
+            (flag, why)
+            for flag, on, why in (
+                (
+                    "development",
+                    self.development,
+                    "development=True sends the CSRF cookie without Secure",
+                ),
+                (
+                    "log_only",
+                    self.log_only,
+                    "log_only=True logs forged requests but does NOT refuse them",
+                ),
+                (
+                    "check_websocket_origin",
+                    not self.check_websocket_origin,
+                    (
+                        "check_websocket_origin=False lets a page on any site open a WebSocket "
+                        "with the user's cookies (cross-site WebSocket hijacking)"
+                    ),
+                ),
+            )
+            if on
+        ]
+        if production and removed:
+            flag, why = removed[0]
             raise ConfigurationError(
-                "development=True is refused when ENV=production: it sends the CSRF cookie "
-                "without Secure. Remove development=True",
-                setting="development",
+                f"{why}; this is refused when ENV=production. Remove {flag}= (roll out "
+                "log_only in staging)",
+                setting=flag,
             )
-        if self.log_only:
-            logger.warning(
-                "bastion CSRF: log_only=True; forged requests are logged but NOT refused. "
-                "Turn it off once the logs are clean"
-            )
+        for flag, why in removed:
+            logger.warning("bastion CSRF: %s (setting %s). Never use it in production", why, flag)
         if self.skip_authenticated:
             logger.warning(
                 "bastion CSRF: skip_authenticated=True; requests with a bearer token or an API "
                 "key skip CSRF checks. Keep CORS closed for those headers"
             )
-        if self.development:
+        if self.exempt:
             logger.warning(
-                "bastion CSRF: development=True; the CSRF cookie may travel over plain HTTP"
+                "bastion CSRF: exempt=%r skip every CSRF check; each must authenticate its "
+                "callers another way (a webhook signature, an API key)",
+                self.exempt,
             )
 
 
@@ -467,6 +507,12 @@ class CSRFPolicy:
         self._prefix_exempt = tuple(p for p in config.exempt if p.endswith("/"))
 
     def is_exempt(self, path: str) -> bool:
+        """Whether ``path`` (the full path) is exempt: exactly an exempt path, or under an
+        exempt prefix, and in normal form. A path with ``//``, ``.`` or ``..`` segments is never
+        exempt, so ``/hooks/../transfer`` cannot borrow the exemption of ``/hooks/`` from a
+        proxy or framework that resolves it (:mod:`bastion.core.request`)."""
+        if not is_normal(path):
+            return False
         return path in self._exact_exempt or any(path.startswith(p) for p in self._prefix_exempt)
 
     def _proxy_trusted(self, client: str | None) -> bool:
@@ -517,7 +563,7 @@ class CSRFPolicy:
     def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911 (one exit per verdict)
         """The header checks, cheapest first (see the module docstring). Reads no body."""
         config = self.config
-        if facts.method in SAFE_METHODS:
+        if normalize_method(facts.method) in SAFE_METHODS:
             if _overrides_to_unsafe(facts):
                 return _REFUSALS[Reason.METHOD_OVERRIDE]
             return _VERDICTS[Pass.SAFE_METHOD]
@@ -575,17 +621,13 @@ class CSRFPolicy:
 
 
 def _overrides_to_unsafe(facts: Facts) -> bool:
-    override = facts.method_override
-    if override is not None and override.strip().upper() in _OVERRIDE_TARGETS:
-        return True
-    query = facts.query
-    if "_method" not in query:
+    """Whether a method-override header or ``_method`` query parameter names a method other
+    than a safe one, decoded as frameworks decode it
+    (:func:`~bastion.core.request.override_methods`)."""
+    if facts.method_override is None and not facts.query:
         return False
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        if name == "_method" and value.strip().upper() in _OVERRIDE_TARGETS:
-            return True
-    return False
+    asked = override_methods((facts.method_override,), facts.query)
+    return any(method not in SAFE_METHODS for method in asked)
 
 
 # -- tokens ----------------------------------------------------------------------------------------
@@ -915,9 +957,15 @@ def _percent_decode(data: bytes) -> bytes:
 
 
 def rejection_body(reason: Reason, *, json_format: bool) -> tuple[bytes, bytes]:
-    """``(content_type, body)`` of the refusal for ``reason``, JSON or a small HTML page."""
+    """``(content_type, body)`` of the refusal for ``reason``, JSON or a small HTML page.
+
+    ``json_format`` comes from :func:`bastion.core.refusal.wants_json`, the rule every refusal
+    follows. The JSON ``detail`` starts with ``"CSRF check failed:"``, so a client (or a test)
+    can tell a CSRF refusal from the app's own 403 without knowing the reason codes.
+    """
     if json_format:
-        payload = {"error": "csrf_failed", "reason": reason.value, "detail": reason.detail}
+        detail = f"CSRF check failed: {reason.detail}"
+        payload = {"error": "csrf_failed", "reason": reason.value, "detail": detail}
         return b"application/json", json.dumps(payload).encode("utf-8")
     title = "Request too large" if reason.status == 413 else "Forbidden (CSRF check failed)"
     html = (

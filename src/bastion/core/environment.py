@@ -1,15 +1,26 @@
 """Which environment the app runs in: the one place bastion reads ``ENV`` / ``BASTION_ENV``.
 
-Production forbids unsafe combinations outright (a short secret, development mode); other
-environments allow them with a logged warning. ``BASTION_ENV`` wins over ``ENV`` when both are
-set, so an app whose ``ENV`` means something else can still tell bastion what it is.
+Production forbids unsafe combinations outright (a short secret, development mode, a removed
+protection); other environments allow them with a logged warning.
+
+Two variables, read so that a mistake can never turn production off:
+
+* ``BASTION_ENV`` names bastion's environment; ``ENV`` is read too, since many apps set it.
+* Either one saying production makes it production: the other cannot weaken it
+  (``ENV=production BASTION_ENV=development`` is production).
+* Otherwise ``BASTION_ENV`` wins over ``ENV``, so an app whose ``ENV`` means something else
+  (``ENV=staging``) tells bastion what it is with ``BASTION_ENV``.
+* A value bastion does not know (``prodution``, ``staging``, ``live``) is a
+  :class:`~bastion.errors.ConfigurationError` at start-up, naming the variable and the accepted
+  values, instead of silently meaning "not production". An unknown ``ENV`` is tolerated only
+  when ``BASTION_ENV`` holds a known value.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.errors import ConfigurationError
 
@@ -26,7 +37,7 @@ class Environment(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-_ALIASES = {
+_ALIASES: Final = {
     "production": Environment.PRODUCTION,
     "prod": Environment.PRODUCTION,
     "development": Environment.DEVELOPMENT,
@@ -36,11 +47,42 @@ _ALIASES = {
 }
 
 
+_ACCEPTED: Final = ", ".join(_ALIASES)
+
+
+def _read(env: Mapping[str, str], name: str) -> Environment | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    found = _ALIASES.get(raw.lower())
+    if found is None:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        hint = " (or leave ENV to the app and set BASTION_ENV)" if name == "ENV" else ""
+        raise ConfigurationError(
+            f"{name}={shown!r} is not an environment bastion knows; use one of {_ACCEPTED}"
+            f"{hint}. An unknown value would silently turn production's refusals off",
+            setting=name,
+        )
+    return found
+
+
 def current_environment(variables: Mapping[str, str] | None = None) -> Environment:
-    """Read ``BASTION_ENV`` (then ``ENV``) from ``variables`` (default ``os.environ``)."""
+    """The environment from ``BASTION_ENV`` and ``ENV`` in ``variables`` (default
+    ``os.environ``), by the rules of the module docstring. ``UNKNOWN`` when neither is set.
+
+    Raises :class:`~bastion.errors.ConfigurationError` for a value it does not know.
+    """
     env = os.environ if variables is None else variables
-    raw = env.get("BASTION_ENV") or env.get("ENV") or ""
-    return _ALIASES.get(raw.strip().lower(), Environment.UNKNOWN)
+    ours = _read(env, "BASTION_ENV")
+    try:
+        theirs = _read(env, "ENV")
+    except ConfigurationError:
+        if ours is None:
+            raise
+        theirs = None  # the app's own meaning of ENV; BASTION_ENV says what bastion needs
+    if Environment.PRODUCTION in {ours, theirs}:
+        return Environment.PRODUCTION
+    return ours or theirs or Environment.UNKNOWN
 
 
 def is_production(variables: Mapping[str, str] | None = None) -> bool:

@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.environment import is_production
+from bastion.core.request import is_normal, normalize_method, normalize_path
 from bastion.errors import BadData, ConfigurationError
 
 if TYPE_CHECKING:
@@ -1375,7 +1376,7 @@ class ReportReceiver:
         self, method: str, content_type: str, content_length: str | None, client_ip: str | None
     ) -> int | None:
         """A refusal status decided from the request line and headers, or ``None`` to read on."""
-        if method != "POST":
+        if normalize_method(method) != "POST":
             return 405
         if not self._budget.take():
             return 429
@@ -1484,7 +1485,24 @@ class HeaderRouter:
             )
 
     def for_path(self, path: str) -> CompiledHeaders:
-        """The compiled policy for ``path``: the longest matching override, else the default."""
+        """The compiled policy for ``path`` (the full path, mount prefix included): the longest
+        matching override, else the default.
+
+        An override is an exception to the default, so it applies only when every reading of
+        the path agrees on it (:mod:`bastion.core.request`): ``/app/../docs`` gets the
+        ``/docs`` override only if ``/app/../docs`` as sent would get it too; otherwise the
+        default policy.
+        """
+        chosen = self._lookup(path)
+        if (
+            chosen is not self.default
+            and not is_normal(path)
+            and self._lookup(normalize_path(path)) is not chosen
+        ):
+            return self.default
+        return chosen
+
+    def _lookup(self, path: str) -> CompiledHeaders:
         for prefix, compiled in self.overrides:
             if path.startswith(prefix) and (
                 len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")

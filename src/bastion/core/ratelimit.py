@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ __all__ = [
     "step",
     "tightest",
 ]
+
+logger = logging.getLogger("bastion.security.ratelimit")
 
 MICROS: Final = 1_000_000
 """Microseconds per second: the unit of time inside the algorithms."""
@@ -571,6 +574,14 @@ class ClientIP:
                     setting="trusted_proxies",
                 ) from None
         self._networks = tuple(networks)
+        for network in networks:
+            if network.prefixlen == 0:
+                logger.warning(
+                    "bastion rate limits: trusted_proxies includes %s, every address: any "
+                    "client can then choose its own address and rate-limit key with "
+                    "X-Forwarded-For. List the proxies' own addresses",
+                    network,
+                )
         header = header.lower()
         if header not in {"x-forwarded-for", "forwarded"}:
             raise ConfigurationError(

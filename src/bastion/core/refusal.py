@@ -1,15 +1,25 @@
-"""The body of a response bastion sends instead of the app's: plain text, or JSON on request.
+"""The body of a response bastion sends instead of the app's: for people, or JSON for programs.
 
-Every refusal bastion answers itself (429 rate limited, 503 store unavailable) has a short
-text body for people and ``curl``; a client whose ``Accept`` asks for JSON and not for HTML (an
-API client, ``fetch`` with ``Accept: application/json``) gets ``{"error": ..., "detail": ...}``
-instead, so it can branch on ``error`` without parsing prose. The CSRF 403 follows the same
-rule with an HTML page for browsers (:func:`bastion.core.csrf.rejection_body`).
+One rule decides the format of every refusal bastion answers itself (the CSRF 403, 413 and
+400, the 429 of the rate limiter, the 503 of a store outage), through :func:`wants_json`:
+
+* a request that sent a JSON body (``Content-Type: application/json`` or any ``+json`` type)
+  gets JSON: it came from a program, whatever its ``Accept`` says;
+* otherwise a request whose ``Accept`` admits JSON (``application/json``, ``+json``,
+  ``application/*`` or ``*/*``) and does not ask for HTML (``text/html`` or
+  ``application/xhtml+xml`` with a quality above 0) gets JSON. That covers ``fetch()``, httpx,
+  requests and curl (``*/*``), and a request without ``Accept``, which HTTP reads as ``*/*``;
+* a browser navigating or submitting a form (its ``Accept`` names ``text/html``) gets text or
+  an HTML page.
+
+JSON refusals are ``{"error": ..., "detail": ...}`` (the CSRF one adds ``"reason"``), so a
+client can branch on ``error`` without parsing prose.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Final, NamedTuple
 
 __all__ = [
@@ -42,18 +52,53 @@ SESSION_STORE_UNAVAILABLE: Final = Refusal(
 )
 
 
-def wants_json(accept: str | None) -> bool:
-    """Whether a refusal should be JSON: the client accepts JSON and does not ask for HTML."""
-    if not accept:
-        return False
-    folded = accept.lower()
-    return "json" in folded and "text/html" not in folded
+_JSON_RANGES: Final = frozenset({"application/json", "application/*", "*/*"})
+_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
+_QUALITY: Final = re.compile(r"\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*", re.IGNORECASE)
+_MAX_RANGES: Final = 64
 
 
-def refusal_body(refusal: Refusal, *, accept: str | None) -> tuple[bytes, bytes]:
-    """``(content_type, body)`` of ``refusal``: its ``detail`` as text, or
-    ``{"error": ..., "detail": ...}`` when :func:`wants_json` says so."""
-    if wants_json(accept):
+def _is_json_type(media: str) -> bool:
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def wants_json(accept: str | None, content_type: str | None = None) -> bool:
+    """Whether a refusal should be JSON (the module docstring has the rule).
+
+    ``accept`` and ``content_type`` are the request's header values (``None`` when absent).
+    At most the first 64 media ranges of ``accept`` are read; a malformed quality counts as 1.
+    """
+    if content_type and _is_json_type(content_type.partition(";")[0].strip().lower()):
+        return True
+    if accept is None or not accept.strip():
+        return True  # no Accept: the client accepts anything
+    json_ok = html = False
+    for item in accept.lower().split(",")[:_MAX_RANGES]:
+        media, _, params = item.partition(";")
+        media = media.strip()
+        quality = 1.0
+        for param in params.split(";"):
+            found = _QUALITY.fullmatch(param)
+            if found is not None:
+                quality = float(found.group(1))
+        if quality <= 0:
+            continue
+        if media in _HTML_TYPES:
+            html = True
+        elif media in _JSON_RANGES or _is_json_type(media):
+            json_ok = True
+    return json_ok and not html
+
+
+def refusal_body(
+    refusal: Refusal, *, accept: str | None, content_type: str | None = None
+) -> tuple[bytes, bytes]:
+    """``(content_type, body)`` of ``refusal``: ``{"error": ..., "detail": ...}`` when
+    :func:`wants_json` says so for the request's ``accept`` and ``content_type``, else its
+    ``detail`` as text."""
+    if wants_json(accept, content_type):
         payload = {"error": refusal.error, "detail": refusal.detail.strip()}
         return JSON, json.dumps(payload).encode("utf-8")
     return TEXT, refusal.detail.encode("utf-8")

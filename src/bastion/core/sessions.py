@@ -162,9 +162,10 @@ class SessionConfig:
     Cookie policy: the defaults are ``__Host-session``, ``Secure``, ``HttpOnly``,
     ``SameSite=Lax``, ``Path=/``, no ``Domain``. ``secure=False`` is refused unless
     ``development=True`` (plain-HTTP development on localhost); the middleware refuses
-    ``development=True`` outright when the environment is production and logs a warning
-    otherwise (:meth:`check_environment`). ``cookie_name=None`` picks
-    :data:`DEFAULT_COOKIE_NAME`, or :data:`DEVELOPMENT_COOKIE_NAME` in development.
+    ``development=True``, ``http_only=False`` and ``same_site=SameSite.NONE`` outright when the
+    environment is production and logs a warning for each otherwise
+    (:meth:`check_environment`). ``cookie_name=None`` picks :data:`DEFAULT_COOKIE_NAME`, or
+    :data:`DEVELOPMENT_COOKIE_NAME` in development.
 
     Lifetimes (seconds): ``idle_timeout`` and ``absolute_lifetime`` for browser-session cookies,
     ``persistent_idle_timeout`` and ``persistent_absolute_lifetime`` for "remember me" sessions
@@ -269,6 +270,7 @@ class SessionConfig:
         except CookieError as exc:
             raise ConfigurationError(f"session cookie policy: {exc}", setting="cookie") from exc
         object.__setattr__(self, "cookie", cookie)
+        object.__setattr__(self, "same_site", cookie.same_site)  # "None" -> SameSite.NONE
 
     @property
     def name(self) -> str:
@@ -276,23 +278,61 @@ class SessionConfig:
         return self.cookie.name
 
     def check_environment(self, *, production: bool) -> None:
-        """Refuse development settings in production; warn about them elsewhere.
+        """Refuse every insecure cookie setting in production; warn about each one elsewhere.
 
-        Called once by each middleware at start-up, so the warning is logged once per app.
+        The insecure settings: ``development=True`` (which allows ``secure=False``),
+        ``http_only=False`` (page scripts, and so any XSS, can read the session ID) and
+        ``same_site=SameSite.NONE`` (the cookie rides on cross-site requests, leaving CSRF
+        protection alone in the way). A ``Secure`` cookie named without the ``__Host-`` /
+        ``__Secure-`` prefix is logged, not refused. Called once by each middleware at
+        start-up, so each warning is logged once per app.
         """
-        if not self.development:
-            return
-        if production:
-            raise ConfigurationError(
-                "development=True is refused when ENV=production: it allows a session cookie "
-                "without Secure. Remove development=True (and keep secure=True)",
-                setting="development",
+        weak = [
+            (flag, why)
+            for flag, on, why in (
+                (
+                    "development",
+                    self.development,
+                    (
+                        f"development=True (secure={self.secure}): the session cookie may "
+                        "travel over plain HTTP"
+                    ),
+                ),
+                (
+                    "http_only",
+                    not self.http_only,
+                    "http_only=False: page scripts (and any XSS) can read the session cookie",
+                ),
+                (
+                    "same_site",
+                    self.same_site is SameSite.NONE,
+                    "same_site=SameSite.NONE: the session cookie is sent on cross-site requests",
+                ),
             )
-        logger.warning(
-            "bastion sessions: development=True (secure=%s); the session cookie may travel "
-            "over plain HTTP. Never use this setting outside local development",
-            self.secure,
-        )
+            if on
+        ]
+        if production and weak:
+            flag, why = weak[0]
+            raise ConfigurationError(
+                f"{why}; this is refused when ENV=production. Remove the setting (the default "
+                "is Secure, HttpOnly, SameSite=Lax)",
+                setting=flag,
+            )
+        for flag, why in weak:
+            logger.warning(
+                "bastion sessions: %s (setting %s). Never use it in production", why, flag
+            )
+        if not self.clear_site_data:
+            logger.warning(
+                "bastion sessions: clear_site_data=False; logout leaves the browser's other "
+                "cookies and storage of this origin in place (setting clear_site_data)"
+            )
+        if self.secure and not self.cookie.name.startswith(("__Host-", "__Secure-")):
+            logger.warning(
+                "bastion sessions: cookie_name=%r has no __Host- or __Secure- prefix; a "
+                "subdomain can then set or shadow the session cookie (setting cookie_name)",
+                self.cookie.name,
+            )
 
     def lifetimes(self, persistent: bool) -> tuple[float, float]:
         """``(idle_timeout, absolute_lifetime)`` for a session of that kind."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.environment import read_setting
 from bastion.errors import BastionError
@@ -43,6 +43,7 @@ __all__ = [
     "EXIT_STOPPED",
     "EXIT_USAGE",
     "PASSWORD_SETTING",
+    "SERVER_PROXY",
     "TLSFiles",
     "banner",
     "build_demo",
@@ -55,6 +56,17 @@ EXIT_USAGE: Final = 2
 
 PASSWORD_SETTING = "BASTION_DEMO_PASSWORD"  # noqa: S105 (a variable name, not a password)
 """The environment variable that sets the seeded accounts' password."""
+
+
+SERVER_PROXY: Final[dict[str, Any]] = {"proxy_headers": False, "forwarded_allow_ips": []}
+"""uvicorn's proxy settings for the demo: it rewrites nothing from ``X-Forwarded-For``.
+
+uvicorn believes ``X-Forwarded-*`` from 127.0.0.1 by default and rewrites the client address
+before any middleware runs, so on loopback every client could choose its own address and with
+it its rate-limit and login-throttle keys. The client address is bastion's decision
+(:class:`~bastion.core.ratelimit.ClientIP` with its ``trusted_proxies``, none in the demo);
+the server must not decide it first.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +162,7 @@ def _run(app: DemoApp, sockets: list[socket.socket], host: str, tls: TLSFiles | 
         app,
         log_level="warning",
         server_header=False,
+        **SERVER_PROXY,
         lifespan="off",  # DemoServer runs the demo's start-up itself (one-line failures)
         ssl_certfile=None if tls is None else str(tls.certfile),
         ssl_keyfile=None if tls is None else str(tls.keyfile),

@@ -35,7 +35,7 @@ import hashlib
 import inspect
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeAlias, TypeVar
 
 from bastion.core.audit import EventName, Outcome
@@ -49,6 +49,12 @@ from bastion.core.ratelimit import (
     policy_header,
     ratelimit_header,
     retry_after_header,
+)
+from bastion.core.request import (
+    expand_methods,
+    match_forms,
+    normalize_method,
+    normalize_path,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreError, StoreUnavailable
 from bastion.stores.ratelimit import MemoryRateLimitStore
@@ -184,6 +190,9 @@ class Rule:
             limit.name or (name if len(built) == 1 else f"{name}-{i}")
             for i, limit in enumerate(built, 1)
         )
+        opened = [n for n, limit in zip(names, built, strict=True) if limit.on_failure == "open"]
+        if shadow or opened:
+            _log_rule_opt_outs(name, shadow=bool(shadow), opened=opened)
         set_ = object.__setattr__
         set_(self, "name", name)
         set_(self, "limits", tuple(built))
@@ -215,6 +224,22 @@ class Rule:
     def __repr__(self) -> str:
         rates = "; ".join(str(rate) for rate in self.rates)
         return f"Rule({self.name!r}, {rates!r}, strategy={self.strategy.value!r})"
+
+
+def _log_rule_opt_outs(name: str, *, shadow: bool, opened: list[str]) -> None:
+    if shadow:
+        logger.warning(
+            "bastion rate limits: rule %r has shadow=True; it counts and logs but refuses "
+            "nothing. Turn it off once the logs are clean",
+            name,
+        )
+    if opened:
+        logger.warning(
+            "bastion rate limits: %s of rule %r use on_failure='open'; while the store is "
+            'down they are not enforced at all ("fallback" keeps a per-process limit)',
+            ", ".join(repr(n) for n in opened),
+            name,
+        )
 
 
 class RateLimitResult(NamedTuple):
@@ -268,11 +293,16 @@ class Route:
     """Where a rule applies in a middleware, and how a request is keyed and charged.
 
     ``path`` is a prefix matched on whole segments (``"/api"`` covers ``/api`` and
-    ``/api/x``, not ``/apix``), or the exact path with ``exact=True``. ``methods`` limits the
-    rule to some methods (``None``: all). ``key`` turns the request (an ASGI scope or a WSGI
-    environ, per adapter) into a key, ``None`` to exempt it; without it the middleware's
-    default key (the client IP) is used. ``cost`` is a number or a function of the request.
-    Every matching route is applied: a global rule and a per-route rule both count.
+    ``/api/x``, not ``/apix``), or the exact path with ``exact=True``. It is the full path the
+    client asked for, mount prefix (``SCRIPT_NAME``, ``root_path``) included, and it is matched
+    as :mod:`bastion.core.request` says for protective rules: the path as sent or its normal
+    form (``//``, ``.`` and ``..`` resolved), in any case, with or without a trailing slash.
+    ``methods`` limits the rule to some methods (``None``: all), compared in upper case; a rule
+    for ``GET`` covers ``HEAD``, whose view frameworks run for it. ``key`` turns the request
+    (an ASGI scope or a WSGI environ, per adapter) into a key, ``None`` to exempt it; without
+    it the middleware's default key (the client IP) is used. ``cost`` is a number or a
+    function of the request. Every matching route is applied: a global rule and a per-route
+    rule both count.
     """
 
     rule: Rule
@@ -281,6 +311,10 @@ class Route:
     methods: frozenset[str] | None = None
     key: Callable[[Any], str | None] | None = None
     cost: int | Callable[[Any], int] = 1
+    folded: str = field(init=False, repr=False, compare=False)
+    """``path`` as requests are compared with it (:func:`~bastion.core.request.match_forms`)."""
+    under: str = field(init=False, repr=False, compare=False)
+    """``folded`` with a trailing slash: what the paths below it start with."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.rule, Rule):
@@ -292,20 +326,40 @@ class Route:
                 f"Route.path must start with '/', got {self.path!r}", setting="path"
             )
         if self.methods is not None:
-            object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+            if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+                raise ConfigurationError(
+                    f"Route.methods must be a set of method names like {{'POST'}}, got "
+                    f"{self.methods!r}",
+                    setting="methods",
+                )
+            object.__setattr__(self, "methods", expand_methods(self.methods))
+        folded = match_forms(normalize_path(self.path))[0]
+        object.__setattr__(self, "folded", folded)
+        object.__setattr__(self, "under", folded.rstrip("/") + "/")
         if isinstance(self.cost, int):
             _check_cost(self.cost)
 
     def matches(self, method: str, path: str) -> bool:
-        """Whether the route covers a request for ``method`` ``path``."""
-        if self.methods is not None and method not in self.methods:
+        """Whether the route covers a request for ``method`` ``path`` (the full path)."""
+        return self.matches_forms((normalize_method(method),), match_forms(path))
+
+    def matches_forms(self, methods: tuple[str, ...], forms: tuple[str, ...]) -> bool:
+        """:meth:`matches` for the request's normalized ``methods`` (its own, then any a method
+        override asks for: a route covers the request when it covers one of them) and the
+        path's :func:`~bastion.core.request.match_forms`, read once per request by a
+        middleware."""
+        if self.methods is not None and self.methods.isdisjoint(methods):
             return False
-        prefix = self.path
+        folded = self.folded
         if self.exact:
-            return path == prefix
-        if prefix == "/":
+            return folded in forms
+        if folded == "/":
             return True
-        return path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
+        under = self.under
+        for form in forms:  # noqa: SIM110 (hot path, per route per request: cheaper than any())
+            if form == folded or form.startswith(under):
+                return True
+        return False
 
     @property
     def everywhere(self) -> bool:
@@ -399,6 +453,11 @@ class RateLimiter:
         self._auditor = auditor
         self._fallback = fallback if fallback is not None else MemoryRateLimitStore(max_keys=10_000)
         self._shadow = bool(shadow)
+        if self._shadow:
+            logger.warning(
+                "bastion rate limits: RateLimiter(shadow=True); every rule counts and logs but "
+                "refuses nothing. Turn it off once the logs are clean"
+            )
         self._failing = False
         self._adhoc: dict[tuple[int, float, Strategy], Rule] = {}
 

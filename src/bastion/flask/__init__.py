@@ -145,7 +145,9 @@ class SessionInterfaceAdapter(SessionInterface):
 
 def _make_unavailable(response: Response) -> None:
     """Turn ``response`` into the 503 (Flask's save hook can only change the response)."""
-    status, headers, body = unavailable_response(request.headers.get("Accept"))
+    status, headers, body = unavailable_response(
+        request.headers.get("Accept"), request.headers.get("Content-Type")
+    )
     response.status = status
     response.set_data(body)
     for name in ("Set-Cookie", "Vary", "Location"):
@@ -212,7 +214,9 @@ def _unavailable_handler(error: StoreUnavailable) -> Any:
     if not isinstance(session, Session) or session.loaded or not session.accessed:
         raise error  # not a session load: the app's own failure, handled as Flask would
     session_engine().audit_unavailable(session, "load")
-    status, headers, body = unavailable_response(request.headers.get("Accept"))
+    status, headers, body = unavailable_response(
+        request.headers.get("Accept"), request.headers.get("Content-Type")
+    )
     return body, status, headers
 
 

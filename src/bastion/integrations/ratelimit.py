@@ -162,7 +162,11 @@ def limit(
             headers = render_headers([result], ietf=ietf_headers, legacy=legacy_headers)
             if not result.allowed:
                 status, refusal = _refusal(result)
-                media_type, body = refusal_body(refusal, accept=request.headers.get("accept"))
+                media_type, body = refusal_body(
+                    refusal,
+                    accept=request.headers.get("accept"),
+                    content_type=request.headers.get("content-type"),
+                )
                 return Response(
                     body, status_code=status, headers=dict(headers), media_type=media_type.decode()
                 )
@@ -241,7 +245,11 @@ def flask_limit(
             headers = render_headers([result], ietf=ietf_headers, legacy=legacy_headers)
             if not result.allowed:
                 status, refusal = _refusal(result)
-                media_type, body = refusal_body(refusal, accept=flask.request.headers.get("Accept"))
+                media_type, body = refusal_body(
+                    refusal,
+                    accept=flask.request.headers.get("Accept"),
+                    content_type=flask.request.headers.get("Content-Type"),
+                )
                 return flask.Response(
                     body, status=status, headers=headers, content_type=media_type.decode()
                 )

@@ -24,7 +24,17 @@ from typing import Any, Final
 from bastion.core.csrf import DEFAULT_FIELD_NAME, DEFAULT_HEADER_NAME
 from bastion.errors import BadToken
 
-__all__ = ["afetch_token", "browser_headers", "fetch_token", "find_token", "token_headers"]
+__all__ = [
+    "BROWSER_ACCEPT",
+    "afetch_token",
+    "browser_headers",
+    "fetch_token",
+    "find_token",
+    "token_headers",
+]
+
+BROWSER_ACCEPT: Final = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+"""The ``Accept`` of a browser navigation or form submission (Firefox and Chromium)."""
 
 _META: Final = re.compile(
     r"""<meta\s+name=["']csrf-token["']\s+content=["']([A-Za-z0-9_.-]+)["']""", re.IGNORECASE
@@ -34,12 +44,14 @@ _META: Final = re.compile(
 def browser_headers(
     origin: str = "https://testserver", *, site: str = "same-origin"
 ) -> dict[str, str]:
-    """The headers a current browser sends on a request from ``origin`` to the app.
+    """The headers a current browser sends on a form submission from ``origin`` to the app.
 
     ``site`` is the ``Sec-Fetch-Site`` value: ``"same-origin"`` passes; ``"cross-site"`` or
-    ``"same-site"`` let a test check that forged requests are refused.
+    ``"same-site"`` let a test check that forged requests are refused. ``Accept`` is a
+    navigation's, so bastion's refusals come back as the pages a browser gets, not JSON
+    (:mod:`bastion.core.refusal`).
     """
-    return {"Sec-Fetch-Site": site, "Origin": origin}
+    return {"Sec-Fetch-Site": site, "Origin": origin, "Accept": BROWSER_ACCEPT}
 
 
 def find_token(text: str, *, field_name: str = DEFAULT_FIELD_NAME) -> str:

@@ -29,6 +29,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
+from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
@@ -142,12 +143,11 @@ class CSRFMiddleware:
 
     def _facts(self, environ: Environ) -> Facts:
         get = environ.get
-        override = None
-        for name in _OVERRIDES:
-            override = override or get(name)
+        # Every override header counts: an app's override middleware may read any of them.
+        override = ",".join(str(environ[name]) for name in _OVERRIDES if environ.get(name)) or None
         return Facts(
-            method=get("REQUEST_METHOD", "GET"),
-            path=get("SCRIPT_NAME", "") + get("PATH_INFO", "/"),
+            method=normalize_method(get("REQUEST_METHOD", "GET")),
+            path=wsgi_path(get("SCRIPT_NAME", ""), get("PATH_INFO", "")),
             scheme="https" if get("wsgi.url_scheme") == "https" else "http",
             host=get("HTTP_HOST") or get("SERVER_NAME"),
             client=get("REMOTE_ADDR"),
@@ -194,7 +194,9 @@ class CSRFMiddleware:
         guard.audit(reason, facts)
         if self.config.log_only:
             return self.app(environ, start_response)
-        content_type, body = rejection_body(reason, json_format=wants_json(facts.accept))
+        content_type, body = rejection_body(
+            reason, json_format=wants_json(facts.accept, facts.content_type)
+        )
         start_response(
             _STATUS_LINES[reason.status],
             [

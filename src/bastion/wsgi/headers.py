@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
+from bastion.core.request import wsgi_path
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class SecurityHeadersMiddleware:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+        path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
         compiled = self._router.for_path(path) if self._overrides else self._compiled
         https = environ.get("wsgi.url_scheme") == "https"
         nonce = None

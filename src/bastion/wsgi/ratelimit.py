@@ -15,10 +15,18 @@ exempts a request.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
+from bastion.core.request import (
+    OVERRIDE_HEADERS,
+    match_forms,
+    normalize_method,
+    override_methods,
+    wsgi_path,
+)
 from bastion.engine.ratelimit import render_headers, routes_of
 
 if TYPE_CHECKING:
@@ -33,6 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RateLimitMiddleware", "client_ip_key", "header_key", "path_key", "remote_user_key"]
 
+logger = logging.getLogger("bastion.security.ratelimit")
+
+_OVERRIDE_VARIABLES: Final = tuple("HTTP_" + h.upper().replace("-", "_") for h in OVERRIDE_HEADERS)
 _STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
 _ERRORS: Final = {429: RATE_LIMITED, 503: RATE_LIMIT_STORE_UNAVAILABLE}
 
@@ -56,6 +67,12 @@ def client_ip_key(resolver: ClientIP | None = None) -> KeyFunc:
 
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     """Key by a request header; hashed by default so API keys never reach the store."""
+    if not hash_value:
+        logger.warning(
+            "bastion rate limits: header_key(%r, hash_value=False) keeps the header's value as "
+            "given in the store and its logs; hash it unless it is no secret",
+            name,
+        )
     variable = "HTTP_" + name.upper().replace("-", "_")
 
     def key(environ: Environ) -> str | None:
@@ -76,8 +93,10 @@ def remote_user_key(environ: Environ) -> str | None:
 
 
 def path_key(environ: Environ) -> str | None:
-    """Key by the request path: one counter per route for all clients together."""
-    return f"path:{environ.get('PATH_INFO') or '/'}"
+    """Key by the request path: one counter per route for all clients together. The full path
+    (``SCRIPT_NAME`` included) in normal form, lower case, as in the ASGI twin."""
+    path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
+    return f"path:{match_forms(path)[-1]}"
 
 
 class RateLimitMiddleware:
@@ -103,11 +122,16 @@ class RateLimitMiddleware:
         self._legacy = bool(legacy_headers)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "") or "/"
+        methods = (
+            normalize_method(environ.get("REQUEST_METHOD", "GET")),
+            *override_methods(
+                [environ.get(name) for name in _OVERRIDE_VARIABLES], environ.get("QUERY_STRING", "")
+            ),
+        )
+        forms = match_forms(wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", "")))
         results: list[RateLimitResult] = []
         for route in self._routes:
-            if not route.matches(method, path):
+            if not route.matches_forms(methods, forms):
                 continue
             key = (route.key or self._key)(environ)
             if key is None:
@@ -145,7 +169,11 @@ def _answer(
     environ: Environ, start_response: StartResponse, status: int, headers: list[tuple[str, str]]
 ) -> list[bytes]:
     """The 429 or 503, as text or (for a client asking for JSON) JSON."""
-    content_type, body = refusal_body(_ERRORS[status], accept=environ.get("HTTP_ACCEPT"))
+    content_type, body = refusal_body(
+        _ERRORS[status],
+        accept=environ.get("HTTP_ACCEPT"),
+        content_type=environ.get("CONTENT_TYPE"),
+    )
     start_response(
         _STATUS[status],
         [

@@ -91,14 +91,19 @@ def response_headers(result: SaveResult) -> list[tuple[str, str]]:
     return headers
 
 
-def unavailable_response(accept: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+def unavailable_response(
+    accept: str | None = None, content_type: str | None = None
+) -> tuple[str, list[tuple[str, str]], bytes]:
     """Status, headers and body of the 503 sent when the session store is down: text, or JSON
-    for a client whose ``accept`` asks for it (:mod:`bastion.core.refusal`)."""
-    content_type, body = refusal_body(SESSION_STORE_UNAVAILABLE, accept=accept)
+    for a client that sent JSON or accepts it (:mod:`bastion.core.refusal`); ``accept`` and
+    ``content_type`` are the request's headers."""
+    media_type, body = refusal_body(
+        SESSION_STORE_UNAVAILABLE, accept=accept, content_type=content_type
+    )
     return (
         UNAVAILABLE_STATUS,
         [
-            ("Content-Type", content_type.decode("ascii")),
+            ("Content-Type", media_type.decode("ascii")),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
             ("Retry-After", "5"),
@@ -158,7 +163,7 @@ class SessionMiddleware:
         environ[SESSION_ENVIRON_KEY] = session
         environ[ENGINE_ENVIRON_KEY] = engine
         failed: list[bytes] = []  # the 503's body, once a save failed
-        accept = environ.get("HTTP_ACCEPT")
+        asked = environ.get("HTTP_ACCEPT"), environ.get("CONTENT_TYPE")  # for a 503
 
         def save_then_start(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -167,7 +172,7 @@ class SessionMiddleware:
                 result = engine.save_sync(session, status=int(status[:3]))
             except StoreUnavailable:
                 engine.audit_unavailable(session, "save")
-                unavailable_status, unavailable_headers, payload = unavailable_response(accept)
+                unavailable_status, unavailable_headers, payload = unavailable_response(*asked)
                 failed.append(payload)
                 return start_response(unavailable_status, unavailable_headers, exc_info)
             return start_response(status, _merge(list(headers), result), exc_info)
@@ -178,7 +183,7 @@ class SessionMiddleware:
             if session.loaded or not session.accessed:
                 raise
             engine.audit_unavailable(session, "load")
-            status, headers, payload = unavailable_response(accept)
+            status, headers, payload = unavailable_response(*asked)
             start_response(status, headers)
             return [payload]
         if failed:

@@ -1,0 +1,189 @@
+"""Every setting that turns a protection off is logged on ``bastion.security.*`` at start-up,
+and refused under ``ENV=production`` where it removes the protection outright.
+
+The list (README, "Opting out"): CSRF ``check_websocket_origin=False``, ``log_only=True``,
+``development=True`` (refused in production), ``skip_authenticated=True`` and ``exempt=...``
+(logged); sessions ``development``, ``http_only=False``, ``same_site=None`` (refused in
+production, tests/test_sessions_production.py) and ``clear_site_data=False`` (logged); rate
+limits ``shadow=True``, ``on_failure="open"``, ``websockets=False``, ``header_key(...,
+hash_value=False)`` and a ``trusted_proxies`` entry that trusts every address (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+
+with warnings.catch_warnings():
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+from bastion.asgi import CSRFMiddleware, RateLimitMiddleware
+from bastion.asgi.ratelimit import header_key
+from bastion.core.clock import FrozenClock
+from bastion.core.csrf import CSRFConfig, TokenSource
+from bastion.core.keys import KeyRing
+from bastion.core.ratelimit import ClientIP
+from bastion.core.sessions import SessionConfig
+from bastion.engine.ratelimit import RateLimiter, Rule
+from bastion.errors import ConfigurationError
+from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.wsgi import CSRFMiddleware as WSGICSRFMiddleware
+from bastion.wsgi.ratelimit import header_key as wsgi_header_key
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+KEYRING = KeyRing.from_secrets(["o" * 43])
+
+
+def security_warnings(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == logger and r.levelno == logging.WARNING
+    ]
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("in")
+    await websocket.close()
+
+
+def ws_app(config: CSRFConfig, *, production: bool | None) -> Any:
+    inner = Starlette(routes=[WebSocketRoute("/ws", echo)])
+    return CSRFMiddleware(inner, config=config, keyring=KEYRING, production=production)
+
+
+# -- CSRF --------------------------------------------------------------------------------------
+
+
+def test_websocket_origin_check_off_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = CSRFConfig(check_websocket_origin=False, token_source=TokenSource.DOUBLE_SUBMIT)
+    with pytest.raises(ConfigurationError) as caught:
+        ws_app(config, production=True)
+    assert caught.value.setting == "check_websocket_origin"
+    monkeypatch.setenv("ENV", "production")
+    with pytest.raises(ConfigurationError):
+        ws_app(config, production=None)
+    for create in (lambda: WSGICSRFMiddleware(lambda e, s: [], config=config, keyring=KEYRING),):
+        with pytest.raises(ConfigurationError):
+            create()
+
+
+def test_websocket_origin_check_off_is_logged_and_lets_a_foreign_origin_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = CSRFConfig(check_websocket_origin=False, token_source=TokenSource.DOUBLE_SUBMIT)
+    with caplog.at_level(logging.WARNING):
+        app = ws_app(config, production=False)
+    logged = security_warnings(caplog, "bastion.security.csrf")
+    assert len(logged) == 1
+    assert "check_websocket_origin=False" in logged[0]
+    with (
+        TestClient(app, base_url="https://testserver") as client,
+        client.websocket_connect("/ws", headers={"Origin": "https://evil.example"}) as ws,
+    ):
+        assert ws.receive_text() == "in"  # what the opt-out does, as documented
+
+
+def test_log_only_is_refused_in_production_and_logged_elsewhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = CSRFConfig(log_only=True, token_source=TokenSource.DOUBLE_SUBMIT)
+    with pytest.raises(ConfigurationError) as caught:
+        ws_app(config, production=True)
+    assert caught.value.setting == "log_only"
+    with caplog.at_level(logging.WARNING):
+        ws_app(config, production=False)
+    assert any("log_only=True" in m for m in security_warnings(caplog, "bastion.security.csrf"))
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"skip_authenticated": True}, "skip_authenticated=True"),
+        ({"exempt": ("/hooks/", "/webhook")}, "exempt="),
+        ({"development": True}, "development=True"),
+    ],
+)
+def test_other_csrf_opt_outs_are_logged(
+    options: dict[str, Any], needle: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT, **options)
+    with caplog.at_level(logging.WARNING):
+        ws_app(config, production=False)
+    logged = security_warnings(caplog, "bastion.security.csrf")
+    assert any(needle in m for m in logged), logged
+    if "exempt" in options:
+        assert "'/hooks/'" in next(m for m in logged if needle in m)
+        ws_app(config, production=True)  # webhooks are legitimate in production
+
+
+def test_the_safe_csrf_defaults_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        ws_app(CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT), production=True)
+    assert security_warnings(caplog, "bastion.security.csrf") == []
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+def test_clear_site_data_off_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        SessionConfig(clear_site_data=False).check_environment(production=True)
+    logged = security_warnings(caplog, "bastion.security.sessions")
+    assert len(logged) == 1
+    assert "clear_site_data=False" in logged[0]
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+def limiter(**options: Any) -> RateLimiter:
+    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_700_000_000.0)), **options)
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda: Rule("x", "1/minute", shadow=True), "shadow=True"),
+        (lambda: Rule("x", "1/minute", on_failure="open"), "on_failure='open'"),
+        (lambda: limiter(shadow=True), "shadow=True"),
+        (
+            lambda: RateLimitMiddleware(
+                Starlette(), limiter(), Rule("x", "1/minute"), websockets=False
+            ),
+            "websockets=False",
+        ),
+        (lambda: header_key("X-API-Key", hash_value=False), "hash_value=False"),
+        (lambda: wsgi_header_key("X-API-Key", hash_value=False), "hash_value=False"),
+        (lambda: ClientIP(["0.0.0.0/0"]), "0.0.0.0/0"),
+        (lambda: ClientIP(["::/0"]), "::/0"),
+    ],
+)
+def test_rate_limit_opt_outs_are_logged(
+    build: Any, needle: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        build()
+    logged = security_warnings(caplog, "bastion.security.ratelimit")
+    assert len(logged) == 1, logged
+    assert needle in logged[0]
+
+
+def test_rate_limit_defaults_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        rule = Rule("x", "1/minute; 10/hour", on_failure="closed")
+        RateLimitMiddleware(Starlette(), limiter(), rule)
+        header_key("X-API-Key")
+        ClientIP(["10.0.0.0/8", "::1"])
+    assert security_warnings(caplog, "bastion.security.ratelimit") == []
