@@ -92,8 +92,10 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
 
-def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a leaf for IP 127.0.0.1 signed by it: (ca, cert, key)."""
+def _make_certificates(
+    directory: Path, ips: tuple[str, ...] = ("127.0.0.1",)
+) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a leaf for the IPs (127.0.0.1) signed by it: (ca, cert, key)."""
     if shutil.which("openssl") is None:
         _unavailable("openssl not found; it makes the throwaway CA for the Observatory test")
     ca_key, ca = directory / "ca.key", directory / "ca.pem"
@@ -111,7 +113,7 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1\n",
+        "subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips) + "\n",
         encoding="ascii",
     )
     _openssl(
