@@ -29,6 +29,7 @@ from bastion.core.headers import (
     NonceSource,
     Preset,
 )
+from bastion.core.ratelimit import ClientIP
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -60,9 +61,13 @@ class SecurityHeadersMiddleware:
 
     When the policy's ``report_to`` is a path, POSTs to it are answered here: at most
     ``report_max_bytes`` per body (413), ``application/csp-report`` or
-    ``application/reports+json`` only (415), ``report_burst`` reports at once refilled at
-    ``report_rate`` per second for the whole process (429), malformed JSON 400, accepted 204.
-    Each accepted violation and each refusal except 429 becomes an audit event on ``auditor``.
+    ``application/reports+json`` only (415), ``report_client_burst`` reports at once refilled
+    at ``report_client_rate`` per second for each client (its address as ``client_ip``, a
+    :class:`~bastion.core.ratelimit.ClientIP`, resolves it through the trusted proxies; IPv6
+    grouped by /64; at most ``report_max_clients`` remembered), then ``report_burst`` at once
+    refilled at ``report_rate`` per second for the whole process (429), malformed JSON 400,
+    accepted 204. Each accepted violation and each refusal except 429 becomes an audit event
+    on ``auditor``, with the resolved client address.
 
     At start-up every policy's weaknesses (:meth:`HeaderPolicy.weaknesses`: ``csp_policy=None``,
     ``nosniff=False``, ...) are logged once on ``bastion.security.headers``; with
@@ -80,6 +85,10 @@ class SecurityHeadersMiddleware:
         report_max_bytes: int = 16_384,
         report_burst: int = 50,
         report_rate: float = 1.0,
+        report_client_burst: int = 10,
+        report_client_rate: float = 0.5,
+        report_max_clients: int = 4096,
+        client_ip: ClientIP | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
@@ -91,6 +100,9 @@ class SecurityHeadersMiddleware:
             report_max_bytes=report_max_bytes,
             report_burst=report_burst,
             report_rate=report_rate,
+            report_client_burst=report_client_burst,
+            report_client_rate=report_client_rate,
+            report_max_clients=report_max_clients,
             clock=clock,
             production=production,
         )
@@ -98,6 +110,8 @@ class SecurityHeadersMiddleware:
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
         self._receiver = self._router.receiver
+        self._client_ip = client_ip if client_ip is not None else ClientIP()
+        self._forwarded = self._client_ip.header.encode("ascii")
         self._nonces = NonceSource()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -188,14 +202,20 @@ class SecurityHeadersMiddleware:
             return 404, []
         content_type = ""
         length = None
+        forwarded: list[str] = []
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
+            elif name == self._forwarded:
+                forwarded.append(value.decode("latin-1"))
         client = scope.get("client")
-        client_ip = client[0] if client else None
-        status = receiver.precheck(scope["method"], content_type, length, client_ip)
+        peer = client[0] if client else None
+        address = self._client_ip.client(peer, forwarded)
+        client_ip = None if address is None else str(address)
+        key = self._client_ip.key(peer, forwarded)
+        status = receiver.precheck(scope["method"], content_type, length, client_ip, key)
         if status is None:
             body = await _read_capped(receive, receiver.max_bytes)
             if body is None:

@@ -100,6 +100,7 @@ __all__ = [
     "CSP_REPORT_MEDIA_TYPES",
     "NONCE",
     "CSPViolation",
+    "ClientReportBudgets",
     "CompiledHeaders",
     "ContentSecurityPolicy",
     "CrossOriginEmbedderPolicy",
@@ -1246,8 +1247,79 @@ class ReportBudget:
             return True
         return False
 
+    def give_back(self) -> None:
+        """Return the token of a report another budget then refused."""
+        self._tokens = min(self._burst, self._tokens + 1.0)
+
     def __repr__(self) -> str:
         return f"ReportBudget(burst={int(self._burst)}, per_second={self._rate})"
+
+
+class ClientReportBudgets:
+    """A token bucket per client (``burst`` at once, refilled at ``per_second``), so that one
+    noisy client spends its own budget, not everyone's.
+
+    The key is what the adapter resolved (:meth:`ClientIP.key
+    <bastion.core.ratelimit.ClientIP.key>`: the address, an IPv6 client's /64); clients whose
+    address is unknown share the key ``None``. The table holds at most ``max_clients``
+    buckets, least recently used dropped first: anonymous traffic cannot grow memory without
+    bound. A dropped client starts again from a full bucket, which the process-wide
+    :class:`ReportBudget` behind this one still bounds. Pure state over an injected clock;
+    threaded callers hold a lock around :meth:`take`.
+    """
+
+    __slots__ = ("_burst", "_clock", "_max", "_rate", "_table")
+
+    def __init__(
+        self, clock: Clock, *, burst: int = 10, per_second: float = 0.5, max_clients: int = 4096
+    ) -> None:
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigurationError(
+                "per-client report burst must be an int >= 1", setting="report_client_burst"
+            )
+        if not isinstance(per_second, int | float) or not per_second > 0:
+            raise ConfigurationError(
+                "per-client report rate must be > 0 reports per second",
+                setting="report_client_rate",
+            )
+        if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
+            raise ConfigurationError(
+                "report_max_clients must be an int >= 1 (4096 is the default)",
+                setting="report_max_clients",
+            )
+        self._clock = clock
+        self._burst = float(burst)
+        self._rate = float(per_second)
+        self._max = max_clients
+        self._table: dict[str | None, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def take(self, key: str | None) -> bool:
+        """Spend one of ``key``'s tokens if it has one; ``False`` means refuse (429)."""
+        now = self._clock.now()
+        tokens, updated = self._table.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - updated) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._table[key] = (tokens, now)  # re-inserted last: the dict is the LRU order
+        if len(self._table) > self._max:
+            del self._table[next(iter(self._table))]
+        return allowed
+
+    def give_back(self, key: str | None) -> None:
+        """Return ``key``'s token for a report the process-wide budget then refused."""
+        entry = self._table.get(key)
+        if entry is not None:
+            self._table[key] = (min(self._burst, entry[0] + 1.0), entry[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientReportBudgets(burst={int(self._burst)}, per_second={self._rate}, "
+            f"max_clients={self._max})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1334,16 +1406,18 @@ def parse_csp_reports(
 class ReportReceiver:
     """The decisions of a CSP report endpoint. Adapters read the body and send the answer.
 
-    Order, cheapest first: method (405), volume (429, a :class:`ReportBudget` for the whole
-    process), media type (415), declared length (413), then, once the adapter has read at most
-    ``max_bytes``, the JSON (400) and acceptance (204). Every accepted violation becomes a
-    ``csp_violation`` audit event and every refusal but 429 an ``input_validation_fail`` event;
-    the budget bounds both, so a flood cannot flood the audit trail. 429s are not audited.
+    Order, cheapest first: method (405), volume (429: first the client's own budget, a
+    :class:`ClientReportBudgets` bucket, then the :class:`ReportBudget` of the whole process,
+    so one noisy client is refused before it can spend everyone's), media type (415), declared
+    length (413), then, once the adapter has read at most ``max_bytes``, the JSON (400) and
+    acceptance (204). Every accepted violation becomes a ``csp_violation`` audit event and
+    every refusal but 429 an ``input_validation_fail`` event; the budgets bound both, so a
+    flood cannot flood the audit trail. 429s are not audited.
 
-    Danger: the budget is not locked; threaded callers serialise :meth:`precheck`.
+    Danger: the budgets are not locked; threaded callers serialise :meth:`precheck`.
     """
 
-    __slots__ = ("_auditor", "_budget", "max_bytes")
+    __slots__ = ("_auditor", "_budget", "_clients", "max_bytes")
 
     EXTRA_HEADERS: Final[Mapping[int, tuple[tuple[bytes, bytes], ...]]] = {
         405: ((b"allow", b"POST"),),
@@ -1358,6 +1432,9 @@ class ReportReceiver:
         max_bytes: int = 16_384,
         burst: int = 50,
         per_second: float = 1.0,
+        client_burst: int = 10,
+        client_per_second: float = 0.5,
+        max_clients: int = 4096,
     ) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
             raise ConfigurationError("report_max_bytes must be an int", setting="report_max_bytes")
@@ -1369,15 +1446,30 @@ class ReportReceiver:
             )
         self._auditor = auditor
         self._budget = ReportBudget(clock, burst=burst, per_second=per_second)
+        self._clients = ClientReportBudgets(
+            clock, burst=client_burst, per_second=client_per_second, max_clients=max_clients
+        )
         self.max_bytes = max_bytes
 
     def precheck(
-        self, method: str, content_type: str, content_length: str | None, client_ip: str | None
+        self,
+        method: str,
+        content_type: str,
+        content_length: str | None,
+        client_ip: str | None,
+        client_key: str | None = None,
     ) -> int | None:
-        """A refusal status decided from the request line and headers, or ``None`` to read on."""
+        """A refusal status decided from the request line and headers, or ``None`` to read on.
+
+        ``client_key`` names the client's budget (:meth:`ClientIP.key
+        <bastion.core.ratelimit.ClientIP.key>`); ``client_ip`` goes into audit events.
+        """
         if method != "POST":
             return 405
+        if not self._clients.take(client_key):
+            return 429
         if not self._budget.take():
+            self._clients.give_back(client_key)
             return 429
         if content_type.split(";", 1)[0].strip().lower() not in CSP_REPORT_MEDIA_TYPES:
             return self._refuse(client_ip, "unsupported_media_type", 415)
@@ -1449,6 +1541,9 @@ class HeaderRouter:
         report_max_bytes: int = 16_384,
         report_burst: int = 50,
         report_rate: float = 1.0,
+        report_client_burst: int = 10,
+        report_client_rate: float = 0.5,
+        report_max_clients: int = 4096,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
@@ -1481,6 +1576,9 @@ class HeaderRouter:
                 max_bytes=report_max_bytes,
                 burst=report_burst,
                 per_second=report_rate,
+                client_burst=report_client_burst,
+                client_per_second=report_client_rate,
+                max_clients=report_max_clients,
             )
 
     def for_path(self, path: str) -> CompiledHeaders:
