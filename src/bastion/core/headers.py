@@ -37,7 +37,8 @@ named setting, is logged once per policy at start-up as a warning on the
 Not warned about: COOP, COEP, CORP and Permissions-Policy set to ``None`` (isolation and feature
 controls the browser default leaves open, tuned per app by the presets; turning them off breaks
 no baseline protection), ``x_xss_protection_zero=False`` (the auditor it disables is gone from
-current browsers), ``include_subdomains=False`` and an empty ``remove``.
+current browsers), ``include_subdomains=False``, an empty ``remove``, and the three headers below
+(``x_permitted_cross_domain_policies``, ``origin_agent_cluster``, ``x_dns_prefetch_control``).
 
 Decisions worth knowing:
 
@@ -59,6 +60,17 @@ Decisions worth knowing:
 * **X-XSS-Protection: 0**: the XSS auditors of old browsers were removed because they could be
   abused (to switch off a page's own scripts, and as a cross-site leak); ``0`` turns off any
   that remain, which is OWASP's current advice. CSP is the protection.
+* **The guide's and helmet's other headers**, each pre-rendered like the rest (a few dozen
+  bytes, no per-response work): ``X-Permitted-Cross-Domain-Policies: none`` in every preset
+  (Adobe clients obey no ``crossdomain.xml`` on this host, so an uploaded file cannot grant
+  another site read access; an API host needs it as much as a page); ``Origin-Agent-Cluster:
+  ?1`` in ``strict`` and ``relaxed`` (the page gets its own agent cluster: ``document.domain``
+  cannot merge it with a sibling subdomain; ``api`` leaves it out: JSON makes no document);
+  ``X-DNS-Prefetch-Control: off`` in ``strict`` only (the host names of a page's links are not
+  resolved before a click, so the DNS resolver does not learn which links a page showed, as in
+  a webmail; the cost is the latency of the first lookup on a click, which is why ``relaxed``
+  leaves prefetching to the browser, and ``api`` has no links). Setting any of them to
+  ``None`` (``False``) is not a :class:`Weakness`.
 * **Expect-CT is not sent**: Certificate Transparency is enforced by browsers for every publicly
   trusted certificate without any header; Chrome removed Expect-CT in version 107 and MDN lists
   it as deprecated. Sending it would add bytes and no protection.
@@ -103,9 +115,11 @@ __all__ = [
     "ClientReportBudgets",
     "CompiledHeaders",
     "ContentSecurityPolicy",
+    "CrossDomainPolicies",
     "CrossOriginEmbedderPolicy",
     "CrossOriginOpenerPolicy",
     "CrossOriginResourcePolicy",
+    "DNSPrefetchControl",
     "HeaderPolicy",
     "HeaderRouter",
     "NonceSource",
@@ -283,6 +297,24 @@ class XFrameOptions(StrEnum):
     """Derive from the CSP ``frame-ancestors`` directive (``DENY`` when there is none)."""
     DENY = "DENY"
     SAMEORIGIN = "SAMEORIGIN"
+
+
+class CrossDomainPolicies(StrEnum):
+    """``X-Permitted-Cross-Domain-Policies``: which ``crossdomain.xml`` policy files Adobe
+    clients (Acrobat, the Flash player) may obey on this host."""
+
+    NONE = "none"
+    MASTER_ONLY = "master-only"
+    BY_CONTENT_TYPE = "by-content-type"
+    ALL = "all"
+
+
+class DNSPrefetchControl(StrEnum):
+    """``X-DNS-Prefetch-Control``: whether the browser resolves the host names of a page's
+    links before they are followed."""
+
+    OFF = "off"
+    ON = "on"
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -602,6 +634,9 @@ class HeaderPolicy:
     x_frame_options: XFrameOptions | str | None = XFrameOptions.AUTO
     nosniff: bool = True
     x_xss_protection_zero: bool = True
+    x_permitted_cross_domain_policies: CrossDomainPolicies | str | None = CrossDomainPolicies.NONE
+    origin_agent_cluster: bool = True
+    x_dns_prefetch_control: DNSPrefetchControl | str | None = DNSPrefetchControl.OFF
     cache_control: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     remove: tuple[str, ...] = ("server", "x-powered-by")
@@ -614,6 +649,7 @@ class HeaderPolicy:
             "hsts_over_http",
             "nosniff",
             "x_xss_protection_zero",
+            "origin_agent_cluster",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigurationError(f"{flag} must be True or False", setting=flag)
@@ -648,6 +684,8 @@ class HeaderPolicy:
             ("coep_policy", CrossOriginEmbedderPolicy),
             ("corp_policy", CrossOriginResourcePolicy),
             ("x_frame_options", XFrameOptions),
+            ("x_permitted_cross_domain_policies", CrossDomainPolicies),
+            ("x_dns_prefetch_control", DNSPrefetchControl),
         ):
             value = getattr(self, setting)
             if value is not None:
@@ -864,6 +902,8 @@ class HeaderPolicy:
                 "referrer_policy": ReferrerPolicy.NO_REFERRER,
                 "coop_policy": None,
                 "coep_policy": None,
+                "origin_agent_cluster": False,
+                "x_dns_prefetch_control": None,
                 "cache_control": "no-store",
             }
         elif preset is Preset.RELAXED:
@@ -875,6 +915,7 @@ class HeaderPolicy:
                 "coop_policy": CrossOriginOpenerPolicy.SAME_ORIGIN_ALLOW_POPUPS,
                 "coep_policy": None,
                 "corp_policy": CrossOriginResourcePolicy.SAME_SITE,
+                "x_dns_prefetch_control": None,
             }
         base.update(overrides)
         return cls(**base)
@@ -956,10 +997,15 @@ class HeaderPolicy:
         ):
             if value is not None:
                 plain.append((name, str(value)))
-        if self.x_xss_protection_zero:
-            plain.append(("x-xss-protection", "0"))
-        if self.cache_control is not None:
-            plain.append(("cache-control", self.cache_control))
+        for name, setting in (
+            ("x-xss-protection", "0" if self.x_xss_protection_zero else None),
+            ("x-permitted-cross-domain-policies", self.x_permitted_cross_domain_policies),
+            ("origin-agent-cluster", "?1" if self.origin_agent_cluster else None),
+            ("x-dns-prefetch-control", self.x_dns_prefetch_control),
+            ("cache-control", self.cache_control),
+        ):
+            if setting is not None:
+                plain.append((name, str(setting)))
         plain.extend(self.extra.items())
         return plain
 
