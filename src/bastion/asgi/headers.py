@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.core.audit import bind_request_id
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import (
     CompiledHeaders,
@@ -89,6 +90,7 @@ class SecurityHeadersMiddleware:
         report_client_rate: float = 0.5,
         report_max_clients: int = 4096,
         client_ip: ClientIP | None = None,
+        request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
@@ -103,6 +105,7 @@ class SecurityHeadersMiddleware:
             report_client_burst=report_client_burst,
             report_client_rate=report_client_rate,
             report_max_clients=report_max_clients,
+            request_id_header=request_id_header,
             clock=clock,
             production=production,
         )
@@ -113,72 +116,100 @@ class SecurityHeadersMiddleware:
         self._client_ip = client_ip if client_ip is not None else ClientIP()
         self._forwarded = self._client_ip.header.encode("ascii")
         self._nonces = NonceSource()
+        header = self._router.request_id_header
+        self._request_id_header = None if header is None else header.encode("ascii")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
-        https = scope.get("scheme") == "https"
-        nonce = None
-        if compiled.uses_nonce:
-            source = self._nonces
-            text, nonce = next(source.batch, None) or source.refill()
-            state = scope.get("state")
-            if state is None:
-                scope["state"] = state = {}
-            state[STATE_KEY] = text
-        if self._report_path is not None and scope["path"] == self._report_path:
-            status, extra = await self._receive_report(scope, receive)
-            await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
-            return
-        started: list[bool] = []  # not empty once http.response.start went out
-
-        # A plain function returning send's awaitable: no coroutine of our own per message.
-        # What it reads is bound as default values (one tuple) rather than closure cells (one
-        # object each), and CompiledHeaders.apply is inlined for the common case: no header
-        # of the policy in the response, so the app's list + static headers + nonce headers.
-        def send_with_headers(  # noqa: PLR0917 (only `message` is passed; the rest are bindings)
-            message: Message,
-            send: Send = send,
-            compiled: CompiledHeaders = compiled,
-            https: bool = https,
-            nonce: bytes | None = nonce,
-            started: list[bool] = started,
-        ) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
-                started.append(True)
-                headers = message.get("headers") or []
-                if type(headers) is not list:
-                    headers = list(headers)
-                owned = compiled.owned
-                for name, _ in headers:
-                    if name in owned:
-                        result = compiled.apply(headers, https, nonce)
-                        break
-                else:
-                    result = headers + (compiled.https_extra if https else compiled.http_extra)
-                    if nonce is not None:
-                        for name, parts in compiled.nonce_headers:
-                            result.append((name, nonce.join(parts)))
-                message = {**message}  # never write into the app's dict: apps reuse them
-                message["headers"] = result
-            return send(message)
-
+        # Every audit event emitted while this request runs carries its id.
+        bound = bind_request_id(self._proxy_request_id(scope))
         try:
-            await self.app(scope, receive, send_with_headers)
-        except Exception:
-            if not started:
-                await _respond(
-                    send, compiled, https=https, nonce=nonce, status=500, body=_ERROR_BODY
-                )
-            raise
+            compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
+            https = scope.get("scheme") == "https"
+            nonce = None
+            if compiled.uses_nonce:
+                source = self._nonces
+                text, nonce = next(source.batch, None) or source.refill()
+                state = scope.get("state")
+                if state is None:
+                    scope["state"] = state = {}
+                state[STATE_KEY] = text
+            if self._report_path is not None and scope["path"] == self._report_path:
+                status, extra = await self._receive_report(scope, receive)
+                await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
+                return
+            started: list[bool] = []  # not empty once http.response.start went out
+
+            # A plain function returning send's awaitable: no coroutine of our own per message.
+            # What it reads is bound as default values (one tuple) rather than closure cells (one
+            # object each), and CompiledHeaders.apply is inlined for the common case: no header
+            # of the policy in the response, so the app's list + static headers + nonce headers.
+            def send_with_headers(  # noqa: PLR0917 (only `message` is passed; the rest are bindings)
+                message: Message,
+                send: Send = send,
+                compiled: CompiledHeaders = compiled,
+                https: bool = https,
+                nonce: bytes | None = nonce,
+                started: list[bool] = started,
+            ) -> Awaitable[None]:
+                if message["type"] == "http.response.start":
+                    started.append(True)
+                    headers = message.get("headers") or []
+                    if type(headers) is not list:
+                        headers = list(headers)
+                    owned = compiled.owned
+                    for name, _ in headers:
+                        if name in owned:
+                            result = compiled.apply(headers, https, nonce)
+                            break
+                    else:
+                        result = headers + (compiled.https_extra if https else compiled.http_extra)
+                        if nonce is not None:
+                            for name, parts in compiled.nonce_headers:
+                                result.append((name, nonce.join(parts)))
+                    message = {**message}  # never write into the app's dict: apps reuse them
+                    message["headers"] = result
+                return send(message)
+
+            try:
+                await self.app(scope, receive, send_with_headers)
+            except Exception:
+                if not started:
+                    await _respond(
+                        send, compiled, https=https, nonce=nonce, status=500, body=_ERROR_BODY
+                    )
+                raise
+        finally:
+            bound.var.reset(bound)
+
+    def _proxy_request_id(self, scope: Scope) -> str | None:
+        """The id in ``request_id_header`` when one is configured and well formed."""
+        name = self._request_id_header
+        if name is None:
+            return None
+        for key, value in scope["headers"]:
+            if key == name:
+                return self._router.request_id(value.decode("latin-1"))
+        return None
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Lifespan and WebSocket scopes pass through, except that a WebSocket handshake
+        """Lifespan and WebSocket scopes pass through (a WebSocket connection gets a request id
+        for its audit events as a request does), except that a WebSocket handshake
         refused with an HTTP response (the ``websocket.http.response`` extension: a 403 or a
         429 instead of the ``101``) gets the policy's headers like any other response."""
-        if scope["type"] != "websocket" or _WS_EXTENSION not in (scope.get("extensions") or {}):
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        bound = bind_request_id(self._proxy_request_id(scope))
+        try:
+            await self._websocket(scope, receive, send)
+        finally:
+            bound.var.reset(bound)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _WS_EXTENSION not in (scope.get("extensions") or {}):
             await self.app(scope, receive, send)
             return
         compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled

@@ -150,6 +150,8 @@ _SOURCE = re.compile(r"[\x21-\x2b\x2d-\x3a\x3c-\x7e]+")
 _FEATURE = re.compile(r"[a-z][a-z0-9-]*")
 _ORIGIN = re.compile(r"https?://(?:\*\.)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 _ENDPOINT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# A request id believed from the proxy: a short token (AWS "Root=1-...;Parent=..." included).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:;=/+@-]{1,128}", re.ASCII)
 
 _NONCE_MISSING = "this policy's CSP uses NONCE: pass a nonce from NonceSource to apply()"
 _NONCE_MARK = "\x00"  # never valid in a value, so it cannot collide with configured text
@@ -1576,7 +1578,7 @@ class HeaderRouter:
     :func:`~bastion.core.environment.is_production`) the unsafe ones are refused.
     """
 
-    __slots__ = ("default", "overrides", "receiver", "report_path")
+    __slots__ = ("default", "overrides", "receiver", "report_path", "request_id_header")
 
     def __init__(
         self,
@@ -1590,11 +1592,17 @@ class HeaderRouter:
         report_client_burst: int = 10,
         report_client_rate: float = 0.5,
         report_max_clients: int = 4096,
+        request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
         if production is None:
             production = is_production()
+        self.request_id_header = (
+            None
+            if request_id_header is None
+            else _check_name("request_id_header", request_id_header).lower()
+        )
         resolved = _resolve_policy(policy)
         resolved.check_environment(production=production)
         self.default = resolved.compile()
@@ -1626,6 +1634,14 @@ class HeaderRouter:
                 client_per_second=report_client_rate,
                 max_clients=report_max_clients,
             )
+
+    @staticmethod
+    def request_id(value: str | None) -> str | None:
+        """The request id the proxy sent in ``request_id_header``, if it is a short token
+        (at most 128 of ``A-Z a-z 0-9 . _ : ; = / + @ -``); ``None``: draw a fresh one."""
+        if value is None or _REQUEST_ID.fullmatch(value) is None:
+            return None
+        return value
 
     def for_path(self, path: str) -> CompiledHeaders:
         """The compiled policy for ``path``: the longest matching override, else the default."""

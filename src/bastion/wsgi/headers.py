@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.core.audit import bind_request_id
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
 from bastion.core.ratelimit import ClientIP
@@ -74,6 +75,7 @@ class SecurityHeadersMiddleware:
         report_client_rate: float = 0.5,
         report_max_clients: int = 4096,
         client_ip: ClientIP | None = None,
+        request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
@@ -88,6 +90,7 @@ class SecurityHeadersMiddleware:
             report_client_burst=report_client_burst,
             report_client_rate=report_client_rate,
             report_max_clients=report_max_clients,
+            request_id_header=request_id_header,
             clock=clock,
             production=production,
         )
@@ -97,6 +100,10 @@ class SecurityHeadersMiddleware:
         self._receiver = self._router.receiver
         self._client_ip = client_ip if client_ip is not None else ClientIP()
         self._forwarded = "HTTP_" + self._client_ip.header.upper().replace("-", "_")
+        header = self._router.request_id_header
+        self._request_id_key = (
+            None if header is None else "HTTP_" + header.upper().replace("-", "_")
+        )
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -118,9 +125,16 @@ class SecurityHeadersMiddleware:
                 return start_response(status, text)
             return start_response(status, text, exc_info)
 
-        if path == self._report_path:
-            return self._receive_report(environ, start_with_headers)
-        return self.app(environ, start_with_headers)
+        # Every audit event emitted while the app runs carries the request's id (events
+        # emitted later, while the server iterates the body, do not).
+        key = self._request_id_key
+        bound = bind_request_id(None if key is None else self._router.request_id(environ.get(key)))
+        try:
+            if path == self._report_path:
+                return self._receive_report(environ, start_with_headers)
+            return self.app(environ, start_with_headers)
+        finally:
+            bound.var.reset(bound)
 
     def _receive_report(
         self, environ: dict[str, Any], start_response: StartResponse
