@@ -29,6 +29,7 @@ from bastion.core.headers import (
     HeaderRouter,
     NonceSource,
     Preset,
+    swagger_ui_policy,
 )
 from bastion.core.ratelimit import ClientIP
 from bastion.errors import ConfigurationError
@@ -36,7 +37,12 @@ from bastion.errors import ConfigurationError
 if TYPE_CHECKING:
     from bastion.core.audit import Auditor
 
-__all__ = ["SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
+__all__ = [
+    "SecurityHeadersMiddleware",
+    "add_jinja2_globals",
+    "csp_nonce",
+    "fastapi_swagger_ui_policy",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,7 +62,8 @@ _WS_START = "websocket.http.response.start"
 class SecurityHeadersMiddleware:
     """Apply ``policy`` (a :class:`HeaderPolicy` or a preset name) to every HTTP response.
 
-    ``overrides`` maps path prefixes to other policies (``{"/docs": "relaxed"}``); the longest
+    ``overrides`` maps path prefixes to other policies (``{"/docs":
+    fastapi_swagger_ui_policy(app)}``, ``{"/legacy": "relaxed"}``); the longest
     matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
     ``/docsx``).
 
@@ -336,3 +343,43 @@ def add_jinja2_globals(env: Any) -> None:
         return csp_nonce(context["request"])
 
     env.globals["csp_nonce"] = template_csp_nonce
+
+
+def fastapi_swagger_ui_policy(
+    app: Any, *, root_path: str = "", base: HeaderPolicy | Preset | str = Preset.STRICT
+) -> HeaderPolicy:
+    """The policy under which a FastAPI app's Swagger UI works, for its docs path::
+
+        app = SecurityHeadersMiddleware(api, overrides={"/docs": fastapi_swagger_ui_policy(api)})
+
+    Renders ``/docs`` and ``/docs/oauth2-redirect`` as FastAPI's own routes do (``app``'s
+    ``openapi_url``, title, ``swagger_ui_parameters``, ``swagger_ui_init_oauth``, and
+    ``root_path`` as the server will pass it) and hands them to
+    :func:`~bastion.core.headers.swagger_ui_policy`. Build it after configuring the app: the
+    inline script's hash depends on those settings. FastAPI's ReDoc page (``/redoc``) needs its
+    own policy (it loads another bundle and Google Fonts).
+    """
+    from fastapi.openapi.docs import (  # noqa: PLC0415 (FastAPI is optional)
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+
+    if not getattr(app, "docs_url", None) or not getattr(app, "openapi_url", None):
+        raise ConfigurationError(
+            "fastapi_swagger_ui_policy(): this app serves no Swagger UI (docs_url or "
+            "openapi_url is None)",
+            setting="docs_url",
+        )
+    prefix = root_path.rstrip("/")
+    redirect = app.swagger_ui_oauth2_redirect_url
+    docs = get_swagger_ui_html(
+        openapi_url=prefix + app.openapi_url,
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=None if not redirect else prefix + redirect,
+        init_oauth=app.swagger_ui_init_oauth,
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    )
+    pages = [bytes(docs.body).decode("utf-8")]
+    if redirect:
+        pages.append(bytes(get_swagger_ui_oauth2_redirect_html().body).decode("utf-8"))
+    return swagger_ui_policy(*pages, base=base)
