@@ -103,5 +103,9 @@ CASES: dict[str, Starlette] = {
         )
     ),
     "repeated-xcto": _case((*_BASE, _BASE[2])),
+    "repeated-csp": _case((*_BASE, ("content-security-policy", "script-src 'self'"))),
+    "repeated-corp-and-referrer": _case(
+        (*_BASE, ("cross-origin-resource-policy", "same-site"), ("referrer-policy", "unsafe-url"))
+    ),
 }
 """Apps on which `bastion check` must give the real scanner's score and grade."""

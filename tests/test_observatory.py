@@ -272,4 +272,5 @@ def test_bastion_check_scores_as_the_real_scanner(case: str, tmp_path: Path) -> 
     theirs = {name: test["result"] for name, test in report["tests"].items() if name in rows}
     assert theirs == rows
     assert (int(match[1]), match[2]) == (report["scan"]["score"], report["scan"]["grade"])
-    assert any(not test["pass"] for test in report["tests"].values())  # each case fails a test
+    if case != "repeated-csp":  # two CSP lines read as one policy still pass, on both
+        assert any(not test["pass"] for test in report["tests"].values())
