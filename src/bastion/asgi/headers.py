@@ -131,7 +131,9 @@ class SecurityHeadersMiddleware:
             await self._not_http(scope, receive, send)
             return
         # Every audit event emitted while this request runs carries its id.
-        bound = bind_request_id(self._proxy_request_id(scope))
+        bound = bind_request_id(
+            None if self._request_id_header is None else self._proxy_request_id(scope)
+        )
         try:
             compiled = self._router.for_path(scope["path"]) if self._overrides else self._compiled
             https = scope.get("scheme") == "https"
