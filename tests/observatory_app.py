@@ -87,6 +87,24 @@ def _case(headers: tuple[tuple[str, str], ...], *, redirect_cookie: str | None =
     return Starlette(routes=routes)
 
 
+def _echo_origin_on_preflight() -> Starlette:
+    """A page whose preflight answers (OPTIONS) echo any Origin with credentials."""
+
+    async def page(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            response = Response(status_code=204)
+            response.headers["access-control-allow-origin"] = request.headers.get("origin", "")
+            response.headers["access-control-allow-credentials"] = "true"
+        else:
+            response = PlainTextResponse("case")
+        response.raw_headers.extend((k.encode(), v.encode()) for k, v in _BASE)
+        return response
+
+    return Starlette(
+        routes=[Route("/", page, methods=["GET", "OPTIONS"]), Route("/robots.txt", robots)]
+    )
+
+
 def _without(name: str) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in _BASE if k != name)
 
@@ -103,6 +121,7 @@ CASES: dict[str, Starlette] = {
         )
     ),
     "repeated-xcto": _case((*_BASE, _BASE[2])),
+    "cors-preflight-echoes-origin": _echo_origin_on_preflight(),
     "repeated-csp": _case((*_BASE, ("content-security-policy", "script-src 'self'"))),
     "repeated-corp-and-referrer": _case(
         (*_BASE, ("cross-origin-resource-policy", "same-site"), ("referrer-policy", "unsafe-url"))

@@ -251,14 +251,14 @@ def test_an_ipv6_literal_url_is_checked(tmp_path: Path) -> None:
 
 
 async def malformed_for_origin(request: Request) -> Response:
-    # Answers the cross-origin probe (it sends Origin) with a redirect to a malformed URL.
+    # Answers the cross-origin probe (a preflight with Origin) with a redirect to a malformed URL.
     if "origin" in request.headers:
         return Response(status_code=302, headers={"Location": "https://[::1/"})
     return PlainTextResponse("hello")
 
 
 def test_a_failing_probe_does_not_end_the_run() -> None:
-    app = Starlette(routes=[Route("/", malformed_for_origin)])
+    app = Starlette(routes=[Route("/", malformed_for_origin, methods=["GET", "OPTIONS"])])
     for port in serve(app):
         done = bastion("check", f"http://127.0.0.1:{port}/")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -284,3 +284,28 @@ def test_a_cookie_set_by_a_redirect_is_graded() -> None:
     assert f"http://127.0.0.1:{port}/login (HTTP 200)" in done.stdout
     _score, _grade, found = parse(done.stdout)
     assert found["cookies"] == "cookies-session-without-secure-flag"
+
+
+async def preflight_echo(request: Request) -> Response:
+    if request.method == "OPTIONS":
+        origin = request.headers.get("origin", "")
+        return Response(
+            status_code=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+            },
+        )
+    return PlainTextResponse("hello")
+
+
+def test_the_cors_probe_is_a_preflight_as_the_observatory_sends() -> None:
+    # Echoing any Origin with credentials only on preflights is caught.
+    app = Starlette(routes=[Route("/", preflight_echo, methods=["GET", "OPTIONS"])])
+    for port in serve(app):
+        done = bastion("check", f"http://127.0.0.1:{port}/")
+    assert done.returncode == 0, done.stderr
+    _score, _grade, found = parse(done.stdout)
+    assert found["cross-origin-resource-sharing"] == (
+        "cross-origin-resource-sharing-implemented-with-universal-access"
+    )

@@ -270,7 +270,19 @@ def test_bastion_check_scores_as_the_real_scanner(case: str, tmp_path: Path) -> 
     assert match, done.stdout
     rows = dict(re.findall(r"^(?:pass|FAIL)\s+[+-]\d+\s+(\S+)\s+(\S+)", done.stdout, re.MULTILINE))
     theirs = {name: test["result"] for name, test in report["tests"].items() if name in rows}
+    score = int(match[1])
+    if case == "cors-preflight-echoes-origin":
+        # The one deliberate difference (bastion.core.grading's docstring): the Observatory
+        # cannot see that the Origin it sent came back with credentials allowed.
+        cors = "cross-origin-resource-sharing"
+        assert (
+            theirs.pop(cors) == "cross-origin-resource-sharing-implemented-with-restricted-access"
+        )
+        assert rows.pop(cors) == "cross-origin-resource-sharing-implemented-with-universal-access"
+        assert theirs == rows
+        assert score < report["scan"]["score"]
+        return
     assert theirs == rows
-    assert (int(match[1]), match[2]) == (report["scan"]["score"], report["scan"]["grade"])
+    assert (score, match[2]) == (report["scan"]["score"], report["scan"]["grade"])
     if case != "repeated-csp":  # two CSP lines read as one policy still pass, on both
         assert any(not test["pass"] for test in report["tests"].values())

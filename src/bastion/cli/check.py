@@ -3,7 +3,8 @@
 The fetch is plain ``http.client``: ``GET`` with a bounded timeout, redirects followed only on
 the same host (at most :data:`MAX_REDIRECTS`), the body never read past the headers. Every
 response of the redirect chain is kept: the cookies a redirect sets are graded with the final
-page's, as the Observatory's cookie jar does. A second ``GET`` carries an ``Origin`` header to
+page's, as the Observatory's cookie jar does. A second request is the CORS preflight the
+Observatory sends (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method: GET``), to
 see how the site answers cross-origin requests; for an ``https://`` URL a third one asks
 ``http://`` on port 80, to grade the redirection to HTTPS (``--no-http-probe`` skips it). The
 probes are best effort: one that fails (nothing listening, a reset, a malformed redirect) is
@@ -118,10 +119,13 @@ def _fetch_one(
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     headers = {"User-Agent": _USER_AGENT, "Accept": "text/html,*/*"}
-    if origin is not None:
+    method = "GET"
+    if origin is not None:  # the CORS probe: a preflight
+        method = "OPTIONS"
         headers["Origin"] = origin
+        headers["Access-Control-Request-Method"] = "GET"
     try:
-        connection.request("GET", path, headers=headers)
+        connection.request(method, path, headers=headers)
         response = connection.getresponse()
         return _Fetched(url, response.status, tuple(response.getheaders()))
     finally:

@@ -13,8 +13,13 @@ cross-origin-resource-policy. Not covered (so a score may differ from the Observ
 pages they would change): ``<meta http-equiv>`` policies in the HTML body, subresource
 integrity of ``<script src>`` tags, and the HSTS preload list.
 
-Two readings follow the Observatory (1.4.8) rather than the letter of HTTP, so that a grade is
-never higher than the Observatory's:
+One rule is stricter than the Observatory (1.4.8): a CORS answer that echoes the probe's
+``Origin`` with ``Access-Control-Allow-Credentials: true`` is graded
+``cross-origin-resource-sharing-implemented-with-universal-access`` (-50), which the
+Observatory names but never reaches (it reads the ``Origin`` it sent from a request object
+that does not expose it, so it says ``...-with-restricted-access``): any site could then read
+the user's pages. Two readings follow the Observatory rather than the letter of HTTP, so that
+a grade is never higher than the Observatory's:
 
 - A header sent on several lines is read as one value, the lines joined by ``", "`` (how Node,
   which runs the Observatory, hands headers over): two ``Strict-Transport-Security`` lines
