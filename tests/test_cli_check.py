@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -187,3 +191,122 @@ def test_same_score_as_the_real_observatory(strict_https: tuple[int, Path]) -> N
     assert (score, grade) == (report["scan"]["score"], report["scan"]["grade"])
     theirs = {name: test["result"] for name, test in report["tests"].items() if name in found}
     assert theirs == found
+
+
+# -- IPv6 literals and probes that fail
+
+
+def _ipv6_loopback_port() -> int | None:
+    """A free port on ::1, or None when the machine has no IPv6 loopback."""
+    if not socket.has_ipv6:
+        return None
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port: int = probe.getsockname()[1]
+            return port
+    except OSError:
+        return None
+
+
+@contextmanager
+def uvicorn_on_ipv6(app: ASGIApp, port: int, **config: Any) -> Iterator[int]:
+    """``app`` under uvicorn in a thread on [::1]:port (tests/servers.py listens on IPv4)."""
+    import uvicorn  # noqa: PLC0415 (the demo extra; imported only by the tests that serve)
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="::1", port=port, log_level="warning", lifespan="off", ws="none", **config
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped during start-up"
+            assert time.monotonic() < deadline, "uvicorn did not start on ::1 within 10 s"
+            time.sleep(0.02)  # polling a starting server, not waiting for a time window
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_an_ipv6_literal_url_is_checked(tmp_path: Path) -> None:
+    port = _ipv6_loopback_port()
+    if port is None:
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    ca, cert, key = observatory._make_certificates(tmp_path, ips=("127.0.0.1", "::1"))
+    with uvicorn_on_ipv6(
+        strict_app, port, server_header=False, ssl_certfile=str(cert), ssl_keyfile=str(key)
+    ):
+        # With the plain-HTTP probe on: http://[::1]/ (port 80) answers nothing, which is
+        # graded, not a reason to stop.
+        done = bastion("check", f"https://[::1]:{port}/", "--ca-file", str(ca))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"https://[::1]:{port}/ (HTTP 200)" in done.stdout
+    score, grade, found = parse(done.stdout)
+    assert (score, grade) == (135, "A+")
+    assert found["redirection"] == "redirection-not-needed-no-http"
+
+
+async def malformed_for_origin(request: Request) -> Response:
+    # Answers the cross-origin probe (a preflight with Origin) with a redirect to a malformed URL.
+    if "origin" in request.headers:
+        return Response(status_code=302, headers={"Location": "https://[::1/"})
+    return PlainTextResponse("hello")
+
+
+def test_a_failing_probe_does_not_end_the_run() -> None:
+    app = Starlette(routes=[Route("/", malformed_for_origin, methods=["GET", "OPTIONS"])])
+    for port in serve(app):
+        done = bastion("check", f"http://127.0.0.1:{port}/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    _score, _grade, found = parse(done.stdout)
+    assert found["cross-origin-resource-sharing"] == (
+        "cross-origin-resource-sharing-not-implemented"
+    )
+
+
+async def cookie_then_login(request: Request) -> Response:
+    if request.url.path == "/":
+        response = RedirectResponse("/login", status_code=302)
+        response.set_cookie("sessionid", "abc", secure=False, httponly=False, samesite=None)
+        return response
+    return PlainTextResponse("login")
+
+
+def test_a_cookie_set_by_a_redirect_is_graded() -> None:
+    app = Starlette(routes=[Route("/", cookie_then_login), Route("/login", cookie_then_login)])
+    for port in serve(app):
+        done = bastion("check", f"http://127.0.0.1:{port}/")
+    assert done.returncode == 0, done.stderr
+    assert f"http://127.0.0.1:{port}/login (HTTP 200)" in done.stdout
+    _score, _grade, found = parse(done.stdout)
+    assert found["cookies"] == "cookies-session-without-secure-flag"
+
+
+async def preflight_echo(request: Request) -> Response:
+    if request.method == "OPTIONS":
+        origin = request.headers.get("origin", "")
+        return Response(
+            status_code=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+            },
+        )
+    return PlainTextResponse("hello")
+
+
+def test_the_cors_probe_is_a_preflight_as_the_observatory_sends() -> None:
+    # Echoing any Origin with credentials only on preflights is caught.
+    app = Starlette(routes=[Route("/", preflight_echo, methods=["GET", "OPTIONS"])])
+    for port in serve(app):
+        done = bastion("check", f"http://127.0.0.1:{port}/")
+    assert done.returncode == 0, done.stderr
+    _score, _grade, found = parse(done.stdout)
+    assert found["cross-origin-resource-sharing"] == (
+        "cross-origin-resource-sharing-implemented-with-universal-access"
+    )

@@ -171,8 +171,9 @@ def test_the_worst_cookie_wins() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("max-age=15768000", "hsts-implemented-max-age-at-least-six-months"),
-        ("max-age=15767999", "hsts-implemented-max-age-less-than-six-months"),
+        # The Observatory 1.4.8 counts 15552000 (180 days) as six months.
+        ("max-age=15552000", "hsts-implemented-max-age-at-least-six-months"),
+        ("max-age=15551999", "hsts-implemented-max-age-less-than-six-months"),
         ("includeSubDomains", "hsts-header-invalid"),
         ("max-age=1, max-age=2", "hsts-header-invalid"),
         (None, "hsts-not-implemented"),
@@ -377,3 +378,110 @@ def test_parse_set_cookie_flags() -> None:
 )
 def test_redirection_hosts(route: tuple[str, ...], expected: str) -> None:
     assert results(STRICT, http_route=route)["redirection"] == expected
+
+
+# -- repeated headers: the Observatory reads them as one value joined by ", " (Node's rule)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "test", "expected", "score"),
+    [
+        (
+            "Strict-Transport-Security",
+            "max-age=63072000; includeSubDomains",
+            "strict-transport-security",
+            "hsts-header-invalid",
+            80,
+        ),
+        (
+            "X-Content-Type-Options",
+            "nosniff",
+            "x-content-type-options",
+            "x-content-type-options-header-invalid",
+            130,
+        ),
+        (
+            "Cross-Origin-Resource-Policy",
+            "same-origin",
+            "cross-origin-resource-policy",
+            "corp-header-invalid",
+            120,
+        ),
+    ],
+)
+def test_a_repeated_header_is_graded_as_the_observatory_reads_it(
+    name: str, value: str, test: str, expected: str, score: int
+) -> None:
+    headers = (*replaced(name, value), (name, value))
+    report = grade_response(Observation(status=200, headers=headers, https=True))
+    assert {f.test: f.result for f in report.findings}[test] == expected
+    assert report.score == score
+
+
+def test_a_repeated_x_frame_options_is_invalid_without_frame_ancestors() -> None:
+    headers = (
+        *replaced("Content-Security-Policy", "default-src 'none'"),
+        ("X-Frame-Options", "DENY"),
+        ("X-Frame-Options", "DENY"),
+    )
+    report = grade_response(Observation(status=200, headers=headers, https=True))
+    assert {f.test: f.result for f in report.findings}["x-frame-options"] == (
+        "x-frame-options-header-invalid"
+    )
+    assert (report.score, report.grade) == (80, "B+")
+
+
+# -- cookies: every response of the redirect chain fills one cookie jar
+
+
+def test_a_cookie_set_by_a_redirect_is_graded() -> None:
+    # "/" answers 302 to /login with an insecure session cookie; /login is clean.
+    redirect = (("Location", "/login"), ("Set-Cookie", "sessionid=abc; Path=/"))
+    final = tuple(h for h in STRICT if h[0] != "Set-Cookie")
+    report = grade_response(
+        Observation(
+            status=200,
+            headers=final,
+            https=True,
+            url="https://a.example/login",
+            chain=(("https://a.example/", redirect),),
+        )
+    )
+    found = {f.test: f.result for f in report.findings}
+    assert found["cookies"] == "cookies-session-without-httponly-flag"
+    assert (report.score, report.grade) == (70, "B")
+
+
+def test_the_jar_keeps_the_last_cookie_of_a_name_domain_and_path() -> None:
+    redirect = (("Set-Cookie", "sessionid=abc; Path=/"),)
+    final = (*STRICT, ("Set-Cookie", "sessionid=new; Path=/; Secure; HttpOnly; SameSite=Lax"))
+    found = results(final, url="https://a.example/", chain=(("https://a.example/", redirect),))
+    assert found["cookies"] == "cookies-secure-with-httponly-sessions-and-samesite"
+    # Another path is another cookie: both are graded.
+    other = (("Set-Cookie", "sessionid=abc; Path=/old"),)
+    found = results(final, url="https://a.example/", chain=(("https://a.example/", other),))
+    assert found["cookies"] == "cookies-session-without-httponly-flag"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # Refused by the jar (the Observatory's tough-cookie): not graded.
+        ("__Host-sessionid=1; Path=/x; HttpOnly", "cookies-not-found"),
+        ("__Secure-sessionid=1; HttpOnly", "cookies-not-found"),
+        ("sessionid=1; Domain=elsewhere.example", "cookies-not-found"),
+        ("heroku-session-affinity=1", "cookies-not-found"),
+        # Kept: graded.
+        ("sessionid=1; Domain=a.example; Secure", "cookies-session-without-httponly-flag"),
+        ("sessionid=1; Max-Age=0; Secure", "cookies-session-without-httponly-flag"),
+    ],
+)
+def test_the_jar_follows_the_observatory(line: str, expected: str) -> None:
+    final = (*replaced("Set-Cookie", None), ("Set-Cookie", line))
+    assert results(final, url="https://www.a.example/")["cookies"] == expected
+
+
+def test_an_invalid_same_site_counts_on_the_final_response_only() -> None:
+    redirect = (("Set-Cookie", "a=1; Secure; SameSite=Sideways"),)
+    found = results(STRICT, url="https://a.example/", chain=(("https://a.example/", redirect),))
+    assert found["cookies"] == "cookies-secure-with-httponly-sessions"

@@ -342,3 +342,113 @@ def test_decision_is_total_and_never_passes_a_cross_site_post(
     assert (verdict.passed is None) or (verdict.reason is None)
     if method not in {"GET", "HEAD"} and site in {"cross-site", "same-site"}:
         assert verdict.passed is None
+
+
+# -- the body scanner's work is linear in the body, whatever the chunking
+
+
+def examined(content_type: str, body: bytes, chunk: int) -> int:
+    """Bytes the scanner searched, copied or decoded to scan ``body`` fed in ``chunk``-byte
+    pieces (it must run to the end of the body: the field is absent)."""
+    scanner = FormTokenScanner.for_content_type(
+        content_type, field="csrf_token", max_bytes=len(body) + 1
+    )
+    assert isinstance(scanner, FormTokenScanner)
+    status = ScanStatus.MORE
+    for start in range(0, len(body), chunk):
+        status = scanner.feed(body[start : start + chunk], more=start + chunk < len(body))
+    assert status in {ScanStatus.ABSENT, ScanStatus.MALFORMED}
+    return scanner.examined
+
+
+PART = b'--XyZ\r\nContent-Disposition: form-data; name="f"\r\n\r\n'
+PATHOLOGICAL: list[tuple[str, Any]] = [
+    ("application/x-www-form-urlencoded", lambda n: b"a=" + b"x" * n),  # one long pending pair
+    ("application/x-www-form-urlencoded", lambda n: b"&" * n),
+    ("application/x-www-form-urlencoded", lambda n: b"%" * n),
+    ("application/x-www-form-urlencoded", lambda n: b"csrf_tok" * (n // 8)),  # a near-name
+    ("application/x-www-form-urlencoded", lambda n: b"%63=&" * (n // 5)),
+    (MULTIPART, lambda n: PART + b"x" * n + b"\r\n--XyZ--\r\n"),  # one long file part
+    (MULTIPART, lambda n: b"p" * n + b"\r\n--XyZ--\r\n"),  # a long preamble
+    (MULTIPART, lambda n: b"\r\n--XyZ-" * (n // 8) + b"\r\n--XyZ--\r\n"),  # near-delimiters
+    (MULTIPART, lambda n: (b"--XyZ\r\nX: " + b"h" * 8000 + b"\r\n\r\nv\r\n") * (n // 8000)),
+]
+
+
+@pytest.mark.parametrize(("content_type", "make"), PATHOLOGICAL)
+@pytest.mark.parametrize("chunk", [1, 7, 16])
+def test_scanner_work_is_linear_in_the_body(content_type: str, make: Any, chunk: int) -> None:
+    # Before the fix a pending urlencoded pair (and a multipart preamble or part header) was
+    # searched again from its start at every chunk: 2 MiB in 16-byte chunks took seconds.
+    small, large = make(16_000), make(32_000)
+    work_small = examined(content_type, small, chunk)
+    work_large = examined(content_type, large, chunk)
+    # A failed search looks again at most at the needle's length minus one bytes (the
+    # delimiter "\r\n--XyZ" is 8 bytes long), so a byte is examined a bounded number of times.
+    assert work_small <= 12 * len(small)
+    assert work_large <= 12 * len(large)
+    assert work_large <= 2.2 * work_small
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "csrf_token", "csrf%5Ftoken", "b+c", "%", "csrf_token%"]),
+            st.binary(max_size=12),
+        ),
+        max_size=6,
+    ),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=10),
+    st.integers(min_value=1, max_value=120),
+)
+def test_urlencoded_any_chunking_gives_the_answer_of_one_chunk(
+    pairs: list[tuple[str, bytes]], cuts: list[int], max_bytes: int
+) -> None:
+    body = b"&".join(name.encode() + b"=" + value for name, value in pairs)
+    form = "application/x-www-form-urlencoded"
+    assert scan(form, body, cuts, max_bytes) == scan(form, body, [], max_bytes)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "csrf_token", "file"]), st.binary(max_size=20)), max_size=4
+    ),
+    st.lists(st.integers(min_value=0, max_value=600), max_size=10),
+    st.integers(min_value=1, max_value=600),
+)
+def test_multipart_any_chunking_gives_the_answer_of_one_chunk(
+    parts: list[tuple[str, bytes]], cuts: list[int], max_bytes: int
+) -> None:
+    body = multipart(*parts, filename="f.txt")
+    assert scan(MULTIPART, body, cuts, max_bytes) == scan(MULTIPART, body, [], max_bytes)
+
+
+@given(
+    st.binary(max_size=300).map(lambda b: b.replace(b"Q", b"\r\n--XyZ")),
+    st.lists(st.integers(min_value=0, max_value=300), max_size=8),
+    st.integers(min_value=1, max_value=400),
+)
+def test_any_body_any_chunking_gives_the_answer_of_one_chunk(
+    body: bytes, cuts: list[int], max_bytes: int
+) -> None:
+    for content_type in (MULTIPART, "application/x-www-form-urlencoded"):
+        assert scan(content_type, body, cuts, max_bytes) == scan(content_type, body, [], max_bytes)
+
+
+def test_a_body_exactly_at_the_cap_is_scanned_to_its_end() -> None:
+    # An ASGI server may end a body with an empty last message: a body of exactly max_bytes
+    # followed by the end is a whole body, not one over the cap.
+    body = b"a=1&csrf_token=tok"
+    scanner = FormTokenScanner.for_content_type(
+        "application/x-www-form-urlencoded", field="csrf_token", max_bytes=len(body)
+    )
+    assert isinstance(scanner, FormTokenScanner)
+    assert scanner.feed(body, more=True) is ScanStatus.MORE
+    assert scanner.feed(b"", more=False) is ScanStatus.FOUND
+    assert scanner.token == b"tok"
+    over = FormTokenScanner.for_content_type(
+        "application/x-www-form-urlencoded", field="csrf_token", max_bytes=len(body)
+    )
+    assert isinstance(over, FormTokenScanner)
+    assert over.feed(body, more=True) is ScanStatus.MORE
+    assert over.feed(b"&", more=False) is ScanStatus.TOO_LARGE

@@ -44,6 +44,9 @@ STRICT = {
     "cross-origin-embedder-policy": "require-corp",
     "cross-origin-resource-policy": "same-origin",
     "x-xss-protection": "0",
+    "x-permitted-cross-domain-policies": "none",
+    "origin-agent-cluster": "?1",
+    "x-dns-prefetch-control": "off",
     "strict-transport-security": "max-age=63072000; includeSubDomains",
     "content-security-policy": (
         f"default-src 'none'; script-src 'nonce-{N}' 'strict-dynamic'; "
@@ -57,6 +60,7 @@ API = {
     "referrer-policy": "no-referrer",
     "cross-origin-resource-policy": "same-origin",
     "x-xss-protection": "0",
+    "x-permitted-cross-domain-policies": "none",
     "cache-control": "no-store",
     "strict-transport-security": "max-age=63072000; includeSubDomains",
     "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
@@ -69,6 +73,8 @@ RELAXED = {
     "cross-origin-opener-policy": "same-origin-allow-popups",
     "cross-origin-resource-policy": "same-site",
     "x-xss-protection": "0",
+    "x-permitted-cross-domain-policies": "none",
+    "origin-agent-cluster": "?1",
     "strict-transport-security": "max-age=31536000",
     "content-security-policy": (
         f"default-src 'self'; script-src 'self' 'nonce-{N}'; style-src 'self' 'unsafe-inline'; "
@@ -674,3 +680,30 @@ def test_weakness_is_plain_data() -> None:
     assert weakness == Weakness("nosniff", "problem", "fix", True)
     with pytest.raises(AttributeError):
         weakness.setting = "other"  # type: ignore[misc]
+
+
+def test_the_guide_and_helmet_headers_can_be_tuned_or_left_out() -> None:
+    policy = HeaderPolicy(
+        x_permitted_cross_domain_policies="master-only",
+        origin_agent_cluster=False,
+        x_dns_prefetch_control=None,
+    )
+    out = rendered(policy)
+    assert out["x-permitted-cross-domain-policies"] == "master-only"
+    assert "origin-agent-cluster" not in out
+    assert "x-dns-prefetch-control" not in out
+    assert rendered(HeaderPolicy(x_dns_prefetch_control="on"))["x-dns-prefetch-control"] == "on"
+    assert "x-permitted-cross-domain-policies" not in rendered(
+        HeaderPolicy(x_permitted_cross_domain_policies=None)
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        HeaderPolicy(x_permitted_cross_domain_policies="everything")
+    assert caught.value.setting == "x_permitted_cross_domain_policies"
+    with pytest.raises(ConfigurationError) as caught:
+        HeaderPolicy(x_dns_prefetch_control="maybe")
+    assert caught.value.setting == "x_dns_prefetch_control"
+    with pytest.raises(ConfigurationError) as caught:
+        HeaderPolicy(origin_agent_cluster="yes")  # type: ignore[arg-type]
+    assert caught.value.setting == "origin_agent_cluster"
+    # Not opt-outs of a baseline protection: nothing is logged for them.
+    assert policy.weaknesses() == ()

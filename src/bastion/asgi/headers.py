@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.core.audit import bind_request_id
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import (
     CompiledHeaders,
@@ -28,14 +29,21 @@ from bastion.core.headers import (
     HeaderRouter,
     NonceSource,
     Preset,
+    swagger_ui_policy,
 )
+from bastion.core.ratelimit import ClientIP
 from bastion.core.request import asgi_path
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bastion.core.audit import Auditor
 
-__all__ = ["SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
+__all__ = [
+    "SecurityHeadersMiddleware",
+    "add_jinja2_globals",
+    "csp_nonce",
+    "fastapi_swagger_ui_policy",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,15 +63,20 @@ _WS_START = "websocket.http.response.start"
 class SecurityHeadersMiddleware:
     """Apply ``policy`` (a :class:`HeaderPolicy` or a preset name) to every HTTP response.
 
-    ``overrides`` maps path prefixes to other policies (``{"/docs": "relaxed"}``); the longest
+    ``overrides`` maps path prefixes to other policies (``{"/docs":
+    fastapi_swagger_ui_policy(app)}``, ``{"/legacy": "relaxed"}``); the longest
     matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
     ``/docsx``).
 
     When the policy's ``report_to`` is a path, POSTs to it are answered here: at most
     ``report_max_bytes`` per body (413), ``application/csp-report`` or
-    ``application/reports+json`` only (415), ``report_burst`` reports at once refilled at
-    ``report_rate`` per second for the whole process (429), malformed JSON 400, accepted 204.
-    Each accepted violation and each refusal except 429 becomes an audit event on ``auditor``.
+    ``application/reports+json`` only (415), ``report_client_burst`` reports at once refilled
+    at ``report_client_rate`` per second for each client (its address as ``client_ip``, a
+    :class:`~bastion.core.ratelimit.ClientIP`, resolves it through the trusted proxies; IPv6
+    grouped by /64; at most ``report_max_clients`` remembered), then ``report_burst`` at once
+    refilled at ``report_rate`` per second for the whole process (429), malformed JSON 400,
+    accepted 204. Each accepted violation and each refusal except 429 becomes an audit event
+    on ``auditor``, with the resolved client address.
 
     At start-up every policy's weaknesses (:meth:`HeaderPolicy.weaknesses`: ``csp_policy=None``,
     ``nosniff=False``, ...) are logged once on ``bastion.security.headers``; with
@@ -81,6 +94,11 @@ class SecurityHeadersMiddleware:
         report_max_bytes: int = 16_384,
         report_burst: int = 50,
         report_rate: float = 1.0,
+        report_client_burst: int = 10,
+        report_client_rate: float = 0.5,
+        report_max_clients: int = 4096,
+        client_ip: ClientIP | None = None,
+        request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
@@ -92,6 +110,10 @@ class SecurityHeadersMiddleware:
             report_max_bytes=report_max_bytes,
             report_burst=report_burst,
             report_rate=report_rate,
+            report_client_burst=report_client_burst,
+            report_client_rate=report_client_rate,
+            report_max_clients=report_max_clients,
+            request_id_header=request_id_header,
             clock=clock,
             production=production,
         )
@@ -99,74 +121,106 @@ class SecurityHeadersMiddleware:
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
         self._receiver = self._router.receiver
+        self._client_ip = client_ip if client_ip is not None else ClientIP()
+        self._forwarded = self._client_ip.header.encode("ascii")
         self._nonces = NonceSource()
+        header = self._router.request_id_header
+        self._request_id_header = None if header is None else header.encode("ascii")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        path = asgi_path(scope["path"], scope.get("root_path", ""))
-        compiled = self._router.for_path(path) if self._overrides else self._compiled
-        https = scope.get("scheme") == "https"
-        nonce = None
-        if compiled.uses_nonce:
-            source = self._nonces
-            text, nonce = next(source.batch, None) or source.refill()
-            state = scope.get("state")
-            if state is None:
-                scope["state"] = state = {}
-            state[STATE_KEY] = text
-        if self._report_path is not None and path == self._report_path:
-            status, extra = await self._receive_report(scope, receive)
-            await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
-            return
-        started: list[bool] = []  # not empty once http.response.start went out
-
-        # A plain function returning send's awaitable: no coroutine of our own per message.
-        # What it reads is bound as default values (one tuple) rather than closure cells (one
-        # object each), and CompiledHeaders.apply is inlined for the common case: no header
-        # of the policy in the response, so the app's list + static headers + nonce headers.
-        def send_with_headers(  # noqa: PLR0917 (only `message` is passed; the rest are bindings)
-            message: Message,
-            send: Send = send,
-            compiled: CompiledHeaders = compiled,
-            https: bool = https,
-            nonce: bytes | None = nonce,
-            started: list[bool] = started,
-        ) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
-                started.append(True)
-                headers = message.get("headers") or []
-                if type(headers) is not list:
-                    headers = list(headers)
-                owned = compiled.owned
-                for name, _ in headers:
-                    if name in owned:
-                        result = compiled.apply(headers, https, nonce)
-                        break
-                else:
-                    result = headers + (compiled.https_extra if https else compiled.http_extra)
-                    if nonce is not None:
-                        for name, parts in compiled.nonce_headers:
-                            result.append((name, nonce.join(parts)))
-                message = {**message}  # never write into the app's dict: apps reuse them
-                message["headers"] = result
-            return send(message)
-
+        # Every audit event emitted while this request runs carries its id.
+        bound = bind_request_id(
+            None if self._request_id_header is None else self._proxy_request_id(scope)
+        )
         try:
-            await self.app(scope, receive, send_with_headers)
-        except Exception:
-            if not started:
-                await _respond(
-                    send, compiled, https=https, nonce=nonce, status=500, body=_ERROR_BODY
-                )
-            raise
+            path = asgi_path(scope["path"], scope.get("root_path", ""))
+            compiled = self._router.for_path(path) if self._overrides else self._compiled
+            https = scope.get("scheme") == "https"
+            nonce = None
+            if compiled.uses_nonce:
+                source = self._nonces
+                text, nonce = next(source.batch, None) or source.refill()
+                state = scope.get("state")
+                if state is None:
+                    scope["state"] = state = {}
+                state[STATE_KEY] = text
+            if self._report_path is not None and path == self._report_path:
+                status, extra = await self._receive_report(scope, receive)
+                await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
+                return
+            started: list[bool] = []  # not empty once http.response.start went out
+
+            # A plain function returning send's awaitable: no coroutine of our own per message.
+            # What it reads is bound as default values (one tuple) rather than closure cells (one
+            # object each), and CompiledHeaders.apply is inlined for the common case: no header
+            # of the policy in the response, so the app's list + static headers + nonce headers.
+            def send_with_headers(  # noqa: PLR0917 (only `message` is passed; the rest are bindings)
+                message: Message,
+                send: Send = send,
+                compiled: CompiledHeaders = compiled,
+                https: bool = https,
+                nonce: bytes | None = nonce,
+                started: list[bool] = started,
+            ) -> Awaitable[None]:
+                if message["type"] == "http.response.start":
+                    started.append(True)
+                    headers = message.get("headers") or []
+                    if type(headers) is not list:
+                        headers = list(headers)
+                    owned = compiled.owned
+                    for name, _ in headers:
+                        if name in owned:
+                            result = compiled.apply(headers, https, nonce)
+                            break
+                    else:
+                        result = headers + (compiled.https_extra if https else compiled.http_extra)
+                        if nonce is not None:
+                            for name, parts in compiled.nonce_headers:
+                                result.append((name, nonce.join(parts)))
+                    message = {**message}  # never write into the app's dict: apps reuse them
+                    message["headers"] = result
+                return send(message)
+
+            try:
+                await self.app(scope, receive, send_with_headers)
+            except Exception:
+                if not started:
+                    await _respond(
+                        send, compiled, https=https, nonce=nonce, status=500, body=_ERROR_BODY
+                    )
+                raise
+        finally:
+            bound.var.reset(bound)
+
+    def _proxy_request_id(self, scope: Scope) -> str | None:
+        """The id in ``request_id_header`` when one is configured and well formed."""
+        name = self._request_id_header
+        if name is None:
+            return None
+        for key, value in scope["headers"]:
+            if key == name:
+                return self._router.request_id(value.decode("latin-1"))
+        return None
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Lifespan and WebSocket scopes pass through, except that a WebSocket handshake
+        """Lifespan and WebSocket scopes pass through (a WebSocket connection gets a request id
+        for its audit events as a request does), except that a WebSocket handshake
         refused with an HTTP response (the ``websocket.http.response`` extension: a 403 or a
         429 instead of the ``101``) gets the policy's headers like any other response."""
-        if scope["type"] != "websocket" or _WS_EXTENSION not in (scope.get("extensions") or {}):
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        bound = bind_request_id(self._proxy_request_id(scope))
+        try:
+            await self._websocket(scope, receive, send)
+        finally:
+            bound.var.reset(bound)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _WS_EXTENSION not in (scope.get("extensions") or {}):
             await self.app(scope, receive, send)
             return
         path = asgi_path(scope["path"], scope.get("root_path", ""))
@@ -191,14 +245,20 @@ class SecurityHeadersMiddleware:
             return 404, []
         content_type = ""
         length = None
+        forwarded: list[str] = []
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
+            elif name == self._forwarded:
+                forwarded.append(value.decode("latin-1"))
         client = scope.get("client")
-        client_ip = client[0] if client else None
-        status = receiver.precheck(scope["method"], content_type, length, client_ip)
+        peer = client[0] if client else None
+        address = self._client_ip.client(peer, forwarded)
+        client_ip = None if address is None else str(address)
+        key = self._client_ip.key(peer, forwarded)
+        status = receiver.precheck(scope["method"], content_type, length, client_ip, key)
         if status is None:
             body = await _read_capped(receive, receiver.max_bytes)
             if body is None:
@@ -288,3 +348,43 @@ def add_jinja2_globals(env: Any) -> None:
         return csp_nonce(context["request"])
 
     env.globals["csp_nonce"] = template_csp_nonce
+
+
+def fastapi_swagger_ui_policy(
+    app: Any, *, root_path: str = "", base: HeaderPolicy | Preset | str = Preset.STRICT
+) -> HeaderPolicy:
+    """The policy under which a FastAPI app's Swagger UI works, for its docs path::
+
+        app = SecurityHeadersMiddleware(api, overrides={"/docs": fastapi_swagger_ui_policy(api)})
+
+    Renders ``/docs`` and ``/docs/oauth2-redirect`` as FastAPI's own routes do (``app``'s
+    ``openapi_url``, title, ``swagger_ui_parameters``, ``swagger_ui_init_oauth``, and
+    ``root_path`` as the server will pass it) and hands them to
+    :func:`~bastion.core.headers.swagger_ui_policy`. Build it after configuring the app: the
+    inline script's hash depends on those settings. FastAPI's ReDoc page (``/redoc``) needs its
+    own policy (it loads another bundle and Google Fonts).
+    """
+    from fastapi.openapi.docs import (  # noqa: PLC0415 (FastAPI is optional)
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+
+    if not getattr(app, "docs_url", None) or not getattr(app, "openapi_url", None):
+        raise ConfigurationError(
+            "fastapi_swagger_ui_policy(): this app serves no Swagger UI (docs_url or "
+            "openapi_url is None)",
+            setting="docs_url",
+        )
+    prefix = root_path.rstrip("/")
+    redirect = app.swagger_ui_oauth2_redirect_url
+    docs = get_swagger_ui_html(
+        openapi_url=prefix + app.openapi_url,
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=None if not redirect else prefix + redirect,
+        init_oauth=app.swagger_ui_init_oauth,
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    )
+    pages = [bytes(docs.body).decode("utf-8")]
+    if redirect:
+        pages.append(bytes(get_swagger_ui_oauth2_redirect_html().body).decode("utf-8"))
+    return swagger_ui_policy(*pages, base=base)

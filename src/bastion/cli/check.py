@@ -1,10 +1,16 @@
 """``bastion check URL``: grade a site's security headers and cookies like the MDN Observatory.
 
 The fetch is plain ``http.client``: ``GET`` with a bounded timeout, redirects followed only on
-the same host (at most :data:`MAX_REDIRECTS`), the body never read past the headers. A second
-``GET`` carries an ``Origin`` header to see how the site answers cross-origin requests; for an
-``https://`` URL a third one asks ``http://`` on port 80, to grade the redirection to HTTPS
-(``--no-http-probe`` skips it). The grading itself is :mod:`bastion.core.grading`.
+the same host (at most :data:`MAX_REDIRECTS`), the body never read past the headers. Every
+response of the redirect chain is kept: the cookies a redirect sets are graded with the final
+page's, as the Observatory's cookie jar does. A second request is the CORS preflight the
+Observatory sends (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method: GET``), to
+see how the site answers cross-origin requests; for an ``https://`` URL a third one asks
+``http://`` on port 80, to grade the redirection to HTTPS (``--no-http-probe`` skips it). The
+probes are best effort: one that fails (nothing listening, a reset, a malformed redirect) is
+graded as the Observatory grades a site without that answer, it never ends the run. IPv6
+literals keep their brackets in every URL built here (``https://[::1]:8443/``). The grading
+itself is :mod:`bastion.core.grading`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ __all__ = [
     "run_check",
 ]
 
-MAX_REDIRECTS: Final = 5
+MAX_REDIRECTS: Final = 10  # the Observatory's limit
 PROBE_ORIGIN: Final = "https://bastion-check.invalid"
 _USER_AGENT: Final = "bastion-check"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -82,6 +88,11 @@ class _Fetched:
     headers: tuple[tuple[str, str], ...]
 
 
+def _authority(host: str) -> str:
+    """``host`` as it is written in a URL: an IPv6 literal inside brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _split(url: str) -> tuple[str, str, int, str]:
     try:
         parts = urlsplit(url)
@@ -108,10 +119,13 @@ def _fetch_one(
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     headers = {"User-Agent": _USER_AGENT, "Accept": "text/html,*/*"}
-    if origin is not None:
+    method = "GET"
+    if origin is not None:  # the CORS probe: a preflight
+        method = "OPTIONS"
         headers["Origin"] = origin
+        headers["Access-Control-Request-Method"] = "GET"
     try:
-        connection.request("GET", path, headers=headers)
+        connection.request(method, path, headers=headers)
         response = connection.getresponse()
         return _Fetched(url, response.status, tuple(response.getheaders()))
     finally:
@@ -120,21 +134,32 @@ def _fetch_one(
 
 def _follow(
     url: str, *, timeout: float, context: ssl.SSLContext, origin: str | None = None
-) -> tuple[_Fetched, tuple[str, ...]]:
-    """Fetch ``url``, following same-host redirects; the last response and the route."""
+) -> tuple[tuple[_Fetched, ...], tuple[str, ...]]:
+    """Fetch ``url``, following same-host redirects: every response (the last one is the
+    page) and the route of URLs."""
     route = [url]
     host = urlsplit(url).hostname
-    fetched = _fetch_one(url, timeout=timeout, context=context, origin=origin)
+    fetched = [_fetch_one(url, timeout=timeout, context=context, origin=origin)]
     for _ in range(MAX_REDIRECTS):
-        location = {k.lower(): v for k, v in fetched.headers}.get("location")
-        if fetched.status not in _REDIRECTS or not location:
+        location = {k.lower(): v for k, v in fetched[-1].headers}.get("location")
+        if fetched[-1].status not in _REDIRECTS or not location:
             break
-        target = urljoin(fetched.url, location)
+        target = urljoin(fetched[-1].url, location)
         route.append(target)
-        if urlsplit(target).hostname != host or urlsplit(target).scheme not in {"http", "https"}:
+        try:
+            parts = urlsplit(target)
+            off_host = parts.hostname != host or parts.scheme not in {"http", "https"}
+        except ValueError:
+            break  # a malformed Location: the route records it, nothing to follow
+        if off_host:
             break  # never follow off-host: the route records where it pointed
-        fetched = _fetch_one(target, timeout=timeout, context=context, origin=origin)
-    return fetched, tuple(route)
+        fetched.append(_fetch_one(target, timeout=timeout, context=context, origin=origin))
+    return tuple(fetched), tuple(route)
+
+
+_FETCH_ERRORS: Final = (OSError, http.client.HTTPException, CommandError, ValueError)
+"""What a fetch can raise: network and TLS errors, a broken HTTP answer, a malformed URL in
+a redirect (``_split``'s CommandError), a header ``http.client`` refuses to send."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -161,23 +186,26 @@ def observe(
     except (OSError, ssl.SSLError) as exc:
         raise CommandError(f"--ca-file {ca_file!r} cannot be read: {_describe(exc)}") from None
     try:
-        final, route = _follow(url, timeout=timeout, context=context)
-    except (OSError, http.client.HTTPException) as exc:
+        responses, route = _follow(url, timeout=timeout, context=context)
+    except CommandError as exc:
+        raise CommandError(f"cannot fetch {url}: {exc}") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise CommandError(f"cannot fetch {url}: {_describe(exc)}") from None
+    final = responses[-1]
     final_https = urlsplit(final.url).scheme == "https"
     try:
         cors, _ = _follow(final.url, timeout=timeout, context=context, origin=PROBE_ORIGIN)
-        cors_headers = cors.headers
-    except (OSError, http.client.HTTPException):
+        cors_headers = cors[-1].headers
+    except _FETCH_ERRORS:
         cors_headers = ()
     http_route: tuple[str, ...] | None = None
     if scheme == "http":
         http_route = route
     elif http_probe:
-        probe = f"http://{host}{path}"
+        probe = f"http://{_authority(host)}{path}"
         try:
             _, http_route = _follow(probe, timeout=timeout, context=context)
-        except (OSError, http.client.HTTPException):
+        except _FETCH_ERRORS:
             http_route = None  # nothing answers on plain HTTP: nothing to redirect
     observation = Observation(
         status=final.status,
@@ -186,6 +214,8 @@ def observe(
         probe_origin=PROBE_ORIGIN,
         cors_headers=cors_headers,
         http_route=http_route,
+        url=final.url,
+        chain=tuple((hop.url, hop.headers) for hop in responses[:-1]),
     )
     return observation, final.url
 

@@ -47,7 +47,9 @@ import json
 import logging
 import math
 import re
+import secrets
 from collections import OrderedDict
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from threading import Lock
@@ -81,7 +83,9 @@ __all__ = [
     "Level",
     "LoggingAuditSink",
     "Outcome",
+    "bind_request_id",
     "clean_text",
+    "current_request_id",
     "default_level",
 ]
 
@@ -92,6 +96,31 @@ MAX_TEXT_CHARS = 256
 
 MAX_DETAILS = 32
 """Most detail entries in one event. Events are records, not dumps."""
+
+_REQUEST_ID: ContextVar[list[str | None] | None] = ContextVar("bastion_request_id", default=None)
+"""The id of the request being handled, per asyncio task and per thread (a ContextVar is
+context-local, not shared state): a one-item list, filled on first use so a request that
+emits no event draws no random id."""
+_REQUEST_ID_BYTES = 8
+
+
+def bind_request_id(request_id: str | None = None) -> Token[list[str | None] | None]:
+    """Make ``request_id`` (``None``: a random one, drawn on first use) the id of every audit
+    event :class:`Auditor` builds in this context until ``token.var.reset(token)``.
+    SecurityHeadersMiddleware binds one per request; an app without it can bind its own."""
+    return _REQUEST_ID.set([request_id])
+
+
+def current_request_id() -> str | None:
+    """The id bound by :func:`bind_request_id` (drawn now if it was left to draw), or
+    ``None`` outside a request."""
+    holder = _REQUEST_ID.get()
+    if holder is None:
+        return None
+    if holder[0] is None:
+        holder[0] = secrets.token_hex(_REQUEST_ID_BYTES)
+    return holder[0]
+
 
 _TRUNCATED = "...[truncated]"
 _NAME = re.compile(r"[a-z]+(?:_[a-z0-9]+)*", re.ASCII)
@@ -877,8 +906,11 @@ class Auditor:
         session: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
-        """Build an event without sending it. Identifiers are given raw and hashed here."""
+        """Build an event without sending it. Identifiers are given raw and hashed here;
+        ``request_id`` defaults to the request's (:func:`current_request_id`)."""
         hasher = self._hasher
+        if request_id is None:
+            request_id = current_request_id()
         return AuditEvent(
             name=name,
             time=datetime.fromtimestamp(self._clock.now(), tz=UTC),

@@ -790,6 +790,14 @@ class FormTokenScanner:
     Memory is bounded by ``max_bytes``: at most that much of the body is kept for parsing; the
     adapter keeps the chunks it read so it can replay the body to the app unchanged. Scanning
     stops at the token, so a file part after the token is streamed, never held.
+
+    The work is linear in the body whatever its chunking: every search resumes where the
+    previous one gave up (a body fed in 16-byte chunks is not searched again from the start of
+    a pending field at each chunk), and a urlencoded name too long to decode to the field name
+    is skipped without being decoded. :attr:`examined` counts the bytes searched, copied or
+    decoded, so that tests can bound the work without timing it. Any chunking of a body gives
+    the same answer as the body in one chunk.
+
     Build it with :meth:`for_content_type`, which returns ``None`` for a body that cannot carry
     a form token (JSON, text/plain...).
     """
@@ -804,6 +812,7 @@ class FormTokenScanner:
         "_pos",
         "_search_from",
         "_state",
+        "examined",
         "token",
     )
 
@@ -817,6 +826,7 @@ class FormTokenScanner:
         self._search_from = 0
         self._state = _PREAMBLE
         self._is_token = False
+        self.examined = 0
         self.token: bytes | None = None
 
     @classmethod
@@ -839,32 +849,68 @@ class FormTokenScanner:
         return None
 
     def feed(self, chunk: bytes, *, more: bool) -> ScanStatus:
-        """Add the next chunk (``more=False`` for the last one) and say what is known."""
+        """Add the next chunk (``more=False`` for the last one) and say what is known.
+
+        A body that reaches ``max_bytes`` exactly is not refused until a byte beyond the cap
+        arrives: its end (an empty last chunk) may still follow.
+        """
         room = self._max - len(self._buf)
         over = len(chunk) > room
         self._buf += chunk[:room] if over else chunk
         more = more or over  # a body cut at the cap is not a body that ended
         status = self._scan_multipart(more=more) if self._multipart else self._scan_form(more)
-        if status is ScanStatus.MORE and (over or len(self._buf) >= self._max):
+        if status is ScanStatus.MORE and over:
             return ScanStatus.TOO_LARGE
         return status
 
+    def _find(self, needle: bytes) -> int:
+        """Index of ``needle`` at or after the parse position, or -1. A failed search records
+        how far it looked, so the next one (after more bytes arrived) starts there; every
+        caller moves the position past a found needle, so the record never goes stale."""
+        start = max(self._pos, self._search_from)
+        index = self._buf.find(needle, start)
+        if index < 0:
+            self._search_from = max(start, len(self._buf) - len(needle) + 1)
+            self.examined += len(self._buf) - start
+        else:
+            self.examined += index + len(needle) - start
+        return index
+
     def _scan_form(self, more: bool) -> ScanStatus:
-        buf, name = self._buf, self._field
-        while True:
-            end = buf.find(b"&", self._pos)
-            if end < 0:
-                if more:
-                    return ScanStatus.MORE
-                end = len(buf)
-            pair = bytes(buf[self._pos : end])
-            key, _, value = pair.partition(b"=")
-            if _percent_decode(key) == name:
-                self.token = _percent_decode(value)
+        # The pairs completed by this chunk (up to its last "&", or to the end of the body) are
+        # split in one pass; the bytes after the last "&" wait for the next chunk, and are not
+        # searched again.
+        buf, start = self._buf, max(self._pos, self._search_from)
+        end = len(buf) if not more else buf.rfind(b"&", start)
+        self._search_from = len(buf)
+        self.examined += len(buf) - start
+        if end < self._pos:
+            return ScanStatus.MORE
+        region = bytes(buf[self._pos : end])
+        self.examined += len(region)
+        self._pos = end + 1
+        for pair in region.split(b"&"):
+            token = self._pair_token(pair)
+            if token is not None:
+                self.token = token
                 return ScanStatus.FOUND
-            self._pos = end + 1
-            if self._pos > len(buf):
-                return ScanStatus.ABSENT
+        return ScanStatus.MORE if more else ScanStatus.ABSENT
+
+    def _pair_token(self, pair: bytes) -> bytes | None:
+        """The decoded value of ``pair`` if its name is the token field."""
+        name = self._field
+        if len(pair) < len(name):
+            return None
+        key, _, value = pair.partition(b"=")
+        # A decoded byte comes from one to three raw bytes: a raw name outside
+        # [len(name), 3 * len(name)] cannot decode to the field name.
+        if not len(name) <= len(key) <= 3 * len(name):
+            return None
+        self.examined += len(key)
+        if _percent_decode(key) != name:
+            return None
+        self.examined += len(value)
+        return _percent_decode(value)
 
     def _scan_multipart(self, *, more: bool) -> ScanStatus:  # noqa: PLR0911, PLR0912 (a state machine)
         buf, delimiter = self._buf, self._delimiter
@@ -874,15 +920,17 @@ class FormTokenScanner:
                 if buf.startswith(first):
                     self._pos = len(first)
                 else:
-                    index = buf.find(delimiter)
+                    index = self._find(delimiter)
                     if index < 0:
                         return ScanStatus.MORE if more else ScanStatus.MALFORMED
                     self._pos = index + len(delimiter)
                 self._state = _AFTER_DELIMITER
             elif self._state == _AFTER_DELIMITER:
-                line_end = buf.find(b"\r\n", self._pos)
+                if len(buf) - self._pos < 2:
+                    return ScanStatus.MORE if more else ScanStatus.MALFORMED
                 if buf[self._pos : self._pos + 2] == b"--":
                     return ScanStatus.ABSENT
+                line_end = self._find(b"\r\n")
                 if line_end < 0:
                     if len(buf) - self._pos > 256:
                         return ScanStatus.MALFORMED
@@ -892,21 +940,22 @@ class FormTokenScanner:
                 self._pos = line_end + 2
                 self._state = _HEADERS
             elif self._state == _HEADERS:
-                end = buf.find(b"\r\n\r\n", self._pos)
+                end = self._find(b"\r\n\r\n")
                 if end < 0:
                     if len(buf) - self._pos > _MAX_PART_HEADER_BYTES:
                         return ScanStatus.MALFORMED
                     return ScanStatus.MORE if more else ScanStatus.MALFORMED
+                self.examined += end - self._pos
                 self._is_token = self._names_token(bytes(buf[self._pos : end]))
-                self._pos = self._search_from = end + 4
+                self._pos = end + 4
                 self._state = _CONTENT
             else:
-                index = buf.find(delimiter, max(self._pos, self._search_from))
+                index = self._find(delimiter)
                 if index < 0:
-                    self._search_from = max(self._pos, len(buf) - len(delimiter) + 1)
                     return ScanStatus.MORE if more else ScanStatus.MALFORMED
                 if self._is_token:
                     self.token = bytes(buf[self._pos : index])
+                    self.examined += len(self.token)
                     return ScanStatus.FOUND
                 self._pos = index + len(delimiter)
                 self._state = _AFTER_DELIMITER

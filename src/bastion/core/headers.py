@@ -37,7 +37,8 @@ named setting, is logged once per policy at start-up as a warning on the
 Not warned about: COOP, COEP, CORP and Permissions-Policy set to ``None`` (isolation and feature
 controls the browser default leaves open, tuned per app by the presets; turning them off breaks
 no baseline protection), ``x_xss_protection_zero=False`` (the auditor it disables is gone from
-current browsers), ``include_subdomains=False`` and an empty ``remove``.
+current browsers), ``include_subdomains=False``, an empty ``remove``, and the three headers below
+(``x_permitted_cross_domain_policies``, ``origin_agent_cluster``, ``x_dns_prefetch_control``).
 
 Decisions worth knowing:
 
@@ -59,6 +60,17 @@ Decisions worth knowing:
 * **X-XSS-Protection: 0**: the XSS auditors of old browsers were removed because they could be
   abused (to switch off a page's own scripts, and as a cross-site leak); ``0`` turns off any
   that remain, which is OWASP's current advice. CSP is the protection.
+* **The guide's and helmet's other headers**, each pre-rendered like the rest (a few dozen
+  bytes, no per-response work): ``X-Permitted-Cross-Domain-Policies: none`` in every preset
+  (Adobe clients obey no ``crossdomain.xml`` on this host, so an uploaded file cannot grant
+  another site read access; an API host needs it as much as a page); ``Origin-Agent-Cluster:
+  ?1`` in ``strict`` and ``relaxed`` (the page gets its own agent cluster: ``document.domain``
+  cannot merge it with a sibling subdomain; ``api`` leaves it out: JSON makes no document);
+  ``X-DNS-Prefetch-Control: off`` in ``strict`` only (the host names of a page's links are not
+  resolved before a click, so the DNS resolver does not learn which links a page showed, as in
+  a webmail; the cost is the latency of the first lookup on a click, which is why ``relaxed``
+  leaves prefetching to the browser, and ``api`` has no links). Setting any of them to
+  ``None`` (``False``) is not a :class:`Weakness`.
 * **Expect-CT is not sent**: Certificate Transparency is enforced by browsers for every publicly
   trusted certificate without any header; Chrome removed Expect-CT in version 107 and MDN lists
   it as deprecated. Sending it would add bytes and no protection.
@@ -76,7 +88,9 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -85,6 +99,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.audit import EventName, Outcome
@@ -101,11 +116,14 @@ __all__ = [
     "CSP_REPORT_MEDIA_TYPES",
     "NONCE",
     "CSPViolation",
+    "ClientReportBudgets",
     "CompiledHeaders",
     "ContentSecurityPolicy",
+    "CrossDomainPolicies",
     "CrossOriginEmbedderPolicy",
     "CrossOriginOpenerPolicy",
     "CrossOriginResourcePolicy",
+    "DNSPrefetchControl",
     "HeaderPolicy",
     "HeaderRouter",
     "NonceSource",
@@ -117,6 +135,7 @@ __all__ = [
     "Weakness",
     "XFrameOptions",
     "parse_csp_reports",
+    "swagger_ui_policy",
 ]
 
 logger = logging.getLogger("bastion.security.headers")
@@ -136,6 +155,8 @@ _SOURCE = re.compile(r"[\x21-\x2b\x2d-\x3a\x3c-\x7e]+")
 _FEATURE = re.compile(r"[a-z][a-z0-9-]*")
 _ORIGIN = re.compile(r"https?://(?:\*\.)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 _ENDPOINT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# A request id believed from the proxy: a short token (AWS "Root=1-...;Parent=..." included).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:;=/+@-]{1,128}", re.ASCII)
 
 _NONCE_MISSING = "this policy's CSP uses NONCE: pass a nonce from NonceSource to apply()"
 _NONCE_MARK = "\x00"  # never valid in a value, so it cannot collide with configured text
@@ -283,6 +304,24 @@ class XFrameOptions(StrEnum):
     """Derive from the CSP ``frame-ancestors`` directive (``DENY`` when there is none)."""
     DENY = "DENY"
     SAMEORIGIN = "SAMEORIGIN"
+
+
+class CrossDomainPolicies(StrEnum):
+    """``X-Permitted-Cross-Domain-Policies``: which ``crossdomain.xml`` policy files Adobe
+    clients (Acrobat, the Flash player) may obey on this host."""
+
+    NONE = "none"
+    MASTER_ONLY = "master-only"
+    BY_CONTENT_TYPE = "by-content-type"
+    ALL = "all"
+
+
+class DNSPrefetchControl(StrEnum):
+    """``X-DNS-Prefetch-Control``: whether the browser resolves the host names of a page's
+    links before they are followed."""
+
+    OFF = "off"
+    ON = "on"
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -602,6 +641,9 @@ class HeaderPolicy:
     x_frame_options: XFrameOptions | str | None = XFrameOptions.AUTO
     nosniff: bool = True
     x_xss_protection_zero: bool = True
+    x_permitted_cross_domain_policies: CrossDomainPolicies | str | None = CrossDomainPolicies.NONE
+    origin_agent_cluster: bool = True
+    x_dns_prefetch_control: DNSPrefetchControl | str | None = DNSPrefetchControl.OFF
     cache_control: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     remove: tuple[str, ...] = ("server", "x-powered-by")
@@ -614,6 +656,7 @@ class HeaderPolicy:
             "hsts_over_http",
             "nosniff",
             "x_xss_protection_zero",
+            "origin_agent_cluster",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigurationError(f"{flag} must be True or False", setting=flag)
@@ -648,6 +691,8 @@ class HeaderPolicy:
             ("coep_policy", CrossOriginEmbedderPolicy),
             ("corp_policy", CrossOriginResourcePolicy),
             ("x_frame_options", XFrameOptions),
+            ("x_permitted_cross_domain_policies", CrossDomainPolicies),
+            ("x_dns_prefetch_control", DNSPrefetchControl),
         ):
             value = getattr(self, setting)
             if value is not None:
@@ -864,6 +909,8 @@ class HeaderPolicy:
                 "referrer_policy": ReferrerPolicy.NO_REFERRER,
                 "coop_policy": None,
                 "coep_policy": None,
+                "origin_agent_cluster": False,
+                "x_dns_prefetch_control": None,
                 "cache_control": "no-store",
             }
         elif preset is Preset.RELAXED:
@@ -875,6 +922,7 @@ class HeaderPolicy:
                 "coop_policy": CrossOriginOpenerPolicy.SAME_ORIGIN_ALLOW_POPUPS,
                 "coep_policy": None,
                 "corp_policy": CrossOriginResourcePolicy.SAME_SITE,
+                "x_dns_prefetch_control": None,
             }
         base.update(overrides)
         return cls(**base)
@@ -956,10 +1004,15 @@ class HeaderPolicy:
         ):
             if value is not None:
                 plain.append((name, str(value)))
-        if self.x_xss_protection_zero:
-            plain.append(("x-xss-protection", "0"))
-        if self.cache_control is not None:
-            plain.append(("cache-control", self.cache_control))
+        for name, setting in (
+            ("x-xss-protection", "0" if self.x_xss_protection_zero else None),
+            ("x-permitted-cross-domain-policies", self.x_permitted_cross_domain_policies),
+            ("origin-agent-cluster", "?1" if self.origin_agent_cluster else None),
+            ("x-dns-prefetch-control", self.x_dns_prefetch_control),
+            ("cache-control", self.cache_control),
+        ):
+            if setting is not None:
+                plain.append((name, str(setting)))
         plain.extend(self.extra.items())
         return plain
 
@@ -1247,8 +1300,79 @@ class ReportBudget:
             return True
         return False
 
+    def give_back(self) -> None:
+        """Return the token of a report another budget then refused."""
+        self._tokens = min(self._burst, self._tokens + 1.0)
+
     def __repr__(self) -> str:
         return f"ReportBudget(burst={int(self._burst)}, per_second={self._rate})"
+
+
+class ClientReportBudgets:
+    """A token bucket per client (``burst`` at once, refilled at ``per_second``), so that one
+    noisy client spends its own budget, not everyone's.
+
+    The key is what the adapter resolved (:meth:`ClientIP.key
+    <bastion.core.ratelimit.ClientIP.key>`: the address, an IPv6 client's /64); clients whose
+    address is unknown share the key ``None``. The table holds at most ``max_clients``
+    buckets, least recently used dropped first: anonymous traffic cannot grow memory without
+    bound. A dropped client starts again from a full bucket, which the process-wide
+    :class:`ReportBudget` behind this one still bounds. Pure state over an injected clock;
+    threaded callers hold a lock around :meth:`take`.
+    """
+
+    __slots__ = ("_burst", "_clock", "_max", "_rate", "_table")
+
+    def __init__(
+        self, clock: Clock, *, burst: int = 10, per_second: float = 0.5, max_clients: int = 4096
+    ) -> None:
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigurationError(
+                "per-client report burst must be an int >= 1", setting="report_client_burst"
+            )
+        if not isinstance(per_second, int | float) or not per_second > 0:
+            raise ConfigurationError(
+                "per-client report rate must be > 0 reports per second",
+                setting="report_client_rate",
+            )
+        if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
+            raise ConfigurationError(
+                "report_max_clients must be an int >= 1 (4096 is the default)",
+                setting="report_max_clients",
+            )
+        self._clock = clock
+        self._burst = float(burst)
+        self._rate = float(per_second)
+        self._max = max_clients
+        self._table: dict[str | None, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def take(self, key: str | None) -> bool:
+        """Spend one of ``key``'s tokens if it has one; ``False`` means refuse (429)."""
+        now = self._clock.now()
+        tokens, updated = self._table.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - updated) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._table[key] = (tokens, now)  # re-inserted last: the dict is the LRU order
+        if len(self._table) > self._max:
+            del self._table[next(iter(self._table))]
+        return allowed
+
+    def give_back(self, key: str | None) -> None:
+        """Return ``key``'s token for a report the process-wide budget then refused."""
+        entry = self._table.get(key)
+        if entry is not None:
+            self._table[key] = (min(self._burst, entry[0] + 1.0), entry[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientReportBudgets(burst={int(self._burst)}, per_second={self._rate}, "
+            f"max_clients={self._max})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1335,16 +1459,18 @@ def parse_csp_reports(
 class ReportReceiver:
     """The decisions of a CSP report endpoint. Adapters read the body and send the answer.
 
-    Order, cheapest first: method (405), volume (429, a :class:`ReportBudget` for the whole
-    process), media type (415), declared length (413), then, once the adapter has read at most
-    ``max_bytes``, the JSON (400) and acceptance (204). Every accepted violation becomes a
-    ``csp_violation`` audit event and every refusal but 429 an ``input_validation_fail`` event;
-    the budget bounds both, so a flood cannot flood the audit trail. 429s are not audited.
+    Order, cheapest first: method (405), volume (429: first the client's own budget, a
+    :class:`ClientReportBudgets` bucket, then the :class:`ReportBudget` of the whole process,
+    so one noisy client is refused before it can spend everyone's), media type (415), declared
+    length (413), then, once the adapter has read at most ``max_bytes``, the JSON (400) and
+    acceptance (204). Every accepted violation becomes a ``csp_violation`` audit event and
+    every refusal but 429 an ``input_validation_fail`` event; the budgets bound both, so a
+    flood cannot flood the audit trail. 429s are not audited.
 
-    Danger: the budget is not locked; threaded callers serialise :meth:`precheck`.
+    Danger: the budgets are not locked; threaded callers serialise :meth:`precheck`.
     """
 
-    __slots__ = ("_auditor", "_budget", "max_bytes")
+    __slots__ = ("_auditor", "_budget", "_clients", "max_bytes")
 
     EXTRA_HEADERS: Final[Mapping[int, tuple[tuple[bytes, bytes], ...]]] = {
         405: ((b"allow", b"POST"),),
@@ -1359,6 +1485,9 @@ class ReportReceiver:
         max_bytes: int = 16_384,
         burst: int = 50,
         per_second: float = 1.0,
+        client_burst: int = 10,
+        client_per_second: float = 0.5,
+        max_clients: int = 4096,
     ) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
             raise ConfigurationError("report_max_bytes must be an int", setting="report_max_bytes")
@@ -1370,15 +1499,30 @@ class ReportReceiver:
             )
         self._auditor = auditor
         self._budget = ReportBudget(clock, burst=burst, per_second=per_second)
+        self._clients = ClientReportBudgets(
+            clock, burst=client_burst, per_second=client_per_second, max_clients=max_clients
+        )
         self.max_bytes = max_bytes
 
     def precheck(
-        self, method: str, content_type: str, content_length: str | None, client_ip: str | None
+        self,
+        method: str,
+        content_type: str,
+        content_length: str | None,
+        client_ip: str | None,
+        client_key: str | None = None,
     ) -> int | None:
-        """A refusal status decided from the request line and headers, or ``None`` to read on."""
+        """A refusal status decided from the request line and headers, or ``None`` to read on.
+
+        ``client_key`` names the client's budget (:meth:`ClientIP.key
+        <bastion.core.ratelimit.ClientIP.key>`); ``client_ip`` goes into audit events.
+        """
         if normalize_method(method) != "POST":
             return 405
+        if not self._clients.take(client_key):
+            return 429
         if not self._budget.take():
+            self._clients.give_back(client_key)
             return 429
         if content_type.split(";", 1)[0].strip().lower() not in CSP_REPORT_MEDIA_TYPES:
             return self._refuse(client_ip, "unsupported_media_type", 415)
@@ -1430,7 +1574,7 @@ class HeaderRouter:
     """What a headers middleware holds, built once: the compiled default policy, per-path
     overrides and, when the policy's ``report_to`` is a path, the CSP report receiver.
 
-    ``overrides`` maps path prefixes to other policies (``{"/docs": "relaxed"}``); the longest
+    ``overrides`` maps path prefixes to other policies (``{"/legacy": "relaxed"}``); the longest
     matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
     ``/docsx``). Shared by the ASGI and WSGI adapters so both route identically.
 
@@ -1439,7 +1583,7 @@ class HeaderRouter:
     :func:`~bastion.core.environment.is_production`) the unsafe ones are refused.
     """
 
-    __slots__ = ("default", "overrides", "receiver", "report_path")
+    __slots__ = ("default", "overrides", "receiver", "report_path", "request_id_header")
 
     def __init__(
         self,
@@ -1450,11 +1594,20 @@ class HeaderRouter:
         report_max_bytes: int = 16_384,
         report_burst: int = 50,
         report_rate: float = 1.0,
+        report_client_burst: int = 10,
+        report_client_rate: float = 0.5,
+        report_max_clients: int = 4096,
+        request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
         if production is None:
             production = is_production()
+        self.request_id_header = (
+            None
+            if request_id_header is None
+            else _check_name("request_id_header", request_id_header).lower()
+        )
         resolved = _resolve_policy(policy)
         resolved.check_environment(production=production)
         self.default = resolved.compile()
@@ -1482,7 +1635,18 @@ class HeaderRouter:
                 max_bytes=report_max_bytes,
                 burst=report_burst,
                 per_second=report_rate,
+                client_burst=report_client_burst,
+                client_per_second=report_client_rate,
+                max_clients=report_max_clients,
             )
+
+    @staticmethod
+    def request_id(value: str | None) -> str | None:
+        """The request id the proxy sent in ``request_id_header``, if it is a short token
+        (at most 128 of ``A-Z a-z 0-9 . _ : ; = / + @ -``); ``None``: draw a fresh one."""
+        if value is None or _REQUEST_ID.fullmatch(value) is None:
+            return None
+        return value
 
     def for_path(self, path: str) -> CompiledHeaders:
         """The compiled policy for ``path`` (the full path, mount prefix included): the longest
@@ -1524,3 +1688,104 @@ def _check_override_prefix(prefix: str) -> str:
             f"override prefix {prefix!r} must be a path starting with '/'", setting="overrides"
         )
     return prefix
+
+
+# -- a policy for Swagger UI ----------------------------------------------------------------------
+
+
+class _PageAssets(HTMLParser):
+    """The scripts, stylesheets and icons an HTML page loads, and its inline scripts' texts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.scripts: list[str] = []
+        self.inline_scripts: list[str] = []
+        self.stylesheets: list[str] = []
+        self.icons: list[str] = []
+        self._inline: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "script":
+            if found.get("src"):
+                self.scripts.append(found["src"])
+            else:
+                self._inline = []
+        elif tag == "link" and found.get("href"):
+            rel = found.get("rel", "").lower().split()
+            if "stylesheet" in rel:
+                self.stylesheets.append(found["href"])
+            elif "icon" in rel:
+                self.icons.append(found["href"])
+
+    def handle_data(self, data: str) -> None:
+        if self._inline is not None:
+            self._inline.append(data)  # a script's text is raw: no character references
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._inline is not None:
+            self.inline_scripts.append("".join(self._inline))
+            self._inline = None
+
+
+def _sha256_source(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def _url_sources(urls: Iterable[str]) -> list[str]:
+    """Each absolute URL as itself (a path-exact host-source); a relative one as ``'self'``."""
+    out: list[str] = []
+    for url in urls:
+        source = url if url.startswith(("https://", "http://")) else "'self'"
+        if source not in out:
+            out.append(source)
+    return out
+
+
+def swagger_ui_policy(
+    *pages: str, base: HeaderPolicy | Preset | str = Preset.STRICT
+) -> HeaderPolicy:
+    """The policy for Swagger UI pages (FastAPI's ``/docs`` and ``/docs/oauth2-redirect``, or
+    any app's), from their HTML: ``base`` with a CSP that allows what the pages load and
+    nothing more.
+
+    Swagger UI loads a bundle and a stylesheet from a CDN and starts with an inline script that
+    carries no nonce, so no nonce-based preset runs it. Here each external script and
+    stylesheet is allowed by its full URL (``cdn.jsdelivr.net`` serves every npm package: the
+    host alone would let an injected tag load any of them), each inline script by the SHA-256
+    of its text, with no ``'strict-dynamic'`` (it would make browsers ignore the URLs). Styles
+    add ``'unsafe-inline'``: Swagger UI writes ``style`` attributes, and CSS cannot run script.
+    Images allow ``data:`` (the stylesheet's icons) and the page's favicon; ``connect-src
+    'self'`` lets it fetch the OpenAPI document and try requests; COEP is left out (the CDN
+    files do not opt in to being embedded). :func:`bastion.asgi.headers.fastapi_swagger_ui_policy`
+    renders FastAPI's pages for this function.
+
+    Danger: the hashes are those of these exact pages. Pass pages rendered from the app's
+    configuration, never ones holding request data, and build the policy again when the pages
+    change (another title, other Swagger UI parameters).
+    """
+    assets = _PageAssets()
+    for page in pages:
+        assets.feed(page)
+        assets.close()
+    if not assets.scripts and not assets.inline_scripts:
+        raise ConfigurationError(
+            "swagger_ui_policy(): the pages load no script; pass the HTML of the Swagger UI "
+            "pages (FastAPI: fastapi_swagger_ui_policy(app))",
+            setting="pages",
+        )
+    script = _url_sources(assets.scripts)
+    script += list(dict.fromkeys(map(_sha256_source, assets.inline_scripts)))
+    csp = ContentSecurityPolicy(
+        default_src="'none'",
+        script_src=script,
+        style_src=[*_url_sources(["/", *assets.stylesheets]), "'unsafe-inline'"],
+        img_src=[*_url_sources(["/", *assets.icons]), "data:"],
+        font_src=["'self'", "data:"],
+        connect_src="'self'",
+        form_action="'self'",
+        base_uri="'none'",
+        frame_ancestors="'none'",
+    )
+    return _resolve_policy(base).replace(csp_policy=csp, coep_policy=None)

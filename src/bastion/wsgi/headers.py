@@ -22,8 +22,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.core.audit import bind_request_id
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
+from bastion.core.ratelimit import ClientIP
 from bastion.core.request import wsgi_path
 from bastion.errors import ConfigurationError
 
@@ -70,6 +72,11 @@ class SecurityHeadersMiddleware:
         report_max_bytes: int = 16_384,
         report_burst: int = 50,
         report_rate: float = 1.0,
+        report_client_burst: int = 10,
+        report_client_rate: float = 0.5,
+        report_max_clients: int = 4096,
+        client_ip: ClientIP | None = None,
+        request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
@@ -81,6 +88,10 @@ class SecurityHeadersMiddleware:
             report_max_bytes=report_max_bytes,
             report_burst=report_burst,
             report_rate=report_rate,
+            report_client_burst=report_client_burst,
+            report_client_rate=report_client_rate,
+            report_max_clients=report_max_clients,
+            request_id_header=request_id_header,
             clock=clock,
             production=production,
         )
@@ -88,6 +99,12 @@ class SecurityHeadersMiddleware:
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
         self._receiver = self._router.receiver
+        self._client_ip = client_ip if client_ip is not None else ClientIP()
+        self._forwarded = "HTTP_" + self._client_ip.header.upper().replace("-", "_")
+        header = self._router.request_id_header
+        self._request_id_key = (
+            None if header is None else "HTTP_" + header.upper().replace("-", "_")
+        )
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -109,9 +126,16 @@ class SecurityHeadersMiddleware:
                 return start_response(status, text)
             return start_response(status, text, exc_info)
 
-        if path == self._report_path:
-            return self._receive_report(environ, start_with_headers)
-        return self.app(environ, start_with_headers)
+        # Every audit event emitted while the app runs carries the request's id (events
+        # emitted later, while the server iterates the body, do not).
+        key = self._request_id_key
+        bound = bind_request_id(None if key is None else self._router.request_id(environ.get(key)))
+        try:
+            if path == self._report_path:
+                return self._receive_report(environ, start_with_headers)
+            return self.app(environ, start_with_headers)
+        finally:
+            bound.var.reset(bound)
 
     def _receive_report(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -121,9 +145,16 @@ class SecurityHeadersMiddleware:
             raise ConfigurationError("report path without a receiver")
         content_type = environ.get("CONTENT_TYPE", "")
         length = environ.get("CONTENT_LENGTH") or None
-        client_ip = environ.get("REMOTE_ADDR")
+        peer = environ.get("REMOTE_ADDR") or None
+        forwarded = environ.get(self._forwarded)
+        values = () if forwarded is None else (forwarded,)
+        address = self._client_ip.client(peer, values)
+        client_ip = None if address is None else str(address)
+        key = self._client_ip.key(peer, values)
         with self._lock:
-            status = receiver.precheck(environ["REQUEST_METHOD"], content_type, length, client_ip)
+            status = receiver.precheck(
+                environ["REQUEST_METHOD"], content_type, length, client_ip, key
+            )
         if status is None:
             if length is None and not environ.get("wsgi.input_terminated"):
                 status = 411  # without a length a WSGI body cannot be read safely
