@@ -54,7 +54,9 @@ from bastion.errors import BadData, ConfigurationError, CookieError, SessionData
 __all__ = [
     "DEFAULT_COOKIE_NAME",
     "DEVELOPMENT_COOKIE_NAME",
+    "MAX_SESSIONS_PER_USER",
     "SESSION_ID_CHARS",
+    "Epoch",
     "Liveness",
     "RecordDecoder",
     "SessionConfig",
@@ -64,9 +66,11 @@ __all__ = [
     "check_session_value",
     "cookie_max_age",
     "data_slice",
+    "decode_epoch",
     "decode_index",
     "decode_record",
     "encode_data",
+    "encode_epoch",
     "encode_index",
     "encode_record",
     "encode_tombstone",
@@ -93,7 +97,8 @@ RECORD_VERSION: Final = 1
 _ID = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 _HANDLE = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 _MAX_DEPTH: Final = 32
-_MAX_INDEX_ENTRIES: Final = 256
+MAX_SESSIONS_PER_USER: Final = 256
+"""Most sessions the registry keeps per user; a login past it destroys the user's oldest."""
 _MAX_CLIENT_TEXT: Final = 256
 _NUMBERS: Final = frozenset({int, float})
 
@@ -364,6 +369,9 @@ class SessionRecord:
     persistent: bool = False
     ip: str | None = None
     user_agent: str | None = None
+    epoch: int = 0
+    """The user's revocation epoch this login was made under (:class:`Epoch`). A record of a
+    user whose current epoch is higher has been revoked, listed in the registry or not."""
 
     def deadline(self, config: SessionConfig) -> float:
         """When this session dies: the earlier of its idle and absolute deadlines."""
@@ -382,6 +390,7 @@ def _record(  # noqa: PLR0917 (private: every field of a record, in order)
     persistent: bool,
     ip: str | None,
     user_agent: str | None,
+    epoch: int,
 ) -> SessionRecord:
     """A :class:`SessionRecord` from already-checked fields, for the decoders' hot path.
 
@@ -399,6 +408,7 @@ def _record(  # noqa: PLR0917 (private: every field of a record, in order)
     record.persistent = persistent
     record.ip = ip
     record.user_agent = user_agent
+    record.epoch = epoch
     return record
 
 
@@ -536,6 +546,7 @@ def encode_record(
         "p": record.persistent,
         "ip": _clip(record.ip),
         "ua": _clip(record.user_agent),
+        "e": record.epoch,
     }
     if data_json is None:
         data_json = encode_data(record.data)
@@ -598,6 +609,7 @@ def decode_record(raw: bytes) -> SessionRecord | Tombstone:
         data, csrf, persistent = payload["d"], payload["x"], payload["p"]
         created, issued, seen = payload["c"], payload["i"], payload["s"]
         user, auth, ip, ua = payload["u"], payload["a"], payload["ip"], payload["ua"]
+        epoch = payload.get("e", 0)  # records written before epochs existed: epoch 0
     except KeyError:
         raise BadData("session record is missing a field") from None
     # One combined check for the well-formed case; the precise checks only on failure.
@@ -612,13 +624,15 @@ def decode_record(raw: bytes) -> SessionRecord | Tombstone:
         and (auth is None or type(auth) in _NUMBERS)
         and (ip is None or type(ip) is str)
         and (ua is None or type(ua) is str)
+        and type(epoch) is int
+        and epoch >= 0
     ):
         raise BadData("session record has a field of the wrong type")
-    return _record(data, created, issued, seen, csrf, user, auth, persistent, ip, ua)
+    return _record(data, created, issued, seen, csrf, user, auth, persistent, ip, ua, epoch)
 
 
 _Head: TypeAlias = (
-    "tuple[float, float, float, str, str | None, float | None, bool, str | None, str | None]"
+    "tuple[float, float, float, str, str | None, float | None, bool, str | None, str | None, int]"
 )
 
 
@@ -673,6 +687,7 @@ class RecordDecoder:
                 record.persistent,
                 record.ip,
                 record.user_agent,
+                record.epoch,
             )
         return record
 
@@ -695,16 +710,63 @@ def _data_at(raw: bytes, start: int) -> dict[str, Any] | None:
 class SessionIndex:
     """One user's sessions: handle -> ``{"created": t, "ip": ..., "ua": ...}``.
 
-    Bounded to the newest 256 entries; an entry whose record is gone is pruned when listed.
+    Bounded to the newest :data:`MAX_SESSIONS_PER_USER` entries. An entry is never dropped
+    while its session may live: :meth:`add` returns the handles that fell out, and the caller
+    destroys those sessions before it stores the index, so the list shows every live session
+    (the oldest session of a user past the cap is logged out). An entry whose record is gone
+    is pruned when listed.
     """
 
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, handle: str, *, created: float, ip: str | None, ua: str | None) -> None:
+    def add(self, handle: str, *, created: float, ip: str | None, ua: str | None) -> list[str]:
+        """Add ``handle``; the handles pushed out by the bound (oldest first), to destroy."""
         self.entries[handle] = {"created": created, "ip": _clip(ip), "ua": _clip(ua)}
-        while len(self.entries) > _MAX_INDEX_ENTRIES:
-            oldest = min(self.entries, key=lambda h: self.entries[h]["created"])
+        evicted: list[str] = []
+        while len(self.entries) > MAX_SESSIONS_PER_USER:
+            oldest = min(
+                (h for h in self.entries if h != handle),
+                key=lambda h: float(self.entries[h].get("created", 0.0)),
+            )
             del self.entries[oldest]
+            evicted.append(oldest)
+        return evicted
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """A user's revocation epoch: ``number`` goes up by one on every "revoke all" (or "revoke
+    all others"), at Unix time ``since``. A session record carries the epoch its login was
+    made under; a load refuses a record whose epoch is lower than the user's current one, so a
+    revocation reaches every session of the user, whether the registry lists it or not."""
+
+    number: int = 0
+    since: float = 0.0
+
+
+def encode_epoch(epoch: Epoch) -> bytes:
+    return json.dumps(
+        {"v": RECORD_VERSION, "n": epoch.number, "t": epoch.since}, separators=(",", ":")
+    ).encode("ascii")
+
+
+def decode_epoch(raw: bytes | None) -> Epoch:
+    """Parse a user's epoch record; ``None`` (absent) is epoch 0. Malformed is :class:`BadData`
+    (the caller refuses the user's sessions rather than guess)."""
+    if raw is None:
+        return Epoch()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadData("session epoch is not JSON") from None
+    if type(payload) is not dict or payload.get("v") != RECORD_VERSION:
+        raise BadData("session epoch has an unknown format version")
+    number, since = payload.get("n"), payload.get("t")
+    if type(number) is not int or number < 0:
+        raise BadData("session epoch number is malformed")
+    if not isinstance(since, int | float) or isinstance(since, bool) or not math.isfinite(since):
+        raise BadData("session epoch time is malformed")
+    return Epoch(number, float(since))
 
 
 def encode_index(index: SessionIndex) -> bytes:

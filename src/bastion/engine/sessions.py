@@ -14,8 +14,8 @@ store whose sync side never blocks (memory, see ``nonblocking`` in
 Store round trips per request kind:
 
 * untouched: 0 (nothing is read unless the handler touches the session);
-* read-only: 1 (``GET``), plus 1 (``CAS``) at most once per ``touch_interval`` to push the idle
-  deadline;
+* read-only: 1 (``GET``), 2 for a logged-in session (its user's revocation epoch is read too),
+  plus 1 (``CAS``) at most once per ``touch_interval`` to push the idle deadline;
 * modified: 2 (``GET`` + ``CAS``); one more ``GET`` + ``CAS`` per lost race.
 
 Concurrency. A save never overwrites blindly: it is ``compare_and_set(expected=<the bytes this
@@ -39,7 +39,15 @@ record, under a hash-tagged key, updated with CAS loops. :meth:`SessionEngine.li
 reads the index and each record (created, last seen, IP, user agent);
 :meth:`SessionEngine.revoke`, :meth:`SessionEngine.revoke_others` and
 :meth:`SessionEngine.revoke_all` delete records, which also makes every in-flight save of those
-sessions fail (see above).
+sessions fail (see above). The index is bounded; a login past the bound destroys the user's
+oldest session, so the list never misses a live one.
+
+Revocation epochs. "Revoke all" and "revoke others" do not depend on the index: they raise the
+user's epoch (a record under its own key), and every session record carries the epoch its
+login was made under. A load refuses a record whose epoch is lower than its user's, so a
+revocation ends every session of the user, listed or not, including one renewed or logged in
+while the revocation ran (a login whose password was checked before the revocation is refused
+at its save). "Revoke others" re-stamps the kept session with the new epoch before raising it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from bastion.core.audit import (
 from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.sessions import (
+    Epoch,
     Liveness,
     RecordDecoder,
     SessionConfig,
@@ -67,8 +76,10 @@ from bastion.core.sessions import (
     check_session_value,
     cookie_max_age,
     data_slice,
+    decode_epoch,
     decode_index,
     encode_data,
+    encode_epoch,
     encode_index,
     encode_record,
     encode_tombstone,
@@ -96,6 +107,7 @@ __all__ = [
     "Session",
     "SessionEngine",
     "SessionInfo",
+    "epoch_key",
     "index_key",
 ]
 
@@ -111,6 +123,11 @@ _DESTROYED_EVENT: Final = "session_destroyed"
 def index_key(user_id: str) -> str:
     """The store key of ``user_id``'s session index (one Redis Cluster slot per user)."""
     return hash_tag("sessions-of", user_id)
+
+
+def epoch_key(user_id: str) -> str:
+    """The store key of ``user_id``'s revocation epoch (same Redis Cluster slot as the index)."""
+    return hash_tag("session-epoch", user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +258,11 @@ class Session(MutableMapping[str, Any]):
         self._pristine = None
         self._record = None
         self._data = {}
+        self._follower = False
+        self._user_id = None
+        self._authenticated_at = None
+        self._csrf_secret = None
+        self._persistent = self._engine.config.persistent
 
     def _adopt(
         self, session_id: str, key: str, raw: bytes, record: SessionRecord, *, follower: bool
@@ -315,8 +337,15 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def handle(self) -> str | None:
-        """The non-secret name of this session in the store and the user's registry."""
+        """The non-secret name of this session in the store and the user's registry.
+
+        Within a renewal's grace window (a request sent with the previous cookie) this is the
+        handle of the renewed record the request uses, not of the tombstone its cookie names:
+        "log out other devices" from such a request keeps the caller's own session.
+        """
         self._ensure()
+        if self._key is not None and self._rotate is None:
+            return self._key.removeprefix("session:")
         return None if self._id is None else session_handle(self._id)
 
     @property
@@ -564,6 +593,9 @@ class SessionEngine:
         if successor is not None:
             raw = sync.get(successor)
             self._load_found(session, session_id, successor, raw, follower=True)
+        user = _bound_user(session)
+        if user is not None:
+            self._load_checked(session, sync.get(epoch_key(user)))
 
     async def load(self, session: Session) -> None:
         """Load ``session`` now (one round trip when a cookie is present). Idempotent."""
@@ -579,6 +611,9 @@ class SessionEngine:
         if successor is not None:
             raw = await self._store.get(successor)
             self._load_found(session, session_id, successor, raw, follower=True)
+        user = _bound_user(session)
+        if user is not None:
+            self._load_checked(session, await self._store.get(epoch_key(user)))
 
     def _decode_cookie(self, value: str) -> tuple[str | None, str]:
         signer = self._signer
@@ -610,6 +645,9 @@ class SessionEngine:
         if successor is not None:
             raw = yield Get(successor)
             self._load_found(session, session_id, successor, raw, follower=True)
+        user = _bound_user(session)
+        if user is not None:
+            self._load_checked(session, (yield Get(epoch_key(user))))
 
     def _load_key(self, session: Session) -> tuple[str, str] | None:
         """A load's first step, without I/O: ``(session ID, store key)`` to read, or ``None``
@@ -655,6 +693,22 @@ class SessionEngine:
             return None
         session._adopt(session_id, key, raw, found, follower=follower)
         return None
+
+    def _load_checked(self, session: Session, raw_epoch: bytes | None) -> None:
+        """A load's last step for a logged-in session: refuse it when the user's sessions were
+        revoked after its login (its epoch is lower than the user's; an unreadable epoch
+        record refuses too, rather than guess)."""
+        record = session._record
+        if record is None or record.user_id is None:  # pragma: no cover - see _bound_user
+            return
+        try:
+            current = decode_epoch(raw_epoch).number
+        except BadData:
+            current = None
+        if current is None or record.epoch < current:
+            self._reject(
+                session, "revoked", EventName.SESSION_USE_AFTER_EXPIRE, user=record.user_id
+            )
 
     def _reject(
         self, session: Session, reason: str, name: EventName, *, user: str | None = None
@@ -843,6 +897,7 @@ class SessionEngine:
                 persistent=s._persistent,
                 ip=base.ip,
                 user_agent=base.user_agent,
+                epoch=base.epoch,
             )
         return SessionRecord(
             data=data,
@@ -855,6 +910,7 @@ class SessionEngine:
             persistent=base.persistent,
             ip=base.ip,
             user_agent=base.user_agent,
+            epoch=base.epoch,
         )
 
     def save_flow(self, session: Session) -> Flow[SaveResult]:  # noqa: PLR0911, PLR0912 (one decision table)
@@ -901,8 +957,28 @@ class SessionEngine:
             outcome = yield from self._retry_save(s, now)
         return self._finish(s, outcome, now)
 
+    def _login_epoch(self, user_id: str, authenticated_at: float | None) -> Flow[int | None]:
+        """The epoch a new login of ``user_id`` is made under: the user's current one, or
+        ``None`` when the user's sessions were revoked after this login was authenticated (a
+        password change while the old password was being checked: the login must not live)."""
+        raw = yield Get(epoch_key(user_id))
+        try:
+            epoch = decode_epoch(raw)
+        except BadData:
+            return None
+        if authenticated_at is not None and epoch.since > authenticated_at:
+            return None
+        return epoch.number
+
     def _create(self, s: Session, data: dict[str, Any], now: float) -> Flow[SaveResult]:
         record = self._build(s, None, data, now)
+        if record.user_id is not None:
+            epoch = yield from self._login_epoch(record.user_id, record.authenticated_at)
+            if epoch is None:
+                self._audit_destroyed(s, "revoked")
+                s._start_fresh("revoked")
+                return self._clear_cookie()
+            record.epoch = epoch
         value = encode_record(record, max_bytes=self.config.max_bytes)
         session_id = s._id or new_session_id()
         for _ in range(3):
@@ -1004,7 +1080,7 @@ class SessionEngine:
             "being written by too many requests at once"
         )
 
-    def _rotate_flow(self, s: Session, data_json: bytes, now: float) -> Flow[SaveResult]:
+    def _rotate_flow(self, s: Session, data_json: bytes, now: float) -> Flow[SaveResult]:  # noqa: PLR0912, PLR0915 (one rotation, each race answered)
         kind = s._rotate
         old_key = s._key
         loaded = s._record
@@ -1013,6 +1089,7 @@ class SessionEngine:
         new_id = s._id
         new_handle = session_handle(new_id)
         new_key = record_key(new_handle)
+        old_handle = old_key.removeprefix("session:")
         data = dict(s._data)
         record = self._build(s, loaded, data, now)
         record.issued_at = now
@@ -1021,9 +1098,23 @@ class SessionEngine:
             record.created_at = now
             record.ip = s.client_ip or record.ip
             record.user_agent = s.user_agent or record.user_agent
+        if kind == "login" and record.user_id is not None:
+            epoch = yield from self._login_epoch(record.user_id, record.authenticated_at)
+            if epoch is None:
+                # Revoked after this login was authenticated: the pre-login session ends too.
+                yield Delete(old_key)
+                if loaded.user_id is not None:
+                    yield from self._index_update(loaded.user_id, _remove(old_handle))
+                self._audit_destroyed(s, "revoked")
+                return self._clear_cookie()
+            record.epoch = epoch
         value = encode_record(record, max_bytes=self.config.max_bytes, data_json=data_json)
         if not (yield CompareAndSet(new_key, None, value, self._ttl(record, now))):
             raise StoreError("could not create the rotated session: its new ID is taken")
+        # Listed before the old ID is tombstoned, so a revocation that reads the registry in
+        # between finds the new session (the epoch check covers the rest of the window).
+        if record.user_id is not None:
+            yield from self._index_update(record.user_id, _add(new_handle, record, now))
         successor = new_handle if kind == "renew" else None
         tomb = encode_tombstone(Tombstone(successor=successor, until=now + self.config.renew_grace))
         expected = s._raw
@@ -1035,6 +1126,8 @@ class SessionEngine:
             if not isinstance(found, SessionRecord):
                 # Destroyed meanwhile, or another request rotated first: ours must not live.
                 yield Delete(new_key)
+                if record.user_id is not None:
+                    yield from self._index_update(record.user_id, _remove(new_handle))
                 if isinstance(found, Tombstone) and found.successor is not None and kind == "renew":
                     s._rotate = None
                     winner = record_key(found.successor)
@@ -1046,19 +1139,23 @@ class SessionEngine:
                         return _VARY_ONLY
                 return self._clear_cookie()
             updated = dataclasses.replace(record, data=self._merged(s, found.data))
+            if kind != "login":
+                # The same login, moved: it keeps the epoch the stored record has now (a
+                # "log out other devices" may have re-stamped it meanwhile).
+                updated.epoch = found.epoch
             new_value = encode_record(updated, max_bytes=self.config.max_bytes)
             if not (yield CompareAndSet(new_key, value, new_value, self._ttl(updated, now))):
                 raise StoreError("the rotated session changed during its own rotation")
             value, record = new_value, updated
         else:
             raise StoreError(f"session rotation lost {_MAX_RETRIES} races in a row")
-        old_handle = old_key.removeprefix("session:")
-        if loaded.user_id is not None and loaded.user_id != record.user_id:
-            yield from self._index_update(loaded.user_id, _remove(old_handle))
-        if record.user_id is not None:
-            yield from self._index_update(
-                record.user_id, _replace(old_handle, new_handle, record, now)
-            )
+        if loaded.user_id is not None:
+            if loaded.user_id == record.user_id:
+                yield from self._index_update(
+                    record.user_id, _replace(old_handle, new_handle, record, now)
+                )
+            else:
+                yield from self._index_update(loaded.user_id, _remove(old_handle))
         self._adopt_saved(s, new_id, new_key, value, record)
         self._auditor.emit(
             EventName.SESSION_RENEWED,
@@ -1086,7 +1183,10 @@ class SessionEngine:
 
     # -- the per-user registry ------------------------------------------------------------------
 
-    def _index_update(self, user_id: str, change: Callable[[SessionIndex], None]) -> Flow[None]:
+    def _index_update(self, user_id: str, change: _IndexChange) -> Flow[None]:
+        """CAS ``change`` into ``user_id``'s index. The sessions a change pushes out of the
+        bounded index are destroyed *before* the index is stored, so no live session is ever
+        missing from the list (or from a revocation that walks it)."""
         key = index_key(user_id)
         ttl = self.config.persistent_absolute_lifetime
         for _ in range(_MAX_RETRIES):
@@ -1095,10 +1195,60 @@ class SessionEngine:
                 index = decode_index(raw)
             except BadData:
                 index = SessionIndex()
-            change(index)
+            for handle in change(index) or ():
+                if (yield Delete(record_key(handle))):
+                    self._audit_destroyed(None, "registry_full")
             if (yield CompareAndSet(key, raw, encode_index(index), ttl)):
                 return
         raise StoreError(f"session index update lost {_MAX_RETRIES} races in a row")
+
+    def _epoch_ttl(self) -> float:
+        # Outlives every session made under the previous epoch, by a wide margin: a login
+        # rotation restarts the absolute lifetime of a session loaded just before a bump.
+        return 2 * self.config.persistent_absolute_lifetime + _EXPIRY_SLACK
+
+    def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[None]:
+        """Raise ``user_id``'s epoch, so every session of the user made under an earlier one
+        is refused at its next load. ``keep`` (a handle of this user's) is re-stamped with
+        the new epoch first, so the caller's own session never sees itself revoked, not even
+        by a request of its own that loads in between."""
+        key = epoch_key(user_id)
+        now = self.clock.now()
+        for _ in range(_MAX_RETRIES):
+            raw = yield Get(key)
+            try:
+                number = decode_epoch(raw).number
+            except BadData:
+                number = 0
+            # Time-based and increasing: a lost or unreadable epoch record can only be
+            # replaced by a higher number, never reopen older sessions.
+            bumped = Epoch(max(number + 1, int(now * 1000)), now)
+            if keep is not None:
+                yield from self._stamp_flow(user_id, keep, bumped.number, now)
+            if (yield CompareAndSet(key, raw, encode_epoch(bumped), self._epoch_ttl())):
+                return
+        raise StoreError(f"session epoch update lost {_MAX_RETRIES} races in a row")
+
+    def _stamp_flow(self, user_id: str, handle: str, epoch: int, now: float) -> Flow[None]:
+        """Give the live record of ``handle`` (following a renewal tombstone) ``epoch``."""
+        key = record_key(handle)
+        for _ in range(_MAX_RETRIES):
+            raw = yield Get(key)
+            found = None if raw is None else self._decode_or_none(raw)
+            if isinstance(found, Tombstone):
+                if found.successor is None or now >= found.until:
+                    return
+                key = record_key(found.successor)
+                continue
+            if not isinstance(found, SessionRecord) or found.user_id != user_id:
+                return
+            if found.epoch >= epoch:
+                return
+            stamped = dataclasses.replace(found, epoch=epoch)
+            value = encode_record(stamped, max_bytes=self.config.max_bytes)
+            if (yield CompareAndSet(key, raw, value, self._ttl(stamped, now))):
+                return
+        raise StoreError(f"session re-stamp lost {_MAX_RETRIES} races in a row")
 
     def list_sessions_flow(
         self, user_id: str, current: str | None = None
@@ -1108,13 +1258,22 @@ class SessionEngine:
             index = decode_index(raw)
         except BadData:
             return []
+        try:
+            epoch: int | None = decode_epoch((yield Get(epoch_key(str(user_id))))).number
+        except BadData:
+            epoch = None  # unreadable: every load of this user's sessions refuses them
         now = self.clock.now()
         found: list[SessionInfo] = []
         gone: list[str] = []
         for handle, entry in index.entries.items():
             value = yield Get(record_key(handle))
             record = None if value is None else self._decode_or_none(value)
-            if not isinstance(record, SessionRecord) or record.user_id != str(user_id):
+            if (
+                not isinstance(record, SessionRecord)
+                or record.user_id != str(user_id)
+                or epoch is None
+                or record.epoch < epoch
+            ):
                 gone.append(handle)
                 continue
             if liveness(record, now, self.config) is not Liveness.LIVE:
@@ -1135,7 +1294,19 @@ class SessionEngine:
         found.sort(key=lambda info: info.created_at)
         return found
 
-    def revoke_flow(self, user_id: str, handles: Callable[[SessionIndex], list[str]]) -> Flow[int]:
+    def revoke_flow(
+        self,
+        user_id: str,
+        handles: Callable[[SessionIndex], list[str]],
+        *,
+        everywhere: bool = False,
+        keep: str | None = None,
+    ) -> Flow[int]:
+        """Delete the chosen listed sessions of ``user_id``. ``everywhere`` first raises the
+        user's epoch (keeping ``keep``), which ends every other session of the user, listed
+        or not: the registry is an aid for listing, never what a revocation depends on."""
+        if everywhere:
+            yield from self._bump_epoch_flow(str(user_id), keep)
         raw = yield Get(index_key(str(user_id)))
         try:
             index = decode_index(raw)
@@ -1241,26 +1412,41 @@ class SessionEngine:
         return count == 1
 
     async def revoke_others(self, user_id: str | int, keep_handle: str | None) -> int:
-        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices")."""
-        count: int = await self.run(self.revoke_flow(str(user_id), _all_but(keep_handle)))
+        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices").
+
+        Every other session ends, listed or not (the user's epoch is raised); the count is of
+        the listed sessions deleted."""
+        count: int = await self.run(self._revoke_others_flow(str(user_id), keep_handle))
         return count
 
     async def revoke_all(self, user_id: str | int) -> int:
-        """Revoke every session of ``user_id`` (on a password change, for instance)."""
-        count: int = await self.run(self.revoke_flow(str(user_id), _all_but(None)))
+        """Revoke every session of ``user_id`` (on a password change, for instance).
+
+        Every session ends, listed or not (the user's epoch is raised); the count is of the
+        listed sessions deleted."""
+        count: int = await self.run(self._revoke_others_flow(str(user_id), None))
         return count
+
+    def _revoke_others_flow(self, user_id: str, keep: str | None) -> Flow[int]:
+        return self.revoke_flow(user_id, _all_but(keep), everywhere=True, keep=keep)
 
     def revoke_sync(self, user_id: str | int, handle: str) -> bool:
         count: int = self.run_sync(self.revoke_flow(str(user_id), _only(handle)))
         return count == 1
 
     def revoke_others_sync(self, user_id: str | int, keep_handle: str | None) -> int:
-        count: int = self.run_sync(self.revoke_flow(str(user_id), _all_but(keep_handle)))
+        count: int = self.run_sync(self._revoke_others_flow(str(user_id), keep_handle))
         return count
 
     def revoke_all_sync(self, user_id: str | int) -> int:
-        count: int = self.run_sync(self.revoke_flow(str(user_id), _all_but(None)))
+        count: int = self.run_sync(self._revoke_others_flow(str(user_id), None))
         return count
+
+
+def _bound_user(session: Session) -> str | None:
+    """The user of the record a load has just adopted (``None``: anonymous, or not adopted)."""
+    record = session._record
+    return None if record is None or session._key is None else record.user_id
 
 
 def _skip_save(session: Session, status: int) -> SaveResult | None:
@@ -1275,14 +1461,18 @@ def _skip_save(session: Session, status: int) -> SaveResult | None:
     return None
 
 
-def _add(handle: str, record: SessionRecord, now: float) -> Callable[[SessionIndex], None]:
-    def change(index: SessionIndex) -> None:
-        index.add(handle, created=now, ip=record.ip, ua=record.user_agent)
+_IndexChange = Callable[[SessionIndex], "list[str] | None"]
+"""A change to a user's index; returns the handles it pushed out (to destroy), if any."""
+
+
+def _add(handle: str, record: SessionRecord, now: float) -> _IndexChange:
+    def change(index: SessionIndex) -> list[str]:
+        return index.add(handle, created=now, ip=record.ip, ua=record.user_agent)
 
     return change
 
 
-def _remove(*handles: str) -> Callable[[SessionIndex], None]:
+def _remove(*handles: str) -> _IndexChange:
     def change(index: SessionIndex) -> None:
         for handle in handles:
             index.entries.pop(handle, None)
@@ -1290,13 +1480,11 @@ def _remove(*handles: str) -> Callable[[SessionIndex], None]:
     return change
 
 
-def _replace(
-    old: str, new: str, record: SessionRecord, now: float
-) -> Callable[[SessionIndex], None]:
-    def change(index: SessionIndex) -> None:
+def _replace(old: str, new: str, record: SessionRecord, now: float) -> _IndexChange:
+    def change(index: SessionIndex) -> list[str]:
         previous = index.entries.pop(old, None)
         created = now if previous is None else float(previous.get("created", now))
-        index.add(new, created=created, ip=record.ip, ua=record.user_agent)
+        return index.add(new, created=created, ip=record.ip, ua=record.user_agent)
 
     return change
 
