@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -94,7 +94,7 @@ from bastion.core.sessions import (
 )
 from bastion.core.signing import Signer
 from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, drive_async, drive_sync
-from bastion.errors import BadData, ConfigurationError, StoreError
+from bastion.errors import BadData, ConfigurationError, SessionStateError, StoreError
 from bastion.stores.base import Store, SupportsSync, SyncStore
 from bastion.stores.keyspace import hash_tag
 
@@ -171,6 +171,7 @@ class Session(MutableMapping[str, Any]):
         "_cookie_value",
         "_csrf_secret",
         "_data",
+        "_ended",
         "_engine",
         "_follower",
         "_id",
@@ -179,6 +180,7 @@ class Session(MutableMapping[str, Any]):
         "_loader",
         "_logout",
         "_meta_dirty",
+        "_no_response",
         "_persistent",
         "_pristine",
         "_raw",
@@ -214,7 +216,9 @@ class Session(MutableMapping[str, Any]):
         self._rejected: str | None = None
         self._rotate: str | None = None
         self._logout = False
+        self._ended: tuple[str, str | None] | None = None
         self._meta_dirty = False
+        self._no_response: str | None = None
         self._user_id: str | None = None
         self._authenticated_at: float | None = None
         self._csrf_secret: str | None = None
@@ -312,8 +316,24 @@ class Session(MutableMapping[str, Any]):
         return self._data.get(key, default)
 
     def clear(self) -> None:
+        """Empty the session. On a stored or logged-in session this is :meth:`logout`: the
+        login, the ID and the CSRF secret end with the data (``request.session.clear()`` and
+        ``flask.session.clear()`` are the idiomatic logout). Values set afterwards start a new
+        session under a new ID (Flask's ``session.clear(); session["user_id"] = ...``)."""
+        self._ensure()
+        if self._key is not None or self._user_id is not None:
+            self._lifecycle("clear")
+            self._end()
+        else:
+            self._data.clear()
+
+    def replace(self, data: Mapping[str, Any]) -> None:
+        """Replace all the data with ``data``, keeping the session, its ID and its login."""
+        for key, value in data.items():
+            check_session_value(key, value)
         self._ensure()
         self._data.clear()
+        self._data.update(data)
 
     def __repr__(self) -> str:
         state = "loaded" if self._loaded else "not loaded"
@@ -406,6 +426,25 @@ class Session(MutableMapping[str, Any]):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def without_response(self, where: str) -> None:
+        """Mark this session as one whose changes no response will carry (``where``: "a
+        WebSocket handler"). Lifecycle calls then raise
+        :class:`~bastion.errors.SessionStateError` instead of being silently lost; the data
+        stays readable."""
+        self._no_response = where
+
+    def _lifecycle(self, call: str) -> None:
+        if self._no_response is not None:
+            raise SessionStateError(
+                f"session.{call}() cannot take effect in {self._no_response}: there is no "
+                "response to carry the new cookie. "
+                + (
+                    "await bastion.asgi.sessions.end_session(websocket) ends the session now"
+                    if call in {"logout", "clear"}
+                    else "do it in an HTTP request"
+                )
+            )
+
     def login(self, user_id: str | int, *, remember: bool | None = None) -> None:
         """Bind the session to ``user_id``: new ID, new CSRF secret, ``authenticated_at`` = now.
 
@@ -417,6 +456,7 @@ class Session(MutableMapping[str, Any]):
             raise ConfigurationError(
                 "login() needs a non-empty str or int user_id", setting="user_id"
             )
+        self._lifecycle("login")
         self._ensure()
         self._user_id = str(user_id)
         self._authenticated_at = self._engine.clock.now()
@@ -425,7 +465,6 @@ class Session(MutableMapping[str, Any]):
             self._persistent = bool(remember)
         self._meta_dirty = True
         self._rotate = "login"
-        self._logout = False
         self._id = new_session_id()
 
     def end_login(self) -> None:
@@ -433,6 +472,7 @@ class Session(MutableMapping[str, Any]):
         dies), a new CSRF secret, no user, no ``authenticated_at``; the session leaves the
         user's registry. Used when a new login starts on a session that is logged in, so that
         the previous user's access never coexists with the new attempt."""
+        self._lifecycle("end_login")
         self._ensure()
         if self._user_id is None:
             return
@@ -441,30 +481,68 @@ class Session(MutableMapping[str, Any]):
         self._csrf_secret = new_csrf_secret()
         self._meta_dirty = True
         self._rotate = "regenerate"
-        self._logout = False
         self._id = new_session_id()
 
     def regenerate(self) -> None:
         """Issue a new ID for the same data (after a privilege change); the old ID dies."""
+        self._lifecycle("regenerate")
         self._ensure()
         self._rotate = self._rotate or "regenerate"
         self._id = new_session_id()
 
     def logout(self) -> None:
         """End the session: server data deleted, cookie expired, ``Clear-Site-Data`` sent
-        when the configuration asks for it. The session is empty afterwards."""
+        when the configuration asks for it. Happens even when the response is a 5xx.
+
+        The session is new and empty afterwards: no ID, no user, no CSRF secret. Values set
+        after the logout (a flash message) start a new session under a new ID; the response
+        then sets that cookie instead of clearing it."""
+        self._lifecycle("logout")
+        self._end()
+
+    def _end(self) -> None:
         self._ensure()
+        if self._key is not None and self._ended is None:
+            self._ended = (self._key, None if self._record is None else self._record.user_id)
+        rejected = self._rejected
+        self._start_fresh(rejected)
         self._logout = True
         self._rotate = None
-        self._data = {}
-        self._user_id = None
-        self._authenticated_at = None
+        self._meta_dirty = False
 
     # The adapter calls this when it cannot save (5xx): nothing is written.
     def discard(self) -> None:
         self._loaded = False
         self._logout = False
+        self._ended = None
         self._rotate = None
+
+    def _keep_only_lifecycle(self) -> bool:
+        """After a 5xx: drop this request's data changes, keep what must happen anyway (a
+        logout, the old ID's death in a rotation). Says whether anything is left to write.
+
+        A ``login()`` is not committed on a 5xx (the view failed, so whether it meant to grant
+        the login is unknown): the loaded session moves to a new ID as :meth:`regenerate`
+        would, unbound as before. ``regenerate()`` and ``end_login()`` are committed with the
+        loaded data."""
+        if self._logout:
+            if self._ended is None:
+                return False
+            self._start_fresh(self._rejected)
+            self._meta_dirty = False
+            return True
+        loaded, pristine = self._record, self._pristine
+        if self._rotate is None or loaded is None or self._key is None or pristine is None:
+            return False
+        self._data = json.loads(pristine)
+        if self._rotate == "login" or self._user_id == loaded.user_id:
+            self._user_id = loaded.user_id
+            self._authenticated_at = loaded.authenticated_at
+            self._csrf_secret = loaded.csrf_secret
+            self._persistent = loaded.persistent
+            self._meta_dirty = False
+        self._rotate = "regenerate"
+        return True
 
 
 class SessionEngine:
@@ -918,14 +996,19 @@ class SessionEngine:
         s = session
         old_key = s._key
         if s._logout:
-            if old_key is not None:
-                yield Delete(old_key)
-                loaded = s._record
-                if loaded is not None and loaded.user_id is not None:
-                    handle = old_key.removeprefix("session:")
-                    yield from self._index_update(loaded.user_id, _remove(handle))
+            ended = s._ended
+            if ended is not None:
+                ended_key, ended_user = ended
+                yield Delete(ended_key)
+                if ended_user is not None:
+                    handle = ended_key.removeprefix("session:")
+                    yield from self._index_update(ended_user, _remove(handle))
                 self._audit_destroyed(s, "logout")
-            if old_key is None and s._cookie_value is None:
+            s._logout, s._ended = False, None
+            if s._data or s._meta_dirty or s._rotate is not None:
+                # Written after the logout: a new session, under a new ID, replaces the cookie.
+                return (yield from self._create(s, dict(s._data), now))
+            if ended is None and s._cookie_value is None:
                 return _VARY_ONLY
             return self._clear_cookie(clear_site_data=self.config.clear_site_data)
         # Comparing encodings finds every change, nested ones included, without decoding.
@@ -1380,6 +1463,20 @@ class SessionEngine:
         session_id: str = await self.run(flow)
         return session_id
 
+    async def end(self, session: Session) -> None:
+        """Log ``session`` out now, in the store: its record is deleted and it leaves its
+        user's registry. For code without a response of its own (a WebSocket handler); the
+        client's cookie then names nothing and its next request gets a fresh session."""
+        await self.load(session)
+        session._end()
+        await self.run(self.save_flow(session))
+
+    def end_sync(self, session: Session) -> None:
+        """:meth:`end` through the store's sync side (blocking)."""
+        self.load_sync(session)
+        session._end()
+        self.run_sync(self.save_flow(session))
+
     async def destroy(self, session_id: str) -> bool:
         """Delete the session with ``session_id`` (and its registry entry); says if it existed."""
         removed: bool = await self.run(self.destroy_flow(session_id))
@@ -1454,6 +1551,8 @@ def _skip_save(session: Session, status: int) -> SaveResult | None:
     if not session.accessed:
         return _NOTHING
     if status >= 500:
+        if session._keep_only_lifecycle():
+            return None
         session.discard()
         return _VARY_ONLY
     if not session.loaded:

@@ -176,17 +176,33 @@ class SessionMiddleware:
             body = self.app(environ, save_then_start)
         except StoreUnavailable:
             if session.loaded or not session.accessed:
+                _after_failure(engine, session)
                 raise
             engine.audit_unavailable(session, "load")
             status, headers, payload = unavailable_response(accept)
             start_response(status, headers)
             return [payload]
+        except BaseException:
+            _after_failure(engine, session)
+            raise
         if failed:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
             return failed[:1]
         return body
+
+
+def _after_failure(engine: SessionEngine, session: Session) -> None:
+    """The app raised before ``start_response``: the error page is made further out, where no
+    cookie can be added, but a pending logout or rotation still ends the old ID (the save of
+    a 5xx: no data is written). A save that already ran has nothing left pending."""
+    if not session.loaded:
+        return
+    try:
+        engine.save_sync(session, status=500)
+    except StoreUnavailable:
+        engine.audit_unavailable(session, "save")
 
 
 def get_session(environ: Environ) -> Session:
