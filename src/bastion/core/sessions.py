@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_COOKIE_NAME",
     "DEVELOPMENT_COOKIE_NAME",
     "MAX_SESSIONS_PER_USER",
+    "PRESESSION_PREFIX",
     "SESSION_ID_CHARS",
     "Epoch",
     "Liveness",
@@ -80,6 +81,7 @@ __all__ = [
     "needs_touch",
     "new_csrf_secret",
     "new_session_id",
+    "presession_csrf_secret",
     "record_key",
     "session_handle",
 ]
@@ -121,6 +123,25 @@ def new_session_id() -> str:
 def new_csrf_secret() -> str:
     """A fresh per-session CSRF secret (256 bits). Rotated with the ID on login."""
     return _b64_32(secrets.token_bytes(32))
+
+
+PRESESSION_PREFIX: Final = "p."
+"""Marks a session cookie that names no stored session yet: ``p.`` + 43 random characters.
+
+An anonymous visitor who is shown a CSRF token gets this cookie instead of a stored session,
+so page views write nothing to the store. The CSRF secret of such a visitor is derived from
+the random value (:func:`presession_csrf_secret`); the session record is created at the first
+real write and inherits that secret, so the tokens already in the page keep working."""
+
+
+def presession_csrf_secret(value: str) -> str:
+    """The CSRF secret of a visitor whose cookie carries the pre-session ``value``.
+
+    A hash of a 256-bit random value that only the visitor's cookie holds (HttpOnly, and
+    ``__Host-``-pinned over HTTPS): whoever can read it could read a session ID as well, and
+    whoever plants one learns no more than by planting a session of their own.
+    """
+    return _b64_32(hashlib.sha256(b"bastion presession csrf\x00" + value.encode("ascii")).digest())
 
 
 def is_session_id(text: object) -> bool:

@@ -66,6 +66,7 @@ from bastion.core.audit import (
 from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.sessions import (
+    PRESESSION_PREFIX,
     Epoch,
     Liveness,
     RecordDecoder,
@@ -89,6 +90,7 @@ from bastion.core.sessions import (
     needs_touch,
     new_csrf_secret,
     new_session_id,
+    presession_csrf_secret,
     record_key,
     session_handle,
 )
@@ -182,6 +184,8 @@ class Session(MutableMapping[str, Any]):
         "_meta_dirty",
         "_no_response",
         "_persistent",
+        "_presession",
+        "_presession_new",
         "_pristine",
         "_raw",
         "_record",
@@ -219,6 +223,8 @@ class Session(MutableMapping[str, Any]):
         self._ended: tuple[str, str | None] | None = None
         self._meta_dirty = False
         self._no_response: str | None = None
+        self._presession: str | None = None
+        self._presession_new = False
         self._user_id: str | None = None
         self._authenticated_at: float | None = None
         self._csrf_secret: str | None = None
@@ -386,12 +392,34 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def csrf_secret(self) -> str:
-        """The per-session CSRF secret (created on first use, rotated by :meth:`login`)."""
+        """The per-session CSRF secret (created on first use, rotated by :meth:`login`).
+
+        A visitor without a stored session gets a pre-session cookie instead of a store write
+        (:data:`~bastion.core.sessions.PRESESSION_PREFIX`): the secret is derived from it, and
+        the session record, once a real write creates it, keeps that secret.
+        """
         self._ensure()
         if self._csrf_secret is None:
-            self._csrf_secret = new_csrf_secret()
-            self._meta_dirty = True
+            if self._key is None:
+                if self._presession is None:
+                    self._presession = new_session_id()
+                    self._presession_new = True
+                self._csrf_secret = presession_csrf_secret(self._presession)
+            else:  # pragma: no cover - a stored record always has its secret
+                self._csrf_secret = new_csrf_secret()
+                self._meta_dirty = True
         return self._csrf_secret
+
+    def verification_csrf_secret(self) -> str | None:
+        """The secret a submitted CSRF token is checked against, without issuing one: the
+        stored session's, or the pre-session cookie's; ``None`` when the request has neither
+        (the token cannot belong to this client)."""
+        self._ensure()
+        if self._csrf_secret is not None:
+            return self._csrf_secret
+        if self._key is None and self._presession is not None:
+            return presession_csrf_secret(self._presession)
+        return None
 
     @property
     def persistent(self) -> bool:
@@ -694,8 +722,11 @@ class SessionEngine:
             self._load_checked(session, await self._store.get(epoch_key(user)))
 
     def _decode_cookie(self, value: str) -> tuple[str | None, str]:
+        """``(session ID, "")``, ``(pre-session value, "presession")`` or ``(None, reason)``."""
         signer = self._signer
         if signer is None:
+            if value.startswith(PRESESSION_PREFIX) and is_session_id(value[2:]):
+                return value[2:], "presession"
             return (value, "") if is_session_id(value) else (None, "malformed")
         result = signer.verify(value)
         if result.value is None:
@@ -704,6 +735,8 @@ class SessionEngine:
             text = result.value.decode("ascii")
         except UnicodeDecodeError:
             return None, "malformed"
+        if text.startswith(PRESESSION_PREFIX) and is_session_id(text[2:]):
+            return text[2:], "presession"
         return (text, "") if is_session_id(text) else (None, "malformed")
 
     def _cookie_text(self, session_id: str) -> str:
@@ -738,6 +771,11 @@ class SessionEngine:
             session._start_fresh(None)
             return None
         session_id, reason = self._decode_cookie(value)
+        if reason == "presession":
+            # No stored session yet: nothing to read, nothing to reject.
+            session._start_fresh(None)
+            session._presession = session_id
+            return None
         if session_id is None:
             self._reject(session, reason, EventName.INPUT_VALIDATION_FAIL)
             return None
@@ -931,6 +969,15 @@ class SessionEngine:
             line = dataclasses.replace(cookie, value=text, max_age=max_age).serialize()
         return SaveResult(set_cookie=line, vary=True)
 
+    def _presession_cookie(self, s: Session) -> SaveResult:
+        """The cookie of a visitor given a CSRF secret but no stored session (no store I/O)."""
+        value = s._presession
+        if value is None:  # pragma: no cover - only called once a value was issued
+            return _VARY_ONLY
+        s._presession_new = False
+        text = self._cookie_text(PRESESSION_PREFIX + value)
+        return SaveResult(set_cookie=self.config.cookie.with_value(text).serialize(), vary=True)
+
     def _clear_cookie(self, *, clear_site_data: bool = False) -> SaveResult:
         return SaveResult(
             set_cookie=self.config.cookie.expired().serialize(),
@@ -956,7 +1003,8 @@ class SessionEngine:
                 created_at=now,
                 issued_at=now,
                 last_seen=now,
-                csrf_secret=s._csrf_secret or new_csrf_secret(),
+                # A visitor's pre-session secret carries over: the tokens in its pages stay good.
+                csrf_secret=s.verification_csrf_secret() or new_csrf_secret(),
                 user_id=s._user_id,
                 authenticated_at=s._authenticated_at,
                 persistent=s._persistent,
@@ -1008,6 +1056,8 @@ class SessionEngine:
             if s._data or s._meta_dirty or s._rotate is not None:
                 # Written after the logout: a new session, under a new ID, replaces the cookie.
                 return (yield from self._create(s, dict(s._data), now))
+            if s._presession_new:
+                return self._presession_cookie(s)  # a token for the page after the logout
             if ended is None and s._cookie_value is None:
                 return _VARY_ONLY
             return self._clear_cookie(clear_site_data=self.config.clear_site_data)
@@ -1016,6 +1066,8 @@ class SessionEngine:
         unchanged = data_json == s._pristine
         if old_key is None:
             if not s._data and not s._meta_dirty and s._rotate is None:
+                if s._presession_new:
+                    return self._presession_cookie(s)
                 return self._clear_cookie() if s._rejected else _VARY_ONLY
             return (yield from self._create(s, dict(s._data), now))
         loaded = s._record
