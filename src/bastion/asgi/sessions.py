@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.core.sessions import SessionRecord
     from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
 
@@ -104,7 +105,9 @@ class SessionMiddleware:
     ``store`` is a :class:`~bastion.stores.base.Store` or a store URL (``sqlite:///app.db``,
     ``redis://...``). ``config`` is a :class:`~bastion.core.sessions.SessionConfig`; its
     development flag is refused when ``production`` (default: read from ``ENV`` /
-    ``BASTION_ENV``) and logs a warning otherwise.
+    ``BASTION_ENV``) and logs a warning otherwise. ``user_loader`` and ``session_filter`` are
+    the engine's app hooks (:class:`~bastion.engine.sessions.SessionEngine`):
+    ``request.session.user`` and refusing sessions at load.
     """
 
     __slots__ = ("_inline", "_preload", "app", "engine")
@@ -120,6 +123,8 @@ class SessionMiddleware:
         clock: Clock = system_clock,
         preload: bool | None = None,
         production: bool | None = None,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
         config = SessionConfig() if config is None else config
         if not isinstance(config, SessionConfig):
@@ -129,7 +134,13 @@ class SessionMiddleware:
             store = open_store(store, clock=clock)
         self.app = app
         self.engine = SessionEngine(
-            store, config=config, keyring=keyring, auditor=auditor, clock=clock
+            store,
+            config=config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            user_loader=user_loader,
+            session_filter=session_filter,
         )
         sync = self.engine.sync_store
         local = sync is not None and sync.local

@@ -53,6 +53,7 @@ at its save). "Revoke others" re-stamps the kept session with the new epoch befo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -96,7 +97,13 @@ from bastion.core.sessions import (
 )
 from bastion.core.signing import Signer
 from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, drive_async, drive_sync
-from bastion.errors import BadData, ConfigurationError, SessionStateError, StoreError
+from bastion.errors import (
+    BadData,
+    BadToken,
+    ConfigurationError,
+    SessionStateError,
+    StoreError,
+)
 from bastion.stores.base import Store, SupportsSync, SyncStore
 from bastion.stores.keyspace import hash_tag
 
@@ -191,6 +198,7 @@ class Session(MutableMapping[str, Any]):
         "_record",
         "_rejected",
         "_rotate",
+        "_user",
         "_user_id",
         "accessed",
         "client_ip",
@@ -225,6 +233,7 @@ class Session(MutableMapping[str, Any]):
         self._no_response: str | None = None
         self._presession: str | None = None
         self._presession_new = False
+        self._user: tuple[str, Any] | None = None
         self._user_id: str | None = None
         self._authenticated_at: float | None = None
         self._csrf_secret: str | None = None
@@ -383,6 +392,54 @@ class Session(MutableMapping[str, Any]):
     def user_id(self) -> str | None:
         self._ensure()
         return self._user_id
+
+    @property
+    def user(self) -> Any:
+        """The logged-in user's object from the engine's ``user_loader`` (``None`` when nobody
+        is logged in), loaded once per request. An async loader needs
+        ``await session.load_user()`` first."""
+        user_id = self.user_id
+        if user_id is None:
+            return None
+        cached = self._user
+        if cached is not None and cached[0] == user_id:
+            return cached[1]
+        loader = self._user_loader()
+        value = loader(user_id)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            raise ConfigurationError(
+                "user_loader is asynchronous: await session.load_user() (for example in a "
+                "dependency) before reading session.user",
+                setting="user_loader",
+            )
+        self._user = (user_id, value)
+        return value
+
+    async def load_user(self) -> Any:
+        """:attr:`user`, awaiting the ``user_loader`` when it is a coroutine function."""
+        user_id = self.user_id
+        if user_id is None:
+            return None
+        cached = self._user
+        if cached is not None and cached[0] == user_id:
+            return cached[1]
+        value = self._user_loader()(user_id)
+        if inspect.isawaitable(value):
+            value = await value
+        self._user = (user_id, value)
+        return value
+
+    def _user_loader(self) -> Callable[[str], Any]:
+        loader = self._engine.user_loader
+        if loader is None:
+            raise ConfigurationError(
+                "session.user needs a user_loader: pass user_loader=... (a function of the user "
+                "id) to the session middleware or SessionEngine",
+                setting="user_loader",
+            )
+        return loader
 
     @property
     def authenticated_at(self) -> float | None:
@@ -580,12 +637,19 @@ class SessionEngine:
     serves WSGI apps and lazy loads. ``keyring`` signs cookie values when ``config.signed``
     and keys the audit hasher. ``auditor`` defaults to JSON lines on the ``bastion.audit``
     logger.
+
+    App hooks: ``user_loader(user_id)`` gives the user object behind :attr:`Session.user`,
+    called at most once per request (it may be a coroutine function: then await
+    :meth:`Session.load_user`). ``session_filter(record)`` runs on every stored session a
+    request loads; ``False`` refuses it (a fresh session, as for an expired one), e.g. every
+    session of a disabled user. It runs on the load path: keep it cheap and synchronous.
     """
 
     __slots__ = (
         "_auditor",
         "_cookie_name",
         "_decoder",
+        "_filter",
         "_inline",
         "_loader",
         "_signer",
@@ -593,6 +657,7 @@ class SessionEngine:
         "_sync",
         "clock",
         "config",
+        "user_loader",
     )
 
     def __init__(
@@ -603,6 +668,8 @@ class SessionEngine:
         keyring: KeyRing | SecretKey | None = None,
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(
@@ -633,6 +700,11 @@ class SessionEngine:
             Signer(keyring, "session") if self.config.signed and keyring is not None else None
         )
         self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
+        for name, hook in (("user_loader", user_loader), ("session_filter", session_filter)):
+            if hook is not None and not callable(hook):
+                raise ConfigurationError(f"{name} must be callable or None", setting=name)
+        self.user_loader = user_loader
+        self._filter = session_filter
 
     @property
     def store(self) -> Store:
@@ -804,8 +876,13 @@ class SessionEngine:
             self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
             return None
         state = liveness(found, now, self.config)
+        refused: str | None = None
         if state is not Liveness.LIVE:
-            self._reject(session, state.value, EventName.SESSION_EXPIRED, user=found.user_id)
+            refused = state.value
+        elif self._filter is not None and not self._filter(found):
+            refused = "filtered"  # the app's session_filter ended it (a disabled user)
+        if refused is not None:
+            self._reject(session, refused, EventName.SESSION_EXPIRED, user=found.user_id)
             return None
         session._adopt(session_id, key, raw, found, follower=follower)
         return None
@@ -1514,6 +1591,81 @@ class SessionEngine:
         )
         session_id: str = await self.run(flow)
         return session_id
+
+    def cookie_value(self, session_id: str) -> str:
+        """The session cookie's value for ``session_id`` (signed when ``config.signed``), for a
+        session made outside a request with :meth:`create`. No I/O; the ID is the credential,
+        so never log what this returns."""
+        if not is_session_id(session_id):
+            raise BadToken("session_id is not a session ID (43 base64url characters)")
+        return self._cookie_text(session_id)
+
+    def _set_cookie_for(self, session_id: str, raw: bytes | None) -> str:
+        record = None if raw is None else self._decode_or_none(raw)
+        now = self.clock.now()
+        if not isinstance(record, SessionRecord) or liveness(record, now, self.config) is not (
+            Liveness.LIVE
+        ):
+            raise BadToken("no live session has this ID")
+        line = self._set_cookie(session_id, record, now).set_cookie
+        if line is None:  # pragma: no cover - _set_cookie always sets one
+            raise StoreError("no Set-Cookie line was made")
+        return line
+
+    async def set_cookie_header(self, session_id: str) -> str:
+        """The ``Set-Cookie`` header value that hands the stored session ``session_id`` to a
+        client (the cookie policy of ``config``; ``Max-Age`` from the server's deadline for a
+        persistent session). Raises :class:`~bastion.errors.BadToken` unless it is live."""
+        self.cookie_value(session_id)
+        raw = await self._store.get(record_key(session_handle(session_id)))
+        return self._set_cookie_for(session_id, raw)
+
+    def set_cookie_header_sync(self, session_id: str) -> str:
+        """:meth:`set_cookie_header` through the store's sync side (blocking)."""
+        self.cookie_value(session_id)
+        sync = self._sync
+        if sync is None:
+            raise StoreError(f"{self._store!r} has no synchronous side (store.sync)")
+        return self._set_cookie_for(session_id, sync.get(record_key(session_handle(session_id))))
+
+    def update_flow(self, handle: str, change: Callable[[dict[str, Any]], None]) -> Flow[bool]:
+        key = record_key(handle)
+        for _ in range(_MAX_RETRIES):
+            raw = yield Get(key)
+            found = None if raw is None else self._decode_or_none(raw)
+            now = self.clock.now()
+            if isinstance(found, Tombstone):
+                if found.successor is None or now >= found.until:
+                    return False
+                key = record_key(found.successor)
+                continue
+            if not isinstance(found, SessionRecord) or (
+                liveness(found, now, self.config) is not Liveness.LIVE
+            ):
+                return False
+            data = json.loads(encode_data(found.data))  # the change gets its own copy
+            change(data)
+            for name, value in data.items():
+                check_session_value(name, value)
+            updated = dataclasses.replace(found, data=data)
+            value = encode_record(updated, max_bytes=self.config.max_bytes)
+            if (yield CompareAndSet(key, raw, value, self._ttl(updated, now))):
+                return True
+        raise StoreError(f"session update lost {_MAX_RETRIES} races in a row")
+
+    async def update(self, handle: str, change: Callable[[dict[str, Any]], None]) -> bool:
+        """Change another session's data from outside its requests (an admin tool): ``change``
+        edits a copy of the data in place and is applied with compare-and-set, re-run on a
+        lost race, so it never overwrites that session's concurrent requests (they merge their
+        own per-key changes onto it). Follows a renewal within its grace window. Says whether
+        a live session was updated; ``handle`` is from :meth:`list_sessions`."""
+        updated: bool = await self.run(self.update_flow(handle, change))
+        return updated
+
+    def update_sync(self, handle: str, change: Callable[[dict[str, Any]], None]) -> bool:
+        """:meth:`update` through the store's sync side (blocking)."""
+        updated: bool = self.run_sync(self.update_flow(handle, change))
+        return updated
 
     async def end(self, session: Session) -> None:
         """Log ``session`` out now, in the store: its record is deleted and it leaves its

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.core.sessions import SessionRecord
     from bastion.stores.base import Store
 
     Environ = dict[str, Any]
@@ -61,6 +62,8 @@ def build_engine(
     auditor: Auditor | None,
     clock: Clock,
     production: bool | None,
+    user_loader: Callable[[str], Any] | None = None,
+    session_filter: Callable[[SessionRecord], bool] | None = None,
 ) -> SessionEngine:
     """A session engine for a synchronous app: checks the config and that the store has a sync
     side. Shared by the WSGI middleware and the Flask extension."""
@@ -70,7 +73,15 @@ def build_engine(
     config.check_environment(production=is_production() if production is None else production)
     if isinstance(store, str):
         store = open_store(store, clock=clock)
-    engine = SessionEngine(store, config=config, keyring=keyring, auditor=auditor, clock=clock)
+    engine = SessionEngine(
+        store,
+        config=config,
+        keyring=keyring,
+        auditor=auditor,
+        clock=clock,
+        user_loader=user_loader,
+        session_filter=session_filter,
+    )
     if engine.sync_store is None:
         raise ConfigurationError(
             f"a WSGI app needs a store with a synchronous side (store.sync); {store!r} has "
@@ -137,6 +148,8 @@ class SessionMiddleware:
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
         self.app = app
         self.engine = build_engine(
@@ -146,6 +159,8 @@ class SessionMiddleware:
             auditor=auditor,
             clock=clock,
             production=production,
+            user_loader=user_loader,
+            session_filter=session_filter,
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
