@@ -19,7 +19,8 @@ lazy store (or on a store without a sync side) await :func:`load_session` (also 
 FastAPI dependency) before touching the session.
 
 Saving happens when the response starts (``http.response.start``): nothing for an untouched or
-unchanged session, one compare-and-set for a change, nothing at all for a 5xx. The response
+unchanged session, one compare-and-set for a change, no data for a 5xx (a logout and a
+rotation's end of the old ID still happen, also when the app raises). The response
 then carries ``Set-Cookie`` when the cookie changes, with ``Cache-Control: no-store``, and
 ``Vary: Cookie`` whenever the session was read.
 

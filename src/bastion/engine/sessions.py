@@ -940,7 +940,8 @@ class SessionEngine:
     async def save(self, session: Session, *, status: int = 200) -> SaveResult:
         """Write ``session`` if needed and say what the response must carry.
 
-        Skips every write when ``status`` is 500 or more.
+        When ``status`` is 500 or more no data is written, but a pending logout still deletes
+        the session and a rotation still kills the old ID (see ``Session._keep_only_lifecycle``).
         """
         skipped = _skip_save(session, status)
         if skipped is not None:
@@ -1751,7 +1752,8 @@ def _bound_user(session: Session) -> str | None:
 
 
 def _skip_save(session: Session, status: int) -> SaveResult | None:
-    """The save's answer when it must not write at all: untouched, not loaded, or a 5xx."""
+    """The save's answer when it must not write at all: untouched, not loaded, or a 5xx with
+    no logout or rotation pending (``None``: go on and save)."""
     if not session.accessed:
         return _NOTHING
     if status >= 500:
