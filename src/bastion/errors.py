@@ -21,7 +21,8 @@ message alone. No message ever contains a secret: values that could be secret ar
     ├── RateLimitExceeded         a rate limit refused the request (carries Retry-After)
     └── StoreError                the store refused or failed an operation
         └── StoreUnavailable      the store cannot be reached (connection refused, timeout)
-            └── StoreFull         a bounded store refuses a write rather than evict security state
+            ├── StoreFull         a bounded store refuses a write rather than evict security state
+            └── StoreBusy         a compare-and-set kept losing races after its backoff ran out
 
 This module imports nothing from bastion (it is the bottom layer).
 """
@@ -41,6 +42,7 @@ __all__ = [
     "SessionDataError",
     "SessionStateError",
     "SignatureExpired",
+    "StoreBusy",
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
@@ -168,4 +170,12 @@ class StoreFull(StoreUnavailable):
     The in-memory store never evicts security state (accounts, throttle counters, TOTP steps,
     API keys) to make room; for the request, a full store is as unavailable as an unreachable
     one (the adapters answer 503).
+    """
+
+
+class StoreBusy(StoreUnavailable):
+    """A compare-and-set loop kept losing races to concurrent writers of the same record, after
+    backing off between attempts. Nothing was written by the call that raises it; for the
+    request, the store is momentarily unavailable (the adapters answer 503 with
+    ``Retry-After``), so the client retries instead of believing a change was kept.
     """

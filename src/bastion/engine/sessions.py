@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import secrets
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -96,12 +97,13 @@ from bastion.core.sessions import (
     session_handle,
 )
 from bastion.core.signing import Signer
-from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, Pause, drive_async, drive_sync
 from bastion.errors import (
     BadData,
     BadToken,
     ConfigurationError,
     SessionStateError,
+    StoreBusy,
     StoreError,
 )
 from bastion.stores.base import Store, SupportsSync, SyncStore
@@ -121,7 +123,12 @@ __all__ = [
 ]
 
 _MISSING: Final = object()
-_MAX_RETRIES: Final = 16
+_MAX_RETRIES: Final = 32
+_BACKOFF_BASE: Final = 0.002
+_BACKOFF_CAP: Final = 0.05
+"""Seconds: a lost compare-and-set waits a random time up to ``base * 2**attempt`` (at most
+``cap``) before it reads again ("full jitter"), so many writers of one record spread out
+instead of colliding in lock step; 32 attempts wait about 0.7 s in all on average."""
 _EXPIRY_SLACK: Final = 300.0
 """Seconds a record outlives its deadline in the store, so that a late request is told (and
 audited) ``session_expired`` rather than ``unknown``. Deadlines are checked on every load."""
@@ -1250,7 +1257,9 @@ class SessionEngine:
         (no merge needed); ``None`` makes the first attempt merge too. ``reread`` says that a
         compare-and-set against ``expected`` has just failed: the record is read again first.
         """
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             if reread:
                 expected = yield Get(key)
                 found = None if expected is None else self._decode_or_none(expected)
@@ -1288,9 +1297,9 @@ class SessionEngine:
                 data_json = None
             if (yield CompareAndSet(key, expected, value, self._ttl(record, now))):
                 return key, record
-        raise StoreError(
-            f"session save lost {_MAX_RETRIES} compare-and-set races in a row; the session is "
-            "being written by too many requests at once"
+        raise StoreBusy(
+            f"session save lost {_MAX_RETRIES} compare-and-set races in a row, backing off "
+            "between them; the session is being written by too many requests at once"
         )
 
     def _rotate_flow(self, s: Session, data_json: bytes, now: float) -> Flow[SaveResult]:  # noqa: PLR0912, PLR0915 (one rotation, each race answered)
@@ -1331,7 +1340,9 @@ class SessionEngine:
         successor = new_handle if kind == "renew" else None
         tomb = encode_tombstone(Tombstone(successor=successor, until=now + self.config.renew_grace))
         expected = s._raw
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             if (yield CompareAndSet(old_key, expected, tomb, self.config.renew_grace)):
                 break
             expected = yield Get(old_key)
@@ -1361,7 +1372,7 @@ class SessionEngine:
                 raise StoreError("the rotated session changed during its own rotation")
             value, record = new_value, updated
         else:
-            raise StoreError(f"session rotation lost {_MAX_RETRIES} races in a row")
+            raise StoreBusy(f"session rotation lost {_MAX_RETRIES} races in a row")
         if loaded.user_id is not None:
             if loaded.user_id == record.user_id:
                 yield from self._index_update(
@@ -1402,7 +1413,9 @@ class SessionEngine:
         missing from the list (or from a revocation that walks it)."""
         key = index_key(user_id)
         ttl = self.config.persistent_absolute_lifetime
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             raw = yield Get(key)
             try:
                 index = decode_index(raw)
@@ -1413,7 +1426,7 @@ class SessionEngine:
                     self._audit_destroyed(None, "registry_full")
             if (yield CompareAndSet(key, raw, encode_index(index), ttl)):
                 return
-        raise StoreError(f"session index update lost {_MAX_RETRIES} races in a row")
+        raise StoreBusy(f"session index update lost {_MAX_RETRIES} races in a row")
 
     def _epoch_ttl(self) -> float:
         # Outlives every session made under the previous epoch, by a wide margin: a login
@@ -1427,7 +1440,9 @@ class SessionEngine:
         by a request of its own that loads in between."""
         key = epoch_key(user_id)
         now = self.clock.now()
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             raw = yield Get(key)
             try:
                 number = decode_epoch(raw).number
@@ -1440,12 +1455,14 @@ class SessionEngine:
                 yield from self._stamp_flow(user_id, keep, bumped.number, now)
             if (yield CompareAndSet(key, raw, encode_epoch(bumped), self._epoch_ttl())):
                 return
-        raise StoreError(f"session epoch update lost {_MAX_RETRIES} races in a row")
+        raise StoreBusy(f"session epoch update lost {_MAX_RETRIES} races in a row")
 
     def _stamp_flow(self, user_id: str, handle: str, epoch: int, now: float) -> Flow[None]:
         """Give the live record of ``handle`` (following a renewal tombstone) ``epoch``."""
         key = record_key(handle)
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             raw = yield Get(key)
             found = None if raw is None else self._decode_or_none(raw)
             if isinstance(found, Tombstone):
@@ -1461,7 +1478,7 @@ class SessionEngine:
             value = encode_record(stamped, max_bytes=self.config.max_bytes)
             if (yield CompareAndSet(key, raw, value, self._ttl(stamped, now))):
                 return
-        raise StoreError(f"session re-stamp lost {_MAX_RETRIES} races in a row")
+        raise StoreBusy(f"session re-stamp lost {_MAX_RETRIES} races in a row")
 
     def list_sessions_flow(
         self, user_id: str, current: str | None = None
@@ -1631,7 +1648,9 @@ class SessionEngine:
 
     def update_flow(self, handle: str, change: Callable[[dict[str, Any]], None]) -> Flow[bool]:
         key = record_key(handle)
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             raw = yield Get(key)
             found = None if raw is None else self._decode_or_none(raw)
             now = self.clock.now()
@@ -1652,7 +1671,7 @@ class SessionEngine:
             value = encode_record(updated, max_bytes=self.config.max_bytes)
             if (yield CompareAndSet(key, raw, value, self._ttl(updated, now))):
                 return True
-        raise StoreError(f"session update lost {_MAX_RETRIES} races in a row")
+        raise StoreBusy(f"session update lost {_MAX_RETRIES} races in a row")
 
     async def update(self, handle: str, change: Callable[[dict[str, Any]], None]) -> bool:
         """Change another session's data from outside its requests (an admin tool): ``change``
@@ -1743,6 +1762,12 @@ class SessionEngine:
     def revoke_all_sync(self, user_id: str | int) -> int:
         count: int = self.run_sync(self._revoke_others_flow(str(user_id), None))
         return count
+
+
+def _backoff(attempt: int) -> Pause:
+    """The pause before attempt ``attempt`` (1, 2, ...) of a compare-and-set loop."""
+    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** min(attempt, 16))
+    return Pause(ceiling * secrets.randbelow(1024) / 1024)
 
 
 def _bound_user(session: Session) -> str | None:
