@@ -232,3 +232,68 @@ async def test_a_login_authenticated_before_revoke_all_does_not_live(
     assert result.set_cookie is not None
     assert result.set_cookie.startswith(f"{COOKIE}=; Max-Age=0")
     assert await engine.list_sessions("alice") == []
+
+
+def test_http_log_out_other_devices_from_a_grace_cookie_keeps_the_caller() -> None:
+    import warnings  # noqa: PLC0415 (this test only)
+
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.exceptions import StarletteDeprecationWarning  # noqa: PLC0415
+    from starlette.middleware import Middleware  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415, TC002
+    from starlette.responses import JSONResponse  # noqa: PLC0415
+    from starlette.routing import Route  # noqa: PLC0415
+
+    from bastion.asgi.sessions import (  # noqa: PLC0415
+        SessionMiddleware,
+        revoke_other_sessions,
+    )
+    from bastion.asgi.sessions import login as bind  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from starlette.testclient import TestClient  # noqa: PLC0415
+
+    async def do_login(request: Request) -> JSONResponse:
+        bind(request, "alice")
+        return JSONResponse({})
+
+    async def touch(request: Request) -> JSONResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return JSONResponse({"user": request.session.user_id})  # type: ignore[attr-defined]
+
+    async def others_out(request: Request) -> JSONResponse:
+        return JSONResponse({"revoked": await revoke_other_sessions(request)})
+
+    clock = FrozenClock()
+    app = Starlette(
+        routes=[
+            Route("/login", do_login, methods=["POST"]),
+            Route("/touch", touch, methods=["POST"]),
+            Route("/others-out", others_out, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(
+                SessionMiddleware, store=MemoryStore(clock=clock), config=CONFIG, clock=clock
+            )
+        ],
+    )
+    base = "https://localhost"
+    with TestClient(app, base_url=base) as mine, TestClient(app, base_url=base) as other:
+        mine.post("/login")
+        other.post("/login")
+        old = mine.cookies[COOKIE]
+        clock.advance(601)
+        mine.post("/touch")  # renewed: the browser now holds the new cookie
+        renewed = mine.cookies[COOKIE]
+        assert renewed != old
+        # A request of the same browser still in flight with the old cookie asks for it.
+        mine.cookies.clear()
+        answer = mine.post("/others-out", headers={"cookie": f"{COOKIE}={old}"})
+        assert answer.json() == {"revoked": 1}
+        mine.cookies.clear()
+        assert mine.post("/touch", headers={"cookie": f"{COOKIE}={renewed}"}).json() == {
+            "user": "alice"
+        }
+        assert other.post("/touch").json() == {"user": None}
