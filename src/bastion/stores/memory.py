@@ -81,8 +81,8 @@ class MemoryStore:
         "_evictable",
         "_expiries",
         "_lock",
+        "_lru",
         "_max_entries",
-        "_pinned",
     )
 
     def __init__(
@@ -110,10 +110,10 @@ class MemoryStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = False
-        # Evictable entries; insertion order is recency order (the first is the least recently
-        # used). Everything else lives in ``_pinned``, which is never evicted.
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
-        self._pinned: dict[str, _Entry] = {}
+        # Every entry. ``_lru`` names the evictable ones in recency order (the first is the
+        # least recently used); the others are never evicted.
+        self._data: dict[str, _Entry] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
         # (expires_at, key) for every write with a TTL; entries go stale when the key is
         # rewritten, deleted or evicted, and are skipped (or the heap rebuilt) lazily.
         self._expiries: list[tuple[float, str]] = []
@@ -156,17 +156,15 @@ class MemoryStore:
         with self._lock:
             if self._closed:
                 self._check_open()
-            evictable = key.startswith(self._evictable)
-            data = self._data if evictable else self._pinned
-            entry = data.get(key)
+            entry = self._data.get(key)
             if entry is None:
                 return None
             expires_at = entry[1]
             if expires_at is not None and expires_at <= now:
-                del data[key]
+                self._drop(key)
                 return None
-            if evictable:
-                self._data.move_to_end(key)
+            if key in self._lru:
+                self._lru.move_to_end(key)
             return entry[0]
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
@@ -183,7 +181,9 @@ class MemoryStore:
         now = self._clock.now()
         with self._lock:
             self._check_open()
-            entry = self._table(key).pop(key, None)
+            entry = self._data.get(key)
+            if entry is not None:
+                self._drop(key)
             return entry is not None and _is_live(entry, now)
 
     def _compare_and_set(
@@ -203,13 +203,12 @@ class MemoryStore:
         with self._lock:
             if self._closed:
                 self._check_open()
-            data = self._table(key)
-            entry = data.get(key)
+            entry = self._data.get(key)
             current = None
             if entry is not None:
                 expires_at = entry[1]
                 if expires_at is not None and expires_at <= now:
-                    del data[key]
+                    self._drop(key)
                 else:
                     current = entry[0]
             if current != expected:
@@ -222,21 +221,18 @@ class MemoryStore:
         now = self._clock.now()
         with self._lock:
             self._check_open()
-            count = 0
-            for data in (self._data, self._pinned):
-                expired = [key for key, entry in data.items() if not _is_live(entry, now)]
-                for key in expired:
-                    del data[key]
-                count += len(expired)
+            expired = [key for key, entry in self._data.items() if not _is_live(entry, now)]
+            for key in expired:
+                self._drop(key)
             self._rebuild_expiries()
-            return count
+            return len(expired)
 
     async def aclose(self) -> None:
         """Drop every entry. Later calls raise :class:`~bastion.errors.StoreError`."""
         with self._lock:
             self._closed = True
             self._data.clear()
-            self._pinned.clear()
+            self._lru.clear()
             self._expiries.clear()
 
     # -- helpers; the caller holds self._lock --------------------------------------------------
@@ -245,42 +241,42 @@ class MemoryStore:
         if self._closed:
             raise StoreError(f"{self!r} is closed; create a new store")
 
-    def _table(self, key: str) -> dict[str, _Entry]:
-        """The dictionary that holds ``key``: evictable entries, or the pinned ones."""
-        return self._data if key.startswith(self._evictable) else self._pinned
+    def _drop(self, key: str) -> None:
+        del self._data[key]
+        self._lru.pop(key, None)
 
     def _live(self, key: str, now: float) -> _Entry | None:
-        data = self._table(key)
-        entry = data.get(key)
+        entry = self._data.get(key)
         if entry is None:
             return None
         if not _is_live(entry, now):
-            del data[key]
+            self._drop(key)
             return None
         return entry
 
     def _write(self, key: str, value: bytes, ttl: float | None, now: float) -> None:
-        evictable = key.startswith(self._evictable)
-        data = self._data if evictable else self._pinned
+        data = self._data
         heap = self._expiries
         if heap and heap[0][0] <= now:
             self._purge_some(now)
-        if key not in data and len(self._data) + len(self._pinned) >= self._max_entries:
-            if not self._data:
+        if key not in data and len(data) >= self._max_entries:
+            if not self._lru:
                 raise StoreFull(
                     f"{self!r} is full ({self._max_entries} entries) and none of them may be "
                     "evicted (only keys starting with "
-                    f"{', '.join(map(repr, self._evictable))} are): raise max_entries or use a "
-                    "persistent store"
+                    f"{', '.join(map(repr, self._evictable)) or 'nothing'} are): raise "
+                    "max_entries or use a persistent store"
                 )
-            self._data.popitem(last=False)
+            oldest, _ = self._lru.popitem(last=False)
+            del data[oldest]
         expires_at = None if ttl is None else now + ttl
         data[key] = (value, expires_at)
-        if evictable:
-            self._data.move_to_end(key)
+        if key.startswith(self._evictable):
+            self._lru[key] = None
+            self._lru.move_to_end(key)
         if expires_at is not None:
             heapq.heappush(heap, (expires_at, key))
-        if len(heap) > 2 * (len(self._data) + len(self._pinned)) + _HEAP_SLACK:
+        if len(heap) > 2 * len(data) + _HEAP_SLACK:
             self._rebuild_expiries()
 
     def _purge_some(self, now: float) -> None:
@@ -289,19 +285,15 @@ class MemoryStore:
             if not heap or heap[0][0] > now:
                 return
             expires_at, key = heapq.heappop(heap)
-            data = self._table(key)
-            entry = data.get(key)
+            entry = self._data.get(key)
             # Only the heap item that matches the entry's current expiry may remove it; an
             # item left behind by an earlier write of the same key is stale.
             if entry is not None and entry[1] == expires_at:
-                del data[key]
+                self._drop(key)
 
     def _rebuild_expiries(self) -> None:
         self._expiries = [
-            (entry[1], key)
-            for data in (self._data, self._pinned)
-            for key, entry in data.items()
-            if entry[1] is not None
+            (entry[1], key) for key, entry in self._data.items() if entry[1] is not None
         ]
         heapq.heapify(self._expiries)
 
