@@ -50,7 +50,7 @@ async def _present(store: MemoryStore, keys: list[str]) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_entries_are_bounded() -> None:
-    store = MemoryStore(max_entries=10)
+    store = MemoryStore(max_entries=10, evictable_prefixes=("",))  # every key evictable
     keys = [f"k{i}" for i in range(100)]
     for key in keys:
         await store.set(key, b"v")
@@ -59,7 +59,7 @@ async def test_entries_are_bounded() -> None:
 
 @pytest.mark.asyncio
 async def test_least_recently_used_is_evicted_first() -> None:
-    store = MemoryStore(max_entries=3)
+    store = MemoryStore(max_entries=3, evictable_prefixes=("",))  # every key evictable
     await store.set("a", b"1")
     await store.set("b", b"2")
     await store.set("c", b"3")
@@ -154,7 +154,7 @@ def test_repr_shows_the_bound() -> None:
 
 def test_threads_share_one_store_safely() -> None:
     """Four threads, each with its own event loop, race CAS increments on one counter."""
-    store = MemoryStore(max_entries=50)
+    store = MemoryStore(max_entries=50, evictable_prefixes=("",))  # every key evictable
     threads_count, increments = 4, 300
     barrier = threading.Barrier(threads_count)
     failures: list[BaseException] = []

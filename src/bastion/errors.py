@@ -12,6 +12,7 @@ message alone. No message ever contains a secret: values that could be secret ar
     ├── CookieError               a cookie cannot be written as asked
     │   └── CookieTooLarge        a Set-Cookie line would exceed the 4096-byte budget
     ├── SessionDataError          a session value is not JSON, or the session is over its cap
+    ├── SessionStateError         a session call that cannot take effect where it was made
     ├── BadData                   untrusted input failed a check (typed, never a 500)
     │   ├── BadSignature          a signed value is malformed, or its signature does not verify
     │   │   └── SignatureExpired  a timestamped value verified but is older than max_age
@@ -20,6 +21,8 @@ message alone. No message ever contains a secret: values that could be secret ar
     ├── RateLimitExceeded         a rate limit refused the request (carries Retry-After)
     └── StoreError                the store refused or failed an operation
         └── StoreUnavailable      the store cannot be reached (connection refused, timeout)
+            ├── StoreFull         a bounded store refuses a write rather than evict security state
+            └── StoreBusy         a compare-and-set kept losing races after its backoff ran out
 
 This module imports nothing from bastion (it is the bottom layer).
 """
@@ -37,8 +40,11 @@ __all__ = [
     "PasswordRejected",
     "RateLimitExceeded",
     "SessionDataError",
+    "SessionStateError",
     "SignatureExpired",
+    "StoreBusy",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
 ]
 
@@ -115,6 +121,15 @@ class SessionDataError(BastionError, TypeError):
     """
 
 
+class SessionStateError(BastionError, RuntimeError):
+    """A session lifecycle call cannot take effect where it was made.
+
+    For example ``logout()`` inside a WebSocket handler: there is no response to carry the
+    expired cookie, so the call is refused loudly instead of being silently ignored; the
+    message names the call that works there.
+    """
+
+
 class StoreError(BastionError):
     """The store refused or failed an operation (bad key, bad TTL, unexpected reply)."""
 
@@ -147,3 +162,20 @@ class RateLimitExceeded(BastionError):
         self.rule = rule
         self.retry_after = retry_after
         self.headers = headers
+
+
+class StoreFull(StoreUnavailable):
+    """A bounded store refuses a write because it is full of entries it must not evict.
+
+    The in-memory store never evicts security state (accounts, throttle counters, TOTP steps,
+    API keys) to make room; for the request, a full store is as unavailable as an unreachable
+    one (the adapters answer 503).
+    """
+
+
+class StoreBusy(StoreUnavailable):
+    """A compare-and-set loop kept losing races to concurrent writers of the same record, after
+    backing off between attempts. Nothing was written by the call that raises it; for the
+    request, the store is momentarily unavailable (the adapters answer 503 with
+    ``Retry-After``), so the client retries instead of believing a change was kept.
+    """

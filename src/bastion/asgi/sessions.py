@@ -19,12 +19,17 @@ lazy store (or on a store without a sync side) await :func:`load_session` (also 
 FastAPI dependency) before touching the session.
 
 Saving happens when the response starts (``http.response.start``): nothing for an untouched or
-unchanged session, one compare-and-set for a change, nothing at all for a 5xx. The response
+unchanged session, one compare-and-set for a change, no data for a 5xx (a logout and a
+rotation's end of the old ID still happen, also when the app raises). The response
 then carries ``Set-Cookie`` when the cookie changes, with ``Cache-Control: no-store``, and
 ``Vary: Cookie`` whenever the session was read.
 
-WebSocket handshakes get the session too (readable, lazily loaded); changes made during a
-WebSocket connection are not saved, since there is no response to carry a cookie. An app that
+WebSocket handshakes get the session too, readable as in HTTP (preloaded before the handler
+where the store calls for it, with a close code 1013 when the store cannot be read). Data
+changes made during a WebSocket connection are not saved, since there is no response to carry
+a cookie; ``login()``, ``logout()``, ``regenerate()`` and ``clear()`` of a stored session raise
+:class:`~bastion.errors.SessionStateError` there, and :func:`end_session` logs out from a
+WebSocket handler (the record is deleted at once). An app that
 puts something else in ``scope["session"]`` (Litestar's ``set_session()`` / ``clear_session()``)
 is followed when the response starts: a mapping replaces the data, anything else ends the
 session as :meth:`~bastion.engine.sessions.Session.logout` does.
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.core.sessions import SessionRecord
     from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
 
@@ -70,6 +76,7 @@ __all__ = [
     "SessionMiddleware",
     "create_session",
     "destroy_session",
+    "end_session",
     "get_session",
     "list_sessions",
     "load_session",
@@ -99,7 +106,9 @@ class SessionMiddleware:
     ``store`` is a :class:`~bastion.stores.base.Store` or a store URL (``sqlite:///app.db``,
     ``redis://...``). ``config`` is a :class:`~bastion.core.sessions.SessionConfig`; its
     development flag is refused when ``production`` (default: read from ``ENV`` /
-    ``BASTION_ENV``) and logs a warning otherwise.
+    ``BASTION_ENV``) and logs a warning otherwise. ``user_loader`` and ``session_filter`` are
+    the engine's app hooks (:class:`~bastion.engine.sessions.SessionEngine`):
+    ``request.session.user`` and refusing sessions at load.
     """
 
     __slots__ = ("_inline", "_preload", "app", "engine")
@@ -115,6 +124,8 @@ class SessionMiddleware:
         clock: Clock = system_clock,
         preload: bool | None = None,
         production: bool | None = None,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
         config = SessionConfig() if config is None else config
         if not isinstance(config, SessionConfig):
@@ -124,7 +135,13 @@ class SessionMiddleware:
             store = open_store(store, clock=clock)
         self.app = app
         self.engine = SessionEngine(
-            store, config=config, keyring=keyring, auditor=auditor, clock=clock
+            store,
+            config=config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            user_loader=user_loader,
+            session_filter=session_filter,
         )
         sync = self.engine.sync_store
         local = sync is not None and sync.local
@@ -141,37 +158,34 @@ class SessionMiddleware:
         return self._preload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in {"http", "websocket"}:
+        kind = scope["type"]
+        if kind not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
         engine = self.engine
-        cookie_header = None
-        user_agent = None
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                text = value.decode("latin-1")
-                cookie_header = text if cookie_header is None else cookie_header + "; " + text
-            elif name == b"user-agent":
-                user_agent = value.decode("latin-1")
-        client = scope.get("client")
-        session = engine.open(
-            cookie_header,
-            client_ip=client[0] if client else None,
-            user_agent=user_agent,
-            lazy=not self._preload,
-        )
+        session = _open(engine, scope, lazy=not self._preload)
         scope["session"] = session
         scope[ENGINE_SCOPE_KEY] = engine
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            return
         if self._preload and session.has_cookie:
             try:
                 await engine.load(session)
             except StoreUnavailable:
                 engine.audit_unavailable(session, "load")
-                await _send_unavailable(scope, send)
+                if kind == "websocket":
+                    await _refuse_websocket(receive, send)
+                else:
+                    await _send_unavailable(scope, send)
                 return
+        if kind == "websocket":
+            # Readable (preloaded above, or lazily); no response carries a cookie, so a
+            # lifecycle call raises instead of being lost: end_session() logs out from here.
+            session.without_response("a WebSocket handler")
+            await self.app(scope, receive, send)
+            return
+        await self._http(scope, receive, send, session)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, session: Session) -> None:
+        engine = self.engine
         inline = self._inline
         started = replaced = False
 
@@ -204,9 +218,51 @@ class SessionMiddleware:
             # Only a failed session load becomes a 503 here; the app's own store errors and
             # anything after the response started propagate unchanged.
             if started or session.loaded or not session.accessed:
+                await _after_failure(engine, session, started=started)
                 raise
             engine.audit_unavailable(session, "load")
             await _send_unavailable(scope, send)
+        except BaseException:
+            await _after_failure(engine, session, started=started)
+            raise
+
+
+async def _after_failure(engine: SessionEngine, session: Session, *, started: bool) -> None:
+    """The app raised before its response started: the error page is made further out, where
+    no cookie can be added, but a pending logout or rotation still ends the old ID (the save
+    of a 5xx: no data is written)."""
+    if started or not session.loaded:
+        return
+    try:
+        await engine.save(session, status=500)
+    except StoreUnavailable:
+        engine.audit_unavailable(session, "save")
+
+
+def _open(engine: SessionEngine, scope: Scope, *, lazy: bool) -> Session:
+    cookie_header = None
+    user_agent = None
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            text = value.decode("latin-1")
+            cookie_header = text if cookie_header is None else cookie_header + "; " + text
+        elif name == b"user-agent":
+            user_agent = value.decode("latin-1")
+    client = scope.get("client")
+    return engine.open(
+        cookie_header,
+        client_ip=client[0] if client else None,
+        user_agent=user_agent,
+        lazy=lazy,
+    )
+
+
+async def _refuse_websocket(receive: Receive, send: Send) -> None:
+    """Refuse a handshake whose session could not be read: close before accepting (the server
+    answers the handshake with 403), code 1013 "try again later"."""
+    message = await receive()
+    if message.get("type") == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1013, "reason": ""})
 
 
 def _adopt_replacement(session: Session, current: object) -> None:
@@ -217,9 +273,7 @@ def _adopt_replacement(session: Session, current: object) -> None:
     if isinstance(current, Session):
         return  # another bastion session object: nothing this middleware can reconcile
     if isinstance(current, Mapping):
-        replacement = dict(current)
-        session.clear()
-        session.update(replacement)
+        session.replace(dict(current))
     else:
         session.logout()
 
@@ -316,6 +370,13 @@ def login(request: HasScope, user_id: str | int, *, remember: bool | None = None
 def logout(request: HasScope) -> None:
     """:meth:`Session.logout`: delete the server data and expire the cookie."""
     get_session(request).logout()
+
+
+async def end_session(connection: HasScope) -> None:
+    """Log the connection's session out now, in the store (its record deleted, its registry
+    entry removed). Works in a WebSocket handler, where :func:`logout` cannot (no response
+    carries the expired cookie) and raises :class:`~bastion.errors.SessionStateError`."""
+    await session_engine(connection).end(get_session(connection))
 
 
 def regenerate(request: HasScope) -> None:

@@ -54,7 +54,10 @@ from bastion.errors import BadData, ConfigurationError, CookieError, SessionData
 __all__ = [
     "DEFAULT_COOKIE_NAME",
     "DEVELOPMENT_COOKIE_NAME",
+    "MAX_SESSIONS_PER_USER",
+    "PRESESSION_PREFIX",
     "SESSION_ID_CHARS",
+    "Epoch",
     "Liveness",
     "RecordDecoder",
     "SessionConfig",
@@ -64,9 +67,11 @@ __all__ = [
     "check_session_value",
     "cookie_max_age",
     "data_slice",
+    "decode_epoch",
     "decode_index",
     "decode_record",
     "encode_data",
+    "encode_epoch",
     "encode_index",
     "encode_record",
     "encode_tombstone",
@@ -76,6 +81,7 @@ __all__ = [
     "needs_touch",
     "new_csrf_secret",
     "new_session_id",
+    "presession_csrf_secret",
     "record_key",
     "session_handle",
 ]
@@ -93,7 +99,8 @@ RECORD_VERSION: Final = 1
 _ID = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 _HANDLE = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 _MAX_DEPTH: Final = 32
-_MAX_INDEX_ENTRIES: Final = 256
+MAX_SESSIONS_PER_USER: Final = 256
+"""Most sessions the registry keeps per user; a login past it destroys the user's oldest."""
 _MAX_CLIENT_TEXT: Final = 256
 _NUMBERS: Final = frozenset({int, float})
 
@@ -116,6 +123,25 @@ def new_session_id() -> str:
 def new_csrf_secret() -> str:
     """A fresh per-session CSRF secret (256 bits). Rotated with the ID on login."""
     return _b64_32(secrets.token_bytes(32))
+
+
+PRESESSION_PREFIX: Final = "p."
+"""Marks a session cookie that names no stored session yet: ``p.`` + 43 random characters.
+
+An anonymous visitor who is shown a CSRF token gets this cookie instead of a stored session,
+so page views write nothing to the store. The CSRF secret of such a visitor is derived from
+the random value (:func:`presession_csrf_secret`); the session record is created at the first
+real write and inherits that secret, so the tokens already in the page keep working."""
+
+
+def presession_csrf_secret(value: str) -> str:
+    """The CSRF secret of a visitor whose cookie carries the pre-session ``value``.
+
+    A hash of a 256-bit random value that only the visitor's cookie holds (HttpOnly, and
+    ``__Host-``-pinned over HTTPS): whoever can read it could read a session ID as well, and
+    whoever plants one learns no more than by planting a session of their own.
+    """
+    return _b64_32(hashlib.sha256(b"bastion presession csrf\x00" + value.encode("ascii")).digest())
 
 
 def is_session_id(text: object) -> bool:
@@ -404,6 +430,9 @@ class SessionRecord:
     persistent: bool = False
     ip: str | None = None
     user_agent: str | None = None
+    epoch: int = 0
+    """The user's revocation epoch this login was made under (:class:`Epoch`). A record of a
+    user whose current epoch is higher has been revoked, listed in the registry or not."""
 
     def deadline(self, config: SessionConfig) -> float:
         """When this session dies: the earlier of its idle and absolute deadlines."""
@@ -422,6 +451,7 @@ def _record(  # noqa: PLR0917 (private: every field of a record, in order)
     persistent: bool,
     ip: str | None,
     user_agent: str | None,
+    epoch: int,
 ) -> SessionRecord:
     """A :class:`SessionRecord` from already-checked fields, for the decoders' hot path.
 
@@ -439,6 +469,7 @@ def _record(  # noqa: PLR0917 (private: every field of a record, in order)
     record.persistent = persistent
     record.ip = ip
     record.user_agent = user_agent
+    record.epoch = epoch
     return record
 
 
@@ -576,6 +607,7 @@ def encode_record(
         "p": record.persistent,
         "ip": _clip(record.ip),
         "ua": _clip(record.user_agent),
+        "e": record.epoch,
     }
     if data_json is None:
         data_json = encode_data(record.data)
@@ -638,6 +670,7 @@ def decode_record(raw: bytes) -> SessionRecord | Tombstone:
         data, csrf, persistent = payload["d"], payload["x"], payload["p"]
         created, issued, seen = payload["c"], payload["i"], payload["s"]
         user, auth, ip, ua = payload["u"], payload["a"], payload["ip"], payload["ua"]
+        epoch = payload.get("e", 0)  # records written before epochs existed: epoch 0
     except KeyError:
         raise BadData("session record is missing a field") from None
     # One combined check for the well-formed case; the precise checks only on failure.
@@ -652,13 +685,15 @@ def decode_record(raw: bytes) -> SessionRecord | Tombstone:
         and (auth is None or type(auth) in _NUMBERS)
         and (ip is None or type(ip) is str)
         and (ua is None or type(ua) is str)
+        and type(epoch) is int
+        and epoch >= 0
     ):
         raise BadData("session record has a field of the wrong type")
-    return _record(data, created, issued, seen, csrf, user, auth, persistent, ip, ua)
+    return _record(data, created, issued, seen, csrf, user, auth, persistent, ip, ua, epoch)
 
 
 _Head: TypeAlias = (
-    "tuple[float, float, float, str, str | None, float | None, bool, str | None, str | None]"
+    "tuple[float, float, float, str, str | None, float | None, bool, str | None, str | None, int]"
 )
 
 
@@ -713,6 +748,7 @@ class RecordDecoder:
                 record.persistent,
                 record.ip,
                 record.user_agent,
+                record.epoch,
             )
         return record
 
@@ -735,16 +771,63 @@ def _data_at(raw: bytes, start: int) -> dict[str, Any] | None:
 class SessionIndex:
     """One user's sessions: handle -> ``{"created": t, "ip": ..., "ua": ...}``.
 
-    Bounded to the newest 256 entries; an entry whose record is gone is pruned when listed.
+    Bounded to the newest :data:`MAX_SESSIONS_PER_USER` entries. An entry is never dropped
+    while its session may live: :meth:`add` returns the handles that fell out, and the caller
+    destroys those sessions before it stores the index, so the list shows every live session
+    (the oldest session of a user past the cap is logged out). An entry whose record is gone
+    is pruned when listed.
     """
 
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, handle: str, *, created: float, ip: str | None, ua: str | None) -> None:
+    def add(self, handle: str, *, created: float, ip: str | None, ua: str | None) -> list[str]:
+        """Add ``handle``; the handles pushed out by the bound (oldest first), to destroy."""
         self.entries[handle] = {"created": created, "ip": _clip(ip), "ua": _clip(ua)}
-        while len(self.entries) > _MAX_INDEX_ENTRIES:
-            oldest = min(self.entries, key=lambda h: self.entries[h]["created"])
+        evicted: list[str] = []
+        while len(self.entries) > MAX_SESSIONS_PER_USER:
+            oldest = min(
+                (h for h in self.entries if h != handle),
+                key=lambda h: float(self.entries[h].get("created", 0.0)),
+            )
             del self.entries[oldest]
+            evicted.append(oldest)
+        return evicted
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """A user's revocation epoch: ``number`` goes up by one on every "revoke all" (or "revoke
+    all others"), at Unix time ``since``. A session record carries the epoch its login was
+    made under; a load refuses a record whose epoch is lower than the user's current one, so a
+    revocation reaches every session of the user, whether the registry lists it or not."""
+
+    number: int = 0
+    since: float = 0.0
+
+
+def encode_epoch(epoch: Epoch) -> bytes:
+    return json.dumps(
+        {"v": RECORD_VERSION, "n": epoch.number, "t": epoch.since}, separators=(",", ":")
+    ).encode("ascii")
+
+
+def decode_epoch(raw: bytes | None) -> Epoch:
+    """Parse a user's epoch record; ``None`` (absent) is epoch 0. Malformed is :class:`BadData`
+    (the caller refuses the user's sessions rather than guess)."""
+    if raw is None:
+        return Epoch()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadData("session epoch is not JSON") from None
+    if type(payload) is not dict or payload.get("v") != RECORD_VERSION:
+        raise BadData("session epoch has an unknown format version")
+    number, since = payload.get("n"), payload.get("t")
+    if type(number) is not int or number < 0:
+        raise BadData("session epoch number is malformed")
+    if not isinstance(since, int | float) or isinstance(since, bool) or not math.isfinite(since):
+        raise BadData("session epoch time is malformed")
+    return Epoch(number, float(since))
 
 
 def encode_index(index: SessionIndex) -> bytes:

@@ -95,10 +95,12 @@ class CSRFGuard:
         if token is None:
             return self.policy.missing_reason(facts)
         if self.double_submit is None:
-            current = session()
-            if current.is_new:
+            # The stored session's secret, or a session-less visitor's pre-session one; never
+            # a secret issued now (that would be a store write for a token that cannot pass).
+            known = session().verification_csrf_secret()
+            if known is None:
                 return Reason.NO_SESSION
-            return check_token(token, secret_from_text(current.csrf_secret))
+            return check_token(token, secret_from_text(known))
         secret, cookie_value = state.secret, state.cookie_value
         if secret is None or cookie_value is None:
             return Reason.NO_SESSION

@@ -14,12 +14,16 @@ command's result. A flow does no I/O itself, so the same flow serves an ASGI app
 
 A store error raised by a command is thrown into the flow at its ``yield``, so a flow may catch
 it; an uncaught one propagates to the caller unchanged (``StoreUnavailable`` stays
-``StoreUnavailable``). Each command is exactly one store call, so counting yielded commands
-counts round trips.
+``StoreUnavailable``). Each store command is exactly one store call, so counting yielded store
+commands counts round trips. :class:`Pause` is no store call: a compare-and-set loop yields it
+to back off after a lost race (``asyncio.sleep`` in the async driver, ``time.sleep`` in the
+sync one).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -34,6 +38,7 @@ __all__ = [
     "Delete",
     "Flow",
     "Get",
+    "Pause",
     "Set",
     "drive_async",
     "drive_sync",
@@ -67,7 +72,14 @@ class CompareAndSet:
     ttl: float | None = None
 
 
-Command: TypeAlias = Get | Set | Delete | CompareAndSet
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait ``seconds`` before the next command (a backoff; no store call)."""
+
+    seconds: float
+
+
+Command: TypeAlias = Get | Set | Delete | CompareAndSet | Pause
 Flow: TypeAlias = Generator[Command, Any, _T]
 """A generator that yields commands, receives their results, and returns a ``_T``."""
 
@@ -94,6 +106,9 @@ def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
                     result = store.delete(command.key)
                 elif type(command) is Set:
                     store.set(command.key, command.value, command.ttl)
+                    result = None
+                elif type(command) is Pause:
+                    time.sleep(command.seconds)
                     result = None
                 else:
                     flow.close()
@@ -124,6 +139,9 @@ async def drive_async(flow: Flow[_T], store: Store) -> _T:
                     result = await store.delete(command.key)
                 elif type(command) is Set:
                     await store.set(command.key, command.value, command.ttl)
+                    result = None
+                elif type(command) is Pause:
+                    await asyncio.sleep(command.seconds)
                     result = None
                 else:
                     flow.close()

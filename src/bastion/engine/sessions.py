@@ -14,8 +14,8 @@ store whose sync side never blocks (memory, see ``nonblocking`` in
 Store round trips per request kind:
 
 * untouched: 0 (nothing is read unless the handler touches the session);
-* read-only: 1 (``GET``), plus 1 (``CAS``) at most once per ``touch_interval`` to push the idle
-  deadline;
+* read-only: 1 (``GET``), 2 for a logged-in session (its user's revocation epoch is read too),
+  plus 1 (``CAS``) at most once per ``touch_interval`` to push the idle deadline;
 * modified: 2 (``GET`` + ``CAS``); one more ``GET`` + ``CAS`` per lost race.
 
 Concurrency. A save never overwrites blindly: it is ``compare_and_set(expected=<the bytes this
@@ -39,14 +39,24 @@ record, under a hash-tagged key, updated with CAS loops. :meth:`SessionEngine.li
 reads the index and each record (created, last seen, IP, user agent);
 :meth:`SessionEngine.revoke`, :meth:`SessionEngine.revoke_others` and
 :meth:`SessionEngine.revoke_all` delete records, which also makes every in-flight save of those
-sessions fail (see above).
+sessions fail (see above). The index is bounded; a login past the bound destroys the user's
+oldest session, so the list never misses a live one.
+
+Revocation epochs. "Revoke all" and "revoke others" do not depend on the index: they raise the
+user's epoch (a record under its own key), and every session record carries the epoch its
+login was made under. A load refuses a record whose epoch is lower than its user's, so a
+revocation ends every session of the user, listed or not, including one renewed or logged in
+while the revocation ran (a login whose password was checked before the revocation is refused
+at its save). "Revoke others" re-stamps the kept session with the new epoch before raising it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
-from collections.abc import Callable, Iterator, MutableMapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +68,8 @@ from bastion.core.audit import (
 from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.sessions import (
+    PRESESSION_PREFIX,
+    Epoch,
     Liveness,
     RecordDecoder,
     SessionConfig,
@@ -67,8 +79,10 @@ from bastion.core.sessions import (
     check_session_value,
     cookie_max_age,
     data_slice,
+    decode_epoch,
     decode_index,
     encode_data,
+    encode_epoch,
     encode_index,
     encode_record,
     encode_tombstone,
@@ -78,12 +92,20 @@ from bastion.core.sessions import (
     needs_touch,
     new_csrf_secret,
     new_session_id,
+    presession_csrf_secret,
     record_key,
     session_handle,
 )
 from bastion.core.signing import Signer
-from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, drive_async, drive_sync
-from bastion.errors import BadData, ConfigurationError, StoreError
+from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, Pause, drive_async, drive_sync
+from bastion.errors import (
+    BadData,
+    BadToken,
+    ConfigurationError,
+    SessionStateError,
+    StoreBusy,
+    StoreError,
+)
 from bastion.stores.base import Store, SupportsSync, SyncStore
 from bastion.stores.keyspace import hash_tag
 
@@ -96,11 +118,17 @@ __all__ = [
     "Session",
     "SessionEngine",
     "SessionInfo",
+    "epoch_key",
     "index_key",
 ]
 
 _MISSING: Final = object()
-_MAX_RETRIES: Final = 16
+_MAX_RETRIES: Final = 32
+_BACKOFF_BASE: Final = 0.002
+_BACKOFF_CAP: Final = 0.05
+"""Seconds: a lost compare-and-set waits a random time up to ``base * 2**attempt`` (at most
+``cap``) before it reads again ("full jitter"), so many writers of one record spread out
+instead of colliding in lock step; 32 attempts wait about 0.7 s in all on average."""
 _EXPIRY_SLACK: Final = 300.0
 """Seconds a record outlives its deadline in the store, so that a late request is told (and
 audited) ``session_expired`` rather than ``unknown``. Deadlines are checked on every load."""
@@ -111,6 +139,11 @@ _DESTROYED_EVENT: Final = "session_destroyed"
 def index_key(user_id: str) -> str:
     """The store key of ``user_id``'s session index (one Redis Cluster slot per user)."""
     return hash_tag("sessions-of", user_id)
+
+
+def epoch_key(user_id: str) -> str:
+    """The store key of ``user_id``'s revocation epoch (same Redis Cluster slot as the index)."""
+    return hash_tag("session-epoch", user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +187,7 @@ class Session(MutableMapping[str, Any]):
         "_cookie_value",
         "_csrf_secret",
         "_data",
+        "_ended",
         "_engine",
         "_follower",
         "_id",
@@ -162,12 +196,16 @@ class Session(MutableMapping[str, Any]):
         "_loader",
         "_logout",
         "_meta_dirty",
+        "_no_response",
         "_persistent",
+        "_presession",
+        "_presession_new",
         "_pristine",
         "_raw",
         "_record",
         "_rejected",
         "_rotate",
+        "_user",
         "_user_id",
         "accessed",
         "client_ip",
@@ -197,7 +235,12 @@ class Session(MutableMapping[str, Any]):
         self._rejected: str | None = None
         self._rotate: str | None = None
         self._logout = False
+        self._ended: tuple[str, str | None] | None = None
         self._meta_dirty = False
+        self._no_response: str | None = None
+        self._presession: str | None = None
+        self._presession_new = False
+        self._user: tuple[str, Any] | None = None
         self._user_id: str | None = None
         self._authenticated_at: float | None = None
         self._csrf_secret: str | None = None
@@ -241,6 +284,11 @@ class Session(MutableMapping[str, Any]):
         self._pristine = None
         self._record = None
         self._data = {}
+        self._follower = False
+        self._user_id = None
+        self._authenticated_at = None
+        self._csrf_secret = None
+        self._persistent = self._engine.config.persistent
 
     def _adopt(
         self, session_id: str, key: str, raw: bytes, record: SessionRecord, *, follower: bool
@@ -290,8 +338,24 @@ class Session(MutableMapping[str, Any]):
         return self._data.get(key, default)
 
     def clear(self) -> None:
+        """Empty the session. On a stored or logged-in session this is :meth:`logout`: the
+        login, the ID and the CSRF secret end with the data (``request.session.clear()`` and
+        ``flask.session.clear()`` are the idiomatic logout). Values set afterwards start a new
+        session under a new ID (Flask's ``session.clear(); session["user_id"] = ...``)."""
+        self._ensure()
+        if self._key is not None or self._user_id is not None:
+            self._lifecycle("clear")
+            self._end()
+        else:
+            self._data.clear()
+
+    def replace(self, data: Mapping[str, Any]) -> None:
+        """Replace all the data with ``data``, keeping the session, its ID and its login."""
+        for key, value in data.items():
+            check_session_value(key, value)
         self._ensure()
         self._data.clear()
+        self._data.update(data)
 
     def __repr__(self) -> str:
         state = "loaded" if self._loaded else "not loaded"
@@ -315,8 +379,15 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def handle(self) -> str | None:
-        """The non-secret name of this session in the store and the user's registry."""
+        """The non-secret name of this session in the store and the user's registry.
+
+        Within a renewal's grace window (a request sent with the previous cookie) this is the
+        handle of the renewed record the request uses, not of the tombstone its cookie names:
+        "log out other devices" from such a request keeps the caller's own session.
+        """
         self._ensure()
+        if self._key is not None and self._rotate is None:
+            return self._key.removeprefix("session:")
         return None if self._id is None else session_handle(self._id)
 
     @property
@@ -330,6 +401,54 @@ class Session(MutableMapping[str, Any]):
         return self._user_id
 
     @property
+    def user(self) -> Any:
+        """The logged-in user's object from the engine's ``user_loader`` (``None`` when nobody
+        is logged in), loaded once per request. An async loader needs
+        ``await session.load_user()`` first."""
+        user_id = self.user_id
+        if user_id is None:
+            return None
+        cached = self._user
+        if cached is not None and cached[0] == user_id:
+            return cached[1]
+        loader = self._user_loader()
+        value = loader(user_id)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            raise ConfigurationError(
+                "user_loader is asynchronous: await session.load_user() (for example in a "
+                "dependency) before reading session.user",
+                setting="user_loader",
+            )
+        self._user = (user_id, value)
+        return value
+
+    async def load_user(self) -> Any:
+        """:attr:`user`, awaiting the ``user_loader`` when it is a coroutine function."""
+        user_id = self.user_id
+        if user_id is None:
+            return None
+        cached = self._user
+        if cached is not None and cached[0] == user_id:
+            return cached[1]
+        value = self._user_loader()(user_id)
+        if inspect.isawaitable(value):
+            value = await value
+        self._user = (user_id, value)
+        return value
+
+    def _user_loader(self) -> Callable[[str], Any]:
+        loader = self._engine.user_loader
+        if loader is None:
+            raise ConfigurationError(
+                "session.user needs a user_loader: pass user_loader=... (a function of the user "
+                "id) to the session middleware or SessionEngine",
+                setting="user_loader",
+            )
+        return loader
+
+    @property
     def authenticated_at(self) -> float | None:
         """When :meth:`login` ran for this session (Unix seconds), for step-up checks."""
         self._ensure()
@@ -337,12 +456,34 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def csrf_secret(self) -> str:
-        """The per-session CSRF secret (created on first use, rotated by :meth:`login`)."""
+        """The per-session CSRF secret (created on first use, rotated by :meth:`login`).
+
+        A visitor without a stored session gets a pre-session cookie instead of a store write
+        (:data:`~bastion.core.sessions.PRESESSION_PREFIX`): the secret is derived from it, and
+        the session record, once a real write creates it, keeps that secret.
+        """
         self._ensure()
         if self._csrf_secret is None:
-            self._csrf_secret = new_csrf_secret()
-            self._meta_dirty = True
+            if self._key is None:
+                if self._presession is None:
+                    self._presession = new_session_id()
+                    self._presession_new = True
+                self._csrf_secret = presession_csrf_secret(self._presession)
+            else:  # pragma: no cover - a stored record always has its secret
+                self._csrf_secret = new_csrf_secret()
+                self._meta_dirty = True
         return self._csrf_secret
+
+    def verification_csrf_secret(self) -> str | None:
+        """The secret a submitted CSRF token is checked against, without issuing one: the
+        stored session's, or the pre-session cookie's; ``None`` when the request has neither
+        (the token cannot belong to this client)."""
+        self._ensure()
+        if self._csrf_secret is not None:
+            return self._csrf_secret
+        if self._key is None and self._presession is not None:
+            return presession_csrf_secret(self._presession)
+        return None
 
     @property
     def persistent(self) -> bool:
@@ -377,6 +518,25 @@ class Session(MutableMapping[str, Any]):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def without_response(self, where: str) -> None:
+        """Mark this session as one whose changes no response will carry (``where``: "a
+        WebSocket handler"). Lifecycle calls then raise
+        :class:`~bastion.errors.SessionStateError` instead of being silently lost; the data
+        stays readable."""
+        self._no_response = where
+
+    def _lifecycle(self, call: str) -> None:
+        if self._no_response is not None:
+            raise SessionStateError(
+                f"session.{call}() cannot take effect in {self._no_response}: there is no "
+                "response to carry the new cookie. "
+                + (
+                    "await bastion.asgi.sessions.end_session(websocket) ends the session now"
+                    if call in {"logout", "clear"}
+                    else "do it in an HTTP request"
+                )
+            )
+
     def login(self, user_id: str | int, *, remember: bool | None = None) -> None:
         """Bind the session to ``user_id``: new ID, new CSRF secret, ``authenticated_at`` = now.
 
@@ -388,6 +548,7 @@ class Session(MutableMapping[str, Any]):
             raise ConfigurationError(
                 "login() needs a non-empty str or int user_id", setting="user_id"
             )
+        self._lifecycle("login")
         self._ensure()
         self._user_id = str(user_id)
         self._authenticated_at = self._engine.clock.now()
@@ -396,7 +557,6 @@ class Session(MutableMapping[str, Any]):
             self._persistent = bool(remember)
         self._meta_dirty = True
         self._rotate = "login"
-        self._logout = False
         self._id = new_session_id()
 
     def end_login(self) -> None:
@@ -404,6 +564,7 @@ class Session(MutableMapping[str, Any]):
         dies), a new CSRF secret, no user, no ``authenticated_at``; the session leaves the
         user's registry. Used when a new login starts on a session that is logged in, so that
         the previous user's access never coexists with the new attempt."""
+        self._lifecycle("end_login")
         self._ensure()
         if self._user_id is None:
             return
@@ -412,30 +573,68 @@ class Session(MutableMapping[str, Any]):
         self._csrf_secret = new_csrf_secret()
         self._meta_dirty = True
         self._rotate = "regenerate"
-        self._logout = False
         self._id = new_session_id()
 
     def regenerate(self) -> None:
         """Issue a new ID for the same data (after a privilege change); the old ID dies."""
+        self._lifecycle("regenerate")
         self._ensure()
         self._rotate = self._rotate or "regenerate"
         self._id = new_session_id()
 
     def logout(self) -> None:
         """End the session: server data deleted, cookie expired, ``Clear-Site-Data`` sent
-        when the configuration asks for it. The session is empty afterwards."""
+        when the configuration asks for it. Happens even when the response is a 5xx.
+
+        The session is new and empty afterwards: no ID, no user, no CSRF secret. Values set
+        after the logout (a flash message) start a new session under a new ID; the response
+        then sets that cookie instead of clearing it."""
+        self._lifecycle("logout")
+        self._end()
+
+    def _end(self) -> None:
         self._ensure()
+        if self._key is not None and self._ended is None:
+            self._ended = (self._key, None if self._record is None else self._record.user_id)
+        rejected = self._rejected
+        self._start_fresh(rejected)
         self._logout = True
         self._rotate = None
-        self._data = {}
-        self._user_id = None
-        self._authenticated_at = None
+        self._meta_dirty = False
 
     # The adapter calls this when it cannot save (5xx): nothing is written.
     def discard(self) -> None:
         self._loaded = False
         self._logout = False
+        self._ended = None
         self._rotate = None
+
+    def _keep_only_lifecycle(self) -> bool:
+        """After a 5xx: drop this request's data changes, keep what must happen anyway (a
+        logout, the old ID's death in a rotation). Says whether anything is left to write.
+
+        A ``login()`` is not committed on a 5xx (the view failed, so whether it meant to grant
+        the login is unknown): the loaded session moves to a new ID as :meth:`regenerate`
+        would, unbound as before. ``regenerate()`` and ``end_login()`` are committed with the
+        loaded data."""
+        if self._logout:
+            if self._ended is None:
+                return False
+            self._start_fresh(self._rejected)
+            self._meta_dirty = False
+            return True
+        loaded, pristine = self._record, self._pristine
+        if self._rotate is None or loaded is None or self._key is None or pristine is None:
+            return False
+        self._data = json.loads(pristine)
+        if self._rotate == "login" or self._user_id == loaded.user_id:
+            self._user_id = loaded.user_id
+            self._authenticated_at = loaded.authenticated_at
+            self._csrf_secret = loaded.csrf_secret
+            self._persistent = loaded.persistent
+            self._meta_dirty = False
+        self._rotate = "regenerate"
+        return True
 
 
 class SessionEngine:
@@ -445,12 +644,19 @@ class SessionEngine:
     serves WSGI apps and lazy loads. ``keyring`` signs cookie values when ``config.signed``
     and keys the audit hasher. ``auditor`` defaults to JSON lines on the ``bastion.audit``
     logger.
+
+    App hooks: ``user_loader(user_id)`` gives the user object behind :attr:`Session.user`,
+    called at most once per request (it may be a coroutine function: then await
+    :meth:`Session.load_user`). ``session_filter(record)`` runs on every stored session a
+    request loads; ``False`` refuses it (a fresh session, as for an expired one), e.g. every
+    session of a disabled user. It runs on the load path: keep it cheap and synchronous.
     """
 
     __slots__ = (
         "_auditor",
         "_cookie_name",
         "_decoder",
+        "_filter",
         "_inline",
         "_loader",
         "_signer",
@@ -458,6 +664,7 @@ class SessionEngine:
         "_sync",
         "clock",
         "config",
+        "user_loader",
     )
 
     def __init__(
@@ -468,6 +675,8 @@ class SessionEngine:
         keyring: KeyRing | SecretKey | None = None,
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(
@@ -498,6 +707,11 @@ class SessionEngine:
             Signer(keyring, "session") if self.config.signed and keyring is not None else None
         )
         self._auditor = auditor if auditor is not None else Auditor.default(keyring, clock)
+        for name, hook in (("user_loader", user_loader), ("session_filter", session_filter)):
+            if hook is not None and not callable(hook):
+                raise ConfigurationError(f"{name} must be callable or None", setting=name)
+        self.user_loader = user_loader
+        self._filter = session_filter
 
     @property
     def store(self) -> Store:
@@ -564,6 +778,9 @@ class SessionEngine:
         if successor is not None:
             raw = sync.get(successor)
             self._load_found(session, session_id, successor, raw, follower=True)
+        user = _bound_user(session)
+        if user is not None:
+            self._load_checked(session, sync.get(epoch_key(user)))
 
     async def load(self, session: Session) -> None:
         """Load ``session`` now (one round trip when a cookie is present). Idempotent."""
@@ -579,10 +796,16 @@ class SessionEngine:
         if successor is not None:
             raw = await self._store.get(successor)
             self._load_found(session, session_id, successor, raw, follower=True)
+        user = _bound_user(session)
+        if user is not None:
+            self._load_checked(session, await self._store.get(epoch_key(user)))
 
     def _decode_cookie(self, value: str) -> tuple[str | None, str]:
+        """``(session ID, "")``, ``(pre-session value, "presession")`` or ``(None, reason)``."""
         signer = self._signer
         if signer is None:
+            if value.startswith(PRESESSION_PREFIX) and is_session_id(value[2:]):
+                return value[2:], "presession"
             return (value, "") if is_session_id(value) else (None, "malformed")
         result = signer.verify(value)
         if result.value is None:
@@ -591,6 +814,8 @@ class SessionEngine:
             text = result.value.decode("ascii")
         except UnicodeDecodeError:
             return None, "malformed"
+        if text.startswith(PRESESSION_PREFIX) and is_session_id(text[2:]):
+            return text[2:], "presession"
         return (text, "") if is_session_id(text) else (None, "malformed")
 
     def _cookie_text(self, session_id: str) -> str:
@@ -610,6 +835,9 @@ class SessionEngine:
         if successor is not None:
             raw = yield Get(successor)
             self._load_found(session, session_id, successor, raw, follower=True)
+        user = _bound_user(session)
+        if user is not None:
+            self._load_checked(session, (yield Get(epoch_key(user))))
 
     def _load_key(self, session: Session) -> tuple[str, str] | None:
         """A load's first step, without I/O: ``(session ID, store key)`` to read, or ``None``
@@ -622,6 +850,11 @@ class SessionEngine:
             session._start_fresh(None)
             return None
         session_id, reason = self._decode_cookie(value)
+        if reason == "presession":
+            # No stored session yet: nothing to read, nothing to reject.
+            session._start_fresh(None)
+            session._presession = session_id
+            return None
         if session_id is None:
             self._reject(session, reason, EventName.INPUT_VALIDATION_FAIL)
             return None
@@ -650,11 +883,32 @@ class SessionEngine:
             self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
             return None
         state = liveness(found, now, self.config)
+        refused: str | None = None
         if state is not Liveness.LIVE:
-            self._reject(session, state.value, EventName.SESSION_EXPIRED, user=found.user_id)
+            refused = state.value
+        elif self._filter is not None and not self._filter(found):
+            refused = "filtered"  # the app's session_filter ended it (a disabled user)
+        if refused is not None:
+            self._reject(session, refused, EventName.SESSION_EXPIRED, user=found.user_id)
             return None
         session._adopt(session_id, key, raw, found, follower=follower)
         return None
+
+    def _load_checked(self, session: Session, raw_epoch: bytes | None) -> None:
+        """A load's last step for a logged-in session: refuse it when the user's sessions were
+        revoked after its login (its epoch is lower than the user's; an unreadable epoch
+        record refuses too, rather than guess)."""
+        record = session._record
+        if record is None or record.user_id is None:  # pragma: no cover - see _bound_user
+            return
+        try:
+            current = decode_epoch(raw_epoch).number
+        except BadData:
+            current = None
+        if current is None or record.epoch < current:
+            self._reject(
+                session, "revoked", EventName.SESSION_USE_AFTER_EXPIRE, user=record.user_id
+            )
 
     def _reject(
         self, session: Session, reason: str, name: EventName, *, user: str | None = None
@@ -693,7 +947,8 @@ class SessionEngine:
     async def save(self, session: Session, *, status: int = 200) -> SaveResult:
         """Write ``session`` if needed and say what the response must carry.
 
-        Skips every write when ``status`` is 500 or more.
+        When ``status`` is 500 or more no data is written, but a pending logout still deletes
+        the session and a rotation still kills the old ID (see ``Session._keep_only_lifecycle``).
         """
         skipped = _skip_save(session, status)
         if skipped is not None:
@@ -799,6 +1054,15 @@ class SessionEngine:
             line = dataclasses.replace(cookie, value=text, max_age=max_age).serialize()
         return SaveResult(set_cookie=line, vary=True)
 
+    def _presession_cookie(self, s: Session) -> SaveResult:
+        """The cookie of a visitor given a CSRF secret but no stored session (no store I/O)."""
+        value = s._presession
+        if value is None:  # pragma: no cover - only called once a value was issued
+            return _VARY_ONLY
+        s._presession_new = False
+        text = self._cookie_text(PRESESSION_PREFIX + value)
+        return SaveResult(set_cookie=self.config.cookie.with_value(text).serialize(), vary=True)
+
     def _clear_cookie(self, *, clear_site_data: bool = False) -> SaveResult:
         return SaveResult(
             set_cookie=self.config.cookie.expired().serialize(),
@@ -824,7 +1088,8 @@ class SessionEngine:
                 created_at=now,
                 issued_at=now,
                 last_seen=now,
-                csrf_secret=s._csrf_secret or new_csrf_secret(),
+                # A visitor's pre-session secret carries over: the tokens in its pages stay good.
+                csrf_secret=s.verification_csrf_secret() or new_csrf_secret(),
                 user_id=s._user_id,
                 authenticated_at=s._authenticated_at,
                 persistent=s._persistent,
@@ -843,6 +1108,7 @@ class SessionEngine:
                 persistent=s._persistent,
                 ip=base.ip,
                 user_agent=base.user_agent,
+                epoch=base.epoch,
             )
         return SessionRecord(
             data=data,
@@ -855,6 +1121,7 @@ class SessionEngine:
             persistent=base.persistent,
             ip=base.ip,
             user_agent=base.user_agent,
+            epoch=base.epoch,
         )
 
     def save_flow(self, session: Session) -> Flow[SaveResult]:  # noqa: PLR0911, PLR0912 (one decision table)
@@ -862,14 +1129,21 @@ class SessionEngine:
         s = session
         old_key = s._key
         if s._logout:
-            if old_key is not None:
-                yield Delete(old_key)
-                loaded = s._record
-                if loaded is not None and loaded.user_id is not None:
-                    handle = old_key.removeprefix("session:")
-                    yield from self._index_update(loaded.user_id, _remove(handle))
+            ended = s._ended
+            if ended is not None:
+                ended_key, ended_user = ended
+                yield Delete(ended_key)
+                if ended_user is not None:
+                    handle = ended_key.removeprefix("session:")
+                    yield from self._index_update(ended_user, _remove(handle))
                 self._audit_destroyed(s, "logout")
-            if old_key is None and s._cookie_value is None:
+            s._logout, s._ended = False, None
+            if s._data or s._meta_dirty or s._rotate is not None:
+                # Written after the logout: a new session, under a new ID, replaces the cookie.
+                return (yield from self._create(s, dict(s._data), now))
+            if s._presession_new:
+                return self._presession_cookie(s)  # a token for the page after the logout
+            if ended is None and s._cookie_value is None:
                 return _VARY_ONLY
             return self._clear_cookie(clear_site_data=self.config.clear_site_data)
         # Comparing encodings finds every change, nested ones included, without decoding.
@@ -877,6 +1151,8 @@ class SessionEngine:
         unchanged = data_json == s._pristine
         if old_key is None:
             if not s._data and not s._meta_dirty and s._rotate is None:
+                if s._presession_new:
+                    return self._presession_cookie(s)
                 return self._clear_cookie() if s._rejected else _VARY_ONLY
             return (yield from self._create(s, dict(s._data), now))
         loaded = s._record
@@ -901,8 +1177,28 @@ class SessionEngine:
             outcome = yield from self._retry_save(s, now)
         return self._finish(s, outcome, now)
 
+    def _login_epoch(self, user_id: str, authenticated_at: float | None) -> Flow[int | None]:
+        """The epoch a new login of ``user_id`` is made under: the user's current one, or
+        ``None`` when the user's sessions were revoked after this login was authenticated (a
+        password change while the old password was being checked: the login must not live)."""
+        raw = yield Get(epoch_key(user_id))
+        try:
+            epoch = decode_epoch(raw)
+        except BadData:
+            return None
+        if authenticated_at is not None and epoch.since > authenticated_at:
+            return None
+        return epoch.number
+
     def _create(self, s: Session, data: dict[str, Any], now: float) -> Flow[SaveResult]:
         record = self._build(s, None, data, now)
+        if record.user_id is not None:
+            epoch = yield from self._login_epoch(record.user_id, record.authenticated_at)
+            if epoch is None:
+                self._audit_destroyed(s, "revoked")
+                s._start_fresh("revoked")
+                return self._clear_cookie()
+            record.epoch = epoch
         value = encode_record(record, max_bytes=self.config.max_bytes)
         session_id = s._id or new_session_id()
         for _ in range(3):
@@ -961,7 +1257,9 @@ class SessionEngine:
         (no merge needed); ``None`` makes the first attempt merge too. ``reread`` says that a
         compare-and-set against ``expected`` has just failed: the record is read again first.
         """
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             if reread:
                 expected = yield Get(key)
                 found = None if expected is None else self._decode_or_none(expected)
@@ -999,12 +1297,12 @@ class SessionEngine:
                 data_json = None
             if (yield CompareAndSet(key, expected, value, self._ttl(record, now))):
                 return key, record
-        raise StoreError(
-            f"session save lost {_MAX_RETRIES} compare-and-set races in a row; the session is "
-            "being written by too many requests at once"
+        raise StoreBusy(
+            f"session save lost {_MAX_RETRIES} compare-and-set races in a row, backing off "
+            "between them; the session is being written by too many requests at once"
         )
 
-    def _rotate_flow(self, s: Session, data_json: bytes, now: float) -> Flow[SaveResult]:
+    def _rotate_flow(self, s: Session, data_json: bytes, now: float) -> Flow[SaveResult]:  # noqa: PLR0912, PLR0915 (one rotation, each race answered)
         kind = s._rotate
         old_key = s._key
         loaded = s._record
@@ -1013,6 +1311,7 @@ class SessionEngine:
         new_id = s._id
         new_handle = session_handle(new_id)
         new_key = record_key(new_handle)
+        old_handle = old_key.removeprefix("session:")
         data = dict(s._data)
         record = self._build(s, loaded, data, now)
         record.issued_at = now
@@ -1021,13 +1320,29 @@ class SessionEngine:
             record.created_at = now
             record.ip = s.client_ip or record.ip
             record.user_agent = s.user_agent or record.user_agent
+        if kind == "login" and record.user_id is not None:
+            epoch = yield from self._login_epoch(record.user_id, record.authenticated_at)
+            if epoch is None:
+                # Revoked after this login was authenticated: the pre-login session ends too.
+                yield Delete(old_key)
+                if loaded.user_id is not None:
+                    yield from self._index_update(loaded.user_id, _remove(old_handle))
+                self._audit_destroyed(s, "revoked")
+                return self._clear_cookie()
+            record.epoch = epoch
         value = encode_record(record, max_bytes=self.config.max_bytes, data_json=data_json)
         if not (yield CompareAndSet(new_key, None, value, self._ttl(record, now))):
             raise StoreError("could not create the rotated session: its new ID is taken")
+        # Listed before the old ID is tombstoned, so a revocation that reads the registry in
+        # between finds the new session (the epoch check covers the rest of the window).
+        if record.user_id is not None:
+            yield from self._index_update(record.user_id, _add(new_handle, record, now))
         successor = new_handle if kind == "renew" else None
         tomb = encode_tombstone(Tombstone(successor=successor, until=now + self.config.renew_grace))
         expected = s._raw
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             if (yield CompareAndSet(old_key, expected, tomb, self.config.renew_grace)):
                 break
             expected = yield Get(old_key)
@@ -1035,6 +1350,8 @@ class SessionEngine:
             if not isinstance(found, SessionRecord):
                 # Destroyed meanwhile, or another request rotated first: ours must not live.
                 yield Delete(new_key)
+                if record.user_id is not None:
+                    yield from self._index_update(record.user_id, _remove(new_handle))
                 if isinstance(found, Tombstone) and found.successor is not None and kind == "renew":
                     s._rotate = None
                     winner = record_key(found.successor)
@@ -1046,19 +1363,23 @@ class SessionEngine:
                         return _VARY_ONLY
                 return self._clear_cookie()
             updated = dataclasses.replace(record, data=self._merged(s, found.data))
+            if kind != "login":
+                # The same login, moved: it keeps the epoch the stored record has now (a
+                # "log out other devices" may have re-stamped it meanwhile).
+                updated.epoch = found.epoch
             new_value = encode_record(updated, max_bytes=self.config.max_bytes)
             if not (yield CompareAndSet(new_key, value, new_value, self._ttl(updated, now))):
                 raise StoreError("the rotated session changed during its own rotation")
             value, record = new_value, updated
         else:
-            raise StoreError(f"session rotation lost {_MAX_RETRIES} races in a row")
-        old_handle = old_key.removeprefix("session:")
-        if loaded.user_id is not None and loaded.user_id != record.user_id:
-            yield from self._index_update(loaded.user_id, _remove(old_handle))
-        if record.user_id is not None:
-            yield from self._index_update(
-                record.user_id, _replace(old_handle, new_handle, record, now)
-            )
+            raise StoreBusy(f"session rotation lost {_MAX_RETRIES} races in a row")
+        if loaded.user_id is not None:
+            if loaded.user_id == record.user_id:
+                yield from self._index_update(
+                    record.user_id, _replace(old_handle, new_handle, record, now)
+                )
+            else:
+                yield from self._index_update(loaded.user_id, _remove(old_handle))
         self._adopt_saved(s, new_id, new_key, value, record)
         self._auditor.emit(
             EventName.SESSION_RENEWED,
@@ -1086,19 +1407,78 @@ class SessionEngine:
 
     # -- the per-user registry ------------------------------------------------------------------
 
-    def _index_update(self, user_id: str, change: Callable[[SessionIndex], None]) -> Flow[None]:
+    def _index_update(self, user_id: str, change: _IndexChange) -> Flow[None]:
+        """CAS ``change`` into ``user_id``'s index. The sessions a change pushes out of the
+        bounded index are destroyed *before* the index is stored, so no live session is ever
+        missing from the list (or from a revocation that walks it)."""
         key = index_key(user_id)
         ttl = self.config.persistent_absolute_lifetime
-        for _ in range(_MAX_RETRIES):
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
             raw = yield Get(key)
             try:
                 index = decode_index(raw)
             except BadData:
                 index = SessionIndex()
-            change(index)
+            for handle in change(index) or ():
+                if (yield Delete(record_key(handle))):
+                    self._audit_destroyed(None, "registry_full")
             if (yield CompareAndSet(key, raw, encode_index(index), ttl)):
                 return
-        raise StoreError(f"session index update lost {_MAX_RETRIES} races in a row")
+        raise StoreBusy(f"session index update lost {_MAX_RETRIES} races in a row")
+
+    def _epoch_ttl(self) -> float:
+        # Outlives every session made under the previous epoch, by a wide margin: a login
+        # rotation restarts the absolute lifetime of a session loaded just before a bump.
+        return 2 * self.config.persistent_absolute_lifetime + _EXPIRY_SLACK
+
+    def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[None]:
+        """Raise ``user_id``'s epoch, so every session of the user made under an earlier one
+        is refused at its next load. ``keep`` (a handle of this user's) is re-stamped with
+        the new epoch first, so the caller's own session never sees itself revoked, not even
+        by a request of its own that loads in between."""
+        key = epoch_key(user_id)
+        now = self.clock.now()
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
+            raw = yield Get(key)
+            try:
+                number = decode_epoch(raw).number
+            except BadData:
+                number = 0
+            # Time-based and increasing: a lost or unreadable epoch record can only be
+            # replaced by a higher number, never reopen older sessions.
+            bumped = Epoch(max(number + 1, int(now * 1000)), now)
+            if keep is not None:
+                yield from self._stamp_flow(user_id, keep, bumped.number, now)
+            if (yield CompareAndSet(key, raw, encode_epoch(bumped), self._epoch_ttl())):
+                return
+        raise StoreBusy(f"session epoch update lost {_MAX_RETRIES} races in a row")
+
+    def _stamp_flow(self, user_id: str, handle: str, epoch: int, now: float) -> Flow[None]:
+        """Give the live record of ``handle`` (following a renewal tombstone) ``epoch``."""
+        key = record_key(handle)
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
+            raw = yield Get(key)
+            found = None if raw is None else self._decode_or_none(raw)
+            if isinstance(found, Tombstone):
+                if found.successor is None or now >= found.until:
+                    return
+                key = record_key(found.successor)
+                continue
+            if not isinstance(found, SessionRecord) or found.user_id != user_id:
+                return
+            if found.epoch >= epoch:
+                return
+            stamped = dataclasses.replace(found, epoch=epoch)
+            value = encode_record(stamped, max_bytes=self.config.max_bytes)
+            if (yield CompareAndSet(key, raw, value, self._ttl(stamped, now))):
+                return
+        raise StoreBusy(f"session re-stamp lost {_MAX_RETRIES} races in a row")
 
     def list_sessions_flow(
         self, user_id: str, current: str | None = None
@@ -1108,13 +1488,22 @@ class SessionEngine:
             index = decode_index(raw)
         except BadData:
             return []
+        try:
+            epoch: int | None = decode_epoch((yield Get(epoch_key(str(user_id))))).number
+        except BadData:
+            epoch = None  # unreadable: every load of this user's sessions refuses them
         now = self.clock.now()
         found: list[SessionInfo] = []
         gone: list[str] = []
         for handle, entry in index.entries.items():
             value = yield Get(record_key(handle))
             record = None if value is None else self._decode_or_none(value)
-            if not isinstance(record, SessionRecord) or record.user_id != str(user_id):
+            if (
+                not isinstance(record, SessionRecord)
+                or record.user_id != str(user_id)
+                or epoch is None
+                or record.epoch < epoch
+            ):
                 gone.append(handle)
                 continue
             if liveness(record, now, self.config) is not Liveness.LIVE:
@@ -1135,7 +1524,19 @@ class SessionEngine:
         found.sort(key=lambda info: info.created_at)
         return found
 
-    def revoke_flow(self, user_id: str, handles: Callable[[SessionIndex], list[str]]) -> Flow[int]:
+    def revoke_flow(
+        self,
+        user_id: str,
+        handles: Callable[[SessionIndex], list[str]],
+        *,
+        everywhere: bool = False,
+        keep: str | None = None,
+    ) -> Flow[int]:
+        """Delete the chosen listed sessions of ``user_id``. ``everywhere`` first raises the
+        user's epoch (keeping ``keep``), which ends every other session of the user, listed
+        or not: the registry is an aid for listing, never what a revocation depends on."""
+        if everywhere:
+            yield from self._bump_epoch_flow(str(user_id), keep)
         raw = yield Get(index_key(str(user_id)))
         try:
             index = decode_index(raw)
@@ -1209,6 +1610,97 @@ class SessionEngine:
         session_id: str = await self.run(flow)
         return session_id
 
+    def cookie_value(self, session_id: str) -> str:
+        """The session cookie's value for ``session_id`` (signed when ``config.signed``), for a
+        session made outside a request with :meth:`create`. No I/O; the ID is the credential,
+        so never log what this returns."""
+        if not is_session_id(session_id):
+            raise BadToken("session_id is not a session ID (43 base64url characters)")
+        return self._cookie_text(session_id)
+
+    def _set_cookie_for(self, session_id: str, raw: bytes | None) -> str:
+        record = None if raw is None else self._decode_or_none(raw)
+        now = self.clock.now()
+        if not isinstance(record, SessionRecord) or liveness(record, now, self.config) is not (
+            Liveness.LIVE
+        ):
+            raise BadToken("no live session has this ID")
+        line = self._set_cookie(session_id, record, now).set_cookie
+        if line is None:  # pragma: no cover - _set_cookie always sets one
+            raise StoreError("no Set-Cookie line was made")
+        return line
+
+    async def set_cookie_header(self, session_id: str) -> str:
+        """The ``Set-Cookie`` header value that hands the stored session ``session_id`` to a
+        client (the cookie policy of ``config``; ``Max-Age`` from the server's deadline for a
+        persistent session). Raises :class:`~bastion.errors.BadToken` unless it is live."""
+        self.cookie_value(session_id)
+        raw = await self._store.get(record_key(session_handle(session_id)))
+        return self._set_cookie_for(session_id, raw)
+
+    def set_cookie_header_sync(self, session_id: str) -> str:
+        """:meth:`set_cookie_header` through the store's sync side (blocking)."""
+        self.cookie_value(session_id)
+        sync = self._sync
+        if sync is None:
+            raise StoreError(f"{self._store!r} has no synchronous side (store.sync)")
+        return self._set_cookie_for(session_id, sync.get(record_key(session_handle(session_id))))
+
+    def update_flow(self, handle: str, change: Callable[[dict[str, Any]], None]) -> Flow[bool]:
+        key = record_key(handle)
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
+            raw = yield Get(key)
+            found = None if raw is None else self._decode_or_none(raw)
+            now = self.clock.now()
+            if isinstance(found, Tombstone):
+                if found.successor is None or now >= found.until:
+                    return False
+                key = record_key(found.successor)
+                continue
+            if not isinstance(found, SessionRecord) or (
+                liveness(found, now, self.config) is not Liveness.LIVE
+            ):
+                return False
+            data = json.loads(encode_data(found.data))  # the change gets its own copy
+            change(data)
+            for name, value in data.items():
+                check_session_value(name, value)
+            updated = dataclasses.replace(found, data=data)
+            value = encode_record(updated, max_bytes=self.config.max_bytes)
+            if (yield CompareAndSet(key, raw, value, self._ttl(updated, now))):
+                return True
+        raise StoreBusy(f"session update lost {_MAX_RETRIES} races in a row")
+
+    async def update(self, handle: str, change: Callable[[dict[str, Any]], None]) -> bool:
+        """Change another session's data from outside its requests (an admin tool): ``change``
+        edits a copy of the data in place and is applied with compare-and-set, re-run on a
+        lost race, so it never overwrites that session's concurrent requests (they merge their
+        own per-key changes onto it). Follows a renewal within its grace window. Says whether
+        a live session was updated; ``handle`` is from :meth:`list_sessions`."""
+        updated: bool = await self.run(self.update_flow(handle, change))
+        return updated
+
+    def update_sync(self, handle: str, change: Callable[[dict[str, Any]], None]) -> bool:
+        """:meth:`update` through the store's sync side (blocking)."""
+        updated: bool = self.run_sync(self.update_flow(handle, change))
+        return updated
+
+    async def end(self, session: Session) -> None:
+        """Log ``session`` out now, in the store: its record is deleted and it leaves its
+        user's registry. For code without a response of its own (a WebSocket handler); the
+        client's cookie then names nothing and its next request gets a fresh session."""
+        await self.load(session)
+        session._end()
+        await self.run(self.save_flow(session))
+
+    def end_sync(self, session: Session) -> None:
+        """:meth:`end` through the store's sync side (blocking)."""
+        self.load_sync(session)
+        session._end()
+        self.run_sync(self.save_flow(session))
+
     async def destroy(self, session_id: str) -> bool:
         """Delete the session with ``session_id`` (and its registry entry); says if it existed."""
         removed: bool = await self.run(self.destroy_flow(session_id))
@@ -1241,33 +1733,57 @@ class SessionEngine:
         return count == 1
 
     async def revoke_others(self, user_id: str | int, keep_handle: str | None) -> int:
-        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices")."""
-        count: int = await self.run(self.revoke_flow(str(user_id), _all_but(keep_handle)))
+        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices").
+
+        Every other session ends, listed or not (the user's epoch is raised); the count is of
+        the listed sessions deleted."""
+        count: int = await self.run(self._revoke_others_flow(str(user_id), keep_handle))
         return count
 
     async def revoke_all(self, user_id: str | int) -> int:
-        """Revoke every session of ``user_id`` (on a password change, for instance)."""
-        count: int = await self.run(self.revoke_flow(str(user_id), _all_but(None)))
+        """Revoke every session of ``user_id`` (on a password change, for instance).
+
+        Every session ends, listed or not (the user's epoch is raised); the count is of the
+        listed sessions deleted."""
+        count: int = await self.run(self._revoke_others_flow(str(user_id), None))
         return count
+
+    def _revoke_others_flow(self, user_id: str, keep: str | None) -> Flow[int]:
+        return self.revoke_flow(user_id, _all_but(keep), everywhere=True, keep=keep)
 
     def revoke_sync(self, user_id: str | int, handle: str) -> bool:
         count: int = self.run_sync(self.revoke_flow(str(user_id), _only(handle)))
         return count == 1
 
     def revoke_others_sync(self, user_id: str | int, keep_handle: str | None) -> int:
-        count: int = self.run_sync(self.revoke_flow(str(user_id), _all_but(keep_handle)))
+        count: int = self.run_sync(self._revoke_others_flow(str(user_id), keep_handle))
         return count
 
     def revoke_all_sync(self, user_id: str | int) -> int:
-        count: int = self.run_sync(self.revoke_flow(str(user_id), _all_but(None)))
+        count: int = self.run_sync(self._revoke_others_flow(str(user_id), None))
         return count
 
 
+def _backoff(attempt: int) -> Pause:
+    """The pause before attempt ``attempt`` (1, 2, ...) of a compare-and-set loop."""
+    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** min(attempt, 16))
+    return Pause(ceiling * secrets.randbelow(1024) / 1024)
+
+
+def _bound_user(session: Session) -> str | None:
+    """The user of the record a load has just adopted (``None``: anonymous, or not adopted)."""
+    record = session._record
+    return None if record is None or session._key is None else record.user_id
+
+
 def _skip_save(session: Session, status: int) -> SaveResult | None:
-    """The save's answer when it must not write at all: untouched, not loaded, or a 5xx."""
+    """The save's answer when it must not write at all: untouched, not loaded, or a 5xx with
+    no logout or rotation pending (``None``: go on and save)."""
     if not session.accessed:
         return _NOTHING
     if status >= 500:
+        if session._keep_only_lifecycle():
+            return None
         session.discard()
         return _VARY_ONLY
     if not session.loaded:
@@ -1275,14 +1791,18 @@ def _skip_save(session: Session, status: int) -> SaveResult | None:
     return None
 
 
-def _add(handle: str, record: SessionRecord, now: float) -> Callable[[SessionIndex], None]:
-    def change(index: SessionIndex) -> None:
-        index.add(handle, created=now, ip=record.ip, ua=record.user_agent)
+_IndexChange = Callable[[SessionIndex], "list[str] | None"]
+"""A change to a user's index; returns the handles it pushed out (to destroy), if any."""
+
+
+def _add(handle: str, record: SessionRecord, now: float) -> _IndexChange:
+    def change(index: SessionIndex) -> list[str]:
+        return index.add(handle, created=now, ip=record.ip, ua=record.user_agent)
 
     return change
 
 
-def _remove(*handles: str) -> Callable[[SessionIndex], None]:
+def _remove(*handles: str) -> _IndexChange:
     def change(index: SessionIndex) -> None:
         for handle in handles:
             index.entries.pop(handle, None)
@@ -1290,13 +1810,11 @@ def _remove(*handles: str) -> Callable[[SessionIndex], None]:
     return change
 
 
-def _replace(
-    old: str, new: str, record: SessionRecord, now: float
-) -> Callable[[SessionIndex], None]:
-    def change(index: SessionIndex) -> None:
+def _replace(old: str, new: str, record: SessionRecord, now: float) -> _IndexChange:
+    def change(index: SessionIndex) -> list[str]:
         previous = index.entries.pop(old, None)
         created = now if previous is None else float(previous.get("created", now))
-        index.add(new, created=created, ip=record.ip, ua=record.user_agent)
+        return index.add(new, created=created, ip=record.ip, ua=record.user_agent)
 
     return change
 

@@ -43,12 +43,14 @@ from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.wsgi.sessions import build_engine, response_headers, unavailable_response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Request, Response
 
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
-    from bastion.core.sessions import SessionConfig
+    from bastion.core.sessions import SessionConfig, SessionRecord
     from bastion.stores.base import Store
 
 __all__ = [
@@ -173,7 +175,11 @@ class Bastion:
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
+        self._user_loader = user_loader
+        self._session_filter = session_filter
         self._store = store
         self._config = config
         self._keyring = keyring
@@ -199,6 +205,8 @@ class Bastion:
             auditor=self._auditor,
             clock=self._clock,
             production=self._production,
+            user_loader=self._user_loader,
+            session_filter=self._session_filter,
         )
         self.engine = engine
         app.session_interface = SessionInterfaceAdapter(engine)

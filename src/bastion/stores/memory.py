@@ -11,11 +11,16 @@ How it keeps within bounds, without a timer thread:
 * **Opportunistic purge.** Every write also drops a few entries whose expiry time has passed,
   earliest first (a heap of expiry times, consulted lazily), so expired entries that nobody
   reads again do not linger. :meth:`MemoryStore.purge_expired` drops all of them at once.
-* **Least-recently-used eviction.** At most ``max_entries`` entries are kept. A write that
-  would exceed the bound evicts the entry that was read or written least recently.
+* **Least-recently-used eviction, of evictable entries only.** At most ``max_entries`` entries
+  are kept. A write that would exceed the bound evicts the *evictable* entry that was read or
+  written least recently: keys starting with one of ``evictable_prefixes`` (by default
+  ``"session:"``, the session records and tombstones, which anonymous traffic can create).
+  Every other entry is security state (accounts, throttle counters, TOTP steps, API keys,
+  revocation epochs) and is never evicted to make room: when no evictable entry is left, the
+  write raises :class:`~bastion.errors.StoreFull` (the adapters answer 503) and nothing is
+  dropped.
 
-Danger: eviction removes *live* entries. A session evicted this way is a logout, and an
-evicted rate-limit counter starts again from zero. Size ``max_entries`` well above the number
+Danger: eviction removes *live* sessions (a logout). Size ``max_entries`` well above the number
 of live keys, or use a persistent store. The bound counts entries, not bytes: the memory held
 is at most ``max_entries`` times the largest value written.
 
@@ -33,7 +38,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
 from bastion.core.clock import system_clock
-from bastion.errors import ConfigurationError, StoreError
+from bastion.errors import ConfigurationError, StoreError, StoreFull
 from bastion.stores.base import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -45,13 +50,16 @@ from bastion.stores.base import (
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
 
-__all__ = ["MemoryStore", "MemorySyncStore"]
+__all__ = ["DEFAULT_EVICTABLE_PREFIXES", "MemoryStore", "MemorySyncStore"]
 
 _PURGE_PER_WRITE: Final = 64
 """Most expired entries a single write drops, so that one write never stalls on a backlog."""
 
 _HEAP_SLACK: Final = 64
 """Stale heap entries tolerated beyond twice the live entry count before the heap is rebuilt."""
+
+DEFAULT_EVICTABLE_PREFIXES: Final = ("session:",)
+"""What may be evicted to make room: session records and tombstones (see the module docstring)."""
 
 _Entry = tuple[bytes, float | None]
 """A value and its absolute expiry time (Unix seconds), or ``None`` for no expiry."""
@@ -60,24 +68,52 @@ _Entry = tuple[bytes, float | None]
 class MemoryStore:
     """A :class:`~bastion.stores.base.Store` in this process's memory. See the module docstring.
 
-    ``max_entries`` bounds the number of entries (least recently used evicted first); ``clock``
-    is the time source for expiry (a :class:`~bastion.core.clock.FrozenClock` in tests).
+    ``max_entries`` bounds the number of entries; only keys starting with one of
+    ``evictable_prefixes`` are evicted to keep it (least recently used first), every other
+    write past it raises :class:`~bastion.errors.StoreFull`. ``clock`` is the time source for
+    expiry (a :class:`~bastion.core.clock.FrozenClock` in tests).
     """
 
-    __slots__ = ("_clock", "_closed", "_data", "_expiries", "_lock", "_max_entries")
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_data",
+        "_evictable",
+        "_expiries",
+        "_lock",
+        "_lru",
+        "_max_entries",
+    )
 
-    def __init__(self, *, max_entries: int = 100_000, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        clock: Clock = system_clock,
+        evictable_prefixes: tuple[str, ...] = DEFAULT_EVICTABLE_PREFIXES,
+    ) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError(
                 f"max_entries must be a whole number of entries >= 1, got {max_entries!r}",
                 setting="max_entries",
             )
+        if not isinstance(evictable_prefixes, tuple) or not all(
+            isinstance(p, str) for p in evictable_prefixes
+        ):
+            raise ConfigurationError(
+                "evictable_prefixes must be a tuple of key prefixes, e.g. ('session:',) "
+                "('' makes every key evictable, () none)",
+                setting="evictable_prefixes",
+            )
         self._max_entries = max_entries
+        self._evictable = evictable_prefixes
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = False
-        # Insertion order is recency order: the first entry is the least recently used.
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        # Every entry. ``_lru`` names the evictable ones in recency order (the first is the
+        # least recently used); the others are never evicted.
+        self._data: dict[str, _Entry] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
         # (expires_at, key) for every write with a TTL; entries go stale when the key is
         # rewritten, deleted or evicted, and are skipped (or the heap rebuilt) lazily.
         self._expiries: list[tuple[float, str]] = []
@@ -120,15 +156,15 @@ class MemoryStore:
         with self._lock:
             if self._closed:
                 self._check_open()
-            data = self._data
-            entry = data.get(key)
+            entry = self._data.get(key)
             if entry is None:
                 return None
             expires_at = entry[1]
             if expires_at is not None and expires_at <= now:
-                del data[key]
+                self._drop(key)
                 return None
-            data.move_to_end(key)
+            if key in self._lru:
+                self._lru.move_to_end(key)
             return entry[0]
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
@@ -145,7 +181,9 @@ class MemoryStore:
         now = self._clock.now()
         with self._lock:
             self._check_open()
-            entry = self._data.pop(key, None)
+            entry = self._data.get(key)
+            if entry is not None:
+                self._drop(key)
             return entry is not None and _is_live(entry, now)
 
     def _compare_and_set(
@@ -165,13 +203,12 @@ class MemoryStore:
         with self._lock:
             if self._closed:
                 self._check_open()
-            data = self._data
-            entry = data.get(key)
+            entry = self._data.get(key)
             current = None
             if entry is not None:
                 expires_at = entry[1]
                 if expires_at is not None and expires_at <= now:
-                    del data[key]
+                    self._drop(key)
                 else:
                     current = entry[0]
             if current != expected:
@@ -186,7 +223,7 @@ class MemoryStore:
             self._check_open()
             expired = [key for key, entry in self._data.items() if not _is_live(entry, now)]
             for key in expired:
-                del self._data[key]
+                self._drop(key)
             self._rebuild_expiries()
             return len(expired)
 
@@ -195,6 +232,7 @@ class MemoryStore:
         with self._lock:
             self._closed = True
             self._data.clear()
+            self._lru.clear()
             self._expiries.clear()
 
     # -- helpers; the caller holds self._lock --------------------------------------------------
@@ -203,27 +241,42 @@ class MemoryStore:
         if self._closed:
             raise StoreError(f"{self!r} is closed; create a new store")
 
+    def _drop(self, key: str) -> None:
+        del self._data[key]
+        self._lru.pop(key, None)
+
     def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._data.get(key)
         if entry is None:
             return None
         if not _is_live(entry, now):
-            del self._data[key]
+            self._drop(key)
             return None
         return entry
 
     def _write(self, key: str, value: bytes, ttl: float | None, now: float) -> None:
-        expires_at = None if ttl is None else now + ttl
-        self._data[key] = (value, expires_at)
-        self._data.move_to_end(key)
+        data = self._data
         heap = self._expiries
-        if expires_at is not None:
-            heapq.heappush(heap, (expires_at, key))
         if heap and heap[0][0] <= now:
             self._purge_some(now)
-        while len(self._data) > self._max_entries:
-            self._data.popitem(last=False)
-        if len(self._expiries) > 2 * len(self._data) + _HEAP_SLACK:
+        if key not in data and len(data) >= self._max_entries:
+            if not self._lru:
+                raise StoreFull(
+                    f"{self!r} is full ({self._max_entries} entries) and none of them may be "
+                    "evicted (only keys starting with "
+                    f"{', '.join(map(repr, self._evictable)) or 'nothing'} are): raise "
+                    "max_entries or use a persistent store"
+                )
+            oldest, _ = self._lru.popitem(last=False)
+            del data[oldest]
+        expires_at = None if ttl is None else now + ttl
+        data[key] = (value, expires_at)
+        if key.startswith(self._evictable):
+            self._lru[key] = None
+            self._lru.move_to_end(key)
+        if expires_at is not None:
+            heapq.heappush(heap, (expires_at, key))
+        if len(heap) > 2 * len(data) + _HEAP_SLACK:
             self._rebuild_expiries()
 
     def _purge_some(self, now: float) -> None:
@@ -236,7 +289,7 @@ class MemoryStore:
             # Only the heap item that matches the entry's current expiry may remove it; an
             # item left behind by an earlier write of the same key is stale.
             if entry is not None and entry[1] == expires_at:
-                del self._data[key]
+                self._drop(key)
 
     def _rebuild_expiries(self) -> None:
         self._expiries = [

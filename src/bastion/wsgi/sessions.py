@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.core.sessions import SessionRecord
     from bastion.stores.base import Store
 
     Environ = dict[str, Any]
@@ -61,6 +62,8 @@ def build_engine(
     auditor: Auditor | None,
     clock: Clock,
     production: bool | None,
+    user_loader: Callable[[str], Any] | None = None,
+    session_filter: Callable[[SessionRecord], bool] | None = None,
 ) -> SessionEngine:
     """A session engine for a synchronous app: checks the config and that the store has a sync
     side. Shared by the WSGI middleware and the Flask extension."""
@@ -70,7 +73,15 @@ def build_engine(
     config.check_environment(production=is_production() if production is None else production)
     if isinstance(store, str):
         store = open_store(store, clock=clock)
-    engine = SessionEngine(store, config=config, keyring=keyring, auditor=auditor, clock=clock)
+    engine = SessionEngine(
+        store,
+        config=config,
+        keyring=keyring,
+        auditor=auditor,
+        clock=clock,
+        user_loader=user_loader,
+        session_filter=session_filter,
+    )
     if engine.sync_store is None:
         raise ConfigurationError(
             f"a WSGI app needs a store with a synchronous side (store.sync); {store!r} has "
@@ -142,6 +153,8 @@ class SessionMiddleware:
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
+        user_loader: Callable[[str], Any] | None = None,
+        session_filter: Callable[[SessionRecord], bool] | None = None,
     ) -> None:
         self.app = app
         self.engine = build_engine(
@@ -151,6 +164,8 @@ class SessionMiddleware:
             auditor=auditor,
             clock=clock,
             production=production,
+            user_loader=user_loader,
+            session_filter=session_filter,
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -181,17 +196,33 @@ class SessionMiddleware:
             body = self.app(environ, save_then_start)
         except StoreUnavailable:
             if session.loaded or not session.accessed:
+                _after_failure(engine, session)
                 raise
             engine.audit_unavailable(session, "load")
             status, headers, payload = unavailable_response(*asked)
             start_response(status, headers)
             return [payload]
+        except BaseException:
+            _after_failure(engine, session)
+            raise
         if failed:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
             return failed[:1]
         return body
+
+
+def _after_failure(engine: SessionEngine, session: Session) -> None:
+    """The app raised before ``start_response``: the error page is made further out, where no
+    cookie can be added, but a pending logout or rotation still ends the old ID (the save of
+    a 5xx: no data is written). A save that already ran has nothing left pending."""
+    if not session.loaded:
+        return
+    try:
+        engine.save_sync(session, status=500)
+    except StoreUnavailable:
+        engine.audit_unavailable(session, "save")
 
 
 def get_session(environ: Environ) -> Session:
