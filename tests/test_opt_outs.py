@@ -187,3 +187,44 @@ def test_rate_limit_defaults_log_nothing(caplog: pytest.LogCaptureFixture) -> No
         header_key("X-API-Key")
         ClientIP(["10.0.0.0/8", "::1"])
     assert security_warnings(caplog, "bastion.security.ratelimit") == []
+
+
+def _inner(scope: Any, receive: Any, send: Any) -> Any:
+    raise AssertionError("never called: these tests only build the stack")
+
+
+def test_protect_without_csrf_over_cookie_sessions_is_refused_in_production(
+    tmp_path: Any,
+) -> None:
+    from bastion.asgi import protect as asgi_protect  # noqa: PLC0415
+    from bastion.wsgi import protect as wsgi_protect  # noqa: PLC0415
+
+    store = f"sqlite:///{tmp_path / 'p.db'}"
+    for protect in (asgi_protect, wsgi_protect):
+        with pytest.raises(ConfigurationError) as caught:
+            protect(_inner, store=store, keyring=KEYRING, csrf=False, production=True)
+        assert caught.value.setting == "csrf"
+        assert "no CSRF check" in str(caught.value)
+
+
+def test_protect_layer_opt_outs_are_logged(caplog: pytest.LogCaptureFixture, tmp_path: Any) -> None:
+    from bastion.asgi import protect as asgi_protect  # noqa: PLC0415
+    from bastion.wsgi import protect as wsgi_protect  # noqa: PLC0415
+
+    store = f"sqlite:///{tmp_path / 'p.db'}"
+    dev = SessionConfig(development=True, secure=False)
+    for protect in (asgi_protect, wsgi_protect):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bastion.security.protect"):
+            protect(_inner, store=store, sessions=dev, keyring=KEYRING, csrf=False,
+                    headers=None, production=False)  # fmt: skip
+        found = security_warnings(caplog, "bastion.security.protect")
+        assert any("csrf=False" in m and "cookie sessions are on" in m for m in found), found
+        assert any("headers=None" in m for m in found), found
+        # Without sessions, csrf=False is an API's choice: logged, and allowed in production.
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bastion.security.protect"):
+            protect(_inner, csrf=False, production=True)
+        found = security_warnings(caplog, "bastion.security.protect")
+        assert any("csrf=False" in m for m in found), found
+        assert not any("cookie sessions" in m for m in found), found

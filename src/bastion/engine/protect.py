@@ -16,14 +16,21 @@ session layer (which then writes nothing).
 Each layer is optional (``headers=None``, ``rate_limit=None``, ``store=None``, ``csrf=False``)
 and each is an ordinary middleware, usable alone. The adapters pass their own middleware
 classes in a :class:`Layers`; this module decides which to build and in which order.
+
+Turning a protection off is an opt-out and is logged (``bastion.security.protect``):
+``headers=None`` (the app or a proxy must send the headers) and ``csrf=False``. ``csrf=False``
+together with ``store=`` (cookie sessions with no CSRF check at all) is refused under
+``ENV=production``: a page on any site could post with the user's session cookie.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from bastion.core.csrf import CSRFConfig, TokenSource
+from bastion.core.environment import is_production
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["Layers", "compose"]
 
 App = TypeVar("App")
+
+logger = logging.getLogger("bastion.security.protect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,7 @@ def compose(
     production: bool | None,
 ) -> App:
     """Wrap ``app`` in ``layers`` in the documented order (see the module docstring)."""
+    _check_opt_outs(store=store, csrf=csrf, headers=headers, production=production)
     wrapped = app
     if csrf is not False:
         config = CSRFConfig() if csrf is None else csrf
@@ -116,3 +126,31 @@ def compose(
             production=production,
         )
     return wrapped
+
+
+def _check_opt_outs(
+    *,
+    store: Store | str | None,
+    csrf: CSRFConfig | Literal[False] | None,
+    headers: HeaderPolicy | Preset | str | None,
+    production: bool | None,
+) -> None:
+    """Log each layer turned off; refuse cookie sessions without CSRF in production."""
+    if csrf is False:
+        if store is not None and (is_production() if production is None else production):
+            raise ConfigurationError(
+                "protect(csrf=False) with store= serves cookie sessions with no CSRF check, "
+                "so a page on any site can post with the user's session; this is refused when "
+                "ENV=production. Keep CSRF on (exempt= routes that authenticate otherwise, or "
+                "CSRFConfig(skip_authenticated=True) for bearer-token APIs)",
+                setting="csrf",
+            )
+        logger.warning(
+            "bastion protect(): csrf=False; no CSRF check on any request%s",
+            " (cookie sessions are on: never use this in production)" if store is not None else "",
+        )
+    if headers is None:
+        logger.warning(
+            "bastion protect(): headers=None; no security headers (CSP, HSTS, framing, "
+            "nosniff) unless the app or a proxy sends them"
+        )
