@@ -36,11 +36,14 @@ is ready for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
 import socket
 import threading
+import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -57,8 +60,9 @@ try:
 except ImportError:  # pragma: no cover - hiredis ships with the redis extra's fast path
     hiredis = None  # type: ignore[assignment]  # transport="resp" then refuses to start
 
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreCorrupt, StoreError
 from bastion.stores.base import check_key, check_ttl, check_value
+from bastion.stores.faults import redis_py_fault, redis_reply_fault, socket_fault
 from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
@@ -72,6 +76,7 @@ if TYPE_CHECKING:
     from bastion.core.clock import Clock
 
 __all__ = [
+    "DEFAULT_MAX_REPLY_BYTES",
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "KEY_SLOTS",
@@ -119,14 +124,9 @@ _CAS_SHA: Final = hashlib.sha1(_CAS_SCRIPT.encode("utf-8"), usedforsecurity=Fals
 _CAS_SHA_BYTES: Final = _CAS_SHA.encode("ascii")
 _CAS_SCRIPT_BYTES: Final = _CAS_SCRIPT.encode("utf-8")
 
-_UNAVAILABLE: Final = (
-    redis_errors.ConnectionError,  # includes BusyLoadingError, AuthenticationError
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,  # talking to a replica during a failover
-    redis_errors.ClusterDownError,  # includes MasterDownError
-    redis_errors.TryAgainError,
-    OSError,  # includes the builtin TimeoutError raised by asyncio timeouts
-)
+DEFAULT_MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
+"""Largest reply the RESP transport reads (64 MiB): a broken or hostile server cannot make the
+process buffer more. Store values are at most 8 MiB, so a legitimate reply stays far below."""
 
 
 def ttl_to_milliseconds(ttl: float | None) -> int:
@@ -186,7 +186,7 @@ def _describe_client(client: Redis) -> str:
     return f"{host}:{kwargs.get('port', 6379)} db {kwargs.get('db', 0)}"
 
 
-def _endpoint_of(client: Redis, transport: str) -> _Endpoint | None:
+def _endpoint_of(client: Redis, transport: str, max_reply_bytes: int) -> _Endpoint | None:
     """The RESP transport's endpoint, or ``None`` for ``transport="redis-py"``."""
     if transport == "redis-py":
         return None
@@ -227,23 +227,24 @@ def _endpoint_of(client: Redis, transport: str) -> _Endpoint | None:
         client_name=kwargs.get("client_name"),
         connect_timeout=float(kwargs.get("socket_connect_timeout") or DEFAULT_TIMEOUT),
         timeout=float(kwargs.get("socket_timeout") or DEFAULT_TIMEOUT),
+        max_connections=int(getattr(pool, "max_connections", 50) or 50),
+        max_reply_bytes=max_reply_bytes,
     )
 
 
 def _translate_resp(store: RedisStore, operation: str, exc: Exception) -> StoreError:
+    where = f"Redis at {store._where}"
+    detail = store._detail(exc)
     if isinstance(exc, _ReplyFailure):
-        if exc.code in _UNAVAILABLE_CODES or exc.code in _AUTH_CODES:
-            return StoreUnavailable(
-                f"Redis at {store._where} is unavailable ({operation}): {store._detail(exc)}. "
-                "Check that the server is running and reachable from this host"
-            )
-        return StoreError(f"Redis at {store._where} refused {operation}: {store._detail(exc)}")
-    if isinstance(exc, OSError | TimeoutError | EOFError):
-        return StoreUnavailable(
-            f"Redis at {store._where} is unavailable ({operation}): {store._detail(exc)}. "
-            "Check that the server is running and reachable from this host"
+        return redis_reply_fault(exc.code, where, operation, detail)
+    if isinstance(exc, _ReplyTooLarge | hiredis.ProtocolError):
+        return StoreCorrupt(
+            f"{where} sent a reply bastion cannot accept ({operation}): {detail}; raise "
+            "max_reply_bytes if the value is legitimately that large"
         )
-    return StoreError(f"Redis at {store._where} failed {operation}: {store._detail(exc)}")
+    return socket_fault(exc, where, operation, detail) or StoreError(
+        f"{where} failed {operation}: {detail}"
+    )
 
 
 class RedisStore:
@@ -263,6 +264,7 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         sync_client: Callable[[], redis_sync.Redis] | None = None,
         transport: str = "redis-py",
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         if not isinstance(client, Redis):
             raise ConfigurationError(
@@ -279,7 +281,17 @@ class RedisStore:
         self._client = client
         self._where = _describe_client(client)
         self._closed = False
-        endpoint = _endpoint_of(client, transport)
+        if (
+            isinstance(max_reply_bytes, bool)
+            or not isinstance(max_reply_bytes, int)
+            or max_reply_bytes < 1024
+        ):
+            raise ConfigurationError(
+                f"max_reply_bytes must be a whole number of bytes >= 1024, got "
+                f"{max_reply_bytes!r}; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
+                setting="max_reply_bytes",
+            )
+        endpoint = _endpoint_of(client, transport, max_reply_bytes)
         self._resp = None if endpoint is None else _AsyncResp(endpoint)
         self._sync_view = RedisSyncStore(
             self, sync_client, None if endpoint is None else _SyncResp(endpoint)
@@ -302,9 +314,15 @@ class RedisStore:
         ``rediss://`` uses TLS and ``unix:///path/to/socket`` a Unix socket. ``prefix`` may be
         given as a keyword or as a query parameter, not both (default :data:`DEFAULT_PREFIX`).
         ``socket_timeout`` bounds each reply and ``connect_timeout`` each connection attempt,
-        so an outage raises :class:`StoreUnavailable` instead of hanging. Connections come from
-        a bounded pool (``max_connections``, 50 by default); a caller waits at most
-        ``socket_timeout`` for a free one. Other ``options`` go to the connection pool
+        so an outage raises :class:`StoreUnavailable` instead of hanging; on the RESP
+        transport ``socket_timeout`` is a deadline for the whole command (the wait for a free
+        connection, the send and the whole reply), however slowly the server trickles it.
+        Connections come from a bounded pool (``max_connections``, 50 by default, per event
+        loop on the async side, shared by all threads on the sync side); a caller waits at most
+        ``socket_timeout`` for a free one. ``max_reply_bytes`` (also ``?max_reply_bytes=``;
+        default :data:`DEFAULT_MAX_REPLY_BYTES`, 64 MiB) caps a reply the RESP transport will
+        read: a larger one raises :class:`~bastion.errors.StoreCorrupt` and the connection is
+        closed. Other ``options`` go to the connection pool
         (``redis.asyncio.BlockingConnectionPool.from_url``: ``max_connections``,
         ``client_name``, ``ssl_ca_certs``, ...); an unknown option raises
         :class:`ConfigurationError` here. Automatic retries are off unless ``retry`` is given
@@ -314,8 +332,8 @@ class RedisStore:
         TTLs are counted by the Redis server's clock.
 
         ``transport`` (keyword or ``?transport=`` in the URL) picks how the four store
-        operations reach the server: ``"resp"``, bastion's lean RESP2 client (one pipelined
-        connection per event loop, one socket per thread on the sync side, hiredis parser);
+        operations reach the server: ``"resp"``, bastion's lean RESP2 client (hiredis parser,
+        bounded pools as above);
         ``"redis-py"``, redis-py's client and pool; ``"auto"`` (the default), ``"resp"`` for
         ``redis://`` and ``unix://`` when hiredis is installed, else ``"redis-py"``. TLS
         (``rediss://``) always uses redis-py. Either way the redis-py client stays available to
@@ -328,6 +346,21 @@ class RedisStore:
             )
         clean_url, url_prefix = pop_query(url, "prefix")
         clean_url, url_transport = pop_query(clean_url, "transport")
+        clean_url, url_max_reply = pop_query(clean_url, "max_reply_bytes")
+        max_reply_bytes = options.pop("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES)
+        if url_max_reply is not None:
+            if "max_reply_bytes" in options or max_reply_bytes != DEFAULT_MAX_REPLY_BYTES:
+                raise ConfigurationError(
+                    "max_reply_bytes is given both in the URL and as a keyword; give it once",
+                    setting="max_reply_bytes",
+                )
+            try:
+                max_reply_bytes = int(url_max_reply, 10)
+            except ValueError:
+                raise ConfigurationError(
+                    f"max_reply_bytes={url_max_reply!r} in the Redis URL is not a whole number",
+                    setting="max_reply_bytes",
+                ) from None
         if url_transport is not None and transport is not None:
             raise ConfigurationError(
                 "Redis store transport is given both in the URL and as transport=; give it once",
@@ -386,6 +419,7 @@ class RedisStore:
             prefix=DEFAULT_PREFIX if chosen_prefix is None else chosen_prefix,
             sync_client=sync_client,
             transport=chosen_transport,
+            max_reply_bytes=max_reply_bytes,
         )
 
     @property
@@ -488,14 +522,9 @@ class RedisStore:
     async def _run(self, operation: str, command: Awaitable[_T]) -> _T:
         try:
             return await command
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"Redis at {self._where} is unavailable ({operation}): {self._detail(exc)}. "
-                "Check that the server is running and reachable from this host"
-            ) from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(
-                f"Redis at {self._where} refused {operation}: {self._detail(exc)}"
+        except (redis_errors.RedisError, OSError) as exc:
+            raise redis_py_fault(
+                exc, f"Redis at {self._where}", operation, self._detail(exc)
             ) from exc
 
     def _detail(self, exc: BaseException) -> str:
@@ -514,7 +543,6 @@ class RedisStore:
         self._sync_view.close()
         if self._resp is not None:
             self._resp.close()
-            await asyncio.sleep(0)  # let the aborted transport run connection_lost and close
         await self._client.aclose(close_connection_pool=True)
 
 
@@ -569,15 +597,9 @@ class RedisSyncStore:
         store = self._store
         try:
             return command(self._connection())
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"Redis at {store._where} is unavailable ({operation}): "
-                f"{store._detail(exc)}. Check that the server is running and reachable "
-                "from this host"
-            ) from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(
-                f"Redis at {store._where} refused {operation}: {store._detail(exc)}"
+        except (redis_errors.RedisError, OSError) as exc:
+            raise redis_py_fault(
+                exc, f"Redis at {store._where}", operation, store._detail(exc)
             ) from exc
 
     def _fast(self, operation: str, payload: bytes) -> Any:
@@ -666,9 +688,6 @@ class RedisSyncStore:
 
 # -- the RESP transport: a lean client for the four hot commands -------------------------------
 
-_UNAVAILABLE_CODES: Final = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-_AUTH_CODES: Final = ("NOAUTH", "WRONGPASS", "NOPERM")
-
 
 def _pack(*args: bytes) -> bytes:
     """One RESP command (an array of bulk strings)."""
@@ -693,6 +712,8 @@ class _Endpoint:
     client_name: str | None
     connect_timeout: float
     timeout: float
+    max_connections: int
+    max_reply_bytes: int
 
     def handshake(self) -> list[bytes]:
         commands = []
@@ -716,6 +737,10 @@ class _ReplyFailure(Exception):
         self.code = text.split(" ", 1)[0]
 
 
+class _ReplyTooLarge(Exception):
+    """A reply grew past ``max_reply_bytes`` before it was complete."""
+
+
 def _checked(reply: Any) -> Any:
     """``reply``, or :class:`_ReplyFailure` when it is an error reply."""
     if isinstance(reply, hiredis.ReplyError):
@@ -723,222 +748,363 @@ def _checked(reply: Any) -> Any:
     return reply
 
 
-def _recv_reply(sock: socket.socket, reader: Any) -> Any:
-    """Read from ``sock`` until ``reader`` holds one whole reply (blocking, with the timeout)."""
-    reply = reader.gets()
-    while reply is False:
-        data = sock.recv(65536)
+class _Conn:
+    """One connection: a socket and its reply parser. Used by one caller at a time.
+
+    A connection is in step while every reply to what was sent on it has been read whole.
+    Any failure in the middle of a command (timeout, cancellation, a reset, an oversized
+    reply) leaves it out of step, and the pool closes it instead of reusing it.
+    """
+
+    __slots__ = ("limit", "pid", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.reader = hiredis.Reader()
+        self.pid = os.getpid()
+        self.limit = limit
+
+    def fresh(self) -> bool:
+        """Whether the idle connection is still usable: the server has not closed it and sent
+        nothing unasked. One non-blocking peek, so a server restart costs no failed call."""
+        if self.pid != os.getpid():
+            return False
+        sock = self.sock
+        timeout = sock.gettimeout()
+        try:
+            sock.settimeout(0.0)
+            sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(timeout)
+        return False  # end of file, or unexpected bytes
+
+    def feed(self, data: bytes, received: int) -> int:
         if not data:
             raise ConnectionResetError("connection closed by the server")
-        reader.feed(data)
+        received += len(data)
+        if received > self.limit:
+            raise _ReplyTooLarge(
+                f"reply exceeds max_reply_bytes={self.limit} bytes; the connection was closed"
+            )
+        self.reader.feed(data)
+        return received
+
+    def call(self, payload: bytes, timeout: float) -> Any:
+        """Send ``payload`` and read its whole reply, all within ``timeout`` (a deadline)."""
+        deadline = time.monotonic() + timeout
+        sock = self.sock
+        sock.settimeout(timeout)
+        sock.sendall(payload)  # one total timeout for the whole send (Python >= 3.5)
+        reader = self.reader
+        received = 0
         reply = reader.gets()
-    return _checked(reply)
-
-
-class _Lane(asyncio.Protocol):
-    """One pipelined connection: requests are written in order, replies matched in order."""
-
-    def __init__(self) -> None:
-        self._reader = hiredis.Reader()
-        self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._transport: asyncio.Transport | None = None
-        self.lost: BaseException | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        waiters = self._waiters
-        while waiters:
+        while reply is False:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no whole reply within {timeout:g} s")
+            sock.settimeout(remaining)
+            received = self.feed(sock.recv(65536), received)
             reply = reader.gets()
-            if reply is False:
-                return
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(reply)
+        return reply
 
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionResetError("connection closed by the server")
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(ConnectionResetError(str(self.lost)))
-
-    @property
-    def usable(self) -> bool:
-        transport = self._transport
-        return self.lost is None and transport is not None and not transport.is_closing()
-
-    def request(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> asyncio.Future[Any]:
-        transport = self._transport
-        if self.lost is not None or transport is None or transport.is_closing():
-            raise ConnectionResetError("connection is closed")
-        waiter = loop.create_future()
-        self._waiters.append(waiter)
-        transport.write(payload)
-        return waiter
-
-    def abort(self) -> None:
-        transport = self._transport
-        if transport is not None:
-            try:
-                transport.abort()
-            except RuntimeError:  # its event loop is closed: close the socket itself
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.close()
-
-
-def _expire(waiter: asyncio.Future[Any], lane: _Lane, timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError(f"no reply within {timeout:g} s"))
-        lane.abort()  # replies are matched by order: a late one would desynchronise the lane
-
-
-class _AsyncResp:
-    """The async side of the RESP transport: one pipelined connection per event loop."""
-
-    def __init__(self, endpoint: _Endpoint) -> None:
-        self._endpoint = endpoint
-        self._lane: _Lane | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connecting: asyncio.Future[_Lane] | None = None
-
-    async def call(self, payload: bytes) -> Any:
-        loop = asyncio.get_running_loop()
-        lane = self._lane
-        if lane is None or self._loop is not loop or not lane.usable:
-            lane = await self._connect(loop)
-        timeout = self._endpoint.timeout
-        waiter = lane.request(loop, payload)
-        handle = loop.call_later(timeout, _expire, waiter, lane, timeout)
-        try:
-            reply = await waiter
-        finally:
-            handle.cancel()
-        return _checked(reply)
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Lane:
-        pending = self._connecting
-        if pending is not None and self._loop is loop and not pending.done():
-            return await asyncio.shield(pending)
-        old = self._lane
-        if old is not None:
-            old.abort()
-        self._lane = None
-        self._loop = loop
-        pending = loop.create_future()
-        self._connecting = pending
-        try:
-            lane = await self._open(loop)
-        except asyncio.CancelledError:
-            pending.cancel()
-            raise
-        except BaseException as exc:
-            pending.set_exception(exc)
-            pending.exception()  # retrieved: waiters re-raise it, nobody else must log it
-            raise
-        finally:
-            self._connecting = None
-        pending.set_result(lane)
-        self._lane = lane
-        return lane
-
-    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Lane:
-        endpoint = self._endpoint
-        async with asyncio.timeout(endpoint.connect_timeout):
-            if endpoint.path is not None:
-                _transport, lane = await loop.create_unix_connection(_Lane, endpoint.path)
-            else:
-                _transport, lane = await loop.create_connection(_Lane, endpoint.host, endpoint.port)
-        try:
-            for command in endpoint.handshake():
-                async with asyncio.timeout(endpoint.timeout):
-                    _checked(await lane.request(loop, command))
-        except BaseException:
-            lane.abort()
-            raise
-        return lane
+    async def acall(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> Any:
+        """The same on a non-blocking socket; the caller bounds it with ``asyncio.timeout``."""
+        sock = self.sock
+        await loop.sock_sendall(sock, payload)
+        reader = self.reader
+        received = 0
+        reply = reader.gets()
+        while reply is False:
+            received = self.feed(await loop.sock_recv(sock, 65536), received)
+            reply = reader.gets()
+        return reply
 
     def close(self) -> None:
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            lane.abort()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _connect_sync(endpoint: _Endpoint) -> _Conn:
+    if endpoint.path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(endpoint.connect_timeout)
+        try:
+            sock.connect(endpoint.path)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(
+            (endpoint.host, endpoint.port), timeout=endpoint.connect_timeout
+        )
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = _Conn(sock, endpoint.max_reply_bytes)
+    try:
+        for command in endpoint.handshake():
+            _checked(conn.call(command, endpoint.connect_timeout))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def _connect_async(loop: asyncio.AbstractEventLoop, endpoint: _Endpoint) -> _Conn:
+    if endpoint.path is not None:
+        targets: list[tuple[int, Any]] = [(socket.AF_UNIX, endpoint.path)]
+    else:
+        try:  # an IP address needs no resolver (and no executor thread)
+            infos = socket.getaddrinfo(
+                endpoint.host, endpoint.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+        targets = [(family, address) for family, _, _, _, address in infos]
+    error: OSError = ConnectionRefusedError(f"no address for {endpoint.host}")
+    for family, address in targets:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)  # noqa: FBT003 (the socket API)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Conn(sock, endpoint.max_reply_bytes)
+        try:
+            for command in endpoint.handshake():
+                _checked(await conn.acall(loop, command))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    raise error
 
 
 class _SyncResp:
-    """The blocking side of the RESP transport: one socket per thread, rebuilt after fork."""
+    """The blocking side of the RESP transport: one bounded pool shared by every thread.
+
+    A command checks a connection out, runs, and returns it, so threads that come and go (a
+    threaded WSGI server, anyio's worker threads) reuse the same few sockets instead of
+    leaving one behind each. At most ``max_connections`` exist; a caller that finds all in
+    use waits, within the command's timeout, then gets :class:`StoreTimeout`. A connection
+    that failed mid-command, or that the server closed while idle, is closed and replaced. In
+    a forked child the parent's connections are closed (the child's copies only) and new ones
+    are made.
+    """
 
     def __init__(self, endpoint: _Endpoint) -> None:
         self._endpoint = endpoint
-        self._local = threading.local()
-        self._all: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[_Conn] = []
+        self._count = 0
+        self._pid = os.getpid()
+        self._generation = 0
 
     def call(self, payload: bytes) -> Any:
-        local = self._local
-        sock: socket.socket | None = getattr(local, "sock", None)
-        pid = os.getpid()
-        if sock is None or local.pid != pid:
-            sock = self._open()
-            local.sock, local.pid, local.reader = sock, pid, hiredis.Reader()
-        reader = local.reader
-        try:
-            sock.sendall(payload)
-            return _recv_reply(sock, reader)
-        except _ReplyFailure:
-            raise  # a whole reply was read: the connection is still in step
-        except BaseException:
-            self._drop(local, sock)
-            raise
-
-    def _open(self) -> socket.socket:
         endpoint = self._endpoint
-        if endpoint.path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(endpoint.connect_timeout)
-            try:
-                sock.connect(endpoint.path)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection(
-                (endpoint.host, endpoint.port), timeout=endpoint.connect_timeout
-            )
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(endpoint.timeout)
+        conn, generation = self._checkout(time.monotonic() + endpoint.timeout)
         try:
-            reader = hiredis.Reader()
-            for command in endpoint.handshake():
-                sock.sendall(command)
-                _recv_reply(sock, reader)
+            reply = conn.call(payload, endpoint.timeout)
         except BaseException:
-            sock.close()
+            self._checkin(conn, generation, broken=True)
             raise
-        with self._lock:
-            self._all.append(sock)
-        return sock
+        self._checkin(conn, generation, broken=False)
+        return _checked(reply)
 
-    def _drop(self, local: threading.local, sock: socket.socket) -> None:
-        local.sock = None
-        if local.pid == os.getpid():
-            sock.close()
-        with self._lock:
-            if sock in self._all:
-                self._all.remove(sock)
+    def _checkout(self, deadline: float) -> tuple[_Conn, int]:
+        endpoint = self._endpoint
+        with self._cond:
+            if self._pid != os.getpid():
+                stale, self._idle, self._count = self._idle, [], 0
+                self._pid = os.getpid()
+                self._generation += 1
+                for conn in stale:
+                    conn.close()  # the child's copy of the descriptor; the parent keeps its own
+            while True:
+                while self._idle:
+                    conn = self._idle.pop()
+                    if conn.fresh():
+                        return conn, self._generation
+                    conn.close()
+                    self._count -= 1
+                if self._count < endpoint.max_connections:
+                    self._count += 1
+                    generation = self._generation
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"all {endpoint.max_connections} connections stayed in use for "
+                        f"{endpoint.timeout:g} s (raise max_connections?)"
+                    )
+                self._cond.wait(remaining)
+        try:
+            return _connect_sync(endpoint), generation
+        except BaseException:
+            with self._cond:
+                if generation == self._generation:
+                    self._count -= 1
+                self._cond.notify()
+            raise
+
+    def _checkin(self, conn: _Conn, generation: int, *, broken: bool) -> None:
+        with self._cond:
+            current = generation == self._generation and conn.pid == os.getpid()
+            if current and not broken:
+                self._idle.append(conn)
+            else:
+                if current:
+                    self._count -= 1
+                conn.close()
+            self._cond.notify()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections this process holds (idle and in use), for tests and diagnostics."""
+        with self._cond:
+            return self._count
 
     def close(self) -> None:
-        """Close this process's sockets (every thread's); threads reconnect on next use."""
+        """Close the idle connections; those in use close when returned. Usable again after."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._count = 0
+            self._generation += 1
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+
+class _LoopPool:
+    """The connections of one event loop. Touched only by tasks of that loop."""
+
+    __slots__ = ("closed", "count", "idle", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[_Conn] = []
+        self.count = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.closed = False
+
+    def wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close every idle connection; in-use ones close when returned. Any thread may call
+        it once the loop has closed; the owning loop may call it at any time."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _AsyncResp:
+    """The async side of the RESP transport: a bounded pool of connections per event loop.
+
+    A socket registered with one event loop must not be used by another, so each running loop
+    gets its own pool, found through a :class:`weakref.WeakKeyDictionary` keyed by the loop.
+    ``asyncio.run()`` per request (Flask async views, asgiref, pytest-asyncio) therefore gets
+    working connections every time, and two loops in two threads never share a socket. A
+    pool's connections are closed when its loop is collected (a :func:`weakref.finalize`
+    callback), and sooner, when another loop opens a pool and finds the old loop closed.
+    Each caller opens its own connection when none is idle, so cancelling one caller never
+    fails another. The store's timeout bounds each command as a whole (the wait for a free
+    connection, the send and the whole reply); ``connect_timeout`` bounds opening one.
+    """
+
+    def __init__(self, endpoint: _Endpoint) -> None:
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _pool(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
         with self._lock:
-            socks, self._all = self._all, []
-        pid = os.getpid()
-        if getattr(self._local, "pid", pid) == pid:
-            for sock in socks:
-                sock.close()
-        self._local = threading.local()
+            for old_loop, old_pool in list(self._pools.items()):
+                if old_loop.is_closed():
+                    old_pool.close()
+                    del self._pools[old_loop]
+            pool = self._pools.get(loop)
+            if pool is None:
+                pool = self._pools[loop] = _LoopPool()
+                weakref.finalize(loop, pool.close)
+        return pool
+
+    async def call(self, payload: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        pool = self._pool(loop)
+        endpoint = self._endpoint
+        async with asyncio.timeout(endpoint.timeout):
+            conn = await self._checkout(pool)
+        if conn is None:  # a slot is reserved for a new connection
+            try:
+                async with asyncio.timeout(endpoint.connect_timeout):
+                    conn = await _connect_async(loop, endpoint)
+            except BaseException:
+                pool.count -= 1
+                pool.wake()
+                raise
+        try:
+            async with asyncio.timeout(endpoint.timeout):
+                reply = await conn.acall(loop, payload)
+        except BaseException:
+            self._checkin(pool, conn, broken=True)
+            raise
+        self._checkin(pool, conn, broken=False)
+        return _checked(reply)
+
+    async def _checkout(self, pool: _LoopPool) -> _Conn | None:
+        while True:
+            if pool.closed:
+                raise ConnectionResetError("the store's connections were closed")
+            while pool.idle:
+                conn = pool.idle.pop()
+                if conn.fresh():
+                    return conn
+                conn.close()
+                pool.count -= 1
+            if pool.count < self._endpoint.max_connections:
+                pool.count += 1
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            pool.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    pool.wake()  # pass the wake-up on: this caller no longer needs it
+                raise
+
+    def _checkin(self, pool: _LoopPool, conn: _Conn, *, broken: bool) -> None:
+        if broken or pool.closed or conn.pid != os.getpid():
+            conn.close()
+            pool.count -= 1
+        else:
+            pool.idle.append(conn)
+        pool.wake()
+
+    def close(self) -> None:
+        """Close every loop's idle connections; connections in use close when returned."""
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for pool in pools:
+            pool.close()
