@@ -2,8 +2,10 @@
 
 Layout and guarantees:
 
-* Every key is ``prefix + key``, sent as UTF-8 bytes, so keys with braces, NUL, newlines or
-  non-ASCII text work unchanged. Prefixes must not contain ``{`` or ``}``: keys that must
+* Every key is sent as the prefix's namespace, ``:``, then the key's UTF-8 bytes (see
+  :func:`~bastion.stores.keyspace.namespace_prefix`: ``"app:"`` gives ``app:<key>``, and no
+  two prefixes share a key), so keys with braces, NUL, newlines or non-ASCII text work
+  unchanged. Prefixes must not contain ``{`` or ``}``: keys that must
   share a Redis Cluster slot are built with :func:`~bastion.stores.keyspace.hash_tag`, and a
   brace in the prefix would capture every key's tag.
 * TTLs are sent as ``PX`` milliseconds, rounded up (minimum 1 ms), and counted by the Redis
@@ -63,7 +65,7 @@ except ImportError:  # pragma: no cover - hiredis ships with the redis extra's f
 from bastion.errors import ConfigurationError, StoreCorrupt, StoreError
 from bastion.stores.base import check_key, check_ttl, check_value
 from bastion.stores.faults import redis_py_fault, redis_reply_fault, socket_fault
-from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot
+from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot, namespace_prefix
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
     pop_query,
@@ -139,26 +141,6 @@ def ttl_to_milliseconds(ttl: float | None) -> int:
     if checked is None:
         return 0
     return min(_MAX_PX, max(1, math.ceil(round(checked * 1000.0, 3))))
-
-
-def _check_prefix(prefix: str) -> bytes:
-    if not isinstance(prefix, str):
-        raise ConfigurationError(
-            f"Redis store prefix must be str, got {type(prefix).__name__}", setting="prefix"
-        )
-    if "{" in prefix or "}" in prefix:
-        raise ConfigurationError(
-            f"Redis store prefix {prefix!r} contains a brace; it would capture the Redis "
-            "Cluster hash tag of every key. Use a prefix without '{' and '}' (e.g. 'app:')",
-            setting="prefix",
-        )
-    try:
-        return prefix.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigurationError(
-            "Redis store prefix is not valid text (it contains a lone surrogate)",
-            setting="prefix",
-        ) from None
 
 
 def _check_timeout(name: str, value: float) -> float:
@@ -276,7 +258,7 @@ class RedisStore:
                 "RedisStore needs a client with decode_responses=False: store values are bytes",
                 setting="decode_responses",
             )
-        self._raw_prefix = _check_prefix(prefix)
+        self._raw_prefix = namespace_prefix(prefix)
         self._prefix = prefix
         self._client = client
         self._where = _describe_client(client)
@@ -433,7 +415,8 @@ class RedisStore:
         return self._prefix
 
     def full_key(self, key: str) -> bytes:
-        """The key as sent to Redis: prefix and key, UTF-8. Raises StoreError on a bad key."""
+        """The key as sent to Redis: the prefix's namespace (:func:`namespace_prefix`) and the
+        key, UTF-8. Raises StoreError on a bad key."""
         return self._raw_prefix + check_key(key)
 
     def _open_key(self, operation: str, key: str) -> bytes:

@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from bastion.core.ratelimit import MICROS, Decision, Rate, Strategy, micros
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
-from bastion.stores.keyspace import hash_tag
+from bastion.stores.keyspace import hash_tag, namespace_prefix
 from bastion.stores.ratelimit import key_suffix
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
@@ -283,7 +283,16 @@ class RedisRateLimitStore:
     :class:`~bastion.core.clock.FrozenClock` and single-host set-ups only.
     """
 
-    __slots__ = ("_aclient", "_client", "_clock", "_lock", "_options", "_prefix", "_url")
+    __slots__ = (
+        "_aclient",
+        "_client",
+        "_clock",
+        "_lock",
+        "_options",
+        "_prefix",
+        "_raw_prefix",
+        "_url",
+    )
 
     def __init__(
         self,
@@ -311,12 +320,7 @@ class RedisRateLimitStore:
             prefix = url_prefix
         elif prefix is None:
             prefix = DEFAULT_PREFIX
-        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
-            raise ConfigurationError(
-                f"Redis rate-limit prefix {prefix!r} must be text without braces "
-                "(a brace would capture every key's hash tag)",
-                setting="prefix",
-            )
+        self._raw_prefix = namespace_prefix(prefix)
         for name, value in (
             ("socket_timeout", socket_timeout),
             ("connect_timeout", connect_timeout),
@@ -346,10 +350,8 @@ class RedisRateLimitStore:
         """The Redis keys of ``key``'s limits: one hash tag, so one cluster slot."""
         if not key:
             raise StoreError("rate-limit key must not be empty")
-        base = self._prefix + hash_tag("rl", key)
-        return [
-            (base + key_suffix(strategy, rate)).encode("utf-8", "surrogatepass") for rate in rates
-        ]
+        base = self._raw_prefix + hash_tag("rl", key).encode("utf-8", "surrogatepass")
+        return [base + key_suffix(strategy, rate).encode("ascii") for rate in rates]
 
     def _args(self, cost: int, rates: Sequence[Rate]) -> list[int | str]:
         clock = self._clock
