@@ -47,7 +47,8 @@ _SQLITE_ADVICE: Final[dict[type[StoreUnavailable], str]] = {
     StoreReadOnly: "check that this process may write the file and its directory, and that the "
     "file system is mounted read-write",
     StoreFull: "free disk space (or raise the database's page limit)",
-    StoreIOError: "check the disk, the file's directory and its permissions",
+    StoreIOError: "check that the file's directory exists, that this process may write it, "
+    "and the disk",
     StoreCorrupt: "restore it from a backup or point the store at a new file",
 }
 
