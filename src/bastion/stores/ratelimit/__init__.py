@@ -355,37 +355,45 @@ def open_ratelimit_store(
 ) -> RateLimitBackend:
     """Open the rate-limit backend that ``url`` names.
 
-    ``memory://`` (options: ``max_keys``), ``sqlite:///relative.db`` or
-    ``sqlite:////absolute.db`` (``timeout``, ``synchronous``, ``purge_every``), or
+    Takes the key-value store's URL unchanged, parsed by the same
+    :func:`~bastion.stores.url.parse_store_url`, with the same options (query or keyword) and
+    the same refusal of unknown ones: ``memory://`` (``max_entries``, also spelt ``max_keys``
+    as a keyword), ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (``timeout``,
+    ``synchronous``, ``purge_every``; ``inline_reads`` is accepted and has no effect here), or
     ``redis://``, ``rediss://``, ``unix://`` URLs (``prefix``, also as ``?prefix=``,
-    ``socket_timeout``, ``connect_timeout``, ``max_connections``; the Redis server's clock is
-    used unless ``clock`` is given). The key-value store's URL works unchanged: a SQLite file
-    may be the one the key-value store uses, a Redis URL keeps its ``?prefix=``.
+    ``socket_timeout``, ``connect_timeout``, ``max_connections``; ``?transport=`` and
+    ``?max_reply_bytes=`` are the key-value store's and are ignored here; the Redis server's
+    clock is used unless ``clock`` is given). A SQLite file may be the one the key-value store
+    uses; a Redis URL keeps its ``?prefix=``.
     """
-    if not isinstance(url, str):
-        raise ConfigurationError(
-            f"rate-limit store URL must be a str, got {type(url).__name__}", setting="url"
-        )
-    scheme, sep, rest = url.strip().partition("://")
-    try:
-        if sep and scheme == "memory" and not rest:
-            return MemoryRateLimitStore(clock=clock or system_clock, **options)
-        if sep and scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
-            path = rest[1:].split("?", 1)[0]
-            return SQLiteRateLimitStore(path, clock=clock or system_clock, **options)
-        if sep and scheme in {"redis", "rediss", "unix"}:
-            from bastion.stores.ratelimit.redis import RedisRateLimitStore  # noqa: PLC0415
+    from bastion.stores.url import parse_store_url  # noqa: PLC0415 (url imports this lazily)
 
-            return RedisRateLimitStore(url.strip(), clock=clock, **options)
-    except TypeError as exc:
+    parsed = parse_store_url(url, options, extra=frozenset({"max_keys"}))
+    settings = dict(parsed.settings)
+    if parsed.scheme == "redis":
+        from bastion.stores.ratelimit.redis import RedisRateLimitStore  # noqa: PLC0415
+
+        try:
+            return RedisRateLimitStore(parsed.url, clock=clock, **settings)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"Redis rate-limit store option rejected: {exc}", setting="options"
+            ) from None
+    if parsed.scheme == "memory":
+        if "max_entries" in settings and "max_keys" in settings:
+            raise ConfigurationError(
+                "give max_entries or max_keys for a memory:// rate-limit store, not both",
+                setting="max_entries",
+            )
+        if "max_entries" in settings:
+            settings["max_keys"] = settings.pop("max_entries")
+        return MemoryRateLimitStore(clock=clock or system_clock, **settings)
+    settings.pop("inline_reads", None)
+    if "max_keys" in settings:
         raise ConfigurationError(
-            f"rate-limit store option rejected: {exc}", setting="options"
-        ) from None
-    raise ConfigurationError(
-        "rate-limit store URL must be memory://, sqlite:///path.db or redis://host:port "
-        f"(got a URL with scheme {scheme!r})",
-        setting="url",
-    )
+            "sqlite:// rate-limit stores have no option 'max_keys'", setting="max_keys"
+        )
+    return SQLiteRateLimitStore(parsed.path or "", clock=clock or system_clock, **settings)
 
 
 def __getattr__(name: str) -> object:

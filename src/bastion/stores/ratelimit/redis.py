@@ -20,7 +20,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bastion.core.ratelimit import MICROS, Decision, Rate, Strategy, micros
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreError
+from bastion.stores.faults import redis_py_fault
 from bastion.stores.keyspace import hash_tag, namespace_prefix
 from bastion.stores.ratelimit import key_suffix
 from bastion.stores.redis_url import (
@@ -234,15 +235,6 @@ _SHAS: Final = {
     for strategy, script in LUA_SCRIPTS.items()
 }
 
-_REDIS_UNAVAILABLE: Final = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    OSError,
-)
-
 
 def _decisions(reply: Any, rates: Sequence[Rate]) -> tuple[Decision, ...]:
     if not isinstance(reply, list) or len(reply) != 1 + 4 * len(rates):
@@ -311,6 +303,7 @@ class RedisRateLimitStore:
             )
         url, url_prefix = pop_query(url, "prefix")
         url, _transport = pop_query(url, "transport")
+        url, _max_reply = pop_query(url, "max_reply_bytes")  # the key-value store's setting
         if url_prefix is not None and prefix is not None:
             raise ConfigurationError(
                 "Redis rate-limit prefix is given both in the URL and as prefix=; give it once",
@@ -342,6 +335,12 @@ class RedisRateLimitStore:
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._aclient: AsyncRedis | None = None
+        try:
+            # Build (not connect) one connection now, so that a misspelt URL option fails here
+            # rather than on the first request.
+            redis.BlockingConnectionPool.from_url(url, **self._options).make_connection()  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"Redis rate-limit URL or option rejected: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"RedisRateLimitStore(prefix={self._prefix!r})"
@@ -362,12 +361,7 @@ class RedisRateLimitStore:
 
     def _where(self, exc: BaseException) -> StoreError:
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if isinstance(exc, _REDIS_UNAVAILABLE):
-            return StoreUnavailable(
-                f"Redis rate-limit store is unavailable ({detail}); check that the server is "
-                "running and reachable from this host"
-            )
-        return StoreError(f"Redis refused the rate-limit script ({detail})")
+        return redis_py_fault(exc, "Redis rate-limit store", "the rate-limit script", detail)
 
     async def hit(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
