@@ -12,8 +12,9 @@ Messages name the store and what it was doing, never a password or a stored valu
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from bastion.errors import (
     StoreBusy,
@@ -26,6 +27,9 @@ from bastion.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["redis_py_fault", "redis_reply_fault", "socket_fault", "sqlite_fault"]
 
@@ -53,11 +57,15 @@ _SQLITE_ADVICE: Final[dict[type[StoreUnavailable], str]] = {
 }
 
 
-def sqlite_fault(exc: sqlite3.Error, where: str, action: str, timeout: float) -> StoreError:
+def sqlite_fault(
+    exc: sqlite3.Error, where: str, action: str, timeout: float, path: Path | None = None
+) -> StoreError:
     """The typed error for ``exc``, raised by SQLite while ``action`` (``"writing a key"``).
 
     ``where`` names the store (``"SQLite store '/var/lib/app.db'"``); ``timeout`` is its lock
-    timeout, quoted in the busy message.
+    timeout, quoted in the busy message. ``path``, the database file, lets a file that cannot
+    be opened be told apart: on a read-only file system, or not writable by this process, it
+    is :class:`StoreReadOnly` (SQLite reports only "unable to open" for a WAL database there).
     """
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
@@ -76,9 +84,22 @@ def sqlite_fault(exc: sqlite3.Error, where: str, action: str, timeout: float) ->
     if fault is None:
         return StoreError(f"{where} failed while {action}: {exc}")
     kind, what = fault
+    if kind is StoreIOError and path is not None and _read_only(path):
+        kind, what = _SQLITE_FAULTS[sqlite3.SQLITE_READONLY]
     if kind is StoreBusy:
         what = f"{what} for more than timeout={timeout:g} s"
     return kind(f"{where} {what} while {action} ({exc}); {_SQLITE_ADVICE[kind]}")
+
+
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` (or, when it does not exist, its directory) cannot be written."""
+    target = path if path.exists() else path.parent
+    try:
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return target.exists() and not os.access(target, os.W_OK)
 
 
 # Redis error replies, by their first word, that mean "the server cannot serve this now".

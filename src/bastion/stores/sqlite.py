@@ -662,7 +662,8 @@ class SQLiteStore:
                 raise self._translate(exc, "closing") from exc
 
     def _translate(self, exc: sqlite3.Error, action: str) -> StoreError:
-        return sqlite_fault(exc, f"SQLite store {str(self._path)!r}", action, self._timeout)
+        where = f"SQLite store {str(self._path)!r}"
+        return sqlite_fault(exc, where, action, self._timeout, self._path)
 
 
 def _purge_batch(conn: sqlite3.Connection, now: float) -> int:

@@ -314,9 +314,8 @@ class SQLiteRateLimitStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise sqlite_fault(
-                exc, f"SQLite rate-limit store {str(self._path)!r}", "deciding", self._timeout
-            ) from exc
+            where = f"SQLite rate-limit store {str(self._path)!r}"
+            raise sqlite_fault(exc, where, "deciding", self._timeout, self._path) from exc
         return decisions
 
     async def hit(
