@@ -96,9 +96,9 @@ def test_threads_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> Non
     """Switching a fresh file to WAL gets an immediate SQLITE_BUSY when another connection
     does it at the same moment (no busy handler for it); that used to fail a first read as
     "stayed locked for more than timeout=5 s" (tests/test_credentials_sync.py, once)."""
-    for round_ in range(30):
+    for round_ in range(80):
         store = SQLiteStore(tmp_path / f"fresh-{round_}.db")
-        barrier = threading.Barrier(6)
+        barrier = threading.Barrier(8)
         errors: list[BaseException] = []
 
         def first_read(
@@ -114,7 +114,7 @@ def test_threads_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> Non
             finally:
                 store.sync.close()
 
-        threads = [threading.Thread(target=first_read) for _ in range(6)]
+        threads = [threading.Thread(target=first_read) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
