@@ -1,17 +1,21 @@
 """``bastion check URL``: grade a site's security headers and cookies like the MDN Observatory.
 
-The fetch is plain ``http.client``: ``GET`` with a bounded timeout, redirects followed only on
-the same host (at most :data:`MAX_REDIRECTS`), the body never read past the headers. A second
-``GET`` carries an ``Origin`` header to see how the site answers cross-origin requests; for an
-``https://`` URL a third one asks ``http://`` on port 80, to grade the redirection to HTTPS
-(``--no-http-probe`` skips it). The grading itself is :mod:`bastion.core.grading`.
+The fetch is plain ``http.client``: ``GET`` with a deadline (``--timeout`` bounds each request
+as a whole, redirects included, however slowly a server trickles its headers), redirects
+followed only on the same host (at most :data:`MAX_REDIRECTS`), the body never read past the
+headers. A second ``GET`` carries an ``Origin`` header to see how the site answers
+cross-origin requests; for an ``https://`` URL a third one asks ``http://`` on port 80, to
+grade the redirection to HTTPS (``--no-http-probe`` skips it). The grading itself is :mod:`bastion.core.grading`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urljoin, urlsplit
@@ -61,7 +65,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="timeout of each connection and read (default 10)",
+        help="deadline of each request, redirects included (default 10)",
     )
     check.add_argument(
         "--ca-file",
@@ -98,33 +102,57 @@ def _split(url: str) -> tuple[str, str, int, str]:
     return scheme, parts.hostname, port or default, path
 
 
+def _abort(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """Called when the deadline passes: unblock the read in progress (a socket timeout bounds
+    one read, so a server sending a byte at a time would otherwise never time out)."""
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _fetch_one(
-    url: str, *, timeout: float, context: ssl.SSLContext, origin: str | None = None
+    url: str, *, deadline: float, context: ssl.SSLContext, origin: str | None = None
 ) -> _Fetched:
     scheme, host, port, path = _split(url)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("timed out")
     connection: http.client.HTTPConnection
     if scheme == "https":
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        connection = http.client.HTTPSConnection(host, port, timeout=remaining, context=context)
     else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection = http.client.HTTPConnection(host, port, timeout=remaining)
     headers = {"User-Agent": _USER_AGENT, "Accept": "text/html,*/*"}
     if origin is not None:
         headers["Origin"] = origin
+    expired = threading.Event()
+    watchdog = threading.Timer(remaining, _abort, (connection, expired))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()
         return _Fetched(url, response.status, tuple(response.getheaders()))
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError("timed out") from None
+        raise
     finally:
+        watchdog.cancel()
         connection.close()
 
 
 def _follow(
     url: str, *, timeout: float, context: ssl.SSLContext, origin: str | None = None
 ) -> tuple[_Fetched, tuple[str, ...]]:
-    """Fetch ``url``, following same-host redirects; the last response and the route."""
+    """Fetch ``url``, following same-host redirects, all within ``timeout`` seconds; the last
+    response and the route."""
+    deadline = time.monotonic() + timeout
     route = [url]
     host = urlsplit(url).hostname
-    fetched = _fetch_one(url, timeout=timeout, context=context, origin=origin)
+    fetched = _fetch_one(url, deadline=deadline, context=context, origin=origin)
     for _ in range(MAX_REDIRECTS):
         location = {k.lower(): v for k, v in fetched.headers}.get("location")
         if fetched.status not in _REDIRECTS or not location:
@@ -133,7 +161,7 @@ def _follow(
         route.append(target)
         if urlsplit(target).hostname != host or urlsplit(target).scheme not in {"http", "https"}:
             break  # never follow off-host: the route records where it pointed
-        fetched = _fetch_one(target, timeout=timeout, context=context, origin=origin)
+        fetched = _fetch_one(target, deadline=deadline, context=context, origin=origin)
     return fetched, tuple(route)
 
 
