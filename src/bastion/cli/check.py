@@ -5,7 +5,8 @@ as a whole, redirects included, however slowly a server trickles its headers), r
 followed only on the same host (at most :data:`MAX_REDIRECTS`), the body never read past the
 headers. A second ``GET`` carries an ``Origin`` header to see how the site answers
 cross-origin requests; for an ``https://`` URL a third one asks ``http://`` on port 80, to
-grade the redirection to HTTPS (``--no-http-probe`` skips it). The grading itself is :mod:`bastion.core.grading`.
+grade the redirection to HTTPS (``--no-http-probe`` skips it). The grading itself is
+:mod:`bastion.core.grading`.
 """
 
 from __future__ import annotations
