@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 from redis import Redis as SyncRedis
 
+from bastion.core.ratelimit import Rate, Strategy
 from bastion.errors import (
     ConfigurationError,
     StoreConnectionError,
@@ -27,6 +28,7 @@ from bastion.errors import (
     StoreTimeout,
 )
 from bastion.stores.memory import MemoryStore
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 
@@ -146,10 +148,13 @@ def test_an_idle_connection_the_server_dropped_is_replaced(server: RedisServer) 
 # -- 3. the async side: connections belong to one event loop ---------------------------------
 
 
-def test_asyncio_run_per_call_always_works_and_leaks_nothing(server: RedisServer) -> None:
+@pytest.mark.parametrize("transport", ["resp", "redis-py"])
+def test_asyncio_run_per_call_always_works_and_leaks_nothing(
+    server: RedisServer, transport: str
+) -> None:
     """One ``asyncio.run()`` per request (Flask async views, asgiref, pytest-asyncio): every
     call from every fresh loop succeeds, and the closed loops' connections are closed."""
-    store = RedisStore.from_url(server.url, transport="resp")
+    store = RedisStore.from_url(server.url, transport=transport)
 
     async def request(i: int) -> bytes | None:
         await store.set(f"k{i}", b"v%d" % i)
@@ -165,6 +170,20 @@ def test_asyncio_run_per_call_always_works_and_leaks_nothing(server: RedisServer
     finally:
         asyncio.run(store.aclose())
     assert connected_clients(server) == 0
+
+
+def test_asyncio_run_per_call_works_for_the_rate_limit_store(server: RedisServer) -> None:
+    backend = RedisRateLimitStore(server.url)
+    rate = Rate.per(1000, 60)
+    try:
+        remaining = [
+            asyncio.run(backend.hit("k", Strategy.FIXED_WINDOW, [rate]))[0].remaining
+            for _ in range(20)
+        ]
+        assert remaining == list(range(999, 979, -1))
+        assert connected_clients(server) <= 2
+    finally:
+        asyncio.run(backend.aclose())
 
 
 def test_two_event_loops_in_two_threads_do_not_break_each_other(server: RedisServer) -> None:

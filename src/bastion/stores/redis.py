@@ -68,6 +68,7 @@ from bastion.stores.faults import redis_py_fault, redis_reply_fault, socket_faul
 from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot, namespace_prefix
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
+    LoopClients,
     pop_query,
     without_maintenance_notifications,
 )
@@ -214,6 +215,10 @@ def _endpoint_of(client: Redis, transport: str, max_reply_bytes: int) -> _Endpoi
     )
 
 
+async def _close_client(client: Redis) -> None:
+    await client.aclose(close_connection_pool=True)
+
+
 def _translate_resp(store: RedisStore, operation: str, exc: Exception) -> StoreError:
     where = f"Redis at {store._where}"
     detail = store._detail(exc)
@@ -237,7 +242,17 @@ class RedisStore:
     recommended timeouts and retry policy.
     """
 
-    __slots__ = ("_client", "_closed", "_prefix", "_raw_prefix", "_resp", "_sync_view", "_where")
+    __slots__ = (
+        "_client",
+        "_clients",
+        "_closed",
+        "_handed_out",
+        "_prefix",
+        "_raw_prefix",
+        "_resp",
+        "_sync_view",
+        "_where",
+    )
 
     def __init__(
         self,
@@ -260,7 +275,9 @@ class RedisStore:
             )
         self._raw_prefix = namespace_prefix(prefix)
         self._prefix = prefix
-        self._client = client
+        self._client = client  # the template: the first event loop's client
+        self._handed_out = False
+        self._clients: LoopClients[Redis] = LoopClients(self._loop_client, _close_client)
         self._where = _describe_client(client)
         self._closed = False
         if (
@@ -432,7 +449,7 @@ class RedisStore:
         if self._resp is not None:
             value = await self._fast("get", _pack(b"GET", full))
         else:
-            value = await self._run("get", self._client.get(full))
+            value = await self._run("get", self._clients.get().get(full))
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"Redis returned {type(value).__name__} for GET; expected bytes")
         return value
@@ -447,13 +464,13 @@ class RedisStore:
             )
             await self._fast("set", command)
             return
-        await self._run("set", self._client.set(full, data, px=px or None))
+        await self._run("set", self._clients.get().set(full, data, px=px or None))
 
     async def delete(self, key: str) -> bool:
         full = self._open_key("delete", key)
         if self._resp is not None:
             return bool(await self._fast("delete", _pack(b"DEL", full)))
-        removed = await self._run("delete", self._client.delete(full))
+        removed = await self._run("delete", self._clients.get().delete(full))
         return bool(removed)
 
     async def compare_and_set(
@@ -472,11 +489,12 @@ class RedisStore:
         return bool(result == 1)
 
     async def _eval_cas(self, full: bytes, args: list[bytes | int]) -> Any:
+        client = self._clients.get()
         try:
-            return await self._client.evalsha(_CAS_SHA, 1, full, *args)
+            return await client.evalsha(_CAS_SHA, 1, full, *args)
         except redis_errors.NoScriptError:
             # The server lost its script cache. EVAL runs the script and caches it again.
-            return await self._client.eval(_CAS_SCRIPT, 1, full, *args)
+            return await client.eval(_CAS_SCRIPT, 1, full, *args)
 
     async def _fast(self, operation: str, payload: bytes) -> Any:
         resp = self._resp
@@ -526,7 +544,25 @@ class RedisStore:
         self._sync_view.close()
         if self._resp is not None:
             self._resp.close()
-        await self._client.aclose(close_connection_pool=True)
+        await self._clients.aclose()
+        if not self._handed_out:
+            await self._client.aclose(close_connection_pool=True)
+
+    def _loop_client(self) -> Redis:
+        """The given client for the first event loop; a client on a copy of its pool (same
+        settings, connections of its own) for every other loop (see ``LoopClients``)."""
+        if not self._handed_out:
+            self._handed_out = True
+            return self._client
+        pool = self._client.connection_pool
+        settings: dict[str, Any] = {
+            "connection_class": pool.connection_class,
+            "max_connections": pool.max_connections,
+            **pool.connection_kwargs,
+        }
+        if isinstance(pool, BlockingConnectionPool):
+            settings["timeout"] = pool.timeout
+        return Redis.from_pool(type(pool)(**settings))
 
 
 class RedisSyncStore:

@@ -26,6 +26,7 @@ from bastion.stores.keyspace import hash_tag, namespace_prefix
 from bastion.stores.ratelimit import key_suffix
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
+    LoopClients,
     pop_query,
     without_maintenance_notifications,
 )
@@ -236,6 +237,10 @@ _SHAS: Final = {
 }
 
 
+async def _aclose(client: AsyncRedis) -> None:
+    await client.aclose(close_connection_pool=True)
+
+
 def _decisions(reply: Any, rates: Sequence[Rate]) -> tuple[Decision, ...]:
     if not isinstance(reply, list) or len(reply) != 1 + 4 * len(rates):
         raise StoreError(f"Redis rate-limit script returned {reply!r:.80}; expected a list")
@@ -267,8 +272,10 @@ class RedisRateLimitStore:
     ``connect_timeout``) before StoreUnavailable. Retries are off: a retried script whose first
     reply was lost would charge a request twice.
 
-    The async client is created on first :meth:`hit` and belongs to that event loop; the sync
-    client on first :meth:`hit_sync` (redis-py rebuilds its connections after a fork).
+    Each event loop gets its own async client on its first :meth:`hit`, closed when that loop
+    shuts down (:class:`~bastion.stores.redis_url.LoopClients`), so ``asyncio.run()`` per
+    request works; the sync client, made on first :meth:`hit_sync`, is shared by all threads
+    (redis-py's bounded pool; it rebuilds its connections after a fork).
 
     ``clock=None`` (the default) decides with the Redis server's clock, so that every host
     agrees. A ``clock`` sends this host's time instead; that is for tests with a
@@ -334,7 +341,7 @@ class RedisRateLimitStore:
         self._options.update(without_maintenance_notifications({}))
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
-        self._aclient: AsyncRedis | None = None
+        self._aclient: LoopClients[AsyncRedis] = LoopClients(self._new_async_client, _aclose)
         try:
             # Build (not connect) one connection now, so that a misspelt URL option fails here
             # rather than on the first request.
@@ -366,10 +373,7 @@ class RedisRateLimitStore:
     async def hit(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
-        client = self._aclient
-        if client is None:
-            pool = AsyncPool.from_url(self._url, retry=AsyncRetry(NoBackoff(), 0), **self._options)
-            client = self._aclient = AsyncRedis.from_pool(pool)
+        client = self._aclient.get()
         keys = self.keys(key, strategy, rates)
         args = self._args(cost, rates)
         try:
@@ -416,9 +420,11 @@ class RedisRateLimitStore:
             # A client built on a given pool leaves the pool open on close(): close it here.
             client.connection_pool.disconnect()
 
+    def _new_async_client(self) -> AsyncRedis:
+        pool = AsyncPool.from_url(self._url, retry=AsyncRetry(NoBackoff(), 0), **self._options)
+        return AsyncRedis.from_pool(pool)
+
     async def aclose(self) -> None:
-        """Close both clients. Safe to call more than once."""
-        client, self._aclient = self._aclient, None
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        """Close both clients (each event loop's async one). Safe to call more than once."""
+        await self._aclient.aclose()
         self.close()
