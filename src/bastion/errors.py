@@ -21,7 +21,7 @@ message alone. No message ever contains a secret: values that could be secret ar
     └── StoreError                the store refused an operation (bad key, TTL or value: a bug)
         └── StoreUnavailable      the store cannot serve now: 503 with Retry-After, or the policy
             ├── StoreTimeout          no whole answer within the store's timeout (a deadline)
-            ├── StoreBusy             locked by another writer for longer than the timeout
+            ├── StoreBusy             contention: locked past the timeout, CAS retries ran out
             ├── StoreReadOnly         the store refuses writes (read-only file, Redis replica)
             ├── StoreFull             out of space (disk full, page limit, Redis maxmemory)
             ├── StoreIOError          the disk failed, or the file cannot be opened
@@ -153,8 +153,9 @@ class StoreTimeout(StoreUnavailable):
 
 
 class StoreBusy(StoreUnavailable):
-    """Another writer held the store's lock for longer than the timeout (SQLite busy/locked,
-    a Redis script still running)."""
+    """Contention outlasted the store's bound: another writer held the lock for longer than
+    the timeout (SQLite busy/locked, a Redis script still running), or a bounded
+    compare-and-set retry ran out. Nothing was written; the request may be retried."""
 
 
 class StoreReadOnly(StoreUnavailable):

@@ -813,11 +813,14 @@ class _Conn:
         self.reader.feed(data)
         return received
 
-    def call(self, payload: bytes, timeout: float) -> Any:
-        """Send ``payload`` and read its whole reply, all within ``timeout`` (a deadline)."""
-        deadline = time.monotonic() + timeout
+    def call(self, payload: bytes, deadline: float, timeout: float) -> Any:
+        """Send ``payload`` and read its whole reply by ``deadline`` (``time.monotonic()``);
+        ``timeout`` is the configured bound, for the message."""
         sock = self.sock
-        sock.settimeout(timeout)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no whole reply within {timeout:g} s")
+        sock.settimeout(remaining)
         sock.sendall(payload)  # one total timeout for the whole send (Python >= 3.5)
         reader = self.reader
         received = 0
@@ -865,7 +868,8 @@ def _connect_sync(endpoint: _Endpoint) -> _Conn:
     conn = _Conn(sock, endpoint.max_reply_bytes)
     try:
         for command in endpoint.handshake():
-            _checked(conn.call(command, endpoint.connect_timeout))
+            deadline = time.monotonic() + endpoint.connect_timeout
+            _checked(conn.call(command, deadline, endpoint.connect_timeout))
     except BaseException:
         conn.close()
         raise
@@ -931,16 +935,20 @@ class _SyncResp:
 
     def call(self, payload: bytes) -> Any:
         endpoint = self._endpoint
-        conn, generation = self._checkout(time.monotonic() + endpoint.timeout)
+        began = time.monotonic()
+        conn, generation, connecting = self._checkout(began + endpoint.timeout)
+        # One deadline for the wait and the command; opening a connection (bounded by
+        # connect_timeout) does not eat into it.
         try:
-            reply = conn.call(payload, endpoint.timeout)
+            reply = conn.call(payload, began + connecting + endpoint.timeout, endpoint.timeout)
         except BaseException:
             self._checkin(conn, generation, broken=True)
             raise
         self._checkin(conn, generation, broken=False)
         return _checked(reply)
 
-    def _checkout(self, deadline: float) -> tuple[_Conn, int]:
+    def _checkout(self, deadline: float) -> tuple[_Conn, int, float]:
+        """A connection, its pool generation, and the seconds spent opening it (0 if idle)."""
         endpoint = self._endpoint
         with self._cond:
             if self._pid != os.getpid():
@@ -953,7 +961,7 @@ class _SyncResp:
                 while self._idle:
                     conn = self._idle.pop()
                     if conn.fresh():
-                        return conn, self._generation
+                        return conn, self._generation, 0.0
                     conn.close()
                     self._count -= 1
                 if self._count < endpoint.max_connections:
@@ -967,8 +975,9 @@ class _SyncResp:
                         f"{endpoint.timeout:g} s (raise max_connections?)"
                     )
                 self._cond.wait(remaining)
+        began = time.monotonic()
         try:
-            return _connect_sync(endpoint), generation
+            return _connect_sync(endpoint), generation, time.monotonic() - began
         except BaseException:
             with self._cond:
                 if generation == self._generation:
@@ -1071,9 +1080,13 @@ class _AsyncResp:
         loop = asyncio.get_running_loop()
         pool = self._pool(loop)
         endpoint = self._endpoint
-        async with asyncio.timeout(endpoint.timeout):
+        # One deadline for the wait and the command; opening a connection (bounded by
+        # connect_timeout) does not eat into it.
+        deadline = loop.time() + endpoint.timeout
+        async with asyncio.timeout_at(deadline):
             conn = await self._checkout(pool)
         if conn is None:  # a slot is reserved for a new connection
+            began = loop.time()
             try:
                 async with asyncio.timeout(endpoint.connect_timeout):
                     conn = await _connect_async(loop, endpoint)
@@ -1081,8 +1094,9 @@ class _AsyncResp:
                 pool.count -= 1
                 pool.wake()
                 raise
+            deadline += loop.time() - began
         try:
-            async with asyncio.timeout(endpoint.timeout):
+            async with asyncio.timeout_at(deadline):
                 reply = await conn.acall(loop, payload)
         except BaseException:
             self._checkin(pool, conn, broken=True)
