@@ -44,15 +44,25 @@ if TYPE_CHECKING:
 RATE = Rate.per(1000, 60)
 
 
-def open_fds() -> int:
-    return len(list(Path("/proc/self/fd").iterdir()))
+def open_fds(under: Path) -> int:
+    """This process's descriptors open on files under ``under`` (other tests' threads may open
+    and close descriptors of their own meanwhile: only ours are counted)."""
+    count = 0
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            target = entry.readlink()
+        except OSError:  # closed since the listing
+            continue
+        if target.is_relative_to(under):
+            count += 1
+    return count
 
 
-def settled_fds(target: int) -> int:
-    """Open descriptors once the last threads' locals are gone (a thread's locals are cleared
-    just after join() returns), waiting at most a second for them to reach ``target``."""
+def settled_fds(under: Path, target: int) -> int:
+    """Descriptors under ``under`` once the last threads' locals are gone, waiting at most a
+    second for them to reach ``target``."""
     deadline = time.monotonic() + 1.0
-    while (count := open_fds()) > target and time.monotonic() < deadline:
+    while (count := open_fds(under)) > target and time.monotonic() < deadline:
         time.sleep(0.01)
     return count
 
@@ -84,10 +94,14 @@ def test_short_lived_threads_leave_no_connections_behind(tmp_path: Path, kind: s
 
     use()
     wave()  # warm-up: files SQLite keeps open while any connection to them is open
-    before = settled_fds(0)
+    before = settled_fds(tmp_path, 0)
     for _ in range(30):
         wave()
-    assert settled_fds(before + 4) <= before + 4
+    # Each finished thread used to leave its connection open: two descriptors per thread, 600
+    # here. SQLite itself keeps a closed connection's descriptor for reuse while another
+    # connection of this process holds a lock on the file, so up to one wave's worth (10
+    # threads at once) may linger: bounded by concurrency, not by the threads ever started.
+    assert settled_fds(tmp_path, before + 20) <= before + 20
     limits.close()
     asyncio.run(kv.aclose())
 

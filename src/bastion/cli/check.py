@@ -135,7 +135,7 @@ def _fetch_one(
     try:
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()
-        return _Fetched(url, response.status, tuple(response.getheaders()))
+        fetched = _Fetched(url, response.status, tuple(response.getheaders()))
     except (OSError, http.client.HTTPException):
         if expired.is_set():
             raise TimeoutError("timed out") from None
@@ -143,6 +143,10 @@ def _fetch_one(
     finally:
         watchdog.cancel()
         connection.close()
+    if expired.is_set():
+        # Cut off mid-head: http.client may have parsed what came as a complete response.
+        raise TimeoutError("timed out")
+    return fetched
 
 
 def _follow(
