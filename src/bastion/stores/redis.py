@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -785,22 +786,16 @@ class _Conn:
 
     def fresh(self) -> bool:
         """Whether the idle connection is still usable: the server has not closed it and sent
-        nothing unasked. One non-blocking peek, so a server restart costs no failed call."""
+        nothing unasked (an idle connection with anything to read is one or the other). One
+        ``poll`` with no wait, so a server restart costs no failed call."""
         if self.pid != os.getpid():
             return False
-        sock = self.sock
-        timeout = sock.gettimeout()
         try:
-            sock.settimeout(0.0)
-            sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return True
-        except OSError:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):  # closed
             return False
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(timeout)
-        return False  # end of file, or unexpected bytes
 
     def feed(self, data: bytes, received: int) -> int:
         if not data:
@@ -820,18 +815,25 @@ class _Conn:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"no whole reply within {timeout:g} s")
-        sock.settimeout(remaining)
+        # The socket keeps ``timeout`` between calls; it is lowered only when less is left,
+        # so the common call (a whole reply in one read) changes no socket setting.
+        shortened = remaining < timeout
+        if shortened:
+            sock.settimeout(remaining)
         sock.sendall(payload)  # one total timeout for the whole send (Python >= 3.5)
         reader = self.reader
-        received = 0
+        received = self.feed(sock.recv(65536), 0)
         reply = reader.gets()
         while reply is False:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no whole reply within {timeout:g} s")
             sock.settimeout(remaining)
+            shortened = True
             received = self.feed(sock.recv(65536), received)
             reply = reader.gets()
+        if shortened:
+            sock.settimeout(timeout)
         return reply
 
     async def acall(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> Any:
@@ -870,6 +872,7 @@ def _connect_sync(endpoint: _Endpoint) -> _Conn:
         for command in endpoint.handshake():
             deadline = time.monotonic() + endpoint.connect_timeout
             _checked(conn.call(command, deadline, endpoint.connect_timeout))
+        sock.settimeout(endpoint.timeout)  # kept between calls (see _Conn.call)
     except BaseException:
         conn.close()
         raise
