@@ -206,12 +206,15 @@ def open_connection(
 
 
 def _switch_to_wal(conn: sqlite3.Connection, path: Path, deadline: float) -> None:
+    # Both the reading and the setting of the journal mode can meet an exclusive lock that
+    # SQLite does not wait for (another connection switching the mode, or the last connection
+    # of another process checkpointing and removing the WAL as it closes): retry until the
+    # deadline.
     while True:
-        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-        if str(mode).lower() == "wal":
-            return
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.OperationalError as exc:
             code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
             if code not in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}:
