@@ -335,6 +335,26 @@ def test_async_get_is_bounded_by_the_timeout(trickling: TricklingServer) -> None
     assert asyncio.run(scenario()) < 2.5
 
 
+def test_rate_limit_decisions_are_bounded_by_the_timeout_too(trickling: TricklingServer) -> None:
+    backend = RedisRateLimitStore(trickling.url, socket_timeout=1)
+    rate = Rate.per(10, 60)
+    try:
+        began = time.monotonic()
+        with pytest.raises(StoreTimeout):
+            backend.hit_sync("k", Strategy.FIXED_WINDOW, [rate])
+        assert time.monotonic() - began < 2.5
+
+        async def hit() -> None:
+            await backend.hit("k", Strategy.FIXED_WINDOW, [rate])
+
+        began = time.monotonic()
+        with pytest.raises(StoreTimeout):
+            asyncio.run(hit())
+        assert time.monotonic() - began < 2.5
+    finally:
+        asyncio.run(backend.aclose())
+
+
 # -- 5. a size cap on replies -------------------------------------------------------------------
 
 

@@ -170,8 +170,10 @@ def _describe_client(client: Redis) -> str:
     return f"{host}:{kwargs.get('port', 6379)} db {kwargs.get('db', 0)}"
 
 
-def _endpoint_of(client: Redis, transport: str, max_reply_bytes: int) -> _Endpoint | None:
-    """The RESP transport's endpoint, or ``None`` for ``transport="redis-py"``."""
+def resp_endpoint(pool: Any, transport: str, max_reply_bytes: int) -> _Endpoint | None:
+    """The RESP transport's endpoint for a redis-py (sync or async) connection pool's
+    settings, or ``None`` for ``transport="redis-py"`` (and, with ``"auto"``, for TLS or
+    without hiredis). Shared by both Redis back ends."""
     if transport == "redis-py":
         return None
     if transport not in {"resp", "auto"}:
@@ -179,7 +181,6 @@ def _endpoint_of(client: Redis, transport: str, max_reply_bytes: int) -> _Endpoi
             f"Redis store transport must be 'auto', 'resp' or 'redis-py', got {transport!r}",
             setting="transport",
         )
-    pool = client.connection_pool
     if transport == "auto" and (
         hiredis is None
         or pool.connection_class.__name__ not in {"Connection", "UnixDomainSocketConnection"}
@@ -221,8 +222,11 @@ async def _close_client(client: Redis) -> None:
 
 
 def _translate_resp(store: RedisStore, operation: str, exc: Exception) -> StoreError:
-    where = f"Redis at {store._where}"
-    detail = store._detail(exc)
+    return resp_fault(exc, f"Redis at {store._where}", operation, store._detail(exc))
+
+
+def resp_fault(exc: BaseException, where: str, operation: str, detail: str) -> StoreError:
+    """The typed error for what the RESP transport raised (see :mod:`bastion.stores.faults`)."""
     if isinstance(exc, _ReplyFailure):
         return redis_reply_fault(exc.code, where, operation, detail)
     if isinstance(exc, _ReplyTooLarge | hiredis.ProtocolError):
@@ -291,7 +295,7 @@ class RedisStore:
                 f"{max_reply_bytes!r}; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
                 setting="max_reply_bytes",
             )
-        endpoint = _endpoint_of(client, transport, max_reply_bytes)
+        endpoint = resp_endpoint(client.connection_pool, transport, max_reply_bytes)
         self._resp = None if endpoint is None else _AsyncResp(endpoint)
         self._sync_view = RedisSyncStore(
             self, sync_client, None if endpoint is None else _SyncResp(endpoint)

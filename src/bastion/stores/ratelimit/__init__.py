@@ -360,9 +360,9 @@ def open_ratelimit_store(
     as a keyword), ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (``timeout``,
     ``synchronous``, ``purge_every``; ``inline_reads`` is accepted and has no effect here), or
     ``redis://``, ``rediss://``, ``unix://`` URLs (``prefix``, also as ``?prefix=``,
-    ``socket_timeout``, ``connect_timeout``, ``max_connections``; ``?transport=`` and
-    ``?max_reply_bytes=`` are the key-value store's and are ignored here; the Redis server's
-    clock is used unless ``clock`` is given). A SQLite file may be the one the key-value store
+    ``socket_timeout``, ``connect_timeout``, ``max_connections``, ``?max_reply_bytes=``;
+    ``?transport=`` is the key-value store's and is ignored here; the Redis server's clock is
+    used unless ``clock`` is given). A SQLite file may be the one the key-value store
     uses; a Redis URL keeps its ``?prefix=``.
     """
     from bastion.stores.url import parse_store_url  # noqa: PLC0415 (url imports this lazily)

@@ -24,6 +24,15 @@ from bastion.errors import ConfigurationError, StoreError
 from bastion.stores.faults import redis_py_fault
 from bastion.stores.keyspace import hash_tag, namespace_prefix
 from bastion.stores.ratelimit import key_suffix
+from bastion.stores.redis import (
+    DEFAULT_MAX_REPLY_BYTES,
+    _AsyncResp,
+    _pack,
+    _ReplyFailure,
+    _SyncResp,
+    resp_endpoint,
+    resp_fault,
+)
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
     LoopClients,
@@ -237,6 +246,10 @@ _SHAS: Final = {
 }
 
 
+_WHERE: Final = "Redis rate-limit store"
+_OPERATION: Final = "the rate-limit script"
+
+
 async def _aclose(client: AsyncRedis) -> None:
     await client.aclose(close_connection_pool=True)
 
@@ -266,16 +279,20 @@ class RedisRateLimitStore:
     ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL, the same one the key-value
     :class:`~bastion.stores.redis.RedisStore` takes. ``prefix`` is prepended to every key and
     must not contain braces; give it as a keyword or as ``?prefix=`` in the URL, not both
-    (default :data:`~bastion.stores.redis_url.DEFAULT_PREFIX`). A ``?transport=`` meant for the
-    key-value store is accepted and ignored: rate-limit scripts always go through redis-py.
-    Each decision waits at most ``socket_timeout`` seconds (and a connection attempt
-    ``connect_timeout``) before StoreUnavailable. Retries are off: a retried script whose first
-    reply was lost would charge a request twice.
+    (default :data:`~bastion.stores.redis_url.DEFAULT_PREFIX`). For ``redis://`` and
+    ``unix://`` (with hiredis installed) the scripts go through the key-value store's lean RESP
+    transport, with its guarantees: ``socket_timeout`` is a deadline for each whole decision
+    (a server trickling its reply cannot hold it longer), connections come from one bounded
+    pool shared by threads and one pool per event loop, and a reply over ``?max_reply_bytes=``
+    (default 64 MiB) is refused. ``rediss://`` goes through redis-py, whose timeout bounds
+    each read. A ``?transport=`` meant for the key-value store is accepted and ignored. A
+    decision that cannot complete raises a typed StoreUnavailable. Retries are off: a retried
+    script whose first reply was lost would charge a request twice.
 
-    Each event loop gets its own async client on its first :meth:`hit`, closed when that loop
-    shuts down (:class:`~bastion.stores.redis_url.LoopClients`), so ``asyncio.run()`` per
-    request works; the sync client, made on first :meth:`hit_sync`, is shared by all threads
-    (redis-py's bounded pool; it rebuilds its connections after a fork).
+    On redis-py (TLS), each event loop gets its own async client on its first :meth:`hit`,
+    closed when that loop shuts down (:class:`~bastion.stores.redis_url.LoopClients`), so
+    ``asyncio.run()`` per request works; the sync client, made on first :meth:`hit_sync`, is
+    shared by all threads (redis-py's bounded pool; it rebuilds its connections after a fork).
 
     ``clock=None`` (the default) decides with the Redis server's clock, so that every host
     agrees. A ``clock`` sends this host's time instead; that is for tests with a
@@ -284,12 +301,14 @@ class RedisRateLimitStore:
 
     __slots__ = (
         "_aclient",
+        "_async_resp",
         "_client",
         "_clock",
         "_lock",
         "_options",
         "_prefix",
         "_raw_prefix",
+        "_sync_resp",
         "_url",
     )
 
@@ -310,7 +329,7 @@ class RedisRateLimitStore:
             )
         url, url_prefix = pop_query(url, "prefix")
         url, _transport = pop_query(url, "transport")
-        url, _max_reply = pop_query(url, "max_reply_bytes")  # the key-value store's setting
+        url, url_max_reply = pop_query(url, "max_reply_bytes")
         if url_prefix is not None and prefix is not None:
             raise ConfigurationError(
                 "Redis rate-limit prefix is given both in the URL and as prefix=; give it once",
@@ -343,11 +362,28 @@ class RedisRateLimitStore:
         self._client: redis.Redis | None = None
         self._aclient: LoopClients[AsyncRedis] = LoopClients(self._new_async_client, _aclose)
         try:
+            max_reply = DEFAULT_MAX_REPLY_BYTES if url_max_reply is None else int(url_max_reply)
+        except ValueError:
+            max_reply = 0
+        if max_reply < 1024:
+            raise ConfigurationError(
+                f"max_reply_bytes={url_max_reply!r} in the Redis URL must be a whole number of "
+                f"bytes >= 1024; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
+                setting="max_reply_bytes",
+            )
+        try:
             # Build (not connect) one connection now, so that a misspelt URL option fails here
             # rather than on the first request.
-            redis.BlockingConnectionPool.from_url(url, **self._options).make_connection()  # type: ignore[no-untyped-call]
+            pool = redis.BlockingConnectionPool.from_url(url, **self._options)
+            pool.make_connection()  # type: ignore[no-untyped-call]
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"Redis rate-limit URL or option rejected: {exc}") from exc
+        # redis:// and unix:// go through the RESP transport (a deadline per decision, a
+        # bounded pool shared by threads, a pool per event loop, a reply size cap); TLS, or no
+        # hiredis, through redis-py.
+        endpoint = resp_endpoint(pool, "auto", max_reply)
+        self._sync_resp = None if endpoint is None else _SyncResp(endpoint)
+        self._async_resp = None if endpoint is None else _AsyncResp(endpoint)
 
     def __repr__(self) -> str:
         return f"RedisRateLimitStore(prefix={self._prefix!r})"
@@ -368,14 +404,39 @@ class RedisRateLimitStore:
 
     def _where(self, exc: BaseException) -> StoreError:
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
-        return redis_py_fault(exc, "Redis rate-limit store", "the rate-limit script", detail)
+        if isinstance(exc, redis_errors.RedisError):
+            return redis_py_fault(exc, _WHERE, _OPERATION, detail)
+        return resp_fault(exc, _WHERE, _OPERATION, detail)
+
+    @staticmethod
+    def _packed(
+        strategy: Strategy, keys: list[bytes], args: list[int | str], *, load: bool
+    ) -> bytes:
+        words = [a if isinstance(a, bytes) else str(a).encode("ascii") for a in args]
+        if load:  # after NOSCRIPT: EVAL runs the script and caches it again
+            head = (b"EVAL", LUA_SCRIPTS[strategy].encode("utf-8"))
+        else:
+            head = (b"EVALSHA", _SHAS[strategy].encode("ascii"))
+        return _pack(*head, b"%d" % len(keys), *keys, *words)
 
     async def hit(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
-        client = self._aclient.get()
         keys = self.keys(key, strategy, rates)
         args = self._args(cost, rates)
+        resp = self._async_resp
+        if resp is not None:
+            try:
+                try:
+                    reply = await resp.call(self._packed(strategy, keys, args, load=False))
+                except _ReplyFailure as exc:
+                    if exc.code != "NOSCRIPT":
+                        raise
+                    reply = await resp.call(self._packed(strategy, keys, args, load=True))
+            except Exception as exc:  # translated into the typed store errors
+                raise self._where(exc) from exc
+            return _decisions(reply, rates)
+        client = self._aclient.get()
         try:
             try:
                 reply = await client.evalsha(_SHAS[strategy], len(keys), *keys, *args)
@@ -399,9 +460,21 @@ class RedisRateLimitStore:
     def hit_sync(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
-        client = self._client or self._sync_client()
         keys = self.keys(key, strategy, rates)
         args = self._args(cost, rates)
+        resp = self._sync_resp
+        if resp is not None:
+            try:
+                try:
+                    reply = resp.call(self._packed(strategy, keys, args, load=False))
+                except _ReplyFailure as exc:
+                    if exc.code != "NOSCRIPT":
+                        raise
+                    reply = resp.call(self._packed(strategy, keys, args, load=True))
+            except Exception as exc:  # translated into the typed store errors
+                raise self._where(exc) from exc
+            return _decisions(reply, rates)
+        client = self._client or self._sync_client()
         try:
             try:
                 reply = client.evalsha(_SHAS[strategy], len(keys), *keys, *args)
@@ -413,6 +486,8 @@ class RedisRateLimitStore:
 
     def close(self) -> None:
         """Close the sync client (the async one is closed by :meth:`aclose`)."""
+        if self._sync_resp is not None:
+            self._sync_resp.close()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -426,5 +501,7 @@ class RedisRateLimitStore:
 
     async def aclose(self) -> None:
         """Close both clients (each event loop's async one). Safe to call more than once."""
+        if self._async_resp is not None:
+            self._async_resp.close()
         await self._aclient.aclose()
         self.close()
