@@ -55,7 +55,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def redis_prefix() -> str:
     """A key prefix no other test uses, so tests never see each other's keys."""
-    return f"bastion-test:{uuid.uuid4().hex}:"
+    return f"bastion-test-{uuid.uuid4().hex}:"
 
 
 @pytest.fixture

@@ -223,7 +223,8 @@ async def test_failure_policies_when_redis_stops(
         assert caplog.text.count("rate-limit store failed") == 1
         outage = [e for e in sink.events if e.name == "ratelimit_store_unavailable"]
         assert len(outage) == 1
-        assert outage[0].details["error"] == "StoreUnavailable"
+        # the typed fault (a StoreUnavailable subclass): here the connection was refused
+        assert outage[0].details["error"] == "StoreConnectionError"
         server.start()
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bastion.security.ratelimit"):

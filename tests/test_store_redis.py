@@ -512,7 +512,7 @@ async def test_from_url_reads_prefix_and_keeps_other_options() -> None:
     )
     try:
         assert store.prefix == "tenant:7:"
-        assert store.full_key("k") == b"tenant:7:k"
+        assert store.full_key("k") == b"tenant%3A7:k"  # inner colons escaped: one namespace
         assert repr(store) == "RedisStore(server='db.example:6390 db 3', prefix='tenant:7:')"
         assert "pw-5d1e" not in repr(store)
     finally:
@@ -528,7 +528,7 @@ async def test_from_url_reads_prefix_and_keeps_other_options() -> None:
 @pytest.mark.redis
 @pytest.mark.asyncio
 async def test_aclose_closes_the_pool(redis_url: str, admin: Redis, redis_prefix: str) -> None:
-    name = "bastion-test-" + redis_prefix.split(":")[1]
+    name = redis_prefix.rstrip(":")
     store = RedisStore.from_url(redis_url, prefix=redis_prefix, client_name=name)
     await store.set("k", b"v")
     assert name in {c["name"] for c in await admin.client_list()}

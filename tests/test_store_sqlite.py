@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bastion.core.clock import FrozenClock
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreCorrupt, StoreError, StoreUnavailable
 from bastion.stores import open_store
 from bastion.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from bastion.testing.store_contract import SharedStoreContract
@@ -211,7 +211,8 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="not a usable SQLite database") as info:
             await store.get("k")
         assert str(path) in str(info.value)
-        assert not isinstance(info.value, StoreUnavailable)
+        # A store fault, answered like every other one (503), typed so it can be told apart.
+        assert isinstance(info.value, StoreCorrupt)
     finally:
         await store.aclose()
     assert path.read_bytes() == b"this is not a database\n" * 200
@@ -325,7 +326,7 @@ def _use_after_fork(store: SQLiteStore) -> None:
         await store.set("k", b"from the child")
         # The parent's worker connection and its main thread's read connection: kept, never
         # used or closed here.
-        if len(store._inherited) != 2:
+        if len(store._inherited) + len(store._threads._inherited) != 2:
             raise SystemExit(3)
         await store.aclose()
 

@@ -19,10 +19,16 @@ message alone. No message ever contains a secret: values that could be secret ar
     │   ├── BadToken              a token (cookie value, header token) is malformed or unknown
     │   └── PasswordRejected      a password is refused before hashing (too long, not text)
     ├── RateLimitExceeded         a rate limit refused the request (carries Retry-After)
-    └── StoreError                the store refused or failed an operation
-        └── StoreUnavailable      the store cannot be reached (connection refused, timeout)
-            ├── StoreFull         a bounded store refuses a write rather than evict security state
-            └── StoreBusy         a compare-and-set kept losing races after its backoff ran out
+    └── StoreError                the store refused an operation (bad key, TTL or value: a bug)
+        └── StoreUnavailable      the store cannot serve now: 503 with Retry-After, or the policy
+            ├── StoreTimeout          no whole answer within the store's timeout (a deadline)
+            ├── StoreBusy             contention: locked past the timeout, CAS retries ran out
+            ├── StoreReadOnly         the store refuses writes (read-only file, Redis replica)
+            ├── StoreFull             out of space (disk full, page limit, Redis maxmemory, a memory
+            │                         store full of security state it will not evict)
+            ├── StoreIOError          the disk failed, or the file cannot be opened
+            ├── StoreConnectionError  connection refused, reset or closed; login refused
+            └── StoreCorrupt          a corrupt file, a malformed or oversized reply
 
 This module imports nothing from bastion (it is the bottom layer).
 """
@@ -43,8 +49,13 @@ __all__ = [
     "SessionStateError",
     "SignatureExpired",
     "StoreBusy",
+    "StoreConnectionError",
+    "StoreCorrupt",
     "StoreError",
     "StoreFull",
+    "StoreIOError",
+    "StoreReadOnly",
+    "StoreTimeout",
     "StoreUnavailable",
 ]
 
@@ -131,16 +142,58 @@ class SessionStateError(BastionError, RuntimeError):
 
 
 class StoreError(BastionError):
-    """The store refused or failed an operation (bad key, bad TTL, unexpected reply)."""
+    """The store refused an operation it was given: a bad key, TTL or value, a closed store.
+
+    A plain ``StoreError`` is a programming error in the caller. A fault of the store itself
+    (its file, its server, the network) is always a :class:`StoreUnavailable`.
+    """
 
 
 class StoreUnavailable(StoreError):
-    """The store cannot be reached: connection refused, reset, or timed out.
+    """The store cannot serve the operation now.
 
     Raised within a bounded time (the store's timeout), never after an unbounded hang. The
-    engine turns it into the configured failure behaviour (fail closed with 503, or fail open
-    with an audit event).
+    engine turns it into the configured failure behaviour (fail closed with 503 and
+    ``Retry-After``, or fail open with an audit event). Every backend (memory, SQLite, Redis;
+    key-value and rate-limit stores) raises one of the subclasses below for the same kind of
+    fault, so callers may tell them apart without knowing the backend.
     """
+
+
+class StoreTimeout(StoreUnavailable):
+    """No whole answer within the store's timeout, which bounds the whole operation."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Contention outlasted the store's bound: another writer held the lock for longer than
+    the timeout (SQLite busy/locked, a Redis script still running), or a bounded
+    compare-and-set retry ran out after backing off between attempts. Nothing was written by
+    the call that raises it, so the client retries (503 with ``Retry-After``) instead of
+    believing a change was kept."""
+
+
+class StoreReadOnly(StoreUnavailable):
+    """The store refuses writes: a read-only file or file system, a Redis replica."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store is out of space: a full disk, SQLite's page limit, Redis ``maxmemory``, or
+    the in-memory store full of entries it must not evict (it never evicts security state:
+    accounts, throttle counters, TOTP steps, API keys, to make room for sessions)."""
+
+
+class StoreIOError(StoreUnavailable):
+    """The storage failed: a disk I/O error, a file that cannot be opened, Redis unable to
+    persist (``MISCONF``)."""
+
+
+class StoreConnectionError(StoreUnavailable):
+    """The connection was refused, reset or closed, or the server refused authentication."""
+
+
+class StoreCorrupt(StoreUnavailable):
+    """The data cannot be read: a corrupt database file, a reply that breaks the protocol or
+    exceeds the configured size cap."""
 
 
 class RateLimitExceeded(BastionError):
@@ -162,20 +215,3 @@ class RateLimitExceeded(BastionError):
         self.rule = rule
         self.retry_after = retry_after
         self.headers = headers
-
-
-class StoreFull(StoreUnavailable):
-    """A bounded store refuses a write because it is full of entries it must not evict.
-
-    The in-memory store never evicts security state (accounts, throttle counters, TOTP steps,
-    API keys) to make room; for the request, a full store is as unavailable as an unreachable
-    one (the adapters answer 503).
-    """
-
-
-class StoreBusy(StoreUnavailable):
-    """A compare-and-set loop kept losing races to concurrent writers of the same record, after
-    backing off between attempts. Nothing was written by the call that raises it; for the
-    request, the store is momentarily unavailable (the adapters answer 503 with
-    ``Retry-After``), so the client retries instead of believing a change was kept.
-    """

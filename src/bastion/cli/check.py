@@ -1,23 +1,27 @@
 """``bastion check URL``: grade a site's security headers and cookies like the MDN Observatory.
 
-The fetch is plain ``http.client``: ``GET`` with a bounded timeout, redirects followed only on
-the same host (at most :data:`MAX_REDIRECTS`), the body never read past the headers. Every
-response of the redirect chain is kept: the cookies a redirect sets are graded with the final
-page's, as the Observatory's cookie jar does. A second request is the CORS preflight the
-Observatory sends (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method: GET``), to
-see how the site answers cross-origin requests; for an ``https://`` URL a third one asks
-``http://`` on port 80, to grade the redirection to HTTPS (``--no-http-probe`` skips it). The
-probes are best effort: one that fails (nothing listening, a reset, a malformed redirect) is
-graded as the Observatory grades a site without that answer, it never ends the run. IPv6
-literals keep their brackets in every URL built here (``https://[::1]:8443/``). The grading
-itself is :mod:`bastion.core.grading`.
+The fetch is plain ``http.client``: ``GET`` with a deadline (``--timeout`` bounds each request
+as a whole, redirects included, however slowly a server trickles its headers), redirects
+followed only on the same host (at most :data:`MAX_REDIRECTS`), the body never read past the
+headers. Every response of the redirect chain is kept: the cookies a redirect sets are graded
+with the final page's, as the Observatory's cookie jar does. A second request is the CORS
+preflight the Observatory sends (``OPTIONS`` with ``Origin`` and
+``Access-Control-Request-Method: GET``), to see how the site answers cross-origin requests; for
+an ``https://`` URL a third one asks ``http://`` on port 80, to grade the redirection to HTTPS
+(``--no-http-probe`` skips it). The probes are best effort: one that fails (nothing listening,
+a reset, a malformed redirect) is graded as the Observatory grades a site without that answer,
+it never ends the run. IPv6 literals keep their brackets in every URL built here
+(``https://[::1]:8443/``). The grading itself is :mod:`bastion.core.grading`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urljoin, urlsplit
@@ -67,7 +71,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="timeout of each connection and read (default 10)",
+        help="deadline of each request, redirects included (default 10)",
     )
     check.add_argument(
         "--ca-file",
@@ -109,37 +113,64 @@ def _split(url: str) -> tuple[str, str, int, str]:
     return scheme, parts.hostname, port or default, path
 
 
+def _abort(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """Called when the deadline passes: unblock the read in progress (a socket timeout bounds
+    one read, so a server sending a byte at a time would otherwise never time out)."""
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _fetch_one(
-    url: str, *, timeout: float, context: ssl.SSLContext, origin: str | None = None
+    url: str, *, deadline: float, context: ssl.SSLContext, origin: str | None = None
 ) -> _Fetched:
     scheme, host, port, path = _split(url)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("timed out")
     connection: http.client.HTTPConnection
     if scheme == "https":
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        connection = http.client.HTTPSConnection(host, port, timeout=remaining, context=context)
     else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection = http.client.HTTPConnection(host, port, timeout=remaining)
     headers = {"User-Agent": _USER_AGENT, "Accept": "text/html,*/*"}
     method = "GET"
     if origin is not None:  # the CORS probe: a preflight
         method = "OPTIONS"
         headers["Origin"] = origin
         headers["Access-Control-Request-Method"] = "GET"
+    expired = threading.Event()
+    watchdog = threading.Timer(remaining, _abort, (connection, expired))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         connection.request(method, path, headers=headers)
         response = connection.getresponse()
-        return _Fetched(url, response.status, tuple(response.getheaders()))
+        fetched = _Fetched(url, response.status, tuple(response.getheaders()))
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError("timed out") from None
+        raise
     finally:
+        watchdog.cancel()
         connection.close()
+    if expired.is_set():
+        # Cut off mid-head: http.client may have parsed what came as a complete response.
+        raise TimeoutError("timed out")
+    return fetched
 
 
 def _follow(
     url: str, *, timeout: float, context: ssl.SSLContext, origin: str | None = None
 ) -> tuple[tuple[_Fetched, ...], tuple[str, ...]]:
-    """Fetch ``url``, following same-host redirects: every response (the last one is the
-    page) and the route of URLs."""
+    """Fetch ``url``, following same-host redirects, all within ``timeout`` seconds: every
+    response (the last one is the page) and the route of URLs."""
+    deadline = time.monotonic() + timeout
     route = [url]
     host = urlsplit(url).hostname
-    fetched = [_fetch_one(url, timeout=timeout, context=context, origin=origin)]
+    fetched = [_fetch_one(url, deadline=deadline, context=context, origin=origin)]
     for _ in range(MAX_REDIRECTS):
         location = {k.lower(): v for k, v in fetched[-1].headers}.get("location")
         if fetched[-1].status not in _REDIRECTS or not location:
@@ -153,7 +184,7 @@ def _follow(
             break  # a malformed Location: the route records it, nothing to follow
         if off_host:
             break  # never follow off-host: the route records where it pointed
-        fetched.append(_fetch_one(target, timeout=timeout, context=context, origin=origin))
+        fetched.append(_fetch_one(target, deadline=deadline, context=context, origin=origin))
     return tuple(fetched), tuple(route)
 
 

@@ -136,11 +136,22 @@ def check_value(value: bytes) -> bytes:
 
 
 def check_ttl(ttl: float | None) -> float | None:
-    """Validate a TTL in seconds: ``None`` (no expiry) or a finite number greater than zero."""
+    """Validate a TTL in seconds: ``None`` (no expiry) or a finite number greater than zero.
+
+    Every store calls it before any I/O, so a bad TTL (``NaN``, infinity, zero or less, a bool,
+    an integer too large for a float) is a :class:`StoreError`, never an ``OverflowError``.
+    """
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise StoreError(f"ttl must be seconds as a number or None, got {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise StoreError(f"ttl must be a finite number of seconds greater than 0, got {ttl!r}")
-    return float(ttl)
+    try:
+        seconds = float(ttl)
+    except OverflowError:  # an int beyond the float range, such as 10**400
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
+        shown = f"{ttl:.3g}" if isinstance(ttl, float) else f"an integer of {len(str(ttl))} digits"
+        if isinstance(ttl, int) and len(str(ttl)) <= 20:
+            shown = str(ttl)
+        raise StoreError(f"ttl must be a finite number of seconds greater than 0, got {shown}")
+    return seconds

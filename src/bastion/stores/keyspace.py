@@ -17,15 +17,18 @@ Store prefixes must not contain braces for the same reason: a ``{`` in a prefix 
 first brace of every key and capture the tag. :func:`key_slot` is a pure-Python implementation
 of the cluster's slot function, so tests can prove the grouping without a cluster.
 
+:func:`namespace_prefix` turns a store's configured prefix into the bytes every stored key
+starts with, so that two prefixes never share a key (see its docstring).
+
 This module has no I/O and no Redis dependency, so the engine can build keys without the
 ``redis`` extra installed.
 """
 
 from __future__ import annotations
 
-from bastion.errors import StoreError
+from bastion.errors import ConfigurationError, StoreError
 
-__all__ = ["KEY_SLOTS", "crc16_xmodem", "hash_tag", "key_slot"]
+__all__ = ["KEY_SLOTS", "crc16_xmodem", "hash_tag", "key_slot", "namespace_prefix"]
 
 KEY_SLOTS = 16384
 """Number of hash slots in a Redis Cluster."""
@@ -99,3 +102,45 @@ def hash_tag(namespace: str, ident: str) -> str:
             "hash the whole key, so related keys would land in different slots"
         )
     return f"{namespace}:{{{_escape_tag(ident)}}}"
+
+
+def namespace_prefix(prefix: str, *, setting: str = "prefix") -> bytes:
+    """The bytes every key of a store configured with ``prefix`` starts with.
+
+    The prefix names a namespace and the stored key is ``name + ":" + key``, where ``name`` is
+    ``prefix`` without one trailing ``:`` and with ``%`` and ``:`` inside it percent-escaped.
+    The name therefore never contains ``:``, and the first ``:`` of a stored key always ends
+    it: different prefixes never produce the same stored key, whatever the keys (a plain
+    concatenation made prefix ``a`` + key ``:b`` the same key as prefix ``a:`` + key ``b``).
+    ``"app"`` and ``"app:"`` name the same namespace, and the usual prefixes (``"bastion:"``,
+    ``"myapp:"``) keep the layout ``myapp:<key>``; a prefix with inner colons such as
+    ``"tenant:7:"`` is stored as ``tenant%3A7:<key>``.
+
+    Raises :class:`~bastion.errors.ConfigurationError` for an empty prefix (keys would mix
+    with the application's own), a brace (it would capture the Redis Cluster hash tag of every
+    key) or text that is not valid UTF-8.
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(
+            f"store prefix must be str, got {type(prefix).__name__}", setting=setting
+        )
+    if "{" in prefix or "}" in prefix:
+        raise ConfigurationError(
+            f"store prefix {prefix!r} contains a brace; it would capture the Redis Cluster "
+            "hash tag of every key. Use a prefix without '{' and '}' (e.g. 'app:')",
+            setting=setting,
+        )
+    name = prefix[:-1] if prefix.endswith(":") else prefix
+    if not name:
+        raise ConfigurationError(
+            f"store prefix {prefix!r} names no namespace; bastion's keys would mix with the "
+            "application's. Use a name such as 'app:'",
+            setting=setting,
+        )
+    escaped = name.replace("%", "%25").replace(":", "%3A") + ":"
+    try:
+        return escaped.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            "store prefix is not valid text (it contains a lone surrogate)", setting=setting
+        ) from None

@@ -2,8 +2,10 @@
 
 Layout and guarantees:
 
-* Every key is ``prefix + key``, sent as UTF-8 bytes, so keys with braces, NUL, newlines or
-  non-ASCII text work unchanged. Prefixes must not contain ``{`` or ``}``: keys that must
+* Every key is sent as the prefix's namespace, ``:``, then the key's UTF-8 bytes (see
+  :func:`~bastion.stores.keyspace.namespace_prefix`: ``"app:"`` gives ``app:<key>``, and no
+  two prefixes share a key), so keys with braces, NUL, newlines or non-ASCII text work
+  unchanged. Prefixes must not contain ``{`` or ``}``: keys that must
   share a Redis Cluster slot are built with :func:`~bastion.stores.keyspace.hash_tag`, and a
   brace in the prefix would capture every key's tag.
 * TTLs are sent as ``PX`` milliseconds, rounded up (minimum 1 ms), and counted by the Redis
@@ -36,11 +38,15 @@ is ready for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
+import select
 import socket
 import threading
+import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -57,11 +63,13 @@ try:
 except ImportError:  # pragma: no cover - hiredis ships with the redis extra's fast path
     hiredis = None  # type: ignore[assignment]  # transport="resp" then refuses to start
 
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreCorrupt, StoreError
 from bastion.stores.base import check_key, check_ttl, check_value
-from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot
+from bastion.stores.faults import redis_py_fault, redis_reply_fault, socket_fault
+from bastion.stores.keyspace import KEY_SLOTS, hash_tag, key_slot, namespace_prefix
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
+    LoopClients,
     pop_query,
     without_maintenance_notifications,
 )
@@ -72,6 +80,7 @@ if TYPE_CHECKING:
     from bastion.core.clock import Clock
 
 __all__ = [
+    "DEFAULT_MAX_REPLY_BYTES",
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "KEY_SLOTS",
@@ -119,14 +128,9 @@ _CAS_SHA: Final = hashlib.sha1(_CAS_SCRIPT.encode("utf-8"), usedforsecurity=Fals
 _CAS_SHA_BYTES: Final = _CAS_SHA.encode("ascii")
 _CAS_SCRIPT_BYTES: Final = _CAS_SCRIPT.encode("utf-8")
 
-_UNAVAILABLE: Final = (
-    redis_errors.ConnectionError,  # includes BusyLoadingError, AuthenticationError
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,  # talking to a replica during a failover
-    redis_errors.ClusterDownError,  # includes MasterDownError
-    redis_errors.TryAgainError,
-    OSError,  # includes the builtin TimeoutError raised by asyncio timeouts
-)
+DEFAULT_MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
+"""Largest reply the RESP transport reads (64 MiB): a broken or hostile server cannot make the
+process buffer more. Store values are at most 8 MiB, so a legitimate reply stays far below."""
 
 
 def ttl_to_milliseconds(ttl: float | None) -> int:
@@ -139,26 +143,6 @@ def ttl_to_milliseconds(ttl: float | None) -> int:
     if checked is None:
         return 0
     return min(_MAX_PX, max(1, math.ceil(round(checked * 1000.0, 3))))
-
-
-def _check_prefix(prefix: str) -> bytes:
-    if not isinstance(prefix, str):
-        raise ConfigurationError(
-            f"Redis store prefix must be str, got {type(prefix).__name__}", setting="prefix"
-        )
-    if "{" in prefix or "}" in prefix:
-        raise ConfigurationError(
-            f"Redis store prefix {prefix!r} contains a brace; it would capture the Redis "
-            "Cluster hash tag of every key. Use a prefix without '{' and '}' (e.g. 'app:')",
-            setting="prefix",
-        )
-    try:
-        return prefix.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigurationError(
-            "Redis store prefix is not valid text (it contains a lone surrogate)",
-            setting="prefix",
-        ) from None
 
 
 def _check_timeout(name: str, value: float) -> float:
@@ -186,8 +170,10 @@ def _describe_client(client: Redis) -> str:
     return f"{host}:{kwargs.get('port', 6379)} db {kwargs.get('db', 0)}"
 
 
-def _endpoint_of(client: Redis, transport: str) -> _Endpoint | None:
-    """The RESP transport's endpoint, or ``None`` for ``transport="redis-py"``."""
+def resp_endpoint(pool: Any, transport: str, max_reply_bytes: int) -> _Endpoint | None:
+    """The RESP transport's endpoint for a redis-py (sync or async) connection pool's
+    settings, or ``None`` for ``transport="redis-py"`` (and, with ``"auto"``, for TLS or
+    without hiredis). Shared by both Redis back ends."""
     if transport == "redis-py":
         return None
     if transport not in {"resp", "auto"}:
@@ -195,7 +181,6 @@ def _endpoint_of(client: Redis, transport: str) -> _Endpoint | None:
             f"Redis store transport must be 'auto', 'resp' or 'redis-py', got {transport!r}",
             setting="transport",
         )
-    pool = client.connection_pool
     if transport == "auto" and (
         hiredis is None
         or pool.connection_class.__name__ not in {"Connection", "UnixDomainSocketConnection"}
@@ -227,23 +212,31 @@ def _endpoint_of(client: Redis, transport: str) -> _Endpoint | None:
         client_name=kwargs.get("client_name"),
         connect_timeout=float(kwargs.get("socket_connect_timeout") or DEFAULT_TIMEOUT),
         timeout=float(kwargs.get("socket_timeout") or DEFAULT_TIMEOUT),
+        max_connections=int(getattr(pool, "max_connections", 50) or 50),
+        max_reply_bytes=max_reply_bytes,
     )
 
 
+async def _close_client(client: Redis) -> None:
+    await client.aclose(close_connection_pool=True)
+
+
 def _translate_resp(store: RedisStore, operation: str, exc: Exception) -> StoreError:
+    return resp_fault(exc, f"Redis at {store._where}", operation, store._detail(exc))
+
+
+def resp_fault(exc: BaseException, where: str, operation: str, detail: str) -> StoreError:
+    """The typed error for what the RESP transport raised (see :mod:`bastion.stores.faults`)."""
     if isinstance(exc, _ReplyFailure):
-        if exc.code in _UNAVAILABLE_CODES or exc.code in _AUTH_CODES:
-            return StoreUnavailable(
-                f"Redis at {store._where} is unavailable ({operation}): {store._detail(exc)}. "
-                "Check that the server is running and reachable from this host"
-            )
-        return StoreError(f"Redis at {store._where} refused {operation}: {store._detail(exc)}")
-    if isinstance(exc, OSError | TimeoutError | EOFError):
-        return StoreUnavailable(
-            f"Redis at {store._where} is unavailable ({operation}): {store._detail(exc)}. "
-            "Check that the server is running and reachable from this host"
+        return redis_reply_fault(exc.code, where, operation, detail)
+    if isinstance(exc, _ReplyTooLarge | hiredis.ProtocolError):
+        return StoreCorrupt(
+            f"{where} sent a reply bastion cannot accept ({operation}): {detail}; raise "
+            "max_reply_bytes if the value is legitimately that large"
         )
-    return StoreError(f"Redis at {store._where} failed {operation}: {store._detail(exc)}")
+    return socket_fault(exc, where, operation, detail) or StoreError(
+        f"{where} failed {operation}: {detail}"
+    )
 
 
 class RedisStore:
@@ -254,7 +247,17 @@ class RedisStore:
     recommended timeouts and retry policy.
     """
 
-    __slots__ = ("_client", "_closed", "_prefix", "_raw_prefix", "_resp", "_sync_view", "_where")
+    __slots__ = (
+        "_client",
+        "_clients",
+        "_closed",
+        "_handed_out",
+        "_prefix",
+        "_raw_prefix",
+        "_resp",
+        "_sync_view",
+        "_where",
+    )
 
     def __init__(
         self,
@@ -263,6 +266,7 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         sync_client: Callable[[], redis_sync.Redis] | None = None,
         transport: str = "redis-py",
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         if not isinstance(client, Redis):
             raise ConfigurationError(
@@ -274,12 +278,24 @@ class RedisStore:
                 "RedisStore needs a client with decode_responses=False: store values are bytes",
                 setting="decode_responses",
             )
-        self._raw_prefix = _check_prefix(prefix)
+        self._raw_prefix = namespace_prefix(prefix)
         self._prefix = prefix
-        self._client = client
+        self._client = client  # the template: the first event loop's client
+        self._handed_out = False
+        self._clients: LoopClients[Redis] = LoopClients(self._loop_client, _close_client)
         self._where = _describe_client(client)
         self._closed = False
-        endpoint = _endpoint_of(client, transport)
+        if (
+            isinstance(max_reply_bytes, bool)
+            or not isinstance(max_reply_bytes, int)
+            or max_reply_bytes < 1024
+        ):
+            raise ConfigurationError(
+                f"max_reply_bytes must be a whole number of bytes >= 1024, got "
+                f"{max_reply_bytes!r}; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
+                setting="max_reply_bytes",
+            )
+        endpoint = resp_endpoint(client.connection_pool, transport, max_reply_bytes)
         self._resp = None if endpoint is None else _AsyncResp(endpoint)
         self._sync_view = RedisSyncStore(
             self, sync_client, None if endpoint is None else _SyncResp(endpoint)
@@ -302,9 +318,15 @@ class RedisStore:
         ``rediss://`` uses TLS and ``unix:///path/to/socket`` a Unix socket. ``prefix`` may be
         given as a keyword or as a query parameter, not both (default :data:`DEFAULT_PREFIX`).
         ``socket_timeout`` bounds each reply and ``connect_timeout`` each connection attempt,
-        so an outage raises :class:`StoreUnavailable` instead of hanging. Connections come from
-        a bounded pool (``max_connections``, 50 by default); a caller waits at most
-        ``socket_timeout`` for a free one. Other ``options`` go to the connection pool
+        so an outage raises :class:`StoreUnavailable` instead of hanging; on the RESP
+        transport ``socket_timeout`` is a deadline for the whole command (the wait for a free
+        connection, the send and the whole reply), however slowly the server trickles it.
+        Connections come from a bounded pool (``max_connections``, 50 by default, per event
+        loop on the async side, shared by all threads on the sync side); a caller waits at most
+        ``socket_timeout`` for a free one. ``max_reply_bytes`` (also ``?max_reply_bytes=``;
+        default :data:`DEFAULT_MAX_REPLY_BYTES`, 64 MiB) caps a reply the RESP transport will
+        read: a larger one raises :class:`~bastion.errors.StoreCorrupt` and the connection is
+        closed. Other ``options`` go to the connection pool
         (``redis.asyncio.BlockingConnectionPool.from_url``: ``max_connections``,
         ``client_name``, ``ssl_ca_certs``, ...); an unknown option raises
         :class:`ConfigurationError` here. Automatic retries are off unless ``retry`` is given
@@ -314,8 +336,8 @@ class RedisStore:
         TTLs are counted by the Redis server's clock.
 
         ``transport`` (keyword or ``?transport=`` in the URL) picks how the four store
-        operations reach the server: ``"resp"``, bastion's lean RESP2 client (one pipelined
-        connection per event loop, one socket per thread on the sync side, hiredis parser);
+        operations reach the server: ``"resp"``, bastion's lean RESP2 client (hiredis parser,
+        bounded pools as above);
         ``"redis-py"``, redis-py's client and pool; ``"auto"`` (the default), ``"resp"`` for
         ``redis://`` and ``unix://`` when hiredis is installed, else ``"redis-py"``. TLS
         (``rediss://``) always uses redis-py. Either way the redis-py client stays available to
@@ -328,6 +350,21 @@ class RedisStore:
             )
         clean_url, url_prefix = pop_query(url, "prefix")
         clean_url, url_transport = pop_query(clean_url, "transport")
+        clean_url, url_max_reply = pop_query(clean_url, "max_reply_bytes")
+        max_reply_bytes = options.pop("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES)
+        if url_max_reply is not None:
+            if "max_reply_bytes" in options or max_reply_bytes != DEFAULT_MAX_REPLY_BYTES:
+                raise ConfigurationError(
+                    "max_reply_bytes is given both in the URL and as a keyword; give it once",
+                    setting="max_reply_bytes",
+                )
+            try:
+                max_reply_bytes = int(url_max_reply, 10)
+            except ValueError:
+                raise ConfigurationError(
+                    f"max_reply_bytes={url_max_reply!r} in the Redis URL is not a whole number",
+                    setting="max_reply_bytes",
+                ) from None
         if url_transport is not None and transport is not None:
             raise ConfigurationError(
                 "Redis store transport is given both in the URL and as transport=; give it once",
@@ -386,6 +423,7 @@ class RedisStore:
             prefix=DEFAULT_PREFIX if chosen_prefix is None else chosen_prefix,
             sync_client=sync_client,
             transport=chosen_transport,
+            max_reply_bytes=max_reply_bytes,
         )
 
     @property
@@ -399,7 +437,8 @@ class RedisStore:
         return self._prefix
 
     def full_key(self, key: str) -> bytes:
-        """The key as sent to Redis: prefix and key, UTF-8. Raises StoreError on a bad key."""
+        """The key as sent to Redis: the prefix's namespace (:func:`namespace_prefix`) and the
+        key, UTF-8. Raises StoreError on a bad key."""
         return self._raw_prefix + check_key(key)
 
     def _open_key(self, operation: str, key: str) -> bytes:
@@ -415,7 +454,7 @@ class RedisStore:
         if self._resp is not None:
             value = await self._fast("get", _pack(b"GET", full))
         else:
-            value = await self._run("get", self._client.get(full))
+            value = await self._run("get", self._clients.get().get(full))
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"Redis returned {type(value).__name__} for GET; expected bytes")
         return value
@@ -430,13 +469,13 @@ class RedisStore:
             )
             await self._fast("set", command)
             return
-        await self._run("set", self._client.set(full, data, px=px or None))
+        await self._run("set", self._clients.get().set(full, data, px=px or None))
 
     async def delete(self, key: str) -> bool:
         full = self._open_key("delete", key)
         if self._resp is not None:
             return bool(await self._fast("delete", _pack(b"DEL", full)))
-        removed = await self._run("delete", self._client.delete(full))
+        removed = await self._run("delete", self._clients.get().delete(full))
         return bool(removed)
 
     async def compare_and_set(
@@ -455,11 +494,12 @@ class RedisStore:
         return bool(result == 1)
 
     async def _eval_cas(self, full: bytes, args: list[bytes | int]) -> Any:
+        client = self._clients.get()
         try:
-            return await self._client.evalsha(_CAS_SHA, 1, full, *args)
+            return await client.evalsha(_CAS_SHA, 1, full, *args)
         except redis_errors.NoScriptError:
             # The server lost its script cache. EVAL runs the script and caches it again.
-            return await self._client.eval(_CAS_SCRIPT, 1, full, *args)
+            return await client.eval(_CAS_SCRIPT, 1, full, *args)
 
     async def _fast(self, operation: str, payload: bytes) -> Any:
         resp = self._resp
@@ -488,14 +528,9 @@ class RedisStore:
     async def _run(self, operation: str, command: Awaitable[_T]) -> _T:
         try:
             return await command
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"Redis at {self._where} is unavailable ({operation}): {self._detail(exc)}. "
-                "Check that the server is running and reachable from this host"
-            ) from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(
-                f"Redis at {self._where} refused {operation}: {self._detail(exc)}"
+        except (redis_errors.RedisError, OSError) as exc:
+            raise redis_py_fault(
+                exc, f"Redis at {self._where}", operation, self._detail(exc)
             ) from exc
 
     def _detail(self, exc: BaseException) -> str:
@@ -514,8 +549,25 @@ class RedisStore:
         self._sync_view.close()
         if self._resp is not None:
             self._resp.close()
-            await asyncio.sleep(0)  # let the aborted transport run connection_lost and close
-        await self._client.aclose(close_connection_pool=True)
+        await self._clients.aclose()
+        if not self._handed_out:
+            await self._client.aclose(close_connection_pool=True)
+
+    def _loop_client(self) -> Redis:
+        """The given client for the first event loop; a client on a copy of its pool (same
+        settings, connections of its own) for every other loop (see ``LoopClients``)."""
+        if not self._handed_out:
+            self._handed_out = True
+            return self._client
+        pool = self._client.connection_pool
+        settings: dict[str, Any] = {
+            "connection_class": pool.connection_class,
+            "max_connections": pool.max_connections,
+            **pool.connection_kwargs,
+        }
+        if isinstance(pool, BlockingConnectionPool):
+            settings["timeout"] = pool.timeout
+        return Redis.from_pool(type(pool)(**settings))
 
 
 class RedisSyncStore:
@@ -569,15 +621,9 @@ class RedisSyncStore:
         store = self._store
         try:
             return command(self._connection())
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"Redis at {store._where} is unavailable ({operation}): "
-                f"{store._detail(exc)}. Check that the server is running and reachable "
-                "from this host"
-            ) from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(
-                f"Redis at {store._where} refused {operation}: {store._detail(exc)}"
+        except (redis_errors.RedisError, OSError) as exc:
+            raise redis_py_fault(
+                exc, f"Redis at {store._where}", operation, store._detail(exc)
             ) from exc
 
     def _fast(self, operation: str, payload: bytes) -> Any:
@@ -666,9 +712,6 @@ class RedisSyncStore:
 
 # -- the RESP transport: a lean client for the four hot commands -------------------------------
 
-_UNAVAILABLE_CODES: Final = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-_AUTH_CODES: Final = ("NOAUTH", "WRONGPASS", "NOPERM")
-
 
 def _pack(*args: bytes) -> bytes:
     """One RESP command (an array of bulk strings)."""
@@ -693,6 +736,8 @@ class _Endpoint:
     client_name: str | None
     connect_timeout: float
     timeout: float
+    max_connections: int
+    max_reply_bytes: int
 
     def handshake(self) -> list[bytes]:
         commands = []
@@ -716,6 +761,10 @@ class _ReplyFailure(Exception):
         self.code = text.split(" ", 1)[0]
 
 
+class _ReplyTooLarge(Exception):
+    """A reply grew past ``max_reply_bytes`` before it was complete."""
+
+
 def _checked(reply: Any) -> Any:
     """``reply``, or :class:`_ReplyFailure` when it is an error reply."""
     if isinstance(reply, hiredis.ReplyError):
@@ -723,222 +772,379 @@ def _checked(reply: Any) -> Any:
     return reply
 
 
-def _recv_reply(sock: socket.socket, reader: Any) -> Any:
-    """Read from ``sock`` until ``reader`` holds one whole reply (blocking, with the timeout)."""
-    reply = reader.gets()
-    while reply is False:
-        data = sock.recv(65536)
+class _Conn:
+    """One connection: a socket and its reply parser. Used by one caller at a time.
+
+    A connection is in step while every reply to what was sent on it has been read whole.
+    Any failure in the middle of a command (timeout, cancellation, a reset, an oversized
+    reply) leaves it out of step, and the pool closes it instead of reusing it.
+    """
+
+    __slots__ = ("limit", "pid", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.reader = hiredis.Reader()
+        self.pid = os.getpid()
+        self.limit = limit
+
+    def fresh(self) -> bool:
+        """Whether the idle connection is still usable: the server has not closed it and sent
+        nothing unasked (an idle connection with anything to read is one or the other). One
+        ``poll`` with no wait, so a server restart costs no failed call."""
+        if self.pid != os.getpid():
+            return False
+        try:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):  # closed
+            return False
+
+    def feed(self, data: bytes, received: int) -> int:
         if not data:
             raise ConnectionResetError("connection closed by the server")
-        reader.feed(data)
+        received += len(data)
+        if received > self.limit:
+            raise _ReplyTooLarge(
+                f"reply exceeds max_reply_bytes={self.limit} bytes; the connection was closed"
+            )
+        self.reader.feed(data)
+        return received
+
+    def call(self, payload: bytes, deadline: float, timeout: float) -> Any:
+        """Send ``payload`` and read its whole reply by ``deadline`` (``time.monotonic()``);
+        ``timeout`` is the configured bound, for the message."""
+        sock = self.sock
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no whole reply within {timeout:g} s")
+        # The socket keeps ``timeout`` between calls; it is lowered only when less is left,
+        # so the common call (a whole reply in one read) changes no socket setting.
+        shortened = remaining < timeout
+        if shortened:
+            sock.settimeout(remaining)
+        sock.sendall(payload)  # one total timeout for the whole send (Python >= 3.5)
+        reader = self.reader
+        received = self.feed(sock.recv(65536), 0)
         reply = reader.gets()
-    return _checked(reply)
-
-
-class _Lane(asyncio.Protocol):
-    """One pipelined connection: requests are written in order, replies matched in order."""
-
-    def __init__(self) -> None:
-        self._reader = hiredis.Reader()
-        self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._transport: asyncio.Transport | None = None
-        self.lost: BaseException | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        waiters = self._waiters
-        while waiters:
+        while reply is False:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no whole reply within {timeout:g} s")
+            sock.settimeout(remaining)
+            shortened = True
+            received = self.feed(sock.recv(65536), received)
             reply = reader.gets()
-            if reply is False:
-                return
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(reply)
+        if shortened:
+            sock.settimeout(timeout)
+        return reply
 
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionResetError("connection closed by the server")
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(ConnectionResetError(str(self.lost)))
-
-    @property
-    def usable(self) -> bool:
-        transport = self._transport
-        return self.lost is None and transport is not None and not transport.is_closing()
-
-    def request(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> asyncio.Future[Any]:
-        transport = self._transport
-        if self.lost is not None or transport is None or transport.is_closing():
-            raise ConnectionResetError("connection is closed")
-        waiter = loop.create_future()
-        self._waiters.append(waiter)
-        transport.write(payload)
-        return waiter
-
-    def abort(self) -> None:
-        transport = self._transport
-        if transport is not None:
-            try:
-                transport.abort()
-            except RuntimeError:  # its event loop is closed: close the socket itself
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.close()
-
-
-def _expire(waiter: asyncio.Future[Any], lane: _Lane, timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError(f"no reply within {timeout:g} s"))
-        lane.abort()  # replies are matched by order: a late one would desynchronise the lane
-
-
-class _AsyncResp:
-    """The async side of the RESP transport: one pipelined connection per event loop."""
-
-    def __init__(self, endpoint: _Endpoint) -> None:
-        self._endpoint = endpoint
-        self._lane: _Lane | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connecting: asyncio.Future[_Lane] | None = None
-
-    async def call(self, payload: bytes) -> Any:
-        loop = asyncio.get_running_loop()
-        lane = self._lane
-        if lane is None or self._loop is not loop or not lane.usable:
-            lane = await self._connect(loop)
-        timeout = self._endpoint.timeout
-        waiter = lane.request(loop, payload)
-        handle = loop.call_later(timeout, _expire, waiter, lane, timeout)
-        try:
-            reply = await waiter
-        finally:
-            handle.cancel()
-        return _checked(reply)
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Lane:
-        pending = self._connecting
-        if pending is not None and self._loop is loop and not pending.done():
-            return await asyncio.shield(pending)
-        old = self._lane
-        if old is not None:
-            old.abort()
-        self._lane = None
-        self._loop = loop
-        pending = loop.create_future()
-        self._connecting = pending
-        try:
-            lane = await self._open(loop)
-        except asyncio.CancelledError:
-            pending.cancel()
-            raise
-        except BaseException as exc:
-            pending.set_exception(exc)
-            pending.exception()  # retrieved: waiters re-raise it, nobody else must log it
-            raise
-        finally:
-            self._connecting = None
-        pending.set_result(lane)
-        self._lane = lane
-        return lane
-
-    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Lane:
-        endpoint = self._endpoint
-        async with asyncio.timeout(endpoint.connect_timeout):
-            if endpoint.path is not None:
-                _transport, lane = await loop.create_unix_connection(_Lane, endpoint.path)
-            else:
-                _transport, lane = await loop.create_connection(_Lane, endpoint.host, endpoint.port)
-        try:
-            for command in endpoint.handshake():
-                async with asyncio.timeout(endpoint.timeout):
-                    _checked(await lane.request(loop, command))
-        except BaseException:
-            lane.abort()
-            raise
-        return lane
+    async def acall(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> Any:
+        """The same on a non-blocking socket; the caller bounds it with ``asyncio.timeout``."""
+        sock = self.sock
+        await loop.sock_sendall(sock, payload)
+        reader = self.reader
+        received = 0
+        reply = reader.gets()
+        while reply is False:
+            received = self.feed(await loop.sock_recv(sock, 65536), received)
+            reply = reader.gets()
+        return reply
 
     def close(self) -> None:
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            lane.abort()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _connect_sync(endpoint: _Endpoint) -> _Conn:
+    if endpoint.path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(endpoint.connect_timeout)
+        try:
+            sock.connect(endpoint.path)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(
+            (endpoint.host, endpoint.port), timeout=endpoint.connect_timeout
+        )
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = _Conn(sock, endpoint.max_reply_bytes)
+    try:
+        for command in endpoint.handshake():
+            deadline = time.monotonic() + endpoint.connect_timeout
+            _checked(conn.call(command, deadline, endpoint.connect_timeout))
+        sock.settimeout(endpoint.timeout)  # kept between calls (see _Conn.call)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def _connect_async(loop: asyncio.AbstractEventLoop, endpoint: _Endpoint) -> _Conn:
+    if endpoint.path is not None:
+        targets: list[tuple[int, Any]] = [(socket.AF_UNIX, endpoint.path)]
+    else:
+        try:  # an IP address needs no resolver (and no executor thread)
+            infos = socket.getaddrinfo(
+                endpoint.host, endpoint.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+        targets = [(family, address) for family, _, _, _, address in infos]
+    error: OSError = ConnectionRefusedError(f"no address for {endpoint.host}")
+    for family, address in targets:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)  # noqa: FBT003 (the socket API)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Conn(sock, endpoint.max_reply_bytes)
+        try:
+            for command in endpoint.handshake():
+                _checked(await conn.acall(loop, command))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    raise error
 
 
 class _SyncResp:
-    """The blocking side of the RESP transport: one socket per thread, rebuilt after fork."""
+    """The blocking side of the RESP transport: one bounded pool shared by every thread.
+
+    A command checks a connection out, runs, and returns it, so threads that come and go (a
+    threaded WSGI server, anyio's worker threads) reuse the same few sockets instead of
+    leaving one behind each. At most ``max_connections`` exist; a caller that finds all in
+    use waits, within the command's timeout, then gets :class:`StoreTimeout`. A connection
+    that failed mid-command, or that the server closed while idle, is closed and replaced. In
+    a forked child the parent's connections are closed (the child's copies only) and new ones
+    are made.
+    """
 
     def __init__(self, endpoint: _Endpoint) -> None:
         self._endpoint = endpoint
-        self._local = threading.local()
-        self._all: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[_Conn] = []
+        self._count = 0
+        self._pid = os.getpid()
+        self._generation = 0
 
     def call(self, payload: bytes) -> Any:
-        local = self._local
-        sock: socket.socket | None = getattr(local, "sock", None)
-        pid = os.getpid()
-        if sock is None or local.pid != pid:
-            sock = self._open()
-            local.sock, local.pid, local.reader = sock, pid, hiredis.Reader()
-        reader = local.reader
-        try:
-            sock.sendall(payload)
-            return _recv_reply(sock, reader)
-        except _ReplyFailure:
-            raise  # a whole reply was read: the connection is still in step
-        except BaseException:
-            self._drop(local, sock)
-            raise
-
-    def _open(self) -> socket.socket:
         endpoint = self._endpoint
-        if endpoint.path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(endpoint.connect_timeout)
-            try:
-                sock.connect(endpoint.path)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection(
-                (endpoint.host, endpoint.port), timeout=endpoint.connect_timeout
-            )
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(endpoint.timeout)
+        began = time.monotonic()
+        conn, generation, connecting = self._checkout(began + endpoint.timeout)
+        # One deadline for the wait and the command; opening a connection (bounded by
+        # connect_timeout) does not eat into it.
         try:
-            reader = hiredis.Reader()
-            for command in endpoint.handshake():
-                sock.sendall(command)
-                _recv_reply(sock, reader)
+            reply = conn.call(payload, began + connecting + endpoint.timeout, endpoint.timeout)
         except BaseException:
-            sock.close()
+            self._checkin(conn, generation, broken=True)
             raise
-        with self._lock:
-            self._all.append(sock)
-        return sock
+        self._checkin(conn, generation, broken=False)
+        return _checked(reply)
 
-    def _drop(self, local: threading.local, sock: socket.socket) -> None:
-        local.sock = None
-        if local.pid == os.getpid():
-            sock.close()
-        with self._lock:
-            if sock in self._all:
-                self._all.remove(sock)
+    def _checkout(self, deadline: float) -> tuple[_Conn, int, float]:
+        """A connection, its pool generation, and the seconds spent opening it (0 if idle)."""
+        endpoint = self._endpoint
+        with self._cond:
+            if self._pid != os.getpid():
+                stale, self._idle, self._count = self._idle, [], 0
+                self._pid = os.getpid()
+                self._generation += 1
+                for conn in stale:
+                    conn.close()  # the child's copy of the descriptor; the parent keeps its own
+            while True:
+                while self._idle:
+                    conn = self._idle.pop()
+                    if conn.fresh():
+                        return conn, self._generation, 0.0
+                    conn.close()
+                    self._count -= 1
+                if self._count < endpoint.max_connections:
+                    self._count += 1
+                    generation = self._generation
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"all {endpoint.max_connections} connections stayed in use for "
+                        f"{endpoint.timeout:g} s (raise max_connections?)"
+                    )
+                self._cond.wait(remaining)
+        began = time.monotonic()
+        try:
+            return _connect_sync(endpoint), generation, time.monotonic() - began
+        except BaseException:
+            with self._cond:
+                if generation == self._generation:
+                    self._count -= 1
+                self._cond.notify()
+            raise
+
+    def _checkin(self, conn: _Conn, generation: int, *, broken: bool) -> None:
+        with self._cond:
+            current = generation == self._generation and conn.pid == os.getpid()
+            if current and not broken:
+                self._idle.append(conn)
+            else:
+                if current:
+                    self._count -= 1
+                conn.close()
+            self._cond.notify()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections this process holds (idle and in use), for tests and diagnostics."""
+        with self._cond:
+            return self._count
 
     def close(self) -> None:
-        """Close this process's sockets (every thread's); threads reconnect on next use."""
+        """Close the idle connections; those in use close when returned. Usable again after."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._count = 0
+            self._generation += 1
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+
+class _LoopPool:
+    """The connections of one event loop. Touched only by tasks of that loop."""
+
+    __slots__ = ("closed", "count", "idle", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[_Conn] = []
+        self.count = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.closed = False
+
+    def wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close every idle connection; in-use ones close when returned. Any thread may call
+        it once the loop has closed; the owning loop may call it at any time."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _AsyncResp:
+    """The async side of the RESP transport: a bounded pool of connections per event loop.
+
+    A socket registered with one event loop must not be used by another, so each running loop
+    gets its own pool, found through a :class:`weakref.WeakKeyDictionary` keyed by the loop.
+    ``asyncio.run()`` per request (Flask async views, asgiref, pytest-asyncio) therefore gets
+    working connections every time, and two loops in two threads never share a socket. A
+    pool's connections are closed when its loop is collected (a :func:`weakref.finalize`
+    callback), and sooner, when another loop opens a pool and finds the old loop closed.
+    Each caller opens its own connection when none is idle, so cancelling one caller never
+    fails another. The store's timeout bounds each command as a whole (the wait for a free
+    connection, the send and the whole reply); ``connect_timeout`` bounds opening one.
+    """
+
+    def __init__(self, endpoint: _Endpoint) -> None:
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _pool(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
         with self._lock:
-            socks, self._all = self._all, []
-        pid = os.getpid()
-        if getattr(self._local, "pid", pid) == pid:
-            for sock in socks:
-                sock.close()
-        self._local = threading.local()
+            for old_loop, old_pool in list(self._pools.items()):
+                if old_loop.is_closed():
+                    old_pool.close()
+                    del self._pools[old_loop]
+            pool = self._pools.get(loop)
+            if pool is None:
+                pool = self._pools[loop] = _LoopPool()
+                weakref.finalize(loop, pool.close)
+        return pool
+
+    async def call(self, payload: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        pool = self._pool(loop)
+        endpoint = self._endpoint
+        # One deadline for the wait and the command; opening a connection (bounded by
+        # connect_timeout) does not eat into it.
+        deadline = loop.time() + endpoint.timeout
+        async with asyncio.timeout_at(deadline):
+            conn = await self._checkout(pool)
+        if conn is None:  # a slot is reserved for a new connection
+            began = loop.time()
+            try:
+                async with asyncio.timeout(endpoint.connect_timeout):
+                    conn = await _connect_async(loop, endpoint)
+            except BaseException:
+                pool.count -= 1
+                pool.wake()
+                raise
+            deadline += loop.time() - began
+        try:
+            async with asyncio.timeout_at(deadline):
+                reply = await conn.acall(loop, payload)
+        except BaseException:
+            self._checkin(pool, conn, broken=True)
+            raise
+        self._checkin(pool, conn, broken=False)
+        return _checked(reply)
+
+    async def _checkout(self, pool: _LoopPool) -> _Conn | None:
+        while True:
+            if pool.closed:
+                raise ConnectionResetError("the store's connections were closed")
+            while pool.idle:
+                conn = pool.idle.pop()
+                if conn.fresh():
+                    return conn
+                conn.close()
+                pool.count -= 1
+            if pool.count < self._endpoint.max_connections:
+                pool.count += 1
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            pool.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    pool.wake()  # pass the wake-up on: this caller no longer needs it
+                raise
+
+    def _checkin(self, pool: _LoopPool, conn: _Conn, *, broken: bool) -> None:
+        if broken or pool.closed or conn.pid != os.getpid():
+            conn.close()
+            pool.count -= 1
+        else:
+            pool.idle.append(conn)
+        pool.wake()
+
+    def close(self) -> None:
+        """Close every loop's idle connections; connections in use close when returned."""
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for pool in pools:
+            pool.close()

@@ -7,12 +7,26 @@ socket, so bastion's own parameters are taken out first with :func:`pop_query`.
 
 from __future__ import annotations
 
-from typing import Any, Final
+import asyncio
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bastion.errors import ConfigurationError
 
-__all__ = ["DEFAULT_PREFIX", "REDIS_SCHEMES", "pop_query", "without_maintenance_notifications"]
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "REDIS_SCHEMES",
+    "LoopClients",
+    "pop_query",
+    "without_maintenance_notifications",
+]
+
+_C = TypeVar("_C")
 
 DEFAULT_PREFIX: Final = "bastion:"
 """Prepended to every key, so bastion's keys never collide with an application's."""
@@ -61,3 +75,68 @@ def without_maintenance_notifications(options: dict[str, Any]) -> dict[str, Any]
     except ImportError:
         return {}
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+class LoopClients(Generic[_C]):
+    """One async client per running event loop, closed when that loop shuts down.
+
+    An asyncio connection belongs to the loop that opened it: reused from another loop it
+    fails (``RuntimeError: Event loop is closed`` on every second call when each request runs
+    ``asyncio.run()``, as Flask async views and asgiref do). So each loop gets its own client,
+    kept in a :class:`weakref.WeakKeyDictionary` keyed by the loop. With each client a small
+    task is started on its loop that waits forever; ``asyncio.run()`` (and every
+    ``asyncio.Runner``) cancels the tasks still pending before it closes the loop, and that
+    task then closes the client, so its connections never outlive the loop.
+    """
+
+    __slots__ = ("_clients", "_closer", "_factory", "_keepers", "_lock")
+
+    def __init__(self, factory: Callable[[], _C], closer: Callable[[_C], Awaitable[None]]) -> None:
+        self._factory = factory
+        self._closer = closer
+        self._lock = threading.Lock()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _C] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> _C:
+        """The running loop's client, made on first use."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                client = self._clients[loop] = self._factory()
+                self._keepers[loop] = loop.create_task(self._keep(loop, client))
+        return client
+
+    async def _keep(self, loop: asyncio.AbstractEventLoop, client: _C) -> None:
+        try:
+            await loop.create_future()
+        finally:
+            with self._lock:
+                if self._clients.get(loop) is client:
+                    del self._clients[loop]
+            await self._closer(client)
+
+    async def aclose(self) -> None:
+        """Close the running loop's client now; ask the other loops to close theirs."""
+        with self._lock:
+            clients, self._clients = dict(self._clients), weakref.WeakKeyDictionary()
+            keepers, self._keepers = dict(self._keepers), weakref.WeakKeyDictionary()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, keeper in keepers.items():
+            if loop is running:
+                keeper.cancel()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(keeper.cancel)
+        if running is not None and running in clients:
+            await self._closer(clients[running])

@@ -8,8 +8,15 @@ and a row is live while ``expires_at`` is ``NULL`` or later than now.
 
 Concurrency. The file is put in WAL mode (readers never wait for the writer). Every operation
 is one SQL statement in autocommit mode, hence one atomic transaction; SQLite serialises the
-writers of all processes with a file lock, and a writer that finds the lock taken retries for
-up to ``timeout`` seconds (``busy_timeout``) before :class:`~bastion.errors.StoreUnavailable`.
+writers of all processes with a file lock, and a writer that finds the lock taken retries until
+its deadline, ``timeout`` seconds after the call began, then raises
+:class:`~bastion.errors.StoreBusy` (a :class:`~bastion.errors.StoreUnavailable`). The deadline
+covers the whole wait: a write queued behind others on the worker thread gets what is left of
+its timeout, never a fresh one, so writes queued behind a lock held elsewhere all fail within
+``timeout`` rather than after 1, 2, 3 ... timeouts. Every SQLite fault is classified once, in
+:mod:`bastion.stores.faults`, for this store and the rate-limit store alike (a read-only
+file is :class:`~bastion.errors.StoreReadOnly`, a full disk :class:`~bastion.errors.StoreFull`,
+a corrupt file :class:`~bastion.errors.StoreCorrupt`: all answer 503, never 500).
 ``compare_and_set`` is a conditional ``UPDATE`` (or an ``INSERT ... ON CONFLICT DO UPDATE ...
 WHERE`` the old row has expired) whose change count says whether it won. The schema is created
 or migrated inside ``BEGIN IMMEDIATE``, so processes opening a fresh file at the same moment
@@ -33,10 +40,11 @@ referenced and never touched, since SQLite forbids using or closing a connection
 ``fork``.
 
 Sync side. ``store.sync`` (:class:`SQLiteSyncStore`) runs the same statements directly on the
-calling thread, on a connection of that thread's own (created on first use, replaced after a
-fork), for WSGI workers and threads that have no event loop. A read is a few microseconds in
-WAL mode; a write may wait up to ``timeout`` for another writer's lock, so do not write through
-the sync side from an event loop thread.
+calling thread, on a connection of that thread's own (created on first use, closed when the
+thread ends, replaced after a fork; see :class:`ThreadConnections`), for WSGI workers and
+threads that have no event loop. A read is a few microseconds in WAL mode; a write may wait
+up to ``timeout`` for another writer's lock, so do not write through the sync side from an
+event loop thread.
 
 Durability. ``synchronous="full"`` (the default) syncs the write-ahead log on every commit:
 an acknowledged write survives an application crash, an OS crash and a power cut. This is the
@@ -58,20 +66,31 @@ import math
 import os
 import sqlite3
 import threading
+import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from bastion.core.clock import system_clock
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreError
 from bastion.stores.base import check_key, check_ttl, check_value
+from bastion.stores.faults import sqlite_fault
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.core.clock import Clock
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "SQLiteSyncStore", "check_settings"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SQLiteStore",
+    "SQLiteSyncStore",
+    "ThreadConnections",
+    "bound_lock_wait",
+    "check_settings",
+    "open_connection",
+]
 
 SCHEMA_VERSION: Final = 1
 """The schema this code reads and writes. A file with a higher version is refused."""
@@ -87,16 +106,6 @@ _SYNCHRONOUS: Final = {
     "full": "PRAGMA synchronous = FULL",
     "normal": "PRAGMA synchronous = NORMAL",
 }
-
-_UNAVAILABLE_CODES: Final = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_PROTOCOL,
-    }
-)
 
 _SQL_CREATE_SCHEMA_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS bastion_schema (
@@ -169,16 +178,161 @@ def check_settings(*, timeout: object, synchronous: object, purge_every: object)
         )
 
 
+def open_connection(
+    path: Path, *, deadline: float, synchronous: Literal["full", "normal"]
+) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode, opened within ``deadline`` (``time.monotonic()``).
+
+    Shared by both SQLite stores. Switching a fresh file to WAL needs an exclusive lock, and
+    SQLite does not wait for it (no busy handler): connections opening a fresh file at the same
+    moment get an immediate ``SQLITE_BUSY``. They retry here until the deadline, so that race is
+    not reported as a lock held for the whole timeout. The connection may be used by one
+    thread at a time; which thread is the caller's business (``check_same_thread=False``, so
+    that :class:`ThreadConnections` can close it when its thread ends).
+    """
+    conn = sqlite3.connect(
+        path,
+        timeout=max(0.0, deadline - time.monotonic()),
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    try:
+        _switch_to_wal(conn, path, deadline)
+        conn.execute(_SYNCHRONOUS[synchronous])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, path: Path, deadline: float) -> None:
+    # Both the reading and the setting of the journal mode can meet an exclusive lock that
+    # SQLite does not wait for (another connection switching the mode, or the last connection
+    # of another process checkpointing and removing the WAL as it closes): retry until the
+    # deadline.
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
+            if code not in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}:
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
+            continue
+        if str(mode).lower() != "wal":
+            raise _no_wal(path, mode)
+        return
+
+
+def _no_wal(path: Path, mode: object) -> StoreError:
+    return StoreError(
+        f"SQLite store {str(path)!r} cannot use WAL mode (journal mode stays {mode!r}); put "
+        "the file on a local file system that supports it"
+    )
+
+
+def bound_lock_wait(conn: sqlite3.Connection, deadline: float) -> None:
+    """Let the next statements on ``conn`` wait for another writer's lock only until
+    ``deadline``: an operation that queued behind others gets what is left of its timeout,
+    not a fresh one, so queued writes fail within the timeout instead of one timeout each."""
+    remaining = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+    conn.execute(f"PRAGMA busy_timeout = {remaining}")
+
+
+class _Held:
+    """A thread's connection, referenced only from that thread's ``threading.local``."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+
+def _release(conn: sqlite3.Connection, pid: int, inherited: list[sqlite3.Connection]) -> None:
+    if os.getpid() != pid:
+        # A forked child: SQLite forbids using or closing the parent's connection here, and
+        # letting it be collected would close it. Keep it referenced.
+        inherited.append(conn)
+        return
+    try:
+        conn.close()
+    except sqlite3.Error:  # pragma: no cover - close() fails only on misuse
+        logger.warning("closing a finished thread's SQLite connection failed", exc_info=True)
+
+
+class ThreadConnections:
+    """One connection per calling thread, closed when that thread ends.
+
+    Threads that come and go (a threaded WSGI server, anyio's worker threads) each open a
+    connection on first use; when the thread ends, its ``threading.local`` entry is dropped and
+    a :func:`weakref.finalize` callback closes the connection, so finished threads leave no
+    descriptors behind (a plain list of every connection made kept each one open until the
+    store closed). :meth:`close_all` closes the connections of threads still alive. In a
+    forked child, connections opened by the parent are kept referenced and never touched.
+    """
+
+    __slots__ = ("_held", "_inherited", "_local", "_lock", "_opener")
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
+        self._opener = opener
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._inherited: list[sqlite3.Connection] = []
+
+    def get(self) -> sqlite3.Connection:
+        """The calling thread's connection, opened on first use (or after a fork)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid == os.getpid():
+            return held.conn
+        conn = self._opener()
+        held = _Held(conn)
+        weakref.finalize(held, _release, conn, held.pid, self._inherited)
+        self._local.held = held  # a parent's entry, if any, is released (kept) by finalize
+        with self._lock:
+            self._held.add(held)
+        return conn
+
+    def close_current(self) -> None:
+        """Close the calling thread's connection, if it has one; the next call reopens."""
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            with self._lock:
+                self._held.discard(held)
+            del held  # the finalizer closes it (or keeps it, in a forked child)
+
+    def close_all(self) -> None:
+        """Close every live thread's connection. Threads reopen on next use."""
+        with self._lock:
+            held, self._held = list(self._held), weakref.WeakSet()
+        self._local = threading.local()
+        for entry in held:
+            if entry.pid == os.getpid():
+                # Closing twice is harmless; the finalizer's close later does nothing.
+                _release(entry.conn, entry.pid, self._inherited)
+
+    def __len__(self) -> int:
+        """Connections of live threads in this process (for tests and diagnostics)."""
+        with self._lock:
+            return sum(1 for entry in self._held if entry.pid == os.getpid())
+
+
 class SQLiteStore:
     """A :class:`~bastion.stores.base.Store` in one SQLite file. See the module docstring.
 
     ``path`` is the database file (created if missing; its directory must exist). A relative
     path is resolved against the working directory once, here. ``timeout`` (seconds) bounds
-    the wait for another connection's write lock. ``synchronous`` is ``"full"`` or
-    ``"normal"`` (see *Durability*). ``purge_every`` is the number of writes between two
-    opportunistic purges of expired rows (``0`` turns them off). ``inline_reads`` (default
-    ``True``) runs ``get`` on the calling thread rather than the worker thread (see *Event
-    loop*).
+    each operation's wait for another connection's write lock, time queued included.
+    ``synchronous`` is ``"full"`` or ``"normal"`` (see *Durability*). ``purge_every`` is the
+    number of writes between two opportunistic purges of expired rows (``0`` turns them off).
+    ``inline_reads`` (default ``True``) runs ``get`` on the calling thread rather than the
+    worker thread (see *Event loop*).
     """
 
     __slots__ = (
@@ -238,8 +392,9 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._writes = 0
         self._inherited: list[sqlite3.Connection] = []
-        # The sync side: one connection per calling thread (and per process).
-        self._threads = threading.local()
+        # The sync side (and inline reads): one connection per calling thread, closed when the
+        # thread ends.
+        self._threads = ThreadConnections(self._connect)
 
     @property
     def path(self) -> Path:
@@ -337,27 +492,13 @@ class SQLiteStore:
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self!r} is closed; open a new store")
-        local = self._threads
-        pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is not None and getattr(local, "pid", pid) != pid:
-            # Forked since this thread connected: never touch the parent's connection.
-            self._inherited.append(conn)
-            conn = None
         try:
-            if conn is None:
-                conn = self._connect()
-                local.conn = conn
-                local.pid = pid
-            return op(conn)
+            return op(self._threads.get())
         except sqlite3.Error as exc:
             raise self._translate(exc, action) from exc
 
     def _close_thread_connection(self) -> None:
-        conn = getattr(self._threads, "conn", None)
-        self._threads.conn = None
-        if conn is not None and getattr(self._threads, "pid", None) == os.getpid():
-            conn.close()
+        self._threads.close_current()
 
     async def purge_expired(self) -> int:
         """Delete every expired row and say how many went.
@@ -380,7 +521,7 @@ class SQLiteStore:
 
         Operations already awaiting finish first; later calls raise
         :class:`~bastion.errors.StoreError`. Connections that other threads opened through the
-        sync side close when those threads end.
+        sync side are closed too (and would close anyway when those threads end).
         """
         with self._lock:
             if self._closed:
@@ -388,7 +529,7 @@ class SQLiteStore:
             self._closed = True
             executor, self._executor = self._executor, None
             forked = self._pid != os.getpid()
-        self._close_thread_connection()
+        self._threads.close_all()
         if executor is None or forked:
             return
         try:
@@ -422,31 +563,33 @@ class SQLiteStore:
     async def _run(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
         executor = self._worker()
         loop = asyncio.get_running_loop()
+        # The timeout counts from now, so time spent queued behind other writes counts too.
+        deadline = time.monotonic() + self._timeout
         try:
-            return await loop.run_in_executor(executor, self._call, action, op)
+            return await loop.run_in_executor(executor, self._call, action, op, deadline)
         except RuntimeError as exc:
             if "shutdown" in str(exc):  # aclose() won a race with this call
                 raise StoreError(f"{self!r} is closed; open a new store") from None
             raise
 
-    def _call(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``op`` on the worker thread's connection, translating sqlite3 errors."""
+    def _call(self, action: str, op: Callable[[sqlite3.Connection], _T], deadline: float) -> _T:
+        """Run ``op`` on the worker thread's connection by ``deadline``, translating errors."""
         try:
             if self._conn is None:
-                self._conn = self._connect()
+                self._conn = self._connect(deadline)
+            bound_lock_wait(self._conn, deadline)
             return op(self._conn)
         except sqlite3.Error as exc:
             raise self._translate(exc, action) from exc
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=True
-        )
+    def _connect(self, deadline: float | None = None) -> sqlite3.Connection:
+        if deadline is None:
+            deadline = time.monotonic() + self._timeout
+        conn = open_connection(self._path, deadline=deadline, synchronous=self._synchronous)
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            self._check_wal(mode)
-            conn.execute(_SYNCHRONOUS[self._synchronous])
             self._migrate(conn)
+            # Later statements on this connection wait up to the whole timeout for a lock.
+            conn.execute(f"PRAGMA busy_timeout = {math.ceil(self._timeout * 1000)}")
         except BaseException:
             conn.close()
             raise
@@ -484,13 +627,6 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-    def _check_wal(self, mode: object) -> None:
-        if str(mode).lower() != "wal":
-            raise StoreError(
-                f"SQLite store {str(self._path)!r} cannot use WAL mode (journal mode stays "
-                f"{mode!r}); put the file on a local file system that supports it"
-            )
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -530,29 +666,7 @@ class SQLiteStore:
 
     def _translate(self, exc: sqlite3.Error, action: str) -> StoreError:
         where = f"SQLite store {str(self._path)!r}"
-        code = getattr(exc, "sqlite_errorcode", None)
-        primary = code & 0xFF if isinstance(code, int) else None
-        if primary in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}:
-            return StoreUnavailable(
-                f"{where} stayed locked by another connection for more than timeout="
-                f"{self._timeout:g} s while {action}; shorten the other writer's transactions "
-                "or raise the store's timeout"
-            )
-        if primary in _UNAVAILABLE_CODES:
-            return StoreUnavailable(
-                f"{where} failed while {action}: {exc}; check the disk and its free space"
-            )
-        if primary in {sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT}:
-            return StoreError(
-                f"{where} is not a usable SQLite database ({exc}); restore it from a backup "
-                "or point the store at a new file"
-            )
-        if primary in {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM}:
-            return StoreError(
-                f"{where} cannot be opened for writing ({exc}); check that its directory "
-                "exists and that this process may write the file and the directory"
-            )
-        return StoreError(f"{where} failed while {action}: {exc}")
+        return sqlite_fault(exc, where, action, self._timeout, self._path)
 
 
 def _purge_batch(conn: sqlite3.Connection, now: float) -> int:

@@ -18,7 +18,8 @@ password. The Redis store (and the ``redis`` package) is imported only for a Red
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bastion.core.clock import system_clock
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from bastion.core.clock import Clock
     from bastion.stores.base import Store
 
-__all__ = ["ACCEPTED_FORMS", "open_store", "redact_url"]
+__all__ = ["ACCEPTED_FORMS", "StoreURL", "open_store", "parse_store_url", "redact_url"]
 
 ACCEPTED_FORMS: Final = (
     "memory://",
@@ -41,12 +42,40 @@ ACCEPTED_FORMS: Final = (
 )
 
 
-def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store:
-    """Open the store that ``url`` names; see the module docstring for the forms.
+MEMORY_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"max_entries": int}
+"""Options of a ``memory://`` URL (query or keyword), with the conversion from query text."""
 
-    ``clock`` defaults to the wall clock. ``options`` are passed to the store's constructor
-    (``max_entries`` for memory; ``timeout``, ``synchronous``, ``purge_every``, ``inline_reads``
-    for SQLite; the Redis store's ``from_url`` options for Redis).
+SQLITE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
+    "timeout": float,
+    "synchronous": str.lower,
+    "purge_every": int,
+    "inline_reads": bool,
+}
+"""Options of a ``sqlite://`` URL. Both SQLite stores take them (the rate-limit store accepts
+``inline_reads`` and has no use for it: its decisions always run as one transaction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    """A parsed store URL: which store, where, and its settings (query and keywords merged,
+    converted, unknown names refused). ``url`` is the original text for Redis, whose query
+    the Redis stores read themselves."""
+
+    scheme: Literal["memory", "sqlite", "redis"]
+    path: str | None
+    settings: dict[str, Any]
+    url: str
+
+
+def parse_store_url(
+    url: str, options: dict[str, Any], *, extra: frozenset[str] = frozenset()
+) -> StoreURL:
+    """Parse ``url`` the one way every bastion store factory does (:func:`open_store`,
+    :func:`~bastion.stores.ratelimit.open_ratelimit_store`), so one URL configures both.
+
+    ``extra`` names further keyword options a caller accepts (not in the query). Raises
+    :class:`~bastion.errors.ConfigurationError` naming the part at fault, an unknown option
+    included.
     """
     if not isinstance(url, str):
         raise ConfigurationError(
@@ -59,39 +88,44 @@ def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store
             "store URL is malformed; " + _accepted(), setting="store_url"
         ) from None
     scheme = parts.scheme.lower()
-    if scheme in {"redis", "rediss"}:
-        return _open_redis(url.strip(), clock, options)
+    if scheme in {"redis", "rediss", "unix"}:
+        return StoreURL("redis", None, dict(options), url.strip())
     if scheme == "memory":
         if parts.netloc or parts.path or parts.fragment:
             raise ConfigurationError(
                 "a memory:// store URL takes no host or path (only ?max_entries=N)",
                 setting="store_url",
             )
-        settings = _merge("memory://", parts.query, options, {"max_entries": _int})
-        from bastion.stores.memory import MemoryStore  # noqa: PLC0415 (lazy, like the others)
-
-        return MemoryStore(clock=clock or system_clock, **settings)
+        settings = _merge("memory://", parts.query, options, MEMORY_OPTIONS, extra)
+        return StoreURL("memory", None, settings, url.strip())
     if scheme == "sqlite":
         path = _sqlite_path(parts.netloc, parts.path, parts.fragment)
-        settings = _merge(
-            "sqlite://",
-            parts.query,
-            options,
-            {
-                "timeout": _float,
-                "synchronous": str.lower,
-                "purge_every": _int,
-                "inline_reads": _bool,
-            },
-        )
-        from bastion.stores.sqlite import SQLiteStore  # noqa: PLC0415 (lazy, like the others)
-
-        return SQLiteStore(path, clock=clock or system_clock, **settings)
+        settings = _merge("sqlite://", parts.query, options, SQLITE_OPTIONS, extra)
+        return StoreURL("sqlite", path, settings, url.strip())
     if not scheme:
         raise ConfigurationError("store URL has no scheme; " + _accepted(), setting="store_url")
     raise ConfigurationError(
         f"store URL scheme {scheme!r} is not supported; " + _accepted(), setting="store_url"
     )
+
+
+def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store:
+    """Open the store that ``url`` names; see the module docstring for the forms.
+
+    ``clock`` defaults to the wall clock. ``options`` are passed to the store's constructor
+    (``max_entries`` for memory; ``timeout``, ``synchronous``, ``purge_every``, ``inline_reads``
+    for SQLite; the Redis store's ``from_url`` options for Redis).
+    """
+    parsed = parse_store_url(url, options)
+    if parsed.scheme == "redis":
+        return _open_redis(parsed.url, clock, parsed.settings)
+    if parsed.scheme == "memory":
+        from bastion.stores.memory import MemoryStore  # noqa: PLC0415 (lazy, like the others)
+
+        return MemoryStore(clock=clock or system_clock, **parsed.settings)
+    from bastion.stores.sqlite import SQLiteStore  # noqa: PLC0415 (lazy, like the others)
+
+    return SQLiteStore(parsed.path or "", clock=clock or system_clock, **parsed.settings)
 
 
 def redact_url(url: str) -> str:
@@ -156,6 +190,7 @@ def _merge(
     query: str,
     options: dict[str, Any],
     accepted: dict[str, Callable[[str], Any]],
+    extra: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Combine query options (converted from text) with keyword options, refusing unknowns."""
     try:
@@ -172,15 +207,15 @@ def _merge(
         if name in settings:
             raise ConfigurationError(f"store URL option {name!r} is given twice", setting=name)
         try:
-            settings[name] = accepted[name](text)
+            settings[name] = _CONVERT.get(accepted[name], accepted[name])(text)
         except ValueError:
             raise ConfigurationError(
                 f"store URL option {name}={text!r} is not a valid value for {name}",
                 setting=name,
             ) from None
     for name, value in options.items():
-        if name not in accepted:
-            raise _unknown_option(form, name, accepted)
+        if name not in accepted and name not in extra:
+            raise _unknown_option(form, name, {**accepted, **dict.fromkeys(extra)})
         if name in settings:
             raise ConfigurationError(
                 f"store option {name!r} is given both in the URL and as a keyword argument; "
@@ -216,3 +251,11 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(text)
     return value
+
+
+# Query text is converted by these (the option tables name the plain types for readability).
+_CONVERT: Final[dict[Callable[[str], Any], Callable[[str], Any]]] = {
+    int: _int,
+    float: _float,
+    bool: _bool,
+}

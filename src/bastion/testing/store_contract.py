@@ -100,7 +100,21 @@ ODD_KEYS: tuple[str, ...] = (
     "é" * (MAX_KEY_BYTES // 2),
 )
 
-BAD_TTLS: tuple[object, ...] = (0, 0.0, -1, -0.5, math.nan, math.inf, -math.inf, True, False, "10")
+BAD_TTLS: tuple[object, ...] = (
+    0,
+    0.0,
+    -1,
+    -0.5,
+    math.nan,
+    math.inf,
+    -math.inf,
+    True,
+    False,
+    "10",
+    10**400,
+    -(10**400),
+)
+"""Refused with a StoreError (never an OverflowError: 10**400 has no float)."""
 BAD_VALUES: tuple[object, ...] = ("text", None, 1, 1.5, ["b"], object())
 
 

@@ -10,17 +10,20 @@ apps, which therefore never need an event loop.
   threads and tasks; at most ``max_keys`` states are kept, least recently used evicted first.
   Danger: an evicted key starts over, so size ``max_keys`` above the number of active keys.
 * :class:`SQLiteRateLimitStore`: every process on one host. Its own table
-  (``bastion_ratelimit``) and its own connections (one per thread) to the file; each decision
-  is one ``BEGIN IMMEDIATE`` transaction (read, compute, write), which SQLite serialises
-  across processes. ``synchronous=NORMAL`` by default: a power cut may forget the last few
-  hits, which only ever lets a few more requests through.
+  (``bastion_ratelimit``) and its own connections (one per thread, closed when the thread
+  ends) to the file; each decision is one ``BEGIN IMMEDIATE`` transaction (read, compute,
+  write), which SQLite serialises across processes, and waits for other writers only until
+  its deadline (``timeout`` after the call, time queued on the worker thread included).
+  ``synchronous=NORMAL`` by default: a power cut may forget the last few hits, which only
+  ever lets a few more requests through.
 * :class:`RedisRateLimitStore`: several hosts. One Lua script per algorithm does the whole
   decision for every rate of the call in one round trip (``EVALSHA``; ``EVAL`` once after
   ``NOSCRIPT``), with the Redis server's clock (``TIME``) so hosts with skewed clocks agree.
   The keys of one call share one hash tag, hence one Redis Cluster slot.
 
-Every backend raises :class:`~bastion.errors.StoreUnavailable` when its storage cannot be
-reached in time; the engine turns that into the limit's failure policy.
+Every backend raises :class:`~bastion.errors.StoreUnavailable` (typed as in
+:mod:`bastion.stores.faults`, the same classification as the key-value stores) when its
+storage cannot serve in time; the engine turns that into the limit's failure policy.
 """
 
 from __future__ import annotations
@@ -49,8 +52,14 @@ from bastion.core.ratelimit import (
     encode_state,
     micros,
 )
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
-from bastion.stores.sqlite import check_settings
+from bastion.errors import ConfigurationError, StoreError
+from bastion.stores.faults import sqlite_fault
+from bastion.stores.sqlite import (
+    ThreadConnections,
+    bound_lock_wait,
+    check_settings,
+    open_connection,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -184,16 +193,6 @@ _SQL_PURGE: Final = """
 DELETE FROM bastion_ratelimit WHERE key IN (
     SELECT key FROM bastion_ratelimit WHERE expires_at <= ? LIMIT 1000
 )"""
-_SQLITE_UNAVAILABLE: Final = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
-    }
-)
 
 
 class SQLiteRateLimitStore:
@@ -211,7 +210,6 @@ class SQLiteRateLimitStore:
         "_connections",
         "_executor",
         "_hits",
-        "_local",
         "_lock",
         "_path",
         "_pid",
@@ -241,8 +239,9 @@ class SQLiteRateLimitStore:
         self._synchronous = synchronous
         self._purge_every = purge_every
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # One connection per thread, closed when the thread ends: a plain list of every
+        # connection made kept one open per finished thread until close().
+        self._connections = ThreadConnections(self._open)
         self._executor: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
         self._closed = False
@@ -255,49 +254,37 @@ class SQLiteRateLimitStore:
         if self._closed:
             raise StoreError("SQLiteRateLimitStore used after close(); open a new one")
         if os.getpid() != self._pid:
-            # Forked: connections from the parent must not be touched (nor closed) here.
+            # Forked: the parent's worker thread does not exist here.
             with self._lock:
                 self._pid = os.getpid()
-                self._local = threading.local()
-                self._connections = []
                 self._executor = None
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                self._wal(conn)
-                conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
-                conn.execute(_SQL_CREATE)
-            except BaseException:
-                conn.close()
-                raise
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
-    def _wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a fresh file to WAL needs an exclusive lock and SQLite does not wait for
-        # it (no busy handler): workers opening the file together retry here, within timeout.
-        deadline = time.monotonic() + self._timeout
-        while True:
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-            if str(mode).lower() == "wal":
-                return
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)
+    def _open(self) -> sqlite3.Connection:
+        conn = open_connection(
+            self._path,
+            deadline=time.monotonic() + self._timeout,
+            synchronous=self._synchronous,
+        )
+        try:
+            conn.execute(_SQL_CREATE)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def hit_sync(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
+        return self._decide(key, strategy, rates, cost, time.monotonic() + self._timeout)
+
+    def _decide(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int, deadline: float
+    ) -> tuple[Decision, ...]:
+        """One decision, waiting for other writers' locks only until ``deadline``."""
         try:
             conn = self._connection()
+            bound_lock_wait(conn, deadline)
             full = [
                 (key + key_suffix(strategy, rate)).encode("utf-8", "surrogatepass")
                 for rate in rates
@@ -327,22 +314,18 @@ class SQLiteRateLimitStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            primary = None if code is None else code & 0xFF
-            if primary in _SQLITE_UNAVAILABLE or isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(
-                    f"SQLite rate-limit store {self._path} is unavailable: {exc}. Check the "
-                    "file's directory and permissions, or raise timeout= if writers are busy"
-                ) from exc
-            raise StoreError(f"SQLite rate-limit store {self._path} failed: {exc}") from exc
+            where = f"SQLite rate-limit store {str(self._path)!r}"
+            raise sqlite_fault(exc, where, "deciding", self._timeout, self._path) from exc
         return decisions
 
     async def hit(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
         loop = asyncio.get_running_loop()
+        # The timeout counts from now: time queued behind other decisions counts too.
+        deadline = time.monotonic() + self._timeout
         return await loop.run_in_executor(
-            self._worker(), partial(self.hit_sync, key, strategy, rates, cost)
+            self._worker(), partial(self._decide, key, strategy, rates, cost, deadline)
         )
 
     def _worker(self) -> ThreadPoolExecutor:
@@ -358,12 +341,9 @@ class SQLiteRateLimitStore:
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
-            connections, self._connections = self._connections, []
         if executor is not None:
             executor.shutdown(wait=True)
-        if os.getpid() == self._pid:
-            for conn in connections:
-                conn.close()
+        self._connections.close_all()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -374,37 +354,45 @@ def open_ratelimit_store(
 ) -> RateLimitBackend:
     """Open the rate-limit backend that ``url`` names.
 
-    ``memory://`` (options: ``max_keys``), ``sqlite:///relative.db`` or
-    ``sqlite:////absolute.db`` (``timeout``, ``synchronous``, ``purge_every``), or
+    Takes the key-value store's URL unchanged, parsed by the same
+    :func:`~bastion.stores.url.parse_store_url`, with the same options (query or keyword) and
+    the same refusal of unknown ones: ``memory://`` (``max_entries``, also spelt ``max_keys``
+    as a keyword), ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (``timeout``,
+    ``synchronous``, ``purge_every``; ``inline_reads`` is accepted and has no effect here), or
     ``redis://``, ``rediss://``, ``unix://`` URLs (``prefix``, also as ``?prefix=``,
-    ``socket_timeout``, ``connect_timeout``, ``max_connections``; the Redis server's clock is
-    used unless ``clock`` is given). The key-value store's URL works unchanged: a SQLite file
-    may be the one the key-value store uses, a Redis URL keeps its ``?prefix=``.
+    ``socket_timeout``, ``connect_timeout``, ``max_connections``, ``?max_reply_bytes=``;
+    ``?transport=`` is the key-value store's and is ignored here; the Redis server's clock is
+    used unless ``clock`` is given). A SQLite file may be the one the key-value store
+    uses; a Redis URL keeps its ``?prefix=``.
     """
-    if not isinstance(url, str):
-        raise ConfigurationError(
-            f"rate-limit store URL must be a str, got {type(url).__name__}", setting="url"
-        )
-    scheme, sep, rest = url.strip().partition("://")
-    try:
-        if sep and scheme == "memory" and not rest:
-            return MemoryRateLimitStore(clock=clock or system_clock, **options)
-        if sep and scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
-            path = rest[1:].split("?", 1)[0]
-            return SQLiteRateLimitStore(path, clock=clock or system_clock, **options)
-        if sep and scheme in {"redis", "rediss", "unix"}:
-            from bastion.stores.ratelimit.redis import RedisRateLimitStore  # noqa: PLC0415
+    from bastion.stores.url import parse_store_url  # noqa: PLC0415 (url imports this lazily)
 
-            return RedisRateLimitStore(url.strip(), clock=clock, **options)
-    except TypeError as exc:
+    parsed = parse_store_url(url, options, extra=frozenset({"max_keys"}))
+    settings = dict(parsed.settings)
+    if parsed.scheme == "redis":
+        from bastion.stores.ratelimit.redis import RedisRateLimitStore  # noqa: PLC0415
+
+        try:
+            return RedisRateLimitStore(parsed.url, clock=clock, **settings)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"Redis rate-limit store option rejected: {exc}", setting="options"
+            ) from None
+    if parsed.scheme == "memory":
+        if "max_entries" in settings and "max_keys" in settings:
+            raise ConfigurationError(
+                "give max_entries or max_keys for a memory:// rate-limit store, not both",
+                setting="max_entries",
+            )
+        if "max_entries" in settings:
+            settings["max_keys"] = settings.pop("max_entries")
+        return MemoryRateLimitStore(clock=clock or system_clock, **settings)
+    settings.pop("inline_reads", None)
+    if "max_keys" in settings:
         raise ConfigurationError(
-            f"rate-limit store option rejected: {exc}", setting="options"
-        ) from None
-    raise ConfigurationError(
-        "rate-limit store URL must be memory://, sqlite:///path.db or redis://host:port "
-        f"(got a URL with scheme {scheme!r})",
-        setting="url",
-    )
+            "sqlite:// rate-limit stores have no option 'max_keys'", setting="max_keys"
+        )
+    return SQLiteRateLimitStore(parsed.path or "", clock=clock or system_clock, **settings)
 
 
 def __getattr__(name: str) -> object:

@@ -20,11 +20,22 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bastion.core.ratelimit import MICROS, Decision, Rate, Strategy, micros
-from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
-from bastion.stores.keyspace import hash_tag
+from bastion.errors import ConfigurationError, StoreError
+from bastion.stores.faults import redis_py_fault
+from bastion.stores.keyspace import hash_tag, namespace_prefix
 from bastion.stores.ratelimit import key_suffix
+from bastion.stores.redis import (
+    DEFAULT_MAX_REPLY_BYTES,
+    _AsyncResp,
+    _pack,
+    _ReplyFailure,
+    _SyncResp,
+    resp_endpoint,
+    resp_fault,
+)
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
+    LoopClients,
     pop_query,
     without_maintenance_notifications,
 )
@@ -234,14 +245,13 @@ _SHAS: Final = {
     for strategy, script in LUA_SCRIPTS.items()
 }
 
-_REDIS_UNAVAILABLE: Final = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    OSError,
-)
+
+_WHERE: Final = "Redis rate-limit store"
+_OPERATION: Final = "the rate-limit script"
+
+
+async def _aclose(client: AsyncRedis) -> None:
+    await client.aclose(close_connection_pool=True)
 
 
 def _decisions(reply: Any, rates: Sequence[Rate]) -> tuple[Decision, ...]:
@@ -269,21 +279,38 @@ class RedisRateLimitStore:
     ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL, the same one the key-value
     :class:`~bastion.stores.redis.RedisStore` takes. ``prefix`` is prepended to every key and
     must not contain braces; give it as a keyword or as ``?prefix=`` in the URL, not both
-    (default :data:`~bastion.stores.redis_url.DEFAULT_PREFIX`). A ``?transport=`` meant for the
-    key-value store is accepted and ignored: rate-limit scripts always go through redis-py.
-    Each decision waits at most ``socket_timeout`` seconds (and a connection attempt
-    ``connect_timeout``) before StoreUnavailable. Retries are off: a retried script whose first
-    reply was lost would charge a request twice.
+    (default :data:`~bastion.stores.redis_url.DEFAULT_PREFIX`). For ``redis://`` and
+    ``unix://`` (with hiredis installed) the scripts go through the key-value store's lean RESP
+    transport, with its guarantees: ``socket_timeout`` is a deadline for each whole decision
+    (a server trickling its reply cannot hold it longer), connections come from one bounded
+    pool shared by threads and one pool per event loop, and a reply over ``?max_reply_bytes=``
+    (default 64 MiB) is refused. ``rediss://`` goes through redis-py, whose timeout bounds
+    each read. A ``?transport=`` meant for the key-value store is accepted and ignored. A
+    decision that cannot complete raises a typed StoreUnavailable. Retries are off: a retried
+    script whose first reply was lost would charge a request twice.
 
-    The async client is created on first :meth:`hit` and belongs to that event loop; the sync
-    client on first :meth:`hit_sync` (redis-py rebuilds its connections after a fork).
+    On redis-py (TLS), each event loop gets its own async client on its first :meth:`hit`,
+    closed when that loop shuts down (:class:`~bastion.stores.redis_url.LoopClients`), so
+    ``asyncio.run()`` per request works; the sync client, made on first :meth:`hit_sync`, is
+    shared by all threads (redis-py's bounded pool; it rebuilds its connections after a fork).
 
     ``clock=None`` (the default) decides with the Redis server's clock, so that every host
     agrees. A ``clock`` sends this host's time instead; that is for tests with a
     :class:`~bastion.core.clock.FrozenClock` and single-host set-ups only.
     """
 
-    __slots__ = ("_aclient", "_client", "_clock", "_lock", "_options", "_prefix", "_url")
+    __slots__ = (
+        "_aclient",
+        "_async_resp",
+        "_client",
+        "_clock",
+        "_lock",
+        "_options",
+        "_prefix",
+        "_raw_prefix",
+        "_sync_resp",
+        "_url",
+    )
 
     def __init__(
         self,
@@ -302,6 +329,7 @@ class RedisRateLimitStore:
             )
         url, url_prefix = pop_query(url, "prefix")
         url, _transport = pop_query(url, "transport")
+        url, url_max_reply = pop_query(url, "max_reply_bytes")
         if url_prefix is not None and prefix is not None:
             raise ConfigurationError(
                 "Redis rate-limit prefix is given both in the URL and as prefix=; give it once",
@@ -311,12 +339,7 @@ class RedisRateLimitStore:
             prefix = url_prefix
         elif prefix is None:
             prefix = DEFAULT_PREFIX
-        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
-            raise ConfigurationError(
-                f"Redis rate-limit prefix {prefix!r} must be text without braces "
-                "(a brace would capture every key's hash tag)",
-                setting="prefix",
-            )
+        self._raw_prefix = namespace_prefix(prefix)
         for name, value in (
             ("socket_timeout", socket_timeout),
             ("connect_timeout", connect_timeout),
@@ -337,7 +360,30 @@ class RedisRateLimitStore:
         self._options.update(without_maintenance_notifications({}))
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
-        self._aclient: AsyncRedis | None = None
+        self._aclient: LoopClients[AsyncRedis] = LoopClients(self._new_async_client, _aclose)
+        try:
+            max_reply = DEFAULT_MAX_REPLY_BYTES if url_max_reply is None else int(url_max_reply)
+        except ValueError:
+            max_reply = 0
+        if max_reply < 1024:
+            raise ConfigurationError(
+                f"max_reply_bytes={url_max_reply!r} in the Redis URL must be a whole number of "
+                f"bytes >= 1024; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
+                setting="max_reply_bytes",
+            )
+        try:
+            # Build (not connect) one connection now, so that a misspelt URL option fails here
+            # rather than on the first request.
+            pool = redis.BlockingConnectionPool.from_url(url, **self._options)
+            pool.make_connection()  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"Redis rate-limit URL or option rejected: {exc}") from exc
+        # redis:// and unix:// go through the RESP transport (a deadline per decision, a
+        # bounded pool shared by threads, a pool per event loop, a reply size cap); TLS, or no
+        # hiredis, through redis-py.
+        endpoint = resp_endpoint(pool, "auto", max_reply)
+        self._sync_resp = None if endpoint is None else _SyncResp(endpoint)
+        self._async_resp = None if endpoint is None else _AsyncResp(endpoint)
 
     def __repr__(self) -> str:
         return f"RedisRateLimitStore(prefix={self._prefix!r})"
@@ -346,10 +392,8 @@ class RedisRateLimitStore:
         """The Redis keys of ``key``'s limits: one hash tag, so one cluster slot."""
         if not key:
             raise StoreError("rate-limit key must not be empty")
-        base = self._prefix + hash_tag("rl", key)
-        return [
-            (base + key_suffix(strategy, rate)).encode("utf-8", "surrogatepass") for rate in rates
-        ]
+        base = self._raw_prefix + hash_tag("rl", key).encode("utf-8", "surrogatepass")
+        return [base + key_suffix(strategy, rate).encode("ascii") for rate in rates]
 
     def _args(self, cost: int, rates: Sequence[Rate]) -> list[int | str]:
         clock = self._clock
@@ -360,22 +404,39 @@ class RedisRateLimitStore:
 
     def _where(self, exc: BaseException) -> StoreError:
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if isinstance(exc, _REDIS_UNAVAILABLE):
-            return StoreUnavailable(
-                f"Redis rate-limit store is unavailable ({detail}); check that the server is "
-                "running and reachable from this host"
-            )
-        return StoreError(f"Redis refused the rate-limit script ({detail})")
+        if isinstance(exc, redis_errors.RedisError):
+            return redis_py_fault(exc, _WHERE, _OPERATION, detail)
+        return resp_fault(exc, _WHERE, _OPERATION, detail)
+
+    @staticmethod
+    def _packed(
+        strategy: Strategy, keys: list[bytes], args: list[int | str], *, load: bool
+    ) -> bytes:
+        words = [a if isinstance(a, bytes) else str(a).encode("ascii") for a in args]
+        if load:  # after NOSCRIPT: EVAL runs the script and caches it again
+            head = (b"EVAL", LUA_SCRIPTS[strategy].encode("utf-8"))
+        else:
+            head = (b"EVALSHA", _SHAS[strategy].encode("ascii"))
+        return _pack(*head, b"%d" % len(keys), *keys, *words)
 
     async def hit(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
-        client = self._aclient
-        if client is None:
-            pool = AsyncPool.from_url(self._url, retry=AsyncRetry(NoBackoff(), 0), **self._options)
-            client = self._aclient = AsyncRedis.from_pool(pool)
         keys = self.keys(key, strategy, rates)
         args = self._args(cost, rates)
+        resp = self._async_resp
+        if resp is not None:
+            try:
+                try:
+                    reply = await resp.call(self._packed(strategy, keys, args, load=False))
+                except _ReplyFailure as exc:
+                    if exc.code != "NOSCRIPT":
+                        raise
+                    reply = await resp.call(self._packed(strategy, keys, args, load=True))
+            except Exception as exc:  # translated into the typed store errors
+                raise self._where(exc) from exc
+            return _decisions(reply, rates)
+        client = self._aclient.get()
         try:
             try:
                 reply = await client.evalsha(_SHAS[strategy], len(keys), *keys, *args)
@@ -399,9 +460,21 @@ class RedisRateLimitStore:
     def hit_sync(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]:
-        client = self._client or self._sync_client()
         keys = self.keys(key, strategy, rates)
         args = self._args(cost, rates)
+        resp = self._sync_resp
+        if resp is not None:
+            try:
+                try:
+                    reply = resp.call(self._packed(strategy, keys, args, load=False))
+                except _ReplyFailure as exc:
+                    if exc.code != "NOSCRIPT":
+                        raise
+                    reply = resp.call(self._packed(strategy, keys, args, load=True))
+            except Exception as exc:  # translated into the typed store errors
+                raise self._where(exc) from exc
+            return _decisions(reply, rates)
+        client = self._client or self._sync_client()
         try:
             try:
                 reply = client.evalsha(_SHAS[strategy], len(keys), *keys, *args)
@@ -413,6 +486,8 @@ class RedisRateLimitStore:
 
     def close(self) -> None:
         """Close the sync client (the async one is closed by :meth:`aclose`)."""
+        if self._sync_resp is not None:
+            self._sync_resp.close()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -420,9 +495,13 @@ class RedisRateLimitStore:
             # A client built on a given pool leaves the pool open on close(): close it here.
             client.connection_pool.disconnect()
 
+    def _new_async_client(self) -> AsyncRedis:
+        pool = AsyncPool.from_url(self._url, retry=AsyncRetry(NoBackoff(), 0), **self._options)
+        return AsyncRedis.from_pool(pool)
+
     async def aclose(self) -> None:
-        """Close both clients. Safe to call more than once."""
-        client, self._aclient = self._aclient, None
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        """Close both clients (each event loop's async one). Safe to call more than once."""
+        if self._async_resp is not None:
+            self._async_resp.close()
+        await self._aclient.aclose()
         self.close()
