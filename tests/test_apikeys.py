@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from typing import TYPE_CHECKING
 
 import pytest
@@ -28,7 +29,8 @@ from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.engine.apikeys import ApiKeyManager
 from bastion.engine.ratelimit import RateLimiter, Rule
-from bastion.errors import BadToken, ConfigurationError
+from bastion.errors import BadToken, ConfigurationError, StoreBusy, StoreUnavailable
+from bastion.stores.memory import MemoryStore
 from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.sync_store import CountingStore
@@ -367,3 +369,25 @@ async def test_a_damaged_id_pointer_reads_as_unknown(manager: ApiKeyManager, sto
     assert await manager.get(created.record.key_id) is None
     assert await manager.revoke(created.record.key_id) is False
     assert (await manager.verify(created.token)).ok  # the record itself is untouched
+
+
+class _AlwaysOutbid(MemoryStore):
+    """A real memory store where a competing writer changes the API-key owner index between
+    every read and every compare-and-set of it (the CAS then rightly fails)."""
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        if "owner" in key:  # the owner index (hash_tag("apikey:owner", owner))
+            await super().set(key, b'{"competitor":"x"}' + secrets.token_hex(4).encode())
+        return await super().compare_and_set(key, expected, value, ttl)
+
+
+@pytest.mark.asyncio
+async def test_an_owner_index_that_keeps_changing_is_store_busy_not_a_bare_store_error() -> None:
+    store = _AlwaysOutbid()
+    manager = ApiKeyManager(store, KeyRing.generate())
+    with pytest.raises(StoreBusy) as caught:  # a StoreUnavailable: the adapters answer 503
+        await manager.create("alice")
+    assert isinstance(caught.value, StoreUnavailable)
+    assert "changed" in str(caught.value)

@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.errors import StoreError
+from bastion.errors import StoreBusy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -109,7 +109,7 @@ class UserStore:
             updated = change(current)
             if await self._store.compare_and_set(key, raw, updated.encode()):
                 return updated
-        raise StoreError(f"account record {username!r} kept changing; gave up")
+        raise StoreBusy(f"account record {username!r} kept changing; gave up (503)")
 
     async def set_password_hash(self, username: str, password_hash: str) -> User | None:
         return await self.update(username, lambda u: replace(u, password_hash=password_hash))

@@ -53,9 +53,9 @@ from bastion.core.apikeys import (
 from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
-from bastion.engine.flows import CompareAndSet, Get, Set, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Get, Set, backoff, drive_async, drive_sync
 from bastion.engine.syncside import require_sync, sync_side
-from bastion.errors import BadToken, ConfigurationError, StoreError
+from bastion.errors import BadToken, ConfigurationError, StoreBusy
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
@@ -254,13 +254,15 @@ class ApiKeyManager:
     def _index_flow(self, owner: str, change: Callable[[dict[str, str]], None]) -> Flow[None]:
         """Apply ``change`` to the owner index with a compare-and-set loop."""
         key = self._owner_key(owner)
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:
+                yield backoff(attempt)
             raw = yield Get(key)
             entries = _decode_index(raw)
             change(entries)
             if (yield CompareAndSet(key, raw, _encode_index(entries))):
                 return
-        raise StoreError(
+        raise StoreBusy(
             f"the API key index of one owner changed {_CAS_ATTEMPTS} times during one update; "
             "try again"
         )
@@ -323,7 +325,9 @@ class ApiKeyManager:
     def _update_flow(
         self, key_id: str, change: dict[str, object], *, only_if_live: bool = False
     ) -> Flow[ApiKeyRecord | None]:
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:
+                yield backoff(attempt)
             found = yield from self._get_flow(key_id)
             if found is None:
                 return None
@@ -334,7 +338,7 @@ class ApiKeyManager:
             now = self._clock.now()
             if (yield CompareAndSet(record_key, raw, updated.to_bytes(), self._ttl(updated, now))):
                 return updated
-        raise StoreError(
+        raise StoreBusy(
             f"API key {key_id} changed {_CAS_ATTEMPTS} times during one update; try again"
         )
 

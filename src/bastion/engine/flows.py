@@ -23,10 +23,11 @@ sync one).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 from bastion.errors import StoreError
 
@@ -40,6 +41,7 @@ __all__ = [
     "Get",
     "Pause",
     "Set",
+    "backoff",
     "drive_async",
     "drive_sync",
 ]
@@ -77,6 +79,18 @@ class Pause:
     """Wait ``seconds`` before the next command (a backoff; no store call)."""
 
     seconds: float
+
+
+BACKOFF_BASE: Final = 0.002
+BACKOFF_CAP: Final = 0.05
+
+
+def backoff(attempt: int) -> Pause:
+    """The pause before attempt ``attempt`` (1, 2, ...) of a compare-and-set loop: full jitter
+    under an exponential ceiling (2 ms doubling, at most 50 ms), so racing writers spread out.
+    A loop that still loses after its bound raises :class:`~bastion.errors.StoreBusy` (503)."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 16))
+    return Pause(ceiling * secrets.randbelow(1024) / 1024)
 
 
 Command: TypeAlias = Get | Set | Delete | CompareAndSet | Pause

@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import secrets
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -97,7 +96,15 @@ from bastion.core.sessions import (
     session_handle,
 )
 from bastion.core.signing import Signer
-from bastion.engine.flows import CompareAndSet, Delete, Flow, Get, Pause, drive_async, drive_sync
+from bastion.engine.flows import (
+    CompareAndSet,
+    Delete,
+    Flow,
+    Get,
+    backoff,
+    drive_async,
+    drive_sync,
+)
 from bastion.errors import (
     BadData,
     BadToken,
@@ -124,8 +131,6 @@ __all__ = [
 
 _MISSING: Final = object()
 _MAX_RETRIES: Final = 32
-_BACKOFF_BASE: Final = 0.002
-_BACKOFF_CAP: Final = 0.05
 """Seconds: a lost compare-and-set waits a random time up to ``base * 2**attempt`` (at most
 ``cap``) before it reads again ("full jitter"), so many writers of one record spread out
 instead of colliding in lock step; 32 attempts wait about 0.7 s in all on average."""
@@ -1259,7 +1264,7 @@ class SessionEngine:
         """
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             if reread:
                 expected = yield Get(key)
                 found = None if expected is None else self._decode_or_none(expected)
@@ -1342,7 +1347,7 @@ class SessionEngine:
         expected = s._raw
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             if (yield CompareAndSet(old_key, expected, tomb, self.config.renew_grace)):
                 break
             expected = yield Get(old_key)
@@ -1415,7 +1420,7 @@ class SessionEngine:
         ttl = self.config.persistent_absolute_lifetime
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             raw = yield Get(key)
             try:
                 index = decode_index(raw)
@@ -1442,7 +1447,7 @@ class SessionEngine:
         now = self.clock.now()
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             raw = yield Get(key)
             try:
                 number = decode_epoch(raw).number
@@ -1462,7 +1467,7 @@ class SessionEngine:
         key = record_key(handle)
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             raw = yield Get(key)
             found = None if raw is None else self._decode_or_none(raw)
             if isinstance(found, Tombstone):
@@ -1650,7 +1655,7 @@ class SessionEngine:
         key = record_key(handle)
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             raw = yield Get(key)
             found = None if raw is None else self._decode_or_none(raw)
             now = self.clock.now()
@@ -1762,12 +1767,6 @@ class SessionEngine:
     def revoke_all_sync(self, user_id: str | int) -> int:
         count: int = self.run_sync(self._revoke_others_flow(str(user_id), None))
         return count
-
-
-def _backoff(attempt: int) -> Pause:
-    """The pause before attempt ``attempt`` (1, 2, ...) of a compare-and-set loop."""
-    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** min(attempt, 16))
-    return Pause(ceiling * secrets.randbelow(1024) / 1024)
 
 
 def _bound_user(session: Session) -> str | None:
