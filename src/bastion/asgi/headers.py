@@ -131,12 +131,13 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        # Every audit event emitted while this request runs carries its id.
+        # Every audit event emitted while this request runs carries its id (drawn on first use).
         bound = bind_request_id(
             None if self._request_id_header is None else self._proxy_request_id(scope)
         )
         try:
-            path = asgi_path(scope["path"], scope.get("root_path", ""))
+            root = scope.get("root_path")
+            path = asgi_path(scope["path"], root) if root else (scope["path"] or "/")
             compiled = self._router.for_path(path) if self._overrides else self._compiled
             https = scope.get("scheme") == "https"
             nonce = None
