@@ -1,4 +1,5 @@
-"""Real servers for tests: a free loopback port, and an ASGI app under uvicorn in a thread.
+"""Real servers for tests: a free loopback port, an ASGI app under uvicorn in a thread, and a
+server command in its own process.
 
 Servers listen on 127.0.0.1 only and are stopped by the code that started them.
 """
@@ -6,15 +7,17 @@ Servers listen on 127.0.0.1 only and are stopped by the code that started them.
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from pathlib import Path
 
-__all__ = ["free_port", "uvicorn_thread"]
+__all__ = ["free_port", "server_process", "uvicorn_thread"]
 
 
 def free_port() -> int:
@@ -51,3 +54,42 @@ def uvicorn_thread(app: Any, *, start_within: float = 10.0, **config: Any) -> It
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive(), "uvicorn did not stop within 10 s"
+
+
+@contextmanager
+def server_process(
+    command: Sequence[str],
+    *,
+    ready: Callable[[], object],
+    log: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    start_within: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` (a server on loopback) in its own process until ``ready()`` stops
+    raising ``OSError`` (or an ``http.client`` / httpx error, all ``Exception``); its output
+    goes to ``log``, quoted when it does not start. Terminated (killed after 15 s) on leaving."""
+    import pytest  # noqa: PLC0415 (tests only)
+
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + start_within
+            while True:
+                try:
+                    ready()
+                    break
+                except Exception:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        out.flush()
+                        text = log.read_text(errors="replace")
+                        pytest.fail(f"{' '.join(command[:4])} ... did not start: {text[-2000:]}")
+                    time.sleep(0.1)  # polling a starting server, not waiting for a time window
+            yield server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

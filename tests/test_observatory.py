@@ -19,7 +19,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ import pytest
 
 import node_tools
 from observatory_app import CASES
-from servers import free_port, uvicorn_thread
+from servers import free_port, server_process, uvicorn_thread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -101,29 +100,9 @@ def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
         "--no-server-header", "--log-level", "warning",
     ]  # fmt: skip
-    log = (tmp_path / "uvicorn.log").open("wb")
-    server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _get(port, ca)
-                break
-            except (OSError, http.client.HTTPException):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    output = (tmp_path / "uvicorn.log").read_text(errors="replace")
-                    pytest.fail(f"uvicorn did not start on 127.0.0.1:{port}: {output[-2000:]}")
-                time.sleep(0.1)  # polling a starting server, not waiting for a time window
+    log = tmp_path / "uvicorn.log"
+    with server_process(command, ready=lambda: _get(port, ca), log=log, cwd=REPO):
         yield port, ca
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 @pytest.mark.slow
@@ -142,22 +121,8 @@ def test_served_over_tls_with_the_strict_headers(https_server: tuple[int, Path])
 
 @pytest.mark.slow
 def test_observatory_grades_a_plus(https_server: tuple[int, Path]) -> None:
-    scan = _scanner()
     port, ca = https_server
-    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)}
-    done = subprocess.run(
-        [str(node_tools.node()), str(scan), f"127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        timeout=SCAN_TIMEOUT,
-        env=env,
-        check=False,
-    )
-    try:
-        report: dict[str, Any] = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"scanner printed no JSON (rc={done.returncode}): {done.stderr[-2000:]}")
-    assert "error" not in report, report
+    report = _scan_report(_scanner(), port, ca)
     summary = report["scan"]
     tests = report["tests"]
     losses = {name: t["scoreModifier"] for name, t in tests.items() if t["scoreModifier"] < 0}

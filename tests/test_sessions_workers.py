@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from servers import free_port
+from servers import free_port, server_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,30 +51,11 @@ def two_workers(store_url: str, tmp_path: Path) -> Iterator[str]:
         sys.executable, "-m", "uvicorn", "tests.contention_app:app", "--workers", "2",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    log = (tmp_path / "uvicorn.log").open("wb")
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/keys", timeout=1)
-                break
-            except httpx.HTTPError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    output = (tmp_path / "uvicorn.log").read_text(errors="replace")
-                    pytest.fail(f"uvicorn --workers 2 did not start: {output[-2000:]}")
-                time.sleep(0.1)  # polling a starting server, not waiting out a time window
+    log = tmp_path / "uvicorn.log"
+    ready = lambda: httpx.get(base + "/keys", timeout=1)  # noqa: E731
+    with server_process(command, ready=ready, log=log, cwd=REPO, env=env):
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 async def _round(base: str) -> tuple[list[int], set[int], list[str]]:
