@@ -297,6 +297,37 @@ def test_memory_bounded_keys() -> None:
         MemoryRateLimitStore(max_keys=0)
 
 
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_a_flood_of_new_keys_cannot_push_out_a_refused_client(strategy: Strategy) -> None:
+    """Issue 11, item 5's class (state an anonymous client makes the server create): a client
+    refused by its limit, then 10,000 one-hit keys (a new IPv6 /64 each) through a store of 100
+    keys. Least-recently-used eviction dropped the refused client's state first (a refusal
+    does not touch it), and the client got a fresh allowance; it must stay refused."""
+    clock = FrozenClock(NOW)
+    backend = MemoryRateLimitStore(max_keys=100, clock=clock)
+    rate = Rate.per(5, 3600)
+    for _ in range(5):
+        assert backend.hit_sync("attacker", strategy, [rate])[0].allowed
+    assert not backend.hit_sync("attacker", strategy, [rate])[0].allowed
+    for i in range(10_000):
+        backend.hit_sync(f"2001:db8:{i:x}::/64", strategy, [rate])
+        if i % 97 == 0:  # the attacker keeps trying meanwhile: every try is refused
+            assert not backend.hit_sync("attacker", strategy, [rate])[0].allowed, i
+    assert len(backend) == 100
+    assert not backend.hit_sync("attacker", strategy, [rate])[0].allowed
+
+
+def test_a_full_memory_store_drops_an_expired_state_first() -> None:
+    clock = FrozenClock(NOW)
+    backend = MemoryRateLimitStore(max_keys=2, clock=clock)
+    short, long = Rate.per(1, 1), Rate.per(1, 3600)
+    backend.hit_sync("old-long", Strategy.FIXED_WINDOW, [long])
+    backend.hit_sync("short", Strategy.FIXED_WINDOW, [short])
+    clock.advance(2)  # "short" has expired; "old-long" is older but live
+    backend.hit_sync("new", Strategy.FIXED_WINDOW, [long])
+    assert not backend.hit_sync("old-long", Strategy.FIXED_WINDOW, [long])[0].allowed
+
+
 def test_sqlite_expired_rows_are_ignored_and_purged(tmp_path: Path) -> None:
     clock = FrozenClock(NOW)
     backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=clock, purge_every=2)

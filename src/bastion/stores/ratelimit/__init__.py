@@ -7,8 +7,11 @@ an async API (:meth:`hit`) for the ASGI engine and a sync API (:meth:`hit_sync`)
 apps, which therefore never need an event loop.
 
 * :class:`MemoryRateLimitStore`: one process. A lock around the step makes it exact across
-  threads and tasks; at most ``max_keys`` states are kept, least recently used evicted first.
-  Danger: an evicted key starts over, so size ``max_keys`` above the number of active keys.
+  threads and tasks; at most ``max_keys`` states are kept. When full, it drops an expired
+  state if one is among the least recently used, else the one of those that had used the
+  least of its limit: dropping it forgives the least, so a flood of new keys (say, one per
+  IPv6 /64) cannot push out a client that is being refused. Danger: a dropped key starts
+  over, so size ``max_keys`` above the number of active keys.
 * :class:`SQLiteRateLimitStore`: every process on one host. Its own table
   (``bastion_ratelimit``) and its own connections (one per thread, closed when the thread
   ends) to the file; each decision is one ``BEGIN IMMEDIATE`` transaction (read, compute,
@@ -100,6 +103,27 @@ def key_suffix(strategy: Strategy, rate: Rate) -> str:
 
 # -- memory -----------------------------------------------------------------------------------
 
+_EVICTION_SAMPLE: Final = 16
+"""How many of the least recently used states a full memory store compares to pick one."""
+
+
+def _evict(data: OrderedDict[Any, tuple[State, int, int]], now: int) -> None:
+    """Drop one state: an expired one among the :data:`_EVICTION_SAMPLE` least recently used,
+    else the one of those that had used the least of its limit at its last charge (sooner
+    expiry breaks a tie): dropping it forgives the least. A client being refused has used its
+    whole limit, so one-hit keys go first, however many of them a flood makes."""
+    victim: Any = None
+    least = (0, 0)
+    for index, (key, (_, expires, used)) in enumerate(data.items()):
+        if expires <= now:
+            victim = key
+            break
+        if victim is None or (used, expires) < least:
+            victim, least = key, (used, expires)
+        if index + 1 >= _EVICTION_SAMPLE:
+            break
+    del data[victim]
+
 
 class MemoryRateLimitStore:
     """In-process backend, exact across threads and tasks (see the package docstring)."""
@@ -119,8 +143,11 @@ class MemoryRateLimitStore:
         # The wall clock read directly: one method call less on every decision.
         self._now: Callable[[], float] = time.time if clock is system_clock else clock.now
         self._lock = threading.Lock()
-        # (key, strategy, limit, period_us) -> (state, expires_us); plain values hash in C.
-        self._data: OrderedDict[tuple[str, Strategy, int, int], tuple[State, int]] = OrderedDict()
+        # (key, strategy, limit, period_us) -> (state, expires_us, units used at the last
+        # charge); plain values hash in C.
+        self._data: OrderedDict[tuple[str, Strategy, int, int], tuple[State, int, int]] = (
+            OrderedDict()
+        )
 
     def __repr__(self) -> str:
         return f"MemoryRateLimitStore(max_keys={self._max_keys})"
@@ -143,10 +170,10 @@ class MemoryRateLimitStore:
                 )
                 decision = result.decision
                 if decision.allowed:
-                    data[full] = (result.state, result.expires_us)
+                    data[full] = (result.state, result.expires_us, rate.limit - decision.remaining)
                     data.move_to_end(full)
                     if len(data) > self._max_keys:
-                        data.popitem(last=False)
+                        _evict(data, now)
             return (decision,)
         with self._lock:
             states: list[State | None] = []
@@ -155,12 +182,12 @@ class MemoryRateLimitStore:
                 states.append(entry[0] if entry is not None and entry[1] > now else None)
             steps, decisions = apply_limits(strategy, states, now, cost, rates)
             if steps is not None:
-                for rate, result in zip(rates, steps, strict=True):
+                for rate, result, made in zip(rates, steps, decisions, strict=True):
                     full = (key, strategy, rate.limit, rate.period_us)
-                    data[full] = (result.state, result.expires_us)
+                    data[full] = (result.state, result.expires_us, rate.limit - made.remaining)
                     data.move_to_end(full)
                 while len(data) > self._max_keys:
-                    data.popitem(last=False)
+                    _evict(data, now)
         return decisions
 
     async def hit(
