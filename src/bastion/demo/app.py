@@ -362,10 +362,10 @@ class DemoApp:
         client = request.client.host if request.client else "unknown"
         device_name = DEVICE_COOKIE_NAME if DEVICE_COOKIE_SECURE else DEVICE_COOKIE_NAME_INSECURE
         device = request.cookies.get(device_name)
-        needs_code = False
+        needs_code = locked = False
 
         async def verify() -> bool:
-            nonlocal needs_code
+            nonlocal needs_code, locked
             account = await self.users.get(name) if name else None
             outcome = await self.hasher.averify_and_update(
                 None if account is None else account.password_hash, password
@@ -382,6 +382,7 @@ class DemoApp:
             verdict = await self.totp.verify(name, account.totp_secret, code)
             if verdict is TotpResult.MALFORMED:
                 return await self.totp.use_recovery_code(name, code)
+            locked = verdict is TotpResult.LOCKED
             return verdict is TotpResult.ACCEPTED
 
         try:
@@ -408,12 +409,18 @@ class DemoApp:
             )
             return self.error_page(request, user, 429, message, retry_after=wait)
         if not attempt.ok:
-            message = (
-                "This account has two-factor authentication: enter the code from your "
-                "authenticator app (or a recovery code)."
-                if needs_code
-                else "Wrong user name, password or code."
-            )
+            if needs_code:
+                message = (
+                    "This account has two-factor authentication: enter the code from your "
+                    "authenticator app (or a recovery code)."
+                )
+            elif locked:  # the code was not even compared (TotpManager's wrong-code budget)
+                message = (
+                    "This account has had too many wrong codes lately: wait a few minutes, "
+                    "or use one of your recovery codes."
+                )
+            else:
+                message = "Wrong user name, password or code."
             return self.page(
                 request,
                 "login.html",
