@@ -289,3 +289,18 @@ async def test_demo_totp_enrolment_check_is_bounded() -> None:
         assert refused.status_code == 400
         assert "(locked)" in refused.text
     await app.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_replay_does_not_restart_a_wait_that_had_run_out(clock: FrozenClock) -> None:
+    rule = BackoffRule(free_attempts=5, base_delay=10.0)
+    store = MemoryStore(clock=clock)
+    manager = TotpManager(store, KeyRing.generate(), issuer="B", clock=clock, failures=rule)
+    right = pyotp.TOTP(SECRET).at(clock.now())
+    assert await manager.verify("alice", SECRET, right) is TotpResult.ACCEPTED
+    for code in wrong_codes(SECRET, START, BURST):
+        assert await manager.verify("alice", SECRET, code) is TotpResult.INVALID
+    clock.advance(rule.delay_for(BURST) + 1)  # the wait runs out; the code is still in window
+    assert await manager.verify("alice", SECRET, right) is TotpResult.REPLAYED
+    typo = wrong_codes(SECRET, clock.now(), 1)[0]
+    assert await manager.verify("alice", SECRET, typo) is TotpResult.INVALID  # compared

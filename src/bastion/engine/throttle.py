@@ -389,11 +389,21 @@ class LoginThrottle:
 
     def _refund_flow(self, reserved: list[_Reserved] | tuple[_Reserved, ...]) -> Flow[None]:
         """Give back one reserved failure on each counter; the pair counter is cleared instead
-        (a successful login clears it; an undone reservation refunds it like the others)."""
+        (a successful login clears it; an undone reservation refunds it like the others).
+
+        While the counter still holds exactly what the reservation wrote, the refund restores
+        what was there before, time of the last failure included: keeping the reservation's
+        time would make a success look like a failure that just happened, restart a back-off
+        that had run out for every client sharing the counter (an office behind one address)
+        and keep failures older than the window alive for as long as someone logs in. When
+        another attempt changed the counter meanwhile, one failure is taken off and the time
+        stays, so a refund never shortens a wait that another attempt began."""
         now = self._clock.now()
         for item in reserved:
             rule = self._policy.rule(item.counter)
-            raw: bytes | None = item.written
+            if (yield CompareAndSet(item.key, item.written, item.before.encode(), rule.window)):
+                continue
+            raw = yield Get(item.key)
             for _ in range(_CAS_ATTEMPTS):
                 state = ThrottleState.decode(raw, now=now, rule=rule)
                 if state.failures == 0:

@@ -275,9 +275,10 @@ class TotpManager:
     def _failure_keys(self, user_id: str) -> list[str]:
         return [f"{self._prefix}failures:{user}" for user in self._user_hashes(user_id)]
 
-    def _reserve_flow(self, user_id: str) -> Flow[str | None]:
-        """Count one wrong code for ``user_id`` before the code is compared; the counter's key,
-        or None (nothing counted) while its back-off runs. The counter is read under the first
+    def _reserve_flow(self, user_id: str) -> Flow[tuple[str, bytes, bytes] | None]:
+        """Count one wrong code for ``user_id`` before the code is compared: the counter's key,
+        the value written and the value it replaced; None (nothing counted) while the back-off
+        runs. The counter is read under the first
         name of the ring that holds it and updated there, so a rotation does not reset it."""
         names = self._failure_keys(user_id)
         key, raw = names[0], None
@@ -292,13 +293,20 @@ class TotpManager:
             state = ThrottleState.decode(raw, now=now, rule=rule)
             if state.retry_after(rule, now) > 0:
                 return None
-            if (yield CompareAndSet(key, raw, state.failed(now).encode(), rule.window)):
-                return key
+            written = state.failed(now).encode()
+            if (yield CompareAndSet(key, raw, written, rule.window)):
+                return key, written, state.encode()
             raw = yield Get(key)
         raise StoreError("TOTP failure counter changed too often during one check; try again")
 
-    def _refund_flow(self, key: str) -> Flow[None]:
+    def _refund_flow(self, reservation: tuple[str, bytes, bytes]) -> Flow[None]:
+        """Undo a reservation: exactly (the time of the last failure included) while the counter
+        holds what it wrote, else one failure off with the time kept (see
+        :meth:`bastion.engine.throttle.LoginThrottle` for why)."""
+        key, written, before = reservation
         rule = self._failures
+        if (yield CompareAndSet(key, written, before, rule.window)):
+            return
         now = self._clock.now()
         for _ in range(_CAS_ATTEMPTS):
             raw = yield Get(key)
