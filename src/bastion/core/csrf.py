@@ -4,7 +4,9 @@ The checks run cheapest first, and the body is never read when the headers decid
 
 1. **Safe methods** (``GET``, ``HEAD``, ``OPTIONS``, ``TRACE``) pass without a token, unless a
    method override (``X-HTTP-Method-Override``, ``X-HTTP-Method``, ``X-Method-Override`` or a
-   ``_method`` query parameter) asks a framework to treat them as unsafe: refused.
+   ``_method`` query parameter) asks a framework to treat them as unsafe: refused. A safe
+   method that carries a body (``Facts.has_body``) is checked like an unsafe one: a view may
+   handle it as a form post (:mod:`bastion.core.request`).
 2. **Exempt routes** and, with the explicit ``skip_authenticated=True``, requests that carry a
    bearer token or an API key (a browser never attaches those by itself) pass.
 3. **Fetch Metadata**: ``Sec-Fetch-Site: same-origin`` or ``none`` passes; ``same-site`` and
@@ -456,6 +458,9 @@ class Facts:
     content_type: str | None = None
     header_token: str | None = field(default=None, repr=False)
     accept: str | None = None
+    has_body: bool = False
+    """Whether the request announces a body (:func:`~bastion.core.request.has_body`): a safe
+    method with one is checked like an unsafe one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,7 +568,7 @@ class CSRFPolicy:
     def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911 (one exit per verdict)
         """The header checks, cheapest first (see the module docstring). Reads no body."""
         config = self.config
-        if normalize_method(facts.method) in SAFE_METHODS:
+        if normalize_method(facts.method) in SAFE_METHODS and not facts.has_body:
             if _overrides_to_unsafe(facts):
                 return _REFUSALS[Reason.METHOD_OVERRIDE]
             return _VERDICTS[Pass.SAFE_METHOD]

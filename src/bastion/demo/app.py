@@ -328,7 +328,7 @@ class DemoApp:
 
     async def register(self, request: Request) -> Response:
         user = await self.current_user(request)
-        if request.method == "GET":
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "register.html", user, username="")
         form = await request.form()
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
@@ -353,7 +353,7 @@ class DemoApp:
 
     async def login(self, request: Request) -> Response:
         user = await self.current_user(request)
-        if request.method == "GET":
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "login.html", user, username="", need_totp=False)
         form = await request.form()
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
@@ -530,7 +530,7 @@ class DemoApp:
         if user.has_totp:
             remaining = await self.totp.remaining_recovery_codes(user.username)
             return self.page(request, "totp.html", user, enrolled=True, remaining=remaining)
-        if request.method == "GET":
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             enrollment = self.totp.enroll(user.username)
             session["totp_pending"] = enrollment.secret
             return self.page(
