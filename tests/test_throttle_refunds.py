@@ -85,3 +85,34 @@ async def test_a_refund_undoes_its_reservation_exactly(
     assert (await throttle.attempt("mallory", OFFICE, answer(True))).outcome is LoginOutcome.SUCCESS
     assert (await throttle.check("someone", OFFICE)).allowed
     assert not before.allowed
+
+
+@pytest.mark.asyncio
+async def test_the_demo_over_https_sends_a_secure_host_device_cookie(clock: FrozenClock) -> None:
+    import httpx  # noqa: PLC0415
+
+    from bastion.demo.app import DemoApp  # noqa: PLC0415
+    from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+    from bastion.testing.csrf import afetch_token  # noqa: PLC0415
+
+    demo = DemoApp(
+        MemoryStore(clock=clock),
+        clock=clock,
+        seed_password=SEED,
+        hasher=PasswordHasher(TEST_ONLY_PROFILE),
+        production=False,
+        https=True,
+    )
+    await demo.startup()
+    transport = httpx.ASGITransport(app=demo)
+    async with httpx.AsyncClient(transport=transport, base_url="https://127.0.0.1:8443") as c:
+        token = await afetch_token(c, "/login")
+        data = {"username": "demo", "password": SEED, "csrf_token": token}
+        response = await c.post("/login", data=data)
+        assert response.status_code == 303
+        device = [v for v in response.headers.get_list("set-cookie") if "device=" in v]
+        assert len(device) == 1
+        assert device[0].startswith("__Host-bastion-device=")
+        assert "; Secure" in device[0]
+    await demo.shutdown()
