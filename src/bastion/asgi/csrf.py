@@ -39,7 +39,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
-from bastion.core.request import asgi_path, has_body, normalize_method
+from bastion.core.request import asgi_path, normalize_method
 from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
@@ -181,8 +181,6 @@ class CSRFMiddleware:
                 b"x-forwarded-host",
                 b"authorization",
                 b"content-type",
-                b"content-length",
-                b"transfer-encoding",
                 b"accept",
                 b"cookie",
                 self._header,
@@ -224,7 +222,6 @@ class CSRFMiddleware:
             content_type=found.get(b"content-type"),
             header_token=found.get(self._header),
             accept=found.get(b"accept"),
-            has_body=has_body(found.get(b"content-length"), found.get(b"transfer-encoding")),
         )
         return facts, cookie
 

@@ -4,9 +4,13 @@ The checks run cheapest first, and the body is never read when the headers decid
 
 1. **Safe methods** (``GET``, ``HEAD``, ``OPTIONS``, ``TRACE``) pass without a token, unless a
    method override (``X-HTTP-Method-Override``, ``X-HTTP-Method``, ``X-Method-Override`` or a
-   ``_method`` query parameter) asks a framework to treat them as unsafe: refused. A safe
-   method that carries a body (``Facts.has_body``) is checked like an unsafe one: a view may
-   handle it as a form post (:mod:`bastion.core.request`).
+   ``_method`` query parameter) asks a framework to treat them as unsafe: refused. A body on
+   a safe method does not change that: no browser sends one (``fetch()`` refuses a body on
+   ``GET`` and ``HEAD``, forms put ``GET`` data in the query), so it cannot carry a forged
+   cross-site request, and APIs that search with ``GET`` and a JSON body keep working. What
+   such a request can still do to a view that handles any non-``GET`` as a form post is
+   bounded by the rate limiter, which counts it under ``POST`` rules
+   (:func:`~bastion.core.request.body_methods`).
 2. **Exempt routes** and, with the explicit ``skip_authenticated=True``, requests that carry a
    bearer token or an API key (a browser never attaches those by itself) pass.
 3. **Fetch Metadata**: ``Sec-Fetch-Site: same-origin`` or ``none`` passes; ``same-site`` and
@@ -458,9 +462,6 @@ class Facts:
     content_type: str | None = None
     header_token: str | None = field(default=None, repr=False)
     accept: str | None = None
-    has_body: bool = False
-    """Whether the request announces a body (:func:`~bastion.core.request.has_body`): a safe
-    method with one is checked like an unsafe one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,7 +569,7 @@ class CSRFPolicy:
     def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911 (one exit per verdict)
         """The header checks, cheapest first (see the module docstring). Reads no body."""
         config = self.config
-        if normalize_method(facts.method) in SAFE_METHODS and not facts.has_body:
+        if normalize_method(facts.method) in SAFE_METHODS:
             if _overrides_to_unsafe(facts):
                 return _REFUSALS[Reason.METHOD_OVERRIDE]
             return _VERDICTS[Pass.SAFE_METHOD]

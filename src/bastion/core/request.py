@@ -17,8 +17,9 @@ A safe method with a body. ``GET`` and ``HEAD`` carry no content a browser would
 client may send one (``Content-Length`` or ``Transfer-Encoding``), and frameworks read it: a
 view written ``if request.method == "GET": show the form, else: handle the form`` runs its
 ``POST`` branch for ``HEAD`` (Starlette routes ``HEAD`` to every ``GET`` route). So a request
-with a body is read as the write it can become (:func:`body_methods`): CSRF checks it as an
-unsafe method, and a rate-limit rule for ``POST`` covers it.
+with a body is read as the write it can become (:func:`body_methods`): a rate-limit rule for
+``POST`` covers it. CSRF leaves it a safe method: no browser can send it, so it forges nothing
+(:mod:`bastion.core.csrf`).
 
 Paths. The one path every layer matches is the **full path the client asked for**, mount prefix
 included: ``SCRIPT_NAME + PATH_INFO`` under WSGI (:func:`wsgi_path`, decoded from the WSGI

@@ -29,7 +29,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
-from bastion.core.request import has_body, normalize_method, wsgi_path
+from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
@@ -163,7 +163,6 @@ class CSRFMiddleware:
             content_type=get("CONTENT_TYPE"),
             header_token=get(self._header),
             accept=get("HTTP_ACCEPT"),
-            has_body=has_body(get("CONTENT_LENGTH"), get("HTTP_TRANSFER_ENCODING")),
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
