@@ -429,7 +429,8 @@ def test_sync_totp_replay_and_recovery_codes(
     code = pyotp.TOTP(secret).at(START)
     counted.reset()
     assert totp.verify_sync("alice", secret, code) is TotpResult.ACCEPTED
-    assert counted.calls == {"get": 1, "compare_and_set": 1}
+    # the wrong-code budget's reservation, the step, and the budget cleared
+    assert counted.calls == {"get": 2, "compare_and_set": 2, "delete": 1}
     assert totp.verify_sync("alice", secret, code) is TotpResult.REPLAYED
     clock.advance(30)  # still inside the drift window: a replay all the same
     assert totp.verify_sync("alice", secret, code) is TotpResult.REPLAYED

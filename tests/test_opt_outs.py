@@ -6,7 +6,8 @@ The list (README, "Opting out"): CSRF ``check_websocket_origin=False``, ``log_on
 (logged); sessions ``development``, ``http_only=False``, ``same_site=None`` (refused in
 production, tests/test_sessions_production.py) and ``clear_site_data=False`` (logged); rate
 limits ``shadow=True``, ``on_failure="open"``, ``websockets=False``, ``header_key(...,
-hash_value=False)`` and a ``trusted_proxies`` entry that trusts every address (logged).
+hash_value=False)`` and a ``trusted_proxies`` entry that trusts every address (logged); the
+login throttle's ``device_cookie(..., secure=False)`` (refused in production).
 """
 
 from __future__ import annotations
@@ -228,3 +229,27 @@ def test_protect_layer_opt_outs_are_logged(caplog: pytest.LogCaptureFixture, tmp
         found = security_warnings(caplog, "bastion.security.protect")
         assert any("csrf=False" in m for m in found), found
         assert not any("cookie sessions" in m for m in found), found
+
+
+# -- login throttle ---------------------------------------------------------------------------
+
+
+def test_a_device_cookie_without_secure_is_refused_in_production_and_logged_elsewhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bastion.engine.throttle import LoginThrottle  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+
+    production = LoginThrottle(MemoryStore(), KEYRING, production=True)
+    value = production.new_device_cookie("alice")
+    assert "Secure" in production.device_cookie(value).serialize()
+    with pytest.raises(ConfigurationError) as caught:
+        production.device_cookie(value, secure=False)
+    assert caught.value.setting == "secure"
+    development = LoginThrottle(MemoryStore(), KEYRING, production=False)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert "Secure" not in development.device_cookie(value, secure=False).serialize()
+    logged = security_warnings(caplog, "bastion.security.throttle")
+    assert len(logged) == 1, logged  # once per throttle, not per login
+    assert "secure=False" in logged[0]

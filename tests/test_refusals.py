@@ -63,6 +63,10 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
         ("application/json", None, True),
         ("application/problem+json, */*;q=0.1", True, True),
         ("text/html,application/json;q=0.9", None, False),  # a browser: HTML first
+        ("application/json, text/html;q=0.9", None, True),  # a program: JSON first
+        ("application/json;q=0.5, text/html;q=0.9", None, False),
+        ("application/vnd.api+json, text/html", None, True),  # as good as HTML: JSON named
+        ("*/*, text/html;q=0.1", None, False),  # HTML asked for, JSON only by wildcard
         (BROWSER["Accept"], None, False),
         ("application/xhtml+xml, */*", None, False),
         ("text/html;q=0, */*", None, True),  # HTML refused outright

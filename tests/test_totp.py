@@ -142,7 +142,7 @@ async def test_concurrent_submits_of_one_code_accept_exactly_once(manager: TotpM
 
 
 @pytest.mark.asyncio
-async def test_malformed_codes_cost_no_store_call(
+async def test_malformed_codes_cost_no_store_call_and_a_wrong_one_its_reservation(
     manager: TotpManager, counting: CountingStore
 ) -> None:
     secret = pyotp.random_base32()
@@ -150,8 +150,10 @@ async def test_malformed_codes_cost_no_store_call(
         assert await manager.verify("alice", secret, code) is TotpResult.MALFORMED
     window = {code_at(secret, START, offset) for offset in (-1, 0, 1)}
     wrong = next(c for c in ("000000", "111111", "222222", "333333") if c not in window)
+    assert counting.total == 0  # nothing malformed touched the store
     assert await manager.verify("alice", secret, wrong) is TotpResult.INVALID
-    assert counting.total == 0  # nothing malformed or wrong touched the store
+    # a wrong code costs its reservation on the wrong-code budget (see test_totp_budget.py)
+    assert dict(counting.calls) == {"get": 1, "compare_and_set": 1}
 
 
 BAD_SECRETS = (

@@ -48,6 +48,8 @@ from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, ref
 from bastion.core.request import (
     OVERRIDE_HEADERS,
     asgi_path,
+    body_methods,
+    has_body,
     match_forms,
     normalize_method,
     override_methods,
@@ -316,15 +318,24 @@ def _request_of(scope: Scope, by_method: bool) -> tuple[tuple[str, ...], tuple[s
     override asks for, which an app's override middleware would run; and the path's match forms
     (:mod:`bastion.core.request`)."""
     path = asgi_path(scope["path"], scope.get("root_path", ""))
-    method = normalize_method(scope["method"])
     if not by_method:
-        return (method,), match_forms(path)
+        return (normalize_method(scope["method"]),), match_forms(path)
     query = scope.get("query_string", b"")
-    overrides = [v.decode("latin-1") for k, v in scope["headers"] if k in _OVERRIDE_NAMES]
+    overrides: list[str] = []
+    length: str | None = None
+    encoding: str | None = None
+    for name, value in scope["headers"]:
+        if name in _OVERRIDE_NAMES:
+            overrides.append(value.decode("latin-1"))
+        elif name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"transfer-encoding":
+            encoding = value.decode("latin-1")
+    methods = body_methods(scope["method"], body=has_body(length, encoding))
     if overrides or (query and (b"method" in query.lower() or b"%" in query)):
         asked = override_methods(overrides, query.decode("latin-1"))
-        return (method, *asked), match_forms(path)
-    return (method,), match_forms(path)
+        return (*methods, *asked), match_forms(path)
+    return methods, match_forms(path)
 
 
 async def _deny(

@@ -4,7 +4,13 @@ The checks run cheapest first, and the body is never read when the headers decid
 
 1. **Safe methods** (``GET``, ``HEAD``, ``OPTIONS``, ``TRACE``) pass without a token, unless a
    method override (``X-HTTP-Method-Override``, ``X-HTTP-Method``, ``X-Method-Override`` or a
-   ``_method`` query parameter) asks a framework to treat them as unsafe: refused.
+   ``_method`` query parameter) asks a framework to treat them as unsafe: refused. A body on
+   a safe method does not change that: no browser sends one (``fetch()`` refuses a body on
+   ``GET`` and ``HEAD``, forms put ``GET`` data in the query), so it cannot carry a forged
+   cross-site request, and APIs that search with ``GET`` and a JSON body keep working. What
+   such a request can still do to a view that handles any non-``GET`` as a form post is
+   bounded by the rate limiter, which counts it under ``POST`` rules
+   (:func:`~bastion.core.request.body_methods`).
 2. **Exempt routes** and, with the explicit ``skip_authenticated=True``, requests that carry a
    bearer token or an API key (a browser never attaches those by itself) pass.
 3. **Fetch Metadata**: ``Sec-Fetch-Site: same-origin`` or ``none`` passes; ``same-site`` and

@@ -5,10 +5,12 @@ One rule decides the format of every refusal bastion answers itself (the CSRF 40
 
 * a request that sent a JSON body (``Content-Type: application/json`` or any ``+json`` type)
   gets JSON: it came from a program, whatever its ``Accept`` says;
-* otherwise a request whose ``Accept`` admits JSON (``application/json``, ``+json``,
-  ``application/*`` or ``*/*``) and does not ask for HTML (``text/html`` or
-  ``application/xhtml+xml`` with a quality above 0) gets JSON. That covers ``fetch()``, httpx,
-  requests and curl (``*/*``), and a request without ``Accept``, which HTTP reads as ``*/*``;
+* otherwise a request whose ``Accept`` names JSON (``application/json`` or ``+json``) with a
+  quality at least that of HTML (``text/html`` or ``application/xhtml+xml``) gets JSON
+  (``application/json, text/html;q=0.9`` prefers JSON); so does one that admits JSON only
+  through ``application/*`` or ``*/*`` and does not ask for HTML at all (a quality above 0).
+  That covers ``fetch()``, httpx, requests and curl (``*/*``), and a request without
+  ``Accept``, which HTTP reads as ``*/*``;
 * a browser navigating or submitting a form (its ``Accept`` names ``text/html``) gets text or
   an HTML page.
 
@@ -74,7 +76,7 @@ def wants_json(accept: str | None, content_type: str | None = None) -> bool:
         return True
     if accept is None or not accept.strip():
         return True  # no Accept: the client accepts anything
-    json_ok = html = False
+    explicit = wildcard = html = 0.0  # the best quality of each kind of range
     for item in accept.lower().split(",")[:_MAX_RANGES]:
         media, _, params = item.partition(";")
         media = media.strip()
@@ -83,13 +85,15 @@ def wants_json(accept: str | None, content_type: str | None = None) -> bool:
             found = _QUALITY.fullmatch(param)
             if found is not None:
                 quality = float(found.group(1))
-        if quality <= 0:
-            continue
         if media in _HTML_TYPES:
-            html = True
-        elif media in _JSON_RANGES or _is_json_type(media):
-            json_ok = True
-    return json_ok and not html
+            html = max(html, quality)
+        elif _is_json_type(media):
+            explicit = max(explicit, quality)
+        elif media in _JSON_RANGES:
+            wildcard = max(wildcard, quality)
+    if explicit > 0 and explicit >= html:
+        return True  # JSON named, and preferred to HTML (or as good)
+    return html <= 0 < wildcard
 
 
 def refusal_body(

@@ -13,6 +13,14 @@ with any other character is kept as sent, matches no method rule and is never a 
 :func:`expand_methods` makes a rule for ``GET`` cover ``HEAD`` too: Flask and Starlette answer
 ``HEAD`` by running the ``GET`` view.
 
+A safe method with a body. ``GET`` and ``HEAD`` carry no content a browser would send, but a
+client may send one (``Content-Length`` or ``Transfer-Encoding``), and frameworks read it: a
+view written ``if request.method == "GET": show the form, else: handle the form`` runs its
+``POST`` branch for ``HEAD`` (Starlette routes ``HEAD`` to every ``GET`` route). So a request
+with a body is read as the write it can become (:func:`body_methods`): a rate-limit rule for
+``POST`` covers it. CSRF leaves it a safe method: no browser can send it, so it forges nothing
+(:mod:`bastion.core.csrf`).
+
 Paths. The one path every layer matches is the **full path the client asked for**, mount prefix
 included: ``SCRIPT_NAME + PATH_INFO`` under WSGI (:func:`wsgi_path`, decoded from the WSGI
 latin-1 form into UTF-8 text, as werkzeug does), ``scope["path"]`` under ASGI, with
@@ -44,9 +52,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "BODY_METHOD",
     "OVERRIDE_HEADERS",
     "asgi_path",
+    "body_methods",
     "expand_methods",
+    "has_body",
     "is_normal",
     "match_forms",
     "normalize_method",
@@ -62,6 +73,9 @@ method (lower case)."""
 _MAX_OVERRIDES: Final = 8
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 
+BODY_METHOD: Final = "POST"
+"""The method a request with a body is also read as (see the module docstring)."""
+
 _IMPLIED: Final = {"GET": "HEAD"}
 """Methods a framework answers with another method's view: ``HEAD`` runs the ``GET`` view."""
 
@@ -71,6 +85,27 @@ def normalize_method(method: str) -> str:
     if method.isascii():
         return method.upper()
     return method
+
+
+def has_body(content_length: str | None, transfer_encoding: str | None) -> bool:
+    """Whether a request announces a body: a ``Content-Length`` other than zero (one that does
+    not parse counts as a body; an empty one, as WSGI servers give for none, does not) or any
+    ``Transfer-Encoding``."""
+    if transfer_encoding:
+        return True
+    text = (content_length or "").strip()
+    if not text:
+        return False
+    return not (text.isascii() and text.isdigit() and int(text) == 0)
+
+
+def body_methods(method: str, *, body: bool) -> tuple[str, ...]:
+    """The methods a request is read as: its normalized ``method``, and :data:`BODY_METHOD`
+    too when it carries a ``body`` under another method (a view may treat it as a form post)."""
+    name = normalize_method(method)
+    if body and name != BODY_METHOD:
+        return (name, BODY_METHOD)
+    return (name,)
 
 
 def expand_methods(methods: Iterable[str]) -> frozenset[str]:

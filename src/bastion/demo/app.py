@@ -55,12 +55,7 @@ from bastion.core.throttle import BackoffRule, ThrottlePolicy, normalize_usernam
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.engine.throttle import (
-    DEVICE_COOKIE_NAME,
-    DEVICE_COOKIE_NAME_INSECURE,
-    LoginOutcome,
-    LoginThrottle,
-)
+from bastion.engine.throttle import LoginOutcome, LoginThrottle
 from bastion.engine.totp import TotpManager, TotpResult
 from bastion.errors import ConfigurationError, PasswordRejected, StoreError
 from bastion.passwords import PasswordHasher, check_new_password, default_policy, generate_password
@@ -97,9 +92,6 @@ LOGIN_POLICY: Final = ThrottlePolicy(
     # holding the device cookie from an earlier login still tries its password.
     pair=BackoffRule(free_attempts=5, base_delay=30.0, max_delay=900.0),
 )
-DEVICE_COOKIE_SECURE: Final = False
-"""The demo serves plain HTTP on loopback (like its session cookie): the device cookie is
-``bastion-device`` without ``Secure``. Over HTTPS use ``__Host-bastion-device``."""
 _SCOPES_SPLIT = re.compile(r"[\s,]+")
 _TITLES: Final = {
     400: "Bad request",
@@ -153,8 +145,17 @@ class DemoApp:
         self.users = UserStore(store)
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.policy = policy if policy is not None else default_policy(site_words=("bastion",))
+        self.https = https
+        # Plain HTTP on loopback (like the session cookie): the device cookie is
+        # ``bastion-device`` without ``Secure``, logged, refused when ENV=production. Over HTTPS
+        # it is ``__Host-bastion-device`` with ``Secure``.
         self.throttle = LoginThrottle(
-            store, keyring, policy=LOGIN_POLICY, clock=clock, auditor=self.auditor
+            store,
+            keyring,
+            policy=LOGIN_POLICY,
+            clock=clock,
+            auditor=self.auditor,
+            production=production,
         )
         self.totp = TotpManager(store, keyring, issuer=ISSUER, clock=clock)
         self.api_keys = ApiKeyManager(store, keyring, clock=clock, auditor=self.auditor)
@@ -179,7 +180,6 @@ class DemoApp:
             lifespan=self._lifespan,
             exception_handlers={StoreError: self.store_down},
         )
-        self.https = https
         self._asgi = build_stack(self, keyring=keyring, production=production)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -328,7 +328,7 @@ class DemoApp:
 
     async def register(self, request: Request) -> Response:
         user = await self.current_user(request)
-        if request.method == "GET":
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "register.html", user, username="")
         form = await request.form()
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
@@ -353,19 +353,18 @@ class DemoApp:
 
     async def login(self, request: Request) -> Response:
         user = await self.current_user(request)
-        if request.method == "GET":
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "login.html", user, username="", need_totp=False)
         form = await request.form()
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
         code = str(form.get("totp", "")).strip()
         name = normalize_username(raw_name)
         client = request.client.host if request.client else "unknown"
-        device_name = DEVICE_COOKIE_NAME if DEVICE_COOKIE_SECURE else DEVICE_COOKIE_NAME_INSECURE
-        device = request.cookies.get(device_name)
-        needs_code = False
+        device = request.cookies.get(self.throttle.device_cookie_name(secure=self.https))
+        needs_code = locked = False
 
         async def verify() -> bool:
-            nonlocal needs_code
+            nonlocal needs_code, locked
             account = await self.users.get(name) if name else None
             outcome = await self.hasher.averify_and_update(
                 None if account is None else account.password_hash, password
@@ -382,6 +381,7 @@ class DemoApp:
             verdict = await self.totp.verify(name, account.totp_secret, code)
             if verdict is TotpResult.MALFORMED:
                 return await self.totp.use_recovery_code(name, code)
+            locked = verdict is TotpResult.LOCKED
             return verdict is TotpResult.ACCEPTED
 
         try:
@@ -408,12 +408,18 @@ class DemoApp:
             )
             return self.error_page(request, user, 429, message, retry_after=wait)
         if not attempt.ok:
-            message = (
-                "This account has two-factor authentication: enter the code from your "
-                "authenticator app (or a recovery code)."
-                if needs_code
-                else "Wrong user name, password or code."
-            )
+            if needs_code:
+                message = (
+                    "This account has two-factor authentication: enter the code from your "
+                    "authenticator app (or a recovery code)."
+                )
+            elif locked:  # the code was not even compared (TotpManager's wrong-code budget)
+                message = (
+                    "This account has had too many wrong codes lately: wait a few minutes, "
+                    "or use one of your recovery codes."
+                )
+            else:
+                message = "Wrong user name, password or code."
             return self.page(
                 request,
                 "login.html",
@@ -426,7 +432,7 @@ class DemoApp:
         login(request, name)
         response = RedirectResponse("/account", status_code=303)
         if attempt.device_cookie is not None:  # this browser is now a known device
-            cookie = self.throttle.device_cookie(attempt.device_cookie, secure=DEVICE_COOKIE_SECURE)
+            cookie = self.throttle.device_cookie(attempt.device_cookie, secure=self.https)
             response.headers.append("set-cookie", cookie.serialize())
         return response
 
@@ -523,7 +529,7 @@ class DemoApp:
         if user.has_totp:
             remaining = await self.totp.remaining_recovery_codes(user.username)
             return self.page(request, "totp.html", user, enrolled=True, remaining=remaining)
-        if request.method == "GET":
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             enrollment = self.totp.enroll(user.username)
             session["totp_pending"] = enrollment.secret
             return self.page(

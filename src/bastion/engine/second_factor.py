@@ -23,9 +23,15 @@ ID dies)::
 These functions only change the session; they work the same under the ASGI middleware, the
 WSGI middleware and Flask. Time comes from the session engine's clock.
 
-Danger: the wrong-code counter lives in the session, and the session merges parallel requests
-key by key (the last write of a key wins), so parallel wrong codes can be under-counted. Pair it
-with the per-account login throttle (:mod:`bastion.core.throttle`), which counts in the store.
+The bound on guessing is not here. The wrong-code counter of the pending state lives in the
+session, which merges parallel requests key by key (the last write of a key wins), and a new
+password step starts a new one: it only decides when to send the user back to the password
+form. What bounds an attacker who has the password is the per-user budget that
+:meth:`bastion.engine.totp.TotpManager.verify` (and ``verify_sync``) keeps in the store and
+reserves before a code is compared: concurrent codes on one pending session, or on many, are
+counted once each, and ``TotpResult.LOCKED`` means the code was not compared. A second factor
+of the application's own (a code sent by e-mail, say) needs such a budget of its own; the login
+throttle (:mod:`bastion.engine.throttle`) is no substitute, since it counts per address.
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -70,6 +71,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.cookies import Cookie, SameSite
+from bastion.core.environment import is_production
 from bastion.core.keys import KeyRing
 from bastion.core.signing import TimestampSigner
 from bastion.core.throttle import (
@@ -106,6 +108,8 @@ DEVICE_COOKIE_NAME: Final = "__Host-bastion-device"
 
 DEVICE_COOKIE_NAME_INSECURE: Final = "bastion-device"
 """The device cookie's name in plain-HTTP development (a ``__Host-`` cookie needs Secure)."""
+
+logger = logging.getLogger("bastion.security.throttle")
 
 _CAS_ATTEMPTS: Final = 32
 _DEVICE_NONCE_BYTES: Final = 16
@@ -196,9 +200,11 @@ class LoginThrottle:
         "_auditor",
         "_clock",
         "_device_signer",
+        "_insecure_logged",
         "_names",
         "_policy",
         "_prefix",
+        "_production",
         "_store",
         "_sync",
     )
@@ -212,6 +218,7 @@ class LoginThrottle:
         clock: Clock = system_clock,
         auditor: Auditor | None = None,
         prefix: str = "throttle:",
+        production: bool | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ConfigurationError(
@@ -233,6 +240,8 @@ class LoginThrottle:
         self._clock = clock
         self._auditor = auditor
         self._prefix = prefix
+        self._production = is_production() if production is None else bool(production)
+        self._insecure_logged = False
 
     # -- drivers -------------------------------------------------------------------------------
 
@@ -261,7 +270,27 @@ class LoginThrottle:
         """The cookie that carries a device cookie value: ``__Host-bastion-device``
         (HttpOnly, SameSite=Strict, lasting ``policy.device_cookie_max_age``), or
         ``bastion-device`` without ``Secure`` when ``secure=False`` (plain-HTTP development).
-        Send ``.serialize()`` as a ``Set-Cookie`` header."""
+        Send ``.serialize()`` as a ``Set-Cookie`` header.
+
+        ``secure=False`` is an opt-out: the cookie then travels over plain HTTP, where anyone
+        on the network can copy it and spend its guesses past the account-wide counter. It is
+        logged (once per throttle) on ``bastion.security.throttle``, and refused with a
+        :class:`~bastion.errors.ConfigurationError` in production (``production=`` of the
+        constructor; ``None`` reads ``ENV`` / ``BASTION_ENV``)."""
+        if not secure:
+            if self._production:
+                raise ConfigurationError(
+                    "device_cookie(secure=False) sends the device cookie over plain HTTP and is "
+                    "refused when ENV=production; serve the site over HTTPS and keep "
+                    "secure=True (the __Host-bastion-device cookie)",
+                    setting="secure",
+                )
+            if not self._insecure_logged:
+                self._insecure_logged = True
+                logger.warning(
+                    "bastion throttle: device_cookie(secure=False): the device cookie may travel "
+                    "over plain HTTP (setting secure). Never use it in production"
+                )
         return Cookie(
             name=self.device_cookie_name(secure=secure),
             value=value,
@@ -389,11 +418,21 @@ class LoginThrottle:
 
     def _refund_flow(self, reserved: list[_Reserved] | tuple[_Reserved, ...]) -> Flow[None]:
         """Give back one reserved failure on each counter; the pair counter is cleared instead
-        (a successful login clears it; an undone reservation refunds it like the others)."""
+        (a successful login clears it; an undone reservation refunds it like the others).
+
+        While the counter still holds exactly what the reservation wrote, the refund restores
+        what was there before, time of the last failure included: keeping the reservation's
+        time would make a success look like a failure that just happened, restart a back-off
+        that had run out for every client sharing the counter (an office behind one address)
+        and keep failures older than the window alive for as long as someone logs in. When
+        another attempt changed the counter meanwhile, one failure is taken off and the time
+        stays, so a refund never shortens a wait that another attempt began."""
         now = self._clock.now()
         for item in reserved:
             rule = self._policy.rule(item.counter)
-            raw: bytes | None = item.written
+            if (yield CompareAndSet(item.key, item.written, item.before.encode(), rule.window)):
+                continue
+            raw = yield Get(item.key)
             for _ in range(_CAS_ATTEMPTS):
                 state = ThrottleState.decode(raw, now=now, rule=rule)
                 if state.failures == 0:

@@ -10,6 +10,17 @@ when first used.
   drift), and refuses any code whose time step is not newer than the last one accepted for that
   user. The last step lives in the store, updated by compare-and-set, so one code is accepted
   once even by concurrent requests to several processes.
+* **Wrong-code budget.** A code has a million values, so verification is bounded per user, in
+  the store, whatever path calls it (a second-factor view, a login form that takes the code
+  with the password, an enrolment check): before a code is compared, :meth:`TotpManager.verify`
+  reserves one failure on the user's counter by compare-and-set (the login throttle's
+  :class:`~bastion.core.throttle.BackoffRule`; default: 5 free failures, then waits from one
+  minute doubling up to an hour, forgotten a day after the last failure). While the counter's
+  back-off runs, verification answers :attr:`TotpResult.LOCKED` without comparing the code, so
+  N concurrent guesses compare no more codes than N guesses in a row, and a new session (the
+  password entered again) does not reset the count. An accepted code, or a used recovery code,
+  clears it; a right code that was already used (``REPLAYED``) gives its reservation back.
+  Recovery codes (50 bits) are not counted: they stay the owner's way in while TOTP is locked.
 * Recovery codes: :meth:`TotpManager.new_recovery_codes` returns 10 codes to show once and keeps
   only their HMACs; :meth:`TotpManager.use_recovery_code` accepts each code once.
 * The store logic is written once, as generator flows (:mod:`bastion.engine.flows`); every
@@ -19,6 +30,8 @@ when first used.
 Store keys hold keyed hashes of user ids, never the ids::
 
     totp:step:<hash(user)>       last accepted time step (expires when no longer needed)
+    totp:failures:<hash(user)>   wrong codes counted against the budget (expires ``window``
+                                 seconds after the last one)
     totp:recovery:<hash(user)>   JSON list of hex HMACs of the unused recovery codes
 
 **Key rotation.** The hashes are names under every key of the ring
@@ -43,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
+from bastion.core.throttle import BackoffRule, ThrottleState
 from bastion.core.totp import (
     RECOVERY_CODE_COUNT,
     generate_recovery_codes,
@@ -60,9 +74,16 @@ if TYPE_CHECKING:
     from bastion.engine.flows import Flow
     from bastion.stores.base import Store, SyncStore
 
-__all__ = ["TotpEnrollment", "TotpManager", "TotpResult"]
+__all__ = ["DEFAULT_TOTP_FAILURES", "TotpEnrollment", "TotpManager", "TotpResult"]
 
 _CAS_ATTEMPTS: Final = 16
+
+DEFAULT_TOTP_FAILURES: Final = BackoffRule(
+    free_attempts=5, base_delay=60.0, max_delay=3600.0, window=86_400.0
+)
+"""The default wrong-code budget per user: 6 codes compared at once (5 free failures, the sixth
+starts the wait), then one after 1, 2, 4 ... minutes, at most one an hour; forgotten a day
+after the last wrong code. About 30 guesses a day against a 10**6 code space."""
 _T = TypeVar("_T")
 
 
@@ -98,6 +119,9 @@ class TotpResult(enum.StrEnum):
     """Right, but its time step was already used: a replay, or a second submit."""
     MALFORMED = "malformed"
     """Not a code of the configured number of digits; no store call was made."""
+    LOCKED = "locked"
+    """Too many wrong codes for this user lately: the code was not compared. The user waits
+    for the back-off to run out, or uses a recovery code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +143,7 @@ class TotpManager:
     __slots__ = (
         "_clock",
         "_digits",
+        "_failures",
         "_ids",
         "_interval",
         "_issuer",
@@ -139,6 +164,7 @@ class TotpManager:
         digits: int = 6,
         interval: int = 30,
         valid_window: int = 1,
+        failures: BackoffRule = DEFAULT_TOTP_FAILURES,
         prefix: str = "totp:",
     ) -> None:
         if not isinstance(issuer, str) or not issuer.strip() or ":" in issuer:
@@ -159,6 +185,11 @@ class TotpManager:
                 f"valid_window must be 0, 1 or 2 steps of drift, got {valid_window!r}",
                 setting="valid_window",
             )
+        if not isinstance(failures, BackoffRule):
+            raise ConfigurationError(
+                "failures must be a BackoffRule(free_attempts=...), the wrong-code budget",
+                setting="failures",
+            )
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ConfigurationError(
                 f"prefix must be non-empty text without braces, got {prefix!r}", setting="prefix"
@@ -173,6 +204,7 @@ class TotpManager:
         self._digits = digits
         self._interval = interval
         self._valid_window = valid_window
+        self._failures = failures
         self._prefix = prefix
 
     def _user_hashes(self, user_id: str) -> tuple[str, ...]:
@@ -206,6 +238,9 @@ class TotpManager:
         cleaned = normalize_totp_code(code, digits=self._digits)
         if cleaned is None:
             return TotpResult.MALFORMED
+        failures = yield from self._reserve_flow(user_id)
+        if failures is None:
+            return TotpResult.LOCKED
         now = self._clock.now()
         current = int(now) // self._interval
         matched: int | None = None
@@ -215,7 +250,7 @@ class TotpManager:
             if hmac.compare_digest(expected.encode("ascii"), cleaned.encode("ascii")):
                 matched = current + offset
         if matched is None:
-            return TotpResult.INVALID
+            return TotpResult.INVALID  # the reservation stays: one wrong code counted
         key, *older = (f"{self._prefix}step:{user}" for user in self._user_hashes(user_id))
         floor: int | None = None
         for name in older:  # steps accepted under a key the ring has since rotated out of
@@ -229,10 +264,62 @@ class TotpManager:
             if floor is not None and (last is None or floor > last):
                 last = floor
             if last is not None and matched <= last:
+                # A right code, only used already: not a guess, so the reservation goes back.
+                yield from self._refund_flow(failures)
                 return TotpResult.REPLAYED
             if (yield CompareAndSet(key, raw, str(matched).encode("ascii"), ttl)):
+                yield from self._clear_failures_flow(user_id)
                 return TotpResult.ACCEPTED
         raise StoreError("TOTP step changed too often during one verification; try again")
+
+    def _failure_keys(self, user_id: str) -> list[str]:
+        return [f"{self._prefix}failures:{user}" for user in self._user_hashes(user_id)]
+
+    def _reserve_flow(self, user_id: str) -> Flow[tuple[str, bytes, bytes] | None]:
+        """Count one wrong code for ``user_id`` before the code is compared: the counter's key,
+        the value written and the value it replaced; None (nothing counted) while the back-off
+        runs. The counter is read under the first
+        name of the ring that holds it and updated there, so a rotation does not reset it."""
+        names = self._failure_keys(user_id)
+        key, raw = names[0], None
+        for name in names:
+            found = yield Get(name)
+            if found is not None:
+                key, raw = name, found
+                break
+        rule = self._failures
+        now = self._clock.now()
+        for _ in range(_CAS_ATTEMPTS):
+            state = ThrottleState.decode(raw, now=now, rule=rule)
+            if state.retry_after(rule, now) > 0:
+                return None
+            written = state.failed(now).encode()
+            if (yield CompareAndSet(key, raw, written, rule.window)):
+                return key, written, state.encode()
+            raw = yield Get(key)
+        raise StoreError("TOTP failure counter changed too often during one check; try again")
+
+    def _refund_flow(self, reservation: tuple[str, bytes, bytes]) -> Flow[None]:
+        """Undo a reservation: exactly (the time of the last failure included) while the counter
+        holds what it wrote, else one failure off with the time kept (see
+        :meth:`bastion.engine.throttle.LoginThrottle` for why)."""
+        key, written, before = reservation
+        rule = self._failures
+        if (yield CompareAndSet(key, written, before, rule.window)):
+            return
+        now = self._clock.now()
+        for _ in range(_CAS_ATTEMPTS):
+            raw = yield Get(key)
+            state = ThrottleState.decode(raw, now=now, rule=rule)
+            if raw is None or state.failures == 0:
+                return
+            if (yield CompareAndSet(key, raw, state.refunded().encode(), rule.window)):
+                return
+        raise StoreError("TOTP failure counter changed too often during one refund; try again")
+
+    def _clear_failures_flow(self, user_id: str) -> Flow[None]:
+        for name in self._failure_keys(user_id):
+            yield Delete(name)
 
     def _recovery_digest(self, index: int, user_hash: str, code: str) -> str:
         message = user_hash.encode("ascii") + b"\x00" + code.encode("ascii")
@@ -282,6 +369,7 @@ class TotpManager:
                 return False
             remaining = [d for d in digests if d != wanted]
             if (yield CompareAndSet(key, raw, json.dumps(remaining).encode())):
+                yield from self._clear_failures_flow(user_id)  # the owner is back in
                 return True
         raise StoreError("recovery codes changed too often during one use; try again")
 
@@ -289,9 +377,11 @@ class TotpManager:
 
     async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
         """Check ``code`` against ``secret`` for ``user_id`` and consume its time step.
-        A malformed or wrong code costs no store call; a right one a read and a
-        compare-and-set. A ``secret`` that is not base32 or is shorter than 128 bits raises
-        :class:`~bastion.errors.ConfigurationError` (see
+        A malformed code costs no store call. A well-formed one first reserves a failure on the
+        user's wrong-code budget (a read and a compare-and-set; :attr:`TotpResult.LOCKED`,
+        nothing compared, while the budget's back-off runs); a right one then costs a read and
+        a compare-and-set of the step, and clears the budget. A ``secret`` that is not base32
+        or is shorter than 128 bits raises :class:`~bastion.errors.ConfigurationError` (see
         :func:`~bastion.core.totp.validate_totp_secret`) before any store call."""
         return await drive_async(self._verify_flow(user_id, secret, code), self._store)
 

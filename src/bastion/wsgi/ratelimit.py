@@ -22,8 +22,9 @@ from bastion.core.ratelimit import ClientIP
 from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, refusal_body
 from bastion.core.request import (
     OVERRIDE_HEADERS,
+    body_methods,
+    has_body,
     match_forms,
-    normalize_method,
     override_methods,
     wsgi_path,
 )
@@ -122,8 +123,9 @@ class RateLimitMiddleware:
         self._legacy = bool(legacy_headers)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body = has_body(environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING"))
         methods = (
-            normalize_method(environ.get("REQUEST_METHOD", "GET")),
+            *body_methods(environ.get("REQUEST_METHOD", "GET"), body=body),
             *override_methods(
                 [environ.get(name) for name in _OVERRIDE_VARIABLES], environ.get("QUERY_STRING", "")
             ),
