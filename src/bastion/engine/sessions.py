@@ -1412,7 +1412,9 @@ class SessionEngine:
         bounded index are destroyed *before* the index is stored, so no live session is ever
         missing from the list (or from a revocation that walks it)."""
         key = index_key(user_id)
-        ttl = self.config.persistent_absolute_lifetime
+        # As long as the longest session can live: browser sessions may outlive "remember
+        # me" ones (absolute_lifetime > persistent_absolute_lifetime), and the list must not.
+        ttl = self._longest_lifetime() + _EXPIRY_SLACK
         for attempt in range(_MAX_RETRIES):
             if attempt:
                 yield _backoff(attempt)
@@ -1428,10 +1430,17 @@ class SessionEngine:
                 return
         raise StoreBusy(f"session index update lost {_MAX_RETRIES} races in a row")
 
+    def _longest_lifetime(self) -> float:
+        """The absolute lifetime of the longest-lived kind of session, browser or persistent
+        (the configuration lets either be the longer)."""
+        config = self.config
+        return max(config.absolute_lifetime, config.persistent_absolute_lifetime)
+
     def _epoch_ttl(self) -> float:
-        # Outlives every session made under the previous epoch, by a wide margin: a login
-        # rotation restarts the absolute lifetime of a session loaded just before a bump.
-        return 2 * self.config.persistent_absolute_lifetime + _EXPIRY_SLACK
+        # Outlives every session made under the previous epoch, of either kind, by a wide
+        # margin: a rotation restarts the absolute lifetime of a session loaded just before a
+        # bump. An epoch record that expired first would bring its revoked sessions back.
+        return 2 * self._longest_lifetime() + _EXPIRY_SLACK
 
     def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[None]:
         """Raise ``user_id``'s epoch, so every session of the user made under an earlier one

@@ -1,0 +1,109 @@
+"""Attacks on sessions found by an adversarial review, each with the exact refusal.
+
+Store TTLs that move with a FrozenClock are those of the memory and SQLite stores (Redis keeps
+its own time), so the expiry attacks run on those two.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+
+from bastion.core.clock import FrozenClock
+from bastion.core.sessions import SessionConfig
+from bastion.engine.sessions import Session, SessionEngine, index_key
+from bastion.stores.memory import MemoryStore
+from bastion.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from bastion.engine.sessions import SaveResult
+    from bastion.stores.base import Store
+
+COOKIE = "__Host-session"
+HOUR = 3600.0
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest_asyncio.fixture(params=["memory", "sqlite"])
+async def ttl_store(
+    request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
+) -> AsyncIterator[Store]:
+    opened: Store = (
+        MemoryStore(clock=clock)
+        if request.param == "memory"
+        else SQLiteStore(tmp_path / "bastion.db", clock=clock)
+    )
+    yield opened
+    await opened.aclose()
+
+
+def cookie_value(result: SaveResult) -> str:
+    assert result.set_cookie is not None
+    match = re.match(rf"{COOKIE}=([^;]*)", result.set_cookie)
+    assert match is not None
+    return match.group(1)
+
+
+async def request(engine: SessionEngine, cookie: str | None) -> Session:
+    session = engine.open(None if cookie is None else f"{COOKIE}={cookie}", lazy=False)
+    await engine.load(session)
+    return session
+
+
+async def login(engine: SessionEngine, user: str) -> str:
+    session = await request(engine, None)
+    session.login(user)
+    return cookie_value(await engine.save(session))
+
+
+# Browser sessions that outlive "remember me" ones: a short remember-me, a long working day.
+LONG_BROWSER = SessionConfig(
+    idle_timeout=6 * HOUR,
+    absolute_lifetime=12 * HOUR,
+    persistent_idle_timeout=0.5 * HOUR,
+    persistent_absolute_lifetime=1 * HOUR,
+    renew_every=None,
+)
+
+
+@pytest.mark.asyncio
+async def test_a_revoked_session_stays_revoked_when_browser_sessions_outlive_persistent_ones(
+    ttl_store: Store, clock: FrozenClock
+) -> None:
+    engine = SessionEngine(ttl_store, config=LONG_BROWSER, clock=clock)
+    cookie = await login(engine, "alice")
+    clock.advance(1.5 * HOUR)  # past the 1-hour persistent lifetime; the session is live
+    assert (await request(engine, cookie)).user_id == "alice"
+    await ttl_store.delete(index_key("alice"))  # a session the registry does not list
+    await engine.revoke_all("alice")  # the password changed
+    assert (await request(engine, cookie)).user_id is None
+    # Still within the session's own 12-hour life (and 6-hour idle timeout): the
+    # revocation must hold until the record itself is dead.
+    for _ in range(4):
+        clock.advance(1 * HOUR)
+        later = await request(engine, cookie)
+        assert later.user_id is None
+        assert later._rejected == "revoked"
+
+
+@pytest.mark.asyncio
+async def test_the_registry_lists_a_browser_session_for_its_whole_life(
+    ttl_store: Store, clock: FrozenClock
+) -> None:
+    engine = SessionEngine(ttl_store, config=LONG_BROWSER, clock=clock)
+    cookie = await login(engine, "alice")
+    clock.advance(2 * HOUR)
+    assert (await request(engine, cookie)).user_id == "alice"  # live, and touched
+    listed = await engine.list_sessions("alice")
+    assert len(listed) == 1
+    assert await engine.revoke_all("alice") == 1
