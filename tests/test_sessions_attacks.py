@@ -7,16 +7,20 @@ its own time), so the expiry attacks run on those two.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
+from flask import Flask, jsonify
+from flask import session as flask_session
 
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import Session, SessionEngine, index_key
+from bastion.flask import Bastion
 from bastion.stores.memory import MemoryStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.sync_store import CountingStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -107,3 +111,55 @@ async def test_the_registry_lists_a_browser_session_for_its_whole_life(
     listed = await engine.list_sessions("alice")
     assert len(listed) == 1
     assert await engine.revoke_all("alice") == 1
+
+
+# -- anonymous traffic: Flask's per-request idioms on an empty session ----------------------
+
+HTTPS = "https://localhost"
+WRITES = ("set", "compare_and_set", "delete")
+
+
+def flask_app(store: Store) -> Any:
+    app = Flask(__name__)
+    Bastion(app, store=store, production=False)
+
+    @app.before_request
+    def every_request() -> None:
+        # Two idioms of Flask apps, run on every request, a bot's included.
+        flask_session.permanent = True
+        flask_session.modified = True
+
+    @app.get("/")
+    def home() -> Any:
+        return jsonify(user=flask_session.get("user"))
+
+    @app.post("/cart")
+    def cart() -> Any:
+        flask_session["cart"] = ["book"]
+        return jsonify(ok=True)
+
+    return app
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def counted(request: pytest.FixtureRequest, tmp_path: Path) -> CountingStore:
+    if request.param == "memory":
+        return CountingStore(MemoryStore())
+    return CountingStore(SQLiteStore(tmp_path / "sessions.db"))
+
+
+def test_flask_permanent_and_modified_on_an_empty_session_write_nothing(
+    counted: CountingStore,
+) -> None:
+    client = flask_app(counted).test_client()
+    for _ in range(25):
+        client.delete_cookie(COOKIE, domain="localhost")
+        response = client.get("/", base_url=HTTPS)
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers  # as Flask: no cookie for an empty session
+    assert sum(counted.calls[name] for name in WRITES) == 0
+    # The first real write still creates the session, persistent as the app asked.
+    response = client.post("/cart", base_url=HTTPS)
+    assert response.status_code == 200
+    assert "Max-Age=" in response.headers["Set-Cookie"]
+    assert counted.calls["compare_and_set"] == 1

@@ -1138,7 +1138,7 @@ class SessionEngine:
                     yield from self._index_update(ended_user, _remove(handle))
                 self._audit_destroyed(s, "logout")
             s._logout, s._ended = False, None
-            if s._data or s._meta_dirty or s._rotate is not None:
+            if _worth_storing(s):
                 # Written after the logout: a new session, under a new ID, replaces the cookie.
                 return (yield from self._create(s, dict(s._data), now))
             if s._presession_new:
@@ -1150,7 +1150,7 @@ class SessionEngine:
         data_json = encode_data(s._data)
         unchanged = data_json == s._pristine
         if old_key is None:
-            if not s._data and not s._meta_dirty and s._rotate is None:
+            if not _worth_storing(s):
                 if s._presession_new:
                     return self._presession_cookie(s)
                 return self._clear_cookie() if s._rejected else _VARY_ONLY
@@ -1783,6 +1783,16 @@ def _bound_user(session: Session) -> str | None:
     """The user of the record a load has just adopted (``None``: anonymous, or not adopted)."""
     record = session._record
     return None if record is None or session._key is None else record.user_id
+
+
+def _worth_storing(session: Session) -> bool:
+    """Whether a session with no stored record needs one: it holds data, a login or a rotation.
+
+    A setting alone (``persistent``, ``modified = True``: Flask apps set both on every request,
+    a bot's included) is not enough, as Flask sets no cookie for an empty session: storing it
+    would let anonymous traffic write a record per request. The setting applies when the first
+    value is written."""
+    return bool(session._data) or session._rotate is not None or session._user_id is not None
 
 
 def _skip_save(session: Session, status: int) -> SaveResult | None:
