@@ -16,6 +16,7 @@ from flask import session as flask_session
 
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import SessionConfig
+from bastion.engine.flows import Flow, Get
 from bastion.engine.sessions import Session, SessionEngine, index_key
 from bastion.flask import Bastion
 from bastion.stores.memory import MemoryStore
@@ -163,3 +164,64 @@ def test_flask_permanent_and_modified_on_an_empty_session_write_nothing(
     assert response.status_code == 200
     assert "Max-Age=" in response.headers["Set-Cookie"]
     assert counted.calls["compare_and_set"] == 1
+
+
+# -- "log out other devices" racing a renewal of the caller's own session -------------------
+
+
+@pytest.mark.asyncio
+async def test_log_out_other_devices_keeps_the_callers_session_renewed_by_a_parallel_request(
+    any_store: Store, clock: FrozenClock
+) -> None:
+    config = SessionConfig(renew_every=600, renew_grace=30)
+    engine = SessionEngine(any_store, config=config, clock=clock)
+    mine = await login(engine, "alice")
+    other = await login(engine, "alice")
+    clock.advance(601)
+    caller = await request(engine, mine)  # the "log out other devices" POST, loaded first
+    parallel = await request(engine, mine)  # another tab of the same browser, same cookie
+    parallel["seen"] = True
+    renewed = cookie_value(await engine.save(parallel))  # the renewal lands first
+    assert renewed != mine
+    assert await engine.revoke_others("alice", caller.handle) == 1  # the other device only
+    assert (await request(engine, renewed)).user_id == "alice"  # the browser's new cookie
+    assert (await request(engine, mine)).user_id == "alice"  # the old one, within its grace
+    assert (await request(engine, other)).user_id is None
+    assert len(await engine.list_sessions("alice")) == 1
+
+
+def login_sync(engine: SessionEngine, user: str) -> str:
+    session = engine.open(None)
+    session.login(user)
+    return cookie_value(engine.save_sync(session))
+
+
+def test_a_login_after_the_revocation_is_not_deleted_by_it(
+    any_store: Store, clock: FrozenClock
+) -> None:
+    """The listed sessions a revocation deletes are those its epoch ended, never one made (or
+    re-stamped) under the new epoch while it ran."""
+    engine = SessionEngine(any_store, config=SessionConfig(), clock=clock)
+    old = login_sync(engine, "alice")
+    fresh: list[str] = []
+
+    def revocation() -> Flow[int]:
+        # The revocation, with a login (the new password, on the phone) landing once the
+        # epoch is raised and before the registry is read.
+        flow = engine.revoke_flow("alice", lambda index: list(index.entries), everywhere=True)
+        result: Any = None
+        try:
+            while True:
+                step = flow.send(result)
+                if not fresh and isinstance(step, Get) and step.key == index_key("alice"):
+                    clock.advance(1)
+                    fresh.append(login_sync(engine, "alice"))
+                result = yield step
+        except StopIteration as stop:
+            return int(stop.value)
+
+    assert engine.run_sync(revocation()) == 1  # the old session only
+    assert engine.load_sync(s := engine.open(f"{COOKIE}={fresh[0]}")) is None
+    assert s.user_id == "alice"
+    gone = engine.open(f"{COOKIE}={old}")
+    assert gone.user_id is None

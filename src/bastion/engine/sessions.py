@@ -1442,7 +1442,7 @@ class SessionEngine:
         # bump. An epoch record that expired first would bring its revoked sessions back.
         return 2 * self._longest_lifetime() + _EXPIRY_SLACK
 
-    def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[None]:
+    def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[int]:
         """Raise ``user_id``'s epoch, so every session of the user made under an earlier one
         is refused at its next load. ``keep`` (a handle of this user's) is re-stamped with
         the new epoch first, so the caller's own session never sees itself revoked, not even
@@ -1463,7 +1463,7 @@ class SessionEngine:
             if keep is not None:
                 yield from self._stamp_flow(user_id, keep, bumped.number, now)
             if (yield CompareAndSet(key, raw, encode_epoch(bumped), self._epoch_ttl())):
-                return
+                return bumped.number
         raise StoreBusy(f"session epoch update lost {_MAX_RETRIES} races in a row")
 
     def _stamp_flow(self, user_id: str, handle: str, epoch: int, now: float) -> Flow[None]:
@@ -1544,8 +1544,7 @@ class SessionEngine:
         """Delete the chosen listed sessions of ``user_id``. ``everywhere`` first raises the
         user's epoch (keeping ``keep``), which ends every other session of the user, listed
         or not: the registry is an aid for listing, never what a revocation depends on."""
-        if everywhere:
-            yield from self._bump_epoch_flow(str(user_id), keep)
+        epoch = (yield from self._bump_epoch_flow(str(user_id), keep)) if everywhere else None
         raw = yield Get(index_key(str(user_id)))
         try:
             index = decode_index(raw)
@@ -1553,12 +1552,47 @@ class SessionEngine:
             index = SessionIndex()
         chosen = handles(index)
         count = 0
-        for handle in chosen:
-            if (yield Delete(record_key(handle))):
+        for handle in list(chosen):
+            if epoch is None:
+                ended = yield Delete(record_key(handle))
+            else:
+                ended = yield from self._end_before_flow(str(user_id), handle, epoch)
+                if ended is None:
+                    chosen.remove(handle)  # live under the new epoch: stays listed
+            if ended:
                 count += 1
         if chosen:
             yield from self._index_update(str(user_id), _remove(*chosen))
         return count
+
+    def _end_before_flow(self, user_id: str, handle: str, epoch: int) -> Flow[bool | None]:
+        """Delete the record of ``handle`` unless it is ``user_id``'s under ``epoch`` or later.
+
+        After a revocation raised the epoch, a listed session that carries the new epoch was
+        made or re-stamped while the revocation ran: the caller's own session renewed by a
+        parallel request, or a login with the new password. It must live. The check and the
+        deletion are one compare-and-set (onto a dead tombstone, then deleted), so a re-stamp
+        landing in between is never deleted. Says whether a session record was ended
+        (``None``: the session lives under the new epoch and stays listed)."""
+        key = record_key(handle)
+        dead = encode_tombstone(Tombstone(successor=None, until=self.clock.now()))
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
+            raw = yield Get(key)
+            if raw is None:
+                return False
+            found = self._decode_or_none(raw)
+            if (
+                isinstance(found, SessionRecord)
+                and found.user_id == user_id
+                and found.epoch >= epoch
+            ):
+                return None
+            if (yield CompareAndSet(key, raw, dead, self.config.renew_grace)):
+                yield Delete(key)
+                return isinstance(found, SessionRecord)
+        raise StoreBusy(f"session revocation lost {_MAX_RETRIES} races in a row")
 
     def destroy_flow(self, session_id: str) -> Flow[bool]:
         if not is_session_id(session_id):
