@@ -225,3 +225,26 @@ def test_a_login_after_the_revocation_is_not_deleted_by_it(
     assert s.user_id == "alice"
     gone = engine.open(f"{COOKIE}={old}")
     assert gone.user_id is None
+
+
+# -- the absolute lifetime: regenerate() moves the ID, not the login's deadline -------------
+
+
+@pytest.mark.asyncio
+async def test_regenerate_does_not_restart_the_absolute_lifetime_of_a_login(
+    any_store: Store, clock: FrozenClock
+) -> None:
+    config = SessionConfig(idle_timeout=HOUR, absolute_lifetime=4 * HOUR, renew_every=None)
+    engine = SessionEngine(any_store, config=config, clock=clock)
+    cookie = await login(engine, "alice")
+    for _ in range(7):  # a step-up (or role switch) every 50 minutes
+        clock.advance(50 * 60)
+        session = await request(engine, cookie)
+        if session.user_id is None:
+            break
+        session.regenerate()
+        cookie = cookie_value(await engine.save(session))
+    # Past four hours after the login, the session has ended, however often it moved.
+    later = await request(engine, cookie)
+    assert later.user_id is None
+    assert later._rejected in {"absolute_expired", "unknown"}  # "unknown": the store's TTL

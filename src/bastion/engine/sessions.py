@@ -1317,7 +1317,10 @@ class SessionEngine:
         record.issued_at = now
         record.last_seen = now
         if kind != "renew":
-            record.created_at = now
+            if kind == "login" or record.user_id != loaded.user_id:
+                # A new login (or its end) starts a new absolute lifetime; regenerate() of
+                # the same login moves the ID only, or calling it would keep a login forever.
+                record.created_at = now
             record.ip = s.client_ip or record.ip
             record.user_agent = s.user_agent or record.user_agent
         if kind == "login" and record.user_id is not None:
