@@ -48,6 +48,10 @@ login was made under. A load refuses a record whose epoch is lower than its user
 revocation ends every session of the user, listed or not, including one renewed or logged in
 while the revocation ran (a login whose password was checked before the revocation is refused
 at its save). "Revoke others" re-stamps the kept session with the new epoch before raising it.
+The listed sessions a revocation then deletes are those its epoch ended, each checked and
+deleted in one compare-and-set: a session under the new epoch (the caller's own, renewed by a
+parallel request, or a login made meanwhile) stays. The epoch record and the registry live as
+long as the longest kind of session (browser sessions may outlive "remember me" ones).
 """
 
 from __future__ import annotations
