@@ -48,6 +48,10 @@ login was made under. A load refuses a record whose epoch is lower than its user
 revocation ends every session of the user, listed or not, including one renewed or logged in
 while the revocation ran (a login whose password was checked before the revocation is refused
 at its save). "Revoke others" re-stamps the kept session with the new epoch before raising it.
+The listed sessions a revocation then deletes are those its epoch ended, each checked and
+deleted in one compare-and-set: a session under the new epoch (the caller's own, renewed by a
+parallel request, or a login made meanwhile) stays. The epoch record and the registry live as
+long as the longest kind of session (browser sessions may outlive "remember me" ones).
 """
 
 from __future__ import annotations
@@ -1143,7 +1147,7 @@ class SessionEngine:
                     yield from self._index_update(ended_user, _remove(handle))
                 self._audit_destroyed(s, "logout")
             s._logout, s._ended = False, None
-            if s._data or s._meta_dirty or s._rotate is not None:
+            if _worth_storing(s):
                 # Written after the logout: a new session, under a new ID, replaces the cookie.
                 return (yield from self._create(s, dict(s._data), now))
             if s._presession_new:
@@ -1155,7 +1159,7 @@ class SessionEngine:
         data_json = encode_data(s._data)
         unchanged = data_json == s._pristine
         if old_key is None:
-            if not s._data and not s._meta_dirty and s._rotate is None:
+            if not _worth_storing(s):
                 if s._presession_new:
                     return self._presession_cookie(s)
                 return self._clear_cookie() if s._rejected else _VARY_ONLY
@@ -1322,7 +1326,10 @@ class SessionEngine:
         record.issued_at = now
         record.last_seen = now
         if kind != "renew":
-            record.created_at = now
+            if kind == "login" or record.user_id != loaded.user_id:
+                # A new login (or its end) starts a new absolute lifetime; regenerate() of
+                # the same login moves the ID only, or calling it would keep a login forever.
+                record.created_at = now
             record.ip = s.client_ip or record.ip
             record.user_agent = s.user_agent or record.user_agent
         if kind == "login" and record.user_id is not None:
@@ -1417,7 +1424,9 @@ class SessionEngine:
         bounded index are destroyed *before* the index is stored, so no live session is ever
         missing from the list (or from a revocation that walks it)."""
         key = index_key(user_id)
-        ttl = self.config.persistent_absolute_lifetime
+        # As long as the longest session can live: browser sessions may outlive "remember
+        # me" ones (absolute_lifetime > persistent_absolute_lifetime), and the list must not.
+        ttl = self._longest_lifetime() + _EXPIRY_SLACK
         for attempt in range(_MAX_RETRIES):
             if attempt:
                 yield backoff(attempt)
@@ -1433,12 +1442,19 @@ class SessionEngine:
                 return
         raise StoreBusy(f"session index update lost {_MAX_RETRIES} races in a row")
 
-    def _epoch_ttl(self) -> float:
-        # Outlives every session made under the previous epoch, by a wide margin: a login
-        # rotation restarts the absolute lifetime of a session loaded just before a bump.
-        return 2 * self.config.persistent_absolute_lifetime + _EXPIRY_SLACK
+    def _longest_lifetime(self) -> float:
+        """The absolute lifetime of the longest-lived kind of session, browser or persistent
+        (the configuration lets either be the longer)."""
+        config = self.config
+        return max(config.absolute_lifetime, config.persistent_absolute_lifetime)
 
-    def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[None]:
+    def _epoch_ttl(self) -> float:
+        # Outlives every session made under the previous epoch, of either kind, by a wide
+        # margin: a rotation restarts the absolute lifetime of a session loaded just before a
+        # bump. An epoch record that expired first would bring its revoked sessions back.
+        return 2 * self._longest_lifetime() + _EXPIRY_SLACK
+
+    def _bump_epoch_flow(self, user_id: str, keep: str | None) -> Flow[int]:
         """Raise ``user_id``'s epoch, so every session of the user made under an earlier one
         is refused at its next load. ``keep`` (a handle of this user's) is re-stamped with
         the new epoch first, so the caller's own session never sees itself revoked, not even
@@ -1459,7 +1475,7 @@ class SessionEngine:
             if keep is not None:
                 yield from self._stamp_flow(user_id, keep, bumped.number, now)
             if (yield CompareAndSet(key, raw, encode_epoch(bumped), self._epoch_ttl())):
-                return
+                return bumped.number
         raise StoreBusy(f"session epoch update lost {_MAX_RETRIES} races in a row")
 
     def _stamp_flow(self, user_id: str, handle: str, epoch: int, now: float) -> Flow[None]:
@@ -1540,8 +1556,7 @@ class SessionEngine:
         """Delete the chosen listed sessions of ``user_id``. ``everywhere`` first raises the
         user's epoch (keeping ``keep``), which ends every other session of the user, listed
         or not: the registry is an aid for listing, never what a revocation depends on."""
-        if everywhere:
-            yield from self._bump_epoch_flow(str(user_id), keep)
+        epoch = (yield from self._bump_epoch_flow(str(user_id), keep)) if everywhere else None
         raw = yield Get(index_key(str(user_id)))
         try:
             index = decode_index(raw)
@@ -1549,12 +1564,47 @@ class SessionEngine:
             index = SessionIndex()
         chosen = handles(index)
         count = 0
-        for handle in chosen:
-            if (yield Delete(record_key(handle))):
+        for handle in list(chosen):
+            if epoch is None:
+                ended = yield Delete(record_key(handle))
+            else:
+                ended = yield from self._end_before_flow(str(user_id), handle, epoch)
+                if ended is None:
+                    chosen.remove(handle)  # live under the new epoch: stays listed
+            if ended:
                 count += 1
         if chosen:
             yield from self._index_update(str(user_id), _remove(*chosen))
         return count
+
+    def _end_before_flow(self, user_id: str, handle: str, epoch: int) -> Flow[bool | None]:
+        """Delete the record of ``handle`` unless it is ``user_id``'s under ``epoch`` or later.
+
+        After a revocation raised the epoch, a listed session that carries the new epoch was
+        made or re-stamped while the revocation ran: the caller's own session renewed by a
+        parallel request, or a login with the new password. It must live. The check and the
+        deletion are one compare-and-set (onto a dead tombstone, then deleted), so a re-stamp
+        landing in between is never deleted. Says whether a session record was ended
+        (``None``: the session lives under the new epoch and stays listed)."""
+        key = record_key(handle)
+        dead = encode_tombstone(Tombstone(successor=None, until=self.clock.now()))
+        for attempt in range(_MAX_RETRIES):
+            if attempt:
+                yield _backoff(attempt)
+            raw = yield Get(key)
+            if raw is None:
+                return False
+            found = self._decode_or_none(raw)
+            if (
+                isinstance(found, SessionRecord)
+                and found.user_id == user_id
+                and found.epoch >= epoch
+            ):
+                return None
+            if (yield CompareAndSet(key, raw, dead, self.config.renew_grace)):
+                yield Delete(key)
+                return isinstance(found, SessionRecord)
+        raise StoreBusy(f"session revocation lost {_MAX_RETRIES} races in a row")
 
     def destroy_flow(self, session_id: str) -> Flow[bool]:
         if not is_session_id(session_id):
@@ -1773,6 +1823,16 @@ def _bound_user(session: Session) -> str | None:
     """The user of the record a load has just adopted (``None``: anonymous, or not adopted)."""
     record = session._record
     return None if record is None or session._key is None else record.user_id
+
+
+def _worth_storing(session: Session) -> bool:
+    """Whether a session with no stored record needs one: it holds data, a login or a rotation.
+
+    A setting alone (``persistent``, ``modified = True``: Flask apps set both on every request,
+    a bot's included) is not enough, as Flask sets no cookie for an empty session: storing it
+    would let anonymous traffic write a record per request. The setting applies when the first
+    value is written."""
+    return bool(session._data) or session._rotate is not None or session._user_id is not None
 
 
 def _skip_save(session: Session, status: int) -> SaveResult | None:
