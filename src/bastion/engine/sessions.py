@@ -1590,7 +1590,7 @@ class SessionEngine:
         dead = encode_tombstone(Tombstone(successor=None, until=self.clock.now()))
         for attempt in range(_MAX_RETRIES):
             if attempt:
-                yield _backoff(attempt)
+                yield backoff(attempt)
             raw = yield Get(key)
             if raw is None:
                 return False
