@@ -82,9 +82,9 @@ from bastion.core.throttle import (
     client_group,
     normalize_username,
 )
-from bastion.engine.flows import CompareAndSet, Delete, Get, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Delete, Get, backoff, drive_async, drive_sync
 from bastion.engine.syncside import require_sync, sync_side
-from bastion.errors import ConfigurationError, StoreError
+from bastion.errors import ConfigurationError, StoreBusy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -397,7 +397,7 @@ class LoginThrottle:
             key = reading.keys[counter]
             rule = self._policy.rule(counter)
             raw = reading.raws[counter]
-            for _ in range(_CAS_ATTEMPTS):
+            for attempt in range(1, _CAS_ATTEMPTS + 1):
                 before = ThrottleState.decode(raw, now=now, rule=rule)
                 wait = before.retry_after(rule, now)
                 if wait > 0 and counter is not exempt:
@@ -410,6 +410,7 @@ class LoginThrottle:
                 if (yield CompareAndSet(key, raw, written, rule.window)):
                     reserved.append(_Reserved(counter, key, before, after, written))
                     break
+                yield backoff(attempt)
                 raw = yield Get(key)
             else:
                 yield from self._refund_flow(reserved)
@@ -433,13 +434,14 @@ class LoginThrottle:
             if (yield CompareAndSet(item.key, item.written, item.before.encode(), rule.window)):
                 continue
             raw = yield Get(item.key)
-            for _ in range(_CAS_ATTEMPTS):
+            for attempt in range(1, _CAS_ATTEMPTS + 1):
                 state = ThrottleState.decode(raw, now=now, rule=rule)
                 if state.failures == 0:
                     break
                 refunded = state.refunded().encode()
                 if (yield CompareAndSet(item.key, raw, refunded, rule.window)):
                     break
+                yield backoff(attempt)
                 raw = yield Get(item.key)
             else:
                 raise _contention()
@@ -453,12 +455,13 @@ class LoginThrottle:
         for counter, key in reading.keys.items():
             rule = self._policy.rule(counter)
             raw = reading.raws[counter]
-            for _ in range(_CAS_ATTEMPTS):
+            for attempt in range(1, _CAS_ATTEMPTS + 1):
                 before = ThrottleState.decode(raw, now=now, rule=rule)
                 after = before.failed(now)
                 if (yield CompareAndSet(key, raw, after.encode(), rule.window)):
                     reserved.append(_Reserved(counter, key, before, after, after.encode()))
                     break
+                yield backoff(attempt)
                 raw = yield Get(key)
             else:
                 raise _contention()
@@ -718,8 +721,9 @@ class LoginThrottle:
         return f"LoginThrottle(store={self._store!r}, policy={self._policy!r})"
 
 
-def _contention() -> StoreError:
-    return StoreError(
+def _contention() -> StoreBusy:
+    """A counter that kept changing through every backed-off retry: a 503, not a 500."""
+    return StoreBusy(
         f"login throttle counter changed {_CAS_ATTEMPTS} times during one update; "
         "the store is under heavy contention"
     )

@@ -64,9 +64,9 @@ from bastion.core.totp import (
     normalize_totp_code,
     validate_totp_secret,
 )
-from bastion.engine.flows import CompareAndSet, Delete, Get, Set, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Delete, Get, Set, backoff, drive_async, drive_sync
 from bastion.engine.syncside import require_sync, sync_side
-from bastion.errors import ConfigurationError, StoreError
+from bastion.errors import ConfigurationError, StoreBusy
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
@@ -258,7 +258,9 @@ class TotpManager:
             if step is not None and (floor is None or step > floor):
                 floor = step
         ttl = float(self._interval * (2 * self._valid_window + 2))
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:
+                yield backoff(attempt)
             raw = yield Get(key)
             last = _decode_step(raw)
             if floor is not None and (last is None or floor > last):
@@ -270,7 +272,7 @@ class TotpManager:
             if (yield CompareAndSet(key, raw, str(matched).encode("ascii"), ttl)):
                 yield from self._clear_failures_flow(user_id)
                 return TotpResult.ACCEPTED
-        raise StoreError("TOTP step changed too often during one verification; try again")
+        raise StoreBusy("TOTP step changed too often during one verification; try again")
 
     def _failure_keys(self, user_id: str) -> list[str]:
         return [f"{self._prefix}failures:{user}" for user in self._user_hashes(user_id)]
@@ -289,15 +291,16 @@ class TotpManager:
                 break
         rule = self._failures
         now = self._clock.now()
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(1, _CAS_ATTEMPTS + 1):
             state = ThrottleState.decode(raw, now=now, rule=rule)
             if state.retry_after(rule, now) > 0:
                 return None
             written = state.failed(now).encode()
             if (yield CompareAndSet(key, raw, written, rule.window)):
                 return key, written, state.encode()
+            yield backoff(attempt)
             raw = yield Get(key)
-        raise StoreError("TOTP failure counter changed too often during one check; try again")
+        raise StoreBusy("TOTP failure counter changed too often during one check; try again")
 
     def _refund_flow(self, reservation: tuple[str, bytes, bytes]) -> Flow[None]:
         """Undo a reservation: exactly (the time of the last failure included) while the counter
@@ -308,14 +311,16 @@ class TotpManager:
         if (yield CompareAndSet(key, written, before, rule.window)):
             return
         now = self._clock.now()
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:
+                yield backoff(attempt)
             raw = yield Get(key)
             state = ThrottleState.decode(raw, now=now, rule=rule)
             if raw is None or state.failures == 0:
                 return
             if (yield CompareAndSet(key, raw, state.refunded().encode(), rule.window)):
                 return
-        raise StoreError("TOTP failure counter changed too often during one refund; try again")
+        raise StoreBusy("TOTP failure counter changed too often during one refund; try again")
 
     def _clear_failures_flow(self, user_id: str) -> Flow[None]:
         for name in self._failure_keys(user_id):
@@ -360,6 +365,7 @@ class TotpManager:
         wanted = self._recovery_digest(index, user, cleaned)
         for attempt in range(_CAS_ATTEMPTS):
             if attempt:
+                yield backoff(attempt)
                 raw = yield Get(key)
             digests = _decode_digests(raw)
             found = [
@@ -371,7 +377,7 @@ class TotpManager:
             if (yield CompareAndSet(key, raw, json.dumps(remaining).encode())):
                 yield from self._clear_failures_flow(user_id)  # the owner is back in
                 return True
-        raise StoreError("recovery codes changed too often during one use; try again")
+        raise StoreBusy("recovery codes changed too often during one use; try again")
 
     # -- async API -----------------------------------------------------------------------------
 
