@@ -421,15 +421,13 @@ class Session(MutableMapping[str, Any]):
         if cached is not None and cached[0] == user_id:
             return cached[1]
         loader = self._user_loader()
-        value = loader(user_id)
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
+        if self._engine.user_loader_is_async:
             raise ConfigurationError(
                 "user_loader is asynchronous: await session.load_user() (for example in a "
                 "dependency) before reading session.user",
                 setting="user_loader",
             )
+        value = loader(user_id)
         self._user = (user_id, value)
         return value
 
@@ -441,9 +439,8 @@ class Session(MutableMapping[str, Any]):
         cached = self._user
         if cached is not None and cached[0] == user_id:
             return cached[1]
-        value = self._user_loader()(user_id)
-        if inspect.isawaitable(value):
-            value = await value
+        loader = self._user_loader()
+        value = await loader(user_id) if self._engine.user_loader_is_async else loader(user_id)
         self._user = (user_id, value)
         return value
 
@@ -655,10 +652,11 @@ class SessionEngine:
     logger.
 
     App hooks: ``user_loader(user_id)`` gives the user object behind :attr:`Session.user`,
-    called at most once per request (it may be a coroutine function: then await
-    :meth:`Session.load_user`). ``session_filter(record)`` runs on every stored session a
-    request loads; ``False`` refuses it (a fresh session, as for an expired one), e.g. every
-    session of a disabled user. It runs on the load path: keep it cheap and synchronous.
+    called at most once per request (it may be a coroutine function, decided once by
+    ``inspect.iscoroutinefunction``: then await :meth:`Session.load_user`).
+    ``session_filter(record)`` runs on every stored session a request loads; ``False`` refuses
+    it (a fresh session, as for an expired one), e.g. every session of a disabled user. It runs
+    on the load path: keep it cheap and synchronous.
     """
 
     __slots__ = (
@@ -674,6 +672,7 @@ class SessionEngine:
         "clock",
         "config",
         "user_loader",
+        "user_loader_is_async",
     )
 
     def __init__(
@@ -720,6 +719,8 @@ class SessionEngine:
             if hook is not None and not callable(hook):
                 raise ConfigurationError(f"{name} must be callable or None", setting=name)
         self.user_loader = user_loader
+        # Decided once: a coroutine function is awaited by load_user(), anything else called.
+        self.user_loader_is_async = inspect.iscoroutinefunction(user_loader)
         self._filter = session_filter
 
     @property
