@@ -6,7 +6,6 @@ its own time), so the expiry attacks run on those two.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,20 +16,19 @@ from flask import session as flask_session
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import SessionConfig
 from bastion.engine.flows import Flow, Get
-from bastion.engine.sessions import Session, SessionEngine, index_key
+from bastion.engine.sessions import SessionEngine, index_key
 from bastion.flask import Bastion
 from bastion.stores.memory import MemoryStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.sync_store import CountingStore
+from session_flows import COOKIE, cookie_value, login, request
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
 
-COOKIE = "__Host-session"
 HOUR = 3600.0
 
 
@@ -50,25 +48,6 @@ async def ttl_store(
     )
     yield opened
     await opened.aclose()
-
-
-def cookie_value(result: SaveResult) -> str:
-    assert result.set_cookie is not None
-    match = re.match(rf"{COOKIE}=([^;]*)", result.set_cookie)
-    assert match is not None
-    return match.group(1)
-
-
-async def request(engine: SessionEngine, cookie: str | None) -> Session:
-    session = engine.open(None if cookie is None else f"{COOKIE}={cookie}", lazy=False)
-    await engine.load(session)
-    return session
-
-
-async def login(engine: SessionEngine, user: str) -> str:
-    session = await request(engine, None)
-    session.login(user)
-    return cookie_value(await engine.save(session))
 
 
 # Browser sessions that outlive "remember me" ones: a short remember-me, a long working day.

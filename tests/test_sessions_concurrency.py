@@ -8,7 +8,6 @@ concurrency), against real stores.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,19 +15,17 @@ import pytest_asyncio
 
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import SessionConfig, record_key, session_handle
-from bastion.engine.sessions import Session, SessionEngine
+from bastion.engine.sessions import SessionEngine
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from session_flows import COOKIE, cookie_value, request
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
-
-COOKIE = "__Host-session"
 
 
 @pytest.fixture
@@ -55,20 +52,6 @@ async def store(
 @pytest.fixture
 def engine(store: Store, clock: FrozenClock) -> SessionEngine:
     return SessionEngine(store, config=SessionConfig(renew_every=600, renew_grace=30), clock=clock)
-
-
-def cookie_value(result: SaveResult) -> str:
-    assert result.set_cookie is not None
-    match = re.match(rf"{COOKIE}=([^;]*)", result.set_cookie)
-    assert match is not None
-    return match.group(1)
-
-
-async def request(engine: SessionEngine, cookie: str | None, **client: str) -> Session:
-    header = None if cookie is None else f"{COOKIE}={cookie}"
-    session = engine.open(header, lazy=False, **client)
-    await engine.load(session)
-    return session
 
 
 async def new_session(engine: SessionEngine, **data: object) -> str:

@@ -10,7 +10,6 @@ the save raises ``StoreBusy`` (a ``StoreUnavailable``: the adapters answer 503 w
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from typing import TYPE_CHECKING
 
@@ -21,15 +20,14 @@ from bastion.core.clock import FrozenClock
 from bastion.engine.sessions import SessionEngine
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from session_flows import COOKIE, cookie_value
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
 
-COOKIE = "__Host-session"
 WRITERS = 40
 
 
@@ -53,13 +51,6 @@ async def store(
         )
     yield made
     await made.aclose()
-
-
-def cookie_value(result: SaveResult) -> str:
-    assert result.set_cookie is not None
-    match = re.match(rf"{COOKIE}=([^;]*)", result.set_cookie)
-    assert match is not None
-    return match.group(1)
 
 
 @pytest.mark.asyncio

@@ -9,22 +9,20 @@ meanwhile survive. The interleavings are forced with a real store wrapped to pau
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING
 
 import pytest
 
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import MAX_SESSIONS_PER_USER, SessionConfig
-from bastion.engine.sessions import Session, SessionEngine, index_key
+from bastion.engine.sessions import SessionEngine, index_key
+from session_flows import COOKIE, cookie_value, login, request
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from bastion.engine.sessions import SaveResult
     from bastion.stores.base import Store
 
-COOKIE = "__Host-session"
 CONFIG = SessionConfig(renew_every=600, renew_grace=30)
 
 
@@ -77,25 +75,6 @@ class PausingStore:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def cookie_value(result: SaveResult) -> str:
-    assert result.set_cookie is not None
-    match = re.match(rf"{COOKIE}=([^;]*)", result.set_cookie)
-    assert match is not None
-    return match.group(1)
-
-
-async def request(engine: SessionEngine, cookie: str | None) -> Session:
-    session = engine.open(None if cookie is None else f"{COOKIE}={cookie}", lazy=False)
-    await engine.load(session)
-    return session
-
-
-async def login(engine: SessionEngine, user: str) -> str:
-    session = await request(engine, None)
-    session.login(user)
-    return cookie_value(await engine.save(session))
 
 
 async def logged_in_as(engine: SessionEngine, cookie: str) -> str | None:
