@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
-__all__ = ["free_port", "server_process", "uvicorn_thread"]
+__all__ = ["free_port", "http_ready", "server_process", "uvicorn_thread"]
 
 
 def free_port() -> int:
@@ -54,6 +54,15 @@ def uvicorn_thread(app: Any, *, start_within: float = 10.0, **config: Any) -> It
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive(), "uvicorn did not stop within 10 s"
+
+
+def http_ready(url: str, body: bytes | None = None) -> None:
+    """Raise unless ``url`` answers (with exactly ``body``, when given): a ``ready=`` probe."""
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(url, timeout=2) as response:
+        if body is not None and response.read() != body:
+            raise ConnectionError(f"{url} is not ready yet")
 
 
 @contextmanager

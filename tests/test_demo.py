@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from bastion.errors import ConfigurationError
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import BROWSER_ACCEPT, afetch_token, browser_headers, find_token
-from servers import free_port
+from servers import free_port, http_ready, server_process
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -398,35 +399,18 @@ def test_bastion_demo_serves_on_loopback(tmp_path: Path) -> None:
     env.pop("BASTION_ENV", None)
     script = Path(sys.executable).with_name("bastion")  # the entry point `make demo` runs
     program = [str(script)] if script.exists() else [sys.executable, "-m", "bastion.cli"]
-    command = [*program, "demo", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--store", f"sqlite:///{db}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    command = [*program, "demo", "--port", str(port), "--store", f"sqlite:///{db}"]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
-                    assert resp.read() == b"ok"
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, "the demo exited early"
-                assert time.monotonic() < deadline, "the demo did not answer within 30 s"
-                time.sleep(0.1)
+    log = tmp_path / "demo.log"
+    ready = functools.partial(http_ready, base + "/healthz", b"ok")
+    with server_process(command, ready=ready, log=log, env=env):
         with urllib.request.urlopen(base + "/login", timeout=5) as resp:
             assert resp.status == 200
             assert resp.headers["server"] is None
             assert "nonce-" in resp.headers["content-security-policy"]
             assert resp.headers["set-cookie"].startswith(COOKIE + "=")
         assert db.exists()
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    text = out.decode()
+    text = log.read_text(errors="replace")
     assert f"bastion demo: http://127.0.0.1:{port}/" in text
     assert f"user 'admin' (admin), password: {SEED}" in text
     assert "development=True" in text  # the development-mode warning is logged
