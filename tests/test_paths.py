@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,7 +30,7 @@ def pattern(text: str) -> PathPattern:
     ],
 )
 def test_malformed_patterns_name_the_setting(text: object, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message) as caught:
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as caught:
         PathPattern.parse(text, setting="exempt")
     assert caught.value.setting == "exempt"
 
@@ -40,18 +42,25 @@ def test_exact_and_prefix_are_written_the_same_way_for_every_use() -> None:
     assert exact.covers(match_forms("/LOGIN/"))
     assert exact.covers(match_forms("/x/../login"))
     assert not exact.covers(match_forms("/login/x"))
-    assert prefix.covers(match_forms("/api")) and prefix.covers(match_forms("/Api/x"))
+    assert prefix.covers(match_forms("/api"))
+    assert prefix.covers(match_forms("/Api/x"))
     assert not prefix.covers(match_forms("/apix"))
     # exemptions: only a path in normal form, exactly as written
-    assert exact.exempts("/login") and not exact.exempts("/Login")
-    assert not exact.exempts("/login/") and not exact.exempts("//login")
-    assert prefix.exempts("/api/x") and prefix.exempts("/api") and not prefix.exempts("/apix")
+    assert exact.exempts("/login")
+    assert not exact.exempts("/Login")
+    assert not exact.exempts("/login/")
+    assert not exact.exempts("//login")
+    assert prefix.exempts("/api/x")
+    assert prefix.exempts("/api")
+    assert not prefix.exempts("/apix")
     assert not prefix.exempts("/api/../admin")
 
 
 def test_everywhere() -> None:
-    assert EVERYWHERE.everywhere and EVERYWHERE.covers(("/anything",))
-    assert EVERYWHERE.exempts("/x") and not EVERYWHERE.exempts("/x/../y")
+    assert EVERYWHERE.everywhere
+    assert EVERYWHERE.covers(("/anything",))
+    assert EVERYWHERE.exempts("/x")
+    assert not EVERYWHERE.exempts("/x/../y")
     assert str(EVERYWHERE) == "/*"
 
 
@@ -75,4 +84,5 @@ def test_a_prefix_covers_and_exempts_what_is_below_it(base: list[str], rest: lis
     assert prefix.covers(match_forms(path.upper()))
     assert not pattern(root).exempts(path) or not rest
     sibling = root + "x"
-    assert not prefix.exempts(sibling) and not prefix.covers(match_forms(sibling))
+    assert not prefix.exempts(sibling)
+    assert not prefix.covers(match_forms(sibling))
