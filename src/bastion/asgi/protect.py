@@ -1,86 +1,128 @@
-"""``protect(app, ...)``: bastion's ASGI middlewares around an app, in the one documented order.
+"""``protect(app, config)``: bastion's ASGI layers around an app, in the one documented order.
+
+::
+
+    config = bastion.Bastion(store="sqlite:///app.db", keyring=...)
+    app = bastion.asgi.protect(app, config)             # Starlette, FastAPI, Litestar, Quart
+    # or, the way any middleware is added:
+    app.add_middleware(bastion.asgi.BastionMiddleware, config=config)
 
 SecurityHeaders -> RateLimit -> Session -> CSRF -> app; the order and the reasons for it are in
-:mod:`bastion.engine.protect`, which composes the layers for both adapters.
+:mod:`bastion.runtime`. Given a :class:`~bastion.config.Bastion`, ``protect`` builds the runtime
+and closes it (the auditor flushed, the store closed) when the server's lifespan shuts down;
+given a :class:`~bastion.runtime.Runtime` (``config.build()``, to reach ``runtime.throttle``
+or the session registry from the app), the caller owns it and closes it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
 from bastion.asgi.sessions import SessionMiddleware
-from bastion.core.clock import Clock, system_clock
-from bastion.core.headers import Preset
-from bastion.engine.protect import Layers, compose
+from bastion.runtime import Layers, Runtime, as_runtime
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
 
-    from bastion.asgi.csrf import ASGIApp, IdentityFunc
-    from bastion.core.audit import Auditor
-    from bastion.core.csrf import CSRFConfig
-    from bastion.core.headers import HeaderPolicy
-    from bastion.core.keys import KeyRing, SecretKey
-    from bastion.core.sessions import SessionConfig
-    from bastion.stores.base import Store
-
-__all__ = ["protect"]
+__all__ = ["BastionMiddleware", "protect"]
 
 
-def protect(
-    app: ASGIApp,
-    *,
-    store: Store | str | None = None,
-    sessions: SessionConfig | None = None,
-    csrf: CSRFConfig | Literal[False] | None = None,
-    headers: HeaderPolicy | Preset | str | None = Preset.STRICT,
-    header_overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
-    rate_limit: Mapping[str, Any] | None = None,
-    keyring: KeyRing | SecretKey | None = None,
-    identity: IdentityFunc | None = None,
-    auditor: Auditor | None = None,
-    clock: Clock = system_clock,
-    production: bool | None = None,
-) -> ASGIApp:
-    """Wrap ``app`` in bastion's middlewares (see the module docstring) and return the result.
+def protect(app: ASGIApp, config: Bastion | Runtime) -> ASGIApp:
+    """Wrap ``app`` in the layers ``config`` turns on (see the module docstring)."""
+    runtime = as_runtime(config)
+    wrapped = runtime.compose(app, _LAYERS)
+    if isinstance(config, Runtime):
+        return wrapped
+    return _ClosesAtShutdown(wrapped, runtime)
 
-    * ``store``: a store or URL; turns server-side sessions on (``sessions`` configures them).
-    * ``csrf``: a :class:`~bastion.core.csrf.CSRFConfig`, ``None`` for the defaults, ``False``
-      to leave CSRF off. The default token source (the session) needs ``store``.
-    * ``headers``: a policy or preset name; ``None`` leaves security headers off.
-    * ``rate_limit``: keyword arguments of
-      :class:`~bastion.asgi.ratelimit.RateLimitMiddleware` (``limiter=``, ``rules=``, ...);
-      ``None`` leaves rate limiting off.
-    * ``keyring``, ``auditor``, ``clock`` and ``production`` are shared by every layer.
-    """
-    return compose(
+
+class BastionMiddleware:
+    """``protect()`` in the form frameworks add middleware in:
+    ``app.add_middleware(BastionMiddleware, config=config)`` or
+    ``Middleware(BastionMiddleware, config=config)``."""
+
+    __slots__ = ("_app", "runtime")
+
+    def __init__(self, app: ASGIApp, config: Bastion | Runtime) -> None:
+        self.runtime = as_runtime(config)
+        self._app = protect(app, self.runtime if isinstance(config, Runtime) else config)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+class _ClosesAtShutdown:
+    """Closes the runtime ``protect()`` built once the app has finished its lifespan
+    shutdown (before the server is told it is complete)."""
+
+    __slots__ = ("_app", "runtime")
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self._app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
+            return
+        runtime = self.runtime
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await runtime.aclose()
+            await send(message)
+
+        await self._app(scope, receive, send_wrapper)
+
+
+def _csrf(app: ASGIApp, runtime: Runtime) -> ASGIApp:
+    config = runtime.config
+    return CSRFMiddleware(
         app,
-        _LAYERS,
-        store=store,
-        sessions=sessions,
-        csrf=csrf,
-        headers=headers,
-        header_overrides=header_overrides,
-        rate_limit=rate_limit,
-        keyring=keyring,
-        identity=identity,
-        auditor=auditor,
-        clock=clock,
-        production=production,
+        config=runtime.csrf_config,
+        keyring=runtime.keyring,
+        identity=config.csrf_identity,
+        auditor=runtime.auditor,
+        clock=config.clock,
+        production=runtime.production,
     )
 
 
-def _rate_limit_middleware() -> Callable[..., ASGIApp]:
-    from bastion.asgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415 (optional layer)
+def _sessions(app: ASGIApp, runtime: Runtime) -> ASGIApp:
+    return SessionMiddleware(app, bastion=runtime)
 
-    return RateLimitMiddleware
+
+def _rate_limit(app: ASGIApp, runtime: Runtime) -> ASGIApp:
+    from bastion.asgi.ratelimit import (  # noqa: PLC0415 (optional layer)
+        RateLimitMiddleware,
+        client_ip_key,
+    )
+
+    if runtime.limiter is None:  # pragma: no cover (compose() checks)
+        return app
+    return RateLimitMiddleware(
+        app, runtime.limiter, runtime.config.rate_limits, key=client_ip_key(runtime.proxies)
+    )
+
+
+def _headers(app: ASGIApp, runtime: Runtime) -> ASGIApp:
+    config = runtime.config
+    if config.headers is None:  # pragma: no cover (compose() checks)
+        return app
+    return SecurityHeadersMiddleware(
+        app,
+        config.headers,
+        overrides=dict(config.header_routes) or None,
+        auditor=runtime.auditor,
+        client_ip=runtime.proxies,
+        clock=config.clock,
+        production=runtime.production,
+    )
 
 
 _LAYERS: Layers[ASGIApp] = Layers(
-    headers=SecurityHeadersMiddleware,
-    rate_limit=_rate_limit_middleware,
-    sessions=SessionMiddleware,
-    csrf=CSRFMiddleware,
+    headers=_headers, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
 )

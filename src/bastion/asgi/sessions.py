@@ -51,16 +51,20 @@ from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import Session, SessionEngine, SessionInfo
 from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.runtime import as_runtime
 from bastion.stores.url import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
     from bastion.core.sessions import SessionRecord
     from bastion.engine.sessions import SaveResult
+    from bastion.runtime import Runtime
     from bastion.stores.base import Store
 
     Scope = MutableMapping[str, Any]
@@ -111,13 +115,14 @@ class SessionMiddleware:
     ``request.session.user`` and refusing sessions at load.
     """
 
-    __slots__ = ("_inline", "_preload", "app", "engine")
+    __slots__ = ("_inline", "_preload", "_proxies", "app", "engine")
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        store: Store | str,
+        bastion: Bastion | Runtime | None = None,
+        store: Store | str | None = None,
         config: SessionConfig | None = None,
         keyring: KeyRing | SecretKey | None = None,
         auditor: Auditor | None = None,
@@ -126,28 +131,53 @@ class SessionMiddleware:
         production: bool | None = None,
         user_loader: Callable[[str], Any] | None = None,
         session_filter: Callable[[SessionRecord], bool] | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
-        config = SessionConfig() if config is None else config
-        if not isinstance(config, SessionConfig):
-            raise ConfigurationError("config must be a SessionConfig", setting="config")
-        config.check_environment(production=is_production() if production is None else production)
-        if isinstance(store, str):
-            store = open_store(store, clock=clock)
         self.app = app
-        self.engine = SessionEngine(
-            store,
-            config=config,
-            keyring=keyring,
-            auditor=auditor,
-            clock=clock,
-            user_loader=user_loader,
-            session_filter=session_filter,
-        )
+        if bastion is not None:
+            if store is not None or config is not None or keyring is not None:
+                raise ConfigurationError(
+                    "SessionMiddleware(bastion=...) takes the store, sessions and key ring "
+                    "from the Bastion configuration; do not pass them again",
+                    setting="bastion",
+                )
+            runtime = as_runtime(bastion)
+            if runtime.sessions is None:
+                raise ConfigurationError(
+                    "SessionMiddleware(bastion=...) needs Bastion(store=...)", setting="store"
+                )
+            self.engine = runtime.sessions
+            proxies = runtime.proxies
+        else:
+            if store is None:
+                raise ConfigurationError(
+                    "SessionMiddleware needs store= (a Store or a URL) or bastion=",
+                    setting="store",
+                )
+            config = SessionConfig() if config is None else config
+            if not isinstance(config, SessionConfig):
+                raise ConfigurationError("config must be a SessionConfig", setting="config")
+            config.check_environment(
+                production=is_production() if production is None else production
+            )
+            if isinstance(store, str):
+                store = open_store(store, clock=clock)
+            self.engine = SessionEngine(
+                store,
+                config=config,
+                keyring=keyring,
+                auditor=auditor,
+                clock=clock,
+                user_loader=user_loader,
+                session_filter=session_filter,
+            )
+        self._proxies = proxies if proxies is not None and proxies.trusts_any else None
         sync = self.engine.sync_store
         local = sync is not None and sync.local
         if preload is False and sync is None:
             raise ConfigurationError(
-                f"preload=False needs a store with a synchronous side; {store!r} has none",
+                f"preload=False needs a store with a synchronous side; {self.engine.store!r} "
+                "has none",
                 setting="preload",
             )
         self._preload = (not local) if preload is None else preload
@@ -163,7 +193,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self.engine
-        session = _open(engine, scope, lazy=not self._preload)
+        session = _open(engine, scope, lazy=not self._preload, proxies=self._proxies)
         scope["session"] = session
         scope[ENGINE_SCOPE_KEY] = engine
         if self._preload and session.has_cookie:
@@ -239,19 +269,29 @@ async def _after_failure(engine: SessionEngine, session: Session, *, started: bo
         engine.audit_unavailable(session, "save")
 
 
-def _open(engine: SessionEngine, scope: Scope, *, lazy: bool) -> Session:
+def _open(
+    engine: SessionEngine, scope: Scope, *, lazy: bool, proxies: TrustedProxies | None
+) -> Session:
     cookie_header = None
     user_agent = None
+    forwarded: list[str] = []
+    wanted = b"" if proxies is None else proxies.header.encode("ascii")
     for name, value in scope["headers"]:
         if name == b"cookie":
             text = value.decode("latin-1")
             cookie_header = text if cookie_header is None else cookie_header + "; " + text
         elif name == b"user-agent":
             user_agent = value.decode("latin-1")
+        elif name == wanted:
+            forwarded.append(value.decode("latin-1"))
     client = scope.get("client")
+    peer = client[0] if client else None
+    if proxies is not None and forwarded:
+        address = proxies.client(peer, forwarded)
+        peer = None if address is None else str(address)
     return engine.open(
         cookie_header,
-        client_ip=client[0] if client else None,
+        client_ip=peer,
         user_agent=user_agent,
         lazy=lazy,
     )

@@ -132,6 +132,24 @@ class TrustedProxies:
         return f"TrustedProxies(trusted_proxies={proxies!r}, header={self.header!r})"
 
     @property
+    def networks(self) -> tuple[str, ...]:
+        """The trusted proxies, as network text (``"10.0.0.0/8"``)."""
+        return tuple(str(network) for network in self._networks)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrustedProxies):
+            return NotImplemented
+        return (self._networks, self.header, self.ipv4_prefix, self.ipv6_prefix) == (
+            other._networks,
+            other.header,
+            other.ipv4_prefix,
+            other.ipv6_prefix,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._networks, self.header, self.ipv4_prefix, self.ipv6_prefix))
+
+    @property
     def trusts_any(self) -> bool:
         """Whether any proxy is trusted (if not, forwarding headers are never read)."""
         return bool(self._networks)

@@ -1,29 +1,32 @@
-"""Flask extension: server-side sessions behind ``flask.session``.
+"""bastion for Flask: ``protect(app, config)`` and ``flask.session`` as a server-side session.
 
 ::
 
     from flask import Flask, session
-    from bastion.flask import Bastion, login
+    import bastion, bastion.flask
 
     app = Flask(__name__)
-    Bastion(app, store="redis://localhost:6379/0")      # or Bastion().init_app(app)
+    runtime = bastion.flask.protect(app, bastion.Bastion(store="sqlite:///app.db", ...))
 
     @app.post("/cart")
     def add():
         session["cart"] = [*session.get("cart", []), request.form["item"]]
         ...
 
-Existing code keeps using ``flask.session``: the extension installs a session interface whose
-session object is bastion's :class:`~bastion.engine.sessions.Session` (a Flask
-``SessionMixin``). It is driven by the synchronous engine driver on the store's sync side, so
-no event loop is involved. Settings come from the arguments, else from ``app.config``:
-``BASTION_SESSION_STORE`` (a store URL), ``BASTION_SESSION_CONFIG`` (a
-:class:`~bastion.core.sessions.SessionConfig`) and ``BASTION_KEYRING``.
+    @app.post("/login")
+    def sign_in():
+        ...
+        session.login(user_id)          # a new session ID and CSRF secret
 
-Lifecycle helpers: :func:`login`, :func:`logout`, :func:`regenerate` act on the current
-session; :func:`session_engine` gives the engine (``create``, ``destroy_sync``,
-``list_sessions_sync``, ``revoke_*_sync``). A store outage while the session is read or saved
-answers ``503`` with an audit event.
+Existing code keeps using ``flask.session``: :func:`protect` installs a session interface whose
+session object is bastion's :class:`~bastion.engine.sessions.Session` (a Flask
+``SessionMixin``: ``session.login()``, ``session.logout()``, ``session.regenerate()``). It is
+driven by the synchronous engine driver on the store's sync side, so no event loop is involved.
+CSRF is checked once, before Flask sees the request; templates get ``csrf_token()`` and
+``csrf_input()``. Security headers and rate limits wrap ``app.wsgi_app``. A store outage while
+the session is read or saved answers ``503`` with an audit event. :func:`session_engine` gives
+the engine of the current app (``create``, ``destroy_sync``, ``list_sessions_sync``, ...), as
+does ``runtime.sessions``.
 """
 
 from __future__ import annotations
@@ -34,35 +37,34 @@ from flask import Flask, current_app, request
 from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
-from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.flask._data import tuples_as_lists
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
-from bastion.wsgi.sessions import build_engine, response_headers, unavailable_response
+from bastion.runtime import Layers, as_runtime
+from bastion.wsgi.protect import LAYERS
+from bastion.wsgi.sessions import (
+    client_address,
+    response_headers,
+    sync_engine,
+    unavailable_response,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from flask import Request, Response
 
-    from bastion.core.audit import Auditor
-    from bastion.core.clock import Clock
-    from bastion.core.keys import KeyRing, SecretKey
-    from bastion.core.sessions import SessionConfig, SessionRecord
-    from bastion.stores.base import Store
+    from bastion.config import Bastion
+    from bastion.core.client import TrustedProxies
+    from bastion.runtime import Runtime
+    from bastion.wsgi.types import WSGIApp
 
 __all__ = [
-    "CSRF",
-    "Bastion",
     "FlaskSession",
     "SessionInterfaceAdapter",
     "csrf_input",
     "csrf_token",
-    "login",
-    "logout",
-    "regenerate",
+    "protect",
     "session_engine",
 ]
 
@@ -100,8 +102,9 @@ class FlaskSession(Session, SessionMixin):
 class SessionInterfaceAdapter(SessionInterface):
     """Flask's session interface over a :class:`SessionEngine` (sync driver)."""
 
-    def __init__(self, engine: SessionEngine) -> None:
+    def __init__(self, engine: SessionEngine, *, proxies: TrustedProxies | None = None) -> None:
         self.engine = engine
+        self.proxies = proxies if proxies is not None and proxies.trusts_any else None
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:  # noqa: ARG002 (Flask's signature)
         engine = self.engine
@@ -112,7 +115,7 @@ class SessionInterfaceAdapter(SessionInterface):
         return FlaskSession(
             engine,
             cookie or None,
-            client_ip=environ.get("REMOTE_ADDR"),
+            client_ip=client_address(environ, self.proxies),
             # The raw header: request.user_agent would build a parsed UserAgent per request.
             user_agent=environ.get("HTTP_USER_AGENT") or None,
             loader=engine.load_sync,
@@ -158,63 +161,58 @@ def _make_unavailable(response: Response) -> None:
         response.headers[name] = value
 
 
-class Bastion:
-    """The Flask extension. ``Bastion(app, store=...)`` or ``Bastion(store=...).init_app(app)``.
+class _Extension:
+    """What :func:`protect` leaves in ``app.extensions["bastion"]``."""
 
-    Arguments left out are read from ``app.config`` (see the module docstring); ``production``
-    defaults to ``ENV`` / ``BASTION_ENV``.
-    """
+    __slots__ = ("engine", "runtime")
 
-    def __init__(
-        self,
-        app: Flask | None = None,
-        *,
-        store: Store | str | None = None,
-        config: SessionConfig | None = None,
-        keyring: KeyRing | SecretKey | None = None,
-        auditor: Auditor | None = None,
-        clock: Clock = system_clock,
-        production: bool | None = None,
-        user_loader: Callable[[str], Any] | None = None,
-        session_filter: Callable[[SessionRecord], bool] | None = None,
-    ) -> None:
-        self._user_loader = user_loader
-        self._session_filter = session_filter
-        self._store = store
-        self._config = config
-        self._keyring = keyring
-        self._auditor = auditor
-        self._clock = clock
-        self._production = production
-        self.engine: SessionEngine | None = None
-        if app is not None:
-            self.init_app(app)
-
-    def init_app(self, app: Flask) -> None:
-        store = self._store if self._store is not None else app.config.get("BASTION_SESSION_STORE")
-        if store is None:
-            raise ConfigurationError(
-                "bastion.flask.Bastion needs a session store: pass store='sqlite:///app.db' "
-                "(or a Store) or set app.config['BASTION_SESSION_STORE']",
-                setting="BASTION_SESSION_STORE",
-            )
-        engine = build_engine(
-            store=store,
-            config=self._config or app.config.get("BASTION_SESSION_CONFIG"),
-            keyring=self._keyring or app.config.get("BASTION_KEYRING"),
-            auditor=self._auditor,
-            clock=self._clock,
-            production=self._production,
-            user_loader=self._user_loader,
-            session_filter=self._session_filter,
-        )
+    def __init__(self, runtime: Runtime, engine: SessionEngine | None) -> None:
+        self.runtime = runtime
         self.engine = engine
-        app.session_interface = SessionInterfaceAdapter(engine)
-        app.extensions[_EXTENSION] = self
-        app.register_error_handler(StoreUnavailable, _unavailable_handler)
 
-    def __repr__(self) -> str:
-        return f"Bastion(engine={self.engine!r})"
+
+def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
+    """Protect a Flask app with ``config`` and return the runtime (``runtime.throttle``,
+    ``runtime.sessions`` for the session registry, ``runtime.close()``).
+
+    * sessions (with ``Bastion(store=...)``): ``flask.session`` becomes bastion's server-side
+      session (``session.login(user_id)``, ``session.logout()``);
+    * CSRF: checked before Flask sees the request, once (the token in ``flask.session``);
+      ``csrf_token()`` and ``csrf_input()`` in templates;
+    * security headers and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
+      of :mod:`bastion.runtime`.
+    """
+    runtime = as_runtime(config)
+    engine = None
+    if runtime.sessions is not None:
+        engine = sync_engine(runtime.sessions)
+        app.session_interface = SessionInterfaceAdapter(engine, proxies=runtime.proxies)
+        app.register_error_handler(StoreUnavailable, _unavailable_handler)
+    app.extensions[_EXTENSION] = _Extension(runtime, engine)
+    if runtime.csrf_config is not None:
+        CSRF(
+            app,
+            config=runtime.csrf_config,
+            keyring=runtime.keyring,
+            identity=runtime.config.csrf_identity,
+            auditor=runtime.auditor,
+            clock=runtime.config.clock,
+            production=runtime.production,
+        )
+    inner: WSGIApp = app.wsgi_app
+    app.wsgi_app = runtime.compose(inner, _OUTER)  # type: ignore[method-assign, assignment]
+    return runtime
+
+
+def _unchanged(app: WSGIApp, runtime: Runtime) -> WSGIApp:  # noqa: ARG001 (a Layers builder)
+    return app
+
+
+# Sessions are Flask's session interface and CSRF the extension above; the WSGI layers add the
+# rest around app.wsgi_app.
+_OUTER: Final[Layers[WSGIApp]] = Layers(
+    headers=LAYERS.headers, rate_limit=LAYERS.rate_limit, sessions=_unchanged, csrf=_unchanged
+)
 
 
 def _unavailable_handler(error: StoreUnavailable) -> Any:
@@ -229,34 +227,12 @@ def _unavailable_handler(error: StoreUnavailable) -> Any:
 
 
 def session_engine() -> SessionEngine:
-    """The engine of the current app's :class:`Bastion` extension."""
+    """The session engine of the current app (set up by :func:`protect`)."""
     extension = current_app.extensions.get(_EXTENSION)
-    if not isinstance(extension, Bastion) or extension.engine is None:
+    if not isinstance(extension, _Extension) or extension.engine is None:
         raise ConfigurationError(
-            "bastion.flask.Bastion is not set up on this app; call Bastion(app, store=...)",
+            "bastion sessions are not set up on this app; call "
+            "bastion.flask.protect(app, Bastion(store=...))",
             setting="extension",
         )
     return extension.engine
-
-
-def _current() -> Session:
-    session = flask_session._get_current_object()  # type: ignore[attr-defined]
-    if not isinstance(session, Session):
-        session_engine()
-        raise ConfigurationError("flask.session is not a bastion session", setting="extension")
-    return session
-
-
-def login(user_id: str | int, *, remember: bool | None = None) -> None:
-    """Rotate the session ID and CSRF secret and bind ``user_id`` (see ``Session.login``)."""
-    _current().login(user_id, remember=remember)
-
-
-def logout() -> None:
-    """Delete the session's server data and expire its cookie."""
-    _current().logout()
-
-
-def regenerate() -> None:
-    """A new session ID for the same data (after a privilege change)."""
-    _current().regenerate()

@@ -1,86 +1,84 @@
-"""``protect(app, ...)``: bastion's WSGI middlewares around an app, in the one documented order.
+"""``protect(app, config)``: bastion's WSGI layers around an app, in the one documented order.
+
+::
+
+    config = bastion.Bastion(store="sqlite:///app.db", keyring=...)
+    app = bastion.wsgi.protect(app, config)
 
 SecurityHeaders -> RateLimit -> Session -> CSRF -> app; the order and the reasons for it are in
-:mod:`bastion.engine.protect`, which composes the layers for both adapters.
+:mod:`bastion.runtime`. WSGI has no shutdown hook: pass a :class:`~bastion.runtime.Runtime`
+(``runtime = config.build()``) to close it yourself (``runtime.close()``) or to reach
+``runtime.throttle`` and the session registry. Flask apps use :func:`bastion.flask.protect`,
+which serves ``flask.session`` from the same runtime.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-from bastion.core.clock import Clock, system_clock
-from bastion.core.headers import Preset
-from bastion.engine.protect import Layers, compose
+from bastion.runtime import Layers, Runtime, as_runtime
 from bastion.wsgi.csrf import CSRFMiddleware
 from bastion.wsgi.headers import SecurityHeadersMiddleware
 from bastion.wsgi.sessions import SessionMiddleware
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from bastion.config import Bastion
+    from bastion.wsgi.types import WSGIApp
 
-    from bastion.core.audit import Auditor
-    from bastion.core.csrf import CSRFConfig
-    from bastion.core.headers import HeaderPolicy
-    from bastion.core.keys import KeyRing, SecretKey
-    from bastion.core.sessions import SessionConfig
-    from bastion.stores.base import Store
-    from bastion.wsgi.csrf import IdentityFunc, WSGIApp
-
-__all__ = ["protect"]
+__all__ = ["LAYERS", "protect"]
 
 
-def protect(
-    app: WSGIApp,
-    *,
-    store: Store | str | None = None,
-    sessions: SessionConfig | None = None,
-    csrf: CSRFConfig | Literal[False] | None = None,
-    headers: HeaderPolicy | Preset | str | None = Preset.STRICT,
-    header_overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
-    rate_limit: Mapping[str, Any] | None = None,
-    keyring: KeyRing | SecretKey | None = None,
-    identity: IdentityFunc | None = None,
-    auditor: Auditor | None = None,
-    clock: Clock = system_clock,
-    production: bool | None = None,
-) -> WSGIApp:
-    """Wrap ``app`` in bastion's middlewares (see the module docstring) and return the result.
+def protect(app: WSGIApp, config: Bastion | Runtime) -> WSGIApp:
+    """Wrap ``app`` in the layers ``config`` turns on (see the module docstring)."""
+    return as_runtime(config).compose(app, LAYERS)
 
-    * ``store``: a store or URL; turns server-side sessions on (``sessions`` configures them).
-    * ``csrf``: a :class:`~bastion.core.csrf.CSRFConfig`, ``None`` for the defaults, ``False``
-      to leave CSRF off. The default token source (the session) needs ``store``.
-    * ``headers``: a policy or preset name; ``None`` leaves security headers off.
-    * ``rate_limit``: keyword arguments of
-      :class:`~bastion.wsgi.ratelimit.RateLimitMiddleware` (``limiter=``, ``rules=``, ...);
-      ``None`` leaves rate limiting off.
-    * ``keyring``, ``auditor``, ``clock`` and ``production`` are shared by every layer.
-    """
-    return compose(
+
+def _csrf(app: WSGIApp, runtime: Runtime) -> WSGIApp:
+    config = runtime.config
+    return CSRFMiddleware(
         app,
-        _LAYERS,
-        store=store,
-        sessions=sessions,
-        csrf=csrf,
-        headers=headers,
-        header_overrides=header_overrides,
-        rate_limit=rate_limit,
-        keyring=keyring,
-        identity=identity,
-        auditor=auditor,
-        clock=clock,
-        production=production,
+        config=runtime.csrf_config,
+        keyring=runtime.keyring,
+        identity=config.csrf_identity,
+        auditor=runtime.auditor,
+        clock=config.clock,
+        production=runtime.production,
     )
 
 
-def _rate_limit_middleware() -> Callable[..., WSGIApp]:
-    from bastion.wsgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415 (optional layer)
-
-    return RateLimitMiddleware
+def _sessions(app: WSGIApp, runtime: Runtime) -> WSGIApp:
+    return SessionMiddleware(app, bastion=runtime)
 
 
-_LAYERS: Layers[WSGIApp] = Layers(
-    headers=SecurityHeadersMiddleware,
-    rate_limit=_rate_limit_middleware,
-    sessions=SessionMiddleware,
-    csrf=CSRFMiddleware,
+def _rate_limit(app: WSGIApp, runtime: Runtime) -> WSGIApp:
+    from bastion.wsgi.ratelimit import (  # noqa: PLC0415 (optional layer)
+        RateLimitMiddleware,
+        client_ip_key,
+    )
+
+    if runtime.limiter is None:  # pragma: no cover (compose() checks)
+        return app
+    return RateLimitMiddleware(
+        app, runtime.limiter, runtime.config.rate_limits, key=client_ip_key(runtime.proxies)
+    )
+
+
+def _headers(app: WSGIApp, runtime: Runtime) -> WSGIApp:
+    config = runtime.config
+    if config.headers is None:  # pragma: no cover (compose() checks)
+        return app
+    return SecurityHeadersMiddleware(
+        app,
+        config.headers,
+        overrides=dict(config.header_routes) or None,
+        auditor=runtime.auditor,
+        client_ip=runtime.proxies,
+        clock=config.clock,
+        production=runtime.production,
+    )
+
+
+LAYERS: Layers[WSGIApp] = Layers(
+    headers=_headers, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
 )
+"""The WSGI layers; :func:`bastion.flask.protect` reuses ``headers`` and ``rate_limit``."""

@@ -24,15 +24,19 @@ from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.runtime import as_runtime
 from bastion.stores.url import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
     from bastion.core.sessions import SessionRecord
+    from bastion.runtime import Runtime
     from bastion.stores.base import Store
 
     Environ = dict[str, Any]
@@ -44,8 +48,10 @@ __all__ = [
     "SESSION_ENVIRON_KEY",
     "SessionMiddleware",
     "build_engine",
+    "client_address",
     "get_session",
     "response_headers",
+    "sync_engine",
     "unavailable_response",
 ]
 
@@ -82,13 +88,35 @@ def build_engine(
         user_loader=user_loader,
         session_filter=session_filter,
     )
+    return sync_engine(engine)
+
+
+def sync_engine(engine: SessionEngine | None) -> SessionEngine:
+    """``engine``, checked to have a store with a synchronous side (what WSGI needs)."""
+    if engine is None:
+        raise ConfigurationError(
+            "sessions need Bastion(store=...): a store URL or a Store", setting="store"
+        )
     if engine.sync_store is None:
         raise ConfigurationError(
-            f"a WSGI app needs a store with a synchronous side (store.sync); {store!r} has "
-            "none. Use memory://, sqlite:/// or redis:// URLs",
+            f"a WSGI app needs a store with a synchronous side (store.sync); {engine.store!r} "
+            "has none. Use memory://, sqlite:/// or redis:// URLs",
             setting="store",
         )
     return engine
+
+
+def client_address(environ: Environ, proxies: TrustedProxies | None) -> str | None:
+    """The client's address: ``REMOTE_ADDR``, or what trusted ``proxies`` forwarded."""
+    peer: str | None = environ.get("REMOTE_ADDR")
+    if proxies is None:
+        return peer
+    name = "HTTP_X_FORWARDED_FOR" if proxies.header == "x-forwarded-for" else "HTTP_FORWARDED"
+    forwarded = environ.get(name)
+    if not forwarded:
+        return peer
+    address = proxies.client(peer, (forwarded,))
+    return None if address is None else str(address)
 
 
 def response_headers(result: SaveResult) -> list[tuple[str, str]]:
@@ -141,13 +169,14 @@ def _merge(headers: list[tuple[str, str]], result: SaveResult) -> list[tuple[str
 class SessionMiddleware:
     """Server-side sessions for one WSGI app; arguments as for the ASGI middleware."""
 
-    __slots__ = ("app", "engine")
+    __slots__ = ("app", "engine", "proxies")
 
     def __init__(
         self,
         app: WSGIApp,
         *,
-        store: Store | str,
+        bastion: Bastion | Runtime | None = None,
+        store: Store | str | None = None,
         config: SessionConfig | None = None,
         keyring: KeyRing | SecretKey | None = None,
         auditor: Auditor | None = None,
@@ -155,24 +184,41 @@ class SessionMiddleware:
         production: bool | None = None,
         user_loader: Callable[[str], Any] | None = None,
         session_filter: Callable[[SessionRecord], bool] | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.app = app
-        self.engine = build_engine(
-            store=store,
-            config=config,
-            keyring=keyring,
-            auditor=auditor,
-            clock=clock,
-            production=production,
-            user_loader=user_loader,
-            session_filter=session_filter,
-        )
+        if bastion is not None:
+            if store is not None or config is not None or keyring is not None:
+                raise ConfigurationError(
+                    "SessionMiddleware(bastion=...) takes the store, sessions and key ring "
+                    "from the Bastion configuration; do not pass them again",
+                    setting="bastion",
+                )
+            runtime = as_runtime(bastion)
+            self.engine = sync_engine(runtime.sessions)
+            proxies = runtime.proxies
+        elif store is None:
+            raise ConfigurationError(
+                "SessionMiddleware needs store= (a Store or a URL) or bastion=", setting="store"
+            )
+        else:
+            self.engine = build_engine(
+                store=store,
+                config=config,
+                keyring=keyring,
+                auditor=auditor,
+                clock=clock,
+                production=production,
+                user_loader=user_loader,
+                session_filter=session_filter,
+            )
+        self.proxies = proxies if proxies is not None and proxies.trusts_any else None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine
         session = engine.open(
             environ.get("HTTP_COOKIE"),
-            client_ip=environ.get("REMOTE_ADDR"),
+            client_ip=client_address(environ, self.proxies),
             user_agent=environ.get("HTTP_USER_AGENT"),
         )
         environ[SESSION_ENVIRON_KEY] = session

@@ -1,0 +1,292 @@
+"""``Runtime``: a :class:`~bastion.config.Bastion` built once, shared by every adapter.
+
+The runtime opens the store, draws or takes the key ring, makes the one auditor and the one
+client-address reader (:class:`~bastion.core.client.TrustedProxies`), builds the engines, and
+knows the one order of the layers::
+
+    SecurityHeadersMiddleware      outermost: every response carries the headers, including
+      RateLimitMiddleware          bastion's own 403 / 429 / 503 refusals
+        SessionMiddleware          (when a store is configured)
+          CSRFMiddleware           reads the session's CSRF secret
+            app
+
+Why this order: the headers layer must see every response, so it is outermost. Rate limiting
+comes before any store read the session would do, so a flood is refused cheaply. The session
+must exist before CSRF checks a synchronizer token, and a CSRF refusal still passes through the
+session layer (which then writes nothing).
+
+The adapters (``bastion.asgi.protect``, ``bastion.wsgi.protect``, ``bastion.flask.protect``)
+pass their middleware classes in a :class:`Layers`; :meth:`Runtime.compose` decides which to
+build and in which order. :meth:`Runtime.close` / :meth:`Runtime.aclose` flush the auditor and
+close the store when the runtime opened it from a URL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from bastion.core.audit import Auditor
+from bastion.core.csrf import TokenSource
+from bastion.core.keys import KeyRing
+from bastion.core.sessions import SessionConfig
+from bastion.engine.sessions import SessionEngine
+from bastion.errors import ConfigurationError
+from bastion.stores.url import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bastion.config import Bastion
+    from bastion.engine.apikeys import ApiKeyManager
+    from bastion.engine.ratelimit import RateLimiter
+    from bastion.engine.throttle import LoginThrottle
+    from bastion.engine.totp import TotpManager
+    from bastion.stores.base import Store
+
+__all__ = ["Layers", "Runtime", "as_runtime"]
+
+App = TypeVar("App")
+
+logger = logging.getLogger("bastion.security.protect")
+
+
+@dataclass(frozen=True, slots=True)
+class Layers(Generic[App]):
+    """One adapter family's way to build each layer around an app, from a runtime."""
+
+    headers: Callable[[App, Runtime], App]
+    rate_limit: Callable[[App, Runtime], App]
+    sessions: Callable[[App, Runtime], App]
+    csrf: Callable[[App, Runtime], App]
+
+
+class Runtime:
+    """What a :class:`~bastion.config.Bastion` builds (see the module docstring).
+
+    Attributes: ``config``, ``production``, ``keyring``, ``auditor``, ``proxies``, ``store``
+    (``None`` without one), ``sessions`` (the :class:`~bastion.engine.sessions.SessionEngine`,
+    ``None`` without a store) and ``limiter`` (``None`` without rate limits). ``throttle``,
+    ``api_keys`` and ``totp`` are built on first use, on the same store, ring and auditor.
+    """
+
+    __slots__ = (
+        "_api_keys",
+        "_owns_store",
+        "_throttle",
+        "_totp",
+        "auditor",
+        "config",
+        "csrf_config",
+        "keyring",
+        "limiter",
+        "production",
+        "proxies",
+        "sessions",
+        "store",
+    )
+
+    def __init__(self, config: Bastion) -> None:
+        self.config = config
+        self.production = production = config.production
+        self.proxies = config.proxies
+        if config.keyring is None:
+            if production:
+                raise ConfigurationError(
+                    "Bastion(keyring=None) under ENV=production: a generated key ring changes "
+                    "on every restart and differs between workers, so signed cookies and "
+                    "hashed audit identifiers would not survive them. Pass "
+                    "keyring=KeyRing.from_secrets([secret]) or set BASTION_SECRET_KEY "
+                    "(Bastion.from_env())",
+                    setting="keyring",
+                )
+            logger.warning(
+                "bastion: no key ring configured; a throwaway one is used (signed cookies "
+                "and audit hashes change on restart). Pass keyring= or set BASTION_SECRET_KEY"
+            )
+            self.keyring = KeyRing.generate()
+        else:
+            self.keyring = config.keyring
+        self.auditor = (
+            config.auditor
+            if config.auditor is not None
+            else Auditor.default(self.keyring, config.clock)
+        )
+        store = config.store
+        self._owns_store = isinstance(store, str)
+        self.store: Store | None = (
+            open_store(store, clock=config.clock) if isinstance(store, str) else store
+        )
+        _check_opt_outs(config, production=production)
+        csrf = config.csrf
+        if csrf is not None and self.proxies.trusts_any and not csrf.trusted_proxies:
+            csrf = dataclasses.replace(csrf, trusted_proxies=self.proxies.networks)
+        self.csrf_config = csrf
+        """``config.csrf`` reading forwarded headers from ``config.proxies``."""
+        session_tokens = csrf is not None and csrf.token_source is TokenSource.SESSION
+        if session_tokens and self.store is None:
+            raise ConfigurationError(
+                "Bastion: CSRF tokens live in the session by default, so pass store= "
+                "(for example store='sqlite:///app.db'), or csrf=CSRFConfig(token_source="
+                "TokenSource.DOUBLE_SUBMIT), or csrf=None to turn CSRF off",
+                setting="store",
+            )
+        self.sessions: SessionEngine | None = None
+        if self.store is not None:
+            sessions = config.sessions if config.sessions is not None else SessionConfig()
+            sessions.check_environment(production=production)
+            self.sessions = SessionEngine(
+                self.store,
+                config=sessions,
+                keyring=self.keyring,
+                auditor=self.auditor,
+                clock=config.clock,
+                user_loader=config.user_loader,
+                session_filter=config.session_filter,
+            )
+        self.limiter: RateLimiter | None = self._limiter() if config.rate_limits else None
+        self._throttle: LoginThrottle | None = None
+        self._api_keys: ApiKeyManager | None = None
+        self._totp: TotpManager | None = None
+
+    def _limiter(self) -> RateLimiter:
+        from bastion.engine.ratelimit import RateLimiter  # noqa: PLC0415 (optional layer)
+        from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
+
+        store = self.config.store
+        url = store if isinstance(store, str) else "memory://"
+        return RateLimiter(open_ratelimit_store(url, clock=self.config.clock), auditor=self.auditor)
+
+    def _require_store(self, what: str) -> Store:
+        if self.store is None:
+            raise ConfigurationError(
+                f"runtime.{what} needs a store; pass Bastion(store='sqlite:///app.db')",
+                setting="store",
+            )
+        return self.store
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        """The login throttle (:class:`~bastion.engine.throttle.LoginThrottle`)."""
+        if self._throttle is None:
+            from bastion.engine.throttle import LoginThrottle  # noqa: PLC0415
+
+            self._throttle = LoginThrottle(
+                self._require_store("throttle"),
+                self.keyring,
+                policy=self.config.throttle,
+                clock=self.config.clock,
+                auditor=self.auditor,
+                production=self.production,
+            )
+        return self._throttle
+
+    @property
+    def api_keys(self) -> ApiKeyManager:
+        """API keys (:class:`~bastion.engine.apikeys.ApiKeyManager`)."""
+        if self._api_keys is None:
+            from bastion.engine.apikeys import ApiKeyManager  # noqa: PLC0415
+
+            self._api_keys = ApiKeyManager(
+                self._require_store("api_keys"),
+                self.keyring,
+                clock=self.config.clock,
+                auditor=self.auditor,
+            )
+        return self._api_keys
+
+    @property
+    def totp(self) -> TotpManager:
+        """TOTP second factors (:class:`~bastion.engine.totp.TotpManager`); needs
+        ``Bastion(totp_issuer=...)`` and the ``totp`` extra."""
+        if self._totp is None:
+            if self.config.totp_issuer is None:
+                raise ConfigurationError(
+                    "runtime.totp needs Bastion(totp_issuer='Example'): the site name shown "
+                    "in authenticator apps",
+                    setting="totp_issuer",
+                )
+            from bastion.engine.totp import TotpManager  # noqa: PLC0415
+
+            self._totp = TotpManager(
+                self._require_store("totp"),
+                self.keyring,
+                issuer=self.config.totp_issuer,
+                clock=self.config.clock,
+            )
+        return self._totp
+
+    def compose(self, app: App, layers: Layers[App]) -> App:
+        """Wrap ``app`` in the configured layers, in the order of the module docstring."""
+        config = self.config
+        wrapped = app
+        if config.csrf is not None:
+            wrapped = layers.csrf(wrapped, self)
+        if self.sessions is not None:
+            wrapped = layers.sessions(wrapped, self)
+        if self.limiter is not None:
+            wrapped = layers.rate_limit(wrapped, self)
+        if config.headers is not None:
+            wrapped = layers.headers(wrapped, self)
+        return wrapped
+
+    def close(self) -> None:
+        """Flush the auditor's aggregated events and, when this runtime opened the store,
+        release the calling thread's synchronous connections (the WSGI side)."""
+        self.auditor.flush()
+        if self._owns_store and self.store is not None:
+            sync = getattr(self.store, "sync", None)
+            if sync is not None:
+                sync.close()
+
+    async def aclose(self) -> None:
+        """Flush the auditor and close the store if this runtime opened it (the store is
+        unusable afterwards). ``bastion.asgi.protect`` calls this at lifespan shutdown."""
+        self.auditor.flush()
+        if self._owns_store and self.store is not None:
+            await self.store.aclose()
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.config!r})"
+
+
+def as_runtime(value: object) -> Runtime:
+    """``value`` if it is a :class:`Runtime`, else the runtime a :class:`Bastion` builds.
+
+    A middleware given a ``Bastion`` builds its own runtime (its own store connections); pass
+    one ``config.build()`` to several middlewares to share them.
+    """
+    if isinstance(value, Runtime):
+        return value
+    from bastion.config import Bastion  # noqa: PLC0415 (config imports this module lazily)
+
+    if isinstance(value, Bastion):
+        return value.build()
+    raise ConfigurationError(
+        f"expected a Bastion configuration or its Runtime, got {type(value).__name__}",
+        setting="bastion",
+    )
+
+
+def _check_opt_outs(config: Bastion, *, production: bool) -> None:
+    """Log each layer turned off; refuse cookie sessions without CSRF in production."""
+    if config.csrf is None:
+        if config.store is not None and production:
+            raise ConfigurationError(
+                "Bastion(csrf=None) with store= serves cookie sessions with no CSRF check, so "
+                "a page on any site can post with the user's session; this is refused when "
+                "ENV=production. Keep CSRF on (exempt= routes that authenticate otherwise, or "
+                "CSRFConfig(skip_authenticated=True) for bearer-token APIs)",
+                setting="csrf",
+            )
+        logger.warning(
+            "bastion: csrf=None; no CSRF check on any request%s",
+            " (cookie sessions are on: never use this in production)" if config.store else "",
+        )
+    if config.headers is None:
+        logger.warning(
+            "bastion: headers=None; no security headers (CSP, HSTS, framing, nosniff) unless "
+            "the app or a proxy sends them"
+        )

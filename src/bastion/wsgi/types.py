@@ -1,0 +1,12 @@
+"""The WSGI types bastion's adapters and users share, defined once (PEP 3333)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
+
+__all__ = ["Environ", "StartResponse", "WSGIApp"]
+
+Environ: TypeAlias = dict[str, Any]
+StartResponse: TypeAlias = Callable[..., Any]
+WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
