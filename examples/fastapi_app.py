@@ -1,4 +1,4 @@
-"""bastion on FastAPI: protect() plus the session, user and rate-limit dependencies."""
+"""bastion on FastAPI: one config, protect(), and the session, user and rate-limit dependencies."""
 
 from __future__ import annotations
 
@@ -6,29 +6,35 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 
-from bastion.asgi import csrf_token, protect
-from bastion.engine.ratelimit import RateLimiter, Rule
+import bastion
+import bastion.asgi
+from bastion.asgi import csrf_token
 from bastion.integrations.ratelimit import RateLimit
 from bastion.integrations.sessions import SessionDep, UserIdDep  # noqa: TC001 (read at run time)
-from bastion.passwords import PasswordHasher
-from bastion.stores.ratelimit import open_ratelimit_store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from bastion.asgi.csrf import ASGIApp
+    from bastion.asgi.types import ASGIApp
 
 
 def create_app(
     users: Mapping[str, str],  # user name -> Argon2id hash: the app's own user table
     *,
     store: str = "sqlite:///bastion.db",
-    limiter: RateLimiter | None = None,
-    hasher: PasswordHasher | None = None,
+    keyring: bastion.KeyRing | None = None,
+    hasher: bastion.PasswordHasher | None = None,
+    clock: bastion.Clock = bastion.system_clock,
 ) -> ASGIApp:
-    hasher = hasher or PasswordHasher()
-    limiter = limiter or RateLimiter(open_ratelimit_store("memory://"))
-    login_limit = RateLimit(limiter, "5/minute", name="login")  # 429 with Retry-After
+    hasher = hasher or bastion.PasswordHasher()
+    config = bastion.Bastion(
+        store=store,
+        keyring=keyring or bastion.KeyRing.generate(),
+        clock=clock,
+        rate_limits=(bastion.Rule("site", "600/minute"),),
+    )
+    runtime = config.build()  # shared by protect() and the dependencies below
+    login_limit = RateLimit(runtime.limiter, "5/minute", name="login")  # 429 with Retry-After
     api = FastAPI()
 
     @api.get("/")
@@ -55,6 +61,4 @@ def create_app(
         session.logout()  # server data deleted, cookie expired
         return {"user": None}
 
-    return protect(
-        api, store=store, rate_limit={"limiter": limiter, "rules": [Rule("site", "600/minute")]}
-    )
+    return bastion.asgi.protect(api, runtime)

@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import argparse
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Flask, redirect, render_template_string, request, session
+from flask import Flask, redirect, render_template_string, request
 
-from bastion.core.clock import system_clock
-from bastion.core.keys import KeyRing
-from bastion.core.sessions import SessionConfig
-from bastion.core.throttle import normalize_username
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.engine.throttle import LoginOutcome, LoginThrottle
-from bastion.errors import PasswordRejected
-from bastion.flask import CSRF, Bastion, login, logout
-from bastion.passwords import PasswordHasher, default_policy
-from bastion.stores import open_store
-from bastion.stores.ratelimit import open_ratelimit_store
-from bastion.wsgi import protect
-
-if TYPE_CHECKING:
-    from bastion.core.clock import Clock
+import bastion
+import bastion.flask
+from bastion.flask import session
 
 __all__ = ["create_app", "main"]
 
@@ -44,43 +32,34 @@ HOME = """<!doctype html><title>bastion + Flask</title>
 def create_app(
     store_url: str = "sqlite:///bastion-flask-example.db",
     *,
-    ratelimit_url: str = "memory://",
-    keyring: KeyRing | None = None,
-    hasher: PasswordHasher | None = None,
-    clock: Clock = system_clock,
+    keyring: bastion.KeyRing | None = None,
+    hasher: bastion.PasswordHasher | None = None,
+    clock: bastion.Clock = bastion.system_clock,
     development: bool = False,
 ) -> Flask:
     """The example app. ``development=True`` sends the session cookie without ``Secure`` so
     that plain HTTP on loopback works (logged; refused when ``ENV=production``)."""
-    keyring = keyring or KeyRing.generate()
-    hasher = hasher or PasswordHasher()
-    policy = default_policy(site_words=("bastion",))
-    store = open_store(store_url, clock=clock)
-    throttle = LoginThrottle(store, keyring, clock=clock)
+    hasher = hasher or bastion.PasswordHasher()
+    policy = bastion.default_policy(site_words=("bastion",))
     users: dict[str, str] = {}  # user name -> Argon2id hash: the app's own user table
     users_lock = threading.Lock()
 
     app = Flask(__name__)
-    sessions = SessionConfig(development=True, secure=False) if development else None
-    Bastion(app, store=store, config=sessions, keyring=keyring, clock=clock)
-    CSRF(app, keyring=keyring, clock=clock)  # the token lives in the session
-    limiter = RateLimiter(open_ratelimit_store(ratelimit_url, clock=clock))
-    login_posts = Route(
-        rule=Rule("login", "10/minute"), path="/login", exact=True, methods=frozenset({"POST"})
-    )
-    app.wsgi_app = protect(  # type: ignore[method-assign, assignment]
-        app.wsgi_app,  # sessions and CSRF come from the extensions above
-        csrf=False,
-        rate_limit={
-            "limiter": limiter,
-            "rules": [Route(rule=Rule("pages", "300/minute")), login_posts],
-        },
-        keyring=keyring,
+    config = bastion.Bastion(
+        store=store_url,
+        keyring=keyring or bastion.KeyRing.generate(),
         clock=clock,
+        sessions=bastion.SessionConfig(development=True, secure=False) if development else None,
+        rate_limits=(
+            bastion.Rule("pages", "300/minute"),
+            bastion.Rule("login", "10/minute", path="/login", methods={"POST"}),
+        ),
     )
+    runtime = bastion.flask.protect(app, config)  # flask.session, CSRF, headers, limits
+    throttle = runtime.throttle
 
     def current_user() -> str | None:
-        return session.user_id  # type: ignore[attr-defined, no-any-return]
+        return session.user_id
 
     @app.get("/healthz")
     def healthz() -> str:
@@ -98,7 +77,7 @@ def create_app(
     @app.post("/register")
     def register() -> Any:
         username, password = request.form.get("username", ""), request.form.get("password", "")
-        name = normalize_username(username)
+        name = bastion.normalize_username(username)
         result = policy.check(password, user_inputs=(name, username))
         if not name or not result.ok:
             return {"error": "password_rejected", "reasons": list(result.messages)}, 400
@@ -107,13 +86,13 @@ def create_app(
             if name in users:
                 return {"error": "username_taken"}, 409
             users[name] = password_hash
-        login(name)  # a new session ID and CSRF secret
+        session.login(name)  # a new session ID and CSRF secret
         return redirect("/account", 303)
 
     @app.post("/login")
     def sign_in() -> Any:
         username, password = request.form.get("username", ""), request.form.get("password", "")
-        name = normalize_username(username)
+        name = bastion.normalize_username(username)
 
         def verify() -> bool:  # an unknown user (None) costs one verification too
             outcome = hasher.verify_and_update(users.get(name), password)
@@ -130,14 +109,14 @@ def create_app(
                     throttle.device_cookie_name(secure=not development)
                 ),
             )
-        except PasswordRejected:  # over the length cap, refused before any hashing
+        except bastion.PasswordRejected:  # over the length cap, refused before any hashing
             return {"error": "password_too_long"}, 400
-        if attempt.outcome is LoginOutcome.THROTTLED:
+        if attempt.outcome is bastion.LoginOutcome.THROTTLED:
             retry = {"Retry-After": attempt.decision.retry_after_header}
             return {"error": "too_many_attempts"}, 429, retry
         if not attempt.ok:
             return {"error": "invalid_credentials"}, 401
-        login(name)  # rotates the session ID: the pre-login cookie is dead
+        session.login(name)  # rotates the session ID: the pre-login cookie is dead
         response = redirect("/account", 303)
         if attempt.device_cookie is not None:  # logs in even while the account is attacked
             cookie = throttle.device_cookie(attempt.device_cookie, secure=not development)
@@ -146,7 +125,7 @@ def create_app(
 
     @app.post("/logout")
     def sign_out() -> Any:
-        logout()  # server data deleted, cookie expired, Clear-Site-Data sent
+        session.logout()  # server data deleted, cookie expired, Clear-Site-Data sent
         return redirect("/", 303)
 
     return app

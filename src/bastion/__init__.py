@@ -30,8 +30,9 @@ from bastion.core.headers import ContentSecurityPolicy, HeaderPolicy, Preset
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.passwords import PasswordPolicy
 from bastion.core.sessions import SessionConfig
-from bastion.core.throttle import ThrottlePolicy
+from bastion.core.throttle import ThrottlePolicy, normalize_username
 from bastion.engine.ratelimit import Limit, Rule
+from bastion.engine.throttle import LoginOutcome
 from bastion.errors import (
     BadData,
     BadSignature,
@@ -73,6 +74,7 @@ __all__ = [
     "HeaderPolicy",
     "KeyRing",
     "Limit",
+    "LoginOutcome",
     "PasswordHasher",
     "PasswordPolicy",
     "PasswordRejected",
@@ -94,6 +96,7 @@ __all__ = [
     "TrustedProxies",
     "__version__",
     "default_policy",
+    "normalize_username",
     "open_store",
     "system_clock",
 ]

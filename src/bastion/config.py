@@ -47,6 +47,7 @@ from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import ThrottlePolicy
 from bastion.engine.ratelimit import Route, Rule
 from bastion.errors import ConfigurationError
+from bastion.stores.url import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -60,12 +61,6 @@ __all__ = ["Bastion"]
 logger = logging.getLogger("bastion.security.config")
 
 _PRESETS: Final = {preset.value: preset for preset in Preset}
-_URL_PASSWORD: Final = re.compile(r"(?<=://)([^/@:]*):[^/@]*@")
-
-
-def _redact_url(url: str) -> str:
-    """``redis://user:secret@host`` shown as ``redis://user:***@host``."""
-    return _URL_PASSWORD.sub(r"\1:***@", url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -204,7 +199,7 @@ class Bastion:
             if item.default is not dataclasses.MISSING and value == item.default:
                 continue
             if item.name == "store" and isinstance(value, str):
-                value = _redact_url(value)
+                value = redact_url(value)
             elif item.name == "header_routes":
                 if not value:
                     continue

@@ -67,13 +67,14 @@ class Runtime:
     """What a :class:`~bastion.config.Bastion` builds (see the module docstring).
 
     Attributes: ``config``, ``production``, ``keyring``, ``auditor``, ``proxies``, ``store``
-    (``None`` without one), ``sessions`` (the :class:`~bastion.engine.sessions.SessionEngine`,
-    ``None`` without a store) and ``limiter`` (``None`` without rate limits). ``throttle``,
-    ``api_keys`` and ``totp`` are built on first use, on the same store, ring and auditor.
+    (``None`` without one) and ``sessions`` (the :class:`~bastion.engine.sessions.SessionEngine`,
+    ``None`` without a store). ``limiter``, ``throttle``, ``api_keys`` and ``totp`` are built
+    on first use, on the same store, ring and auditor.
     """
 
     __slots__ = (
         "_api_keys",
+        "_limiter",
         "_owns_store",
         "_throttle",
         "_totp",
@@ -81,7 +82,6 @@ class Runtime:
         "config",
         "csrf_config",
         "keyring",
-        "limiter",
         "production",
         "proxies",
         "sessions",
@@ -146,18 +146,25 @@ class Runtime:
                 user_loader=config.user_loader,
                 session_filter=config.session_filter,
             )
-        self.limiter: RateLimiter | None = self._limiter() if config.rate_limits else None
+        self._limiter: RateLimiter | None = None
         self._throttle: LoginThrottle | None = None
         self._api_keys: ApiKeyManager | None = None
         self._totp: TotpManager | None = None
 
-    def _limiter(self) -> RateLimiter:
-        from bastion.engine.ratelimit import RateLimiter  # noqa: PLC0415 (optional layer)
-        from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
+    @property
+    def limiter(self) -> RateLimiter:
+        """The :class:`~bastion.engine.ratelimit.RateLimiter` on the store (built on first
+        use): the rate-limit layer's, and the one decorators and dependencies take."""
+        if self._limiter is None:
+            from bastion.engine.ratelimit import RateLimiter  # noqa: PLC0415 (optional layer)
+            from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
 
-        store = self.config.store
-        url = store if isinstance(store, str) else "memory://"
-        return RateLimiter(open_ratelimit_store(url, clock=self.config.clock), auditor=self.auditor)
+            store = self.config.store
+            url = store if isinstance(store, str) else "memory://"
+            self._limiter = RateLimiter(
+                open_ratelimit_store(url, clock=self.config.clock), auditor=self.auditor
+            )
+        return self._limiter
 
     def _require_store(self, what: str) -> Store:
         if self.store is None:
@@ -226,7 +233,7 @@ class Runtime:
             wrapped = layers.csrf(wrapped, self)
         if self.sessions is not None:
             wrapped = layers.sessions(wrapped, self)
-        if self.limiter is not None:
+        if config.rate_limits:
             wrapped = layers.rate_limit(wrapped, self)
         if config.headers is not None:
             wrapped = layers.headers(wrapped, self)

@@ -101,8 +101,6 @@ def _rate_limit(app: ASGIApp, runtime: Runtime) -> ASGIApp:
         client_ip_key,
     )
 
-    if runtime.limiter is None:  # pragma: no cover (compose() checks)
-        return app
     return RateLimitMiddleware(
         app, runtime.limiter, runtime.config.rate_limits, key=client_ip_key(runtime.proxies)
     )

@@ -84,9 +84,6 @@ __all__ = [
     "get_session",
     "list_sessions",
     "load_session",
-    "login",
-    "logout",
-    "regenerate",
     "revoke_all_sessions",
     "revoke_other_sessions",
     "revoke_session",
@@ -402,26 +399,11 @@ async def load_session(request: HasScope) -> Session:
     return session
 
 
-def login(request: HasScope, user_id: str | int, *, remember: bool | None = None) -> None:
-    """:meth:`Session.login`: rotate the ID and the CSRF secret, bind ``user_id``."""
-    get_session(request).login(user_id, remember=remember)
-
-
-def logout(request: HasScope) -> None:
-    """:meth:`Session.logout`: delete the server data and expire the cookie."""
-    get_session(request).logout()
-
-
 async def end_session(connection: HasScope) -> None:
     """Log the connection's session out now, in the store (its record deleted, its registry
-    entry removed). Works in a WebSocket handler, where :func:`logout` cannot (no response
+    entry removed). Works in a WebSocket handler, where ``session.logout()`` cannot (no response
     carries the expired cookie) and raises :class:`~bastion.errors.SessionStateError`."""
     await session_engine(connection).end(get_session(connection))
-
-
-def regenerate(request: HasScope) -> None:
-    """:meth:`Session.regenerate`: a new ID for the same data (after a privilege change)."""
-    get_session(request).regenerate()
 
 
 async def destroy_session(request: HasScope, session_id: str) -> bool:

@@ -65,6 +65,7 @@ __all__ = [
     "csrf_input",
     "csrf_token",
     "protect",
+    "session",
     "session_engine",
 ]
 
@@ -97,6 +98,14 @@ class FlaskSession(Session, SessionMixin):
     @permanent.setter
     def permanent(self, value: bool) -> None:
         self.persistent = value
+
+
+session: FlaskSession = flask_session  # type: ignore[assignment]
+"""``flask.session``, typed as bastion's session: ``session.login(user_id)`` type-checks.
+
+The same proxy object as ``flask.session``, not a second session: either name reaches the
+current request's session.
+"""
 
 
 class SessionInterfaceAdapter(SessionInterface):

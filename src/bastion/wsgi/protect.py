@@ -56,8 +56,6 @@ def _rate_limit(app: WSGIApp, runtime: Runtime) -> WSGIApp:
         client_ip_key,
     )
 
-    if runtime.limiter is None:  # pragma: no cover (compose() checks)
-        return app
     return RateLimitMiddleware(
         app, runtime.limiter, runtime.config.rate_limits, key=client_ip_key(runtime.proxies)
     )
