@@ -98,8 +98,8 @@ class Bastion:
     session_filter: Callable[[SessionRecord], bool] | None = None
     csrf: CSRFConfig | None = field(default_factory=CSRFConfig)
     csrf_identity: Callable[[Any], str | None] | None = None
-    headers: HeaderPolicy | Preset | None = Preset.STRICT
-    header_routes: Mapping[str, HeaderPolicy | Preset] = field(default_factory=dict)
+    headers: HeaderPolicy | Preset | str | None = Preset.STRICT
+    header_routes: Mapping[str, HeaderPolicy | Preset | str] = field(default_factory=dict)
     rate_limits: tuple[Rule | Route, ...] = ()
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     throttle: ThrottlePolicy | None = None

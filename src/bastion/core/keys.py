@@ -266,6 +266,16 @@ class KeyRing:
         """Every key, newest first."""
         return self._keys
 
+    def __eq__(self, other: object) -> bool:
+        """Same keys in the same order (each compared in constant time)."""
+        if not isinstance(other, KeyRing):
+            return NotImplemented
+        return len(self._keys) == len(other._keys) and all(
+            mine == theirs for mine, theirs in zip(self._keys, other._keys, strict=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as its keys are
+
     def derive(self, purpose: str) -> KeyRing:
         """The ring of subkeys for ``purpose``, in the same order as this ring."""
         validate_purpose(purpose)
