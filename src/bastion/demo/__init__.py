@@ -64,7 +64,7 @@ SERVER_PROXY: Final[dict[str, Any]] = {"proxy_headers": False, "forwarded_allow_
 uvicorn believes ``X-Forwarded-*`` from 127.0.0.1 by default and rewrites the client address
 before any middleware runs, so on loopback every client could choose its own address and with
 it its rate-limit and login-throttle keys. The client address is bastion's decision
-(:class:`~bastion.core.ratelimit.ClientIP` with its ``trusted_proxies``, none in the demo);
+(:class:`~bastion.core.client.TrustedProxies`, ``Bastion(proxies=...)``, none in the demo);
 the server must not decide it first.
 """
 
@@ -79,16 +79,14 @@ class TLSFiles:
 
 
 def build_demo(store_url: str, *, seed_password: str | None = None, https: bool = False) -> DemoApp:
-    """The demo app for ``store_url`` (its rate limits in the same place: the SQLite file,
-    the Redis server, or memory). Imports Starlette and Jinja2, the ``demo`` extra."""
+    """The demo app for ``store_url`` (everything in the same place, rate limits included:
+    the SQLite file, the Redis server, or memory). Imports Starlette and Jinja2, the ``demo``
+    extra."""
     from bastion.demo.app import DemoApp  # noqa: PLC0415 (the demo extra, imported on use)
-    from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
 
     store = open_store(store_url)
-    ratelimit = open_ratelimit_store(store_url)
     return DemoApp(
         store,
-        ratelimit=ratelimit,
         seed_password=seed_password,
         store_label=redact_url(store_url),
         https=https,

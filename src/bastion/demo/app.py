@@ -1,11 +1,12 @@
 """The demo app: Starlette + Jinja2 with every bastion protection on, through the public API only.
 
-The stack, outermost first (see :func:`build_stack`)::
+The stack, outermost first (see :func:`demo_config`)::
 
-    SecurityHeadersMiddleware   strict preset, CSP nonces, report receiver at /csp-report
-      FriendlyErrors            bastion's own 403/429/503 refusals as the demo's HTML page
-        protect(...)            RateLimit -> Session (development mode) -> CSRF
-          Starlette routes      the pages below
+    FriendlyErrors              bastion's own 403/429/503 refusals as the demo's HTML page
+      protect(app, config)      one Bastion configuration: SecurityHeaders (strict preset, CSP
+                                nonces, report receiver at /csp-report) -> RateLimit ->
+                                Session (development mode) -> CSRF
+        Starlette routes        the pages below
 
 Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/logout``,
 ``/account``, ``/account/sessions``, ``/account/sessions/revoke-others``, ``/account/password``,
@@ -33,48 +34,44 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route as StarletteRoute
 from starlette.templating import Jinja2Templates
 
-from bastion.apikeys import ApiKeyManager, api_key_from_headers
-from bastion.asgi import SecurityHeadersMiddleware, load_session, protect
-from bastion.asgi import add_jinja2_globals as add_nonce_global
-from bastion.asgi.csrf import add_jinja2_globals as add_csrf_globals
-from bastion.asgi.ratelimit import client_ip_key
-from bastion.asgi.sessions import (
-    list_sessions,
-    login,
-    logout,
-    regenerate,
-    revoke_other_sessions,
+from bastion import (
+    Bastion,
+    ConfigurationError,
+    ContentSecurityPolicy,
+    Environment,
+    HeaderPolicy,
+    KeyRing,
+    LoginOutcome,
+    PasswordHasher,
+    PasswordRejected,
+    Rule,
+    SessionConfig,
+    StoreError,
+    ThrottlePolicy,
+    default_policy,
+    normalize_username,
+    system_clock,
 )
+from bastion.apikeys import api_key_from_headers
+from bastion.asgi import add_jinja2_globals as add_nonce_global
+from bastion.asgi import get_session, load_session, protect
+from bastion.asgi.csrf import add_jinja2_globals as add_csrf_globals
+from bastion.asgi.sessions import list_sessions, revoke_other_sessions
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
-from bastion.core.clock import Clock, system_clock
-from bastion.core.csrf import CSRFConfig
-from bastion.core.headers import ContentSecurityPolicy, HeaderPolicy
-from bastion.core.keys import KeyRing
-from bastion.core.sessions import SessionConfig
-from bastion.core.throttle import BackoffRule, ThrottlePolicy, normalize_username
+from bastion.core.throttle import BackoffRule
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.engine.throttle import LoginOutcome, LoginThrottle
-from bastion.engine.totp import TotpManager, TotpResult
-from bastion.errors import ConfigurationError, PasswordRejected, StoreError
-from bastion.passwords import PasswordHasher, check_new_password, default_policy, generate_password
+from bastion.engine.totp import TotpResult
+from bastion.passwords import check_new_password, generate_password
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+    from collections.abc import AsyncIterator
 
     from starlette.requests import Request
 
+    from bastion import Clock, PasswordPolicy, Store
+    from bastion.asgi.types import Receive, Scope, Send
     from bastion.core.audit import AuditEvent
-    from bastion.core.passwords import PasswordPolicy
-    from bastion.stores import Store
-    from bastion.stores.ratelimit import RateLimitBackend
-
-    Scope = MutableMapping[str, Any]
-    Message = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[Message]]
-    Send = Callable[[Message], Awaitable[None]]
-    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 __all__ = ["API_SCOPE", "CSP_REPORT_PATH", "SEEDED_USERS", "DemoApp"]
 
@@ -114,18 +111,17 @@ class SeededAccount:
 class DemoApp:
     """The demo as one ASGI app. Build it, ``await startup()`` (the lifespan does it), serve.
 
-    ``store`` holds everything (sessions, accounts, throttling, TOTP steps, API keys);
-    ``ratelimit`` is the rate-limit backend (``memory://`` when omitted). ``seed_password``
-    sets the seeded accounts' password (``None``: a random one per start, printed).
-    ``hasher`` lets tests use a cheap Argon2 profile. ``https`` says the demo is served over
-    TLS: the session cookie then takes the production settings (``Secure``, ``__Host-``).
+    ``store`` holds everything (sessions, rate limits, accounts, throttling, TOTP steps, API
+    keys). ``seed_password`` sets the seeded accounts' password (``None``: a random one per
+    start, printed). ``hasher`` lets tests use a cheap Argon2 profile. ``https`` says the demo
+    is served over TLS: the session cookie then takes the production settings (``Secure``,
+    ``__Host-``). ``production`` forces the environment (default: ``ENV`` / ``BASTION_ENV``).
     """
 
     def __init__(
         self,
         store: Store,
         *,
-        ratelimit: RateLimitBackend | None = None,
         keyring: KeyRing | None = None,
         clock: Clock = system_clock,
         seed_password: str | None = None,
@@ -146,29 +142,18 @@ class DemoApp:
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.policy = policy if policy is not None else default_policy(site_words=("bastion",))
         self.https = https
+        self.config = demo_config(self, keyring=keyring, production=production)
+        self.runtime = self.config.build()
         # Plain HTTP on loopback (like the session cookie): the device cookie is
         # ``bastion-device`` without ``Secure``, logged, refused when ENV=production. Over HTTPS
         # it is ``__Host-bastion-device`` with ``Secure``.
-        self.throttle = LoginThrottle(
-            store,
-            keyring,
-            policy=LOGIN_POLICY,
-            clock=clock,
-            auditor=self.auditor,
-            production=production,
-        )
-        self.totp = TotpManager(store, keyring, issuer=ISSUER, clock=clock)
-        self.api_keys = ApiKeyManager(store, keyring, clock=clock, auditor=self.auditor)
+        self.throttle = self.runtime.throttle
+        self.totp = self.runtime.totp
+        self.api_keys = self.runtime.api_keys
         self.seeded = [
             SeededAccount(name, role, seed_password or generate_password(20))
             for name, role in SEEDED_USERS
         ]
-        if ratelimit is None:
-            from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
-
-            ratelimit = open_ratelimit_store("memory://", clock=clock)
-        self.ratelimit = ratelimit
-        self.limiter = RateLimiter(ratelimit, auditor=self.auditor)
         loader = jinja2.PackageLoader("bastion.demo", "templates")
         env = jinja2.Environment(loader=loader, autoescape=True)
         add_nonce_global(env)  # {{ csp_nonce() }}
@@ -180,7 +165,10 @@ class DemoApp:
             lifespan=self._lifespan,
             exception_handlers={StoreError: self.store_down},
         )
-        self._asgi = build_stack(self, keyring=keyring, production=production)
+        # The demo's HTML pages for bastion's own refusals, around the whole protected app.
+        self._asgi = FriendlyErrors(
+            protect(mark_rendered(self.starlette), self.runtime), self.render_refusal
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
@@ -206,7 +194,7 @@ class DemoApp:
             )
 
     async def shutdown(self) -> None:
-        await self.ratelimit.aclose()
+        await self.runtime.aclose()
         await self.store.aclose()
 
     @contextlib.asynccontextmanager
@@ -345,7 +333,7 @@ class DemoApp:
             new_hash = await self.hasher.ahash(password)
             created = User(username=name, password_hash=new_hash, created_at=self.clock.now())
             if await self.users.create(created):
-                login(request, name)
+                get_session(request).login(name)
                 self.audit_event(request, EventName.USER_CREATED, Outcome.SUCCESS, name)
                 return RedirectResponse("/account", status_code=303)
             errors.append("That user name is taken; choose another.")
@@ -429,7 +417,7 @@ class DemoApp:
                 need_totp=needs_code or bool(code),
                 errors=[message],
             )
-        login(request, name)
+        get_session(request).login(name)
         response = RedirectResponse("/account", status_code=303)
         if attempt.device_cookie is not None:  # this browser is now a known device
             cookie = self.throttle.device_cookie(attempt.device_cookie, secure=self.https)
@@ -438,7 +426,7 @@ class DemoApp:
 
     async def logout(self, request: Request) -> Response:
         await load_session(request)
-        logout(request)
+        get_session(request).logout()
         return RedirectResponse("/", status_code=303)
 
     async def account(self, request: Request) -> Response:
@@ -512,7 +500,7 @@ class DemoApp:
             )
         await self.users.set_password_hash(user.username, await self.hasher.ahash(new))
         count = await revoke_other_sessions(request)
-        regenerate(request)
+        get_session(request).regenerate()
         self.audit_event(
             request, EventName.AUTHN_PASSWORD_CHANGE, Outcome.SUCCESS, user.username, revoked=count
         )
@@ -562,7 +550,7 @@ class DemoApp:
         await self.users.set_totp_secret(user.username, secret)
         del session["totp_pending"]
         codes = await self.totp.new_recovery_codes(user.username)
-        regenerate(request)  # a privilege change: new session ID
+        get_session(request).regenerate()  # a privilege change: new session ID
         self.audit_event(request, "totp_enabled", Outcome.SUCCESS, user.username)
         return self.page(request, "totp.html", user, enrolled=True, codes=codes, remaining=None)
 
@@ -634,39 +622,8 @@ class DemoApp:
         return self.page(request, "audit.html", user, rows=rows[:200])
 
 
-def build_stack(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> ASGIApp:
-    """Compose bastion around the Starlette app, as any app would (see the module docstring)."""
-    limits = [
-        Route(rule=Rule("pages", "600/minute"), path="/", key=client_ip_key()),
-        Route(
-            rule=Rule("auth", "30/minute"),
-            path="/login",
-            exact=True,
-            methods=frozenset({"POST"}),
-        ),
-        Route(
-            rule=Rule("signup", "10/minute"),
-            path="/register",
-            exact=True,
-            methods=frozenset({"POST"}),
-        ),
-        Route(rule=Rule("api", "60/minute"), path="/api"),
-    ]
-    inner = protect(
-        mark_rendered(demo.starlette),
-        store=demo.store,
-        # Plain HTTP on loopback: an explicit, logged opt-in, refused when ENV=production.
-        # Over HTTPS (a development certificate): the production defaults, Secure cookie.
-        sessions=SessionConfig() if demo.https else SessionConfig(development=True, secure=False),
-        csrf=CSRFConfig(),
-        headers=None,  # added below, outside the friendly error pages
-        rate_limit={"limiter": demo.limiter, "rules": limits},
-        keyring=keyring,
-        auditor=demo.auditor,
-        clock=demo.clock,
-        production=production,
-    )
-    friendly = FriendlyErrors(inner, demo.render_refusal)
+def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> Bastion:
+    """bastion's whole configuration for the demo: one value, as any app would write it."""
     # The strict preset. ``report_to`` turns on the report receiver at /csp-report. Pages get
     # the same policy with ``report-uri`` only: Chromium ignores ``report-uri`` when
     # ``report-to`` is present, and it did not deliver Reporting API reports for plain-HTTP
@@ -679,8 +636,28 @@ def build_stack(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
     pages = HeaderPolicy.preset(
         "strict", csp_policy=strict_csp.with_directives(report_uri=CSP_REPORT_PATH)
     )
-    return SecurityHeadersMiddleware(
-        friendly, receiver, overrides={"/": pages}, auditor=demo.auditor, clock=demo.clock
+    environment = None
+    if production is not None:
+        environment = Environment.PRODUCTION if production else Environment.DEVELOPMENT
+    return Bastion(
+        store=demo.store,
+        keyring=keyring,
+        # Plain HTTP on loopback: an explicit, logged opt-in, refused when ENV=production.
+        # Over HTTPS (a development certificate): the production defaults, Secure cookie.
+        sessions=SessionConfig() if demo.https else SessionConfig(development=True, secure=False),
+        headers=receiver,
+        header_routes={"/*": pages},
+        rate_limits=(
+            Rule("pages", "600/minute"),
+            Rule("auth", "30/minute", path="/login", methods={"POST"}),
+            Rule("signup", "10/minute", path="/register", methods={"POST"}),
+            Rule("api", "60/minute", path="/api/*"),
+        ),
+        throttle=LOGIN_POLICY,
+        totp_issuer=ISSUER,
+        auditor=demo.auditor,
+        clock=demo.clock,
+        environment=environment,
     )
 
 
