@@ -14,7 +14,7 @@ from bastion.core.passwords import (
     Blocklist,
     CompositionRules,
     PasswordPolicy,
-    ReasonCode,
+    PasswordReasonCode,
     blocklist_form,
     breach_range_query,
     context_words,
@@ -90,15 +90,15 @@ def test_length_counts_what_was_typed_not_what_nfkc_expands_to(policy: PasswordP
     # code points, U+FDFB 8. One typed character is one character, for the minimum ...
     for char, expanded in (("\ufdfa", 18), ("\ufdfb", 8), ("\u3392", 3)):
         assert len(unicodedata.normalize("NFKC", char)) == expanded
-    assert ReasonCode.TOO_SHORT in policy.check("\ufdfa").codes
-    assert ReasonCode.TOO_SHORT in policy.check("\ufdfb", has_second_factor=True).codes
-    assert ReasonCode.TOO_SHORT in policy.check("\ufdfa" * 14).codes
-    assert ReasonCode.TOO_SHORT in policy.check("\ufdfb" * 7, has_second_factor=True).codes
-    assert ReasonCode.TOO_SHORT not in policy.check("\ufdfa" * 15).codes
+    assert PasswordReasonCode.TOO_SHORT in policy.check("\ufdfa").codes
+    assert PasswordReasonCode.TOO_SHORT in policy.check("\ufdfb", has_second_factor=True).codes
+    assert PasswordReasonCode.TOO_SHORT in policy.check("\ufdfa" * 14).codes
+    assert PasswordReasonCode.TOO_SHORT in policy.check("\ufdfb" * 7, has_second_factor=True).codes
+    assert PasswordReasonCode.TOO_SHORT not in policy.check("\ufdfa" * 15).codes
     # ... and for the maximum: 1024 typed characters fit the cap however far they expand.
     typed = "\ufdfa" * DEFAULT_MAX_LENGTH
     assert len(normalize_password(typed)) == 18 * DEFAULT_MAX_LENGTH
-    assert ReasonCode.TOO_LONG not in policy.check(typed).codes
+    assert PasswordReasonCode.TOO_LONG not in policy.check(typed).codes
     with pytest.raises(PasswordRejected):
         normalize_password("\ufdfa" * (DEFAULT_MAX_LENGTH + 1))
 
@@ -114,7 +114,7 @@ def test_a_long_uncommon_passphrase_passes(policy: PasswordPolicy) -> None:
 
 def test_minimum_is_15_or_8_with_a_second_factor(policy: PasswordPolicy) -> None:
     short = "qz7-Vb2!wk"  # 10 characters, not on any list
-    assert policy.check(short).codes == (ReasonCode.TOO_SHORT,)
+    assert policy.check(short).codes == (PasswordReasonCode.TOO_SHORT,)
     assert policy.check(short).messages == ("Use at least 15 characters.",)
     assert policy.check(short, has_second_factor=True).ok
 
@@ -126,7 +126,7 @@ def test_no_composition_rules_by_default(policy: PasswordPolicy) -> None:
 def test_blocklisted_passwords_are_refused_case_blind(policy: PasswordPolicy) -> None:
     for password in ("password", "PassWord", "qwertyuiop", "iloveyou"):
         result = policy.check(password, has_second_factor=True)
-        assert ReasonCode.BLOCKLISTED in result.codes, password
+        assert PasswordReasonCode.BLOCKLISTED in result.codes, password
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_decorated_common_passwords_are_refused(policy: PasswordPolicy, password
     # minimum of an account with a second factor.
     assert len(password) >= 8
     result = policy.check(password, has_second_factor=True)
-    assert ReasonCode.BLOCKLISTED in result.codes, password
+    assert PasswordReasonCode.BLOCKLISTED in result.codes, password
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_ordinary_strong_passwords_are_not_refused(policy: PasswordPolicy, passw
 
 def test_context_words_are_refused_through_leetspeak(policy: PasswordPolicy) -> None:
     result = policy.check("4l1c3-keeps-the-keys", user_inputs=("alice",))
-    assert ReasonCode.CONTEXT_WORD in result.codes
+    assert PasswordReasonCode.CONTEXT_WORD in result.codes
 
 
 def test_shipped_blocklist_is_large_and_fast(shipped: Blocklist) -> None:
@@ -191,9 +191,9 @@ def test_shipped_blocklist_is_large_and_fast(shipped: Blocklist) -> None:
 
 def test_context_words_are_refused(policy: PasswordPolicy) -> None:
     result = policy.check("my-alice.smith-secret-place", user_inputs=("alice.smith@example.org",))
-    assert result.codes == (ReasonCode.CONTEXT_WORD,)
+    assert result.codes == (PasswordReasonCode.CONTEXT_WORD,)
     assert policy.check("the bastion demo is great", user_inputs=()).codes == (
-        ReasonCode.CONTEXT_WORD,
+        PasswordReasonCode.CONTEXT_WORD,
     )
     assert context_words("Alice.Smith@Example.org") >= {"alice", "smith", "example"}
     assert "org" not in context_words("alice@example.org")
@@ -201,27 +201,29 @@ def test_context_words_are_refused(policy: PasswordPolicy) -> None:
 
 def test_repetitive_and_sequential_are_refused(policy: PasswordPolicy) -> None:
     for password in ("aaaaaaaaaaaaaaaa", "abcabcabcabcabcabc", "abcdefghijklmnop", "987654321"):
-        assert ReasonCode.REPETITIVE in policy.check(password).codes, password
+        assert PasswordReasonCode.REPETITIVE in policy.check(password).codes, password
 
 
 def test_every_reason_is_reported_at_once(policy: PasswordPolicy) -> None:
     result = policy.check("alice", user_inputs=("alice",))
-    assert set(result.codes) >= {ReasonCode.TOO_SHORT, ReasonCode.CONTEXT_WORD}
+    assert set(result.codes) >= {PasswordReasonCode.TOO_SHORT, PasswordReasonCode.CONTEXT_WORD}
     assert all(message.endswith(".") for message in result.messages)
 
 
 def test_too_long_and_unencodable_are_reasons_not_exceptions(policy: PasswordPolicy) -> None:
-    assert policy.check("x" * 1_000_000).codes == (ReasonCode.TOO_LONG,)
-    assert policy.check("lone \ud800 surrogate pass").codes == (ReasonCode.INVALID_CHARACTERS,)
+    assert policy.check("x" * 1_000_000).codes == (PasswordReasonCode.TOO_LONG,)
+    assert policy.check("lone \ud800 surrogate pass").codes == (
+        PasswordReasonCode.INVALID_CHARACTERS,
+    )
 
 
 def test_composition_rules_are_opt_in() -> None:
     strict = PasswordPolicy(composition=CompositionRules())
     result = strict.check("all lower case words here")
     assert set(result.codes) == {
-        ReasonCode.NEEDS_UPPERCASE,
-        ReasonCode.NEEDS_DIGIT,
-        ReasonCode.NEEDS_SYMBOL,
+        PasswordReasonCode.NEEDS_UPPERCASE,
+        PasswordReasonCode.NEEDS_DIGIT,
+        PasswordReasonCode.NEEDS_SYMBOL,
     }
     assert strict.check("All lower case words 4 here!").ok
 
@@ -281,7 +283,7 @@ def test_damaged_blocklist_data_is_refused() -> None:
 def test_default_policy_uses_the_shipped_blocklist() -> None:
     policy = default_policy(min_length=12, min_length_with_second_factor=8)
     assert policy.blocklist is not None
-    assert ReasonCode.BLOCKLISTED in policy.check("1qaz2wsx3edc").codes
+    assert PasswordReasonCode.BLOCKLISTED in policy.check("1qaz2wsx3edc").codes
 
 
 # --- the breached-password hook ---------------------------------------------------------------
@@ -315,7 +317,7 @@ async def test_breach_hook_refuses_a_breached_password(policy: PasswordPolicy) -
     checker = BreachChecker(OfflineRangeSource([breached, breached]), threshold=2)
     assert await checker.count(breached) == 2
     result = await check_new_password(policy, breached, breach=checker)
-    assert result.codes == (ReasonCode.BREACHED,)
+    assert result.codes == (PasswordReasonCode.BREACHED,)
     assert (await check_new_password(policy, GOOD, breach=checker)).ok
     assert (await check_new_password(policy, breached)).ok  # off by default
 

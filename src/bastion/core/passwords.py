@@ -57,9 +57,9 @@ __all__ = [
     "Blocklist",
     "CompositionRules",
     "PasswordPolicy",
+    "PasswordReason",
+    "PasswordReasonCode",
     "PolicyResult",
-    "Reason",
-    "ReasonCode",
     "blocklist_candidates",
     "blocklist_form",
     "breach_range_query",
@@ -104,7 +104,7 @@ _LEET_READINGS: Final = (
 )
 
 
-class ReasonCode(enum.StrEnum):
+class PasswordReasonCode(enum.StrEnum):
     """Why a password was refused. Stable values, for logs, metrics and translations."""
 
     TOO_SHORT = "too_short"
@@ -121,10 +121,10 @@ class ReasonCode(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Reason:
+class PasswordReason:
     """One refusal: a stable ``code`` and a ``message`` fit to show the person choosing."""
 
-    code: ReasonCode
+    code: PasswordReasonCode
     message: str
 
 
@@ -132,14 +132,14 @@ class Reason:
 class PolicyResult:
     """The outcome of :meth:`PasswordPolicy.check`: acceptable when ``reasons`` is empty."""
 
-    reasons: tuple[Reason, ...] = ()
+    reasons: tuple[PasswordReason, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.reasons
 
     @property
-    def codes(self) -> tuple[ReasonCode, ...]:
+    def codes(self) -> tuple[PasswordReasonCode, ...]:
         return tuple(reason.code for reason in self.reasons)
 
     @property
@@ -161,7 +161,7 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
     if not isinstance(password, str):
         raise PasswordRejected(
             f"a password must be str, not {type(password).__name__}",
-            reasons=(ReasonCode.INVALID_CHARACTERS.value,),
+            reasons=(PasswordReasonCode.INVALID_CHARACTERS.value,),
         )
     if len(password) > max_length * _RAW_SLACK:
         raise _too_long(len(password), max_length)
@@ -174,7 +174,7 @@ def normalize_password(password: str, *, max_length: int = DEFAULT_MAX_LENGTH) -
     except UnicodeEncodeError:
         raise PasswordRejected(
             "the password contains a lone surrogate code point, which no keyboard produces",
-            reasons=(ReasonCode.INVALID_CHARACTERS.value,),
+            reasons=(PasswordReasonCode.INVALID_CHARACTERS.value,),
         ) from None
     return normalized
 
@@ -194,7 +194,7 @@ def _too_long(length: int, max_length: int) -> PasswordRejected:
     return PasswordRejected(
         f"the password is {length} characters long; the limit is {max_length} "
         "(raise max_length if longer passwords are legitimate)",
-        reasons=(ReasonCode.TOO_LONG.value,),
+        reasons=(PasswordReasonCode.TOO_LONG.value,),
     )
 
 
@@ -372,21 +372,30 @@ class CompositionRules:
     require_digit: bool = True
     require_symbol: bool = True
 
-    def check(self, password: str) -> tuple[Reason, ...]:
+    def check(self, password: str) -> tuple[PasswordReason, ...]:
         reasons = []
         if self.require_lowercase and not any(c.islower() for c in password):
             reasons.append(
-                Reason(ReasonCode.NEEDS_LOWERCASE, "Include at least one lower-case letter.")
+                PasswordReason(
+                    PasswordReasonCode.NEEDS_LOWERCASE, "Include at least one lower-case letter."
+                )
             )
         if self.require_uppercase and not any(c.isupper() for c in password):
             reasons.append(
-                Reason(ReasonCode.NEEDS_UPPERCASE, "Include at least one upper-case letter.")
+                PasswordReason(
+                    PasswordReasonCode.NEEDS_UPPERCASE, "Include at least one upper-case letter."
+                )
             )
         if self.require_digit and not any(c.isdigit() for c in password):
-            reasons.append(Reason(ReasonCode.NEEDS_DIGIT, "Include at least one digit."))
+            reasons.append(
+                PasswordReason(PasswordReasonCode.NEEDS_DIGIT, "Include at least one digit.")
+            )
         if self.require_symbol and all(c.isalnum() or c.isspace() for c in password):
             reasons.append(
-                Reason(ReasonCode.NEEDS_SYMBOL, "Include at least one symbol or punctuation mark.")
+                PasswordReason(
+                    PasswordReasonCode.NEEDS_SYMBOL,
+                    "Include at least one symbol or punctuation mark.",
+                )
             )
         return tuple(reasons)
 
@@ -459,20 +468,24 @@ class PasswordPolicy:
         try:
             text = normalize_password(password, max_length=self.max_length)
         except PasswordRejected as error:
-            code = ReasonCode(error.reasons[0])
-            if code is ReasonCode.TOO_LONG:
-                return PolicyResult((Reason(code, f"Use at most {self.max_length} characters."),))
+            code = PasswordReasonCode(error.reasons[0])
+            if code is PasswordReasonCode.TOO_LONG:
+                return PolicyResult(
+                    (PasswordReason(code, f"Use at most {self.max_length} characters."),)
+                )
             return PolicyResult(
-                (Reason(code, "The password contains characters that cannot be stored."),)
+                (PasswordReason(code, "The password contains characters that cannot be stored."),)
             )
-        reasons: list[Reason] = []
+        reasons: list[PasswordReason] = []
         minimum = self.min_length_with_second_factor if has_second_factor else self.min_length
         if typed_length(password, text) < minimum:
-            reasons.append(Reason(ReasonCode.TOO_SHORT, f"Use at least {minimum} characters."))
+            reasons.append(
+                PasswordReason(PasswordReasonCode.TOO_SHORT, f"Use at least {minimum} characters.")
+            )
         if self.blocklist is not None and self.blocklist.matches(text):
             reasons.append(
-                Reason(
-                    ReasonCode.BLOCKLISTED,
+                PasswordReason(
+                    PasswordReasonCode.BLOCKLISTED,
                     "This password is too common: it is on a list of passwords that "
                     "attackers try first. Choose another.",
                 )
@@ -482,16 +495,16 @@ class PasswordPolicy:
         readings = (canonical, *(canonical.translate(reading) for reading in _LEET_READINGS))
         if any(word in form for word in words for form in readings):
             reasons.append(
-                Reason(
-                    ReasonCode.CONTEXT_WORD,
+                PasswordReason(
+                    PasswordReasonCode.CONTEXT_WORD,
                     "Don't use your user name, e-mail address or this site's name in your "
                     "password.",
                 )
             )
         if self.refuse_repetitive and _is_repetitive(canonical):
             reasons.append(
-                Reason(
-                    ReasonCode.REPETITIVE,
+                PasswordReason(
+                    PasswordReasonCode.REPETITIVE,
                     "Avoid repeated or sequential characters such as 'aaaa' or '1234'.",
                 )
             )

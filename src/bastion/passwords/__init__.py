@@ -28,9 +28,9 @@ from bastion.core.passwords import (
     Blocklist,
     CompositionRules,
     PasswordPolicy,
+    PasswordReason,
+    PasswordReasonCode,
     PolicyResult,
-    Reason,
-    ReasonCode,
     generate_password,
     normalize_password,
 )
@@ -56,10 +56,10 @@ __all__ = [
     "OfflineRangeSource",
     "PasswordHasher",
     "PasswordPolicy",
+    "PasswordReason",
+    "PasswordReasonCode",
     "PolicyResult",
     "RangeSource",
-    "Reason",
-    "ReasonCode",
     "VerifyResult",
     "check_new_password",
     "default_blocklist",
@@ -102,8 +102,8 @@ async def check_new_password(
     if await breach.is_breached(password):
         return PolicyResult(
             (
-                Reason(
-                    ReasonCode.BREACHED,
+                PasswordReason(
+                    PasswordReasonCode.BREACHED,
                     "This password has appeared in a data breach, so attackers will try it. "
                     "Choose another.",
                 ),
