@@ -1,10 +1,12 @@
-"""README.md's code is the tested code.
+"""README.md's and docs/'s code is the tested code.
 
-Each example file README shows is embedded verbatim: a marker line
+Each example file the docs show is embedded verbatim in ``docs/frameworks.md``: a marker line
 ``<!-- example: examples/<file>.py -->`` followed by a fenced ``python`` block that must equal
 the file byte for byte (the files themselves run in ``tests/test_examples.py``). Every other
-``python`` block must at least compile; top-level ``await`` is allowed, as in ``python -m
-asyncio`` or a notebook.
+``python`` block of README.md and of each page in docs/ must at least compile; top-level
+``await`` is allowed, as in ``python -m asyncio`` or a notebook. Every relative link between
+the pages must reach a file and, with a ``#fragment``, a heading of that file; every page of
+docs/ is linked from README.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import pytest
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 README: Final = ROOT / "README.md"
+DOCS: Final = ROOT / "docs"
+FRAMEWORKS: Final = DOCS / "frameworks.md"
+PAGES: Final = (README, *sorted(DOCS.glob("*.md")))
+LINK: Final = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 EXAMPLES: Final = ("examples/fastapi_app.py", "examples/flask_app.py", "examples/starlette_app.py")
 MARKER: Final = re.compile(r"<!-- example: (?P<path>examples/[\w./-]+\.py) -->")
 FENCE_OPEN: Final = "```python"
@@ -71,20 +77,47 @@ def mismatches(text: str, root: Path = ROOT) -> list[str]:
     for path, code in embedded:
         source = (root / path).read_text(encoding="utf-8")
         if code != source:
-            problems.append(f"{path}: the README block differs from the file")
+            problems.append(f"{path}: the docs block differs from the file")
     return problems
 
 
-def compile_failures(text: str) -> list[str]:
+def compile_failures(text: str, name: str = "README.md") -> list[str]:
     """``python`` blocks that are not valid Python, with line and message."""
     failures: list[str] = []
     for start, code in python_blocks(text):
         try:
-            compile(code, "README", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            compile(code, name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         except SyntaxError as exc:
             line = start + (exc.lineno or 1) - 1
-            failures.append(f"README.md:{line}: {exc.msg}")
+            failures.append(f"{name}:{line}: {exc.msg}")
     return failures
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    return {slug(m[1]) for m in re.finditer(r"^#+ (.*)$", text, flags=re.MULTILINE)}
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of ``path`` whose file or heading does not exist."""
+    problems: list[str] = []
+    text = path.read_text(encoding="utf-8")
+    for match in LINK.finditer(text):
+        target = match["target"]
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        file_part, _, fragment = target.partition("#")
+        goal = path if not file_part else (path.parent / file_part).resolve()
+        if not goal.exists():
+            problems.append(f"{path.name}: {target}: no such file")
+        elif fragment and goal.suffix == ".md" and fragment not in anchors(goal):
+            problems.append(f"{path.name}: {target}: no such heading")
+    return problems
 
 
 def with_examples(text: str) -> str:
@@ -97,14 +130,45 @@ def with_examples(text: str) -> str:
     return text.rstrip("\n") + "\n\n" + "\n".join(sections)
 
 
-def test_readme_embeds_the_tested_examples() -> None:
-    assert mismatches(README.read_text(encoding="utf-8")) == []
+def test_the_framework_page_embeds_the_tested_examples() -> None:
+    assert mismatches(FRAMEWORKS.read_text(encoding="utf-8")) == []
 
 
-def test_readme_python_blocks_compile() -> None:
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_python_blocks_compile(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert compile_failures(text, page.name) == []
+
+
+def test_the_pages_hold_code() -> None:
+    blocks = sum(len(python_blocks(page.read_text(encoding="utf-8"))) for page in PAGES)
+    assert blocks >= 20
+    assert len(python_blocks(README.read_text(encoding="utf-8"))) >= 3
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_reach_their_targets(page: Path) -> None:
+    assert broken_links(page) == []
+
+
+def test_readme_links_every_page_of_docs() -> None:
     text = README.read_text(encoding="utf-8")
-    assert len(python_blocks(text)) >= 10
-    assert compile_failures(text) == []
+    linked = {m["target"].partition("#")[0] for m in LINK.finditer(text)}
+    pages = {f"docs/{page.name}" for page in DOCS.glob("*.md")}
+    assert pages - linked == set()
+
+
+def test_a_broken_link_is_found(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    (tmp_path / "other.md").write_text("# Other\n## A part\n", encoding="utf-8")
+    page.write_text(
+        "[ok](other.md#a-part) [x](missing.md) [y](other.md#nope) [z](https://a.example)\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "page.md: missing.md: no such file",
+        "page.md: other.md#nope: no such heading",
+    ]
 
 
 def test_checks_pass_on_readme_with_the_examples_inserted() -> None:
@@ -117,9 +181,7 @@ def test_checks_pass_on_readme_with_the_examples_inserted() -> None:
 def test_checks_catch_a_drifted_or_missing_example() -> None:
     text = with_examples("# title\n")
     drifted = text.replace("create_app(", "make_app(", 1)
-    assert mismatches(drifted) == [
-        "examples/fastapi_app.py: the README block differs from the file"
-    ]
+    assert mismatches(drifted) == ["examples/fastapi_app.py: the docs block differs from the file"]
     without_flask = text.replace("<!-- example: examples/flask_app.py -->\n", "")
     assert mismatches(without_flask) == ["no marker for examples/flask_app.py"]
     broken = text + "\n```python\n@app.get('/') def f(): ...\n```\n"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from flask import Flask
+from flask import Flask, render_template_string
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -237,7 +237,12 @@ def flask_app(config: Bastion) -> tuple[Flask, bastion.Runtime]:
 
     @app.get("/")
     def home() -> Any:
-        return {"user": bastion.flask.session.user_id, "token": bastion.flask.csrf_token()}
+        nonce = render_template_string("{{ csp_nonce() }}")
+        return {
+            "user": bastion.flask.session.user_id,
+            "token": bastion.flask.csrf_token(),
+            "nonce": nonce,
+        }
 
     @app.post("/login")
     def sign_in() -> Any:
@@ -259,6 +264,7 @@ def test_flask_protect_checks_csrf_once_and_serves_flask_session() -> None:
     assert forged.headers["X-Content-Type-Options"] == "nosniff"
     page = http.get("/", base_url=HTTPS)
     token = page.get_json()["token"]
+    assert f"'nonce-{page.get_json()['nonce']}'" in page.headers["Content-Security-Policy"]
     signed_in = http.post(
         "/login", base_url=HTTPS, headers={**browser_headers(HTTPS), "X-CSRF-Token": token}
     )

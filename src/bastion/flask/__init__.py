@@ -43,6 +43,7 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.flask._data import tuples_as_lists
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.runtime import Layers, as_runtime
+from bastion.wsgi.headers import add_jinja2_globals as add_nonce_global
 from bastion.wsgi.protect import LAYERS
 from bastion.wsgi.sessions import (
     client_address,
@@ -189,7 +190,7 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
     * CSRF: checked before Flask sees the request, once (the token in ``flask.session``);
       ``csrf_token()`` and ``csrf_input()`` in templates;
     * security headers and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
-      of :mod:`bastion.runtime`.
+      of :mod:`bastion.runtime`; ``csp_nonce()`` in templates.
     """
     runtime = as_runtime(config)
     engine = None
@@ -208,6 +209,8 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
             clock=runtime.config.clock,
             production=runtime.production,
         )
+    if runtime.config.headers is not None:
+        add_nonce_global(app.jinja_env)  # {{ csp_nonce() }}
     inner: WSGIApp = app.wsgi_app
     app.wsgi_app = runtime.compose(inner, _OUTER)  # type: ignore[method-assign, assignment]
     return runtime
