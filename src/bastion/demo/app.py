@@ -680,7 +680,7 @@ def build_stack(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         "strict", csp_policy=strict_csp.with_directives(report_uri=CSP_REPORT_PATH)
     )
     return SecurityHeadersMiddleware(
-        friendly, receiver, overrides={"/": pages}, auditor=demo.auditor, clock=demo.clock
+        friendly, receiver, overrides={"/*": pages}, auditor=demo.auditor, clock=demo.clock
     )
 
 

@@ -1,7 +1,10 @@
 """Which compiled policy answers which path: the default, per-route overrides, the report path.
 
 :class:`HeaderRouter` is what a headers middleware holds, built once and shared by the ASGI and
-WSGI adapters so that both route identically.
+WSGI adapters so that both route identically. Override keys are path patterns in the one
+grammar of :mod:`bastion.core.paths`: ``"/legacy"`` is that path, ``"/legacy/*"`` the prefix on
+whole segments (``/legacy``, ``/legacy/`` and ``/legacy/x``, never ``/legacyx``), ``"/*"``
+every path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from bastion.core.environment import is_production
 from bastion.core.headers.policy import HeaderPolicy, _resolve_policy
 from bastion.core.headers.reports import ReportReceiver
 from bastion.core.headers.vocabulary import Preset, _check_name
+from bastion.core.paths import PathPattern
 from bastion.core.request import is_normal, normalize_path
 from bastion.errors import ConfigurationError
 
@@ -34,16 +38,28 @@ class HeaderRouter:
     """What a headers middleware holds, built once: the compiled default policy, per-path
     overrides and, when the policy's ``report_to`` is a path, the CSP report receiver.
 
-    ``overrides`` maps path prefixes to other policies (``{"/legacy": "relaxed"}``); the longest
-    matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
-    ``/docsx``). Shared by the ASGI and WSGI adapters so both route identically.
+    ``overrides`` maps path patterns to other policies (``{"/legacy/*": "relaxed"}``,
+    ``{"/login": ...}``); see :mod:`bastion.core.paths` for the grammar. A key that is not a
+    pattern (no leading ``/``, a trailing ``/``, a ``*`` elsewhere than a final ``/*``) raises
+    :class:`~bastion.errors.ConfigurationError` for ``overrides``, saying how to write it. The
+    most specific pattern wins: the longest path, and an exact pattern before the prefix of the
+    same path (``"/docs"`` before ``"/docs/*"`` for ``/docs``). :attr:`overrides` holds them in
+    that order.
 
     Each policy is checked once here (:meth:`HeaderPolicy.check_environment`): its weaknesses
     are logged, and in production (``production=None`` asks
     :func:`~bastion.core.environment.is_production`) the unsafe ones are refused.
     """
 
-    __slots__ = ("default", "overrides", "receiver", "report_path", "request_id_header")
+    __slots__ = (
+        "_exact",
+        "_prefixes",
+        "default",
+        "overrides",
+        "receiver",
+        "report_path",
+        "request_id_header",
+    )
 
     def __init__(
         self,
@@ -71,14 +87,22 @@ class HeaderRouter:
         resolved = _resolve_policy(policy)
         resolved.check_environment(production=production)
         self.default = resolved.compile()
-        routes: list[tuple[str, CompiledHeaders]] = []
-        for prefix, other in (overrides or {}).items():
-            checked = _check_override_prefix(prefix)
+        routes: list[tuple[PathPattern, CompiledHeaders]] = []
+        for key, other in (overrides or {}).items():
+            pattern = PathPattern.parse(key, setting="overrides")
             policy_there = _resolve_policy(other)
             if policy_there is not resolved:
-                policy_there.check_environment(production=production, where=checked)
-            routes.append((checked, policy_there.compile()))
-        self.overrides = tuple(sorted(routes, key=lambda item: len(item[0]), reverse=True))
+                policy_there.check_environment(production=production, where=pattern.text)
+            routes.append((pattern, policy_there.compile()))
+        routes.sort(key=lambda route: (len(route[0].base), not route[0].prefix), reverse=True)
+        self.overrides: tuple[tuple[PathPattern, CompiledHeaders], ...] = tuple(routes)
+        """``(pattern, compiled policy)`` per override, most specific first."""
+        self._exact = {p.base: compiled for p, compiled in routes if not p.prefix}
+        self._prefixes = tuple(
+            ("/" if p.base == "/" else p.base + "/", p.base, compiled)
+            for p, compiled in routes
+            if p.prefix
+        )
         target = resolved.report_to
         self.report_path = target if target is not None and target.startswith("/") else None
         self.receiver: ReportReceiver | None = None
@@ -109,12 +133,14 @@ class HeaderRouter:
         return value
 
     def for_path(self, path: str) -> CompiledHeaders:
-        """The compiled policy for ``path`` (the full path, mount prefix included): the longest
-        matching override, else the default.
+        """The compiled policy for ``path`` (the full path, mount prefix included): the most
+        specific matching override, else the default.
 
-        An override is an exception to the default, so it applies only when every reading of
-        the path agrees on it (:mod:`bastion.core.request`): ``/app/../docs`` gets the
-        ``/docs`` override only if ``/app/../docs`` as sent would get it too; otherwise the
+        A pattern selects a path as written, case and trailing slash included (``"/docs"``
+        selects ``/docs``, not ``/docs/`` or ``/Docs``; ``"/docs/*"`` selects all three but
+        ``/Docs``). An override is an exception to the default, so it applies only when every
+        reading of the path agrees on it (:mod:`bastion.core.request`): ``/app/../docs`` gets
+        the ``/docs`` override only if ``/app/../docs`` as sent would get it too; otherwise the
         default policy.
         """
         chosen = self._lookup(path)
@@ -127,20 +153,15 @@ class HeaderRouter:
         return chosen
 
     def _lookup(self, path: str) -> CompiledHeaders:
-        for prefix, compiled in self.overrides:
-            if path.startswith(prefix) and (
-                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
-            ):
+        # An exact pattern for the path itself is the most specific match there can be: no
+        # prefix has a longer path, and at the same length the exact pattern comes first.
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact
+        for under, base, compiled in self._prefixes:
+            if path.startswith(under) or path == base:
                 return compiled
         return self.default
 
     def __repr__(self) -> str:
         return f"HeaderRouter({self.default!r}, overrides={len(self.overrides)})"
-
-
-def _check_override_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not prefix.startswith("/"):
-        raise ConfigurationError(
-            f"override prefix {prefix!r} must be a path starting with '/'", setting="overrides"
-        )
-    return prefix
