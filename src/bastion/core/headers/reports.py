@@ -80,8 +80,8 @@ class ClientReportBudgets:
     """A token bucket per client (``burst`` at once, refilled at ``per_second``), so that one
     noisy client spends its own budget, not everyone's.
 
-    The key is what the adapter resolved (:meth:`ClientIP.key
-    <bastion.core.ratelimit.ClientIP.key>`: the address, an IPv6 client's /64); clients whose
+    The key is what the adapter resolved (:meth:`TrustedProxies.key
+    <bastion.core.client.TrustedProxies.key>`: the address, an IPv6 client's /64); clients whose
     address is unknown share the key ``None``. The table holds at most ``max_clients``
     buckets, least recently used dropped first: anonymous traffic cannot grow memory without
     bound. A dropped client starts again from a full bucket, which the process-wide
@@ -282,8 +282,8 @@ class ReportReceiver:
     ) -> int | None:
         """A refusal status decided from the request line and headers, or ``None`` to read on.
 
-        ``client_key`` names the client's budget (:meth:`ClientIP.key
-        <bastion.core.ratelimit.ClientIP.key>`); ``client_ip`` goes into audit events.
+        ``client_key`` names the client's budget (:meth:`TrustedProxies.key
+        <bastion.core.client.TrustedProxies.key>`); ``client_ip`` goes into audit events.
         """
         if normalize_method(method) != "POST":
             return 405
