@@ -1,4 +1,4 @@
-"""``bastion.core.grading``: the MDN HTTP Observatory's rules as pure functions."""
+"""``bastion.core.headers.grading``: the MDN HTTP Observatory's rules as pure functions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.core.grading import (
+from bastion.core.headers.grading import (
     GRADES,
     MODIFIERS,
     Observation,

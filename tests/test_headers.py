@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bastion.core.clock import FrozenClock
 from bastion.core.headers import (
     NONCE,
+    CompiledHeaders,
     ContentSecurityPolicy,
     CSPViolation,
     HeaderPolicy,
@@ -662,6 +663,91 @@ def test_overrides_are_checked_once_each_and_named(caplog: pytest.LogCaptureFixt
     assert len(warnings_of(caplog)) == 1  # the same policy object is checked once
     with pytest.raises(ConfigurationError, match=r"override '/legacy'.*nosniff"):
         HeaderRouter("strict", overrides={"/legacy": HeaderPolicy(nosniff=False)}, production=True)
+
+
+def _routes(router: HeaderRouter) -> dict[str, CompiledHeaders]:
+    return {pattern.text: compiled for pattern, compiled in router.overrides}
+
+
+def test_override_keys_are_path_patterns() -> None:
+    router = HeaderRouter(
+        "strict", overrides={"/legacy/*": "relaxed", "/login": "api"}, production=False
+    )
+    legacy, login = _routes(router)["/legacy/*"], _routes(router)["/login"]
+    for path in ("/legacy", "/legacy/", "/legacy/page", "/legacy/a/b"):
+        assert router.for_path(path) is legacy, path
+    for path in ("/legacyx", "/Legacy/page", "/", "/other"):
+        assert router.for_path(path) is router.default, path
+    assert router.for_path("/login") is login
+    for path in ("/login/", "/login/x", "/Login", "/loginx"):
+        assert router.for_path(path) is router.default, path
+
+
+def test_the_most_specific_override_wins_whatever_the_order() -> None:
+    keys = ["/*", "/docs/*", "/docs", "/docs/api/*"]
+    for order in (keys, keys[::-1]):
+        router = HeaderRouter("strict", overrides=dict.fromkeys(order, "relaxed"), production=False)
+        routes = _routes(router)
+        assert [pattern.text for pattern, _ in router.overrides] == [
+            "/docs/api/*",
+            "/docs",
+            "/docs/*",
+            "/*",
+        ]
+        assert router.for_path("/docs") is routes["/docs"]
+        assert router.for_path("/docs/") is routes["/docs/*"]
+        assert router.for_path("/docs/x") is routes["/docs/*"]
+        assert router.for_path("/docs/api") is routes["/docs/api/*"]
+        assert router.for_path("/docs/api/v1") is routes["/docs/api/*"]
+        assert router.for_path("/") is routes["/*"]
+        assert router.for_path("/docsx") is routes["/*"]
+
+
+def test_an_override_applies_only_when_the_path_as_sent_and_its_normal_form_agree() -> None:
+    router = HeaderRouter(
+        "strict", overrides={"/docs/*": "relaxed", "/login": "api"}, production=False
+    )
+    docs, login = _routes(router)["/docs/*"], _routes(router)["/login"]
+    assert router.for_path("/docs//x") is docs  # both readings are under /docs
+    assert router.for_path("/docs/./x") is docs
+    assert router.for_path("/docs/../account") is router.default  # normal form: /account
+    assert router.for_path("/x/../docs") is router.default  # as sent: not under /docs
+    assert router.for_path("//login") is router.default
+    assert router.for_path("/login/.") is router.default
+    assert router.for_path("/login") is login
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            "/legacy/",
+            (
+                "overrides: '/legacy/' ends in '/'; write '/legacy/*' for the prefix or '/legacy' "
+                "for the exact path"
+            ),
+        ),
+        (
+            "docs",
+            (
+                "overrides: 'docs' must be a path starting with '/' ('/login' for one path, "
+                "'/api/*' for a prefix)"
+            ),
+        ),
+        (
+            "/docs*",
+            (
+                "overrides: '/docs*' has a '*' that is not a final '/*' segment; patterns are an "
+                "exact path ('/login') or a prefix ('/api/*'), nothing else"
+            ),
+        ),
+    ],
+)
+def test_an_override_key_outside_the_path_grammar_is_refused(key: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        HeaderRouter("strict", overrides={key: "relaxed"}, production=False)
+    assert str(caught.value) == message
+    assert caught.value.setting == "overrides"
 
 
 def test_production_default_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

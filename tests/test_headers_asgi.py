@@ -107,7 +107,7 @@ def client(app: Any, *, https: bool = True, raise_errors: bool = False) -> httpx
 
 @pytest.fixture
 def https_client() -> httpx.AsyncClient:
-    app = SecurityHeadersMiddleware(starlette_app(), overrides={"/docs": "relaxed"})
+    app = SecurityHeadersMiddleware(starlette_app(), overrides={"/docs/*": "relaxed"})
     return client(app)
 
 
@@ -160,6 +160,35 @@ async def test_per_route_override(https_client: httpx.AsyncClient) -> None:
     assert headers_of(docs) == expected(RELAXED, nonce_of(docs), https=True)
     other = await https_client.get("/docsx")  # a prefix matches whole path segments only
     assert headers_of(other) == expected(STRICT, nonce_of(other), https=True)
+
+
+def any_nonce(response: Any) -> str | None:
+    found = set(NONCE_IN_CSP.findall(response.headers["content-security-policy"]))
+    return found.pop() if found else None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "table"),
+    [
+        ("/legacy", RELAXED),
+        ("/legacy/", RELAXED),
+        ("/legacy/page", RELAXED),
+        ("/legacyx", STRICT),
+        ("/Legacy/page", STRICT),
+        ("/login", API),
+        ("/login/", STRICT),
+        ("/login/x", STRICT),
+        ("/legacy//page", RELAXED),
+    ],
+)
+async def test_override_keys_are_path_patterns_over_http(path: str, table: dict[str, str]) -> None:
+    app = SecurityHeadersMiddleware(
+        starlette_app(), overrides={"/legacy/*": "relaxed", "/login": "api"}
+    )
+    response = await client(app).get(path)
+    assert response.status_code == 404  # no such route: the framework's page carries the policy
+    assert headers_of(response) == expected(table, any_nonce(response), https=True)
 
 
 @pytest.mark.asyncio
@@ -532,5 +561,12 @@ async def test_report_receiver_method_and_configuration(receiver: Any) -> None:
         SecurityHeadersMiddleware(
             starlette_app(), HeaderPolicy(report_to="/r"), auditor=auditor, report_max_bytes=1
         )
-    with pytest.raises(ConfigurationError, match="override prefix"):
+    with pytest.raises(ConfigurationError, match="overrides: 'docs' must be a path") as caught:
         SecurityHeadersMiddleware(starlette_app(), overrides={"docs": "relaxed"})
+    assert caught.value.setting == "overrides"
+    with pytest.raises(ConfigurationError) as caught:
+        SecurityHeadersMiddleware(starlette_app(), overrides={"/docs/": "relaxed"})
+    assert str(caught.value) == (
+        "overrides: '/docs/' ends in '/'; write '/docs/*' for the prefix or '/docs' for the "
+        "exact path"
+    )

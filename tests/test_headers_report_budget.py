@@ -1,8 +1,9 @@
 """The CSP report receiver's budget: one per client in front of the one for the process.
 
 A noisy client (20 reports a second) must not make another client's reports be refused; the
-client is the address bastion's trusted-proxy logic resolves (:class:`ClientIP`), IPv6 grouped
-by /64; the table of clients is bounded. Real Starlette and werkzeug apps, a FrozenClock.
+client is the address bastion's trusted-proxy logic resolves (``proxies=``, a
+:class:`~bastion.core.client.TrustedProxies`), IPv6 grouped by /64; the table of clients is
+bounded. Real Starlette and werkzeug apps, a FrozenClock.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from bastion.asgi.headers import SecurityHeadersMiddleware
 from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import FrozenClock
 from bastion.core.headers import ClientReportBudgets, HeaderPolicy
 from bastion.core.keys import KeyRing
-from bastion.core.ratelimit import ClientIP
 from bastion.errors import ConfigurationError
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi.headers import SecurityHeadersMiddleware as WSGISecurityHeadersMiddleware
@@ -105,7 +106,7 @@ async def test_ipv6_clients_are_grouped_by_slash_64() -> None:
 @pytest.mark.asyncio
 async def test_the_client_is_resolved_through_trusted_proxies_only() -> None:
     app, sink, _clock = build(
-        report_client_burst=1, client_ip=ClientIP(trusted_proxies=["10.0.0.0/8"])
+        report_client_burst=1, proxies=TrustedProxies(trusted_proxies=["10.0.0.0/8"])
     )
     proxy = client_at(app, "10.0.0.5")
     first = await proxy.post(
@@ -197,3 +198,39 @@ def test_wsgi_a_noisy_client_does_not_cost_another_client_its_reports() -> None:
             quiet.append(post("203.0.113.9"))
         clock.advance(0.05)
     assert quiet == [204] * 7
+
+
+def test_wsgi_the_client_is_resolved_through_trusted_proxies_only() -> None:
+    clock = FrozenClock(1_000.0)
+    sink = RecordingAuditSink()
+    auditor = Auditor(HASHER, clock, sink)
+
+    def wsgi_app(environ: Any, start_response: Any) -> Any:
+        return WerkzeugResponse("page")(environ, start_response)
+
+    app = WSGISecurityHeadersMiddleware(
+        wsgi_app,
+        HeaderPolicy(report_to="/csp-report"),
+        auditor=auditor,
+        clock=clock,
+        report_client_burst=1,
+        proxies=TrustedProxies(trusted_proxies=["10.0.0.0/8"]),
+    )
+    http = Client(app)
+
+    def post(peer: str, forwarded: str) -> int:
+        response = http.post(
+            "/csp-report",
+            data=REPORT,
+            content_type="application/csp-report",
+            headers={"X-Forwarded-For": forwarded},
+            environ_base={"REMOTE_ADDR": peer},
+        )
+        return response.status_code
+
+    via_proxy = [post("10.0.0.5", ip) for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.1")]
+    assert via_proxy == [204, 204, 429]
+    assert [e.client_ip for e in sink.events] == [hashed("192.0.2.1"), hashed("192.0.2.2")]
+    # An untrusted peer's X-Forwarded-For is ignored: it is keyed by its own address.
+    direct = [post("192.0.2.50", f"198.51.100.{i}") for i in range(3)]
+    assert direct == [204, 429, 429]

@@ -128,7 +128,7 @@ def fastapi_app(**kwargs: Any) -> FastAPI:
 @pytest.mark.asyncio
 async def test_swagger_ui_scripts_are_allowed_by_the_shipped_policy(kwargs: dict[str, Any]) -> None:
     inner = fastapi_app(**kwargs)
-    app = SecurityHeadersMiddleware(inner, overrides={"/docs": fastapi_swagger_ui_policy(inner)})
+    app = SecurityHeadersMiddleware(inner, overrides={"/docs/*": fastapi_swagger_ui_policy(inner)})
     for path in ("/docs", "/docs/oauth2-redirect"):
         page = await fetch(app, path)
         assert page.status_code == 200
@@ -154,7 +154,7 @@ async def test_the_policy_follows_the_root_path() -> None:
     # path the client asked for (mount prefix included), as every layer matches it.
     inner = fastapi_app()
     app = SecurityHeadersMiddleware(
-        inner, overrides={"/api/docs": fastapi_swagger_ui_policy(inner, root_path="/api")}
+        inner, overrides={"/api/docs/*": fastapi_swagger_ui_policy(inner, root_path="/api")}
     )
     page = await fetch(app, "/docs", root_path="/api")
     assert "/api/openapi.json" in page.text

@@ -134,6 +134,36 @@ def test_per_route_override() -> None:
     assert headers_of(page) == expected(STRICT, nonce_of(page), https=True)
 
 
+@pytest.mark.parametrize(
+    ("path", "table"),
+    [
+        ("/legacy", RELAXED),
+        ("/legacy/", RELAXED),
+        ("/legacy/page", RELAXED),
+        ("/legacyx", STRICT),
+        ("/login", API),
+        ("/login/", STRICT),
+        ("/login/x", STRICT),
+    ],
+)
+def test_override_keys_are_path_patterns(path: str, table: dict[str, str]) -> None:
+    app = flask_app(overrides={"/legacy/*": "relaxed", "/login": "api"})
+    response = app.test_client().get(path, **HTTPS)
+    assert response.status_code == 404  # Flask's own 404 page carries the policy
+    found = NONCE_IN_CSP.findall(response.headers["Content-Security-Policy"])
+    assert headers_of(response) == expected(table, found[0] if found else None, https=True)
+
+
+def test_an_override_key_with_a_trailing_slash_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        flask_app(overrides={"/legacy/": "relaxed"})
+    assert str(caught.value) == (
+        "overrides: '/legacy/' ends in '/'; write '/legacy/*' for the prefix or '/legacy' for "
+        "the exact path"
+    )
+    assert caught.value.setting == "overrides"
+
+
 def test_headers_on_flask_404_and_500() -> None:
     client = flask_app().test_client()
     missing = client.get("/nowhere", **HTTPS)

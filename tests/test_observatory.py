@@ -192,7 +192,7 @@ def test_bastion_check_scores_as_the_real_scanner(case: str, tmp_path: Path) -> 
     theirs = {name: test["result"] for name, test in report["tests"].items() if name in rows}
     score = int(match[1])
     if case == "cors-preflight-echoes-origin":
-        # The one deliberate difference (bastion.core.grading's docstring): the Observatory
+        # The one deliberate difference (bastion.core.headers.grading's docstring): the Observatory
         # cannot see that the Origin it sent came back with credentials allowed.
         cors = "cross-origin-resource-sharing"
         assert (

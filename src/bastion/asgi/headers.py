@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.audit import bind_request_id
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import (
     CompiledHeaders,
@@ -31,7 +32,6 @@ from bastion.core.headers import (
     Preset,
     swagger_ui_policy,
 )
-from bastion.core.ratelimit import ClientIP
 from bastion.core.request import asgi_path
 from bastion.errors import ConfigurationError
 
@@ -63,20 +63,20 @@ _WS_START = "websocket.http.response.start"
 class SecurityHeadersMiddleware:
     """Apply ``policy`` (a :class:`HeaderPolicy` or a preset name) to every HTTP response.
 
-    ``overrides`` maps path prefixes to other policies (``{"/docs":
-    fastapi_swagger_ui_policy(app)}``, ``{"/legacy": "relaxed"}``); the longest
-    matching prefix wins, matched on whole segments (``/docs`` covers ``/docs/x``, not
-    ``/docsx``).
+    ``overrides`` maps path patterns (:mod:`bastion.core.paths`: ``"/login"`` exact,
+    ``"/legacy/*"`` a prefix on whole segments) to other policies (``{"/docs/*":
+    fastapi_swagger_ui_policy(app)}``, ``{"/legacy/*": "relaxed"}``); the most specific
+    pattern wins (:class:`~bastion.core.headers.HeaderRouter`).
 
     When the policy's ``report_to`` is a path, POSTs to it are answered here: at most
     ``report_max_bytes`` per body (413), ``application/csp-report`` or
-    ``application/reports+json`` only (415), ``report_client_burst`` reports at once refilled
-    at ``report_client_rate`` per second for each client (its address as ``client_ip``, a
-    :class:`~bastion.core.ratelimit.ClientIP`, resolves it through the trusted proxies; IPv6
-    grouped by /64; at most ``report_max_clients`` remembered), then ``report_burst`` at once
-    refilled at ``report_rate`` per second for the whole process (429), malformed JSON 400,
-    accepted 204. Each accepted violation and each refusal except 429 becomes an audit event
-    on ``auditor``, with the resolved client address.
+    ``application/reports+json`` only (415), ``report_client_burst`` reports at once refilled at
+    ``report_client_rate`` per second for each client (its address as ``proxies``, a
+    :class:`~bastion.core.client.TrustedProxies`, resolves it; IPv6 grouped by /64; at most
+    ``report_max_clients`` remembered), then ``report_burst`` at once refilled at
+    ``report_rate`` per second for the whole process (429), malformed JSON 400, accepted 204.
+    Each accepted violation and each refusal except 429 becomes an audit event on ``auditor``,
+    with the resolved client address.
 
     At start-up every policy's weaknesses (:meth:`HeaderPolicy.weaknesses`: ``csp_policy=None``,
     ``nosniff=False``, ...) are logged once on ``bastion.security.headers``; with
@@ -97,7 +97,7 @@ class SecurityHeadersMiddleware:
         report_client_burst: int = 10,
         report_client_rate: float = 0.5,
         report_max_clients: int = 4096,
-        client_ip: ClientIP | None = None,
+        proxies: TrustedProxies | None = None,
         request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
@@ -121,8 +121,8 @@ class SecurityHeadersMiddleware:
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
         self._receiver = self._router.receiver
-        self._client_ip = client_ip if client_ip is not None else ClientIP()
-        self._forwarded = self._client_ip.header.encode("ascii")
+        self._proxies = proxies if proxies is not None else TrustedProxies()
+        self._forwarded = self._proxies.header.encode("ascii")
         self._nonces = NonceSource()
         header = self._router.request_id_header
         self._request_id_header = None if header is None else header.encode("ascii")
@@ -256,9 +256,9 @@ class SecurityHeadersMiddleware:
                 forwarded.append(value.decode("latin-1"))
         client = scope.get("client")
         peer = client[0] if client else None
-        address = self._client_ip.client(peer, forwarded)
+        address = self._proxies.client(peer, forwarded)
         client_ip = None if address is None else str(address)
-        key = self._client_ip.key(peer, forwarded)
+        key = self._proxies.key(peer, forwarded)
         status = receiver.precheck(scope["method"], content_type, length, client_ip, key)
         if status is None:
             body = await _read_capped(receive, receiver.max_bytes)
@@ -356,7 +356,7 @@ def fastapi_swagger_ui_policy(
 ) -> HeaderPolicy:
     """The policy under which a FastAPI app's Swagger UI works, for its docs path::
 
-        app = SecurityHeadersMiddleware(api, overrides={"/docs": fastapi_swagger_ui_policy(api)})
+        app = SecurityHeadersMiddleware(api, overrides={"/docs/*": fastapi_swagger_ui_policy(api)})
 
     Renders ``/docs`` and ``/docs/oauth2-redirect`` as FastAPI's own routes do (``app``'s
     ``openapi_url``, title, ``swagger_ui_parameters``, ``swagger_ui_init_oauth``, and

@@ -115,7 +115,7 @@ def _headers(app: ASGIApp, runtime: Runtime) -> ASGIApp:
         config.headers,
         overrides=dict(config.header_routes) or None,
         auditor=runtime.auditor,
-        client_ip=runtime.proxies,
+        proxies=runtime.proxies,
         clock=config.clock,
         production=runtime.production,
     )

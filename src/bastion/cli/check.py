@@ -11,7 +11,7 @@ an ``https://`` URL a third one asks ``http://`` on port 80, to grade the redire
 (``--no-http-probe`` skips it). The probes are best effort: one that fails (nothing listening,
 a reset, a malformed redirect) is graded as the Observatory grades a site without that answer,
 it never ends the run. IPv6 literals keep their brackets in every URL built here
-(``https://[::1]:8443/``). The grading itself is :mod:`bastion.core.grading`.
+(``https://[::1]:8443/``). The grading itself is :mod:`bastion.core.headers.grading`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urljoin, urlsplit
 
 from bastion.cli._common import CommandError
-from bastion.core.grading import GRADES, Observation, Report, grade_at_least, grade_response
+from bastion.core.headers.grading import GRADES, Observation, Report, grade_at_least, grade_response
 
 if TYPE_CHECKING:
     import argparse

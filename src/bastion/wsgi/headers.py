@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.audit import bind_request_id
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
-from bastion.core.ratelimit import ClientIP
 from bastion.core.request import wsgi_path
 from bastion.errors import ConfigurationError
 
@@ -75,7 +75,7 @@ class SecurityHeadersMiddleware:
         report_client_burst: int = 10,
         report_client_rate: float = 0.5,
         report_max_clients: int = 4096,
-        client_ip: ClientIP | None = None,
+        proxies: TrustedProxies | None = None,
         request_id_header: str | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
@@ -99,8 +99,8 @@ class SecurityHeadersMiddleware:
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
         self._receiver = self._router.receiver
-        self._client_ip = client_ip if client_ip is not None else ClientIP()
-        self._forwarded = "HTTP_" + self._client_ip.header.upper().replace("-", "_")
+        self._proxies = proxies if proxies is not None else TrustedProxies()
+        self._forwarded = "HTTP_" + self._proxies.header.upper().replace("-", "_")
         header = self._router.request_id_header
         self._request_id_key = (
             None if header is None else "HTTP_" + header.upper().replace("-", "_")
@@ -148,9 +148,9 @@ class SecurityHeadersMiddleware:
         peer = environ.get("REMOTE_ADDR") or None
         forwarded = environ.get(self._forwarded)
         values = () if forwarded is None else (forwarded,)
-        address = self._client_ip.client(peer, values)
+        address = self._proxies.client(peer, values)
         client_ip = None if address is None else str(address)
-        key = self._client_ip.key(peer, values)
+        key = self._proxies.key(peer, values)
         with self._lock:
             status = receiver.precheck(
                 environ["REQUEST_METHOD"], content_type, length, client_ip, key

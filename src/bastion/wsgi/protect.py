@@ -70,7 +70,7 @@ def _headers(app: WSGIApp, runtime: Runtime) -> WSGIApp:
         config.headers,
         overrides=dict(config.header_routes) or None,
         auditor=runtime.auditor,
-        client_ip=runtime.proxies,
+        proxies=runtime.proxies,
         clock=config.clock,
         production=runtime.production,
     )

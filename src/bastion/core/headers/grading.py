@@ -35,8 +35,27 @@ a grade is never higher than the Observatory's:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
+
+from bastion.core.headers.cookiejar import (
+    SetCookie,
+    _all,
+    _scheme_and_host,
+    cookie_jar,
+    parse_set_cookie,
+)
+from bastion.core.headers.scores import (
+    _PASSING,
+    GRADES,
+    MODIFIERS,
+    Finding,
+    Report,
+    _finding,
+    _report,
+    grade_at_least,
+    grade_for,
+)
 
 __all__ = [
     "GRADES",
@@ -52,28 +71,6 @@ __all__ = [
     "parse_set_cookie",
 ]
 
-GRADES: Final = ("A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D+", "D", "D-", "F")
-"""Every grade, best first."""
-
-_GRADE_CHART: Final = {
-    100: "A+",
-    95: "A",
-    90: "A",
-    85: "A-",
-    80: "B+",
-    75: "B",
-    70: "B",
-    65: "B-",
-    60: "C+",
-    55: "C",
-    50: "C",
-    45: "C-",
-    40: "D+",
-    35: "D",
-    30: "D",
-    25: "D-",
-}
-_EXTRA_CREDIT_FROM: Final = 90
 _SIX_MONTHS: Final = 15_552_000  # the Observatory's "six months": 180 days
 _NODE_KEEPS_FIRST: Final = frozenset(
     {
@@ -97,120 +94,6 @@ _NODE_KEEPS_FIRST: Final = frozenset(
         "user-agent",
     }
 )
-_IGNORED_COOKIES: Final = frozenset({"heroku-session-affinity"})
-
-MODIFIERS: Final[dict[str, int]] = {
-    "csp-implemented-with-no-unsafe-default-src-none": 10,
-    "csp-implemented-with-no-unsafe": 5,
-    "csp-implemented-with-unsafe-inline-in-style-src-only": 0,
-    "csp-implemented-with-insecure-scheme-in-passive-content-only": -10,
-    "csp-implemented-with-unsafe-eval": -10,
-    "csp-implemented-with-unsafe-inline": -20,
-    "csp-implemented-with-insecure-scheme": -20,
-    "csp-header-invalid": -25,
-    "csp-not-implemented": -25,
-    "csp-not-implemented-but-reporting-enabled": -25,
-    "csp-implemented-but-duplicate-directives": 0,
-    "cookies-secure-with-httponly-sessions-and-samesite": 5,
-    "cookies-secure-with-httponly-sessions": 0,
-    "cookies-not-found": 0,
-    "cookies-without-secure-flag-but-protected-by-hsts": -5,
-    "cookies-session-without-secure-flag-but-protected-by-hsts": -10,
-    "cookies-without-secure-flag": -20,
-    "cookies-samesite-flag-invalid": -20,
-    "cookies-anticsrf-without-samesite-flag": -20,
-    "cookies-session-without-httponly-flag": -30,
-    "cookies-session-without-secure-flag": -40,
-    "cross-origin-resource-sharing-not-implemented": 0,
-    "cross-origin-resource-sharing-implemented-with-public-access": 0,
-    "cross-origin-resource-sharing-implemented-with-restricted-access": 0,
-    "cross-origin-resource-sharing-implemented-with-universal-access": -50,
-    "redirection-to-https": 0,
-    "redirection-not-needed-no-http": 0,
-    "redirection-off-host-from-http": -5,
-    "redirection-not-to-https-on-initial-redirection": -10,
-    "redirection-not-to-https": -20,
-    "redirection-missing": -20,
-    "referrer-policy-private": 5,
-    "referrer-policy-not-implemented": 0,
-    "referrer-policy-unsafe": -5,
-    "referrer-policy-header-invalid": -5,
-    "hsts-implemented-max-age-at-least-six-months": 0,
-    "hsts-implemented-max-age-less-than-six-months": -10,
-    "hsts-not-implemented": -20,
-    "hsts-header-invalid": -20,
-    "hsts-not-implemented-no-https": -20,
-    "x-content-type-options-nosniff": 0,
-    "x-content-type-options-not-implemented": -5,
-    "x-content-type-options-header-invalid": -5,
-    "x-frame-options-implemented-via-csp": 5,
-    "x-frame-options-sameorigin-or-deny": 0,
-    "x-frame-options-allow-from-origin": 0,
-    "x-frame-options-not-implemented": -20,
-    "x-frame-options-header-invalid": -20,
-    "corp-header-invalid": -5,
-    "corp-implemented-with-cross-origin": 0,
-    "corp-implemented-with-same-origin": 10,
-    "corp-implemented-with-same-site": 10,
-    "corp-not-implemented": 0,
-}
-"""The Observatory's score modifier for each test result."""
-
-_FIXES: Final[dict[str, str]] = {
-    "csp-implemented-with-no-unsafe": "add default-src 'none' and allow each source type "
-    "explicitly (bastion's strict preset)",
-    "csp-implemented-with-unsafe-inline-in-style-src-only": "replace 'unsafe-inline' in "
-    "style-src with nonces (csp_nonce) or hashes",
-    "csp-implemented-with-insecure-scheme-in-passive-content-only": "load images and media "
-    "over https: only",
-    "csp-implemented-with-unsafe-eval": "remove 'unsafe-eval' from script-src and style-src",
-    "csp-implemented-with-unsafe-inline": "remove 'unsafe-inline', data: and broad sources "
-    "(*, https:) from script-src and object-src; use nonces (csp_nonce)",
-    "csp-implemented-with-insecure-scheme": "load scripts and other active content over https:",
-    "csp-header-invalid": "fix the Content-Security-Policy syntax (no repeated directive, "
-    "'strict-dynamic' only with a nonce or hash)",
-    "csp-not-implemented": "send Content-Security-Policy (SecurityHeadersMiddleware, strict "
-    "preset)",
-    "csp-not-implemented-but-reporting-enabled": "enforce the policy: send "
-    "Content-Security-Policy, not only Content-Security-Policy-Report-Only",
-    "csp-implemented-but-duplicate-directives": "send report-uri and report-to once each",
-    "cookies-secure-with-httponly-sessions": "add SameSite=Lax (or Strict) to every cookie",
-    "cookies-without-secure-flag-but-protected-by-hsts": "add Secure to every cookie",
-    "cookies-session-without-secure-flag-but-protected-by-hsts": "add Secure to the session cookie",
-    "cookies-without-secure-flag": "add Secure to every cookie",
-    "cookies-samesite-flag-invalid": "use SameSite=Lax, Strict, or None with Secure",
-    "cookies-anticsrf-without-samesite-flag": "add SameSite=Lax (or Strict) to the CSRF cookie",
-    "cookies-session-without-httponly-flag": "add HttpOnly to the session cookie",
-    "cookies-session-without-secure-flag": "add Secure to the session cookie",
-    "cross-origin-resource-sharing-implemented-with-universal-access": "stop echoing any "
-    "Origin with Access-Control-Allow-Credentials: true; allow a fixed list of origins",
-    "redirection-off-host-from-http": "redirect http:// to https:// on the same host first",
-    "redirection-not-to-https-on-initial-redirection": "make the first redirect go to https://",
-    "redirection-not-to-https": "end the plain-HTTP redirect chain on an https:// URL",
-    "redirection-missing": "redirect every plain-HTTP request to https://",
-    "referrer-policy-not-implemented": "send Referrer-Policy: strict-origin-when-cross-origin "
-    "(or no-referrer) for the bonus",
-    "referrer-policy-unsafe": "send Referrer-Policy: strict-origin-when-cross-origin or "
-    "no-referrer",
-    "referrer-policy-header-invalid": "send a valid Referrer-Policy, e.g. no-referrer",
-    "hsts-implemented-max-age-less-than-six-months": "raise the HSTS max-age to at least "
-    "15768000 (six months); 63072000 is usual",
-    "hsts-not-implemented": "send Strict-Transport-Security: max-age=63072000; includeSubDomains",
-    "hsts-header-invalid": "send one Strict-Transport-Security header with a max-age",
-    "hsts-not-implemented-no-https": "serve the site over HTTPS, then send "
-    "Strict-Transport-Security",
-    "x-content-type-options-not-implemented": "send X-Content-Type-Options: nosniff",
-    "x-content-type-options-header-invalid": "send X-Content-Type-Options: nosniff",
-    "x-frame-options-sameorigin-or-deny": "add frame-ancestors to the CSP for the bonus",
-    "x-frame-options-allow-from-origin": "use the CSP frame-ancestors directive instead",
-    "x-frame-options-not-implemented": "add frame-ancestors 'none' (or 'self') to the CSP, "
-    "or send X-Frame-Options: DENY",
-    "x-frame-options-header-invalid": "send X-Frame-Options: DENY or SAMEORIGIN",
-    "corp-header-invalid": "send Cross-Origin-Resource-Policy: same-origin (or same-site)",
-    "corp-implemented-with-cross-origin": "send Cross-Origin-Resource-Policy: same-origin "
-    "unless other sites must embed this resource",
-    "corp-not-implemented": "send Cross-Origin-Resource-Policy: same-origin for the bonus",
-}
 
 _DANGEROUSLY_BROAD: Final = frozenset(
     {"ftp:", "http:", "https:", "*", "http://*", "http://*.*", "https://*", "https://*.*"}
@@ -240,33 +123,6 @@ _COOKIE_ORDER: Final = (
     "cookies-anticsrf-without-samesite-flag",
     "cookies-session-without-httponly-flag",
     "cookies-session-without-secure-flag",
-)
-_PASSING: Final = frozenset(
-    {
-        "csp-implemented-with-no-unsafe-default-src-none",
-        "csp-implemented-with-no-unsafe",
-        "csp-implemented-with-unsafe-inline-in-style-src-only",
-        "csp-implemented-with-insecure-scheme-in-passive-content-only",
-        "cookies-secure-with-httponly-sessions-and-samesite",
-        "cookies-secure-with-httponly-sessions",
-        "cookies-not-found",
-        "cross-origin-resource-sharing-not-implemented",
-        "cross-origin-resource-sharing-implemented-with-public-access",
-        "cross-origin-resource-sharing-implemented-with-restricted-access",
-        "redirection-to-https",
-        "redirection-not-needed-no-http",
-        "referrer-policy-private",
-        "referrer-policy-not-implemented",
-        "hsts-implemented-max-age-at-least-six-months",
-        "x-content-type-options-nosniff",
-        "x-frame-options-implemented-via-csp",
-        "x-frame-options-sameorigin-or-deny",
-        "x-frame-options-allow-from-origin",
-        "corp-implemented-with-cross-origin",
-        "corp-implemented-with-same-origin",
-        "corp-implemented-with-same-site",
-        "corp-not-implemented",
-    }
 )
 
 
@@ -298,56 +154,8 @@ class Observation:
     the cookies they set are graded with the final response's."""
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One test's outcome: the Observatory's result name, its modifier, and the fix."""
-
-    test: str
-    result: str
-    modifier: int
-    passed: bool
-    fix: str
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """A score, its grade and the findings, in the Observatory's test order."""
-
-    score: int
-    grade: str
-    findings: tuple[Finding, ...] = field(default=())
-
-
-@dataclass(frozen=True, slots=True)
-class SetCookie:
-    """The attributes of one ``Set-Cookie`` line that the cookie test looks at."""
-
-    name: str
-    secure: bool
-    http_only: bool
-    same_site: str | None
-    same_site_invalid: bool
-    path: str | None = None
-    domain: str | None = None
-
-
-def grade_for(score: int) -> str:
-    """The letter grade of ``score`` (scores over 100 are A+, under 25 are F)."""
-    key = min(max(score, 0) // 5 * 5, 100)
-    return _GRADE_CHART.get(key, "F")
-
-
-def grade_at_least(grade: str, minimum: str) -> bool:
-    """Whether ``grade`` is ``minimum`` or better. Raises ValueError for an unknown grade."""
-    return GRADES.index(grade) <= GRADES.index(minimum)
-
-
 Headers = dict[str, str]
 """Lower-cased name -> value, several lines of one name joined (see :func:`_merged`)."""
-
-
-def _all(headers: tuple[tuple[str, str], ...], name: str) -> list[str]:
-    return [value for key, value in headers if key.lower() == name]
 
 
 def _merged(headers: tuple[tuple[str, str], ...]) -> Headers:
@@ -361,79 +169,6 @@ def _merged(headers: tuple[tuple[str, str], ...]) -> Headers:
         elif name not in _NODE_KEEPS_FIRST:
             merged[name] = f"{merged[name]}, {value}"
     return merged
-
-
-def parse_set_cookie(line: str) -> SetCookie | None:
-    """The name and flags of a ``Set-Cookie`` line; ``None`` when it has no name. Never raises."""
-    pairs = line.strip().split(";")
-    name = pairs[0].split("=", 1)[0].strip()
-    if not name or "=" not in pairs[0]:
-        return None
-    secure = http_only = invalid = False
-    same_site: str | None = None
-    path: str | None = None
-    domain: str | None = None
-    for attribute in pairs[1:]:
-        key, _, value = attribute.partition("=")
-        key = key.strip().lower()
-        if key == "path":
-            path = value.strip() or None
-        elif key == "domain":
-            domain = value.strip().lstrip(".").lower() or None
-        elif key == "secure":
-            secure = True
-        elif key == "httponly":
-            http_only = True
-        elif key == "samesite":
-            normalized = value.strip().lower()
-            if normalized in {"lax", "strict", "none"}:
-                same_site = normalized
-            else:
-                invalid = True
-    return SetCookie(name, secure, http_only, same_site, invalid, path, domain)
-
-
-def _default_path(url: str) -> str:
-    """RFC 6265 section 5.1.4: the request path up to its last ``/`` (``/`` at least)."""
-    _scheme, separator, rest = url.partition("://")
-    path = rest[rest.find("/") :] if separator and "/" in rest else "/"
-    path = path.split("?", 1)[0].split("#", 1)[0]
-    if not path.startswith("/") or path.count("/") == 1:
-        return "/"
-    return path[: path.rfind("/")]
-
-
-def _domain_matches(host: str, domain: str) -> bool:
-    if host == domain:
-        return True
-    is_ip = ":" in host or host.replace(".", "").isdigit()
-    return not is_ip and host.endswith("." + domain)
-
-
-def cookie_jar(responses: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> list[SetCookie]:
-    """The cookies a jar holds after ``(url, headers)`` responses, in order: the last cookie
-    of a name, domain and path wins; a cookie for a domain the URL is not in, or breaking the
-    ``__Secure-``/``__Host-`` prefix rules, is dropped (RFC 6265bis, as the Observatory's
-    jar). An empty URL refuses no domain."""
-    jar: dict[tuple[str, str, str], SetCookie] = {}
-    for url, headers in responses:
-        host = _scheme_and_host(url)[1]
-        for line in _all(headers, "set-cookie"):
-            cookie = parse_set_cookie(line)
-            if cookie is None or cookie.name in _IGNORED_COOKIES:
-                continue
-            if cookie.domain is not None and host and not _domain_matches(host, cookie.domain):
-                continue
-            path = cookie.path if cookie.path and cookie.path.startswith("/") else None
-            path = path or _default_path(url)
-            if cookie.name.startswith("__Secure-") and not cookie.secure:
-                continue
-            if cookie.name.startswith("__Host-") and not (
-                cookie.secure and cookie.domain is None and path == "/"
-            ):
-                continue
-            jar[(cookie.domain or host, path, cookie.name)] = cookie
-    return list(jar.values())
 
 
 def _worse(new: str, old: str | None) -> str:
@@ -613,23 +348,6 @@ def _cors(headers: Headers, probe_origin: str | None) -> str:
     return "cross-origin-resource-sharing-implemented-with-restricted-access"
 
 
-def _scheme_and_host(url: str) -> tuple[str, str]:
-    """The lower-cased scheme and host of an absolute URL (no urllib: core does no I/O and
-    imports no network module). Never raises; anything odd yields empty parts."""
-    scheme, separator, rest = url.strip().partition("://")
-    if not separator:
-        return "", ""
-    authority = rest
-    for end in "/?#":
-        authority = authority.split(end, 1)[0]
-    authority = authority.rpartition("@")[2]
-    if authority.startswith("["):
-        host = authority[1:].partition("]")[0]
-    else:
-        host = authority.partition(":")[0]
-    return scheme.lower(), host.lower()
-
-
 def _redirection(route: tuple[str, ...] | None) -> str:
     if route is None:
         return "redirection-not-needed-no-http"
@@ -692,16 +410,6 @@ def _corp(headers: Headers) -> str:
     }.get(header[:256].strip().lower(), "corp-header-invalid")
 
 
-def _finding(test: str, result: str) -> Finding:
-    return Finding(
-        test=test,
-        result=result,
-        modifier=MODIFIERS[result],
-        passed=result in _PASSING,
-        fix=_FIXES.get(result, ""),
-    )
-
-
 def grade_response(observation: Observation) -> Report:
     """Score and grade ``observation`` with the Observatory's rules (see the module docstring
     for what is not covered)."""
@@ -720,7 +428,4 @@ def grade_response(observation: Observation) -> Report:
         _finding("x-frame-options", _x_frame_options(headers, csp)),
         _finding("cross-origin-resource-policy", _corp(headers)),
     )
-    with_bonus = 100 + sum(f.modifier for f in findings)
-    without_bonus = 100 + sum(f.modifier for f in findings if f.modifier < 0)
-    score = max(with_bonus if without_bonus >= _EXTRA_CREDIT_FROM else without_bonus, 0)
-    return Report(score=score, grade=grade_for(score), findings=findings)
+    return _report(findings)
