@@ -28,7 +28,7 @@ with warnings.catch_warnings():
 
 from bastion.asgi import CSRFMiddleware, SessionMiddleware
 from bastion.asgi.csrf import add_jinja2_globals, csrf_input, csrf_token
-from bastion.asgi.sessions import login
+from bastion.asgi.sessions import get_session
 from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
@@ -80,7 +80,7 @@ def make_routes() -> list[Any]:
         return JSONResponse({"len": len(body), "body": body.decode("latin-1")[:200]})
 
     async def do_login(request: Request) -> JSONResponse:
-        login(request, "alice")
+        get_session(request).login("alice")
         return JSONResponse({"ok": True})
 
     async def any_method(request: Request) -> JSONResponse:

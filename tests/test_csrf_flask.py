@@ -1,4 +1,5 @@
-"""bastion.flask.CSRF and bastion.wsgi.CSRFMiddleware with real Flask / WSGI apps and stores.
+"""bastion.flask.protect's CSRF (bastion.flask.csrf.CSRF) and bastion.wsgi.CSRFMiddleware with
+real Flask / WSGI apps and stores.
 
 The attack cases of the ASGI suite, on the synchronous twin, with the exact status and reason.
 """
@@ -13,12 +14,16 @@ import pytest
 from flask import Flask, jsonify, render_template_string, request, session
 from werkzeug.test import Client
 
+from bastion.config import Bastion
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.errors import BadToken, ConfigurationError
-from bastion.flask import CSRF, Bastion, login
+from bastion.flask import protect
+from bastion.flask import session as bastion_session
+from bastion.flask.csrf import CSRF
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
@@ -49,8 +54,15 @@ def make_flask(store: Store, sink: ListSink, **csrf: Any) -> Flask:
     app = Flask(__name__)
     clock = FrozenClock()
     auditor = Auditor(IdentifierHasher(KeyRing.generate()), clock, sink)
-    Bastion(app, store=store, auditor=auditor, clock=clock, production=False)
-    CSRF(app, config=CSRFConfig(**csrf), auditor=auditor, clock=clock, production=False)
+    config = Bastion(
+        store=store,
+        csrf=CSRFConfig(**csrf),
+        headers=None,
+        auditor=auditor,
+        clock=clock,
+        environment=Environment.TEST,
+    )
+    protect(app, config)
 
     @app.get("/form")
     def form() -> str:
@@ -78,7 +90,7 @@ def make_flask(store: Store, sink: ListSink, **csrf: Any) -> Flask:
 
     @app.post("/login")
     def sign_in() -> Any:
-        login("ada")
+        bastion_session.login("ada")
         return jsonify(ok=True)
 
     return app

@@ -19,11 +19,13 @@ import pytest
 from flask import Flask, flash, get_flashed_messages, jsonify, redirect, session
 from markupsafe import Markup
 
+from bastion.config import Bastion
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.errors import SessionDataError
-from bastion.flask import Bastion
+from bastion.flask import protect
 from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
@@ -43,7 +45,15 @@ def make_app(store: Store, clock: FrozenClock) -> Flask:
     app = Flask(__name__)
     app.testing = True  # a failing assertion or error in a view reaches the test, not a 500
     auditor = Auditor(IdentifierHasher(KeyRing.generate()), clock, RecordingAuditSink())
-    Bastion(app, store=store, auditor=auditor, clock=clock, production=False)
+    config = Bastion(
+        store=store,
+        auditor=auditor,
+        clock=clock,
+        csrf=None,
+        headers=None,
+        environment=Environment.TEST,
+    )
+    protect(app, config)
     return app
 
 

@@ -3,16 +3,16 @@
 What a handler uses in each framework:
 
 * Litestar: ``request.session`` *is* bastion's session (Litestar's ``ASGIConnection.session``
-  returns ``scope["session"]``); ``login(request, ...)``, ``logout(request)``,
+  returns ``scope["session"]``); ``get_session(request)`` (``.login(...)``, ``.logout()``),
   ``csp_nonce(request)`` and ``csrf_token(request)`` take the Litestar ``Request`` as it is (it
   has ``.scope``). ``request.set_session(data)`` replaces the data and
-  ``request.clear_session()`` ends the session as ``logout(request)`` does: bastion reads
+  ``request.clear_session()`` ends the session as ``session.logout()`` does: bastion reads
   ``scope["session"]`` back when the response starts.
 * Quart: ``quart.session`` is Quart's own cookie-session interface and never sees bastion's
   session. Reach bastion's session through the ASGI scope, ``quart.request.scope["session"]``
-  (or ``get_session(quart.request)``), and pass ``quart.request`` to ``login``, ``logout``,
-  ``csp_nonce`` and ``csrf_token`` (it has ``.scope``). Wrap ``app.asgi_app`` (or the app
-  object) in the middlewares, outermost last.
+  (or ``get_session(quart.request)``, then ``.login(...)``, ``.logout()``), and pass
+  ``quart.request`` to ``csp_nonce`` and ``csrf_token`` (it has ``.scope``). Wrap
+  ``app.asgi_app`` (or the app object) in the middlewares, outermost last.
 
 Neither framework warns at import under ``filterwarnings = error``; no filter is needed. The
 apps define no lifespan hooks, so httpx's ``ASGITransport`` (which sends no lifespan) suffices;
@@ -38,8 +38,10 @@ from bastion.asgi import (
     csrf_token,
     protect,
 )
-from bastion.asgi.sessions import get_session, login, logout
+from bastion.asgi.sessions import get_session
+from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.stores.memory import MemoryStore
@@ -96,12 +98,12 @@ async def me(request: Any, session: MutableMapping[str, Any]) -> dict[str, Any]:
 
 
 async def sign_in(request: Any, _session: MutableMapping[str, Any]) -> dict[str, Any]:
-    login(request, "alice")
+    get_session(request).login("alice")
     return {"user": "alice"}
 
 
 async def sign_out(request: Any, _session: MutableMapping[str, Any]) -> dict[str, Any]:
-    logout(request)
+    get_session(request).logout()
     return {"user": None}
 
 
@@ -313,7 +315,7 @@ async def test_litestar_clear_session_ends_the_session() -> None:
     async with client(app, DEV) as http:
         assert (await http.post("/incr")).json() == {"n": 1}
         cleared = await http.post("/clear")
-        assert "max-age=0" in cleared.headers["set-cookie"].lower()  # ended, as by logout()
+        assert "max-age=0" in cleared.headers["set-cookie"].lower()  # ended, as by .logout()
         assert (await http.post("/incr")).json() == {"n": 1}
         await http.post("/replace")
         assert (await http.post("/incr")).json() == {"n": 11}  # the data was replaced
@@ -326,12 +328,15 @@ async def test_litestar_clear_session_ends_the_session() -> None:
 @pytest.mark.asyncio
 async def test_protect_end_to_end(framework: str) -> None:
     probe = Probe()
+    # The rate limits run on config.clock (runtime.limiter): the frozen NOW, as before.
     app = protect(
         make_app(framework, probe),
-        store=MemoryStore(clock=FrozenClock(NOW)),
-        rate_limit={"limiter": memory_limiter(), "rules": [Rule("site", "5/minute")]},
-        clock=FrozenClock(NOW),
-        production=False,
+        Bastion(
+            store=MemoryStore(clock=FrozenClock(NOW)),
+            rate_limits=(Rule("site", "5/minute"),),
+            clock=FrozenClock(NOW),
+            environment=Environment.TEST,
+        ),
     )
     async with client(app, HTTPS) as http:
         page = await http.get("/nonce")

@@ -24,15 +24,16 @@ from hypothesis import strategies as st
 
 from bastion.asgi import SecurityHeadersMiddleware
 from bastion.asgi import protect as asgi_protect
+from bastion.config import Bastion
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig
+from bastion.core.environment import Environment
 from bastion.core.headers import HeaderPolicy
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
-from bastion.engine.ratelimit import RateLimiter, Rule
+from bastion.engine.ratelimit import Rule
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi import protect as wsgi_protect
 
@@ -110,10 +111,6 @@ requests = st.fixed_dictionaries(
 )
 
 
-def limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_700_000_000.0)))
-
-
 async def touching_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Touch the session (a read and a write) and read the whole body, then answer 200."""
     if scope["type"] != "http":
@@ -130,19 +127,22 @@ async def touching_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def protect_options() -> dict[str, Any]:
-    """Every layer on: sessions on a memory store, CSRF, strict headers, a generous limit."""
-    return {
-        "store": MemoryStore(),
-        "sessions": CONFIG,
-        "csrf": CSRF,
-        "keyring": KEYRING,
-        "rate_limit": {"limiter": limiter(), "rules": [Rule("site", "100000/minute")]},
-        "production": False,
-    }
+def protect_config() -> Bastion:
+    """Every layer on: sessions on a memory store, CSRF, strict headers, a generous limit (on a
+    frozen clock: runtime.limiter runs on config.clock)."""
+    clock = FrozenClock(1_700_000_000.0)
+    return Bastion(
+        store=MemoryStore(clock=clock),
+        sessions=CONFIG,
+        csrf=CSRF,
+        keyring=KEYRING,
+        rate_limits=(Rule("site", "100000/minute"),),
+        clock=clock,
+        environment=Environment.TEST,
+    )
 
 
-ASGI_APP = asgi_protect(touching_app, **protect_options())
+ASGI_APP = asgi_protect(touching_app, protect_config())
 
 
 def split(body: bytes, parts: int) -> list[bytes]:
@@ -200,7 +200,7 @@ def wsgi_touching_app(environ: dict[str, Any], start_response: Any) -> list[byte
     return [b"ok"]
 
 
-WSGI_APP = wsgi_protect(wsgi_touching_app, **protect_options())
+WSGI_APP = wsgi_protect(wsgi_touching_app, protect_config())
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,7 +26,7 @@ with warnings.catch_warnings():
 
 from bastion.asgi import CSRFMiddleware, SessionMiddleware
 from bastion.asgi.csrf import csrf_token
-from bastion.asgi.sessions import get_session, login
+from bastion.asgi.sessions import get_session
 from bastion.core.apikeys import ApiKeyStatus
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
@@ -222,7 +222,7 @@ def test_audit_identifier_hashes_correlate_across_rotation(
 
 def session_app(store: Store, keyring: KeyRing, clock: FrozenClock) -> Starlette:
     async def do_login(request: Request) -> PlainTextResponse:
-        login(request, "alice")
+        get_session(request).login("alice")
         request.session["cart"] = 3
         return PlainTextResponse("in")
 

@@ -28,8 +28,10 @@ with warnings.catch_warnings():
 
 from bastion.asgi import CSRFMiddleware, RateLimitMiddleware
 from bastion.asgi.ratelimit import header_key
+from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.core.ratelimit import ClientIP
 from bastion.core.sessions import SessionConfig
@@ -201,9 +203,12 @@ def test_protect_without_csrf_over_cookie_sessions_is_refused_in_production(
     from bastion.wsgi import protect as wsgi_protect  # noqa: PLC0415
 
     store = f"sqlite:///{tmp_path / 'p.db'}"
+    production = Environment.PRODUCTION
     for protect in (asgi_protect, wsgi_protect):
         with pytest.raises(ConfigurationError) as caught:
-            protect(_inner, store=store, keyring=KEYRING, csrf=False, production=True)
+            protect(
+                _inner, Bastion(store=store, keyring=KEYRING, csrf=None, environment=production)
+            )
         assert caught.value.setting == "csrf"
         assert "no CSRF check" in str(caught.value)
 
@@ -213,21 +218,22 @@ def test_protect_layer_opt_outs_are_logged(caplog: pytest.LogCaptureFixture, tmp
     from bastion.wsgi import protect as wsgi_protect  # noqa: PLC0415
 
     store = f"sqlite:///{tmp_path / 'p.db'}"
+    production = Environment.PRODUCTION
     dev = SessionConfig(development=True, secure=False)
     for protect in (asgi_protect, wsgi_protect):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bastion.security.protect"):
-            protect(_inner, store=store, sessions=dev, keyring=KEYRING, csrf=False,
-                    headers=None, production=False)  # fmt: skip
+            protect(_inner, Bastion(store=store, sessions=dev, keyring=KEYRING, csrf=None,
+                    headers=None, environment=Environment.TEST))  # fmt: skip
         found = security_warnings(caplog, "bastion.security.protect")
-        assert any("csrf=False" in m and "cookie sessions are on" in m for m in found), found
+        assert any("csrf=None" in m and "cookie sessions are on" in m for m in found), found
         assert any("headers=None" in m for m in found), found
-        # Without sessions, csrf=False is an API's choice: logged, and allowed in production.
+        # Without sessions, csrf=None is an API's choice: logged, and allowed in production.
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bastion.security.protect"):
-            protect(_inner, csrf=False, production=True)
+            protect(_inner, Bastion(keyring=KEYRING, csrf=None, environment=production))
         found = security_warnings(caplog, "bastion.security.protect")
-        assert any("csrf=False" in m for m in found), found
+        assert any("csrf=None" in m for m in found), found
         assert not any("cookie sessions" in m for m in found), found
 
 

@@ -19,19 +19,21 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from werkzeug.test import Client
 
+import bastion.flask
 from bastion.asgi import csrf_token, protect
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
 from bastion.asgi.sessions import SessionMiddleware
+from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
+from bastion.core.environment import Environment
 from bastion.core.headers import HeaderPolicy
 from bastion.core.keys import KeyRing
-from bastion.engine.ratelimit import RateLimiter, Rule
+from bastion.core.sessions import SessionConfig
+from bastion.engine.ratelimit import Rule
 from bastion.errors import ConfigurationError
-from bastion.flask import CSRF, Bastion
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.csrf import afetch_token, browser_headers
 from bastion.wsgi import protect as wsgi_protect
@@ -57,10 +59,6 @@ def starlette_app() -> Starlette:
     return Starlette(routes=[Route("/token", token), Route("/incr", incr, methods=["POST"])])
 
 
-def limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
-
-
 def client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HTTPS)
 
@@ -73,12 +71,15 @@ def assert_security_headers(response: httpx.Response) -> None:
 
 @pytest.mark.asyncio
 async def test_protect_order_and_headers_on_every_refusal(tmp_path: Path) -> None:
-    app = protect(
-        starlette_app(),
-        store=SQLiteStore(tmp_path / "p.db"),
-        rate_limit={"limiter": limiter(), "rules": [Rule("site", "5/minute")]},
-        production=False,
+    clock = FrozenClock(NOW)  # the rate limits' clock (runtime.limiter runs on config.clock)
+    config = Bastion(
+        store=SQLiteStore(tmp_path / "p.db", clock=clock),
+        rate_limits=(Rule("site", "5/minute"),),
+        clock=clock,
+        environment=Environment.TEST,
     )
+    # A Runtime: protect() returns the bare stack (a Bastion adds the lifespan closer).
+    app = protect(starlette_app(), config.build())
     assert isinstance(app, SecurityHeadersMiddleware)
     layers = []
     layer: Any = app
@@ -129,10 +130,12 @@ async def test_protect_fastapi_double_submit_without_sessions() -> None:
 
     app = protect(
         api,
-        csrf=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
-        keyring=KeyRing.generate(),
-        headers="api",
-        production=False,
+        Bastion(
+            csrf=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
+            keyring=KeyRing.generate(),
+            headers="api",  # type: ignore[arg-type]
+            environment=Environment.TEST,
+        ),
     )
     async with client(app) as http:
         token = await afetch_token(http, "/token")
@@ -146,41 +149,44 @@ async def test_protect_fastapi_double_submit_without_sessions() -> None:
 
 def test_protect_layers_are_optional_and_misconfigurations_named() -> None:
     inner = starlette_app()
-    assert protect(inner, csrf=False, headers=None) is inner
-    only_sessions = protect(inner, store=MemoryStore(), csrf=False, headers=None)
+    # Runtimes: protect() returns the bare stack (a Bastion adds the lifespan closer).
+    assert protect(inner, Bastion(csrf=None, headers=None).build()) is inner
+    only_sessions = protect(inner, Bastion(store=MemoryStore(), csrf=None, headers=None).build())
     assert isinstance(only_sessions, SessionMiddleware)
     csrf_only = protect(
         inner,
-        store=MemoryStore(),
-        headers=None,
-        production=False,
+        Bastion(store=MemoryStore(), headers=None, environment=Environment.TEST).build(),
     )
     assert isinstance(csrf_only, SessionMiddleware)
     assert isinstance(csrf_only.app, CSRFMiddleware)
     with pytest.raises(ConfigurationError) as info:
-        protect(inner, production=False)
+        protect(inner, Bastion(environment=Environment.TEST))
     assert info.value.setting == "store"
     with pytest.raises(ConfigurationError) as info:
-        protect(inner, csrf=False, sessions=object(), headers=None)  # type: ignore[arg-type]
+        protect(inner, Bastion(csrf=None, sessions=SessionConfig(), headers=None))
     assert info.value.setting == "store"
 
 
-def test_wsgi_protect_with_flask_extensions() -> None:
+def test_flask_protect_sessions_csrf_headers_and_limits() -> None:
     flask_app = Flask(__name__)
-    Bastion(flask_app, store=MemoryStore(), production=False)
-    CSRF(flask_app, production=False)
+    clock = FrozenClock(NOW)  # the rate limits' clock (runtime.limiter runs on config.clock)
+    # Sessions and CSRF are Flask's session interface and extension; headers and limits wrap
+    # app.wsgi_app.
+    bastion.flask.protect(
+        flask_app,
+        Bastion(
+            store=MemoryStore(clock=clock),
+            rate_limits=(Rule("site", "2/minute"),),
+            clock=clock,
+            environment=Environment.TEST,
+        ),
+    )
 
     @flask_app.post("/incr")
     def incr() -> Any:
         session["n"] = session.get("n", 0) + 1
         return jsonify(n=session["n"])
 
-    # Sessions and CSRF come from the Flask extensions; protect() adds headers and limits.
-    flask_app.wsgi_app = wsgi_protect(  # type: ignore[method-assign]
-        flask_app.wsgi_app,
-        csrf=False,
-        rate_limit={"limiter": limiter(), "rules": [Rule("site", "2/minute")]},
-    )
     http = flask_app.test_client()
     forged = http.post("/incr", base_url=HTTPS, headers={"Sec-Fetch-Site": "cross-site", **JSON})
     assert forged.status_code == 403
@@ -199,7 +205,7 @@ def test_wsgi_protect_plain_app() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    wrapped = wsgi_protect(app, store=MemoryStore(), production=False)
+    wrapped = wsgi_protect(app, Bastion(store=MemoryStore(), environment=Environment.TEST))
     http = Client(wrapped)
     ok = http.post("/", base_url=HTTPS, headers=browser_headers("https://localhost"))
     assert ok.status_code == 200
@@ -212,12 +218,58 @@ def test_wsgi_protect_plain_app() -> None:
 
 
 def test_protect_passes_production_to_the_headers_layer() -> None:
-    """protect(production=True) must refuse an unsafe header policy even when ENV says nothing."""
+    """protect() under Environment.PRODUCTION must refuse an unsafe header policy even when ENV
+    says nothing."""
 
     async def app(scope: object, receive: object, send: object) -> None:
         return None
 
     unsafe = HeaderPolicy.preset("strict").replace(nosniff=False)
     with pytest.raises(ConfigurationError) as caught:
-        protect(app, headers=unsafe, csrf=False, production=True)  # type: ignore[arg-type]
+        protect(
+            app,  # type: ignore[arg-type]
+            Bastion(
+                headers=unsafe,
+                csrf=None,
+                keyring=KeyRing.generate(),  # production refuses a throwaway ring first
+                environment=Environment.PRODUCTION,
+            ),
+        )
     assert caught.value.setting == "nosniff"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="front door: bastion.asgi does not export BastionMiddleware, though "
+    "bastion.asgi.protect documents app.add_middleware(bastion.asgi.BastionMiddleware, ...)",
+)
+def test_bastion_middleware_is_exported_by_bastion_asgi() -> None:
+    import bastion.asgi  # noqa: PLC0415
+    from bastion.asgi.protect import BastionMiddleware  # noqa: PLC0415
+
+    assert getattr(bastion.asgi, "BastionMiddleware", None) is BastionMiddleware
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="front door: BastionMiddleware(app, config=Bastion) builds a runtime for .runtime, then "
+    "protect(app, config) builds a second one that serves the requests (its own store, engines "
+    "and auditor); middleware.runtime never sees the live sessions and is never closed",
+)
+@pytest.mark.asyncio
+async def test_bastion_middleware_runtime_is_the_one_serving_requests() -> None:
+    from bastion.asgi.protect import BastionMiddleware  # noqa: PLC0415
+
+    async def sign_in(request: Request) -> JSONResponse:
+        request.session.login("alice")  # type: ignore[attr-defined]
+        return JSONResponse({"ok": True})
+
+    inner = Starlette(routes=[Route("/login", sign_in, methods=["POST"])])
+    config = Bastion(
+        store="memory://", keyring=KeyRing.generate(), csrf=None, environment=Environment.TEST
+    )
+    app = BastionMiddleware(inner, config=config)
+    async with client(app) as http:
+        assert (await http.post("/login")).json() == {"ok": True}
+    assert app.runtime.sessions is not None
+    assert len(await app.runtime.sessions.list_sessions("alice")) == 1

@@ -306,6 +306,8 @@ def test_the_flask_decorator_refuses_in_json_when_asked() -> None:
 
 def csrf_starlette() -> Starlette:
     from bastion.asgi import protect  # noqa: PLC0415
+    from bastion.config import Bastion  # noqa: PLC0415
+    from bastion.core.environment import Environment  # noqa: PLC0415
     from bastion.core.keys import KeyRing  # noqa: PLC0415
     from bastion.stores.memory import MemoryStore  # noqa: PLC0415
 
@@ -315,10 +317,12 @@ def csrf_starlette() -> Starlette:
     inner = Starlette(routes=[Route("/transfer", transfer, methods=["POST"])])
     return protect(  # type: ignore[return-value]
         inner,
-        store=MemoryStore(),
-        keyring=KeyRing.from_secrets(["r" * 43]),
-        sessions=CONFIG,
-        production=False,
+        Bastion(
+            store=MemoryStore(),
+            keyring=KeyRing.from_secrets(["r" * 43]),
+            sessions=CONFIG,
+            environment=Environment.TEST,
+        ),
     )
 
 
@@ -341,14 +345,16 @@ async def test_the_guides_csrf_test_passes_with_httpx_defaults() -> None:
 
 
 def test_the_flask_csrf_refusal_is_json_for_a_json_body() -> None:
+    from bastion.config import Bastion  # noqa: PLC0415
     from bastion.core.keys import KeyRing  # noqa: PLC0415
-    from bastion.flask import CSRF, Bastion  # noqa: PLC0415
+    from bastion.flask import protect  # noqa: PLC0415
     from bastion.stores.memory import MemoryStore  # noqa: PLC0415
 
     app = Flask(__name__)
     app.add_url_rule("/transfer", "transfer", lambda: "moved", methods=["POST"])
-    Bastion(app, store=MemoryStore(), keyring=KeyRing.from_secrets(["f" * 43]), config=CONFIG)
-    CSRF(app)
+    # Sessions and CSRF only, as before protect() (headers=None: no headers layer).
+    keyring = KeyRing.from_secrets(["f" * 43])
+    protect(app, Bastion(store=MemoryStore(), keyring=keyring, sessions=CONFIG, headers=None))
     client = app.test_client()
     refused = client.post("/transfer", json={"amount": 1}, headers=BROWSER)
     check_json(refused, 403, "csrf_failed")

@@ -23,10 +23,12 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from bastion.asgi.csrf import CSRFMiddleware, csrf_token
-from bastion.asgi.sessions import SessionMiddleware, login
+from bastion.asgi.sessions import SessionMiddleware, get_session
+from bastion.config import Bastion
+from bastion.core.environment import Environment
 from bastion.errors import StoreFull
-from bastion.flask import CSRF, Bastion
 from bastion.flask import csrf_token as flask_csrf_token
+from bastion.flask import protect
 from bastion.stores.memory import MemoryStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.sync_store import CountingStore
@@ -58,7 +60,7 @@ async def page(request: Request) -> PlainTextResponse:
 
 
 async def do_login(request: Request) -> JSONResponse:
-    login(request, "alice")
+    get_session(request).login("alice")
     return JSONResponse({"user": "alice"})
 
 
@@ -150,8 +152,7 @@ def test_tokens_from_the_pre_session_page_stay_good_after_the_first_write() -> N
 
 def test_flask_anonymous_page_views_make_no_store_writes(counted: CountingStore) -> None:
     app = Flask(__name__)
-    Bastion(app, store=counted, production=False)
-    CSRF(app, production=False)
+    protect(app, Bastion(store=counted, headers=None, environment=Environment.TEST))
 
     @app.get("/login")
     def flask_page() -> Any:

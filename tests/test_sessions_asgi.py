@@ -28,9 +28,6 @@ from bastion.asgi.sessions import (
     destroy_session,
     get_session,
     list_sessions,
-    login,
-    logout,
-    regenerate,
     revoke_other_sessions,
     session_engine,
 )
@@ -74,18 +71,18 @@ async def put(request: Request) -> JSONResponse:
 
 async def do_login(request: Request) -> JSONResponse:
     before = get_session(request).csrf_secret
-    login(request, "alice", remember=request.query_params.get("remember") == "1")
+    get_session(request).login("alice", remember=request.query_params.get("remember") == "1")
     after = get_session(request).csrf_secret
     return JSONResponse({"csrf_rotated": before != after})
 
 
 async def do_logout(request: Request) -> PlainTextResponse:
-    logout(request)
+    get_session(request).logout()
     return PlainTextResponse("bye")
 
 
 async def do_regenerate(request: Request) -> PlainTextResponse:
-    regenerate(request)
+    get_session(request).regenerate()
     return PlainTextResponse("ok")
 
 
@@ -630,7 +627,7 @@ def test_fastapi_request_session_and_async_dependency() -> None:
 
     @api.post("/login")
     async def sign_in(request: FastAPIRequest) -> dict[str, bool]:
-        login(request, 7)
+        get_session(request).login(7)
         return {"ok": True}
 
     with TestClient(api, base_url=HTTPS) as client:

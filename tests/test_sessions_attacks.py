@@ -13,11 +13,13 @@ import pytest_asyncio
 from flask import Flask, jsonify
 from flask import session as flask_session
 
+from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.sessions import SessionConfig
 from bastion.engine.flows import Flow, Get
 from bastion.engine.sessions import SessionEngine, index_key
-from bastion.flask import Bastion
+from bastion.flask import protect
 from bastion.stores.memory import MemoryStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.sync_store import CountingStore
@@ -101,7 +103,7 @@ WRITES = ("set", "compare_and_set", "delete")
 
 def flask_app(store: Store) -> Any:
     app = Flask(__name__)
-    Bastion(app, store=store, production=False)
+    protect(app, Bastion(store=store, csrf=None, headers=None, environment=Environment.TEST))
 
     @app.before_request
     def every_request() -> None:

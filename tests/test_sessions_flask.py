@@ -6,15 +6,16 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from flask import Flask, jsonify, session
+from flask import Flask, jsonify
 from werkzeug.test import Client
 
+from bastion.config import Bastion
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
-from bastion.core.sessions import SessionConfig
 from bastion.errors import ConfigurationError
-from bastion.flask import Bastion, login, logout, regenerate, session_engine
+from bastion.flask import protect, session, session_engine
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
@@ -39,7 +40,17 @@ def make_flask(store: Store | str, sink: RecordingAuditSink | None = None, **opt
     app = Flask(__name__)
     clock = FrozenClock()
     auditor = Auditor(IdentifierHasher(KeyRing.generate()), clock, sink or RecordingAuditSink())
-    Bastion(app, store=store, auditor=auditor, clock=clock, production=False, **options)
+    # Sessions alone, as the session extension installed them (no CSRF, no headers layer).
+    config = Bastion(
+        store=store,
+        auditor=auditor,
+        clock=clock,
+        csrf=None,
+        headers=None,
+        environment=Environment.TEST,
+        **options,
+    )
+    protect(app, config)
 
     @app.get("/")
     def untouched() -> str:
@@ -63,7 +74,7 @@ def make_flask(store: Store | str, sink: RecordingAuditSink | None = None, **opt
 
     @app.post("/login")
     def sign_in() -> Any:
-        login("ada")
+        session.login("ada")
         return jsonify(ok=True)
 
     @app.get("/whoami")
@@ -73,12 +84,12 @@ def make_flask(store: Store | str, sink: RecordingAuditSink | None = None, **opt
 
     @app.post("/logout")
     def sign_out() -> Any:
-        logout()
+        session.logout()
         return "bye"
 
     @app.post("/regenerate")
     def regen() -> Any:
-        regenerate()
+        session.regenerate()
         return "ok"
 
     @app.post("/boom")
@@ -202,21 +213,6 @@ def test_flask_store_outage_is_a_503(start_redis_server: Callable[..., RedisServ
     server.start()
     assert call(client, "GET", "/read").get_json() == {"n": 1, "user": None}
     store.sync.close()
-
-
-def test_flask_needs_a_store() -> None:
-    with pytest.raises(ConfigurationError, match="BASTION_SESSION_STORE"):
-        Bastion(Flask(__name__))
-
-
-def test_flask_reads_settings_from_app_config() -> None:
-    app = Flask(__name__)
-    app.config["BASTION_SESSION_STORE"] = "memory://"
-    app.config["BASTION_SESSION_CONFIG"] = SessionConfig(cookie_name="__Host-app")
-    extension = Bastion()
-    extension.init_app(app)
-    assert extension.engine is not None
-    assert extension.engine.config.name == "__Host-app"
 
 
 # -- plain WSGI ---------------------------------------------------------------------------------

@@ -21,13 +21,15 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bastion.asgi.sessions import SessionMiddleware, login, session_engine
+from bastion.asgi.sessions import SessionMiddleware, get_session, session_engine
+from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SessionEngine
 from bastion.errors import BadToken, ConfigurationError
-from bastion.flask import Bastion
+from bastion.flask import protect
 from bastion.stores.memory import MemoryStore
 from test_sessions_revocation import PausingStore
 
@@ -69,7 +71,7 @@ class Users:
 
 
 async def do_login(request: Request) -> JSONResponse:
-    login(request, request.query_params["user"])
+    get_session(request).login(request.query_params["user"])
     return JSONResponse({"ok": True})
 
 
@@ -252,19 +254,21 @@ def test_a_created_session_handed_to_a_client_is_logged_in(signed: bool) -> None
 def test_flask_user_loader_and_filter() -> None:
     users = Users()
     app = Flask(__name__)
-    Bastion(
-        app,
+    config = Bastion(
         store=MemoryStore(),
-        production=False,
+        csrf=None,
+        headers=None,
+        environment=Environment.TEST,
         user_loader=users.load,
         session_filter=users.allowed,
     )
+    protect(app, config)
 
     @app.post("/login")
     def flask_login() -> Any:
-        from bastion.flask import login as bind  # noqa: PLC0415
+        from bastion.flask import session  # noqa: PLC0415
 
-        bind("bob")
+        session.login("bob")
         return jsonify(ok=True)
 
     @app.get("/me")

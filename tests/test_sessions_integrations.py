@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bastion.asgi import SessionMiddleware
-from bastion.asgi.sessions import login, logout
+from bastion.asgi.sessions import get_session
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import record_key, session_handle
 from bastion.engine.flows import drive_sync
@@ -156,12 +156,12 @@ async def read(request: Request) -> JSONResponse:
 
 
 async def do_login(request: Request) -> JSONResponse:
-    login(request, "bob")
+    get_session(request).login("bob")
     return JSONResponse({"ok": True})
 
 
 async def do_logout(request: Request) -> JSONResponse:
-    logout(request)
+    get_session(request).logout()
     return JSONResponse({"ok": True})
 
 

@@ -24,11 +24,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from bastion.asgi.sessions import SessionMiddleware, login, logout, regenerate
+from bastion.asgi.sessions import SessionMiddleware, get_session
+from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.sessions import record_key, session_handle
-from bastion.flask import Bastion
-from bastion.flask import logout as flask_logout
+from bastion.flask import protect
+from bastion.flask import session as bastion_session
 from bastion.stores.memory import MemoryStore
 from bastion.stores.sqlite import SQLiteStore
 
@@ -59,7 +61,7 @@ def stored(store: Store, cookie: str) -> bytes | None:
 
 
 async def do_login(request: Request) -> JSONResponse:
-    login(request, "alice")
+    get_session(request).login("alice")
     return JSONResponse({"ok": True})
 
 
@@ -85,19 +87,19 @@ async def clear_then_set(request: Request) -> PlainTextResponse:
 
 
 async def logout_then_fail(request: Request) -> PlainTextResponse:
-    logout(request)
+    get_session(request).logout()
     request.session["flash"] = "never saved"
     return PlainTextResponse("boom", status_code=500)
 
 
 async def login_then_fail(request: Request) -> PlainTextResponse:
-    login(request, "alice")
+    get_session(request).login("alice")
     request.session["after"] = "never saved"
     return PlainTextResponse("boom", status_code=503)
 
 
 async def regenerate_then_fail(request: Request) -> PlainTextResponse:
-    regenerate(request)
+    get_session(request).regenerate()
     raise RuntimeError("the view failed after regenerate()")
 
 
@@ -204,7 +206,7 @@ def test_regenerate_on_a_5xx_still_kills_the_old_id(client: TestClient) -> None:
 @pytest.fixture
 def flask_client(store: Store) -> Any:
     app = Flask(__name__)
-    Bastion(app, store=store, production=False)
+    protect(app, Bastion(store=store, csrf=None, headers=None, environment=Environment.TEST))
 
     @app.post("/login")
     def flask_login() -> Any:
@@ -215,9 +217,7 @@ def flask_client(store: Store) -> Any:
 
     @app.post("/login-bound")
     def flask_login_bound() -> Any:
-        from bastion.flask import login as bind  # noqa: PLC0415
-
-        bind("alice")
+        bastion_session.login("alice")
         return jsonify(ok=True)
 
     @app.post("/logout")
@@ -227,7 +227,7 @@ def flask_client(store: Store) -> Any:
 
     @app.post("/logout-fail")
     def flask_logout_fail() -> Any:
-        flask_logout()
+        bastion_session.logout()
         return "boom", 500
 
     @app.get("/whoami")

@@ -225,9 +225,9 @@ def test_http_log_out_other_devices_from_a_grace_cookie_keeps_the_caller() -> No
 
     from bastion.asgi.sessions import (  # noqa: PLC0415
         SessionMiddleware,
+        get_session,
         revoke_other_sessions,
     )
-    from bastion.asgi.sessions import login as bind  # noqa: PLC0415
     from bastion.stores.memory import MemoryStore  # noqa: PLC0415
 
     with warnings.catch_warnings():
@@ -235,7 +235,7 @@ def test_http_log_out_other_devices_from_a_grace_cookie_keeps_the_caller() -> No
         from starlette.testclient import TestClient  # noqa: PLC0415
 
     async def do_login(request: Request) -> JSONResponse:
-        bind(request, "alice")
+        get_session(request).login("alice")
         return JSONResponse({})
 
     async def touch(request: Request) -> JSONResponse:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bastion.asgi import SessionMiddleware
-from bastion.asgi.sessions import get_session, list_sessions, login
+from bastion.asgi.sessions import get_session, list_sessions
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import record_key, session_handle
 from bastion.core.totp import DEFAULT_PENDING_ATTEMPTS, DEFAULT_PENDING_TTL, PendingSecondFactor
@@ -69,7 +69,7 @@ async def whoami(request: Request) -> JSONResponse:
 
 
 async def direct_login(request: Request) -> JSONResponse:
-    login(request, request.query_params["user"])
+    get_session(request).login(request.query_params["user"])
     return JSONResponse({"ok": True})
 
 

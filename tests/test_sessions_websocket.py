@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from bastion.asgi.sessions import SessionMiddleware, end_session, login
+from bastion.asgi.sessions import SessionMiddleware, end_session, get_session
 from bastion.core.sessions import SessionConfig
 from bastion.errors import SessionStateError
 from bastion.stores.redis import RedisStore
@@ -34,7 +34,7 @@ DEV = SessionConfig(secure=False, development=True)
 
 
 async def do_login(request: Request) -> JSONResponse:
-    login(request, "alice")
+    get_session(request).login("alice")
     request.session["theme"] = "dark"
     return JSONResponse({"ok": True})
 

@@ -25,6 +25,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bastion.asgi import protect
+from bastion.config import Bastion
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.core.ratelimit import Rate, Strategy
 from bastion.core.sessions import SessionConfig
@@ -251,12 +253,14 @@ def session_app(store: SQLiteStore) -> Any:
     app = Starlette(routes=[Route("/incr", incr, methods=["POST"])])
     return protect(
         app,
-        store=store,
-        sessions=SessionConfig(cookie_name="session", secure=False, development=True),
-        csrf=False,
-        headers=None,
-        keyring=KeyRing.generate(),
-        production=False,
+        Bastion(
+            store=store,
+            sessions=SessionConfig(cookie_name="session", secure=False, development=True),
+            csrf=None,
+            headers=None,
+            keyring=KeyRing.generate(),
+            environment=Environment.TEST,
+        ),
     )
 
 

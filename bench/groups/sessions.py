@@ -11,9 +11,10 @@ in-process with a session cookie obtained by one set-up request. Cases and their
   Starlette's signed-cookie ``SessionMiddleware``; the same app with a plain dict as its session
   (no store, no cookie) shows the floor any session middleware sits on.
 * untouched: bastion with no cookie against a pass-through ASGI middleware on the same app.
-* flask modify on Redis: ``bastion.flask.Bastion`` against Flask-Session's Redis interface, both
-  driven as WSGI callables with a prebuilt environ (sync driver, no event loop), beside the I/O
-  floor: the same Flask app whose handler does one redis-py ``GET`` and one ``SET`` itself.
+* flask modify on Redis: ``bastion.flask.protect`` (sessions alone) against Flask-Session's Redis
+  interface, both driven as WSGI callables with a prebuilt environ (sync driver, no event loop),
+  beside the I/O floor: the same Flask app whose handler does one redis-py ``GET`` and one
+  ``SET`` itself.
 * floors for the targets: the memory rows also show :class:`LeastJSONSession`, the least a
   server-side session with hashed IDs and JSON records can do (no checks at all); any session
   with those two properties costs at least that much.
@@ -49,11 +50,13 @@ from starsessions import InMemoryStore, SessionAutoloadMiddleware
 from starsessions import SessionMiddleware as StarSessionMiddleware
 from starsessions.stores.redis import RedisStore as StarRedisStore
 
+import bastion.flask
 from bastion.asgi import SessionMiddleware
+from bastion.config import Bastion
 from bastion.core.cookies import parse_cookie
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
-from bastion.flask import Bastion
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.testing.redis_server import RedisServer
@@ -285,7 +288,17 @@ def _flask_cases(stack: AsyncExitStack, url: str) -> list[Case]:
     ours = _flask_app()
     store = RedisStore.from_url(url, prefix=PREFIX + "flask:")
     stack.push_async_callback(store.aclose)
-    Bastion(ours, store=store, config=CONFIG, production=False)
+    bastion.flask.protect(
+        ours,
+        Bastion(
+            store=store,
+            sessions=CONFIG,
+            keyring=KeyRing.generate(),
+            csrf=None,  # sessions alone, as the peer
+            headers=None,
+            environment=Environment.TEST,
+        ),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Flask-Session's own import-time deprecations
         from flask_session import Session as FlaskSession  # noqa: PLC0415
