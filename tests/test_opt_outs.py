@@ -29,11 +29,11 @@ with warnings.catch_warnings():
 from bastion.asgi import CSRFMiddleware, RateLimitMiddleware
 from bastion.asgi.ratelimit import header_key
 from bastion.config import Bastion
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
-from bastion.core.ratelimit import ClientIP
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import ConfigurationError
@@ -169,8 +169,6 @@ def limiter(**options: Any) -> RateLimiter:
         ),
         (lambda: header_key("X-API-Key", hash_value=False), "hash_value=False"),
         (lambda: wsgi_header_key("X-API-Key", hash_value=False), "hash_value=False"),
-        (lambda: ClientIP(["0.0.0.0/0"]), "0.0.0.0/0"),
-        (lambda: ClientIP(["::/0"]), "::/0"),
     ],
 )
 def test_rate_limit_opt_outs_are_logged(
@@ -183,13 +181,23 @@ def test_rate_limit_opt_outs_are_logged(
     assert needle in logged[0]
 
 
+@pytest.mark.parametrize("network", ["0.0.0.0/0", "::/0"])
+def test_trusting_every_address_is_logged(network: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        TrustedProxies([network])
+    logged = security_warnings(caplog, "bastion.security.proxies")
+    assert len(logged) == 1, logged
+    assert network in logged[0]
+
+
 def test_rate_limit_defaults_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         rule = Rule("x", "1/minute; 10/hour", on_failure="closed")
         RateLimitMiddleware(Starlette(), limiter(), rule)
         header_key("X-API-Key")
-        ClientIP(["10.0.0.0/8", "::1"])
+        TrustedProxies(["10.0.0.0/8", "::1"])
     assert security_warnings(caplog, "bastion.security.ratelimit") == []
+    assert security_warnings(caplog, "bastion.security.proxies") == []
 
 
 def _inner(scope: Any, receive: Any, send: Any) -> Any:

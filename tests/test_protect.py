@@ -238,11 +238,6 @@ def test_protect_passes_production_to_the_headers_layer() -> None:
     assert caught.value.setting == "nosniff"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="front door: bastion.asgi does not export BastionMiddleware, though "
-    "bastion.asgi.protect documents app.add_middleware(bastion.asgi.BastionMiddleware, ...)",
-)
 def test_bastion_middleware_is_exported_by_bastion_asgi() -> None:
     import bastion.asgi  # noqa: PLC0415
     from bastion.asgi.protect import BastionMiddleware  # noqa: PLC0415
@@ -250,12 +245,6 @@ def test_bastion_middleware_is_exported_by_bastion_asgi() -> None:
     assert getattr(bastion.asgi, "BastionMiddleware", None) is BastionMiddleware
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="front door: BastionMiddleware(app, config=Bastion) builds a runtime for .runtime, then "
-    "protect(app, config) builds a second one that serves the requests (its own store, engines "
-    "and auditor); middleware.runtime never sees the live sessions and is never closed",
-)
 @pytest.mark.asyncio
 async def test_bastion_middleware_runtime_is_the_one_serving_requests() -> None:
     from bastion.asgi.protect import BastionMiddleware  # noqa: PLC0415

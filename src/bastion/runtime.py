@@ -290,7 +290,9 @@ def _check_opt_outs(config: Bastion, *, production: bool) -> None:
             )
         logger.warning(
             "bastion: csrf=None; no CSRF check on any request%s",
-            " (cookie sessions are on: never use this in production)" if config.store else "",
+            " (cookie sessions are on: never use this in production)"
+            if config.store is not None
+            else "",
         )
     if config.headers is None:
         logger.warning(

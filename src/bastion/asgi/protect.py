@@ -47,8 +47,11 @@ class BastionMiddleware:
     __slots__ = ("_app", "runtime")
 
     def __init__(self, app: ASGIApp, config: Bastion | Runtime) -> None:
-        self.runtime = as_runtime(config)
-        self._app = protect(app, self.runtime if isinstance(config, Runtime) else config)
+        self.runtime = runtime = as_runtime(config)
+        wrapped = runtime.compose(app, _LAYERS)
+        # One runtime: the one this middleware exposes is the one serving requests, closed at
+        # lifespan shutdown when it was built here.
+        self._app = wrapped if isinstance(config, Runtime) else _ClosesAtShutdown(wrapped, runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
