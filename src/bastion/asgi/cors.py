@@ -72,7 +72,7 @@ class CORSMiddleware:
             return
         method = scope["method"]
         origin = None
-        if method == "OPTIONS" or normalize_method(method) == "OPTIONS":
+        if method != "GET" and (method == "OPTIONS" or normalize_method(method) == "OPTIONS"):
             requested = requested_headers = private = None
             for name, value in scope["headers"]:
                 if name == b"origin":

@@ -109,6 +109,9 @@ _ACAC: Final = (b"access-control-allow-credentials", b"true")
 _ACAPN: Final = (b"access-control-allow-private-network", b"true")
 _PREFIX: Final = b"access-control-"
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
+_VARY_ORIGIN: Final = (b"vary", b"Origin")
+_FIRST: Final = frozenset(b"aAvV")
+"""First bytes of the response header names the layer looks at (``Access-Control-*``, ``Vary``)."""
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
 _SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*", re.ASCII)
@@ -730,27 +733,42 @@ def apply_headers(
     """A response's headers with the app's ``Access-Control-*`` ones removed, ``extra``
     appended and, when ``vary``, ``Origin`` merged into its ``Vary`` (the first one, unless a
     ``Vary`` already lists it)."""
-    out: list[tuple[bytes, bytes]] = []
+    out = list(headers)
+    for name, _ in out:
+        if name and name[0] in _FIRST:
+            break
+    else:  # the common case: neither a Vary nor a CORS header from the app
+        if vary:
+            out.append(_VARY_ORIGIN)
+        out += extra
+        return out
+    return _merged(out, extra, vary=vary)
+
+
+def _merged(
+    headers: list[tuple[bytes, bytes]], extra: tuple[tuple[bytes, bytes], ...], *, vary: bool
+) -> list[tuple[bytes, bytes]]:
+    """:func:`apply_headers` for a response that has a ``Vary`` or an ``Access-Control-*``."""
+    kept: list[tuple[bytes, bytes]] = []
     first_vary = -1
     covered = False
     for pair in headers:
         name = pair[0]
-        if name[:1] in b"aAvV":
+        if name and name[0] in _FIRST:
             lowered = name.lower()
             if lowered.startswith(_PREFIX):
                 continue
             if vary and lowered == b"vary":
                 if first_vary < 0:
-                    first_vary = len(out)
+                    first_vary = len(kept)
                 if not covered and merge_vary(pair[1]) is None:
                     covered = True
-        out.append(pair)
+        kept.append(pair)
     if vary and not covered:
         if first_vary < 0:
-            out.append((b"vary", b"Origin"))
+            kept.append(_VARY_ORIGIN)
         else:
-            name, value = out[first_vary]
-            out[first_vary] = (name, merge_vary(value) or value)
-    if extra:
-        out += extra
-    return out
+            name, value = kept[first_vary]
+            kept[first_vary] = (name, merge_vary(value) or value)
+    kept += extra
+    return kept
