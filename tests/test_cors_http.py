@@ -316,6 +316,8 @@ def test_preflight_from_a_pattern_origin_echoes_it(harness: Harness) -> None:
         pytest.param(preflight(method="DELETE"), "method_disallowed", id="method"),
         pytest.param(preflight(method="PUT, DELETE"), "method_malformed", id="two-methods"),
         pytest.param(preflight(method=""), "method_malformed", id="empty-method"),
+        pytest.param(preflight(method="P" * 65), "method_malformed", id="long-method"),
+        pytest.param(preflight(""), "origin_malformed", id="empty-origin"),
         pytest.param(preflight(headers="content-type, x-evil"), "header_disallowed", id="hdr"),
         pytest.param(preflight(headers="authorization"), "header_disallowed", id="auth"),
         pytest.param(preflight(headers="x@y"), "headers_malformed", id="bad-header"),

@@ -84,7 +84,6 @@ __all__ = [
     "CompiledCORS",
     "Preflight",
     "apply_headers",
-    "is_preflight",
     "merge_vary",
     "parse_origin_setting",
 ]
@@ -96,6 +95,7 @@ MAX_ORIGIN_BYTES: Final = 300
 MAX_REQUEST_HEADERS_BYTES: Final = 2048
 """Longest ``Access-Control-Request-Headers`` read; a longer one refuses the preflight."""
 _MAX_REQUESTED_HEADERS: Final = 64
+_MAX_METHOD_BYTES: Final = 64
 MAX_AGE_LIMIT: Final = 86_400
 """The largest ``max_age`` (Firefox's cap; Chromium stops at 7200 seconds)."""
 
@@ -524,15 +524,6 @@ class Preflight:
     """Why it was refused; ``None`` for the ``204``."""
 
 
-def is_preflight(method: str, origin: object, request_method: object) -> bool:
-    """Whether a request is a CORS preflight: an ``OPTIONS`` (any case) with both headers."""
-    return (
-        origin is not None
-        and request_method is not None
-        and (method == "OPTIONS" or normalize_method(method) == "OPTIONS")
-    )
-
-
 def _well_formed(origin: bytes) -> bool:
     return origin == b"null" or (
         len(origin) <= MAX_ORIGIN_BYTES and _SERIALISED.fullmatch(origin) is not None
@@ -631,7 +622,9 @@ class CompiledCORS:
         return False
 
     def allows(self, origin: bytes | None) -> bool:
-        """Whether a request's ``Origin`` (``None``: absent) may read responses."""
+        """Whether a request's ``Origin`` (``None``: absent) passes a preflight's origin check:
+        a configured origin, a pattern's, or ``null`` with ``allow_null``; for the bare
+        ``"*"``, any serialised origin (an actual response gets ``*`` whatever it sent)."""
         if origin is None:
             return False
         if self.any_origin:
@@ -674,7 +667,7 @@ class CompiledCORS:
         else:
             return refusals[CORSReason.ORIGIN_MALFORMED]
         text = normalize_method(method.decode("latin-1"))
-        if _TOKEN.fullmatch(text) is None:
+        if len(method) > _MAX_METHOD_BYTES or _TOKEN.fullmatch(text) is None:
             return refusals[CORSReason.METHOD_MALFORMED]
         if text not in self._methods:
             return refusals[CORSReason.METHOD_DISALLOWED]
