@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from bastion.asgi.cors import CORSMiddleware
 from bastion.core.audit import Auditor, IdentifierHasher, Outcome
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import FrozenClock
 from bastion.core.cors import PREFLIGHT_VARY, CORSPolicy
 from bastion.core.keys import KeyRing
@@ -113,18 +114,22 @@ def flask_app() -> Flask:
 class Harness:
     """One framework's app behind the CORS layer, with a recording audit sink."""
 
-    def __init__(self, framework: str, policy: CORSPolicy) -> None:
+    def __init__(
+        self, framework: str, policy: CORSPolicy, proxies: TrustedProxies | None = None
+    ) -> None:
         self.framework = framework
         self.sink = RecordingAuditSink()
-        auditor = Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(), self.sink)
+        self.hasher = IdentifierHasher(KeyRing.generate())
+        auditor = Auditor(self.hasher, FrozenClock(), self.sink)
+        options: dict[str, Any] = {"auditor": auditor, "proxies": proxies, "production": False}
         if framework == "flask":
             self.flask = flask_app()
             self.flask.wsgi_app = WSGICORSMiddleware(  # type: ignore[method-assign]
-                self.flask.wsgi_app, policy, auditor=auditor, production=False
+                self.flask.wsgi_app, policy, **options
             )
         else:
             inner = starlette_app() if framework == "starlette" else fastapi_app()
-            self.asgi = CORSMiddleware(inner, policy, auditor=auditor, production=False)
+            self.asgi = CORSMiddleware(inner, policy, **options)
 
     def call(
         self, method: str, headers: list[tuple[str, str | bytes]], path: str = "/"
@@ -345,6 +350,20 @@ def test_refused_preflight_is_403_without_cors_headers_and_audited(
     assert dict(event.details)["reason"] == reason
     assert dict(event.details)["path"] == "/"
     assert dict(event.details)["origin"] == dict(headers)["Origin"]
+
+
+def test_refusal_audit_records_the_client_behind_a_trusted_proxy(framework: str) -> None:
+    harness = Harness(framework, CREDENTIALED, TrustedProxies(["127.0.0.1"]))
+    forwarded = [*preflight(EVIL), ("X-Forwarded-For", "203.0.113.9")]
+    assert harness.call("OPTIONS", forwarded)[0] == 403
+    [event] = harness.events()
+    assert event.client_ip == harness.hasher.hash("203.0.113.9", kind="client_ip")
+    assert dict(event.details) == {
+        "reason": "origin_disallowed",
+        "origin": EVIL,
+        "method": "PUT",
+        "path": "/",
+    }
 
 
 def test_plain_options_goes_to_the_app(harness: Harness) -> None:
