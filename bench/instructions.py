@@ -95,6 +95,20 @@ def _untouched(with_sessions: bool) -> tuple[ASGIApp, Scope]:
     return app, _scope("/", None)
 
 
+def _cors(layer: str, kind: str) -> tuple[ASGIApp, Scope]:
+    from bastion.asgi.cors import CORSMiddleware  # noqa: PLC0415
+    from bench.groups.cors import POLICY, request_scope, starlette_cors  # noqa: PLC0415
+    from bench.groups.headers import PassThrough, make_inner_app  # noqa: PLC0415
+
+    inner = make_inner_app()
+    layers: dict[str, Callable[[], ASGIApp]] = {
+        "pass-through": lambda: PassThrough(inner),
+        "starlette": lambda: starlette_cors(inner),
+        "bastion": lambda: CORSMiddleware(inner, POLICY, production=False),
+    }
+    return layers[layer](), request_scope(kind)
+
+
 CASES: tuple[InstructionCase, ...] = (
     InstructionCase("headers: pass-through", lambda: _headers(None)),
     InstructionCase("headers: bastion-strict", lambda: _headers("strict"), "headers: pass-through"),
@@ -110,6 +124,23 @@ CASES: tuple[InstructionCase, ...] = (
         "untouched: bastion sessions",
         lambda: _untouched(with_sessions=True),
         "untouched: pass-through layer",
+    ),
+    InstructionCase("cors: pass-through", lambda: _cors("pass-through", "get-allowed")),
+    InstructionCase(
+        "cors: starlette get-allowed",
+        lambda: _cors("starlette", "get-allowed"),
+        "cors: pass-through",
+    ),
+    InstructionCase(
+        "cors: bastion get-allowed",
+        lambda: _cors("bastion", "get-allowed"),
+        "cors: starlette get-allowed",
+    ),
+    InstructionCase("cors: starlette preflight", lambda: _cors("starlette", "preflight")),
+    InstructionCase(
+        "cors: bastion preflight",
+        lambda: _cors("bastion", "preflight"),
+        "cors: starlette preflight",
     ),
 )
 
@@ -127,7 +158,7 @@ def run_requests(name: str, count: int) -> None:
 
     async def drive() -> None:
         status, _headers, _body = await call_asgi(app, scope)
-        if status != 200:
+        if status not in {200, 204}:  # 204: a preflight answered by a CORS layer
             raise SystemExit(f"{name}: answered {status}, not 200")
         for _ in range(count - 1):
             await call_asgi(app, scope)
