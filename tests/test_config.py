@@ -66,6 +66,7 @@ def test_repr_redacts_secrets_and_store_credentials() -> None:
         ({"throttle": {}}, "throttle", "throttle must be a ThrottlePolicy"),
         ({"auditor": object()}, "auditor", "auditor must be an Auditor"),
         ({"clock": 3}, "clock", "clock must have a now() method"),
+        ({"cors": ("https://a.example",)}, "cors", "cors must be a CORSPolicy"),
         ({"environment": "staging"}, "environment", "environment must be an Environment"),
         ({"user_loader": "users"}, "user_loader", "user_loader must be callable"),
     ],
@@ -110,6 +111,7 @@ def test_from_env_reads_every_documented_variable() -> None:
             "BASTION_PUBLIC_ORIGINS": "https://app.example",
             "BASTION_TRUSTED_ORIGINS": "https://admin.example",
             "BASTION_TOTP_ISSUER": "Example",
+            "BASTION_CORS_ORIGINS": "https://app.example, https://*.example.com",
             "ENV": "production",
         }
     )
@@ -121,6 +123,9 @@ def test_from_env_reads_every_documented_variable() -> None:
     assert config.csrf.public_origins == ("https://app.example",)
     assert config.csrf.trusted_origins == ("https://admin.example",)
     assert config.totp_issuer == "Example"
+    assert config.cors == bastion.CORSPolicy(
+        allow_origins=("https://app.example", "https://*.example.com")
+    )
     assert config.environment is Environment.PRODUCTION
 
 

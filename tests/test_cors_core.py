@@ -16,9 +16,9 @@ from bastion.core.cors import (
     CORSPolicy,
     CORSReason,
     apply_headers,
-    merge_vary,
     parse_origin_setting,
 )
+from bastion.core.vary import merge_vary
 from bastion.errors import ConfigurationError
 
 # -- origins as configured -------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def test_preflight_method_with_a_non_ascii_letter_is_malformed() -> None:
     ],
 )
 def test_merge_vary(value: bytes, merged: bytes | None) -> None:
-    assert merge_vary(value) == merged
+    assert merge_vary(value, b"Origin") == merged
 
 
 def test_apply_headers_drops_the_apps_cors_headers_and_merges_the_first_vary() -> None:

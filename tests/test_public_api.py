@@ -16,6 +16,7 @@ FRONT_DOOR = [
     "BadToken",
     "Bastion",
     "BastionError",
+    "CORSPolicy",
     "CSRFConfig",
     "Clock",
     "ConfigurationError",

@@ -161,6 +161,38 @@ def test_a_session_middleware_alone_reads_only_its_slice() -> None:
         bastion.asgi.SessionMiddleware(starlette_app(), bastion=Bastion(csrf=None))
 
 
+@pytest.mark.asyncio
+async def test_cors_sits_outside_the_rate_limiter_and_inside_the_headers() -> None:
+    auditor, sink = recording()
+    config = Bastion(
+        store=MemoryStore(),
+        keyring=KEYRING,
+        auditor=auditor,
+        cors=bastion.CORSPolicy(allow_origins=("https://app.example",)),
+        rate_limits=(bastion.Rule("pages", "1/minute"),),
+    )
+    app = bastion.asgi.protect(starlette_app(), config)
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with client(app) as http:
+        answers = [await http.options("/login", headers=preflight) for _ in range(3)]
+        evil = await http.options(
+            "/login", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        first = await http.get("/", headers={"Origin": "https://app.example"})
+        limited = await http.get("/", headers={"Origin": "https://app.example"})
+    # preflights cost no rate-limit budget and no store I/O; the headers layer saw them
+    assert [a.status_code for a in answers] == [204, 204, 204]
+    assert answers[0].headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert answers[0].headers["X-Content-Type-Options"] == "nosniff"
+    assert evil.status_code == 403
+    assert not [h for h in evil.headers if h.lower().startswith("access-control-")]
+    assert "malicious_cors" in sink.names()
+    assert first.status_code == 200
+    assert limited.status_code == 429  # a page on the allowed origin may read why
+    assert limited.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Origin" in limited.headers["Vary"]
+
+
 # -- production refusals and logged opt-outs ----------------------------------------------------
 
 

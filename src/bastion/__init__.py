@@ -24,6 +24,7 @@ from bastion.config import Bastion
 from bastion.core.audit import Auditor
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, FrozenClock, system_clock
+from bastion.core.cors import CORSPolicy
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.environment import Environment
 from bastion.core.headers import ContentSecurityPolicy, HeaderPolicy, Preset
@@ -64,6 +65,7 @@ __all__ = [
     "BadToken",
     "Bastion",
     "BastionError",
+    "CORSPolicy",
     "CSRFConfig",
     "Clock",
     "ConfigurationError",

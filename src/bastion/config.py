@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.core.audit import Auditor
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
+from bastion.core.cors import CORSPolicy
 from bastion.core.csrf import CSRFConfig
 from bastion.core.environment import Environment, current_environment
 from bastion.core.headers import HeaderPolicy, Preset
@@ -80,6 +81,8 @@ class Bastion:
     * ``headers``: a :class:`~bastion.core.headers.HeaderPolicy` or preset (``"strict"``,
       ``"api"``, ``"relaxed"``); ``None`` turns them off (logged). ``header_routes`` maps path
       patterns (:mod:`bastion.core.paths`) to other policies.
+    * ``cors``: a :class:`~bastion.core.cors.CORSPolicy` naming the other origins that may
+      read responses (``None``: no cross-origin reads, no CORS layer).
     * ``rate_limits``: :class:`~bastion.engine.ratelimit.Rule` values applied by the
       rate-limit layer, on ``store`` (no rules: no layer).
     * ``proxies``: the :class:`~bastion.core.client.TrustedProxies` whose forwarding headers
@@ -100,6 +103,7 @@ class Bastion:
     csrf_identity: Callable[[Any], str | None] | None = None
     headers: HeaderPolicy | Preset | str | None = Preset.STRICT
     header_routes: Mapping[str, HeaderPolicy | Preset | str] = field(default_factory=dict)
+    cors: CORSPolicy | None = None
     rate_limits: tuple[Rule | Route, ...] = ()
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     throttle: ThrottlePolicy | None = None
@@ -135,6 +139,11 @@ class Bastion:
         if self.csrf is not None and not isinstance(self.csrf, CSRFConfig):
             raise ConfigurationError(
                 "csrf must be a CSRFConfig, or None to turn CSRF off", setting="csrf"
+            )
+        if self.cors is not None and not isinstance(self.cors, CORSPolicy):
+            raise ConfigurationError(
+                "cors must be a CORSPolicy (CORSPolicy(allow_origins=('https://app.example',)))",
+                setting="cors",
             )
         set_(self, "headers", _policy(self.headers, "headers", allow_none=True))
         if not hasattr(self.header_routes, "items"):
@@ -231,6 +240,8 @@ class Bastion:
         * ``TRUSTED_PROXIES``: proxy addresses or networks, comma-separated;
         * ``HEADERS``: a header preset (``strict``, ``api``, ``relaxed``);
         * ``PUBLIC_ORIGINS``, ``TRUSTED_ORIGINS``: CSRF origins, comma-separated;
+        * ``CORS_ORIGINS``: the origins a :class:`~bastion.core.cors.CORSPolicy` lets read
+          responses (comma-separated; other CORS settings go in ``cors=``);
         * ``TOTP_ISSUER``: the site name in authenticator apps.
 
         ``ENV`` / ``BASTION_ENV`` name the environment (:mod:`bastion.core.environment`).
@@ -303,6 +314,8 @@ class Bastion:
         public, trusted = listed("PUBLIC_ORIGINS"), listed("TRUSTED_ORIGINS")
         if (public or trusted) and "csrf" not in overrides:
             values["csrf"] = CSRFConfig(public_origins=public, trusted_origins=trusted)
+        if (origins := listed("CORS_ORIGINS")) and "cors" not in overrides:
+            values["cors"] = CORSPolicy(allow_origins=origins)
         if (issuer := read("TOTP_ISSUER")) is not None:
             values["totp_issuer"] = issuer
         known = {prefix + name for name in _ENV_NAMES}
@@ -326,6 +339,7 @@ _ENV_NAMES: Final = (
     "HEADERS",
     "PUBLIC_ORIGINS",
     "TRUSTED_ORIGINS",
+    "CORS_ORIGINS",
     "TOTP_ISSUER",
 )
 

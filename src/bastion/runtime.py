@@ -5,13 +5,16 @@ client-address reader (:class:`~bastion.core.client.TrustedProxies`), builds the
 knows the one order of the layers::
 
     SecurityHeadersMiddleware      outermost: every response carries the headers, including
-      RateLimitMiddleware          bastion's own 403 / 429 / 503 refusals
-        SessionMiddleware          (when a store is configured)
-          CSRFMiddleware           reads the session's CSRF secret
-            app
+      CORSMiddleware               bastion's own 403 / 429 / 503 refusals (when cors= is set)
+        RateLimitMiddleware        (when rate_limits= are set)
+          SessionMiddleware        (when a store is configured)
+            CSRFMiddleware         reads the session's CSRF secret
+              app
 
-Why this order: the headers layer must see every response, so it is outermost. Rate limiting
-comes before any store read the session would do, so a flood is refused cheaply. The session
+Why this order: the headers layer must see every response, so it is outermost. CORS answers
+preflights before anything costs store I/O, and its headers reach the rate limiter's 429 too
+(a page may read why it was refused). Rate limiting comes before any store read the session
+would do, so a flood is refused cheaply. The session
 must exist before CSRF checks a synchronizer token, and a CSRF refusal still passes through the
 session layer (which then writes nothing).
 
@@ -58,6 +61,7 @@ class Layers(Generic[App]):
     """One adapter family's way to build each layer around an app, from a runtime."""
 
     headers: Callable[[App, Runtime], App]
+    cors: Callable[[App, Runtime], App]
     rate_limit: Callable[[App, Runtime], App]
     sessions: Callable[[App, Runtime], App]
     csrf: Callable[[App, Runtime], App]
@@ -235,6 +239,8 @@ class Runtime:
             wrapped = layers.sessions(wrapped, self)
         if config.rate_limits:
             wrapped = layers.rate_limit(wrapped, self)
+        if config.cors is not None:
+            wrapped = layers.cors(wrapped, self)
         if config.headers is not None:
             wrapped = layers.headers(wrapped, self)
         return wrapped

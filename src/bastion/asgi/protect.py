@@ -109,6 +109,22 @@ def _rate_limit(app: ASGIApp, runtime: Runtime) -> ASGIApp:
     )
 
 
+def _cors(app: ASGIApp, runtime: Runtime) -> ASGIApp:
+    from bastion.asgi.cors import CORSMiddleware  # noqa: PLC0415 (optional layer)
+
+    config = runtime.config
+    if config.cors is None:  # pragma: no cover (compose() checks)
+        return app
+    return CORSMiddleware(
+        app,
+        config.cors,
+        auditor=runtime.auditor,
+        proxies=runtime.proxies,
+        clock=config.clock,
+        production=runtime.production,
+    )
+
+
 def _headers(app: ASGIApp, runtime: Runtime) -> ASGIApp:
     config = runtime.config
     if config.headers is None:  # pragma: no cover (compose() checks)
@@ -125,5 +141,5 @@ def _headers(app: ASGIApp, runtime: Runtime) -> ASGIApp:
 
 
 _LAYERS: Layers[ASGIApp] = Layers(
-    headers=_headers, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
+    headers=_headers, cors=_cors, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
 )

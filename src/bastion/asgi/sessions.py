@@ -49,6 +49,7 @@ from bastion.core.clock import system_clock
 from bastion.core.environment import is_production
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.sessions import SessionConfig
+from bastion.core.vary import add_vary
 from bastion.engine.sessions import Session, SessionEngine, SessionInfo
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.runtime import as_runtime
@@ -320,13 +321,7 @@ def _apply(message: Message, result: SaveResult) -> list[tuple[bytes, bytes]]:
     expired cookie ``Cache-Control: no-store``, ``Set-Cookie`` and maybe ``Clear-Site-Data``."""
     headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
     if result.vary:
-        for index, (name, value) in enumerate(headers):
-            if name.lower() == b"vary":
-                if b"cookie" not in value.lower() and value.strip() != b"*":
-                    headers[index] = (name, value + b", Cookie")
-                break
-        else:
-            headers.append((b"vary", b"Cookie"))
+        add_vary(headers, b"Cookie")
     set_cookie = result.set_cookie
     if set_cookie is not None:
         headers = [(n, v) for n, v in headers if n.lower() != b"cache-control"]

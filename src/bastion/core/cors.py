@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from bastion.core.request import normalize_method
+from bastion.core.vary import merge_vary
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -84,7 +85,6 @@ __all__ = [
     "CompiledCORS",
     "Preflight",
     "apply_headers",
-    "merge_vary",
     "parse_origin_setting",
 ]
 
@@ -705,18 +705,6 @@ class CompiledCORS:
 # -- response headers ------------------------------------------------------------------------------
 
 
-def merge_vary(value: bytes, token: bytes = b"Origin") -> bytes | None:
-    """``value`` (a ``Vary`` header) with ``token`` added, or ``None`` when it already lists
-    ``token`` (case-insensitive, as a whole list element) or is ``*``."""
-    wanted = token.lower()
-    for part in value.split(b","):
-        name = part.strip(b" \t").lower()
-        if name in {wanted, b"*"}:
-            return None
-    stripped = value.strip(b" \t")
-    return token if not stripped else stripped + b", " + token
-
-
 def apply_headers(
     headers: Iterable[tuple[bytes, bytes]],
     extra: tuple[tuple[bytes, bytes], ...],
@@ -754,7 +742,7 @@ def _merged(
             if vary and lowered == b"vary":
                 if first_vary < 0:
                     first_vary = len(kept)
-                if not covered and merge_vary(pair[1]) is None:
+                if not covered and merge_vary(pair[1], b"Origin") is None:
                     covered = True
         kept.append(pair)
     if vary and not covered:
@@ -762,6 +750,6 @@ def _merged(
             kept.append(_VARY_ORIGIN)
         else:
             name, value = kept[first_vary]
-            kept[first_vary] = (name, merge_vary(value) or value)
+            kept[first_vary] = (name, merge_vary(value, b"Origin") or value)
     kept += extra
     return kept

@@ -38,6 +38,7 @@ from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
 from bastion.core.cookies import parse_cookie
+from bastion.core.vary import merge_vary_text
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.flask._data import tuples_as_lists
@@ -147,10 +148,9 @@ class SessionInterfaceAdapter(SessionInterface):
         if result.vary:
             # Edited as text: response.vary would parse the header into a HeaderSet and back.
             vary = headers.get("Vary")
-            if not vary:
-                headers["Vary"] = "Cookie"
-            elif "cookie" not in vary.lower() and vary.strip() != "*":
-                headers["Vary"] = vary + ", Cookie"
+            merged = merge_vary_text(vary or "", "Cookie")
+            if merged is not None:
+                headers["Vary"] = merged
         for name, value in response_headers(result):
             if name == "Cache-Control":
                 headers[name] = value
@@ -189,7 +189,7 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
       session (``session.login(user_id)``, ``session.logout()``);
     * CSRF: checked before Flask sees the request, once (the token in ``flask.session``);
       ``csrf_token()`` and ``csrf_input()`` in templates;
-    * security headers and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
+    * security headers, CORS and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
       of :mod:`bastion.runtime`; ``csp_nonce()`` in templates.
     """
     runtime = as_runtime(config)
@@ -223,7 +223,11 @@ def _unchanged(app: WSGIApp, runtime: Runtime) -> WSGIApp:  # noqa: ARG001 (a La
 # Sessions are Flask's session interface and CSRF the extension above; the WSGI layers add the
 # rest around app.wsgi_app.
 _OUTER: Final[Layers[WSGIApp]] = Layers(
-    headers=LAYERS.headers, rate_limit=LAYERS.rate_limit, sessions=_unchanged, csrf=_unchanged
+    headers=LAYERS.headers,
+    cors=LAYERS.cors,
+    rate_limit=LAYERS.rate_limit,
+    sessions=_unchanged,
+    csrf=_unchanged,
 )
 
 

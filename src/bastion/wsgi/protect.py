@@ -61,6 +61,22 @@ def _rate_limit(app: WSGIApp, runtime: Runtime) -> WSGIApp:
     )
 
 
+def _cors(app: WSGIApp, runtime: Runtime) -> WSGIApp:
+    from bastion.wsgi.cors import CORSMiddleware  # noqa: PLC0415 (optional layer)
+
+    config = runtime.config
+    if config.cors is None:  # pragma: no cover (compose() checks)
+        return app
+    return CORSMiddleware(
+        app,
+        config.cors,
+        auditor=runtime.auditor,
+        proxies=runtime.proxies,
+        clock=config.clock,
+        production=runtime.production,
+    )
+
+
 def _headers(app: WSGIApp, runtime: Runtime) -> WSGIApp:
     config = runtime.config
     if config.headers is None:  # pragma: no cover (compose() checks)
@@ -77,6 +93,6 @@ def _headers(app: WSGIApp, runtime: Runtime) -> WSGIApp:
 
 
 LAYERS: Layers[WSGIApp] = Layers(
-    headers=_headers, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
+    headers=_headers, cors=_cors, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
 )
 """The WSGI layers; :func:`bastion.flask.protect` reuses ``headers`` and ``rate_limit``."""

@@ -22,6 +22,7 @@ from bastion.core.clock import system_clock
 from bastion.core.environment import is_production
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.sessions import SessionConfig
+from bastion.core.vary import add_vary_text
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.runtime import as_runtime
@@ -156,13 +157,7 @@ def _merge(headers: list[tuple[str, str]], result: SaveResult) -> list[tuple[str
     if result.set_cookie is not None:
         headers = [(n, v) for n, v in headers if n.lower() != "cache-control"]
     if result.vary:
-        for index, (name, value) in enumerate(headers):
-            if name.lower() == "vary":
-                if "cookie" not in value.lower() and value.strip() != "*":
-                    headers[index] = (name, value + ", Cookie")
-                break
-        else:
-            headers.append(("Vary", "Cookie"))
+        add_vary_text(headers, "Cookie")
     return headers + extra
 
 
