@@ -175,9 +175,7 @@ async def test_cors_sits_outside_the_rate_limiter_and_inside_the_headers() -> No
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
     async with client(app) as http:
         answers = [await http.options("/login", headers=preflight) for _ in range(3)]
-        evil = await http.options(
-            "/login", headers={**preflight, "Origin": "https://evil.example"}
-        )
+        evil = await http.options("/login", headers={**preflight, "Origin": "https://evil.example"})
         first = await http.get("/", headers={"Origin": "https://app.example"})
         limited = await http.get("/", headers={"Origin": "https://app.example"})
     # preflights cost no rate-limit budget and no store I/O; the headers layer saw them

@@ -7,13 +7,12 @@ not already *contain* the text "cookie", so an app answering ``Vary: X-Cookie-Co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from flask import Flask
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from werkzeug.test import Client
@@ -25,6 +24,9 @@ import bastion.wsgi
 from bastion.asgi import get_session
 from bastion.core.vary import add_vary, add_vary_text, merge_vary, merge_vary_text
 from bastion.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 HTTPS = "https://testserver"
 CONSENT = "X-Cookie-Consent"
