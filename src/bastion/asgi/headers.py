@@ -120,6 +120,8 @@ class SecurityHeadersMiddleware:
         self._compiled = self._router.default
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
+        # Without overrides or a report path the path decides nothing: it is not even read.
+        self._routing = self._overrides or self._report_path is not None
         self._receiver = self._router.receiver
         self._proxies = proxies if proxies is not None else TrustedProxies()
         self._forwarded = self._proxies.header.encode("ascii")
@@ -136,9 +138,13 @@ class SecurityHeadersMiddleware:
             None if self._request_id_header is None else self._proxy_request_id(scope)
         )
         try:
-            root = scope.get("root_path")
-            path = asgi_path(scope["path"], root) if root else (scope["path"] or "/")
-            compiled = self._router.for_path(path) if self._overrides else self._compiled
+            compiled = self._compiled
+            path = None
+            if self._routing:
+                root = scope.get("root_path")
+                path = asgi_path(scope["path"], root) if root else (scope["path"] or "/")
+                if self._overrides:
+                    compiled = self._router.for_path(path)
             https = scope.get("scheme") == "https"
             nonce = None
             if compiled.uses_nonce:
@@ -148,7 +154,7 @@ class SecurityHeadersMiddleware:
                 if state is None:
                     scope["state"] = state = {}
                 state[STATE_KEY] = text
-            if self._report_path is not None and path == self._report_path:
+            if path is not None and path == self._report_path:
                 status, extra = await self._receive_report(scope, receive)
                 await _respond(send, compiled, https=https, nonce=nonce, status=status, extra=extra)
                 return

@@ -99,6 +99,8 @@ class SecurityHeadersMiddleware:
         self._overrides = bool(self._router.overrides)
         self._report_path = self._router.report_path
         self._receiver = self._router.receiver
+        # Without overrides or a report path the path decides nothing: it is not even read.
+        self._routing = self._overrides or self._report_path is not None
         self._proxies = proxies if proxies is not None else TrustedProxies()
         self._forwarded = "HTTP_" + self._proxies.header.upper().replace("-", "_")
         header = self._router.request_id_header
@@ -108,8 +110,12 @@ class SecurityHeadersMiddleware:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
-        compiled = self._router.for_path(path) if self._overrides else self._compiled
+        compiled = self._compiled
+        path = None
+        if self._routing:
+            path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
+            if self._overrides:
+                compiled = self._router.for_path(path)
         https = environ.get("wsgi.url_scheme") == "https"
         nonce = None
         if compiled.uses_nonce:
@@ -131,7 +137,7 @@ class SecurityHeadersMiddleware:
         key = self._request_id_key
         bound = bind_request_id(None if key is None else self._router.request_id(environ.get(key)))
         try:
-            if path == self._report_path:
+            if path is not None and path == self._report_path:
                 return self._receive_report(environ, start_with_headers)
             return self.app(environ, start_with_headers)
         finally:
