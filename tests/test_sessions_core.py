@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.core import sessions as sessions_module
+from bastion.core.sessions import record as sessions_module
 from bastion.core.sessions import (
     SESSION_ID_CHARS,
     Liveness,

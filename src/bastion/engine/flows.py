@@ -47,6 +47,7 @@ __all__ = [
     "Follow",
     "Get",
     "Pause",
+    "UNREAD",
     "Set",
     "Write",
     "backoff",
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,24 +113,25 @@ CAS_ATTEMPTS: Final = 32
 :func:`backoff` between them, about 0.7 s of waiting in all on average, far longer than any
 honest burst of writers to one key keeps a record busy."""
 
-_UNREAD: Final[Any] = object()
+UNREAD: Final[Any] = object()
+"""The default of :func:`update`'s ``current``: the value has not been read yet."""
 
 
 @dataclass(frozen=True, slots=True)
-class Write(Generic[_T]):
+class Write(Generic[_T_co]):
     """An :func:`update` step: compare-and-set ``value`` (``ttl`` overrides the update's), and
     return ``result`` when it lands."""
 
     value: bytes
-    result: _T
+    result: _T_co
     ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Done(Generic[_T]):
+class Done(Generic[_T_co]):
     """An :func:`update` step: nothing to write; the update returns ``result``."""
 
-    result: _T
+    result: _T_co
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,7 @@ def update(
     *,
     ttl: float | None = None,
     attempts: int = CAS_ATTEMPTS,
-    current: bytes | None = _UNREAD,
+    current: bytes | None = UNREAD,
     what: str = "a stored value",
 ) -> Flow[_T]:
     """Read ``key``, let ``change`` decide, compare-and-set what it wrote; on a lost race back
@@ -166,7 +169,7 @@ def update(
     for attempt in range(attempts):
         if attempt:
             yield backoff(attempt)
-        if attempt or current is _UNREAD:
+        if attempt or current is UNREAD:
             current = yield Get(key)
         step = change(key, current)
         if isinstance(step, Generator):
@@ -175,7 +178,7 @@ def update(
             return step.result
         if type(step) is Follow:
             key = step.key
-            current = _UNREAD
+            current = UNREAD
             continue
         if type(step) is not Write:
             raise StoreError(f"an update step must be Write, Done or Follow, got {step!r}")
