@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.core.sessions import record as sessions_module
 from bastion.core.sessions import (
     SESSION_ID_CHARS,
     Liveness,
@@ -34,6 +33,7 @@ from bastion.core.sessions import (
     record_key,
     session_handle,
 )
+from bastion.core.sessions import record as sessions_module
 from bastion.engine.sessions import SaveResult
 from bastion.errors import BadData, ConfigurationError, SessionDataError
 

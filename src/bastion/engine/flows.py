@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAS_ATTEMPTS",
+    "UNREAD",
     "CompareAndSet",
     "Delete",
     "Done",
@@ -47,7 +48,6 @@ __all__ = [
     "Follow",
     "Get",
     "Pause",
-    "UNREAD",
     "Set",
     "Write",
     "backoff",
