@@ -26,16 +26,14 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.core.audit import Auditor, EventName, Outcome
+from bastion.core.audit import Auditor, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.sessions.config import SessionConfig
-from bastion.core.sessions.ids import PRESESSION_PREFIX, is_session_id, record_key, session_handle
-from bastion.core.sessions.index import SessionIndex, decode_epoch
+from bastion.core.sessions.ids import is_session_id, record_key, session_handle
 from bastion.core.sessions.record import (
     RecordDecoder,
     SessionRecord,
-    Tombstone,
     check_session_value,
     encode_record,
     stored_data,
@@ -62,17 +60,16 @@ from bastion.engine.flows import (
     drive_sync,
     update,
 )
+from bastion.engine.sessions.loading import Loader, bound_user
 from bastion.engine.sessions.registry import (
-    SessionInfo,
+    RegistryOperations,
     SessionRegistry,
-    all_but,
     epoch_key,
-    only,
     remove_entries,
 )
 from bastion.engine.sessions.saving import NOTHING, VARY_ONLY, Saver, SaveResult
 from bastion.engine.sessions.session import Session
-from bastion.errors import BadData, BadToken, ConfigurationError, StoreError
+from bastion.errors import BadToken, ConfigurationError, StoreError
 from bastion.stores.base import Store, SupportsSync, SyncStore
 
 if TYPE_CHECKING:
@@ -86,7 +83,7 @@ __all__ = ["SessionEngine"]
 _STORE_UNAVAILABLE_EVENT: Final = "session_store_unavailable"
 
 
-class SessionEngine:
+class SessionEngine(RegistryOperations):
     """Sessions over one store: loads, saves, lifecycle and the per-user registry.
 
     ``store`` is any :class:`~bastion.stores.base.Store`; its ``sync`` side (when it has one)
@@ -111,6 +108,7 @@ class SessionEngine:
         "_loader",
         "_saver",
         "_signer",
+        "_steps",
         "_store",
         "_sync",
         "clock",
@@ -168,6 +166,9 @@ class SessionEngine:
         self.user_loader_is_async = inspect.iscoroutinefunction(user_loader)
         self._filter = session_filter
         self.registry = SessionRegistry(self.config, clock, self._decoder, self._auditor)
+        self._steps = Loader(
+            self.config, clock, self._decoder, self._signer, self._auditor, session_filter
+        )
         self._saver = Saver(self.config, clock, self.registry, self._auditor, self._signer)
 
     @property
@@ -226,156 +227,57 @@ class SessionEngine:
         sync = self._sync
         if sync is None:
             raise StoreError(f"{self._store!r} has no synchronous side (store.sync)")
-        first = self._load_key(session)
+        steps = self._steps
+        first = steps.key(session)
         if first is None:
             return
         session_id, key = first
         raw = sync.get(key)
-        successor = self._load_found(session, session_id, key, raw, follower=False)
+        successor = steps.found(session, session_id, key, raw, follower=False)
         if successor is not None:
             raw = sync.get(successor)
-            self._load_found(session, session_id, successor, raw, follower=True)
-        user = _bound_user(session)
+            steps.found(session, session_id, successor, raw, follower=True)
+        user = bound_user(session)
         if user is not None:
-            self._load_checked(session, sync.get(epoch_key(user)))
+            steps.checked(session, sync.get(epoch_key(user)))
 
     async def load(self, session: Session) -> None:
         """Load ``session`` now (one round trip when a cookie is present). Idempotent."""
         if self._inline:
             self.load_sync(session)
             return
-        first = self._load_key(session)
+        steps = self._steps
+        first = steps.key(session)
         if first is None:
             return
         session_id, key = first
         raw = await self._store.get(key)
-        successor = self._load_found(session, session_id, key, raw, follower=False)
+        successor = steps.found(session, session_id, key, raw, follower=False)
         if successor is not None:
             raw = await self._store.get(successor)
-            self._load_found(session, session_id, successor, raw, follower=True)
-        user = _bound_user(session)
+            steps.found(session, session_id, successor, raw, follower=True)
+        user = bound_user(session)
         if user is not None:
-            self._load_checked(session, await self._store.get(epoch_key(user)))
-
-    def _decode_cookie(self, value: str) -> tuple[str | None, str]:
-        """``(session ID, "")``, ``(pre-session value, "presession")`` or ``(None, reason)``."""
-        signer = self._signer
-        if signer is None:
-            if value.startswith(PRESESSION_PREFIX) and is_session_id(value[2:]):
-                return value[2:], "presession"
-            return (value, "") if is_session_id(value) else (None, "malformed")
-        result = signer.verify(value)
-        if result.value is None:
-            return None, "bad_signature" if result.status == "bad_signature" else "malformed"
-        try:
-            text = result.value.decode("ascii")
-        except UnicodeDecodeError:
-            return None, "malformed"
-        if text.startswith(PRESESSION_PREFIX) and is_session_id(text[2:]):
-            return text[2:], "presession"
-        return (text, "") if is_session_id(text) else (None, "malformed")
+            steps.checked(session, await self._store.get(epoch_key(user)))
 
     def load_flow(self, session: Session) -> Flow[None]:
         """The load as a flow: at most two reads (the second follows a renewal tombstone).
 
         :meth:`load` and :meth:`load_sync` run the same two steps with direct store calls.
         """
-        first = self._load_key(session)
+        steps = self._steps
+        first = steps.key(session)
         if first is None:
             return
         session_id, key = first
         raw = yield Get(key)
-        successor = self._load_found(session, session_id, key, raw, follower=False)
+        successor = steps.found(session, session_id, key, raw, follower=False)
         if successor is not None:
             raw = yield Get(successor)
-            self._load_found(session, session_id, successor, raw, follower=True)
-        user = _bound_user(session)
+            steps.found(session, session_id, successor, raw, follower=True)
+        user = bound_user(session)
         if user is not None:
-            self._load_checked(session, (yield Get(epoch_key(user))))
-
-    def _load_key(self, session: Session) -> tuple[str, str] | None:
-        """A load's first step, without I/O: ``(session ID, store key)`` to read, or ``None``
-        when the session is settled already (loaded, no cookie, or a rejected cookie)."""
-        st = session._state
-        st.accessed = True
-        if st.loaded:
-            return None
-        value = st.cookie_value
-        if value is None:
-            st.start_fresh(None)
-            return None
-        session_id, reason = self._decode_cookie(value)
-        if reason == "presession":
-            # No stored session yet: nothing to read, nothing to reject.
-            st.start_fresh(None)
-            st.presession = session_id
-            return None
-        if session_id is None:
-            self._reject(session, reason, EventName.INPUT_VALIDATION_FAIL)
-            return None
-        return session_id, record_key(session_handle(session_id))
-
-    def _load_found(
-        self, session: Session, session_id: str, key: str, raw: bytes | None, *, follower: bool
-    ) -> str | None:
-        """A load's second step: judge what ``key`` held. Adopts the record or starts a fresh
-        session; returns the successor's key when ``raw`` is a renewal tombstone still within
-        its grace window (read it and call again with ``follower=True``)."""
-        if raw is None:
-            self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
-            return None
-        try:
-            found: SessionRecord | Tombstone | None = self._decoder.decode(raw)
-        except BadData:
-            found = None
-        now = self.clock.now()
-        if isinstance(found, Tombstone) and not follower:
-            if found.successor is None or now >= found.until:
-                self._reject(session, "rotated", EventName.SESSION_USE_AFTER_EXPIRE)
-                return None
-            return record_key(found.successor)
-        if not isinstance(found, SessionRecord):
-            self._reject(session, "unknown", EventName.SESSION_USE_AFTER_EXPIRE)
-            return None
-        state = liveness(found, now, self.config)
-        refused: str | None = None
-        if state is not Liveness.LIVE:
-            refused = state.value
-        elif self._filter is not None and not self._filter(found):
-            refused = "filtered"  # the app's session_filter ended it (a disabled user)
-        if refused is not None:
-            self._reject(session, refused, EventName.SESSION_EXPIRED, user=found.user_id)
-            return None
-        session._state.adopt(session_id, key, raw, found, follower=follower)
-        return None
-
-    def _load_checked(self, session: Session, raw_epoch: bytes | None) -> None:
-        """A load's last step for a logged-in session: refuse it when the user's sessions were
-        revoked after its login (its epoch is lower than the user's; an unreadable epoch
-        record refuses too, rather than guess)."""
-        record = session._state.record
-        if record is None or record.user_id is None:  # pragma: no cover - see _bound_user
-            return
-        try:
-            current = decode_epoch(raw_epoch).number
-        except BadData:
-            current = None
-        if current is None or record.epoch < current:
-            self._reject(
-                session, "revoked", EventName.SESSION_USE_AFTER_EXPIRE, user=record.user_id
-            )
-
-    def _reject(
-        self, session: Session, reason: str, name: EventName, *, user: str | None = None
-    ) -> None:
-        session._state.start_fresh(reason)
-        self._auditor.emit(
-            name,
-            outcome=Outcome.FAILURE,
-            user=user,
-            client_ip=session.client_ip,
-            details={"reason": reason, "action": "fresh_session_issued"},
-        )
+            steps.checked(session, (yield Get(epoch_key(user))))
 
     def audit_unavailable(self, session: Session | None, operation: str) -> None:
         """Record that the store failed while ``operation`` ran (the adapter answers 503)."""
@@ -603,83 +505,6 @@ class SessionEngine:
         if removed:
             self.registry.audit_destroyed(None, "destroy")
         return removed
-
-    async def list_sessions(
-        self, user_id: str | int, *, current: str | None = None
-    ) -> list[SessionInfo]:
-        """``user_id``'s live sessions, oldest first; ``current`` (a handle) is flagged."""
-        found: list[SessionInfo] = await self.run(
-            self.registry.list_sessions_flow(str(user_id), current)
-        )
-        return found
-
-    def list_sessions_sync(
-        self, user_id: str | int, *, current: str | None = None
-    ) -> list[SessionInfo]:
-        found: list[SessionInfo] = self.run_sync(
-            self.registry.list_sessions_flow(str(user_id), current)
-        )
-        return found
-
-    async def revoke(self, user_id: str | int, handle: str) -> bool:
-        """Revoke one of ``user_id``'s sessions by handle. Says whether it was live."""
-        count: int = await self.run(self.registry.revoke_flow(str(user_id), only(handle)))
-        return count == 1
-
-    async def revoke_others(self, user_id: str | int, keep_handle: str | None) -> int:
-        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices").
-
-        Every other session ends, listed or not (the user's epoch is raised); the count is of
-        the listed sessions deleted."""
-        count: int = await self.run(self._revoke_others_flow(str(user_id), keep_handle))
-        return count
-
-    async def revoke_all(self, user_id: str | int) -> int:
-        """Revoke every session of ``user_id`` (on a password change, for instance).
-
-        Every session ends, listed or not (the user's epoch is raised); the count is of the
-        listed sessions deleted."""
-        count: int = await self.run(self._revoke_others_flow(str(user_id), None))
-        return count
-
-    def _revoke_others_flow(self, user_id: str, keep: str | None) -> Flow[int]:
-        return self.registry.revoke_flow(user_id, all_but(keep), everywhere=True, keep=keep)
-
-    def revoke_sync(self, user_id: str | int, handle: str) -> bool:
-        count: int = self.run_sync(self.registry.revoke_flow(str(user_id), only(handle)))
-        return count == 1
-
-    def revoke_others_sync(self, user_id: str | int, keep_handle: str | None) -> int:
-        count: int = self.run_sync(self._revoke_others_flow(str(user_id), keep_handle))
-        return count
-
-    def revoke_all_sync(self, user_id: str | int) -> int:
-        count: int = self.run_sync(self._revoke_others_flow(str(user_id), None))
-        return count
-
-    # The registry's flows, under the names they had on the engine.
-
-    def list_sessions_flow(
-        self, user_id: str, current: str | None = None
-    ) -> Flow[list[SessionInfo]]:
-        return self.registry.list_sessions_flow(str(user_id), current)
-
-    def revoke_flow(
-        self,
-        user_id: str,
-        handles: Callable[[SessionIndex], list[str]],
-        *,
-        everywhere: bool = False,
-        keep: str | None = None,
-    ) -> Flow[int]:
-        return self.registry.revoke_flow(str(user_id), handles, everywhere=everywhere, keep=keep)
-
-
-def _bound_user(session: Session) -> str | None:
-    """The user of the record a load has just adopted (``None``: anonymous, or not adopted)."""
-    st = session._state
-    record = st.record
-    return None if record is None or st.key is None else record.user_id
 
 
 def _skip_save(st: SessionState, status: int) -> SaveResult | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from bastion.core.audit import Outcome
 from bastion.core.sessions.ids import record_key
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IndexChange",
+    "RegistryOperations",
     "SessionInfo",
     "SessionRegistry",
     "add_entry",
@@ -358,3 +359,87 @@ class SessionRegistry:
         if outcome != "gone":
             yield Delete(key)
         return outcome == "ended"
+
+
+class RegistryOperations:
+    """The engine's list and revoke operations, async and sync, over its
+    :class:`SessionRegistry` (a mixin of :class:`~bastion.engine.sessions.SessionEngine`)."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        registry: SessionRegistry
+
+        async def run(self, flow: Flow[Any]) -> Any: ...
+
+        def run_sync(self, flow: Flow[Any]) -> Any: ...
+
+    async def list_sessions(
+        self, user_id: str | int, *, current: str | None = None
+    ) -> list[SessionInfo]:
+        """``user_id``'s live sessions, oldest first; ``current`` (a handle) is flagged."""
+        found: list[SessionInfo] = await self.run(
+            self.registry.list_sessions_flow(str(user_id), current)
+        )
+        return found
+
+    def list_sessions_sync(
+        self, user_id: str | int, *, current: str | None = None
+    ) -> list[SessionInfo]:
+        found: list[SessionInfo] = self.run_sync(
+            self.registry.list_sessions_flow(str(user_id), current)
+        )
+        return found
+
+    async def revoke(self, user_id: str | int, handle: str) -> bool:
+        """Revoke one of ``user_id``'s sessions by handle. Says whether it was live."""
+        count: int = await self.run(self.registry.revoke_flow(str(user_id), only(handle)))
+        return count == 1
+
+    async def revoke_others(self, user_id: str | int, keep_handle: str | None) -> int:
+        """Revoke every session of ``user_id`` except ``keep_handle`` ("log out other devices").
+
+        Every other session ends, listed or not (the user's epoch is raised); the count is of
+        the listed sessions deleted."""
+        count: int = await self.run(self._revoke_others_flow(str(user_id), keep_handle))
+        return count
+
+    async def revoke_all(self, user_id: str | int) -> int:
+        """Revoke every session of ``user_id`` (on a password change, for instance).
+
+        Every session ends, listed or not (the user's epoch is raised); the count is of the
+        listed sessions deleted."""
+        count: int = await self.run(self._revoke_others_flow(str(user_id), None))
+        return count
+
+    def _revoke_others_flow(self, user_id: str, keep: str | None) -> Flow[int]:
+        return self.registry.revoke_flow(user_id, all_but(keep), everywhere=True, keep=keep)
+
+    def revoke_sync(self, user_id: str | int, handle: str) -> bool:
+        count: int = self.run_sync(self.registry.revoke_flow(str(user_id), only(handle)))
+        return count == 1
+
+    def revoke_others_sync(self, user_id: str | int, keep_handle: str | None) -> int:
+        count: int = self.run_sync(self._revoke_others_flow(str(user_id), keep_handle))
+        return count
+
+    def revoke_all_sync(self, user_id: str | int) -> int:
+        count: int = self.run_sync(self._revoke_others_flow(str(user_id), None))
+        return count
+
+    # The registry's flows, under the names they had on the engine.
+
+    def list_sessions_flow(
+        self, user_id: str, current: str | None = None
+    ) -> Flow[list[SessionInfo]]:
+        return self.registry.list_sessions_flow(str(user_id), current)
+
+    def revoke_flow(
+        self,
+        user_id: str,
+        handles: Callable[[SessionIndex], list[str]],
+        *,
+        everywhere: bool = False,
+        keep: str | None = None,
+    ) -> Flow[int]:
+        return self.registry.revoke_flow(str(user_id), handles, everywhere=everywhere, keep=keep)
