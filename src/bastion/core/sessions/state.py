@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXPIRY_SLACK",
+    "GENERAL",
+    "LIVE",
+    "UNCHANGED",
     "DataWrite",
     "Liveness",
     "Plan",
@@ -116,7 +119,7 @@ class SessionState:
         "user_id",
     )
 
-    def __init__(self, cookie_value: str | None, *, persistent: bool = False) -> None:
+    def __init__(self, cookie_value: str | None, persistent: bool = False) -> None:
         self.cookie_value = cookie_value
         self.default_persistent = persistent
         self.accessed = False
@@ -292,13 +295,19 @@ class Liveness(enum.StrEnum):
     ABSOLUTE_EXPIRED = "absolute_expired"
 
 
+LIVE: Final = Liveness.LIVE
+"""The member as a module constant, for the load path (see :data:`UNCHANGED`)."""
+_IDLE_EXPIRED: Final = Liveness.IDLE_EXPIRED
+_ABSOLUTE_EXPIRED: Final = Liveness.ABSOLUTE_EXPIRED
+
+
 def liveness(record: SessionRecord, now: float, config: SessionConfig) -> Liveness:
     idle, absolute = config.lifetimes(record.persistent)
     if now >= record.created_at + absolute:
-        return Liveness.ABSOLUTE_EXPIRED
+        return _ABSOLUTE_EXPIRED
     if now >= record.last_seen + idle:
-        return Liveness.IDLE_EXPIRED
-    return Liveness.LIVE
+        return _IDLE_EXPIRED
+    return LIVE
 
 
 def needs_touch(record: SessionRecord, now: float, config: SessionConfig) -> bool:
@@ -425,6 +434,11 @@ class Plan(enum.Enum):
     save flow decides."""
 
 
+# The members as module constants: on the per-request path an enum member read through its
+# class costs several times a global look-up (CPython 3.11). LIVE above likewise.
+UNCHANGED: Final = Plan.UNCHANGED
+GENERAL: Final = Plan.GENERAL
+
 DataWrite: TypeAlias = tuple[str, bytes, bytes, float]
 """The common write: ``(key, expected, value, ttl)``, a compare-and-set of the loaded record
 with only its data replaced."""
@@ -447,17 +461,17 @@ def plan_save(state: SessionState, now: float, config: SessionConfig) -> DataWri
         or state.rotate is not None
         or state.meta_dirty
     ):
-        return Plan.GENERAL
+        return GENERAL
     if now - loaded.last_seen >= config.touch_interval:  # needs_touch: the idle refresh
-        return Plan.GENERAL
+        return GENERAL
     if not state.follower and needs_renewal(loaded, now, config):
-        return Plan.GENERAL
+        return GENERAL
     data_json = encode_data(state.data)
     if data_json == pristine:
-        return Plan.UNCHANGED
+        return UNCHANGED
     value = replace_data(raw, pristine, data_json)
     if len(value) > config.max_bytes:
-        return Plan.GENERAL  # the general path raises the error that names the largest key
+        return GENERAL  # the general path raises the error that names the largest key
     return key, raw, value, record_ttl(loaded, now, config)
 
 

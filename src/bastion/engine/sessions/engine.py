@@ -39,8 +39,9 @@ from bastion.core.sessions.record import (
     stored_data,
 )
 from bastion.core.sessions.state import (
+    GENERAL,
+    UNCHANGED,
     Liveness,
-    Plan,
     SessionState,
     diff,
     liveness,
@@ -309,10 +310,10 @@ class SessionEngine(RegistryOperations):
             return self._save_direct(session)
         now = self.clock.now()
         plan = plan_save(st, now, self.config)
-        if plan is Plan.UNCHANGED:
+        if plan is UNCHANGED:
             return VARY_ONLY
         saver = self._saver
-        if plan is Plan.GENERAL:
+        if plan is GENERAL:
             result: SaveResult = await self.run(saver.save_flow(session))
             return result
         key, expected, value, ttl = plan
@@ -333,10 +334,10 @@ class SessionEngine(RegistryOperations):
         st = session._state
         now = self.clock.now()
         plan = plan_save(st, now, self.config)
-        if plan is Plan.UNCHANGED:
+        if plan is UNCHANGED:
             return VARY_ONLY
         saver = self._saver
-        if plan is Plan.GENERAL:
+        if plan is GENERAL:
             return drive_sync(saver.save_flow(session), sync)
         key, expected, value, ttl = plan
         if sync.compare_and_set(key, expected, value, ttl):

@@ -16,7 +16,7 @@ from bastion.core.audit import EventName, Outcome
 from bastion.core.sessions.ids import PRESESSION_PREFIX, is_session_id, record_key, session_handle
 from bastion.core.sessions.index import decode_epoch
 from bastion.core.sessions.record import RecordDecoder, SessionRecord, Tombstone
-from bastion.core.sessions.state import Liveness, liveness
+from bastion.core.sessions.state import LIVE, liveness
 from bastion.errors import BadData
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Loader:
             return None
         state = liveness(found, now, self._config)
         refused: str | None = None
-        if state is not Liveness.LIVE:
+        if state is not LIVE:
             refused = state.value
         elif self._filter is not None and not self._filter(found):
             refused = "filtered"  # the app's session_filter ended it (a disabled user)

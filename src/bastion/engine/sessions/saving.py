@@ -44,7 +44,8 @@ from bastion.core.sessions.record import (
     replace_data,
 )
 from bastion.core.sessions.state import (
-    Plan,
+    GENERAL,
+    UNCHANGED,
     Rotation,
     SessionState,
     build,
@@ -206,10 +207,10 @@ class Saver:
         if st.rotate is not None:
             return (yield from self.rotate_flow(session, st.rotate, now))
         plan = plan_save(st, now, self._config)
-        if plan is Plan.UNCHANGED:
+        if plan is UNCHANGED:
             return VARY_ONLY
         outcome: _Saved | None
-        if plan is Plan.GENERAL:
+        if plan is GENERAL:
             data_json = encode_data(st.data)
             if (
                 data_json == st.pristine

@@ -51,7 +51,7 @@ class Session(MutableMapping[str, Any]):
         loader: Callable[[Session], None] | None = None,
     ) -> None:
         self._engine = engine
-        self._state = SessionState(cookie_value, persistent=engine.config.persistent)
+        self._state = SessionState(cookie_value, engine.config.persistent)
         self._loader = loader
         self._no_response: str | None = None
         self._user: tuple[str, Any] | None = None
