@@ -318,7 +318,7 @@ class SessionEngine(RegistryOperations):
             return result
         key, expected, value, ttl = plan
         if await self._store.compare_and_set(key, expected, value, ttl):
-            return saver.finish(st, (key, st.record), now)  # type: ignore[arg-type]
+            return saver.finish(st, (key, st.record), now)
         outcome = await self.run(saver.retry_save(st, now))
         return saver.finish(st, outcome, now)
 
@@ -341,7 +341,7 @@ class SessionEngine(RegistryOperations):
             return drive_sync(saver.save_flow(session), sync)
         key, expected, value, ttl = plan
         if sync.compare_and_set(key, expected, value, ttl):
-            return saver.finish(st, (key, st.record), now)  # type: ignore[arg-type]
+            return saver.finish(st, (key, st.record), now)
         return saver.finish(st, drive_sync(saver.retry_save(st, now), sync), now)
 
     def save_flow(self, session: Session) -> Flow[SaveResult]:

@@ -151,12 +151,14 @@ class Saver:
             vary=True,
         )
 
-    def finish(self, st: SessionState, outcome: _Saved | None, now: float) -> SaveResult:
+    def finish(
+        self, st: SessionState, outcome: tuple[str, SessionRecord | None] | None, now: float
+    ) -> SaveResult:
         """What the response carries after a save that kept (or lost) the session."""
         if outcome is None:
             return self.clear_cookie() if not st.follower else VARY_ONLY
         record = outcome[1]
-        if st.follower or st.id is None:
+        if st.follower or st.id is None or record is None:
             return VARY_ONLY
         if record.persistent or st.meta_dirty:
             return self.set_cookie(st.id, record, now)
