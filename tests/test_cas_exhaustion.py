@@ -140,9 +140,11 @@ def test_update_done_writes_nothing_and_follow_moves_to_the_other_key() -> None:
             return Done("untouched")
         return Write(b"done", key, ttl=60.0)
 
-    assert drive_sync(update("old", change), store.sync) == "new"
+    seen: list[object] = []
+    assert drive_sync(_counted(update("old", change), seen), store.sync) == "new"
+    assert [type(c) for c in seen] == [Get, Get, CompareAndSet]  # no pause: no race was lost
     assert store.sync.get("old") == b"->new"
     assert store.sync.get("new") == b"done"
-    seen: list[object] = []
+    seen.clear()
     assert drive_sync(_counted(update("new", change), seen), store.sync) == "untouched"
     assert [type(c) for c in seen] == [Get]

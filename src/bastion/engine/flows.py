@@ -137,7 +137,8 @@ class Done(Generic[_T_co]):
 @dataclass(frozen=True, slots=True)
 class Follow:
     """An :func:`update` step: the value read points elsewhere (a renewal tombstone); read and
-    update ``key`` instead. It uses up an attempt, so a chain of pointers stays bounded."""
+    update ``key`` instead, without backing off (no race was lost). It uses up an attempt, so a
+    chain of pointers stays bounded."""
 
     key: str
 
@@ -166,8 +167,9 @@ def update(
     answer 503 with ``Retry-After``), naming ``what`` it was updating; a flow that holds
     something to undo catches it, undoes, and re-raises.
     """
+    lost = False
     for attempt in range(attempts):
-        if attempt:
+        if lost:
             yield backoff(attempt)
         if attempt or current is UNREAD:
             current = yield Get(key)
@@ -177,14 +179,14 @@ def update(
         if type(step) is Done:
             return step.result
         if type(step) is Follow:
-            key = step.key
-            current = UNREAD
+            key, lost = step.key, False  # no race was lost: read the successor at once
             continue
         if type(step) is not Write:
             raise StoreError(f"an update step must be Write, Done or Follow, got {step!r}")
         written = ttl if step.ttl is None else step.ttl
         if (yield CompareAndSet(key, current, step.value, written)):
             return step.result
+        lost = True
     raise StoreBusy(
         f"{what} changed during each of {attempts} compare-and-set attempts, backing off "
         "between them; too many requests are writing it at once, try again"
