@@ -79,7 +79,7 @@ async def test_a_revoked_session_stays_revoked_when_browser_sessions_outlive_per
         clock.advance(1 * HOUR)
         later = await request(engine, cookie)
         assert later.user_id is None
-        assert later._rejected == "revoked"
+        assert later._state.rejected == "revoked"
 
 
 @pytest.mark.asyncio
@@ -228,4 +228,4 @@ async def test_regenerate_does_not_restart_the_absolute_lifetime_of_a_login(
     # Past four hours after the login, the session has ended, however often it moved.
     later = await request(engine, cookie)
     assert later.user_id is None
-    assert later._rejected in {"absolute_expired", "unknown"}  # "unknown": the store's TTL
+    assert later._state.rejected in {"absolute_expired", "unknown"}  # "unknown": the store's TTL

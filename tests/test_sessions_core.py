@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -12,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.core import sessions as sessions_module
 from bastion.core.sessions import (
     SESSION_ID_CHARS,
     Liveness,
@@ -32,8 +32,11 @@ from bastion.core.sessions import (
     needs_touch,
     new_session_id,
     record_key,
+    replace_data,
     session_handle,
+    stored_data,
 )
+from bastion.core.sessions import record as sessions_module
 from bastion.engine.sessions import SaveResult
 from bastion.errors import BadData, ConfigurationError, SessionDataError
 
@@ -90,6 +93,23 @@ def test_records_round_trip_and_data_is_last(data: dict[str, object], ip: str, u
     assert back.data == data
     assert (back.ip, back.user_agent) == (ip[:256], ua[:256])
     assert data_slice(raw) == encode_data(data)
+
+
+@given(st.dictionaries(st.text(), JSON, max_size=5), st.dictionaries(st.text(), JSON, max_size=5))
+def test_replacing_the_data_bytes_keeps_the_metadata_and_decodes_to_the_new_data(
+    old: dict[str, object], new: dict[str, object]
+) -> None:
+    made = record(**old)
+    made.user_id, made.ip, made.epoch = "u", "198.51.100.7", 3
+    raw = encode_record(made, max_bytes=1024 * 1024)
+    old_data = data_slice(raw)
+    assert old_data is not None
+    replaced = replace_data(raw, old_data, encode_data(new))
+    assert replaced == encode_record(
+        dataclasses.replace(made, data=new), max_bytes=1024 * 1024
+    )  # byte for byte what a full encode gives
+    assert stored_data(replaced) == new
+    assert stored_data(replaced) is not new  # a fresh copy
 
 
 @given(st.binary(max_size=300))

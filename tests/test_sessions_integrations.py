@@ -258,7 +258,7 @@ def test_direct_load_and_the_load_flow_follow_a_renewal_alike() -> None:
     by_flow = engine.open(None, cookies={COOKIE: old_id}, lazy=False)
     drive_sync(engine.load_flow(by_flow), sync)
     assert dict(direct) == dict(by_flow) == {"n": 2}
-    assert direct._key == by_flow._key == renewing._key  # both read the successor record
+    assert direct.handle == by_flow.handle == renewing.handle  # both read the successor record
     clock.advance(engine.config.renew_grace)
     late = engine.open(None, cookies={COOKIE: old_id})
     assert len(late) == 0

@@ -53,9 +53,18 @@ from bastion.core.apikeys import (
 from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
-from bastion.engine.flows import CompareAndSet, Get, Set, backoff, drive_async, drive_sync
+from bastion.engine.flows import (
+    CompareAndSet,
+    Done,
+    Get,
+    Set,
+    Write,
+    drive_async,
+    drive_sync,
+    update,
+)
 from bastion.engine.syncside import require_sync, sync_side
-from bastion.errors import BadToken, ConfigurationError, StoreBusy
+from bastion.errors import BadToken, ConfigurationError
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
@@ -76,7 +85,6 @@ RETENTION: Final = 30 * 24 * 3600.0
 """How long an expired or revoked record is kept (so its use is reported as expired or revoked,
 not unknown) before the store drops it."""
 
-_CAS_ATTEMPTS: Final = 16
 _INDEX_VERSION: Final = 1
 _T = TypeVar("_T")
 
@@ -252,20 +260,14 @@ class ApiKeyManager:
         return CreatedApiKey(token, record)
 
     def _index_flow(self, owner: str, change: Callable[[dict[str, str]], None]) -> Flow[None]:
-        """Apply ``change`` to the owner index with a compare-and-set loop."""
-        key = self._owner_key(owner)
-        for attempt in range(_CAS_ATTEMPTS):
-            if attempt:
-                yield backoff(attempt)
-            raw = yield Get(key)
+        """Apply ``change`` to the owner index (one bounded compare-and-set update)."""
+
+        def step(_key: str, raw: bytes | None) -> Write[None]:
             entries = _decode_index(raw)
             change(entries)
-            if (yield CompareAndSet(key, raw, _encode_index(entries))):
-                return
-        raise StoreBusy(
-            f"the API key index of one owner changed {_CAS_ATTEMPTS} times during one update; "
-            "try again"
-        )
+            return Write(_encode_index(entries), None)
+
+        yield from update(self._owner_key(owner), step, what="the API key index of one owner")
 
     def _verify_flow(
         self, token: str | None, required_scope: str | None, client_ip: str | None
@@ -325,22 +327,23 @@ class ApiKeyManager:
     def _update_flow(
         self, key_id: str, change: dict[str, object], *, only_if_live: bool = False
     ) -> Flow[ApiKeyRecord | None]:
-        for attempt in range(_CAS_ATTEMPTS):
-            if attempt:
-                yield backoff(attempt)
-            found = yield from self._get_flow(key_id)
-            if found is None:
-                return None
-            record_key, raw, record = found
+        digest = yield Get(self._id_key(key_id))
+        if digest is None or not digest.isascii():  # absent, or damaged in the store
+            return None
+        record_key = self._record_key(digest.decode("ascii"))
+
+        def step(
+            _key: str, raw: bytes | None
+        ) -> Write[ApiKeyRecord | None] | Done[ApiKeyRecord | None]:
+            if raw is None:
+                return Done(None)
+            record = ApiKeyRecord.from_bytes(raw)
             if only_if_live and record.revoked_at is not None:
-                return None
+                return Done(None)
             updated = record.with_changes(**change)
-            now = self._clock.now()
-            if (yield CompareAndSet(record_key, raw, updated.to_bytes(), self._ttl(updated, now))):
-                return updated
-        raise StoreBusy(
-            f"API key {key_id} changed {_CAS_ATTEMPTS} times during one update; try again"
-        )
+            return Write(updated.to_bytes(), updated, self._ttl(updated, self._clock.now()))
+
+        return (yield from update(record_key, step, what=f"API key {key_id}"))
 
     def _revoke_flow(self, key_id: str, client_ip: str | None) -> Flow[bool]:
         change: dict[str, object] = {"revoked_at": self._clock.now()}

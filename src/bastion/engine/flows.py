@@ -18,6 +18,10 @@ it; an uncaught one propagates to the caller unchanged (``StoreUnavailable`` sta
 commands counts round trips. :class:`Pause` is no store call: a compare-and-set loop yields it
 to back off after a lost race (``asyncio.sleep`` in the async driver, ``time.sleep`` in the
 sync one).
+
+Every read-modify-write of one key goes through :func:`update`, the one bounded
+compare-and-set loop: the contention policy (how many attempts, how long to back off between
+them, what happens when they run out) lives there and nowhere else.
 """
 
 from __future__ import annotations
@@ -25,28 +29,35 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
 
-from bastion.errors import StoreError
+from bastion.errors import StoreBusy, StoreError
 
 if TYPE_CHECKING:
     from bastion.stores.base import Store, SyncStore
 
 __all__ = [
+    "CAS_ATTEMPTS",
+    "UNREAD",
     "CompareAndSet",
     "Delete",
+    "Done",
     "Flow",
+    "Follow",
     "Get",
     "Pause",
     "Set",
+    "Write",
     "backoff",
     "drive_async",
     "drive_sync",
+    "update",
 ]
 
 _T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,90 @@ def backoff(attempt: int) -> Pause:
 Command: TypeAlias = Get | Set | Delete | CompareAndSet | Pause
 Flow: TypeAlias = Generator[Command, Any, _T]
 """A generator that yields commands, receives their results, and returns a ``_T``."""
+
+CAS_ATTEMPTS: Final = 32
+"""Compare-and-set attempts :func:`update` makes before it gives up with ``StoreBusy``: with
+:func:`backoff` between them, about 0.7 s of waiting in all on average, far longer than any
+honest burst of writers to one key keeps a record busy."""
+
+UNREAD: Final[Any] = object()
+"""The default of :func:`update`'s ``current``: the value has not been read yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write(Generic[_T_co]):
+    """An :func:`update` step: compare-and-set ``value`` (``ttl`` overrides the update's), and
+    return ``result`` when it lands."""
+
+    value: bytes
+    result: _T_co
+    ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[_T_co]):
+    """An :func:`update` step: nothing to write; the update returns ``result``."""
+
+    result: _T_co
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """An :func:`update` step: the value read points elsewhere (a renewal tombstone); read and
+    update ``key`` instead, without backing off (no race was lost). It uses up an attempt, so a
+    chain of pointers stays bounded."""
+
+    key: str
+
+
+Step: TypeAlias = "Write[_T] | Done[_T] | Follow"
+Change: TypeAlias = Callable[[str, "bytes | None"], "Step[_T] | Flow[Step[_T]]"]
+"""What :func:`update` applies: ``change(key, current)`` gives the next step, directly or as a
+flow (when deciding needs store commands of its own)."""
+
+
+def update(
+    key: str,
+    change: Change[_T],
+    *,
+    ttl: float | None = None,
+    attempts: int = CAS_ATTEMPTS,
+    current: bytes | None = UNREAD,
+    what: str = "a stored value",
+) -> Flow[_T]:
+    """Read ``key``, let ``change`` decide, compare-and-set what it wrote; on a lost race back
+    off (:func:`backoff`) and start over, at most ``attempts`` times.
+
+    ``current`` is the value the caller already holds for ``key`` (read earlier in the same
+    flow): the first attempt uses it instead of reading again. When every attempt loses, the
+    update raises :class:`~bastion.errors.StoreBusy` (a ``StoreUnavailable``: the adapters
+    answer 503 with ``Retry-After``), naming ``what`` it was updating; a flow that holds
+    something to undo catches it, undoes, and re-raises.
+    """
+    lost = False
+    for attempt in range(attempts):
+        if lost:
+            yield backoff(attempt)
+        if attempt or current is UNREAD:
+            current = yield Get(key)
+        step = change(key, current)
+        if isinstance(step, Generator):
+            step = yield from step
+        if type(step) is Done:
+            return step.result
+        if type(step) is Follow:
+            key, lost = step.key, False  # no race was lost: read the successor at once
+            continue
+        if type(step) is not Write:
+            raise StoreError(f"an update step must be Write, Done or Follow, got {step!r}")
+        written = ttl if step.ttl is None else step.ttl
+        if (yield CompareAndSet(key, current, step.value, written)):
+            return step.result
+        lost = True
+    raise StoreBusy(
+        f"{what} changed during each of {attempts} compare-and-set attempts, backing off "
+        "between them; too many requests are writing it at once, try again"
+    )
 
 
 def _unknown(command: object) -> StoreError:

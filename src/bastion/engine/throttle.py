@@ -75,6 +75,7 @@ from bastion.core.environment import is_production
 from bastion.core.keys import KeyRing
 from bastion.core.signing import TimestampSigner
 from bastion.core.throttle import (
+    BackoffRule,
     ThrottleCounter,
     ThrottleDecision,
     ThrottlePolicy,
@@ -82,7 +83,16 @@ from bastion.core.throttle import (
     client_group,
     normalize_username,
 )
-from bastion.engine.flows import CompareAndSet, Delete, Get, backoff, drive_async, drive_sync
+from bastion.engine.flows import (
+    CompareAndSet,
+    Delete,
+    Done,
+    Get,
+    Write,
+    drive_async,
+    drive_sync,
+    update,
+)
 from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreBusy
 
@@ -111,7 +121,7 @@ DEVICE_COOKIE_NAME_INSECURE: Final = "bastion-device"
 
 logger = logging.getLogger("bastion.security.throttle")
 
-_CAS_ATTEMPTS: Final = 32
+_COUNTER: Final = "a login throttle counter"
 _DEVICE_NONCE_BYTES: Final = 16
 _DEVICE_COOKIE_MAX_LENGTH: Final = 256
 _RESERVATION_ORDER: Final = (
@@ -394,27 +404,35 @@ class LoginThrottle:
         # The narrowest counter first: a guess the pair counter refuses never holds a
         # reservation on the client counter that other accounts' logins would then see.
         for counter in sorted(reading.keys, key=_RESERVATION_ORDER.index):
-            key = reading.keys[counter]
             rule = self._policy.rule(counter)
-            raw = reading.raws[counter]
-            for attempt in range(1, _CAS_ATTEMPTS + 1):
+
+            def reserve(
+                key: str,
+                raw: bytes | None,
+                counter: ThrottleCounter = counter,
+                rule: BackoffRule = rule,
+            ) -> Write[_Reserved | float] | Done[_Reserved | float]:
                 before = ThrottleState.decode(raw, now=now, rule=rule)
                 wait = before.retry_after(rule, now)
                 if wait > 0 and counter is not exempt:
-                    yield from self._refund_flow(reserved)
-                    refused = ThrottleDecision(allowed=False, retry_after=wait, counter=counter)
-                    only = counter is ThrottleCounter.ACCOUNT
-                    return _Reservation((), refused, account_only=only)
+                    return Done(wait)
                 after = before.failed(now)
                 written = after.encode()
-                if (yield CompareAndSet(key, raw, written, rule.window)):
-                    reserved.append(_Reserved(counter, key, before, after, written))
-                    break
-                yield backoff(attempt)
-                raw = yield Get(key)
-            else:
+                return Write(written, _Reserved(counter, key, before, after, written), rule.window)
+
+            try:
+                got = yield from update(
+                    reading.keys[counter], reserve, current=reading.raws[counter], what=_COUNTER
+                )
+            except StoreBusy:
                 yield from self._refund_flow(reserved)
-                raise _contention()
+                raise
+            if not isinstance(got, _Reserved):
+                yield from self._refund_flow(reserved)
+                refused = ThrottleDecision(allowed=False, retry_after=got, counter=counter)
+                only = counter is ThrottleCounter.ACCOUNT
+                return _Reservation((), refused, account_only=only)
+            reserved.append(got)
         return _Reservation(tuple(reserved), None)
 
     def _refund_flow(self, reserved: list[_Reserved] | tuple[_Reserved, ...]) -> Flow[None]:
@@ -433,18 +451,16 @@ class LoginThrottle:
             rule = self._policy.rule(item.counter)
             if (yield CompareAndSet(item.key, item.written, item.before.encode(), rule.window)):
                 continue
-            raw = yield Get(item.key)
-            for attempt in range(1, _CAS_ATTEMPTS + 1):
+
+            def refund(
+                _key: str, raw: bytes | None, rule: BackoffRule = rule
+            ) -> Write[None] | Done[None]:
                 state = ThrottleState.decode(raw, now=now, rule=rule)
                 if state.failures == 0:
-                    break
-                refunded = state.refunded().encode()
-                if (yield CompareAndSet(item.key, raw, refunded, rule.window)):
-                    break
-                yield backoff(attempt)
-                raw = yield Get(item.key)
-            else:
-                raise _contention()
+                    return Done(None)
+                return Write(state.refunded().encode(), None, rule.window)
+
+            yield from update(item.key, refund, what=_COUNTER)
 
     def _failure_flow(
         self, reading: _Reading, username: str, client_ip: str, request_id: str | None
@@ -454,17 +470,21 @@ class LoginThrottle:
         reserved: list[_Reserved] = []
         for counter, key in reading.keys.items():
             rule = self._policy.rule(counter)
-            raw = reading.raws[counter]
-            for attempt in range(1, _CAS_ATTEMPTS + 1):
+
+            def fail(
+                key: str,
+                raw: bytes | None,
+                counter: ThrottleCounter = counter,
+                rule: BackoffRule = rule,
+            ) -> Write[_Reserved]:
                 before = ThrottleState.decode(raw, now=now, rule=rule)
                 after = before.failed(now)
-                if (yield CompareAndSet(key, raw, after.encode(), rule.window)):
-                    reserved.append(_Reserved(counter, key, before, after, after.encode()))
-                    break
-                yield backoff(attempt)
-                raw = yield Get(key)
-            else:
-                raise _contention()
+                written = after.encode()
+                return Write(written, _Reserved(counter, key, before, after, written), rule.window)
+
+            reserved.append(
+                (yield from update(key, fail, current=reading.raws[counter], what=_COUNTER))
+            )
         return self._failed(reserved, username, client_ip, request_id)
 
     def _failed(
@@ -719,11 +739,3 @@ class LoginThrottle:
 
     def __repr__(self) -> str:
         return f"LoginThrottle(store={self._store!r}, policy={self._policy!r})"
-
-
-def _contention() -> StoreBusy:
-    """A counter that kept changing through every backed-off retry: a 503, not a 500."""
-    return StoreBusy(
-        f"login throttle counter changed {_CAS_ATTEMPTS} times during one update; "
-        "the store is under heavy contention"
-    )

@@ -64,9 +64,19 @@ from bastion.core.totp import (
     normalize_totp_code,
     validate_totp_secret,
 )
-from bastion.engine.flows import CompareAndSet, Delete, Get, Set, backoff, drive_async, drive_sync
+from bastion.engine.flows import (
+    CompareAndSet,
+    Delete,
+    Done,
+    Get,
+    Set,
+    Write,
+    drive_async,
+    drive_sync,
+    update,
+)
 from bastion.engine.syncside import require_sync, sync_side
-from bastion.errors import ConfigurationError, StoreBusy
+from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
@@ -76,7 +86,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TOTP_FAILURES", "TotpEnrollment", "TotpManager", "TotpResult"]
 
-_CAS_ATTEMPTS: Final = 16
 
 DEFAULT_TOTP_FAILURES: Final = BackoffRule(
     free_attempts=5, base_delay=60.0, max_delay=3600.0, window=86_400.0
@@ -258,21 +267,21 @@ class TotpManager:
             if step is not None and (floor is None or step > floor):
                 floor = step
         ttl = float(self._interval * (2 * self._valid_window + 2))
-        for attempt in range(_CAS_ATTEMPTS):
-            if attempt:
-                yield backoff(attempt)
-            raw = yield Get(key)
+
+        def consume(_key: str, raw: bytes | None) -> Write[bool] | Done[bool]:
             last = _decode_step(raw)
             if floor is not None and (last is None or floor > last):
                 last = floor
             if last is not None and matched <= last:
-                # A right code, only used already: not a guess, so the reservation goes back.
-                yield from self._refund_flow(failures)
-                return TotpResult.REPLAYED
-            if (yield CompareAndSet(key, raw, str(matched).encode("ascii"), ttl)):
-                yield from self._clear_failures_flow(user_id)
-                return TotpResult.ACCEPTED
-        raise StoreBusy("TOTP step changed too often during one verification; try again")
+                return Done(result=False)
+            return Write(str(matched).encode("ascii"), result=True, ttl=ttl)
+
+        if not (yield from update(key, consume, what="a TOTP step")):
+            # A right code, only used already: not a guess, so the reservation goes back.
+            yield from self._refund_flow(failures)
+            return TotpResult.REPLAYED
+        yield from self._clear_failures_flow(user_id)
+        return TotpResult.ACCEPTED
 
     def _failure_keys(self, user_id: str) -> list[str]:
         return [f"{self._prefix}failures:{user}" for user in self._user_hashes(user_id)]
@@ -291,16 +300,17 @@ class TotpManager:
                 break
         rule = self._failures
         now = self._clock.now()
-        for attempt in range(1, _CAS_ATTEMPTS + 1):
+
+        def reserve(
+            key: str, raw: bytes | None
+        ) -> Write[tuple[str, bytes, bytes] | None] | Done[tuple[str, bytes, bytes] | None]:
             state = ThrottleState.decode(raw, now=now, rule=rule)
             if state.retry_after(rule, now) > 0:
-                return None
+                return Done(None)
             written = state.failed(now).encode()
-            if (yield CompareAndSet(key, raw, written, rule.window)):
-                return key, written, state.encode()
-            yield backoff(attempt)
-            raw = yield Get(key)
-        raise StoreBusy("TOTP failure counter changed too often during one check; try again")
+            return Write(written, (key, written, state.encode()), rule.window)
+
+        return (yield from update(key, reserve, current=raw, what="a TOTP failure counter"))
 
     def _refund_flow(self, reservation: tuple[str, bytes, bytes]) -> Flow[None]:
         """Undo a reservation: exactly (the time of the last failure included) while the counter
@@ -311,16 +321,14 @@ class TotpManager:
         if (yield CompareAndSet(key, written, before, rule.window)):
             return
         now = self._clock.now()
-        for attempt in range(_CAS_ATTEMPTS):
-            if attempt:
-                yield backoff(attempt)
-            raw = yield Get(key)
+
+        def refund(_key: str, raw: bytes | None) -> Write[None] | Done[None]:
             state = ThrottleState.decode(raw, now=now, rule=rule)
             if raw is None or state.failures == 0:
-                return
-            if (yield CompareAndSet(key, raw, state.refunded().encode(), rule.window)):
-                return
-        raise StoreBusy("TOTP failure counter changed too often during one refund; try again")
+                return Done(None)
+            return Write(state.refunded().encode(), None, rule.window)
+
+        yield from update(key, refund, what="a TOTP failure counter")
 
     def _clear_failures_flow(self, user_id: str) -> Flow[None]:
         for name in self._failure_keys(user_id):
@@ -363,21 +371,21 @@ class TotpManager:
         index, user, raw = yield from self._find_codes_flow(user_id)
         key = self._recovery_store_key(user)
         wanted = self._recovery_digest(index, user, cleaned)
-        for attempt in range(_CAS_ATTEMPTS):
-            if attempt:
-                yield backoff(attempt)
-                raw = yield Get(key)
+
+        def use(_key: str, raw: bytes | None) -> Write[bool] | Done[bool]:
             digests = _decode_digests(raw)
             found = [
                 d for d in digests if hmac.compare_digest(d.encode("ascii"), wanted.encode("ascii"))
             ]
             if not found or raw is None:
-                return False
+                return Done(result=False)
             remaining = [d for d in digests if d != wanted]
-            if (yield CompareAndSet(key, raw, json.dumps(remaining).encode())):
-                yield from self._clear_failures_flow(user_id)  # the owner is back in
-                return True
-        raise StoreBusy("recovery codes changed too often during one use; try again")
+            return Write(json.dumps(remaining).encode(), result=True)
+
+        if not (yield from update(key, use, current=raw, what="a set of recovery codes")):
+            return False
+        yield from self._clear_failures_flow(user_id)  # the owner is back in
+        return True
 
     # -- async API -----------------------------------------------------------------------------
 
