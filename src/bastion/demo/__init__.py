@@ -82,13 +82,10 @@ def build_demo(store_url: str, *, seed_password: str | None = None, https: bool 
     """The demo app for ``store_url`` (its rate limits in the same place: the SQLite file,
     the Redis server, or memory). Imports Starlette and Jinja2, the ``demo`` extra."""
     from bastion.demo.app import DemoApp  # noqa: PLC0415 (the demo extra, imported on use)
-    from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
 
-    store = open_store(store_url)
-    ratelimit = open_ratelimit_store(store_url)
+    store = open_store(store_url)  # also the rate-limit store (SupportsRateLimit)
     return DemoApp(
         store,
-        ratelimit=ratelimit,
         seed_password=seed_password,
         store_label=redact_url(store_url),
         https=https,

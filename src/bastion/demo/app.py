@@ -59,6 +59,9 @@ from bastion.engine.throttle import LoginOutcome, LoginThrottle
 from bastion.engine.totp import TotpManager, TotpResult
 from bastion.errors import ConfigurationError, PasswordRejected, StoreError
 from bastion.passwords import PasswordHasher, check_new_password, default_policy, generate_password
+from bastion.stores.base import Store as _Store
+from bastion.stores.base import SupportsRateLimit
+from bastion.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -68,7 +71,6 @@ if TYPE_CHECKING:
     from bastion.core.audit import AuditEvent
     from bastion.core.passwords import PasswordPolicy
     from bastion.stores import Store
-    from bastion.stores.ratelimit import RateLimitBackend
 
     Scope = MutableMapping[str, Any]
     Message = MutableMapping[str, Any]
@@ -115,7 +117,8 @@ class DemoApp:
     """The demo as one ASGI app. Build it, ``await startup()`` (the lifespan does it), serve.
 
     ``store`` holds everything (sessions, accounts, throttling, TOTP steps, API keys);
-    ``ratelimit`` is the rate-limit backend (``memory://`` when omitted). ``seed_password``
+    ``ratelimit`` is the rate-limit store (``store`` itself when omitted, or a memory store
+    if ``store`` has no rate-limit capability). ``seed_password``
     sets the seeded accounts' password (``None``: a random one per start, printed).
     ``hasher`` lets tests use a cheap Argon2 profile. ``https`` says the demo is served over
     TLS: the session cookie then takes the production settings (``Secure``, ``__Host-``).
@@ -125,7 +128,7 @@ class DemoApp:
         self,
         store: Store,
         *,
-        ratelimit: RateLimitBackend | None = None,
+        ratelimit: SupportsRateLimit | None = None,
         keyring: KeyRing | None = None,
         clock: Clock = system_clock,
         seed_password: str | None = None,
@@ -164,9 +167,7 @@ class DemoApp:
             for name, role in SEEDED_USERS
         ]
         if ratelimit is None:
-            from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
-
-            ratelimit = open_ratelimit_store("memory://", clock=clock)
+            ratelimit = store if isinstance(store, SupportsRateLimit) else MemoryStore(clock=clock)
         self.ratelimit = ratelimit
         self.limiter = RateLimiter(ratelimit, auditor=self.auditor)
         loader = jinja2.PackageLoader("bastion.demo", "templates")
@@ -206,7 +207,9 @@ class DemoApp:
             )
 
     async def shutdown(self) -> None:
-        await self.ratelimit.aclose()
+        ratelimit: object = self.ratelimit
+        if ratelimit is not self.store and isinstance(ratelimit, _Store):
+            await ratelimit.aclose()
         await self.store.aclose()
 
     @contextlib.asynccontextmanager

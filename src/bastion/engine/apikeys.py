@@ -54,8 +54,8 @@ from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
 from bastion.engine.flows import CompareAndSet, Get, Set, backoff, drive_async, drive_sync
-from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import BadToken, ConfigurationError, StoreBusy
+from bastion.stores.base import require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:

@@ -83,8 +83,8 @@ from bastion.core.throttle import (
     normalize_username,
 )
 from bastion.engine.flows import CompareAndSet, Delete, Get, backoff, drive_async, drive_sync
-from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreBusy
+from bastion.stores.base import require_sync, sync_side
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

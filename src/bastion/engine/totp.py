@@ -65,8 +65,8 @@ from bastion.core.totp import (
     validate_totp_secret,
 )
 from bastion.engine.flows import CompareAndSet, Delete, Get, Set, backoff, drive_async, drive_sync
-from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreBusy
+from bastion.stores.base import require_sync, sync_side
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
