@@ -11,7 +11,7 @@ from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.integrations.ratelimit import RateLimit
 from bastion.integrations.sessions import SessionDep, UserIdDep  # noqa: TC001 (read at run time)
 from bastion.passwords import PasswordHasher
-from bastion.stores.ratelimit import open_ratelimit_store
+from bastion.stores import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,7 +27,7 @@ def create_app(
     hasher: PasswordHasher | None = None,
 ) -> ASGIApp:
     hasher = hasher or PasswordHasher()
-    limiter = limiter or RateLimiter(open_ratelimit_store("memory://"))
+    limiter = limiter or RateLimiter(open_store("memory://"))
     login_limit = RateLimit(limiter, "5/minute", name="login")  # 429 with Retry-After
     api = FastAPI()
 

@@ -24,7 +24,6 @@ from bastion.errors import PasswordRejected
 from bastion.flask import CSRF, Bastion, login, logout
 from bastion.passwords import PasswordHasher, default_policy
 from bastion.stores import open_store
-from bastion.stores.ratelimit import open_ratelimit_store
 from bastion.wsgi import protect
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ def create_app(
     sessions = SessionConfig(development=True, secure=False) if development else None
     Bastion(app, store=store, config=sessions, keyring=keyring, clock=clock)
     CSRF(app, keyring=keyring, clock=clock)  # the token lives in the session
-    limiter = RateLimiter(open_ratelimit_store(ratelimit_url, clock=clock))
+    limiter = RateLimiter(open_store(ratelimit_url, clock=clock))
     login_posts = Route(
         rule=Rule("login", "10/minute"), path="/login", exact=True, methods=frozenset({"POST"})
     )

@@ -12,7 +12,7 @@ from bastion.asgi import csrf_token, load_session, protect
 from bastion.asgi.sessions import login, logout
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
 from bastion.passwords import PasswordHasher
-from bastion.stores.ratelimit import open_ratelimit_store
+from bastion.stores import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,7 +30,7 @@ def create_app(
     hasher: PasswordHasher | None = None,
 ) -> ASGIApp:
     hasher = hasher or PasswordHasher()
-    limiter = limiter or RateLimiter(open_ratelimit_store("memory://"))
+    limiter = limiter or RateLimiter(open_store("memory://"))
 
     async def home(request: Request) -> JSONResponse:
         session = await load_session(request)  # one awaited read: the loop never blocks

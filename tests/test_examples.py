@@ -23,7 +23,7 @@ from examples import fastapi_app, flask_app, starlette_app
 from bastion.core.clock import FrozenClock
 from bastion.engine.ratelimit import RateLimiter
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import browser_headers, fetch_token, find_token
 from servers import free_port
 
@@ -78,7 +78,7 @@ ASGI_FACTORIES: dict[str, Callable[..., Any]] = {
 
 @pytest.fixture(params=sorted(ASGI_FACTORIES))
 def asgi_app(request: pytest.FixtureRequest, tmp_path: Path, hasher: PasswordHasher) -> Any:
-    limiter = RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
+    limiter = RateLimiter(MemoryStore(clock=FrozenClock(NOW)))
     users = {"ada": hasher.hash(GOOD)}
     factory = ASGI_FACTORIES[request.param]
     return factory(users, store=f"sqlite:///{tmp_path}/app.db", limiter=limiter, hasher=hasher)

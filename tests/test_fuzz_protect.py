@@ -32,7 +32,6 @@ from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi import protect as wsgi_protect
 
@@ -111,7 +110,7 @@ requests = st.fixed_dictionaries(
 
 
 def limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_700_000_000.0)))
+    return RateLimiter(MemoryStore(clock=FrozenClock(1_700_000_000.0)))
 
 
 async def touching_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -31,7 +31,6 @@ from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import ConfigurationError
 from bastion.flask import CSRF, Bastion
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.csrf import afetch_token, browser_headers
 from bastion.wsgi import protect as wsgi_protect
@@ -58,7 +57,7 @@ def starlette_app() -> Starlette:
 
 
 def limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
+    return RateLimiter(MemoryStore(clock=FrozenClock(NOW)))
 
 
 def client(app: Any) -> httpx.AsyncClient:

@@ -6,6 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import pytest
+from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
 
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
@@ -20,8 +22,6 @@ from bastion.engine.ratelimit import (
     render_headers,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreUnavailable
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import flask
 import httpx
 import pytest
+from bastion.stores.ratelimit import MemoryRateLimitStore, SQLiteRateLimitStore
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,8 +21,6 @@ from bastion.core.clock import FrozenClock
 from bastion.core.ratelimit import ClientIP
 from bastion.engine.ratelimit import RateLimiter, RateLimitResult, Route, Rule
 from bastion.integrations.ratelimit import RateLimit, flask_limit, limit
-from bastion.stores.ratelimit import MemoryRateLimitStore, SQLiteRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
 from bastion.wsgi.ratelimit import client_ip_key as environ_client_ip_key
 from bastion.wsgi.ratelimit import header_key as wsgi_header_key

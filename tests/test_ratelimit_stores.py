@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
+from bastion.stores.ratelimit import (
+    MemoryRateLimitStore,
+    SQLiteRateLimitStore,
+    open_ratelimit_store,
+)
+from bastion.stores.ratelimit.redis import LUA_SCRIPTS, RedisRateLimitStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis as SyncRedis
@@ -34,18 +40,13 @@ from bastion.core.ratelimit import (
 )
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
 from bastion.stores.keyspace import key_slot
-from bastion.stores.ratelimit import (
-    MemoryRateLimitStore,
-    SQLiteRateLimitStore,
-    open_ratelimit_store,
-)
-from bastion.stores.ratelimit.redis import LUA_SCRIPTS, RedisRateLimitStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
     from bastion.stores.ratelimit import RateLimitBackend
+
     from bastion.testing.redis_server import RedisServer
 
 NOW = 1_700_000_123.25

@@ -29,23 +29,23 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient, WebSocketDenialResponse
 
+from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
+
 from bastion.asgi import RateLimitMiddleware, SecurityHeadersMiddleware
 from bastion.core.audit import Auditor, EventName, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.testing.audit import RecordingAuditSink
 from servers import uvicorn_thread
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from bastion.stores.ratelimit import RateLimitBackend
     from starlette.requests import Request
     from starlette.websockets import WebSocket
-
-    from bastion.stores.ratelimit import RateLimitBackend
 
 NOW = 1_700_000_000.0  # 20 s into a minute: a fixed 60 s window resets in 40 s
 CLIENT = ("203.0.113.7", 4000)

@@ -11,6 +11,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from flask import Flask
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,8 +30,6 @@ from bastion.core.refusal import (
 )
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.stores.redis import RedisStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
 from bastion.wsgi import SessionMiddleware as WSGISessionMiddleware

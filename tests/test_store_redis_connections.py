@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from redis import Redis as SyncRedis
 
 from bastion.core.ratelimit import Rate, Strategy
@@ -28,7 +29,6 @@ from bastion.errors import (
     StoreTimeout,
 )
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from bastion.stores.ratelimit import (
+    MemoryRateLimitStore,
+    SQLiteRateLimitStore,
+    open_ratelimit_store,
+)
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -31,11 +36,6 @@ from bastion.core.sessions import SessionConfig
 from bastion.errors import ConfigurationError, StoreBusy, StoreFull, StoreReadOnly
 from bastion.stores import open_store
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import (
-    MemoryRateLimitStore,
-    SQLiteRateLimitStore,
-    open_ratelimit_store,
-)
 from bastion.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:

@@ -20,6 +20,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import limits
+from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from limits.aio import storage as aio_storage
 from limits.aio import strategies as aio_strategies
 from redis.asyncio import Redis
@@ -27,8 +29,6 @@ from redis.asyncio import Redis
 from bastion.asgi.ratelimit import RateLimitMiddleware
 from bastion.core.ratelimit import MICROS, Rate, Strategy
 from bastion.engine.ratelimit import RateLimiter, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.testing.redis_server import RedisServer
 from bench.driver import call_asgi, http_scope, make_floor_app
 from bench.group import Group

@@ -37,6 +37,10 @@ Fixtures:
   like SQLite and Redis); a URL that :func:`bastion.stores.open_store` opens, in another
   process, as the same store.
 
+Rate limits are a capability of the protocol (:class:`~bastion.stores.base.SupportsRateLimit`):
+the suite checks it too (:mod:`bastion.testing.ratelimit_contract`), unless the test class says
+``rate_limits = False`` for a store that does not offer it.
+
 The tests use pytest-asyncio (``@pytest.mark.asyncio``, strict mode). The multi-process test of
 :class:`SharedStoreContract` is marked ``slow``.
 """
@@ -55,6 +59,7 @@ import pytest
 from bastion.errors import StoreError
 from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store
 from bastion.testing._store_worker import cas_increment_worker
+from bastion.testing.ratelimit_contract import RateLimitContract
 
 __all__ = ["AdvanceTime", "SharedStoreContract", "StoreContract"]
 
@@ -118,8 +123,12 @@ BAD_TTLS: tuple[object, ...] = (
 BAD_VALUES: tuple[object, ...] = ("text", None, 1, 1.5, ["b"], object())
 
 
-class StoreContract:
-    """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above."""
+class StoreContract(RateLimitContract):
+    """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above.
+
+    It includes the rate-limit capability's tests (:mod:`bastion.testing.ratelimit_contract`);
+    a store without the capability sets ``rate_limits = False`` on its test class.
+    """
 
     # -- basics -------------------------------------------------------------------------------
 
