@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - hiredis ships with the redis extra's f
 
 from bastion.errors import ConfigurationError, StoreCorrupt, StoreError
 from bastion.stores.faults import redis_reply_fault, socket_fault
+from bastion.stores.redis_url import DEFAULT_TIMEOUT
 
 __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",
@@ -49,9 +50,6 @@ __all__ = [
     "resp_endpoint",
     "resp_fault",
 ]
-
-DEFAULT_TIMEOUT: Final = 2.0
-"""Seconds to wait for a connection or a reply before raising StoreUnavailable."""
 
 DEFAULT_MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
 """Largest reply the RESP transport reads (64 MiB): a broken or hostile server cannot make the

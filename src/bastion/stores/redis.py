@@ -44,7 +44,6 @@ every caller tolerates that. The store takes a ``redis.asyncio.Redis`` client; a
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import redis as redis_sync
@@ -90,6 +89,8 @@ from bastion.stores.keyspace import (
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
     LoopClients,
+    check_timeout,
+    describe_client,
     pop_query,
     without_maintenance_notifications,
 )
@@ -114,31 +115,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-
-def _check_timeout(name: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(
-            f"{name} must be a finite number of seconds greater than 0, got {value!r}; "
-            f"the default is {DEFAULT_TIMEOUT}",
-            setting=name,
-        )
-    return float(value)
-
-
-def _describe_client(client: Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if kwargs.get("path"):
-        return f"unix:{kwargs['path']} db {kwargs.get('db', 0)}"
-    host = str(kwargs.get("host", "localhost"))
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    return f"{host}:{kwargs.get('port', 6379)} db {kwargs.get('db', 0)}"
 
 
 async def _close_client(client: Redis) -> None:
@@ -195,7 +171,7 @@ class RedisStore:
         self._client = client  # the template: the first event loop's client
         self._handed_out = False
         self._clients: LoopClients[Redis] = LoopClients(self._loop_client, _close_client)
-        self._where = _describe_client(client)
+        self._where = describe_client(client)
         self._closed = False
         # None: rate limits use the server's clock (TIME), so that every host agrees.
         self._clock = None if clock is system_clock else clock
@@ -303,13 +279,13 @@ class RedisStore:
             )
         options.setdefault("retry", Retry(NoBackoff(), 0))
         options.update(without_maintenance_notifications(options))
-        timeout = _check_timeout("socket_timeout", socket_timeout)
+        timeout = check_timeout("socket_timeout", socket_timeout)
         try:
             pool = BlockingConnectionPool.from_url(
                 clean_url,
                 timeout=timeout,
                 socket_timeout=timeout,
-                socket_connect_timeout=_check_timeout("connect_timeout", connect_timeout),
+                socket_connect_timeout=check_timeout("connect_timeout", connect_timeout),
                 **options,
             )
             # Build (not connect) one connection now, so a misspelt option fails here rather
