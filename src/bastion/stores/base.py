@@ -57,6 +57,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "Store",
+    "SupportsPurge",
     "SupportsRateLimit",
     "SupportsSync",
     "SyncStore",
@@ -161,6 +162,16 @@ class SupportsRateLimit(Protocol):
     def hit_sync(
         self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
     ) -> tuple[Decision, ...]: ...
+
+
+@runtime_checkable
+class SupportsPurge(Protocol):
+    """A store that can delete its expired entries on demand (memory, SQLite; Redis expires
+    keys itself). Used by ``bastion store purge``."""
+
+    async def purge_expired(self) -> int:
+        """Delete every expired entry now and say how many went."""
+        ...
 
 
 def sync_side(store: Store) -> SyncStore | None:
