@@ -398,14 +398,16 @@ class SQLiteStore:
             executor, self._executor = self._executor, None
             forked = self._pid != os.getpid()
         self._threads.close_all()
-        self._counters.close()
         if executor is None or forked:
+            self._counters.close()
             return
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._close_connection)
         finally:
             # The queue is empty (the close ran last), so this join returns at once.
             executor.shutdown(wait=True)
+            # After the worker thread: a decision queued on it finished on its connection.
+            self._counters.close()
 
     # -- worker plumbing ------------------------------------------------------------------------
 
