@@ -69,14 +69,14 @@ def _headers(policy: str | None) -> tuple[ASGIApp, Scope]:
 def _ratelimit(limited: bool) -> tuple[ASGIApp, Scope]:
     from bastion.asgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415
     from bastion.engine.ratelimit import RateLimiter, Rule  # noqa: PLC0415
-    from bastion.stores.ratelimit import MemoryRateLimitStore  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
     from bench.groups.headers import PassThrough  # noqa: PLC0415
     from bench.groups.ratelimit import RATE  # noqa: PLC0415
 
     floor = make_floor_app()
     if not limited:
         return PassThrough(floor), http_scope("GET", "/")
-    limiter = RateLimiter(MemoryRateLimitStore())
+    limiter = RateLimiter(MemoryStore())
     return RateLimitMiddleware(floor, limiter, Rule("bench", RATE)), http_scope("GET", "/")
 
 

@@ -31,7 +31,6 @@ from bastion.engine.apikeys import ApiKeyManager
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import BadToken, ConfigurationError, StoreBusy, StoreUnavailable
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.testing.audit import RecordingAuditSink
 from bastion.testing.sync_store import CountingStore
 
@@ -349,7 +348,7 @@ async def test_a_keys_own_rate_limit_is_enforced_by_the_limiter(manager: ApiKeyM
     created = await manager.create(
         "user-1", name="bot", scopes=["posts:read"], rate_limit=RateLimitSetting(limit=2, period=60)
     )
-    limiter = RateLimiter(MemoryRateLimitStore())
+    limiter = RateLimiter(MemoryStore())
     allowed = []
     for _ in range(3):
         result = await manager.verify(created.token, required_scope="posts:read")

@@ -31,7 +31,7 @@ from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import ConfigurationError
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.memory import MemoryStore
 from bastion.testing.audit import RecordingAuditSink
 
 KEY = SecretKey(b"audit-key-" * 4)
@@ -184,7 +184,7 @@ def test_a_flood_over_http_writes_bounded_audit_lines() -> None:
     async def home(_request: object) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    limiter = RateLimiter(MemoryRateLimitStore(clock=clock), auditor=auditor)
+    limiter = RateLimiter(MemoryStore(clock=clock), auditor=auditor)
     app = RateLimitMiddleware(
         Starlette(routes=[Route("/", home)]), limiter, Rule("api", "5/minute")
     )

@@ -45,7 +45,6 @@ from bastion.core.environment import Environment
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import MemoryRateLimitStore
 from bastion.testing.csrf import afetch_token, browser_headers
 
 if TYPE_CHECKING:
@@ -159,7 +158,7 @@ def client(app: ASGIApp, base_url: str) -> httpx.AsyncClient:
 
 
 def memory_limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
+    return RateLimiter(MemoryStore(clock=FrozenClock(NOW)))
 
 
 def sessions_and_csrf(app: ASGIApp) -> ASGIApp:

@@ -37,7 +37,7 @@ from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import ConfigurationError
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.memory import MemoryStore
 from bastion.wsgi import CSRFMiddleware as WSGICSRFMiddleware
 from bastion.wsgi.ratelimit import header_key as wsgi_header_key
 
@@ -152,7 +152,7 @@ def test_clear_site_data_off_is_logged(caplog: pytest.LogCaptureFixture) -> None
 
 
 def limiter(**options: Any) -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_700_000_000.0)), **options)
+    return RateLimiter(MemoryStore(clock=FrozenClock(1_700_000_000.0)), **options)
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from bastion.engine.ratelimit import (
     render_headers,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreUnavailable
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.stores.memory import MemoryStore
+from bastion.stores.redis import RedisStore
 from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def make_limiter(
     sink = RecordingAuditSink()
     auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink)
     return (
-        RateLimiter(MemoryRateLimitStore(clock=clock), auditor=auditor, shadow=shadow),
+        RateLimiter(MemoryStore(clock=clock), auditor=auditor, shadow=shadow),
         sink,
     )
 
@@ -187,8 +187,8 @@ async def test_failure_policies_when_redis_stops(
     clock = FrozenClock(NOW)
     sink = RecordingAuditSink()
     auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink)
-    backend = RedisRateLimitStore(server.url, socket_timeout=1, connect_timeout=1)
-    limiter = RateLimiter(backend, auditor=auditor, fallback=MemoryRateLimitStore(clock=clock))
+    backend = RedisStore.from_url(server.url, socket_timeout=1, connect_timeout=1)
+    limiter = RateLimiter(backend, auditor=auditor, fallback=MemoryStore(clock=clock))
     open_rule = Rule("open", "1/minute", on_failure="open")
     closed_rule = Rule("closed", "100/minute", on_failure="closed")
     local_rule = Rule("local", "2/minute", on_failure="fallback", strategy="fixed_window")
@@ -236,3 +236,4 @@ async def test_failure_policies_when_redis_stops(
         assert names.index("ratelimit_store_recovered") > names.index("ratelimit_store_unavailable")
     finally:
         await limiter.aclose()
+        await backend.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import flask
@@ -19,8 +20,9 @@ from bastion.core.clock import FrozenClock
 from bastion.core.ratelimit import ClientIP
 from bastion.engine.ratelimit import RateLimiter, RateLimitResult, Route, Rule
 from bastion.integrations.ratelimit import RateLimit, flask_limit, limit
-from bastion.stores.ratelimit import MemoryRateLimitStore, SQLiteRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.stores.memory import MemoryStore
+from bastion.stores.redis import RedisStore
+from bastion.stores.sqlite import SQLiteStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
 from bastion.wsgi.ratelimit import client_ip_key as environ_client_ip_key
 from bastion.wsgi.ratelimit import header_key as wsgi_header_key
@@ -45,7 +47,7 @@ UNAVAILABLE = '{"error": "rate_limit_store_unavailable", "detail": "Service Unav
 
 
 def memory_limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
+    return RateLimiter(MemoryStore(clock=FrozenClock(NOW)))
 
 
 async def ok(_request: Request) -> PlainTextResponse:
@@ -174,7 +176,7 @@ async def test_redis_stopped_mid_run_never_500(
     start_redis_server: Callable[..., RedisServer],
 ) -> None:
     server = start_redis_server()
-    backend = RedisRateLimitStore(server.url, socket_timeout=1, connect_timeout=1)
+    backend = RedisStore.from_url(server.url, socket_timeout=1, connect_timeout=1)
     limiter = RateLimiter(backend)
     rules = [
         Route(rule=Rule("open", "2/minute", on_failure="open"), path="/", exact=True),
@@ -201,6 +203,7 @@ async def test_redis_stopped_mid_run_never_500(
             assert (await client.get("/")).status_code == 429  # shared counter again
     finally:
         await limiter.aclose()
+        await backend.aclose()
 
 
 # -- FastAPI ----------------------------------------------------------------------------------
@@ -250,7 +253,8 @@ async def test_fastapi_dependency_and_decorator() -> None:
 
 @pytest.mark.asyncio
 async def test_starlette_decorator_without_request_annotation(tmp_path: Path) -> None:
-    limiter = RateLimiter(SQLiteRateLimitStore(tmp_path / "rl.db", clock=FrozenClock(NOW)))
+    store = SQLiteStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
+    limiter = RateLimiter(store)
 
     @limit(limiter, Rule("home", "1/minute"), legacy_headers=True)
     async def home(request):  # type: ignore[no-untyped-def]
@@ -266,7 +270,7 @@ async def test_starlette_decorator_without_request_annotation(tmp_path: Path) ->
             assert (refused.status_code, refused.text) == (429, LIMITED)
             assert refused.headers["retry-after"] == "60"
     finally:
-        await limiter.aclose()
+        await store.aclose()
 
 
 # -- WSGI and Flask ---------------------------------------------------------------------------
@@ -304,7 +308,8 @@ def test_flask_decorator() -> None:
 
 
 def test_wsgi_middleware_with_flask(tmp_path: Path) -> None:
-    limiter = RateLimiter(SQLiteRateLimitStore(tmp_path / "rl.db", clock=FrozenClock(NOW)))
+    store = SQLiteStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
+    limiter = RateLimiter(store)
     app = flask_app(memory_limiter())
     key = environ_client_ip_key(ClientIP(["127.0.0.1"]))
     app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
@@ -325,13 +330,14 @@ def test_wsgi_middleware_with_flask(tmp_path: Path) -> None:
         other = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.2"}
         assert client.get("/", environ_base=other).status_code == 200
     finally:
-        limiter.close()
+        asyncio.run(store.aclose())
 
 
 @pytest.mark.redis
 def test_wsgi_redis_stopped_never_500(start_redis_server: Callable[..., RedisServer]) -> None:
     server = start_redis_server()
-    limiter = RateLimiter(RedisRateLimitStore(server.url, socket_timeout=1, connect_timeout=1))
+    store = RedisStore.from_url(server.url, socket_timeout=1, connect_timeout=1)
+    limiter = RateLimiter(store)
     app = flask_app(memory_limiter())
     app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, limiter, Rule("site", "100/minute", on_failure="closed")
@@ -345,7 +351,7 @@ def test_wsgi_redis_stopped_never_500(start_redis_server: Callable[..., RedisSer
         server.start()
         assert client.get("/").status_code == 200
     finally:
-        limiter.close()
+        asyncio.run(store.aclose())
 
 
 # -- key functions ------------------------------------------------------------------------------

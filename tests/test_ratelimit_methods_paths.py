@@ -34,7 +34,7 @@ from bastion.core.request import (
 )
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
 from bastion.errors import ConfigurationError
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.memory import MemoryStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
 from bastion.wsgi.ratelimit import path_key as wsgi_path_key
 from servers import uvicorn_thread
@@ -48,7 +48,7 @@ NOW = 1_700_000_000.0
 
 
 def memory_limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(NOW)))
+    return RateLimiter(MemoryStore(clock=FrozenClock(NOW)))
 
 
 def login_route(limit: str = "10/minute", **options: Any) -> Route:

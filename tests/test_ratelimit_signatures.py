@@ -21,7 +21,7 @@ from bastion.core.clock import FrozenClock
 from bastion.engine.ratelimit import RateLimiter
 from bastion.integrations.ratelimit import limit
 from bastion.integrations.sessions import SessionDep  # noqa: TC001 (FastAPI evaluates it at run time)
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.memory import MemoryStore
 from fastapi_signature_app import Item, Ledger, LedgerDep, get_ledger
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def limited(limiter: RateLimiter) -> Decorate:
 
 @pytest.fixture
 def limiter() -> RateLimiter:
-    return RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_700_000_000.0)))
+    return RateLimiter(MemoryStore(clock=FrozenClock(1_700_000_000.0)))
 
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:

@@ -1,8 +1,9 @@
-"""Rate-limit backends: exact counts under threads, processes and tasks; Lua = Python; one trip.
+"""The stores' rate-limit capability: exact counts under threads, processes and tasks; Lua =
+Python; one trip.
 
 Limit 100 per 60 s on one key, 2000 attempts: exactly 100 admitted, for every algorithm, on
-every backend that supports that kind of concurrency. Memory and SQLite run on a FrozenClock;
-the Redis backend is given the same frozen clock (its ``clock=`` option) so that token refill
+every store that supports that kind of concurrency. Memory and SQLite run on a FrozenClock;
+the Redis store is given the same frozen clock (its ``clock=`` option) so that token refill
 or a window boundary during the run cannot blur the count; the server clock has its own test.
 """
 
@@ -32,20 +33,20 @@ from bastion.core.ratelimit import (
     micros,
     step,
 )
+from bastion.engine.ratelimit import RateLimiter
 from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.stores import open_store
+from bastion.stores.base import Store, SupportsRateLimit
 from bastion.stores.keyspace import key_slot
-from bastion.stores.ratelimit import (
-    MemoryRateLimitStore,
-    SQLiteRateLimitStore,
-    open_ratelimit_store,
-)
-from bastion.stores.ratelimit.redis import LUA_SCRIPTS, RedisRateLimitStore
+from bastion.stores.memory import MemoryStore
+from bastion.stores.redis import LUA_SCRIPTS, RedisStore
+from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.sync_store import CountingStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
-    from bastion.stores.ratelimit import RateLimitBackend
     from bastion.testing.redis_server import RedisServer
 
 NOW = 1_700_000_123.25
@@ -57,6 +58,19 @@ STRATEGIES = list(Strategy)
 async def command_counts(admin: Redis) -> dict[str, int]:
     stats = await admin.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+def close(store: Store) -> None:
+    """Close ``store`` from synchronous code."""
+    asyncio.run(store.aclose())
+
+
+def sqlite_store(path: Path, **options: object) -> SQLiteStore:
+    return SQLiteStore(path, clock=FrozenClock(NOW), **options)  # type: ignore[arg-type]
+
+
+def redis_store(url: str, prefix: str | None = None, **options: object) -> RedisStore:
+    return RedisStore.from_url(url, prefix=prefix, **options)  # type: ignore[arg-type]
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -74,7 +88,7 @@ async def admin(redis_url: str) -> AsyncIterator[Redis]:
 # -- the same counts everywhere -----------------------------------------------------------------
 
 
-def count_in_threads(backend: RateLimitBackend, strategy: Strategy, key: str) -> int:
+def count_in_threads(backend: SupportsRateLimit, strategy: Strategy, key: str) -> int:
     barrier = threading.Barrier(8)
     admitted: list[int] = []
 
@@ -103,7 +117,7 @@ def switch_interval(request: pytest.FixtureRequest) -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
-async def count_in_tasks(backend: RateLimitBackend, strategy: Strategy, key: str) -> int:
+async def count_in_tasks(backend: SupportsRateLimit, strategy: Strategy, key: str) -> int:
     start = asyncio.Event()
 
     async def work() -> int:
@@ -120,21 +134,22 @@ async def count_in_tasks(backend: RateLimitBackend, strategy: Strategy, key: str
 
 
 def _process_worker(
-    make: Callable[[], RateLimitBackend],
+    make: Callable[[], Store],
     strategy: Strategy,
     key: str,
     barrier: threading.Barrier,
     results: multiprocessing.Queue[int],
 ) -> None:
     backend = make()
+    assert isinstance(backend, SupportsRateLimit)
     try:
         barrier.wait()
         results.put(sum(backend.hit_sync(key, strategy, [RATE])[0].allowed for _ in range(250)))
     finally:
-        backend.close()
+        close(backend)
 
 
-def count_in_processes(make: Callable[[], RateLimitBackend], strategy: Strategy, key: str) -> int:
+def count_in_processes(make: Callable[[], Store], strategy: Strategy, key: str) -> int:
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(8)
     results: multiprocessing.Queue[int] = ctx.Queue()
@@ -154,33 +169,33 @@ def count_in_processes(make: Callable[[], RateLimitBackend], strategy: Strategy,
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.usefixtures("switch_interval")
 def test_memory_threads_exact(strategy: Strategy) -> None:
-    backend = MemoryRateLimitStore(clock=FrozenClock(NOW))
+    backend = MemoryStore(clock=FrozenClock(NOW))
     assert count_in_threads(backend, strategy, "k") == 100
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.asyncio
 async def test_memory_tasks_exact(strategy: Strategy) -> None:
-    backend = MemoryRateLimitStore(clock=FrozenClock(NOW))
+    backend = MemoryStore(clock=FrozenClock(NOW))
     assert await count_in_tasks(backend, strategy, "k") == 100
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.usefixtures("switch_interval")
 def test_sqlite_threads_exact(strategy: Strategy, tmp_path: Path) -> None:
-    backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
+    backend = sqlite_store(tmp_path / "rl.db")
     try:
         assert count_in_threads(backend, strategy, "k") == 100
     finally:
-        backend.close()
+        close(backend)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_sqlite_processes_exact(strategy: Strategy, tmp_path: Path) -> None:
     path = tmp_path / "rl.db"  # a fresh file: the workers also race to create it
 
-    def make() -> RateLimitBackend:
-        return SQLiteRateLimitStore(path, clock=FrozenClock(NOW))
+    def make() -> Store:
+        return sqlite_store(path)
 
     assert count_in_processes(make, strategy, "k") == 100
 
@@ -188,7 +203,7 @@ def test_sqlite_processes_exact(strategy: Strategy, tmp_path: Path) -> None:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.asyncio
 async def test_sqlite_tasks_exact(strategy: Strategy, tmp_path: Path) -> None:
-    backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
+    backend = sqlite_store(tmp_path / "rl.db")
     try:
         assert await count_in_tasks(backend, strategy, "k") == 100
     finally:
@@ -199,18 +214,18 @@ async def test_sqlite_tasks_exact(strategy: Strategy, tmp_path: Path) -> None:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.usefixtures("switch_interval")
 def test_redis_threads_exact(strategy: Strategy, redis_url: str, redis_prefix: str) -> None:
-    backend = RedisRateLimitStore(redis_url, prefix=redis_prefix, clock=FrozenClock(NOW))
+    backend = redis_store(redis_url, redis_prefix, clock=FrozenClock(NOW))
     try:
         assert count_in_threads(backend, strategy, "k") == 100
     finally:
-        backend.close()
+        close(backend)
 
 
 @pytest.mark.redis
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_redis_processes_exact(strategy: Strategy, redis_url: str, redis_prefix: str) -> None:
-    def make() -> RateLimitBackend:
-        return RedisRateLimitStore(redis_url, prefix=redis_prefix, clock=FrozenClock(NOW))
+    def make() -> Store:
+        return redis_store(redis_url, redis_prefix, clock=FrozenClock(NOW))
 
     assert count_in_processes(make, strategy, "k") == 100
 
@@ -219,23 +234,23 @@ def test_redis_processes_exact(strategy: Strategy, redis_url: str, redis_prefix:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.asyncio
 async def test_redis_tasks_exact(strategy: Strategy, redis_url: str, redis_prefix: str) -> None:
-    backend = RedisRateLimitStore(redis_url, prefix=redis_prefix, clock=FrozenClock(NOW))
+    backend = redis_store(redis_url, redis_prefix, clock=FrozenClock(NOW))
     try:
         assert await count_in_tasks(backend, strategy, "k") == 100
     finally:
         await backend.aclose()
 
 
-# -- behaviour shared by the backends -------------------------------------------------------
+# -- behaviour shared by the stores ---------------------------------------------------------
 
 
 def backends(
     tmp_path: Path, redis_url: str, prefix: str, clock: FrozenClock
-) -> list[RateLimitBackend]:
+) -> list[MemoryStore | SQLiteStore | RedisStore]:
     return [
-        MemoryRateLimitStore(clock=clock),
-        SQLiteRateLimitStore(tmp_path / "rl.db", clock=clock),
-        RedisRateLimitStore(redis_url, prefix=prefix, clock=clock),
+        MemoryStore(clock=clock),
+        SQLiteStore(tmp_path / "rl.db", clock=clock),
+        redis_store(redis_url, prefix, clock=clock),
     ]
 
 
@@ -266,7 +281,7 @@ def test_backends_match_the_step_functions(
                 assert list(backend.hit_sync("user-1", strategy, rates, cost)) == expected, backend
     finally:
         for backend in every:
-            backend.close()
+            close(backend)
 
 
 @pytest.mark.redis
@@ -289,12 +304,12 @@ async def test_all_or_nothing_across_rates(
 
 
 def test_memory_bounded_keys() -> None:
-    backend = MemoryRateLimitStore(max_keys=3, clock=FrozenClock(NOW))
+    backend = MemoryStore(max_entries=3, clock=FrozenClock(NOW))
     for i in range(10):
         backend.hit_sync(f"k{i}", Strategy.TOKEN_BUCKET, [RATE])
-    assert len(backend) == 3
-    with pytest.raises(ConfigurationError, match="max_keys"):
-        MemoryRateLimitStore(max_keys=0)
+    assert backend.rate_limit_states == 3
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        MemoryStore(max_entries=0)
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
@@ -304,7 +319,7 @@ def test_a_flood_of_new_keys_cannot_push_out_a_refused_client(strategy: Strategy
     keys. Least-recently-used eviction dropped the refused client's state first (a refusal
     does not touch it), and the client got a fresh allowance; it must stay refused."""
     clock = FrozenClock(NOW)
-    backend = MemoryRateLimitStore(max_keys=100, clock=clock)
+    backend = MemoryStore(max_entries=100, clock=clock)
     rate = Rate.per(5, 3600)
     for _ in range(5):
         assert backend.hit_sync("attacker", strategy, [rate])[0].allowed
@@ -313,13 +328,13 @@ def test_a_flood_of_new_keys_cannot_push_out_a_refused_client(strategy: Strategy
         backend.hit_sync(f"2001:db8:{i:x}::/64", strategy, [rate])
         if i % 97 == 0:  # the attacker keeps trying meanwhile: every try is refused
             assert not backend.hit_sync("attacker", strategy, [rate])[0].allowed, i
-    assert len(backend) == 100
+    assert backend.rate_limit_states == 100
     assert not backend.hit_sync("attacker", strategy, [rate])[0].allowed
 
 
 def test_a_full_memory_store_drops_an_expired_state_first() -> None:
     clock = FrozenClock(NOW)
-    backend = MemoryRateLimitStore(max_keys=2, clock=clock)
+    backend = MemoryStore(max_entries=2, clock=clock)
     short, long = Rate.per(1, 1), Rate.per(1, 3600)
     backend.hit_sync("old-long", Strategy.FIXED_WINDOW, [long])
     backend.hit_sync("short", Strategy.FIXED_WINDOW, [short])
@@ -330,7 +345,7 @@ def test_a_full_memory_store_drops_an_expired_state_first() -> None:
 
 def test_sqlite_expired_rows_are_ignored_and_purged(tmp_path: Path) -> None:
     clock = FrozenClock(NOW)
-    backend = SQLiteRateLimitStore(tmp_path / "rl.db", clock=clock, purge_every=2)
+    backend = SQLiteStore(tmp_path / "rl.db", clock=clock, purge_every=2)
     try:
         assert backend.hit_sync("a", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
         assert not backend.hit_sync("a", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
@@ -338,7 +353,7 @@ def test_sqlite_expired_rows_are_ignored_and_purged(tmp_path: Path) -> None:
         assert backend.hit_sync("b", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
         assert backend.hit_sync("a", Strategy.FIXED_WINDOW, [Rate.per(1, 1)])[0].allowed
     finally:
-        backend.close()
+        close(backend)
     import sqlite3  # noqa: PLC0415
 
     with sqlite3.connect(tmp_path / "rl.db") as conn:
@@ -348,11 +363,11 @@ def test_sqlite_expired_rows_are_ignored_and_purged(tmp_path: Path) -> None:
 
 
 def test_sqlite_unavailable(tmp_path: Path) -> None:
-    backend = SQLiteRateLimitStore(tmp_path / "missing-dir" / "rl.db")
+    backend = SQLiteStore(tmp_path / "missing-dir" / "rl.db")
     with pytest.raises(StoreUnavailable, match="missing-dir"):
         backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
-    backend.close()
-    with pytest.raises(StoreError, match="after close"):
+    close(backend)
+    with pytest.raises(StoreError, match="is closed"):
         backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
 
 
@@ -432,7 +447,7 @@ async def test_one_round_trip_per_decision_with_server_clock(
 ) -> None:
     server = start_redis_server()
     admin = Redis.from_url(server.url)
-    backend = RedisRateLimitStore(server.url)
+    backend = redis_store(server.url)
     rates = [Rate.per(5, 60), Rate.per(50, 3600)]
     try:
         await backend.hit("warm", Strategy.TOKEN_BUCKET, rates)  # loads the script (NOSCRIPT)
@@ -462,7 +477,7 @@ async def test_one_round_trip_per_decision_with_server_clock(
 @pytest.mark.redis
 @pytest.mark.asyncio
 async def test_script_reloaded_after_flush(redis_url: str, redis_prefix: str, admin: Redis) -> None:
-    backend = RedisRateLimitStore(redis_url, prefix=redis_prefix)
+    backend = redis_store(redis_url, redis_prefix)
     try:
         assert (await backend.hit("k", Strategy.SLIDING_LOG, [RATE]))[0].remaining == 99
         await admin.script_flush()
@@ -479,7 +494,7 @@ async def test_redis_stopped_raises_unavailable(
     start_redis_server: Callable[..., RedisServer],
 ) -> None:
     server = start_redis_server()
-    backend = RedisRateLimitStore(server.url, socket_timeout=1, connect_timeout=1)
+    backend = redis_store(server.url, socket_timeout=1, connect_timeout=1)
     try:
         assert (await backend.hit("k", Strategy.FIXED_WINDOW, [RATE]))[0].allowed
         assert backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].allowed
@@ -495,59 +510,89 @@ async def test_redis_stopped_raises_unavailable(
 
 def test_redis_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="prefix"):
-        RedisRateLimitStore("redis://localhost", prefix="a{b}")
+        redis_store("redis://localhost", prefix="a{b}")
     with pytest.raises(ConfigurationError, match="redis://"):
-        RedisRateLimitStore("http://localhost")
+        redis_store("http://localhost")
     with pytest.raises(ConfigurationError, match="socket_timeout"):
-        RedisRateLimitStore("redis://localhost", socket_timeout=0)
+        redis_store("redis://localhost", socket_timeout=0)
 
 
-def test_open_ratelimit_store(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_open_store_opens_the_rate_limit_store(tmp_path: Path) -> None:
+    """One opener: every URL open_store takes gives a store with the rate-limit capability."""
     clock = FrozenClock(NOW)
-    memory = open_ratelimit_store("memory://", clock=clock, max_keys=5)
-    assert isinstance(memory, MemoryRateLimitStore)
-    assert repr(memory) == "MemoryRateLimitStore(max_keys=5)"
-    sqlite = open_ratelimit_store(f"sqlite:///{tmp_path / 'rl.db'}", clock=clock)
-    assert isinstance(sqlite, SQLiteRateLimitStore)
+    memory = open_store("memory://", clock=clock, max_entries=5)
+    assert isinstance(memory, SupportsRateLimit)
+    assert memory.nonblocking is True
+    sqlite = open_store(f"sqlite:///{tmp_path / 'rl.db'}", clock=clock)
+    assert isinstance(sqlite, SupportsRateLimit)
+    assert sqlite.nonblocking is False
     assert sqlite.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].remaining == 99
-    sqlite.close()
+    await sqlite.aclose()
     assert (tmp_path / "rl.db").exists()
-    redis_backend = open_ratelimit_store("redis://127.0.0.1:1/0", prefix="app:")
-    assert isinstance(redis_backend, RedisRateLimitStore)
+    redis_backend = open_store("redis://127.0.0.1:1/0", prefix="app:")
+    assert isinstance(redis_backend, SupportsRateLimit)
+    assert redis_backend.nonblocking is False
     with pytest.raises(StoreUnavailable):
         redis_backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
-    redis_backend.close()
-    with pytest.raises(ConfigurationError, match="memory://"):
-        open_ratelimit_store("postgres://db")
-    with pytest.raises(ConfigurationError, match="no option 'colour'"):
-        open_ratelimit_store("memory://", colour="blue")
+    await redis_backend.aclose()
+    await memory.aclose()
+
+
+@pytest.mark.asyncio
+async def test_sqlite_counters_and_entries_share_one_file_and_one_close(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "one.db", clock=FrozenClock(NOW))
+    await store.set("session:x", b"v")
+    assert (await store.hit("k", Strategy.FIXED_WINDOW, [RATE]))[0].remaining == 99
+    assert store.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].remaining == 98
+    await store.aclose()
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(tmp_path / "one.db") as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert {"bastion_kv", "bastion_ratelimit"} <= tables
+    with pytest.raises(StoreError, match="is closed"):
+        await store.hit("k", Strategy.FIXED_WINDOW, [RATE])
+
+
+def test_a_store_without_the_capability_is_refused_by_name() -> None:
+    """RateLimiter(store) takes a Store; one that cannot decide rate limits is a clear
+    ConfigurationError naming what it lacks, not an AttributeError on the first request."""
+    counting = CountingStore(MemoryStore())  # a real Store, without hit/hit_sync
+    with pytest.raises(ConfigurationError, match="lacks hit, hit_sync, nonblocking") as info:
+        RateLimiter(counting)  # type: ignore[arg-type]
+    assert info.value.setting == "store"
+    with pytest.raises(ConfigurationError, match="SupportsRateLimit"):
+        RateLimiter(MemoryStore(), fallback=counting)  # type: ignore[arg-type]
 
 
 def test_redis_url_prefix_is_read_like_the_key_value_store(
     redis_url: str, redis_prefix: str
 ) -> None:
-    """The one store URL configures both Redis back ends: ``?prefix=`` names the keys (and
-    never reaches redis-py's socket), ``?transport=`` of the key-value store is ignored here."""
+    """``?prefix=`` names the rate-limit keys as it names the others (and never reaches
+    redis-py's socket); ``?transport=`` applies to the scripts too."""
     prefix = redis_prefix.rstrip(":") + "-url:"
     url = f"{redis_url}?prefix={prefix}&transport=resp"
-    backend = open_ratelimit_store(url, clock=FrozenClock(NOW))
+    backend = open_store(url, clock=FrozenClock(NOW))
+    assert isinstance(backend, RedisStore)
     try:
-        assert repr(backend) == f"RedisRateLimitStore(prefix='{prefix}')"
+        assert backend.prefix == prefix
         assert backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].remaining == 99
         client = SyncRedis.from_url(redis_url)
         try:
             keys = client.keys(f"{prefix}*")
-            assert keys == backend.keys("k", Strategy.FIXED_WINDOW, [RATE])
+            assert keys == backend.rate_limit_keys("k", Strategy.FIXED_WINDOW, [RATE])
         finally:
             client.close()
     finally:
-        backend.close()
+        close(backend)
     with pytest.raises(ConfigurationError, match="both in the URL and as prefix="):
-        open_ratelimit_store(url, prefix="other:")
+        open_store(url, prefix="other:")
     with pytest.raises(ConfigurationError, match="'prefix' more than once"):
-        RedisRateLimitStore(f"{redis_url}?prefix=a:&prefix=b:")
+        redis_store(f"{redis_url}?prefix=a:&prefix=b:")
     with pytest.raises(ConfigurationError, match="brace"):
-        RedisRateLimitStore(f"{redis_url}?prefix=%7Btag%7D:")
+        redis_store(f"{redis_url}?prefix=%7Btag%7D:")
 
 
 @pytest.mark.parametrize(
@@ -566,5 +611,5 @@ def test_sqlite_backend_settings_are_validated(
 ) -> None:
     arguments: dict[str, object] = {"path": tmp_path / "rl.db", **options}
     with pytest.raises(ConfigurationError) as info:
-        SQLiteRateLimitStore(**arguments)  # type: ignore[arg-type]
+        SQLiteStore(**arguments)  # type: ignore[arg-type]
     assert info.value.setting == setting

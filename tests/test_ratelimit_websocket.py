@@ -29,13 +29,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient, WebSocketDenialResponse
 
+
 from bastion.asgi import RateLimitMiddleware, SecurityHeadersMiddleware
 from bastion.core.audit import Auditor, EventName, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.stores.base import Store
+from bastion.stores.memory import MemoryStore
+from bastion.stores.redis import RedisStore
 from bastion.testing.audit import RecordingAuditSink
 from servers import uvicorn_thread
 
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.websockets import WebSocket
 
-    from bastion.stores.ratelimit import RateLimitBackend
+    from bastion.stores.base import SupportsRateLimit
 
 NOW = 1_700_000_000.0  # 20 s into a minute: a fixed 60 s window resets in 40 s
 CLIENT = ("203.0.113.7", 4000)
@@ -58,16 +60,16 @@ UNAVAILABLE = '{"error": "rate_limit_store_unavailable", "detail": "Service Unav
 
 
 def make_limiter(
-    backend: RateLimitBackend | None = None, *, shadow: bool = False
+    backend: SupportsRateLimit | None = None, *, shadow: bool = False
 ) -> tuple[RateLimiter, RecordingAuditSink]:
     clock = FrozenClock(NOW)
     sink = RecordingAuditSink()
     # Every event written one by one (no flood aggregation): the tests count them.
     auditor = Auditor(IdentifierHasher(SecretKey(b"k" * 32)), clock, sink, aggregation=None)
     limiter = RateLimiter(
-        backend if backend is not None else MemoryRateLimitStore(clock=clock),
+        backend if backend is not None else MemoryStore(clock=clock),
         auditor=auditor,
-        fallback=MemoryRateLimitStore(clock=clock),
+        fallback=MemoryStore(clock=clock),
         shadow=shadow,
     )
     return limiter, sink
@@ -330,10 +332,18 @@ async def test_a_client_gone_before_connect_gets_nothing() -> None:
 # -- backend outages ------------------------------------------------------------------------------
 
 
+async def close_limiter(limiter: RateLimiter) -> None:
+    """Close the limiter and the store it was given (the limiter does not own the store)."""
+    await limiter.aclose()
+    store: object = limiter.store
+    if isinstance(store, Store):
+        await store.aclose()
+
+
 def outage_limiter(
     policy: str, limit: str = "100/minute"
 ) -> tuple[RateLimiter, RecordingAuditSink, Rule]:
-    backend = RedisRateLimitStore(CLOSED_PORT, socket_timeout=1, connect_timeout=1)
+    backend = RedisStore.from_url(CLOSED_PORT, socket_timeout=1, connect_timeout=1)
     limiter, sink = make_limiter(backend)
     return limiter, sink, Rule("ws", limit, on_failure=policy, strategy="fixed_window")
 
@@ -349,7 +359,7 @@ async def test_fail_closed_outage_refuses_with_503_or_1013(
             closed = [(await drive(app)).sent for _ in range(2)]
             answered = await drive(app, extension=True)
     finally:
-        await limiter.aclose()
+        await close_limiter(limiter)
     reason = {"type": "websocket.close", "code": 1013, "reason": "service unavailable"}
     assert closed == [[reason]] * 2
     start, body = answered.sent
@@ -371,7 +381,7 @@ def test_fail_closed_outage_through_the_test_client() -> None:
         refused = denied(client)
         assert (refused.status_code, refused.text) == (503, UNAVAILABLE)
         assert "retry-after" not in refused.headers
-        client.portal.call(limiter.aclose)  # type: ignore[union-attr]
+        client.portal.call(close_limiter, limiter)  # type: ignore[union-attr]
 
 
 @pytest.mark.asyncio
@@ -381,7 +391,7 @@ async def test_fail_open_and_fallback_outages_behave_as_for_http() -> None:
         app = ws_app(limiter, [rule])
         assert [(await drive(app)).sent for _ in range(3)] == [ECHOED] * 3
     finally:
-        await limiter.aclose()
+        await close_limiter(limiter)
     assert refusals(sink) == []
 
     limiter, sink, rule = outage_limiter("fallback", "2/minute")
@@ -389,7 +399,7 @@ async def test_fail_open_and_fallback_outages_behave_as_for_http() -> None:
         app = ws_app(limiter, [rule])
         sent = [(await drive(app)).sent for _ in range(3)]
     finally:
-        await limiter.aclose()
+        await close_limiter(limiter)
     assert sent[:2] == [ECHOED] * 2  # counted in the per-process fallback
     assert sent[2] == [{"type": "websocket.close", "code": 1008, "reason": "rate limited"}]
     assert refusals(sink) == [(EventName.EXCESS_RATE_LIMIT_EXCEEDED, "blocked", "ws", False)]

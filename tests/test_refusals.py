@@ -28,8 +28,7 @@ from bastion.core.refusal import (
 )
 from bastion.core.sessions import SessionConfig
 from bastion.engine.ratelimit import RateLimiter, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
 from bastion.wsgi import SessionMiddleware as WSGISessionMiddleware
@@ -104,7 +103,7 @@ def test_json_detail_is_stripped_of_the_text_bodys_newline() -> None:
 
 def limiter_for(backend: Any = None) -> RateLimiter:
     clock = FrozenClock(1_700_000_000.0)
-    return RateLimiter(backend if backend is not None else MemoryRateLimitStore(clock=clock))
+    return RateLimiter(backend if backend is not None else MemoryStore(clock=clock))
 
 
 async def ok(_request: Any) -> PlainTextResponse:
@@ -147,7 +146,7 @@ async def test_asgi_429_is_json_for_an_api_client_and_text_otherwise() -> None:
 async def test_asgi_fail_closed_503_is_json_for_an_api_client() -> None:
     import httpx  # noqa: PLC0415
 
-    backend = RedisRateLimitStore("redis://127.0.0.1:1/0", socket_timeout=1, connect_timeout=1)
+    backend = RedisStore.from_url("redis://127.0.0.1:1/0", socket_timeout=1, connect_timeout=1)
     rule = Rule("api", "10/minute", on_failure="closed")
     app = starlette_limited(limiter_for(backend), rule)
     transport = httpx.ASGITransport(app=app)
@@ -155,7 +154,7 @@ async def test_asgi_fail_closed_503_is_json_for_an_api_client() -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             response = await client.get("/", headers=JSON_ACCEPT)
     finally:
-        backend.close()
+        await backend.aclose()
     check_json(response, 503, "rate_limit_store_unavailable")
 
 

@@ -27,7 +27,7 @@ from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.keys import KeyRing
 from bastion.core.request import body_methods, has_body
 from bastion.engine.ratelimit import RateLimiter, Route, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import afetch_token
 from bastion.wsgi import CSRFMiddleware as WSGICSRFMiddleware
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
@@ -98,7 +98,7 @@ def test_flask_head_with_a_body_is_rate_limited_by_a_post_rule() -> None:
         handled.append(flask.request.method)
         return "handled"
 
-    limiter = RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_800_000_000.0)))
+    limiter = RateLimiter(MemoryStore(clock=FrozenClock(1_800_000_000.0)))
     csrf = WSGICSRFMiddleware(
         app.wsgi_app,
         config=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
@@ -131,7 +131,7 @@ async def test_starlette_get_with_a_body_is_rate_limited_by_a_post_rule() -> Non
         keyring=KEYRING,
         production=False,
     )
-    limiter = RateLimiter(MemoryRateLimitStore(clock=FrozenClock(1_800_000_000.0)))
+    limiter = RateLimiter(MemoryStore(clock=FrozenClock(1_800_000_000.0)))
     app = RateLimitMiddleware(csrf, limiter, login_rule())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -194,7 +194,7 @@ def test_only_a_never_blocking_sync_side_runs_inline(tmp_path: Path) -> None:
         return SessionMiddleware(incr, store=store, production=False).engine.inline
 
     assert inline(MemoryStore())
-    assert not inline(CountingStore(MemoryStore()))  # its sync side does not say nonblocking
+    assert not inline(CountingStore(MemoryStore()))  # its sync side says nonblocking=False
     assert not inline(SQLiteStore(tmp_path / "s.db"))  # writes can wait on a file lock
 
 

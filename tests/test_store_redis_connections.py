@@ -28,7 +28,6 @@ from bastion.errors import (
     StoreTimeout,
 )
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 
@@ -173,7 +172,7 @@ def test_asyncio_run_per_call_always_works_and_leaks_nothing(
 
 
 def test_asyncio_run_per_call_works_for_the_rate_limit_store(server: RedisServer) -> None:
-    backend = RedisRateLimitStore(server.url)
+    backend = RedisStore.from_url(server.url)
     rate = Rate.per(1000, 60)
     try:
         remaining = [
@@ -336,7 +335,7 @@ def test_async_get_is_bounded_by_the_timeout(trickling: TricklingServer) -> None
 
 
 def test_rate_limit_decisions_are_bounded_by_the_timeout_too(trickling: TricklingServer) -> None:
-    backend = RedisRateLimitStore(trickling.url, socket_timeout=1)
+    backend = RedisStore.from_url(trickling.url, socket_timeout=1)
     rate = Rate.per(10, 60)
     try:
         began = time.monotonic()

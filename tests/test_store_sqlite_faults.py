@@ -1,6 +1,7 @@
-"""Both SQLite stores (sessions/key-value and rate limits) under threads, lock contention and
-real file-system faults: connections do not outlive their thread, the timeout bounds every
-queued write, and a read-only or full file system is a typed fault answered 503.
+"""The SQLite store's two sides (sessions/key-value and rate-limit counters) under threads,
+lock contention and real file-system faults: connections do not outlive their thread, the
+timeout bounds every queued write, and a read-only or full file system is a typed fault
+answered 503.
 
 The faults are real: a second process holds the write lock, and a small tmpfs is mounted for
 the test (then remounted read-only, or filled). Mounting needs root, which the test machines
@@ -32,12 +33,8 @@ from bastion.core.ratelimit import Rate, Strategy
 from bastion.core.sessions import SessionConfig
 from bastion.errors import ConfigurationError, StoreBusy, StoreFull, StoreReadOnly
 from bastion.stores import open_store
+from bastion.stores.base import SupportsRateLimit
 from bastion.stores.memory import MemoryStore
-from bastion.stores.ratelimit import (
-    MemoryRateLimitStore,
-    SQLiteRateLimitStore,
-    open_ratelimit_store,
-)
 from bastion.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -78,7 +75,7 @@ def test_short_lived_threads_leave_no_connections_behind(tmp_path: Path, kind: s
     process's descriptors do not grow (they grew by two per thread in the rate-limit store)."""
     path = tmp_path / "app.db"
     kv = SQLiteStore(path)
-    limits = SQLiteRateLimitStore(path)
+    limits = kv
 
     def use() -> None:
         if kind == "ratelimit":
@@ -104,7 +101,6 @@ def test_short_lived_threads_leave_no_connections_behind(tmp_path: Path, kind: s
     # connection of this process holds a lock on the file, so up to one wave's worth (10
     # threads at once) may linger: bounded by concurrency, not by the threads ever started.
     assert settled_fds(tmp_path, before + 20) <= before + 20
-    limits.close()
     asyncio.run(kv.aclose())
 
 
@@ -156,10 +152,8 @@ def locked_file(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "locked.db"
     kv = SQLiteStore(path)
     asyncio.run(kv.set("k", b"v"))
+    kv.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])  # creates the rate-limit table
     asyncio.run(kv.aclose())
-    limits = SQLiteRateLimitStore(path)
-    limits.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
-    limits.close()
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True
     )
@@ -204,7 +198,8 @@ def test_queued_writes_each_fail_within_the_timeout(locked_file: Path) -> None:
 
 def test_queued_rate_limit_decisions_each_fail_within_the_timeout(locked_file: Path) -> None:
     async def scenario() -> list[tuple[float, BaseException | None]]:
-        backend = open_ratelimit_store(f"sqlite:///{locked_file}?timeout={TIMEOUT}")
+        backend = open_store(f"sqlite:///{locked_file}?timeout={TIMEOUT}")
+        assert isinstance(backend, SupportsRateLimit)
         try:
             calls = (backend.hit(f"k{i}", Strategy.FIXED_WINDOW, [RATE]) for i in range(6))
             return await asyncio.gather(*(timed(call) for call in calls))
@@ -268,10 +263,8 @@ def test_a_read_only_database_is_503_with_retry_after(small_fs: Path) -> None:
     path = small_fs / "app.db"
     warm = SQLiteStore(path)
     asyncio.run(warm.set("k", b"v"))
+    warm.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
     asyncio.run(warm.aclose())
-    limits = SQLiteRateLimitStore(path)
-    limits.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
-    limits.close()
     remount_read_only(small_fs)
 
     store = SQLiteStore(path)
@@ -288,19 +281,17 @@ def test_a_read_only_database_is_503_with_retry_after(small_fs: Path) -> None:
         assert response.status_code == 503
         assert response.headers["retry-after"].isdigit()
         assert "set-cookie" not in response.headers
-        # The rate-limit store on the same file: the same fault, the same type.
-        limits = SQLiteRateLimitStore(path)
+        # The rate-limit counters of the same store: the same fault, the same type.
         with pytest.raises(StoreReadOnly):
-            limits.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
-        limits.close()
+            store.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
     finally:
         asyncio.run(store.aclose())
 
 
-def test_a_full_disk_is_store_full_for_both_stores(small_fs: Path) -> None:
+def test_a_full_disk_is_store_full_for_both_sides(small_fs: Path) -> None:
     path = small_fs / "app.db"
     store = SQLiteStore(path, synchronous="normal")
-    limits = SQLiteRateLimitStore(path)
+    limits = store
     try:
 
         def fill_with_sessions() -> None:
@@ -322,36 +313,30 @@ def test_a_full_disk_is_store_full_for_both_stores(small_fs: Path) -> None:
         with pytest.raises(StoreFull):
             asyncio.run(write())
     finally:
-        limits.close()
         asyncio.run(store.aclose())
 
 
-# -- 9. one URL, the same options, for both factories ----------------------------------------------
+# -- 9. one URL, one opener, for key-value operations and rate limits --------------------------
 
 
-def test_both_factories_take_the_same_urls_and_options(tmp_path: Path) -> None:
+def test_one_opener_takes_the_urls_and_options_for_both_sides(tmp_path: Path) -> None:
     memory = "memory://?max_entries=3"
     kv = open_store(memory)
     assert isinstance(kv, MemoryStore)
-    limits = open_ratelimit_store(memory)
-    assert isinstance(limits, MemoryRateLimitStore)
     for i in range(10):
-        limits.hit_sync(f"k{i}", Strategy.FIXED_WINDOW, [RATE])
-    assert len(limits) == 3  # ?max_entries= bounds the rate-limit store too
+        kv.hit_sync(f"k{i}", Strategy.FIXED_WINDOW, [RATE])
+    assert kv.rate_limit_states == 3  # ?max_entries= bounds the rate-limit states too
 
     sqlite = f"sqlite:///{tmp_path / 'app.db'}?timeout=0.5&synchronous=full&purge_every=10"
     for url in (sqlite, sqlite + "&inline_reads=false"):
         store = open_store(url)
-        backend = open_ratelimit_store(url)
-        assert isinstance(backend, SQLiteRateLimitStore)
-        assert backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].allowed
-        backend.close()
+        assert isinstance(store, SQLiteStore)
+        assert store.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])[0].allowed
         asyncio.run(store.aclose())
 
     redis = "redis://127.0.0.1:1/0?prefix=app:&transport=resp&max_reply_bytes=4096"
     kv_redis = open_store(redis)
-    limits_redis = open_ratelimit_store(redis)
-    limits_redis.close()
+    assert isinstance(kv_redis, SupportsRateLimit)
     asyncio.run(kv_redis.aclose())
 
 
@@ -363,18 +348,17 @@ def test_both_factories_take_the_same_urls_and_options(tmp_path: Path) -> None:
         "redis://127.0.0.1:1/0?prefix=app:&socket_timout=1",
     ],
 )
-def test_both_factories_refuse_an_unknown_option(url: str) -> None:
+def test_the_opener_refuses_an_unknown_option(url: str) -> None:
     with pytest.raises(ConfigurationError, match=r"max_entires|colour|socket_timout"):
         open_store(url)
-    with pytest.raises(ConfigurationError, match=r"max_entires|colour|socket_timout"):
-        open_ratelimit_store(url)
 
 
-def test_a_sqlite_url_timeout_reaches_the_rate_limit_store(locked_file: Path) -> None:
+def test_a_sqlite_url_timeout_reaches_the_rate_limit_counters(locked_file: Path) -> None:
     """``?timeout=0.5`` used to be dropped silently: the store then waited the default 5 s."""
-    backend = open_ratelimit_store(f"sqlite:///{locked_file}?timeout=0.5")
+    backend = open_store(f"sqlite:///{locked_file}?timeout=0.5")
+    assert isinstance(backend, SQLiteStore)
     began = time.monotonic()
     with pytest.raises(StoreBusy, match=r"timeout=0\.5"):
         backend.hit_sync("k", Strategy.FIXED_WINDOW, [RATE])
     assert time.monotonic() - began < BOUND
-    backend.close()
+    asyncio.run(backend.aclose())

@@ -1,15 +1,15 @@
-"""Group ``ratelimit``: bastion's rate-limit backends and middleware beside ``limits``.
+"""Group ``ratelimit``: bastion's stores' rate-limit capability and middleware beside ``limits``.
 
 Every case admits its request (the limits are far above what a run can spend), so each
 iteration takes the full path of an admitted decision:
 
 * memory: ``limits`` ``FixedWindowRateLimiter(MemoryStorage()).hit`` is the baseline; bastion's
-  ``MemoryRateLimitStore.hit_sync`` (a full Decision: remaining, reset, retry) per algorithm.
+  ``MemoryStore.hit_sync`` (a full Decision: remaining, reset, retry) per algorithm.
 * redis: ``limits.aio`` on redis-py doing ``hit`` plus ``get_window_stats`` (what headers need)
-  is the baseline; bastion's ``RedisRateLimitStore.hit``, one ``EVALSHA`` returning the decision
+  is the baseline; bastion's ``RedisStore.hit``, one ``EVALSHA`` returning the decision
   and the header data, with the server's clock.
 * asgi: a raw ASGI app behind a pass-through layer (the baseline) and behind
-  ``RateLimitMiddleware`` with a memory backend, rendering ``RateLimit-Policy``/``RateLimit``.
+  ``RateLimitMiddleware`` with a memory store, rendering ``RateLimit-Policy``/``RateLimit``.
   The middleware's overhead is the difference of the two medians.
 """
 
@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 from bastion.asgi.ratelimit import RateLimitMiddleware
 from bastion.core.ratelimit import MICROS, Rate, Strategy
 from bastion.engine.ratelimit import RateLimiter, Rule
-from bastion.stores.ratelimit import MemoryRateLimitStore
-from bastion.stores.ratelimit.redis import RedisRateLimitStore
+from bastion.stores.memory import MemoryStore
+from bastion.stores.redis import RedisStore
 from bastion.testing.redis_server import RedisServer
 from bench.driver import call_asgi, http_scope, make_floor_app
 from bench.group import Group
@@ -62,7 +62,7 @@ def _memory_cases() -> list[Case]:
     _expect(theirs.hit(ITEM, "k"), "limits memory hit refused")
     base = "memory: limits hit (fixed window)"
     cases = [sync_case(base, partial(theirs.hit, ITEM, "k"), weight=MEMORY_WEIGHT)]
-    store = MemoryRateLimitStore()
+    store = MemoryStore()
     for strategy in (Strategy.FIXED_WINDOW, Strategy.SLIDING_WINDOW, Strategy.TOKEN_BUCKET):
         _expect(store.hit_sync("k", strategy, [RATE])[0].allowed, f"memory {strategy} refused")
         cases.append(
@@ -99,7 +99,7 @@ async def _redis_cases(stack: AsyncExitStack, redis_url: str | None) -> list[Cas
         await sliding.hit(ITEM, "k")
         return await sliding.get_window_stats(ITEM, "k")
 
-    ours = RedisRateLimitStore(url, prefix=PREFIX)
+    ours = RedisStore.from_url(url, prefix=PREFIX)
     stack.push_async_callback(ours.aclose)
     for op in (limits_fixed, limits_sliding):
         stats = await op()
@@ -133,7 +133,7 @@ def _pass_through(app: ASGIApp) -> ASGIApp:
 async def _asgi_cases() -> list[Case]:
     template = http_scope("GET", "/")
     floor = make_floor_app()
-    limiter = RateLimiter(MemoryRateLimitStore())
+    limiter = RateLimiter(MemoryStore())
     apps: list[tuple[str, ASGIApp, str | None]] = [
         ("asgi: floor + pass-through layer", _pass_through(floor), None),
         (

@@ -79,6 +79,7 @@ class Runtime:
     __slots__ = (
         "_api_keys",
         "_limiter",
+        "_own_limiter_store",
         "_owns_store",
         "_throttle",
         "_totp",
@@ -151,6 +152,7 @@ class Runtime:
                 session_filter=config.session_filter,
             )
         self._limiter: RateLimiter | None = None
+        self._own_limiter_store: Store | None = None
         self._throttle: LoginThrottle | None = None
         self._api_keys: ApiKeyManager | None = None
         self._totp: TotpManager | None = None
@@ -158,16 +160,18 @@ class Runtime:
     @property
     def limiter(self) -> RateLimiter:
         """The :class:`~bastion.engine.ratelimit.RateLimiter` on the store (built on first
-        use): the rate-limit layer's, and the one decorators and dependencies take."""
+        use; a per-process memory store when none is configured): the rate-limit layer's, and
+        the one decorators and dependencies take."""
         if self._limiter is None:
             from bastion.engine.ratelimit import RateLimiter  # noqa: PLC0415 (optional layer)
-            from bastion.stores.ratelimit import open_ratelimit_store  # noqa: PLC0415
+            from bastion.stores.base import require_rate_limit  # noqa: PLC0415
 
-            store = self.config.store
-            url = store if isinstance(store, str) else "memory://"
-            self._limiter = RateLimiter(
-                open_ratelimit_store(url, clock=self.config.clock), auditor=self.auditor
-            )
+            store = self.store
+            if store is None:  # no store configured: counters in this process only
+                from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+
+                store = self._own_limiter_store = MemoryStore(clock=self.config.clock)
+            self._limiter = RateLimiter(require_rate_limit(store), auditor=self.auditor)
         return self._limiter
 
     def _require_store(self, what: str) -> Store:
@@ -258,6 +262,10 @@ class Runtime:
         """Flush the auditor and close the store if this runtime opened it (the store is
         unusable afterwards). ``bastion.asgi.protect`` calls this at lifespan shutdown."""
         self.auditor.flush()
+        if self._limiter is not None:
+            await self._limiter.aclose()
+        if self._own_limiter_store is not None:
+            await self._own_limiter_store.aclose()
         if self._owns_store and self.store is not None:
             await self.store.aclose()
 

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bastion.cli._common import close_store, open_existing_store, scheme_of
+from bastion.stores.base import SupportsPurge
 from bastion.stores.url import redact_url
 
 if TYPE_CHECKING:
@@ -78,11 +79,9 @@ def gc(url: str) -> str:
     async def run() -> int:
         store = open_existing_store(url)
         try:
-            purge = getattr(store, "purge_expired", None)
-            if purge is None:
+            if not isinstance(store, SupportsPurge):
                 return -1
-            count: int = await purge()
-            return count
+            return await store.purge_expired()
         finally:
             await close_store(store)
 

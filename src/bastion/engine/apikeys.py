@@ -63,8 +63,8 @@ from bastion.engine.flows import (
     drive_sync,
     update,
 )
-from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import BadToken, ConfigurationError
+from bastion.stores.base import require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:

@@ -1,15 +1,16 @@
-"""The rate limiter: rules of limits over a backend, failure policies, shadow mode.
+"""The rate limiter: rules of limits over a store, failure policies, shadow mode.
 
 A :class:`Rule` is a named set of limits (``"10/second; 1000/day"``) counted with one
 algorithm; every limit must admit a request, and a refused request charges none of them. The
 rule's name is part of every stored key, so two rules with the same name (on different routes)
 share their counters: that is how a shared limit is written.
 
-:class:`RateLimiter` decides with a backend from :mod:`bastion.stores.ratelimit`, through
-:meth:`RateLimiter.hit` (async) or :meth:`RateLimiter.hit_sync` (WSGI, no event loop). When the
-backend fails, each limit follows its ``on_failure`` policy:
+:class:`RateLimiter` decides with a store's rate-limit capability
+(:class:`~bastion.stores.base.SupportsRateLimit`: memory, SQLite and Redis stores have it),
+through :meth:`RateLimiter.hit` (async) or :meth:`RateLimiter.hit_sync` (WSGI, no event loop).
+When the store fails, each limit follows its ``on_failure`` policy:
 
-* ``"fallback"`` (the default): the limit is counted in a per-process memory backend until the
+* ``"fallback"`` (the default): the limit is counted in a per-process memory store until the
   store answers again. Limits still hold, per process.
 * ``"open"``: the limit is skipped.
 * ``"closed"``: the request is refused with 503 (``result.unavailable``).
@@ -57,13 +58,14 @@ from bastion.core.request import (
     normalize_path,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreError, StoreUnavailable
-from bastion.stores.ratelimit import MemoryRateLimitStore
+from bastion.stores.base import require_rate_limit
+from bastion.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from bastion.core.audit import Auditor
-    from bastion.stores.ratelimit import RateLimitBackend
+    from bastion.stores.base import SupportsRateLimit
 
 __all__ = [
     "MAX_COST",
@@ -92,7 +94,7 @@ _MAX_ADHOC_RULES: Final = 1024
 
 
 class FailurePolicy(enum.StrEnum):
-    """What a limit does when its backend fails (see the module docstring)."""
+    """What a limit does when its store fails (see the module docstring)."""
 
     OPEN = "open"
     CLOSED = "closed"
@@ -247,7 +249,7 @@ class RateLimitResult(NamedTuple):
 
     ``allowed`` is what the caller should do (the result is truthy then).
     ``decisions``/``names``/``rates`` are aligned, one per limit that was decided (a
-    failed-open limit has none). ``unavailable`` means a fail-closed limit's backend failed
+    failed-open limit has none). ``unavailable`` means a fail-closed limit's store failed
     (answer 503); ``shadowed`` that a shadow rule would have refused. A named tuple: immutable
     and cheap, since one is built per request.
     """
@@ -430,28 +432,43 @@ _new = tuple.__new__  # builds a RateLimitResult without its Python-level __new_
 
 
 class RateLimiter:
-    """Decides rules against a backend, applying failure policies and shadow mode.
+    """Decides rules against a store, applying failure policies and shadow mode.
 
-    ``fallback`` is the per-process backend for ``"fallback"`` limits during an outage (a
-    bounded :class:`~bastion.stores.ratelimit.MemoryRateLimitStore` by default). ``auditor``
-    receives ``excess_rate_limit_exceeded`` for refusals and the outage events.
+    ``store`` is any store with the rate-limit capability
+    (:class:`~bastion.stores.base.SupportsRateLimit`); one without it is a
+    :class:`~bastion.errors.ConfigurationError` naming what it lacks. ``fallback`` is the
+    per-process store for ``"fallback"`` limits during an outage (a bounded
+    :class:`~bastion.stores.memory.MemoryStore` by default). ``auditor`` receives
+    ``excess_rate_limit_exceeded`` for refusals and the outage events.
     """
 
-    __slots__ = ("_adhoc", "_auditor", "_backend", "_failing", "_fallback", "_inline", "_shadow")
+    __slots__ = (
+        "_adhoc",
+        "_auditor",
+        "_backend",
+        "_failing",
+        "_fallback",
+        "_inline",
+        "_own_fallback",
+        "_shadow",
+    )
 
     def __init__(
         self,
-        backend: RateLimitBackend,
+        store: SupportsRateLimit,
         *,
         auditor: Auditor | None = None,
-        fallback: RateLimitBackend | None = None,
+        fallback: SupportsRateLimit | None = None,
         shadow: bool = False,
     ) -> None:
-        self._backend = backend
-        # MemoryRateLimitStore answers without I/O; its sync call is safe on the event loop.
-        self._inline = getattr(backend, "nonblocking", False) is True
+        self._backend = require_rate_limit(store)
+        # A store whose hit_sync does no I/O (memory) is safe to call on the event loop.
+        self._inline = self._backend.nonblocking is True
         self._auditor = auditor
-        self._fallback = fallback if fallback is not None else MemoryRateLimitStore(max_keys=10_000)
+        self._own_fallback = fallback is None
+        self._fallback = (
+            MemoryStore(max_entries=10_000) if fallback is None else require_rate_limit(fallback)
+        )
         self._shadow = bool(shadow)
         if self._shadow:
             logger.warning(
@@ -462,16 +479,16 @@ class RateLimiter:
         self._adhoc: dict[tuple[int, float, Strategy], Rule] = {}
 
     def __repr__(self) -> str:
-        return f"RateLimiter(backend={self._backend!r}, shadow={self._shadow})"
+        return f"RateLimiter(store={self._backend!r}, shadow={self._shadow})"
 
     @property
-    def backend(self) -> RateLimitBackend:
+    def store(self) -> SupportsRateLimit:
         return self._backend
 
     @property
     def nonblocking(self) -> bool:
-        """True when the backend never blocks (memory): async callers may use :meth:`hit_sync`
-        on the event loop and skip a coroutine per decision."""
+        """True when the store's decisions never block (memory): async callers may use
+        :meth:`hit_sync` on the event loop and skip a coroutine per decision."""
         return self._inline
 
     # -- deciding ---------------------------------------------------------------------------
@@ -488,7 +505,7 @@ class RateLimiter:
         if cost > MAX_COST:
             _check_cost(cost)
         try:
-            if self._inline:  # a backend that never blocks: skip the coroutine
+            if self._inline:  # a store that never blocks: skip the coroutine
                 decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
             else:
                 decisions = await self._backend.hit(full, rule.strategy, rule.rates, cost)
@@ -679,13 +696,10 @@ class RateLimiter:
         return decorate
 
     async def aclose(self) -> None:
-        """Close the backend and the fallback backend."""
-        await self._backend.aclose()
-        await self._fallback.aclose()
-
-    def close(self) -> None:
-        self._backend.close()
-        self._fallback.close()
+        """Drop the default fallback's counts. The store, and a ``fallback`` passed in, belong
+        to whoever opened them (one store serves sessions and rate limits): close them there."""
+        if self._own_fallback and isinstance(self._fallback, MemoryStore):
+            await self._fallback.aclose()
 
 
 def _store_key(rule: Rule, key: str, cost: int) -> str:

@@ -93,8 +93,8 @@ from bastion.engine.flows import (
     drive_sync,
     update,
 )
-from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError, StoreBusy
+from bastion.stores.base import require_sync, sync_side
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -75,8 +75,8 @@ from bastion.engine.flows import (
     drive_sync,
     update,
 )
-from bastion.engine.syncside import require_sync, sync_side
 from bastion.errors import ConfigurationError
+from bastion.stores.base import require_sync, sync_side
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock

@@ -6,6 +6,8 @@
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: the embedded default.
 * ``redis://host:port/db`` and ``rediss://...`` (``?prefix=app:``): several hosts.
 
+Every one of them also decides rate limits (:class:`~bastion.stores.base.SupportsRateLimit`) on
+the same connections, so one URL serves sessions, rate limits, throttling, API keys and TOTP.
 Only the store that a URL names is imported, so the ``redis`` extra is needed only for Redis.
 """
 
@@ -13,12 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store
+from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store, SupportsRateLimit
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
 
-__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "Store", "open_store"]
+__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "Store", "SupportsRateLimit", "open_store"]
 
 
 def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store:

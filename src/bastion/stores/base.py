@@ -18,11 +18,22 @@ operations as plain functions, with the same semantics, obtained from a store's 
 attribute (:class:`SupportsSync`). Each store documents how its sync side does I/O (memory:
 directly under its lock; SQLite: a connection per calling thread; Redis: a blocking client).
 ``SyncStore.local`` says whether a call stays on this host without a network round trip, which
-lets callers decide whether a blocking call on an event loop thread is acceptable. A sync side
-may also offer ``nonblocking = True`` (optional, read with ``getattr``): every call, writes
-included, completes in this process's memory without waiting on I/O or on a lock held across
-I/O, so callers may run it inline on an event loop thread instead of awaiting the async side
-(the memory store does; SQLite writes can wait on a file lock, so it does not).
+lets callers decide whether a blocking call on an event loop thread is acceptable.
+``SyncStore.nonblocking`` says more: every call, writes included, completes in this process's
+memory without waiting on I/O or on a lock held across I/O, so callers may run it inline on an
+event loop thread instead of awaiting the async side (the memory store's does; SQLite writes can
+wait on a file lock, so its does not). :func:`sync_side` and :func:`require_sync` are the two
+helpers features with ``*_sync`` methods use to reach it.
+
+Rate limits. A store that can apply a :mod:`bastion.core.ratelimit` step atomically offers the
+:class:`SupportsRateLimit` capability: ``hit(key, strategy, rates, cost)`` (and ``hit_sync``)
+answers with one :class:`~bastion.core.ratelimit.Decision` per rate, all rates of a call decided
+together: either every one admits the request and all are charged, or none is charged. The
+memory, SQLite and Redis stores offer it on their own connections, so one store (one URL, one
+``aclose``) serves sessions and rate limits. Its ``nonblocking`` says whether ``hit_sync``
+completes without I/O (memory), so that the rate limiter may call it on the event loop. A store
+that cannot be reached raises :class:`~bastion.errors.StoreUnavailable`; the rate limiter turns
+that into each limit's failure policy.
 
 Keys are any non-empty text up to :data:`MAX_KEY_BYTES` bytes of UTF-8 (colons, spaces, braces,
 newlines and non-ASCII included). Values are bytes up to :data:`MAX_VALUE_BYTES`. A store that
@@ -33,19 +44,29 @@ key, TTL or value raises :class:`~bastion.errors.StoreError` before any I/O.
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from bastion.errors import StoreError
+from bastion.errors import ConfigurationError, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bastion.core.ratelimit import Decision, Rate, Strategy
 
 __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "Store",
+    "SupportsPurge",
+    "SupportsRateLimit",
     "SupportsSync",
     "SyncStore",
     "check_key",
     "check_ttl",
     "check_value",
+    "require_rate_limit",
+    "require_sync",
+    "sync_side",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -88,6 +109,13 @@ class SyncStore(Protocol):
         """Whether calls stay on this host (no network round trip)."""
         ...
 
+    @property
+    def nonblocking(self) -> bool:
+        """Whether every call, writes included, completes in this process's memory, without
+        waiting on I/O or on a lock held across I/O: then a caller on an event loop thread may
+        call it inline instead of awaiting the async side."""
+        ...
+
     def get(self, key: str) -> bytes | None: ...
 
     def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
@@ -109,6 +137,82 @@ class SupportsSync(Protocol):
 
     @property
     def sync(self) -> SyncStore: ...
+
+
+@runtime_checkable
+class SupportsRateLimit(Protocol):
+    """A store that decides rate limits atomically (see the module docstring).
+
+    ``key`` is the limit's key (non-empty text; the store adds the strategy and each rate to
+    it, so a changed algorithm or rate never reads another's state). Danger: a third-party
+    implementation must decide all ``rates`` of a call in one atomic step against every other
+    caller (tasks, threads and, for a shared store, processes); the rate-limit tests of
+    :class:`~bastion.testing.store_contract.StoreContract` check exactly that.
+    """
+
+    @property
+    def nonblocking(self) -> bool:
+        """Whether :meth:`hit_sync` completes without I/O, so that the event loop may call it."""
+        ...
+
+    async def hit(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]: ...
+
+    def hit_sync(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]: ...
+
+
+@runtime_checkable
+class SupportsPurge(Protocol):
+    """A store that can delete its expired entries on demand (memory, SQLite; Redis expires
+    keys itself). Used by ``bastion store purge``."""
+
+    async def purge_expired(self) -> int:
+        """Delete every expired entry now and say how many went."""
+        ...
+
+
+def sync_side(store: Store) -> SyncStore | None:
+    """``store.sync`` when the store has a synchronous side, else ``None``.
+
+    Credentials features (login throttle, API keys, TOTP) write their store logic once as flows
+    (:mod:`bastion.engine.flows`) and run them on the store, or on ``store.sync`` for WSGI apps.
+    """
+    return store.sync if isinstance(store, SupportsSync) else None
+
+
+def require_sync(sync: SyncStore | None, store: Store) -> SyncStore:
+    """``sync``, or :class:`~bastion.errors.ConfigurationError` naming ``store`` and the fix.
+
+    A store without a sync side still serves the async methods; the sync ones fail with this
+    error rather than starting an event loop behind the caller's back.
+    """
+    if sync is None:
+        raise ConfigurationError(
+            f"{store!r} has no synchronous side (store.sync): use the async methods, or a "
+            "memory, SQLite or Redis store",
+            setting="store",
+        )
+    return sync
+
+
+def require_rate_limit(store: object) -> SupportsRateLimit:
+    """``store``, or :class:`~bastion.errors.ConfigurationError` naming what it lacks."""
+    if isinstance(store, SupportsRateLimit):
+        return store
+    missing = [name for name in ("hit", "hit_sync", "nonblocking") if not hasattr(store, name)] or [
+        "hit",
+        "hit_sync",
+        "nonblocking",
+    ]
+    raise ConfigurationError(
+        f"{store!r} has no rate-limit capability: it lacks {', '.join(missing)} of "
+        "bastion.stores.base.SupportsRateLimit; use a memory, SQLite or Redis store "
+        "(bastion.stores.open_store), or implement that protocol",
+        setting="store",
+    )
 
 
 def check_key(key: str) -> bytes:

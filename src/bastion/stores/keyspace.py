@@ -26,9 +26,21 @@ This module has no I/O and no Redis dependency, so the engine can build keys wit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.errors import ConfigurationError, StoreError
 
-__all__ = ["KEY_SLOTS", "crc16_xmodem", "hash_tag", "key_slot", "namespace_prefix"]
+if TYPE_CHECKING:
+    from bastion.core.ratelimit import Rate, Strategy
+
+__all__ = [
+    "KEY_SLOTS",
+    "crc16_xmodem",
+    "hash_tag",
+    "key_slot",
+    "namespace_prefix",
+    "ratelimit_key_suffix",
+]
 
 KEY_SLOTS = 16384
 """Number of hash slots in a Redis Cluster."""
@@ -144,3 +156,12 @@ def namespace_prefix(prefix: str, *, setting: str = "prefix") -> bytes:
         raise ConfigurationError(
             "store prefix is not valid text (it contains a lone surrogate)", setting=setting
         ) from None
+
+
+def ratelimit_key_suffix(strategy: Strategy, rate: Rate) -> str:
+    """What the SQLite and Redis stores append to a rate-limit key for one of its rates.
+
+    The strategy and the rate are part of the key: a changed algorithm or rate never reads
+    another's state.
+    """
+    return f":{strategy.value}:{rate.limit}/{rate.period_us}"

@@ -27,6 +27,15 @@ is at most ``max_entries`` times the largest value written.
 ``store.sync`` is the synchronous side (:class:`MemorySyncStore`) over the same entries.
 Every method takes one :class:`threading.Lock` for the dictionary operation only, and never
 awaits while holding it, so one instance is safe to share between threads and asyncio tasks.
+
+Rate limits (:class:`~bastion.stores.base.SupportsRateLimit`). ``hit``/``hit_sync`` keep the
+rate-limit states in a table of their own, beside the entries, under a lock of their own: the
+step runs to completion under it, so counts are exact across threads and tasks. At most
+``max_entries`` states are kept (apart from the entries). When full, the store drops an expired
+state if one is among the least recently used, else the one of those that had used the least of
+its limit: dropping it forgives the least, so a flood of new keys (say, one per IPv6 /64)
+cannot push out a client that is being refused. Danger: a dropped key starts over, so size
+``max_entries`` above the number of active keys.
 """
 
 from __future__ import annotations
@@ -34,10 +43,12 @@ from __future__ import annotations
 import heapq
 import math
 import threading
+import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import system_clock
+from bastion.core.ratelimit import MICROS, STEP_FUNCTIONS, Decision, Rate, State, apply_limits
 from bastion.errors import ConfigurationError, StoreError, StoreFull
 from bastion.stores.base import (
     MAX_KEY_BYTES,
@@ -48,7 +59,10 @@ from bastion.stores.base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from bastion.core.clock import Clock
+    from bastion.core.ratelimit import Strategy
 
 __all__ = ["DEFAULT_EVICTABLE_PREFIXES", "MemoryStore", "MemorySyncStore"]
 
@@ -64,14 +78,42 @@ DEFAULT_EVICTABLE_PREFIXES: Final = ("session:",)
 _Entry = tuple[bytes, float | None]
 """A value and its absolute expiry time (Unix seconds), or ``None`` for no expiry."""
 
+_EVICTION_SAMPLE: Final = 16
+"""How many of the least recently used rate-limit states a full store compares to pick one."""
+
+_RateKey = tuple[str, "Strategy", int, int]
+"""(key, strategy, limit, period_us): plain values, hashed in C."""
+
+_RateEntry = tuple[State, int, int]
+"""A rate-limit state, its expiry (Unix microseconds) and the units used at its last charge."""
+
+
+def _evict(data: OrderedDict[Any, _RateEntry], now: int) -> None:
+    """Drop one state: an expired one among the :data:`_EVICTION_SAMPLE` least recently used,
+    else the one of those that had used the least of its limit at its last charge (sooner
+    expiry breaks a tie): dropping it forgives the least. A client being refused has used its
+    whole limit, so one-hit keys go first, however many of them a flood makes."""
+    victim: Any = None
+    least = (0, 0)
+    for index, (key, (_, expires, used)) in enumerate(data.items()):
+        if expires <= now:
+            victim = key
+            break
+        if victim is None or (used, expires) < least:
+            victim, least = key, (used, expires)
+        if index + 1 >= _EVICTION_SAMPLE:
+            break
+    del data[victim]
+
 
 class MemoryStore:
     """A :class:`~bastion.stores.base.Store` in this process's memory. See the module docstring.
 
     ``max_entries`` bounds the number of entries; only keys starting with one of
     ``evictable_prefixes`` are evicted to keep it (least recently used first), every other
-    write past it raises :class:`~bastion.errors.StoreFull`. ``clock`` is the time source for
-    expiry (a :class:`~bastion.core.clock.FrozenClock` in tests).
+    write past it raises :class:`~bastion.errors.StoreFull`; it also bounds the rate-limit
+    states. ``clock`` is the time source for expiry and rate limits (a
+    :class:`~bastion.core.clock.FrozenClock` in tests).
     """
 
     __slots__ = (
@@ -83,7 +125,13 @@ class MemoryStore:
         "_lock",
         "_lru",
         "_max_entries",
+        "_now",
+        "_rate_lock",
+        "_rates",
     )
+
+    nonblocking: Final = True
+    """No I/O and only short locks: :meth:`hit_sync` and the sync side may run on the event loop."""
 
     def __init__(
         self,
@@ -117,6 +165,11 @@ class MemoryStore:
         # (expires_at, key) for every write with a TTL; entries go stale when the key is
         # rewritten, deleted or evicted, and are skipped (or the heap rebuilt) lazily.
         self._expiries: list[tuple[float, str]] = []
+        # The rate-limit states (see the module docstring), under a lock of their own. The wall
+        # clock is read directly: one method call less on every decision.
+        self._now: Callable[[], float] = time.time if clock is system_clock else clock.now
+        self._rate_lock = threading.Lock()
+        self._rates: OrderedDict[_RateKey, _RateEntry] = OrderedDict()
 
     @property
     def max_entries(self) -> int:
@@ -143,6 +196,60 @@ class MemoryStore:
         self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
     ) -> bool:
         return self._compare_and_set(key, expected, value, ttl)
+
+    # -- rate limits (SupportsRateLimit) -----------------------------------------------------
+
+    @property
+    def rate_limit_states(self) -> int:
+        """How many rate-limit states the store holds (for tests and diagnostics)."""
+        return len(self._rates)
+
+    def hit_sync(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]:
+        """Decide ``rates`` for ``key`` in one step (see
+        :class:`~bastion.stores.base.SupportsRateLimit`)."""
+        now = round(self._now() * MICROS)
+        data = self._rates
+        if len(rates) == 1:  # the common case, kept short: it runs on every request
+            rate = rates[0]
+            full = (key, strategy, rate.limit, rate.period_us)
+            with self._rate_lock:
+                if self._closed:
+                    self._check_open()
+                entry = data.get(full)
+                result = STEP_FUNCTIONS[strategy](
+                    entry[0] if entry is not None and entry[1] > now else None, now, cost, rate
+                )
+                decision = result.decision
+                if decision.allowed:
+                    data[full] = (result.state, result.expires_us, rate.limit - decision.remaining)
+                    data.move_to_end(full)
+                    if len(data) > self._max_entries:
+                        _evict(data, now)
+            return (decision,)
+        with self._rate_lock:
+            if self._closed:
+                self._check_open()
+            states: list[State | None] = []
+            for rate in rates:
+                entry = data.get((key, strategy, rate.limit, rate.period_us))
+                states.append(entry[0] if entry is not None and entry[1] > now else None)
+            steps, decisions = apply_limits(strategy, states, now, cost, rates)
+            if steps is not None:
+                for rate, result, made in zip(rates, steps, decisions, strict=True):
+                    full = (key, strategy, rate.limit, rate.period_us)
+                    data[full] = (result.state, result.expires_us, rate.limit - made.remaining)
+                    data.move_to_end(full)
+                while len(data) > self._max_entries:
+                    _evict(data, now)
+        return decisions
+
+    async def hit(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]:
+        """:meth:`hit_sync`: no await inside, so the step runs whole under the lock."""
+        return self.hit_sync(key, strategy, rates, cost)
 
     # -- the operations, shared by the async and the sync side ----------------------------------
 
@@ -234,6 +341,8 @@ class MemoryStore:
             self._data.clear()
             self._lru.clear()
             self._expiries.clear()
+        with self._rate_lock:
+            self._rates.clear()
 
     # -- helpers; the caller holds self._lock --------------------------------------------------
 
@@ -319,10 +428,8 @@ class MemorySyncStore:
     def local(self) -> bool:
         return True
 
-    @property
-    def nonblocking(self) -> bool:
-        """Every call is one dictionary operation under a lock never held across I/O."""
-        return True
+    nonblocking: Final = True
+    """Every call is one dictionary operation under a lock never held across I/O."""
 
     def get(self, key: str) -> bytes | None:
         return self._store._get(key)

@@ -1,13 +1,15 @@
-"""What both Redis back ends (key-value store, rate limits) read from a URL and set on redis-py.
+"""What the Redis store reads from a URL and its options, and sets on redis-py.
 
-One URL configures both: ``redis://host:6379/0?prefix=app:`` names the server, the database
-and bastion's key prefix. redis-py passes every query parameter it does not know on to the
-socket, so bastion's own parameters are taken out first with :func:`pop_query`.
+One URL configures the store, its key-value operations and its rate limits alike:
+``redis://host:6379/0?prefix=app:`` names the server, the database and bastion's key prefix.
+redis-py passes every query parameter it does not know on to the socket, so bastion's own
+parameters are taken out first with :func:`pop_query`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -18,10 +20,14 @@ from bastion.errors import ConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from redis.asyncio import Redis
+
 __all__ = [
     "DEFAULT_PREFIX",
     "REDIS_SCHEMES",
     "LoopClients",
+    "check_timeout",
+    "describe_client",
     "pop_query",
     "without_maintenance_notifications",
 ]
@@ -32,6 +38,36 @@ DEFAULT_PREFIX: Final = "bastion:"
 """Prepended to every key, so bastion's keys never collide with an application's."""
 
 REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+
+DEFAULT_TIMEOUT: Final = 2.0
+"""Seconds to wait for a connection or a reply before raising StoreUnavailable."""
+
+
+def check_timeout(name: str, value: float) -> float:
+    """``value`` as seconds, or :class:`~bastion.errors.ConfigurationError` naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds greater than 0, got {value!r}; "
+            f"the default is {DEFAULT_TIMEOUT}",
+            setting=name,
+        )
+    return float(value)
+
+
+def describe_client(client: Redis) -> str:
+    """``host:port db N`` (or ``unix:path db N``) for messages: never the password."""
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']} db {kwargs.get('db', 0)}"
+    host = str(kwargs.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{host}:{kwargs.get('port', 6379)} db {kwargs.get('db', 0)}"
 
 
 def pop_query(url: str, name: str) -> tuple[str, str | None]:

@@ -14,7 +14,7 @@ its deadline, ``timeout`` seconds after the call began, then raises
 covers the whole wait: a write queued behind others on the worker thread gets what is left of
 its timeout, never a fresh one, so writes queued behind a lock held elsewhere all fail within
 ``timeout`` rather than after 1, 2, 3 ... timeouts. Every SQLite fault is classified once, in
-:mod:`bastion.stores.faults`, for this store and the rate-limit store alike (a read-only
+:mod:`bastion.stores.faults`, for the key-value side and the rate-limit counters alike (a read-only
 file is :class:`~bastion.errors.StoreReadOnly`, a full disk :class:`~bastion.errors.StoreFull`,
 a corrupt file :class:`~bastion.errors.StoreCorrupt`: all answer 503, never 500).
 ``compare_and_set`` is a conditional ``UPDATE`` (or an ``INSERT ... ON CONFLICT DO UPDATE ...
@@ -53,6 +53,11 @@ refresh token) that must not come back after a crash. ``synchronous="normal"`` s
 it survives application crashes, but an OS crash or power cut can roll back the last
 transactions, which can resurrect a revoked session. Choose it only when that is acceptable.
 
+Rate limits. ``hit``/``hit_sync`` (:class:`~bastion.stores.base.SupportsRateLimit`) decide in
+a table of their own in the same file, one ``BEGIN IMMEDIATE`` transaction per decision, on
+counter connections opened with ``synchronous=NORMAL``: see :mod:`bastion.stores._sqlite_ratelimit`
+for the layout and why. ``hit`` runs on the worker thread, ``hit_sync`` on the calling thread.
+
 Expired rows. Reads ignore them; :meth:`SQLiteStore.purge_expired` deletes them, and every
 ``purge_every`` writes one batch is deleted opportunistically. There is no timer thread.
 """
@@ -67,20 +72,27 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from bastion.core.clock import system_clock
 from bastion.errors import ConfigurationError, StoreError
+from bastion.stores._sqlite_connect import (
+    ThreadConnections,
+    bound_lock_wait,
+    check_settings,
+    open_connection,
+)
+from bastion.stores._sqlite_ratelimit import SQLiteCounters
 from bastion.stores.base import check_key, check_ttl, check_value
 from bastion.stores.faults import sqlite_fault
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from bastion.core.clock import Clock
+    from bastion.core.ratelimit import Decision, Rate, Strategy
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -101,11 +113,6 @@ _PURGE_BATCH: Final = 1000
 _T = TypeVar("_T")
 
 logger = logging.getLogger("bastion.stores.sqlite")
-
-_SYNCHRONOUS: Final = {
-    "full": "PRAGMA synchronous = FULL",
-    "normal": "PRAGMA synchronous = NORMAL",
-}
 
 _SQL_CREATE_SCHEMA_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS bastion_schema (
@@ -151,178 +158,6 @@ DELETE FROM bastion_kv WHERE key IN (
 )"""
 
 
-def check_settings(*, timeout: object, synchronous: object, purge_every: object) -> None:
-    """Validate the settings every SQLite-backed bastion store shares (this key-value store and
-    :class:`~bastion.stores.ratelimit.SQLiteRateLimitStore`): ``timeout`` finite seconds > 0,
-    ``synchronous`` ``"full"`` or ``"normal"``, ``purge_every`` a whole number of writes >= 0.
-    Raises :class:`~bastion.errors.ConfigurationError` naming the setting."""
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ConfigurationError(
-            f"timeout must be a finite number of seconds > 0, got {timeout!r}",
-            setting="timeout",
-        )
-    if not isinstance(synchronous, str) or synchronous not in _SYNCHRONOUS:
-        raise ConfigurationError(
-            f"synchronous must be 'full' or 'normal', got {synchronous!r}",
-            setting="synchronous",
-        )
-    if isinstance(purge_every, bool) or not isinstance(purge_every, int) or purge_every < 0:
-        raise ConfigurationError(
-            f"purge_every must be a whole number of writes >= 0, got {purge_every!r}",
-            setting="purge_every",
-        )
-
-
-def open_connection(
-    path: Path, *, deadline: float, synchronous: Literal["full", "normal"]
-) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode, opened within ``deadline`` (``time.monotonic()``).
-
-    Shared by both SQLite stores. Switching a fresh file to WAL needs an exclusive lock, and
-    SQLite does not wait for it (no busy handler): connections opening a fresh file at the same
-    moment get an immediate ``SQLITE_BUSY``. They retry here until the deadline, so that race is
-    not reported as a lock held for the whole timeout. The connection may be used by one
-    thread at a time; which thread is the caller's business (``check_same_thread=False``, so
-    that :class:`ThreadConnections` can close it when its thread ends).
-    """
-    conn = sqlite3.connect(
-        path,
-        timeout=max(0.0, deadline - time.monotonic()),
-        isolation_level=None,
-        check_same_thread=False,
-    )
-    try:
-        _switch_to_wal(conn, path, deadline)
-        conn.execute(_SYNCHRONOUS[synchronous])
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _switch_to_wal(conn: sqlite3.Connection, path: Path, deadline: float) -> None:
-    # Both the reading and the setting of the journal mode can meet an exclusive lock that
-    # SQLite does not wait for (another connection switching the mode, or the last connection
-    # of another process checkpointing and removing the WAL as it closes): retry until the
-    # deadline.
-    while True:
-        try:
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-            if str(mode).lower() != "wal":
-                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
-            if code not in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}:
-                raise
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.002)
-            continue
-        if str(mode).lower() != "wal":
-            raise _no_wal(path, mode)
-        return
-
-
-def _no_wal(path: Path, mode: object) -> StoreError:
-    return StoreError(
-        f"SQLite store {str(path)!r} cannot use WAL mode (journal mode stays {mode!r}); put "
-        "the file on a local file system that supports it"
-    )
-
-
-def bound_lock_wait(conn: sqlite3.Connection, deadline: float) -> None:
-    """Let the next statements on ``conn`` wait for another writer's lock only until
-    ``deadline``: an operation that queued behind others gets what is left of its timeout,
-    not a fresh one, so queued writes fail within the timeout instead of one timeout each."""
-    remaining = max(0, math.ceil((deadline - time.monotonic()) * 1000))
-    conn.execute(f"PRAGMA busy_timeout = {remaining}")
-
-
-class _Held:
-    """A thread's connection, referenced only from that thread's ``threading.local``."""
-
-    __slots__ = ("__weakref__", "conn", "pid")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.pid = os.getpid()
-
-
-def _release(conn: sqlite3.Connection, pid: int, inherited: list[sqlite3.Connection]) -> None:
-    if os.getpid() != pid:
-        # A forked child: SQLite forbids using or closing the parent's connection here, and
-        # letting it be collected would close it. Keep it referenced.
-        inherited.append(conn)
-        return
-    try:
-        conn.close()
-    except sqlite3.Error:  # pragma: no cover - close() fails only on misuse
-        logger.warning("closing a finished thread's SQLite connection failed", exc_info=True)
-
-
-class ThreadConnections:
-    """One connection per calling thread, closed when that thread ends.
-
-    Threads that come and go (a threaded WSGI server, anyio's worker threads) each open a
-    connection on first use; when the thread ends, its ``threading.local`` entry is dropped and
-    a :func:`weakref.finalize` callback closes the connection, so finished threads leave no
-    descriptors behind (a plain list of every connection made kept each one open until the
-    store closed). :meth:`close_all` closes the connections of threads still alive. In a
-    forked child, connections opened by the parent are kept referenced and never touched.
-    """
-
-    __slots__ = ("_held", "_inherited", "_local", "_lock", "_opener")
-
-    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
-        self._opener = opener
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
-        self._inherited: list[sqlite3.Connection] = []
-
-    def get(self) -> sqlite3.Connection:
-        """The calling thread's connection, opened on first use (or after a fork)."""
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and held.pid == os.getpid():
-            return held.conn
-        conn = self._opener()
-        held = _Held(conn)
-        weakref.finalize(held, _release, conn, held.pid, self._inherited)
-        self._local.held = held  # a parent's entry, if any, is released (kept) by finalize
-        with self._lock:
-            self._held.add(held)
-        return conn
-
-    def close_current(self) -> None:
-        """Close the calling thread's connection, if it has one; the next call reopens."""
-        held: _Held | None = getattr(self._local, "held", None)
-        self._local.held = None
-        if held is not None:
-            with self._lock:
-                self._held.discard(held)
-            del held  # the finalizer closes it (or keeps it, in a forked child)
-
-    def close_all(self) -> None:
-        """Close every live thread's connection. Threads reopen on next use."""
-        with self._lock:
-            held, self._held = list(self._held), weakref.WeakSet()
-        self._local = threading.local()
-        for entry in held:
-            if entry.pid == os.getpid():
-                # Closing twice is harmless; the finalizer's close later does nothing.
-                _release(entry.conn, entry.pid, self._inherited)
-
-    def __len__(self) -> int:
-        """Connections of live threads in this process (for tests and diagnostics)."""
-        with self._lock:
-            return sum(1 for entry in self._held if entry.pid == os.getpid())
-
-
 class SQLiteStore:
     """A :class:`~bastion.stores.base.Store` in one SQLite file. See the module docstring.
 
@@ -339,6 +174,7 @@ class SQLiteStore:
         "_clock",
         "_closed",
         "_conn",
+        "_counters",
         "_executor",
         "_inherited",
         "_inline_reads",
@@ -395,6 +231,13 @@ class SQLiteStore:
         # The sync side (and inline reads): one connection per calling thread, closed when the
         # thread ends.
         self._threads = ThreadConnections(self._connect)
+        # The rate-limit counters: connections of their own (see _sqlite_ratelimit on why).
+        self._counters = SQLiteCounters(
+            self._path, clock=clock, timeout=self._timeout, purge_every=purge_every
+        )
+
+    nonblocking: Final = False
+    """Writes can wait on another process's file lock: never call the sync side on a loop."""
 
     @property
     def path(self) -> Path:
@@ -425,6 +268,31 @@ class SQLiteStore:
     def sync(self) -> SQLiteSyncStore:
         """The synchronous side: the same file, one connection per calling thread."""
         return SQLiteSyncStore(self)
+
+    # -- rate limits (SupportsRateLimit; see bastion.stores._sqlite_ratelimit) -----------------
+
+    def hit_sync(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]:
+        """Decide ``rates`` for ``key`` in one transaction on the calling thread."""
+        return self._counters.decide(key, strategy, rates, cost, time.monotonic() + self._timeout)
+
+    async def hit(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]:
+        """Decide ``rates`` for ``key`` in one transaction on the store's worker thread."""
+        executor = self._worker()
+        # The timeout counts from now: time queued behind other operations counts too.
+        deadline = time.monotonic() + self._timeout
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                executor, self._counters.decide, key, strategy, rates, cost, deadline
+            )
+        except RuntimeError as exc:
+            if "shutdown" in str(exc):  # aclose() won a race with this call
+                raise StoreError(f"{self!r} is closed; open a new store") from None
+            raise
 
     # -- operations: validated up front, run later on some thread's connection ---------------
 
@@ -531,12 +399,15 @@ class SQLiteStore:
             forked = self._pid != os.getpid()
         self._threads.close_all()
         if executor is None or forked:
+            self._counters.close()
             return
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._close_connection)
         finally:
             # The queue is empty (the close ran last), so this join returns at once.
             executor.shutdown(wait=True)
+            # After the worker thread: a decision queued on it finished on its connection.
+            self._counters.close()
 
     # -- worker plumbing ------------------------------------------------------------------------
 
@@ -689,6 +560,9 @@ class SQLiteSyncStore:
     @property
     def local(self) -> bool:
         return True
+
+    nonblocking: Final = False
+    """A write may wait up to ``timeout`` for another writer's file lock."""
 
     def get(self, key: str) -> bytes | None:
         store = self._store

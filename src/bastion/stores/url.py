@@ -51,15 +51,15 @@ SQLITE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
     "purge_every": int,
     "inline_reads": bool,
 }
-"""Options of a ``sqlite://`` URL. Both SQLite stores take them (the rate-limit store accepts
-``inline_reads`` and has no use for it: its decisions always run as one transaction)."""
+"""Options of a ``sqlite://`` URL (the rate-limit counters share ``timeout`` and
+``purge_every``; see :mod:`bastion.stores._sqlite_ratelimit` on ``synchronous``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoreURL:
     """A parsed store URL: which store, where, and its settings (query and keywords merged,
     converted, unknown names refused). ``url`` is the original text for Redis, whose query
-    the Redis stores read themselves."""
+    the Redis store reads itself."""
 
     scheme: Literal["memory", "sqlite", "redis"]
     path: str | None
@@ -70,8 +70,7 @@ class StoreURL:
 def parse_store_url(
     url: str, options: dict[str, Any], *, extra: frozenset[str] = frozenset()
 ) -> StoreURL:
-    """Parse ``url`` the one way every bastion store factory does (:func:`open_store`,
-    :func:`~bastion.stores.ratelimit.open_ratelimit_store`), so one URL configures both.
+    """Parse ``url`` the one way :func:`open_store` does, for tools that need its parts.
 
     ``extra`` names further keyword options a caller accepts (not in the query). Raises
     :class:`~bastion.errors.ConfigurationError` naming the part at fault, an unknown option

@@ -1,4 +1,4 @@
-"""The child-process side of the contract suite's multi-process test.
+"""The child-process side of the contract suite's multi-process tests.
 
 Kept apart from :mod:`bastion.testing.store_contract` so that a spawned child imports only
 bastion and the store, not pytest: four children start noticeably faster.
@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from bastion.core.ratelimit import Rate, Strategy
 from bastion.stores import open_store
+from bastion.stores.base import require_rate_limit
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Barrier
 
-__all__ = ["cas_increment_worker"]
+__all__ = ["cas_increment_worker", "rate_limit_worker"]
 
 
 def cas_increment_worker(
@@ -59,5 +61,39 @@ async def _increment(
             else:
                 lost += 1
         return won, lost
+    finally:
+        await store.aclose()
+
+
+def rate_limit_worker(
+    store_url: str,
+    *,
+    key: str,
+    limit: int,
+    attempts: int,
+    barrier: Barrier,
+    results: Queue[tuple[str, int, int]],
+) -> None:
+    """Open ``store_url``, wait for every sibling, then make ``attempts`` decisions on ``key``
+    (``limit`` per day, fixed window). Reports ``("ok", admitted, refused)``, or an error."""
+    try:
+        admitted = asyncio.run(_decide(store_url, key, limit, attempts, barrier))
+    except BaseException as exc:
+        results.put((f"error: {type(exc).__name__}: {exc}", 0, 0))
+        raise
+    results.put(("ok", admitted, attempts - admitted))
+
+
+async def _decide(store_url: str, key: str, limit: int, attempts: int, barrier: Barrier) -> int:
+    store = open_store(store_url)
+    try:
+        limits = require_rate_limit(store)
+        rate = Rate.per(limit, 86_400)
+        await limits.hit("warm-up", Strategy.FIXED_WINDOW, [rate])  # connect before the race
+        await asyncio.to_thread(barrier.wait, 30)
+        admitted = 0
+        for _ in range(attempts):
+            admitted += (await limits.hit(key, Strategy.FIXED_WINDOW, [rate]))[0].allowed
+        return admitted
     finally:
         await store.aclose()

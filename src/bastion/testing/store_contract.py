@@ -37,6 +37,10 @@ Fixtures:
   like SQLite and Redis); a URL that :func:`bastion.stores.open_store` opens, in another
   process, as the same store.
 
+Rate limits are a capability of the protocol (:class:`~bastion.stores.base.SupportsRateLimit`):
+the suite checks it too (:mod:`bastion.testing.ratelimit_contract`), unless the test class says
+``rate_limits = False`` for a store that does not offer it.
+
 The tests use pytest-asyncio (``@pytest.mark.asyncio``, strict mode). The multi-process test of
 :class:`SharedStoreContract` is marked ``slow``.
 """
@@ -54,7 +58,8 @@ import pytest
 
 from bastion.errors import StoreError
 from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store
-from bastion.testing._store_worker import cas_increment_worker
+from bastion.testing._store_worker import cas_increment_worker, rate_limit_worker
+from bastion.testing.ratelimit_contract import RateLimitContract
 
 __all__ = ["AdvanceTime", "SharedStoreContract", "StoreContract"]
 
@@ -118,8 +123,12 @@ BAD_TTLS: tuple[object, ...] = (
 BAD_VALUES: tuple[object, ...] = ("text", None, 1, 1.5, ["b"], object())
 
 
-class StoreContract:
-    """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above."""
+class StoreContract(RateLimitContract):
+    """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above.
+
+    It includes the rate-limit capability's tests (:mod:`bastion.testing.ratelimit_contract`);
+    a store without the capability sets ``rate_limits = False`` on its test class.
+    """
 
     # -- basics -------------------------------------------------------------------------------
 
@@ -452,8 +461,12 @@ class StoreContract:
         _check(await store.get("k") is None)
 
 
-def _race_processes(store_url: str, processes: int, increments: int) -> int:
-    """Start ``processes`` children that race CAS increments; return their total of successes.
+def _race_processes(
+    store_url: str, processes: int, increments: int, *, rate_limit: int | None = None
+) -> int:
+    """Start ``processes`` children that race CAS increments (or, with ``rate_limit``,
+    ``increments`` rate-limit decisions each against that limit); return their total of
+    successes.
 
     Blocks (the test runs it in a thread). Each child waits at a barrier after opening the
     store, so the increments really overlap.
@@ -461,17 +474,17 @@ def _race_processes(store_url: str, processes: int, increments: int) -> int:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
     results: multiprocessing.Queue[tuple[str, int, int]] = context.Queue()
+    target: Callable[..., None] = cas_increment_worker
+    options: dict[str, object] = {"key": "counter", "increments": increments}
+    options["max_attempts"] = increments * 200
+    if rate_limit is not None:
+        target = rate_limit_worker
+        options = {"key": "race-processes", "limit": rate_limit, "attempts": increments}
     children = [
         context.Process(
-            target=cas_increment_worker,
+            target=target,
             args=(store_url,),
-            kwargs={
-                "key": "counter",
-                "increments": increments,
-                "max_attempts": increments * 200,
-                "barrier": barrier,
-                "results": results,
-            },
+            kwargs={**options, "barrier": barrier, "results": results},
             daemon=True,
         )
         for _ in range(processes)
@@ -517,3 +530,20 @@ class SharedStoreContract(StoreContract):
         _check(won >= self.increments_per_process, f"only {won} increments succeeded")
         # Nothing lost (a success not counted) and nothing doubled (two winners of one round).
         _check(await store.get("counter") == str(won).encode())
+
+    @pytest.mark.slow
+    @pytest.mark.asyncio
+    @pytest.mark.usefixtures("limits")  # the store's capability, or a skip
+    async def test_rate_limit_is_exact_across_processes(
+        self, request: pytest.FixtureRequest
+    ) -> None:
+        store_url: str = request.getfixturevalue("store_url")
+        limit = self.process_count * self.increments_per_process // 2
+        admitted = await asyncio.to_thread(
+            _race_processes,
+            store_url,
+            self.process_count,
+            self.increments_per_process,
+            rate_limit=limit,
+        )
+        _check(admitted == limit, f"{admitted} decisions admitted across processes, not {limit}")

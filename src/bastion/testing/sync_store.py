@@ -1,9 +1,9 @@
 """Test support for the synchronous side of stores, and a call-counting store proxy.
 
 :class:`SyncSideAsStore` presents a store's :class:`~bastion.stores.base.SyncStore` (``store.sync``)
-through the async :class:`~bastion.stores.base.Store` protocol, so the whole
-:class:`~bastion.testing.store_contract.StoreContract` suite runs against the sync side
-unchanged::
+through the async :class:`~bastion.stores.base.Store` protocol, and its rate-limit ``hit_sync``
+as ``hit``, so the whole :class:`~bastion.testing.store_contract.StoreContract` suite runs
+against the sync side unchanged::
 
     @pytest_asyncio.fixture
     async def store(clock):
@@ -21,9 +21,12 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from bastion.errors import ConfigurationError
-from bastion.stores.base import SupportsSync
+from bastion.stores.base import SupportsSync, require_rate_limit
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bastion.core.ratelimit import Decision, Rate, Strategy
     from bastion.stores.base import Store, SyncStore
 
 __all__ = ["CountingStore", "CountingSyncStore", "SyncSideAsStore"]
@@ -58,6 +61,20 @@ class SyncSideAsStore:
     ) -> bool:
         return self._sync.compare_and_set(key, expected, value, ttl)
 
+    @property
+    def nonblocking(self) -> bool:
+        return self._sync.nonblocking
+
+    async def hit(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]:
+        return require_rate_limit(self._owner).hit_sync(key, strategy, rates, cost)
+
+    def hit_sync(
+        self, key: str, strategy: Strategy, rates: Sequence[Rate], cost: int = 1
+    ) -> tuple[Decision, ...]:
+        return require_rate_limit(self._owner).hit_sync(key, strategy, rates, cost)
+
     async def aclose(self) -> None:
         self._sync.close()
         await self._owner.aclose()
@@ -78,6 +95,12 @@ class CountingSyncStore:
     @property
     def local(self) -> bool:
         return self._inner.local
+
+    @property
+    def nonblocking(self) -> bool:
+        """False: the engine then takes its awaited path, whose store calls these tests count
+        as a network store would make them."""
+        return False
 
     def get(self, key: str) -> bytes | None:
         self._calls["get"] += 1

@@ -148,7 +148,7 @@ class SessionEngine(RegistryOperations):
         self._sync: SyncStore | None = store.sync if isinstance(store, SupportsSync) else None
         # A sync side that never waits (the memory store) runs whole flows inline: no
         # coroutine per store call. See bastion.stores.base on ``nonblocking``.
-        self._inline = self._sync is not None and getattr(self._sync, "nonblocking", False) is True
+        self._inline = self._sync is not None and self._sync.nonblocking is True
         self.clock = clock
         self._decoder = RecordDecoder()
         self._cookie_name = self.config.name
