@@ -14,7 +14,16 @@ if TYPE_CHECKING:
 
 __all__ = ["GROUP_NAMES", "load_group"]
 
-GROUP_NAMES = ("asgi", "stores", "credentials", "sessions", "ratelimit", "headers", "csrf")
+GROUP_NAMES = (
+    "asgi",
+    "stores",
+    "credentials",
+    "sessions",
+    "ratelimit",
+    "headers",
+    "csrf",
+    "fullstack",
+)
 
 
 def load_group(name: str) -> Group:
