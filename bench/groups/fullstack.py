@@ -38,6 +38,7 @@ Metadata path taken (no token sent; ``cross-site`` is refused 403), and the rule
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -77,14 +78,21 @@ __all__ = [
     "CLIENTS",
     "GROUP",
     "KINDS",
+    "NO_RULE",
+    "OURS",
+    "PEER",
     "REDIS_KINDS",
     "RULE",
     "Browser",
+    "PassThrough",
     "RotatingClient",
     "bastion_stack",
     "browser_for",
+    "csrf_only_case",
     "fullstack_cases",
+    "instruction_case",
     "make_app",
+    "ok_request",
     "peer_stack",
     "prove",
     "prove_round_trips",
@@ -93,8 +101,10 @@ __all__ = [
 
 PREFIX: Final = "bastion-bench-full:"
 RULE: Final = bastion.Rule("pages", "600/minute")
-CLIENTS: Final = 4096
-"""Client addresses the requests rotate through: 600/minute each is far above any run."""
+CLIENTS: Final = 256
+"""Client addresses the requests rotate through: 600/minute each (a burst of 153,600 requests,
+then 2,560 a second) is more than a run spends, and the rule's keys are reused, as with
+returning clients (a refused request stops the run, so an exhausted rule cannot go unseen)."""
 KINDS: Final = ("GET untouched", "GET read", "GET modify", "POST token", "POST fetch-metadata")
 REDIS_KINDS: Final = KINDS[:3]
 PEER: Final = "peer stack"
@@ -429,8 +439,10 @@ async def fullstack_cases(options: Options) -> AsyncIterator[list[Case]]:
             OURS: RotatingClient(bastion_stack(app, "memory://")),
             NO_RULE: RotatingClient(bastion_stack(app, "memory://", rule=False)),
         }
+        star_client = Redis.from_url(url)
+        stack.push_async_callback(star_client.aclose)
         redis_stacks = {
-            PEER: peer_stack(app, StarRedisStore(url=url, prefix=PREFIX + "star:")),
+            PEER: peer_stack(app, StarRedisStore(connection=star_client, prefix=PREFIX + "star:")),
             OURS: bastion_stack(app, _redis_url(url)),
             NO_RULE: bastion_stack(app, _redis_url(url), rule=False),
         }
@@ -447,9 +459,75 @@ async def fullstack_cases(options: Options) -> AsyncIterator[list[Case]]:
 
         cases = await _stack_cases("memory", memory, KINDS, None)
         cases.append(async_case(floor_name, _op(floor, floor_template)))
+        held = len(await client.keys(PREFIX + "*"))
         cases += await _stack_cases("redis", redis, REDIS_KINDS, floor_name)
+        sessions = await client.keys(PREFIX + "session:*")
+        _expect(len(sessions) >= 2, f"bastion's Redis sessions are not in Redis: {sessions}")
+        _expect(
+            len(await client.keys(PREFIX + "*")) > held + len(sessions),
+            "bastion's rule keeps no counters in Redis",
+        )
         yield cases
         await client.delete(PREFIX + "floor")
+
+
+# -- for bench.instructions ---------------------------------------------------------------------
+
+
+def instruction_case(kind: str, label: str) -> tuple[ASGIApp, Scope]:
+    """``bench.instructions``' build: the memory stack ``label`` (:data:`PEER`, :data:`OURS`,
+    :data:`NO_RULE`) and its request of ``kind``, proved once (in an event loop of its own)."""
+    app = make_app()
+    if label == PEER:
+        built = peer_stack(app, InMemoryStore())
+    else:
+        built = bastion_stack(app, "memory://", rule=label == OURS)
+    stack = RotatingClient(built)
+
+    async def set_up() -> Scope:
+        template = request_for(kind, await browser_for(stack, ours=label != PEER))
+        await prove(label, kind, stack, template, headers=True, rule=label == OURS)
+        return template
+
+    return stack, asyncio.run(set_up())
+
+
+CSRF_ONLY_COOKIE: Final = b"__Host-session=" + b"s" * 43
+
+
+def csrf_only_case(*, with_csrf: bool) -> tuple[ASGIApp, Scope]:
+    """``GET /`` from a returning browser through bastion's CSRF layer alone, built with the
+    arguments ``protect()`` gives it, or through a pass-through layer (``with_csrf=False``)."""
+    app = make_app()
+    if with_csrf:
+        runtime = bastion.Bastion(
+            store="memory://",
+            keyring=bastion.KeyRing.generate(),
+            environment=bastion.Environment.PRODUCTION,
+        ).build()
+        layer: ASGIApp = bastion.asgi.CSRFMiddleware(
+            app,
+            config=runtime.csrf_config,
+            keyring=runtime.keyring,
+            auditor=runtime.auditor,
+            clock=runtime.config.clock,
+            production=runtime.production,
+        )
+    else:
+        layer = PassThrough(app)
+    return layer, http_scope("GET", "/", headers=[*_BASE_HEADERS, (b"cookie", CSRF_ONLY_COOKIE)])
+
+
+class PassThrough:
+    """An ASGI layer that only awaits the app: the baseline of the CSRF-only row."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 GROUP = Group(
