@@ -49,11 +49,13 @@ from starsessions import InMemoryStore, SessionAutoloadMiddleware
 from starsessions import SessionMiddleware as StarSessionMiddleware
 from starsessions.stores.redis import RedisStore as StarRedisStore
 
+import bastion.flask
 from bastion.asgi import SessionMiddleware
+from bastion.config import Bastion
 from bastion.core.cookies import parse_cookie
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
-from bastion.flask import Bastion
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.testing.redis_server import RedisServer
@@ -285,7 +287,16 @@ def _flask_cases(stack: AsyncExitStack, url: str) -> list[Case]:
     ours = _flask_app()
     store = RedisStore.from_url(url, prefix=PREFIX + "flask:")
     stack.push_async_callback(store.aclose)
-    Bastion(ours, store=store, config=CONFIG, production=False)
+    bastion.flask.protect(  # sessions alone, as Flask-Session offers
+        ours,
+        Bastion(
+            store=store,
+            sessions=CONFIG,
+            csrf=None,
+            headers=None,
+            environment=Environment.DEVELOPMENT,
+        ),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Flask-Session's own import-time deprecations
         from flask_session import Session as FlaskSession  # noqa: PLC0415
