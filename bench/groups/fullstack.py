@@ -42,6 +42,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from redis.asyncio import Redis
@@ -65,7 +66,7 @@ from bench.group import Group
 from bench.measure import async_case
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from starlette.requests import Request
 
@@ -397,11 +398,8 @@ async def _stack_cases(
     return cases
 
 
-def _op(app: ASGIApp, template: Scope) -> Any:
-    async def op() -> None:
-        await ok_request(app, template)
-
-    return op
+def _op(app: ASGIApp, template: Scope) -> Callable[[], Awaitable[None]]:
+    return partial(ok_request, app, template)
 
 
 def _floor_app(client: Redis) -> ASGIApp:
