@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from bench.driver import call_asgi, http_scope, make_floor_app
@@ -143,6 +144,47 @@ CASES: tuple[InstructionCase, ...] = (
         "cors: starlette preflight",
     ),
 )
+
+
+# -- fullstack: issue 13's Speed rows (memory; the Redis rows are wall-clock only) ---------------
+
+
+def _fullstack(kind: str, label: str) -> tuple[ASGIApp, Scope]:
+    from bench.groups.fullstack import instruction_case  # noqa: PLC0415
+
+    return instruction_case(kind, label)
+
+
+def _csrf_only(*, with_csrf: bool) -> tuple[ASGIApp, Scope]:
+    from bench.groups.fullstack import csrf_only_case  # noqa: PLC0415
+
+    return csrf_only_case(with_csrf=with_csrf)
+
+
+_FULLSTACK_KINDS = ("GET untouched", "GET read", "GET modify", "POST token", "POST fetch-metadata")
+"""``bench.groups.fullstack.KINDS``, spelt out so that importing this module stays light."""
+_FULLSTACK_PEER, _FULLSTACK_OURS = "peer stack", ("bastion", "bastion, no rate-limit rule")
+
+
+def _fullstack_cases() -> tuple[InstructionCase, ...]:
+    """Per request kind: the peer stack (starsessions + starlette-csrf + secure.py, the
+    baseline), bastion through ``protect()`` and bastion without its rate-limit rule; then
+    bastion's CSRF layer alone on a safe method against a pass-through layer."""
+    cases = []
+    for kind in _FULLSTACK_KINDS:
+        base = f"fullstack memory {kind}: {_FULLSTACK_PEER}"
+        cases.append(InstructionCase(base, partial(_fullstack, kind, _FULLSTACK_PEER)))
+        for label in _FULLSTACK_OURS:
+            name = f"fullstack memory {kind}: {label}"
+            cases.append(InstructionCase(name, partial(_fullstack, kind, label), base))
+    base = "fullstack csrf-only GET: pass-through layer"
+    cases.append(InstructionCase(base, partial(_csrf_only, with_csrf=False)))
+    ours = "fullstack csrf-only GET: bastion CSRF"
+    cases.append(InstructionCase(ours, partial(_csrf_only, with_csrf=True), base))
+    return tuple(cases)
+
+
+CASES += _fullstack_cases()
 
 
 def build_app(name: str) -> tuple[ASGIApp, Scope]:

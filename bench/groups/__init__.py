@@ -23,6 +23,7 @@ GROUP_NAMES = (
     "headers",
     "csrf",
     "cors",
+    "fullstack",
 )
 
 

@@ -18,10 +18,10 @@ sides, so tests can state exactly how many round trips a request costs.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.errors import ConfigurationError
-from bastion.stores.base import SupportsSync, require_rate_limit
+from bastion.stores.base import SupportsRateLimit, SupportsSync, require_rate_limit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -177,6 +177,24 @@ class CountingStore:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        """The rate-limit capability, counted as ``hit``, exactly when the wrapped store has
+        it (so ``isinstance(store, SupportsRateLimit)`` answers as for the wrapped store)."""
+        if name not in {"hit", "hit_sync", "nonblocking"} or not isinstance(
+            self._inner, SupportsRateLimit
+        ):
+            raise AttributeError(name)
+        found = getattr(self._inner, name)
+        if name == "nonblocking":
+            return found
+        calls = self.calls
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls["hit"] += 1
+            return found(*args, **kwargs)
+
+        return counted
 
     def __repr__(self) -> str:
         return f"CountingStore({self._inner!r})"
