@@ -18,7 +18,7 @@ from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import normalize_username
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.engine.throttle import LoginOutcome, LoginThrottle
 from bastion.errors import PasswordRejected
 from bastion.flask import CSRF, Bastion, login, logout
@@ -65,15 +65,13 @@ def create_app(
     Bastion(app, store=store, config=sessions, keyring=keyring, clock=clock)
     CSRF(app, keyring=keyring, clock=clock)  # the token lives in the session
     limiter = RateLimiter(open_ratelimit_store(ratelimit_url, clock=clock))
-    login_posts = Route(
-        rule=Rule("login", "10/minute"), path="/login", exact=True, methods=frozenset({"POST"})
-    )
+    login_posts = Rule("login", "10/minute", path="/login", methods={"POST"})
     app.wsgi_app = protect(  # type: ignore[method-assign, assignment]
         app.wsgi_app,  # sessions and CSRF come from the extensions above
         csrf=False,
         rate_limit={
             "limiter": limiter,
-            "rules": [Route(rule=Rule("pages", "300/minute")), login_posts],
+            "rules": [Rule("pages", "300/minute"), login_posts],
         },
         keyring=keyring,
         clock=clock,

@@ -10,7 +10,7 @@ from starlette.routing import Route as Endpoint
 
 from bastion.asgi import csrf_token, load_session, protect
 from bastion.asgi.sessions import login, logout
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.passwords import PasswordHasher
 from bastion.stores.ratelimit import open_ratelimit_store
 
@@ -57,5 +57,5 @@ def create_app(
             Endpoint("/logout", sign_out, methods=["POST"]),
         ]
     )
-    login_limit = Route(rule=Rule("login", "5/minute"), path="/login", methods=frozenset({"POST"}))
+    login_limit = Rule("login", "5/minute", path="/login", methods={"POST"})
     return protect(app, store=store, rate_limit={"limiter": limiter, "rules": [login_limit]})

@@ -1,4 +1,4 @@
-"""The rate limiter: rules, routes, headers, shadow mode, failure policies, the guide's API."""
+"""The rate limiter: rules and where they apply, headers, shadow mode, failures, the guide's API."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import pytest
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
-from bastion.core.ratelimit import Rate, Strategy
+from bastion.core.ratelimit import DEFAULT_STRATEGY, Rate, Strategy
 from bastion.engine.ratelimit import (
     FailurePolicy,
     Limit,
     RateLimiter,
-    Route,
     Rule,
     render_headers,
 )
@@ -64,21 +63,37 @@ def test_rule_building() -> None:
         Rule("r", [Rate.per(1, 1), Limit(Rate.per(1, 1))])
 
 
-def test_route_matching() -> None:
-    rule = Rule("r", "1/s")
-    assert Route(rule=rule).matches("GET", "/anything")
-    api = Route(rule=rule, path="/api", methods=frozenset({"post"}))
+def test_rule_matching() -> None:
+    assert Rule("r", "1/s").matches("GET", "/anything")
+    api = Rule("r", "1/s", path="/api/*", methods=frozenset({"post"}))
     assert api.matches("POST", "/api")
     assert api.matches("POST", "/api/x")
     assert not api.matches("POST", "/apix")
     assert not api.matches("GET", "/api")
-    exact = Route(rule=rule, path="/login", exact=True)
+    exact = Rule("r", "1/s", path="/login")
     assert exact.matches("GET", "/login")
     assert not exact.matches("GET", "/login/x")
-    with pytest.raises(ConfigurationError, match="start with"):
-        Route(rule=rule, path="api")
+    with pytest.raises(ConfigurationError, match="starting with"):
+        Rule("r", "1/s", path="api")
     with pytest.raises(ConfigurationError, match="cost"):
-        Route(rule=rule, cost=-1)
+        Rule("r", "1/s", cost=-1)
+
+
+def test_rule_paths_use_the_one_grammar() -> None:
+    # "/api" is exactly /api, as for CSRF exemptions and header routes; "/api/*" the prefix.
+    assert not Rule("r", "1/s", path="/api").matches("GET", "/api/x")
+    assert Rule("r", "1/s", path="/api/*").matches("GET", "/API/x/")
+    with pytest.raises(ConfigurationError, match="ends in '/'"):
+        Rule("r", "1/s", path="/api/")
+    with pytest.raises(ConfigurationError, match="methods"):
+        Rule("r", "1/s", methods="POST")  # type: ignore[arg-type]
+
+
+def test_one_default_algorithm() -> None:
+    limiter, _ = make_limiter()
+    assert Rule("r", "1/s").strategy is Strategy.TOKEN_BUCKET
+    assert limiter.adhoc_rule(3, 60, DEFAULT_STRATEGY).strategy is Strategy.TOKEN_BUCKET
+    assert limiter.check_rate_limit_sync("k", 1, 60).rule.strategy is Strategy.TOKEN_BUCKET
 
 
 @pytest.mark.asyncio

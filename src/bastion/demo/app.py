@@ -54,7 +54,7 @@ from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import BackoffRule, ThrottlePolicy, normalize_username
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.engine.throttle import LoginOutcome, LoginThrottle
 from bastion.engine.totp import TotpManager, TotpResult
 from bastion.errors import ConfigurationError, PasswordRejected, StoreError
@@ -637,20 +637,10 @@ class DemoApp:
 def build_stack(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> ASGIApp:
     """Compose bastion around the Starlette app, as any app would (see the module docstring)."""
     limits = [
-        Route(rule=Rule("pages", "600/minute"), path="/", key=client_ip_key()),
-        Route(
-            rule=Rule("auth", "30/minute"),
-            path="/login",
-            exact=True,
-            methods=frozenset({"POST"}),
-        ),
-        Route(
-            rule=Rule("signup", "10/minute"),
-            path="/register",
-            exact=True,
-            methods=frozenset({"POST"}),
-        ),
-        Route(rule=Rule("api", "60/minute"), path="/api"),
+        Rule("pages", "600/minute", key=client_ip_key()),
+        Rule("auth", "30/minute", path="/login", methods={"POST"}),
+        Rule("signup", "10/minute", path="/register", methods={"POST"}),
+        Rule("api", "60/minute", path="/api/*"),
     ]
     inner = protect(
         mark_rendered(demo.starlette),
