@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, user_key
 from bastion.core.ratelimit.rules import RuleSet
-from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, Refusal, refusal_body
+from bastion.core.refusal import Refusal, refusal_body
 from bastion.core.request import RequestView, asgi_path
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ __all__ = [
 
 logger = logging.getLogger("bastion.security.ratelimit")
 
+_MAX_BODIES: Final = 64
 _WS_START: Final = "websocket.http.response.start"
 _WS_BODY: Final = "websocket.http.response.body"
 _WS_EXTENSION: Final = "websocket.http.response"
@@ -104,21 +105,31 @@ _WS_LIMITED: Final = _Refusal(429, 1008, "rate limited")  # 1008: policy violati
 _WS_UNAVAILABLE: Final = _Refusal(503, 1013, "service unavailable")  # 1013: try again later
 
 
-def request_view(scope: Scope, *, method: str | None = None) -> RequestView:
+def request_view(scope: Scope, method: str | None = None) -> RequestView:
     """The :class:`~bastion.core.request.RequestView` of an ASGI scope: what key and cost
-    functions see (``method`` overrides the scope's, as ``"GET"`` for a WebSocket handshake)."""
+    functions see (``method`` overrides the scope's, as ``"GET"`` for a WebSocket handshake).
+    Nothing is decoded here: the headers stay the server's byte pairs until a function reads
+    one."""
     client = scope.get("client")
+    root = scope.get("root_path")
+    path = scope["path"]
     query = scope.get("query_string")
-    return RequestView(
-        method or scope.get("method") or "GET",
-        asgi_path(scope["path"], scope.get("root_path", "")),
-        scheme=scope.get("scheme") or "http",
-        query=query.decode("latin-1") if query else "",
-        peer=client[0] if client else None,
-        headers=scope.get("headers") or (),
-        user=scope.get("user"),
-        source=scope,
+    return _view(
+        RequestView,
+        (
+            method or scope.get("method") or "GET",
+            asgi_path(path, root) if root else path or "/",
+            scope.get("scheme") or "http",
+            query.decode("latin-1") if query else "",
+            client[0] if client else None,
+            scope.get("user"),
+            scope.get("headers") or (),
+            scope,
+        ),
     )
+
+
+_view: Final = tuple.__new__  # builds the view without NamedTuple's Python-level __new__
 
 
 class RateLimitMiddleware:
@@ -133,7 +144,7 @@ class RateLimitMiddleware:
     which leaves WebSocket routes open to connection floods.
     """
 
-    __slots__ = ("_app", "_limiter", "_rules", "_websockets")
+    __slots__ = ("_app", "_bodies", "_inline", "_limiter", "_rules", "_websockets")
 
     def __init__(
         self,
@@ -148,6 +159,8 @@ class RateLimitMiddleware:
     ) -> None:
         self._app = app
         self._limiter = limiter
+        self._inline = limiter.nonblocking  # memory: decide inline, no coroutine per request
+        self._bodies = _Bodies()
         self._rules = (
             rules
             if isinstance(rules, RuleSet)
@@ -164,17 +177,16 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        limiter = self._limiter
-        request = request_view(scope)
-        if limiter.nonblocking:  # memory: decide inline, no coroutine per request
-            verdict = limiter.check_sync(request, self._rules)
+        if self._inline:
+            verdict = self._limiter.check_sync(request_view(scope), self._rules)
         else:
-            verdict = await limiter.check(request, self._rules)
+            verdict = await self._limiter.check(request_view(scope), self._rules)
         if not verdict.results:
             await self._app(scope, receive, send)
             return
         if verdict.refusal is not None:
-            await _answer(scope, send, verdict.status, verdict.refusal, verdict.raw_headers())
+            body = self._bodies.of(scope, verdict.refusal)
+            await _answer(send, verdict.status, body, verdict.raw_headers())
             return
         headers = verdict.raw_headers()
         if not headers:
@@ -210,17 +222,23 @@ class RateLimitMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A handshake, decided as a ``GET`` of its path by the same rules, keys and costs.
         Kept apart from the HTTP path in ``__call__``, which stays free of WebSocket checks."""
-        verdict = await self._limiter.check(request_view(scope, method="GET"), self._rules)
-        if verdict.status == 503:
-            await _deny(scope, receive, send, _WS_UNAVAILABLE, [])
-        elif verdict.refusal is not None:
-            await _deny(scope, receive, send, _WS_LIMITED, verdict.raw_headers())
+        verdict = await self._limiter.check(request_view(scope, "GET"), self._rules)
+        if verdict.refusal is not None:
+            how = _WS_UNAVAILABLE if verdict.status == 503 else _WS_LIMITED
+            body = self._bodies.of(scope, verdict.refusal)
+            await _deny(scope, receive, send, how, body=body, headers=verdict.raw_headers())
         else:
             await self._app(scope, receive, send)
 
 
 async def _deny(
-    scope: Scope, receive: Receive, send: Send, how: _Refusal, headers: list[tuple[bytes, bytes]]
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    how: _Refusal,
+    *,
+    body: tuple[bytes, bytes],
+    headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Refuse a WebSocket handshake before accept: a denial response when the server offers
     the extension, else a close with the refusal's code. The ``websocket.connect`` message is
@@ -229,42 +247,63 @@ async def _deny(
     if message.get("type") != "websocket.connect":
         return
     if _WS_EXTENSION in (scope.get("extensions") or {}):
-        refusal = RATE_LIMITED if how.status == 429 else RATE_LIMIT_STORE_UNAVAILABLE
-        await _answer(
-            scope, send, how.status, refusal, headers, start_type=_WS_START, body_type=_WS_BODY
-        )
+        await _answer(send, how.status, body, headers, start_type=_WS_START, body_type=_WS_BODY)
         return
     await send({"type": "websocket.close", "code": how.close_code, "reason": how.reason})
 
 
 async def _answer(
-    scope: Scope,
     send: Send,
     status: int,
-    refusal: Refusal,
+    body: tuple[bytes, bytes],
     headers: list[tuple[bytes, bytes]],
     *,
     start_type: str = "http.response.start",
     body_type: str = "http.response.body",
 ) -> None:
-    """The 429 or 503, as text or (for a client asking for JSON) JSON; for a WebSocket
-    handshake, sent as the ``websocket.http.response`` messages."""
-    accept = sent_type = None
-    for name, value in scope["headers"]:
-        if name == b"accept" and accept is None:
-            accept = value.decode("latin-1")
-        elif name == b"content-type" and sent_type is None:
-            sent_type = value.decode("latin-1")
-    content_type, body = refusal_body(refusal, accept=accept, content_type=sent_type)
+    """The 429 or 503 (``body``: its content type and bytes); for a WebSocket handshake, sent
+    as the ``websocket.http.response`` messages."""
+    content_type, payload = body
     await send(
         {
             "type": start_type,
             "status": status,
             "headers": [
                 (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode("ascii")),
+                (b"content-length", str(len(payload)).encode("ascii")),
                 *headers,
             ],
         }
     )
-    await send({"type": body_type, "body": body})
+    await send({"type": body_type, "body": payload})
+
+
+class _Bodies:
+    """The refusal bodies of one middleware by ``(refusal, Accept, Content-Type)``: rendered
+    once per distinct request kind, not per refused request (a flood is all refusals). Bounded:
+    emptied when full, so attacker-chosen headers cannot grow it."""
+
+    __slots__ = ("_bodies",)
+
+    def __init__(self) -> None:
+        self._bodies: dict[tuple[Refusal, bytes | None, bytes | None], tuple[bytes, bytes]] = {}
+
+    def of(self, scope: Scope, refusal: Refusal) -> tuple[bytes, bytes]:
+        accept = sent_type = None
+        for name, value in scope["headers"]:
+            if name == b"accept" and accept is None:
+                accept = value
+            elif name == b"content-type" and sent_type is None:
+                sent_type = value
+        key = (refusal, accept, sent_type)
+        found = self._bodies.get(key)
+        if found is None:
+            found = refusal_body(
+                refusal,
+                accept=None if accept is None else accept.decode("latin-1"),
+                content_type=None if sent_type is None else sent_type.decode("latin-1"),
+            )
+            if len(self._bodies) >= _MAX_BODIES:
+                self._bodies.clear()
+            self._bodies[key] = found
+        return found

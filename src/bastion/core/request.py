@@ -46,10 +46,13 @@ routing. So the layers match both ways, in the direction that never weakens a pr
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Mapping
+
+    from bastion.core.client import TrustedProxies
 
 __all__ = [
     "BODY_METHOD",
@@ -234,86 +237,77 @@ def match_forms(path: str) -> tuple[str, ...]:
     return (sent,) if normal == sent else (sent, normal)
 
 
-HeaderSource: TypeAlias = (
-    "Sequence[tuple[bytes, bytes]] | Mapping[str, str] | Callable[[], Mapping[str, str]]"
-)
-"""How an adapter hands a :class:`RequestView` its headers (read on first use)."""
+HeaderSource: TypeAlias = "Sequence[tuple[bytes, bytes]] | Mapping[str, str]"
+"""How an adapter hands a :class:`RequestView` its headers: ASGI's raw ``(name, value)`` byte
+pairs as the server gave them, or a mapping by lower-case name (WSGI's adapter gives a lazy
+one over the environ's ``HTTP_*`` variables)."""
 
 
-class RequestView:
+class RequestView(NamedTuple):
     """What key, identity and cost functions see of a request, the same under ASGI, WSGI and
     Flask: a function written once over it works under every adapter.
 
-    Each adapter builds one per request from its scope or environ (``bastion.asgi.ratelimit``
-    and ``bastion.wsgi.ratelimit`` say how). The fields:
+    Each adapter builds one per request from its scope or environ (``request_view`` in
+    ``bastion.asgi.ratelimit`` and ``bastion.wsgi.ratelimit``). The fields:
 
     * ``method``: as sent (:func:`normalize_method` gives the form rules compare);
     * ``path``: the **full** path, mount prefix included (:func:`asgi_path`, :func:`wsgi_path`);
-    * ``scheme``, ``query`` (the raw query string, decoded as latin-1);
+    * ``scheme``, and ``query``: the raw query string (latin-1 text);
     * ``peer``: the connection's address as the server gives it (``None`` when unknown); the
       client's address behind trusted proxies is :meth:`client`;
-    * ``user``: the authenticated user's identity the framework set (Starlette's
-      ``scope["user"]``, WSGI ``REMOTE_USER``), ``None`` when anonymous;
-    * :attr:`headers`: a mapping of lower-case names to values (repeated fields joined with
-      ``", "``), decoded on first use only, so a key function that reads none costs nothing.
-      An adapter gives them as ASGI's raw ``(name, value)`` byte pairs, a mapping, or a
-      function returning the mapping (WSGI's ``HTTP_*`` variables, read on first use);
+    * ``principal``: what the framework says of the user (Starlette's ``scope["user"]``, WSGI
+      ``REMOTE_USER``); :attr:`user` reads the identity from it;
+    * ``raw_headers``: the headers as the adapter has them (:data:`HeaderSource`); read them with
+      :meth:`header` (one name) or :attr:`headers` (a mapping);
     * ``source``: the scope or environ itself, for the rare function that needs more.
 
-    Built per request: plain slots, and headers decoded lazily, to stay cheap.
+    A named tuple: immutable, and cheap to build on every request; nothing is decoded until a
+    function asks for it.
     """
-
-    __slots__ = ("_headers", "_raw", "_user", "method", "path", "peer", "query", "scheme", "source")
 
     method: str
     path: str
-    scheme: str
-    query: str
-    peer: str | None
-    source: Any
+    scheme: str = "http"
+    query: str = ""
+    peer: str | None = None
+    principal: object = None
+    raw_headers: HeaderSource = ()
+    source: Any = None
 
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        *,
-        scheme: str = "http",
-        query: str = "",
-        peer: str | None = None,
-        headers: HeaderSource = (),
-        user: object = None,
-        source: Any = None,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.scheme = scheme
-        self.query = query
-        self.peer = peer
-        self.source = source
-        self._raw = headers
-        self._headers: dict[str, str] | None = None
-        self._user = user
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case; repeated fields joined with ``", "``), or
+        ``None`` when the request has none."""
+        raw = self.raw_headers
+        if not isinstance(raw, Sequence):
+            return raw.get(name.lower())
+        wanted = name.lower().encode("latin-1")
+        found: str | None = None
+        for key, value in raw:
+            if key == wanted or (not key.islower() and key.lower() == wanted):
+                text = value.decode("latin-1")
+                found = text if found is None else f"{found}, {text}"
+        return found
 
     @property
     def headers(self) -> Mapping[str, str]:
-        """The request's headers by lower-case name (repeated fields joined with ``", "``)."""
-        found = self._headers
-        if found is None:
-            found = self._headers = _decode_headers(self._raw)
-        return found
-
-    def header(self, name: str) -> str | None:
-        """The value of header ``name`` (any case), or ``None`` when the request has none."""
-        return self.headers.get(name.lower())
+        """The request's headers by lower-case name (repeated fields joined with ``", "``),
+        decoded on each access: :meth:`header` reads one name more cheaply."""
+        raw = self.raw_headers
+        if not isinstance(raw, Sequence):
+            return raw
+        out: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            out[key] = f"{out[key]}, {text}" if key in out else text
+        return out
 
     @property
     def user(self) -> str | None:
-        """The authenticated user's identity, or ``None`` for an anonymous request.
-
-        A Starlette-style user object (``is_authenticated`` and ``identity`` or
-        ``display_name``) is read when first asked, so an authentication layer inside the one
-        that built the view is still seen."""
-        user = self._user
+        """The authenticated user's identity, or ``None`` for an anonymous request: the
+        ``principal`` when it is text, else a Starlette-style user's ``identity`` (or
+        ``display_name``) when ``is_authenticated``."""
+        user = self.principal
         if user is None or isinstance(user, str):
             return user or None
         if not getattr(user, "is_authenticated", False):
@@ -321,27 +315,11 @@ class RequestView:
         ident = getattr(user, "identity", None) or getattr(user, "display_name", None)
         return str(ident) if ident else None
 
-    def client(self, proxies: Any = None) -> str | None:
-        """The client's address as ``proxies`` (a :class:`~bastion.core.client.TrustedProxies`)
-        resolve it from the peer and the forwarding header; the peer itself without them."""
+    def client(self, proxies: TrustedProxies | None = None) -> str | None:
+        """The client's address as ``proxies`` resolve it from the peer and the forwarding
+        header; the peer itself without them."""
         if proxies is None or not proxies.trusts_any:
             return self.peer
         value = self.header(proxies.header)
         found = proxies.client(self.peer, [value] if value else [])
         return None if found is None else str(found)
-
-    def __repr__(self) -> str:
-        return f"RequestView({self.method!r}, {self.path!r}, peer={self.peer!r})"
-
-
-def _decode_headers(raw: object) -> dict[str, str]:
-    if callable(raw):
-        return dict(raw())
-    if isinstance(raw, dict):
-        return {str(k).lower(): str(v) for k, v in raw.items()}
-    out: dict[str, str] = {}
-    for name, value in raw:  # type: ignore[attr-defined]
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        out[key] = f"{out[key]}, {text}" if key in out else text
-    return out

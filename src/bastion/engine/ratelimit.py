@@ -79,6 +79,8 @@ R = TypeVar("R")
 
 logger = logging.getLogger("bastion.security.ratelimit")
 
+_ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ())
+"""What rules that all apply everywhere are matched against: nothing is read."""
 _MAX_KEY_CHARS: Final = 200
 _MAX_ADHOC_RULES: Final = 1024
 
@@ -161,7 +163,15 @@ class RateLimiter:
         self, rule: Rule, key: str, *, cost: int = 1, client_ip: str | None = None
     ) -> RateLimitResult:
         """:meth:`hit` for synchronous callers (WSGI): no event loop involved."""
-        full = _store_key(rule, key, cost)
+        return self._hit_sync(rule, key, cost, client_ip)
+
+    def _hit_sync(self, rule: Rule, key: str, cost: int, client_ip: str | None) -> RateLimitResult:
+        if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int and cost >= 0:
+            full = rule.prefix + key
+        else:
+            full = _store_key(rule, key, cost)
+        if cost > MAX_COST:
+            check_cost(cost)
         try:
             decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
         except StoreError as exc:
@@ -178,7 +188,7 @@ class RateLimiter:
         exempts the request from that rule."""
         if self._inline:  # a backend that never blocks: no coroutine per rule
             return self.check_sync(request, rules)
-        methods, forms = rules.targets(request)
+        methods, forms = rules.targets(request) if rules.conditional else _ANYWHERE
         results: list[RateLimitResult] = []
         for rule, key_of, everywhere in rules.entries:
             if not everywhere and not rule.matches_forms(methods, forms):
@@ -186,23 +196,24 @@ class RateLimiter:
             key = key_of(request)
             if key is not None:
                 cost = rule.cost
-                cost = cost if isinstance(cost, int) else cost(request)
+                cost = cost if type(cost) is int else cost(request)  # type: ignore[operator]
                 results.append(await self.hit(rule, key, cost=cost, client_ip=request.peer))
         return rules.verdict(results)
 
     def check_sync(self, request: RequestView, rules: RuleSet) -> Verdict:
         """:meth:`check` for synchronous callers (WSGI, Flask), and for a backend that never
         blocks under ASGI."""
-        methods, forms = rules.targets(request)
+        methods, forms = rules.targets(request) if rules.conditional else _ANYWHERE
         results: list[RateLimitResult] = []
+        decide = self._hit_sync
         for rule, key_of, everywhere in rules.entries:
             if not everywhere and not rule.matches_forms(methods, forms):
                 continue
             key = key_of(request)
             if key is not None:
                 cost = rule.cost
-                cost = cost if isinstance(cost, int) else cost(request)
-                results.append(self.hit_sync(rule, key, cost=cost, client_ip=request.peer))
+                cost = cost if type(cost) is int else cost(request)  # type: ignore[operator]
+                results.append(decide(rule, key, cost, request.peer))
         return rules.verdict(results)
 
     def _finish(
@@ -221,9 +232,10 @@ class RateLimiter:
             if not decision.allowed:
                 break
         else:
-            return RateLimitResult(
-                rule=rule, allowed=True, decisions=decisions, names=names, rates=rates
+            admitted: RateLimitResult = _new(
+                RateLimitResult, (rule, True, decisions, names, rates, False, False)
             )
+            return admitted
         shadow = rule.shadow or self._shadow
         if self._auditor is not None:
             self._auditor.emit(
@@ -242,9 +254,10 @@ class RateLimiter:
                 rates=rates,
                 shadowed=True,
             )
-        return RateLimitResult(
-            rule=rule, allowed=False, decisions=decisions, names=names, rates=rates
+        refused: RateLimitResult = _new(
+            RateLimitResult, (rule, False, decisions, names, rates, False, False)
         )
+        return refused
 
     def _failed(
         self, rule: Rule, key: str, cost: int, exc: StoreError, client_ip: str | None

@@ -15,7 +15,7 @@ trusted proxies), :func:`header_key` (hashed by default), :func:`user_key` (``RE
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, user_key
@@ -24,7 +24,7 @@ from bastion.core.refusal import refusal_body
 from bastion.core.request import RequestView, wsgi_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator
 
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rules import Rule, Verdict
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 __all__ = [
+    "EnvironHeaders",
     "RateLimitMiddleware",
     "client_ip_key",
     "header_key",
@@ -47,33 +48,62 @@ __all__ = [
 _STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
 
 
-_PLAIN: Final = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+_PLAIN: Final = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
-def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The headers of a WSGI environ by lower-case name: its ``HTTP_*`` variables, and
-    ``CONTENT_TYPE``/``CONTENT_LENGTH`` (which PEP 3333 gives without the prefix)."""
-    out: dict[str, str] = {}
-    for name, value in environ.items():
-        if name.startswith("HTTP_"):
-            out[name[5:].lower().replace("_", "-")] = str(value)
-        elif name in _PLAIN and value:
-            out[_PLAIN[name]] = str(value)
-    return out
+class EnvironHeaders(Mapping[str, str]):
+    """The headers of a WSGI environ as a read-only mapping by lower-case name, read from its
+    ``HTTP_*`` variables (and ``CONTENT_TYPE``/``CONTENT_LENGTH``, which PEP 3333 gives
+    without the prefix) when asked: nothing is copied per request."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _variable(name: str) -> str:
+        lowered = name.lower()
+        return _PLAIN.get(lowered) or "HTTP_" + lowered.upper().replace("-", "_")
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ.get(self._variable(name))
+        if value is None or (name.lower() in _PLAIN and not value):
+            raise KeyError(name)
+        return str(value)
+
+    def get(self, name: str, default: Any = None) -> Any:  # no KeyError round trip
+        value = self._environ.get(self._variable(name))
+        if value is None or (not value and name.lower() in _PLAIN):
+            return default
+        return str(value)
+
+    def _names(self) -> list[str]:
+        names = [
+            key[5:].lower().replace("_", "-") for key in self._environ if key.startswith("HTTP_")
+        ]
+        names += [name for name, key in _PLAIN.items() if self._environ.get(key)]
+        return names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def request_view(environ: Mapping[str, Any]) -> RequestView:
     """The :class:`~bastion.core.request.RequestView` of a WSGI environ (Flask's
-    ``request.environ`` too): ``REMOTE_ADDR`` is the peer, ``REMOTE_USER`` the user, the
-    ``HTTP_*`` variables the headers (read only when a function asks for one)."""
+    ``request.environ`` too): ``REMOTE_ADDR`` is the peer, ``REMOTE_USER`` the principal, the
+    ``HTTP_*`` variables the headers (:class:`EnvironHeaders`, read when asked)."""
     return RequestView(
         environ.get("REQUEST_METHOD") or "GET",
         wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", "")),
         scheme=environ.get("wsgi.url_scheme") or "http",
         query=environ.get("QUERY_STRING") or "",
         peer=environ.get("REMOTE_ADDR") or None,
-        headers=partial(environ_headers, environ),
-        user=environ.get("REMOTE_USER") or None,
+        principal=environ.get("REMOTE_USER") or None,
+        raw_headers=EnvironHeaders(environ),
         source=environ,
     )
 

@@ -162,23 +162,35 @@ def _sliding_retry(  # noqa: PLR0917 (private helper: the six numbers of one for
 
 
 def sliding_log_step(state: State | None, now_us: int, cost: int, rate: Rate) -> Step:
-    """Sliding log, exact. State: flat ``(time_us, cost, time_us, cost, ...)``, oldest first."""
+    """Sliding log, exact. State: flat ``(time_us, cost, time_us, cost, ...)``, oldest first.
+
+    The live part of the log is a slice of the state (the entries are oldest first), so the
+    expired entries are skipped without rebuilding the log; a state whose times are out of
+    order (written under another clock) is filtered entry by entry instead.
+    """
     period, limit = rate.period_us, rate.limit
     cutoff = now_us - period
-    log: list[int] = []
-    used = 0
-    if state is not None:
-        for i in range(0, len(state) - 1, 2):
-            if state[i] > cutoff:
-                log += (state[i], state[i + 1])
-                used += state[i + 1]
+    log: State = ()
+    if state:
+        size = len(state) - (len(state) & 1)
+        start = 0
+        while start < size and state[start] <= cutoff:
+            start += 2
+        if start < size:
+            log = state[start:size]
+            if min(log[::2]) <= cutoff:  # out of order: keep exactly the live entries
+                log = tuple(
+                    value
+                    for i in range(0, size, 2)
+                    if state[i] > cutoff
+                    for value in (state[i], state[i + 1])
+                )
+    used = sum(log[1::2])
     allowed = used + cost <= limit
     if allowed:
         used += cost
-        if log and log[-2] == now_us:
-            log[-1] += cost
-        else:
-            log += (now_us, cost)
+        same = len(log) > 0 and log[-2] == now_us  # one entry per instant: the cost is added to it
+        log = (*log[:-1], log[-1] + cost) if same else (*log, now_us, cost)
     retry = 0
     if not allowed:
         need = min(cost, limit)
@@ -190,7 +202,7 @@ def sliding_log_step(state: State | None, now_us: int, cost: int, rate: Rate) ->
                 break
     reset = log[-2] + period - now_us if log else 0
     expires = log[-2] + period if log else now_us
-    return Step(tuple(log), expires, _decision(allowed, rate, limit - used, reset, retry))
+    return Step(log, expires, _decision(allowed, rate, limit - used, reset, retry))
 
 
 def gcra_step(state: State | None, now_us: int, cost: int, rate: Rate) -> Step:

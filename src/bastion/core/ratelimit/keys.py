@@ -45,7 +45,7 @@ def client_ip_key(proxies: TrustedProxies | None = None) -> KeyFunc:
         if plain_ipv4 and peer is not None and ":" not in peer and peer[-1:].isdigit():
             # The server wrote the peer address: IPv4 needs no parsing (IPv6 is grouped).
             return peer
-        value = request.headers.get(header) if ip.trusts_any else None
+        value = request.header(header) if ip.trusts_any else None
         found = ip.key(peer, [value] if value else [])
         if found is None:
             return f"peer:{peer}" if peer else "peer:unknown"
@@ -66,7 +66,7 @@ def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     wanted = name.lower()
 
     def key(request: RequestView) -> str | None:
-        value = request.headers.get(wanted)
+        value = request.header(wanted)
         if not value:
             return None
         if hash_value:

@@ -28,7 +28,7 @@ import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 from bastion.core.paths import EVERYWHERE, PathPattern
 from bastion.core.ratelimit.headers import (
@@ -36,6 +36,7 @@ from bastion.core.ratelimit.headers import (
     header_bytes,
     policy_header,
     render_headers,
+    retry_after_header,
 )
 from bastion.core.ratelimit.keys import client_ip_key
 from bastion.core.ratelimit.rates import DEFAULT_STRATEGY, Rate, Strategy, parse_rates
@@ -338,6 +339,7 @@ class RateLimitResult(NamedTuple):
 
 
 _ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ("/",))
+_new: Final[Callable[..., Any]] = tuple.__new__
 
 
 class RuleSet:
@@ -345,7 +347,7 @@ class RuleSet:
     which key and cost. ``key`` is the default key function of rules without their own (the
     client IP by default); ``ietf_headers``/``legacy_headers`` choose the headers sent."""
 
-    __slots__ = ("_by_method", "_conditional", "entries", "ietf", "key", "legacy", "rules")
+    __slots__ = ("_by_method", "conditional", "entries", "ietf", "key", "legacy", "rules")
 
     def __init__(
         self,
@@ -371,7 +373,8 @@ class RuleSet:
         self.entries: tuple[tuple[Rule, KeyFunc, bool], ...] = tuple(
             (rule, rule.key or self.key, rule.everywhere) for rule in items
         )
-        self._conditional = not all(rule.everywhere for rule in items)
+        self.conditional = not all(rule.everywhere for rule in items)
+        """Whether some rule names a path or methods (else nothing of a request is read)."""
         self._by_method = any(rule.methods is not None for rule in items)
 
     def __repr__(self) -> str:
@@ -381,7 +384,7 @@ class RuleSet:
         """What rules are matched against: the request's methods (its own, a body's
         ``POST`` and any a method override asks for, read only when a rule names methods)
         and its path's match forms (read only when a rule names a path)."""
-        if not self._conditional:
+        if not self.conditional:
             return _ANYWHERE
         forms = match_forms(request.path)
         if not self._by_method:
@@ -395,13 +398,18 @@ class RuleSet:
 
     def verdict(self, results: list[RateLimitResult]) -> Verdict:
         """The verdict of the rules' ``results`` for one request: 503 before 429."""
+        if len(results) == 1 and results[0].allowed:  # the usual case, built without __new__
+            admitted: Verdict = _new(Verdict, (200, (results[0],), None, self))
+            return admitted
+        status, refusal = 200, None
         for result in results:
             if result.unavailable:
-                return Verdict(503, tuple(results), RATE_LIMIT_STORE_UNAVAILABLE, self)
-        for result in results:
-            if not result.allowed:
-                return Verdict(429, tuple(results), RATE_LIMITED, self)
-        return Verdict(200, tuple(results), None, self)
+                status, refusal = 503, RATE_LIMIT_STORE_UNAVAILABLE
+                break
+            if not result.allowed and refusal is None:
+                status, refusal = 429, RATE_LIMITED
+        verdict: Verdict = _new(Verdict, (status, tuple(results), refusal, self))
+        return verdict
 
 
 class Verdict(NamedTuple):
@@ -427,11 +435,24 @@ class Verdict(NamedTuple):
         return render_headers(self.results, ietf=rules.ietf, legacy=rules.legacy)
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """:attr:`headers` as raw ASGI header pairs."""
-        if self.status == 503:
+        """:attr:`headers` as raw ASGI header pairs. The bytes of one enforced rule with all its
+        limits are built here directly: the common case, admitted or refused."""
+        status, results, _, rules = self
+        if status == 503:
             return []
-        rules = self.rules
-        return header_bytes(self.results, ietf=rules.ietf, legacy=rules.legacy)
+        if len(results) == 1 and rules.ietf and not rules.legacy:
+            only = results[0]
+            rule = only.rule
+            if not only.shadowed and only.decisions and only.names is rule.names:
+                raw = [
+                    (b"ratelimit-policy", rule.policy_raw),
+                    (b"ratelimit", rule.ratelimit_raw(only.decisions)),
+                ]
+                if not only.allowed:
+                    wait = retry_after_header(only.decisions)
+                    raw.append((b"retry-after", wait.encode("ascii")))
+                return raw
+        return header_bytes(results, ietf=rules.ietf, legacy=rules.legacy)
 
 
 def check_cost(cost: int) -> None:
