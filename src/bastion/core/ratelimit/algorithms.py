@@ -80,14 +80,18 @@ _new: Callable[..., Any] = tuple.__new__
 
 
 def _decision(allowed: bool, rate: Rate, remaining: int, reset_us: int, retry_us: int) -> Decision:
-    return Decision(
-        allowed,
-        rate.limit,
-        remaining if remaining > 0 else 0,
-        reset_us / MICROS if reset_us > 0 else 0.0,
-        0.0 if allowed or retry_us <= 0 else retry_us / MICROS,
-        rate.window,
+    made: Decision = _new(
+        Decision,
+        (
+            allowed,
+            rate.limit,
+            remaining if remaining > 0 else 0,
+            reset_us / MICROS if reset_us > 0 else 0.0,
+            0.0 if allowed or retry_us <= 0 else retry_us / MICROS,
+            rate.window,
+        ),
     )
+    return made
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -108,8 +112,9 @@ def fixed_window_step(state: State | None, now_us: int, cost: int, rate: Rate) -
         return admitted
     reset = (end - now_us) / MICROS if count else 0.0
     remaining = limit - count if count < limit else 0
-    decision = Decision(False, limit, remaining, reset, reset, rate.window)  # noqa: FBT003
-    return Step((index, count), end, decision)
+    decision = _new(Decision, (False, limit, remaining, reset, reset, rate.window))
+    refused: Step = _new(Step, ((index, count), end, decision))
+    return refused
 
 
 def sliding_window_step(state: State | None, now_us: int, cost: int, rate: Rate) -> Step:
@@ -144,7 +149,8 @@ def sliding_window_step(state: State | None, now_us: int, cost: int, rate: Rate)
     reset = left + period if current else (left if previous else 0)
     retry = _sliding_retry(previous, current, cost, limit, period, elapsed)
     decision = _decision(False, rate, (capacity - used) // period, reset, retry)  # noqa: FBT003
-    return Step((index, current, previous), (index + 2) * period, decision)
+    refused: Step = _new(Step, ((index, current, previous), (index + 2) * period, decision))
+    return refused
 
 
 def _sliding_retry(  # noqa: PLR0917 (private helper: the six numbers of one formula)
@@ -202,7 +208,8 @@ def sliding_log_step(state: State | None, now_us: int, cost: int, rate: Rate) ->
                 break
     reset = log[-2] + period - now_us if log else 0
     expires = log[-2] + period if log else now_us
-    return Step(log, expires, _decision(allowed, rate, limit - used, reset, retry))
+    made: Step = _new(Step, (log, expires, _decision(allowed, rate, limit - used, reset, retry)))
+    return made
 
 
 def gcra_step(state: State | None, now_us: int, cost: int, rate: Rate) -> Step:
@@ -235,7 +242,8 @@ def gcra_step(state: State | None, now_us: int, cost: int, rate: Rate) -> Step:
     retry = _ceil_div(level + min(cost, limit) * period - capacity, limit)
     reset = _ceil_div(level, limit)
     decision = _decision(False, rate, (capacity - level) // period, reset, retry)  # noqa: FBT003
-    return Step((level, now_us), now_us + reset, decision)
+    refused: Step = _new(Step, ((level, now_us), now_us + reset, decision))
+    return refused
 
 
 _STEPS: Final[dict[Strategy, Callable[[State | None, int, int, Rate], Step]]] = {

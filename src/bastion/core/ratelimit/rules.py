@@ -398,7 +398,7 @@ class RuleSet:
 
     def verdict(self, results: list[RateLimitResult]) -> Verdict:
         """The verdict of the rules' ``results`` for one request: 503 before 429."""
-        if len(results) == 1 and results[0].allowed:  # the usual case, built without __new__
+        if len(results) == 1 and results[0].allowed:  # the usual case
             admitted: Verdict = _new(Verdict, (200, (results[0],), None, self))
             return admitted
         status, refusal = 200, None
