@@ -11,11 +11,14 @@ from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
 from bastion.core.ratelimit import DEFAULT_STRATEGY, Rate, Strategy
+from bastion.core.refusal import RATE_LIMITED
+from bastion.core.request import RequestView
 from bastion.engine.ratelimit import (
     FailurePolicy,
     Limit,
     RateLimiter,
     Rule,
+    RuleSet,
     render_headers,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreUnavailable
@@ -251,3 +254,61 @@ async def test_failure_policies_when_redis_stops(
         assert names.index("ratelimit_store_recovered") > names.index("ratelimit_store_unavailable")
     finally:
         await limiter.aclose()
+
+
+def view(method: str = "GET", path: str = "/", **fields: object) -> RequestView:
+    return RequestView(method, path, peer="192.0.2.1", **fields)  # type: ignore[arg-type]
+
+
+def test_check_applies_every_matching_rule_and_answers_one_verdict() -> None:
+    limiter, sink = make_limiter()
+    rules = RuleSet(
+        [
+            Rule("site", "3/minute", strategy="fixed_window"),
+            Rule("login", "1/minute", strategy="fixed_window", path="/login", methods={"POST"}),
+            Rule(
+                "heavy",
+                "2/minute",
+                strategy="fixed_window",
+                path="/api/*",
+                key=lambda r: r.header("x-tenant"),
+                cost=lambda r: 2,
+            ),
+            Rule("trial", "1/minute", strategy="fixed_window", path="/api/*", shadow=True),
+        ]
+    )
+    first = limiter.check_sync(view("POST", "/login"), rules)
+    assert (first.status, first.refusal, first.allowed) == (200, None, True)
+    assert [r.rule.name for r in first.results] == ["site", "login"]
+    assert first.headers == [
+        ("ratelimit-policy", '"site";q=3;w=60, "login";q=1;w=60'),
+        ("ratelimit", '"site";r=2;t=40, "login";r=0;t=40'),
+    ]
+    refused = limiter.check_sync(view("post", "/Login/"), rules)  # another spelling, same rule
+    assert (refused.status, refused.refusal, refused.allowed) == (429, RATE_LIMITED, False)
+    assert ("retry-after", "40") in refused.headers
+    assert refused.raw_headers()[-1] == (b"retry-after", b"40")
+    # no tenant header: "heavy" is exempt; the shadow rule counts, refuses nothing, shows nothing
+    api = limiter.check_sync(view("GET", "/api/x"), rules)
+    assert [r.rule.name for r in api.results] == ["site", "trial"]
+    shadowed = limiter.check_sync(view("GET", "/api/x", raw_headers={"x-tenant": "t"}), rules)
+    assert shadowed.status == 429  # site is spent (3 of 3); heavy charged 2 of 2, trial shadowed
+    assert [(r.rule.name, r.allowed, r.shadowed) for r in shadowed.results] == [
+        ("site", False, False),
+        ("heavy", True, False),
+        ("trial", True, True),
+    ]
+    assert "trial" not in dict(shadowed.headers)["ratelimit-policy"]
+    assert [e.details["rule"] for e in sink.events] == ["login", "site", "trial"]
+
+
+@pytest.mark.asyncio
+async def test_check_and_check_sync_agree() -> None:
+    rules = RuleSet(Rule("site", "1/minute", strategy="fixed_window"))
+    async_limiter, _ = make_limiter()
+    sync_limiter, _ = make_limiter()
+    for _ in range(2):
+        left = await async_limiter.check(view(), rules)
+        right = sync_limiter.check_sync(view(), rules)
+        assert (left.status, left.headers) == (right.status, right.headers)
+    assert left.status == 429
