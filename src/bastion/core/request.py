@@ -1,6 +1,6 @@
 """The method and the path of a request, read the same way by every layer.
 
-Every bastion layer that decides by method or path (rate-limit routes, CSRF safe methods and
+Every bastion layer that decides by method or path (rate-limit rules, CSRF safe methods and
 exemptions, per-route header policies) reads them through these functions, so the layers agree
 with each other and never with less than the framework behind them.
 
@@ -41,6 +41,10 @@ routing. So the layers match both ways, in the direction that never weakens a pr
   already in normal form (:func:`is_normal`: no ``//``, ``.`` or ``..`` segment) that matches it
   exactly, case and trailing slash included; a per-route header policy only when the path as
   sent and its normal form both select it (else the default policy).
+
+The request view. Key, identity and cost functions receive a :class:`RequestView` (method, full
+path, scheme, query, peer, user, headers), built by each adapter from its scope or environ, so
+a function written once works under ASGI, WSGI and Flask alike.
 """
 
 from __future__ import annotations
