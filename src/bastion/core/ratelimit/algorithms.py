@@ -183,7 +183,7 @@ def sliding_log_step(state: State | None, now_us: int, cost: int, rate: Rate) ->
         while start < size and state[start] <= cutoff:
             start += 2
         if start < size:
-            log = state[start:size]
+            log = state if start == 0 and size == len(state) else state[start:size]
             if min(log[::2]) <= cutoff:  # out of order: keep exactly the live entries
                 log = tuple(
                     value
