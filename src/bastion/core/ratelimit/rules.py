@@ -398,9 +398,14 @@ class RuleSet:
 
     def verdict(self, results: list[RateLimitResult]) -> Verdict:
         """The verdict of the rules' ``results`` for one request: 503 before 429."""
-        if len(results) == 1 and results[0].allowed:  # the usual case
-            admitted: Verdict = _new(Verdict, (200, (results[0],), None, self))
-            return admitted
+        if len(results) == 1:  # the usual case: one rule applies
+            only = results[0]
+            if only.allowed:
+                admitted: Verdict = _new(Verdict, (200, (only,), None, self))
+                return admitted
+            if not only.unavailable:
+                refused: Verdict = _new(Verdict, (429, (only,), RATE_LIMITED, self))
+                return refused
         status, refusal = 200, None
         for result in results:
             if result.unavailable:
@@ -449,7 +454,12 @@ class Verdict(NamedTuple):
                     (b"ratelimit", rule.ratelimit_raw(only.decisions)),
                 ]
                 if not only.allowed:
-                    wait = retry_after_header(only.decisions)
+                    decisions = only.decisions
+                    if len(decisions) == 1:  # retry_after_header() for one refusing limit
+                        seconds = math.ceil(decisions[0].retry_after - 1e-9)
+                        wait = str(seconds) if seconds > 1 else "1"
+                    else:
+                        wait = retry_after_header(decisions)
                     raw.append((b"retry-after", wait.encode("ascii")))
                 return raw
         return header_bytes(results, ietf=rules.ietf, legacy=rules.legacy)
