@@ -27,14 +27,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bench.driver import call_asgi, http_scope, make_floor_app
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from bench.driver import ASGIApp, Scope
+    from bench.driver import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "CASES",
@@ -56,6 +56,8 @@ class InstructionCase:
     name: str
     build: Callable[[], tuple[ASGIApp, Scope]]
     baseline: str | None = None
+    status: int = 200
+    """The status every request of the case answers (429 for a key over its limit)."""
 
 
 def _headers(policy: str | None) -> tuple[ASGIApp, Scope]:
@@ -79,6 +81,75 @@ def _ratelimit(limited: bool) -> tuple[ASGIApp, Scope]:
         return PassThrough(floor), http_scope("GET", "/")
     limiter = RateLimiter(MemoryStore())
     return RateLimitMiddleware(floor, limiter, Rule("bench", RATE)), http_scope("GET", "/")
+
+
+_LIMITS_CLASSES: Final = {
+    "fixed_window": "FixedWindowRateLimiter",
+    "sliding_window": "SlidingWindowCounterRateLimiter",
+    "sliding_log": "MovingWindowRateLimiter",
+    "token_bucket": "FixedWindowRateLimiter",  # limits has no token bucket
+}
+_OVER_LIMIT: Final = 10
+"""The limit of the over-limit cases: filled at set-up, so every counted request is refused."""
+
+
+def _limits_layer(strategy: str, *, over: bool) -> tuple[ASGIApp, Scope]:
+    """The floor behind a layer doing what ``limits`` needs for one decision and its headers:
+    ``hit`` and ``get_window_stats`` on a ``MemoryStorage`` (the speed target's yardstick)."""
+    import limits  # noqa: PLC0415
+    from limits import strategies  # noqa: PLC0415
+
+    from bench.groups.ratelimit import ITEM  # noqa: PLC0415
+
+    item = limits.RateLimitItemPerHour(_OVER_LIMIT) if over else ITEM
+    limiter = getattr(strategies, _LIMITS_CLASSES[strategy])(limits.storage.MemoryStorage())
+    for _ in range(_OVER_LIMIT if over else 1):
+        limiter.hit(item, "127.0.0.1")
+    floor = make_floor_app()
+
+    async def layer(scope: Scope, receive: Receive, send: Send) -> None:
+        limiter.hit(item, scope["client"][0])
+        limiter.get_window_stats(item, scope["client"][0])
+        await floor(scope, receive, send)
+
+    return layer, http_scope("GET", "/")
+
+
+def _ratelimit_strategy(strategy: str, *, over: bool) -> tuple[ASGIApp, Scope]:
+    """The floor behind ``RateLimitMiddleware`` (memory) with one rule of ``strategy``; ``over``:
+    a key already over its limit, so every request is refused with 429."""
+    from bastion.asgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415
+    from bastion.core.ratelimit import Rate  # noqa: PLC0415
+    from bastion.engine.ratelimit import RateLimiter, Rule  # noqa: PLC0415
+    from bastion.stores.memory import MemoryStore  # noqa: PLC0415
+    from bench.groups.ratelimit import RATE  # noqa: PLC0415
+
+    rate = Rate.per(_OVER_LIMIT, 3600) if over else RATE
+    limiter = RateLimiter(MemoryStore())
+    rule = Rule("bench", rate, strategy=strategy)
+    for _ in range(_OVER_LIMIT if over else 1):
+        limiter.hit_sync(rule, "127.0.0.1")
+    return RateLimitMiddleware(make_floor_app(), limiter, rule), http_scope("GET", "/")
+
+
+def _strategy_cases() -> tuple[InstructionCase, ...]:
+    cases: list[InstructionCase] = []
+    for strategy in _LIMITS_CLASSES:
+        for over in (False, True):
+            if over and strategy == "token_bucket":
+                continue  # its limits yardstick is the fixed window's, measured already
+            state = "over limit" if over else "admitted"
+            theirs = f"ratelimit {strategy}, {state}: floor + limits hit + window stats"
+            cases.append(InstructionCase(theirs, partial(_limits_layer, strategy, over=over)))
+            cases.append(
+                InstructionCase(
+                    f"ratelimit {strategy}, {state}: floor + RateLimitMiddleware (memory)",
+                    partial(_ratelimit_strategy, strategy, over=over),
+                    theirs,
+                    429 if over else 200,
+                )
+            )
+    return tuple(cases)
 
 
 def _untouched(with_sessions: bool) -> tuple[ASGIApp, Scope]:
@@ -120,6 +191,7 @@ CASES: tuple[InstructionCase, ...] = (
         lambda: _ratelimit(limited=True),
         "ratelimit: floor + pass-through",
     ),
+    *_strategy_cases(),
     InstructionCase("untouched: pass-through layer", lambda: _untouched(with_sessions=False)),
     InstructionCase(
         "untouched: bastion sessions",
@@ -142,6 +214,7 @@ CASES: tuple[InstructionCase, ...] = (
         "cors: bastion preflight",
         lambda: _cors("bastion", "preflight"),
         "cors: starlette preflight",
+        status=204,
     ),
 )
 
@@ -187,21 +260,26 @@ def _fullstack_cases() -> tuple[InstructionCase, ...]:
 CASES += _fullstack_cases()
 
 
-def build_app(name: str) -> tuple[ASGIApp, Scope]:
+def _case(name: str) -> InstructionCase:
     for case in CASES:
         if case.name == name:
-            return case.build()
+            return case
     raise SystemExit(f"unknown instruction case {name!r}")
+
+
+def build_app(name: str) -> tuple[ASGIApp, Scope]:
+    return _case(name).build()
 
 
 def run_requests(name: str, count: int) -> None:
     """What the callgrind child runs: ``count`` requests of case ``name``, checked once."""
-    app, scope = build_app(name)
+    case = _case(name)
+    app, scope = case.build()
 
     async def drive() -> None:
         status, _headers, _body = await call_asgi(app, scope)
-        if status not in {200, 204}:  # 204: a preflight answered by a CORS layer
-            raise SystemExit(f"{name}: answered {status}, not 200")
+        if status != case.status:
+            raise SystemExit(f"{name}: answered {status}, not {case.status}")
         for _ in range(count - 1):
             await call_asgi(app, scope)
 
@@ -267,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--small", type=int, default=1000, help="requests in the short run")
     parser.add_argument("--large", type=int, default=6000, help="requests in the long run")
+    parser.add_argument(
+        "--only", default="", help="count only the cases whose name contains this text"
+    )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -277,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     counts: dict[str, float] = {}
     for case in CASES:
+        if args.only not in case.name:
+            continue
         small = (args.small, _count(case.name, args.small))
         large = (args.large, _count(case.name, args.large))
         counts[case.name] = per_request(small, large)

@@ -302,3 +302,42 @@ def test_headers() -> None:
     ]
     assert retry_after_header(decisions) == "17"
     assert retry_after_header([Decision(False, 1, 0, 0.0, 0.0, 1)]) == "1"
+
+
+def _filtered_log_step(state: State, now: int, cost: int, rate: Rate) -> tuple[State, bool]:
+    """The sliding log as first written: every pair filtered, whatever the order."""
+    live = [
+        v
+        for i in range(0, len(state) - 1, 2)
+        if state[i] > now - rate.period_us
+        for v in (state[i], state[i + 1])
+    ]
+    used = sum(live[1::2])
+    ok = used + cost <= rate.limit
+    if ok:
+        if live and live[-2] == now:
+            live[-1] += cost
+        else:
+            live += [now, cost]
+    return tuple(live), ok
+
+
+@given(
+    times=st.lists(st.integers(0, 3 * MICROS), max_size=12),
+    now=st.integers(0, 4 * MICROS),
+    cost=st.integers(0, 4),
+)
+def test_sliding_log_reads_any_stored_order_like_a_full_filter(
+    times: list[int], now: int, cost: int
+) -> None:
+    """The step slices the live part of an oldest-first log; a log out of order (another
+    clock wrote it) is filtered pair by pair, with the same result either way."""
+    rate = Rate(5, MICROS)
+    state: State = tuple(v for t in times for v in (START + t, 1))
+    made = step(Strategy.SLIDING_LOG, state, START + now, cost, rate)
+    assert (made.state, made.decision.allowed) == _filtered_log_step(state, START + now, cost, rate)
+    ordered = tuple(v for t in sorted(times) for v in (START + t, 1))
+    made = step(Strategy.SLIDING_LOG, ordered, START + now, cost, rate)
+    assert (made.state, made.decision.allowed) == _filtered_log_step(
+        ordered, START + now, cost, rate
+    )

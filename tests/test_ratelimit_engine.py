@@ -1,4 +1,4 @@
-"""The rate limiter: rules, routes, headers, shadow mode, failure policies, the guide's API."""
+"""The rate limiter: rules and where they apply, headers, shadow mode, failures, the guide's API."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import pytest
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
-from bastion.core.ratelimit import Rate, Strategy
+from bastion.core.ratelimit import DEFAULT_STRATEGY, Rate, Strategy
+from bastion.core.refusal import RATE_LIMITED
+from bastion.core.request import RequestView
 from bastion.engine.ratelimit import (
     FailurePolicy,
     Limit,
     RateLimiter,
-    Route,
     Rule,
+    RuleSet,
     render_headers,
 )
 from bastion.errors import ConfigurationError, RateLimitExceeded, StoreUnavailable
@@ -64,21 +66,37 @@ def test_rule_building() -> None:
         Rule("r", [Rate.per(1, 1), Limit(Rate.per(1, 1))])
 
 
-def test_route_matching() -> None:
-    rule = Rule("r", "1/s")
-    assert Route(rule=rule).matches("GET", "/anything")
-    api = Route(rule=rule, path="/api", methods=frozenset({"post"}))
+def test_rule_matching() -> None:
+    assert Rule("r", "1/s").matches("GET", "/anything")
+    api = Rule("r", "1/s", path="/api/*", methods=frozenset({"post"}))
     assert api.matches("POST", "/api")
     assert api.matches("POST", "/api/x")
     assert not api.matches("POST", "/apix")
     assert not api.matches("GET", "/api")
-    exact = Route(rule=rule, path="/login", exact=True)
+    exact = Rule("r", "1/s", path="/login")
     assert exact.matches("GET", "/login")
     assert not exact.matches("GET", "/login/x")
-    with pytest.raises(ConfigurationError, match="start with"):
-        Route(rule=rule, path="api")
+    with pytest.raises(ConfigurationError, match="starting with"):
+        Rule("r", "1/s", path="api")
     with pytest.raises(ConfigurationError, match="cost"):
-        Route(rule=rule, cost=-1)
+        Rule("r", "1/s", cost=-1)
+
+
+def test_rule_paths_use_the_one_grammar() -> None:
+    # "/api" is exactly /api, as for CSRF exemptions and header routes; "/api/*" the prefix.
+    assert not Rule("r", "1/s", path="/api").matches("GET", "/api/x")
+    assert Rule("r", "1/s", path="/api/*").matches("GET", "/API/x/")
+    with pytest.raises(ConfigurationError, match="ends in '/'"):
+        Rule("r", "1/s", path="/api/")
+    with pytest.raises(ConfigurationError, match="methods"):
+        Rule("r", "1/s", methods="POST")  # type: ignore[arg-type]
+
+
+def test_one_default_algorithm() -> None:
+    limiter, _ = make_limiter()
+    assert Rule("r", "1/s").strategy is Strategy.TOKEN_BUCKET
+    assert limiter.adhoc_rule(3, 60, DEFAULT_STRATEGY).strategy is Strategy.TOKEN_BUCKET
+    assert limiter.check_rate_limit_sync("k", 1, 60).rule.strategy is Strategy.TOKEN_BUCKET
 
 
 @pytest.mark.asyncio
@@ -237,3 +255,61 @@ async def test_failure_policies_when_redis_stops(
     finally:
         await limiter.aclose()
         await backend.aclose()
+
+
+def view(method: str = "GET", path: str = "/", **fields: object) -> RequestView:
+    return RequestView(method, path, peer="192.0.2.1", **fields)  # type: ignore[arg-type]
+
+
+def test_check_applies_every_matching_rule_and_answers_one_verdict() -> None:
+    limiter, sink = make_limiter()
+    rules = RuleSet(
+        [
+            Rule("site", "3/minute", strategy="fixed_window"),
+            Rule("login", "1/minute", strategy="fixed_window", path="/login", methods={"POST"}),
+            Rule(
+                "heavy",
+                "2/minute",
+                strategy="fixed_window",
+                path="/api/*",
+                key=lambda r: r.header("x-tenant"),
+                cost=lambda r: 2,
+            ),
+            Rule("trial", "1/minute", strategy="fixed_window", path="/api/*", shadow=True),
+        ]
+    )
+    first = limiter.check_sync(view("POST", "/login"), rules)
+    assert (first.status, first.refusal, first.allowed) == (200, None, True)
+    assert [r.rule.name for r in first.results] == ["site", "login"]
+    assert first.headers == [
+        ("ratelimit-policy", '"site";q=3;w=60, "login";q=1;w=60'),
+        ("ratelimit", '"site";r=2;t=40, "login";r=0;t=40'),
+    ]
+    refused = limiter.check_sync(view("post", "/Login/"), rules)  # another spelling, same rule
+    assert (refused.status, refused.refusal, refused.allowed) == (429, RATE_LIMITED, False)
+    assert ("retry-after", "40") in refused.headers
+    assert refused.raw_headers()[-1] == (b"retry-after", b"40")
+    # no tenant header: "heavy" is exempt; the shadow rule counts, refuses nothing, shows nothing
+    api = limiter.check_sync(view("GET", "/api/x"), rules)
+    assert [r.rule.name for r in api.results] == ["site", "trial"]
+    shadowed = limiter.check_sync(view("GET", "/api/x", raw_headers={"x-tenant": "t"}), rules)
+    assert shadowed.status == 429  # site is spent (3 of 3); heavy charged 2 of 2, trial shadowed
+    assert [(r.rule.name, r.allowed, r.shadowed) for r in shadowed.results] == [
+        ("site", False, False),
+        ("heavy", True, False),
+        ("trial", True, True),
+    ]
+    assert "trial" not in dict(shadowed.headers)["ratelimit-policy"]
+    assert [e.details["rule"] for e in sink.events] == ["login", "site", "trial"]
+
+
+@pytest.mark.asyncio
+async def test_check_and_check_sync_agree() -> None:
+    rules = RuleSet(Rule("site", "1/minute", strategy="fixed_window"))
+    async_limiter, _ = make_limiter()
+    sync_limiter, _ = make_limiter()
+    for _ in range(2):
+        left = await async_limiter.check(view(), rules)
+        right = sync_limiter.check_sync(view(), rules)
+        assert (left.status, left.headers) == (right.status, right.headers)
+    assert left.status == 429

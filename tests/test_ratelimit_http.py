@@ -15,19 +15,16 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route as StarletteRoute
 
 from bastion.asgi import RateLimitMiddleware
-from bastion.asgi.ratelimit import client_ip_key, header_key, path_key, user_key
+from bastion.asgi.ratelimit import client_ip_key, header_key, path_key, request_view, user_key
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import FrozenClock
-from bastion.core.ratelimit import ClientIP
-from bastion.engine.ratelimit import RateLimiter, RateLimitResult, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, RateLimitResult, Rule
 from bastion.integrations.ratelimit import RateLimit, flask_limit, limit
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
-from bastion.wsgi.ratelimit import client_ip_key as environ_client_ip_key
-from bastion.wsgi.ratelimit import header_key as wsgi_header_key
-from bastion.wsgi.ratelimit import path_key as wsgi_path_key
-from bastion.wsgi.ratelimit import remote_user_key
+from bastion.wsgi.ratelimit import request_view as environ_view
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -35,6 +32,7 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
+    from bastion.core.request import RequestView
     from bastion.testing.redis_server import RedisServer
 
 NOW = 1_700_000_000.0  # 20 s into a minute: a fixed 60 s window resets in 40 s
@@ -54,7 +52,7 @@ async def ok(_request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def starlette_app(limiter: RateLimiter, rules: Sequence[Route | Rule], **options: Any) -> Starlette:
+def starlette_app(limiter: RateLimiter, rules: Sequence[Rule], **options: Any) -> Starlette:
     return Starlette(
         routes=[
             StarletteRoute("/", ok),
@@ -99,17 +97,16 @@ async def test_starlette_middleware_429_exact() -> None:
 
 @pytest.mark.asyncio
 async def test_route_rules_global_and_per_route() -> None:
-    site = Rule("site", "100/minute", strategy="fixed_window")
-    login = Rule("login", "1/minute", strategy="fixed_window")
-    api = Rule("api", "10/minute", strategy="token_bucket")
     rules = [
-        Route(rule=site),
-        Route(rule=login, path="/login", exact=True, methods=frozenset({"POST"})),
-        Route(
-            rule=api,
-            path="/api",
+        Rule("site", "100/minute", strategy="fixed_window"),
+        Rule("login", "1/minute", strategy="fixed_window", path="/login", methods={"POST"}),
+        Rule(
+            "api",
+            "10/minute",
+            strategy="token_bucket",
+            path="/api/*",
             key=header_key("x-api-key"),
-            cost=lambda s: 5 if s["method"] == "POST" else 1,
+            cost=lambda r: 5 if r.method == "POST" else 1,
         ),
     ]
     app = starlette_app(memory_limiter(), rules)
@@ -134,7 +131,7 @@ async def test_route_rules_global_and_per_route() -> None:
 @pytest.mark.asyncio
 async def test_client_ip_through_trusted_proxy_only() -> None:
     rule = Rule("site", "1/minute")
-    key = client_ip_key(ClientIP(["10.0.0.0/8"]))
+    key = client_ip_key(TrustedProxies(["10.0.0.0/8"]))
     app = starlette_app(memory_limiter(), [rule], key=key)
     spoof = {"x-forwarded-for": "1.1.1.1"}
     async with client_for(app, ("10.0.0.5", 1)) as proxy:
@@ -179,12 +176,9 @@ async def test_redis_stopped_mid_run_never_500(
     backend = RedisStore.from_url(server.url, socket_timeout=1, connect_timeout=1)
     limiter = RateLimiter(backend)
     rules = [
-        Route(rule=Rule("open", "2/minute", on_failure="open"), path="/", exact=True),
-        Route(rule=Rule("closed", "100/minute", on_failure="closed"), path="/api"),
-        Route(
-            rule=Rule("local", "3/hour", on_failure="fallback", strategy="fixed_window"),
-            path="/login",
-        ),
+        Rule("open", "2/minute", on_failure="open", path="/"),
+        Rule("closed", "100/minute", on_failure="closed", path="/api/*"),
+        Rule("local", "3/hour", on_failure="fallback", strategy="fixed_window", path="/login/*"),
     ]
     app = starlette_app(limiter, rules)
     try:
@@ -311,7 +305,7 @@ def test_wsgi_middleware_with_flask(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "rl.db", clock=FrozenClock(NOW))
     limiter = RateLimiter(store)
     app = flask_app(memory_limiter())
-    key = environ_client_ip_key(ClientIP(["127.0.0.1"]))
+    key = client_ip_key(TrustedProxies(["127.0.0.1"]))
     app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, limiter, Rule("site", "2/minute", strategy="fixed_window"), key=key
     )
@@ -370,35 +364,37 @@ def test_scope_key_functions() -> None:
         "client": ("192.0.2.5", 1),
         "headers": [(b"x-api-key", b"k-123"), (b"x-tenant", b"acme")],
     }
-    assert client_ip_key()(scope) == "192.0.2.5"
-    assert client_ip_key()({**scope, "client": None}) == "peer:unknown"
-    assert client_ip_key()({**scope, "client": ("testclient", 1)}) == "peer:testclient"
-    hashed = header_key("X-API-Key")(scope)
+    view = request_view(scope)
+    assert client_ip_key()(view) == "192.0.2.5"
+    assert client_ip_key()(request_view({**scope, "client": None})) == "peer:unknown"
+    assert client_ip_key()(request_view({**scope, "client": ("testclient", 1)})) == (
+        "peer:testclient"
+    )
+    hashed = header_key("X-API-Key")(view)
     assert hashed is not None
     assert len(hashed) == 32
     assert "k-123" not in hashed
-    assert header_key("x-tenant", hash_value=False)(scope) == "acme"
-    assert header_key("x-missing")(scope) is None
-    assert path_key(scope) == "path:/reports"
-    assert user_key(scope) is None
-    assert user_key({**scope, "user": _User("ada")}) == "user:ada"
-    assert user_key({**scope, "user": _User("ada", authenticated=False)}) is None
+    assert header_key("x-tenant", hash_value=False)(view) == "acme"
+    assert header_key("x-missing")(view) is None
+    assert path_key(view) == "path:/reports"
+    assert user_key(view) is None
+    assert user_key(request_view({**scope, "user": _User("ada")})) == "user:ada"
+    assert user_key(request_view({**scope, "user": _User("ada", authenticated=False)})) is None
 
 
 def test_environ_key_functions() -> None:
     environ = {"REMOTE_ADDR": "2001:db8::5", "PATH_INFO": "/x", "HTTP_X_API_KEY": "k-1"}
-    assert environ_client_ip_key()(environ) == "2001:db8::/64"
-    assert environ_client_ip_key()({}) == "peer:unknown"
-    assert wsgi_header_key("x-api-key", hash_value=False)(environ) == "k-1"
-    assert wsgi_path_key(environ) == "path:/x"
-    assert remote_user_key(environ) is None
-    assert remote_user_key({"REMOTE_USER": "ada"}) == "user:ada"
+    assert client_ip_key()(environ_view(environ)) == "2001:db8::/64"
+    assert client_ip_key()(environ_view({})) == "peer:unknown"
+    assert header_key("x-api-key", hash_value=False)(environ_view(environ)) == "k-1"
+    assert path_key(environ_view(environ)) == "path:/x"
+    assert user_key(environ_view(environ)) is None
+    assert user_key(environ_view({"REMOTE_USER": "ada"})) == "user:ada"
 
 
 @pytest.mark.asyncio
 async def test_path_key_is_shared_by_all_clients() -> None:
-    rule = Rule("export", "1/minute")
-    app = starlette_app(memory_limiter(), [Route(rule=rule, path="/api", key=path_key)])
+    app = starlette_app(memory_limiter(), [Rule("export", "1/minute", path="/api/*", key=path_key)])
     async with client_for(app) as first, client_for(app, ("198.51.100.9", 1)) as second:
         assert (await first.get("/api/items")).status_code == 200
         assert (await second.get("/api/items")).status_code == 429
@@ -444,3 +440,46 @@ async def test_an_app_header_in_another_case_is_still_the_apps() -> None:
         response = await client.get("/")
     assert response.headers.get_list("ratelimit") == ["app-owned"]
     assert response.headers["ratelimit-policy"] == '"s";q=5;w=1'
+
+
+def tenant_key(request: RequestView) -> str | None:
+    """A key function written once, over the request view."""
+    tenant = request.header("X-Tenant")
+    return None if tenant is None else f"tenant:{tenant}:{request.method}:{request.path}"
+
+
+def tenant_cost(request: RequestView) -> int:
+    return 2 if request.headers.get("x-heavy") else 1
+
+
+@pytest.mark.asyncio
+async def test_one_key_function_works_under_asgi_wsgi_and_flask() -> None:
+    rule = Rule("tenant", "2/minute", strategy="fixed_window", key=tenant_key, cost=tenant_cost)
+    heavy = {"x-tenant": "acme", "x-heavy": "1"}
+    starlette = starlette_app(memory_limiter(), [rule])
+    async with client_for(starlette) as client:
+        assert (await client.get("/", headers=heavy)).status_code == 200  # costs both
+        refused = await client.get("/", headers={"x-tenant": "acme"})
+        assert (refused.status_code, refused.text) == (429, LIMITED)
+        assert (await client.get("/", headers={"x-tenant": "other"})).status_code == 200
+        assert (await client.get("/")).status_code == 200  # no tenant: exempt
+
+    wsgi_inner = flask.Flask(__name__)
+    wsgi_inner.add_url_rule("/", "ok", lambda: "ok")
+    wsgi_inner.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
+        wsgi_inner.wsgi_app, memory_limiter(), rule
+    )
+    flask_app = flask.Flask(__name__)
+
+    @flask_app.get("/")
+    @flask_limit(memory_limiter(), rule)
+    def home() -> str:
+        return "ok"
+
+    for app in (wsgi_inner, flask_app):
+        client = app.test_client()
+        assert client.get("/", headers=heavy).status_code == 200
+        refused_wsgi = client.get("/", headers={"X-Tenant": "acme"})
+        assert (refused_wsgi.status_code, refused_wsgi.text) == (429, LIMITED)
+        assert client.get("/", headers={"X-Tenant": "other"}).status_code == 200
+        assert client.get("/").status_code == 200

@@ -21,7 +21,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client, EnvironBuilder
 
 from bastion.asgi import RateLimitMiddleware
-from bastion.asgi.ratelimit import path_key
+from bastion.asgi.ratelimit import path_key, request_view
 from bastion.core.clock import FrozenClock
 from bastion.core.request import (
     asgi_path,
@@ -32,11 +32,11 @@ from bastion.core.request import (
     normalize_path,
     wsgi_path,
 )
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
-from bastion.wsgi.ratelimit import path_key as wsgi_path_key
+from bastion.wsgi.ratelimit import request_view as environ_view
 from servers import uvicorn_thread
 
 if TYPE_CHECKING:
@@ -51,11 +51,10 @@ def memory_limiter() -> RateLimiter:
     return RateLimiter(MemoryStore(clock=FrozenClock(NOW)))
 
 
-def login_route(limit: str = "10/minute", **options: Any) -> Route:
+def login_route(limit: str = "10/minute", **options: Any) -> Rule:
     options.setdefault("path", "/login")
-    options.setdefault("exact", True)
     options.setdefault("methods", frozenset({"POST"}))
-    return Route(rule=Rule("login", limit, strategy="fixed_window"), **options)
+    return Rule("login", limit, strategy="fixed_window", **options)
 
 
 # -- the core readings -------------------------------------------------------------------------
@@ -108,7 +107,7 @@ def test_the_full_path_under_asgi_and_wsgi() -> None:
 
 def test_route_methods_must_be_names() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        Route(rule=Rule("x", "1/minute"), methods="POST")  # type: ignore[arg-type]
+        Rule("x", "1/minute", methods="POST")  # type: ignore[arg-type]
     assert caught.value.setting == "methods"
 
 
@@ -193,11 +192,7 @@ def test_head_is_counted_by_a_get_rule_in_starlette() -> None:
         calls.append(request.method)
         return PlainTextResponse("exists")
 
-    route = Route(
-        rule=Rule("profile", "3/minute", strategy="fixed_window"),
-        path="/users",
-        methods=frozenset({"GET"}),
-    )
+    route = Rule("profile", "3/minute", strategy="fixed_window", path="/users/*", methods={"GET"})
     inner = Starlette(routes=[StarletteRoute("/users/{name}", profile)])
     app = RateLimitMiddleware(inner, memory_limiter(), route)
 
@@ -309,7 +304,7 @@ async def test_a_prefix_rule_counts_a_path_that_only_resolves_outside_it() -> No
     """``/api/../login`` is ``/api/...`` to a framework that does not resolve dot segments:
     the ``/api`` rule counts it too (and the ``/login`` rule, for those that do)."""
     calls: list[str] = []
-    api = Route(rule=Rule("api", "1/minute", strategy="fixed_window"), path="/api")
+    api = Rule("api", "1/minute", strategy="fixed_window", path="/api/*")
     app = RateLimitMiddleware(counting_asgi_app(calls), memory_limiter(), [api, login_route()])
     assert await call_asgi(app, "POST", "/api/../login") == 200
     assert await call_asgi(app, "GET", "/api/items") == 429
@@ -348,10 +343,12 @@ def test_every_spelling_of_a_path_is_counted_wsgi() -> None:
 
 
 def test_path_keys_share_one_counter_per_path() -> None:
-    scope = {"path": "/x"}
-    assert path_key(scope) == path_key({"path": "//x/"}) == path_key({"path": "/X"}) == "path:/x"
-    assert path_key({"path": "/x", "root_path": "/app"}) == "path:/app/x"
-    assert wsgi_path_key({"SCRIPT_NAME": "/app", "PATH_INFO": "/./x"}) == "path:/app/x"
+    def key(scope: dict[str, Any]) -> str | None:
+        return path_key(request_view(scope))
+
+    assert key({"path": "/x"}) == key({"path": "//x/"}) == key({"path": "/X"}) == "path:/x"
+    assert key({"path": "/x", "root_path": "/app"}) == "path:/app/x"
+    assert path_key(environ_view({"SCRIPT_NAME": "/app", "PATH_INFO": "/./x"})) == "path:/app/x"
 
 
 # -- a method override is a reading of the method too ------------------------------------------
@@ -371,11 +368,7 @@ async def test_a_method_override_is_counted_by_the_route_of_its_method(
     headers: list[tuple[bytes, bytes]], query: bytes
 ) -> None:
     """An app behind method-override middleware runs the DELETE view for these POSTs."""
-    route = Route(
-        rule=Rule("delete", "1/minute", strategy="fixed_window"),
-        path="/items",
-        methods=frozenset({"DELETE"}),
-    )
+    route = Rule("delete", "1/minute", strategy="fixed_window", path="/items/*", methods={"DELETE"})
     app = RateLimitMiddleware(counting_asgi_app([]), memory_limiter(), route)
 
     async def post() -> int:

@@ -559,12 +559,42 @@ async def test_sqlite_counters_and_entries_share_one_file_and_one_close(tmp_path
 def test_a_store_without_the_capability_is_refused_by_name() -> None:
     """RateLimiter(store) takes a Store; one that cannot decide rate limits is a clear
     ConfigurationError naming what it lacks, not an AttributeError on the first request."""
-    counting = CountingStore(MemoryStore())  # a real Store, without hit/hit_sync
+    plain = KeyValueOnly(MemoryStore())  # a real Store, without hit/hit_sync
     with pytest.raises(ConfigurationError, match="lacks hit, hit_sync, nonblocking") as info:
-        RateLimiter(counting)  # type: ignore[arg-type]
+        RateLimiter(plain)  # type: ignore[arg-type]
     assert info.value.setting == "store"
     with pytest.raises(ConfigurationError, match="SupportsRateLimit"):
-        RateLimiter(MemoryStore(), fallback=counting)  # type: ignore[arg-type]
+        RateLimiter(MemoryStore(), fallback=plain)  # type: ignore[arg-type]
+    # a counting wrapper has the capability exactly when the store it wraps has it
+    counted = CountingStore(MemoryStore())
+    RateLimiter(counted)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="lacks hit"):
+        RateLimiter(CountingStore(plain))  # type: ignore[arg-type]
+
+
+class KeyValueOnly:
+    """The four key-value operations of a store and nothing else (a third-party store that
+    has not implemented the rate-limit capability)."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self._inner = inner
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._inner.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self._inner.set(key, value, ttl)
+
+    async def delete(self, key: str) -> bool:
+        return await self._inner.delete(key)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        return await self._inner.compare_and_set(key, expected, value, ttl)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def test_redis_url_prefix_is_read_like_the_key_value_store(

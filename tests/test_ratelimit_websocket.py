@@ -34,7 +34,7 @@ from bastion.asgi import RateLimitMiddleware, SecurityHeadersMiddleware
 from bastion.core.audit import Auditor, EventName, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import SecretKey
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.stores.base import Store
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.websockets import WebSocket
 
+    from bastion.core.request import RequestView
     from bastion.stores.base import SupportsRateLimit
 
 NOW = 1_700_000_000.0  # 20 s into a minute: a fixed 60 s window resets in 40 s
@@ -89,7 +90,7 @@ async def ok(_request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def ws_app(limiter: RateLimiter, rules: Sequence[Route | Rule], **options: Any) -> Starlette:
+def ws_app(limiter: RateLimiter, rules: Sequence[Rule], **options: Any) -> Starlette:
     return Starlette(
         routes=[
             StarletteRoute("/", ok),
@@ -185,8 +186,8 @@ ECHOED = [
 
 def test_the_handshake_after_the_limit_gets_a_429_with_headers() -> None:
     limiter, sink = make_limiter()
-    rule = Rule("ws", "2/minute", strategy="fixed_window")
-    app = ws_app(limiter, [Route(rule=rule, path="/ws")], legacy_headers=True)
+    rule = Rule("ws", "2/minute", strategy="fixed_window", path="/ws/*")
+    app = ws_app(limiter, [rule], legacy_headers=True)
     with TestClient(app, client=CLIENT) as client:
         assert echoes(client)
         assert echoes(client)
@@ -215,15 +216,12 @@ def test_the_handshake_after_the_limit_gets_a_429_with_headers() -> None:
 
 def test_handshakes_match_routes_as_get_requests() -> None:
     limiter, _sink = make_limiter()
-    site = Rule("site", "3/minute", strategy="fixed_window")
-    posts = Rule("posts", "1/minute", strategy="fixed_window")
-    gets = Rule("gets", "2/minute", strategy="fixed_window")
-    elsewhere = Rule("elsewhere", "1/minute", strategy="fixed_window")
     rules = [
-        Route(rule=site),
-        Route(rule=posts, path="/ws", methods=frozenset({"POST"})),  # never a handshake
-        Route(rule=gets, path="/api", methods=frozenset({"get"})),
-        Route(rule=elsewhere, path="/w", exact=True),  # /ws is not under /w
+        Rule("site", "3/minute", strategy="fixed_window"),
+        # never a handshake
+        Rule("posts", "1/minute", strategy="fixed_window", path="/ws/*", methods={"POST"}),
+        Rule("gets", "2/minute", strategy="fixed_window", path="/api/*", methods={"get"}),
+        Rule("elsewhere", "1/minute", strategy="fixed_window", path="/w"),  # /ws is not /w
     ]
     app = ws_app(limiter, rules)
     with TestClient(app, client=CLIENT) as client:
@@ -242,15 +240,15 @@ def test_key_and_cost_functions_see_a_get_while_the_app_sees_the_servers_scope()
     limiter, _sink = make_limiter()
     seen: list[tuple[str, str]] = []
 
-    def cost(scope: Any) -> int:
-        seen.append((scope["type"], scope["method"]))
-        return 5 if scope["method"] == "POST" else 2
+    def cost(request: RequestView) -> int:
+        seen.append((request.source["type"], request.method))
+        return 5 if request.method == "POST" else 2
 
-    def key(scope: Any) -> str | None:
-        return None if scope["path"] == "/api/ws" else "everyone"
+    def key(request: RequestView) -> str | None:
+        return None if request.path == "/api/ws" else "everyone"
 
-    rule = Rule("ws", "4/minute", strategy="fixed_window")
-    app = ws_app(limiter, [Route(rule=rule, key=key, cost=cost)])
+    rule = Rule("ws", "4/minute", strategy="fixed_window", key=key, cost=cost)
+    app = ws_app(limiter, [rule])
     with TestClient(app, client=CLIENT) as client:
         assert echoes(client)  # method=None: the app's scope is the server's
         assert echoes(client)

@@ -26,7 +26,7 @@ from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.keys import KeyRing
 from bastion.core.request import body_methods, has_body
-from bastion.engine.ratelimit import RateLimiter, Route, Rule
+from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import afetch_token
 from bastion.wsgi import CSRFMiddleware as WSGICSRFMiddleware
@@ -40,9 +40,8 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 KEYRING = KeyRing.from_secrets(["k" * 43])
 
 
-def login_rule(limit: str = "3/minute") -> Route:
-    rule = Rule("login", limit, strategy="fixed_window")
-    return Route(rule=rule, path="/login", exact=True, methods=frozenset({"POST"}))
+def login_rule(limit: str = "3/minute") -> Rule:
+    return Rule("login", limit, strategy="fixed_window", path="/login", methods={"POST"})
 
 
 def test_a_body_is_announced_by_length_or_encoding() -> None:

@@ -61,9 +61,27 @@ def _memory_cases() -> list[Case]:
     theirs = limits.strategies.FixedWindowRateLimiter(storage)
     _expect(theirs.hit(ITEM, "k"), "limits memory hit refused")
     base = "memory: limits hit (fixed window)"
-    cases = [sync_case(base, partial(theirs.hit, ITEM, "k"), weight=MEMORY_WEIGHT)]
+
+    def hit_and_stats() -> object:
+        theirs.hit(ITEM, "k")
+        return theirs.get_window_stats(ITEM, "k")
+
+    cases = [
+        sync_case(base, partial(theirs.hit, ITEM, "k"), weight=MEMORY_WEIGHT),
+        sync_case(
+            "memory: limits hit + get_window_stats (fixed window; what headers need)",
+            hit_and_stats,
+            baseline=base,
+            weight=MEMORY_WEIGHT,
+        ),
+    ]
     store = MemoryStore()
-    for strategy in (Strategy.FIXED_WINDOW, Strategy.SLIDING_WINDOW, Strategy.TOKEN_BUCKET):
+    for strategy in (
+        Strategy.FIXED_WINDOW,
+        Strategy.SLIDING_WINDOW,
+        Strategy.SLIDING_LOG,
+        Strategy.TOKEN_BUCKET,
+    ):
         _expect(store.hit_sync("k", strategy, [RATE])[0].allowed, f"memory {strategy} refused")
         cases.append(
             sync_case(

@@ -46,7 +46,7 @@ from bastion.core.headers import HeaderPolicy, Preset
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import ThrottlePolicy
-from bastion.engine.ratelimit import Route, Rule
+from bastion.engine.ratelimit import Rule
 from bastion.errors import ConfigurationError
 from bastion.stores.url import redact_url
 
@@ -104,7 +104,7 @@ class Bastion:
     headers: HeaderPolicy | Preset | str | None = Preset.STRICT
     header_routes: Mapping[str, HeaderPolicy | Preset | str] = field(default_factory=dict)
     cors: CORSPolicy | None = None
-    rate_limits: tuple[Rule | Route, ...] = ()
+    rate_limits: tuple[Rule, ...] = ()
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     throttle: ThrottlePolicy | None = None
     totp_issuer: str | None = None
@@ -157,9 +157,9 @@ class Bastion:
         }
         set_(self, "header_routes", MappingProxyType(routes))
         limits = self.rate_limits
-        limits = (limits,) if isinstance(limits, Rule | Route) else tuple(limits)
+        limits = (limits,) if isinstance(limits, Rule) else tuple(limits)
         for rule in limits:
-            if not isinstance(rule, Rule | Route):
+            if not isinstance(rule, Rule):
                 raise ConfigurationError(
                     f"rate_limits must hold Rule values, got {type(rule).__name__}",
                     setting="rate_limits",

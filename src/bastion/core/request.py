@@ -1,6 +1,6 @@
 """The method and the path of a request, read the same way by every layer.
 
-Every bastion layer that decides by method or path (rate-limit routes, CSRF safe methods and
+Every bastion layer that decides by method or path (rate-limit rules, CSRF safe methods and
 exemptions, per-route header policies) reads them through these functions, so the layers agree
 with each other and never with less than the framework behind them.
 
@@ -41,19 +41,28 @@ routing. So the layers match both ways, in the direction that never weakens a pr
   already in normal form (:func:`is_normal`: no ``//``, ``.`` or ``..`` segment) that matches it
   exactly, case and trailing slash included; a per-route header policy only when the path as
   sent and its normal form both select it (else the default policy).
+
+The request view. Key, identity and cost functions receive a :class:`RequestView` (method, full
+path, scheme, query, peer, user, headers), built by each adapter from its scope or environ, so
+a function written once works under ASGI, WSGI and Flask alike.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
+
+    from bastion.core.client import TrustedProxies
 
 __all__ = [
     "BODY_METHOD",
     "OVERRIDE_HEADERS",
+    "HeaderSource",
+    "RequestView",
     "asgi_path",
     "body_methods",
     "expand_methods",
@@ -230,3 +239,91 @@ def match_forms(path: str) -> tuple[str, ...]:
         return (sent,)
     normal = _folded(normalize_path(path))
     return (sent,) if normal == sent else (sent, normal)
+
+
+HeaderSource: TypeAlias = "Sequence[tuple[bytes, bytes]] | Mapping[str, str]"
+"""How an adapter hands a :class:`RequestView` its headers: ASGI's raw ``(name, value)`` byte
+pairs as the server gave them, or a mapping by lower-case name (WSGI's adapter gives a lazy
+one over the environ's ``HTTP_*`` variables)."""
+
+
+class RequestView(NamedTuple):
+    """What key, identity and cost functions see of a request, the same under ASGI, WSGI and
+    Flask: a function written once over it works under every adapter.
+
+    Each adapter builds one per request from its scope or environ (``request_view`` in
+    ``bastion.asgi.ratelimit`` and ``bastion.wsgi.ratelimit``). The fields:
+
+    * ``method``: as sent (:func:`normalize_method` gives the form rules compare);
+    * ``path``: the **full** path, mount prefix included (:func:`asgi_path`, :func:`wsgi_path`);
+    * ``scheme``, and ``query``: the raw query string (latin-1 text);
+    * ``peer``: the connection's address as the server gives it (``None`` when unknown); the
+      client's address behind trusted proxies is :meth:`client`;
+    * ``principal``: what the framework says of the user (Starlette's ``scope["user"]``, WSGI
+      ``REMOTE_USER``); :attr:`user` reads the identity from it;
+    * ``raw_headers``: the headers as the adapter has them (:data:`HeaderSource`); read them with
+      :meth:`header` (one name) or :attr:`headers` (a mapping);
+    * ``source``: the scope or environ itself, for the rare function that needs more.
+
+    A named tuple: immutable, and cheap to build on every request; nothing is decoded until a
+    function asks for it.
+    """
+
+    method: str
+    path: str
+    scheme: str = "http"
+    query: str = ""
+    peer: str | None = None
+    principal: object = None
+    raw_headers: HeaderSource = ()
+    source: Any = None
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case; repeated fields joined with ``", "``), or
+        ``None`` when the request has none."""
+        raw = self.raw_headers
+        if not isinstance(raw, Sequence):
+            return raw.get(name.lower())
+        wanted = name.lower().encode("latin-1")
+        found: str | None = None
+        for key, value in raw:
+            if key == wanted or (not key.islower() and key.lower() == wanted):
+                text = value.decode("latin-1")
+                found = text if found is None else f"{found}, {text}"
+        return found
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request's headers by lower-case name (repeated fields joined with ``", "``),
+        decoded on each access: :meth:`header` reads one name more cheaply."""
+        raw = self.raw_headers
+        if not isinstance(raw, Sequence):
+            return raw
+        out: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            out[key] = f"{out[key]}, {text}" if key in out else text
+        return out
+
+    @property
+    def user(self) -> str | None:
+        """The authenticated user's identity, or ``None`` for an anonymous request: the
+        ``principal`` when it is text, else a Starlette-style user's ``identity`` (or
+        ``display_name``) when ``is_authenticated``."""
+        user = self.principal
+        if user is None or isinstance(user, str):
+            return user or None
+        if not getattr(user, "is_authenticated", False):
+            return None
+        ident = getattr(user, "identity", None) or getattr(user, "display_name", None)
+        return str(ident) if ident else None
+
+    def client(self, proxies: TrustedProxies | None = None) -> str | None:
+        """The client's address as ``proxies`` resolve it from the peer and the forwarding
+        header; the peer itself without them."""
+        if proxies is None or not proxies.trusts_any:
+            return self.peer
+        value = self.header(proxies.header)
+        found = proxies.client(self.peer, [value] if value else [])
+        return None if found is None else str(found)

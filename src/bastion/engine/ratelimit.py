@@ -1,14 +1,14 @@
-"""The rate limiter: rules of limits over a store, failure policies, shadow mode.
+"""The rate limiter: rules over a store, failure policies, shadow mode, per-request verdicts.
 
-A :class:`Rule` is a named set of limits (``"10/second; 1000/day"``) counted with one
-algorithm; every limit must admit a request, and a refused request charges none of them. The
-rule's name is part of every stored key, so two rules with the same name (on different routes)
-share their counters: that is how a shared limit is written.
-
-:class:`RateLimiter` decides with a store's rate-limit capability
-(:class:`~bastion.stores.base.SupportsRateLimit`: memory, SQLite and Redis stores have it),
-through :meth:`RateLimiter.hit` (async) or :meth:`RateLimiter.hit_sync` (WSGI, no event loop).
-When the store fails, each limit follows its ``on_failure`` policy:
+A :class:`~bastion.core.ratelimit.rules.Rule` (re-exported here) is a named set of limits and
+where it applies. :class:`RateLimiter` decides with a store's rate-limit capability
+(:class:`~bastion.stores.base.SupportsRateLimit`: memory, SQLite and Redis stores have it): one
+rule and key through :meth:`RateLimiter.hit` (async) or
+:meth:`RateLimiter.hit_sync` (WSGI, no event loop), or a whole request through
+:meth:`RateLimiter.check`/:meth:`RateLimiter.check_sync`, which apply every matching rule of a
+:class:`~bastion.core.ratelimit.rules.RuleSet` and return a
+:class:`~bastion.core.ratelimit.rules.Verdict` (503 before 429): the one rule loop of every
+adapter. When the store fails, each limit follows its ``on_failure`` policy:
 
 * ``"fallback"`` (the default): the limit is counted in a per-process memory store until the
   store answers again. Limits still hold, per process.
@@ -30,41 +30,36 @@ an attacker-chosen key can take.
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import inspect
 import logging
-import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from bastion.core.audit import EventName, Outcome
-from bastion.core.ratelimit import (
-    Decision,
-    Rate,
-    Strategy,
-    check_policy_name,
-    legacy_headers,
-    parse_rates,
-    policy_header,
-    ratelimit_header,
-    retry_after_header,
+from bastion.core.ratelimit.headers import header_bytes, render_headers
+from bastion.core.ratelimit.rates import DEFAULT_STRATEGY, Rate, Strategy
+from bastion.core.ratelimit.rules import (
+    MAX_COST,
+    FailurePolicy,
+    Limit,
+    LimitsSpec,
+    RateLimitResult,
+    Rule,
+    RuleSet,
+    Verdict,
+    check_cost,
 )
-from bastion.core.request import (
-    expand_methods,
-    match_forms,
-    normalize_method,
-    normalize_path,
-)
-from bastion.errors import ConfigurationError, RateLimitExceeded, StoreError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreError
 from bastion.stores.base import require_rate_limit
 from bastion.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from collections.abc import Awaitable, Callable
 
     from bastion.core.audit import Auditor
+    from bastion.core.ratelimit.algorithms import Decision
+    from bastion.core.request import RequestView
     from bastion.stores.base import SupportsRateLimit
 
 __all__ = [
@@ -74,11 +69,11 @@ __all__ = [
     "LimitsSpec",
     "RateLimitResult",
     "RateLimiter",
-    "Route",
     "Rule",
+    "RuleSet",
+    "Verdict",
     "header_bytes",
     "render_headers",
-    "routes_of",
 ]
 
 P = ParamSpec("P")
@@ -86,346 +81,10 @@ R = TypeVar("R")
 
 logger = logging.getLogger("bastion.security.ratelimit")
 
-MAX_COST: Final = 1_000_000
-"""Largest cost one request may have."""
-
+_ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ())
+"""What rules that all apply everywhere are matched against: nothing is read."""
 _MAX_KEY_CHARS: Final = 200
 _MAX_ADHOC_RULES: Final = 1024
-
-
-class FailurePolicy(enum.StrEnum):
-    """What a limit does when its store fails (see the module docstring)."""
-
-    OPEN = "open"
-    CLOSED = "closed"
-    FALLBACK = "fallback"
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One rate of a rule, with its header name and failure policy."""
-
-    rate: Rate
-    name: str | None = None
-    on_failure: FailurePolicy = FailurePolicy.FALLBACK
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.rate, Rate):
-            raise ConfigurationError(
-                f"Limit.rate must be a Rate (use parse_rate('10/minute')), got {self.rate!r}",
-                setting="rate",
-            )
-        if self.name is not None:
-            check_policy_name(self.name)
-        try:
-            object.__setattr__(self, "on_failure", FailurePolicy(self.on_failure))
-        except ValueError:
-            raise ConfigurationError(
-                f"on_failure must be 'open', 'closed' or 'fallback', got {self.on_failure!r}",
-                setting="on_failure",
-            ) from None
-
-
-LimitsSpec: TypeAlias = "str | Rate | Limit | Iterable[str | Rate | Limit]"
-
-
-class Rule:
-    """A named set of limits counted with one strategy. Immutable once built.
-
-    ``limits`` is text (``"10/second; 1000/day"``), a :class:`Rate`, a :class:`Limit` or a
-    sequence of those. ``on_failure`` applies to limits given as text or rates. The names in
-    the headers are the limits' own names, else ``name`` (one limit) or ``name-1``, ``name-2``.
-    """
-
-    __slots__ = (
-        "_items",
-        "limits",
-        "name",
-        "names",
-        "policy",
-        "policy_raw",
-        "prefix",
-        "rates",
-        "shadow",
-        "strategy",
-    )
-
-    _items: tuple[str, ...]
-    limits: tuple[Limit, ...]
-    name: str
-    names: tuple[str, ...]
-    policy: str
-    policy_raw: bytes
-    prefix: str
-    rates: tuple[Rate, ...]
-    shadow: bool
-    strategy: Strategy
-
-    def __init__(
-        self,
-        name: str,
-        limits: LimitsSpec,
-        *,
-        strategy: Strategy | str = Strategy.TOKEN_BUCKET,
-        on_failure: FailurePolicy | str = FailurePolicy.FALLBACK,
-        shadow: bool = False,
-    ) -> None:
-        check_policy_name(name)
-        if isinstance(limits, str | Rate | Limit):
-            items: list[str | Rate | Limit] = [limits]
-        else:
-            items = list(limits)
-        built: list[Limit] = []
-        for item in items:
-            if isinstance(item, Limit):
-                built.append(item)
-            else:
-                built.extend(
-                    Limit(rate, on_failure=FailurePolicy(on_failure)) for rate in parse_rates(item)
-                )
-        if not built:
-            raise ConfigurationError(f"rule {name!r} has no limits", setting="limits")
-        rates = tuple(limit.rate for limit in built)
-        if len(set(rates)) != len(rates):
-            raise ConfigurationError(f"rule {name!r} repeats a rate", setting="limits")
-        names = tuple(
-            limit.name or (name if len(built) == 1 else f"{name}-{i}")
-            for i, limit in enumerate(built, 1)
-        )
-        opened = [n for n, limit in zip(names, built, strict=True) if limit.on_failure == "open"]
-        if shadow or opened:
-            _log_rule_opt_outs(name, shadow=bool(shadow), opened=opened)
-        set_ = object.__setattr__
-        set_(self, "name", name)
-        set_(self, "limits", tuple(built))
-        set_(self, "rates", rates)
-        set_(self, "names", names)
-        set_(self, "strategy", Strategy.coerce(strategy))
-        set_(self, "shadow", bool(shadow))
-        set_(self, "policy", policy_header(names, rates))
-        set_(self, "policy_raw", self.policy.encode("ascii"))
-        set_(self, "prefix", name + "|")
-        set_(self, "_items", tuple(f'"{n}";r=' for n in names))
-
-    def ratelimit_raw(self, decisions: Sequence[Decision]) -> bytes:
-        """The ``RateLimit`` header value for this rule's full set of decisions, as bytes."""
-        if len(decisions) == 1:
-            decision = decisions[0]
-            seconds = math.ceil(decision.reset_after - 1e-9)
-            value = f"{self._items[0]}{decision.remaining};t={seconds if seconds > 0 else 0}"
-            return value.encode("ascii")
-        parts = []
-        for item, decision in zip(self._items, decisions, strict=True):
-            seconds = math.ceil(decision.reset_after - 1e-9)
-            parts.append(f"{item}{decision.remaining};t={seconds if seconds > 0 else 0}")
-        return ", ".join(parts).encode("ascii")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Rule is immutable; build a new one instead of setting {name}")
-
-    def __repr__(self) -> str:
-        rates = "; ".join(str(rate) for rate in self.rates)
-        return f"Rule({self.name!r}, {rates!r}, strategy={self.strategy.value!r})"
-
-
-def _log_rule_opt_outs(name: str, *, shadow: bool, opened: list[str]) -> None:
-    if shadow:
-        logger.warning(
-            "bastion rate limits: rule %r has shadow=True; it counts and logs but refuses "
-            "nothing. Turn it off once the logs are clean",
-            name,
-        )
-    if opened:
-        logger.warning(
-            "bastion rate limits: %s of rule %r use on_failure='open'; while the store is "
-            'down they are not enforced at all ("fallback" keeps a per-process limit)',
-            ", ".join(repr(n) for n in opened),
-            name,
-        )
-
-
-class RateLimitResult(NamedTuple):
-    """The outcome of one rule for one request.
-
-    ``allowed`` is what the caller should do (the result is truthy then).
-    ``decisions``/``names``/``rates`` are aligned, one per limit that was decided (a
-    failed-open limit has none). ``unavailable`` means a fail-closed limit's store failed
-    (answer 503); ``shadowed`` that a shadow rule would have refused. A named tuple: immutable
-    and cheap, since one is built per request.
-    """
-
-    rule: Rule
-    allowed: bool
-    decisions: tuple[Decision, ...]
-    names: tuple[str, ...]
-    rates: tuple[Rate, ...]
-    unavailable: bool = False
-    shadowed: bool = False
-
-    def __bool__(self) -> bool:  # a tuple would be truthy even when refused
-        return self.allowed
-
-    @property
-    def retry_after(self) -> float:
-        """Seconds until every refusing limit admits again (0 when allowed)."""
-        return max((d.retry_after for d in self.decisions if not d.allowed), default=0.0)
-
-    def headers(self, *, ietf: bool = True, legacy: bool = False) -> list[tuple[str, str]]:
-        """The response headers for this result alone (see :func:`render_headers`)."""
-        return render_headers([self], ietf=ietf, legacy=legacy)
-
-    def raise_for_limit(self) -> None:
-        """Raise :class:`RateLimitExceeded` (refused) or StoreUnavailable (failed closed)."""
-        if self.allowed:
-            return
-        if self.unavailable:
-            raise StoreUnavailable(
-                f"rate-limit store failed and rule {self.rule.name!r} fails closed"
-            )
-        raise RateLimitExceeded(
-            f"rate limit {self.rule.name!r} exceeded; retry after {self.retry_after:.3f} s",
-            rule=self.rule.name,
-            retry_after=self.retry_after,
-            headers=tuple(render_headers([self], legacy=True)),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
-    """Where a rule applies in a middleware, and how a request is keyed and charged.
-
-    ``path`` is a prefix matched on whole segments (``"/api"`` covers ``/api`` and
-    ``/api/x``, not ``/apix``), or the exact path with ``exact=True``. It is the full path the
-    client asked for, mount prefix (``SCRIPT_NAME``, ``root_path``) included, and it is matched
-    as :mod:`bastion.core.request` says for protective rules: the path as sent or its normal
-    form (``//``, ``.`` and ``..`` resolved), in any case, with or without a trailing slash.
-    ``methods`` limits the rule to some methods (``None``: all), compared in upper case; a rule
-    for ``GET`` covers ``HEAD``, whose view frameworks run for it. ``key`` turns the request
-    (an ASGI scope or a WSGI environ, per adapter) into a key, ``None`` to exempt it; without
-    it the middleware's default key (the client IP) is used. ``cost`` is a number or a
-    function of the request. Every matching route is applied: a global rule and a per-route
-    rule both count.
-    """
-
-    rule: Rule
-    path: str = "/"
-    exact: bool = False
-    methods: frozenset[str] | None = None
-    key: Callable[[Any], str | None] | None = None
-    cost: int | Callable[[Any], int] = 1
-    folded: str = field(init=False, repr=False, compare=False)
-    """``path`` as requests are compared with it (:func:`~bastion.core.request.match_forms`)."""
-    under: str = field(init=False, repr=False, compare=False)
-    """``folded`` with a trailing slash: what the paths below it start with."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.rule, Rule):
-            raise ConfigurationError(
-                f"Route.rule must be a Rule, got {type(self.rule).__name__}", setting="rule"
-            )
-        if not isinstance(self.path, str) or not self.path.startswith("/"):
-            raise ConfigurationError(
-                f"Route.path must start with '/', got {self.path!r}", setting="path"
-            )
-        if self.methods is not None:
-            if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
-                raise ConfigurationError(
-                    f"Route.methods must be a set of method names like {{'POST'}}, got "
-                    f"{self.methods!r}",
-                    setting="methods",
-                )
-            object.__setattr__(self, "methods", expand_methods(self.methods))
-        folded = match_forms(normalize_path(self.path))[0]
-        object.__setattr__(self, "folded", folded)
-        object.__setattr__(self, "under", folded.rstrip("/") + "/")
-        if isinstance(self.cost, int):
-            _check_cost(self.cost)
-
-    def matches(self, method: str, path: str) -> bool:
-        """Whether the route covers a request for ``method`` ``path`` (the full path)."""
-        return self.matches_forms((normalize_method(method),), match_forms(path))
-
-    def matches_forms(self, methods: tuple[str, ...], forms: tuple[str, ...]) -> bool:
-        """:meth:`matches` for the request's normalized ``methods`` (its own, then any a method
-        override asks for: a route covers the request when it covers one of them) and the
-        path's :func:`~bastion.core.request.match_forms`, read once per request by a
-        middleware."""
-        if self.methods is not None and self.methods.isdisjoint(methods):
-            return False
-        folded = self.folded
-        if self.exact:
-            return folded in forms
-        if folded == "/":
-            return True
-        under = self.under
-        for form in forms:  # noqa: SIM110 (hot path, per route per request: cheaper than any())
-            if form == folded or form.startswith(under):
-                return True
-        return False
-
-    @property
-    def everywhere(self) -> bool:
-        """Whether the route covers every request (no path or method condition)."""
-        return self.path == "/" and not self.exact and self.methods is None
-
-    def cost_of(self, request: Any) -> int:
-        """The cost of ``request`` (the limiter checks it)."""
-        cost = self.cost
-        return cost if isinstance(cost, int) else cost(request)
-
-
-def routes_of(rules: Route | Rule | Iterable[Route | Rule]) -> tuple[Route, ...]:
-    """Normalise a middleware's ``rules`` argument: a bare rule applies to every path."""
-    items = [rules] if isinstance(rules, Route | Rule) else list(rules)
-    routes = tuple(item if isinstance(item, Route) else Route(rule=item) for item in items)
-    if not routes:
-        raise ConfigurationError("give at least one rule or route", setting="rules")
-    return routes
-
-
-def render_headers(
-    results: Sequence[RateLimitResult], *, ietf: bool = True, legacy: bool = False
-) -> list[tuple[str, str]]:
-    """``RateLimit-Policy`` and ``RateLimit`` (``ietf``), ``X-RateLimit-*`` (``legacy``) and,
-    when a result refuses, ``Retry-After``; names lower-case. Shadowed and failed results
-    add nothing: a client is never told about a limit that is not enforced.
-    """
-    shown = [r for r in results if r.decisions and not r.shadowed]
-    out: list[tuple[str, str]] = []
-    if not shown:
-        return out
-    if ietf:
-        policies = [
-            r.rule.policy if r.names is r.rule.names else policy_header(r.names, r.rates)
-            for r in shown
-        ]
-        out.append(("ratelimit-policy", ", ".join(policies)))
-        out.append(("ratelimit", ", ".join(ratelimit_header(r.names, r.decisions) for r in shown)))
-    decisions = [d for r in shown for d in r.decisions]
-    if legacy:
-        out.extend(legacy_headers(decisions))
-    if any(not r.allowed for r in shown):
-        out.append(("retry-after", retry_after_header(decisions)))
-    return out
-
-
-def header_bytes(
-    results: Sequence[RateLimitResult], *, ietf: bool = True, legacy: bool = False
-) -> list[tuple[bytes, bytes]]:
-    """:func:`render_headers` as raw ASGI header pairs, with a fast path for the usual case
-    (one admitted, enforced result with all its limits)."""
-    if ietf and not legacy and len(results) == 1:
-        only = results[0]
-        if only.allowed and not only.shadowed and only.decisions and only.names is only.rule.names:
-            rule = only.rule
-            return [
-                (b"ratelimit-policy", rule.policy_raw),
-                (b"ratelimit", rule.ratelimit_raw(only.decisions)),
-            ]
-    return [
-        (name.encode("latin-1"), value.encode("latin-1"))
-        for name, value in render_headers(results, ietf=ietf, legacy=legacy)
-    ]
 
 
 _new = tuple.__new__  # builds a RateLimitResult without its Python-level __new__
@@ -503,7 +162,7 @@ class RateLimiter:
         else:
             full = _store_key(rule, key, cost)
         if cost > MAX_COST:
-            _check_cost(cost)
+            check_cost(cost)
         try:
             if self._inline:  # a store that never blocks: skip the coroutine
                 decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
@@ -521,7 +180,15 @@ class RateLimiter:
         self, rule: Rule, key: str, *, cost: int = 1, client_ip: str | None = None
     ) -> RateLimitResult:
         """:meth:`hit` for synchronous callers (WSGI): no event loop involved."""
-        full = _store_key(rule, key, cost)
+        return self._hit_sync(rule, key, cost, client_ip)
+
+    def _hit_sync(self, rule: Rule, key: str, cost: int, client_ip: str | None) -> RateLimitResult:
+        if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int and cost >= 0:
+            full = rule.prefix + key
+        else:
+            full = _store_key(rule, key, cost)
+        if cost > MAX_COST:
+            check_cost(cost)
         try:
             decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
         except StoreError as exc:
@@ -531,6 +198,40 @@ class RateLimiter:
                 RateLimitResult, (rule, True, decisions, rule.names, rule.rates, False, False)
             )
         return self._finish(rule, decisions, rule.names, rule.rates, client_ip)
+
+    async def check(self, request: RequestView, rules: RuleSet) -> Verdict:
+        """Apply every rule of ``rules`` that covers ``request``, each with its key and cost,
+        and answer with the verdict (503 before 429). A key function returning ``None``
+        exempts the request from that rule."""
+        if self._inline:  # a store that never blocks: no coroutine per rule
+            return self.check_sync(request, rules)
+        methods, forms = rules.targets(request) if rules.conditional else _ANYWHERE
+        results: list[RateLimitResult] = []
+        for rule, key_of, everywhere in rules.entries:
+            if not everywhere and not rule.matches_forms(methods, forms):
+                continue
+            key = key_of(request)
+            if key is not None:
+                cost = rule.cost
+                cost = cost if type(cost) is int else cost(request)  # type: ignore[operator]
+                results.append(await self.hit(rule, key, cost=cost, client_ip=request.peer))
+        return rules.verdict(results)
+
+    def check_sync(self, request: RequestView, rules: RuleSet) -> Verdict:
+        """:meth:`check` for synchronous callers (WSGI, Flask), and for a store that never
+        blocks under ASGI."""
+        methods, forms = rules.targets(request) if rules.conditional else _ANYWHERE
+        results: list[RateLimitResult] = []
+        decide = self._hit_sync
+        for rule, key_of, everywhere in rules.entries:
+            if not everywhere and not rule.matches_forms(methods, forms):
+                continue
+            key = key_of(request)
+            if key is not None:
+                cost = rule.cost
+                cost = cost if type(cost) is int else cost(request)  # type: ignore[operator]
+                results.append(decide(rule, key, cost, request.peer))
+        return rules.verdict(results)
 
     def _finish(
         self,
@@ -548,9 +249,10 @@ class RateLimiter:
             if not decision.allowed:
                 break
         else:
-            return RateLimitResult(
-                rule=rule, allowed=True, decisions=decisions, names=names, rates=rates
+            admitted: RateLimitResult = _new(
+                RateLimitResult, (rule, True, decisions, names, rates, False, False)
             )
+            return admitted
         shadow = rule.shadow or self._shadow
         if self._auditor is not None:
             self._auditor.emit(
@@ -569,9 +271,10 @@ class RateLimiter:
                 rates=rates,
                 shadowed=True,
             )
-        return RateLimitResult(
-            rule=rule, allowed=False, decisions=decisions, names=names, rates=rates
+        refused: RateLimitResult = _new(
+            RateLimitResult, (rule, False, decisions, names, rates, False, False)
         )
+        return refused
 
     def _failed(
         self, rule: Rule, key: str, cost: int, exc: StoreError, client_ip: str | None
@@ -629,7 +332,7 @@ class RateLimiter:
         key: str,
         limit: int,
         window: float,
-        strategy: Strategy | str = Strategy.FIXED_WINDOW,
+        strategy: Strategy | str = DEFAULT_STRATEGY,
         *,
         cost: int = 1,
     ) -> RateLimitResult:
@@ -643,7 +346,7 @@ class RateLimiter:
         key: str,
         limit: int,
         window: float,
-        strategy: Strategy | str = Strategy.FIXED_WINDOW,
+        strategy: Strategy | str = DEFAULT_STRATEGY,
         *,
         cost: int = 1,
     ) -> RateLimitResult:
@@ -654,7 +357,7 @@ class RateLimiter:
         self,
         requests: int,
         window: float,
-        strategy: Strategy | str = Strategy.FIXED_WINDOW,
+        strategy: Strategy | str = DEFAULT_STRATEGY,
         key_func: Callable[..., str] | None = None,
         *,
         cost: int = 1,
@@ -704,7 +407,7 @@ class RateLimiter:
 
 def _store_key(rule: Rule, key: str, cost: int) -> str:
     if type(cost) is not int or not 0 <= cost <= MAX_COST:
-        _check_cost(cost)
+        check_cost(cost)
     if type(key) is not str or not key or len(key) > _MAX_KEY_CHARS:
         if not isinstance(key, str) or not key:
             raise ConfigurationError(
@@ -715,11 +418,3 @@ def _store_key(rule: Rule, key: str, cost: int) -> str:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         key = "sha256:" + digest
     return rule.prefix + key
-
-
-def _check_cost(cost: int) -> None:
-    if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= MAX_COST:
-        raise ConfigurationError(
-            f"a request's cost must be a whole number from 0 to {MAX_COST}, got {cost!r}",
-            setting="cost",
-        )

@@ -11,9 +11,10 @@
   answers 429 directly; when the handler returns a ``Response``, the headers are added to it.
 * :func:`flask_limit` decorates a Flask view (through ``flask.request``), synchronously.
 
-Key functions are the adapters' own: ASGI-scope keys from :mod:`bastion.asgi.ratelimit` for
-Starlette and FastAPI, environ keys from :mod:`bastion.wsgi.ratelimit` for Flask. Starlette,
-FastAPI and Flask are imported only when used.
+Each charges through :meth:`~bastion.engine.ratelimit.RateLimiter.check` (``check_sync`` for
+Flask) like the middlewares, so key and cost functions are the same functions of a
+:class:`~bastion.core.request.RequestView` (:mod:`bastion.core.ratelimit.keys`) under every
+framework. Starlette, FastAPI and Flask are imported only when used.
 """
 
 from __future__ import annotations
@@ -23,47 +24,66 @@ import inspect
 import typing
 from typing import TYPE_CHECKING, Any
 
-from bastion.asgi.ratelimit import client_ip_key as scope_client_ip
-from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, Refusal, refusal_body
-from bastion.engine.ratelimit import Rule, render_headers
-from bastion.wsgi.ratelimit import client_ip_key as environ_client_ip
+from bastion.asgi.ratelimit import request_view as scope_view
+from bastion.core.ratelimit.rates import DEFAULT_STRATEGY
+from bastion.core.ratelimit.rules import Rule, RuleSet
+from bastion.core.refusal import refusal_body
+from bastion.errors import ConfigurationError
+from bastion.wsgi.ratelimit import request_view as environ_view
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, MutableMapping
+    from collections.abc import Callable
 
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from bastion.core.ratelimit import Strategy
-    from bastion.engine.ratelimit import LimitsSpec, RateLimiter, RateLimitResult
+    from bastion.core.ratelimit.keys import KeyFunc
+    from bastion.core.ratelimit.rates import Strategy
+    from bastion.core.ratelimit.rules import LimitsSpec, RateLimitResult
+    from bastion.core.request import RequestView
+    from bastion.engine.ratelimit import RateLimiter
 
-    ScopeKey = Callable[[MutableMapping[str, Any]], str | None]
-    EnvironKey = Callable[[dict[str, Any]], str | None]
+    Cost = int | Callable[[RequestView], int]
 
 __all__ = ["RateLimit", "flask_limit", "limit"]
 
 _HIDDEN = "bastion_ratelimit_request_"
 
 
-def _rule(rule: Rule | LimitsSpec, strategy: Strategy | str, name: str) -> Rule:
-    return rule if isinstance(rule, Rule) else Rule(name, rule, strategy=strategy)
-
-
-def _refusal(result: RateLimitResult) -> tuple[int, Refusal]:
-    if result.unavailable:
-        return 503, RATE_LIMIT_STORE_UNAVAILABLE
-    return 429, RATE_LIMITED
+def _rules(
+    rule: Rule | LimitsSpec,
+    strategy: Strategy | str,
+    name: str,
+    key: KeyFunc | None,
+    cost: Cost | None,
+    *,
+    ietf: bool,
+    legacy: bool,
+) -> RuleSet:
+    """The one-rule set a decorator or dependency charges: ``rule`` as given, or limits text
+    made into a rule named ``name``. ``key`` is the default key (the rule's own wins)."""
+    if isinstance(rule, Rule):
+        if cost is not None:
+            raise ConfigurationError(
+                f"rule {rule.name!r} is a Rule: give its cost as Rule(..., cost=) instead",
+                setting="cost",
+            )
+        chosen = rule
+    else:
+        chosen = Rule(name, rule, strategy=strategy, cost=1 if cost is None else cost)
+    return RuleSet(chosen, key=key, ietf_headers=ietf, legacy_headers=legacy)
 
 
 class RateLimit:
     """A FastAPI dependency charging ``rule`` per request (see the module docstring).
 
-    ``rule`` is a :class:`~bastion.engine.ratelimit.Rule` or limits text (``"10/minute"``),
-    then named ``name`` and counted with ``strategy``. ``key`` takes the ASGI scope (client IP
-    by default); a ``None`` key exempts the request. Returns the result for the handler.
+    ``rule`` is a :class:`~bastion.core.ratelimit.rules.Rule` or limits text
+    (``"10/minute"``), then named ``name`` and counted with ``strategy`` at ``cost``. ``key``
+    takes the request view (client IP by default); a ``None`` key exempts the request. Returns
+    the result for the handler.
     """
 
-    __slots__ = ("__signature__", "_cost", "_ietf", "_key", "_legacy", "_limiter", "_rule")
+    __slots__ = ("__signature__", "_limiter", "_rules")
 
     def __init__(
         self,
@@ -71,18 +91,16 @@ class RateLimit:
         rule: Rule | LimitsSpec,
         *,
         name: str = "default",
-        strategy: Strategy | str = "token_bucket",
-        key: ScopeKey | None = None,
-        cost: int = 1,
+        strategy: Strategy | str = DEFAULT_STRATEGY,
+        key: KeyFunc | None = None,
+        cost: Cost | None = None,
         ietf_headers: bool = True,
         legacy_headers: bool = False,
     ) -> None:
         self._limiter = limiter
-        self._rule = _rule(rule, strategy, name)
-        self._key = key if key is not None else scope_client_ip()
-        self._cost = cost
-        self._ietf = ietf_headers
-        self._legacy = legacy_headers
+        self._rules = _rules(
+            rule, strategy, name, key, cost, ietf=ietf_headers, legacy=legacy_headers
+        )
         # FastAPI reads the parameters' types from the signature; with postponed annotations
         # they would be unresolvable strings, so the signature is given with the real types.
         from starlette.requests import Request  # noqa: PLC0415 (optional dependency)
@@ -99,29 +117,24 @@ class RateLimit:
     async def __call__(self, request: Request, response: Response) -> RateLimitResult | None:
         from starlette.exceptions import HTTPException  # noqa: PLC0415 (optional dependency)
 
-        key = self._key(request.scope)
-        if key is None:
+        verdict = await self._limiter.check(scope_view(request.scope), self._rules)
+        if not verdict.results:
             return None
-        client = request.client
-        result = await self._limiter.hit(
-            self._rule, key, cost=self._cost, client_ip=client.host if client else None
-        )
-        headers = render_headers([result], ietf=self._ietf, legacy=self._legacy)
-        if not result.allowed:
-            status, refusal = _refusal(result)
-            raise HTTPException(status, refusal.detail, headers=dict(headers))
+        headers = verdict.headers
+        if verdict.refusal is not None:
+            raise HTTPException(verdict.status, verdict.refusal.detail, headers=dict(headers))
         for header, value in headers:
             response.headers[header] = value
-        return result
+        return verdict.results[0]
 
 
 def limit(
     limiter: RateLimiter,
     rule: Rule | LimitsSpec,
     *,
-    strategy: Strategy | str = "token_bucket",
-    key: ScopeKey | None = None,
-    cost: int = 1,
+    strategy: Strategy | str = DEFAULT_STRATEGY,
+    key: KeyFunc | None = None,
+    cost: Cost | None = None,
     ietf_headers: bool = True,
     legacy_headers: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -130,10 +143,17 @@ def limit(
     Without a named ``Rule``, the rule is named after the handler, so each handler has its
     own counters.
     """
-    key_of = key if key is not None else scope_client_ip()
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        chosen = _rule(rule, strategy, func.__name__.replace("_", "-"))
+        rules = _rules(
+            rule,
+            strategy,
+            func.__name__.replace("_", "-"),
+            key,
+            cost,
+            ietf=ietf_headers,
+            legacy=legacy_headers,
+        )
         signature = _evaluated_signature(func)
         params = list(signature.parameters.values())
         from starlette.requests import Request  # noqa: PLC0415 (optional dependency)
@@ -152,23 +172,21 @@ def limit(
                     f"{func.__qualname__}: no Request among its arguments; rate-limit "
                     "decorators need a Starlette endpoint or a FastAPI path operation"
                 )
-            name = key_of(request.scope)
-            if name is None:
+            verdict = await limiter.check(scope_view(request.scope), rules)
+            if not verdict.results:
                 return await func(*args, **kwargs)
-            client = request.client
-            result = await limiter.hit(
-                chosen, name, cost=cost, client_ip=client.host if client else None
-            )
-            headers = render_headers([result], ietf=ietf_headers, legacy=legacy_headers)
-            if not result.allowed:
-                status, refusal = _refusal(result)
+            headers = verdict.headers
+            if verdict.refusal is not None:
                 media_type, body = refusal_body(
-                    refusal,
+                    verdict.refusal,
                     accept=request.headers.get("accept"),
                     content_type=request.headers.get("content-type"),
                 )
                 return Response(
-                    body, status_code=status, headers=dict(headers), media_type=media_type.decode()
+                    body,
+                    status_code=verdict.status,
+                    headers=dict(headers),
+                    media_type=media_type.decode(),
                 )
             answer = await func(*args, **kwargs)
             if isinstance(answer, Response):
@@ -219,39 +237,41 @@ def flask_limit(
     limiter: RateLimiter,
     rule: Rule | LimitsSpec,
     *,
-    strategy: Strategy | str = "token_bucket",
-    key: EnvironKey | None = None,
-    cost: int = 1,
+    strategy: Strategy | str = DEFAULT_STRATEGY,
+    key: KeyFunc | None = None,
+    cost: Cost | None = None,
     ietf_headers: bool = True,
     legacy_headers: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a Flask view; the request comes from ``flask.request`` (module docstring)."""
-    key_of = key if key is not None else environ_client_ip()
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        chosen = _rule(rule, strategy, func.__name__.replace("_", "-"))
+        rules = _rules(
+            rule,
+            strategy,
+            func.__name__.replace("_", "-"),
+            key,
+            cost,
+            ietf=ietf_headers,
+            legacy=legacy_headers,
+        )
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             import flask  # noqa: PLC0415 (optional dependency)
 
-            environ: dict[str, Any] = flask.request.environ
-            name = key_of(environ)
-            if name is None:
+            verdict = limiter.check_sync(environ_view(flask.request.environ), rules)
+            if not verdict.results:
                 return func(*args, **kwargs)
-            result = limiter.hit_sync(
-                chosen, name, cost=cost, client_ip=environ.get("REMOTE_ADDR") or None
-            )
-            headers = render_headers([result], ietf=ietf_headers, legacy=legacy_headers)
-            if not result.allowed:
-                status, refusal = _refusal(result)
+            headers = verdict.headers
+            if verdict.refusal is not None:
                 media_type, body = refusal_body(
-                    refusal,
+                    verdict.refusal,
                     accept=flask.request.headers.get("Accept"),
                     content_type=flask.request.headers.get("Content-Type"),
                 )
                 return flask.Response(
-                    body, status=status, headers=headers, content_type=media_type.decode()
+                    body, status=verdict.status, headers=headers, content_type=media_type.decode()
                 )
             answer = flask.make_response(func(*args, **kwargs))
             for header, value in headers:
