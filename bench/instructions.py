@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from bench.driver import call_asgi, http_scope, make_floor_app
@@ -95,6 +96,28 @@ def _untouched(with_sessions: bool) -> tuple[ASGIApp, Scope]:
     return app, _scope("/", None)
 
 
+def _csrf(name: str) -> tuple[ASGIApp, Scope]:
+    from bench.groups.csrf import build_cases  # noqa: PLC0415
+
+    for case, app, scope, _baseline in build_cases():
+        if case == name:
+            return app, scope
+    raise SystemExit(f"unknown csrf case {name!r}")
+
+
+def _csrf_cases() -> tuple[InstructionCase, ...]:
+    from bench.groups.csrf import CASE_NAMES, PASS  # noqa: PLC0415
+
+    return tuple(
+        InstructionCase(
+            f"csrf: {name}",
+            partial(_csrf, name),
+            None if name == PASS else f"csrf: {PASS}",
+        )
+        for name in CASE_NAMES
+    )
+
+
 CASES: tuple[InstructionCase, ...] = (
     InstructionCase("headers: pass-through", lambda: _headers(None)),
     InstructionCase("headers: bastion-strict", lambda: _headers("strict"), "headers: pass-through"),
@@ -111,6 +134,7 @@ CASES: tuple[InstructionCase, ...] = (
         lambda: _untouched(with_sessions=True),
         "untouched: pass-through layer",
     ),
+    *_csrf_cases(),
 )
 
 
@@ -194,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--small", type=int, default=1000, help="requests in the short run")
     parser.add_argument("--large", type=int, default=6000, help="requests in the long run")
+    parser.add_argument(
+        "--only", default="", help="count only the cases whose name contains this text"
+    )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -204,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     counts: dict[str, float] = {}
     for case in CASES:
+        if args.only not in case.name:
+            continue
         small = (args.small, _count(case.name, args.small))
         large = (args.large, _count(case.name, args.large))
         counts[case.name] = per_request(small, large)
