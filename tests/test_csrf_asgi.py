@@ -678,6 +678,50 @@ def test_double_submit_cookie_is_bound_to_the_identity() -> None:
         )
 
 
+def test_a_request_that_needs_no_token_reads_no_cookie_and_no_identity() -> None:
+    # A safe method, and a POST that Fetch Metadata decides, are decided before anything else
+    # about the request is read: the identity function runs, and the double-submit cookie is
+    # verified, only for a request that makes or checks a token.
+    asked: list[str] = []
+
+    async def page(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("page")
+
+    async def token(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(csrf_token(request))
+
+    async def act(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("done")
+
+    def identity(scope: Any) -> str | None:
+        asked.append(scope["path"])
+        return "alice"
+
+    app = Starlette(
+        routes=[Route("/page", page), Route("/token", token), Route("/act", act, methods=["POST"])],
+        middleware=[
+            Middleware(
+                CSRFMiddleware,
+                config=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
+                keyring=KeyRing.generate(),
+                identity=identity,
+                production=False,
+            )
+        ],
+    )
+    with TestClient(app, base_url=HTTPS) as client:
+        issued = client.get("/token").text
+        assert asked == ["/token"]
+        assert client.get("/page").text == "page"
+        same_origin = {"Sec-Fetch-Site": "same-origin"}
+        assert client.post("/act", headers=same_origin).text == "done"
+        assert asked == ["/token"]
+        assert client.post("/act", headers={"X-CSRF-Token": issued}).text == "done"
+        assert asked == ["/token", "/act"]
+        refused(client.post("/act", headers={"Sec-Fetch-Site": "cross-site", **JSON}), "cross_site")
+        assert asked == ["/token", "/act"]
+
+
 def test_double_submit_refuses_a_token_for_another_cookie() -> None:
     keyring = KeyRing.generate()
     app = double_submit_app(keyring)
