@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -205,6 +209,33 @@ def test_check_token_is_total(token: str | bytes) -> None:
     }
 
 
+_B64URL = re.compile(rb"[A-Za-z0-9_-]+", re.ASCII)
+
+
+def reference_unmask(token: bytes) -> bytes | None:
+    """What unmask_token answers, written the slow, obvious way."""
+    token = token.strip(b" \t")
+    if len(token) != MASKED_TOKEN_CHARS or _B64URL.fullmatch(token) is None:
+        return None
+    raw = base64.urlsafe_b64decode(token + b"==")
+    return bytes(a ^ b for a, b in zip(raw[:32], raw[32:], strict=True))
+
+
+@given(
+    st.binary(min_size=64, max_size=64),
+    st.lists(
+        st.tuples(st.integers(0, 85), st.sampled_from(list(b"+/=.\n \x00\xff-_A"))), max_size=3
+    ),
+)
+def test_unmask_token_refuses_every_character_outside_base64url(
+    raw: bytes, edits: list[tuple[int, int]]
+) -> None:
+    token = bytearray(base64.urlsafe_b64encode(raw).rstrip(b"="))
+    for index, char in edits:
+        token[index] = char
+    assert unmask_token(bytes(token)) == reference_unmask(bytes(token))
+
+
 def test_double_submit_binds_identity_and_rotates_keys() -> None:
     old, new = SecretKey.generate(), SecretKey.generate()
     before = DoubleSubmit(KeyRing(old))
@@ -220,6 +251,22 @@ def test_double_submit_binds_identity_and_rotates_keys() -> None:
     assert before.verify(value + "." + mac[::-1], "alice") is None
     assert before.verify(None, "alice") is None
     assert "alice" not in cookie
+
+
+@given(st.text(max_size=20))
+def test_double_submit_cookie_is_hmac_sha256_of_the_length_prefixed_identity(
+    identity: str,
+) -> None:
+    # The documented format, computed independently: a change in how the MAC is computed
+    # (the keyed HMAC is copied per message) must not change a single cookie.
+    ring = KeyRing.generate()
+    cookie, secret = DoubleSubmit(ring).issue(identity)
+    value, _, mac = cookie.partition(".")
+    who = identity.encode("utf-8", "surrogatepass")
+    key = next(iter(ring.derive("csrf-double-submit"))).reveal()
+    expected = hmac.digest(key, len(who).to_bytes(4) + who + secret, hashlib.sha256)
+    assert base64.urlsafe_b64decode(mac + "=") == expected
+    assert base64.urlsafe_b64decode(value + "=") == secret
 
 
 @given(st.text(max_size=200), st.text(max_size=20))

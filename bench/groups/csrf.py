@@ -1,14 +1,17 @@
 """Group ``csrf``: CSRFMiddleware against a pass-through layer and starlette-csrf.
 
 Every case answers 200 ``ok`` from the same inner app (a fresh start message per request):
-``POST /transfer`` with a JSON body, or for the ``-get`` cases ``GET /page`` as a returning
-browser sends it (its session and double-submit cookies, ``Sec-Fetch-Site: none``). Cases:
+``POST /transfer`` with a JSON body, or for the ``-get`` cases ``GET /page`` from a returning
+visitor (the bench's usual headers plus its cookies; ``-browser``: the ten headers of a
+browser's navigation). Cases:
 
 * ``pass-through``: an ASGI layer that only awaits the app (the baseline of every ratio);
 * ``starlette-csrf``: its ``CSRFMiddleware`` with a valid cookie and ``x-csrftoken`` header
   (its only mode: signed double-submit, checked on every unsafe request);
-* ``bastion-get`` / ``bastion-get-double-submit``: a safe method, which needs no check, with
-  the default token source (the session) and with a signed double-submit cookie;
+* ``bastion-get`` / ``bastion-get-browser`` / ``bastion-get-double-submit``: a safe method,
+  which needs no check, with the default token source (the session), the same with a
+  browser's ten headers (the method-override headers are looked for among all of them), and
+  with a signed double-submit cookie;
 * ``bastion-fetch-metadata``: bastion's middleware deciding from ``Sec-Fetch-Site:
   same-origin`` (what every current browser sends); the body is not read;
 * ``bastion-origin``: decided by a matching ``Origin`` (browsers without Fetch Metadata);
@@ -59,6 +62,11 @@ _POST: Headers = [
 ]
 _GET: Headers = [
     (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"bastion-bench/1"),
+    (b"accept", b"*/*"),
+]
+_BROWSER: Headers = [
+    (b"host", b"127.0.0.1:8000"),
     (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"),
     (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
     (b"accept-language", b"en-GB,en;q=0.5"),
@@ -74,6 +82,7 @@ CASE_NAMES = (
     PASS,
     PEER,
     "bastion-get",
+    "bastion-get-browser",
     "bastion-get-double-submit",
     "bastion-fetch-metadata",
     "bastion-origin",
@@ -85,8 +94,8 @@ def _post(*extra: tuple[bytes, bytes]) -> Scope:
     return http_scope("POST", "/transfer", headers=[*_POST, *extra])
 
 
-def _get(*extra: tuple[bytes, bytes]) -> Scope:
-    return http_scope("GET", "/page", headers=[*_GET, *extra])
+def _get(*extra: tuple[bytes, bytes], base: Headers = _GET) -> Scope:
+    return http_scope("GET", "/page", headers=[*base, *extra])
 
 
 def build_cases() -> list[tuple[str, ASGIApp, Scope, str | None]]:
@@ -119,6 +128,12 @@ def build_cases() -> list[tuple[str, ASGIApp, Scope, str | None]]:
             PASS,
         ),
         ("bastion-get", session, _get((b"cookie", _SESSION_COOKIE)), PASS),
+        (
+            "bastion-get-browser",
+            session,
+            _get((b"cookie", _SESSION_COOKIE), base=_BROWSER),
+            PASS,
+        ),
         ("bastion-get-double-submit", double, _get(returning), PASS),
         ("bastion-fetch-metadata", double, _post((b"sec-fetch-site", b"same-origin")), PASS),
         ("bastion-origin", double, _post((b"origin", _ORIGIN.encode())), PASS),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
+    COMMON_UNSAFE_METHODS,
     SAFE_METHODS,
     CSRFConfig,
     CSRFGuard,
@@ -70,11 +71,13 @@ ASGIApp = Callable[..., Awaitable[None]]
 IdentityFunc = Callable[[Scope], "str | None"]
 
 CONTEXT_KEY: Final = "bastion.csrf"
-"""Where the middleware puts the request's :class:`CSRFContext` in the scope."""
+"""Where the middleware puts the request's :class:`CSRFContext` in the scope (on a safe request
+with session tokens, the middleware itself, until :func:`csrf_token` makes the context)."""
 
 _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 _OVERRIDE_NAMES: Final = frozenset(_OVERRIDES)
 _NAME = itemgetter(0)
+_SECURE_SCHEMES: Final = frozenset({"https", "wss"})
 _WS_EXTENSION: Final = "websocket.http.response"
 _WS_START: Final = "websocket.http.response.start"
 _WS_BODY: Final = "websocket.http.response.body"
@@ -260,44 +263,50 @@ class CSRFMiddleware:
         )
 
     def _facts(self, scope: Scope) -> tuple[Facts, str | None]:
+        """The request's :class:`Facts`, from one pass over the headers, and its ``Cookie``
+        header (several joined with ``; ``: HTTP/2 splits them)."""
         found: dict[bytes, str] = {}
-        cookie: str | None = None
         wanted = self._wanted
         for name, value in scope["headers"]:
             if name in wanted:
-                text = value.decode("latin-1")
-                if name == b"cookie":
-                    cookie = text if cookie is None else cookie + "; " + text
-                elif name in _OVERRIDE_NAMES and name in found:
-                    found[name] += "," + text  # every value counts, as for the other headers
-                elif name not in found:
-                    found[name] = text
-        # Every override header counts: an app's override middleware may read any of them.
-        override = ",".join(found[name] for name in _OVERRIDES if name in found) or None
+                if name not in found:
+                    found[name] = value.decode("latin-1")
+                elif name == b"cookie":
+                    found[name] += "; " + value.decode("latin-1")
+                elif name in _OVERRIDE_NAMES:  # every value counts: an app may read any
+                    found[name] += "," + value.decode("latin-1")
+        override = None
+        if not _OVERRIDE_NAMES.isdisjoint(found):
+            # Every override header counts: an app's override middleware may read any of them.
+            override = ",".join(found[name] for name in _OVERRIDES if name in found)
+        get = found.get
+        path = scope.get("path") or "/"
+        root = scope.get("root_path")
+        if root and root != "/":
+            path = asgi_path(path, root)
         client = scope.get("client")
-        scheme = scope.get("scheme", "http")
         facts = Facts(
             method=normalize_method(scope.get("method", "GET")),
-            path=asgi_path(scope.get("path", "/"), scope.get("root_path", "")),
-            scheme="https" if scheme in {"https", "wss"} else "http",
-            host=found.get(b"host"),
+            path=path,
+            scheme="https" if scope.get("scheme") in _SECURE_SCHEMES else "http",
+            host=get(b"host"),
             client=client[0] if client else None,
-            sec_fetch_site=found.get(b"sec-fetch-site"),
-            origin=found.get(b"origin"),
-            referer=found.get(b"referer"),
-            forwarded_proto=found.get(b"x-forwarded-proto"),
-            forwarded_host=found.get(b"x-forwarded-host"),
-            authorization=found.get(b"authorization"),
-            api_key=any(h in found for h in self._api_keys),
+            sec_fetch_site=get(b"sec-fetch-site"),
+            origin=get(b"origin"),
+            referer=get(b"referer"),
+            forwarded_proto=get(b"x-forwarded-proto"),
+            forwarded_host=get(b"x-forwarded-host"),
+            authorization=get(b"authorization"),
+            api_key=not self._api_keys.isdisjoint(found),
             method_override=override,
             query=scope.get("query_string", b"").decode("latin-1"),
-            content_type=found.get(b"content-type"),
-            header_token=found.get(self._header),
-            accept=found.get(b"accept"),
+            content_type=get(b"content-type"),
+            header_token=get(self._header),
+            accept=get(b"accept"),
         )
-        return facts, cookie
+        return facts, get(b"cookie")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0912 (safe methods inline: the hot path)
         kind = scope["type"]
         if kind != "http":
             if kind == "websocket":
@@ -306,7 +315,9 @@ class CSRFMiddleware:
                 await self.app(scope, receive, send)
             return
         method = scope["method"]
-        if method in SAFE_METHODS or normalize_method(method) in SAFE_METHODS:
+        if method in SAFE_METHODS or (
+            method not in COMMON_UNSAFE_METHODS and normalize_method(method) in SAFE_METHODS
+        ):
             # A safe method passes unless it asks to be read as another: decided first, from
             # the override headers and the query alone. Without an override header, and with
             # no query that can name ``_method`` (the test of ``override_methods``), the
@@ -317,16 +328,22 @@ class CSRFMiddleware:
                 or (query and (b"%" in query or b"method" in query.lower()))
             ) and await self._refuse_override(scope, send):
                 return
-            await self._call_app(CSRFContext(self, scope), scope, receive, send)
+            if self.double_submit is None:
+                # Session tokens need nothing of this request until a template asks for one:
+                # the context is made then (see _context).
+                scope[CONTEXT_KEY] = self
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, self._context_send(scope, send, None))
             return
         facts, cookie_header = self._facts(scope)
         verdict = self._checker.check(facts)
         if verdict.passed is not None:
-            await self._call_app(CSRFContext(self, scope, cookie_header), scope, receive, send)
+            await self.app(scope, receive, self._context_send(scope, send, cookie_header))
             return
         if verdict.reason is not None:
             if not await self._refuse(verdict.reason, facts, scope, send):
-                await self._call_app(CSRFContext(self, scope, cookie_header), scope, receive, send)
+                await self.app(scope, receive, self._context_send(scope, send, cookie_header))
             return
         context = CSRFContext(self, scope, cookie_header)
         token: str | bytes | None = facts.header_token
@@ -341,7 +358,7 @@ class CSRFMiddleware:
                 token, facts, lambda: context.state, context._known_secret
             )
         if reason is None or not await self._refuse(reason, facts, scope, send):
-            await self._call_app(context, scope, receive, send)
+            await self.app(scope, receive, self._context_send(scope, send, cookie_header, context))
 
     async def _refuse_override(self, scope: Scope, send: Send) -> bool:
         """Refuse a safe method that asks to be read as an unsafe one (``True``: refused)."""
@@ -349,14 +366,26 @@ class CSRFMiddleware:
         reason = self._checker.check(facts).reason
         return reason is not None and await self._refuse(reason, facts, scope, send)
 
-    async def _call_app(
-        self, context: CSRFContext, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    def _context_send(
+        self,
+        scope: Scope,
+        send: Send,
+        cookie_header: str | None,
+        context: CSRFContext | None = None,
+    ) -> Send:
+        """Put the request's context in the scope; the ``send`` to give the app (with
+        double-submit tokens, one that adds a cookie issued during the request)."""
+        if self.double_submit is None:
+            scope[CONTEXT_KEY] = self  # made on first use (see _context)
+            return send
+        if context is None:
+            context = CSRFContext(self, scope, cookie_header)
         scope[CONTEXT_KEY] = context
-        if self.double_submit is not None:
-            context._send = send
-            send = context.send
-        await self.app(scope, receive, send)
+        state = context._state
+        if state is not None and state.secret is not None:
+            return send  # its cookie verified: tokens reuse it, no cookie will be issued
+        context._send = send
+        return context.send
 
     async def _body_token(
         self, facts: Facts, receive: Receive
@@ -464,6 +493,8 @@ async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus
 def _context(request: Any) -> CSRFContext:
     scope = getattr(request, "scope", request)
     context = scope.get(CONTEXT_KEY) if isinstance(scope, MutableMapping) else None
+    if isinstance(context, CSRFMiddleware):  # a safe request with session tokens: made now
+        context = scope[CONTEXT_KEY] = CSRFContext(context, scope)
     if not isinstance(context, CSRFContext):
         raise ConfigurationError(
             "no CSRFMiddleware in front of this route; add "

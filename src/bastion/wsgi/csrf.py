@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
+    COMMON_UNSAFE_METHODS,
     SAFE_METHODS,
     CSRFConfig,
     CSRFGuard,
@@ -207,7 +208,9 @@ class CSRFMiddleware:
         method = get("REQUEST_METHOD", "GET")
         reason: CSRFReason | None
         context: CSRFContext | None = None
-        if method in SAFE_METHODS or normalize_method(method) in SAFE_METHODS:
+        if method in SAFE_METHODS or (
+            method not in COMMON_UNSAFE_METHODS and normalize_method(method) in SAFE_METHODS
+        ):
             # Decided first, from the override headers and the query alone (see the ASGI twin).
             query = get("QUERY_STRING")
             if not (

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from bastion.core.csrf.checks import CSRFChecker, CSRFReason, Facts, Pass, Verdict, rejection_body
 from bastion.core.csrf.config import (
+    COMMON_UNSAFE_METHODS,
     DEFAULT_COOKIE_NAME,
     DEFAULT_FIELD_NAME,
     DEFAULT_HEADER_NAME,
@@ -43,6 +44,7 @@ from bastion.core.csrf.tokens import (
 from bastion.core.refusal import wants_json
 
 __all__ = [
+    "COMMON_UNSAFE_METHODS",
     "DEFAULT_COOKIE_NAME",
     "DEFAULT_FIELD_NAME",
     "DEFAULT_HEADER_NAME",

@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bastion.core.client import TrustedProxies
-from bastion.core.csrf.config import SAFE_METHODS, CSRFConfig, normalize_origin
+from bastion.core.csrf.config import (
+    COMMON_UNSAFE_METHODS,
+    SAFE_METHODS,
+    CSRFConfig,
+    normalize_origin,
+)
 from bastion.core.paths import PathPattern
 from bastion.core.request import normalize_method, override_methods
 from bastion.errors import ConfigurationError
@@ -254,7 +259,8 @@ class CSRFChecker:
     def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911 (one exit per verdict)
         """The header checks, cheapest first (see the module docstring). Reads no body."""
         config = self.config
-        if normalize_method(facts.method) in SAFE_METHODS:
+        method = facts.method
+        if method not in COMMON_UNSAFE_METHODS and normalize_method(method) in SAFE_METHODS:
             if _overrides_to_unsafe(facts):
                 return _REFUSALS[CSRFReason.METHOD_OVERRIDE]
             return _VERDICTS[Pass.SAFE_METHOD]

@@ -19,6 +19,7 @@ from bastion.core.paths import parse_patterns
 from bastion.errors import ConfigurationError
 
 __all__ = [
+    "COMMON_UNSAFE_METHODS",
     "DEFAULT_COOKIE_NAME",
     "DEFAULT_FIELD_NAME",
     "DEFAULT_HEADER_NAME",
@@ -32,6 +33,9 @@ __all__ = [
 logger = logging.getLogger("bastion.security.csrf")
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+COMMON_UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Unsafe methods as they arrive almost always: already normalized, so a method found here
+needs no :func:`~bastion.core.request.normalize_method` call to be known unsafe."""
 DEFAULT_HEADER_NAME: Final = "X-CSRF-Token"
 DEFAULT_FIELD_NAME: Final = "csrf_token"
 DEFAULT_COOKIE_NAME: Final = "__Host-csrf"
