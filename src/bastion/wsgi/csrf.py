@@ -266,7 +266,9 @@ class CSRFMiddleware:
         if context is None:
             context = CSRFContext(self, environ)
         environ[ENVIRON_KEY] = context
-        if self.double_submit is not None:
+        state = context._state
+        verified = state is not None and state.secret is not None  # no cookie will be issued
+        if self.double_submit is not None and not verified:
             start_response = _cookie_starter(context, start_response)
         return self.app(environ, start_response)
 
