@@ -5,7 +5,10 @@ between two speeds, minutes apart, about 1.7x apart. Instructions do not: ``valg
 --tool=callgrind`` counts the same total for the same interpreter, inputs and hash seed whatever
 else the machine is doing. This tool gives the three targets stated in microseconds above a
 pass-through layer (security headers, the rate-limit middleware, an untouched request under the
-session middleware) a figure that does not depend on the hour it was taken.
+session middleware) a figure that does not depend on the hour it was taken. The ``csrf:`` cases
+are the CSRF group's (:mod:`bench.groups.csrf`), for its targets: a safe method within 3k
+instructions of the pass-through layer, and at most 0.3x starlette-csrf's overhead when
+headers or a token decide. ``--only TEXT`` counts only the cases whose name contains it.
 
 Each case runs in a fresh interpreter under callgrind twice, ``--small`` and ``--large``
 requests, with ``PYTHONHASHSEED=0``; its instructions per request are the difference divided by
@@ -181,6 +184,28 @@ def _cors(layer: str, kind: str) -> tuple[ASGIApp, Scope]:
     return layers[layer](), request_scope(kind)
 
 
+def _csrf(name: str) -> tuple[ASGIApp, Scope]:
+    from bench.groups.csrf import build_cases  # noqa: PLC0415
+
+    for case, app, scope, _baseline in build_cases():
+        if case == name:
+            return app, scope
+    raise SystemExit(f"unknown csrf case {name!r}")
+
+
+def _csrf_cases() -> tuple[InstructionCase, ...]:
+    from bench.groups.csrf import CASE_NAMES, PASS  # noqa: PLC0415
+
+    return tuple(
+        InstructionCase(
+            f"csrf: {name}",
+            partial(_csrf, name),
+            None if name == PASS else f"csrf: {PASS}",
+        )
+        for name in CASE_NAMES
+    )
+
+
 CASES: tuple[InstructionCase, ...] = (
     InstructionCase("headers: pass-through", lambda: _headers(None)),
     InstructionCase("headers: bastion-strict", lambda: _headers("strict"), "headers: pass-through"),
@@ -216,6 +241,7 @@ CASES: tuple[InstructionCase, ...] = (
         "cors: starlette preflight",
         status=204,
     ),
+    *_csrf_cases(),
 )
 
 

@@ -30,6 +30,7 @@ from bastion.asgi import CSRFMiddleware, SessionMiddleware
 from bastion.asgi.csrf import add_jinja2_globals, csrf_input, csrf_token
 from bastion.asgi.sessions import get_session
 from bastion.core.audit import AuditEvent, Auditor, IdentifierHasher
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.keys import KeyRing
@@ -110,7 +111,9 @@ def make_routes() -> list[Any]:
 
 
 class Harness:
-    def __init__(self, store: Store | None = None, **csrf: Any) -> None:
+    def __init__(
+        self, store: Store | None = None, *, proxies: TrustedProxies | None = None, **csrf: Any
+    ) -> None:
         self.clock = FrozenClock()
         self.sink = RecordingAuditSink()
         self.keyring = KeyRing.generate()
@@ -133,6 +136,7 @@ class Harness:
                     auditor=auditor,
                     clock=self.clock,
                     production=False,
+                    proxies=proxies,
                 ),
             ],
         )
@@ -478,7 +482,7 @@ def test_refusal_is_html_for_a_browser_and_json_otherwise(client: TestClient) ->
 
 
 def test_exempt_routes_skip_the_checks() -> None:
-    harness = Harness(exempt=("/hooks/",))
+    harness = Harness(exempt=("/hooks/*",))
     with harness.client() as client:
         headers = {"Sec-Fetch-Site": "cross-site"}
         assert client.post("/hooks/in", headers=headers).text == "hooked"
@@ -523,9 +527,30 @@ async def test_forwarded_headers_are_believed_only_from_trusted_proxies() -> Non
             return await client.post("/raw", headers=forwarded)
 
     refused(await post(Harness(), "10.0.0.1"), "origin_mismatch")
-    proxied = Harness(trusted_proxies=("10.0.0.0/8",))
+    proxied = Harness(proxies=TrustedProxies(["10.0.0.0/8"]))
     assert (await post(proxied, "10.0.0.1")).status_code == 200
     refused(await post(proxied, "192.0.2.7"), "origin_mismatch")
+
+
+@pytest.mark.asyncio
+async def test_the_audit_event_names_the_client_a_trusted_proxy_forwarded() -> None:
+    async def refused_from(harness: Harness, peer: str) -> AuditEvent:
+        transport = httpx.ASGITransport(app=harness.app, client=(peer, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url=HTTPS) as client:
+            response = await client.post(
+                "/raw",
+                headers={"Sec-Fetch-Site": "cross-site", "X-Forwarded-For": "198.51.100.7"},
+            )
+        refused(response, "cross_site")
+        return harness.events()[-1]
+
+    proxied = Harness(proxies=TrustedProxies(["10.0.0.0/8"]))
+    hasher = IdentifierHasher(proxied.keyring)
+    event = await refused_from(proxied, "10.0.0.1")
+    assert event.client_ip == hasher.hash("198.51.100.7", kind="client_ip")
+    # A peer that is not a trusted proxy is the client, whatever it forwards.
+    event = await refused_from(proxied, "192.0.2.7")
+    assert event.client_ip == hasher.hash("192.0.2.7", kind="client_ip")
 
 
 def test_websocket_handshake_is_checked_by_origin(client: TestClient) -> None:
@@ -560,7 +585,6 @@ def test_configuration_errors_name_the_setting() -> None:
         ({"public_origins": ("example.com",)}, "public_origins"),
         ({"public_origins": "https://example.com"}, "public_origins"),
         ({"trusted_origins": ("https://x.example/path",)}, "trusted_origins"),
-        ({"trusted_proxies": ("testclient",)}, "trusted_proxies"),
         ({"exempt": ("hooks",)}, "exempt"),
         ({"header_name": "X CSRF"}, "header_name"),
         ({"field_name": "a b"}, "field_name"),
@@ -582,6 +606,9 @@ def test_configuration_errors_name_the_setting() -> None:
     with pytest.raises(ConfigurationError) as info:
         CSRFMiddleware(Starlette(), config=CSRFConfig(development=True), production=True)
     assert info.value.setting == "development"
+    with pytest.raises(ConfigurationError) as info:
+        CSRFMiddleware(Starlette(), proxies=("10.0.0.0/8",), production=False)  # type: ignore[arg-type]
+    assert info.value.setting == "proxies"
 
 
 def test_session_source_without_session_middleware_says_how_to_fix() -> None:
@@ -649,6 +676,50 @@ def test_double_submit_cookie_is_bound_to_the_identity() -> None:
             client.post("/act", headers={"X-CSRF-Token": planted, "X-User": "alice", **JSON}),
             "no_session",
         )
+
+
+def test_a_request_that_needs_no_token_reads_no_cookie_and_no_identity() -> None:
+    # A safe method, and a POST that Fetch Metadata decides, are decided before anything else
+    # about the request is read: the identity function runs, and the double-submit cookie is
+    # verified, only for a request that makes or checks a token.
+    asked: list[str] = []
+
+    async def page(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("page")
+
+    async def token(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(csrf_token(request))
+
+    async def act(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("done")
+
+    def identity(scope: Any) -> str | None:
+        asked.append(scope["path"])
+        return "alice"
+
+    app = Starlette(
+        routes=[Route("/page", page), Route("/token", token), Route("/act", act, methods=["POST"])],
+        middleware=[
+            Middleware(
+                CSRFMiddleware,
+                config=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
+                keyring=KeyRing.generate(),
+                identity=identity,
+                production=False,
+            )
+        ],
+    )
+    with TestClient(app, base_url=HTTPS) as client:
+        issued = client.get("/token").text
+        assert asked == ["/token"]
+        assert client.get("/page").text == "page"
+        same_origin = {"Sec-Fetch-Site": "same-origin"}
+        assert client.post("/act", headers=same_origin).text == "done"
+        assert asked == ["/token"]
+        assert client.post("/act", headers={"X-CSRF-Token": issued}).text == "done"
+        assert asked == ["/token", "/act"]
+        refused(client.post("/act", headers={"Sec-Fetch-Site": "cross-site", **JSON}), "cross_site")
+        assert asked == ["/token", "/act"]
 
 
 def test_double_submit_refuses_a_token_for_another_cookie() -> None:

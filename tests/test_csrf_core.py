@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -11,13 +15,13 @@ from hypothesis import strategies as st
 
 from bastion.core.csrf import (
     MASKED_TOKEN_CHARS,
+    CSRFChecker,
     CSRFConfig,
-    CSRFPolicy,
+    CSRFReason,
     DoubleSubmit,
     Facts,
     FormTokenScanner,
     Pass,
-    Reason,
     ScanStatus,
     check_token,
     mask_secret,
@@ -30,6 +34,7 @@ from bastion.core.csrf import (
 )
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.sessions import new_csrf_secret
+from bastion.errors import ConfigurationError
 
 # -- origins
 
@@ -71,7 +76,7 @@ def facts(**kwargs: Any) -> Facts:
     return Facts(**base)
 
 
-POLICY = CSRFPolicy(CSRFConfig(trusted_origins=("https://admin.app.test",)))
+CHECKER = CSRFChecker(CSRFConfig(trusted_origins=("https://admin.app.test",)))
 
 
 @pytest.mark.parametrize(
@@ -79,14 +84,18 @@ POLICY = CSRFPolicy(CSRFConfig(trusted_origins=("https://admin.app.test",)))
     [
         ({"method": "GET"}, Pass.SAFE_METHOD, None),
         ({"method": "HEAD", "sec_fetch_site": "cross-site"}, Pass.SAFE_METHOD, None),
-        ({"method": "GET", "method_override": "DELETE"}, None, Reason.METHOD_OVERRIDE),
-        ({"method": "GET", "query": "a=1&_method=put"}, None, Reason.METHOD_OVERRIDE),
+        ({"method": "GET", "method_override": "DELETE"}, None, CSRFReason.METHOD_OVERRIDE),
+        ({"method": "GET", "query": "a=1&_method=put"}, None, CSRFReason.METHOD_OVERRIDE),
         ({"method": "GET", "query": "_method=GET"}, Pass.SAFE_METHOD, None),
         ({"sec_fetch_site": "same-origin"}, Pass.FETCH_METADATA, None),
         ({"sec_fetch_site": "same-origin", "origin": "null"}, Pass.FETCH_METADATA, None),
         ({"sec_fetch_site": "none"}, Pass.FETCH_METADATA, None),
-        ({"sec_fetch_site": "cross-site"}, None, Reason.CROSS_SITE),
-        ({"sec_fetch_site": "same-site", "origin": "https://x.app.test"}, None, Reason.SAME_SITE),
+        ({"sec_fetch_site": "cross-site"}, None, CSRFReason.CROSS_SITE),
+        (
+            {"sec_fetch_site": "same-site", "origin": "https://x.app.test"},
+            None,
+            CSRFReason.SAME_SITE,
+        ),
         (
             {"sec_fetch_site": "same-site", "origin": "https://admin.app.test"},
             Pass.TRUSTED_ORIGIN,
@@ -94,64 +103,82 @@ POLICY = CSRFPolicy(CSRFConfig(trusted_origins=("https://admin.app.test",)))
         ),
         ({"origin": "https://app.test"}, Pass.ORIGIN, None),
         ({"origin": "https://app.test:443"}, Pass.ORIGIN, None),
-        ({"origin": "https://app.test:444"}, None, Reason.ORIGIN_MISMATCH),
-        ({"origin": "http://app.test"}, None, Reason.ORIGIN_MISMATCH),
-        ({"origin": "garbage"}, None, Reason.ORIGIN_MISMATCH),
+        ({"origin": "https://app.test:444"}, None, CSRFReason.ORIGIN_MISMATCH),
+        ({"origin": "http://app.test"}, None, CSRFReason.ORIGIN_MISMATCH),
+        ({"origin": "garbage"}, None, CSRFReason.ORIGIN_MISMATCH),
         ({"origin": "null"}, None, None),
         ({}, None, None),
         ({"referer": "https://app.test/form"}, None, None),
-        ({"referer": "https://evil.test/form"}, None, Reason.REFERER_MISMATCH),
-        ({"referer": "not a url"}, None, Reason.REFERER_MISMATCH),
+        ({"referer": "https://evil.test/form"}, None, CSRFReason.REFERER_MISMATCH),
+        ({"referer": "not a url"}, None, CSRFReason.REFERER_MISMATCH),
         ({"scheme": "http", "referer": "https://evil.test/"}, None, None),
         ({"sec_fetch_site": "weird", "origin": "https://app.test"}, Pass.ORIGIN, None),
     ],
 )
-def test_decision_table(kwargs: dict[str, Any], passed: Pass | None, reason: Reason | None) -> None:
-    verdict = POLICY.check(facts(**kwargs))
+def test_decision_table(
+    kwargs: dict[str, Any], passed: Pass | None, reason: CSRFReason | None
+) -> None:
+    verdict = CHECKER.check(facts(**kwargs))
     assert verdict.passed == passed
     assert verdict.reason == reason
     assert verdict.needs_token == (passed is None and reason is None)
 
 
 def test_public_origins_replace_the_host_header() -> None:
-    policy = CSRFPolicy(CSRFConfig(public_origins=("https://shop.example",)))
-    assert policy.check(facts(origin="https://shop.example")).passed is Pass.ORIGIN
+    checker = CSRFChecker(CSRFConfig(public_origins=("https://shop.example",)))
+    assert checker.check(facts(origin="https://shop.example")).passed is Pass.ORIGIN
     # The Host header is not consulted once public origins are configured.
-    assert policy.check(facts(origin="https://app.test")).reason is Reason.ORIGIN_MISMATCH
+    assert checker.check(facts(origin="https://app.test")).reason is CSRFReason.ORIGIN_MISMATCH
 
 
 def test_wildcard_trusted_origins_match_subdomains_only() -> None:
-    policy = CSRFPolicy(CSRFConfig(trusted_origins=("https://*.partner.example:8443",)))
-    assert policy.is_trusted("https://a.partner.example:8443")
-    assert policy.is_trusted("https://a.b.partner.example:8443")
-    assert not policy.is_trusted("https://partner.example:8443")
-    assert not policy.is_trusted("https://a.partner.example")
-    assert not policy.is_trusted("https://evilpartner.example:8443")
-    assert not policy.is_trusted("http://a.partner.example:8443")
+    checker = CSRFChecker(CSRFConfig(trusted_origins=("https://*.partner.example:8443",)))
+    assert checker.is_trusted("https://a.partner.example:8443")
+    assert checker.is_trusted("https://a.b.partner.example:8443")
+    assert not checker.is_trusted("https://partner.example:8443")
+    assert not checker.is_trusted("https://a.partner.example")
+    assert not checker.is_trusted("https://evilpartner.example:8443")
+    assert not checker.is_trusted("http://a.partner.example:8443")
 
 
 def test_exempt_paths_exact_and_prefix() -> None:
-    policy = CSRFPolicy(CSRFConfig(exempt=("/hook", "/api/public/")))
-    assert policy.check(facts(path="/hook", sec_fetch_site="cross-site")).passed is Pass.EXEMPT
-    assert policy.check(facts(path="/hook/x", sec_fetch_site="cross-site")).passed is None
-    assert policy.check(facts(path="/api/public/a")).passed is Pass.EXEMPT
+    checker = CSRFChecker(CSRFConfig(exempt=("/hook", "/api/public/*")))
+    assert checker.check(facts(path="/hook", sec_fetch_site="cross-site")).passed is Pass.EXEMPT
+    assert checker.check(facts(path="/hook/x", sec_fetch_site="cross-site")).passed is None
+    assert checker.check(facts(path="/api/public/a")).passed is Pass.EXEMPT
+    assert checker.check(facts(path="/api/public")).passed is Pass.EXEMPT
+    assert checker.check(facts(path="/api/publicity", sec_fetch_site="cross-site")).passed is None
+
+
+def test_exempt_paths_use_the_one_path_grammar() -> None:
+    # "/hooks/" was a prefix for CSRF and an exact path elsewhere: refused, saying how to
+    # write either meaning.
+    with pytest.raises(ConfigurationError) as caught:
+        CSRFConfig(exempt=("/hooks/",))
+    assert caught.value.setting == "exempt"
+    assert str(caught.value) == (
+        "exempt: '/hooks/' ends in '/'; write '/hooks/*' for the prefix or '/hooks' for the "
+        "exact path"
+    )
+    assert CSRFConfig(exempt=("/hooks/*", "/webhook")).exempt == ("/hooks/*", "/webhook")
+    assert CSRFConfig(exempt="/webhook").exempt == ("/webhook",)
 
 
 def test_missing_reason_names_a_query_token() -> None:
-    assert POLICY.missing_reason(facts(query="csrf_token=abc")) is Reason.TOKEN_IN_QUERY
-    assert POLICY.missing_reason(facts(query="x=1&csrf_token=abc")) is Reason.TOKEN_IN_QUERY
-    assert POLICY.missing_reason(facts(query="xcsrf_token=abc")) is Reason.TOKEN_MISSING
+    assert CHECKER.missing_reason(facts(query="csrf_token=abc")) is CSRFReason.TOKEN_IN_QUERY
+    assert CHECKER.missing_reason(facts(query="x=1&csrf_token=abc")) is CSRFReason.TOKEN_IN_QUERY
+    assert CHECKER.missing_reason(facts(query="xcsrf_token=abc")) is CSRFReason.TOKEN_MISSING
 
 
 def test_websocket_origin() -> None:
     ws = facts(method="GET", scheme="https")
-    assert POLICY.check_websocket(ws) is None
+    assert CHECKER.check_websocket(ws) is None
     ws.origin = "https://app.test"
-    assert POLICY.check_websocket(ws) is None
+    assert CHECKER.check_websocket(ws) is None
     ws.origin = "https://evil.test"
-    assert POLICY.check_websocket(ws) is Reason.WEBSOCKET_ORIGIN
+    assert CHECKER.check_websocket(ws) is CSRFReason.WEBSOCKET_ORIGIN
     ws.origin = "null"
-    assert POLICY.check_websocket(ws) is Reason.WEBSOCKET_ORIGIN
+    assert CHECKER.check_websocket(ws) is CSRFReason.WEBSOCKET_ORIGIN
 
 
 # -- tokens
@@ -165,7 +192,7 @@ def test_masked_tokens_differ_and_unmask_to_the_secret() -> None:
         assert len(token) == MASKED_TOKEN_CHARS
         assert unmask_token(token) == secret
         assert check_token(token, secret) is None
-    assert check_token(mask_secret(new_secret()), secret) is Reason.TOKEN_INCORRECT
+    assert check_token(mask_secret(new_secret()), secret) is CSRFReason.TOKEN_INCORRECT
 
 
 def test_secret_from_text_accepts_foreign_shapes() -> None:
@@ -176,7 +203,37 @@ def test_secret_from_text_accepts_foreign_shapes() -> None:
 
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
 def test_check_token_is_total(token: str | bytes) -> None:
-    assert check_token(token, new_secret()) in {Reason.TOKEN_MALFORMED, Reason.TOKEN_INCORRECT}
+    assert check_token(token, new_secret()) in {
+        CSRFReason.TOKEN_MALFORMED,
+        CSRFReason.TOKEN_INCORRECT,
+    }
+
+
+_B64URL = re.compile(rb"[A-Za-z0-9_-]+", re.ASCII)
+
+
+def reference_unmask(token: bytes) -> bytes | None:
+    """What unmask_token answers, written the slow, obvious way."""
+    token = token.strip(b" \t")
+    if len(token) != MASKED_TOKEN_CHARS or _B64URL.fullmatch(token) is None:
+        return None
+    raw = base64.urlsafe_b64decode(token + b"==")
+    return bytes(a ^ b for a, b in zip(raw[:32], raw[32:], strict=True))
+
+
+@given(
+    st.binary(min_size=64, max_size=64),
+    st.lists(
+        st.tuples(st.integers(0, 85), st.sampled_from(list(b"+/=.\n \x00\xff-_A"))), max_size=3
+    ),
+)
+def test_unmask_token_refuses_every_character_outside_base64url(
+    raw: bytes, edits: list[tuple[int, int]]
+) -> None:
+    token = bytearray(base64.urlsafe_b64encode(raw).rstrip(b"="))
+    for index, char in edits:
+        token[index] = char
+    assert unmask_token(bytes(token)) == reference_unmask(bytes(token))
 
 
 def test_double_submit_binds_identity_and_rotates_keys() -> None:
@@ -194,6 +251,22 @@ def test_double_submit_binds_identity_and_rotates_keys() -> None:
     assert before.verify(value + "." + mac[::-1], "alice") is None
     assert before.verify(None, "alice") is None
     assert "alice" not in cookie
+
+
+@given(st.text(max_size=20))
+def test_double_submit_cookie_is_hmac_sha256_of_the_length_prefixed_identity(
+    identity: str,
+) -> None:
+    # The documented format, computed independently: a change in how the MAC is computed
+    # (the keyed HMAC is copied per message) must not change a single cookie.
+    ring = KeyRing.generate()
+    cookie, secret = DoubleSubmit(ring).issue(identity)
+    value, _, mac = cookie.partition(".")
+    who = identity.encode("utf-8", "surrogatepass")
+    key = next(iter(ring.derive("csrf-double-submit"))).reveal()
+    expected = hmac.digest(key, len(who).to_bytes(4) + who + secret, hashlib.sha256)
+    assert base64.urlsafe_b64decode(mac + "=") == expected
+    assert base64.urlsafe_b64decode(value + "=") == secret
 
 
 @given(st.text(max_size=200), st.text(max_size=20))
@@ -283,8 +356,8 @@ def test_scanner_for_content_type() -> None:
     assert make(None) is None
     assert make("application/json") is None
     assert make("text/plain") is None
-    assert make("multipart/form-data") is Reason.BODY_MALFORMED
-    assert make('multipart/form-data; boundary="ünï"') is Reason.BODY_MALFORMED
+    assert make("multipart/form-data") is CSRFReason.BODY_MALFORMED
+    assert make('multipart/form-data; boundary="ünï"') is CSRFReason.BODY_MALFORMED
     assert isinstance(make('Multipart/Form-Data; boundary="a b"'), FormTokenScanner)
     assert isinstance(make("application/x-www-form-urlencoded; charset=utf-8"), FormTokenScanner)
 
@@ -293,13 +366,13 @@ def test_scanner_for_content_type() -> None:
 
 
 def test_reason_statuses_and_bodies() -> None:
-    assert Reason.BODY_TOO_LARGE.status == 413
-    assert Reason.BODY_MALFORMED.status == 400
-    assert {r.status for r in Reason} == {400, 403, 413}
-    content_type, body = rejection_body(Reason.CROSS_SITE, json_format=True)
+    assert CSRFReason.BODY_TOO_LARGE.status == 413
+    assert CSRFReason.BODY_MALFORMED.status == 400
+    assert {r.status for r in CSRFReason} == {400, 403, 413}
+    content_type, body = rejection_body(CSRFReason.CROSS_SITE, json_format=True)
     assert content_type == b"application/json"
     assert b'"reason": "cross_site"' in body
-    content_type, body = rejection_body(Reason.TOKEN_MISSING, json_format=False)
+    content_type, body = rejection_body(CSRFReason.TOKEN_MISSING, json_format=False)
     assert content_type.startswith(b"text/html")
     assert b"token_missing" in body
     assert wants_json("application/json")
@@ -329,7 +402,7 @@ def test_decision_is_total_and_never_passes_a_cross_site_post(
     override: str | None,
     query: str,
 ) -> None:
-    verdict = POLICY.check(
+    verdict = CHECKER.check(
         facts(
             method=method,
             sec_fetch_site=site,

@@ -387,6 +387,31 @@ def test_plain_wsgi_double_submit() -> None:
     )
 
 
+def test_plain_wsgi_reads_no_identity_for_a_request_that_needs_no_token() -> None:
+    asked: list[str] = []
+
+    def identity(environ: dict[str, Any]) -> str | None:
+        asked.append(environ["PATH_INFO"])
+        return "ada"
+
+    app = CSRFMiddleware(
+        wsgi_app,
+        config=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT),
+        keyring=KeyRing.generate(),
+        identity=identity,
+        production=False,
+    )
+    client = Client(app)
+    token = client.get("/token", base_url=HTTPS).get_json()["token"]
+    assert asked == ["/token"]
+    assert client.get("/page", base_url=HTTPS).status_code == 200
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    assert client.post("/x", base_url=HTTPS, headers=same_origin).status_code == 200
+    assert asked == ["/token"]
+    assert client.post("/x", base_url=HTTPS, headers={"X-CSRF-Token": token}).status_code == 200
+    assert asked == ["/token", "/x"]
+
+
 def test_plain_wsgi_session_source_without_sessions_says_how_to_fix() -> None:
     client = Client(CSRFMiddleware(wsgi_app, production=False))
     with pytest.raises(ConfigurationError, match="SessionMiddleware"):

@@ -1,11 +1,17 @@
-"""Group ``csrf``: CSRFMiddleware against a pass-through layer and starlette-csrf, on a ``POST``.
+"""Group ``csrf``: CSRFMiddleware against a pass-through layer and starlette-csrf.
 
-Every case answers ``POST /transfer`` with 200 ``ok`` from the same inner app (a fresh start
-message per request). Cases:
+Every case answers 200 ``ok`` from the same inner app (a fresh start message per request):
+``POST /transfer`` with a JSON body, or for the ``-get`` cases ``GET /page`` from a returning
+visitor (the bench's usual headers plus its cookies; ``-browser``: the ten headers of a
+browser's navigation). Cases:
 
 * ``pass-through``: an ASGI layer that only awaits the app (the baseline of every ratio);
 * ``starlette-csrf``: its ``CSRFMiddleware`` with a valid cookie and ``x-csrftoken`` header
   (its only mode: signed double-submit, checked on every unsafe request);
+* ``bastion-get`` / ``bastion-get-browser`` / ``bastion-get-double-submit``: a safe method,
+  which needs no check, with the default token source (the session), the same with a
+  browser's ten headers (the method-override headers are looked for among all of them), and
+  with a signed double-submit cookie;
 * ``bastion-fetch-metadata``: bastion's middleware deciding from ``Sec-Fetch-Site:
   same-origin`` (what every current browser sends); the body is not read;
 * ``bastion-origin``: decided by a matching ``Origin`` (browsers without Fetch Metadata);
@@ -13,8 +19,9 @@ message per request). Cases:
   identity-bound double-submit cookie plus a masked header token, the same work as
   starlette-csrf's case plus the mask.
 
-Targets (overhead above pass-through): fetch-metadata at most 0.3x starlette-csrf's, token at
-most 0.5x.
+Targets (issue 13, overhead above pass-through, in instructions: ``python -m
+bench.instructions --only csrf``): a safe method within 3k instructions of the pass-through
+layer; fetch-metadata and token each at most 0.3x starlette-csrf's.
 """
 
 from __future__ import annotations
@@ -40,22 +47,106 @@ if TYPE_CHECKING:
     from bench.group import Options
     from bench.measure import Case
 
-__all__ = ["GROUP"]
+__all__ = ["CASE_NAMES", "GROUP", "PASS", "build_cases"]
 
 PASS = "pass-through"
 PEER = "starlette-csrf"
 _SECRET = "bench-secret-" + "x" * 40
-_BASE: Headers = [
+_ORIGIN = "http://127.0.0.1:8000"
+_POST: Headers = [
     (b"host", b"127.0.0.1:8000"),
     (b"user-agent", b"bastion-bench/1"),
     (b"accept", b"*/*"),
     (b"content-type", b"application/json"),
     (b"content-length", b"2"),
 ]
+_GET: Headers = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"bastion-bench/1"),
+    (b"accept", b"*/*"),
+]
+_BROWSER: Headers = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"),
+    (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    (b"accept-language", b"en-GB,en;q=0.5"),
+    (b"accept-encoding", b"gzip, deflate, br, zstd"),
+    (b"sec-fetch-dest", b"document"),
+    (b"sec-fetch-mode", b"navigate"),
+    (b"sec-fetch-site", b"none"),
+    (b"sec-fetch-user", b"?1"),
+]
+_SESSION_COOKIE = b"__Host-bastion-session=" + b"s" * 43
+
+CASE_NAMES = (
+    PASS,
+    PEER,
+    "bastion-get",
+    "bastion-get-browser",
+    "bastion-get-double-submit",
+    "bastion-fetch-metadata",
+    "bastion-origin",
+    "bastion-token",
+)
 
 
-def _scope(*extra: tuple[bytes, bytes]) -> Scope:
-    return http_scope("POST", "/transfer", headers=[*_BASE, *extra])
+def _post(*extra: tuple[bytes, bytes]) -> Scope:
+    return http_scope("POST", "/transfer", headers=[*_POST, *extra])
+
+
+def _get(*extra: tuple[bytes, bytes], base: Headers = _GET) -> Scope:
+    return http_scope("GET", "/page", headers=[*base, *extra])
+
+
+def build_cases() -> list[tuple[str, ASGIApp, Scope, str | None]]:
+    """``(name, app, scope, baseline)`` of every case, in :data:`CASE_NAMES` order; shared by
+    this group and ``python -m bench.instructions``."""
+    inner = make_inner_app()
+    keyring = KeyRing.generate()
+    double = CSRFMiddleware(
+        inner,
+        config=CSRFConfig(token_source=TokenSource.DOUBLE_SUBMIT, public_origins=(_ORIGIN,)),
+        keyring=keyring,
+        production=False,
+    )
+    session = CSRFMiddleware(
+        inner, config=CSRFConfig(public_origins=(_ORIGIN,)), keyring=keyring, production=False
+    )
+    cookie_value, secret = DoubleSubmit(keyring).issue("")
+    returning = (b"cookie", _SESSION_COOKIE + b"; __Host-csrf=" + cookie_value.encode())
+    peer = StarletteCSRF(inner, _SECRET)
+    peer_token = peer.serializer.dumps("t" * 171)
+    return [
+        (PASS, PassThrough(inner), _post(), None),
+        (
+            PEER,
+            peer,
+            _post(
+                (b"cookie", b"csrftoken=" + peer_token.encode()),
+                (b"x-csrftoken", peer_token.encode()),
+            ),
+            PASS,
+        ),
+        ("bastion-get", session, _get((b"cookie", _SESSION_COOKIE)), PASS),
+        (
+            "bastion-get-browser",
+            session,
+            _get((b"cookie", _SESSION_COOKIE), base=_BROWSER),
+            PASS,
+        ),
+        ("bastion-get-double-submit", double, _get(returning), PASS),
+        ("bastion-fetch-metadata", double, _post((b"sec-fetch-site", b"same-origin")), PASS),
+        ("bastion-origin", double, _post((b"origin", _ORIGIN.encode())), PASS),
+        (
+            "bastion-token",
+            double,
+            _post(
+                (b"cookie", b"__Host-csrf=" + cookie_value.encode()),
+                (b"x-csrf-token", mask_secret(secret).encode()),
+            ),
+            PASS,
+        ),
+    ]
 
 
 async def _check(name: str, app: ASGIApp, template: Scope) -> None:
@@ -66,42 +157,7 @@ async def _check(name: str, app: ASGIApp, template: Scope) -> None:
 
 @asynccontextmanager
 async def csrf_cases(_options: Options) -> AsyncIterator[list[Case]]:
-    inner = make_inner_app()
-    keyring = KeyRing.generate()
-    bastion = CSRFMiddleware(
-        inner,
-        config=CSRFConfig(
-            token_source=TokenSource.DOUBLE_SUBMIT, public_origins=("http://127.0.0.1:8000",)
-        ),
-        keyring=keyring,
-        production=False,
-    )
-    cookie_value, secret = DoubleSubmit(keyring).issue("")
-    peer = StarletteCSRF(inner, _SECRET)
-    peer_token = peer.serializer.dumps("t" * 171)
-    cases: list[tuple[str, ASGIApp, Scope, str | None]] = [
-        (PASS, PassThrough(inner), _scope(), None),
-        (
-            PEER,
-            peer,
-            _scope(
-                (b"cookie", b"csrftoken=" + peer_token.encode()),
-                (b"x-csrftoken", peer_token.encode()),
-            ),
-            PASS,
-        ),
-        ("bastion-fetch-metadata", bastion, _scope((b"sec-fetch-site", b"same-origin")), PASS),
-        ("bastion-origin", bastion, _scope((b"origin", b"http://127.0.0.1:8000")), PASS),
-        (
-            "bastion-token",
-            bastion,
-            _scope(
-                (b"cookie", b"__Host-csrf=" + cookie_value.encode()),
-                (b"x-csrf-token", mask_secret(secret).encode()),
-            ),
-            PASS,
-        ),
-    ]
+    cases = build_cases()
     for name, app, template, _ in cases:
         await _check(name, app, template)
     yield [
@@ -113,9 +169,11 @@ async def csrf_cases(_options: Options) -> AsyncIterator[list[Case]]:
 GROUP = Group(
     name="csrf",
     title=(
-        "In-process `POST /transfer` (JSON body) answered 200 `ok`; each CSRF middleware wraps "
-        "the same app once; ratios against the pass-through layer. Targets: overhead of "
-        "bastion-fetch-metadata <= 0.3x starlette-csrf's, bastion-token <= 0.5x."
+        "In-process `POST /transfer` (JSON body) or, for `-get`, a returning browser's "
+        "`GET /page`, answered 200 `ok`; each CSRF middleware wraps the same app once; ratios "
+        "against the pass-through layer. Targets: bastion-get within 3k instructions of "
+        "pass-through; the overhead of bastion-fetch-metadata and bastion-token <= 0.3x "
+        "starlette-csrf's."
     ),
     iterations=10_000,
     cases=csrf_cases,

@@ -496,9 +496,10 @@ def csrf_only_case(*, with_csrf: bool) -> tuple[ASGIApp, Scope]:
         ).build()
         layer: ASGIApp = bastion.asgi.CSRFMiddleware(
             app,
-            config=runtime.csrf_config,
+            config=runtime.config.csrf,
             keyring=runtime.keyring,
             auditor=runtime.auditor,
+            proxies=runtime.proxies,
             clock=runtime.config.clock,
             production=runtime.production,
         )

@@ -26,7 +26,6 @@ close the store when the runtime opened it from a URL.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -85,7 +84,6 @@ class Runtime:
         "_totp",
         "auditor",
         "config",
-        "csrf_config",
         "keyring",
         "production",
         "proxies",
@@ -126,10 +124,6 @@ class Runtime:
         )
         _check_opt_outs(config, production=production)
         csrf = config.csrf
-        if csrf is not None and self.proxies.trusts_any and not csrf.trusted_proxies:
-            csrf = dataclasses.replace(csrf, trusted_proxies=self.proxies.networks)
-        self.csrf_config = csrf
-        """``config.csrf`` reading forwarded headers from ``config.proxies``."""
         session_tokens = csrf is not None and csrf.token_source is TokenSource.SESSION
         if session_tokens and self.store is None:
             raise ConfigurationError(

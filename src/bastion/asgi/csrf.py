@@ -25,27 +25,31 @@ from :func:`add_jinja2_globals`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
+    COMMON_UNSAFE_METHODS,
+    SAFE_METHODS,
     CSRFConfig,
+    CSRFGuard,
+    CSRFReason,
     Facts,
     FormTokenScanner,
-    Reason,
     ScanStatus,
+    TokenState,
     rejection_body,
     wants_json,
 )
 from bastion.core.request import asgi_path, normalize_method
-from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
     from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = [
@@ -67,30 +71,40 @@ ASGIApp = Callable[..., Awaitable[None]]
 IdentityFunc = Callable[[Scope], "str | None"]
 
 CONTEXT_KEY: Final = "bastion.csrf"
-"""Where the middleware puts the request's :class:`CSRFContext` in the scope."""
+"""Where the middleware puts the request's :class:`CSRFContext` in the scope (on a safe request
+with session tokens, the middleware itself, until :func:`csrf_token` makes the context)."""
 
 _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
+_OVERRIDE_NAMES: Final = frozenset(_OVERRIDES)
+_NAME = itemgetter(0)
+_SECURE_SCHEMES: Final = frozenset({"https", "wss"})
 _WS_EXTENSION: Final = "websocket.http.response"
 _WS_START: Final = "websocket.http.response.start"
 _WS_BODY: Final = "websocket.http.response.body"
 _SCAN_REASONS: Final = {
-    ScanStatus.TOO_LARGE: Reason.BODY_TOO_LARGE,
-    ScanStatus.MALFORMED: Reason.BODY_MALFORMED,
+    ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
+    ScanStatus.MALFORMED: CSRFReason.BODY_MALFORMED,
 }
 
 
 class CSRFContext:
     """The CSRF side of one request: makes masked tokens for pages and forms.
 
-    Each :meth:`token` call returns new text (a fresh mask) for the same secret.
+    Nothing is read for it until a token is asked for: then, with double-submit tokens, the
+    request's cookie is verified (once) and a new cookie issued if it brought none. Each
+    :meth:`token` call returns new text (a fresh mask) for the same secret.
     """
 
-    __slots__ = ("_middleware", "_scope", "state")
+    __slots__ = ("_cookie", "_middleware", "_scope", "_send", "_state")
 
-    def __init__(self, middleware: CSRFMiddleware, scope: Scope, state: TokenState) -> None:
+    def __init__(
+        self, middleware: CSRFMiddleware, scope: Scope, cookie_header: str | None = None
+    ) -> None:
         self._middleware = middleware
         self._scope = scope
-        self.state = state
+        self._cookie = cookie_header
+        self._state: TokenState | None = None
+        self._send: Send | None = None
 
     @property
     def field_name(self) -> str:
@@ -101,17 +115,62 @@ class CSRFContext:
         return self._middleware.config.header_name
 
     @property
+    def state(self) -> TokenState:
+        """The request's token state, verified from its double-submit cookie on first use."""
+        state = self._state
+        if state is None:
+            middleware, scope = self._middleware, self._scope
+            if middleware.double_submit is None:
+                return middleware._session_state
+            cookie = self._cookie
+            if cookie is None:
+                cookie = _cookie_header(scope)
+            name = middleware.config.cookie_name or ""
+            # The cookie parser runs only when the cookie can be there.
+            value = parse_cookie(cookie).get(name) if name in cookie else None
+            identity = (middleware._identity(scope) if middleware._identity else None) or ""
+            state = self._state = middleware._guard.begin(value, identity)
+        return state
+
+    @property
     def new_cookie(self) -> bool:
-        return self.state.new_cookie
+        return self._state is not None and self._state.new_cookie
 
     def token(self) -> str:
         """A masked token for this request's secret (creating the secret when needed)."""
-        return self.state.token(partial(_session_of, self._scope))
+        return self.state.token(self._secret)
+
+    def _secret(self) -> str:
+        return _session_of(self._scope).csrf_secret
+
+    def _known_secret(self) -> str | None:
+        return _session_of(self._scope).verification_csrf_secret()
 
     def cookie_header(self) -> bytes | None:
         """The ``Set-Cookie`` value for a double-submit cookie issued during this request."""
-        value = self.state.set_cookie()
+        state = self._state
+        value = None if state is None else state.set_cookie()
         return None if value is None else value.encode("latin-1")
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send`` in double-submit mode: adds the cookie issued during the request."""
+        state = self._state
+        if state is not None and state.new_cookie and message["type"] == "http.response.start":
+            value = self.cookie_header()
+            if value is not None:
+                headers = list(message.get("headers", ()))
+                headers.append((b"set-cookie", value))
+                message["headers"] = headers
+        send = self._send
+        if send is None:  # pragma: no cover - the middleware sets it before the app runs
+            raise RuntimeError("CSRFContext.send used outside CSRFMiddleware")
+        await send(message)
+
+
+def _cookie_header(scope: Scope) -> str:
+    """The request's ``Cookie`` header; several (HTTP/2 splits them) joined with ``; ``."""
+    found = [value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie"]
+    return "; ".join(found)
 
 
 def _session_of(scope: Scope) -> Session:
@@ -132,14 +191,19 @@ class CSRFMiddleware:
     ``config`` is a :class:`~bastion.core.csrf.CSRFConfig`. ``keyring`` is required for
     ``TokenSource.DOUBLE_SUBMIT``. ``auditor`` receives ``malicious_csrf`` events (default: JSON
     lines on the ``bastion.audit`` logger). ``production`` defaults to ``ENV``/``BASTION_ENV``.
+    ``proxies`` (a :class:`~bastion.core.client.TrustedProxies`, the one the rest of the stack
+    uses) says which peers may report the scheme and host with ``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host``; by default none may.
     """
 
     __slots__ = (
         "_api_keys",
+        "_checker",
+        "_forwarded",
         "_guard",
         "_header",
         "_identity",
-        "_policy",
+        "_session_state",
         "_wanted",
         "app",
         "config",
@@ -157,18 +221,27 @@ class CSRFMiddleware:
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         guard = CSRFGuard(
-            config, keyring=keyring, auditor=auditor, clock=clock, production=production
+            config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            production=production,
+            proxies=proxies,
         )
         config = guard.config
         self._guard = guard
-        self._policy = guard.policy
+        self._checker = guard.checker
         self.app = app
         self.config = config
         self.double_submit = guard.double_submit
         self.cookie = guard.cookie
         self._identity = identity
+        # Session tokens need no per-request state: one shared, never-written TokenState.
+        self._session_state = TokenState(guard)
+        self._forwarded = guard.proxies.header.encode("ascii")
         self._header = config.header_name.lower().encode("ascii")
         self._api_keys = frozenset(h.lower().encode("ascii") for h in config.api_key_headers)
         self._wanted = frozenset(
@@ -190,84 +263,133 @@ class CSRFMiddleware:
         )
 
     def _facts(self, scope: Scope) -> tuple[Facts, str | None]:
+        """The request's :class:`Facts`, from one pass over the headers, and its ``Cookie``
+        header (several joined with ``; ``: HTTP/2 splits them)."""
         found: dict[bytes, str] = {}
-        cookie: str | None = None
         wanted = self._wanted
         for name, value in scope["headers"]:
             if name in wanted:
-                text = value.decode("latin-1")
-                if name == b"cookie":
-                    cookie = text if cookie is None else cookie + "; " + text
-                elif name not in found:
-                    found[name] = text
-        # Every override header counts: an app's override middleware may read any of them.
-        override = ",".join(found[name] for name in _OVERRIDES if name in found) or None
+                if name not in found:
+                    found[name] = value.decode("latin-1")
+                elif name == b"cookie":
+                    found[name] += "; " + value.decode("latin-1")
+                elif name in _OVERRIDE_NAMES:  # every value counts: an app may read any
+                    found[name] += "," + value.decode("latin-1")
+        override = None
+        if not _OVERRIDE_NAMES.isdisjoint(found):
+            # Every override header counts: an app's override middleware may read any of them.
+            override = ",".join(found[name] for name in _OVERRIDES if name in found)
+        get = found.get
+        path = scope.get("path") or "/"
+        root = scope.get("root_path")
+        if root and root != "/":
+            path = asgi_path(path, root)
         client = scope.get("client")
-        scheme = scope.get("scheme", "http")
         facts = Facts(
             method=normalize_method(scope.get("method", "GET")),
-            path=asgi_path(scope.get("path", "/"), scope.get("root_path", "")),
-            scheme="https" if scheme in {"https", "wss"} else "http",
-            host=found.get(b"host"),
+            path=path,
+            scheme="https" if scope.get("scheme") in _SECURE_SCHEMES else "http",
+            host=get(b"host"),
             client=client[0] if client else None,
-            sec_fetch_site=found.get(b"sec-fetch-site"),
-            origin=found.get(b"origin"),
-            referer=found.get(b"referer"),
-            forwarded_proto=found.get(b"x-forwarded-proto"),
-            forwarded_host=found.get(b"x-forwarded-host"),
-            authorization=found.get(b"authorization"),
-            api_key=any(h in found for h in self._api_keys),
+            sec_fetch_site=get(b"sec-fetch-site"),
+            origin=get(b"origin"),
+            referer=get(b"referer"),
+            forwarded_proto=get(b"x-forwarded-proto"),
+            forwarded_host=get(b"x-forwarded-host"),
+            authorization=get(b"authorization"),
+            api_key=not self._api_keys.isdisjoint(found),
             method_override=override,
             query=scope.get("query_string", b"").decode("latin-1"),
-            content_type=found.get(b"content-type"),
-            header_token=found.get(self._header),
-            accept=found.get(b"accept"),
+            content_type=get(b"content-type"),
+            header_token=get(self._header),
+            accept=get(b"accept"),
         )
-        return facts, cookie
+        return facts, get(b"cookie")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0912 (safe methods inline: the hot path)
         kind = scope["type"]
-        if kind == "websocket":
-            await self._websocket(scope, receive, send)
-            return
         if kind != "http":
-            await self.app(scope, receive, send)
-            return
-        facts, cookie_header = self._facts(scope)
-        guard = self._guard
-        if guard.double_submit is None:
-            state = TokenState(guard)
-        else:
-            cookie_value = parse_cookie(cookie_header or "").get(self.config.cookie_name or "")
-            identity = (self._identity(scope) if self._identity else None) or ""
-            state = guard.begin(cookie_value, identity)
-        context = CSRFContext(self, scope, state)
-        scope[CONTEXT_KEY] = context
-        if guard.double_submit is not None:
-            send = self._cookie_sender(context, send)
-        verdict = self._policy.check(facts)
-        if verdict.passed is not None:
-            await self.app(scope, receive, send)
-            return
-        if verdict.reason is not None:
-            if not await self._refuse(verdict.reason, facts, send):
+            if kind == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
                 await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        if method in SAFE_METHODS or (
+            method not in COMMON_UNSAFE_METHODS and normalize_method(method) in SAFE_METHODS
+        ):
+            # A safe method passes unless it asks to be read as another: decided first, from
+            # the override headers and the query alone. Without an override header, and with
+            # no query that can name ``_method`` (the test of ``override_methods``), the
+            # checker's answer is a pass: nothing else is read.
+            query = scope.get("query_string")
+            if (
+                not _OVERRIDE_NAMES.isdisjoint(map(_NAME, scope["headers"]))
+                or (query and (b"%" in query or b"method" in query.lower()))
+            ) and await self._refuse_override(scope, send):
+                return
+            if self.double_submit is None:
+                # Session tokens need nothing of this request until a template asks for one:
+                # the context is made then (see _context).
+                scope[CONTEXT_KEY] = self
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, self._context_send(scope, send, None))
+            return
+        facts, cookie_header = self._facts(scope)
+        verdict = self._checker.check(facts)
+        if verdict.passed is not None:
+            await self.app(scope, receive, self._context_send(scope, send, cookie_header))
+            return
+        if verdict.reason is not None:
+            if not await self._refuse(verdict.reason, facts, scope, send):
+                await self.app(scope, receive, self._context_send(scope, send, cookie_header))
+            return
+        context = CSRFContext(self, scope, cookie_header)
         token: str | bytes | None = facts.header_token
-        reason: Reason | None = None
+        reason: CSRFReason | None = None
         if token is None:
             outcome = await self._body_token(facts, receive)
             if outcome is None:
                 return  # the client disconnected while sending the body
             token, reason, receive = outcome
         if reason is None:
-            reason = guard.judge_token(token, facts, state, partial(_session_of, scope))
-        if reason is None or not await self._refuse(reason, facts, send):
-            await self.app(scope, receive, send)
+            reason = self._guard.judge_token(
+                token, facts, lambda: context.state, context._known_secret
+            )
+        if reason is None or not await self._refuse(reason, facts, scope, send):
+            await self.app(scope, receive, self._context_send(scope, send, cookie_header, context))
+
+    async def _refuse_override(self, scope: Scope, send: Send) -> bool:
+        """Refuse a safe method that asks to be read as an unsafe one (``True``: refused)."""
+        facts, _cookie = self._facts(scope)
+        reason = self._checker.check(facts).reason
+        return reason is not None and await self._refuse(reason, facts, scope, send)
+
+    def _context_send(
+        self,
+        scope: Scope,
+        send: Send,
+        cookie_header: str | None,
+        context: CSRFContext | None = None,
+    ) -> Send:
+        """Put the request's context in the scope; the ``send`` to give the app (with
+        double-submit tokens, one that adds a cookie issued during the request)."""
+        if self.double_submit is None:
+            scope[CONTEXT_KEY] = self  # made on first use (see _context)
+            return send
+        if context is None:
+            context = CSRFContext(self, scope, cookie_header)
+        scope[CONTEXT_KEY] = context
+        state = context._state
+        if state is not None and state.secret is not None:
+            return send  # its cookie verified: tokens reuse it, no cookie will be issued
+        context._send = send
+        return context.send
 
     async def _body_token(
         self, facts: Facts, receive: Receive
-    ) -> tuple[bytes | None, Reason | None, Receive] | None:
+    ) -> tuple[bytes | None, CSRFReason | None, Receive] | None:
         """The token of a form body, or why there is none, and the ``receive`` to give the app
         (it replays what was read). ``None`` when the client went away mid-body."""
         scanned = FormTokenScanner.for_content_type(
@@ -281,21 +403,16 @@ class CSRFMiddleware:
         status, replay = outcome
         return scanned.token, _SCAN_REASONS.get(status), replay
 
-    def _cookie_sender(self, context: CSRFContext, send: Send) -> Send:
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                value = context.cookie_header()
-                if value is not None:
-                    headers = list(message.get("headers", ()))
-                    headers.append((b"set-cookie", value))
-                    message["headers"] = headers
-            await send(message)
+    def _forwarded_for(self, scope: Scope) -> list[str]:
+        """The values of the trusted proxies' forwarding header, for the audit event."""
+        if not self._guard.proxies.trusts_any:
+            return []
+        wanted = self._forwarded
+        return [value.decode("latin-1") for name, value in scope["headers"] if name == wanted]
 
-        return send_with_cookie
-
-    async def _refuse(self, reason: Reason, facts: Facts, send: Send) -> bool:
+    async def _refuse(self, reason: CSRFReason, facts: Facts, scope: Scope, send: Send) -> bool:
         """Audit the refusal and send it; ``False`` (nothing sent) in log-only mode."""
-        self._guard.audit(reason, facts)
+        self._guard.audit(reason, facts, self._forwarded_for(scope))
         if self.config.log_only:
             return False
         content_type, body = rejection_body(
@@ -317,9 +434,9 @@ class CSRFMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         facts, _cookie = self._facts(scope)
-        reason = self._policy.check_websocket(facts)
+        reason = self._checker.check_websocket(facts)
         if reason is not None:
-            self._guard.audit(reason, facts)
+            self._guard.audit(reason, facts, self._forwarded_for(scope))
             if not self.config.log_only:
                 message = await receive()  # websocket.connect
                 if message.get("type") != "websocket.connect":
@@ -376,6 +493,8 @@ async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus
 def _context(request: Any) -> CSRFContext:
     scope = getattr(request, "scope", request)
     context = scope.get(CONTEXT_KEY) if isinstance(scope, MutableMapping) else None
+    if isinstance(context, CSRFMiddleware):  # a safe request with session tokens: made now
+        context = scope[CONTEXT_KEY] = CSRFContext(context, scope)
     if not isinstance(context, CSRFContext):
         raise ConfigurationError(
             "no CSRFMiddleware in front of this route; add "

@@ -85,10 +85,11 @@ def _csrf(app: ASGIApp, runtime: Runtime) -> ASGIApp:
     config = runtime.config
     return CSRFMiddleware(
         app,
-        config=runtime.csrf_config,
+        config=config.csrf,
         keyring=runtime.keyring,
         identity=config.csrf_identity,
         auditor=runtime.auditor,
+        proxies=runtime.proxies,
         clock=config.clock,
         production=runtime.production,
     )

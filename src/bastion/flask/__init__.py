@@ -199,10 +199,11 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
         app.session_interface = SessionInterfaceAdapter(engine, proxies=runtime.proxies)
         app.register_error_handler(StoreUnavailable, _unavailable_handler)
     app.extensions[_EXTENSION] = _Extension(runtime, engine)
-    if runtime.csrf_config is not None:
+    if runtime.config.csrf is not None:
         CSRF(
             app,
-            config=runtime.csrf_config,
+            config=runtime.config.csrf,
+            proxies=runtime.proxies,
             keyring=runtime.keyring,
             identity=runtime.config.csrf_identity,
             auditor=runtime.auditor,

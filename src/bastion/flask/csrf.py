@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
     from bastion.wsgi.csrf import IdentityFunc
@@ -50,6 +51,8 @@ class CSRF:
     """The Flask CSRF extension: ``CSRF(app)`` or ``CSRF().init_app(app)``.
 
     With ``TokenSource.SESSION`` (default) set up :class:`bastion.flask.Bastion` first.
+    ``proxies`` is the app's :class:`~bastion.core.client.TrustedProxies` (see the WSGI
+    middleware).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class CSRF:
         auditor: Auditor | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self._config = config
         self._keyring = keyring
@@ -69,6 +73,7 @@ class CSRF:
         self._auditor = auditor
         self._clock = clock
         self._production = production
+        self._proxies = proxies
         self.middleware: CSRFMiddleware | None = None
         if app is not None:
             self.init_app(app)
@@ -99,6 +104,7 @@ class CSRF:
             clock=self._clock,
             production=self._production,
             session_engine=engine,
+            proxies=self._proxies,
         )
         app.wsgi_app = self.middleware  # type: ignore[method-assign]
         app.extensions[_EXTENSION] = self

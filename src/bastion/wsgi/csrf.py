@@ -15,27 +15,30 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
+    COMMON_UNSAFE_METHODS,
+    SAFE_METHODS,
     CSRFConfig,
+    CSRFGuard,
+    CSRFReason,
     Facts,
     FormTokenScanner,
-    Reason,
     ScanStatus,
+    TokenState,
     rejection_body,
     wants_json,
 )
 from bastion.core.request import normalize_method, wsgi_path
-from bastion.engine.csrf import CSRFGuard, TokenState
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
     from bastion.core.keys import KeyRing, SecretKey
 
 __all__ = ["ENVIRON_KEY", "CSRFContext", "CSRFMiddleware", "csrf_input", "csrf_token"]
@@ -51,8 +54,8 @@ _CHUNK: Final = 64 * 1024
 _STATUS_LINES: Final = {400: "400 Bad Request", 403: "403 Forbidden", 413: "413 Content Too Large"}
 _OVERRIDES: Final = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
 _SCAN_REASONS: Final = {
-    ScanStatus.TOO_LARGE: Reason.BODY_TOO_LARGE,
-    ScanStatus.MALFORMED: Reason.BODY_MALFORMED,
+    ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
+    ScanStatus.MALFORMED: CSRFReason.BODY_MALFORMED,
 }
 
 
@@ -61,29 +64,52 @@ def _environ_name(header: str) -> str:
 
 
 class CSRFContext:
-    """The CSRF side of one request: makes masked tokens for pages and forms."""
+    """The CSRF side of one request: makes masked tokens for pages and forms.
 
-    __slots__ = ("_environ", "_middleware", "state")
+    Nothing is read for it until a token is asked for: then, with double-submit tokens, the
+    request's cookie is verified (once) and a new cookie issued if it brought none.
+    """
 
-    def __init__(self, middleware: CSRFMiddleware, environ: Environ, state: TokenState) -> None:
+    __slots__ = ("_environ", "_middleware", "_state")
+
+    def __init__(self, middleware: CSRFMiddleware, environ: Environ) -> None:
         self._middleware = middleware
         self._environ = environ
-        self.state = state
+        self._state: TokenState | None = None
 
     @property
     def field_name(self) -> str:
         return self._middleware.config.field_name
 
     @property
+    def state(self) -> TokenState:
+        """The request's token state, verified from its double-submit cookie on first use."""
+        state = self._state
+        if state is None:
+            middleware, environ = self._middleware, self._environ
+            if middleware.double_submit is None:
+                return middleware._session_state
+            cookie = environ.get("HTTP_COOKIE") or ""
+            name = middleware.config.cookie_name or ""
+            value = parse_cookie(cookie).get(name) if name in cookie else None
+            identity = (middleware._identity(environ) if middleware._identity else None) or ""
+            state = self._state = middleware._guard.begin(value, identity)
+        return state
+
+    @property
     def new_cookie(self) -> bool:
-        return self.state.new_cookie
+        return self._state is not None and self._state.new_cookie
 
     def token(self) -> str:
         """A masked token for this request's secret (creating the secret when needed)."""
-        return self.state.token(partial(_template_session, self._environ))
+        return self.state.token(self._secret)
+
+    def _secret(self) -> str:
+        return _template_session(self._environ).csrf_secret
 
     def cookie_header(self) -> str | None:
-        return self.state.set_cookie()
+        state = self._state
+        return None if state is None else state.set_cookie()
 
 
 def _template_session(environ: Environ) -> Session:
@@ -98,16 +124,19 @@ def _template_session(environ: Environ) -> Session:
 
 
 class CSRFMiddleware:
-    """CSRF protection for one WSGI app; arguments as for the ASGI middleware, plus
-    ``session_engine`` to read session secrets without a ``SessionMiddleware`` (Flask)."""
+    """CSRF protection for one WSGI app; arguments as for the ASGI middleware (``proxies``
+    included), plus ``session_engine`` to read session secrets without a
+    ``SessionMiddleware`` (Flask)."""
 
     __slots__ = (
         "_api_keys",
+        "_checker",
+        "_forwarded",
         "_guard",
         "_header",
         "_identity",
-        "_policy",
         "_session_engine",
+        "_session_state",
         "app",
         "config",
         "cookie",
@@ -125,19 +154,28 @@ class CSRFMiddleware:
         clock: Clock = system_clock,
         production: bool | None = None,
         session_engine: SessionEngine | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         guard = CSRFGuard(
-            config, keyring=keyring, auditor=auditor, clock=clock, production=production
+            config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            production=production,
+            proxies=proxies,
         )
         config = guard.config
         self._guard = guard
-        self._policy = guard.policy
+        self._checker = guard.checker
         self.app = app
         self.config = config
         self.double_submit = guard.double_submit
         self.cookie = guard.cookie
         self._identity = identity
         self._session_engine = session_engine
+        # Session tokens need no per-request state: one shared, never-written TokenState.
+        self._session_state = TokenState(guard)
+        self._forwarded = _environ_name(guard.proxies.header)
         self._header = _environ_name(config.header_name)
         self._api_keys = tuple(_environ_name(h) for h in config.api_key_headers)
 
@@ -166,34 +204,46 @@ class CSRFMiddleware:
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        facts = self._facts(environ)
-        guard = self._guard
-        if guard.double_submit is None:
-            state = TokenState(guard)
+        get = environ.get
+        method = get("REQUEST_METHOD", "GET")
+        reason: CSRFReason | None
+        context: CSRFContext | None = None
+        if method in SAFE_METHODS or (
+            method not in COMMON_UNSAFE_METHODS and normalize_method(method) in SAFE_METHODS
+        ):
+            # Decided first, from the override headers and the query alone (see the ASGI twin).
+            query = get("QUERY_STRING")
+            if not (
+                get(_OVERRIDES[0])
+                or get(_OVERRIDES[1])
+                or get(_OVERRIDES[2])
+                or (query and ("%" in query or "method" in query.lower()))
+            ):
+                return self._call_app(environ, start_response)
+            facts = self._facts(environ)
+            reason = self._checker.check(facts).reason
         else:
-            cookies = parse_cookie(environ.get("HTTP_COOKIE", ""))
-            cookie_value = cookies.get(self.config.cookie_name or "")
-            identity = (self._identity(environ) if self._identity else None) or ""
-            state = guard.begin(cookie_value, identity)
-        context = CSRFContext(self, environ, state)
-        environ[ENVIRON_KEY] = context
-        if guard.double_submit is not None:
-            start_response = _cookie_starter(context, start_response)
-        verdict = self._policy.check(facts)
-        if verdict.passed is not None:
-            return self.app(environ, start_response)
-        reason = verdict.reason
+            facts = self._facts(environ)
+            verdict = self._checker.check(facts)
+            reason = verdict.reason
+            if verdict.needs_token:
+                current = context = CSRFContext(self, environ)
+                token: str | bytes | None = facts.header_token
+                if token is None:
+                    token, reason = self._body_token(facts, environ)
+                if reason is None:
+                    reason = self._guard.judge_token(
+                        token,
+                        facts,
+                        lambda: current.state,
+                        lambda: self._known_secret(environ),
+                    )
         if reason is None:
-            token: str | bytes | None = facts.header_token
-            if token is None:
-                token, reason = self._body_token(facts, environ)
-            if reason is None:
-                reason = guard.judge_token(token, facts, state, partial(self._session, environ))
-        if reason is None:
-            return self.app(environ, start_response)
-        guard.audit(reason, facts)
+            return self._call_app(environ, start_response, context)
+        forwarded = get(self._forwarded)
+        self._guard.audit(reason, facts, (str(forwarded),) if forwarded else ())
         if self.config.log_only:
-            return self.app(environ, start_response)
+            return self._call_app(environ, start_response, context)
         content_type, body = rejection_body(
             reason, json_format=wants_json(facts.accept, facts.content_type)
         )
@@ -207,7 +257,22 @@ class CSRFMiddleware:
         )
         return [body]
 
-    def _body_token(self, facts: Facts, environ: Environ) -> tuple[bytes | None, Reason | None]:
+    def _call_app(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        context: CSRFContext | None = None,
+    ) -> Iterable[bytes]:
+        if context is None:
+            context = CSRFContext(self, environ)
+        environ[ENVIRON_KEY] = context
+        state = context._state
+        verified = state is not None and state.secret is not None  # no cookie will be issued
+        if self.double_submit is not None and not verified:
+            start_response = _cookie_starter(context, start_response)
+        return self.app(environ, start_response)
+
+    def _body_token(self, facts: Facts, environ: Environ) -> tuple[bytes | None, CSRFReason | None]:
         scanner = FormTokenScanner.for_content_type(
             facts.content_type, field=self.config.field_name, max_bytes=self.config.max_body_bytes
         )
@@ -227,6 +292,9 @@ class CSRFMiddleware:
             status = scanner.feed(chunk, more=more)
         environ["wsgi.input"] = io.BufferedReader(_Replay(b"".join(chunks), stream, remaining))
         return scanner.token, _SCAN_REASONS.get(status)
+
+    def _known_secret(self, environ: Environ) -> str | None:
+        return self._session(environ).verification_csrf_secret()
 
     def _session(self, environ: Environ) -> Session:
         session = environ.get(SESSION_ENVIRON_KEY)

@@ -37,10 +37,11 @@ def _csrf(app: WSGIApp, runtime: Runtime) -> WSGIApp:
     config = runtime.config
     return CSRFMiddleware(
         app,
-        config=runtime.csrf_config,
+        config=config.csrf,
         keyring=runtime.keyring,
         identity=config.csrf_identity,
         auditor=runtime.auditor,
+        proxies=runtime.proxies,
         clock=config.clock,
         production=runtime.production,
     )
