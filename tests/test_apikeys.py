@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.apikeys import (
-    ApiKeyRecord,
-    ApiKeyStatus,
+    APIKeyRecord,
+    APIKeyStatus,
     RateLimitSetting,
     api_key_from_headers,
     generate_api_key,
@@ -27,7 +27,7 @@ from bastion.core.apikeys import API_KEY_LENGTH, api_key_checksum, validate_scop
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
-from bastion.engine.apikeys import ApiKeyManager
+from bastion.engine.apikeys import APIKeyManager
 from bastion.engine.ratelimit import RateLimiter, Rule
 from bastion.errors import BadToken, ConfigurationError, StoreBusy, StoreUnavailable
 from bastion.stores.memory import MemoryStore
@@ -66,9 +66,9 @@ def counting(store: Store) -> CountingStore:
 @pytest.fixture
 def manager(
     counting: CountingStore, ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink
-) -> ApiKeyManager:
+) -> APIKeyManager:
     auditor = Auditor(IdentifierHasher(ring), clock, sink)
-    return ApiKeyManager(counting, ring, clock=clock, auditor=auditor)
+    return APIKeyManager(counting, ring, clock=clock, auditor=auditor)
 
 
 # --- format -----------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_scopes_are_validated() -> None:
 
 @pytest.mark.asyncio
 async def test_create_then_verify(
-    manager: ApiKeyManager, counting: CountingStore, ring: KeyRing, sink: RecordingAuditSink
+    manager: APIKeyManager, counting: CountingStore, ring: KeyRing, sink: RecordingAuditSink
 ) -> None:
     created = await manager.create(
         "user-1", name="ci", scopes=["posts:*"], rate_limit=RateLimitSetting(limit=10, period=60)
@@ -172,21 +172,21 @@ async def test_create_then_verify(
     raw = await counting.inner.get(f"apikeys:key:{digest}")
     assert raw is not None
     assert created.token.encode() not in raw
-    assert ApiKeyRecord.from_bytes(raw).owner == "user-1"
+    assert APIKeyRecord.from_bytes(raw).owner == "user-1"
 
 
 @pytest.mark.asyncio
 async def test_bad_checksum_is_refused_before_any_store_call(
-    manager: ApiKeyManager, counting: CountingStore, sink: RecordingAuditSink
+    manager: APIKeyManager, counting: CountingStore, sink: RecordingAuditSink
 ) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     tampered = created.token[:-1] + ("A" if created.token[-1] != "A" else "B")
     calls = counting.total
     result = await manager.verify(tampered, client_ip="203.0.113.9")
-    assert result.status is ApiKeyStatus.MALFORMED
+    assert result.status is APIKeyStatus.MALFORMED
     assert result.http_status == 401
     assert counting.total == calls  # no lookup at all
-    assert manager.counts[ApiKeyStatus.MALFORMED] == 1
+    assert manager.counts[APIKeyStatus.MALFORMED] == 1
     event = sink.events[-1]
     assert str(event.name) == "authn_login_fail"
     assert event.details == {"method": "api_key", "reason": "malformed"}
@@ -197,46 +197,46 @@ async def test_bad_checksum_is_refused_before_any_store_call(
 
 @pytest.mark.asyncio
 async def test_unknown_but_well_formed_key_is_401(
-    manager: ApiKeyManager, sink: RecordingAuditSink
+    manager: APIKeyManager, sink: RecordingAuditSink
 ) -> None:
     result = await manager.verify(generate_api_key())
-    assert result.status is ApiKeyStatus.UNKNOWN
+    assert result.status is APIKeyStatus.UNKNOWN
     assert result.http_status == 401
     assert sink.events[-1].details["reason"] == "unknown"
     missing = await manager.verify(None)
-    assert missing.status is ApiKeyStatus.MISSING
+    assert missing.status is APIKeyStatus.MISSING
     assert missing.http_status == 401
 
 
 @pytest.mark.asyncio
-async def test_expired_key_is_401(manager: ApiKeyManager, clock: FrozenClock) -> None:
+async def test_expired_key_is_401(manager: APIKeyManager, clock: FrozenClock) -> None:
     created = await manager.create("user-1", scopes=["posts:read"], expires_in=3600)
     assert (await manager.verify(created.token)).ok
     clock.advance(3600)
     result = await manager.verify(created.token)
-    assert result.status is ApiKeyStatus.EXPIRED
+    assert result.status is APIKeyStatus.EXPIRED
     assert result.http_status == 401
 
 
 @pytest.mark.asyncio
-async def test_revoked_key_is_401(manager: ApiKeyManager, sink: RecordingAuditSink) -> None:
+async def test_revoked_key_is_401(manager: APIKeyManager, sink: RecordingAuditSink) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     assert await manager.revoke(created.record.key_id)
     assert not await manager.revoke(created.record.key_id)  # already revoked
     assert not await manager.revoke("no-such-key")
     result = await manager.verify(created.token)
-    assert result.status is ApiKeyStatus.REVOKED
+    assert result.status is APIKeyStatus.REVOKED
     assert result.http_status == 401
     assert sink.names() == ["authn_token_created", "authn_token_revoked", "authn_login_fail"]
 
 
 @pytest.mark.asyncio
 async def test_read_scope_on_a_write_route_is_403(
-    manager: ApiKeyManager, sink: RecordingAuditSink
+    manager: APIKeyManager, sink: RecordingAuditSink
 ) -> None:
     created = await manager.create("user-1", scopes=["posts:read"])
     result = await manager.verify(created.token, required_scope="posts:write")
-    assert result.status is ApiKeyStatus.INSUFFICIENT_SCOPE
+    assert result.status is APIKeyStatus.INSUFFICIENT_SCOPE
     assert result.http_status == 403
     assert str(sink.events[-1].name) == "authz_fail"
     assert (await manager.verify(created.token, required_scope="posts:read")).ok
@@ -244,7 +244,7 @@ async def test_read_scope_on_a_write_route_is_403(
 
 @pytest.mark.asyncio
 async def test_last_used_is_written_at_most_once_a_minute(
-    manager: ApiKeyManager, counting: CountingStore, clock: FrozenClock
+    manager: APIKeyManager, counting: CountingStore, clock: FrozenClock
 ) -> None:
     created = await manager.create("user-1")
     first = await manager.verify(created.token)
@@ -265,7 +265,7 @@ async def test_last_used_is_written_at_most_once_a_minute(
 
 @pytest.mark.asyncio
 async def test_rotation_keeps_the_old_key_for_the_overlap(
-    manager: ApiKeyManager, clock: FrozenClock
+    manager: APIKeyManager, clock: FrozenClock
 ) -> None:
     old = await manager.create("user-1", name="deploy", scopes=["posts:*"], expires_in=86400 * 90)
     new = await manager.rotate(old.record.key_id, overlap=3600)
@@ -277,7 +277,7 @@ async def test_rotation_keeps_the_old_key_for_the_overlap(
     assert stored_old is not None
     assert stored_old.replaced_by == new.record.key_id
     clock.advance(3600)
-    assert (await manager.verify(old.token)).status is ApiKeyStatus.EXPIRED
+    assert (await manager.verify(old.token)).status is APIKeyStatus.EXPIRED
     assert (await manager.verify(new.token)).ok
     with pytest.raises(BadToken):
         await manager.rotate(old.record.key_id)
@@ -287,18 +287,18 @@ async def test_rotation_keeps_the_old_key_for_the_overlap(
 async def test_server_key_rotation_keeps_keys_valid(
     store: Store, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    before = ApiKeyManager(store, ring, clock=clock)
+    before = APIKeyManager(store, ring, clock=clock)
     created = await before.create("user-1")
     rotated = KeyRing(SecretKey.generate(), previous=[ring.current])
-    after = ApiKeyManager(store, rotated, clock=clock)
+    after = APIKeyManager(store, rotated, clock=clock)
     assert (await after.verify(created.token)).ok
     assert not (
-        await ApiKeyManager(store, KeyRing.generate(), clock=clock).verify(created.token)
+        await APIKeyManager(store, KeyRing.generate(), clock=clock).verify(created.token)
     ).ok
 
 
 @pytest.mark.asyncio
-async def test_create_validates_its_settings(manager: ApiKeyManager) -> None:
+async def test_create_validates_its_settings(manager: APIKeyManager) -> None:
     with pytest.raises(ConfigurationError) as caught:
         await manager.create("")
     assert caught.value.setting == "owner"
@@ -311,7 +311,7 @@ async def test_create_validates_its_settings(manager: ApiKeyManager) -> None:
 
 
 def test_record_round_trip_and_damage() -> None:
-    record = ApiKeyRecord(
+    record = APIKeyRecord(
         key_id="k1",
         owner="u",
         name="n",
@@ -320,11 +320,11 @@ def test_record_round_trip_and_damage() -> None:
         created_at=1.0,
         rate_limit=RateLimitSetting(limit=5, period=1),
     )
-    assert ApiKeyRecord.from_bytes(record.to_bytes()) == record
+    assert APIKeyRecord.from_bytes(record.to_bytes()) == record
     assert "00" * 32 not in repr(record)
     for damaged in (b"", b"{}", b'{"v": 9}', b"\xff"):
         with pytest.raises(BadToken):
-            ApiKeyRecord.from_bytes(damaged)
+            APIKeyRecord.from_bytes(damaged)
 
 
 _SEGMENT = st.text(
@@ -343,7 +343,7 @@ def test_wildcards_cover_exactly_their_subtree(parts: list[str], other: str) -> 
 
 
 @pytest.mark.asyncio
-async def test_a_keys_own_rate_limit_is_enforced_by_the_limiter(manager: ApiKeyManager) -> None:
+async def test_a_keys_own_rate_limit_is_enforced_by_the_limiter(manager: APIKeyManager) -> None:
     """The per-key limit travels with the verified record and drives bastion's limiter."""
     created = await manager.create(
         "user-1", name="bot", scopes=["posts:read"], rate_limit=RateLimitSetting(limit=2, period=60)
@@ -362,7 +362,7 @@ async def test_a_keys_own_rate_limit_is_enforced_by_the_limiter(manager: ApiKeyM
 
 
 @pytest.mark.asyncio
-async def test_a_damaged_id_pointer_reads_as_unknown(manager: ApiKeyManager, store: Store) -> None:
+async def test_a_damaged_id_pointer_reads_as_unknown(manager: APIKeyManager, store: Store) -> None:
     created = await manager.create("alice")
     await store.set(f"apikeys:id:{created.record.key_id}", b"\xff\xfe not ascii")
     assert await manager.get(created.record.key_id) is None
@@ -385,7 +385,7 @@ class _AlwaysOutbid(MemoryStore):
 @pytest.mark.asyncio
 async def test_an_owner_index_that_keeps_changing_is_store_busy_not_a_bare_store_error() -> None:
     store = _AlwaysOutbid()
-    manager = ApiKeyManager(store, KeyRing.generate())
+    manager = APIKeyManager(store, KeyRing.generate())
     with pytest.raises(StoreBusy) as caught:  # a StoreUnavailable: the adapters answer 503
         await manager.create("alice")
     assert isinstance(caught.value, StoreUnavailable)

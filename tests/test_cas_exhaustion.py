@@ -25,7 +25,7 @@ from bastion.engine.flows import (
     update,
 )
 from bastion.engine.throttle import LoginThrottle
-from bastion.engine.totp import TotpManager
+from bastion.engine.totp import TOTPManager
 from bastion.errors import StoreBusy, StoreUnavailable
 from bastion.stores.memory import MemoryStore
 
@@ -72,7 +72,7 @@ async def test_a_throttle_counter_that_keeps_changing_is_store_busy() -> None:
 async def test_a_totp_step_that_keeps_changing_is_store_busy() -> None:
     clock = FrozenClock(NOW)
     store = Outbid("totp:", clock)
-    manager = TotpManager(store, KeyRing.generate(), issuer="bastion tests", clock=clock)
+    manager = TOTPManager(store, KeyRing.generate(), issuer="bastion tests", clock=clock)
     secret = pyotp.random_base32()
     code = pyotp.TOTP(secret).at(NOW)
     with pytest.raises(StoreBusy) as caught:

@@ -28,11 +28,11 @@ from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from flask import Flask, g, request
 
-from bastion.apikeys import ApiKeyStatus, api_key_from_headers
+from bastion.apikeys import APIKeyStatus, api_key_from_headers
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.core.throttle import normalize_username
-from bastion.engine.apikeys import ApiKeyManager, ApiKeyResult
+from bastion.engine.apikeys import APIKeyManager, APIKeyResult
 from bastion.engine.throttle import LoginOutcome, LoginThrottle
 from bastion.errors import PasswordRejected
 from bastion.passwords import PasswordHasher, default_policy
@@ -73,15 +73,15 @@ class CountingArgon2(argon2.PasswordHasher):
 # --- the FastAPI app (README example) ---------------------------------------------------------
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[ApiKeyResult]]:
+def require_scope(scope: str) -> Callable[..., Awaitable[APIKeyResult]]:
     """A FastAPI dependency: the request's API key must be valid and grant ``scope``."""
 
     async def dependency(
         request: Request,
         x_api_key: Annotated[str | None, Header()] = None,
         authorization: Annotated[str | None, Header()] = None,
-    ) -> ApiKeyResult:
-        api_keys: ApiKeyManager = request.app.state.api_keys
+    ) -> APIKeyResult:
+        api_keys: APIKeyManager = request.app.state.api_keys
         token = api_key_from_headers(x_api_key=x_api_key, authorization=authorization)
         client_ip = request.client.host if request.client else None
         result = await api_keys.verify(token, required_scope=scope, client_ip=client_ip)
@@ -97,7 +97,7 @@ def make_fastapi_app(
     store: Store, keyring: KeyRing, hasher: PasswordHasher, policy: PasswordPolicy, clock: Any
 ) -> FastAPI:
     throttle = LoginThrottle(store, keyring, clock=clock)
-    api_keys = ApiKeyManager(store, keyring, clock=clock)
+    api_keys = APIKeyManager(store, keyring, clock=clock)
     users: dict[str, str] = {}  # normalised user name -> password hash: the app's user table
     app = FastAPI()
     app.state.api_keys = api_keys
@@ -141,19 +141,19 @@ def make_fastapi_app(
 
     @app.get("/posts")
     async def list_posts(
-        key: Annotated[ApiKeyResult, Depends(require_scope("posts:read"))],
+        key: Annotated[APIKeyResult, Depends(require_scope("posts:read"))],
     ) -> dict[str, object]:
         return {"owner": key.record.owner if key.record else None, "posts": []}
 
     @app.post("/posts", status_code=201)
     async def create_post(
-        key: Annotated[ApiKeyResult, Depends(require_scope("posts:write"))],
+        key: Annotated[APIKeyResult, Depends(require_scope("posts:write"))],
     ) -> dict[str, object]:
         return {"created": True}
 
     @app.get("/keys")
     async def list_keys(
-        key: Annotated[ApiKeyResult, Depends(require_scope("keys:read"))],
+        key: Annotated[APIKeyResult, Depends(require_scope("keys:read"))],
     ) -> dict[str, object]:
         owner = key.record.owner if key.record else ""
         return {"keys": [record.name for record in await api_keys.list_keys(owner)]}
@@ -168,7 +168,7 @@ def make_flask_app(
     store: Store, keyring: KeyRing, hasher: PasswordHasher, policy: PasswordPolicy, clock: Any
 ) -> Flask:
     throttle = LoginThrottle(store, keyring, clock=clock)  # *_sync methods: no event loop
-    api_keys = ApiKeyManager(store, keyring, clock=clock)
+    api_keys = APIKeyManager(store, keyring, clock=clock)
     users: dict[str, str] = {}
     app = Flask(__name__)
     app.extensions["api_keys"] = api_keys
@@ -267,7 +267,7 @@ class AppDriver:
         self,
         kind: str,
         app: Any,
-        api_keys: ApiKeyManager,
+        api_keys: APIKeyManager,
         users: dict[str, str],
         flask_client: FlaskClient | None = None,
     ) -> None:
@@ -352,7 +352,7 @@ def driver(
     hasher = PasswordHasher.from_argon2(counting)
     if request.param == "flask":
         flask_app = make_flask_app(store, keyring, hasher, policy, clock)
-        api_keys: ApiKeyManager = flask_app.extensions["api_keys"]
+        api_keys: APIKeyManager = flask_app.extensions["api_keys"]
         users: dict[str, str] = flask_app.extensions["users"]
         yield AppDriver("flask", flask_app, api_keys, users, flask_app.test_client())
     else:
@@ -482,7 +482,7 @@ async def test_api_key_attack_cases(driver: AppDriver, clock: FrozenClock) -> No
     bad = await driver.call("GET", "/posts", headers={"X-API-Key": garbled})
     assert (bad.status, bad.body) == (401, {"detail": "malformed"})
     assert bad.headers["www-authenticate"] == 'Bearer realm="api"'
-    assert driver.api_keys.counts[ApiKeyStatus.MALFORMED] == 1  # refused before any lookup
+    assert driver.api_keys.counts[APIKeyStatus.MALFORMED] == 1  # refused before any lookup
     missing = await driver.call("GET", "/posts")
     assert (missing.status, missing.body) == (401, {"detail": "missing"})
     writer = await driver.new_key("bob", scopes=["posts:*"])

@@ -15,14 +15,14 @@ import pyotp
 import pytest
 import pytest_asyncio
 
-from bastion.apikeys import ApiKeyStatus, generate_api_key
+from bastion.apikeys import APIKeyStatus, generate_api_key
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.core.throttle import BackoffRule, ThrottleCounter, ThrottlePolicy
-from bastion.engine.apikeys import ApiKeyManager
+from bastion.engine.apikeys import APIKeyManager
 from bastion.engine.throttle import LoginOutcome, LoginThrottle
-from bastion.engine.totp import TotpManager, TotpResult
+from bastion.engine.totp import TOTPManager, TOTPResult
 from bastion.errors import BadToken, ConfigurationError
 from bastion.stores.keyspace import hash_tag, key_slot
 from bastion.stores.memory import MemoryStore
@@ -268,7 +268,7 @@ def test_sync_methods_need_a_sync_side(ring: KeyRing) -> None:
 def test_sync_api_key_life_cycle(
     counted: CountingStore, ring: KeyRing, clock: FrozenClock, sink: RecordingAuditSink
 ) -> None:
-    keys = ApiKeyManager(counted, ring, clock=clock, auditor=auditor(ring, clock, sink))
+    keys = APIKeyManager(counted, ring, clock=clock, auditor=auditor(ring, clock, sink))
     reader = keys.create_sync("alice", scopes=["posts:read"], expires_in=3600)
     counted.reset()
     assert keys.verify_sync(reader.token, required_scope="posts:read").ok
@@ -277,19 +277,19 @@ def test_sync_api_key_life_cycle(
     assert keys.verify_sync(reader.token, required_scope="posts:read").ok
     assert counted.calls == {"get": 1}
     scoped = keys.verify_sync(reader.token, required_scope="posts:write")
-    assert (scoped.status, scoped.http_status) == (ApiKeyStatus.INSUFFICIENT_SCOPE, 403)
+    assert (scoped.status, scoped.http_status) == (APIKeyStatus.INSUFFICIENT_SCOPE, 403)
     counted.reset()
     garbled = keys.verify_sync(reader.token[:-1] + ("A" if reader.token[-1] != "A" else "B"))
-    assert (garbled.status, garbled.http_status) == (ApiKeyStatus.MALFORMED, 401)
+    assert (garbled.status, garbled.http_status) == (APIKeyStatus.MALFORMED, 401)
     assert counted.total == 0  # refused before any store call
-    assert keys.verify_sync(generate_api_key()).status is ApiKeyStatus.UNKNOWN
+    assert keys.verify_sync(generate_api_key()).status is APIKeyStatus.UNKNOWN
     clock.advance(3600)
-    assert keys.verify_sync(reader.token).status is ApiKeyStatus.EXPIRED
+    assert keys.verify_sync(reader.token).status is APIKeyStatus.EXPIRED
     writer = keys.create_sync("alice", scopes=["posts:*"])
     assert keys.revoke_sync(writer.record.key_id)
     assert not keys.revoke_sync(writer.record.key_id)
     revoked = keys.verify_sync(writer.token, required_scope="posts:write")
-    assert (revoked.status, revoked.http_status) == (ApiKeyStatus.REVOKED, 401)
+    assert (revoked.status, revoked.http_status) == (APIKeyStatus.REVOKED, 401)
     record = keys.get_sync(writer.record.key_id)
     assert record is not None
     assert record.revoked_at == clock.now()
@@ -298,7 +298,7 @@ def test_sync_api_key_life_cycle(
     assert manager_counts(keys) == {"valid": 2, "insufficient_scope": 1, "malformed": 1}
 
 
-def manager_counts(keys: ApiKeyManager) -> dict[str, int]:
+def manager_counts(keys: APIKeyManager) -> dict[str, int]:
     wanted = ("valid", "insufficient_scope", "malformed")
     return {str(status): n for status, n in keys.counts.items() if status in wanted}
 
@@ -306,13 +306,13 @@ def manager_counts(keys: ApiKeyManager) -> dict[str, int]:
 def test_sync_rotation_keeps_the_old_key_for_the_overlap(
     counted: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    keys = ApiKeyManager(counted, ring, clock=clock)
+    keys = APIKeyManager(counted, ring, clock=clock)
     old = keys.create_sync("svc", name="deploy", scopes=["posts:*"], expires_in=86400 * 90)
     new = keys.rotate_sync(old.record.key_id, overlap=600)
     assert keys.verify_sync(old.token).ok
     assert keys.verify_sync(new.token).ok
     clock.advance(600)
-    assert keys.verify_sync(old.token).status is ApiKeyStatus.EXPIRED
+    assert keys.verify_sync(old.token).status is APIKeyStatus.EXPIRED
     assert keys.verify_sync(new.token).ok
     with pytest.raises(BadToken):
         keys.rotate_sync(old.record.key_id)
@@ -325,13 +325,13 @@ def test_sync_rotation_keeps_the_old_key_for_the_overlap(
 async def test_keys_made_on_one_side_verify_on_the_other(
     both: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    keys = ApiKeyManager(both, ring, clock=clock)
+    keys = APIKeyManager(both, ring, clock=clock)
     made_async = await keys.create("alice", scopes=["posts:read"])
     made_sync = keys.create_sync("alice", scopes=["posts:write"])
     assert keys.verify_sync(made_async.token, required_scope="posts:read").ok
     assert (await keys.verify(made_sync.token, required_scope="posts:write")).ok
     assert await keys.revoke(made_sync.record.key_id)
-    assert keys.verify_sync(made_sync.token).status is ApiKeyStatus.REVOKED
+    assert keys.verify_sync(made_sync.token).status is APIKeyStatus.REVOKED
     listed_async = [r.key_id for r in await keys.list_keys("alice")]
     listed_sync = [r.key_id for r in keys.list_keys_sync("alice")]
     assert listed_async == listed_sync
@@ -345,7 +345,7 @@ async def test_keys_made_on_one_side_verify_on_the_other(
 async def test_owner_listing_on_every_store(
     both: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    keys = ApiKeyManager(both, ring, clock=clock)
+    keys = APIKeyManager(both, ring, clock=clock)
     first = await keys.create("alice", name="laptop", scopes=["posts:read"])
     clock.advance(1)
     second = await keys.create("alice", name="ci", scopes=["posts:*"], expires_in=60)
@@ -358,8 +358,8 @@ async def test_owner_listing_on_every_store(
     clock.advance(60)
     listed = await keys.list_keys("alice")  # revoked and expired keys stay listed, with status
     assert [r.status_at(clock.now()) for r in listed] == [
-        ApiKeyStatus.REVOKED,
-        ApiKeyStatus.EXPIRED,
+        APIKeyStatus.REVOKED,
+        APIKeyStatus.EXPIRED,
     ]
     # The index lives under one hash-tagged key per owner (one Redis Cluster slot per owner).
     index_key = hash_tag("apikeys:owner", "alice")
@@ -384,7 +384,7 @@ async def test_owner_listing_on_every_store(
 async def test_concurrent_creations_all_land_in_the_index(
     both: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    keys = ApiKeyManager(both, ring, clock=clock)
+    keys = APIKeyManager(both, ring, clock=clock)
     created = await asyncio.gather(*(keys.create("carol", name=f"k{n}") for n in range(8)))
     in_threads: list[str] = []
 
@@ -407,7 +407,7 @@ async def test_concurrent_creations_all_land_in_the_index(
 def test_owner_ids_with_braces_get_their_own_index(
     counted: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    keys = ApiKeyManager(counted, ring, clock=clock)
+    keys = APIKeyManager(counted, ring, clock=clock)
     odd = keys.create_sync("team}{x")
     plain = keys.create_sync("team")
     assert [r.key_id for r in keys.list_keys_sync("team}{x")] == [odd.record.key_id]
@@ -424,18 +424,18 @@ def test_owner_ids_with_braces_get_their_own_index(
 def test_sync_totp_replay_and_recovery_codes(
     counted: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    totp = TotpManager(counted, ring, issuer="Bastion Demo", clock=clock)
+    totp = TOTPManager(counted, ring, issuer="Bastion Demo", clock=clock)
     secret = pyotp.random_base32()
     code = pyotp.TOTP(secret).at(START)
     counted.reset()
-    assert totp.verify_sync("alice", secret, code) is TotpResult.ACCEPTED
+    assert totp.verify_sync("alice", secret, code) is TOTPResult.ACCEPTED
     # the wrong-code budget's reservation, the step, and the budget cleared
     assert counted.calls == {"get": 2, "compare_and_set": 2, "delete": 1}
-    assert totp.verify_sync("alice", secret, code) is TotpResult.REPLAYED
+    assert totp.verify_sync("alice", secret, code) is TOTPResult.REPLAYED
     clock.advance(30)  # still inside the drift window: a replay all the same
-    assert totp.verify_sync("alice", secret, code) is TotpResult.REPLAYED
+    assert totp.verify_sync("alice", secret, code) is TOTPResult.REPLAYED
     counted.reset()
-    assert totp.verify_sync("alice", secret, "12345") is TotpResult.MALFORMED
+    assert totp.verify_sync("alice", secret, "12345") is TOTPResult.MALFORMED
     assert counted.total == 0
     codes = totp.new_recovery_codes_sync("alice")
     assert len(codes) == 10
@@ -450,11 +450,11 @@ def test_sync_totp_replay_and_recovery_codes(
 async def test_totp_state_is_shared_by_both_sides(
     both: CountingStore, ring: KeyRing, clock: FrozenClock
 ) -> None:
-    totp = TotpManager(both, ring, issuer="Bastion Demo", clock=clock)
+    totp = TOTPManager(both, ring, issuer="Bastion Demo", clock=clock)
     secret = pyotp.random_base32()
     code = pyotp.TOTP(secret).at(START)
-    assert await totp.verify("alice", secret, code) is TotpResult.ACCEPTED
-    assert totp.verify_sync("alice", secret, code) is TotpResult.REPLAYED
+    assert await totp.verify("alice", secret, code) is TOTPResult.ACCEPTED
+    assert totp.verify_sync("alice", secret, code) is TOTPResult.REPLAYED
     codes = totp.new_recovery_codes_sync("alice")
     assert await totp.use_recovery_code("alice", codes[2])
     assert not totp.use_recovery_code_sync("alice", codes[2])

@@ -27,16 +27,16 @@ with warnings.catch_warnings():
 from bastion.asgi import CSRFMiddleware, SessionMiddleware
 from bastion.asgi.csrf import csrf_token
 from bastion.asgi.sessions import get_session
-from bastion.core.apikeys import ApiKeyStatus
+from bastion.core.apikeys import APIKeyStatus
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import BackoffRule, ThrottlePolicy
-from bastion.engine.apikeys import ApiKeyManager
+from bastion.engine.apikeys import APIKeyManager
 from bastion.engine.throttle import LoginOutcome, LoginThrottle
-from bastion.engine.totp import TotpManager, TotpResult
+from bastion.engine.totp import TOTPManager, TOTPResult
 from bastion.stores.memory import MemoryStore
 from bastion.testing.audit import RecordingAuditSink
 
@@ -83,18 +83,18 @@ async def test_totp_code_accepted_before_rotation_is_a_replay_after(
 ) -> None:
     secret = pyotp.random_base32()
     code = pyotp.TOTP(secret).at(clock.now())
-    first = TotpManager(any_store, before, issuer="Bastion", clock=clock)
-    assert await first.verify("alice", secret, code) is TotpResult.ACCEPTED
-    rotated = TotpManager(any_store, after, issuer="Bastion", clock=clock)
-    assert await rotated.verify("alice", secret, code) is TotpResult.REPLAYED
-    assert rotated.verify_sync("alice", secret, code) is TotpResult.REPLAYED
+    first = TOTPManager(any_store, before, issuer="Bastion", clock=clock)
+    assert await first.verify("alice", secret, code) is TOTPResult.ACCEPTED
+    rotated = TOTPManager(any_store, after, issuer="Bastion", clock=clock)
+    assert await rotated.verify("alice", secret, code) is TOTPResult.REPLAYED
+    assert rotated.verify_sync("alice", secret, code) is TOTPResult.REPLAYED
     # An older code of the drift window is a replay too; the next step's code is accepted once.
     previous_step = pyotp.TOTP(secret).at(clock.now(), counter_offset=-1)
-    assert await rotated.verify("alice", secret, previous_step) is TotpResult.REPLAYED
+    assert await rotated.verify("alice", secret, previous_step) is TOTPResult.REPLAYED
     clock.advance(30)
     later = pyotp.TOTP(secret).at(clock.now())
-    assert await rotated.verify("alice", secret, later) is TotpResult.ACCEPTED
-    assert await rotated.verify("alice", secret, later) is TotpResult.REPLAYED
+    assert await rotated.verify("alice", secret, later) is TOTPResult.ACCEPTED
+    assert await rotated.verify("alice", secret, later) is TOTPResult.REPLAYED
 
 
 @pytest.mark.asyncio
@@ -102,27 +102,27 @@ async def test_two_phase_rotation_leaves_no_replay_window_between_processes(
     any_store: Store, clock: FrozenClock, old: SecretKey, new: SecretKey
 ) -> None:
     # Phase one everywhere: the old key still writes, both names are read.
-    staged = TotpManager(any_store, KeyRing(old, previous=[new]), issuer="Bastion", clock=clock)
+    staged = TOTPManager(any_store, KeyRing(old, previous=[new]), issuer="Bastion", clock=clock)
     # A process already on phase two accepts a code ...
-    rotated = TotpManager(any_store, KeyRing(new, previous=[old]), issuer="Bastion", clock=clock)
+    rotated = TOTPManager(any_store, KeyRing(new, previous=[old]), issuer="Bastion", clock=clock)
     secret = pyotp.random_base32()
     code = pyotp.TOTP(secret).at(clock.now())
-    assert await rotated.verify("alice", secret, code) is TotpResult.ACCEPTED
+    assert await rotated.verify("alice", secret, code) is TOTPResult.ACCEPTED
     # ... and a process still on phase one sees it.
-    assert await staged.verify("alice", secret, code) is TotpResult.REPLAYED
+    assert await staged.verify("alice", secret, code) is TOTPResult.REPLAYED
     clock.advance(30)
     later = pyotp.TOTP(secret).at(clock.now())
-    assert await staged.verify("alice", secret, later) is TotpResult.ACCEPTED
-    assert await rotated.verify("alice", secret, later) is TotpResult.REPLAYED
+    assert await staged.verify("alice", secret, later) is TOTPResult.ACCEPTED
+    assert await rotated.verify("alice", secret, later) is TOTPResult.REPLAYED
 
 
 @pytest.mark.asyncio
 async def test_recovery_codes_minted_before_rotation_work_after(
     any_store: Store, clock: FrozenClock, before: KeyRing, after: KeyRing
 ) -> None:
-    first = TotpManager(any_store, before, issuer="Bastion", clock=clock)
+    first = TOTPManager(any_store, before, issuer="Bastion", clock=clock)
     codes = await first.new_recovery_codes("alice")
-    rotated = TotpManager(any_store, after, issuer="Bastion", clock=clock)
+    rotated = TOTPManager(any_store, after, issuer="Bastion", clock=clock)
     assert await rotated.remaining_recovery_codes("alice") == len(codes)
     assert await rotated.use_recovery_code("alice", codes[0]) is True
     assert await rotated.use_recovery_code("alice", codes[0]) is False  # each code once
@@ -178,19 +178,19 @@ async def test_throttle_counter_before_rotation_still_counts_after(
 async def test_api_key_made_before_rotation_works_after(
     any_store: Store, clock: FrozenClock, before: KeyRing, after: KeyRing
 ) -> None:
-    first = ApiKeyManager(any_store, before, clock=clock)
+    first = APIKeyManager(any_store, before, clock=clock)
     created = await first.create("alice", scopes=["read"])
-    rotated = ApiKeyManager(any_store, after, clock=clock)
+    rotated = APIKeyManager(any_store, after, clock=clock)
     result = await rotated.verify(created.token, required_scope="read")
-    assert result.status is ApiKeyStatus.VALID
-    assert rotated.verify_sync(created.token).status is ApiKeyStatus.VALID
+    assert result.status is APIKeyStatus.VALID
+    assert rotated.verify_sync(created.token).status is APIKeyStatus.VALID
     assert [r.key_id for r in await rotated.list_keys("alice")] == [created.record.key_id]
     # Revoking it after the rotation takes effect.
     assert await rotated.revoke(created.record.key_id) is True
-    assert (await rotated.verify(created.token)).status is ApiKeyStatus.REVOKED
+    assert (await rotated.verify(created.token)).status is APIKeyStatus.REVOKED
     # Once the old key leaves the ring, keys made under it are unknown (as documented).
-    dropped = ApiKeyManager(any_store, KeyRing(after.current), clock=clock)
-    assert (await dropped.verify(created.token)).status is ApiKeyStatus.UNKNOWN
+    dropped = APIKeyManager(any_store, KeyRing(after.current), clock=clock)
+    assert (await dropped.verify(created.token)).status is APIKeyStatus.UNKNOWN
 
 
 # -- audit identifiers ------------------------------------------------------------------------

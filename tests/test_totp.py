@@ -22,7 +22,7 @@ from bastion.core.totp import (
     pending_status,
     validate_totp_secret,
 )
-from bastion.engine.totp import TotpManager, TotpResult
+from bastion.engine.totp import TOTPManager, TOTPResult
 from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.testing.sync_store import CountingStore
@@ -49,8 +49,8 @@ def counting(store: Store) -> CountingStore:
 
 
 @pytest.fixture
-def manager(counting: CountingStore, clock: FrozenClock) -> TotpManager:
-    return TotpManager(counting, KeyRing.generate(), issuer="Bastion Demo", clock=clock)
+def manager(counting: CountingStore, clock: FrozenClock) -> TOTPManager:
+    return TOTPManager(counting, KeyRing.generate(), issuer="Bastion Demo", clock=clock)
 
 
 def code_at(secret: str, when: float, offset: int = 0) -> str:
@@ -61,7 +61,7 @@ def code_at(secret: str, when: float, offset: int = 0) -> str:
 
 
 def test_enrolment_gives_secret_uri_and_svg() -> None:
-    manager = TotpManager(MemoryStore(), KeyRing.generate(), issuer="Bastion Demo")
+    manager = TOTPManager(MemoryStore(), KeyRing.generate(), issuer="Bastion Demo")
     enrollment = manager.enroll("alice@example.org")
     assert len(enrollment.secret) == 32
     parts = urlsplit(enrollment.uri)
@@ -85,7 +85,7 @@ def test_settings_are_validated() -> None:
         ({"issuer": "x", "valid_window": 5}, "valid_window"),
     ):
         with pytest.raises(ConfigurationError) as caught:
-            TotpManager(store, KeyRing.generate(), **settings)  # type: ignore[arg-type]
+            TOTPManager(store, KeyRing.generate(), **settings)  # type: ignore[arg-type]
         assert caught.value.setting == setting
 
 
@@ -93,65 +93,65 @@ def test_settings_are_validated() -> None:
 
 
 @pytest.mark.asyncio
-async def test_current_code_is_accepted_once(manager: TotpManager) -> None:
+async def test_current_code_is_accepted_once(manager: TOTPManager) -> None:
     secret = pyotp.random_base32()
     code = code_at(secret, START)
-    assert await manager.verify("alice", secret, code) is TotpResult.ACCEPTED
-    assert await manager.verify("alice", secret, code) is TotpResult.REPLAYED
+    assert await manager.verify("alice", secret, code) is TOTPResult.ACCEPTED
+    assert await manager.verify("alice", secret, code) is TOTPResult.REPLAYED
 
 
 @pytest.mark.asyncio
 async def test_code_replayed_within_its_window_is_refused(
-    manager: TotpManager, clock: FrozenClock
+    manager: TOTPManager, clock: FrozenClock
 ) -> None:
     secret = pyotp.random_base32()
     code = code_at(secret, START)
-    assert await manager.verify("alice", secret, code) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", secret, code) is TOTPResult.ACCEPTED
     clock.advance(30)  # next step: the old code is still inside the drift window
-    assert await manager.verify("alice", secret, code) is TotpResult.REPLAYED
+    assert await manager.verify("alice", secret, code) is TOTPResult.REPLAYED
     fresh = code_at(secret, clock.now())
-    assert await manager.verify("alice", secret, fresh) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", secret, fresh) is TOTPResult.ACCEPTED
     # an older step than the last accepted one is refused too
-    assert await manager.verify("alice", secret, code_at(secret, START)) is TotpResult.REPLAYED
+    assert await manager.verify("alice", secret, code_at(secret, START)) is TOTPResult.REPLAYED
 
 
 @pytest.mark.asyncio
-async def test_one_step_of_drift_either_way(manager: TotpManager) -> None:
+async def test_one_step_of_drift_either_way(manager: TOTPManager) -> None:
     secret = pyotp.random_base32()
-    assert await manager.verify("a", secret, code_at(secret, START, -1)) is TotpResult.ACCEPTED
-    assert await manager.verify("b", secret, code_at(secret, START, +1)) is TotpResult.ACCEPTED
-    assert await manager.verify("c", secret, code_at(secret, START, +2)) is TotpResult.INVALID
-    assert await manager.verify("c", secret, code_at(secret, START, -2)) is TotpResult.INVALID
+    assert await manager.verify("a", secret, code_at(secret, START, -1)) is TOTPResult.ACCEPTED
+    assert await manager.verify("b", secret, code_at(secret, START, +1)) is TOTPResult.ACCEPTED
+    assert await manager.verify("c", secret, code_at(secret, START, +2)) is TOTPResult.INVALID
+    assert await manager.verify("c", secret, code_at(secret, START, -2)) is TOTPResult.INVALID
 
 
 @pytest.mark.asyncio
-async def test_users_do_not_share_steps(manager: TotpManager) -> None:
+async def test_users_do_not_share_steps(manager: TOTPManager) -> None:
     secret = pyotp.random_base32()
     code = code_at(secret, START)
-    assert await manager.verify("alice", secret, code) is TotpResult.ACCEPTED
-    assert await manager.verify("bob", secret, code) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", secret, code) is TOTPResult.ACCEPTED
+    assert await manager.verify("bob", secret, code) is TOTPResult.ACCEPTED
 
 
 @pytest.mark.asyncio
-async def test_concurrent_submits_of_one_code_accept_exactly_once(manager: TotpManager) -> None:
+async def test_concurrent_submits_of_one_code_accept_exactly_once(manager: TOTPManager) -> None:
     secret = pyotp.random_base32()
     code = code_at(secret, START)
     results = await asyncio.gather(*(manager.verify("alice", secret, code) for _ in range(8)))
-    assert results.count(TotpResult.ACCEPTED) == 1
-    assert results.count(TotpResult.REPLAYED) == 7
+    assert results.count(TOTPResult.ACCEPTED) == 1
+    assert results.count(TOTPResult.REPLAYED) == 7
 
 
 @pytest.mark.asyncio
 async def test_malformed_codes_cost_no_store_call_and_a_wrong_one_its_reservation(
-    manager: TotpManager, counting: CountingStore
+    manager: TOTPManager, counting: CountingStore
 ) -> None:
     secret = pyotp.random_base32()
     for code in ("", "12345", "1234567", "12a456", "١٢٣٤٥٦", "x" * 10_000):
-        assert await manager.verify("alice", secret, code) is TotpResult.MALFORMED
+        assert await manager.verify("alice", secret, code) is TOTPResult.MALFORMED
     window = {code_at(secret, START, offset) for offset in (-1, 0, 1)}
     wrong = next(c for c in ("000000", "111111", "222222", "333333") if c not in window)
     assert counting.total == 0  # nothing malformed touched the store
-    assert await manager.verify("alice", secret, wrong) is TotpResult.INVALID
+    assert await manager.verify("alice", secret, wrong) is TOTPResult.INVALID
     # a wrong code costs its reservation on the wrong-code budget (see test_totp_budget.py)
     assert dict(counting.calls) == {"get": 1, "compare_and_set": 1}
 
@@ -171,7 +171,7 @@ BAD_SECRETS = (
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("secret", "problem"), BAD_SECRETS)
 async def test_a_bad_stored_secret_is_a_typed_error_before_any_store_call(
-    manager: TotpManager, counting: CountingStore, secret: str, problem: str
+    manager: TOTPManager, counting: CountingStore, secret: str, problem: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=problem) as caught:
         await manager.verify("alice", secret, "123456")
@@ -191,7 +191,7 @@ def test_good_secrets_are_accepted_in_any_case_with_padding() -> None:
     assert validate_totp_secret("A" * 26) == "A" * 26  # 130 bits
     padded = "B" * 26 + "======"
     assert validate_totp_secret(padded) == "B" * 26
-    enrollment = TotpManager(MemoryStore(), KeyRing.generate(), issuer="x").enroll("alice")
+    enrollment = TOTPManager(MemoryStore(), KeyRing.generate(), issuer="x").enroll("alice")
     assert validate_totp_secret(enrollment.secret) == enrollment.secret
 
 
@@ -206,7 +206,7 @@ def test_code_normalisation() -> None:
 
 @pytest.mark.asyncio
 async def test_ten_recovery_codes_each_used_once(
-    manager: TotpManager, counting: CountingStore
+    manager: TOTPManager, counting: CountingStore
 ) -> None:
     codes = await manager.new_recovery_codes("alice")
     assert len(codes) == 10
@@ -222,7 +222,7 @@ async def test_ten_recovery_codes_each_used_once(
 @pytest.mark.asyncio
 async def test_recovery_codes_are_stored_hashed(clock: FrozenClock) -> None:
     memory = MemoryStore(clock=clock)
-    manager = TotpManager(memory, KeyRing.generate(), issuer="x", clock=clock)
+    manager = TOTPManager(memory, KeyRing.generate(), issuer="x", clock=clock)
     codes = await manager.new_recovery_codes("alice")
     stored = b"".join(value for value, _ in memory._data.values())  # white-box: what leaks
     for code in codes:
@@ -232,7 +232,7 @@ async def test_recovery_codes_are_stored_hashed(clock: FrozenClock) -> None:
 
 
 @pytest.mark.asyncio
-async def test_new_set_replaces_the_old_one(manager: TotpManager) -> None:
+async def test_new_set_replaces_the_old_one(manager: TOTPManager) -> None:
     old = await manager.new_recovery_codes("alice")
     new = await manager.new_recovery_codes("alice")
     assert not await manager.use_recovery_code("alice", old[0])
@@ -240,7 +240,7 @@ async def test_new_set_replaces_the_old_one(manager: TotpManager) -> None:
 
 
 @pytest.mark.asyncio
-async def test_concurrent_use_of_one_recovery_code_succeeds_once(manager: TotpManager) -> None:
+async def test_concurrent_use_of_one_recovery_code_succeeds_once(manager: TOTPManager) -> None:
     codes = await manager.new_recovery_codes("alice")
     results = await asyncio.gather(
         *(manager.use_recovery_code("alice", codes[3]) for _ in range(6))

@@ -1,7 +1,7 @@
 """The wrong-code budget of TOTP verification, kept per user in the store and reserved before a
 code is compared: N concurrent wrong codes compare no more codes than N codes in a row, on one
 second-factor-pending session or many, and logging in again with the password does not reset
-it. Every path that verifies a code goes through it: :meth:`TotpManager.verify` and
+it. Every path that verifies a code goes through it: :meth:`TOTPManager.verify` and
 ``verify_sync``, a second-factor view, the demo's ``/login`` with a TOTP field and its
 ``/account/totp`` enrolment check.
 
@@ -36,7 +36,7 @@ from bastion.engine.second_factor import (
     fail_second_factor,
     second_factor_status,
 )
-from bastion.engine.totp import DEFAULT_TOTP_FAILURES, TotpManager, TotpResult
+from bastion.engine.totp import DEFAULT_TOTP_FAILURES, TOTPManager, TOTPResult
 from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import find_token
@@ -75,28 +75,28 @@ def wrong_codes(secret: str, when: float, count: int) -> list[str]:
 async def test_concurrent_wrong_codes_compare_no_more_than_the_budget(
     any_store: Store, clock: FrozenClock
 ) -> None:
-    manager = TotpManager(any_store, KeyRing.generate(), issuer="Bastion", clock=clock)
+    manager = TOTPManager(any_store, KeyRing.generate(), issuer="Bastion", clock=clock)
     results = await asyncio.gather(
         *(manager.verify("alice", SECRET, c) for c in wrong_codes(SECRET, START, GUESSES))
     )
-    assert results.count(TotpResult.INVALID) == BURST
-    assert results.count(TotpResult.LOCKED) == GUESSES - BURST
+    assert results.count(TOTPResult.INVALID) == BURST
+    assert results.count(TOTPResult.LOCKED) == GUESSES - BURST
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert await manager.verify("alice", SECRET, right) is TotpResult.LOCKED  # not compared
-    assert await manager.verify("bob", SECRET, right) is TotpResult.ACCEPTED  # per user
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.LOCKED  # not compared
+    assert await manager.verify("bob", SECRET, right) is TOTPResult.ACCEPTED  # per user
     clock.advance(DEFAULT_TOTP_FAILURES.base_delay)
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert await manager.verify("alice", SECRET, right) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.ACCEPTED
     # an accepted code clears the count: a full burst again
     later = await asyncio.gather(
         *(manager.verify("alice", SECRET, c) for c in wrong_codes(SECRET, clock.now(), 10))
     )
-    assert later.count(TotpResult.INVALID) == BURST
+    assert later.count(TOTPResult.INVALID) == BURST
 
 
 def test_concurrent_wrong_codes_on_the_sync_side(any_store: Store, clock: FrozenClock) -> None:
-    manager = TotpManager(any_store, KeyRing.generate(), issuer="Bastion", clock=clock)
-    results: list[TotpResult] = []
+    manager = TOTPManager(any_store, KeyRing.generate(), issuer="Bastion", clock=clock)
+    results: list[TOTPResult] = []
     lock = threading.Lock()
     barrier = threading.Barrier(16)
 
@@ -111,61 +111,61 @@ def test_concurrent_wrong_codes_on_the_sync_side(any_store: Store, clock: Frozen
         thread.start()
     for thread in threads:
         thread.join()
-    assert results.count(TotpResult.INVALID) == BURST
-    assert results.count(TotpResult.LOCKED) == 16 - BURST
+    assert results.count(TOTPResult.INVALID) == BURST
+    assert results.count(TOTPResult.LOCKED) == 16 - BURST
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert manager.verify_sync("alice", SECRET, right) is TotpResult.LOCKED
+    assert manager.verify_sync("alice", SECRET, right) is TOTPResult.LOCKED
 
 
 @pytest.mark.asyncio
 async def test_a_recovery_code_still_works_while_locked_and_clears_the_count(
     clock: FrozenClock,
 ) -> None:
-    manager = TotpManager(MemoryStore(clock=clock), KeyRing.generate(), issuer="B", clock=clock)
+    manager = TOTPManager(MemoryStore(clock=clock), KeyRing.generate(), issuer="B", clock=clock)
     codes = await manager.new_recovery_codes("alice")
     for code in wrong_codes(SECRET, START, BURST + 2):
         await manager.verify("alice", SECRET, code)
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert await manager.verify("alice", SECRET, right) is TotpResult.LOCKED
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.LOCKED
     assert await manager.use_recovery_code("alice", codes[0])
-    assert await manager.verify("alice", SECRET, right) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.ACCEPTED
 
 
 @pytest.mark.asyncio
 async def test_a_replayed_right_code_is_not_a_guess(clock: FrozenClock) -> None:
-    manager = TotpManager(MemoryStore(clock=clock), KeyRing.generate(), issuer="B", clock=clock)
+    manager = TOTPManager(MemoryStore(clock=clock), KeyRing.generate(), issuer="B", clock=clock)
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert await manager.verify("alice", SECRET, right) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.ACCEPTED
     for _ in range(3 * BURST):  # an impatient double submit, many times over
-        assert await manager.verify("alice", SECRET, right) is TotpResult.REPLAYED
+        assert await manager.verify("alice", SECRET, right) is TOTPResult.REPLAYED
     verdicts = [await manager.verify("alice", SECRET, c) for c in wrong_codes(SECRET, START, 10)]
-    assert verdicts.count(TotpResult.INVALID) == BURST
+    assert verdicts.count(TOTPResult.INVALID) == BURST
 
 
 @pytest.mark.asyncio
 async def test_the_budget_survives_a_key_rotation(clock: FrozenClock) -> None:
     store = MemoryStore(clock=clock)
     old = SecretKey.generate()
-    before = TotpManager(store, KeyRing(old), issuer="B", clock=clock)
+    before = TOTPManager(store, KeyRing(old), issuer="B", clock=clock)
     for code in wrong_codes(SECRET, START, BURST):
-        assert await before.verify("alice", SECRET, code) is TotpResult.INVALID
+        assert await before.verify("alice", SECRET, code) is TOTPResult.INVALID
     ring = KeyRing(SecretKey.generate(), previous=[old])
-    after = TotpManager(store, ring, issuer="B", clock=clock)
+    after = TOTPManager(store, ring, issuer="B", clock=clock)
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert await after.verify("alice", SECRET, right) is TotpResult.LOCKED
+    assert await after.verify("alice", SECRET, right) is TOTPResult.LOCKED
 
 
 def test_the_budget_rule_is_validated(clock: FrozenClock) -> None:
     store = MemoryStore(clock=clock)
     with pytest.raises(ConfigurationError) as caught:
-        TotpManager(store, KeyRing.generate(), issuer="B", failures=5)  # type: ignore[arg-type]
+        TOTPManager(store, KeyRing.generate(), issuer="B", failures=5)  # type: ignore[arg-type]
     assert caught.value.setting == "failures"
-    strict = TotpManager(
+    strict = TOTPManager(
         store, KeyRing.generate(), issuer="B", clock=clock, failures=BackoffRule(free_attempts=0)
     )
-    assert strict.verify_sync("a", SECRET, wrong_codes(SECRET, START, 1)[0]) is TotpResult.INVALID
+    assert strict.verify_sync("a", SECRET, wrong_codes(SECRET, START, 1)[0]) is TOTPResult.INVALID
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert strict.verify_sync("a", SECRET, right) is TotpResult.LOCKED
+    assert strict.verify_sync("a", SECRET, right) is TOTPResult.LOCKED
 
 
 # --- a second-factor view over HTTP: one pending session, then a new one ---------------------
@@ -173,11 +173,11 @@ def test_the_budget_rule_is_validated(clock: FrozenClock) -> None:
 
 class SecondFactorApp:
     """A password step that marks the session pending, and a code step that verifies through
-    TotpManager and answers the verdict (the way the module docstring of
+    TOTPManager and answers the verdict (the way the module docstring of
     bastion.engine.second_factor shows)."""
 
     def __init__(self, store: Store, clock: FrozenClock) -> None:
-        self.totp = TotpManager(store, KeyRing.generate(), issuer="B", clock=clock)
+        self.totp = TOTPManager(store, KeyRing.generate(), issuer="B", clock=clock)
         self.app = Starlette(
             routes=[
                 Route("/password", self.password, methods=["POST"]),
@@ -197,7 +197,7 @@ class SecondFactorApp:
         if state is None:
             return JSONResponse({"status": str(status)}, status_code=409)
         verdict = await self.totp.verify(state.user_id, SECRET, request.query_params["code"])
-        if verdict is TotpResult.ACCEPTED:
+        if verdict is TOTPResult.ACCEPTED:
             return JSONResponse({"user": complete_second_factor(session)})
         fail_second_factor(session)
         return JSONResponse({"verdict": verdict.value}, status_code=401)
@@ -295,12 +295,12 @@ async def test_demo_totp_enrolment_check_is_bounded() -> None:
 async def test_a_replay_does_not_restart_a_wait_that_had_run_out(clock: FrozenClock) -> None:
     rule = BackoffRule(free_attempts=5, base_delay=10.0)
     store = MemoryStore(clock=clock)
-    manager = TotpManager(store, KeyRing.generate(), issuer="B", clock=clock, failures=rule)
+    manager = TOTPManager(store, KeyRing.generate(), issuer="B", clock=clock, failures=rule)
     right = pyotp.TOTP(SECRET).at(clock.now())
-    assert await manager.verify("alice", SECRET, right) is TotpResult.ACCEPTED
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.ACCEPTED
     for code in wrong_codes(SECRET, START, BURST):
-        assert await manager.verify("alice", SECRET, code) is TotpResult.INVALID
+        assert await manager.verify("alice", SECRET, code) is TOTPResult.INVALID
     clock.advance(rule.delay_for(BURST) + 1)  # the wait runs out; the code is still in window
-    assert await manager.verify("alice", SECRET, right) is TotpResult.REPLAYED
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.REPLAYED
     typo = wrong_codes(SECRET, clock.now(), 1)[0]
-    assert await manager.verify("alice", SECRET, typo) is TotpResult.INVALID  # compared
+    assert await manager.verify("alice", SECRET, typo) is TOTPResult.INVALID  # compared

@@ -5,12 +5,12 @@ Hashing: bastion's :class:`~bastion.passwords.PasswordHasher` at :data:`OWASP_PR
 µs/op figure converts to hashes per second (1e6 / µs); bastion adds NFKC normalisation and
 the length cap. ``verify`` is a successful verification of a current hash.
 
-API keys: :meth:`~bastion.engine.apikeys.ApiKeyManager.verify` of a valid key with a required
+API keys: :meth:`~bastion.engine.apikeys.APIKeyManager.verify` of a valid key with a required
 scope on the memory store (format and checksum test, HMAC-SHA256, one store ``get``, JSON
 decode, scope match) against the bare minimum of a lookup design: one HMAC and one dict
 lookup. The target is at least 20 000 verifications per second (50 µs/op). The same
 verification through the synchronous side
-(:meth:`~bastion.engine.apikeys.ApiKeyManager.verify_sync`: the same flow driven on
+(:meth:`~bastion.engine.apikeys.APIKeyManager.verify_sync`: the same flow driven on
 ``store.sync``, as a Flask view runs it) and a malformed key's refusal (checksum only, no store
 call) are timed too.
 """
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Final
 import argon2
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from bastion.apikeys import ApiKeyStatus
+from bastion.apikeys import APIKeyStatus
 from bastion.core.keys import KeyRing
-from bastion.engine.apikeys import ApiKeyManager
+from bastion.engine.apikeys import APIKeyManager
 from bastion.passwords import OWASP_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
 from bench.group import Group
@@ -76,13 +76,13 @@ async def credential_cases(_options: Options) -> AsyncIterator[list[Case]]:
 
     store = MemoryStore()
     ring = KeyRing.generate()
-    manager = ApiKeyManager(store, ring)
+    manager = APIKeyManager(store, ring)
     created = await manager.create("bench-user", scopes=["posts:*"])
     token = created.token
     bad = token[:-1] + ("A" if token[-1] != "A" else "B")
     result = await manager.verify(token, required_scope="posts:read")
     _expect(result.ok, "a valid key verifies")
-    _expect((await manager.verify(bad)).status is ApiKeyStatus.MALFORMED, "bad checksum")
+    _expect((await manager.verify(bad)).status is APIKeyStatus.MALFORMED, "bad checksum")
     _expect(manager.verify_sync(token, required_scope="posts:read").ok, "sync side verifies")
     lookup_key = ring.derive("apikey:lookup").current.reveal()
     table = {hmac.digest(lookup_key, token.encode(), hashlib.sha256).hex(): b"record"}

@@ -10,7 +10,7 @@ The front door: one configuration value and one verb per adapter::
 
 This module exports what a user needs to write a configuration and handle bastion's errors;
 the adapters live in :mod:`bastion.asgi`, :mod:`bastion.wsgi` and :mod:`bastion.flask`. Names
-behind an optional extra (``TotpManager`` needs ``bastion[totp]``) load on first use, with an
+behind an optional extra (``TOTPManager`` needs ``bastion[totp]``) load on first use, with an
 error naming the extra when it is missing. The package is layered (see DESIGN.md): ``errors``
 < ``core`` < ``stores`` < ``engine`` < ``config``/``runtime`` < ``asgi``/``wsgi`` < ``flask``,
 ``testing`` < ``demo`` < ``cli``.
@@ -54,7 +54,7 @@ from bastion.runtime import Runtime
 from bastion.stores import Store, open_store
 
 if TYPE_CHECKING:
-    from bastion.engine.totp import TotpManager
+    from bastion.engine.totp import TOTPManager
 
 __version__ = "0.1.0.dev0"
 
@@ -92,9 +92,9 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TOTPManager",
     "ThrottlePolicy",
     "TokenSource",
-    "TotpManager",
     "TrustedProxies",
     "__version__",
     "default_policy",
@@ -103,7 +103,7 @@ __all__ = [
     "system_clock",
 ]
 
-_LAZY = {"TotpManager": ("bastion.engine.totp", "totp")}
+_LAZY = {"TOTPManager": ("bastion.engine.totp", "totp")}
 
 
 def __getattr__(name: str) -> Any:

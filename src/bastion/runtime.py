@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.config import Bastion
-    from bastion.engine.apikeys import ApiKeyManager
+    from bastion.engine.apikeys import APIKeyManager
     from bastion.engine.ratelimit import RateLimiter
     from bastion.engine.throttle import LoginThrottle
-    from bastion.engine.totp import TotpManager
+    from bastion.engine.totp import TOTPManager
     from bastion.stores.base import Store
 
 __all__ = ["Layers", "Runtime", "as_runtime"]
@@ -148,8 +148,8 @@ class Runtime:
         self._limiter: RateLimiter | None = None
         self._own_limiter_store: Store | None = None
         self._throttle: LoginThrottle | None = None
-        self._api_keys: ApiKeyManager | None = None
-        self._totp: TotpManager | None = None
+        self._api_keys: APIKeyManager | None = None
+        self._totp: TOTPManager | None = None
 
     @property
     def limiter(self) -> RateLimiter:
@@ -193,12 +193,12 @@ class Runtime:
         return self._throttle
 
     @property
-    def api_keys(self) -> ApiKeyManager:
-        """API keys (:class:`~bastion.engine.apikeys.ApiKeyManager`)."""
+    def api_keys(self) -> APIKeyManager:
+        """API keys (:class:`~bastion.engine.apikeys.APIKeyManager`)."""
         if self._api_keys is None:
-            from bastion.engine.apikeys import ApiKeyManager  # noqa: PLC0415
+            from bastion.engine.apikeys import APIKeyManager  # noqa: PLC0415
 
-            self._api_keys = ApiKeyManager(
+            self._api_keys = APIKeyManager(
                 self._require_store("api_keys"),
                 self.keyring,
                 clock=self.config.clock,
@@ -207,8 +207,8 @@ class Runtime:
         return self._api_keys
 
     @property
-    def totp(self) -> TotpManager:
-        """TOTP second factors (:class:`~bastion.engine.totp.TotpManager`); needs
+    def totp(self) -> TOTPManager:
+        """TOTP second factors (:class:`~bastion.engine.totp.TOTPManager`); needs
         ``Bastion(totp_issuer=...)`` and the ``totp`` extra."""
         if self._totp is None:
             if self.config.totp_issuer is None:
@@ -217,9 +217,9 @@ class Runtime:
                     "in authenticator apps",
                     setting="totp_issuer",
                 )
-            from bastion.engine.totp import TotpManager  # noqa: PLC0415
+            from bastion.engine.totp import TOTPManager  # noqa: PLC0415
 
-            self._totp = TotpManager(
+            self._totp = TOTPManager(
                 self._require_store("totp"),
                 self.keyring,
                 issuer=self.config.totp_issuer,

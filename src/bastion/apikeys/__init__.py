@@ -2,11 +2,11 @@
 
 This package gathers what an app needs around API keys: the format and checksum, reading the
 key from request headers, scopes, records and verdicts (from :mod:`bastion.core.apikeys`), and
-the store side, :class:`ApiKeyManager` (from :mod:`bastion.engine.apikeys`, where its store
+the store side, :class:`APIKeyManager` (from :mod:`bastion.engine.apikeys`, where its store
 logic is written once as engine flows with an async and a sync driver). A request handler
 does::
 
-    from bastion.apikeys import ApiKeyManager, api_key_from_headers
+    from bastion.apikeys import APIKeyManager, api_key_from_headers
 
     token = api_key_from_headers(
         x_api_key=request.headers.get("x-api-key"),
@@ -22,23 +22,23 @@ from __future__ import annotations
 
 from bastion.core.apikeys import (
     API_KEY_PREFIX,
-    ApiKeyRecord,
-    ApiKeyStatus,
+    APIKeyRecord,
+    APIKeyStatus,
     RateLimitSetting,
     api_key_from_headers,
     generate_api_key,
     is_well_formed,
     scope_allows,
 )
-from bastion.engine.apikeys import ApiKeyManager, ApiKeyResult, CreatedApiKey
+from bastion.engine.apikeys import APIKeyManager, APIKeyResult, CreatedAPIKey
 
 __all__ = [
     "API_KEY_PREFIX",
-    "ApiKeyManager",
-    "ApiKeyRecord",
-    "ApiKeyResult",
-    "ApiKeyStatus",
-    "CreatedApiKey",
+    "APIKeyManager",
+    "APIKeyRecord",
+    "APIKeyResult",
+    "APIKeyStatus",
+    "CreatedAPIKey",
     "RateLimitSetting",
     "api_key_from_headers",
     "generate_api_key",

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY_LENGTH",
     "API_KEY_PREFIX",
-    "ApiKeyRecord",
-    "ApiKeyStatus",
+    "APIKeyRecord",
+    "APIKeyStatus",
     "RateLimitSetting",
     "api_key_checksum",
     "api_key_from_headers",
@@ -145,7 +145,7 @@ def scope_allows(granted: Iterable[str], required: str) -> bool:
     return False
 
 
-class ApiKeyStatus(enum.StrEnum):
+class APIKeyStatus(enum.StrEnum):
     """The verdict on a presented key. Stable values, for logs and error bodies."""
 
     VALID = "valid"
@@ -159,9 +159,9 @@ class ApiKeyStatus(enum.StrEnum):
     @property
     def http_status(self) -> int:
         """200 when valid, 403 for a missing scope, 401 for every other refusal."""
-        if self is ApiKeyStatus.VALID:
+        if self is APIKeyStatus.VALID:
             return 200
-        return 403 if self is ApiKeyStatus.INSUFFICIENT_SCOPE else 401
+        return 403 if self is APIKeyStatus.INSUFFICIENT_SCOPE else 401
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,7 +200,7 @@ class RateLimitSetting:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ApiKeyRecord:
+class APIKeyRecord:
     """What the store keeps about a key. Never the key itself: ``digest`` is its HMAC.
 
     ``replaced_by`` names the key that a rotation created; the old key keeps working until its
@@ -219,18 +219,18 @@ class ApiKeyRecord:
     rate_limit: RateLimitSetting | None = None
     replaced_by: str | None = None
 
-    def status_at(self, now: float) -> ApiKeyStatus:
+    def status_at(self, now: float) -> APIKeyStatus:
         """REVOKED, EXPIRED or VALID at ``now`` (scopes are checked separately)."""
         if self.revoked_at is not None:
-            return ApiKeyStatus.REVOKED
+            return APIKeyStatus.REVOKED
         if self.expires_at is not None and now >= self.expires_at:
-            return ApiKeyStatus.EXPIRED
-        return ApiKeyStatus.VALID
+            return APIKeyStatus.EXPIRED
+        return APIKeyStatus.VALID
 
     def allows(self, required_scope: str) -> bool:
         return scope_allows(self.scopes, required_scope)
 
-    def with_changes(self, **changes: Any) -> ApiKeyRecord:
+    def with_changes(self, **changes: Any) -> APIKeyRecord:
         return replace(self, **changes)
 
     def to_bytes(self) -> bytes:
@@ -254,7 +254,7 @@ class ApiKeyRecord:
         return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> ApiKeyRecord:
+    def from_bytes(cls, raw: bytes) -> APIKeyRecord:
         """Decode :meth:`to_bytes`; raises :class:`~bastion.errors.BadToken` on damaged data."""
         try:
             data = json.loads(raw)
@@ -283,7 +283,7 @@ class ApiKeyRecord:
 
     def __repr__(self) -> str:
         return (
-            f"ApiKeyRecord(key_id={self.key_id!r}, owner={self.owner!r}, name={self.name!r}, "
+            f"APIKeyRecord(key_id={self.key_id!r}, owner={self.owner!r}, name={self.name!r}, "
             f"scopes={self.scopes!r}, status_revoked={self.revoked_at is not None}, "
             f"expires_at={self.expires_at!r})"
         )

@@ -16,7 +16,7 @@ factor view reads the pending state (:func:`pending_status`), and only a correct
 into a login (which must rotate the session ID). The state expires (default 5 minutes) and
 allows a bounded number of wrong codes (default 5), after which the password must be entered
 again. That count lives in the session and is not the bound on guessing: the per-user budget of
-:meth:`bastion.engine.totp.TotpManager.verify`, kept in the store, is.
+:meth:`bastion.engine.totp.TOTPManager.verify`, kept in the store, is.
 
 **Recovery codes** are 10 random characters from a 32-letter alphabet without look-alikes
 (50 bits), shown as ``xxxxx-xxxxx``. Input is normalised (case, spaces, hyphens, and the

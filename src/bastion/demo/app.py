@@ -61,7 +61,7 @@ from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAudi
 from bastion.core.throttle import BackoffRule
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
-from bastion.engine.totp import TotpResult
+from bastion.engine.totp import TOTPResult
 from bastion.passwords import check_new_password, generate_password
 
 if TYPE_CHECKING:
@@ -367,10 +367,10 @@ class DemoApp:
                 needs_code = True
                 return False
             verdict = await self.totp.verify(name, account.totp_secret, code)
-            if verdict is TotpResult.MALFORMED:
+            if verdict is TOTPResult.MALFORMED:
                 return await self.totp.use_recovery_code(name, code)
-            locked = verdict is TotpResult.LOCKED
-            return verdict is TotpResult.ACCEPTED
+            locked = verdict is TOTPResult.LOCKED
+            return verdict is TOTPResult.ACCEPTED
 
         try:
             attempt = await self.throttle.attempt(raw_name, client, verify, device_cookie=device)
@@ -401,7 +401,7 @@ class DemoApp:
                     "This account has two-factor authentication: enter the code from your "
                     "authenticator app (or a recovery code)."
                 )
-            elif locked:  # the code was not even compared (TotpManager's wrong-code budget)
+            elif locked:  # the code was not even compared (TOTPManager's wrong-code budget)
                 message = (
                     "This account has had too many wrong codes lately: wait a few minutes, "
                     "or use one of your recovery codes."
@@ -529,7 +529,7 @@ class DemoApp:
         if not isinstance(secret, str):
             return self.error_page(request, user, 400, "Open the TOTP page again to start over.")
         verdict = await self.totp.verify(user.username, secret, code)
-        if verdict is not TotpResult.ACCEPTED:
+        if verdict is not TOTPResult.ACCEPTED:
             enrollment = self.totp.enroll(user.username)
             session["totp_pending"] = enrollment.secret
             return self.page(

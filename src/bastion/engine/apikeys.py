@@ -2,7 +2,7 @@
 
 Store layout (``prefix`` defaults to ``apikeys:``)::
 
-    apikeys:key:<hex HMAC of the key>   the ApiKeyRecord as JSON   (found by the presented key)
+    apikeys:key:<hex HMAC of the key>   the APIKeyRecord as JSON   (found by the presented key)
     apikeys:id:<key id>                 the hex HMAC               (found by revoke and rotate)
     apikeys:owner:{<owner>}             JSON index {key id: hex HMAC} of the owner's keys
 
@@ -16,7 +16,7 @@ Verification costs one HMAC and one ``get`` (one more per older server key while
 is being rotated: the HMAC is a name under every key of the ring, current first, see
 :meth:`~bastion.core.keys.KeyRing.lookup`). A key made before a rotation keeps its record,
 found under its old name, and works while its server key stays in the ring's ``previous``;
-:meth:`ApiKeyManager.rotate` issues a successor under the current key, so drop an old server
+:meth:`APIKeyManager.rotate` issues a successor under the current key, so drop an old server
 key once the keys made under it have expired or been rotated.
 
 A key that fails the format or checksum test is refused before any store call, so random
@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.core.apikeys import (
-    ApiKeyRecord,
-    ApiKeyStatus,
+    APIKeyRecord,
+    APIKeyStatus,
     RateLimitSetting,
     generate_api_key,
     is_well_formed,
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from bastion.engine.flows import Flow
     from bastion.stores.base import Store, SyncStore
 
-__all__ = ["ApiKeyManager", "ApiKeyResult", "CreatedApiKey"]
+__all__ = ["APIKeyManager", "APIKeyResult", "CreatedAPIKey"]
 
 LAST_USED_RESOLUTION: Final = 60.0
 """The last-used time is written at most once per this many seconds per key."""
@@ -90,26 +90,26 @@ _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
-class CreatedApiKey:
+class CreatedAPIKey:
     """A new key. ``token`` is shown to its owner once and never again: only its HMAC is kept."""
 
     token: str
-    record: ApiKeyRecord
+    record: APIKeyRecord
 
     def __repr__(self) -> str:
-        return f"CreatedApiKey(token='bst_**********', record={self.record!r})"
+        return f"CreatedAPIKey(token='bst_**********', record={self.record!r})"
 
 
 @dataclass(frozen=True, slots=True)
-class ApiKeyResult:
+class APIKeyResult:
     """The verdict on a presented key; ``record`` is set for known keys."""
 
-    status: ApiKeyStatus
-    record: ApiKeyRecord | None = None
+    status: APIKeyStatus
+    record: APIKeyRecord | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status is ApiKeyStatus.VALID
+        return self.status is APIKeyStatus.VALID
 
     @property
     def http_status(self) -> int:
@@ -143,7 +143,7 @@ def _encode_index(entries: dict[str, str]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode("utf-8")  # keeps insertion order
 
 
-class ApiKeyManager:
+class APIKeyManager:
     """API keys in ``store``, hashed under subkeys of ``keyring`` (purpose ``apikey:lookup``).
 
     ``auditor`` receives the audit events (none when omitted). ``counts`` tallies verdicts in
@@ -173,10 +173,10 @@ class ApiKeyManager:
         self._clock = clock
         self._auditor = auditor
         self._prefix = prefix
-        self._counts: Counter[ApiKeyStatus] = Counter()
+        self._counts: Counter[APIKeyStatus] = Counter()
 
     @property
-    def counts(self) -> Mapping[ApiKeyStatus, int]:
+    def counts(self) -> Mapping[APIKeyStatus, int]:
         """Verdicts given by this manager so far, by status."""
         return dict(self._counts)
 
@@ -198,7 +198,7 @@ class ApiKeyManager:
     def _owner_key(self, owner: str) -> str:
         return hash_tag(f"{self._prefix}owner", owner)
 
-    def _ttl(self, record: ApiKeyRecord, now: float) -> float | None:
+    def _ttl(self, record: APIKeyRecord, now: float) -> float | None:
         if record.expires_at is None:
             return None
         return max(record.expires_at - now, 0.0) + RETENTION
@@ -213,7 +213,7 @@ class ApiKeyManager:
         scopes: Iterable[str],
         expires_in: float | None,
         rate_limit: RateLimitSetting | None,
-    ) -> tuple[str, ApiKeyRecord]:
+    ) -> tuple[str, APIKeyRecord]:
         """Validate the settings and build a key and its record (no I/O)."""
         if not isinstance(owner, str) or not owner:
             raise ConfigurationError(
@@ -235,7 +235,7 @@ class ApiKeyManager:
             )
         now = self._clock.now()
         token = generate_api_key()
-        record = ApiKeyRecord(
+        record = APIKeyRecord(
             key_id=secrets.token_hex(8),
             owner=owner,
             name=name,
@@ -248,8 +248,8 @@ class ApiKeyManager:
         return token, record
 
     def _create_flow(
-        self, token: str, record: ApiKeyRecord, client_ip: str | None
-    ) -> Flow[CreatedApiKey]:
+        self, token: str, record: APIKeyRecord, client_ip: str | None
+    ) -> Flow[CreatedAPIKey]:
         ttl = self._ttl(record, record.created_at)
         yield Set(self._record_key(record.digest), record.to_bytes(), ttl)
         yield Set(self._id_key(record.key_id), record.digest.encode("ascii"), ttl)
@@ -257,7 +257,7 @@ class ApiKeyManager:
             record.owner, lambda entries: entries.update({record.key_id: record.digest})
         )
         self._audit(EventName.AUTHN_TOKEN_CREATED, Outcome.SUCCESS, record, client_ip, None)
-        return CreatedApiKey(token, record)
+        return CreatedAPIKey(token, record)
 
     def _index_flow(self, owner: str, change: Callable[[dict[str, str]], None]) -> Flow[None]:
         """Apply ``change`` to the owner index (one bounded compare-and-set update)."""
@@ -271,32 +271,32 @@ class ApiKeyManager:
 
     def _verify_flow(
         self, token: str | None, required_scope: str | None, client_ip: str | None
-    ) -> Flow[ApiKeyResult]:
+    ) -> Flow[APIKeyResult]:
         if token is None:
-            return self._finish(ApiKeyStatus.MISSING, None, client_ip)
+            return self._finish(APIKeyStatus.MISSING, None, client_ip)
         if not is_well_formed(token):
-            return self._finish(ApiKeyStatus.MALFORMED, None, client_ip)
+            return self._finish(APIKeyStatus.MALFORMED, None, client_ip)
         found = None
         for digest in self._digests(token):
             raw = yield Get(self._record_key(digest))
             if raw is None:
                 continue
             try:
-                record = ApiKeyRecord.from_bytes(raw)
+                record = APIKeyRecord.from_bytes(raw)
             except BadToken:
                 break
             if hmac.compare_digest(record.digest, digest):
                 found = raw, record
             break
         if found is None:
-            return self._finish(ApiKeyStatus.UNKNOWN, None, client_ip)
+            return self._finish(APIKeyStatus.UNKNOWN, None, client_ip)
         raw, record = found
         now = self._clock.now()
         status = record.status_at(now)
         scoped = required_scope is None or record.allows(required_scope)
-        if status is ApiKeyStatus.VALID and not scoped:
-            status = ApiKeyStatus.INSUFFICIENT_SCOPE
-        if status is ApiKeyStatus.VALID:
+        if status is APIKeyStatus.VALID and not scoped:
+            status = APIKeyStatus.INSUFFICIENT_SCOPE
+        if status is APIKeyStatus.VALID:
             last = record.last_used_at
             if last is None or now - last >= LAST_USED_RESOLUTION:
                 updated = record.with_changes(last_used_at=now)
@@ -310,7 +310,7 @@ class ApiKeyManager:
                 record = updated
         return self._finish(status, record, client_ip)
 
-    def _get_flow(self, key_id: str) -> Flow[tuple[str, bytes, ApiKeyRecord] | None]:
+    def _get_flow(self, key_id: str) -> Flow[tuple[str, bytes, APIKeyRecord] | None]:
         digest = yield Get(self._id_key(key_id))
         if digest is None or not digest.isascii():  # absent, or damaged in the store
             return None
@@ -318,15 +318,15 @@ class ApiKeyManager:
         raw = yield Get(record_key)
         if raw is None:
             return None
-        return record_key, raw, ApiKeyRecord.from_bytes(raw)
+        return record_key, raw, APIKeyRecord.from_bytes(raw)
 
-    def _record_flow(self, key_id: str) -> Flow[ApiKeyRecord | None]:
+    def _record_flow(self, key_id: str) -> Flow[APIKeyRecord | None]:
         found = yield from self._get_flow(key_id)
         return None if found is None else found[2]
 
     def _update_flow(
         self, key_id: str, change: dict[str, object], *, only_if_live: bool = False
-    ) -> Flow[ApiKeyRecord | None]:
+    ) -> Flow[APIKeyRecord | None]:
         digest = yield Get(self._id_key(key_id))
         if digest is None or not digest.isascii():  # absent, or damaged in the store
             return None
@@ -334,10 +334,10 @@ class ApiKeyManager:
 
         def step(
             _key: str, raw: bytes | None
-        ) -> Write[ApiKeyRecord | None] | Done[ApiKeyRecord | None]:
+        ) -> Write[APIKeyRecord | None] | Done[APIKeyRecord | None]:
             if raw is None:
                 return Done(None)
-            record = ApiKeyRecord.from_bytes(raw)
+            record = APIKeyRecord.from_bytes(raw)
             if only_if_live and record.revoked_at is not None:
                 return Done(None)
             updated = record.with_changes(**change)
@@ -355,13 +355,13 @@ class ApiKeyManager:
 
     def _rotate_flow(
         self, key_id: str, overlap: float, client_ip: str | None
-    ) -> Flow[CreatedApiKey]:
+    ) -> Flow[CreatedAPIKey]:
         if isinstance(overlap, bool) or not isinstance(overlap, int | float) or overlap < 0:
             raise ConfigurationError(
                 f"overlap must be seconds >= 0, got {overlap!r}", setting="overlap"
             )
         old = yield from self._record_flow(key_id)
-        if old is None or old.status_at(self._clock.now()) is not ApiKeyStatus.VALID:
+        if old is None or old.status_at(self._clock.now()) is not APIKeyStatus.VALID:
             raise BadToken(f"API key {key_id} is unknown, expired or revoked: it cannot rotate")
         lifetime = None if old.expires_at is None else old.expires_at - old.created_at
         token, record = self._new_record(
@@ -379,18 +379,18 @@ class ApiKeyManager:
         yield from self._update_flow(key_id, change, only_if_live=True)
         return created
 
-    def _list_flow(self, owner: str) -> Flow[list[ApiKeyRecord]]:
+    def _list_flow(self, owner: str) -> Flow[list[APIKeyRecord]]:
         if not isinstance(owner, str) or not owner:
             raise ConfigurationError(
                 "owner must be a non-empty user or service id", setting="owner"
             )
         entries = _decode_index((yield Get(self._owner_key(owner))))
-        records: list[ApiKeyRecord] = []
+        records: list[APIKeyRecord] = []
         gone: list[str] = []
         for key_id, digest in entries.items():
             raw = yield Get(self._record_key(digest))
             try:
-                record = None if raw is None else ApiKeyRecord.from_bytes(raw)
+                record = None if raw is None else APIKeyRecord.from_bytes(raw)
             except BadToken:
                 record = None
             if record is None or record.owner != owner or record.key_id != key_id:
@@ -418,7 +418,7 @@ class ApiKeyManager:
         expires_in: float | None = None,
         rate_limit: RateLimitSetting | None = None,
         client_ip: str | None = None,
-    ) -> CreatedApiKey:
+    ) -> CreatedAPIKey:
         """Issue a key for ``owner`` (a user or service id). ``expires_in`` is seconds."""
         token, record = self._new_record(
             owner, name=name, scopes=scopes, expires_in=expires_in, rate_limit=rate_limit
@@ -431,18 +431,18 @@ class ApiKeyManager:
         *,
         required_scope: str | None = None,
         client_ip: str | None = None,
-    ) -> ApiKeyResult:
+    ) -> APIKeyResult:
         """The verdict on ``token`` (from :func:`~bastion.core.apikeys.api_key_from_headers`).
 
         Never raises for any presented value. A malformed key is refused without a store call.
         """
         return await drive_async(self._verify_flow(token, required_scope, client_ip), self._store)
 
-    async def get(self, key_id: str) -> ApiKeyRecord | None:
+    async def get(self, key_id: str) -> APIKeyRecord | None:
         """The record of ``key_id``, or ``None``."""
         return await drive_async(self._record_flow(key_id), self._store)
 
-    async def list_keys(self, owner: str) -> list[ApiKeyRecord]:
+    async def list_keys(self, owner: str) -> list[APIKeyRecord]:
         """The records of ``owner``'s keys still in the store (live, expired or revoked within
         :data:`RETENTION`), oldest first: one read of the index and one per key."""
         return await drive_async(self._list_flow(owner), self._store)
@@ -453,7 +453,7 @@ class ApiKeyManager:
 
     async def rotate(
         self, key_id: str, *, overlap: float = 24 * 3600.0, client_ip: str | None = None
-    ) -> CreatedApiKey:
+    ) -> CreatedAPIKey:
         """Issue a successor of ``key_id`` with the same owner, name, scopes and rate limit
         (and the same lifetime, counted from now); the old key keeps working for ``overlap``
         seconds (never past its own expiry), so clients can switch without an outage."""
@@ -470,7 +470,7 @@ class ApiKeyManager:
         expires_in: float | None = None,
         rate_limit: RateLimitSetting | None = None,
         client_ip: str | None = None,
-    ) -> CreatedApiKey:
+    ) -> CreatedAPIKey:
         """:meth:`create` on the store's synchronous side."""
         token, record = self._new_record(
             owner, name=name, scopes=scopes, expires_in=expires_in, rate_limit=rate_limit
@@ -483,15 +483,15 @@ class ApiKeyManager:
         *,
         required_scope: str | None = None,
         client_ip: str | None = None,
-    ) -> ApiKeyResult:
+    ) -> APIKeyResult:
         """:meth:`verify` on the store's synchronous side."""
         return self._run_sync(self._verify_flow(token, required_scope, client_ip))
 
-    def get_sync(self, key_id: str) -> ApiKeyRecord | None:
+    def get_sync(self, key_id: str) -> APIKeyRecord | None:
         """:meth:`get` on the store's synchronous side."""
         return self._run_sync(self._record_flow(key_id))
 
-    def list_keys_sync(self, owner: str) -> list[ApiKeyRecord]:
+    def list_keys_sync(self, owner: str) -> list[APIKeyRecord]:
         """:meth:`list_keys` on the store's synchronous side."""
         return self._run_sync(self._list_flow(owner))
 
@@ -501,29 +501,29 @@ class ApiKeyManager:
 
     def rotate_sync(
         self, key_id: str, *, overlap: float = 24 * 3600.0, client_ip: str | None = None
-    ) -> CreatedApiKey:
+    ) -> CreatedAPIKey:
         """:meth:`rotate` on the store's synchronous side."""
         return self._run_sync(self._rotate_flow(key_id, overlap, client_ip))
 
     # -- verdicts and audit --------------------------------------------------------------------
 
     def _finish(
-        self, status: ApiKeyStatus, record: ApiKeyRecord | None, client_ip: str | None
-    ) -> ApiKeyResult:
+        self, status: APIKeyStatus, record: APIKeyRecord | None, client_ip: str | None
+    ) -> APIKeyResult:
         self._counts[status] += 1
-        if status is ApiKeyStatus.INSUFFICIENT_SCOPE:
+        if status is APIKeyStatus.INSUFFICIENT_SCOPE:
             self._audit(EventName.AUTHZ_FAIL, Outcome.BLOCKED, record, client_ip, status)
-        elif status not in (ApiKeyStatus.VALID, ApiKeyStatus.MISSING):
+        elif status not in (APIKeyStatus.VALID, APIKeyStatus.MISSING):
             self._audit(EventName.AUTHN_LOGIN_FAIL, Outcome.FAILURE, record, client_ip, status)
-        return ApiKeyResult(status, record)
+        return APIKeyResult(status, record)
 
     def _audit(
         self,
         name: EventName,
         outcome: Outcome,
-        record: ApiKeyRecord | None,
+        record: APIKeyRecord | None,
         client_ip: str | None,
-        status: ApiKeyStatus | None,
+        status: APIKeyStatus | None,
     ) -> None:
         if self._auditor is None:
             return
@@ -541,4 +541,4 @@ class ApiKeyManager:
         )
 
     def __repr__(self) -> str:
-        return f"ApiKeyManager(store={self._store!r}, prefix={self._prefix!r})"
+        return f"APIKeyManager(store={self._store!r}, prefix={self._prefix!r})"

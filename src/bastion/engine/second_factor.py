@@ -27,9 +27,9 @@ The bound on guessing is not here. The wrong-code counter of the pending state l
 session, which merges parallel requests key by key (the last write of a key wins), and a new
 password step starts a new one: it only decides when to send the user back to the password
 form. What bounds an attacker who has the password is the per-user budget that
-:meth:`bastion.engine.totp.TotpManager.verify` (and ``verify_sync``) keeps in the store and
+:meth:`bastion.engine.totp.TOTPManager.verify` (and ``verify_sync``) keeps in the store and
 reserves before a code is compared: concurrent codes on one pending session, or on many, are
-counted once each, and ``TotpResult.LOCKED`` means the code was not compared. A second factor
+counted once each, and ``TOTPResult.LOCKED`` means the code was not compared. A second factor
 of the application's own (a code sent by e-mail, say) needs such a budget of its own; the login
 throttle (:mod:`bastion.engine.throttle`) is no substitute, since it counts per address.
 """

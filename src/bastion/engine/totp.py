@@ -3,26 +3,26 @@
 Needs the ``totp`` extra (``pip install 'bastion[totp]'``: pyotp and segno); both are imported
 when first used.
 
-* :meth:`TotpManager.enroll` makes a secret, its ``otpauth://`` URI and an SVG QR code (segno).
+* :meth:`TOTPManager.enroll` makes a secret, its ``otpauth://`` URI and an SVG QR code (segno).
   The application stores the secret with the account (encrypted at rest, ideally) once the user
   has confirmed one code; bastion does not keep it.
-* :meth:`TotpManager.verify` accepts the current code and those one step either side (clock
+* :meth:`TOTPManager.verify` accepts the current code and those one step either side (clock
   drift), and refuses any code whose time step is not newer than the last one accepted for that
   user. The last step lives in the store, updated by compare-and-set, so one code is accepted
   once even by concurrent requests to several processes.
 * **Wrong-code budget.** A code has a million values, so verification is bounded per user, in
   the store, whatever path calls it (a second-factor view, a login form that takes the code
-  with the password, an enrolment check): before a code is compared, :meth:`TotpManager.verify`
+  with the password, an enrolment check): before a code is compared, :meth:`TOTPManager.verify`
   reserves one failure on the user's counter by compare-and-set (the login throttle's
   :class:`~bastion.core.throttle.BackoffRule`; default: 5 free failures, then waits from one
   minute doubling up to an hour, forgotten a day after the last failure). While the counter's
-  back-off runs, verification answers :attr:`TotpResult.LOCKED` without comparing the code, so
+  back-off runs, verification answers :attr:`TOTPResult.LOCKED` without comparing the code, so
   N concurrent guesses compare no more codes than N guesses in a row, and a new session (the
   password entered again) does not reset the count. An accepted code, or a used recovery code,
   clears it; a right code that was already used (``REPLAYED``) gives its reservation back.
   Recovery codes (50 bits) are not counted: they stay the owner's way in while TOTP is locked.
-* Recovery codes: :meth:`TotpManager.new_recovery_codes` returns 10 codes to show once and keeps
-  only their HMACs; :meth:`TotpManager.use_recovery_code` accepts each code once.
+* Recovery codes: :meth:`TOTPManager.new_recovery_codes` returns 10 codes to show once and keeps
+  only their HMACs; :meth:`TOTPManager.use_recovery_code` accepts each code once.
 * The store logic is written once, as generator flows (:mod:`bastion.engine.flows`); every
   async method has a blocking ``*_sync`` twin (``verify_sync``, ``use_recovery_code_sync``...)
   that runs the same flow on ``store.sync``, for WSGI apps (Flask) without an event loop.
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from bastion.engine.flows import Flow
     from bastion.stores.base import Store, SyncStore
 
-__all__ = ["DEFAULT_TOTP_FAILURES", "TotpEnrollment", "TotpManager", "TotpResult"]
+__all__ = ["DEFAULT_TOTP_FAILURES", "TOTPEnrollment", "TOTPManager", "TOTPResult"]
 
 
 DEFAULT_TOTP_FAILURES: Final = BackoffRule(
@@ -118,7 +118,7 @@ def _segno() -> Any:
     return segno
 
 
-class TotpResult(enum.StrEnum):
+class TOTPResult(enum.StrEnum):
     """The verdict on a second-factor code."""
 
     ACCEPTED = "accepted"
@@ -134,7 +134,7 @@ class TotpResult(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class TotpEnrollment:
+class TOTPEnrollment:
     """What the enrolment page shows: the ``secret`` (for manual entry), the ``uri`` and the
     QR code ``svg`` encoding it. All three reveal the secret: show them once, over HTTPS."""
 
@@ -143,10 +143,10 @@ class TotpEnrollment:
     svg: str
 
     def __repr__(self) -> str:
-        return "TotpEnrollment(secret='**********', uri='otpauth://...', svg='<svg ...>')"
+        return "TOTPEnrollment(secret='**********', uri='otpauth://...', svg='<svg ...>')"
 
 
-class TotpManager:
+class TOTPManager:
     """TOTP verification and recovery codes for one site (``issuer``), state in ``store``."""
 
     __slots__ = (
@@ -225,7 +225,7 @@ class TotpManager:
     def _totp(self, secret: str) -> Any:
         return _pyotp().TOTP(secret, digits=self._digits, interval=self._interval)
 
-    def enroll(self, account_name: str) -> TotpEnrollment:
+    def enroll(self, account_name: str) -> TOTPEnrollment:
         """A new secret for ``account_name`` (the user's login or e-mail, shown in the app)."""
         if not isinstance(account_name, str) or not account_name or ":" in account_name:
             raise ConfigurationError(
@@ -234,22 +234,22 @@ class TotpManager:
         secret = validate_totp_secret(_pyotp().random_base32())
         uri = self._totp(secret).provisioning_uri(name=account_name, issuer_name=self._issuer)
         svg = _segno().make(uri, error="m").svg_inline(scale=4, omitsize=False)
-        return TotpEnrollment(secret=secret, uri=uri, svg=svg)
+        return TOTPEnrollment(secret=secret, uri=uri, svg=svg)
 
     def _run_sync(self, flow: Flow[_T]) -> _T:
         return drive_sync(flow, require_sync(self._sync, self._store))
 
     # -- flows ---------------------------------------------------------------------------------
 
-    def _verify_flow(self, user_id: str, secret: str, code: str) -> Flow[TotpResult]:
+    def _verify_flow(self, user_id: str, secret: str, code: str) -> Flow[TOTPResult]:
         # The secret first, so a damaged one is noticed even while users type malformed codes.
         totp = self._totp(validate_totp_secret(secret))
         cleaned = normalize_totp_code(code, digits=self._digits)
         if cleaned is None:
-            return TotpResult.MALFORMED
+            return TOTPResult.MALFORMED
         failures = yield from self._reserve_flow(user_id)
         if failures is None:
-            return TotpResult.LOCKED
+            return TOTPResult.LOCKED
         now = self._clock.now()
         current = int(now) // self._interval
         matched: int | None = None
@@ -259,7 +259,7 @@ class TotpManager:
             if hmac.compare_digest(expected.encode("ascii"), cleaned.encode("ascii")):
                 matched = current + offset
         if matched is None:
-            return TotpResult.INVALID  # the reservation stays: one wrong code counted
+            return TOTPResult.INVALID  # the reservation stays: one wrong code counted
         key, *older = (f"{self._prefix}step:{user}" for user in self._user_hashes(user_id))
         floor: int | None = None
         for name in older:  # steps accepted under a key the ring has since rotated out of
@@ -279,9 +279,9 @@ class TotpManager:
         if not (yield from update(key, consume, what="a TOTP step")):
             # A right code, only used already: not a guess, so the reservation goes back.
             yield from self._refund_flow(failures)
-            return TotpResult.REPLAYED
+            return TOTPResult.REPLAYED
         yield from self._clear_failures_flow(user_id)
-        return TotpResult.ACCEPTED
+        return TOTPResult.ACCEPTED
 
     def _failure_keys(self, user_id: str) -> list[str]:
         return [f"{self._prefix}failures:{user}" for user in self._user_hashes(user_id)]
@@ -389,10 +389,10 @@ class TotpManager:
 
     # -- async API -----------------------------------------------------------------------------
 
-    async def verify(self, user_id: str, secret: str, code: str) -> TotpResult:
+    async def verify(self, user_id: str, secret: str, code: str) -> TOTPResult:
         """Check ``code`` against ``secret`` for ``user_id`` and consume its time step.
         A malformed code costs no store call. A well-formed one first reserves a failure on the
-        user's wrong-code budget (a read and a compare-and-set; :attr:`TotpResult.LOCKED`,
+        user's wrong-code budget (a read and a compare-and-set; :attr:`TOTPResult.LOCKED`,
         nothing compared, while the budget's back-off runs); a right one then costs a read and
         a compare-and-set of the step, and clears the budget. A ``secret`` that is not base32
         or is shorter than 128 bits raises :class:`~bastion.errors.ConfigurationError` (see
@@ -414,7 +414,7 @@ class TotpManager:
 
     # -- sync API (WSGI) -----------------------------------------------------------------------
 
-    def verify_sync(self, user_id: str, secret: str, code: str) -> TotpResult:
+    def verify_sync(self, user_id: str, secret: str, code: str) -> TOTPResult:
         """:meth:`verify` on the store's synchronous side."""
         return self._run_sync(self._verify_flow(user_id, secret, code))
 
@@ -433,7 +433,7 @@ class TotpManager:
         return self._run_sync(self._use_code_flow(user_id, code))
 
     def __repr__(self) -> str:
-        return f"TotpManager(issuer={self._issuer!r}, digits={self._digits})"
+        return f"TOTPManager(issuer={self._issuer!r}, digits={self._digits})"
 
 
 def _canonical(code: str) -> str:
