@@ -50,7 +50,7 @@ from bastion.testing.csrf import afetch_token, browser_headers
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
-    from bastion.asgi.csrf import ASGIApp
+    from bastion.asgi.types import ASGIApp
 
     View = Callable[[Any, MutableMapping[str, Any]], Awaitable[dict[str, Any]]]
 

@@ -13,8 +13,7 @@ preflight costs no store I/O: ``protect()`` does.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from bastion.core.audit import Auditor, EventName, Outcome
 from bastion.core.client import TrustedProxies
@@ -24,16 +23,13 @@ from bastion.core.environment import is_production
 from bastion.core.request import asgi_path, normalize_method
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.core.cors import CORSReason
 
 __all__ = ["CORSMiddleware"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-# Any ASGI callable: frameworks type scopes and messages their own way.
-ASGIApp = Callable[..., Awaitable[None]]
 
 _ACRM: Final = b"access-control-request-method"
 _ACRH: Final = b"access-control-request-headers"

@@ -24,10 +24,11 @@ from :func:`add_jinja2_globals`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
@@ -61,13 +62,6 @@ __all__ = [
     "csrf_token",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-# Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
-# with TypedDicts), so the app is not held to this module's Scope alias.
-ASGIApp = Callable[..., Awaitable[None]]
 IdentityFunc = Callable[[Scope], "str | None"]
 
 CONTEXT_KEY: Final = "bastion.csrf"

@@ -18,7 +18,7 @@ Templates get the nonce through :func:`csp_nonce` (``csp_nonce(request)``) or, i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.audit import bind_request_id
@@ -36,6 +36,7 @@ from bastion.core.request import asgi_path
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.core.audit import Auditor
 
 __all__ = [
@@ -45,13 +46,6 @@ __all__ = [
     "fastapi_swagger_ui_policy",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-# Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
-# with TypedDicts), so the app is not held to this module's Scope alias.
-ASGIApp = Callable[..., Awaitable[None]]
 
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")

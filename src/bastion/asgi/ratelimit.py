@@ -43,7 +43,7 @@ client. A key function returning ``None`` exempts the request (or the handshake)
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, user_key
 from bastion.core.ratelimit.rules import RuleSet
@@ -51,19 +51,12 @@ from bastion.core.refusal import Refusal, refusal_body
 from bastion.core.request import RequestView, asgi_path
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+    from collections.abc import Awaitable, Iterable
 
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rules import Rule
     from bastion.engine.ratelimit import RateLimiter
-
-    Scope = MutableMapping[str, Any]
-    Message = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[Message]]
-    Send = Callable[[Message], Awaitable[None]]
-    # Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
-    # with TypedDicts), so the app is not held to this module's Scope alias.
-    ASGIApp = Callable[..., Awaitable[None]]
 
 __all__ = [
     "RateLimitMiddleware",

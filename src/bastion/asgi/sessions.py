@@ -56,8 +56,9 @@ from bastion.runtime import as_runtime
 from bastion.stores.url import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Callable
 
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.config import Bastion
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
@@ -67,14 +68,6 @@ if TYPE_CHECKING:
     from bastion.engine.sessions import SaveResult
     from bastion.runtime import Runtime
     from bastion.stores.base import Store
-
-    Scope = MutableMapping[str, Any]
-    Message = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[Message]]
-    Send = Callable[[Message], Awaitable[None]]
-    # Any ASGI callable: frameworks type scopes and messages their own way (Litestar and Quart
-    # with TypedDicts), so the app is not held to this module's Scope alias.
-    ASGIApp = Callable[..., Awaitable[None]]
 
 __all__ = [
     "ENGINE_SCOPE_KEY",

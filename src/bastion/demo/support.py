@@ -15,18 +15,14 @@ from __future__ import annotations
 import collections
 import html
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+    from collections.abc import Callable, Iterator
 
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.core.audit import AuditEvent, AuditSink
 
-    Scope = MutableMapping[str, Any]
-    Message = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[Message]]
-    Send = Callable[[Message], Awaitable[None]]
-    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
     Renderer = Callable[[Scope, int, str, str | None], bytes]
 
 __all__ = ["RENDERED_KEY", "FriendlyErrors", "RecentEvents", "mark_rendered"]

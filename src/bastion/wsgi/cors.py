@@ -12,7 +12,6 @@ under ASGI. A server that kept only one of them would hide the repetition from a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.audit import Auditor, EventName, Outcome
@@ -23,15 +22,15 @@ from bastion.core.environment import is_production
 from bastion.core.request import normalize_method, wsgi_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from types import TracebackType
 
     from bastion.core.cors import CORSReason
+    from bastion.wsgi.types import StartResponse, WSGIApp
 
 __all__ = ["CORSMiddleware"]
 
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS = {204: "204 No Content", 403: "403 Forbidden"}
 

@@ -35,6 +35,7 @@ from bastion.core.csrf import (
 from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
+from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 if TYPE_CHECKING:
     from bastion.core.audit import Auditor
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ENVIRON_KEY", "CSRFContext", "CSRFMiddleware", "csrf_input", "csrf_token"]
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 IdentityFunc = Callable[[Environ], "str | None"]
 
 ENVIRON_KEY: Final = "bastion.csrf"

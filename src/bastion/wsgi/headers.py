@@ -33,14 +33,13 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from bastion.core.audit import Auditor
+    from bastion.wsgi.types import StartResponse, WSGIApp
 
 __all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
 
 ENVIRON_KEY = "bastion.csp_nonce"
 
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _REASONS = {
     204: "204 No Content",

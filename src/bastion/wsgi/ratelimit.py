@@ -24,16 +24,13 @@ from bastion.core.refusal import refusal_body
 from bastion.core.request import RequestView, wsgi_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rules import Rule, Verdict
     from bastion.core.refusal import Refusal
     from bastion.engine.ratelimit import RateLimiter
-
-    Environ = dict[str, Any]
-    StartResponse = Callable[..., Any]
-    WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+    from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 __all__ = [
     "EnvironHeaders",

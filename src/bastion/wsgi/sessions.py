@@ -39,10 +39,7 @@ if TYPE_CHECKING:
     from bastion.core.sessions import SessionRecord
     from bastion.runtime import Runtime
     from bastion.stores.base import Store
-
-    Environ = dict[str, Any]
-    StartResponse = Callable[..., Any]
-    WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+    from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 __all__ = [
     "ENGINE_ENVIRON_KEY",

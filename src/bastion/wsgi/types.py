@@ -8,5 +8,6 @@ from typing import Any, TypeAlias
 __all__ = ["Environ", "StartResponse", "WSGIApp"]
 
 Environ: TypeAlias = dict[str, Any]
-StartResponse: TypeAlias = Callable[..., Any]
+StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
+"""``start_response``: returns the legacy ``write`` callable (PEP 3333)."""
 WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
