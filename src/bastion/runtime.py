@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bastion.core.audit import Auditor
 from bastion.core.csrf import TokenSource
+from bastion.core.environment import is_production
 from bastion.core.keys import KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SessionEngine
@@ -42,13 +43,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.config import Bastion
+    from bastion.core.client import TrustedProxies
+    from bastion.core.clock import Clock
+    from bastion.core.keys import SecretKey
+    from bastion.core.sessions import SessionRecord
     from bastion.engine.apikeys import APIKeyManager
     from bastion.engine.ratelimit import RateLimiter
     from bastion.engine.throttle import LoginThrottle
     from bastion.engine.totp import TOTPManager
     from bastion.stores.base import Store
 
-__all__ = ["Layers", "Runtime", "as_runtime"]
+__all__ = ["Layers", "Runtime", "as_runtime", "session_engine"]
 
 App = TypeVar("App")
 
@@ -57,13 +62,16 @@ logger = logging.getLogger("bastion.security.protect")
 
 @dataclass(frozen=True, slots=True)
 class Layers(Generic[App]):
-    """One adapter family's way to build each layer around an app, from a runtime."""
+    """One adapter family's middleware classes (ASGI or WSGI: the constructors take the same
+    arguments). ``cors`` and ``rate_limit`` are loaders: those layers are optional and their
+    modules are imported only when a configuration asks for them. ``None`` leaves a layer to
+    the caller (the Flask adapter serves sessions and CSRF through Flask itself)."""
 
-    headers: Callable[[App, Runtime], App]
-    cors: Callable[[App, Runtime], App]
-    rate_limit: Callable[[App, Runtime], App]
-    sessions: Callable[[App, Runtime], App]
-    csrf: Callable[[App, Runtime], App]
+    headers: Callable[..., App]
+    cors: Callable[[], Callable[..., App]]
+    rate_limit: Callable[[], Callable[..., App]]
+    sessions: Callable[..., App] | None
+    csrf: Callable[..., App] | None
 
 
 class Runtime:
@@ -230,17 +238,46 @@ class Runtime:
     def compose(self, app: App, layers: Layers[App]) -> App:
         """Wrap ``app`` in the configured layers, in the order of the module docstring."""
         config = self.config
+        clock, production = config.clock, self.production
         wrapped = app
-        if config.csrf is not None:
-            wrapped = layers.csrf(wrapped, self)
-        if self.sessions is not None:
-            wrapped = layers.sessions(wrapped, self)
+        if config.csrf is not None and layers.csrf is not None:
+            wrapped = layers.csrf(
+                wrapped,
+                config=config.csrf,
+                keyring=self.keyring,
+                identity=config.csrf_identity,
+                auditor=self.auditor,
+                proxies=self.proxies,
+                clock=clock,
+                production=production,
+            )
+        if self.sessions is not None and layers.sessions is not None:
+            wrapped = layers.sessions(wrapped, bastion=self)
         if config.rate_limits:
-            wrapped = layers.rate_limit(wrapped, self)
+            from bastion.core.ratelimit.keys import client_ip_key  # noqa: PLC0415
+
+            wrapped = layers.rate_limit()(
+                wrapped, self.limiter, config.rate_limits, key=client_ip_key(self.proxies)
+            )
         if config.cors is not None:
-            wrapped = layers.cors(wrapped, self)
+            wrapped = layers.cors()(
+                wrapped,
+                config.cors,
+                auditor=self.auditor,
+                proxies=self.proxies,
+                clock=clock,
+                production=production,
+            )
         if config.headers is not None:
-            wrapped = layers.headers(wrapped, self)
+            wrapped = layers.headers(
+                wrapped,
+                config.headers,
+                overrides=dict(config.header_routes) or None,
+                auditor=self.auditor,
+                proxies=self.proxies,
+                clock=clock,
+                production=production,
+            )
         return wrapped
 
     def close(self) -> None:
@@ -283,6 +320,56 @@ def as_runtime(value: object) -> Runtime:
         f"expected a Bastion configuration or its Runtime, got {type(value).__name__}",
         setting="bastion",
     )
+
+
+def session_engine(
+    bastion: Bastion | Runtime | None,
+    *,
+    store: Store | str | None,
+    config: SessionConfig | None,
+    keyring: KeyRing | SecretKey | None,
+    auditor: Auditor | None,
+    clock: Clock,
+    production: bool | None,
+    user_loader: Callable[[str], Any] | None,
+    session_filter: Callable[[SessionRecord], bool] | None,
+    proxies: TrustedProxies | None,
+) -> tuple[SessionEngine, TrustedProxies | None]:
+    """The engine a session middleware serves and the proxies it reads, from ``bastion=`` (its
+    runtime's engine) or from the middleware's own arguments. Written once for the ASGI and the
+    WSGI middleware; a proxies value that trusts nothing comes back as ``None``."""
+    if bastion is not None:
+        if store is not None or config is not None or keyring is not None:
+            raise ConfigurationError(
+                "SessionMiddleware(bastion=...) takes the store, sessions and key ring from the "
+                "Bastion configuration; do not pass them again",
+                setting="bastion",
+            )
+        runtime = as_runtime(bastion)
+        if runtime.sessions is None:
+            raise ConfigurationError(
+                "SessionMiddleware(bastion=...) needs Bastion(store=...)", setting="store"
+            )
+        engine, proxies = runtime.sessions, runtime.proxies
+    else:
+        if store is None:
+            raise ConfigurationError(
+                "SessionMiddleware needs store= (a Store or a URL) or bastion=", setting="store"
+            )
+        config = SessionConfig() if config is None else config
+        if not isinstance(config, SessionConfig):
+            raise ConfigurationError("config must be a SessionConfig", setting="config")
+        config.check_environment(production=is_production() if production is None else production)
+        engine = SessionEngine(
+            open_store(store, clock=clock) if isinstance(store, str) else store,
+            config=config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            user_loader=user_loader,
+            session_filter=session_filter,
+        )
+    return engine, proxies if proxies is not None and proxies.trusts_any else None
 
 
 def _check_opt_outs(config: Bastion, *, production: bool) -> None:

@@ -24,6 +24,8 @@ from bastion.asgi.sessions import SessionMiddleware
 from bastion.runtime import Layers, Runtime, as_runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.config import Bastion
 
@@ -81,66 +83,22 @@ class _ClosesAtShutdown:
         await self._app(scope, receive, send_wrapper)
 
 
-def _csrf(app: ASGIApp, runtime: Runtime) -> ASGIApp:
-    config = runtime.config
-    return CSRFMiddleware(
-        app,
-        config=config.csrf,
-        keyring=runtime.keyring,
-        identity=config.csrf_identity,
-        auditor=runtime.auditor,
-        proxies=runtime.proxies,
-        clock=config.clock,
-        production=runtime.production,
-    )
-
-
-def _sessions(app: ASGIApp, runtime: Runtime) -> ASGIApp:
-    return SessionMiddleware(app, bastion=runtime)
-
-
-def _rate_limit(app: ASGIApp, runtime: Runtime) -> ASGIApp:
-    from bastion.asgi.ratelimit import (  # noqa: PLC0415 (optional layer)
-        RateLimitMiddleware,
-        client_ip_key,
-    )
-
-    return RateLimitMiddleware(
-        app, runtime.limiter, runtime.config.rate_limits, key=client_ip_key(runtime.proxies)
-    )
-
-
-def _cors(app: ASGIApp, runtime: Runtime) -> ASGIApp:
+def _cors() -> Callable[..., ASGIApp]:
     from bastion.asgi.cors import CORSMiddleware  # noqa: PLC0415 (optional layer)
 
-    config = runtime.config
-    if config.cors is None:  # pragma: no cover (compose() checks)
-        return app
-    return CORSMiddleware(
-        app,
-        config.cors,
-        auditor=runtime.auditor,
-        proxies=runtime.proxies,
-        clock=config.clock,
-        production=runtime.production,
-    )
+    return CORSMiddleware
 
 
-def _headers(app: ASGIApp, runtime: Runtime) -> ASGIApp:
-    config = runtime.config
-    if config.headers is None:  # pragma: no cover (compose() checks)
-        return app
-    return SecurityHeadersMiddleware(
-        app,
-        config.headers,
-        overrides=dict(config.header_routes) or None,
-        auditor=runtime.auditor,
-        proxies=runtime.proxies,
-        clock=config.clock,
-        production=runtime.production,
-    )
+def _rate_limit() -> Callable[..., ASGIApp]:
+    from bastion.asgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415 (optional layer)
+
+    return RateLimitMiddleware
 
 
 _LAYERS: Layers[ASGIApp] = Layers(
-    headers=_headers, cors=_cors, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
+    headers=SecurityHeadersMiddleware,
+    cors=_cors,
+    rate_limit=_rate_limit,
+    sessions=SessionMiddleware,
+    csrf=CSRFMiddleware,
 )

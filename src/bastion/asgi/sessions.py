@@ -46,14 +46,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from bastion.core.clock import system_clock
-from bastion.core.environment import is_production
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
-from bastion.core.sessions import SessionConfig
 from bastion.core.vary import add_vary
 from bastion.engine.sessions import Session, SessionEngine, SessionInfo
 from bastion.errors import ConfigurationError, StoreUnavailable
-from bastion.runtime import as_runtime
-from bastion.stores.url import open_store
+from bastion.runtime import session_engine as build_session_engine
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,7 +61,7 @@ if TYPE_CHECKING:
     from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
-    from bastion.core.sessions import SessionRecord
+    from bastion.core.sessions import SessionConfig, SessionRecord
     from bastion.engine.sessions import SaveResult
     from bastion.runtime import Runtime
     from bastion.stores.base import Store
@@ -125,44 +122,18 @@ class SessionMiddleware:
         proxies: TrustedProxies | None = None,
     ) -> None:
         self.app = app
-        if bastion is not None:
-            if store is not None or config is not None or keyring is not None:
-                raise ConfigurationError(
-                    "SessionMiddleware(bastion=...) takes the store, sessions and key ring "
-                    "from the Bastion configuration; do not pass them again",
-                    setting="bastion",
-                )
-            runtime = as_runtime(bastion)
-            if runtime.sessions is None:
-                raise ConfigurationError(
-                    "SessionMiddleware(bastion=...) needs Bastion(store=...)", setting="store"
-                )
-            self.engine = runtime.sessions
-            proxies = runtime.proxies
-        else:
-            if store is None:
-                raise ConfigurationError(
-                    "SessionMiddleware needs store= (a Store or a URL) or bastion=",
-                    setting="store",
-                )
-            config = SessionConfig() if config is None else config
-            if not isinstance(config, SessionConfig):
-                raise ConfigurationError("config must be a SessionConfig", setting="config")
-            config.check_environment(
-                production=is_production() if production is None else production
-            )
-            if isinstance(store, str):
-                store = open_store(store, clock=clock)
-            self.engine = SessionEngine(
-                store,
-                config=config,
-                keyring=keyring,
-                auditor=auditor,
-                clock=clock,
-                user_loader=user_loader,
-                session_filter=session_filter,
-            )
-        self._proxies = proxies if proxies is not None and proxies.trusts_any else None
+        self.engine, self._proxies = build_session_engine(
+            bastion,
+            store=store,
+            config=config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            production=production,
+            user_loader=user_loader,
+            session_filter=session_filter,
+            proxies=proxies,
+        )
         sync = self.engine.sync_store
         local = sync is not None and sync.local
         if preload is False and sync is None:

@@ -217,18 +217,14 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
     return runtime
 
 
-def _unchanged(app: WSGIApp, runtime: Runtime) -> WSGIApp:  # noqa: ARG001 (a Layers builder)
-    return app
-
-
 # Sessions are Flask's session interface and CSRF the extension above; the WSGI layers add the
 # rest around app.wsgi_app.
 _OUTER: Final[Layers[WSGIApp]] = Layers(
     headers=LAYERS.headers,
     cors=LAYERS.cors,
     rate_limit=LAYERS.rate_limit,
-    sessions=_unchanged,
-    csrf=_unchanged,
+    sessions=None,
+    csrf=None,
 )
 
 

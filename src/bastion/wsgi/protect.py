@@ -22,6 +22,8 @@ from bastion.wsgi.headers import SecurityHeadersMiddleware
 from bastion.wsgi.sessions import SessionMiddleware
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bastion.config import Bastion
     from bastion.wsgi.types import WSGIApp
 
@@ -33,67 +35,23 @@ def protect(app: WSGIApp, config: Bastion | Runtime) -> WSGIApp:
     return as_runtime(config).compose(app, LAYERS)
 
 
-def _csrf(app: WSGIApp, runtime: Runtime) -> WSGIApp:
-    config = runtime.config
-    return CSRFMiddleware(
-        app,
-        config=config.csrf,
-        keyring=runtime.keyring,
-        identity=config.csrf_identity,
-        auditor=runtime.auditor,
-        proxies=runtime.proxies,
-        clock=config.clock,
-        production=runtime.production,
-    )
-
-
-def _sessions(app: WSGIApp, runtime: Runtime) -> WSGIApp:
-    return SessionMiddleware(app, bastion=runtime)
-
-
-def _rate_limit(app: WSGIApp, runtime: Runtime) -> WSGIApp:
-    from bastion.wsgi.ratelimit import (  # noqa: PLC0415 (optional layer)
-        RateLimitMiddleware,
-        client_ip_key,
-    )
-
-    return RateLimitMiddleware(
-        app, runtime.limiter, runtime.config.rate_limits, key=client_ip_key(runtime.proxies)
-    )
-
-
-def _cors(app: WSGIApp, runtime: Runtime) -> WSGIApp:
+def _cors() -> Callable[..., WSGIApp]:
     from bastion.wsgi.cors import CORSMiddleware  # noqa: PLC0415 (optional layer)
 
-    config = runtime.config
-    if config.cors is None:  # pragma: no cover (compose() checks)
-        return app
-    return CORSMiddleware(
-        app,
-        config.cors,
-        auditor=runtime.auditor,
-        proxies=runtime.proxies,
-        clock=config.clock,
-        production=runtime.production,
-    )
+    return CORSMiddleware
 
 
-def _headers(app: WSGIApp, runtime: Runtime) -> WSGIApp:
-    config = runtime.config
-    if config.headers is None:  # pragma: no cover (compose() checks)
-        return app
-    return SecurityHeadersMiddleware(
-        app,
-        config.headers,
-        overrides=dict(config.header_routes) or None,
-        auditor=runtime.auditor,
-        proxies=runtime.proxies,
-        clock=config.clock,
-        production=runtime.production,
-    )
+def _rate_limit() -> Callable[..., WSGIApp]:
+    from bastion.wsgi.ratelimit import RateLimitMiddleware  # noqa: PLC0415 (optional layer)
+
+    return RateLimitMiddleware
 
 
 LAYERS: Layers[WSGIApp] = Layers(
-    headers=_headers, cors=_cors, rate_limit=_rate_limit, sessions=_sessions, csrf=_csrf
+    headers=SecurityHeadersMiddleware,
+    cors=_cors,
+    rate_limit=_rate_limit,
+    sessions=SessionMiddleware,
+    csrf=CSRFMiddleware,
 )
-"""The WSGI layers; :func:`bastion.flask.protect` reuses ``headers`` and ``rate_limit``."""
+"""The WSGI layers; :func:`bastion.flask.protect` reuses all but sessions and CSRF."""

@@ -19,14 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import system_clock
-from bastion.core.environment import is_production
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
-from bastion.core.sessions import SessionConfig
 from bastion.core.vary import add_vary_text
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
-from bastion.runtime import as_runtime
-from bastion.stores.url import open_store
+from bastion.runtime import session_engine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -36,7 +33,7 @@ if TYPE_CHECKING:
     from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing, SecretKey
-    from bastion.core.sessions import SessionRecord
+    from bastion.core.sessions import SessionConfig, SessionRecord
     from bastion.runtime import Runtime
     from bastion.stores.base import Store
     from bastion.wsgi.types import Environ, StartResponse, WSGIApp
@@ -70,21 +67,18 @@ def build_engine(
     session_filter: Callable[[SessionRecord], bool] | None = None,
 ) -> SessionEngine:
     """A session engine for a synchronous app: checks the config and that the store has a sync
-    side. Shared by the WSGI middleware and the Flask extension."""
-    config = SessionConfig() if config is None else config
-    if not isinstance(config, SessionConfig):
-        raise ConfigurationError("config must be a SessionConfig", setting="config")
-    config.check_environment(production=is_production() if production is None else production)
-    if isinstance(store, str):
-        store = open_store(store, clock=clock)
-    engine = SessionEngine(
-        store,
+    side."""
+    engine, _ = session_engine(
+        None,
+        store=store,
         config=config,
         keyring=keyring,
         auditor=auditor,
         clock=clock,
+        production=production,
         user_loader=user_loader,
         session_filter=session_filter,
+        proxies=None,
     )
     return sync_engine(engine)
 
@@ -179,32 +173,19 @@ class SessionMiddleware:
         proxies: TrustedProxies | None = None,
     ) -> None:
         self.app = app
-        if bastion is not None:
-            if store is not None or config is not None or keyring is not None:
-                raise ConfigurationError(
-                    "SessionMiddleware(bastion=...) takes the store, sessions and key ring "
-                    "from the Bastion configuration; do not pass them again",
-                    setting="bastion",
-                )
-            runtime = as_runtime(bastion)
-            self.engine = sync_engine(runtime.sessions)
-            proxies = runtime.proxies
-        elif store is None:
-            raise ConfigurationError(
-                "SessionMiddleware needs store= (a Store or a URL) or bastion=", setting="store"
-            )
-        else:
-            self.engine = build_engine(
-                store=store,
-                config=config,
-                keyring=keyring,
-                auditor=auditor,
-                clock=clock,
-                production=production,
-                user_loader=user_loader,
-                session_filter=session_filter,
-            )
-        self.proxies = proxies if proxies is not None and proxies.trusts_any else None
+        engine, self.proxies = session_engine(
+            bastion,
+            store=store,
+            config=config,
+            keyring=keyring,
+            auditor=auditor,
+            clock=clock,
+            production=production,
+            user_loader=user_loader,
+            session_filter=session_filter,
+            proxies=proxies,
+        )
+        self.engine = sync_engine(engine)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine
