@@ -194,3 +194,17 @@ def test_from_env_with_another_prefix() -> None:
     assert config.store == "memory://"
     with pytest.raises(ConfigurationError, match="prefix must be upper-case"):
         Bastion.from_env({}, prefix="app")
+
+
+def test_the_documented_variables_are_the_ones_read() -> None:
+    """docs/configuration.md lists exactly the variables from_env() reads."""
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from bastion.config import _ENV_NAMES  # noqa: PLC0415
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    section = page.read_text(encoding="utf-8").split("## From the environment", 1)[1]
+    rows = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("|")]
+    documented = set(re.findall(r"`BASTION_([A-Z_]+?)(?:_FILE)?`", "\n".join(rows)))
+    assert documented - {"ENV"} == set(_ENV_NAMES)
