@@ -1,22 +1,17 @@
 """CSRF protection for Flask: the WSGI :class:`~bastion.wsgi.csrf.CSRFMiddleware` around
 ``app.wsgi_app`` plus ``csrf_token()`` / ``csrf_input()`` in templates.
 
-::
+:func:`bastion.flask.protect` installs it, once, from the ``Bastion`` configuration::
 
-    from flask import Flask
-    from bastion.flask import Bastion, CSRF
-
-    app = Flask(__name__)
-    Bastion(app, store="sqlite:///app.db")   # sessions first: the token lives in the session
-    CSRF(app)
+    runtime = bastion.flask.protect(app, bastion.Bastion(store="sqlite:///app.db", ...))
 
     # template: <form method="post">{{ csrf_input() }} ...</form>
     # JavaScript: fetch(url, {method: "POST", headers: {"X-CSRF-Token": "{{ csrf_token() }}"}})
 
 The checks run before Flask sees the request, so a refusal costs no view, no session save and
-no form parsing; a form body read to find the token is handed to Flask unchanged. Settings come
-from the arguments, else ``app.config["BASTION_CSRF_CONFIG"]`` (a
-:class:`~bastion.core.csrf.CSRFConfig`).
+no form parsing; a form body read to find the token is handed to Flask unchanged. :class:`CSRF`
+is the layer alone, for an app that wires Flask itself (``CSRF(app, config=..., keyring=...)``);
+with ``TokenSource.SESSION`` it needs bastion's sessions on the app first.
 """
 
 from __future__ import annotations
@@ -50,7 +45,8 @@ _EXTENSION: Final = "bastion.csrf"
 class CSRF:
     """The Flask CSRF extension: ``CSRF(app)`` or ``CSRF().init_app(app)``.
 
-    With ``TokenSource.SESSION`` (default) set up :class:`bastion.flask.Bastion` first.
+    With ``TokenSource.SESSION`` (default) bastion's sessions must be on the app first
+    (:func:`bastion.flask.protect` does both in order).
     ``proxies`` is the app's :class:`~bastion.core.client.TrustedProxies` (see the WSGI
     middleware).
     """
@@ -79,26 +75,24 @@ class CSRF:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        config = self._config or app.config.get("BASTION_CSRF_CONFIG") or CSRFConfig()
+        config = self._config or CSRFConfig()
         if not isinstance(config, CSRFConfig):
-            raise ConfigurationError(
-                "BASTION_CSRF_CONFIG must be a CSRFConfig", setting="BASTION_CSRF_CONFIG"
-            )
+            raise ConfigurationError("config must be a CSRFConfig", setting="config")
         engine = None
         if config.token_source is TokenSource.SESSION:
             extension = app.extensions.get("bastion")
             engine = getattr(extension, "engine", None)
             if engine is None:
                 raise ConfigurationError(
-                    "CSRF with token_source=SESSION keeps its secret in bastion's session: call "
-                    "bastion.flask.Bastion(app, store=...) before CSRF(app), or use "
-                    "token_source=TokenSource.DOUBLE_SUBMIT with a keyring",
+                    "CSRF with token_source=SESSION keeps its secret in bastion's session: use "
+                    "bastion.flask.protect(app, Bastion(store=...)), which sets up sessions "
+                    "first, or token_source=TokenSource.DOUBLE_SUBMIT with a keyring",
                     setting="token_source",
                 )
         self.middleware = CSRFMiddleware(
             app.wsgi_app,
             config=config,
-            keyring=self._keyring or app.config.get("BASTION_KEYRING"),
+            keyring=self._keyring,
             identity=self._identity,
             auditor=self._auditor,
             clock=self._clock,
@@ -135,7 +129,8 @@ def csrf_token() -> str:
         session = flask_session._get_current_object()  # type: ignore[attr-defined]
         if not isinstance(session, Session):
             raise ConfigurationError(
-                "flask.session is not a bastion session; set up bastion.flask.Bastion",
+                "flask.session is not a bastion session; use bastion.flask.protect(app, "
+                "Bastion(store=...))",
                 setting="extension",
             )
         return mask_secret(secret_from_text(session.csrf_secret))

@@ -10,7 +10,7 @@ Outage: a store failure while the session is read or saved answers ``503`` with 
 (JSON when the client's ``Accept`` asks for it) and an audit event, never a fresh session and
 never a 500 traceback.
 
-For Flask, use :class:`bastion.flask.Bastion`, which plugs the same engine into
+For Flask, use :func:`bastion.flask.protect`, which plugs the same engine into
 ``flask.session``.
 """
 
@@ -250,7 +250,7 @@ def get_session(environ: Environ) -> Session:
     if not isinstance(session, Session):
         raise ConfigurationError(
             "no bastion session in this environ; wrap the app in "
-            "bastion.wsgi.SessionMiddleware (or use bastion.flask.Bastion for Flask)",
+            "bastion.wsgi.SessionMiddleware (or use bastion.flask.protect for Flask)",
             setting="middleware",
         )
     return session
