@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.core.client import TrustedProxies
 from bastion.core.ratelimit import (
     MICROS,
-    ClientIP,
     Decision,
     Rate,
     State,
@@ -244,7 +244,7 @@ def test_decode_state_is_total(text: str) -> None:
 
 
 def test_client_ip_ignores_headers_from_untrusted_peers() -> None:
-    resolver = ClientIP(["10.0.0.0/8"])
+    resolver = TrustedProxies(["10.0.0.0/8"])
     assert resolver.key("203.0.113.9", ["1.2.3.4"]) == "203.0.113.9"
     assert resolver.key("10.0.0.1", ["1.2.3.4"]) == "1.2.3.4"
     # spoofed leftmost entries are skipped: the first untrusted hop from the right wins
@@ -258,7 +258,7 @@ def test_client_ip_ignores_headers_from_untrusted_peers() -> None:
 
 
 def test_client_ip_forwarded_header() -> None:
-    resolver = ClientIP(["::1"], header="forwarded")
+    resolver = TrustedProxies(["::1"], header="forwarded")
     value = 'for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https'
     assert resolver.key("::1", [value]) == "2001:db8:cafe::/64"
     assert resolver.key("::1", ["for=192.0.2.60:8080"]) == "192.0.2.60"
@@ -266,19 +266,23 @@ def test_client_ip_forwarded_header() -> None:
 
 
 def test_ipv6_grouped_by_prefix() -> None:
-    assert ClientIP().key("2001:db8::1") == ClientIP().key("2001:db8::ffff:1") == "2001:db8::/64"
-    assert ClientIP(ipv6_prefix=48).key("2001:db8:1:2::1") == "2001:db8:1::/48"
-    assert ClientIP(ipv6_prefix=128).key("2001:db8::1") == "2001:db8::1"
-    assert ClientIP().key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert (
+        TrustedProxies().key("2001:db8::1")
+        == TrustedProxies().key("2001:db8::ffff:1")
+        == "2001:db8::/64"
+    )
+    assert TrustedProxies(ipv6_prefix=48).key("2001:db8:1:2::1") == "2001:db8:1::/48"
+    assert TrustedProxies(ipv6_prefix=128).key("2001:db8::1") == "2001:db8::1"
+    assert TrustedProxies().key("::ffff:192.0.2.1") == "192.0.2.1"
     with pytest.raises(ConfigurationError, match="ipv6_prefix"):
-        ClientIP(ipv6_prefix=0)
+        TrustedProxies(ipv6_prefix=0)
     with pytest.raises(ConfigurationError, match="trusted proxy"):
-        ClientIP(["nope"])
+        TrustedProxies(["nope"])
 
 
 @given(st.text(max_size=30), st.lists(st.text(max_size=40), max_size=3))
 def test_client_ip_is_total(peer: str, values: list[str]) -> None:
-    key = ClientIP(["0.0.0.0/0", "::/0"]).key(peer, values)
+    key = TrustedProxies(["0.0.0.0/0", "::/0"]).key(peer, values)
     assert key is None or isinstance(key, str)
 
 

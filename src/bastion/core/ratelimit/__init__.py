@@ -19,7 +19,6 @@ The names are re-exported here.
 
 from __future__ import annotations
 
-from bastion.core.client import TrustedProxies
 from bastion.core.ratelimit.algorithms import (
     STEP_FUNCTIONS,
     Decision,
@@ -73,7 +72,6 @@ __all__ = [
     "MAX_SCALED",
     "MICROS",
     "STEP_FUNCTIONS",
-    "ClientIP",
     "Decision",
     "FailurePolicy",
     "KeyFunc",
@@ -112,6 +110,3 @@ __all__ = [
     "tightest",
     "user_key",
 ]
-
-ClientIP = TrustedProxies
-"""The old name of :class:`~bastion.core.client.TrustedProxies`, kept while callers move."""
