@@ -192,6 +192,14 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
     * security headers, CORS and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
       of :mod:`bastion.runtime`; ``csp_nonce()`` in templates.
     """
+    if _EXTENSION in app.extensions:
+        # A second call would stack a second CSRF check and a second set of layers (and, from a
+        # Bastion, a second runtime with its own store) around the first.
+        raise ConfigurationError(
+            f"bastion.flask.protect() was already called on the Flask app {app.name!r}; call "
+            "it once (build the configuration once and pass it, or its runtime, to that call)",
+            setting="app",
+        )
     runtime = as_runtime(config)
     engine = None
     if runtime.sessions is not None:

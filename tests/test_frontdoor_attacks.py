@@ -1,0 +1,170 @@
+"""Attacks on the front door (``Bastion``, ``Runtime``, ``protect``): each test is a way a
+configuration or a lifespan could slip past a check, leak a secret or leave a store open."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import bastion
+import bastion.asgi
+import bastion.flask
+from bastion import Bastion, ConfigurationError, Environment, KeyRing
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from starlette.requests import Request
+
+KEYRING = KeyRing.generate()
+WEAK = "short-secret"
+
+
+# -- Bastion.from_env ---------------------------------------------------------------------------
+
+
+def test_from_env_environment_given_as_text_still_refuses_a_weak_key() -> None:
+    # environment="production" (text, as Bastion(environment=...) accepts) must mean the same
+    # as ENV=production: the key length check ran as development before.
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion.from_env({"BASTION_SECRET_KEY": WEAK}, environment="production")
+    assert caught.value.setting == "BASTION_SECRET_KEY[0]"
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion.from_env({}, environment="production")
+    assert caught.value.setting == "BASTION_SECRET_KEY"
+
+
+def test_from_env_bad_environment_text_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion.from_env({}, environment="prod")
+    assert caught.value.setting == "environment"
+
+
+def test_secret_file_that_is_not_text_is_a_configuration_error_without_its_bytes(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\xff\xfe" + b"k" * 40)
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion.from_env({"BASTION_SECRET_KEY_FILE": str(secret)})
+    assert caught.value.setting == "BASTION_SECRET_KEY_FILE"
+    assert "0xff" not in str(caught.value)
+    assert "kkkk" not in str(caught.value)
+
+
+def test_secret_file_is_read_with_a_bound(tmp_path: Path) -> None:
+    # A mistaken path (a log file, /dev/zero) must not be read whole into memory as a "key".
+    big = tmp_path / "big"
+    big.write_bytes(b"k" * (1 << 20))
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion.from_env({"BASTION_SECRET_KEY_FILE": str(big)})
+    assert caught.value.setting == "BASTION_SECRET_KEY_FILE"
+    assert "kkkk" not in str(caught.value)
+
+
+def test_secret_file_that_is_a_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion.from_env({"BASTION_SECRET_KEY_FILE": str(tmp_path)})
+    assert caught.value.setting == "BASTION_SECRET_KEY_FILE"
+
+
+# -- Runtime in production ----------------------------------------------------------------------
+
+
+def test_a_weak_key_ring_built_outside_production_is_refused_by_a_production_runtime() -> None:
+    # KeyRing.from_secrets() checks the length against the process's ENV; Bastion(environment=
+    # PRODUCTION) must hold the ring to the production rule too.
+    ring = KeyRing.from_secrets([WEAK], production=False)
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion(keyring=ring, store="memory://", environment=Environment.PRODUCTION).build()
+    assert caught.value.setting == "keyring"
+
+
+# -- ASGI lifespan --------------------------------------------------------------------------------
+
+
+def lifespan_app(*, fail: str) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if fail == "startup":
+            raise RuntimeError("database migration failed")
+        yield
+        if fail == "shutdown":
+            raise RuntimeError("flush failed")
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("home")
+
+    return Starlette(routes=[Route("/", home)], lifespan=lifespan)
+
+
+async def run_lifespan(app: Any, messages: list[dict[str, Any]]) -> list[str]:
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    with contextlib.suppress(RuntimeError):
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fail", ["startup", "shutdown"])
+async def test_a_failed_lifespan_still_closes_the_runtime_protect_built(
+    tmp_path: Path, fail: str
+) -> None:
+    app = bastion.asgi.protect(
+        lifespan_app(fail=fail), Bastion(store=f"sqlite:///{tmp_path}/a.db", keyring=KEYRING)
+    )
+    runtime: bastion.Runtime = app.runtime  # type: ignore[attr-defined]
+    assert runtime.store is not None
+    sent = await run_lifespan(app, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    assert sent[-1] == f"lifespan.{fail}.failed"
+    with pytest.raises(bastion.StoreError):
+        await runtime.store.get("k")  # closed: the server exits, nothing else would close it
+
+
+@pytest.mark.asyncio
+async def test_closing_a_runtime_twice_is_harmless(tmp_path: Path) -> None:
+    runtime = Bastion(store=f"sqlite:///{tmp_path}/a.db", keyring=KEYRING).build()
+    await runtime.aclose()
+    await runtime.aclose()
+    runtime.close()
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_never_closes_a_store_the_caller_passed(tmp_path: Path) -> None:
+    from bastion.stores.url import open_store  # noqa: PLC0415
+
+    store = open_store(f"sqlite:///{tmp_path}/a.db")
+    runtime = Bastion(store=store, keyring=KEYRING).build()
+    await runtime.aclose()
+    assert await store.get("k") is None  # still open
+    await store.aclose()
+
+
+# -- Flask --------------------------------------------------------------------------------------
+
+
+def test_flask_protect_twice_on_one_app_is_refused() -> None:
+    # A second protect() would stack a second CSRF check and a second runtime (a second store
+    # for "memory://") around the first, with the sessions on one and the rate limits on other.
+    app = Flask(__name__)
+    config = Bastion(store="memory://", keyring=KEYRING)
+    bastion.flask.protect(app, config)
+    wsgi_app = app.wsgi_app
+    with pytest.raises(ConfigurationError) as caught:
+        bastion.flask.protect(app, config)
+    assert caught.value.setting == "app"
+    assert app.wsgi_app is wsgi_app
