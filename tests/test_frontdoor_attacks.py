@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+import flask
+import httpx
 import pytest
+import werkzeug.test
 from flask import Flask
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -15,7 +18,14 @@ from starlette.routing import Route
 import bastion
 import bastion.asgi
 import bastion.flask
-from bastion import Bastion, ConfigurationError, Environment, KeyRing
+import bastion.wsgi
+from bastion import Bastion, ConfigurationError, Environment, KeyRing, TrustedProxies
+from bastion.asgi import get_session
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import system_clock
+from bastion.stores.memory import MemoryStore
+from bastion.testing.audit import RecordingAuditSink
+from bastion.testing.csrf import browser_headers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -168,3 +178,134 @@ def test_flask_protect_twice_on_one_app_is_refused() -> None:
         bastion.flask.protect(app, config)
     assert caught.value.setting == "app"
     assert app.wsgi_app is wsgi_app
+
+
+# -- Proxies --------------------------------------------------------------------------------------
+
+HTTPS = "https://testserver"
+FORWARDED_PROXIES = TrustedProxies(["10.0.0.0/8"], header="forwarded")
+LIE = {"Forwarded": "for=203.0.113.9", "X-Forwarded-For": "198.51.100.66"}
+
+
+def login_app() -> Starlette:
+    async def sign_in(request: Request) -> PlainTextResponse:
+        get_session(request).login("ada")
+        return PlainTextResponse("in")
+
+    return Starlette(routes=[Route("/login", sign_in, methods=["POST"])])
+
+
+async def registry_ips(runtime: bastion.Runtime) -> list[str]:
+    assert runtime.sessions is not None
+    return sorted(info.ip or "-" for info in await runtime.sessions.list_sessions("ada"))
+
+
+@pytest.mark.asyncio
+async def test_forwarded_header_reaches_the_asgi_session_registry_only_from_a_proxy() -> None:
+    runtime = Bastion(
+        store=MemoryStore(), keyring=KEYRING, proxies=FORWARDED_PROXIES, environment="test"
+    ).build()
+    app = bastion.asgi.protect(login_app(), runtime)
+    headers = {**browser_headers(HTTPS), **LIE}
+    for peer in ("10.0.0.5", "192.0.2.50"):  # a proxy, then a client forging both headers
+        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=HTTPS) as http:
+            assert (await http.post("/login", headers=headers)).status_code == 200
+    assert await registry_ips(runtime) == ["192.0.2.50", "203.0.113.9"]
+
+
+def wsgi_login(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    bastion.wsgi.get_session(environ).login("ada")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"in"]
+
+
+def flask_login_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.post("/login")
+    def sign_in() -> str:
+        flask.session.login("ada")  # type: ignore[attr-defined]
+        return "in"
+
+    return app
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("adapter", ["wsgi", "flask"])
+async def test_forwarded_header_reaches_the_wsgi_session_registry_only_from_a_proxy(
+    adapter: str,
+) -> None:
+    runtime = Bastion(
+        store=MemoryStore(), keyring=KEYRING, proxies=FORWARDED_PROXIES, environment="test"
+    ).build()
+    if adapter == "wsgi":
+        app: Any = bastion.wsgi.protect(wsgi_login, runtime)
+    else:
+        app = flask_login_app()
+        bastion.flask.protect(app, runtime)
+    headers = {**browser_headers(HTTPS), **LIE}
+    for peer in ("10.0.0.5", "192.0.2.50"):
+        client = werkzeug.test.Client(app)
+        answer = client.post(
+            "/login", base_url=HTTPS, headers=headers, environ_base={"REMOTE_ADDR": peer}
+        )
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert await registry_ips(runtime) == ["192.0.2.50", "203.0.113.9"]
+
+
+@pytest.mark.asyncio
+async def test_a_forged_forwarding_header_never_reaches_audit_events() -> None:
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(KEYRING), system_clock, sink)
+    config = Bastion(
+        store=MemoryStore(),
+        keyring=KEYRING,
+        auditor=auditor,
+        proxies=FORWARDED_PROXIES,
+        environment="test",
+    )
+    app = bastion.asgi.protect(login_app(), config)
+    forged = {"Sec-Fetch-Site": "cross-site", **LIE}
+    for peer in ("192.0.2.50", "10.0.0.5"):
+        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=HTTPS) as http:
+            assert (await http.post("/login", headers=forged)).status_code == 403
+    hasher = IdentifierHasher(KEYRING)
+    seen = [e.client_ip for e in sink.events if e.name == "malicious_csrf"]
+    assert seen == [
+        hasher.hash("192.0.2.50", kind="client_ip"),
+        hasher.hash("203.0.113.9", kind="client_ip"),
+    ]
+
+
+# -- SessionMiddleware(bastion=...) -------------------------------------------------------------
+
+
+def _refuse_all(record: Any) -> bool:
+    return False
+
+
+@pytest.mark.parametrize("family", ["asgi", "wsgi"])
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("session_filter", _refuse_all),
+        ("user_loader", str),
+        ("proxies", TrustedProxies(["10.0.0.0/8"])),
+        ("auditor", Auditor(IdentifierHasher(KEYRING), system_clock, RecordingAuditSink())),
+        ("production", False),
+    ],
+)
+def test_session_middleware_with_bastion_refuses_arguments_it_would_ignore(
+    family: str, setting: str, value: Any
+) -> None:
+    # With bastion= the runtime's engine is served; a session_filter (say, one refusing revoked
+    # sessions) or proxies passed beside it were silently dropped.
+    runtime = Bastion(store=MemoryStore(), keyring=KEYRING, environment="test").build()
+    middleware: Any = (
+        bastion.asgi.SessionMiddleware if family == "asgi" else bastion.wsgi.SessionMiddleware
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        middleware(wsgi_login, bastion=runtime, **{setting: value})
+    assert caught.value.setting == setting

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bastion.core.audit import Auditor
+from bastion.core.clock import system_clock
 from bastion.core.csrf import TokenSource
 from bastion.core.environment import is_production
 from bastion.core.keys import MIN_SECRET_BYTES, KeyRing
@@ -350,6 +351,25 @@ def session_engine(
                 "Bastion configuration; do not pass them again",
                 setting="bastion",
             )
+        # The runtime's engine is served as built: a hook, proxies or auditor passed beside
+        # bastion= would be dropped without a word (a session_filter refusing revoked sessions
+        # among them), so each is refused by name.
+        ignored = {
+            "auditor": auditor is not None,
+            "clock": clock is not system_clock,
+            "production": production is not None,
+            "user_loader": user_loader is not None,
+            "session_filter": session_filter is not None,
+            "proxies": proxies is not None,
+        }
+        for name, given in ignored.items():
+            if given:
+                field = "environment" if name == "production" else name
+                raise ConfigurationError(
+                    f"SessionMiddleware(bastion=...) takes {name} from the Bastion "
+                    f"configuration; pass Bastion({field}=...) instead of {name}= here",
+                    setting=name,
+                )
         runtime = as_runtime(bastion)
         if runtime.sessions is None:
             raise ConfigurationError(
