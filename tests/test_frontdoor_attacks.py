@@ -309,3 +309,29 @@ def test_session_middleware_with_bastion_refuses_arguments_it_would_ignore(
     with pytest.raises(ConfigurationError) as caught:
         middleware(wsgi_login, bastion=runtime, **{setting: value})
     assert caught.value.setting == setting
+
+
+def test_a_refused_flask_protect_leaves_the_app_as_it_was() -> None:
+    # The CSRF layer refuses log_only in production after protect() had already swapped in
+    # bastion's sessions: an app that caught the error served cookie sessions with no CSRF
+    # check, and a corrected second call was refused as "already called".
+    from bastion.core.csrf import CSRFConfig  # noqa: PLC0415
+
+    app = flask_login_app()
+    interface, wsgi_app = app.session_interface, app.wsgi_app
+    refused = Bastion(
+        store=MemoryStore(),
+        keyring=KEYRING,
+        csrf=CSRFConfig(log_only=True),
+        environment=Environment.PRODUCTION,
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        bastion.flask.protect(app, refused)
+    assert caught.value.setting == "log_only"
+    assert app.session_interface is interface
+    assert app.wsgi_app == wsgi_app
+    assert "bastion" not in app.extensions
+    runtime = bastion.flask.protect(app, refused.replace(csrf=CSRFConfig()))
+    answer = werkzeug.test.Client(app).post("/login", base_url=HTTPS)
+    assert answer.status_code == 403  # CSRF on: no browser headers, no token
+    assert runtime.sessions is not None
