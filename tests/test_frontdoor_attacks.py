@@ -335,3 +335,44 @@ def test_a_refused_flask_protect_leaves_the_app_as_it_was() -> None:
     answer = werkzeug.test.Client(app).post("/login", base_url=HTTPS)
     assert answer.status_code == 403  # CSRF on: no browser headers, no token
     assert runtime.sessions is not None
+
+
+def test_secret_file_symlink_loop_and_device_are_configuration_errors(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for path in (str(loop), "/dev/zero"):
+        with pytest.raises(ConfigurationError) as caught:
+            Bastion.from_env({"BASTION_SECRET_KEY_FILE": path})
+        assert caught.value.setting == "BASTION_SECRET_KEY_FILE"
+
+
+@pytest.mark.asyncio
+async def test_an_app_raising_after_startup_still_has_its_runtime_closed(tmp_path: Path) -> None:
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        raise RuntimeError("crashed during shutdown, said nothing")
+
+    app = bastion.asgi.protect(raw, Bastion(store=f"sqlite:///{tmp_path}/a.db", keyring=KEYRING))
+    runtime: bastion.Runtime = app.runtime  # type: ignore[attr-defined]
+    assert runtime.store is not None
+    sent = await run_lifespan(app, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    assert sent == ["lifespan.startup.complete"]
+    with pytest.raises(bastion.StoreError):
+        await runtime.store.get("k")
+
+
+@pytest.mark.asyncio
+async def test_an_app_without_lifespan_support_keeps_its_runtime_open(tmp_path: Path) -> None:
+    # The server keeps serving such an app after its lifespan raised: the store must stay open.
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan here")
+
+    app = bastion.asgi.protect(raw, Bastion(store=f"sqlite:///{tmp_path}/a.db", keyring=KEYRING))
+    runtime: bastion.Runtime = app.runtime  # type: ignore[attr-defined]
+    assert runtime.store is not None
+    assert await run_lifespan(app, [{"type": "lifespan.startup"}]) == []
+    assert await runtime.store.get("k") is None
+    await runtime.aclose()
