@@ -376,3 +376,31 @@ async def test_an_app_without_lifespan_support_keeps_its_runtime_open(tmp_path: 
     assert await run_lifespan(app, [{"type": "lifespan.startup"}]) == []
     assert await runtime.store.get("k") is None
     await runtime.aclose()
+
+
+class _BrokenSink:
+    """An audit sink whose backend has gone away by shutdown."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def emit(self, event: Any) -> None:
+        if self.broken:
+            raise OSError("log shipper gone")
+
+
+@pytest.mark.asyncio
+async def test_a_failing_audit_flush_still_closes_the_store(tmp_path: Path) -> None:
+    from bastion.core.audit import Outcome  # noqa: PLC0415
+
+    sink = _BrokenSink()
+    auditor = Auditor(IdentifierHasher(KEYRING), system_clock, sink)
+    runtime = Bastion(store=f"sqlite:///{tmp_path}/a.db", keyring=KEYRING, auditor=auditor).build()
+    for _ in range(3):  # a flood: counted, its summary written at flush
+        auditor.emit("malicious_csrf", outcome=Outcome.BLOCKED, client_ip="192.0.2.1")
+    sink.broken = True
+    assert runtime.store is not None
+    with pytest.raises(OSError, match="log shipper gone"):
+        await runtime.aclose()
+    with pytest.raises(bastion.StoreError):
+        await runtime.store.get("k")

@@ -289,22 +289,28 @@ class Runtime:
     def close(self) -> None:
         """Flush the auditor's aggregated events and, when this runtime opened the store,
         release the calling thread's synchronous connections (the WSGI side)."""
-        self.auditor.flush()
-        if self._owns_store and self.store is not None:
-            sync = getattr(self.store, "sync", None)
-            if sync is not None:
-                sync.close()
+        try:
+            self.auditor.flush()  # an app's sink may fail here: the store is released anyway
+        finally:
+            if self._owns_store and self.store is not None:
+                sync = getattr(self.store, "sync", None)
+                if sync is not None:
+                    sync.close()
 
     async def aclose(self) -> None:
         """Flush the auditor and close the store if this runtime opened it (the store is
         unusable afterwards). ``bastion.asgi.protect`` calls this at lifespan shutdown."""
-        self.auditor.flush()
-        if self._limiter is not None:
-            await self._limiter.aclose()
-        if self._own_limiter_store is not None:
-            await self._own_limiter_store.aclose()
-        if self._owns_store and self.store is not None:
-            await self.store.aclose()
+        try:
+            self.auditor.flush()  # an app's sink may fail here: the stores are closed anyway
+        finally:
+            try:
+                if self._limiter is not None:
+                    await self._limiter.aclose()
+                if self._own_limiter_store is not None:
+                    await self._own_limiter_store.aclose()
+            finally:
+                if self._owns_store and self.store is not None:
+                    await self.store.aclose()
 
     def __repr__(self) -> str:
         return f"Runtime({self.config!r})"
