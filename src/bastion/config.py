@@ -256,7 +256,10 @@ class Bastion:
                 f"prefix must be upper-case letters, digits and '_' ending in '_', got {prefix!r}",
                 setting="prefix",
             )
-        environment = overrides.pop("environment", None) or current_environment(env)
+        environment = overrides.pop("environment", None)
+        # Normalized here, not only in __post_init__: the production checks below (the key's
+        # length, a missing key) must see environment="production" given as text.
+        environment = current_environment(env) if environment is None else _environment(environment)
         production = environment is Environment.PRODUCTION
         values: dict[str, Any] = {"environment": environment}
 
@@ -269,13 +272,7 @@ class Bastion:
                     setting=prefix + name,
                 )
             if path:
-                try:
-                    value = Path(path).read_text(encoding="utf-8").strip()
-                except OSError as error:
-                    raise ConfigurationError(
-                        f"{prefix}{name}_FILE={path!r} cannot be read ({error.strerror})",
-                        setting=prefix + name + "_FILE",
-                    ) from None
+                value = _read_setting_file(path, prefix + name + "_FILE")
                 if not value:
                     raise ConfigurationError(
                         f"{prefix}{name}_FILE={path!r} is empty", setting=prefix + name + "_FILE"
@@ -357,7 +354,39 @@ def _policy(value: object, setting: str, *, allow_none: bool = False) -> Any:
     )
 
 
+_MAX_SETTING_FILE_BYTES: Final = 64 * 1024
+
+
+def _read_setting_file(path: str, setting: str) -> str:
+    """The text of a ``*_FILE`` setting, stripped. Read with a bound (a mistaken path such as a
+    log file or ``/dev/zero`` is refused, not read whole into memory), and errors never quote
+    the file's content: it is meant to hold a secret."""
+    try:
+        with Path(path).open("rb") as file:
+            raw = file.read(_MAX_SETTING_FILE_BYTES + 1)
+    except OSError as error:
+        raise ConfigurationError(
+            f"{setting}={path!r} cannot be read ({error.strerror})", setting=setting
+        ) from None
+    if len(raw) > _MAX_SETTING_FILE_BYTES:
+        raise ConfigurationError(
+            f"{setting}={path!r} is larger than {_MAX_SETTING_FILE_BYTES} bytes; it should hold "
+            "one setting (a secret key is a single line)",
+            setting=setting,
+        )
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"{setting}={path!r} is not UTF-8 text; write the key as text "
+            "(`python -m bastion secret` prints one)",
+            setting=setting,
+        ) from None
+
+
 def _environment(value: object) -> Environment:
+    if isinstance(value, Environment):
+        return value
     if isinstance(value, str):
         try:
             return Environment(value.lower())

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bastion.core.audit import Auditor
+from bastion.core.clock import system_clock
 from bastion.core.csrf import TokenSource
 from bastion.core.environment import is_production
-from bastion.core.keys import KeyRing
+from bastion.core.keys import MIN_SECRET_BYTES, KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SessionEngine
 from bastion.errors import ConfigurationError
@@ -119,31 +120,36 @@ class Runtime:
             )
             self.keyring = KeyRing.generate()
         else:
+            if production:
+                _check_production_ring(config.keyring)
             self.keyring = config.keyring
         self.auditor = (
             config.auditor
             if config.auditor is not None
             else Auditor.default(self.keyring, config.clock)
         )
-        store = config.store
-        self._owns_store = isinstance(store, str)
-        self.store: Store | None = (
-            open_store(store, clock=config.clock) if isinstance(store, str) else store
-        )
+        # Every refusal comes before the store is opened: a refused configuration leaves no
+        # connection, pool or worker thread behind.
         _check_opt_outs(config, production=production)
         csrf = config.csrf
         session_tokens = csrf is not None and csrf.token_source is TokenSource.SESSION
-        if session_tokens and self.store is None:
+        if session_tokens and config.store is None:
             raise ConfigurationError(
                 "Bastion: CSRF tokens live in the session by default, so pass store= "
                 "(for example store='sqlite:///app.db'), or csrf=CSRFConfig(token_source="
                 "TokenSource.DOUBLE_SUBMIT), or csrf=None to turn CSRF off",
                 setting="store",
             )
+        sessions = config.sessions if config.sessions is not None else SessionConfig()
+        if config.store is not None:
+            sessions.check_environment(production=production)
+        store = config.store
+        self._owns_store = isinstance(store, str)
+        self.store: Store | None = (
+            open_store(store, clock=config.clock) if isinstance(store, str) else store
+        )
         self.sessions: SessionEngine | None = None
         if self.store is not None:
-            sessions = config.sessions if config.sessions is not None else SessionConfig()
-            sessions.check_environment(production=production)
             self.sessions = SessionEngine(
                 self.store,
                 config=sessions,
@@ -283,22 +289,28 @@ class Runtime:
     def close(self) -> None:
         """Flush the auditor's aggregated events and, when this runtime opened the store,
         release the calling thread's synchronous connections (the WSGI side)."""
-        self.auditor.flush()
-        if self._owns_store and self.store is not None:
-            sync = getattr(self.store, "sync", None)
-            if sync is not None:
-                sync.close()
+        try:
+            self.auditor.flush()  # an app's sink may fail here: the store is released anyway
+        finally:
+            if self._owns_store and self.store is not None:
+                sync = getattr(self.store, "sync", None)
+                if sync is not None:
+                    sync.close()
 
     async def aclose(self) -> None:
         """Flush the auditor and close the store if this runtime opened it (the store is
         unusable afterwards). ``bastion.asgi.protect`` calls this at lifespan shutdown."""
-        self.auditor.flush()
-        if self._limiter is not None:
-            await self._limiter.aclose()
-        if self._own_limiter_store is not None:
-            await self._own_limiter_store.aclose()
-        if self._owns_store and self.store is not None:
-            await self.store.aclose()
+        try:
+            self.auditor.flush()  # an app's sink may fail here: the stores are closed anyway
+        finally:
+            try:
+                if self._limiter is not None:
+                    await self._limiter.aclose()
+                if self._own_limiter_store is not None:
+                    await self._own_limiter_store.aclose()
+            finally:
+                if self._owns_store and self.store is not None:
+                    await self.store.aclose()
 
     def __repr__(self) -> str:
         return f"Runtime({self.config!r})"
@@ -345,6 +357,25 @@ def session_engine(
                 "Bastion configuration; do not pass them again",
                 setting="bastion",
             )
+        # The runtime's engine is served as built: a hook, proxies or auditor passed beside
+        # bastion= would be dropped without a word (a session_filter refusing revoked sessions
+        # among them), so each is refused by name.
+        ignored = {
+            "auditor": auditor is not None,
+            "clock": clock is not system_clock,
+            "production": production is not None,
+            "user_loader": user_loader is not None,
+            "session_filter": session_filter is not None,
+            "proxies": proxies is not None,
+        }
+        for name, given in ignored.items():
+            if given:
+                field = "environment" if name == "production" else name
+                raise ConfigurationError(
+                    f"SessionMiddleware(bastion=...) takes {name} from the Bastion "
+                    f"configuration; pass Bastion({field}=...) instead of {name}= here",
+                    setting=name,
+                )
         runtime = as_runtime(bastion)
         if runtime.sessions is None:
             raise ConfigurationError(
@@ -370,6 +401,19 @@ def session_engine(
             session_filter=session_filter,
         )
     return engine, proxies if proxies is not None and proxies.trusts_any else None
+
+
+def _check_production_ring(keyring: KeyRing) -> None:
+    """Refuse a ring holding a key shorter than ``MIN_SECRET_BYTES`` under production: the ring
+    may have been built while the process did not yet know it runs in production (the length
+    check of :class:`~bastion.core.keys.SecretKey` reads ``ENV`` when the key is made)."""
+    for index, key in enumerate(keyring.keys):
+        if len(key.reveal()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"Bastion(keyring=...) key {index} is shorter than {MIN_SECRET_BYTES} bytes, "
+                "refused under ENV=production; generate one with `bastion secret`",
+                setting="keyring",
+            )
 
 
 def _check_opt_outs(config: Bastion, *, production: bool) -> None:

@@ -16,7 +16,7 @@ or the session registry from the app), the caller owns it and closes it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
@@ -61,7 +61,11 @@ class BastionMiddleware:
 
 class _ClosesAtShutdown:
     """Closes the runtime ``protect()`` built once the app has finished its lifespan
-    shutdown (before the server is told it is complete)."""
+    shutdown (before the server is told it is complete), and when the lifespan fails
+    (``lifespan.startup.failed``, ``lifespan.shutdown.failed``, or an exception after startup
+    completed): the server exits then, and nothing else would close the store. An app that
+    raises on the lifespan scope before saying anything does not support lifespan; the server
+    keeps serving it, so the runtime stays open."""
 
     __slots__ = ("_app", "runtime")
 
@@ -74,13 +78,32 @@ class _ClosesAtShutdown:
             await self._app(scope, receive, send)
             return
         runtime = self.runtime
+        state = {"started": False, "closed": False}
+
+        async def close() -> None:
+            if not state["closed"]:
+                state["closed"] = True
+                await runtime.aclose()
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                await runtime.aclose()
+            kind = message["type"]
+            if kind == "lifespan.startup.complete":
+                state["started"] = True
+            elif kind in _FINAL_LIFESPAN_MESSAGES:
+                await close()
             await send(message)
 
-        await self._app(scope, receive, send_wrapper)
+        try:
+            await self._app(scope, receive, send_wrapper)
+        except BaseException:
+            if state["started"]:
+                await close()
+            raise
+
+
+_FINAL_LIFESPAN_MESSAGES: Final = frozenset(
+    {"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"}
+)
 
 
 def _cors() -> Callable[..., ASGIApp]:

@@ -42,6 +42,7 @@ from bastion.core.vary import merge_vary_text
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.flask._data import tuples_as_lists
+from bastion.flask.csrf import _EXTENSION as CSRF_EXTENSION
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.runtime import Layers, as_runtime
 from bastion.wsgi.headers import add_jinja2_globals as add_nonce_global
@@ -192,12 +193,36 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
     * security headers, CORS and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
       of :mod:`bastion.runtime`; ``csp_nonce()`` in templates.
     """
+    if _EXTENSION in app.extensions:
+        # A second call would stack a second CSRF check and a second set of layers (and, from a
+        # Bastion, a second runtime with its own store) around the first.
+        raise ConfigurationError(
+            f"bastion.flask.protect() was already called on the Flask app {app.name!r}; call "
+            "it once (build the configuration once and pass it, or its runtime, to that call)",
+            setting="app",
+        )
     runtime = as_runtime(config)
+    # A refusal part-way (a layer's production check) must leave the app as it was: an app
+    # that caught the error would otherwise serve bastion's sessions without the CSRF check.
+    interface, wsgi_app = app.session_interface, app.wsgi_app
+    try:
+        _install(app, runtime)
+    except BaseException:
+        app.session_interface = interface
+        app.wsgi_app = wsgi_app  # type: ignore[method-assign]
+        app.extensions.pop(_EXTENSION, None)
+        app.extensions.pop(CSRF_EXTENSION, None)
+        raise
+    if runtime.sessions is not None:
+        app.register_error_handler(StoreUnavailable, _unavailable_handler)
+    return runtime
+
+
+def _install(app: Flask, runtime: Runtime) -> None:
     engine = None
     if runtime.sessions is not None:
         engine = sync_engine(runtime.sessions)
         app.session_interface = SessionInterfaceAdapter(engine, proxies=runtime.proxies)
-        app.register_error_handler(StoreUnavailable, _unavailable_handler)
     app.extensions[_EXTENSION] = _Extension(runtime, engine)
     if runtime.config.csrf is not None:
         CSRF(
@@ -214,7 +239,6 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
         add_nonce_global(app.jinja_env)  # {{ csp_nonce() }}
     inner: WSGIApp = app.wsgi_app
     app.wsgi_app = runtime.compose(inner, _OUTER)  # type: ignore[method-assign, assignment]
-    return runtime
 
 
 # Sessions are Flask's session interface and CSRF the extension above; the WSGI layers add the
