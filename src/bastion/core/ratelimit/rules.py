@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COST",
+    "OUTAGE_RETRY_AFTER",
     "FailurePolicy",
     "Limit",
     "LimitsSpec",
@@ -338,6 +339,13 @@ class RateLimitResult(NamedTuple):
         )
 
 
+OUTAGE_RETRY_AFTER: Final = 5
+"""``Retry-After`` seconds of the 503 a fail-closed limit answers while its store is down: the
+same wait the session layer's outage 503 gives, so clients back off instead of retrying at
+once against a store that is recovering (there is no decision to compute a wait from)."""
+_OUTAGE_WAIT: Final = str(OUTAGE_RETRY_AFTER)
+_OUTAGE_WAIT_RAW: Final = _OUTAGE_WAIT.encode("ascii")
+
 _ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ("/",))
 _new: Final[Callable[..., Any]] = tuple.__new__
 
@@ -433,9 +441,10 @@ class Verdict(NamedTuple):
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """The rate-limit headers of the verdict (none for a 503)."""
+        """The rate-limit headers of the verdict; for a 503 only ``Retry-After``
+        (:data:`OUTAGE_RETRY_AFTER`)."""
         if self.status == 503:
-            return []
+            return [("retry-after", _OUTAGE_WAIT)]
         rules = self.rules
         return render_headers(self.results, ietf=rules.ietf, legacy=rules.legacy)
 
@@ -444,7 +453,7 @@ class Verdict(NamedTuple):
         limits are built here directly: the common case, admitted or refused."""
         status, results, _, rules = self
         if status == 503:
-            return []
+            return [(b"retry-after", _OUTAGE_WAIT_RAW)]
         if len(results) == 1 and rules.ietf and not rules.legacy:
             only = results[0]
             rule = only.rule

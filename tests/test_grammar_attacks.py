@@ -1,0 +1,70 @@
+"""Attacks on the path grammar, CORS, rate limits and Vary through the front door.
+
+Each test drives a real Starlette or Flask app (httpx's ASGITransport, werkzeug's test client)
+and asserts the exact answer an attacker or a confused client gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import flask
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from bastion.asgi import RateLimitMiddleware
+from bastion.engine.ratelimit import RateLimiter, Rule
+from bastion.stores.redis import RedisStore
+from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
+
+UNAVAILABLE = '{"error": "rate_limit_store_unavailable", "detail": "Service Unavailable"}'
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call is refused
+
+
+def dead_store() -> RedisStore:
+    return RedisStore.from_url(DEAD_REDIS, socket_timeout=0.5, connect_timeout=0.5)
+
+
+async def ok(_request: Any) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+@pytest.mark.asyncio
+async def test_fail_closed_outage_503_says_when_to_retry_asgi() -> None:
+    store = dead_store()
+    limiter = RateLimiter(store)
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/", ok)]), limiter, Rule("api", "5/minute", on_failure="closed")
+    )
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/", headers={"Accept": "application/json"})
+    finally:
+        await limiter.aclose()
+        await store.aclose()
+    assert (response.status_code, response.text) == (503, UNAVAILABLE)
+    assert response.headers.get_list("retry-after") == ["5"]
+    assert "ratelimit" not in response.headers
+
+
+def test_fail_closed_outage_503_says_when_to_retry_flask() -> None:
+    store = dead_store()
+    limiter = RateLimiter(store)
+    app = flask.Flask(__name__)
+    app.add_url_rule("/", "ok", lambda: "ok")
+    app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, limiter, Rule("api", "5/minute", on_failure="closed")
+    )
+    try:
+        response = app.test_client().get("/", headers={"Accept": "application/json"})
+    finally:
+        asyncio.run(limiter.aclose())
+        asyncio.run(store.aclose())
+    assert (response.status_code, response.get_data(as_text=True)) == (503, UNAVAILABLE)
+    assert response.headers.getlist("Retry-After") == ["5"]
+    assert "RateLimit" not in response.headers
