@@ -17,7 +17,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bastion.asgi import RateLimitMiddleware
+from bastion.asgi.ratelimit import header_key
 from bastion.engine.ratelimit import RateLimiter, Rule
+from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
 
@@ -68,3 +70,38 @@ def test_fail_closed_outage_503_says_when_to_retry_flask() -> None:
     assert (response.status_code, response.get_data(as_text=True)) == (503, UNAVAILABLE)
     assert response.headers.getlist("Retry-After") == ["5"]
     assert "RateLimit" not in response.headers
+
+
+# -- header_key and a repeated header --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_header_key_cannot_be_escaped_by_repeating_the_header() -> None:
+    """Starlette's ``request.headers["x-api-key"]`` (and bastion.apikeys' own examples) read the
+    first value: a second ``X-Api-Key`` with fresh junk gave each request a new counter while
+    the app still authenticated the first, so one key had no limit."""
+    seen: list[str] = []
+
+    async def api(request: Any) -> PlainTextResponse:
+        seen.append(request.headers["x-api-key"])
+        return PlainTextResponse("ok")
+
+    limiter = RateLimiter(MemoryStore())
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/api", api)]),
+        limiter,
+        Rule("per-key", "2/minute", key=header_key("x-api-key")),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        statuses = [
+            (await client.get("/api", headers=[("x-api-key", "k1"), ("x-api-key", f"j{n}")]))
+            for n in range(3)
+        ]
+        plain = await client.get("/api", headers={"x-api-key": "k1"})
+        other = await client.get("/api", headers={"x-api-key": "k2"})
+    await limiter.aclose()
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert seen == ["k1", "k1", "k2"]  # the app read the first value: the one it is keyed by
+    assert plain.status_code == 429  # the same counter as the key sent alone
+    assert other.status_code == 200

@@ -56,7 +56,9 @@ def client_ip_key(proxies: TrustedProxies | None = None) -> KeyFunc:
 
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     """Key by a request header (``None`` without it: exempt). The value is hashed by default,
-    so API keys never reach the store or its logs."""
+    so API keys never reach the store or its logs. A repeated header is keyed by its first
+    value (:meth:`~bastion.core.request.RequestView.first_header`), the one the app reads:
+    extra copies with fresh text do not open fresh counters."""
     if not hash_value:
         logger.warning(
             "bastion rate limits: header_key(%r, hash_value=False) keeps the header's value as "
@@ -66,7 +68,7 @@ def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     wanted = name.lower()
 
     def key(request: RequestView) -> str | None:
-        value = request.header(wanted)
+        value = request.first_header(wanted)
         if not value:
             return None
         if hash_value:
