@@ -7,6 +7,7 @@ and asserts the exact answer an attacker or a confused client gets.
 from __future__ import annotations
 
 import asyncio
+import enum
 from typing import Any
 
 import flask
@@ -105,3 +106,38 @@ async def test_header_key_cannot_be_escaped_by_repeating_the_header() -> None:
     assert seen == ["k1", "k1", "k2"]  # the app read the first value: the one it is keyed by
     assert plain.status_code == 429  # the same counter as the key sent alone
     assert other.status_code == 200
+
+
+# -- a whole-number cost of another int type -------------------------------------------------------
+
+
+class Weight(enum.IntEnum):
+    HEAVY = 3
+
+
+@pytest.mark.asyncio
+async def test_an_int_enum_cost_is_charged_not_called() -> None:
+    """``Rule(cost=Weight.HEAVY)`` passed the start-up check (it is an int) but the engine's
+    ``type(cost) is int`` test then called it as a function: a TypeError, a 500 on every
+    request the rule covered."""
+    limiter = RateLimiter(MemoryStore())
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/", ok)]), limiter, Rule("heavy", "7/minute", cost=Weight.HEAVY)
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        statuses = [(await client.get("/")).status_code for _ in range(3)]
+    await limiter.aclose()
+    assert statuses == [200, 200, 429]  # 3 + 3 of 7, then 3 more is over
+    assert type(Rule("r", "1/second", cost=Weight.HEAVY).cost) is int
+
+
+def test_an_int_enum_cost_is_charged_under_flask() -> None:
+    limiter = RateLimiter(MemoryStore())
+    app = flask.Flask(__name__)
+    app.add_url_rule("/", "ok", lambda: "ok")
+    app.wsgi_app = WSGIRateLimitMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, limiter, Rule("heavy", "7/minute", cost=Weight.HEAVY)
+    )
+    client = app.test_client()
+    assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]

@@ -201,6 +201,9 @@ class Rule:
             )
         if isinstance(cost, int):
             check_cost(cost)
+            # A plain int: the engine tells a fixed cost from a function by ``type(...) is
+            # int``, so an IntEnum kept as given would be called as a function.
+            cost = int(cost)
         elif not callable(cost):
             raise ConfigurationError(
                 f"Rule.cost must be a whole number or a function of the request, got {cost!r:.40}",
