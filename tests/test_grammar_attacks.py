@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from typing import Any
 
 import flask
@@ -19,7 +20,10 @@ from starlette.routing import Route
 
 from bastion.asgi import RateLimitMiddleware
 from bastion.asgi.ratelimit import header_key
+from bastion.core.csrf import CSRFConfig
+from bastion.core.headers.router import HeaderRouter
 from bastion.engine.ratelimit import RateLimiter, Rule
+from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.wsgi import RateLimitMiddleware as WSGIRateLimitMiddleware
@@ -141,3 +145,43 @@ def test_an_int_enum_cost_is_charged_under_flask() -> None:
     )
     client = app.test_client()
     assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
+
+
+# -- patterns that could never match a server-decoded path -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hint"),
+    [
+        ("/caf%C3%A9", "'/café'"),
+        ("/files/a%2Fb/*", "'/files/a/b/*'"),
+        ("/login?next=/admin", "'/login'"),
+        ("/docs#top", "'/docs'"),
+    ],
+)
+def test_a_pattern_the_server_decoded_path_never_has_is_refused(pattern: str, hint: str) -> None:
+    """Servers decode percent-escapes and cut the query and fragment before any layer reads
+    the path: ``Rule(path="/caf%C3%A9")`` was accepted and then never applied (a rate limit
+    that silently limited nothing). Each layer taking a pattern refuses it at start-up."""
+    with pytest.raises(ConfigurationError, match=re.escape(hint)) as raised:
+        Rule("r", "1/minute", path=pattern)
+    assert raised.value.setting == "path"
+    with pytest.raises(ConfigurationError) as exempt:
+        CSRFConfig(exempt=(pattern,))
+    assert exempt.value.setting == "exempt"
+    with pytest.raises(ConfigurationError) as route:
+        HeaderRouter(overrides={pattern: "relaxed"}, production=False)
+    assert route.value.setting == "overrides"
+
+
+@pytest.mark.asyncio
+async def test_the_decoded_spelling_limits_what_the_escaped_one_never_did() -> None:
+    limiter = RateLimiter(MemoryStore())
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/café", ok)]), limiter, Rule("cafe", "1/minute", path="/café")
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        statuses = [(await client.get("/caf%C3%A9")).status_code for _ in range(2)]
+    await limiter.aclose()
+    assert statuses == [200, 429]
