@@ -185,3 +185,29 @@ async def test_the_decoded_spelling_limits_what_the_escaped_one_never_did() -> N
         statuses = [(await client.get("/caf%C3%A9")).status_code for _ in range(2)]
     await limiter.aclose()
     assert statuses == [200, 429]
+
+
+# -- Rule(methods=) that could never match a request -------------------------------------------
+
+
+@pytest.mark.parametrize("methods", [[], ["POST "], ["PO ST"], [""], ["*"], ["pŏst"]])
+def test_rule_methods_no_request_can_have_are_refused(methods: list[str]) -> None:
+    """Each of these was accepted and left the rule covering no request at all: an empty set,
+    a name with stray whitespace (``"GET, POST ".split(",")``), an empty name, ``*`` read as a
+    wildcard, a name that is no HTTP token."""
+    with pytest.raises(ConfigurationError) as raised:
+        Rule("r", "1/minute", methods=methods)
+    assert raised.value.setting == "methods"
+
+
+@pytest.mark.asyncio
+async def test_rule_methods_from_a_generator_still_cover_the_method() -> None:
+    """A generator was consumed by the type check, leaving an empty set: no POST was limited."""
+    limiter = RateLimiter(MemoryStore())
+    rule = Rule("login", "1/minute", methods=(m for m in ["POST"]))
+    app = RateLimitMiddleware(Starlette(routes=[Route("/", ok, methods=["POST"])]), limiter, rule)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        statuses = [(await client.post("/")).status_code for _ in range(2)]
+    await limiter.aclose()
+    assert statuses == [200, 429]

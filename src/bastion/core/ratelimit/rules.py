@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
@@ -269,15 +270,45 @@ class Rule:
         return f"Rule({self.name!r}, {rates!r}{where}{methods}, strategy={self.strategy.value!r})"
 
 
+_METHOD_TOKEN: Final = re.compile(r"[!#$%&'+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+"""An HTTP method name (an RFC 9110 token, less ``*``): what a request's method can be."""
+
+
 def _methods(methods: Iterable[str] | None) -> frozenset[str] | None:
+    """The rule's methods, refusing what no request could match: each of them would leave
+    the rule covering nothing, silently (a generator is read once, here)."""
     if methods is None:
         return None
-    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+    if isinstance(methods, str):
         raise ConfigurationError(
             f"Rule.methods must be a set of method names like {{'POST'}}, got {methods!r}",
             setting="methods",
         )
-    return expand_methods(methods)
+    names = tuple(methods)
+    if not all(isinstance(m, str) for m in names):
+        raise ConfigurationError(
+            f"Rule.methods must be a set of method names like {{'POST'}}, got {names!r}",
+            setting="methods",
+        )
+    if not names:
+        raise ConfigurationError(
+            "Rule.methods is empty, so the rule would cover no request; leave methods=None "
+            "for every method",
+            setting="methods",
+        )
+    for name in names:
+        if name == "*":
+            raise ConfigurationError(
+                "Rule.methods: '*' is no method name; leave methods=None for every method",
+                setting="methods",
+            )
+        if _METHOD_TOKEN.fullmatch(name) is None:
+            raise ConfigurationError(
+                f"Rule.methods: {name!r:.40} is no HTTP method name (letters, no spaces), so "
+                "no request could match it; write it like 'POST'",
+                setting="methods",
+            )
+    return expand_methods(names)
 
 
 def _log_rule_opt_outs(name: str, *, shadow: bool, opened: list[str]) -> None:
