@@ -211,3 +211,12 @@ async def test_rule_methods_from_a_generator_still_cover_the_method() -> None:
         statuses = [(await client.post("/")).status_code for _ in range(2)]
     await limiter.aclose()
     assert statuses == [200, 429]
+
+
+@pytest.mark.parametrize("name", ["x-api-key ", "", "x-api-key:", "x api key"])
+def test_header_key_of_a_name_no_header_can_have_is_refused(name: str) -> None:
+    """``header_key("x-api-key ")`` matched no header, so it returned ``None`` for every
+    request: ``None`` exempts, and the rule limited nobody."""
+    with pytest.raises(ConfigurationError) as raised:
+        header_key(name)
+    assert raised.value.setting == "name"
