@@ -365,6 +365,7 @@ async def test_fail_closed_outage_refuses_with_503_or_1013(
     assert start["headers"] == [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(UNAVAILABLE)).encode()),
+        (b"retry-after", b"5"),  # no decision to wait on: the outage's fixed back-off
     ]
     assert body == {"type": "websocket.http.response.body", "body": UNAVAILABLE.encode()}
     assert caplog.text.count("rate-limit store failed") == 1  # once per outage
@@ -378,7 +379,8 @@ def test_fail_closed_outage_through_the_test_client() -> None:
     with TestClient(app, client=CLIENT) as client:
         refused = denied(client)
         assert (refused.status_code, refused.text) == (503, UNAVAILABLE)
-        assert "retry-after" not in refused.headers
+        assert refused.headers.get_list("retry-after") == ["5"]
+        assert "ratelimit" not in refused.headers
         client.portal.call(close_limiter, limiter)  # type: ignore[union-attr]
 
 

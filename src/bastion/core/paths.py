@@ -10,9 +10,10 @@ A pattern is written one way wherever bastion takes one:
 
 Anything else is refused at start-up with a :class:`~bastion.errors.ConfigurationError` naming the
 setting: a ``*`` anywhere but a final ``/*`` segment, a pattern not starting with ``/``, an
-empty, ``.`` or ``..`` segment (it could never match a path in normal form), and a trailing
+empty, ``.`` or ``..`` segment (it could never match a path in normal form), a trailing
 slash (``"/hooks/"`` was a prefix in one layer and an exact path in another; write ``"/hooks/*"``
-or ``"/hooks"``).
+or ``"/hooks"``), and what a server-decoded path never holds: percent-escapes (write
+``"/café"``, not ``"/caf%C3%A9"``), a query or a fragment.
 
 How a request path is matched depends on what the rule does, in the direction that never
 weakens a protection (:mod:`bastion.core.request` has the reasons):
@@ -26,6 +27,8 @@ weakens a protection (:mod:`bastion.core.request` has the reasons):
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -59,6 +62,7 @@ class PathPattern:
                 "'/api/*' for a prefix)",
                 setting=setting,
             )
+        _check_decoded(text, setting)
         prefix = text == "/*" or text.endswith("/*")
         base = (text[:-2] or "/") if prefix else text
         if "*" in base:
@@ -113,6 +117,30 @@ class PathPattern:
 
     def __str__(self) -> str:
         return self.text
+
+
+_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _check_decoded(text: str, setting: str) -> None:
+    """Refuse what a server-decoded path never holds: percent-escapes (servers decode them
+    before any layer reads the path, so ``/caf%C3%A9`` would never match ``/café``), and a
+    query or fragment (cut off before the path is read). Such a pattern was accepted and
+    then never applied: a rate limit that limited nothing."""
+    cut = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=-1)
+    if cut >= 0:
+        raise ConfigurationError(
+            f"{setting}: {text!r} has a query or fragment, which is never part of the path "
+            f"a request is matched by; write {text[:cut] or '/'!r}",
+            setting=setting,
+        )
+    if _ESCAPE.search(text) is not None:
+        decoded = urllib.parse.unquote(text)
+        raise ConfigurationError(
+            f"{setting}: {text!r} has percent-escapes, but servers decode the path before "
+            f"bastion reads it; write the decoded path {decoded!r}",
+            setting=setting,
+        )
 
 
 EVERYWHERE: Final = PathPattern.parse("/*", setting="path")

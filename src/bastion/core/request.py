@@ -262,7 +262,8 @@ class RequestView(NamedTuple):
     * ``principal``: what the framework says of the user (Starlette's ``scope["user"]``, WSGI
       ``REMOTE_USER``); :attr:`user` reads the identity from it;
     * ``raw_headers``: the headers as the adapter has them (:data:`HeaderSource`); read them with
-      :meth:`header` (one name) or :attr:`headers` (a mapping);
+      :meth:`header` (one name, repeated fields joined), :meth:`first_header` (the value the
+      app reads) or :attr:`headers` (a mapping);
     * ``source``: the scope or environ itself, for the rare function that needs more.
 
     A named tuple: immutable, and cheap to build on every request; nothing is decoded until a
@@ -291,6 +292,22 @@ class RequestView(NamedTuple):
                 text = value.decode("latin-1")
                 found = text if found is None else f"{found}, {text}"
         return found
+
+    def first_header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or ``None``: the one Starlette's
+        ``request.headers[name]`` gives the app. A key that identifies the caller by a header
+        must read this one: keyed by every value joined (:meth:`header`), a client that
+        authenticates with the first value and adds a second with fresh text each time gets
+        a new counter per request. Under WSGI the server has already joined repeated fields
+        into one variable, which is also what the app reads."""
+        raw = self.raw_headers
+        if not isinstance(raw, Sequence):
+            return raw.get(name.lower())
+        wanted = name.lower().encode("latin-1")
+        for key, value in raw:
+            if key == wanted or (not key.islower() and key.lower() == wanted):
+                return value.decode("latin-1")
+        return None
 
     @property
     def headers(self) -> Mapping[str, str]:

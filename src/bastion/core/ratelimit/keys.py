@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING, TypeAlias
+import re
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bastion.core.client import TrustedProxies
 from bastion.core.request import match_forms
+from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["KeyFunc", "client_ip_key", "header_key", "path_key", "user_key"]
 
 logger = logging.getLogger("bastion.security.ratelimit")
+
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+"""A header field name (an RFC 9110 token)."""
 
 KeyFunc: TypeAlias = "Callable[[RequestView], str | None]"
 """A key function: the request's key, or ``None`` to exempt it."""
@@ -56,7 +61,16 @@ def client_ip_key(proxies: TrustedProxies | None = None) -> KeyFunc:
 
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     """Key by a request header (``None`` without it: exempt). The value is hashed by default,
-    so API keys never reach the store or its logs."""
+    so API keys never reach the store or its logs. A repeated header is keyed by its first
+    value (:meth:`~bastion.core.request.RequestView.first_header`), the one the app reads:
+    extra copies with fresh text do not open fresh counters."""
+    if not isinstance(name, str) or _HEADER_NAME.fullmatch(name) is None:
+        # A name no header can have would make the key None for every request: all exempt.
+        raise ConfigurationError(
+            f"header_key: {name!r:.40} is no header name (letters, digits and '-', no spaces "
+            "or ':'), so no request would carry it and the rule would exempt every request",
+            setting="name",
+        )
     if not hash_value:
         logger.warning(
             "bastion rate limits: header_key(%r, hash_value=False) keeps the header's value as "
@@ -66,7 +80,7 @@ def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:
     wanted = name.lower()
 
     def key(request: RequestView) -> str | None:
-        value = request.header(wanted)
+        value = request.first_header(wanted)
         if not value:
             return None
         if hash_value:

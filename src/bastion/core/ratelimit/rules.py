@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COST",
+    "OUTAGE_RETRY_AFTER",
     "FailurePolicy",
     "Limit",
     "LimitsSpec",
@@ -200,6 +202,9 @@ class Rule:
             )
         if isinstance(cost, int):
             check_cost(cost)
+            # A plain int: the engine tells a fixed cost from a function by ``type(...) is
+            # int``, so an IntEnum kept as given would be called as a function.
+            cost = int(cost)
         elif not callable(cost):
             raise ConfigurationError(
                 f"Rule.cost must be a whole number or a function of the request, got {cost!r:.40}",
@@ -265,15 +270,45 @@ class Rule:
         return f"Rule({self.name!r}, {rates!r}{where}{methods}, strategy={self.strategy.value!r})"
 
 
+_METHOD_TOKEN: Final = re.compile(r"[!#$%&'+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+"""An HTTP method name (an RFC 9110 token, less ``*``): what a request's method can be."""
+
+
 def _methods(methods: Iterable[str] | None) -> frozenset[str] | None:
+    """The rule's methods, refusing what no request could match: each of them would leave
+    the rule covering nothing, silently (a generator is read once, here)."""
     if methods is None:
         return None
-    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+    if isinstance(methods, str):
         raise ConfigurationError(
             f"Rule.methods must be a set of method names like {{'POST'}}, got {methods!r}",
             setting="methods",
         )
-    return expand_methods(methods)
+    names = tuple(methods)
+    if not all(isinstance(m, str) for m in names):
+        raise ConfigurationError(
+            f"Rule.methods must be a set of method names like {{'POST'}}, got {names!r}",
+            setting="methods",
+        )
+    if not names:
+        raise ConfigurationError(
+            "Rule.methods is empty, so the rule would cover no request; leave methods=None "
+            "for every method",
+            setting="methods",
+        )
+    for name in names:
+        if name == "*":
+            raise ConfigurationError(
+                "Rule.methods: '*' is no method name; leave methods=None for every method",
+                setting="methods",
+            )
+        if _METHOD_TOKEN.fullmatch(name) is None:
+            raise ConfigurationError(
+                f"Rule.methods: {name!r:.40} is no HTTP method name (letters, no spaces), so "
+                "no request could match it; write it like 'POST'",
+                setting="methods",
+            )
+    return expand_methods(names)
 
 
 def _log_rule_opt_outs(name: str, *, shadow: bool, opened: list[str]) -> None:
@@ -337,6 +372,13 @@ class RateLimitResult(NamedTuple):
             headers=tuple(render_headers([self], legacy=True)),
         )
 
+
+OUTAGE_RETRY_AFTER: Final = 5
+"""``Retry-After`` seconds of the 503 a fail-closed limit answers while its store is down: the
+same wait the session layer's outage 503 gives, so clients back off instead of retrying at
+once against a store that is recovering (there is no decision to compute a wait from)."""
+_OUTAGE_WAIT: Final = str(OUTAGE_RETRY_AFTER)
+_OUTAGE_WAIT_RAW: Final = _OUTAGE_WAIT.encode("ascii")
 
 _ANYWHERE: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ("/",))
 _new: Final[Callable[..., Any]] = tuple.__new__
@@ -433,9 +475,10 @@ class Verdict(NamedTuple):
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """The rate-limit headers of the verdict (none for a 503)."""
+        """The rate-limit headers of the verdict; for a 503 only ``Retry-After``
+        (:data:`OUTAGE_RETRY_AFTER`)."""
         if self.status == 503:
-            return []
+            return [("retry-after", _OUTAGE_WAIT)]
         rules = self.rules
         return render_headers(self.results, ietf=rules.ietf, legacy=rules.legacy)
 
@@ -444,7 +487,7 @@ class Verdict(NamedTuple):
         limits are built here directly: the common case, admitted or refused."""
         status, results, _, rules = self
         if status == 503:
-            return []
+            return [(b"retry-after", _OUTAGE_WAIT_RAW)]
         if len(results) == 1 and rules.ietf and not rules.legacy:
             only = results[0]
             rule = only.rule
