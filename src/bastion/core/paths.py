@@ -28,7 +28,6 @@ weakens a protection (:mod:`bastion.core.request` has the reasons):
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -122,6 +121,13 @@ class PathPattern:
 _ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
+def _unquote(text: str) -> str:
+    """``text`` with percent-escapes decoded as UTF-8 (for the error message only; core
+    imports no urllib)."""
+    raw = _ESCAPE.sub(lambda m: chr(int(m[0][1:], 16)), text)
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
 def _check_decoded(text: str, setting: str) -> None:
     """Refuse what a server-decoded path never holds: percent-escapes (servers decode them
     before any layer reads the path, so ``/caf%C3%A9`` would never match ``/café``), and a
@@ -135,7 +141,7 @@ def _check_decoded(text: str, setting: str) -> None:
             setting=setting,
         )
     if _ESCAPE.search(text) is not None:
-        decoded = urllib.parse.unquote(text)
+        decoded = _unquote(text)
         raise ConfigurationError(
             f"{setting}: {text!r} has percent-escapes, but servers decode the path before "
             f"bastion reads it; write the decoded path {decoded!r}",
