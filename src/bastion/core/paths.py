@@ -28,7 +28,6 @@ weakens a protection (:mod:`bastion.core.request` has the reasons):
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -135,12 +134,23 @@ def _check_decoded(text: str, setting: str) -> None:
             setting=setting,
         )
     if _ESCAPE.search(text) is not None:
-        decoded = urllib.parse.unquote(text)
+        decoded = _unescape(text)
         raise ConfigurationError(
             f"{setting}: {text!r} has percent-escapes, but servers decode the path before "
             f"bastion reads it; write the decoded path {decoded!r}",
             setting=setting,
         )
+
+
+def _unescape(text: str) -> str:
+    """``text`` with its ``%XX`` escapes decoded as UTF-8 (for the message only)."""
+    out, start = bytearray(), 0
+    for match in _ESCAPE.finditer(text):
+        out += text[start : match.start()].encode("utf-8", "surrogatepass")
+        out.append(int(match.group()[1:], 16))
+        start = match.end()
+    out += text[start:].encode("utf-8", "surrogatepass")
+    return out.decode("utf-8", "replace")
 
 
 EVERYWHERE: Final = PathPattern.parse("/*", setting="path")
