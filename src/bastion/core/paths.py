@@ -121,13 +121,6 @@ class PathPattern:
 _ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
-def _unquote(text: str) -> str:
-    """``text`` with percent-escapes decoded as UTF-8 (for the error message only; core
-    imports no urllib)."""
-    raw = _ESCAPE.sub(lambda m: chr(int(m[0][1:], 16)), text)
-    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
-
-
 def _check_decoded(text: str, setting: str) -> None:
     """Refuse what a server-decoded path never holds: percent-escapes (servers decode them
     before any layer reads the path, so ``/caf%C3%A9`` would never match ``/café``), and a
@@ -141,12 +134,23 @@ def _check_decoded(text: str, setting: str) -> None:
             setting=setting,
         )
     if _ESCAPE.search(text) is not None:
-        decoded = _unquote(text)
+        decoded = _unescape(text)
         raise ConfigurationError(
             f"{setting}: {text!r} has percent-escapes, but servers decode the path before "
             f"bastion reads it; write the decoded path {decoded!r}",
             setting=setting,
         )
+
+
+def _unescape(text: str) -> str:
+    """``text`` with its ``%XX`` escapes decoded as UTF-8 (for the message only)."""
+    out, start = bytearray(), 0
+    for match in _ESCAPE.finditer(text):
+        out += text[start : match.start()].encode("utf-8", "surrogatepass")
+        out.append(int(match.group()[1:], 16))
+        start = match.end()
+    out += text[start:].encode("utf-8", "surrogatepass")
+    return out.decode("utf-8", "replace")
 
 
 EVERYWHERE: Final = PathPattern.parse("/*", setting="path")
