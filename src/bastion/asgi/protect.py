@@ -34,11 +34,16 @@ __all__ = ["BastionMiddleware", "protect"]
 
 def protect(app: ASGIApp, config: Bastion | Runtime) -> ASGIApp:
     """Wrap ``app`` in the layers ``config`` turns on (see the module docstring)."""
+    return _wrap(app, config)[1]
+
+
+def _wrap(app: ASGIApp, config: Bastion | Runtime) -> tuple[Runtime, ASGIApp]:
+    """The runtime and the wrapped app; a runtime built here closes at lifespan shutdown."""
     runtime = as_runtime(config)
     wrapped = runtime.compose(app, _LAYERS)
     if isinstance(config, Runtime):
-        return wrapped
-    return _ClosesAtShutdown(wrapped, runtime)
+        return runtime, wrapped
+    return runtime, _ClosesAtShutdown(wrapped, runtime)
 
 
 class BastionMiddleware:
@@ -49,11 +54,8 @@ class BastionMiddleware:
     __slots__ = ("_app", "runtime")
 
     def __init__(self, app: ASGIApp, config: Bastion | Runtime) -> None:
-        self.runtime = runtime = as_runtime(config)
-        wrapped = runtime.compose(app, _LAYERS)
-        # One runtime: the one this middleware exposes is the one serving requests, closed at
-        # lifespan shutdown when it was built here.
-        self._app = wrapped if isinstance(config, Runtime) else _ClosesAtShutdown(wrapped, runtime)
+        # One runtime: the one this middleware exposes is the one serving requests.
+        self.runtime, self._app = _wrap(app, config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)

@@ -42,7 +42,6 @@ __all__ = [
     "ENGINE_ENVIRON_KEY",
     "SESSION_ENVIRON_KEY",
     "SessionMiddleware",
-    "build_engine",
     "client_address",
     "get_session",
     "response_headers",
@@ -53,34 +52,6 @@ __all__ = [
 SESSION_ENVIRON_KEY: Final = "bastion.session"
 ENGINE_ENVIRON_KEY: Final = "bastion.sessions"
 UNAVAILABLE_STATUS: Final = "503 Service Unavailable"
-
-
-def build_engine(
-    *,
-    store: Store | str,
-    config: SessionConfig | None,
-    keyring: KeyRing | SecretKey | None,
-    auditor: Auditor | None,
-    clock: Clock,
-    production: bool | None,
-    user_loader: Callable[[str], Any] | None = None,
-    session_filter: Callable[[SessionRecord], bool] | None = None,
-) -> SessionEngine:
-    """A session engine for a synchronous app: checks the config and that the store has a sync
-    side."""
-    engine, _ = session_engine(
-        None,
-        store=store,
-        config=config,
-        keyring=keyring,
-        auditor=auditor,
-        clock=clock,
-        production=production,
-        user_loader=user_loader,
-        session_filter=session_filter,
-        proxies=None,
-    )
-    return sync_engine(engine)
 
 
 def sync_engine(engine: SessionEngine | None) -> SessionEngine:
