@@ -103,7 +103,7 @@ class SessionMiddleware:
     ``request.session.user`` and refusing sessions at load.
     """
 
-    __slots__ = ("_inline", "_preload", "_proxies", "app", "engine")
+    __slots__ = ("_forwarded", "_inline", "_preload", "_proxies", "app", "engine")
 
     def __init__(
         self,
@@ -134,6 +134,7 @@ class SessionMiddleware:
             session_filter=session_filter,
             proxies=proxies,
         )
+        self._forwarded = b"" if self._proxies is None else self._proxies.header.encode("ascii")
         sync = self.engine.sync_store
         local = sync is not None and sync.local
         if preload is False and sync is None:
@@ -155,7 +156,9 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self.engine
-        session = _open(engine, scope, lazy=not self._preload, proxies=self._proxies)
+        session = _open(
+            engine, scope, lazy=not self._preload, proxies=self._proxies, wanted=self._forwarded
+        )
         scope["session"] = session
         scope[ENGINE_SCOPE_KEY] = engine
         if self._preload and session.has_cookie:
@@ -232,12 +235,18 @@ async def _after_failure(engine: SessionEngine, session: Session, *, started: bo
 
 
 def _open(
-    engine: SessionEngine, scope: Scope, *, lazy: bool, proxies: TrustedProxies | None
+    engine: SessionEngine,
+    scope: Scope,
+    *,
+    lazy: bool,
+    proxies: TrustedProxies | None,
+    wanted: bytes,
 ) -> Session:
+    """The request's session; ``wanted`` is the forwarding header ``proxies`` read (``b""``
+    without trusted proxies), encoded once by the middleware."""
     cookie_header = None
     user_agent = None
     forwarded: list[str] = []
-    wanted = b"" if proxies is None else proxies.header.encode("ascii")
     for name, value in scope["headers"]:
         if name == b"cookie":
             text = value.decode("latin-1")
