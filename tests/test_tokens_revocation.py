@@ -24,7 +24,7 @@ from bastion.core.sessions.config import SessionConfig
 from bastion.core.sessions.index import decode_epoch
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.engine.sessions import SessionEngine
-from bastion.engine.sessions.registry import SessionRegistry, epoch_key
+from bastion.engine.sessions.registry import epoch_key
 from bastion.engine.tokens.revocation import (
     DEFAULT_SLACK,
     Revocations,
@@ -251,6 +251,27 @@ async def test_an_epoch_bump_reaches_older_access_tokens(
 
 
 @pytest.mark.asyncio
+async def test_new_tokens_take_the_current_epoch(any_store: Store, clock: FrozenClock) -> None:
+    sessions = SessionEngine(any_store, clock=clock)
+    revocations = Revocations(any_store, clock=clock)
+    assert await revocations.current_epoch("alice") == 0
+    authenticated = clock.now()
+    clock.advance(1)
+    await sessions.revoke_all("alice")  # while the password was being checked
+    bumped = await epoch_of(any_store, "alice")
+    assert await revocations.current_epoch("alice") == bumped
+    assert await asyncio.to_thread(revocations.current_epoch_sync, "alice") == bumped
+    with pytest.raises(TokenRejected) as info:
+        await revocations.current_epoch("alice", authenticated_at=authenticated)
+    assert info.value.reason is TokenReason.REVOKED
+    assert await revocations.current_epoch("alice", authenticated_at=clock.now()) == bumped
+    await any_store.set(epoch_key("alice"), b"garbage")
+    with pytest.raises(TokenRejected) as info:
+        await revocations.current_epoch("alice")
+    assert info.value.reason is TokenReason.REVOKED
+
+
+@pytest.mark.asyncio
 async def test_an_unreadable_epoch_refuses(any_store: Store, clock: FrozenClock) -> None:
     revocations = Revocations(any_store, clock=clock)
     for damaged in (b"garbage", b'{"v":1,"n":-1,"t":0}', b'{"v":99,"n":1,"t":0}', b"\xff"):
@@ -462,7 +483,8 @@ def test_min_epoch_ttl_is_validated(bad: Any) -> None:
     assert info.value.setting == "min_epoch_ttl"
     with pytest.raises(ConfigurationError):
         min_epoch_ttl(bad)
-    assert SessionRegistry  # the registry takes it too (built by the engine)
+    with pytest.raises(ConfigurationError):
+        min_epoch_ttl(60.0, slack=bad)
 
 
 # -- outages ---------------------------------------------------------------------------------
@@ -510,3 +532,44 @@ async def test_a_locked_sqlite_file_is_store_unavailable(
         holder.close()
     assert await revocations.revoke_jti(ISS, "j", subject="s", expires_at=clock.now() + 60)
     await store.aclose()
+
+
+class FourOperationStore:
+    """A third-party store with the protocol's four operations and no get_many (over a real
+    memory store): the flow driver falls back to one get per key."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self._inner = inner
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._inner.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self._inner.set(key, value, ttl)
+
+    async def delete(self, key: str) -> bool:
+        return await self._inner.delete(key)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        return await self._inner.compare_and_set(key, expected, value, ttl)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_store_without_get_many_still_works_at_one_get_per_key(
+    clock: FrozenClock,
+) -> None:
+    plain = FourOperationStore(MemoryStore(clock=clock))
+    assert not isinstance(plain, SupportsGetMany)
+    counting = CountingStore(plain)
+    revocations = Revocations(counting, clock=clock)
+    assert await revocations.check(ISS, "j", "alice", 0) is None
+    assert dict(counting.calls) == {"get": 2}
+    await revocations.revoke_jti(ISS, "j", subject="alice", expires_at=clock.now() + 60)
+    assert await revocations.check(ISS, "j", "alice", 0) is TokenReason.REVOKED
+    await plain.set(epoch_key("bob"), b"garbage")
+    assert await revocations.check(ISS, "k", "bob", 0) is TokenReason.REVOKED

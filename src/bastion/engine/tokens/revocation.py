@@ -233,6 +233,22 @@ class Revocations:
             return TokenReason.REVOKED  # unreadable: refuse rather than reopen
         return TokenReason.REVOKED if current > epoch else None
 
+    def epoch_flow(self, subject: str, *, authenticated_at: float | None = None) -> Flow[int]:
+        """The epoch a new token of ``subject`` is made under (its ``epoch`` claim, a refresh
+        family's epoch): the subject's current one. Raises :class:`TokenRejected`
+        (``REVOKED``) when the epoch record cannot be read, or when the subject's tokens were
+        revoked after ``authenticated_at`` (a password change while the old password was being
+        checked: the token must not be issued), as sessions do for a login."""
+        _text(subject, "sub")
+        raw = yield Get(epoch_key(subject))
+        try:
+            epoch = decode_epoch(raw)
+        except BadData:
+            raise TokenRejected(TokenReason.REVOKED, "the user's epoch is unreadable") from None
+        if authenticated_at is not None and epoch.since > authenticated_at:
+            raise TokenRejected(TokenReason.REVOKED, "revoked after the user authenticated")
+        return epoch.number
+
     # -- async API -----------------------------------------------------------------------------
 
     async def _run(self, flow: Flow[_T]) -> _T:
@@ -269,6 +285,10 @@ class Revocations:
         """The revocation verdict on a verified access token (see :meth:`check_flow`)."""
         return await self._run(self.check_flow(issuer, jti, subject, epoch))
 
+    async def current_epoch(self, subject: str, *, authenticated_at: float | None = None) -> int:
+        """The epoch to put in a new token of ``subject`` (see :meth:`epoch_flow`)."""
+        return await self._run(self.epoch_flow(subject, authenticated_at=authenticated_at))
+
     # -- sync API (WSGI) -----------------------------------------------------------------------
 
     def revoke_jti_sync(
@@ -295,3 +315,7 @@ class Revocations:
     ) -> TokenReason | None:
         """:meth:`check` on the store's synchronous side."""
         return self._run_sync(self.check_flow(issuer, jti, subject, epoch))
+
+    def current_epoch_sync(self, subject: str, *, authenticated_at: float | None = None) -> int:
+        """:meth:`current_epoch` on the store's synchronous side."""
+        return self._run_sync(self.epoch_flow(subject, authenticated_at=authenticated_at))
