@@ -516,3 +516,27 @@ async def test_a_locked_sqlite_file_is_store_unavailable_and_the_token_survives(
         holder.close()
     assert await tokens.consume(token, purpose=RESET, state=OLD_HASH) == "alice"
     await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_the_sync_twins_share_the_records(
+    any_store: Store, ring: KeyRing, clock: FrozenClock
+) -> None:
+    tokens = OneTimeTokens(any_store, ring, clock=clock)
+
+    def wsgi_side() -> str:
+        token = tokens.issue_sync(VERIFY, "alice", state="a@example.org", ttl=600)
+        assert tokens.owner_sync(token, purpose=VERIFY) == "alice"
+        assert tokens.peek_sync(token, purpose=VERIFY, state="a@example.org") == "alice"
+        with pytest.raises(TokenRejected) as info:
+            tokens.peek_sync(token, purpose=VERIFY, state="b@example.org")
+        assert info.value.reason is TokenReason.STATE_CHANGED
+        return token
+
+    token = await asyncio.to_thread(wsgi_side)
+    assert await tokens.consume(token, purpose=VERIFY, state="a@example.org") == "alice"
+    with pytest.raises(TokenRejected) as info:
+        await asyncio.to_thread(
+            lambda: tokens.consume_sync(token, purpose=VERIFY, state="a@example.org")
+        )
+    assert info.value.reason is TokenReason.UNKNOWN

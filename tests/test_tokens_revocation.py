@@ -573,3 +573,17 @@ async def test_a_store_without_get_many_still_works_at_one_get_per_key(
     assert await revocations.check(ISS, "j", "alice", 0) is TokenReason.REVOKED
     await plain.set(epoch_key("bob"), b"garbage")
     assert await revocations.check(ISS, "k", "bob", 0) is TokenReason.REVOKED
+
+
+@pytest.mark.asyncio
+async def test_the_sync_twins_share_the_deny_list(any_store: Store, clock: FrozenClock) -> None:
+    revocations = Revocations(any_store, clock=clock)
+
+    def wsgi_side() -> None:
+        assert not revocations.is_revoked_sync(ISS, "j", subject="s")
+        assert revocations.revoke_jti_sync(ISS, "j", subject="s", expires_at=clock.now() + 60)
+        assert revocations.is_revoked_sync(ISS, "j", subject="s")
+
+    await asyncio.to_thread(wsgi_side)
+    assert await revocations.check(ISS, "j", "s", 0) is TokenReason.REVOKED
+    assert await revocations.is_revoked(ISS, "j", subject="s")
