@@ -471,6 +471,7 @@ async def test_tokens_never_reach_logs_audit_events_or_reprs(
         assert OLD_HASH not in text
         assert NEW_HASH not in text
     assert "onetime_token_consumed" in caplog.text  # the logging sink did write
+    assert recording.events[-1].level == "warn"  # a used link opened again: not critical
 
 
 # -- outages ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ compare-and-set).
 
 Audit (when an auditor is given; never the token, its secret or the state):
 ``authn_token_created`` on issue, ``onetime_token_consumed`` on a consume, ``authn_token_reuse``
-when a consumed token is presented again, ``authn_login_fail`` (``method=onetime``,
+(level ``warn``) when a consumed token is presented again, ``authn_login_fail`` (``method=onetime``,
 ``reason=<TokenReason>``) for every other refusal. ``token_id`` (the public id part) and the
 purpose appear in details once a record is found.
 """
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from bastion.core.audit import EventName, Outcome
+from bastion.core.audit import EventName, Level, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.keys import KeyRing
 from bastion.core.tokens.onetime import (
@@ -205,12 +205,15 @@ class OneTimeTokens:
                 found = None
         details: dict[str, DetailValue] = {"token_id": token_id}
         if isinstance(found, Spent):
+            # A warning, not the vocabulary's "critical": a user opening a used link again is
+            # the usual cause (a replayed refresh token, by contrast, revokes its family).
             self._audit(
                 EventName.AUTHN_TOKEN_REUSE,
                 Outcome.FAILURE,
                 found.user_id,
                 client_ip,
                 {"method": "onetime", "reason": TokenReason.UNKNOWN.value, **details},
+                level=Level.WARN,
             )
             raise TokenRejected(TokenReason.UNKNOWN, "one-time token already used")
         record = found
@@ -386,8 +389,15 @@ class OneTimeTokens:
         user_id: str | None,
         client_ip: str | None,
         details: dict[str, DetailValue],
+        *,
+        level: Level | None = None,
     ) -> None:
         if self._auditor is not None:
             self._auditor.emit(
-                name, outcome=outcome, user=user_id, client_ip=client_ip, details=details
+                name,
+                outcome=outcome,
+                level=level,
+                user=user_id,
+                client_ip=client_ip,
+                details=details,
             )
