@@ -5,9 +5,10 @@ An access token is refused as :attr:`~bastion.core.tokens.reasons.TokenReason.RE
 * its ``(iss, jti)`` is on the deny-list (:meth:`Revocations.revoke_jti`, e.g. RFC 7009
   revocation or a logout of one client), or
 * it was made under user epoch ``N`` and the user's epoch is now greater than ``N``: the epoch
-  is the one record sessions' "revoke all" raises (:func:`~bastion.engine.sessions.registry.
-  epoch_key`, decoded by :func:`~bastion.core.sessions.index.decode_epoch`), so "log out
-  everywhere" and a password change end every older access token too. An epoch record that
+  is the one record sessions' "revoke all" raises (``epoch_key`` of
+  :mod:`bastion.engine.sessions.registry`, read with
+  :func:`~bastion.core.sessions.index.decode_epoch`), so "log out everywhere" and a password
+  change end every older access token too. An epoch record that
   cannot be read refuses the token (as it refuses the user's sessions): a damaged record must
   not reopen what it closed.
 
