@@ -1,0 +1,351 @@
+"""``BearerMiddleware``: access tokens on ASGI routes, failing closed where they are required.
+
+Each request's path is matched (:meth:`~bastion.core.paths.PathPattern.covers`, every reading
+of the path) against three sets of patterns:
+
+* ``protected`` (default ``"/*"``, everything): a request needs a valid access token. Without
+  one the app is not called: ``401`` with ``WWW-Authenticate: Bearer realm="..."`` and no
+  error code; a malformed ``Authorization`` header (two tokens, another scheme, characters
+  outside token68, over the 8 KiB cap checked before any parsing, two ``Authorization``
+  headers) is ``400 invalid_request``; a token the verifier refuses is ``401 invalid_token``
+  (``invalid_dpop_proof`` for a bad proof).
+* ``scopes`` (``{"/api/admin/*": ("admin",)}``): protected too, and the token must also grant
+  every listed scope, else ``403 insufficient_scope`` with ``scope="..."`` in the challenge.
+* ``optional`` (default ``"/*"``; only paths that are not protected): a valid token is
+  attached, a request without one passes with no principal. A Bearer or DPoP token that is
+  **invalid is refused** there too, exactly as on a protected path. Ignoring it would turn an
+  expired, revoked or forged token into an anonymous request without a word: the client never
+  learns its token is dead, a replayed revoked token leaves no refusal behind, and a route
+  that shows more to signed-in users silently shows less, which is how a broken token hides.
+  A header of another scheme (``Basic``, an API key scheme) is not ours on an optional path
+  and is left to the app.
+
+Paths in none of the three are not touched. The verified
+:class:`~bastion.core.tokens.principal.Principal` is put in ``scope["state"]["bastion.principal"]``
+(``None`` on an optional path without a token), which :func:`principal` and the FastAPI and
+Starlette helpers read (``request.state`` in Starlette shows the same dict).
+
+The verifier (a :class:`~bastion.core.tokens.principal.BearerVerifier`) does the token work.
+Its :class:`~bastion.core.tokens.reasons.TokenRejected` is always a 4xx, never a 500; its
+:class:`~bastion.errors.StoreUnavailable` is a ``503`` with ``Retry-After``, never a 401 (a
+client must not throw a good token away because the store is down); any other exception is a
+bug and propagates. Refusal bodies come from :mod:`bastion.core.refusal` (JSON for programs,
+text for people) and, like the headers, never contain the token.
+
+WebSocket handshakes are checked the same way before ``accept``: the same refusal as an HTTP
+response where the server offers the ASGI ``websocket.http.response`` extension, else a close
+with code ``1008`` (``1013`` for the outage), which the server answers with a 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.core.paths import EVERYWHERE, PathPattern, parse_patterns
+from bastion.core.refusal import Refusal, refusal_body
+from bastion.core.request import asgi_path, match_forms
+from bastion.core.tokens.bearer import (
+    MAX_AUTHORIZATION_BYTES,
+    OUTAGE,
+    BearerChallenge,
+    check_scopes,
+    parse_authorization,
+    public_url,
+    quote_path,
+    refusal,
+)
+from bastion.core.tokens.principal import BearerRequest, Principal
+from bastion.core.tokens.reasons import TokenReason, TokenRejected
+from bastion.errors import ConfigurationError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from bastion.asgi.types import ASGIApp, Receive, Scope, Send
+    from bastion.core.client import TrustedProxies
+    from bastion.core.tokens.bearer import Scheme
+    from bastion.core.tokens.principal import BearerVerifier
+
+__all__ = ["PRINCIPAL_KEY", "BearerMiddleware", "principal"]
+
+PRINCIPAL_KEY: Final = "bastion.principal"
+"""The key of the principal in ``scope["state"]`` (and in a WSGI environ)."""
+
+_WS_EXTENSION: Final = "websocket.http.response"
+_OURS: Final = frozenset({"bearer", "dpop"})
+_WANTED: Final = frozenset(
+    {b"authorization", b"dpop", b"accept", b"content-type", b"host"}
+    | {b"x-forwarded-proto", b"x-forwarded-host"}
+)
+
+
+class _Refused(Exception):
+    """A decided refusal inside the middleware: status, challenge and body."""
+
+    def __init__(self, reason: TokenReason, scheme: Scheme | None = None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.scheme = scheme
+
+
+def compile_scope_rules(
+    scopes: Mapping[str, Iterable[str]] | None,
+) -> tuple[tuple[PathPattern, tuple[str, ...]], ...]:
+    """``{pattern: scopes}`` parsed and checked (shared with the WSGI middleware)."""
+    if scopes is None:
+        return ()
+    if not isinstance(scopes, Mapping):
+        raise ConfigurationError(
+            "scopes must map path patterns to the scopes they need: {'/api/admin/*': ('admin',)}",
+            setting="scopes",
+        )
+    return tuple(
+        (PathPattern.parse(pattern, setting="scopes"), check_scopes(needed, setting="scopes"))
+        for pattern, needed in scopes.items()
+    )
+
+
+class BearerMiddleware:
+    """Access tokens for one ASGI app (see the module docstring).
+
+    ``verifier`` checks the tokens. ``protected``, ``optional`` and ``scopes`` are path
+    patterns (:mod:`bastion.core.paths`). ``challenge`` sets the realm and the DPoP
+    algorithms announced. ``proxies`` (the stack's
+    :class:`~bastion.core.client.TrustedProxies`) says whose ``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host`` build the URL a DPoP proof is checked against. ``max_header_bytes``
+    caps the raw ``Authorization`` and ``DPoP`` headers; ``retry_after`` is the outage's
+    ``Retry-After`` in seconds.
+    """
+
+    __slots__ = (
+        "_app",
+        "_challenge",
+        "_max",
+        "_optional",
+        "_protected",
+        "_proxies",
+        "_retry_after",
+        "_scopes",
+        "_verifier",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: BearerVerifier,
+        *,
+        protected: str | Iterable[str | PathPattern] = (EVERYWHERE,),
+        optional: str | Iterable[str | PathPattern] = (EVERYWHERE,),
+        scopes: Mapping[str, Iterable[str]] | None = None,
+        challenge: BearerChallenge | None = None,
+        proxies: TrustedProxies | None = None,
+        max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
+        retry_after: int = 5,
+    ) -> None:
+        self._app = app
+        self._verifier = verifier
+        self._protected = parse_patterns(protected, setting="protected")
+        self._optional = parse_patterns(optional, setting="optional")
+        self._scopes = compile_scope_rules(scopes)
+        self._challenge = challenge or BearerChallenge()
+        self._proxies = proxies
+        self._max = _positive(max_header_bytes, "max_header_bytes", 256, 65536)
+        self._retry_after = str(_positive(retry_after, "retry_after", 1, 3600)).encode("ascii")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in {"http", "websocket"}:
+            await self._app(scope, receive, send)
+            return
+        root = scope.get("root_path")
+        path = scope.get("path") or "/"
+        forms = match_forms(asgi_path(path, root) if root else path)
+        needed: tuple[str, ...] = ()
+        for pattern, wanted in self._scopes:
+            if pattern.covers(forms):
+                needed += tuple(s for s in wanted if s not in needed)
+        required = bool(needed) or any(p.covers(forms) for p in self._protected)
+        if not required and not any(p.covers(forms) for p in self._optional):
+            await self._app(scope, receive, send)
+            return
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in scope.get("headers") or ():
+            lowered = name.lower()
+            if lowered in _WANTED:
+                headers.setdefault(lowered, []).append(value)
+        try:
+            found = await self._authenticate(scope, headers, required=required, needed=needed)
+        except _Refused as refused:
+            await self._refuse(scope, receive, send, headers, refused, needed)
+            return
+        except StoreUnavailable:
+            await self._unavailable(scope, receive, send, headers)
+            return
+        state = scope.get("state")
+        if not isinstance(state, MutableMapping):
+            state = scope["state"] = {}
+        state[PRINCIPAL_KEY] = found
+        await self._app(scope, receive, send)
+
+    async def _authenticate(
+        self,
+        scope: Scope,
+        headers: dict[bytes, list[bytes]],
+        *,
+        required: bool,
+        needed: tuple[str, ...],
+    ) -> Principal | None:
+        """The request's principal; ``None`` on an optional path without a token of ours."""
+        values = headers.get(b"authorization")
+        if not values:
+            if required:
+                raise _Refused(TokenReason.MISSING)
+            return None
+        if not required and len(values) == 1 and _scheme_of(values[0]) not in _OURS:
+            return None  # another scheme on an optional path: the app's business
+        if len(values) > 1:
+            raise _Refused(TokenReason.MALFORMED_HEADER)
+        try:
+            credentials = parse_authorization(values[0], max_bytes=self._max)
+        except TokenRejected as rejected:
+            raise _Refused(rejected.reason) from None
+        scheme = None if credentials is None else credentials.scheme
+        proofs = headers.get(b"dpop") or ()
+        if len(proofs) > 1:
+            raise _Refused(TokenReason.DPOP_INVALID, scheme)  # RFC 9449 4.3: one proof only
+        if proofs and len(proofs[0]) > self._max:
+            raise _Refused(TokenReason.HEADER_TOO_LARGE, scheme)
+        request = BearerRequest(
+            values[0].decode("ascii"),
+            proofs[0].decode("latin-1") if proofs else None,
+            "GET" if scope["type"] == "websocket" else scope.get("method") or "GET",
+            self._url(scope, headers),
+        )
+        try:
+            found = await self._verifier.authenticate(request)
+        except TokenRejected as rejected:
+            raise _Refused(rejected.reason, scheme) from None
+        if needed and not found.has_scopes(needed):
+            raise _Refused(TokenReason.INSUFFICIENT_SCOPE, scheme)
+        return found
+
+    def _url(self, scope: Scope, headers: dict[bytes, list[bytes]]) -> str:
+        raw = scope.get("raw_path")
+        if isinstance(raw, bytes) and raw:
+            path = quote_path(raw.split(b"?", 1)[0], encoded=True)
+        else:
+            root = scope.get("root_path")
+            path = quote_path(asgi_path(scope.get("path") or "/", root) if root else scope["path"])
+        client = scope.get("client")
+
+        def first(name: bytes) -> str | None:
+            found = headers.get(name)
+            return found[0].decode("latin-1") if found else None
+
+        return public_url(
+            scope.get("scheme") or "http",
+            first(b"host"),
+            path,
+            peer=client[0] if client else None,
+            forwarded_proto=first(b"x-forwarded-proto"),
+            forwarded_host=first(b"x-forwarded-host"),
+            proxies=self._proxies,
+        )
+
+    async def _refuse(  # noqa: PLR0917 (the ASGI triple and what was read of the request)
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, list[bytes]],
+        refused: _Refused,
+        needed: tuple[str, ...],
+    ) -> None:
+        reason = refused.reason
+        challenge = self._challenge.header(reason, scopes=needed, scheme=refused.scheme)
+        extra = [(b"www-authenticate", challenge.encode("ascii"))]
+        await _answer(scope, receive, send, headers, reason.status, refusal(reason), extra, 1008)
+
+    async def _unavailable(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, list[bytes]]
+    ) -> None:
+        extra = [(b"retry-after", self._retry_after)]
+        await _answer(scope, receive, send, headers, 503, OUTAGE, extra, 1013)
+
+    def __repr__(self) -> str:
+        protected = [str(p) for p in self._protected]
+        return f"BearerMiddleware(protected={protected!r}, realm={self._challenge.realm!r})"
+
+
+def _scheme_of(value: bytes) -> str:
+    return value.strip(b" \t").split(b" ", 1)[0].decode("latin-1").lower()
+
+
+def _positive(value: object, setting: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(
+            f"{setting} must be a whole number from {low} to {high}, got {value!r}",
+            setting=setting,
+        )
+    return value
+
+
+async def _answer(  # noqa: PLR0917 (the ASGI triple, the headers read, and the refusal)
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    headers: dict[bytes, list[bytes]],
+    status: int,
+    body_of: Refusal,
+    extra: list[tuple[bytes, bytes]],
+    close_code: int,
+) -> None:
+    """Send the refusal: an HTTP response, or for a WebSocket handshake the denial response
+    (with the extension) or a close before accept."""
+    accept = headers.get(b"accept")
+    sent_type = headers.get(b"content-type")
+    content_type, body = refusal_body(
+        body_of,
+        accept=accept[0].decode("latin-1") if accept else None,
+        content_type=sent_type[0].decode("latin-1") if sent_type else None,
+    )
+    response_headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+        *extra,
+    ]
+    if scope["type"] == "websocket":
+        message = await receive()
+        if message.get("type") != "websocket.connect":
+            return  # the client has gone
+        if _WS_EXTENSION not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": close_code, "reason": ""})
+            return
+        start, body_type = "websocket.http.response.start", "websocket.http.response.body"
+    else:
+        start, body_type = "http.response.start", "http.response.body"
+    await send({"type": start, "status": status, "headers": response_headers})
+    await send({"type": body_type, "body": body})
+
+
+_ABSENT: Final = object()
+
+
+def principal(connection: Any) -> Principal | None:
+    """The principal :class:`BearerMiddleware` attached to this request (a Starlette,
+    Litestar or Quart request or websocket, or a scope), or ``None`` when it attached none.
+
+    Raises :class:`~bastion.errors.ConfigurationError` when no ``BearerMiddleware`` ran for
+    the request, so a missing middleware cannot pass for an anonymous request.
+    """
+    scope = getattr(connection, "scope", connection)
+    state = scope.get("state") if isinstance(scope, Mapping) else None
+    found = state.get(PRINCIPAL_KEY, _ABSENT) if isinstance(state, Mapping) else _ABSENT
+    if found is _ABSENT:
+        raise ConfigurationError(
+            "no BearerMiddleware covered this request; add "
+            "bastion.asgi.bearer.BearerMiddleware(app, verifier, ...) with this path in "
+            "protected= or optional=",
+            setting="middleware",
+        )
+    return found if isinstance(found, Principal) else None
