@@ -42,27 +42,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.core.paths import EVERYWHERE, PathPattern, parse_patterns
+from bastion.core.paths import EVERYWHERE, PathPattern
 from bastion.core.refusal import Refusal, refusal_body
-from bastion.core.request import asgi_path, match_forms
+from bastion.core.request import asgi_path
 from bastion.core.tokens.bearer import (
     MAX_AUTHORIZATION_BYTES,
     OUTAGE,
     BearerChallenge,
-    check_scopes,
-    parse_authorization,
+    BearerRefused,
+    BearerRules,
     public_url,
     quote_path,
-    refusal,
 )
 from bastion.core.tokens.principal import BearerRequest, Principal
-from bastion.core.tokens.reasons import TokenReason, TokenRejected
+from bastion.core.tokens.reasons import TokenRejected
 from bastion.errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from bastion.asgi.types import ASGIApp, Receive, Scope, Send
     from bastion.core.client import TrustedProxies
-    from bastion.core.tokens.bearer import Scheme
+    from bastion.core.tokens.bearer import Route
     from bastion.core.tokens.principal import BearerVerifier
 
 __all__ = ["PRINCIPAL_KEY", "BearerMiddleware", "principal"]
@@ -71,62 +70,25 @@ PRINCIPAL_KEY: Final = "bastion.principal"
 """The key of the principal in ``scope["state"]`` (and in a WSGI environ)."""
 
 _WS_EXTENSION: Final = "websocket.http.response"
-_OURS: Final = frozenset({"bearer", "dpop"})
 _WANTED: Final = frozenset(
     {b"authorization", b"dpop", b"accept", b"content-type", b"host"}
     | {b"x-forwarded-proto", b"x-forwarded-host"}
 )
 
 
-class _Refused(Exception):
-    """A decided refusal inside the middleware: status, challenge and body."""
-
-    def __init__(self, reason: TokenReason, scheme: Scheme | None = None) -> None:
-        super().__init__(reason.value)
-        self.reason = reason
-        self.scheme = scheme
-
-
-def compile_scope_rules(
-    scopes: Mapping[str, Iterable[str]] | None,
-) -> tuple[tuple[PathPattern, tuple[str, ...]], ...]:
-    """``{pattern: scopes}`` parsed and checked (shared with the WSGI middleware)."""
-    if scopes is None:
-        return ()
-    if not isinstance(scopes, Mapping):
-        raise ConfigurationError(
-            "scopes must map path patterns to the scopes they need: {'/api/admin/*': ('admin',)}",
-            setting="scopes",
-        )
-    return tuple(
-        (PathPattern.parse(pattern, setting="scopes"), check_scopes(needed, setting="scopes"))
-        for pattern, needed in scopes.items()
-    )
-
-
 class BearerMiddleware:
     """Access tokens for one ASGI app (see the module docstring).
 
     ``verifier`` checks the tokens. ``protected``, ``optional`` and ``scopes`` are path
-    patterns (:mod:`bastion.core.paths`). ``challenge`` sets the realm and the DPoP
-    algorithms announced. ``proxies`` (the stack's
+    patterns (:mod:`bastion.core.paths`; :class:`~bastion.core.tokens.bearer.BearerRules`).
+    ``challenge`` sets the realm and the DPoP algorithms announced. ``proxies`` (the stack's
     :class:`~bastion.core.client.TrustedProxies`) says whose ``X-Forwarded-Proto`` and
     ``X-Forwarded-Host`` build the URL a DPoP proof is checked against. ``max_header_bytes``
     caps the raw ``Authorization`` and ``DPoP`` headers; ``retry_after`` is the outage's
     ``Retry-After`` in seconds.
     """
 
-    __slots__ = (
-        "_app",
-        "_challenge",
-        "_max",
-        "_optional",
-        "_protected",
-        "_proxies",
-        "_retry_after",
-        "_scopes",
-        "_verifier",
-    )
+    __slots__ = ("_app", "_proxies", "_retry_after", "_verifier", "rules")
 
     def __init__(
         self,
@@ -143,13 +105,15 @@ class BearerMiddleware:
     ) -> None:
         self._app = app
         self._verifier = verifier
-        self._protected = parse_patterns(protected, setting="protected")
-        self._optional = parse_patterns(optional, setting="optional")
-        self._scopes = compile_scope_rules(scopes)
-        self._challenge = challenge or BearerChallenge()
+        self.rules = BearerRules(
+            protected=protected,
+            optional=optional,
+            scopes=scopes,
+            challenge=challenge,
+            max_header_bytes=max_header_bytes,
+        )
         self._proxies = proxies
-        self._max = _positive(max_header_bytes, "max_header_bytes", 256, 65536)
-        self._retry_after = str(_positive(retry_after, "retry_after", 1, 3600)).encode("ascii")
+        self._retry_after = retry_after_value(retry_after)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -158,13 +122,8 @@ class BearerMiddleware:
             return
         root = scope.get("root_path")
         path = scope.get("path") or "/"
-        forms = match_forms(asgi_path(path, root) if root else path)
-        needed: tuple[str, ...] = ()
-        for pattern, wanted in self._scopes:
-            if pattern.covers(forms):
-                needed += tuple(s for s in wanted if s not in needed)
-        required = bool(needed) or any(p.covers(forms) for p in self._protected)
-        if not required and not any(p.covers(forms) for p in self._optional):
+        route = self.rules.route(asgi_path(path, root) if root else path)
+        if route is None:
             await self._app(scope, receive, send)
             return
         headers: dict[bytes, list[bytes]] = {}
@@ -173,12 +132,15 @@ class BearerMiddleware:
             if lowered in _WANTED:
                 headers.setdefault(lowered, []).append(value)
         try:
-            found = await self._authenticate(scope, headers, required=required, needed=needed)
-        except _Refused as refused:
-            await self._refuse(scope, receive, send, headers, refused, needed)
+            found = await self._authenticate(scope, headers, route)
+        except BearerRefused as refused:
+            status, challenge, body = self.rules.answer(refused)
+            extra = [(b"www-authenticate", challenge.encode("ascii"))]
+            await _answer(scope, receive, send, headers, status, body, extra, close_code=1008)
             return
         except StoreUnavailable:
-            await self._unavailable(scope, receive, send, headers)
+            extra = [(b"retry-after", self._retry_after)]
+            await _answer(scope, receive, send, headers, 503, OUTAGE, extra, close_code=1013)
             return
         state = scope.get("state")
         if not isinstance(state, MutableMapping):
@@ -187,46 +149,26 @@ class BearerMiddleware:
         await self._app(scope, receive, send)
 
     async def _authenticate(
-        self,
-        scope: Scope,
-        headers: dict[bytes, list[bytes]],
-        *,
-        required: bool,
-        needed: tuple[str, ...],
+        self, scope: Scope, headers: dict[bytes, list[bytes]], route: Route
     ) -> Principal | None:
         """The request's principal; ``None`` on an optional path without a token of ours."""
-        values = headers.get(b"authorization")
-        if not values:
-            if required:
-                raise _Refused(TokenReason.MISSING)
+        rules = self.rules
+        presented = rules.present(
+            route, headers.get(b"authorization") or (), headers.get(b"dpop") or ()
+        )
+        if presented is None:
             return None
-        if not required and len(values) == 1 and _scheme_of(values[0]) not in _OURS:
-            return None  # another scheme on an optional path: the app's business
-        if len(values) > 1:
-            raise _Refused(TokenReason.MALFORMED_HEADER)
-        try:
-            credentials = parse_authorization(values[0], max_bytes=self._max)
-        except TokenRejected as rejected:
-            raise _Refused(rejected.reason) from None
-        scheme = None if credentials is None else credentials.scheme
-        proofs = headers.get(b"dpop") or ()
-        if len(proofs) > 1:
-            raise _Refused(TokenReason.DPOP_INVALID, scheme)  # RFC 9449 4.3: one proof only
-        if proofs and len(proofs[0]) > self._max:
-            raise _Refused(TokenReason.HEADER_TOO_LARGE, scheme)
         request = BearerRequest(
-            values[0].decode("ascii"),
-            proofs[0].decode("latin-1") if proofs else None,
+            presented.authorization,
+            presented.dpop,
             "GET" if scope["type"] == "websocket" else scope.get("method") or "GET",
             self._url(scope, headers),
         )
         try:
             found = await self._verifier.authenticate(request)
         except TokenRejected as rejected:
-            raise _Refused(rejected.reason, scheme) from None
-        if needed and not found.has_scopes(needed):
-            raise _Refused(TokenReason.INSUFFICIENT_SCOPE, scheme)
-        return found
+            raise rules.rejected(route, presented, rejected) from None
+        return rules.admit(route, found, presented.scheme)
 
     def _url(self, scope: Scope, headers: dict[bytes, list[bytes]]) -> str:
         raw = scope.get("raw_path")
@@ -251,42 +193,19 @@ class BearerMiddleware:
             proxies=self._proxies,
         )
 
-    async def _refuse(  # noqa: PLR0917 (the ASGI triple and what was read of the request)
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: dict[bytes, list[bytes]],
-        refused: _Refused,
-        needed: tuple[str, ...],
-    ) -> None:
-        reason = refused.reason
-        challenge = self._challenge.header(reason, scopes=needed, scheme=refused.scheme)
-        extra = [(b"www-authenticate", challenge.encode("ascii"))]
-        await _answer(scope, receive, send, headers, reason.status, refusal(reason), extra, 1008)
-
-    async def _unavailable(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, list[bytes]]
-    ) -> None:
-        extra = [(b"retry-after", self._retry_after)]
-        await _answer(scope, receive, send, headers, 503, OUTAGE, extra, 1013)
-
     def __repr__(self) -> str:
-        protected = [str(p) for p in self._protected]
-        return f"BearerMiddleware(protected={protected!r}, realm={self._challenge.realm!r})"
+        protected = [str(p) for p in self.rules.protected]
+        return f"BearerMiddleware(protected={protected!r}, realm={self.rules.challenge.realm!r})"
 
 
-def _scheme_of(value: bytes) -> str:
-    return value.strip(b" \t").split(b" ", 1)[0].decode("latin-1").lower()
-
-
-def _positive(value: object, setting: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def retry_after_value(seconds: object) -> bytes:
+    """``Retry-After`` of the outage answer, checked (1 to 3600 seconds)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 3600:
         raise ConfigurationError(
-            f"{setting} must be a whole number from {low} to {high}, got {value!r}",
-            setting=setting,
+            f"retry_after must be a whole number of seconds from 1 to 3600, got {seconds!r}",
+            setting="retry_after",
         )
-    return value
+    return str(seconds).encode("ascii")
 
 
 async def _answer(  # noqa: PLR0917 (the ASGI triple, the headers read, and the refusal)
@@ -297,6 +216,7 @@ async def _answer(  # noqa: PLR0917 (the ASGI triple, the headers read, and the 
     status: int,
     body_of: Refusal,
     extra: list[tuple[bytes, bytes]],
+    *,
     close_code: int,
 ) -> None:
     """Send the refusal: an HTTP response, or for a WebSocket handshake the denial response

@@ -24,21 +24,28 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
+from bastion.core.paths import EVERYWHERE, PathPattern, parse_patterns
 from bastion.core.refusal import Refusal
+from bastion.core.request import match_forms
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping, Sequence
 
     from bastion.core.client import TrustedProxies
+    from bastion.core.tokens.principal import Principal
 
 __all__ = [
     "DESCRIPTIONS",
     "MAX_AUTHORIZATION_BYTES",
     "OUTAGE",
     "BearerChallenge",
+    "BearerRefused",
+    "BearerRules",
     "Credentials",
+    "Presented",
+    "Route",
     "check_scopes",
     "parse_authorization",
     "public_url",
@@ -281,3 +288,162 @@ def public_url(
     scheme = scheme.lower()
     scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     return f"{scheme}://{(host or 'localhost').lower()}{path or '/'}"
+
+
+class BearerRefused(TokenRejected):
+    """A refusal ready to answer: the reason, the scheme the client used (``None`` before it
+    was known) and the scopes the resource needs (listed for ``insufficient_scope``)."""
+
+    def __init__(
+        self, reason: TokenReason, *, scheme: Scheme | None = None, scopes: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(reason)
+        self.scheme = scheme
+        self.scopes = scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a path needs: ``required`` (fail closed without a valid token) and ``scopes``."""
+
+    required: bool
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """The credentials of a request, checked for syntax and ready for the verifier."""
+
+    authorization: str = field(repr=False)
+    dpop: str | None = field(repr=False)
+    scheme: Scheme
+
+
+class BearerRules:
+    """Which paths need a token and which scopes, and how refusals read: the decisions the
+    ASGI and WSGI middlewares share (their module docstrings describe the behaviour).
+
+    ``protected``, ``optional`` and the keys of ``scopes`` are path patterns
+    (:mod:`bastion.core.paths`), matched with :meth:`~bastion.core.paths.PathPattern.covers`
+    (every reading of the path). A path under a ``scopes`` rule is protected. Checked at
+    construction: a bad pattern, scope or cap is a :class:`ConfigurationError`.
+    """
+
+    __slots__ = ("challenge", "max_header_bytes", "optional", "protected", "scopes")
+
+    def __init__(
+        self,
+        *,
+        protected: str | Iterable[str | PathPattern] = (EVERYWHERE,),
+        optional: str | Iterable[str | PathPattern] = (EVERYWHERE,),
+        scopes: Mapping[str, Iterable[str]] | None = None,
+        challenge: BearerChallenge | None = None,
+        max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
+    ) -> None:
+        self.protected = parse_patterns(protected, setting="protected")
+        self.optional = parse_patterns(optional, setting="optional")
+        self.scopes = _scope_rules(scopes)
+        self.challenge = challenge or BearerChallenge()
+        if (
+            isinstance(max_header_bytes, bool)
+            or not isinstance(max_header_bytes, int)
+            or not 256 <= max_header_bytes <= 65536
+        ):
+            raise ConfigurationError(
+                f"max_header_bytes must be a whole number from 256 to 65536, got "
+                f"{max_header_bytes!r}",
+                setting="max_header_bytes",
+            )
+        self.max_header_bytes = max_header_bytes
+
+    def route(self, path: str) -> Route | None:
+        """What ``path`` (the full request path) needs; ``None``: not ours, leave it alone."""
+        forms = match_forms(path)
+        needed: tuple[str, ...] = ()
+        for pattern, wanted in self.scopes:
+            if pattern.covers(forms):
+                needed += tuple(scope for scope in wanted if scope not in needed)
+        if needed or any(pattern.covers(forms) for pattern in self.protected):
+            return Route(required=True, scopes=needed)
+        if any(pattern.covers(forms) for pattern in self.optional):
+            return Route(required=False)
+        return None
+
+    def present(
+        self,
+        route: Route,
+        authorization: Sequence[str | bytes],
+        dpop: Sequence[str | bytes] = (),
+    ) -> Presented | None:
+        """The request's credentials from every ``Authorization`` and ``DPoP`` header value
+        it sent; ``None`` when it sent none (or, on an optional path, only a header of another
+        scheme). Raises :class:`BearerRefused`: ``MISSING`` on a required route,
+        ``MALFORMED_HEADER`` for two headers or bad syntax, ``HEADER_TOO_LARGE``, and
+        ``DPOP_INVALID`` for two ``DPoP`` headers (RFC 9449 section 4.3)."""
+        if not authorization:
+            if route.required:
+                raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
+            return None
+        first = authorization[0]
+        if not route.required and len(authorization) == 1 and _scheme_of(first) not in _SCHEMES:
+            return None  # another scheme on an optional path: the app's business
+        if len(authorization) > 1:
+            raise BearerRefused(TokenReason.MALFORMED_HEADER, scopes=route.scopes)
+        try:
+            credentials = parse_authorization(first, max_bytes=self.max_header_bytes)
+        except TokenRejected as rejected:
+            raise BearerRefused(rejected.reason, scopes=route.scopes) from None
+        if credentials is None:  # pragma: no cover - first is not None
+            raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
+        scheme = credentials.scheme
+        if len(dpop) > 1:
+            raise BearerRefused(TokenReason.DPOP_INVALID, scheme=scheme, scopes=route.scopes)
+        proof = dpop[0] if dpop else None
+        if proof is not None and len(proof) > self.max_header_bytes:
+            raise BearerRefused(TokenReason.HEADER_TOO_LARGE, scheme=scheme, scopes=route.scopes)
+        text = first.decode("ascii") if isinstance(first, bytes) else first
+        if isinstance(proof, bytes):
+            proof = proof.decode("latin-1")
+        return Presented(text, proof, scheme)
+
+    @staticmethod
+    def rejected(route: Route, presented: Presented, rejected: TokenRejected) -> BearerRefused:
+        """The verifier's refusal, with the scheme the client used."""
+        return BearerRefused(rejected.reason, scheme=presented.scheme, scopes=route.scopes)
+
+    @staticmethod
+    def admit(route: Route, principal: Principal, scheme: Scheme | None = None) -> Principal:
+        """``principal`` when it holds the route's scopes, else ``BearerRefused``
+        (``INSUFFICIENT_SCOPE``)."""
+        if route.scopes and not principal.has_scopes(route.scopes):
+            raise BearerRefused(TokenReason.INSUFFICIENT_SCOPE, scheme=scheme, scopes=route.scopes)
+        return principal
+
+    def answer(self, refused: TokenRejected) -> tuple[int, str, Refusal]:
+        """``(status, WWW-Authenticate value, body)`` of a refusal."""
+        reason = refused.reason
+        scheme = refused.scheme if isinstance(refused, BearerRefused) else None
+        scopes = refused.scopes if isinstance(refused, BearerRefused) else ()
+        header = self.challenge.header(reason, scopes=scopes, scheme=scheme)
+        return reason.status, header, refusal(reason)
+
+
+def _scheme_of(value: str | bytes) -> str:
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return text.strip(" \t").split(" ", 1)[0].lower()
+
+
+def _scope_rules(
+    scopes: Mapping[str, Iterable[str]] | None,
+) -> tuple[tuple[PathPattern, tuple[str, ...]], ...]:
+    if scopes is None:
+        return ()
+    if not hasattr(scopes, "items") or isinstance(scopes, str):
+        raise ConfigurationError(
+            "scopes must map path patterns to the scopes they need: {'/api/admin/*': ('admin',)}",
+            setting="scopes",
+        )
+    return tuple(
+        (PathPattern.parse(pattern, setting="scopes"), check_scopes(needed, setting="scopes"))
+        for pattern, needed in scopes.items()
+    )
