@@ -64,7 +64,16 @@ if TYPE_CHECKING:
     from bastion.core.tokens.bearer import Route
     from bastion.core.tokens.principal import BearerVerifier
 
-__all__ = ["PRINCIPAL_KEY", "BearerMiddleware", "principal"]
+__all__ = [
+    "PRINCIPAL_KEY",
+    "BearerMiddleware",
+    "attach",
+    "authenticate_scope",
+    "principal",
+    "retry_after_value",
+    "scope_url",
+    "wanted_headers",
+]
 
 PRINCIPAL_KEY: Final = "bastion.principal"
 """The key of the principal in ``scope["state"]`` (and in a WSGI environ)."""
@@ -126,13 +135,11 @@ class BearerMiddleware:
         if route is None:
             await self._app(scope, receive, send)
             return
-        headers: dict[bytes, list[bytes]] = {}
-        for name, value in scope.get("headers") or ():
-            lowered = name.lower()
-            if lowered in _WANTED:
-                headers.setdefault(lowered, []).append(value)
+        headers = wanted_headers(scope)
         try:
-            found = await self._authenticate(scope, headers, route)
+            found = await authenticate_scope(
+                scope, self._verifier, self.rules, route, self._proxies, headers
+            )
         except BearerRefused as refused:
             status, challenge, body = self.rules.answer(refused)
             extra = [(b"www-authenticate", challenge.encode("ascii"))]
@@ -142,60 +149,91 @@ class BearerMiddleware:
             extra = [(b"retry-after", self._retry_after)]
             await _answer(scope, receive, send, headers, 503, OUTAGE, extra, close_code=1013)
             return
-        state = scope.get("state")
-        if not isinstance(state, MutableMapping):
-            state = scope["state"] = {}
-        state[PRINCIPAL_KEY] = found
+        attach(scope, found)
         await self._app(scope, receive, send)
-
-    async def _authenticate(
-        self, scope: Scope, headers: dict[bytes, list[bytes]], route: Route
-    ) -> Principal | None:
-        """The request's principal; ``None`` on an optional path without a token of ours."""
-        rules = self.rules
-        presented = rules.present(
-            route, headers.get(b"authorization") or (), headers.get(b"dpop") or ()
-        )
-        if presented is None:
-            return None
-        request = BearerRequest(
-            presented.authorization,
-            presented.dpop,
-            "GET" if scope["type"] == "websocket" else scope.get("method") or "GET",
-            self._url(scope, headers),
-        )
-        try:
-            found = await self._verifier.authenticate(request)
-        except TokenRejected as rejected:
-            raise rules.rejected(route, presented, rejected) from None
-        return rules.admit(route, found, presented.scheme)
-
-    def _url(self, scope: Scope, headers: dict[bytes, list[bytes]]) -> str:
-        raw = scope.get("raw_path")
-        if isinstance(raw, bytes) and raw:
-            path = quote_path(raw.split(b"?", 1)[0], encoded=True)
-        else:
-            root = scope.get("root_path")
-            path = quote_path(asgi_path(scope.get("path") or "/", root) if root else scope["path"])
-        client = scope.get("client")
-
-        def first(name: bytes) -> str | None:
-            found = headers.get(name)
-            return found[0].decode("latin-1") if found else None
-
-        return public_url(
-            scope.get("scheme") or "http",
-            first(b"host"),
-            path,
-            peer=client[0] if client else None,
-            forwarded_proto=first(b"x-forwarded-proto"),
-            forwarded_host=first(b"x-forwarded-host"),
-            proxies=self._proxies,
-        )
 
     def __repr__(self) -> str:
         protected = [str(p) for p in self.rules.protected]
         return f"BearerMiddleware(protected={protected!r}, realm={self.rules.challenge.realm!r})"
+
+
+def wanted_headers(scope: Scope) -> dict[bytes, list[bytes]]:
+    """The header values the bearer checks read, by lower-case name, every value kept (two
+    ``Authorization`` headers must be seen as two)."""
+    headers: dict[bytes, list[bytes]] = {}
+    for name, value in scope.get("headers") or ():
+        lowered = name.lower()
+        if lowered in _WANTED:
+            headers.setdefault(lowered, []).append(value)
+    return headers
+
+
+def attach(scope: Scope, found: Principal | None) -> None:
+    """Put ``found`` in ``scope["state"]["bastion.principal"]``."""
+    state = scope.get("state")
+    if not isinstance(state, MutableMapping):
+        state = scope["state"] = {}
+    state[PRINCIPAL_KEY] = found
+
+
+async def authenticate_scope(  # noqa: PLR0917 (the request, the rules, the verifier)
+    scope: Scope,
+    verifier: BearerVerifier,
+    rules: BearerRules,
+    route: Route,
+    proxies: TrustedProxies | None = None,
+    headers: dict[bytes, list[bytes]] | None = None,
+) -> Principal | None:
+    """The principal of an ASGI request on ``route`` (``None``: optional and no token of
+    ours); raises :class:`~bastion.core.tokens.bearer.BearerRefused` or
+    :class:`~bastion.errors.StoreUnavailable`. Shared with :mod:`bastion.fastapi` and
+    :mod:`bastion.starlette`."""
+    if headers is None:
+        headers = wanted_headers(scope)
+    presented = rules.present(
+        route, headers.get(b"authorization") or (), headers.get(b"dpop") or ()
+    )
+    if presented is None:
+        return None
+    request = BearerRequest(
+        presented.authorization,
+        presented.dpop,
+        "GET" if scope["type"] == "websocket" else scope.get("method") or "GET",
+        scope_url(scope, headers, proxies),
+    )
+    try:
+        found = await verifier.authenticate(request)
+    except TokenRejected as rejected:
+        raise rules.rejected(route, presented, rejected) from None
+    return rules.admit(route, found, presented.scheme)
+
+
+def scope_url(
+    scope: Scope, headers: dict[bytes, list[bytes]], proxies: TrustedProxies | None
+) -> str:
+    """``scheme://host/path`` of the request for DPoP's ``htu`` (see
+    :func:`~bastion.core.tokens.bearer.public_url`); the path as sent (``raw_path``)."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        path = quote_path(raw.split(b"?", 1)[0], encoded=True)
+    else:
+        root = scope.get("root_path")
+        path = quote_path(asgi_path(scope.get("path") or "/", root) if root else scope["path"])
+    client = scope.get("client")
+
+    def first(name: bytes) -> str | None:
+        found = headers.get(name)
+        return found[0].decode("latin-1") if found else None
+
+    return public_url(
+        scope.get("scheme") or "http",
+        first(b"host"),
+        path,
+        peer=client[0] if client else None,
+        forwarded_proto=first(b"x-forwarded-proto"),
+        forwarded_host=first(b"x-forwarded-host"),
+        proxies=proxies,
+    )
 
 
 def retry_after_value(seconds: object) -> bytes:
