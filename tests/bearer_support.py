@@ -24,7 +24,9 @@ from bastion.core.tokens.reasons import TokenReason, TokenRejected
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
 
+    from bastion.asgi.types import Message, Scope
     from bastion.stores.base import Store
 
 KEY = b"k" * 32
@@ -166,3 +168,32 @@ def challenge(error: str, description: str, scope: str | None = None) -> str:
     if scope is not None:
         text += f', scope="{scope}"'
     return text
+
+
+async def handshake(
+    app: Any, headers: list[tuple[bytes, bytes]], *, extension: bool
+) -> list[Message]:
+    scope: Scope = {
+        "type": "websocket",
+        "path": "/api/ws",
+        "raw_path": b"/api/ws",
+        "root_path": "",
+        "scheme": "wss",
+        "query_string": b"",
+        "headers": [(b"host", b"api.test"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("api.test", 443),
+        "subprotocols": [],
+        "extensions": {"websocket.http.response": {}} if extension else {},
+    }
+    incoming: list[Message] = [{"type": "websocket.connect"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent

@@ -23,6 +23,7 @@ from tests.bearer_support import (
     HMACVerifier,
     auth,
     challenge,
+    handshake,
     make_token,
 )
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.websockets import WebSocket
 
-    from bastion.asgi.types import Message, Scope
     from bastion.testing.redis_server import RedisServer
 
 JSON = {"Accept": "application/json"}
@@ -334,41 +334,12 @@ async def test_a_store_outage_is_503_with_retry_after(
 # -- WebSocket handshakes, driven as raw ASGI --------------------------------------------------
 
 
-async def _handshake(
-    app: Any, headers: list[tuple[bytes, bytes]], *, extension: bool
-) -> list[Message]:
-    scope: Scope = {
-        "type": "websocket",
-        "path": "/api/ws",
-        "raw_path": b"/api/ws",
-        "root_path": "",
-        "scheme": "wss",
-        "query_string": b"",
-        "headers": [(b"host", b"api.test"), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("api.test", 443),
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}} if extension else {},
-    }
-    incoming: list[Message] = [{"type": "websocket.connect"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
-
-
 @pytest.mark.asyncio
 async def test_a_websocket_without_a_token_is_refused_before_accept(verifier: HMACVerifier) -> None:
     app = make_app(verifier)
-    closed = await _handshake(app, [], extension=False)
+    closed = await handshake(app, [], extension=False)
     assert closed == [{"type": "websocket.close", "code": 1008, "reason": ""}]
-    denied = await _handshake(app, [], extension=True)
+    denied = await handshake(app, [], extension=True)
     assert denied[0]["type"] == "websocket.http.response.start"
     assert denied[0]["status"] == 401
     assert (b"www-authenticate", CHALLENGE_MISSING.encode()) in denied[0]["headers"]
@@ -377,7 +348,7 @@ async def test_a_websocket_without_a_token_is_refused_before_accept(verifier: HM
 @pytest.mark.asyncio
 async def test_a_websocket_with_a_token_is_accepted(verifier: HMACVerifier) -> None:
     token = make_token().encode()
-    sent = await _handshake(
+    sent = await handshake(
         make_app(verifier), [(b"authorization", b"Bearer " + token)], extension=False
     )
     assert sent[0]["type"] == "websocket.accept"
