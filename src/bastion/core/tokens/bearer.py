@@ -47,6 +47,7 @@ __all__ = [
     "Presented",
     "Route",
     "check_scopes",
+    "description",
     "parse_authorization",
     "public_url",
     "quote_path",
