@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from tests.bearer_support import (
     CHALLENGE_MISSING,
     MALFORMED_HEADERS,
@@ -19,6 +19,7 @@ from tests.bearer_support import (
     HMACVerifier,
     auth,
     challenge,
+    handshake,
     make_token,
 )
 
@@ -55,6 +56,12 @@ def make_app(verifier: HMACVerifier | None) -> FastAPI:
     @app.post("/posts", dependencies=[RequireScopes("posts:write", user=bearer)])
     async def write() -> dict[str, Any]:
         return {"ok": True}
+
+    @app.websocket("/api/ws")
+    async def socket(websocket: WebSocket, user: Annotated[Principal, Depends(bearer)]) -> None:
+        await websocket.accept()
+        await websocket.send_json({"sub": user.subject})
+        await websocket.close()
 
     @app.get("/open")
     async def open_route() -> dict[str, Any]:
@@ -189,3 +196,14 @@ async def test_a_store_outage_is_503(start_redis_server: "Callable[..., RedisSer
     assert response.headers["retry-after"] == "5"
     assert "www-authenticate" not in response.headers
     assert token.split(".")[1] not in response.text
+
+
+@pytest.mark.asyncio
+async def test_a_websocket_dependency_refuses_before_accept(verifier: HMACVerifier) -> None:
+    app = make_app(verifier)
+    token = make_token().encode()
+    accepted = await handshake(app, [(b"authorization", b"Bearer " + token)], extension=False)
+    assert accepted[0]["type"] == "websocket.accept"
+    closed = await handshake(app, [], extension=False)
+    assert closed[0]["type"] == "websocket.close"
+    assert closed[0]["code"] == 1008

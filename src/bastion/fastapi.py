@@ -29,7 +29,8 @@ constructor argument: explicit and typed; no lookup in ``app.state``). With neit
 dependency raises :class:`~bastion.errors.ConfigurationError`: a setup bug is a 500, never an
 open route.
 
-Refusals are FastAPI's ``HTTPException``: the status (401, 400, 403; 503 with ``Retry-After``
+Refusals are FastAPI's ``HTTPException`` (for a WebSocket, a ``WebSocketException`` closing
+the handshake before ``accept`` with code 1008, 1013 during an outage): the status (401, 400, 403; 503 with ``Retry-After``
 when the verifier's store is down), ``WWW-Authenticate`` exactly as the middleware sends it,
 and FastAPI's ``{"detail": "<fixed text>"}`` body, so the app's own exception handlers apply.
 No token content is ever in either.
@@ -40,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from fastapi import HTTPException, Security
+from fastapi import HTTPException, Security, WebSocket, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import SecurityScopes  # noqa: TC002 (FastAPI reads the annotation at run time)
 from fastapi.security.base import SecurityBase
@@ -110,11 +111,15 @@ class BearerUser(SecurityBase):
         try:
             return self.rules.admit(route, await self._principal(connection, route))
         except BearerRefused as refused:
+            if isinstance(connection, WebSocket):  # refused before accept (the server: 403)
+                raise WebSocketException(1008) from None
             status, challenge, body = self.rules.answer(refused)
             raise HTTPException(
                 status, detail=body.detail, headers={"WWW-Authenticate": challenge}
             ) from None
         except StoreUnavailable:
+            if isinstance(connection, WebSocket):
+                raise WebSocketException(1013) from None
             raise HTTPException(
                 503, detail=OUTAGE.detail.strip(), headers={"Retry-After": self._retry_after}
             ) from None
