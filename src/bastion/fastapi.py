@@ -29,11 +29,11 @@ constructor argument: explicit and typed; no lookup in ``app.state``). With neit
 dependency raises :class:`~bastion.errors.ConfigurationError`: a setup bug is a 500, never an
 open route.
 
-Refusals are FastAPI's ``HTTPException`` (for a WebSocket, a ``WebSocketException`` closing
-the handshake before ``accept`` with code 1008, 1013 during an outage): the status (401, 400, 403; 503 with ``Retry-After``
-when the verifier's store is down), ``WWW-Authenticate`` exactly as the middleware sends it,
-and FastAPI's ``{"detail": "<fixed text>"}`` body, so the app's own exception handlers apply.
-No token content is ever in either.
+Refusals are FastAPI's ``HTTPException``: the status (401, 400, 403; 503 with
+``Retry-After`` when the verifier's store is down), ``WWW-Authenticate`` exactly as the
+middleware sends it, and FastAPI's ``{"detail": "<fixed text>"}`` body, so the app's own
+exception handlers apply. A WebSocket route gets a ``WebSocketException`` instead, closing the
+handshake before ``accept`` (code 1008; 1013 during an outage). No token content is ever in either.
 """
 
 from __future__ import annotations
