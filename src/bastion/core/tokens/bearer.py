@@ -16,6 +16,10 @@ a fixed ``error_description`` per :class:`~bastion.core.tokens.reasons.TokenReas
 ``insufficient_scope``. With DPoP enabled a ``DPoP`` challenge with ``algs="..."`` follows the
 ``Bearer`` one (or comes first, carrying the error, when the client used the ``DPoP``
 scheme). :func:`refusal` gives the response body through :mod:`bastion.core.refusal`.
+
+Deciding (:class:`BearerRules`): which paths need a token (fail closed), which scopes, and the
+refusal of each case, shared by the ASGI and WSGI middlewares and the framework helpers, so
+that every adapter refuses the same request with the same status and challenge.
 """
 
 from __future__ import annotations
