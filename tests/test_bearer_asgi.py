@@ -28,11 +28,15 @@ from tests.bearer_support import (
 )
 
 from bastion.asgi.bearer import PRINCIPAL_KEY, BearerMiddleware, principal
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.client import TrustedProxies
+from bastion.core.clock import FrozenClock
+from bastion.core.keys import KeyRing
 from bastion.core.tokens.bearer import BearerChallenge
 from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -355,3 +359,31 @@ async def test_a_websocket_with_a_token_is_accepted(verifier: HMACVerifier) -> N
     assert json.loads(sent[1]["text"]) == {"sub": "alice"}
     assert verifier.seen[-1].method == "GET"
     assert verifier.seen[-1].url == "https://api.test/api/ws"
+
+
+@pytest.mark.asyncio
+async def test_refusals_the_middleware_decides_are_audited_without_the_token(
+    verifier: HMACVerifier,
+) -> None:
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(NOW), sink)
+    token = make_token(scopes=["read"], jti="t-77")
+    async with client(make_app(verifier, auditor=auditor)) as http:
+        await http.get("/api/me")  # no credentials: not an event
+        await http.get("/api/me", headers=auth(make_token(key=b"x" * 32)))  # the verifier's
+        await http.get("/api/me", headers={"Authorization": "Bearer a b"})
+        await http.get("/api/admin/stats", headers=auth(token))
+    assert sink.names() == ["input_validation_fail", "authz_fail"]
+    malformed, scope = (event.to_dict() for event in sink.events)
+    assert malformed["details"] == {"reason": "malformed_header", "path": "/api/me"}
+    assert scope["details"] == {
+        "reason": "insufficient_scope",
+        "path": "/api/admin/stats",
+        "scopes": "admin read",
+        "token_id": "t-77",
+    }
+    assert scope["user"] is not None
+    for event in sink.events:
+        text = json.dumps(event.to_dict())
+        for part in token.split("."):
+            assert part not in text

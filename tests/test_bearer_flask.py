@@ -26,10 +26,14 @@ from tests.bearer_support import (
 from werkzeug.test import Client
 
 import bastion.flask
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import FrozenClock
+from bastion.core.keys import KeyRing
 from bastion.core.tokens.bearer import BearerChallenge
 from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi.bearer import BearerMiddleware, principal
 
 if TYPE_CHECKING:
@@ -218,3 +222,17 @@ def test_a_store_outage_is_503(start_redis_server: Callable[..., RedisServer], s
     assert "WWW-Authenticate" not in response.headers
     assert response.get_json()["error"] == "token_store_unavailable"
     body_has_no_token(response, token)
+
+
+def test_wsgi_refusals_are_audited(verifier: HMACVerifier) -> None:
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(NOW), sink)
+    app = BearerMiddleware(
+        wsgi_app, verifier, protected=["/api/*"], scopes={"/api/admin": ["admin"]}, auditor=auditor
+    )
+    client = Client(app)
+    client.get("/api/me", headers={"Authorization": "Bearer " + "a" * 9000})
+    client.get("/api/admin", headers=auth(make_token(jti="t-5")))
+    assert sink.names() == ["input_validation_fail", "authz_fail"]
+    assert sink.events[0].to_dict()["details"] == {"reason": "header_too_large", "path": "/api/me"}
+    assert sink.events[1].to_dict()["details"]["token_id"] == "t-5"

@@ -60,6 +60,7 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from bastion.asgi.types import ASGIApp, Receive, Scope, Send
+    from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.tokens.bearer import Route
     from bastion.core.tokens.principal import BearerVerifier
@@ -94,7 +95,8 @@ class BearerMiddleware:
     :class:`~bastion.core.client.TrustedProxies`) says whose ``X-Forwarded-Proto`` and
     ``X-Forwarded-Host`` build the URL a DPoP proof is checked against. ``max_header_bytes``
     caps the raw ``Authorization`` and ``DPoP`` headers; ``retry_after`` is the outage's
-    ``Retry-After`` in seconds.
+    ``Retry-After`` in seconds. ``auditor`` receives the events of
+    :class:`~bastion.core.tokens.bearer.BearerRules` (malformed headers, missing scopes).
     """
 
     __slots__ = ("_app", "_proxies", "_retry_after", "_verifier", "rules")
@@ -111,6 +113,7 @@ class BearerMiddleware:
         proxies: TrustedProxies | None = None,
         max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
         retry_after: int = 5,
+        auditor: Auditor | None = None,
     ) -> None:
         self._app = app
         self._verifier = verifier
@@ -120,6 +123,7 @@ class BearerMiddleware:
             scopes=scopes,
             challenge=challenge,
             max_header_bytes=max_header_bytes,
+            auditor=auditor,
         )
         self._proxies = proxies
         self._retry_after = retry_after_value(retry_after)
@@ -131,7 +135,9 @@ class BearerMiddleware:
             return
         root = scope.get("root_path")
         path = scope.get("path") or "/"
-        route = self.rules.route(asgi_path(path, root) if root else path)
+        if root:
+            path = asgi_path(path, root)
+        route = self.rules.route(path)
         if route is None:
             await self._app(scope, receive, send)
             return
@@ -141,6 +147,8 @@ class BearerMiddleware:
                 scope, self._verifier, self.rules, route, self._proxies, headers
             )
         except BearerRefused as refused:
+            if self.rules.auditor is not None:
+                self.rules.audit(refused, path=path, client_ip=self._client(scope))
             status, challenge, body = self.rules.answer(refused)
             extra = [(b"www-authenticate", challenge.encode("ascii"))]
             await _answer(scope, receive, send, headers, status, body, extra, close_code=1008)
@@ -151,6 +159,18 @@ class BearerMiddleware:
             return
         attach(scope, found)
         await self._app(scope, receive, send)
+
+    def _client(self, scope: Scope) -> str | None:
+        """The client's address for an audit event (through the trusted proxies)."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        proxies = self._proxies
+        if proxies is None or not proxies.trusts_any:
+            return peer
+        wanted = proxies.header.encode("ascii")
+        values = [v.decode("latin-1") for n, v in scope.get("headers") or () if n == wanted]
+        address = proxies.client(peer, values)
+        return None if address is None else str(address)
 
     def __repr__(self) -> str:
         protected = [str(p) for p in self.rules.protected]

@@ -36,6 +36,7 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.refusal import Refusal
     from bastion.core.tokens.bearer import Route
@@ -47,6 +48,7 @@ __all__ = [
     "BearerMiddleware",
     "answer_refused",
     "authenticate_environ",
+    "environ_client",
     "environ_url",
     "principal",
     "refusal_response",
@@ -110,6 +112,16 @@ def environ_url(environ: Mapping[str, Any], proxies: TrustedProxies | None) -> s
     )
 
 
+def environ_client(environ: Mapping[str, Any], proxies: TrustedProxies | None) -> str | None:
+    """The client's address for an audit event (through the trusted proxies)."""
+    peer = environ.get("REMOTE_ADDR") or None
+    if proxies is None or not proxies.trusts_any:
+        return peer
+    value = environ.get("HTTP_" + proxies.header.upper().replace("-", "_"))
+    address = proxies.client(peer, () if value is None else (value,))
+    return None if address is None else str(address)
+
+
 def refusal_response(
     environ: Mapping[str, Any],
     status: int,
@@ -156,6 +168,7 @@ class BearerMiddleware:
         proxies: TrustedProxies | None = None,
         max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
         retry_after: int = 5,
+        auditor: Auditor | None = None,
     ) -> None:
         self._app = app
         self._verifier = verifier
@@ -165,6 +178,7 @@ class BearerMiddleware:
             scopes=scopes,
             challenge=challenge,
             max_header_bytes=max_header_bytes,
+            auditor=auditor,
         )
         self._proxies = proxies
         if (
@@ -187,6 +201,10 @@ class BearerMiddleware:
         try:
             found = authenticate_environ(environ, self._verifier, self.rules, route, self._proxies)
         except BearerRefused as refused:
+            if self.rules.auditor is not None:
+                self.rules.audit(
+                    refused, path=path, client_ip=environ_client(environ, self._proxies)
+                )
             status, headers, body = answer_refused(environ, self.rules, refused)
             start_response(status, headers)
             return [body]

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
+from bastion.core.audit import EventName, Outcome
 from bastion.core.paths import EVERYWHERE, PathPattern, parse_patterns
 from bastion.core.refusal import Refusal
 from bastion.core.request import match_forms
@@ -37,6 +38,7 @@ from bastion.errors import ConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.tokens.principal import Principal
 
@@ -300,11 +302,22 @@ class BearerRefused(TokenRejected):
     was known) and the scopes the resource needs (listed for ``insufficient_scope``)."""
 
     def __init__(
-        self, reason: TokenReason, *, scheme: Scheme | None = None, scopes: tuple[str, ...] = ()
+        self,
+        reason: TokenReason,
+        *,
+        scheme: Scheme | None = None,
+        scopes: tuple[str, ...] = (),
+        local: bool = True,
+        principal: Principal | None = None,
     ) -> None:
         super().__init__(reason)
         self.scheme = scheme
         self.scopes = scopes
+        self.local = local
+        """Decided by the adapter (header syntax, size, scopes), not by the verifier, which
+        audits its own refusals."""
+        self.principal = principal
+        """The verified principal an ``insufficient_scope`` refusal is about."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,9 +345,14 @@ class BearerRules:
     (:mod:`bastion.core.paths`), matched with :meth:`~bastion.core.paths.PathPattern.covers`
     (every reading of the path). A path under a ``scopes`` rule is protected. Checked at
     construction: a bad pattern, scope or cap is a :class:`ConfigurationError`.
+
+    ``auditor`` receives an event for each refusal the adapter decides itself:
+    ``input_validation_fail`` for a malformed or oversized header, ``authz_fail`` for a
+    missing scope (with the subject and the token's ``jti``, never the token). Refusals of the
+    verifier are the verifier's to audit; a request without credentials is not an event.
     """
 
-    __slots__ = ("challenge", "max_header_bytes", "optional", "protected", "scopes")
+    __slots__ = ("auditor", "challenge", "max_header_bytes", "optional", "protected", "scopes")
 
     def __init__(
         self,
@@ -344,7 +362,9 @@ class BearerRules:
         scopes: Mapping[str, Iterable[str]] | None = None,
         challenge: BearerChallenge | None = None,
         max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
+        auditor: Auditor | None = None,
     ) -> None:
+        self.auditor = auditor
         self.protected = parse_patterns(protected, setting="protected")
         self.optional = parse_patterns(optional, setting="optional")
         self.scopes = _scope_rules(scopes)
@@ -414,15 +434,48 @@ class BearerRules:
     @staticmethod
     def rejected(route: Route, presented: Presented, rejected: TokenRejected) -> BearerRefused:
         """The verifier's refusal, with the scheme the client used."""
-        return BearerRefused(rejected.reason, scheme=presented.scheme, scopes=route.scopes)
+        return BearerRefused(
+            rejected.reason, scheme=presented.scheme, scopes=route.scopes, local=False
+        )
 
     @staticmethod
     def admit(route: Route, principal: Principal, scheme: Scheme | None = None) -> Principal:
         """``principal`` when it holds the route's scopes, else ``BearerRefused``
         (``INSUFFICIENT_SCOPE``)."""
         if route.scopes and not principal.has_scopes(route.scopes):
-            raise BearerRefused(TokenReason.INSUFFICIENT_SCOPE, scheme=scheme, scopes=route.scopes)
+            raise BearerRefused(
+                TokenReason.INSUFFICIENT_SCOPE,
+                scheme=scheme,
+                scopes=route.scopes,
+                principal=principal,
+            )
         return principal
+
+    def audit(self, refused: BearerRefused, *, path: str, client_ip: str | None) -> None:
+        """Send the audit event of ``refused`` (see the class docstring), if it has one."""
+        auditor = self.auditor
+        reason = refused.reason
+        if auditor is None or not refused.local or reason is TokenReason.MISSING:
+            return
+        details: dict[str, str | None] = {"reason": reason.value, "path": path}
+        if reason is TokenReason.INSUFFICIENT_SCOPE:
+            found = refused.principal
+            details["scopes"] = " ".join(refused.scopes)
+            details["token_id"] = None if found is None else found.token_id
+            auditor.emit(
+                EventName.AUTHZ_FAIL,
+                outcome=Outcome.BLOCKED,
+                user=None if found is None else found.subject,
+                client_ip=client_ip,
+                details=details,
+            )
+            return
+        auditor.emit(
+            EventName.INPUT_VALIDATION_FAIL,
+            outcome=Outcome.BLOCKED,
+            client_ip=client_ip,
+            details=details,
+        )
 
     def answer(self, refused: TokenRejected) -> tuple[int, str, Refusal]:
         """``(status, WWW-Authenticate value, body)`` of a refusal."""
