@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, WebSocket
 from tests.bearer_support import (
     CHALLENGE_MISSING,
     MALFORMED_HEADERS,
+    NOW,
     REALM,
     HMACVerifier,
     auth,
@@ -24,12 +25,16 @@ from tests.bearer_support import (
 )
 
 from bastion.asgi.bearer import BearerMiddleware
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import FrozenClock
+from bastion.core.keys import KeyRing
 from bastion.core.tokens.bearer import BearerChallenge
 from bastion.core.tokens.principal import Principal
 from bastion.errors import ConfigurationError
 from bastion.fastapi import BearerUser, RequireScopes
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -207,3 +212,26 @@ async def test_a_websocket_dependency_refuses_before_accept(verifier: HMACVerifi
     closed = await handshake(app, [], extension=False)
     assert closed[0]["type"] == "websocket.close"
     assert closed[0]["code"] == 1008
+
+
+@pytest.mark.asyncio
+async def test_a_missing_scope_is_audited(verifier: HMACVerifier) -> None:
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(NOW), sink)
+    bearer = BearerUser(verifier, challenge=CHALLENGE, auditor=auditor)
+    app = FastAPI()
+
+    @app.get("/admin", dependencies=[RequireScopes("admin", user=bearer)])
+    async def admin() -> dict[str, Any]:
+        return {}
+
+    async with client(app) as http:
+        response = await http.get("/admin", headers=auth(make_token(jti="t-3")))
+    assert response.status_code == 403
+    assert sink.names() == ["authz_fail"]
+    assert sink.events[0].to_dict()["details"] == {
+        "reason": "insufficient_scope",
+        "path": "/admin",
+        "scopes": "admin",
+        "token_id": "t-3",
+    }

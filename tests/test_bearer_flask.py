@@ -236,3 +236,21 @@ def test_wsgi_refusals_are_audited(verifier: HMACVerifier) -> None:
     assert sink.names() == ["input_validation_fail", "authz_fail"]
     assert sink.events[0].to_dict()["details"] == {"reason": "header_too_large", "path": "/api/me"}
     assert sink.events[1].to_dict()["details"]["token_id"] == "t-5"
+
+
+def test_the_flask_decorator_audits_a_missing_scope(verifier: HMACVerifier) -> None:
+    sink = RecordingAuditSink()
+    app = Flask(__name__)
+    bastion.flask.init_bearer(
+        app, verifier, auditor=Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(NOW), sink)
+    )
+
+    @app.get("/admin")
+    @bastion.flask.bearer_required("admin")
+    def admin() -> dict[str, Any]:
+        return {}
+
+    response = Client(app).get("/admin", headers=auth(make_token(jti="t-8")))
+    assert response.status_code == 403
+    assert sink.names() == ["authz_fail"]
+    assert sink.events[0].to_dict()["details"]["path"] == "/admin"

@@ -20,6 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from tests.bearer_support import (
     CHALLENGE_MISSING,
     MALFORMED_HEADERS,
+    NOW,
     REALM,
     HMACVerifier,
     auth,
@@ -29,11 +30,15 @@ from tests.bearer_support import (
 )
 
 from bastion.asgi.bearer import BearerMiddleware
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import FrozenClock
+from bastion.core.keys import KeyRing
 from bastion.core.tokens.bearer import BearerChallenge
 from bastion.errors import ConfigurationError
 from bastion.starlette import principal, requires_token
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -234,3 +239,19 @@ async def test_a_store_outage_is_503(
     assert response.headers["retry-after"] == "5"
     assert response.json()["error"] == "token_store_unavailable"
     assert token.split(".")[1] not in response.text
+
+
+@pytest.mark.asyncio
+async def test_requires_token_audits_a_malformed_header(verifier: HMACVerifier) -> None:
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(NOW), sink)
+
+    @requires_token(verifier=verifier, auditor=auditor)
+    async def me(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({})
+
+    async with client(Starlette(routes=[Route("/me", me)])) as http:
+        response = await http.get("/me", headers={"Authorization": "Bearer a b"})
+    assert response.status_code == 400
+    assert sink.names() == ["input_validation_fail"]
+    assert sink.events[0].to_dict()["details"] == {"reason": "malformed_header", "path": "/me"}

@@ -47,7 +47,14 @@ from fastapi.security import SecurityScopes  # noqa: TC002 (FastAPI reads the an
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads the annotation at run time)
 
-from bastion.asgi.bearer import PRINCIPAL_KEY, attach, authenticate_scope, retry_after_value
+from bastion.asgi.bearer import (
+    PRINCIPAL_KEY,
+    attach,
+    authenticate_scope,
+    client_address,
+    retry_after_value,
+)
+from bastion.core.request import asgi_path
 from bastion.core.tokens.bearer import (
     MAX_AUTHORIZATION_BYTES,
     OUTAGE,
@@ -64,6 +71,7 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 if TYPE_CHECKING:
     from fastapi import params
 
+    from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.tokens.principal import BearerVerifier
 
@@ -79,8 +87,8 @@ class BearerUser(SecurityBase):
     ``verifier`` verifies requests the middleware did not cover (``None``: rely on
     :class:`~bastion.asgi.bearer.BearerMiddleware`). ``scheme_name`` names the scheme in
     ``components.securitySchemes``; ``bearer_format`` and ``description`` are documentation.
-    ``challenge``, ``proxies``, ``max_header_bytes`` and ``retry_after`` are as for the
-    middleware.
+    ``challenge``, ``proxies``, ``max_header_bytes``, ``retry_after`` and ``auditor`` are as
+    for the middleware.
     """
 
     def __init__(
@@ -94,12 +102,17 @@ class BearerUser(SecurityBase):
         description: str | None = None,
         max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
         retry_after: int = 5,
+        auditor: Auditor | None = None,
     ) -> None:
         self.model = HTTPBearerModel(bearerFormat=bearer_format, description=description)
         self.scheme_name = scheme_name
         self.verifier = verifier
         self.rules = BearerRules(
-            protected=(), optional=(), challenge=challenge, max_header_bytes=max_header_bytes
+            protected=(),
+            optional=(),
+            challenge=challenge,
+            max_header_bytes=max_header_bytes,
+            auditor=auditor,
         )
         self.proxies = proxies
         self._retry_after = retry_after_value(retry_after).decode("ascii")
@@ -111,6 +124,11 @@ class BearerUser(SecurityBase):
         try:
             return self.rules.admit(route, await self._principal(connection, route))
         except BearerRefused as refused:
+            if self.rules.auditor is not None:
+                scope = connection.scope
+                path = asgi_path(scope.get("path") or "/", scope.get("root_path") or "")
+                client = client_address(scope, self.proxies)
+                self.rules.audit(refused, path=path, client_ip=client)
             if isinstance(connection, WebSocket):  # refused before accept (the server: 403)
                 raise WebSocketException(1008) from None
             status, challenge, body = self.rules.answer(refused)

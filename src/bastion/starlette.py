@@ -33,10 +33,12 @@ from bastion.asgi.bearer import (
     PRINCIPAL_KEY,
     attach,
     authenticate_scope,
+    client_address,
     principal,
     retry_after_value,
 )
 from bastion.core.refusal import refusal_body
+from bastion.core.request import asgi_path
 from bastion.core.tokens.bearer import (
     MAX_AUTHORIZATION_BYTES,
     OUTAGE,
@@ -53,6 +55,7 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.refusal import Refusal
     from bastion.core.tokens.principal import BearerVerifier
@@ -72,17 +75,23 @@ def requires_token(
     proxies: TrustedProxies | None = None,
     max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
     retry_after: int = 5,
+    auditor: Auditor | None = None,
 ) -> Callable[[Callable[P, Awaitable[Any]]], Callable[P, Awaitable[Any]]]:
     """Decorate a Starlette endpoint (``async def endpoint(request)``, a WebSocket endpoint,
     or an ``HTTPEndpoint`` method) so it runs only with a valid token granting ``scopes``.
 
+    ``auditor`` receives the events of :class:`~bastion.core.tokens.bearer.BearerRules`.
     ``verifier=None`` relies on :class:`~bastion.asgi.bearer.BearerMiddleware` covering the
     endpoint's path; without either the call raises
     :class:`~bastion.errors.ConfigurationError`. The scopes are checked now.
     """
     route = Route(required=True, scopes=check_scopes(scopes))
     rules = BearerRules(
-        protected=(), optional=(), challenge=challenge, max_header_bytes=max_header_bytes
+        protected=(),
+        optional=(),
+        challenge=challenge,
+        max_header_bytes=max_header_bytes,
+        auditor=auditor,
     )
     outage_after = retry_after_value(retry_after).decode("ascii")
 
@@ -94,6 +103,11 @@ def requires_token(
                 found = await _principal_for(connection, verifier, rules, route, proxies)
                 rules.admit(route, found)
             except BearerRefused as refused:
+                if auditor is not None:
+                    scope = connection.scope
+                    path = asgi_path(scope.get("path") or "/", scope.get("root_path") or "")
+                    client = client_address(scope, proxies)
+                    rules.audit(refused, path=path, client_ip=client)
                 status, header, body = rules.answer(refused)
                 return await _refuse(connection, status, body, {"WWW-Authenticate": header})
             except StoreUnavailable:

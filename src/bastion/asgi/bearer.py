@@ -70,6 +70,7 @@ __all__ = [
     "BearerMiddleware",
     "attach",
     "authenticate_scope",
+    "client_address",
     "principal",
     "retry_after_value",
     "scope_url",
@@ -148,7 +149,7 @@ class BearerMiddleware:
             )
         except BearerRefused as refused:
             if self.rules.auditor is not None:
-                self.rules.audit(refused, path=path, client_ip=self._client(scope))
+                self.rules.audit(refused, path=path, client_ip=client_address(scope, self._proxies))
             status, challenge, body = self.rules.answer(refused)
             extra = [(b"www-authenticate", challenge.encode("ascii"))]
             await _answer(scope, receive, send, headers, status, body, extra, close_code=1008)
@@ -160,21 +161,21 @@ class BearerMiddleware:
         attach(scope, found)
         await self._app(scope, receive, send)
 
-    def _client(self, scope: Scope) -> str | None:
-        """The client's address for an audit event (through the trusted proxies)."""
-        client = scope.get("client")
-        peer = client[0] if client else None
-        proxies = self._proxies
-        if proxies is None or not proxies.trusts_any:
-            return peer
-        wanted = proxies.header.encode("ascii")
-        values = [v.decode("latin-1") for n, v in scope.get("headers") or () if n == wanted]
-        address = proxies.client(peer, values)
-        return None if address is None else str(address)
-
     def __repr__(self) -> str:
         protected = [str(p) for p in self.rules.protected]
         return f"BearerMiddleware(protected={protected!r}, realm={self.rules.challenge.realm!r})"
+
+
+def client_address(scope: Scope, proxies: TrustedProxies | None) -> str | None:
+    """The client's address for an audit event (through the trusted proxies)."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if proxies is None or not proxies.trusts_any:
+        return peer
+    wanted = proxies.header.encode("ascii")
+    values = [v.decode("latin-1") for n, v in scope.get("headers") or () if n == wanted]
+    address = proxies.client(peer, values)
+    return None if address is None else str(address)
 
 
 def wanted_headers(scope: Scope) -> dict[bytes, list[bytes]]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from flask import Flask, Response, current_app, request
 
+from bastion.core.request import wsgi_path
 from bastion.core.tokens.bearer import (
     MAX_AUTHORIZATION_BYTES,
     OUTAGE,
@@ -45,12 +46,14 @@ from bastion.wsgi.bearer import (
     PRINCIPAL_KEY,
     answer_refused,
     authenticate_environ,
+    environ_client,
     refusal_response,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.tokens.principal import BearerVerifier
 
@@ -92,10 +95,13 @@ def init_bearer(
     proxies: TrustedProxies | None = None,
     max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
     retry_after: int = 5,
+    auditor: Auditor | None = None,
 ) -> None:
     """Register the verifier (and the challenge, proxies and caps) that
     :func:`bearer_required` uses on ``app``. ``verifier=None`` relies on
-    :class:`~bastion.wsgi.bearer.BearerMiddleware` having covered every decorated view."""
+    :class:`~bastion.wsgi.bearer.BearerMiddleware` having covered every decorated view.
+    ``auditor`` receives ``input_validation_fail`` / ``authz_fail`` events, as the
+    middleware's does."""
     if (
         isinstance(retry_after, bool)
         or not isinstance(retry_after, int)
@@ -106,7 +112,11 @@ def init_bearer(
             setting="retry_after",
         )
     rules = BearerRules(
-        protected=(), optional=(), challenge=challenge, max_header_bytes=max_header_bytes
+        protected=(),
+        optional=(),
+        challenge=challenge,
+        max_header_bytes=max_header_bytes,
+        auditor=auditor,
     )
     app.extensions[_EXTENSION] = _Bearer(verifier, rules, proxies, retry_after)
 
@@ -117,6 +127,10 @@ def _principal_for(route: Route) -> Principal | Response:
     try:
         return bearer.rules.admit(route, _verified(bearer, route))
     except BearerRefused as refused:
+        if bearer.rules.auditor is not None:
+            path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
+            client = environ_client(environ, bearer.proxies)
+            bearer.rules.audit(refused, path=path, client_ip=client)
         status, headers, body = answer_refused(environ, bearer.rules, refused)
     except StoreUnavailable:
         status, headers, body = refusal_response(
