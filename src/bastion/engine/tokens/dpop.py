@@ -1,0 +1,119 @@
+"""DPoP proof replay refusal (RFC 9449 section 11.1): each accepted proof's ``jti`` is
+remembered in the store, and a proof whose ``jti`` is already there is refused.
+
+:class:`~bastion.core.tokens.dpop.DPoPVerifier` is stateless; a proof it accepts goes through
+:meth:`DPoPReplayCache.check_and_remember` before the request is acted on. Remembering is one
+create-if-absent compare-and-set (``expected=None``), so of any number of concurrent requests
+carrying one proof, on any number of processes sharing the store, exactly one is accepted.
+
+Keys: ``dpop-jti:{<jkt>}:<SHA-256 of the jti, base64url>``. The thumbprint is the hash tag, so
+one client key's entries share a Redis Cluster slot; the jti is hashed so any text makes a
+bounded, brace-free key. Keying on the key *and* the jti means one client cannot burn another
+client's jti. Each entry lives ``max_age + leeway`` seconds, the longest a proof stays
+acceptable to the verifier (:attr:`~bastion.core.tokens.dpop.DPoPVerifier.replay_ttl`): by
+the time it expires, the proof is refused as expired anyway.
+
+A store outage raises :class:`~bastion.errors.StoreUnavailable` (503), never an acceptance:
+a proof that cannot be remembered is not accepted.
+
+Every async method has a blocking ``*_sync`` twin running the same flow on ``store.sync``
+(:mod:`bastion.engine.flows`), for WSGI apps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import TYPE_CHECKING, Final
+
+from bastion.core.tokens.dpop import (
+    DEFAULT_LEEWAY,
+    DEFAULT_MAX_AGE,
+    DPoPCheck,
+    DPoPProof,
+    DPoPRejected,
+    DPoPVerifier,
+)
+from bastion.engine.flows import CompareAndSet, Flow, drive_async, drive_sync
+from bastion.errors import ConfigurationError
+from bastion.stores.base import SyncStore, require_sync, sync_side
+from bastion.stores.keyspace import hash_tag
+
+if TYPE_CHECKING:
+    from bastion.stores.base import Store
+
+__all__ = ["DPoPReplayCache"]
+
+_SEEN: Final = b"1"
+
+
+class DPoPReplayCache:
+    """Remembers the ``jti`` of every accepted DPoP proof for ``max_age + leeway`` seconds
+    (use the verifier's values: :meth:`for_verifier`), in ``store``."""
+
+    __slots__ = ("_namespace", "_store", "_sync", "ttl")
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+        leeway: float = DEFAULT_LEEWAY,
+        namespace: str = "dpop-jti",
+    ) -> None:
+        for setting, value in (("max_age", max_age), ("leeway", leeway)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigurationError(
+                    f"{setting} must be a non-negative number of seconds (the verifier's), "
+                    f"got {value!r}",
+                    setting=setting,
+                )
+        if max_age + leeway <= 0:
+            raise ConfigurationError(
+                "max_age + leeway must be positive: it is how long a jti is remembered",
+                setting="max_age",
+            )
+        if not isinstance(namespace, str) or not namespace or "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"namespace must be non-empty text without braces, got {namespace!r}",
+                setting="namespace",
+            )
+        self._store = store
+        self._sync: SyncStore | None = sync_side(store)
+        self._namespace = namespace
+        self.ttl = float(max_age + leeway)
+
+    @classmethod
+    def for_verifier(
+        cls, store: Store, verifier: DPoPVerifier, *, namespace: str = "dpop-jti"
+    ) -> DPoPReplayCache:
+        """A cache that remembers each jti exactly as long as ``verifier`` accepts a proof."""
+        return cls(store, max_age=verifier.max_age, leeway=verifier.leeway, namespace=namespace)
+
+    def __repr__(self) -> str:
+        return f"DPoPReplayCache(ttl={self.ttl!r}, namespace={self._namespace!r})"
+
+    def key(self, proof: DPoPProof) -> str:
+        """The store key of ``proof``'s jti (see the module docstring)."""
+        digest = hashlib.sha256(proof.jti.encode("utf-8", "surrogatepass")).digest()
+        name = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        return f"{hash_tag(self._namespace, proof.jkt)}:{name}"
+
+    def _remember_flow(self, proof: DPoPProof) -> Flow[None]:
+        if not isinstance(proof, DPoPProof):
+            raise ConfigurationError(
+                "check_and_remember takes the DPoPProof that DPoPVerifier.verify returned",
+                setting="proof",
+            )
+        created = yield CompareAndSet(self.key(proof), None, _SEEN, self.ttl)
+        if not created:
+            raise DPoPRejected(DPoPCheck.REPLAYED)
+
+    async def check_and_remember(self, proof: DPoPProof) -> None:
+        """Remember ``proof``'s jti; raise :class:`~bastion.core.tokens.dpop.DPoPRejected`
+        (``DPOP_REPLAYED``) if it was remembered already. One store round trip."""
+        await drive_async(self._remember_flow(proof), self._store)
+
+    def check_and_remember_sync(self, proof: DPoPProof) -> None:
+        """:meth:`check_and_remember` on ``store.sync``, for WSGI apps."""
+        drive_sync(self._remember_flow(proof), require_sync(self._sync, self._store))
