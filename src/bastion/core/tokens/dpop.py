@@ -26,8 +26,8 @@ this order, cheapest first, and returns a :class:`DPoPProof`:
    (the token's ``cnf.jkt``), compared in constant time.
 
 Replay: the verifier is stateless. The ``jti`` of an accepted proof must be remembered for
-:attr:`DPoPVerifier.replay_ttl` seconds (``max_age + leeway``: the longest a proof stays
-acceptable) by :class:`bastion.engine.tokens.dpop.DPoPReplayCache`; a proof seen twice is
+:attr:`DPoPVerifier.replay_ttl` seconds at least (``max_age + leeway``: the longest a proof
+stays acceptable) by :class:`bastion.engine.tokens.dpop.DPoPReplayCache`; a proof seen twice is
 refused there.
 
 Every refusal raises :class:`DPoPRejected`, a
@@ -242,6 +242,8 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         value = json.loads(
             text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
         )
+    except DPoPRejected:
+        raise  # a duplicate member (DPoPRejected is a ValueError too)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise DPoPRejected(DPoPCheck.MALFORMED) from None
     if not isinstance(value, dict):

@@ -10,8 +10,12 @@ Keys: ``dpop-jti:{<jkt>}:<SHA-256 of the jti, base64url>``. The thumbprint is th
 one client key's entries share a Redis Cluster slot; the jti is hashed so any text makes a
 bounded, brace-free key. Keying on the key *and* the jti means one client cannot burn another
 client's jti. Each entry lives ``max_age + leeway`` seconds, the longest a proof stays
-acceptable to the verifier (:attr:`~bastion.core.tokens.dpop.DPoPVerifier.replay_ttl`): by
-the time it expires, the proof is refused as expired anyway.
+acceptable to the verifier (:attr:`~bastion.core.tokens.dpop.DPoPVerifier.replay_ttl`), plus
+one second: a store expires an entry *at* its TTL, while the verifier still accepts a proof
+exactly ``max_age`` old, so without the margin a replay at that instant would find the entry
+gone. By the time an entry expires, its proof is refused as expired anyway. Danger: the store
+counts the TTL on its own clock (Redis: the server's); app servers whose clocks run more than
+that second apart from it need a larger ``margin``.
 
 A store outage raises :class:`~bastion.errors.StoreUnavailable` (503), never an acceptance:
 a proof that cannot be remembered is not accepted.
@@ -48,8 +52,8 @@ _SEEN: Final = b"1"
 
 
 class DPoPReplayCache:
-    """Remembers the ``jti`` of every accepted DPoP proof for ``max_age + leeway`` seconds
-    (use the verifier's values: :meth:`for_verifier`), in ``store``."""
+    """Remembers the ``jti`` of every accepted DPoP proof for ``max_age + leeway + margin``
+    seconds (use the verifier's values: :meth:`for_verifier`), in ``store``."""
 
     __slots__ = ("_namespace", "_store", "_sync", "ttl")
 
@@ -59,18 +63,23 @@ class DPoPReplayCache:
         *,
         max_age: float = DEFAULT_MAX_AGE,
         leeway: float = DEFAULT_LEEWAY,
+        margin: float = 1.0,
         namespace: str = "dpop-jti",
     ) -> None:
-        for setting, value in (("max_age", max_age), ("leeway", leeway)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        for setting, value in (("max_age", max_age), ("leeway", leeway), ("margin", margin)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value < 86400
+            ):
                 raise ConfigurationError(
                     f"{setting} must be a non-negative number of seconds (the verifier's), "
                     f"got {value!r}",
                     setting=setting,
                 )
-        if max_age + leeway <= 0:
+        if max_age + leeway + margin <= 0:
             raise ConfigurationError(
-                "max_age + leeway must be positive: it is how long a jti is remembered",
+                "max_age + leeway + margin must be positive: it is how long a jti is remembered",
                 setting="max_age",
             )
         if not isinstance(namespace, str) or not namespace or "{" in namespace or "}" in namespace:
@@ -81,14 +90,26 @@ class DPoPReplayCache:
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
         self._namespace = namespace
-        self.ttl = float(max_age + leeway)
+        self.ttl = float(max_age + leeway + margin)
 
     @classmethod
     def for_verifier(
-        cls, store: Store, verifier: DPoPVerifier, *, namespace: str = "dpop-jti"
+        cls,
+        store: Store,
+        verifier: DPoPVerifier,
+        *,
+        margin: float = 1.0,
+        namespace: str = "dpop-jti",
     ) -> DPoPReplayCache:
-        """A cache that remembers each jti exactly as long as ``verifier`` accepts a proof."""
-        return cls(store, max_age=verifier.max_age, leeway=verifier.leeway, namespace=namespace)
+        """A cache that remembers each jti as long as ``verifier`` accepts its proof, and
+        ``margin`` seconds more."""
+        return cls(
+            store,
+            max_age=verifier.max_age,
+            leeway=verifier.leeway,
+            margin=margin,
+            namespace=namespace,
+        )
 
     def __repr__(self) -> str:
         return f"DPoPReplayCache(ttl={self.ttl!r}, namespace={self._namespace!r})"
