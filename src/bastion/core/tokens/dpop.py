@@ -23,7 +23,9 @@ this order, cheapest first, and returns a :class:`DPoPProof`:
    equal to the request URL after RFC 3986 normalisation (:func:`normalize_htu`), ``iat`` not
    older than ``max_age`` and not ahead of the clock by more than ``leeway``; ``ath`` equal to
    the access token's hash when one is presented; the thumbprint equal to ``expected_jkt``
-   (the token's ``cnf.jkt``), compared in constant time.
+   (the token's ``cnf.jkt``), compared in constant time; with ``nonces``, the server's current
+   nonce (:mod:`bastion.core.tokens.dpop_nonce`; refused with ``DPOP_NONCE``, error code
+   ``use_dpop_nonce``).
 
 Replay: the verifier is stateless. The ``jti`` of an accepted proof must be remembered for
 :attr:`DPoPVerifier.replay_ttl` seconds at least (``max_age + leeway``: the longest a proof
@@ -34,8 +36,9 @@ Every refusal raises :class:`DPoPRejected`, a
 :class:`~bastion.core.tokens.reasons.TokenRejected` whose ``reason`` is ``DPOP_INVALID`` (the
 proof itself is malformed, mistyped, badly keyed or badly signed), ``DPOP_MISMATCH`` (a valid
 proof made for another request, key, token or time) or ``DPOP_REPLAYED``, so every proof
-refusal is answered with RFC 9449's ``invalid_dpop_proof`` error code; ``check`` names the
-exact check (:class:`DPoPCheck`) for audit events and tests.
+refusal is answered with RFC 9449's ``invalid_dpop_proof`` error code (``DPOP_NONCE``, a
+missing or stale server nonce, with ``use_dpop_nonce``); ``check`` names the exact check
+(:class:`DPoPCheck`) for audit events and tests.
 
 The request URL. ``htu`` is compared with the URL the client sent the request to, so it
 must be built from values the app trusts: :func:`htu_for` takes scheme, host and path, and
@@ -60,7 +63,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from bastion.core.clock import Clock, system_clock
 from bastion.core.tokens.htu import join_htu, normalize_htu
@@ -83,6 +86,7 @@ __all__ = [
     "DPoPProof",
     "DPoPRejected",
     "DPoPVerifier",
+    "NonceChecker",
     "access_token_hash",
     "htu_for",
     "jwk_thumbprint",
@@ -154,12 +158,16 @@ class DPoPCheck(enum.StrEnum):
     ATH_MISMATCH = "ath_mismatch"  # ath is the hash of another token
     KEY_MISMATCH = "key_mismatch"  # the proof's key is not the one the token is bound to
     REPLAYED = "replayed"  # this jti was accepted before, with this key
+    NONCE_MISSING = "nonce_missing"  # the server requires its nonce, the proof has none
+    NONCE_STALE = "nonce_stale"  # not a current nonce of this server
 
     @property
     def reason(self) -> TokenReason:
         """The :class:`~bastion.core.tokens.reasons.TokenReason` this check refuses with."""
         if self is DPoPCheck.REPLAYED:
             return TokenReason.DPOP_REPLAYED
+        if self in (DPoPCheck.NONCE_MISSING, DPoPCheck.NONCE_STALE):
+            return TokenReason.DPOP_NONCE
         if self in _MISMATCHES:
             return TokenReason.DPOP_MISMATCH
         return TokenReason.DPOP_INVALID
@@ -429,11 +437,28 @@ def _algorithms(algorithms: object) -> tuple[str, ...]:
     return tuple(chosen)
 
 
+@runtime_checkable
+class NonceChecker(Protocol):
+    """What checks a proof's ``nonce`` claim: :class:`~bastion.core.tokens.dpop_nonce.DPoPNonces`
+    (stateless server nonces), or an app's own. Raises :class:`DPoPRejected` to refuse."""
+
+    def check(self, nonce: str | None) -> None: ...
+
+
 class DPoPVerifier:
     """Checks DPoP proofs against a request (see the module docstring); stateless, so one
     verifier serves every request and thread. Pair it with a replay cache."""
 
-    __slots__ = ("_algorithms", "_clock", "_models", "leeway", "max_age", "max_bytes", "max_jti")
+    __slots__ = (
+        "_algorithms",
+        "_clock",
+        "_models",
+        "leeway",
+        "max_age",
+        "max_bytes",
+        "max_jti",
+        "nonces",
+    )
 
     def __init__(
         self,
@@ -443,6 +468,7 @@ class DPoPVerifier:
         leeway: float = DEFAULT_LEEWAY,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_jti_length: int = DEFAULT_MAX_JTI_LENGTH,
+        nonces: NonceChecker | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self._algorithms = _algorithms(algorithms)
@@ -462,6 +488,11 @@ class DPoPVerifier:
         if not isinstance(clock, Clock):
             raise ConfigurationError("clock must have a now() method", setting="clock")
         self._clock = clock
+        if nonces is not None and not isinstance(nonces, NonceChecker):
+            raise ConfigurationError(
+                "nonces must be a DPoPNonces (or have a check(nonce) method)", setting="nonces"
+            )
+        self.nonces = nonces
         self._models = _joserfc_algorithms(self._algorithms)
 
     def __repr__(self) -> str:
@@ -525,6 +556,8 @@ class DPoPVerifier:
         if expected_jkt is not None and not _same(jkt, expected_jkt):
             raise DPoPRejected(DPoPCheck.KEY_MISMATCH)
         jti, htm, htu, iat, ath, nonce = found
+        if self.nonces is not None:
+            self.nonces.check(nonce)
         return DPoPProof(jkt=jkt, jti=jti, htm=htm, htu=htu, iat=iat, ath=ath, nonce=nonce, alg=alg)
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, dict[str, str]]:
