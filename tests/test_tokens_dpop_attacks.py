@@ -34,6 +34,7 @@ from tests.test_tokens_dpop import (
     sign,
 )
 
+from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.core.tokens.dpop import (
@@ -50,6 +51,7 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.stores.base import SupportsSync
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
+from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -165,6 +167,26 @@ def test_the_jti_is_remembered_as_long_as_a_proof_is_acceptable(clock: FrozenClo
     assert info.value.check is DPoPCheck.REPLAYED
     clock.advance(0.001)
     assert outcome(refused(verifier, proof)) == (MISMATCH, DPoPCheck.EXPIRED)
+
+
+def test_a_replay_is_audited_without_the_proof(clock: FrozenClock) -> None:
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(SecretKey.generate()), clock, sink)
+    verifier = DPoPVerifier(clock=clock)
+    cache = DPoPReplayCache.for_verifier(MemoryStore(clock=clock), verifier, auditor=auditor)
+    raw = make_proof(jti="audited-jti")
+    proof = verifier.verify(raw, method="GET", url=URL)
+    cache.check_and_remember_sync(proof, client_ip="203.0.113.7")
+    assert sink.events == []
+    with pytest.raises(DPoPRejected):
+        cache.check_and_remember_sync(proof, client_ip="203.0.113.7")
+    [event] = sink.events
+    assert (event.name, event.outcome, event.level) == ("authn_dpop_replay", "failure", "warn")
+    assert event.details["jkt"] == proof.jkt
+    assert event.client_ip is not None
+    text = json.dumps(event.to_dict())
+    for secret_part in (raw, *raw.split("."), "audited-jti", "203.0.113.7"):
+        assert secret_part not in text
 
 
 def test_replay_keys_are_hash_tagged_by_thumbprint_and_hide_the_jti() -> None:

@@ -17,6 +17,10 @@ gone. By the time an entry expires, its proof is refused as expired anyway. Dang
 counts the TTL on its own clock (Redis: the server's); app servers whose clocks run more than
 that second apart from it need a larger ``margin``.
 
+With an ``auditor``, a replay emits ``authn_dpop_replay`` (outcome ``failure``, level
+``warn``) with the key's thumbprint (public, not a credential) and the client address; never
+the proof or its claims.
+
 A store outage raises :class:`~bastion.errors.StoreUnavailable` (503), never an acceptance:
 a proof that cannot be remembered is not accepted.
 
@@ -30,6 +34,7 @@ import base64
 import hashlib
 from typing import TYPE_CHECKING, Final
 
+from bastion.core.audit import Outcome
 from bastion.core.tokens.dpop import (
     DEFAULT_LEEWAY,
     DEFAULT_MAX_AGE,
@@ -44,18 +49,20 @@ from bastion.stores.base import SyncStore, require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
+    from bastion.core.audit import Auditor
     from bastion.stores.base import Store
 
-__all__ = ["DPoPReplayCache"]
+__all__ = ["REPLAY_EVENT", "DPoPReplayCache"]
 
 _SEEN: Final = b"1"
+REPLAY_EVENT: Final = "authn_dpop_replay"
 
 
 class DPoPReplayCache:
     """Remembers the ``jti`` of every accepted DPoP proof for ``max_age + leeway + margin``
     seconds (use the verifier's values: :meth:`for_verifier`), in ``store``."""
 
-    __slots__ = ("_namespace", "_store", "_sync", "ttl")
+    __slots__ = ("_auditor", "_namespace", "_store", "_sync", "ttl")
 
     def __init__(
         self,
@@ -65,6 +72,7 @@ class DPoPReplayCache:
         leeway: float = DEFAULT_LEEWAY,
         margin: float = 1.0,
         namespace: str = "dpop-jti",
+        auditor: Auditor | None = None,
     ) -> None:
         for setting, value in (("max_age", max_age), ("leeway", leeway), ("margin", margin)):
             if (
@@ -90,6 +98,7 @@ class DPoPReplayCache:
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
         self._namespace = namespace
+        self._auditor = auditor
         self.ttl = float(max_age + leeway + margin)
 
     @classmethod
@@ -100,6 +109,7 @@ class DPoPReplayCache:
         *,
         margin: float = 1.0,
         namespace: str = "dpop-jti",
+        auditor: Auditor | None = None,
     ) -> DPoPReplayCache:
         """A cache that remembers each jti as long as ``verifier`` accepts its proof, and
         ``margin`` seconds more."""
@@ -109,6 +119,7 @@ class DPoPReplayCache:
             leeway=verifier.leeway,
             margin=margin,
             namespace=namespace,
+            auditor=auditor,
         )
 
     def __repr__(self) -> str:
@@ -130,11 +141,28 @@ class DPoPReplayCache:
         if not created:
             raise DPoPRejected(DPoPCheck.REPLAYED)
 
-    async def check_and_remember(self, proof: DPoPProof) -> None:
+    def _replayed(self, proof: DPoPProof, client_ip: str | None) -> None:
+        if self._auditor is not None:
+            self._auditor.emit(
+                REPLAY_EVENT,
+                outcome=Outcome.FAILURE,
+                client_ip=client_ip,
+                details={"method": "dpop", "jkt": proof.jkt, "reason": "dpop_replayed"},
+            )
+
+    async def check_and_remember(self, proof: DPoPProof, *, client_ip: str | None = None) -> None:
         """Remember ``proof``'s jti; raise :class:`~bastion.core.tokens.dpop.DPoPRejected`
         (``DPOP_REPLAYED``) if it was remembered already. One store round trip."""
-        await drive_async(self._remember_flow(proof), self._store)
+        try:
+            await drive_async(self._remember_flow(proof), self._store)
+        except DPoPRejected:
+            self._replayed(proof, client_ip)
+            raise
 
-    def check_and_remember_sync(self, proof: DPoPProof) -> None:
+    def check_and_remember_sync(self, proof: DPoPProof, *, client_ip: str | None = None) -> None:
         """:meth:`check_and_remember` on ``store.sync``, for WSGI apps."""
-        drive_sync(self._remember_flow(proof), require_sync(self._sync, self._store))
+        try:
+            drive_sync(self._remember_flow(proof), require_sync(self._sync, self._store))
+        except DPoPRejected:
+            self._replayed(proof, client_ip)
+            raise
