@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
@@ -297,6 +299,9 @@ def test_htu_normalisation(given: str, normal: str) -> None:
         "https://bücher.example/x",
         "https://api.example/" + "a" * 5000,
         "https://api.example\\@evil.example/x",
+        "https://api.example/100%",  # a "%" that starts no percent-encoding
+        "https://api.example/%%37e",
+        "https://api.example/%zz",
     ],
 )
 def test_urls_that_no_request_has_normalise_to_nothing(url: str) -> None:
@@ -309,6 +314,7 @@ def test_htu_for_builds_the_normal_url_from_trusted_parts() -> None:
     assert htu_for("https", "api.example", "") == "https://api.example/"
     assert htu_for("https", "api.example", "/caf\u00e9 x") == "https://api.example/caf%C3%A9%20x"
     assert htu_for("http", "[::1]:8080", "/x") == "http://[::1]:8080/x"
+    assert htu_for("https", "api.example", "/100%") == "https://api.example/100%25"
 
 
 @pytest.mark.parametrize(
@@ -420,3 +426,92 @@ def test_without_joserfc_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "joserfc.jws", None)
     with pytest.raises(ConfigurationError, match=r"bastion\[jwt\]"):
         DPoPVerifier()
+
+
+# -- totality: any input gives a refusal or a result, never another exception ------------------
+
+URL_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        "".join,
+        st.lists(
+            st.sampled_from(
+                [
+                    "http",
+                    "https",
+                    "HTTPS",
+                    "://",
+                    "a.example",
+                    "[::1]",
+                    ":",
+                    "443",
+                    "80",
+                    "/",
+                    "%7e",
+                    "%2f",
+                    "%",
+                    "%%37e",
+                    "%3",
+                    "?",
+                    "#",
+                    "@",
+                    "x",
+                    ".",
+                    "..",
+                    " ",
+                    "\u00e9",
+                ]
+            ),
+            max_size=12,
+        ),
+    ),
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(URL_TEXT)
+def test_normalize_htu_is_total_and_idempotent(url: str) -> None:
+    normal = normalize_htu(url)
+    if normal is not None:
+        assert normalize_htu(normal) == normal
+        assert "?" not in normal
+        assert "#" not in normal
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.text(alphabet='0123456789abcdefABCDEF-_.=+/ {}"', max_size=200))
+def test_verify_refuses_any_text_with_a_dpop_refusal(text: str) -> None:
+    with pytest.raises(DPoPRejected):
+        DPoPVerifier(clock=FrozenClock(NOW)).verify(text, method="GET", url=URL)
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.dictionaries(
+        st.sampled_from(["typ", "alg", "jwk", "crit", "kid", "x5c"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.text(max_size=8),
+            st.sampled_from(["dpop+jwt", "ES256", "EdDSA", "none", "HS256"]),
+            st.dictionaries(
+                st.sampled_from(["kty", "crv", "x", "y", "n", "e", "d"]),
+                st.sampled_from(["EC", "OKP", "RSA", "P-256", "Ed25519", "AQAB", "", 1]),
+                max_size=5,
+            ),
+        ),
+        max_size=6,
+    ),
+    st.dictionaries(
+        st.sampled_from(["jti", "htm", "htu", "iat", "ath", "nonce"]),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=8)),
+        max_size=6,
+    ),
+)
+def test_verify_refuses_any_structured_garbage(
+    header: dict[str, Any], claims: dict[str, Any]
+) -> None:
+    proof = f"{encode(header)}.{encode(claims)}.{b64(b'signature')}"
+    with pytest.raises(DPoPRejected):
+        DPoPVerifier(clock=FrozenClock(NOW)).verify(proof, method="GET", url=URL)

@@ -15,6 +15,7 @@ __all__ = ["join_htu", "normalize_htu"]
 
 MAX_HTU_LENGTH: Final = 4096
 _PERCENT: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_STRAY_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PATH_CHARS: Final = _UNRESERVED | frozenset("!$&'()*+,;=:@/%")
 _REG_NAME: Final = re.compile(r"[a-z0-9\-._~!$&'()*+,;=%]+")
@@ -50,14 +51,15 @@ def _normalize_percent(match: re.Match[str]) -> str:
 
 def normalize_htu(url: str) -> str | None:
     """``url`` in the form ``htu`` claims are compared in, or ``None`` if it is not an
-    ``http``/``https`` URL.
+        ``http``/``https`` URL.
 
-    Scheme and host lower-cased, the default port dropped (``:443`` for https, ``:80`` for
-    http, and an empty port), an empty path made ``/``, percent-encodings of unreserved
-    characters decoded and the others upper-cased; query and fragment dropped. Nothing else
-    changes: dot segments and ``//`` stay (a server that routes ``/a/../b`` as ``/b`` is not
-    the norm, and a proof names the path its client meant). Userinfo, whitespace, controls,
-    non-ASCII text and more than 4096 characters make the URL unusable (``None``).
+        Scheme and host lower-cased, the default port dropped (``:443`` for https, ``:80`` for
+        http, and an empty port), an empty path made ``/``, percent-encodings of unreserved
+        characters decoded and the others upper-cased (a ``%`` that starts no percent-encoding makes
+    the URL unusable); query and fragment dropped. Nothing else
+        changes: dot segments and ``//`` stay (a server that routes ``/a/../b`` as ``/b`` is not
+        the norm, and a proof names the path its client meant). Userinfo, whitespace, controls,
+        non-ASCII text and more than 4096 characters make the URL unusable (``None``).
     """
     if not isinstance(url, str) or len(url) > MAX_HTU_LENGTH or not url.isascii():
         return None
@@ -73,10 +75,13 @@ def normalize_htu(url: str) -> str | None:
     host = _authority(scheme, authority)
     if host is None or any(char not in _PATH_CHARS for char in path):
         return None
+    if _STRAY_PERCENT.search(path):
+        return None  # "%" must start a percent-encoding (RFC 3986 section 2.1)
     return f"{scheme}://{host}{_PERCENT.sub(_normalize_percent, path) or '/'}"
 
 
 def _quote_path(path: str) -> str:
+    path = _STRAY_PERCENT.sub("%25", path)
     return "".join(
         char if char in _PATH_CHARS else "".join(f"%{b:02X}" for b in char.encode("utf-8"))
         for char in path
@@ -90,7 +95,8 @@ def join_htu(scheme: str, host: str, path: str) -> str | None:
     ``host`` must be an authority alone: a ``/``, ``?``, ``#``, ``@`` or ``\\`` in it (a forged
     ``Host`` header) would move text into the path or userinfo, so it makes the whole URL
     unusable. ``path`` is the raw path as received; characters a raw path cannot hold (space,
-    non-ASCII) are percent-encoded as UTF-8, and a query or fragment is dropped.
+    non-ASCII, a ``%`` that starts no percent-encoding) are percent-encoded as UTF-8, and a
+    query or fragment is dropped.
     """
     if not isinstance(scheme, str) or not isinstance(host, str) or not isinstance(path, str):
         return None
