@@ -315,6 +315,8 @@ def test_htu_for_builds_the_normal_url_from_trusted_parts() -> None:
     assert htu_for("https", "api.example", "/caf\u00e9 x") == "https://api.example/caf%C3%A9%20x"
     assert htu_for("http", "[::1]:8080", "/x") == "http://[::1]:8080/x"
     assert htu_for("https", "api.example", "/100%") == "https://api.example/100%25"
+    assert htu_for("wss", "api.example:443", "/socket") == "https://api.example/socket"
+    assert htu_for("WS", "api.example", "/socket") == "http://api.example/socket"
 
 
 @pytest.mark.parametrize(

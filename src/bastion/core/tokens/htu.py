@@ -22,6 +22,7 @@ _REG_NAME: Final = re.compile(r"[a-z0-9\-._~!$&'()*+,;=%]+")
 _IP_LITERAL: Final = re.compile(r"\[[0-9a-f:.]+\]")
 _PORT: Final = re.compile(r"[0-9]{0,5}")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_HANDSHAKE_SCHEMES: Final = {"ws": "http", "wss": "https"}  # a WebSocket handshake is a GET
 
 
 def _authority(scheme: str, authority: str) -> str | None:
@@ -96,7 +97,8 @@ def join_htu(scheme: str, host: str, path: str) -> str | None:
     ``Host`` header) would move text into the path or userinfo, so it makes the whole URL
     unusable. ``path`` is the raw path as received; characters a raw path cannot hold (space,
     non-ASCII, a ``%`` that starts no percent-encoding) are percent-encoded as UTF-8, and a
-    query or fragment is dropped.
+    query or fragment is dropped. ``ws``/``wss`` (an ASGI WebSocket scope) count as
+    ``http``/``https``: the handshake is an HTTP ``GET`` to that URL.
     """
     if not isinstance(scheme, str) or not isinstance(host, str) or not isinstance(path, str):
         return None
@@ -105,4 +107,5 @@ def join_htu(scheme: str, host: str, path: str) -> str | None:
     path = path.partition("#")[0].partition("?")[0]
     if path and not path.startswith("/"):
         return None
+    scheme = _HANDSHAKE_SCHEMES.get(scheme.lower(), scheme)
     return normalize_htu(f"{scheme}://{host}{_quote_path(path)}")
