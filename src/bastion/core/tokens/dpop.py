@@ -197,7 +197,7 @@ def _seconds(setting: str, value: object, low: float, high: float) -> float:
 
 
 def _algorithms(algorithms: object) -> tuple[str, ...]:
-    if isinstance(algorithms, str) or not isinstance(algorithms, tuple | list | frozenset):
+    if isinstance(algorithms, str) or not isinstance(algorithms, tuple | list | set | frozenset):
         raise ConfigurationError(
             "algorithms must be a tuple of JWS algorithm names, e.g. ('EdDSA', 'ES256')",
             setting="algorithms",

@@ -21,6 +21,13 @@ With an ``auditor``, a replay emits ``authn_dpop_replay`` (outcome ``failure``, 
 ``warn``) with the key's thumbprint (public, not a credential) and the client address; never
 the proof or its claims.
 
+Order: remember a jti last, after the proof verified *and* the access token it accompanies
+verified and is bound to the proof's key (``expected_jkt``), so only a token's holder can
+write entries. Danger: anyone holding a key pair can mint valid proofs, each one entry for
+``ttl`` seconds; where no token is needed yet (the token endpoint), rate-limit the route, and
+size a memory store for it (its replay entries are security state, never evicted: when full,
+writes fail with ``StoreFull``, a 503, rather than forget a jti).
+
 A store outage raises :class:`~bastion.errors.StoreUnavailable` (503), never an acceptance:
 a proof that cannot be remembered is not accepted.
 
