@@ -47,7 +47,7 @@ from bastion.core.tokens.dpop import (
 from bastion.core.tokens.dpop_nonce import DPoPNonces
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.engine.tokens.dpop import DPoPReplayCache
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import ConfigurationError, StoreFull, StoreUnavailable
 from bastion.stores.base import SupportsSync
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
@@ -744,3 +744,19 @@ def test_nonce_configuration(clock: FrozenClock) -> None:
     with pytest.raises(ConfigurationError):
         DPoPVerifier(nonces=object())  # type: ignore[arg-type]
     assert "lifetime=300.0" in repr(DPoPNonces(SecretKey.generate(), clock=clock))
+
+
+@pytest.mark.asyncio
+async def test_a_full_memory_store_refuses_rather_than_forgets(verifier: DPoPVerifier) -> None:
+    store = MemoryStore(max_entries=2)
+    cache = DPoPReplayCache.for_verifier(store, verifier)
+    first = verifier.verify(make_proof(jti="one"), method="GET", url=URL)
+    await cache.check_and_remember(first)
+    await cache.check_and_remember(verifier.verify(make_proof(jti="two"), method="GET", url=URL))
+    with pytest.raises(StoreFull):
+        await cache.check_and_remember(
+            verifier.verify(make_proof(jti="three"), method="GET", url=URL)
+        )
+    with pytest.raises(DPoPRejected) as info:  # the first jti was not evicted to make room
+        await cache.check_and_remember(first)
+    assert info.value.check is DPoPCheck.REPLAYED
