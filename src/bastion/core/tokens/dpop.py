@@ -3,8 +3,9 @@
 A DPoP proof is a small JWT the client signs, for every request, with a key pair it holds; the
 public half travels in the proof's ``jwk`` header. The server binds an access (or refresh)
 token to the key's RFC 7638 thumbprint (``cnf.jkt``), so a stolen token is useless without the
-private key. :class:`DPoPVerifier` runs the checks of RFC 9449 section 4.3 on one proof, in
-this order, cheapest first, and returns a :class:`DPoPProof`:
+private key. :class:`DPoPVerifier` runs the checks of RFC 9449 section 4.3 on one proof,
+cheapest first (the header's before the payload is decoded), and returns a
+:class:`DPoPProof`:
 
 1. size cap on the raw text, before any base64 or JSON work (``max_bytes``, 8 KiB);
 2. three segments of canonical base64url (no padding, no stray bits), JSON objects with no
@@ -335,8 +336,9 @@ class DPoPVerifier:
             valid = self._models[alg].verify(
                 f"{header_b64}.{payload_b64}".encode("ascii"), signature, key
             )
-        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # joserfc's errors
-            raise DPoPRejected(DPoPCheck.BAD_KEY) from exc  # are ValueErrors
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            # joserfc's errors are ValueErrors; cryptography refuses a point off its curve
+            raise DPoPRejected(DPoPCheck.BAD_KEY) from exc
         if not valid:
             raise DPoPRejected(DPoPCheck.BAD_SIGNATURE)
         found = self._check_claims(claims, method=method, url=url, access_token=access_token)
