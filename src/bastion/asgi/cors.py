@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from bastion.asgi._http import send_response
 from bastion.core.audit import Auditor, EventName, Outcome
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
@@ -128,7 +129,4 @@ class CORSMiddleware:
 
 
 async def _respond(send: Send, answer: Preflight) -> None:
-    await send(
-        {"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)}
-    )
-    await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+    await send_response(send, answer.status, list(answer.headers), answer.body)

@@ -28,6 +28,7 @@ from collections.abc import Callable, MutableMapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
 from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cookies import parse_cookie
@@ -72,9 +73,6 @@ _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-ove
 _OVERRIDE_NAMES: Final = frozenset(_OVERRIDES)
 _NAME = itemgetter(0)
 _SECURE_SCHEMES: Final = frozenset({"https", "wss"})
-_WS_EXTENSION: Final = "websocket.http.response"
-_WS_START: Final = "websocket.http.response.start"
-_WS_BODY: Final = "websocket.http.response.body"
 _SCAN_REASONS: Final = {
     ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
     ScanStatus.MALFORMED: CSRFReason.BODY_MALFORMED,
@@ -409,21 +407,7 @@ class CSRFMiddleware:
         self._guard.audit(reason, facts, self._forwarded_for(scope))
         if self.config.log_only:
             return False
-        content_type, body = rejection_body(
-            reason, json_format=wants_json(facts.accept, facts.content_type)
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reason.status,
-                "headers": [
-                    (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_rejection(send, reason, facts)
         return True
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -435,17 +419,9 @@ class CSRFMiddleware:
                 message = await receive()  # websocket.connect
                 if message.get("type") != "websocket.connect":
                     return  # the client has gone
-                if _WS_EXTENSION in (scope.get("extensions") or {}):
+                if WS_RESPONSE_EXTENSION in (scope.get("extensions") or {}):
                     # The server lets the refusal be an HTTP response: a 403 naming the check.
-                    json_format = wants_json(facts.accept, facts.content_type)
-                    content_type, body = rejection_body(reason, json_format=json_format)
-                    headers = [
-                        (b"content-type", content_type),
-                        (b"content-length", str(len(body)).encode("ascii")),
-                        (b"cache-control", b"no-store"),
-                    ]
-                    await send({"type": _WS_START, "status": reason.status, "headers": headers})
-                    await send({"type": _WS_BODY, "body": body})
+                    await _send_rejection(send, reason, facts, websocket=True)
                 else:
                     await send({"type": "websocket.close", "code": 1008, "reason": ""})
                 return
@@ -456,6 +432,19 @@ class CSRFMiddleware:
             f"CSRFMiddleware(token_source={self.config.token_source.value!r}, "
             f"log_only={self.config.log_only})"
         )
+
+
+_NO_STORE: Final = ((b"cache-control", b"no-store"),)
+
+
+async def _send_rejection(
+    send: Send, reason: CSRFReason, facts: Facts, *, websocket: bool = False
+) -> None:
+    """The refusal naming ``reason``: JSON for a client that asks for it, else HTML."""
+    content_type, body = rejection_body(
+        reason, json_format=wants_json(facts.accept, facts.content_type)
+    )
+    await send_refusal(send, reason.status, content_type, body, _NO_STORE, websocket=websocket)
 
 
 async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus, Receive] | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_response
 from bastion.core.audit import bind_request_id
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
@@ -50,7 +51,6 @@ __all__ = [
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
-_WS_EXTENSION = "websocket.http.response"
 _WS_START = "websocket.http.response.start"
 
 
@@ -221,7 +221,7 @@ class SecurityHeadersMiddleware:
             bound.var.reset(bound)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _WS_EXTENSION not in (scope.get("extensions") or {}):
+        if WS_RESPONSE_EXTENSION not in (scope.get("extensions") or {}):
             await self.app(scope, receive, send)
             return
         path = asgi_path(scope["path"], scope.get("root_path", ""))
@@ -308,14 +308,7 @@ async def _respond(
         headers += [_TEXT, (b"content-length", str(len(body)).encode("ascii"))]
     elif status != 204:
         headers.append((b"content-length", b"0"))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": compiled.apply(headers, https, nonce),
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_response(send, status, compiled.apply(headers, https, nonce), body)
 
 
 def csp_nonce(request: Any) -> str:

@@ -20,6 +20,7 @@ from bastion.core.clock import Clock, system_clock
 from bastion.core.cors import CompiledCORS, CORSPolicy, apply_headers
 from bastion.core.environment import is_production
 from bastion.core.request import normalize_method, wsgi_path
+from bastion.wsgi._http import send_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["CORSMiddleware"]
 
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
-
-_STATUS = {204: "204 No Content", 403: "403 Forbidden"}
 
 
 def _latin1(value: str | None) -> bytes | None:
@@ -74,11 +73,12 @@ class CORSMiddleware:
             )
             if answer.reason is not None:
                 self._audit(environ, answer.reason, origin, requested)
-            start_response(
-                _STATUS[answer.status],
+            return send_response(
+                start_response,
+                answer.status,
                 [(n.decode("latin-1"), v.decode("latin-1")) for n, v in answer.headers],
+                answer.body,
             )
-            return [answer.body]
         extra = cors.simple(origin)
         vary = cors.vary
 

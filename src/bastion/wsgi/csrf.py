@@ -35,6 +35,7 @@ from bastion.core.csrf import (
 from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
+from bastion.wsgi._http import send_refusal
 from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 if TYPE_CHECKING:
@@ -49,8 +50,8 @@ IdentityFunc = Callable[[Environ], "str | None"]
 ENVIRON_KEY: Final = "bastion.csrf"
 SESSION_ENVIRON_KEY: Final = "bastion.session"
 _CHUNK: Final = 64 * 1024
-_STATUS_LINES: Final = {400: "400 Bad Request", 403: "403 Forbidden", 413: "413 Content Too Large"}
 _OVERRIDES: Final = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
+_NO_STORE: Final = (("Cache-Control", "no-store"),)
 _SCAN_REASONS: Final = {
     ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
     ScanStatus.MALFORMED: CSRFReason.BODY_MALFORMED,
@@ -245,15 +246,7 @@ class CSRFMiddleware:
         content_type, body = rejection_body(
             reason, json_format=wants_json(facts.accept, facts.content_type)
         )
-        start_response(
-            _STATUS_LINES[reason.status],
-            [
-                ("Content-Type", content_type.decode("ascii")),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [body]
+        return send_refusal(start_response, reason.status, content_type, body, _NO_STORE)
 
     def _call_app(
         self,

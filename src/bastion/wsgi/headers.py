@@ -28,6 +28,7 @@ from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
 from bastion.core.request import wsgi_path
 from bastion.errors import ConfigurationError
+from bastion.wsgi._http import send_response
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -40,16 +41,6 @@ __all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "cs
 ENVIRON_KEY = "bastion.csp_nonce"
 
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
-
-_REASONS = {
-    204: "204 No Content",
-    400: "400 Bad Request",
-    405: "405 Method Not Allowed",
-    411: "411 Length Required",
-    413: "413 Content Too Large",
-    415: "415 Unsupported Media Type",
-    429: "429 Too Many Requests",
-}
 
 
 def _latin1(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -177,8 +168,7 @@ class SecurityHeadersMiddleware:
         ]
         if status != 204:
             extra.append(("Content-Length", "0"))
-        start_response(_REASONS[status], extra)
-        return [b""]
+        return send_response(start_response, status, extra)
 
     def __repr__(self) -> str:
         return f"SecurityHeadersMiddleware({self._router!r})"

@@ -23,6 +23,7 @@ from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, use
 from bastion.core.ratelimit.rules import RuleSet
 from bastion.core.refusal import refusal_body
 from bastion.core.request import RequestView, wsgi_path
+from bastion.wsgi._http import send_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -42,8 +43,6 @@ __all__ = [
     "request_view",
     "user_key",
 ]
-
-_STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
 
 
 _PLAIN: Final = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -158,12 +157,4 @@ def _answer(
     content_type, body = refusal_body(
         refused, accept=environ.get("HTTP_ACCEPT"), content_type=environ.get("CONTENT_TYPE")
     )
-    start_response(
-        _STATUS[verdict.status],
-        [
-            ("Content-Type", content_type.decode("ascii")),
-            ("Content-Length", str(len(body))),
-            *verdict.headers,
-        ],
-    )
-    return [body]
+    return send_refusal(start_response, verdict.status, content_type, body, verdict.headers)
