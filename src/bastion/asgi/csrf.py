@@ -184,8 +184,8 @@ class CSRFMiddleware:
     ``TokenSource.DOUBLE_SUBMIT``. ``auditor`` receives ``malicious_csrf`` events (default: JSON
     lines on the ``bastion.audit`` logger). ``production`` defaults to ``ENV``/``BASTION_ENV``.
     ``proxies`` (a :class:`~bastion.core.client.TrustedProxies`, the one the rest of the stack
-    uses) says which peers may report the scheme and host with ``X-Forwarded-Proto`` and
-    ``X-Forwarded-Host``; by default none may.
+    uses) says which peers may report the scheme and host (``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host``, or ``Forwarded``: see its ``forwarded_origin``); by default none may.
     """
 
     __slots__ = (
@@ -244,6 +244,7 @@ class CSRFMiddleware:
                 b"referer",
                 b"x-forwarded-proto",
                 b"x-forwarded-host",
+                b"forwarded",
                 b"authorization",
                 b"content-type",
                 b"accept",
@@ -265,7 +266,9 @@ class CSRFMiddleware:
                     found[name] = value.decode("latin-1")
                 elif name == b"cookie":
                     found[name] += "; " + value.decode("latin-1")
-                elif name in _OVERRIDE_NAMES:  # every value counts: an app may read any
+                elif name == b"forwarded" or name in _OVERRIDE_NAMES:
+                    # Every value counts: one list over several lines (RFC 9110 5.3), and an
+                    # app's override middleware may read any override header.
                     found[name] += "," + value.decode("latin-1")
         override = None
         if not _OVERRIDE_NAMES.isdisjoint(found):
@@ -288,6 +291,7 @@ class CSRFMiddleware:
             referer=get(b"referer"),
             forwarded_proto=get(b"x-forwarded-proto"),
             forwarded_host=get(b"x-forwarded-host"),
+            forwarded=get(b"forwarded"),
             authorization=get(b"authorization"),
             api_key=not self._api_keys.isdisjoint(found),
             method_override=override,

@@ -193,6 +193,7 @@ class CSRFMiddleware:
             referer=get("HTTP_REFERER"),
             forwarded_proto=get("HTTP_X_FORWARDED_PROTO"),
             forwarded_host=get("HTTP_X_FORWARDED_HOST"),
+            forwarded=get("HTTP_FORWARDED"),
             authorization=get("HTTP_AUTHORIZATION"),
             api_key=any(h in environ for h in self._api_keys),
             method_override=override,
