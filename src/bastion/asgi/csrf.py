@@ -19,19 +19,27 @@ offers the ASGI ``websocket.http.response`` extension, else by a close with code
 server then answers 403 itself).
 
 Templates get tokens through :func:`csrf_token` / :func:`csrf_input` (and the Jinja2 globals
-from :func:`add_jinja2_globals`).
+from :func:`add_jinja2_globals`): they live in :mod:`bastion.asgi.csrf_tokens`, with the
+request's :class:`CSRFContext`, and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
+from bastion.asgi.csrf_tokens import (
+    CONTEXT_KEY,
+    ContextSource,
+    CSRFContext,
+    add_jinja2_globals,
+    csrf_input,
+    csrf_token,
+)
 from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
     COMMON_UNSAFE_METHODS,
     SAFE_METHODS,
@@ -46,8 +54,6 @@ from bastion.core.csrf import (
     wants_json,
 )
 from bastion.core.request import asgi_path, normalize_method
-from bastion.engine.sessions import Session
-from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bastion.core.audit import Auditor
@@ -65,10 +71,6 @@ __all__ = [
 
 IdentityFunc = Callable[[Scope], "str | None"]
 
-CONTEXT_KEY: Final = "bastion.csrf"
-"""Where the middleware puts the request's :class:`CSRFContext` in the scope (on a safe request
-with session tokens, the middleware itself, until :func:`csrf_token` makes the context)."""
-
 _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 _OVERRIDE_NAMES: Final = frozenset(_OVERRIDES)
 _NAME = itemgetter(0)
@@ -79,105 +81,7 @@ _SCAN_REASONS: Final = {
 }
 
 
-class CSRFContext:
-    """The CSRF side of one request: makes masked tokens for pages and forms.
-
-    Nothing is read for it until a token is asked for: then, with double-submit tokens, the
-    request's cookie is verified (once) and a new cookie issued if it brought none. Each
-    :meth:`token` call returns new text (a fresh mask) for the same secret.
-    """
-
-    __slots__ = ("_cookie", "_middleware", "_scope", "_send", "_state")
-
-    def __init__(
-        self, middleware: CSRFMiddleware, scope: Scope, cookie_header: str | None = None
-    ) -> None:
-        self._middleware = middleware
-        self._scope = scope
-        self._cookie = cookie_header
-        self._state: TokenState | None = None
-        self._send: Send | None = None
-
-    @property
-    def field_name(self) -> str:
-        return self._middleware.config.field_name
-
-    @property
-    def header_name(self) -> str:
-        return self._middleware.config.header_name
-
-    @property
-    def state(self) -> TokenState:
-        """The request's token state, verified from its double-submit cookie on first use."""
-        state = self._state
-        if state is None:
-            middleware, scope = self._middleware, self._scope
-            if middleware.double_submit is None:
-                return middleware._session_state
-            cookie = self._cookie
-            if cookie is None:
-                cookie = _cookie_header(scope)
-            name = middleware.config.cookie_name or ""
-            # The cookie parser runs only when the cookie can be there.
-            value = parse_cookie(cookie).get(name) if name in cookie else None
-            identity = (middleware._identity(scope) if middleware._identity else None) or ""
-            state = self._state = middleware._guard.begin(value, identity)
-        return state
-
-    @property
-    def new_cookie(self) -> bool:
-        return self._state is not None and self._state.new_cookie
-
-    def token(self) -> str:
-        """A masked token for this request's secret (creating the secret when needed)."""
-        return self.state.token(self._secret)
-
-    def _secret(self) -> str:
-        return _session_of(self._scope).csrf_secret
-
-    def _known_secret(self) -> str | None:
-        return _session_of(self._scope).verification_csrf_secret()
-
-    def cookie_header(self) -> bytes | None:
-        """The ``Set-Cookie`` value for a double-submit cookie issued during this request."""
-        state = self._state
-        value = None if state is None else state.set_cookie()
-        return None if value is None else value.encode("latin-1")
-
-    async def send(self, message: Message) -> None:
-        """The app's ``send`` in double-submit mode: adds the cookie issued during the request."""
-        state = self._state
-        if state is not None and state.new_cookie and message["type"] == "http.response.start":
-            value = self.cookie_header()
-            if value is not None:
-                headers = list(message.get("headers", ()))
-                headers.append((b"set-cookie", value))
-                message["headers"] = headers
-        send = self._send
-        if send is None:  # pragma: no cover - the middleware sets it before the app runs
-            raise RuntimeError("CSRFContext.send used outside CSRFMiddleware")
-        await send(message)
-
-
-def _cookie_header(scope: Scope) -> str:
-    """The request's ``Cookie`` header; several (HTTP/2 splits them) joined with ``; ``."""
-    found = [value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie"]
-    return "; ".join(found)
-
-
-def _session_of(scope: Scope) -> Session:
-    session = scope.get("session")
-    if not isinstance(session, Session):
-        raise ConfigurationError(
-            "CSRF token_source=SESSION needs bastion's SessionMiddleware outside "
-            "CSRFMiddleware (or use protect()); or set token_source=TokenSource.DOUBLE_SUBMIT "
-            "with a keyring",
-            setting="token_source",
-        )
-    return session
-
-
-class CSRFMiddleware:
+class CSRFMiddleware(ContextSource):
     """CSRF protection for one ASGI app. See the module docstring.
 
     ``config`` is a :class:`~bastion.core.csrf.CSRFConfig`. ``keyring`` is required for
@@ -472,53 +376,3 @@ async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus
         return await receive()
 
     return status, replay
-
-
-# -- helpers for handlers and templates ------------------------------------------------------------
-
-
-def _context(request: Any) -> CSRFContext:
-    scope = getattr(request, "scope", request)
-    context = scope.get(CONTEXT_KEY) if isinstance(scope, MutableMapping) else None
-    if isinstance(context, CSRFMiddleware):  # a safe request with session tokens: made now
-        context = scope[CONTEXT_KEY] = CSRFContext(context, scope)
-    if not isinstance(context, CSRFContext):
-        raise ConfigurationError(
-            "no CSRFMiddleware in front of this route; add "
-            "Middleware(bastion.asgi.CSRFMiddleware) (or use protect())",
-            setting="middleware",
-        )
-    return context
-
-
-def csrf_token(request: Any) -> str:
-    """A masked CSRF token for ``request`` (a Starlette request or a scope): put it in a form
-    field or send it in the ``X-CSRF-Token`` header. New text on every call."""
-    return _context(request).token()
-
-
-def csrf_input(request: Any) -> str:
-    """``<input type="hidden" name="csrf_token" value="...">`` for a form (plain ``str``; the
-    Jinja2 global wraps it in ``Markup``)."""
-    context = _context(request)
-    return f'<input type="hidden" name="{context.field_name}" value="{context.token()}">'
-
-
-def add_jinja2_globals(env: Any) -> None:
-    """Add ``csrf_token()`` and ``csrf_input()`` to a Jinja2 environment (``templates.env``).
-
-    The template context needs ``request``, as Starlette's ``TemplateResponse`` guarantees.
-    """
-    import jinja2  # noqa: PLC0415 (optional dependency, needed only by apps that use Jinja2)
-    import markupsafe  # noqa: PLC0415 (comes with Jinja2)
-
-    @jinja2.pass_context
-    def template_csrf_token(context: Any) -> str:
-        return csrf_token(context["request"])
-
-    @jinja2.pass_context
-    def template_csrf_input(context: Any) -> markupsafe.Markup:
-        return markupsafe.Markup(csrf_input(context["request"]))  # noqa: S704 (built from base64url and a validated field name)
-
-    env.globals["csrf_token"] = template_csrf_token
-    env.globals["csrf_input"] = template_csrf_input
