@@ -54,11 +54,14 @@ from bastion.core.csrf import (
     wants_json,
 )
 from bastion.core.request import asgi_path, normalize_method
+from bastion.slices import layer_settings, required_slice
 
 if TYPE_CHECKING:
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.runtime import Runtime
 
 __all__ = [
     "CONTEXT_KEY",
@@ -111,6 +114,7 @@ class CSRFMiddleware(ContextSource):
         self,
         app: ASGIApp,
         *,
+        bastion: Bastion | Runtime | None = None,
         config: CSRFConfig | None = None,
         keyring: KeyRing | SecretKey | None = None,
         identity: IdentityFunc | None = None,
@@ -119,6 +123,23 @@ class CSRFMiddleware(ContextSource):
         production: bool | None = None,
         proxies: TrustedProxies | None = None,
     ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "CSRFMiddleware",
+                "csrf",
+                config=config,
+                keyring=keyring,
+                identity=identity,
+                auditor=auditor,
+                clock=clock,
+                production=production,
+                proxies=proxies,
+            )
+            config = required_slice(shared.config.csrf, "CSRFMiddleware", "csrf")
+            keyring, identity = shared.keyring, shared.config.csrf_identity
+            auditor, clock, proxies = shared.auditor, shared.clock, shared.proxies
+            production = shared.production
         guard = CSRFGuard(
             config,
             keyring=keyring,

@@ -35,10 +35,13 @@ from bastion.core.headers import (
 )
 from bastion.core.request import asgi_path
 from bastion.errors import ConfigurationError
+from bastion.slices import layer_off, layer_settings
 
 if TYPE_CHECKING:
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
+    from bastion.runtime import Runtime
 
 __all__ = [
     "SecurityHeadersMiddleware",
@@ -81,8 +84,9 @@ class SecurityHeadersMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        policy: HeaderPolicy | Preset | str | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
         auditor: Auditor | None = None,
         report_max_bytes: int = 16_384,
@@ -97,6 +101,26 @@ class SecurityHeadersMiddleware:
         production: bool | None = None,
     ) -> None:
         self.app = app
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "SecurityHeadersMiddleware",
+                "headers",
+                policy=policy,
+                overrides=overrides,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+                production=production,
+            )
+            policy = shared.config.headers
+            if policy is None:
+                layer_off("SecurityHeadersMiddleware", "headers")
+            overrides = dict(shared.config.header_routes) or None
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+            production = shared.production
+        elif policy is None:
+            policy = Preset.STRICT
         self._router = HeaderRouter(
             policy,
             overrides=overrides,

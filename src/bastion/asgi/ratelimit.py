@@ -50,14 +50,17 @@ from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, use
 from bastion.core.ratelimit.rules import RuleSet
 from bastion.core.refusal import Refusal, refusal_body
 from bastion.core.request import RequestView, asgi_path
+from bastion.slices import rate_limit_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
 
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rules import Rule
     from bastion.engine.ratelimit import RateLimiter
+    from bastion.runtime import Runtime
 
 __all__ = [
     "RateLimitMiddleware",
@@ -140,14 +143,16 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        limiter: RateLimiter,
-        rules: Rule | Iterable[Rule] | RuleSet,
+        limiter: RateLimiter | None = None,
+        rules: Rule | Iterable[Rule] | RuleSet | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         key: KeyFunc | None = None,
         ietf_headers: bool = True,
         legacy_headers: bool = False,
         websockets: bool = True,
     ) -> None:
+        limiter, rules, key = rate_limit_arguments(bastion, limiter, rules, key)
         self._app = app
         self._limiter = limiter
         self._inline = limiter.nonblocking  # memory: decide inline, no coroutine per request

@@ -35,13 +35,16 @@ from bastion.core.csrf import (
 from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
+from bastion.slices import layer_settings, required_slice
 from bastion.wsgi._http import send_refusal
 from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 if TYPE_CHECKING:
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.runtime import Runtime
 
 __all__ = ["ENVIRON_KEY", "CSRFContext", "CSRFMiddleware", "csrf_input", "csrf_token"]
 
@@ -146,6 +149,7 @@ class CSRFMiddleware:
         self,
         app: WSGIApp,
         *,
+        bastion: Bastion | Runtime | None = None,
         config: CSRFConfig | None = None,
         keyring: KeyRing | SecretKey | None = None,
         identity: IdentityFunc | None = None,
@@ -155,6 +159,24 @@ class CSRFMiddleware:
         session_engine: SessionEngine | None = None,
         proxies: TrustedProxies | None = None,
     ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "CSRFMiddleware",
+                "csrf",
+                config=config,
+                keyring=keyring,
+                identity=identity,
+                auditor=auditor,
+                clock=clock,
+                production=production,
+                proxies=proxies,
+                session_engine=session_engine,
+            )
+            config = required_slice(shared.config.csrf, "CSRFMiddleware", "csrf")
+            keyring, identity = shared.keyring, shared.config.csrf_identity
+            auditor, clock, proxies = shared.auditor, shared.clock, shared.proxies
+            production = shared.production
         guard = CSRFGuard(
             config,
             keyring=keyring,

@@ -28,12 +28,15 @@ from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
 from bastion.core.request import wsgi_path
 from bastion.errors import ConfigurationError
+from bastion.slices import layer_off, layer_settings
 from bastion.wsgi._http import send_response
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
+    from bastion.runtime import Runtime
     from bastion.wsgi.types import StartResponse, WSGIApp
 
 __all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
@@ -55,8 +58,9 @@ class SecurityHeadersMiddleware:
     def __init__(
         self,
         app: WSGIApp,
-        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        policy: HeaderPolicy | Preset | str | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
         auditor: Auditor | None = None,
         report_max_bytes: int = 16_384,
@@ -71,6 +75,26 @@ class SecurityHeadersMiddleware:
         production: bool | None = None,
     ) -> None:
         self.app = app
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "SecurityHeadersMiddleware",
+                "headers",
+                policy=policy,
+                overrides=overrides,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+                production=production,
+            )
+            policy = shared.config.headers
+            if policy is None:
+                layer_off("SecurityHeadersMiddleware", "headers")
+            overrides = dict(shared.config.header_routes) or None
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+            production = shared.production
+        elif policy is None:
+            policy = Preset.STRICT
         self._router = HeaderRouter(
             policy,
             overrides=overrides,
