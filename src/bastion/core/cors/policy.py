@@ -18,6 +18,7 @@ __all__ = [
     "MAX_ORIGIN_BYTES",
     "MAX_REQUEST_HEADERS_BYTES",
     "PREFLIGHT_VARY",
+    "RATE_LIMIT_HEADERS",
     "TOKEN",
     "CORSPolicy",
     "CORSReason",
@@ -37,6 +38,9 @@ PREFLIGHT_VARY: Final = (
     b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
     b"Access-Control-Request-Private-Network"
 )
+
+RATE_LIMIT_HEADERS: Final = ("retry-after", "ratelimit", "ratelimit-policy")
+"""The rate-limit layer's response headers: the default ``expose_headers`` of a policy."""
 
 TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
 """An HTTP token (RFC 9110): a method or a header name."""
@@ -317,7 +321,12 @@ class CORSPolicy:
       implied: a JSON ``POST`` asks for ``content-type``; list it when the app takes JSON from
       other origins. Names a page can never set (``cookie``, ``host`` ...) are refused.
     * ``expose_headers``: response headers the other origin's script may read (``set-cookie``
-      is refused: browsers never expose it).
+      is refused: browsers never expose it). Default :data:`RATE_LIMIT_HEADERS`
+      (``Retry-After``, ``RateLimit``, ``RateLimit-Policy``), so that an allowed page can honour
+      a 429 instead of retrying blindly: they describe the caller's own budget, which the 429
+      already reveals, and a header the response lacks exposes nothing. A list of your own
+      replaces the default (``(*RATE_LIMIT_HEADERS, "x-request-id")`` keeps it); ``()``
+      exposes nothing.
     * ``allow_credentials``: let the browser send cookies and read the answer. Never with
       ``"*"`` or ``allow_null``; refused with any ``http://`` origin when ``ENV=production``.
     * ``allow_null``: admit ``Origin: null``. Logged as a warning (any page can send it from a
@@ -332,7 +341,7 @@ class CORSPolicy:
     allow_origins: tuple[str, ...] = ()
     allow_methods: tuple[str, ...] = ("GET", "HEAD", "POST")
     allow_headers: tuple[str, ...] = ()
-    expose_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = RATE_LIMIT_HEADERS
     allow_credentials: bool = False
     allow_null: bool = False
     allow_private_network: bool = False
