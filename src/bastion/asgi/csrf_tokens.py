@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from bastion.core.cookies import parse_cookie
+from bastion.core.cookies import find_cookie
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
 
@@ -80,8 +80,8 @@ class CSRFContext:
             if cookie is None:
                 cookie = _cookie_header(scope)
             name = middleware.config.cookie_name or ""
-            # The cookie parser runs only when the cookie can be there.
-            value = parse_cookie(cookie).get(name) if name in cookie else None
+            # Only this cookie is read (after a substring test), not the whole header.
+            value = find_cookie(cookie, name)
             identity = (middleware._identity(scope) if middleware._identity else None) or ""
             state = self._state = middleware._guard.begin(value, identity)
         return state

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import parse_cookie
+from bastion.core.cookies import find_cookie
 from bastion.core.csrf import (
     COMMON_UNSAFE_METHODS,
     SAFE_METHODS,
@@ -93,7 +93,7 @@ class CSRFContext:
                 return middleware._session_state
             cookie = environ.get("HTTP_COOKIE") or ""
             name = middleware.config.cookie_name or ""
-            value = parse_cookie(cookie).get(name) if name in cookie else None
+            value = find_cookie(cookie, name)
             identity = (middleware._identity(environ) if middleware._identity else None) or ""
             state = self._state = middleware._guard.begin(value, identity)
         return state
