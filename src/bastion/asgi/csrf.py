@@ -26,7 +26,6 @@ request's :class:`CSRFContext`, and are re-exported here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
@@ -76,7 +75,6 @@ IdentityFunc = Callable[[Scope], "str | None"]
 
 _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 _OVERRIDE_NAMES: Final = frozenset(_OVERRIDES)
-_NAME = itemgetter(0)
 _SECURE_SCHEMES: Final = frozenset({"https", "wss"})
 _SCAN_REASONS: Final = {
     ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
@@ -243,10 +241,15 @@ class CSRFMiddleware(ContextSource):
             # the override headers and the query alone. Without an override header, and with
             # no query that can name ``_method`` (the test of ``override_methods``), the
             # checker's answer is a pass: nothing else is read.
+            # A plain loop: under CPython 3.11 it costs half of isdisjoint(map(itemgetter(0), ...)).
+            overridden = False
+            for name, _value in scope["headers"]:
+                if name in _OVERRIDE_NAMES:
+                    overridden = True
+                    break
             query = scope.get("query_string")
             if (
-                not _OVERRIDE_NAMES.isdisjoint(map(_NAME, scope["headers"]))
-                or (query and (b"%" in query or b"method" in query.lower()))
+                overridden or (query and (b"%" in query or b"method" in query.lower()))
             ) and await self._refuse_override(scope, send):
                 return
             if self.double_submit is None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from bastion.core import _check
 from bastion.core.request import normalize_method
 from bastion.errors import ConfigurationError
 
@@ -348,9 +349,8 @@ class CORSPolicy:
     max_age: int = 600
 
     def __post_init__(self) -> None:
-        for flag in ("allow_credentials", "allow_null", "allow_private_network"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigurationError(f"{flag} must be True or False", setting=flag)
+        for name in ("allow_credentials", "allow_null", "allow_private_network"):
+            _check.flag(name, getattr(self, name))
         parsed = _origins(self.allow_origins)
         object.__setattr__(self, "allow_origins", parsed)
         if self.allow_credentials and parsed == ("*",):
@@ -372,12 +372,7 @@ class CORSPolicy:
             ("expose_headers", "header"),
         ):
             object.__setattr__(self, setting, _names(setting, getattr(self, setting), kind=kind))
-        age = self.max_age
-        if isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= MAX_AGE_LIMIT:
-            raise ConfigurationError(
-                f"max_age must be a whole number of seconds from 0 to {MAX_AGE_LIMIT}, got {age!r}",
-                setting="max_age",
-            )
+        _check.whole_number("max_age", self.max_age, low=0, high=MAX_AGE_LIMIT)
 
     @property
     def any_origin(self) -> bool:
