@@ -26,7 +26,8 @@ from bastion.core.tokens.refresh import (
     new_secret,
     parse_token,
 )
-from bastion.errors import BadData
+from bastion.engine.tokens.refresh import RefreshPolicy
+from bastion.errors import BadData, ConfigurationError
 
 RING = KeyRing(SecretKey(b"k" * 32))
 SECRETS = FamilySecrets(RING)
@@ -138,7 +139,9 @@ def test_key_rotation_keeps_hashes_and_successors() -> None:
     again = _decide(first.record, token, 1002.0, secrets_=rotated)
     assert isinstance(again, Replay)
     assert again.secret == first.secret
-    nxt = _decide(first.record, ParsedToken(token.family_id, first.secret), 1003.0, secrets_=rotated)
+    nxt = _decide(
+        first.record, ParsedToken(token.family_id, first.secret), 1003.0, secrets_=rotated
+    )
     assert isinstance(nxt, Rotate)
 
 
@@ -226,3 +229,9 @@ def test_rotation_properties(steps: list[tuple[int, float]]) -> None:
             else:
                 assert revoked and outcome.reason is TokenReason.REVOKED
     assert len(set(issued)) == len(issued)
+
+
+def test_policy_validation() -> None:
+    for bad in ({"grace": 61}, {"grace": -1}, {"lifetime": 0}, {"idle": 0}, {"prefix": "a.b"}):
+        with pytest.raises(ConfigurationError):
+            RefreshPolicy(**bad)  # type: ignore[arg-type]

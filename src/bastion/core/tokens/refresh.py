@@ -53,7 +53,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "format_token",
-    "is_current",
+    "is_known",
     "new_family_id",
     "new_secret",
     "parse_token",
@@ -363,6 +363,7 @@ def decide(  # noqa: PLR0911, PLR0912 (one decision table, in check order)
     return Reuse(replace(record, revoked="reused", last_used=now))
 
 
-def is_current(record: FamilyRecord, token: ParsedToken, secrets_: FamilySecrets) -> bool:
-    """Whether ``token`` is the family's current token (for a read-only inspection)."""
-    return _known(record.current, secrets_.hashes(token.family_id, token.secret))
+def is_known(record: FamilyRecord, token: ParsedToken, secrets_: FamilySecrets) -> bool:
+    """Whether ``token`` is the family's current token or one of its remembered rotated ones."""
+    names = secrets_.hashes(token.family_id, token.secret)
+    return _known(record.current, names) or any(_known(old, names) for old in record.history)

@@ -47,7 +47,7 @@ from bastion.core.tokens.refresh import (
     decode_record,
     encode_record,
     format_token,
-    is_current,
+    is_known,
     new_family_id,
     new_secret,
     parse_token,
@@ -282,7 +282,7 @@ class RefreshTokens:
                 return token, _info(family_id, record)
         raise StoreBusy("could not create a refresh family under a fresh id")
 
-    def _rotate_flow(  # noqa: PLR0911, PLR0912 (one decision table)
+    def _rotate_flow(  # noqa: PLR0912 (one decision table)
         self, token: ParsedToken, cnf_jkt: str | None, floor: int | None
     ) -> Flow[_Result]:
         key = family_key(token.family_id)
@@ -366,18 +366,24 @@ class RefreshTokens:
 
     def _inspect_flow(self, token: ParsedToken) -> Flow[FamilyInfo]:
         record = _decode((yield Get(family_key(token.family_id))))
-        if record is None or not is_current(record, token, self._secrets):
-            raise TokenRejected(TokenReason.UNKNOWN)
-        if self._clock.now() >= record.expires_at:
-            raise TokenRejected(TokenReason.EXPIRED)
-        user_epoch, known = _epoch((yield Get(epoch_key(record.user_id))))
-        if (
-            record.revoked is not None
-            or user_epoch is None
-            or record.epoch < user_epoch
-            or (record.epoch and not known)
-        ):
-            raise TokenRejected(TokenReason.REVOKED)
+        user_epoch, known = 0, True
+        if record is not None and is_known(record, token, self._secrets):
+            user_epoch, known = _epoch((yield Get(epoch_key(record.user_id))))
+        outcome = decide(
+            record,
+            token,
+            now=self._clock.now(),
+            secrets_=self._secrets,
+            grace=self._policy.grace,
+            idle=self._policy.idle,
+            user_epoch=user_epoch,
+            epoch_known=known,
+            cnf_jkt=None if record is None else record.cnf_jkt,
+        )
+        if isinstance(outcome, Refuse):
+            raise TokenRejected(outcome.reason)
+        if not isinstance(outcome, Rotate) or record is None:
+            raise TokenRejected(TokenReason.UNKNOWN)  # a rotated token: not the current one
         return _info(token.family_id, record)
 
     def _revoke_flow(self, family_id: str) -> Flow[bool]:
