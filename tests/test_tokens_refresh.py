@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -78,10 +81,12 @@ async def _reason(call: Any) -> TokenReason:
 async def test_rotation_chain(any_store: Store, clock: FrozenClock) -> None:
     tokens = _tokens(any_store, clock)
     first, info = await tokens.issue("alice", client_id="app", scopes=("read",), epoch=0)
-    assert first.startswith("brt_") and info.generation == 0
+    assert first.startswith("brt_")
+    assert info.generation == 0
     clock.advance(60)
     second = await tokens.rotate(first)
-    assert not second.replayed and second.token != first
+    assert not second.replayed
+    assert second.token != first
     assert second.family.generation == 1
     assert second.family.expires_at == info.expires_at
     assert (second.family.user_id, second.family.scopes) == ("alice", ("read",))
@@ -103,7 +108,8 @@ async def test_grace_retry_gets_the_same_successor(any_store: Store, clock: Froz
     rotated = await tokens.rotate(first)
     clock.advance(10)
     again = await tokens.rotate(first)
-    assert again.replayed and again.token == rotated.token
+    assert again.replayed
+    assert again.token == rotated.token
     assert again.family.generation == 1
 
 
@@ -111,7 +117,7 @@ async def test_retry_after_grace_is_reuse(
     any_store: Store, clock: FrozenClock, sink: RecordingAuditSink
 ) -> None:
     tokens = _tokens(any_store, clock, sink, grace=10)
-    first, info = await tokens.issue("alice", epoch=0)
+    first, _info = await tokens.issue("alice", epoch=0)
     rotated = await tokens.rotate(first)
     clock.advance(10.5)
     assert await _reason(tokens.rotate(first)) is TokenReason.REUSED
@@ -137,7 +143,8 @@ async def test_replay_after_rotation_revokes_the_family(
     text = json.dumps(event.to_dict())
     assert info.family_id in text
     for token in (first, second.token, third.token):
-        assert token not in text and token.split(".")[1] not in text
+        assert token not in text
+        assert token.split(".")[1] not in text
     assert event.details["kind"] == "refresh"
 
 
@@ -267,7 +274,8 @@ async def test_sync_twins(any_store: Store, clock: FrozenClock) -> None:
     rotated = await asyncio.to_thread(tokens.rotate_sync, token)
     assert await asyncio.to_thread(tokens.inspect_sync, rotated.token) == rotated.family
     again = await asyncio.to_thread(tokens.rotate_sync, token)
-    assert again.replayed and again.token == rotated.token
+    assert again.replayed
+    assert again.token == rotated.token
     assert await asyncio.to_thread(tokens.revoke_sync, info.family_id)
     with pytest.raises(TokenRejected) as caught:
         await asyncio.to_thread(tokens.rotate_sync, rotated.token)
@@ -318,17 +326,13 @@ except TokenRejected as exc:
 
 
 async def test_parallel_rotations_in_processes(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    import time
-
     store = SQLiteStore(tmp_path / "shared.db")
     try:
         tokens = RefreshTokens(store, KeyRing(OLD))
         token, _ = await tokens.issue("alice", epoch=0)
         start = str(time.time() + 3.0)
         children = [
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: ASYNC220 (children run while this test only waits)
                 [sys.executable, "-c", _CHILD, str(tmp_path / "shared.db"), token, start],
                 stdout=subprocess.PIPE,
             )

@@ -208,17 +208,21 @@ def test_rotation_properties(steps: list[tuple[int, float]]) -> None:
         outcome = _decide(record, token, now)
         age = len(issued) - 1 - index
         if isinstance(outcome, Rotate):
-            assert not revoked and age == 0
+            assert not revoked
+            assert age == 0
             assert outcome.record.expires_at == record.expires_at
             assert outcome.record.generation == record.generation + 1
             issued.append(outcome.secret)
             record = outcome.record
         elif isinstance(outcome, Replay):
-            assert not revoked and age == 1
-            assert record.rotated_at is not None and now - record.rotated_at <= GRACE
+            assert not revoked
+            assert age == 1
+            assert record.rotated_at is not None
+            assert now - record.rotated_at <= GRACE
             assert outcome.secret == issued[-1]
         elif isinstance(outcome, Reuse):
-            assert not revoked and age >= 1
+            assert not revoked
+            assert age >= 1
             assert outcome.record.revoked == "reused"
             assert outcome.record.expires_at == record.expires_at
             record, revoked = outcome.record, True
@@ -227,7 +231,8 @@ def test_rotation_properties(steps: list[tuple[int, float]]) -> None:
             if now >= record.expires_at:
                 assert outcome.reason is TokenReason.EXPIRED
             else:
-                assert revoked and outcome.reason is TokenReason.REVOKED
+                assert revoked
+                assert outcome.reason is TokenReason.REVOKED
     assert len(set(issued)) == len(issued)
 
 

@@ -366,7 +366,8 @@ class RefreshTokens:
 
     def _inspect_flow(self, token: ParsedToken) -> Flow[FamilyInfo]:
         record = _decode((yield Get(family_key(token.family_id))))
-        user_epoch, known = 0, True
+        user_epoch: int | None = 0
+        known = True
         if record is not None and is_known(record, token, self._secrets):
             user_epoch, known = _epoch((yield Get(epoch_key(record.user_id))))
         outcome = decide(
