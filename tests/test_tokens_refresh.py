@@ -235,6 +235,14 @@ async def test_forged_secret_of_a_real_family_changes_nothing(
     assert isinstance(await tokens.rotate(token), Rotation)  # the family lives on
 
 
+async def test_corrupt_family_record_is_refused(any_store: Store, clock: FrozenClock) -> None:
+    tokens = _tokens(any_store, clock)
+    token, info = await tokens.issue("alice", epoch=0)
+    await any_store.set(family_key(info.family_id), b'{"v":1,"u":')
+    assert await _reason(tokens.rotate(token)) is TokenReason.REVOKED
+    assert await _reason(tokens.inspect(token)) is TokenReason.REVOKED
+
+
 async def test_dpop_bound_family(any_store: Store, clock: FrozenClock) -> None:
     tokens = _tokens(any_store, clock)
     token, info = await tokens.issue("alice", epoch=0, cnf_jkt="thumb-1")

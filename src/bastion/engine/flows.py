@@ -15,7 +15,8 @@ command's result. A flow does no I/O itself, so the same flow serves an ASGI app
 A store error raised by a command is thrown into the flow at its ``yield``, so a flow may catch
 it; an uncaught one propagates to the caller unchanged (``StoreUnavailable`` stays
 ``StoreUnavailable``). Each store command is exactly one store call, so counting yielded store
-commands counts round trips. :class:`Pause` is no store call: a compare-and-set loop yields it
+commands counts round trips; the one exception is :class:`CompareAndSetRead` on a store
+without ``compare_and_set_read``, which the drivers run as a compare-and-set then gets. :class:`Pause` is no store call: a compare-and-set loop yields it
 to back off after a lost race (``asyncio.sleep`` in the async driver, ``time.sleep`` in the
 sync one).
 

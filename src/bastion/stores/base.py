@@ -35,6 +35,13 @@ completes without I/O (memory), so that the rate limiter may call it on the even
 that cannot be reached raises :class:`~bastion.errors.StoreUnavailable`; the rate limiter turns
 that into each limit's failure policy.
 
+Atomic steps. Two optional capabilities let a flow do more in one step:
+:class:`SupportsCompareAndSetRead` (compare-and-set one key and read another in one call; Redis
+runs it as one script) and :class:`SupportsTransaction` (several operations in one transaction;
+SQLite runs them in one ``BEGIN IMMEDIATE``). Refresh-token rotation uses them to stay within
+two Redis round trips and one SQLite transaction; on a store without them the same flow runs
+with plain operations.
+
 Keys are any non-empty text up to :data:`MAX_KEY_BYTES` bytes of UTF-8 (colons, spaces, braces,
 newlines and non-ASCII included). Values are bytes up to :data:`MAX_VALUE_BYTES`. A store that
 cannot be reached raises :class:`~bastion.errors.StoreUnavailable` within its timeout; a bad
