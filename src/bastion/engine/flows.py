@@ -16,9 +16,9 @@ A store error raised by a command is thrown into the flow at its ``yield``, so a
 it; an uncaught one propagates to the caller unchanged (``StoreUnavailable`` stays
 ``StoreUnavailable``). Each store command is exactly one store call, so counting yielded store
 commands counts round trips; the one exception is :class:`CompareAndSetRead` on a store
-without ``compare_and_set_read``, which the drivers run as a compare-and-set then gets. :class:`Pause` is no store call: a compare-and-set loop yields it
-to back off after a lost race (``asyncio.sleep`` in the async driver, ``time.sleep`` in the
-sync one).
+without ``compare_and_set_read``, which the drivers run as a compare-and-set then gets.
+:class:`Pause` is no store call: a compare-and-set loop yields it to back off after a lost race
+(``asyncio.sleep`` in the async driver, ``time.sleep`` in the sync one).
 
 Every read-modify-write of one key goes through :func:`update`, the one bounded
 compare-and-set loop: the contention policy (how many attempts, how long to back off between
