@@ -1,5 +1,2 @@
-"""Token store work: refresh-token families and, alongside, the other token managers.
-
-Each manager lives in its own module (``bastion.engine.tokens.refresh`` and so on); import it
-from there. The package itself exports nothing.
-"""
+"""Token state in the stores: refresh-token families, the deny-list, one-time tokens, DPoP
+proof replay. The sans-I/O decisions live in :mod:`bastion.core.tokens`."""
