@@ -49,6 +49,7 @@ from bastion.core.throttle import ThrottlePolicy
 from bastion.engine.ratelimit import Rule
 from bastion.errors import ConfigurationError
 from bastion.stores.url import redact_url
+from bastion.tokens.policy import TokenPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -89,6 +90,8 @@ class Bastion:
       are believed, for every layer: rate-limit keys, the session registry, audit events.
     * ``throttle``: the login throttle's :class:`~bastion.core.throttle.ThrottlePolicy`;
       ``totp_issuer``: the site name in authenticator apps (needed for ``runtime.totp``).
+    * ``tokens``: a :class:`~bastion.tokens.TokenPolicy` (JWT access tokens, refresh families,
+      DPoP; needs ``store`` and the ``jwt`` extra): ``runtime.tokens`` and the bearer layer.
     * ``auditor``: one :class:`~bastion.core.audit.Auditor` for every layer (default: JSON on
       the ``bastion.audit`` logger, identifiers hashed under ``keyring``); ``clock``; and
       ``environment`` (``None``: read once from ``ENV`` / ``BASTION_ENV`` at build time).
@@ -108,6 +111,7 @@ class Bastion:
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     throttle: ThrottlePolicy | None = None
     totp_issuer: str | None = None
+    tokens: TokenPolicy | None = None
     auditor: Auditor | None = None
     clock: Clock = system_clock
     environment: Environment | None = None
@@ -172,6 +176,18 @@ class Bastion:
             )
         if self.throttle is not None and not isinstance(self.throttle, ThrottlePolicy):
             raise ConfigurationError("throttle must be a ThrottlePolicy", setting="throttle")
+        if self.tokens is not None:
+            if not isinstance(self.tokens, TokenPolicy):
+                raise ConfigurationError(
+                    "tokens must be a TokenPolicy (TokenPolicy(issuer='https://app.example'))",
+                    setting="tokens",
+                )
+            if self.store is None:
+                raise ConfigurationError(
+                    "tokens= was given without store=; refresh families, the deny-list and "
+                    "the user epochs live in the store, so pass store='sqlite:///app.db'",
+                    setting="store",
+                )
         if self.auditor is not None and not isinstance(self.auditor, Auditor):
             raise ConfigurationError("auditor must be an Auditor", setting="auditor")
         if not callable(getattr(self.clock, "now", None)):

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from bastion.engine.throttle import LoginThrottle
     from bastion.engine.totp import TOTPManager
     from bastion.stores.base import Store
+    from bastion.tokens.service import Tokens
 
 __all__ = ["Layers", "Runtime", "as_runtime", "session_engine"]
 
@@ -90,6 +91,7 @@ class Runtime:
         "_own_limiter_store",
         "_owns_store",
         "_throttle",
+        "_tokens",
         "_totp",
         "auditor",
         "config",
@@ -123,6 +125,14 @@ class Runtime:
             if production:
                 _check_production_ring(config.keyring)
             self.keyring = config.keyring
+        if config.tokens is not None and config.tokens.keys is None and production:
+            raise ConfigurationError(
+                "TokenPolicy(keys=None) under ENV=production: a generated signing key changes "
+                "on every restart and differs between workers, so issued tokens would stop "
+                "verifying. Pass keys=JWTKeySet(JWTKey.from_pem(...)) or set "
+                "BASTION_TOKEN_KEYS_FILE (Bastion.from_env())",
+                setting="tokens.keys",
+            )
         self.auditor = (
             config.auditor
             if config.auditor is not None
@@ -164,6 +174,7 @@ class Runtime:
         self._throttle: LoginThrottle | None = None
         self._api_keys: APIKeyManager | None = None
         self._totp: TOTPManager | None = None
+        self._tokens: Tokens | None = None
 
     @property
     def limiter(self) -> RateLimiter:
@@ -219,6 +230,36 @@ class Runtime:
                 auditor=self.auditor,
             )
         return self._api_keys
+
+    @property
+    def tokens(self) -> Tokens:
+        """Access tokens, refresh families, revocation and DPoP
+        (:class:`~bastion.tokens.service.Tokens`); needs ``Bastion(tokens=TokenPolicy(...))``
+        and the ``jwt`` extra. "Log out everywhere" of the session engine ends tokens too."""
+        if self._tokens is None:
+            policy = self.config.tokens
+            if policy is None:
+                raise ConfigurationError(
+                    "runtime.tokens needs Bastion(tokens=TokenPolicy(issuer='https://app."
+                    "example'))",
+                    setting="tokens",
+                )
+            try:
+                from bastion.tokens.service import Tokens  # noqa: PLC0415 (the jwt extra)
+            except ImportError as error:  # pragma: no cover (the dev environment has it)
+                raise ImportError(
+                    "runtime.tokens needs the 'jwt' extra: pip install 'bastion[jwt]'"
+                ) from error
+            self._tokens = Tokens(
+                policy,
+                store=self._require_store("tokens"),
+                keyring=self.keyring,
+                clock=self.config.clock,
+                auditor=self.auditor,
+                production=self.production,
+                sessions=self.sessions,
+            )
+        return self._tokens
 
     @property
     def totp(self) -> TOTPManager:
