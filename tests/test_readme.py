@@ -154,7 +154,8 @@ def test_links_reach_their_targets(page: Path) -> None:
 def test_readme_links_every_page_of_docs() -> None:
     text = README.read_text(encoding="utf-8")
     linked = {m["target"].partition("#")[0] for m in LINK.finditer(text)}
-    pages = {f"docs/{page.name}" for page in DOCS.glob("*.md")}
+    # "_name.md" is a draft the lead merges into a page (docs/_tokens_http_draft.md), not a page
+    pages = {f"docs/{page.name}" for page in DOCS.glob("*.md") if not page.name.startswith("_")}
     assert pages - linked == set()
 
 

@@ -19,6 +19,11 @@ commands counts round trips. :class:`Pause` is no store call: a compare-and-set 
 to back off after a lost race (``asyncio.sleep`` in the async driver, ``time.sleep`` in the
 sync one).
 
+:class:`GetMany` reads several keys in one store call on a store with the
+:class:`~bastion.stores.base.SupportsGetMany` capability (the three bastion stores: one ``MGET``
+on Redis, whose keys must then share a hash tag for Redis Cluster); on any other store the
+drivers read the keys one ``get`` at a time, so there it costs one round trip per key.
+
 Every read-modify-write of one key goes through :func:`update`, the one bounded
 compare-and-set loop: the contention policy (how many attempts, how long to back off between
 them, what happens when they run out) lives there and nowhere else.
@@ -47,6 +52,7 @@ __all__ = [
     "Flow",
     "Follow",
     "Get",
+    "GetMany",
     "Pause",
     "Set",
     "Write",
@@ -63,6 +69,13 @@ _T_co = TypeVar("_T_co", covariant=True)
 @dataclass(frozen=True, slots=True)
 class Get:
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetMany:
+    """Read ``keys`` together; the result is a list with the value (or ``None``) of each."""
+
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +117,7 @@ def backoff(attempt: int) -> Pause:
     return Pause(ceiling * secrets.randbelow(1024) / 1024)
 
 
-Command: TypeAlias = Get | Set | Delete | CompareAndSet | Pause
+Command: TypeAlias = Get | GetMany | Set | Delete | CompareAndSet | Pause
 Flow: TypeAlias = Generator[Command, Any, _T]
 """A generator that yields commands, receives their results, and returns a ``_T``."""
 
@@ -216,6 +229,10 @@ def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
                 elif type(command) is Set:
                     store.set(command.key, command.value, command.ttl)
                     result = None
+                elif type(command) is GetMany:
+                    many = getattr(store, "get_many", None)
+                    keys = command.keys
+                    result = [store.get(k) for k in keys] if many is None else many(keys)
                 elif type(command) is Pause:
                     time.sleep(command.seconds)
                     result = None
@@ -249,6 +266,12 @@ async def drive_async(flow: Flow[_T], store: Store) -> _T:
                 elif type(command) is Set:
                     await store.set(command.key, command.value, command.ttl)
                     result = None
+                elif type(command) is GetMany:
+                    many = getattr(store, "get_many", None)
+                    keys = command.keys
+                    result = (
+                        [await store.get(k) for k in keys] if many is None else await many(keys)
+                    )
                 elif type(command) is Pause:
                     await asyncio.sleep(command.seconds)
                     result = None

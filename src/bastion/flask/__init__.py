@@ -26,7 +26,8 @@ CSRF is checked once, before Flask sees the request; templates get ``csrf_token(
 ``csrf_input()``. Security headers and rate limits wrap ``app.wsgi_app``. A store outage while
 the session is read or saved answers ``503`` with an audit event. :func:`session_engine` gives
 the engine of the current app (``create``, ``destroy_sync``, ``list_sessions_sync``, ...), as
-does ``runtime.sessions``.
+does ``runtime.sessions``. Access tokens: :func:`bearer_required` and :func:`principal`
+(:mod:`bastion.flask.bearer`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bastion.core.vary import merge_vary_text
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.flask._data import tuples_as_lists
+from bastion.flask.bearer import bearer_required, init_bearer, principal
 from bastion.flask.csrf import _EXTENSION as CSRF_EXTENSION
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.runtime import Layers, as_runtime
@@ -65,8 +67,11 @@ if TYPE_CHECKING:
 __all__ = [
     "FlaskSession",
     "SessionInterfaceAdapter",
+    "bearer_required",
     "csrf_input",
     "csrf_token",
+    "init_bearer",
+    "principal",
     "protect",
     "session",
     "session_engine",

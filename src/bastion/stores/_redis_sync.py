@@ -24,7 +24,7 @@ from bastion.stores.base import check_value
 from bastion.stores.faults import redis_py_fault
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import redis as redis_sync
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from bastion.stores._resp import SyncResp
     from bastion.stores.redis import RedisStore
 
-__all__ = ["RedisSyncStore", "translate_resp"]
+__all__ = ["RedisSyncStore", "mget_reply", "translate_resp"]
 
 _T = TypeVar("_T")
 
@@ -40,6 +40,17 @@ _T = TypeVar("_T")
 def translate_resp(store: RedisStore, operation: str, exc: Exception) -> StoreError:
     """The typed error for what the RESP transport raised during ``operation`` on ``store``."""
     return resp_fault(exc, f"Redis at {store._where}", operation, store._detail(exc))
+
+
+def mget_reply(values: Any, count: int) -> list[bytes | None]:
+    """Check an ``MGET`` reply: ``count`` items, each bytes or ``None``."""
+    if (
+        not isinstance(values, list)
+        or len(values) != count
+        or not all(value is None or isinstance(value, bytes) for value in values)
+    ):
+        raise StoreError(f"Redis returned a malformed MGET reply; expected {count} bulk strings")
+    return values
 
 
 class RedisSyncStore:
@@ -119,6 +130,15 @@ class RedisSyncStore:
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"Redis returned {type(value).__name__} for GET; expected bytes")
         return value
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One ``MGET``; see :meth:`RedisStore.get_many`."""
+        fulls = self._store.full_keys("get_many", keys)
+        if self._resp is not None:
+            values = self._fast("get_many", pack(b"MGET", *fulls))
+        else:
+            values = self._run("get_many", lambda client: client.mget(fulls))
+        return mget_reply(values, len(fulls))
 
     def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         full = self._store._open_key("set", key)

@@ -35,6 +35,15 @@ completes without I/O (memory), so that the rate limiter may call it on the even
 that cannot be reached raises :class:`~bastion.errors.StoreUnavailable`; the rate limiter turns
 that into each limit's failure policy.
 
+Several keys at once. A store that can read several keys in one round trip offers the
+:class:`SupportsGetMany` capability: ``get_many(keys)`` (and ``get_many`` on its sync side)
+returns the live value of each key, in the order given, read together (memory: under one lock;
+SQLite: one ``SELECT``; Redis: one ``MGET``). At most :data:`MAX_GET_MANY` keys per call. Danger
+for Redis Cluster: ``MGET`` needs every key of a call in one hash slot, so callers build the
+keys of one call with the same :func:`~bastion.stores.keyspace.hash_tag` identifier. The
+flow drivers (:mod:`bastion.engine.flows`) fall back to one ``get`` per key on a store without
+it, so third-party stores keep working, at one round trip per key.
+
 Keys are any non-empty text up to :data:`MAX_KEY_BYTES` bytes of UTF-8 (colons, spaces, braces,
 newlines and non-ASCII included). Values are bytes up to :data:`MAX_VALUE_BYTES`. A store that
 cannot be reached raises :class:`~bastion.errors.StoreUnavailable` within its timeout; a bad
@@ -54,14 +63,18 @@ if TYPE_CHECKING:
     from bastion.core.ratelimit import Decision, Rate, Strategy
 
 __all__ = [
+    "MAX_GET_MANY",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "Store",
+    "SupportsGetMany",
+    "SupportsGetManySync",
     "SupportsPurge",
     "SupportsRateLimit",
     "SupportsSync",
     "SyncStore",
     "check_key",
+    "check_keys",
     "check_ttl",
     "check_value",
     "require_rate_limit",
@@ -74,6 +87,11 @@ MAX_KEY_BYTES = 1024
 
 MAX_VALUE_BYTES = 8 * 1024 * 1024
 """Largest value. Sessions and counters are far smaller; the cap stops runaway writes."""
+
+MAX_GET_MANY = 64
+"""Most keys one ``get_many`` call reads. Callers read a few related records (a token's
+deny-list entry and its user's epoch); the cap stops a runaway call from becoming one huge
+statement or reply."""
 
 
 @runtime_checkable
@@ -165,6 +183,25 @@ class SupportsRateLimit(Protocol):
 
 
 @runtime_checkable
+class SupportsGetMany(Protocol):
+    """A store that reads several keys in one round trip (see the module docstring).
+
+    ``get_many(keys)`` returns one item per key, in order: the live value or ``None``. Keys
+    are checked as :func:`check_keys` says before any I/O. Danger: on Redis Cluster the keys of
+    one call must share a hash slot (:func:`~bastion.stores.keyspace.hash_tag`).
+    """
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+
+@runtime_checkable
+class SupportsGetManySync(Protocol):
+    """The sync side of :class:`SupportsGetMany`: the same call, blocking."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+
+@runtime_checkable
 class SupportsPurge(Protocol):
     """A store that can delete its expired entries on demand (memory, SQLite; Redis expires
     keys itself). Used by ``bastion store purge``."""
@@ -228,6 +265,16 @@ def check_key(key: str) -> bytes:
     if len(raw) > MAX_KEY_BYTES:
         raise StoreError(f"store key is {len(raw)} bytes; the limit is {MAX_KEY_BYTES} bytes")
     return raw
+
+
+def check_keys(keys: Sequence[str]) -> list[bytes]:
+    """Return each of ``keys`` as UTF-8 bytes (see :func:`check_key`), or raise
+    :class:`StoreError`: ``keys`` must be a list or tuple of 1 to :data:`MAX_GET_MANY` keys."""
+    if not isinstance(keys, list | tuple):
+        raise StoreError(f"get_many() takes a list or tuple of keys, got {type(keys).__name__}")
+    if not 0 < len(keys) <= MAX_GET_MANY:
+        raise StoreError(f"get_many() takes 1 to {MAX_GET_MANY} keys, got {len(keys)}")
+    return [check_key(key) for key in keys]
 
 
 def check_value(value: bytes) -> bytes:

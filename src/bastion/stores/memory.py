@@ -54,6 +54,7 @@ from bastion.stores.base import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     check_key,
+    check_keys,
     check_ttl,
     check_value,
 )
@@ -197,6 +198,11 @@ class MemoryStore:
     ) -> bool:
         return self._compare_and_set(key, expected, value, ttl)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The live value of each of ``keys``, read under one hold of the lock
+        (:class:`~bastion.stores.base.SupportsGetMany`)."""
+        return self._get_many(keys)
+
     # -- rate limits (SupportsRateLimit) -----------------------------------------------------
 
     @property
@@ -273,6 +279,20 @@ class MemoryStore:
             if key in self._lru:
                 self._lru.move_to_end(key)
             return entry[0]
+
+    def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        check_keys(keys)
+        now = self._clock.now()
+        found: list[bytes | None] = []
+        with self._lock:
+            if self._closed:
+                self._check_open()
+            for key in keys:
+                entry = self._live(key, now)
+                if entry is not None and key in self._lru:
+                    self._lru.move_to_end(key)
+                found.append(None if entry is None else entry[0])
+        return found
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         check_key(key)
@@ -444,6 +464,9 @@ class MemorySyncStore:
         self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
     ) -> bool:
         return self._store._compare_and_set(key, expected, value, ttl)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self._store._get_many(keys)
 
     def close(self) -> None:
         """Nothing to release: the entries belong to the async store."""

@@ -67,7 +67,7 @@ from bastion.stores._redis_scripts import (
     script_command,
     ttl_to_milliseconds,
 )
-from bastion.stores._redis_sync import RedisSyncStore, translate_resp
+from bastion.stores._redis_sync import RedisSyncStore, mget_reply, translate_resp
 from bastion.stores._resp import (
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_TIMEOUT,
@@ -77,7 +77,7 @@ from bastion.stores._resp import (
     pack,
     resp_endpoint,
 )
-from bastion.stores.base import check_key, check_value
+from bastion.stores.base import check_key, check_keys, check_value
 from bastion.stores.faults import redis_py_fault
 from bastion.stores.keyspace import (
     KEY_SLOTS,
@@ -337,6 +337,13 @@ class RedisStore:
             raise StoreError(f"RedisStore.{operation}() called after aclose(); open a new store")
         return self.full_key(key)
 
+    def full_keys(self, operation: str, keys: Sequence[str]) -> list[bytes]:
+        """:meth:`full_key` of each of ``keys`` (see :func:`~bastion.stores.base.check_keys`)."""
+        if self._closed:
+            raise StoreError(f"RedisStore.{operation}() called after aclose(); open a new store")
+        prefix = self._raw_prefix
+        return [prefix + raw for raw in check_keys(keys)]
+
     def __repr__(self) -> str:
         return f"RedisStore(server={self._where!r}, prefix={self._prefix!r})"
 
@@ -349,6 +356,17 @@ class RedisStore:
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"Redis returned {type(value).__name__} for GET; expected bytes")
         return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The live value of each of ``keys``: one ``MGET``, one round trip
+        (:class:`~bastion.stores.base.SupportsGetMany`). Danger: Redis Cluster needs the keys
+        of one call in one hash slot (build them with one ``hash_tag`` identifier)."""
+        fulls = self.full_keys("get_many", keys)
+        if self._resp is not None:
+            values = await self._fast("get_many", pack(b"MGET", *fulls))
+        else:
+            values = await self._run("get_many", self._clients.get().mget(fulls))
+        return mget_reply(values, len(fulls))
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         full = self._open_key("set", key)

@@ -85,7 +85,7 @@ from bastion.stores._sqlite_connect import (
     open_connection,
 )
 from bastion.stores._sqlite_ratelimit import SQLiteCounters
-from bastion.stores.base import check_key, check_ttl, check_value
+from bastion.stores.base import check_key, check_keys, check_ttl, check_value
 from bastion.stores.faults import sqlite_fault
 
 if TYPE_CHECKING:
@@ -141,6 +141,9 @@ _SQL_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 _SQL_GET: Final = """
 SELECT value FROM bastion_kv
 WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"""
+_SQL_GET_MANY: Final = """
+SELECT key, value FROM bastion_kv
+WHERE key IN ({marks}) AND (expires_at IS NULL OR expires_at > ?)"""
 _SQL_SET: Final = """
 INSERT INTO bastion_kv (key, value, expires_at) VALUES (?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"""
@@ -253,6 +256,13 @@ class SQLiteStore:
             return self._run_sync(*self._op_get(key))
         return await self._run(*self._op_get(key))
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The live value of each of ``keys``, read by one ``SELECT`` (one snapshot), inline
+        like :meth:`get` (:class:`~bastion.stores.base.SupportsGetMany`)."""
+        if self._inline_reads:
+            return self._run_sync(*self._op_get_many(keys))
+        return await self._run(*self._op_get_many(keys))
+
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         await self._run(*self._op_set(key, value, ttl))
 
@@ -305,6 +315,21 @@ class SQLiteStore:
             return bytes(rows[0][0]) if rows else None
 
         return "reading a key", op
+
+    def _op_get_many(
+        self, keys: Sequence[str]
+    ) -> tuple[str, Callable[[sqlite3.Connection], list[bytes | None]]]:
+        raw_keys = check_keys(keys)
+        now = self._clock.now()
+        distinct = list(dict.fromkeys(raw_keys))
+        sql = _SQL_GET_MANY.format(marks=", ".join("?" * len(distinct)))
+
+        def op(conn: sqlite3.Connection) -> list[bytes | None]:
+            rows = conn.execute(sql, (*distinct, now)).fetchall()
+            values = {bytes(key): bytes(value) for key, value in rows}
+            return [values.get(key) for key in raw_keys]
+
+        return "reading keys", op
 
     def _op_set(
         self, key: str, value: bytes, ttl: float | None
@@ -581,6 +606,10 @@ class SQLiteSyncStore:
     ) -> bool:
         store = self._store
         return store._run_sync(*store._op_compare_and_set(key, expected, value, ttl))
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        store = self._store
+        return store._run_sync(*store._op_get_many(keys))
 
     def close(self) -> None:
         self._store._close_thread_connection()

@@ -37,6 +37,9 @@ Fixtures:
   like SQLite and Redis); a URL that :func:`bastion.stores.open_store` opens, in another
   process, as the same store.
 
+Reading several keys at once is a capability too (:class:`~bastion.stores.base.SupportsGetMany`):
+its tests run when the store offers ``get_many`` and skip otherwise.
+
 Rate limits are a capability of the protocol (:class:`~bastion.stores.base.SupportsRateLimit`):
 the suite checks it too (:mod:`bastion.testing.ratelimit_contract`), unless the test class says
 ``rate_limits = False`` for a store that does not offer it.
@@ -57,7 +60,13 @@ from typing import ClassVar, TypeAlias
 import pytest
 
 from bastion.errors import StoreError
-from bastion.stores.base import MAX_KEY_BYTES, MAX_VALUE_BYTES, Store
+from bastion.stores.base import (
+    MAX_GET_MANY,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    Store,
+    SupportsGetMany,
+)
 from bastion.testing._store_worker import cas_increment_worker, rate_limit_worker
 from bastion.testing.ratelimit_contract import RateLimitContract
 
@@ -459,6 +468,49 @@ class StoreContract(RateLimitContract):
             with pytest.raises(StoreError, match="ttl"):
                 await store.compare_and_set("k", None, b"v", ttl=ttl)  # type: ignore[arg-type]
         _check(await store.get("k") is None)
+
+    # -- get_many (SupportsGetMany; skipped for a store without it) ----------------------------
+
+    @staticmethod
+    def _many(store: Store) -> SupportsGetMany:
+        if not isinstance(store, SupportsGetMany):
+            pytest.skip("the store has no get_many (SupportsGetMany)")
+        return store
+
+    @pytest.mark.asyncio
+    async def test_get_many_reads_each_key_in_order(self, store: Store) -> None:
+        many = self._many(store)
+        await store.set("{u}:a", b"1")
+        await store.set("{u}:c", b"")
+        found = await many.get_many(["{u}:c", "{u}:b", "{u}:a", "{u}:c"])
+        _check(found == [b"", None, b"1", b""], f"get_many read {found!r}")
+        _check(await many.get_many(("{u}:b",)) == [None])
+
+    @pytest.mark.asyncio
+    async def test_get_many_skips_expired_keys(
+        self, store: Store, advance_time: AdvanceTime
+    ) -> None:
+        many = self._many(store)
+        await store.set("{u}:short", b"s", ttl=1)
+        await store.set("{u}:long", b"l", ttl=100)
+        await advance_time(2)
+        _check(await many.get_many(["{u}:short", "{u}:long"]) == [None, b"l"])
+
+    @pytest.mark.asyncio
+    async def test_get_many_round_trips_odd_keys(self, store: Store) -> None:
+        many = self._many(store)
+        keys = list(ODD_KEYS[: MAX_GET_MANY - 1])
+        for index, key in enumerate(keys):
+            await store.set(key, str(index).encode())
+        found = await many.get_many(keys)
+        _check(found == [str(index).encode() for index in range(len(keys))])
+
+    @pytest.mark.asyncio
+    async def test_get_many_refuses_bad_calls(self, store: Store) -> None:
+        many = self._many(store)
+        for bad in ([], ["k"] * (MAX_GET_MANY + 1), ["k", ""], ["k", b"k"], "k"):
+            with pytest.raises(StoreError):
+                await many.get_many(bad)  # type: ignore[arg-type]
 
 
 def _race_processes(

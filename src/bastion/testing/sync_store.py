@@ -21,7 +21,13 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import ConfigurationError
-from bastion.stores.base import SupportsRateLimit, SupportsSync, require_rate_limit
+from bastion.stores.base import (
+    SupportsGetMany,
+    SupportsGetManySync,
+    SupportsRateLimit,
+    SupportsSync,
+    require_rate_limit,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,6 +66,12 @@ class SyncSideAsStore:
         self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
     ) -> bool:
         return self._sync.compare_and_set(key, expected, value, ttl)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        sync = self._sync
+        if not isinstance(sync, SupportsGetManySync):
+            raise TypeError(f"{sync!r} has no get_many")
+        return sync.get_many(keys)
 
     @property
     def nonblocking(self) -> bool:
@@ -123,6 +135,19 @@ class CountingSyncStore:
     def close(self) -> None:
         self._inner.close()
 
+    def __getattr__(self, name: str) -> Any:
+        """``get_many``, counted, exactly when the wrapped sync side has it."""
+        inner = self._inner
+        if name != "get_many" or not isinstance(inner, SupportsGetManySync):
+            raise AttributeError(name)
+        calls = self._calls
+
+        def get_many(keys: Sequence[str]) -> list[bytes | None]:
+            calls["get_many"] += 1
+            return inner.get_many(keys)
+
+        return get_many
+
 
 class CountingStore:
     """A real store that counts the operations reaching it (``calls``, ``total``).
@@ -179,8 +204,19 @@ class CountingStore:
         await self._inner.aclose()
 
     def __getattr__(self, name: str) -> Any:
-        """The rate-limit capability, counted as ``hit``, exactly when the wrapped store has
-        it (so ``isinstance(store, SupportsRateLimit)`` answers as for the wrapped store)."""
+        """The rate-limit capability, counted as ``hit``, and ``get_many``, counted as
+        ``get_many``, exactly when the wrapped store has them (so ``isinstance(store,
+        SupportsRateLimit)`` answers as for the wrapped store)."""
+        inner = self._inner
+        if name == "get_many" and isinstance(inner, SupportsGetMany):
+            many = inner.get_many
+            counter = self.calls
+
+            async def get_many(keys: Sequence[str]) -> list[bytes | None]:
+                counter["get_many"] += 1
+                return await many(keys)
+
+            return get_many
         if name not in {"hit", "hit_sync", "nonblocking"} or not isinstance(
             self._inner, SupportsRateLimit
         ):

@@ -22,6 +22,7 @@ class TokenReason(enum.StrEnum):
     MISSING = "missing"  # no credential where one is required
     MALFORMED_HEADER = "malformed_header"  # Authorization is not "<scheme> <token68>"
     TOO_LARGE = "too_large"  # over the size cap, refused before any base64 or JSON work
+    HEADER_TOO_LARGE = "header_too_large"  # Authorization / DPoP header over the raw cap
     # the encoding
     MALFORMED = "malformed"  # not three base64url segments of JSON objects, or bad UTF-8
     NOT_CANONICAL = "not_canonical"  # padding, non-canonical base64url, whitespace
@@ -82,7 +83,7 @@ class TokenReason(enum.StrEnum):
         return 401
 
 
-_REQUEST_ERRORS = frozenset({TokenReason.MALFORMED_HEADER})
+_REQUEST_ERRORS = frozenset({TokenReason.MALFORMED_HEADER, TokenReason.HEADER_TOO_LARGE})
 
 
 class TokenRejected(BadToken):

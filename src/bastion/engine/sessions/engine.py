@@ -98,6 +98,12 @@ class SessionEngine(RegistryOperations):
     ``session_filter(record)`` runs on every stored session a request loads; ``False`` refuses
     it (a fresh session, as for an expired one), e.g. every session of a disabled user. It runs
     on the load path: keep it cheap and synchronous.
+
+    ``min_epoch_ttl`` (seconds) is the least time a user's revocation epoch is kept after a
+    "revoke all": tokens read the same epoch and may outlive every session, so an app with
+    tokens passes their longest lifetime plus a margin
+    (:func:`bastion.engine.tokens.revocation.min_epoch_ttl`). ``0`` keeps the sessions' own
+    (twice the longest session lifetime).
     """
 
     __slots__ = (
@@ -129,6 +135,7 @@ class SessionEngine(RegistryOperations):
         clock: Clock = system_clock,
         user_loader: Callable[[str], Any] | None = None,
         session_filter: Callable[[SessionRecord], bool] | None = None,
+        min_epoch_ttl: float = 0.0,
     ) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(
@@ -166,7 +173,9 @@ class SessionEngine(RegistryOperations):
         # Decided once: a coroutine function is awaited by load_user(), anything else called.
         self.user_loader_is_async = inspect.iscoroutinefunction(user_loader)
         self._filter = session_filter
-        self.registry = SessionRegistry(self.config, clock, self._decoder, self._auditor)
+        self.registry = SessionRegistry(
+            self.config, clock, self._decoder, self._auditor, min_epoch_ttl=min_epoch_ttl
+        )
         self._steps = Loader(
             self.config, clock, self._decoder, self._signer, self._auditor, session_filter
         )

@@ -16,12 +16,15 @@ at its save). "Revoke others" re-stamps the kept session with the new epoch befo
 The listed sessions a revocation then deletes are those its epoch ended, each checked and
 deleted in one compare-and-set: a session under the new epoch (the caller's own, renewed by a
 parallel request, or a login made meanwhile) stays. The epoch record and the registry live as
-long as the longest kind of session (browser sessions may outlive "remember me" ones).
+long as the longest kind of session (browser sessions may outlive "remember me" ones); the
+epoch record at least ``min_epoch_ttl`` too, since access tokens and refresh families read the
+same epoch (:mod:`bastion.engine.tokens.revocation`) and may outlive every session.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -51,7 +54,7 @@ from bastion.core.sessions.state import (
     resolve,
 )
 from bastion.engine.flows import Delete, Done, Flow, Follow, Get, Write, update
-from bastion.errors import BadData
+from bastion.errors import BadData, ConfigurationError
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
@@ -137,19 +140,46 @@ def all_but(keep: str | None) -> Callable[[SessionIndex], list[str]]:
     return lambda index: [h for h in index.entries if h != keep]
 
 
+def check_min_epoch_ttl(seconds: float) -> float:
+    """Validate ``min_epoch_ttl``: finite seconds >= 0 (0 keeps the sessions' own TTL)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ConfigurationError(
+            f"min_epoch_ttl must be seconds, got {type(seconds).__name__}",
+            setting="min_epoch_ttl",
+        )
+    try:
+        value = float(seconds)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(
+            "min_epoch_ttl must be finite seconds >= 0 (the longest token lifetime plus a "
+            "margin, see bastion.engine.tokens.revocation.min_epoch_ttl)",
+            setting="min_epoch_ttl",
+        )
+    return value
+
+
 class SessionRegistry:
     """The flows over users' indexes and epochs that the engine's saves and its list/revoke
     operations share. Holds no state of its own beyond the engine's parts."""
 
-    __slots__ = ("_auditor", "_clock", "_config", "_decoder")
+    __slots__ = ("_auditor", "_clock", "_config", "_decoder", "_min_epoch_ttl")
 
     def __init__(
-        self, config: SessionConfig, clock: Clock, decoder: RecordDecoder, auditor: Auditor
+        self,
+        config: SessionConfig,
+        clock: Clock,
+        decoder: RecordDecoder,
+        auditor: Auditor,
+        *,
+        min_epoch_ttl: float = 0.0,
     ) -> None:
         self._config = config
         self._clock = clock
         self._decoder = decoder
         self._auditor = auditor
+        self._min_epoch_ttl = check_min_epoch_ttl(min_epoch_ttl)
 
     def decode_or_none(self, raw: bytes | None) -> SessionRecord | Tombstone | None:
         if raw is None:
@@ -177,7 +207,9 @@ class SessionRegistry:
         # Outlives every session made under the previous epoch, of either kind, by a wide
         # margin: a rotation restarts the absolute lifetime of a session loaded just before a
         # bump. An epoch record that expired first would bring its revoked sessions back.
-        return 2 * self.longest_lifetime() + EXPIRY_SLACK
+        # Tokens read the same epoch: min_epoch_ttl keeps it while a token made before the
+        # bump (a refresh family, an access token) could still be presented.
+        return max(2 * self.longest_lifetime() + EXPIRY_SLACK, self._min_epoch_ttl)
 
     # -- flows ---------------------------------------------------------------------------------
 

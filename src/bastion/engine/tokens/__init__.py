@@ -1,0 +1,1 @@
+"""Token store work: refresh families, the deny-list and epoch check, one-time tokens, DPoP."""

@@ -1,0 +1,177 @@
+"""Access tokens as FastAPI dependencies that also document themselves in OpenAPI.
+
+::
+
+    from typing import Annotated
+    from fastapi import Depends, FastAPI
+    from bastion.fastapi import BearerUser, RequireScopes
+    from bastion.core.tokens.principal import Principal
+
+    bearer = BearerUser(verifier)            # or BearerUser() behind BearerMiddleware
+
+    @app.get("/me")
+    async def me(user: Annotated[Principal, Depends(bearer)]): ...
+
+    @app.delete("/posts/{id}")
+    async def delete(user: Annotated[Principal, RequireScopes("posts:write", user=bearer)]): ...
+
+:class:`BearerUser` is a :class:`fastapi.security.base.SecurityBase`, so every operation that
+depends on it lists it in ``security`` and the document gains
+``components.securitySchemes.BearerAuth = {"type": "http", "scheme": "bearer", "bearerFormat":
+"JWT"}``. :func:`RequireScopes` is FastAPI's ``Security(bearer, scopes=[...])``: the scopes
+appear in the operation's ``security`` entry (OpenAPI 3.1 lets a non-OAuth scheme list the
+roles it needs) and are enforced: ``403 insufficient_scope`` naming them.
+
+Where the principal comes from: when :class:`~bastion.asgi.bearer.BearerMiddleware` covered
+the request, its principal is used as is (it has already refused every bad token); otherwise
+the dependency verifies the request itself with the verifier given to :class:`BearerUser` (a
+constructor argument: explicit and typed; no lookup in ``app.state``). With neither, the
+dependency raises :class:`~bastion.errors.ConfigurationError`: a setup bug is a 500, never an
+open route.
+
+Refusals are FastAPI's ``HTTPException``: the status (401, 400, 403; 503 with
+``Retry-After`` when the verifier's store is down), ``WWW-Authenticate`` exactly as the
+middleware sends it, and FastAPI's ``{"detail": "<fixed text>"}`` body, so the app's own
+exception handlers apply. A WebSocket route gets a ``WebSocketException`` instead, closing the
+handshake before ``accept`` (code 1008; 1013 during an outage). No token content is ever in either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from fastapi import HTTPException, Security, WebSocket, WebSocketException
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import SecurityScopes  # noqa: TC002 (FastAPI reads the annotation at run time)
+from fastapi.security.base import SecurityBase
+from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads the annotation at run time)
+
+from bastion.asgi.bearer import (
+    PRINCIPAL_KEY,
+    attach,
+    authenticate_scope,
+    client_address,
+    retry_after_value,
+)
+from bastion.core.request import asgi_path
+from bastion.core.tokens.bearer import (
+    MAX_AUTHORIZATION_BYTES,
+    OUTAGE,
+    BearerChallenge,
+    BearerRefused,
+    BearerRules,
+    Route,
+    check_scopes,
+)
+from bastion.core.tokens.principal import Principal
+from bastion.core.tokens.reasons import TokenReason
+from bastion.errors import ConfigurationError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from fastapi import params
+
+    from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
+    from bastion.core.tokens.principal import BearerVerifier
+
+__all__ = ["BearerUser", "RequireScopes"]
+
+_ABSENT: Final = object()
+
+
+class BearerUser(SecurityBase):
+    """A dependency returning the request's :class:`~bastion.core.tokens.principal.Principal`
+    (401 without a valid token), documented as an HTTP bearer security scheme.
+
+    ``verifier`` verifies requests the middleware did not cover (``None``: rely on
+    :class:`~bastion.asgi.bearer.BearerMiddleware`). ``scheme_name`` names the scheme in
+    ``components.securitySchemes``; ``bearer_format`` and ``description`` are documentation.
+    ``challenge``, ``proxies``, ``max_header_bytes``, ``retry_after`` and ``auditor`` are as
+    for the middleware.
+    """
+
+    def __init__(
+        self,
+        verifier: BearerVerifier | None = None,
+        *,
+        challenge: BearerChallenge | None = None,
+        proxies: TrustedProxies | None = None,
+        scheme_name: str = "BearerAuth",
+        bearer_format: str | None = "JWT",
+        description: str | None = None,
+        max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
+        retry_after: int = 5,
+        auditor: Auditor | None = None,
+    ) -> None:
+        self.model = HTTPBearerModel(bearerFormat=bearer_format, description=description)
+        self.scheme_name = scheme_name
+        self.verifier = verifier
+        self.rules = BearerRules(
+            protected=(),
+            optional=(),
+            challenge=challenge,
+            max_header_bytes=max_header_bytes,
+            auditor=auditor,
+        )
+        self.proxies = proxies
+        self._retry_after = retry_after_value(retry_after).decode("ascii")
+
+    async def __call__(
+        self, connection: HTTPConnection, security_scopes: SecurityScopes
+    ) -> Principal:
+        route = Route(required=True, scopes=check_scopes(security_scopes.scopes))
+        try:
+            return self.rules.admit(route, await self._principal(connection, route))
+        except BearerRefused as refused:
+            if self.rules.auditor is not None:
+                scope = connection.scope
+                path = asgi_path(scope.get("path") or "/", scope.get("root_path") or "")
+                client = client_address(scope, self.proxies)
+                self.rules.audit(refused, path=path, client_ip=client)
+            if isinstance(connection, WebSocket):  # refused before accept (the server: 403)
+                raise WebSocketException(1008) from None
+            status, challenge, body = self.rules.answer(refused)
+            raise HTTPException(
+                status, detail=body.detail, headers={"WWW-Authenticate": challenge}
+            ) from None
+        except StoreUnavailable:
+            if isinstance(connection, WebSocket):
+                raise WebSocketException(1013) from None
+            raise HTTPException(
+                503, detail=OUTAGE.detail.strip(), headers={"Retry-After": self._retry_after}
+            ) from None
+
+    async def _principal(self, connection: HTTPConnection, route: Route) -> Principal:
+        scope = connection.scope
+        state = scope.get("state")
+        found: Any = state.get(PRINCIPAL_KEY, _ABSENT) if isinstance(state, Mapping) else _ABSENT
+        if found is _ABSENT:
+            if self.verifier is None:
+                raise ConfigurationError(
+                    "BearerUser() without a verifier needs bastion.asgi.bearer."
+                    "BearerMiddleware covering this path; or pass the verifier: "
+                    "BearerUser(verifier)",
+                    setting="verifier",
+                )
+            found = await authenticate_scope(scope, self.verifier, self.rules, route, self.proxies)
+            attach(scope, found)  # a second dependency on the same request reuses it
+        if not isinstance(found, Principal):
+            raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
+        return found
+
+    def __repr__(self) -> str:
+        return f"BearerUser(scheme_name={self.scheme_name!r}, verifier={self.verifier!r})"
+
+
+_DEFAULT: Final = BearerUser()
+
+
+def RequireScopes(*scopes: str, user: BearerUser | None = None) -> params.Security:  # noqa: N802 (used like a class, as FastAPI's own Security)
+    """``Security(user, scopes=[...])``: the principal, refused with ``403
+    insufficient_scope`` unless its token grants every one of ``scopes``; listed in the
+    operation's OpenAPI ``security``. ``user`` is the :class:`BearerUser` to use (default: one
+    without a verifier, behind :class:`~bastion.asgi.bearer.BearerMiddleware`). The scopes are
+    checked now (RFC 6749 scope-tokens)."""
+    found: params.Security = Security(user or _DEFAULT, scopes=list(check_scopes(scopes)))
+    return found

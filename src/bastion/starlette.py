@@ -1,0 +1,176 @@
+"""Access tokens in Starlette, Litestar and Quart handlers.
+
+The route-level protection is :class:`bastion.asgi.bearer.BearerMiddleware` (fail closed on
+path patterns, scope rules per pattern); it works under every ASGI framework. In a handler:
+
+* :func:`principal` (any framework): the :class:`~bastion.core.tokens.principal.Principal`
+  the middleware attached, from a Starlette ``Request``/``WebSocket``, a Litestar ``Request``,
+  ``quart.request``/``quart.websocket`` or a bare scope; ``None`` on an optional path without a
+  token; :class:`~bastion.errors.ConfigurationError` when no middleware covered the request
+  (a missing middleware never reads as an anonymous request).
+* :func:`requires_token` (Starlette endpoints): a decorator that runs the endpoint only with a
+  valid token granting the listed scopes, answering otherwise with the middleware's exact
+  refusal (status, ``WWW-Authenticate``, JSON or text body; ``503`` with ``Retry-After`` in an
+  outage; a WebSocket refused before ``accept``, by a denial response where the server offers
+  one, else a close with code 1008). It reuses the middleware's principal when there is one and
+  otherwise verifies with its own ``verifier=``.
+
+Litestar and Quart handlers do not return Starlette responses, so there the scope checks belong
+in the middleware: ``BearerMiddleware(app, verifier, scopes={"/api/admin/*": ("admin",)})``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, ParamSpec
+
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from bastion.asgi.bearer import (
+    PRINCIPAL_KEY,
+    attach,
+    authenticate_scope,
+    client_address,
+    principal,
+    retry_after_value,
+)
+from bastion.core.refusal import refusal_body
+from bastion.core.request import asgi_path
+from bastion.core.tokens.bearer import (
+    MAX_AUTHORIZATION_BYTES,
+    OUTAGE,
+    BearerChallenge,
+    BearerRefused,
+    BearerRules,
+    Route,
+    check_scopes,
+)
+from bastion.core.tokens.principal import Principal
+from bastion.core.tokens.reasons import TokenReason
+from bastion.errors import ConfigurationError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from bastion.core.audit import Auditor
+    from bastion.core.client import TrustedProxies
+    from bastion.core.refusal import Refusal
+    from bastion.core.tokens.principal import BearerVerifier
+
+__all__ = ["principal", "requires_token"]
+
+P = ParamSpec("P")
+
+_ABSENT: Final = object()
+_WS_EXTENSION: Final = "websocket.http.response"
+
+
+def requires_token(
+    *scopes: str,
+    verifier: BearerVerifier | None = None,
+    challenge: BearerChallenge | None = None,
+    proxies: TrustedProxies | None = None,
+    max_header_bytes: int = MAX_AUTHORIZATION_BYTES,
+    retry_after: int = 5,
+    auditor: Auditor | None = None,
+) -> Callable[[Callable[P, Awaitable[Any]]], Callable[P, Awaitable[Any]]]:
+    """Decorate a Starlette endpoint (``async def endpoint(request)``, a WebSocket endpoint,
+    or an ``HTTPEndpoint`` method) so it runs only with a valid token granting ``scopes``.
+
+    ``auditor`` receives the events of :class:`~bastion.core.tokens.bearer.BearerRules`.
+    ``verifier=None`` relies on :class:`~bastion.asgi.bearer.BearerMiddleware` covering the
+    endpoint's path; without either the call raises
+    :class:`~bastion.errors.ConfigurationError`. The scopes are checked now.
+    """
+    route = Route(required=True, scopes=check_scopes(scopes))
+    rules = BearerRules(
+        protected=(),
+        optional=(),
+        challenge=challenge,
+        max_header_bytes=max_header_bytes,
+        auditor=auditor,
+    )
+    outage_after = retry_after_value(retry_after).decode("ascii")
+
+    def decorate(endpoint: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+        @functools.wraps(endpoint)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            connection = _connection(args, kwargs)
+            try:
+                found = await _principal_for(connection, verifier, rules, route, proxies)
+                rules.admit(route, found)
+            except BearerRefused as refused:
+                if auditor is not None:
+                    scope = connection.scope
+                    path = asgi_path(scope.get("path") or "/", scope.get("root_path") or "")
+                    client = client_address(scope, proxies)
+                    rules.audit(refused, path=path, client_ip=client)
+                status, header, body = rules.answer(refused)
+                return await _refuse(connection, status, body, {"WWW-Authenticate": header})
+            except StoreUnavailable:
+                return await _refuse(connection, 503, OUTAGE, {"Retry-After": outage_after})
+            return await endpoint(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def _connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, HTTPConnection):
+            return value
+    raise ConfigurationError(
+        "requires_token decorates a Starlette endpoint taking the request (or websocket)",
+        setting="requires_token",
+    )
+
+
+async def _principal_for(
+    connection: HTTPConnection,
+    verifier: BearerVerifier | None,
+    rules: BearerRules,
+    route: Route,
+    proxies: TrustedProxies | None,
+) -> Principal:
+    scope = connection.scope
+    state = scope.get("state")
+    found: Any = state.get(PRINCIPAL_KEY, _ABSENT) if isinstance(state, Mapping) else _ABSENT
+    if found is _ABSENT:
+        if verifier is None:
+            raise ConfigurationError(
+                "requires_token() without a verifier needs bastion.asgi.bearer.BearerMiddleware "
+                "covering this path; or pass requires_token(..., verifier=verifier)",
+                setting="verifier",
+            )
+        found = await authenticate_scope(scope, verifier, rules, route, proxies)
+        attach(scope, found)
+    if not isinstance(found, Principal):
+        raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
+    return found
+
+
+async def _refuse(
+    connection: HTTPConnection, status: int, body_of: Refusal, headers: dict[str, str]
+) -> Response | None:
+    content_type, body = refusal_body(
+        body_of,
+        accept=connection.headers.get("accept"),
+        content_type=connection.headers.get("content-type"),
+    )
+    response = Response(
+        body,
+        status_code=status,
+        headers={**headers, "Cache-Control": "no-store"},
+        media_type=content_type.decode("ascii"),
+    )
+    if not isinstance(connection, WebSocket):
+        return response
+    if _WS_EXTENSION in (connection.scope.get("extensions") or {}):
+        await connection.send_denial_response(response)
+    else:
+        await connection.close(code=1013 if status == 503 else 1008)
+    return None
