@@ -7,14 +7,16 @@ knows the one order of the layers::
     SecurityHeadersMiddleware      outermost: every response carries the headers, including
       CORSMiddleware               bastion's own 403 / 429 / 503 refusals (when cors= is set)
         RateLimitMiddleware        (when rate_limits= are set)
-          SessionMiddleware        (when a store is configured)
-            CSRFMiddleware         reads the session's CSRF secret
-              app
+          BearerMiddleware         access tokens (when tokens= names protected paths)
+            SessionMiddleware      (when a store is configured)
+              CSRFMiddleware       reads the session's CSRF secret; passes token-authenticated
+                app                requests (a browser never attaches a bearer token itself)
 
 Why this order: the headers layer must see every response, so it is outermost. CORS answers
 preflights before anything costs store I/O, and its headers reach the rate limiter's 429 too
 (a page may read why it was refused). Rate limiting comes before any store read the session
-would do, so a flood is refused cheaply. The session
+would do, so a flood is refused cheaply. Access tokens are checked before the session is
+touched: an API request with a token costs no session read. The session
 must exist before CSRF checks a synchronizer token, and a CSRF refusal still passes through the
 session layer (which then writes nothing).
 
@@ -37,6 +39,7 @@ from bastion.core.environment import is_production
 from bastion.core.keys import MIN_SECRET_BYTES, KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SessionEngine
+from bastion.engine.tokens.revocation import min_epoch_ttl
 from bastion.errors import ConfigurationError
 from bastion.stores.url import open_store
 
@@ -74,6 +77,7 @@ class Layers(Generic[App]):
     rate_limit: Callable[[], Callable[..., App]]
     sessions: Callable[..., App] | None
     csrf: Callable[..., App] | None
+    bearer: Callable[[], Callable[..., App]] | None = None
 
 
 class Runtime:
@@ -168,6 +172,12 @@ class Runtime:
                 clock=config.clock,
                 user_loader=config.user_loader,
                 session_filter=config.session_filter,
+                # The user epoch is shared with tokens: it must outlive every refresh family.
+                min_epoch_ttl=(
+                    0.0
+                    if config.tokens is None
+                    else min_epoch_ttl(config.tokens.longest_lifetime)
+                ),
             )
         self._limiter: RateLimiter | None = None
         self._own_limiter_store: Store | None = None
@@ -300,6 +310,18 @@ class Runtime:
             )
         if self.sessions is not None and layers.sessions is not None:
             wrapped = layers.sessions(wrapped, bastion=self)
+        tokens = config.tokens
+        if tokens is not None and (tokens.protect or tokens.optional) and layers.bearer:
+            wrapped = layers.bearer()(
+                wrapped,
+                self.tokens,
+                protected=tokens.protect,
+                optional=tokens.optional,
+                challenge=self.tokens.challenge,
+                proxies=self.proxies,
+                max_header_bytes=tokens.max_bytes,
+                auditor=self.auditor,
+            )
         if config.rate_limits:
             from bastion.core.ratelimit.keys import client_ip_key  # noqa: PLC0415
 

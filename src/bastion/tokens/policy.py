@@ -84,8 +84,11 @@ class TokenPolicy:
     * ``max_bytes``: the size cap applied to a token before any decoding (default 8 KiB).
     * ``dpop``: :class:`DPoPMode` (default off).
     * ``protect``: path patterns (:mod:`bastion.core.paths`) on which the bearer layer refuses
-      a request without a valid access token (fails closed); elsewhere a valid token is
-      attached and a missing one is not an error.
+      a request without a valid access token (fails closed).
+    * ``optional``: path patterns on which a valid access token is attached and a missing one
+      is no error; a ``Bearer`` or ``DPoP`` credential that fails is still refused (401), so
+      a revoked or forged token never passes as an anonymous request. No patterns in either:
+      no bearer layer (handlers call ``runtime.tokens.authenticate`` themselves).
     * ``realm``: the ``realm`` of ``WWW-Authenticate`` challenges.
     """
 
@@ -99,6 +102,7 @@ class TokenPolicy:
     max_bytes: int = 8192
     dpop: DPoPMode = DPoPMode.OFF
     protect: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
     realm: str = "api"
 
     def __post_init__(self) -> None:
@@ -149,10 +153,12 @@ class TokenPolicy:
             raise ConfigurationError(
                 "tokens.dpop must be 'off', 'allowed' or 'required'", setting="tokens.dpop"
             ) from None
-        protect = (self.protect,) if isinstance(self.protect, str) else tuple(self.protect)
-        for pattern in protect:
-            PathPattern.parse(pattern, setting="tokens.protect")
-        set_(self, "protect", protect)
+        for name in ("protect", "optional"):
+            value = getattr(self, name)
+            patterns = (value,) if isinstance(value, str) else tuple(value)
+            for pattern in patterns:
+                PathPattern.parse(pattern, setting=f"tokens.{name}")
+            set_(self, name, patterns)
         _text(self.realm, "tokens.realm")
         if '"' in self.realm or "\\" in self.realm:
             raise ConfigurationError(
@@ -163,6 +169,13 @@ class TokenPolicy:
     def access_audience(self) -> str:
         """The audience access tokens carry and require (``audience``, else ``issuer``)."""
         return self.audience or self.issuer
+
+    @property
+    def longest_lifetime(self) -> float:
+        """How long anything this policy issues can live (seconds): the user epoch record must
+        outlive it, or a "log out everywhere" would be forgotten while a token still works."""
+        refresh = 0.0 if self.refresh is None else self.refresh.lifetime
+        return max(self.access_lifetime, self.pending_lifetime, refresh)
 
     @property
     def pending_audience(self) -> str:

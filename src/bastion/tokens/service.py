@@ -32,21 +32,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bastion.core.audit import EventName, Outcome
-from bastion.core.sessions.index import decode_epoch
-from bastion.core.tokens.bearer import parse_authorization
+from bastion.core.tokens.bearer import BearerChallenge, parse_authorization
 from bastion.core.tokens.dpop import DPoPVerifier
 from bastion.core.tokens.jwk import JWTKey, JWTKeySet
 from bastion.core.tokens.jwt import Claims, JWTCodec
 from bastion.core.tokens.principal import BearerRequest, Principal
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
-from bastion.engine.flows import Flow, Get, drive_async, drive_sync
-from bastion.engine.sessions.registry import epoch_key
 from bastion.engine.tokens.dpop import DPoPReplayCache
 from bastion.engine.tokens.onetime import OneTimeTokens
 from bastion.engine.tokens.refresh import FamilyInfo, RefreshTokens, Rotation
 from bastion.engine.tokens.revocation import Revocations
-from bastion.errors import BadData, ConfigurationError
-from bastion.stores.base import require_sync, sync_side
+from bastion.errors import ConfigurationError
 from bastion.tokens.policy import ACCESS_TYP, PENDING_TYP, DPoPMode, TokenPolicy
 
 if TYPE_CHECKING:
@@ -116,19 +112,6 @@ def _scopes(scopes: Collection[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _epoch_flow(user_id: str, authenticated_at: float | None) -> Flow[int]:
-    """The user's current epoch number; refused when a revocation came after the credentials
-    were checked (a password change while the old one was being verified)."""
-    raw = yield Get(epoch_key(user_id))
-    try:
-        epoch = decode_epoch(raw)
-    except BadData:
-        raise TokenRejected(TokenReason.REVOKED, "the user's epoch record is unreadable") from None
-    if authenticated_at is not None and epoch.since > authenticated_at:
-        raise TokenRejected(TokenReason.REVOKED, "the user's tokens were revoked after sign-in")
-    return epoch.number
-
-
 class Tokens:
     """The token service (see the module docstring). Built by ``runtime.tokens``."""
 
@@ -141,6 +124,7 @@ class Tokens:
         "_replay",
         "_sessions",
         "_store",
+        "challenge",
         "onetime",
         "policy",
         "refresh_tokens",
@@ -194,6 +178,10 @@ class Tokens:
             else DPoPVerifier(max_bytes=policy.max_bytes, clock=clock)
         )
         self._replay = None if self._dpop is None else DPoPReplayCache(store, clock=clock)
+        self.challenge = BearerChallenge(
+            realm=policy.realm,
+            dpop_algorithms=() if self._dpop is None else self._dpop.algorithms,
+        )
 
     def __repr__(self) -> str:
         return f"Tokens(issuer={self.policy.issuer!r}, dpop={self.policy.dpop.value!r})"
@@ -279,7 +267,7 @@ class Tokens:
         """
         wanted = _scopes(scopes)
         jkt = self._binding(dpop_jkt)
-        epoch = await drive_async(_epoch_flow(user_id, authenticated_at), self._store)
+        epoch = await self.revocations.current_epoch(user_id, authenticated_at=authenticated_at)
         refresh: str | None = None
         family: FamilyInfo | None = None
         if self.refresh_tokens is not None:
@@ -303,7 +291,7 @@ class Tokens:
         """:meth:`issue` for WSGI apps."""
         wanted = _scopes(scopes)
         jkt = self._binding(dpop_jkt)
-        epoch = drive_sync(_epoch_flow(user_id, authenticated_at), self._sync())
+        epoch = self.revocations.current_epoch_sync(user_id, authenticated_at=authenticated_at)
         refresh: str | None = None
         family: FamilyInfo | None = None
         if self.refresh_tokens is not None:
@@ -364,21 +352,21 @@ class Tokens:
         """The user of a valid, unspent second-factor-pending token; spends it (its ``jti`` goes
         on the deny-list, so it works once). Call it after the second factor was checked."""
         claims = self._pending_claims(token)
-        if await self.revocations.is_revoked(claims.issuer, claims.token_id):
-            raise TokenRejected(TokenReason.REVOKED, "this pending token was already used")
-        await self.revocations.revoke_jti(
-            claims.issuer, claims.token_id, expires_at=claims.expires_at
+        added = await self.revocations.revoke_jti(
+            claims.issuer, claims.token_id, subject=claims.subject, expires_at=claims.expires_at
         )
+        if not added:  # spent before (the deny-list write is the atomic "use")
+            raise TokenRejected(TokenReason.REVOKED, "this pending token was already used")
         return claims.subject
 
     def complete_pending_sync(self, token: str) -> str:
         """:meth:`complete_pending` for WSGI apps."""
         claims = self._pending_claims(token)
-        if self.revocations.is_revoked_sync(claims.issuer, claims.token_id):
-            raise TokenRejected(TokenReason.REVOKED, "this pending token was already used")
-        self.revocations.revoke_jti_sync(
-            claims.issuer, claims.token_id, expires_at=claims.expires_at
+        added = self.revocations.revoke_jti_sync(
+            claims.issuer, claims.token_id, subject=claims.subject, expires_at=claims.expires_at
         )
+        if not added:
+            raise TokenRejected(TokenReason.REVOKED, "this pending token was already used")
         return claims.subject
 
     # -- checking ---------------------------------------------------------------------------
@@ -416,7 +404,10 @@ class Tokens:
     def _checked_request(self, request: BearerRequest) -> tuple[Claims, int, str | None, object]:
         """The sans-I/O half of :meth:`authenticate`: header grammar, the JWT, the DPoP proof.
         Returns the claims, the epoch, the bound key and the proof (for its replay check)."""
-        scheme, token = parse_authorization(request.authorization, max_bytes=self.policy.max_bytes)
+        credentials = parse_authorization(request.authorization, max_bytes=self.policy.max_bytes)
+        if credentials is None:
+            raise TokenRejected(TokenReason.MISSING, "no Authorization header")
+        scheme, token = credentials.scheme, credentials.token
         claims, epoch, jkt = self._decode_access(token)
         proof = None
         if jkt is not None:
@@ -518,9 +509,8 @@ class Tokens:
         if claims is None:
             return False
         await self.revocations.revoke_jti(
-            claims.issuer, claims.token_id, expires_at=claims.expires_at
+            claims.issuer, claims.token_id, subject=claims.subject, expires_at=claims.expires_at
         )
-        self._audit_revoked("access", claims.subject)
         return True
 
     def revoke_sync(self, token: str) -> bool:
@@ -534,9 +524,8 @@ class Tokens:
         if claims is None:
             return False
         self.revocations.revoke_jti_sync(
-            claims.issuer, claims.token_id, expires_at=claims.expires_at
+            claims.issuer, claims.token_id, subject=claims.subject, expires_at=claims.expires_at
         )
-        self._audit_revoked("access", claims.subject)
         return True
 
     def _engine(self) -> SessionEngine:
@@ -567,12 +556,12 @@ class Tokens:
         self, subject: str, *, scopes: Collection[str] = (), claims: Mapping[str, object] | None = None
     ) -> str:
         """An access token alone (no refresh family)."""
-        epoch = await drive_async(_epoch_flow(subject, None), self._store)
+        epoch = await self.revocations.current_epoch(subject)
         return self._access(subject, _scopes(scopes), epoch, jkt=self._binding(None), extra=claims)
 
     async def create_refresh_token(self, subject: str, *, scopes: Collection[str] = ()) -> str:
         """A refresh token opening a new family (exchange it with :meth:`refresh`)."""
-        epoch = await drive_async(_epoch_flow(subject, None), self._store)
+        epoch = await self.revocations.current_epoch(subject)
         token, _family = await self._refresher().issue(
             subject, scopes=_scopes(scopes), epoch=epoch, cnf_jkt=self._binding(None)
         )
@@ -596,24 +585,29 @@ class Tokens:
             return await self._refresher().inspect(token)
         if expected_type == "2fa_pending":
             claims = self._pending_claims(token)
-            if await self.revocations.is_revoked(claims.issuer, claims.token_id):
+            if await self.revocations.is_revoked(
+                claims.issuer, claims.token_id, subject=claims.subject
+            ):
                 raise TokenRejected(TokenReason.REVOKED)
             return claims
         raise ConfigurationError(
             "expected_type must be 'access', 'refresh' or '2fa_pending'", setting="expected_type"
         )
 
-    async def revoke_token(self, jti: str, *, expires_at: float | None = None) -> None:
-        """Put ``jti`` (of this issuer) on the deny-list until ``expires_at`` (default: as long
-        as any access token can live)."""
+    async def revoke_token(
+        self, jti: str, *, subject: str, expires_at: float | None = None
+    ) -> None:
+        """Put ``jti`` (of this issuer, issued to ``subject``) on the deny-list until
+        ``expires_at`` (default: as long as any access token can live). The subject is part of
+        the entry's key: the deny-list and the user's epoch are then read in one lookup."""
         until = expires_at
         if until is None:
             until = self._clock.now() + self.policy.access_lifetime + self.policy.leeway
-        await self.revocations.revoke_jti(self.policy.issuer, jti, expires_at=until)
+        await self.revocations.revoke_jti(
+            self.policy.issuer, jti, subject=subject, expires_at=until
+        )
 
-    async def is_token_revoked(self, jti: str) -> bool:
-        """Whether ``jti`` (of this issuer) is on the deny-list."""
-        return await self.revocations.is_revoked(self.policy.issuer, jti)
+    async def is_token_revoked(self, jti: str, *, subject: str) -> bool:
+        """Whether ``jti`` (of this issuer, issued to ``subject``) is on the deny-list."""
+        return await self.revocations.is_revoked(self.policy.issuer, jti, subject=subject)
 
-    def _sync(self):  # type: ignore[no-untyped-def]
-        return require_sync(sync_side(self._store), self._store)
