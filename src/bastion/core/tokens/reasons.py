@@ -56,6 +56,7 @@ class TokenReason(enum.StrEnum):
     DPOP_INVALID = "dpop_invalid"  # the proof is malformed or its signature fails
     DPOP_REPLAYED = "dpop_replayed"  # the proof's jti was seen before
     DPOP_MISMATCH = "dpop_mismatch"  # htm / htu / ath / iat / key thumbprint do not match
+    DPOP_NONCE = "dpop_nonce"  # the server requires its nonce (missing or stale): retry with it
 
     @property
     def error_code(self) -> str | None:
@@ -67,6 +68,8 @@ class TokenReason(enum.StrEnum):
             return "invalid_request"
         if self is TokenReason.INSUFFICIENT_SCOPE:
             return "insufficient_scope"
+        if self is TokenReason.DPOP_NONCE:
+            return "use_dpop_nonce"  # RFC 9449 sections 8 and 9: send DPoP-Nonce with it
         if self.name.startswith("DPOP_") and self is not TokenReason.DPOP_REQUIRED:
             return "invalid_dpop_proof"
         return "invalid_token"

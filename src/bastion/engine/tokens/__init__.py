@@ -1,1 +1,2 @@
-"""Token store work: refresh families, the deny-list and epoch check, one-time tokens, DPoP."""
+"""Token state in the stores: refresh-token families, the deny-list, one-time tokens, DPoP
+proof replay. The sans-I/O decisions live in :mod:`bastion.core.tokens`."""
