@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.tokens.bearer import BearerChallenge, parse_authorization
-from bastion.core.tokens.dpop import DPoPVerifier
+from bastion.core.tokens.dpop import DPoPProof, DPoPVerifier
 from bastion.core.tokens.jwk import JWTKey, JWTKeySet
 from bastion.core.tokens.jwt import Claims, JWTCodec
 from bastion.core.tokens.principal import BearerRequest, Principal
@@ -177,7 +177,11 @@ class Tokens:
             if policy.dpop is DPoPMode.OFF
             else DPoPVerifier(max_bytes=policy.max_bytes, clock=clock)
         )
-        self._replay = None if self._dpop is None else DPoPReplayCache(store, clock=clock)
+        self._replay = (
+            None
+            if self._dpop is None
+            else DPoPReplayCache.for_verifier(store, self._dpop, auditor=auditor)
+        )
         self.challenge = BearerChallenge(
             realm=policy.realm,
             dpop_algorithms=() if self._dpop is None else self._dpop.algorithms,
@@ -401,7 +405,9 @@ class Tokens:
             cnf_jkt=jkt,
         )
 
-    def _checked_request(self, request: BearerRequest) -> tuple[Claims, int, str | None, object]:
+    def _checked_request(
+        self, request: BearerRequest
+    ) -> tuple[Claims, int, str | None, DPoPProof | None]:
         """The sans-I/O half of :meth:`authenticate`: header grammar, the JWT, the DPoP proof.
         Returns the claims, the epoch, the bound key and the proof (for its replay check)."""
         credentials = parse_authorization(request.authorization, max_bytes=self.policy.max_bytes)
@@ -409,7 +415,7 @@ class Tokens:
             raise TokenRejected(TokenReason.MISSING, "no Authorization header")
         scheme, token = credentials.scheme, credentials.token
         claims, epoch, jkt = self._decode_access(token)
-        proof = None
+        proof: DPoPProof | None = None
         if jkt is not None:
             if self._dpop is None:
                 raise TokenRejected(TokenReason.DPOP_INVALID, "DPoP is off at this server")
@@ -439,7 +445,7 @@ class Tokens:
         if reason is not None:
             raise TokenRejected(reason)
         if proof is not None and self._replay is not None:
-            await self._replay.check_and_remember(proof)  # type: ignore[arg-type]
+            await self._replay.check_and_remember(proof)
         return self._principal(claims, jkt)
 
     def authenticate_sync(self, request: BearerRequest) -> Principal:
@@ -449,7 +455,7 @@ class Tokens:
         if reason is not None:
             raise TokenRejected(reason)
         if proof is not None and self._replay is not None:
-            self._replay.check_and_remember_sync(proof)  # type: ignore[arg-type]
+            self._replay.check_and_remember_sync(proof)
         return self._principal(claims, jkt)
 
     async def verify_proof(self, proof: str | None, *, method: str, url: str) -> str | None:
