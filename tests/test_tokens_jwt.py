@@ -348,7 +348,8 @@ def test_from_pem_private_public_and_encrypted(clock: FrozenClock) -> None:
     private = ec.generate_private_key(ec.SECP256R1())
     signer = JWTKey.from_pem(_pem(private), alg="ES256", kid="ec")
     verifier = JWTKey.from_pem(_pem(private, public=True).decode(), alg="ES256", kid="ec")
-    assert signer.can_sign and not verifier.can_sign
+    assert signer.can_sign
+    assert not verifier.can_sign
     token = _codec(signer, clock).encode({"sub": "u", "aud": "api"}, typ="t", expires_in=9)
     codec = JWTCodec(JWTKeySet(None, verifying=[verifier]), issuer=ISSUER, clock=clock)
     assert codec.decode(token, typ="t", audience="api").kid == "ec"
@@ -404,8 +405,8 @@ def test_small_rsa_keys_are_refused() -> None:
         (lambda: ec.generate_private_key(ec.SECP256R1()), "ES384"),
         (lambda: ec.generate_private_key(ec.SECP384R1()), "ES256"),
         (lambda: ec.generate_private_key(ec.SECP256K1()), "ES256"),
-        (lambda: ed448.Ed448PrivateKey.generate(), "EdDSA"),
-        (lambda: ed25519.Ed25519PrivateKey.generate(), "ES256"),
+        (ed448.Ed448PrivateKey.generate, "EdDSA"),
+        (ed25519.Ed25519PrivateKey.generate, "ES256"),
         (lambda: ec.generate_private_key(ec.SECP256R1()), "EdDSA"),
         (lambda: ec.generate_private_key(ec.SECP256R1()), "RS256"),
     ],
