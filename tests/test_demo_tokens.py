@@ -10,11 +10,12 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bastion.demo.app import DemoApp
 from test_demo import BASE, GOOD, SEED, client_for, log_in, make_app, post_form
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from bastion.demo.app import DemoApp
 
 NEWER = "another long passphrase for the reset 9"
 
@@ -71,15 +72,21 @@ async def test_wrong_password_is_invalid_grant_without_tokens(app: DemoApp) -> N
 async def test_refresh_rotates_and_a_reused_token_revokes_the_family(app: DemoApp) -> None:
     async with curl(app) as client:
         first = await get_pair(client)
-        second = await client.post("/api/token/refresh", data={"refresh_token": first["refresh_token"]})
+        second = await client.post(
+            "/api/token/refresh", data={"refresh_token": first["refresh_token"]}
+        )
         assert second.status_code == 200
         newer = second.json()
         assert newer["refresh_token"] != first["refresh_token"]
         # Past the grace window the old token is a replay: 401, and the family is revoked.
         app.clock.advance(60)  # type: ignore[attr-defined]
-        replay = await client.post("/api/token/refresh", data={"refresh_token": first["refresh_token"]})
+        replay = await client.post(
+            "/api/token/refresh", data={"refresh_token": first["refresh_token"]}
+        )
         assert (replay.status_code, replay.json()["error"]) == (401, "invalid_grant")
-        after = await client.post("/api/token/refresh", data={"refresh_token": newer["refresh_token"]})
+        after = await client.post(
+            "/api/token/refresh", data={"refresh_token": newer["refresh_token"]}
+        )
         assert after.status_code == 401
 
 
@@ -93,7 +100,9 @@ async def test_revoking_an_access_token_and_a_refresh_token(app: DemoApp) -> Non
         assert refused.status_code == 401
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]
         await client.post("/api/token/revoke", data={"token": pair["refresh_token"]})
-        gone = await client.post("/api/token/refresh", data={"refresh_token": pair["refresh_token"]})
+        gone = await client.post(
+            "/api/token/refresh", data={"refresh_token": pair["refresh_token"]}
+        )
         assert gone.status_code == 401
         unknown = await client.post("/api/token/revoke", data={"token": "not a token"})
         assert unknown.status_code == 200  # RFC 7009: no oracle
@@ -134,7 +143,9 @@ async def test_password_change_and_logout_elsewhere_end_token_families(app: Demo
         )
         assert changed.status_code == 303
         assert (await me(api, pair["access_token"])).status_code == 401
-        refused = await api.post("/api/token/refresh", data={"refresh_token": pair["refresh_token"]})
+        refused = await api.post(
+            "/api/token/refresh", data={"refresh_token": pair["refresh_token"]}
+        )
         assert refused.status_code == 401
         fresh = await get_pair(api, GOOD)
         assert (await me(api, fresh["access_token"])).status_code == 200
@@ -146,7 +157,9 @@ async def test_password_change_and_logout_elsewhere_end_token_families(app: Demo
 
 async def request_reset(app: DemoApp, username: str) -> httpx.Response:
     async with client_for(app) as anonymous:
-        return await post_form(anonymous, "/reset-password", "/reset-password", {"username": username})
+        return await post_form(
+            anonymous, "/reset-password", "/reset-password", {"username": username}
+        )
 
 
 async def reset_link(browser: httpx.AsyncClient) -> str:
@@ -164,7 +177,8 @@ async def test_password_reset_through_the_outbox(app: DemoApp) -> None:
     sent = await request_reset(app, "demo")
     unknown = await request_reset(app, "nobody-here")
     assert sent.status_code == unknown.status_code == 200
-    assert 'id="reset-sent"' in sent.text and 'id="reset-sent"' in unknown.text
+    assert 'id="reset-sent"' in sent.text
+    assert 'id="reset-sent"' in unknown.text
     async with client_for(app) as browser:
         await log_in(browser)
         link = await reset_link(browser)
@@ -190,7 +204,10 @@ async def test_a_reset_link_dies_when_the_password_changes(app: DemoApp) -> None
         await log_in(browser)
         link = await reset_link(browser)
         changed = await post_form(
-            browser, "/account", "/account/password", {"current_password": SEED, "new_password": GOOD}
+            browser,
+            "/account",
+            "/account/password",
+            {"current_password": SEED, "new_password": GOOD},
         )
         assert changed.status_code == 303
     async with client_for(app) as anonymous:

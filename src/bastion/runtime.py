@@ -174,9 +174,7 @@ class Runtime:
                 session_filter=config.session_filter,
                 # The user epoch is shared with tokens: it must outlive every refresh family.
                 min_epoch_ttl=(
-                    0.0
-                    if config.tokens is None
-                    else min_epoch_ttl(config.tokens.longest_lifetime)
+                    0.0 if config.tokens is None else min_epoch_ttl(config.tokens.longest_lifetime)
                 ),
             )
         self._limiter: RateLimiter | None = None

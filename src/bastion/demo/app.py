@@ -52,7 +52,6 @@ from bastion import (
     normalize_username,
     system_clock,
 )
-from bastion.tokens import TokenPolicy
 from bastion.apikeys import api_key_from_headers
 from bastion.asgi import add_jinja2_globals as add_nonce_global
 from bastion.asgi import get_session, load_session, protect
@@ -66,6 +65,7 @@ from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.totp import TOTPResult
 from bastion.passwords import check_new_password, generate_password
+from bastion.tokens import TokenPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -201,17 +201,19 @@ class TokenRoutes:
         return demo.page(request, "outbox.html", user, messages=self.outbox.read(user.username))
 
     async def _reset_account(self, token: str) -> User | None:
-        """The account a live reset link belongs to (not spent by looking)."""
-        onetime = self.demo.runtime.tokens.onetime
+        """The account a live reset link belongs to, checked against the account's current
+        password hash (a link dies when the password changes); not spent by looking."""
+        demo = self.demo
+        onetime = demo.runtime.tokens.onetime
         try:
-            username = await onetime.peek(token, purpose=RESET_PURPOSE, state=self._state)
+            username = await onetime.owner(token, purpose=RESET_PURPOSE)
+            account = await demo.users.get(username)
+            if account is None:
+                return None
+            await onetime.peek(token, purpose=RESET_PURPOSE, state=account.password_hash)
         except TokenRejected:
             return None
-        return await self.demo.users.get(username)
-
-    async def _state(self, username: str) -> str:
-        account = await self.demo.users.get(username)
-        return "" if account is None else account.password_hash
+        return account
 
     async def reset_form(self, request: Request) -> Response:
         demo = self.demo
@@ -220,8 +222,11 @@ class TokenRoutes:
         account = await self._reset_account(token)
         if account is None:
             return demo.error_page(
-                request, user, 400, "This reset link is not valid: it was used, it expired, or "
-                "the password was changed since it was sent. Ask for a new one."
+                request,
+                user,
+                400,
+                "This reset link is not valid: it was used, it expired, or "
+                "the password was changed since it was sent. Ask for a new one.",
             )
         if request.method != "POST":
             return demo.page(request, "reset_form.html", user, account=account.username)
@@ -230,7 +235,10 @@ class TokenRoutes:
         errors: list[str] = []
         try:
             result = await check_new_password(
-                demo.policy, new, user_inputs=(account.username,), has_second_factor=account.has_totp
+                demo.policy,
+                new,
+                user_inputs=(account.username,),
+                has_second_factor=account.has_totp,
             )
             errors += list(result.messages)
         except PasswordRejected as exc:
@@ -242,11 +250,21 @@ class TokenRoutes:
         new_hash = await demo.hasher.ahash(new)
         try:
             username = await demo.runtime.tokens.onetime.consume(
-                token, purpose=RESET_PURPOSE, state=self._state
+                token, purpose=RESET_PURPOSE, state=account.password_hash
             )
-        except TokenRejected:  # a parallel request spent it first
+        except TokenRejected:  # a parallel request spent it first, or the password changed
             return demo.error_page(request, user, 400, "This reset link was just used.")
-        await demo.users.set_password_hash(username, new_hash)
+        # Only over the hash the link was bound to: a change made meanwhile is not overwritten.
+        changed = await demo.users.update(
+            username,
+            lambda u: (
+                replace(u, password_hash=new_hash)
+                if u.password_hash == account.password_hash
+                else u
+            ),
+        )
+        if changed is None or changed.password_hash != new_hash:
+            return demo.error_page(request, user, 400, "The password changed meanwhile.")
         ended = await demo.runtime.tokens.revoke_all(username)
         demo.audit_event(request, "password_reset", Outcome.SUCCESS, username, revoked=ended)
         return RedirectResponse("/login", status_code=303)

@@ -55,8 +55,7 @@ def _seconds(value: object, setting: str, low: float, high: float) -> float:
 def _text(value: object, setting: str) -> str:
     if not isinstance(value, str) or not value or value != value.strip() or len(value) > 512:
         raise ConfigurationError(
-            f"{setting} must be non-empty text without surrounding spaces (at most 512 "
-            "characters)",
+            f"{setting} must be non-empty text without surrounding spaces (at most 512 characters)",
             setting=setting,
         )
     if any(ord(char) < 0x21 or ord(char) == 0x7F for char in value):
@@ -64,6 +63,12 @@ def _text(value: object, setting: str) -> str:
             f"{setting} must not contain spaces or control characters", setting=setting
         )
     return value
+
+
+def _default_refresh() -> RefreshPolicy:
+    from bastion.engine.tokens.refresh import RefreshPolicy  # noqa: PLC0415
+
+    return RefreshPolicy()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +102,7 @@ class TokenPolicy:
     keys: JWTKeySet | None = None
     access_lifetime: float = 300.0
     pending_lifetime: float = 300.0
-    refresh: RefreshPolicy | None = field(default_factory=lambda: _default_refresh())
+    refresh: RefreshPolicy | None = field(default_factory=_default_refresh)
     leeway: float = 30.0
     max_bytes: int = 8192
     dpop: DPoPMode = DPoPMode.OFF
@@ -181,9 +186,3 @@ class TokenPolicy:
     def pending_audience(self) -> str:
         """The audience of second-factor-pending tokens: never the access tokens' one."""
         return f"{self.access_audience}#2fa-pending"
-
-
-def _default_refresh() -> RefreshPolicy:
-    from bastion.engine.tokens.refresh import RefreshPolicy  # noqa: PLC0415
-
-    return RefreshPolicy()

@@ -27,7 +27,6 @@ Every method has a ``*_sync`` twin for WSGI apps; both run the same checks, in t
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -46,6 +45,8 @@ from bastion.errors import ConfigurationError
 from bastion.tokens.policy import ACCESS_TYP, PENDING_TYP, DPoPMode, TokenPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing
@@ -227,7 +228,9 @@ class Tokens:
             claims["cnf"] = {"jkt": jkt}
         return self._codec.encode(claims, typ=ACCESS_TYP)
 
-    def _pair(self, access: str, refresh: str | None, scopes: tuple[str, ...], jkt: str | None) -> TokenPair:
+    def _pair(
+        self, access: str, refresh: str | None, scopes: tuple[str, ...], jkt: str | None
+    ) -> TokenPair:
         return TokenPair(
             access_token=access,
             refresh_token=refresh,
@@ -431,7 +434,7 @@ class Tokens:
                 expected_jkt=jkt,
             )
         elif scheme == "dpop":
-            raise TokenRejected(TokenReason.DPOP_MISMATCH, "the token is not DPoP-bound")
+            raise TokenRejected(TokenReason.NOT_BOUND, "the token is not DPoP-bound")
         elif self.policy.dpop is DPoPMode.REQUIRED:
             raise TokenRejected(TokenReason.DPOP_REQUIRED, "this server requires DPoP tokens")
         return claims, epoch, jkt, proof
@@ -559,7 +562,11 @@ class Tokens:
     # -- the guide's API (https://... "create_access_token" recipes), on the store ---------
 
     async def create_access_token(
-        self, subject: str, *, scopes: Collection[str] = (), claims: Mapping[str, object] | None = None
+        self,
+        subject: str,
+        *,
+        scopes: Collection[str] = (),
+        claims: Mapping[str, object] | None = None,
     ) -> str:
         """An access token alone (no refresh family)."""
         epoch = await self.revocations.current_epoch(subject)
@@ -616,4 +623,3 @@ class Tokens:
     async def is_token_revoked(self, jti: str, *, subject: str) -> bool:
         """Whether ``jti`` (of this issuer, issued to ``subject``) is on the deny-list."""
         return await self.revocations.is_revoked(self.policy.issuer, jti, subject=subject)
-
