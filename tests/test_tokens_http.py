@@ -458,3 +458,37 @@ async def test_a_pending_token_is_spent_once(clock: FrozenClock) -> None:
     with pytest.raises(TokenRejected) as swapped:
         await runtime.tokens.complete_pending(pair.access_token)
     assert swapped.value.reason in {TokenReason.WRONG_TYPE, TokenReason.WRONG_AUDIENCE}
+
+
+def test_from_env_reads_the_issuer_and_a_private_jwks(tmp_path: Any) -> None:
+    signing, older = JWTKey.generate("EdDSA", kid="new"), JWTKey.generate("ES256", kid="old")
+    document = {"keys": [_private_jwk(signing), _private_jwk(older)]}
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(document))
+    environ = {
+        "BASTION_STORE": "memory://",
+        "BASTION_SECRET_KEY": "s" * 43,
+        "BASTION_TOKEN_ISSUER": ISSUER,
+        "BASTION_TOKEN_KEYS_FILE": str(path),
+    }
+    found = Bastion.from_env(environ)
+    assert found.tokens is not None
+    assert found.tokens.issuer == ISSUER
+    keys = found.tokens.keys
+    assert keys is not None
+    assert keys.signing is not None
+    assert keys.signing.kid == "new"
+    assert "old" in keys
+    with pytest.raises(ConfigurationError) as missing:
+        Bastion.from_env({**environ, "BASTION_TOKEN_KEYS_FILE": "", "ENV": "production"})
+    assert missing.value.setting == "BASTION_TOKEN_KEYS"
+    public_only = {"keys": [signing.public_jwk()]}
+    path.write_text(json.dumps(public_only))
+    with pytest.raises(ConfigurationError, match="first key signs"):
+        Bastion.from_env(environ)
+
+
+def _private_jwk(key: JWTKey) -> dict[str, object]:
+    jwk = dict(key.key.as_dict(private=True))
+    jwk.update(kid=key.kid, alg=key.alg)
+    return jwk
