@@ -65,6 +65,7 @@ def test_public_api() -> None:
         "MAX_COOKIE_BYTES",
         "Cookie",
         "SameSite",
+        "find_cookie",
         "parse_cookie",
     }
     assert (MAX_COOKIE_BYTES, MAX_ATTRIBUTE_BYTES, MAX_AGE_LIMIT) == (4096, 1024, 34_560_000)

@@ -383,7 +383,11 @@ def test_get_with_request_method_header_is_not_a_preflight(harness: Harness) -> 
 # -- other policies --------------------------------------------------------------------------------
 
 
-PUBLIC_SIMPLE = {"access-control-allow-origin": ["*"]}
+PUBLIC_SIMPLE = {
+    "access-control-allow-origin": ["*"],
+    # the policy's default expose_headers: the rate-limit layer's headers
+    "access-control-expose-headers": ["retry-after, ratelimit, ratelimit-policy"],
+}
 
 
 @pytest.mark.parametrize("origin", [None, ORIGIN, EVIL, "null", "HTTPS://X"])
@@ -439,7 +443,11 @@ def test_null_origin_only_with_the_flag(framework: str, caplog: pytest.LogCaptur
     assert "allow_null=True" in caplog.text
     assert harness.call("GET", [("Origin", "null")]) == (
         200,
-        {"access-control-allow-origin": ["null"], "vary": ["Origin"]},
+        {
+            "access-control-allow-origin": ["null"],
+            "access-control-expose-headers": ["retry-after, ratelimit, ratelimit-policy"],
+            "vary": ["Origin"],
+        },
         "app GET",
     )
 

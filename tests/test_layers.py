@@ -64,8 +64,9 @@ def _modules() -> list[Path]:
     return sorted(SRC.rglob("*.py"))
 
 
-SAME_LAYER = {"runtime": "config"}
-"""Top-level modules of one layer: ``Bastion.build()`` makes a ``Runtime`` from the config."""
+SAME_LAYER = {"runtime": "config", "slices": "config"}
+"""Top-level modules of one layer: ``Bastion.build()`` makes a ``Runtime`` from the config, and
+``slices`` hands a middleware given ``bastion=`` its part of it."""
 
 
 def _layer_of(path: Path) -> str | None:

@@ -15,18 +15,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from bastion.asgi._http import send_response
 from bastion.core.audit import Auditor, EventName, Outcome
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
 from bastion.core.cors import CompiledCORS, CORSPolicy, Preflight, apply_headers
 from bastion.core.environment import is_production
 from bastion.core.request import asgi_path, normalize_method
+from bastion.errors import ConfigurationError
+from bastion.slices import layer_settings, required_slice
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
     from bastion.core.cors import CORSReason
+    from bastion.runtime import Runtime
 
 __all__ = ["CORSMiddleware"]
 
@@ -47,13 +52,32 @@ class CORSMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        policy: CORSPolicy,
+        policy: CORSPolicy | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         auditor: Auditor | None = None,
         proxies: TrustedProxies | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "CORSMiddleware",
+                "cors",
+                policy=policy,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+                production=production,
+            )
+            policy = required_slice(shared.config.cors, "CORSMiddleware", "cors")
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+            production = shared.production
+        elif policy is None:
+            raise ConfigurationError(
+                "CORSMiddleware needs a CORSPolicy (or bastion=)", setting="policy"
+            )
         self.app = app
         self._cors = CompiledCORS(
             policy, production=is_production() if production is None else production
@@ -128,7 +152,4 @@ class CORSMiddleware:
 
 
 async def _respond(send: Send, answer: Preflight) -> None:
-    await send(
-        {"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)}
-    )
-    await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+    await send_response(send, answer.status, list(answer.headers), answer.body)

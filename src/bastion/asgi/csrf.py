@@ -19,18 +19,26 @@ offers the ASGI ``websocket.http.response`` extension, else by a close with code
 server then answers 403 itself).
 
 Templates get tokens through :func:`csrf_token` / :func:`csrf_input` (and the Jinja2 globals
-from :func:`add_jinja2_globals`).
+from :func:`add_jinja2_globals`): they live in :mod:`bastion.asgi.csrf_tokens`, with the
+request's :class:`CSRFContext`, and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
+from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
+from bastion.asgi.csrf_tokens import (
+    CONTEXT_KEY,
+    ContextSource,
+    CSRFContext,
+    add_jinja2_globals,
+    csrf_input,
+    csrf_token,
+)
 from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import parse_cookie
 from bastion.core.csrf import (
     COMMON_UNSAFE_METHODS,
     SAFE_METHODS,
@@ -45,13 +53,14 @@ from bastion.core.csrf import (
     wants_json,
 )
 from bastion.core.request import asgi_path, normalize_method
-from bastion.engine.sessions import Session
-from bastion.errors import ConfigurationError
+from bastion.slices import layer_settings, required_slice
 
 if TYPE_CHECKING:
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.runtime import Runtime
 
 __all__ = [
     "CONTEXT_KEY",
@@ -64,130 +73,24 @@ __all__ = [
 
 IdentityFunc = Callable[[Scope], "str | None"]
 
-CONTEXT_KEY: Final = "bastion.csrf"
-"""Where the middleware puts the request's :class:`CSRFContext` in the scope (on a safe request
-with session tokens, the middleware itself, until :func:`csrf_token` makes the context)."""
-
 _OVERRIDES: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 _OVERRIDE_NAMES: Final = frozenset(_OVERRIDES)
-_NAME = itemgetter(0)
 _SECURE_SCHEMES: Final = frozenset({"https", "wss"})
-_WS_EXTENSION: Final = "websocket.http.response"
-_WS_START: Final = "websocket.http.response.start"
-_WS_BODY: Final = "websocket.http.response.body"
 _SCAN_REASONS: Final = {
     ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
     ScanStatus.MALFORMED: CSRFReason.BODY_MALFORMED,
 }
 
 
-class CSRFContext:
-    """The CSRF side of one request: makes masked tokens for pages and forms.
-
-    Nothing is read for it until a token is asked for: then, with double-submit tokens, the
-    request's cookie is verified (once) and a new cookie issued if it brought none. Each
-    :meth:`token` call returns new text (a fresh mask) for the same secret.
-    """
-
-    __slots__ = ("_cookie", "_middleware", "_scope", "_send", "_state")
-
-    def __init__(
-        self, middleware: CSRFMiddleware, scope: Scope, cookie_header: str | None = None
-    ) -> None:
-        self._middleware = middleware
-        self._scope = scope
-        self._cookie = cookie_header
-        self._state: TokenState | None = None
-        self._send: Send | None = None
-
-    @property
-    def field_name(self) -> str:
-        return self._middleware.config.field_name
-
-    @property
-    def header_name(self) -> str:
-        return self._middleware.config.header_name
-
-    @property
-    def state(self) -> TokenState:
-        """The request's token state, verified from its double-submit cookie on first use."""
-        state = self._state
-        if state is None:
-            middleware, scope = self._middleware, self._scope
-            if middleware.double_submit is None:
-                return middleware._session_state
-            cookie = self._cookie
-            if cookie is None:
-                cookie = _cookie_header(scope)
-            name = middleware.config.cookie_name or ""
-            # The cookie parser runs only when the cookie can be there.
-            value = parse_cookie(cookie).get(name) if name in cookie else None
-            identity = (middleware._identity(scope) if middleware._identity else None) or ""
-            state = self._state = middleware._guard.begin(value, identity)
-        return state
-
-    @property
-    def new_cookie(self) -> bool:
-        return self._state is not None and self._state.new_cookie
-
-    def token(self) -> str:
-        """A masked token for this request's secret (creating the secret when needed)."""
-        return self.state.token(self._secret)
-
-    def _secret(self) -> str:
-        return _session_of(self._scope).csrf_secret
-
-    def _known_secret(self) -> str | None:
-        return _session_of(self._scope).verification_csrf_secret()
-
-    def cookie_header(self) -> bytes | None:
-        """The ``Set-Cookie`` value for a double-submit cookie issued during this request."""
-        state = self._state
-        value = None if state is None else state.set_cookie()
-        return None if value is None else value.encode("latin-1")
-
-    async def send(self, message: Message) -> None:
-        """The app's ``send`` in double-submit mode: adds the cookie issued during the request."""
-        state = self._state
-        if state is not None and state.new_cookie and message["type"] == "http.response.start":
-            value = self.cookie_header()
-            if value is not None:
-                headers = list(message.get("headers", ()))
-                headers.append((b"set-cookie", value))
-                message["headers"] = headers
-        send = self._send
-        if send is None:  # pragma: no cover - the middleware sets it before the app runs
-            raise RuntimeError("CSRFContext.send used outside CSRFMiddleware")
-        await send(message)
-
-
-def _cookie_header(scope: Scope) -> str:
-    """The request's ``Cookie`` header; several (HTTP/2 splits them) joined with ``; ``."""
-    found = [value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie"]
-    return "; ".join(found)
-
-
-def _session_of(scope: Scope) -> Session:
-    session = scope.get("session")
-    if not isinstance(session, Session):
-        raise ConfigurationError(
-            "CSRF token_source=SESSION needs bastion's SessionMiddleware outside "
-            "CSRFMiddleware (or use protect()); or set token_source=TokenSource.DOUBLE_SUBMIT "
-            "with a keyring",
-            setting="token_source",
-        )
-    return session
-
-
-class CSRFMiddleware:
+class CSRFMiddleware(ContextSource):
     """CSRF protection for one ASGI app. See the module docstring.
 
     ``config`` is a :class:`~bastion.core.csrf.CSRFConfig`. ``keyring`` is required for
     ``TokenSource.DOUBLE_SUBMIT``. ``auditor`` receives ``malicious_csrf`` events (default: JSON
     lines on the ``bastion.audit`` logger). ``production`` defaults to ``ENV``/``BASTION_ENV``.
     ``proxies`` (a :class:`~bastion.core.client.TrustedProxies`, the one the rest of the stack
-    uses) says which peers may report the scheme and host with ``X-Forwarded-Proto`` and
-    ``X-Forwarded-Host``; by default none may.
+    uses) says which peers may report the scheme and host (``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host``, or ``Forwarded``: see its ``forwarded_origin``); by default none may.
     """
 
     __slots__ = (
@@ -209,6 +112,7 @@ class CSRFMiddleware:
         self,
         app: ASGIApp,
         *,
+        bastion: Bastion | Runtime | None = None,
         config: CSRFConfig | None = None,
         keyring: KeyRing | SecretKey | None = None,
         identity: IdentityFunc | None = None,
@@ -217,6 +121,23 @@ class CSRFMiddleware:
         production: bool | None = None,
         proxies: TrustedProxies | None = None,
     ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "CSRFMiddleware",
+                "csrf",
+                config=config,
+                keyring=keyring,
+                identity=identity,
+                auditor=auditor,
+                clock=clock,
+                production=production,
+                proxies=proxies,
+            )
+            config = required_slice(shared.config.csrf, "CSRFMiddleware", "csrf")
+            keyring, identity = shared.keyring, shared.config.csrf_identity
+            auditor, clock, proxies = shared.auditor, shared.clock, shared.proxies
+            production = shared.production
         guard = CSRFGuard(
             config,
             keyring=keyring,
@@ -246,6 +167,7 @@ class CSRFMiddleware:
                 b"referer",
                 b"x-forwarded-proto",
                 b"x-forwarded-host",
+                b"forwarded",
                 b"authorization",
                 b"content-type",
                 b"accept",
@@ -267,7 +189,9 @@ class CSRFMiddleware:
                     found[name] = value.decode("latin-1")
                 elif name == b"cookie":
                     found[name] += "; " + value.decode("latin-1")
-                elif name in _OVERRIDE_NAMES:  # every value counts: an app may read any
+                elif name == b"forwarded" or name in _OVERRIDE_NAMES:
+                    # Every value counts: one list over several lines (RFC 9110 5.3), and an
+                    # app's override middleware may read any override header.
                     found[name] += "," + value.decode("latin-1")
         override = None
         if not _OVERRIDE_NAMES.isdisjoint(found):
@@ -290,6 +214,7 @@ class CSRFMiddleware:
             referer=get(b"referer"),
             forwarded_proto=get(b"x-forwarded-proto"),
             forwarded_host=get(b"x-forwarded-host"),
+            forwarded=get(b"forwarded"),
             authorization=get(b"authorization"),
             api_key=not self._api_keys.isdisjoint(found),
             method_override=override,
@@ -300,7 +225,7 @@ class CSRFMiddleware:
         )
         return facts, get(b"cookie")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0912 (safe methods inline: the hot path)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http":
             if kind == "websocket":
@@ -316,10 +241,15 @@ class CSRFMiddleware:
             # the override headers and the query alone. Without an override header, and with
             # no query that can name ``_method`` (the test of ``override_methods``), the
             # checker's answer is a pass: nothing else is read.
+            # A plain loop: under CPython 3.11 it costs half of isdisjoint(map(itemgetter(0), ...)).
+            overridden = False
+            for name, _value in scope["headers"]:
+                if name in _OVERRIDE_NAMES:
+                    overridden = True
+                    break
             query = scope.get("query_string")
             if (
-                not _OVERRIDE_NAMES.isdisjoint(map(_NAME, scope["headers"]))
-                or (query and (b"%" in query or b"method" in query.lower()))
+                overridden or (query and (b"%" in query or b"method" in query.lower()))
             ) and await self._refuse_override(scope, send):
                 return
             if self.double_submit is None:
@@ -330,6 +260,11 @@ class CSRFMiddleware:
             else:
                 await self.app(scope, receive, self._context_send(scope, send, None))
             return
+        await self._unsafe(scope, receive, send)
+
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An unsafe method: the header checks, then, when they cannot decide, the token. Its
+        own coroutine, so that a safe request's (the hot path's) frame stays small."""
         facts, cookie_header = self._facts(scope)
         verdict = self._checker.check(facts)
         if verdict.passed is not None:
@@ -409,21 +344,7 @@ class CSRFMiddleware:
         self._guard.audit(reason, facts, self._forwarded_for(scope))
         if self.config.log_only:
             return False
-        content_type, body = rejection_body(
-            reason, json_format=wants_json(facts.accept, facts.content_type)
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reason.status,
-                "headers": [
-                    (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_rejection(send, reason, facts)
         return True
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -435,17 +356,9 @@ class CSRFMiddleware:
                 message = await receive()  # websocket.connect
                 if message.get("type") != "websocket.connect":
                     return  # the client has gone
-                if _WS_EXTENSION in (scope.get("extensions") or {}):
+                if WS_RESPONSE_EXTENSION in (scope.get("extensions") or {}):
                     # The server lets the refusal be an HTTP response: a 403 naming the check.
-                    json_format = wants_json(facts.accept, facts.content_type)
-                    content_type, body = rejection_body(reason, json_format=json_format)
-                    headers = [
-                        (b"content-type", content_type),
-                        (b"content-length", str(len(body)).encode("ascii")),
-                        (b"cache-control", b"no-store"),
-                    ]
-                    await send({"type": _WS_START, "status": reason.status, "headers": headers})
-                    await send({"type": _WS_BODY, "body": body})
+                    await _send_rejection(send, reason, facts, websocket=True)
                 else:
                     await send({"type": "websocket.close", "code": 1008, "reason": ""})
                 return
@@ -456,6 +369,19 @@ class CSRFMiddleware:
             f"CSRFMiddleware(token_source={self.config.token_source.value!r}, "
             f"log_only={self.config.log_only})"
         )
+
+
+_NO_STORE: Final = ((b"cache-control", b"no-store"),)
+
+
+async def _send_rejection(
+    send: Send, reason: CSRFReason, facts: Facts, *, websocket: bool = False
+) -> None:
+    """The refusal naming ``reason``: JSON for a client that asks for it, else HTML."""
+    content_type, body = rejection_body(
+        reason, json_format=wants_json(facts.accept, facts.content_type)
+    )
+    await send_refusal(send, reason.status, content_type, body, _NO_STORE, websocket=websocket)
 
 
 async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus, Receive] | None:
@@ -479,53 +405,3 @@ async def _scan(scanner: FormTokenScanner, receive: Receive) -> tuple[ScanStatus
         return await receive()
 
     return status, replay
-
-
-# -- helpers for handlers and templates ------------------------------------------------------------
-
-
-def _context(request: Any) -> CSRFContext:
-    scope = getattr(request, "scope", request)
-    context = scope.get(CONTEXT_KEY) if isinstance(scope, MutableMapping) else None
-    if isinstance(context, CSRFMiddleware):  # a safe request with session tokens: made now
-        context = scope[CONTEXT_KEY] = CSRFContext(context, scope)
-    if not isinstance(context, CSRFContext):
-        raise ConfigurationError(
-            "no CSRFMiddleware in front of this route; add "
-            "Middleware(bastion.asgi.CSRFMiddleware) (or use protect())",
-            setting="middleware",
-        )
-    return context
-
-
-def csrf_token(request: Any) -> str:
-    """A masked CSRF token for ``request`` (a Starlette request or a scope): put it in a form
-    field or send it in the ``X-CSRF-Token`` header. New text on every call."""
-    return _context(request).token()
-
-
-def csrf_input(request: Any) -> str:
-    """``<input type="hidden" name="csrf_token" value="...">`` for a form (plain ``str``; the
-    Jinja2 global wraps it in ``Markup``)."""
-    context = _context(request)
-    return f'<input type="hidden" name="{context.field_name}" value="{context.token()}">'
-
-
-def add_jinja2_globals(env: Any) -> None:
-    """Add ``csrf_token()`` and ``csrf_input()`` to a Jinja2 environment (``templates.env``).
-
-    The template context needs ``request``, as Starlette's ``TemplateResponse`` guarantees.
-    """
-    import jinja2  # noqa: PLC0415 (optional dependency, needed only by apps that use Jinja2)
-    import markupsafe  # noqa: PLC0415 (comes with Jinja2)
-
-    @jinja2.pass_context
-    def template_csrf_token(context: Any) -> str:
-        return csrf_token(context["request"])
-
-    @jinja2.pass_context
-    def template_csrf_input(context: Any) -> markupsafe.Markup:
-        return markupsafe.Markup(csrf_input(context["request"]))  # noqa: S704 (built from base64url and a validated field name)
-
-    env.globals["csrf_token"] = template_csrf_token
-    env.globals["csrf_input"] = template_csrf_input

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_response
 from bastion.core.audit import bind_request_id
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
@@ -34,10 +35,13 @@ from bastion.core.headers import (
 )
 from bastion.core.request import asgi_path
 from bastion.errors import ConfigurationError
+from bastion.slices import layer_off, layer_settings
 
 if TYPE_CHECKING:
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
+    from bastion.runtime import Runtime
 
 __all__ = [
     "SecurityHeadersMiddleware",
@@ -50,7 +54,6 @@ __all__ = [
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
-_WS_EXTENSION = "websocket.http.response"
 _WS_START = "websocket.http.response.start"
 
 
@@ -81,8 +84,9 @@ class SecurityHeadersMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        policy: HeaderPolicy | Preset | str | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
         auditor: Auditor | None = None,
         report_max_bytes: int = 16_384,
@@ -97,6 +101,26 @@ class SecurityHeadersMiddleware:
         production: bool | None = None,
     ) -> None:
         self.app = app
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "SecurityHeadersMiddleware",
+                "headers",
+                policy=policy,
+                overrides=overrides,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+                production=production,
+            )
+            policy = shared.config.headers
+            if policy is None:
+                layer_off("SecurityHeadersMiddleware", "headers")
+            overrides = dict(shared.config.header_routes) or None
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+            production = shared.production
+        elif policy is None:
+            policy = Preset.STRICT
         self._router = HeaderRouter(
             policy,
             overrides=overrides,
@@ -221,7 +245,7 @@ class SecurityHeadersMiddleware:
             bound.var.reset(bound)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _WS_EXTENSION not in (scope.get("extensions") or {}):
+        if WS_RESPONSE_EXTENSION not in (scope.get("extensions") or {}):
             await self.app(scope, receive, send)
             return
         path = asgi_path(scope["path"], scope.get("root_path", ""))
@@ -308,14 +332,7 @@ async def _respond(
         headers += [_TEXT, (b"content-length", str(len(body)).encode("ascii"))]
     elif status != 204:
         headers.append((b"content-length", b"0"))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": compiled.apply(headers, https, nonce),
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_response(send, status, compiled.apply(headers, https, nonce), body)
 
 
 def csp_nonce(request: Any) -> str:

@@ -45,18 +45,22 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
 from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, user_key
 from bastion.core.ratelimit.rules import RuleSet
 from bastion.core.refusal import Refusal, refusal_body
 from bastion.core.request import RequestView, asgi_path
+from bastion.slices import rate_limit_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
 
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rules import Rule
     from bastion.engine.ratelimit import RateLimiter
+    from bastion.runtime import Runtime
 
 __all__ = [
     "RateLimitMiddleware",
@@ -70,9 +74,6 @@ __all__ = [
 logger = logging.getLogger("bastion.security.ratelimit")
 
 _MAX_BODIES: Final = 64
-_WS_START: Final = "websocket.http.response.start"
-_WS_BODY: Final = "websocket.http.response.body"
-_WS_EXTENSION: Final = "websocket.http.response"
 
 _OURS: Final = frozenset(
     {
@@ -142,14 +143,16 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        limiter: RateLimiter,
-        rules: Rule | Iterable[Rule] | RuleSet,
+        limiter: RateLimiter | None = None,
+        rules: Rule | Iterable[Rule] | RuleSet | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         key: KeyFunc | None = None,
         ietf_headers: bool = True,
         legacy_headers: bool = False,
         websockets: bool = True,
     ) -> None:
+        limiter, rules, key = rate_limit_arguments(bastion, limiter, rules, key)
         self._app = app
         self._limiter = limiter
         self._inline = limiter.nonblocking  # memory: decide inline, no coroutine per request
@@ -239,8 +242,8 @@ async def _deny(
     message = await receive()
     if message.get("type") != "websocket.connect":
         return
-    if _WS_EXTENSION in (scope.get("extensions") or {}):
-        await _answer(send, how.status, body, headers, start_type=_WS_START, body_type=_WS_BODY)
+    if WS_RESPONSE_EXTENSION in (scope.get("extensions") or {}):
+        await _answer(send, how.status, body, headers, websocket=True)
         return
     await send({"type": "websocket.close", "code": how.close_code, "reason": how.reason})
 
@@ -251,24 +254,11 @@ async def _answer(
     body: tuple[bytes, bytes],
     headers: list[tuple[bytes, bytes]],
     *,
-    start_type: str = "http.response.start",
-    body_type: str = "http.response.body",
+    websocket: bool = False,
 ) -> None:
     """The 429 or 503 (``body``: its content type and bytes); for a WebSocket handshake, sent
     as the ``websocket.http.response`` messages."""
-    content_type, payload = body
-    await send(
-        {
-            "type": start_type,
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(payload)).encode("ascii")),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": body_type, "body": payload})
+    await send_refusal(send, status, *body, headers, websocket=websocket)
 
 
 class _Bodies:

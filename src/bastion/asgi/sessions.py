@@ -45,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from bastion.asgi._http import send_refusal
 from bastion.core.clock import system_clock
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.vary import add_vary
@@ -305,6 +306,9 @@ def _apply(message: Message, result: SaveResult) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+_UNAVAILABLE_HEADERS: Final = ((b"cache-control", b"no-store"), (b"retry-after", b"5"))
+
+
 async def _send_unavailable(scope: Scope, send: Send) -> None:
     """The 503 for a store outage: text, or JSON for a client that asks for it."""
     accept = sent_type = None
@@ -316,19 +320,7 @@ async def _send_unavailable(scope: Scope, send: Send) -> None:
     content_type, body = refusal_body(
         SESSION_STORE_UNAVAILABLE, accept=accept, content_type=sent_type
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode("ascii")),
-                (b"cache-control", b"no-store"),
-                (b"retry-after", b"5"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_refusal(send, 503, content_type, body, _UNAVAILABLE_HEADERS)
 
 
 # -- helpers for handlers -------------------------------------------------------------------

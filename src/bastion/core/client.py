@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, TypeAlias
+import re
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bastion.errors import ConfigurationError
 
@@ -57,6 +58,57 @@ def _forwarded_for(values: Sequence[str]) -> list[str]:
                     found = text.strip()
             hops.append(found)
     return hops
+
+
+_WEB_SCHEMES: Final = frozenset({"http", "https"})
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside quoted strings (RFC 7239's values may be quoted)."""
+    if '"' not in text:
+        return text.split(separator)
+    parts: list[str] = []
+    start, quoted, escaped = 0, False, False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def _unquote(text: str) -> str:
+    value = text.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return _QUOTED_PAIR.sub(r"\1", value[1:-1])
+    return value
+
+
+def _forwarded_elements(values: Sequence[str]) -> list[dict[str, str] | None]:
+    """The elements of ``Forwarded`` header values, each its parameters by lowercased name;
+    ``None`` for a malformed element (a parameter given twice, a pair without ``=``)."""
+    elements: list[dict[str, str] | None] = []
+    for value in values:
+        for element in _split(value, ","):
+            params: dict[str, str] | None = {}
+            for pair in _split(element, ";"):
+                if not pair.strip():
+                    continue
+                name, sep, text = pair.partition("=")
+                name = name.strip().lower()
+                if not sep or params is None or name in params:
+                    params = None
+                    break
+                params[name] = _unquote(text)
+            elements.append(params)
+    return elements
 
 
 def _xff(values: Sequence[str]) -> list[str]:
@@ -159,7 +211,7 @@ class TrustedProxies:
 
     def trusts(self, peer: str | None) -> bool:
         """Whether ``peer`` (the connection's address) is a trusted proxy, whose forwarding
-        headers (``X-Forwarded-For``, ``-Proto``, ``-Host``) are believed."""
+        headers (``X-Forwarded-For``, ``-Proto``, ``-Host`` or ``Forwarded``) are believed."""
         address = None if peer is None or not self._networks else _address(peer)
         return address is not None and self._trusted(address)
 
@@ -177,6 +229,48 @@ class TrustedProxies:
             if not self._trusted(address):
                 return address
         return address
+
+    def forwarded_origin(
+        self,
+        peer: str | None,
+        forwarded: Sequence[str] = (),
+        *,
+        proto: str | None = None,
+        host: str | None = None,
+    ) -> tuple[str | None, str | None]:
+        """The scheme and host a trusted proxy reports the client used: ``(None, None)`` unless
+        ``peer`` is a trusted proxy; either is ``None`` when not reported.
+
+        One family is read, the one :attr:`header` names, since a proxy writes one family and
+        may pass the other through from the client. With ``header="forwarded"``, RFC 7239
+        ``Forwarded`` (``forwarded``: its header values): each proxy appends its own element,
+        so the last one is the peer's; the walk goes left while an element's ``for=`` is a
+        trusted proxy too, and reads ``proto=`` and ``host=`` of the element written by the
+        first proxy the client reached. A malformed element ends the walk at the element to
+        its right (nothing, when it is the peer's own); a ``proto`` other than ``http`` or
+        ``https`` is not reported. Otherwise ``X-Forwarded-Proto`` (``proto``) and
+        ``X-Forwarded-Host`` (``host``), their first value. Names and parameter names are
+        case-insensitive; the scheme is lowercased.
+        """
+        if not self.trusts(peer):
+            return None, None
+        if self.header != "forwarded":
+            scheme = proto.split(",", 1)[0].strip().lower() if proto else None
+            reported = host.split(",", 1)[0].strip() if host else None
+            return scheme or None, reported or None
+        elements = _forwarded_elements(forwarded)
+        chosen: dict[str, str] | None = None
+        for element in reversed(elements):
+            if element is None:
+                break
+            chosen = element
+            hop = _address(element.get("for", ""))
+            if hop is None or not self._trusted(hop):
+                break
+        if chosen is None:
+            return None, None
+        scheme = chosen.get("proto", "").lower()
+        return (scheme if scheme in _WEB_SCHEMES else None), (chosen.get("host") or None)
 
     def key(self, peer: str | None, header_values: Sequence[str] = ()) -> str | None:
         """The rate-limit key of the client: its address, or its network for IPv6."""

@@ -54,6 +54,7 @@ __all__ = [
     "MAX_COOKIE_BYTES",
     "Cookie",
     "SameSite",
+    "find_cookie",
     "parse_cookie",
 ]
 
@@ -121,6 +122,21 @@ def parse_cookie(header: str) -> dict[str, str]:
             value = value[1:-1]
         cookies[name] = value
     return cookies
+
+
+def find_cookie(header: str, name: str) -> str | None:
+    """The value :func:`parse_cookie` gives ``name`` in ``header`` (``None``: absent), without
+    building the whole mapping: for a layer that reads one cookie of every request."""
+    if not name or name not in header:
+        return None
+    for piece in header.split(";"):
+        key, equals, value = piece.partition("=")
+        if equals and key.strip(_TRIM) == name:
+            value = value.strip(_TRIM)
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            return value
+    return None
 
 
 class SameSite(StrEnum):

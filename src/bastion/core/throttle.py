@@ -46,6 +46,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Final
 
+from bastion.core import _check
 from bastion.errors import ConfigurationError
 
 __all__ = [
@@ -103,23 +104,9 @@ class BackoffRule:
     window: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.free_attempts, bool)
-            or not isinstance(self.free_attempts, int)
-            or self.free_attempts < 0
-        ):
-            raise ConfigurationError(
-                f"free_attempts must be a whole number >= 0, got {self.free_attempts!r}",
-                setting="free_attempts",
-            )
+        _check.whole_number("free_attempts", self.free_attempts, low=0)
         for name in ("base_delay", "max_delay", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigurationError(f"{name} must be seconds, got {value!r}", setting=name)
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigurationError(
-                    f"{name} must be a finite number of seconds > 0, got {value!r}", setting=name
-                )
+            _check.seconds(name, getattr(self, name))
         if self.max_delay < self.base_delay:
             raise ConfigurationError(
                 f"max_delay ({self.max_delay}) must be >= base_delay ({self.base_delay})",
@@ -163,17 +150,7 @@ class ThrottlePolicy:
                 raise ConfigurationError(
                     f"{name} must be a BackoffRule(free_attempts=...)", setting=name
                 )
-        age = self.device_cookie_max_age
-        if (
-            isinstance(age, bool)
-            or not isinstance(age, int | float)
-            or not math.isfinite(age)
-            or age <= 0
-        ):
-            raise ConfigurationError(
-                f"device_cookie_max_age must be a finite number of seconds > 0, got {age!r}",
-                setting="device_cookie_max_age",
-            )
+        _check.seconds("device_cookie_max_age", self.device_cookie_max_age)
 
     def rule(self, counter: ThrottleCounter) -> BackoffRule:
         return {

@@ -20,19 +20,22 @@ from bastion.core.clock import Clock, system_clock
 from bastion.core.cors import CompiledCORS, CORSPolicy, apply_headers
 from bastion.core.environment import is_production
 from bastion.core.request import normalize_method, wsgi_path
+from bastion.errors import ConfigurationError
+from bastion.slices import layer_settings, required_slice
+from bastion.wsgi._http import send_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
 
+    from bastion.config import Bastion
     from bastion.core.cors import CORSReason
+    from bastion.runtime import Runtime
     from bastion.wsgi.types import StartResponse, WSGIApp
 
 __all__ = ["CORSMiddleware"]
 
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
-
-_STATUS = {204: "204 No Content", 403: "403 Forbidden"}
 
 
 def _latin1(value: str | None) -> bytes | None:
@@ -45,13 +48,32 @@ class CORSMiddleware:
     def __init__(
         self,
         app: WSGIApp,
-        policy: CORSPolicy,
+        policy: CORSPolicy | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         auditor: Auditor | None = None,
         proxies: TrustedProxies | None = None,
         clock: Clock = system_clock,
         production: bool | None = None,
     ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "CORSMiddleware",
+                "cors",
+                policy=policy,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+                production=production,
+            )
+            policy = required_slice(shared.config.cors, "CORSMiddleware", "cors")
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+            production = shared.production
+        elif policy is None:
+            raise ConfigurationError(
+                "CORSMiddleware needs a CORSPolicy (or bastion=)", setting="policy"
+            )
         self.app = app
         self._cors = CompiledCORS(
             policy, production=is_production() if production is None else production
@@ -74,11 +96,12 @@ class CORSMiddleware:
             )
             if answer.reason is not None:
                 self._audit(environ, answer.reason, origin, requested)
-            start_response(
-                _STATUS[answer.status],
+            return send_response(
+                start_response,
+                answer.status,
                 [(n.decode("latin-1"), v.decode("latin-1")) for n, v in answer.headers],
+                answer.body,
             )
-            return [answer.body]
         extra = cors.simple(origin)
         vary = cors.vary
 

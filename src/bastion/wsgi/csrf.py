@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import Clock, system_clock
-from bastion.core.cookies import parse_cookie
+from bastion.core.cookies import find_cookie
 from bastion.core.csrf import (
     COMMON_UNSAFE_METHODS,
     SAFE_METHODS,
@@ -35,12 +35,16 @@ from bastion.core.csrf import (
 from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
+from bastion.slices import layer_settings, required_slice
+from bastion.wsgi._http import send_refusal
 from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 if TYPE_CHECKING:
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.keys import KeyRing, SecretKey
+    from bastion.runtime import Runtime
 
 __all__ = ["ENVIRON_KEY", "CSRFContext", "CSRFMiddleware", "csrf_input", "csrf_token"]
 
@@ -49,8 +53,8 @@ IdentityFunc = Callable[[Environ], "str | None"]
 ENVIRON_KEY: Final = "bastion.csrf"
 SESSION_ENVIRON_KEY: Final = "bastion.session"
 _CHUNK: Final = 64 * 1024
-_STATUS_LINES: Final = {400: "400 Bad Request", 403: "403 Forbidden", 413: "413 Content Too Large"}
 _OVERRIDES: Final = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
+_NO_STORE: Final = (("Cache-Control", "no-store"),)
 _SCAN_REASONS: Final = {
     ScanStatus.TOO_LARGE: CSRFReason.BODY_TOO_LARGE,
     ScanStatus.MALFORMED: CSRFReason.BODY_MALFORMED,
@@ -89,7 +93,7 @@ class CSRFContext:
                 return middleware._session_state
             cookie = environ.get("HTTP_COOKIE") or ""
             name = middleware.config.cookie_name or ""
-            value = parse_cookie(cookie).get(name) if name in cookie else None
+            value = find_cookie(cookie, name)
             identity = (middleware._identity(environ) if middleware._identity else None) or ""
             state = self._state = middleware._guard.begin(value, identity)
         return state
@@ -145,6 +149,7 @@ class CSRFMiddleware:
         self,
         app: WSGIApp,
         *,
+        bastion: Bastion | Runtime | None = None,
         config: CSRFConfig | None = None,
         keyring: KeyRing | SecretKey | None = None,
         identity: IdentityFunc | None = None,
@@ -154,6 +159,24 @@ class CSRFMiddleware:
         session_engine: SessionEngine | None = None,
         proxies: TrustedProxies | None = None,
     ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "CSRFMiddleware",
+                "csrf",
+                config=config,
+                keyring=keyring,
+                identity=identity,
+                auditor=auditor,
+                clock=clock,
+                production=production,
+                proxies=proxies,
+                session_engine=session_engine,
+            )
+            config = required_slice(shared.config.csrf, "CSRFMiddleware", "csrf")
+            keyring, identity = shared.keyring, shared.config.csrf_identity
+            auditor, clock, proxies = shared.auditor, shared.clock, shared.proxies
+            production = shared.production
         guard = CSRFGuard(
             config,
             keyring=keyring,
@@ -192,6 +215,7 @@ class CSRFMiddleware:
             referer=get("HTTP_REFERER"),
             forwarded_proto=get("HTTP_X_FORWARDED_PROTO"),
             forwarded_host=get("HTTP_X_FORWARDED_HOST"),
+            forwarded=get("HTTP_FORWARDED"),
             authorization=get("HTTP_AUTHORIZATION"),
             api_key=any(h in environ for h in self._api_keys),
             method_override=override,
@@ -245,15 +269,7 @@ class CSRFMiddleware:
         content_type, body = rejection_body(
             reason, json_format=wants_json(facts.accept, facts.content_type)
         )
-        start_response(
-            _STATUS_LINES[reason.status],
-            [
-                ("Content-Type", content_type.decode("ascii")),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [body]
+        return send_refusal(start_response, reason.status, content_type, body, _NO_STORE)
 
     def _call_app(
         self,

@@ -28,11 +28,15 @@ from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
 from bastion.core.request import wsgi_path
 from bastion.errors import ConfigurationError
+from bastion.slices import layer_off, layer_settings
+from bastion.wsgi._http import send_response
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from bastion.config import Bastion
     from bastion.core.audit import Auditor
+    from bastion.runtime import Runtime
     from bastion.wsgi.types import StartResponse, WSGIApp
 
 __all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
@@ -40,16 +44,6 @@ __all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "cs
 ENVIRON_KEY = "bastion.csp_nonce"
 
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
-
-_REASONS = {
-    204: "204 No Content",
-    400: "400 Bad Request",
-    405: "405 Method Not Allowed",
-    411: "411 Length Required",
-    413: "413 Content Too Large",
-    415: "415 Unsupported Media Type",
-    429: "429 Too Many Requests",
-}
 
 
 def _latin1(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -64,8 +58,9 @@ class SecurityHeadersMiddleware:
     def __init__(
         self,
         app: WSGIApp,
-        policy: HeaderPolicy | Preset | str = Preset.STRICT,
+        policy: HeaderPolicy | Preset | str | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         overrides: Mapping[str, HeaderPolicy | Preset | str] | None = None,
         auditor: Auditor | None = None,
         report_max_bytes: int = 16_384,
@@ -80,6 +75,26 @@ class SecurityHeadersMiddleware:
         production: bool | None = None,
     ) -> None:
         self.app = app
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "SecurityHeadersMiddleware",
+                "headers",
+                policy=policy,
+                overrides=overrides,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+                production=production,
+            )
+            policy = shared.config.headers
+            if policy is None:
+                layer_off("SecurityHeadersMiddleware", "headers")
+            overrides = dict(shared.config.header_routes) or None
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+            production = shared.production
+        elif policy is None:
+            policy = Preset.STRICT
         self._router = HeaderRouter(
             policy,
             overrides=overrides,
@@ -177,8 +192,7 @@ class SecurityHeadersMiddleware:
         ]
         if status != 204:
             extra.append(("Content-Length", "0"))
-        start_response(_REASONS[status], extra)
-        return [b""]
+        return send_response(start_response, status, extra)
 
     def __repr__(self) -> str:
         return f"SecurityHeadersMiddleware({self._router!r})"

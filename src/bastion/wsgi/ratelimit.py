@@ -23,14 +23,18 @@ from bastion.core.ratelimit.keys import client_ip_key, header_key, path_key, use
 from bastion.core.ratelimit.rules import RuleSet
 from bastion.core.refusal import refusal_body
 from bastion.core.request import RequestView, wsgi_path
+from bastion.slices import rate_limit_arguments
+from bastion.wsgi._http import send_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from bastion.config import Bastion
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rules import Rule, Verdict
     from bastion.core.refusal import Refusal
     from bastion.engine.ratelimit import RateLimiter
+    from bastion.runtime import Runtime
     from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 __all__ = [
@@ -42,8 +46,6 @@ __all__ = [
     "request_view",
     "user_key",
 ]
-
-_STATUS: Final = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
 
 
 _PLAIN: Final = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -115,13 +117,15 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app: WSGIApp,
-        limiter: RateLimiter,
-        rules: Rule | Iterable[Rule] | RuleSet,
+        limiter: RateLimiter | None = None,
+        rules: Rule | Iterable[Rule] | RuleSet | None = None,
         *,
+        bastion: Bastion | Runtime | None = None,
         key: KeyFunc | None = None,
         ietf_headers: bool = True,
         legacy_headers: bool = False,
     ) -> None:
+        limiter, rules, key = rate_limit_arguments(bastion, limiter, rules, key)
         self._app = app
         self._limiter = limiter
         self._rules = (
@@ -158,12 +162,4 @@ def _answer(
     content_type, body = refusal_body(
         refused, accept=environ.get("HTTP_ACCEPT"), content_type=environ.get("CONTENT_TYPE")
     )
-    start_response(
-        _STATUS[verdict.status],
-        [
-            ("Content-Type", content_type.decode("ascii")),
-            ("Content-Length", str(len(body))),
-            *verdict.headers,
-        ],
-    )
-    return [body]
+    return send_refusal(start_response, verdict.status, content_type, body, verdict.headers)

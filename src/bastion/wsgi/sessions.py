@@ -24,6 +24,7 @@ from bastion.core.vary import add_vary_text
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.runtime import session_engine
+from bastion.wsgi._http import refusal_headers, status_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -51,7 +52,7 @@ __all__ = [
 
 SESSION_ENVIRON_KEY: Final = "bastion.session"
 ENGINE_ENVIRON_KEY: Final = "bastion.sessions"
-UNAVAILABLE_STATUS: Final = "503 Service Unavailable"
+UNAVAILABLE_STATUS: Final = status_line(503)
 
 
 def sync_engine(engine: SessionEngine | None) -> SessionEngine:
@@ -104,12 +105,7 @@ def unavailable_response(
     )
     return (
         UNAVAILABLE_STATUS,
-        [
-            ("Content-Type", media_type.decode("ascii")),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("Retry-After", "5"),
-        ],
+        refusal_headers(media_type, body, (("Cache-Control", "no-store"), ("Retry-After", "5"))),
         body,
     )
 

@@ -151,6 +151,7 @@ class Facts:
     referer: str | None = None
     forwarded_proto: str | None = None
     forwarded_host: str | None = None
+    forwarded: str | None = None
     authorization: str | None = None
     api_key: bool = False
     method_override: str | None = None
@@ -181,8 +182,8 @@ _NEED_TOKEN: Final = Verdict()
 class CSRFChecker:
     """The header checks of a :class:`CSRFConfig`, compiled once: origin sets, exemption
     patterns, and ``proxies``, the one :class:`~bastion.core.client.TrustedProxies` of the app,
-    which says whose ``X-Forwarded-Proto``/``X-Forwarded-Host`` are believed (nobody's when it
-    trusts no proxy, the default)."""
+    which says whose scheme and host are believed (``Forwarded`` or ``X-Forwarded-Proto`` /
+    ``-Host``, by its ``header``; nobody's when it trusts no proxy, the default)."""
 
     __slots__ = ("_exempt", "_proxies", "_public", "_trusted", "_wildcards", "config")
 
@@ -223,11 +224,15 @@ class CSRFChecker:
     def request_origin(self, facts: Facts) -> str | None:
         """The origin this request was sent to (scheme and host as the browser saw them)."""
         scheme, host = facts.scheme, facts.host
-        if (facts.forwarded_proto or facts.forwarded_host) and self._proxies.trusts(facts.client):
-            if facts.forwarded_proto:
-                scheme = facts.forwarded_proto.split(",", 1)[0].strip().lower()
-            if facts.forwarded_host:
-                host = facts.forwarded_host.split(",", 1)[0].strip()
+        if facts.forwarded_proto or facts.forwarded_host or facts.forwarded:
+            reported_scheme, reported_host = self._proxies.forwarded_origin(
+                facts.client,
+                (facts.forwarded,) if facts.forwarded else (),
+                proto=facts.forwarded_proto,
+                host=facts.forwarded_host,
+            )
+            scheme = reported_scheme or scheme
+            host = reported_host or host
         if not host:
             return None
         return normalize_origin(f"{scheme}://{host}")

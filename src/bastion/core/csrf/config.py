@@ -133,8 +133,9 @@ class CSRFConfig:
 
     * ``public_origins``: the origins users reach the app at (``"https://example.com"``). When
       empty, the origin is computed per request from the scheme and ``Host`` (through
-      ``X-Forwarded-Proto``/``X-Forwarded-Host`` only when the peer is a proxy the middleware's
-      ``proxies=`` trusts: :class:`~bastion.core.client.TrustedProxies`; none by default).
+      ``X-Forwarded-Proto``/``-Host`` or ``Forwarded`` only when the peer is a proxy the
+      middleware's ``proxies=`` trusts: :class:`~bastion.core.client.TrustedProxies`; none
+      by default).
     * ``trusted_origins``: other origins allowed to post here, exact or ``https://*.example.com``.
       They also lift a ``same-site``/``cross-site`` Fetch Metadata refusal.
     * ``exempt``: paths that skip the checks, in the grammar of :mod:`bastion.core.paths`:

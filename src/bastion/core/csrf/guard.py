@@ -51,7 +51,8 @@ class CSRFGuard:
     required for ``TokenSource.DOUBLE_SUBMIT``; ``auditor`` defaults to JSON lines on
     ``bastion.audit``. ``proxies`` is the app's one
     :class:`~bastion.core.client.TrustedProxies`: only a peer it trusts may report the scheme
-    and host (``X-Forwarded-Proto``/``-Host``), and audit events record the client it resolves.
+    and host (:meth:`~bastion.core.client.TrustedProxies.forwarded_origin`), and audit events
+    record the client it resolves.
     """
 
     __slots__ = ("_auditor", "checker", "config", "cookie", "double_submit", "proxies")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MASKED_TOKEN_CHARS",
+    "MAX_VERIFIED_COOKIES",
     "SECRET_BYTES",
     "DoubleSubmit",
     "check_token",
@@ -44,6 +45,8 @@ SECRET_BYTES: Final = 32
 MASKED_TOKEN_CHARS: Final = 86
 """Length of a masked token: 64 bytes in unpadded base64url."""
 _MAX_TOKEN_CHARS: Final = 256
+MAX_VERIFIED_COOKIES: Final = 1024
+"""How many verified double-submit cookies one :class:`DoubleSubmit` remembers."""
 
 
 def new_secret() -> bytes:
@@ -147,15 +150,29 @@ class DoubleSubmit:
     identity, and a cookie stops verifying when the identity changes (login): a new one is
     issued. ``identity`` is the user or client-side session the request belongs to; ``""``
     for anonymous requests.
+
+    A cookie's MAC cannot change, and a returning browser sends the same cookie on every
+    request, so the secret of each cookie that verified is remembered with its identity (at most
+    :data:`MAX_VERIFIED_COOKIES`, forgotten all at once when full): the next request with it
+    costs a dictionary look-up instead of an HMAC. Only successes are remembered, so a forged
+    cookie is checked, and refused, every time and cannot fill the memory; the key ring is fixed
+    for the instance, so what verified stays valid. The token sent with the cookie is still
+    checked against the secret on every request.
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_verified")
 
     def __init__(self, keyring: KeyRing | SecretKey) -> None:
         ring = KeyRing.coerce(keyring).derive("csrf-double-submit")
         # One keyed HMAC per key, copied per message: the key schedule is done once here, not
         # on every request (a copy costs about two thirds of a fresh hmac.digest).
         self._keys = tuple(hmac.new(key.reveal(), digestmod=hashlib.sha256) for key in ring)
+        self._verified: dict[tuple[str, str], bytes] = {}
+
+    @property
+    def remembered(self) -> int:
+        """How many verified cookies are remembered now."""
+        return len(self._verified)
 
     def _mac(self, key: hmac.HMAC, identity: str, value: bytes) -> bytes:
         who = identity.encode("utf-8", "surrogatepass")
@@ -175,6 +192,18 @@ class DoubleSubmit:
         """
         if cookie_value is None:
             return None
+        verified = self._verified
+        known = verified.get((cookie_value, identity))
+        if known is not None:
+            return known
+        value = self._check_mac(cookie_value, identity)
+        if value is not None:
+            if len(verified) >= MAX_VERIFIED_COOKIES:
+                verified.clear()
+            verified[cookie_value, identity] = value
+        return value
+
+    def _check_mac(self, cookie_value: str, identity: str) -> bytes | None:
         data = _ascii(cookie_value)
         if data is None:
             return None

@@ -4,8 +4,10 @@ The package holds one concern per module: :mod:`~bastion.core.sessions.ids` (IDs
 store keys), :mod:`~bastion.core.sessions.config` (:class:`SessionConfig`),
 :mod:`~bastion.core.sessions.record` (the record and tombstone codec, which owns the byte
 layout), :mod:`~bastion.core.sessions.index` (the per-user index and revocation epoch) and
-:mod:`~bastion.core.sessions.state` (a request's :class:`SessionState` and the pure save
-decisions). The names below are re-exported here.
+:mod:`~bastion.core.sessions.state` (a request's :class:`SessionState`),
+:mod:`~bastion.core.sessions.planning` (the pure save decisions) and
+:mod:`~bastion.core.sessions.deadlines` (alive, touch, renewal, TTL). The names below are
+re-exported here.
 
 What the cookie carries is a session ID: 256 random bits as 43 base64url characters, or that ID
 signed with a :class:`~bastion.core.signing.Signer` (purpose ``"session"``) when the app gives a

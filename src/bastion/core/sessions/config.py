@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from bastion.core import _check
 from bastion.core.cookies import MAX_AGE_LIMIT, Cookie, SameSite
 from bastion.core.sessions.ids import DEFAULT_COOKIE_NAME, DEVELOPMENT_COOKIE_NAME
 from bastion.errors import ConfigurationError, CookieError
@@ -77,11 +78,9 @@ class SessionConfig:
     cookie: Cookie = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for flag in ("secure", "http_only", "development", "persistent", "clear_site_data"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigurationError(f"{flag} must be True or False", setting=flag)
-        if not isinstance(self.signed, bool):
-            raise ConfigurationError("signed must be True or False", setting="signed")
+        for name in ("secure", "http_only", "development", "persistent", "clear_site_data"):
+            _check.flag(name, getattr(self, name))
+        _check.flag("signed", self.signed)
         if not self.secure and not self.development:
             raise ConfigurationError(
                 "secure=False sends the session cookie over plain HTTP, where anyone on the "
