@@ -492,3 +492,50 @@ def _private_jwk(key: JWTKey) -> dict[str, object]:
     jwk = dict(key.key.as_dict(private=True))
     jwk.update(kid=key.kid, alg=key.alg)
     return jwk
+
+
+@pytest.mark.asyncio
+async def test_csrf_passes_a_verified_token_without_cookies_and_nothing_else(
+    clock: FrozenClock,
+) -> None:
+    runtime = Bastion(
+        store="memory://",
+        keyring=RING,
+        clock=clock,
+        headers="api",
+        tokens=policy(),
+        csrf=bastion.CSRFConfig(cookieless=("/token/*",)),
+        environment="development",
+    ).build()
+    pair = await runtime.tokens.issue("alice")
+
+    async def ok(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[
+            Route("/api/write", ok, methods=["POST"]),
+            Route("/token", ok, methods=["POST"]),
+            Route("/token/{rest:path}", ok, methods=["POST"]),
+            Route("/other", ok, methods=["POST"]),
+        ]
+    )
+    transport = httpx.ASGITransport(app=bastion.asgi.protect(app, runtime))
+    cross = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        token = bearer(pair.access_token)
+        assert (await http.post("/api/write", headers=token)).status_code == 200
+        # A verified token with cookies: the browser's request, every CSRF check applies.
+        with_cookie = {**token, **cross, "Cookie": "a=b"}
+        refused = await http.post("/api/write", headers=with_cookie)
+        assert (refused.status_code, refused.json()["reason"]) == (403, "cross_site")
+        # A bad token never reaches CSRF: the bearer layer answers first.
+        assert (await http.post("/api/write", headers=bearer("x.y.z"))).status_code == 401
+        # The cookieless endpoint: no cookie passes, a cookie gets the checks.
+        assert (await http.post("/token")).status_code == 200
+        assert (await http.post("/token/refresh")).status_code == 200
+        forged = await http.post("/token", headers={**cross, "Cookie": "session=victim"})
+        assert (forged.status_code, forged.json()["reason"]) == (403, "cross_site")
+        # Elsewhere a request without cookies still needs a token.
+        other = await http.post("/other")
+        assert (other.status_code, other.json()["reason"]) == (403, "token_missing")

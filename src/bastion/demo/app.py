@@ -38,6 +38,7 @@ from bastion import (
     Bastion,
     ConfigurationError,
     ContentSecurityPolicy,
+    CSRFConfig,
     Environment,
     HeaderPolicy,
     KeyRing,
@@ -701,6 +702,9 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         sessions=SessionConfig() if demo.https else SessionConfig(development=True, secure=False),
         headers=receiver,
         header_routes={"/*": pages},
+        # The token endpoints serve clients without cookies (curl, apps): called that way they
+        # need no CSRF token; the page's own script, which sends cookies, gets every check.
+        csrf=CSRFConfig(cookieless=("/api/token/*",)),
         rate_limits=(
             Rule("pages", "600/minute"),
             Rule("auth", "30/minute", path="/login", methods={"POST"}),
