@@ -3,19 +3,28 @@ refresh rotation and reuse, revocation, JWKS, and the password-reset flow with i
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import threading
+import time
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from bastion.core.clock import FrozenClock
+from bastion.demo.app import DemoApp
+from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
+from bastion.stores.memory import MemoryStore
+from servers import free_port
 from test_demo import BASE, GOOD, SEED, client_for, log_in, make_app, post_form
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from bastion.demo.app import DemoApp
+    from collections.abc import AsyncIterator, Iterator
 
 NEWER = "another long passphrase for the reset 9"
 
@@ -222,3 +231,73 @@ async def test_the_outbox_is_the_signed_in_users_own(app: DemoApp) -> None:
         await log_in(browser, "admin")
         page = await browser.get("/outbox")
         assert 'id="no-messages"' in page.text
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    """The demo under uvicorn on a free loopback port, for the real curl."""
+    import uvicorn  # noqa: PLC0415
+
+    clock = FrozenClock(time.time())
+    app = DemoApp(
+        MemoryStore(clock=clock),
+        clock=clock,
+        seed_password=SEED,
+        hasher=PasswordHasher(TEST_ONLY_PROFILE),
+        production=False,
+    )
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def run_curl(*args: str) -> tuple[int, dict[str, object] | None]:
+    """``curl`` with ``args``: the status and the JSON body (``None`` when empty)."""
+    binary = shutil.which("curl")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is missing: .ci/run installs it")
+        pytest.skip("curl is not installed")
+    done = subprocess.run(
+        [binary, "-s", "-w", "\n%{http_code}", "--max-time", "10", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    )
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status), json.loads(body) if body else None
+
+
+def test_the_token_routes_from_curl(served: str) -> None:
+    status, pair = run_curl(
+        "-d", "username=demo", "--data-urlencode", f"password={SEED}", f"{served}/api/token"
+    )
+    assert status == 200, pair
+    assert pair is not None
+    assert pair["token_type"] == "Bearer"
+    access, refresh = str(pair["access_token"]), str(pair["refresh_token"])
+    status, me = run_curl("-H", f"Authorization: Bearer {access}", f"{served}/api/me")
+    assert (status, me) == (200, {"username": "demo", "scopes": ["profile:read"]})
+    status, newer = run_curl("-d", f"refresh_token={refresh}", f"{served}/api/token/refresh")
+    assert status == 200
+    assert newer is not None
+    status, jwks = run_curl(f"{served}/.well-known/jwks.json")
+    assert status == 200
+    assert jwks is not None
+    status, _ = run_curl("-d", f"token={access}", f"{served}/api/token/revoke")
+    assert status == 200
+    status, refused = run_curl("-H", f"Authorization: Bearer {access}", f"{served}/api/me")
+    assert (status, refused) == (401, {"error": "invalid_token"})
