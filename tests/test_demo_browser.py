@@ -459,11 +459,8 @@ def test_a_token_from_the_pages_own_script_then_api_me(
         assert log_in(page, base, "demo", SEED) == 200
         page.fill("#token-password", SEED)
         page.click("#get-token")
+        page.locator("#token-result[data-status]").wait_for(state="attached", timeout=10_000)
         result = page.locator("#token-result")
-        result.wait_for(state="attached")
-        page.wait_for_function(
-            "document.getElementById('token-result').dataset.status !== undefined"
-        )
         text = result.inner_text()
         assert result.get_attribute("data-status") == "200"
         assert "token_type Bearer" in text
