@@ -255,6 +255,10 @@ class RefreshTokens:
             raise ConfigurationError("epoch must be an int >= 0", setting="epoch")
         if isinstance(scopes, str) or not all(isinstance(s, str) for s in scopes):
             raise ConfigurationError("scopes must be a sequence of str", setting="scopes")
+        if not isinstance(client_id, str) or not (cnf_jkt is None or isinstance(cnf_jkt, str)):
+            raise ConfigurationError(
+                "client_id must be text and cnf_jkt text or None", setting="cnf_jkt"
+            )
         now = self._clock.now()
         secret = new_secret()
         for _ in range(4):  # a 128-bit id collides never in practice; stay bounded anyway
@@ -315,9 +319,7 @@ class RefreshTokens:
                     # The epoch ended it: leave a tombstone so no later state revives it.
                     yield from self._tombstone(key, raw, record, "epoch")
                 return TokenRejected(outcome.reason)
-            found = record  # decide() refuses a missing record
-            if found is None:  # pragma: no cover - unreachable
-                return TokenRejected(TokenReason.UNKNOWN)
+            found: FamilyRecord = outcome.record  # decide() refuses a missing record
             if isinstance(outcome, Replay):
                 if not epoch_read:
                     epoch_raw, epoch_read = (yield Get(epoch_key(found.user_id))), True
