@@ -425,7 +425,7 @@ async def test_a_store_outage_is_a_503_not_a_401(
 @pytest.mark.asyncio
 async def test_the_guide_api_on_the_store(clock: FrozenClock) -> None:
     runtime = config("memory://", clock).build()
-    tokens = runtime.tokens
+    tokens = runtime.tokens.guide
     access = await tokens.create_access_token("alice", scopes=("read",))
     refresh = await tokens.create_refresh_token("alice")
     claims = await tokens.verify_token(access, "access")

@@ -27,8 +27,7 @@ Every method has a ``*_sync`` twin for WSGI apps; both run the same checks, in t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.tokens.bearer import BearerChallenge, parse_authorization
@@ -42,6 +41,7 @@ from bastion.engine.tokens.onetime import OneTimeTokens
 from bastion.engine.tokens.refresh import FamilyInfo, RefreshTokens, Rotation
 from bastion.engine.tokens.revocation import Revocations
 from bastion.errors import ConfigurationError
+from bastion.tokens.pair import TokenPair, scopes_of
 from bastion.tokens.policy import ACCESS_TYP, PENDING_TYP, DPoPMode, TokenPolicy
 
 if TYPE_CHECKING:
@@ -52,65 +52,12 @@ if TYPE_CHECKING:
     from bastion.core.keys import KeyRing
     from bastion.engine.sessions import SessionEngine
     from bastion.stores.base import Store
+    from bastion.tokens.guide import GuideTokens
 
-__all__ = ["TokenPair", "TokenType", "Tokens"]
-
-TokenType = Literal["access", "refresh", "2fa_pending"]
+__all__ = ["EPOCH_CLAIM", "Tokens"]
 
 EPOCH_CLAIM = "ep"
 """The private claim holding the user epoch an access token was issued under."""
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class TokenPair:
-    """What a token endpoint answers (RFC 6749 section 5.1). ``repr`` hides the tokens."""
-
-    access_token: str
-    refresh_token: str | None
-    expires_in: int
-    token_type: str
-    scope: str
-
-    def to_dict(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "access_token": self.access_token,
-            "token_type": self.token_type,
-            "expires_in": self.expires_in,
-        }
-        if self.refresh_token is not None:
-            body["refresh_token"] = self.refresh_token
-        if self.scope:
-            body["scope"] = self.scope
-        return body
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode("ascii")
-
-    def __repr__(self) -> str:
-        return (
-            f"TokenPair(token_type={self.token_type!r}, expires_in={self.expires_in}, "
-            f"scope={self.scope!r}, refresh={'yes' if self.refresh_token else 'no'})"
-        )
-
-
-def _scopes(scopes: Collection[str]) -> tuple[str, ...]:
-    if isinstance(scopes, str):
-        scopes = scopes.split()
-    found: list[str] = []
-    for scope in scopes:
-        if (
-            not isinstance(scope, str)
-            or not scope
-            or any(ord(c) < 0x21 or c in '"\\' or ord(c) > 0x7E for c in scope)
-        ):
-            raise ConfigurationError(
-                "a scope is printable ASCII without spaces, quotes or backslashes "
-                "(RFC 6749 section 3.3)",
-                setting="scopes",
-            )
-        if scope not in found:
-            found.append(scope)
-    return tuple(found)
 
 
 class Tokens:
@@ -191,6 +138,17 @@ class Tokens:
     def __repr__(self) -> str:
         return f"Tokens(issuer={self.policy.issuer!r}, dpop={self.policy.dpop.value!r})"
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def guide(self) -> GuideTokens:
+        """The tutorial API (``create_access_token``, ``verify_token``, ...) on this service."""
+        from bastion.tokens.guide import GuideTokens  # noqa: PLC0415 (guide imports this module)
+
+        return GuideTokens(self)
+
     # -- documents --------------------------------------------------------------------------
 
     def jwks(self) -> bytes:
@@ -199,7 +157,7 @@ class Tokens:
 
     # -- issuing ----------------------------------------------------------------------------
 
-    def _access(
+    def mint_access(
         self,
         user_id: str,
         scopes: tuple[str, ...],
@@ -239,7 +197,7 @@ class Tokens:
             scope=" ".join(scopes),
         )
 
-    def _binding(self, dpop_jkt: str | None) -> str | None:
+    def binding(self, dpop_jkt: str | None) -> str | None:
         if dpop_jkt is not None and self.policy.dpop is DPoPMode.OFF:
             raise ConfigurationError(
                 "a DPoP key was given but TokenPolicy(dpop='off')", setting="tokens.dpop"
@@ -272,8 +230,8 @@ class Tokens:
         makes a revocation that came in between win. ``dpop_jkt`` is the thumbprint of a
         verified DPoP proof (:meth:`verify_proof`): both tokens are then bound to that key.
         """
-        wanted = _scopes(scopes)
-        jkt = self._binding(dpop_jkt)
+        wanted = scopes_of(scopes)
+        jkt = self.binding(dpop_jkt)
         epoch = await self.revocations.current_epoch(user_id, authenticated_at=authenticated_at)
         refresh: str | None = None
         family: FamilyInfo | None = None
@@ -281,7 +239,7 @@ class Tokens:
             refresh, family = await self.refresh_tokens.issue(
                 user_id, client_id=client_id, scopes=wanted, epoch=epoch, cnf_jkt=jkt
             )
-        access = self._access(user_id, wanted, epoch, jkt=jkt, extra=claims)
+        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
 
@@ -296,8 +254,8 @@ class Tokens:
         authenticated_at: float | None = None,
     ) -> TokenPair:
         """:meth:`issue` for WSGI apps."""
-        wanted = _scopes(scopes)
-        jkt = self._binding(dpop_jkt)
+        wanted = scopes_of(scopes)
+        jkt = self.binding(dpop_jkt)
         epoch = self.revocations.current_epoch_sync(user_id, authenticated_at=authenticated_at)
         refresh: str | None = None
         family: FamilyInfo | None = None
@@ -305,20 +263,20 @@ class Tokens:
             refresh, family = self.refresh_tokens.issue_sync(
                 user_id, client_id=client_id, scopes=wanted, epoch=epoch, cnf_jkt=jkt
             )
-        access = self._access(user_id, wanted, epoch, jkt=jkt, extra=claims)
+        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
 
     def _refreshed(self, rotation: Rotation) -> TokenPair:
         family = rotation.family
-        access = self._access(
+        access = self.mint_access(
             family.user_id, tuple(family.scopes), family.epoch, jkt=family.cnf_jkt, extra=None
         )
         if not rotation.replayed:
             self._audit_issued(family.user_id, family, "refresh")
         return self._pair(access, rotation.token, tuple(family.scopes), family.cnf_jkt)
 
-    def _refresher(self) -> RefreshTokens:
+    def refresher(self) -> RefreshTokens:
         if self.refresh_tokens is None:
             raise TokenRejected(TokenReason.UNKNOWN, "this issuer has no refresh tokens")
         return self.refresh_tokens
@@ -326,14 +284,14 @@ class Tokens:
     async def refresh(self, refresh_token: str, *, dpop_jkt: str | None = None) -> TokenPair:
         """Rotate ``refresh_token``: a new pair in the same family. A token that was already
         rotated revokes the family (``REUSED``); see :mod:`bastion.engine.tokens.refresh`."""
-        jkt = self._binding(dpop_jkt)
-        rotation = await self._refresher().rotate(refresh_token, cnf_jkt=jkt)
+        jkt = self.binding(dpop_jkt)
+        rotation = await self.refresher().rotate(refresh_token, cnf_jkt=jkt)
         return self._refreshed(rotation)
 
     def refresh_sync(self, refresh_token: str, *, dpop_jkt: str | None = None) -> TokenPair:
         """:meth:`refresh` for WSGI apps."""
-        jkt = self._binding(dpop_jkt)
-        rotation = self._refresher().rotate_sync(refresh_token, cnf_jkt=jkt)
+        jkt = self.binding(dpop_jkt)
+        rotation = self.refresher().rotate_sync(refresh_token, cnf_jkt=jkt)
         return self._refreshed(rotation)
 
     # -- second-factor-pending tokens -------------------------------------------------------
@@ -352,13 +310,13 @@ class Tokens:
             typ=PENDING_TYP,
         )
 
-    def _pending_claims(self, token: str) -> Claims:
+    def pending_claims(self, token: str) -> Claims:
         return self._codec.decode(token, typ=PENDING_TYP, audience=self.policy.pending_audience)
 
     async def complete_pending(self, token: str) -> str:
         """The user of a valid, unspent second-factor-pending token; spends it (its ``jti`` goes
         on the deny-list, so it works once). Call it after the second factor was checked."""
-        claims = self._pending_claims(token)
+        claims = self.pending_claims(token)
         added = await self.revocations.revoke_jti(
             claims.issuer, claims.token_id, subject=claims.subject, expires_at=claims.expires_at
         )
@@ -368,7 +326,7 @@ class Tokens:
 
     def complete_pending_sync(self, token: str) -> str:
         """:meth:`complete_pending` for WSGI apps."""
-        claims = self._pending_claims(token)
+        claims = self.pending_claims(token)
         added = self.revocations.revoke_jti_sync(
             claims.issuer, claims.token_id, subject=claims.subject, expires_at=claims.expires_at
         )
@@ -378,7 +336,7 @@ class Tokens:
 
     # -- checking ---------------------------------------------------------------------------
 
-    def _decode_access(self, token: str) -> tuple[Claims, int, str | None]:
+    def decode_access(self, token: str) -> tuple[Claims, int, str | None]:
         claims = self._codec.decode(token, typ=ACCESS_TYP, audience=self.policy.access_audience)
         epoch = claims.raw.get(EPOCH_CLAIM)
         if epoch is None:
@@ -417,7 +375,7 @@ class Tokens:
         if credentials is None:
             raise TokenRejected(TokenReason.MISSING, "no Authorization header")
         scheme, token = credentials.scheme, credentials.token
-        claims, epoch, jkt = self._decode_access(token)
+        claims, epoch, jkt = self.decode_access(token)
         proof: DPoPProof | None = None
         if jkt is not None:
             if self._dpop is None:
@@ -488,13 +446,13 @@ class Tokens:
 
     # -- revoking ---------------------------------------------------------------------------
 
-    def _is_refresh(self, token: str) -> bool:
+    def is_refresh(self, token: str) -> bool:
         policy = self.policy.refresh
         return policy is not None and token.startswith(policy.prefix)
 
     def _revocable(self, token: str) -> Claims | None:
         try:
-            return self._decode_access(token)[0]
+            return self.decode_access(token)[0]
         except TokenRejected:
             return None  # malformed, foreign or expired: nothing to revoke (RFC 7009 2.2)
 
@@ -509,8 +467,8 @@ class Tokens:
     async def revoke(self, token: str) -> bool:
         """Revoke an access token (its ``jti``) or a refresh token (its whole family). Says
         whether something was revoked; an unknown or expired token is no error (RFC 7009)."""
-        if self._is_refresh(token):
-            done = await self._refresher().revoke(token)
+        if self.is_refresh(token):
+            done = await self.refresher().revoke(token)
             if done:
                 self._audit_revoked("refresh_family", None)
             return done
@@ -524,8 +482,8 @@ class Tokens:
 
     def revoke_sync(self, token: str) -> bool:
         """:meth:`revoke` for WSGI apps."""
-        if self._is_refresh(token):
-            done = self._refresher().revoke_sync(token)
+        if self.is_refresh(token):
+            done = self.refresher().revoke_sync(token)
             if done:
                 self._audit_revoked("refresh_family", None)
             return done
@@ -558,68 +516,3 @@ class Tokens:
         count = self._engine().revoke_all_sync(user_id)
         self._audit_revoked("all", user_id)
         return count
-
-    # -- the guide's API (https://... "create_access_token" recipes), on the store ---------
-
-    async def create_access_token(
-        self,
-        subject: str,
-        *,
-        scopes: Collection[str] = (),
-        claims: Mapping[str, object] | None = None,
-    ) -> str:
-        """An access token alone (no refresh family)."""
-        epoch = await self.revocations.current_epoch(subject)
-        return self._access(subject, _scopes(scopes), epoch, jkt=self._binding(None), extra=claims)
-
-    async def create_refresh_token(self, subject: str, *, scopes: Collection[str] = ()) -> str:
-        """A refresh token opening a new family (exchange it with :meth:`refresh`)."""
-        epoch = await self.revocations.current_epoch(subject)
-        token, _family = await self._refresher().issue(
-            subject, scopes=_scopes(scopes), epoch=epoch, cnf_jkt=self._binding(None)
-        )
-        return token
-
-    async def verify_token(self, token: str, expected_type: TokenType) -> Claims | FamilyInfo:
-        """Check ``token`` as ``expected_type`` without using it: an access token's verified
-        claims (revocation and epoch included), a refresh token's family (not rotated), or a
-        pending token's claims. A token of another type is refused."""
-        if expected_type == "access":
-            claims, epoch, _jkt = self._decode_access(token)
-            reason = await self.revocations.check(
-                claims.issuer, claims.token_id, claims.subject, epoch
-            )
-            if reason is not None:
-                raise TokenRejected(reason)
-            return claims
-        if expected_type == "refresh":
-            if not self._is_refresh(token):
-                raise TokenRejected(TokenReason.MALFORMED, "not a refresh token")
-            return await self._refresher().inspect(token)
-        if expected_type == "2fa_pending":
-            claims = self._pending_claims(token)
-            if await self.revocations.is_revoked(
-                claims.issuer, claims.token_id, subject=claims.subject
-            ):
-                raise TokenRejected(TokenReason.REVOKED)
-            return claims
-        raise ConfigurationError(
-            "expected_type must be 'access', 'refresh' or '2fa_pending'", setting="expected_type"
-        )
-
-    async def revoke_token(
-        self, jti: str, *, subject: str, expires_at: float | None = None
-    ) -> None:
-        """Put ``jti`` (of this issuer, issued to ``subject``) on the deny-list until
-        ``expires_at`` (default: as long as any access token can live). The subject is part of
-        the entry's key: the deny-list and the user's epoch are then read in one lookup."""
-        until = expires_at
-        if until is None:
-            until = self._clock.now() + self.policy.access_lifetime + self.policy.leeway
-        await self.revocations.revoke_jti(
-            self.policy.issuer, jti, subject=subject, expires_at=until
-        )
-
-    async def is_token_revoked(self, jti: str, *, subject: str) -> bool:
-        """Whether ``jti`` (of this issuer, issued to ``subject``) is on the deny-list."""
-        return await self.revocations.is_revoked(self.policy.issuer, jti, subject=subject)
