@@ -539,3 +539,28 @@ async def test_csrf_passes_a_verified_token_without_cookies_and_nothing_else(
         # Elsewhere a request without cookies still needs a token.
         other = await http.post("/other")
         assert (other.status_code, other.json()["reason"]) == (403, "token_missing")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("framework", ["litestar", "quart"])
+async def test_litestar_and_quart_under_protect_with_real_tokens(
+    framework: str, clock: FrozenClock
+) -> None:
+    from tests.test_bearer_frameworks import litestar_app, quart_app  # noqa: PLC0415
+
+    runtime = config("memory://", clock).build()
+    inner = litestar_app() if framework == "litestar" else quart_app()
+    if framework == "quart":
+        inner.asgi_app = bastion.asgi.protect(inner.asgi_app, runtime)  # type: ignore[union-attr]
+        wrapped: Any = inner
+    else:
+        wrapped = bastion.asgi.protect(inner, runtime)
+    pair = await runtime.tokens.issue("alice")
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        answer = await http.get("/api/me", headers=bearer(pair.access_token))
+        assert (answer.status_code, answer.json()) == (200, {"sub": "alice"})
+        await runtime.tokens.revoke(pair.access_token)
+        refused = await http.get("/api/me", headers=bearer(pair.access_token))
+        assert (refused.status_code, error_of(refused)) == (401, "invalid_token")
+        assert (await http.get("/api/me")).status_code == 401
