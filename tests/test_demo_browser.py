@@ -447,3 +447,59 @@ def test_no_connection_left_loopback(
         context.close()
     foreign = outside.foreign()
     assert foreign == [], sorted({t.split("/")[2] if "//" in t else t for t in foreign})
+
+
+def test_a_token_from_the_pages_own_script_then_api_me(
+    browser: Browser, served: Served, shots: Path
+) -> None:
+    base = served.base
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        assert log_in(page, base, "demo", SEED) == 200
+        page.fill("#token-password", SEED)
+        page.click("#get-token")
+        page.locator("#token-result[data-status]").wait_for(state="attached", timeout=10_000)
+        result = page.locator("#token-result")
+        text = result.inner_text()
+        assert result.get_attribute("data-status") == "200"
+        assert "token_type Bearer" in text
+        assert '"username":"demo"' in text
+        page.screenshot(path=str(shots / "token.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_password_reset_through_the_outbox_in_the_browser(
+    browser: Browser, served: Served, shots: Path
+) -> None:
+    base = served.base
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(base + "/login")
+        with page.expect_navigation():
+            page.click("#forgot")
+        page.fill("#username", "demo")
+        with page.expect_navigation():
+            page.click("#send-reset")
+        assert page.locator("#reset-sent").count() == 1
+        assert log_in(page, base, "demo", SEED) == 200
+        page.goto(base + "/outbox")
+        link = page.locator("a.reset-link").first.get_attribute("href")
+        assert link is not None
+        assert link.startswith(base + "/reset-password/")
+        page.screenshot(path=str(shots / "outbox.png"), full_page=True)
+        with page.expect_navigation():
+            page.click("#logout")
+        page.goto(link)
+        page.fill("#new_password", NEW)
+        with page.expect_navigation():
+            page.click("#reset-submit")
+        assert page.url == base + "/login"
+        assert log_in(page, base, "demo", SEED) == 401
+        assert log_in(page, base, "demo", NEW) == 200
+        page.goto(link)
+        assert "not valid" in page.inner_text("main")
+    finally:
+        context.close()

@@ -24,6 +24,7 @@ RANK: dict[str, float] = {
     # feature facades just above the engine: they gather core decisions and engine managers
     "passwords": 3.5,
     "apikeys": 3.5,
+    "tokens": 3.5,
     # the Bastion configuration and the runtime built from it (one layer, see SAME_LAYER):
     # above every engine
     "config": 3.6,

@@ -22,9 +22,12 @@ FRONT_DOOR = [
     "ConfigurationError",
     "ContentSecurityPolicy",
     "CookieError",
+    "DPoPMode",
     "Environment",
     "FrozenClock",
     "HeaderPolicy",
+    "JWTKey",
+    "JWTKeySet",
     "KeyRing",
     "Limit",
     "LoginOutcome",
@@ -45,6 +48,9 @@ FRONT_DOOR = [
     "StoreUnavailable",
     "TOTPManager",
     "ThrottlePolicy",
+    "TokenPolicy",
+    "TokenReason",
+    "TokenRejected",
     "TokenSource",
     "TrustedProxies",
     "__version__",
@@ -80,6 +86,9 @@ def test_lazy_names_load_on_first_use() -> None:
     from bastion.engine.totp import TOTPManager  # noqa: PLC0415
 
     assert bastion.TOTPManager is TOTPManager
+    from bastion.core.tokens.jwk import JWTKey, JWTKeySet  # noqa: PLC0415
+
+    assert (bastion.JWTKey, bastion.JWTKeySet) == (JWTKey, JWTKeySet)
 
 
 @pytest.mark.parametrize("module", sorted(ADAPTERS))

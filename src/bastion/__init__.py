@@ -10,7 +10,8 @@ The front door: one configuration value and one verb per adapter::
 
 This module exports what a user needs to write a configuration and handle bastion's errors;
 the adapters live in :mod:`bastion.asgi`, :mod:`bastion.wsgi` and :mod:`bastion.flask`. Names
-behind an optional extra (``TOTPManager`` needs ``bastion[totp]``) load on first use, with an
+behind an optional extra (``TOTPManager`` needs ``bastion[totp]``, ``JWTKey`` and
+``JWTKeySet`` need ``bastion[jwt]``) load on first use, with an
 error naming the extra when it is missing. The package is layered (see DESIGN.md): ``errors``
 < ``core`` < ``stores`` < ``engine`` < ``config``/``runtime`` < ``asgi``/``wsgi`` < ``flask``,
 ``testing`` < ``demo`` < ``cli``.
@@ -52,8 +53,10 @@ from bastion.errors import (
 from bastion.passwords import PasswordHasher, default_policy
 from bastion.runtime import Runtime
 from bastion.stores import Store, open_store
+from bastion.tokens import DPoPMode, TokenPolicy, TokenReason, TokenRejected
 
 if TYPE_CHECKING:
+    from bastion.core.tokens.jwk import JWTKey, JWTKeySet
     from bastion.engine.totp import TOTPManager
 
 __version__ = "0.1.0.dev0"
@@ -71,9 +74,12 @@ __all__ = [
     "ConfigurationError",
     "ContentSecurityPolicy",
     "CookieError",
+    "DPoPMode",
     "Environment",
     "FrozenClock",
     "HeaderPolicy",
+    "JWTKey",
+    "JWTKeySet",
     "KeyRing",
     "Limit",
     "LoginOutcome",
@@ -94,6 +100,9 @@ __all__ = [
     "StoreUnavailable",
     "TOTPManager",
     "ThrottlePolicy",
+    "TokenPolicy",
+    "TokenReason",
+    "TokenRejected",
     "TokenSource",
     "TrustedProxies",
     "__version__",
@@ -103,7 +112,11 @@ __all__ = [
     "system_clock",
 ]
 
-_LAZY = {"TOTPManager": ("bastion.engine.totp", "totp")}
+_LAZY = {
+    "TOTPManager": ("bastion.engine.totp", "totp"),
+    "JWTKey": ("bastion.core.tokens.jwk", "jwt"),
+    "JWTKeySet": ("bastion.core.tokens.jwk", "jwt"),
+}
 
 
 def __getattr__(name: str) -> Any:

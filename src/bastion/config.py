@@ -49,6 +49,7 @@ from bastion.core.throttle import ThrottlePolicy
 from bastion.engine.ratelimit import Rule
 from bastion.errors import ConfigurationError
 from bastion.stores.url import redact_url
+from bastion.tokens.policy import TokenPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -89,6 +90,8 @@ class Bastion:
       are believed, for every layer: rate-limit keys, the session registry, audit events.
     * ``throttle``: the login throttle's :class:`~bastion.core.throttle.ThrottlePolicy`;
       ``totp_issuer``: the site name in authenticator apps (needed for ``runtime.totp``).
+    * ``tokens``: a :class:`~bastion.tokens.TokenPolicy` (JWT access tokens, refresh families,
+      DPoP; needs ``store`` and the ``jwt`` extra): ``runtime.tokens`` and the bearer layer.
     * ``auditor``: one :class:`~bastion.core.audit.Auditor` for every layer (default: JSON on
       the ``bastion.audit`` logger, identifiers hashed under ``keyring``); ``clock``; and
       ``environment`` (``None``: read once from ``ENV`` / ``BASTION_ENV`` at build time).
@@ -108,6 +111,7 @@ class Bastion:
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     throttle: ThrottlePolicy | None = None
     totp_issuer: str | None = None
+    tokens: TokenPolicy | None = None
     auditor: Auditor | None = None
     clock: Clock = system_clock
     environment: Environment | None = None
@@ -172,6 +176,18 @@ class Bastion:
             )
         if self.throttle is not None and not isinstance(self.throttle, ThrottlePolicy):
             raise ConfigurationError("throttle must be a ThrottlePolicy", setting="throttle")
+        if self.tokens is not None:
+            if not isinstance(self.tokens, TokenPolicy):
+                raise ConfigurationError(
+                    "tokens must be a TokenPolicy (TokenPolicy(issuer='https://app.example'))",
+                    setting="tokens",
+                )
+            if self.store is None:
+                raise ConfigurationError(
+                    "tokens= was given without store=; refresh families, the deny-list and "
+                    "the user epochs live in the store, so pass store='sqlite:///app.db'",
+                    setting="store",
+                )
         if self.auditor is not None and not isinstance(self.auditor, Auditor):
             raise ConfigurationError("auditor must be an Auditor", setting="auditor")
         if not callable(getattr(self.clock, "now", None)):
@@ -223,7 +239,7 @@ class Bastion:
     # -- the environment --------------------------------------------------------------------
 
     @classmethod
-    def from_env(
+    def from_env(  # noqa: PLR0912 (one branch per variable, in the documented order)
         cls,
         environ: Mapping[str, str] | None = None,
         *,
@@ -242,7 +258,10 @@ class Bastion:
         * ``PUBLIC_ORIGINS``, ``TRUSTED_ORIGINS``: CSRF origins, comma-separated;
         * ``CORS_ORIGINS``: the origins a :class:`~bastion.core.cors.CORSPolicy` lets read
           responses (comma-separated; other CORS settings go in ``cors=``);
-        * ``TOTP_ISSUER``: the site name in authenticator apps.
+        * ``TOTP_ISSUER``: the site name in authenticator apps;
+        * ``TOKEN_ISSUER``: the ``iss`` of access tokens (turns tokens on); ``TOKEN_KEYS`` (or
+          ``..._FILE``): a JWKS document of private keys, the first signing, the others
+          verifying (required with ``TOKEN_ISSUER`` under ``ENV=production``).
 
         ``ENV`` / ``BASTION_ENV`` name the environment (:mod:`bastion.core.environment`).
         Under ``ENV=production`` a missing secret key is a :class:`ConfigurationError`. An
@@ -315,6 +334,8 @@ class Bastion:
             values["cors"] = CORSPolicy(allow_origins=origins)
         if (issuer := read("TOTP_ISSUER")) is not None:
             values["totp_issuer"] = issuer
+        if "tokens" not in overrides and (tokens := _tokens_from_env(read, prefix, production)):
+            values["tokens"] = tokens
         known = {prefix + name for name in _ENV_NAMES}
         known |= {name + "_FILE" for name in known} | {prefix + "ENV"}
         for name in sorted(env):
@@ -338,6 +359,8 @@ _ENV_NAMES: Final = (
     "TRUSTED_ORIGINS",
     "CORS_ORIGINS",
     "TOTP_ISSUER",
+    "TOKEN_ISSUER",
+    "TOKEN_KEYS",
 )
 
 
@@ -355,6 +378,55 @@ def _policy(value: object, setting: str, *, allow_none: bool = False) -> Any:
 
 
 _MAX_SETTING_FILE_BYTES: Final = 64 * 1024
+
+
+def _tokens_from_env(
+    read: Callable[[str], str | None], prefix: str, production: bool
+) -> TokenPolicy | None:
+    """``TOKEN_ISSUER`` and ``TOKEN_KEYS`` as a :class:`TokenPolicy` (``None``: not set)."""
+    issuer, keys = read("TOKEN_ISSUER"), read("TOKEN_KEYS")
+    if issuer is None:
+        if keys is not None:
+            raise ConfigurationError(
+                f"{prefix}TOKEN_KEYS is set without {prefix}TOKEN_ISSUER",
+                setting=prefix + "TOKEN_ISSUER",
+            )
+        return None
+    if keys is None and production:
+        raise ConfigurationError(
+            f"{prefix}TOKEN_KEYS (or {prefix}TOKEN_KEYS_FILE) is required with "
+            f"{prefix}TOKEN_ISSUER when ENV=production: a generated signing key changes on "
+            "every restart and differs between workers",
+            setting=prefix + "TOKEN_KEYS",
+        )
+    key_set = None if keys is None else _token_keys(keys, prefix + "TOKEN_KEYS")
+    return TokenPolicy(issuer=issuer, keys=key_set)
+
+
+def _token_keys(text: str, setting: str) -> Any:
+    """A signing key set from a private JWKS document: the first key signs, the others (older
+    keys being rotated out) verify. Needs the ``jwt`` extra."""
+    import json  # noqa: PLC0415 (only when tokens are configured from the environment)
+
+    from bastion.core.tokens.jwk import JWTKey, JWTKeySet  # noqa: PLC0415 (the jwt extra)
+
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{setting} is not JSON (a JWKS document)", setting=setting
+        ) from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigurationError(
+            f"{setting} must be a JWKS document with a non-empty 'keys' list", setting=setting
+        )
+    keys = [JWTKey.from_jwk(entry) for entry in entries]
+    if not keys[0].can_sign:
+        raise ConfigurationError(
+            f"{setting}: the first key signs, so it must hold its private half", setting=setting
+        )
+    return JWTKeySet(keys[0], verifying=keys[1:])
 
 
 def _read_setting_file(path: str, setting: str) -> str:

@@ -7,14 +7,16 @@ knows the one order of the layers::
     SecurityHeadersMiddleware      outermost: every response carries the headers, including
       CORSMiddleware               bastion's own 403 / 429 / 503 refusals (when cors= is set)
         RateLimitMiddleware        (when rate_limits= are set)
-          SessionMiddleware        (when a store is configured)
-            CSRFMiddleware         reads the session's CSRF secret
-              app
+          BearerMiddleware         access tokens (when tokens= names protected paths)
+            SessionMiddleware      (when a store is configured)
+              CSRFMiddleware       reads the session's CSRF secret; passes token-authenticated
+                app                requests (a browser never attaches a bearer token itself)
 
 Why this order: the headers layer must see every response, so it is outermost. CORS answers
 preflights before anything costs store I/O, and its headers reach the rate limiter's 429 too
 (a page may read why it was refused). Rate limiting comes before any store read the session
-would do, so a flood is refused cheaply. The session
+would do, so a flood is refused cheaply. Access tokens are checked before the session is
+touched: an API request with a token costs no session read. The session
 must exist before CSRF checks a synchronizer token, and a CSRF refusal still passes through the
 session layer (which then writes nothing).
 
@@ -37,6 +39,7 @@ from bastion.core.environment import is_production
 from bastion.core.keys import MIN_SECRET_BYTES, KeyRing
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SessionEngine
+from bastion.engine.tokens.revocation import min_epoch_ttl
 from bastion.errors import ConfigurationError
 from bastion.stores.url import open_store
 
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from bastion.engine.throttle import LoginThrottle
     from bastion.engine.totp import TOTPManager
     from bastion.stores.base import Store
+    from bastion.tokens.service import Tokens
 
 __all__ = ["Layers", "Runtime", "as_runtime", "session_engine"]
 
@@ -73,6 +77,7 @@ class Layers(Generic[App]):
     rate_limit: Callable[[], Callable[..., App]]
     sessions: Callable[..., App] | None
     csrf: Callable[..., App] | None
+    bearer: Callable[[], Callable[..., App]] | None = None
 
 
 class Runtime:
@@ -90,6 +95,7 @@ class Runtime:
         "_own_limiter_store",
         "_owns_store",
         "_throttle",
+        "_tokens",
         "_totp",
         "auditor",
         "config",
@@ -123,6 +129,14 @@ class Runtime:
             if production:
                 _check_production_ring(config.keyring)
             self.keyring = config.keyring
+        if config.tokens is not None and config.tokens.keys is None and production:
+            raise ConfigurationError(
+                "TokenPolicy(keys=None) under ENV=production: a generated signing key changes "
+                "on every restart and differs between workers, so issued tokens would stop "
+                "verifying. Pass keys=JWTKeySet(JWTKey.from_pem(...)) or set "
+                "BASTION_TOKEN_KEYS_FILE (Bastion.from_env())",
+                setting="tokens.keys",
+            )
         self.auditor = (
             config.auditor
             if config.auditor is not None
@@ -158,12 +172,17 @@ class Runtime:
                 clock=config.clock,
                 user_loader=config.user_loader,
                 session_filter=config.session_filter,
+                # The user epoch is shared with tokens: it must outlive every refresh family.
+                min_epoch_ttl=(
+                    0.0 if config.tokens is None else min_epoch_ttl(config.tokens.longest_lifetime)
+                ),
             )
         self._limiter: RateLimiter | None = None
         self._own_limiter_store: Store | None = None
         self._throttle: LoginThrottle | None = None
         self._api_keys: APIKeyManager | None = None
         self._totp: TOTPManager | None = None
+        self._tokens: Tokens | None = None
 
     @property
     def limiter(self) -> RateLimiter:
@@ -221,6 +240,36 @@ class Runtime:
         return self._api_keys
 
     @property
+    def tokens(self) -> Tokens:
+        """Access tokens, refresh families, revocation and DPoP
+        (:class:`~bastion.tokens.service.Tokens`); needs ``Bastion(tokens=TokenPolicy(...))``
+        and the ``jwt`` extra. "Log out everywhere" of the session engine ends tokens too."""
+        if self._tokens is None:
+            policy = self.config.tokens
+            if policy is None:
+                raise ConfigurationError(
+                    "runtime.tokens needs Bastion(tokens=TokenPolicy(issuer='https://app."
+                    "example'))",
+                    setting="tokens",
+                )
+            try:
+                from bastion.tokens.service import Tokens  # noqa: PLC0415 (the jwt extra)
+            except ImportError as error:  # pragma: no cover (the dev environment has it)
+                raise ImportError(
+                    "runtime.tokens needs the 'jwt' extra: pip install 'bastion[jwt]'"
+                ) from error
+            self._tokens = Tokens(
+                policy,
+                store=self._require_store("tokens"),
+                keyring=self.keyring,
+                clock=self.config.clock,
+                auditor=self.auditor,
+                production=self.production,
+                sessions=self.sessions,
+            )
+        return self._tokens
+
+    @property
     def totp(self) -> TOTPManager:
         """TOTP second factors (:class:`~bastion.engine.totp.TOTPManager`); needs
         ``Bastion(totp_issuer=...)`` and the ``totp`` extra."""
@@ -259,6 +308,18 @@ class Runtime:
             )
         if self.sessions is not None and layers.sessions is not None:
             wrapped = layers.sessions(wrapped, bastion=self)
+        tokens = config.tokens
+        if tokens is not None and (tokens.protect or tokens.optional) and layers.bearer:
+            wrapped = layers.bearer()(
+                wrapped,
+                self.tokens,
+                protected=tokens.protect,
+                optional=tokens.optional,
+                challenge=self.tokens.challenge,
+                proxies=self.proxies,
+                max_header_bytes=tokens.max_bytes,
+                auditor=self.auditor,
+            )
         if config.rate_limits:
             from bastion.core.ratelimit.keys import client_ip_key  # noqa: PLC0415
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
+from bastion.asgi.bearer import PRINCIPAL_KEY
 from bastion.asgi.csrf_tokens import (
     CONTEXT_KEY,
     ContextSource,
@@ -222,6 +223,8 @@ class CSRFMiddleware(ContextSource):
             content_type=get(b"content-type"),
             header_token=get(self._header),
             accept=get(b"accept"),
+            cookie=b"cookie" in found,
+            bearer=_has_principal(scope),
         )
         return facts, get(b"cookie")
 
@@ -372,6 +375,12 @@ class CSRFMiddleware(ContextSource):
 
 
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
+
+
+def _has_principal(scope: Scope) -> bool:
+    """Whether the bearer layer verified an access token for this request."""
+    state = scope.get("state")
+    return isinstance(state, dict) and state.get(PRINCIPAL_KEY) is not None
 
 
 async def _send_rejection(

@@ -120,10 +120,17 @@ def _rate_limit() -> Callable[..., ASGIApp]:
     return RateLimitMiddleware
 
 
+def _bearer() -> Callable[..., ASGIApp]:
+    from bastion.asgi.bearer import BearerMiddleware  # noqa: PLC0415 (optional layer)
+
+    return BearerMiddleware
+
+
 _LAYERS: Layers[ASGIApp] = Layers(
     headers=SecurityHeadersMiddleware,
     cors=_cors,
     rate_limit=_rate_limit,
     sessions=SessionMiddleware,
     csrf=CSRFMiddleware,
+    bearer=_bearer,
 )

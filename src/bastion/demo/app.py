@@ -38,6 +38,7 @@ from bastion import (
     Bastion,
     ConfigurationError,
     ContentSecurityPolicy,
+    CSRFConfig,
     Environment,
     HeaderPolicy,
     KeyRing,
@@ -59,10 +60,13 @@ from bastion.asgi.csrf import add_jinja2_globals as add_csrf_globals
 from bastion.asgi.sessions import list_sessions, revoke_other_sessions
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
 from bastion.core.throttle import BackoffRule
+from bastion.core.tokens.jwk import JWTKey, JWTKeySet
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
+from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.totp import TOTPResult
 from bastion.passwords import check_new_password, generate_password
+from bastion.tokens import TokenPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -97,6 +101,19 @@ _TITLES: Final = {
     429: "Too many requests",
     503: "Service unavailable",
 }
+
+
+@dataclass(slots=True)
+class CredentialCheck:
+    """What :meth:`DemoApp.check_credentials` found. ``username`` is set when the sign-in
+    succeeded; ``throttled`` holds the Retry-After seconds when the throttle refused it."""
+
+    checked_at: float
+    attempt: Any = None
+    username: str | None = None
+    throttled: str | None = None
+    needs_code: bool = False
+    locked: bool = False
 
 
 @dataclass(slots=True)
@@ -142,6 +159,8 @@ class DemoApp:
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.policy = policy if policy is not None else default_policy(site_words=("bastion",))
         self.https = https
+        self.api_scope = API_SCOPE
+        self.token_routes = TokenRoutes(self)
         self.config = demo_config(self, keyring=keyring, production=production)
         self.runtime = self.config.build()
         # Plain HTTP on loopback (like the session cookie): the device cookie is
@@ -220,6 +239,13 @@ class DemoApp:
             r("/account/totp", self.totp_page, methods=["GET", "POST"]),
             r("/account/api-keys", self.create_api_key, methods=["POST"]),
             r("/api/me", self.api_me),
+            r("/api/token", self.token_routes.token, methods=["POST"]),
+            r("/api/token/refresh", self.token_routes.refresh, methods=["POST"]),
+            r("/api/token/revoke", self.token_routes.revoke, methods=["POST"]),
+            r("/.well-known/jwks.json", self.token_routes.jwks),
+            r("/reset-password", self.token_routes.reset_request, methods=["GET", "POST"]),
+            r("/reset-password/{token}", self.token_routes.reset_form, methods=["GET", "POST"]),
+            r("/outbox", self.token_routes.outbox_page),
             r("/admin", self.admin),
             r("/audit", self.audit),
         ]
@@ -339,20 +365,16 @@ class DemoApp:
             errors.append("That user name is taken; choose another.")
         return self.page(request, "register.html", user, 400, errors=errors, username=raw_name[:64])
 
-    async def login(self, request: Request) -> Response:
-        user = await self.current_user(request)
-        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
-            return self.page(request, "login.html", user, username="", need_totp=False)
-        form = await request.form()
-        raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
-        code = str(form.get("totp", "")).strip()
+    async def check_credentials(
+        self, raw_name: str, password: str, code: str, client: str, *, device: str | None
+    ) -> CredentialCheck:
+        """The password (and the TOTP code when the account has one) under the login throttle:
+        the one sign-in check of ``/login`` and ``/api/token``. Raises ``PasswordRejected``
+        for a password longer than any allowed one."""
         name = normalize_username(raw_name)
-        client = request.client.host if request.client else "unknown"
-        device = request.cookies.get(self.throttle.device_cookie_name(secure=self.https))
-        needs_code = locked = False
+        check = CredentialCheck(checked_at=self.clock.now())
 
         async def verify() -> bool:
-            nonlocal needs_code, locked
             account = await self.users.get(name) if name else None
             outcome = await self.hasher.averify_and_update(
                 None if account is None else account.password_hash, password
@@ -364,16 +386,34 @@ class DemoApp:
             if account.totp_secret is None:
                 return True
             if not code:
-                needs_code = True
+                check.needs_code = True
                 return False
             verdict = await self.totp.verify(name, account.totp_secret, code)
             if verdict is TOTPResult.MALFORMED:
                 return await self.totp.use_recovery_code(name, code)
-            locked = verdict is TOTPResult.LOCKED
+            check.locked = verdict is TOTPResult.LOCKED
             return verdict is TOTPResult.ACCEPTED
 
+        check.attempt = attempt = await self.throttle.attempt(
+            raw_name, client, verify, device_cookie=device
+        )
+        if attempt.outcome is LoginOutcome.THROTTLED:
+            check.throttled = attempt.decision.retry_after_header
+        elif attempt.ok:
+            check.username = name
+        return check
+
+    async def login(self, request: Request) -> Response:
+        user = await self.current_user(request)
+        if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
+            return self.page(request, "login.html", user, username="", need_totp=False)
+        form = await request.form()
+        raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
+        code = str(form.get("totp", "")).strip()
+        client = request.client.host if request.client else "unknown"
+        device = request.cookies.get(self.throttle.device_cookie_name(secure=self.https))
         try:
-            attempt = await self.throttle.attempt(raw_name, client, verify, device_cookie=device)
+            check = await self.check_credentials(raw_name, password, code, client, device=device)
         except PasswordRejected:
             return self.page(
                 request,
@@ -384,6 +424,8 @@ class DemoApp:
                 need_totp=bool(code),
                 errors=["That password is longer than any password here can be."],
             )
+        attempt = check.attempt
+        needs_code, locked = check.needs_code, check.locked
         if attempt.outcome is LoginOutcome.THROTTLED:
             wait = attempt.decision.retry_after_header
             message = (
@@ -417,7 +459,7 @@ class DemoApp:
                 need_totp=needs_code or bool(code),
                 errors=[message],
             )
-        get_session(request).login(name)
+        get_session(request).login(normalize_username(raw_name))
         response = RedirectResponse("/account", status_code=303)
         if attempt.device_cookie is not None:  # this browser is now a known device
             cookie = self.throttle.device_cookie(attempt.device_cookie, secure=self.https)
@@ -574,10 +616,23 @@ class DemoApp:
         return self.page(request, "api_key.html", user, created=created, api_scope=API_SCOPE)
 
     async def api_me(self, request: Request) -> Response:
+        """The caller's name and scopes, for an API key (``X-API-Key`` or ``Authorization:
+        Bearer bst_...``) or an access token from ``/api/token`` (``Authorization: Bearer``)."""
+        authorization = request.headers.get("authorization")
         token = api_key_from_headers(
-            x_api_key=request.headers.get("x-api-key"),
-            authorization=request.headers.get("authorization"),
+            x_api_key=request.headers.get("x-api-key"), authorization=authorization
         )
+        if token is None and authorization is not None:
+            found = await self.token_routes.bearer_user(request)
+            if isinstance(found, str):
+                return JSONResponse({"username": found, "scopes": [API_SCOPE]})
+            reason = found.reason
+            code = reason.error_code or "invalid_token"
+            return JSONResponse(
+                {"error": code},
+                status_code=reason.status,
+                headers={"WWW-Authenticate": f'Bearer realm="bastion demo", error="{code}"'},
+            )
         client = request.client.host if request.client else None
         result = await self.api_keys.verify(token, required_scope=API_SCOPE, client_ip=client)
         if not result.ok or result.record is None:
@@ -647,14 +702,23 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         sessions=SessionConfig() if demo.https else SessionConfig(development=True, secure=False),
         headers=receiver,
         header_routes={"/*": pages},
+        # The token endpoints serve clients without cookies (curl, apps): called that way they
+        # need no CSRF token; the page's own script, which sends cookies, gets every check.
+        csrf=CSRFConfig(cookieless=("/api/token/*",)),
         rate_limits=(
             Rule("pages", "600/minute"),
             Rule("auth", "30/minute", path="/login", methods={"POST"}),
             Rule("signup", "10/minute", path="/register", methods={"POST"}),
             Rule("api", "60/minute", path="/api/*"),
+            Rule("reset", "5/minute", path="/reset-password", methods={"POST"}),
         ),
         throttle=LOGIN_POLICY,
         totp_issuer=ISSUER,
+        # Access tokens signed with a key drawn at start (tokens end with the process, like
+        # the demo's seeded passwords); an app keeps its keys in a file (docs/tokens.md).
+        tokens=TokenPolicy(
+            issuer="bastion-demo", keys=JWTKeySet(JWTKey.generate("EdDSA", kid="demo-1"))
+        ),
         auditor=demo.auditor,
         clock=demo.clock,
         environment=environment,

@@ -134,9 +134,7 @@ def backoff(attempt: int) -> Pause:
     return Pause(ceiling * secrets.randbelow(1024) / 1024)
 
 
-Command: TypeAlias = (
-    Get | GetMany | Set | Delete | CompareAndSet | CompareAndSetRead | Pause
-)
+Command: TypeAlias = Get | GetMany | Set | Delete | CompareAndSet | CompareAndSetRead | Pause
 Flow: TypeAlias = Generator[Command, Any, _T]
 """A generator that yields commands, receives their results, and returns a ``_T``."""
 

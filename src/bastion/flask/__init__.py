@@ -254,6 +254,7 @@ _OUTER: Final[Layers[WSGIApp]] = Layers(
     rate_limit=LAYERS.rate_limit,
     sessions=None,
     csrf=None,
+    bearer=LAYERS.bearer,
 )
 
 

@@ -37,6 +37,7 @@ from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
 from bastion.slices import layer_settings, required_slice
 from bastion.wsgi._http import send_refusal
+from bastion.wsgi.bearer import PRINCIPAL_KEY
 from bastion.wsgi.types import Environ, StartResponse, WSGIApp
 
 if TYPE_CHECKING:
@@ -223,6 +224,8 @@ class CSRFMiddleware:
             content_type=get("CONTENT_TYPE"),
             header_token=get(self._header),
             accept=get("HTTP_ACCEPT"),
+            cookie=bool(get("HTTP_COOKIE")),
+            bearer=get(PRINCIPAL_KEY) is not None,
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -47,11 +47,18 @@ def _rate_limit() -> Callable[..., WSGIApp]:
     return RateLimitMiddleware
 
 
+def _bearer() -> Callable[..., WSGIApp]:
+    from bastion.wsgi.bearer import BearerMiddleware  # noqa: PLC0415 (optional layer)
+
+    return BearerMiddleware
+
+
 LAYERS: Layers[WSGIApp] = Layers(
     headers=SecurityHeadersMiddleware,
     cors=_cors,
     rate_limit=_rate_limit,
     sessions=SessionMiddleware,
     csrf=CSRFMiddleware,
+    bearer=_bearer,
 )
 """The WSGI layers; :func:`bastion.flask.protect` reuses all but sessions and CSRF."""

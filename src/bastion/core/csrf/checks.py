@@ -118,6 +118,8 @@ class Pass(enum.StrEnum):
     SAFE_METHOD = "safe_method"
     EXEMPT = "exempt"
     AUTHENTICATED = "authenticated"
+    BEARER = "bearer"  # the bearer layer verified an access token, and no cookie came
+    COOKIELESS = "cookieless"  # a ``cookieless`` endpoint called without any cookie
     FETCH_METADATA = "fetch_metadata"
     TRUSTED_ORIGIN = "trusted_origin"
     ORIGIN = "origin"
@@ -159,6 +161,8 @@ class Facts:
     content_type: str | None = None
     header_token: str | None = field(default=None, repr=False)
     accept: str | None = None
+    cookie: bool = False
+    bearer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +189,15 @@ class CSRFChecker:
     which says whose scheme and host are believed (``Forwarded`` or ``X-Forwarded-Proto`` /
     ``-Host``, by its ``header``; nobody's when it trusts no proxy, the default)."""
 
-    __slots__ = ("_exempt", "_proxies", "_public", "_trusted", "_wildcards", "config")
+    __slots__ = (
+        "_cookieless",
+        "_exempt",
+        "_proxies",
+        "_public",
+        "_trusted",
+        "_wildcards",
+        "config",
+    )
 
     def __init__(self, config: CSRFConfig, *, proxies: TrustedProxies | None = None) -> None:
         if not isinstance(config, CSRFConfig):
@@ -208,6 +220,9 @@ class CSRFChecker:
         self._wildcards = tuple(wildcards)
         self._proxies = proxies if proxies is not None else TrustedProxies()
         self._exempt = tuple(PathPattern.parse(p, setting="exempt") for p in config.exempt)
+        self._cookieless = tuple(
+            PathPattern.parse(p, setting="cookieless") for p in config.cookieless
+        )
 
     @property
     def proxies(self) -> TrustedProxies:
@@ -261,7 +276,7 @@ class CSRFChecker:
             return True
         return self.is_trusted(origin)
 
-    def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911 (one exit per verdict)
+    def check(self, facts: Facts) -> Verdict:  # noqa: PLR0911, PLR0912 (one exit per verdict)
         """The header checks, cheapest first (see the module docstring). Reads no body."""
         config = self.config
         method = facts.method
@@ -271,6 +286,14 @@ class CSRFChecker:
             return _VERDICTS[Pass.SAFE_METHOD]
         if self._exempt and self.is_exempt(facts.path):
             return _VERDICTS[Pass.EXEMPT]
+        if not facts.cookie:
+            # No cookie: no ambient session credential rides on this request. It passes when
+            # its authority is an access token the bearer layer verified (a browser never
+            # attaches one by itself), or on an endpoint declared for clients without cookies.
+            if facts.bearer:
+                return _VERDICTS[Pass.BEARER]
+            if self._cookieless and any(p.exempts(facts.path) for p in self._cookieless):
+                return _VERDICTS[Pass.COOKIELESS]
         if config.skip_authenticated and (
             facts.api_key
             or (facts.authorization is not None and facts.authorization[:7].lower() == "bearer ")

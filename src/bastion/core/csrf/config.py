@@ -144,6 +144,14 @@ class CSRFConfig:
       trailing slash included; a request path with ``//``, ``.`` or ``..`` segments is never
       exempt (:meth:`~bastion.core.paths.PathPattern.exempts`). Danger: an exempt route must
       authenticate its callers another way.
+    * ``cookieless``: endpoints for clients without cookies (a token endpoint called by
+      ``curl`` or a mobile app), in the same grammar: a request there that carries no
+      ``Cookie`` header passes, since no ambient credential rides on it; with cookies (a
+      page's own script) every check applies. Danger: such a handler must read no other
+      ambient credential (HTTP Basic, a client certificate, the client address) and set no
+      cookie from the request alone.
+    * Requests the bearer layer authenticated with an access token, and that carry no cookie,
+      pass: their authority is the token, which a browser never attaches by itself.
     * ``skip_authenticated``: pass requests with ``Authorization: Bearer`` or one of
       ``api_key_headers``. Off by default; only for routes whose CORS policy does not let other
       origins send those headers.
@@ -159,6 +167,7 @@ class CSRFConfig:
     public_origins: tuple[str, ...] = ()
     trusted_origins: tuple[str, ...] = ()
     exempt: tuple[str, ...] = ()
+    cookieless: tuple[str, ...] = ()
     skip_authenticated: bool = False
     api_key_headers: tuple[str, ...] = ("X-API-Key",)
     log_only: bool = False
@@ -187,6 +196,8 @@ class CSRFConfig:
         # Kept as text (printable, comparable); the checker compiles the patterns.
         exempt = tuple(p.text for p in parse_patterns(self.exempt, setting="exempt"))
         object.__setattr__(self, "exempt", exempt)
+        cookieless = tuple(p.text for p in parse_patterns(self.cookieless, setting="cookieless"))
+        object.__setattr__(self, "cookieless", cookieless)
         api_keys = tuple(
             _check_header_name("api_key_headers", h)
             for h in _str_tuple("api_key_headers", self.api_key_headers)
@@ -276,4 +287,10 @@ class CSRFConfig:
                 "bastion CSRF: exempt=%r skip every CSRF check; each must authenticate its "
                 "callers another way (a webhook signature, an API key)",
                 self.exempt,
+            )
+        if self.cookieless:
+            logger.info(
+                "bastion CSRF: cookieless=%r pass requests that carry no cookie; those "
+                "handlers must read no other ambient credential",
+                self.cookieless,
             )

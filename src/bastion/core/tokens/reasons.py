@@ -53,6 +53,7 @@ class TokenReason(enum.StrEnum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     # sender constraint (RFC 9449)
     DPOP_REQUIRED = "dpop_required"  # a DPoP-bound token presented without a proof
+    NOT_BOUND = "not_bound"  # a token that is not DPoP-bound presented with the DPoP scheme
     DPOP_INVALID = "dpop_invalid"  # the proof is malformed or its signature fails
     DPOP_REPLAYED = "dpop_replayed"  # the proof's jti was seen before
     DPOP_MISMATCH = "dpop_mismatch"  # htm / htu / ath / iat / key thumbprint do not match
