@@ -67,6 +67,7 @@ Scheme = Literal["bearer", "dpop"]
 
 _CREDENTIALS: Final = re.compile(r"([A-Za-z]+) +([A-Za-z0-9\-._~+/]+=*)", re.ASCII)
 _SCHEMES: Final[dict[str, Scheme]] = {"bearer": "bearer", "dpop": "dpop"}
+_SCHEME_NAME: Final = re.compile(r"[A-Za-z]+", re.ASCII)
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+", re.ASCII)
 _REALM: Final = re.compile(r"[\x20-\x7e]*", re.ASCII)
 _ALG: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.]{0,31}", re.ASCII)
@@ -487,8 +488,12 @@ class BearerRules:
 
 
 def _scheme_of(value: str | bytes) -> str:
+    """The scheme name a value starts with: its leading letters, lower-cased. Whatever follows
+    them (a space, a tab, a comma) does not change the scheme, so ``Bearer<TAB><token>`` is a
+    malformed Bearer header, not another scheme an optional path would let through."""
     text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return text.strip(" \t").split(" ", 1)[0].lower()
+    found = _SCHEME_NAME.match(text.strip(" \t"))
+    return "" if found is None else found.group().lower()
 
 
 def _scope_rules(
