@@ -6,13 +6,22 @@ real memory stores (it stands in for bastion's token service until that is merge
 
 # No ``from __future__ import annotations``: FastAPI evaluates the endpoints' annotations.
 
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from tests.bearer_support import NOW, HMACVerifier, challenge, make_token
+from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from tests.bearer_support import NOW, REALM, HMACVerifier, challenge, make_token
 from tests.test_bearer_asgi import make_app
 
+from bastion.core.tokens.bearer import BearerChallenge
+from bastion.core.tokens.principal import Principal
+from bastion.fastapi import BearerUser
+from bastion.starlette import requires_token
 from bastion.stores.memory import MemoryStore
 
 JSON = {"Accept": "application/json"}
@@ -46,3 +55,61 @@ async def test_an_optional_path_refuses_a_bearer_token_after_other_whitespace(
     }
     assert expired.split(".")[1] not in response.text
     assert other.json() == {"sub": None}  # another scheme is still the app's business
+
+
+def _revoking(jti: str) -> HMACVerifier:
+    """A verifier whose deny-list (a real store) holds ``jti``."""
+    store = MemoryStore()
+    store.sync.set("deny:" + jti, b"1")
+    return HMACVerifier(store)
+
+
+@pytest.mark.asyncio
+async def test_a_fastapi_dependency_does_not_trust_another_verifiers_principal() -> None:
+    # Two BearerUser dependencies with different verifiers on one route: the second reused the
+    # principal the first had cached in the scope, so its own verifier (here: one that has the
+    # token revoked) was never asked.
+    lenient = BearerUser(HMACVerifier(MemoryStore()), challenge=BearerChallenge(realm=REALM))
+    strict = BearerUser(_revoking("t-1"), challenge=BearerChallenge(realm=REALM))
+    app = FastAPI()
+
+    @app.get("/both", dependencies=[Depends(lenient)])
+    async def both(user: Annotated[Principal, Depends(strict)]) -> dict[str, Any]:
+        return {"sub": user.subject}
+
+    @app.get("/same", dependencies=[Depends(lenient)])
+    async def same(user: Annotated[Principal, Depends(lenient)]) -> dict[str, Any]:
+        return {"sub": user.subject}
+
+    async with client(app) as http:
+        refused = await http.get("/both", headers={"Authorization": f"Bearer {make_token()}"})
+        reused = await http.get("/same", headers={"Authorization": f"Bearer {make_token()}"})
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == challenge(
+        "invalid_token", "The access token was revoked"
+    )
+    assert refused.json() == {"detail": "The access token was revoked"}
+    assert reused.json() == {"sub": "alice"}
+    assert len(lenient.verifier.seen) == 2  # type: ignore[union-attr]  # once per request
+
+
+@pytest.mark.asyncio
+async def test_a_starlette_decorator_does_not_trust_another_verifiers_principal() -> None:
+    lenient = HMACVerifier(MemoryStore())
+    strict = _revoking("t-1")
+
+    @requires_token(verifier=lenient, challenge=BearerChallenge(realm=REALM))
+    @requires_token(verifier=strict, challenge=BearerChallenge(realm=REALM))
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/stats", stats)])
+    async with client(app) as http:
+        response = await http.get(
+            "/stats", headers={**JSON, "Authorization": f"Bearer {make_token()}"}
+        )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == challenge(
+        "invalid_token", "The access token was revoked"
+    )
+    assert response.json() == {"error": "invalid_token", "detail": "The access token was revoked"}

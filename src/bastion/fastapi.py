@@ -38,7 +38,6 @@ handshake before ``accept`` (code 1008; 1013 during an outage). No token content
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import HTTPException, Security, WebSocket, WebSocketException
@@ -48,8 +47,9 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads the annotation at run time)
 
 from bastion.asgi.bearer import (
-    PRINCIPAL_KEY,
+    ABSENT,
     attach,
+    attached,
     authenticate_scope,
     client_address,
     retry_after_value,
@@ -144,9 +144,8 @@ class BearerUser(SecurityBase):
 
     async def _principal(self, connection: HTTPConnection, route: Route) -> Principal:
         scope = connection.scope
-        state = scope.get("state")
-        found: Any = state.get(PRINCIPAL_KEY, _ABSENT) if isinstance(state, Mapping) else _ABSENT
-        if found is _ABSENT:
+        found: Any = attached(scope, self.verifier)
+        if found is ABSENT:
             if self.verifier is None:
                 raise ConfigurationError(
                     "BearerUser() without a verifier needs bastion.asgi.bearer."
@@ -155,7 +154,7 @@ class BearerUser(SecurityBase):
                     setting="verifier",
                 )
             found = await authenticate_scope(scope, self.verifier, self.rules, route, self.proxies)
-            attach(scope, found)  # a second dependency on the same request reuses it
+            attach(scope, found, by=self.verifier)  # reused by a dependency with this verifier
         if not isinstance(found, Principal):
             raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
         return found
