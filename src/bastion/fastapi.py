@@ -77,8 +77,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BearerUser", "RequireScopes"]
 
-_ABSENT: Final = object()
-
 
 class BearerUser(SecurityBase):
     """A dependency returning the request's :class:`~bastion.core.tokens.principal.Principal`

@@ -64,7 +64,6 @@ __all__ = ["principal", "requires_token"]
 
 P = ParamSpec("P")
 
-_ABSENT: Final = object()
 _WS_EXTENSION: Final = "websocket.http.response"
 
 
