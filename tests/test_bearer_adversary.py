@@ -11,18 +11,28 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from flask import Flask
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from tests.bearer_support import NOW, REALM, HMACVerifier, challenge, make_token
 from tests.test_bearer_asgi import make_app
+from tests.test_tokens_dpop import make_proof
 
-from bastion.core.tokens.bearer import BearerChallenge
-from bastion.core.tokens.principal import Principal
+import bastion.flask
+from bastion.asgi.bearer import BearerMiddleware, principal
+from bastion.core.clock import FrozenClock
+from bastion.core.keys import KeyRing, SecretKey
+from bastion.core.tokens.bearer import BearerChallenge, parse_authorization
+from bastion.core.tokens.dpop import DPoPVerifier, access_token_hash
+from bastion.core.tokens.dpop_nonce import DPoPNonces
+from bastion.core.tokens.principal import BearerRequest, Principal
+from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.fastapi import BearerUser
 from bastion.starlette import requires_token
 from bastion.stores.memory import MemoryStore
+from bastion.wsgi.bearer import BearerMiddleware as WSGIBearerMiddleware
 
 JSON = {"Accept": "application/json"}
 
@@ -113,3 +123,118 @@ async def test_a_starlette_decorator_does_not_trust_another_verifiers_principal(
         "invalid_token", "The access token was revoked"
     )
     assert response.json() == {"error": "invalid_token", "detail": "The access token was revoked"}
+
+
+class NonceVerifier(HMACVerifier):
+    """The HMAC verifier, whose tokens must come with a real DPoP proof (``DPoPVerifier`` with
+    server nonces) under the ``DPoP`` scheme."""
+
+    def __init__(self, dpop: DPoPVerifier) -> None:
+        super().__init__(MemoryStore())
+        self.dpop = dpop
+
+    def _claims(self, request: BearerRequest) -> tuple[dict[str, object], str]:
+        credentials = parse_authorization(request.authorization)
+        if credentials is None:
+            raise TokenRejected(TokenReason.MISSING)
+        plain = BearerRequest(f"Bearer {credentials.token}", None, request.method, request.url)
+        claims, jti = super()._claims(plain)
+        if credentials.scheme != "dpop" or request.dpop is None:
+            raise TokenRejected(TokenReason.DPOP_REQUIRED)
+        self.dpop.verify(
+            request.dpop, method=request.method, url=request.url, access_token=credentials.token
+        )
+        return claims, jti
+
+
+def _nonce_apps() -> tuple[DPoPNonces, list[tuple[str, Any]]]:
+    """The same nonce-requiring verifier behind the ASGI middleware, a FastAPI dependency, a
+    Starlette decorator, the WSGI middleware and a Flask decorator."""
+    nonces = DPoPNonces(KeyRing(SecretKey.generate()), clock=FrozenClock(NOW))
+    verifier = NonceVerifier(DPoPVerifier(nonces=nonces, clock=FrozenClock(NOW)))
+    challenge = BearerChallenge(realm=REALM, dpop_algorithms=("ES256",), nonces=nonces)
+
+    async def me(request: Request) -> JSONResponse:
+        found = principal(request)
+        return JSONResponse({"sub": None if found is None else found.subject})
+
+    middleware = BearerMiddleware(
+        Starlette(routes=[Route("/api/me", me)]), verifier, challenge=challenge
+    )
+    bearer = BearerUser(verifier, challenge=challenge)
+    fastapi_app = FastAPI()
+
+    @fastapi_app.get("/api/me")
+    async def fastapi_me(user: Annotated[Principal, Depends(bearer)]) -> dict[str, Any]:
+        return {"sub": user.subject}
+
+    @requires_token(verifier=verifier, challenge=challenge)
+    async def decorated(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": "alice"})
+
+    def wsgi_me(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"sub": "alice"}']
+
+    flask_app = Flask(__name__)
+    bastion.flask.init_bearer(flask_app, verifier, challenge=challenge)
+
+    @flask_app.get("/api/me")
+    @bastion.flask.bearer_required()
+    def flask_me() -> dict[str, Any]:
+        return {"sub": "alice"}
+
+    return nonces, [
+        ("asgi", middleware),
+        ("fastapi", fastapi_app),
+        ("starlette", Starlette(routes=[Route("/api/me", decorated)])),
+        ("wsgi", WSGIBearerMiddleware(wsgi_me, verifier, challenge=challenge)),
+        ("flask", flask_app),
+    ]
+
+
+def _proof(token: str, nonce: str | None = None) -> str:
+    claims: dict[str, Any] = {"htu": "https://api.test/api/me", "iat": NOW}
+    claims["ath"] = access_token_hash(token)
+    if nonce is not None:
+        claims["nonce"] = nonce
+    return make_proof(**claims)
+
+
+async def _get(kind: str, app: Any, headers: dict[str, str]) -> httpx.Response:
+    """GET /api/me on ``app`` (ASGI through an async client, WSGI through a sync one)."""
+    if kind in {"wsgi", "flask"}:
+        transport = httpx.WSGITransport(app=app)
+        with httpx.Client(transport=transport, base_url="https://api.test") as http:
+            return http.get("/api/me", headers=headers)  # noqa: ASYNC212 (a WSGI app is sync)
+    async with client(app) as http:
+        return await http.get("/api/me", headers=headers)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["asgi", "fastapi", "starlette", "wsgi", "flask"])
+async def test_a_use_dpop_nonce_refusal_sends_the_nonce_so_the_client_can_retry(
+    kind: str,
+) -> None:
+    # RFC 9449 section 9: a 401 use_dpop_nonce carries the nonce in a DPoP-Nonce header.
+    # Without it, a verifier that requires server nonces refused every request for good: no
+    # client could ever learn the nonce to put in its proof.
+    nonces, apps = _nonce_apps()
+    app = dict(apps)[kind]
+    token = make_token()
+    first = await _get(kind, app, {"Authorization": f"DPoP {token}", "DPoP": _proof(token)})
+    nonce = first.headers.get("dpop-nonce")
+    retry = await _get(kind, app, {"Authorization": f"DPoP {token}", "DPoP": _proof(token, nonce)})
+    plain = await _get(kind, app, {})
+    assert first.status_code == 401
+    assert first.headers["www-authenticate"] == (
+        f'DPoP realm="{REALM}", error="use_dpop_nonce", '
+        'error_description="The DPoP proof must carry the nonce sent in the DPoP-Nonce '
+        'header", algs="ES256", '
+        f'Bearer realm="{REALM}"'
+    )
+    assert nonce == nonces.current()
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == {"sub": "alice"}
+    assert plain.status_code == 401
+    assert "dpop-nonce" not in plain.headers  # only a use_dpop_nonce refusal needs it

@@ -130,9 +130,8 @@ class BearerUser(SecurityBase):
             if isinstance(connection, WebSocket):  # refused before accept (the server: 403)
                 raise WebSocketException(1008) from None
             status, challenge, body = self.rules.answer(refused)
-            raise HTTPException(
-                status, detail=body.detail, headers={"WWW-Authenticate": challenge}
-            ) from None
+            headers = {"WWW-Authenticate": challenge, **dict(self.rules.extra_headers(refused))}
+            raise HTTPException(status, detail=body.detail, headers=headers) from None
         except StoreUnavailable:
             if isinstance(connection, WebSocket):
                 raise WebSocketException(1013) from None

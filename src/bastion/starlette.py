@@ -108,7 +108,8 @@ def requires_token(
                     client = client_address(scope, proxies)
                     rules.audit(refused, path=path, client_ip=client)
                 status, header, body = rules.answer(refused)
-                return await _refuse(connection, status, body, {"WWW-Authenticate": header})
+                headers = {"WWW-Authenticate": header, **dict(rules.extra_headers(refused))}
+                return await _refuse(connection, status, body, headers)
             except StoreUnavailable:
                 return await _refuse(connection, 503, OUTAGE, {"Retry-After": outage_after})
             return await endpoint(*args, **kwargs)

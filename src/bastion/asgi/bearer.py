@@ -159,6 +159,10 @@ class BearerMiddleware:
                 self.rules.audit(refused, path=path, client_ip=client_address(scope, self._proxies))
             status, challenge, body = self.rules.answer(refused)
             extra = [(b"www-authenticate", challenge.encode("ascii"))]
+            extra += [
+                (name.lower().encode("ascii"), value.encode("ascii"))
+                for name, value in self.rules.extra_headers(refused)
+            ]
             await _answer(scope, receive, send, headers, status, body, extra, close_code=1008)
             return
         except StoreUnavailable:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.paths import EVERYWHERE, PathPattern, parse_patterns
@@ -50,6 +50,7 @@ __all__ = [
     "BearerRefused",
     "BearerRules",
     "Credentials",
+    "NonceSource",
     "Presented",
     "Route",
     "check_scopes",
@@ -149,6 +150,7 @@ DESCRIPTIONS: Final[dict[TokenReason, str]] = {
     TokenReason.INSUFFICIENT_SCOPE: "The access token lacks a required scope",
     TokenReason.DPOP_REQUIRED: "The access token is bound to a key: use the DPoP scheme with a "
     "DPoP proof",
+    TokenReason.DPOP_NONCE: "The DPoP proof must carry the nonce sent in the DPoP-Nonce header",
 }
 """The fixed ``error_description`` of each reason that has its own; every other reason reads
 ``"The access token is invalid"`` or, for a DPoP proof, ``"The DPoP proof is invalid"``. Kept
@@ -184,10 +186,22 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class NonceSource(Protocol):
+    """What gives the server's current DPoP nonce
+    (:class:`~bastion.core.tokens.dpop_nonce.DPoPNonces` is one)."""
+
+    def current(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class BearerChallenge:
     """How refusals challenge the client: the ``realm`` and, when DPoP is accepted, the proof
     algorithms to announce (``dpop_algorithms=("EdDSA", "ES256")``; empty: no DPoP challenge).
+
+    ``nonces`` is the server's nonce source when the DPoP verifier requires server nonces (the
+    same :class:`~bastion.core.tokens.dpop_nonce.DPoPNonces`): a ``use_dpop_nonce`` refusal
+    then carries the current nonce in a ``DPoP-Nonce`` header (RFC 9449 section 9), without
+    which no client could learn the nonce its proof must hold.
 
     Validated at construction: the realm is printable ASCII of at most 128 characters (it is
     quoted and escaped on output), each algorithm a JOSE ``alg`` name.
@@ -195,6 +209,7 @@ class BearerChallenge:
 
     realm: str = "api"
     dpop_algorithms: tuple[str, ...] = ()
+    nonces: NonceSource | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (
@@ -218,6 +233,22 @@ class BearerChallenge:
                     setting="dpop_algorithms",
                 )
         object.__setattr__(self, "dpop_algorithms", algorithms)
+        if self.nonces is not None and not callable(getattr(self.nonces, "current", None)):
+            raise ConfigurationError(
+                "nonces must be the DPoPNonces the DPoP verifier checks (a current() method)",
+                setting="nonces",
+            )
+
+    def extra_headers(self, reason: TokenReason) -> list[tuple[str, str]]:
+        """The headers a refusal for ``reason`` carries besides ``WWW-Authenticate``: the
+        ``DPoP-Nonce`` of a ``use_dpop_nonce`` refusal (a nonce outside the RFC 9449 syntax
+        is left out rather than sent)."""
+        if self.nonces is None or reason is not TokenReason.DPOP_NONCE:
+            return []
+        nonce = self.nonces.current()
+        if not isinstance(nonce, str) or _SCOPE_TOKEN.fullmatch(nonce) is None:
+            return []
+        return [("DPoP-Nonce", nonce)]
 
     def header(
         self,
@@ -477,6 +508,11 @@ class BearerRules:
             client_ip=client_ip,
             details=details,
         )
+
+    def extra_headers(self, refused: TokenRejected) -> list[tuple[str, str]]:
+        """The headers of a refusal besides ``WWW-Authenticate`` (``DPoP-Nonce``; see
+        :meth:`BearerChallenge.extra_headers`)."""
+        return self.challenge.extra_headers(refused.reason)
 
     def answer(self, refused: TokenRejected) -> tuple[int, str, Refusal]:
         """``(status, WWW-Authenticate value, body)`` of a refusal."""
