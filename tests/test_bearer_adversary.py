@@ -238,3 +238,39 @@ async def test_a_use_dpop_nonce_refusal_sends_the_nonce_so_the_client_can_retry(
     assert retry.json() == {"sub": "alice"}
     assert plain.status_code == 401
     assert "dpop-nonce" not in plain.headers  # only a use_dpop_nonce refusal needs it
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("host", ["api.test/api", "api.test/api?", "api.test\\api"])
+async def test_a_host_header_cannot_move_a_proofs_url_onto_another_path(host: str) -> None:
+    # The request URL was "scheme://" + Host + path, with the Host as sent: a Host of
+    # "api.test/api" made GET /me read as https://api.test/api/me, so a proof made for
+    # /api/me was accepted at /me. A Host with '/', '?', '#', '@' or '\\' forms no URL now.
+    verifier = NonceVerifier(DPoPVerifier(clock=FrozenClock(NOW)))
+
+    async def me(request: Request) -> JSONResponse:
+        found = principal(request)
+        return JSONResponse({"sub": None if found is None else found.subject})
+
+    app = BearerMiddleware(
+        Starlette(routes=[Route("/me", me), Route("/api/me", me)]),
+        verifier,
+        challenge=BearerChallenge(realm=REALM, dpop_algorithms=("ES256",)),
+    )
+    token = make_token()
+    async with client(app) as http:
+        moved = await http.get(
+            "/me",
+            headers={**JSON, "Host": host, "Authorization": f"DPoP {token}", "DPoP": _proof(token)},
+        )
+        honest = await http.get(
+            "/api/me", headers={"Authorization": f"DPoP {token}", "DPoP": _proof(token)}
+        )
+    assert moved.status_code == 401
+    assert moved.headers["www-authenticate"] == (
+        f'DPoP realm="{REALM}", error="invalid_dpop_proof", '
+        'error_description="The DPoP proof is invalid", algs="ES256", '
+        f'Bearer realm="{REALM}"'
+    )
+    assert moved.json() == {"error": "invalid_dpop_proof", "detail": "The DPoP proof is invalid"}
+    assert honest.json() == {"sub": "alice"}

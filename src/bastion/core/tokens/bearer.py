@@ -287,6 +287,7 @@ _UNRESERVED: Final = frozenset(
 
 
 _PERCENT: Final = frozenset(b"%")
+_NOT_IN_HOST: Final = frozenset("/?#@\\")
 
 
 def quote_path(path: str | bytes, *, encoded: bool = False) -> str:
@@ -317,13 +318,18 @@ def public_url(
     ``X-Forwarded-Host`` (their first value) replace the connection's scheme and ``Host`` only
     when ``peer`` is one of ``proxies``; from anyone else they are ignored, so a client cannot
     choose the URL its proof is checked against. ``ws``/``wss`` read as ``http``/``https``
-    (a WebSocket handshake is an HTTP ``GET``). No host reads as ``localhost``.
+    (a WebSocket handshake is an HTTP ``GET``). No host reads as ``localhost``. A host with
+    a ``/``, ``?``, ``#``, ``@`` or ``\\`` in it (a forged ``Host``) would move text into the
+    path or userinfo, so that a proof made for another path matched: the URL is then empty,
+    which no proof's ``htu`` matches.
     """
     if (forwarded_proto or forwarded_host) and proxies is not None and proxies.trusts(peer):
         if forwarded_proto:
             scheme = forwarded_proto.split(",", 1)[0].strip()
         if forwarded_host:
             host = forwarded_host.split(",", 1)[0].strip()
+    if host and any(char in host for char in _NOT_IN_HOST):
+        return ""
     scheme = scheme.lower()
     scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     return f"{scheme}://{(host or 'localhost').lower()}{path or '/'}"
