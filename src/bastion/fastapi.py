@@ -38,7 +38,6 @@ handshake before ``accept`` (code 1008; 1013 during an outage). No token content
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import HTTPException, Security, WebSocket, WebSocketException
@@ -48,8 +47,9 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads the annotation at run time)
 
 from bastion.asgi.bearer import (
-    PRINCIPAL_KEY,
+    ABSENT,
     attach,
+    attached,
     authenticate_scope,
     client_address,
     retry_after_value,
@@ -76,8 +76,6 @@ if TYPE_CHECKING:
     from bastion.core.tokens.principal import BearerVerifier
 
 __all__ = ["BearerUser", "RequireScopes"]
-
-_ABSENT: Final = object()
 
 
 class BearerUser(SecurityBase):
@@ -132,9 +130,8 @@ class BearerUser(SecurityBase):
             if isinstance(connection, WebSocket):  # refused before accept (the server: 403)
                 raise WebSocketException(1008) from None
             status, challenge, body = self.rules.answer(refused)
-            raise HTTPException(
-                status, detail=body.detail, headers={"WWW-Authenticate": challenge}
-            ) from None
+            headers = {"WWW-Authenticate": challenge, **dict(self.rules.extra_headers(refused))}
+            raise HTTPException(status, detail=body.detail, headers=headers) from None
         except StoreUnavailable:
             if isinstance(connection, WebSocket):
                 raise WebSocketException(1013) from None
@@ -144,9 +141,8 @@ class BearerUser(SecurityBase):
 
     async def _principal(self, connection: HTTPConnection, route: Route) -> Principal:
         scope = connection.scope
-        state = scope.get("state")
-        found: Any = state.get(PRINCIPAL_KEY, _ABSENT) if isinstance(state, Mapping) else _ABSENT
-        if found is _ABSENT:
+        found: Any = attached(scope, self.verifier)
+        if found is ABSENT:
             if self.verifier is None:
                 raise ConfigurationError(
                     "BearerUser() without a verifier needs bastion.asgi.bearer."
@@ -155,7 +151,7 @@ class BearerUser(SecurityBase):
                     setting="verifier",
                 )
             found = await authenticate_scope(scope, self.verifier, self.rules, route, self.proxies)
-            attach(scope, found)  # a second dependency on the same request reuses it
+            attach(scope, found, by=self.verifier)  # reused by a dependency with this verifier
         if not isinstance(found, Principal):
             raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
         return found

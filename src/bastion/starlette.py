@@ -22,7 +22,6 @@ in the middleware: ``BearerMiddleware(app, verifier, scopes={"/api/admin/*": ("a
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec
 
 from starlette.requests import HTTPConnection
@@ -30,8 +29,9 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from bastion.asgi.bearer import (
-    PRINCIPAL_KEY,
+    ABSENT,
     attach,
+    attached,
     authenticate_scope,
     client_address,
     principal,
@@ -64,7 +64,6 @@ __all__ = ["principal", "requires_token"]
 
 P = ParamSpec("P")
 
-_ABSENT: Final = object()
 _WS_EXTENSION: Final = "websocket.http.response"
 
 
@@ -109,7 +108,8 @@ def requires_token(
                     client = client_address(scope, proxies)
                     rules.audit(refused, path=path, client_ip=client)
                 status, header, body = rules.answer(refused)
-                return await _refuse(connection, status, body, {"WWW-Authenticate": header})
+                headers = {"WWW-Authenticate": header, **dict(rules.extra_headers(refused))}
+                return await _refuse(connection, status, body, headers)
             except StoreUnavailable:
                 return await _refuse(connection, 503, OUTAGE, {"Retry-After": outage_after})
             return await endpoint(*args, **kwargs)
@@ -137,9 +137,8 @@ async def _principal_for(
     proxies: TrustedProxies | None,
 ) -> Principal:
     scope = connection.scope
-    state = scope.get("state")
-    found: Any = state.get(PRINCIPAL_KEY, _ABSENT) if isinstance(state, Mapping) else _ABSENT
-    if found is _ABSENT:
+    found: Any = attached(scope, verifier)
+    if found is ABSENT:
         if verifier is None:
             raise ConfigurationError(
                 "requires_token() without a verifier needs bastion.asgi.bearer.BearerMiddleware "
@@ -147,7 +146,7 @@ async def _principal_for(
                 setting="verifier",
             )
         found = await authenticate_scope(scope, verifier, rules, route, proxies)
-        attach(scope, found)
+        attach(scope, found, by=verifier)
     if not isinstance(found, Principal):
         raise BearerRefused(TokenReason.MISSING, scopes=route.scopes)
     return found

@@ -67,8 +67,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRINCIPAL_KEY",
+    "VERIFIED_BY_KEY",
     "BearerMiddleware",
     "attach",
+    "attached",
     "authenticate_scope",
     "client_address",
     "principal",
@@ -79,6 +81,11 @@ __all__ = [
 
 PRINCIPAL_KEY: Final = "bastion.principal"
 """The key of the principal in ``scope["state"]`` (and in a WSGI environ)."""
+
+VERIFIED_BY_KEY: Final = "bastion.principal.verifier"
+"""Beside the principal in ``scope["state"]``: the verifier of the dependency or decorator that
+verified it (absent when the middleware did). A helper with another verifier verifies again
+(:func:`attached`) rather than trust a principal its own verifier never saw."""
 
 _WS_EXTENSION: Final = "websocket.http.response"
 _WANTED: Final = frozenset(
@@ -152,6 +159,10 @@ class BearerMiddleware:
                 self.rules.audit(refused, path=path, client_ip=client_address(scope, self._proxies))
             status, challenge, body = self.rules.answer(refused)
             extra = [(b"www-authenticate", challenge.encode("ascii"))]
+            extra += [
+                (name.lower().encode("ascii"), value.encode("ascii"))
+                for name, value in self.rules.extra_headers(refused)
+            ]
             await _answer(scope, receive, send, headers, status, body, extra, close_code=1008)
             return
         except StoreUnavailable:
@@ -189,12 +200,32 @@ def wanted_headers(scope: Scope) -> dict[bytes, list[bytes]]:
     return headers
 
 
-def attach(scope: Scope, found: Principal | None) -> None:
-    """Put ``found`` in ``scope["state"]["bastion.principal"]``."""
+def attach(scope: Scope, found: Principal | None, *, by: BearerVerifier | None = None) -> None:
+    """Put ``found`` in ``scope["state"]["bastion.principal"]``; ``by`` is the verifier of the
+    helper that verified it (``None``: the middleware)."""
     state = scope.get("state")
     if not isinstance(state, MutableMapping):
         state = scope["state"] = {}
     state[PRINCIPAL_KEY] = found
+    if by is None:
+        state.pop(VERIFIED_BY_KEY, None)
+    else:
+        state[VERIFIED_BY_KEY] = by
+
+
+def attached(scope: Scope, verifier: BearerVerifier | None) -> object:
+    """The principal (or ``None``) already attached to this request that a helper verifying
+    with ``verifier`` may use: the middleware's, or one verified with this same ``verifier``
+    (or any, for a helper without a verifier, which relies on what ran before it). Else
+    :data:`ABSENT`: the helper verifies the request itself."""
+    state = scope.get("state")
+    if not isinstance(state, Mapping):
+        return ABSENT
+    found = state.get(PRINCIPAL_KEY, ABSENT)
+    by = state.get(VERIFIED_BY_KEY)
+    if found is not ABSENT and verifier is not None and by is not None and by is not verifier:
+        return ABSENT
+    return found
 
 
 async def authenticate_scope(  # noqa: PLR0917 (the request, the rules, the verifier)
@@ -307,7 +338,9 @@ async def _answer(  # noqa: PLR0917 (the ASGI triple, the headers read, and the 
     await send({"type": body_type, "body": body})
 
 
-_ABSENT: Final = object()
+ABSENT: Final = object()
+"""What :func:`attached` returns when no usable principal is attached."""
+_ABSENT: Final = ABSENT
 
 
 def principal(connection: Any) -> Principal | None:

@@ -147,7 +147,8 @@ def answer_refused(
 ) -> tuple[str, list[tuple[str, str]], bytes]:
     """The response of ``refused``: status, ``WWW-Authenticate`` and body."""
     status, challenge, body_of = rules.answer(refused)
-    return refusal_response(environ, status, body_of, [("WWW-Authenticate", challenge)])
+    extra = [("WWW-Authenticate", challenge), *rules.extra_headers(refused)]
+    return refusal_response(environ, status, body_of, extra)
 
 
 class BearerMiddleware:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.paths import EVERYWHERE, PathPattern, parse_patterns
@@ -50,6 +50,7 @@ __all__ = [
     "BearerRefused",
     "BearerRules",
     "Credentials",
+    "NonceSource",
     "Presented",
     "Route",
     "check_scopes",
@@ -67,6 +68,7 @@ Scheme = Literal["bearer", "dpop"]
 
 _CREDENTIALS: Final = re.compile(r"([A-Za-z]+) +([A-Za-z0-9\-._~+/]+=*)", re.ASCII)
 _SCHEMES: Final[dict[str, Scheme]] = {"bearer": "bearer", "dpop": "dpop"}
+_SCHEME_NAME: Final = re.compile(r"[A-Za-z]+", re.ASCII)
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+", re.ASCII)
 _REALM: Final = re.compile(r"[\x20-\x7e]*", re.ASCII)
 _ALG: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.]{0,31}", re.ASCII)
@@ -148,6 +150,7 @@ DESCRIPTIONS: Final[dict[TokenReason, str]] = {
     TokenReason.INSUFFICIENT_SCOPE: "The access token lacks a required scope",
     TokenReason.DPOP_REQUIRED: "The access token is bound to a key: use the DPoP scheme with a "
     "DPoP proof",
+    TokenReason.DPOP_NONCE: "The DPoP proof must carry the nonce sent in the DPoP-Nonce header",
 }
 """The fixed ``error_description`` of each reason that has its own; every other reason reads
 ``"The access token is invalid"`` or, for a DPoP proof, ``"The DPoP proof is invalid"``. Kept
@@ -183,10 +186,22 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class NonceSource(Protocol):
+    """What gives the server's current DPoP nonce
+    (:class:`~bastion.core.tokens.dpop_nonce.DPoPNonces` is one)."""
+
+    def current(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class BearerChallenge:
     """How refusals challenge the client: the ``realm`` and, when DPoP is accepted, the proof
     algorithms to announce (``dpop_algorithms=("EdDSA", "ES256")``; empty: no DPoP challenge).
+
+    ``nonces`` is the server's nonce source when the DPoP verifier requires server nonces (the
+    same :class:`~bastion.core.tokens.dpop_nonce.DPoPNonces`): a ``use_dpop_nonce`` refusal
+    then carries the current nonce in a ``DPoP-Nonce`` header (RFC 9449 section 9), without
+    which no client could learn the nonce its proof must hold.
 
     Validated at construction: the realm is printable ASCII of at most 128 characters (it is
     quoted and escaped on output), each algorithm a JOSE ``alg`` name.
@@ -194,6 +209,7 @@ class BearerChallenge:
 
     realm: str = "api"
     dpop_algorithms: tuple[str, ...] = ()
+    nonces: NonceSource | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (
@@ -217,6 +233,22 @@ class BearerChallenge:
                     setting="dpop_algorithms",
                 )
         object.__setattr__(self, "dpop_algorithms", algorithms)
+        if self.nonces is not None and not callable(getattr(self.nonces, "current", None)):
+            raise ConfigurationError(
+                "nonces must be the DPoPNonces the DPoP verifier checks (a current() method)",
+                setting="nonces",
+            )
+
+    def extra_headers(self, reason: TokenReason) -> list[tuple[str, str]]:
+        """The headers a refusal for ``reason`` carries besides ``WWW-Authenticate``: the
+        ``DPoP-Nonce`` of a ``use_dpop_nonce`` refusal (a nonce outside the RFC 9449 syntax
+        is left out rather than sent)."""
+        if self.nonces is None or reason is not TokenReason.DPOP_NONCE:
+            return []
+        nonce = self.nonces.current()
+        if not isinstance(nonce, str) or _SCOPE_TOKEN.fullmatch(nonce) is None:
+            return []
+        return [("DPoP-Nonce", nonce)]
 
     def header(
         self,
@@ -255,6 +287,7 @@ _UNRESERVED: Final = frozenset(
 
 
 _PERCENT: Final = frozenset(b"%")
+_NOT_IN_HOST: Final = frozenset("/?#@\\")
 
 
 def quote_path(path: str | bytes, *, encoded: bool = False) -> str:
@@ -285,13 +318,18 @@ def public_url(
     ``X-Forwarded-Host`` (their first value) replace the connection's scheme and ``Host`` only
     when ``peer`` is one of ``proxies``; from anyone else they are ignored, so a client cannot
     choose the URL its proof is checked against. ``ws``/``wss`` read as ``http``/``https``
-    (a WebSocket handshake is an HTTP ``GET``). No host reads as ``localhost``.
+    (a WebSocket handshake is an HTTP ``GET``). No host reads as ``localhost``. A host with
+    a ``/``, ``?``, ``#``, ``@`` or ``\\`` in it (a forged ``Host``) would move text into the
+    path or userinfo, so that a proof made for another path matched: the URL is then empty,
+    which no proof's ``htu`` matches.
     """
     if (forwarded_proto or forwarded_host) and proxies is not None and proxies.trusts(peer):
         if forwarded_proto:
             scheme = forwarded_proto.split(",", 1)[0].strip()
         if forwarded_host:
             host = forwarded_host.split(",", 1)[0].strip()
+    if host and any(char in host for char in _NOT_IN_HOST):
+        return ""
     scheme = scheme.lower()
     scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     return f"{scheme}://{(host or 'localhost').lower()}{path or '/'}"
@@ -477,6 +515,11 @@ class BearerRules:
             details=details,
         )
 
+    def extra_headers(self, refused: TokenRejected) -> list[tuple[str, str]]:
+        """The headers of a refusal besides ``WWW-Authenticate`` (``DPoP-Nonce``; see
+        :meth:`BearerChallenge.extra_headers`)."""
+        return self.challenge.extra_headers(refused.reason)
+
     def answer(self, refused: TokenRejected) -> tuple[int, str, Refusal]:
         """``(status, WWW-Authenticate value, body)`` of a refusal."""
         reason = refused.reason
@@ -487,8 +530,12 @@ class BearerRules:
 
 
 def _scheme_of(value: str | bytes) -> str:
+    """The scheme name a value starts with: its leading letters, lower-cased. Whatever follows
+    them (a space, a tab, a comma) does not change the scheme, so ``Bearer<TAB><token>`` is a
+    malformed Bearer header, not another scheme an optional path would let through."""
     text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return text.strip(" \t").split(" ", 1)[0].lower()
+    found = _SCHEME_NAME.match(text.strip(" \t"))
+    return "" if found is None else found.group().lower()
 
 
 def _scope_rules(
