@@ -510,3 +510,28 @@ def test_the_recording_sink_keeps_events_in_order() -> None:
     assert repr(sink) == "RecordingAuditSink(2 events)"
     sink.clear()
     assert sink.names() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("/reset-password/bot_" + "A" * 22 + "." + "b" * 43, "/reset-password/bot_[redacted]"),
+        ("key bst_" + "x" * 30 + " used", "key bst_[redacted] used"),
+        ("brt_" + "f" * 22 + "." + "s" * 43, "brt_[redacted]"),
+        ("Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2ln", "Bearer [jwt]"),
+        ("/about_us", "/about_us"),
+        ("bot_short", "bot_short"),
+    ],
+)
+def test_credential_shaped_detail_text_is_redacted(text: str, shown: str) -> None:
+    from bastion.core.audit import redact_credentials  # noqa: PLC0415
+
+    assert redact_credentials(text) == shown
+    event = AuditEvent(
+        name="malicious_csrf",
+        time=datetime.now(UTC),
+        outcome=Outcome.BLOCKED,
+        level=Level.WARN,
+        details={"path": text},
+    )
+    assert event.details["path"] == shown

@@ -301,3 +301,27 @@ def test_the_token_routes_from_curl(served: str) -> None:
     assert status == 200
     status, refused = run_curl("-H", f"Authorization: Bearer {access}", f"{served}/api/me")
     assert (status, refused) == (401, {"error": "invalid_token"})
+
+
+@pytest.mark.asyncio
+async def test_a_refused_post_to_a_reset_link_keeps_the_token_out_of_the_audit_trail(
+    app: DemoApp,
+) -> None:
+    await request_reset(app, "demo")
+    async with client_for(app) as browser:
+        await log_in(browser)
+        link = await reset_link(browser)
+    token = link.rsplit("/", 1)[1]
+    async with client_for(app) as forger:
+        forged = await forger.post(
+            link,
+            data={"new_password": NEWER},
+            headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        )
+        assert forged.status_code == 403
+    events = [event.to_dict() for event in app.events]
+    csrf = [event for event in events if event["event"] == "malicious_csrf"]
+    assert csrf, events
+    assert csrf[-1]["details"]["path"] == "/reset-password/bot_[redacted]"
+    assert token not in repr(events)
+    assert token.split(".")[1] not in repr(events)

@@ -87,6 +87,7 @@ __all__ = [
     "clean_text",
     "current_request_id",
     "default_level",
+    "redact_credentials",
 ]
 
 DetailValue: TypeAlias = str | int | float | bool | None
@@ -388,6 +389,22 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return "".join(pieces)
 
 
+_CREDENTIAL = re.compile(
+    r"\b(bst|brt|bot)_[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]+)?"  # bastion's opaque tokens
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a compact JWS or JWT
+)
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every credential-shaped part replaced: bastion's API keys (``bst_``),
+    refresh tokens (``brt_``) and one-time tokens (``bot_``), and anything shaped like a JWT.
+    Every string detail of an event goes through it, so a path such as
+    ``/reset-password/bot_...`` in a refusal's event never carries the token."""
+    if "_" not in text and "eyJ" not in text:
+        return text
+    return _CREDENTIAL.sub(lambda m: f"{m.group(1)}_[redacted]" if m.group(1) else "[jwt]", text)
+
+
 def _clean_value(key: str, value: object) -> DetailValue:
     if value is None or isinstance(value, bool):
         return value
@@ -398,7 +415,7 @@ def _clean_value(key: str, value: object) -> DetailValue:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
-        return clean_text(value)
+        return clean_text(redact_credentials(value))
     raise ConfigurationError(
         f"audit detail {key!r} must be a str, int, float, bool or None, not "
         f"{type(value).__name__}; pass a scalar (convert it with str() if it is safe to log)",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from bastion.core.audit import Auditor, EventName, Outcome
+from bastion.core.audit import Auditor, EventName, Outcome, redact_credentials
 from bastion.core.clock import Clock, system_clock
 from bastion.core.csrf.checks import CSRFChecker, CSRFReason
 from bastion.core.csrf.config import CSRFConfig, logger
@@ -154,7 +154,7 @@ class CSRFGuard:
             logger.warning(
                 "bastion CSRF (log only): would refuse %s %s: %s",
                 facts.method,
-                facts.path,
+                redact_credentials(facts.path),
                 reason.value,
             )
 
