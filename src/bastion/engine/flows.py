@@ -15,9 +15,10 @@ command's result. A flow does no I/O itself, so the same flow serves an ASGI app
 A store error raised by a command is thrown into the flow at its ``yield``, so a flow may catch
 it; an uncaught one propagates to the caller unchanged (``StoreUnavailable`` stays
 ``StoreUnavailable``). Each store command is exactly one store call, so counting yielded store
-commands counts round trips. :class:`Pause` is no store call: a compare-and-set loop yields it
-to back off after a lost race (``asyncio.sleep`` in the async driver, ``time.sleep`` in the
-sync one).
+commands counts round trips; the one exception is :class:`CompareAndSetRead` on a store
+without ``compare_and_set_read``, which the drivers run as a compare-and-set then gets.
+:class:`Pause` is no store call: a compare-and-set loop yields it to back off after a lost race
+(``asyncio.sleep`` in the async driver, ``time.sleep`` in the sync one).
 
 :class:`GetMany` reads several keys in one store call on a store with the
 :class:`~bastion.stores.base.SupportsGetMany` capability (the three bastion stores: one ``MGET``
@@ -47,6 +48,7 @@ __all__ = [
     "CAS_ATTEMPTS",
     "UNREAD",
     "CompareAndSet",
+    "CompareAndSetRead",
     "Delete",
     "Done",
     "Flow",
@@ -99,6 +101,21 @@ class CompareAndSet:
 
 
 @dataclass(frozen=True, slots=True)
+class CompareAndSetRead:
+    """Compare-and-set ``key`` and read ``read`` in one store call where the store can
+    (:class:`~bastion.stores.base.SupportsCompareAndSetRead`: one Redis script), else as a
+    compare-and-set then a get. The result is ``(won, current, read_value)``: ``current`` is
+    the live value of ``key`` afterwards (``value`` when it won), so a loop that lost need not
+    read it again."""
+
+    key: str
+    expected: bytes | None
+    value: bytes
+    ttl: float | None
+    read: str
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Wait ``seconds`` before the next command (a backoff; no store call)."""
 
@@ -117,7 +134,7 @@ def backoff(attempt: int) -> Pause:
     return Pause(ceiling * secrets.randbelow(1024) / 1024)
 
 
-Command: TypeAlias = Get | GetMany | Set | Delete | CompareAndSet | Pause
+Command: TypeAlias = Get | GetMany | Set | Delete | CompareAndSet | CompareAndSetRead | Pause
 Flow: TypeAlias = Generator[Command, Any, _T]
 """A generator that yields commands, receives their results, and returns a ``_T``."""
 
@@ -210,6 +227,28 @@ def _unknown(command: object) -> StoreError:
     return StoreError(f"a flow yielded {command!r}, which is not a store command")
 
 
+def _cas_read_sync(
+    store: SyncStore, c: CompareAndSetRead
+) -> tuple[bool, bytes | None, bytes | None]:
+    native = getattr(store, "compare_and_set_read", None)
+    if native is not None:
+        return native(c.key, c.expected, c.value, c.ttl, c.read)  # type: ignore[no-any-return]
+    won = store.compare_and_set(c.key, c.expected, c.value, c.ttl)
+    current = c.value if won else store.get(c.key)
+    return won, current, store.get(c.read)
+
+
+async def _cas_read_async(
+    store: Store, c: CompareAndSetRead
+) -> tuple[bool, bytes | None, bytes | None]:
+    native = getattr(store, "compare_and_set_read", None)
+    if native is not None:
+        return await native(c.key, c.expected, c.value, c.ttl, c.read)  # type: ignore[no-any-return]
+    won = await store.compare_and_set(c.key, c.expected, c.value, c.ttl)
+    current = c.value if won else await store.get(c.key)
+    return won, current, await store.get(c.read)
+
+
 def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
     """Run ``flow`` to completion against a synchronous store."""
     send = flow.send
@@ -233,6 +272,8 @@ def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
                     many = getattr(store, "get_many", None)
                     keys = command.keys
                     result = [store.get(k) for k in keys] if many is None else many(keys)
+                elif type(command) is CompareAndSetRead:
+                    result = _cas_read_sync(store, command)
                 elif type(command) is Pause:
                     time.sleep(command.seconds)
                     result = None
@@ -272,6 +313,8 @@ async def drive_async(flow: Flow[_T], store: Store) -> _T:
                     result = (
                         [await store.get(k) for k in keys] if many is None else await many(keys)
                     )
+                elif type(command) is CompareAndSetRead:
+                    result = await _cas_read_async(store, command)
                 elif type(command) is Pause:
                     await asyncio.sleep(command.seconds)
                     result = None

@@ -28,12 +28,14 @@ if TYPE_CHECKING:
     from bastion.core.ratelimit import Rate
 
 __all__ = [
+    "CAS_READ_SCRIPT",
     "CAS_SCRIPT",
     "CAS_SCRIPT_BYTES",
     "CAS_SHA",
     "CAS_SHA_BYTES",
     "LUA_SCRIPTS",
     "LUA_SHAS",
+    "cas_read_reply",
     "decisions",
     "script_command",
     "ttl_to_milliseconds",
@@ -83,6 +85,38 @@ return 1
 CAS_SHA: Final = hashlib.sha1(CAS_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
 CAS_SHA_BYTES: Final = CAS_SHA.encode("ascii")
 CAS_SCRIPT_BYTES: Final = CAS_SCRIPT.encode("utf-8")
+
+# The compare-and-set above, then a read of KEYS[2], in one atomic step (one round trip).
+# Replies {won, the live value of KEYS[1] afterwards, the value of KEYS[2]} (false -> nil).
+# Sent with EVAL every time: one round trip, no NOSCRIPT retry (the server caches it anyway).
+CAS_READ_SCRIPT: Final = """\
+local key, value, px = KEYS[1], ARGV[1], ARGV[2]
+local cur = redis.call('GET', key)
+local won = 0
+if (#ARGV == 2 and not cur) or (#ARGV == 3 and cur == ARGV[3]) then
+  if px == '0' then
+    redis.call('SET', key, value)
+  else
+    redis.call('SET', key, value, 'PX', px)
+  end
+  won = 1
+  cur = value
+end
+return {won, cur, redis.call('GET', KEYS[2])}
+"""
+
+
+def cas_read_reply(reply: object) -> tuple[bool, bytes | None, bytes | None]:
+    """Check and unpack the reply of :data:`CAS_READ_SCRIPT`."""
+    if (
+        not isinstance(reply, list)
+        or len(reply) != 3
+        or reply[0] not in (0, 1)
+        or not all(v is None or isinstance(v, bytes) for v in reply[1:])
+    ):
+        raise StoreError(f"Redis compare-and-set-read script returned {reply!r:.80}")
+    return reply[0] == 1, reply[1], reply[2]
+
 
 _LUA_COMMON: Final = """
 local function idiv(a, b)

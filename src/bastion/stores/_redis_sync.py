@@ -10,12 +10,14 @@ from redis import exceptions as redis_errors
 
 from bastion.errors import StoreError
 from bastion.stores._redis_scripts import (
+    CAS_READ_SCRIPT,
     CAS_SCRIPT,
     CAS_SCRIPT_BYTES,
     CAS_SHA,
     CAS_SHA_BYTES,
     LUA_SCRIPTS,
     LUA_SHAS,
+    cas_read_reply,
     script_command,
     ttl_to_milliseconds,
 )
@@ -190,6 +192,26 @@ class RedisSyncStore:
         if result not in (0, 1):
             raise StoreError(f"Redis compare_and_set script returned {result!r}; expected 0 or 1")
         return bool(result == 1)
+
+    def compare_and_set_read(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None, read: str
+    ) -> tuple[bool, bytes | None, bytes | None]:
+        """The sync twin of :meth:`RedisStore.compare_and_set_read`: one round trip."""
+        store = self._store
+        full = store._open_key("compare_and_set_read", key)
+        other = store._open_key("compare_and_set_read", read)
+        args: list[bytes] = [check_value(value), b"%d" % ttl_to_milliseconds(ttl)]
+        if expected is not None:
+            args.append(check_value(expected))
+        operation = "compare_and_set_read"
+        if self._resp is not None:
+            script = CAS_READ_SCRIPT.encode("utf-8")
+            reply = self._fast(operation, pack(b"EVAL", script, b"2", full, other, *args))
+        else:
+            reply = self._run(
+                operation, lambda client: client.eval(CAS_READ_SCRIPT, 2, full, other, *args)
+            )
+        return cas_read_reply(reply)
 
     def rate_script(self, strategy: Strategy, keys: list[bytes], args: list[bytes]) -> Any:
         """Run ``strategy``'s rate-limit script (the store's ``hit_sync``): one round trip, and

@@ -44,6 +44,13 @@ keys of one call with the same :func:`~bastion.stores.keyspace.hash_tag` identif
 flow drivers (:mod:`bastion.engine.flows`) fall back to one ``get`` per key on a store without
 it, so third-party stores keep working, at one round trip per key.
 
+Atomic steps. Two optional capabilities let a flow do more in one step:
+:class:`SupportsCompareAndSetRead` (compare-and-set one key and read another in one call; Redis
+runs it as one script) and :class:`SupportsTransaction` (several operations in one transaction;
+SQLite runs them in one ``BEGIN IMMEDIATE``). Refresh-token rotation uses them to stay within
+two Redis round trips and one SQLite transaction; on a store without them the same flow runs
+with plain operations.
+
 Keys are any non-empty text up to :data:`MAX_KEY_BYTES` bytes of UTF-8 (colons, spaces, braces,
 newlines and non-ASCII included). Values are bytes up to :data:`MAX_VALUE_BYTES`. A store that
 cannot be reached raises :class:`~bastion.errors.StoreUnavailable` within its timeout; a bad
@@ -53,12 +60,12 @@ key, TTL or value raises :class:`~bastion.errors.StoreError` before any I/O.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from bastion.errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from bastion.core.ratelimit import Decision, Rate, Strategy
 
@@ -67,11 +74,13 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "Store",
+    "SupportsCompareAndSetRead",
     "SupportsGetMany",
     "SupportsGetManySync",
     "SupportsPurge",
     "SupportsRateLimit",
     "SupportsSync",
+    "SupportsTransaction",
     "SyncStore",
     "check_key",
     "check_keys",
@@ -81,6 +90,8 @@ __all__ = [
     "require_sync",
     "sync_side",
 ]
+
+_T = TypeVar("_T")
 
 MAX_KEY_BYTES = 1024
 """Longest key, in bytes of UTF-8. Keys are identifiers, not payloads."""
@@ -209,6 +220,39 @@ class SupportsPurge(Protocol):
     async def purge_expired(self) -> int:
         """Delete every expired entry now and say how many went."""
         ...
+
+
+@runtime_checkable
+class SupportsCompareAndSetRead(Protocol):
+    """A store that compare-and-sets one key and reads another in one call (Redis: one script,
+    one round trip). The reply is ``(won, current, read_value)``: ``current`` is the live value
+    of ``key`` afterwards (``value`` when it won), ``read_value`` that of ``read``, both read
+    in the same atomic step as the write. The flow command
+    :class:`~bastion.engine.flows.CompareAndSetRead` uses it where offered and falls back to a
+    compare-and-set then two gets elsewhere. In a Redis Cluster the two keys would have to
+    share a slot; the store does not support a cluster client yet."""
+
+    async def compare_and_set_read(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None, read: str
+    ) -> tuple[bool, bytes | None, bytes | None]: ...
+
+
+@runtime_checkable
+class SupportsTransaction(Protocol):
+    """A store that runs several operations as one transaction (SQLite: ``BEGIN IMMEDIATE`` on
+    one connection). ``work`` receives a :class:`SyncStore` bound to the transaction and runs
+    on the store's own thread (``transaction``) or the calling thread (``transaction_sync``);
+    every call it makes sees and writes one consistent state, and no other writer (thread or
+    process) comes between them. Its return commits, an exception rolls back and propagates.
+
+    Danger: ``work`` holds the store's write lock while it runs: it must do no I/O of its own
+    and must not sleep; a compare-and-set inside it never loses, so a flow's retry loop does
+    not back off there.
+    """
+
+    async def transaction(self, work: Callable[[SyncStore], _T]) -> _T: ...
+
+    def transaction_sync(self, work: Callable[[SyncStore], _T]) -> _T: ...
 
 
 def sync_side(store: Store) -> SyncStore | None:

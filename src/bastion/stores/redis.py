@@ -57,12 +57,14 @@ from bastion.core.clock import system_clock
 from bastion.core.ratelimit import micros
 from bastion.errors import ConfigurationError, StoreError
 from bastion.stores._redis_scripts import (
+    CAS_READ_SCRIPT,
     CAS_SCRIPT,
     CAS_SCRIPT_BYTES,
     CAS_SHA,
     CAS_SHA_BYTES,
     LUA_SCRIPTS,
     LUA_SHAS,
+    cas_read_reply,
     decisions,
     script_command,
     ttl_to_milliseconds,
@@ -401,6 +403,25 @@ class RedisStore:
         if result not in (0, 1):
             raise StoreError(f"Redis compare_and_set script returned {result!r}; expected 0 or 1")
         return bool(result == 1)
+
+    async def compare_and_set_read(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None, read: str
+    ) -> tuple[bool, bytes | None, bytes | None]:
+        """:meth:`compare_and_set` ``key``, then read ``read``, in one script: one round trip
+        (:class:`~bastion.stores.base.SupportsCompareAndSetRead`)."""
+        full = self._open_key("compare_and_set_read", key)
+        other = self._open_key("compare_and_set_read", read)
+        args: list[bytes] = [check_value(value), b"%d" % ttl_to_milliseconds(ttl)]
+        if expected is not None:
+            args.append(check_value(expected))
+        operation = "compare_and_set_read"
+        if self._resp is not None:
+            script = CAS_READ_SCRIPT.encode("utf-8")
+            reply = await self._fast(operation, pack(b"EVAL", script, b"2", full, other, *args))
+        else:
+            client = self._clients.get()
+            reply = await self._run(operation, client.eval(CAS_READ_SCRIPT, 2, full, other, *args))
+        return cas_read_reply(reply)
 
     # -- rate limits (SupportsRateLimit; the scripts are in bastion.stores._redis_scripts) ------
 

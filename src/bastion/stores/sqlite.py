@@ -93,6 +93,7 @@ if TYPE_CHECKING:
 
     from bastion.core.clock import Clock
     from bastion.core.ratelimit import Decision, Rate, Strategy
+    from bastion.stores.base import SyncStore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -380,6 +381,29 @@ class SQLiteStore:
 
         return "comparing and setting a key", op
 
+    # -- SupportsTransaction ---------------------------------------------------------------------
+
+    async def transaction(self, work: Callable[[SyncStore], _T]) -> _T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction on the worker thread
+        (:class:`~bastion.stores.base.SupportsTransaction`)."""
+        return await self._run("running a transaction", functools.partial(self._transact, work))
+
+    def transaction_sync(self, work: Callable[[SyncStore], _T]) -> _T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction on the calling thread's
+        connection."""
+        return self._run_sync("running a transaction", functools.partial(self._transact, work))
+
+    def _transact(self, work: Callable[[SyncStore], _T], conn: sqlite3.Connection) -> _T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(_TransactionView(self, conn))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
     def _run_sync(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``op`` on the calling thread's own connection (the sync side)."""
         with self._lock:
@@ -567,6 +591,52 @@ class SQLiteStore:
 
 def _purge_batch(conn: sqlite3.Connection, now: float) -> int:
     return conn.execute(_SQL_PURGE, (now, _PURGE_BATCH)).rowcount
+
+
+class _TransactionView:
+    """The :class:`~bastion.stores.base.SyncStore` a transaction's ``work`` receives: each
+    operation runs on the transaction's connection, inside it."""
+
+    __slots__ = ("_conn", "_store")
+
+    local: Final = True
+    nonblocking: Final = False
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    def _do(self, action: str, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return op(self._conn)
+        except sqlite3.Error as exc:
+            raise self._store._translate(exc, action) from exc
+
+    def get(self, key: str) -> bytes | None:
+        return self._do(*self._store._op_get(key))
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._do(*self._store._op_set(key, value, ttl))
+
+    def delete(self, key: str) -> bool:
+        return self._do(*self._store._op_delete(key))
+
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None = None
+    ) -> bool:
+        return self._do(*self._store._op_compare_and_set(key, expected, value, ttl))
+
+    def compare_and_set_read(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float | None, read: str
+    ) -> tuple[bool, bytes | None, bytes | None]:
+        won = self.compare_and_set(key, expected, value, ttl)
+        return won, value if won else self.get(key), self.get(read)
+
+    def close(self) -> None:
+        """Nothing to release: the transaction's connection belongs to the store."""
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore.transaction({str(self._store.path)!r})"
 
 
 class SQLiteSyncStore:

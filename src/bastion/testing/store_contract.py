@@ -68,6 +68,7 @@ from bastion.stores.base import (
     SupportsGetMany,
 )
 from bastion.testing._store_worker import cas_increment_worker, rate_limit_worker
+from bastion.testing.atomic_contract import AtomicContract
 from bastion.testing.ratelimit_contract import RateLimitContract
 
 __all__ = ["AdvanceTime", "SharedStoreContract", "StoreContract"]
@@ -132,11 +133,12 @@ BAD_TTLS: tuple[object, ...] = (
 BAD_VALUES: tuple[object, ...] = ("text", None, 1, 1.5, ["b"], object())
 
 
-class StoreContract(RateLimitContract):
+class StoreContract(RateLimitContract, AtomicContract):
     """Mixin of contract tests. Subclass it as ``Test...`` and provide the fixtures above.
 
     It includes the rate-limit capability's tests (:mod:`bastion.testing.ratelimit_contract`);
-    a store without the capability sets ``rate_limits = False`` on its test class.
+    a store without the capability sets ``rate_limits = False`` on its test class. It
+    includes the atomic capabilities' tests too (:mod:`bastion.testing.atomic_contract`).
     """
 
     # -- basics -------------------------------------------------------------------------------

@@ -1,0 +1,521 @@
+"""Refresh-token families on a store: issue, rotate, inspect, revoke (flows, written once).
+
+The decisions are :func:`bastion.core.tokens.refresh.decide`; this module reads and writes the
+family record (``hash_tag("token-family", family id)``) and the user's revocation epoch (the
+sessions' :func:`~bastion.engine.sessions.registry.epoch_key`, raised by "revoke all"; no second
+epoch is kept).
+
+Round trips of one rotation. The flow reads the family (one ``Get``), decides, then writes the
+successor and reads the user's epoch in one :class:`~bastion.engine.flows.CompareAndSetRead`:
+
+* Redis: 2 round trips (``GET``, then one script: compare-and-set + epoch ``GET``).
+* SQLite: the whole flow runs in ONE ``BEGIN IMMEDIATE`` transaction
+  (:class:`~bastion.stores.base.SupportsTransaction`), so the compare-and-set never loses.
+* Other stores: the same flow, driven plainly (a store without ``compare_and_set_read`` gets a
+  compare-and-set then two gets).
+
+The epoch is read after the successor is written, in the same atomic step on Redis. That is as
+strict as reading it first: the epoch only rises, and a family's epoch is fixed at its login, so
+a family written under a risen epoch is refused at this and every later use (and the refusal
+writes a tombstone, so that an expired epoch record cannot revive it).
+
+Danger: the epoch record's TTL is set by the sessions registry (twice the longest session
+lifetime plus slack); a family made under epoch 0 that is never presented while a raised epoch
+record lives, and outlives that record, is accepted again. Keep the refresh lifetime within the
+epoch TTL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from bastion.core.audit import EventName, Outcome
+from bastion.core.clock import system_clock
+from bastion.core.sessions.index import decode_epoch
+from bastion.core.tokens.reasons import TokenReason, TokenRejected
+from bastion.core.tokens.refresh import (
+    FamilyRecord,
+    FamilySecrets,
+    ParsedToken,
+    Refuse,
+    Replay,
+    Reuse,
+    Rotate,
+    decide,
+    decode_record,
+    encode_record,
+    format_token,
+    is_known,
+    new_family_id,
+    new_secret,
+    parse_token,
+)
+from bastion.engine.flows import (
+    CAS_ATTEMPTS,
+    CompareAndSet,
+    CompareAndSetRead,
+    Flow,
+    Get,
+    backoff,
+    drive_async,
+    drive_sync,
+)
+from bastion.engine.sessions.registry import epoch_key
+from bastion.errors import BadData, ConfigurationError, StoreBusy
+from bastion.stores.base import SupportsTransaction, require_sync, sync_side
+from bastion.stores.keyspace import hash_tag
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bastion.core.audit import Auditor
+    from bastion.core.clock import Clock
+    from bastion.core.keys import KeyRing
+    from bastion.stores.base import Store, SyncStore
+
+__all__ = ["FamilyInfo", "RefreshPolicy", "RefreshTokens", "Rotation", "family_key"]
+
+DAY: Final = 86400.0
+TOMBSTONE_SLACK: Final = 3600.0
+"""How long a family record outlives its absolute expiry in the store, so that a late use is
+refused ``EXPIRED`` (not ``UNKNOWN``) and hosts with skewed clocks agree."""
+MAX_GRACE: Final = 60.0
+
+
+def family_key(family_id: str) -> str:
+    """The store key of a refresh family."""
+    return hash_tag("token-family", family_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshPolicy:
+    """How long families live. ``lifetime`` is absolute from the login and never extended by
+    rotation; ``idle`` (optional) ends a family unused for that long; ``grace`` (0 to 60 s) is
+    how long the previous token may be retried for the same successor; ``prefix`` starts
+    every token."""
+
+    lifetime: float = 30 * DAY
+    idle: float | None = None
+    grace: float = 10.0
+    prefix: str = "brt_"
+
+    def __post_init__(self) -> None:
+        if not _seconds(self.lifetime) or self.lifetime > 400 * DAY:
+            raise ConfigurationError(
+                f"lifetime must be seconds greater than 0 and at most 400 days; got "
+                f"{self.lifetime!r} (the default is 30 days)",
+                setting="lifetime",
+            )
+        if self.idle is not None and (not _seconds(self.idle) or self.idle > self.lifetime):
+            raise ConfigurationError(
+                f"idle must be None or seconds greater than 0 and at most lifetime; got "
+                f"{self.idle!r} (for example 14 days)",
+                setting="idle",
+            )
+        grace = self.grace
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not (0 <= grace <= MAX_GRACE)
+        ):
+            raise ConfigurationError(
+                f"grace must be 0 to {MAX_GRACE:g} seconds; got {grace!r} (the default is 10)",
+                setting="grace",
+            )
+        if (
+            not isinstance(self.prefix, str)
+            or not 1 <= len(self.prefix) <= 16
+            or not self.prefix.isascii()
+            or "." in self.prefix
+            or any(not (c.isalnum() or c == "_") for c in self.prefix)
+        ):
+            raise ConfigurationError(
+                f"prefix must be 1-16 ASCII letters, digits or '_'; got {self.prefix!r}",
+                setting="prefix",
+            )
+
+
+def _seconds(value: object) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyInfo:
+    """What a family says about its login (no secret, no hash)."""
+
+    family_id: str
+    user_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    epoch: int
+    cnf_jkt: str | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """A successful rotation: the new refresh token, its family, and whether this was a
+    grace-window retry that got the successor handed out before (``replayed``)."""
+
+    token: str
+    family: FamilyInfo
+    replayed: bool
+
+    def __repr__(self) -> str:
+        return f"Rotation(token='**********', family={self.family!r}, replayed={self.replayed})"
+
+
+def _info(family_id: str, record: FamilyRecord) -> FamilyInfo:
+    return FamilyInfo(
+        family_id,
+        record.user_id,
+        record.client_id,
+        record.scopes,
+        record.created_at,
+        record.expires_at,
+        record.epoch,
+        record.cnf_jkt,
+        record.generation,
+    )
+
+
+def _decode(raw: bytes | None) -> FamilyRecord | None:
+    if raw is None:
+        return None
+    try:
+        return decode_record(raw)
+    except BadData:
+        raise TokenRejected(TokenReason.REVOKED, "refresh family record is unreadable") from None
+
+
+def _epoch(raw: bytes | None) -> tuple[int | None, bool]:
+    try:
+        return decode_epoch(raw).number, raw is not None
+    except BadData:
+        return None, True  # unreadable: refuse rather than guess
+
+
+_Result = Rotation | TokenRejected
+_T = TypeVar("_T")
+
+
+class RefreshTokens:
+    """Refresh-token families over ``store`` (see the module docstring).
+
+    ``keyring`` keys the secret hashes and successor derivation (the family survives a ring
+    rotation: every key of the ring verifies). ``auditor`` receives ``authn_token_reuse`` (with
+    ``kind=refresh``, the family id and the user; never a token or hash) when a rotated token is
+    presented again and its family is revoked.
+    """
+
+    __slots__ = ("_auditor", "_clock", "_policy", "_secrets", "_store", "_sync")
+
+    def __init__(
+        self,
+        store: Store,
+        keyring: KeyRing,
+        *,
+        policy: RefreshPolicy | None = None,
+        clock: Clock = system_clock,
+        auditor: Auditor | None = None,
+    ) -> None:
+        self._store = store
+        self._sync = sync_side(store)
+        self._secrets = FamilySecrets(keyring)
+        self._policy = RefreshPolicy() if policy is None else policy
+        self._clock = clock
+        self._auditor = auditor
+
+    @property
+    def policy(self) -> RefreshPolicy:
+        return self._policy
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def _issue_flow(
+        self,
+        user_id: str,
+        client_id: str,
+        scopes: Sequence[str],
+        epoch: int,
+        cnf_jkt: str | None,
+    ) -> Flow[tuple[str, FamilyInfo]]:
+        if not isinstance(user_id, str) or not user_id:
+            raise ConfigurationError("user_id must be non-empty text", setting="user_id")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ConfigurationError("epoch must be an int >= 0", setting="epoch")
+        if isinstance(scopes, str) or not all(isinstance(s, str) for s in scopes):
+            raise ConfigurationError("scopes must be a sequence of str", setting="scopes")
+        now = self._clock.now()
+        secret = new_secret()
+        for _ in range(4):  # a 128-bit id collides never in practice; stay bounded anyway
+            family_id = new_family_id()
+            record = FamilyRecord(
+                user_id=user_id,
+                client_id=client_id,
+                scopes=tuple(scopes),
+                created_at=now,
+                expires_at=now + self._policy.lifetime,
+                epoch=epoch,
+                cnf_jkt=cnf_jkt,
+                generation=0,
+                current=self._secrets.hash(family_id, secret),
+                last_used=now,
+            )
+            created = yield CompareAndSet(
+                family_key(family_id),
+                None,
+                encode_record(record),
+                self._policy.lifetime + TOMBSTONE_SLACK,
+            )
+            if created:
+                token = format_token(self._policy.prefix, family_id, secret)
+                return token, _info(family_id, record)
+        raise StoreBusy("could not create a refresh family under a fresh id")
+
+    def _rotate_flow(  # noqa: PLR0912 (one decision table)
+        self, token: ParsedToken, cnf_jkt: str | None, floor: int | None
+    ) -> Flow[_Result]:
+        key = family_key(token.family_id)
+        policy = self._policy
+        raw = yield Get(key)
+        epoch_raw: bytes | None = None
+        epoch_read = False
+        for attempt in range(CAS_ATTEMPTS):
+            record = _decode(raw)
+            now = self._clock.now()
+            if epoch_read:
+                user_epoch, epoch_known = _epoch(epoch_raw)
+            else:  # decided before the epoch is read: checked after the write below
+                user_epoch, epoch_known = (record.epoch if record else 0), True
+            if floor is not None and user_epoch is not None:
+                user_epoch = max(user_epoch, floor)
+            outcome = decide(
+                record,
+                token,
+                now=now,
+                secrets_=self._secrets,
+                grace=policy.grace,
+                idle=policy.idle,
+                user_epoch=user_epoch,
+                epoch_known=epoch_known,
+                cnf_jkt=cnf_jkt,
+            )
+            if isinstance(outcome, Refuse):
+                if outcome.reason is TokenReason.REVOKED and record and record.revoked is None:
+                    # The epoch ended it: leave a tombstone so no later state revives it.
+                    yield from self._tombstone(key, raw, record, "epoch")
+                return TokenRejected(outcome.reason)
+            found = record  # decide() refuses a missing record
+            if found is None:  # pragma: no cover - unreachable
+                return TokenRejected(TokenReason.UNKNOWN)
+            if isinstance(outcome, Replay):
+                if not epoch_read:
+                    epoch_raw, epoch_read = (yield Get(epoch_key(found.user_id))), True
+                    continue  # decide again with the epoch known
+                return Rotation(
+                    format_token(policy.prefix, token.family_id, outcome.secret),
+                    _info(token.family_id, outcome.record),
+                    replayed=True,
+                )
+            new = outcome.record  # Rotate or Reuse
+            ttl = new.expires_at - now + TOMBSTONE_SLACK
+            won, current, epoch_raw = yield CompareAndSetRead(
+                key, raw, encode_record(new), ttl, epoch_key(found.user_id)
+            )
+            epoch_read = True
+            if not won:
+                raw = current
+                yield backoff(attempt + 1)
+                continue
+            if isinstance(outcome, Reuse):
+                self._audit_reuse(token.family_id, new)
+                return TokenRejected(TokenReason.REUSED)
+            user_epoch, epoch_known = _epoch(epoch_raw)
+            if floor is not None and user_epoch is not None:
+                user_epoch = max(user_epoch, floor)
+            if user_epoch is None or new.epoch < user_epoch or (new.epoch and not epoch_known):
+                yield from self._tombstone(key, encode_record(new), new, "epoch")
+                return TokenRejected(TokenReason.REVOKED)
+            if isinstance(outcome, Rotate):
+                return Rotation(
+                    format_token(policy.prefix, token.family_id, outcome.secret),
+                    _info(token.family_id, new),
+                    replayed=False,
+                )
+        raise StoreBusy(
+            f"a refresh family changed during each of {CAS_ATTEMPTS} compare-and-set "
+            "attempts; try again"
+        )
+
+    def _tombstone(self, key: str, raw: bytes | None, record: FamilyRecord, why: str) -> Flow[None]:
+        """Mark ``record`` revoked (best effort: one compare-and-set; a lost race means another
+        writer moved it, and every later use decides again)."""
+        ttl = record.expires_at - self._clock.now() + TOMBSTONE_SLACK
+        if ttl > 0:
+            yield CompareAndSet(key, raw, encode_record(replace(record, revoked=why)), ttl)
+
+    def _inspect_flow(self, token: ParsedToken) -> Flow[FamilyInfo]:
+        record = _decode((yield Get(family_key(token.family_id))))
+        user_epoch: int | None = 0
+        known = True
+        if record is not None and is_known(record, token, self._secrets):
+            user_epoch, known = _epoch((yield Get(epoch_key(record.user_id))))
+        outcome = decide(
+            record,
+            token,
+            now=self._clock.now(),
+            secrets_=self._secrets,
+            grace=self._policy.grace,
+            idle=self._policy.idle,
+            user_epoch=user_epoch,
+            epoch_known=known,
+            cnf_jkt=None if record is None else record.cnf_jkt,
+        )
+        if isinstance(outcome, Refuse):
+            raise TokenRejected(outcome.reason)
+        if not isinstance(outcome, Rotate) or record is None:
+            raise TokenRejected(TokenReason.UNKNOWN)  # a rotated token: not the current one
+        return _info(token.family_id, record)
+
+    def _revoke_flow(self, family_id: str) -> Flow[bool]:
+        key = family_key(family_id)
+        raw = yield Get(key)
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                record = _decode(raw)
+            except TokenRejected:
+                record = None
+            if record is None or record.revoked is not None:
+                return False
+            ttl = record.expires_at - self._clock.now() + TOMBSTONE_SLACK
+            if ttl <= 0:
+                return False
+            new = encode_record(replace(record, revoked="revoked"))
+            won, current, _ = yield CompareAndSetRead(key, raw, new, ttl, key)
+            if won:
+                return True
+            raw = current
+            yield backoff(attempt + 1)
+        raise StoreBusy("a refresh family changed during every revocation attempt; try again")
+
+    def _family_id(self, token_or_family_id: str) -> str:
+        if isinstance(token_or_family_id, str) and token_or_family_id.startswith(
+            self._policy.prefix
+        ):
+            return parse_token(token_or_family_id, self._policy.prefix).family_id
+        if not isinstance(token_or_family_id, str) or not 1 <= len(token_or_family_id) <= 64:
+            raise TokenRejected(TokenReason.MALFORMED)
+        return token_or_family_id
+
+    def _audit_reuse(self, family_id: str, record: FamilyRecord) -> None:
+        if self._auditor is None:
+            return
+        self._auditor.emit(
+            EventName.AUTHN_TOKEN_REUSE,
+            outcome=Outcome.BLOCKED,
+            user=record.user_id,
+            details={
+                "kind": "refresh",
+                "family_id": family_id,
+                "client_id": record.client_id,
+                "generation": record.generation,
+            },
+        )
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def _run(self, flow: Flow[_T]) -> _T:
+        store = self._store
+        if isinstance(store, SupportsTransaction):
+            return await store.transaction(lambda tx: drive_sync(flow, tx))
+        return await drive_async(flow, store)
+
+    def _run_sync(self, flow: Flow[_T]) -> _T:
+        store = self._store
+        if isinstance(store, SupportsTransaction):
+            return store.transaction_sync(lambda tx: drive_sync(flow, tx))
+        return drive_sync(flow, self._sync_store())
+
+    def _sync_store(self) -> SyncStore:
+        return require_sync(self._sync, self._store)
+
+    # -- the public methods ------------------------------------------------------------------------
+
+    async def issue(
+        self,
+        user_id: str,
+        *,
+        client_id: str = "",
+        scopes: Sequence[str] = (),
+        epoch: int,
+        cnf_jkt: str | None = None,
+    ) -> tuple[str, FamilyInfo]:
+        """Start a family for a login made under the user's ``epoch``; return its first token."""
+        return await drive_async(
+            self._issue_flow(user_id, client_id, scopes, epoch, cnf_jkt), self._store
+        )
+
+    def issue_sync(
+        self,
+        user_id: str,
+        *,
+        client_id: str = "",
+        scopes: Sequence[str] = (),
+        epoch: int,
+        cnf_jkt: str | None = None,
+    ) -> tuple[str, FamilyInfo]:
+        return drive_sync(
+            self._issue_flow(user_id, client_id, scopes, epoch, cnf_jkt), self._sync_store()
+        )
+
+    async def rotate(
+        self, token: str | bytes, *, current_epoch: int | None = None, cnf_jkt: str | None = None
+    ) -> Rotation:
+        """Use ``token``: the successor, or ``TokenRejected`` (``MALFORMED``, ``TOO_LARGE``,
+        ``UNKNOWN``, ``EXPIRED``, ``REUSED``, ``REVOKED``, ``DPOP_MISMATCH``). The user's epoch
+        is read in the same flow; ``current_epoch`` (optional) is a floor the caller knows."""
+        parsed = parse_token(token, self._policy.prefix)
+        result = await self._run(self._rotate_flow(parsed, cnf_jkt, current_epoch))
+        if isinstance(result, TokenRejected):
+            raise result
+        return result
+
+    def rotate_sync(
+        self, token: str | bytes, *, current_epoch: int | None = None, cnf_jkt: str | None = None
+    ) -> Rotation:
+        parsed = parse_token(token, self._policy.prefix)
+        result = self._run_sync(self._rotate_flow(parsed, cnf_jkt, current_epoch))
+        if isinstance(result, TokenRejected):
+            raise result
+        return result
+
+    async def inspect(self, token: str | bytes) -> FamilyInfo:
+        """The family of ``token`` if it is its live current token (no rotation)."""
+        parsed = parse_token(token, self._policy.prefix)
+        return await drive_async(self._inspect_flow(parsed), self._store)
+
+    def inspect_sync(self, token: str | bytes) -> FamilyInfo:
+        parsed = parse_token(token, self._policy.prefix)
+        return drive_sync(self._inspect_flow(parsed), self._sync_store())
+
+    async def revoke(self, token_or_family_id: str) -> bool:
+        """Revoke a family by one of its tokens or its id; ``False`` if it was not live.
+        A token's secret is not checked: a family id is enough to end a family (this is an
+        administrative call, never a route that takes a client's token unchecked)."""
+        return await self._run(self._revoke_flow(self._family_id(token_or_family_id)))
+
+    def revoke_sync(self, token_or_family_id: str) -> bool:
+        return self._run_sync(self._revoke_flow(self._family_id(token_or_family_id)))
+
+    def __repr__(self) -> str:
+        return f"RefreshTokens(store={self._store!r}, prefix={self._policy.prefix!r})"
