@@ -54,6 +54,7 @@ async def test_every_case_is_proved_and_runs_once(redis_url: str) -> None:
             assert any(n.startswith("sqlite: RefreshTokens.rotate (") for n in rotations)
             assert any(n.startswith("redis: RefreshTokens.rotate (") for n in rotations)
             assert all("/rotation" in n for n in rotations)
+            assert any("round trips/rotation" in n for n in rotations)
         else:
             assert rotations == []
         for case in cases:
