@@ -102,8 +102,9 @@ def _baseline(store: Any) -> Any:
 def _counted_round_trips(counter: list[int]) -> Iterator[None]:
     """Every request the Redis store sends meanwhile (bastion's RESP transport, one payload per
     round trip, and redis-py's connections, one packed send per round trip) adds one."""
-    from bastion.stores import _resp  # noqa: PLC0415
     from redis.asyncio.connection import AbstractConnection  # noqa: PLC0415
+
+    from bastion.stores import _resp  # noqa: PLC0415
 
     lean, packed = _resp.Conn.acall, AbstractConnection.send_packed_command
 
