@@ -8,7 +8,10 @@ pass-through layer (security headers, the rate-limit middleware, an untouched re
 session middleware) a figure that does not depend on the hour it was taken. The ``csrf:`` cases
 are the CSRF group's (:mod:`bench.groups.csrf`), for its targets: a safe method within 3k
 instructions of the pass-through layer, and at most 0.3x starlette-csrf's overhead when
-headers or a token decide. ``--only TEXT`` counts only the cases whose name contains it.
+headers or a token decide. The ``tokens`` cases are the tokens group's access-token
+verifications (:mod:`bench.groups.tokens`), one verification per "request", no ASGI app around
+it: bastion's codec with the revocation check at most 0.67x PyJWT's instructions and at most
+joserfc's. ``--only TEXT`` counts only the cases whose name contains it.
 
 Each case runs in a fresh interpreter under callgrind twice, ``--small`` and ``--large``
 requests, with ``PYTHONHASHSEED=0``; its instructions per request are the difference divided by
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import shutil
@@ -54,13 +58,15 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 @dataclass(frozen=True, slots=True)
 class InstructionCase:
-    """A case to count: ``build`` returns the app and the request scope it answers."""
+    """A case to count: ``build`` returns the app and the request scope it answers, or for a
+    case that is not a request (a token verification), ``op`` returns the operation to repeat."""
 
     name: str
-    build: Callable[[], tuple[ASGIApp, Scope]]
+    build: Callable[[], tuple[ASGIApp, Scope]] | None
     baseline: str | None = None
     status: int = 200
     """The status every request of the case answers (429 for a key over its limit)."""
+    op: Callable[[], Callable[[], object]] | None = None
 
 
 def _headers(policy: str | None) -> tuple[ASGIApp, Scope]:
@@ -286,6 +292,54 @@ def _fullstack_cases() -> tuple[InstructionCase, ...]:
 CASES += _fullstack_cases()
 
 
+# -- tokens: issue 14's verification rows (one verification per "request") ----------------------
+
+
+def _token_op(alg: str, label: str) -> Callable[[], object]:
+    import warnings  # noqa: PLC0415
+
+    from bench.groups.tokens import make_fixture, verify_op  # noqa: PLC0415
+
+    warnings.simplefilter("ignore")  # joserfc's RFC 9864 warning on EdDSA, as the group does
+    return verify_op(make_fixture(alg), label)
+
+
+_TOKEN_ALGS = ("HS256", "EdDSA", "ES256")
+_TOKEN_PEERS = ("PyJWT decode + claims", "joserfc decode + claims registry")
+_TOKEN_OURS = ("bastion decode (codec only)", "bastion decode + revocation check (memory)")
+"""``bench.groups.tokens`` labels, spelt out so that importing this module stays light."""
+
+
+def _token_cases() -> tuple[InstructionCase, ...]:
+    """Per algorithm: PyJWT (the baseline), joserfc, bastion's codec, bastion's codec plus the
+    revocation check; the last once more against joserfc."""
+    cases = []
+    for alg in _TOKEN_ALGS:
+        pyjwt, joserfc = (f"tokens {alg}: {label}" for label in _TOKEN_PEERS)
+        cases.append(InstructionCase(pyjwt, None, op=partial(_token_op, alg, _TOKEN_PEERS[0])))
+        cases.append(
+            InstructionCase(joserfc, None, pyjwt, op=partial(_token_op, alg, _TOKEN_PEERS[1]))
+        )
+        if importlib.util.find_spec("bastion.core.tokens.jwt") is None:
+            continue  # helper jwt's codec not there yet: the peer rows only
+        for label in _TOKEN_OURS:
+            op = partial(_token_op, alg, label)
+            cases.append(InstructionCase(f"tokens {alg}: {label}", None, pyjwt, op=op))
+        ours = _TOKEN_OURS[1]
+        cases.append(
+            InstructionCase(
+                f"tokens {alg}: {ours} (vs joserfc)",
+                None,
+                joserfc,
+                op=partial(_token_op, alg, ours),
+            )
+        )
+    return tuple(cases)
+
+
+CASES += _token_cases()
+
+
 def _case(name: str) -> InstructionCase:
     for case in CASES:
         if case.name == name:
@@ -294,13 +348,22 @@ def _case(name: str) -> InstructionCase:
 
 
 def build_app(name: str) -> tuple[ASGIApp, Scope]:
-    return _case(name).build()
+    build = _case(name).build
+    if build is None:
+        raise SystemExit(f"instruction case {name!r} is an operation, not an app")
+    return build()
 
 
 def run_requests(name: str, count: int) -> None:
-    """What the callgrind child runs: ``count`` requests of case ``name``, checked once."""
+    """What the callgrind child runs: ``count`` requests of case ``name``, checked once (an
+    ``op`` case checked itself when it was built)."""
     case = _case(name)
-    app, scope = case.build()
+    if case.op is not None:
+        op = case.op()
+        for _ in range(count):
+            op()
+        return
+    app, scope = build_app(name)
 
     async def drive() -> None:
         status, _headers, _body = await call_asgi(app, scope)

@@ -24,6 +24,7 @@ GROUP_NAMES = (
     "csrf",
     "cors",
     "fullstack",
+    "tokens",
 )
 
 
