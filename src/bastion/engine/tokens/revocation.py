@@ -77,6 +77,8 @@ DEFAULT_SLACK: Final = 360.0
 accepts (300 s) and a minute for clock skew between hosts."""
 
 _MAX_SLACK: Final = 86_400.0
+_EPOCH_CACHE: Final = 4096
+"""Parsed epoch records kept per :class:`Revocations` (a few hundred KiB at most)."""
 _VERSION: Final = 1
 _T = TypeVar("_T")
 
@@ -136,7 +138,7 @@ class Revocations:
     sync side never blocks (memory) the async methods run them inline too.
     """
 
-    __slots__ = ("_auditor", "_clock", "_inline", "_slack", "_store", "_sync")
+    __slots__ = ("_auditor", "_clock", "_epochs", "_inline", "_slack", "_store", "_sync")
 
     def __init__(
         self,
@@ -162,6 +164,9 @@ class Revocations:
         self._clock = clock
         self._auditor = auditor
         self._slack = float(slack)
+        # The last epoch records read, parsed: the same bytes always parse to the same number,
+        # and parsing is the larger half of a check. Bounded; cleared when full.
+        self._epochs: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
         return f"Revocations(store={self._store!r})"
@@ -228,10 +233,17 @@ class Revocations:
         denied, raw_epoch = yield GetMany((key, epoch_key(subject)))
         if denied is not None:
             return TokenReason.REVOKED
-        try:
-            current = decode_epoch(raw_epoch).number
-        except BadData:
-            return TokenReason.REVOKED  # unreadable: refuse rather than reopen
+        if raw_epoch is None:
+            return None  # no epoch record: epoch 0, which no token is below
+        current = self._epochs.get(raw_epoch)
+        if current is None:
+            try:
+                current = decode_epoch(raw_epoch).number
+            except BadData:
+                return TokenReason.REVOKED  # unreadable: refuse rather than reopen
+            if len(self._epochs) >= _EPOCH_CACHE:
+                self._epochs.clear()
+            self._epochs[raw_epoch] = current
         return TokenReason.REVOKED if current > epoch else None
 
     def epoch_flow(self, subject: str, *, authenticated_at: float | None = None) -> Flow[int]:
