@@ -289,7 +289,7 @@ class CSRFConfig:
                 self.exempt,
             )
         if self.cookieless:
-            logger.info(
+            logger.warning(
                 "bastion CSRF: cookieless=%r pass requests that carry no cookie; those "
                 "handlers must read no other ambient credential",
                 self.cookieless,
