@@ -21,20 +21,28 @@ import base64
 import binascii
 import json
 import re
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["b64url_decode", "b64url_encode", "json_object", "split_compact"]
 
-_COMPACT = re.compile(rb"([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
 _SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")
 # The last character of a segment whose length is 2 or 3 (mod 4) carries 4 or 2 unused bits,
 # which must be zero in the canonical encoding.
-_LAST_OF_2 = frozenset(b"AQgw")
-_LAST_OF_3 = frozenset(b"AEIMQUYcgkosw048")
+# A length of 1 (mod 4) is impossible: no last character is acceptable.
+_TAIL: tuple[frozenset[int], ...] = (
+    frozenset(),
+    frozenset(),
+    frozenset(b"AQgw"),
+    frozenset(b"AEIMQUYcgkosw048"),
+)
+_a2b = binascii.a2b_base64
 
 
 def _refuse(reason: TokenReason, message: str) -> NoReturn:
@@ -49,31 +57,36 @@ def split_compact(token: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     segments as sent (``header.payload``), the others the bytes each segment encodes. Nothing
     here parses JSON: the caller decides what to parse before and after the signature.
     """
-    match = _COMPACT.fullmatch(token)
-    if match is None:
-        if token.count(b".") != 2:
-            _refuse(TokenReason.MALFORMED, "a JWS compact token has exactly three segments")
+    parts = token.split(b".")
+    if len(parts) != 3:
+        _refuse(TokenReason.MALFORMED, "a JWS compact token has exactly three segments")
+    if b"+" in token or b"/" in token or b"=" in token:
+        # The standard alphabet and padding; everything else outside base64url (whitespace,
+        # non-ASCII bytes, punctuation) the strict decoder below refuses.
         _refuse(TokenReason.NOT_CANONICAL, "a segment is not base64url text")
-    header, payload, signature = match.groups()
-    _check_tail(header)
-    _check_tail(payload)
-    _check_tail(signature)
-    return (
-        token[: match.end(2)],
-        _decode_checked(header),
-        _decode_checked(payload),
-        _decode_checked(signature),
-    )
+    header, payload, signature = parts
+    rest_h, rest_p, rest_s = len(header) & 3, len(payload) & 3, len(signature) & 3
+    if (
+        (rest_h and header[-1] not in _TAIL[rest_h])
+        or (rest_p and payload[-1] not in _TAIL[rest_p])
+        or (rest_s and signature[-1] not in _TAIL[rest_s])
+    ):
+        _refuse(TokenReason.NOT_CANONICAL, "a base64url segment has a non-canonical tail")
+    try:
+        return (
+            token[: len(header) + 1 + len(payload)],
+            _a2b(header.translate(_TO_STANDARD) + _PADDING[rest_h], strict_mode=True),
+            _a2b(payload.translate(_TO_STANDARD) + _PADDING[rest_p], strict_mode=True),
+            _a2b(signature.translate(_TO_STANDARD) + _PADDING[rest_s], strict_mode=True),
+        )
+    except binascii.Error:
+        _refuse(TokenReason.NOT_CANONICAL, "a segment is not base64url text")
 
 
 def _check_tail(segment: bytes) -> None:
     rest = len(segment) & 3
-    if rest == 0:
-        return
-    if rest == 1:
-        _refuse(TokenReason.NOT_CANONICAL, "a base64url segment has an impossible length")
-    if segment[-1] not in (_LAST_OF_2 if rest == 2 else _LAST_OF_3):
-        _refuse(TokenReason.NOT_CANONICAL, "a base64url segment has non-zero trailing bits")
+    if rest and segment[-1] not in _TAIL[rest]:
+        _refuse(TokenReason.NOT_CANONICAL, "a base64url segment has a non-canonical tail")
 
 
 def b64url_decode(segment: bytes) -> bytes:
@@ -90,7 +103,7 @@ def b64url_decode(segment: bytes) -> bytes:
 
 def _decode_checked(segment: bytes) -> bytes:
     # The alphabet and the tail were checked: the standard decoder cannot fail or discard.
-    return binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PADDING[len(segment) & 3])
+    return _a2b(segment.translate(_TO_STANDARD) + _PADDING[len(segment) & 3])
 
 
 def b64url_encode(data: bytes) -> bytes:
@@ -118,6 +131,7 @@ class _NotJSON(Exception):
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def json_object(data: bytes) -> dict[str, Any]:
@@ -130,7 +144,13 @@ def json_object(data: bytes) -> dict[str, Any]:
     """
     try:
         text = data.decode("utf-8")
-        value = _DECODER.decode(text)
+        try:
+            # The C scanner alone: what JSONDecoder.decode runs after skipping whitespace.
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            value = _DECODER.decode(text)  # whitespace around the value, or an error to raise
     except _DuplicateMember:
         _refuse(TokenReason.DUPLICATE_KEY, "a JSON object names a member twice")
     except (ValueError, RecursionError, _NotJSON):

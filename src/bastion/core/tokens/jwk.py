@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import hmac
 import re
 import secrets
 import warnings
@@ -154,8 +156,16 @@ class JWTKey:
         signer = None
         if key.is_private and (ops is None or "sign" in ops):
             signer = functools.partial(model.sign, key=key)
+        verify: Callable[[bytes, bytes], bool]
+        if isinstance(key, OctKey):
+            # joserfc's HMACAlgorithm.verify re-reads the key's key_ops and length on every
+            # call; both were checked above, so the per-call work is the HMAC itself.
+            keyed = hmac.new(key.get_op_key("verify"), digestmod=hashlib.sha256)
+            verify = functools.partial(_hmac_verify, keyed)
+        else:
+            verify = functools.partial(model.verify, key=public)
         object.__setattr__(self, "_public", public)
-        object.__setattr__(self, "_verify", functools.partial(model.verify, key=public))
+        object.__setattr__(self, "_verify", verify)
         object.__setattr__(self, "_sign", signer)
 
     # -- construction -------------------------------------------------------------------
@@ -308,6 +318,13 @@ class JWTKey:
 
     def __deepcopy__(self, memo: object) -> JWTKey:
         return self  # immutable
+
+
+def _hmac_verify(keyed: hmac.HMAC, signing_input: bytes, signature: bytes) -> bool:
+    # A copy of the keyed state skips the key schedule (the ipad/opad blocks) on every call.
+    mac = keyed.copy()
+    mac.update(signing_input)
+    return hmac.compare_digest(mac.digest(), signature)
 
 
 def _public_half(key: Key) -> Key:
