@@ -41,7 +41,12 @@ from bastion.core.ratelimit.headers import (
 )
 from bastion.core.ratelimit.keys import client_ip_key
 from bastion.core.ratelimit.rates import DEFAULT_STRATEGY, Rate, Strategy, parse_rates
-from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, Refusal
+from bastion.core.refusal import (
+    RATE_LIMIT_FAILED,
+    RATE_LIMIT_STORE_UNAVAILABLE,
+    RATE_LIMITED,
+    Refusal,
+)
 from bastion.core.request import (
     OVERRIDE_HEADERS,
     body_methods,
@@ -458,6 +463,14 @@ class RuleSet:
         verdict: Verdict = _new(Verdict, (status, tuple(results), refusal, self))
         return verdict
 
+    def failed(self, results: list[RateLimitResult], failed: RateLimitResult) -> Verdict:
+        """The verdict when a rule's key or cost function failed (``failed``, its refusing
+        result, after the ``results`` of the rules decided before it): ``503`` with
+        :data:`~bastion.core.refusal.RATE_LIMIT_FAILED` and no headers, since the failure is
+        not known to be temporary. The rules after it are not charged."""
+        verdict: Verdict = _new(Verdict, (503, (*results, failed), RATE_LIMIT_FAILED, self))
+        return verdict
+
 
 class Verdict(NamedTuple):
     """What the rate limits say of one request: ``status`` 200 (go on; :attr:`headers` to add
@@ -475,10 +488,10 @@ class Verdict(NamedTuple):
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """The rate-limit headers of the verdict; for a 503 only ``Retry-After``
-        (:data:`OUTAGE_RETRY_AFTER`)."""
+        """The rate-limit headers of the verdict; for a store outage's 503 only
+        ``Retry-After`` (:data:`OUTAGE_RETRY_AFTER`), for a failed key function's none."""
         if self.status == 503:
-            return [("retry-after", _OUTAGE_WAIT)]
+            return [] if self.refusal is RATE_LIMIT_FAILED else [("retry-after", _OUTAGE_WAIT)]
         rules = self.rules
         return render_headers(self.results, ietf=rules.ietf, legacy=rules.legacy)
 
@@ -487,7 +500,7 @@ class Verdict(NamedTuple):
         limits are built here directly: the common case, admitted or refused."""
         status, results, _, rules = self
         if status == 503:
-            return [(b"retry-after", _OUTAGE_WAIT_RAW)]
+            return [] if self[2] is RATE_LIMIT_FAILED else [(b"retry-after", _OUTAGE_WAIT_RAW)]
         if len(results) == 1 and rules.ietf and not rules.legacy:
             only = results[0]
             rule = only.rule
