@@ -137,7 +137,7 @@ class RateLimitMiddleware:
     which leaves WebSocket routes open to connection floods.
     """
 
-    __slots__ = ("_app", "_bodies", "_inline", "_limiter", "_rules", "_websockets")
+    __slots__ = ("_app", "_bodies", "_by_peer", "_inline", "_limiter", "_rules", "_websockets")
 
     def __init__(
         self,
@@ -159,6 +159,7 @@ class RateLimitMiddleware:
             if isinstance(rules, RuleSet)
             else RuleSet(rules, key=key, ietf_headers=ietf_headers, legacy_headers=legacy_headers)
         )
+        self._by_peer = self._inline and self._rules.peer_keys is not None
         self._websockets = bool(websockets)
         if not self._websockets:
             logger.warning(
@@ -170,7 +171,10 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        if self._inline:
+        if self._by_peer:  # memory, and rules keyed by the peer alone: no request view
+            client = scope.get("client")
+            verdict = self._limiter.check_peer_sync(client[0] if client else None, self._rules)
+        elif self._inline:
             verdict = self._limiter.check_sync(request_view(scope), self._rules)
         else:
             verdict = await self._limiter.check(request_view(scope), self._rules)

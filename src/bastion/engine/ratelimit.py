@@ -258,6 +258,41 @@ class RateLimiter:
             results.append(self._decide_sync(rule, full, cost, request.peer))
         return rules.verdict(results)
 
+    def check_peer_sync(self, peer: str | None, rules: RuleSet) -> Verdict:
+        """:meth:`check_sync` for a rule set decided by the peer alone
+        (:attr:`~bastion.core.ratelimit.rules.RuleSet.peer_keys` is set: every rule applies
+        everywhere, at a fixed cost, keyed by the client's address without trusted proxies):
+        the same verdict, with no request view built."""
+        peer_keys = rules.peer_keys
+        if peer_keys is None:
+            raise ConfigurationError(
+                "check_peer_sync needs a rule set decided by the peer alone (rules.peer_keys); "
+                "use check_sync",
+                setting="rules",
+            )
+        results: list[RateLimitResult] = []
+        for rule, key_of in peer_keys:
+            cost: int = rule.cost  # type: ignore[assignment]
+            try:
+                key = key_of(peer)
+                if key is None:
+                    continue
+                if len(key) > _MAX_KEY_CHARS:
+                    full = _store_key(rule, key, cost)
+                else:
+                    full = rule.prefix + key
+            except Exception as exc:  # noqa: BLE001 (the same contract as check_sync)
+                failed = self._key_failed(rule, exc, peer)
+                if failed is None:
+                    continue
+                return rules.failed(results, failed)
+            result = self._decide_sync(rule, full, cost, peer)
+            if len(peer_keys) == 1 and result.allowed:  # the usual case: one rule, admitted
+                admitted: Verdict = _new(Verdict, (200, (result,), None, rules))
+                return admitted
+            results.append(result)
+        return rules.verdict(results)
+
     def _key_failed(
         self, rule: Rule, exc: Exception, client_ip: str | None
     ) -> RateLimitResult | None:

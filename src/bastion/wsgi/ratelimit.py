@@ -110,7 +110,7 @@ class RateLimitMiddleware:
     """Apply ``rules`` (a Rule, several, or a compiled RuleSet) with ``limiter``. See the
     module doc."""
 
-    __slots__ = ("_app", "_limiter", "_rules")
+    __slots__ = ("_app", "_by_peer", "_limiter", "_rules")
 
     def __init__(
         self,
@@ -129,9 +129,13 @@ class RateLimitMiddleware:
             if isinstance(rules, RuleSet)
             else RuleSet(rules, key=key, ietf_headers=ietf_headers, legacy_headers=legacy_headers)
         )
+        self._by_peer = self._rules.peer_keys is not None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        verdict = self._limiter.check_sync(request_view(environ), self._rules)
+        if self._by_peer:  # rules keyed by the peer alone: no request view
+            verdict = self._limiter.check_peer_sync(environ.get("REMOTE_ADDR") or None, self._rules)
+        else:
+            verdict = self._limiter.check_sync(request_view(environ), self._rules)
         if not verdict.results:
             return self._app(environ, start_response)
         if verdict.refusal is not None:
