@@ -187,3 +187,22 @@ def test_direct_hits_with_a_bad_key_still_raise() -> None:
     limiter, _ = limiter_and_sink()
     with pytest.raises(ConfigurationError, match="non-empty"):
         limiter.hit_sync(Rule("r", "3/minute"), "")
+
+
+def test_a_rule_set_keyed_by_the_peer_is_decided_without_a_view_the_same_way() -> None:
+    """``check_peer_sync`` (the middlewares' path for rules keyed by the peer alone) gives the
+    verdict ``check_sync`` gives over the request's view, admitted and refused alike."""
+    from bastion.core.ratelimit.rules import RuleSet  # noqa: PLC0415
+    from bastion.core.request import RequestView  # noqa: PLC0415
+
+    by_peer, _ = limiter_and_sink()
+    by_view, _ = limiter_and_sink()
+    rules = RuleSet([Rule("a", "2/minute"), Rule("b", "3/minute", strategy="sliding_log")])
+    assert rules.peer_keys is not None
+    for peer in ["203.0.113.7", "203.0.113.7", "2001:db8::1", "testclient", None] * 2:
+        view = RequestView("GET", "/", peer=peer)
+        assert by_peer.check_peer_sync(peer, rules) == by_view.check_sync(view, rules)
+    assert RuleSet([Rule("c", "1/s", path="/x")]).peer_keys is None
+    assert RuleSet([Rule("c", "1/s", key=empty_key)]).peer_keys is None
+    with pytest.raises(ConfigurationError, match="check_sync"):
+        by_peer.check_peer_sync("203.0.113.7", RuleSet([Rule("c", "1/s", path="/x")]))
