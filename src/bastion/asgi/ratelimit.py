@@ -8,6 +8,9 @@ each), and answers with it:
 * refused: ``429 Too Many Requests`` with ``Retry-After`` and the rate-limit headers, computed
   with the decision; the app is not called;
 * a fail-closed limit's backend is down: ``503 Service Unavailable`` with ``Retry-After: 5``;
+* a rule's key or cost function raises (or gives no valid key or cost): ``503`` without
+  ``Retry-After``, the error logged with the rule's name and audited; the app is not called
+  (:meth:`~bastion.engine.ratelimit.RateLimiter.check`);
 * either refusal has a short text body, or ``{"error": ..., "detail": ...}`` for a client whose
   ``Accept`` asks for JSON (:mod:`bastion.core.refusal`);
 * admitted: the app runs and the rate-limit headers are appended to its response (headers the

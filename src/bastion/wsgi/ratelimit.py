@@ -4,9 +4,9 @@ It turns the environ into a :class:`~bastion.core.request.RequestView` (:func:`r
 and asks :meth:`~bastion.engine.ratelimit.RateLimiter.check_sync` for the verdict, so the
 backend's sync API answers on the request thread: no event loop, no thread hop. Same behaviour
 as the ASGI middleware: 429 with ``Retry-After`` and the rate-limit headers, 503 with
-``Retry-After: 5`` when a fail-closed limit's backend is down (text bodies, JSON for a client
-whose ``Accept`` asks for it), headers appended to admitted responses (the app's own are left
-alone).
+``Retry-After: 5`` when a fail-closed limit's backend is down, 503 without it when a rule's key
+or cost function fails (text bodies, JSON for a client whose ``Accept`` asks for it), headers
+appended to admitted responses (the app's own are left alone).
 
 Key functions are the same as under ASGI (:mod:`bastion.core.ratelimit.keys`, re-exported
 here): :func:`client_ip_key` (the default; ``REMOTE_ADDR``, and the forwarding header only from
