@@ -8,6 +8,9 @@ each), and answers with it:
 * refused: ``429 Too Many Requests`` with ``Retry-After`` and the rate-limit headers, computed
   with the decision; the app is not called;
 * a fail-closed limit's backend is down: ``503 Service Unavailable`` with ``Retry-After: 5``;
+* a rule's key or cost function raises (or gives no valid key or cost): ``503`` without
+  ``Retry-After``, the error logged with the rule's name and audited; the app is not called
+  (:meth:`~bastion.engine.ratelimit.RateLimiter.check`);
 * either refusal has a short text body, or ``{"error": ..., "detail": ...}`` for a client whose
   ``Accept`` asks for JSON (:mod:`bastion.core.refusal`);
 * admitted: the app runs and the rate-limit headers are appended to its response (headers the
@@ -138,7 +141,7 @@ class RateLimitMiddleware:
     which leaves WebSocket routes open to connection floods.
     """
 
-    __slots__ = ("_app", "_bodies", "_inline", "_limiter", "_rules", "_websockets")
+    __slots__ = ("_app", "_bodies", "_by_peer", "_inline", "_limiter", "_rules", "_websockets")
 
     def __init__(
         self,
@@ -162,6 +165,7 @@ class RateLimitMiddleware:
             if isinstance(rules, RuleSet)
             else RuleSet(rules, key=key, ietf_headers=ietf_headers, legacy_headers=legacy_headers)
         )
+        self._by_peer = self._inline and self._rules.peer_keys is not None
         self._websockets = bool(websockets)
         if not self._websockets:
             logger.warning(
@@ -173,7 +177,10 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
-        if self._inline:
+        if self._by_peer:  # memory, and rules keyed by the peer alone: no request view
+            client = scope.get("client")
+            verdict = self._limiter.check_peer_sync(client[0] if client else None, self._rules)
+        elif self._inline:
             verdict = self._limiter.check_sync(request_view(scope), self._rules)
         else:
             verdict = await self._limiter.check(request_view(scope), self._rules)

@@ -27,6 +27,7 @@ from typing import Final, NamedTuple
 __all__ = [
     "JSON",
     "RATE_LIMITED",
+    "RATE_LIMIT_FAILED",
     "RATE_LIMIT_STORE_UNAVAILABLE",
     "SESSION_STORE_UNAVAILABLE",
     "TEXT",
@@ -48,6 +49,9 @@ class Refusal(NamedTuple):
 
 RATE_LIMITED: Final = Refusal("rate_limited", "Too Many Requests")
 RATE_LIMIT_STORE_UNAVAILABLE: Final = Refusal("rate_limit_store_unavailable", "Service Unavailable")
+RATE_LIMIT_FAILED: Final = Refusal("rate_limit_failed", "Service Unavailable")
+"""A rule's key or cost function failed: the limit cannot be decided, so the rule fails closed
+(:mod:`bastion.engine.ratelimit`)."""
 SESSION_STORE_UNAVAILABLE: Final = Refusal(
     "session_store_unavailable",
     "Service unavailable: the session store cannot be reached. Please try again shortly.\n",

@@ -157,12 +157,15 @@ class RateLimiter:
     ) -> RateLimitResult:
         """Charge ``cost`` to ``key`` under ``rule`` and decide. Never raises for a store
         failure: the failure policy decides instead."""
-        if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int and cost >= 0:
-            full = rule.prefix + key
+        if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int:
+            full = rule.prefix + key if 0 <= cost <= MAX_COST else _store_key(rule, key, cost)
         else:
             full = _store_key(rule, key, cost)
-        if cost > MAX_COST:
-            check_cost(cost)
+        return await self._decide(rule, full, cost, client_ip)
+
+    async def _decide(
+        self, rule: Rule, full: str, cost: int, client_ip: str | None
+    ) -> RateLimitResult:
         try:
             if self._inline:  # a store that never blocks: skip the coroutine
                 decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
@@ -180,15 +183,15 @@ class RateLimiter:
         self, rule: Rule, key: str, *, cost: int = 1, client_ip: str | None = None
     ) -> RateLimitResult:
         """:meth:`hit` for synchronous callers (WSGI): no event loop involved."""
-        return self._hit_sync(rule, key, cost, client_ip)
-
-    def _hit_sync(self, rule: Rule, key: str, cost: int, client_ip: str | None) -> RateLimitResult:
-        if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int and cost >= 0:
-            full = rule.prefix + key
+        if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int:
+            full = rule.prefix + key if 0 <= cost <= MAX_COST else _store_key(rule, key, cost)
         else:
             full = _store_key(rule, key, cost)
-        if cost > MAX_COST:
-            check_cost(cost)
+        return self._decide_sync(rule, full, cost, client_ip)
+
+    def _decide_sync(
+        self, rule: Rule, full: str, cost: int, client_ip: str | None
+    ) -> RateLimitResult:
         try:
             decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
         except StoreError as exc:
@@ -202,7 +205,8 @@ class RateLimiter:
     async def check(self, request: RequestView, rules: RuleSet) -> Verdict:
         """Apply every rule of ``rules`` that covers ``request``, each with its key and cost,
         and answer with the verdict (503 before 429). A key function returning ``None``
-        exempts the request from that rule."""
+        exempts the request from that rule. A key or cost function that raises, or returns
+        no valid key or cost, fails its rule closed (see :meth:`_key_failed`)."""
         if self._inline:  # a store that never blocks: no coroutine per rule
             return self.check_sync(request, rules)
         methods, forms = rules.targets(request) if rules.conditional else _ANYWHERE
@@ -210,11 +214,19 @@ class RateLimiter:
         for rule, key_of, everywhere in rules.entries:
             if not everywhere and not rule.matches_forms(methods, forms):
                 continue
-            key = key_of(request)
-            if key is not None:
+            try:
+                key = key_of(request)
+                if key is None:
+                    continue
                 cost = rule.cost
                 cost = cost if type(cost) is int else cost(request)  # type: ignore[operator]
-                results.append(await self.hit(rule, key, cost=cost, client_ip=request.peer))
+                full = _store_key(rule, key, cost)
+            except Exception as exc:  # noqa: BLE001 (any bug in the app's function)
+                failed = self._key_failed(rule, exc, request.peer)
+                if failed is None:
+                    continue
+                return rules.failed(results, failed)
+            results.append(await self._decide(rule, full, cost, request.peer))
         return rules.verdict(results)
 
     def check_sync(self, request: RequestView, rules: RuleSet) -> Verdict:
@@ -222,16 +234,96 @@ class RateLimiter:
         blocks under ASGI."""
         methods, forms = rules.targets(request) if rules.conditional else _ANYWHERE
         results: list[RateLimitResult] = []
-        decide = self._hit_sync
         for rule, key_of, everywhere in rules.entries:
             if not everywhere and not rule.matches_forms(methods, forms):
                 continue
-            key = key_of(request)
-            if key is not None:
+            try:
+                key = key_of(request)
+                if key is None:
+                    continue
                 cost = rule.cost
-                cost = cost if type(cost) is int else cost(request)  # type: ignore[operator]
-                results.append(decide(rule, key, cost, request.peer))
+                if type(cost) is not int:
+                    cost = cost(request)  # type: ignore[operator]
+                if type(key) is str and 0 < len(key) <= _MAX_KEY_CHARS and type(cost) is int:
+                    full = (
+                        rule.prefix + key if 0 <= cost <= MAX_COST else _store_key(rule, key, cost)
+                    )
+                else:
+                    full = _store_key(rule, key, cost)
+            except Exception as exc:  # noqa: BLE001 (any bug in the app's function)
+                failed = self._key_failed(rule, exc, request.peer)
+                if failed is None:
+                    continue
+                return rules.failed(results, failed)
+            results.append(self._decide_sync(rule, full, cost, request.peer))
         return rules.verdict(results)
+
+    def check_peer_sync(self, peer: str | None, rules: RuleSet) -> Verdict:
+        """:meth:`check_sync` for a rule set decided by the peer alone
+        (:attr:`~bastion.core.ratelimit.rules.RuleSet.peer_keys` is set: every rule applies
+        everywhere, at a fixed cost, keyed by the client's address without trusted proxies):
+        the same verdict, with no request view built."""
+        peer_keys = rules.peer_keys
+        if peer_keys is None:
+            raise ConfigurationError(
+                "check_peer_sync needs a rule set decided by the peer alone (rules.peer_keys); "
+                "use check_sync",
+                setting="rules",
+            )
+        results: list[RateLimitResult] = []
+        for rule, key_of in peer_keys:
+            cost: int = rule.cost  # type: ignore[assignment]
+            try:
+                key = key_of(peer)
+                if key is None:
+                    continue
+                if len(key) > _MAX_KEY_CHARS:
+                    full = _store_key(rule, key, cost)
+                else:
+                    full = rule.prefix + key
+            except Exception as exc:  # noqa: BLE001 (the same contract as check_sync)
+                failed = self._key_failed(rule, exc, peer)
+                if failed is None:
+                    continue
+                return rules.failed(results, failed)
+            result = self._decide_sync(rule, full, cost, peer)
+            if len(peer_keys) == 1 and result.allowed:  # the usual case: one rule, admitted
+                admitted: Verdict = _new(Verdict, (200, (result,), None, rules))
+                return admitted
+            results.append(result)
+        return rules.verdict(results)
+
+    def _key_failed(
+        self, rule: Rule, exc: Exception, client_ip: str | None
+    ) -> RateLimitResult | None:
+        """A rule's key or cost function raised, or gave no valid key or cost. That is a bug in
+        the app's code, but the request may be what trips it (a header the function cannot
+        parse), so it is not answered as a server error with a traceback: the limit cannot be
+        decided, and the rule fails closed (a result that refuses, answered 503 with
+        :data:`~bastion.core.refusal.RATE_LIMIT_FAILED`; the app is not called). A shadow
+        rule refuses nothing, so it is skipped (``None``). Either way the error is logged with
+        the rule's name and its traceback, and audited (``ratelimit_key_failed``)."""
+        shadow = rule.shadow or self._shadow
+        logger.error(
+            "rate-limit rule %r: its key or cost function failed (%s: %s); %s",
+            rule.name,
+            type(exc).__name__,
+            exc,
+            "the shadow rule is skipped" if shadow else "the request is refused with 503",
+            exc_info=exc,
+        )
+        if self._auditor is not None:
+            self._auditor.emit(
+                "ratelimit_key_failed",
+                outcome=Outcome.FAILURE,
+                client_ip=client_ip,
+                details={"rule": rule.name, "error": type(exc).__name__, "shadow": shadow},
+            )
+        if shadow:
+            return None
+        return RateLimitResult(
+            rule=rule, allowed=False, decisions=(), names=(), rates=(), unavailable=True
+        )
 
     def _finish(
         self,

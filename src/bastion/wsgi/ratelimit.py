@@ -4,9 +4,9 @@ It turns the environ into a :class:`~bastion.core.request.RequestView` (:func:`r
 and asks :meth:`~bastion.engine.ratelimit.RateLimiter.check_sync` for the verdict, so the
 backend's sync API answers on the request thread: no event loop, no thread hop. Same behaviour
 as the ASGI middleware: 429 with ``Retry-After`` and the rate-limit headers, 503 with
-``Retry-After: 5`` when a fail-closed limit's backend is down (text bodies, JSON for a client
-whose ``Accept`` asks for it), headers appended to admitted responses (the app's own are left
-alone).
+``Retry-After: 5`` when a fail-closed limit's backend is down, 503 without it when a rule's key
+or cost function fails (text bodies, JSON for a client whose ``Accept`` asks for it), headers
+appended to admitted responses (the app's own are left alone).
 
 Key functions are the same as under ASGI (:mod:`bastion.core.ratelimit.keys`, re-exported
 here): :func:`client_ip_key` (the default; ``REMOTE_ADDR``, and the forwarding header only from
@@ -112,7 +112,7 @@ class RateLimitMiddleware:
     """Apply ``rules`` (a Rule, several, or a compiled RuleSet) with ``limiter``. See the
     module doc."""
 
-    __slots__ = ("_app", "_limiter", "_rules")
+    __slots__ = ("_app", "_by_peer", "_limiter", "_rules")
 
     def __init__(
         self,
@@ -133,9 +133,13 @@ class RateLimitMiddleware:
             if isinstance(rules, RuleSet)
             else RuleSet(rules, key=key, ietf_headers=ietf_headers, legacy_headers=legacy_headers)
         )
+        self._by_peer = self._rules.peer_keys is not None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        verdict = self._limiter.check_sync(request_view(environ), self._rules)
+        if self._by_peer:  # rules keyed by the peer alone: no request view
+            verdict = self._limiter.check_peer_sync(environ.get("REMOTE_ADDR") or None, self._rules)
+        else:
+            verdict = self._limiter.check_sync(request_view(environ), self._rules)
         if not verdict.results:
             return self._app(environ, start_response)
         if verdict.refusal is not None:

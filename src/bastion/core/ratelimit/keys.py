@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from bastion.core.request import RequestView
 
-__all__ = ["KeyFunc", "client_ip_key", "header_key", "path_key", "user_key"]
+__all__ = ["ClientIPKey", "KeyFunc", "client_ip_key", "header_key", "path_key", "user_key"]
 
 logger = logging.getLogger("bastion.security.ratelimit")
 
@@ -38,25 +38,51 @@ KeyFunc: TypeAlias = "Callable[[RequestView], str | None]"
 """A key function: the request's key, or ``None`` to exempt it."""
 
 
-def client_ip_key(proxies: TrustedProxies | None = None) -> KeyFunc:
+def client_ip_key(proxies: TrustedProxies | None = None) -> ClientIPKey:
     """Key by client address (see :class:`~bastion.core.client.TrustedProxies`). A peer that
     is no IP address (a Unix socket, a test client) gets one shared key, never an exemption."""
-    ip = proxies if proxies is not None else TrustedProxies()
-    plain_ipv4 = not ip.trusts_any and ip.ipv4_prefix == 32
-    header = ip.header
+    return ClientIPKey(proxies if proxies is not None else TrustedProxies())
 
-    def key(request: RequestView) -> str | None:
+
+class ClientIPKey:
+    """The key function :func:`client_ip_key` makes. Without trusted proxies it reads nothing
+    of the request but its peer, and says so (:attr:`peer_only`): a rule set whose keys are all
+    of this kind is decided from the peer alone (:meth:`of_peer`), with no request view built.
+    """
+
+    __slots__ = ("_header", "_plain_ipv4", "_proxies", "peer_only")
+
+    def __init__(self, proxies: TrustedProxies) -> None:
+        self._proxies = proxies
+        self._header = proxies.header
+        self.peer_only = not proxies.trusts_any
+        """Whether the key is a function of the peer alone (no proxy is trusted)."""
+        self._plain_ipv4 = self.peer_only and proxies.ipv4_prefix == 32
+
+    def __repr__(self) -> str:
+        return f"client_ip_key({self._proxies!r})"
+
+    def __call__(self, request: RequestView) -> str | None:
         peer = request.peer
-        if plain_ipv4 and peer is not None and ":" not in peer and peer[-1:].isdigit():
+        if self._plain_ipv4 and peer is not None and ":" not in peer and peer[-1:].isdigit():
             # The server wrote the peer address: IPv4 needs no parsing (IPv6 is grouped).
             return peer
-        value = request.header(header) if ip.trusts_any else None
+        ip = self._proxies
+        value = request.header(self._header) if ip.trusts_any else None
         found = ip.key(peer, [value] if value else [])
         if found is None:
             return f"peer:{peer}" if peer else "peer:unknown"
         return found
 
-    return key
+    def of_peer(self, peer: str | None) -> str | None:
+        """The key of a request from ``peer`` when :attr:`peer_only` (the same as calling the
+        key on the request's view)."""
+        if self._plain_ipv4 and peer is not None and ":" not in peer and peer[-1:].isdigit():
+            return peer
+        found = self._proxies.key(peer, [])
+        if found is None:
+            return f"peer:{peer}" if peer else "peer:unknown"
+        return found
 
 
 def header_key(name: str, *, hash_value: bool = True) -> KeyFunc:

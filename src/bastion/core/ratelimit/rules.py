@@ -29,6 +29,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from math import ceil as _ceil
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 from bastion.core.paths import EVERYWHERE, PathPattern
@@ -39,9 +40,14 @@ from bastion.core.ratelimit.headers import (
     render_headers,
     retry_after_header,
 )
-from bastion.core.ratelimit.keys import client_ip_key
+from bastion.core.ratelimit.keys import ClientIPKey, client_ip_key
 from bastion.core.ratelimit.rates import DEFAULT_STRATEGY, Rate, Strategy, parse_rates
-from bastion.core.refusal import RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, Refusal
+from bastion.core.refusal import (
+    RATE_LIMIT_FAILED,
+    RATE_LIMIT_STORE_UNAVAILABLE,
+    RATE_LIMITED,
+    Refusal,
+)
 from bastion.core.request import (
     OVERRIDE_HEADERS,
     body_methods,
@@ -127,6 +133,7 @@ class Rule:
 
     __slots__ = (
         "_items",
+        "_one",
         "cost",
         "everywhere",
         "key",
@@ -136,6 +143,7 @@ class Rule:
         "names",
         "path",
         "policy",
+        "policy_pair",
         "policy_raw",
         "prefix",
         "rates",
@@ -144,6 +152,7 @@ class Rule:
     )
 
     _items: tuple[str, ...]
+    _one: bytes
     cost: int | Callable[[RequestView], int]
     everywhere: bool
     key: KeyFunc | None
@@ -153,6 +162,7 @@ class Rule:
     names: tuple[str, ...]
     path: PathPattern
     policy: str
+    policy_pair: tuple[bytes, bytes]
     policy_raw: bytes
     prefix: str
     rates: tuple[Rate, ...]
@@ -228,7 +238,11 @@ class Rule:
         set_(self, "policy", policy_header(names, rates))
         set_(self, "policy_raw", self.policy.encode("ascii"))
         set_(self, "prefix", name + "|")
+        set_(self, "policy_pair", (b"ratelimit-policy", self.policy_raw))
         set_(self, "_items", tuple(f'"{n}";r=' for n in names))
+        # The RateLimit value of the first limit, to be filled with its remaining and seconds
+        # (a name is 1-64 of letters, digits and _ . : / + * -: no '%' to escape).
+        set_(self, "_one", f'"{names[0]}";r=%d;t=%d'.encode("ascii"))
 
     def matches(self, method: str, path: str) -> bool:
         """Whether the rule covers a request for ``method`` ``path`` (the full path)."""
@@ -251,9 +265,8 @@ class Rule:
         """The ``RateLimit`` header value for this rule's full set of decisions, as bytes."""
         if len(decisions) == 1:
             decision = decisions[0]
-            seconds = math.ceil(decision.reset_after - 1e-9)
-            value = f"{self._items[0]}{decision.remaining};t={seconds if seconds > 0 else 0}"
-            return value.encode("ascii")
+            seconds = _ceil(decision[3] - 1e-9)  # reset_after
+            return self._one % (decision[2], seconds if seconds > 0 else 0)  # remaining
         parts = []
         for item, decision in zip(self._items, decisions, strict=True):
             seconds = math.ceil(decision.reset_after - 1e-9)
@@ -389,7 +402,17 @@ class RuleSet:
     which key and cost. ``key`` is the default key function of rules without their own (the
     client IP by default); ``ietf_headers``/``legacy_headers`` choose the headers sent."""
 
-    __slots__ = ("_by_method", "conditional", "entries", "ietf", "key", "legacy", "rules")
+    __slots__ = (
+        "_by_method",
+        "conditional",
+        "entries",
+        "ietf",
+        "key",
+        "legacy",
+        "peer_keys",
+        "plain",
+        "rules",
+    )
 
     def __init__(
         self,
@@ -412,12 +435,28 @@ class RuleSet:
         self.key: KeyFunc = key if key is not None else client_ip_key()
         self.ietf = bool(ietf_headers)
         self.legacy = bool(legacy_headers)
+        self.plain = self.ietf and not self.legacy
+        """The IETF headers alone (the default): the ones rendered directly as bytes."""
         self.entries: tuple[tuple[Rule, KeyFunc, bool], ...] = tuple(
             (rule, rule.key or self.key, rule.everywhere) for rule in items
         )
         self.conditional = not all(rule.everywhere for rule in items)
         """Whether some rule names a path or methods (else nothing of a request is read)."""
         self._by_method = any(rule.methods is not None for rule in items)
+        self.peer_keys: tuple[tuple[Rule, Callable[[str | None], str | None]], ...] | None = (
+            tuple((rule, key_of.of_peer) for rule, key_of, _ in self.entries)  # type: ignore[attr-defined]
+            if all(
+                rule.everywhere
+                and type(rule.cost) is int
+                and isinstance(key_of, ClientIPKey)
+                and key_of.peer_only
+                for rule, key_of, _ in self.entries
+            )
+            else None
+        )
+        """When every rule applies everywhere, at a fixed cost, keyed by the peer alone (the
+        default key without trusted proxies): each rule with its key of the peer, for
+        :meth:`~bastion.engine.ratelimit.RateLimiter.check_peer_sync`. Else ``None``."""
 
     def __repr__(self) -> str:
         return f"RuleSet({list(self.rules)!r})"
@@ -458,6 +497,14 @@ class RuleSet:
         verdict: Verdict = _new(Verdict, (status, tuple(results), refusal, self))
         return verdict
 
+    def failed(self, results: list[RateLimitResult], failed: RateLimitResult) -> Verdict:
+        """The verdict when a rule's key or cost function failed (``failed``, its refusing
+        result, after the ``results`` of the rules decided before it): ``503`` with
+        :data:`~bastion.core.refusal.RATE_LIMIT_FAILED` and no headers, since the failure is
+        not known to be temporary. The rules after it are not charged."""
+        verdict: Verdict = _new(Verdict, (503, (*results, failed), RATE_LIMIT_FAILED, self))
+        return verdict
+
 
 class Verdict(NamedTuple):
     """What the rate limits say of one request: ``status`` 200 (go on; :attr:`headers` to add
@@ -475,35 +522,40 @@ class Verdict(NamedTuple):
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """The rate-limit headers of the verdict; for a 503 only ``Retry-After``
-        (:data:`OUTAGE_RETRY_AFTER`)."""
+        """The rate-limit headers of the verdict; for a store outage's 503 only
+        ``Retry-After`` (:data:`OUTAGE_RETRY_AFTER`), for a failed key function's none."""
         if self.status == 503:
-            return [("retry-after", _OUTAGE_WAIT)]
+            return [] if self.refusal is RATE_LIMIT_FAILED else [("retry-after", _OUTAGE_WAIT)]
         rules = self.rules
         return render_headers(self.results, ietf=rules.ietf, legacy=rules.legacy)
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """:attr:`headers` as raw ASGI header pairs. The bytes of one enforced rule with all its
         limits are built here directly: the common case, admitted or refused."""
-        status, results, _, rules = self
+        status, results, refusal, rules = self
         if status == 503:
-            return [(b"retry-after", _OUTAGE_WAIT_RAW)]
-        if len(results) == 1 and rules.ietf and not rules.legacy:
+            return [] if refusal is RATE_LIMIT_FAILED else [(b"retry-after", _OUTAGE_WAIT_RAW)]
+        if len(results) == 1 and rules.plain:
+            # Fields by index (a named tuple's attributes cost a descriptor call each):
+            # rule, allowed, decisions, names, rates, unavailable, shadowed.
             only = results[0]
-            rule = only.rule
-            if not only.shadowed and only.decisions and only.names is rule.names:
-                raw = [
-                    (b"ratelimit-policy", rule.policy_raw),
-                    (b"ratelimit", rule.ratelimit_raw(only.decisions)),
-                ]
-                if not only.allowed:
-                    decisions = only.decisions
+            rule = only[0]
+            decisions = only[2]
+            if decisions and not only[6] and only[3] is rule.names:
+                if len(decisions) == 1:
+                    decision = decisions[0]  # allowed, limit, remaining, reset_after, retry_after
+                    seconds = _ceil(decision[3] - 1e-9)
+                    value = rule._one % (decision[2], seconds if seconds > 0 else 0)
+                else:
+                    value = rule.ratelimit_raw(decisions)
+                raw = [rule.policy_pair, (b"ratelimit", value)]
+                if not only[1]:
                     if len(decisions) == 1:  # retry_after_header() for one refusing limit
-                        seconds = math.ceil(decisions[0].retry_after - 1e-9)
-                        wait = str(seconds) if seconds > 1 else "1"
+                        seconds = _ceil(decisions[0][4] - 1e-9)
+                        wait = b"%d" % seconds if seconds > 1 else b"1"
                     else:
-                        wait = retry_after_header(decisions)
-                    raw.append((b"retry-after", wait.encode("ascii")))
+                        wait = retry_after_header(decisions).encode("ascii")
+                    raw.append((b"retry-after", wait))
                 return raw
         return header_bytes(results, ietf=rules.ietf, legacy=rules.legacy)
 
