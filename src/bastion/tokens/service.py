@@ -233,13 +233,14 @@ class Tokens:
         wanted = scopes_of(scopes)
         jkt = self.binding(dpop_jkt)
         epoch = await self.revocations.current_epoch(user_id, authenticated_at=authenticated_at)
+        # Minted first: claims the codec refuses leave no refresh family behind.
+        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         refresh: str | None = None
         family: FamilyInfo | None = None
         if self.refresh_tokens is not None:
             refresh, family = await self.refresh_tokens.issue(
                 user_id, client_id=client_id, scopes=wanted, epoch=epoch, cnf_jkt=jkt
             )
-        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
 
@@ -257,13 +258,14 @@ class Tokens:
         wanted = scopes_of(scopes)
         jkt = self.binding(dpop_jkt)
         epoch = self.revocations.current_epoch_sync(user_id, authenticated_at=authenticated_at)
+        # Minted first: claims the codec refuses leave no refresh family behind.
+        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         refresh: str | None = None
         family: FamilyInfo | None = None
         if self.refresh_tokens is not None:
             refresh, family = self.refresh_tokens.issue_sync(
                 user_id, client_id=client_id, scopes=wanted, epoch=epoch, cnf_jkt=jkt
             )
-        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
 
