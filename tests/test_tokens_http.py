@@ -564,3 +564,34 @@ async def test_litestar_and_quart_under_protect_with_real_tokens(
         refused = await http.get("/api/me", headers=bearer(pair.access_token))
         assert (refused.status_code, error_of(refused)) == (401, "invalid_token")
         assert (await http.get("/api/me")).status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_parallel_refreshes_of_one_token_get_one_successor(
+    any_store: Store, clock: FrozenClock
+) -> None:
+    import asyncio  # noqa: PLC0415
+
+    runtime = config(any_store, clock).build()
+    tokens = runtime.tokens
+    pair = await tokens.issue("alice", scopes=("read",))
+    assert pair.refresh_token is not None
+    token = pair.refresh_token
+    results = await asyncio.wait_for(
+        asyncio.gather(*(tokens.refresh(token) for _ in range(8)), return_exceptions=True), 30
+    )
+    successors = {r.refresh_token for r in results if not isinstance(r, BaseException)}
+    assert len(successors) == 1, results  # every caller within the grace window gets the same
+    assert all(not isinstance(r, BaseException) for r in results), results
+    (successor,) = successors
+    assert successor is not None
+    # The successor works once more; the original, past the grace window, revokes the family.
+    newer = await tokens.refresh(successor)
+    clock.advance(60)
+    with pytest.raises(TokenRejected) as reused:
+        await tokens.refresh(token)
+    assert reused.value.reason in {TokenReason.REUSED, TokenReason.REVOKED}
+    assert newer.refresh_token is not None
+    with pytest.raises(TokenRejected):
+        await tokens.refresh(newer.refresh_token)
+    await runtime.aclose()
