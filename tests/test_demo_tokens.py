@@ -325,3 +325,18 @@ async def test_a_refused_post_to_a_reset_link_keeps_the_token_out_of_the_audit_t
     assert csrf[-1]["details"]["path"] == "/reset-password/bot_[redacted]"
     assert token not in repr(events)
     assert token.split(".")[1] not in repr(events)
+
+
+@pytest.mark.asyncio
+async def test_knowing_a_family_id_is_not_enough_to_revoke_it(app: DemoApp) -> None:
+    """The family id is the visible half of a refresh token (and appears in audit events): a
+    revocation with that id and a made-up secret must not end someone else's family."""
+    async with curl(app) as client:
+        pair = await get_pair(client)
+        refresh = str(pair["refresh_token"])
+        family = refresh.split(".", 1)[0]
+        forged = family + "." + "A" * 43
+        answer = await client.post("/api/token/revoke", data={"token": forged})
+        assert answer.status_code == 200  # RFC 7009: the same answer, no oracle
+        still = await client.post("/api/token/refresh", data={"refresh_token": refresh})
+        assert still.status_code == 200

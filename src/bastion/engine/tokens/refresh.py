@@ -389,7 +389,7 @@ class RefreshTokens:
             raise TokenRejected(TokenReason.UNKNOWN)  # a rotated token: not the current one
         return _info(token.family_id, record)
 
-    def _revoke_flow(self, family_id: str) -> Flow[bool]:
+    def _revoke_flow(self, family_id: str, token: ParsedToken | None) -> Flow[bool]:
         key = family_key(family_id)
         raw = yield Get(key)
         for attempt in range(CAS_ATTEMPTS):
@@ -399,6 +399,8 @@ class RefreshTokens:
                 record = None
             if record is None or record.revoked is not None:
                 return False
+            if token is not None and not is_known(record, token, self._secrets):
+                return False  # a token of this family id, but not one it issued
             ttl = record.expires_at - self._clock.now() + TOMBSTONE_SLACK
             if ttl <= 0:
                 return False
@@ -410,14 +412,15 @@ class RefreshTokens:
             yield backoff(attempt + 1)
         raise StoreBusy("a refresh family changed during every revocation attempt; try again")
 
-    def _family_id(self, token_or_family_id: str) -> str:
+    def _target(self, token_or_family_id: str) -> tuple[str, ParsedToken | None]:
         if isinstance(token_or_family_id, str) and token_or_family_id.startswith(
             self._policy.prefix
         ):
-            return parse_token(token_or_family_id, self._policy.prefix).family_id
+            parsed = parse_token(token_or_family_id, self._policy.prefix)
+            return parsed.family_id, parsed
         if not isinstance(token_or_family_id, str) or not 1 <= len(token_or_family_id) <= 64:
             raise TokenRejected(TokenReason.MALFORMED)
-        return token_or_family_id
+        return token_or_family_id, None
 
     def _audit_reuse(self, family_id: str, record: FamilyRecord) -> None:
         if self._auditor is None:
@@ -511,13 +514,15 @@ class RefreshTokens:
         return drive_sync(self._inspect_flow(parsed), self._sync_store())
 
     async def revoke(self, token_or_family_id: str) -> bool:
-        """Revoke a family by one of its tokens or its id; ``False`` if it was not live.
-        A token's secret is not checked: a family id is enough to end a family (this is an
-        administrative call, never a route that takes a client's token unchecked)."""
-        return await self._run(self._revoke_flow(self._family_id(token_or_family_id)))
+        """Revoke a family by one of its tokens or its id; ``False`` if it was not live. A
+        token must be one the family issued (its current or a remembered rotated one: a
+        revocation endpoint takes the client's token, RFC 7009), so knowing a family id from a
+        log is not enough to end it through a token; a bare family id (an administrative call,
+        never a client's input) ends the family outright."""
+        return await self._run(self._revoke_flow(*self._target(token_or_family_id)))
 
     def revoke_sync(self, token_or_family_id: str) -> bool:
-        return self._run_sync(self._revoke_flow(self._family_id(token_or_family_id)))
+        return self._run_sync(self._revoke_flow(*self._target(token_or_family_id)))
 
     def __repr__(self) -> str:
         return f"RefreshTokens(store={self._store!r}, prefix={self._policy.prefix!r})"
