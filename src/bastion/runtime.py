@@ -129,14 +129,8 @@ class Runtime:
             if production:
                 _check_production_ring(config.keyring)
             self.keyring = config.keyring
-        if config.tokens is not None and config.tokens.keys is None and production:
-            raise ConfigurationError(
-                "TokenPolicy(keys=None) under ENV=production: a generated signing key changes "
-                "on every restart and differs between workers, so issued tokens would stop "
-                "verifying. Pass keys=JWTKeySet(JWTKey.from_pem(...)) or set "
-                "BASTION_TOKEN_KEYS_FILE (Bastion.from_env())",
-                setting="tokens.keys",
-            )
+        if config.tokens is not None:
+            config.tokens.check_environment(production=production)
         self.auditor = (
             config.auditor
             if config.auditor is not None

@@ -9,10 +9,10 @@ app turns it on.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bastion.core._check import seconds, whole_number
 from bastion.core.paths import PathPattern
 from bastion.errors import ConfigurationError
 
@@ -42,14 +42,13 @@ class DPoPMode(enum.StrEnum):
 
 
 def _seconds(value: object, setting: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigurationError(f"{setting} must be a number of seconds", setting=setting)
-    if not low <= value <= high:
+    found = seconds(setting, value, allow_zero=True)
+    if not low <= found <= high:
         raise ConfigurationError(
-            f"{setting} must be between {low:g} and {high:g} seconds, got {value:g}",
+            f"{setting} must be between {low:g} and {high:g} seconds, got {found:g}",
             setting=setting,
         )
-    return float(value)
+    return found
 
 
 def _text(value: object, setting: str) -> str:
@@ -144,14 +143,7 @@ class TokenPolicy:
             _seconds(self.pending_lifetime, "tokens.pending_lifetime", 10.0, 3600.0),
         )
         set_(self, "leeway", _seconds(self.leeway, "tokens.leeway", 0.0, 300.0))
-        if (
-            isinstance(self.max_bytes, bool)
-            or not isinstance(self.max_bytes, int)
-            or not 512 <= self.max_bytes <= 65536
-        ):
-            raise ConfigurationError(
-                "tokens.max_bytes must be an int between 512 and 65536", setting="tokens.max_bytes"
-            )
+        whole_number("tokens.max_bytes", self.max_bytes, low=512, high=65536)
         try:
             set_(self, "dpop", DPoPMode(self.dpop))
         except ValueError:
@@ -174,6 +166,18 @@ class TokenPolicy:
     def access_audience(self) -> str:
         """The audience access tokens carry and require (``audience``, else ``issuer``)."""
         return self.audience or self.issuer
+
+    def check_environment(self, *, production: bool) -> None:
+        """Refuse what production must not run with: a generated signing key, which changes
+        on every restart and differs between workers, so issued tokens would stop verifying."""
+        if production and self.keys is None:
+            raise ConfigurationError(
+                "TokenPolicy(keys=None) under ENV=production: a generated signing key changes "
+                "on every restart and differs between workers, so issued tokens would stop "
+                "verifying. Pass keys=JWTKeySet(JWTKey.from_pem(...)) or set "
+                "BASTION_TOKEN_KEYS_FILE (Bastion.from_env())",
+                setting="tokens.keys",
+            )
 
     @property
     def longest_lifetime(self) -> float:

@@ -90,15 +90,9 @@ class Tokens:
         production: bool = False,
         sessions: SessionEngine | None = None,
     ) -> None:
+        policy.check_environment(production=production)
         keys = policy.keys
         if keys is None:
-            if production:
-                raise ConfigurationError(
-                    "TokenPolicy(keys=None) under ENV=production: a generated signing key "
-                    "changes on every restart and differs between workers, so issued tokens "
-                    "would stop verifying. Pass keys=JWTKeySet(JWTKey.from_pem(...))",
-                    setting="tokens.keys",
-                )
             keys = JWTKeySet(JWTKey.generate("EdDSA"))
         self.policy = policy
         self._store = store
