@@ -25,6 +25,7 @@ RANK: dict[str, float] = {
     "passwords": 3.5,
     "apikeys": 3.5,
     "tokens": 3.5,
+    "authz": 3.5,
     # the Bastion configuration and the runtime built from it (one layer, see SAME_LAYER):
     # above every engine
     "config": 3.6,

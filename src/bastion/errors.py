@@ -17,7 +17,10 @@ message alone. No message ever contains a secret: values that could be secret ar
     │   ├── BadSignature          a signed value is malformed, or its signature does not verify
     │   │   └── SignatureExpired  a timestamped value verified but is older than max_age
     │   ├── BadToken              a token (cookie value, header token) is malformed or unknown
-    │   └── PasswordRejected      a password is refused before hashing (too long, not text)
+    │   ├── PasswordRejected      a password is refused before hashing (too long, not text)
+    │   └── AuthzInputError       a subject or resource handed to authorization is malformed
+    ├── Forbidden                 authorization denied an action (carries the decision)
+    │   └── SelfGrantRefused      a user tried to change their own roles or grants
     ├── RateLimitExceeded         a rate limit refused the request (carries Retry-After)
     └── StoreError                the store refused an operation (bad key, TTL or value: a bug)
         └── StoreUnavailable      the store cannot serve now: 503 with Retry-After, or the policy
@@ -36,6 +39,7 @@ This module imports nothing from bastion (it is the bottom layer).
 from __future__ import annotations
 
 __all__ = [
+    "AuthzInputError",
     "BadData",
     "BadSignature",
     "BadToken",
@@ -43,8 +47,10 @@ __all__ = [
     "ConfigurationError",
     "CookieError",
     "CookieTooLarge",
+    "Forbidden",
     "PasswordRejected",
     "RateLimitExceeded",
+    "SelfGrantRefused",
     "SessionDataError",
     "SessionStateError",
     "SignatureExpired",
@@ -194,6 +200,28 @@ class StoreConnectionError(StoreUnavailable):
 class StoreCorrupt(StoreUnavailable):
     """The data cannot be read: a corrupt database file, a reply that breaks the protocol or
     exceeds the configured size cap."""
+
+
+class AuthzInputError(BadData):
+    """A subject, resource or context handed to authorization is malformed (a wrong type, an
+    id that is not text). The check denies; it never guesses what was meant."""
+
+
+class Forbidden(BastionError):
+    """Authorization denied an action. Adapters answer 403 (401 when nobody is signed in).
+
+    ``decision`` is the :class:`~bastion.core.authz.decision.Decision` that denied, whose
+    ``explain()`` says which rule, grant or condition decided. Typed as ``object`` here
+    because this module imports nothing from bastion.
+    """
+
+    def __init__(self, message: str, *, decision: object) -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
+class SelfGrantRefused(Forbidden):
+    """A user tried to change their own roles, grants or denies through bastion's API."""
 
 
 class RateLimitExceeded(BastionError):
