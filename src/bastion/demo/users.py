@@ -30,6 +30,9 @@ USERNAME_RULE: Final = "3 to 32 characters: letters, digits, '.', '_' or '-'"
 _USERNAME = re.compile(r"[a-z0-9._-]{3,32}", re.ASCII)
 _CAS_ATTEMPTS: Final = 16
 _PREFIX: Final = "demo:user:"
+_INDEX: Final = "demo:users"
+"""One record listing every account name (the admin's roles page lists users; a store has no
+key scan)."""
 
 
 def valid_username(name: str) -> bool:
@@ -77,6 +80,14 @@ class User:
             return None
 
 
+def _names(raw: bytes) -> list[str]:
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        return []
+    return sorted(name for name in data if isinstance(name, str)) if isinstance(data, list) else []
+
+
 class UserStore:
     """Accounts in ``store``: create-if-absent, read, and compare-and-set updates."""
 
@@ -91,11 +102,31 @@ class UserStore:
 
     async def create(self, user: User) -> bool:
         """Store a new account; ``False`` when the name is taken (atomically)."""
-        return await self._store.compare_and_set(_PREFIX + user.username, None, user.encode())
+        created = await self._store.compare_and_set(_PREFIX + user.username, None, user.encode())
+        if created:
+            await self._index(user.username)
+        return created
 
     async def put(self, user: User) -> None:
         """Create or replace an account (used to seed the demo accounts at start)."""
         await self._store.set(_PREFIX + user.username, user.encode())
+        await self._index(user.username)
+
+    async def names(self) -> list[str]:
+        """Every account name, sorted."""
+        raw = await self._store.get(_INDEX)
+        return [] if raw is None else _names(raw)
+
+    async def _index(self, username: str) -> None:
+        for _ in range(_CAS_ATTEMPTS):
+            raw = await self._store.get(_INDEX)
+            names = [] if raw is None else _names(raw)
+            if username in names:
+                return
+            encoded = json.dumps(sorted([*names, username])).encode("utf-8")
+            if await self._store.compare_and_set(_INDEX, raw, encoded):
+                return
+        raise StoreBusy("the account index kept changing; gave up (503)")
 
     async def update(self, username: str, change: Callable[[User], User]) -> User | None:
         """Apply ``change`` to the current record and store it by compare-and-set; ``None``
