@@ -1,0 +1,1 @@
+"""Authorization, sans-I/O: the model, the policy and the route table."""
