@@ -69,6 +69,13 @@ from fastapi.security import SecurityScopes  # noqa: TC002 (FastAPI reads the an
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads the annotation at run time)
 
+from bastion.asgi.authz import (
+    authorizer_of,
+    remember,
+    request_subject,
+    request_user,
+    store_verdict,
+)
 from bastion.asgi.bearer import (
     ABSENT,
     attach,
@@ -76,13 +83,6 @@ from bastion.asgi.bearer import (
     authenticate_scope,
     client_address,
     retry_after_value,
-)
-from bastion.asgi.authz import (
-    authorizer_of,
-    remember,
-    request_subject,
-    request_user,
-    store_verdict,
 )
 from bastion.core.authz.permission import Permission
 from bastion.core.authz.subjects import Resource, Subject
@@ -101,9 +101,9 @@ from bastion.core.tokens.reasons import TokenReason
 from bastion.errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from fastapi import params
-
     from collections.abc import Awaitable, Callable
+
+    from fastapi import params
 
     from bastion.authz.service import Authorizer, Verdict
     from bastion.core.audit import Auditor
@@ -238,7 +238,8 @@ async def _verdict(
     except StoreUnavailable:
         status, body, _ = store_verdict()
         raise HTTPException(
-            status, detail={"error": body.error, "detail": body.detail.strip()},
+            status,
+            detail={"error": body.error, "detail": body.detail.strip()},
             headers={"Retry-After": "5", "Cache-Control": "no-store"},
         ) from None
     if verdict.refusal is not None:
@@ -278,7 +279,7 @@ def require_owner(
     if not isinstance(action, str) or not action:
         raise ConfigurationError("require_owner(action=...) must be an action", setting="action")
 
-    async def dependency(connection: HTTPConnection, loaded: Any = Depends(loader)) -> Any:  # noqa: ANN401, B008 (FastAPI's idiom: the loader is a dependency)
+    async def dependency(connection: HTTPConnection, loaded: Any = Depends(loader)) -> Any:  # noqa: B008 (FastAPI's idiom: the loader is a dependency)
         if loaded is None:
             raise HTTPException(404)
         resource = loaded if isinstance(loaded, Resource) else Resource.of(loaded)

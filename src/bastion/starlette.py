@@ -39,6 +39,13 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from bastion.asgi.authz import (
+    authorizer_of,
+    remember,
+    request_subject,
+    request_user,
+    store_verdict,
+)
 from bastion.asgi.bearer import (
     ABSENT,
     attach,
@@ -47,13 +54,6 @@ from bastion.asgi.bearer import (
     client_address,
     principal,
     retry_after_value,
-)
-from bastion.asgi.authz import (
-    authorizer_of,
-    remember,
-    request_subject,
-    request_user,
-    store_verdict,
 )
 from bastion.core.authz.permission import Permission
 from bastion.core.refusal import refusal_body
@@ -234,7 +234,7 @@ def requires_permission(
     return decorate
 
 
-def _scoped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ANN401 (a Starlette, Litestar or Quart request)
+def _scoped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The request: an argument with an ASGI ``scope`` (Starlette, Litestar), else
     ``quart.request`` inside a Quart request."""
     for value in (*args, *kwargs.values()):
@@ -251,11 +251,11 @@ def _scoped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ANN4
 
 
 async def _framework_refusal(
-    connection: Any,  # noqa: ANN401 (a Starlette, Litestar or Quart request)
+    connection: Any,
     status: int,
     body_of: Refusal,
     headers: dict[str, str],
-) -> Any:  # noqa: ANN401 (the framework's own response)
+) -> Any:
     """The refusal as the framework's own response."""
     if isinstance(connection, HTTPConnection):
         return await _refuse(connection, status, body_of, headers)

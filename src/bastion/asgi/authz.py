@@ -109,8 +109,7 @@ def authorizer_of(scope: Scope, given: Authorizer | None, *, setting: str) -> Au
 def request_subject(scope: Scope) -> Subject | None:
     """The subject already loaded for this request, if any."""
     state = scope.get("state")
-    found = state.get(SUBJECT_KEY) if isinstance(state, Mapping) else None
-    return found  # type: ignore[no-any-return]  # only the adapters write this key
+    return state.get(SUBJECT_KEY) if isinstance(state, Mapping) else None
 
 
 def remember(scope: Scope, verdict: Verdict) -> None:
@@ -122,6 +121,12 @@ def remember(scope: Scope, verdict: Verdict) -> None:
 def store_verdict() -> tuple[int, Refusal, list[tuple[bytes, bytes]]]:
     """The outage answer: 503, its body, ``Retry-After``."""
     return 503, STORE_UNAVAILABLE, [(b"retry-after", RETRY_AFTER)]
+
+
+async def refuse_outage(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer the outage (503 with ``Retry-After``)."""
+    status, refusal, extra = store_verdict()
+    await refuse(scope, receive, send, status, refusal, extra=extra)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -137,6 +142,7 @@ async def refuse(
     send: Send,
     status: int,
     refusal: Refusal,
+    *,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer ``refusal`` through the adapters' one refusal sender."""
@@ -221,7 +227,7 @@ class AuthzMiddleware:
                 client_ip=client,
             )
         except StoreUnavailable:
-            await refuse(scope, receive, send, *store_verdict())
+            await refuse_outage(scope, receive, send)
             return
         if verdict.refusal is not None:
             await refuse(scope, receive, send, verdict.status, verdict.refusal)

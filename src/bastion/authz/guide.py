@@ -79,9 +79,7 @@ class Guide:
         """The guide's ``evaluate(subject, resource, action, context)``: the decision."""
         return self.policy.evaluate(subject, resource, action, context)
 
-    def require_permission(
-        self, permission: str
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    def require_permission(self, permission: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a sync or async function so it runs only for a user holding
         ``permission`` (checked now: a malformed permission fails at import)."""
         Permission.parse(permission, setting="require_permission")
@@ -90,7 +88,7 @@ class Guide:
             if inspect.iscoroutinefunction(function):
 
                 @functools.wraps(function)
-                async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:  # noqa: ANN401 (the view's own result)
+                async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                     self._require(_user_of(args, kwargs, function), permission)
                     return await function(*args, **kwargs)
 

@@ -236,7 +236,7 @@ class Authorizer:
         action: str,
         resource_type: str,
         context: Mapping[str, object] | None = None,
-    ) -> Any:  # noqa: ANN401 (the policy's filter expression; its type belongs to core.authz.filters)
+    ) -> Any:
         """The residual filter over ``resource_type`` rows ``subject`` may ``action``
         (:meth:`Policy.filter <bastion.core.authz.policy.Policy.filter>`)."""
         return self.engine.filter(Subject.of(subject), action, resource_type, context)

@@ -66,12 +66,8 @@ def _check(
 ) -> Response | None:
     environ = request.environ
     try:
-        session = flask_session._get_current_object()  # noqa: SLF001 (the real session object)
-    except RuntimeError:  # pragma: no cover (always inside a request here)
-        session = None
-    try:
         verdict = authorizer.gate_sync(
-            environ_user(environ, session),
+            environ_user(environ, flask_session),  # the proxy passes isinstance(Session)
             permissions,
             resource=resource,
             context={"method": request.method, "path": request.path},
@@ -101,7 +97,7 @@ def require_permission(
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 (the view's own)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
             refused = _check(_authorizer(authorizer, "require_permission"), wanted, None)
             return refused if refused is not None else view(*args, **kwargs)
 
@@ -120,7 +116,7 @@ def require_owner(
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 (the view's own)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
             found = _authorizer(authorizer, "require_owner")
             loaded = loader(*args, **kwargs)
             if loaded is None:

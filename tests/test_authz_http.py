@@ -1,0 +1,487 @@
+"""Authorization over HTTP: the route-table middlewares and the framework helpers on real
+Starlette, FastAPI, Flask, Litestar and Quart apps, with the issue's HTTP attack cases.
+
+Users and roles live in a real MemoryStore (bastion's Assignments); the user of a request is
+the principal of a real signed test token verified by BearerMiddleware. Path attacks go over a
+real socket to uvicorn, which decodes the path as production servers do (the test clients'
+URL parsers would merge the dot segments before the request is sent).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Annotated, Any
+
+import flask
+import httpx
+import pytest
+import pytest_asyncio
+import quart
+from fastapi import Depends, FastAPI
+from litestar import Litestar, Request, get
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from tests.authz_http_support import POSTS, World
+from tests.servers import uvicorn_thread
+
+from bastion.asgi.authz import AuthzMiddleware
+from bastion.asgi.bearer import BearerMiddleware
+from bastion.core.authz.decision import AuthzReason
+from bastion.core.authz.subjects import Resource, Subject
+from bastion.errors import ConfigurationError, Forbidden, SelfGrantRefused
+from bastion.fastapi import require, require_owner
+from bastion.flask.authz import require_owner as flask_require_owner
+from bastion.flask.authz import require_permission as flask_require_permission
+from bastion.starlette import requires_permission
+from bastion.wsgi.authz import AuthzMiddleware as WSGIAuthzMiddleware
+from bastion.wsgi.bearer import BearerMiddleware as WSGIBearerMiddleware
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.requests import Request as StarletteRequest
+
+    from bastion.asgi.types import ASGIApp
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def asgi_stack(app: ASGIApp, world: World) -> ASGIApp:
+    """The order a stack uses: bearer outside, the route table inside it."""
+    return BearerMiddleware(
+        AuthzMiddleware(app, world.authorizer), world.verifier, protected=(), optional=("/*",)
+    )
+
+
+# -- Starlette -------------------------------------------------------------------------------
+
+
+def starlette_app(world: World) -> Starlette:
+    async def text(request: StarletteRequest) -> PlainTextResponse:
+        return PlainTextResponse(f"{request.method} {request.url.path}")
+
+    @requires_permission("posts:delete")
+    async def decorated(request: StarletteRequest) -> PlainTextResponse:
+        return PlainTextResponse("deleted")
+
+    paths = ["/login", "/health", "/posts", "/posts/{id}", "/admin/users", "/me", "/elsewhere"]
+    routes = [Route(p, text, methods=["GET", "POST", "PUT"]) for p in paths]
+    routes.append(Route("/decorated", decorated, methods=["POST"]))
+    return Starlette(routes=routes)
+
+
+def http(app: ASGIApp) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app.test")
+
+
+@pytest_asyncio.fixture
+async def starlette_client(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    async with http(asgi_stack(starlette_app(world), world)) as client:
+        yield client
+
+
+@pytest.mark.asyncio
+async def test_starlette_allowed_denied_and_unauthenticated(
+    world: World, starlette_client: httpx.AsyncClient
+) -> None:
+    client = starlette_client
+    assert (await client.get("/posts", headers=world.auth("uma"))).text == "GET /posts"
+    assert (await client.post("/posts", headers=world.auth("mona"))).status_code == 200
+    denied = await client.post("/posts", headers=world.auth("uma"))  # posts:write:own, no resource
+    assert denied.status_code == 403
+    assert denied.json()["error"] == "not_owner"
+    assert denied.headers["cache-control"] == "no-store"
+    admin = await client.get("/admin/users", headers=world.auth("mona"))
+    assert (admin.status_code, admin.json()["error"]) == (403, "no_match")
+    assert (await client.get("/admin/users", headers=world.auth("alice"))).status_code == 200
+    anonymous = await client.get("/me", headers={"Accept": "application/json"})
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthenticated")
+    assert (await client.get("/login")).text == "GET /login"  # public: nobody signed in
+    assert (await client.get("/health")).status_code == 200
+    fails = world.fails()
+    assert [f["reason"] for f in fails] == ["not_owner", "no_match", "unauthenticated"]
+    assert "admin:access" in str(fails[1]["explanation"])
+
+
+@pytest.mark.asyncio
+async def test_starlette_route_table_fails_closed(
+    world: World, starlette_client: httpx.AsyncClient
+) -> None:
+    refused = await starlette_client.get(
+        "/elsewhere", headers=world.auth("alice")
+    )  # no rule at all
+    assert (refused.status_code, refused.json()["error"]) == (403, "no_route_rule")
+    public_post = await starlette_client.post("/health", headers={"Accept": "application/json"})
+    assert (public_post.status_code, public_post.json()["error"]) == (403, "no_route_rule")
+    assert world.fails()[-1]["reason"] == "no_route_rule"
+
+
+@pytest.mark.asyncio
+async def test_starlette_head_is_checked_as_get_and_overrides_are_refused(
+    world: World, starlette_client: httpx.AsyncClient
+) -> None:
+    client = starlette_client
+    head = await client.head("/admin/users", headers=world.auth("mona"))
+    assert head.status_code == 403
+    assert (await client.head("/admin/users", headers=world.auth("alice"))).status_code == 200
+    for header in ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"):
+        sent = {**world.auth("alice"), header: "DELETE"}
+        refused = await client.post("/posts", headers=sent)
+        assert (refused.status_code, refused.json()["error"]) == (400, "authz_method_override")
+    query = await client.post("/posts?_method=DELETE", headers=world.auth("alice"))
+    assert (query.status_code, query.json()["error"]) == (400, "authz_method_override")
+
+
+@pytest.mark.asyncio
+async def test_starlette_decorator(world: World, starlette_client: httpx.AsyncClient) -> None:
+    assert (await starlette_client.post("/decorated", headers=world.auth("mona"))).text == "deleted"
+    denied = await starlette_client.post("/decorated", headers=world.auth("uma"))
+    assert (denied.status_code, denied.json()["error"]) == (403, "no_match")
+
+
+@pytest.mark.asyncio
+async def test_stale_role_after_demotion(world: World, starlette_client: httpx.AsyncClient) -> None:
+    assert (await starlette_client.post("/posts", headers=world.auth("mona"))).status_code == 200
+    world.set_role("mona", "user")  # demoted between two requests; her token is unchanged
+    denied = await starlette_client.post("/posts", headers=world.auth("mona"))
+    assert (denied.status_code, denied.json()["error"]) == (403, "not_owner")
+
+
+@pytest.mark.asyncio
+async def test_a_decorator_without_an_authorizer_is_a_configuration_error() -> None:
+    @requires_permission("posts:read")
+    async def view(request: StarletteRequest) -> PlainTextResponse:
+        return PlainTextResponse("never")
+
+    app = Starlette(routes=[Route("/x", view)])
+    async with http(app) as client:
+        with pytest.raises(ConfigurationError, match="no authorizer"):
+            await client.get("/x")
+
+
+# -- path attacks over a real server ----------------------------------------------------------
+
+
+def raw_request(port: int, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/posts/../admin/users",
+        "/posts/%2e%2e/admin/users",
+        "/posts/%2E%2E/admin/users",
+        "/posts%2F..%2Fadmin/users",
+        "/posts/x%2Fy",
+        "//admin/users",
+        "/posts//x",
+        "/posts/./x",
+        "/admin;x=1/users",
+        "/posts/x;jsessionid=1",
+        "/posts/x%5C..%5Cadmin",
+        "/posts/%252e%252e/admin",
+    ],
+)
+def test_paths_not_in_normal_form_get_400(world: World, target: str) -> None:
+    with uvicorn_thread(asgi_stack(starlette_app(world), world)) as port:
+        status, body = raw_request(port, target, world.auth("uma"))
+    assert status == 400, target
+    assert b'"error": "authz_bad_path"' in body
+
+
+def test_case_and_trailing_slash_variants_meet_the_rule(world: World) -> None:
+    with uvicorn_thread(asgi_stack(starlette_app(world), world)) as port:
+        for target in ("/ADMIN/users", "/Admin/Users/", "/admin/users/"):
+            status, body = raw_request(port, target, world.auth("mona"))
+            assert status == 403, target
+            assert b'"error": "no_match"' in body
+        status, body = raw_request(port, "/LOGIN", {"Accept": "application/json"})
+        assert status == 403  # not the public path as written, and no other rule
+        assert b'"error": "no_route_rule"' in body
+        status, body = raw_request(port, "/Me/", {"Accept": "application/json"})
+        assert status == 401  # the trailing slash and case still meet the signed-in rule
+        assert b'"error": "unauthenticated"' in body
+
+
+# -- FastAPI ----------------------------------------------------------------------------------
+
+
+async def load_post(post_id: str) -> dict[str, Any] | None:
+    return POSTS.get(post_id)  # the app's own row: the owner as stored
+
+
+def load_post_sync(post_id: str) -> dict[str, Any] | None:
+    return POSTS.get(post_id)
+
+
+def fastapi_app(world: World) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/api/posts", dependencies=[Depends(require("posts:delete"))])
+    async def delete() -> dict[str, str]:
+        return {"done": "yes"}
+
+    @app.get("/api/me")
+    async def me(subject: Annotated[Subject, Depends(require("app:use"))]) -> dict[str, Any]:
+        return {"id": subject.id, "roles": sorted(subject.roles)}
+
+    @app.put("/api/posts/{post_id}")
+    async def edit(
+        post: Annotated[dict[str, Any], Depends(require_owner(load_post, action="update"))],
+        body: dict[str, Any],
+    ) -> dict[str, str]:
+        return {"edited": str(post["id"])}
+
+    return app
+
+
+@pytest_asyncio.fixture
+async def fastapi_client(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    app = fastapi_app(world)
+    stack = BearerMiddleware(app, world.verifier, protected=(), optional=("/*",))
+
+    async def with_authorizer(scope: Any, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})["bastion.authz"] = world.authorizer  # as the stack does
+        await stack(scope, receive, send)
+
+    async with http(with_authorizer) as client:
+        yield client
+
+
+@pytest.mark.asyncio
+async def test_fastapi_require(world: World, fastapi_client: httpx.AsyncClient) -> None:
+    client = fastapi_client
+    assert (await client.post("/api/posts", headers=world.auth("mona"))).json() == {"done": "yes"}
+    denied = await client.post("/api/posts", headers=world.auth("uma"))
+    assert denied.status_code == 403
+    assert denied.json()["detail"]["error"] == "no_match"
+    anonymous = await client.post("/api/posts")
+    assert (anonymous.status_code, anonymous.json()["detail"]["error"]) == (401, "unauthenticated")
+    me = (await client.get("/api/me", headers=world.auth("uma"))).json()
+    assert me == {"id": "uma", "roles": ["user"]}
+
+
+@pytest.mark.asyncio
+async def test_fastapi_owner_from_the_loader_never_from_the_body(
+    world: World, fastapi_client: httpx.AsyncClient
+) -> None:
+    client = fastapi_client
+    mine = await client.put("/api/posts/p-uma", headers=world.auth("uma"), json={"x": 1})
+    assert mine.json() == {"edited": "p-uma"}
+    forged = {"owner_id": "umar", "owner": "umar", "locked": False}
+    theirs = await client.put("/api/posts/p-uma", headers=world.auth("umar"), json=forged)
+    assert (theirs.status_code, theirs.json()["detail"]["error"]) == (403, "not_owner")
+    locked = await client.put("/api/posts/p-locked", headers=world.auth("uma"), json=forged)
+    assert (locked.status_code, locked.json()["detail"]["error"]) == (403, "denied_by_rule")
+    missing = await client.put("/api/posts/nope", headers=world.auth("uma"), json={})
+    assert missing.status_code == 404
+    assert world.fails()[0]["explanation"] == (
+        "denied: posts:update:own needs ownership and umar does not own posts:p-uma"
+    )
+
+
+# -- Flask ------------------------------------------------------------------------------------
+
+
+def flask_app(world: World) -> flask.Flask:
+    app = flask.Flask(__name__)
+
+    @app.route("/posts", methods=["GET", "POST"])
+    def posts() -> str:
+        return f"{flask.request.method} posts"
+
+    @app.post("/decorated")
+    @flask_require_permission("posts:delete")
+    def decorated() -> str:
+        return "deleted"
+
+    @app.post("/posts/<post_id>")
+    @flask_require_owner(load_post_sync, action="update")
+    def edit(post_id: str, resource: dict[str, Any]) -> str:
+        return f"edited {resource['id']}"
+
+    @app.get("/elsewhere")
+    def elsewhere() -> str:
+        return "never"
+
+    app.wsgi_app = WSGIBearerMiddleware(  # type: ignore[method-assign]
+        WSGIAuthzMiddleware(app.wsgi_app, world.authorizer),
+        world.verifier,
+        protected=(),
+        optional=("/*",),
+    )
+    return app
+
+
+def test_flask_middleware_and_decorators(world: World) -> None:
+    client = flask_app(world).test_client()
+    assert client.get("/posts", headers=world.auth("uma")).text == "GET posts"
+    denied = client.post("/posts", headers=world.auth("uma"))
+    assert (denied.status_code, denied.json["error"]) == (403, "not_owner")  # type: ignore[index]
+    assert client.post("/decorated", headers=world.auth("mona")).text == "deleted"
+    refused = client.post("/decorated", headers=world.auth("uma"))
+    assert (refused.status_code, refused.json["error"]) == (403, "no_match")  # type: ignore[index]
+    assert client.post("/posts/p-uma", headers=world.auth("uma")).text == "edited p-uma"
+    forged = client.post("/posts/p-uma", headers=world.auth("umar"), data={"owner_id": "umar"})
+    assert (forged.status_code, forged.json["error"]) == (403, "not_owner")  # type: ignore[index]
+    nobody = client.get("/posts", headers={"Accept": "application/json"})
+    assert (nobody.status_code, nobody.json["error"]) == (401, "unauthenticated")  # type: ignore[index]
+    closed = client.get("/elsewhere", headers=world.auth("alice"))
+    assert (closed.status_code, closed.json["error"]) == (403, "no_route_rule")  # type: ignore[index]
+    head = client.head("/admin/users", headers=world.auth("mona"))
+    assert head.status_code == 403
+    override = client.post("/posts", headers={**world.auth("alice"), "X-HTTP-Method": "PUT"})
+    assert override.status_code == 400
+    assert override.json["error"] == "authz_method_override"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("path", "uri"),
+    [
+        ("/posts/../admin/users", "/posts/../admin/users"),
+        ("/posts/../admin/users", "/posts/%2e%2e/admin/users"),
+        ("/posts/a/b", "/posts/a%2Fb"),
+        ("/admin;x/users", "/admin;x/users"),
+    ],
+)
+def test_flask_paths_not_in_normal_form(world: World, path: str, uri: str) -> None:
+    client = flask_app(world).test_client()
+    environ = {"REQUEST_URI": uri, "RAW_URI": uri}
+    response = client.get(path, headers=world.auth("alice"), environ_overrides=environ)
+    assert response.status_code == 400
+    assert response.json["error"] == "authz_bad_path"  # type: ignore[index]
+
+
+# -- Litestar and Quart, through the ASGI scope ----------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_litestar(world: World) -> None:
+    @get("/posts")
+    async def posts() -> str:
+        return "posts"
+
+    @get("/decorated")
+    @requires_permission("posts:delete")
+    async def decorated(request: Request[Any, Any, Any]) -> str:
+        return "deleted"
+
+    app = Litestar([posts, decorated])
+    async with http(asgi_stack(app, world)) as client:
+        assert (await client.get("/posts", headers=world.auth("uma"))).text == "posts"
+        denied = await client.post("/posts", headers=world.auth("uma"))
+        assert (denied.status_code, denied.json()["error"]) == (403, "not_owner")
+        assert (await client.get("/decorated", headers=world.auth("mona"))).text == "deleted"
+        refused = await client.get("/decorated", headers=world.auth("uma"))
+        assert (refused.status_code, refused.json()["error"]) == (403, "no_match")
+
+
+@pytest.mark.asyncio
+async def test_quart(world: World) -> None:
+    app = quart.Quart(__name__)
+
+    @app.get("/posts")
+    async def posts() -> str:
+        return "posts"
+
+    @app.get("/decorated")
+    @requires_permission("posts:delete")
+    async def decorated() -> str:
+        return "deleted"
+
+    app.asgi_app = asgi_stack(app.asgi_app, world)  # type: ignore[assignment,method-assign]
+    client = app.test_client()
+    assert await (await client.get("/posts", headers=world.auth("uma"))).get_data() == b"posts"
+    closed = await client.get("/elsewhere", headers=world.auth("uma"))
+    assert (closed.status_code, (await closed.get_json())["error"]) == (403, "no_route_rule")
+    ok = await client.get("/decorated", headers=world.auth("mona"))
+    assert await ok.get_data() == b"deleted"
+    refused = await client.get("/decorated", headers=world.auth("uma"))
+    assert (refused.status_code, (await refused.get_json())["error"]) == (403, "no_match")
+
+
+# -- the API: self-granting, tenants, conditions ---------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_self_granting_through_the_api_is_refused(world: World) -> None:
+    authz = world.authorizer
+    with pytest.raises(SelfGrantRefused):
+        await authz.assign_role("mona", "mona", "admin")
+    with pytest.raises(SelfGrantRefused):
+        await authz.grant("alice", "alice", "billing:refund")
+    with pytest.raises(Forbidden):  # not an administrator
+        await authz.assign_role("mona", "uma", "moderator")
+    assert (await authz.subject_for("mona")).roles == frozenset({"moderator"})
+    assert (await authz.subject_for("uma")).roles == frozenset({"user"})
+    await authz.set_role("alice", "uma", "moderator")  # an administrator, on someone else
+    assert (await authz.subject_for("uma")).roles == frozenset({"moderator"})
+    reasons = [dict(e.details).get("reason") for e in world.sink.events]
+    assert reasons[:3] == ["self_grant", "self_grant", "not_administrator"]
+
+
+@pytest.mark.asyncio
+async def test_a_grant_across_tenants_is_refused(world: World) -> None:
+    authz = world.authorizer  # tess administers tenant t1 only
+    with pytest.raises(Forbidden):
+        await authz.assign_role("tess", "uma", "moderator", tenant="t2")
+    with pytest.raises(Forbidden):
+        await authz.assign_role("tess", "uma", "moderator")  # a global role
+    await authz.assign_role("tess", "uma", "moderator", tenant="t1")
+    subject = await authz.subject_for("uma")
+    assert subject.tenant_roles == {"t1": frozenset({"moderator"})}
+    in_t1 = Resource(type="posts", id="p", tenant="t1")
+    in_t2 = Resource(type="posts", id="p", tenant="t2")
+    assert (await authz.check("uma", "delete", in_t1)).allowed
+    denied = await authz.check("uma", "delete", in_t2)
+    assert not denied.allowed
+
+
+@pytest.mark.asyncio
+async def test_a_condition_that_raises_denies_and_logs(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = {"type": "posts", "id": "p-x", "owner_id": "uma"}  # no "locked" attribute
+    with caplog.at_level("WARNING", logger="bastion.security.authz"):
+        decision = await world.authorizer.check("uma", "update", broken)
+    assert (decision.allowed, decision.reason) == (False, AuthzReason.CONDITION_ERROR)
+    assert "resource.locked" in caplog.text
+    assert world.fails()[-1]["reason"] == "condition_error"
+    with pytest.raises(Forbidden) as caught:
+        await world.authorizer.require("uma", "update", broken)
+    assert caught.value.decision is not None
+
+
+def test_sync_twins_and_the_guide(world: World) -> None:
+    authz = world.authorizer
+    assert authz.check_sync("alice", "admin:access").allowed
+    with pytest.raises(Forbidden):
+        authz.require_sync("uma", "admin:access")
+    guide = authz.guide
+    user = {"id": "admin", "roles": []}  # a user named like a role holds nothing
+    assert not guide.has_permission(user, "admin:access")
+    assert not guide.has_role(user, "admin")
+    moderator = {"id": "m", "roles": ["moderator"]}
+    assert guide.has_role(moderator, "user")
+    assert guide.has_permission(moderator, "posts:delete")
+
+    @guide.require_permission("posts:delete")
+    def remove(post: str, *, user: dict[str, Any]) -> str:
+        return f"removed {post}"
+
+    assert remove("p1", user=moderator) == "removed p1"
+    with pytest.raises(Forbidden):
+        remove("p1", user={"id": "u", "roles": ["user"]})
