@@ -26,6 +26,7 @@ from bastion.testing.audit import RecordingAuditSink
 
 if TYPE_CHECKING:
     from bastion.engine.authz import Assignments
+    from bastion.stores.base import Store
 
 POLICY = Policy(
     roles=(
@@ -69,7 +70,7 @@ _JTI = itertools.count()
 class World:
     """One store, one authorizer, one verifier; users seeded by an outside actor."""
 
-    def __init__(self) -> None:
+    def __init__(self, roles_store: Store | None = None) -> None:
         self.clock = FrozenClock(NOW)
         self.store = MemoryStore(clock=self.clock)
         self.sink = RecordingAuditSink()
@@ -78,7 +79,7 @@ class World:
         )
         self.authorizer = Authorizer(
             AuthzPolicy(policy=POLICY, routes=ROUTES),
-            store=self.store,
+            store=roles_store or self.store,
             auditor=self.auditor,
             clock=self.clock,
         )

@@ -23,26 +23,31 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from tests.authz_http_support import POSTS, World
+from tests.bearer_support import handshake
 from tests.servers import uvicorn_thread
 
 from bastion.asgi.authz import AuthzMiddleware
 from bastion.asgi.bearer import BearerMiddleware
+from bastion.asgi.sessions import SessionMiddleware
 from bastion.core.authz.decision import AuthzReason
 from bastion.core.authz.subjects import Resource, Subject
+from bastion.core.keys import KeyRing
 from bastion.errors import ConfigurationError, Forbidden, SelfGrantRefused
 from bastion.fastapi import require, require_owner
 from bastion.flask.authz import require_owner as flask_require_owner
 from bastion.flask.authz import require_permission as flask_require_permission
 from bastion.starlette import requires_permission
+from bastion.stores.redis import RedisStore
 from bastion.wsgi.authz import AuthzMiddleware as WSGIAuthzMiddleware
 from bastion.wsgi.bearer import BearerMiddleware as WSGIBearerMiddleware
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from starlette.requests import Request as StarletteRequest
 
     from bastion.asgi.types import ASGIApp
+    from bastion.testing import RedisServer
 
 
 @pytest.fixture
@@ -485,3 +490,75 @@ def test_sync_twins_and_the_guide(world: World) -> None:
     assert remove("p1", user=moderator) == "removed p1"
     with pytest.raises(Forbidden):
         remove("p1", user={"id": "u", "roles": ["user"]})
+
+
+# -- the user from bastion's session ---------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_user_comes_from_the_session_without_a_token(world: World) -> None:
+    async def login(request: StarletteRequest) -> PlainTextResponse:
+        request.session.login(request.query_params["user"])
+        return PlainTextResponse("signed in")
+
+    async def text(request: StarletteRequest) -> PlainTextResponse:
+        return PlainTextResponse(f"{request.method} {request.url.path}")
+
+    app = Starlette(
+        routes=[
+            Route("/login", login, methods=["POST"]),
+            Route("/me", text),
+            Route("/admin/users", text),
+        ]
+    )
+    stack = SessionMiddleware(
+        AuthzMiddleware(app, world.authorizer),
+        store=world.store,
+        keyring=KeyRing.generate(),
+        auditor=world.auditor,
+        clock=world.clock,
+        production=False,
+    )
+    json = {"Accept": "application/json"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack), base_url="https://app.test"
+    ) as client:
+        anonymous = await client.get("/me", headers=json)
+        assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthenticated")
+        assert (await client.post("/login?user=uma")).text == "signed in"
+        assert (await client.get("/me")).text == "GET /me"
+        denied = await client.get("/admin/users", headers=json)
+        assert (denied.status_code, denied.json()["error"]) == (403, "no_match")
+        world.set_role("uma", "admin")  # promoted: the next request sees it
+        assert (await client.get("/admin/users")).text == "GET /admin/users"
+
+
+@pytest.mark.asyncio
+async def test_roles_store_outage_is_503(start_redis_server: Callable[..., RedisServer]) -> None:
+    server = start_redis_server()
+    roles = RedisStore.from_url(server.url, prefix="authz-outage:")
+    world = World(roles_store=roles)
+    try:
+        async with http(asgi_stack(starlette_app(world), world)) as client:
+            assert (await client.get("/me", headers=world.auth("uma"))).status_code == 200
+            server.stop()
+            down = await client.get("/me", headers=world.auth("uma"))
+            assert down.status_code == 503
+            assert down.json()["error"] == "authz_store_unavailable"
+            assert down.headers["retry-after"] == "5"
+    finally:
+        await roles.aclose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("extension", [True, False])
+async def test_websocket_handshakes_meet_the_route_table(world: World, *, extension: bool) -> None:
+    app = asgi_stack(starlette_app(world), world)  # no rule covers /api/ws
+    token = world.auth("alice")["Authorization"].encode()
+    sent = await handshake(app, [(b"authorization", token)], extension=extension)
+    if extension:
+        assert sent[0]["type"] == "websocket.http.response.start"
+        assert sent[0]["status"] == 403
+        assert b'"error": "no_route_rule"' in sent[1]["body"]
+    else:
+        assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]

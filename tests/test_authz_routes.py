@@ -199,6 +199,8 @@ def test_denied_refusal_carries_the_reason() -> None:
         ({"path": "/x", "methods": ("GET", "*")}, "mix '*'"),
         ({"path": "/x", "methods": ("G T",)}, "not a method name"),
         ({"path": "/x", "permission": ""}, "permission text"),
+        ({"path": "/x", "permission": "Posts:Write"}, "Posts:Write"),
+        ({"path": "/x", "permission": "post*:read"}, "post*:read"),
         ({"path": "/x", "public": True, "permission": "a:b"}, "public route checks nothing"),
         ({"path": "/x", "public": "yes"}, "True or False"),
     ],

@@ -42,6 +42,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from bastion.core.authz.permission import Permission
 from bastion.core.paths import PathPattern
 from bastion.core.refusal import Refusal
 from bastion.core.request import (
@@ -177,6 +178,10 @@ class RouteRule:
                 f"{_SETTING}: permission of {self.path!r} must be a permission text such as "
                 f"'posts:write' or None, got {permission!r}",
                 setting=_SETTING,
+            )
+        if permission is not None:
+            object.__setattr__(
+                self, "permission", str(Permission.parse(permission, setting=_SETTING))
             )
         if self.public and permission is not None:
             raise ConfigurationError(
