@@ -522,7 +522,7 @@ class _Evaluation:
             if not m.needs_owner:
                 return self.allow(AuthzReason.ALLOWED_BY_GRANT, rule=str(grant))
             if _owns(s, r, required):
-                return self.allow(AuthzReason.ALLOWED_AS_OWNER, rule=str(grant))
+                return self.allow(self.owner_reason(AuthzReason.ALLOWED_BY_GRANT), rule=str(grant))
             not_owner = not_owner or m
         graph = self.policy.graph
         for role in sorted(held) if len(held) > 1 else held:
@@ -540,7 +540,7 @@ class _Evaluation:
                     elif p.covers_as_owner(required):
                         if _owns(s, r, required):
                             return self.allow(
-                                AuthzReason.ALLOWED_AS_OWNER,
+                                self.owner_reason(AuthzReason.ALLOWED_BY_ROLE),
                                 rule=str(p),
                                 role=h.role,
                                 via=h.via,
@@ -553,6 +553,11 @@ class _Evaluation:
                 condition=allowed_rule.condition.text if allowed_rule.condition else None,
             )
         return self.refuse(not_owner, failed_rule)
+
+    def owner_reason(self, plain: AuthzReason) -> AuthzReason:
+        """``allowed_as_owner`` when ownership of a resource decided; ``plain`` for a
+        type-level check of an ``:own`` permission (there is no resource to own)."""
+        return plain if self.resource is None else AuthzReason.ALLOWED_AS_OWNER
 
     def holds(self, rule: CompiledRule, held: frozenset[str]) -> bool | ConditionError | None:
         """True/False for an applicable rule's condition, the error it raised, or None when
