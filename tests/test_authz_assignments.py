@@ -181,6 +181,23 @@ async def test_the_sync_twins_share_the_records(assignments: Assignments) -> Non
     assert (done.roles, done.grants, done.version) == (frozenset(), ("*",), 9)
 
 
+@pytest.mark.asyncio
+async def test_many_users_load_in_few_store_calls(
+    any_store: Store, clock: FrozenClock, hasher: IdentifierHasher, sink: RecordingAuditSink
+) -> None:
+    counting = CountingStore(any_store)
+    assignments = make(counting, clock, hasher, sink)
+    users = [f"user-{n}" for n in range(100)]
+    for user in users[::7]:
+        await assignments.set_role(ADMIN, user, "editor", may_administer=True)
+    counting.reset()
+    found = await assignments.load_many(users)
+    assert dict(counting.calls) == {"get_many": 2}
+    assert [user for user, a in zip(users, found, strict=True) if a.roles] == users[::7]
+    assert await asyncio.to_thread(assignments.load_many_sync, users[:3]) == found[:3]
+    assert await assignments.load_many([]) == []
+
+
 # -- who may change ----------------------------------------------------------------------------
 
 
@@ -584,6 +601,11 @@ async def test_the_version_rides_in_the_bearer_checks_one_store_call(
     assert reason is None
     assert dict(counting.calls) == {"get_many": 1}
     assert assignments.current_from(raw, 1).roles == {"editor"}
+    await assignments.set_role(ADMIN, "alice", "user", may_administer=True)  # a demotion
+    counting.reset()
+    reason, raw = await revocations.check_and_read(ISS, "j", "alice", 0, key)
+    assert assignments.current_from(raw, 1).roles == {"user"}  # the token still says pv=1
+    assert dict(counting.calls) == {"get_many": 1}
     counting.reset()
     reason, raw = await asyncio.to_thread(revocations.check_and_read_sync, ISS, "j", "bob", 0, key)
     assert (reason, dict(counting.calls)) == (None, {"get_many": 1})
