@@ -12,6 +12,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from redis import Redis as SyncRedis
 
 from bastion.core.audit import Auditor, IdentifierHasher
@@ -351,6 +353,22 @@ def test_no_user_id_reaches_another_users_key() -> None:
             assert key.startswith("authz:u:{")
         else:
             assert key.startswith("authz:h:{")
+
+
+# Ids built from the characters escaping works on, so that an escape that is not injective
+# (``{`` and ``%7B`` meeting) would be found; and long ones, on both sides of the hashed form.
+_IDS = st.text("%7Bb{}:/é", min_size=1, max_size=12) | st.builds(
+    lambda tail, n: "x" * n + tail, st.text("%{}", max_size=4), st.integers(1000, 1030)
+)
+
+
+@given(_IDS, _IDS)
+@settings(max_examples=200, deadline=None)
+def test_two_ids_never_share_a_key(first: str, second: str) -> None:
+    """Short ids are escaped (injective), long ones hashed under another namespace."""
+    assume(first != second)
+    assert assignment_key(first) != assignment_key(second)
+    assert assignment_key(first) == assignment_key(first)
 
 
 @pytest.mark.asyncio
