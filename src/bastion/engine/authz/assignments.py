@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
     from bastion.core.audit import Auditor
+    from bastion.core.authz.permission import Permission
     from bastion.core.clock import Clock
     from bastion.engine.authz.record import Assignment
     from bastion.engine.flows import Flow
@@ -203,9 +204,11 @@ class Assignments(NamedChanges):
         hashed = self._auditor.event(EventName.AUTHZ_CHANGE, outcome=Outcome.SUCCESS, user=user_id)
         return "" if hashed.user is None else hashed.user.digest
 
-    def _values(self, kind: ChangeKind, values: Iterable[str]) -> tuple[str, ...]:
+    def _values(
+        self, kind: ChangeKind, values: Iterable[str | Permission]
+    ) -> tuple[str | Permission, ...]:
         if kind not in _ROLE_KINDS:
-            return tuple(check_permission(v) for v in values)
+            return tuple(sorted({check_permission(v) for v in values}, key=str))
         checked = tuple(sorted({check_role(v) for v in values}))
         unknown = [] if self._known is None else [r for r in checked if r not in self._known]
         if unknown:
@@ -217,7 +220,7 @@ class Assignments(NamedChanges):
         actor: str,
         user_id: str,
         kind: ChangeKind,
-        values: Iterable[str],
+        values: Iterable[str | Permission],
         *,
         tenant: str | None = None,
         may_administer: bool,
@@ -267,7 +270,7 @@ class Assignments(NamedChanges):
         details: dict[str, str | int | None] = {
             "target": self._digest(user_id),
             "change": str(kind),
-            "value": " ".join(checked),
+            "value": " ".join(map(str, checked)),
             "tenant": tenant,
             "old_version": old.version,
             "new_version": new.version,
@@ -318,7 +321,7 @@ class Assignments(NamedChanges):
         actor: str,
         user_id: str,
         kind: ChangeKind,
-        values: Iterable[str],
+        values: Iterable[str | Permission],
         *,
         tenant: str | None = None,
         may_administer: bool,
@@ -359,7 +362,7 @@ class Assignments(NamedChanges):
         actor: str,
         user_id: str,
         kind: ChangeKind,
-        values: Iterable[str],
+        values: Iterable[str | Permission],
         *,
         tenant: str | None = None,
         may_administer: bool,
