@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ENTRIES",
-    "MAX_USER_ID_BYTES",
+    "MAX_USER_ID_LENGTH",
     "Assignment",
     "ChangeKind",
     "apply_change",
@@ -65,8 +65,10 @@ RECORD_VERSION: Final = 1
 MAX_ENTRIES: Final = 256
 """Most roles (per tenant and global), tenants, grants or denies one user holds: a record
 stays a few KiB, so loading it per request stays cheap."""
-MAX_USER_ID_BYTES: Final = 4096
-"""Longest user id, in bytes of UTF-8."""
+MAX_USER_ID_LENGTH: Final = MAX_ID_LENGTH
+"""Longest user id, in characters: the longest a :class:`~bastion.core.authz.subjects.Subject`
+takes (an id the policy cannot decide for has nothing to hold). Up to four bytes each, so a
+long id of wide characters outgrows a store key and is hashed (see the module docstring)."""
 
 
 class ChangeKind(enum.StrEnum):
@@ -87,15 +89,17 @@ def _shown(value: object) -> str:
 
 def check_user_id(user_id: object, *, setting: str = "user_id") -> str:
     """``user_id`` if it is non-empty text of valid UTF-8, at most
-    :data:`MAX_USER_ID_BYTES`; else :class:`~bastion.errors.AuthzInputError`."""
+    :data:`MAX_USER_ID_LENGTH` characters; else :class:`~bastion.errors.AuthzInputError`."""
     if type(user_id) is not str or not user_id:
         raise AuthzInputError(f"{setting} must be non-empty text, got {_shown(user_id)}")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise AuthzInputError(
+            f"{setting} is {len(user_id)} characters; the limit is {MAX_USER_ID_LENGTH}"
+        )
     try:
-        size = len(user_id.encode("utf-8"))
+        user_id.encode("utf-8")
     except UnicodeEncodeError:
         raise AuthzInputError(f"{setting} is not valid text (a lone surrogate)") from None
-    if size > MAX_USER_ID_BYTES:
-        raise AuthzInputError(f"{setting} is {size} bytes; the limit is {MAX_USER_ID_BYTES}")
     return user_id
 
 
