@@ -4,7 +4,7 @@ permission version (see :mod:`bastion.engine.authz.assignments`)."""
 from bastion.engine.authz.assignments import Assignments
 from bastion.engine.authz.record import (
     MAX_ENTRIES,
-    MAX_USER_ID_BYTES,
+    MAX_USER_ID_LENGTH,
     Assignment,
     ChangeKind,
     assignment_key,
@@ -12,7 +12,7 @@ from bastion.engine.authz.record import (
 
 __all__ = [
     "MAX_ENTRIES",
-    "MAX_USER_ID_BYTES",
+    "MAX_USER_ID_LENGTH",
     "Assignment",
     "Assignments",
     "ChangeKind",

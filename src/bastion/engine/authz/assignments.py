@@ -49,7 +49,7 @@ from bastion.engine.authz.record import (
     decode_assignment,
     encode_assignment,
 )
-from bastion.engine.flows import Done, Get, Write, drive_async, drive_sync, update
+from bastion.engine.flows import Done, Get, GetMany, Write, drive_async, drive_sync, update
 from bastion.errors import (
     AuthzInputError,
     ConfigurationError,
@@ -57,12 +57,13 @@ from bastion.errors import (
     SelfGrantRefused,
     StoreCorrupt,
 )
-from bastion.stores.base import require_sync, sync_side
+from bastion.stores.base import MAX_GET_MANY, require_sync, sync_side
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable
+    from collections.abc import Collection, Iterable, Sequence
 
     from bastion.core.audit import Auditor
+    from bastion.core.authz.permission import Permission
     from bastion.core.clock import Clock
     from bastion.engine.authz.record import Assignment
     from bastion.engine.flows import Flow
@@ -168,6 +169,17 @@ class Assignments(NamedChanges):
         """Read ``user_id``'s assignment (one ``get``)."""
         return self.parse((yield Get(assignment_key(user_id))))
 
+    def load_many_flow(self, user_ids: Sequence[str]) -> Flow[list[Assignment]]:
+        """Read several users' assignments, :data:`~bastion.stores.base.MAX_GET_MANY` per
+        store command (an admin page listing users with their roles). Danger: the keys are
+        in different Redis Cluster slots, so this suits a single Redis server, as the store
+        does today."""
+        keys = [assignment_key(user_id) for user_id in user_ids]
+        found: list[bytes | None] = []
+        for start in range(0, len(keys), MAX_GET_MANY):
+            found += yield GetMany(tuple(keys[start : start + MAX_GET_MANY]))
+        return [self.parse(raw) for raw in found]
+
     def current_flow(self, user_id: str, carried: int | None) -> Flow[Assignment]:
         """:meth:`current_from` on a fresh read of ``user_id``'s record (one ``get``)."""
         check_carried(carried)
@@ -192,9 +204,11 @@ class Assignments(NamedChanges):
         hashed = self._auditor.event(EventName.AUTHZ_CHANGE, outcome=Outcome.SUCCESS, user=user_id)
         return "" if hashed.user is None else hashed.user.digest
 
-    def _values(self, kind: ChangeKind, values: Iterable[str]) -> tuple[str, ...]:
+    def _values(
+        self, kind: ChangeKind, values: Iterable[str | Permission]
+    ) -> tuple[str | Permission, ...]:
         if kind not in _ROLE_KINDS:
-            return tuple(check_permission(v) for v in values)
+            return tuple(sorted({check_permission(v) for v in values}, key=str))
         checked = tuple(sorted({check_role(v) for v in values}))
         unknown = [] if self._known is None else [r for r in checked if r not in self._known]
         if unknown:
@@ -206,7 +220,7 @@ class Assignments(NamedChanges):
         actor: str,
         user_id: str,
         kind: ChangeKind,
-        values: Iterable[str],
+        values: Iterable[str | Permission],
         *,
         tenant: str | None = None,
         may_administer: bool,
@@ -256,7 +270,7 @@ class Assignments(NamedChanges):
         details: dict[str, str | int | None] = {
             "target": self._digest(user_id),
             "change": str(kind),
-            "value": " ".join(checked),
+            "value": " ".join(map(str, checked)),
             "tenant": tenant,
             "old_version": old.version,
             "new_version": new.version,
@@ -289,6 +303,10 @@ class Assignments(NamedChanges):
         """``user_id``'s assignment (empty at version 0 for a user with no record)."""
         return await self._run(self.load_flow(user_id))
 
+    async def load_many(self, user_ids: Sequence[str]) -> list[Assignment]:
+        """The assignments of ``user_ids``, in order (see :meth:`load_many_flow`)."""
+        return await self._run(self.load_many_flow(user_ids))
+
     async def version(self, user_id: str) -> int:
         """``user_id``'s permission version: what the facade writes into a new session and
         Tokens into a new access token (claim ``pv``)."""
@@ -303,7 +321,7 @@ class Assignments(NamedChanges):
         actor: str,
         user_id: str,
         kind: ChangeKind,
-        values: Iterable[str],
+        values: Iterable[str | Permission],
         *,
         tenant: str | None = None,
         may_administer: bool,
@@ -327,6 +345,10 @@ class Assignments(NamedChanges):
         """:meth:`load` on the store's synchronous side."""
         return self._run_sync(self.load_flow(user_id))
 
+    def load_many_sync(self, user_ids: Sequence[str]) -> list[Assignment]:
+        """:meth:`load_many` on the store's synchronous side."""
+        return self._run_sync(self.load_many_flow(user_ids))
+
     def version_sync(self, user_id: str) -> int:
         """:meth:`version` on the store's synchronous side."""
         return self._run_sync(self.load_flow(user_id)).version
@@ -340,7 +362,7 @@ class Assignments(NamedChanges):
         actor: str,
         user_id: str,
         kind: ChangeKind,
-        values: Iterable[str],
+        values: Iterable[str | Permission],
         *,
         tenant: str | None = None,
         may_administer: bool,

@@ -15,9 +15,11 @@ record in one ``MGET``. An id whose key would pass :data:`~bastion.stores.base.M
 is named by its SHA-256 digest under another namespace (``authz:h``), so the two forms never
 meet either.
 
-Validation. Role names use the permission segment grammar (``[a-z0-9][a-z0-9_.-]*``, at most
-:data:`MAX_NAME_CHARS`); grants and denies are permission texts (``resource:action[:scope]``,
-``*`` as a whole segment, or ``*``). Input that breaks a rule is
+Validation is the core's: role names use the permission segment grammar
+(:func:`~bastion.core.authz.permission.is_segment`), grants and denies are
+:class:`~bastion.core.authz.permission.Permission` texts (``resource:action[:scope]``, ``*``
+as a whole segment, or ``*``), tenants are printable text of at most
+:data:`~bastion.core.authz.subjects.MAX_ID_LENGTH` characters. Input that breaks a rule is
 :class:`~bastion.errors.AuthzInputError` (a 4xx: it comes from an admin form or an API call,
 not from start-up configuration). A stored record that breaks a rule is
 :class:`~bastion.errors.StoreCorrupt` (503): it may hold a deny that cannot be read, so it is
@@ -30,23 +32,23 @@ import enum
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.audit import clean_text
+from bastion.core.authz.permission import Permission, is_segment
+from bastion.core.authz.subjects import MAX_ID_LENGTH, Subject
 from bastion.errors import AuthzInputError, ConfigurationError, StoreCorrupt
 from bastion.stores.base import MAX_KEY_BYTES
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Collection, Iterable, Mapping
 
 __all__ = [
     "MAX_ENTRIES",
-    "MAX_NAME_CHARS",
-    "MAX_USER_ID_BYTES",
+    "MAX_USER_ID_LENGTH",
     "Assignment",
     "ChangeKind",
     "apply_change",
@@ -60,17 +62,13 @@ __all__ = [
 ]
 
 RECORD_VERSION: Final = 1
-MAX_NAME_CHARS: Final = 128
-"""Longest role name, tenant id or permission text."""
 MAX_ENTRIES: Final = 256
 """Most roles (per tenant and global), tenants, grants or denies one user holds: a record
 stays a few KiB, so loading it per request stays cheap."""
-MAX_USER_ID_BYTES: Final = 4096
-"""Longest user id, in bytes of UTF-8."""
-
-_SEGMENT: Final = r"[a-z0-9][a-z0-9_.-]*"
-_ROLE: Final = re.compile(_SEGMENT, re.ASCII)
-_PERMISSION: Final = re.compile(rf"\*|(?:{_SEGMENT}|\*)(?::(?:{_SEGMENT}|\*)){{1,2}}", re.ASCII)
+MAX_USER_ID_LENGTH: Final = MAX_ID_LENGTH
+"""Longest user id, in characters: the longest a :class:`~bastion.core.authz.subjects.Subject`
+takes (an id the policy cannot decide for has nothing to hold). Up to four bytes each, so a
+long id of wide characters outgrows a store key and is hashed (see the module docstring)."""
 
 
 class ChangeKind(enum.StrEnum):
@@ -91,47 +89,52 @@ def _shown(value: object) -> str:
 
 def check_user_id(user_id: object, *, setting: str = "user_id") -> str:
     """``user_id`` if it is non-empty text of valid UTF-8, at most
-    :data:`MAX_USER_ID_BYTES`; else :class:`~bastion.errors.AuthzInputError`."""
+    :data:`MAX_USER_ID_LENGTH` characters; else :class:`~bastion.errors.AuthzInputError`."""
     if type(user_id) is not str or not user_id:
         raise AuthzInputError(f"{setting} must be non-empty text, got {_shown(user_id)}")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise AuthzInputError(
+            f"{setting} is {len(user_id)} characters; the limit is {MAX_USER_ID_LENGTH}"
+        )
     try:
-        size = len(user_id.encode("utf-8"))
+        user_id.encode("utf-8")
     except UnicodeEncodeError:
         raise AuthzInputError(f"{setting} is not valid text (a lone surrogate)") from None
-    if size > MAX_USER_ID_BYTES:
-        raise AuthzInputError(f"{setting} is {size} bytes; the limit is {MAX_USER_ID_BYTES}")
     return user_id
 
 
-def _name(value: object, pattern: re.Pattern[str], setting: str, what: str) -> str:
-    if type(value) is not str or len(value) > MAX_NAME_CHARS or not pattern.fullmatch(value):
-        raise AuthzInputError(f"{setting} must be {what}, got {_shown(value)}")
-    return value
-
-
 def check_role(role: object, *, setting: str = "role") -> str:
-    """``role`` if it is a role name (the permission segment grammar)."""
-    what = f"a role name ([a-z0-9][a-z0-9_.-]*, at most {MAX_NAME_CHARS} characters)"
-    return _name(role, _ROLE, setting, what)
+    """``role`` if it is a role name (the core's segment grammar)."""
+    if type(role) is not str or not is_segment(role):
+        raise AuthzInputError(
+            f"{setting} must be a role name ([a-z0-9][a-z0-9_.-]*), got {_shown(role)}"
+        )
+    return role
 
 
-def check_permission(permission: object, *, setting: str = "permission") -> str:
-    """``permission`` if it is a permission text (``resource:action[:scope]`` or ``*``)."""
-    what = "a permission resource:action[:scope] (segments [a-z0-9][a-z0-9_.-]* or *) or *"
-    return _name(permission, _PERMISSION, setting, what)
+def check_permission(permission: object, *, setting: str = "permission") -> Permission:
+    """``permission`` parsed, if it is a permission text (``resource:action[:scope]`` or
+    ``*``) or a :class:`~bastion.core.authz.permission.Permission`."""
+    if isinstance(permission, Permission):
+        return permission
+    try:
+        return Permission.parse(permission, setting=setting)
+    except ConfigurationError as exc:  # the core's wording, as input refused at run time
+        raise AuthzInputError(str(exc)) from None
 
 
 def check_tenant(tenant: object, *, setting: str = "tenant") -> str:
     """``tenant`` if it is non-empty text of printable characters, at most
-    :data:`MAX_NAME_CHARS`: tenants are the app's identifiers, matched exactly."""
+    :data:`~bastion.core.authz.subjects.MAX_ID_LENGTH`: tenants are the app's identifiers,
+    matched exactly."""
     if (
         type(tenant) is not str
         or not tenant
-        or len(tenant) > MAX_NAME_CHARS
+        or len(tenant) > MAX_ID_LENGTH
         or not tenant.isprintable()
     ):
         raise AuthzInputError(
-            f"{setting} must be non-empty printable text of at most {MAX_NAME_CHARS} "
+            f"{setting} must be non-empty printable text of at most {MAX_ID_LENGTH} "
             f"characters, got {_shown(tenant)}"
         )
     try:
@@ -161,8 +164,8 @@ class Assignment:
 
     ``version`` is the user's permission version: 0 for a user with no record, bumped by every
     change. ``tenant_roles`` maps a tenant to the roles held there only. ``grants`` and
-    ``denies`` are per-user permission texts, sorted. ``changed_at`` is the Unix time of the
-    last change (``None`` before the first).
+    ``denies`` are per-user permissions, sorted by text. ``changed_at`` is the Unix time of
+    the last change (``None`` before the first).
     """
 
     version: int = 0
@@ -170,8 +173,8 @@ class Assignment:
     tenant_roles: Mapping[str, frozenset[str]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
-    grants: tuple[str, ...] = ()
-    denies: tuple[str, ...] = ()
+    grants: tuple[Permission, ...] = ()
+    denies: tuple[Permission, ...] = ()
     changed_at: float | None = None
 
     def __post_init__(self) -> None:
@@ -184,8 +187,12 @@ class Assignment:
             "tenant_roles",
             "must be a read-only mapping of tenant to a non-empty frozenset of roles",
         )
-        _config(type(self.grants) is tuple, "grants", "must be a tuple of permissions")
-        _config(type(self.denies) is tuple, "denies", "must be a tuple of permissions")
+        for name, held in (("grants", self.grants), ("denies", self.denies)):
+            _config(
+                type(held) is tuple and all(type(p) is Permission for p in held),
+                name,
+                "must be a tuple of Permission",
+            )
         at = self.changed_at
         _config(
             at is None or (type(at) is float and math.isfinite(at)),
@@ -199,16 +206,32 @@ class Assignment:
             return self.roles
         return self.roles | self.tenant_roles.get(tenant, frozenset())
 
+    def subject(self, user_id: str, **attributes: object) -> Subject:
+        """The :class:`~bastion.core.authz.subjects.Subject` the policy decides for: this
+        assignment held by ``user_id``, stamped with its ``version``. ``attributes`` are the
+        app's facts about the user for ABAC rules (``subject.<name>``)."""
+        return Subject(
+            id=user_id,
+            roles=self.roles,
+            tenant_roles=self.tenant_roles,
+            grants=self.grants,
+            denies=self.denies,
+            attributes=attributes,
+            version=self.version,
+        )
 
-def _text_list(value: object, check: Any, what: str) -> list[str]:
+
+def _text_list(value: object, check: Any, what: str) -> list[Any]:
     if type(value) is not list or len(value) > MAX_ENTRIES:
         raise StoreCorrupt(f"an authorization record's {what} is not a list of names")
+    if not all(type(item) is str for item in value) or value != sorted(set(value)):
+        raise StoreCorrupt(f"an authorization record's {what} is not sorted unique text")
     try:
         items = [check(item) for item in value]
     except AuthzInputError:
         raise StoreCorrupt(f"an authorization record's {what} holds an invalid name") from None
-    if items != sorted(set(items)):
-        raise StoreCorrupt(f"an authorization record's {what} is not sorted and unique")
+    if [str(item) for item in items] != value:  # "*:*:*" where "*" is written
+        raise StoreCorrupt(f"an authorization record's {what} is not in canonical form")
     return items
 
 
@@ -262,14 +285,14 @@ def encode_assignment(assignment: Assignment) -> bytes:
         "version": assignment.version,
         "roles": sorted(assignment.roles),
         "tenant_roles": {t: sorted(r) for t, r in sorted(assignment.tenant_roles.items())},
-        "grants": list(assignment.grants),
-        "denies": list(assignment.denies),
+        "grants": [str(p) for p in assignment.grants],
+        "denies": [str(p) for p in assignment.denies],
         "changed_at": assignment.changed_at,
     }
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _bounded(items: frozenset[str] | tuple[str, ...], what: str) -> None:
+def _bounded(items: Collection[object], what: str) -> None:
     if len(items) > MAX_ENTRIES:
         raise AuthzInputError(f"a user may hold at most {MAX_ENTRIES} {what}")
 
@@ -277,18 +300,18 @@ def _bounded(items: frozenset[str] | tuple[str, ...], what: str) -> None:
 def apply_change(
     current: Assignment,
     kind: ChangeKind,
-    values: Iterable[str],
+    values: Iterable[str | Permission],
     *,
     tenant: str | None,
     at: float,
 ) -> Assignment | None:
     """``current`` with the change applied and its version bumped, or ``None`` when the change
     would leave it as it is (no write, no version bump, no event). ``values`` are already
-    checked: role names, or one permission text for the grant and deny kinds."""
-    wanted = frozenset(values)
+    checked: role names for the role kinds, permissions for the grant and deny kinds."""
     roles, tenant_roles = current.roles, dict(current.tenant_roles)
     grants, denies = current.grants, current.denies
     if kind in {ChangeKind.ASSIGN_ROLE, ChangeKind.REVOKE_ROLE, ChangeKind.SET_ROLES}:
+        wanted = frozenset(v for v in values if type(v) is str)
         held = roles if tenant is None else tenant_roles.get(tenant, frozenset())
         if kind is ChangeKind.ASSIGN_ROLE:
             new = held | wanted
@@ -307,10 +330,11 @@ def apply_change(
         else:
             del tenant_roles[tenant]
     else:
+        given = frozenset(v for v in values if type(v) is Permission)
         adding = kind in {ChangeKind.GRANT, ChangeKind.DENY}
         held_list = grants if kind in {ChangeKind.GRANT, ChangeKind.REVOKE_GRANT} else denies
-        changed = set(held_list) | wanted if adding else set(held_list) - wanted
-        new_list = tuple(sorted(changed))
+        changed = set(held_list) | given if adding else set(held_list) - given
+        new_list = tuple(sorted(changed, key=str))
         if new_list == held_list:
             return None
         _bounded(new_list, "grants or denies")
