@@ -1,1 +1,5 @@
-"""Authorization behind the front door: the policy slice, the authorizer, the guide API."""
+"""Authorization: roles, permissions, ownership and ABAC policies behind ``Bastion(authz=...)``."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
