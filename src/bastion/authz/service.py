@@ -446,8 +446,8 @@ def _subject(user_id: str, assignment: Assignment) -> Subject:
         id=user_id,
         roles=assignment.roles,
         tenant_roles=assignment.tenant_roles,
-        grants=assignment.grants,  # type: ignore[arg-type]  # texts, parsed by Subject
-        denies=assignment.denies,  # type: ignore[arg-type]
+        grants=assignment.grants,  # texts, parsed by Subject
+        denies=assignment.denies,
         version=assignment.version,
     )
 
