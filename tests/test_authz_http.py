@@ -22,17 +22,19 @@ from litestar import Litestar, Request, get
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from tests.authz_http_support import POSTS, World
+from tests.authz_http_support import POLICY, POSTS, ROUTES, World
 from tests.bearer_support import handshake
 from tests.servers import uvicorn_thread
 
 from bastion.asgi.authz import AuthzMiddleware
 from bastion.asgi.bearer import BearerMiddleware
 from bastion.asgi.sessions import SessionMiddleware
+from bastion.authz.policy import AuthzPolicy, RouteRule
+from bastion.authz.service import Authorizer
 from bastion.core.authz.decision import AuthzReason
 from bastion.core.authz.subjects import Resource, Subject
 from bastion.core.keys import KeyRing
-from bastion.errors import ConfigurationError, Forbidden, SelfGrantRefused
+from bastion.errors import AuthzInputError, ConfigurationError, Forbidden, SelfGrantRefused
 from bastion.fastapi import require, require_owner
 from bastion.flask.authz import require_owner as flask_require_owner
 from bastion.flask.authz import require_permission as flask_require_permission
@@ -562,3 +564,52 @@ async def test_websocket_handshakes_meet_the_route_table(world: World, *, extens
         assert b'"error": "no_route_rule"' in sent[1]["body"]
     else:
         assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+
+
+# -- the configuration slice -----------------------------------------------------------------
+
+
+def test_authz_policy_is_validated(world: World) -> None:
+    with pytest.raises(ConfigurationError, match=r"authz\.policy"):
+        AuthzPolicy(policy={"roles": {}})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"authz\.policy"):
+        AuthzPolicy(policy=" ")
+    with pytest.raises(ConfigurationError, match=r"authz\.roles"):
+        AuthzPolicy(policy=POLICY, roles="database")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="Authz:Admin"):
+        AuthzPolicy(policy=POLICY, admin_permission="Authz:Admin")
+    with pytest.raises(ConfigurationError, match=r"authz\.routes"):
+        AuthzPolicy(policy=POLICY, routes=("/x",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="both public and protected"):
+        AuthzPolicy(
+            policy=POLICY,
+            routes=(RouteRule(path="/x", public=True), RouteRule(path="/x", permission="a:b")),
+        )
+    with pytest.raises(ConfigurationError, match="no store"):
+        Authorizer(AuthzPolicy(policy=POLICY), auditor=world.auditor)
+    with pytest.raises(ConfigurationError, match="AuthzPolicy"):
+        Authorizer(POLICY, auditor=world.auditor)  # type: ignore[arg-type]
+    single = AuthzPolicy(policy=POLICY, routes=RouteRule(path="/x"))  # type: ignore[arg-type]
+    assert single.routes == (RouteRule(path="/x"),)
+    assert single.load() is POLICY
+
+
+@pytest.mark.asyncio
+async def test_roles_from_the_apps_own_loader(world: World) -> None:
+    table = {"ann": {"id": "ann", "roles": ["moderator"]}, "bob": {"id": "eve", "roles": []}}
+    authz = Authorizer(
+        AuthzPolicy(policy=POLICY, routes=ROUTES, roles=table.__getitem__), auditor=world.auditor
+    )
+    assert authz.assignments is None
+    assert (await authz.check("ann", "posts:delete")).allowed
+    assert not authz.check_sync("ann", "admin:access").allowed
+    with pytest.raises(AuthzInputError, match="another user"):
+        await authz.subject_for("bob")
+    with pytest.raises(ConfigurationError, match="change them there"):
+        await authz.assign_role("ann", "bob", "user")
+    async with http(
+        BearerMiddleware(AuthzMiddleware(starlette_app(world), authz), world.verifier)
+    ) as client:
+        assert (await client.post("/posts", headers=world.auth("ann"))).status_code == 200
+        denied = await client.get("/admin/users", headers=world.auth("ann"))
+        assert (denied.status_code, denied.json()["error"]) == (403, "no_match")
