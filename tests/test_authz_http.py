@@ -26,15 +26,19 @@ from tests.authz_http_support import POLICY, POSTS, ROUTES, World
 from tests.bearer_support import handshake
 from tests.servers import uvicorn_thread
 
+import bastion.flask as bastion_flask
 from bastion.asgi.authz import AuthzMiddleware
 from bastion.asgi.bearer import BearerMiddleware
 from bastion.asgi.sessions import SessionMiddleware
 from bastion.authz.policy import AuthzPolicy
 from bastion.authz.service import Authorizer
+from bastion.config import Bastion
 from bastion.core.authz.subjects import Subject  # noqa: TC001 (FastAPI reads the annotation at run time)
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
 from bastion.errors import AuthzInputError, ConfigurationError
 from bastion.fastapi import require, require_owner
+from bastion.flask.authz import init_authz
 from bastion.flask.authz import require_owner as flask_require_owner
 from bastion.flask.authz import require_permission as flask_require_permission
 from bastion.starlette import requires_permission
@@ -513,3 +517,52 @@ async def test_roles_from_the_apps_own_loader(world: World) -> None:
         assert (await client.post("/posts", headers=world.auth("ann"))).status_code == 200
         denied = await client.get("/admin/users", headers=world.auth("ann"))
         assert (denied.status_code, denied.json()["error"]) == (403, "no_match")
+
+
+def test_flask_route_table_with_the_flask_session(world: World) -> None:
+    app = flask.Flask(__name__)
+    config = Bastion(
+        store=world.store,
+        auditor=world.auditor,
+        clock=world.clock,
+        csrf=None,
+        headers=None,
+        environment=Environment.TEST,
+    )
+    bastion_flask.protect(app, config)
+    init_authz(app, world.authorizer)
+
+    @app.post("/login")
+    def sign_in() -> str:
+        flask.session.login(flask.request.args["user"])  # type: ignore[attr-defined]
+        return "signed in"
+
+    @app.get("/me")
+    def me() -> str:
+        return "me"
+
+    @app.get("/admin/users")
+    def users() -> str:
+        return "users"
+
+    @app.get("/decorated")
+    @flask_require_permission("posts:delete")  # finds the authorizer init_authz registered
+    def decorated() -> str:
+        return "deleted"
+
+    client = app.test_client()
+    json = {"Accept": "application/json"}
+    nobody = client.get("https://localhost/me", headers=json)
+    assert (nobody.status_code, nobody.json["error"]) == (401, "unauthenticated")  # type: ignore[index]
+    assert client.post("https://localhost/login?user=mona").text == "signed in"
+    assert client.get("https://localhost/me").text == "me"
+    admin = client.get("https://localhost/admin/users", headers=json)
+    assert (admin.status_code, admin.json["error"]) == (403, "no_match")  # type: ignore[index]
+    assert client.get("https://localhost/decorated").text == "deleted"
+    world.set_role("mona", "user")  # demoted: the next request sees it
+    demoted = client.get("https://localhost/decorated", headers=json)
+    assert (demoted.status_code, demoted.json["error"]) == (403, "no_match")  # type: ignore[index]
+    world.set_role("mona", "admin")
+    assert client.get("https://localhost/admin/users").text == "users"
+    bad = client.get("https://localhost/admin;x/users", headers=json)
+    assert (bad.status_code, bad.json["error"]) == (400, "authz_bad_path")  # type: ignore[index]

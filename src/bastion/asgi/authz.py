@@ -212,16 +212,15 @@ class AuthzMiddleware:
             await self._app(scope, receive, send)
             return
         client = client_of(scope, self._proxies)
+        if outcome.refusal is not None:  # audited with the bearer user only: no session read
+            found = _state(scope).get(PRINCIPAL_KEY)
+            user = RequestUser(found.subject) if isinstance(found, Principal) else None
+            authorizer.audit_route(outcome, method=method, path=path, user=user, client_ip=client)
+            await refuse(scope, receive, send, outcome.status, outcome.refusal)
+            return
         try:
-            user = request_user(scope)
-            if outcome.refusal is not None:
-                authorizer.audit_route(
-                    outcome, method=method, path=path, user=user, client_ip=client
-                )
-                await refuse(scope, receive, send, outcome.status, outcome.refusal)
-                return
             verdict = await authorizer.gate(
-                user,
+                request_user(scope),
                 outcome.permissions,
                 context={"method": method, "path": path},
                 client_ip=client,

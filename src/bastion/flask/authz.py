@@ -1,8 +1,11 @@
-"""Authorization in Flask views: :func:`require_permission` and :func:`require_owner`.
+"""Authorization in Flask: the route table (:func:`init_authz`), :func:`require_permission` and
+:func:`require_owner`.
 
 ::
 
-    from bastion.flask.authz import require_permission, require_owner
+    from bastion.flask.authz import init_authz, require_permission, require_owner
+
+    init_authz(app, authorizer)          # the route table, before every view
 
     @app.post("/posts")
     @require_permission("posts:write")
@@ -11,6 +14,11 @@
     @app.post("/posts/<post_id>")
     @require_owner(lambda post_id: load_post(post_id), action="write")
     def edit(post_id, resource): ...
+
+:func:`init_authz` runs the route table of :mod:`bastion.core.authz.routes` in a
+``before_request`` hook rather than around ``app.wsgi_app``, because bastion's ``flask.session``
+only exists inside Flask's request context: a WSGI middleware around the app would never see
+the session's user. The refusals are those of :class:`bastion.wsgi.authz.AuthzMiddleware`.
 
 The user is ``environ["bastion.principal"]`` (:class:`~bastion.wsgi.bearer.BearerMiddleware`,
 :func:`bastion.flask.bearer_required`) first, else the user of bastion's ``flask.session``. The
@@ -36,16 +44,39 @@ from bastion.authz.service import AUTHZ_KEY, STORE_UNAVAILABLE, SUBJECT_KEY
 from bastion.core.authz.permission import Permission
 from bastion.core.authz.subjects import Resource
 from bastion.errors import ConfigurationError, StoreUnavailable
-from bastion.wsgi.authz import environ_user, refusal_parts, request_subject
+from bastion.wsgi.authz import environ_user, refusal_parts, request_subject, route_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from bastion.authz.service import Authorizer
+    from flask import Flask
 
-__all__ = ["require_owner", "require_permission"]
+    from bastion.authz.service import Authorizer
+    from bastion.core.client import TrustedProxies
+
+__all__ = ["init_authz", "require_owner", "require_permission"]
 
 EXTENSION: Final = "bastion.authz"
+
+
+def init_authz(
+    app: Flask, authorizer: Authorizer, *, proxies: TrustedProxies | None = None
+) -> None:
+    """Check every request of ``app`` against ``authorizer``'s route table before its view,
+    and make ``authorizer`` the one the decorators use (``app.extensions["bastion.authz"]``).
+    """
+    app.extensions[EXTENSION] = authorizer
+
+    def route_table() -> Response | None:
+        environ = request.environ
+        found = route_refusal(authorizer, environ, session=flask_session, proxies=proxies)
+        if found is None:
+            return None
+        status, refusal = found
+        content_type, body, extra = refusal_parts(environ, refusal, status)
+        return Response(body, status=status, headers=extra, content_type=content_type.decode())
+
+    app.before_request(route_table)
 
 
 def _authorizer(given: Authorizer | None, setting: str) -> Authorizer:

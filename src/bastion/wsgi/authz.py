@@ -37,6 +37,7 @@ __all__ = [
     "environ_user",
     "refusal_parts",
     "request_subject",
+    "route_refusal",
 ]
 
 PRINCIPAL_KEY: Final = "bastion.principal"
@@ -107,6 +108,50 @@ def _client(environ: Mapping[str, Any], proxies: TrustedProxies | None) -> str |
     return None if address is None else str(address)
 
 
+def route_refusal(
+    authorizer: Authorizer,
+    environ: Environ,
+    *,
+    session: object = None,
+    proxies: TrustedProxies | None = None,
+) -> tuple[int, Refusal] | None:
+    """The route table's answer for this request: ``None`` to go on (the subject is then in
+    the environ), else ``(status, refusal)``. ``session`` is the framework's session when it
+    is not in the environ (Flask's); a refusal of the table itself never loads a session."""
+    environ[AUTHZ_KEY] = authorizer
+    path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
+    method = environ.get("REQUEST_METHOD") or "GET"
+    raw = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    outcome = authorizer.routes.decide(
+        method,
+        path,
+        raw_path=raw if isinstance(raw, str) else None,
+        override_headers=[environ.get(name) for name in _OVERRIDES],
+        query=environ.get("QUERY_STRING") or "",
+    )
+    if outcome.kind is RouteKind.PUBLIC:
+        return None
+    client = _client(environ, proxies)
+    if outcome.refusal is not None:
+        found = environ.get(PRINCIPAL_KEY)
+        user = RequestUser(found.subject) if isinstance(found, Principal) else None
+        authorizer.audit_route(outcome, method=method, path=path, user=user, client_ip=client)
+        return outcome.status, outcome.refusal
+    try:
+        verdict = authorizer.gate_sync(
+            environ_user(environ, session),
+            outcome.permissions,
+            context={"method": method, "path": path},
+            client_ip=client,
+        )
+    except StoreUnavailable:
+        return 503, STORE_UNAVAILABLE
+    if verdict.refusal is None:
+        environ[SUBJECT_KEY] = verdict.subject
+        return None
+    return verdict.status, verdict.refusal
+
+
 class AuthzMiddleware:
     """The route table of ``authorizer`` on one WSGI app (see the module docstring)."""
 
@@ -120,41 +165,10 @@ class AuthzMiddleware:
         self._proxies = proxies
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        authorizer = self.authorizer
-        environ[AUTHZ_KEY] = authorizer
-        path = wsgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
-        method = environ.get("REQUEST_METHOD") or "GET"
-        raw = environ.get("REQUEST_URI") or environ.get("RAW_URI")
-        outcome = authorizer.routes.decide(
-            method,
-            path,
-            raw_path=raw if isinstance(raw, str) else None,
-            override_headers=[environ.get(name) for name in _OVERRIDES],
-            query=environ.get("QUERY_STRING") or "",
-        )
-        if outcome.kind is RouteKind.PUBLIC:
+        found = route_refusal(self.authorizer, environ, proxies=self._proxies)
+        if found is None:
             return self._app(environ, start_response)
-        client = _client(environ, self._proxies)
-        try:
-            user = environ_user(environ)
-            if outcome.refusal is not None:
-                authorizer.audit_route(
-                    outcome, method=method, path=path, user=user, client_ip=client
-                )
-                status, refusal = outcome.status, outcome.refusal
-            else:
-                verdict = authorizer.gate_sync(
-                    user,
-                    outcome.permissions,
-                    context={"method": method, "path": path},
-                    client_ip=client,
-                )
-                if verdict.refusal is None:
-                    environ[SUBJECT_KEY] = verdict.subject
-                    return self._app(environ, start_response)
-                status, refusal = verdict.status, verdict.refusal
-        except StoreUnavailable:
-            status, refusal = 503, STORE_UNAVAILABLE
+        status, refusal = found
         content_type, body, extra = refusal_parts(environ, refusal, status)
         return send_refusal(start_response, status, content_type, body, extra)
 
