@@ -244,8 +244,10 @@ def fastapi_app(world: World) -> FastAPI:
     async def delete() -> dict[str, str]:
         return {"done": "yes"}
 
+    explicit = require("app:use", authorizer=world.authorizer)  # no authorizer in the scope needed
+
     @app.get("/api/me")
-    async def me(subject: Annotated[Subject, Depends(require("app:use"))]) -> dict[str, Any]:
+    async def me(subject: Subject = Depends(explicit)) -> dict[str, Any]:  # noqa: B008 (a local dependency: Annotated would be read as a string in module globals)
         return {"id": subject.id, "roles": sorted(subject.roles)}
 
     @app.put("/api/posts/{post_id}")
@@ -429,8 +431,14 @@ async def test_quart(world: World) -> None:
 @pytest.mark.asyncio
 async def test_the_user_comes_from_the_session_without_a_token(world: World) -> None:
     async def login(request: StarletteRequest) -> PlainTextResponse:
-        request.session.login(request.query_params["user"])
-        return PlainTextResponse("signed in")
+        user = request.query_params["user"]
+        request.session.login(user)
+        await world.authorizer.stamp(request.session, user)
+        return PlainTextResponse(f"signed in at {request.session['_authz_v']}")
+
+    async def future(request: StarletteRequest) -> PlainTextResponse:
+        request.session["_authz_v"] = 999  # newer than the store: the store lost writes
+        return PlainTextResponse("ok")
 
     async def text(request: StarletteRequest) -> PlainTextResponse:
         return PlainTextResponse(f"{request.method} {request.url.path}")
@@ -438,6 +446,7 @@ async def test_the_user_comes_from_the_session_without_a_token(world: World) -> 
     app = Starlette(
         routes=[
             Route("/login", login, methods=["POST"]),
+            Route("/posts/future", future, methods=["POST"]),
             Route("/me", text),
             Route("/admin/users", text),
         ]
@@ -456,12 +465,18 @@ async def test_the_user_comes_from_the_session_without_a_token(world: World) -> 
     ) as client:
         anonymous = await client.get("/me", headers=json)
         assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthenticated")
-        assert (await client.post("/login?user=uma")).text == "signed in"
+        assert (await client.post("/login?user=uma")).text == "signed in at 1"
         assert (await client.get("/me")).text == "GET /me"
         denied = await client.get("/admin/users", headers=json)
         assert (denied.status_code, denied.json()["error"]) == (403, "no_match")
         world.set_role("uma", "admin")  # promoted: the next request sees it
         assert (await client.get("/admin/users")).text == "GET /admin/users"
+        world.set_role("uma", "user")  # demoted: version 3, the session still carries 1
+        again = await client.get("/admin/users", headers=json)
+        assert (again.status_code, again.json()["error"]) == (403, "no_match")
+        assert (await client.post("/posts/future")).text == "ok"
+        lost = await client.get("/me", headers=json)  # never the roles of an older store
+        assert (lost.status_code, lost.json()["error"]) == (503, "authz_store_unavailable")
 
 
 @pytest.mark.asyncio

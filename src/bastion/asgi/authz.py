@@ -31,7 +31,13 @@ from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_refusal
-from bastion.authz.service import AUTHZ_KEY, STORE_UNAVAILABLE, SUBJECT_KEY, RequestUser
+from bastion.authz.service import (
+    AUTHZ_KEY,
+    SESSION_VERSION_KEY,
+    STORE_UNAVAILABLE,
+    SUBJECT_KEY,
+    RequestUser,
+)
 from bastion.core.authz.routes import RouteKind
 from bastion.core.refusal import refusal_body
 from bastion.core.request import OVERRIDE_HEADERS, asgi_path
@@ -57,7 +63,6 @@ __all__ = [
 ]
 
 PRINCIPAL_KEY: Final = "bastion.principal"
-SESSION_VERSION_KEY: Final = "_authz_v"
 RETRY_AFTER: Final = b"5"
 _OVERRIDES: Final = tuple(name.encode("ascii") for name in OVERRIDE_HEADERS)
 

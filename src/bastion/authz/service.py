@@ -39,7 +39,7 @@ from bastion.engine.authz.record import ChangeKind
 from bastion.errors import AuthzInputError, ConfigurationError, Forbidden
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, MutableMapping
 
     from bastion.core.audit import Auditor, DetailValue
     from bastion.core.authz.policy import Policy
@@ -48,13 +48,24 @@ if TYPE_CHECKING:
     from bastion.engine.authz.record import Assignment
     from bastion.stores.base import Store
 
-__all__ = ["AUTHZ_KEY", "STORE_UNAVAILABLE", "SUBJECT_KEY", "Authorizer", "RequestUser", "Verdict"]
+__all__ = [
+    "AUTHZ_KEY",
+    "SESSION_VERSION_KEY",
+    "STORE_UNAVAILABLE",
+    "SUBJECT_KEY",
+    "Authorizer",
+    "RequestUser",
+    "Verdict",
+]
 
 AUTHZ_KEY: Final = "bastion.authz"
 """Where the adapters find the authorizer: ``scope["state"]`` under ASGI, the environ under
 WSGI. The route middleware puts it there; ``Bastion``'s stack does too."""
 SUBJECT_KEY: Final = "bastion.authz.subject"
 """Beside it: the request's :class:`Subject`, once loaded, so later checks reuse it."""
+
+SESSION_VERSION_KEY: Final = "_authz_v"
+"""The session key of the permission version read at login (:meth:`Authorizer.stamp`)."""
 
 STORE_UNAVAILABLE: Final = Refusal(
     "authz_store_unavailable",
@@ -139,6 +150,18 @@ class Authorizer:
         if self.assignments is None:
             return self._loaded(user_id)
         return _subject(user_id, self.assignments.current_sync(user_id, version))
+
+    async def stamp(self, session: MutableMapping[str, Any], user_id: str) -> None:
+        """Write ``user_id``'s permission version into ``session`` (call it at login, after
+        ``session.login(user_id)``); later requests carry it to :meth:`subject_for`. Nothing
+        for roles kept by the app's own loader."""
+        if self.assignments is not None:
+            session[SESSION_VERSION_KEY] = await self.assignments.version(user_id)
+
+    def stamp_sync(self, session: MutableMapping[str, Any], user_id: str) -> None:
+        """:meth:`stamp` for WSGI apps."""
+        if self.assignments is not None:
+            session[SESSION_VERSION_KEY] = self.assignments.version_sync(user_id)
 
     def _loaded(self, user_id: str) -> Subject:
         loader = self.policy.roles

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from bastion.authz.service import AUTHZ_KEY, STORE_UNAVAILABLE, SUBJECT_KEY, RequestUser
+from bastion.authz.service import (
+    AUTHZ_KEY,
+    SESSION_VERSION_KEY,
+    STORE_UNAVAILABLE,
+    SUBJECT_KEY,
+    RequestUser,
+)
 from bastion.core.authz.routes import RouteKind
 from bastion.core.refusal import refusal_body
 from bastion.core.request import OVERRIDE_HEADERS, wsgi_path
@@ -42,7 +48,6 @@ __all__ = [
 
 PRINCIPAL_KEY: Final = "bastion.principal"
 SESSION_KEY: Final = "bastion.session"
-SESSION_VERSION_KEY: Final = "_authz_v"
 _OVERRIDES: Final = tuple("HTTP_" + n.upper().replace("-", "_") for n in OVERRIDE_HEADERS)
 
 
