@@ -12,6 +12,12 @@
     @guide.require_permission("posts:delete")
     async def delete_post(post_id: str, *, user: dict) -> None: ...
 
+The guide calls them as plain functions; bind them once and its code runs unchanged (there is
+no module-level policy to forget to set, and two apps in one process never share one)::
+
+    has_permission, has_role = guide.has_permission, guide.has_role
+    require_permission = guide.require_permission
+
 ``user`` is the guide's dict or a :class:`~bastion.core.authz.subjects.Subject`; its roles
 are the ones it holds (nothing is read from a store here, unlike
 :meth:`Authorizer.check <bastion.authz.service.Authorizer.check>`).
