@@ -120,3 +120,38 @@ def test_authz_policy_is_validated(world: World) -> None:
     single = AuthzPolicy(policy=POLICY, routes=RouteRule(path="/x"))  # type: ignore[arg-type]
     assert single.routes == (RouteRule(path="/x"),)
     assert single.load() is POLICY
+
+
+@pytest.mark.asyncio
+async def test_the_guide_decorator_on_async_functions_and_without_a_user(world: World) -> None:
+    guide = world.authorizer.guide
+
+    @guide.require_permission("posts:delete")
+    async def remove(current_user: dict[str, Any], post: str) -> str:
+        return f"removed {post}"
+
+    assert await remove({"id": "m", "roles": ["moderator"]}, "p1") == "removed p1"
+    with pytest.raises(Forbidden) as caught:
+        await remove(current_user={"id": "u", "roles": ["user"]}, post="p1")
+    assert "posts:delete" in str(caught.value)
+    assert world.fails()[-1]["reason"] == "no_match"  # audited through the authorizer
+
+    @guide.require_permission("posts:delete")
+    def nobody(post: str) -> str:
+        return post
+
+    with pytest.raises(ConfigurationError, match="found no user"):
+        nobody("p1")
+    with pytest.raises(ConfigurationError, match="Posts"):
+        guide.require_permission("Posts:delete")
+    evaluated = guide.evaluate({"id": "u", "roles": ["user"]}, None, "posts:read")
+    assert evaluated.reason is AuthzReason.ALLOWED_BY_ROLE
+
+
+def test_stamp_sync_writes_the_version(world: World) -> None:
+    session: dict[str, Any] = {}
+    world.authorizer.stamp_sync(session, "uma")
+    assert session == {"_authz_v": 1}
+    world.set_role("uma", "moderator")
+    world.authorizer.stamp_sync(session, "uma")
+    assert session == {"_authz_v": 2}
