@@ -29,7 +29,30 @@ constructor argument: explicit and typed; no lookup in ``app.state``). With neit
 dependency raises :class:`~bastion.errors.ConfigurationError`: a setup bug is a 500, never an
 open route.
 
-Refusals are FastAPI's ``HTTPException``: the status (401, 400, 403; 503 with
+Authorization (:mod:`bastion.authz`)::
+
+    from bastion.fastapi import require, require_owner
+
+    @app.post("/posts", dependencies=[Depends(require("posts:write"))])
+    async def create(...): ...
+
+    async def load_post(post_id: str) -> Resource:      # the app's own row, owner included
+        row = await db.get(post_id)
+        return Resource(type="posts", id=row.id, owner=row.owner_id)
+
+    @app.put("/posts/{post_id}")
+    async def edit(post: Annotated[Resource, Depends(require_owner(load_post))]): ...
+
+:func:`require` returns the request's :class:`~bastion.core.authz.subjects.Subject` when it
+holds every permission; :func:`require_owner` returns what the loader loaded when the user may
+do ``action`` on it (the owner comes from the loader, never from the request). The user is the
+bearer principal, else the bastion session's user; the authorizer is ``authorizer=`` or the one
+the stack put in ``scope["state"]["bastion.authz"]``. Refusals: ``401`` with ``{"detail":
+{"error": "unauthenticated", ...}}``, ``403`` with ``{"detail": {"error": "<reason>", ...}}``
+(the :class:`~bastion.core.authz.decision.AuthzReason`), ``503`` when the roles cannot be
+read, each with ``Cache-Control: no-store``; ``404`` when the loader returns ``None``.
+
+Token refusals are FastAPI's ``HTTPException``: the status (401, 400, 403; 503 with
 ``Retry-After`` when the verifier's store is down), ``WWW-Authenticate`` exactly as the
 middleware sends it, and FastAPI's ``{"detail": "<fixed text>"}`` body, so the app's own
 exception handlers apply. A WebSocket route gets a ``WebSocketException`` instead, closing the
@@ -40,12 +63,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from fastapi import HTTPException, Security, WebSocket, WebSocketException
+from fastapi import Depends, HTTPException, Security, WebSocket, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import SecurityScopes  # noqa: TC002 (FastAPI reads the annotation at run time)
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads the annotation at run time)
 
+from bastion.asgi.authz import (
+    authorizer_of,
+    remember,
+    request_subject,
+    request_user,
+    store_verdict,
+)
 from bastion.asgi.bearer import (
     ABSENT,
     attach,
@@ -54,6 +84,8 @@ from bastion.asgi.bearer import (
     client_address,
     retry_after_value,
 )
+from bastion.core.authz.permission import Permission
+from bastion.core.authz.subjects import Resource, Subject
 from bastion.core.request import asgi_path
 from bastion.core.tokens.bearer import (
     MAX_AUTHORIZATION_BYTES,
@@ -69,13 +101,16 @@ from bastion.core.tokens.reasons import TokenReason
 from bastion.errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from fastapi import params
 
+    from bastion.authz.service import Authorizer, Verdict
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.tokens.principal import BearerVerifier
 
-__all__ = ["BearerUser", "RequireScopes"]
+__all__ = ["BearerUser", "RequireScopes", "require", "require_owner"]
 
 
 class BearerUser(SecurityBase):
@@ -171,3 +206,84 @@ def RequireScopes(*scopes: str, user: BearerUser | None = None) -> params.Securi
     checked now (RFC 6749 scope-tokens)."""
     found: params.Security = Security(user or _DEFAULT, scopes=list(check_scopes(scopes)))
     return found
+
+
+def _authz_refusal(status: int, error: str, detail: str) -> HTTPException:
+    return HTTPException(
+        status,
+        detail={"error": error, "detail": detail.strip()},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _verdict(
+    connection: HTTPConnection,
+    authorizer: Authorizer | None,
+    permissions: tuple[str, ...],
+    resource: object,
+    setting: str,
+) -> Verdict:
+    scope = connection.scope
+    found = authorizer_of(scope, authorizer, setting=setting)
+    client = connection.client.host if connection.client else None
+    try:
+        verdict = await found.gate(
+            request_user(scope),
+            permissions,
+            resource=resource,
+            context={"method": scope.get("method") or "GET", "path": scope.get("path") or "/"},
+            subject=request_subject(scope),
+            client_ip=client,
+        )
+    except StoreUnavailable:
+        status, body, _ = store_verdict()
+        raise HTTPException(
+            status,
+            detail={"error": body.error, "detail": body.detail.strip()},
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        ) from None
+    if verdict.refusal is not None:
+        raise _authz_refusal(verdict.status, verdict.refusal.error, verdict.refusal.detail)
+    remember(scope, verdict)
+    return verdict
+
+
+def require(
+    *permissions: str, authorizer: Authorizer | None = None
+) -> Callable[[HTTPConnection], Awaitable[Subject]]:
+    """A dependency: the request's subject, refused (401/403) unless it holds every one of
+    ``permissions`` (checked now: a malformed permission fails at import)."""
+    wanted = tuple(str(Permission.parse(p, setting="require")) for p in permissions)
+    if not wanted:
+        raise ConfigurationError("require() needs at least one permission", setting="require")
+
+    async def dependency(connection: HTTPConnection) -> Subject:
+        subject = (await _verdict(connection, authorizer, wanted, None, "require")).subject
+        if subject is None:  # a passing verdict always has its subject
+            raise _authz_refusal(401, "unauthenticated", "Unauthorized: please sign in.")
+        return subject
+
+    return dependency
+
+
+def require_owner(
+    loader: Callable[..., Any],
+    *,
+    action: str = "write",
+    authorizer: Authorizer | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """A dependency: what ``loader`` (itself a FastAPI dependency: it gets the path
+    parameters) loaded, refused (401/403) unless the user may ``action`` on it (a bare action
+    means ``<resource type>:<action>``; ownership comes from the loaded resource). ``None``
+    from the loader is a 404."""
+    if not isinstance(action, str) or not action:
+        raise ConfigurationError("require_owner(action=...) must be an action", setting="action")
+
+    async def dependency(connection: HTTPConnection, loaded: Any = Depends(loader)) -> Any:  # noqa: B008 (FastAPI's idiom: the loader is a dependency)
+        if loaded is None:
+            raise HTTPException(404)
+        resource = loaded if isinstance(loaded, Resource) else Resource.of(loaded)
+        await _verdict(connection, authorizer, (action,), resource, "require_owner")
+        return loaded
+
+    return dependency

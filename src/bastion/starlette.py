@@ -17,17 +17,35 @@ path patterns, scope rules per pattern); it works under every ASGI framework. In
 
 Litestar and Quart handlers do not return Starlette responses, so there the scope checks belong
 in the middleware: ``BearerMiddleware(app, verifier, scopes={"/api/admin/*": ("admin",)})``.
+
+Authorization: :func:`requires_permission` decorates a Starlette endpoint, a Litestar handler
+(taking its ``request``) or a Quart view (reading ``quart.request``) so it runs only for a
+signed-in user holding every listed permission (:mod:`bastion.authz`); otherwise it answers the
+framework's own response: ``401 unauthenticated``, ``403 <reason>``, ``503
+authz_store_unavailable``, bodies by :mod:`bastion.core.refusal`. The user is the bearer
+principal, else the bastion session's user, read from the ASGI scope; the authorizer is
+``authorizer=`` or the one in ``scope["state"]["bastion.authz"]``. Route-wide checks belong in
+:class:`bastion.asgi.authz.AuthzMiddleware`, which is plain ASGI and works under every framework.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from bastion.asgi.authz import (
+    authorizer_of,
+    remember,
+    request_subject,
+    request_user,
+    store_verdict,
+)
 from bastion.asgi.bearer import (
     ABSENT,
     attach,
@@ -37,6 +55,7 @@ from bastion.asgi.bearer import (
     principal,
     retry_after_value,
 )
+from bastion.core.authz.permission import Permission
 from bastion.core.refusal import refusal_body
 from bastion.core.request import asgi_path
 from bastion.core.tokens.bearer import (
@@ -55,12 +74,13 @@ from bastion.errors import ConfigurationError, StoreUnavailable
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from bastion.authz.service import Authorizer
     from bastion.core.audit import Auditor
     from bastion.core.client import TrustedProxies
     from bastion.core.refusal import Refusal
     from bastion.core.tokens.principal import BearerVerifier
 
-__all__ = ["principal", "requires_token"]
+__all__ = ["principal", "requires_permission", "requires_token"]
 
 P = ParamSpec("P")
 
@@ -173,3 +193,81 @@ async def _refuse(
     else:
         await connection.close(code=1013 if status == 503 else 1008)
     return None
+
+
+def requires_permission(
+    *permissions: str, authorizer: Authorizer | None = None
+) -> Callable[[Callable[P, Awaitable[Any]]], Callable[P, Awaitable[Any]]]:
+    """Decorate an async endpoint so it runs only for a user holding every one of
+    ``permissions`` (see the module docstring; checked now)."""
+    wanted = tuple(str(Permission.parse(p, setting="requires_permission")) for p in permissions)
+    if not wanted:
+        raise ConfigurationError(
+            "requires_permission() needs at least one permission", setting="requires_permission"
+        )
+
+    def decorate(endpoint: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+        @functools.wraps(endpoint)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            connection = _scoped(args, kwargs)
+            scope = connection.scope
+            found = authorizer_of(scope, authorizer, setting="requires_permission")
+            client = scope.get("client")
+            try:
+                verdict = await found.gate(
+                    request_user(scope),
+                    wanted,
+                    context={"method": scope.get("method") or "GET", "path": scope.get("path")},
+                    subject=request_subject(scope),
+                    client_ip=str(client[0]) if client else None,
+                )
+            except StoreUnavailable:
+                status, body_of, _ = store_verdict()
+                return await _framework_refusal(connection, status, body_of, {"Retry-After": "5"})
+            if verdict.refusal is not None:
+                return await _framework_refusal(connection, verdict.status, verdict.refusal, {})
+            remember(scope, verdict)
+            return await endpoint(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def _scoped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The request: an argument with an ASGI ``scope`` (Starlette, Litestar), else
+    ``quart.request`` inside a Quart request."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(getattr(value, "scope", None), Mapping):
+            return value
+    quart = sys.modules.get("quart")
+    if quart is not None and quart.has_request_context():
+        return quart.request
+    raise ConfigurationError(
+        "requires_permission decorates a Starlette endpoint or a Litestar handler taking the "
+        "request, or a Quart view",
+        setting="requires_permission",
+    )
+
+
+async def _framework_refusal(
+    connection: Any,
+    status: int,
+    body_of: Refusal,
+    headers: dict[str, str],
+) -> Any:
+    """The refusal as the framework's own response."""
+    if isinstance(connection, HTTPConnection):
+        return await _refuse(connection, status, body_of, headers)
+    content_type, body = refusal_body(
+        body_of,
+        accept=connection.headers.get("accept"),
+        content_type=connection.headers.get("content-type"),
+    )
+    headers = {**headers, "Cache-Control": "no-store"}
+    media = content_type.decode("ascii")
+    if type(connection).__module__.startswith("litestar"):
+        from litestar import Response as LitestarResponse  # noqa: PLC0415 (only under Litestar)
+
+        return LitestarResponse(body, status_code=status, headers=headers, media_type=media)
+    return body, status, {**headers, "Content-Type": media}  # Quart's (body, status, headers)

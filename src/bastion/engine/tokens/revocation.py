@@ -35,6 +35,11 @@ would not lift that rule, and two commands would double the round trips. The pri
 revoking or looking up a ``jti`` needs the token's subject as well, which every verified
 access token carries (``sub`` is required by default).
 
+One more key may ride in the same command: :meth:`Revocations.check_and_read` also returns
+the value of a key the caller names (the user's authorization record, whose key is tagged with
+the same subject), so a bearer request learns its permission version and roles at no extra
+round trip.
+
 Round trips per :meth:`Revocations.check`: one ``get_many`` (memory: two dictionary reads
 under one lock; SQLite: one ``SELECT``; Redis: one ``MGET``), or one ``get`` when the token
 carries no epoch. On a store without ``get_many`` the flow driver reads the two keys one
@@ -231,6 +236,28 @@ class Revocations:
         if type(epoch) is not int or epoch < 0:
             raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
         denied, raw_epoch = yield GetMany((key, epoch_key(subject)))
+        return self._verdict(denied, raw_epoch, epoch)
+
+    def check_and_read_flow(
+        self, issuer: str, jti: str, subject: str, epoch: int | None, read: str
+    ) -> Flow[tuple[TokenReason | None, bytes | None]]:
+        """:meth:`check_flow`, and the value of one more key ``read`` in the SAME store
+        command (one ``MGET``): the request's other per-user record, such as its
+        authorization assignment (:func:`bastion.engine.authz.assignment_key`), at no extra
+        round trip. Returns the verdict and the value read (``None`` when absent). On Redis
+        Cluster ``read`` must share the subject's hash slot (``hash_tag(..., subject)``)."""
+        key = deny_key(issuer, jti, subject)
+        if epoch is None:
+            denied, extra = yield GetMany((key, read))
+            return (TokenReason.REVOKED if denied is not None else None), extra
+        if type(epoch) is not int or epoch < 0:
+            raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
+        denied, raw_epoch, extra = yield GetMany((key, epoch_key(subject), read))
+        return self._verdict(denied, raw_epoch, epoch), extra
+
+    def _verdict(
+        self, denied: bytes | None, raw_epoch: bytes | None, epoch: int
+    ) -> TokenReason | None:
         if denied is not None:
             return TokenReason.REVOKED
         if raw_epoch is None:
@@ -298,6 +325,13 @@ class Revocations:
         """The revocation verdict on a verified access token (see :meth:`check_flow`)."""
         return await self._run(self.check_flow(issuer, jti, subject, epoch))
 
+    async def check_and_read(
+        self, issuer: str, jti: str, subject: str, epoch: int | None, read: str
+    ) -> tuple[TokenReason | None, bytes | None]:
+        """The verdict and one more key's value, in one store command (see
+        :meth:`check_and_read_flow`)."""
+        return await self._run(self.check_and_read_flow(issuer, jti, subject, epoch, read))
+
     async def current_epoch(self, subject: str, *, authenticated_at: float | None = None) -> int:
         """The epoch to put in a new token of ``subject`` (see :meth:`epoch_flow`)."""
         return await self._run(self.epoch_flow(subject, authenticated_at=authenticated_at))
@@ -328,6 +362,12 @@ class Revocations:
     ) -> TokenReason | None:
         """:meth:`check` on the store's synchronous side."""
         return self._run_sync(self.check_flow(issuer, jti, subject, epoch))
+
+    def check_and_read_sync(
+        self, issuer: str, jti: str, subject: str, epoch: int | None, read: str
+    ) -> tuple[TokenReason | None, bytes | None]:
+        """:meth:`check_and_read` on the store's synchronous side."""
+        return self._run_sync(self.check_and_read_flow(issuer, jti, subject, epoch, read))
 
     def current_epoch_sync(self, subject: str, *, authenticated_at: float | None = None) -> int:
         """:meth:`current_epoch` on the store's synchronous side."""

@@ -1,0 +1,481 @@
+"""``Authorizer``: the policy, the users' roles and the audit trail behind one object.
+
+``runtime.authz`` is one; tests and apps without ``Bastion(...)`` build it directly::
+
+    authorizer = Authorizer(AuthzPolicy(policy=policy), store=store, auditor=auditor)
+    decision = await authorizer.check("u1", "posts:write", post)   # a Decision
+    await authorizer.require("u1", "read", document)                # raises Forbidden
+
+Where a user's roles come from (``AuthzPolicy.roles``): bastion's store
+(:class:`~bastion.engine.authz.Assignments`, read on every request that needs it, one ``get``,
+so a demotion counts on the next request; the permission version the request carries is passed
+along), or the app's own loader. A user id is never taken for a role name.
+
+Every denial emits ``authz_fail`` (outcome ``blocked``) with the decision's reason and its
+explanation (which rule, grant or condition, through which role); a condition that could not
+be evaluated is also logged on ``bastion.security.authz``, since it means a policy or the data
+it reads is wrong. The client only ever sees the reason code.
+
+Changes of roles and grants go through :meth:`Authorizer.change` (and the named methods): the
+actor must hold ``AuthzPolicy.admin_permission`` (in the tenant changed, for a tenant role), and
+nobody can change their own assignment (:class:`~bastion.errors.SelfGrantRefused`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from bastion.authz.guide import Guide
+from bastion.authz.policy import AuthzPolicy
+from bastion.core.audit import EventName, Outcome
+from bastion.core.authz.decision import AuthzReason, Decision
+from bastion.core.authz.routes import UNAUTHENTICATED, denied_refusal
+from bastion.core.authz.subjects import Resource, Subject
+from bastion.core.clock import system_clock
+from bastion.core.refusal import Refusal
+from bastion.engine.authz import Assignments
+from bastion.engine.authz.record import ChangeKind
+from bastion.errors import AuthzInputError, ConfigurationError, Forbidden
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, MutableMapping
+
+    from bastion.core.audit import Auditor, DetailValue
+    from bastion.core.authz.policy import Policy
+    from bastion.core.authz.routes import RouteOutcome, RouteTable
+    from bastion.core.clock import Clock
+    from bastion.engine.authz.record import Assignment
+    from bastion.stores.base import Store
+
+__all__ = [
+    "AUTHZ_KEY",
+    "SESSION_VERSION_KEY",
+    "STORE_UNAVAILABLE",
+    "SUBJECT_KEY",
+    "Authorizer",
+    "RequestUser",
+    "Verdict",
+]
+
+AUTHZ_KEY: Final = "bastion.authz"
+"""Where the adapters find the authorizer: ``scope["state"]`` under ASGI, the environ under
+WSGI. The route middleware puts it there; ``Bastion``'s stack does too."""
+SUBJECT_KEY: Final = "bastion.authz.subject"
+"""Beside it: the request's :class:`Subject`, once loaded, so later checks reuse it."""
+
+SESSION_VERSION_KEY: Final = "_authz_v"
+"""The session key of the permission version read at login (:meth:`Authorizer.stamp`)."""
+
+STORE_UNAVAILABLE: Final = Refusal(
+    "authz_store_unavailable",
+    "Service unavailable: permissions cannot be read right now. Please try again shortly.\n",
+)
+
+_LOGGER: Final = logging.getLogger("bastion.security.authz")
+_ANYONE: Final = "anonymous"
+
+
+class RequestUser(NamedTuple):
+    """Who an adapter found signed in: the user id and the permission version the request
+    carries (the token's ``pv`` claim, or the session's ``_authz_v``; ``None`` when absent)."""
+
+    id: str
+    version: int | None = None
+
+
+class Verdict(NamedTuple):
+    """The result of :meth:`Authorizer.gate`: ``status`` 0 to go on, else the refusal."""
+
+    status: int
+    refusal: Refusal | None = None
+    subject: Subject | None = None
+    decision: Decision | None = None
+
+
+class Authorizer:
+    """Authorization for one app (see the module docstring).
+
+    ``store`` holds the users' assignments when ``policy.roles`` is ``"store"``
+    (``assignments`` may be given instead, already built); ``auditor`` receives ``authz_fail``
+    (and, through the assignments, ``authz_change``); ``clock`` stamps the changes.
+    """
+
+    __slots__ = ("_auditor", "assignments", "engine", "guide", "policy", "routes")
+
+    def __init__(
+        self,
+        policy: AuthzPolicy,
+        *,
+        store: Store | None = None,
+        auditor: Auditor,
+        clock: Clock = system_clock,
+        assignments: Assignments | None = None,
+    ) -> None:
+        if not isinstance(policy, AuthzPolicy):
+            raise ConfigurationError(
+                f"Authorizer needs an AuthzPolicy, got {type(policy).__name__}",
+                setting="authz",
+            )
+        self.policy = policy
+        self.engine: Policy = policy.load()
+        self.routes: RouteTable = policy.table
+        self._auditor = auditor
+        if assignments is None and policy.roles_in_store:
+            if store is None:
+                raise ConfigurationError(
+                    "authz.roles='store' keeps roles in bastion's store, but no store was "
+                    "given; configure Bastion(store=...) or give authz.roles a loader",
+                    setting="authz.roles",
+                )
+            known = {role.name for role in self.engine.roles}
+            assignments = Assignments(store, auditor=auditor, clock=clock, known_roles=known)
+        self.assignments = assignments
+        self.guide = Guide(self.engine, authorizer=self)
+
+    def __repr__(self) -> str:
+        return f"Authorizer(policy={self.engine.name!r}, routes={len(self.routes.rules)})"
+
+    # -- subjects --------------------------------------------------------------------------
+
+    async def subject_for(self, user_id: str, *, version: int | None = None) -> Subject:
+        """The user's :class:`Subject`, roles read now (``version``: the one the request
+        carries)."""
+        if self.assignments is None:
+            return self._loaded(user_id)
+        return _subject(user_id, await self.assignments.current(user_id, version))
+
+    def subject_for_sync(self, user_id: str, *, version: int | None = None) -> Subject:
+        """:meth:`subject_for` for WSGI apps (the store's sync side)."""
+        if self.assignments is None:
+            return self._loaded(user_id)
+        return _subject(user_id, self.assignments.current_sync(user_id, version))
+
+    async def stamp(self, session: MutableMapping[str, Any], user_id: str) -> None:
+        """Write ``user_id``'s permission version into ``session`` (call it at login, after
+        ``session.login(user_id)``); later requests carry it to :meth:`subject_for`. Nothing
+        for roles kept by the app's own loader."""
+        if self.assignments is not None:
+            session[SESSION_VERSION_KEY] = await self.assignments.version(user_id)
+
+    def stamp_sync(self, session: MutableMapping[str, Any], user_id: str) -> None:
+        """:meth:`stamp` for WSGI apps."""
+        if self.assignments is not None:
+            session[SESSION_VERSION_KEY] = self.assignments.version_sync(user_id)
+
+    def _loaded(self, user_id: str) -> Subject:
+        loader = self.policy.roles
+        if isinstance(loader, str):  # pragma: no cover (roles='store' always has assignments)
+            raise ConfigurationError("authz.roles has no loader", setting="authz.roles")
+        subject = Subject.of(loader(user_id))
+        if subject.id != user_id:
+            raise AuthzInputError(
+                f"the authz.roles loader returned the subject {subject.id!r} for another user"
+            )
+        return subject
+
+    async def _subject(self, who: object) -> Subject:
+        if isinstance(who, str):
+            return await self.subject_for(who)
+        return Subject.of(who)
+
+    def _subject_sync(self, who: object) -> Subject:
+        if isinstance(who, str):
+            return self.subject_for_sync(who)
+        return Subject.of(who)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    async def check(
+        self,
+        who: Subject | Mapping[str, object] | str,
+        action: str,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        *,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """The decision for ``who`` (a Subject, the guide's dict, or a user id whose roles
+        are read) doing ``action`` on ``resource`` (a Resource, the guide's dict, a type name,
+        or ``None``); a denial is audited."""
+        subject = await self._subject(who)
+        return self.decide(subject, action, resource, context, client_ip=client_ip)
+
+    def check_sync(
+        self,
+        who: Subject | Mapping[str, object] | str,
+        action: str,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        *,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """:meth:`check` for WSGI apps."""
+        subject = self._subject_sync(who)
+        return self.decide(subject, action, resource, context, client_ip=client_ip)
+
+    async def require(
+        self,
+        who: Subject | Mapping[str, object] | str,
+        action: str,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        *,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """:meth:`check`, raising :class:`~bastion.errors.Forbidden` on a denial."""
+        return _required(await self.check(who, action, resource, context, client_ip=client_ip))
+
+    def require_sync(
+        self,
+        who: Subject | Mapping[str, object] | str,
+        action: str,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        *,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """:meth:`require` for WSGI apps."""
+        return _required(self.check_sync(who, action, resource, context, client_ip=client_ip))
+
+    def decide(
+        self,
+        subject: Subject,
+        action: str,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        *,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """The decision for a loaded ``subject`` (no I/O); a denial is audited."""
+        decision = self.engine.evaluate(subject, resource, action, context)
+        if not decision.allowed:
+            self.audit_denial(decision, client_ip=client_ip)
+        return decision
+
+    def filter(
+        self,
+        subject: Subject | Mapping[str, object],
+        action: str,
+        resource_type: str,
+        context: Mapping[str, object] | None = None,
+    ) -> Any:
+        """The residual filter over ``resource_type`` rows ``subject`` may ``action``
+        (:meth:`Policy.filter <bastion.core.authz.policy.Policy.filter>`)."""
+        return self.engine.filter(Subject.of(subject), action, resource_type, context)
+
+    # -- the adapters' gate ----------------------------------------------------------------
+
+    async def gate(
+        self,
+        user: RequestUser | None,
+        permissions: Iterable[str],
+        *,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        subject: Subject | None = None,
+        client_ip: str | None = None,
+    ) -> Verdict:
+        """What an adapter answers for a request of ``user`` (``None``: nobody signed in, a
+        401) needing every one of ``permissions``: status 0 to go on, else 403 with the
+        first denial's reason. ``subject``: already loaded for this request."""
+        if user is None:
+            return self._unauthenticated(permissions, client_ip)
+        if subject is None or subject.id != user.id:
+            subject = await self.subject_for(user.id, version=user.version)
+        return self._judge(subject, permissions, resource, context, client_ip)
+
+    def gate_sync(
+        self,
+        user: RequestUser | None,
+        permissions: Iterable[str],
+        *,
+        resource: object = None,
+        context: Mapping[str, object] | None = None,
+        subject: Subject | None = None,
+        client_ip: str | None = None,
+    ) -> Verdict:
+        """:meth:`gate` for WSGI apps."""
+        if user is None:
+            return self._unauthenticated(permissions, client_ip)
+        if subject is None or subject.id != user.id:
+            subject = self.subject_for_sync(user.id, version=user.version)
+        return self._judge(subject, permissions, resource, context, client_ip)
+
+    def _judge(
+        self,
+        subject: Subject,
+        permissions: Iterable[str],
+        resource: object,
+        context: Mapping[str, object] | None,
+        client_ip: str | None,
+    ) -> Verdict:
+        decision: Decision | None = None
+        for permission in permissions:
+            decision = self.decide(subject, permission, resource, context, client_ip=client_ip)
+            if not decision.allowed:
+                return Verdict(403, denied_refusal(decision.reason.value), subject, decision)
+        return Verdict(0, None, subject, decision)
+
+    def _unauthenticated(self, permissions: Iterable[str], client_ip: str | None) -> Verdict:
+        wanted = ", ".join(permissions) or "this route"
+        decision = Decision(
+            allowed=False, reason=AuthzReason.UNAUTHENTICATED, action=wanted, subject=_ANYONE
+        )
+        self.audit_denial(decision, client_ip=client_ip)
+        return Verdict(401, UNAUTHENTICATED, None, decision)
+
+    def audit_route(
+        self,
+        outcome: RouteOutcome,
+        *,
+        method: str,
+        path: str,
+        user: RequestUser | None,
+        client_ip: str | None = None,
+    ) -> None:
+        """Audit a refusal of the route table: ``authz_fail`` for ``no_route_rule``,
+        ``input_validation_fail`` for a path or method override it would not read."""
+        refusal = outcome.refusal
+        if refusal is None:
+            return
+        details: dict[str, DetailValue] = {
+            "reason": refusal.error,
+            "method": method,
+            "path": path,
+            "problem": outcome.problem,
+        }
+        name = EventName.AUTHZ_FAIL if outcome.status == 403 else EventName.INPUT_VALIDATION_FAIL
+        self._auditor.emit(
+            name,
+            outcome=Outcome.BLOCKED,
+            user=None if user is None else user.id,
+            client_ip=client_ip,
+            details=details,
+        )
+
+    def audit_denial(self, decision: Decision, *, client_ip: str | None = None) -> None:
+        """Emit ``authz_fail`` for ``decision`` (and log a condition that errored)."""
+        explanation = decision.explain()
+        if decision.reason is AuthzReason.CONDITION_ERROR:
+            _LOGGER.warning("authorization condition could not be evaluated: %s", explanation)
+        details: dict[str, DetailValue] = {
+            "reason": decision.reason.value,
+            "action": decision.action,
+            "resource": decision.resource,
+            "rule": decision.rule,
+            "role": decision.role,
+            "condition": decision.condition,
+            "explanation": explanation,
+        }
+        self._auditor.emit(
+            EventName.AUTHZ_FAIL,
+            outcome=Outcome.BLOCKED,
+            user=None if decision.subject == _ANYONE else decision.subject,
+            client_ip=client_ip,
+            details={k: v for k, v in details.items() if v is not None},
+        )
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _store(self) -> Assignments:
+        if self.assignments is None:
+            raise ConfigurationError(
+                "roles live in the app's own data (authz.roles is a loader); change them there",
+                setting="authz.roles",
+            )
+        return self.assignments
+
+    def _may_administer(self, actor: Subject, tenant: str | None) -> bool:
+        resource = None if tenant is None else Resource(type="authz", tenant=tenant)
+        return self.engine.evaluate(actor, resource, self.policy.admin_permission).allowed
+
+    async def change(
+        self,
+        actor: str,
+        user_id: str,
+        kind: ChangeKind,
+        values: Iterable[str],
+        *,
+        tenant: str | None = None,
+        client_ip: str | None = None,
+    ) -> Assignment:
+        """Change ``user_id``'s assignment as ``actor``, who must hold the administrator
+        permission (in ``tenant`` for a tenant change) and may not be ``user_id``."""
+        store = self._store()
+        allowed = self._may_administer(await self.subject_for(actor), tenant)
+        return await store.change(
+            actor,
+            user_id,
+            kind,
+            tuple(values),
+            tenant=tenant,
+            may_administer=allowed,
+            client_ip=client_ip,
+        )
+
+    def change_sync(
+        self,
+        actor: str,
+        user_id: str,
+        kind: ChangeKind,
+        values: Iterable[str],
+        *,
+        tenant: str | None = None,
+        client_ip: str | None = None,
+    ) -> Assignment:
+        """:meth:`change` for WSGI apps."""
+        store = self._store()
+        allowed = self._may_administer(self.subject_for_sync(actor), tenant)
+        return store.change_sync(
+            actor,
+            user_id,
+            kind,
+            tuple(values),
+            tenant=tenant,
+            may_administer=allowed,
+            client_ip=client_ip,
+        )
+
+    async def assign_role(
+        self, actor: str, user_id: str, role: str, *, tenant: str | None = None
+    ) -> Assignment:
+        """Give ``user_id`` the role ``role`` (see :meth:`change`)."""
+        return await self.change(actor, user_id, ChangeKind.ASSIGN_ROLE, (role,), tenant=tenant)
+
+    async def revoke_role(
+        self, actor: str, user_id: str, role: str, *, tenant: str | None = None
+    ) -> Assignment:
+        """Take the role ``role`` from ``user_id`` (see :meth:`change`)."""
+        return await self.change(actor, user_id, ChangeKind.REVOKE_ROLE, (role,), tenant=tenant)
+
+    async def set_role(
+        self, actor: str, user_id: str, role: str, *, tenant: str | None = None
+    ) -> Assignment:
+        """Make ``role`` the only role of ``user_id`` (a demotion; see :meth:`change`)."""
+        return await self.change(actor, user_id, ChangeKind.SET_ROLES, (role,), tenant=tenant)
+
+    async def grant(self, actor: str, user_id: str, permission: str) -> Assignment:
+        """Give ``user_id`` the per-user permission ``permission`` (see :meth:`change`)."""
+        return await self.change(actor, user_id, ChangeKind.GRANT, (permission,))
+
+    async def deny(self, actor: str, user_id: str, permission: str) -> Assignment:
+        """Deny ``user_id`` ``permission`` whatever their roles (see :meth:`change`)."""
+        return await self.change(actor, user_id, ChangeKind.DENY, (permission,))
+
+
+def _subject(user_id: str, assignment: Assignment) -> Subject:
+    return Subject(
+        id=user_id,
+        roles=assignment.roles,
+        tenant_roles=assignment.tenant_roles,
+        grants=assignment.grants,  # texts, parsed by Subject
+        denies=assignment.denies,
+        version=assignment.version,
+    )
+
+
+def _required(decision: Decision) -> Decision:
+    if not decision.allowed:
+        raise Forbidden(decision.explain(), decision=decision)
+    return decision
