@@ -36,6 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.authz.policy import AuthzPolicy
 from bastion.core.audit import Auditor
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
@@ -92,6 +93,8 @@ class Bastion:
       ``totp_issuer``: the site name in authenticator apps (needed for ``runtime.totp``).
     * ``tokens``: a :class:`~bastion.tokens.TokenPolicy` (JWT access tokens, refresh families,
       DPoP; needs ``store`` and the ``jwt`` extra): ``runtime.tokens`` and the bearer layer.
+    * ``authz``: an :class:`~bastion.authz.AuthzPolicy` (roles, permissions, ABAC rules and
+      an optional route table): ``runtime.authz`` and, with routes, the authorization layer.
     * ``auditor``: one :class:`~bastion.core.audit.Auditor` for every layer (default: JSON on
       the ``bastion.audit`` logger, identifiers hashed under ``keyring``); ``clock``; and
       ``environment`` (``None``: read once from ``ENV`` / ``BASTION_ENV`` at build time).
@@ -112,6 +115,7 @@ class Bastion:
     throttle: ThrottlePolicy | None = None
     totp_issuer: str | None = None
     tokens: TokenPolicy | None = None
+    authz: AuthzPolicy | None = None
     auditor: Auditor | None = None
     clock: Clock = system_clock
     environment: Environment | None = None
@@ -188,6 +192,20 @@ class Bastion:
                     "the user epochs live in the store, so pass store='sqlite:///app.db'",
                     setting="store",
                 )
+        if self.authz is not None:
+            if not isinstance(self.authz, AuthzPolicy):
+                raise ConfigurationError(
+                    "authz must be an AuthzPolicy (AuthzPolicy(policy=Policy(...)) or "
+                    "AuthzPolicy(policy='policy.toml'))",
+                    setting="authz",
+                )
+            if self.authz.roles_in_store and self.store is None:
+                raise ConfigurationError(
+                    "authz= keeps users' roles in bastion's store (roles='store') but no "
+                    "store= was given; pass store='sqlite:///app.db', or give AuthzPolicy a "
+                    "roles= loader that reads them from the app's own data",
+                    setting="store",
+                )
         if self.auditor is not None and not isinstance(self.auditor, Auditor):
             raise ConfigurationError("auditor must be an Auditor", setting="auditor")
         if not callable(getattr(self.clock, "now", None)):
@@ -261,7 +279,9 @@ class Bastion:
         * ``TOTP_ISSUER``: the site name in authenticator apps;
         * ``TOKEN_ISSUER``: the ``iss`` of access tokens (turns tokens on); ``TOKEN_KEYS`` (or
           ``..._FILE``): a JWKS document of private keys, the first signing, the others
-          verifying (required with ``TOKEN_ISSUER`` under ``ENV=production``).
+          verifying (required with ``TOKEN_ISSUER`` under ``ENV=production``);
+        * ``AUTHZ_POLICY``: the path of an authorization policy file (JSON, YAML or TOML),
+          roles kept in the store (other authorization settings go in ``authz=``).
 
         ``ENV`` / ``BASTION_ENV`` name the environment (:mod:`bastion.core.environment`).
         Under ``ENV=production`` a missing secret key is a :class:`ConfigurationError`. An
@@ -336,6 +356,8 @@ class Bastion:
             values["totp_issuer"] = issuer
         if "tokens" not in overrides and (tokens := _tokens_from_env(read, prefix, production)):
             values["tokens"] = tokens
+        if "authz" not in overrides and (policy_path := env.get(prefix + "AUTHZ_POLICY", "")):
+            values["authz"] = AuthzPolicy(policy=Path(policy_path.strip()))
         known = {prefix + name for name in _ENV_NAMES}
         known |= {name + "_FILE" for name in known} | {prefix + "ENV"}
         for name in sorted(env):
@@ -361,6 +383,7 @@ _ENV_NAMES: Final = (
     "TOTP_ISSUER",
     "TOKEN_ISSUER",
     "TOKEN_KEYS",
+    "AUTHZ_POLICY",
 )
 
 

@@ -10,7 +10,9 @@ knows the one order of the layers::
           BearerMiddleware         access tokens (when tokens= names protected paths)
             SessionMiddleware      (when a store is configured)
               CSRFMiddleware       reads the session's CSRF secret; passes token-authenticated
-                app                requests (a browser never attaches a bearer token itself)
+                                   requests (a browser never attaches a bearer token itself)
+                AuthzMiddleware    the route table (when authz= has routes); without routes it
+                  app              only hands the authorizer to the dependencies and decorators
 
 Why this order: the headers layer must see every response, so it is outermost. CORS answers
 preflights before anything costs store I/O, and its headers reach the rate limiter's 429 too
@@ -18,7 +20,9 @@ preflights before anything costs store I/O, and its headers reach the rate limit
 would do, so a flood is refused cheaply. Access tokens are checked before the session is
 touched: an API request with a token costs no session read. The session
 must exist before CSRF checks a synchronizer token, and a CSRF refusal still passes through the
-session layer (which then writes nothing).
+session layer (which then writes nothing). Authorization is innermost: it needs to know who is
+signed in (the bearer principal or the session), and a forged cross-site request is refused by
+CSRF before any role is read.
 
 The adapters (``bastion.asgi.protect``, ``bastion.wsgi.protect``, ``bastion.flask.protect``)
 pass their middleware classes in a :class:`Layers`; :meth:`Runtime.compose` decides which to
@@ -46,6 +50,7 @@ from bastion.stores.url import open_store
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from bastion.authz.service import Authorizer
     from bastion.config import Bastion
     from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
@@ -78,6 +83,7 @@ class Layers(Generic[App]):
     sessions: Callable[..., App] | None
     csrf: Callable[..., App] | None
     bearer: Callable[[], Callable[..., App]] | None = None
+    authz: Callable[[], Callable[..., App]] | None = None
 
 
 class Runtime:
@@ -91,6 +97,7 @@ class Runtime:
 
     __slots__ = (
         "_api_keys",
+        "_authz",
         "_limiter",
         "_own_limiter_store",
         "_owns_store",
@@ -177,6 +184,7 @@ class Runtime:
         self._api_keys: APIKeyManager | None = None
         self._totp: TOTPManager | None = None
         self._tokens: Tokens | None = None
+        self._authz: Authorizer | None = None
 
     @property
     def limiter(self) -> RateLimiter:
@@ -260,8 +268,30 @@ class Runtime:
                 auditor=self.auditor,
                 production=self.production,
                 sessions=self.sessions,
+                permission_versions=(None if self.config.authz is None else self.authz.assignments),
             )
         return self._tokens
+
+    @property
+    def authz(self) -> Authorizer:
+        """Authorization (:class:`~bastion.authz.service.Authorizer`): decisions, the route
+        table, query filters and the users' role assignments; needs
+        ``Bastion(authz=AuthzPolicy(...))``. A policy file is read here, once."""
+        if self._authz is None:
+            policy = self.config.authz
+            if policy is None:
+                raise ConfigurationError(
+                    "runtime.authz needs Bastion(authz=AuthzPolicy(policy=...))", setting="authz"
+                )
+            from bastion.authz.service import Authorizer  # noqa: PLC0415
+
+            self._authz = Authorizer(
+                policy,
+                store=self.store if policy.roles_in_store else None,
+                auditor=self.auditor,
+                clock=self.config.clock,
+            )
+        return self._authz
 
     @property
     def totp(self) -> TOTPManager:
@@ -289,6 +319,8 @@ class Runtime:
         config = self.config
         clock, production = config.clock, self.production
         wrapped = app
+        if config.authz is not None and layers.authz is not None:
+            wrapped = layers.authz()(wrapped, self.authz, proxies=self.proxies)
         if config.csrf is not None and layers.csrf is not None:
             wrapped = layers.csrf(
                 wrapped,

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthzMiddleware",
+    "ShareAuthorizer",
     "authorizer_of",
     "carried_version",
     "refuse",
@@ -241,3 +242,23 @@ class AuthzMiddleware:
 
     def __repr__(self) -> str:
         return f"AuthzMiddleware(authorizer={self.authorizer!r})"
+
+
+class ShareAuthorizer:
+    """Hands ``authorizer`` to the dependencies and decorators of one app
+    (``scope["state"]["bastion.authz"]``) and enforces nothing itself: what ``protect()``
+    adds for ``Bastion(authz=...)`` without a route table."""
+
+    __slots__ = ("_app", "authorizer")
+
+    def __init__(self, app: ASGIApp, authorizer: Authorizer) -> None:
+        self._app = app
+        self.authorizer = authorizer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in {"http", "websocket"}:
+            _state(scope)[AUTHZ_KEY] = self.authorizer
+        await self._app(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return f"ShareAuthorizer(authorizer={self.authorizer!r})"

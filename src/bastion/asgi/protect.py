@@ -16,7 +16,7 @@ or the session registry from the app), the caller owns it and closes it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.authz.service import Authorizer
     from bastion.config import Bastion
 
 __all__ = ["BastionMiddleware", "protect"]
@@ -126,6 +127,19 @@ def _bearer() -> Callable[..., ASGIApp]:
     return BearerMiddleware
 
 
+def _authz() -> Callable[..., ASGIApp]:
+    from bastion.asgi.authz import AuthzMiddleware, ShareAuthorizer  # noqa: PLC0415
+
+    def build(app: ASGIApp, authorizer: Authorizer, **kwargs: Any) -> ASGIApp:
+        # Without routes there is no table to enforce (an empty one would refuse everything):
+        # the layer only hands the authorizer to the dependencies and decorators.
+        if not authorizer.routes.rules:
+            return ShareAuthorizer(app, authorizer)
+        return AuthzMiddleware(app, authorizer, **kwargs)
+
+    return build
+
+
 _LAYERS: Layers[ASGIApp] = Layers(
     headers=SecurityHeadersMiddleware,
     cors=_cors,
@@ -133,4 +147,5 @@ _LAYERS: Layers[ASGIApp] = Layers(
     sessions=SessionMiddleware,
     csrf=CSRFMiddleware,
     bearer=_bearer,
+    authz=_authz,
 )

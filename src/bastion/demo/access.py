@@ -23,21 +23,28 @@ from starlette.responses import RedirectResponse, Response
 
 from bastion import normalize_username
 from bastion.authz.sqlalchemy import to_sqlalchemy
-from bastion.core.audit import Outcome
 from bastion.demo.documents import BODY_MAX, DOCUMENTS, RESOURCE_TYPE, TITLE_MAX
-from bastion.errors import Forbidden, StoreBusy
+from bastion.engine.authz.record import ChangeKind
+from bastion.errors import Forbidden
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from bastion.core.authz.decision import Decision
+    from bastion.core.authz.subjects import Subject
     from bastion.demo.app import DemoApp
+    from bastion.demo.documents import Document
     from bastion.demo.users import User
 
 __all__ = ["ROLES", "AccessRoutes"]
 
 ROLES: Final = ("user", "moderator", "admin")
 """The roles an admin can give; ``user`` is also what a demotion sets."""
+
+
+def role_of(roles: frozenset[str]) -> str:
+    """The highest of the demo's roles in ``roles`` (``user`` when none)."""
+    return next((role for role in reversed(ROLES) if role in roles), "user")
 
 
 def _flag(value: object) -> bool:
@@ -71,10 +78,10 @@ class AccessRoutes:
             return await self._create(request, user, subject)
         where = to_sqlalchemy(authz.filter(subject, "documents:read", RESOURCE_TYPE), DOCUMENTS)
         rows = await demo.documents.list(where)
-        may_create = await authz.check(subject, "documents:create", audit=False)
-        return demo.page(request, "documents.html", user, rows=rows, may_create=bool(may_create))
+        may_create = authz.engine.allows(subject, None, "documents:create")  # no audit: a hint
+        return demo.page(request, "documents.html", user, rows=rows, may_create=may_create)
 
-    async def _create(self, request: Request, user: User, subject: object) -> Response:
+    async def _create(self, request: Request, user: User, subject: Subject) -> Response:
         demo = self._demo
         decision = await demo.runtime.authz.check(subject, "documents:create")
         if not decision:
@@ -105,30 +112,36 @@ class AccessRoutes:
         user = await demo.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        raw = request.path_params["document_id"]
-        document = await demo.documents.get(int(raw)) if raw.isascii() and raw.isdigit() else None
+        document = await demo.documents.find(request.path_params["document_id"])
         if document is None:
             return demo.error_page(request, user, 404, "There is no such document.")
         authz = demo.runtime.authz
         subject = await authz.subject_for(user.username)
         resource = document.resource()
         if request.method == "POST":
-            decision = await authz.check(subject, "documents:write", resource)
-            if not decision:
-                return self._refused(request, user, decision)
-            form = await request.form()
-            body = str(form.get("body", ""))
-            if len(body) > BODY_MAX:
-                return demo.error_page(request, user, 400, f"At most {BODY_MAX} characters.")
-            await demo.documents.set_body(document.id, body)
-            return RedirectResponse(f"/documents/{document.id}", status_code=303)
+            return await self._edit(request, user, subject, document)
         decision = await authz.check(subject, "documents:read", resource)
         if not decision:
             return self._refused(request, user, decision)
-        may_write = await authz.check(subject, "documents:write", resource, audit=False)
-        return demo.page(
-            request, "document.html", user, document=document, may_write=bool(may_write)
+        may_write = authz.engine.allows(subject, resource, "documents:write")  # a hint only
+        return demo.page(request, "document.html", user, document=document, may_write=may_write)
+
+    async def _edit(
+        self, request: Request, user: User, subject: Subject, document: Document
+    ) -> Response:
+        demo = self._demo
+        client = request.client.host if request.client else None
+        decision = await demo.runtime.authz.check(
+            subject, "documents:write", document.resource(), client_ip=client
         )
+        if not decision:
+            return self._refused(request, user, decision)
+        form = await request.form()
+        body = str(form.get("body", ""))
+        if len(body) > BODY_MAX:
+            return demo.error_page(request, user, 400, f"At most {BODY_MAX} characters.")
+        await demo.documents.set_body(document.id, body)
+        return RedirectResponse(f"/documents/{document.id}", status_code=303)
 
     async def roles(self, request: Request) -> Response:
         demo = self._demo
@@ -136,8 +149,8 @@ class AccessRoutes:
         if user is None:
             return RedirectResponse("/login", status_code=303)
         authz = demo.runtime.authz
-        subject = await authz.subject_for(user.username)
-        decision = await authz.check(subject, "authz:admin")
+        client = request.client.host if request.client else None
+        decision = await authz.check(user.username, "authz:admin", client_ip=client)
         if not decision:
             return self._refused(request, user, decision)
         flash = None
@@ -145,22 +158,31 @@ class AccessRoutes:
             form = await request.form()
             target = normalize_username(str(form.get("username", "")))
             role = str(form.get("role", ""))
-            if role not in ROLES:
-                return demo.error_page(request, user, 400, f"role must be one of {ROLES}.")
-            if await demo.users.get(target) is None:
-                return demo.error_page(request, user, 404, "There is no such account.")
-            try:
-                await authz.assignments.set_roles(
-                    user.username, target, (role,), may_administer=True
-                )
-            except Forbidden as refused:
-                return demo.error_page(request, user, 403, str(refused))
-            except StoreBusy:
-                return demo.error_page(request, user, 503, "Please try again.")
-            demo.audit_event(request, "demo_role_set", Outcome.SUCCESS, user.username, role=role)
+            refused = await self._set_role(user.username, target, role, client)
+            if refused is not None:
+                status, message = refused
+                return demo.error_page(request, user, status, message)
             flash = f"{target} is now {role}."
-        rows = []
-        for name in await demo.users.names():
-            assignment = await authz.assignments.load(name)
-            rows.append((name, demo.role_of(assignment.roles)))
+        names = await demo.users.names()
+        assignments = await demo.assignments.load_many(names)
+        rows = [(name, role_of(a.roles)) for name, a in zip(names, assignments, strict=True)]
         return demo.page(request, "admin_roles.html", user, rows=rows, roles=ROLES, flash=flash)
+
+    async def _set_role(
+        self, actor: str, target: str, role: str, client: str | None
+    ) -> tuple[int, str] | None:
+        """Give ``target`` the role ``role`` as ``actor``; the refusal, if any."""
+        demo = self._demo
+        if role not in ROLES:
+            return 400, f"The role must be one of {', '.join(ROLES)}."
+        if await demo.users.get(target) is None:
+            return 404, "There is no such account."
+        try:
+            # The Authorizer checks that the actor holds authz:admin and is not the target
+            # (SelfGrantRefused); every change is an authz_change event.
+            await demo.runtime.authz.change(
+                actor, target, ChangeKind.SET_ROLES, (role,), client_ip=client
+            )
+        except Forbidden as refused:
+            return 403, str(refused)
+        return None

@@ -10,7 +10,10 @@ The stack, outermost first (see :func:`demo_config`)::
 
 Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/logout``,
 ``/account``, ``/account/sessions``, ``/account/sessions/revoke-others``, ``/account/password``,
-``/account/totp``, ``/account/api-keys``, ``/api/me``, ``/admin``, ``/audit``.
+``/account/totp``, ``/account/api-keys``, ``/api/me``, ``/admin``, ``/audit``; the token routes
+of :mod:`bastion.demo.tokens`; ``/documents``, ``/documents/{id}`` and ``/admin/roles`` of
+:mod:`bastion.demo.access` (authorization: roles ``user`` < ``moderator`` < ``admin``, kept in
+bastion's store, and the document policy of ``policy.toml``).
 
 Development mode: the session cookie is sent without ``Secure`` so that plain HTTP on loopback
 works (``SessionConfig(development=True, secure=False)``); bastion logs a warning at start and
@@ -24,8 +27,9 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
@@ -58,9 +62,12 @@ from bastion.asgi import add_jinja2_globals as add_nonce_global
 from bastion.asgi import get_session, load_session, protect
 from bastion.asgi.csrf import add_jinja2_globals as add_csrf_globals
 from bastion.asgi.sessions import list_sessions, revoke_other_sessions
+from bastion.authz import AuthzPolicy
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
 from bastion.core.throttle import BackoffRule
 from bastion.core.tokens.jwk import JWTKey, JWTKeySet
+from bastion.demo.access import AccessRoutes, role_of
+from bastion.demo.documents import DocumentTable
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
@@ -76,6 +83,7 @@ if TYPE_CHECKING:
     from bastion import Clock, PasswordPolicy, Store
     from bastion.asgi.types import Receive, Scope, Send
     from bastion.core.audit import AuditEvent
+    from bastion.engine.authz import Assignments
 
 __all__ = ["API_SCOPE", "CSP_REPORT_PATH", "SEEDED_USERS", "DemoApp"]
 
@@ -83,6 +91,10 @@ CSP_REPORT_PATH: Final = "/csp-report"
 API_SCOPE: Final = "profile:read"
 """The scope ``GET /api/me`` needs."""
 SEEDED_USERS: Final = (("demo", "user"), ("admin", "admin"))
+SEEDING_ACTOR: Final = "system:demo-seed"
+"""The actor of the role changes the demo makes itself (seeding, a new account's ``user``
+role); no account can have this name (``:`` is not allowed in one)."""
+POLICY_FILE: Final = Path(__file__).with_name("policy.toml")
 ISSUER: Final = "bastion demo"
 API_KEY_LIFETIME: Final = 30 * 86400.0
 LOGIN_POLICY: Final = ThrottlePolicy(
@@ -133,6 +145,7 @@ class DemoApp:
     start, printed). ``hasher`` lets tests use a cheap Argon2 profile. ``https`` says the demo
     is served over TLS: the session cookie then takes the production settings (``Secure``,
     ``__Host-``). ``production`` forces the environment (default: ``ENV`` / ``BASTION_ENV``).
+    ``documents_url`` is the SQLAlchemy URL of the documents table (``None``: in memory).
     """
 
     def __init__(
@@ -147,6 +160,7 @@ class DemoApp:
         production: bool | None = None,
         store_label: str = "",
         https: bool = False,
+        documents_url: str | None = None,
     ) -> None:
         keyring = keyring if keyring is not None else KeyRing.generate()
         self.store = store
@@ -161,6 +175,8 @@ class DemoApp:
         self.https = https
         self.api_scope = API_SCOPE
         self.token_routes = TokenRoutes(self)
+        self.access = AccessRoutes(self)
+        self.documents = DocumentTable(documents_url)
         self.config = demo_config(self, keyring=keyring, production=production)
         self.runtime = self.config.build()
         # Plain HTTP on loopback (like the session cookie): the device cookie is
@@ -169,6 +185,10 @@ class DemoApp:
         self.throttle = self.runtime.throttle
         self.totp = self.runtime.totp
         self.api_keys = self.runtime.api_keys
+        assignments = self.runtime.authz.assignments
+        if assignments is None:  # pragma: no cover (demo_config keeps roles in the store)
+            raise ConfigurationError("the demo keeps roles in its store", setting="authz")
+        self.assignments: Assignments = assignments
         self.seeded = [
             SeededAccount(name, role, seed_password or generate_password(20))
             for name, role in SEEDED_USERS
@@ -211,10 +231,14 @@ class DemoApp:
                     created_at=self.clock.now() if existing is None else existing.created_at,
                 )
             )
+            await self.assignments.set_role(
+                SEEDING_ACTOR, account.username, account.role, may_administer=True
+            )
 
     async def shutdown(self) -> None:
         await self.runtime.aclose()
         await self.store.aclose()
+        self.documents.close()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -246,17 +270,25 @@ class DemoApp:
             r("/reset-password", self.token_routes.reset_request, methods=["GET", "POST"]),
             r("/reset-password/{token}", self.token_routes.reset_form, methods=["GET", "POST"]),
             r("/outbox", self.token_routes.outbox_page),
+            r("/documents", self.access.documents, methods=["GET", "POST"]),
+            r("/documents/{document_id}", self.access.document, methods=["GET", "POST"]),
             r("/admin", self.admin),
+            r("/admin/roles", self.access.roles, methods=["GET", "POST"]),
             r("/audit", self.audit),
         ]
 
     # -- helpers -----------------------------------------------------------------------------
 
     async def current_user(self, request: Request) -> User | None:
-        """The logged-in user, loading the session with an awaited read first."""
+        """The logged-in user, loading the session with an awaited read first; ``role`` is
+        the one bastion's store holds now (a demotion shows on the next request)."""
         session = await load_session(request)
         name = session.user_id
-        return None if name is None else await self.users.get(name)
+        user = None if name is None else await self.users.get(name)
+        if user is None:
+            return None
+        assignment = await self.assignments.load(user.username)
+        return replace(user, role=role_of(assignment.roles))
 
     def page(
         self, request: Request, name: str, user: User | None, status: int = 200, **context: Any
@@ -274,6 +306,8 @@ class DemoApp:
         status: int,
         message: str,
         retry_after: str | None = None,
+        *,
+        reason: str | None = None,
     ) -> Response:
         response = self.page(
             request,
@@ -283,6 +317,7 @@ class DemoApp:
             title=_TITLES.get(status, "Error"),
             message=message,
             retry_after=retry_after,
+            reason=reason,
         )
         if retry_after is not None:
             response.headers["Retry-After"] = retry_after
@@ -359,7 +394,10 @@ class DemoApp:
             new_hash = await self.hasher.ahash(password)
             created = User(username=name, password_hash=new_hash, created_at=self.clock.now())
             if await self.users.create(created):
-                get_session(request).login(name)
+                await self.assignments.set_role(SEEDING_ACTOR, name, "user", may_administer=True)
+                session = get_session(request)
+                session.login(name)
+                await self.runtime.authz.stamp(session, name)
                 self.audit_event(request, EventName.USER_CREATED, Outcome.SUCCESS, name)
                 return RedirectResponse("/account", status_code=303)
             errors.append("That user name is taken; choose another.")
@@ -459,7 +497,9 @@ class DemoApp:
                 need_totp=needs_code or bool(code),
                 errors=[message],
             )
-        get_session(request).login(normalize_username(raw_name))
+        session = get_session(request)
+        session.login(normalize_username(raw_name))
+        await self.runtime.authz.stamp(session, normalize_username(raw_name))
         response = RedirectResponse("/account", status_code=303)
         if attempt.device_cookie is not None:  # this browser is now a known device
             cookie = self.throttle.device_cookie(attempt.device_cookie, secure=self.https)
@@ -645,17 +685,23 @@ class DemoApp:
 
     async def admin(self, request: Request) -> Response:
         user = await self.current_user(request)
-        if user is None or not user.is_admin:
-            client = request.client.host if request.client else None
+        client = request.client.host if request.client else None
+        if user is None:
             self.auditor.emit(
                 EventName.AUTHZ_FAIL,
                 outcome=Outcome.BLOCKED,
-                user=None if user is None else user.username,
                 client_ip=client,
-                details={"path": "/admin"},
+                details={"path": "/admin", "reason": "unauthenticated"},
             )
+            return self.error_page(request, None, 403, "The admin page is for admins only.")
+        decision = await self.runtime.authz.check(user.username, "admin:view", client_ip=client)
+        if not decision:  # the authorizer emitted authz_fail with the explanation
             return self.error_page(
-                request, user, 403, "The admin page is for the admin account only."
+                request,
+                user,
+                403,
+                "The admin page is for admins only.",
+                reason=decision.reason.value,
             )
         self.audit_event(request, EventName.AUTHZ_ADMIN, Outcome.SUCCESS, user.username)
         return self.page(request, "admin.html", user, events=len(self.events))
@@ -714,6 +760,8 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         ),
         throttle=LOGIN_POLICY,
         totp_issuer=ISSUER,
+        # Roles and grants in the store; the document policy from a file, read once at start.
+        authz=AuthzPolicy(policy=POLICY_FILE),
         # Access tokens signed with a key drawn at start (tokens end with the process, like
         # the demo's seeded passwords); an app keeps its keys in a file (docs/tokens.md).
         tokens=TokenPolicy(

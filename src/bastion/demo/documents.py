@@ -123,12 +123,8 @@ class DocumentTable:
     def close(self) -> None:
         self._engine.dispose()
 
-    def _create(
-        self, owner: str, title: str, body: str, public: bool, locked: bool, now: float
-    ) -> int:
-        statement = insert(DOCUMENTS).values(
-            owner_id=owner, title=title, body=body, public=public, locked=locked, created_at=now
-        )
+    def _create(self, values: dict[str, object]) -> int:
+        statement = insert(DOCUMENTS).values(**values)
         with self._engine.begin() as connection:
             key = connection.execute(statement).inserted_primary_key
         if key is None:  # pragma: no cover (SQLite always reports the new id)
@@ -154,10 +150,24 @@ class DocumentTable:
     async def create(
         self, owner: str, title: str, body: str, *, public: bool, locked: bool, now: float
     ) -> int:
-        return await asyncio.to_thread(self._create, owner, title, body, public, locked, now)
+        values: dict[str, object] = {
+            "owner_id": owner,
+            "title": title,
+            "body": body,
+            "public": public,
+            "locked": locked,
+            "created_at": now,
+        }
+        return await asyncio.to_thread(self._create, values)
 
     async def get(self, document_id: int) -> Document | None:
         return await asyncio.to_thread(self._get, document_id)
+
+    async def find(self, raw_id: str) -> Document | None:
+        """The document a path segment names; ``None`` for one that is not a plain number."""
+        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
+            return None
+        return await self.get(int(raw_id))
 
     async def list(self, where: ColumnElement[bool]) -> list[Document]:
         """The rows that ``where`` (the policy's query filter) selects, oldest first."""

@@ -196,7 +196,9 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
     * CSRF: checked before Flask sees the request, once (the token in ``flask.session``);
       ``csrf_token()`` and ``csrf_input()`` in templates;
     * security headers, CORS and rate limits: the WSGI layers around ``app.wsgi_app``, in the order
-      of :mod:`bastion.runtime`; ``csp_nonce()`` in templates.
+      of :mod:`bastion.runtime`; ``csp_nonce()`` in templates;
+    * authorization (with ``Bastion(authz=...)``): the route table before each view, and the
+      authorizer for ``bastion.flask.authz.require_permission`` and ``require_owner``.
     """
     if _EXTENSION in app.extensions:
         # A second call would stack a second CSRF check and a second set of layers (and, from a
@@ -242,6 +244,15 @@ def _install(app: Flask, runtime: Runtime) -> None:
         )
     if runtime.config.headers is not None:
         add_nonce_global(app.jinja_env)  # {{ csp_nonce() }}
+    if runtime.config.authz is not None:
+        # Inside Flask's request context, where flask.session is bastion's session: the route
+        # table as a before_request hook, and the authorizer for the decorators.
+        from bastion.flask.authz import EXTENSION, init_authz  # noqa: PLC0415
+
+        if runtime.authz.routes.rules:
+            init_authz(app, runtime.authz, proxies=runtime.proxies)
+        else:
+            app.extensions[EXTENSION] = runtime.authz
     inner: WSGIApp = app.wsgi_app
     app.wsgi_app = runtime.compose(inner, _OUTER)  # type: ignore[method-assign, assignment]
 

@@ -50,14 +50,18 @@ if TYPE_CHECKING:
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing
+    from bastion.engine.authz import Assignments
     from bastion.engine.sessions import SessionEngine
     from bastion.stores.base import Store
     from bastion.tokens.guide import GuideTokens
 
-__all__ = ["EPOCH_CLAIM", "Tokens"]
+__all__ = ["EPOCH_CLAIM", "PERMISSION_VERSION_CLAIM", "Tokens"]
 
 EPOCH_CLAIM = "ep"
 """The private claim holding the user epoch an access token was issued under."""
+PERMISSION_VERSION_CLAIM = "pv"
+"""The private claim holding the user's permission version at issue (with ``Bastion(authz=)``
+keeping roles in the store): authorization reads the roles again under a newer one."""
 
 
 class Tokens:
@@ -72,6 +76,7 @@ class Tokens:
         "_replay",
         "_sessions",
         "_store",
+        "_versions",
         "challenge",
         "onetime",
         "policy",
@@ -89,6 +94,7 @@ class Tokens:
         auditor: Auditor,
         production: bool = False,
         sessions: SessionEngine | None = None,
+        permission_versions: Assignments | None = None,
     ) -> None:
         policy.check_environment(production=production)
         keys = policy.keys
@@ -99,6 +105,7 @@ class Tokens:
         self._clock = clock
         self._auditor = auditor
         self._sessions = sessions
+        self._versions = permission_versions
         self._codec = JWTCodec(
             keys,
             issuer=policy.issuer,
@@ -227,6 +234,8 @@ class Tokens:
         wanted = scopes_of(scopes)
         jkt = self.binding(dpop_jkt)
         epoch = await self.revocations.current_epoch(user_id, authenticated_at=authenticated_at)
+        if self._versions is not None:
+            claims = self._with_version(claims, await self._versions.version(user_id))
         # Minted first: claims the codec refuses leave no refresh family behind.
         access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         refresh: str | None = None
@@ -252,6 +261,8 @@ class Tokens:
         wanted = scopes_of(scopes)
         jkt = self.binding(dpop_jkt)
         epoch = self.revocations.current_epoch_sync(user_id, authenticated_at=authenticated_at)
+        if self._versions is not None:
+            claims = self._with_version(claims, self._versions.version_sync(user_id))
         # Minted first: claims the codec refuses leave no refresh family behind.
         access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
         refresh: str | None = None
@@ -263,10 +274,22 @@ class Tokens:
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
 
-    def _refreshed(self, rotation: Rotation) -> TokenPair:
+    @staticmethod
+    def _with_version(claims: Mapping[str, object] | None, version: int) -> dict[str, object]:
+        """``claims`` with the user's permission version (claim ``pv``), read at issue: a
+        request under an older one has its roles read again (:mod:`bastion.authz`)."""
+        if claims is not None and PERMISSION_VERSION_CLAIM in claims:
+            raise ConfigurationError(
+                f"claims must not set {PERMISSION_VERSION_CLAIM!r}: bastion sets it",
+                setting="claims",
+            )
+        return {**(claims or {}), PERMISSION_VERSION_CLAIM: version}
+
+    def _refreshed(self, rotation: Rotation, version: int | None = None) -> TokenPair:
         family = rotation.family
+        extra = None if version is None else {PERMISSION_VERSION_CLAIM: version}
         access = self.mint_access(
-            family.user_id, tuple(family.scopes), family.epoch, jkt=family.cnf_jkt, extra=None
+            family.user_id, tuple(family.scopes), family.epoch, jkt=family.cnf_jkt, extra=extra
         )
         if not rotation.replayed:
             self._audit_issued(family.user_id, family, "refresh")
@@ -282,13 +305,19 @@ class Tokens:
         rotated revokes the family (``REUSED``); see :mod:`bastion.engine.tokens.refresh`."""
         jkt = self.binding(dpop_jkt)
         rotation = await self.refresher().rotate(refresh_token, cnf_jkt=jkt)
-        return self._refreshed(rotation)
+        version = None
+        if self._versions is not None:
+            version = await self._versions.version(rotation.family.user_id)
+        return self._refreshed(rotation, version)
 
     def refresh_sync(self, refresh_token: str, *, dpop_jkt: str | None = None) -> TokenPair:
         """:meth:`refresh` for WSGI apps."""
         jkt = self.binding(dpop_jkt)
         rotation = self.refresher().rotate_sync(refresh_token, cnf_jkt=jkt)
-        return self._refreshed(rotation)
+        version = None
+        if self._versions is not None:
+            version = self._versions.version_sync(rotation.family.user_id)
+        return self._refreshed(rotation, version)
 
     # -- second-factor-pending tokens -------------------------------------------------------
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthzMiddleware",
+    "ShareAuthorizer",
     "authorizer_of",
     "environ_user",
     "refusal_parts",
@@ -179,3 +180,21 @@ class AuthzMiddleware:
 
     def __repr__(self) -> str:
         return f"AuthzMiddleware(authorizer={self.authorizer!r})"
+
+
+class ShareAuthorizer:
+    """Hands ``authorizer`` to the decorators (``environ["bastion.authz"]``) and enforces
+    nothing itself: what ``protect()`` adds for ``Bastion(authz=...)`` without a route table."""
+
+    __slots__ = ("_app", "authorizer")
+
+    def __init__(self, app: WSGIApp, authorizer: Authorizer) -> None:
+        self._app = app
+        self.authorizer = authorizer
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        environ[AUTHZ_KEY] = self.authorizer
+        return self._app(environ, start_response)
+
+    def __repr__(self) -> str:
+        return f"ShareAuthorizer(authorizer={self.authorizer!r})"

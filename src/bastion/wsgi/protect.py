@@ -14,7 +14,7 @@ which serves ``flask.session`` from the same runtime.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.runtime import Layers, Runtime, as_runtime
 from bastion.wsgi.csrf import CSRFMiddleware
@@ -24,6 +24,7 @@ from bastion.wsgi.sessions import SessionMiddleware
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from bastion.authz.service import Authorizer
     from bastion.config import Bastion
     from bastion.wsgi.types import WSGIApp
 
@@ -53,6 +54,18 @@ def _bearer() -> Callable[..., WSGIApp]:
     return BearerMiddleware
 
 
+def _authz() -> Callable[..., WSGIApp]:
+    from bastion.wsgi.authz import AuthzMiddleware, ShareAuthorizer  # noqa: PLC0415
+
+    def build(app: WSGIApp, authorizer: Authorizer, **kwargs: Any) -> WSGIApp:
+        # Without routes: no table to enforce, only the authorizer for the decorators.
+        if not authorizer.routes.rules:
+            return ShareAuthorizer(app, authorizer)
+        return AuthzMiddleware(app, authorizer, **kwargs)
+
+    return build
+
+
 LAYERS: Layers[WSGIApp] = Layers(
     headers=SecurityHeadersMiddleware,
     cors=_cors,
@@ -60,5 +73,6 @@ LAYERS: Layers[WSGIApp] = Layers(
     sessions=SessionMiddleware,
     csrf=CSRFMiddleware,
     bearer=_bearer,
+    authz=_authz,
 )
 """The WSGI layers; :func:`bastion.flask.protect` reuses all but sessions and CSRF."""
