@@ -42,11 +42,15 @@ from bastion.core.authz.conditions import (
     Ref,
     compile_condition,
 )
+from bastion.core.authz.permission import OWN
 from bastion.core.authz.subjects import Resource, Subject
-from bastion.errors import ConfigurationError
+from bastion.errors import AuthzInputError, ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+
+    from bastion.core.authz.permission import Permission
+    from bastion.core.authz.policy import CompiledRule, Policy
 
 __all__ = [
     "FALSE",
@@ -61,6 +65,7 @@ __all__ = [
     "Outcome",
     "all_of",
     "any_of",
+    "filter_for",
     "negate",
     "outcome_of",
 ]
@@ -269,6 +274,8 @@ def all_of(*items: Filter) -> Filter:
         item
         for item in kept
         if not (isinstance(item, Comparable) and _key(item.compare) in keys)
+        # absorption: x and (x or y) is x
+        and not (isinstance(item, Either) and any(_implied(part, keys) for part in item.items))
     ]
     if not kept:
         return TRUE
@@ -292,6 +299,20 @@ def any_of(*items: Filter) -> Filter:
     keys = {_key(item) for item in kept}
     if any(isinstance(item, Negate) and _key(item.item) in keys for item in kept):
         return TRUE
+    if any(isinstance(item, Both) for item in kept):
+        # x or (c and not x and r) is x or (c and r): "not x" adds nothing beside x
+        simpler = [_drop_negations(item, keys) if isinstance(item, Both) else item for item in kept]
+        if [_key(item) for item in simpler] != [_key(item) for item in kept]:
+            return any_of(*simpler)
+    # x or "x evaluates" is "x evaluates" (a true comparison evaluates)
+    evaluates = {_key(item.compare) for item in kept if isinstance(item, Comparable)}
+    kept = [
+        item
+        for item in kept
+        if _key(item) not in evaluates
+        # absorption: x or (x and y) is x
+        and not (isinstance(item, Both) and any(_key(part) in keys for part in item.items))
+    ]
     if not kept:
         return FALSE
     if len(kept) == 1:
@@ -463,3 +484,129 @@ def outcome_of(
         *(all_of(*(p.false for p in parts[:k]), part.true) for k, part in enumerate(parts))
     )
     return Outcome(true, all_of(*(part.false for part in parts)))
+
+
+# -- the policy's residual ------------------------------------------------------------------
+
+
+def filter_for(
+    policy: Policy,
+    subject: object,
+    action: str,
+    resource_type: str,
+    context: Mapping[str, object] | None = None,
+) -> Filter:
+    """The rows of ``resource_type`` on which ``policy.evaluate(subject, row, action,
+    context)`` allows, as a :data:`Filter` over the row's attributes.
+
+    The per-row decision, step by step (``bastion.core.authz.policy``): a per-user deny
+    (``:own``: on owned rows) refuses; an applicable deny rule whose condition is true, or
+    any applicable rule whose condition raises, refuses; then a grant, a role permission
+    (``:own``: on owned rows) or an allow rule whose condition is true allows. Ownership is
+    ``owner equals subject.id`` (false on a NULL owner). Roles held in a tenant apply to rows
+    whose ``tenant`` is that tenant, so a subject with tenant roles gets one branch per tenant.
+
+    Raises :class:`ConfigurationError` for a condition a filter cannot express (two resource
+    attributes compared, a nested resource attribute, a resource attribute on the value side
+    of ``starts_with``), and :class:`~bastion.errors.AuthzInputError` for a malformed
+    subject, action or context, as ``evaluate`` would.
+    """
+    s = Subject.of(subject)
+    if context is None:
+        context = _NO_CONTEXT
+    elif not isinstance(context, Mapping):
+        raise AuthzInputError(f"context must be a mapping, not {type(context).__name__}")
+    builder = _Residual(policy, s, policy.required(action, resource_type), context, resource_type)
+    base = builder.for_roles(None)
+    tenants = [t for t in s.tenant_roles if s.roles_in(t) != s.roles]
+    if not tenants:
+        return base
+    in_tenant = {t: Compare("tenant", Operator.EQUALS, t) for t in tenants}
+    branches = [all_of(in_tenant[t], builder.for_roles(t)) for t in tenants]
+    elsewhere = all_of(negate(any_of(*in_tenant.values())), base)
+    return any_of(*branches, elsewhere)
+
+
+class _Residual:
+    """The filter of one (subject, permission) pair, built once per role set."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        subject: Subject,
+        required: Permission,
+        context: Mapping[str, object],
+        resource_type: str,
+    ) -> None:
+        self.policy = policy
+        self.subject = subject
+        self.required = required
+        self.owned = Compare("owner", Operator.EQUALS, subject.id)
+        self.denies, self.allows = policy.rules_for(required)
+        self.outcomes: dict[int, Outcome] = {}
+        self.context = context
+        self.resource_type = resource_type
+        not_denied: list[Filter] = []
+        for deny in policy.denies_for(subject, required):
+            not_denied.append(negate(self.owned) if deny.needs_owner else FALSE)
+        self.not_denied = all_of(*not_denied)
+
+    def outcome(self, rule: CompiledRule) -> Outcome:
+        """Where the rule's condition is true / false (computed once per rule)."""
+        found = self.outcomes.get(rule.index)
+        if found is None:
+            when = rule.rule.when
+            found = (
+                _ALWAYS_TRUE
+                if when is None
+                else outcome_of(
+                    when, self.subject, self.context, self.resource_type, rule=rule.rule.name
+                )
+            )
+            self.outcomes[rule.index] = found
+        return found
+
+    def applies(self, rule: CompiledRule, held: frozenset[str]) -> Filter:
+        """The rows the rule applies to (FALSE: not to this subject; ``:own``: owned rows)."""
+        if not rule.applies_to(held):
+            return FALSE
+        action = rule.match(self.required)
+        if action is None:
+            return FALSE
+        return self.owned if action.scope == OWN else TRUE
+
+    def for_roles(self, tenant: str | None) -> Filter:
+        held = self.subject.roles_in(tenant)
+        guards: list[Filter] = [self.not_denied]
+        for rule in self.denies:
+            applies = self.applies(rule, held)
+            if applies is not FALSE:
+                # not applicable here, or its condition evaluated to false
+                guards.append(any_of(negate(applies), self.outcome(rule).false))
+        allowed: list[Filter] = []
+        for rule in self.allows:
+            applies = self.applies(rule, held)
+            if applies is not FALSE:
+                outcome = self.outcome(rule)
+                guards.append(any_of(negate(applies), outcome.true, outcome.false))
+                allowed.append(all_of(applies, outcome.true))
+        for grant in self.policy.grants_for(self.subject, self.required, tenant):
+            allowed.append(self.owned if grant.needs_owner else TRUE)
+        return all_of(*guards, any_of(*allowed))
+
+
+def _drop_negations(item: Both, others: set[tuple[object, ...]]) -> Filter:
+    return all_of(
+        *(
+            part
+            for part in item.items
+            if not (isinstance(part, Negate) and _key(part.item) in others)
+        )
+    )
+
+
+def _implied(item: Filter, conjuncts: set[tuple[object, ...]]) -> bool:
+    """Whether ``item`` holds wherever every one of ``conjuncts`` holds (syntactically)."""
+    if isinstance(item, Both):
+        return all(_key(part) in conjuncts for part in item.items)
+    return _key(item) in conjuncts
