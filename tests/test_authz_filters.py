@@ -165,16 +165,14 @@ def conditions(draw: st.DrawFn) -> Condition:
         value = draw(VALUES)  # two row attributes: not expressible, tested separately
     if not (attribute.root == "resource" or (isinstance(value, Ref) and value.root == "resource")):
         attribute = Ref.parse("resource.level")
-    if (
-        isinstance(value, Ref)
-        and value.root == "resource"
-        and operator is Operator.STARTS_WITH
-    ):
+    if isinstance(value, Ref) and value.root == "resource" and operator is Operator.STARTS_WITH:
         operator = Operator.EQUALS
     try:
         return Condition(attribute=attribute, operator=operator, value=value)
     except ConfigurationError:
-        return Condition(attribute=attribute, operator=Operator.EQUALS, value=draw(st.integers(-2, 5)))
+        return Condition(
+            attribute=attribute, operator=Operator.EQUALS, value=draw(st.integers(-2, 5))
+        )
 
 
 expressions = st.recursive(
@@ -226,7 +224,7 @@ def core_outcome(
         return None
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions, subjects, contexts, st.lists(rows(), min_size=1, max_size=6))
 def test_outcome_agrees_with_the_compiled_condition(
     expression: Expression, subject: Subject, context: dict[str, object], table: list[Resource]

@@ -160,8 +160,10 @@ class _Translator:
     def _leaf(self, node: Compare | Comparable) -> ColumnElement[bool]:
         column, kind = self._column(node.attribute)
         compare = node if isinstance(node, Compare) else node.compare
-        comparable = node if isinstance(node, Comparable) else Comparable(
-            node.attribute, node.operator, node.value
+        comparable = (
+            node
+            if isinstance(node, Comparable)
+            else Comparable(node.attribute, node.operator, node.value)
         )
         probe = node.matches if isinstance(node, Compare) else comparable.matches
         # What the core does with a NULL (None) and with a value of the column's kind.
@@ -197,7 +199,12 @@ def _probe_resource(attribute: str, value: object) -> Resource:
             f"filter attribute {attribute!r}: the resource's {field} is text, so its column "
             f"must be a String column"
         )
-    return Resource(type="probe", **{field: value or "probe"})  # a field is never empty
+    text = value or "probe"  # a field is never empty; any text has the same kind
+    if field == "owner":
+        return Resource(type="probe", owner=text)
+    if field == "tenant":
+        return Resource(type="probe", tenant=text)
+    return Resource(type="probe", id=text)
 
 
 def _nullable(
@@ -225,7 +232,7 @@ def _text(column: ColumnElement[Any], kind: type) -> ColumnElement[Any]:
     return _codepoint(column) if kind is str else column
 
 
-def _comparison(
+def _comparison(  # noqa: PLR0911 (one return per operator family)
     column: ColumnElement[Any], kind: type, operator: Operator, value: object
 ) -> ColumnElement[bool] | None:
     """The comparison for a non-NULL value of ``kind``; None when the kinds never compare."""
@@ -261,7 +268,9 @@ def _comparison(
     return None
 
 
-def _membership(column: ColumnElement[Any], kind: type, value: object) -> ColumnElement[bool] | None:
+def _membership(
+    column: ColumnElement[Any], kind: type, value: object
+) -> ColumnElement[bool] | None:
     if isinstance(value, str):
         if kind is not str:
             return None

@@ -27,6 +27,7 @@ database.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -77,15 +78,15 @@ class Constant:
 
     value: bool
 
-    def matches(self, resource: Resource) -> bool:
+    def matches(self, resource: Resource) -> bool:  # noqa: ARG002 (every row alike)
         return self.value
 
     def __str__(self) -> str:
         return "true" if self.value else "false"
 
 
-TRUE = Constant(True)
-FALSE = Constant(False)
+TRUE = Constant(value=True)
+FALSE = Constant(value=False)
 
 
 _PROBE_SUBJECT = Subject(id="filter")
@@ -274,7 +275,7 @@ def all_of(*items: Filter) -> Filter:
         item
         for item in kept
         if not (isinstance(item, Comparable) and _key(item.compare) in keys)
-        # absorption: x and (x or y) is x
+        # absorption: a disjunction implied by the other conjuncts adds nothing
         and not (isinstance(item, Either) and any(_implied(part, keys) for part in item.items))
     ]
     if not kept:
@@ -310,7 +311,7 @@ def any_of(*items: Filter) -> Filter:
         item
         for item in kept
         if _key(item) not in evaluates
-        # absorption: x or (x and y) is x
+        # absorption: a conjunction containing another disjunct adds nothing
         and not (isinstance(item, Both) and any(_key(part) in keys for part in item.items))
     ]
     if not kept:
@@ -401,7 +402,7 @@ def _leaf(attribute: str, operator: Operator, value: object) -> Outcome:
 def _literal_item(item: object) -> bool:
     if item is None or isinstance(item, bool | str | int):
         return True
-    return isinstance(item, float) and item == item  # NaN never equals itself
+    return isinstance(item, float) and math.isfinite(item)
 
 
 def _condition(
@@ -429,7 +430,8 @@ def _condition(
     if right_row:
         if not isinstance(value, Ref):  # pragma: no cover - _is_row_ref checked it
             raise TypeError(value)
-        row_ref, other = value, attribute
+        row_ref: Ref = value
+        other: object = attribute
         if operator is Operator.NOT_IN:
             operator, negated = Operator.CONTAINS, True
         elif operator in _FLIPPED:
@@ -546,10 +548,12 @@ class _Residual:
         self.outcomes: dict[int, Outcome] = {}
         self.context = context
         self.resource_type = resource_type
-        not_denied: list[Filter] = []
-        for deny in policy.denies_for(subject, required):
-            not_denied.append(negate(self.owned) if deny.needs_owner else FALSE)
-        self.not_denied = all_of(*not_denied)
+        self.not_denied = all_of(
+            *(
+                negate(self.owned) if deny.needs_owner else FALSE
+                for deny in policy.denies_for(subject, required)
+            )
+        )
 
     def outcome(self, rule: CompiledRule) -> Outcome:
         """Where the rule's condition is true / false (computed once per rule)."""
@@ -590,8 +594,10 @@ class _Residual:
                 outcome = self.outcome(rule)
                 guards.append(any_of(negate(applies), outcome.true, outcome.false))
                 allowed.append(all_of(applies, outcome.true))
-        for grant in self.policy.grants_for(self.subject, self.required, tenant):
-            allowed.append(self.owned if grant.needs_owner else TRUE)
+        allowed.extend(
+            self.owned if grant.needs_owner else TRUE
+            for grant in self.policy.grants_for(self.subject, self.required, tenant)
+        )
         return all_of(*guards, any_of(*allowed))
 
 
