@@ -224,7 +224,7 @@ def core_outcome(
         return None
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions, subjects, contexts, st.lists(rows(), min_size=1, max_size=6))
 def test_outcome_agrees_with_the_compiled_condition(
     expression: Expression, subject: Subject, context: dict[str, object], table: list[Resource]

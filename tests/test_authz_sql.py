@@ -74,11 +74,17 @@ def sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def postgres_engine() -> Iterator[Engine]:
     require_postgres()
-    with PostgresServer() as server:
+    server = PostgresServer()
+    with server:
+        assert server.dsn.startswith(f"postgresql://bastion@127.0.0.1:{server.port}/")
+        cluster = server.directory
+        assert (cluster / "data" / "PG_VERSION").is_file()
         engine = sa.create_engine(server.sqlalchemy_url)
         metadata.create_all(engine)
         yield engine
         engine.dispose()
+    assert not server.running
+    assert not cluster.exists()  # the cluster is removed with the server
 
 
 @pytest.fixture(scope="module")
@@ -445,7 +451,7 @@ tables = st.lists(st.fixed_dictionaries(row_values), min_size=1, max_size=8).map
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policies(), st.lists(subjects, min_size=1, max_size=3), contexts, tables)
 def test_filter_matches_the_per_row_check_in_python(
     policy: Policy, people: list[Subject], context: Any, table: list[dict[str, Any]]
@@ -457,7 +463,7 @@ def test_filter_matches_the_per_row_check_in_python(
 
 
 @settings(
-    max_examples=120,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -476,3 +482,60 @@ def test_sql_returns_exactly_the_rows_the_per_row_check_allows(
         expected = allowed(policy, subject, table, context)
         for engine in engines:
             assert selected(engine, clause) == expected, (engine.dialect.name, str(clause))
+
+
+# -- text compares by code point, whatever the column's collation ----------------------------
+
+LABEL_TAGS = ["a", "B", "A", "b", "ab", "Ab", "é", "E"]
+CASE_FOLDING = {"sqlite": "NOCASE", "postgres": "und-x-icu"}
+"""A collation per database that orders or equates text unlike Python's ``str``."""
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        Compare("tag", Operator.EQUALS, "a"),
+        Compare("tag", Operator.NOT_EQUALS, "a"),
+        Compare("tag", Operator.GREATER_THAN, "B"),
+        Compare("tag", Operator.LESS_OR_EQUAL, "b"),
+        Compare("tag", Operator.STARTS_WITH, "a"),
+        Compare("tag", Operator.IN, ("a", "e")),
+        Compare("tag", Operator.NOT_IN, ("A",)),
+        Compare("tag", Operator.CONTAINS, "b"),
+        Compare("tag", Operator.IN, "Abc"),
+    ],
+    ids=str,
+)
+def test_text_compares_as_python_does_under_a_case_folding_collation(
+    database: str, leaf: Compare, request: pytest.FixtureRequest
+) -> None:
+    engine: Engine = request.getfixturevalue(f"{database}_engine")
+    labels = sa.Table(
+        "labels",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("tag", sa.String(20, collation=CASE_FOLDING[database])),
+    )
+    labels.create(engine, checkfirst=True)
+    rows = [{"id": index, "tag": tag} for index, tag in enumerate(LABEL_TAGS)]
+    with engine.begin() as conn:
+        conn.execute(labels.delete())
+        conn.execute(labels.insert(), rows)
+    with engine.connect() as conn:
+        got = set(conn.scalars(sa.select(labels.c.id).where(to_sqlalchemy(leaf, labels))))
+    expected = {
+        row["id"]
+        for row in rows
+        if leaf.matches(Resource(type="label", attributes={"tag": row["tag"]}))
+    }
+    assert got == expected
+    assert expected  # the case is not vacuous
+    assert expected != {row["id"] for row in rows}
+
+
+def test_postgres_server_listens_on_loopback_only(postgres_engine: Engine) -> None:
+    with postgres_engine.connect() as conn:
+        assert conn.scalar(sa.text("show listen_addresses")) == "127.0.0.1"
+        assert conn.scalar(sa.text("show unix_socket_directories")) == ""
+        assert conn.scalar(sa.text("show fsync")) == "off"

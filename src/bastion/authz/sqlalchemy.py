@@ -292,5 +292,6 @@ def _has_substring(
     # removing every occurrence of `part` shortens `whole` exactly when `part` occurs in it.
     if empty:
         return sa.true()
-    shorter = sa.func.length(sa.func.replace(whole, part, "")) < sa.func.length(whole)
+    removed = sa.func.replace(_codepoint(whole), _codepoint(part), "")
+    shorter = sa.func.length(removed) < sa.func.length(whole)
     return sa.and_(part != "", shorter)
