@@ -8,6 +8,8 @@ the PostgreSQL half skips locally and fails under ``CI=true``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -539,3 +541,32 @@ def test_postgres_server_listens_on_loopback_only(postgres_engine: Engine) -> No
         assert conn.scalar(sa.text("show listen_addresses")) == "127.0.0.1"
         assert conn.scalar(sa.text("show unix_socket_directories")) == ""
         assert conn.scalar(sa.text("show fsync")) == "off"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_role_held_in_one_tenant_reads_only_that_tenants_rows(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    engine: Engine = request.getfixturevalue(f"{database}_engine")
+    policy = Policy(roles=(Role("reader", ("document:read",)), Role("owner", ("document:*:own",))))
+    table = [
+        {**dict.fromkeys(ATTRIBUTES), "id": 1, "tenant": "t1"},
+        {**dict.fromkeys(ATTRIBUTES), "id": 2, "tenant": "t2"},
+        {**dict.fromkeys(ATTRIBUTES), "id": 3, "tenant": None},
+        {**dict.fromkeys(ATTRIBUTES), "id": 4, "tenant": "t2", "owner_id": "u1"},
+    ]
+    store(engine, table)
+    subject = Subject(id="u1", roles=frozenset({"owner"}), tenant_roles={"t1": {"reader"}})
+    readable = filter_for(policy, subject, "read", "document")
+    assert str(readable) == "(tenant equals 't1' or owner equals 'u1')"
+    assert selected(engine, to_sqlalchemy(readable, documents)) == {1, 4}
+    assert allowed(policy, subject, table, None) == {1, 4}
+
+
+def test_without_sqlalchemy_the_module_names_the_extra() -> None:
+    code = "import sys; sys.modules['sqlalchemy'] = None; import bastion.authz.sqlalchemy"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "pip install 'bastion[sqlalchemy]'" in result.stderr

@@ -160,26 +160,20 @@ class _Translator:
     def _leaf(self, node: Compare | Comparable) -> ColumnElement[bool]:
         column, kind = self._column(node.attribute)
         compare = node if isinstance(node, Compare) else node.compare
-        comparable = (
-            node
-            if isinstance(node, Comparable)
-            else Comparable(node.attribute, node.operator, node.value)
-        )
-        probe = node.matches if isinstance(node, Compare) else comparable.matches
-        # What the core does with a NULL (None) and with a value of the column's kind.
-        when_null = probe(_probe_resource(node.attribute, None))
-        sample_ok = comparable.matches(_probe_resource(node.attribute, _KINDS[kind]))
-        if isinstance(node, Comparable):
-            when_set: ColumnElement[bool] = sa.true() if sample_ok else sa.false()
-        elif not sample_ok:
+        # Ask the core what it does with a NULL, and whether a value of the column's kind
+        # can be compared at all (the kinds decide that; the value only decides true/false).
+        null, sample = (_probe_resource(node.attribute, v) for v in (None, _KINDS[kind]))
+        when_null = node.matches(null)
+        evaluates = Comparable(node.attribute, node.operator, node.value).matches(sample)
+        when_set: ColumnElement[bool]
+        if not evaluates:
             when_set = sa.false()
+        elif isinstance(node, Comparable):
+            when_set = sa.true()
         else:
             built = _comparison(column, kind, compare.operator, compare.value)
-            if built is None:
-                # Kinds the core compares without raising but that can never match (equals
-                # across types) or always do (not_equals across types): its answer stands.
-                sample = compare.matches(_probe_resource(node.attribute, _KINDS[kind]))
-                built = sa.true() if sample else sa.false()
+            if built is None:  # pragma: no cover - the core raises for every such pair today
+                built = sa.true() if compare.matches(sample) else sa.false()
             when_set = built
         return _nullable(column, when_null=when_null, when_set=when_set)
 
