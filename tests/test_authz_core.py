@@ -25,6 +25,7 @@ from bastion.core.authz import (
     Rule,
     Subject,
 )
+from bastion.core.authz.decision import make_decision
 from bastion.errors import AuthzInputError, ConfigurationError
 
 # -- permissions ------------------------------------------------------------------------------
@@ -256,7 +257,11 @@ def test_the_guide_hierarchy_flattens_with_paths() -> None:
         "user",
         "guest",
     }
-    assert graph.closure("admin")["guest"] == ("admin", "moderator", "user", "guest")
+    assert graph.via("admin", "guest") == ("admin", "moderator", "user", "guest")
+    assert graph.via("admin", "admin") == ("admin",)
+    assert graph.via("guest", "admin") == ()
+    assert graph.origins(("posts", "*")) == {"moderator"}
+    assert graph.own("user", ("posts", "write")) == (Permission.parse("posts:write:own"),)
     assert graph.holders("user") == {"user", "moderator", "admin", "super_admin"}
     (held,) = graph.held("admin", ("posts", "read"))
     assert (str(held.permission), held.role, held.via) == (
@@ -265,7 +270,8 @@ def test_the_guide_hierarchy_flattens_with_paths() -> None:
         ("admin", "moderator", "user", "guest"),
     )
     assert graph.permissions("user") == {"posts:read", "posts:write:own", "comments:write"}
-    assert graph.closure("nobody") == {}
+    assert graph.closure("nobody") == frozenset()
+    assert graph.held("nobody", ("posts", "read")) == ()
 
 
 @pytest.mark.parametrize(
@@ -312,7 +318,8 @@ def test_a_long_chain_within_the_limit_is_checked_without_recursion() -> None:
         Role("r299")
     ]
     graph = RoleGraph(chain, max_depth=300)
-    assert graph.closure("r0")["r299"][-1] == "r299"
+    assert graph.via("r0", "r299") == tuple(f"r{i}" for i in range(300))
+    assert graph.permissions("r0") == {"x:read"}
 
 
 @pytest.mark.parametrize(
@@ -656,3 +663,36 @@ def test_decision_is_truthy_only_when_allowed() -> None:
     assert d.explain() == "denied: no route rule covers GET /x"
     u = Decision(allowed=False, reason=AuthzReason.UNAUTHENTICATED, action="posts:read", subject="")
     assert u.explain() == "denied: posts:read needs a signed-in user"
+
+
+def test_the_fast_decision_is_the_same_decision() -> None:
+    fields = {
+        "allowed": True,
+        "reason": AuthzReason.ALLOWED_BY_ROLE,
+        "action": "posts:read",
+        "subject": "u1",
+        "resource": "posts:1",
+        "rule": "posts:*",
+        "role": "moderator",
+        "via": ("admin", "moderator"),
+        "condition": None,
+        "error": None,
+    }
+    fast = make_decision(**fields)  # type: ignore[arg-type]
+    assert fast == Decision(**fields)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        fast.allowed = False  # type: ignore[misc]
+
+
+def test_a_diamond_explains_with_the_shortest_path_and_grants_once() -> None:
+    roles = (
+        Role("base", ("docs:read",)),
+        Role("left", inherits=("base",)),
+        Role("right", inherits=("mid",)),
+        Role("mid", inherits=("base",)),
+        Role("top", inherits=("right", "left")),
+    )
+    policy = Policy(roles=roles)
+    d = policy.evaluate({"id": "u", "roles": ["top"]}, None, "docs:read")
+    assert (d.role, d.via) == ("base", ("top", "left", "base"))
+    assert policy.permissions_of({"id": "u", "roles": ["top"]}) == {"docs:read"}

@@ -1,0 +1,618 @@
+"""Query filters: "which rows may this subject read", as an expression over resource attributes.
+
+A list endpoint must return exactly the rows a per-row check would allow. Loading every row
+and calling :meth:`Policy.evaluate` on each is correct but reads the whole table; a filter
+pushes the same decision into the database's ``WHERE`` clause. :func:`filter_for` takes what
+the policy knows about the subject (roles, grants, denies, subject and context attributes) and
+leaves the residual: a :data:`Filter` that mentions only the resource's attributes.
+
+The tree is neutral (no SQL here; :mod:`bastion.authz.sqlalchemy` translates it) and
+two-valued: every node is true or false for every row, never unknown. Conditions that would
+raise for a row (a NULL or missing attribute, a value of the wrong type) are the reason this
+matters: the per-row check denies such a row (``condition_error``), so the filter must exclude
+it, whether the condition sat in an allow or a deny rule. A leaf therefore comes in two kinds:
+
+- :class:`Compare` holds when the comparison EVALUATES TO TRUE (it is false when the row's
+  value would make the condition raise);
+- :class:`Comparable` holds when the comparison evaluates at all (to true or false).
+
+"Evaluates to false" is ``Comparable & ~Compare``, which a database can compute without ever
+taking ``NOT`` of an unknown value: SQL's three-valued logic lets ``NOT (level > 3)`` drop a
+NULL row out of a deny and into the result, which this tree makes impossible to write.
+
+Each node can also judge one :class:`Resource` in Python (:meth:`matches`), with the core's own
+compiled conditions, so a filter can be checked against the per-row decision without a
+database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeAlias
+
+from bastion.core.authz.conditions import (
+    AllOf,
+    Condition,
+    ConditionError,
+    Expression,
+    Not,
+    Operator,
+    Ref,
+    compile_condition,
+)
+from bastion.core.authz.permission import OWN
+from bastion.core.authz.subjects import Resource, Subject
+from bastion.errors import AuthzInputError, ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from bastion.core.authz.permission import Permission
+    from bastion.core.authz.policy import CompiledRule, Policy
+
+__all__ = [
+    "FALSE",
+    "TRUE",
+    "Both",
+    "Comparable",
+    "Compare",
+    "Constant",
+    "Either",
+    "Filter",
+    "Negate",
+    "Outcome",
+    "all_of",
+    "any_of",
+    "filter_for",
+    "negate",
+    "outcome_of",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    """Every row (``TRUE``) or none (``FALSE``)."""
+
+    value: bool
+
+    def matches(self, resource: Resource) -> bool:  # noqa: ARG002 (every row alike)
+        return self.value
+
+    def __str__(self) -> str:
+        return "true" if self.value else "false"
+
+
+TRUE = Constant(value=True)
+FALSE = Constant(value=False)
+
+
+_PROBE_SUBJECT = Subject(id="filter")
+_NO_CONTEXT: Mapping[str, object] = MappingProxyType({})
+
+
+def _probe(attribute: str, operator: Operator, value: object) -> Callable[[Resource], bool]:
+    """The core's compiled condition ``resource.<attribute> <operator> <value>``.
+
+    Leaves judge rows with the very code the per-row check runs, so that the SQL translation
+    can ask it what a NULL, or a value of the column's type, does.
+    """
+    condition = Condition(
+        attribute=Ref(root="resource", path=(attribute,)), operator=operator, value=value
+    )
+    compiled = compile_condition(condition)
+
+    def run(resource: Resource) -> bool:
+        return compiled(_PROBE_SUBJECT, resource, _NO_CONTEXT)
+
+    return run
+
+
+def _check_leaf(attribute: object, operator: object) -> None:
+    if not isinstance(attribute, str) or not attribute:
+        raise ConfigurationError(f"filter attribute: expected a non-empty str, got {attribute!r}")
+    if not isinstance(operator, Operator):
+        raise ConfigurationError(f"filter operator: expected an Operator, got {operator!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``resource.<attribute> <operator> <value>`` evaluates to true for the row.
+
+    False for a row where the per-row condition would raise (NULL or missing attribute, wrong
+    type, NaN): such a row is never let through by this leaf. ``value`` is a plain value:
+    references to the subject or the context were replaced by their values.
+    """
+
+    attribute: str
+    operator: Operator
+    value: object
+    _run: Callable[[Resource], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_leaf(self.attribute, self.operator)
+        object.__setattr__(self, "_run", _probe(self.attribute, self.operator, self.value))
+
+    def matches(self, resource: Resource) -> bool:
+        try:
+            return self._run(resource)
+        except ConditionError:
+            return False
+
+    def __str__(self) -> str:
+        return f"{self.attribute} {self.operator.value} {self.value!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Comparable:
+    """``resource.<attribute> <operator> <value>`` evaluates (to true or false) for the row.
+
+    The complement is the set of rows where the condition would raise; those rows are denied
+    by the per-row check, so a filter keeps them out of every branch.
+    """
+
+    attribute: str
+    operator: Operator
+    value: object
+    _run: Callable[[Resource], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_leaf(self.attribute, self.operator)
+        object.__setattr__(self, "_run", _probe(self.attribute, self.operator, self.value))
+
+    @property
+    def compare(self) -> Compare:
+        return Compare(self.attribute, self.operator, self.value)
+
+    def matches(self, resource: Resource) -> bool:
+        try:
+            self._run(resource)
+        except ConditionError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.attribute} {self.operator.value} {self.value!r} evaluates"
+
+
+@dataclass(frozen=True, slots=True)
+class Both:
+    """Every item holds (build with :func:`all_of`, which simplifies)."""
+
+    items: tuple[Filter, ...]
+
+    def matches(self, resource: Resource) -> bool:
+        return all(item.matches(resource) for item in self.items)
+
+    def __str__(self) -> str:
+        return "(" + " and ".join(str(item) for item in self.items) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Either:
+    """At least one item holds (build with :func:`any_of`, which simplifies)."""
+
+    items: tuple[Filter, ...]
+
+    def matches(self, resource: Resource) -> bool:
+        return any(item.matches(resource) for item in self.items)
+
+    def __str__(self) -> str:
+        return "(" + " or ".join(str(item) for item in self.items) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Negate:
+    """The item does not hold. Safe in SQL: every node below is two-valued."""
+
+    item: Filter
+
+    def matches(self, resource: Resource) -> bool:
+        return not self.item.matches(resource)
+
+    def __str__(self) -> str:
+        return f"not {self.item}"
+
+
+Filter: TypeAlias = Constant | Compare | Comparable | Both | Either | Negate
+"""A filter over one resource type's attributes: true or false for every row."""
+
+
+def _key(node: Filter) -> tuple[object, ...]:
+    # Leaves may hold unhashable values (lists for ``in``): compare by repr-able structure.
+    if isinstance(node, Compare | Comparable):
+        return (type(node).__name__, node.attribute, node.operator, repr(node.value))
+    if isinstance(node, Negate):
+        return ("not", _key(node.item))
+    if isinstance(node, Both | Either):
+        return (type(node).__name__, tuple(_key(item) for item in node.items))
+    return ("const", node.value)
+
+
+def _unique(items: Iterable[Filter]) -> list[Filter]:
+    seen: set[tuple[object, ...]] = set()
+    kept: list[Filter] = []
+    for item in items:
+        key = _key(item)
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
+
+
+def negate(item: Filter) -> Filter:
+    """``not item``, simplified: constants flip, a double negation cancels."""
+    if isinstance(item, Constant):
+        return FALSE if item.value else TRUE
+    if isinstance(item, Negate):
+        return item.item
+    return Negate(item)
+
+
+def all_of(*items: Filter) -> Filter:
+    """``item and item ...``, simplified.
+
+    Nested ``Both`` flatten, ``TRUE`` drops out, ``FALSE`` wins, duplicates go, ``x and not x``
+    is ``FALSE``, and a ``Comparable`` next to the ``Compare`` of the same comparison drops
+    (a comparison that is true certainly evaluates).
+    """
+    flat: list[Filter] = []
+    for item in items:
+        if isinstance(item, Both):
+            flat.extend(item.items)
+        elif isinstance(item, Constant):
+            if not item.value:
+                return FALSE
+        else:
+            flat.append(item)
+    kept = _unique(flat)
+    keys = {_key(item) for item in kept}
+    if any(isinstance(item, Negate) and _key(item.item) in keys for item in kept):
+        return FALSE
+    kept = [
+        item
+        for item in kept
+        if not (isinstance(item, Comparable) and _key(item.compare) in keys)
+        # absorption: a disjunction implied by the other conjuncts adds nothing
+        and not (isinstance(item, Either) and any(_implied(part, keys) for part in item.items))
+    ]
+    if not kept:
+        return TRUE
+    if len(kept) == 1:
+        return kept[0]
+    return Both(tuple(kept))
+
+
+def any_of(*items: Filter) -> Filter:
+    """``item or item ...``, simplified (the dual of :func:`all_of`)."""
+    flat: list[Filter] = []
+    for item in items:
+        if isinstance(item, Either):
+            flat.extend(item.items)
+        elif isinstance(item, Constant):
+            if item.value:
+                return TRUE
+        else:
+            flat.append(item)
+    kept = _unique(flat)
+    keys = {_key(item) for item in kept}
+    if any(isinstance(item, Negate) and _key(item.item) in keys for item in kept):
+        return TRUE
+    if any(isinstance(item, Both) for item in kept):
+        # x or (c and not x and r) is x or (c and r): "not x" adds nothing beside x
+        simpler = [_drop_negations(item, keys) if isinstance(item, Both) else item for item in kept]
+        if [_key(item) for item in simpler] != [_key(item) for item in kept]:
+            return any_of(*simpler)
+    # x or "x evaluates" is "x evaluates" (a true comparison evaluates)
+    evaluates = {_key(item.compare) for item in kept if isinstance(item, Comparable)}
+    kept = [
+        item
+        for item in kept
+        if _key(item) not in evaluates
+        # absorption: a conjunction containing another disjunct adds nothing
+        and not (isinstance(item, Both) and any(_key(part) in keys for part in item.items))
+    ]
+    if not kept:
+        return FALSE
+    if len(kept) == 1:
+        return kept[0]
+    return Either(tuple(kept))
+
+
+# -- conditions -> filters ------------------------------------------------------------------
+
+_MISSING = object()
+_FLIPPED = {
+    Operator.EQUALS: Operator.EQUALS,
+    Operator.NOT_EQUALS: Operator.NOT_EQUALS,
+    Operator.GREATER_THAN: Operator.LESS_THAN,
+    Operator.LESS_THAN: Operator.GREATER_THAN,
+    Operator.GREATER_OR_EQUAL: Operator.LESS_OR_EQUAL,
+    Operator.LESS_OR_EQUAL: Operator.GREATER_OR_EQUAL,
+    Operator.CONTAINS: Operator.IN,  # subject.tags contains resource.tag: tag in tags
+    Operator.IN: Operator.CONTAINS,  # subject.tag in resource.tags: tags contains tag
+}
+"""``x OP resource.a`` rewritten as ``resource.a OP' x`` (the core's checks are symmetric)."""
+
+_SEQUENCES = (list, tuple, set, frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where an expression evaluates to true and where to false; elsewhere it raises."""
+
+    true: Filter
+    false: Filter
+
+
+_ALWAYS_TRUE = Outcome(TRUE, FALSE)
+_ALWAYS_FALSE = Outcome(FALSE, TRUE)
+_ALWAYS_ERROR = Outcome(FALSE, FALSE)
+
+
+def _resolve(
+    ref: Ref, subject: Subject, context: Mapping[str, object], resource_type: str
+) -> object:
+    """The value of a subject or context reference (``_MISSING`` when the core would raise).
+
+    Follows the core's lookup: subject attributes first, then ``id`` and ``roles``; then
+    mapping steps. ``resource.type`` is the resource type the filter is for.
+    """
+    first, rest = ref.path[0], ref.path[1:]
+    value: object
+    if ref.root == "resource":
+        value = resource_type  # only ever asked for ("type",): see _condition
+    elif ref.root == "subject":
+        value = subject.attributes.get(first, _MISSING)
+        if value is _MISSING:
+            if first == "id":
+                value = subject.id
+            elif first == "roles":
+                value = subject.roles
+    else:
+        value = context.get(first, _MISSING)
+    for name in rest:
+        if not isinstance(value, Mapping):
+            return _MISSING
+        value = value.get(name, _MISSING)
+    return value
+
+
+def _is_row_ref(ref: object) -> bool:
+    return isinstance(ref, Ref) and ref.root == "resource" and ref.path != ("type",)
+
+
+def _leaf(attribute: str, operator: Operator, value: object) -> Outcome:
+    """``resource.<attribute> <operator> <value>`` for a plain value."""
+    if isinstance(value, _SEQUENCES) and operator in (Operator.IN, Operator.NOT_IN):
+        # Items the core can never find (a dict, a NaN) are dropped; the rest are literals.
+        value = tuple(item for item in value if _literal_item(item))
+    try:
+        compare = Compare(attribute, operator, value)
+    except ConfigurationError:
+        # The core accepts no such literal here (a list for equals, a bool for greater_than,
+        # a NaN): the per-row check raises for every row.
+        return _ALWAYS_ERROR
+    comparable = Comparable(attribute, operator, value)
+    return Outcome(compare, all_of(comparable, negate(compare)))
+
+
+def _literal_item(item: object) -> bool:
+    if item is None or isinstance(item, bool | str | int):
+        return True
+    return isinstance(item, float) and math.isfinite(item)
+
+
+def _condition(
+    condition: Condition,
+    subject: Subject,
+    context: Mapping[str, object],
+    resource_type: str,
+    rule: str,
+) -> Outcome:
+    attribute, operator, value = condition.attribute, condition.operator, condition.value
+    left_row, right_row = _is_row_ref(attribute), _is_row_ref(value)
+    if not left_row and not right_row:
+        compiled = compile_condition(condition)
+        probe = Resource(type=resource_type)
+        try:
+            return _ALWAYS_TRUE if compiled(subject, probe, context) else _ALWAYS_FALSE
+        except ConditionError:
+            return _ALWAYS_ERROR
+    if left_row and right_row:
+        raise ConfigurationError(
+            f"rule {rule!r}: {condition} compares two resource attributes, which a query "
+            f"filter does not express yet"
+        )
+    negated = False
+    if right_row:
+        if not isinstance(value, Ref):  # pragma: no cover - _is_row_ref checked it
+            raise TypeError(value)
+        row_ref: Ref = value
+        other: object = attribute
+        if operator is Operator.NOT_IN:
+            operator, negated = Operator.CONTAINS, True
+        elif operator in _FLIPPED:
+            operator = _FLIPPED[operator]
+        else:
+            raise ConfigurationError(
+                f"rule {rule!r}: {condition} has the resource attribute on the value side of "
+                f"{operator}, which a query filter does not express"
+            )
+    else:
+        row_ref, other = attribute, value
+    if len(row_ref.path) != 1:
+        raise ConfigurationError(
+            f"rule {rule!r}: {condition} reaches into {row_ref}, but a query filter compares "
+            f"top-level resource attributes (columns) only"
+        )
+    plain = _resolve(other, subject, context, resource_type) if isinstance(other, Ref) else other
+    if plain is _MISSING:
+        return _ALWAYS_ERROR
+    outcome = _leaf(row_ref.path[0], operator, plain)
+    return Outcome(outcome.false, outcome.true) if negated else outcome
+
+
+def outcome_of(
+    expression: Expression,
+    subject: Subject,
+    context: Mapping[str, object],
+    resource_type: str,
+    *,
+    rule: str = "condition",
+) -> Outcome:
+    """Where ``expression`` is true and where false, over the rows of ``resource_type``.
+
+    Follows the core's evaluation order: ``all`` stops at its first false item and ``any``
+    at its first true one, so an item after the stop cannot raise; ``not`` keeps errors.
+    """
+    if isinstance(expression, Condition):
+        return _condition(expression, subject, context, resource_type, rule)
+    if isinstance(expression, Not):
+        inner = outcome_of(expression.item, subject, context, resource_type, rule=rule)
+        return Outcome(inner.false, inner.true)
+    parts = [
+        outcome_of(item, subject, context, resource_type, rule=rule) for item in expression.items
+    ]
+    if isinstance(expression, AllOf):
+        true = all_of(*(part.true for part in parts))
+        false = any_of(
+            *(all_of(*(p.true for p in parts[:k]), part.false) for k, part in enumerate(parts))
+        )
+        return Outcome(true, false)
+    true = any_of(
+        *(all_of(*(p.false for p in parts[:k]), part.true) for k, part in enumerate(parts))
+    )
+    return Outcome(true, all_of(*(part.false for part in parts)))
+
+
+# -- the policy's residual ------------------------------------------------------------------
+
+
+def filter_for(
+    policy: Policy,
+    subject: object,
+    action: str,
+    resource_type: str,
+    context: Mapping[str, object] | None = None,
+) -> Filter:
+    """The rows of ``resource_type`` on which ``policy.evaluate(subject, row, action,
+    context)`` allows, as a :data:`Filter` over the row's attributes.
+
+    The per-row decision, step by step (``bastion.core.authz.policy``): a per-user deny
+    (``:own``: on owned rows) refuses; an applicable deny rule whose condition is true, or
+    any applicable rule whose condition raises, refuses; then a grant, a role permission
+    (``:own``: on owned rows) or an allow rule whose condition is true allows. Ownership is
+    ``owner equals subject.id`` (false on a NULL owner). Roles held in a tenant apply to rows
+    whose ``tenant`` is that tenant, so a subject with tenant roles gets one branch per tenant.
+
+    Raises :class:`ConfigurationError` for a condition a filter cannot express (two resource
+    attributes compared, a nested resource attribute, a resource attribute on the value side
+    of ``starts_with``), and :class:`~bastion.errors.AuthzInputError` for a malformed
+    subject, action or context, as ``evaluate`` would.
+    """
+    s = Subject.of(subject)
+    if context is None:
+        context = _NO_CONTEXT
+    elif not isinstance(context, Mapping):
+        raise AuthzInputError(f"context must be a mapping, not {type(context).__name__}")
+    builder = _Residual(policy, s, policy.required(action, resource_type), context, resource_type)
+    base = builder.for_roles(None)
+    tenants = [t for t in s.tenant_roles if s.roles_in(t) != s.roles]
+    if not tenants:
+        return base
+    in_tenant = {t: Compare("tenant", Operator.EQUALS, t) for t in tenants}
+    branches = [all_of(in_tenant[t], builder.for_roles(t)) for t in tenants]
+    elsewhere = all_of(negate(any_of(*in_tenant.values())), base)
+    return any_of(*branches, elsewhere)
+
+
+class _Residual:
+    """The filter of one (subject, permission) pair, built once per role set."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        subject: Subject,
+        required: Permission,
+        context: Mapping[str, object],
+        resource_type: str,
+    ) -> None:
+        self.policy = policy
+        self.subject = subject
+        self.required = required
+        self.owned = Compare("owner", Operator.EQUALS, subject.id)
+        self.denies, self.allows = policy.rules_for(required)
+        self.outcomes: dict[int, Outcome] = {}
+        self.context = context
+        self.resource_type = resource_type
+        self.not_denied = all_of(
+            *(
+                negate(self.owned) if deny.needs_owner else FALSE
+                for deny in policy.denies_for(subject, required)
+            )
+        )
+
+    def outcome(self, rule: CompiledRule) -> Outcome:
+        """Where the rule's condition is true / false (computed once per rule)."""
+        found = self.outcomes.get(rule.index)
+        if found is None:
+            when = rule.rule.when
+            found = (
+                _ALWAYS_TRUE
+                if when is None
+                else outcome_of(
+                    when, self.subject, self.context, self.resource_type, rule=rule.rule.name
+                )
+            )
+            self.outcomes[rule.index] = found
+        return found
+
+    def applies(self, rule: CompiledRule, held: frozenset[str]) -> Filter:
+        """The rows the rule applies to (FALSE: not to this subject; ``:own``: owned rows)."""
+        if not rule.applies_to(held):
+            return FALSE
+        action = rule.match(self.required)
+        if action is None:
+            return FALSE
+        return self.owned if action.scope == OWN else TRUE
+
+    def for_roles(self, tenant: str | None) -> Filter:
+        held = self.subject.roles_in(tenant)
+        guards: list[Filter] = [self.not_denied]
+        for rule in self.denies:
+            applies = self.applies(rule, held)
+            if applies is not FALSE:
+                # not applicable here, or its condition evaluated to false
+                guards.append(any_of(negate(applies), self.outcome(rule).false))
+        allowed: list[Filter] = []
+        for rule in self.allows:
+            applies = self.applies(rule, held)
+            if applies is not FALSE:
+                outcome = self.outcome(rule)
+                guards.append(any_of(negate(applies), outcome.true, outcome.false))
+                allowed.append(all_of(applies, outcome.true))
+        allowed.extend(
+            self.owned if grant.needs_owner else TRUE
+            for grant in self.policy.grants_for(self.subject, self.required, tenant)
+        )
+        return all_of(*guards, any_of(*allowed))
+
+
+def _drop_negations(item: Both, others: set[tuple[object, ...]]) -> Filter:
+    return all_of(
+        *(
+            part
+            for part in item.items
+            if not (isinstance(part, Negate) and _key(part.item) in others)
+        )
+    )
+
+
+def _implied(item: Filter, conjuncts: set[tuple[object, ...]]) -> bool:
+    """Whether ``item`` holds wherever every one of ``conjuncts`` holds (syntactically)."""
+    if isinstance(item, Both):
+        return all(_key(part) in conjuncts for part in item.items)
+    return _key(item) in conjuncts
