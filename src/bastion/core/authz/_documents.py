@@ -46,12 +46,14 @@ MAX_NODES: Final = 200_000
 
 
 class DocumentError(Exception):
-    """A document cannot be read: ``line`` (1-based, or ``None``) and what is wrong."""
+    """A document cannot be read: ``line`` (1-based, or ``None``), what is wrong, and the path
+    of the key at fault when there is one (``setting``)."""
 
-    def __init__(self, message: str, *, line: int | None) -> None:
+    def __init__(self, message: str, *, line: int | None, setting: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.setting = setting
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
