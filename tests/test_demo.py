@@ -306,6 +306,10 @@ async def test_admin_is_for_the_admin_only(app: DemoApp) -> None:
         refused = await user.get("/admin")
         assert refused.status_code == 403
         assert "admin account only" in refused.text
+        assert 'id="error-reason">no_match<' in refused.text  # the policy's reason
+        assert any(
+            e.name == "authz_fail" and e.details.get("action") == "admin:view" for e in app.events
+        )
     async with client_for(app) as admin:
         await log_in(admin, username="admin")
         assert (await admin.get("/admin")).status_code == 200

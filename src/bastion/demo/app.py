@@ -693,14 +693,16 @@ class DemoApp:
                 client_ip=client,
                 details={"path": "/admin", "reason": "unauthenticated"},
             )
-            return self.error_page(request, None, 403, "The admin page is for admins only.")
+            return self.error_page(
+                request, None, 403, "The admin page is for the admin account only."
+            )
         decision = await self.runtime.authz.check(user.username, "admin:view", client_ip=client)
         if not decision:  # the authorizer emitted authz_fail with the explanation
             return self.error_page(
                 request,
                 user,
                 403,
-                "The admin page is for admins only.",
+                "The admin page is for the admin account only.",
                 reason=decision.reason.value,
             )
         self.audit_event(request, EventName.AUTHZ_ADMIN, Outcome.SUCCESS, user.username)
