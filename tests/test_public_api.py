@@ -11,6 +11,7 @@ import bastion
 
 FRONT_DOOR = [
     "Auditor",
+    "AuthzPolicy",
     "BadData",
     "BadSignature",
     "BadToken",
@@ -24,6 +25,7 @@ FRONT_DOOR = [
     "CookieError",
     "DPoPMode",
     "Environment",
+    "Forbidden",
     "FrozenClock",
     "HeaderPolicy",
     "JWTKey",

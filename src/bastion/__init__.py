@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bastion.authz import AuthzPolicy
 from bastion.config import Bastion
 from bastion.core.audit import Auditor
 from bastion.core.client import TrustedProxies
@@ -42,6 +43,7 @@ from bastion.errors import (
     BastionError,
     ConfigurationError,
     CookieError,
+    Forbidden,
     PasswordRejected,
     RateLimitExceeded,
     SessionDataError,
@@ -63,6 +65,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Auditor",
+    "AuthzPolicy",
     "BadData",
     "BadSignature",
     "BadToken",
@@ -76,6 +79,7 @@ __all__ = [
     "CookieError",
     "DPoPMode",
     "Environment",
+    "Forbidden",
     "FrozenClock",
     "HeaderPolicy",
     "JWTKey",
