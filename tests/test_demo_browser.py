@@ -503,3 +503,62 @@ def test_password_reset_through_the_outbox_in_the_browser(
         assert "not valid" in page.inner_text("main")
     finally:
         context.close()
+
+
+def test_documents_and_a_demotion_in_the_browser(
+    browser: Browser, served: Served, shots: Path
+) -> None:
+    """A user writes a private document; an admin makes another user a moderator, who then
+    reads it; after the demotion the moderator's very next page is a 403 with the reason."""
+    base = served.base
+    owner_context, mod_context, admin_context = (browser.new_context() for _ in range(3))
+    try:
+        owner = owner_context.new_page()
+        assert log_in(owner, base, "demo", SEED) == 200
+        owner.goto(base + "/documents")
+        owner.fill("#title", "plans")
+        owner.fill("#body", "nobody else reads this")
+        with owner.expect_navigation():
+            owner.click("#create-document")
+        assert owner.inner_text("#document-title") == "plans"
+        address = owner.url
+        owner.screenshot(path=str(shots / "document.png"), full_page=True)
+
+        mod = mod_context.new_page()
+        mod.goto(base + "/register")
+        mod.fill("#username", "dave")
+        mod.fill("#password", NEW)
+        with mod.expect_navigation():
+            mod.click("#submit")
+        refused = mod.goto(address)
+        assert refused is not None
+        assert refused.status == 403
+        assert mod.inner_text("#error-reason") == "condition_failed"
+
+        admin = admin_context.new_page()
+        assert log_in(admin, base, "admin", SEED) == 200
+        admin.goto(base + "/admin/roles")
+        admin.fill("#role-username", "dave")
+        admin.select_option("#role-role", "moderator")
+        with admin.expect_navigation():
+            admin.click("#set-role")
+        assert "dave is now moderator" in admin.inner_text("#flash")
+        admin.screenshot(path=str(shots / "roles.png"), full_page=True)
+
+        allowed = mod.goto(address)
+        assert allowed is not None
+        assert allowed.status == 200
+        assert mod.inner_text("#document-body") == "nobody else reads this"
+
+        admin.fill("#role-username", "dave")
+        admin.select_option("#role-role", "user")
+        with admin.expect_navigation():
+            admin.click("#set-role")
+        again = mod.goto(address)  # the same session, its next request
+        assert again is not None
+        assert again.status == 403
+        mod.goto(base + "/documents")
+        assert mod.locator("#no-documents").count() == 1
+    finally:
+        for context in (owner_context, mod_context, admin_context):
+            context.close()
