@@ -240,3 +240,18 @@ def test_from_env_reads_the_policy_file(tmp_path: Any) -> None:
     broken = Bastion.from_env({"BASTION_STORE": "memory://", "BASTION_AUTHZ_POLICY": str(path)})
     with pytest.raises(ConfigurationError, match="line 1"):
         _ = broken.build().authz
+
+
+@pytest.mark.asyncio
+async def test_a_refreshed_access_token_carries_the_current_version() -> None:
+    runtime = config().build()
+    await promote(runtime, "erin", "editor")
+    pair = await runtime.tokens.issue("erin")
+    assert runtime.tokens.decode_access(pair.access_token)[0]["pv"] == 1
+    await promote(runtime, "erin", "user")
+    assert pair.refresh_token is not None
+    fresh = await runtime.tokens.refresh(pair.refresh_token)
+    assert runtime.tokens.decode_access(fresh.access_token)[0]["pv"] == 2
+    with pytest.raises(ConfigurationError, match="'pv'"):
+        await runtime.tokens.issue("erin", claims={"pv": 99})
+    await runtime.aclose()
