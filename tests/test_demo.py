@@ -414,6 +414,7 @@ def test_bastion_demo_serves_on_loopback(tmp_path: Path) -> None:
             assert "nonce-" in resp.headers["content-security-policy"]
             assert resp.headers["set-cookie"].startswith(COOKIE + "=")
         assert db.exists()
+        assert (tmp_path / "demo.documents.db").exists()  # the documents table beside it
     text = log.read_text(errors="replace")
     assert f"bastion demo: http://127.0.0.1:{port}/" in text
     assert f"user 'admin' (admin), password: {SEED}" in text

@@ -25,16 +25,16 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.environment import read_setting
 from bastion.errors import BastionError
 from bastion.stores import open_store
-from bastion.stores.url import redact_url
+from bastion.stores.url import parse_store_url, redact_url
 
 if TYPE_CHECKING:
     import socket
-    from pathlib import Path
 
     from bastion.demo.app import DemoApp
 
@@ -90,7 +90,18 @@ def build_demo(store_url: str, *, seed_password: str | None = None, https: bool 
         seed_password=seed_password,
         store_label=redact_url(store_url),
         https=https,
+        documents_url=documents_url(store_url),
     )
+
+
+def documents_url(store_url: str) -> str | None:
+    """Where the demo keeps its documents table: beside a SQLite store's file
+    (``bastion-demo.db`` -> ``bastion-demo.documents.db``), in memory for the other stores."""
+    parsed = parse_store_url(store_url, {})
+    if parsed.scheme != "sqlite" or parsed.path is None:
+        return None
+    path = Path(parsed.path)
+    return "sqlite:///" + str(path.with_name(path.stem + ".documents.db"))
 
 
 def banner(app: DemoApp, url: str, *, ca_file: Path | None = None) -> str:
