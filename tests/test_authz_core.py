@@ -4,6 +4,8 @@ decision order and its explanations (bastion.core.authz)."""
 from __future__ import annotations
 
 import itertools
+import sys
+import types
 
 import pytest
 from hypothesis import given, settings
@@ -696,3 +698,19 @@ def test_a_diamond_explains_with_the_shortest_path_and_grants_once() -> None:
     d = policy.evaluate({"id": "u", "roles": ["top"]}, None, "docs:read")
     assert (d.role, d.via) == ("base", ("top", "left", "base"))
     assert policy.permissions_of({"id": "u", "roles": ["top"]}) == {"docs:read"}
+
+
+def test_filter_hands_over_to_the_filters_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A local stand-in for helper authz-filters' module: Policy.filter is a thin call.
+    calls: list[tuple[object, ...]] = []
+    stand_in = types.ModuleType("bastion.core.authz.filters")
+
+    def filter_for(*args: object) -> str:
+        calls.append(args)
+        return "the filter"
+
+    stand_in.filter_for = filter_for  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bastion.core.authz.filters", stand_in)
+    policy = _document_policy()
+    assert policy.filter(USER, "read", "document", {"k": 1}) == "the filter"
+    assert calls == [(policy, USER, "read", "document", {"k": 1})]

@@ -13,14 +13,27 @@ Order of a decision (:meth:`Policy.evaluate`), fixed so that it can be explained
 5. nothing -> deny (``not_owner``, ``condition_failed``, ``wrong_tenant`` or ``no_match``,
    whichever explains it best).
 
-Everything that can be computed before a request is computed in ``__post_init__``: the role
-graph with flattened permissions, every rule's condition compiled, and an index of rules by
-``(resource, action)``; a decision looks up at most four keys (``*`` in either segment) per
-role the subject holds, and never scans every rule.
+Ownership: an ``:own`` permission (held, granted, or a rule's action) applies only when the
+resource's ``owner`` (as the app loaded it) is the subject's id, exact text; with no resource
+(a type-level check) it grants only the ``:own`` permission itself.
 
-For the query-filter builder (``bastion.core.authz.filters``) the policy exposes
-:attr:`Policy.graph`, :attr:`Policy.compiled`, :meth:`Policy.required`,
-:meth:`Policy.rules_for`, :meth:`Policy.grants_for` and :meth:`Policy.denies_for`.
+Everything that can be computed before a request is computed in ``__post_init__``: the role
+graph (each role's closure, each permission's origins), every rule's condition compiled, an
+index of rules by ``(resource, action)``; then, once per distinct (action, resource type), a
+plan: the rules whose actions cover it and the roles given a permission that covers it. An
+RBAC decision is then one set intersection per role the subject holds; it never scans the
+rules or the role graph.
+
+For the query-filter builder (``bastion.core.authz.filters``) the policy exposes:
+
+* :attr:`Policy.graph` (the :class:`~bastion.core.authz.roles.RoleGraph`) and
+  :attr:`Policy.rules`; :attr:`Policy.compiled`, one :class:`CompiledRule` per rule, with its
+  ``condition`` (a :class:`~bastion.core.authz.conditions.Compiled` whose ``source`` is the
+  condition as data), ``holders`` and :meth:`CompiledRule.applies_to`;
+* :meth:`Policy.required` (the permission a check asks for), :meth:`Policy.rules_for` (the
+  deny and allow rules that cover it, in policy order), :meth:`Policy.grants_for` and
+  :meth:`Policy.denies_for` (a subject's covering grants and denies, each a :class:`Match`
+  that says whether it needs ownership).
 """
 
 from __future__ import annotations
