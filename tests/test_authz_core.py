@@ -78,6 +78,20 @@ def test_covers_agrees_with_the_naive_set_reference(grant: str, required: str) -
     assert Permission.parse(grant).covers(Permission.parse(required)) is expected
 
 
+@settings(max_examples=400, deadline=None)
+@given(permissions, permissions)
+def test_overlaps_agrees_with_the_naive_set_reference(deny: str, required: str) -> None:
+    d, r = Permission.parse(deny), Permission.parse(required)
+    if d.scope == "own" and r.scope is None:
+        expected = False  # reached through ownership only (needs_owner), not by overlap
+    else:
+        expected = bool(_meaning(required) & _meaning(deny))
+    assert d.overlaps(r) is expected
+    if not any(part == "*" for part in (r.resource, r.action, r.scope)) and r.scope is not None:
+        # with nothing to widen, a deny overlaps exactly what it would cover as a grant
+        assert d.overlaps(r) is d.covers(r)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.from_regex(r"[a-z0-9][a-z0-9_.\-]{0,12}", fullmatch=True),
@@ -712,5 +726,6 @@ def test_filter_hands_over_to_the_filters_module(monkeypatch: pytest.MonkeyPatch
     stand_in.filter_for = filter_for  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "bastion.core.authz.filters", stand_in)
     policy = _document_policy()
-    assert policy.filter(USER, "read", "document", {"k": 1}) == "the filter"
+    result: object = policy.filter(USER, "read", "document", {"k": 1})
+    assert result == "the filter"
     assert calls == [(policy, USER, "read", "document", {"k": 1})]

@@ -50,6 +50,7 @@ from bastion.core.authz._evaluate import (
     Match,
     Plan,
     decide,
+    deny_reaches,
     keys_for,
     match_grant,
     role_plan,
@@ -257,10 +258,16 @@ class Policy:
                 f"action {required} is not an action of resource type {resource_type}"
             )
         keys = keys_for(required)
-        found = sorted(
-            {id(r): r for key in keys for r in self._index.get(key, ())}.values(),
-            key=lambda r: r.index,
-        )
+        if WILDCARD in (required.resource, required.action):
+            # A wildcard requirement (posts:*) can be reached by a deny rule on any one of
+            # its actions: those sit under keys the index cannot list, so scan (once: the
+            # plan is kept).
+            found = list(self.compiled)
+        else:
+            found = sorted(
+                {id(r): r for key in keys for r in self._index.get(key, ())}.values(),
+                key=lambda r: r.index,
+            )
         applicable = [r for r in found if r.match(required) is not None]
         full, owner = role_plan(self.graph, required, keys)
         plan = Plan(
@@ -281,9 +288,10 @@ class Policy:
     def rules_for(
         self, required: Permission
     ) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """The deny rules and the allow rules (in policy order) with an action covering
-        ``required`` (an ``:own`` action included: check ``match(required).scope``); whether
-        each applies to a subject is :meth:`CompiledRule.applies_to`."""
+        """The deny rules and the allow rules (in policy order) with an action reaching
+        ``required`` (:meth:`CompiledRule.match`; through ownership when
+        ``match(required).needs_owner(required)``); whether each applies to a subject is
+        :meth:`CompiledRule.applies_to`."""
         plan = self._plan(str(required), None)
         return plan.denies, plan.allows
 
@@ -305,9 +313,14 @@ class Policy:
         return tuple(out)
 
     def denies_for(self, subject: object, required: Permission) -> tuple[Match, ...]:
-        """The per-user denies of ``subject`` that cover ``required``."""
+        """The per-user denies of ``subject`` that reach ``required`` (overlap it, see
+        :meth:`Permission.overlaps`; ``needs_owner`` when only through ownership)."""
         s = Subject.of(subject)
-        return tuple(m for d in s.denies if (m := match_grant(d, required, None, ())) is not None)
+        return tuple(
+            Match(d, None, (), needs_owner=d.needs_owner(required))
+            for d in s.denies
+            if deny_reaches(d, required)
+        )
 
     # -- the guide's API ----------------------------------------------------------------
 
