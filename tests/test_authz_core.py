@@ -3,6 +3,7 @@ decision order and its explanations (bastion.core.authz)."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import sys
 import types
@@ -729,3 +730,18 @@ def test_filter_hands_over_to_the_filters_module(monkeypatch: pytest.MonkeyPatch
     result: object = policy.filter(USER, "read", "document", {"k": 1})
     assert result == "the filter"
     assert calls == [(policy, USER, "read", "document", {"k": 1})]
+
+
+def test_the_collector_is_running_again_after_a_build_even_a_failed_one() -> None:
+    assert gc.isenabled()
+    _document_policy()
+    assert gc.isenabled()
+    with pytest.raises(ConfigurationError, match="unknown role ghost"):
+        Policy(rules=(Rule("r", Effect.ALLOW, ("a:b",), roles=("ghost",)),))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _document_policy()
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
