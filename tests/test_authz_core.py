@@ -544,10 +544,9 @@ def test_per_user_grants_and_denies() -> None:
     )
     assert policy.allows(denied, None, "posts:write")
     own = Subject(id="u9", grants=(Permission.parse("notes:edit:own"),))
-    assert (
-        policy.evaluate(own, {"type": "notes", "owner_id": "u9"}, "edit").reason
-        == "allowed_as_owner"
-    )
+    mine = policy.evaluate(own, {"type": "notes", "id": "n1", "owner_id": "u9"}, "edit")
+    assert mine.reason == "allowed_as_owner"
+    assert mine.explain() == "allowed: notes:edit:own granted to u9 directly, and u9 owns notes:n1"
     assert policy.evaluate(own, {"type": "notes", "owner_id": "u8"}, "edit").reason == "not_owner"
 
 
