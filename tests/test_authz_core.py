@@ -817,3 +817,7 @@ def test_rbac_decisions_agree_with_a_naive_reference(
     policy, subject, resource, required, expected = case
     decision = policy.evaluate(subject, resource, required)
     assert decision.allowed is expected, decision.explain()
+
+
+def test_a_policy_repr_does_not_print_every_rule() -> None:
+    assert repr(_document_policy()) == "Policy(max_depth=16, name='policy')"
