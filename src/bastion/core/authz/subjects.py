@@ -27,7 +27,9 @@ MAX_ID_LENGTH: Final = 512
 
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
 _NO_TENANTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({})
-_SUBJECT_KEYS: Final = frozenset({"id", "roles", "tenant_roles", "grants", "denies", "version"})
+_SUBJECT_KEYS: Final = frozenset(
+    {"id", "roles", "tenant_roles", "grants", "denies", "version", "permissions"}
+)
 _RESOURCE_FIELDS: Final = ("id", "type", "owner", "owner_id", "tenant")
 
 
@@ -88,7 +90,8 @@ class Subject:
     ``grants`` and ``denies`` are per-user extras (a deny overrides every allow). ``version``
     is the permission version the roles were read under (see ``bastion.engine.authz``).
     Attribute references ``subject.<name>`` read ``attributes`` first, then ``id`` and
-    ``roles``.
+    ``roles`` (the global roles as held, without inherited ones: a rule about roles says so
+    with its ``roles``, which count inheritance).
     """
 
     id: str
@@ -100,19 +103,33 @@ class Subject:
     version: int | None = None
 
     def __post_init__(self) -> None:
+        # Built per request (often per decision): the common shape (a frozenset of roles,
+        # nothing else) is checked without copying anything.
         _text("subject id", self.id)
-        object.__setattr__(self, "roles", _roles("subject roles", self.roles))
-        if not isinstance(self.tenant_roles, Mapping):
-            raise AuthzInputError("subject tenant_roles must map a tenant to role names")
-        tenants: dict[str, frozenset[str]] = {}
-        for tenant, roles in self.tenant_roles.items():
-            tenants[str(_text("subject tenant", tenant))] = _roles(
-                f"subject tenant_roles[{tenant!r}]", roles
-            )
-        object.__setattr__(self, "tenant_roles", MappingProxyType(tenants))
-        object.__setattr__(self, "grants", _permissions("subject grants", self.grants))
-        object.__setattr__(self, "denies", _permissions("subject denies", self.denies))
-        object.__setattr__(self, "attributes", _attributes("subject attributes", self.attributes))
+        if type(self.roles) is frozenset:
+            for role in self.roles:
+                if not is_segment(role):
+                    raise AuthzInputError(
+                        f"subject roles holds {role!r:.60}, not a role name ([a-z0-9][a-z0-9_.-]*)"
+                    )
+        else:
+            object.__setattr__(self, "roles", _roles("subject roles", self.roles))
+        if self.tenant_roles is not _NO_TENANTS:
+            if not isinstance(self.tenant_roles, Mapping):
+                raise AuthzInputError("subject tenant_roles must map a tenant to role names")
+            tenants: dict[str, frozenset[str]] = {}
+            for tenant, roles in self.tenant_roles.items():
+                tenants[str(_text("subject tenant", tenant))] = _roles(
+                    f"subject tenant_roles[{tenant!r}]", roles
+                )
+            object.__setattr__(self, "tenant_roles", MappingProxyType(tenants))
+        if self.grants != ():
+            object.__setattr__(self, "grants", _permissions("subject grants", self.grants))
+        if self.denies != ():
+            object.__setattr__(self, "denies", _permissions("subject denies", self.denies))
+        if self.attributes is not _EMPTY:
+            attributes = _attributes("subject attributes", self.attributes)
+            object.__setattr__(self, "attributes", attributes)
         if self.version is not None and (
             isinstance(self.version, bool) or not isinstance(self.version, int)
         ):
@@ -131,16 +148,19 @@ class Subject:
             )
         if "id" not in value:
             raise AuthzInputError("a subject mapping needs an 'id'")
-        grants = list(_permissions("subject grants", value.get("grants", ())))
-        grants += _permissions("subject permissions", value.get("permissions", ()))
-        attributes = {
-            k: v for k, v in value.items() if k not in _SUBJECT_KEYS and k != "permissions"
-        }
+        grants: object = value.get("grants", ())
+        if "permissions" in value:
+            grants = (
+                *_permissions("subject grants", grants),
+                *_permissions("subject permissions", value["permissions"]),
+            )
+        extra = value.keys() - _SUBJECT_KEYS
+        attributes = {k: value[k] for k in extra} if extra else _EMPTY
         return cls(
             id=value["id"],
-            roles=value.get("roles", frozenset()),
+            roles=_roles("subject roles", value.get("roles", ())),
             tenant_roles=value.get("tenant_roles", _NO_TENANTS),
-            grants=tuple(grants),
+            grants=grants,  # type: ignore[arg-type]  # checked in __post_init__
             denies=value.get("denies", ()),
             attributes=attributes,
             version=value.get("version"),
@@ -184,7 +204,11 @@ class Resource:
         attributes = _attributes("resource attributes", self.attributes)
         object.__setattr__(self, "attributes", attributes)
         for name in _RESOURCE_FIELDS:
-            if name in attributes and attributes[name] != self.field(name):
+            if name not in attributes:
+                continue
+            value, expected = attributes[name], self.field(name)
+            # Compared as text or None only: an app object's __eq__ is never called.
+            if not (value is None is expected or (type(value) is str and value == expected)):
                 raise AuthzInputError(
                     f"resource attribute {name!r} disagrees with the resource's "
                     f"{'owner' if name == 'owner_id' else name}"
