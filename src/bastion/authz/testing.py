@@ -8,7 +8,7 @@
         check_policy(policy, [
             ({"id": "u1"}, "read", {"type": "document", "owner_id": "u1"}, True),
             ({"id": "u2"}, "read", {"type": "document", "owner_id": "u1"}, False),
-            ({"id": "u1"}, "write", DOC_LOCKED, AuthzReason.denied_by_rule),
+            ({"id": "u1"}, "write", DOC_LOCKED, AuthzReason.DENIED_BY_RULE),
         ])
 
 Every row is evaluated (a failing row does not hide the next), and one ``AssertionError``

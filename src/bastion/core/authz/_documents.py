@@ -251,14 +251,15 @@ class _YamlReader:
     def __init__(self, yaml_mod: Any, loader: Any) -> None:
         self.yaml = yaml_mod
         self.loader = loader
-        self.budget = MAX_NODES
+        self.limit = MAX_NODES
+        self.budget = self.limit
 
     def node(self, node: Any, *, key_line: int | None, depth: int) -> Node:
         self.budget -= 1
         line = node.start_mark.line + 1
         if self.budget < 0:
             raise DocumentError(
-                f"the document expands to more than {MAX_NODES} values (aliases?)", line=line
+                f"the document expands to more than {self.limit} values (aliases?)", line=line
             )
         key_line = line if key_line is None else key_line
         if isinstance(node, self.yaml.ScalarNode):

@@ -120,7 +120,11 @@ class _Builder:
         self.spec = spec
 
     def fail(self, line: int, setting: str, exc: ConfigurationError) -> PolicyError:
-        return PolicyError(str(exc), source=self.source, line=line, setting=setting)
+        """The model's refusal at ``line``, its message led by the document's key path."""
+        message = str(exc)
+        if not message.startswith(setting):
+            message = f"{setting}: {message}"
+        return PolicyError(message, source=self.source, line=line, setting=setting)
 
     def policy(self) -> Policy:
         spec = self.spec
@@ -244,4 +248,10 @@ class _Builder:
                 lambda: Ref.parse(target.value, setting=f"{setting}.value"),
             )
         operator = Operator(spec.operator.value)
-        return self.build(spec.value_line, setting, lambda: Condition(ref, operator, value))
+        try:
+            return Condition(ref, operator, value)
+        except ConfigurationError as exc:
+            part = (exc.setting or "").rpartition(".")[2]
+            line = spec.value_line if part == "value" else spec.line
+            key = f"{setting}.{part}" if part in ("attribute", "operator", "value") else setting
+            raise self.fail(line, key, exc) from None
