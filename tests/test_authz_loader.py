@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bastion.authz.files import policy_from_file
 from bastion.core.authz import _documents
 from bastion.core.authz.decision import AuthzReason
 from bastion.core.authz.loader import PolicyError, load_policy
+from bastion.core.authz.policy import Effect
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -784,3 +788,69 @@ def test_an_unknown_suffix_or_a_missing_file_is_a_configuration_error(tmp_path: 
     with pytest.raises(ConfigurationError) as caught:
         policy_from_file(missing)
     assert str(caught.value) == f"policy file {missing} cannot be read: No such file or directory"
+
+
+def test_yaml_merge_keys_give_defaults_that_a_rule_overrides() -> None:
+    text = """
+        rules:
+          - &doc {name: read, effect: allow, resource: document, actions: [read]}
+          - <<: *doc
+            name: locked
+            effect: deny
+            when: {attribute: resource.locked, operator: equals, value: true}
+    """
+    policy = load_policy(textwrap.dedent(text), format="yaml", source="p")
+    assert [(r.name, r.effect) for r in policy.rules] == [
+        ("read", Effect.ALLOW),
+        ("locked", Effect.DENY),
+    ]
+    document = {"type": "document", "locked": True}
+    assert policy.evaluate({"id": "u"}, document, "read").reason is AuthzReason.DENIED_BY_RULE
+    error = _fails("rules:\n  - <<: [1]\n", "yaml")
+    assert (error.line, error.detail) == (2, "a merge key (<<) takes a mapping or a list of them")
+
+
+# --- the JSON reader agrees with the standard library ---------------------------------------
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _plain(node: _documents.Node) -> object:
+    if isinstance(node.value, dict):
+        return {key: _plain(child) for key, child in node.value.items()}
+    if isinstance(node.value, list):
+        return [_plain(child) for child in node.value]
+    return node.value
+
+
+@given(value=_VALUES, indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans())
+def test_the_json_reader_reads_what_json_dumps_writes(
+    value: object, indent: int | None, ascii_only: bool
+) -> None:
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    assert _plain(_documents.parse_json(text)) == json.loads(text)
+
+
+@given(text=st.text(max_size=60))
+def test_the_json_reader_never_fails_but_with_a_document_error(text: str) -> None:
+    line: int | None = 0
+    try:
+        tree = _documents.parse_json(text)
+    except _documents.DocumentError as exc:
+        line = exc.line
+    else:
+        assert _plain(tree) == json.loads(text)
+        return
+    assert line is not None
+    assert 1 <= line <= text.count("\n") + 1

@@ -226,6 +226,7 @@ def parse_json(text: str) -> Node:
 
 _YAML_MAP: Final = "tag:yaml.org,2002:map"
 _YAML_SEQ: Final = "tag:yaml.org,2002:seq"
+_YAML_MERGE: Final = "tag:yaml.org,2002:merge"
 
 
 def _yaml_module() -> Any:
@@ -290,15 +291,14 @@ class _YamlReader:
         return _check_scalar(value, line, "a YAML")
 
     def mapping(self, node: Any, depth: int) -> dict[str, Node]:
-        try:
-            self.loader.flatten_mapping(node)  # merge keys (<<) become plain pairs
-        except self.yaml.YAMLError as exc:
-            raise DocumentError(
-                f"invalid YAML: {_yaml_problem(exc)}", line=_mark_line(exc)
-            ) from None
+        """The pairs of a mapping; merge keys (``<<``) give defaults its own keys override."""
+        merged: dict[str, Node] = {}
         result: dict[str, Node] = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
+            if key_node.tag == _YAML_MERGE:
+                self.merge(value_node, merged, depth)
+                continue
             key = self.scalar(key_node) if isinstance(key_node, self.yaml.ScalarNode) else None
             if not isinstance(key, str):
                 hint = " (quote it: YAML reads yes, no, on and off as booleans)"
@@ -313,7 +313,19 @@ class _YamlReader:
                     line=key_line,
                 )
             result[key] = self.node(value_node, key_line=key_line, depth=depth)
-        return result
+        return {**merged, **result}
+
+    def merge(self, value_node: Any, merged: dict[str, Node], depth: int) -> None:
+        """Fold ``<<: *a`` or ``<<: [*a, *b]`` into ``merged`` (the first source wins)."""
+        many = isinstance(value_node, self.yaml.SequenceNode)
+        for source in value_node.value if many else [value_node]:
+            tree = self.node(source, key_line=None, depth=depth)
+            if not isinstance(tree.value, dict):
+                raise DocumentError(
+                    "a merge key (<<) takes a mapping or a list of them", line=tree.line
+                )
+            for key, child in tree.value.items():
+                merged.setdefault(key, child)
 
 
 def _short_tag(tag: object) -> str:
