@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
-__all__ = ["AuthzReason", "Decision"]
+__all__ = ["AuthzReason", "Decision", "make_decision"]
 
 
 class AuthzReason(enum.StrEnum):
@@ -90,3 +91,51 @@ class Decision:
         if reason is AuthzReason.UNAUTHENTICATED:
             return f"{head}{self.action} needs a signed-in user"
         return f"{head}nothing grants {self.action}{on} to {self.subject}"
+
+
+_SLOTS: Final = tuple(
+    Decision.__dict__[name].__set__
+    for name in (
+        "allowed",
+        "reason",
+        "action",
+        "subject",
+        "resource",
+        "rule",
+        "role",
+        "via",
+        "condition",
+        "error",
+    )
+)
+
+
+def make_decision(  # noqa: PLR0917 (positional on purpose: the hot path of every check)
+    allowed: bool,
+    reason: AuthzReason,
+    action: str,
+    subject: str,
+    resource: str | None,
+    rule: str | None = None,
+    role: str | None = None,
+    via: tuple[str, ...] = (),
+    condition: str | None = None,
+    error: str | None = None,
+) -> Decision:
+    """A :class:`Decision`, built for the hot path: a frozen dataclass's ``__init__`` pays
+    one ``object.__setattr__`` per field (ten here, about two microseconds, the largest cost
+    of an RBAC check); writing the slots through their descriptors costs a third of that.
+    The fields are the same, unchecked (the policy passes only its own values)."""
+    decision = object.__new__(Decision)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _SLOTS
+    s0(decision, allowed)
+    s1(decision, reason)
+    s2(decision, action)
+    s3(decision, subject)
+    s4(decision, resource)
+    s5(decision, rule)
+    s6(decision, role)
+    s7(decision, via)
+    s8(decision, condition)
+    s9(decision, error)
+    return decision

@@ -13,42 +13,65 @@ Order of a decision (:meth:`Policy.evaluate`), fixed so that it can be explained
 5. nothing -> deny (``not_owner``, ``condition_failed``, ``wrong_tenant`` or ``no_match``,
    whichever explains it best).
 
-Everything that can be computed before a request is computed in ``__post_init__``: the role
-graph with flattened permissions, every rule's condition compiled, and an index of rules by
-``(resource, action)``; a decision looks up at most four keys (``*`` in either segment) per
-role the subject holds, and never scans every rule.
+Ownership: an ``:own`` permission (held, granted, or a rule's action) applies only when the
+resource's ``owner`` (as the app loaded it) is the subject's id, exact text; with no resource
+(a type-level check) it grants only the ``:own`` permission itself.
 
-For the query-filter builder (``bastion.core.authz.filters``) the policy exposes
-:attr:`Policy.graph`, :attr:`Policy.compiled`, :meth:`Policy.required`,
-:meth:`Policy.rules_for`, :meth:`Policy.grants_for` and :meth:`Policy.denies_for`.
+Everything that can be computed before a request is computed in ``__post_init__``: the role
+graph (each role's closure, each permission's origins), every rule's condition compiled, an
+index of rules by ``(resource, action)``; then, once per distinct (action, resource type), a
+plan: the rules whose actions cover it and the roles given a permission that covers it. An
+RBAC decision is then one set intersection per role the subject holds; it never scans the
+rules or the role graph.
+
+For the query-filter builder (``bastion.core.authz.filters``) the policy exposes:
+
+* :attr:`Policy.graph` (the :class:`~bastion.core.authz.roles.RoleGraph`) and
+  :attr:`Policy.rules`; :attr:`Policy.compiled`, one :class:`CompiledRule` per rule, with its
+  ``condition`` (a :class:`~bastion.core.authz.conditions.Compiled` whose ``source`` is the
+  condition as data), ``holders`` and :meth:`CompiledRule.applies_to`;
+* :meth:`Policy.required` (the permission a check asks for), :meth:`Policy.rules_for` (the
+  deny and allow rules that cover it, in policy order), :meth:`Policy.grants_for` and
+  :meth:`Policy.denies_for` (a subject's covering grants and denies, each a :class:`Match`
+  that says whether it needs ownership).
 """
 
 from __future__ import annotations
 
 import enum
+import gc
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from bastion.core.authz._evaluate import (
+    CompiledRule,
+    Match,
+    Plan,
+    decide,
+    deny_reaches,
+    keys_for,
+    match_grant,
+    role_plan,
+)
 from bastion.core.authz.conditions import (
     AllOf,
     AnyOf,
-    Compiled,
     Condition,
-    ConditionError,
     Expression,
     Not,
     compile_condition,
 )
-from bastion.core.authz.decision import AuthzReason, Decision
-from bastion.core.authz.permission import OWN, WILDCARD, Permission, is_segment
+from bastion.core.authz.permission import WILDCARD, Permission, is_segment
 from bastion.core.authz.roles import Role, RoleGraph
 from bastion.core.authz.subjects import Resource, Subject
 from bastion.errors import AuthzInputError, ConfigurationError
 
 if TYPE_CHECKING:
+    from bastion.core.authz.decision import Decision
+
     # filters.py belongs to helper authz-filters; until it lands the import is unresolved.
     from bastion.core.authz.filters import Filter  # type: ignore[import-not-found, unused-ignore]
 
@@ -151,69 +174,6 @@ class Rule:
         return tuple(a for a in self.actions if isinstance(a, Permission))
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledRule:
-    """A rule ready for decisions: its position in :attr:`Policy.rules`, its condition
-    compiled (None when it has none), and ``holders``, the roles that satisfy its ``roles``
-    (inheriting roles included; None means anyone)."""
-
-    rule: Rule
-    index: int
-    condition: Compiled | None
-    holders: frozenset[str] | None
-
-    def applies_to(self, held: frozenset[str]) -> bool:
-        """Whether a subject holding ``held`` (roles, not closed) is one this rule is for."""
-        return self.holders is None or not self.holders.isdisjoint(held)
-
-    def match(self, required: Permission) -> Permission | None:
-        """The first action of this rule that covers ``required``: fully, or (``:own``)
-        once ownership is checked by the caller. None if none does."""
-        for permission in self.rule.permissions:
-            if permission.scope == OWN:
-                if permission.covers_as_owner(required):
-                    return permission
-            elif permission.covers(required):
-                return permission
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """A grant (per-user, or held through a role) that covers a required permission.
-
-    ``needs_owner`` is True for an ``:own`` grant: it applies only to a resource whose owner
-    is the subject (and, with no resource, only to a required ``:own`` permission).
-    """
-
-    permission: Permission
-    role: str | None
-    via: tuple[str, ...]
-    needs_owner: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    required: Permission
-    keys: tuple[tuple[str, str], ...]
-    denies: tuple[CompiledRule, ...]
-    allows: tuple[CompiledRule, ...]
-
-
-def _keys(required: Permission) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (res, act)
-        for res in dict.fromkeys((required.resource, WILDCARD))
-        for act in dict.fromkeys((required.action, WILDCARD))
-    )
-
-
-def _owns(subject: Subject, resource: Resource | None, required: Permission) -> bool:
-    if resource is None:
-        return required.scope == OWN  # type-level: holding the :own permission itself
-    return resource.owner is not None and resource.owner == subject.id
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """Roles and rules, validated and compiled when built. See the module docstring."""
@@ -227,7 +187,7 @@ class Policy:
     _index: Mapping[tuple[str, str], tuple[CompiledRule, ...]] = field(
         init=False, repr=False, compare=False
     )
-    _plans: dict[tuple[str, str | None], _Plan] = field(init=False, repr=False, compare=False)
+    _plans: dict[tuple[str, str | None], Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _RULE_NAME.fullmatch(self.name):
@@ -240,6 +200,24 @@ class Policy:
         object.__setattr__(self, "rules", rules)
         graph = RoleGraph(roles, max_depth=self.max_depth)
         object.__setattr__(self, "graph", graph)
+        enabled = gc.isenabled()
+        # Compiling allocates a few closures per condition (about 100,000 for 10,000 rules)
+        # and none of them form cycles: the cyclic collector, triggered over and over while
+        # the heap grows, would triple the build time. Paused for the build only.
+        gc.disable()
+        try:
+            compiled, index = self._compile(rules, graph)
+        finally:
+            if enabled:
+                gc.enable()
+        object.__setattr__(self, "compiled", compiled)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_plans", {})
+
+    @staticmethod
+    def _compile(
+        rules: tuple[Rule, ...], graph: RoleGraph
+    ) -> tuple[tuple[CompiledRule, ...], Mapping[tuple[str, str], tuple[CompiledRule, ...]]]:
         compiled: list[CompiledRule] = []
         names: set[str] = set()
         index: dict[tuple[str, str], list[CompiledRule]] = {}
@@ -267,11 +245,7 @@ class Policy:
             compiled.append(entry)
             for key in dict.fromkeys((p.resource, p.action) for p in rule.permissions):
                 index.setdefault(key, []).append(entry)
-        object.__setattr__(self, "compiled", tuple(compiled))
-        object.__setattr__(
-            self, "_index", MappingProxyType({k: tuple(v) for k, v in index.items()})
-        )
-        object.__setattr__(self, "_plans", {})
+        return tuple(compiled), MappingProxyType({k: tuple(v) for k, v in index.items()})
 
     # -- what the filter builder and the facade use -------------------------------------
 
@@ -281,7 +255,7 @@ class Policy:
         is not one, or names another resource type than ``resource_type``."""
         return self._plan(action, resource_type).required
 
-    def _plan(self, action: object, resource_type: str | None) -> _Plan:
+    def _plan(self, action: object, resource_type: str | None) -> Plan:
         if not isinstance(action, str):
             raise AuthzInputError(f"an action must be a text, not {type(action).__name__}")
         plan = self._plans.get((action, resource_type))
@@ -298,17 +272,29 @@ class Policy:
             raise AuthzInputError(
                 f"action {required} is not an action of resource type {resource_type}"
             )
-        keys = _keys(required)
-        found = sorted(
-            {id(r): r for key in keys for r in self._index.get(key, ())}.values(),
-            key=lambda r: r.index,
-        )
+        keys = keys_for(required)
+        if WILDCARD in (required.resource, required.action):
+            # A wildcard requirement (posts:*) can be reached by a deny rule on any one of
+            # its actions: those sit under keys the index cannot list, so scan (once: the
+            # plan is kept).
+            found = list(self.compiled)
+        else:
+            found = sorted(
+                {id(r): r for key in keys for r in self._index.get(key, ())}.values(),
+                key=lambda r: r.index,
+            )
         applicable = [r for r in found if r.match(required) is not None]
-        plan = _Plan(
+        full, owner = role_plan(self.graph, required, keys)
+        plan = Plan(
             required=required,
+            text=str(required),
             keys=keys,
             denies=tuple(r for r in applicable if r.rule.effect is Effect.DENY),
             allows=tuple(r for r in applicable if r.rule.effect is Effect.ALLOW),
+            full=MappingProxyType(full),
+            full_roles=frozenset(full),
+            owner=MappingProxyType(owner),
+            owner_roles=frozenset(owner),
         )
         if len(self._plans) < _PLAN_CACHE:
             self._plans[(action, resource_type)] = plan
@@ -317,9 +303,10 @@ class Policy:
     def rules_for(
         self, required: Permission
     ) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """The deny rules and the allow rules (in policy order) with an action covering
-        ``required`` (an ``:own`` action included: check ``match(required).scope``); whether
-        each applies to a subject is :meth:`CompiledRule.applies_to`."""
+        """The deny rules and the allow rules (in policy order) with an action reaching
+        ``required`` (:meth:`CompiledRule.match`; through ownership when
+        ``match(required).needs_owner(required)``); whether each applies to a subject is
+        :meth:`CompiledRule.applies_to`."""
         plan = self._plan(str(required), None)
         return plan.denies, plan.allows
 
@@ -329,33 +316,26 @@ class Policy:
         """Every per-user grant and role permission of ``subject`` (in ``tenant``) that
         covers ``required``, fully or through ownership (``needs_owner``)."""
         s = Subject.of(subject)
-        keys = _keys(required)
-        out = [m for g in s.grants if (m := self._match(g, required, None, ())) is not None]
+        keys = keys_for(required)
+        out = [m for g in s.grants if (m := match_grant(g, required, None, ())) is not None]
         for role in sorted(s.roles_in(tenant)):
             for key in keys:
                 matches = (
-                    self._match(h.permission, required, h.role, h.via)
+                    match_grant(h.permission, required, h.role, h.via)
                     for h in self.graph.held(role, key)
                 )
                 out.extend(m for m in matches if m is not None)
         return tuple(out)
 
     def denies_for(self, subject: object, required: Permission) -> tuple[Match, ...]:
-        """The per-user denies of ``subject`` that cover ``required``."""
+        """The per-user denies of ``subject`` that reach ``required`` (overlap it, see
+        :meth:`Permission.overlaps`; ``needs_owner`` when only through ownership)."""
         s = Subject.of(subject)
-        return tuple(m for d in s.denies if (m := self._match(d, required, None, ())) is not None)
-
-    @staticmethod
-    def _match(
-        permission: Permission, required: Permission, role: str | None, via: tuple[str, ...]
-    ) -> Match | None:
-        if permission.scope == OWN:
-            if permission.covers_as_owner(required):
-                return Match(permission, role, via, needs_owner=True)
-            return None
-        if permission.covers(required):
-            return Match(permission, role, via, needs_owner=False)
-        return None
+        return tuple(
+            Match(d, None, (), needs_owner=d.needs_owner(required))
+            for d in s.denies
+            if deny_reaches(d, required)
+        )
 
     # -- the guide's API ----------------------------------------------------------------
 
@@ -412,7 +392,7 @@ class Policy:
         guide's dict, a resource type name for a type-level check, or None). ``action`` is a
         whole permission text, or a bare action of the resource's type. Malformed input is an
         :class:`~bastion.errors.AuthzInputError`."""
-        s = Subject.of(subject)
+        s = subject if type(subject) is Subject else Subject.of(subject)
         r: Resource | None
         if resource is None:
             r, rtype = None, None
@@ -421,7 +401,7 @@ class Policy:
                 raise AuthzInputError(f"resource type {resource!r:.60} is not a type name")
             r, rtype = None, resource
         else:
-            r = Resource.of(resource)
+            r = resource if type(resource) is Resource else Resource.of(resource)
             rtype = r.type
         if context is None:
             ctx = _NO_CONTEXT
@@ -429,176 +409,5 @@ class Policy:
             ctx = context
         else:
             raise AuthzInputError(f"context must be a mapping, not {type(context).__name__}")
-        plan = self._plan(action, rtype)
-        return _Evaluation(self, plan, subject=s, resource=r, rtype=rtype, ctx=ctx).run()
-
-
-class _Evaluation:
-    """One decision, step by step (see the module docstring for the order)."""
-
-    __slots__ = ("ctx", "label", "plan", "policy", "required", "resource", "subject", "text")
-
-    def __init__(
-        self,
-        policy: Policy,
-        plan: _Plan,
-        *,
-        subject: Subject,
-        resource: Resource | None,
-        rtype: str | None,
-        ctx: Mapping[str, object],
-    ) -> None:
-        self.policy, self.plan, self.subject, self.resource, self.ctx = (
-            policy,
-            plan,
-            subject,
-            resource,
-            ctx,
-        )
-        self.required = plan.required
-        self.text = str(plan.required)
-        self.label = resource.label if resource is not None else rtype
-
-    def allow(self, reason: AuthzReason, **evidence: object) -> Decision:
-        return self._decide(reason, evidence, allowed=True)
-
-    def deny(self, reason: AuthzReason, **evidence: object) -> Decision:
-        return self._decide(reason, evidence, allowed=False)
-
-    def _decide(
-        self, reason: AuthzReason, evidence: dict[str, object], *, allowed: bool
-    ) -> Decision:
-        return Decision(
-            allowed=allowed,
-            reason=reason,
-            action=self.text,
-            subject=self.subject.id,
-            resource=self.label,
-            **evidence,  # type: ignore[arg-type]
-        )
-
-    def run(self) -> Decision:  # noqa: PLR0911, PLR0912 (the documented order, one step a branch)
-        s, r, required = self.subject, self.resource, self.required
-        for deny in s.denies:
-            if Policy._match(deny, required, None, ()) is not None and (
-                deny.scope != OWN or _owns(s, r, required)
-            ):
-                return self.deny(AuthzReason.DENIED_BY_GRANT, rule=str(deny))
-        held = s.roles_in(r.tenant if r is not None else None)
-        error: tuple[CompiledRule, ConditionError] | None = None
-        for rule in self.plan.denies:
-            outcome = self.holds(rule, held)
-            if isinstance(outcome, ConditionError):
-                error = error or (rule, outcome)
-            elif outcome:
-                return self.deny(
-                    AuthzReason.DENIED_BY_RULE,
-                    rule=rule.rule.name,
-                    condition=rule.condition.text if rule.condition else None,
-                )
-        allowed_rule: CompiledRule | None = None
-        failed_rule: CompiledRule | None = None
-        for rule in self.plan.allows:
-            outcome = self.holds(rule, held)
-            if isinstance(outcome, ConditionError):
-                error = error or (rule, outcome)
-            elif outcome:
-                allowed_rule = allowed_rule or rule
-            elif outcome is False:
-                failed_rule = failed_rule or rule
-        if error is not None:
-            rule, exc = error
-            return self.deny(
-                AuthzReason.CONDITION_ERROR,
-                rule=rule.rule.name,
-                condition=exc.condition,
-                error=exc.why,
-            )
-        not_owner: Match | None = None
-        for grant in s.grants:
-            m = Policy._match(grant, required, None, ())
-            if m is None:
-                continue
-            if not m.needs_owner:
-                return self.allow(AuthzReason.ALLOWED_BY_GRANT, rule=str(grant))
-            if _owns(s, r, required):
-                return self.allow(AuthzReason.ALLOWED_AS_OWNER, rule=str(grant))
-            not_owner = not_owner or m
-        graph = self.policy.graph
-        for role in sorted(held) if len(held) > 1 else held:
-            for key in self.plan.keys:
-                for h in graph.held(role, key):
-                    p = h.permission
-                    if p.scope != OWN:
-                        if p.covers(required):
-                            return self.allow(
-                                AuthzReason.ALLOWED_BY_ROLE,
-                                rule=str(p),
-                                role=h.role,
-                                via=h.via,
-                            )
-                    elif p.covers_as_owner(required):
-                        if _owns(s, r, required):
-                            return self.allow(
-                                AuthzReason.ALLOWED_AS_OWNER,
-                                rule=str(p),
-                                role=h.role,
-                                via=h.via,
-                            )
-                        not_owner = not_owner or Match(p, h.role, h.via, needs_owner=True)
-        if allowed_rule is not None:
-            return self.allow(
-                AuthzReason.ALLOWED_BY_RULE,
-                rule=allowed_rule.rule.name,
-                condition=allowed_rule.condition.text if allowed_rule.condition else None,
-            )
-        return self.refuse(not_owner, failed_rule)
-
-    def holds(self, rule: CompiledRule, held: frozenset[str]) -> bool | ConditionError | None:
-        """True/False for an applicable rule's condition, the error it raised, or None when
-        the rule does not apply to this subject or resource (roles, ownership)."""
-        if not rule.applies_to(held):
-            return None
-        action = rule.match(self.required)
-        if action is None or (
-            action.scope == OWN and not _owns(self.subject, self.resource, self.required)
-        ):
-            return None
-        if rule.condition is None:
-            return True
-        try:
-            return rule.condition(self.subject, self.resource, self.ctx)
-        except ConditionError as exc:
-            return exc
-
-    def refuse(self, not_owner: Match | None, failed_rule: CompiledRule | None) -> Decision:
-        if not_owner is not None:
-            return self.deny(
-                AuthzReason.NOT_OWNER,
-                rule=str(not_owner.permission),
-                role=not_owner.role,
-                via=not_owner.via,
-            )
-        if failed_rule is not None:
-            return self.deny(
-                AuthzReason.CONDITION_FAILED,
-                rule=failed_rule.rule.name,
-                condition=failed_rule.condition.text if failed_rule.condition else None,
-            )
-        r = self.resource
-        if r is not None and r.tenant is not None:
-            for tenant, roles in self.subject.tenant_roles.items():
-                if tenant != r.tenant and self._any_role_covers(roles):
-                    return self.deny(AuthzReason.WRONG_TENANT)
-        return self.deny(AuthzReason.NO_MATCH)
-
-    def _any_role_covers(self, roles: frozenset[str]) -> bool:
-        graph = self.policy.graph
-        for role in roles:
-            for key in self.plan.keys:
-                for h in graph.held(role, key):
-                    if h.permission.covers(self.required) or h.permission.covers_as_owner(
-                        self.required
-                    ):
-                        return True
-        return False
+        plan = self._plans.get((action, rtype)) or self._plan(action, rtype)
+        return decide(self.graph, plan, s, r, label=rtype if r is None else r.label, ctx=ctx)

@@ -6,8 +6,8 @@ a chain deeper than ``max_depth``, each as a :class:`~bastion.errors.Configurati
 names the roles involved: pycasbin silently denies past ten levels, which reads as a working
 policy until somebody is locked out.
 
-Every role's permissions are flattened with where each came from (the granting role and the
-inheritance path), indexed by ``(resource, action)``, so a decision is a few dict look-ups
+Each role's closure (the roles it holds) and each permission's origins (the roles given it)
+are computed once, as sets; a decision intersects them, so it costs a few set operations
 whatever the size of the graph, and can still say "via admin -> moderator".
 """
 
@@ -29,6 +29,8 @@ __all__ = ["MAX_DEPTH_LIMIT", "Held", "Role", "RoleGraph"]
 
 MAX_DEPTH_LIMIT: Final = 1000
 """The largest ``max_depth`` accepted."""
+_VIA_CACHE: Final = 65_536
+"""Inheritance paths kept once computed (each is a short tuple of role names)."""
 
 Key = tuple[str, str]
 
@@ -90,21 +92,26 @@ class Held:
     via: tuple[str, ...]
 
 
-def _scope_rank(held: Held) -> int:
-    scope = held.permission.scope
-    return 0 if scope is None or scope == WILDCARD else 1
+def _scope_rank(permission: Permission) -> int:
+    return 0 if permission.scope is None or permission.scope == WILDCARD else 1
 
 
 class RoleGraph:
-    """The validated role hierarchy with every role's permissions flattened.
+    """The validated role hierarchy, indexed for decisions.
 
-    Read-only after construction. ``roles`` maps a name to its :class:`Role`;
-    :meth:`closure` gives the roles one role holds (itself included) with the path to each;
-    :meth:`held` gives the flattened permissions of one role under one ``(resource, action)``
-    key (a key segment may be ``*``); :meth:`holders` gives the roles that hold a role.
+    Read-only after construction (apart from a bounded cache of inheritance paths).
+    ``roles`` maps a name to its :class:`Role`. :meth:`closure` is the set of roles one role
+    holds (itself included); :meth:`holders` the roles that hold one (itself and every role
+    inheriting it); :meth:`origins` the roles whose OWN permissions sit under a ``(resource,
+    action)`` key (a segment may be ``*``) and :meth:`own` those permissions; :meth:`via`
+    the shortest inheritance path between two roles. A decision intersects the closure of
+    each role the subject holds with the origins of at most four keys: two set operations in
+    C, whatever the size of the graph, and no per-role copy of every inherited permission.
+    :meth:`held` and :meth:`permissions` give the flattened view for explanations, query
+    filters and ``permissions_of``.
     """
 
-    __slots__ = ("_closure", "_flat", "_holders", "_permissions", "max_depth", "roles")
+    __slots__ = ("_closure", "_holders", "_origins", "_own", "_rank", "_via", "max_depth", "roles")
 
     def __init__(self, roles: Iterable[Role] = (), *, max_depth: int = 16) -> None:
         self.max_depth = _check.whole_number("max_depth", max_depth, low=1, high=MAX_DEPTH_LIMIT)
@@ -128,23 +135,32 @@ class RoleGraph:
                     )
         self.roles: Mapping[str, Role] = MappingProxyType(by_name)
         self._check_cycles()
-        self._check_depth()
-        closure: dict[str, Mapping[str, tuple[str, ...]]] = {}
-        for name in by_name:
-            closure[name] = MappingProxyType(self._walk(name))
-        self._closure: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(closure)
-        holders: dict[str, set[str]] = {name: set() for name in by_name}
-        for name, reached in closure.items():
-            for ancestor in reached:
-                holders[ancestor].add(name)
-        self._holders = MappingProxyType({k: frozenset(v) for k, v in holders.items()})
-        self._flat = MappingProxyType({name: self._flatten(name) for name in by_name})
-        self._permissions = MappingProxyType(
-            {
-                name: frozenset(str(h.permission) for hs in table.values() for h in hs)
-                for name, table in self._flat.items()
-            }
-        )
+        order = self._check_depth()  # parents before the roles inheriting them
+        closure: dict[str, frozenset[str]] = {}
+        children: dict[str, list[str]] = {name: [] for name in by_name}
+        for name in order:
+            parents = by_name[name].inherits
+            closure[name] = frozenset((name,)).union(*(closure[p] for p in parents))
+            for parent in parents:
+                children[parent].append(name)
+        holders: dict[str, frozenset[str]] = {}
+        for name in reversed(order):
+            holders[name] = frozenset((name,)).union(*(holders[c] for c in children[name]))
+        own: dict[str, dict[Key, tuple[Permission, ...]]] = {}
+        origins: dict[Key, set[str]] = {}
+        for name, role in by_name.items():
+            table: dict[Key, list[Permission]] = {}
+            for permission in dict.fromkeys(role.parsed):
+                table.setdefault((permission.resource, permission.action), []).append(permission)
+            own[name] = {k: tuple(sorted(v, key=_scope_rank)) for k, v in table.items()}
+            for key in table:
+                origins.setdefault(key, set()).add(name)
+        self._closure: Mapping[str, frozenset[str]] = MappingProxyType(closure)
+        self._holders: Mapping[str, frozenset[str]] = MappingProxyType(holders)
+        self._own: Mapping[str, Mapping[Key, tuple[Permission, ...]]] = MappingProxyType(own)
+        self._origins = MappingProxyType({k: frozenset(v) for k, v in origins.items()})
+        self._rank = MappingProxyType({name: i for i, name in enumerate(by_name)})
+        self._via: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def _check_cycles(self) -> None:
         state: dict[str, int] = {}  # 1 = on the current path, 2 = done
@@ -171,10 +187,10 @@ class RoleGraph:
                     path.append(nxt)
                     stack.append(iter(self.roles[nxt].inherits))
 
-    def _check_depth(self) -> None:
-        longest: dict[str, tuple[str, ...]] = {}
-
-        def chain(name: str) -> tuple[str, ...]:
+    def _check_depth(self) -> list[str]:
+        """Refuse a chain longer than ``max_depth``; return the roles parents first."""
+        longest: dict[str, tuple[str, ...]] = {}  # filled parents first
+        for name in self.roles:
             # Iterative post-order: the graph is acyclic here, chains may be long.
             todo = [name]
             while todo:
@@ -192,67 +208,85 @@ class RoleGraph:
                         best = longest[parent]
                 longest[top] = (top, *best)
                 todo.pop()
-            return longest[name]
-
-        for name in self.roles:
-            found = chain(name)
+            found = longest[name]
             if len(found) - 1 > self.max_depth:
                 raise ConfigurationError(
                     f"role chain {' -> '.join(found)} is {len(found) - 1} levels deep, "
                     f"deeper than max_depth={self.max_depth}",
                     setting="max_depth",
                 )
-
-    def _walk(self, name: str) -> dict[str, tuple[str, ...]]:
-        """Breadth first from ``name``: each reachable role with its shortest path."""
-        reached: dict[str, tuple[str, ...]] = {name: (name,)}
-        queue = deque([name])
-        while queue:
-            current = queue.popleft()
-            for parent in self.roles[current].inherits:
-                if parent not in reached:
-                    reached[parent] = (*reached[current], parent)
-                    queue.append(parent)
-        return reached
-
-    def _flatten(self, name: str) -> Mapping[Key, tuple[Held, ...]]:
-        table: dict[Key, list[Held]] = {}
-        seen: set[Permission] = set()
-        for ancestor, via in self._closure[name].items():  # nearest first
-            for permission in self.roles[ancestor].parsed:
-                if permission in seen:
-                    continue
-                seen.add(permission)
-                key = (permission.resource, permission.action)
-                table.setdefault(key, []).append(Held(permission, ancestor, via))
-        return MappingProxyType(
-            {key: tuple(sorted(hs, key=_scope_rank)) for key, hs in table.items()}
-        )
+        return list(longest)
 
     def __contains__(self, name: object) -> bool:
         return name in self.roles
 
-    def closure(self, name: str) -> Mapping[str, tuple[str, ...]]:
-        """The roles ``name`` holds (itself included), each with its inheritance path; empty
-        for a role the graph does not know."""
-        return self._closure.get(name, MappingProxyType({}))
+    def closure(self, name: str) -> frozenset[str]:
+        """The roles ``name`` holds, itself included; empty for a role the graph does not
+        know (a role held by a user but never defined grants nothing)."""
+        return self._closure.get(name, frozenset())
 
     def holders(self, name: str) -> frozenset[str]:
         """The roles that hold ``name`` (itself and every role inheriting it)."""
         return self._holders.get(name, frozenset())
 
-    def held(self, name: str, key: Key) -> tuple[Held, ...]:
-        """The flattened permissions of role ``name`` stored under ``key`` (exactly: the
-        caller looks up the wildcard keys too), unscoped ones first."""
-        table = self._flat.get(name)
-        if table is None:
-            return ()
-        return table.get(key, ())
+    def origins(self, key: Key) -> frozenset[str]:
+        """The roles given, as their own, a permission stored under ``key`` exactly (the
+        caller looks up the wildcard keys too)."""
+        return self._origins.get(key, frozenset())
 
-    def table(self, name: str) -> Mapping[Key, tuple[Held, ...]]:
-        """Every flattened permission of ``name`` by ``(resource, action)``."""
-        return self._flat.get(name, MappingProxyType({}))
+    def own(self, name: str, key: Key) -> tuple[Permission, ...]:
+        """The permissions ``name`` was given itself under ``key``, unscoped ones first."""
+        table = self._own.get(name)
+        return () if table is None else table.get(key, ())
+
+    def rank(self, name: str) -> int:
+        """The role's position in the definition order (ties in explanations go to the
+        first defined)."""
+        return self._rank[name]
+
+    def first(self, names: frozenset[str]) -> str:
+        """The first defined of ``names`` (not empty)."""
+        if len(names) == 1:
+            return next(iter(names))
+        return min(names, key=self._rank.__getitem__)
+
+    def via(self, name: str, ancestor: str) -> tuple[str, ...]:
+        """The shortest inheritance path from ``name`` to ``ancestor`` (both included;
+        ``(name,)`` when they are the same); empty when ``name`` does not hold it."""
+        cached = self._via.get((name, ancestor))
+        if cached is not None:
+            return cached
+        if ancestor not in self.closure(name):
+            return ()
+        paths: dict[str, tuple[str, ...]] = {name: (name,)}
+        queue = deque([name])
+        while ancestor not in paths:
+            current = queue.popleft()
+            for parent in self.roles[current].inherits:
+                if parent not in paths and ancestor in self._closure[parent]:
+                    paths[parent] = (*paths[current], parent)
+                    queue.append(parent)
+        found = paths[ancestor]
+        if len(self._via) < _VIA_CACHE:
+            self._via[(name, ancestor)] = found
+        return found
+
+    def held(self, name: str, key: Key) -> tuple[Held, ...]:
+        """The permissions ``name`` holds, inherited ones included, stored under ``key``
+        exactly, each with the role it was given to and the path there; unscoped first."""
+        reached = self.closure(name) & self.origins(key)
+        out = [
+            Held(permission, origin, self.via(name, origin))
+            for origin in sorted(reached, key=self._rank.__getitem__)
+            for permission in self.own(origin, key)
+        ]
+        return tuple(sorted(out, key=lambda h: _scope_rank(h.permission)))
 
     def permissions(self, name: str) -> frozenset[str]:
         """The texts of every permission ``name`` holds, inherited ones included."""
-        return self._permissions.get(name, frozenset())
+        return frozenset(
+            str(permission)
+            for ancestor in self.closure(name)
+            for permissions in self._own[ancestor].values()
+            for permission in permissions
+        )
