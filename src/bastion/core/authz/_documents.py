@@ -94,6 +94,7 @@ def _check_scalar(value: object, line: int, fmt: str) -> Scalar:
 
 _NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _SPACE: Final = re.compile(r"[ \t\n\r]*")
+_BLANKS: Final = frozenset(" \t\n\r")
 _STRING: Final = re.compile(r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"')
 _WORDS: Final = {"true": True, "false": False, "null": None}
 
@@ -112,6 +113,8 @@ class _JsonReader:
         return DocumentError(f"invalid JSON: {message}", line=self.line(pos))
 
     def skip(self, pos: int) -> int:
+        if self.text[pos : pos + 1] not in _BLANKS:
+            return pos
         match = _SPACE.match(self.text, pos)
         return match.end() if match else pos
 
@@ -167,7 +170,10 @@ class _JsonReader:
             raise self.fail(
                 pos, "a string is unterminated, or holds a control character or a bad escape"
             )
-        decoded = json.loads(match.group())
+        raw = match.group()
+        if "\\" not in raw:  # no escapes: the text between the quotes is the value
+            return raw[1:-1], match.end()
+        decoded = json.loads(raw)
         if not isinstance(decoded, str):  # pragma: no cover (the pattern matches strings only)
             raise self.fail(pos, "expected a string")
         return decoded, match.end()
@@ -226,6 +232,7 @@ def parse_json(text: str) -> Node:
 
 _YAML_MAP: Final = "tag:yaml.org,2002:map"
 _YAML_SEQ: Final = "tag:yaml.org,2002:seq"
+_YAML_STR: Final = "tag:yaml.org,2002:str"
 _YAML_MERGE: Final = "tag:yaml.org,2002:merge"
 
 
@@ -284,6 +291,8 @@ class _YamlReader:
 
     def scalar(self, node: Any) -> Scalar:
         line = node.start_mark.line + 1
+        if node.tag == _YAML_STR:  # the common case, without the constructor's bookkeeping
+            return str(node.value)
         try:
             value = self.loader.construct_object(node, deep=True)
         except self.yaml.YAMLError as exc:
@@ -340,7 +349,8 @@ def _yaml_problem(exc: Exception) -> str:
 def parse_yaml(text: str) -> Node:
     """The YAML document ``text`` as a tree, read with PyYAML's safe loader only."""
     yaml = _yaml_module()
-    loader = yaml.SafeLoader(text)
+    # libyaml's safe loader when PyYAML was built with it (same rules, composed in C)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         try:
             root = loader.get_single_node()
