@@ -854,3 +854,25 @@ def test_the_json_reader_never_fails_but_with_a_document_error(text: str) -> Non
         return
     assert line is not None
     assert 1 <= line <= text.count("\n") + 1
+
+
+def test_the_pure_python_safe_loader_gives_the_same_lines_and_refusals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    yaml = pytest.importorskip("yaml")
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+    error = _fails(CYCLE["yaml"], "yaml")
+    assert (error.line, error.detail) == (
+        8,
+        "role 'c' inherits 'a', which closes the cycle a -> b -> c -> a",
+    )
+    error = _fails("roles:\n  a: !!python/object/new:os.getcwd []\n", "yaml")
+    assert (error.line, error.detail) == (
+        2,
+        (
+            "the tag !!python/object/new:os.getcwd is not allowed on a sequence (policies are "
+            "plain data)"
+        ),
+    )
+    policy = load_policy(GUIDE_YAML, format="yaml", source="p")
+    assert policy.evaluate({"id": "u1"}, DOCUMENTS[0], "read").allowed
