@@ -178,9 +178,9 @@ RULE = '{{"rules": [{{"name": "r", "effect": {effect},\n "actions": {actions}{ex
             ',\n "when": {"attribute": "subject.id", "operator": "equal", "value": 1}',
             3,
             (
-                "unknown operator 'equal' (did you mean 'equals'? expected one of: equals, "
-                "not_equals, contains, in, not_in, greater_than, less_than, greater_or_equal, "
-                "less_or_equal, starts_with)"
+                "unknown operator 'equal' in rules[0].when (did you mean 'equals'? expected one "
+                "of: equals, not_equals, contains, in, not_in, greater_than, less_than, "
+                "greater_or_equal, less_or_equal, starts_with)"
             ),
         ),
         (
