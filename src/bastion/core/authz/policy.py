@@ -176,10 +176,15 @@ class Rule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
-    """Roles and rules, validated and compiled when built. See the module docstring."""
+    """Roles and rules, validated and compiled when built. See the module docstring.
 
-    roles: tuple[Role, ...] = ()
-    rules: tuple[Rule, ...] = ()
+    Read-only once built, and safe to share between threads and tasks (the plan and path
+    caches only ever gain entries, each computed from read-only data).
+    """
+
+    # Not in the repr: a policy of 10,000 rules would print all of them in a traceback.
+    roles: tuple[Role, ...] = field(default=(), repr=False)
+    rules: tuple[Rule, ...] = field(default=(), repr=False)
     max_depth: int = 16
     name: str = "policy"
     graph: RoleGraph = field(init=False, repr=False, compare=False)
