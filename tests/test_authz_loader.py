@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import tomllib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.authz.files import policy_from_file
-from bastion.core.authz import _documents
+from bastion.core.authz import _documents, _toml_lines
 from bastion.core.authz.decision import AuthzReason
 from bastion.core.authz.loader import PolicyError, load_policy
 from bastion.core.authz.policy import Effect
@@ -381,3 +382,51 @@ def test_the_json_reader_never_fails_but_with_a_document_error(text: str) -> Non
         return
     assert line is not None
     assert 1 <= line <= text.count("\n") + 1
+
+
+# --- the TOML line finder against documents whose lines are known ---------------------------
+
+_WORD = st.text(alphabet="abcdefghij_-", min_size=1, max_size=8)
+_TOML_TEXT = st.text(
+    alphabet=st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs", "Cc")), max_size=12
+)
+
+
+@given(
+    rules=st.lists(
+        st.tuples(_TOML_TEXT, st.lists(_WORD, min_size=1, max_size=3), st.booleans()),
+        min_size=1,
+        max_size=4,
+    ),
+    quoted_keys=st.booleans(),
+)
+def test_the_toml_line_finder_notes_each_key_where_it_is_written(
+    rules: list[tuple[str, list[str], bool]], quoted_keys: bool
+) -> None:
+    lines: list[str] = ["# rules", ""]
+    want: dict[tuple[str | int, ...], int] = {}
+    for index, (name, actions, multiline) in enumerate(rules):
+        lines.append("[[rules]]")
+        want["rules", index] = len(lines)
+        key = '"name"' if quoted_keys else "name"
+        lines.append(f"{key} = {json.dumps(name)}  # the rule's name")
+        want["rules", index, "name"] = len(lines)
+        if multiline:
+            lines.append('description = """')
+            lines.append("a [fake] = table")
+            lines.append('"""')
+            lines.append("actions = [")
+            for position, action in enumerate(actions):
+                lines.append(f"  '{action}',")
+                want["rules", index, "actions", position] = len(lines)
+            lines.append("]")
+        else:
+            lines.append(f"actions = {json.dumps(actions)}")
+            for position in range(len(actions)):
+                want["rules", index, "actions", position] = len(lines)
+        lines.append("when = {attribute = 'subject.x', operator = 'equals', value = 1}")
+        want["rules", index, "when", "operator"] = len(lines)
+    text = "\n".join(lines) + "\n"
+    assert [rule["name"] for rule in tomllib.loads(text)["rules"]] == [r[0] for r in rules]
+    found = _toml_lines.key_lines(text)
+    assert {path: found.get(path) for path in want} == want
