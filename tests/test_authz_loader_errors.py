@@ -316,6 +316,24 @@ def test_yaml_dates_and_nan_are_not_policy_values() -> None:
     assert (error.line, error.detail) == (2, "nan is not a finite number")
 
 
+@pytest.mark.parametrize(
+    ("fmt", "text", "detail"),
+    [
+        (
+            "toml",
+            "roles = " + "[" * 5000 + "]" * 5000,
+            "invalid TOML: nested deeper than 64 levels",
+        ),
+        ("toml", "roles = " + "[" * 70 + "]" * 70, "nested deeper than 64 levels"),
+        ("yaml", "[" * 5000 + "]" * 5000, "invalid YAML: exceeded maximum nesting depth"),
+        ("yaml", "roles: " + "[" * 70 + "]" * 70, "nested deeper than 64 levels"),
+    ],
+)
+def test_deep_nesting_is_an_error_not_a_crash(fmt: str, text: str, detail: str) -> None:
+    error = _fails(text, fmt)
+    assert (error.line, error.detail) == (1, detail)
+
+
 def test_toml_syntax_error_names_the_line() -> None:
     error = _fails('[roles.a]\ninherits = ["b"\n[roles.b]\n', "toml")
     assert error.line == 3
@@ -518,6 +536,8 @@ def test_the_pure_python_safe_loader_gives_the_same_lines_and_refusals(
             "plain data)"
         ),
     )
+    error = _fails("[" * 5000 + "]" * 5000, "yaml")
+    assert (error.line, error.detail) == (1, "invalid YAML: exceeded maximum nesting depth")
     policy = load_policy(
         textwrap.dedent(UNKNOWN_KEY["yaml"]).replace("efect: deny", "resource: doc"),
         format="yaml",

@@ -354,6 +354,8 @@ def parse_yaml(text: str) -> Node:
     try:
         try:
             root = loader.get_single_node()
+        except RecursionError:  # the pure-Python composer recurses per level; libyaml stops
+            raise DocumentError("invalid YAML: exceeded maximum nesting depth", line=1) from None
         except yaml.YAMLError as exc:
             raise DocumentError(
                 f"invalid YAML: {_yaml_problem(exc)}", line=_mark_line(exc)
@@ -374,6 +376,10 @@ def parse_toml(text: str) -> Node:
     """The TOML document ``text`` as a tree; lines come from a second pass over the text."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses per nesting level
+        raise DocumentError(
+            f"invalid TOML: nested deeper than {MAX_DEPTH} levels", line=1
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_AT.search(message)
