@@ -72,6 +72,23 @@ def test_a_near_miss_key_gets_a_suggestion() -> None:
     )
 
 
+WRONG_TYPE = {
+    "json": '{"roles": {"user": {},\n  "admin": {"inherits": 1}}}',
+    "yaml": "roles:\n  user: {}\n  admin:\n    inherits: 1\n",
+    "toml": "[roles.user]\n[roles.admin]\npermissions = []\ninherits = 1\n",
+}
+
+
+@pytest.mark.parametrize(("fmt", "line"), [("json", 2), ("yaml", 4), ("toml", 4)])
+def test_a_value_of_the_wrong_type_is_an_error_at_its_line(fmt: str, line: int) -> None:
+    error = _fails(WRONG_TYPE[fmt], fmt)
+    assert (error.line, error.setting, error.detail) == (
+        line,
+        "roles.admin.inherits",
+        "roles.admin.inherits must be a string or a list of strings, got a number",
+    )
+
+
 CYCLE = {
     "json": """
         {"roles": {
