@@ -8,7 +8,6 @@ message reads ``policy.yaml line 12: unknown key 'efect' in rules[0] ...``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -16,6 +15,8 @@ from bastion.core.authz.loader import Format, PolicyError, load_policy
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import os
+
     from bastion.core.authz.policy import Policy
 
 __all__ = ["MAX_POLICY_BYTES", "SUFFIXES", "policy_from_file"]

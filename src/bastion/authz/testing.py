@@ -8,7 +8,7 @@
         check_policy(policy, [
             ({"id": "u1"}, "read", {"type": "document", "owner_id": "u1"}, True),
             ({"id": "u2"}, "read", {"type": "document", "owner_id": "u1"}, False),
-            ({"id": "u1"}, "write", DOC_LOCKED, AuthzReason.denied_by_rule),
+            ({"id": "u1"}, "write", DOC_LOCKED, AuthzReason.DENIED_BY_RULE),
         ])
 
 Every row is evaluated (a failing row does not hide the next), and one ``AssertionError``
@@ -45,13 +45,14 @@ class Case(NamedTuple):
 
 def _case(index: int, row: object) -> Case:
     if isinstance(row, Case):
-        return row
-    if not isinstance(row, tuple | list) or len(row) not in (4, 5):
+        case = row
+    elif isinstance(row, tuple | list) and len(row) in (4, 5):
+        case = Case(*row)
+    else:
         raise TypeError(
             f"check_policy row {index} must be (subject, action, resource, expected[, context]),"
             f" got {row!r}"
         )
-    case = Case(*row)
     if not isinstance(case.expected, bool | AuthzReason):
         raise TypeError(
             f"check_policy row {index}: expected must be True, False or an AuthzReason, "

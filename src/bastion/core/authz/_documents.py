@@ -94,6 +94,7 @@ def _check_scalar(value: object, line: int, fmt: str) -> Scalar:
 
 _NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _SPACE: Final = re.compile(r"[ \t\n\r]*")
+_BLANKS: Final = frozenset(" \t\n\r")
 _STRING: Final = re.compile(r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"')
 _WORDS: Final = {"true": True, "false": False, "null": None}
 
@@ -112,6 +113,8 @@ class _JsonReader:
         return DocumentError(f"invalid JSON: {message}", line=self.line(pos))
 
     def skip(self, pos: int) -> int:
+        if self.text[pos : pos + 1] not in _BLANKS:
+            return pos
         match = _SPACE.match(self.text, pos)
         return match.end() if match else pos
 
@@ -167,7 +170,10 @@ class _JsonReader:
             raise self.fail(
                 pos, "a string is unterminated, or holds a control character or a bad escape"
             )
-        decoded = json.loads(match.group())
+        raw = match.group()
+        if "\\" not in raw:  # no escapes: the text between the quotes is the value
+            return raw[1:-1], match.end()
+        decoded = json.loads(raw)
         if not isinstance(decoded, str):  # pragma: no cover (the pattern matches strings only)
             raise self.fail(pos, "expected a string")
         return decoded, match.end()
@@ -226,6 +232,8 @@ def parse_json(text: str) -> Node:
 
 _YAML_MAP: Final = "tag:yaml.org,2002:map"
 _YAML_SEQ: Final = "tag:yaml.org,2002:seq"
+_YAML_STR: Final = "tag:yaml.org,2002:str"
+_YAML_MERGE: Final = "tag:yaml.org,2002:merge"
 
 
 def _yaml_module() -> Any:
@@ -251,14 +259,15 @@ class _YamlReader:
     def __init__(self, yaml_mod: Any, loader: Any) -> None:
         self.yaml = yaml_mod
         self.loader = loader
-        self.budget = MAX_NODES
+        self.limit = MAX_NODES
+        self.budget = self.limit
 
     def node(self, node: Any, *, key_line: int | None, depth: int) -> Node:
         self.budget -= 1
         line = node.start_mark.line + 1
         if self.budget < 0:
             raise DocumentError(
-                f"the document expands to more than {MAX_NODES} values (aliases?)", line=line
+                f"the document expands to more than {self.limit} values (aliases?)", line=line
             )
         key_line = line if key_line is None else key_line
         if isinstance(node, self.yaml.ScalarNode):
@@ -282,6 +291,8 @@ class _YamlReader:
 
     def scalar(self, node: Any) -> Scalar:
         line = node.start_mark.line + 1
+        if node.tag == _YAML_STR:  # the common case, without the constructor's bookkeeping
+            return str(node.value)
         try:
             value = self.loader.construct_object(node, deep=True)
         except self.yaml.YAMLError as exc:
@@ -289,15 +300,14 @@ class _YamlReader:
         return _check_scalar(value, line, "a YAML")
 
     def mapping(self, node: Any, depth: int) -> dict[str, Node]:
-        try:
-            self.loader.flatten_mapping(node)  # merge keys (<<) become plain pairs
-        except self.yaml.YAMLError as exc:
-            raise DocumentError(
-                f"invalid YAML: {_yaml_problem(exc)}", line=_mark_line(exc)
-            ) from None
+        """The pairs of a mapping; merge keys (``<<``) give defaults its own keys override."""
+        merged: dict[str, Node] = {}
         result: dict[str, Node] = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
+            if key_node.tag == _YAML_MERGE:
+                self.merge(value_node, merged, depth)
+                continue
             key = self.scalar(key_node) if isinstance(key_node, self.yaml.ScalarNode) else None
             if not isinstance(key, str):
                 hint = " (quote it: YAML reads yes, no, on and off as booleans)"
@@ -312,7 +322,19 @@ class _YamlReader:
                     line=key_line,
                 )
             result[key] = self.node(value_node, key_line=key_line, depth=depth)
-        return result
+        return {**merged, **result}
+
+    def merge(self, value_node: Any, merged: dict[str, Node], depth: int) -> None:
+        """Fold ``<<: *a`` or ``<<: [*a, *b]`` into ``merged`` (the first source wins)."""
+        many = isinstance(value_node, self.yaml.SequenceNode)
+        for source in value_node.value if many else [value_node]:
+            tree = self.node(source, key_line=None, depth=depth)
+            if not isinstance(tree.value, dict):
+                raise DocumentError(
+                    "a merge key (<<) takes a mapping or a list of them", line=tree.line
+                )
+            for key, child in tree.value.items():
+                merged.setdefault(key, child)
 
 
 def _short_tag(tag: object) -> str:
@@ -327,10 +349,13 @@ def _yaml_problem(exc: Exception) -> str:
 def parse_yaml(text: str) -> Node:
     """The YAML document ``text`` as a tree, read with PyYAML's safe loader only."""
     yaml = _yaml_module()
-    loader = yaml.SafeLoader(text)
+    # libyaml's safe loader when PyYAML was built with it (same rules, composed in C)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         try:
             root = loader.get_single_node()
+        except RecursionError:  # the pure-Python composer recurses per level; libyaml stops
+            raise DocumentError("invalid YAML: exceeded maximum nesting depth", line=1) from None
         except yaml.YAMLError as exc:
             raise DocumentError(
                 f"invalid YAML: {_yaml_problem(exc)}", line=_mark_line(exc)
@@ -351,6 +376,10 @@ def parse_toml(text: str) -> Node:
     """The TOML document ``text`` as a tree; lines come from a second pass over the text."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses per nesting level
+        raise DocumentError(
+            f"invalid TOML: nested deeper than {MAX_DEPTH} levels", line=1
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_AT.search(message)

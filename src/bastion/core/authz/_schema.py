@@ -373,7 +373,7 @@ class _Reader:
             raise self.fail(
                 operator.line,
                 f"{setting}.operator",
-                f"unknown operator {operator.value!r} ({hint}expected one of: "
+                f"unknown operator {operator.value!r} in {setting} ({hint}expected one of: "
                 f"{', '.join(OPERATORS)})",
             )
         value = self.operand(fields["value"], f"{setting}.value", guide=guide)

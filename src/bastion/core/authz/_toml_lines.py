@@ -218,6 +218,6 @@ def key_lines(text: str) -> dict[Path, int]:
     """The 1-based line where each path of the (valid) TOML ``text`` is first written."""
     scanner = _Scanner(text)
     # On text it does not follow, keep the lines found so far: lookups use the nearest ancestor.
-    with contextlib.suppress(_Lost, IndexError, tomllib.TOMLDecodeError):
+    with contextlib.suppress(_Lost, IndexError, RecursionError, tomllib.TOMLDecodeError):
         scanner.document()
     return scanner.lines

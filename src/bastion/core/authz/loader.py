@@ -32,11 +32,28 @@ allowed). A literal string of that shape therefore cannot be written plainly in 
 format: write ``{"literal": "subject.id"}``. ``"action": "read"`` is accepted for
 ``"actions": ["read"]``.
 
+The keys, all optional but at least one role or rule:
+
+- top level: ``name`` (the policy's name), ``max_depth`` (longest role chain), ``roles``,
+  ``rules``, ``policies``;
+- a role (``roles.<name>``, or null for an empty role): ``permissions`` (permission texts),
+  ``inherits`` (role names, or one name), ``description``;
+- a rule: ``name`` and ``effect`` (``allow`` or ``deny``) required; ``actions`` (or
+  ``action``): bare actions of ``resource`` or whole permission texts; ``resource`` (a type);
+  ``roles`` (the rule applies to holders of one of them; anyone when absent); ``description``;
+  ``when`` (bastion's format) or ``conditions`` (the guide's).
+
+In TOML, roles are tables (``[roles.admin]``), rules arrays of tables (``[[rules]]``), and a
+``when`` an inline table or a ``[rules.when]`` table. YAML anchors, aliases and merge keys work
+(the number of values an alias may expand to is bounded).
+
 Every mistake is a :class:`PolicyError` whose message starts ``"<source> line N: "`` and names
-the key and what was expected: unknown keys (a typo never silently drops a rule), wrong types,
-unknown effects and operators, bad permission text, references to unknown roles, a role
-cycle (at the role that closes it), a bad attribute reference. Conditions are data: nothing in
-a document can name code to run (YAML is read with the safe loader, and any tag is refused).
+the key and what was expected: unknown keys (a typo never silently drops a rule), duplicate
+keys, wrong types, unknown effects and operators, bad permission text, references to unknown
+roles, a role cycle (at the role that closes it), an over-deep role chain, a bad attribute
+reference. Conditions are data: nothing in a document can name code to run (YAML is read with
+PyYAML's safe loader, and a tag that is not plain data, such as ``!!python/object``, is
+refused at its line).
 """
 
 from __future__ import annotations
@@ -120,7 +137,11 @@ class _Builder:
         self.spec = spec
 
     def fail(self, line: int, setting: str, exc: ConfigurationError) -> PolicyError:
-        return PolicyError(str(exc), source=self.source, line=line, setting=setting)
+        """The model's refusal at ``line``, its message led by the document's key path."""
+        message = str(exc)
+        if not message.startswith(setting):
+            message = f"{setting}: {message}"
+        return PolicyError(message, source=self.source, line=line, setting=setting)
 
     def policy(self) -> Policy:
         spec = self.spec
@@ -244,4 +265,10 @@ class _Builder:
                 lambda: Ref.parse(target.value, setting=f"{setting}.value"),
             )
         operator = Operator(spec.operator.value)
-        return self.build(spec.value_line, setting, lambda: Condition(ref, operator, value))
+        try:
+            return Condition(ref, operator, value)
+        except ConfigurationError as exc:
+            part = (exc.setting or "").rpartition(".")[2]
+            line = spec.value_line if part == "value" else spec.line
+            key = f"{setting}.{part}" if part in ("attribute", "operator", "value") else setting
+            raise self.fail(line, key, exc) from None
