@@ -28,10 +28,12 @@ extra).
 
 from __future__ import annotations
 
+from bastion.authz.files import policy_from_file
 from bastion.authz.policy import AuthzPolicy, RouteRule
 from bastion.authz.service import Authorizer
 from bastion.core.authz.conditions import AllOf, AnyOf, Condition, Not, Operator, Ref
 from bastion.core.authz.decision import AuthzReason, Decision
+from bastion.core.authz.loader import PolicyError, load_policy
 from bastion.core.authz.permission import Permission
 from bastion.core.authz.policy import Effect, Policy, Rule
 from bastion.core.authz.roles import Role
@@ -50,10 +52,13 @@ __all__ = [
     "Operator",
     "Permission",
     "Policy",
+    "PolicyError",
     "Ref",
     "Resource",
     "Role",
     "RouteRule",
     "Rule",
     "Subject",
+    "load_policy",
+    "policy_from_file",
 ]
