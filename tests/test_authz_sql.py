@@ -244,28 +244,55 @@ def test_null_and_wrong_types_never_pass_a_deny_or_an_allow(
     database: str, request: pytest.FixtureRequest
 ) -> None:
     engine: Engine = request.getfixturevalue(f"{database}_engine")
+    level_high = Condition(Ref.parse("resource.level"), Operator.GREATER_THAN, 3)
+    locked = Condition(Ref.parse("resource.locked"), Operator.EQUALS, True)
     policy = Policy(
         roles=(Role("reader", ("document:read",)),),
         rules=(
+            # NOT (level > 3 AND locked) is TRUE in SQL for a NULL level on an unlocked row;
+            # the core raises on the NULL level first and denies.
             Rule(
-                name="no-high-levels",
+                name="no-high-locked",
                 effect=Effect.DENY,
                 actions=("read",),
                 resource="document",
-                when=Condition(Ref.parse("resource.level"), Operator.GREATER_THAN, 3),
+                when=AllOf((level_high, locked)),
+            ),
+            # The reader's role grants read on every row, but a row on which this rule's
+            # condition raises (NULL tag) is denied all the same.
+            Rule(
+                name="a-tags",
+                effect=Effect.ALLOW,
+                actions=("read",),
+                resource="document",
+                when=Condition(Ref.parse("resource.tag"), Operator.STARTS_WITH, "a"),
             ),
         ),
     )
     rows = [
-        {"id": 1, "level": 1},
-        {"id": 2, "level": 5},
-        {"id": 3, "level": None},  # NOT (level > 3) is NULL in SQL; the core denies the row
+        {"id": 1, "level": 1, "locked": True, "tag": "b"},  # allowed by the role
+        {"id": 2, "level": 5, "locked": True, "tag": "a"},  # denied by the rule
+        {"id": 3, "level": None, "locked": False, "tag": "a"},  # deny rule raises
+        {"id": 4, "level": 5, "locked": False, "tag": "a"},  # deny rule false
+        {"id": 5, "level": 1, "locked": False, "tag": None},  # allow rule raises
+        {"id": 6, "level": 1, "locked": None, "tag": "b"},  # all() stops at level: no error
     ]
     table = [{**dict.fromkeys(ATTRIBUTES), **row} for row in rows]
     store(engine, table)
     reader = Subject(id="u1", roles=frozenset({"reader"}))
     clause = to_sqlalchemy(filter_for(policy, reader, "read", "document"), documents)
-    assert selected(engine, clause) == {1} == allowed(policy, reader, table, None)
+    assert selected(engine, clause) == {1, 4, 6} == allowed(policy, reader, table, None)
+    reasons = {
+        row["id"]: policy.evaluate(reader, as_resource(row), "read").reason.value for row in table
+    }
+    assert reasons == {
+        1: "allowed_by_role",
+        2: "denied_by_rule",
+        3: "condition_error",
+        4: "allowed_by_role",
+        5: "condition_error",
+        6: "allowed_by_role",
+    }
 
 
 # -- the differential test -------------------------------------------------------------------

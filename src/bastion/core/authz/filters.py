@@ -16,9 +16,12 @@ it, whether the condition sat in an allow or a deny rule. A leaf therefore comes
   value would make the condition raise);
 - :class:`Comparable` holds when the comparison evaluates at all (to true or false).
 
-"Evaluates to false" is ``Comparable & ~Compare``, which a database can compute without ever
-taking ``NOT`` of an unknown value: SQL's three-valued logic lets ``NOT (level > 3)`` drop a
-NULL row out of a deny and into the result, which this tree makes impossible to write.
+"Evaluates to false" is ``Comparable & ~Compare``, and every leaf is two-valued, so a ``NOT``
+never meets an unknown. A naive translation gets this wrong both ways: a deny rule ``level
+greater_than 3 and locked equals true`` becomes ``NOT (level > 3 AND locked)``, TRUE for a NULL
+level on an unlocked row (``NULL AND FALSE`` is FALSE) although the core raises on the NULL
+first and denies; and a role that grants the action becomes ``TRUE OR ...``, letting through
+rows on which an applicable allow rule's condition raises (the core denies those too).
 
 Each node can also judge one :class:`Resource` in Python (:meth:`matches`), with the core's own
 compiled conditions, so a filter can be checked against the per-row decision without a
