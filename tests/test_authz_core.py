@@ -4,6 +4,8 @@ decision order and its explanations (bastion.core.authz)."""
 from __future__ import annotations
 
 import itertools
+import sys
+import types
 
 import pytest
 from hypothesis import given, settings
@@ -74,6 +76,20 @@ def _meaning(text: str) -> set[tuple[str, str, str | None]]:
 def test_covers_agrees_with_the_naive_set_reference(grant: str, required: str) -> None:
     expected = _meaning(required) <= _meaning(grant)
     assert Permission.parse(grant).covers(Permission.parse(required)) is expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(permissions, permissions)
+def test_overlaps_agrees_with_the_naive_set_reference(deny: str, required: str) -> None:
+    d, r = Permission.parse(deny), Permission.parse(required)
+    if d.scope == "own" and r.scope is None:
+        expected = False  # reached through ownership only (needs_owner), not by overlap
+    else:
+        expected = bool(_meaning(required) & _meaning(deny))
+    assert d.overlaps(r) is expected
+    if not any(part == "*" for part in (r.resource, r.action, r.scope)) and r.scope is not None:
+        # with nothing to widen, a deny overlaps exactly what it would cover as a grant
+        assert d.overlaps(r) is d.covers(r)
 
 
 @settings(max_examples=300, deadline=None)
@@ -696,3 +712,20 @@ def test_a_diamond_explains_with_the_shortest_path_and_grants_once() -> None:
     d = policy.evaluate({"id": "u", "roles": ["top"]}, None, "docs:read")
     assert (d.role, d.via) == ("base", ("top", "left", "base"))
     assert policy.permissions_of({"id": "u", "roles": ["top"]}) == {"docs:read"}
+
+
+def test_filter_hands_over_to_the_filters_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A local stand-in for helper authz-filters' module: Policy.filter is a thin call.
+    calls: list[tuple[object, ...]] = []
+    stand_in = types.ModuleType("bastion.core.authz.filters")
+
+    def filter_for(*args: object) -> str:
+        calls.append(args)
+        return "the filter"
+
+    stand_in.filter_for = filter_for  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bastion.core.authz.filters", stand_in)
+    policy = _document_policy()
+    result: object = policy.filter(USER, "read", "document", {"k": 1})
+    assert result == "the filter"
+    assert calls == [(policy, USER, "read", "document", {"k": 1})]

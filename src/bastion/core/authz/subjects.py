@@ -27,7 +27,9 @@ MAX_ID_LENGTH: Final = 512
 
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
 _NO_TENANTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({})
-_SUBJECT_KEYS: Final = frozenset({"id", "roles", "tenant_roles", "grants", "denies", "version"})
+_SUBJECT_KEYS: Final = frozenset(
+    {"id", "roles", "tenant_roles", "grants", "denies", "version", "permissions"}
+)
 _RESOURCE_FIELDS: Final = ("id", "type", "owner", "owner_id", "tenant")
 
 
@@ -100,19 +102,33 @@ class Subject:
     version: int | None = None
 
     def __post_init__(self) -> None:
+        # Built per request (often per decision): the common shape (a frozenset of roles,
+        # nothing else) is checked without copying anything.
         _text("subject id", self.id)
-        object.__setattr__(self, "roles", _roles("subject roles", self.roles))
-        if not isinstance(self.tenant_roles, Mapping):
-            raise AuthzInputError("subject tenant_roles must map a tenant to role names")
-        tenants: dict[str, frozenset[str]] = {}
-        for tenant, roles in self.tenant_roles.items():
-            tenants[str(_text("subject tenant", tenant))] = _roles(
-                f"subject tenant_roles[{tenant!r}]", roles
-            )
-        object.__setattr__(self, "tenant_roles", MappingProxyType(tenants))
-        object.__setattr__(self, "grants", _permissions("subject grants", self.grants))
-        object.__setattr__(self, "denies", _permissions("subject denies", self.denies))
-        object.__setattr__(self, "attributes", _attributes("subject attributes", self.attributes))
+        if type(self.roles) is frozenset:
+            for role in self.roles:
+                if not is_segment(role):
+                    raise AuthzInputError(
+                        f"subject roles holds {role!r:.60}, not a role name ([a-z0-9][a-z0-9_.-]*)"
+                    )
+        else:
+            object.__setattr__(self, "roles", _roles("subject roles", self.roles))
+        if self.tenant_roles is not _NO_TENANTS:
+            if not isinstance(self.tenant_roles, Mapping):
+                raise AuthzInputError("subject tenant_roles must map a tenant to role names")
+            tenants: dict[str, frozenset[str]] = {}
+            for tenant, roles in self.tenant_roles.items():
+                tenants[str(_text("subject tenant", tenant))] = _roles(
+                    f"subject tenant_roles[{tenant!r}]", roles
+                )
+            object.__setattr__(self, "tenant_roles", MappingProxyType(tenants))
+        if self.grants != ():
+            object.__setattr__(self, "grants", _permissions("subject grants", self.grants))
+        if self.denies != ():
+            object.__setattr__(self, "denies", _permissions("subject denies", self.denies))
+        if self.attributes is not _EMPTY:
+            attributes = _attributes("subject attributes", self.attributes)
+            object.__setattr__(self, "attributes", attributes)
         if self.version is not None and (
             isinstance(self.version, bool) or not isinstance(self.version, int)
         ):
@@ -131,16 +147,19 @@ class Subject:
             )
         if "id" not in value:
             raise AuthzInputError("a subject mapping needs an 'id'")
-        grants = list(_permissions("subject grants", value.get("grants", ())))
-        grants += _permissions("subject permissions", value.get("permissions", ()))
-        attributes = {
-            k: v for k, v in value.items() if k not in _SUBJECT_KEYS and k != "permissions"
-        }
+        grants: object = value.get("grants", ())
+        if "permissions" in value:
+            grants = (
+                *_permissions("subject grants", grants),
+                *_permissions("subject permissions", value["permissions"]),
+            )
+        extra = value.keys() - _SUBJECT_KEYS
+        attributes = {k: value[k] for k in extra} if extra else _EMPTY
         return cls(
             id=value["id"],
-            roles=value.get("roles", frozenset()),
+            roles=_roles("subject roles", value.get("roles", ())),
             tenant_roles=value.get("tenant_roles", _NO_TENANTS),
-            grants=tuple(grants),
+            grants=grants,  # type: ignore[arg-type]  # checked in __post_init__
             denies=value.get("denies", ()),
             attributes=attributes,
             version=value.get("version"),
