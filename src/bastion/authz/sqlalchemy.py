@@ -222,6 +222,16 @@ def _same_kind(kind: type, value: object) -> bool:
     return isinstance(value, kind)
 
 
+def _bound(value: object, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``value`` as a parameter of its own type: typed as an Integer column, ``-0.5`` would be
+    sent as ``0`` (and ``level equals -0.5`` would match ``level = 0``)."""
+    if isinstance(value, float):
+        return sa.literal(value, sa.Float())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return sa.literal(value, sa.BigInteger())
+    return sa.literal(value, column.type)
+
+
 def _text(column: ColumnElement[Any], kind: type) -> ColumnElement[Any]:
     return _codepoint(column) if kind is str else column
 
@@ -234,15 +244,13 @@ def _comparison(  # noqa: PLR0911 (one return per operator family)
         if not _same_kind(kind, value):
             return None
         left = _text(column, kind)
-        bound = sa.literal(value, column.type)
+        bound = _bound(value, column)
         return left == bound if operator is Operator.EQUALS else left != bound
     if operator in _ORDERING:
         if kind is bool or not _same_kind(kind, value):
             return None
         left = _text(column, kind)
-        result: ColumnElement[bool] = getattr(left, _ORDERING[operator])(
-            sa.literal(value, column.type)
-        )
+        result: ColumnElement[bool] = getattr(left, _ORDERING[operator])(_bound(value, column))
         return result
     if operator is Operator.STARTS_WITH:
         if kind is not str or not isinstance(value, str):
@@ -275,7 +283,7 @@ def _membership(
         items = [item for item in value if _same_kind(kind, item)]
         if not items:
             return sa.false()
-        return _text(column, kind).in_([sa.literal(item, column.type) for item in items])
+        return _text(column, kind).in_([_bound(item, column) for item in items])
     return None
 
 
