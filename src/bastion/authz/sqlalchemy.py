@@ -7,20 +7,20 @@
 
 returns exactly the documents for which ``policy.evaluate(subject, <row>, "read")`` allows.
 
-Every clause built here is two-valued: it is TRUE or FALSE for every row, never NULL. A leaf
-over a nullable column spells out what the per-row check does with ``None`` (a comparison with
-``None`` raises in the core, so the row is denied), and a comparison that the core refuses for
-the column's type (``level equals "3"``, ``public greater_than 1``) is decided here, once, from
-the core's own condition code, instead of being left to the database's casts (PostgreSQL
-would read ``'3'`` as the integer ``3``; SQLite compares anything with anything). Text is
+Every clause built here is two-valued: it is TRUE or FALSE for every row, never NULL. What a
+leaf does with a NULL, and whether a value of the column's type can be compared with the
+literal at all, is asked once of the core's own condition code (most comparisons with
+``None`` raise, so the row is denied; ``in`` a list is merely false), never left to the
+database's casts: ``level equals "3"`` raises in the core for every row, where PostgreSQL
+would read ``'3'`` as the integer ``3`` and SQLite compares anything with anything. Literals
+are bound with their own type (``level equals -0.5`` never reaches the database as ``0``). Text is
 compared by code point, as Python compares ``str``: ``COLLATE "C"`` on PostgreSQL and
 ``COLLATE BINARY`` on SQLite, so a database collation cannot widen ``starts_with`` or
 ``greater_than``; other dialects compare with the column's own collation.
 
 Limitations: columns must be Boolean, Integer, Float or String/Text typed (``python_type``
 ``bool``, ``int``, ``float`` or ``str``); a float column holding NaN on PostgreSQL is not
-excluded the way the core's NaN check would exclude it; integer literals must fit the
-column's SQL type.
+excluded the way the core's NaN check would exclude it; integer literals must fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from bastion.core.authz.filters import Filter
 
 __all__ = ["columns_of", "to_sqlalchemy"]
-
-Columns = Mapping[str, "ColumnElement[Any]"]
 
 _KINDS: dict[type, object] = {bool: False, int: 0, float: 0.0, str: ""}
 """Column kinds supported, each with a probe value handed to the core's condition code."""

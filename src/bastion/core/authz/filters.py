@@ -155,7 +155,8 @@ def _leaf(attribute: str, operator: Operator, value: object) -> Outcome:
     """``resource.<attribute> <operator> <value>`` for a plain value."""
     if isinstance(value, _SEQUENCES) and operator in (Operator.IN, Operator.NOT_IN):
         # Items the core can never find (a dict, a NaN) are dropped; the rest are literals.
-        value = tuple(item for item in value if _literal_item(item))
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        value = tuple(item for item in items if _literal_item(item))  # sets: a stable text
     try:
         compare = Compare(attribute, operator, value)
     except ConfigurationError:
