@@ -57,8 +57,11 @@ class Permission:
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("resource", "action", "scope"):
-            value = getattr(self, name)
+        for name, value in (
+            ("resource", self.resource),
+            ("action", self.action),
+            ("scope", self.scope),
+        ):
             if name == "scope" and value is None:
                 continue
             if (
