@@ -28,7 +28,7 @@ from bastion.core.authz.conditions import (
     Operator,
     Ref,
 )
-from bastion.core.authz.filters import Compare, filter_for
+from bastion.core.authz.filters import Comparable, Compare, filter_for
 from bastion.core.authz.policy import Effect, Policy, Rule
 from bastion.core.authz.roles import Role
 from bastion.core.authz.subjects import Resource, Subject
@@ -629,3 +629,39 @@ def test_without_sqlalchemy_the_module_names_the_extra() -> None:
     )
     assert result.returncode == 1
     assert "pip install 'bastion[sqlalchemy]'" in result.stderr
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_nan_in_a_float_column_is_no_value(database: str, request: pytest.FixtureRequest) -> None:
+    engine: Engine = request.getfixturevalue(f"{database}_engine")
+    scores = sa.Table(
+        "scores",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("score", sa.Float),
+    )
+    scores.create(engine, checkfirst=True)
+    values = [0.5, 2.0, float("nan"), None, -1.0]
+    rows = [{"id": index, "score": value} for index, value in enumerate(values)]
+    with engine.begin() as conn:
+        conn.execute(scores.delete())
+        conn.execute(scores.insert(), rows)
+        stored = dict(conn.execute(sa.select(scores.c.id, scores.c.score)).all())
+    leaves = [
+        Compare("score", Operator.GREATER_THAN, 1),
+        Compare("score", Operator.NOT_EQUALS, 0.5),
+        Compare("score", Operator.NOT_IN, (2.0,)),
+        Comparable("score", Operator.LESS_THAN, 1),
+    ]
+    for leaf in leaves:
+        with engine.connect() as conn:
+            got = set(conn.scalars(sa.select(scores.c.id).where(to_sqlalchemy(leaf, scores))))
+        # as the per-row check sees the rows the database gives back (SQLite: NaN is NULL)
+        expected = {
+            key
+            for key, value in stored.items()
+            if leaf.matches(Resource(type="score", attributes={"score": value}))
+        }
+        assert got == expected, str(leaf)
+        if database == "postgres":
+            assert 2 not in got  # the NaN row: no operator lets it through

@@ -19,8 +19,8 @@ compared by code point, as Python compares ``str``: ``COLLATE "C"`` on PostgreSQ
 ``greater_than``; other dialects compare with the column's own collation.
 
 Limitations: columns must be Boolean, Integer, Float or String/Text typed (``python_type``
-``bool``, ``int``, ``float`` or ``str``); a float column holding NaN on PostgreSQL is not
-excluded the way the core's NaN check would exclude it; integer literals must fit in 64 bits.
+``bool``, ``int``, ``float`` or ``str``; a float column's NaN counts as no value, as the
+core's NaN check has it); integer literals must fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -84,6 +84,26 @@ def _codepoint_postgresql(element: _codepoint, compiler: SQLCompiler, **kw: Any)
 @compiles(_codepoint, "sqlite")
 def _codepoint_sqlite(element: _codepoint, compiler: SQLCompiler, **kw: Any) -> str:
     return f"({compiler.process(element.clauses, **kw)}) COLLATE BINARY"
+
+
+class _not_nan(FunctionElement[bool]):  # noqa: N801 (SQLAlchemy names constructs in lower case)
+    """A float column's value is not NaN (PostgreSQL stores NaN; SQLite turns it into NULL)."""
+
+    inherit_cache = True
+    name = "not_nan"
+    type = sa.Boolean()
+
+
+@compiles(_not_nan)
+def _not_nan_default(element: _not_nan, compiler: SQLCompiler, **kw: Any) -> str:
+    inner = compiler.process(element.clauses, **kw)
+    return f"({inner}) = ({inner})"  # NaN never equals itself where it exists by IEEE rules
+
+
+@compiles(_not_nan, "postgresql")
+def _not_nan_postgresql(element: _not_nan, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL orders NaN above every number and makes it equal to itself
+    return f"({compiler.process(element.clauses, **kw)}) <> 'NaN'::float8"
 
 
 def columns_of(model: object) -> dict[str, ColumnElement[Any]]:
@@ -173,7 +193,7 @@ class _Translator:
             if built is None:  # pragma: no cover - the core raises for every such pair today
                 built = sa.true() if compare.matches(sample) else sa.false()
             when_set = built
-        return _nullable(column, when_null=when_null, when_set=when_set)
+        return _nullable(column, kind, when_null=when_null, when_set=when_set)
 
 
 _FIELDS = {"owner": "owner", "owner_id": "owner", "tenant": "tenant", "id": "id"}
@@ -200,16 +220,23 @@ def _probe_resource(attribute: str, value: object) -> Resource:
 
 
 def _nullable(
-    column: ColumnElement[Any], *, when_null: bool, when_set: ColumnElement[bool]
+    column: ColumnElement[Any], kind: type, *, when_null: bool, when_set: ColumnElement[bool]
 ) -> ColumnElement[bool]:
-    """``when_set`` for rows with a value, ``when_null`` for NULL: never NULL itself."""
-    is_set = column.is_not(None)
-    if isinstance(when_set, sa.True_):
-        return sa.true() if when_null else is_set
+    """``when_set`` for rows with a value, ``when_null`` for NULL: never NULL itself.
+
+    A float column's NaN is no value either: the core raises on it whatever the operator.
+    """
+    is_set: ColumnElement[bool] = column.is_not(None)
+    if kind is float:
+        is_set = sa.and_(is_set, _not_nan(column))
     if isinstance(when_set, sa.False_):
         return column.is_(None) if when_null else sa.false()
-    guarded = sa.and_(is_set, when_set)
-    return sa.or_(column.is_(None), guarded) if when_null else guarded
+    guarded = is_set if isinstance(when_set, sa.True_) else sa.and_(is_set, when_set)
+    if not when_null:
+        return guarded
+    if kind is not float and isinstance(when_set, sa.True_):
+        return sa.true()
+    return sa.or_(column.is_(None), guarded)
 
 
 def _same_kind(kind: type, value: object) -> bool:
