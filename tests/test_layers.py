@@ -26,6 +26,7 @@ RANK: dict[str, float] = {
     "apikeys": 3.5,
     "tokens": 3.5,
     "authz": 3.5,
+    "oidc": 3.5,
     # the Bastion configuration and the runtime built from it (one layer, see SAME_LAYER):
     # above every engine
     "config": 3.6,
