@@ -7,20 +7,20 @@
 
 returns exactly the documents for which ``policy.evaluate(subject, <row>, "read")`` allows.
 
-Every clause built here is two-valued: it is TRUE or FALSE for every row, never NULL. A leaf
-over a nullable column spells out what the per-row check does with ``None`` (a comparison with
-``None`` raises in the core, so the row is denied), and a comparison that the core refuses for
-the column's type (``level equals "3"``, ``public greater_than 1``) is decided here, once, from
-the core's own condition code, instead of being left to the database's casts (PostgreSQL
-would read ``'3'`` as the integer ``3``; SQLite compares anything with anything). Text is
+Every clause built here is two-valued: it is TRUE or FALSE for every row, never NULL. What a
+leaf does with a NULL, and whether a value of the column's type can be compared with the
+literal at all, is asked once of the core's own condition code (most comparisons with
+``None`` raise, so the row is denied; ``in`` a list is merely false), never left to the
+database's casts: ``level equals "3"`` raises in the core for every row, where PostgreSQL
+would read ``'3'`` as the integer ``3`` and SQLite compares anything with anything. Literals
+are bound with their own type (``level equals -0.5`` never reaches the database as ``0``). Text is
 compared by code point, as Python compares ``str``: ``COLLATE "C"`` on PostgreSQL and
 ``COLLATE BINARY`` on SQLite, so a database collation cannot widen ``starts_with`` or
 ``greater_than``; other dialects compare with the column's own collation.
 
 Limitations: columns must be Boolean, Integer, Float or String/Text typed (``python_type``
-``bool``, ``int``, ``float`` or ``str``); a float column holding NaN on PostgreSQL is not
-excluded the way the core's NaN check would exclude it; integer literals must fit the
-column's SQL type.
+``bool``, ``int``, ``float`` or ``str``; a float column's NaN counts as no value, as the
+core's NaN check has it); integer literals must fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from bastion.core.authz.filters import Filter
 
 __all__ = ["columns_of", "to_sqlalchemy"]
-
-Columns = Mapping[str, "ColumnElement[Any]"]
 
 _KINDS: dict[type, object] = {bool: False, int: 0, float: 0.0, str: ""}
 """Column kinds supported, each with a probe value handed to the core's condition code."""
@@ -86,6 +84,26 @@ def _codepoint_postgresql(element: _codepoint, compiler: SQLCompiler, **kw: Any)
 @compiles(_codepoint, "sqlite")
 def _codepoint_sqlite(element: _codepoint, compiler: SQLCompiler, **kw: Any) -> str:
     return f"({compiler.process(element.clauses, **kw)}) COLLATE BINARY"
+
+
+class _not_nan(FunctionElement[bool]):  # noqa: N801 (SQLAlchemy names constructs in lower case)
+    """A float column's value is not NaN (PostgreSQL stores NaN; SQLite turns it into NULL)."""
+
+    inherit_cache = True
+    name = "not_nan"
+    type = sa.Boolean()
+
+
+@compiles(_not_nan)
+def _not_nan_default(element: _not_nan, compiler: SQLCompiler, **kw: Any) -> str:
+    inner = compiler.process(element.clauses, **kw)
+    return f"({inner}) = ({inner})"  # NaN never equals itself where it exists by IEEE rules
+
+
+@compiles(_not_nan, "postgresql")
+def _not_nan_postgresql(element: _not_nan, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL orders NaN above every number and makes it equal to itself
+    return f"({compiler.process(element.clauses, **kw)}) <> 'NaN'::float8"
 
 
 def columns_of(model: object) -> dict[str, ColumnElement[Any]]:
@@ -175,7 +193,7 @@ class _Translator:
             if built is None:  # pragma: no cover - the core raises for every such pair today
                 built = sa.true() if compare.matches(sample) else sa.false()
             when_set = built
-        return _nullable(column, when_null=when_null, when_set=when_set)
+        return _nullable(column, kind, when_null=when_null, when_set=when_set)
 
 
 _FIELDS = {"owner": "owner", "owner_id": "owner", "tenant": "tenant", "id": "id"}
@@ -202,16 +220,23 @@ def _probe_resource(attribute: str, value: object) -> Resource:
 
 
 def _nullable(
-    column: ColumnElement[Any], *, when_null: bool, when_set: ColumnElement[bool]
+    column: ColumnElement[Any], kind: type, *, when_null: bool, when_set: ColumnElement[bool]
 ) -> ColumnElement[bool]:
-    """``when_set`` for rows with a value, ``when_null`` for NULL: never NULL itself."""
-    is_set = column.is_not(None)
-    if isinstance(when_set, sa.True_):
-        return sa.true() if when_null else is_set
+    """``when_set`` for rows with a value, ``when_null`` for NULL: never NULL itself.
+
+    A float column's NaN is no value either: the core raises on it whatever the operator.
+    """
+    is_set: ColumnElement[bool] = column.is_not(None)
+    if kind is float:
+        is_set = sa.and_(is_set, _not_nan(column))
     if isinstance(when_set, sa.False_):
         return column.is_(None) if when_null else sa.false()
-    guarded = sa.and_(is_set, when_set)
-    return sa.or_(column.is_(None), guarded) if when_null else guarded
+    guarded = is_set if isinstance(when_set, sa.True_) else sa.and_(is_set, when_set)
+    if not when_null:
+        return guarded
+    if kind is not float and isinstance(when_set, sa.True_):
+        return sa.true()
+    return sa.or_(column.is_(None), guarded)
 
 
 def _same_kind(kind: type, value: object) -> bool:
@@ -220,6 +245,16 @@ def _same_kind(kind: type, value: object) -> bool:
     if kind in (int, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
     return isinstance(value, kind)
+
+
+def _bound(value: object, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``value`` as a parameter of its own type: typed as an Integer column, ``-0.5`` would be
+    sent as ``0`` (and ``level equals -0.5`` would match ``level = 0``)."""
+    if isinstance(value, float):
+        return sa.literal(value, sa.Float())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return sa.literal(value, sa.BigInteger())
+    return sa.literal(value, column.type)
 
 
 def _text(column: ColumnElement[Any], kind: type) -> ColumnElement[Any]:
@@ -234,15 +269,13 @@ def _comparison(  # noqa: PLR0911 (one return per operator family)
         if not _same_kind(kind, value):
             return None
         left = _text(column, kind)
-        bound = sa.literal(value, column.type)
+        bound = _bound(value, column)
         return left == bound if operator is Operator.EQUALS else left != bound
     if operator in _ORDERING:
         if kind is bool or not _same_kind(kind, value):
             return None
         left = _text(column, kind)
-        result: ColumnElement[bool] = getattr(left, _ORDERING[operator])(
-            sa.literal(value, column.type)
-        )
+        result: ColumnElement[bool] = getattr(left, _ORDERING[operator])(_bound(value, column))
         return result
     if operator is Operator.STARTS_WITH:
         if kind is not str or not isinstance(value, str):
@@ -275,7 +308,7 @@ def _membership(
         items = [item for item in value if _same_kind(kind, item)]
         if not items:
             return sa.false()
-        return _text(column, kind).in_([sa.literal(item, column.type) for item in items])
+        return _text(column, kind).in_([_bound(item, column) for item in items])
     return None
 
 
