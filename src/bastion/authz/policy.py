@@ -110,7 +110,7 @@ class AuthzPolicy:
         if isinstance(policy, Policy):
             return policy
         # files.py belongs to helper authz-load; until it lands the import is unresolved.
-        from bastion.authz.files import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 (only for a file)
+        from bastion.authz.files import (  # noqa: PLC0415 (only for a file)
             policy_from_file,
         )
 

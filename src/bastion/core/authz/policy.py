@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from bastion.core.authz.decision import Decision
 
     # filters.py belongs to helper authz-filters; until it lands the import is unresolved.
-    from bastion.core.authz.filters import Filter  # type: ignore[import-not-found, unused-ignore]
+    from bastion.core.authz.filters import Filter
 
 __all__ = ["CompiledRule", "Effect", "Match", "Policy", "Rule"]
 
@@ -380,7 +380,7 @@ class Policy:
     ) -> Filter:
         """The residual filter over resources of ``resource_type`` that ``subject`` may
         ``action`` (see :mod:`bastion.core.authz.filters`)."""
-        from bastion.core.authz.filters import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 (loaded when asked: filters imports this module)
+        from bastion.core.authz.filters import (  # noqa: PLC0415 (loaded when asked: filters imports this module)
             filter_for,
         )
 
