@@ -109,7 +109,6 @@ class AuthzPolicy:
         policy = self.policy
         if isinstance(policy, Policy):
             return policy
-        # files.py belongs to helper authz-load; until it lands the import is unresolved.
         from bastion.authz.files import (  # noqa: PLC0415 (only for a file)
             policy_from_file,
         )
