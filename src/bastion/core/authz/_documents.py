@@ -331,6 +331,8 @@ def parse_yaml(text: str) -> Node:
     try:
         try:
             root = loader.get_single_node()
+        except RecursionError:  # PyYAML composes nested collections recursively
+            raise DocumentError(f"nested deeper than {MAX_DEPTH} levels", line=1) from None
         except yaml.YAMLError as exc:
             raise DocumentError(
                 f"invalid YAML: {_yaml_problem(exc)}", line=_mark_line(exc)
@@ -351,6 +353,8 @@ def parse_toml(text: str) -> Node:
     """The TOML document ``text`` as a tree; lines come from a second pass over the text."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise DocumentError(f"nested deeper than {MAX_DEPTH} levels", line=1) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_AT.search(message)
