@@ -21,9 +21,18 @@ from tests.authz_http_support import World
 
 from bastion.asgi.authz import AuthzMiddleware
 from bastion.asgi.bearer import BearerMiddleware
+from bastion.authz import AuthzPolicy, Policy, Role
+from bastion.authz.service import Authorizer
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import FrozenClock
+from bastion.core.keys import KeyRing
+from bastion.engine.authz.record import ChangeKind
+from bastion.errors import Forbidden, SelfGrantRefused
 from bastion.fastapi import require, require_owner
 from bastion.flask.authz import require_owner as flask_require_owner
 from bastion.starlette import requires_permission
+from bastion.stores.memory import MemoryStore
+from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi.authz import ShareAuthorizer as WSGIShareAuthorizer
 from bastion.wsgi.bearer import BearerMiddleware as WSGIBearerMiddleware
 
@@ -160,3 +169,66 @@ def test_flask_require_owner_with_an_integer_owner_denies_never_500() -> None:
     )
     answer = app.test_client().post("/posts/7", headers=world.auth("uma"))
     assert (answer.status_code, answer.json["error"]) == (403, "authz_bad_input")  # type: ignore[index]
+
+
+# -- self-granting through a second account ------------------------------------------------------
+
+
+def escalation_world() -> tuple[Authorizer, RecordingAuditSink]:
+    clock = FrozenClock(1_800_000_000.0)
+    sink = RecordingAuditSink()
+    auditor = Auditor(IdentifierHasher(KeyRing.generate()), clock, sink, aggregation=None)
+    policy = Policy(
+        roles=(
+            Role("super_admin", ("*",), ("admin",)),
+            Role("admin", ("authz:admin", "users:*"), ("user",)),
+            Role("user", ("posts:read",)),
+        )
+    )
+    authorizer = Authorizer(
+        AuthzPolicy(policy=policy), store=MemoryStore(clock=clock), auditor=auditor, clock=clock
+    )
+    assert authorizer.assignments is not None
+    seed = authorizer.assignments
+    seed.set_role_sync("seed", "root", "super_admin", may_administer=True)
+    seed.set_role_sync("seed", "alice", "admin", may_administer=True)
+    seed.set_role_sync("seed", "puppet", "user", may_administer=True)
+    seed.set_role_sync("seed", "bob", "user", may_administer=True)
+    sink.clear()
+    return authorizer, sink
+
+
+@pytest.mark.asyncio
+async def test_an_admin_cannot_escalate_through_a_second_account() -> None:
+    """``alice`` holds authz:admin but not ``*``. She cannot give herself super_admin
+    (SelfGrantRefused), so she gives it to ``puppet``, an account she also controls, which
+    then gives it to her: two calls through bastion's API and she holds ``*``. An actor may
+    only hand out roles and permissions they hold themselves."""
+    authz, sink = escalation_world()
+    with pytest.raises(SelfGrantRefused):
+        await authz.assign_role("alice", "alice", "super_admin")
+    with pytest.raises(Forbidden, match="hold themselves"):
+        await authz.assign_role("alice", "puppet", "super_admin")
+    with pytest.raises(Forbidden, match="hold themselves"):
+        await authz.set_role("alice", "puppet", "super_admin")
+    with pytest.raises(Forbidden, match="hold themselves"):
+        await authz.grant("alice", "puppet", "*")
+    with pytest.raises(Forbidden, match="hold themselves"):
+        await authz.grant("alice", "puppet", "billing:refund")
+    with pytest.raises(Forbidden, match="hold themselves"):  # demoting a superior
+        await authz.set_role("alice", "root", "user")
+    with pytest.raises(Forbidden, match="hold themselves"):
+        await authz.revoke_role("alice", "root", "super_admin")
+    with pytest.raises(Forbidden, match="hold themselves"):
+        authz.change_sync("alice", "puppet", ChangeKind.ASSIGN_ROLE, ("super_admin",))
+    assert (await authz.subject_for("puppet")).roles == frozenset({"user"})
+    assert (await authz.subject_for("root")).roles == frozenset({"super_admin"})
+    reasons = [e.details.get("reason") for e in sink.events if e.name == "authz_fail"]
+    assert reasons == ["self_grant"] + ["beyond_actor"] * 7
+    # What she holds herself she may still give, and take from someone no higher than her.
+    await authz.assign_role("alice", "bob", "admin")
+    await authz.grant("alice", "puppet", "users:delete")
+    await authz.set_role("alice", "bob", "user")
+    assert (await authz.subject_for("bob")).roles == frozenset({"user"})
+    await authz.set_role("root", "alice", "user")  # the super admin can demote her
+    assert (await authz.subject_for("alice")).roles == frozenset({"user"})

@@ -27,6 +27,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from bastion.authz._escalation import needs_target, refuse_escalation
 from bastion.authz.guide import Guide
 from bastion.authz.policy import AuthzPolicy
 from bastion.core.audit import EventName, Outcome
@@ -441,14 +442,22 @@ class Authorizer:
         client_ip: str | None = None,
     ) -> Assignment:
         """Change ``user_id``'s assignment as ``actor``, who must hold the administrator
-        permission (in ``tenant`` for a tenant change) and may not be ``user_id``."""
+        permission (in ``tenant`` for a tenant change), may not be ``user_id``, and may only
+        give or take roles and permissions they hold (:mod:`bastion.authz._escalation`)."""
         store = self._store()
-        allowed = self._may_administer(await self.subject_for(actor), tenant)
+        subject = await self.subject_for(actor)
+        allowed = self._may_administer(subject, tenant)
+        wanted = tuple(values)
+        if allowed and actor != user_id:  # else the store refuses, and audits why
+            target = await self.subject_for(user_id) if needs_target(kind) else None
+            refuse_escalation(
+                self.engine, self._auditor, subject, kind, wanted, tenant, target, client_ip
+            )
         return await store.change(
             actor,
             user_id,
             kind,
-            tuple(values),
+            wanted,
             tenant=tenant,
             may_administer=allowed,
             client_ip=client_ip,
@@ -466,12 +475,19 @@ class Authorizer:
     ) -> Assignment:
         """:meth:`change` for WSGI apps."""
         store = self._store()
-        allowed = self._may_administer(self.subject_for_sync(actor), tenant)
+        subject = self.subject_for_sync(actor)
+        allowed = self._may_administer(subject, tenant)
+        wanted = tuple(values)
+        if allowed and actor != user_id:  # else the store refuses, and audits why
+            target = self.subject_for_sync(user_id) if needs_target(kind) else None
+            refuse_escalation(
+                self.engine, self._auditor, subject, kind, wanted, tenant, target, client_ip
+            )
         return store.change_sync(
             actor,
             user_id,
             kind,
-            tuple(values),
+            wanted,
             tenant=tenant,
             may_administer=allowed,
             client_ip=client_ip,
