@@ -3,8 +3,12 @@ engine, and values chosen to confuse a decision. Each asserts the exact refusal.
 
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
 
+import pytest
+import sqlalchemy as sa
+
+from bastion.authz.sqlalchemy import to_sqlalchemy
 from bastion.core.authz.conditions import (
     MAX_CONDITION_DEPTH,
     AllOf,
@@ -19,6 +23,9 @@ from bastion.core.authz.policy import Effect, Policy, Rule
 from bastion.core.authz.roles import Role
 from bastion.core.authz.subjects import Resource, Subject
 from bastion.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 LEAF = Condition(Ref.parse("resource.level"), Operator.EQUALS, 1)
 
@@ -77,3 +84,61 @@ def test_a_condition_at_the_depth_limit_compiles_and_decides() -> None:
     )
     decision = policy.evaluate(subject, Resource(type="docs", attributes={"level": 1}), "read")
     assert decision.reason.value == "allowed_by_rule"
+
+
+# -- the SQL filter against SQLite's dynamic typing ------------------------------------------------
+
+
+def test_sqlite_values_of_another_storage_class_never_pass_the_filter(tmp_path: Path) -> None:
+    """SQLite keeps whatever was inserted: text ``'abc'`` or a blob in an INTEGER column. The
+    per-row check refuses such a row (``condition_error``: a text is not ordered against a
+    number), but SQLite orders every text and blob above every number, so ``level > 3`` let
+    both rows through the list filter."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "docs",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("level", sa.Integer),
+        sa.Column("title", sa.String),
+    )
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'docs.db'}")
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO docs VALUES (1, 5, 'a'), (2, 'abc', 'b'), (3, x'09', 'c'), "
+                "(4, 1, 'd'), (5, NULL, 'e'), (6, 4.5, 7), (7, 6, x'61')"
+            )
+        )
+    subject = Subject(id="u")
+    level = Ref.parse("resource.level")
+    title = Ref.parse("resource.title")
+    cases = {
+        "allow": (Condition(level, Operator.GREATER_THAN, 3), None),
+        "allow-text": (Condition(title, Operator.GREATER_OR_EQUAL, "a"), None),
+        "deny": (None, Condition(level, Operator.LESS_THAN, 3)),
+        "deny-text": (None, Condition(title, Operator.EQUALS, "b")),
+    }
+    try:
+        for name, (allow, deny) in cases.items():
+            rules = [Rule("all", Effect.ALLOW, ("docs:read",), "docs", when=allow)]
+            if deny is not None:
+                rules.append(Rule("no", Effect.DENY, ("docs:read",), "docs", when=deny))
+            policy = Policy(roles=(Role("user", ()),), rules=tuple(rules))
+            clause = to_sqlalchemy(policy.filter(subject, "docs:read", "docs"), table)
+            with engine.connect() as connection:
+                listed = {row.id for row in connection.execute(sa.select(table).where(clause))}
+                rows = list(connection.execute(sa.select(table)))
+            allowed = {
+                row.id
+                for row in rows
+                if policy.allows(
+                    subject,
+                    Resource(type="docs", attributes={"level": row.level, "title": row.title}),
+                    "docs:read",
+                )
+            }
+            assert listed == allowed, name
+    finally:
+        engine.dispose()

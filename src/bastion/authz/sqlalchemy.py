@@ -17,6 +17,13 @@ compared by code point, as Python compares ``str``: ``COLLATE "C"`` on PostgreSQ
 ``COLLATE BINARY`` on SQLite, so a database collation cannot widen ``starts_with`` or
 ``greater_than``; other dialects compare with the column's own collation.
 
+SQLite keeps whatever was inserted, whatever the column's type (text ``'abc'`` or a blob in an
+INTEGER column), and orders every text and blob above every number, so ``level > 3`` would
+pass them; the per-row check refuses them (a text is not ordered against a number). A value
+stored in another class than the column's kind (``typeof``) therefore never passes a leaf,
+as if the condition raised: never looser than the per-row check, stricter only where the
+core compares across kinds without raising (``in``/``not_in`` with such a value).
+
 Limitations: columns must be Boolean, Integer, Float or String/Text typed (``python_type``
 ``bool``, ``int``, ``float`` or ``str``); a float column holding NaN on PostgreSQL is not
 excluded the way the core's NaN check would exclude it; integer literals must fit the
@@ -86,6 +93,39 @@ def _codepoint_postgresql(element: _codepoint, compiler: SQLCompiler, **kw: Any)
 @compiles(_codepoint, "sqlite")
 def _codepoint_sqlite(element: _codepoint, compiler: SQLCompiler, **kw: Any) -> str:
     return f"({compiler.process(element.clauses, **kw)}) COLLATE BINARY"
+
+
+class _stored_as(FunctionElement[bool]):  # noqa: N801 (SQLAlchemy names constructs in lower case)
+    """Whether the column's value is stored as its kind (see the module docstring)."""
+
+    inherit_cache = True
+    name = "stored_as"
+    type = sa.Boolean()
+
+    def __init__(self, column: ColumnElement[Any], storage: str) -> None:
+        # ``storage`` is not in the cache key: it follows from the column's type, which is.
+        super().__init__(column)
+        self.storage = storage
+
+
+_SQLITE_STORAGE: dict[type, str] = {
+    bool: "'integer'",
+    int: "'integer', 'real'",
+    float: "'integer', 'real'",
+    str: "'text'",
+}
+"""The SQLite storage classes a value of each column kind comes back from the per-row load
+as (an INTEGER column's ``4.5`` is still a number; its ``'abc'`` is a text)."""
+
+
+@compiles(_stored_as)
+def _stored_as_default(_element: _stored_as, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "1 = 1"  # a typed database: the column only holds its own type
+
+
+@compiles(_stored_as, "sqlite")
+def _stored_as_sqlite(element: _stored_as, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"typeof({compiler.process(element.clauses, **kw)}) IN ({element.storage})"
 
 
 def columns_of(model: object) -> dict[str, ColumnElement[Any]]:
@@ -175,7 +215,7 @@ class _Translator:
             if built is None:  # pragma: no cover - the core raises for every such pair today
                 built = sa.true() if compare.matches(sample) else sa.false()
             when_set = built
-        return _nullable(column, when_null=when_null, when_set=when_set)
+        return _nullable(column, kind, when_null=when_null, when_set=when_set)
 
 
 _FIELDS = {"owner": "owner", "owner_id": "owner", "tenant": "tenant", "id": "id"}
@@ -202,12 +242,13 @@ def _probe_resource(attribute: str, value: object) -> Resource:
 
 
 def _nullable(
-    column: ColumnElement[Any], *, when_null: bool, when_set: ColumnElement[bool]
+    column: ColumnElement[Any], kind: type, *, when_null: bool, when_set: ColumnElement[bool]
 ) -> ColumnElement[bool]:
-    """``when_set`` for rows with a value, ``when_null`` for NULL: never NULL itself."""
-    is_set = column.is_not(None)
+    """``when_set`` for rows with a value of the column's ``kind``, ``when_null`` for NULL,
+    false for a value of another storage class (SQLite): never NULL itself."""
+    is_set = sa.and_(column.is_not(None), _stored_as(column, _SQLITE_STORAGE[kind]))
     if isinstance(when_set, sa.True_):
-        return sa.true() if when_null else is_set
+        return sa.or_(column.is_(None), is_set) if when_null else is_set
     if isinstance(when_set, sa.False_):
         return column.is_(None) if when_null else sa.false()
     guarded = sa.and_(is_set, when_set)
