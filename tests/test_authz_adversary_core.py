@@ -22,7 +22,7 @@ from bastion.core.authz.loader import PolicyError, load_policy
 from bastion.core.authz.policy import Effect, Policy, Rule
 from bastion.core.authz.roles import Role
 from bastion.core.authz.subjects import Resource, Subject
-from bastion.errors import ConfigurationError
+from bastion.errors import AuthzInputError, ConfigurationError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -142,3 +142,29 @@ def test_sqlite_values_of_another_storage_class_never_pass_the_filter(tmp_path: 
             assert listed == allowed, name
     finally:
         engine.dispose()
+
+
+# -- attributes that shadow a subject's identity ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attributes", "ref", "value"),
+    [
+        ({"id": "alice"}, "subject.id", "alice"),
+        ({"roles": ["admin"]}, "subject.roles", "admin"),
+    ],
+)
+def test_a_subject_attribute_cannot_shadow_its_id_or_roles(
+    attributes: dict[str, object], ref: str, value: str
+) -> None:
+    """References read ``attributes`` before the fields, so ``mallory`` with a profile
+    attribute ``id: alice`` passed ``resource.owner_id equals subject.id`` on alice's
+    document (and ``roles: [admin]`` passed ``subject.roles contains admin``), although the
+    ownership check proper (``:own``) compares the real id. A disagreeing attribute is
+    refused, as on Resource."""
+    with pytest.raises(AuthzInputError, match="disagrees with the subject's"):
+        Subject(id="mallory", roles=frozenset({"user"}), attributes=attributes)
+    agreeing = Subject(id="alice", roles=frozenset({"admin"}), attributes={"id": "alice"})
+    assert agreeing.attributes["id"] == "alice"
+    same_roles = Subject(id="u", roles=frozenset({"admin"}), attributes={"roles": ["admin"]})
+    assert same_roles.roles == frozenset({"admin"})
