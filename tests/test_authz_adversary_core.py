@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+from bastion.authz.guide import Guide
 from bastion.authz.sqlalchemy import to_sqlalchemy
 from bastion.core.authz.conditions import (
     MAX_CONDITION_DEPTH,
@@ -22,7 +23,7 @@ from bastion.core.authz.loader import PolicyError, load_policy
 from bastion.core.authz.policy import Effect, Policy, Rule
 from bastion.core.authz.roles import Role
 from bastion.core.authz.subjects import Resource, Subject
-from bastion.errors import AuthzInputError, ConfigurationError
+from bastion.errors import AuthzInputError, ConfigurationError, Forbidden
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -168,3 +169,35 @@ def test_a_subject_attribute_cannot_shadow_its_id_or_roles(
     assert agreeing.attributes["id"] == "alice"
     same_roles = Subject(id="u", roles=frozenset({"admin"}), attributes={"roles": ["admin"]})
     assert same_roles.roles == frozenset({"admin"})
+
+
+# -- the guide's decorator: whose dict is the user ----------------------------------------------
+
+
+def test_the_guide_decorator_never_takes_a_posted_dict_for_the_user() -> None:
+    """``delete(post, user)``: the post is a mapping with an ``"id"`` (perhaps the request's
+    JSON body, with ``"roles": ["admin"]`` of the client's choosing), and it came first, so
+    the decorator checked the post's "roles" instead of the user's."""
+    guide = Guide(Policy(roles=(Role("admin", ("posts:delete",)), Role("user", ("posts:read",)))))
+
+    @guide.require_permission("posts:delete")
+    def delete(post: dict[str, object], user: dict[str, object]) -> str:
+        return f"deleted {post['id']}"
+
+    forged = {"id": "p1", "roles": ["admin"], "title": "x"}
+    reader = {"id": "u1", "roles": ["user"]}
+    with pytest.raises(ConfigurationError, match="2 positional arguments could be the user"):
+        delete(forged, reader)
+    with pytest.raises(Forbidden):
+        delete(forged, user=reader)  # the keyword is the user
+    assert delete(forged, user={"id": "u2", "roles": ["admin"]}) == "deleted p1"
+    subject = Subject(id="u3", roles=frozenset({"admin"}))
+    assert guide.has_permission(subject, "posts:delete")
+
+    @guide.require_permission("posts:delete")
+    def by_subject(post: dict[str, object], who: Subject) -> str:
+        return "deleted"
+
+    assert by_subject(forged, subject) == "deleted"  # a Subject wins over a mapping
+    with pytest.raises(Forbidden):
+        by_subject(forged, Subject(id="u1", roles=frozenset({"user"})))
