@@ -47,9 +47,12 @@ def test_a_user_named_like_a_role_gets_nothing(name: str) -> None:
 
 
 def test_a_role_name_in_attributes_is_not_a_role() -> None:
-    s = Subject(id="u1", attributes={"role": "admin", "roles": ["admin"]})
+    s = Subject(id="u1", attributes={"role": "admin"})
     assert POLICY.evaluate(s, None, "users:delete").reason is AuthzReason.NO_MATCH
     assert not POLICY.has_role(s, "admin")
+    # A "roles" attribute would shadow the roles in conditions (subject.roles): refused.
+    with pytest.raises(AuthzInputError, match="disagrees"):
+        Subject(id="u1", attributes={"roles": ["admin"]})
 
 
 # -- wildcards across segment boundaries ------------------------------------------------------

@@ -301,7 +301,7 @@ async def test_fastapi_owner_from_the_loader_never_from_the_body(
     missing = await client.put("/api/posts/nope", headers=world.auth("uma"), json={})
     assert missing.status_code == 404
     assert world.fails()[0]["explanation"] == (
-        "denied: posts:update:own needs ownership and umar does not own posts:p-uma"
+        "denied: posts:update:own needs ownership and the user does not own posts:p-uma"
     )
 
 

@@ -22,10 +22,12 @@ no module-level policy to forget to set, and two apps in one process never share
 are the ones it holds (nothing is read from a store here, unlike
 :meth:`Authorizer.check <bastion.authz.service.Authorizer.check>`).
 :meth:`Guide.require_permission` finds the user in the ``user`` (or ``current_user``)
-keyword argument, else in the first positional argument that is a Subject or a mapping with an
-``"id"``; without one the call raises :class:`~bastion.errors.ConfigurationError` (a view
-wired wrongly never runs unchecked). A denial raises :class:`~bastion.errors.Forbidden`,
-whose ``decision`` explains it, and is audited when the guide belongs to an authorizer.
+keyword argument, else in the one positional argument that is a Subject (or, without one, the
+one mapping with an ``"id"``); without one, or with two candidates (``f(post, user)``, where
+the post could be taken for the user), the call raises
+:class:`~bastion.errors.ConfigurationError` (a view wired wrongly never runs unchecked). A
+denial raises :class:`~bastion.errors.Forbidden`, whose ``decision`` explains it, and is
+audited when the guide belongs to an authorizer.
 """
 
 from __future__ import annotations
@@ -123,10 +125,19 @@ def _user_of(args: tuple[object, ...], kwargs: Mapping[str, object], function: o
     for name in _USER_KEYWORDS:
         if name in kwargs:
             return kwargs[name]
-    for value in args:
-        if isinstance(value, Subject) or (isinstance(value, Mapping) and "id" in value):
-            return value
     name = getattr(function, "__qualname__", repr(function))
+    found: list[object] = [v for v in args if isinstance(v, Subject)]
+    found = found or [v for v in args if isinstance(v, Mapping) and "id" in v]
+    if len(found) > 1:
+        # f(post, user): the post (a mapping with an "id", perhaps the request's body, with
+        # "roles" of the client's choosing) would be taken for the user.
+        raise ConfigurationError(
+            f"require_permission on {name}: {len(found)} positional arguments could be the "
+            "user; pass it as user= (a Subject or the guide's dict)",
+            setting="require_permission",
+        )
+    if found:
+        return found[0]
     raise ConfigurationError(
         f"require_permission on {name} found no user: pass user= (a Subject or the guide's "
         "dict) or make it the first argument",

@@ -24,8 +24,10 @@ nobody can change their own assignment (:class:`~bastion.errors.SelfGrantRefused
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from bastion.authz._escalation import needs_target, refuse_escalation
 from bastion.authz.guide import Guide
 from bastion.authz.policy import AuthzPolicy
 from bastion.core.audit import EventName, Outcome
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTHZ_KEY",
+    "BAD_INPUT",
     "SESSION_VERSION_KEY",
     "STORE_UNAVAILABLE",
     "SUBJECT_KEY",
@@ -72,8 +75,12 @@ STORE_UNAVAILABLE: Final = Refusal(
     "Service unavailable: permissions cannot be read right now. Please try again shortly.\n",
 )
 
+BAD_INPUT: Final = Refusal("authz_bad_input", "Forbidden: this request cannot be authorized.\n")
+"""The refusal when the user id or the loaded resource is malformed (:meth:`Authorizer.gate`)."""
+
 _LOGGER: Final = logging.getLogger("bastion.security.authz")
 _ANYONE: Final = "anonymous"
+_USER: Final = "the user"
 
 
 class RequestUser(NamedTuple):
@@ -281,9 +288,12 @@ class Authorizer:
         first denial's reason. ``subject``: already loaded for this request."""
         if user is None:
             return self._unauthenticated(permissions, client_ip)
-        if subject is None or subject.id != user.id:
-            subject = await self.subject_for(user.id, version=user.version)
-        return self._judge(subject, permissions, resource, context, client_ip)
+        try:
+            if subject is None or subject.id != user.id:
+                subject = await self.subject_for(user.id, version=user.version)
+            return self._judge(subject, permissions, resource, context, client_ip)
+        except AuthzInputError as exc:
+            return self._bad_input(user, permissions, exc, client_ip)
 
     def gate_sync(
         self,
@@ -298,9 +308,12 @@ class Authorizer:
         """:meth:`gate` for WSGI apps."""
         if user is None:
             return self._unauthenticated(permissions, client_ip)
-        if subject is None or subject.id != user.id:
-            subject = self.subject_for_sync(user.id, version=user.version)
-        return self._judge(subject, permissions, resource, context, client_ip)
+        try:
+            if subject is None or subject.id != user.id:
+                subject = self.subject_for_sync(user.id, version=user.version)
+            return self._judge(subject, permissions, resource, context, client_ip)
+        except AuthzInputError as exc:
+            return self._bad_input(user, permissions, exc, client_ip)
 
     def _judge(
         self,
@@ -316,6 +329,30 @@ class Authorizer:
             if not decision.allowed:
                 return Verdict(403, denied_refusal(decision.reason.value), subject, decision)
         return Verdict(0, None, subject, decision)
+
+    def _bad_input(
+        self,
+        user: RequestUser,
+        permissions: Iterable[str],
+        exc: AuthzInputError,
+        client_ip: str | None,
+    ) -> Verdict:
+        """The answer when the request's user id (one the store refuses: too long, a lone
+        surrogate) or the resource the app loaded (an owner that is not text) cannot be
+        checked: the check denies (403 ``authz_bad_input``), never a 500 and never a
+        guess. The audit event names the kind of problem, never the value."""
+        self._auditor.emit(
+            EventName.AUTHZ_FAIL,
+            outcome=Outcome.BLOCKED,
+            user=user.id,
+            client_ip=client_ip,
+            details={
+                "reason": BAD_INPUT.error,
+                "action": ", ".join(permissions),
+                "problem": type(exc).__name__,
+            },
+        )
+        return Verdict(403, BAD_INPUT)
 
     def _unauthenticated(self, permissions: Iterable[str], client_ip: str | None) -> Verdict:
         wanted = ", ".join(permissions) or "this route"
@@ -355,8 +392,12 @@ class Authorizer:
         )
 
     def audit_denial(self, decision: Decision, *, client_ip: str | None = None) -> None:
-        """Emit ``authz_fail`` for ``decision`` (and log a condition that errored)."""
-        explanation = decision.explain()
+        """Emit ``authz_fail`` for ``decision`` (and log a condition that errored). The
+        explanation names "the user", never the id: the Auditor hashes ``user`` so that a
+        leaked log cannot be read back with a list of user names, and a clear-text id beside
+        it would undo that."""
+        anonymous = decision.subject == _ANYONE
+        explanation = (decision if anonymous else replace(decision, subject=_USER)).explain()
         if decision.reason is AuthzReason.CONDITION_ERROR:
             _LOGGER.warning("authorization condition could not be evaluated: %s", explanation)
         details: dict[str, DetailValue] = {
@@ -371,7 +412,7 @@ class Authorizer:
         self._auditor.emit(
             EventName.AUTHZ_FAIL,
             outcome=Outcome.BLOCKED,
-            user=None if decision.subject == _ANYONE else decision.subject,
+            user=None if anonymous else decision.subject,
             client_ip=client_ip,
             details={k: v for k, v in details.items() if v is not None},
         )
@@ -401,14 +442,22 @@ class Authorizer:
         client_ip: str | None = None,
     ) -> Assignment:
         """Change ``user_id``'s assignment as ``actor``, who must hold the administrator
-        permission (in ``tenant`` for a tenant change) and may not be ``user_id``."""
+        permission (in ``tenant`` for a tenant change), may not be ``user_id``, and may only
+        give or take roles and permissions they hold (:mod:`bastion.authz._escalation`)."""
         store = self._store()
-        allowed = self._may_administer(await self.subject_for(actor), tenant)
+        subject = await self.subject_for(actor)
+        allowed = self._may_administer(subject, tenant)
+        wanted = tuple(values)
+        if allowed and actor != user_id:  # else the store refuses, and audits why
+            target = await self.subject_for(user_id) if needs_target(kind) else None
+            refuse_escalation(
+                self.engine, self._auditor, subject, kind, wanted, tenant, target, client_ip
+            )
         return await store.change(
             actor,
             user_id,
             kind,
-            tuple(values),
+            wanted,
             tenant=tenant,
             may_administer=allowed,
             client_ip=client_ip,
@@ -426,12 +475,19 @@ class Authorizer:
     ) -> Assignment:
         """:meth:`change` for WSGI apps."""
         store = self._store()
-        allowed = self._may_administer(self.subject_for_sync(actor), tenant)
+        subject = self.subject_for_sync(actor)
+        allowed = self._may_administer(subject, tenant)
+        wanted = tuple(values)
+        if allowed and actor != user_id:  # else the store refuses, and audits why
+            target = self.subject_for_sync(user_id) if needs_target(kind) else None
+            refuse_escalation(
+                self.engine, self._auditor, subject, kind, wanted, tenant, target, client_ip
+            )
         return store.change_sync(
             actor,
             user_id,
             kind,
-            tuple(values),
+            wanted,
             tenant=tenant,
             may_administer=allowed,
             client_ip=client_ip,

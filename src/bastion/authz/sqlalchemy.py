@@ -18,6 +18,13 @@ compared by code point, as Python compares ``str``: ``COLLATE "C"`` on PostgreSQ
 ``COLLATE BINARY`` on SQLite, so a database collation cannot widen ``starts_with`` or
 ``greater_than``; other dialects compare with the column's own collation.
 
+SQLite keeps whatever was inserted, whatever the column's type (text ``'abc'`` or a blob in an
+INTEGER column), and orders every text and blob above every number, so ``level > 3`` would
+pass them; the per-row check refuses them (a text is not ordered against a number). A value
+stored in another class than the column's kind (``typeof``) therefore never passes a leaf,
+as if the condition raised: never looser than the per-row check, stricter only where the
+core compares across kinds without raising (``in``/``not_in`` with such a value).
+
 Limitations: columns must be Boolean, Integer, Float or String/Text typed (``python_type``
 ``bool``, ``int``, ``float`` or ``str``; a float column's NaN counts as no value, as the
 core's NaN check has it); integer literals must fit in 64 bits.
@@ -104,6 +111,39 @@ def _not_nan_default(element: _not_nan, compiler: SQLCompiler, **kw: Any) -> str
 def _not_nan_postgresql(element: _not_nan, compiler: SQLCompiler, **kw: Any) -> str:
     # PostgreSQL orders NaN above every number and makes it equal to itself
     return f"({compiler.process(element.clauses, **kw)}) <> 'NaN'::float8"
+
+
+class _stored_as(FunctionElement[bool]):  # noqa: N801 (SQLAlchemy names constructs in lower case)
+    """Whether the column's value is stored as its kind (see the module docstring)."""
+
+    inherit_cache = True
+    name = "stored_as"
+    type = sa.Boolean()
+
+    def __init__(self, column: ColumnElement[Any], storage: str) -> None:
+        # ``storage`` is not in the cache key: it follows from the column's type, which is.
+        super().__init__(column)
+        self.storage = storage
+
+
+_SQLITE_STORAGE: dict[type, str] = {
+    bool: "'integer'",
+    int: "'integer', 'real'",
+    float: "'integer', 'real'",
+    str: "'text'",
+}
+"""The SQLite storage classes a value of each column kind comes back from the per-row load
+as (an INTEGER column's ``4.5`` is still a number; its ``'abc'`` is a text)."""
+
+
+@compiles(_stored_as)
+def _stored_as_default(_element: _stored_as, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "1 = 1"  # a typed database: the column only holds its own type
+
+
+@compiles(_stored_as, "sqlite")
+def _stored_as_sqlite(element: _stored_as, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"typeof({compiler.process(element.clauses, **kw)}) IN ({element.storage})"
 
 
 def columns_of(model: object) -> dict[str, ColumnElement[Any]]:
@@ -222,21 +262,20 @@ def _probe_resource(attribute: str, value: object) -> Resource:
 def _nullable(
     column: ColumnElement[Any], kind: type, *, when_null: bool, when_set: ColumnElement[bool]
 ) -> ColumnElement[bool]:
-    """``when_set`` for rows with a value, ``when_null`` for NULL: never NULL itself.
+    """``when_set`` for rows with a value of the column's ``kind``, ``when_null`` for NULL,
+    false for a value of another storage class (SQLite): never NULL itself.
 
     A float column's NaN is no value either: the core raises on it whatever the operator.
     """
-    is_set: ColumnElement[bool] = column.is_not(None)
+    is_set: ColumnElement[bool] = sa.and_(
+        column.is_not(None), _stored_as(column, _SQLITE_STORAGE[kind])
+    )
     if kind is float:
         is_set = sa.and_(is_set, _not_nan(column))
     if isinstance(when_set, sa.False_):
         return column.is_(None) if when_null else sa.false()
     guarded = is_set if isinstance(when_set, sa.True_) else sa.and_(is_set, when_set)
-    if not when_null:
-        return guarded
-    if kind is not float and isinstance(when_set, sa.True_):
-        return sa.true()
-    return sa.or_(column.is_(None), guarded)
+    return sa.or_(column.is_(None), guarded) if when_null else guarded
 
 
 def _same_kind(kind: type, value: object) -> bool:

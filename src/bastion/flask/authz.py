@@ -42,7 +42,6 @@ from flask import session as flask_session
 
 from bastion.authz.service import AUTHZ_KEY, STORE_UNAVAILABLE, SUBJECT_KEY
 from bastion.core.authz.permission import Permission
-from bastion.core.authz.subjects import Resource
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.wsgi.authz import environ_user, refusal_parts, request_subject, route_refusal
 
@@ -152,8 +151,8 @@ def require_owner(
             loaded = loader(*args, **kwargs)
             if loaded is None:
                 abort(404)
-            resource = loaded if isinstance(loaded, Resource) else Resource.of(loaded)
-            refused = _check(found, (action,), resource)
+            # The check reads the guide's dict itself: a malformed row is a 403, never a 500.
+            refused = _check(found, (action,), loaded)
             return refused if refused is not None else view(*args, resource=loaded, **kwargs)
 
         return guarded

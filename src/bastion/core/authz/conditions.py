@@ -33,6 +33,7 @@ from bastion.core.authz.subjects import Resource, Subject
 from bastion.errors import BastionError, ConfigurationError
 
 __all__ = [
+    "MAX_CONDITION_DEPTH",
     "AllOf",
     "AnyOf",
     "Compiled",
@@ -50,6 +51,9 @@ Root = Literal["subject", "resource", "context"]
 _ROOTS: Final = ("subject", "resource", "context")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*", re.ASCII)
 MAX_PATH: Final = 8
+MAX_CONDITION_DEPTH: Final = 32
+"""Deepest nesting of ``all``/``any``/``not`` accepted (a policy file cannot nest deeper
+anyway: its documents stop at 64 levels, two per ``all``)."""
 _SEQUENCES: Final = (list, tuple, set, frozenset)
 
 
@@ -449,13 +453,36 @@ def _build(expr: Expression) -> Test:
     return lambda s, r, x: any(p(s, r, x) for p in parts)
 
 
+def _depth(expression: Expression) -> int:
+    """How many ``all``/``any``/``not`` levels ``expression`` nests (0 for a condition),
+    measured without recursion, stopping once past :data:`MAX_CONDITION_DEPTH`."""
+    deepest, stack = 0, [(expression, 0)]
+    while stack:
+        expr, depth = stack.pop()
+        if isinstance(expr, Condition):
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_CONDITION_DEPTH:
+            break
+        items = (expr.item,) if isinstance(expr, Not) else expr.items
+        stack.extend((item, depth + 1) for item in items)
+    return deepest
+
+
 def compile_condition(expression: Expression) -> Compiled:
     """Compile ``expression`` once into a closure tree (no ``eval``, no attribute access on
-    app objects). A ConfigurationError if it is not an expression."""
+    app objects). A ConfigurationError if it is not an expression, or if it nests deeper
+    than :data:`MAX_CONDITION_DEPTH` (compiling, printing and evaluating it recurse)."""
     if not isinstance(expression, Condition | AllOf | AnyOf | Not):
         raise ConfigurationError(
             f"a rule condition must be a Condition, AllOf, AnyOf or Not, "
             f"got {type(expression).__name__}",
+            setting="condition",
+        )
+    if _depth(expression) > MAX_CONDITION_DEPTH:
+        raise ConfigurationError(
+            f"a rule condition is nested deeper than {MAX_CONDITION_DEPTH} levels of all, any "
+            "and not; compiling and evaluating it would exhaust the stack",
             setting="condition",
         )
     return Compiled(source=expression, text=str(expression), test=_build(expression))

@@ -82,6 +82,15 @@ def _attributes(name: str, value: object) -> Mapping[str, object]:
     return MappingProxyType(dict(value))
 
 
+def _same_roles(value: object, roles: frozenset[str]) -> bool:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return False
+    try:
+        return frozenset(value) == roles
+    except TypeError:  # an unhashable item
+        return False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Subject:
     """The user (or service) asking.
@@ -91,7 +100,8 @@ class Subject:
     is the permission version the roles were read under (see ``bastion.engine.authz``).
     Attribute references ``subject.<name>`` read ``attributes`` first, then ``id`` and
     ``roles`` (the global roles as held, without inherited ones: a rule about roles says so
-    with its ``roles``, which count inheritance).
+    with its ``roles``, which count inheritance); an ``id`` or ``roles`` attribute must agree
+    with the field.
     """
 
     id: str
@@ -130,6 +140,14 @@ class Subject:
         if self.attributes is not _EMPTY:
             attributes = _attributes("subject attributes", self.attributes)
             object.__setattr__(self, "attributes", attributes)
+            # References read attributes first: an "id" or "roles" attribute that disagreed
+            # would pass `resource.owner_id equals subject.id` for another user's row.
+            if "id" in attributes and attributes["id"] != self.id:
+                raise AuthzInputError("subject attribute 'id' disagrees with the subject's id")
+            if "roles" in attributes and not _same_roles(attributes["roles"], self.roles):
+                raise AuthzInputError(
+                    "subject attribute 'roles' disagrees with the subject's roles"
+                )
         if self.version is not None and (
             isinstance(self.version, bool) or not isinstance(self.version, int)
         ):
