@@ -45,7 +45,7 @@ class _PureReference:
         return result.decision
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(rate=_rates, timeline=_timeline)
 def test_native_step_matches_the_pure_step(rate: Rate, timeline: list[tuple[int, int]]) -> None:
     pure = _PureReference()
@@ -63,7 +63,7 @@ def test_native_step_matches_the_pure_step(rate: Rate, timeline: list[tuple[int,
             assert (log.state(), expires) == (pure.state, pure.expires)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(rate=_rates, timeline=_timeline, keys=st.lists(st.sampled_from("ab"), min_size=120))
 def test_memory_store_matches_the_pure_step(
     rate: Rate, timeline: list[tuple[int, int]], keys: list[str]

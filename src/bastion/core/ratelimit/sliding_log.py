@@ -90,7 +90,7 @@ class SlidingLog:
         return f"SlidingLog({self.state()!r})"
 
 
-def native_sliding_log_step(
+def native_sliding_log_step(  # noqa: PLR0912, PLR0915 (the hot path: no call per decision)
     state: SlidingLog | State | None, now_us: int, cost: int, rate: Rate
 ) -> Step:
     """:func:`~bastion.core.ratelimit.algorithms.sliding_log_step` on a :class:`SlidingLog`.
@@ -141,20 +141,10 @@ def native_sliding_log_step(
         log.base = head
         expires = now_us + period
         remaining = limit - used
-        decision: Decision = _new(
-            Decision,
-            (True, limit, remaining, period / MICROS if period > 0 else 0.0, 0.0, rate.window),
-        )
+        window = rate.window  # the reset time too: the entry just made is the newest
+        decision: Decision = _new(Decision, (True, limit, remaining, window, 0.0, window))
         admitted: Step = _new(Step, (log, expires, decision))
         return admitted
-    return _refused(log, now_us, cost, rate)
-
-
-def _refused(log: SlidingLog, now_us: int, cost: int, rate: Rate) -> Step:
-    """The refusal of :func:`native_sliding_log_step`, its live part already found."""
-    period, limit = rate.period_us, rate.limit
-    times, costs, head, used = log.times, log.costs, log.head, log.used
-    size = len(times)
     retry = 0
     need = cost if cost < limit else limit
     freed = 0
