@@ -35,7 +35,9 @@ step runs to completion under it, so counts are exact across threads and tasks. 
 state if one is among the least recently used, else the one of those that had used the least of
 its limit: dropping it forgives the least, so a flood of new keys (say, one per IPv6 /64)
 cannot push out a client that is being refused. Danger: a dropped key starts over, so size
-``max_entries`` above the number of active keys.
+``max_entries`` above the number of active keys. A sliding log is kept as a mutable
+:class:`~bastion.core.ratelimit.sliding_log.SlidingLog`, changed in place, so a decision costs
+the entries it expires, not the log's length (the other algorithms' states are a few integers).
 """
 
 from __future__ import annotations
