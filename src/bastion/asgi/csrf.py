@@ -245,27 +245,28 @@ class CSRFMiddleware(ContextSource):
             # checker's answer is a pass: nothing else is read. (The hot path, written for
             # CPython 3.11: a plain loop costs half of isdisjoint(map(itemgetter(0), ...)), and
             # a subscript inside a zero-cost try a fraction of dict.get.)
-            overridden = False
             overrides = _OVERRIDE_NAMES  # a local: the loop reads it once per header
             for name, _value in scope["headers"]:
                 if name in overrides:
-                    overridden = True
                     break
-            try:
-                query = scope["query_string"]
-            except KeyError:
-                query = b""
-            if (
-                overridden or (query and (b"%" in query or b"method" in query.lower()))
-            ) and await self._refuse_override(scope, send):
-                return
-            if self.double_submit is None:
-                # Session tokens need nothing of this request until a template asks for one:
-                # the context is made then (see _context).
-                scope[CONTEXT_KEY] = self
-                await self.app(scope, receive, send)
             else:
-                await self.app(scope, receive, self._context_send(scope, send, None))
+                try:
+                    query = scope["query_string"]
+                except KeyError:
+                    query = b""
+                if not query or (b"%" not in query and b"method" not in query.lower()):
+                    if self.double_submit is None:
+                        # Session tokens need nothing of this request until a template asks
+                        # for one: the context is made then (see _context).
+                        scope[CONTEXT_KEY] = self
+                        await self.app(scope, receive, send)
+                    else:
+                        await self.app(scope, receive, self._context_send(scope, send, None))
+                    return
+            # An override header, or a query that may name ``_method``: the checker decides.
+            if await self._refuse_override(scope, send):
+                return
+            await self.app(scope, receive, self._context_send(scope, send, None))
             return
         await self._unsafe(scope, receive, send)
 

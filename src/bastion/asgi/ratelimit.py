@@ -188,8 +188,9 @@ class RateLimitMiddleware:
             await self._app(scope, receive, send)
             return
         if verdict.refusal is not None:
-            body = self._bodies.of(scope, verdict.refusal)
-            await _answer(send, verdict.status, body, verdict.raw_headers())
+            content_type, body = self._bodies.of(scope, verdict.refusal)
+            # send_refusal directly: a flood is all refusals, and each coroutine level costs
+            await send_refusal(send, verdict.status, content_type, body, verdict.raw_headers())
             return
         headers = verdict.raw_headers()
         if not headers:
@@ -250,22 +251,9 @@ async def _deny(
     if message.get("type") != "websocket.connect":
         return
     if WS_RESPONSE_EXTENSION in (scope.get("extensions") or {}):
-        await _answer(send, how.status, body, headers, websocket=True)
+        await send_refusal(send, how.status, *body, headers, websocket=True)
         return
     await send({"type": "websocket.close", "code": how.close_code, "reason": how.reason})
-
-
-async def _answer(
-    send: Send,
-    status: int,
-    body: tuple[bytes, bytes],
-    headers: list[tuple[bytes, bytes]],
-    *,
-    websocket: bool = False,
-) -> None:
-    """The 429 or 503 (``body``: its content type and bytes); for a WebSocket handshake, sent
-    as the ``websocket.http.response`` messages."""
-    await send_refusal(send, status, *body, headers, websocket=websocket)
 
 
 class _Bodies:

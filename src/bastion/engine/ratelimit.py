@@ -173,10 +173,17 @@ class RateLimiter:
                 decisions = await self._backend.hit(full, rule.strategy, rule.rates, cost)
         except StoreError as exc:
             return self._failed(rule, full, cost, exc, client_ip)
-        if len(decisions) == 1 and decisions[0].allowed and not self._failing:
-            return _new(
-                RateLimitResult, (rule, True, decisions, rule.names, rule.rates, False, False)
-            )
+        if len(decisions) == 1 and not self._failing:
+            if decisions[0].allowed:
+                return _new(
+                    RateLimitResult, (rule, True, decisions, rule.names, rule.rates, False, False)
+                )
+            if self._auditor is None and not rule.shadow and not self._shadow:
+                # _finish's answer when there is nothing to audit or shadow: a flood is all
+                # refusals, so they skip the call
+                return _new(
+                    RateLimitResult, (rule, False, decisions, rule.names, rule.rates, False, False)
+                )
         return self._finish(rule, decisions, rule.names, rule.rates, client_ip)
 
     def hit_sync(
@@ -196,10 +203,17 @@ class RateLimiter:
             decisions = self._backend.hit_sync(full, rule.strategy, rule.rates, cost)
         except StoreError as exc:
             return self._failed(rule, full, cost, exc, client_ip)
-        if len(decisions) == 1 and decisions[0].allowed and not self._failing:
-            return _new(
-                RateLimitResult, (rule, True, decisions, rule.names, rule.rates, False, False)
-            )
+        if len(decisions) == 1 and not self._failing:
+            if decisions[0].allowed:
+                return _new(
+                    RateLimitResult, (rule, True, decisions, rule.names, rule.rates, False, False)
+                )
+            if self._auditor is None and not rule.shadow and not self._shadow:
+                # _finish's answer when there is nothing to audit or shadow: a flood is all
+                # refusals, so they skip the call
+                return _new(
+                    RateLimitResult, (rule, False, decisions, rule.names, rule.rates, False, False)
+                )
         return self._finish(rule, decisions, rule.names, rule.rates, client_ip)
 
     async def check(self, request: RequestView, rules: RuleSet) -> Verdict:

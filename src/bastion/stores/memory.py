@@ -35,7 +35,9 @@ step runs to completion under it, so counts are exact across threads and tasks. 
 state if one is among the least recently used, else the one of those that had used the least of
 its limit: dropping it forgives the least, so a flood of new keys (say, one per IPv6 /64)
 cannot push out a client that is being refused. Danger: a dropped key starts over, so size
-``max_entries`` above the number of active keys.
+``max_entries`` above the number of active keys. A sliding log is kept as a mutable
+:class:`~bastion.core.ratelimit.sliding_log.SlidingLog`, changed in place, so a decision costs
+the entries it expires, not the log's length (the other algorithms' states are a few integers).
 """
 
 from __future__ import annotations
@@ -48,7 +50,17 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.clock import system_clock
-from bastion.core.ratelimit import MICROS, STEP_FUNCTIONS, Decision, Rate, State, apply_limits
+from bastion.core.ratelimit import (
+    MICROS,
+    STEP_FUNCTIONS,
+    Decision,
+    Rate,
+    State,
+    Step,
+    Strategy,
+    apply_limits,
+)
+from bastion.core.ratelimit.sliding_log import SlidingLog, native_sliding_log_step
 from bastion.errors import ConfigurationError, StoreError, StoreFull
 from bastion.stores.base import (
     MAX_KEY_BYTES,
@@ -63,7 +75,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from bastion.core.clock import Clock
-    from bastion.core.ratelimit import Strategy
 
 __all__ = ["DEFAULT_EVICTABLE_PREFIXES", "MemoryStore", "MemorySyncStore"]
 
@@ -85,11 +96,17 @@ _EVICTION_SAMPLE: Final = 16
 _RateKey = tuple[str, "Strategy", int, int]
 """(key, strategy, limit, period_us): plain values, hashed in C."""
 
-_STEPS: Final = dict(STEP_FUNCTIONS)
-"""The step functions, as a plain dict (one indirection less than the read-only view)."""
+_STEPS: Final[dict[Strategy, Callable[[Any, int, int, Rate], Step]]] = {
+    **STEP_FUNCTIONS,
+    Strategy.SLIDING_LOG: native_sliding_log_step,
+}
+"""The step functions, as a plain dict (one indirection less than the read-only view); the
+sliding log's is the in-place one (:mod:`bastion.core.ratelimit.sliding_log`), so a decision
+does not copy the whole log."""
 
-_RateEntry = tuple[State, int, int]
-"""A rate-limit state, its expiry (Unix microseconds) and the units used at its last charge."""
+_RateEntry = tuple[State | SlidingLog, int, int]
+"""A rate-limit state (a sliding log is kept as a :class:`SlidingLog`), its expiry (Unix
+microseconds) and the units used at its last charge."""
 
 
 def _evict(data: OrderedDict[Any, _RateEntry], now: int) -> None:
@@ -247,7 +264,8 @@ class MemoryStore:
             states: list[State | None] = []
             for rate in rates:
                 entry = data.get((key, strategy, rate.limit, rate.period_us))
-                states.append(entry[0] if entry is not None and entry[1] > now else None)
+                state = entry[0] if entry is not None and entry[1] > now else None
+                states.append(state.state() if isinstance(state, SlidingLog) else state)
             steps, decisions = apply_limits(strategy, states, now, cost, rates)
             if steps is not None:
                 for rate, result, made in zip(rates, steps, decisions, strict=True):
