@@ -131,3 +131,21 @@ def test_flask_behind_a_trusted_proxy_gets_hsts() -> None:
     app.get("/")(lambda: "ok")
     assert wsgi_hsts(app, PROXY, {"X-Forwarded-Proto": "https"}) == HSTS
     assert wsgi_hsts(app, CLIENT, {"X-Forwarded-Proto": "https"}) is None
+
+
+@pytest.mark.asyncio
+@ADAPTERS
+async def test_a_client_supplied_first_forwarded_proto_is_ignored(adapter: str) -> None:
+    # The proxy serves plain HTTP and appends "http" after the client's own "https".
+    assert await hsts(adapter, X_FORWARDED, PROXY, {"X-Forwarded-Proto": "https, http"}) is None
+
+
+@pytest.mark.asyncio
+@ADAPTERS
+async def test_behind_two_trusted_proxies_the_edges_scheme_counts(adapter: str) -> None:
+    # The edge (10.0.0.2) terminated TLS and appended "https"; the inner proxy appended "http".
+    chain = {"X-Forwarded-Proto": "https, http", "X-Forwarded-For": "198.51.100.7, 10.0.0.2"}
+    assert await hsts(adapter, X_FORWARDED, PROXY, chain) == HSTS
+    # A client's own "https" before an edge that appended "http": still plain.
+    forged = {"X-Forwarded-Proto": "https, http, http", "X-Forwarded-For": "198.51.100.7, 10.0.0.2"}
+    assert await hsts(adapter, X_FORWARDED, PROXY, forged) is None

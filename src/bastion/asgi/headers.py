@@ -314,12 +314,17 @@ def _forwarded_https(proxies: TrustedProxies, scope: Scope) -> bool:
         return False
     proto: list[str] = []
     forwarded: list[str] = []
+    hops: list[str] = []
     for name, value in scope["headers"]:
         if name == b"x-forwarded-proto":
             proto.append(value.decode("latin-1"))
         elif name == b"forwarded":
             forwarded.append(value.decode("latin-1"))
-    scheme, _host = proxies.forwarded_origin(peer, forwarded, proto=",".join(proto) or None)
+        elif name == b"x-forwarded-for":
+            hops.append(value.decode("latin-1"))
+    scheme, _host = proxies.forwarded_origin(
+        peer, forwarded, proto=",".join(proto) or None, forwarded_for=hops
+    )
     return scheme == "https"
 
 

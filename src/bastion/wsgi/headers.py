@@ -52,8 +52,12 @@ def _forwarded_https(proxies: TrustedProxies, environ: Mapping[str, Any]) -> boo
     if not proxies.trusts(peer):
         return False
     forwarded = environ.get("HTTP_FORWARDED")
+    hops = environ.get("HTTP_X_FORWARDED_FOR")
     scheme, _host = proxies.forwarded_origin(
-        peer, (forwarded,) if forwarded else (), proto=environ.get("HTTP_X_FORWARDED_PROTO")
+        peer,
+        (forwarded,) if forwarded else (),
+        proto=environ.get("HTTP_X_FORWARDED_PROTO"),
+        forwarded_for=(hops,) if hops else (),
     )
     return scheme == "https"
 
