@@ -179,7 +179,8 @@ def test_urls_for_dpop() -> None:
     assert quote_path(b"/caf%C3%A9", encoded=True) == "/caf%C3%A9"
     assert quote_path(b"/100%") == "/100%25"
     proxies = TrustedProxies(["10.0.0.1"])
-    forwarded = {"forwarded_proto": "https", "forwarded_host": "Public.Example, inner"}
+    # The proxy appends its item after the client's: the client's first item is not read.
+    forwarded = {"forwarded_proto": "https", "forwarded_host": "evil.example, Public.Example"}
     assert public_url(
         "http", "inner:8000", "/x", peer="10.0.0.1", proxies=proxies, **forwarded
     ) == ("https://public.example/x")

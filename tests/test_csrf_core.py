@@ -368,7 +368,8 @@ def test_scanner_for_content_type() -> None:
 def test_reason_statuses_and_bodies() -> None:
     assert CSRFReason.BODY_TOO_LARGE.status == 413
     assert CSRFReason.BODY_MALFORMED.status == 400
-    assert {r.status for r in CSRFReason} == {400, 403, 413}
+    assert CSRFReason.IDENTITY_FAILED.status == 503  # the app's identity function failed
+    assert {r.status for r in CSRFReason} == {400, 403, 413, 503}
     content_type, body = rejection_body(CSRFReason.CROSS_SITE, json_format=True)
     assert content_type == b"application/json"
     assert b'"reason": "cross_site"' in body

@@ -185,3 +185,49 @@ def test_the_resolver_reads_forwarded_proto_and_host() -> None:
     )
     assert X_FORWARDED.forwarded_origin(PROXY, ["proto=https;host=a"]) == (None, None)
     assert TrustedProxies().forwarded_origin(PROXY, [], proto="https") == (None, None)
+
+
+# -- X-Forwarded-Proto / -Host: the item the trusted proxy wrote, not the client's first ------
+
+
+@pytest.mark.asyncio
+@ADAPTERS
+async def test_a_client_supplied_first_x_forwarded_host_is_ignored(adapter: str) -> None:
+    # The attacker's page posts with its own X-Forwarded-Host; the proxy appends the real one.
+    forged = {"X-Forwarded-Host": "evil.example, shop.example", "X-Forwarded-Proto": "https"}
+    evil = {"Origin": "https://evil.example", **forged}
+    assert await post(adapter, X_FORWARDED, PROXY, evil) == MISMATCH
+    assert await post(adapter, X_FORWARDED, PROXY, {"Origin": SHOP, **forged}) == PASSED
+
+
+@pytest.mark.asyncio
+@ADAPTERS
+async def test_a_client_supplied_first_x_forwarded_proto_is_ignored(adapter: str) -> None:
+    # The proxy serves plain http://shop.example and appends "http" after the client's "https".
+    forged = {"X-Forwarded-Host": "shop.example", "X-Forwarded-Proto": "https, http"}
+    assert await post(adapter, X_FORWARDED, PROXY, {"Origin": SHOP, **forged}) == MISMATCH
+    plain = {"Origin": "http://shop.example", **forged}
+    assert await post(adapter, X_FORWARDED, PROXY, plain) == PASSED
+
+
+def test_the_resolver_counts_the_trusted_proxies_in_x_forwarded_for() -> None:
+    value = X_FORWARDED.forwarded_value
+    # One proxy (the peer): the last item is its own; the ones before are the client's.
+    assert value(PROXY, "evil.example, shop.example") == "shop.example"
+    assert value(PROXY, "shop.example") == "shop.example"
+    # Two trusted proxies that append (X-Forwarded-For ends with the edge's address): the
+    # edge's item, the second from the right.
+    hops = ["198.51.100.7, 10.0.0.2"]
+    assert X_FORWARDED.hops(PROXY, hops) == 2
+    assert value(PROXY, "evil.example, shop.example, lb", hops) == "shop.example"
+    # The client's own X-Forwarded-For entries do not add hops: the walk stops at the client.
+    forged = ["10.0.0.3, 198.51.100.7, 10.0.0.2"]
+    assert X_FORWARDED.hops(PROXY, forged) == 2
+    assert value(PROXY, "evil.example, shop.example, lb", forged) == "shop.example"
+    # Fewer items than proxies: they set the header rather than appended; the leftmost.
+    assert value(PROXY, "shop.example", hops) == "shop.example"
+    assert value(CLIENT, "shop.example") is None
+    assert X_FORWARDED.hops(CLIENT, hops) == 0
+    assert value(PROXY, "") is None
+    assert value(PROXY, "shop.example, ") is None  # the proxy wrote an empty item
+    assert X_FORWARDED.forwarded_origin(PROXY, proto="HTTPS, http", host="a, b") == ("http", "b")

@@ -198,6 +198,88 @@ def _wsgi_headers(method: str, body: bytes, content_type: str) -> Any:
     return run_wsgi(app, method, "/csp-report", {"CONTENT_TYPE": content_type, "body": body})
 
 
+def _broken_key(view: Any) -> str:
+    raise RuntimeError("the key function is broken")
+
+
+BROKEN = Rule("api", "1/minute", key=_broken_key)
+
+
+def _starlette_limited(accept: tuple[bytes, bytes], *, fastapi: bool = False) -> Any:
+    """A Starlette endpoint (or a FastAPI path operation) under ``limit``, refused."""
+    from fastapi import FastAPI  # noqa: PLC0415
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.responses import PlainTextResponse  # noqa: PLC0415
+    from starlette.routing import Route  # noqa: PLC0415
+
+    from bastion.integrations.ratelimit import limit  # noqa: PLC0415
+
+    app: Any
+    if fastapi:
+        app = FastAPI()
+
+        @app.get("/")
+        @limit(limiter(), Rule("api", "1/minute"))
+        async def operation() -> dict[str, str]:  # no request parameter
+            return {"ok": "yes"}
+
+    else:
+
+        @limit(limiter(), Rule("api", "1/minute"))
+        async def endpoint(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        app = Starlette(routes=[Route("/", endpoint)])
+    run_asgi(app)
+    return run_asgi(app, headers=[accept])
+
+
+def _fastapi_dependency_limited(
+    accept: tuple[bytes, bytes], *, own_handler: bool = False, rule: Rule | None = None
+) -> Any:
+    """A FastAPI route behind ``Depends(RateLimit(...))``, refused; ``own_handler``: the app
+    renders ``HTTPException`` itself, which must not reach the rate limiter's refusal."""
+    from fastapi import Depends, FastAPI, HTTPException  # noqa: PLC0415
+    from starlette.responses import PlainTextResponse  # noqa: PLC0415
+
+    from bastion.integrations.ratelimit import RateLimit  # noqa: PLC0415
+
+    app = FastAPI()
+    if own_handler:
+
+        async def teapot(request: Any, exc: Exception) -> PlainTextResponse:
+            return PlainTextResponse("mine", status_code=418)
+
+        app.add_exception_handler(HTTPException, teapot)
+
+    dependency = RateLimit(limiter(), rule or Rule("api", "1/minute"))
+
+    @app.get("/", dependencies=[Depends(dependency)])
+    async def home() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    if rule is None:
+        run_asgi(app)
+    return run_asgi(app, headers=[accept])
+
+
+def _flask_limited(accept: str, rule: Rule | None = None) -> Any:
+    import flask  # noqa: PLC0415
+
+    from bastion.integrations.ratelimit import flask_limit  # noqa: PLC0415
+
+    app = flask.Flask("wire")
+
+    @app.get("/")
+    @flask_limit(limiter(), rule or Rule("api", "1/minute"))
+    def home() -> str:
+        return "ok"
+
+    if rule is None:
+        run_wsgi(app)
+    return run_wsgi(app, environ={"HTTP_ACCEPT": accept})
+
+
 REPORT = json.dumps({"csp-report": {"blocked-uri": "https://evil.example/x.js"}}).encode()
 PREFLIGHT = [(b"origin", b"https://app.example"), (b"access-control-request-method", b"PUT")]
 GOOD_PREFLIGHT = [(b"origin", b"https://app.example"), (b"access-control-request-method", b"POST")]
@@ -225,6 +307,27 @@ CASES: dict[str, Any] = {
     "asgi sessions 503": _asgi_session_outage,
     "asgi ratelimit 429 json": lambda: _asgi_rate_limited(JSON_ACCEPT),
     "asgi ratelimit 429 text": lambda: _asgi_rate_limited(HTML_ACCEPT),
+    "starlette limit 429 json": lambda: _starlette_limited(JSON_ACCEPT),
+    "starlette limit 429 text": lambda: _starlette_limited(HTML_ACCEPT),
+    "fastapi limit 429 json": lambda: _starlette_limited(JSON_ACCEPT, fastapi=True),
+    "fastapi limit 429 text": lambda: _starlette_limited(HTML_ACCEPT, fastapi=True),
+    "fastapi dependency 429 json": lambda: _fastapi_dependency_limited(JSON_ACCEPT),
+    "fastapi dependency 429 text": lambda: _fastapi_dependency_limited(HTML_ACCEPT),
+    "fastapi dependency 429 beside the app's handler": lambda: _fastapi_dependency_limited(
+        JSON_ACCEPT, own_handler=True
+    ),
+    "asgi ratelimit 503 failed key": lambda: run_asgi(
+        RateLimitMiddleware(asgi_ok, limiter(), [BROKEN]), headers=[JSON_ACCEPT]
+    ),
+    "wsgi ratelimit 503 failed key": lambda: run_wsgi(
+        WSGIRateLimitMiddleware(wsgi_ok, limiter(), [BROKEN]), environ={"HTTP_ACCEPT": "text/html"}
+    ),
+    "fastapi dependency 503 failed key": lambda: _fastapi_dependency_limited(
+        JSON_ACCEPT, rule=BROKEN
+    ),
+    "flask limit 503 failed key": lambda: _flask_limited("text/html", BROKEN),
+    "flask limit 429 json": lambda: _flask_limited("application/json"),
+    "flask limit 429 text": lambda: _flask_limited("text/html"),
     "wsgi csrf 403 json": lambda: run_wsgi(
         WSGICSRFMiddleware(wsgi_ok, production=False),
         "POST",
@@ -684,6 +787,27 @@ EXPECTED: dict[str, Any] = {
         (b"Service unavailable: the session store cannot be reached. Please try again shortly.\n"),
     ),
 }
+
+
+# Every integration refuses with the middleware's bytes.
+for _name in ("starlette limit", "fastapi limit", "fastapi dependency"):
+    EXPECTED[f"{_name} 429 json"] = EXPECTED["asgi ratelimit 429 json"]
+    EXPECTED[f"{_name} 429 text"] = EXPECTED["asgi ratelimit 429 text"]
+EXPECTED["fastapi dependency 429 beside the app's handler"] = EXPECTED["asgi ratelimit 429 json"]
+EXPECTED["asgi ratelimit 503 failed key"] = (
+    503,
+    [(b"content-type", b"application/json"), (b"content-length", b"63")],
+    b'{"error": "rate_limit_failed", "detail": "Service Unavailable"}',
+)
+EXPECTED["wsgi ratelimit 503 failed key"] = (
+    "503 Service Unavailable",
+    [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "19")],
+    b"Service Unavailable",
+)
+EXPECTED["fastapi dependency 503 failed key"] = EXPECTED["asgi ratelimit 503 failed key"]
+EXPECTED["flask limit 503 failed key"] = EXPECTED["wsgi ratelimit 503 failed key"]
+EXPECTED["flask limit 429 json"] = EXPECTED["wsgi ratelimit 429 json"]
+EXPECTED["flask limit 429 text"] = EXPECTED["wsgi ratelimit 429 text"]
 
 
 _NONCE = re.compile(rb"nonce-[0-9a-f]{32}")

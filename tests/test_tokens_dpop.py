@@ -339,11 +339,21 @@ def test_htu_for_refuses_parts_that_form_no_url(scheme: str, host: str, path: st
 
 def test_request_htu_believes_forwarding_headers_only_from_a_trusted_proxy() -> None:
     proxies = TrustedProxies(["10.0.0.0/8"])
-    forwarded = {"forwarded_proto": "https, http", "forwarded_host": "api.example, inner"}
+    # Two trusted proxies that append: the edge's items, then the inner proxy's.
+    forwarded: dict[str, Any] = {
+        "forwarded_proto": "https, http",
+        "forwarded_host": "api.example, inner",
+        "forwarded_for": ["198.51.100.7, 10.0.0.7"],
+    }
     behind = request_htu(
         proxies, peer="10.1.2.3", scheme="http", host="backend:8000", path="/x", **forwarded
     )
     assert behind == "https://api.example/x"
+    # One proxy that appends: a client's own first items are not read.
+    forged = {"forwarded_proto": "https, http", "forwarded_host": "evil.example, api.example"}
+    assert request_htu(
+        proxies, peer="10.1.2.3", scheme="http", host="backend:8000", path="/x", **forged
+    ) == ("http://api.example/x")
     # the same headers from a client that is no proxy: the connection's own scheme and host
     direct = request_htu(
         proxies, peer="203.0.113.9", scheme="http", host="backend:8000", path="/x", **forwarded

@@ -90,7 +90,7 @@ verified it (absent when the middleware did). A helper with another verifier ver
 _WS_EXTENSION: Final = "websocket.http.response"
 _WANTED: Final = frozenset(
     {b"authorization", b"dpop", b"accept", b"content-type", b"host"}
-    | {b"x-forwarded-proto", b"x-forwarded-host"}
+    | {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"}
 )
 
 
@@ -277,13 +277,18 @@ def scope_url(
         found = headers.get(name)
         return found[0].decode("latin-1") if found else None
 
+    def joined(name: bytes) -> str | None:  # a forwarding header's lines are one list
+        found = headers.get(name)
+        return b",".join(found).decode("latin-1") if found else None
+
     return public_url(
         scope.get("scheme") or "http",
         first(b"host"),
         path,
         peer=client[0] if client else None,
-        forwarded_proto=first(b"x-forwarded-proto"),
-        forwarded_host=first(b"x-forwarded-host"),
+        forwarded_proto=joined(b"x-forwarded-proto"),
+        forwarded_host=joined(b"x-forwarded-host"),
+        forwarded_for=[v.decode("latin-1") for v in headers.get(b"x-forwarded-for", ())],
         proxies=proxies,
     )
 

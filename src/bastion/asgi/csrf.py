@@ -53,6 +53,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
+from bastion.core.csrf.identity import IdentityFailed
 from bastion.core.request import asgi_path, normalize_method
 from bastion.slices import layer_settings, required_slice
 
@@ -291,9 +292,12 @@ class CSRFMiddleware(ContextSource):
                 return  # the client disconnected while sending the body
             token, reason, receive = outcome
         if reason is None:
-            reason = self._guard.judge_token(
-                token, facts, lambda: context.state, context._known_secret
-            )
+            try:
+                reason = self._guard.judge_token(
+                    token, facts, lambda: context.state, context._known_secret
+                )
+            except IdentityFailed:
+                reason = CSRFReason.IDENTITY_FAILED
         if reason is None or not await self._refuse(reason, facts, scope, send):
             await self.app(scope, receive, self._context_send(scope, send, cookie_header, context))
 

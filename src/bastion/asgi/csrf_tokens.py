@@ -11,6 +11,7 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from bastion.core.cookies import find_cookie
+from bastion.core.csrf.identity import identity_of
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError
 
@@ -82,7 +83,7 @@ class CSRFContext:
             name = middleware.config.cookie_name or ""
             # Only this cookie is read (after a substring test), not the whole header.
             value = find_cookie(cookie, name)
-            identity = (middleware._identity(scope) if middleware._identity else None) or ""
+            identity = identity_of(middleware._identity, scope)  # IdentityFailed: a 503
             state = self._state = middleware._guard.begin(value, identity)
         return state
 

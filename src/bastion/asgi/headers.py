@@ -143,6 +143,9 @@ class SecurityHeadersMiddleware:
         self._receiver = self._router.receiver
         self._proxies = proxies if proxies is not None else TrustedProxies()
         self._forwarded = self._proxies.header.encode("ascii")
+        # Behind a trusted TLS-terminating proxy the connection is plain HTTP: the proxy's
+        # forwarded scheme says whether the browser used HTTPS (and so gets HSTS).
+        self._behind_proxy = self._proxies.trusts_any
         self._nonces = NonceSource()
         header = self._router.request_id_header
         self._request_id_header = None if header is None else header.encode("ascii")
@@ -164,6 +167,8 @@ class SecurityHeadersMiddleware:
                 if self._overrides:
                     compiled = self._router.for_path(path)
             https = scope.get("scheme") == "https"
+            if self._behind_proxy and not https:
+                https = _forwarded_https(self._proxies, scope)
             nonce = None
             if compiled.uses_nonce:
                 source = self._nonces
@@ -251,6 +256,8 @@ class SecurityHeadersMiddleware:
         path = asgi_path(scope["path"], scope.get("root_path", ""))
         compiled = self._router.for_path(path) if self._overrides else self._compiled
         https = scope.get("scheme") == "wss"
+        if self._behind_proxy and not https:
+            https = _forwarded_https(self._proxies, scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == _WS_START:
@@ -294,6 +301,31 @@ class SecurityHeadersMiddleware:
 
     def __repr__(self) -> str:
         return f"SecurityHeadersMiddleware({self._router!r})"
+
+
+def _forwarded_https(proxies: TrustedProxies, scope: Scope) -> bool:
+    """Whether a trusted proxy reports that the client used HTTPS (``False`` when the peer is
+    not a trusted proxy: a client's own ``X-Forwarded-Proto`` is never read).
+    :meth:`~bastion.core.client.TrustedProxies.forwarded_origin` reads the family the proxies
+    write; the header's lines count as one list."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if not proxies.trusts(peer):
+        return False
+    proto: list[str] = []
+    forwarded: list[str] = []
+    hops: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-proto":
+            proto.append(value.decode("latin-1"))
+        elif name == b"forwarded":
+            forwarded.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-for":
+            hops.append(value.decode("latin-1"))
+    scheme, _host = proxies.forwarded_origin(
+        peer, forwarded, proto=",".join(proto) or None, forwarded_for=hops
+    )
+    return scheme == "https"
 
 
 async def _read_capped(receive: Receive, limit: int) -> bytes | None:

@@ -26,8 +26,22 @@ def flag(name: str, value: object) -> bool:
     return value
 
 
-def whole_number(name: str, value: object, *, low: int, high: int | None = None) -> int:
-    """``value`` if it is an ``int`` (not a ``bool``) from ``low`` to ``high`` inclusive."""
+def _hint(hint: str) -> str:
+    return f" ({hint})" if hint else ""
+
+
+def whole_number(
+    name: str,
+    value: object,
+    *,
+    low: int,
+    high: int | None = None,
+    unit: str = "",
+    hint: str = "",
+) -> int:
+    """``value`` if it is an ``int`` (not a ``bool``) from ``low`` to ``high`` inclusive.
+    ``unit`` names what it counts (``"seconds"``: "a whole number of seconds"); ``hint`` is
+    said in parentheses (``"or None to send no HSTS"``)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int)
@@ -35,25 +49,38 @@ def whole_number(name: str, value: object, *, low: int, high: int | None = None)
         or (high is not None and value > high)
     ):
         wanted = f">= {low}" if high is None else f"from {low} to {high}"
+        counted = f" of {unit}" if unit else ""
         raise ConfigurationError(
-            f"{name} must be a whole number {wanted}, got {value!r}", setting=name
+            f"{name} must be a whole number{counted} {wanted}{_hint(hint)}, got {value!r}",
+            setting=name,
         )
     return value
 
 
-def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+def seconds(
+    name: str,
+    value: object,
+    *,
+    allow_zero: bool = False,
+    high: float | None = None,
+    hint: str = "",
+) -> float:
     """``value`` as a float if it is a finite number of seconds above 0 (or 0 with
-    ``allow_zero``)."""
+    ``allow_zero``), and at most ``high`` when given; ``hint`` as for :func:`whole_number`."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
         or value < 0
         or (value == 0 and not allow_zero)
+        or (high is not None and value > high)
     ):
         bound = ">= 0" if allow_zero else "> 0"
+        if high is not None:
+            bound += f" and at most {high:g}"
         raise ConfigurationError(
-            f"{name} must be a finite number of seconds {bound}, got {value!r}", setting=name
+            f"{name} must be a finite number of seconds {bound}{_hint(hint)}, got {value!r}",
+            setting=name,
         )
     return float(value)
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import re
 import secrets
 import zlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.core import _check
 from bastion.core.ratelimit import Rate
 from bastion.errors import BadToken, ConfigurationError
 
@@ -176,23 +176,8 @@ class RateLimitSetting:
     period: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
-            raise ConfigurationError(
-                f"rate limit must be a whole number of requests >= 1, got {self.limit!r}",
-                setting="rate_limit.limit",
-            )
-        period = self.period
-        if isinstance(period, bool) or not isinstance(period, int | float):
-            raise ConfigurationError(
-                f"rate limit period must be seconds as a number, got {period!r}",
-                setting="rate_limit.period",
-            )
-        if not math.isfinite(period) or period <= 0:
-            raise ConfigurationError(
-                f"rate limit period must be a finite number of seconds > 0, got {period!r}",
-                setting="rate_limit.period",
-            )
-        object.__setattr__(self, "period", float(period))
+        _check.whole_number("rate_limit.limit", self.limit, low=1, unit="requests")
+        object.__setattr__(self, "period", _check.seconds("rate_limit.period", self.period))
 
     def rate(self) -> Rate:
         """``limit`` per ``period`` as a rate for :class:`bastion.engine.ratelimit.Rule`."""

@@ -56,6 +56,7 @@ from threading import Lock
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar, runtime_checkable
 
+from bastion.core import _check
 from bastion.core.keys import KeyRing, validate_purpose
 from bastion.errors import ConfigurationError
 
@@ -709,29 +710,11 @@ class AuditAggregation:
     events: frozenset[str] = AGGREGATED_EVENTS
 
     def __post_init__(self) -> None:
-        interval = self.interval
-        if (
-            isinstance(interval, bool)
-            or not isinstance(interval, int | float)
-            or not math.isfinite(interval)
-            or not 0 < interval <= _MAX_AGGREGATION_INTERVAL
-        ):
-            raise ConfigurationError(
-                f"interval must be seconds > 0 and at most {_MAX_AGGREGATION_INTERVAL:g} "
-                f"(one day), got {interval!r}",
-                setting="interval",
-            )
-        object.__setattr__(self, "interval", float(interval))
-        keys = self.max_keys
-        if (
-            isinstance(keys, bool)
-            or not isinstance(keys, int)
-            or not 1 <= keys <= _MAX_AGGREGATION_KEYS
-        ):
-            raise ConfigurationError(
-                f"max_keys must be an int of 1 to {_MAX_AGGREGATION_KEYS}, got {keys!r}",
-                setting="max_keys",
-            )
+        interval = _check.seconds(
+            "interval", self.interval, high=_MAX_AGGREGATION_INTERVAL, hint="one day"
+        )
+        object.__setattr__(self, "interval", interval)
+        _check.whole_number("max_keys", self.max_keys, low=1, high=_MAX_AGGREGATION_KEYS)
         names: Iterable[object] = self.events
         if isinstance(names, str) or not hasattr(names, "__iter__"):
             raise ConfigurationError(

@@ -230,6 +230,42 @@ class TrustedProxies:
                 return address
         return address
 
+    def hops(self, peer: str | None, forwarded_for: Sequence[str] = ()) -> int:
+        """How many trusted proxies handled the request (0 when ``peer`` is not one): the peer,
+        and each trusted address at the right of ``X-Forwarded-For`` (``forwarded_for``: its
+        header values), walked as :meth:`client` walks them."""
+        if not self.trusts(peer):
+            return 0
+        count = 1
+        for hop in reversed(_xff(forwarded_for)):
+            found = _address(hop)
+            if found is None or not self._trusted(found):
+                break
+            count += 1
+        return count
+
+    def forwarded_value(
+        self, peer: str | None, value: str | None, forwarded_for: Sequence[str] = ()
+    ) -> str | None:
+        """The item of a forwarding header's ``value`` (``X-Forwarded-Proto``, ``-Host``; its
+        lines joined with ``,``) that the first trusted proxy the client reached wrote, or
+        ``None`` (``peer`` not trusted, nothing written).
+
+        A proxy that appends adds its item at the right, after whatever the client sent, so
+        the first item is the client's choice. With ``n`` trusted proxies (:meth:`hops`, read
+        from ``forwarded_for``; one, the peer, without it) the item is the ``n``-th from the
+        right. When there are fewer items than proxies, the proxies set the header rather than
+        appended, and the leftmost item is read. Danger: a trusted proxy that passes a
+        client's header through without writing its own lets the client choose it.
+        """
+        if not value:
+            return None
+        count = self.hops(peer, forwarded_for)
+        if count == 0:
+            return None
+        items = value.split(",")
+        return items[max(len(items) - count, 0)].strip() or None
+
     def forwarded_origin(
         self,
         peer: str | None,
@@ -237,6 +273,7 @@ class TrustedProxies:
         *,
         proto: str | None = None,
         host: str | None = None,
+        forwarded_for: Sequence[str] = (),
     ) -> tuple[str | None, str | None]:
         """The scheme and host a trusted proxy reports the client used: ``(None, None)`` unless
         ``peer`` is a trusted proxy; either is ``None`` when not reported.
@@ -249,15 +286,18 @@ class TrustedProxies:
         first proxy the client reached. A malformed element ends the walk at the element to
         its right (nothing, when it is the peer's own); a ``proto`` other than ``http`` or
         ``https`` is not reported. Otherwise ``X-Forwarded-Proto`` (``proto``) and
-        ``X-Forwarded-Host`` (``host``), their first value. Names and parameter names are
-        case-insensitive; the scheme is lowercased.
+        ``X-Forwarded-Host`` (``host``), the item the first trusted proxy wrote
+        (:meth:`forwarded_value`, counting the proxies in ``forwarded_for``, the
+        ``X-Forwarded-For`` values), never a client's first item. Names and parameter names
+        are case-insensitive; the scheme is lowercased.
         """
         if not self.trusts(peer):
             return None, None
         if self.header != "forwarded":
-            scheme = proto.split(",", 1)[0].strip().lower() if proto else None
-            reported = host.split(",", 1)[0].strip() if host else None
-            return scheme or None, reported or None
+            scheme = self.forwarded_value(peer, proto, forwarded_for)
+            return (scheme.lower() if scheme else None), self.forwarded_value(
+                peer, host, forwarded_for
+            )
         elements = _forwarded_elements(forwarded)
         chosen: dict[str, str] | None = None
         for element in reversed(elements):

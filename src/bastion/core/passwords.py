@@ -45,6 +45,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from bastion.core import _check
 from bastion.errors import ConfigurationError, PasswordRejected
 
 if TYPE_CHECKING:
@@ -420,12 +421,7 @@ class PasswordPolicy:
 
     def __post_init__(self) -> None:
         for name in ("min_length", "min_length_with_second_factor", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(
-                    f"{name} must be a whole number of characters >= 1, got {value!r}",
-                    setting=name,
-                )
+            _check.whole_number(name, getattr(self, name), low=1, unit="characters")
         if self.min_length_with_second_factor > self.min_length:
             raise ConfigurationError(
                 "min_length_with_second_factor must not exceed min_length (a second factor "
@@ -527,10 +523,7 @@ def generate_password(
     With ``composition``, draws again until the rules are met (a handful of draws at most for
     the default alphabet); the rules cost entropy, see :class:`CompositionRules`.
     """
-    if isinstance(length, bool) or not isinstance(length, int) or not 8 <= length <= 1024:
-        raise ConfigurationError(
-            f"length must be a whole number from 8 to 1024, got {length!r}", setting="length"
-        )
+    _check.whole_number("length", length, low=8, high=1024)
     if len(set(alphabet)) < 10:
         raise ConfigurationError(
             "alphabet must hold at least 10 distinct characters", setting="alphabet"

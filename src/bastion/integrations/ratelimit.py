@@ -1,8 +1,8 @@
 """Rate limits as framework sugar: a FastAPI dependency, Starlette/FastAPI and Flask decorators.
 
 * :class:`RateLimit` is a FastAPI dependency (``Depends(RateLimit(limiter, rule))``): it
-  charges the request, raises ``HTTPException(429)`` with ``Retry-After`` and the headers when
-  refused (503 when a fail-closed backend is down), and adds the headers to the response.
+  charges the request, refuses with 429, ``Retry-After`` and the headers (503 when a
+  fail-closed backend is down), and adds the headers to the response.
 * :func:`limit` decorates a Starlette endpoint or a FastAPI path operation. The handler does
   not need a ``request`` parameter: when it has none, the decorator declares a hidden one to
   FastAPI and removes it before calling the handler. Every other parameter reaches FastAPI as
@@ -15,6 +15,15 @@ Each charges through :meth:`~bastion.engine.ratelimit.RateLimiter.check` (``chec
 Flask) like the middlewares, so key and cost functions are the same functions of a
 :class:`~bastion.core.request.RequestView` (:mod:`bastion.core.ratelimit.keys`) under every
 framework. Starlette, FastAPI and Flask are imported only when used.
+
+Every refusal is the middleware's, byte for byte: its body comes from
+:func:`~bastion.core.refusal.refusal_body` (JSON or text by ``Accept`` and ``Content-Type``)
+and its headers from the adapter's one refusal sender (``Content-Type``, ``Content-Length``,
+then ``RateLimit-Policy``, ``RateLimit`` and ``Retry-After``), whichever integration refuses.
+A dependency can only raise, so :class:`RateLimit` raises an ``HTTPException`` carrying the
+refusal and puts the handler that sends it in the running app's exception table the first
+time it refuses (:func:`_install_handler`): the app's own ``HTTPException`` handler does not
+render rate-limit refusals.
 """
 
 from __future__ import annotations
@@ -24,22 +33,28 @@ import inspect
 import typing
 from typing import TYPE_CHECKING, Any
 
+from bastion.asgi._http import refusal_headers as refusal_raw_headers
+from bastion.asgi._http import send_refusal
 from bastion.asgi.ratelimit import request_view as scope_view
 from bastion.core.ratelimit.rates import DEFAULT_STRATEGY
 from bastion.core.ratelimit.rules import Rule, RuleSet
 from bastion.core.refusal import refusal_body
 from bastion.errors import ConfigurationError
+from bastion.wsgi._http import refusal_headers, status_line
 from bastion.wsgi.ratelimit import request_view as environ_view
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from bastion.asgi.types import Receive, Scope, Send
     from bastion.core.ratelimit.keys import KeyFunc
     from bastion.core.ratelimit.rates import Strategy
-    from bastion.core.ratelimit.rules import LimitsSpec, RateLimitResult
+    from bastion.core.ratelimit.rules import LimitsSpec, RateLimitResult, Verdict
+    from bastion.core.refusal import Refusal
     from bastion.core.request import RequestView
     from bastion.engine.ratelimit import RateLimiter
 
@@ -48,6 +63,87 @@ if TYPE_CHECKING:
 __all__ = ["RateLimit", "flask_limit", "limit"]
 
 _HIDDEN = "bastion_ratelimit_request_"
+_HANDLERS = "starlette.exception_handlers"  # the scope entry of the app's live handler table
+
+
+@functools.cache
+def _refused_class() -> Callable[[int, bytes, bytes, list[tuple[bytes, bytes]]], Response]:
+    """The Starlette ``Response`` of a refusal, made once (Starlette is imported only when an
+    integration is used). It sends itself through the ASGI adapter's refusal sender, so its
+    bytes are the middleware's, and FastAPI passes a ``Response`` through unchanged."""
+    from starlette.responses import Response  # noqa: PLC0415 (optional dependency)
+
+    class RefusalResponse(Response):
+        def __init__(
+            self,
+            status: int,
+            content_type: bytes,
+            body: bytes,
+            extra: list[tuple[bytes, bytes]],
+        ) -> None:
+            self._type = content_type
+            self._bytes = body
+            self._extra = extra
+            super().__init__(body, status_code=status)
+
+        def init_headers(self, headers: Any = None) -> None:  # noqa: ARG002 (ours, not these)
+            self.raw_headers = refusal_raw_headers(self._type, self._bytes, self._extra)
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
+            await send_refusal(
+                send,
+                self.status_code,
+                self._type,
+                self._bytes,
+                self._extra,
+                websocket=scope["type"] == "websocket",
+            )
+            if self.background is not None:
+                await self.background()
+
+    return RefusalResponse
+
+
+def _refusal_response(verdict: Verdict, refused: Refusal, headers: Any) -> Response:
+    """The refusal ``refused`` of ``verdict`` for a request with Starlette ``headers``."""
+    content_type, body = refusal_body(
+        refused, accept=headers.get("accept"), content_type=headers.get("content-type")
+    )
+    return _refused_class()(verdict.status, content_type, body, verdict.raw_headers())
+
+
+@functools.cache
+def _refused_exception() -> Callable[[Response, str, dict[str, str]], HTTPException]:
+    """What :class:`RateLimit` raises: an ``HTTPException`` (so an app whose exception table
+    cannot be reached still answers the right status and headers) carrying the refusal."""
+    from starlette.exceptions import HTTPException  # noqa: PLC0415 (optional dependency)
+
+    class RateLimitRefused(HTTPException):
+        def __init__(self, response: Response, detail: str, headers: dict[str, str]) -> None:
+            super().__init__(response.status_code, detail, headers=headers)
+            self.response = response
+
+    return RateLimitRefused
+
+
+async def _render_refused(request: Request, exc: Exception) -> Response:  # noqa: ARG001
+    """The exception handler of :func:`_refused_exception`: the refusal it carries."""
+    response: Response = getattr(exc, "response")  # noqa: B009 (set by RateLimitRefused)
+    return response
+
+
+def _install_handler(scope: Scope, refused: type[Exception]) -> None:
+    """Put :func:`_render_refused` in the running app's exception table for ``refused``.
+
+    A dependency cannot answer, only raise. Starlette's exception middleware puts its live
+    table in the scope, and the route looks the raised class up there by MRO, so an entry for
+    the exact class renders the refusal instead of the app's ``HTTPException`` handler
+    (FastAPI's ``{"detail": ...}``). Without that table, the app's ``HTTPException`` handler
+    answers, with the refusal's status and rate-limit headers.
+    """
+    tables = scope.get(_HANDLERS)
+    if isinstance(tables, tuple) and tables and isinstance(tables[0], dict):
+        tables[0].setdefault(refused, _render_refused)
 
 
 def _rules(
@@ -115,15 +211,16 @@ class RateLimit:
         )
 
     async def __call__(self, request: Request, response: Response) -> RateLimitResult | None:
-        from starlette.exceptions import HTTPException  # noqa: PLC0415 (optional dependency)
-
         verdict = await self._limiter.check(scope_view(request.scope), self._rules)
         if not verdict.results:
             return None
-        headers = verdict.headers
-        if verdict.refusal is not None:
-            raise HTTPException(verdict.status, verdict.refusal.detail, headers=dict(headers))
-        for header, value in headers:
+        refused = verdict.refusal
+        if refused is not None:
+            answer = _refusal_response(verdict, refused, request.headers)
+            error = _refused_exception()(answer, refused.detail, dict(verdict.headers))
+            _install_handler(request.scope, type(error))
+            raise error
+        for header, value in verdict.headers:
             response.headers[header] = value
         return verdict.results[0]
 
@@ -175,19 +272,10 @@ def limit(
             verdict = await limiter.check(scope_view(request.scope), rules)
             if not verdict.results:
                 return await func(*args, **kwargs)
+            refused = verdict.refusal
+            if refused is not None:
+                return _refusal_response(verdict, refused, request.headers)
             headers = verdict.headers
-            if verdict.refusal is not None:
-                media_type, body = refusal_body(
-                    verdict.refusal,
-                    accept=request.headers.get("accept"),
-                    content_type=request.headers.get("content-type"),
-                )
-                return Response(
-                    body,
-                    status_code=verdict.status,
-                    headers=dict(headers),
-                    media_type=media_type.decode(),
-                )
             answer = await func(*args, **kwargs)
             if isinstance(answer, Response):
                 for header, value in headers:
@@ -265,13 +353,17 @@ def flask_limit(
                 return func(*args, **kwargs)
             headers = verdict.headers
             if verdict.refusal is not None:
-                media_type, body = refusal_body(
+                # The WSGI middleware's bytes: its status line, and the adapter's headers in
+                # its order (werkzeug would write "429 TOO MANY REQUESTS" and append the type).
+                content_type, body = refusal_body(
                     verdict.refusal,
                     accept=flask.request.headers.get("Accept"),
                     content_type=flask.request.headers.get("Content-Type"),
                 )
                 return flask.Response(
-                    body, status=verdict.status, headers=headers, content_type=media_type.decode()
+                    body,
+                    status=status_line(verdict.status),
+                    headers=refusal_headers(content_type, body, headers),
                 )
             answer = flask.make_response(func(*args, **kwargs))
             for header, value in headers:

@@ -108,8 +108,13 @@ def environ_url(environ: Mapping[str, Any], proxies: TrustedProxies | None) -> s
         peer=environ.get("REMOTE_ADDR") or None,
         forwarded_proto=environ.get("HTTP_X_FORWARDED_PROTO"),
         forwarded_host=environ.get("HTTP_X_FORWARDED_HOST"),
+        forwarded_for=_values(environ.get("HTTP_X_FORWARDED_FOR")),
         proxies=proxies,
     )
+
+
+def _values(value: str | None) -> tuple[str, ...]:
+    return (value,) if value else ()
 
 
 def environ_client(environ: Mapping[str, Any], proxies: TrustedProxies | None) -> str | None:

@@ -32,6 +32,7 @@ from bastion.core.csrf import (
     rejection_body,
     wants_json,
 )
+from bastion.core.csrf.identity import IdentityFailed, identity_of
 from bastion.core.request import normalize_method, wsgi_path
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError
@@ -95,7 +96,7 @@ class CSRFContext:
             cookie = environ.get("HTTP_COOKIE") or ""
             name = middleware.config.cookie_name or ""
             value = find_cookie(cookie, name)
-            identity = (middleware._identity(environ) if middleware._identity else None) or ""
+            identity = identity_of(middleware._identity, environ)  # IdentityFailed: a 503
             state = self._state = middleware._guard.begin(value, identity)
         return state
 
@@ -257,12 +258,15 @@ class CSRFMiddleware:
                 if token is None:
                     token, reason = self._body_token(facts, environ)
                 if reason is None:
-                    reason = self._guard.judge_token(
-                        token,
-                        facts,
-                        lambda: current.state,
-                        lambda: self._known_secret(environ),
-                    )
+                    try:
+                        reason = self._guard.judge_token(
+                            token,
+                            facts,
+                            lambda: current.state,
+                            lambda: self._known_secret(environ),
+                        )
+                    except IdentityFailed:
+                        reason = CSRFReason.IDENTITY_FAILED
         if reason is None:
             return self._call_app(environ, start_response, context)
         forwarded = get(self._forwarded)

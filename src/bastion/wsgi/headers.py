@@ -46,6 +46,22 @@ ENVIRON_KEY = "bastion.csp_nonce"
 ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
 
 
+def _forwarded_https(proxies: TrustedProxies, environ: Mapping[str, Any]) -> bool:
+    """Whether a trusted proxy reports that the client used HTTPS (see the ASGI twin)."""
+    peer = environ.get("REMOTE_ADDR")
+    if not proxies.trusts(peer):
+        return False
+    forwarded = environ.get("HTTP_FORWARDED")
+    hops = environ.get("HTTP_X_FORWARDED_FOR")
+    scheme, _host = proxies.forwarded_origin(
+        peer,
+        (forwarded,) if forwarded else (),
+        proto=environ.get("HTTP_X_FORWARDED_PROTO"),
+        forwarded_for=(hops,) if hops else (),
+    )
+    return scheme == "https"
+
+
 def _latin1(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Names lowercased (HTTP names are case-insensitive; the policy matches lowercase)."""
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
@@ -117,6 +133,7 @@ class SecurityHeadersMiddleware:
         self._routing = self._overrides or self._report_path is not None
         self._proxies = proxies if proxies is not None else TrustedProxies()
         self._forwarded = "HTTP_" + self._proxies.header.upper().replace("-", "_")
+        self._behind_proxy = self._proxies.trusts_any  # see the ASGI twin
         header = self._router.request_id_header
         self._request_id_key = (
             None if header is None else "HTTP_" + header.upper().replace("-", "_")
@@ -131,6 +148,8 @@ class SecurityHeadersMiddleware:
             if self._overrides:
                 compiled = self._router.for_path(path)
         https = environ.get("wsgi.url_scheme") == "https"
+        if self._behind_proxy and not https:
+            https = _forwarded_https(self._proxies, environ)
         nonce = None
         if compiled.uses_nonce:
             text = secrets.token_hex(16)

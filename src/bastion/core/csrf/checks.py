@@ -71,14 +71,18 @@ class CSRFReason(enum.StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     BODY_MALFORMED = "body_malformed"
     WEBSOCKET_ORIGIN = "websocket_origin"
+    IDENTITY_FAILED = "identity_failed"  # the app's csrf_identity function failed
 
     @property
     def status(self) -> int:
-        """The HTTP status of the refusal: 413 and 400 for bodies, 403 for everything else."""
+        """The HTTP status of the refusal: 413 and 400 for bodies, 503 when the app's identity
+        function failed (the check could not be decided), 403 for everything else."""
         if self is CSRFReason.BODY_TOO_LARGE:
             return 413
         if self is CSRFReason.BODY_MALFORMED:
             return 400
+        if self is CSRFReason.IDENTITY_FAILED:
+            return 503
         return 403
 
     @property
@@ -109,6 +113,7 @@ _DETAILS: Final = {
     CSRFReason.WEBSOCKET_ORIGIN: (
         "The WebSocket handshake came from an origin this app does not trust."
     ),
+    CSRFReason.IDENTITY_FAILED: "The CSRF token could not be checked. Please try again shortly.",
 }
 
 
@@ -360,6 +365,9 @@ def _overrides_to_unsafe(facts: Facts) -> bool:
 # -- the refusal -----------------------------------------------------------------------------------
 
 
+_TITLES: Final = {413: "Request too large", 503: "Service unavailable (CSRF check failed)"}
+
+
 def rejection_body(reason: CSRFReason, *, json_format: bool) -> tuple[bytes, bytes]:
     """``(content_type, body)`` of the refusal for ``reason``, JSON or a small HTML page.
 
@@ -371,7 +379,7 @@ def rejection_body(reason: CSRFReason, *, json_format: bool) -> tuple[bytes, byt
         detail = f"CSRF check failed: {reason.detail}"
         payload = {"error": "csrf_failed", "reason": reason.value, "detail": detail}
         return b"application/json", json.dumps(payload).encode("utf-8")
-    title = "Request too large" if reason.status == 413 else "Forbidden (CSRF check failed)"
+    title = _TITLES.get(reason.status, "Forbidden (CSRF check failed)")
     html = (
         "<!doctype html><html><head><meta charset=utf-8><title>"
         f"{title}</title></head><body><h1>{title}</h1><p>{reason.detail}</p>"

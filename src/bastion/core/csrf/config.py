@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from bastion.core import _check
 from bastion.core.paths import parse_patterns
 from bastion.errors import ConfigurationError
 
@@ -181,8 +182,7 @@ class CSRFConfig:
 
     def __post_init__(self) -> None:
         for flag in ("skip_authenticated", "log_only", "development", "check_websocket_origin"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigurationError(f"{flag} must be True or False", setting=flag)
+            _check.flag(flag, getattr(self, flag))
         public = tuple(
             _check_origin_setting("public_origins", o, wildcard=False)
             for o in _str_tuple("public_origins", self.public_origins)
@@ -212,16 +212,9 @@ class CSRFConfig:
                 f"field_name must be 1-64 letters, digits or '_.-', got {self.field_name!r}",
                 setting="field_name",
             )
-        if (
-            isinstance(self.max_body_bytes, bool)
-            or not isinstance(self.max_body_bytes, int)
-            or not 1024 <= self.max_body_bytes <= 64 * 1024 * 1024
-        ):
-            raise ConfigurationError(
-                f"max_body_bytes must be a whole number between 1024 and 67108864, got "
-                f"{self.max_body_bytes!r}",
-                setting="max_body_bytes",
-            )
+        _check.whole_number(
+            "max_body_bytes", self.max_body_bytes, low=1024, high=64 * 1024 * 1024, unit="bytes"
+        )
         try:
             object.__setattr__(self, "token_source", TokenSource(self.token_source))
         except ValueError:

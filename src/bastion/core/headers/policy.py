@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bastion.core import _check
 from bastion.core.headers.compiled import _NONCE_MARK, CompiledHeaders
 from bastion.core.headers.csp import NONCE, ContentSecurityPolicy
 from bastion.core.headers.permissions import PermissionsPolicy
@@ -28,7 +29,6 @@ from bastion.core.headers.vocabulary import (
     Preset,
     ReferrerPolicy,
     XFrameOptions,
-    _check_name,
     _check_value,
     _coerce,
     _short,
@@ -146,8 +146,7 @@ class HeaderPolicy:
             "x_xss_protection_zero",
             "origin_agent_cluster",
         ):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigurationError(f"{flag} must be True or False", setting=flag)
+            _check.flag(flag, getattr(self, flag))
         self._check_hsts()
         self._check_policies()
         self._check_names()
@@ -196,27 +195,24 @@ class HeaderPolicy:
             self,
             "extra",
             {
-                _check_name("extra", k): _check_value(f"extra[{k!r}]", v)
+                _check.header_name("extra", k): _check_value(f"extra[{k!r}]", v)
                 for k, v in self.extra.items()
             },
         )
         if isinstance(self.remove, str) or not isinstance(self.remove, Iterable):
             raise ConfigurationError("remove must be a tuple of header names", setting="remove")
-        put(self, "remove", tuple(_check_name("remove", n) for n in self.remove))
+        put(self, "remove", tuple(_check.header_name("remove", n) for n in self.remove))
         if isinstance(self.force, str) or not isinstance(self.force, Iterable):
             raise ConfigurationError("force must be a set of header names", setting="force")
-        put(self, "force", frozenset(_check_name("force", n) for n in self.force))
+        put(self, "force", frozenset(_check.header_name("force", n) for n in self.force))
 
     def _check_hsts(self) -> None:
         max_age = self.hsts_max_age
         if max_age is None:
             return
-        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
-            raise ConfigurationError(
-                f"hsts_max_age must be a whole number of seconds >= 0 (or None to send no HSTS), "
-                f"got {_short(max_age)}",
-                setting="hsts_max_age",
-            )
+        _check.whole_number(
+            "hsts_max_age", max_age, low=0, unit="seconds", hint="or None to send no HSTS"
+        )
         if max_age > _HSTS_MAX:
             raise ConfigurationError(
                 f"hsts_max_age={max_age} is too large; 63072000 (two years) is the usual value",

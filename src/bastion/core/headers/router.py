@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from bastion.core import _check
 from bastion.core.clock import system_clock
 from bastion.core.environment import is_production
 from bastion.core.headers.policy import HeaderPolicy, _resolve_policy
 from bastion.core.headers.reports import ReportReceiver
-from bastion.core.headers.vocabulary import Preset, _check_name
+from bastion.core.headers.vocabulary import Preset
 from bastion.core.paths import PathPattern
 from bastion.core.request import is_normal, normalize_path
 from bastion.errors import ConfigurationError
@@ -82,7 +83,7 @@ class HeaderRouter:
         self.request_id_header = (
             None
             if request_id_header is None
-            else _check_name("request_id_header", request_id_header).lower()
+            else _check.header_name("request_id_header", request_id_header)
         )
         resolved = _resolve_policy(policy)
         resolved.check_environment(production=production)

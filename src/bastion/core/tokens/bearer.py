@@ -310,24 +310,26 @@ def public_url(
     peer: str | None = None,
     forwarded_proto: str | None = None,
     forwarded_host: str | None = None,
+    forwarded_for: Sequence[str] = (),
     proxies: TrustedProxies | None = None,
 ) -> str:
     """``scheme://host/path`` of the request as the client addressed it, for DPoP's ``htu``.
 
     ``path`` is already percent-encoded (:func:`quote_path`). ``X-Forwarded-Proto`` and
-    ``X-Forwarded-Host`` (their first value) replace the connection's scheme and ``Host`` only
-    when ``peer`` is one of ``proxies``; from anyone else they are ignored, so a client cannot
-    choose the URL its proof is checked against. ``ws``/``wss`` read as ``http``/``https``
+    ``X-Forwarded-Host`` (the item the first trusted proxy wrote:
+    :meth:`~bastion.core.client.TrustedProxies.forwarded_value`, the proxies counted in
+    ``forwarded_for``, the ``X-Forwarded-For`` values) replace the connection's scheme and
+    ``Host`` only when ``peer`` is one of ``proxies``; from anyone else they are ignored, and a
+    client's own first item is never read, so a client cannot choose the URL its proof is
+    checked against. ``ws``/``wss`` read as ``http``/``https``
     (a WebSocket handshake is an HTTP ``GET``). No host reads as ``localhost``. A host with
     a ``/``, ``?``, ``#``, ``@`` or ``\\`` in it (a forged ``Host``) would move text into the
     path or userinfo, so that a proof made for another path matched: the URL is then empty,
     which no proof's ``htu`` matches.
     """
     if (forwarded_proto or forwarded_host) and proxies is not None and proxies.trusts(peer):
-        if forwarded_proto:
-            scheme = forwarded_proto.split(",", 1)[0].strip()
-        if forwarded_host:
-            host = forwarded_host.split(",", 1)[0].strip()
+        scheme = proxies.forwarded_value(peer, forwarded_proto, forwarded_for) or scheme
+        host = proxies.forwarded_value(peer, forwarded_host, forwarded_for) or host
     if host and any(char in host for char in _NOT_IN_HOST):
         return ""
     scheme = scheme.lower()

@@ -75,7 +75,7 @@ from bastion.core.tokens.htu import join_htu, normalize_htu
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from bastion.core.client import TrustedProxies
 
@@ -153,15 +153,16 @@ def request_htu(
     path: str,
     forwarded_proto: str | None = None,
     forwarded_host: str | None = None,
+    forwarded_for: Sequence[str] = (),
 ) -> str:
     """:func:`htu_for` of a request, believing ``X-Forwarded-Proto`` and ``X-Forwarded-Host``
-    (first value of each) only when ``peer``, the connection's address, is a proxy ``proxies``
-    trusts; otherwise the connection's own ``scheme`` and ``Host`` count."""
+    (the item the first trusted proxy wrote, counting the proxies in ``forwarded_for``:
+    :meth:`~bastion.core.client.TrustedProxies.forwarded_value`) only when ``peer``, the
+    connection's address, is a proxy ``proxies`` trusts; otherwise the connection's own
+    ``scheme`` and ``Host`` count."""
     if (forwarded_proto or forwarded_host) and proxies.trusts(peer):
-        if forwarded_proto:
-            scheme = forwarded_proto.split(",", 1)[0].strip()
-        if forwarded_host:
-            host = forwarded_host.split(",", 1)[0].strip()
+        scheme = proxies.forwarded_value(peer, forwarded_proto, forwarded_for) or scheme
+        host = proxies.forwarded_value(peer, forwarded_host, forwarded_for) or host
     return htu_for(scheme, host, path)
 
 
