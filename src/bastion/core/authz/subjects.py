@@ -82,6 +82,15 @@ def _attributes(name: str, value: object) -> Mapping[str, object]:
     return MappingProxyType(dict(value))
 
 
+def _agree(subject_id: str, roles: frozenset[str], attributes: Mapping[str, object]) -> None:
+    """References read attributes first: an ``id`` or ``roles`` attribute that disagreed would
+    pass ``resource.owner_id equals subject.id`` for another user's row."""
+    if "id" in attributes and attributes["id"] != subject_id:
+        raise AuthzInputError("subject attribute 'id' disagrees with the subject's id")
+    if "roles" in attributes and not _same_roles(attributes["roles"], roles):
+        raise AuthzInputError("subject attribute 'roles' disagrees with the subject's roles")
+
+
 def _same_roles(value: object, roles: frozenset[str]) -> bool:
     if isinstance(value, str) or not isinstance(value, Iterable):
         return False
@@ -140,14 +149,7 @@ class Subject:
         if self.attributes is not _EMPTY:
             attributes = _attributes("subject attributes", self.attributes)
             object.__setattr__(self, "attributes", attributes)
-            # References read attributes first: an "id" or "roles" attribute that disagreed
-            # would pass `resource.owner_id equals subject.id` for another user's row.
-            if "id" in attributes and attributes["id"] != self.id:
-                raise AuthzInputError("subject attribute 'id' disagrees with the subject's id")
-            if "roles" in attributes and not _same_roles(attributes["roles"], self.roles):
-                raise AuthzInputError(
-                    "subject attribute 'roles' disagrees with the subject's roles"
-                )
+            _agree(self.id, self.roles, attributes)
         if self.version is not None and (
             isinstance(self.version, bool) or not isinstance(self.version, int)
         ):
