@@ -218,7 +218,8 @@ class DemoApp:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """(Re)seed the demo accounts with this start's password; other accounts stay."""
+        """(Re)seed the demo accounts with this start's password (other accounts stay), then
+        open the documents table."""
         for account in self.seeded:
             password_hash = await self.hasher.ahash(account.password)
             existing = await self.users.get(account.username)
@@ -234,6 +235,7 @@ class DemoApp:
             await self.assignments.set_role(
                 SEEDING_ACTOR, account.username, account.role, may_administer=True
             )
+        await self.documents.open()
 
     async def shutdown(self) -> None:
         await self.runtime.aclose()

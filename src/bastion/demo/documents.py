@@ -35,9 +35,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from bastion.core.authz.subjects import Resource
+from bastion.errors import StoreIOError
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.elements import ColumnElement
@@ -103,7 +105,8 @@ def _row(row: Any) -> Document:
 
 
 class DocumentTable:
-    """The documents table in one SQLite database (a file, or memory for ``url=None``)."""
+    """The documents table in one SQLite database (a file, or memory for ``url=None``);
+    :meth:`open` creates it."""
 
     __slots__ = ("_engine",)
 
@@ -115,7 +118,17 @@ class DocumentTable:
             )
         else:
             self._engine = create_engine(url)
-        _METADATA.create_all(self._engine)
+
+    def _open(self) -> None:
+        try:
+            _METADATA.create_all(self._engine)
+        except SQLAlchemyError as error:
+            self._engine.dispose()
+            cause = getattr(error, "orig", None) or error
+            raise StoreIOError(
+                f"the documents table {str(self._engine.url)!r} cannot be opened: "
+                f"{str(cause).splitlines()[0]}"
+            ) from error
 
     def __repr__(self) -> str:
         return f"DocumentTable({self._engine.url!r})"
@@ -146,6 +159,10 @@ class DocumentTable:
             connection.execute(
                 update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(body=body)
             )
+
+    async def open(self) -> None:
+        """Create the table when it is missing (at the demo's start, after the store's)."""
+        await asyncio.to_thread(self._open)
 
     async def create(
         self, owner: str, title: str, body: str, *, public: bool, locked: bool, now: float
