@@ -11,7 +11,9 @@ instructions of the pass-through layer, and at most 0.3x starlette-csrf's overhe
 headers or a token decide. The ``tokens`` cases are the tokens group's access-token
 verifications (:mod:`bench.groups.tokens`), one verification per "request", no ASGI app around
 it: bastion's codec with the revocation check at most 0.67x PyJWT's instructions and at most
-joserfc's. ``--only TEXT`` counts only the cases whose name contains it.
+joserfc's. The ``authz`` cases are the authz group's (:mod:`bench.groups.authz`): one RBAC
+decision by pycasbin and by bastion, and a FastAPI route bare, with a no-op dependency and
+with the authorization guard. ``--only TEXT`` counts only the cases whose name contains it.
 
 Each case runs in a fresh interpreter under callgrind twice, ``--small`` and ``--large``
 requests, with ``PYTHONHASHSEED=0``; its instructions per request are the difference divided by
@@ -338,6 +340,47 @@ def _token_cases() -> tuple[InstructionCase, ...]:
 
 
 CASES += _token_cases()
+
+
+# -- authz: issue 15's decision rows (one decision per "request") and the FastAPI guard ----------
+
+
+def _authz_op(label: str) -> Callable[[], object]:
+    from bench.groups.authz import instruction_op  # noqa: PLC0415
+
+    return instruction_op(label)
+
+
+def _authz_app(guard: str) -> tuple[ASGIApp, Scope]:
+    from bench.groups.authz import instruction_app  # noqa: PLC0415
+
+    return instruction_app(guard)
+
+
+_AUTHZ_RBAC = ("RBAC: pycasbin enforce", "RBAC: bastion Policy.evaluate")
+_AUTHZ_HTTP = ("none", "no-op", "authz")
+"""``bench.groups.authz`` labels and guards, spelt out so that importing this module stays
+light. The ABAC rows are wall-clock only: pycasbin's 10,000-rule decisions take 25-500 ms."""
+
+
+def _authz_cases() -> tuple[InstructionCase, ...]:
+    """pycasbin's RBAC ``enforce`` (the baseline) and bastion's ``Policy.evaluate``, one
+    decision per operation over the group's sample; the FastAPI route bare (the baseline),
+    with a no-op dependency and with the guard."""
+    casbin, ours = (f"authz {label}" for label in _AUTHZ_RBAC)
+    cases = [
+        InstructionCase(casbin, None, op=partial(_authz_op, _AUTHZ_RBAC[0])),
+        InstructionCase(ours, None, casbin, op=partial(_authz_op, _AUTHZ_RBAC[1])),
+    ]
+    bare = f"authz FastAPI GET /posts, guard {_AUTHZ_HTTP[0]}"
+    cases.append(InstructionCase(bare, partial(_authz_app, _AUTHZ_HTTP[0])))
+    for guard in _AUTHZ_HTTP[1:]:
+        name = f"authz FastAPI GET /posts, guard {guard}"
+        cases.append(InstructionCase(name, partial(_authz_app, guard), bare))
+    return tuple(cases)
+
+
+CASES += _authz_cases()
 
 
 def _case(name: str) -> InstructionCase:

@@ -68,6 +68,8 @@ def format_us(us: float) -> str:
 def format_ratio(row: Row) -> str:
     if row.ratio is None or row.baseline is None:
         return "1.00 (baseline)"
+    if 0 < row.ratio < 0.01:  # two decimals would print 0.00x: significant digits instead
+        return f"{row.ratio:.2g}x {row.baseline} ({1 / row.ratio:,.0f}x faster)"
     return f"{row.ratio:.2f}x {row.baseline}"
 
 
