@@ -37,11 +37,16 @@ from bench.groups.authz_policies import (
     casbin_abac_eval,
     casbin_abac_matcher,
     casbin_rbac,
+    have_policy,
     prove,
     random_abac_requests,
     rbac_workload,
 )
 from bench.instructions import CASES
+
+needs_policy = pytest.mark.skipif(
+    not have_policy(), reason="bastion.core.authz.policy (helper authz-core) is not merged yet"
+)
 
 
 def test_authz_is_a_registered_group() -> None:
@@ -75,6 +80,7 @@ def _agree(sides: dict[str, Side], requests: list[object]) -> None:
         assert answers == [request.expected for request in requests], name  # type: ignore[attr-defined]
 
 
+@needs_policy
 def test_rbac_engines_agree_on_a_wide_sample() -> None:
     rbac = rbac_workload(samples=200, seed=7)
     sides = {
@@ -85,6 +91,7 @@ def test_rbac_engines_agree_on_a_wide_sample() -> None:
     _agree(sides, list(rbac.requests))
 
 
+@needs_policy
 def test_abac_engines_agree_on_a_wide_sample() -> None:
     abac = abac_workload()
     requests = random_abac_requests(abac, 40)
@@ -92,6 +99,7 @@ def test_abac_engines_agree_on_a_wide_sample() -> None:
     _agree({"pycasbin matcher": casbin_abac_matcher(abac), "bastion": bastion_abac(abac)}, requests)
 
 
+@needs_policy
 def test_the_eval_form_agrees_on_a_smaller_policy() -> None:
     small = abac_workload(types=50)
     requests = [*small.requests, *random_abac_requests(small, 30, seed=3)]
@@ -120,18 +128,23 @@ async def test_every_case_is_proved_and_runs_once() -> None:
     async with authz_cases(Options()) as cases:
         by_name = {case.name: case for case in cases}
         assert len(by_name) == len(cases)
-        (ours,) = (name for name in by_name if name.startswith(f"{RBAC_OURS} (single"))
-        assert "p99" in ours
-        assert by_name[ours].baseline == RBAC_CASBIN
         assert by_name[RBAC_CASBIN].baseline is None
-        assert by_name[RBAC_BUILDING].baseline == RBAC_CASBIN
         assert by_name[ABAC_EVAL].baseline is None
         assert by_name[ABAC_MATCHER].baseline is None
-        assert by_name[ABAC_OURS].baseline == ABAC_MATCHER
-        assert by_name[ABAC_OURS_VS_EVAL].baseline == ABAC_EVAL
-        label = guard_label()
-        assert by_name[label].baseline == HTTP_BARE
-        assert by_name[f"{label} (vs no-op)"].baseline == HTTP_NO_OP
+        assert by_name[HTTP_NO_OP].baseline == HTTP_BARE
+        if have_policy():
+            (ours,) = (name for name in by_name if name.startswith(f"{RBAC_OURS} (single"))
+            assert "p99" in ours
+            assert by_name[ours].baseline == RBAC_CASBIN
+            assert by_name[RBAC_BUILDING].baseline == RBAC_CASBIN
+            assert by_name[ABAC_OURS].baseline == ABAC_MATCHER
+            assert by_name[ABAC_OURS_VS_EVAL].baseline == ABAC_EVAL
+            label = guard_label()
+            assert by_name[label].baseline == HTTP_BARE
+            assert by_name[f"{label} (vs no-op)"].baseline == HTTP_NO_OP
+            assert len(cases) == 11
+        else:
+            assert len(cases) == 5
         for case in cases:
             if case.sync_op is not None:
                 case.sync_op()
@@ -145,9 +158,10 @@ def test_instruction_counts_cover_rbac_and_the_guard() -> None:
     names = {case.name: case for case in CASES}
     casbin, ours = f"authz {RBAC_CASBIN}", f"authz {RBAC_OURS}"
     assert names[casbin].baseline is None
-    assert names[ours].baseline == casbin
-    assert names[ours].op is not None
     bare = "authz FastAPI GET /posts, guard none"
     assert names[bare].build is not None
     assert names["authz FastAPI GET /posts, guard no-op"].baseline == bare
-    assert names["authz FastAPI GET /posts, guard authz"].baseline == bare
+    if have_policy():
+        assert names[ours].baseline == casbin
+        assert names[ours].op is not None
+        assert names["authz FastAPI GET /posts, guard authz"].baseline == bare

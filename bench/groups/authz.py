@@ -50,6 +50,7 @@ from bench.groups.authz_policies import (
     casbin_abac_matcher,
     casbin_rbac,
     cycling,
+    have_policy,
     prove,
     rbac_workload,
 )
@@ -165,13 +166,19 @@ def decision_cases() -> list[Case]:
     abac = abac_workload()
     if len(abac.rules) != 10_000:
         raise RuntimeError(f"ABAC workload: {len(abac.rules)} rules")
-    ours_abac = bastion_abac(abac)
-    return [
+    cases = [
         _case(RBAC_CASBIN, casbin_rbac(rbac), rbac.requests, None),
-        _case(RBAC_OURS, bastion_rbac(rbac), rbac.requests, RBAC_CASBIN, p99=True),
-        _case(RBAC_BUILDING, bastion_rbac(rbac, build_subject=True), rbac.requests, RBAC_CASBIN),
         _case(ABAC_EVAL, casbin_abac_eval(abac), abac.requests, None),
         _case(ABAC_MATCHER, casbin_abac_matcher(abac), abac.requests, None),
+    ]
+    if not have_policy():
+        return cases
+    ours_abac = bastion_abac(abac)
+    return [
+        cases[0],
+        _case(RBAC_OURS, bastion_rbac(rbac), rbac.requests, RBAC_CASBIN, p99=True),
+        _case(RBAC_BUILDING, bastion_rbac(rbac, build_subject=True), rbac.requests, RBAC_CASBIN),
+        *cases[1:],
         _case(ABAC_OURS, ours_abac, abac.requests, ABAC_MATCHER),
         _case(ABAC_OURS_VS_EVAL, ours_abac, abac.requests, ABAC_EVAL),
     ]
@@ -252,11 +259,14 @@ def guard_policy() -> Any:
 
 
 def guard_scope(role: str) -> Scope:
-    """``GET /posts`` from a signed-in user holding ``role``."""
-    from bastion.core.authz.subjects import Subject  # noqa: PLC0415
-
+    """``GET /posts`` from a signed-in user holding ``role`` (no subject without bastion's
+    policy: the bare and no-op routes do not read it)."""
     scope = http_scope("GET", "/posts")
-    scope["state"] = {"bench.subject": Subject(id=f"user-{role}", roles=frozenset({role}))}
+    if have_policy():
+        from bastion.core.authz.subjects import Subject  # noqa: PLC0415
+
+        subject = Subject(id=f"user-{role}", roles=frozenset({role}))
+        scope["state"] = {"bench.subject": subject}
     return scope
 
 
@@ -269,14 +279,12 @@ async def _prove_http(name: str, app: ASGIApp, scope: Scope, status: int) -> Non
 async def http_cases() -> list[Case]:
     """The route bare (the baseline), with a no-op dependency, and with the guard (against
     both: its cost above the bare route, and above FastAPI's own cost of a dependency)."""
-    policy = guard_policy()
-    apps = {guard: guarded_app(policy, guard=guard) for guard in ("none", "no-op", "authz")}
-    allowed, denied = guard_scope("writer"), guard_scope("reader")
-    label = guard_label()
+    policy = guard_policy() if have_policy() else None
+    guards = ("none", "no-op", "authz") if policy is not None else ("none", "no-op")
+    apps = {guard: guarded_app(policy, guard=guard) for guard in guards}
+    allowed = guard_scope("writer")
     await _prove_http(HTTP_BARE, apps["none"], allowed, 200)
     await _prove_http(HTTP_NO_OP, apps["no-op"], allowed, 200)
-    await _prove_http(label, apps["authz"], allowed, 200)
-    await _prove_http(label, apps["authz"], denied, 403)
 
     def request(app: ASGIApp) -> Callable[[], Awaitable[object]]:
         def op() -> Awaitable[object]:
@@ -284,9 +292,17 @@ async def http_cases() -> list[Case]:
 
         return op
 
-    return [
+    cases = [
         async_case(HTTP_BARE, request(apps["none"]), weight=HTTP_WEIGHT),
         async_case(HTTP_NO_OP, request(apps["no-op"]), baseline=HTTP_BARE, weight=HTTP_WEIGHT),
+    ]
+    if policy is None:
+        return cases
+    label = guard_label()
+    await _prove_http(label, apps["authz"], allowed, 200)
+    await _prove_http(label, apps["authz"], guard_scope("reader"), 403)
+    return [
+        *cases,
         async_case(label, request(apps["authz"]), baseline=HTTP_BARE, weight=HTTP_WEIGHT),
         async_case(
             f"{label} (vs no-op)", request(apps["authz"]), baseline=HTTP_NO_OP, weight=HTTP_WEIGHT

@@ -31,6 +31,7 @@ report a figure.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import random
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
     "casbin_abac_matcher",
     "casbin_rbac",
     "cycling",
+    "have_policy",
     "prove",
     "random_abac_requests",
     "rbac_workload",
@@ -79,6 +81,15 @@ ROLES_PER_USER: Final = 2
 ABAC_TYPES: Final = 1_000
 DEPTS: Final = ("sales", "ops", "legal", "eng")
 SEED: Final = 15
+
+
+def have_policy() -> bool:
+    """Whether helper ``authz-core``'s ``bastion.core.authz.policy`` is importable (without
+    it: the pycasbin rows only)."""
+    try:
+        return importlib.util.find_spec("bastion.core.authz.policy") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
