@@ -323,7 +323,8 @@ def instruction_op(label: str) -> Callable[[], object]:
 def instruction_app(guard: str) -> tuple[ASGIApp, Scope]:
     """For :mod:`bench.instructions`: the FastAPI app with ``guard`` and the allowed request
     (the child checks its 200; the 403 of the denied one is proved by the group)."""
-    return guarded_app(guard_policy(), guard=guard), guard_scope("writer")
+    policy = guard_policy() if have_policy() else None
+    return guarded_app(policy, guard=guard), guard_scope("writer")
 
 
 @asynccontextmanager
