@@ -352,7 +352,7 @@ def _authz_op(label: str) -> Callable[[], object]:
 
 
 def _authz_app(guard: str) -> tuple[ASGIApp, Scope]:
-    from bench.groups.authz import instruction_app  # noqa: PLC0415
+    from bench.groups.authz_http import instruction_app  # noqa: PLC0415
 
     return instruction_app(guard)
 

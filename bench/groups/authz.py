@@ -16,13 +16,9 @@ ratio <= 0.05):
   inside every decision, the look-up pycasbin's ``g`` does for it);
 * ``ABAC: pycasbin enforce, eval(p.sub_rule)`` (pycasbin's documented form for many rules) and
   ``ABAC: pycasbin enforce, one matcher`` (its fastest form); bastion against each;
-* ``FastAPI``: the same one-route app (``GET /posts``, a plain-text ``ok``) bare, with a
-  no-op async dependency (FastAPI's own cost of any dependency) and with the guard, against
-  the bare route and against the no-op one (target: at most 5 µs added). The guard is
-  ``Depends(require("posts:write"))`` when ``bastion.fastapi.require`` exists; until then, a
-  plain async dependency that calls ``Policy.evaluate`` for the subject an authentication
-  layer left in the scope (the row's name says which). Proved: 200 for a subject holding
-  ``posts:write``, 403 for one without.
+* ``FastAPI`` (:mod:`bench.groups.authz_http`): one route bare, with a no-op dependency
+  (FastAPI's own cost of any dependency) and with ``Depends(require("posts:write"))``, the
+  guard against both (target: at most 5 µs added).
 
 Instruction counts of the RBAC and FastAPI rows: ``python -m bench.instructions --only authz
 --small 20 --large 120`` (pycasbin's decisions are slow under callgrind).
@@ -36,12 +32,8 @@ import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import PlainTextResponse
-from starlette.requests import Request  # noqa: TC002 (FastAPI reads the annotation at run time)
-
-from bench.driver import call_asgi, http_scope
 from bench.group import Group
+from bench.groups.authz_http import HTTP_BARE, HTTP_NO_OP, http_cases
 from bench.groups.authz_policies import (
     abac_workload,
     bastion_abac,
@@ -54,12 +46,11 @@ from bench.groups.authz_policies import (
     prove,
     rbac_workload,
 )
-from bench.measure import async_case, sync_case
+from bench.measure import sync_case
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
-    from bench.driver import ASGIApp, Scope
     from bench.group import Options
     from bench.groups.authz_policies import Side
     from bench.measure import Case
@@ -76,9 +67,6 @@ __all__ = [
     "RBAC_CASBIN",
     "RBAC_OURS",
     "authz_cases",
-    "guard_label",
-    "guarded_app",
-    "instruction_app",
     "instruction_op",
     "percentiles",
     "single_decisions",
@@ -91,9 +79,6 @@ ABAC_EVAL: Final = "ABAC: pycasbin enforce, eval(p.sub_rule)"
 ABAC_MATCHER: Final = "ABAC: pycasbin enforce, one matcher"
 ABAC_OURS: Final = "ABAC: bastion Policy.evaluate"
 ABAC_OURS_VS_EVAL: Final = f"{ABAC_OURS} (vs eval form)"
-HTTP_BARE: Final = "FastAPI GET /posts: no dependency"
-HTTP_NO_OP: Final = "FastAPI GET /posts: Depends(no-op async dependency)"
-PERMISSION: Final = "posts:write"
 SINGLE_DECISIONS: Final = 100_000
 ITERATIONS: Final = 4
 """The group's batch: one pass over the ABAC sample; the weights below make every batch a
@@ -107,7 +92,6 @@ _WEIGHTS: Final = {
     ABAC_OURS: 5_000,
     ABAC_OURS_VS_EVAL: 5_000,
 }
-HTTP_WEIGHT: Final = 500
 
 
 def single_decisions(op: Callable[[], object], count: int) -> list[int]:
@@ -184,132 +168,6 @@ def decision_cases() -> list[Case]:
     ]
 
 
-# -- FastAPI: the same route with and without the guard -------------------------------------
-
-
-def have_require() -> bool:
-    """Whether helper ``authz-http``'s ``bastion.fastapi.require`` exists."""
-    import bastion.fastapi  # noqa: PLC0415
-
-    return callable(getattr(bastion.fastapi, "require", None))
-
-
-def guard_label() -> str:
-    """The name of the guarded row: which guard it measures."""
-    if have_require():
-        return f'FastAPI GET /posts: Depends(require("{PERMISSION}"))'
-    return "FastAPI GET /posts: Depends(plain dependency calling Policy.evaluate)"
-
-
-def _evaluate_dependency(policy: Any, permission: str) -> Callable[..., Awaitable[object]]:
-    """The stand-in guard: the subject an authentication layer left in the scope, one
-    ``Policy.evaluate``, 403 with the reason on a deny (async: a sync dependency would cost
-    FastAPI a thread hop)."""
-    evaluate = policy.evaluate
-
-    async def check(request: Request) -> object:
-        decision = evaluate(request.scope["state"]["bench.subject"], None, permission)
-        if not decision.allowed:
-            raise HTTPException(status_code=403, detail=str(decision.reason))
-        return decision
-
-    return check
-
-
-async def _no_op(request: Request) -> None:
-    """A dependency that does nothing with the request: FastAPI's own cost of a dependency."""
-
-
-def guarded_app(policy: Any, *, guard: str) -> ASGIApp:
-    """A FastAPI app with one route, ``GET /posts`` answering ``ok``; ``guard``: ``"none"``,
-    ``"no-op"`` (an async dependency that does nothing) or ``"authz"`` (the guard)."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    dependencies = []
-    if guard == "no-op":
-        dependencies.append(Depends(_no_op))
-    elif guard == "authz":
-        if have_require():
-            from bastion.fastapi import require  # type: ignore[attr-defined]  # noqa: PLC0415
-
-            dependencies.append(Depends(require(PERMISSION)))
-        else:
-            dependencies.append(Depends(_evaluate_dependency(policy, PERMISSION)))
-    elif guard != "none":
-        raise ValueError(f"unknown guard {guard!r}")
-
-    async def posts() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    app.add_api_route("/posts", posts, methods=["GET"], dependencies=dependencies)
-    return app
-
-
-def guard_policy() -> Any:
-    """A small policy: ``writer`` holds ``posts:write``, ``reader`` only ``posts:read``."""
-    from bastion.core.authz.policy import Policy  # noqa: PLC0415
-    from bastion.core.authz.roles import Role  # noqa: PLC0415
-
-    return Policy(
-        roles=(
-            Role(name="reader", permissions=("posts:read",)),
-            Role(name="writer", permissions=(PERMISSION,), inherits=("reader",)),
-        ),
-        name="bench-guard",
-    )
-
-
-def guard_scope(role: str) -> Scope:
-    """``GET /posts`` from a signed-in user holding ``role`` (no subject without bastion's
-    policy: the bare and no-op routes do not read it)."""
-    scope = http_scope("GET", "/posts")
-    if have_policy():
-        from bastion.core.authz.subjects import Subject  # noqa: PLC0415
-
-        subject = Subject(id=f"user-{role}", roles=frozenset({role}))
-        scope["state"] = {"bench.subject": subject}
-    return scope
-
-
-async def _prove_http(name: str, app: ASGIApp, scope: Scope, status: int) -> None:
-    answered, _headers, body = await call_asgi(app, scope)
-    if answered != status:
-        raise RuntimeError(f"authz case {name!r} answered {answered} ({body!r}), not {status}")
-
-
-async def http_cases() -> list[Case]:
-    """The route bare (the baseline), with a no-op dependency, and with the guard (against
-    both: its cost above the bare route, and above FastAPI's own cost of a dependency)."""
-    policy = guard_policy() if have_policy() else None
-    guards = ("none", "no-op", "authz") if policy is not None else ("none", "no-op")
-    apps = {guard: guarded_app(policy, guard=guard) for guard in guards}
-    allowed = guard_scope("writer")
-    await _prove_http(HTTP_BARE, apps["none"], allowed, 200)
-    await _prove_http(HTTP_NO_OP, apps["no-op"], allowed, 200)
-
-    def request(app: ASGIApp) -> Callable[[], Awaitable[object]]:
-        def op() -> Awaitable[object]:
-            return call_asgi(app, allowed)
-
-        return op
-
-    cases = [
-        async_case(HTTP_BARE, request(apps["none"]), weight=HTTP_WEIGHT),
-        async_case(HTTP_NO_OP, request(apps["no-op"]), baseline=HTTP_BARE, weight=HTTP_WEIGHT),
-    ]
-    if policy is None:
-        return cases
-    label = guard_label()
-    await _prove_http(label, apps["authz"], allowed, 200)
-    await _prove_http(label, apps["authz"], guard_scope("reader"), 403)
-    return [
-        *cases,
-        async_case(label, request(apps["authz"]), baseline=HTTP_BARE, weight=HTTP_WEIGHT),
-        async_case(
-            f"{label} (vs no-op)", request(apps["authz"]), baseline=HTTP_NO_OP, weight=HTTP_WEIGHT
-        ),
-    ]
-
-
 def instruction_op(label: str) -> Callable[[], object]:
     """For :mod:`bench.instructions`: the proved RBAC operation of ``label``
     (:data:`RBAC_CASBIN` or :data:`RBAC_OURS`)."""
@@ -318,13 +176,6 @@ def instruction_op(label: str) -> Callable[[], object]:
     side = sides[label](rbac)
     prove(label, side, rbac.requests)
     return cycling(side, rbac.requests)
-
-
-def instruction_app(guard: str) -> tuple[ASGIApp, Scope]:
-    """For :mod:`bench.instructions`: the FastAPI app with ``guard`` and the allowed request
-    (the child checks its 200; the 403 of the denied one is proved by the group)."""
-    policy = guard_policy() if have_policy() else None
-    return guarded_app(policy, guard=guard), guard_scope("writer")
 
 
 @asynccontextmanager
