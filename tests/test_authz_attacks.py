@@ -238,6 +238,23 @@ def test_a_per_user_deny_overrides_super_admin() -> None:
     assert POLICY.allows(s, None, "posts:delete")
 
 
+def test_a_deny_of_one_action_refuses_a_wildcard_requirement() -> None:
+    s = Subject(id="m", roles=frozenset({"moderator"}), denies=(Permission.parse("posts:read"),))
+    decision = POLICY.evaluate(s, None, "posts:*")
+    assert (decision.reason, decision.rule) == (AuthzReason.DENIED_BY_GRANT, "posts:read")
+    assert POLICY.evaluate(s, None, "posts:write").reason is AuthzReason.ALLOWED_BY_ROLE
+    scoped = Subject(
+        id="m", roles=frozenset({"moderator"}), denies=(Permission.parse("posts:write:team"),)
+    )
+    assert POLICY.evaluate(scoped, None, "posts:write").reason is AuthzReason.DENIED_BY_GRANT
+    assert POLICY.evaluate(scoped, None, "posts:write:own").reason is AuthzReason.ALLOWED_BY_ROLE
+    policy = Policy(roles=ROLES, rules=(Rule("no-delete", Effect.DENY, ("posts:delete",)),))
+    wide = policy.evaluate({"id": "m", "roles": ["moderator"]}, None, "posts:*")
+    assert (wide.reason, wide.rule) == (AuthzReason.DENIED_BY_RULE, "no-delete")
+    everything = policy.evaluate({"id": "s", "roles": ["super_admin"]}, None, "*")
+    assert (everything.reason, everything.rule) == (AuthzReason.DENIED_BY_RULE, "no-delete")
+
+
 def test_a_deny_rule_overrides_a_role_and_a_per_user_grant() -> None:
     policy = Policy(
         roles=ROLES,

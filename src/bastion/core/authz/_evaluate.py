@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from bastion.core.authz.roles import RoleGraph
     from bastion.core.authz.subjects import Resource, Subject
 
-__all__ = ["CompiledRule", "Match", "Plan", "decide", "keys_for", "match_grant", "role_plan"]
+__all__ = [
+    "CompiledRule",
+    "Match",
+    "Plan",
+    "decide",
+    "deny_reaches",
+    "keys_for",
+    "match_grant",
+    "role_plan",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +50,15 @@ class CompiledRule:
         return self.holders is None or not self.holders.isdisjoint(held)
 
     def match(self, required: Permission) -> Permission | None:
-        """The first action of this rule that covers ``required``: fully, or (``:own``)
-        once ownership is checked by the caller. None if none does."""
+        """The first action of this rule that reaches ``required``, None if none does. An
+        allow rule's action must cover it (:meth:`Permission.covers`), a deny rule's overlap
+        it (:meth:`Permission.overlaps`); either may reach it through ownership only
+        (``action.needs_owner(required)``: the caller checks the owner)."""
+        deny = self.rule.effect == "deny"
         for permission in self.rule.permissions:
-            if permission.scope == OWN:
-                if permission.covers_as_owner(required):
-                    return permission
-            elif permission.covers(required):
+            if permission.scope == OWN and permission.covers_as_owner(required):
+                return permission
+            if permission.overlaps(required) if deny else permission.covers(required):
                 return permission
         return None
 
@@ -78,6 +89,14 @@ def match_grant(
     if permission.covers(required):
         return Match(permission, role, via, needs_owner=False)
     return None
+
+
+def deny_reaches(deny: Permission, required: Permission) -> bool:
+    """Whether a per-user ``deny`` reaches ``required`` (through ownership when
+    ``deny.needs_owner(required)``)."""
+    if deny.scope == OWN and deny.covers_as_owner(required):
+        return True
+    return deny.overlaps(required)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +169,7 @@ def _holds(
     if not rule.applies_to(held):
         return None
     action = rule.match(required)
-    if action is None or (action.scope == OWN and not _owns(s, r, required)):
+    if action is None or (action.needs_owner(required) and not _owns(s, r, required)):
         return None
     if rule.condition is None:
         return True
@@ -172,8 +191,8 @@ def decide(  # noqa: PLR0911, PLR0912 (the documented order, one step a branch)
     """One decision in the order of ``bastion.core.authz.policy``'s docstring."""
     required, text, sid = plan.required, plan.text, s.id
     for deny in s.denies:
-        if match_grant(deny, required, None, ()) is not None and (
-            deny.scope != OWN or _owns(s, r, required)
+        if deny_reaches(deny, required) and (
+            not deny.needs_owner(required) or _owns(s, r, required)
         ):
             return make_decision(
                 allowed=False,

@@ -66,7 +66,7 @@ class Decision:
         if reason is AuthzReason.ALLOWED_BY_ROLE:
             return f"{head}{self.rule} granted to role {self.role}{via}"
         if reason is AuthzReason.ALLOWED_AS_OWNER:
-            holder = f"role {self.role}{via}" if self.role else "a per-user grant"
+            holder = f"role {self.role}{via}" if self.role else f"{self.subject} directly"
             return f"{head}{self.rule} granted to {holder}, and {self.subject} owns {what}"
         if reason is AuthzReason.ALLOWED_BY_GRANT:
             return f"{head}{self.rule} granted to {self.subject} directly"

@@ -57,8 +57,11 @@ class Permission:
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("resource", "action", "scope"):
-            value = getattr(self, name)
+        for name, value in (
+            ("resource", self.resource),
+            ("action", self.action),
+            ("scope", self.scope),
+        ):
             if name == "scope" and value is None:
                 continue
             if (
@@ -135,3 +138,33 @@ class Permission:
         if self.resource not in (WILDCARD, required.resource):
             return False
         return self.action in (WILDCARD, required.action)
+
+    def overlaps(self, required: Permission) -> bool:
+        """Whether a DENY of this permission takes away some of what ``required`` asks for.
+
+        Read each permission as the set of (resource, action, scope) it stands for (an
+        unscoped one stands for every scope, as :meth:`covers` reads it): a grant covers
+        when its set contains the requirement's, a deny overlaps when the two sets meet. So
+        a deny of ``posts:read`` overlaps ``posts:*``, and a deny of ``posts:write:team``
+        overlaps the unscoped ``posts:write``. The one exception is a deny scoped ``own``
+        against an unscoped requirement: it reaches it only through ownership (see
+        :meth:`needs_owner`), so it is not counted here.
+        """
+        if (
+            WILDCARD not in (self.resource, required.resource)
+            and self.resource != required.resource
+        ):
+            return False
+        if WILDCARD not in (self.action, required.action) and self.action != required.action:
+            return False
+        scope, asked = self.scope, required.scope
+        if scope is None or WILDCARD in (scope, asked):
+            return True
+        if asked is None:
+            return scope != OWN
+        return scope == asked
+
+    def needs_owner(self, required: Permission) -> bool:
+        """Whether this permission reaches ``required`` only through ownership: it is scoped
+        ``own`` and ``required`` is unscoped or scoped ``own``."""
+        return self.scope == OWN and required.scope in (None, OWN)

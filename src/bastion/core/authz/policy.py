@@ -13,19 +13,33 @@ Order of a decision (:meth:`Policy.evaluate`), fixed so that it can be explained
 5. nothing -> deny (``not_owner``, ``condition_failed``, ``wrong_tenant`` or ``no_match``,
    whichever explains it best).
 
-Everything that can be computed before a request is computed in ``__post_init__``: the role
-graph with flattened permissions, every rule's condition compiled, and an index of rules by
-``(resource, action)``; a decision looks up at most four keys (``*`` in either segment) per
-role the subject holds, and never scans every rule.
+Ownership: an ``:own`` permission (held, granted, or a rule's action) applies only when the
+resource's ``owner`` (as the app loaded it) is the subject's id, exact text; with no resource
+(a type-level check) it grants only the ``:own`` permission itself.
 
-For the query-filter builder (``bastion.core.authz.filters``) the policy exposes
-:attr:`Policy.graph`, :attr:`Policy.compiled`, :meth:`Policy.required`,
-:meth:`Policy.rules_for`, :meth:`Policy.grants_for` and :meth:`Policy.denies_for`.
+Everything that can be computed before a request is computed in ``__post_init__``: the role
+graph (each role's closure, each permission's origins), every rule's condition compiled, an
+index of rules by ``(resource, action)``; then, once per distinct (action, resource type), a
+plan: the rules whose actions cover it and the roles given a permission that covers it. An
+RBAC decision is then one set intersection per role the subject holds; it never scans the
+rules or the role graph.
+
+For the query-filter builder (``bastion.core.authz.filters``) the policy exposes:
+
+* :attr:`Policy.graph` (the :class:`~bastion.core.authz.roles.RoleGraph`) and
+  :attr:`Policy.rules`; :attr:`Policy.compiled`, one :class:`CompiledRule` per rule, with its
+  ``condition`` (a :class:`~bastion.core.authz.conditions.Compiled` whose ``source`` is the
+  condition as data), ``holders`` and :meth:`CompiledRule.applies_to`;
+* :meth:`Policy.required` (the permission a check asks for), :meth:`Policy.rules_for` (the
+  deny and allow rules that cover it, in policy order), :meth:`Policy.grants_for` and
+  :meth:`Policy.denies_for` (a subject's covering grants and denies, each a :class:`Match`
+  that says whether it needs ownership).
 """
 
 from __future__ import annotations
 
 import enum
+import gc
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +51,7 @@ from bastion.core.authz._evaluate import (
     Match,
     Plan,
     decide,
+    deny_reaches,
     keys_for,
     match_grant,
     role_plan,
@@ -161,10 +176,15 @@ class Rule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
-    """Roles and rules, validated and compiled when built. See the module docstring."""
+    """Roles and rules, validated and compiled when built. See the module docstring.
 
-    roles: tuple[Role, ...] = ()
-    rules: tuple[Rule, ...] = ()
+    Read-only once built, and safe to share between threads and tasks (the plan and path
+    caches only ever gain entries, each computed from read-only data).
+    """
+
+    # Not in the repr: a policy of 10,000 rules would print all of them in a traceback.
+    roles: tuple[Role, ...] = field(default=(), repr=False)
+    rules: tuple[Rule, ...] = field(default=(), repr=False)
     max_depth: int = 16
     name: str = "policy"
     graph: RoleGraph = field(init=False, repr=False, compare=False)
@@ -185,6 +205,24 @@ class Policy:
         object.__setattr__(self, "rules", rules)
         graph = RoleGraph(roles, max_depth=self.max_depth)
         object.__setattr__(self, "graph", graph)
+        enabled = gc.isenabled()
+        # Compiling allocates a few closures per condition (about 100,000 for 10,000 rules)
+        # and none of them form cycles: the cyclic collector, triggered over and over while
+        # the heap grows, would triple the build time. Paused for the build only.
+        gc.disable()
+        try:
+            compiled, index = self._compile(rules, graph)
+        finally:
+            if enabled:
+                gc.enable()
+        object.__setattr__(self, "compiled", compiled)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_plans", {})
+
+    @staticmethod
+    def _compile(
+        rules: tuple[Rule, ...], graph: RoleGraph
+    ) -> tuple[tuple[CompiledRule, ...], Mapping[tuple[str, str], tuple[CompiledRule, ...]]]:
         compiled: list[CompiledRule] = []
         names: set[str] = set()
         index: dict[tuple[str, str], list[CompiledRule]] = {}
@@ -212,11 +250,7 @@ class Policy:
             compiled.append(entry)
             for key in dict.fromkeys((p.resource, p.action) for p in rule.permissions):
                 index.setdefault(key, []).append(entry)
-        object.__setattr__(self, "compiled", tuple(compiled))
-        object.__setattr__(
-            self, "_index", MappingProxyType({k: tuple(v) for k, v in index.items()})
-        )
-        object.__setattr__(self, "_plans", {})
+        return tuple(compiled), MappingProxyType({k: tuple(v) for k, v in index.items()})
 
     # -- what the filter builder and the facade use -------------------------------------
 
@@ -244,10 +278,16 @@ class Policy:
                 f"action {required} is not an action of resource type {resource_type}"
             )
         keys = keys_for(required)
-        found = sorted(
-            {id(r): r for key in keys for r in self._index.get(key, ())}.values(),
-            key=lambda r: r.index,
-        )
+        if WILDCARD in (required.resource, required.action):
+            # A wildcard requirement (posts:*) can be reached by a deny rule on any one of
+            # its actions: those sit under keys the index cannot list, so scan (once: the
+            # plan is kept).
+            found = list(self.compiled)
+        else:
+            found = sorted(
+                {id(r): r for key in keys for r in self._index.get(key, ())}.values(),
+                key=lambda r: r.index,
+            )
         applicable = [r for r in found if r.match(required) is not None]
         full, owner = role_plan(self.graph, required, keys)
         plan = Plan(
@@ -268,9 +308,10 @@ class Policy:
     def rules_for(
         self, required: Permission
     ) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """The deny rules and the allow rules (in policy order) with an action covering
-        ``required`` (an ``:own`` action included: check ``match(required).scope``); whether
-        each applies to a subject is :meth:`CompiledRule.applies_to`."""
+        """The deny rules and the allow rules (in policy order) with an action reaching
+        ``required`` (:meth:`CompiledRule.match`; through ownership when
+        ``match(required).needs_owner(required)``); whether each applies to a subject is
+        :meth:`CompiledRule.applies_to`."""
         plan = self._plan(str(required), None)
         return plan.denies, plan.allows
 
@@ -292,9 +333,14 @@ class Policy:
         return tuple(out)
 
     def denies_for(self, subject: object, required: Permission) -> tuple[Match, ...]:
-        """The per-user denies of ``subject`` that cover ``required``."""
+        """The per-user denies of ``subject`` that reach ``required`` (overlap it, see
+        :meth:`Permission.overlaps`; ``needs_owner`` when only through ownership)."""
         s = Subject.of(subject)
-        return tuple(m for d in s.denies if (m := match_grant(d, required, None, ())) is not None)
+        return tuple(
+            Match(d, None, (), needs_owner=d.needs_owner(required))
+            for d in s.denies
+            if deny_reaches(d, required)
+        )
 
     # -- the guide's API ----------------------------------------------------------------
 

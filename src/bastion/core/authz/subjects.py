@@ -90,7 +90,8 @@ class Subject:
     ``grants`` and ``denies`` are per-user extras (a deny overrides every allow). ``version``
     is the permission version the roles were read under (see ``bastion.engine.authz``).
     Attribute references ``subject.<name>`` read ``attributes`` first, then ``id`` and
-    ``roles``.
+    ``roles`` (the global roles as held, without inherited ones: a rule about roles says so
+    with its ``roles``, which count inheritance).
     """
 
     id: str
