@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -471,7 +472,9 @@ def table(counts: dict[str, float], cases: Sequence[InstructionCase] = CASES) ->
         if base is None:
             lines.append(f"| {case.name} | {value:,.0f} | 1.00 (baseline) | |")
         else:
-            ratio = f"{value / base:.2f}x {case.baseline}"
+            share = value / base
+            digits = 1 - math.floor(math.log10(share)) if 0 < share < 0.01 else 2
+            ratio = f"{share:.{digits}f}x {case.baseline}"
             lines.append(f"| {case.name} | {value:,.0f} | {ratio} | {value - base:+,.0f} |")
     return "\n".join(lines) + "\n"
 
