@@ -245,6 +245,12 @@ def test_a_malformed_resource_is_an_input_error(value: object, message: str) -> 
 def test_a_resource_attribute_cannot_contradict_its_owner() -> None:
     with pytest.raises(AuthzInputError, match="'owner_id' disagrees"):
         Resource(type="document", owner="u1", attributes={"owner_id": "u2"})
+    with pytest.raises(AuthzInputError, match="'owner_id' disagrees"):
+        Resource(type="document", owner="5", attributes={"owner_id": 5})
+    with pytest.raises(AuthzInputError, match="'tenant' disagrees"):
+        Resource(type="document", attributes={"tenant": "b"})
+    same = Resource(type="document", owner="u1", attributes={"owner_id": "u1", "tenant": None})
+    assert same.attributes == {"owner_id": "u1", "tenant": None}
 
 
 def test_roles_in_a_tenant() -> None:
