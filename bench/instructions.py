@@ -11,7 +11,9 @@ instructions of the pass-through layer, and at most 0.3x starlette-csrf's overhe
 headers or a token decide. The ``tokens`` cases are the tokens group's access-token
 verifications (:mod:`bench.groups.tokens`), one verification per "request", no ASGI app around
 it: bastion's codec with the revocation check at most 0.67x PyJWT's instructions and at most
-joserfc's. ``--only TEXT`` counts only the cases whose name contains it.
+joserfc's. The ``authz`` cases are the authz group's (:mod:`bench.groups.authz`): one RBAC
+decision by pycasbin and by bastion, and a FastAPI route bare, with a no-op dependency and
+with the authorization guard. ``--only TEXT`` counts only the cases whose name contains it.
 
 Each case runs in a fresh interpreter under callgrind twice, ``--small`` and ``--large``
 requests, with ``PYTHONHASHSEED=0``; its instructions per request are the difference divided by
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -340,6 +343,50 @@ def _token_cases() -> tuple[InstructionCase, ...]:
 CASES += _token_cases()
 
 
+# -- authz: issue 15's decision rows (one decision per "request") and the FastAPI guard ----------
+
+
+def _authz_op(label: str) -> Callable[[], object]:
+    from bench.groups.authz import instruction_op  # noqa: PLC0415
+
+    return instruction_op(label)
+
+
+def _authz_app(guard: str) -> tuple[ASGIApp, Scope]:
+    from bench.groups.authz_http import instruction_app  # noqa: PLC0415
+
+    return instruction_app(guard)
+
+
+_AUTHZ_RBAC = ("RBAC: pycasbin enforce", "RBAC: bastion Policy.evaluate")
+_AUTHZ_HTTP = ("none", "no-op", "authz")
+"""``bench.groups.authz`` labels and guards, spelt out so that importing this module stays
+light. The ABAC rows are wall-clock only: pycasbin's 10,000-rule decisions take 25-500 ms."""
+
+
+def _authz_cases() -> tuple[InstructionCase, ...]:
+    """pycasbin's RBAC ``enforce`` (the baseline) and bastion's ``Policy.evaluate``, one
+    decision per operation over the group's sample; the FastAPI route bare (the baseline),
+    with a no-op dependency and with the guard."""
+    try:
+        ours_there = importlib.util.find_spec("bastion.core.authz.policy") is not None
+    except ModuleNotFoundError:
+        ours_there = False  # helper authz-core's policy not there yet: the peer rows only
+    casbin, ours = (f"authz {label}" for label in _AUTHZ_RBAC)
+    cases = [InstructionCase(casbin, None, op=partial(_authz_op, _AUTHZ_RBAC[0]))]
+    if ours_there:
+        cases.append(InstructionCase(ours, None, casbin, op=partial(_authz_op, _AUTHZ_RBAC[1])))
+    bare = f"authz FastAPI GET /posts, guard {_AUTHZ_HTTP[0]}"
+    cases.append(InstructionCase(bare, partial(_authz_app, _AUTHZ_HTTP[0])))
+    for guard in _AUTHZ_HTTP[1:] if ours_there else _AUTHZ_HTTP[1:2]:
+        name = f"authz FastAPI GET /posts, guard {guard}"
+        cases.append(InstructionCase(name, partial(_authz_app, guard), bare))
+    return tuple(cases)
+
+
+CASES += _authz_cases()
+
+
 def _case(name: str) -> InstructionCase:
     for case in CASES:
         if case.name == name:
@@ -425,7 +472,9 @@ def table(counts: dict[str, float], cases: Sequence[InstructionCase] = CASES) ->
         if base is None:
             lines.append(f"| {case.name} | {value:,.0f} | 1.00 (baseline) | |")
         else:
-            ratio = f"{value / base:.2f}x {case.baseline}"
+            share = value / base
+            digits = 1 - math.floor(math.log10(share)) if 0 < share < 0.01 else 2
+            ratio = f"{share:.{digits}f}x {case.baseline}"
             lines.append(f"| {case.name} | {value:,.0f} | {ratio} | {value - base:+,.0f} |")
     return "\n".join(lines) + "\n"
 

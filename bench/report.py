@@ -7,6 +7,7 @@ the median is taken over. Cells are padded so the table also reads well as plain
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,9 @@ def format_us(us: float) -> str:
 def format_ratio(row: Row) -> str:
     if row.ratio is None or row.baseline is None:
         return "1.00 (baseline)"
+    if 0 < row.ratio < 0.01:  # two decimals would print 0.00x: two significant digits instead
+        digits = 1 - math.floor(math.log10(row.ratio))
+        return f"{row.ratio:.{digits}f}x {row.baseline} ({1 / row.ratio:,.0f}x faster)"
     return f"{row.ratio:.2f}x {row.baseline}"
 
 

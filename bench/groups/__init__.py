@@ -25,6 +25,7 @@ GROUP_NAMES = (
     "cors",
     "fullstack",
     "tokens",
+    "authz",
 )
 
 
