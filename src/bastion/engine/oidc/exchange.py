@@ -21,15 +21,25 @@ verification runs with exactly that one algorithm. It returns the payload, whose
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - installs its filter now
 import httpx
 
-# Authlib ships no type information; the three names are used as documented.
-from authlib.integrations.base_client.errors import OAuthError  # type: ignore[import-untyped]
-from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
-from authlib.oauth2.rfc7523 import PrivateKeyJWT  # type: ignore[import-untyped]
+# Authlib ships no type information; the names below are used as documented.
+with warnings.catch_warnings():
+    # Authlib 1.9 warns, once, at import, that it runs on httpx rather than its fork httpx2.
+    # bastion's extra pins httpx; the warning would be an error under filterwarnings=error.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.base_client.errors import (  # type: ignore[import-untyped]
+        OAuthError,
+    )
+    from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+        AsyncOAuth2Client,
+    )
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT  # type: ignore[import-untyped]
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
