@@ -159,6 +159,8 @@ async def exchange_code(
                 redirect_uri=redirect_uri,
                 code_verifier=code_verifier,
             )
+        except OIDCRejected:
+            raise  # from _refuse_5xx; a ValueError, so it must pass the clause below untouched
         except OAuthError as exc:
             error = str(getattr(exc, "error", "") or "")
             detail = error if error and set(error) <= _ERROR_CODE_CHARS else None
@@ -166,9 +168,9 @@ async def exchange_code(
                 OIDCReason.CODE_REJECTED, "token endpoint refused the code", detail=detail
             ) from exc
         except httpx.HTTPStatusError as exc:
-            raise OIDCRejected(
-                OIDCReason.BAD_RESPONSE, f"token endpoint: HTTP {exc.response.status_code}"
-            ) from exc
+            status = exc.response.status_code
+            reason = OIDCReason.PROVIDER_UNAVAILABLE if status >= 500 else OIDCReason.BAD_RESPONSE
+            raise OIDCRejected(reason, f"token endpoint: HTTP {status}") from exc
         except httpx.HTTPError as exc:
             raise OIDCRejected(
                 OIDCReason.PROVIDER_UNAVAILABLE, f"token endpoint: {type(exc).__name__}"
