@@ -16,6 +16,7 @@ from joserfc.jwk import RSAKey
 from bastion.core.clock import FrozenClock
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.engine.oidc import ClientConfig, OIDCClient, VerifiedLogin
+from bastion.errors import ConfigurationError
 from bastion.stores.memory import MemoryStore
 from oidc_support import (  # noqa: F401 - the fixtures register by import
     ALICE,
@@ -337,3 +338,59 @@ def test_discovery_outage_and_garbage(oidc_provider: OIDCProviderServer) -> None
         finally:
             opened.close()
         assert excinfo.value.reason is reason
+
+
+def test_jwks_outage_and_garbage(oidc_provider: OIDCProviderServer) -> None:
+    cases = (
+        (oidc_provider.respond("/jwks", status=503, body=b""), OIDCReason.PROVIDER_UNAVAILABLE),
+        (oidc_provider.respond("/jwks", body=b"[]"), OIDCReason.BAD_RESPONSE),
+        (
+            oidc_provider.respond("/jwks", body=b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'),
+            OIDCReason.BAD_RESPONSE,
+        ),
+        (oidc_provider.respond("/jwks", body=b"x" * 600_000), OIDCReason.BAD_RESPONSE),
+    )
+    for rewrite, reason in cases:
+        opened = Session(Harness(oidc_provider))
+        try:
+            callback = _alice(opened.begin())
+            with rewrite:
+                error = opened.refused(callback)
+        finally:
+            opened.close()
+        assert error.reason is reason
+
+
+def test_private_key_as_pem_and_bad_configurations(oidc_provider: OIDCProviderServer) -> None:
+    registered = oidc_provider.jwt_client
+    config = ClientConfig(
+        name="local",
+        issuer=oidc_provider.issuer,
+        client_id=registered.client_id,
+        redirect_uri="http://testserver/auth/local/callback",
+        private_key=registered.private_key_pem.decode(),
+        private_key_alg=str(registered.private_jwk["alg"]) if registered.private_jwk else None,
+    )
+    assert config.client_auth().method == "private_key_jwt"
+    bad: dict[str, dict[str, Any]] = {
+        "issuer": {"issuer": "http://op.example"},
+        "redirect_uri": {"redirect_uri": "/callback"},
+        "client_secret": {"client_secret": "s", "private_key": registered.private_jwk},
+        "scopes": {"scopes": ("email",)},
+        "leeway": {"leeway": 3600},
+        "allowed_next": {"allowed_next": ("evil.example",)},
+    }
+    for setting, changes in bad.items():
+        values: dict[str, Any] = {
+            "name": "local",
+            "issuer": oidc_provider.issuer,
+            "client_id": "app",
+            "redirect_uri": REDIRECT,
+            "client_secret": "s",
+            **changes,
+        }
+        if "private_key" in changes:
+            values["client_secret"] = "s"
+        with pytest.raises(ConfigurationError) as excinfo:
+            ClientConfig(**values)
+        assert excinfo.value.setting == setting

@@ -46,7 +46,7 @@ from bastion.core._check import text
 from bastion.core.clock import system_clock
 from bastion.core.oidc.authorize import authorization_url
 from bastion.core.oidc.callback import check_response, read_callback
-from bastion.core.oidc.discovery import check_endpoint
+from bastion.core.oidc.discovery import is_url
 from bastion.core.oidc.idtoken import DEFAULT_LEEWAY, DEFAULT_MAX_AGE, check_claims, check_leeway
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.oidc.redirect import check_allowed, check_next
@@ -78,6 +78,17 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_redirect_uri(value: object) -> None:
+    # http is accepted: the redirect URI is the application's own (a test client's
+    # http://testserver); deployments serve it over https, which the provider's registration
+    # usually enforces too.
+    if not is_url(value, secure=False) or "#" in str(value):
+        raise ConfigurationError(
+            f"redirect_uri must be an absolute http(s) URL without a fragment, got {value!r}",
+            setting="redirect_uri",
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig:
     """One provider as the engine needs it. Exactly one of ``client_secret``
@@ -106,8 +117,12 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         text("name", self.name)
-        check_endpoint("issuer", text("issuer", self.issuer))
-        check_endpoint("redirect_uri", text("redirect_uri", self.redirect_uri))
+        if not is_url(text("issuer", self.issuer)):
+            raise ConfigurationError(
+                f"issuer must be an https URL (http on loopback only), got {self.issuer!r}",
+                setting="issuer",
+            )
+        _check_redirect_uri(self.redirect_uri)
         if isinstance(self.scopes, str) or "openid" not in self.scopes:
             raise ConfigurationError(
                 "scopes must be a tuple that includes 'openid'", setting="scopes"
@@ -214,7 +229,7 @@ class OIDCClient:
         config = self._config
         destination = check_next(next_url, allowed=config.allowed_next, default=config.default_next)
         callback = config.redirect_uri if redirect_uri is None else redirect_uri
-        check_endpoint("redirect_uri", callback)
+        _check_redirect_uri(callback)
         metadata = await self._keys.metadata()
         record = new_login_state(
             provider=config.name,

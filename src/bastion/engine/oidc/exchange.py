@@ -96,12 +96,7 @@ class ClientAuth:
         if isinstance(raw, RSAKey | ECKey | OKPKey):
             key: object = raw
         else:
-            try:
-                key = JWKRegistry.import_key(raw)  # type: ignore[arg-type]
-            except (JoseError, ValueError, TypeError, KeyError) as exc:
-                raise ConfigurationError(
-                    "private_key is not an RSA, EC or OKP private key", setting="private_key"
-                ) from exc
+            key = _import_private_key(raw)
         if not isinstance(key, RSAKey | ECKey | OKPKey) or not key.is_private:
             raise ConfigurationError(
                 "private_key must be an RSA, EC or OKP private key", setting="private_key"
@@ -114,6 +109,27 @@ class ClientAuth:
 
     def __repr__(self) -> str:
         return f"ClientAuth(client_id={self.client_id!r}, method={self.method!r})"
+
+
+def _import_private_key(raw: object) -> object:
+    """A JWK dict, or a PEM (str or bytes) of an RSA, EC or OKP key, as a joserfc key."""
+    if isinstance(raw, dict):
+        attempts: tuple[str | None, ...] = (None,)
+    elif isinstance(raw, str | bytes):
+        attempts = ("RSA", "EC", "OKP")
+    else:
+        attempts = ()
+    for key_type in attempts:
+        try:
+            if key_type is None:
+                return JWKRegistry.import_key(raw)  # type: ignore[arg-type]
+            return JWKRegistry.import_key(raw, key_type)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+    raise ConfigurationError(
+        "private_key is not an RSA, EC or OKP private key (a JWK dict or a PEM)",
+        setting="private_key",
+    )
 
 
 def _refuse_5xx(response: httpx.Response) -> httpx.Response:
