@@ -5,6 +5,7 @@ its exact reason. Tampering goes through the provider's proxy, never a mock of h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import urllib.parse
 from typing import Any
@@ -394,3 +395,18 @@ def test_private_key_as_pem_and_bad_configurations(oidc_provider: OIDCProviderSe
         with pytest.raises(ConfigurationError) as excinfo:
             ClientConfig(**values)
         assert excinfo.value.setting == setting
+
+
+def test_alice_signs_in_with_a_pem_private_key(oidc_provider: OIDCProviderServer) -> None:
+    harness = Harness(oidc_provider, jwt=True)
+    registered = oidc_provider.jwt_client
+    alg = registered.private_jwk["alg"] if registered.private_jwk else None
+    harness.config = dataclasses.replace(
+        harness.config, private_key=registered.private_key_pem, private_key_alg=alg
+    )
+    opened = Session(harness)
+    try:
+        login = opened.complete(_alice(opened.begin()))
+    finally:
+        opened.close()
+    assert login.subject == "alice"
