@@ -23,7 +23,9 @@ from oidc_support import (  # noqa: F401 - the fixtures register by import
     ALICE,
     DELETE,
     OIDCProviderServer,
+    ProviderPageError,
     complete_login,
+    complete_logout,
     oidc_provider_b_fixture,
     oidc_provider_fixture,
 )
@@ -410,3 +412,19 @@ def test_alice_signs_in_with_a_pem_private_key(oidc_provider: OIDCProviderServer
     finally:
         opened.close()
     assert login.subject == "alice"
+
+
+def test_rp_initiated_logout_ends_the_provider_session(session: Session) -> None:
+    registered = session.harness.provider.basic_client
+    back_to = registered.post_logout_redirect_uris[0]
+    with httpx.Client() as browser:
+        callback = complete_login(browser, session.begin(), ALICE.username, ALICE.password)
+        login = session.complete(callback)
+        url = session.loop.run_until_complete(
+            session.client.logout_url(login.id_token, post_logout_redirect_uri=back_to, state="bye")
+        )
+        assert url is not None
+        assert complete_logout(browser, url) == f"{back_to}?state=bye"
+        # the provider asks for the password again: a wrong one is refused at its page
+        with pytest.raises(ProviderPageError):
+            complete_login(browser, session.begin(), ALICE.username, "wrong")

@@ -44,7 +44,7 @@ import httpx
 
 from bastion.core._check import text
 from bastion.core.clock import system_clock
-from bastion.core.oidc.authorize import authorization_url
+from bastion.core.oidc.authorize import authorization_url, end_session_url
 from bastion.core.oidc.callback import check_response, read_callback
 from bastion.core.oidc.discovery import is_url
 from bastion.core.oidc.idtoken import DEFAULT_LEEWAY, DEFAULT_MAX_AGE, check_claims, check_leeway
@@ -290,6 +290,30 @@ class OIDCClient:
             next=record.next,
             id_token=id_token,
             access_token=access if isinstance(access, str) else None,
+        )
+
+    async def logout_url(
+        self,
+        id_token: str | None,
+        *,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> str | None:
+        """Where to send the browser to end its provider session too (RP-initiated logout),
+        or ``None`` when the provider has no ``end_session_endpoint``. ``id_token`` is the
+        :attr:`VerifiedLogin.id_token` of the session (the provider's hint); the
+        ``post_logout_redirect_uri`` must be registered at the provider."""
+        metadata = await self._keys.metadata()
+        if metadata.end_session_endpoint is None:
+            return None
+        if post_logout_redirect_uri is not None:
+            _check_redirect_uri(post_logout_redirect_uri)
+        return end_session_url(
+            metadata.end_session_endpoint,
+            client_id=self._config.client_id,
+            id_token_hint=id_token,
+            post_logout_redirect_uri=post_logout_redirect_uri,
+            state=state,
         )
 
     async def aclose(self) -> None:
