@@ -25,6 +25,19 @@ How a test uses it::
         with oidc_provider.rewrite_id_token(claims={"aud": "someone-else"}):
             ...  # the code exchange through the proxy returns the forged ID token
 
+Forgeries (each a context manager; outside it the proxy forwards unchanged)::
+
+    oidc_provider.rewrite_id_token(claims={"iss": "http://evil"})     # signed with the OP's key
+    oidc_provider.rewrite_id_token(claims={"nonce": DELETE})          # a claim removed
+    oidc_provider.rewrite_id_token(claims=lambda c: {**c, "exp": c["iat"] - 60})  # expired
+    oidc_provider.rewrite_id_token(header={"alg": "none"})            # unsigned
+    oidc_provider.rewrite_id_token(header={"alg": "HS256"}, key=oidc_provider.public_key_pem)
+    oidc_provider.rewrite_id_token(header={"kid": "x"}, key=new_private_jwk("x", "RS256"))
+    oidc_provider.serve_extra_keys(jwk)   # /jwks also lists jwk's public half (key rotation)
+    oidc_provider.respond("/token", status=200, body=b"garbage")      # or status=503
+    oidc_provider.unreachable("/token")   # the connection is closed unanswered
+    oidc_provider.proxy.requests          # [(method, path), ...] every request seen
+
 Importing ``oidc_provider_fixture`` registers the session-scoped fixture ``oidc_provider``
 (``oidc_provider_b``: a second provider with its own issuer, for mix-up tests). The default
 clients accept the redirect URIs of :data:`DEFAULT_REDIRECT_URIS` (Starlette's and Flask's test
@@ -37,10 +50,7 @@ Without Node or the package the tests skip locally and fail under ``CI=true``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -53,18 +63,28 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import node_tools
+from oidc_jose import (
+    ec_key,
+    jwt_parts,
+    new_private_jwk,
+    pkce_pair,
+    public_jwk,
+    rsa_key,
+    sign_jwt,
+)
+from oidc_pages import ProviderPageError, complete_login, complete_logout
 from oidc_proxy import Exchange, TamperingProxy, drop_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
-    import httpx
-    from joserfc.jwk import ECKey, RSAKey
 
 __all__ = [
+    "ACCOUNTS",
     "ALICE",
     "DEFAULT_REDIRECT_URIS",
+    "DELETE",
     "MALLORY",
     "Account",
     "Exchange",
@@ -75,9 +95,13 @@ __all__ = [
     "complete_login",
     "complete_logout",
     "drop_connection",
+    "jwt_parts",
+    "new_private_jwk",
     "oidc_provider_b_fixture",
     "oidc_provider_fixture",
     "pkce_pair",
+    "public_jwk",
+    "sign_jwt",
 ]
 
 PROVIDER_SCRIPT = node_tools.OIDC_PROVIDER_DIR / "provider.mjs"
@@ -154,8 +178,7 @@ class OIDCClient:
         if self.client_secret is not None:
             data["client_secret"] = self.client_secret
         if self.private_jwk is not None:
-            public = {k: v for k, v in self.private_jwk.items() if k not in _PRIVATE_MEMBERS}
-            data["jwks"] = {"keys": [public]}
+            data["jwks"] = {"keys": [public_jwk(self.private_jwk)]}
             data["token_endpoint_auth_signing_alg"] = self.private_jwk["alg"]
         return data
 
@@ -168,86 +191,6 @@ class OIDCClient:
             raise ValueError(f"{self.client_id} has no private key")
         pem: bytes = import_key(self.private_jwk).as_pem(private=True)
         return pem
-
-
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-
-
-def _rsa_key(kid: str) -> RSAKey:
-    from joserfc.jwk import RSAKey  # noqa: PLC0415
-
-    return RSAKey.generate_key(2048, {"kid": kid, "alg": "RS256", "use": "sig"}, private=True)
-
-
-def _ec_key(kid: str) -> ECKey:
-    from joserfc.jwk import ECKey  # noqa: PLC0415
-
-    return ECKey.generate_key("P-256", {"kid": kid, "alg": "ES256", "use": "sig"}, private=True)
-
-
-def new_private_jwk(kid: str, alg: str = "ES256") -> dict[str, Any]:
-    """A fresh private JWK (``ES256`` or ``RS256``): a client key, or a key no one trusts."""
-    key = _ec_key(kid) if alg == "ES256" else _rsa_key(kid)
-    jwk: dict[str, Any] = key.as_dict(private=True)
-    return jwk
-
-
-def pkce_pair() -> tuple[str, str]:
-    """A PKCE ``(code_verifier, code_challenge)`` pair for ``S256`` (RFC 7636)."""
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, _b64(digest)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``(header, claims)`` of a compact JWS, unverified (for assertions and forging)."""
-    header, payload, _signature = token.split(".")
-    return json.loads(_unb64(header)), json.loads(_unb64(payload))
-
-
-def sign_jwt(header: Mapping[str, Any], claims: Mapping[str, Any], key: Any) -> str:
-    """A compact JWS of ``claims`` with ``header`` (its ``alg`` decides the signature).
-
-    ``alg=none`` gets an empty signature and ``HS256`` an HMAC keyed by ``key`` (bytes: e.g. the
-    provider's public key, the classic confusion attack); other algorithms use ``key``, a
-    private JWK dict or a joserfc key.
-    """
-    alg = header["alg"]
-    signing_input = (
-        _b64(json.dumps(dict(header), separators=(",", ":")).encode())
-        + "."
-        + _b64(json.dumps(dict(claims), separators=(",", ":")).encode())
-    )
-    if alg == "none":
-        return signing_input + "."
-    if alg == "HS256":
-        mac = hmac.new(bytes(key), signing_input.encode("ascii"), hashlib.sha256).digest()
-        return signing_input + "." + _b64(mac)
-    from joserfc import jws  # noqa: PLC0415
-    from joserfc.jwk import import_key  # noqa: PLC0415
-
-    jwk = import_key(key) if isinstance(key, dict) else key
-    payload = json.dumps(dict(claims), separators=(",", ":")).encode()
-    token: str = jws.serialize_compact(dict(header), payload, jwk, algorithms=[alg])
-    return token
-
-
-class ProviderPageError(AssertionError):
-    """The provider answered a page that :func:`complete_login` cannot go on from."""
-
-    def __init__(self, status: int, url: str, text: str) -> None:
-        super().__init__(f"{status} at {url}: {text[:600]}")
-        self.status = status
-        self.url = url
-        self.text = text
 
 
 DELETE = object()
@@ -277,8 +220,8 @@ class OIDCProviderServer:
         self.accounts = {account.username: account for account in accounts}
         self.id_token_claims = id_token_claims
         self.name = name
-        self.signing_key = _rsa_key(f"{name}-rs256")
-        self.signing_key_es256 = _ec_key(f"{name}-es256")
+        self.signing_key = rsa_key(f"{name}-rs256")
+        self.signing_key_es256 = ec_key(f"{name}-es256")
         self.admin_token = secrets.token_urlsafe(24)
         self.basic_client = OIDCClient(
             client_id=f"{name}-basic",
@@ -364,8 +307,10 @@ class OIDCProviderServer:
             raise
 
     def _failed(self, why: str) -> None:
+        """Node and the package are there (node_tools skipped or failed otherwise): a provider
+        that does not start is a broken test setup, a failure everywhere, never a skip."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        node_tools.unavailable(f"oidc-provider {why}: {text[-2000:]}")
+        pytest.fail(f"oidc-provider {why}: {text[-2000:]}")
 
     def _wait_for_port(self, port_file: Path) -> int:
         deadline = time.monotonic() + START_WITHIN
@@ -537,69 +482,23 @@ class OIDCProviderServer:
         """Within the block, a request for ``path`` gets its connection closed unanswered."""
         return self.proxy.rewrite(path, drop_connection)
 
+    @property
+    def public_key_pem(self) -> bytes:
+        """The provider's RSA public key as PEM: the secret of the ``HS256`` confusion attack
+        (``rewrite_id_token(header={"alg": "HS256"}, key=oidc_provider.public_key_pem)``)."""
+        pem: bytes = self.signing_key.as_pem(private=False)
+        return pem
 
-# -- the provider's pages, driven over HTTP ---------------------------------------------------
+    def serve_extra_keys(self, *jwks: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
+        """Within the block, the JWKS endpoint also lists the public half of ``jwks`` (private
+        JWK dicts): a key rotation, tokens signed with a new key (``forge_id_token(key=...)``)."""
 
+        def add(exchange: Exchange) -> Exchange:
+            document = json.loads(exchange.body)
+            document["keys"] = [*document["keys"], *(public_jwk(jwk) for jwk in jwks)]
+            return replace(exchange, body=json.dumps(document).encode())
 
-def complete_login(
-    client: httpx.Client,
-    authorize_url: str,
-    username: str,
-    password: str,
-    *,
-    deny: bool = False,
-    max_steps: int = 12,
-) -> str:
-    """Sign in at the provider's own pages and return the redirect back to the client.
-
-    Follows ``authorize_url`` through the provider's login and consent forms (posting them as a
-    browser would, cookies in ``client``) and returns the first URL outside the provider: the
-    client's redirect URI with ``code``, ``state`` and ``iss`` (or ``error``). A page the flow
-    cannot go on from (a wrong password, the provider's error page) raises
-    :class:`ProviderPageError`. ``deny=True`` cancels at the first page (``access_denied``).
-    """
-    from oidc_pages import next_step  # noqa: PLC0415
-
-    provider = _origin(authorize_url)
-    method, url, form = "GET", authorize_url, None
-    for _ in range(max_steps):
-        response = client.request(method, url, data=form, follow_redirects=False)
-        if response.is_redirect:
-            target = str(response.url.join(response.headers["location"]))
-            if _origin(target) != provider:
-                return target
-            method, url, form = "GET", target, None
-            continue
-        method, url, form = next_step(response, username, password, deny=deny)
-    raise ProviderPageError(0, url, f"no redirect back to the client within {max_steps} steps")
-
-
-def complete_logout(client: httpx.Client, end_session_url: str, *, max_steps: int = 6) -> str:
-    """Confirm RP-initiated logout at the provider's page; return the URL it sends back to
-    (``post_logout_redirect_uri`` with ``state``, or the provider's own success page)."""
-    from oidc_pages import logout_form  # noqa: PLC0415
-
-    provider = _origin(end_session_url)
-    method, url, form = "GET", end_session_url, None
-    for _ in range(max_steps):
-        response = client.request(method, url, data=form, follow_redirects=False)
-        if response.is_redirect:
-            target = str(response.url.join(response.headers["location"]))
-            if _origin(target) != provider:
-                return target
-            method, url, form = "GET", target, None
-            continue
-        if response.status_code == 200 and "op.logoutForm" not in response.text:
-            return str(response.url)  # the provider's success page
-        method, url, form = logout_form(response)
-    raise ProviderPageError(0, url, f"logout did not finish within {max_steps} steps")
-
-
-def _origin(url: str) -> str:
-    import httpx  # noqa: PLC0415
-
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+        return self.proxy.rewrite("/jwks", add)
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ verifier refused, both client authentications, RP-initiated logout, and the tamp
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +20,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, OctKey
 
 from oidc_support import (
     ALICE,
@@ -311,7 +314,7 @@ def test_tampering_proxy_unsigned_and_foreign_keys(
 ) -> None:
     client = oidc_provider.basic_client
     sent, callback = _sign_in(discovery, browser, client)
-    with oidc_provider.rewrite_id_token(header={"alg": "none"}, key=b""):
+    with oidc_provider.rewrite_id_token(header={"alg": "none"}):
         response = _exchange(discovery, client, callback["code"], sent["code_verifier"])
     unsigned = response.json()["id_token"]
     assert unsigned.endswith(".")
@@ -373,3 +376,38 @@ def test_a_second_provider_has_its_own_issuer(
     assert discovery_b["issuer"] == oidc_provider_b.issuer
     _sent, callback = _sign_in(discovery_b, browser, oidc_provider_b.basic_client)
     assert callback["iss"] == oidc_provider_b.issuer
+
+
+def test_tampering_proxy_hmac_confusion_expiry_and_rotation(
+    oidc_provider: OIDCProviderServer, discovery: dict[str, Any], browser: httpx.Client
+) -> None:
+    client = oidc_provider.basic_client
+    sent, callback = _sign_in(discovery, browser, client)
+    pem = oidc_provider.public_key_pem
+    assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")
+    with oidc_provider.rewrite_id_token(header={"alg": "HS256"}, key=pem):
+        response = _exchange(discovery, client, callback["code"], sent["code_verifier"])
+    confused = response.json()["id_token"]
+    assert jwt_parts(confused)[0] == {"alg": "HS256", "kid": oidc_provider.signing_key.kid}
+    signing_input, _dot, signature = confused.rpartition(".")
+    mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    assert signature == base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    # joserfc itself refuses a public key as an HMAC secret: the forgery is made by hand.
+    with pytest.raises(ValueError, match="Asymmetric public keys must not be used as oct keys"):
+        OctKey.import_key(pem)
+
+    expired = oidc_provider.forge_id_token(
+        confused, header={"alg": "RS256"}, claims=lambda c: {**c, "exp": c["iat"] - 60}
+    )
+    header, claims = jwt_parts(expired)
+    assert header["kid"] == oidc_provider.signing_key.kid
+    assert claims["exp"] < claims["iat"]
+
+    rotated = new_private_jwk("rotated", "RS256")
+    with oidc_provider.serve_extra_keys(rotated):
+        served = httpx.get(discovery["jwks_uri"]).json()["keys"]
+    assert [key["kid"] for key in served][-1] == "rotated"
+    assert "d" not in served[-1]
+    signed = oidc_provider.forge_id_token(expired, header={"kid": "rotated"}, key=rotated)
+    assert jwt.decode(signed, KeySet.import_key_set({"keys": served}), algorithms=["RS256"])
+    assert "rotated" not in {key["kid"] for key in httpx.get(discovery["jwks_uri"]).json()["keys"]}
