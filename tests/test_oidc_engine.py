@@ -26,6 +26,7 @@ from oidc_support import (  # noqa: F401 - the fixtures register by import
     ProviderPageError,
     complete_login,
     complete_logout,
+    new_private_jwk,
     oidc_provider_b_fixture,
     oidc_provider_fixture,
 )
@@ -428,3 +429,19 @@ def test_rp_initiated_logout_ends_the_provider_session(session: Session) -> None
         # the provider asks for the password again: a wrong one is refused at its page
         with pytest.raises(ProviderPageError):
             complete_login(browser, session.begin(), ALICE.username, "wrong")
+
+
+def test_a_rotated_key_is_picked_up_by_the_next_refetch(session: Session) -> None:
+    provider = session.harness.provider
+    session.complete(_alice(session.begin()))  # warms the JWKS cache with the old keys
+    rotated = new_private_jwk("rotated-key", "ES256")
+    header = {"alg": "ES256", "kid": "rotated-key"}
+    with provider.serve_extra_keys(rotated):
+        callback = _alice(session.begin())
+        with provider.rewrite_id_token(header=header, key=rotated):
+            assert session.refused(callback).detail == "kid"  # refetched too recently
+        session.harness.clock.advance(61)
+        callback = _alice(session.begin())
+        with provider.rewrite_id_token(header=header, key=rotated):
+            assert session.complete(callback).subject == "alice"
+    assert session.harness.paths.count("/jwks") == 2
