@@ -36,7 +36,8 @@ BROWSER = "pre-login-session-handle"
 
 
 class Harness:
-    """One OIDCClient on a memory store, its own httpx client counting requests by path."""
+    """A provider client's config, a frozen clock at the real time (the provider stamps real
+    times), a memory store, and the paths of the requests a :class:`Session` sent."""
 
     def __init__(self, provider: OIDCProviderServer, *, jwt: bool = False, **config: Any) -> None:
         registered = provider.jwt_client if jwt else provider.basic_client
