@@ -1,0 +1,79 @@
+"""The authorization request: the URL the login route redirects the browser to.
+
+Authorization code flow only (``response_type=code``), PKCE S256 always, ``state`` and
+``nonce`` always. Every value is percent-encoded as a query component, so a scope or a
+redirect URI can never add a parameter of its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from bastion.core.oidc._url import query_encode
+from bastion.core.oidc.pkce import METHOD, challenge
+from bastion.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from bastion.core.oidc.state import LoginState
+
+__all__ = ["RESERVED", "authorization_url"]
+
+RESERVED: Final = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "response_mode",
+        "request",
+        "request_uri",
+    }
+)
+"""Parameters ``extra`` may not set: the ones bastion owns, and those that would change the
+flow (``response_mode``, a request object)."""
+
+
+def authorization_url(
+    endpoint: str,
+    record: LoginState,
+    *,
+    client_id: str,
+    scopes: Sequence[str],
+    extra: Mapping[str, str] | None = None,
+) -> str:
+    """The authorization URL for ``record`` at ``endpoint`` (a discovery-checked URL; a query
+    it already has is kept). ``extra`` adds provider-specific parameters (``prompt``,
+    ``login_hint``, ...) but may not override :data:`RESERVED` ones."""
+    params: list[tuple[str, str]] = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", record.redirect_uri),
+        ("scope", " ".join(scopes)),
+        ("state", record.state),
+        ("nonce", record.nonce),
+        ("code_challenge", challenge(record.code_verifier)),
+        ("code_challenge_method", METHOD),
+    ]
+    for name, value in (extra or {}).items():
+        if name in RESERVED:
+            raise ConfigurationError(
+                f"extra authorization parameter {name!r} is set by bastion",
+                setting="extra_params",
+            )
+        params.append((name, value))
+    query = "&".join(f"{query_encode(k)}={query_encode(v)}" for k, v in params)
+    base, _, fragment = endpoint.partition("#")
+    if fragment:
+        raise ConfigurationError(
+            "the authorization endpoint must not have a fragment", setting="authorization_endpoint"
+        )
+    joiner = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        joiner = ""
+    return f"{base}{joiner}{query}"
