@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from bastion.core._check import flag, seconds
 from bastion.core.keys import SecretKey
+from bastion.core.oidc.reasons import OIDCRejected
+from bastion.core.oidc.redirect import check_allowed, check_next
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -71,27 +73,25 @@ class Provider:
     * ``name``: the provider's part of the routes (``/auth/{name}/login``): lowercase letters,
       digits, ``-`` and ``_``, at most 32 characters.
     * ``client_id``: the app's client at the provider.
-    * ``issuer``: an OpenID Provider's issuer; its discovery document
+    * ``issuer``: the OpenID Provider's issuer; its discovery document
       (``{issuer}/.well-known/openid-configuration``) gives the endpoints and keys, and ID
       tokens must carry exactly this ``iss``.
-    * ``authorization_endpoint``, ``token_endpoint``, ``jwks_uri``, ``userinfo_endpoint``:
-      explicit endpoints, for a plain OAuth 2.0 provider without discovery (GitHub), or to
-      override what discovery says. Without ``issuer``, the authorization and token
-      endpoints are required.
+    * ``authorization_endpoint``, ``token_endpoint``, ``jwks_uri``: all three or none:
+      explicit endpoints instead of discovery (a provider without a discovery document);
+      ``userinfo_endpoint`` and ``end_session_endpoint`` (RP-initiated logout) go with them.
     * ``client_secret``: the shared secret (``client_secret_basic``); or ``private_key``: a
       :class:`~bastion.core.tokens.jwk.JWTKey` with a private key, the client then
       authenticates with a signed assertion (``private_key_jwt``, RFC 7523). Exactly one.
-    * ``scopes``: requested scopes (default ``openid email profile``). An OpenID provider
-      (``issuer`` given) must include ``openid``: without it no ID token is issued.
+    * ``scopes``: requested scopes (default ``openid email profile``); ``openid`` is
+      required (no ID token without it).
     * ``redirect_uri``: the callback URL registered at the provider. ``None`` builds it from
       the request (the callback route's own URL); set it in production behind a proxy, so that
       a forged ``Host`` header can never pick it.
-    * ``end_session_endpoint``: RP-initiated logout (else taken from discovery).
     """
 
     name: str
+    issuer: str
     client_id: str
-    issuer: str | None = None
     client_secret: SecretKey | str | None = None
     private_key: JWTKey | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
@@ -120,7 +120,7 @@ class Provider:
             raise ConfigurationError(
                 f"{where}.client_id must be 1-512 visible characters", setting=f"{where}.client_id"
             )
-        set_(self, "issuer", _optional_url(self.issuer, f"{where}.issuer"))
+        set_(self, "issuer", _url(self.issuer, f"{where}.issuer"))
         for endpoint in (
             "authorization_endpoint",
             "token_endpoint",
@@ -130,13 +130,16 @@ class Provider:
             "redirect_uri",
         ):
             set_(self, endpoint, _optional_url(getattr(self, endpoint), f"{where}.{endpoint}"))
-        if self.issuer is None and (
-            self.authorization_endpoint is None or self.token_endpoint is None
-        ):
+        explicit = {
+            self.authorization_endpoint is not None,
+            self.token_endpoint is not None,
+            self.jwks_uri is not None,
+        }
+        if len(explicit) > 1:
             raise ConfigurationError(
-                f"{where}: give issuer= (discovery) or both authorization_endpoint= and "
-                "token_endpoint= (a plain OAuth 2.0 provider)",
-                setting=f"{where}.issuer",
+                f"{where}: give authorization_endpoint=, token_endpoint= and jwks_uri= "
+                "together (explicit endpoints), or none of them (discovery from issuer=)",
+                setting=f"{where}.authorization_endpoint",
             )
         self._check_credential(where)
         scopes = (self.scopes,) if isinstance(self.scopes, str) else tuple(self.scopes)
@@ -151,10 +154,9 @@ class Provider:
             raise ConfigurationError(
                 f"{where}.scopes lists a scope twice", setting=f"{where}.scopes"
             )
-        if self.issuer is not None and "openid" not in scopes:
+        if "openid" not in scopes:
             raise ConfigurationError(
-                f"{where}.scopes must include 'openid' for an OpenID provider (issuer=): "
-                "without it the provider issues no ID token",
+                f"{where}.scopes must include 'openid': without it the provider issues no ID token",
                 setting=f"{where}.scopes",
             )
         set_(self, "scopes", scopes)
@@ -198,9 +200,9 @@ class Provider:
         return "client_secret_basic" if self.client_secret is not None else "private_key_jwt"
 
     @property
-    def is_openid(self) -> bool:
-        """Whether an ID token is expected (an OpenID provider), not plain OAuth 2.0."""
-        return "openid" in self.scopes
+    def discovery(self) -> bool:
+        """Whether the endpoints come from the discovery document (no explicit endpoints)."""
+        return self.authorization_endpoint is None
 
     def __repr__(self) -> str:
         credential = (
@@ -208,10 +210,9 @@ class Provider:
             if self.client_secret is not None
             else f"private_key={self.private_key!r}"
         )
-        where = self.issuer if self.issuer is not None else self.authorization_endpoint
         return (
-            f"Provider(name={self.name!r}, client_id={self.client_id!r}, at={where!r}, "
-            f"{credential})"
+            f"Provider(name={self.name!r}, issuer={self.issuer!r}, "
+            f"client_id={self.client_id!r}, {credential})"
         )
 
 
@@ -271,19 +272,19 @@ class OIDCPolicy:
         allowed = (
             (self.allowed_next,) if isinstance(self.allowed_next, str) else tuple(self.allowed_next)
         )
-        set_(self, "allowed_next", tuple(_url(item, "oidc.allowed_next") for item in allowed))
-        if (
-            not isinstance(self.default_next, str)
-            or not self.default_next.startswith("/")
-            or self.default_next.startswith(("//", "/\\"))
-            or any(
-                ord(char) <= 0x20 or ord(char) == 0x7F or char == "\\" for char in self.default_next
-            )
-        ):
+        set_(self, "allowed_next", check_allowed(allowed, setting="oidc.allowed_next"))
+        if not isinstance(self.default_next, str) or not self.default_next.startswith("/"):
             raise ConfigurationError(
                 "oidc.default_next must be a same-origin path such as '/' or '/account'",
                 setting="oidc.default_next",
             )
+        try:
+            check_next(self.default_next)  # the rule every next passes: no //host, no escapes
+        except OIDCRejected:
+            raise ConfigurationError(
+                f"oidc.default_next {self.default_next!r} is not a safe same-origin path",
+                setting="oidc.default_next",
+            ) from None
         lifetime = seconds("oidc.state_lifetime", self.state_lifetime)
         if not 30 <= lifetime <= 3600:
             raise ConfigurationError(

@@ -27,22 +27,29 @@ this class; an app may also drive it from its own handlers.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
+from bastion.core.oidc.discovery import ASYMMETRIC_ALGS
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.refusal import Refusal
+from bastion.errors import ConfigurationError
 from bastion.oidc.policy import OIDCPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     import httpx
 
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
+    from bastion.core.keys import SecretKey
+    from bastion.engine.oidc import ClientConfig, OIDCClient
     from bastion.engine.sessions import Session
     from bastion.oidc.policy import Provider
     from bastion.stores.base import Store
@@ -156,11 +163,15 @@ class OIDC:
     """Sign-in with the providers of ``policy``; the module docstring has the flow.
 
     ``store`` keeps the login-state records (the runtime's store), ``auditor`` and ``clock``
-    are the runtime's. ``http`` is the ``httpx.AsyncClient`` used to talk to the providers
-    (default: one made here with the policy's timeout, closed by :meth:`aclose`).
+    are the runtime's. ``http`` is the ``httpx.AsyncClient`` for discovery and keys (default:
+    one made here, closed by :meth:`aclose`).
+
+    The ``*_sync`` methods (Flask, WSGI) run the same coroutines on one event loop this service
+    starts in a daemon thread on first use, so the provider connections and the cached keys
+    live on one loop; :meth:`close` stops it.
     """
 
-    __slots__ = ("_auditor", "_clock", "_engine", "_policy")
+    __slots__ = ("_auditor", "_bridge", "_clients", "_clock", "_http", "_own_http", "_policy")
 
     def __init__(
         self,
@@ -171,18 +182,26 @@ class OIDC:
         clock: Clock,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        from bastion.errors import ConfigurationError  # noqa: PLC0415
-
         if not isinstance(policy, OIDCPolicy):
             raise ConfigurationError(
                 "OIDC needs an OIDCPolicy(providers=(Provider(...),))", setting="oidc"
             )
-        from bastion.engine.oidc import OIDCEngine  # noqa: PLC0415 (the oidc extra)
+        import httpx  # noqa: PLC0415 (the oidc extra)
+
+        from bastion.engine.oidc import OIDCClient  # noqa: PLC0415 (the oidc extra)
 
         self._policy = policy
         self._auditor = auditor
         self._clock = clock
-        self._engine = OIDCEngine(policy, store=store, clock=clock, http=http)
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(follow_redirects=False)
+        self._clients = {
+            provider.name: OIDCClient(
+                client_config(provider, policy), store=store, clock=clock, http=self._http
+            )
+            for provider in policy.providers
+        }
+        self._bridge = _LoopThread()
 
     @property
     def policy(self) -> OIDCPolicy:
@@ -204,18 +223,18 @@ class OIDC:
 
         ``redirect_uri`` is the callback's absolute URL (the provider's ``redirect_uri``
         setting wins when set). ``next`` is checked now (:data:`OIDCReason.NEXT_REFUSED`);
-        ``None`` or empty means the policy's ``default_next``."""
-        chosen = self._require(provider, session)
+        ``None`` or empty means the policy's ``default_next``. The session gets its CSRF
+        secret now (an anonymous visitor: a pre-session cookie), the browser binding."""
+        client = self._client(provider, session)
+        chosen = client.config
         try:
-            destination = self._engine.check_next(next)
-            return await self._engine.begin(
-                chosen,
-                binding=session.csrf_secret,
-                redirect_uri=chosen.redirect_uri or redirect_uri,
-                next=destination,
+            return await client.begin(
+                session.csrf_secret,
+                next,
+                redirect_uri=self._policy_redirect(provider) or redirect_uri,
             )
         except OIDCRejected as error:
-            self.audit_refusal(session, provider, error.reason, error.detail)
+            self.audit_refusal(session, chosen.name, error.reason, error.detail)
             raise
 
     async def complete(
@@ -224,24 +243,54 @@ class OIDC:
         """Finish a login from the callback's query ``params``: the state record is taken
         (single use), the callback checked, the code exchanged once and the ID token verified.
         Raises :class:`OIDCRejected` (audited) on any failure."""
-        chosen = self._require(provider, session)
+        client = self._client(provider, session)
+        # A browser without a session secret cannot own any state: a fresh random binding
+        # matches no record (state_mismatch for a live state, state_unknown otherwise).
+        binding = session.verification_csrf_secret() or secrets.token_urlsafe(32)
         try:
-            binding = session.verification_csrf_secret()
-            identity, destination = await self._engine.complete(
-                chosen, binding=binding, params=params
-            )
+            login = await client.complete(binding, params)
         except OIDCRejected as error:
             self.audit_refusal(session, provider, error.reason, error.detail)
             raise
-        return Completion(identity=identity, next=destination)
+        email = login.claims.get("email")
+        identity = Identity(
+            provider=login.provider,
+            issuer=login.issuer,
+            subject=login.subject,
+            email=email if isinstance(email, str) and email else None,
+            email_verified=login.claims.get("email_verified") is True,
+            claims=login.claims,
+        )
+        return Completion(identity=identity, next=login.next)
 
-    def _require(self, provider: str, session: Session) -> Provider:
+    def begin_sync(
+        self,
+        provider: str,
+        session: Session,
+        *,
+        redirect_uri: str,
+        next: str | None = None,  # noqa: A002 (the route's parameter)
+    ) -> str:
+        """:meth:`begin` for synchronous code (see the class docstring)."""
+        return self._bridge.run(self.begin(provider, session, redirect_uri=redirect_uri, next=next))
+
+    def complete_sync(
+        self, provider: str, session: Session, params: Mapping[str, str]
+    ) -> Completion:
+        """:meth:`complete` for synchronous code (see the class docstring)."""
+        return self._bridge.run(self.complete(provider, session, params))
+
+    def _policy_redirect(self, provider: str) -> str | None:
         chosen = self._policy.provider(provider)
-        if chosen is None:
+        return None if chosen is None else chosen.redirect_uri
+
+    def _client(self, provider: str, session: Session) -> OIDCClient:
+        client = self._clients.get(provider)
+        if client is None:
             # The routes answer 404 before calling; a direct caller gets the typed error.
-            self.audit_refusal(session, provider, OIDCReason.PROVIDER_ERROR, "unknown_provider")
-            raise OIDCRejected(OIDCReason.PROVIDER_ERROR, detail="unknown_provider")
-        return chosen
+            self.audit_refusal(session, provider, OIDCReason.PROVIDER_ERROR, UNKNOWN_PROVIDER)
+            raise OIDCRejected(OIDCReason.PROVIDER_ERROR, detail=UNKNOWN_PROVIDER)
+        return client
 
     def linkable_email(self, identity: Identity) -> str:
         """The e-mail an account hook may link ``identity`` to an existing account by: only
@@ -294,4 +343,99 @@ class OIDC:
 
     async def aclose(self) -> None:
         """Close the HTTP client this service made (not one it was given)."""
-        await self._engine.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        if self._own_http:
+            await self._http.aclose()
+
+    def close(self) -> None:
+        """Stop the event loop of the ``*_sync`` methods (after closing the HTTP client on
+        it, when it runs) and close the HTTP client."""
+        if self._bridge.running:
+            self._bridge.run(self.aclose())
+            self._bridge.stop()
+        else:
+            asyncio.run(self.aclose())
+
+
+def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:
+    """The engine's configuration of ``provider`` under ``policy``."""
+    from bastion.core.oidc.discovery import ProviderMetadata  # noqa: PLC0415
+    from bastion.engine.oidc import ClientConfig  # noqa: PLC0415 (the oidc extra)
+
+    metadata = None
+    if not provider.discovery:
+        metadata = ProviderMetadata(
+            issuer=provider.issuer,
+            authorization_endpoint=str(provider.authorization_endpoint),
+            token_endpoint=str(provider.token_endpoint),
+            jwks_uri=str(provider.jwks_uri),
+            id_token_algs=tuple(sorted(ASYMMETRIC_ALGS)),
+            userinfo_endpoint=provider.userinfo_endpoint,
+            end_session_endpoint=provider.end_session_endpoint,
+        )
+    secret = provider.client_secret
+    key = provider.private_key
+    return ClientConfig(
+        name=provider.name,
+        issuer=provider.issuer,
+        client_id=provider.client_id,
+        # Each login passes its callback URL; this one is only the engine's fallback.
+        redirect_uri=provider.redirect_uri or provider.issuer,
+        client_secret=None if secret is None else _secret_text(secret),
+        private_key=None if key is None else key.key,
+        private_key_alg=None if key is None else key.alg,
+        scopes=provider.scopes,
+        allowed_next=policy.allowed_next,
+        default_next=policy.default_next,
+        metadata=metadata,
+        leeway=policy.leeway,
+        state_ttl=policy.state_lifetime,
+        jwks_refresh_interval=policy.jwks_refresh,
+        timeout=policy.timeout,
+    )
+
+
+def _secret_text(secret: SecretKey | str) -> str:
+    if isinstance(secret, str):
+        return secret
+    return secret.reveal().decode("utf-8")
+
+
+_T = TypeVar("_T")
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, started on first use, for the ``*_sync`` methods."""
+
+    __slots__ = ("_lock", "_loop", "_thread")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="bastion-oidc-sync", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
