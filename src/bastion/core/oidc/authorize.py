@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from bastion.core.oidc.state import LoginState
 
-__all__ = ["RESERVED", "authorization_url"]
+__all__ = ["RESERVED", "authorization_url", "end_session_url"]
 
 RESERVED: Final = frozenset(
     {
@@ -67,6 +67,30 @@ def authorization_url(
                 setting="extra_params",
             )
         params.append((name, value))
+    return _with_query(endpoint, params)
+
+
+def end_session_url(
+    endpoint: str,
+    *,
+    client_id: str,
+    id_token_hint: str | None = None,
+    post_logout_redirect_uri: str | None = None,
+    state: str | None = None,
+) -> str:
+    """The RP-initiated logout URL (OpenID Connect RP-Initiated Logout 1.0) at the provider's
+    ``end_session_endpoint``: the browser goes there to end its session at the provider."""
+    params: list[tuple[str, str]] = [("client_id", client_id)]
+    if id_token_hint is not None:
+        params.append(("id_token_hint", id_token_hint))
+    if post_logout_redirect_uri is not None:
+        params.append(("post_logout_redirect_uri", post_logout_redirect_uri))
+    if state is not None:
+        params.append(("state", state))
+    return _with_query(endpoint, params)
+
+
+def _with_query(endpoint: str, params: list[tuple[str, str]]) -> str:
     query = "&".join(f"{query_encode(k)}={query_encode(v)}" for k, v in params)
     base, _, fragment = endpoint.partition("#")
     if fragment:

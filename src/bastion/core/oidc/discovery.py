@@ -29,6 +29,7 @@ __all__ = [
     "ProviderMetadata",
     "check_endpoint",
     "discovery_url",
+    "is_url",
     "parse_discovery",
 ]
 
@@ -54,6 +55,15 @@ _WELL_KNOWN: Final = "/.well-known/openid-configuration"
 def discovery_url(issuer: str) -> str:
     """Where ``issuer`` publishes its discovery document (section 4.1)."""
     return issuer.rstrip("/") + _WELL_KNOWN
+
+
+def is_url(value: object, *, secure: bool = True) -> bool:
+    """Whether ``value`` is an absolute http(s) URL without user info (https or loopback
+    http only, when ``secure``)."""
+    origin = origin_of(value) if isinstance(value, str) else None
+    if origin is None:
+        return False
+    return not secure or origin.scheme == "https" or is_loopback(origin)
 
 
 def check_endpoint(name: str, value: object) -> str:

@@ -44,9 +44,9 @@ import httpx
 
 from bastion.core._check import text
 from bastion.core.clock import system_clock
-from bastion.core.oidc.authorize import authorization_url
+from bastion.core.oidc.authorize import authorization_url, end_session_url
 from bastion.core.oidc.callback import check_response, read_callback
-from bastion.core.oidc.discovery import check_endpoint
+from bastion.core.oidc.discovery import is_url
 from bastion.core.oidc.idtoken import DEFAULT_LEEWAY, DEFAULT_MAX_AGE, check_claims, check_leeway
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.oidc.redirect import check_allowed, check_next
@@ -78,6 +78,17 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_redirect_uri(value: object) -> None:
+    # http is accepted: the redirect URI is the application's own (a test client's
+    # http://testserver); deployments serve it over https, which the provider's registration
+    # usually enforces too.
+    if not is_url(value, secure=False) or "#" in str(value):
+        raise ConfigurationError(
+            f"redirect_uri must be an absolute http(s) URL without a fragment, got {value!r}",
+            setting="redirect_uri",
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig:
     """One provider as the engine needs it. Exactly one of ``client_secret``
@@ -106,8 +117,12 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         text("name", self.name)
-        check_endpoint("issuer", text("issuer", self.issuer))
-        check_endpoint("redirect_uri", text("redirect_uri", self.redirect_uri))
+        if not is_url(text("issuer", self.issuer)):
+            raise ConfigurationError(
+                f"issuer must be an https URL (http on loopback only), got {self.issuer!r}",
+                setting="issuer",
+            )
+        _check_redirect_uri(self.redirect_uri)
         if isinstance(self.scopes, str) or "openid" not in self.scopes:
             raise ConfigurationError(
                 "scopes must be a tuple that includes 'openid'", setting="scopes"
@@ -214,7 +229,7 @@ class OIDCClient:
         config = self._config
         destination = check_next(next_url, allowed=config.allowed_next, default=config.default_next)
         callback = config.redirect_uri if redirect_uri is None else redirect_uri
-        check_endpoint("redirect_uri", callback)
+        _check_redirect_uri(callback)
         metadata = await self._keys.metadata()
         record = new_login_state(
             provider=config.name,
@@ -275,6 +290,30 @@ class OIDCClient:
             next=record.next,
             id_token=id_token,
             access_token=access if isinstance(access, str) else None,
+        )
+
+    async def logout_url(
+        self,
+        id_token: str | None,
+        *,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> str | None:
+        """Where to send the browser to end its provider session too (RP-initiated logout),
+        or ``None`` when the provider has no ``end_session_endpoint``. ``id_token`` is the
+        :attr:`VerifiedLogin.id_token` of the session (the provider's hint); the
+        ``post_logout_redirect_uri`` must be registered at the provider."""
+        metadata = await self._keys.metadata()
+        if metadata.end_session_endpoint is None:
+            return None
+        if post_logout_redirect_uri is not None:
+            _check_redirect_uri(post_logout_redirect_uri)
+        return end_session_url(
+            metadata.end_session_endpoint,
+            client_id=self._config.client_id,
+            id_token_hint=id_token,
+            post_logout_redirect_uri=post_logout_redirect_uri,
+            state=state,
         )
 
     async def aclose(self) -> None:

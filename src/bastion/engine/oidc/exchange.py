@@ -21,15 +21,25 @@ verification runs with exactly that one algorithm. It returns the payload, whose
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - installs its filter now
 import httpx
 
-# Authlib ships no type information; the three names are used as documented.
-from authlib.integrations.base_client.errors import OAuthError  # type: ignore[import-untyped]
-from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
-from authlib.oauth2.rfc7523 import PrivateKeyJWT  # type: ignore[import-untyped]
+# Authlib ships no type information; the names below are used as documented.
+with warnings.catch_warnings():
+    # Authlib 1.9 warns, once, at import, that it runs on httpx rather than its fork httpx2.
+    # bastion's extra pins httpx; the warning would be an error under filterwarnings=error.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.base_client.errors import (  # type: ignore[import-untyped]
+        OAuthError,
+    )
+    from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+        AsyncOAuth2Client,
+    )
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT  # type: ignore[import-untyped]
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
@@ -86,12 +96,7 @@ class ClientAuth:
         if isinstance(raw, RSAKey | ECKey | OKPKey):
             key: object = raw
         else:
-            try:
-                key = JWKRegistry.import_key(raw)  # type: ignore[arg-type]
-            except (JoseError, ValueError, TypeError, KeyError) as exc:
-                raise ConfigurationError(
-                    "private_key is not an RSA, EC or OKP private key", setting="private_key"
-                ) from exc
+            key = _import_private_key(raw)
         if not isinstance(key, RSAKey | ECKey | OKPKey) or not key.is_private:
             raise ConfigurationError(
                 "private_key must be an RSA, EC or OKP private key", setting="private_key"
@@ -104,6 +109,27 @@ class ClientAuth:
 
     def __repr__(self) -> str:
         return f"ClientAuth(client_id={self.client_id!r}, method={self.method!r})"
+
+
+def _import_private_key(raw: object) -> object:
+    """A JWK dict, or a PEM (str or bytes) of an RSA, EC or OKP key, as a joserfc key."""
+    if isinstance(raw, dict):
+        attempts: tuple[str | None, ...] = (None,)
+    elif isinstance(raw, str | bytes):
+        attempts = ("RSA", "EC", "OKP")
+    else:
+        attempts = ()
+    for key_type in attempts:
+        try:
+            if key_type is None:
+                return JWKRegistry.import_key(raw)  # type: ignore[arg-type]
+            return JWKRegistry.import_key(raw, key_type)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+    raise ConfigurationError(
+        "private_key is not an RSA, EC or OKP private key (a JWK dict or a PEM)",
+        setting="private_key",
+    )
 
 
 def _refuse_5xx(response: httpx.Response) -> httpx.Response:
@@ -149,6 +175,8 @@ async def exchange_code(
                 redirect_uri=redirect_uri,
                 code_verifier=code_verifier,
             )
+        except OIDCRejected:
+            raise  # from _refuse_5xx; a ValueError, so it must pass the clause below untouched
         except OAuthError as exc:
             error = str(getattr(exc, "error", "") or "")
             detail = error if error and set(error) <= _ERROR_CODE_CHARS else None
@@ -156,9 +184,9 @@ async def exchange_code(
                 OIDCReason.CODE_REJECTED, "token endpoint refused the code", detail=detail
             ) from exc
         except httpx.HTTPStatusError as exc:
-            raise OIDCRejected(
-                OIDCReason.BAD_RESPONSE, f"token endpoint: HTTP {exc.response.status_code}"
-            ) from exc
+            status = exc.response.status_code
+            reason = OIDCReason.PROVIDER_UNAVAILABLE if status >= 500 else OIDCReason.BAD_RESPONSE
+            raise OIDCRejected(reason, f"token endpoint: HTTP {status}") from exc
         except httpx.HTTPError as exc:
             raise OIDCRejected(
                 OIDCReason.PROVIDER_UNAVAILABLE, f"token endpoint: {type(exc).__name__}"
