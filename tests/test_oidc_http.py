@@ -37,7 +37,14 @@ from bastion.oidc import OIDC, Identity, OIDCPolicy, Provider
 from bastion.oidc.starlette import oidc_router
 from bastion.stores.memory import MemoryStore
 from bastion.testing.audit import RecordingAuditSink
-from oidc_support import ALICE, MALLORY, complete_login, oidc_provider_fixture  # noqa: F401
+from oidc_support import (  # noqa: F401 (fixtures)
+    ALICE,
+    MALLORY,
+    complete_login,
+    new_private_jwk,
+    oidc_provider_b_fixture,
+    oidc_provider_fixture,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -289,3 +296,83 @@ def test_provider_repr_redacts_the_secret(oidc_provider: OIDCProviderServer) -> 
     assert "s3cret-value" not in repr(provider)
     with pytest.raises(ConfigurationError):
         Provider(name="Bad Name", issuer=oidc_provider.issuer, client_id="a", client_secret="x")
+
+
+@pytest.mark.parametrize(
+    ("forgery", "reason"),
+    [
+        ({"claims": {"iss": "http://127.0.0.1:1/evil"}}, "id_token_invalid"),
+        ({"claims": {"azp": "another-client"}}, "id_token_invalid"),
+        ({"claims": lambda c: {**c, "exp": c["iat"] - 60}}, "id_token_invalid"),
+        ({"claims": {"nonce": "not-this-login"}}, "nonce_mismatch"),
+        (
+            {"header": {"kid": "unknown"}, "key": new_private_jwk("unknown", "RS256")},
+            "id_token_invalid",
+        ),
+    ],
+    ids=["wrong-iss", "wrong-azp", "expired", "nonce", "unknown-key"],
+)
+def test_forged_id_tokens_are_refused(
+    h: Harness, oidc_provider: OIDCProviderServer, forgery: dict[str, Any], reason: str
+) -> None:
+    with TestClient(starlette_app(h), base_url=HTTPS) as client:
+        callback = sign_in(start(client))
+        with oidc_provider.rewrite_id_token(**forgery) as sent:
+            response = client.get(callback, headers=JSON)
+        assert sent, "the proxy forged no token"
+        assert_refused(client, response, 400, reason)
+    assert h.fails()[-1]["reason"] == reason
+
+
+def test_provider_unreachable_is_a_503(h: Harness, oidc_provider: OIDCProviderServer) -> None:
+    with TestClient(starlette_app(h), base_url=HTTPS) as client:
+        callback = sign_in(start(client))
+        with oidc_provider.unreachable("/token"):
+            response = client.get(callback, headers=JSON)
+        assert_refused(client, response, 503, "provider_unavailable")
+
+
+def test_mix_up_a_response_at_another_providers_callback(
+    oidc_provider: OIDCProviderServer, oidc_provider_b: OIDCProviderServer
+) -> None:
+    h = Harness(oidc_provider)
+    other = oidc_provider_b.register_client(
+        redirect_uris=["https://testserver/auth/other/callback"]
+    )
+    h.policy = OIDCPolicy(
+        providers=(
+            *h.policy.providers,
+            Provider(
+                name="other",
+                issuer=oidc_provider_b.issuer,
+                client_id=other.client_id,
+                client_secret=other.client_secret,
+            ),
+        )
+    )
+    h.oidc.close()
+    h.oidc = OIDC(h.policy, store=h.store, auditor=h.auditor, clock=h.clock)
+    try:
+        with TestClient(starlette_app(h), base_url=HTTPS) as client:
+            callback = sign_in(start(client))
+            at_b = callback.replace("/auth/local/callback", "/auth/other/callback")
+            response = client.get(at_b, headers=JSON)
+            assert_refused(client, response, 400, "iss_mismatch")
+        assert h.fails()[-1]["reason"] == "iss_mismatch"
+    finally:
+        h.oidc.close()
+
+
+def test_fastapi_mounts_the_router(h: Harness) -> None:
+    from fastapi import FastAPI  # noqa: PLC0415
+
+    api = FastAPI()
+    api.add_route("/me", me)
+    api.mount("/auth", oidc_router(h.oidc, on_identity=h.hook))
+    with TestClient(protect(api, h.config), base_url=HTTPS) as client:
+        response = client.get(sign_in(start(client)), follow_redirects=False)
+        assert response.status_code == 303
+        assert client.get("/me").json() == {"user": "user-1"}
+        bad = client.get("/auth/nowhere/login", headers=JSON)
+        assert bad.status_code == 404
+        assert bad.json()["error"] == "unknown_provider"
