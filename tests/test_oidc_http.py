@@ -376,3 +376,32 @@ def test_fastapi_mounts_the_router(h: Harness) -> None:
         bad = client.get("/auth/nowhere/login", headers=JSON)
         assert bad.status_code == 404
         assert bad.json()["error"] == "unknown_provider"
+
+
+def _with_state(callback: str, other: str) -> str:
+    """``callback``'s code and iss under the ``state`` of ``other``."""
+    from urllib.parse import parse_qs, urlencode, urlsplit  # noqa: PLC0415
+
+    params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+    params["state"] = parse_qs(urlsplit(other).query)["state"][0]
+    return f"{urlsplit(callback).path}?{urlencode(params)}"
+
+
+def test_a_used_code_replayed_under_a_fresh_state_is_refused(h: Harness) -> None:
+    with TestClient(starlette_app(h), base_url=HTTPS) as client:
+        first = sign_in(start(client))
+        assert client.get(first, follow_redirects=False).status_code == 303
+        client.cookies.clear()
+        fresh = start(client)  # a new login: its own state and verifier
+        response = client.get(_with_state(first, fresh), headers=JSON)
+        assert_refused(client, response, 400, "code_rejected")
+    assert h.fails()[-1]["reason"] == "code_rejected"
+
+
+def test_a_code_with_another_logins_verifier_is_refused(h: Harness) -> None:
+    with TestClient(starlette_app(h), base_url=HTTPS) as client:
+        first = sign_in(start(client))  # never used: its verifier stays with its own state
+        fresh = start(client)
+        response = client.get(_with_state(first, fresh), headers=JSON)
+        assert_refused(client, response, 400, "code_rejected")
+    assert h.fails()[-1]["reason"] == "code_rejected"
