@@ -1,0 +1,441 @@
+"""The ``OIDC`` service: the two steps of a login through an external provider.
+
+::
+
+    oidc = OIDC(policy, store=store, auditor=auditor, clock=clock)
+    url = await oidc.begin("google", session, redirect_uri=callback, next="/account")
+    ...  # the browser signs in at the provider and comes back to the callback
+    done = await oidc.complete("google", session, request.query_params)
+    user_id = find_or_create(done.identity)
+    oidc.logged_in(session, done.identity, user_id)     # session.login() and the audit event
+
+:meth:`OIDC.begin` stores a single-use login-state record (``state``, ``nonce``, the PKCE
+verifier, the checked ``next``) bound to the browser's pre-login session and returns the
+provider's authorization URL. :meth:`OIDC.complete` takes that record back (once), checks the
+callback, exchanges the code and verifies the ID token; every refusal is an
+:class:`~bastion.core.oidc.reasons.OIDCRejected` with its reason, audited as
+``authn_login_fail`` (``method=oidc``, ``reason=...``, ``provider=...``).
+
+The browser binding is the session's CSRF secret: a visitor without a stored session gets a
+pre-session cookie for it (no store write), so a ``state`` planted in another browser, whose
+session holds another secret, is refused as ``state_mismatch``. ``login()`` rotates that
+secret, so the binding dies with the login.
+
+The routes (:mod:`bastion.oidc.starlette`, :mod:`bastion.flask.oidc`) are thin shells over
+this class; an app may also drive it from its own handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from bastion.core.audit import EventName, Outcome
+from bastion.core.oidc.discovery import ASYMMETRIC_ALGS
+from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
+from bastion.core.refusal import Refusal
+from bastion.errors import ConfigurationError
+from bastion.oidc.policy import OIDCPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine, Mapping
+
+    import httpx
+
+    from bastion.core.audit import Auditor
+    from bastion.core.clock import Clock
+    from bastion.core.keys import SecretKey
+    from bastion.engine.oidc import ClientConfig, OIDCClient
+    from bastion.engine.sessions import Session
+    from bastion.oidc.policy import Provider
+    from bastion.stores.base import Store
+
+__all__ = [
+    "LOGIN_STORE_UNAVAILABLE",
+    "METHOD",
+    "NO_ACCOUNT",
+    "OIDC",
+    "UNKNOWN_PROVIDER",
+    "Completion",
+    "Identity",
+    "refusal_for",
+]
+
+METHOD: Final = "oidc"
+"""The ``method`` detail of the audit events of these logins."""
+
+NO_ACCOUNT: Final = "no_account"
+"""The audit reason when the app's account hook returned no user (a 403)."""
+
+UNKNOWN_PROVIDER: Final = "unknown_provider"
+"""The refusal of a route naming a provider the policy does not have (a 404; not audited)."""
+
+LOGIN_STORE_UNAVAILABLE: Final = "login_store_unavailable"
+"""The store of the login-state records cannot be reached (a 503 with ``Retry-After``)."""
+
+
+_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        OIDCReason.STATE_MISSING: (
+            "The sign-in response has no state. Please start the sign-in again."
+        ),
+        OIDCReason.STATE_UNKNOWN: (
+            "This sign-in link is unknown, expired or was already used. Please start the sign-in "
+            "again."
+        ),
+        OIDCReason.STATE_MISMATCH: (
+            "This sign-in was started in another browser. Please start the sign-in again here."
+        ),
+        OIDCReason.ISS_MISMATCH: "The sign-in response came from another provider.",
+        OIDCReason.PROVIDER_ERROR: "The provider did not complete the sign-in.",
+        OIDCReason.CODE_REJECTED: "The provider refused this sign-in. Please start again.",
+        OIDCReason.ID_TOKEN_INVALID: "The provider's answer failed verification.",
+        OIDCReason.NONCE_MISMATCH: "The provider's answer does not belong to this sign-in.",
+        OIDCReason.PROVIDER_UNAVAILABLE: (
+            "The sign-in provider cannot be reached. Please try again shortly."
+        ),
+        OIDCReason.BAD_RESPONSE: "The sign-in provider sent an answer that cannot be used.",
+        OIDCReason.NEXT_REFUSED: "The page to return to after sign-in is not allowed.",
+        OIDCReason.UNVERIFIED_EMAIL: (
+            "The provider has not verified this e-mail address, so it cannot be linked to an "
+            "account."
+        ),
+        NO_ACCOUNT: "No account can sign in with this identity.",
+        UNKNOWN_PROVIDER: "No such sign-in provider.",
+        LOGIN_STORE_UNAVAILABLE: (
+            "Service unavailable: sign-in cannot be stored now. Please try again shortly."
+        ),
+    }
+)
+
+
+def refusal_for(reason: OIDCReason | str) -> tuple[int, Refusal]:
+    """The status and body of the refusal page for ``reason`` (the same in every adapter):
+    ``error`` is the reason itself, ``detail`` a sentence for people that never names a code,
+    a token or a claim."""
+    if isinstance(reason, OIDCReason):
+        status = reason.status
+    else:
+        status = {NO_ACCOUNT: 403, UNKNOWN_PROVIDER: 404, LOGIN_STORE_UNAVAILABLE: 503}.get(
+            reason, 400
+        )
+    message = _MESSAGES.get(reason, "Sign-in refused.")
+    return status, Refusal(str(reason), message + "\n")
+
+
+def _frozen(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(claims))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who the provider says signed in. ``(issuer, subject)`` is the identity: map it to the
+    app's user. ``email`` is a hint: it identifies nobody unless ``email_verified`` is true
+    and the app links by e-mail on purpose (:meth:`OIDC.linkable_email`). ``provider`` is
+    the configured provider's name; ``claims`` the verified ID token's claims (with the
+    UserInfo answer's, for a plain OAuth 2.0 provider)."""
+
+    provider: str
+    issuer: str
+    subject: str
+    email: str | None = None
+    email_verified: bool = False
+    claims: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "claims", _frozen(self.claims))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """A checked callback: the ``identity`` and where the login goes next (already checked
+    against the policy's allow-list when the login began)."""
+
+    identity: Identity
+    next: str
+
+
+class OIDC:
+    """Sign-in with the providers of ``policy``; the module docstring has the flow.
+
+    ``store`` keeps the login-state records (the runtime's store), ``auditor`` and ``clock``
+    are the runtime's. ``http`` is the ``httpx.AsyncClient`` for discovery and keys (default:
+    one made here, closed by :meth:`aclose`).
+
+    The ``*_sync`` methods (Flask, WSGI) run the same coroutines on one event loop this service
+    starts in a daemon thread on first use, so the provider connections and the cached keys
+    live on one loop; :meth:`close` stops it.
+    """
+
+    __slots__ = ("_auditor", "_bridge", "_clients", "_clock", "_http", "_own_http", "_policy")
+
+    def __init__(
+        self,
+        policy: OIDCPolicy,
+        *,
+        store: Store,
+        auditor: Auditor,
+        clock: Clock,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not isinstance(policy, OIDCPolicy):
+            raise ConfigurationError(
+                "OIDC needs an OIDCPolicy(providers=(Provider(...),))", setting="oidc"
+            )
+        import httpx  # noqa: PLC0415 (the oidc extra)
+
+        from bastion.engine.oidc import OIDCClient  # noqa: PLC0415 (the oidc extra)
+
+        self._policy = policy
+        self._auditor = auditor
+        self._clock = clock
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(follow_redirects=False)
+        self._clients = {
+            provider.name: OIDCClient(
+                client_config(provider, policy), store=store, clock=clock, http=self._http
+            )
+            for provider in policy.providers
+        }
+        self._bridge = _LoopThread()
+
+    @property
+    def policy(self) -> OIDCPolicy:
+        return self._policy
+
+    def provider(self, name: str) -> Provider | None:
+        """The configured provider called ``name`` (``None``: the routes answer 404)."""
+        return self._policy.provider(name)
+
+    async def begin(
+        self,
+        provider: str,
+        session: Session,
+        *,
+        redirect_uri: str,
+        next: str | None = None,  # noqa: A002 (the route's parameter)
+    ) -> str:
+        """Start a login: store its state record and return the provider's authorization URL.
+
+        ``redirect_uri`` is the callback's absolute URL (the provider's ``redirect_uri``
+        setting wins when set). ``next`` is checked now (:data:`OIDCReason.NEXT_REFUSED`);
+        ``None`` or empty means the policy's ``default_next``. The session gets its CSRF
+        secret now (an anonymous visitor: a pre-session cookie), the browser binding."""
+        client = self._client(provider, session)
+        chosen = client.config
+        try:
+            return await client.begin(
+                session.csrf_secret,
+                next,
+                redirect_uri=self._policy_redirect(provider) or redirect_uri,
+            )
+        except OIDCRejected as error:
+            self.audit_refusal(session, chosen.name, error.reason, error.detail)
+            raise
+
+    async def complete(
+        self, provider: str, session: Session, params: Mapping[str, str]
+    ) -> Completion:
+        """Finish a login from the callback's query ``params``: the state record is taken
+        (single use), the callback checked, the code exchanged once and the ID token verified.
+        Raises :class:`OIDCRejected` (audited) on any failure."""
+        client = self._client(provider, session)
+        # A browser without a session secret cannot own any state: a fresh random binding
+        # matches no record (state_mismatch for a live state, state_unknown otherwise).
+        binding = session.verification_csrf_secret() or secrets.token_urlsafe(32)
+        try:
+            login = await client.complete(binding, params)
+        except OIDCRejected as error:
+            self.audit_refusal(session, provider, error.reason, error.detail)
+            raise
+        email = login.claims.get("email")
+        identity = Identity(
+            provider=login.provider,
+            issuer=login.issuer,
+            subject=login.subject,
+            email=email if isinstance(email, str) and email else None,
+            email_verified=login.claims.get("email_verified") is True,
+            claims=login.claims,
+        )
+        return Completion(identity=identity, next=login.next)
+
+    def begin_sync(
+        self,
+        provider: str,
+        session: Session,
+        *,
+        redirect_uri: str,
+        next: str | None = None,  # noqa: A002 (the route's parameter)
+    ) -> str:
+        """:meth:`begin` for synchronous code (see the class docstring)."""
+        return self._bridge.run(self.begin(provider, session, redirect_uri=redirect_uri, next=next))
+
+    def complete_sync(
+        self, provider: str, session: Session, params: Mapping[str, str]
+    ) -> Completion:
+        """:meth:`complete` for synchronous code (see the class docstring)."""
+        return self._bridge.run(self.complete(provider, session, params))
+
+    def _policy_redirect(self, provider: str) -> str | None:
+        chosen = self._policy.provider(provider)
+        return None if chosen is None else chosen.redirect_uri
+
+    def _client(self, provider: str, session: Session) -> OIDCClient:
+        client = self._clients.get(provider)
+        if client is None:
+            # The routes answer 404 before calling; a direct caller gets the typed error.
+            self.audit_refusal(session, provider, OIDCReason.PROVIDER_ERROR, UNKNOWN_PROVIDER)
+            raise OIDCRejected(OIDCReason.PROVIDER_ERROR, detail=UNKNOWN_PROVIDER)
+        return client
+
+    def linkable_email(self, identity: Identity) -> str:
+        """The e-mail an account hook may link ``identity`` to an existing account by: only
+        when the policy allows it (``link_verified_email=True``) and the provider asserted
+        ``email_verified``. Raises :data:`OIDCReason.UNVERIFIED_EMAIL` otherwise (the
+        routes answer 403 and audit it)."""
+        if not self._policy.link_verified_email:
+            raise OIDCRejected(
+                OIDCReason.UNVERIFIED_EMAIL,
+                "linking by e-mail is off (OIDCPolicy(link_verified_email=False))",
+                detail="linking_disabled",
+            )
+        if identity.email is None or identity.email_verified is not True:
+            raise OIDCRejected(OIDCReason.UNVERIFIED_EMAIL, detail="not_verified")
+        return identity.email
+
+    def logged_in(self, session: Session, identity: Identity, user_id: str | int) -> None:
+        """Log ``session`` in as ``user_id`` (new session ID and CSRF secret) and audit
+        ``authn_login_success``."""
+        session.login(user_id)
+        self._auditor.emit(
+            EventName.AUTHN_LOGIN_SUCCESS,
+            outcome=Outcome.SUCCESS,
+            user=user_id,
+            client_ip=session.client_ip,
+            details={"method": METHOD, "provider": identity.provider},
+        )
+
+    def audit_refusal(
+        self,
+        session: Session | None,
+        provider: str,
+        reason: OIDCReason | str,
+        detail: str | None = None,
+    ) -> None:
+        """Audit a refused login as ``authn_login_fail`` (``reason``, ``detail``)."""
+        details: dict[str, str] = {
+            "method": METHOD,
+            "reason": str(reason),
+            "provider": provider[:64],
+        }
+        if detail:
+            details["detail"] = detail
+        self._auditor.emit(
+            EventName.AUTHN_LOGIN_FAIL,
+            outcome=Outcome.FAILURE,
+            client_ip=None if session is None else session.client_ip,
+            details=details,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this service made (not one it was given)."""
+        for client in self._clients.values():
+            await client.aclose()
+        if self._own_http:
+            await self._http.aclose()
+
+    def close(self) -> None:
+        """Stop the event loop of the ``*_sync`` methods (after closing the HTTP client on
+        it, when it runs) and close the HTTP client."""
+        if self._bridge.running:
+            self._bridge.run(self.aclose())
+            self._bridge.stop()
+        else:
+            asyncio.run(self.aclose())
+
+
+def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:
+    """The engine's configuration of ``provider`` under ``policy``."""
+    from bastion.core.oidc.discovery import ProviderMetadata  # noqa: PLC0415
+    from bastion.engine.oidc import ClientConfig  # noqa: PLC0415 (the oidc extra)
+
+    metadata = None
+    if not provider.discovery:
+        metadata = ProviderMetadata(
+            issuer=provider.issuer,
+            authorization_endpoint=str(provider.authorization_endpoint),
+            token_endpoint=str(provider.token_endpoint),
+            jwks_uri=str(provider.jwks_uri),
+            id_token_algs=tuple(sorted(ASYMMETRIC_ALGS)),
+            userinfo_endpoint=provider.userinfo_endpoint,
+            end_session_endpoint=provider.end_session_endpoint,
+        )
+    secret = provider.client_secret
+    key = provider.private_key
+    return ClientConfig(
+        name=provider.name,
+        issuer=provider.issuer,
+        client_id=provider.client_id,
+        # Each login passes its callback URL; this one is only the engine's fallback.
+        redirect_uri=provider.redirect_uri or provider.issuer,
+        client_secret=None if secret is None else _secret_text(secret),
+        private_key=None if key is None else key.key,
+        private_key_alg=None if key is None else key.alg,
+        scopes=provider.scopes,
+        allowed_next=policy.allowed_next,
+        default_next=policy.default_next,
+        metadata=metadata,
+        leeway=policy.leeway,
+        state_ttl=policy.state_lifetime,
+        jwks_refresh_interval=policy.jwks_refresh,
+        timeout=policy.timeout,
+    )
+
+
+def _secret_text(secret: SecretKey | str) -> str:
+    if isinstance(secret, str):
+        return secret
+    return secret.reveal().decode("utf-8")
+
+
+_T = TypeVar("_T")
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, started on first use, for the ``*_sync`` methods."""
+
+    __slots__ = ("_lock", "_loop", "_thread")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="bastion-oidc-sync", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
