@@ -104,7 +104,6 @@ def _authorizer(policy: Any) -> Any:
     """An ``Authorizer`` over ``policy`` with the users' roles in a memory store, seeded."""
     from bastion.authz.policy import AuthzPolicy  # noqa: PLC0415
     from bastion.authz.service import Authorizer  # noqa: PLC0415
-
     from bastion.core.audit import Auditor, IdentifierHasher  # noqa: PLC0415
     from bastion.core.clock import system_clock  # noqa: PLC0415
     from bastion.core.keys import KeyRing  # noqa: PLC0415
