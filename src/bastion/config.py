@@ -49,6 +49,7 @@ from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import ThrottlePolicy
 from bastion.engine.ratelimit import Rule
 from bastion.errors import ConfigurationError
+from bastion.oidc.policy import OIDCPolicy
 from bastion.stores.url import redact_url
 from bastion.tokens.policy import TokenPolicy
 
@@ -93,6 +94,8 @@ class Bastion:
       ``totp_issuer``: the site name in authenticator apps (needed for ``runtime.totp``).
     * ``tokens``: a :class:`~bastion.tokens.TokenPolicy` (JWT access tokens, refresh families,
       DPoP; needs ``store`` and the ``jwt`` extra): ``runtime.tokens`` and the bearer layer.
+    * ``oidc``: an :class:`~bastion.oidc.OIDCPolicy` (sign-in with OpenID Connect providers;
+      needs ``store`` and the ``oidc`` extra): ``runtime.oidc``.
     * ``authz``: an :class:`~bastion.authz.AuthzPolicy` (roles, permissions, ABAC rules and
       an optional route table): ``runtime.authz`` and, with routes, the authorization layer.
     * ``auditor``: one :class:`~bastion.core.audit.Auditor` for every layer (default: JSON on
@@ -116,6 +119,7 @@ class Bastion:
     totp_issuer: str | None = None
     tokens: TokenPolicy | None = None
     authz: AuthzPolicy | None = None
+    oidc: OIDCPolicy | None = None
     auditor: Auditor | None = None
     clock: Clock = system_clock
     environment: Environment | None = None
@@ -192,20 +196,7 @@ class Bastion:
                     "the user epochs live in the store, so pass store='sqlite:///app.db'",
                     setting="store",
                 )
-        if self.authz is not None:
-            if not isinstance(self.authz, AuthzPolicy):
-                raise ConfigurationError(
-                    "authz must be an AuthzPolicy (AuthzPolicy(policy=Policy(...)) or "
-                    "AuthzPolicy(policy='policy.toml'))",
-                    setting="authz",
-                )
-            if self.authz.roles_in_store and self.store is None:
-                raise ConfigurationError(
-                    "authz= keeps users' roles in bastion's store (roles='store') but no "
-                    "store= was given; pass store='sqlite:///app.db', or give AuthzPolicy a "
-                    "roles= loader that reads them from the app's own data",
-                    setting="store",
-                )
+        _check_capabilities(self)
         if self.auditor is not None and not isinstance(self.auditor, Auditor):
             raise ConfigurationError("auditor must be an Auditor", setting="auditor")
         if not callable(getattr(self.clock, "now", None)):
@@ -385,6 +376,36 @@ _ENV_NAMES: Final = (
     "TOKEN_KEYS",
     "AUTHZ_POLICY",
 )
+
+
+def _check_capabilities(config: Bastion) -> None:
+    """The authorization and sign-in slices: their types, and the store they need."""
+    if config.authz is not None:
+        if not isinstance(config.authz, AuthzPolicy):
+            raise ConfigurationError(
+                "authz must be an AuthzPolicy (AuthzPolicy(policy=Policy(...)) or "
+                "AuthzPolicy(policy='policy.toml'))",
+                setting="authz",
+            )
+        if config.authz.roles_in_store and config.store is None:
+            raise ConfigurationError(
+                "authz= keeps users' roles in bastion's store (roles='store') but no "
+                "store= was given; pass store='sqlite:///app.db', or give AuthzPolicy a "
+                "roles= loader that reads them from the app's own data",
+                setting="store",
+            )
+    if config.oidc is not None:
+        if not isinstance(config.oidc, OIDCPolicy):
+            raise ConfigurationError(
+                "oidc must be an OIDCPolicy (OIDCPolicy(providers=(Provider(...),)))",
+                setting="oidc",
+            )
+        if config.store is None:
+            raise ConfigurationError(
+                "oidc= was given without store=; the single-use login states live in the "
+                "store, so pass store='sqlite:///app.db'",
+                setting="store",
+            )
 
 
 def _policy(value: object, setting: str, *, allow_none: bool = False) -> Any:

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from bastion.engine.ratelimit import RateLimiter
     from bastion.engine.throttle import LoginThrottle
     from bastion.engine.totp import TOTPManager
+    from bastion.oidc.service import OIDC
     from bastion.stores.base import Store
     from bastion.tokens.service import Tokens
 
@@ -99,6 +100,7 @@ class Runtime:
         "_api_keys",
         "_authz",
         "_limiter",
+        "_oidc",
         "_own_limiter_store",
         "_owns_store",
         "_throttle",
@@ -185,6 +187,7 @@ class Runtime:
         self._totp: TOTPManager | None = None
         self._tokens: Tokens | None = None
         self._authz: Authorizer | None = None
+        self._oidc: OIDC | None = None
 
     @property
     def limiter(self) -> RateLimiter:
@@ -294,6 +297,30 @@ class Runtime:
         return self._authz
 
     @property
+    def oidc(self) -> OIDC:
+        """Sign-in with OpenID Connect providers (:class:`~bastion.oidc.service.OIDC`); needs
+        ``Bastion(oidc=OIDCPolicy(...))`` and the ``oidc`` extra."""
+        if self._oidc is None:
+            policy = self.config.oidc
+            if policy is None:
+                raise ConfigurationError(
+                    "runtime.oidc needs Bastion(oidc=OIDCPolicy(providers=(...)))", setting="oidc"
+                )
+            try:
+                from bastion.oidc.service import OIDC  # noqa: PLC0415 (the oidc extra)
+            except ImportError as error:  # pragma: no cover (the dev environment has it)
+                raise ImportError(
+                    "runtime.oidc needs the 'oidc' extra: pip install 'bastion[oidc]'"
+                ) from error
+            self._oidc = OIDC(
+                policy,
+                store=self._require_store("oidc"),
+                auditor=self.auditor,
+                clock=self.config.clock,
+            )
+        return self._oidc
+
+    @property
     def totp(self) -> TOTPManager:
         """TOTP second factors (:class:`~bastion.engine.totp.TOTPManager`); needs
         ``Bastion(totp_issuer=...)`` and the ``totp`` extra."""
@@ -378,6 +405,8 @@ class Runtime:
         release the calling thread's synchronous connections (the WSGI side)."""
         try:
             self.auditor.flush()  # an app's sink may fail here: the store is released anyway
+            if self._oidc is not None:
+                self._oidc.close()
         finally:
             if self._owns_store and self.store is not None:
                 sync = getattr(self.store, "sync", None)
@@ -391,6 +420,8 @@ class Runtime:
             self.auditor.flush()  # an app's sink may fail here: the stores are closed anyway
         finally:
             try:
+                if self._oidc is not None:
+                    await self._oidc.aclose()
                 if self._limiter is not None:
                     await self._limiter.aclose()
                 if self._own_limiter_store is not None:
