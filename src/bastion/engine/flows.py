@@ -59,6 +59,7 @@ __all__ = [
     "Set",
     "Write",
     "backoff",
+    "drive",
     "drive_async",
     "drive_sync",
     "update",
@@ -286,6 +287,14 @@ def drive_sync(flow: Flow[_T], store: SyncStore) -> _T:
             command = send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+async def drive(flow: Flow[_T], store: Store, inline: SyncStore | None) -> _T:
+    """Run ``flow`` from async code: on ``inline`` (the store's nonblocking sync side, from
+    :func:`~bastion.stores.base.inline_side`) when there is one, else awaited on ``store``."""
+    if inline is not None:
+        return drive_sync(flow, inline)
+    return await drive_async(flow, store)
 
 
 async def drive_async(flow: Flow[_T], store: Store) -> _T:

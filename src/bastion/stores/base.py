@@ -85,6 +85,7 @@ __all__ = [
     "check_keys",
     "check_ttl",
     "check_value",
+    "inline_side",
     "require_rate_limit",
     "require_sync",
     "sync_side",
@@ -261,6 +262,14 @@ def sync_side(store: Store) -> SyncStore | None:
     (:mod:`bastion.engine.flows`) and run them on the store, or on ``store.sync`` for WSGI apps.
     """
     return store.sync if isinstance(store, SupportsSync) else None
+
+
+def inline_side(store: Store) -> SyncStore | None:
+    """``store.sync`` when its calls never block (a memory store), else ``None``: an engine
+    drives its flows on it inline from async code, with no await and no thread hop. Decided
+    once, when the engine is built."""
+    sync = sync_side(store)
+    return sync if sync is not None and sync.nonblocking is True else None
 
 
 def require_sync(sync: SyncStore | None, store: Store) -> SyncStore:

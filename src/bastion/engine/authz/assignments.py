@@ -49,7 +49,7 @@ from bastion.engine.authz.record import (
     decode_assignment,
     encode_assignment,
 )
-from bastion.engine.flows import Done, Get, GetMany, Write, drive_async, drive_sync, update
+from bastion.engine.flows import Done, Get, GetMany, Write, drive, drive_sync, update
 from bastion.errors import (
     AuthzInputError,
     ConfigurationError,
@@ -57,7 +57,7 @@ from bastion.errors import (
     SelfGrantRefused,
     StoreCorrupt,
 )
-from bastion.stores.base import MAX_GET_MANY, require_sync, sync_side
+from bastion.stores.base import MAX_GET_MANY, inline_side, require_sync, sync_side
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
@@ -127,7 +127,7 @@ class Assignments(NamedChanges):
                 raise ConfigurationError(str(exc), setting="known_roles") from None
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
-        self._inline = self._sync is not None and self._sync.nonblocking is True
+        self._inline = inline_side(store)
         self._auditor = auditor
         self._clock = clock
         self._known: frozenset[str] | None = known_roles
@@ -290,9 +290,7 @@ class Assignments(NamedChanges):
     # -- drivers ---------------------------------------------------------------------------
 
     async def _run(self, flow: Flow[_T]) -> _T:
-        if self._inline and self._sync is not None:
-            return drive_sync(flow, self._sync)
-        return await drive_async(flow, self._store)
+        return await drive(flow, self._store, self._inline)
 
     def _run_sync(self, flow: Flow[_T]) -> _T:
         return drive_sync(flow, require_sync(self._sync, self._store))

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from bastion.core.clock import system_clock
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.oidc.state import decode_state, encode_state, matches_binding
-from bastion.engine.flows import CompareAndSet, Get, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Get, drive, drive_sync
 from bastion.errors import BadData, ConfigurationError, StoreError
-from bastion.stores.base import require_sync, sync_side
+from bastion.stores.base import inline_side, require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class LoginStates:
         self._ttl = float(ttl)
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
-        self._inline = self._sync is not None and self._sync.nonblocking is True
+        self._inline = inline_side(store)
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -122,9 +122,7 @@ class LoginStates:
     # -- drivers -------------------------------------------------------------------------------
 
     async def _run(self, flow: Flow[_T]) -> _T:
-        if self._inline and self._sync is not None:
-            return drive_sync(flow, self._sync)
-        return await drive_async(flow, self._store)
+        return await drive(flow, self._store, self._inline)
 
     def _run_sync(self, flow: Flow[_T]) -> _T:
         return drive_sync(flow, require_sync(self._sync, self._store))

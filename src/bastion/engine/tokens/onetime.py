@@ -61,9 +61,9 @@ from bastion.core.tokens.onetime import (
     token_message,
 )
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
-from bastion.engine.flows import CompareAndSet, Get, drive_async, drive_sync
+from bastion.engine.flows import CompareAndSet, Get, drive, drive_sync
 from bastion.errors import BadData, StoreError
-from bastion.stores.base import require_sync, sync_side
+from bastion.stores.base import inline_side, require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class OneTimeTokens:
         self._max_ttl = check_max_ttl(max_ttl)
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
-        self._inline = self._sync is not None and self._sync.nonblocking is True
+        self._inline = inline_side(store)
         self._clock = clock
         self._auditor = auditor
 
@@ -254,9 +254,7 @@ class OneTimeTokens:
     # -- async API -----------------------------------------------------------------------------
 
     async def _run(self, flow: Flow[_T]) -> _T:
-        if self._inline and self._sync is not None:
-            return drive_sync(flow, self._sync)
-        return await drive_async(flow, self._store)
+        return await drive(flow, self._store, self._inline)
 
     def _run_sync(self, flow: Flow[_T]) -> _T:
         return drive_sync(flow, require_sync(self._sync, self._store))

@@ -61,10 +61,10 @@ from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import system_clock
 from bastion.core.sessions.index import decode_epoch
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
-from bastion.engine.flows import Done, Get, GetMany, Write, drive_async, drive_sync, update
+from bastion.engine.flows import Done, Get, GetMany, Write, drive, drive_sync, update
 from bastion.engine.sessions.registry import check_min_epoch_ttl, epoch_key
 from bastion.errors import BadData, ConfigurationError
-from bastion.stores.base import MAX_KEY_BYTES, require_sync, sync_side
+from bastion.stores.base import MAX_KEY_BYTES, inline_side, require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class Revocations:
             )
         self._store = store
         self._sync: SyncStore | None = sync_side(store)
-        self._inline = self._sync is not None and self._sync.nonblocking is True
+        self._inline = inline_side(store)
         self._clock = clock
         self._auditor = auditor
         self._slack = float(slack)
@@ -292,9 +292,7 @@ class Revocations:
     # -- async API -----------------------------------------------------------------------------
 
     async def _run(self, flow: Flow[_T]) -> _T:
-        if self._inline and self._sync is not None:
-            return drive_sync(flow, self._sync)
-        return await drive_async(flow, self._store)
+        return await drive(flow, self._store, self._inline)
 
     def _run_sync(self, flow: Flow[_T]) -> _T:
         return drive_sync(flow, require_sync(self._sync, self._store))
