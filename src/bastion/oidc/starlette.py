@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from starlette.responses import Response
 from starlette.routing import Route, Router
@@ -82,12 +82,26 @@ def oidc_router(oidc: OIDC, *, on_identity: AccountHook) -> Router:
     return Router(routes=oidc_routes(oidc, on_identity=on_identity))
 
 
+def _awaited(hook: AccountHook) -> Callable[[Identity], Awaitable[str | int | None]]:
+    """``hook`` as a coroutine function, decided once when the routes are built: a coroutine
+    function (or an object whose ``__call__`` is one) as it is, anything else wrapped."""
+    method = getattr(hook, "__call__", None)  # noqa: B004 (the method itself, to inspect it)
+    if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(method):
+        return cast("Callable[[Identity], Awaitable[str | int | None]]", hook)
+    plain = cast("Callable[[Identity], str | int | None]", hook)
+
+    async def call(identity: Identity) -> str | int | None:
+        return plain(identity)
+
+    return call
+
+
 class _Handlers:
     __slots__ = ("hook", "oidc")
 
     def __init__(self, oidc: OIDC, hook: AccountHook) -> None:
         self.oidc = oidc
-        self.hook = hook
+        self.hook = _awaited(hook)
 
     async def login(self, request: Request) -> Response:
         name = request.path_params["provider"]
@@ -132,8 +146,7 @@ class _Handlers:
             self.oidc.audit_refusal(session, name, LOGIN_STORE_UNAVAILABLE)
             return _refuse(request, LOGIN_STORE_UNAVAILABLE)
         try:
-            found = self.hook(done.identity)
-            user_id = await found if inspect.isawaitable(found) else found
+            user_id = await self.hook(done.identity)
         except OIDCRejected as error:
             self.oidc.audit_refusal(session, name, error.reason, error.detail)
             return _refuse(request, error.reason)
