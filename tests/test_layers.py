@@ -27,6 +27,10 @@ RANK: dict[str, float] = {
     "tokens": 3.5,
     "authz": 3.5,
     "oidc": 3.5,
+    "crypto": 3.5,
+    "sanitize": 3.5,
+    "query": 3.5,
+    "audit": 3.5,
     # the Bastion configuration and the runtime built from it (one layer, see SAME_LAYER):
     # above every engine
     "config": 3.6,
