@@ -67,6 +67,7 @@ def oidc_blueprint(
     @blueprint.get("/<provider>/login")
     def login(provider: str) -> Response:
         if oidc.provider(provider) is None:
+            oidc.audit_refusal(_session(), provider, UNKNOWN_PROVIDER)
             return _refuse(UNKNOWN_PROVIDER)
         session = _session()
         nexts = request.args.getlist("next")
@@ -90,6 +91,7 @@ def oidc_blueprint(
     @blueprint.get("/<provider>/callback")
     def callback(provider: str) -> Response:  # noqa: PLR0911 (one return per refusal)
         if oidc.provider(provider) is None:
+            oidc.audit_refusal(_session(), provider, UNKNOWN_PROVIDER)
             return _refuse(UNKNOWN_PROVIDER)
         session = _session()
         params: dict[str, str] = {}

@@ -72,7 +72,7 @@ NO_ACCOUNT: Final = "no_account"
 """The audit reason when the app's account hook returned no user (a 403)."""
 
 UNKNOWN_PROVIDER: Final = "unknown_provider"
-"""The refusal of a route naming a provider the policy does not have (a 404; not audited)."""
+"""The refusal of a route naming a provider the policy does not have (a 404, audited)."""
 
 LOGIN_STORE_UNAVAILABLE: Final = "login_store_unavailable"
 """The store of the login-state records cannot be reached (a 503 with ``Retry-After``)."""

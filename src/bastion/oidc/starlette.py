@@ -103,10 +103,19 @@ class _Handlers:
         self.oidc = oidc
         self.hook = _awaited(hook)
 
+    def _unknown(self, request: Request, name: str) -> Response:
+        """404 for a provider the policy does not have, audited (someone probing the routes);
+        the session is only read for the client address, not loaded from the store."""
+        session = request.scope.get("session")
+        self.oidc.audit_refusal(
+            session if isinstance(session, Session) else None, name, UNKNOWN_PROVIDER
+        )
+        return _refuse(request, UNKNOWN_PROVIDER)
+
     async def login(self, request: Request) -> Response:
         name = request.path_params["provider"]
         if self.oidc.provider(name) is None:
-            return _refuse(request, UNKNOWN_PROVIDER)
+            return self._unknown(request, name)
         session = await _session(request)
         nexts = request.query_params.getlist("next")
         if len(nexts) > 1:
@@ -129,7 +138,7 @@ class _Handlers:
     async def callback(self, request: Request) -> Response:  # noqa: PLR0911 (one per refusal)
         name = request.path_params["provider"]
         if self.oidc.provider(name) is None:
-            return _refuse(request, UNKNOWN_PROVIDER)
+            return self._unknown(request, name)
         session = await _session(request)
         params: dict[str, str] = {}
         for key, value in request.query_params.multi_items():
