@@ -250,12 +250,12 @@ def test_token_request_without_the_verifier(
 @pytest.mark.parametrize(
     ("forgery", "reason", "detail"),
     [
-        ({"claims": {"iss": "http://127.0.0.1:1/evil"}}, "id_token_invalid", None),
-        ({"claims": {"aud": "someone-else"}}, "id_token_invalid", None),
-        ({"claims": {"aud": ["someone-else"], "azp": "someone-else"}}, "id_token_invalid", None),
-        ({"claims": {"azp": "another-client"}}, "id_token_invalid", None),
-        ({"claims": lambda c: {**c, "exp": c["iat"] - 300}}, "id_token_invalid", None),
-        ({"claims": lambda c: {**c, "iat": c["iat"] + 3600}}, "id_token_invalid", None),
+        ({"claims": {"iss": "http://127.0.0.1:1/evil"}}, "id_token_invalid", "iss"),
+        ({"claims": {"aud": "someone-else"}}, "id_token_invalid", "aud"),
+        ({"claims": {"aud": ["someone-else"], "azp": "someone-else"}}, "id_token_invalid", "aud"),
+        ({"claims": {"azp": "another-client"}}, "id_token_invalid", "azp"),
+        ({"claims": lambda c: {**c, "exp": c["iat"] - 300}}, "id_token_invalid", "exp"),
+        ({"claims": lambda c: {**c, "iat": c["iat"] + 3600}}, "id_token_invalid", "iat"),
         ({"claims": {"nonce": "not-this-login"}}, "nonce_mismatch", None),
         ({"claims": {"nonce": DELETE}}, "nonce_mismatch", None),
         ({"header": {"alg": "none"}}, "id_token_invalid", "alg"),
@@ -292,25 +292,6 @@ def test_forged_id_tokens(
         response = browser.get(callback)
     assert sent, "the proxy forged no token"
     assert_refused(h, browser, response, 400, reason, detail)
-
-
-@pytest.mark.parametrize(
-    ("claim", "forged"),
-    [
-        ("iss", {"iss": "http://127.0.0.1:1/evil"}),
-        ("aud", {"aud": "someone-else"}),
-        ("azp", {"azp": "another-client"}),
-        ("exp", {"exp": 1}),
-    ],
-)
-def test_the_claim_is_the_audited_detail(
-    h: Harness, app: Flask, oidc_provider: OIDCProviderServer, claim: str, forged: dict[str, Any]
-) -> None:
-    browser = Browser(app)
-    callback = sign_in(browser.start())
-    with oidc_provider.rewrite_id_token(claims=forged):
-        response = browser.get(callback)
-    assert_refused(h, browser, response, 400, "id_token_invalid", claim)
 
 
 def test_hmac_signed_with_the_providers_public_key(
