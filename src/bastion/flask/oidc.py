@@ -12,9 +12,10 @@
     app.register_blueprint(oidc_blueprint(oidc, on_identity=on_identity))
 
 The same two steps, statuses, refusals and audit events as the Starlette routes
-(:mod:`bastion.oidc.starlette`); the service runs synchronously (the store's sync side and a
-synchronous HTTP client), so no event loop is involved. ``flask.session`` must be bastion's
-(:func:`bastion.flask.protect` with ``Bastion(store=...)``).
+(:mod:`bastion.oidc.starlette`); the views call the service's ``*_sync`` methods, which run
+its coroutines on one event loop in a daemon thread (:class:`~bastion.oidc.service.OIDC`), so
+the provider's keys and connections are shared by every request. ``flask.session`` must be
+bastion's (:func:`bastion.flask.protect` with ``Bastion(store=...)``).
 """
 
 from __future__ import annotations
