@@ -9,6 +9,7 @@ tampering proxy in front of it (tests/oidc_proxy.py): at the login (discovery), 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import warnings
@@ -29,13 +30,16 @@ from bastion.asgi import protect
 from bastion.flask import protect as flask_protect
 from bastion.flask import session as flask_session
 from bastion.flask.oidc import oidc_blueprint
+from bastion.oidc import OIDC
 from bastion.oidc.starlette import oidc_router
+from bastion.stores.redis import RedisStore
 from oidc_support import ALICE, complete_login, oidc_provider_fixture  # noqa: F401 (fixture)
 from test_oidc_http import Harness, me
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from bastion.testing.redis_server import RedisServer
     from oidc_support import OIDCProviderServer
 
 JSON = {"accept": "application/json"}
@@ -302,3 +306,26 @@ def test_unknown_provider_is_a_404_and_audited(h: Harness, browser: Browser) -> 
     assert (page.status, page.text) == (404, "No such sign-in provider.\n")
     assert len(h.fails()) == 3
     assert browser.user() is None
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_login_store_outage_is_a_503(
+    h: Harness, start_redis_server: Callable[..., RedisServer], framework: str
+) -> None:
+    """The login records on a Redis that goes away (the sessions stay in memory): the login
+    and the callback answer 503 ``login_store_unavailable``, audited."""
+    server = start_redis_server()
+    states = RedisStore.from_url(server.url, prefix="oidc-outage:")
+    h.oidc.close()
+    h.oidc = OIDC(h.policy, store=states, auditor=h.auditor, clock=h.clock)
+    build = _starlette if framework == "starlette" else _flask
+    try:
+        with build(h) as browser:
+            callback = browser.sign_in()
+            server.stop()
+            for path in ("/auth/local/login", callback):
+                answer = browser.get(path)
+                assert_refused(h, browser, answer, 503, "login_store_unavailable")
+            assert [event["reason"] for event in h.fails()] == ["login_store_unavailable"] * 2
+    finally:
+        asyncio.run(states.aclose())
