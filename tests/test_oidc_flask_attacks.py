@@ -19,11 +19,11 @@ from bastion.flask import protect as flask_protect
 from bastion.flask import session as flask_session
 from bastion.flask.oidc import oidc_blueprint
 from bastion.oidc import OIDC, OIDCPolicy, Provider
+from oidc_adapter_support import ProviderBrowser, RegisteredOnce
 from oidc_support import (  # noqa: F401 (fixtures)
     ALICE,
     DELETE,
     MALLORY,
-    complete_login,
     new_private_jwk,
     oidc_provider_b_fixture,
     oidc_provider_fixture,
@@ -73,11 +73,29 @@ def flask_app(h: Harness) -> Flask:
     return app
 
 
+PROVIDER_BROWSER = ProviderBrowser()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_the_provider_browser() -> Iterator[None]:
+    yield
+    PROVIDER_BROWSER.close()
+
+
+@pytest.fixture(scope="module")
+def registered(oidc_provider: OIDCProviderServer) -> RegisteredOnce:
+    return RegisteredOnce(oidc_provider)
+
+
+def harness(registered: RegisteredOnce, *, link: bool = False) -> Harness:
+    return Harness(registered, link=link)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def h(oidc_provider: OIDCProviderServer) -> Iterator[Harness]:
-    harness = Harness(oidc_provider)
-    yield harness
-    harness.oidc.close()
+def h(registered: RegisteredOnce) -> Iterator[Harness]:
+    made = harness(registered)
+    yield made
+    made.oidc.close()
 
 
 @pytest.fixture
@@ -86,12 +104,7 @@ def app(h: Harness) -> Flask:
 
 
 def sign_in(authorize: str, account: Any = ALICE, *, deny: bool = False) -> str:
-    import httpx  # noqa: PLC0415
-
-    with httpx.Client() as provider_browser:
-        callback = complete_login(
-            provider_browser, authorize, account.username, account.password, deny=deny
-        )
+    callback = PROVIDER_BROWSER.sign_in(authorize, account, deny=deny)
     assert callback.startswith(BASE + "/auth/local/callback?"), callback
     return callback.removeprefix(BASE)
 
@@ -308,9 +321,9 @@ def test_hmac_signed_with_the_providers_public_key(
 
 
 def test_mix_up_a_response_at_another_providers_callback(
-    oidc_provider: OIDCProviderServer, oidc_provider_b: OIDCProviderServer
+    registered: RegisteredOnce, oidc_provider_b: OIDCProviderServer
 ) -> None:
-    h = Harness(oidc_provider)
+    h = harness(registered)
     other = oidc_provider_b.register_client(redirect_uris=[f"{BASE}/auth/other/callback"])
     h.policy = OIDCPolicy(
         providers=(
@@ -399,8 +412,8 @@ def test_a_same_origin_next_is_followed_with_its_query(h: Harness, app: Flask) -
 # -- accounts ---------------------------------------------------------------------------------
 
 
-def test_linking_by_an_unverified_email(oidc_provider: OIDCProviderServer) -> None:
-    h = Harness(oidc_provider, link=True)
+def test_linking_by_an_unverified_email(registered: RegisteredOnce) -> None:
+    h = harness(registered, link=True)
     try:
         browser = Browser(flask_app(h))
         response = browser.get(sign_in(browser.start(), MALLORY))
@@ -416,8 +429,8 @@ def test_linking_by_email_when_the_app_does_not_allow_it(h: Harness, app: Flask)
     assert_refused(h, browser, response, 403, "unverified_email", "linking_disabled")
 
 
-def test_linking_by_a_verified_email_when_allowed(oidc_provider: OIDCProviderServer) -> None:
-    h = Harness(oidc_provider, link=True)
+def test_linking_by_a_verified_email_when_allowed(registered: RegisteredOnce) -> None:
+    h = harness(registered, link=True)
     h.users.clear()
     try:
         browser = Browser(flask_app(h))
@@ -427,8 +440,8 @@ def test_linking_by_a_verified_email_when_allowed(oidc_provider: OIDCProviderSer
         h.oidc.close()
 
 
-def test_no_account_for_the_identity(oidc_provider: OIDCProviderServer) -> None:
-    h = Harness(oidc_provider, link=True)
+def test_no_account_for_the_identity(registered: RegisteredOnce) -> None:
+    h = harness(registered, link=True)
     h.users.clear()
     h.by_email.clear()  # a verified e-mail nobody has: the hook answers None
     try:

@@ -33,7 +33,8 @@ from bastion.flask.oidc import oidc_blueprint
 from bastion.oidc import OIDC
 from bastion.oidc.starlette import oidc_router
 from bastion.stores.redis import RedisStore
-from oidc_support import ALICE, complete_login, oidc_provider_fixture  # noqa: F401 (fixture)
+from oidc_adapter_support import ProviderBrowser, RegisteredOnce
+from oidc_support import ALICE, oidc_provider_fixture  # noqa: F401 (fixture)
 from test_oidc_http import Harness, me
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 JSON = {"accept": "application/json"}
 HTML = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 FRAMEWORKS = ("starlette", "flask")
+PROVIDER_BROWSER = ProviderBrowser()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +75,7 @@ class Browser:
         return answer.headers["location"]
 
     def sign_in(self) -> str:
-        import httpx  # noqa: PLC0415
-
-        with httpx.Client() as provider_browser:
-            callback = complete_login(
-                provider_browser, self.start(), ALICE.username, ALICE.password
-            )
-        return callback.removeprefix(self.base)
+        return PROVIDER_BROWSER.sign_in(self.start(), ALICE).removeprefix(self.base)
 
     def user(self) -> object:
         return self.get("/me").json()["user"]
@@ -122,9 +118,20 @@ def _flask(h: Harness) -> Iterator[Browser]:
     yield Browser(get, "https://localhost")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_the_provider_browser() -> Iterator[None]:
+    yield
+    PROVIDER_BROWSER.close()
+
+
+@pytest.fixture(scope="module")
+def registered(oidc_provider: OIDCProviderServer) -> RegisteredOnce:
+    return RegisteredOnce(oidc_provider)
+
+
 @pytest.fixture
-def h(oidc_provider: OIDCProviderServer) -> Iterator[Harness]:
-    harness = Harness(oidc_provider)
+def h(registered: RegisteredOnce) -> Iterator[Harness]:
+    harness = Harness(registered)  # type: ignore[arg-type]
     yield harness
     harness.oidc.close()
 

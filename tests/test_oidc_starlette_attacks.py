@@ -18,8 +18,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
+from oidc_adapter_support import ProviderBrowser, RegisteredOnce
 from oidc_support import ALICE, DELETE, MALLORY, oidc_provider_fixture  # noqa: F401 (fixture)
-from test_oidc_http import HTTPS, JSON, Harness, sign_in, starlette_app, start
+from test_oidc_http import HTTPS, JSON, Harness, starlette_app, start
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,11 +30,33 @@ if TYPE_CHECKING:
     from oidc_support import OIDCProviderServer
 
 
+PROVIDER_BROWSER = ProviderBrowser()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_the_provider_browser() -> Iterator[None]:
+    yield
+    PROVIDER_BROWSER.close()
+
+
+@pytest.fixture(scope="module")
+def registered(oidc_provider: OIDCProviderServer) -> RegisteredOnce:
+    return RegisteredOnce(oidc_provider)
+
+
+def harness(registered: RegisteredOnce, *, link: bool = False) -> Harness:
+    return Harness(registered, link=link)  # type: ignore[arg-type]
+
+
+def sign_in(authorize: str, account: Any = ALICE, *, deny: bool = False) -> str:
+    return PROVIDER_BROWSER.sign_in(authorize, account, deny=deny).removeprefix(HTTPS)
+
+
 @pytest.fixture
-def h(oidc_provider: OIDCProviderServer) -> Iterator[Harness]:
-    harness = Harness(oidc_provider)
-    yield harness
-    harness.oidc.close()
+def h(registered: RegisteredOnce) -> Iterator[Harness]:
+    made = harness(registered)
+    yield made
+    made.oidc.close()
 
 
 @pytest.fixture
@@ -136,15 +159,7 @@ def test_iss_parameter(h: Harness, client: TestClient, iss: str | None) -> None:
 
 
 def test_access_denied_at_the_provider(h: Harness, client: TestClient) -> None:
-    import httpx  # noqa: PLC0415
-
-    from oidc_support import complete_login  # noqa: PLC0415
-
-    with httpx.Client() as browser:
-        callback = complete_login(
-            browser, start(client), ALICE.username, ALICE.password, deny=True
-        ).removeprefix(HTTPS)
-    response = client.get(callback, headers=JSON)
+    response = client.get(sign_in(start(client), deny=True), headers=JSON)
     assert_refused(h, client, response, 400, "provider_error", "access_denied")
 
 
@@ -177,8 +192,8 @@ def test_linking_by_email_when_the_app_does_not_allow_it(h: Harness, client: Tes
     assert_refused(h, client, response, 403, "unverified_email", "linking_disabled")
 
 
-def test_unverified_email_detail(oidc_provider: OIDCProviderServer) -> None:
-    h = Harness(oidc_provider, link=True)
+def test_unverified_email_detail(registered: RegisteredOnce) -> None:
+    h = harness(registered, link=True)
     try:
         with TestClient(starlette_app(h), base_url=HTTPS) as client:
             response = client.get(sign_in(start(client), MALLORY), headers=JSON)
@@ -187,8 +202,8 @@ def test_unverified_email_detail(oidc_provider: OIDCProviderServer) -> None:
         h.oidc.close()
 
 
-def test_no_account(oidc_provider: OIDCProviderServer) -> None:
-    h = Harness(oidc_provider, link=True)
+def test_no_account(registered: RegisteredOnce) -> None:
+    h = harness(registered, link=True)
     h.users.clear()
     h.by_email.clear()
     try:
