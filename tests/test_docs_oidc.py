@@ -21,6 +21,7 @@ with warnings.catch_warnings():
 
 from bastion.oidc import OIDCReason
 from bastion.oidc.service import (
+    BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
@@ -125,7 +126,13 @@ def test_the_python_blocks_run_and_each_app_signs_in(
 def test_the_refusal_table_is_every_reason_with_its_status() -> None:
     text = PAGE.read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", text, flags=re.MULTILINE))
-    expected = {*map(str, OIDCReason), NO_ACCOUNT, UNKNOWN_PROVIDER, LOGIN_STORE_UNAVAILABLE}
+    expected = {
+        *map(str, OIDCReason),
+        NO_ACCOUNT,
+        UNKNOWN_PROVIDER,
+        LOGIN_STORE_UNAVAILABLE,
+        BAD_HOST,
+    }
     assert set(rows) == expected
     enum = {str(reason): reason for reason in OIDCReason}
     for reason, status in rows.items():

@@ -467,6 +467,14 @@ def test_provider_error_without_state(h: Harness, app: Flask) -> None:
     assert_refused(h, browser, response, 400, "provider_error", "access_denied")
 
 
+@pytest.mark.parametrize("host", ["bad host", "evil.example:abc", "[::1", "x@evil.example"])
+def test_an_invalid_host_header_is_a_400(h: Harness, app: Flask, host: str) -> None:
+    browser = Browser(app)
+    response = browser.get("/auth/local/login", headers={**JSON, "Host": host})
+    assert_refused(h, browser, response, 400, "bad_host")
+    assert "Location" not in response.headers
+
+
 def test_unknown_provider_is_a_404_and_audited(h: Harness, app: Flask) -> None:
     browser = Browser(app)
     for path in ("/auth/nowhere/login", "/auth/nowhere/callback?state=x&code=y"):

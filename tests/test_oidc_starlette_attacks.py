@@ -212,3 +212,19 @@ def test_no_account(registered: RegisteredOnce) -> None:
             assert_refused(h, client, response, 403, "no_account")
     finally:
         h.oidc.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("host", ["bad host", "evil.example:abc", "x@evil.example"])
+async def test_an_invalid_host_header_is_a_400(h: Harness, host: str) -> None:
+    """Starlette reads an invalid ``Host`` as absent and falls back on the server address,
+    which httpx's ASGI transport gives without a port: no callback URL can be built, so the
+    login is refused (it was the redirect URI check's ConfigurationError, a 500)."""
+    import httpx  # noqa: PLC0415
+
+    transport = httpx.ASGITransport(app=starlette_app(h))
+    async with httpx.AsyncClient(transport=transport, base_url=HTTPS) as client:
+        response = await client.get("/auth/local/login", headers={**JSON, "host": host})
+        assert (response.status_code, response.json()["error"]) == (400, "bad_host")
+        assert "location" not in response.headers
+    assert h.fails()[-1] == {"method": "oidc", "reason": "bad_host", "provider": "local"}

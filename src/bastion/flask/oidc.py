@@ -30,10 +30,12 @@ from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.oidc.service import (
+    BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
     refusal_for,
+    usable_callback,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +69,8 @@ def oidc_blueprint(
 
     @blueprint.get("/<provider>/login")
     def login(provider: str) -> Response:
-        if oidc.provider(provider) is None:
+        chosen = oidc.provider(provider)
+        if chosen is None:
             oidc.audit_refusal(_session(), provider, UNKNOWN_PROVIDER)
             return _refuse(UNKNOWN_PROVIDER)
         session = _session()
@@ -75,12 +78,13 @@ def oidc_blueprint(
         if len(nexts) > 1:
             oidc.audit_refusal(session, provider, OIDCReason.NEXT_REFUSED, "repeated")
             return _refuse(OIDCReason.NEXT_REFUSED)
+        callback = chosen.redirect_uri or _callback_url()
+        if callback is None:
+            oidc.audit_refusal(session, provider, BAD_HOST)
+            return _refuse(BAD_HOST)
         try:
             url = oidc.begin_sync(
-                provider,
-                session,
-                redirect_uri=_callback_url(),
-                next=nexts[0] if nexts else None,
+                provider, session, redirect_uri=callback, next=nexts[0] if nexts else None
             )
         except OIDCRejected as error:
             return _refuse(error.reason)
@@ -133,10 +137,13 @@ def _session() -> Session:
     return session
 
 
-def _callback_url() -> str:
-    """The callback route's absolute URL, from the login route's own."""
+def _callback_url() -> str | None:
+    """The callback route's absolute URL, from the login route's own; ``None`` when the
+    request's ``Host`` leaves none (Werkzeug reads an invalid one, such as ``bad host`` or
+    ``x@evil.example``, as an empty host: ``BAD_HOST``, a 400, never the redirect URI check's
+    ``ConfigurationError``)."""
     base = request.base_url  # scheme, host, script root and path; no query
-    return base.removesuffix("/login") + "/callback"
+    return usable_callback(base.removesuffix("/login") + "/callback") if request.host else None
 
 
 def _refuse(reason: OIDCReason | str) -> Response:

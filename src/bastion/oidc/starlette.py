@@ -41,10 +41,12 @@ from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.oidc.service import (
+    BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
     refusal_for,
+    usable_callback,
 )
 
 if TYPE_CHECKING:
@@ -114,19 +116,21 @@ class _Handlers:
 
     async def login(self, request: Request) -> Response:
         name = request.path_params["provider"]
-        if self.oidc.provider(name) is None:
+        provider = self.oidc.provider(name)
+        if provider is None:
             return self._unknown(request, name)
         session = await _session(request)
         nexts = request.query_params.getlist("next")
         if len(nexts) > 1:
             self.oidc.audit_refusal(session, name, OIDCReason.NEXT_REFUSED, "repeated")
             return _refuse(request, OIDCReason.NEXT_REFUSED)
+        callback = provider.redirect_uri or usable_callback(_callback_url(request))
+        if callback is None:
+            self.oidc.audit_refusal(session, name, BAD_HOST)
+            return _refuse(request, BAD_HOST)
         try:
             url = await self.oidc.begin(
-                name,
-                session,
-                redirect_uri=_callback_url(request),
-                next=nexts[0] if nexts else None,
+                name, session, redirect_uri=callback, next=nexts[0] if nexts else None
             )
         except OIDCRejected as error:
             return _refuse(request, error.reason)
