@@ -109,7 +109,7 @@ class Site:
         keyring = KeyRing.generate()
         self.auditor = Auditor(IdentifierHasher(keyring), self.clock, self.sink, aggregation=None)
         self.policy = OIDCPolicy(providers=tuple(providers), link_verified_email=link, login=login)
-        tokens = TokenPolicy(issuer=STARLETTE, protect=("/api",)) if login == "tokens" else None
+        tokens = TokenPolicy(issuer=STARLETTE, protect=("/api/*",)) if login == "tokens" else None
         self.runtime: Runtime = Bastion(
             store=self.store,
             keyring=keyring,
