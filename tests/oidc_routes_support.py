@@ -151,7 +151,11 @@ class Site:
 
     # -- apps ------------------------------------------------------------------------------
 
-    def starlette(self) -> TestClient:
+    def starlette(self, oidc: OIDC | None = None) -> TestClient:
+        """The Starlette app's test client; ``oidc`` serves the routes instead of
+        :attr:`oidc` (a second service on the same store: a fresh metadata cache)."""
+        service = self.oidc if oidc is None else oidc
+
         async def me(request: Request) -> JSONResponse:
             session = await load_session(request)
             return JSONResponse({"user": session.user_id})
@@ -168,7 +172,7 @@ class Site:
                 Route("/me", me),
                 Route("/csrf", token),
                 Route("/api/me", api_me),
-                Mount("/auth", oidc_router(self.oidc, on_identity=self.hook)),
+                Mount("/auth", oidc_router(service, on_identity=self.hook)),
             ]
         )
         return TestClient(protect(app, self.runtime), base_url=STARLETTE)
