@@ -24,6 +24,7 @@ from bastion.oidc import Provider
 from oidc_routes_support import FLASK, JSON, Site, register, sign_in
 from oidc_support import (  # noqa: F401 (fixtures)
     ALICE,
+    new_private_jwk,
     oidc_provider_b_fixture,
     oidc_provider_fixture,
 )
@@ -306,3 +307,58 @@ def test_configuration_of_a_plain_oauth2_provider() -> None:
         with pytest.raises(ConfigurationError) as raised:
             _provider(**changes)
         assert raised.value.setting == setting, changes
+
+
+# -- private_key_jwt through the facade ----------------------------------------------------------
+
+
+def jwt_provider(op: OIDCProviderServer, *, other_key: bool = False, **changes: Any) -> Provider:
+    """A ``private_key_jwt`` client (RFC 7523) at ``op``, its key as bastion's ``JWTKey``;
+    ``other_key``: bastion signs with a key the provider never saw."""
+    from bastion.core.tokens.jwk import JWTKey  # noqa: PLC0415
+
+    client = register(op, auth_method="private_key_jwt")
+    assert client.private_jwk is not None
+    jwk = new_private_jwk("stranger") if other_key else client.private_jwk
+    settings: dict[str, Any] = {
+        "name": "local",
+        "issuer": op.issuer,
+        "client_id": client.client_id,
+        "private_key": JWTKey.from_jwk(jwk),
+        **changes,
+    }
+    return Provider(**settings)
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["openid", "oauth2"])
+def test_private_key_jwt_signs_in(oidc_provider: OIDCProviderServer, plain: bool) -> None:
+    extra: dict[str, Any] = {}
+    if plain:
+        extra = {
+            "authorization_endpoint": f"{oidc_provider.issuer}/auth",
+            "token_endpoint": f"{oidc_provider.issuer}/token",
+            "userinfo_endpoint": f"{oidc_provider.issuer}/me",
+            "id_token": False,
+        }
+    provider = jwt_provider(oidc_provider, **extra)
+    assert provider.auth_method == "private_key_jwt"
+    site = Site([provider])
+    try:
+        with site.starlette() as client:
+            response = client.get(sign_in(start(client)), follow_redirects=False)
+            assert response.status_code == 303, response.text
+            assert client.get("/me").json() == {"user": "user-1"}
+        assert site.seen[0].subject == "alice"
+    finally:
+        site.close()
+
+
+def test_private_key_jwt_with_an_unknown_key_is_refused(oidc_provider: OIDCProviderServer) -> None:
+    site = Site([jwt_provider(oidc_provider, other_key=True)])
+    try:
+        with site.starlette() as client:
+            response = client.get(sign_in(start(client)), headers=JSON)
+            assert_refused(site, client, response, 400, "code_rejected")
+        assert site.fails()[-1]["detail"] == "invalid_client"
+    finally:
+        site.close()
