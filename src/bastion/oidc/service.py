@@ -7,12 +7,16 @@
     ...  # the browser signs in at the provider and comes back to the callback
     done = await oidc.complete("google", session, request.query_params)
     user_id = find_or_create(done.identity)
-    oidc.logged_in(session, done.identity, user_id)     # session.login() and the audit event
+    oidc.logged_in(session, done.identity, user_id, id_token=done.id_token)  # session.login()
+    # or, with OIDCPolicy(login="tokens"): pair = await oidc.issue_tokens(done.identity, user_id)
+    ...
+    url = await oidc.logout("google", session)          # session.logout(), then the provider
 
 :meth:`OIDC.begin` stores a single-use login-state record (``state``, ``nonce``, the PKCE
 verifier, the checked ``next``) bound to the browser's pre-login session and returns the
 provider's authorization URL. :meth:`OIDC.complete` takes that record back (once), checks the
-callback, exchanges the code and verifies the ID token; every refusal is an
+callback, exchanges the code and verifies the ID token (a plain OAuth 2.0 provider: reads its
+userinfo endpoint instead); every refusal is an
 :class:`~bastion.core.oidc.reasons.OIDCRejected` with its reason, audited as
 ``authn_login_fail`` (``method=oidc``, ``reason=...``, ``provider=...``).
 
