@@ -362,3 +362,46 @@ def test_private_key_jwt_with_an_unknown_key_is_refused(oidc_provider: OIDCProvi
         assert site.fails()[-1]["detail"] == "invalid_client"
     finally:
         site.close()
+
+
+# -- the sans-I/O checks ---------------------------------------------------------------------
+
+
+def test_subject_of_reads_strings_and_integers_only() -> None:
+    from bastion.core.oidc.reasons import OIDCRejected  # noqa: PLC0415
+    from bastion.core.oidc.userinfo import subject_of  # noqa: PLC0415
+
+    assert subject_of({"id": 4242}, "id") == "4242"
+    assert subject_of({"sub": "alice"}, "sub") == "alice"
+    for document in (
+        {"id": True},
+        {"id": 1.5},
+        {"id": None},
+        {"id": ""},
+        {"id": "x" * 256},
+        {"id": "tab\there"},
+        {"id": {"nested": 1}},
+        {},
+        "alice",
+    ):
+        with pytest.raises(OIDCRejected) as raised:
+            subject_of(document, "id")
+        assert raised.value.reason == "bad_response", document
+
+
+def test_access_token_of_wants_one_bearer_token() -> None:
+    from bastion.core.oidc.reasons import OIDCRejected  # noqa: PLC0415
+    from bastion.core.oidc.userinfo import access_token_of  # noqa: PLC0415
+
+    assert access_token_of({"access_token": "abc", "token_type": "bearer"}) == "abc"
+    for answer in (
+        {"token_type": "Bearer"},
+        {"access_token": "abc"},  # RFC 6749 5.1: token_type is required
+        {"access_token": "abc", "token_type": "mac"},
+        {"access_token": 7, "token_type": "Bearer"},
+        {"access_token": "a" * 8193, "token_type": "Bearer"},
+        {"access_token": "tokén", "token_type": "Bearer"},
+    ):
+        with pytest.raises(OIDCRejected) as raised:
+            access_token_of(answer)
+        assert raised.value.reason == "bad_response", answer
