@@ -30,3 +30,19 @@ def test_the_slice_needs_a_store_and_its_type() -> None:
         Bastion(store="memory://", oidc=PROVIDER)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"runtime\.oidc needs"):
         _ = Bastion(store="memory://").build().oidc
+
+
+def test_tokens_mode_needs_the_tokens_slice_and_gets_runtime_tokens() -> None:
+    from bastion.tokens import TokenPolicy  # noqa: PLC0415
+
+    policy = OIDCPolicy(providers=(PROVIDER,), login="tokens")
+    with pytest.raises(ConfigurationError, match="pass tokens=TokenPolicy") as raised:
+        Bastion(store="memory://", oidc=policy)
+    assert raised.value.setting == "oidc.login"
+    runtime = Bastion(
+        store="memory://", oidc=policy, tokens=TokenPolicy(issuer="https://app.example")
+    ).build()
+    try:
+        assert runtime.oidc._tokens is runtime.tokens
+    finally:
+        runtime.close()

@@ -406,6 +406,12 @@ def _check_capabilities(config: Bastion) -> None:
                 "store, so pass store='sqlite:///app.db'",
                 setting="store",
             )
+        if config.oidc.login == "tokens" and config.tokens is None:
+            raise ConfigurationError(
+                "OIDCPolicy(login='tokens') answers a sign-in with bastion's tokens: pass "
+                "tokens=TokenPolicy(...) as well",
+                setting="oidc.login",
+            )
 
 
 def _policy(value: object, setting: str, *, allow_none: bool = False) -> Any:

@@ -312,11 +312,14 @@ class Runtime:
                 raise ImportError(
                     "runtime.oidc needs the 'oidc' extra: pip install 'bastion[oidc]'"
                 ) from error
+            from bastion.oidc.policy import OIDCLogin  # noqa: PLC0415 (the oidc extra)
+
             self._oidc = OIDC(
                 policy,
                 store=self._require_store("oidc"),
                 auditor=self.auditor,
                 clock=self.config.clock,
+                tokens=self.tokens if policy.login is OIDCLogin.TOKENS else None,
             )
         return self._oidc
 

@@ -1,4 +1,5 @@
-"""The login routes for Flask: a blueprint with ``/auth/<provider>/login`` and ``/callback``.
+"""The sign-in routes for Flask: a blueprint with ``/auth/<provider>/login``, ``/callback`` and
+``/logout``.
 
 ::
 
@@ -11,11 +12,11 @@
     runtime = bastion.flask.protect(app, config)     # bastion sessions
     app.register_blueprint(oidc_blueprint(oidc, on_identity=on_identity))
 
-The same two steps, statuses, refusals and audit events as the Starlette routes
-(:mod:`bastion.oidc.starlette`); the views call the service's ``*_sync`` methods, which run
-its coroutines on one event loop in a daemon thread (:class:`~bastion.oidc.service.OIDC`), so
-the provider's keys and connections are shared by every request. ``flask.session`` must be
-bastion's (:func:`bastion.flask.protect` with ``Bastion(store=...)``).
+The same steps, statuses, refusals and audit events as the Starlette routes
+(:mod:`bastion.oidc.starlette`), including ``OIDCPolicy(login="tokens")`` and the
+RP-initiated ``POST .../logout`` (guarded by bastion's CSRF check); the handlers call the
+service's ``*_sync`` methods. ``flask.session`` must be bastion's
+(:func:`bastion.flask.protect` with ``Bastion(store=...)``).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
-from bastion.oidc.service import (
+from bastion.oidc.policy import OIDCLogin
+from bastion.oidc.refusals import (
     BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
     refusal_for,
-    usable_callback,
 )
+from bastion.oidc.service import usable_callback
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["oidc_blueprint"]
 
 _NO_STORE: Final = {"Cache-Control": "no-store"}
+_TOKENS_HEADERS: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def oidc_blueprint(
@@ -55,7 +58,8 @@ def oidc_blueprint(
     url_prefix: str = "/auth",
     name: str = "bastion_oidc",
 ) -> Blueprint:
-    """A blueprint with ``GET {url_prefix}/<provider>/login`` and ``.../callback``.
+    """A blueprint with ``GET {url_prefix}/<provider>/login``, ``GET .../callback`` and
+    ``POST .../logout``.
 
     ``on_identity`` maps the signed-in :class:`~bastion.oidc.service.Identity` to the app's
     user id, or ``None`` to refuse (403); it may raise
@@ -120,10 +124,35 @@ def oidc_blueprint(
         if user_id is None:
             oidc.audit_refusal(session, provider, NO_ACCOUNT)
             return _refuse(NO_ACCOUNT)
-        oidc.logged_in(session, done.identity, user_id)
+        if oidc.policy.login is OIDCLogin.TOKENS:
+            return _tokens_answer(oidc, session, provider, done.identity, user_id)
+        oidc.logged_in(session, done.identity, user_id, id_token=done.id_token)
         return Response(status=303, headers={"Location": done.next, **_NO_STORE})
 
+    @blueprint.post("/<provider>/logout")
+    def logout(provider: str) -> Response:
+        if oidc.provider(provider) is None:
+            oidc.audit_refusal(_session(), provider, UNKNOWN_PROVIDER)
+            return _refuse(UNKNOWN_PROVIDER)
+        try:
+            url = oidc.logout_sync(provider, _session())
+        except OIDCRejected as error:
+            return _refuse(error.reason)
+        return Response(status=303, headers={"Location": url, **_NO_STORE})
+
     return blueprint
+
+
+def _tokens_answer(
+    oidc: OIDC, session: Session, provider: str, identity: Identity, user_id: str | int
+) -> Response:
+    """The callback's answer in tokens mode: bastion's tokens as JSON, no session login."""
+    try:
+        tokens = oidc.issue_tokens_sync(identity, user_id)
+    except StoreUnavailable:
+        oidc.audit_refusal(session, provider, LOGIN_STORE_UNAVAILABLE)
+        return _refuse(LOGIN_STORE_UNAVAILABLE)
+    return Response(tokens.to_json(), headers=_TOKENS_HEADERS, content_type="application/json")
 
 
 def _session() -> Session:

@@ -8,6 +8,7 @@ naming the setting, not at the first login. Secrets (the client secret, the priv
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -22,13 +23,14 @@ from bastion.errors import ConfigurationError
 if TYPE_CHECKING:
     from bastion.core.tokens.jwk import JWTKey
 
-__all__ = ["DEFAULT_SCOPES", "OIDCPolicy", "Provider"]
+__all__ = ["DEFAULT_SCOPES", "OIDCLogin", "OIDCPolicy", "Provider"]
 
 DEFAULT_SCOPES: Final = ("openid", "email", "profile")
 
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}", re.ASCII)
 _SCOPE: Final = re.compile(r"[!#-\[\]-~]{1,128}", re.ASCII)  # RFC 6749 scope-token
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_SUBJECT_CLAIM: Final = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 def _url(value: object, setting: str) -> str:
@@ -66,6 +68,13 @@ def _optional_url(value: object, setting: str) -> str | None:
     return None if value is None else _url(value, setting)
 
 
+class OIDCLogin(enum.StrEnum):
+    """What a successful callback gives the browser (``OIDCPolicy(login=...)``)."""
+
+    SESSION = "session"  # session.login(user_id): a new session ID and CSRF secret, then 303
+    TOKENS = "tokens"  # bastion access (and refresh) tokens as JSON, no session
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class Provider:
     """One identity provider the app offers ("Sign in with ...").
@@ -79,6 +88,14 @@ class Provider:
     * ``authorization_endpoint``, ``token_endpoint``, ``jwks_uri``: all three or none:
       explicit endpoints instead of discovery (a provider without a discovery document);
       ``userinfo_endpoint`` and ``end_session_endpoint`` (RP-initiated logout) go with them.
+    * ``id_token``: ``False`` for a plain OAuth 2.0 provider (GitHub): no ID token is asked
+      for or read; the identity comes from ``userinfo_endpoint`` (GET with the access token
+      the code exchange returned), whose ``subject_claim`` member (GitHub: ``"id"``) is the
+      subject, and ``issuer`` is then only the name of the identity namespace (an
+      https URL the app picks, such as ``https://github.com``). Needs
+      ``authorization_endpoint``, ``token_endpoint`` and ``userinfo_endpoint``; ``openid``
+      is not required in ``scopes``. Such a provider asserts no ``email_verified``, so
+      :meth:`~bastion.oidc.service.OIDC.linkable_email` refuses its e-mail.
     * ``client_secret``: the shared secret (``client_secret_basic``); or ``private_key``: a
       :class:`~bastion.core.tokens.jwk.JWTKey` with a private key, the client then
       authenticates with a signed assertion (``private_key_jwt``, RFC 7523). Exactly one.
@@ -87,6 +104,9 @@ class Provider:
     * ``redirect_uri``: the callback URL registered at the provider. ``None`` builds it from
       the request (the callback route's own URL); set it in production behind a proxy, so that
       a forged ``Host`` header can never pick it.
+    * ``post_logout_redirect_uri``: where the provider sends the browser back after
+      RP-initiated logout (``/auth/{name}/logout``); it must be registered at the provider.
+      ``None``: the provider shows its own signed-out page.
     """
 
     name: str
@@ -101,6 +121,9 @@ class Provider:
     userinfo_endpoint: str | None = None
     end_session_endpoint: str | None = None
     redirect_uri: str | None = None
+    post_logout_redirect_uri: str | None = None
+    id_token: bool = True
+    subject_claim: str = "sub"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -128,19 +151,14 @@ class Provider:
             "userinfo_endpoint",
             "end_session_endpoint",
             "redirect_uri",
+            "post_logout_redirect_uri",
         ):
             set_(self, endpoint, _optional_url(getattr(self, endpoint), f"{where}.{endpoint}"))
-        explicit = {
-            self.authorization_endpoint is not None,
-            self.token_endpoint is not None,
-            self.jwks_uri is not None,
-        }
-        if len(explicit) > 1:
-            raise ConfigurationError(
-                f"{where}: give authorization_endpoint=, token_endpoint= and jwks_uri= "
-                "together (explicit endpoints), or none of them (discovery from issuer=)",
-                setting=f"{where}.authorization_endpoint",
-            )
+        flag(f"{where}.id_token", self.id_token)
+        if self.id_token:
+            self._check_openid_endpoints(where)
+        else:
+            self._check_oauth2_endpoints(where)
         self._check_credential(where)
         scopes = (self.scopes,) if isinstance(self.scopes, str) else tuple(self.scopes)
         for scope in scopes:
@@ -154,12 +172,52 @@ class Provider:
             raise ConfigurationError(
                 f"{where}.scopes lists a scope twice", setting=f"{where}.scopes"
             )
-        if "openid" not in scopes:
+        if self.id_token and "openid" not in scopes:
             raise ConfigurationError(
                 f"{where}.scopes must include 'openid': without it the provider issues no ID token",
                 setting=f"{where}.scopes",
             )
         set_(self, "scopes", scopes)
+
+    def _check_openid_endpoints(self, where: str) -> None:
+        explicit = {
+            self.authorization_endpoint is not None,
+            self.token_endpoint is not None,
+            self.jwks_uri is not None,
+        }
+        if len(explicit) > 1:
+            raise ConfigurationError(
+                f"{where}: give authorization_endpoint=, token_endpoint= and jwks_uri= "
+                "together (explicit endpoints), or none of them (discovery from issuer=)",
+                setting=f"{where}.authorization_endpoint",
+            )
+        if self.subject_claim != "sub":
+            raise ConfigurationError(
+                f"{where}.subject_claim: an ID token's subject is always 'sub'; subject_claim "
+                "names the userinfo member of a plain OAuth 2.0 provider (id_token=False)",
+                setting=f"{where}.subject_claim",
+            )
+
+    def _check_oauth2_endpoints(self, where: str) -> None:
+        for endpoint in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint"):
+            if getattr(self, endpoint) is None:
+                raise ConfigurationError(
+                    f"{where}.{endpoint} is needed: a plain OAuth 2.0 provider (id_token=False) "
+                    "has no discovery document, and its identity comes from userinfo_endpoint",
+                    setting=f"{where}.{endpoint}",
+                )
+        if self.jwks_uri is not None:
+            raise ConfigurationError(
+                f"{where}.jwks_uri verifies ID tokens; a provider with id_token=False has none",
+                setting=f"{where}.jwks_uri",
+            )
+        claim = self.subject_claim
+        if not isinstance(claim, str) or _SUBJECT_CLAIM.fullmatch(claim) is None:
+            raise ConfigurationError(
+                f"{where}.subject_claim must name a userinfo member (1-64 letters, digits, '_' "
+                f"or '-'), got {claim!r}",
+                setting=f"{where}.subject_claim",
+            )
 
     def _check_credential(self, where: str) -> None:
         secret, key = self.client_secret, self.private_key
@@ -235,6 +293,10 @@ class OIDCPolicy:
     * ``timeout``: seconds for each request to a provider (default 10).
     * ``jwks_refresh``: the shortest interval between two refetches of a provider's keys on an
       unknown ``kid`` (default 60 s), so forged tokens cannot make bastion hammer the provider.
+    * ``login``: ``"session"`` (default): the callback logs the browser's bastion session in
+      and answers 303 to ``next``; ``"tokens"``: the callback answers 200 with bastion's own
+      access (and refresh) token as JSON (``runtime.tokens``, so ``Bastion(tokens=...)`` is
+      needed), and no session is logged in. ``token_scopes``: the scopes of those tokens.
     """
 
     providers: tuple[Provider, ...]
@@ -245,6 +307,8 @@ class OIDCPolicy:
     leeway: float = 60.0
     timeout: float = 10.0
     jwks_refresh: float = 60.0
+    login: OIDCLogin = OIDCLogin.SESSION
+    token_scopes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -301,6 +365,27 @@ class OIDCPolicy:
         set_(self, "leeway", leeway)
         set_(self, "timeout", seconds("oidc.timeout", self.timeout))
         set_(self, "jwks_refresh", seconds("oidc.jwks_refresh", self.jwks_refresh))
+        try:
+            set_(self, "login", OIDCLogin(self.login))
+        except ValueError:
+            raise ConfigurationError(
+                f"oidc.login must be 'session' or 'tokens', got {self.login!r}",
+                setting="oidc.login",
+            ) from None
+        scopes = (
+            (self.token_scopes,) if isinstance(self.token_scopes, str) else tuple(self.token_scopes)
+        )
+        for scope in scopes:
+            if not isinstance(scope, str) or _SCOPE.fullmatch(scope) is None:
+                raise ConfigurationError(
+                    f"oidc.token_scopes: {scope!r} is not a scope token",
+                    setting="oidc.token_scopes",
+                )
+        if scopes and self.login is not OIDCLogin.TOKENS:
+            raise ConfigurationError(
+                "oidc.token_scopes apply to login='tokens' only", setting="oidc.token_scopes"
+            )
+        set_(self, "token_scopes", scopes)
 
     def provider(self, name: str) -> Provider | None:
         """The provider called ``name`` (``None`` when there is none)."""

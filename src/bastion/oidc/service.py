@@ -7,12 +7,16 @@
     ...  # the browser signs in at the provider and comes back to the callback
     done = await oidc.complete("google", session, request.query_params)
     user_id = find_or_create(done.identity)
-    oidc.logged_in(session, done.identity, user_id)     # session.login() and the audit event
+    oidc.logged_in(session, done.identity, user_id, id_token=done.id_token)  # session.login()
+    # or, with OIDCPolicy(login="tokens"): pair = await oidc.issue_tokens(done.identity, user_id)
+    ...
+    url = await oidc.logout("google", session)          # session.logout(), then the provider
 
 :meth:`OIDC.begin` stores a single-use login-state record (``state``, ``nonce``, the PKCE
 verifier, the checked ``next``) bound to the browser's pre-login session and returns the
 provider's authorization URL. :meth:`OIDC.complete` takes that record back (once), checks the
-callback, exchanges the code and verifies the ID token; every refusal is an
+callback, exchanges the code and verifies the ID token (a plain OAuth 2.0 provider: reads its
+userinfo endpoint instead); every refusal is an
 :class:`~bastion.core.oidc.reasons.OIDCRejected` with its reason, audited as
 ``authn_login_fail`` (``method=oidc``, ``reason=...``, ``provider=...``).
 
@@ -29,20 +33,28 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.oidc.discovery import ASYMMETRIC_ALGS, is_url
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
-from bastion.core.refusal import Refusal
 from bastion.errors import ConfigurationError
+from bastion.oidc._loop import LoopThread
+from bastion.oidc.issuing import IssuedTokens, TokenIssuer, checked_tokens
 from bastion.oidc.policy import OIDCPolicy
+from bastion.oidc.refusals import (
+    BAD_HOST,
+    LOGIN_STORE_UNAVAILABLE,
+    METHOD,
+    NO_ACCOUNT,
+    UNKNOWN_PROVIDER,
+    refusal_for,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Mapping
+    from collections.abc import Mapping
 
     import httpx
 
@@ -57,81 +69,22 @@ if TYPE_CHECKING:
 __all__ = [
     "BAD_HOST",
     "LOGIN_STORE_UNAVAILABLE",
+    "LOGOUT_KEY",
     "METHOD",
     "NO_ACCOUNT",
     "OIDC",
     "UNKNOWN_PROVIDER",
     "Completion",
     "Identity",
+    "IssuedTokens",
+    "TokenIssuer",
     "refusal_for",
     "usable_callback",
 ]
 
-METHOD: Final = "oidc"
-"""The ``method`` detail of the audit events of these logins."""
-
-NO_ACCOUNT: Final = "no_account"
-"""The audit reason when the app's account hook returned no user (a 403)."""
-
-UNKNOWN_PROVIDER: Final = "unknown_provider"
-"""The refusal of a route naming a provider the policy does not have (a 404, audited)."""
-
-LOGIN_STORE_UNAVAILABLE: Final = "login_store_unavailable"
-"""The store of the login-state records cannot be reached (a 503 with ``Retry-After``)."""
-
-BAD_HOST: Final = "bad_host"
-"""The login request's ``Host`` gives no usable callback URL (a 400, audited); only when the
-provider has no configured ``redirect_uri``."""
-
-
-_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        OIDCReason.STATE_MISSING: (
-            "The sign-in response has no state. Please start the sign-in again."
-        ),
-        OIDCReason.STATE_UNKNOWN: (
-            "This sign-in link is unknown, expired or was already used. Please start the sign-in "
-            "again."
-        ),
-        OIDCReason.STATE_MISMATCH: (
-            "This sign-in was started in another browser. Please start the sign-in again here."
-        ),
-        OIDCReason.ISS_MISMATCH: "The sign-in response came from another provider.",
-        OIDCReason.PROVIDER_ERROR: "The provider did not complete the sign-in.",
-        OIDCReason.CODE_REJECTED: "The provider refused this sign-in. Please start again.",
-        OIDCReason.ID_TOKEN_INVALID: "The provider's answer failed verification.",
-        OIDCReason.NONCE_MISMATCH: "The provider's answer does not belong to this sign-in.",
-        OIDCReason.PROVIDER_UNAVAILABLE: (
-            "The sign-in provider cannot be reached. Please try again shortly."
-        ),
-        OIDCReason.BAD_RESPONSE: "The sign-in provider sent an answer that cannot be used.",
-        OIDCReason.NEXT_REFUSED: "The page to return to after sign-in is not allowed.",
-        OIDCReason.UNVERIFIED_EMAIL: (
-            "The provider has not verified this e-mail address, so it cannot be linked to an "
-            "account."
-        ),
-        NO_ACCOUNT: "No account can sign in with this identity.",
-        UNKNOWN_PROVIDER: "No such sign-in provider.",
-        BAD_HOST: "Bad Request: the Host header is not a valid host.",
-        LOGIN_STORE_UNAVAILABLE: (
-            "Service unavailable: sign-in cannot be stored now. Please try again shortly."
-        ),
-    }
-)
-
-
-def refusal_for(reason: OIDCReason | str) -> tuple[int, Refusal]:
-    """The status and body of the refusal page for ``reason`` (the same in every adapter):
-    ``error`` is the reason itself, ``detail`` a sentence for people that never names a code,
-    a token or a claim."""
-    if isinstance(reason, OIDCReason):
-        status = reason.status
-    else:
-        status = {NO_ACCOUNT: 403, UNKNOWN_PROVIDER: 404, LOGIN_STORE_UNAVAILABLE: 503}.get(
-            reason, 400
-        )
-    message = _MESSAGES.get(reason, "Sign-in refused.")
-    return status, Refusal(str(reason), message + "\n")
+LOGOUT_KEY: Final = "_bastion_oidc"
+"""The session key under which a login through a provider keeps what RP-initiated logout
+needs: the provider's name and the ID token (the ``id_token_hint``)."""
 
 
 def _frozen(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -164,6 +117,7 @@ class Completion:
 
     identity: Identity
     next: str
+    id_token: str | None = field(default=None, repr=False)
 
 
 class OIDC:
@@ -171,14 +125,24 @@ class OIDC:
 
     ``store`` keeps the login-state records (the runtime's store), ``auditor`` and ``clock``
     are the runtime's. ``http`` is the ``httpx.AsyncClient`` for discovery and keys (default:
-    one made here, closed by :meth:`aclose`).
+    one made here, closed by :meth:`aclose`). ``tokens`` is ``runtime.tokens``, needed with
+    ``OIDCPolicy(login="tokens")`` (and unused otherwise).
 
     The ``*_sync`` methods (Flask, WSGI) run the same coroutines on one event loop this service
     starts in a daemon thread on first use, so the provider connections and the cached keys
     live on one loop; :meth:`close` stops it.
     """
 
-    __slots__ = ("_auditor", "_bridge", "_clients", "_clock", "_http", "_own_http", "_policy")
+    __slots__ = (
+        "_auditor",
+        "_bridge",
+        "_clients",
+        "_clock",
+        "_http",
+        "_own_http",
+        "_policy",
+        "_tokens",
+    )
 
     def __init__(
         self,
@@ -188,11 +152,13 @@ class OIDC:
         auditor: Auditor,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        tokens: TokenIssuer | None = None,
     ) -> None:
         if not isinstance(policy, OIDCPolicy):
             raise ConfigurationError(
                 "OIDC needs an OIDCPolicy(providers=(Provider(...),))", setting="oidc"
             )
+        self._tokens = checked_tokens(policy, tokens)
         import httpx  # noqa: PLC0415 (the oidc extra)
 
         from bastion.engine.oidc import OIDCClient  # noqa: PLC0415 (the oidc extra)
@@ -208,7 +174,7 @@ class OIDC:
             )
             for provider in policy.providers
         }
-        self._bridge = _LoopThread()
+        self._bridge = LoopThread()
 
     @property
     def policy(self) -> OIDCPolicy:
@@ -260,15 +226,17 @@ class OIDC:
             self.audit_refusal(session, provider, error.reason, error.detail)
             raise
         email = login.claims.get("email")
+        if not isinstance(email, str) or not email:
+            email = None
         identity = Identity(
             provider=login.provider,
             issuer=login.issuer,
             subject=login.subject,
-            email=email if isinstance(email, str) and email else None,
+            email=email,
             email_verified=login.claims.get("email_verified") is True,
             claims=login.claims,
         )
-        return Completion(identity=identity, next=login.next)
+        return Completion(identity=identity, next=login.next, id_token=login.id_token)
 
     def begin_sync(
         self,
@@ -314,10 +282,22 @@ class OIDC:
             raise OIDCRejected(OIDCReason.UNVERIFIED_EMAIL, detail="not_verified")
         return identity.email
 
-    def logged_in(self, session: Session, identity: Identity, user_id: str | int) -> None:
+    def logged_in(
+        self,
+        session: Session,
+        identity: Identity,
+        user_id: str | int,
+        *,
+        id_token: str | None = None,
+    ) -> None:
         """Log ``session`` in as ``user_id`` (new session ID and CSRF secret) and audit
-        ``authn_login_success``."""
+        ``authn_login_success``. ``id_token`` (:attr:`Completion.id_token`) is kept in the
+        session (:data:`LOGOUT_KEY`) as the hint of a later RP-initiated logout."""
         session.login(user_id)
+        if id_token is not None:
+            session[LOGOUT_KEY] = {"provider": identity.provider, "id_token": id_token}
+        else:
+            session.pop(LOGOUT_KEY, None)
         self._auditor.emit(
             EventName.AUTHN_LOGIN_SUCCESS,
             outcome=Outcome.SUCCESS,
@@ -325,6 +305,79 @@ class OIDC:
             client_ip=session.client_ip,
             details={"method": METHOD, "provider": identity.provider},
         )
+
+    # -- login="tokens" ----------------------------------------------------------------------
+
+    async def issue_tokens(self, identity: Identity, user_id: str | int) -> IssuedTokens:
+        """bastion's access (and refresh) token for ``user_id`` signed in as ``identity``
+        (``OIDCPolicy(login="tokens")``), audited ``authn_login_success`` (``login=tokens``;
+        the token service adds ``authn_token_created``). No session is logged in."""
+        issuer = self._token_issuer()
+        pair = await issuer.issue(
+            str(user_id),
+            scopes=self._policy.token_scopes,
+            client_id=f"oidc:{identity.provider}",
+            authenticated_at=self._clock.now(),
+        )
+        self._audit_tokens(identity, user_id)
+        return pair
+
+    def issue_tokens_sync(self, identity: Identity, user_id: str | int) -> IssuedTokens:
+        """:meth:`issue_tokens` for synchronous code (the store's sync side, no event loop)."""
+        issuer = self._token_issuer()
+        pair = issuer.issue_sync(
+            str(user_id),
+            scopes=self._policy.token_scopes,
+            client_id=f"oidc:{identity.provider}",
+            authenticated_at=self._clock.now(),
+        )
+        self._audit_tokens(identity, user_id)
+        return pair
+
+    def _token_issuer(self) -> TokenIssuer:
+        if self._tokens is None:
+            raise ConfigurationError(
+                "issuing tokens needs OIDCPolicy(login='tokens') and OIDC(tokens=runtime.tokens)",
+                setting="oidc.login",
+            )
+        return self._tokens
+
+    def _audit_tokens(self, identity: Identity, user_id: str | int) -> None:
+        self._auditor.emit(
+            EventName.AUTHN_LOGIN_SUCCESS,
+            outcome=Outcome.SUCCESS,
+            user=user_id,
+            details={"method": METHOD, "provider": identity.provider, "login": "tokens"},
+        )
+
+    # -- RP-initiated logout -----------------------------------------------------------------
+
+    async def logout(self, provider: str, session: Session) -> str:
+        """End ``session`` (server data deleted, cookie expired: :meth:`Session.logout`), then
+        the URL to send the browser to: the provider's ``end_session_endpoint`` with the
+        session's ID token as ``id_token_hint`` (when this session signed in through
+        ``provider``) and the provider's ``post_logout_redirect_uri``; without such an
+        endpoint, that URI or ``/``. The session ends even when the provider's metadata cannot
+        be read (:class:`OIDCRejected`, ``provider_unavailable`` or ``bad_response``)."""
+        client = self._client(provider, session)
+        id_token = self._logout_hint(session, provider)
+        session.logout()
+        chosen = self._policy.provider(provider)
+        back = None if chosen is None else chosen.post_logout_redirect_uri
+        url = await client.logout_url(id_token, post_logout_redirect_uri=back)
+        return url or back or "/"
+
+    def logout_sync(self, provider: str, session: Session) -> str:
+        """:meth:`logout` for synchronous code (see the class docstring)."""
+        return self._bridge.run(self.logout(provider, session))
+
+    @staticmethod
+    def _logout_hint(session: Session, provider: str) -> str | None:
+        kept = session.get(LOGOUT_KEY)
+        if not isinstance(kept, dict) or kept.get("provider") != provider:
+            return None
+        token = kept.get("id_token")
+        return token if isinstance(token, str) and token else None
 
     def audit_refusal(
         self,
@@ -382,8 +435,8 @@ def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:
             issuer=provider.issuer,
             authorization_endpoint=str(provider.authorization_endpoint),
             token_endpoint=str(provider.token_endpoint),
-            jwks_uri=str(provider.jwks_uri),
-            id_token_algs=tuple(sorted(ASYMMETRIC_ALGS)),
+            jwks_uri=provider.jwks_uri,
+            id_token_algs=tuple(sorted(ASYMMETRIC_ALGS)) if provider.id_token else (),
             userinfo_endpoint=provider.userinfo_endpoint,
             end_session_endpoint=provider.end_session_endpoint,
         )
@@ -406,6 +459,8 @@ def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:
         state_ttl=policy.state_lifetime,
         jwks_refresh_interval=policy.jwks_refresh,
         timeout=policy.timeout,
+        id_token=provider.id_token,
+        subject_claim=provider.subject_claim,
     )
 
 
@@ -413,42 +468,3 @@ def _secret_text(secret: SecretKey | str) -> str:
     if isinstance(secret, str):
         return secret
     return secret.reveal().decode("utf-8")
-
-
-_T = TypeVar("_T")
-
-
-class _LoopThread:
-    """One event loop in a daemon thread, started on first use, for the ``*_sync`` methods."""
-
-    __slots__ = ("_lock", "_loop", "_thread")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
-    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name="bastion-oidc-sync", daemon=True
-                )
-                thread.start()
-                self._loop, self._thread = loop, thread
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
-
-    def stop(self) -> None:
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()

@@ -1,4 +1,5 @@
-"""The login routes for Starlette and FastAPI: ``/auth/{provider}/login`` and ``/callback``.
+"""The sign-in routes for Starlette and FastAPI: ``/auth/{provider}/login``, ``/callback`` and
+``/logout``.
 
 ::
 
@@ -23,6 +24,15 @@ reason's status: 400 for what the browser brought, 403 for an unverified e-mail 
 account, 404 for an unknown provider, 502 for a provider's garbage, 503 when the provider or
 the store is down; never a 500. Each is audited as ``authn_login_fail``.
 
+With ``OIDCPolicy(login="tokens")`` the callback logs no session in: it answers ``200`` with
+bastion's access (and refresh) token as JSON (``Cache-Control: no-store``).
+
+``POST /auth/{provider}/logout`` (RP-initiated logout) ends the bastion session, then answers
+``303`` to the provider's ``end_session_endpoint`` (with the session's ID token as
+``id_token_hint`` and the provider's ``post_logout_redirect_uri``), or to that URI (else ``/``)
+when the provider has none. A POST, so bastion's CSRF check guards it: a page elsewhere cannot
+sign the user out. A provider that cannot be reached then is a 503 page (the session has ended).
+
 The routes need bastion's session middleware in front (``bastion.asgi.protect`` with
 ``Bastion(store=...)``, or ``SessionMiddleware``).
 """
@@ -40,14 +50,15 @@ from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
-from bastion.oidc.service import (
+from bastion.oidc.policy import OIDCLogin
+from bastion.oidc.refusals import (
     BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
     refusal_for,
-    usable_callback,
 )
+from bastion.oidc.service import usable_callback
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -62,11 +73,12 @@ to refuse the login (403). It may raise :class:`OIDCRejected` (for instance from
 ``oidc.linkable_email(identity)``)."""
 
 _NO_STORE: Final = {"cache-control": "no-store"}
+_TOKENS_HEADERS: Final = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 def oidc_routes(oidc: OIDC, *, on_identity: AccountHook) -> list[Route]:
-    """The two routes, relative to where they are mounted (``/{provider}/login``,
-    ``/{provider}/callback``)."""
+    """The routes, relative to where they are mounted (``/{provider}/login``,
+    ``/{provider}/callback``, ``/{provider}/logout``)."""
     if not callable(on_identity):
         raise ConfigurationError(
             "on_identity must be a function of the Identity returning the user id",
@@ -76,6 +88,7 @@ def oidc_routes(oidc: OIDC, *, on_identity: AccountHook) -> list[Route]:
     return [
         Route("/{provider}/login", handlers.login, methods=["GET"], name="oidc_login"),
         Route("/{provider}/callback", handlers.callback, methods=["GET"], name="oidc_callback"),
+        Route("/{provider}/logout", handlers.logout, methods=["POST"], name="oidc_logout"),
     ]
 
 
@@ -166,8 +179,28 @@ class _Handlers:
         if user_id is None:
             self.oidc.audit_refusal(session, name, NO_ACCOUNT)
             return _refuse(request, NO_ACCOUNT)
-        self.oidc.logged_in(session, done.identity, user_id)
+        if self.oidc.policy.login is OIDCLogin.TOKENS:
+            try:
+                tokens = await self.oidc.issue_tokens(done.identity, user_id)
+            except StoreUnavailable:
+                self.oidc.audit_refusal(session, name, LOGIN_STORE_UNAVAILABLE)
+                return _refuse(request, LOGIN_STORE_UNAVAILABLE)
+            return Response(
+                tokens.to_json(), headers=_TOKENS_HEADERS, media_type="application/json"
+            )
+        self.oidc.logged_in(session, done.identity, user_id, id_token=done.id_token)
         return Response(status_code=303, headers={"location": done.next, **_NO_STORE})
+
+    async def logout(self, request: Request) -> Response:
+        name = request.path_params["provider"]
+        if self.oidc.provider(name) is None:
+            return self._unknown(request, name)
+        session = await _session(request)
+        try:
+            url = await self.oidc.logout(name, session)
+        except OIDCRejected as error:
+            return _refuse(request, error.reason)
+        return Response(status_code=303, headers={"location": url, **_NO_STORE})
 
 
 async def _session(request: Request) -> Session:

@@ -46,17 +46,22 @@ def authorization_url(
     client_id: str,
     scopes: Sequence[str],
     extra: Mapping[str, str] | None = None,
+    nonce: bool = True,
 ) -> str:
     """The authorization URL for ``record`` at ``endpoint`` (a discovery-checked URL; a query
     it already has is kept). ``extra`` adds provider-specific parameters (``prompt``,
-    ``login_hint``, ...) but may not override :data:`RESERVED` ones."""
+    ``login_hint``, ...) but may not override :data:`RESERVED` ones. ``nonce=False`` leaves
+    the ``nonce`` out (a plain OAuth 2.0 provider issues no ID token to carry it back)."""
     params: list[tuple[str, str]] = [
         ("response_type", "code"),
         ("client_id", client_id),
         ("redirect_uri", record.redirect_uri),
         ("scope", " ".join(scopes)),
         ("state", record.state),
-        ("nonce", record.nonce),
+    ]
+    if nonce:
+        params.append(("nonce", record.nonce))
+    params += [
         ("code_challenge", challenge(record.code_verifier)),
         ("code_challenge_method", METHOD),
     ]

@@ -83,7 +83,7 @@ class ProviderMetadata:
     issuer: str
     authorization_endpoint: str
     token_endpoint: str
-    jwks_uri: str
+    jwks_uri: str | None  # None only for a plain OAuth 2.0 provider (no ID token to verify)
     id_token_algs: tuple[str, ...]
     iss_parameter_supported: bool = False
     userinfo_endpoint: str | None = None

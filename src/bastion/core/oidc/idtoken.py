@@ -7,10 +7,18 @@ without the client id, ``azp`` present and not the client id or absent with seve
 ``exp`` passed, ``iat`` in the future or older than ``max_age``, ``sub`` missing), and
 ``nonce_mismatch`` when ``nonce`` is not this login's. ``leeway`` (at most
 :data:`MAX_LEEWAY` seconds) absorbs clock skew on ``exp`` and ``iat`` only.
+
+:func:`check_at_hash` (section 3.1.3.8, optional in the code flow): when the ID token carries
+``at_hash``, it must be the left half of the hash of the access token the same token response
+carried, so an access token swapped in beside a genuine ID token is refused (detail
+``at_hash``). The hash is the one of the token's signature algorithm: SHA-256/384/512 by the
+algorithm's size, SHA-512 for Ed25519 and SHAKE256 (114 bytes) for Ed448.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import math
 from typing import TYPE_CHECKING, Final
@@ -21,7 +29,15 @@ from bastion.errors import ConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["DEFAULT_LEEWAY", "DEFAULT_MAX_AGE", "MAX_LEEWAY", "check_claims", "check_leeway"]
+__all__ = [
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_AGE",
+    "MAX_LEEWAY",
+    "check_at_hash",
+    "check_claims",
+    "check_leeway",
+    "token_hash",
+]
 
 DEFAULT_LEEWAY: Final = 60.0
 MAX_LEEWAY: Final = 300.0
@@ -89,3 +105,42 @@ def check_claims(
     if not isinstance(sub, str) or not sub or len(sub) > _MAX_SUB:
         raise _invalid("sub")
     return sub
+
+
+_SHA_BY_SIZE: Final = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+
+
+def token_hash(value: str, *, alg: str, curve: str | None = None) -> str:
+    """The ``at_hash`` of ``value`` for an ID token signed with ``alg`` (``curve``: the OKP
+    key's curve for ``EdDSA``): base64url of the left half of its hash, unpadded."""
+    raw = value.encode("ascii", "strict")
+    if alg in {"EdDSA", "Ed25519"}:
+        digest = (
+            hashlib.shake_256(raw).digest(114) if curve == "Ed448" else hashlib.sha512(raw).digest()
+        )
+    else:
+        sha = _SHA_BY_SIZE.get(alg[2:])
+        if sha is None:
+            raise _invalid("alg")
+        digest = sha(raw).digest()
+    half = digest[: len(digest) // 2]
+    return base64.urlsafe_b64encode(half).rstrip(b"=").decode("ascii")
+
+
+def check_at_hash(
+    claims: Mapping[str, object], access_token: str | None, *, alg: str, curve: str | None = None
+) -> None:
+    """Refuse (``id_token_invalid``, detail ``at_hash``) an ID token whose ``at_hash`` does not
+    match ``access_token``, or that names an access token the response did not carry; nothing
+    to check when the claim is absent."""
+    value = claims.get("at_hash")
+    if value is None:
+        return
+    if not isinstance(value, str) or not isinstance(access_token, str) or not access_token:
+        raise _invalid("at_hash")
+    try:
+        expected = token_hash(access_token, alg=alg, curve=curve)
+    except UnicodeEncodeError:
+        raise _invalid("at_hash") from None
+    if not hmac.compare_digest(value.encode("ascii", "replace"), expected.encode("ascii")):
+        raise _invalid("at_hash")

@@ -27,8 +27,15 @@ the browser's cookie carries) and returns the authorization URL (``response_type
 3. :func:`~bastion.core.oidc.callback.check_response`: RFC 9207 ``iss`` (required when the
    discovery document says the provider sends it), ``error=``, ``code``;
 4. the code exchange (``code_rejected``, ``provider_unavailable``, ``bad_response``);
-5. the ID token: signature with a provider key (``id_token_invalid``), then its claims
-   (``id_token_invalid`` with the claim as detail, ``nonce_mismatch``).
+5. the ID token: signature with a provider key (``id_token_invalid``), ``at_hash`` against the
+   access token when present, then its claims (``id_token_invalid`` with the claim as detail,
+   ``nonce_mismatch``).
+
+A plain OAuth 2.0 provider (``ClientConfig(id_token=False)``) has no step 5: no ``nonce`` is
+sent, an ``id_token`` in the token response is ignored, and the identity is the
+``subject_claim`` member of the userinfo endpoint's JSON, fetched with the bearer access token
+(``bad_response`` for an unusable token response or document, ``provider_unavailable`` for an
+outage). Its ``issuer`` is the configured one: the namespace of its subjects.
 
 The engine does not audit: the caller (the facade) emits ``authn_login_fail`` with
 ``reason=<OIDCReason>`` for a refusal and maps ``reason.status`` to the response. The engine
@@ -51,6 +58,7 @@ from bastion.core.oidc.idtoken import DEFAULT_LEEWAY, DEFAULT_MAX_AGE, check_cla
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.oidc.redirect import check_allowed, check_next
 from bastion.core.oidc.state import new_login_state
+from bastion.core.oidc.userinfo import access_token_of, subject_of
 from bastion.engine.oidc.exchange import ClientAuth, exchange_code, verify_id_token
 from bastion.engine.oidc.jwks import (
     DEFAULT_MAX_BYTES,
@@ -58,6 +66,7 @@ from bastion.engine.oidc.jwks import (
     DEFAULT_REFRESH_INTERVAL,
     DEFAULT_TIMEOUT,
     ProviderKeys,
+    fetch_json,
 )
 from bastion.engine.oidc.state_store import DEFAULT_STATE_TTL, LoginStates
 from bastion.errors import ConfigurationError
@@ -94,7 +103,9 @@ class ClientConfig:
     """One provider as the engine needs it. Exactly one of ``client_secret``
     (``client_secret_basic``) and ``private_key`` (``private_key_jwt``: a private JWK dict, a
     PEM string or a joserfc key). ``metadata`` skips discovery (explicit endpoints).
-    ``allowed_next`` lists absolute URLs a ``next`` may name besides same-origin paths."""
+    ``allowed_next`` lists absolute URLs a ``next`` may name besides same-origin paths.
+    ``id_token=False``: a plain OAuth 2.0 provider, whose identity is the ``subject_claim``
+    member of its userinfo endpoint's answer (``metadata`` must name that endpoint)."""
 
     name: str
     issuer: str
@@ -114,16 +125,25 @@ class ClientConfig:
     metadata_ttl: float = DEFAULT_METADATA_TTL
     timeout: float = DEFAULT_TIMEOUT
     max_response_bytes: int = DEFAULT_MAX_BYTES
+    id_token: bool = True
+    subject_claim: str = "sub"
 
     def __post_init__(self) -> None:
         text("name", self.name)
+        text("subject_claim", self.subject_claim)
+        if not self.id_token and (self.metadata is None or self.metadata.userinfo_endpoint is None):
+            raise ConfigurationError(
+                "a plain OAuth 2.0 provider (id_token=False) needs metadata= naming its "
+                "userinfo_endpoint",
+                setting="userinfo_endpoint",
+            )
         if not is_url(text("issuer", self.issuer)):
             raise ConfigurationError(
                 f"issuer must be an https URL (http on loopback only), got {self.issuer!r}",
                 setting="issuer",
             )
         _check_redirect_uri(self.redirect_uri)
-        if isinstance(self.scopes, str) or "openid" not in self.scopes:
+        if isinstance(self.scopes, str) or (self.id_token and "openid" not in self.scopes):
             raise ConfigurationError(
                 "scopes must be a tuple that includes 'openid'", setting="scopes"
             )
@@ -156,10 +176,12 @@ class ClientConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedLogin:
-    """A completed login: the verified ID token's claims and where to send the browser.
+    """A completed login: the verified ID token's claims (a plain OAuth 2.0 provider's:
+    the userinfo document) and where to send the browser.
 
     Map (``issuer``, ``subject``) to the application's user, never the e-mail alone;
     ``claims.get("email_verified") is True`` before linking by ``claims["email"]``.
+    ``id_token`` is ``None`` for a plain OAuth 2.0 provider.
     """
 
     provider: str
@@ -167,7 +189,7 @@ class VerifiedLogin:
     subject: str
     claims: Mapping[str, object]
     next: str
-    id_token: str = field(repr=False)
+    id_token: str | None = field(repr=False)
     access_token: str | None = field(default=None, repr=False)
 
 
@@ -244,6 +266,7 @@ class OIDCClient:
             record,
             client_id=config.client_id,
             scopes=config.scopes,
+            nonce=config.id_token,
         )
 
     async def complete(self, session_binding: str, params: Mapping[str, str]) -> VerifiedLogin:
@@ -267,10 +290,17 @@ class OIDCClient:
             code_verifier=record.code_verifier,
             timeout_s=config.timeout,
             max_bytes=config.max_response_bytes,
+            require_id_token=config.id_token,
         )
+        if not config.id_token:
+            return await self._from_userinfo(metadata, answer, record.next)
         id_token = str(answer["id_token"])
+        access = answer.get("access_token")
         claims = await verify_id_token(
-            id_token, keys=self._keys, allowed_algs=metadata.id_token_algs
+            id_token,
+            keys=self._keys,
+            allowed_algs=metadata.id_token_algs,
+            access_token=access if isinstance(access, str) else None,
         )
         subject = check_claims(
             claims,
@@ -281,7 +311,6 @@ class OIDCClient:
             leeway=config.leeway,
             max_age=config.max_token_age,
         )
-        access = answer.get("access_token")
         return VerifiedLogin(
             provider=config.name,
             issuer=config.issuer,
@@ -290,6 +319,32 @@ class OIDCClient:
             next=record.next,
             id_token=id_token,
             access_token=access if isinstance(access, str) else None,
+        )
+
+    async def _from_userinfo(
+        self, metadata: ProviderMetadata, answer: Mapping[str, object], next_url: str
+    ) -> VerifiedLogin:
+        """The login of a plain OAuth 2.0 provider: the userinfo document of the access token."""
+        config = self._config
+        access = access_token_of(answer)
+        document = await fetch_json(
+            self._http,
+            str(metadata.userinfo_endpoint),
+            timeout_s=config.timeout,
+            max_bytes=config.max_response_bytes,
+            what="userinfo",
+            bearer=access,
+        )
+        subject = subject_of(document, config.subject_claim)
+        claims = dict(document) if isinstance(document, dict) else {}
+        return VerifiedLogin(
+            provider=config.name,
+            issuer=config.issuer,
+            subject=subject,
+            claims=claims,
+            next=next_url,
+            id_token=None,
+            access_token=access,
         )
 
     async def logout_url(

@@ -14,8 +14,10 @@ a 5xx, ``bad_response`` for a body that is too large, not a JSON object, or has 
 :class:`~bastion.engine.oidc.jwks.ProviderKeys` only: the header's ``alg`` must be one the
 discovery document allows AND asymmetric (``none`` and ``HS*`` are refused even when listed,
 detail ``alg``); an embedded key (``jwk``, ``jku``, ``x5u``, ``x5c``) is never used; the
-verification runs with exactly that one algorithm. It returns the payload, whose claims
-:func:`bastion.core.oidc.idtoken.check_claims` then checks.
+verification runs with exactly that one algorithm. Then ``at_hash``, when the token has it, must
+match the ``access_token`` of the same response (:func:`bastion.core.oidc.idtoken.check_at_hash`).
+It returns the payload, whose claims :func:`bastion.core.oidc.idtoken.check_claims` then
+checks.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from bastion.core.oidc.discovery import ASYMMETRIC_ALGS
+from bastion.core.oidc.idtoken import check_at_hash
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.errors import ConfigurationError
 
@@ -149,8 +152,10 @@ async def exchange_code(
     code_verifier: str,
     timeout_s: float,
     max_bytes: int,
+    require_id_token: bool = True,
 ) -> dict[str, object]:
-    """The token endpoint's answer for ``code`` (see the module docstring)."""
+    """The token endpoint's answer for ``code`` (see the module docstring);
+    ``require_id_token=False`` for a plain OAuth 2.0 provider."""
     secret: object = auth.secret
     if auth.private_key is not None:
         secret = auth.signing_key()
@@ -196,6 +201,8 @@ async def exchange_code(
     answer = dict(token)
     if len(json.dumps(answer, default=str)) > max_bytes:
         raise OIDCRejected(OIDCReason.BAD_RESPONSE, "token endpoint: answer too large")
+    if not require_id_token:
+        return answer
     id_token = answer.get("id_token")
     if not isinstance(id_token, str) or not id_token:
         raise OIDCRejected(OIDCReason.BAD_RESPONSE, "token endpoint: no id_token")
@@ -210,7 +217,11 @@ def _invalid(detail: str, message: str) -> OIDCRejected:
 
 
 async def verify_id_token(
-    id_token: str, *, keys: ProviderKeys, allowed_algs: tuple[str, ...]
+    id_token: str,
+    *,
+    keys: ProviderKeys,
+    allowed_algs: tuple[str, ...],
+    access_token: str | None = None,
 ) -> Mapping[str, object]:
     """The payload of ``id_token`` once its signature verifies (see the module docstring)."""
     if len(id_token) > MAX_ID_TOKEN or id_token.count(".") != 2:
@@ -232,4 +243,6 @@ async def verify_id_token(
         token = jwt.decode(id_token, key, algorithms=[alg])
     except (JoseError, ValueError, TypeError) as exc:
         raise _invalid("signature", "signature does not verify") from exc
+    curve = key.curve_name if isinstance(key, OKPKey) else None
+    check_at_hash(token.claims, access_token, alg=alg, curve=curve)
     return token.claims

@@ -34,6 +34,7 @@ from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 from bastion.core.clock import system_clock
 from bastion.core.oidc.discovery import discovery_url, parse_discovery
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
+from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bastion.core.clock import Clock
@@ -66,13 +67,21 @@ _CURVE_FOR_ALG: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 
 
 async def fetch_json(
-    http: httpx.AsyncClient, url: str, *, timeout_s: float, max_bytes: int, what: str
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    timeout_s: float,
+    max_bytes: int,
+    what: str,
+    bearer: str | None = None,
 ) -> object:
-    """GET ``url`` and decode its JSON body (see the module docstring for the refusals)."""
+    """GET ``url`` and decode its JSON body (see the module docstring for the refusals);
+    ``bearer`` sends that access token (the userinfo endpoint)."""
+    headers = {"Accept": "application/json"}
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
     try:
-        async with http.stream(
-            "GET", url, timeout=timeout_s, headers={"Accept": "application/json"}
-        ) as response:
+        async with http.stream("GET", url, timeout=timeout_s, headers=headers) as response:
             if response.status_code >= 500:
                 raise OIDCRejected(
                     OIDCReason.PROVIDER_UNAVAILABLE, f"{what}: HTTP {response.status_code}"
@@ -195,6 +204,11 @@ class ProviderKeys:
 
     async def _refresh_keys(self) -> None:
         metadata = await self.metadata()
+        if metadata.jwks_uri is None:
+            raise ConfigurationError(
+                f"{self._issuer}: no jwks_uri, so no ID token can be verified", setting="jwks_uri"
+            )
+        jwks_uri = metadata.jwks_uri
         async with self._lock:
             if self._clock.now() - self._fetched_keys_at < self._refresh_interval:
                 return  # refreshed just now, by this or a parallel caller
@@ -202,7 +216,7 @@ class ProviderKeys:
             try:
                 document = await fetch_json(
                     self._http,
-                    metadata.jwks_uri,
+                    jwks_uri,
                     timeout_s=self._timeout,
                     max_bytes=self._max_bytes,
                     what="jwks",
