@@ -18,6 +18,7 @@ import pytest_asyncio
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.redis_cluster import RedisClusterServers, RedisSentinelServers
 from bastion.testing.redis_server import RedisServer, find_redis_server
 
 if TYPE_CHECKING:
@@ -50,6 +51,20 @@ def redis_url() -> Iterator[str]:
     require_redis_server()
     with RedisServer() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    require_redis_server()
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelServers]:
+    require_redis_server()
+    with RedisSentinelServers() as setup:
+        yield setup
 
 
 @pytest.fixture

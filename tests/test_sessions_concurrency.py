@@ -19,6 +19,7 @@ from bastion.engine.sessions import SessionEngine
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from scaled_redis import scaled_url
 from session_flows import COOKIE, cookie_value, request
 
 if TYPE_CHECKING:
@@ -33,7 +34,13 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+REDIS = pytest.mark.redis
+SHARED = ["redis", "redis-cluster", "redis-sentinel"]
+
+
+@pytest_asyncio.fixture(
+    params=["memory", "sqlite", *(pytest.param(name, marks=REDIS) for name in SHARED)]
+)
 async def store(
     request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
 ) -> AsyncIterator[Store]:
@@ -43,7 +50,7 @@ async def store(
     elif request.param == "sqlite":
         made = SQLiteStore(tmp_path / "sessions.db", clock=clock)
     else:
-        url = request.getfixturevalue("redis_url")
+        url = scaled_url(request, request.param)
         made = RedisStore.from_url(url, prefix=request.getfixturevalue("redis_prefix"))
     yield made
     await made.aclose()

@@ -56,6 +56,7 @@ from redis.retry import Retry as SyncRetry
 from bastion.core.clock import system_clock
 from bastion.core.ratelimit import micros
 from bastion.errors import ConfigurationError, StoreError
+from bastion.stores._redis_cluster import ClusterRouter, SentinelRouter, same_slot
 from bastion.stores._redis_scripts import (
     CAS_READ_SCRIPT,
     CAS_SCRIPT,
@@ -91,9 +92,11 @@ from bastion.stores.keyspace import (
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
     LoopClients,
+    Topology,
     check_timeout,
     describe_client,
     pop_query,
+    split_topology,
     without_maintenance_notifications,
 )
 
@@ -102,6 +105,7 @@ if TYPE_CHECKING:
 
     from bastion.core.clock import Clock
     from bastion.core.ratelimit import Decision, Rate, Strategy
+    from bastion.stores._resp import AsyncTransport
 
 __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",
@@ -145,6 +149,7 @@ class RedisStore:
         "_raw_prefix",
         "_resp",
         "_sync_view",
+        "_topology",
         "_where",
     )
 
@@ -157,6 +162,7 @@ class RedisStore:
         transport: str = "redis-py",
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         clock: Clock | None = None,
+        topology: Topology | None = None,
     ) -> None:
         if not isinstance(client, Redis):
             raise ConfigurationError(
@@ -187,6 +193,26 @@ class RedisStore:
                 f"{max_reply_bytes!r}; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
                 setting="max_reply_bytes",
             )
+        self._topology = topology
+        if topology is not None:
+            if transport == "redis-py":
+                raise ConfigurationError(
+                    f"Redis {topology.kind} URLs use bastion's RESP transport; drop "
+                    "transport='redis-py'",
+                    setting="transport",
+                )
+            endpoint = resp_endpoint(client.connection_pool, "resp", max_reply_bytes)
+            if endpoint is None:  # pragma: no cover - "resp" never answers None
+                raise ConfigurationError("the RESP transport is needed", setting="transport")
+            router = (
+                ClusterRouter(topology.nodes, endpoint)
+                if topology.kind == "cluster"
+                else SentinelRouter(topology.nodes, topology.service, endpoint)
+            )
+            self._where = topology.describe()
+            self._resp: AsyncTransport | None = router.async_
+            self._sync_view = RedisSyncStore(self, None, router.sync)
+            return
         endpoint = resp_endpoint(client.connection_pool, transport, max_reply_bytes)
         self._resp = None if endpoint is None else AsyncResp(endpoint)
         self._sync_view = RedisSyncStore(
@@ -240,6 +266,7 @@ class RedisStore:
             raise ConfigurationError(
                 f"Redis store URL must be str, got {type(url).__name__}", setting="url"
             )
+        url, topology = split_topology(url)
         clean_url, url_prefix = pop_query(url, "prefix")
         clean_url, url_transport = pop_query(clean_url, "transport")
         clean_url, url_max_reply = pop_query(clean_url, "max_reply_bytes")
@@ -317,7 +344,32 @@ class RedisStore:
             transport=chosen_transport,
             max_reply_bytes=max_reply_bytes,
             clock=clock,
+            topology=topology,
         )
+
+    @property
+    def topology(self) -> Topology | None:
+        """The Redis Cluster or Sentinel set-up this store routes to; ``None`` for one
+        server."""
+        return self._topology
+
+    def slot_groups(self, fulls: Sequence[bytes]) -> list[list[int]]:
+        """The positions of ``fulls`` grouped by cluster slot, one ``MGET`` per group: one
+        group (one round trip) on one server, or when the keys share a hash tag as the
+        engines' keys of one read do. A multi-key command never spans two slots, so
+        ``CROSSSLOT`` cannot happen."""
+        cluster = self._topology is not None and self._topology.kind == "cluster"
+        if not cluster or same_slot(fulls):
+            return [list(range(len(fulls)))]
+        groups: dict[int, list[int]] = {}
+        for index, full in enumerate(fulls):
+            groups.setdefault(key_slot(full), []).append(index)
+        return list(groups.values())
+
+    def _split_slots(self, first: bytes, second: bytes) -> bool:
+        """Whether two keys of one script live in different cluster slots."""
+        cluster = self._topology is not None and self._topology.kind == "cluster"
+        return cluster and not same_slot((first, second))
 
     @property
     def sync(self) -> RedisSyncStore:
@@ -352,7 +404,7 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         full = self._open_key("get", key)
         if self._resp is not None:
-            value = await self._fast("get", pack(b"GET", full))
+            value = await self._fast("get", pack(b"GET", full), full)
         else:
             value = await self._run("get", self._clients.get().get(full))
         if value is not None and not isinstance(value, bytes):
@@ -361,11 +413,22 @@ class RedisStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The live value of each of ``keys``: one ``MGET``, one round trip
-        (:class:`~bastion.stores.base.SupportsGetMany`). Danger: Redis Cluster needs the keys
-        of one call in one hash slot (build them with one ``hash_tag`` identifier)."""
+        (:class:`~bastion.stores.base.SupportsGetMany`). On Redis Cluster, one ``MGET`` per
+        slot the keys fall in (keys built with one ``hash_tag`` identifier: one)."""
         fulls = self.full_keys("get_many", keys)
         if self._resp is not None:
-            values = await self._fast("get_many", pack(b"MGET", *fulls))
+            groups = self.slot_groups(fulls)
+            if len(groups) == 1:
+                values = await self._fast("get_many", pack(b"MGET", *fulls), fulls[0])
+            else:
+                values = [None] * len(fulls)
+                for group in groups:
+                    part = [fulls[i] for i in group]
+                    found = mget_reply(
+                        await self._fast("get_many", pack(b"MGET", *part), part[0]), len(part)
+                    )
+                    for index, value in zip(group, found, strict=True):
+                        values[index] = value
         else:
             values = await self._run("get_many", self._clients.get().mget(fulls))
         return mget_reply(values, len(fulls))
@@ -378,14 +441,14 @@ class RedisStore:
             command = (
                 pack(b"SET", full, data, b"PX", b"%d" % px) if px else pack(b"SET", full, data)
             )
-            await self._fast("set", command)
+            await self._fast("set", command, full)
             return
         await self._run("set", self._clients.get().set(full, data, px=px or None))
 
     async def delete(self, key: str) -> bool:
         full = self._open_key("delete", key)
         if self._resp is not None:
-            return bool(await self._fast("delete", pack(b"DEL", full)))
+            return bool(await self._fast("delete", pack(b"DEL", full), full))
         removed = await self._run("delete", self._clients.get().delete(full))
         return bool(removed)
 
@@ -411,13 +474,20 @@ class RedisStore:
         (:class:`~bastion.stores.base.SupportsCompareAndSetRead`)."""
         full = self._open_key("compare_and_set_read", key)
         other = self._open_key("compare_and_set_read", read)
+        if self._split_slots(full, other):
+            # Two slots cannot share a script in a cluster: the compare-and-set, then reads
+            # (what the flow does on stores without this capability).
+            won = await self.compare_and_set(key, expected, value, ttl)
+            return won, await self.get(key), await self.get(read)
         args: list[bytes] = [check_value(value), b"%d" % ttl_to_milliseconds(ttl)]
         if expected is not None:
             args.append(check_value(expected))
         operation = "compare_and_set_read"
         if self._resp is not None:
             script = CAS_READ_SCRIPT.encode("utf-8")
-            reply = await self._fast(operation, pack(b"EVAL", script, b"2", full, other, *args))
+            reply = await self._fast(
+                operation, pack(b"EVAL", script, b"2", full, other, *args), full
+            )
         else:
             client = self._clients.get()
             reply = await self._run(operation, client.eval(CAS_READ_SCRIPT, 2, full, other, *args))
@@ -452,11 +522,15 @@ class RedisStore:
         if resp is not None:
             try:
                 try:
-                    reply = await resp.call(script_command(strategy, keys, args, load=False))
+                    reply = await resp.call(
+                        script_command(strategy, keys, args, load=False), keys[0]
+                    )
                 except ReplyFailure as exc:
                     if exc.code != "NOSCRIPT":
                         raise
-                    reply = await resp.call(script_command(strategy, keys, args, load=True))
+                    reply = await resp.call(
+                        script_command(strategy, keys, args, load=True), keys[0]
+                    )
             except Exception as exc:  # translated into the typed store errors
                 raise translate_resp(self, "the rate-limit script", exc) from exc
             return decisions(reply, rates)
@@ -488,12 +562,12 @@ class RedisStore:
             # The server lost its script cache. EVAL runs the script and caches it again.
             return await client.eval(CAS_SCRIPT, 1, full, *args)
 
-    async def _fast(self, operation: str, payload: bytes) -> Any:
+    async def _fast(self, operation: str, payload: bytes, key: bytes) -> Any:
         resp = self._resp
         if resp is None:  # pragma: no cover - callers check
             raise StoreError("the RESP transport is off")
         try:
-            return await resp.call(payload)
+            return await resp.call(payload, key)
         except Exception as exc:  # translated into the store's two error kinds
             raise translate_resp(self, operation, exc) from exc
 
@@ -501,7 +575,7 @@ class RedisStore:
         packed = [a if isinstance(a, bytes) else b"%d" % a for a in args]
         try:
             return await self._fast(
-                "compare_and_set", pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed)
+                "compare_and_set", pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed), full
             )
         except StoreError as exc:
             cause = exc.__cause__
@@ -509,7 +583,7 @@ class RedisStore:
                 raise
         # The server lost its script cache. EVAL runs the script and caches it again.
         return await self._fast(
-            "compare_and_set", pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed)
+            "compare_and_set", pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed), full
         )
 
     async def _run(self, operation: str, command: Awaitable[_T]) -> _T:

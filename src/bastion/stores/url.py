@@ -8,6 +8,10 @@ Accepted forms::
                                    purge_every, inline_reads)
     redis://[:password@]host:port/db     RedisStore (query options: see bastion.stores.redis)
     rediss://[:password@]host:port/db    the same over TLS
+    redis+cluster://[:password@]host:port,host:port,...
+                                   RedisStore on a Redis Cluster (the hosts are seeds)
+    redis+sentinel://[:password@]host:26379,host:26379/service
+                                   RedisStore on the primary that Sentinel names
 
 Options may come from the query string or as keyword arguments, not both for one name.
 Everything wrong with a URL is a :class:`~bastion.errors.ConfigurationError` that names the
@@ -39,6 +43,8 @@ ACCEPTED_FORMS: Final = (
     "sqlite:////absolute/path.db",
     "redis://host:6379/0",
     "rediss://host:6379/0",
+    "redis+cluster://host:6379,host:6380",
+    "redis+sentinel://host:26379,host:26380/service",
 )
 
 
@@ -87,7 +93,7 @@ def parse_store_url(
             "store URL is malformed; " + _accepted(), setting="store_url"
         ) from None
     scheme = parts.scheme.lower()
-    if scheme in {"redis", "rediss", "unix"}:
+    if scheme in {"redis", "rediss", "unix", "redis+cluster", "redis+sentinel"}:
         return StoreURL("redis", None, dict(options), url.strip())
     if scheme == "memory":
         if parts.netloc or parts.path or parts.fragment:
@@ -134,6 +140,10 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url.strip())
+        if parts.scheme.lower() in {"redis+cluster", "redis+sentinel"}:
+            hosts = parts.netloc.rpartition("@")[2]
+            secret = "***@" if "@" in parts.netloc else ""
+            return f"{parts.scheme}://{secret}{hosts}{parts.path}"
         host = parts.hostname or ""
         port = parts.port
     except ValueError:
