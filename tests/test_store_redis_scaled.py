@@ -370,3 +370,66 @@ async def test_sentinel_with_every_server_down_is_unavailable(
             await asyncio.to_thread(store.sync.get, "k")
     finally:
         await store.aclose()
+
+
+# -- WAIT: writes acknowledged only once replicas have them --------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_wait_replicas_acknowledges_only_replicated_writes(
+    redis_sentinel: RedisSentinelServers, redis_prefix: str
+) -> None:
+    url = _with_prefix(redis_sentinel.url, redis_prefix)
+    store = RedisStore.from_url(url + "&wait_replicas=1&wait_timeout=2")
+    try:
+        await store.set("w", b"1")
+        assert await store.compare_and_set("w", b"1", b"2")
+        assert await asyncio.to_thread(store.sync.compare_and_set, "w", b"2", b"3")
+        replica = next(s for s in redis_sentinel.servers if s is not redis_sentinel.primary())
+        with Redis(host=replica.host, port=replica.port) as direct:
+            assert direct.get(store.full_key("w")) == b"3"  # on the replica when acknowledged
+        assert await store.delete("w")
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_wait_for_more_replicas_than_exist_is_not_acknowledged(
+    redis_sentinel: RedisSentinelServers, redis_prefix: str
+) -> None:
+    store = RedisStore.from_url(
+        redis_sentinel.url, prefix=redis_prefix, wait_replicas=2, wait_timeout=0.2
+    )
+    try:
+        with pytest.raises(StoreUnavailable, match="not acknowledged"):
+            await store.set("w", b"1")
+        with pytest.raises(StoreUnavailable, match="not acknowledged"):
+            await asyncio.to_thread(store.sync.set, "w", b"1")
+        assert await store.get("w") == b"1"  # written on the primary, never acknowledged
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_wait_replicas_on_the_cluster(
+    redis_cluster: RedisClusterServers, redis_prefix: str
+) -> None:
+    store = RedisStore.from_url(redis_cluster.url, prefix=redis_prefix, wait_replicas=1)
+    try:
+        for n in range(12):
+            await store.set(f"k{n}", b"v")
+        assert await store.compare_and_set("k1", b"v", b"w")
+    finally:
+        await store.aclose()
+
+
+def test_wait_settings_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="whole number") as caught:
+        RedisStore.from_url("redis://127.0.0.1:6390/0", wait_replicas=-1)
+    assert caught.value.setting == "wait_replicas"
+    with pytest.raises(ConfigurationError, match="RESP transport"):
+        RedisStore.from_url("redis://127.0.0.1:6390/0?wait_replicas=1", transport="redis-py")
+    with pytest.raises(ConfigurationError, match="not a number"):
+        RedisStore.from_url("redis://127.0.0.1:6390/0?wait_replicas=x")
+    with pytest.raises(ConfigurationError, match="wait_timeout"):
+        RedisStore.from_url("redis://127.0.0.1:6390/0", wait_replicas=1, wait_timeout=0)

@@ -37,7 +37,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.errors import StoreError
-from bastion.stores._resp import AsyncResp, Endpoint, ReplyFailure, SyncResp, pack
+from bastion.stores._resp import AsyncResp, Endpoint, ReplyFailure, SyncResp, checked, pack
 from bastion.stores.keyspace import KEY_SLOTS, key_slot
 
 if TYPE_CHECKING:
@@ -111,6 +111,24 @@ def _redirect(exc: ReplyFailure) -> tuple[str, int, tuple[str, int]] | None:
     if len(parts) != 3:
         raise StoreError(f"Redis Cluster sent a malformed redirection: {str(exc)[:80]!r}")
     return exc.code, int(parts[1]), _address(parts[2])
+
+
+def _first_checked(reply: Any, replies: int) -> Any:
+    """A multi-reply's list with its first reply checked (a ``MOVED`` there raises, so the
+    router redirects the whole payload); one reply is checked already."""
+    if replies > 1:
+        checked(reply[0])
+    return reply
+
+
+def _after_asking(out: list[Any]) -> Any:
+    """The replies after ``ASKING``'s, in the shape the caller asked for."""
+    checked(out[0])
+    rest = out[1:]
+    if len(rest) == 1:
+        return checked(rest[0])
+    checked(rest[0])
+    return rest
 
 
 class ClusterRouter:
@@ -212,8 +230,8 @@ class _ClusterAsync:
             pool = router.nodes.async_pool(node)
             try:
                 if asking:
-                    return await pool.call(_ASKING + payload, key, replies=replies + 1)
-                return await pool.call(payload, key, replies=replies)
+                    return _after_asking(await pool.call(_ASKING + payload, key, replies + 1))
+                return _first_checked(await pool.call(payload, key, replies), replies)
             except ConnectionRefusedError:
                 # The node is down and the command never reached it: reload the table from
                 # the others; send again only if the slot has moved to a live node.
@@ -268,8 +286,8 @@ class _ClusterSync:
             pool = router.nodes.sync_pool(node)
             try:
                 if asking:
-                    return pool.call(_ASKING + payload, key, replies=replies + 1)
-                return pool.call(payload, key, replies=replies)
+                    return _after_asking(pool.call(_ASKING + payload, key, replies + 1))
+                return _first_checked(pool.call(payload, key, replies), replies)
             except ConnectionRefusedError:
                 self._load(exclude=node)
                 moved_to = router.target(key)
@@ -364,6 +382,15 @@ class SentinelRouter:
 _ROLE: Final = pack(b"ROLE")
 
 
+_LOST: Final = frozenset({"READONLY", "MASTERDOWN", "LOADING"})
+
+
+def _primary_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` suggests the primary moved (ask the Sentinels again next time): a
+    network failure, or a reply that only a demoted or restarting server gives."""
+    return not isinstance(exc, ReplyFailure) or exc.code in _LOST
+
+
 def _retry_on(exc: BaseException) -> bool:
     """Whether ``exc`` proves the command did not run (so it may go to a new primary)."""
     if isinstance(exc, ConnectionRefusedError):
@@ -401,13 +428,19 @@ class _SentinelAsync:
         router = self._router
         primary = router.primary or await self._resolve()
         try:
-            return await router.nodes.async_pool(primary).call(payload, key, replies)
-        except BaseException as exc:
+            return _first_checked(
+                await router.nodes.async_pool(primary).call(payload, key, replies), replies
+            )
+        except (OSError, TimeoutError, ReplyFailure) as exc:
+            if not _primary_lost(exc):
+                raise
             router.forget()
             if not _retry_on(exc):
                 raise
         primary = await self._resolve()
-        return await router.nodes.async_pool(primary).call(payload, key, replies)
+        return _first_checked(
+            await router.nodes.async_pool(primary).call(payload, key, replies), replies
+        )
 
     def close(self) -> None:
         self._router.close()
@@ -441,13 +474,17 @@ class _SentinelSync:
         router = self._router
         primary = router.primary or self._resolve()
         try:
-            return router.nodes.sync_pool(primary).call(payload, key, replies)
-        except BaseException as exc:
+            return _first_checked(
+                router.nodes.sync_pool(primary).call(payload, key, replies), replies
+            )
+        except (OSError, TimeoutError, ReplyFailure) as exc:
+            if not _primary_lost(exc):
+                raise
             router.forget()
             if not _retry_on(exc):
                 raise
         primary = self._resolve()
-        return router.nodes.sync_pool(primary).call(payload, key, replies)
+        return _first_checked(router.nodes.sync_pool(primary).call(payload, key, replies), replies)
 
     def close(self) -> None:
         self._router.close()

@@ -21,7 +21,7 @@ from bastion.stores._redis_scripts import (
     script_command,
     ttl_to_milliseconds,
 )
-from bastion.stores._resp import ReplyFailure, pack, resp_fault
+from bastion.stores._resp import ReplyFailure, checked, pack, resp_fault
 from bastion.stores.base import check_value
 from bastion.stores.faults import redis_py_fault
 
@@ -114,14 +114,20 @@ class RedisSyncStore:
                 exc, f"Redis at {store._where}", operation, store._detail(exc)
             ) from exc
 
-    def _fast(self, operation: str, payload: bytes, key: bytes) -> Any:
+    def _fast(self, operation: str, payload: bytes, key: bytes, *, write: bool = False) -> Any:
         resp = self._resp
         if resp is None:  # pragma: no cover - callers check
             raise StoreError("the RESP transport is off")
+        wait = self._store.wait_command if write else None
         try:
-            return resp.call(payload, key)
+            if wait is None:
+                return resp.call(payload, key)
+            out = resp.call(payload + wait, key, 2)
+            result, count = checked(out[0]), checked(out[1])
         except Exception as exc:  # translated into the store's two error kinds
             raise translate_resp(self._store, operation, exc) from exc
+        self._store.check_replicas(operation, count)
+        return result
 
     def get(self, key: str) -> bytes | None:
         full = self._store._open_key("get", key)
@@ -161,14 +167,14 @@ class RedisSyncStore:
             command = (
                 pack(b"SET", full, data, b"PX", b"%d" % px) if px else pack(b"SET", full, data)
             )
-            self._fast("set", command, full)
+            self._fast("set", command, full, write=True)
             return
         self._run("set", lambda client: client.set(full, data, px=px or None))
 
     def delete(self, key: str) -> bool:
         full = self._store._open_key("delete", key)
         if self._resp is not None:
-            return bool(self._fast("delete", pack(b"DEL", full), full))
+            return bool(self._fast("delete", pack(b"DEL", full), full, write=True))
         return bool(self._run("delete", lambda client: client.delete(full)))
 
     def compare_and_set(
@@ -189,14 +195,20 @@ class RedisSyncStore:
             packed = [a if isinstance(a, bytes) else b"%d" % a for a in args]
             try:
                 result = self._fast(
-                    "compare_and_set", pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed), full
+                    "compare_and_set",
+                    pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed),
+                    full,
+                    write=True,
                 )
             except StoreError as exc:
                 cause = exc.__cause__
                 if not (isinstance(cause, ReplyFailure) and cause.code == "NOSCRIPT"):
                     raise
                 result = self._fast(
-                    "compare_and_set", pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed), full
+                    "compare_and_set",
+                    pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed),
+                    full,
+                    write=True,
                 )
         else:
             result = self._run("compare_and_set", cas)
@@ -220,7 +232,9 @@ class RedisSyncStore:
         operation = "compare_and_set_read"
         if self._resp is not None:
             script = CAS_READ_SCRIPT.encode("utf-8")
-            reply = self._fast(operation, pack(b"EVAL", script, b"2", full, other, *args), full)
+            reply = self._fast(
+                operation, pack(b"EVAL", script, b"2", full, other, *args), full, write=True
+            )
         else:
             reply = self._run(
                 operation, lambda client: client.eval(CAS_READ_SCRIPT, 2, full, other, *args)

@@ -238,8 +238,8 @@ class Conn:
     def call(self, payload: bytes, deadline: float, timeout: float, replies: int = 1) -> Any:
         """Send ``payload`` and read its whole reply by ``deadline`` (``time.monotonic()``);
         ``timeout`` is the configured bound, for the message. ``replies=2``: ``payload`` holds
-        two commands (``ASKING`` and the command, for Redis Cluster); the second's reply is
-        returned."""
+        ``replies`` commands (``ASKING`` before a command, ``WAIT`` after one), and the list of
+        their replies is returned, unchecked."""
         sock = self.sock
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -252,8 +252,9 @@ class Conn:
         sock.sendall(payload)  # one total timeout for the whole send (Python >= 3.5)
         reader = self.reader
         received = self.feed(sock.recv(65536), 0)
-        reply = reader.gets()
-        for left in range(replies - 1, -1, -1):
+        out = []
+        for _ in range(replies):
+            reply = reader.gets()
             while reply is False:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -262,11 +263,10 @@ class Conn:
                 shortened = True
                 received = self.feed(sock.recv(65536), received)
                 reply = reader.gets()
-            if left:
-                reply = reader.gets()
+            out.append(reply)
         if shortened:
             sock.settimeout(timeout)
-        return reply
+        return out[0] if replies == 1 else out
 
     async def acall(self, loop: asyncio.AbstractEventLoop, payload: bytes, replies: int = 1) -> Any:
         """The same on a non-blocking socket; the caller bounds it with ``asyncio.timeout``."""
@@ -274,14 +274,14 @@ class Conn:
         await loop.sock_sendall(sock, payload)
         reader = self.reader
         received = 0
-        reply = reader.gets()
-        for left in range(replies - 1, -1, -1):
+        out = []
+        for _ in range(replies):
+            reply = reader.gets()
             while reply is False:
                 received = self.feed(await loop.sock_recv(sock, 65536), received)
                 reply = reader.gets()
-            if left:
-                reply = reader.gets()
-        return reply
+            out.append(reply)
+        return out[0] if replies == 1 else out
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -386,7 +386,7 @@ class SyncResp:
             self._checkin(conn, generation, broken=True)
             raise
         self._checkin(conn, generation, broken=False)
-        return checked(reply)
+        return checked(reply) if replies == 1 else reply
 
     def _checkout(self, deadline: float) -> tuple[Conn, int, float]:
         """A connection, its pool generation, and the seconds spent opening it (0 if idle)."""
@@ -520,7 +520,8 @@ class AsyncResp:
     async def call(self, payload: bytes, key: bytes = b"", replies: int = 1) -> Any:  # noqa: ARG002
         """Send ``payload`` and return its reply (:class:`ReplyFailure` for an error reply).
         ``key`` (the command's first key) routes a command in Redis Cluster; one server
-        ignores it. ``replies`` as in :meth:`Conn.call`."""
+        ignores it. ``replies > 1``: ``payload`` holds that many commands, and the list of their
+        replies comes back unchecked (see :func:`checked`)."""
         loop = asyncio.get_running_loop()
         pool = self._pool(loop)
         endpoint = self._endpoint
@@ -546,7 +547,7 @@ class AsyncResp:
             self._checkin(pool, conn, broken=True)
             raise
         self._checkin(pool, conn, broken=False)
-        return checked(reply)
+        return checked(reply) if replies == 1 else reply
 
     async def _checkout(self, pool: LoopPool) -> Conn | None:
         while True:
