@@ -18,6 +18,9 @@ import pytest_asyncio
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from bastion.testing.postgres_server import INSTALL_HINT as MISSING_POSTGRES
+from bastion.testing.postgres_server import PostgresServer, find_initdb
+from bastion.testing.redis_cluster import RedisClusterServers, RedisSentinelServers
 from bastion.testing.redis_server import RedisServer, find_redis_server
 
 if TYPE_CHECKING:
@@ -50,6 +53,43 @@ def redis_url() -> Iterator[str]:
     require_redis_server()
     with RedisServer() as server:
         yield server.url
+
+
+def require_postgres() -> None:
+    """Skip (or, under CI=true, fail) the calling test when PostgreSQL is not installed."""
+    if find_initdb() is not None:
+        return
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{MISSING_POSTGRES} (CI=true: a missing service fails the run)")
+    pytest.skip(MISSING_POSTGRES)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster shared by the session (``initdb`` in a temporary
+    directory, 127.0.0.1, a free port); tests keep apart by key prefix (``redis_prefix``)."""
+    require_postgres()
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.dsn
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    require_redis_server()
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelServers]:
+    require_redis_server()
+    with RedisSentinelServers() as setup:
+        yield setup
 
 
 @pytest.fixture

@@ -17,8 +17,10 @@ from bastion.core.clock import FrozenClock
 from bastion.core.sessions import SessionConfig, record_key, session_handle
 from bastion.engine.sessions import SessionEngine
 from bastion.stores.memory import MemoryStore
+from bastion.stores.postgres import PostgresStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
+from scaled_redis import scaled_url
 from session_flows import COOKIE, cookie_value, request
 
 if TYPE_CHECKING:
@@ -33,7 +35,18 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+REDIS = pytest.mark.redis
+SHARED = ["redis", "redis-cluster", "redis-sentinel"]
+
+
+@pytest_asyncio.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "postgres",
+        *(pytest.param(name, marks=REDIS) for name in SHARED),
+    ]
+)
 async def store(
     request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
 ) -> AsyncIterator[Store]:
@@ -42,8 +55,11 @@ async def store(
         made = MemoryStore(clock=clock)
     elif request.param == "sqlite":
         made = SQLiteStore(tmp_path / "sessions.db", clock=clock)
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        made = PostgresStore.from_url(url, prefix=request.getfixturevalue("redis_prefix"))
     else:
-        url = request.getfixturevalue("redis_url")
+        url = scaled_url(request, request.param)
         made = RedisStore.from_url(url, prefix=request.getfixturevalue("redis_prefix"))
     yield made
     await made.aclose()

@@ -100,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
         print(text)
         return code
     if args.command == "store":
-        print(store.ping(args.url) if args.action == "ping" else store.gc(args.url))
+        actions = {"ping": store.ping, "gc": store.gc, "migrate": store.migrate}
+        print(actions[args.action](args.url))
         return 0
     if args.command == "sessions":
         if args.action == "list":

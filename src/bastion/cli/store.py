@@ -1,4 +1,4 @@
-"""``bastion store ping URL`` and ``bastion store gc URL``."""
+"""``bastion store ping URL``, ``bastion store gc URL`` and ``bastion store migrate URL``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bastion.stores.url import redact_url
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["add_parsers", "gc", "ping"]
+__all__ = ["add_parsers", "gc", "migrate", "ping"]
 
 _PING_KEY = "bastion:cli:ping"
 
@@ -44,6 +44,17 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         ),
     )
     gc_parser.add_argument("url", metavar="URL", help="store URL: sqlite:///path, redis://...")
+    migrate_parser = actions.add_parser(
+        "migrate",
+        help="create or upgrade a PostgreSQL store's schema now",
+        description=(
+            "Create or upgrade bastion's tables and functions in a PostgreSQL database (the "
+            "store also does it on first use, under an advisory lock). Run it ahead of a "
+            "deployment whose application role may not create tables. Other stores need "
+            "nothing: SQLite files migrate themselves, Redis has no schema."
+        ),
+    )
+    migrate_parser.add_argument("url", metavar="URL", help="store URL: postgresql://...")
 
 
 def ping(url: str) -> str:
@@ -65,7 +76,7 @@ def ping(url: str) -> str:
 def gc(url: str) -> str:
     """Purge expired entries of the store at ``url`` and say what was done."""
     scheme = scheme_of(url)
-    if scheme in {"redis", "rediss"}:
+    if scheme in {"redis", "rediss", "redis+cluster", "redis+sentinel"}:
         # Still open it, so that a malformed URL is reported as such.
         asyncio.run(_open_and_close(url))
         return (
@@ -90,6 +101,23 @@ def gc(url: str) -> str:
         return f"nothing to do: the store at {redact_url(url)} has no purge operation"
     noun = "entry" if count == 1 else "entries"
     return f"purged {count} expired {noun} from {redact_url(url)}"
+
+
+def migrate(url: str) -> str:
+    """Create or upgrade the schema of the PostgreSQL store at ``url``."""
+    if scheme_of(url) not in {"postgresql", "postgres"}:
+        asyncio.run(_open_and_close(url))
+        return f"nothing to do: only PostgreSQL stores have a schema to migrate ({redact_url(url)})"
+    from bastion.stores.postgres import PostgresStore  # noqa: PLC0415 (the postgres extra)
+
+    store = open_existing_store(url)
+    try:
+        if not isinstance(store, PostgresStore):  # pragma: no cover - the scheme says it is
+            return f"nothing to do at {redact_url(url)}"
+        version = store.migrate()
+    finally:
+        asyncio.run(close_store(store))
+    return f"schema version {version} at {redact_url(url)}"
 
 
 async def _open_and_close(url: str) -> None:

@@ -21,7 +21,7 @@ from bastion.stores._redis_scripts import (
     script_command,
     ttl_to_milliseconds,
 )
-from bastion.stores._resp import ReplyFailure, pack, resp_fault
+from bastion.stores._resp import ReplyFailure, checked, pack, resp_fault
 from bastion.stores.base import check_value
 from bastion.stores.faults import redis_py_fault
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import redis as redis_sync
 
     from bastion.core.ratelimit import Strategy
-    from bastion.stores._resp import SyncResp
+    from bastion.stores._resp import SyncTransport
     from bastion.stores.redis import RedisStore
 
 __all__ = ["RedisSyncStore", "mget_reply", "translate_resp"]
@@ -71,7 +71,7 @@ class RedisSyncStore:
         self,
         store: RedisStore,
         factory: Callable[[], redis_sync.Redis] | None,
-        resp: SyncResp | None = None,
+        resp: SyncTransport | None = None,
     ) -> None:
         self._store = store
         self._factory = factory
@@ -114,19 +114,25 @@ class RedisSyncStore:
                 exc, f"Redis at {store._where}", operation, store._detail(exc)
             ) from exc
 
-    def _fast(self, operation: str, payload: bytes) -> Any:
+    def _fast(self, operation: str, payload: bytes, key: bytes, *, write: bool = False) -> Any:
         resp = self._resp
         if resp is None:  # pragma: no cover - callers check
             raise StoreError("the RESP transport is off")
+        wait = self._store.wait_command if write else None
         try:
-            return resp.call(payload)
+            if wait is None:
+                return resp.call(payload, key)
+            out = resp.call(payload + wait, key, 2)
+            result, count = checked(out[0]), checked(out[1])
         except Exception as exc:  # translated into the store's two error kinds
             raise translate_resp(self._store, operation, exc) from exc
+        self._store.check_replicas(operation, count)
+        return result
 
     def get(self, key: str) -> bytes | None:
         full = self._store._open_key("get", key)
         if self._resp is not None:
-            value = self._fast("get", pack(b"GET", full))
+            value = self._fast("get", pack(b"GET", full), full)
         else:
             value = self._run("get", lambda client: client.get(full))
         if value is not None and not isinstance(value, bytes):
@@ -137,7 +143,18 @@ class RedisSyncStore:
         """One ``MGET``; see :meth:`RedisStore.get_many`."""
         fulls = self._store.full_keys("get_many", keys)
         if self._resp is not None:
-            values = self._fast("get_many", pack(b"MGET", *fulls))
+            groups = self._store.slot_groups(fulls)
+            if len(groups) == 1:
+                values = self._fast("get_many", pack(b"MGET", *fulls), fulls[0])
+            else:
+                values = [None] * len(fulls)
+                for group in groups:
+                    part = [fulls[i] for i in group]
+                    found = mget_reply(
+                        self._fast("get_many", pack(b"MGET", *part), part[0]), len(part)
+                    )
+                    for index, value in zip(group, found, strict=True):
+                        values[index] = value
         else:
             values = self._run("get_many", lambda client: client.mget(fulls))
         return mget_reply(values, len(fulls))
@@ -150,14 +167,14 @@ class RedisSyncStore:
             command = (
                 pack(b"SET", full, data, b"PX", b"%d" % px) if px else pack(b"SET", full, data)
             )
-            self._fast("set", command)
+            self._fast("set", command, full, write=True)
             return
         self._run("set", lambda client: client.set(full, data, px=px or None))
 
     def delete(self, key: str) -> bool:
         full = self._store._open_key("delete", key)
         if self._resp is not None:
-            return bool(self._fast("delete", pack(b"DEL", full)))
+            return bool(self._fast("delete", pack(b"DEL", full), full, write=True))
         return bool(self._run("delete", lambda client: client.delete(full)))
 
     def compare_and_set(
@@ -178,14 +195,20 @@ class RedisSyncStore:
             packed = [a if isinstance(a, bytes) else b"%d" % a for a in args]
             try:
                 result = self._fast(
-                    "compare_and_set", pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed)
+                    "compare_and_set",
+                    pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed),
+                    full,
+                    write=True,
                 )
             except StoreError as exc:
                 cause = exc.__cause__
                 if not (isinstance(cause, ReplyFailure) and cause.code == "NOSCRIPT"):
                     raise
                 result = self._fast(
-                    "compare_and_set", pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed)
+                    "compare_and_set",
+                    pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed),
+                    full,
+                    write=True,
                 )
         else:
             result = self._run("compare_and_set", cas)
@@ -200,13 +223,18 @@ class RedisSyncStore:
         store = self._store
         full = store._open_key("compare_and_set_read", key)
         other = store._open_key("compare_and_set_read", read)
+        if store._split_slots(full, other):
+            won = self.compare_and_set(key, expected, value, ttl)
+            return won, self.get(key), self.get(read)
         args: list[bytes] = [check_value(value), b"%d" % ttl_to_milliseconds(ttl)]
         if expected is not None:
             args.append(check_value(expected))
         operation = "compare_and_set_read"
         if self._resp is not None:
             script = CAS_READ_SCRIPT.encode("utf-8")
-            reply = self._fast(operation, pack(b"EVAL", script, b"2", full, other, *args))
+            reply = self._fast(
+                operation, pack(b"EVAL", script, b"2", full, other, *args), full, write=True
+            )
         else:
             reply = self._run(
                 operation, lambda client: client.eval(CAS_READ_SCRIPT, 2, full, other, *args)
@@ -221,11 +249,11 @@ class RedisSyncStore:
         if resp is not None:
             try:
                 try:
-                    return resp.call(script_command(strategy, keys, args, load=False))
+                    return resp.call(script_command(strategy, keys, args, load=False), keys[0])
                 except ReplyFailure as exc:
                     if exc.code != "NOSCRIPT":
                         raise
-                    return resp.call(script_command(strategy, keys, args, load=True))
+                    return resp.call(script_command(strategy, keys, args, load=True), keys[0])
             except Exception as exc:  # translated into the typed store errors
                 raise translate_resp(self._store, operation, exc) from exc
 

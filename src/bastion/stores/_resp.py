@@ -28,7 +28,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 try:
     import hiredis
@@ -43,9 +43,11 @@ __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",
     "DEFAULT_TIMEOUT",
     "AsyncResp",
+    "AsyncTransport",
     "Endpoint",
     "ReplyFailure",
     "SyncResp",
+    "SyncTransport",
     "pack",
     "resp_endpoint",
     "resp_fault",
@@ -54,6 +56,23 @@ __all__ = [
 DEFAULT_MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
 """Largest reply the RESP transport reads (64 MiB): a broken or hostile server cannot make the
 process buffer more. Store values are at most 8 MiB, so a legitimate reply stays far below."""
+
+
+class AsyncTransport(Protocol):
+    """What the Redis store sends its commands through on the async side: one server's
+    :class:`AsyncResp`, or a cluster or Sentinel router (:mod:`bastion.stores._redis_cluster`)."""
+
+    async def call(self, payload: bytes, key: bytes = b"", replies: int = 1) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class SyncTransport(Protocol):
+    """The blocking twin of :class:`AsyncTransport`."""
+
+    def call(self, payload: bytes, key: bytes = b"", replies: int = 1) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 def resp_endpoint(pool: Any, transport: str, max_reply_bytes: int) -> Endpoint | None:
@@ -216,9 +235,11 @@ class Conn:
         self.reader.feed(data)
         return received
 
-    def call(self, payload: bytes, deadline: float, timeout: float) -> Any:
+    def call(self, payload: bytes, deadline: float, timeout: float, replies: int = 1) -> Any:
         """Send ``payload`` and read its whole reply by ``deadline`` (``time.monotonic()``);
-        ``timeout`` is the configured bound, for the message."""
+        ``timeout`` is the configured bound, for the message. ``replies=2``: ``payload`` holds
+        ``replies`` commands (``ASKING`` before a command, ``WAIT`` after one), and the list of
+        their replies is returned, unchecked."""
         sock = self.sock
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -231,30 +252,36 @@ class Conn:
         sock.sendall(payload)  # one total timeout for the whole send (Python >= 3.5)
         reader = self.reader
         received = self.feed(sock.recv(65536), 0)
-        reply = reader.gets()
-        while reply is False:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no whole reply within {timeout:g} s")
-            sock.settimeout(remaining)
-            shortened = True
-            received = self.feed(sock.recv(65536), received)
+        out = []
+        for _ in range(replies):
             reply = reader.gets()
+            while reply is False:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no whole reply within {timeout:g} s")
+                sock.settimeout(remaining)
+                shortened = True
+                received = self.feed(sock.recv(65536), received)
+                reply = reader.gets()
+            out.append(reply)
         if shortened:
             sock.settimeout(timeout)
-        return reply
+        return out[0] if replies == 1 else out
 
-    async def acall(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> Any:
+    async def acall(self, loop: asyncio.AbstractEventLoop, payload: bytes, replies: int = 1) -> Any:
         """The same on a non-blocking socket; the caller bounds it with ``asyncio.timeout``."""
         sock = self.sock
         await loop.sock_sendall(sock, payload)
         reader = self.reader
         received = 0
-        reply = reader.gets()
-        while reply is False:
-            received = self.feed(await loop.sock_recv(sock, 65536), received)
+        out = []
+        for _ in range(replies):
             reply = reader.gets()
-        return reply
+            while reply is False:
+                received = self.feed(await loop.sock_recv(sock, 65536), received)
+                reply = reader.gets()
+            out.append(reply)
+        return out[0] if replies == 1 else out
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -344,19 +371,22 @@ class SyncResp:
         self._pid = os.getpid()
         self._generation = 0
 
-    def call(self, payload: bytes) -> Any:
+    def call(self, payload: bytes, key: bytes = b"", replies: int = 1) -> Any:  # noqa: ARG002
+        """As :meth:`AsyncResp.call`, blocking."""
         endpoint = self._endpoint
         began = time.monotonic()
         conn, generation, connecting = self._checkout(began + endpoint.timeout)
         # One deadline for the wait and the command; opening a connection (bounded by
         # connect_timeout) does not eat into it.
         try:
-            reply = conn.call(payload, began + connecting + endpoint.timeout, endpoint.timeout)
+            reply = conn.call(
+                payload, began + connecting + endpoint.timeout, endpoint.timeout, replies
+            )
         except BaseException:
             self._checkin(conn, generation, broken=True)
             raise
         self._checkin(conn, generation, broken=False)
-        return checked(reply)
+        return checked(reply) if replies == 1 else reply
 
     def _checkout(self, deadline: float) -> tuple[Conn, int, float]:
         """A connection, its pool generation, and the seconds spent opening it (0 if idle)."""
@@ -487,7 +517,11 @@ class AsyncResp:
                 weakref.finalize(loop, pool.close)
         return pool
 
-    async def call(self, payload: bytes) -> Any:
+    async def call(self, payload: bytes, key: bytes = b"", replies: int = 1) -> Any:  # noqa: ARG002
+        """Send ``payload`` and return its reply (:class:`ReplyFailure` for an error reply).
+        ``key`` (the command's first key) routes a command in Redis Cluster; one server
+        ignores it. ``replies > 1``: ``payload`` holds that many commands, and the list of their
+        replies comes back unchecked (see :func:`checked`)."""
         loop = asyncio.get_running_loop()
         pool = self._pool(loop)
         endpoint = self._endpoint
@@ -508,12 +542,12 @@ class AsyncResp:
             deadline += loop.time() - began
         try:
             async with asyncio.timeout_at(deadline):
-                reply = await conn.acall(loop, payload)
+                reply = await conn.acall(loop, payload, replies)
         except BaseException:
             self._checkin(pool, conn, broken=True)
             raise
         self._checkin(pool, conn, broken=False)
-        return checked(reply)
+        return checked(reply) if replies == 1 else reply
 
     async def _checkout(self, pool: LoopPool) -> Conn | None:
         while True:

@@ -31,7 +31,13 @@ from bastion.errors import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["redis_py_fault", "redis_reply_fault", "socket_fault", "sqlite_fault"]
+__all__ = [
+    "postgres_fault",
+    "redis_py_fault",
+    "redis_reply_fault",
+    "socket_fault",
+    "sqlite_fault",
+]
 
 _SQLITE_FAULTS: Final[dict[int, tuple[type[StoreUnavailable], str]]] = {
     sqlite3.SQLITE_BUSY: (StoreBusy, "stayed locked by another connection"),
@@ -179,3 +185,44 @@ def redis_py_fault(exc: BaseException, where: str, operation: str, detail: str) 
             f"{where} failed {operation}: {detail}"
         )
     return _unavailable(kind, where, operation, detail, advice)
+
+
+# PostgreSQL SQLSTATE classes and codes that mean "the server cannot serve this now".
+_POSTGRES_FAULTS: Final[dict[str, tuple[type[StoreUnavailable], str]]] = {
+    "57014": (StoreTimeout, "the statement ran past the store's timeout"),  # query_canceled
+    "57P01": (StoreUnavailable, "the server is shutting down"),  # admin_shutdown
+    "57P02": (StoreUnavailable, "the server crashed"),  # crash_shutdown
+    "57P03": (StoreUnavailable, "the server is starting up or recovering"),  # cannot_connect_now
+    "25006": (StoreReadOnly, "the server is a read-only standby"),  # read_only_sql_transaction
+    "53100": (StoreFull, "the server's disk is full"),  # disk_full
+    "53200": (StoreFull, "the server is out of memory"),  # out_of_memory
+    "53300": (StoreUnavailable, "the server has too many connections"),  # too_many_connections
+    "40001": (StoreBusy, "a concurrent transaction conflicted"),  # serialization_failure
+    "40P01": (StoreBusy, "a deadlock was broken"),  # deadlock_detected
+    "55P03": (StoreBusy, "a lock stayed taken"),  # lock_not_available
+    "58030": (StoreIOError, "the server failed an I/O operation"),  # io_error
+    "28P01": (StoreConnectionError, "check the URL's user name and password"),
+    "28000": (StoreConnectionError, "check the URL's user name and password"),
+}
+
+
+def postgres_fault(exc: BaseException, where: str, operation: str) -> StoreError:
+    """The typed error for what psycopg or its pool raised during ``operation``.
+
+    Classified by SQLSTATE where the server sent one, else by kind: a pool that gave no
+    connection in time is :class:`StoreTimeout`, a connection that failed or broke
+    :class:`StoreConnectionError`. The message is psycopg's first line (it names neither the
+    password nor a parameter's value)."""
+    import psycopg  # noqa: PLC0415 (only PostgreSQL stores need it)
+    from psycopg_pool import PoolTimeout  # noqa: PLC0415
+
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    code = getattr(getattr(exc, "diag", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
+    fault = _POSTGRES_FAULTS.get(code) if isinstance(code, str) else None
+    if fault is not None:
+        return _unavailable(fault[0], where, operation, detail, fault[1])
+    if isinstance(exc, PoolTimeout | TimeoutError):
+        return _unavailable(StoreTimeout, where, operation, detail, _REACHABLE)
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+        return _unavailable(StoreConnectionError, where, operation, detail, _REACHABLE)
+    return StoreError(f"{where} refused {operation}: {detail}")

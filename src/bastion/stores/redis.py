@@ -44,6 +44,7 @@ every caller tolerates that. The store takes a ``redis.asyncio.Redis`` client; a
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import redis as redis_sync
@@ -55,7 +56,8 @@ from redis.retry import Retry as SyncRetry
 
 from bastion.core.clock import system_clock
 from bastion.core.ratelimit import micros
-from bastion.errors import ConfigurationError, StoreError
+from bastion.errors import ConfigurationError, StoreError, StoreUnavailable
+from bastion.stores._redis_cluster import ClusterRouter, SentinelRouter, same_slot
 from bastion.stores._redis_scripts import (
     CAS_READ_SCRIPT,
     CAS_SCRIPT,
@@ -76,6 +78,7 @@ from bastion.stores._resp import (
     AsyncResp,
     ReplyFailure,
     SyncResp,
+    checked,
     pack,
     resp_endpoint,
 )
@@ -91,9 +94,11 @@ from bastion.stores.keyspace import (
 from bastion.stores.redis_url import (
     DEFAULT_PREFIX,
     LoopClients,
+    Topology,
     check_timeout,
     describe_client,
     pop_query,
+    split_topology,
     without_maintenance_notifications,
 )
 
@@ -102,6 +107,7 @@ if TYPE_CHECKING:
 
     from bastion.core.clock import Clock
     from bastion.core.ratelimit import Decision, Rate, Strategy
+    from bastion.stores._resp import AsyncTransport
 
 __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",
@@ -117,6 +123,44 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+
+def _wait_settings(replicas: int, timeout: float, transport: str) -> tuple[int, bytes | None]:
+    """``(replicas, the WAIT command)`` for ``wait_replicas``/``wait_timeout`` (see
+    :meth:`RedisStore.from_url`)."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ConfigurationError(
+            f"wait_replicas must be a whole number >= 0, got {replicas!r}",
+            setting="wait_replicas",
+        )
+    seconds = check_timeout("wait_timeout", timeout)
+    if replicas == 0:
+        return 0, None
+    if transport == "redis-py":
+        raise ConfigurationError(
+            "wait_replicas needs the RESP transport (WAIT must follow the write on its "
+            "connection); drop transport='redis-py'",
+            setting="wait_replicas",
+        )
+    milliseconds = max(1, math.ceil(seconds * 1000))
+    return replicas, pack(b"WAIT", b"%d" % replicas, b"%d" % milliseconds)
+
+
+def _query_number(
+    text: str | None, keyword: Any, name: str, kind: type[int] | type[float], default: float
+) -> Any:
+    if text is None:
+        return default if keyword is None else keyword
+    if keyword is not None:
+        raise ConfigurationError(
+            f"{name} is given both in the URL and as a keyword; give it once", setting=name
+        )
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={text!r} in the Redis URL is not a number", setting=name
+        ) from None
 
 
 async def _close_client(client: Redis) -> None:
@@ -145,6 +189,9 @@ class RedisStore:
         "_raw_prefix",
         "_resp",
         "_sync_view",
+        "_topology",
+        "_wait",
+        "_wait_replicas",
         "_where",
     )
 
@@ -157,6 +204,9 @@ class RedisStore:
         transport: str = "redis-py",
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         clock: Clock | None = None,
+        topology: Topology | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if not isinstance(client, Redis):
             raise ConfigurationError(
@@ -187,6 +237,27 @@ class RedisStore:
                 f"{max_reply_bytes!r}; the default is {DEFAULT_MAX_REPLY_BYTES} (64 MiB)",
                 setting="max_reply_bytes",
             )
+        self._topology = topology
+        self._wait_replicas, self._wait = _wait_settings(wait_replicas, wait_timeout, transport)
+        if topology is not None:
+            if transport == "redis-py":
+                raise ConfigurationError(
+                    f"Redis {topology.kind} URLs use bastion's RESP transport; drop "
+                    "transport='redis-py'",
+                    setting="transport",
+                )
+            endpoint = resp_endpoint(client.connection_pool, "resp", max_reply_bytes)
+            if endpoint is None:  # pragma: no cover - "resp" never answers None
+                raise ConfigurationError("the RESP transport is needed", setting="transport")
+            router = (
+                ClusterRouter(topology.nodes, endpoint)
+                if topology.kind == "cluster"
+                else SentinelRouter(topology.nodes, topology.service, endpoint)
+            )
+            self._where = topology.describe()
+            self._resp: AsyncTransport | None = router.async_
+            self._sync_view = RedisSyncStore(self, None, router.sync)
+            return
         endpoint = resp_endpoint(client.connection_pool, transport, max_reply_bytes)
         self._resp = None if endpoint is None else AsyncResp(endpoint)
         self._sync_view = RedisSyncStore(
@@ -224,6 +295,16 @@ class RedisStore:
         :class:`ConfigurationError` here. Automatic retries are off unless ``retry`` is given
         (see the module docstring).
 
+        ``wait_replicas`` (also ``?wait_replicas=N``; default 0, off) makes every key-value
+        write (``set``, ``delete``, ``compare_and_set``) wait, on the same connection and in
+        the same round trip, until ``N`` replicas have it (``WAIT N wait_timeout``,
+        ``?wait_timeout=`` seconds, default 1). Fewer in time raises StoreUnavailable: the
+        write is not acknowledged. Redis replication is asynchronous, so without it a primary
+        that fails right after a write can lose it in a failover (Sentinel or Cluster); with it,
+        only a write no caller was told succeeded can be lost. Rate-limit decisions do not wait
+        (losing a few counted hits in a failover only lets a few more requests through). Needs
+        the RESP transport.
+
         ``clock`` is for rate limits only, and only when it is not the system clock (a
         :class:`~bastion.core.clock.FrozenClock` in tests): TTLs, and by default rate limits,
         are counted by the Redis server's clock.
@@ -240,9 +321,18 @@ class RedisStore:
             raise ConfigurationError(
                 f"Redis store URL must be str, got {type(url).__name__}", setting="url"
             )
+        url, topology = split_topology(url)
         clean_url, url_prefix = pop_query(url, "prefix")
         clean_url, url_transport = pop_query(clean_url, "transport")
         clean_url, url_max_reply = pop_query(clean_url, "max_reply_bytes")
+        clean_url, url_wait = pop_query(clean_url, "wait_replicas")
+        clean_url, url_wait_timeout = pop_query(clean_url, "wait_timeout")
+        wait_replicas = _query_number(
+            url_wait, options.pop("wait_replicas", None), "wait_replicas", int, 0
+        )
+        wait_timeout = _query_number(
+            url_wait_timeout, options.pop("wait_timeout", None), "wait_timeout", float, 1.0
+        )
         max_reply_bytes = options.pop("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES)
         if url_max_reply is not None:
             if "max_reply_bytes" in options or max_reply_bytes != DEFAULT_MAX_REPLY_BYTES:
@@ -317,7 +407,34 @@ class RedisStore:
             transport=chosen_transport,
             max_reply_bytes=max_reply_bytes,
             clock=clock,
+            topology=topology,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         )
+
+    @property
+    def topology(self) -> Topology | None:
+        """The Redis Cluster or Sentinel set-up this store routes to; ``None`` for one
+        server."""
+        return self._topology
+
+    def slot_groups(self, fulls: Sequence[bytes]) -> list[list[int]]:
+        """The positions of ``fulls`` grouped by cluster slot, one ``MGET`` per group: one
+        group (one round trip) on one server, or when the keys share a hash tag as the
+        engines' keys of one read do. A multi-key command never spans two slots, so
+        ``CROSSSLOT`` cannot happen."""
+        cluster = self._topology is not None and self._topology.kind == "cluster"
+        if not cluster or same_slot(fulls):
+            return [list(range(len(fulls)))]
+        groups: dict[int, list[int]] = {}
+        for index, full in enumerate(fulls):
+            groups.setdefault(key_slot(full), []).append(index)
+        return list(groups.values())
+
+    def _split_slots(self, first: bytes, second: bytes) -> bool:
+        """Whether two keys of one script live in different cluster slots."""
+        cluster = self._topology is not None and self._topology.kind == "cluster"
+        return cluster and not same_slot((first, second))
 
     @property
     def sync(self) -> RedisSyncStore:
@@ -352,7 +469,7 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         full = self._open_key("get", key)
         if self._resp is not None:
-            value = await self._fast("get", pack(b"GET", full))
+            value = await self._fast("get", pack(b"GET", full), full)
         else:
             value = await self._run("get", self._clients.get().get(full))
         if value is not None and not isinstance(value, bytes):
@@ -361,11 +478,22 @@ class RedisStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The live value of each of ``keys``: one ``MGET``, one round trip
-        (:class:`~bastion.stores.base.SupportsGetMany`). Danger: Redis Cluster needs the keys
-        of one call in one hash slot (build them with one ``hash_tag`` identifier)."""
+        (:class:`~bastion.stores.base.SupportsGetMany`). On Redis Cluster, one ``MGET`` per
+        slot the keys fall in (keys built with one ``hash_tag`` identifier: one)."""
         fulls = self.full_keys("get_many", keys)
         if self._resp is not None:
-            values = await self._fast("get_many", pack(b"MGET", *fulls))
+            groups = self.slot_groups(fulls)
+            if len(groups) == 1:
+                values = await self._fast("get_many", pack(b"MGET", *fulls), fulls[0])
+            else:
+                values = [None] * len(fulls)
+                for group in groups:
+                    part = [fulls[i] for i in group]
+                    found = mget_reply(
+                        await self._fast("get_many", pack(b"MGET", *part), part[0]), len(part)
+                    )
+                    for index, value in zip(group, found, strict=True):
+                        values[index] = value
         else:
             values = await self._run("get_many", self._clients.get().mget(fulls))
         return mget_reply(values, len(fulls))
@@ -378,14 +506,14 @@ class RedisStore:
             command = (
                 pack(b"SET", full, data, b"PX", b"%d" % px) if px else pack(b"SET", full, data)
             )
-            await self._fast("set", command)
+            await self._fast("set", command, full, write=True)
             return
         await self._run("set", self._clients.get().set(full, data, px=px or None))
 
     async def delete(self, key: str) -> bool:
         full = self._open_key("delete", key)
         if self._resp is not None:
-            return bool(await self._fast("delete", pack(b"DEL", full)))
+            return bool(await self._fast("delete", pack(b"DEL", full), full, write=True))
         removed = await self._run("delete", self._clients.get().delete(full))
         return bool(removed)
 
@@ -411,13 +539,20 @@ class RedisStore:
         (:class:`~bastion.stores.base.SupportsCompareAndSetRead`)."""
         full = self._open_key("compare_and_set_read", key)
         other = self._open_key("compare_and_set_read", read)
+        if self._split_slots(full, other):
+            # Two slots cannot share a script in a cluster: the compare-and-set, then reads
+            # (what the flow does on stores without this capability).
+            won = await self.compare_and_set(key, expected, value, ttl)
+            return won, await self.get(key), await self.get(read)
         args: list[bytes] = [check_value(value), b"%d" % ttl_to_milliseconds(ttl)]
         if expected is not None:
             args.append(check_value(expected))
         operation = "compare_and_set_read"
         if self._resp is not None:
             script = CAS_READ_SCRIPT.encode("utf-8")
-            reply = await self._fast(operation, pack(b"EVAL", script, b"2", full, other, *args))
+            reply = await self._fast(
+                operation, pack(b"EVAL", script, b"2", full, other, *args), full, write=True
+            )
         else:
             client = self._clients.get()
             reply = await self._run(operation, client.eval(CAS_READ_SCRIPT, 2, full, other, *args))
@@ -452,11 +587,15 @@ class RedisStore:
         if resp is not None:
             try:
                 try:
-                    reply = await resp.call(script_command(strategy, keys, args, load=False))
+                    reply = await resp.call(
+                        script_command(strategy, keys, args, load=False), keys[0]
+                    )
                 except ReplyFailure as exc:
                     if exc.code != "NOSCRIPT":
                         raise
-                    reply = await resp.call(script_command(strategy, keys, args, load=True))
+                    reply = await resp.call(
+                        script_command(strategy, keys, args, load=True), keys[0]
+                    )
             except Exception as exc:  # translated into the typed store errors
                 raise translate_resp(self, "the rate-limit script", exc) from exc
             return decisions(reply, rates)
@@ -488,20 +627,47 @@ class RedisStore:
             # The server lost its script cache. EVAL runs the script and caches it again.
             return await client.eval(CAS_SCRIPT, 1, full, *args)
 
-    async def _fast(self, operation: str, payload: bytes) -> Any:
+    async def _fast(
+        self, operation: str, payload: bytes, key: bytes, *, write: bool = False
+    ) -> Any:
         resp = self._resp
         if resp is None:  # pragma: no cover - callers check
             raise StoreError("the RESP transport is off")
+        wait = self._wait if write else None
         try:
-            return await resp.call(payload)
+            if wait is None:
+                return await resp.call(payload, key)
+            out = await resp.call(payload + wait, key, 2)
+            result, count = checked(out[0]), checked(out[1])
         except Exception as exc:  # translated into the store's two error kinds
             raise translate_resp(self, operation, exc) from exc
+        self.check_replicas(operation, count)
+        return result
+
+    def check_replicas(self, operation: str, count: Any) -> None:
+        """Raise StoreUnavailable when fewer replicas than ``wait_replicas`` confirmed a
+        write (``WAIT``'s reply): the write is on the primary, not yet safe from a failover,
+        so it is not acknowledged to the caller."""
+        if not isinstance(count, int) or count < self._wait_replicas:
+            raise StoreUnavailable(
+                f"Redis at {self._where}: {operation} was written on the primary but "
+                f"{count!r} of the {self._wait_replicas} replicas asked for (wait_replicas) "
+                "confirmed it in time; not acknowledged"
+            )
+
+    @property
+    def wait_command(self) -> bytes | None:
+        """The ``WAIT`` sent after each key-value write, or ``None`` (``wait_replicas=0``)."""
+        return self._wait
 
     async def _fast_cas(self, full: bytes, args: list[bytes | int]) -> Any:
         packed = [a if isinstance(a, bytes) else b"%d" % a for a in args]
         try:
             return await self._fast(
-                "compare_and_set", pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed)
+                "compare_and_set",
+                pack(b"EVALSHA", CAS_SHA_BYTES, b"1", full, *packed),
+                full,
+                write=True,
             )
         except StoreError as exc:
             cause = exc.__cause__
@@ -509,7 +675,10 @@ class RedisStore:
                 raise
         # The server lost its script cache. EVAL runs the script and caches it again.
         return await self._fast(
-            "compare_and_set", pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed)
+            "compare_and_set",
+            pack(b"EVAL", CAS_SCRIPT_BYTES, b"1", full, *packed),
+            full,
+            write=True,
         )
 
     async def _run(self, operation: str, command: Awaitable[_T]) -> _T:

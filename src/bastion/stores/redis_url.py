@@ -12,7 +12,8 @@ import asyncio
 import math
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bastion.errors import ConfigurationError
@@ -25,10 +26,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PREFIX",
     "REDIS_SCHEMES",
+    "SCALED_SCHEMES",
     "LoopClients",
+    "Topology",
     "check_timeout",
     "describe_client",
     "pop_query",
+    "split_topology",
     "without_maintenance_notifications",
 ]
 
@@ -38,6 +42,7 @@ DEFAULT_PREFIX: Final = "bastion:"
 """Prepended to every key, so bastion's keys never collide with an application's."""
 
 REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+SCALED_SCHEMES: Final = frozenset({"redis+cluster", "redis+sentinel"})
 
 DEFAULT_TIMEOUT: Final = 2.0
 """Seconds to wait for a connection or a reply before raising StoreUnavailable."""
@@ -57,6 +62,79 @@ def check_timeout(name: str, value: float) -> float:
             setting=name,
         )
     return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Where a scaled Redis URL points: the cluster's seed nodes, or the Sentinels and the
+    service name they watch."""
+
+    kind: Literal["cluster", "sentinel"]
+    nodes: tuple[tuple[str, int], ...]
+    service: str = ""
+
+    def describe(self) -> str:
+        """For messages (never a password)."""
+        nodes = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        if self.kind == "cluster":
+            return f"cluster {nodes}"
+        return f"sentinel {nodes} service {self.service!r}"
+
+
+def _nodes(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    found: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        text = item.strip()
+        if not text:
+            raise ConfigurationError("a scaled Redis URL lists an empty host", setting="url")
+        if text.startswith("["):  # [IPv6]:port
+            host, _, rest = text[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else str(default_port)
+        elif ":" in text:
+            host, _, port = text.rpartition(":")
+        else:
+            host, port = text, str(default_port)
+        try:
+            number = int(port, 10)
+        except ValueError:
+            raise ConfigurationError(
+                f"port {port!r} in the Redis URL is not a number", setting="url"
+            ) from None
+        if not host or not 0 < number < 65536:
+            raise ConfigurationError(f"bad host:port {text!r} in the Redis URL", setting="url")
+        found.append((host, number))
+    return tuple(found)
+
+
+def split_topology(url: str) -> tuple[str, Topology | None]:
+    """``(url, None)`` for a one-server URL; for ``redis+cluster://h1:p1,h2:p2/?prefix=...``
+    and ``redis+sentinel://s1:p1,s2:p2/service?db=0&prefix=...`` the topology and a
+    ``redis://`` URL of the first node carrying the credentials and query (the settings every
+    node connection shares)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCALED_SCHEMES:
+        return url, None
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    if scheme == "redis+cluster":
+        if parts.path.strip("/") not in {"", "0"}:
+            raise ConfigurationError(
+                "Redis Cluster has only database 0; drop the path from the URL", setting="url"
+            )
+        topology = Topology("cluster", _nodes(hosts, 6379))
+    else:
+        service = parts.path.strip("/")
+        if not service or "/" in service:
+            raise ConfigurationError(
+                "a redis+sentinel:// URL names the service as its path: "
+                "redis+sentinel://host:26379,host:26379/service",
+                setting="url",
+            )
+        topology = Topology("sentinel", _nodes(hosts, 26379), service)
+    first = topology.nodes[0]
+    netloc = (credentials + "@" if credentials else "") + f"{first[0]}:{first[1]}"
+    template = urlunsplit(("redis", netloc, "", parts.query, ""))
+    return template, topology
 
 
 def describe_client(client: Redis) -> str:

@@ -8,6 +8,12 @@ Accepted forms::
                                    purge_every, inline_reads)
     redis://[:password@]host:port/db     RedisStore (query options: see bastion.stores.redis)
     rediss://[:password@]host:port/db    the same over TLS
+    redis+cluster://[:password@]host:port,host:port,...
+                                   RedisStore on a Redis Cluster (the hosts are seeds)
+    redis+sentinel://[:password@]host:26379,host:26379/service
+                                   RedisStore on the primary that Sentinel names
+    postgresql://user:password@host:5432/db   PostgresStore (query: prefix, timeout,
+                                   pool_size, purge_every, prepare; others go to libpq)
 
 Options may come from the query string or as keyword arguments, not both for one name.
 Everything wrong with a URL is a :class:`~bastion.errors.ConfigurationError` that names the
@@ -39,6 +45,9 @@ ACCEPTED_FORMS: Final = (
     "sqlite:////absolute/path.db",
     "redis://host:6379/0",
     "rediss://host:6379/0",
+    "redis+cluster://host:6379,host:6380",
+    "redis+sentinel://host:26379,host:26380/service",
+    "postgresql://user@host:5432/db",
 )
 
 
@@ -61,7 +70,7 @@ class StoreURL:
     converted, unknown names refused). ``url`` is the original text for Redis, whose query
     the Redis store reads itself."""
 
-    scheme: Literal["memory", "sqlite", "redis"]
+    scheme: Literal["memory", "sqlite", "redis", "postgresql"]
     path: str | None
     settings: dict[str, Any]
     url: str
@@ -87,8 +96,10 @@ def parse_store_url(
             "store URL is malformed; " + _accepted(), setting="store_url"
         ) from None
     scheme = parts.scheme.lower()
-    if scheme in {"redis", "rediss", "unix"}:
+    if scheme in {"redis", "rediss", "unix", "redis+cluster", "redis+sentinel"}:
         return StoreURL("redis", None, dict(options), url.strip())
+    if scheme in {"postgresql", "postgres"}:
+        return StoreURL("postgresql", None, dict(options), url.strip())
     if scheme == "memory":
         if parts.netloc or parts.path or parts.fragment:
             raise ConfigurationError(
@@ -118,6 +129,8 @@ def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> Store
     parsed = parse_store_url(url, options)
     if parsed.scheme == "redis":
         return _open_redis(parsed.url, clock, parsed.settings)
+    if parsed.scheme == "postgresql":
+        return _open_postgres(parsed.url, clock, parsed.settings)
     if parsed.scheme == "memory":
         from bastion.stores.memory import MemoryStore  # noqa: PLC0415 (lazy, like the others)
 
@@ -134,6 +147,10 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url.strip())
+        if parts.scheme.lower() in {"redis+cluster", "redis+sentinel"}:
+            hosts = parts.netloc.rpartition("@")[2]
+            secret = "***@" if "@" in parts.netloc else ""
+            return f"{parts.scheme}://{secret}{hosts}{parts.path}"
         host = parts.hostname or ""
         port = parts.port
     except ValueError:
@@ -159,6 +176,19 @@ def _open_redis(url: str, clock: Clock | None, options: dict[str, Any]) -> Store
             setting="store_url",
         ) from None
     return RedisStore.from_url(url, clock=clock, **options)
+
+
+def _open_postgres(url: str, clock: Clock | None, options: dict[str, Any]) -> Store:
+    try:
+        from bastion.stores.postgres import PostgresStore  # noqa: PLC0415 (the postgres extra)
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in {"psycopg", "psycopg_pool"}:
+            raise
+        raise ConfigurationError(
+            "a postgresql:// store URL needs psycopg and psycopg-pool; install bastion[postgres]",
+            setting="store_url",
+        ) from None
+    return PostgresStore.from_url(url, clock=clock, **options)
 
 
 def _sqlite_path(netloc: str, path: str, fragment: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
 __all__ = ["INSTALL_HINT", "RedisServer", "find_redis_server"]
@@ -61,7 +62,9 @@ class RedisServer:
     ``port=None`` picks a free port on the first start; ``directory=None`` makes a temporary
     directory that :meth:`close` removes. :meth:`restart` reuses both, so the data persists.
     ``cluster=True`` starts a cluster-enabled node (no slots assigned): enough for
-    ``CLUSTER KEYSLOT``, not for storing keys.
+    ``CLUSTER KEYSLOT``, not for storing keys (:class:`~bastion.testing.redis_cluster.
+    RedisClusterServers` assigns the slots). ``extra_args`` are appended to the command line
+    (``("--replicaof", host, port)`` for a replica).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class RedisServer:
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         cluster: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._executable = executable
         self._host = host
@@ -84,6 +88,7 @@ class RedisServer:
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._cluster = cluster
+        self._extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -154,7 +159,7 @@ class RedisServer:
             bus = _free_port(self._host)
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             command += ["--cluster-port", str(bus)]
-        return command
+        return command + list(self._extra_args)
 
     def _spawn(self, path: str) -> bool:
         """Start the process; False if the port was taken, raise on any other failure."""
