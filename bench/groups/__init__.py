@@ -27,6 +27,7 @@ GROUP_NAMES = (
     "tokens",
     "authz",
     "scale",
+    "postgres",
 )
 
 
