@@ -58,11 +58,27 @@ def _is_alnum(code: int) -> bool:
 _TEXT: Final = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "\0": _REPLACEMENT}
 )
-# Every character below 256 that is not a letter or digit becomes a hex reference: the value then
+# Every ASCII character that is not a letter or digit becomes a hex reference: the value then
 # holds no quote, no space, no '=' and no '&' that the parser would read, so it cannot end the
 # attribute even when the template forgot the quotes (the OWASP rule for attribute values).
+# Not 0x80-0xFF: no parser gives them meaning, and a reference to 0x80-0x9F is read as
+# windows-1252 (&#x80; is the euro sign), which would change the value.
+# Unicode spaces are encoded too: browsers end an unquoted value at ASCII whitespace only, but
+# other parsers (Python's html.parser) also at these.
+_UNICODE_SPACES: Final = (
+    0xA0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+)
 _ATTRIBUTE: Final = str.maketrans(
-    {code: f"&#x{code:02X};" for code in range(1, 256) if not _is_alnum(code)} | {0: _REPLACEMENT}
+    {code: f"&#x{code:02X};" for code in range(1, 128) if not _is_alnum(code)}
+    | {code: f"&#x{code:X};" for code in _UNICODE_SPACES}
+    | {0: _REPLACEMENT}
 )
 # In a JavaScript string literal: \xHH for everything below 256 that is not a letter or digit
 # (quotes, backslash, '<' and '/' of </script>, newlines), \uHHHH for the line separators U+2028
@@ -99,8 +115,9 @@ def html_text(value: str) -> str:
 
 
 def html_attribute(value: str) -> str:
-    """``value`` as an attribute value: every ASCII/Latin-1 character but letters and digits
-    becomes ``&#xHH;``, so the value cannot end early, quoted or not.
+    """``value`` as an attribute value: every ASCII character but letters and digits becomes
+    ``&#xHH;`` (NUL becomes U+FFFD), as do Unicode spaces, so the value cannot end early, quoted
+    or not (an unquoted *empty* value cannot be written at all: quote attributes).
 
     It does not make a value safe in ``href``/``src`` (a ``javascript:`` URL stays one: check it
     with :func:`safe_url` first), in ``on*`` handlers (encode with :func:`js_string` first) or in

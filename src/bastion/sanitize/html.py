@@ -192,7 +192,10 @@ class HtmlProfile:
         object.__setattr__(self, "url_schemes", schemes)
         cleaner = nh3.Cleaner(
             tags=set(tags),
-            attributes={tag: set(names) for tag, names in attributes.items()},
+            # "*" is always given: without it ammonia keeps its own generic attributes
+            # (title, lang) on every tag, outside the profile.
+            attributes={"*": set()} | {tag: set(names) for tag, names in attributes.items()},
+            generic_attribute_prefixes=set(),
             clean_content_tags=set(_CONTENT_DROPPED - tags),
             url_schemes=set(schemes),
             link_rel=self.link_rel,
