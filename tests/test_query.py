@@ -5,6 +5,8 @@ PostgreSQL through SQLAlchemy, raw SQL text and the SQLAlchemy form."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -304,3 +306,20 @@ def test_like_finds_literal_text_on_the_database(
         if search in {"%", "_"}:
             everything = conn.scalars(query, {"pattern": f"%{search}%"})
             assert len(list(everything)) == len(ROWS)
+
+
+def test_without_sqlalchemy_the_error_names_the_extra() -> None:
+    program = (
+        "import sys; sys.modules['sqlalchemy'] = None\n"
+        "import bastion.query as q\n"
+        "assert q.escape_like('%') == '\\\\%'\n"  # the plain helpers need no extra
+        "import bastion.query.sqlalchemy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 1
+    assert (
+        "ImportError: bastion.query.sqlalchemy needs SQLAlchemy: "
+        "pip install 'bastion[sqlalchemy]'" in result.stderr
+    )

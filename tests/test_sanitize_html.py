@@ -9,6 +9,8 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.xss_corpus import PAYLOADS
 
 from bastion.errors import ConfigurationError
@@ -280,3 +282,21 @@ def test_without_nh3_the_error_names_the_extra() -> None:
         "ImportError: bastion.sanitize needs the 'sanitize' extra (nh3): "
         "pip install 'bastion[sanitize]'" in result.stderr
     )
+
+
+FRAGMENTS = st.sampled_from(
+    [
+        "<", ">", "/", "=", '"', "'", "`", " ", "\n", "&", "#", ";", "!--", "-->", "<!--",
+        "a", "b", "p", "script", "svg", "math", "style", "noscript", "img", "iframe", "href",
+        "src", "onerror", "onclick", "javascript:", "java\tscript:", "data:", "&#106;", "x",
+        "alert(1)", "</", "title", "textarea", "template", "mglyph", "![CDATA[", "]]>",
+    ]
+)  # fmt: skip
+
+
+@given(st.lists(FRAGMENTS, max_size=40).map("".join))
+@pytest.mark.parametrize("profile", [RICH_TEXT, TEXT_ONLY], ids=lambda p: p.name)
+def test_random_markup_leaves_only_what_the_profile_allows(profile: HtmlProfile, html: str) -> None:
+    cleaned = profile.clean(html)
+    assert_within(profile, cleaned)
+    assert profile.clean(cleaned) == cleaned
