@@ -154,14 +154,16 @@ Shop = SafeShop | VulnerableShop
 
 
 def starlette_app(shop: Shop) -> Starlette:
-    def listing(request: Request) -> JSONResponse:
+    # Coroutines calling the blocking shop directly: no thread-pool hop per request (a test
+    # app; a real one would use an async driver or run_in_threadpool).
+    async def listing(request: Request) -> JSONResponse:
         params = request.query_params
         status, body = shop.listing(
             params.get("owner", ""), params.get("q", ""), params.get("sort")
         )
         return JSONResponse(body, status_code=status)
 
-    def item(request: Request) -> JSONResponse:
+    async def item(request: Request) -> JSONResponse:
         status, body = shop.item(request.path_params["item_id"])
         return JSONResponse(body, status_code=status)
 

@@ -300,3 +300,12 @@ def test_random_markup_leaves_only_what_the_profile_allows(profile: HtmlProfile,
     cleaned = profile.clean(html)
     assert_within(profile, cleaned)
     assert profile.clean(cleaned) == cleaned
+
+
+def test_the_package_names_resolve_and_an_unknown_one_is_an_attribute_error() -> None:
+    import bastion.sanitize as package  # noqa: PLC0415
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = package.nope
