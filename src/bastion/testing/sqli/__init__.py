@@ -26,7 +26,8 @@ Findings, each with the target, the place, the payload and the status:
 - ``database_changed``: the ``snapshot`` differs from before the request (a table dropped, rows
   deleted or updated by a stacked statement). The new state becomes the reference.
 - ``canary_leaked``: an answer contains one of ``canaries`` (rows the endpoint must not show:
-  a tautology such as ``' OR '1'='1`` or a ``UNION`` returned them).
+  a tautology such as ``' OR '1'='1`` or a ``UNION`` returned them). Write canaries of letters,
+  digits and ``-`` only, so that no JSON or HTML encoding of the answer hides them.
 - ``error_leaked``: an answer contains a database error message (``syntax error``,
   ``sqlite3.OperationalError``, ``psycopg``...): the app shows its SQL errors.
 - ``baseline_failed``: the benign request did not answer 2xx.
@@ -86,6 +87,9 @@ class Answer:
 
 
 class Sender(Protocol):
+    """Sends one request and returns its :class:`Answer`: the shape to write for a client
+    bastion does not adapt itself (``form`` and ``json`` are ``None`` when not sent)."""
+
     def __call__(
         self,
         method: str,
