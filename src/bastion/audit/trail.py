@@ -181,6 +181,7 @@ class AuditTrail:
         clock: Clock = system_clock,
         hasher: IdentifierHasher | None = None,
         background: bool = True,
+        seal_on_close: bool = True,
     ) -> None:
         if not isinstance(policy, AuditPolicy):
             raise ConfigurationError("policy must be an AuditPolicy(...)", setting="audit")
@@ -203,10 +204,23 @@ class AuditTrail:
             flush_interval=policy.flush_interval,
             fail_closed=policy.fail_closed,
             max_wait=policy.max_wait,
+            seal_on_close=seal_on_close,
             background=background,
         )
         self.sink: AuditSink = (
             TeeSink(LoggingAuditSink(), self.store_sink) if policy.log else self.store_sink
+        )
+
+    @classmethod
+    def for_tools(cls, store: str, *, keyring: KeyRing | SecretKey) -> AuditTrail:
+        """A trail on ``store`` for reading, verifying and purging (the command line): no
+        writer thread, no log lines, and closing it seals nothing (the app's open segment is
+        the app's to seal)."""
+        return cls(
+            AuditPolicy(store=store, log=False),
+            keyring=keyring,
+            background=False,
+            seal_on_close=False,
         )
 
     def auditor(self, *, aggregation: AuditAggregation | None = _AGGREGATION) -> Auditor:

@@ -139,8 +139,8 @@ class Chain:
     def append(self, head: Head | None, events: Sequence[AuditEvent], now_ms: int) -> Batch:
         """The rows for ``events`` after ``head`` (``None``: an empty trail), with the seals
         that fall due on the way and after the batch."""
-        head = self._current(self.start() if head is None else head)
         seals: list[Seal] = []
+        head = self._current(self.start() if head is None else head, seals)
         rows: list[Row] = []
         key = self.keys.signing()
         seq, segment, count, last = head.seq, head.segment, head.count, head.last
@@ -223,13 +223,15 @@ class Chain:
         mark = replace(mark, mac=purge_mac(self.keys.signing(), mark))
         return Batch(head=head, purge=mark)
 
-    def _current(self, head: Head) -> Head:
+    def _current(self, head: Head, seals: list[Seal]) -> Head:
         """``head``, moved to the current key: an open segment under an older key is sealed
-        first (its rows stay verifiable while the ring holds that key)."""
+        first (into ``seals``; its rows stay verifiable while the ring holds that key)."""
         if head.kid == self.keys.current:
             return head
         if head.count:
-            return self._seal(head)[1]
+            seal, head = self._seal(head)
+            seals.append(seal)
+            return head
         key = self.keys.signing()
         return replace(head, kid=self.keys.current, last=genesis(key, head.segment, head.seal))
 
