@@ -41,7 +41,7 @@ def open_trail(store: str, ring: KeyRing, clock: FrozenClock, **settings: Any) -
 def write_logins(auditor: Auditor, clock: FrozenClock, count: int) -> None:
     """``count`` events, one second apart: failures of alice and bob, then a success."""
     for number in range(count):
-        if number % 3 == 2:  # noqa: PLR2004 (every third event)
+        if number % 3 == 2:  # every third event
             auditor.emit(EventName.AUTHN_LOGIN_SUCCESS, outcome=Outcome.SUCCESS, user="alice")
         else:
             user = "alice" if number % 3 == 0 else "bob"

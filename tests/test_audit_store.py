@@ -113,8 +113,10 @@ def test_attacker_strings_are_stored_escaped(trail: AuditTrail, db: Path) -> Non
     [
         # a row's body edited (the outcome inside the MACed JSON)
         (
-            "UPDATE bastion_audit_events SET body = replace(body, 'failure', 'success') "
-            "WHERE seq = 5",
+            (
+                "UPDATE bastion_audit_events SET body = replace(body, 'failure', 'success') "
+                "WHERE seq = 5"
+            ),
             Fault.EVENT_MAC,
             5,
         ),
@@ -128,8 +130,10 @@ def test_attacker_strings_are_stored_escaped(trail: AuditTrail, db: Path) -> Non
         ("DELETE FROM bastion_audit_events WHERE segment = 0", Fault.MISSING_EVENT, 1),
         # two events swapped
         (
-            "UPDATE bastion_audit_events SET seq = -seq WHERE seq IN (2, 3); "
-            "UPDATE bastion_audit_events SET seq = 5 - (-seq) WHERE seq IN (-2, -3)",
+            (
+                "UPDATE bastion_audit_events SET seq = -seq WHERE seq IN (2, 3); "
+                "UPDATE bastion_audit_events SET seq = 5 - (-seq) WHERE seq IN (-2, -3)"
+            ),
             Fault.EVENT_MAC,
             2,
         ),
