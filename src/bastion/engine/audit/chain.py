@@ -54,6 +54,7 @@ _SEAL: Final = b"bastion.audit.seal.v1\x00"
 _PURGE: Final = b"bastion.audit.purge.v1\x00"
 _KID: Final = b"bastion.audit.kid.v1\x00"
 _Q: Final = struct.Struct(">q")
+_SEQ_SEGMENT: Final = struct.Struct(">qq")
 _SEAL_NUMBERS: Final = struct.Struct(">qqqqqq")
 _PURGE_NUMBERS: Final = struct.Struct(">qqq")
 _sha256 = hashlib.sha256
@@ -95,8 +96,12 @@ def genesis(key: bytes, segment: int, previous_seal: str) -> str:
 
 
 def event_mac(key: bytes, previous: str, seq: int, segment: int, body: str) -> str:
-    message = _EVENT + bytes.fromhex(previous) + _Q.pack(seq) + _Q.pack(segment)
-    return hmac.digest(key, message + body.encode("utf-8", "surrogatepass"), _sha256).hex()
+    return _event_mac(key, bytes.fromhex(previous), seq, segment, body).hex()
+
+
+def _event_mac(key: bytes, previous: bytes, seq: int, segment: int, body: str) -> bytes:
+    message = _EVENT + previous + _SEQ_SEGMENT.pack(seq, segment)
+    return hmac.digest(key, message + body.encode("utf-8", "surrogatepass"), _sha256)
 
 
 def seal_mac(key: bytes, seal: Seal) -> str:
@@ -144,6 +149,7 @@ class Chain:
         rows: list[Row] = []
         key = self.keys.signing()
         seq, segment, count, last = head.seq, head.segment, head.count, head.last
+        raw = bytes.fromhex(last)
         first_seq, first_ms, last_ms = head.first_seq, head.first_ms, head.last_ms
         limit = self.segment_events
         for event in events:
@@ -155,9 +161,11 @@ class Chain:
                 seal, head = self._seal(head)
                 seals.append(seal)
                 segment, count, last, first_seq = head.segment, 0, head.last, head.first_seq
+                raw = bytes.fromhex(last)
             body = event.to_json()
             seq += 1
-            last = event_mac(key, last, seq, segment, body)
+            raw = _event_mac(key, raw, seq, segment, body)
+            last = raw.hex()
             moment = time_ms(event.time)
             if count == 0:
                 first_ms = moment

@@ -38,7 +38,6 @@ _SCHEMA: Final = (
         "outcome TEXT NOT NULL, level TEXT NOT NULL, user_hash TEXT, client_ip TEXT, session TEXT, "
         "request_id TEXT, body TEXT NOT NULL, mac TEXT NOT NULL)"
     ),
-    "CREATE INDEX IF NOT EXISTS bastion_audit_events_time ON bastion_audit_events (time_ms)",
     "CREATE INDEX IF NOT EXISTS bastion_audit_events_name ON bastion_audit_events (name, time_ms)",
     (
         "CREATE INDEX IF NOT EXISTS bastion_audit_events_user "

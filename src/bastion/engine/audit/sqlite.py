@@ -1,7 +1,7 @@
 """The SQLite audit backend: one file, WAL journal, one transaction per batch.
 
-Tables ``bastion_audit_events`` (one row per event, indexed by time, name and user),
-``bastion_audit_seals``, ``bastion_audit_purges`` and ``bastion_audit_head`` (one row). A
+Tables ``bastion_audit_events`` (one row per event, indexed by name and by user, each with the
+time; a query by time alone walks back from the newest row), ``bastion_audit_seals``, ``bastion_audit_purges`` and ``bastion_audit_head`` (one row). A
 batch is written inside ``BEGIN IMMEDIATE``: the write lock is taken before the head is read,
 so two processes appending to one file serialise on it and extend one chain.
 ``synchronous=NORMAL`` in WAL mode loses at most the last transactions on a power cut, never
@@ -36,7 +36,6 @@ _SCHEMA: Final = (
         "outcome TEXT NOT NULL, level TEXT NOT NULL, user_hash TEXT, client_ip TEXT, session TEXT, "
         "request_id TEXT, body TEXT NOT NULL, mac TEXT NOT NULL)"
     ),
-    "CREATE INDEX IF NOT EXISTS bastion_audit_events_time ON bastion_audit_events (time_ms)",
     "CREATE INDEX IF NOT EXISTS bastion_audit_events_name ON bastion_audit_events (name, time_ms)",
     (
         "CREATE INDEX IF NOT EXISTS bastion_audit_events_user "
