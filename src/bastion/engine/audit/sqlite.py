@@ -1,9 +1,10 @@
 """The SQLite audit backend: one file, WAL journal, one transaction per batch.
 
 Tables ``bastion_audit_events`` (one row per event, indexed by name and by user, each with the
-time; a query by time alone walks back from the newest row), ``bastion_audit_seals``, ``bastion_audit_purges`` and ``bastion_audit_head`` (one row). A
-batch is written inside ``BEGIN IMMEDIATE``: the write lock is taken before the head is read,
-so two processes appending to one file serialise on it and extend one chain.
+time; a query by time alone walks back from the newest row), ``bastion_audit_seals``,
+``bastion_audit_purges`` and ``bastion_audit_head`` (one row). A batch is written inside
+``BEGIN IMMEDIATE``: the write lock is taken before the head is read, so two processes
+appending to one file serialise on it and extend one chain.
 ``synchronous=NORMAL`` in WAL mode loses at most the last transactions on a power cut, never
 the file's consistency; pass ``synchronous="full"`` for a sync per batch.
 """
