@@ -4,6 +4,7 @@ key rotation, drops and the fail-closed mode."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -394,4 +395,36 @@ def test_the_logging_sink_gets_each_event_too(
     (line,) = [r.getMessage() for r in caplog.records if r.name == "bastion.audit"]
     assert json.loads(line)["event"] == "session_created"
     assert [r.event for r in trail.query()] == ["session_created"]
+    trail.close()
+
+
+def test_a_forked_worker_writes_its_own_events_into_the_same_chain(
+    db: Path, ring: KeyRing, clock: FrozenClock
+) -> None:
+    trail = open_trail(f"sqlite:///{db}", ring, clock)
+    auditor = trail.auditor(aggregation=None)
+    auditor.emit("app_step", outcome=Outcome.SUCCESS, details={"by": "parent"})
+    auditor.emit("app_step", outcome=Outcome.SUCCESS, details={"by": "queued"})
+    trail.flush()
+    auditor.emit("app_step", outcome=Outcome.SUCCESS, details={"by": "parent_queued"})
+    child = os.fork()
+    if child == 0:  # the worker: its own connection, none of the parent's queue
+        code = 1
+        try:
+            if trail.store_sink.queued == 0:
+                auditor.emit("app_step", outcome=Outcome.SUCCESS, details={"by": "child"})
+                trail.flush()
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    trail.flush()
+    assert [r.details["by"] for r in trail.query()] == [
+        "parent_queued",
+        "child",
+        "queued",
+        "parent",
+    ]
+    assert trail.verify().ok
     trail.close()

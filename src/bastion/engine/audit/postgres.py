@@ -64,13 +64,14 @@ _SCHEMA: Final = (
 class PostgresAuditBackend:
     """An audit trail in the PostgreSQL database at ``dsn`` (tables created if missing)."""
 
-    __slots__ = ("_conn", "_dsn", "_lock", "_timeout")
+    __slots__ = ("_abandoned", "_conn", "_dsn", "_lock", "_timeout")
 
     def __init__(self, dsn: str, *, timeout: float = 5.0) -> None:
         self._dsn = dsn
         self._timeout = timeout
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
+        self._abandoned: list[psycopg.Connection[Any]] = []
         with self._lock:
             conn = self._connection()
             with conn.transaction():
@@ -177,6 +178,13 @@ class PostgresAuditBackend:
             [*params, query.limit],
         )
         return [Row(*values) for values in found]
+
+    def after_fork(self) -> None:
+        # Closing the parent's connection here would send its Terminate on the shared socket.
+        self._lock = threading.RLock()
+        if self._conn is not None:
+            self._abandoned.append(self._conn)
+        self._conn = None
 
     def close(self) -> None:
         with self._lock:

@@ -179,6 +179,10 @@ class RedisAuditBackend:
                 break
         return found
 
+    def after_fork(self) -> None:
+        # redis-py's pool notices the new pid and opens new connections itself.
+        self._lock = threading.RLock()
+
     def close(self) -> None:
         with self._lock:
             self._client.close()

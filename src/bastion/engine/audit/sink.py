@@ -19,14 +19,18 @@ When the queue is full (the store is slower than the traffic, or down):
   happen.
 
 The writer thread starts on the first event, not in the constructor; :meth:`close` stops it,
-writes what is queued and seals the open segment. ``background=False`` runs no thread at all:
-events wait for :meth:`flush` (tests, scripts).
+writes what is queued and seals the open segment. In a process forked from one that had a sink
+(a pre-forking server), the child's sink starts empty, with its own connection and, on its
+first event, its own writer; the parent's queued events stay the parent's.
+``background=False`` runs no thread at all: events wait for :meth:`flush` (tests, scripts).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -36,6 +40,8 @@ from bastion.engine.audit.model import AuditUnavailable
 from bastion.errors import BastionError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bastion.core.clock import Clock
     from bastion.engine.audit.backend import AuditBackend
     from bastion.engine.audit.chain import Chain
@@ -65,11 +71,21 @@ class _Drops:
         return self.queue_full + self.store_unavailable
 
 
+def _forget_in_child(ref: weakref.ref[StoreAuditSink]) -> Callable[[], None]:
+    def hook() -> None:
+        sink = ref()
+        if sink is not None and not sink._closed:
+            sink._after_fork()
+
+    return hook
+
+
 class StoreAuditSink:
     """An :class:`~bastion.core.audit.AuditSink` that stores events through ``chain`` into
     ``backend`` (see the module docstring for the queue and the drop policy)."""
 
     __slots__ = (
+        "__weakref__",  # the fork hook holds the sink weakly
         "_backend",
         "_batch_size",
         "_chain",
@@ -130,6 +146,24 @@ class StoreAuditSink:
         self._drops = _Drops()
         self._head: Head | None = None
         self.written = 0
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
+
+    def _after_fork(self) -> None:
+        """In a forked worker: no writer thread exists and the locks may have been held at
+        the fork; the queued events are the parent's to write. Start over."""
+        self._queue.clear()
+        self._thread = None
+        self._started = not self.background
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+        self._drops = _Drops()
+        self._refusing = False
+        self._head = None
+        self.written = 0
+        self._backend.after_fork()
 
     # -- the calling path -------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def where_clause(query: Query, placeholder: str) -> tuple[str, list[object]]:
 class SQLiteAuditBackend:
     """An audit trail in the SQLite file at ``path`` (created with its tables if missing)."""
 
-    __slots__ = ("_conn", "_lock", "path")
+    __slots__ = ("_abandoned", "_conn", "_lock", "_settings", "path")
 
     def __init__(self, path: str | Path, *, timeout: float = 5.0, synchronous: str = "normal"):
         if synchronous not in _SYNCHRONOUS:
@@ -91,16 +91,30 @@ class SQLiteAuditBackend:
             )
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._settings = (timeout, synchronous)
+        self._abandoned: list[sqlite3.Connection] = []
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        timeout, synchronous = self._settings
         try:
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
             for statement in _SCHEMA:
-                self._conn.execute(statement)
+                conn.execute(statement)
         except sqlite3.Error as error:
             raise StoreUnavailable(f"cannot open the audit database {self.path}: {error}") from None
+        return conn
+
+    def after_fork(self) -> None:
+        # SQLite forbids using a connection across fork(); the parent's is kept referenced
+        # (never closed or collected here) and a new one opened.
+        self._lock = threading.RLock()
+        self._abandoned.append(self._conn)
+        self._conn = self._connect()
 
     @property
     def where(self) -> str:
