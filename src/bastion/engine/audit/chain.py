@@ -38,6 +38,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from bastion.core.keys import KeyRing
+from bastion.engine.audit.body import event_body
 from bastion.engine.audit.model import NO_MAC, Batch, Head, Purge, Row, Seal, time_ms
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class Chain:
                 seals.append(seal)
                 segment, count, last, first_seq = head.segment, 0, head.last, head.first_seq
                 raw = bytes.fromhex(last)
-            body = event.to_json()
+            body = event_body(event)
             seq += 1
             raw = _event_mac(key, raw, seq, segment, body)
             last = raw.hex()
