@@ -38,11 +38,8 @@ _SCHEMA: Final = (
         "outcome TEXT NOT NULL, level TEXT NOT NULL, user_hash TEXT, client_ip TEXT, session TEXT, "
         "request_id TEXT, body TEXT NOT NULL, mac TEXT NOT NULL)"
     ),
-    "CREATE INDEX IF NOT EXISTS bastion_audit_events_name ON bastion_audit_events (name, time_ms)",
-    (
-        "CREATE INDEX IF NOT EXISTS bastion_audit_events_user "
-        "ON bastion_audit_events (user_hash, time_ms)"
-    ),
+    "CREATE INDEX IF NOT EXISTS bastion_audit_events_by_name ON bastion_audit_events (name)",
+    ("CREATE INDEX IF NOT EXISTS bastion_audit_events_by_user ON bastion_audit_events (user_hash)"),
     "CREATE INDEX IF NOT EXISTS bastion_audit_events_segment ON bastion_audit_events (segment)",
     (
         "CREATE TABLE IF NOT EXISTS bastion_audit_seals (segment BIGINT PRIMARY KEY, "
