@@ -347,7 +347,7 @@ def test_fail_closed_refuses_instead_of_dropping(
         trail.flush()
     with pytest.raises(AuditUnavailable, match="refuses writes"):
         auditor.emit("app_step", outcome=Outcome.SUCCESS, details={"n": 2})
-    assert isinstance(AuditUnavailable("x"), StoreUnavailable)  # answered as a 503
+    assert isinstance(AuditUnavailable("x"), StoreUnavailable)  # the store-outage family
     holder.execute("ROLLBACK")
     trail.flush()  # the kept event is written once the store is back
     auditor.emit("app_step", outcome=Outcome.SUCCESS, details={"n": 3})

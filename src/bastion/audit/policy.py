@@ -22,7 +22,8 @@ class AuditPolicy:
     * ``fail_closed``: ``False`` (default) drops and counts events when the queue is full or
       the store refuses them, and audits the drops; ``True`` never drops: the emitting call
       waits up to ``max_wait`` seconds for room, then raises
-      :class:`~bastion.audit.AuditUnavailable` (a 503). For regulated deployments.
+      :class:`~bastion.audit.AuditUnavailable` (a ``StoreUnavailable``), so the action does
+      not complete. For regulated deployments.
     * ``queue_size`` (events waiting, default 10,000), ``batch_size`` (events per
       transaction, 512), ``flush_interval`` (seconds the writer waits for a full batch, 0.2).
     * ``segment_events`` (10,000) and ``seal_after`` (seconds, one hour): when a segment of

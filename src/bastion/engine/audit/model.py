@@ -56,8 +56,9 @@ _FAST_FROM: Final = 1971
 class AuditUnavailable(StoreUnavailable):
     """The audit trail cannot take the event now: its queue is full past the wait, or its
     store is failing, in the fail-closed mode (``AuditPolicy(fail_closed=True)``). It is a
-    :class:`~bastion.errors.StoreUnavailable`, so the adapters answer 503 and the action that
-    would have gone unaudited does not happen."""
+    :class:`~bastion.errors.StoreUnavailable` raised where the event is emitted, so the action
+    that would have gone unaudited does not complete. (Raised inside one of bastion's own
+    layers, it currently surfaces as a 500, not a 503.)"""
 
 
 def time_ms(moment: datetime) -> int:

@@ -13,8 +13,8 @@ When the queue is full (the store is slower than the traffic, or down):
   chain ahead of the next batch, and logs a warning on ``bastion.security.audit``. A batch the
   store refuses is dropped and counted the same way. Requests never wait for the audit store.
 * with ``fail_closed=True`` nothing is dropped: ``emit`` waits up to ``max_wait`` seconds for
-  room and then raises :class:`~bastion.engine.audit.model.AuditUnavailable` (a 503), and while
-  the store refuses writes every ``emit`` raises at once; refused batches go back to the front
+  room and then raises :class:`~bastion.engine.audit.model.AuditUnavailable` (a
+  ``StoreUnavailable``), and while the store refuses writes every ``emit`` raises at once; refused batches go back to the front
   of the queue and are retried. For deployments where an action without its record must not
   happen.
 
