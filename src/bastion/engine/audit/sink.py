@@ -14,9 +14,9 @@ When the queue is full (the store is slower than the traffic, or down):
   store refuses is dropped and counted the same way. Requests never wait for the audit store.
 * with ``fail_closed=True`` nothing is dropped: ``emit`` waits up to ``max_wait`` seconds for
   room and then raises :class:`~bastion.engine.audit.model.AuditUnavailable` (a
-  ``StoreUnavailable``), and while the store refuses writes every ``emit`` raises at once; refused batches go back to the front
-  of the queue and are retried. For deployments where an action without its record must not
-  happen.
+  ``StoreUnavailable``), and while the store refuses writes every ``emit`` raises at once;
+  refused batches go back to the front of the queue and are retried. For deployments where an
+  action without its record must not happen.
 
 The writer thread starts on the first event, not in the constructor; :meth:`close` stops it,
 writes what is queued and seals the open segment. In a process forked from one that had a sink
