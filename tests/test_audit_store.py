@@ -428,3 +428,18 @@ def test_a_forked_worker_writes_its_own_events_into_the_same_chain(
     ]
     assert trail.verify().ok
     trail.close()
+
+
+def test_an_expected_head_must_still_be_there(trail: AuditTrail, clock: FrozenClock) -> None:
+    write_logins(trail.auditor(aggregation=None), clock, 6)
+    trail.flush()
+    recorded = trail.verify()
+    expect = (recorded.head_seq, recorded.head_mac or "")
+    assert expect[0] == 6
+    write_logins(trail.auditor(aggregation=None), clock, 3)
+    trail.flush()
+    assert trail.verify(expect=expect).ok  # the trail grew past the recorded head
+    broken = trail.verify(expect=(6, "f" * 64)).broken
+    assert broken is not None
+    assert (broken.fault, broken.seq) == (Fault.TRUNCATED, 6)
+    assert trail.verify(expect=(12, "f" * 64)).broken is not None

@@ -55,7 +55,7 @@ def test_verify_passes_then_names_the_edited_row(
 ) -> None:
     code, out, _ = run(capsys, "audit", "verify", "--store", url)
     assert code == 0
-    assert out.startswith("ok: 10 events in 3 segments (0 purged); head: event 10, MAC ")
+    assert out.startswith("ok: 10 events in 3 segments (0 purged); head 10:")
     with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
         conn.execute(
             "UPDATE bastion_audit_events SET body = replace(body, 'wrong_password', 'ok') "
@@ -161,3 +161,25 @@ def test_relative_ages() -> None:
     assert parse_moment("7d", now=1_000_000) == 1_000_000 - 7 * 86_400
     with pytest.raises(CommandError):
         parse_moment("-5m", now=0)
+
+
+def test_expect_head_catches_a_cut_tail(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "audit", "verify", "--store", url)
+    head = out.split("head ", 1)[1].strip()
+    assert run(capsys, "audit", "verify", "--store", url, "--expect-head", head)[0] == 0
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        # The tail cut together with the head, so the chain alone still verifies.
+        row = conn.execute("SELECT body FROM bastion_audit_head").fetchone()
+        data = json.loads(row[0])
+        last_mac = conn.execute("SELECT mac FROM bastion_audit_events WHERE seq = 9").fetchone()
+        conn.execute("DELETE FROM bastion_audit_events WHERE seq = 10")
+        data.update(seq=9, count=1, last_ms=data["last_ms"] - 1000, last=last_mac[0])
+        conn.execute("UPDATE bastion_audit_head SET body = ?", (json.dumps(data),))
+    code, out, _ = run(capsys, "audit", "verify", "--store", url)
+    assert (code, out.split(";")[0]) == (0, "ok: 9 events in 3 segments (0 purged)")
+    code, out, _ = run(capsys, "audit", "verify", "--store", url, "--expect-head", head)
+    assert code == 1
+    assert out.startswith("BROKEN at segment 3, event 10: truncated (the trail ends at event 9)")
+    code, _, err = run(capsys, "audit", "verify", "--store", url, "--expect-head", "10")
+    assert code == 2
+    assert "SEQ:MAC" in err

@@ -259,9 +259,11 @@ class AuditTrail:
         )
         return [AuditRecord.from_row(row) for row in found]
 
-    def verify(self) -> VerifyReport:
-        """Check the whole chain; the report names the first broken link."""
-        return verify_trail(self.backend, self._keys)
+    def verify(self, *, expect: tuple[int, str] | None = None) -> VerifyReport:
+        """Check the whole chain; the report names the first broken link. ``expect``: a
+        ``(head_seq, head_mac)`` recorded from an earlier report, which the trail must still
+        contain (catches a cut tail)."""
+        return verify_trail(self.backend, self._keys, expect=expect)
 
     def purge(self, *, before: datetime | float | None = None) -> int:
         """Delete the sealed segments whose events are all older than ``before`` (default:

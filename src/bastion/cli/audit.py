@@ -29,6 +29,7 @@ __all__ = ["add_parsers", "parse_moment", "purge", "query", "run", "verify"]
 _RELATIVE: Final = re.compile(r"(\d{1,9})([smhd])", re.ASCII)
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _FORMATS: Final = ("lines", "ecs", "table")
+_HEAD: Final = re.compile(r"(\d{1,18}):([0-9a-f]{64})", re.ASCII)
 
 
 def parse_moment(text: str, *, now: float) -> float:
@@ -112,17 +113,28 @@ def query(args: argparse.Namespace) -> str:
     return "\n".join(_line(record, args.format) for record in found) or "(no events)"
 
 
-def verify(url: str) -> tuple[int, str]:
+def _expected(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    found = _HEAD.fullmatch(text.strip())
+    if found is None:
+        raise CommandError(
+            "--expect-head must be SEQ:MAC as verify prints it (e.g. 120:3f9a...)", exit_code=2
+        )
+    return int(found.group(1)), found.group(2)
+
+
+def verify(url: str, expect_head: str | None = None) -> tuple[int, str]:
     """Exit code 0 and a summary when the chain holds; 1 and the first broken link if not."""
+    expect = _expected(expect_head)
     trail = _open(url)
     try:
-        report = trail.verify()
+        report = trail.verify(expect=expect)
     finally:
         trail.close()
     summary = (
         f"{report.events} events in {report.segments} segments "
-        f"({report.purged_segments} purged); head: event {report.head_seq}, "
-        f"MAC {report.head_mac or '-'}"
+        f"({report.purged_segments} purged); head {report.head_seq}:{report.head_mac or '-'}"
     )
     if report.broken is None:
         return 0, f"ok: {summary}"
@@ -145,7 +157,7 @@ def purge(url: str, before: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``bastion audit ACTION``; the exit status."""
     if args.action == "verify":
-        code, text = verify(args.store)
+        code, text = verify(args.store, args.expect_head)
         print(text)
         return code
     print(query(args) if args.action == "query" else purge(args.store, args.before))
@@ -197,4 +209,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     searching.add_argument("--until", metavar="WHEN", help="as --since; exclusive")
     searching.add_argument("--limit", type=int, default=100)
     searching.add_argument("--format", choices=_FORMATS, default="lines")
+    checking.add_argument(
+        "--expect-head",
+        metavar="SEQ:MAC",
+        help="a head printed by an earlier verify: fail if the trail no longer reaches it",
+    )
     pruning.add_argument("--before", required=True, metavar="WHEN", help="ISO 8601 or an age")

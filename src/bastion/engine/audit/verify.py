@@ -54,6 +54,9 @@ class Fault(StrEnum):
     """The head disagrees with the last seal or the last row."""
     UNKNOWN_KEY = "unknown_key"
     """A segment was written under a key the ring no longer holds."""
+    TRUNCATED = "truncated"
+    """The trail ends before, or differs at, a head recorded earlier (``expect``): its tail
+    was cut, or the chain rewritten from some point on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +123,18 @@ def _columns_match(row: Row) -> bool:
 
 
 class _Walk:
-    __slots__ = ("events", "keys", "pending", "purged", "rows", "segments")
+    __slots__ = (
+        "events", "expect", "expected_mac", "keys", "last", "pending", "purged", "rows",
+        "segments",
+    )  # fmt: skip
 
-    def __init__(self, backend: AuditBackend, keys: ChainKeys) -> None:
+    def __init__(
+        self, backend: AuditBackend, keys: ChainKeys, expect: tuple[int, str] | None
+    ) -> None:
         self.keys = keys
+        self.expect = expect
+        self.expected_mac: str | None = None  # the MAC found at the expected head's seq
+        self.last: tuple[int, str] | None = None
         self.rows = _rows(backend)
         self.pending = next(self.rows, None)
         self.events = self.segments = self.purged = 0
@@ -147,19 +158,29 @@ class _Walk:
                 _fail(Fault.EVENT_MAC, segment, seq, "MAC does not match")
             if not _columns_match(row):
                 _fail(Fault.COLUMN, segment, seq, "columns differ from body")
+            if self.expect is not None and seq == self.expect[0]:
+                self.expected_mac = row.mac
+            self.last = (seq, row.mac)
             last, seq, count = row.mac, seq + 1, count + 1
             self.events += 1
             self.pending = next(self.rows, None)
         return count, last
 
 
-def verify_trail(backend: AuditBackend, keys: ChainKeys) -> VerifyReport:
-    """Verify the whole trail in ``backend`` with the chain ``keys``."""
-    walk = _Walk(backend, keys)
+def verify_trail(
+    backend: AuditBackend, keys: ChainKeys, *, expect: tuple[int, str] | None = None
+) -> VerifyReport:
+    """Verify the whole trail in ``backend`` with the chain ``keys``. ``expect`` is a head
+    recorded earlier (``(head_seq, head_mac)`` of an older report, kept elsewhere): the trail
+    must still hold that event with that MAC (unless it was purged) and reach past it, which
+    catches a cut tail, the one change the chain alone cannot show."""
+    walk = _Walk(backend, keys, expect)
     head = backend.head()
     broken: BrokenLink | None = None
     try:
         _walk_trail(backend, walk, head)
+        if expect is not None:
+            _check_expected(walk, expect)
     except _Broken as failure:
         broken = failure.link
     return VerifyReport(
@@ -167,9 +188,18 @@ def verify_trail(backend: AuditBackend, keys: ChainKeys) -> VerifyReport:
         segments=walk.segments,
         purged_segments=walk.purged,
         broken=broken,
-        head_seq=0 if head is None else head.seq,
-        head_mac=None if head is None else head.last,
+        head_seq=0 if walk.last is None else walk.last[0],
+        head_mac=None if walk.last is None else walk.last[1],
     )
+
+
+def _check_expected(walk: _Walk, expect: tuple[int, str]) -> None:
+    seq, mac = expect
+    last_seq = 0 if walk.last is None else walk.last[0]
+    if seq > last_seq:
+        _fail(Fault.TRUNCATED, walk.segments, seq, f"the trail ends at event {last_seq}")
+    if walk.expected_mac is not None and not hmac.compare_digest(walk.expected_mac, mac):
+        _fail(Fault.TRUNCATED, walk.segments, seq, "another MAC than the recorded head")
 
 
 def _fail(fault: Fault, segment: int, seq: int | None, detail: str) -> NoReturn:
