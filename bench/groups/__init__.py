@@ -28,6 +28,7 @@ GROUP_NAMES = (
     "authz",
     "scale",
     "postgres",
+    "audit",
 )
 
 

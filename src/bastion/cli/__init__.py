@@ -3,8 +3,9 @@
 ``demo`` serves the example app; ``dev-cert`` makes a local CA and a localhost certificate;
 ``check`` grades a URL's headers and cookies; ``secret`` prints a new key; ``store`` pings or
 cleans a store; ``sessions`` lists or revokes a user's sessions; ``password`` checks or hashes a
-password read from stdin. Errors are one line on stderr and a non-zero exit (1: a failed check,
-an unreachable service or a failed start; 2: bad input), never a traceback.
+password read from stdin; ``audit`` queries, verifies or purges the stored audit trail. Errors
+are one line on stderr and a non-zero exit (1: a failed check, an unreachable service or a
+failed start; 2: bad input), never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ipaddress
 import sys
 
 from bastion import __version__
-from bastion.cli import check, devcert, password, sessions, store
+from bastion.cli import audit, check, devcert, password, sessions, store
 from bastion.cli._common import CommandError
 from bastion.errors import BastionError
 
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     store.add_parsers(commands)
     sessions.add_parsers(commands)
     password.add_parsers(commands)
+    audit.add_parsers(commands)
     return parser
 
 
@@ -99,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
         )
         print(text)
         return code
+    if args.command == "audit":
+        return audit.run(args)
     if args.command == "store":
         actions = {"ping": store.ping, "gc": store.gc, "migrate": store.migrate}
         print(actions[args.action](args.url))
