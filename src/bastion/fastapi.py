@@ -224,8 +224,8 @@ async def _verdict(
     setting: str,
 ) -> Verdict:
     scope = connection.scope
-    found = authorizer_of(scope, authorizer, setting=setting)
-    client = connection.client.host if connection.client else None
+    found = authorizer or authorizer_of(scope, None, setting=setting)
+    client = scope.get("client")  # what connection.client reads, without building an Address
     try:
         verdict = await found.gate(
             request_user(scope),
@@ -233,7 +233,7 @@ async def _verdict(
             resource=resource,
             context={"method": scope.get("method") or "GET", "path": scope.get("path") or "/"},
             subject=request_subject(scope),
-            client_ip=client,
+            client_ip=str(client[0]) if client else None,
         )
     except StoreUnavailable:
         status, body, _ = store_verdict()

@@ -14,9 +14,9 @@ Both refusals emit ``authz_fail`` and touch no store.
 
 The permission version travels with the credential: the facade writes it into the session at
 login (``session["_authz_v"]``) and Tokens puts it in the access token (claim ``pv``). Per
-request the facade calls :meth:`Assignments.current` with the carried version, which reads the
-record (one ``get``) and always answers with the store's roles, so a demotion counts on the
-next request. For a bearer request the read rides in the deny-list check's ``MGET``
+request the facade reads the record (:meth:`Assignments.raw`, one ``get``) and checks it with
+the carried version (:meth:`Assignments.current_from`), always answering with the store's
+roles, so a demotion counts on the next request (:meth:`Assignments.current` does both). For a bearer request the read rides in the deny-list check's ``MGET``
 (:meth:`~bastion.engine.tokens.revocation.Revocations.check_and_read` with
 :func:`~bastion.engine.authz.record.assignment_key`), and :meth:`Assignments.current_from`
 parses what it read: no extra round trip. A carried version above the store's means the store
@@ -105,7 +105,16 @@ class Assignments(NamedChanges):
     (memory) the async methods run them inline too.
     """
 
-    __slots__ = ("_auditor", "_clock", "_inline", "_known", "_parsed", "_store", "_sync")
+    __slots__ = (
+        "_auditor",
+        "_clock",
+        "_inline",
+        "_keys",
+        "_known",
+        "_parsed",
+        "_store",
+        "_sync",
+    )
 
     def __init__(
         self,
@@ -132,6 +141,7 @@ class Assignments(NamedChanges):
         self._clock = clock
         self._known: frozenset[str] | None = known_roles
         self._parsed: dict[bytes, Assignment] = {}
+        self._keys: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Assignments(store={self._store!r})"
@@ -151,6 +161,35 @@ class Assignments(NamedChanges):
             self._parsed[raw] = found
         return found
 
+    def key(self, user_id: str) -> str:
+        """:func:`~bastion.engine.authz.record.assignment_key`, kept per user id (it checks
+        the id and escapes it on every call; a request's check needs it every time)."""
+        key = self._keys.get(user_id)
+        if key is None:
+            key = assignment_key(user_id)
+            if len(self._keys) >= _CACHE:
+                self._keys.clear()
+            self._keys[user_id] = key
+        return key
+
+    @property
+    def inline(self) -> bool:
+        """Whether the store's reads never block (a memory store): :meth:`raw_sync` may then
+        run on the event loop, with no await."""
+        return self._inline is not None
+
+    async def raw(self, user_id: str) -> bytes | None:
+        """``user_id``'s record as stored (one ``get``; ``None`` for no record): the
+        per-request read, parsed (and kept) by the caller with :meth:`current_from`."""
+        if self._inline is not None:
+            return self._inline.get(self.key(user_id))
+        return await self._store.get(self.key(user_id))
+
+    def raw_sync(self, user_id: str) -> bytes | None:
+        """:meth:`raw` on the store's synchronous side."""
+        sync = self._inline or require_sync(self._sync, self._store)
+        return sync.get(self.key(user_id))
+
     def current_from(self, raw: bytes | None, carried: int | None) -> Assignment:
         """The per-request answer from a record read elsewhere (the bearer check's ``MGET``):
         the store's assignment, whatever ``carried`` says, unless ``carried`` (the session's
@@ -167,7 +206,7 @@ class Assignments(NamedChanges):
 
     def load_flow(self, user_id: str) -> Flow[Assignment]:
         """Read ``user_id``'s assignment (one ``get``)."""
-        return self.parse((yield Get(assignment_key(user_id))))
+        return self.parse((yield Get(self.key(user_id))))
 
     def load_many_flow(self, user_ids: Sequence[str]) -> Flow[list[Assignment]]:
         """Read several users' assignments, :data:`~bastion.stores.base.MAX_GET_MANY` per
@@ -183,7 +222,7 @@ class Assignments(NamedChanges):
     def current_flow(self, user_id: str, carried: int | None) -> Flow[Assignment]:
         """:meth:`current_from` on a fresh read of ``user_id``'s record (one ``get``)."""
         check_carried(carried)
-        return self.current_from((yield Get(assignment_key(user_id))), carried)
+        return self.current_from((yield Get(self.key(user_id))), carried)
 
     # -- changing --------------------------------------------------------------------------
 
