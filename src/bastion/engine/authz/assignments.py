@@ -16,12 +16,14 @@ The permission version travels with the credential: the facade writes it into th
 login (``session["_authz_v"]``) and Tokens puts it in the access token (claim ``pv``). Per
 request the facade reads the record (:meth:`Assignments.raw`, one ``get``) and checks it with
 the carried version (:meth:`Assignments.current_from`), always answering with the store's
-roles, so a demotion counts on the next request (:meth:`Assignments.current` does both). For a bearer request the read rides in the deny-list check's ``MGET``
+roles, so a demotion counts on the next request (:meth:`Assignments.current` does both). For
+a bearer request the read can ride in the deny-list check's ``MGET``
 (:meth:`~bastion.engine.tokens.revocation.Revocations.check_and_read` with
 :func:`~bastion.engine.authz.record.assignment_key`), and :meth:`Assignments.current_from`
-parses what it read: no extra round trip. A carried version above the store's means the store
-lost writes (a restore from an old backup, a failover to a lagging replica), which may have
-undone a demotion: that is :class:`~bastion.errors.StoreCorrupt`, never the older roles.
+parses what it read: no extra round trip (the bearer layer does not hand that read on yet).
+A carried version above the store's means the store lost writes (a restore from an old
+backup, a failover to a lagging replica), which may have undone a demotion: that is
+:class:`~bastion.errors.StoreCorrupt`, never the older roles.
 
 Audit events (identifiers hashed by the :class:`~bastion.core.audit.Auditor`): ``user`` is the
 actor; details ``target`` (the changed user, hashed with the same key and kind as ``user``),
