@@ -258,7 +258,16 @@ def require(
         raise ConfigurationError("require() needs at least one permission", setting="require")
 
     async def dependency(connection: HTTPConnection) -> Subject:
-        subject = (await _verdict(connection, authorizer, wanted, None, "require")).subject
+        scope = connection.scope
+        found = authorizer or authorizer_of(scope, None, setting="require")
+        try:  # a repeat check on a memory store: no store await, nothing to audit
+            kept = found.kept(request_user(scope), wanted)
+        except StoreUnavailable:
+            kept = None  # gate() reads again and answers the outage
+        if kept is not None and kept.subject is not None:
+            remember(scope, kept)
+            return kept.subject
+        subject = (await _verdict(connection, found, wanted, None, "require")).subject
         if subject is None:  # a passing verdict always has its subject
             raise _authz_refusal(401, "unauthenticated", "Unauthorized: please sign in.")
         return subject

@@ -324,6 +324,22 @@ class Authorizer:
         except AuthzInputError as exc:
             return self._bad_input(user, permissions, exc, client_ip)
 
+    def kept(self, user: RequestUser | None, permissions: tuple[str, ...]) -> Verdict | None:
+        """The passing verdict kept for ``user``'s type-level check of ``permissions``, with
+        the user's record read now from a store whose reads never block (memory); ``None``
+        when :meth:`gate` must decide (another store, nobody signed in, a check not made or
+        not passed yet, a malformed user id). Synchronous: the FastAPI dependency answers a
+        repeat check without a coroutine of its own. A carried version above the store's is
+        :class:`~bastion.errors.StoreCorrupt`, as in :meth:`gate`."""
+        known = self._known
+        if user is None or known is None or not self._inline or self.assignments is None:
+            return None
+        try:
+            entry = known.get(user.id, self.assignments.raw_sync(user.id), user.version)
+        except AuthzInputError:
+            return None  # gate() answers it (authz_bad_input, audited)
+        return entry.passed.get(permissions)
+
     def gate_sync(
         self,
         user: RequestUser | None,
