@@ -30,8 +30,8 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from bastion.authz._escalation import needs_target, refuse_escalation
-from bastion.authz._known import KnownSubjects
+from bastion.authz._escalation import needs_target, not_held, refuse_escalation
+from bastion.authz._known import KnownSubjects, subject_of
 from bastion.authz.guide import Guide
 from bastion.authz.policy import AuthzPolicy
 from bastion.core.audit import EventName, Outcome
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from bastion.core.authz.policy import Policy
     from bastion.core.authz.routes import RouteOutcome, RouteTable
     from bastion.core.clock import Clock
+    from bastion.engine.authz.assignments import StillAllowed
     from bastion.engine.authz.record import Assignment
     from bastion.stores.base import Store
 
@@ -499,6 +500,27 @@ class Authorizer:
         resource = None if tenant is None else Resource(type="authz", tenant=tenant)
         return self.engine.evaluate(actor, resource, self.policy.admin_permission).allowed
 
+    def _still_allowed(
+        self,
+        actor: str,
+        user_id: str,
+        kind: ChangeKind,
+        wanted: tuple[str, ...],
+        tenant: str | None,
+    ) -> StillAllowed:
+        """The check the change makes again once it has landed, on the actor's record read
+        after its write (see :meth:`Assignments.change_flow`): the actor still administers
+        assignments (in ``tenant``) and still holds all the change gives or takes."""
+
+        def check(actor_now: Assignment, target_before: Assignment) -> bool:
+            subject = subject_of(actor, actor_now)
+            target = subject_of(user_id, target_before) if needs_target(kind) else None
+            return self._may_administer(subject, tenant) and (
+                not_held(self.engine, subject, kind, wanted, tenant=tenant, target=target) is None
+            )
+
+        return check
+
     async def change(
         self,
         actor: str,
@@ -529,6 +551,7 @@ class Authorizer:
             tenant=tenant,
             may_administer=allowed,
             client_ip=client_ip,
+            still_allowed=self._still_allowed(actor, user_id, kind, wanted, tenant),
         )
 
     def change_sync(
@@ -559,6 +582,7 @@ class Authorizer:
             tenant=tenant,
             may_administer=allowed,
             client_ip=client_ip,
+            still_allowed=self._still_allowed(actor, user_id, kind, wanted, tenant),
         )
 
     async def assign_role(

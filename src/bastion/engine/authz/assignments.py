@@ -30,11 +30,14 @@ actor; details ``target`` (the changed user, hashed with the same key and kind a
 ``change`` (a :class:`~bastion.engine.authz.record.ChangeKind`), ``value`` (the roles or
 permission), ``tenant``, ``old_version``, ``new_version``, and for role changes
 ``roles_before``/``roles_after``. Refusals: ``authz_fail`` with ``reason`` ``self_grant`` or
-``not_administrator``.
+``not_administrator``, and ``changed_meanwhile`` (with ``undone``) for a change whose actor
+lost the right to it while it was made (:meth:`Assignments.change_flow`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
@@ -80,6 +83,8 @@ _ROLE_KINDS: Final = frozenset(
 )
 _T = TypeVar("_T")
 _Landed = tuple["Assignment", "Assignment | None"]
+StillAllowed = Callable[["Assignment", "Assignment"], bool]
+"""``still_allowed(actor_now, target_before)`` of :meth:`Assignments.change_flow`."""
 
 
 def check_carried(carried: object) -> int | None:
@@ -266,10 +271,22 @@ class Assignments(NamedChanges):
         tenant: str | None = None,
         may_administer: bool,
         client_ip: str | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> Flow[Assignment]:
         """Apply one change to ``user_id``'s assignment on behalf of ``actor`` and return the
         assignment afterwards. Refusals (input, self-grant, not an administrator) come before
-        any store command; the write is a bounded compare-and-set loop."""
+        any store command; the write is a bounded compare-and-set loop.
+
+        ``still_allowed(actor_now, target_before)``, when given, is asked once the write has
+        landed, with the actor's record read after it and the target's as it was before it:
+        ``False`` means the actor lost the right to make this change meanwhile (another
+        administrator demoted them while their own check was under way), and the change is
+        undone (:meth:`_undo`), audited ``authz_fail`` reason ``changed_meanwhile``, and
+        refused with :class:`~bastion.errors.Forbidden`. Why a read after the write is
+        enough: of two administrators changing each other, each writes the other's record
+        and then reads their own, so at least one of them reads the other's write (each store
+        command is atomic and seen in one order); no two such changes both stand, and the
+        last administrator cannot be removed by crossing demotions."""
         check_user_id(actor, setting="actor")
         check_user_id(user_id)
         if type(may_administer) is not bool:
@@ -304,10 +321,31 @@ class Assignments(NamedChanges):
                 return Done(result=(old, None))
             return Write(encode_assignment(new), result=(old, new))
 
-        key = assignment_key(user_id)
+        key = self.key(user_id)
         old, new = yield from update(key, step, what="a user's role assignment")
         if new is None:
             return old
+        if still_allowed is not None and not still_allowed(
+            self.parse((yield Get(self.key(actor)))), old
+        ):
+            undone = yield from self._undo(key, new, old, at)
+            self._auditor.emit(
+                EventName.AUTHZ_FAIL,
+                outcome=Outcome.BLOCKED,
+                user=actor,
+                client_ip=client_ip,
+                details={
+                    "reason": "changed_meanwhile",
+                    "change": str(kind),
+                    "target": self._digest(user_id),
+                    "undone": "yes" if undone else "no: changed again since",
+                },
+            )
+            raise Forbidden(
+                "the actor's own roles changed while this change was being made and no longer "
+                "allow it; it was undone",
+                decision=None,
+            )
         details: dict[str, str | int | None] = {
             "target": self._digest(user_id),
             "change": str(kind),
@@ -327,6 +365,20 @@ class Assignments(NamedChanges):
             details=details,
         )
         return new
+
+    def _undo(self, key: str, written: Assignment, before: Assignment, at: float) -> Flow[bool]:
+        """Put ``before``'s roles, grants and denies back under a new version, if the record
+        still holds what this change ``written``; ``False`` (nothing written) when another
+        change came after it, which stands: its actor's own check passed after ours."""
+        mine = encode_assignment(written)
+        restored = replace(before, version=written.version + 1, changed_at=float(at))
+
+        def step(_key: str, raw: bytes | None) -> Write[bool] | Done[bool]:
+            if raw != mine:
+                return Done(result=False)
+            return Write(encode_assignment(restored), result=True)
+
+        return (yield from update(key, step, what="a user's role assignment (an undo)"))
 
     # -- drivers ---------------------------------------------------------------------------
 
@@ -365,6 +417,7 @@ class Assignments(NamedChanges):
         tenant: str | None = None,
         may_administer: bool,
         client_ip: str | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> Assignment:
         """Run :meth:`change_flow`; the named methods below are its usual forms."""
         flow = self.change_flow(
@@ -375,6 +428,7 @@ class Assignments(NamedChanges):
             tenant=tenant,
             may_administer=may_administer,
             client_ip=client_ip,
+            still_allowed=still_allowed,
         )
         return await self._run(flow)
 
@@ -406,6 +460,7 @@ class Assignments(NamedChanges):
         tenant: str | None = None,
         may_administer: bool,
         client_ip: str | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> Assignment:
         """:meth:`change` on the store's synchronous side."""
         flow = self.change_flow(
@@ -416,5 +471,6 @@ class Assignments(NamedChanges):
             tenant=tenant,
             may_administer=may_administer,
             client_ip=client_ip,
+            still_allowed=still_allowed,
         )
         return self._run_sync(flow)
