@@ -224,8 +224,8 @@ async def _verdict(
     setting: str,
 ) -> Verdict:
     scope = connection.scope
-    found = authorizer_of(scope, authorizer, setting=setting)
-    client = connection.client.host if connection.client else None
+    found = authorizer or authorizer_of(scope, None, setting=setting)
+    client = scope.get("client")  # what connection.client reads, without building an Address
     try:
         verdict = await found.gate(
             request_user(scope),
@@ -233,7 +233,7 @@ async def _verdict(
             resource=resource,
             context={"method": scope.get("method") or "GET", "path": scope.get("path") or "/"},
             subject=request_subject(scope),
-            client_ip=client,
+            client_ip=str(client[0]) if client else None,
         )
     except StoreUnavailable:
         status, body, _ = store_verdict()
@@ -258,7 +258,16 @@ def require(
         raise ConfigurationError("require() needs at least one permission", setting="require")
 
     async def dependency(connection: HTTPConnection) -> Subject:
-        subject = (await _verdict(connection, authorizer, wanted, None, "require")).subject
+        scope = connection.scope
+        found = authorizer or authorizer_of(scope, None, setting="require")
+        try:  # a repeat check on a memory store: no store await, nothing to audit
+            kept = found.kept(request_user(scope), wanted)
+        except StoreUnavailable:
+            kept = None  # gate() reads again and answers the outage
+        if kept is not None and kept.subject is not None:
+            remember(scope, kept)
+            return kept.subject
+        subject = (await _verdict(connection, found, wanted, None, "require")).subject
         if subject is None:  # a passing verdict always has its subject
             raise _authz_refusal(401, "unauthenticated", "Unauthorized: please sign in.")
         return subject

@@ -38,7 +38,8 @@ from bastion.authz.service import (
     SUBJECT_KEY,
     RequestUser,
 )
-from bastion.core.authz.routes import RouteKind
+from bastion.core.authz.routes import FORM_METHOD_FIELD, FORM_SCAN_BYTES, RouteKind
+from bastion.core.csrf.forms import FormTokenScanner, ScanStatus
 from bastion.core.refusal import refusal_body
 from bastion.core.request import OVERRIDE_HEADERS, asgi_path
 from bastion.core.tokens.principal import Principal
@@ -46,7 +47,7 @@ from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from bastion.asgi.types import ASGIApp, Receive, Scope, Send
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.authz.service import Authorizer, Verdict
     from bastion.core.authz.subjects import Subject
     from bastion.core.client import TrustedProxies
@@ -57,6 +58,7 @@ __all__ = [
     "ShareAuthorizer",
     "authorizer_of",
     "carried_version",
+    "form_override",
     "refuse",
     "request_subject",
     "request_user",
@@ -77,9 +79,9 @@ def carried_version(value: object) -> int | None:
 def request_user(scope: Scope) -> RequestUser | None:
     """Who is signed in on this request (see the module docstring), or ``None``."""
     state = scope.get("state")
-    if isinstance(state, Mapping):
+    if type(state) is dict or isinstance(state, Mapping):  # a dict first: no ABC check
         found = state.get(PRINCIPAL_KEY)
-        if isinstance(found, Principal):
+        if type(found) is Principal or isinstance(found, Principal):
             return RequestUser(found.subject, carried_version(found.claims.get("pv")))
     session = scope.get("session")
     if isinstance(session, Session):
@@ -91,6 +93,8 @@ def request_user(scope: Scope) -> RequestUser | None:
 
 def _state(scope: Scope) -> MutableMapping[str, Any]:
     state = scope.get("state")
+    if type(state) is dict:  # what servers put there: no ABC check on every request
+        return state
     if not isinstance(state, MutableMapping):
         state = scope["state"] = {}
     return state
@@ -171,6 +175,39 @@ async def refuse(
     await send_refusal(send, status, content_type, body, headers)
 
 
+async def form_override(scope: Scope, receive: Receive) -> tuple[str | None, Receive] | None:
+    """The ``_method`` field of a urlencoded or multipart body (the method an app's override
+    middleware would read from a form), and the ``receive`` to give the app: it replays what
+    was read, byte for byte. ``(None, receive)`` for a body of another type (nothing read),
+    one without the field, or one whose first :data:`FORM_SCAN_BYTES` hold none; ``None``
+    when the client went away mid-body."""
+    scanner = FormTokenScanner.for_content_type(
+        _header(scope, b"content-type"), field=FORM_METHOD_FIELD, max_bytes=FORM_SCAN_BYTES
+    )
+    if not isinstance(scanner, FormTokenScanner):
+        return None, receive  # not a form, or a multipart the app's parser will refuse
+    chunks: list[bytes] = []
+    more = True
+    status = ScanStatus.MORE
+    while status is ScanStatus.MORE:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        chunks.append(body)
+        status = scanner.feed(body, more=more)
+    pending = [b"".join(chunks)]
+
+    async def replay() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": more}
+        return await receive()
+
+    found = scanner.token if status is ScanStatus.FOUND else None
+    return (None if found is None else found.decode("utf-8", "replace")), replay
+
+
 def client_of(scope: Scope, proxies: TrustedProxies | None) -> str | None:
     """The client's address for an audit event (through the trusted proxies)."""
     client = scope.get("client")
@@ -207,11 +244,18 @@ class AuthzMiddleware:
         path = asgi_path(scope.get("path") or "/", scope.get("root_path") or "")
         raw = scope.get("raw_path")
         method = (scope.get("method") or "GET") if kind == "http" else "GET"
+        overrides = [_header(scope, name) for name in _OVERRIDES]
+        if kind == "http":
+            read = await form_override(scope, receive)
+            if read is None:
+                return  # the client went away in the middle of its body
+            form_method, receive = read
+            overrides.append(form_method)
         outcome = authorizer.routes.decide(
             method,
             path,
             raw_path=raw.decode("latin-1") if isinstance(raw, bytes) else None,
-            override_headers=[_header(scope, name) for name in _OVERRIDES],
+            override_headers=overrides,
             query=(scope.get("query_string") or b"").decode("latin-1"),
         )
         if outcome.kind is RouteKind.PUBLIC:

@@ -9,7 +9,10 @@
 Where a user's roles come from (``AuthzPolicy.roles``): bastion's store
 (:class:`~bastion.engine.authz.Assignments`, read on every request that needs it, one ``get``,
 so a demotion counts on the next request; the permission version the request carries is passed
-along), or the app's own loader. A user id is never taken for a role name.
+along), or the app's own loader. A user id is never taken for a role name. The subject built
+from a record, and the passing verdicts of checks that read nothing but the subject, are kept
+by the record's bytes (:mod:`bastion.authz._known`): a repeat check costs the read and a
+lookup, and a change, which rewrites the record, is seen by the next request.
 
 Every denial emits ``authz_fail`` (outcome ``blocked``) with the decision's reason and its
 explanation (which rule, grant or condition, through which role); a condition that could not
@@ -27,27 +30,27 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from bastion.authz._escalation import needs_target, refuse_escalation
+from bastion.authz._changes import Changes
+from bastion.authz._known import KnownSubjects
 from bastion.authz.guide import Guide
 from bastion.authz.policy import AuthzPolicy
 from bastion.core.audit import EventName, Outcome
 from bastion.core.authz.decision import AuthzReason, Decision
 from bastion.core.authz.routes import UNAUTHENTICATED, denied_refusal
-from bastion.core.authz.subjects import Resource, Subject
+from bastion.core.authz.subjects import Subject
 from bastion.core.clock import system_clock
 from bastion.core.refusal import Refusal
 from bastion.engine.authz import Assignments
-from bastion.engine.authz.record import ChangeKind
 from bastion.errors import AuthzInputError, ConfigurationError, Forbidden
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, MutableMapping
 
+    from bastion.authz._known import Known
     from bastion.core.audit import Auditor, DetailValue
     from bastion.core.authz.policy import Policy
     from bastion.core.authz.routes import RouteOutcome, RouteTable
     from bastion.core.clock import Clock
-    from bastion.engine.authz.record import Assignment
     from bastion.stores.base import Store
 
 __all__ = [
@@ -100,7 +103,7 @@ class Verdict(NamedTuple):
     decision: Decision | None = None
 
 
-class Authorizer:
+class Authorizer(Changes):
     """Authorization for one app (see the module docstring).
 
     ``store`` holds the users' assignments when ``policy.roles`` is ``"store"``
@@ -108,7 +111,16 @@ class Authorizer:
     (and, through the assignments, ``authz_change``); ``clock`` stamps the changes.
     """
 
-    __slots__ = ("_auditor", "assignments", "engine", "guide", "policy", "routes")
+    __slots__ = (
+        "_auditor",
+        "_inline",
+        "_known",
+        "assignments",
+        "engine",
+        "guide",
+        "policy",
+        "routes",
+    )
 
     def __init__(
         self,
@@ -138,6 +150,8 @@ class Authorizer:
             known = {role.name for role in self.engine.roles}
             assignments = Assignments(store, auditor=auditor, clock=clock, known_roles=known)
         self.assignments = assignments
+        self._known = None if assignments is None else KnownSubjects(assignments)
+        self._inline = assignments is not None and assignments.inline
         self.guide = Guide(self.engine, authorizer=self)
 
     def __repr__(self) -> str:
@@ -148,15 +162,17 @@ class Authorizer:
     async def subject_for(self, user_id: str, *, version: int | None = None) -> Subject:
         """The user's :class:`Subject`, roles read now (``version``: the one the request
         carries)."""
-        if self.assignments is None:
+        if self.assignments is None or self._known is None:
             return self._loaded(user_id)
-        return _subject(user_id, await self.assignments.current(user_id, version))
+        raw = await self.assignments.raw(user_id)
+        return self._known.get(user_id, raw, version).subject
 
     def subject_for_sync(self, user_id: str, *, version: int | None = None) -> Subject:
         """:meth:`subject_for` for WSGI apps (the store's sync side)."""
-        if self.assignments is None:
+        if self.assignments is None or self._known is None:
             return self._loaded(user_id)
-        return _subject(user_id, self.assignments.current_sync(user_id, version))
+        raw = self.assignments.raw_sync(user_id)
+        return self._known.get(user_id, raw, version).subject
 
     async def stamp(self, session: MutableMapping[str, Any], user_id: str) -> None:
         """Write ``user_id``'s permission version into ``session`` (call it at login, after
@@ -289,11 +305,38 @@ class Authorizer:
         if user is None:
             return self._unauthenticated(permissions, client_ip)
         try:
-            if subject is None or subject.id != user.id:
-                subject = await self.subject_for(user.id, version=user.version)
-            return self._judge(subject, permissions, resource, context, client_ip)
+            if subject is not None and subject.id == user.id:
+                return self._judge(subject, permissions, resource, context, client_ip)
+            assignments, known = self.assignments, self._known
+            if assignments is None or known is None:
+                subject = self._loaded(user.id)
+                return self._judge(subject, permissions, resource, context, client_ip)
+            if self._inline:  # a memory store: no await, no coroutine
+                raw = assignments.raw_sync(user.id)
+            else:
+                raw = await assignments.raw(user.id)
+            entry = known.get(user.id, raw, user.version)
+            if resource is None and type(permissions) is tuple:
+                return self._judge_known(entry, permissions, context, client_ip)
+            return self._judge(entry.subject, permissions, resource, context, client_ip)
         except AuthzInputError as exc:
             return self._bad_input(user, permissions, exc, client_ip)
+
+    def kept(self, user: RequestUser | None, permissions: tuple[str, ...]) -> Verdict | None:
+        """The passing verdict kept for ``user``'s type-level check of ``permissions``, with
+        the user's record read now from a store whose reads never block (memory); ``None``
+        when :meth:`gate` must decide (another store, nobody signed in, a check not made or
+        not passed yet, a malformed user id). Synchronous: the FastAPI dependency answers a
+        repeat check without a coroutine of its own. A carried version above the store's is
+        :class:`~bastion.errors.StoreCorrupt`, as in :meth:`gate`."""
+        known = self._known
+        if user is None or known is None or not self._inline or self.assignments is None:
+            return None
+        try:
+            entry = known.get(user.id, self.assignments.raw_sync(user.id), user.version)
+        except AuthzInputError:
+            return None  # gate() answers it (authz_bad_input, audited)
+        return entry.passed.get(permissions)
 
     def gate_sync(
         self,
@@ -309,11 +352,34 @@ class Authorizer:
         if user is None:
             return self._unauthenticated(permissions, client_ip)
         try:
-            if subject is None or subject.id != user.id:
-                subject = self.subject_for_sync(user.id, version=user.version)
-            return self._judge(subject, permissions, resource, context, client_ip)
+            if subject is not None and subject.id == user.id:
+                return self._judge(subject, permissions, resource, context, client_ip)
+            assignments, known = self.assignments, self._known
+            if assignments is None or known is None:
+                subject = self._loaded(user.id)
+                return self._judge(subject, permissions, resource, context, client_ip)
+            entry = known.get(user.id, assignments.raw_sync(user.id), user.version)
+            if resource is None and type(permissions) is tuple:
+                return self._judge_known(entry, permissions, context, client_ip)
+            return self._judge(entry.subject, permissions, resource, context, client_ip)
         except AuthzInputError as exc:
             return self._bad_input(user, permissions, exc, client_ip)
+
+    def _judge_known(
+        self,
+        entry: Known,
+        permissions: tuple[str, ...],
+        context: Mapping[str, object] | None,
+        client_ip: str | None,
+    ) -> Verdict:
+        """:meth:`_judge` of a type-level check for a subject read from the store, through
+        the passing verdicts kept beside it (:mod:`bastion.authz._known`)."""
+        verdict = entry.passed.get(permissions)
+        if verdict is None:
+            verdict = self._judge(entry.subject, permissions, None, context, client_ip)
+            if verdict.status == 0 and all(self.engine.subject_only(p) for p in permissions):
+                entry.keep(permissions, verdict)
+        return verdict
 
     def _judge(
         self,
@@ -416,119 +482,6 @@ class Authorizer:
             client_ip=client_ip,
             details={k: v for k, v in details.items() if v is not None},
         )
-
-    # -- changes ---------------------------------------------------------------------------
-
-    def _store(self) -> Assignments:
-        if self.assignments is None:
-            raise ConfigurationError(
-                "roles live in the app's own data (authz.roles is a loader); change them there",
-                setting="authz.roles",
-            )
-        return self.assignments
-
-    def _may_administer(self, actor: Subject, tenant: str | None) -> bool:
-        resource = None if tenant is None else Resource(type="authz", tenant=tenant)
-        return self.engine.evaluate(actor, resource, self.policy.admin_permission).allowed
-
-    async def change(
-        self,
-        actor: str,
-        user_id: str,
-        kind: ChangeKind,
-        values: Iterable[str],
-        *,
-        tenant: str | None = None,
-        client_ip: str | None = None,
-    ) -> Assignment:
-        """Change ``user_id``'s assignment as ``actor``, who must hold the administrator
-        permission (in ``tenant`` for a tenant change), may not be ``user_id``, and may only
-        give or take roles and permissions they hold (:mod:`bastion.authz._escalation`)."""
-        store = self._store()
-        subject = await self.subject_for(actor)
-        allowed = self._may_administer(subject, tenant)
-        wanted = tuple(values)
-        if allowed and actor != user_id:  # else the store refuses, and audits why
-            target = await self.subject_for(user_id) if needs_target(kind) else None
-            refuse_escalation(
-                self.engine, self._auditor, subject, kind, wanted, tenant, target, client_ip
-            )
-        return await store.change(
-            actor,
-            user_id,
-            kind,
-            wanted,
-            tenant=tenant,
-            may_administer=allowed,
-            client_ip=client_ip,
-        )
-
-    def change_sync(
-        self,
-        actor: str,
-        user_id: str,
-        kind: ChangeKind,
-        values: Iterable[str],
-        *,
-        tenant: str | None = None,
-        client_ip: str | None = None,
-    ) -> Assignment:
-        """:meth:`change` for WSGI apps."""
-        store = self._store()
-        subject = self.subject_for_sync(actor)
-        allowed = self._may_administer(subject, tenant)
-        wanted = tuple(values)
-        if allowed and actor != user_id:  # else the store refuses, and audits why
-            target = self.subject_for_sync(user_id) if needs_target(kind) else None
-            refuse_escalation(
-                self.engine, self._auditor, subject, kind, wanted, tenant, target, client_ip
-            )
-        return store.change_sync(
-            actor,
-            user_id,
-            kind,
-            wanted,
-            tenant=tenant,
-            may_administer=allowed,
-            client_ip=client_ip,
-        )
-
-    async def assign_role(
-        self, actor: str, user_id: str, role: str, *, tenant: str | None = None
-    ) -> Assignment:
-        """Give ``user_id`` the role ``role`` (see :meth:`change`)."""
-        return await self.change(actor, user_id, ChangeKind.ASSIGN_ROLE, (role,), tenant=tenant)
-
-    async def revoke_role(
-        self, actor: str, user_id: str, role: str, *, tenant: str | None = None
-    ) -> Assignment:
-        """Take the role ``role`` from ``user_id`` (see :meth:`change`)."""
-        return await self.change(actor, user_id, ChangeKind.REVOKE_ROLE, (role,), tenant=tenant)
-
-    async def set_role(
-        self, actor: str, user_id: str, role: str, *, tenant: str | None = None
-    ) -> Assignment:
-        """Make ``role`` the only role of ``user_id`` (a demotion; see :meth:`change`)."""
-        return await self.change(actor, user_id, ChangeKind.SET_ROLES, (role,), tenant=tenant)
-
-    async def grant(self, actor: str, user_id: str, permission: str) -> Assignment:
-        """Give ``user_id`` the per-user permission ``permission`` (see :meth:`change`)."""
-        return await self.change(actor, user_id, ChangeKind.GRANT, (permission,))
-
-    async def deny(self, actor: str, user_id: str, permission: str) -> Assignment:
-        """Deny ``user_id`` ``permission`` whatever their roles (see :meth:`change`)."""
-        return await self.change(actor, user_id, ChangeKind.DENY, (permission,))
-
-
-def _subject(user_id: str, assignment: Assignment) -> Subject:
-    return Subject(
-        id=user_id,
-        roles=assignment.roles,
-        tenant_roles=assignment.tenant_roles,
-        grants=assignment.grants,  # texts, parsed by Subject
-        denies=assignment.denies,
-        version=assignment.version,
-    )
 
 
 def _required(decision: Decision) -> Decision:

@@ -6,7 +6,9 @@ Routes (added to the demo's stable contract):
   The list is the policy's query filter run as SQL, never a filter in Python over every row.
 * ``POST /documents`` (form ``title``, ``body``, ``public``, ``locked``, ``csrf_token``):
   needs ``documents:create``; answers 303 to ``/documents/{id}``.
-* ``GET /documents/{id}``: the document, or 403 with the policy's reason.
+* ``GET /documents/{id}``: the document, or 403 with the policy's reason; a missing document
+  answers that same 403 to whoever may not read it (its existence stays hidden), 404 to the
+  others.
 * ``POST /documents/{id}`` (form ``body``, ``csrf_token``): needs ``documents:write`` on that
   document as the table holds it (its owner and lock are the row's, never the form's).
 * ``GET /admin/roles``: each user with their role; ``POST /admin/roles`` (form ``username``,
@@ -23,6 +25,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bastion import normalize_username
 from bastion.authz.sqlalchemy import to_sqlalchemy
+from bastion.core.authz.subjects import Resource
 from bastion.demo.documents import BODY_MAX, DOCUMENTS, RESOURCE_TYPE, TITLE_MAX
 from bastion.engine.authz.record import ChangeKind
 from bastion.errors import Forbidden
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from bastion.demo.documents import Document
     from bastion.demo.users import User
 
-__all__ = ["ROLES", "AccessRoutes"]
+__all__ = ["NOBODY", "ROLES", "AccessRoutes", "unseen"]
 
 ROLES: Final = ("user", "moderator", "admin")
 """The roles an admin can give; ``user`` is also what a demotion sets."""
@@ -45,6 +48,27 @@ ROLES: Final = ("user", "moderator", "admin")
 def role_of(roles: frozenset[str]) -> str:
     """The highest of the demo's roles in ``roles`` (``user`` when none)."""
     return next((role for role in reversed(ROLES) if role in roles), "user")
+
+
+NOBODY: Final = " "
+"""The owner of :func:`unseen` documents: text (a ``None`` owner would make the owner rule a
+``condition_error``, not the ``condition_failed`` of another user's document) that no account
+can have (user names are trimmed)."""
+
+
+def unseen(raw_id: str) -> Resource | None:
+    """What the policy checks for a document number with no row: a private, unlocked
+    document of :data:`NOBODY`, so that it is refused exactly as another user's private one
+    is. ``None`` for a path segment that is not a document number (the same rule as
+    :meth:`~bastion.demo.documents.DocumentTable.find`): no row could ever be there."""
+    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
+        return None
+    return Resource(
+        type=RESOURCE_TYPE,
+        id=str(int(raw_id)),
+        owner=NOBODY,
+        attributes={"owner_id": NOBODY, "public": False, "locked": False},
+    )
 
 
 def _flag(value: object) -> bool:
@@ -108,21 +132,30 @@ class AccessRoutes:
         return RedirectResponse(f"/documents/{document_id}", status_code=303)
 
     async def document(self, request: Request) -> Response:
+        """``GET``/``POST /documents/{id}``. Whether a document exists is itself something to
+        read: a number with no row is checked as :func:`unseen` (a private document of
+        nobody), so a user who may not read a document gets the same 403, reason and page
+        whether it exists or not; only a user who could read it learns that it is missing
+        (404). A path segment that cannot name a document at all is a 404 for everyone."""
         demo = self._demo
         user = await demo.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        document = await demo.documents.find(request.path_params["document_id"])
-        if document is None:
+        raw_id = request.path_params["document_id"]
+        document = await demo.documents.find(raw_id)
+        resource = document.resource() if document is not None else unseen(raw_id)
+        if resource is None:
             return demo.error_page(request, user, 404, "There is no such document.")
         authz = demo.runtime.authz
         subject = await authz.subject_for(user.username)
-        resource = document.resource()
-        if request.method == "POST":
-            return await self._edit(request, user, subject, document)
-        decision = await authz.check(subject, "documents:read", resource)
+        client = request.client.host if request.client else None
+        decision = await authz.check(subject, "documents:read", resource, client_ip=client)
         if not decision:
             return self._refused(request, user, decision)
+        if document is None:
+            return demo.error_page(request, user, 404, "There is no such document.")
+        if request.method == "POST":
+            return await self._edit(request, user, subject, document)
         may_write = authz.engine.allows(subject, resource, "documents:write")  # a hint only
         return demo.page(request, "document.html", user, document=document, may_write=may_write)
 

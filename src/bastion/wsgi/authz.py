@@ -11,6 +11,7 @@ goes in ``environ["bastion.authz"]``, the loaded subject in ``environ["bastion.a
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.authz.service import (
@@ -20,13 +21,15 @@ from bastion.authz.service import (
     SUBJECT_KEY,
     RequestUser,
 )
-from bastion.core.authz.routes import RouteKind
+from bastion.core.authz.routes import FORM_METHOD_FIELD, FORM_SCAN_BYTES, RouteKind
+from bastion.core.csrf.forms import FormTokenScanner, ScanStatus
 from bastion.core.refusal import refusal_body
 from bastion.core.request import OVERRIDE_HEADERS, wsgi_path
 from bastion.core.tokens.principal import Principal
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.wsgi._http import send_refusal
+from bastion.wsgi.csrf import _CHUNK, _content_length, _Replay
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -42,6 +45,7 @@ __all__ = [
     "ShareAuthorizer",
     "authorizer_of",
     "environ_user",
+    "form_override",
     "refusal_parts",
     "request_subject",
     "route_refusal",
@@ -114,6 +118,32 @@ def _client(environ: Mapping[str, Any], proxies: TrustedProxies | None) -> str |
     return None if address is None else str(address)
 
 
+def form_override(environ: Environ) -> str | None:
+    """The ``_method`` field of a urlencoded or multipart body (what an app's override
+    middleware would read from a form), or ``None``; at most
+    :data:`~bastion.core.authz.routes.FORM_SCAN_BYTES` are read, and ``wsgi.input`` is replaced by a
+    stream that gives the app those bytes again, then the rest."""
+    scanner = FormTokenScanner.for_content_type(
+        environ.get("CONTENT_TYPE"), field=FORM_METHOD_FIELD, max_bytes=FORM_SCAN_BYTES
+    )
+    if not isinstance(scanner, FormTokenScanner):
+        return None
+    stream = environ["wsgi.input"]
+    remaining = _content_length(environ)
+    chunks: list[bytes] = []
+    status = ScanStatus.MORE
+    while status is ScanStatus.MORE:
+        size = _CHUNK if remaining is None else min(_CHUNK, remaining)
+        chunk = stream.read(size) if size > 0 else b""
+        if remaining is not None:
+            remaining -= len(chunk)
+        chunks.append(chunk)
+        status = scanner.feed(chunk, more=bool(chunk) and (remaining is None or remaining > 0))
+    environ["wsgi.input"] = io.BufferedReader(_Replay(b"".join(chunks), stream, remaining))
+    found = scanner.token if status is ScanStatus.FOUND else None
+    return None if found is None else found.decode("utf-8", "replace")
+
+
 def route_refusal(
     authorizer: Authorizer,
     environ: Environ,
@@ -132,7 +162,7 @@ def route_refusal(
         method,
         path,
         raw_path=raw if isinstance(raw, str) else None,
-        override_headers=[environ.get(name) for name in _OVERRIDES],
+        override_headers=[*(environ.get(name) for name in _OVERRIDES), form_override(environ)],
         query=environ.get("QUERY_STRING") or "",
     )
     if outcome.kind is RouteKind.PUBLIC:

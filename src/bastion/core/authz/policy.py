@@ -305,6 +305,15 @@ class Policy:
             self._plans[(action, resource_type)] = plan
         return plan
 
+    def subject_only(self, action: str) -> bool:
+        """Whether a type-level check of ``action`` (no resource) reads nothing but the
+        subject: no rule with a condition covers it, so the decision is the same for every
+        request of one subject (its roles, grants and denies). The facade keeps such a
+        passing decision beside the subject it read from the store (keyed by the record's
+        bytes, so a demotion or a deny reaches the next request)."""
+        plan = self._plan(action, None)
+        return all(rule.condition is None for rule in (*plan.denies, *plan.allows))
+
     def rules_for(
         self, required: Permission
     ) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:

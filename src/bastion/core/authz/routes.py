@@ -31,8 +31,14 @@ Methods. ``HEAD`` is also read as ``GET`` (frameworks run the ``GET`` view for i
 for ``GET`` always covers ``HEAD``. A method-override header (``X-HTTP-Method-Override``,
 ``X-HTTP-Method``, ``X-Method-Override``) or a ``_method`` query parameter is refused (``400
 authz_method_override``): a middleware further in could turn the ``POST`` the table allowed
-into a ``DELETE``. With ``method_override=True`` the request is instead checked as its own
-method and as every method it asks for.
+into a ``DELETE``. So is a ``_method`` field (:data:`FORM_METHOD_FIELD`) in a urlencoded or
+multipart body, which the adapters read (the first MiB; then they replay the body to the app)
+and pass as one more override value: an app's own override middleware may read the form as
+well as the query. With ``method_override=True`` the request is instead checked as its own
+method and as every method it asks for (of a form, the first ``_method`` field).
+
+Danger: a ``_method`` field beyond the first MiB of a form body is not seen; an app that
+honours ``_method`` in large bodies must check the method it ends up with itself.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ANY_METHOD",
     "BAD_PATH",
+    "FORM_METHOD_FIELD",
+    "FORM_SCAN_BYTES",
     "METHOD_OVERRIDE",
     "NO_ROUTE_RULE",
     "UNAUTHENTICATED",
@@ -74,6 +82,11 @@ __all__ = [
 ANY_METHOD: Final = "*"
 
 BAD_PATH: Final = Refusal("authz_bad_path", "Bad Request: the path is not in normal form.\n")
+FORM_METHOD_FIELD: Final = "_method"
+"""The form field that asks for another method (as the ``_method`` query parameter does)."""
+FORM_SCAN_BYTES: Final = 1024 * 1024
+"""How much of a form body the adapters read looking for :data:`FORM_METHOD_FIELD` (CSRF's
+default ``max_body_bytes``); the rest streams to the app unread."""
 METHOD_OVERRIDE: Final = Refusal(
     "authz_method_override", "Bad Request: method override is not accepted here.\n"
 )

@@ -14,25 +14,30 @@ Both refusals emit ``authz_fail`` and touch no store.
 
 The permission version travels with the credential: the facade writes it into the session at
 login (``session["_authz_v"]``) and Tokens puts it in the access token (claim ``pv``). Per
-request the facade calls :meth:`Assignments.current` with the carried version, which reads the
-record (one ``get``) and always answers with the store's roles, so a demotion counts on the
-next request. For a bearer request the read rides in the deny-list check's ``MGET``
+request the facade reads the record (:meth:`Assignments.raw`, one ``get``) and checks it with
+the carried version (:meth:`Assignments.current_from`), always answering with the store's
+roles, so a demotion counts on the next request (:meth:`Assignments.current` does both). For
+a bearer request the read can ride in the deny-list check's ``MGET``
 (:meth:`~bastion.engine.tokens.revocation.Revocations.check_and_read` with
 :func:`~bastion.engine.authz.record.assignment_key`), and :meth:`Assignments.current_from`
-parses what it read: no extra round trip. A carried version above the store's means the store
-lost writes (a restore from an old backup, a failover to a lagging replica), which may have
-undone a demotion: that is :class:`~bastion.errors.StoreCorrupt`, never the older roles.
+parses what it read: no extra round trip (the bearer layer does not hand that read on yet).
+A carried version above the store's means the store lost writes (a restore from an old
+backup, a failover to a lagging replica), which may have undone a demotion: that is
+:class:`~bastion.errors.StoreCorrupt`, never the older roles.
 
 Audit events (identifiers hashed by the :class:`~bastion.core.audit.Auditor`): ``user`` is the
 actor; details ``target`` (the changed user, hashed with the same key and kind as ``user``),
 ``change`` (a :class:`~bastion.engine.authz.record.ChangeKind`), ``value`` (the roles or
 permission), ``tenant``, ``old_version``, ``new_version``, and for role changes
 ``roles_before``/``roles_after``. Refusals: ``authz_fail`` with ``reason`` ``self_grant`` or
-``not_administrator``.
+``not_administrator``, and ``changed_meanwhile`` (with ``undone``) for a change whose actor
+lost the right to it while it was made (:meth:`Assignments.change_flow`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
@@ -78,6 +83,8 @@ _ROLE_KINDS: Final = frozenset(
 )
 _T = TypeVar("_T")
 _Landed = tuple["Assignment", "Assignment | None"]
+StillAllowed = Callable[["Assignment", "Assignment"], bool]
+"""``still_allowed(actor_now, target_before)`` of :meth:`Assignments.change_flow`."""
 
 
 def check_carried(carried: object) -> int | None:
@@ -105,7 +112,16 @@ class Assignments(NamedChanges):
     (memory) the async methods run them inline too.
     """
 
-    __slots__ = ("_auditor", "_clock", "_inline", "_known", "_parsed", "_store", "_sync")
+    __slots__ = (
+        "_auditor",
+        "_clock",
+        "_inline",
+        "_keys",
+        "_known",
+        "_parsed",
+        "_store",
+        "_sync",
+    )
 
     def __init__(
         self,
@@ -132,6 +148,7 @@ class Assignments(NamedChanges):
         self._clock = clock
         self._known: frozenset[str] | None = known_roles
         self._parsed: dict[bytes, Assignment] = {}
+        self._keys: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Assignments(store={self._store!r})"
@@ -151,6 +168,35 @@ class Assignments(NamedChanges):
             self._parsed[raw] = found
         return found
 
+    def key(self, user_id: str) -> str:
+        """:func:`~bastion.engine.authz.record.assignment_key`, kept per user id (it checks
+        the id and escapes it on every call; a request's check needs it every time)."""
+        key = self._keys.get(user_id)
+        if key is None:
+            key = assignment_key(user_id)
+            if len(self._keys) >= _CACHE:
+                self._keys.clear()
+            self._keys[user_id] = key
+        return key
+
+    @property
+    def inline(self) -> bool:
+        """Whether the store's reads never block (a memory store): :meth:`raw_sync` may then
+        run on the event loop, with no await."""
+        return self._inline is not None
+
+    async def raw(self, user_id: str) -> bytes | None:
+        """``user_id``'s record as stored (one ``get``; ``None`` for no record): the
+        per-request read, parsed (and kept) by the caller with :meth:`current_from`."""
+        if self._inline is not None:
+            return self._inline.get(self.key(user_id))
+        return await self._store.get(self.key(user_id))
+
+    def raw_sync(self, user_id: str) -> bytes | None:
+        """:meth:`raw` on the store's synchronous side."""
+        sync = self._inline or require_sync(self._sync, self._store)
+        return sync.get(self.key(user_id))
+
     def current_from(self, raw: bytes | None, carried: int | None) -> Assignment:
         """The per-request answer from a record read elsewhere (the bearer check's ``MGET``):
         the store's assignment, whatever ``carried`` says, unless ``carried`` (the session's
@@ -167,7 +213,7 @@ class Assignments(NamedChanges):
 
     def load_flow(self, user_id: str) -> Flow[Assignment]:
         """Read ``user_id``'s assignment (one ``get``)."""
-        return self.parse((yield Get(assignment_key(user_id))))
+        return self.parse((yield Get(self.key(user_id))))
 
     def load_many_flow(self, user_ids: Sequence[str]) -> Flow[list[Assignment]]:
         """Read several users' assignments, :data:`~bastion.stores.base.MAX_GET_MANY` per
@@ -183,7 +229,7 @@ class Assignments(NamedChanges):
     def current_flow(self, user_id: str, carried: int | None) -> Flow[Assignment]:
         """:meth:`current_from` on a fresh read of ``user_id``'s record (one ``get``)."""
         check_carried(carried)
-        return self.current_from((yield Get(assignment_key(user_id))), carried)
+        return self.current_from((yield Get(self.key(user_id))), carried)
 
     # -- changing --------------------------------------------------------------------------
 
@@ -225,10 +271,22 @@ class Assignments(NamedChanges):
         tenant: str | None = None,
         may_administer: bool,
         client_ip: str | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> Flow[Assignment]:
         """Apply one change to ``user_id``'s assignment on behalf of ``actor`` and return the
         assignment afterwards. Refusals (input, self-grant, not an administrator) come before
-        any store command; the write is a bounded compare-and-set loop."""
+        any store command; the write is a bounded compare-and-set loop.
+
+        ``still_allowed(actor_now, target_before)``, when given, is asked once the write has
+        landed, with the actor's record read after it and the target's as it was before it:
+        ``False`` means the actor lost the right to make this change meanwhile (another
+        administrator demoted them while their own check was under way), and the change is
+        undone (:meth:`_undo`), audited ``authz_fail`` reason ``changed_meanwhile``, and
+        refused with :class:`~bastion.errors.Forbidden`. Why a read after the write is
+        enough: of two administrators changing each other, each writes the other's record
+        and then reads their own, so at least one of them reads the other's write (each store
+        command is atomic and seen in one order); no two such changes both stand, and the
+        last administrator cannot be removed by crossing demotions."""
         check_user_id(actor, setting="actor")
         check_user_id(user_id)
         if type(may_administer) is not bool:
@@ -263,10 +321,31 @@ class Assignments(NamedChanges):
                 return Done(result=(old, None))
             return Write(encode_assignment(new), result=(old, new))
 
-        key = assignment_key(user_id)
+        key = self.key(user_id)
         old, new = yield from update(key, step, what="a user's role assignment")
         if new is None:
             return old
+        if still_allowed is not None and not still_allowed(
+            self.parse((yield Get(self.key(actor)))), old
+        ):
+            undone = yield from self._undo(key, new, old, at)
+            self._auditor.emit(
+                EventName.AUTHZ_FAIL,
+                outcome=Outcome.BLOCKED,
+                user=actor,
+                client_ip=client_ip,
+                details={
+                    "reason": "changed_meanwhile",
+                    "change": str(kind),
+                    "target": self._digest(user_id),
+                    "undone": "yes" if undone else "no: changed again since",
+                },
+            )
+            raise Forbidden(
+                "the actor's own roles changed while this change was being made and no longer "
+                "allow it; it was undone",
+                decision=None,
+            )
         details: dict[str, str | int | None] = {
             "target": self._digest(user_id),
             "change": str(kind),
@@ -286,6 +365,20 @@ class Assignments(NamedChanges):
             details=details,
         )
         return new
+
+    def _undo(self, key: str, written: Assignment, before: Assignment, at: float) -> Flow[bool]:
+        """Put ``before``'s roles, grants and denies back under a new version, if the record
+        still holds what this change ``written``; ``False`` (nothing written) when another
+        change came after it, which stands: its actor's own check passed after ours."""
+        mine = encode_assignment(written)
+        restored = replace(before, version=written.version + 1, changed_at=float(at))
+
+        def step(_key: str, raw: bytes | None) -> Write[bool] | Done[bool]:
+            if raw != mine:
+                return Done(result=False)
+            return Write(encode_assignment(restored), result=True)
+
+        return (yield from update(key, step, what="a user's role assignment (an undo)"))
 
     # -- drivers ---------------------------------------------------------------------------
 
@@ -324,6 +417,7 @@ class Assignments(NamedChanges):
         tenant: str | None = None,
         may_administer: bool,
         client_ip: str | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> Assignment:
         """Run :meth:`change_flow`; the named methods below are its usual forms."""
         flow = self.change_flow(
@@ -334,6 +428,7 @@ class Assignments(NamedChanges):
             tenant=tenant,
             may_administer=may_administer,
             client_ip=client_ip,
+            still_allowed=still_allowed,
         )
         return await self._run(flow)
 
@@ -365,6 +460,7 @@ class Assignments(NamedChanges):
         tenant: str | None = None,
         may_administer: bool,
         client_ip: str | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> Assignment:
         """:meth:`change` on the store's synchronous side."""
         flow = self.change_flow(
@@ -375,5 +471,6 @@ class Assignments(NamedChanges):
             tenant=tenant,
             may_administer=may_administer,
             client_ip=client_ip,
+            still_allowed=still_allowed,
         )
         return self._run_sync(flow)
