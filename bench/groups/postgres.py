@@ -125,11 +125,11 @@ async def _cases(options: Options) -> AsyncIterator[list[Case]]:
         for op, call in ours.items():
             await _one_statement_each(f"bastion {op}", call)
         cases: list[Case] = []
-        for op in ours:
+        for op, call in ours.items():
             base = f"postgres {op}: raw psycopg"
             cases += [
                 async_case(base, raws[op]),
-                async_case(f"postgres {op}: bastion", ours[op], baseline=base),
+                async_case(f"postgres {op}: bastion", call, baseline=base),
             ]
         yield cases
 
