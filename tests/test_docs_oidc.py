@@ -1,15 +1,18 @@
 """docs/oidc.md's examples run, against the real local provider: its python blocks in order in
 one namespace (the issuer of the page swapped for the local provider's, the client registered
 there as ``my-app``), then a sign-in through each of the page's Starlette, FastAPI and Flask
-apps; and its refusal table is the code's (every reason, with its status)."""
+apps, a sign-out through the FastAPI and Flask apps' sign-out forms (RP-initiated logout), and
+a sign-in through the tokens-mode app; and its refusal table is the code's (every reason, with
+its status)."""
 
 from __future__ import annotations
 
+import html
 import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -83,6 +86,31 @@ def _sign_ins(get: Callable[[str], tuple[int, dict[str, str], str]], base: str) 
     assert '"error": "next_refused"' in body
 
 
+def _sign_out(
+    get: Callable[[str], tuple[int, dict[str, str], str]],
+    post: Callable[[str, dict[str, str]], tuple[int, dict[str, str], str]],
+    base: str,
+    issuer: str,
+) -> None:
+    """Alice signs in, a POST without the form's CSRF token is refused and keeps her signed
+    in, the form's POST signs her out and sends her to the provider with her ID token."""
+    status, headers, _ = get("/auth/google/login")
+    status, headers, _ = get(_at_provider(headers["location"], ALICE, base))
+    assert get("/account")[2] == "signed in as u1"
+    status, _headers, body = post("/auth/google/logout", {})
+    assert (status, '"error": "csrf_failed"' in body) == (403, True)
+    assert get("/account")[2] == "signed in as u1"
+    form = get("/sign-out")[2]
+    match = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert match is not None
+    status, headers, _ = post("/auth/google/logout", {"csrf_token": html.unescape(match[1])})
+    assert status == 303
+    target = urlsplit(headers["location"])
+    assert f"{target.scheme}://{target.netloc}{target.path}".startswith(issuer)
+    assert parse_qs(target.query)["id_token_hint"][0].count(".") == 2
+    assert get("/account")[2] == "signed in as None"
+
+
 def test_the_python_blocks_run_and_each_app_signs_in(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -92,14 +120,16 @@ def test_the_python_blocks_run_and_each_app_signs_in(
     monkeypatch.chdir(tmp_path)  # the page's sqlite:///app.db
     assert my_app.client_secret is not None
     monkeypatch.setenv("GOOGLE_CLIENT_SECRET", my_app.client_secret)
+    monkeypatch.setenv("GITHUB_CLIENT_SECRET", "not-used-here")
     blocks = _blocks("python")
-    assert len(blocks) == 6
+    assert len(blocks) == 10
     assert ISSUER_ON_THE_PAGE in blocks[0]
     blocks[0] = blocks[0].replace(ISSUER_ON_THE_PAGE, oidc_provider.issuer)
     namespace: dict[str, Any] = {"__name__": "docs_oidc"}
     for number, block in enumerate(blocks):
         exec(compile(block, f"docs/oidc.md block {number}", "exec"), namespace)
-    runtime = namespace["runtime"]
+    runtime, api_runtime = namespace["runtime"], namespace["api_runtime"]
+    issuer = oidc_provider.issuer
     try:
         for app in (namespace["app"], namespace["api"]):
             with TestClient(app, base_url="https://testserver") as client:
@@ -108,7 +138,15 @@ def test_the_python_blocks_run_and_each_app_signs_in(
                     response = client.get(path, headers=JSON, follow_redirects=False)
                     return response.status_code, dict(response.headers), response.text
 
+                def post(
+                    path: str, form: dict[str, str], client: TestClient = client
+                ) -> tuple[int, dict[str, str], str]:
+                    response = client.post(path, data=form, headers=JSON, follow_redirects=False)
+                    return response.status_code, dict(response.headers), response.text
+
                 _sign_ins(get, "https://testserver")
+                if app is namespace["api"]:
+                    _sign_out(get, post, "https://testserver", issuer)
 
         flask_client = namespace["flask_app"].test_client()
 
@@ -117,9 +155,31 @@ def test_the_python_blocks_run_and_each_app_signs_in(
             headers = {name.lower(): value for name, value in response.headers.items()}
             return response.status_code, headers, response.get_data(as_text=True)
 
+        def flask_post(path: str, form: dict[str, str]) -> tuple[int, dict[str, str], str]:
+            response = flask_client.post(
+                path, data=form, headers=JSON, base_url="https://localhost"
+            )
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            return response.status_code, headers, response.get_data(as_text=True)
+
         _sign_ins(flask_get, "https://localhost")
+        _sign_out(flask_get, flask_post, "https://localhost", issuer)
+
+        with TestClient(namespace["token_app"], base_url="https://testserver") as client:
+            login = client.get("/auth/google/login", follow_redirects=False)
+            answer = client.get(
+                _at_provider(login.headers["location"], ALICE, "https://testserver"),
+                follow_redirects=False,
+            )
+            assert answer.status_code == 200
+            assert answer.headers["cache-control"] == "no-store"
+            tokens = answer.json()
+            assert (tokens["token_type"], tokens["scope"]) == ("Bearer", "read")
+            assert tokens["access_token"]
+            assert tokens["refresh_token"]
     finally:
         runtime.close()
+        api_runtime.close()
     assert set(namespace["identities"].values()) == {"u1"}  # mallory was never linked
 
 

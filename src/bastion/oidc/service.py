@@ -314,7 +314,7 @@ class OIDC:
         the token service adds ``authn_token_created``). No session is logged in."""
         issuer = self._token_issuer()
         pair = await issuer.issue(
-            str(user_id),
+            _user_text(user_id),
             scopes=self._policy.token_scopes,
             client_id=f"oidc:{identity.provider}",
             authenticated_at=self._clock.now(),
@@ -326,7 +326,7 @@ class OIDC:
         """:meth:`issue_tokens` for synchronous code (the store's sync side, no event loop)."""
         issuer = self._token_issuer()
         pair = issuer.issue_sync(
-            str(user_id),
+            _user_text(user_id),
             scopes=self._policy.token_scopes,
             client_id=f"oidc:{identity.provider}",
             authenticated_at=self._clock.now(),
@@ -416,6 +416,18 @@ class OIDC:
             self._bridge.stop()
         else:
             asyncio.run(self.aclose())
+
+
+def _user_text(user_id: object) -> str:
+    """``user_id`` as the tokens' subject, under the rule of ``session.login()``: a hook that
+    returns ``True``, ``""`` or an object is a bug in both modes, never a token for ``"True"``
+    (tokens mode) where session mode refuses."""
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+        raise ConfigurationError(
+            "the account hook must return a non-empty str or int user id (or None)",
+            setting="on_identity",
+        )
+    return str(user_id)
 
 
 def usable_callback(url: str) -> str | None:

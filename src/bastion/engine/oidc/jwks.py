@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import weakref
 from typing import TYPE_CHECKING, Final
 
 import httpx
@@ -52,6 +54,7 @@ __all__ = [
 
 DEFAULT_REFRESH_INTERVAL: Final = 60.0
 DEFAULT_METADATA_TTL: Final = 3600.0
+_LOCKS_GUARD: Final = threading.Lock()  # the per-loop lock table, across loop threads
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_MAX_BYTES: Final = 512 * 1024
 
@@ -144,7 +147,7 @@ class ProviderKeys:
         "_http",
         "_issuer",
         "_keys",
-        "_lock",
+        "_locks",
         "_max_bytes",
         "_metadata",
         "_metadata_at",
@@ -177,10 +180,24 @@ class ProviderKeys:
         self._max_bytes = int(max_bytes)
         self._keys: list[tuple[str | None, str | None, PublicKey]] | None = None
         self._fetched_keys_at = float("-inf")
-        self._lock = asyncio.Lock()
+        # One lock per event loop: an asyncio.Lock binds to the first loop it is contended on,
+        # and one service may serve several (the Flask blueprint's loop thread beside an ASGI
+        # server, one test client after another); a shared lock then raised RuntimeError.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"ProviderKeys(issuer={self._issuer!r})"
+
+    def _lock(self) -> asyncio.Lock:
+        """The running loop's lock (made on its first use there; see ``__init__``)."""
+        loop = asyncio.get_running_loop()
+        with _LOCKS_GUARD:
+            lock = self._locks.get(loop)
+            if lock is None:
+                lock = self._locks[loop] = asyncio.Lock()
+        return lock
 
     async def metadata(self) -> ProviderMetadata:
         """The checked discovery document (cached; see the module docstring)."""
@@ -188,7 +205,7 @@ class ProviderKeys:
         cached = self._metadata
         if cached is not None and (self._fixed or now - self._metadata_at < self._metadata_ttl):
             return cached
-        async with self._lock:
+        async with self._lock():
             if self._metadata is not None and self._metadata is not cached:
                 return self._metadata
             document = await fetch_json(
@@ -209,7 +226,7 @@ class ProviderKeys:
                 f"{self._issuer}: no jwks_uri, so no ID token can be verified", setting="jwks_uri"
             )
         jwks_uri = metadata.jwks_uri
-        async with self._lock:
+        async with self._lock():
             if self._clock.now() - self._fetched_keys_at < self._refresh_interval:
                 return  # refreshed just now, by this or a parallel caller
             self._fetched_keys_at = self._clock.now()
