@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.core.environment import read_setting
 from bastion.errors import BastionError
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def node_binary() -> Path:
 
 
 def _cache_root() -> Path:
-    given = os.environ.get(CACHE_SETTING, "").strip()
+    given = (read_setting(CACHE_SETTING) or "").strip()
     return Path(given) if given else Path.home() / ".cache" / "bastion" / "oidc-provider"
 
 
@@ -130,8 +131,7 @@ def install(package: Path = PROVIDER_DIR, cache: Path | None = None) -> Path:
     root = cache / hashlib.sha256(lock).hexdigest()[:16]
     if (root / _ENTRY).is_file():
         return root / "node_modules"
-    wheel = _wheel_root()
-    npm = wheel / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    npm = _wheel_root() / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
     node = node_binary()
     log.info("installing the local OpenID provider into %s (npm ci, first start only)", root)
     try:
@@ -142,13 +142,11 @@ def install(package: Path = PROVIDER_DIR, cache: Path | None = None) -> Path:
     try:
         for name in ("package.json", "package-lock.json"):
             shutil.copyfile(package / name, scratch / name)
-        # npm runs its tools through the node on PATH: the pinned one first.
-        env = {**os.environ, "PATH": f"{wheel / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-        try:
+        try:  # --ignore-scripts: no package script runs (nor needs a node on PATH)
             done = subprocess.run(  # noqa: S603 (fixed arguments: the pinned node and npm)
                 [str(node), str(npm), "ci", "--ignore-scripts", "--no-audit", "--no-fund",
                  "--loglevel=error", "--prefix", str(scratch)],
-                capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=env, check=False,
+                capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise LocalProviderError(
@@ -229,6 +227,7 @@ class LocalProvider:
             "modules": str(modules),
             "issuer": self.issuer,
             "fd": fd,
+            "exit_with_stdin": True,  # ends with the demo, even a killed one (provider.mjs)
             "port_file": str(port_file),
             # The admin endpoint is for tests; the demo never calls it, nobody knows the token.
             "admin_token": secrets.token_urlsafe(32),
@@ -268,10 +267,9 @@ class LocalProvider:
                     [str(node), str(PROVIDER_DIR / "provider.mjs"), str(config_path)],
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,  # closed by stop() or by this process's end
                     pass_fds=(listener.fileno(),),
                     start_new_session=True,  # its own process group, ended whole by stop()
-                    env={**os.environ, "NODE_ENV": "development"},
                 )
         except OSError as exc:
             listener.close()
@@ -308,6 +306,9 @@ class LocalProvider:
         """End the Node process group and remove the configuration (idempotent)."""
         process, self._process = self._process, None
         if process is not None:
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)

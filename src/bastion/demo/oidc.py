@@ -136,20 +136,39 @@ def _base_name(identity: Identity) -> str:
 def oidc_mount(demo: DemoApp) -> Mount:
     """``/auth``: bastion's login and callback routes over ``demo.runtime.oidc``.
 
-    The callback is wrapped once: after a successful sign-in (``303``) the session gets the
-    user's permission version (``runtime.authz.stamp``), as the password login does."""
+    Each is wrapped once. After a successful sign-in (``303``) the session gets the user's
+    permission version (``runtime.authz.stamp``), as the password login does. A refusal meant
+    for a person (bastion's plain-text answer, not the JSON one a program asked for) becomes
+    the demo's error page with the same status, message and ``Retry-After``."""
     login, callback = oidc_routes(demo.runtime.oidc, on_identity=ProviderAccounts(demo))
-    complete = callback.endpoint
+    begin, complete = login.endpoint, callback.endpoint
 
-    async def stamped(request: Request) -> Response:
+    async def begin_page(request: Request) -> Response:
+        return _as_page(demo, request, await begin(request))
+
+    async def complete_page(request: Request) -> Response:
         response: Response = await complete(request)
         if response.status_code == 303:
             session = get_session(request)
             if session.user_id is not None:
                 await demo.runtime.authz.stamp(session, str(session.user_id))
-        return response
+        return _as_page(demo, request, response)
 
     return Mount(
         "/auth",
-        routes=[login, Route(callback.path, stamped, methods=["GET"], name=callback.name)],
+        routes=[
+            Route(login.path, begin_page, methods=["GET"], name=login.name),
+            Route(callback.path, complete_page, methods=["GET"], name=callback.name),
+        ],
     )
+
+
+def _as_page(demo: DemoApp, request: Request, response: Response) -> Response:
+    if response.status_code < 400 or not (response.media_type or "").startswith("text/plain"):
+        return response
+    message = bytes(response.body).decode("utf-8", "replace")
+    page = demo.error_page(
+        request, None, response.status_code, message, response.headers.get("retry-after")
+    )
+    page.headers["cache-control"] = "no-store"
+    return page

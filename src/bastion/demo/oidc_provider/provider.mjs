@@ -160,3 +160,10 @@ function stop() {
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// `exit_with_stdin`: the parent (bastion demo) holds the other end of stdin; when it ends, even
+// killed, the pipe closes and the provider goes with it instead of holding its port.
+if (config.exit_with_stdin) {
+  process.stdin.on('end', stop);
+  process.stdin.on('error', stop);
+  process.stdin.resume();
+}
