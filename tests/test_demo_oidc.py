@@ -43,6 +43,7 @@ from bastion.demo.local_provider import (
     ProviderAccount,
 )
 from bastion.demo.oidc import ProviderAccounts, link_key
+from bastion.errors import ConfigurationError
 from bastion.oidc import Identity, Provider
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
@@ -475,3 +476,11 @@ async def test_a_provider_that_is_down_is_the_demos_503_page() -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert 'id="retry-after"' in page.text
     assert (program.status_code, program.json()["error"]) == (503, "provider_unavailable")
+
+
+def test_a_provider_account_needs_every_field() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        ProviderAccount(username="", password="p", email="e@example.com", name="E")
+    assert refused.value.setting == "local_provider.account.username"
+    assert "password" not in repr(ALICE)
+    assert ALICE.password not in repr(ALICE)

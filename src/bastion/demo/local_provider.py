@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.environment import read_setting
-from bastion.errors import BastionError
+from bastion.errors import BastionError, ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -82,6 +82,15 @@ class ProviderAccount:
     password: str = field(repr=False)
     email: str
     name: str
+
+    def __post_init__(self) -> None:
+        for setting in ("username", "password", "email", "name"):
+            value = getattr(self, setting)
+            if not isinstance(value, str) or not value.strip() or len(value) > 256:
+                raise ConfigurationError(
+                    f"the local provider's account {setting} must be 1-256 characters",
+                    setting=f"local_provider.account.{setting}",
+                )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -252,7 +261,10 @@ class LocalProvider:
         """Install (first use), bind, start Node, wait until discovery answers."""
         node = node_binary()
         modules = install()
-        listener = socket.create_server(("127.0.0.1", 0))
+        try:
+            listener = socket.create_server(("127.0.0.1", 0))
+        except OSError as exc:
+            raise LocalProviderError(f"cannot listen on 127.0.0.1: {exc}") from None
         try:
             self._port = listener.getsockname()[1]
             self._workdir = Path(tempfile.mkdtemp(prefix="bastion-demo-op."))  # mode 0700
