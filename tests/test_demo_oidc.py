@@ -484,3 +484,12 @@ def test_a_provider_account_needs_every_field() -> None:
     assert refused.value.setting == "local_provider.account.username"
     assert "password" not in repr(ALICE)
     assert ALICE.password not in repr(ALICE)
+
+
+def test_the_demos_provider_is_the_local_one() -> None:
+    other = Provider(
+        name="google", issuer="https://accounts.example", client_id="x", client_secret="y"
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        DemoApp(MemoryStore(), production=False, oidc_provider=other)
+    assert refused.value.setting == "oidc_provider"

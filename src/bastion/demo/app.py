@@ -13,7 +13,7 @@ Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/l
 ``/account/totp``, ``/account/api-keys``, ``/api/me``, ``/admin``, ``/audit``; the token routes
 of :mod:`bastion.demo.tokens`; ``/documents``, ``/documents/{id}`` and ``/admin/roles`` of
 :mod:`bastion.demo.access` (authorization: roles ``user`` < ``moderator`` < ``admin``, kept in
-bastion's store, and the document policy of ``policy.toml``).  With a local OpenID provider
+bastion's store, and the document policy of ``policy.toml``). With a local OpenID provider
 (``bastion demo --oidc-provider``): ``/auth/local/login`` and ``/auth/local/callback`` of
 :mod:`bastion.demo.oidc`.
 
@@ -186,6 +186,11 @@ class DemoApp:
         self.token_routes = TokenRoutes(self)
         self.access = AccessRoutes(self)
         self.documents = DocumentTable(documents_url)
+        if oidc_provider is not None and oidc_provider.name != "local":
+            raise ConfigurationError(
+                "the demo's provider must be named 'local' (its routes are /auth/local/...)",
+                setting="oidc_provider",
+            )
         self.oidc_provider = oidc_provider
         self.config = demo_config(self, keyring=keyring, production=production)
         self.runtime = self.config.build()
