@@ -14,7 +14,10 @@ flow:
 :class:`ProviderAccounts` is the account hook: it maps the provider's ``(iss, sub)`` to a demo
 account, never the e-mail or the provider's user name, and creates the account on the first
 sign-in. A provider user called ``demo`` therefore gets a new account (``demo-3f9a1c``), not
-the seeded local ``demo``: a user name chosen at another site identifies nobody here.
+the seeded local ``demo``: a user name chosen at another site identifies nobody here. The
+local provider's issuer names its port, drawn at each start, so with a store that outlives the
+demo (the default SQLite file) each start's provider is another issuer and its ``alice`` another
+account, exactly as two providers' users would be.
 """
 
 from __future__ import annotations
