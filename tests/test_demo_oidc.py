@@ -27,9 +27,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import pytest_asyncio
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import node_tools
 import test_demo_cli as cli
+from bastion.asgi import load_session
+from bastion.authz.service import SESSION_VERSION_KEY
 from bastion.core.clock import FrozenClock
 from bastion.core.sessions import DEVELOPMENT_COOKIE_NAME
 from bastion.demo import PASSWORD_SETTING
@@ -53,6 +57,8 @@ from servers import server_process
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from starlette.requests import Request
 
 BASE = "http://127.0.0.1:8000"
 SEED = "correct horse battery staple for the demo"
@@ -202,6 +208,22 @@ async def test_sign_in_goes_to_account_with_a_new_session_id(app: DemoApp) -> No
     assert events(app, "authn_login_success") == [{"method": "oidc", "provider": "local"}]
     assert events(app, "user_created") == [{"method": "oidc", "provider": "local"}]
     assert await app.users.names() == ["admin", "alice", "demo"]
+
+
+@pytest.mark.asyncio
+async def test_the_session_carries_the_permission_version_after_sign_in(app: DemoApp) -> None:
+    """As the password login does (``runtime.authz.stamp``): the callback stamps the session."""
+
+    async def peek(request: Request) -> JSONResponse:
+        session = await load_session(request)
+        return JSONResponse({"user": session.user_id, "version": session.get(SESSION_VERSION_KEY)})
+
+    app.starlette.router.routes.append(Route("/_test/session", peek))
+    async with client_for(app) as client:
+        await client.get(at_provider(await begin(client)))
+        seen = (await client.get("/_test/session")).json()
+    assert seen == {"user": "alice", "version": await app.assignments.version("alice")}
+    assert seen["version"] is not None
 
 
 @pytest.mark.asyncio

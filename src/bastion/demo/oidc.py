@@ -137,33 +137,30 @@ def _base_name(identity: Identity) -> str:
 
 
 def oidc_mount(demo: DemoApp) -> Mount:
-    """``/auth``: bastion's login and callback routes over ``demo.runtime.oidc``.
+    """``/auth``: bastion's routes over ``demo.runtime.oidc`` (login, callback, and any route
+    bastion adds later), each wrapped once.
 
-    Each is wrapped once. After a successful sign-in (``303``) the session gets the user's
-    permission version (``runtime.authz.stamp``), as the password login does. A refusal meant
-    for a person (bastion's plain-text answer, not the JSON one a program asked for) becomes
-    the demo's error page with the same status, message and ``Retry-After``."""
-    login, callback = oidc_routes(demo.runtime.oidc, on_identity=ProviderAccounts(demo))
-    begin, complete = login.endpoint, callback.endpoint
+    After a successful sign-in (the callback's ``303``) the session gets the user's permission
+    version (``runtime.authz.stamp``), as the password login does. A refusal meant for a person
+    (bastion's plain-text answer, not the JSON one a program asked for) becomes the demo's
+    error page with the same status, message and ``Retry-After``."""
+    routes = oidc_routes(demo.runtime.oidc, on_identity=ProviderAccounts(demo))
+    return Mount("/auth", routes=[_wrapped(demo, route) for route in routes])
 
-    async def begin_page(request: Request) -> Response:
-        return _as_page(demo, request, await begin(request))
 
-    async def complete_page(request: Request) -> Response:
-        response: Response = await complete(request)
-        if response.status_code == 303:
+def _wrapped(demo: DemoApp, route: Route) -> Route:
+    endpoint = route.endpoint
+    stamps = route.name == "oidc_callback"
+
+    async def handle(request: Request) -> Response:
+        response: Response = await endpoint(request)
+        if stamps and response.status_code == 303:
             session = get_session(request)
             if session.user_id is not None:
                 await demo.runtime.authz.stamp(session, str(session.user_id))
         return _as_page(demo, request, response)
 
-    return Mount(
-        "/auth",
-        routes=[
-            Route(login.path, begin_page, methods=["GET"], name=login.name),
-            Route(callback.path, complete_page, methods=["GET"], name=callback.name),
-        ],
-    )
+    return Route(route.path, handle, methods=route.methods, name=route.name)
 
 
 def _as_page(demo: DemoApp, request: Request, response: Response) -> Response:
