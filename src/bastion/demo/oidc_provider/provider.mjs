@@ -1,15 +1,16 @@
-// The OpenID Provider of the OpenID Connect tests: panva's certified `oidc-provider`, configured
-// from a JSON file that tests/oidc_support.py writes (clients, signing keys, accounts, issuer).
+// The OpenID Provider of `bastion demo --oidc-provider` and of the OpenID Connect tests: panva's
+// certified `oidc-provider`, configured from a JSON file that bastion/demo/local_provider.py or
+// tests/oidc_support.py writes (clients, signing keys, accounts, issuer).
 //
 //   node provider.mjs <config.json>
 //
-// It listens on 127.0.0.1 only, on the port the config gives (0: any free port), and writes the
-// port it got to `port_file` once it accepts connections. The tests drive the provider's own
-// development login and consent pages (`devInteractions`) over HTTP; this file adds only what
-// those pages lack for a test: the password of a seeded account is checked on the login form
-// (the stock page accepts any login), and an admin endpoint registers a client at run time
-// (POST /_admin/clients with the config's admin token as a bearer token), so a test can use the
-// exact redirect URI of a server it started.
+// It listens on 127.0.0.1 only: on the port the config gives (0: any free port), or on the
+// listening socket `fd` it inherited; it writes the port it got to `port_file` once it accepts
+// connections. People (the demo) and tests use the provider's own development login and consent
+// pages (`devInteractions`); this file adds only what those pages lack: the password of a seeded
+// account is checked on the login form (the stock page accepts any login), and an admin endpoint
+// registers a client at run time (POST /_admin/clients with the config's admin token as a bearer
+// token), so a test can use the exact redirect URI of a server it started.
 
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -20,8 +21,8 @@ import * as querystring from 'node:querystring';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 
-// The package lives in a cache folder keyed by the lockfile's digest (tests/node_tools.py), not
-// beside this file: resolve it from there.
+// The package lives in a cache folder keyed by the lockfile's digest (tests/node_tools.py,
+// bastion/demo/local_provider.py), not beside this file: resolve it from there.
 const require = createRequire(`${config.modules}/`);
 const { default: Provider } = await import(pathToFileURL(require.resolve('oidc-provider')).href);
 
@@ -142,8 +143,11 @@ provider.use(async (ctx, next) => {
   await next();
 });
 
+// `fd`: a socket the parent process already bound and listens on (bastion demo), so the issuer
+// it names is known before Node starts and no other process can take the port meanwhile.
 const server = createServer(provider.callback());
-server.listen(config.port, '127.0.0.1', () => {
+const where = Number.isInteger(config.fd) ? { fd: config.fd } : { port: config.port, host: '127.0.0.1' };
+server.listen(where, () => {
   const { port } = server.address();
   const scratch = `${config.port_file}.tmp`;
   writeFileSync(scratch, String(port));
@@ -156,3 +160,10 @@ function stop() {
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// `exit_with_stdin`: the parent (bastion demo) holds the other end of stdin; when it ends, even
+// killed, the pipe closes and the provider goes with it instead of holding its port.
+if (config.exit_with_stdin) {
+  process.stdin.on('end', stop);
+  process.stdin.on('error', stop);
+  process.stdin.resume();
+}
