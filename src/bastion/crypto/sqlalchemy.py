@@ -36,17 +36,19 @@ loaded and their session commits.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy import event
+from sqlalchemy import event, orm
 from sqlalchemy.orm import Mapper, attributes, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from bastion.core.crypto.envelope import OVERHEAD_BYTES
 from bastion.core.crypto.errors import EncryptionFailed
 from bastion.crypto.service import Ciphertext
+from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BlindIndexSpec",
     "EncryptedString",
+    "EncryptionHooks",
     "blind_index_column",
     "ciphertext_length",
     "matches",
@@ -70,6 +73,8 @@ __all__ = [
 _INDEX_INFO: Final = "bastion.crypto.blind_index"
 _PENDING: Final = "bastion.crypto.pending"
 _PLACEHOLDER: Final = Ciphertext("")
+_HOOKS_ATTRIBUTE: Final = "__bastion_encryption__"
+_STALE: Final = "bastion.crypto.stale"
 
 
 def ciphertext_length(plaintext_bytes: int) -> int:
@@ -215,13 +220,13 @@ class _Hooks:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def on_load(self, target: object, _context: QueryContext) -> None:
-        self._decrypt(target, None)
+    def on_load(self, target: object, context: QueryContext) -> None:
+        self._decrypt(target, context, None)
 
-    def on_refresh(self, target: object, _context: QueryContext, attrs: Any) -> None:
-        self._decrypt(target, None if attrs is None else frozenset(attrs))
+    def on_refresh(self, target: object, context: QueryContext, attrs: Any) -> None:
+        self._decrypt(target, context, None if attrs is None else frozenset(attrs))
 
-    def _decrypt(self, target: object, only: frozenset[str] | None) -> None:
+    def _decrypt(self, target: object, context: QueryContext, only: frozenset[str] | None) -> None:
         state: InstanceState[Any] = sa.inspect(target)
         plan = self.plan(state.mapper)
         if plan is None:
@@ -239,7 +244,21 @@ class _Hooks:
             )
             attributes.set_committed_value(target, field.key, plain)
             if self.rotate_on_load and self.crypto.needs_rotation(token):
-                attributes.flag_modified(target, field.key)
+                # Marked now, flagged at commit: the loader commits the state after this
+                # event, which would undo a flag_modified made here.
+                state.info.setdefault(_STALE, set()).add(field.key)
+                context.session.info.setdefault(_STALE, weakref.WeakSet()).add(state)
+
+    def before_commit(self, session: orm.Session) -> None:
+        stale = session.info.pop(_STALE, None)
+        for state in stale or ():
+            keys = state.info.pop(_STALE, ())
+            target = state.obj()
+            if target is None or state.session_id != session.hash_key:
+                continue
+            for key in keys:
+                if key in state.dict:  # not expired since it was loaded
+                    attributes.flag_modified(target, key)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -334,18 +353,68 @@ class _Hooks:
 
 def use_encryption(
     base: type[Any], crypto: EncryptionService, *, rotate_on_load: bool = False
-) -> None:
+) -> EncryptionHooks:
     """Encrypt and decrypt the ``EncryptedString`` attributes of ``base`` and its subclasses
-    (a declarative base, or one mapped class) with ``crypto``.
+    (a declarative base, or one mapped class) with ``crypto``; the hooks, whose
+    :meth:`~EncryptionHooks.remove` takes them out again. Call it once per base: a second
+    call before ``remove()`` is refused (two sets of hooks would encrypt twice).
 
-    ``rotate_on_load``: a loaded row whose ciphertext uses an older key is marked changed, so
-    the session rewrites it under the current key when it flushes (lazy rotation; a session
-    that only reads and rolls back writes nothing).
+    ``rotate_on_load``: a loaded row whose ciphertext uses an older key is rewritten under the
+    current key when the session that loaded it commits (lazy rotation; a session that only
+    reads and rolls back, or closes without committing, writes nothing).
     """
-    hooks = _Hooks(crypto, rotate_on_load=rotate_on_load)
-    event.listen(base, "load", hooks.on_load, propagate=True)
-    event.listen(base, "refresh", hooks.on_refresh, propagate=True)
-    event.listen(base, "before_insert", hooks.before_insert, propagate=True)
-    event.listen(base, "before_update", hooks.before_update, propagate=True)
-    event.listen(base, "after_insert", hooks.after_write, propagate=True)
-    event.listen(base, "after_update", hooks.after_write, propagate=True)
+    if base.__dict__.get(_HOOKS_ATTRIBUTE) is not None:
+        raise ConfigurationError(
+            f"use_encryption() was already called for {base.__name__}; call remove() on the "
+            "hooks it returned first",
+            setting="crypto",
+        )
+    hooks = EncryptionHooks(base, _Hooks(crypto, rotate_on_load=rotate_on_load))
+    for name, handler in hooks.handlers():
+        event.listen(base, name, handler, propagate=True)
+    if rotate_on_load:
+        event.listen(orm.Session, "before_commit", hooks.hooks.before_commit)
+    setattr(base, _HOOKS_ATTRIBUTE, hooks)
+    return hooks
+
+
+class EncryptionHooks:
+    """The mapper events :func:`use_encryption` installed on one base."""
+
+    __slots__ = ("_base", "_hooks")
+
+    def __init__(self, base: type[Any], hooks: _Hooks) -> None:
+        self._base = base
+        self._hooks = hooks
+
+    @property
+    def crypto(self) -> EncryptionService:
+        return self._hooks.crypto
+
+    @property
+    def hooks(self) -> _Hooks:
+        return self._hooks
+
+    def handlers(self) -> tuple[tuple[str, Callable[..., None]], ...]:
+        hooks = self._hooks
+        return (
+            ("load", hooks.on_load),
+            ("refresh", hooks.on_refresh),
+            ("before_insert", hooks.before_insert),
+            ("before_update", hooks.before_update),
+            ("after_insert", hooks.after_write),
+            ("after_update", hooks.after_write),
+        )
+
+    def remove(self) -> None:
+        """Take the events out (the base's columns then hold ciphertexts again)."""
+        for name, handler in self.handlers():
+            if event.contains(self._base, name, handler):
+                event.remove(self._base, name, handler)
+        if event.contains(orm.Session, "before_commit", self._hooks.before_commit):
+            event.remove(orm.Session, "before_commit", self._hooks.before_commit)
+        if self._base.__dict__.get(_HOOKS_ATTRIBUTE) is self:
+            delattr(self._base, _HOOKS_ATTRIBUTE)
+
+    def __repr__(self) -> str:
+        return f"EncryptionHooks({self._base.__name__})"
