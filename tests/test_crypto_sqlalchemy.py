@@ -216,7 +216,7 @@ def test_a_key_chosen_by_the_app_costs_one_insert_an_autoincrement_key_two(db: E
     statements: list[str] = []
 
     def record(_conn: object, _cursor: object, sql: str, *_: object) -> None:
-        statements.append(sql.split()[0].upper())
+        statements.append(sql.split(maxsplit=1)[0].upper())
 
     sa.event.listen(db, "before_cursor_execute", record)
     try:
@@ -241,7 +241,10 @@ def test_composite_primary_keys_bind_every_part(db: Engine, sink: RecordingAudit
     crypto = make_service(NEW, sink=sink)
     with Encrypted(crypto), Session(db) as session:
         session.add_all(
-            [Membership(org="acme", member=1, note="one"), Membership(org="acme", member=2, note="two")]
+            [
+                Membership(org="acme", member=1, note="one"),
+                Membership(org="acme", member=2, note="two"),
+            ]
         )
         session.commit()
     raw(
@@ -371,10 +374,15 @@ def test_blind_index_search_and_it_survives_rotation(db: Engine) -> None:
             sa.select(Patient).where(matches(Patient.email_index, "ada@example.com", crypto))
         ).one()
         assert again.email == "Ada@Example.com"
-        assert session.scalars(
-            sa.select(Patient).where(matches(Patient.email_index, "eve@example.com", crypto))
-        ).all() == []
-    ids = [key_id_of(decode_text(r.email)) for r in raw(db, "SELECT email FROM patients ORDER BY id")]
+        assert (
+            session.scalars(
+                sa.select(Patient).where(matches(Patient.email_index, "eve@example.com", crypto))
+            ).all()
+            == []
+        )
+    ids = [
+        key_id_of(decode_text(r.email)) for r in raw(db, "SELECT email FROM patients ORDER BY id")
+    ]
     assert ids == [2, 1]  # ada was loaded (and rewritten), bob was not
 
 

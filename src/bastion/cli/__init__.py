@@ -14,7 +14,7 @@ import ipaddress
 import sys
 
 from bastion import __version__
-from bastion.cli import check, devcert, password, sessions, store
+from bastion.cli import check, crypto, devcert, password, sessions, store
 from bastion.cli._common import CommandError
 from bastion.errors import BastionError
 
@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     store.add_parsers(commands)
     sessions.add_parsers(commands)
     password.add_parsers(commands)
+    crypto.add_parsers(commands)
     return parser
 
 
@@ -99,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
         )
         print(text)
         return code
+    if args.command == "crypto":
+        return crypto.rotate(args)
     if args.command == "store":
         print(store.ping(args.url) if args.action == "ping" else store.gc(args.url))
         return 0
