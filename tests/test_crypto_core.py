@@ -27,6 +27,7 @@ from bastion.core.crypto import (
     DecryptReason,
     MalformedCiphertext,
     PassphraseKDF,
+    RecordAAD,
     UnknownKey,
     decode_text,
     encode_text,
@@ -313,3 +314,33 @@ def test_base64_of_a_real_ciphertext_is_url_safe() -> None:
     text = encode_text(blob)
     assert base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) == blob
     assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+_ROW = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=20),
+    st.tuples(st.integers(), st.text(max_size=5)),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(table=st.text(max_size=10), row=_ROW, column=st.text(max_size=10))
+def test_the_cached_record_aad_gives_the_same_bytes(
+    table: str, row: str | int | tuple[str | int, ...], column: str
+) -> None:
+    cached = RecordAAD()
+    try:
+        expected = record_aad(table, row, column)
+    except TypeError:  # lone surrogates
+        with pytest.raises(TypeError):
+            cached(table, row, column)
+        return
+    assert cached(table, row, column) == expected
+    assert cached(table, row, column) == expected  # from the cache
+
+
+def test_the_cached_record_aad_refuses_what_record_aad_refuses() -> None:
+    cached = RecordAAD()
+    for row in (True, 1.5, b"1", ()):
+        with pytest.raises(TypeError, match="primary key"):
+            cached("t", row, "c")  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ GROUP_NAMES = (
     "fullstack",
     "tokens",
     "authz",
+    "crypto",
 )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from bastion.core.audit import EventName, Outcome
-from bastion.core.crypto.envelope import Cipher, decode_text, encode_text, record_aad
+from bastion.core.crypto.envelope import Cipher, RecordAAD, decode_text, encode_text
 from bastion.core.crypto.errors import DecryptionFailed, DecryptReason, EncryptionFailed
 from bastion.core.crypto.keys import BlindIndexKey
 from bastion.crypto.policy import CryptoPolicy
@@ -66,7 +66,7 @@ class EncryptionService:
     """Encrypts and decrypts with a :class:`~bastion.crypto.policy.CryptoPolicy` (see the
     module docstring). Thread-safe: it holds no mutable state but a bounded subkey cache."""
 
-    __slots__ = ("_auditor", "_cipher", "_index", "policy")
+    __slots__ = ("_aad", "_auditor", "_cipher", "_index", "policy")
 
     def __init__(self, policy: CryptoPolicy, *, auditor: Auditor | None = None) -> None:
         if not isinstance(policy, CryptoPolicy):
@@ -77,6 +77,7 @@ class EncryptionService:
         self.policy = policy
         self._cipher = Cipher(policy.keys, algorithm=policy.algorithm)
         self._auditor = auditor
+        self._aad = RecordAAD()
         self._index = (
             None
             if policy.index_key is None
@@ -97,11 +98,11 @@ class EncryptionService:
 
     def decrypt(self, token: str, *, context: bytes = b"") -> str:
         """The text ``encrypt`` was given; :class:`DecryptionFailed` (audited) otherwise."""
-        return self._text(self._open(token, _VALUE_LABEL + context, {}))
+        return self._text(self._open(token, _VALUE_LABEL + context))
 
     def decrypt_bytes(self, token: str, *, context: bytes = b"") -> bytes:
         """The bytes ``encrypt`` was given (text comes back as its UTF-8 bytes)."""
-        return self._open(token, _VALUE_LABEL + context, {})
+        return self._open(token, _VALUE_LABEL + context)
 
     def encrypt_field(
         self, value: str | None, *, table: str, row: RowKey, column: str
@@ -109,7 +110,7 @@ class EncryptionService:
         """``value`` encrypted for one field of one record (``None`` stays ``None``)."""
         if value is None:
             return None
-        blob = self._cipher.seal(_utf8(value), record_aad(table, row, column))
+        blob = self._cipher.seal(_utf8(value), self._aad(table, row, column))
         return Ciphertext(encode_text(blob))
 
     def decrypt_field(
@@ -119,8 +120,7 @@ class EncryptionService:
         (``None`` stays ``None``); :class:`DecryptionFailed` (audited) otherwise."""
         if token is None:
             return None
-        details: dict[str, DetailValue] = {"table": table, "column": column}
-        return self._text(self._open(token, record_aad(table, row, column), details))
+        return self._text(self._open(token, self._aad(table, row, column), table, column))
 
     # -- rotation and search -----------------------------------------------------------------
 
@@ -162,10 +162,16 @@ class EncryptionService:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _open(self, token: str, aad: bytes, details: dict[str, DetailValue]) -> bytes:
+    def _open(
+        self, token: str, aad: bytes, table: str | None = None, column: str | None = None
+    ) -> bytes:
         try:
             return self._cipher.open(decode_text(token), aad)
         except DecryptionFailed as error:
+            details: dict[str, DetailValue] = {}
+            if table is not None:
+                details["table"] = table
+                details["column"] = column
             self._audit(error, details)
             raise
 

@@ -52,6 +52,7 @@ __all__ = [
     "OVERHEAD_BYTES",
     "Algorithm",
     "Cipher",
+    "RecordAAD",
     "RowKey",
     "decode_text",
     "encode_text",
@@ -124,21 +125,56 @@ def decode_text(text: str) -> bytes:
         )
     try:
         raw = binascii.a2b_base64(
-            text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4), strict_mode=True
+            text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4),
+            strict_mode=True,
         )
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise MalformedCiphertext(
             DecryptReason.MALFORMED, "the ciphertext is not base64url text"
         ) from None
-    if encode_text(raw) != text:  # padding, or stray bits in the last character
+    if encode_text(raw) != text:  # stray bits in the last character
         raise MalformedCiphertext(
             DecryptReason.MALFORMED, "the ciphertext is not in canonical base64url"
         )
     return raw
 
 
-_FROM_URLSAFE: Final = str.maketrans({"-": "+", "_": "/", "+": "!", "/": "!"})
-# "+" and "/" are mapped to an invalid character, so only the URL-safe alphabet decodes.
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_+/", b"+/!!")
+# "+" and "/" become an invalid character, so only the URL-safe alphabet decodes.
+
+
+class RecordAAD:
+    """:func:`record_aad` with the (table, column) part kept per pair: the same bytes, made
+    in a fraction of the time for the common one-column key. The cache is bounded (table and
+    column names come from the application's schema, not from requests)."""
+
+    __slots__ = ("_heads",)
+
+    _LIMIT: Final = 4096
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self, table: str, row: RowKey, column: str) -> bytes:
+        kind = type(row)
+        if kind is tuple:
+            return record_aad(table, row, column)
+        head = self._heads.get((table, column))
+        if head is None:
+            head = (
+                _RECORD_LABEL
+                + length_prefixed(_part(table, "the table name"), _part(column, "the column name"))
+                + (1).to_bytes(4, "big")
+            )
+            if len(self._heads) < self._LIMIT:
+                self._heads[(table, column)] = head
+        if kind is int:
+            part = str(row).encode("ascii")
+        elif kind is str:
+            part = _part(row, "the primary key")  # type: ignore[arg-type]
+        else:
+            return record_aad(table, row, column)  # subclasses, and the type errors
+        return head + len(part).to_bytes(4, "big") + part
 
 
 def key_id_of(blob: bytes) -> int:
