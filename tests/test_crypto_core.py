@@ -102,9 +102,9 @@ def test_an_int_key_and_its_decimal_text_name_the_same_row() -> None:
     assert record_aad("t", ("a", "b"), "c") != record_aad("t", ("ab",), "c")
     with pytest.raises(TypeError, match="primary key"):
         record_aad("t", (), "c")
-    with pytest.raises(TypeError, match="primary key must be str or int"):
+    with pytest.raises(TypeError, match="primary key must be str, int or UUID"):
         record_aad("t", 1.5, "c")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="primary key must be str or int"):
+    with pytest.raises(TypeError, match="primary key must be str, int or UUID"):
         record_aad("t", True, "c")
 
 

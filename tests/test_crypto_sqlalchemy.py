@@ -11,6 +11,7 @@ the PostgreSQL half skips locally and fails under ``CI=true``.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -68,6 +69,7 @@ class Patient(Base):
     email: Mapped[str] = mapped_column(EncryptedString(120))
     phone: Mapped[str | None] = mapped_column(EncryptedString(40), nullable=True)
     email_index: Mapped[str] = blind_index_column("email", normalize=str.casefold)
+    phone_index: Mapped[str | None] = blind_index_column("phone", nullable=True)
 
 
 class Account(Base):
@@ -76,6 +78,14 @@ class Account(Base):
     __tablename__ = "accounts"
     handle: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     note: Mapped[str] = mapped_column(EncryptedString(200))
+
+
+class Document(Base):
+    """A UUID key chosen by the application (the recommended shape)."""
+
+    __tablename__ = "documents"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    body: Mapped[str] = mapped_column(EncryptedString(None))
 
 
 class Membership(Base):
@@ -451,3 +461,65 @@ def test_a_plain_value_of_another_type_is_refused(db: Engine) -> None:
         session.add(Account(handle="x", note=5))  # type: ignore[arg-type]
         with pytest.raises(EncryptionFailed, match="encrypted text column; got int"):
             session.commit()
+
+
+def test_uuid_keys_bind_their_canonical_text(db: Engine) -> None:
+    crypto = make_service(NEW)
+    with Encrypted(crypto), Session(db) as session:
+        document = Document(body="minutes of the board")
+        session.add(document)
+        session.commit()
+        key = document.id
+    stored = raw(db, "SELECT body FROM documents")[0].body
+    assert crypto.decrypt_field(stored, table="documents", row=str(key), column="body") == (
+        "minutes of the board"
+    )
+    with Encrypted(crypto), Session(db) as session:
+        loaded = session.get(Document, key)
+        assert loaded is not None
+        assert loaded.body == "minutes of the board"
+
+
+def test_clearing_a_value_clears_its_blind_index(db: Engine) -> None:
+    crypto = make_service(NEW)
+    seed(db, crypto)
+    with Encrypted(crypto), Session(db) as session:
+        ada = session.get(Patient, 1)
+        assert ada is not None
+        ada.email = None  # type: ignore[assignment]
+        with pytest.raises(sa_exc.IntegrityError):  # email is NOT NULL
+            session.commit()
+        session.rollback()
+        bob = session.get(Patient, 2)
+        assert bob is not None
+        bob.phone = "+1 555 0199"
+        session.commit()
+        assert raw(db, "SELECT phone_index FROM patients WHERE id = 2")[0].phone_index == (
+            crypto.blind_index("+1 555 0199", table="patients", column="phone")
+        )
+        bob.phone = None
+        session.commit()
+    row = raw(db, "SELECT phone, phone_index FROM patients WHERE id = 2")[0]
+    assert (row.phone, row.phone_index) == (None, None)
+    assert load_patient(db, crypto, 1).email == "Ada@Example.com"  # the refused write left it
+
+
+def test_a_failed_flush_encrypts_again_on_the_next_attempt(db: Engine) -> None:
+    crypto = make_service(NEW)
+    with Encrypted(crypto), Session(db) as session:
+        session.add(Account(handle="ada", note="first"))
+        session.commit()
+    with Encrypted(crypto), Session(db) as session:
+        second = Account(handle="ada", note="second")  # the key is taken
+        session.add(second)
+        with pytest.raises(sa_exc.IntegrityError):
+            session.commit()
+        session.rollback()
+        second.handle = "bea"
+        session.add(second)
+        session.commit()
+        assert second.note == "second"
+    with Encrypted(crypto), Session(db) as session:
+        bea = session.get(Account, "bea")
+        assert bea is not None
+        assert bea.note == "second"  # bound to "bea", not to the "ada" of the failed try

@@ -72,7 +72,6 @@ __all__ = [
 
 _INDEX_INFO: Final = "bastion.crypto.blind_index"
 _PENDING: Final = "bastion.crypto.pending"
-_PLACEHOLDER: Final = Ciphertext("")
 _HOOKS_ATTRIBUTE: Final = "__bastion_encryption__"
 _STALE: Final = "bastion.crypto.stale"
 
@@ -200,7 +199,7 @@ def _plan_of(mapper: Mapper[Any]) -> _Plan | None:
 
 
 def _row_of(values: tuple[Any, ...]) -> RowKey | None:
-    if any(value is None for value in values):
+    if not values or any(value is None for value in values):
         return None
     return values[0] if len(values) == 1 else tuple(values)
 
@@ -273,9 +272,8 @@ class _Hooks:
         if plan is None:
             return
         state: InstanceState[Any] = sa.inspect(target)
-        if not inserting and _row_of(tuple(mapper.primary_key_from_instance(target))) != (
-            _row_of(state.identity or ())
-        ):
+        row = _row_of(tuple(mapper.primary_key_from_instance(target)))
+        if not inserting and row != _row_of(state.identity or ()):
             raise EncryptionFailed(
                 f"{mapper.class_.__name__}: the primary key of a row with encrypted columns "
                 "cannot change (its ciphertexts are bound to the old key); copy the row instead"
@@ -283,45 +281,58 @@ class _Hooks:
         changed = self._changed(plan, state, inserting=inserting)
         if not changed:
             return
-        row = _row_of(tuple(mapper.primary_key_from_instance(target)))
-        pending: dict[str, str] = {}
+        pending: dict[str, tuple[str | None, object]] = {}
         for field, plain in changed:
-            pending[field.key] = plain
-            if row is None:  # the database assigns the key: written after the INSERT
-                state.dict[field.key] = _PLACEHOLDER
+            if plain is None:
+                placed: object = None
+            elif row is None:  # the database assigns the key: written after the INSERT
+                placed = Ciphertext("")  # a new object each time: recognised by identity
             else:
-                state.dict[field.key] = self.crypto.encrypt_field(
+                placed = self.crypto.encrypt_field(
                     plain, table=plan.table.name, row=row, column=field.column.name
                 )
+            state.dict[field.key] = placed
+            pending[field.key] = (plain, placed)
         for index in plan.indexes:
             if index.source.key in pending:
-                plain = pending[index.source.key]
-                if index.normalize is not None:
-                    plain = index.normalize(plain)
-                setattr(
-                    target,
-                    index.key,
-                    self.crypto.blind_index(
-                        plain, table=plan.table.name, column=index.source.column.name
-                    ),
-                )
+                plain = pending[index.source.key][0]
+                digest = None
+                if plain is not None:
+                    normalized = plain if index.normalize is None else index.normalize(plain)
+                    digest = self.crypto.blind_index(
+                        normalized, table=plan.table.name, column=index.source.column.name
+                    )
+                setattr(target, index.key, digest)
+        # Kept until after the write: if the flush fails, the next attempt finds the values
+        # placed here and encrypts the plaintext again (the key may differ then).
         state.info[_PENDING] = (pending, row is None)
 
     @staticmethod
     def _changed(
         plan: _Plan, state: InstanceState[Any], *, inserting: bool
-    ) -> list[tuple[_Field, str]]:
-        changed = []
+    ) -> list[tuple[_Field, str | None]]:
+        earlier = state.info.get(_PENDING)
+        placed_before: dict[str, tuple[str | None, object]] = {} if earlier is None else earlier[0]
+        changed: list[tuple[_Field, str | None]] = []
         for field in plan.fields:
             value = state.dict.get(field.key)
-            if value is None or type(value) is Ciphertext:
-                continue  # NULL, or a ciphertext the application made itself
+            before = placed_before.get(field.key)
+            if before is not None and value is before[1]:
+                changed.append((field, before[0]))  # a failed flush placed it: redo
+                continue
+            if not inserting and field.key not in state.committed_state:
+                continue  # unchanged
+            if value is None:
+                if not inserting:
+                    changed.append((field, None))  # cleared: its blind index too
+                continue
+            if type(value) is Ciphertext:
+                continue  # a ciphertext the application made itself
             if not isinstance(value, str):
                 raise EncryptionFailed(
                     f"{field.key} is an encrypted text column; got {type(value).__name__}"
                 )
-            if inserting or field.key in state.committed_state:
-                changed.append((field, value))
+            changed.append((field, value))
         return changed
 
     def after_write(self, mapper: Mapper[Any], connection: Connection, target: object) -> None:
@@ -343,11 +354,13 @@ class _Hooks:
                 by_key[key].column.name: self.crypto.encrypt_field(
                     plain, table=plan.table.name, row=row, column=by_key[key].column.name
                 )
-                for key, plain in plain_values.items()
+                for key, (plain, _) in plain_values.items()
+                if plain is not None
             }
-            where = sa.and_(*(col == key for col, key in zip(plan.primary_key, keys, strict=True)))
-            connection.execute(plan.table.update().where(where).values(sealed))
-        for key, plain in plain_values.items():
+            if sealed:
+                where = (col == key for col, key in zip(plan.primary_key, keys, strict=True))
+                connection.execute(plan.table.update().where(*where).values(sealed))
+        for key, (plain, _) in plain_values.items():
             attributes.set_committed_value(target, key, plain)
 
 

@@ -29,6 +29,7 @@ import base64
 import binascii
 import enum
 import os
+import uuid
 from typing import TYPE_CHECKING, Final
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
@@ -69,9 +70,10 @@ OVERHEAD_BYTES: Final = HEADER_BYTES + TAG_BYTES
 
 _RECORD_LABEL: Final = b"bastion.field.v1\x00"
 
-RowKey = str | int | tuple[str | int, ...]
+RowKey = str | int | uuid.UUID | tuple[str | int | uuid.UUID, ...]
 """A primary key: one value, or a tuple for a composite key. An ``int`` and its decimal text
-name the same row (``5`` and ``"5"``), so a key read from a URL matches the stored one."""
+name the same row (``5`` and ``"5"``), as do a ``UUID`` and its canonical text, so a key read
+from a URL matches the stored one."""
 
 
 class Algorithm(enum.StrEnum):
@@ -87,10 +89,10 @@ _ALGORITHM_BYTES: Final = {Algorithm.AES_256_GCM: 1, Algorithm.AES_256_GCM_SIV: 
 _AEADS: Final[dict[int, type[AESGCM | AESGCMSIV]]] = {1: AESGCM, 2: AESGCMSIV}
 
 
-def _part(value: str | int, setting: str) -> bytes:
-    if isinstance(value, bool) or not isinstance(value, str | int):
+def _part(value: str | int | uuid.UUID, setting: str) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
         raise TypeError(
-            f"{setting} must be str or int (or a tuple of them), not {type(value).__name__}"
+            f"{setting} must be str, int or UUID (or a tuple of them), not {type(value).__name__}"
         )
     text = value if isinstance(value, str) else str(value)
     try:
