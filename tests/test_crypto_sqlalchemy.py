@@ -1,188 +1,73 @@
-"""Encrypted columns through SQLAlchemy on a real SQLite file and a real PostgreSQL server.
-
-Every test runs on both databases. The attack cases edit the stored ciphertext with raw SQL
-(moved to another row or column, truncated, a changed key id, a key removed from the ring) and
-assert the exact typed refusal and its ``crypt_decrypt_fail`` audit event.
-
-PostgreSQL is started here (``PostgresServer``: initdb in a temporary directory); without it
-the PostgreSQL half skips locally and fails under ``CI=true``.
+"""Encrypted columns through SQLAlchemy on a real SQLite file and a real PostgreSQL server:
+round trips, what the database holds, one INSERT for app-chosen keys, composite and UUID keys,
+blind indexes across a rotation, lazy rotation, Core writes, and the refused misuses. The
+attacks on stored ciphertexts are in tests/test_crypto_sqlalchemy_attacks.py.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from bastion.core.audit import Auditor, IdentifierHasher
-from bastion.core.clock import FrozenClock
-from bastion.core.crypto import decode_text, encode_text, key_id_of
-from bastion.core.keys import KeyRing, SecretKey
+from bastion.core.crypto import decode_text, key_id_of
 from bastion.crypto import (
-    CryptoPolicy,
-    DataKey,
     DecryptionFailed,
     DecryptReason,
     EncryptionFailed,
-    EncryptionService,
-    MalformedCiphertext,
-    UnknownKey,
 )
 from bastion.crypto.sqlalchemy import (
-    EncryptedString,
-    blind_index_column,
     ciphertext_length,
     matches,
     use_encryption,
 )
 from bastion.errors import ConfigurationError
 from bastion.testing.audit import RecordingAuditSink
-from bastion.testing.postgres_server import INSTALL_HINT, PostgresServer, find_initdb
+from crypto_sql_support import (
+    NEW,
+    OLD,
+    Account,
+    Base,
+    Document,
+    Encrypted,
+    Membership,
+    Patient,
+    fresh_tables,
+    load_patient,
+    make_service,
+    pick_engine,
+    raw,
+    seed,
+    start_postgres,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from sqlalchemy.engine import Engine
 
-    from bastion.crypto.sqlalchemy import EncryptionHooks
-
-OLD = DataKey(1, SecretKey(b"\x11" * 32))
-NEW = DataKey(2, SecretKey(b"\x22" * 32))
-INDEX = SecretKey(b"\x33" * 32)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Patient(Base):
-    """Autoincrement key: encrypted columns are written by an UPDATE after the INSERT."""
-
-    __tablename__ = "patients"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(40))
-    email: Mapped[str] = mapped_column(EncryptedString(120))
-    phone: Mapped[str | None] = mapped_column(EncryptedString(40), nullable=True)
-    email_index: Mapped[str] = blind_index_column("email", normalize=str.casefold)
-    phone_index: Mapped[str | None] = blind_index_column("phone", nullable=True)
-
-
-class Account(Base):
-    """A key chosen by the application: one INSERT, nothing after it."""
-
-    __tablename__ = "accounts"
-    handle: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
-    note: Mapped[str] = mapped_column(EncryptedString(200))
-
-
-class Document(Base):
-    """A UUID key chosen by the application (the recommended shape)."""
-
-    __tablename__ = "documents"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    body: Mapped[str] = mapped_column(EncryptedString(None))
-
-
-class Membership(Base):
-    __tablename__ = "memberships"
-    org: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
-    member: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    note: Mapped[str] = mapped_column(EncryptedString(100))
-
-
-def require_postgres() -> None:
-    if find_initdb() is not None:
-        return
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"{INSTALL_HINT} (CI=true: a missing service fails the run)")
-    pytest.skip(INSTALL_HINT)
-
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Engine]:
-    require_postgres()
-    with PostgresServer() as server:
-        engine = sa.create_engine(server.sqlalchemy_url)
-        yield engine
-        engine.dispose()
+    yield from start_postgres()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    if request.param == "postgresql":
-        engine: Engine = request.getfixturevalue("postgres")
-    else:
-        path = tmp_path_factory.mktemp("crypto-sql") / "app.sqlite3"
-        engine = sa.create_engine(f"sqlite:///{path}")
-    assert engine.dialect.name == request.param
-    return engine
+    return pick_engine(request, tmp_path_factory)
 
 
 @pytest.fixture
 def db(engine: Engine) -> Engine:
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    return engine
+    return fresh_tables(engine)
 
 
 @pytest.fixture
 def sink() -> RecordingAuditSink:
     return RecordingAuditSink()
-
-
-def make_service(*keys: DataKey, sink: RecordingAuditSink | None = None) -> EncryptionService:
-    auditor = None
-    if sink is not None:
-        hasher = IdentifierHasher(KeyRing.generate())
-        auditor = Auditor(hasher, FrozenClock(1_000.0), sink, aggregation=None)
-    return EncryptionService(CryptoPolicy(keys=list(keys), index_key=INDEX), auditor=auditor)
-
-
-class Encrypted:
-    """``use_encryption`` on the test base, removed again when the block ends."""
-
-    def __init__(self, crypto: EncryptionService, **options: Any) -> None:
-        self.crypto = crypto
-        self.options = options
-        self.hooks: EncryptionHooks | None = None
-
-    def __enter__(self) -> EncryptionService:
-        self.hooks = use_encryption(Base, self.crypto, **self.options)
-        return self.crypto
-
-    def __exit__(self, *_: object) -> None:
-        assert self.hooks is not None
-        self.hooks.remove()
-
-
-def seed(db: Engine, crypto: EncryptionService) -> None:
-    with Encrypted(crypto), Session(db) as session:
-        session.add_all(
-            [
-                Patient(name="ada", email="Ada@Example.com", phone="+44 20 7946 0000"),
-                Patient(name="bob", email="bob@example.com", phone=None),
-            ]
-        )
-        session.commit()
-
-
-def raw(db: Engine, sql: str, **params: Any) -> list[sa.Row[Any]]:
-    with db.begin() as conn:
-        result = conn.execute(sa.text(sql), params)
-        return list(result.all()) if result.returns_rows else []
-
-
-def load_patient(db: Engine, crypto: EncryptionService, pk: int) -> Patient:
-    with Encrypted(crypto), Session(db) as session:
-        patient = session.get(Patient, pk)
-        assert patient is not None
-        session.expunge(patient)
-        return patient
 
 
 def test_values_are_stored_as_ciphertexts_and_read_back(db: Engine) -> None:
@@ -270,104 +155,6 @@ def test_composite_primary_keys_bind_every_part(db: Engine, sink: RecordingAudit
             session.get(Membership, ("acme", 2))
     assert caught.value.reason is DecryptReason.NOT_AUTHENTIC
     assert dict(sink.events[-1].details)["table"] == "memberships"
-
-
-def test_a_ciphertext_moved_to_another_row_is_refused_and_audited(
-    db: Engine, sink: RecordingAuditSink
-) -> None:
-    crypto = make_service(NEW, sink=sink)
-    seed(db, crypto)
-    raw(db, "UPDATE patients SET email = (SELECT email FROM patients WHERE id = 1) WHERE id = 2")
-    assert load_patient(db, crypto, 1).email == "Ada@Example.com"  # the original still reads
-    with pytest.raises(DecryptionFailed) as caught:
-        load_patient(db, crypto, 2)
-    assert type(caught.value) is DecryptionFailed
-    assert caught.value.reason is DecryptReason.NOT_AUTHENTIC
-    assert [str(event.name) for event in sink.events] == ["crypt_decrypt_fail"]
-    assert dict(sink.events[0].details) == {
-        "table": "patients",
-        "column": "email",
-        "reason": "not_authentic",
-        "key_id": 2,
-    }
-
-
-def test_a_ciphertext_moved_to_another_column_is_refused(
-    db: Engine, sink: RecordingAuditSink
-) -> None:
-    crypto = make_service(NEW, sink=sink)
-    seed(db, crypto)
-    raw(db, "UPDATE patients SET phone = email WHERE id = 2")
-    with pytest.raises(DecryptionFailed) as caught:
-        load_patient(db, crypto, 2)
-    assert caught.value.reason is DecryptReason.NOT_AUTHENTIC
-    assert dict(sink.events[0].details)["column"] == "phone"
-
-
-@pytest.mark.parametrize(
-    ("keep", "error_class", "reason"),
-    [
-        (30, MalformedCiphertext, DecryptReason.MALFORMED),  # shorter than header + tag
-        (0, DecryptionFailed, DecryptReason.NOT_AUTHENTIC),  # whole base64 groups cut off
-        (-1, MalformedCiphertext, DecryptReason.MALFORMED),  # not base64url any more
-    ],
-)
-def test_a_truncated_ciphertext_is_refused(
-    db: Engine,
-    sink: RecordingAuditSink,
-    keep: int,
-    error_class: type[DecryptionFailed],
-    reason: DecryptReason,
-) -> None:
-    crypto = make_service(NEW, sink=sink)
-    seed(db, crypto)
-    token = raw(db, "SELECT email FROM patients WHERE id = 1")[0].email
-    cut = token[: (len(token) // 4 - 1) * 4] if keep == 0 else token[:keep]
-    raw(db, "UPDATE patients SET email = :cut WHERE id = 1", cut=cut)
-    with pytest.raises(DecryptionFailed) as caught:
-        load_patient(db, crypto, 1)
-    assert type(caught.value) is error_class
-    assert caught.value.reason is reason
-    assert dict(sink.events[0].details)["reason"] == reason.value
-
-
-def _with_key_id(token: str, key_id: int) -> str:
-    blob = bytearray(decode_text(token))
-    blob[2:6] = key_id.to_bytes(4, "big")
-    return encode_text(bytes(blob))
-
-
-def test_a_changed_key_id_is_refused(db: Engine, sink: RecordingAuditSink) -> None:
-    crypto = make_service(NEW, OLD, sink=sink)
-    seed(db, crypto)
-    token = raw(db, "SELECT email FROM patients WHERE id = 1")[0].email
-    raw(db, "UPDATE patients SET email = :t WHERE id = 1", t=_with_key_id(token, 1))
-    with pytest.raises(DecryptionFailed) as wrong:
-        load_patient(db, crypto, 1)
-    assert wrong.value.reason is DecryptReason.NOT_AUTHENTIC
-    assert wrong.value.key_id == 1
-    raw(db, "UPDATE patients SET email = :t WHERE id = 1", t=_with_key_id(token, 77))
-    with pytest.raises(UnknownKey) as unknown:
-        load_patient(db, crypto, 1)
-    assert unknown.value.key_id == 77
-    assert [dict(e.details)["reason"] for e in sink.events] == ["not_authentic", "unknown_key"]
-
-
-def test_a_removed_key_is_refused_until_the_rows_are_rotated(
-    db: Engine, sink: RecordingAuditSink
-) -> None:
-    seed(db, make_service(OLD))
-    with pytest.raises(UnknownKey) as caught:
-        load_patient(db, make_service(NEW, sink=sink), 1)
-    assert caught.value.reason is DecryptReason.UNKNOWN_KEY
-    assert caught.value.key_id == 1
-    assert dict(sink.events[0].details) == {
-        "table": "patients",
-        "column": "email",
-        "reason": "unknown_key",
-        "key_id": 1,
-    }
-    assert load_patient(db, make_service(NEW, OLD), 1).email == "Ada@Example.com"
 
 
 def test_blind_index_search_and_it_survives_rotation(db: Engine) -> None:
