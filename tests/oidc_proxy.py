@@ -4,8 +4,9 @@ A threaded ``http.server`` on 127.0.0.1 forwards each request, Host header inclu
 provider and returns its answer, unless a test has installed a rewrite for the request's path:
 then the answer passes through that function first (an edited ID token, garbage, a 503, a
 connection closed unanswered). The provider's issuer is this proxy's origin, so every URL the
-provider advertises leads here. Every request is logged in ``requests`` (method, path), so a
-test can count discovery or JWKS fetches.
+provider advertises leads here. ``rewrite_request(path, fn)`` edits a request's body before it
+is forwarded (a token request without its PKCE verifier). Every request is logged in
+``requests`` (method, path), so a test can count discovery or JWKS fetches.
 
 HTTP/1.0 with one request per connection: nothing stays open when the proxy stops.
 """
@@ -72,6 +73,7 @@ class TamperingProxy:
         self.upstream: tuple[str, int] | None = None
         self.requests: list[tuple[str, str]] = []
         self._rules: list[tuple[str, Callable[[Exchange], Exchange]]] = []
+        self._request_rules: list[tuple[str, Callable[[bytes], bytes]]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -113,6 +115,23 @@ class TamperingProxy:
             with self._lock:
                 self._rules.remove(rule)
 
+    @contextlib.contextmanager
+    def rewrite_request(self, path: str, edit: Callable[[bytes], bytes]) -> Iterator[None]:
+        """Within the block, the body of a request for ``path`` goes through ``edit`` before
+        it is forwarded (what a client that drops a parameter would send)."""
+        rule = (path, edit)
+        with self._lock:
+            self._request_rules.append(rule)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._request_rules.remove(rule)
+
+    def request_rules_for(self, path: str) -> list[Callable[[bytes], bytes]]:
+        with self._lock:
+            return [edit for rule_path, edit in self._request_rules if rule_path == path]
+
     def rules_for(self, path: str) -> list[Callable[[Exchange], Exchange]]:
         with self._lock:
             return [edit for rule_path, edit in self._rules if rule_path == path]
@@ -130,6 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
         proxy.requests.append((self.command, self.path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        for edit_request in proxy.request_rules_for(self.path.split("?", 1)[0]):
+            body = edit_request(body)
         exchange = self._ask_upstream(body)
         try:
             for edit in proxy.rules_for(self.path.split("?", 1)[0]):

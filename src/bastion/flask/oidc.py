@@ -12,9 +12,10 @@
     app.register_blueprint(oidc_blueprint(oidc, on_identity=on_identity))
 
 The same two steps, statuses, refusals and audit events as the Starlette routes
-(:mod:`bastion.oidc.starlette`); the service runs synchronously (the store's sync side and a
-synchronous HTTP client), so no event loop is involved. ``flask.session`` must be bastion's
-(:func:`bastion.flask.protect` with ``Bastion(store=...)``).
+(:mod:`bastion.oidc.starlette`); the views call the service's ``*_sync`` methods, which run
+its coroutines on one event loop in a daemon thread (:class:`~bastion.oidc.service.OIDC`), so
+the provider's keys and connections are shared by every request. ``flask.session`` must be
+bastion's (:func:`bastion.flask.protect` with ``Bastion(store=...)``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.oidc.service import (
+    BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
     refusal_for,
+    usable_callback,
 )
 
 if TYPE_CHECKING:
@@ -66,19 +69,22 @@ def oidc_blueprint(
 
     @blueprint.get("/<provider>/login")
     def login(provider: str) -> Response:
-        if oidc.provider(provider) is None:
+        chosen = oidc.provider(provider)
+        if chosen is None:
+            oidc.audit_refusal(_session(), provider, UNKNOWN_PROVIDER)
             return _refuse(UNKNOWN_PROVIDER)
         session = _session()
         nexts = request.args.getlist("next")
         if len(nexts) > 1:
             oidc.audit_refusal(session, provider, OIDCReason.NEXT_REFUSED, "repeated")
             return _refuse(OIDCReason.NEXT_REFUSED)
+        callback = chosen.redirect_uri or _callback_url()
+        if callback is None:
+            oidc.audit_refusal(session, provider, BAD_HOST)
+            return _refuse(BAD_HOST)
         try:
             url = oidc.begin_sync(
-                provider,
-                session,
-                redirect_uri=_callback_url(),
-                next=nexts[0] if nexts else None,
+                provider, session, redirect_uri=callback, next=nexts[0] if nexts else None
             )
         except OIDCRejected as error:
             return _refuse(error.reason)
@@ -90,6 +96,7 @@ def oidc_blueprint(
     @blueprint.get("/<provider>/callback")
     def callback(provider: str) -> Response:  # noqa: PLR0911 (one return per refusal)
         if oidc.provider(provider) is None:
+            oidc.audit_refusal(_session(), provider, UNKNOWN_PROVIDER)
             return _refuse(UNKNOWN_PROVIDER)
         session = _session()
         params: dict[str, str] = {}
@@ -130,10 +137,13 @@ def _session() -> Session:
     return session
 
 
-def _callback_url() -> str:
-    """The callback route's absolute URL, from the login route's own."""
+def _callback_url() -> str | None:
+    """The callback route's absolute URL, from the login route's own; ``None`` when the
+    request's ``Host`` leaves none (Werkzeug reads an invalid one, such as ``bad host`` or
+    ``x@evil.example``, as an empty host: ``BAD_HOST``, a 400, never the redirect URI check's
+    ``ConfigurationError``)."""
     base = request.base_url  # scheme, host, script root and path; no query
-    return base.removesuffix("/login") + "/callback"
+    return usable_callback(base.removesuffix("/login") + "/callback") if request.host else None
 
 
 def _refuse(reason: OIDCReason | str) -> Response:

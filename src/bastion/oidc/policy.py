@@ -223,8 +223,8 @@ class OIDCPolicy:
     * ``providers``: the :class:`Provider` s, by distinct name.
     * ``allowed_next``: absolute destinations a login may return to besides same-origin
       relative paths (``https://app.example/`` allows that origin and every path under it).
-      The login route's ``next`` is refused (and the default used) unless it is a safe
-      relative path or starts with one of these.
+      The login route's ``next`` is refused (a 400 ``next_refused``, no redirect) unless it
+      is a safe relative path or starts with one of these.
     * ``default_next``: where a login goes without a usable ``next`` (default ``/``).
     * ``state_lifetime``: seconds a login attempt's ``state`` lives in the store (default
       600; 30 s to 1 hour). Single-use either way.

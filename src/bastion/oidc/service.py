@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
-from bastion.core.oidc.discovery import ASYMMETRIC_ALGS
+from bastion.core.oidc.discovery import ASYMMETRIC_ALGS, is_url
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.refusal import Refusal
 from bastion.errors import ConfigurationError
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from bastion.stores.base import Store
 
 __all__ = [
+    "BAD_HOST",
     "LOGIN_STORE_UNAVAILABLE",
     "METHOD",
     "NO_ACCOUNT",
@@ -63,6 +64,7 @@ __all__ = [
     "Completion",
     "Identity",
     "refusal_for",
+    "usable_callback",
 ]
 
 METHOD: Final = "oidc"
@@ -72,10 +74,14 @@ NO_ACCOUNT: Final = "no_account"
 """The audit reason when the app's account hook returned no user (a 403)."""
 
 UNKNOWN_PROVIDER: Final = "unknown_provider"
-"""The refusal of a route naming a provider the policy does not have (a 404; not audited)."""
+"""The refusal of a route naming a provider the policy does not have (a 404, audited)."""
 
 LOGIN_STORE_UNAVAILABLE: Final = "login_store_unavailable"
 """The store of the login-state records cannot be reached (a 503 with ``Retry-After``)."""
+
+BAD_HOST: Final = "bad_host"
+"""The login request's ``Host`` gives no usable callback URL (a 400, audited); only when the
+provider has no configured ``redirect_uri``."""
 
 
 _MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
@@ -106,6 +112,7 @@ _MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
         ),
         NO_ACCOUNT: "No account can sign in with this identity.",
         UNKNOWN_PROVIDER: "No such sign-in provider.",
+        BAD_HOST: "Bad Request: the Host header is not a valid host.",
         LOGIN_STORE_UNAVAILABLE: (
             "Service unavailable: sign-in cannot be stored now. Please try again shortly."
         ),
@@ -356,6 +363,12 @@ class OIDC:
             self._bridge.stop()
         else:
             asyncio.run(self.aclose())
+
+
+def usable_callback(url: str) -> str | None:
+    """``url`` (a callback URL an adapter built from the request) when it is one the provider
+    could be given, ``None`` when the request's ``Host`` left it malformed (``BAD_HOST``)."""
+    return url if is_url(url, secure=False) and "#" not in url else None
 
 
 def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:

@@ -41,10 +41,12 @@ from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.oidc.service import (
+    BAD_HOST,
     LOGIN_STORE_UNAVAILABLE,
     NO_ACCOUNT,
     UNKNOWN_PROVIDER,
     refusal_for,
+    usable_callback,
 )
 
 if TYPE_CHECKING:
@@ -103,21 +105,32 @@ class _Handlers:
         self.oidc = oidc
         self.hook = _awaited(hook)
 
+    def _unknown(self, request: Request, name: str) -> Response:
+        """404 for a provider the policy does not have, audited (someone probing the routes);
+        the session is only read for the client address, not loaded from the store."""
+        session = request.scope.get("session")
+        self.oidc.audit_refusal(
+            session if isinstance(session, Session) else None, name, UNKNOWN_PROVIDER
+        )
+        return _refuse(request, UNKNOWN_PROVIDER)
+
     async def login(self, request: Request) -> Response:
         name = request.path_params["provider"]
-        if self.oidc.provider(name) is None:
-            return _refuse(request, UNKNOWN_PROVIDER)
+        provider = self.oidc.provider(name)
+        if provider is None:
+            return self._unknown(request, name)
         session = await _session(request)
         nexts = request.query_params.getlist("next")
         if len(nexts) > 1:
             self.oidc.audit_refusal(session, name, OIDCReason.NEXT_REFUSED, "repeated")
             return _refuse(request, OIDCReason.NEXT_REFUSED)
+        callback = provider.redirect_uri or usable_callback(_callback_url(request))
+        if callback is None:
+            self.oidc.audit_refusal(session, name, BAD_HOST)
+            return _refuse(request, BAD_HOST)
         try:
             url = await self.oidc.begin(
-                name,
-                session,
-                redirect_uri=_callback_url(request),
-                next=nexts[0] if nexts else None,
+                name, session, redirect_uri=callback, next=nexts[0] if nexts else None
             )
         except OIDCRejected as error:
             return _refuse(request, error.reason)
@@ -129,7 +142,7 @@ class _Handlers:
     async def callback(self, request: Request) -> Response:  # noqa: PLR0911 (one per refusal)
         name = request.path_params["provider"]
         if self.oidc.provider(name) is None:
-            return _refuse(request, UNKNOWN_PROVIDER)
+            return self._unknown(request, name)
         session = await _session(request)
         params: dict[str, str] = {}
         for key, value in request.query_params.multi_items():
