@@ -33,3 +33,12 @@ class Customer(Base):
 class Plain(Base):
     __tablename__ = "plain"
     id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Visit(Base):
+    """A composite key: the walk pages with row values, ``(clinic, number) > (...)``."""
+
+    __tablename__ = "visits"
+    clinic: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    note: Mapped[str] = mapped_column(EncryptedString(60))

@@ -20,7 +20,7 @@ from bastion.core.crypto import decode_text, key_id_of
 from bastion.crypto import EncryptionService
 from bastion.crypto.rotation import RotationReport, encrypted_tables, rotate_table
 from bastion.testing.postgres_server import INSTALL_HINT, PostgresServer, find_initdb
-from crypto_models import NEW_ONLY, ORIGINAL, ROTATED, Base, Customer
+from crypto_models import NEW_ONLY, ORIGINAL, ROTATED, Base, Customer, Visit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -100,7 +100,45 @@ def key_ids(db: Engine, column: str) -> list[int | None]:
 
 
 def test_encrypted_tables_lists_the_encrypted_columns() -> None:
-    assert encrypted_tables(Base.metadata) == {"customers": ("phone", "address")}
+    assert encrypted_tables(Base.metadata) == {
+        "customers": ("phone", "address"),
+        "visits": ("note",),
+    }
+
+
+def test_a_composite_key_is_walked_in_row_value_order(db: Engine) -> None:
+    visits: sa.Table = Visit.__table__  # type: ignore[assignment]
+    old = EncryptionService(ORIGINAL)
+    keys = [("east", 2), ("east", 10), ("north", 1), ("west", 1), ("west", 3)]
+    with db.begin() as conn:
+        conn.execute(
+            visits.insert(),
+            [
+                {
+                    "clinic": clinic,
+                    "number": number,
+                    "note": old.encrypt_field(
+                        f"{clinic}-{number}", table="visits", row=(clinic, number), column="note"
+                    ),
+                }
+                for clinic, number in keys
+            ],
+        )
+    seen: list[RotationReport] = []
+    report = rotate_table(
+        db, visits, EncryptionService(ROTATED), batch_size=2, progress=seen.append
+    )
+    assert [r.scanned for r in seen] == [2, 4, 5]
+    assert (report.rewritten, report.failed) == (5, 0)
+    reader = EncryptionService(NEW_ONLY)
+    with db.connect() as conn:
+        rows = conn.execute(sa.select(visits).order_by(visits.c.clinic, visits.c.number)).all()
+    assert [(r.clinic, r.number) for r in rows] == keys
+    for row in rows:
+        key = (row.clinic, row.number)
+        assert reader.decrypt_field(row.note, table="visits", row=key, column="note") == (
+            f"{row.clinic}-{row.number}"
+        )
 
 
 def test_batches_move_every_row_to_the_current_key(db: Engine) -> None:
@@ -185,6 +223,7 @@ def test_the_cli_rotates_with_progress(
     assert code == 0
     assert out.splitlines() == [
         "customers: 25/25 rows read (100%), 25 under old keys, 0 unreadable",
+        "visits: 0/0 rows read (100%), 0 under old keys, 0 unreadable",
         "current key: 2; dry run, nothing written",
     ]
     assert set(key_ids(db, "address")) == {1}
@@ -198,6 +237,7 @@ def test_the_cli_rotates_with_progress(
     ]
     assert out.splitlines() == [
         "customers: 25/25 rows (100%), 25 re-encrypted, 0 changed meanwhile, 0 failed",
+        "visits: 0/0 rows (100%), 0 re-encrypted, 0 changed meanwhile, 0 failed",
         "current key: 2; done",
     ]
     assert set(key_ids(db, "address")) == {2}
