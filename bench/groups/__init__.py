@@ -29,6 +29,7 @@ GROUP_NAMES = (
     "scale",
     "postgres",
     "audit",
+    "crypto",
 )
 
 

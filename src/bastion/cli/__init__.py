@@ -15,7 +15,7 @@ import ipaddress
 import sys
 
 from bastion import __version__
-from bastion.cli import audit, check, devcert, password, sessions, store
+from bastion.cli import audit, check, crypto, devcert, password, sessions, store
 from bastion.cli._common import CommandError
 from bastion.errors import BastionError
 
@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_parsers(commands)
     password.add_parsers(commands)
     audit.add_parsers(commands)
+    crypto.add_parsers(commands)
     return parser
 
 
@@ -113,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
         return code
     if args.command == "audit":
         return audit.run(args)
+    if args.command == "crypto":
+        return crypto.rotate(args)
     if args.command == "store":
         actions = {"ping": store.ping, "gc": store.gc, "migrate": store.migrate}
         print(actions[args.action](args.url))
