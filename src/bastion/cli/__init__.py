@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one dispatch table)
+def _run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 (one dispatch table)
     if args.command == "check":
         code, text = check.run_check(
             args.url,
