@@ -36,6 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.audit.policy import AuditPolicy
 from bastion.authz.policy import AuthzPolicy
 from bastion.core.audit import Auditor
 from bastion.core.client import TrustedProxies
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from bastion.core.sessions import SessionRecord
+    from bastion.crypto.policy import CryptoPolicy
     from bastion.runtime import Runtime
     from bastion.stores.base import Store
 
@@ -98,6 +100,12 @@ class Bastion:
       needs ``store`` and the ``oidc`` extra): ``runtime.oidc``.
     * ``authz``: an :class:`~bastion.authz.AuthzPolicy` (roles, permissions, ABAC rules and
       an optional route table): ``runtime.authz`` and, with routes, the authorization layer.
+    * ``crypto``: a :class:`~bastion.crypto.CryptoPolicy` (field encryption and blind
+      indexes; the ``crypto`` extra): ``runtime.crypto``.
+    * ``audit``: an :class:`~bastion.audit.AuditPolicy` (the stored, tamper-evident audit
+      trail: SQLite by default, PostgreSQL or Redis Streams): ``runtime.audit``, and every
+      layer's events go to it (and to the log) through ``runtime.auditor``. Not with
+      ``auditor=``.
     * ``auditor``: one :class:`~bastion.core.audit.Auditor` for every layer (default: JSON on
       the ``bastion.audit`` logger, identifiers hashed under ``keyring``); ``clock``; and
       ``environment`` (``None``: read once from ``ENV`` / ``BASTION_ENV`` at build time).
@@ -120,6 +128,8 @@ class Bastion:
     tokens: TokenPolicy | None = None
     authz: AuthzPolicy | None = None
     oidc: OIDCPolicy | None = None
+    crypto: CryptoPolicy | None = None
+    audit: AuditPolicy | None = None
     auditor: Auditor | None = None
     clock: Clock = system_clock
     environment: Environment | None = None
@@ -199,6 +209,7 @@ class Bastion:
         _check_capabilities(self)
         if self.auditor is not None and not isinstance(self.auditor, Auditor):
             raise ConfigurationError("auditor must be an Auditor", setting="auditor")
+        _check_data_protection(self)
         if not callable(getattr(self.clock, "now", None)):
             raise ConfigurationError("clock must have a now() method", setting="clock")
         if self.environment is not None and not isinstance(self.environment, Environment):
@@ -411,6 +422,33 @@ def _check_capabilities(config: Bastion) -> None:
                 "OIDCPolicy(login='tokens') answers a sign-in with bastion's tokens: pass "
                 "tokens=TokenPolicy(...) as well",
                 setting="oidc.login",
+            )
+
+
+def _check_data_protection(config: Bastion) -> None:
+    if config.crypto is not None:
+        try:
+            from bastion.crypto.policy import CryptoPolicy  # noqa: PLC0415 (the crypto extra)
+        except ImportError as error:
+            raise ConfigurationError(
+                "crypto= needs the 'crypto' extra: pip install 'bastion[crypto]'",
+                setting="crypto",
+            ) from error
+        if not isinstance(config.crypto, CryptoPolicy):
+            raise ConfigurationError(
+                "crypto must be a CryptoPolicy (CryptoPolicy(keys=...))", setting="crypto"
+            )
+    if config.audit is not None:
+        if not isinstance(config.audit, AuditPolicy):
+            raise ConfigurationError(
+                "audit must be an AuditPolicy (AuditPolicy(store='sqlite:///audit.db'))",
+                setting="audit",
+            )
+        if config.auditor is not None:
+            raise ConfigurationError(
+                "audit= and auditor= both say where events go; give one (the stored trail "
+                "also writes each event to the log)",
+                setting="audit",
             )
 
 

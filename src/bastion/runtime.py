@@ -32,6 +32,7 @@ close the store when the runtime opened it from a URL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -50,12 +51,14 @@ from bastion.stores.url import open_store
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from bastion.audit import AuditTrail
     from bastion.authz.service import Authorizer
     from bastion.config import Bastion
     from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import SecretKey
     from bastion.core.sessions import SessionRecord
+    from bastion.crypto.service import EncryptionService
     from bastion.engine.apikeys import APIKeyManager
     from bastion.engine.ratelimit import RateLimiter
     from bastion.engine.throttle import LoginThrottle
@@ -98,7 +101,9 @@ class Runtime:
 
     __slots__ = (
         "_api_keys",
+        "_audit",
         "_authz",
+        "_crypto",
         "_limiter",
         "_oidc",
         "_own_limiter_store",
@@ -140,11 +145,6 @@ class Runtime:
             self.keyring = config.keyring
         if config.tokens is not None:
             config.tokens.check_environment(production=production)
-        self.auditor = (
-            config.auditor
-            if config.auditor is not None
-            else Auditor.default(self.keyring, config.clock)
-        )
         # Every refusal comes before the store is opened: a refused configuration leaves no
         # connection, pool or worker thread behind.
         _check_opt_outs(config, production=production)
@@ -160,11 +160,29 @@ class Runtime:
         sessions = config.sessions if config.sessions is not None else SessionConfig()
         if config.store is not None:
             sessions.check_environment(production=production)
+        self._crypto: EncryptionService | None = None
+        self._audit: AuditTrail | None = None
+        if config.audit is not None:
+            from bastion.audit import AuditTrail  # noqa: PLC0415
+
+            self._audit = AuditTrail(config.audit, keyring=self.keyring, clock=config.clock)
+            self.auditor = self._audit.auditor()
+        else:
+            self.auditor = (
+                config.auditor
+                if config.auditor is not None
+                else Auditor.default(self.keyring, config.clock)
+            )
         store = config.store
         self._owns_store = isinstance(store, str)
-        self.store: Store | None = (
-            open_store(store, clock=config.clock) if isinstance(store, str) else store
-        )
+        try:
+            self.store: Store | None = (
+                open_store(store, clock=config.clock) if isinstance(store, str) else store
+            )
+        except BaseException:
+            if self._audit is not None:  # a refused store URL leaves no writer thread behind
+                self._audit.close()
+            raise
         self.sessions: SessionEngine | None = None
         if self.store is not None:
             self.sessions = SessionEngine(
@@ -324,6 +342,33 @@ class Runtime:
         return self._oidc
 
     @property
+    def crypto(self) -> EncryptionService:
+        """Field encryption (:class:`~bastion.crypto.EncryptionService`); needs
+        ``Bastion(crypto=CryptoPolicy(keys=...))`` and the ``crypto`` extra."""
+        if self._crypto is None:
+            policy = self.config.crypto
+            if policy is None:
+                raise ConfigurationError(
+                    "runtime.crypto needs Bastion(crypto=CryptoPolicy(keys=...))",
+                    setting="crypto",
+                )
+            from bastion.crypto.service import EncryptionService  # noqa: PLC0415 (the extra)
+
+            self._crypto = EncryptionService(policy, auditor=self.auditor)
+        return self._crypto
+
+    @property
+    def audit(self) -> AuditTrail:
+        """The stored audit trail (:class:`~bastion.audit.AuditTrail`: query, verify, purge);
+        needs ``Bastion(audit=AuditPolicy(...))``. ``runtime.auditor`` writes to it."""
+        if self._audit is None:
+            raise ConfigurationError(
+                "runtime.audit needs Bastion(audit=AuditPolicy(store='sqlite:///audit.db'))",
+                setting="audit",
+            )
+        return self._audit
+
+    @property
     def totp(self) -> TOTPManager:
         """TOTP second factors (:class:`~bastion.engine.totp.TOTPManager`); needs
         ``Bastion(totp_issuer=...)`` and the ``totp`` extra."""
@@ -410,6 +455,8 @@ class Runtime:
             self.auditor.flush()  # an app's sink may fail here: the store is released anyway
             if self._oidc is not None:
                 self._oidc.close()
+            if self._audit is not None:
+                self._audit.close()  # writes what is queued, seals the open segment
         finally:
             if self._owns_store and self.store is not None:
                 sync = getattr(self.store, "sync", None)
@@ -423,6 +470,8 @@ class Runtime:
             self.auditor.flush()  # an app's sink may fail here: the stores are closed anyway
         finally:
             try:
+                if self._audit is not None:
+                    await asyncio.to_thread(self._audit.close)
                 if self._oidc is not None:
                     await self._oidc.aclose()
                 if self._limiter is not None:
