@@ -1,0 +1,314 @@
+"""``RequestLimitsMiddleware``: the body cap, the body-read timeout and the handler timeout of
+:mod:`bastion.core.request_limits`, under ASGI.
+
+Plain ASGI, one concern. Per HTTP request, with the limits of its route:
+
+* a ``Content-Length`` over the cap is refused with ``413`` at once: the app is not called and
+  ``receive()`` is never awaited, so not one byte of the body is read (nor ``100 Continue``
+  sent to a client that waits for it);
+* otherwise the app's ``receive()`` counts the body. The message that passes the cap raises
+  :class:`~bastion.core.request_limits.RequestLimitExceeded` in the app instead of reaching it,
+  and ``receive()`` is not awaited again: the rest of a chunked upload is never read;
+* while the body is incomplete each ``receive()`` waits only until the body's deadline; past
+  it, the same error, and ``408``;
+* the app runs under the handler deadline, paused while it waits for the body and stopped
+  when its response starts; past it the app is cancelled and the client gets ``503`` with
+  ``Retry-After``.
+
+A refusal goes out only while the response has not started: the app's own answer to the error
+(a framework's 500 page) is dropped, and the refusal is sent once the app has returned. After
+the start, the error still stops the app and is audited, and the response is left cut short
+(the server closes the connection). Every refusal is audited (``input_validation_fail`` for
+the body, ``handler_timeout`` for the app) with the client address read through the trusted
+proxies. WebSocket and lifespan scopes pass untouched.
+
+Timeouts use the running asyncio loop (``asyncio.timeout``): uvicorn, hypercorn's asyncio
+worker, daphne, granian. Under trio the timeouts cannot run; set both to ``None`` there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Final
+
+from bastion.asgi._http import send_refusal
+from bastion.core.audit import Auditor, Outcome
+from bastion.core.client import TrustedProxies
+from bastion.core.clock import system_clock
+from bastion.core.refusal import refusal_body
+from bastion.core.request import asgi_path
+from bastion.core.request_limits import (
+    LimitReason,
+    LimitTable,
+    RequestLimitExceeded,
+    RequestLimits,
+    audit_details,
+    declared_length,
+)
+from bastion.slices import layer_settings, required_slice
+
+if TYPE_CHECKING:
+    from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
+    from bastion.config import Bastion
+    from bastion.core.clock import Clock
+    from bastion.core.request_limits import Limits
+    from bastion.runtime import Runtime
+
+__all__ = ["RequestLimitsMiddleware"]
+
+logger = logging.getLogger("bastion.security.limits")
+
+_NO_STORE: Final = (b"cache-control", b"no-store")
+_CLOSE: Final = (b"connection", b"close")
+
+
+class RequestLimitsMiddleware:
+    """Apply ``limits`` (a :class:`~bastion.core.request_limits.RequestLimits`; default: the
+    documented defaults) to every HTTP request of ``app``. See the module docstring.
+
+    ``auditor`` receives the refusals' events (default: JSON lines on ``bastion.audit``, timed
+    by ``clock``), with the client address read through ``proxies``. The deadlines themselves
+    run on the event loop's clock. ``bastion=`` takes these from a
+    :class:`~bastion.config.Bastion` or its runtime (``Bastion(limits=...)``).
+    """
+
+    __slots__ = ("_app", "_auditor", "_forwarded", "_proxies", "_retry_after", "_table")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: RequestLimits | None = None,
+        *,
+        bastion: Bastion | Runtime | None = None,
+        auditor: Auditor | None = None,
+        proxies: TrustedProxies | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        if bastion is not None:
+            shared = layer_settings(
+                bastion,
+                "RequestLimitsMiddleware",
+                "limits",
+                policy=limits,
+                auditor=auditor,
+                proxies=proxies,
+                clock=clock,
+            )
+            limits = required_slice(shared.config.limits, "RequestLimitsMiddleware", "limits")
+            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+        self._app = app
+        self._table = LimitTable(RequestLimits() if limits is None else limits)
+        self._auditor = auditor if auditor is not None else Auditor.default(None, clock)
+        self._proxies = proxies if proxies is not None else TrustedProxies()
+        self._forwarded = self._proxies.header.encode("ascii")
+        self._retry_after = (b"retry-after", str(self._table.policy.retry_after).encode("ascii"))
+        default = self._table.default
+        for name, value in zip(default._fields, default, strict=True):
+            if value is None:
+                logger.warning("bastion request limits: %s=None; not limited by default", name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        root = scope.get("root_path")
+        path = scope["path"]
+        limits = self._table.resolve(asgi_path(path, root) if root else path or "/")
+        cap = limits.max_body_bytes
+        if cap is not None:
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    declared = declared_length(value)
+                    if declared is not None and declared > cap:
+                        self.audit(scope, LimitReason.BODY_TOO_LARGE, limits, declared=declared)
+                        await self.refuse(scope, send, LimitReason.BODY_TOO_LARGE)
+                        return
+                    break
+        if limits == _UNLIMITED:
+            await self._app(scope, receive, send)
+            return
+        await _Exchange(self, scope, receive, send, limits).run()
+
+    async def refuse(self, scope: Scope, send: Send, reason: LimitReason) -> None:
+        """Send the refusal for ``reason`` through the one sender, in the format the request
+        asks for."""
+        accept = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"accept" and accept is None:
+                accept = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+        kind, body = refusal_body(reason.refusal, accept=accept, content_type=content_type)
+        extra = [_NO_STORE, _CLOSE] if reason.closes else [_NO_STORE, self._retry_after]
+        await send_refusal(send, reason.status, kind, body, extra)
+
+    def audit(
+        self,
+        scope: Scope,
+        reason: LimitReason,
+        limits: Limits,
+        *,
+        declared: int | None = None,
+        received: int | None = None,
+    ) -> None:
+        """Audit a refusal (sent or, after the response started, not)."""
+        forwarded = [v.decode("latin-1") for n, v in scope["headers"] if n == self._forwarded]
+        client = scope.get("client")
+        address = self._proxies.client(client[0] if client else None, forwarded)
+        outcome = Outcome.FAILURE if reason is LimitReason.HANDLER_TIMEOUT else Outcome.BLOCKED
+        self._auditor.emit(
+            reason.event,
+            outcome=outcome,
+            client_ip=None if address is None else str(address),
+            details=audit_details(
+                reason,
+                limits,
+                method=scope.get("method", "GET"),
+                path=asgi_path(scope.get("path", "/"), scope.get("root_path", "")),
+                declared=declared,
+                received=received,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"RequestLimitsMiddleware({self._table.policy!r})"
+
+
+_UNLIMITED: Final = (None, None, None)
+
+
+class _Exchange:
+    """One request under its limits: the counting ``receive``, the ``send`` that notes the
+    start of the response, and the handler's deadline."""
+
+    __slots__ = (
+        "_layer",
+        "_loop",
+        "_receive",
+        "_send",
+        "body_deadline",
+        "body_done",
+        "limits",
+        "received",
+        "refused",
+        "scope",
+        "started",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        layer: RequestLimitsMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limits: Limits,
+    ) -> None:
+        self._layer = layer
+        self._loop = loop = asyncio.get_running_loop()
+        self._receive = receive
+        self._send = send
+        self.scope = scope
+        self.limits = limits
+        body_timeout = limits.body_timeout
+        self.body_deadline = None if body_timeout is None else loop.time() + body_timeout
+        self.body_done = False
+        self.received = 0
+        self.refused: LimitReason | None = None
+        self.started = False
+        self.timer: asyncio.Timeout | None = None
+
+    async def run(self) -> None:
+        app, scope = self._layer._app, self.scope
+        handler_timeout = self.limits.handler_timeout
+        try:
+            if handler_timeout is None:
+                await app(scope, self.receive, self.send)
+            else:
+                self.timer = timer = asyncio.timeout(handler_timeout)
+                async with timer:
+                    await app(scope, self.receive, self.send)
+        except TimeoutError:
+            if self.timer is None or not self.timer.expired():
+                raise  # the app's own timeout, not the handler's
+        except Exception:
+            if self.refused is None:
+                raise
+            # The app's answer to the body's error (Starlette re-raises it after its 500
+            # page, which was dropped): the refusal below replaces it.
+        if self.refused is None and self.timer is not None and self.timer.expired():
+            self.refuse(LimitReason.HANDLER_TIMEOUT)
+        if self.refused is not None and not self.started:
+            self.started = True
+            await self._layer.refuse(scope, self._send, self.refused)
+
+    def refuse(self, reason: LimitReason) -> RequestLimitExceeded:
+        """Record and audit the refusal; the error the app's ``receive()`` raises."""
+        if self.refused is None:
+            self.refused = reason
+            received = None if reason is LimitReason.HANDLER_TIMEOUT else self.received
+            self._layer.audit(self.scope, reason, self.limits, received=received)
+        return RequestLimitExceeded(self.refused)
+
+    async def receive(self) -> Message:
+        if self.refused is not None:
+            raise RequestLimitExceeded(self.refused)  # never read past a refusal
+        if self.body_done:
+            return await self._receive()  # the body is whole: waiting for a disconnect
+        remaining = self._pause()
+        try:
+            deadline = self.body_deadline
+            if deadline is None:
+                message = await self._receive()
+            else:
+                waiting = asyncio.timeout_at(deadline)
+                try:
+                    async with waiting:
+                        message = await self._receive()
+                except TimeoutError:
+                    if not waiting.expired():
+                        raise
+                    raise self.refuse(LimitReason.BODY_TIMEOUT) from None
+        finally:
+            self._resume(remaining)
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            cap = self.limits.max_body_bytes
+            if cap is not None and self.received > cap:
+                raise self.refuse(LimitReason.BODY_TOO_LARGE)
+            if not message.get("more_body", False):
+                self.body_done = True
+        else:  # http.disconnect: nothing more will come
+            self.body_done = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refused is not None:
+            return  # the app's answer to a refusal: the layer's own goes out instead
+        if message["type"] == "http.response.start":
+            self.started = True
+            timer = self.timer
+            if timer is not None and not timer.expired():
+                timer.reschedule(None)  # the status is on its way: the deadline is met
+        await self._send(message)
+
+    def _pause(self) -> float | None:
+        """Stop the handler's clock while the app waits for the body (``body_timeout``
+        bounds that wait); the seconds it had left, or ``None`` when it was not running."""
+        timer = self.timer
+        if timer is None or self.started or timer.expired():
+            return None
+        when = timer.when()
+        if when is None:
+            return None  # already paused: a second reader of the body
+        remaining = when - self._loop.time()
+        if remaining <= 0:
+            return None  # due: let it fire
+        timer.reschedule(None)
+        return remaining
+
+    def _resume(self, remaining: float | None) -> None:
+        timer = self.timer
+        if remaining is not None and timer is not None and not timer.expired() and not self.started:
+            timer.reschedule(self._loop.time() + remaining)
