@@ -93,7 +93,7 @@ class RequestLimitsMiddleware:
                 bastion,
                 "RequestLimitsMiddleware",
                 "limits",
-                policy=limits,
+                limits=limits,
                 auditor=auditor,
                 proxies=proxies,
                 clock=clock,
