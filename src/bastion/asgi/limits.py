@@ -230,7 +230,7 @@ class _Exchange:
                 async with timer:
                     await app(scope, self.receive, self.send)
         except TimeoutError:
-            if self.timer is None or not self.timer.expired():
+            if self.refused is None and (self.timer is None or not self.timer.expired()):
                 raise  # the app's own timeout, not the handler's
         except Exception:
             if self.refused is None:
