@@ -380,6 +380,24 @@ async def test_a_body_that_stops_arriving_is_408() -> None:
 
 
 @pytest.mark.asyncio
+async def test_past_the_deadline_a_waiting_message_still_comes_through() -> None:
+    """The app, not the client, was slow to read: a chunk already there is delivered; the next
+    wait is cut at once (the client's body is late)."""
+    seen: list[int] = []
+
+    async def dawdling(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(len((await receive())["body"]))
+        await asyncio.sleep(0.08)  # the app busy past the body's deadline
+        seen.append(len((await receive())["body"]))  # already there: delivered
+        await receive()  # the client has sent nothing more: refused now
+
+    exchange = Exchange([b"a" * 3, b"b" * 4, b"c"], stall_after=2)
+    await exchange.run(layer(dawdling, body_timeout=0.04, handler_timeout=5.0))
+    assert seen == [3, 4]
+    assert exchange.status == 408
+
+
+@pytest.mark.asyncio
 async def test_a_slow_handler_is_cancelled_with_503_and_retry_after() -> None:
     sink = RecordingAuditSink()
     state = {"cancelled": False}

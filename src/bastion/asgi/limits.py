@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.asgi._http import send_refusal
 from bastion.core.audit import Auditor, Outcome
@@ -115,20 +115,20 @@ class RequestLimitsMiddleware:
         root = scope.get("root_path")
         path = scope["path"]
         limits = self._table.resolve(asgi_path(path, root) if root else path or "/")
-        cap = limits.max_body_bytes
-        if cap is not None:
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    declared = declared_length(value)
-                    if declared is not None and declared > cap:
-                        self.audit(scope, LimitReason.BODY_TOO_LARGE, limits, declared=declared)
-                        await self.refuse(scope, send, LimitReason.BODY_TOO_LARGE)
-                        return
-                    break
         if limits == _UNLIMITED:
             await self._app(scope, receive, send)
             return
-        await _Exchange(self, scope, receive, send, limits).run()
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = declared_length(value)
+                break
+        cap = limits.max_body_bytes
+        if cap is not None and declared is not None and declared > cap:
+            self.audit(scope, LimitReason.BODY_TOO_LARGE, limits, declared=declared)
+            await self.refuse(scope, send, LimitReason.BODY_TOO_LARGE)
+            return
+        await _Exchange(self, scope, receive, send, limits, empty=declared == 0).run()
 
     async def refuse(self, scope: Scope, send: Send, reason: LimitReason) -> None:
         """Send the refusal for ``reason`` through the one sender, in the format the request
@@ -180,7 +180,15 @@ _UNLIMITED: Final = (None, None, None)
 
 class _Exchange:
     """One request under its limits: the counting ``receive``, the ``send`` that notes the
-    start of the response, and the handler's deadline."""
+    start of the response, and one timer per deadline.
+
+    The timers are plain ``loop.call_at`` handles, armed once (the body's on the first read of
+    it, so a request whose app never reads a body has none) and re-armed only when they find
+    their deadline moved (a wait for the body pushes the handler's back): a request costs one
+    or two timers, not a timer per message. A timer that fires cancels the task it bounds (the
+    app's, or the one awaiting the body), and the cancellation is turned into the refusal only
+    if it was the timer's own (``Task.uncancel``, as ``asyncio.timeout`` does).
+    """
 
     __slots__ = (
         "_layer",
@@ -189,12 +197,19 @@ class _Exchange:
         "_send",
         "body_deadline",
         "body_done",
+        "body_due",
+        "body_timer",
+        "handler_deadline",
+        "handler_due",
+        "handler_timer",
         "limits",
+        "paused_since",
         "received",
         "refused",
         "scope",
         "started",
-        "timer",
+        "task",
+        "waiter",
     )
 
     def __init__(
@@ -204,6 +219,8 @@ class _Exchange:
         receive: Receive,
         send: Send,
         limits: Limits,
+        *,
+        empty: bool,
     ) -> None:
         self._layer = layer
         self._loop = loop = asyncio.get_running_loop()
@@ -211,37 +228,69 @@ class _Exchange:
         self._send = send
         self.scope = scope
         self.limits = limits
-        body_timeout = limits.body_timeout
-        self.body_deadline = None if body_timeout is None else loop.time() + body_timeout
-        self.body_done = False
+        now = loop.time()
+        body_timeout, handler_timeout = limits.body_timeout, limits.handler_timeout
+        self.body_deadline = None if body_timeout is None else now + body_timeout
+        self.handler_deadline = None if handler_timeout is None else now + handler_timeout
+        self.body_timer: asyncio.TimerHandle | None = None
+        self.handler_timer: asyncio.TimerHandle | None = None
+        self.body_due = self.handler_due = False  # the deadline passed (a refusal follows)
+        self.body_done = empty  # Content-Length: 0 (the server holds it to that)
+        self.paused_since: float | None = None
         self.received = 0
         self.refused: LimitReason | None = None
         self.started = False
-        self.timer: asyncio.Timeout | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.waiter: asyncio.Task[Any] | None = None  # the task awaiting the body, if any
 
     async def run(self) -> None:
-        app, scope = self._layer._app, self.scope
-        handler_timeout = self.limits.handler_timeout
+        app, scope, loop = self._layer._app, self.scope, self._loop
+        deadline = self.handler_deadline
+        task = cancelling = None
+        if deadline is not None:
+            self.task = task = asyncio.current_task()
+            if task is not None:
+                cancelling = task.cancelling()
+                self.handler_timer = loop.call_at(deadline, self._handler_expired)
         try:
-            if handler_timeout is None:
-                await app(scope, self.receive, self.send)
-            else:
-                self.timer = timer = asyncio.timeout(handler_timeout)
-                async with timer:
-                    await app(scope, self.receive, self.send)
-        except TimeoutError:
-            if self.refused is None and (self.timer is None or not self.timer.expired()):
-                raise  # the app's own timeout, not the handler's
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.handler_due or task is None or task.uncancel() > (cancelling or 0):
+                raise  # not the handler's deadline (a server shutting down, a disconnect)
         except Exception:
             if self.refused is None:
                 raise
             # The app's answer to the body's error (Starlette re-raises it after its 500
             # page, which was dropped): the refusal below replaces it.
-        if self.refused is None and self.timer is not None and self.timer.expired():
+        finally:
+            for timer in (self.handler_timer, self.body_timer):
+                if timer is not None:
+                    timer.cancel()
+        if self.handler_due and self.refused is None:
             self.refuse(LimitReason.HANDLER_TIMEOUT)
         if self.refused is not None and not self.started:
             self.started = True
             await self._layer.refuse(scope, self._send, self.refused)
+
+    def _handler_expired(self) -> None:
+        self.handler_timer = None
+        if self.started or self.refused is not None or self.paused_since is not None:
+            return  # answered, refused, or waiting for the body (its wait re-arms the timer)
+        deadline = self.handler_deadline
+        if deadline is not None and deadline > self._loop.time():
+            self.handler_timer = self._loop.call_at(deadline, self._handler_expired)
+            return  # pushed back by a wait for the body
+        if self.task is not None:
+            self.handler_due = True
+            self.task.cancel()
+
+    def _body_expired(self) -> None:
+        self.body_timer = None
+        if self.body_done or self.refused is not None:
+            return
+        self.body_due = True
+        if self.waiter is not None:
+            self.waiter.cancel()
 
     def refuse(self, reason: LimitReason) -> RequestLimitExceeded:
         """Record and audit the refusal; the error the app's ``receive()`` raises."""
@@ -256,22 +305,38 @@ class _Exchange:
             raise RequestLimitExceeded(self.refused)  # never read past a refusal
         if self.body_done:
             return await self._receive()  # the body is whole: waiting for a disconnect
-        remaining = self._pause()
+        loop = self._loop
+        deadline = self.body_deadline
+        waiter = guard = None
+        if deadline is not None:
+            waiter = asyncio.current_task()
+            if self.body_due:
+                # Past the deadline: a message already waiting still comes through (the call
+                # below returns without suspending); a wait for one is cut at once.
+                guard = loop.call_soon(self._body_expired)
+            elif self.body_timer is None:
+                self.body_timer = loop.call_at(deadline, self._body_expired)
+        cancelling = 0 if waiter is None else waiter.cancelling()
+        self.waiter = waiter
+        paused = self.handler_deadline is not None and not self.started
+        if paused:
+            self.paused_since = loop.time()
         try:
-            deadline = self.body_deadline
-            if deadline is None:
-                message = await self._receive()
-            else:
-                waiting = asyncio.timeout_at(deadline)
-                try:
-                    async with waiting:
-                        message = await self._receive()
-                except TimeoutError:
-                    if not waiting.expired():
-                        raise
-                    raise self.refuse(LimitReason.BODY_TIMEOUT) from None
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self.body_due or waiter is None or waiter.uncancel() > cancelling:
+                raise
+            raise self.refuse(LimitReason.BODY_TIMEOUT) from None
         finally:
-            self._resume(remaining)
+            self.waiter = None
+            if guard is not None:
+                guard.cancel()
+            if paused:
+                self._resume()
+        return self._count(message)
+
+    def _count(self, message: Message) -> Message:
+        """Count a message of the body; raise if it passed the cap."""
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             cap = self.limits.max_body_bytes
@@ -283,32 +348,20 @@ class _Exchange:
             self.body_done = True
         return message
 
+    def _resume(self) -> None:
+        """Push the handler's deadline back by the time spent waiting for the body; re-arm its
+        timer if it fired during the wait."""
+        since, self.paused_since = self.paused_since, None
+        deadline = self.handler_deadline
+        if since is None or deadline is None:
+            return
+        self.handler_deadline = deadline = deadline + (self._loop.time() - since)
+        if self.handler_timer is None and not self.handler_due and not self.started:
+            self.handler_timer = self._loop.call_at(deadline, self._handler_expired)
+
     async def send(self, message: Message) -> None:
-        if self.refused is not None:
+        if self.refused is not None or self.handler_due:
             return  # the app's answer to a refusal: the layer's own goes out instead
         if message["type"] == "http.response.start":
-            self.started = True
-            timer = self.timer
-            if timer is not None and not timer.expired():
-                timer.reschedule(None)  # the status is on its way: the deadline is met
+            self.started = True  # the status is on its way: the handler's deadline is met
         await self._send(message)
-
-    def _pause(self) -> float | None:
-        """Stop the handler's clock while the app waits for the body (``body_timeout``
-        bounds that wait); the seconds it had left, or ``None`` when it was not running."""
-        timer = self.timer
-        if timer is None or self.started or timer.expired():
-            return None
-        when = timer.when()
-        if when is None:
-            return None  # already paused: a second reader of the body
-        remaining = when - self._loop.time()
-        if remaining <= 0:
-            return None  # due: let it fire
-        timer.reschedule(None)
-        return remaining
-
-    def _resume(self, remaining: float | None) -> None:
-        timer = self.timer
-        if remaining is not None and timer is not None and not timer.expired() and not self.started:
-            timer.reschedule(self._loop.time() + remaining)
