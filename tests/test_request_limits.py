@@ -526,3 +526,13 @@ def test_a_limit_turned_off_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="bastion.security.limits"):
         RequestLimitsMiddleware(app, RequestLimits(max_body_bytes=None))
     assert "max_body_bytes=None" in caplog.text
+
+
+def test_the_body_cap_alone_needs_no_asyncio_loop() -> None:
+    """Driven by hand, outside any event loop (as trio would drive it): the cap still works."""
+    exchange = Exchange([b"a" * 600, b"b" * 600])
+    app = layer(ReadingApp(), max_body_bytes=1000, body_timeout=None, handler_timeout=None)
+    coroutine = exchange.run(app)
+    with pytest.raises(StopIteration):
+        coroutine.send(None)  # nothing in the exchange suspends: it runs to its end at once
+    assert exchange.status == 413

@@ -22,8 +22,9 @@ the start, the error still stops the app and is audited, and the response is lef
 the body, ``handler_timeout`` for the app) with the client address read through the trusted
 proxies. WebSocket and lifespan scopes pass untouched.
 
-Timeouts use the running asyncio loop (``asyncio.timeout``): uvicorn, hypercorn's asyncio
-worker, daphne, granian. Under trio the timeouts cannot run; set both to ``None`` there.
+The timeouts run on the asyncio loop (``loop.call_at`` and task cancellation): uvicorn,
+hypercorn's asyncio worker, daphne, granian. Under trio they cannot run: set both to ``None``
+there (the body cap alone needs no loop).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from bastion.core.request_limits import (
 from bastion.slices import layer_settings, required_slice
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.config import Bastion
     from bastion.core.clock import Clock
@@ -223,13 +226,15 @@ class _Exchange:
         empty: bool,
     ) -> None:
         self._layer = layer
-        self._loop = loop = asyncio.get_running_loop()
+        body_timeout, handler_timeout = limits.body_timeout, limits.handler_timeout
+        # Only a deadline needs the loop: the body cap alone runs under any event loop (trio).
+        timed = body_timeout is not None or handler_timeout is not None
+        self._loop = asyncio.get_running_loop() if timed else None
         self._receive = receive
         self._send = send
         self.scope = scope
         self.limits = limits
-        now = loop.time()
-        body_timeout, handler_timeout = limits.body_timeout, limits.handler_timeout
+        now = self._time()
         self.body_deadline = None if body_timeout is None else now + body_timeout
         self.handler_deadline = None if handler_timeout is None else now + handler_timeout
         self.body_timer: asyncio.TimerHandle | None = None
@@ -244,14 +249,14 @@ class _Exchange:
         self.waiter: asyncio.Task[Any] | None = None  # the task awaiting the body, if any
 
     async def run(self) -> None:
-        app, scope, loop = self._layer._app, self.scope, self._loop
+        app, scope = self._layer._app, self.scope
         deadline = self.handler_deadline
         task = cancelling = None
         if deadline is not None:
             self.task = task = asyncio.current_task()
             if task is not None:
                 cancelling = task.cancelling()
-                self.handler_timer = loop.call_at(deadline, self._handler_expired)
+                self.handler_timer = self._call_at(deadline, self._handler_expired)
         try:
             await app(scope, self.receive, self.send)
         except asyncio.CancelledError:
@@ -272,13 +277,26 @@ class _Exchange:
             self.started = True
             await self._layer.refuse(scope, self._send, self.refused)
 
+    def _time(self) -> float:
+        return 0.0 if self._loop is None else self._loop.time()
+
+    def _call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        if self._loop is None:  # pragma: no cover (a deadline implies the loop)
+            raise RuntimeError("a request deadline without an event loop")
+        return self._loop.call_at(when, callback)
+
+    def _call_soon(self, callback: Callable[[], None]) -> asyncio.Handle:
+        if self._loop is None:  # pragma: no cover (a deadline implies the loop)
+            raise RuntimeError("a request deadline without an event loop")
+        return self._loop.call_soon(callback)
+
     def _handler_expired(self) -> None:
         self.handler_timer = None
         if self.started or self.refused is not None or self.paused_since is not None:
             return  # answered, refused, or waiting for the body (its wait re-arms the timer)
         deadline = self.handler_deadline
-        if deadline is not None and deadline > self._loop.time():
-            self.handler_timer = self._loop.call_at(deadline, self._handler_expired)
+        if deadline is not None and deadline > self._time():
+            self.handler_timer = self._call_at(deadline, self._handler_expired)
             return  # pushed back by a wait for the body
         if self.task is not None:
             self.handler_due = True
@@ -305,7 +323,6 @@ class _Exchange:
             raise RequestLimitExceeded(self.refused)  # never read past a refusal
         if self.body_done:
             return await self._receive()  # the body is whole: waiting for a disconnect
-        loop = self._loop
         deadline = self.body_deadline
         waiter = guard = None
         if deadline is not None:
@@ -313,14 +330,14 @@ class _Exchange:
             if self.body_due:
                 # Past the deadline: a message already waiting still comes through (the call
                 # below returns without suspending); a wait for one is cut at once.
-                guard = loop.call_soon(self._body_expired)
+                guard = self._call_soon(self._body_expired)
             elif self.body_timer is None:
-                self.body_timer = loop.call_at(deadline, self._body_expired)
+                self.body_timer = self._call_at(deadline, self._body_expired)
         cancelling = 0 if waiter is None else waiter.cancelling()
         self.waiter = waiter
         paused = self.handler_deadline is not None and not self.started
         if paused:
-            self.paused_since = loop.time()
+            self.paused_since = self._time()
         try:
             message = await self._receive()
         except asyncio.CancelledError:
@@ -355,9 +372,9 @@ class _Exchange:
         deadline = self.handler_deadline
         if since is None or deadline is None:
             return
-        self.handler_deadline = deadline = deadline + (self._loop.time() - since)
+        self.handler_deadline = deadline = deadline + (self._time() - since)
         if self.handler_timer is None and not self.handler_due and not self.started:
-            self.handler_timer = self._loop.call_at(deadline, self._handler_expired)
+            self.handler_timer = self._call_at(deadline, self._handler_expired)
 
     async def send(self, message: Message) -> None:
         if self.refused is not None or self.handler_due:
