@@ -1,6 +1,7 @@
 """Request limits under a real uvicorn server, fed over a raw socket: a body that arrives too
 slowly, an oversized chunked upload, a declared length over the cap with ``Expect:
-100-continue``, and a slow handler.
+100-continue``, and a slow handler; and a Flask app under werkzeug's real WSGI server, fed an
+oversized chunked upload.
 
 The deadlines are a few tenths of a second; each test waits for the server's answer (a socket
 read with a generous timeout), never for a fixed time of its own.
@@ -10,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import flask
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
+from werkzeug.serving import make_server
 
+import bastion.flask
 from bastion.asgi import protect
 from bastion.config import Bastion
+from bastion.core.csrf import CSRFConfig
 from bastion.core.request_limits import RequestLimits
-from servers import uvicorn_thread
+from servers import free_port, uvicorn_thread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -180,3 +186,66 @@ def test_a_streamed_response_outlives_the_handler_timeout(server: tuple[int, lis
     assert data.startswith(b"HTTP/1.1 200 ")
     body = data.partition(b"\r\n\r\n")[2]
     assert body == b"1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"  # all three parts, chunked
+
+
+# -- a real WSGI server: Flask under werkzeug's, which sets wsgi.input_terminated for chunked
+
+
+@pytest.fixture(scope="module")
+def flask_server() -> Iterator[tuple[int, list[int]]]:
+    seen: list[int] = []
+    app = flask.Flask(__name__)
+
+    @app.post("/upload")
+    def upload() -> str:
+        data = flask.request.get_data()
+        seen.append(len(data))
+        return str(len(data))
+
+    config = Bastion(
+        store="memory://",
+        csrf=CSRFConfig(exempt=("/upload",)),
+        headers=None,
+        limits=RequestLimits(max_body_bytes=CAP),
+    )
+    bastion.flask.protect(app, config)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield port, seen
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_flask_under_a_real_server_stops_a_chunked_upload_at_the_cap(
+    flask_server: tuple[int, list[int]],
+) -> None:
+    port, seen = flask_server
+    chunk = b"x" * 600
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Accept: application/json\r\n\r\n"
+        )
+        for _ in range(2):  # past the cap; no terminating chunk
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, _headers, body = read_response(sock)
+    assert status == 413
+    assert b'"error": "body_too_large"' in body
+    assert seen == []  # the view never saw a cut body
+
+
+def test_flask_under_a_real_server_serves_a_body_within_the_cap(
+    flask_server: tuple[int, list[int]],
+) -> None:
+    port, _ = flask_server
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3e8\r\n" + b"y" * 1000 + b"\r\n0\r\n\r\n"
+        )
+        status, _headers, body = read_response(sock)
+    assert (status, body) == (200, b"1000")
