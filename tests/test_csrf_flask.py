@@ -20,6 +20,7 @@ from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig, TokenSource
 from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
+from bastion.core.request_limits import RequestLimits
 from bastion.errors import BadToken, ConfigurationError
 from bastion.flask import protect
 from bastion.flask import session as bastion_session
@@ -58,6 +59,9 @@ def make_flask(store: Store, sink: ListSink, **csrf: Any) -> Flask:
         store=store,
         csrf=CSRFConfig(**csrf),
         headers=None,
+        # Above the 10 MiB upload below: these tests meet CSRF's own 1 MiB form cap, not the
+        # request limits' default one, which refuses such a body from its Content-Length.
+        limits=RequestLimits(max_body_bytes=16 * 1024 * 1024),
         auditor=auditor,
         clock=clock,
         environment=Environment.TEST,

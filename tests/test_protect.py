@@ -23,6 +23,7 @@ import bastion.flask
 from bastion.asgi import csrf_token, protect
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
+from bastion.asgi.limits import RequestLimitsMiddleware
 from bastion.asgi.sessions import SessionMiddleware
 from bastion.config import Bastion
 from bastion.core.clock import FrozenClock
@@ -89,6 +90,7 @@ async def test_protect_order_and_headers_on_every_refusal(tmp_path: Path) -> Non
     assert layers == [
         "SecurityHeadersMiddleware",
         "RateLimitMiddleware",
+        "RequestLimitsMiddleware",
         "SessionMiddleware",
         "CSRFMiddleware",
     ]
@@ -106,8 +108,8 @@ async def test_protect_order_and_headers_on_every_refusal(tmp_path: Path) -> Non
             content=b"a=" + b"x" * (2 * 1024 * 1024),
             headers={"Content-Type": "application/x-www-form-urlencoded", **JSON},
         )
-        assert huge.status_code == 413
-        assert huge.json()["reason"] == "body_too_large"
+        assert huge.status_code == 413  # the request limits, before CSRF reads the form
+        assert huge.json()["error"] == "body_too_large"
         assert_security_headers(huge)
         same_origin = await http.post("/incr", headers=browser_headers(HTTPS))
         assert same_origin.json() == {"n": 2}
@@ -150,12 +152,19 @@ async def test_protect_fastapi_double_submit_without_sessions() -> None:
 def test_protect_layers_are_optional_and_misconfigurations_named() -> None:
     inner = starlette_app()
     # Runtimes: protect() returns the bare stack (a Bastion adds the lifespan closer).
-    assert protect(inner, Bastion(csrf=None, headers=None).build()) is inner
-    only_sessions = protect(inner, Bastion(store=MemoryStore(), csrf=None, headers=None).build())
+    assert protect(inner, Bastion(csrf=None, headers=None, limits=None).build()) is inner
+    only_limits = protect(inner, Bastion(csrf=None, headers=None).build())  # on by default
+    assert isinstance(only_limits, RequestLimitsMiddleware)
+    assert only_limits._app is inner
+    only_sessions = protect(
+        inner, Bastion(store=MemoryStore(), csrf=None, headers=None, limits=None).build()
+    )
     assert isinstance(only_sessions, SessionMiddleware)
     csrf_only = protect(
         inner,
-        Bastion(store=MemoryStore(), headers=None, environment=Environment.TEST).build(),
+        Bastion(
+            store=MemoryStore(), headers=None, limits=None, environment=Environment.TEST
+        ).build(),
     )
     assert isinstance(csrf_only, SessionMiddleware)
     assert isinstance(csrf_only.app, CSRFMiddleware)

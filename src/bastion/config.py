@@ -46,6 +46,7 @@ from bastion.core.csrf import CSRFConfig
 from bastion.core.environment import Environment, current_environment
 from bastion.core.headers import HeaderPolicy, Preset
 from bastion.core.keys import KeyRing, SecretKey
+from bastion.core.request_limits import RequestLimits
 from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import ThrottlePolicy
 from bastion.engine.ratelimit import Rule
@@ -88,6 +89,9 @@ class Bastion:
       patterns (:mod:`bastion.core.paths`) to other policies.
     * ``cors``: a :class:`~bastion.core.cors.CORSPolicy` naming the other origins that may
       read responses (``None``: no cross-origin reads, no CORS layer).
+    * ``limits``: the :class:`~bastion.core.request_limits.RequestLimits` of every request (on
+      by default: a 1 MiB body cap, 30 seconds for the body, 30 seconds to the response's
+      start; per-route values in ``routes``); ``None`` turns the layer off (logged).
     * ``rate_limits``: :class:`~bastion.engine.ratelimit.Rule` values applied by the
       rate-limit layer, on ``store`` (no rules: no layer).
     * ``proxies``: the :class:`~bastion.core.client.TrustedProxies` whose forwarding headers
@@ -121,6 +125,7 @@ class Bastion:
     headers: HeaderPolicy | Preset | str | None = Preset.STRICT
     header_routes: Mapping[str, HeaderPolicy | Preset | str] = field(default_factory=dict)
     cors: CORSPolicy | None = None
+    limits: RequestLimits | None = field(default_factory=RequestLimits)
     rate_limits: tuple[Rule, ...] = ()
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     throttle: ThrottlePolicy | None = None
@@ -166,6 +171,12 @@ class Bastion:
             raise ConfigurationError(
                 "cors must be a CORSPolicy (CORSPolicy(allow_origins=('https://app.example',)))",
                 setting="cors",
+            )
+        if self.limits is not None and not isinstance(self.limits, RequestLimits):
+            raise ConfigurationError(
+                "limits must be a RequestLimits (RequestLimits(max_body_bytes=...)), or None to "
+                "turn the request limits off",
+                setting="limits",
             )
         set_(self, "headers", _policy(self.headers, "headers", allow_none=True))
         if not hasattr(self.header_routes, "items"):
@@ -249,8 +260,10 @@ class Bastion:
                 if not value:
                     continue
                 value = dict(value)
-            elif (item.name == "csrf" and value == CSRFConfig()) or (
-                item.name == "proxies" and not value.trusts_any
+            elif (
+                (item.name == "csrf" and value == CSRFConfig())
+                or (item.name == "limits" and value == RequestLimits())
+                or (item.name == "proxies" and not value.trusts_any)
             ):
                 continue
             shown.append(f"{item.name}={value!r}")

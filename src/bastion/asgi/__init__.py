@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bastion.asgi.csrf import CSRFMiddleware, csrf_input, csrf_token
 from bastion.asgi.headers import SecurityHeadersMiddleware, add_jinja2_globals, csp_nonce
+from bastion.asgi.limits import RequestLimitsMiddleware
 from bastion.asgi.protect import BastionMiddleware, protect
 from bastion.asgi.ratelimit import RateLimitMiddleware
 from bastion.asgi.sessions import SessionMiddleware, get_session, load_session
@@ -12,6 +13,7 @@ __all__ = [
     "BastionMiddleware",
     "CSRFMiddleware",
     "RateLimitMiddleware",
+    "RequestLimitsMiddleware",
     "SecurityHeadersMiddleware",
     "SessionMiddleware",
     "add_jinja2_globals",

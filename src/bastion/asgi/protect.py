@@ -7,19 +7,26 @@
     # or, the way any middleware is added:
     app.add_middleware(bastion.asgi.BastionMiddleware, config=config)
 
-SecurityHeaders -> RateLimit -> Session -> CSRF -> app; the order and the reasons for it are in
-:mod:`bastion.runtime`. Given a :class:`~bastion.config.Bastion`, ``protect`` builds the runtime
-and closes it (the auditor flushed, the store closed) when the server's lifespan shuts down;
-given a :class:`~bastion.runtime.Runtime` (``config.build()``, to reach ``runtime.throttle``
-or the session registry from the app), the caller owns it and closes it.
+SecurityHeaders -> CORS -> RateLimit -> Bearer -> RequestLimits -> Session -> CSRF -> Authz ->
+app; the order and the reasons for it are in :mod:`bastion.runtime`. The request limits
+(:mod:`bastion.asgi.limits`) sit outside every layer that reads the body (CSRF reads forms), so
+no layer reads past the cap or the body's deadline, and inside the layers that answer from
+headers alone (a flood, a missing token, a preflight is refused before any body is awaited).
+Given a :class:`~bastion.config.Bastion`, ``protect`` builds the runtime and closes it (the
+auditor flushed, the store closed) when the server's lifespan shuts down; given a
+:class:`~bastion.runtime.Runtime` (``config.build()``, to reach ``runtime.throttle`` or the
+session registry from the app), the caller owns it and closes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
+from bastion.asgi.limits import RequestLimitsMiddleware
 from bastion.asgi.sessions import SessionMiddleware
 from bastion.runtime import Layers, Runtime, as_runtime
 
@@ -30,7 +37,9 @@ if TYPE_CHECKING:
     from bastion.authz.service import Authorizer
     from bastion.config import Bastion
 
-__all__ = ["BastionMiddleware", "protect"]
+__all__ = ["BastionMiddleware", "compose", "protect"]
+
+logger = logging.getLogger("bastion.security.protect")
 
 
 def protect(app: ASGIApp, config: Bastion | Runtime) -> ASGIApp:
@@ -41,10 +50,21 @@ def protect(app: ASGIApp, config: Bastion | Runtime) -> ASGIApp:
 def _wrap(app: ASGIApp, config: Bastion | Runtime) -> tuple[Runtime, ASGIApp]:
     """The runtime and the wrapped app; a runtime built here closes at lifespan shutdown."""
     runtime = as_runtime(config)
-    wrapped = runtime.compose(app, _LAYERS)
+    wrapped = compose(runtime, app)
     if isinstance(config, Runtime):
         return runtime, wrapped
     return runtime, _ClosesAtShutdown(wrapped, runtime)
+
+
+def compose(runtime: Runtime, app: ASGIApp) -> ASGIApp:
+    """``app`` in the runtime's layers, the request limits placed between the layers that
+    answer from headers (:data:`_OUTER`) and those that read the body (:data:`_INNER`)."""
+    wrapped = runtime.compose(app, _INNER)
+    if runtime.config.limits is None:
+        logger.warning("bastion: limits=None; no request body cap, body-read or handler timeout")
+    else:
+        wrapped = RequestLimitsMiddleware(wrapped, bastion=runtime)
+    return runtime.compose(wrapped, _OUTER)
 
 
 class BastionMiddleware:
@@ -149,3 +169,20 @@ _LAYERS: Layers[ASGIApp] = Layers(
     bearer=_bearer,
     authz=_authz,
 )
+
+
+def _through(app: ASGIApp, *_args: Any, **_kwargs: Any) -> ASGIApp:
+    return app
+
+
+def _through_loader() -> Callable[..., ASGIApp]:
+    return _through
+
+
+# Runtime.compose builds each layer it is given, in its one order; run twice, once with the
+# outer layers passed through and once with the inner ones left out, it leaves the request
+# limits a place between them.
+_INNER: Final = dataclasses.replace(
+    _LAYERS, headers=_through, cors=_through_loader, rate_limit=_through_loader, bearer=None
+)
+_OUTER: Final = dataclasses.replace(_LAYERS, sessions=None, csrf=None, authz=None)

@@ -39,6 +39,7 @@ from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
 from bastion.core.cookies import parse_cookie
+from bastion.core.request_limits import RequestLimitExceeded
 from bastion.core.vary import merge_vary_text
 from bastion.engine.sessions import Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
@@ -48,7 +49,7 @@ from bastion.flask.csrf import _EXTENSION as CSRF_EXTENSION
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.runtime import Layers, as_runtime
 from bastion.wsgi.headers import add_jinja2_globals as add_nonce_global
-from bastion.wsgi.protect import LAYERS
+from bastion.wsgi.protect import LAYERS, limited
 from bastion.wsgi.sessions import (
     client_address,
     response_headers,
@@ -222,6 +223,9 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
         raise
     if runtime.sessions is not None:
         app.register_error_handler(StoreUnavailable, _unavailable_handler)
+    # A body over its cap or its time raises in the view (or in the CSRF check): answered
+    # here, not logged as a crash; the limits layer outside replaces this with its refusal.
+    app.register_error_handler(RequestLimitExceeded, _limit_handler)
     return runtime
 
 
@@ -254,7 +258,9 @@ def _install(app: Flask, runtime: Runtime) -> None:
         else:
             app.extensions[EXTENSION] = runtime.authz
     inner: WSGIApp = app.wsgi_app
-    app.wsgi_app = runtime.compose(inner, _OUTER)  # type: ignore[method-assign, assignment]
+    # The request limits around the Flask app (its CSRF check reads forms), inside the rest.
+    wrapped = runtime.compose(limited(runtime, inner), _OUTER)
+    app.wsgi_app = wrapped  # type: ignore[method-assign, assignment]
 
 
 # Sessions are Flask's session interface and CSRF the extension above; the WSGI layers add the
@@ -267,6 +273,10 @@ _OUTER: Final[Layers[WSGIApp]] = Layers(
     csrf=None,
     bearer=LAYERS.bearer,
 )
+
+
+def _limit_handler(error: RequestLimitExceeded) -> Any:
+    return "", error.reason.status
 
 
 def _unavailable_handler(error: StoreUnavailable) -> Any:
