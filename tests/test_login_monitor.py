@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, Outcome
+from bastion.core.audit_names import GUIDE_EVENTS, owasp_name
 from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing
 from bastion.core.login_monitor import LoginMonitor, LoginMonitorPolicy, Suspicion
@@ -81,3 +82,11 @@ def test_thresholds_validated() -> None:
     with pytest.raises(ConfigurationError) as caught:
         LoginMonitorPolicy(account_failures=1)
     assert caught.value.setting == "account_failures"
+
+
+def test_guide_names_map_onto_the_vocabulary() -> None:
+    assert len(GUIDE_EVENTS) == 10
+    assert owasp_name("suspicious_activity") is EventName.AUTHN_LOGIN_SUSPICIOUS
+    assert owasp_name("LOGIN_FAILED") is EventName.AUTHN_LOGIN_FAIL
+    with pytest.raises(ConfigurationError):
+        owasp_name("NOPE")
