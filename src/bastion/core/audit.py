@@ -137,7 +137,8 @@ class EventName(enum.StrEnum):
 
     Left out: upload, privilege (file permission), sensitive-data and monitor events, which
     belong to other layers. ``malicious_csrf`` is bastion's addition in the same style (the
-    vocabulary has ``malicious_cors`` but no CSRF event).
+    vocabulary has ``malicious_cors`` but no CSRF event), as is ``authn_login_suspicious``
+    (a pattern of logins the login monitor flagged; the guide's ``SUSPICIOUS_ACTIVITY``).
     """
 
     AUTHN_LOGIN_SUCCESS = "authn_login_success"
@@ -148,6 +149,7 @@ class EventName(enum.StrEnum):
     AUTHN_PASSWORD_CHANGE = "authn_password_change"  # noqa: S105 (an event name, not a password)
     AUTHN_PASSWORD_CHANGE_FAIL = "authn_password_change_fail"  # noqa: S105 (an event name, not a password)
     AUTHN_IMPOSSIBLE_TRAVEL = "authn_impossible_travel"
+    AUTHN_LOGIN_SUSPICIOUS = "authn_login_suspicious"
     AUTHN_TOKEN_CREATED = "authn_token_created"  # noqa: S105 (an event name, not a password)
     AUTHN_TOKEN_REVOKED = "authn_token_revoked"  # noqa: S105 (an event name, not a password)
     AUTHN_TOKEN_REUSE = "authn_token_reuse"  # noqa: S105 (an event name, not a password)
@@ -208,6 +210,7 @@ DEFAULT_LEVELS: Mapping[EventName, Level] = MappingProxyType(
         EventName.AUTHN_PASSWORD_CHANGE: _I,
         EventName.AUTHN_PASSWORD_CHANGE_FAIL: _C,
         EventName.AUTHN_IMPOSSIBLE_TRAVEL: _C,
+        EventName.AUTHN_LOGIN_SUSPICIOUS: _C,
         EventName.AUTHN_TOKEN_CREATED: _I,
         EventName.AUTHN_TOKEN_REVOKED: _I,
         EventName.AUTHN_TOKEN_REUSE: _C,
@@ -254,6 +257,7 @@ SIGNIFICANT_EVENTS: frozenset[str] = frozenset(
         EventName.AUTHN_PASSWORD_CHANGE,
         EventName.AUTHN_PASSWORD_CHANGE_FAIL,
         EventName.AUTHN_IMPOSSIBLE_TRAVEL,
+        EventName.AUTHN_LOGIN_SUSPICIOUS,
         EventName.AUTHN_TOKEN_CREATED,
         EventName.AUTHN_TOKEN_REVOKED,
         EventName.AUTHN_TOKEN_REUSE,
@@ -851,9 +855,14 @@ class Auditor:
     Repeated events are aggregated as ``aggregation`` says (see the module docstring);
     ``aggregation=None`` writes every event. Call :meth:`flush` at shutdown so that the last
     summaries are written.
+
+    ``observers`` see every event as it is built, before aggregation, so that a detector
+    (:class:`bastion.core.login_monitor.LoginMonitor`) counts each failed login even when the
+    sink only gets a summary. An observer may emit through this auditor (its own events are
+    observed too, and must be ignored by it).
     """
 
-    __slots__ = ("_aggregator", "_clock", "_hasher", "_sink")
+    __slots__ = ("_aggregator", "_clock", "_hasher", "_observers", "_sink")
 
     def __init__(
         self,
@@ -862,6 +871,7 @@ class Auditor:
         sink: AuditSink,
         *,
         aggregation: AuditAggregation | None = AuditAggregation(),
+        observers: Iterable[AuditSink] = (),
     ) -> None:
         if aggregation is not None and not isinstance(aggregation, AuditAggregation):
             raise ConfigurationError(
@@ -872,12 +882,17 @@ class Auditor:
         self._clock = clock
         self._sink = sink
         self._aggregator = None if aggregation is None else _Aggregator(aggregation)
+        self._observers = tuple(observers)
 
     @property
     def tracked(self) -> int:
         """How many keys are being counted now (at most ``max_keys`` plus one overflow entry
         per aggregated name and outcome)."""
         return 0 if self._aggregator is None else len(self._aggregator)
+
+    def add_observer(self, observer: AuditSink) -> None:
+        """Show every later event to ``observer`` too (see the class docstring)."""
+        self._observers = (*self._observers, observer)
 
     def flush(self) -> None:
         """Write the summary of every window still counting, and close them."""
@@ -947,6 +962,8 @@ class Auditor:
             session=session,
             details=details,
         )
+        for observer in self._observers:
+            observer.emit(event)
         if self._aggregator is None:
             self._sink.emit(event)
             return event
