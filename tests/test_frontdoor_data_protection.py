@@ -97,3 +97,24 @@ def test_a_refusal_is_stored_in_the_trail_and_queryable(tmp_path: Path) -> None:
         assert trail.verify().ok
     finally:
         trail.close()
+
+
+def test_login_monitor_is_wired_to_the_runtimes_auditor() -> None:
+    from bastion.core.audit import EventName, Outcome  # noqa: PLC0415
+    from bastion.core.login_monitor import LoginMonitorPolicy, Suspicion  # noqa: PLC0415
+
+    found: list[Suspicion] = []
+    runtime = Bastion(
+        csrf=None, login_monitor=LoginMonitorPolicy(account_failures=3), on_suspicion=found.append
+    ).build()
+    assert runtime.login_monitor is not None
+    for _ in range(3):
+        runtime.auditor.emit(
+            EventName.AUTHN_LOGIN_FAIL, outcome=Outcome.FAILURE, user="alice", client_ip="192.0.2.7"
+        )
+    assert [s.pattern for s in found] == ["account_burst"]
+    with pytest.raises(ConfigurationError, match="nothing would call it") as raised:
+        Bastion(csrf=None, on_suspicion=found.append)
+    assert raised.value.setting == "on_suspicion"
+    with pytest.raises(ConfigurationError, match="LoginMonitorPolicy"):
+        Bastion(csrf=None, login_monitor={"window": 60})  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ from bastion.core.csrf import CSRFConfig
 from bastion.core.environment import Environment, current_environment
 from bastion.core.headers import HeaderPolicy, Preset
 from bastion.core.keys import KeyRing, SecretKey
+from bastion.core.login_monitor import LoginMonitorPolicy
 from bastion.core.request_limits import RequestLimits
 from bastion.core.sessions import SessionConfig
 from bastion.core.throttle import ThrottlePolicy
@@ -58,6 +59,7 @@ from bastion.tokens.policy import TokenPolicy
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from bastion.core.login_monitor import Suspicion
     from bastion.core.sessions import SessionRecord
     from bastion.crypto.policy import CryptoPolicy
     from bastion.runtime import Runtime
@@ -110,6 +112,11 @@ class Bastion:
       trail: SQLite by default, PostgreSQL or Redis Streams): ``runtime.audit``, and every
       layer's events go to it (and to the log) through ``runtime.auditor``. Not with
       ``auditor=``.
+    * ``login_monitor``: a :class:`~bastion.core.login_monitor.LoginMonitorPolicy` (bursts of
+      failed logins per account and per network, credential stuffing, a login from a new
+      network: each an ``authn_login_suspicious`` event) and ``on_suspicion``, the app's hook
+      called with each :class:`~bastion.core.login_monitor.Suspicion` (alert, require a second
+      factor). ``runtime.login_monitor``.
     * ``auditor``: one :class:`~bastion.core.audit.Auditor` for every layer (default: JSON on
       the ``bastion.audit`` logger, identifiers hashed under ``keyring``); ``clock``; and
       ``environment`` (``None``: read once from ``ENV`` / ``BASTION_ENV`` at build time).
@@ -135,6 +142,8 @@ class Bastion:
     oidc: OIDCPolicy | None = None
     crypto: CryptoPolicy | None = None
     audit: AuditPolicy | None = None
+    login_monitor: LoginMonitorPolicy | None = None
+    on_suspicion: Callable[[Suspicion], None] | None = None
     auditor: Auditor | None = None
     clock: Clock = system_clock
     environment: Environment | None = None
@@ -451,6 +460,20 @@ def _check_data_protection(config: Bastion) -> None:
             raise ConfigurationError(
                 "crypto must be a CryptoPolicy (CryptoPolicy(keys=...))", setting="crypto"
             )
+    if config.login_monitor is not None and not isinstance(
+        config.login_monitor, LoginMonitorPolicy
+    ):
+        raise ConfigurationError(
+            "login_monitor must be a LoginMonitorPolicy(...)", setting="login_monitor"
+        )
+    if config.on_suspicion is not None and not callable(config.on_suspicion):
+        raise ConfigurationError("on_suspicion must be callable", setting="on_suspicion")
+    if config.on_suspicion is not None and config.login_monitor is None:
+        raise ConfigurationError(
+            "on_suspicion= was given without login_monitor=LoginMonitorPolicy(): nothing "
+            "would call it",
+            setting="on_suspicion",
+        )
     if config.audit is not None:
         if not isinstance(config.audit, AuditPolicy):
             raise ConfigurationError(

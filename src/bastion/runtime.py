@@ -42,6 +42,7 @@ from bastion.core.clock import system_clock
 from bastion.core.csrf import TokenSource
 from bastion.core.environment import is_production
 from bastion.core.keys import MIN_SECRET_BYTES, KeyRing
+from bastion.core.login_monitor import LoginMonitor
 from bastion.core.sessions import SessionConfig
 from bastion.engine.sessions import SessionEngine
 from bastion.engine.tokens.revocation import min_epoch_ttl
@@ -114,6 +115,7 @@ class Runtime:
         "auditor",
         "config",
         "keyring",
+        "login_monitor",
         "production",
         "proxies",
         "sessions",
@@ -161,18 +163,7 @@ class Runtime:
         if config.store is not None:
             sessions.check_environment(production=production)
         self._crypto: EncryptionService | None = None
-        self._audit: AuditTrail | None = None
-        if config.audit is not None:
-            from bastion.audit import AuditTrail  # noqa: PLC0415
-
-            self._audit = AuditTrail(config.audit, keyring=self.keyring, clock=config.clock)
-            self.auditor = self._audit.auditor()
-        else:
-            self.auditor = (
-                config.auditor
-                if config.auditor is not None
-                else Auditor.default(self.keyring, config.clock)
-            )
+        self._audit, self.auditor, self.login_monitor = _auditing(config, self.keyring)
         store = config.store
         self._owns_store = isinstance(store, str)
         try:
@@ -584,6 +575,28 @@ def _check_production_ring(keyring: KeyRing) -> None:
                 "refused under ENV=production; generate one with `bastion secret`",
                 setting="keyring",
             )
+
+
+def _auditing(
+    config: Bastion, keyring: KeyRing
+) -> tuple[AuditTrail | None, Auditor, LoginMonitor | None]:
+    """The stored trail (``audit=``), the one auditor every layer shares, and the login
+    monitor watching it (``login_monitor=``)."""
+    trail: AuditTrail | None = None
+    if config.audit is not None:
+        from bastion.audit import AuditTrail  # noqa: PLC0415
+
+        trail = AuditTrail(config.audit, keyring=keyring, clock=config.clock)
+        auditor = trail.auditor()
+    elif config.auditor is not None:
+        auditor = config.auditor
+    else:
+        auditor = Auditor.default(keyring, config.clock)
+    monitor: LoginMonitor | None = None
+    if config.login_monitor is not None:
+        monitor = LoginMonitor(config.login_monitor, hook=config.on_suspicion)
+        monitor.attach(auditor)
+    return trail, auditor, monitor
 
 
 def _check_opt_outs(config: Bastion, *, production: bool) -> None:

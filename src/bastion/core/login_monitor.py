@@ -19,6 +19,7 @@ and each key at most its threshold's worth of entries, whatever a client sends.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
@@ -86,14 +87,18 @@ class _Table(Generic[_V]):
         self._limit = limit
 
     def get(self, key: str, make: Callable[[], _V]) -> _V:
+        # Threads of a WSGI server may call this at once (core takes no locks): a key another
+        # thread just evicted is simply made again, never a KeyError inside an audit call.
         value = self._data.get(key)
         if value is None:
             value = make()
             self._data[key] = value
             if len(self._data) > self._limit:
-                self._data.popitem(last=False)
+                with contextlib.suppress(KeyError):
+                    self._data.popitem(last=False)
         else:
-            self._data.move_to_end(key)
+            with contextlib.suppress(KeyError):
+                self._data.move_to_end(key)
         return value
 
     def __len__(self) -> int:
