@@ -116,10 +116,11 @@ def test_unknown_keyword_option_is_refused() -> None:
 
 def test_unknown_scheme_names_it_and_lists_the_forms() -> None:
     with pytest.raises(ConfigurationError) as info:
-        open_store("postgres://admin:hunter2@db.example/app")
+        open_store("mysql://admin:hunter2@db.example/app")
     message = str(info.value)
-    assert "'postgres'" in message
-    for form in ("memory://", "sqlite:///", "sqlite:////", "redis://", "rediss://"):
+    assert "'mysql'" in message
+    forms = ("memory://", "sqlite:///", "sqlite:////", "redis://", "rediss://", "postgresql://")
+    for form in forms:
         assert form in message
     assert "hunter2" not in message
     assert "admin" not in message
@@ -165,3 +166,12 @@ def test_no_error_ever_shows_the_password(suffix: str) -> None:
 )
 def test_redact_url_hides_credentials(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_postgres_urls_open_the_postgres_store_without_connecting() -> None:
+    from bastion.stores.postgres import PostgresStore  # noqa: PLC0415
+
+    for url in ("postgres://admin:hunter2@db.example/app", "postgresql://db.example/app"):
+        store = open_store(url)
+        assert isinstance(store, PostgresStore)
+        assert "hunter2" not in repr(store)
