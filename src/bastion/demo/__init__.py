@@ -120,6 +120,11 @@ def build_demo(
     keyring = None if secret is None else KeyRing.from_secrets([secret], setting=KEY_SETTING)
     data_text = read_setting(DATA_KEY_SETTING)
     data_keys = None if data_text is None else DataKeyRing.from_text(data_text)
+    trail = audit_url(store_url)
+    if trail is not None and not Path(trail.removeprefix("sqlite:///")).parent.is_dir():
+        # The trail opens at once; the store's own start-up failure names the missing
+        # directory (a failed start, exit 1), so that one is left to report it.
+        trail = None
     store = open_store(store_url)
     return DemoApp(
         store,
@@ -129,7 +134,7 @@ def build_demo(
         https=https,
         documents_url=documents_url(store_url),
         oidc_provider=oidc_provider,
-        audit_url=audit_url(store_url),
+        audit_url=trail,
         data_keys=data_keys,
         profiles_path=profiles_path(store_url),
     )
