@@ -48,12 +48,15 @@ if TYPE_CHECKING:
     from bastion.oidc import Provider
 
 __all__ = [
+    "DATA_KEY_SETTING",
     "EXIT_FAILED",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "KEY_SETTING",
     "PASSWORD_SETTING",
     "SERVER_PROXY",
     "TLSFiles",
+    "audit_url",
     "banner",
     "build_demo",
     "serve",
@@ -66,6 +69,14 @@ EXIT_USAGE: Final = 2
 PASSWORD_SETTING = "BASTION_DEMO_PASSWORD"  # noqa: S105 (a variable name, not a password)
 """The environment variable that sets the seeded accounts' password (the local provider's
 account too, with ``--oidc-provider``)."""
+KEY_SETTING: Final = "BASTION_SECRET_KEY"
+"""The demo's key ring (cookie signing, audit hashing, the audit chain's key), as for any
+app; unset: one drawn per start. Set it to check the demo's trail with ``bastion audit
+verify --store sqlite:///bastion-demo.audit.db`` (which reads the same variable)."""
+DATA_KEY_SETTING: Final = "BASTION_DEMO_DATA_KEY"
+"""The demo's data keys for field encryption (``id:base64url,...``, newest first, as
+``DataKeyRing.from_text``); unset: one drawn per start (an earlier run's phone numbers then
+show as not decryptable)."""
 PROVIDER_USER: Final = "alice"
 """The seeded account at the local provider (``--oidc-provider``)."""
 
@@ -100,17 +111,43 @@ def build_demo(
     """The demo app for ``store_url`` (everything in the same place, rate limits included:
     the SQLite file, the Redis server, or memory), with "Sign in with the local provider"
     when ``oidc_provider`` is given. Imports Starlette and Jinja2, the ``demo`` extra."""
+    from bastion.core.keys import KeyRing  # noqa: PLC0415 (as above)
+    from bastion.crypto import DataKeyRing  # noqa: PLC0415
     from bastion.demo.app import DemoApp  # noqa: PLC0415 (the demo extra, imported on use)
+    from bastion.demo.profile import profiles_path  # noqa: PLC0415
 
+    secret = read_setting(KEY_SETTING)  # unset: DemoApp draws a ring per start
+    keyring = None if secret is None else KeyRing.from_secrets([secret], setting=KEY_SETTING)
+    data_text = read_setting(DATA_KEY_SETTING)
+    data_keys = None if data_text is None else DataKeyRing.from_text(data_text)
+    trail = audit_url(store_url)
+    if trail is not None and not Path(trail.removeprefix("sqlite:///")).parent.is_dir():
+        # The trail opens at once; the store's own start-up failure names the missing
+        # directory (a failed start, exit 1), so that one is left to report it.
+        trail = None
     store = open_store(store_url)
     return DemoApp(
         store,
+        keyring=keyring,
         seed_password=seed_password,
         store_label=redact_url(store_url),
         https=https,
         documents_url=documents_url(store_url),
         oidc_provider=oidc_provider,
+        audit_url=trail,
+        data_keys=data_keys,
+        profiles_path=profiles_path(store_url),
     )
+
+
+def audit_url(store_url: str) -> str | None:
+    """The demo's stored audit trail: beside a SQLite store's file (``bastion-demo.db`` ->
+    ``bastion-demo.audit.db``); ``None`` for the other stores (the in-memory ring only)."""
+    parsed = parse_store_url(store_url, {})
+    if parsed.scheme != "sqlite" or parsed.path is None:
+        return None
+    path = Path(parsed.path)
+    return "sqlite:///" + str(path.with_name(path.stem + ".audit.db"))
 
 
 def documents_url(store_url: str) -> str | None:
@@ -129,6 +166,11 @@ def banner(
     """What ``bastion demo`` prints at start: the URL and the seeded accounts' passwords (and
     the local provider's URL and account, with ``--oidc-provider``)."""
     lines = [f"bastion demo: {url}", f"  store: {app.store_label}"]
+    if app.audit_policy is not None:  # a path, never a key
+        lines.append(
+            f"  audit trail: {app.audit_policy.store} (bastion audit verify --store ...; "
+            f"set {KEY_SETTING} to check it after the demo stops)"
+        )
     lines.extend(f"  user {a.username!r} ({a.role}), password: {a.password}" for a in app.seeded)
     if local is not None:
         lines.append(

@@ -10,7 +10,8 @@ The stack, outermost first (see :func:`demo_config`)::
 
 Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/logout``,
 ``/account``, ``/account/sessions``, ``/account/sessions/revoke-others``, ``/account/password``,
-``/account/totp``, ``/account/api-keys``, ``/api/me``, ``/admin``, ``/audit``; the token routes
+``/account/totp``, ``/account/api-keys``, ``/account/profile`` (:mod:`bastion.demo.profile`),
+``/api/me``, ``/admin``, ``/audit``; the token routes
 of :mod:`bastion.demo.tokens`; ``/documents``, ``/documents/{id}`` and ``/admin/roles`` of
 :mod:`bastion.demo.access` (authorization: roles ``user`` < ``moderator`` < ``admin``, kept in
 bastion's store, and the document policy of ``policy.toml``). With a local OpenID provider
@@ -26,6 +27,7 @@ session settings instead: a ``__Host-`` cookie with ``Secure``, and HSTS on ever
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -65,12 +67,22 @@ from bastion.asgi import add_jinja2_globals as add_nonce_global
 from bastion.asgi import get_session, load_session, protect
 from bastion.asgi.csrf import add_jinja2_globals as add_csrf_globals
 from bastion.asgi.sessions import list_sessions, revoke_other_sessions
+from bastion.audit import AuditPolicy
 from bastion.authz import AuthzPolicy
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
 from bastion.core.throttle import BackoffRule
 from bastion.core.tokens.jwk import JWTKey, JWTKeySet
+from bastion.crypto import CryptoPolicy, DataKey, DataKeyRing
 from bastion.demo.access import AccessRoutes, role_of
+from bastion.demo.audit_view import (
+    AuditFilters,
+    FilterError,
+    memory_rows,
+    since_for_display,
+    stored_rows,
+)
 from bastion.demo.documents import DocumentTable
+from bastion.demo.profile import ProfileRoutes, ProfileTable
 from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
 from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
@@ -86,7 +98,6 @@ if TYPE_CHECKING:
 
     from bastion import Clock, PasswordPolicy, Store
     from bastion.asgi.types import Receive, Scope, Send
-    from bastion.core.audit import AuditEvent
     from bastion.engine.authz import Assignments
     from bastion.oidc import Provider
 
@@ -153,7 +164,10 @@ class DemoApp:
     ``documents_url`` is the SQLAlchemy URL of the documents table (``None``: in memory).
     ``oidc_provider``: a provider named ``local`` (``bastion demo --oidc-provider``): the login
     page offers "Sign in with the local provider" and ``/auth/local/...`` is served
-    (:mod:`bastion.demo.oidc`).
+    (:mod:`bastion.demo.oidc`). ``audit_url``: the stored audit trail (``Bastion(audit=...)``,
+    read by ``/audit``; ``None``: the in-memory ring of recent events). ``data_keys``: the
+    data keys of field encryption (``None``: one drawn per start). ``profiles_path``: the
+    SQLite file of the profile table (``None``: in memory).
     """
 
     def __init__(
@@ -170,6 +184,9 @@ class DemoApp:
         https: bool = False,
         documents_url: str | None = None,
         oidc_provider: Provider | None = None,
+        audit_url: str | None = None,
+        data_keys: DataKeyRing | None = None,
+        profiles_path: str | None = None,
     ) -> None:
         keyring = keyring if keyring is not None else KeyRing.generate()
         self.store = store
@@ -192,8 +209,17 @@ class DemoApp:
                 setting="oidc_provider",
             )
         self.oidc_provider = oidc_provider
+        # Field encryption under a data key of the demo's configuration (one drawn per start
+        # by default); the stored audit trail when audit_url is given (else the ring above).
+        self.crypto_policy = CryptoPolicy(
+            keys=data_keys if data_keys is not None else DataKeyRing(DataKey.generate(1))
+        )
+        self.audit_policy = None if audit_url is None else AuditPolicy(store=audit_url)
         self.config = demo_config(self, keyring=keyring, production=production)
         self.runtime = self.config.build()
+        if self.audit_policy is not None:  # the demo's own events go to the trail too
+            self.auditor = self.runtime.auditor
+        self.profiles = ProfileRoutes(self, ProfileTable(profiles_path))
         # Plain HTTP on loopback (like the session cookie): the device cookie is
         # ``bastion-device`` without ``Secure``, logged, refused when ENV=production. Over HTTPS
         # it is ``__Host-bastion-device`` with ``Secure``.
@@ -252,11 +278,13 @@ class DemoApp:
                 SEEDING_ACTOR, account.username, account.role, may_administer=True
             )
         await self.documents.open()
+        self.profiles.table.open()
 
     async def shutdown(self) -> None:
         await self.runtime.aclose()
         await self.store.aclose()
         self.documents.close()
+        self.profiles.table.close()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -278,6 +306,7 @@ class DemoApp:
             r("/account/sessions", self.sessions),
             r("/account/sessions/revoke-others", self.revoke_others, methods=["POST"]),
             r("/account/password", self.password, methods=["POST"]),
+            r("/account/profile", self.profiles.profile, methods=["GET", "POST"]),
             r("/account/totp", self.totp_page, methods=["GET", "POST"]),
             r("/account/api-keys", self.create_api_key, methods=["POST"]),
             r("/api/me", self.api_me),
@@ -732,20 +761,34 @@ class DemoApp:
         return self.page(request, "admin.html", user, events=len(self.events))
 
     async def audit(self, request: Request) -> Response:
+        """The caller's audit events, from the stored trail when the demo keeps one; filters
+        ``?event=`` and ``?since=`` (:mod:`bastion.demo.audit_view`; a bad one is a 400)."""
         user = await self.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        mine = self.identifiers.hash(user.username, kind="user")
+        try:
+            filters = AuditFilters.parse(request.query_params, now=self.clock.now())
+        except FilterError as exc:
+            return self.error_page(request, user, 400, str(exc))
         client = request.client.host if request.client else None
-        here = None if client is None else self.identifiers.hash(client, kind="client_ip")
-        rows: list[tuple[AuditEvent, str]] = []
-        for event in self.events:
-            if event.user == mine:
-                rows.append((event, "you"))
-            elif event.user is None and here is not None and event.client_ip == here:
-                rows.append((event, "your address"))
-        rows.reverse()
-        return self.page(request, "audit.html", user, rows=rows[:200])
+        if self.audit_policy is not None:
+            trail = self.runtime.audit
+            rows = await asyncio.to_thread(
+                stored_rows, trail, user.username, self.identifiers, client, filters
+            )
+        else:
+            mine = self.identifiers.hash(user.username, kind="user")
+            here = None if client is None else self.identifiers.hash(client, kind="client_ip")
+            rows = memory_rows(self.events, mine, here, filters)
+        return self.page(
+            request,
+            "audit.html",
+            user,
+            rows=rows,
+            filters=filters,
+            since_shown=since_for_display(filters),
+            stored=self.audit_policy is not None,
+        )
 
 
 def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> Bastion:
@@ -797,7 +840,10 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
         oidc=None
         if demo.oidc_provider is None
         else OIDCPolicy(providers=(demo.oidc_provider,), default_next="/account"),
-        auditor=demo.auditor,
+        # Not both: with a stored trail, runtime.auditor writes to it (and to the log).
+        auditor=demo.auditor if demo.audit_policy is None else None,
+        audit=demo.audit_policy,
+        crypto=demo.crypto_policy,
         clock=demo.clock,
         environment=environment,
     )
