@@ -128,10 +128,10 @@ def test_scaled_urls_are_parsed_and_redacted() -> None:
     assert store.topology.nodes == (("127.0.0.1", 7000), ("127.0.0.1", 7001))
     assert "pw" not in repr(store)
     assert store.prefix == "app:"
-    sentinel = open_store("redis+sentinel://127.0.0.1:26379,[::1]/main?db=2")
+    sentinel = open_store("redis+sentinel://127.0.0.1:26379,127.0.0.2/main?db=2")
     assert isinstance(sentinel, RedisStore)
     assert sentinel.topology is not None
-    assert sentinel.topology.nodes == (("127.0.0.1", 26379), ("::1", 26379))
+    assert sentinel.topology.nodes == (("127.0.0.1", 26379), ("127.0.0.2", 26379))
     assert sentinel.topology.service == "main"
     assert redact_url("redis+cluster://u:secret@h1:1,h2:2") == "redis+cluster://***@h1:1,h2:2"
 
