@@ -83,8 +83,11 @@ def _close_at_exit() -> None:
     """The writer is a daemon thread (it must never keep a process alive), so events still
     queued when the interpreter exits would be lost with it: an app that never called
     ``runtime.close()`` still gets them written and the segment sealed, each sink within its
-    store's timeout. A sink that cannot write logs why; the exit goes on."""
+    store's timeout. A sink with nothing queued is left alone (an exit never waits on a store
+    it has nothing for). A sink that cannot write logs why; the exit goes on."""
     for sink in list(_RUNNING):
+        if not sink._queue or sink._closed:
+            continue
         try:
             sink.close()
         except Exception:
