@@ -148,3 +148,13 @@ def test_prefix_out_of_range_is_refused(setting: str, value: int) -> None:
     with pytest.raises(ConfigurationError) as caught:
         LoginMonitorPolicy(**{setting: value})  # type: ignore[arg-type]
     assert caught.value.setting == setting
+
+
+def test_the_suspicion_event_names_the_account_as_its_user() -> None:
+    auditor, _, found, sink = setup(account_failures=3, window=60.0)
+    for _ in range(3):
+        fail(auditor, "alice", "192.0.2.1")
+    (suspicion,) = found
+    (event,) = [e for e in sink.events if e.name == EventName.AUTHN_LOGIN_SUSPICIOUS]  # type: ignore[attr-defined]
+    assert event.user == suspicion.user  # type: ignore[attr-defined]
+    assert event.user.digest == event.details["user_hash"]  # type: ignore[attr-defined]

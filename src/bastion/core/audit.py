@@ -900,6 +900,14 @@ def _summary(window: _Window, at: float, interval: float) -> AuditEvent:
     )
 
 
+def _hashed(
+    hasher: IdentifierHasher, value: str | int | HashedIdentifier | None, kind: str
+) -> HashedIdentifier | None:
+    if value is None or isinstance(value, HashedIdentifier):
+        return value
+    return hasher.hash(value, kind=kind)
+
+
 class Auditor:
     """Builds audit events (time from ``clock``, identifiers through ``hasher``) and sends them
     to ``sink``. ``level`` defaults to :func:`default_level`. For example::
@@ -970,13 +978,14 @@ class Auditor:
         outcome: Outcome,
         level: Level | None = None,
         request_id: str | None = None,
-        user: str | int | None = None,
-        client_ip: str | None = None,
+        user: str | int | HashedIdentifier | None = None,
+        client_ip: str | HashedIdentifier | None = None,
         session: str | None = None,
         user_agent: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
-        """Build an event without sending it. Identifiers are given raw and hashed here;
+        """Build an event without sending it. Identifiers are given raw and hashed here (or
+        as the :class:`HashedIdentifier` an earlier event carried, kept as they are);
         ``request_id`` defaults to the request's (:func:`current_request_id`), ``user_agent``
         and ``client_ip`` to the request's (:func:`current_client`)."""
         hasher = self._hasher
@@ -994,8 +1003,8 @@ class Auditor:
             outcome=outcome,
             level=default_level(name, outcome) if level is None else level,
             request_id=request_id,
-            user=None if user is None else hasher.hash(user, kind="user"),
-            client_ip=None if client_ip is None else hasher.hash(client_ip, kind="client_ip"),
+            user=_hashed(hasher, user, "user"),
+            client_ip=_hashed(hasher, client_ip, "client_ip"),
             session=None if session is None else hasher.hash(session, kind="session"),
             user_agent=user_agent,
             details=MappingProxyType({}) if details is None else details,
@@ -1008,8 +1017,8 @@ class Auditor:
         outcome: Outcome,
         level: Level | None = None,
         request_id: str | None = None,
-        user: str | int | None = None,
-        client_ip: str | None = None,
+        user: str | int | HashedIdentifier | None = None,
+        client_ip: str | HashedIdentifier | None = None,
         session: str | None = None,
         user_agent: str | None = None,
         details: Mapping[str, DetailValue] | None = None,

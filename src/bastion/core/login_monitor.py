@@ -253,6 +253,8 @@ class LoginMonitor:
             self._auditor.emit(
                 EventName.AUTHN_LOGIN_SUSPICIOUS,
                 outcome=Outcome.FAILURE,
+                user=user,
+                client_ip=net,
                 details={
                     "pattern": pattern,
                     "count": count,
