@@ -186,30 +186,21 @@ def test_the_guide_names_map_onto_the_vocabulary() -> None:
 
 
 @pytest.mark.asyncio
-async def test_every_guide_event_is_stored_with_its_client_address(demo: Demo) -> None:
+async def test_every_guide_event_is_stored_with_its_client_address_and_user_agent(
+    demo: Demo,
+) -> None:
     await drive_every_guide_event(demo)
     for guide, (_outcome, _account, ip) in EXPECTED.items():
         record = stored_event(demo, guide)
-        if guide == "SUSPICIOUS_ACTIVITY":  # TODO(after git merge main): request context fills it
-            continue
         assert record.client_ip is not None, guide
         assert record.client_ip == demo.digest(ip, "client_ip"), guide
+        assert record.user_agent == UA, guide
+        assert record.to_dict()["user_agent"] == UA, guide
     assert stored_event(demo, "SUSPICIOUS_ACTIVITY").details["pattern"] == "account_burst"
     assert stored_event(demo, "LOGIN_BLOCKED").details["counter"] == "pair"
     assert stored_event(demo, "PASSWORD_RESET").details["via"] == "reset_link"
     assert stored_event(demo, "DATA_EXPORT").details["action"] == "data_export"
     assert demo.app.runtime.audit.verify().ok
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO(after git merge main): AuditEvent.user_agent is the lead's, not merged",
-)
-@pytest.mark.asyncio
-async def test_every_guide_event_carries_the_user_agent(demo: Demo) -> None:
-    await drive_every_guide_event(demo)
-    for guide in EXPECTED:
-        assert stored_event(demo, guide).to_dict().get("user_agent") == UA, guide
 
 
 # --- attacks on the account routes -----------------------------------------------------------
@@ -408,3 +399,33 @@ async def test_nothing_of_a_deleted_account_can_be_replayed(demo: Demo) -> None:
     (gone,) = [r for r in demo.records(EventName.USER_DELETED) if r.outcome == "success"]
     assert gone.user == demo.digest("demo", "user")
     assert dict(gone.details) == {"sessions_ended": 2}
+
+
+@pytest.mark.asyncio
+async def test_a_key_the_deletion_missed_dies_with_the_account(demo: Demo) -> None:
+    """A key made by a request already under way when the account was deleted (so the
+    deletion's revocation sweep did not list it) is refused: its owner is gone."""
+    async with demo.client() as browser:
+        await log_in(browser)
+        deleted = await post_form(
+            browser, "/account", "/account/delete", {"current_password": SEED}
+        )
+        assert deleted.status_code == 303
+    late = await demo.app.api_keys.create("demo", scopes=["profile:read"])
+    refused = await api_me(demo, late.token)
+    assert (refused.status_code, refused.json()) == (401, {"error": "unknown"})
+
+
+@pytest.mark.asyncio
+async def test_the_password_field_of_delete_is_rate_limited(demo: Demo) -> None:
+    async with demo.client(ATTACKER_IP) as stolen_session:
+        await log_in(stolen_session)
+        statuses = []
+        for i in range(6):
+            answer = await post_form(
+                stolen_session, "/account", "/account/delete", {"current_password": f"guess {i}"}
+            )
+            statuses.append(answer.status_code)
+        assert statuses == [403] * 5 + [429]
+        assert "retry-after" in answer.headers
+    assert await demo.app.users.get("demo") is not None

@@ -745,6 +745,14 @@ class DemoApp:
                 status_code=result.http_status,
                 headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
             )
+        if await self.users.get(result.record.owner) is None:
+            # A key its owner's deletion did not see (made by a request already under way):
+            # the account is gone, so the key is as good as unknown.
+            return JSONResponse(
+                {"error": "unknown"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
+            )
         return JSONResponse({"username": result.record.owner, "scopes": result.record.scopes})
 
     async def admin(self, request: Request) -> Response:
