@@ -133,6 +133,11 @@ async def drive_every_guide_event(demo: Demo) -> None:
         revoked = await post_form(browser, "/account", f"/account/api-keys/{key_id}/revoke", {})
         assert revoked.status_code == 303  # API_KEY_REVOKED
         assert (await api_me(demo, key)).status_code == 401
+        page = (await browser.get("/account")).text
+        assert f'id="revoked-{key_id}"' in page
+        assert f'id="revoke-{key_id}"' not in page
+        assert 'href="/account/export"' in page
+        assert 'action="/account/delete"' in page
         await reset_password(demo, browser, NEWER)  # PASSWORD_RESET
     async with demo.client() as browser:
         assert (await log_in(browser, password=NEWER)).status_code == 303
