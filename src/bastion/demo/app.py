@@ -11,7 +11,8 @@ The stack, outermost first (see :func:`demo_config`)::
 Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/logout``,
 ``/account``, ``/account/sessions``, ``/account/sessions/revoke-others``, ``/account/password``,
 ``/account/totp``, ``/account/api-keys``, ``/account/profile`` (:mod:`bastion.demo.profile`),
-``/api/me``, ``/admin``, ``/audit``; the token routes
+``/account/api-keys/{key_id}/revoke``, ``/account/export`` and ``/account/delete``
+(:mod:`bastion.demo.account`), ``/api/me``, ``/admin``, ``/audit``; the token routes
 of :mod:`bastion.demo.tokens`; ``/documents``, ``/documents/{id}`` and ``/admin/roles`` of
 :mod:`bastion.demo.access` (authorization: roles ``user`` < ``moderator`` < ``admin``, kept in
 bastion's store, and the document policy of ``policy.toml``). With a local OpenID provider
@@ -70,10 +71,12 @@ from bastion.asgi.sessions import list_sessions, revoke_other_sessions
 from bastion.audit import AuditPolicy
 from bastion.authz import AuthzPolicy
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
+from bastion.core.login_monitor import LoginMonitorPolicy
 from bastion.core.throttle import BackoffRule
 from bastion.core.tokens.jwk import JWTKey, JWTKeySet
 from bastion.crypto import CryptoPolicy, DataKey, DataKeyRing
 from bastion.demo.access import AccessRoutes, role_of
+from bastion.demo.account import AccountRoutes
 from bastion.demo.audit_view import (
     AuditFilters,
     FilterError,
@@ -125,6 +128,7 @@ _SCOPES_SPLIT = re.compile(r"[\s,]+")
 _TITLES: Final = {
     400: "Bad request",
     403: "Forbidden",
+    404: "Not found",
     413: "Too large",
     429: "Too many requests",
     503: "Service unavailable",
@@ -220,6 +224,7 @@ class DemoApp:
         if self.audit_policy is not None:  # the demo's own events go to the trail too
             self.auditor = self.runtime.auditor
         self.profiles = ProfileRoutes(self, ProfileTable(profiles_path))
+        self.account_routes = AccountRoutes(self)
         # Plain HTTP on loopback (like the session cookie): the device cookie is
         # ``bastion-device`` without ``Secure``, logged, refused when ENV=production. Over HTTPS
         # it is ``__Host-bastion-device`` with ``Secure``.
@@ -309,6 +314,13 @@ class DemoApp:
             r("/account/profile", self.profiles.profile, methods=["GET", "POST"]),
             r("/account/totp", self.totp_page, methods=["GET", "POST"]),
             r("/account/api-keys", self.create_api_key, methods=["POST"]),
+            r(
+                "/account/api-keys/{key_id}/revoke",
+                self.account_routes.revoke_key,
+                methods=["POST"],
+            ),
+            r("/account/export", self.account_routes.export),
+            r("/account/delete", self.account_routes.delete, methods=["POST"]),
             r("/api/me", self.api_me),
             r("/api/token", self.token_routes.token, methods=["POST"]),
             r("/api/token/refresh", self.token_routes.refresh, methods=["POST"]),
@@ -733,6 +745,14 @@ class DemoApp:
                 status_code=result.http_status,
                 headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
             )
+        if await self.users.get(result.record.owner) is None:
+            # A key its owner's deletion did not see (made by a request already under way):
+            # the account is gone, so the key is as good as unknown.
+            return JSONResponse(
+                {"error": "unknown"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
+            )
         return JSONResponse({"username": result.record.owner, "scopes": result.record.scopes})
 
     async def admin(self, request: Request) -> Response:
@@ -825,9 +845,14 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
             Rule("signup", "10/minute", path="/register", methods={"POST"}),
             Rule("api", "60/minute", path="/api/*"),
             Rule("reset", "5/minute", path="/reset-password", methods={"POST"}),
+            # The password re-entered to delete the account: no oracle for a stolen session.
+            Rule("reauth", "5/minute", path="/account/delete", methods={"POST"}),
             Rule("oidc", "30/minute", path="/auth/*"),
         ),
         throttle=LOGIN_POLICY,
+        # Bursts of failed logins, credential stuffing and a new address for an account:
+        # authn_login_suspicious (the guide's SUSPICIOUS_ACTIVITY) on the trail.
+        login_monitor=LoginMonitorPolicy(),
         totp_issuer=ISSUER,
         # Roles and grants in the store; the document policy from a file, read once at start.
         authz=AuthzPolicy(policy=POLICY_FILE),

@@ -105,6 +105,13 @@ class ProfileTable:
             )
             db.commit()
 
+    def delete(self, username: str) -> None:
+        """Remove ``username``'s row (the account is being deleted); none is fine."""
+        with self._lock:
+            db = self._connection()
+            db.execute(f"DELETE FROM {TABLE} WHERE username = ?", (username,))  # noqa: S608 (a constant name)
+            db.commit()
+
     def __repr__(self) -> str:
         return f"ProfileTable({self.path or ':memory:'})"
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from bastion import PasswordRejected, normalize_username
-from bastion.core.audit import Outcome
+from bastion.core.audit import EventName, Outcome
 from bastion.core.tokens.principal import BearerRequest
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.passwords import check_new_password
@@ -266,5 +266,12 @@ class TokenRoutes:
         if changed is None or changed.password_hash != new_hash:
             return demo.error_page(request, user, 400, "The password changed meanwhile.")
         ended = await demo.runtime.tokens.revoke_all(username)
-        demo.audit_event(request, "password_reset", Outcome.SUCCESS, username, revoked=ended)
+        demo.audit_event(
+            request,
+            EventName.AUTHN_PASSWORD_CHANGE,
+            Outcome.SUCCESS,
+            username,
+            via="reset_link",
+            revoked=ended,
+        )
         return RedirectResponse("/login", status_code=303)
