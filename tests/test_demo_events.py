@@ -434,3 +434,16 @@ async def test_the_password_field_of_delete_is_rate_limited(demo: Demo) -> None:
         assert statuses == [403] * 5 + [429]
         assert "retry-after" in answer.headers
     assert await demo.app.users.get("demo") is not None
+
+
+@pytest.mark.asyncio
+async def test_the_admin_page_counts_the_stored_trail(demo: Demo) -> None:
+    async with demo.client() as admin:
+        assert (await log_in(admin, "admin")).status_code == 303
+        page = await admin.get("/admin")
+    assert page.status_code == 200
+    stored = demo.app.runtime.audit.last_seq()
+    assert stored >= 2  # the login and the admin view at least
+    where = demo.app.runtime.audit.backend.where
+    # The admin view's own event is written before the count is read; nothing comes after.
+    assert f"{stored} audit events are stored in the trail at {where}." in page.text

@@ -778,7 +778,14 @@ class DemoApp:
                 reason=decision.reason.value,
             )
         self.audit_event(request, EventName.AUTHZ_ADMIN, Outcome.SUCCESS, user.username)
-        return self.page(request, "admin.html", user, events=len(self.events))
+        if self.audit_policy is None:
+            kept = f"{len(self.events)} audit events are kept in memory."
+        else:
+            trail = self.runtime.audit
+            await asyncio.to_thread(trail.flush)
+            stored = await asyncio.to_thread(trail.last_seq)
+            kept = f"{stored} audit events are stored in the trail at {trail.backend.where}."
+        return self.page(request, "admin.html", user, kept=kept)
 
     async def audit(self, request: Request) -> Response:
         """The caller's audit events, from the stored trail when the demo keeps one; filters
