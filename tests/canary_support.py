@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pytest
 
     from bastion.core.keys import KeyRing
+    from bastion.crypto import DataKeyRing
     from bastion.testing.postgres_server import PostgresServer
 
 __all__ = [
@@ -150,6 +151,14 @@ class Canaries:
             forms.setdefault(raw[:PARTIAL], f"prefix{PARTIAL}")
             forms.setdefault(raw[-PARTIAL:], f"suffix{PARTIAL}")
         self._long[unique] = [(form, needle) for needle, form in forms.items()]
+        return unique
+
+    def add_bytes(self, name: str, raw: bytes) -> str:
+        """Register the binary secret ``raw`` (a key's bytes: a database file could hold them
+        as they are): its bytes, their hex, and their first and last 12 bytes."""
+        unique = self.add(name, raw.hex(), partial=False)
+        forms = [("bytes", raw), (f"bytes prefix{PARTIAL}", raw[:PARTIAL])]
+        self._long[unique] += [*forms, (f"bytes suffix{PARTIAL}", raw[-PARTIAL:])]
         return unique
 
     def __contains__(self, name: str) -> bool:
@@ -416,7 +425,7 @@ def passphrase(word: str) -> str:
 class Run:
     """One demo app on a stored trail, its clients, the secrets met and the responses seen."""
 
-    def __init__(self, audit_url: str, ring: KeyRing, user: str) -> None:
+    def __init__(self, audit_url: str, ring: KeyRing, user: str, *, data_keys: DataKeyRing) -> None:
         self.user = user
         self.clock = FrozenClock(1_800_000_000.0)
         self.canaries = Canaries()
@@ -429,6 +438,7 @@ class Run:
             hasher=PasswordHasher(TEST_ONLY_PROFILE),
             production=False,
             audit_url=audit_url,
+            data_keys=data_keys,
         )
         self.responses: list[tuple[Sink, frozenset[str]]] = []
         self._allowed: frozenset[str] = frozenset()

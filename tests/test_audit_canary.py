@@ -34,6 +34,7 @@ import pytest
 
 from bastion.core.apikeys import generate_api_key
 from bastion.core.keys import KeyRing, SecretKey
+from bastion.crypto import DataKeyRing
 from bastion.demo.app import API_SCOPE
 from bastion.testing.csrf import BROWSER_ACCEPT, afetch_token, browser_headers, find_token
 from canary_support import (
@@ -318,6 +319,35 @@ async def refusals(run: Run, password: str, key: str, access: str, link: str) ->
         )
 
 
+async def crossed(run: Run, password: str, key: str, access: str, link: str) -> None:
+    """Each credential sent where another kind is expected: a refresh token, a reset link or a
+    password as a bearer token, an access token as an API key, an access token, an API key or
+    a password as a refresh token, and revocations of things that are not tokens."""
+    refresh = run.canaries.values["refresh_token"]
+    session = run.canaries.values["session_id"]
+    bearer = "Authorization"
+    async with run.client() as api:
+        for headers, status, error in (
+            ({bearer: f"Bearer {refresh}"}, 401, "invalid_token"),
+            ({bearer: f"Bearer {link}"}, 401, "invalid_token"),
+            ({bearer: f"Bearer {password}"}, 400, "invalid_request"),  # spaces: not a token
+            ({bearer: f"Bearer {session}"}, 401, "invalid_token"),
+            ({"X-API-Key": access}, 401, "malformed"),
+            ({"X-API-Key": password}, 401, "malformed"),
+        ):
+            answer = await api.get("/api/me", headers=headers)
+            assert (answer.status_code, answer.json()) == (status, {"error": error}), headers
+        for wrong in (access, key, password, link, session):
+            answer = await api.post("/api/token/refresh", data={"refresh_token": wrong})
+            assert (answer.status_code, answer.json()["error"]) == (401, "invalid_grant")
+        for wrong in (key, password, link, session):
+            answer = await api.post("/api/token/revoke", data={"token": wrong})
+            assert answer.status_code == 200  # RFC 7009: the same answer for anything
+    async with run.client() as browser:
+        for wrong in (key, access, refresh):
+            assert (await run.log_in(browser, wrong)).status_code == 401
+
+
 async def csp_reports(run: Run, password: str, key: str, access: str, link: str) -> None:
     """CSP violation reports (both formats) from the reset form's page: the document URL with
     the link in its path, a TOTP code in its query and the access token in its fragment, a
@@ -387,8 +417,9 @@ async def limits(run: Run, password: str, key: str) -> None:
             data = {"username": f"nobody{number}", "password": password, "csrf_token": token}
             answer = await anonymous.post("/login", data=data, headers={"Accept": BROWSER_ACCEPT})
             statuses.append(answer.status_code)
+        assert statuses[0] == 401
         assert statuses[-1] == 429
-        assert set(statuses[:-3]) == {401}
+        assert statuses == sorted(statuses)  # refused from some point on, then every time
         assert "Too many failed logins" in answer.text
         statuses = []
         for _ in range(11):  # the sign-up rate limit, each request with a password
@@ -438,6 +469,7 @@ def logs() -> Iterator[LogCapture]:
 KINDS = {
     "password", "totp_code", "totp_secret", "recovery_code", "api_key", "access_token",
     "refresh_token", "reset_token", "session_id", "device_cookie", "csrf_token", "phone",
+    "server_key", "data_key",
 }  # fmt: skip
 
 
@@ -465,8 +497,14 @@ async def test_no_secret_reaches_any_sink(
     monkeypatch.setenv("BASTION_SECRET_KEY", key_text)
     ring = KeyRing.from_secrets([key_text])
     store = Location(kind, request, tmp_path)
-    run = Run(store.url, ring, USER)
+    data_text = SecretKey.generate().to_text()
+    run = Run(store.url, ring, USER, data_keys=DataKeyRing.from_text(f"1:{data_text}"))
     canaries = run.canaries
+    canaries.add("server_key", key_text)  # configured text: its UTF-8 bytes are the secret
+    canaries.add("data_key", data_text)  # base64url of the 32 bytes of the data key
+    canaries.add_bytes(
+        "data_key", base64.urlsafe_b64decode(data_text + "=" * (-len(data_text) % 4))
+    )
     # Controls: the log and store readers find a secret put in their sink on purpose.
     logging.getLogger("x").info("control: %s", run.seed)
     control = canaries.find_all(logs.sinks()[-1:])
@@ -485,6 +523,7 @@ async def test_no_secret_reaches_any_sink(
             assert (await client.get("/account")).status_code == 303  # the reset ended it
         await access(run, password)
         await refusals(run, password, key, access_token, link)
+        await crossed(run, password, key, access_token, link)
         await csp_reports(run, password, key, access_token, link)
         await limits(run, password, key)
         await audit_pages(run, password)
@@ -545,3 +584,11 @@ def test_the_scanner_finds_every_form_and_no_near_miss() -> None:
     assert canaries.find(Sink("id", b"family brt_publicfamilyid revoked")) == []
     assert canaries.find(Sink("whole", b"brt_publicfamilyid.secretpart0123456789"))
     assert canaries.find(Sink("allowed", b"password=a+pass+phrase"), allowed={"password"}) == []
+    key = bytes(range(200, 232))
+    canaries.add_bytes("data_key", key)
+    assert {f.form for f in canaries.find(Sink("file", b"\x00page" + key + b"\x00"))} == {
+        "bytes",
+        "bytes prefix12",
+        "bytes suffix12",
+    }
+    assert {f.form for f in canaries.find(Sink("hex", key.hex().encode()))} == {"raw"}
