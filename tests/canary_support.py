@@ -32,7 +32,7 @@ from bastion.core.audit import Outcome
 from bastion.core.clock import FrozenClock
 from bastion.demo.app import DemoApp
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
-from bastion.stores.memory import MemoryStore
+from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.csrf import afetch_token
 
 if TYPE_CHECKING:
@@ -376,8 +376,10 @@ def trail_sinks(url: str, ring: KeyRing) -> tuple[list[Sink], set[str]]:
 
 
 def cli_sinks(url: str, capsys: pytest.CaptureFixture[str]) -> list[Sink]:
-    """``bastion audit query`` in each output format (the key comes from the environment)."""
-    found = []
+    """What the run printed (stdout, stderr), then ``bastion audit query`` in each output
+    format (the key comes from the environment)."""
+    out, err = capsys.readouterr()
+    found = [Sink("stdout and stderr of the run", (out + err).encode())]
     for form in ("lines", "ecs", "table"):
         assert (
             cli_main(["audit", "query", "--store", url, "--format", form, "--limit", "100000"]) == 0
@@ -425,13 +427,16 @@ def passphrase(word: str) -> str:
 class Run:
     """One demo app on a stored trail, its clients, the secrets met and the responses seen."""
 
-    def __init__(self, audit_url: str, ring: KeyRing, user: str, *, data_keys: DataKeyRing) -> None:
+    def __init__(
+        self, audit_url: str, ring: KeyRing, user: str, *, data_keys: DataKeyRing, store: Path
+    ) -> None:
         self.user = user
         self.clock = FrozenClock(1_800_000_000.0)
+        self.store_path = store
         self.canaries = Canaries()
         self.seed = self.secret("password", passphrase("seed"))
         self.app = DemoApp(
-            MemoryStore(clock=self.clock),
+            SQLiteStore(store, clock=self.clock),
             keyring=ring,
             clock=self.clock,
             seed_password=self.seed,
