@@ -30,6 +30,7 @@ from bastion.audit import AuditPolicy, AuditTrail
 from bastion.cli import main as cli_main
 from bastion.core.audit import Outcome
 from bastion.core.clock import FrozenClock
+from bastion.core.sessions import DEVELOPMENT_COOKIE_NAME
 from bastion.demo.app import DemoApp
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.sqlite import SQLiteStore
@@ -474,8 +475,12 @@ class Run:
         headers = [f"{k}: {v}" for k, v in response.headers.multi_items() if k != "set-cookie"]
         for cookie in response.headers.get_list("set-cookie"):
             name, _, value = cookie.split(";", 1)[0].partition("=")
-            if name in {"session", "bastion-device"} and len(value) >= 16:
-                kind = "session_id" if name == "session" else "device_cookie"
+            kinds = {
+                DEVELOPMENT_COOKIE_NAME: "session_id",
+                self.app.throttle.device_cookie_name(secure=False): "device_cookie",
+            }
+            if name in kinds and len(value) >= 16:
+                kind = kinds[name]
                 self.secret(kind, value)
                 for part in value.split("."):
                     if len(part) >= 16 and part != value:

@@ -450,10 +450,19 @@ async def audit_pages(run: Run, password: str) -> None:
             page = await client.get(path)
             assert page.status_code == 200, (path, page.text)
         assert 'data-event="authn_token_reuse"' in (await client.get("/audit")).text
+        for path in ("/", "/healthz", "/.well-known/jwks.json", "/login", "/register"):
+            assert (await client.get(path)).status_code == 200, path
     async with run.client() as admin:
         assert (await run.log_in(admin, run.seed, user="admin")).status_code == 303
         assert (await admin.get("/audit")).status_code == 200
         assert (await admin.get("/admin")).status_code == 200
+        for data, status in (
+            ({"username": run.user, "role": "root"}, 400),  # no such role
+            ({"username": password, "role": "user"}, 404),  # a password as the account name
+            ({"username": "admin", "role": "user"}, 403),  # nobody changes their own role
+        ):
+            answer = await run.form(admin, "/admin/roles", "/admin/roles", data)
+            assert answer.status_code == status, answer.text
 
 
 @pytest.fixture(params=STORES)
