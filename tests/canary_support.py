@@ -322,9 +322,13 @@ class Location:
 
     def __init__(self, kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         """``kind``: ``sqlite`` (a file in ``tmp_path``), ``postgres`` (a new database on the
-        session's server) or ``redis`` (a new prefix on the session's server)."""
+        session's server) or ``redis`` (a new prefix on the session's server), both reached
+        with a password in the URL."""
         self.kind = kind
         label = uuid.uuid4().hex[:12]
+        # The store's password (both test servers accept any: trust and nopass), a secret of
+        # its own: the trail, its logs and its errors name the store by its redacted URL.
+        self.password = None if kind == "sqlite" else f"pw-{secrets.token_urlsafe(18)}"
         self.read: Callable[[], list[Sink]]
         if kind == "sqlite":
             path = tmp_path / f"audit-{label}.db"
@@ -339,10 +343,18 @@ class Location:
                 conn.execute(
                     sql.SQL("CREATE DATABASE {}").format(sql.Identifier(f"canary_{label}"))
                 )
-            self.url = server.dsn.rsplit("/", 1)[0] + f"/canary_{label}"
+            user, at, where = (
+                server.dsn.removeprefix("postgresql://").rsplit("/", 1)[0].partition("@")
+            )
+            self.url = f"postgresql://{user}:{self.password}{at}{where}/canary_{label}"
             self.read = lambda: postgres_sinks(self.url, server.data)
         else:
             base: str = request.getfixturevalue("redis_url")
+            scheme, _, where = base.partition("://")
+            if "@" in where:  # REDIS_URL names a server with credentials of its own: keep them
+                self.password = None
+            else:
+                base = f"{scheme}://default:{self.password}@{where}"
             prefix = f"bastion-canary-{label}:"
             self.url = f"{base}?prefix={prefix}"
             self.read = lambda: redis_sinks(base, prefix)

@@ -26,16 +26,21 @@ import json
 import logging
 import re
 import secrets
+import socket
+import traceback
 from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
 import pyotp
 import pytest
 
+from bastion.audit import AuditPolicy, AuditTrail
 from bastion.core.apikeys import generate_api_key
+from bastion.core.audit import Outcome
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.crypto import DataKeyRing
 from bastion.demo.app import API_SCOPE
+from bastion.errors import StoreUnavailable
 from bastion.testing.csrf import BROWSER_ACCEPT, afetch_token, browser_headers, find_token
 from canary_support import (
     CLIENT_ADDRESS,
@@ -511,6 +516,8 @@ async def test_no_secret_reaches_any_sink(
     data_keys = DataKeyRing.from_text(f"1:{data_text}")
     run = Run(store.url, ring, USER, data_keys=data_keys, store=tmp_path / "app.db")
     canaries = run.canaries
+    if store.password is not None:
+        canaries.add("store_password", store.password)
     canaries.add("server_key", key_text)  # configured text: its UTF-8 bytes are the secret
     canaries.add("data_key", data_text)  # base64url of the 32 bytes of the data key
     canaries.add_bytes(
@@ -608,3 +615,37 @@ def test_the_scanner_finds_every_form_and_no_near_miss() -> None:
         "bytes suffix12",
     }
     assert {f.form for f in canaries.find(Sink("hex", key.hex().encode()))} == {"raw"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bastion:{pw}@127.0.0.1:{port}/audit?connect_timeout=1",
+        "redis://default:{pw}@127.0.0.1:{port}/0?timeout=1",
+    ],
+)
+def test_an_unreachable_store_names_no_password(url: str, logs: LogCapture) -> None:
+    """A trail whose store refuses connections: the error raised (with its causes and
+    traceback), the trail's repr and every log line name the store without its password."""
+    with socket.socket() as unused:  # bound, never listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        canaries = Canaries()
+        password = canaries.add("store_password", f"pw-{secrets.token_urlsafe(18)}")
+        store = url.format(pw=canaries.values[password], port=unused.getsockname()[1])
+        texts = []
+        try:
+            trail = AuditTrail(
+                AuditPolicy(store=store), keyring=KeyRing.generate(), background=False
+            )
+            texts.append(repr(trail))
+            trail.auditor(aggregation=None).emit("canary_control", outcome=Outcome.SUCCESS)
+            trail.flush()  # the batch is refused: logged, counted, dropped
+            trail.close()
+        except StoreUnavailable as error:
+            texts.append("".join(traceback.format_exception(error)))
+    assert texts
+    assert any("***@127.0.0.1" in text for text in texts), texts
+    sinks = [Sink("error and repr", "\n".join(texts).encode()), *logs.sinks()]
+    raised = any("StoreUnavailable" in text for text in texts)
+    assert raised or logs.rendered  # raised at once (PostgreSQL) or logged at the flush (Redis)
+    assert not canaries.find_all(sinks), canaries.find_all(sinks)
