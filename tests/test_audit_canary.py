@@ -2,21 +2,28 @@
 then searched for in every sink, in every form a leak could take (tests/canary_support.py).
 
 Secrets: passwords (registration, a weak one refused, wrong ones, changed, reset, the seeded
-admin's), TOTP codes (right, wrong, replayed) and the TOTP secret and recovery codes, API keys
-(real, forged, malformed), access tokens (JWT: whole, payload, signature), refresh tokens
-(whole and secret part, replayed after rotation), password-reset tokens (whole and secret part,
-a forged one), session IDs and the login throttle's device cookie (every value the app set),
-CSRF tokens, and the profile's phone number (kept encrypted at rest).
+admin's, one typed into the user name field), TOTP codes (right, wrong, replayed), the TOTP
+secret and recovery codes, API keys (real, forged, malformed), access tokens (JWT: whole,
+payload, signature), refresh tokens (whole and secret part, replayed after rotation),
+password-reset tokens (whole and secret part, a forged one), session IDs and the login
+throttle's device cookie (every value the app set), CSRF tokens, the profile's phone number
+(encrypted at rest), the server key, the data key (text and bytes) and the audit store's
+password. Paths: every demo route, the refusals (CSRF, rate limits, the login throttle, bodies
+over the cap), each credential sent where another kind is expected, secrets in paths, query
+strings, HTTP Basic and CSP reports.
 
-Sinks: (1) every log record on every logger (the root at DEBUG with a handler of our own:
-message, arguments, extras, exception text), except the test's own HTTP client (httpx,
-httpcore: not the app); (2) the stored audit trail, read raw: SQLite's file bytes with its
-``-wal`` (while open) and after closing, PostgreSQL's row text and table files on disk, Redis's
-raw stream entries (``XRANGE``) and every key under the prefix; plus the trail's query rows
-(bodies, ``to_dict``, ECS, OpenTelemetry); (3) every response body and header (but
-``Set-Cookie``) except where the page's purpose is to show that secret (the new API key, the
-token pair, the TOTP enrolment page, the outbox and the reset form). Each sink reader is
-checked first to find a secret put there on purpose, so a clean result is not vacuous.
+Sinks, each on SQLite, PostgreSQL and Redis: (1) every log record on every logger (the root at
+DEBUG with a handler of our own: message, arguments, extras, exception text), except the
+test's own HTTP client (httpx, httpcore); (2) the stored trail read raw: SQLite's file with its
+``-wal`` (while open) and after closing, PostgreSQL's rows as text and the tables' files on
+disk, Redis's stream entries (``XRANGE``) and every key under the prefix; (3) the trail read
+back through bastion: row bodies, query records (plain, ECS, OpenTelemetry) and ``bastion audit
+query`` in each format, plus what the run printed; (4) every response body and header (but
+``Set-Cookie``), except where the page exists to show that secret (the new API key, the token
+pair, the TOTP enrolment page, the outbox, the reset form). Each reader is first shown to find
+a secret put in its sink on purpose, so a clean result is not vacuous; the trail is also
+checked to be pseudonymous (no raw user name or client address), and the app's own store to
+hold digests only.
 """
 
 from __future__ import annotations
