@@ -1,6 +1,6 @@
-"""The secret canary of tests/test_audit_canary.py: the scanner (known secrets and the forms a
-leak of one could take), the sinks it reads (log records, responses, raw store bytes), and the
-demo app run that collects secrets and responses as it goes.
+"""The secret canary's scanner (tests/test_audit_canary.py): known secrets and the forms a leak
+of one could take, and the sinks it reads (log records, raw store bytes, the trail through
+bastion and its command line); the paths that feed it are in tests/canary_paths.py.
 
 A secret is searched in every form it could leak in: as it is, URL-encoded (``quote`` and
 ``quote_plus``: a form body or a query string logged raw), in hex, and in base64 and base64url
@@ -24,27 +24,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
-import httpx
-
 from bastion.audit import AuditPolicy, AuditTrail
 from bastion.cli import main as cli_main
 from bastion.core.audit import Outcome
-from bastion.core.clock import FrozenClock
-from bastion.core.sessions import DEVELOPMENT_COOKIE_NAME
-from bastion.demo.app import DemoApp
-from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
-from bastion.stores.sqlite import SQLiteStore
-from bastion.testing.csrf import afetch_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
-    import pyotp
     import pytest
 
     from bastion.core.keys import KeyRing
-    from bastion.crypto import DataKeyRing
     from bastion.testing.postgres_server import PostgresServer
 
 __all__ = [
@@ -54,20 +44,17 @@ __all__ = [
     "Finding",
     "Location",
     "LogCapture",
-    "Run",
     "Sink",
     "cli_sinks",
     "control_store",
     "kind_of",
     "open_logs",
-    "passphrase",
     "postgres_sinks",
     "redis_sinks",
     "sqlite_sinks",
     "trail_sinks",
 ]
 
-BASE = "http://127.0.0.1:8000"
 CLIENT_ADDRESS = "198.51.100.23"
 """Where the test's requests come from (TEST-NET-2): the trail may hold it only as a hash."""
 QUIET = ("httpx", "httpcore")
@@ -426,101 +413,3 @@ def open_logs() -> Iterator[LogCapture]:
         for logger, level, disabled, propagate in saved:
             logger.setLevel(level)
             logger.disabled, logger.propagate = disabled, propagate
-
-
-# -- the demo app ----------------------------------------------------------------------------
-
-
-def passphrase(word: str) -> str:
-    """A passphrase the demo's policy accepts, new on each call (with spaces: its URL-encoded
-    form differs)."""
-    return f"{word} {secrets.token_hex(6)} staple {secrets.token_hex(5)}"
-
-
-class Run:
-    """One demo app on a stored trail, its clients, the secrets met and the responses seen."""
-
-    def __init__(
-        self, audit_url: str, ring: KeyRing, user: str, *, data_keys: DataKeyRing, store: Path
-    ) -> None:
-        self.user = user
-        self.clock = FrozenClock(1_800_000_000.0)
-        self.store_path = store
-        self.canaries = Canaries()
-        self.seed = self.secret("password", passphrase("seed"))
-        self.app = DemoApp(
-            SQLiteStore(store, clock=self.clock),
-            keyring=ring,
-            clock=self.clock,
-            seed_password=self.seed,
-            hasher=PasswordHasher(TEST_ONLY_PROFILE),
-            production=False,
-            audit_url=audit_url,
-            data_keys=data_keys,
-        )
-        self.responses: list[tuple[Sink, frozenset[str]]] = []
-        self._allowed: frozenset[str] = frozenset()
-        self.totp: pyotp.TOTP | None = None
-
-    def secret(self, kind: str, value: str, *, partial: bool = True) -> str:
-        self.canaries.add(kind, value, partial=partial)
-        return value
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app, client=(CLIENT_ADDRESS, 50123)),
-            base_url=BASE,
-            event_hooks={"response": [self._record]},
-        )
-
-    @contextlib.contextmanager
-    def showing(self, *kinds: str) -> Iterator[None]:
-        """Responses inside may show these secret kinds (the page exists to show them)."""
-        self._allowed = frozenset(kinds)
-        try:
-            yield
-        finally:
-            self._allowed = frozenset()
-
-    async def _record(self, response: httpx.Response) -> None:
-        await response.aread()
-        headers = [f"{k}: {v}" for k, v in response.headers.multi_items() if k != "set-cookie"]
-        for cookie in response.headers.get_list("set-cookie"):
-            name, _, value = cookie.split(";", 1)[0].partition("=")
-            kinds = {
-                DEVELOPMENT_COOKIE_NAME: "session_id",
-                self.app.throttle.device_cookie_name(secure=False): "device_cookie",
-            }
-            if name in kinds and len(value) >= 16:
-                kind = kinds[name]
-                self.secret(kind, value)
-                for part in value.split("."):
-                    if len(part) >= 16 and part != value:
-                        self.secret(f"{kind}.part", part)
-        request = response.request
-        name = f"response {len(self.responses)}: {request.method} {request.url.path[:40]}"
-        body = "\n".join(headers).encode() + b"\n\n" + response.content
-        self.responses.append((Sink(f"{name} {response.status_code}", body), self._allowed))
-
-    async def form(
-        self, client: httpx.AsyncClient, page: str, path: str, data: dict[str, str]
-    ) -> httpx.Response:
-        token = self.secret("csrf_token", await afetch_token(client, page))
-        return await client.post(path, data={**data, "csrf_token": token})
-
-    def code(self, *, wrong: bool = False) -> str:
-        """The TOTP code of the current step (after moving to a fresh step), or a wrong one."""
-        assert self.totp is not None
-        if not wrong:
-            self.clock.advance(30)
-        right = self.totp.at(self.clock.now())
-        value = f"{(int(right) + 1) % 1_000_000:06d}" if wrong else right
-        return self.secret("totp_code", value)
-
-    async def log_in(
-        self, client: httpx.AsyncClient, password: str, *, user: str = "", totp: str = ""
-    ) -> httpx.Response:
-        data = {"username": user or self.user, "password": password}
-        if totp:
-            data["totp"] = totp
-        return await self.form(client, "/login", "/login", data)
