@@ -392,9 +392,24 @@ async def refusals(run: Run, password: str, key: str, access: str, link: str) ->
             assert typed.status_code == 401
         asked = await run.form(client, "/reset-password", "/reset-password", {"username": password})
         assert asked.status_code == 200
+        # Multipart forms: read by the CSRF layer for its token, then by the handler.
+        token = run.secret("csrf_token", await afetch_token(client, "/login"))
+        fields = {"username": run.user, "password": f"{password} but wrong", "csrf_token": token}
+        parts = {name: (None, value) for name, value in fields.items()}  # no file: no upload
+        multipart = await client.post("/login", files=parts)
+        assert multipart.status_code == 401  # the token was found in the multipart body
+        run.secret("password", f"{password} but wrong")
+        broken = {"Content-Type": "multipart/form-data", **as_json}  # no boundary
+        body = f"password={password}&csrf_token={token}".encode()
+        refused = await client.post("/login", content=body, headers=broken)
+        assert (refused.status_code, refused.json()["reason"]) == (400, "body_malformed")
     async with run.client() as api:  # no cookies
         too_big = await api.post("/api/token", data=huge, headers=as_json)
         assert (too_big.status_code, too_big.json()["error"]) == (413, "body_too_large")
+        as_document = await api.post(
+            "/api/token", json={"username": run.user, "password": password}
+        )
+        assert (as_document.status_code, as_document.json()["error"]) == (400, "invalid_grant")
         typed = await api.post("/api/token", data={"username": password, "password": "x"})
         assert (typed.status_code, typed.json()["error"]) == (400, "invalid_grant")
         exposed = await api.get(f"/api/me?api_key={key}&access_token={access}")
