@@ -102,7 +102,7 @@ EVENTS = {
     "user_created", "authn_login_fail", "authn_login_success", "authn_login_lock",
     "authn_password_change", "authn_password_change_fail", "session_created", "session_renewed",
     "session_destroyed", "session_revoke_others", "totp_enabled", "authn_token_created",
-    "authn_token_reuse", "authn_token_revoked", "onetime_token_consumed", "password_reset",
+    "authn_token_reuse", "authn_token_revoked", "onetime_token_consumed",
     "authz_fail", "authz_change", "authz_admin", "malicious_csrf", "excess_rate_limit_exceeded",
     "input_validation_fail", "csp_violation",
 }  # fmt: skip

@@ -4,8 +4,10 @@ back from its stored audit trail on a real SQLite file; and attacks on the accou
 
 from __future__ import annotations
 
+import gc
 import re
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import httpx
@@ -447,3 +449,19 @@ async def test_the_admin_page_counts_the_stored_trail(demo: Demo) -> None:
     where = demo.app.runtime.audit.backend.where
     # The admin view's own event is written before the count is read; nothing comes after.
     assert f"{stored} audit events are stored in the trail at {where}." in page.text
+
+
+@pytest.mark.asyncio
+async def test_a_file_sent_to_a_form_is_closed_with_the_request(demo: Demo) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with demo.client() as browser:
+            token = await afetch_token(browser, "/login")
+            refused = await browser.post(
+                "/login",
+                data={"username": "demo", "password": "not it", "csrf_token": token},
+                files={"doc": ("a.txt", b"x" * 10, "text/plain")},
+            )
+        gc.collect()
+    assert refused.status_code == 401
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -30,6 +30,7 @@ from bastion.asgi import get_session, load_session
 from bastion.asgi.sessions import list_sessions
 from bastion.core.audit import EventName, Outcome
 from bastion.demo.documents import DOCUMENTS
+from bastion.demo.support import read_form
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -137,7 +138,7 @@ class AccountRoutes:
         user = await demo.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        form = await request.form()
+        form = await read_form(request)
         current = str(form.get("current_password", ""))
         try:
             confirmed = await demo.hasher.averify(user.password_hash, current)

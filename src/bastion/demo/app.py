@@ -86,7 +86,7 @@ from bastion.demo.audit_view import (
 )
 from bastion.demo.documents import DocumentTable
 from bastion.demo.profile import ProfileRoutes, ProfileTable
-from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
+from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered, read_form
 from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.totp import TOTPResult
@@ -443,7 +443,7 @@ class DemoApp:
         user = await self.current_user(request)
         if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "register.html", user, username="")
-        form = await request.form()
+        form = await read_form(request)
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
         name = normalize_username(raw_name)
         errors: list[str] = []
@@ -509,7 +509,7 @@ class DemoApp:
         user = await self.current_user(request)
         if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "login.html", user, username="", need_totp=False)
-        form = await request.form()
+        form = await read_form(request)
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
         code = str(form.get("totp", "")).strip()
         client = request.client.host if request.client else "unknown"
@@ -616,7 +616,7 @@ class DemoApp:
         user = await self.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        form = await request.form()
+        form = await read_form(request)
         current, new = str(form.get("current_password", "")), str(form.get("new_password", ""))
         errors: list[str] = []
         try:
@@ -669,7 +669,7 @@ class DemoApp:
             return self.page(
                 request, "totp.html", user, enrolled=False, enrollment=enrollment, codes=None
             )
-        form = await request.form()
+        form = await read_form(request)
         secret = session.get("totp_pending")
         code = str(form.get("code", ""))
         if not isinstance(secret, str):
@@ -704,7 +704,7 @@ class DemoApp:
         user = await self.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        form = await request.form()
+        form = await read_form(request)
         scopes = [s for s in _SCOPES_SPLIT.split(str(form.get("scopes", ""))) if s]
         client = request.client.host if request.client else None
         try:

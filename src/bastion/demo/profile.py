@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bastion.core.audit import EventName, Outcome
 from bastion.crypto import DecryptionFailed, MalformedCiphertext, UnknownKey
+from bastion.demo.support import read_form
 from bastion.sanitize import sanitize_html
 from bastion.stores.url import parse_store_url
 
@@ -152,7 +153,7 @@ class ProfileRoutes:
             return demo.page(
                 request, "profile.html", user, phone=phone, bio=bio, note=note, saved=False
             )
-        form = await request.form()
+        form = await read_form(request)
         phone = str(form.get("phone", "")).strip()
         raw_bio = str(form.get("bio", ""))
         errors: list[str] = []
