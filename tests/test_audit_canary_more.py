@@ -1,0 +1,254 @@
+"""The secret canary, continued (issue 17, item 5): the paths tests/test_audit_canary.py does not
+drive, searched with its scanner (tests/canary_support.py).
+
+1. WSGI: a real Flask app behind ``bastion.flask.protect`` (tests/canary_more_paths.py) with
+   server-side sessions, CSRF, rate limits, the login throttle and monitor, TOTP, API keys and
+   tokens, its trail on a SQLite file: every secret kind sent right and wrong in headers, form
+   and JSON bodies, query strings and paths. Sinks: every log record, the trail's file and
+   ``-wal`` while open and after closing, the trail read back through bastion, every response.
+2. Fail-closed: the same app with ``AuditPolicy(fail_closed=True)`` and the trail's write lock
+   held by another connection: the 503 ``audit_unavailable`` answers and the warnings logged
+   carry none of the secrets sent.
+3. The demo's account routes (revoke a key, export, delete: wrong password then right) and the
+   login monitor's suspicion events after a burst of wrong passwords (tests/canary_paths.py's
+   ``Run``).
+
+Each new sink is first shown to hold a secret planted in it on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bastion.core.audit import EventName, Outcome
+from bastion.core.keys import KeyRing, SecretKey
+from bastion.crypto import DataKeyRing
+from bastion.errors import AuditUnavailable
+from bastion.testing.csrf import browser_headers
+from canary_more_paths import FlaskRun, flask_paths
+from canary_paths import Run, passphrase
+from canary_support import (
+    Canaries,
+    Finding,
+    Location,
+    LogCapture,
+    Sink,
+    control_store,
+    kind_of,
+    open_logs,
+    sqlite_sinks,
+    trail_sinks,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SHOWN_ON_PURPOSE = {"csrf_token"}
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    with open_logs() as handler:
+        yield handler
+
+
+def _leaks(
+    canaries: Canaries, sinks: list[Sink], responses: list[tuple[Sink, frozenset[str]]]
+) -> list[Finding]:
+    findings = canaries.find_all(sinks)
+    for sink, allowed in responses:
+        findings += canaries.find(sink, allowed=allowed | SHOWN_ON_PURPOSE)
+    return findings
+
+
+def _control_logs(canaries: Canaries, logs: LogCapture, secret: str) -> None:
+    logging.getLogger("x").info("control: %s", secret)
+    assert canaries.find_all(logs.sinks()[-1:]), "the log reader misses a planted secret"
+    del logs.rendered[-1]
+
+
+FLASK_EVENTS = {
+    "authn_login_fail", "authn_login_success", "authn_login_lock", "authn_login_suspicious",
+    "session_created", "session_renewed", "authn_token_created", "authn_token_reuse",
+    "authn_token_revoked", "malicious_csrf", "excess_rate_limit_exceeded",
+}  # fmt: skip
+FLASK_KINDS = {
+    "password", "totp_code", "totp_secret", "api_key", "access_token", "refresh_token",
+    "session_id", "csrf_token",
+}  # fmt: skip
+
+
+def test_flask_paths_leak_no_secret(
+    logs: LogCapture, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    ring = KeyRing(SecretKey.generate())
+    audit = tmp_path / "audit.db"
+    run = FlaskRun(f"sqlite:///{audit}", ring, tmp_path / "app.db")
+    user = "flask" + secrets.token_hex(4)
+    seed = run.secret("password", passphrase("control"))
+    _control_logs(run.canaries, logs, seed)
+    try:
+        flask_paths(run, user)
+        run.runtime.audit.flush()
+        while_open = sqlite_sinks(audit)
+    finally:
+        run.runtime.close()
+    # Control: a trail file of the same kind, read the same way, shows a secret written in it.
+    planted = run.canaries.find_all(
+        control_store(Location("sqlite", request, tmp_path), ring, seed)
+    )
+    assert ("password", "raw") in {(f.secret, f.form) for f in planted}, planted
+    stored, names = trail_sinks(f"sqlite:///{audit}", ring)
+    assert names >= FLASK_EVENTS, sorted(FLASK_EVENTS - names)
+    assert run.canaries.kinds() >= FLASK_KINDS, sorted(FLASK_KINDS - run.canaries.kinds())
+    shown = {
+        kind_of(f.secret)
+        for sink, allowed in run.responses
+        for f in run.canaries.find(sink)
+        if kind_of(f.secret) in allowed
+    }
+    assert shown == set().union(*(allowed for _, allowed in run.responses)), shown
+    sinks = [*logs.sinks(), *while_open, *sqlite_sinks(audit), *stored]
+    findings = _leaks(run.canaries, sinks, run.responses)
+    assert not findings, "\n".join(str(f) for f in findings[:30])
+    named = Canaries()
+    named.add("user_name", user)
+    assert not named.find_all([*while_open, *stored]), named.find_all(stored)[:5]
+
+
+def test_fail_closed_refusals_leak_no_secret(logs: LogCapture, tmp_path: Path) -> None:
+    ring = KeyRing(SecretKey.generate())
+    audit = tmp_path / "audit.db"
+    run = FlaskRun(f"sqlite:///{audit}?timeout=0.05", ring, tmp_path / "app.db", fail_closed=True)
+    client = run.app.test_client()
+    user = "closed" + secrets.token_hex(4)
+    password = run.secret("password", passphrase("closed"))
+    token = run.token(client)
+    body = {"username": user, "password": password, "csrf_token": token}
+    assert run.call(client, "POST", "/register", data=body).status_code == 200
+    run.runtime.audit.flush()
+    holder = sqlite3.connect(audit, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        run.runtime.auditor.emit(EventName.SYS_STARTUP, outcome=Outcome.SUCCESS)
+        with pytest.raises(AuditUnavailable):
+            run.runtime.audit.flush()
+        wrong = run.secret("password", passphrase("closed-wrong"))
+        key = run.secret("api_key", "bst_" + secrets.token_hex(20))
+        forged = {**browser_headers("https://evil.example", site="cross-site")}
+        forged["Accept"] = "application/json"
+        answers = [
+            run.call(client, "POST", "/login", data={"username": user, "password": wrong}),
+            run.call(client, "POST", "/login", json={"username": user, "password": password}),
+            run.call(
+                client, "POST", f"/login?password={wrong}", headers=forged, data={"p": password}
+            ),
+            run.call(client, "GET", "/keys/me", headers={"X-API-Key": key}),
+        ]
+        # A refused bearer token is answered without the trail (bastion records no event for
+        # a token its verifier refused), so it stays a 401 while the trail refuses writes.
+        bearer = run.call(client, "GET", "/api/me", headers={"Authorization": f"Bearer {key}"})
+        # Another path: a repeat of the same refusal would only be counted (aggregated).
+        page = run.call(
+            client, "POST", "/register", headers={**forged, "Accept": "text/html"}, data=body
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    for answer in answers:
+        assert answer.status_code == 503, (answer.status_code, answer.get_data(as_text=True))
+        assert answer.get_json()["error"] == "audit_unavailable"
+        assert answer.headers["Retry-After"] == "1"
+    assert (bearer.status_code, bearer.get_json()["error"]) == (401, "invalid_token")
+    assert page.status_code == 503
+    assert page.get_data(as_text=True).startswith("Service unavailable")
+    warned = [r for r in logs.rendered if b"WARNING" in r[1] or b"ERROR" in r[1]]
+    assert warned, "the refusals were not logged"
+    answered = [data for _, data in warned if b"answered 503 audit_unavailable" in data]
+    assert len(answered) >= len(answers) + 1, warned
+    _control_logs(run.canaries, logs, password)
+    run.runtime.audit.flush()
+    run.runtime.close()
+    findings = _leaks(run.canaries, [*logs.sinks(), *sqlite_sinks(audit)], run.responses)
+    assert not findings, "\n".join(str(f) for f in findings[:30])
+
+
+DEMO_EVENTS = {"authn_token_revoked", "sensitive_read", "user_deleted", "authn_login_suspicious"}
+
+
+@pytest.mark.asyncio
+async def test_demo_account_routes_and_the_monitor_leak_no_secret(
+    logs: LogCapture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_text = SecretKey.generate().to_text()
+    monkeypatch.setenv("BASTION_SECRET_KEY", key_text)
+    ring = KeyRing.from_secrets([key_text])
+    audit = tmp_path / "audit.db"
+    data_keys = DataKeyRing.from_text(f"1:{SecretKey.generate().to_text()}")
+    user = "demo" + secrets.token_hex(4)
+    run = Run(f"sqlite:///{audit}", ring, user, data_keys=data_keys, store=tmp_path / "app.db")
+    canaries = run.canaries
+    canaries.add("server_key", key_text)
+    _control_logs(canaries, logs, run.seed)
+    await run.app.startup()
+    try:
+        async with run.client() as client:
+            password = run.secret("password", passphrase("demo"))
+            made = await run.form(
+                client, "/register", "/register", {"username": user, "password": password}
+            )
+            assert made.status_code == 303
+            with run.showing("api_key"):
+                page = await run.form(client, "/account", "/account/api-keys", {"scopes": "x"})
+            found = re.search(r'id="api-key">(bst_[A-Za-z0-9]+)<', page.text)
+            assert found is not None
+            run.secret("api_key", found.group(1))
+            listed = (await client.get("/account")).text
+            key_id = re.findall(r'action="/account/api-keys/([0-9a-f]{16})/revoke"', listed)[-1]
+            path = f"/account/api-keys/{key_id}/revoke"
+            assert (await run.form(client, "/account", path, {})).status_code == 303
+            unknown = await run.form(
+                client, "/account", f"/account/api-keys/{found.group(1)}/revoke", {}
+            )
+            assert unknown.status_code == 404
+            exported = await client.get("/account/export")
+            assert (exported.status_code, exported.headers["cache-control"]) == (200, "no-store")
+            wrong = run.secret("password", passphrase("delete-wrong"))
+            refused = await run.form(
+                client, "/account", "/account/delete", {"current_password": wrong}
+            )
+            assert refused.status_code == 403
+            done = await run.form(
+                client, "/account", "/account/delete", {"current_password": password}
+            )
+            assert (done.status_code, done.headers["location"]) == (303, "/?deleted=1")
+        async with run.client() as attacker:  # a burst on the seeded admin: the monitor fires
+            statuses = []
+            for number in range(10):
+                guess = run.secret("password", passphrase(f"burst{number}"))
+                answer = await run.log_in(attacker, guess, user="admin")
+                statuses.append(answer.status_code)
+            assert statuses == [401] * 6 + [429] * 4, statuses
+        run.app.runtime.audit.flush()
+        while_open = sqlite_sinks(audit)
+    finally:
+        await run.app.shutdown()
+    stored, names = trail_sinks(f"sqlite:///{audit}", ring)
+    assert names >= DEMO_EVENTS, sorted(DEMO_EVENTS - names)
+    shown = {
+        kind_of(f.secret)
+        for s, allowed in run.responses
+        for f in canaries.find(s)
+        if kind_of(f.secret) in allowed
+    }
+    assert "api_key" in shown  # control: the key's page shows it, found by the scanner
+    sinks = [*logs.sinks(), *while_open, *sqlite_sinks(audit), *stored]
+    findings = _leaks(canaries, sinks, run.responses)
+    assert not findings, "\n".join(str(f) for f in findings[:30])
