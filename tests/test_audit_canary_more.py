@@ -22,18 +22,27 @@ import logging
 import re
 import secrets
 import sqlite3
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
+from bastion.audit import AuditTrail
 from bastion.core.audit import EventName, Outcome
+from bastion.core.clock import FrozenClock
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.crypto import DataKeyRing
+from bastion.demo.app import DemoApp
 from bastion.errors import AuditUnavailable
+from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
+from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import browser_headers
 from canary_more_paths import FlaskRun, flask_paths
 from canary_paths import Run, passphrase
 from canary_support import (
+    CLIENT_ADDRESS,
     Canaries,
     Finding,
     Location,
@@ -45,10 +54,14 @@ from canary_support import (
     sqlite_sinks,
     trail_sinks,
 )
+from oidc_pages import complete_login
+from test_demo_oidc import ALICE, start_provider
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from bastion.demo.local_provider import LocalProvider
 
 SHOWN_ON_PURPOSE = {"csrf_token"}
 
@@ -66,6 +79,13 @@ def _leaks(
     for sink, allowed in responses:
         findings += canaries.find(sink, allowed=allowed | SHOWN_ON_PURPOSE)
     return findings
+
+
+def _reasons(url: str, ring: KeyRing, event: str) -> set[str]:
+    """The ``reason`` of each stored ``event``: the refusals did reach the trail."""
+    with AuditTrail.for_tools(url, keyring=ring) as trail:
+        records = trail.query(limit=100_000)
+    return {str(r.to_dict()["details"].get("reason")) for r in records if r.event == event}
 
 
 def _control_logs(canaries: Canaries, logs: LogCapture, secret: str) -> None:
@@ -251,4 +271,150 @@ async def test_demo_account_routes_and_the_monitor_leak_no_secret(
     assert "api_key" in shown  # control: the key's page shows it, found by the scanner
     sinks = [*logs.sinks(), *while_open, *sqlite_sinks(audit), *stored]
     findings = _leaks(canaries, sinks, run.responses)
+    assert not findings, "\n".join(str(f) for f in findings[:30])
+
+
+# -- OpenID Connect against the real provider -------------------------------------------------
+
+OIDC_BASE = "http://127.0.0.1:8000"
+OIDC_EVENTS = {"authn_login_success", "authn_login_fail"}
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[LocalProvider]:
+    local = start_provider([f"{OIDC_BASE}/auth/local/callback"])
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+class Exchanges:
+    """The demo's own calls to the provider's token endpoint (the request's body and headers,
+    the answer's JSON): where the PKCE verifier, the client secret and the tokens are met."""
+
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+        self.calls: list[tuple[httpx.Request, httpx.Response]] = []
+
+    def wrap(self, send: Any) -> Any:
+        async def recording(
+            client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+        ) -> Any:
+            response = await send(client, request, **kwargs)
+            if str(request.url).startswith(self.issuer) and request.method == "POST":
+                await response.aread()
+                self.calls.append((request, response))
+            return response
+
+        return recording
+
+
+async def _begin(client: httpx.AsyncClient, canaries: Canaries) -> str:
+    started = await client.get("/auth/local/login")
+    assert started.status_code == 302, started.text
+    location = str(started.headers["location"])
+    query = parse_qs(urlsplit(location).query)
+    canaries.add("oidc_state", query["state"][0])
+    canaries.add("oidc_nonce", query["nonce"][0])
+    return location
+
+
+def _callback(authorize: str, canaries: Canaries) -> str:
+    with httpx.Client() as browser:  # the provider's own login and consent pages
+        callback = complete_login(browser, authorize, ALICE.username, ALICE.password)
+    assert callback.startswith(f"{OIDC_BASE}/auth/local/callback?"), callback
+    canaries.add("oidc_code", parse_qs(urlsplit(callback).query)["code"][0])
+    return callback.removeprefix(OIDC_BASE)
+
+
+@pytest.mark.asyncio
+async def test_oidc_routes_leak_no_secret(
+    provider: LocalProvider, logs: LogCapture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exchanges = Exchanges(provider.issuer)
+    monkeypatch.setattr(httpx.AsyncClient, "send", exchanges.wrap(httpx.AsyncClient.send))
+    ring = KeyRing(SecretKey.generate())
+    audit = tmp_path / "audit.db"
+    clock = FrozenClock(time.time())
+    demo = DemoApp(
+        MemoryStore(clock=clock),
+        keyring=ring,
+        clock=clock,
+        seed_password=passphrase("seed"),
+        hasher=PasswordHasher(TEST_ONLY_PROFILE),
+        production=False,
+        oidc_provider=provider.provider(),
+        audit_url=f"sqlite:///{audit}",
+    )
+    canaries = Canaries()
+    canaries.add("client_secret", provider.client_secret)
+    canaries.add("password", ALICE.password)
+    responses: list[Sink] = []
+
+    async def record(response: httpx.Response) -> None:
+        await response.aread()
+        headers = [f"{k}: {v}" for k, v in response.headers.multi_items() if k != "set-cookie"]
+        body = "\n".join(headers).encode() + b"\n\n" + response.content
+        name = f"response {response.request.method} {response.request.url.path}"
+        responses.append(Sink(f"{name} {response.status_code}", body))
+
+    def browser() -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=demo, client=(CLIENT_ADDRESS, 50124))
+        return httpx.AsyncClient(
+            transport=transport, base_url=OIDC_BASE, event_hooks={"response": [record]}
+        )
+
+    json_accept = {"accept": "application/json"}
+    _control_logs(canaries, logs, provider.client_secret)
+    await demo.startup()
+    try:
+        async with browser() as client:
+            first = _callback(await _begin(client, canaries), canaries)
+            signed_in = await client.get(first)
+            assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/account")
+        async with browser() as replayer:  # the same callback again: its state is spent
+            replayed = await replayer.get(first, headers=json_accept)
+            assert (replayed.status_code, replayed.json()["error"]) == (400, "state_unknown")
+        async with browser() as attacker, browser() as victim:  # login CSRF
+            carried = _callback(await _begin(attacker, canaries), canaries)
+            await victim.get("/")
+            await _begin(victim, canaries)
+            crossed = await victim.get(carried, headers=json_accept)
+            assert (crossed.status_code, crossed.json()["error"]) == (400, "state_mismatch")
+        async with browser() as client:  # the first, spent code under a fresh, right state
+            fresh = _callback(await _begin(client, canaries), canaries)
+            query = parse_qs(urlsplit(fresh).query)
+            spent = parse_qs(urlsplit(first).query)["code"][0]
+            again = f"/auth/local/callback?code={spent}&state={query['state'][0]}"
+            if "iss" in query:
+                again += f"&iss={query['iss'][0]}"
+            reused = await client.get(again, headers=json_accept)
+            assert (reused.status_code, reused.json()["error"]) == (400, "code_rejected")
+        demo.runtime.audit.flush()
+        while_open = sqlite_sinks(audit)
+    finally:
+        await demo.shutdown()
+    tokens = [(r, a) for r, a in exchanges.calls if b"grant_type=authorization_code" in r.content]
+    assert len(tokens) >= 2, [str(r.url) for r, _ in exchanges.calls]
+    for request, answer in tokens:
+        form = parse_qs(request.content.decode())
+        canaries.add("pkce_verifier", form["code_verifier"][0])
+        if answer.status_code == 200:
+            issued = answer.json()
+            canaries.add("id_token", issued["id_token"], partial=False)
+            canaries.add("id_token.signature", issued["id_token"].rsplit(".", 1)[1])
+            canaries.add("provider_access_token", issued["access_token"])
+    assert {"pkce_verifier", "id_token", "provider_access_token"} <= canaries.kinds()
+    stored, names = trail_sinks(f"sqlite:///{audit}", ring)
+    assert names >= OIDC_EVENTS, sorted(names)
+    refusals = {"state_unknown", "state_mismatch", "code_rejected"}
+    assert _reasons(f"sqlite:///{audit}", ring, "authn_login_fail") >= refusals
+    # Control: the login redirect shows the state and nonce (it exists to carry them).
+    assert {f.secret for f in canaries.find(responses[0])} >= {"oidc_state", "oidc_nonce"}
+    allowed = {"oidc_state", "oidc_nonce"}
+    findings = canaries.find_all([*logs.sinks(), *while_open, *sqlite_sinks(audit), *stored])
+    for sink in responses:
+        redirect = sink.name.endswith("/auth/local/login 302")
+        findings += canaries.find(sink, allowed=allowed if redirect else ())
     assert not findings, "\n".join(str(f) for f in findings[:30])
