@@ -305,7 +305,20 @@ def flask_paths(run: FlaskRun, user: str) -> None:
     assert refused.status_code == 401
     crossed = run.call(api, "GET", "/api/me", headers={"Authorization": f"Bearer {key}"})
     assert crossed.status_code == 401
-    assert run.call(api, "GET", f"/api/me?access_token={access}").status_code in {400, 401}
+    # A token in the query string is not read (RFC 6750's URI form is refused: no token sent).
+    in_query = run.call(api, "GET", f"/api/me?access_token={access}")
+    assert (in_query.status_code, in_query.get_json()["error"]) == (401, "unauthorized")
+    # The session ID where other credentials go, and a forged one as the cookie.
+    sid = next(v for k, v in run.canaries.values.items() if k.startswith("session_id"))
+    as_key = run.call(api, "GET", "/keys/me", headers={"X-API-Key": sid})
+    assert (as_key.status_code, as_key.get_json()) == (401, {"error": "malformed"})
+    as_token = run.call(api, "GET", "/api/me", headers={"Authorization": f"Bearer {sid}"})
+    assert (as_token.status_code, as_token.get_json()["error"]) == (401, "invalid_token")
+    stranger = run.app.test_client()
+    forged_sid = run.secret("session_id", secrets.token_urlsafe(32))
+    stranger.set_cookie(DEVELOPMENT_COOKIE_NAME, forged_sid)
+    answer = run.call(stranger, "GET", f"/account?session={sid}")
+    assert (answer.status_code, answer.get_json()) == (401, {"error": "not_logged_in"})
     # A burst of wrong passwords from one address, up to the throttle's 429 and the monitor.
     statuses = []
     attacker = run.app.test_client()

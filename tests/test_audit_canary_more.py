@@ -12,6 +12,12 @@ drive, searched with its scanner (tests/canary_support.py).
 3. The demo's account routes (revoke a key, export, delete: wrong password then right) and the
    login monitor's suspicion events after a burst of wrong passwords (tests/canary_paths.py's
    ``Run``).
+4. OpenID Connect against the real node oidc-provider (tests/test_demo_oidc.py's
+   ``LocalProvider``): a sign-in, a replayed callback (``state_unknown``), a callback carried
+   to another browser (``state_mismatch``), a spent code under a fresh state (``code_rejected``).
+   The state, nonce, code, PKCE verifier, client secret, the provider's password and its ID and
+   access tokens (read from the demo's own token-endpoint calls) are in no log, trail or
+   response (but the login redirect, which carries the state and nonce by design).
 
 Each new sink is first shown to hold a secret planted in it on purpose.
 """
@@ -196,7 +202,10 @@ def test_fail_closed_refusals_leak_no_secret(logs: LogCapture, tmp_path: Path) -
     _control_logs(run.canaries, logs, password)
     run.runtime.audit.flush()
     run.runtime.close()
-    findings = _leaks(run.canaries, [*logs.sinks(), *sqlite_sinks(audit)], run.responses)
+    stored, names = trail_sinks(f"sqlite:///{audit}", ring)
+    assert "sys_startup" in names  # the event queued while the store refused was kept
+    sinks = [*logs.sinks(), *sqlite_sinks(audit), *stored]
+    findings = _leaks(run.canaries, sinks, run.responses)
     assert not findings, "\n".join(str(f) for f in findings[:30])
 
 
