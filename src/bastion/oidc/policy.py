@@ -68,6 +68,17 @@ def _optional_url(value: object, setting: str) -> str | None:
     return None if value is None else _url(value, setting)
 
 
+def _check_budget(value: object) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000
+    ):
+        raise ConfigurationError(
+            "oidc.max_pending_per_client must be a whole number from 1 to 10000 (or None to "
+            f"turn the bound off), got {value!r}",
+            setting="oidc.max_pending_per_client",
+        )
+
+
 class OIDCLogin(enum.StrEnum):
     """What a successful callback gives the browser (``OIDCPolicy(login=...)``)."""
 
@@ -286,6 +297,11 @@ class OIDCPolicy:
     * ``default_next``: where a login goes without a usable ``next`` (default ``/``).
     * ``state_lifetime``: seconds a login attempt's ``state`` lives in the store (default
       600; 30 s to 1 hour). Single-use either way.
+    * ``max_pending_per_client``: login attempts one client address (IPv6: one /64) may start
+      within ``state_lifetime`` (default 30; 1 to 10000), so it never holds more login records
+      in the store; the next is a 429 ``too_many_logins`` with ``Retry-After``
+      (:mod:`bastion.oidc.budget`). ``None`` turns the bound off: then bound the login route
+      with a rate-limit rule of your own.
     * ``link_verified_email``: whether the account hook may link a provider identity to an
       existing account by e-mail (only when the provider asserts ``email_verified``).
       Default ``False``: identities are mapped by ``(iss, sub)`` only.
@@ -303,6 +319,7 @@ class OIDCPolicy:
     allowed_next: tuple[str, ...] = ()
     default_next: str = "/"
     state_lifetime: float = 600.0
+    max_pending_per_client: int | None = 30
     link_verified_email: bool = False
     leeway: float = 60.0
     timeout: float = 10.0
@@ -356,6 +373,7 @@ class OIDCPolicy:
                 setting="oidc.state_lifetime",
             )
         set_(self, "state_lifetime", lifetime)
+        _check_budget(self.max_pending_per_client)
         flag("oidc.link_verified_email", self.link_verified_email)
         leeway = seconds("oidc.leeway", self.leeway, allow_zero=True)
         if leeway > 300:

@@ -42,6 +42,7 @@ from bastion.core.oidc.discovery import ASYMMETRIC_ALGS, is_url
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.errors import ConfigurationError
 from bastion.oidc._loop import LoopThread
+from bastion.oidc.budget import LoginBudget
 from bastion.oidc.issuing import IssuedTokens, TokenIssuer, checked_tokens
 from bastion.oidc.policy import OIDCPolicy
 from bastion.oidc.refusals import (
@@ -136,6 +137,7 @@ class OIDC:
     __slots__ = (
         "_auditor",
         "_bridge",
+        "_budget",
         "_clients",
         "_clock",
         "_http",
@@ -174,6 +176,12 @@ class OIDC:
             )
             for provider in policy.providers
         }
+        pending = policy.max_pending_per_client
+        self._budget = (
+            None
+            if pending is None
+            else LoginBudget(store, limit=pending, window=policy.state_lifetime)
+        )
         self._bridge = LoopThread()
 
     @property
@@ -197,10 +205,14 @@ class OIDC:
         ``redirect_uri`` is the callback's absolute URL (the provider's ``redirect_uri``
         setting wins when set). ``next`` is checked now (:data:`OIDCReason.NEXT_REFUSED`);
         ``None`` or empty means the policy's ``default_next``. The session gets its CSRF
-        secret now (an anonymous visitor: a pre-session cookie), the browser binding."""
+        secret now (an anonymous visitor: a pre-session cookie), the browser binding. The
+        client address is charged one login of its budget first
+        (:data:`OIDCReason.TOO_MANY_LOGINS`, :mod:`bastion.oidc.budget`)."""
         client = self._client(provider, session)
         chosen = client.config
         try:
+            if self._budget is not None:
+                await self._budget.charge(session.client_ip)
             return await client.begin(
                 session.csrf_secret,
                 next,
@@ -405,6 +417,8 @@ class OIDC:
         """Close the HTTP client this service made (not one it was given)."""
         for client in self._clients.values():
             await client.aclose()
+        if self._budget is not None:
+            await self._budget.aclose()
         if self._own_http:
             await self._http.aclose()
 
