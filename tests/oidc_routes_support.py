@@ -35,6 +35,7 @@ from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
+from bastion.crypto import CryptoPolicy, DataKey, EncryptionService
 from bastion.flask import csrf_token as flask_csrf_token
 from bastion.flask import protect as flask_protect
 from bastion.flask import session as flask_session
@@ -102,6 +103,7 @@ class Site:
         *,
         login: str = "session",
         link: bool = False,
+        crypto: bool = False,
     ) -> None:
         self.sink = RecordingAuditSink()
         self.clock = FrozenClock(time.time())
@@ -119,12 +121,20 @@ class Site:
             environment=Environment.TEST,
             tokens=tokens,
         ).build()
+        # crypto=True: field encryption, so a session keeps its ID token (encrypted) for the
+        # logout's id_token_hint; without it, no hint is kept.
+        self.crypto = (
+            EncryptionService(CryptoPolicy(keys=DataKey.generate(1)), auditor=self.auditor)
+            if crypto
+            else None
+        )
         self.oidc = OIDC(
             self.policy,
             store=self.store,
             auditor=self.auditor,
             clock=self.clock,
             tokens=self.runtime.tokens if tokens is not None else None,
+            crypto=self.crypto,
         )
         self.users: dict[tuple[str, str], str] = {}
         self.seen: list[Identity] = []

@@ -35,7 +35,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.oidc.discovery import ASYMMETRIC_ALGS, is_url
@@ -44,6 +44,7 @@ from bastion.errors import ConfigurationError
 from bastion.oidc._loop import LoopThread
 from bastion.oidc.budget import LoginBudget
 from bastion.oidc.issuing import IssuedTokens, TokenIssuer, checked_tokens
+from bastion.oidc.logout_hint import LOGOUT_KEY, FieldCipher, hint_of, kept_for_logout
 from bastion.oidc.policy import OIDCPolicy
 from bastion.oidc.refusals import (
     BAD_HOST,
@@ -82,10 +83,6 @@ __all__ = [
     "refusal_for",
     "usable_callback",
 ]
-
-LOGOUT_KEY: Final = "_bastion_oidc"
-"""The session key under which a login through a provider keeps what RP-initiated logout
-needs: the provider's name and the ID token (the ``id_token_hint``)."""
 
 
 def _frozen(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -127,7 +124,9 @@ class OIDC:
     ``store`` keeps the login-state records (the runtime's store), ``auditor`` and ``clock``
     are the runtime's. ``http`` is the ``httpx.AsyncClient`` for discovery and keys (default:
     one made here, closed by :meth:`aclose`). ``tokens`` is ``runtime.tokens``, needed with
-    ``OIDCPolicy(login="tokens")`` (and unused otherwise).
+    ``OIDCPolicy(login="tokens")`` (and unused otherwise). ``crypto`` is ``runtime.crypto``
+    (field encryption): with it a session keeps its ID token encrypted for the logout's
+    ``id_token_hint``; without it, none (:mod:`bastion.oidc.logout_hint`).
 
     The ``*_sync`` methods (Flask, WSGI) run the same coroutines on one event loop this service
     starts in a daemon thread on first use, so the provider connections and the cached keys
@@ -140,6 +139,7 @@ class OIDC:
         "_budget",
         "_clients",
         "_clock",
+        "_crypto",
         "_http",
         "_own_http",
         "_policy",
@@ -155,6 +155,7 @@ class OIDC:
         clock: Clock,
         http: httpx.AsyncClient | None = None,
         tokens: TokenIssuer | None = None,
+        crypto: FieldCipher | None = None,
     ) -> None:
         if not isinstance(policy, OIDCPolicy):
             raise ConfigurationError(
@@ -166,6 +167,7 @@ class OIDC:
         from bastion.engine.oidc import OIDCClient  # noqa: PLC0415 (the oidc extra)
 
         self._policy = policy
+        self._crypto = crypto
         self._auditor = auditor
         self._clock = clock
         self._own_http = http is None
@@ -303,11 +305,14 @@ class OIDC:
         id_token: str | None = None,
     ) -> None:
         """Log ``session`` in as ``user_id`` (new session ID and CSRF secret) and audit
-        ``authn_login_success``. ``id_token`` (:attr:`Completion.id_token`) is kept in the
-        session (:data:`LOGOUT_KEY`) as the hint of a later RP-initiated logout."""
+        ``authn_login_success``. With field encryption (``crypto=``) ``id_token``
+        (:attr:`Completion.id_token`) is kept in the session encrypted (:data:`LOGOUT_KEY`),
+        the hint of a later RP-initiated logout; without it nothing is kept
+        (:mod:`bastion.oidc.logout_hint`)."""
         session.login(user_id)
-        if id_token is not None:
-            session[LOGOUT_KEY] = {"provider": identity.provider, "id_token": id_token}
+        kept = kept_for_logout(session, identity.provider, id_token, self._crypto)
+        if kept is not None:
+            session[LOGOUT_KEY] = kept
         else:
             session.pop(LOGOUT_KEY, None)
         self._auditor.emit(
@@ -366,13 +371,14 @@ class OIDC:
 
     async def logout(self, provider: str, session: Session) -> str:
         """End ``session`` (server data deleted, cookie expired: :meth:`Session.logout`), then
-        the URL to send the browser to: the provider's ``end_session_endpoint`` with the
-        session's ID token as ``id_token_hint`` (when this session signed in through
-        ``provider``) and the provider's ``post_logout_redirect_uri``; without such an
+        the URL to send the browser to: the provider's ``end_session_endpoint`` with
+        ``client_id``, the session's ID token as ``id_token_hint`` (only with ``crypto=``, when
+        this session signed in through ``provider``) and the provider's
+        ``post_logout_redirect_uri``; without such an
         endpoint, that URI or ``/``. The session ends even when the provider's metadata cannot
         be read (:class:`OIDCRejected`, ``provider_unavailable`` or ``bad_response``)."""
         client = self._client(provider, session)
-        id_token = self._logout_hint(session, provider)
+        id_token = hint_of(session, provider, self._crypto)
         session.logout()
         chosen = self._policy.provider(provider)
         back = None if chosen is None else chosen.post_logout_redirect_uri
@@ -382,14 +388,6 @@ class OIDC:
     def logout_sync(self, provider: str, session: Session) -> str:
         """:meth:`logout` for synchronous code (see the class docstring)."""
         return self._bridge.run(self.logout(provider, session))
-
-    @staticmethod
-    def _logout_hint(session: Session, provider: str) -> str | None:
-        kept = session.get(LOGOUT_KEY)
-        if not isinstance(kept, dict) or kept.get("provider") != provider:
-            return None
-        token = kept.get("id_token")
-        return token if isinstance(token, str) and token else None
 
     def audit_refusal(
         self,

@@ -29,8 +29,9 @@ With ``OIDCPolicy(login="tokens")`` the callback logs no session in: it answers 
 bastion's access (and refresh) token as JSON (``Cache-Control: no-store``).
 
 ``POST /auth/{provider}/logout`` (RP-initiated logout) ends the bastion session, then answers
-``303`` to the provider's ``end_session_endpoint`` (with the session's ID token as
-``id_token_hint`` and the provider's ``post_logout_redirect_uri``), or to that URI (else ``/``)
+``303`` to the provider's ``end_session_endpoint`` (with ``client_id``, the session's ID token
+as ``id_token_hint`` when the service has field encryption, and the provider's
+``post_logout_redirect_uri``), or to that URI (else ``/``)
 when the provider has none. A POST, so bastion's CSRF check guards it: a page elsewhere cannot
 sign the user out. A provider that cannot be reached then is a 503 page (the session has ended).
 
