@@ -31,6 +31,7 @@ _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}", re.ASCII)
 _SCOPE: Final = re.compile(r"[!#-\[\]-~]{1,128}", re.ASCII)  # RFC 6749 scope-token
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _SUBJECT_CLAIM: Final = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+_SECRET_METHODS: Final = ("client_secret_basic", "client_secret_post")  # the default first
 
 
 def _url(value: object, setting: str) -> str:
@@ -110,6 +111,10 @@ class Provider:
     * ``client_secret``: the shared secret (``client_secret_basic``); or ``private_key``: a
       :class:`~bastion.core.tokens.jwk.JWTKey` with a private key, the client then
       authenticates with a signed assertion (``private_key_jwt``, RFC 7523). Exactly one.
+    * ``auth_method``: how the token request authenticates (RFC 7591 names), registered the
+      same at the provider. ``None`` (default): ``client_secret_basic`` (HTTP Basic) with a
+      secret, ``private_key_jwt`` with a key. ``"client_secret_post"`` sends the secret in
+      the form body instead (RFC 6749 2.3.1), for a provider that accepts no Basic header.
     * ``scopes``: requested scopes (default ``openid email profile``); ``openid`` is
       required (no ID token without it).
     * ``redirect_uri``: the callback URL registered at the provider. ``None`` builds it from
@@ -135,6 +140,7 @@ class Provider:
     post_logout_redirect_uri: str | None = None
     id_token: bool = True
     subject_claim: str = "sub"
+    auth_method: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -234,8 +240,8 @@ class Provider:
         secret, key = self.client_secret, self.private_key
         if (secret is None) == (key is None):
             raise ConfigurationError(
-                f"{where}: give exactly one of client_secret= (client_secret_basic) and "
-                "private_key= (private_key_jwt)",
+                f"{where}: give exactly one of client_secret= (client_secret_basic or "
+                "client_secret_post) and private_key= (private_key_jwt)",
                 setting=f"{where}.client_secret",
             )
         if secret is not None:
@@ -253,6 +259,16 @@ class Provider:
                     f"{type(secret).__name__}",
                     setting=f"{where}.client_secret",
                 )
+        allowed = _SECRET_METHODS if secret is not None else ("private_key_jwt",)
+        method = allowed[0] if self.auth_method is None else self.auth_method
+        if method not in allowed:
+            raise ConfigurationError(
+                f"{where}.auth_method {method!r} does not go with "
+                f"{'client_secret=' if secret is not None else 'private_key='}: "
+                f"{' or '.join(repr(name) for name in allowed)}",
+                setting=f"{where}.auth_method",
+            )
+        object.__setattr__(self, "auth_method", method)
         if key is not None:
             from bastion.core.tokens.jwk import JWTKey  # noqa: PLC0415 (the jwt extra)
 
@@ -262,11 +278,6 @@ class Provider:
                     "(JWTKey.from_pem(..., alg='RS256'))",
                     setting=f"{where}.private_key",
                 )
-
-    @property
-    def auth_method(self) -> str:
-        """The token endpoint's client authentication method (RFC 7591 names)."""
-        return "client_secret_basic" if self.client_secret is not None else "private_key_jwt"
 
     @property
     def discovery(self) -> bool:
@@ -281,7 +292,7 @@ class Provider:
         )
         return (
             f"Provider(name={self.name!r}, issuer={self.issuer!r}, "
-            f"client_id={self.client_id!r}, {credential})"
+            f"client_id={self.client_id!r}, {credential}, auth_method={self.auth_method!r})"
         )
 
 

@@ -485,6 +485,7 @@ def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:
         timeout=policy.timeout,
         id_token=provider.id_token,
         subject_claim=provider.subject_claim,
+        auth_method=provider.auth_method,
     )
 
 
