@@ -4,13 +4,15 @@ Every ``GET /auth/{provider}/login`` stores a login-state record (``state``, ``n
 verifier, ``next``) for ``OIDCPolicy.state_lifetime`` seconds, and the route is anonymous by
 nature: without a bound, one client could make the server hold any number of records. So,
 before a record is written, the client's address is charged one unit of
-``OIDCPolicy(max_pending_per_client=N)`` (default 30) over a window of ``state_lifetime``
-seconds, counted with the store's own rate-limit primitive
-(:class:`~bastion.engine.ratelimit.RateLimiter`, sliding log). The sliding log is exact: at any
-moment a client address has made at most N records in the last ``state_lifetime`` seconds, and
-a record lives no longer than that, so it holds at most N live records in the store. The
-N+1st login is refused before anything is written: 429 ``too_many_logins`` with
-``Retry-After`` (when the oldest charge leaves the window), audited as ``authn_login_fail``.
+``OIDCPolicy(max_pending_per_client=N)`` (default 30), counted with the store's own rate-limit
+primitive (:class:`~bastion.engine.ratelimit.RateLimiter`, sliding log) over a window of
+``state_lifetime + timeout`` seconds: the record is written after the charge, once the
+provider's metadata is read (at most ``timeout``), so it expires before its charge leaves the
+window. The sliding log is exact: at any moment a client address has been charged at most N
+times within the window, and each of its live records is one of those charges, so it holds at
+most N live records in the store. The N+1st login is refused before anything is written: 429
+``too_many_logins`` with ``Retry-After`` (when the oldest charge leaves the window), audited
+as ``authn_login_fail``.
 
 The address is the one the session layer resolved (``session.client_ip``): the forwarding
 header is read only from the configured trusted proxies, so an ``X-Forwarded-For`` a client

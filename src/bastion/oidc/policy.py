@@ -309,8 +309,8 @@ class OIDCPolicy:
     * ``state_lifetime``: seconds a login attempt's ``state`` lives in the store (default
       600; 30 s to 1 hour). Single-use either way.
     * ``max_pending_per_client``: login attempts one client address (IPv6: one /64) may start
-      within ``state_lifetime`` (default 30; 1 to 10000), so it never holds more login records
-      in the store; the next is a 429 ``too_many_logins`` with ``Retry-After``
+      within ``state_lifetime`` plus ``timeout`` (default 30; 1 to 10000), so it never holds
+      more login records in the store; the next is a 429 ``too_many_logins`` with ``Retry-After``
       (:mod:`bastion.oidc.budget`). ``None`` turns the bound off: then bound the login route
       with a rate-limit rule of your own.
     * ``link_verified_email``: whether the account hook may link a provider identity to an

@@ -182,7 +182,7 @@ class OIDC:
         self._budget = (
             None
             if pending is None
-            else LoginBudget(store, limit=pending, window=policy.state_lifetime)
+            else LoginBudget(store, limit=pending, window=policy.state_lifetime + policy.timeout)
         )
         self._bridge = LoopThread()
 
