@@ -87,11 +87,11 @@ def _leaks(
     return findings
 
 
-def _reasons(url: str, ring: KeyRing, event: str) -> set[str]:
-    """The ``reason`` of each stored ``event``: the refusals did reach the trail."""
+def _reasons(url: str, ring: KeyRing, event: str, key: str = "reason") -> set[str]:
+    """The ``reason`` (or another detail) of each stored ``event``: they reached the trail."""
     with AuditTrail.for_tools(url, keyring=ring) as trail:
         records = trail.query(limit=100_000)
-    return {str(r.to_dict()["details"].get("reason")) for r in records if r.event == event}
+    return {str(r.to_dict()["details"].get(key)) for r in records if r.event == event}
 
 
 def _control_logs(canaries: Canaries, logs: LogCapture, secret: str) -> None:
@@ -265,12 +265,22 @@ async def test_demo_account_routes_and_the_monitor_leak_no_secret(
                 answer = await run.log_in(attacker, guess, user="admin")
                 statuses.append(answer.status_code)
             assert statuses == [401] * 6 + [429] * 4, statuses
+            blocked = await run.log_in(attacker, run.seed, user="admin")  # the right one, late
+            assert blocked.status_code == 429
+            for number in range(5):  # one network, many accounts: credential stuffing
+                guess = run.secret("password", passphrase(f"stuffing{number}"))
+                answer = await run.log_in(attacker, guess, user=f"{user}x{number}")
+                assert answer.status_code == 401
         run.app.runtime.audit.flush()
         while_open = sqlite_sinks(audit)
     finally:
         await run.app.shutdown()
     stored, names = trail_sinks(f"sqlite:///{audit}", ring)
     assert names >= DEMO_EVENTS, sorted(DEMO_EVENTS - names)
+    url = f"sqlite:///{audit}"
+    patterns = _reasons(url, ring, "authn_login_suspicious", "pattern")
+    assert patterns >= {"account_burst", "credential_stuffing"}, patterns
+    assert _reasons(url, ring, "user_deleted") >= {"current_password_wrong"}
     shown = {
         kind_of(f.secret)
         for s, allowed in run.responses
