@@ -319,6 +319,25 @@ def flask_paths(run: FlaskRun, user: str) -> None:
     stranger.set_cookie(DEVELOPMENT_COOKIE_NAME, forged_sid)
     answer = run.call(stranger, "GET", f"/account?session={sid}")
     assert (answer.status_code, answer.get_json()) == (401, {"error": "not_logged_in"})
+    # Broken bodies: over the size cap (refused before the handler), a multipart form without
+    # a boundary (read as empty), JSON cut short (the refresh token never reaches the service).
+    big = f"password={password}&pad={'x' * (2 * 1024 * 1024)}"
+    huge = run.call(
+        client, "POST", "/login", data=big, content_type="application/x-www-form-urlencoded"
+    )
+    assert (huge.status_code, huge.get_json()["error"]) == (413, "body_too_large")
+    broken = run.call(
+        client, "POST", "/login", data=f"password={password}", content_type="multipart/form-data"
+    )
+    assert (broken.status_code, broken.get_json()) == (401, {"error": "invalid_credentials"})
+    bad_json = run.call(
+        client,
+        "POST",
+        "/token/refresh",
+        data='{"refresh_token": "' + refresh,
+        content_type="application/json",
+    )
+    assert (bad_json.status_code, bad_json.get_json()) == (401, {"error": "malformed"})
     # A burst of wrong passwords from one address, up to the throttle's 429 and the monitor.
     statuses = []
     attacker = run.app.test_client()
