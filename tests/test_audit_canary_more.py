@@ -34,10 +34,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from bastion.audit import AuditTrail
+import bastion.asgi
+from bastion.audit import AuditPolicy, AuditTrail
+from bastion.config import Bastion
 from bastion.core.audit import EventName, Outcome
 from bastion.core.clock import FrozenClock
+from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing, SecretKey
 from bastion.crypto import DataKeyRing
 from bastion.demo.app import DemoApp
@@ -66,6 +72,8 @@ from test_demo_oidc import ALICE, start_provider
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from starlette.requests import Request
 
     from bastion.demo.local_provider import LocalProvider
 
@@ -436,4 +444,69 @@ async def test_oidc_routes_leak_no_secret(
     for sink in responses:
         redirect = sink.name.endswith("/auth/local/login 302")
         findings += canaries.find(sink, allowed=allowed if redirect else ())
+    assert not findings, "\n".join(str(f) for f in findings[:30])
+
+
+@pytest.mark.asyncio
+async def test_fail_closed_asgi_refusals_leak_no_secret(logs: LogCapture, tmp_path: Path) -> None:
+    """The ASGI twin of the fail-closed case: a Starlette app behind ``bastion.asgi.protect``,
+    the login throttle's own event and a CSRF refusal unrecordable, each a 503."""
+    ring = KeyRing(SecretKey.generate())
+    audit = tmp_path / "audit.db"
+    clock = FrozenClock(1_800_000_000.0)
+    policy = AuditPolicy(store=f"sqlite:///{audit}?timeout=0.05", fail_closed=True, max_wait=0.0)
+    runtime = Bastion(
+        store=MemoryStore(clock=clock), keyring=ring, clock=clock,
+        environment=Environment.TEST, audit=policy,
+    ).build()  # fmt: skip
+    canaries = Canaries()
+    password = passphrase("asgi")
+    canaries.add("password", password)
+
+    async def login(request: Request) -> JSONResponse:
+        form = await request.form()
+        guess = str(form.get("password", ""))
+
+        async def verify() -> bool:
+            return guess == password
+
+        attempt = await runtime.throttle.attempt(str(form.get("username", "")), "", verify)
+        return JSONResponse({"ok": attempt.ok}, status_code=200 if attempt.ok else 401)
+
+    app = bastion.asgi.protect(
+        Starlette(routes=[Route("/login", login, methods=["POST"])]), runtime
+    )
+    runtime.auditor.emit(EventName.SYS_STARTUP, outcome=Outcome.SUCCESS)
+    holder = sqlite3.connect(audit, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    wrong = passphrase("asgi-wrong")
+    canaries.add("password", wrong)
+    json_accept = {"Accept": "application/json"}
+    try:
+        with pytest.raises(AuditUnavailable):
+            runtime.audit.flush()
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_ADDRESS, 50125))
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            same = {**browser_headers("https://testserver"), **json_accept}
+            cross = {**browser_headers("https://evil.example", site="cross-site"), **json_accept}
+            answers = [
+                await http.post(
+                    "/login", data={"username": "ada", "password": wrong}, headers=same
+                ),
+                await http.post(f"/login?password={wrong}", data={"p": password}, headers=cross),
+            ]
+    finally:
+        holder.rollback()
+        holder.close()
+    responses = []
+    for answer in answers:
+        assert (answer.status_code, answer.json()["error"]) == (503, "audit_unavailable")
+        assert answer.headers["retry-after"] == "1"
+        responses.append((Sink(f"response {answer.request.url}", answer.content), frozenset[str]()))
+    answered = [d for _, d in logs.rendered if b"answered 503 audit_unavailable" in d]
+    assert len(answered) >= len(answers), logs.names()
+    _control_logs(canaries, logs, password)
+    runtime.audit.flush()
+    runtime.close()
+    findings = _leaks(canaries, [*logs.sinks(), *sqlite_sinks(audit)], responses)
     assert not findings, "\n".join(str(f) for f in findings[:30])
