@@ -1,7 +1,8 @@
 """The WSGI paths of the secret canary (tests/test_audit_canary_more.py): a real Flask app behind
 ``bastion.flask.protect`` with sessions, CSRF, rate limits, the login throttle and monitor, TOTP,
 API keys and tokens, its trail on a SQLite file, driven right and wrong with every secret kind
-in headers, form and JSON bodies, query strings and paths (a :class:`FlaskRun`)."""
+in headers, form and JSON bodies, query strings and paths (a :class:`FlaskRun`); and the helpers
+of the OpenID Connect case (the demo's calls to the provider's token endpoint, recorded)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import contextlib
 import secrets
 import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pyotp
 from flask import Flask, render_template_string, request
 
@@ -31,6 +34,8 @@ from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.testing.csrf import browser_headers, find_token
 from bastion.tokens.policy import TokenPolicy
 from canary_support import CLIENT_ADDRESS, Canaries, Sink
+from oidc_pages import complete_login
+from test_demo_oidc import ALICE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,9 +47,19 @@ if TYPE_CHECKING:
     from bastion.core.keys import KeyRing
     from bastion.runtime import Runtime
 
-__all__ = ["BASE", "FlaskRun", "flask_paths"]
+__all__ = [
+    "BASE",
+    "OIDC_BASE",
+    "Exchanges",
+    "FlaskRun",
+    "begin_oidc",
+    "flask_paths",
+    "oidc_callback",
+]
 
 BASE = "http://localhost"
+OIDC_BASE = "http://127.0.0.1:8000"
+"""The demo's address in the OpenID Connect case (the provider knows its callback there)."""
 FORM = "<form method=post>{{ csrf_input() }}</form>"
 
 
@@ -356,3 +371,45 @@ def flask_paths(run: FlaskRun, user: str) -> None:
     assert spent[-1].get_json()["error"] == "rate_limited"
     over = run.call(attacker, "POST", "/login", json={"username": user, "password": password})
     assert over.status_code == 429
+
+
+# -- OpenID Connect (the demo's routes against the real provider) ------------------------------
+
+
+class Exchanges:
+    """The demo's own calls to the provider's token endpoint (the request's body and headers,
+    the answer's JSON): where the PKCE verifier, the client secret and the tokens are met."""
+
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+        self.calls: list[tuple[httpx.Request, httpx.Response]] = []
+
+    def wrap(self, send: Any) -> Any:
+        async def recording(
+            client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+        ) -> Any:
+            response = await send(client, request, **kwargs)
+            if str(request.url).startswith(self.issuer) and request.method == "POST":
+                await response.aread()
+                self.calls.append((request, response))
+            return response
+
+        return recording
+
+
+async def begin_oidc(client: httpx.AsyncClient, canaries: Canaries) -> str:
+    started = await client.get("/auth/local/login")
+    assert started.status_code == 302, started.text
+    location = str(started.headers["location"])
+    query = parse_qs(urlsplit(location).query)
+    canaries.add("oidc_state", query["state"][0])
+    canaries.add("oidc_nonce", query["nonce"][0])
+    return location
+
+
+def oidc_callback(authorize: str, canaries: Canaries) -> str:
+    with httpx.Client() as browser:  # the provider's own login and consent pages
+        callback = complete_login(browser, authorize, ALICE.username, ALICE.password)
+    assert callback.startswith(f"{OIDC_BASE}/auth/local/callback?"), callback
+    canaries.add("oidc_code", parse_qs(urlsplit(callback).query)["code"][0])
+    return callback.removeprefix(OIDC_BASE)

@@ -29,7 +29,7 @@ import re
 import secrets
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -51,7 +51,14 @@ from bastion.errors import AuditUnavailable
 from bastion.passwords import TEST_ONLY_PROFILE, PasswordHasher
 from bastion.stores.memory import MemoryStore
 from bastion.testing.csrf import browser_headers
-from canary_more_paths import FlaskRun, flask_paths
+from canary_more_paths import (
+    OIDC_BASE,
+    Exchanges,
+    FlaskRun,
+    begin_oidc,
+    flask_paths,
+    oidc_callback,
+)
 from canary_paths import Run, passphrase
 from canary_support import (
     CLIENT_ADDRESS,
@@ -66,7 +73,6 @@ from canary_support import (
     sqlite_sinks,
     trail_sinks,
 )
-from oidc_pages import complete_login
 from test_demo_oidc import ALICE, start_provider
 
 if TYPE_CHECKING:
@@ -303,7 +309,6 @@ async def test_demo_account_routes_and_the_monitor_leak_no_secret(
 
 # -- OpenID Connect against the real provider -------------------------------------------------
 
-OIDC_BASE = "http://127.0.0.1:8000"
 OIDC_EVENTS = {"authn_login_success", "authn_login_fail"}
 
 
@@ -314,45 +319,6 @@ def provider() -> Iterator[LocalProvider]:
         yield local
     finally:
         local.stop()
-
-
-class Exchanges:
-    """The demo's own calls to the provider's token endpoint (the request's body and headers,
-    the answer's JSON): where the PKCE verifier, the client secret and the tokens are met."""
-
-    def __init__(self, issuer: str) -> None:
-        self.issuer = issuer
-        self.calls: list[tuple[httpx.Request, httpx.Response]] = []
-
-    def wrap(self, send: Any) -> Any:
-        async def recording(
-            client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
-        ) -> Any:
-            response = await send(client, request, **kwargs)
-            if str(request.url).startswith(self.issuer) and request.method == "POST":
-                await response.aread()
-                self.calls.append((request, response))
-            return response
-
-        return recording
-
-
-async def _begin(client: httpx.AsyncClient, canaries: Canaries) -> str:
-    started = await client.get("/auth/local/login")
-    assert started.status_code == 302, started.text
-    location = str(started.headers["location"])
-    query = parse_qs(urlsplit(location).query)
-    canaries.add("oidc_state", query["state"][0])
-    canaries.add("oidc_nonce", query["nonce"][0])
-    return location
-
-
-def _callback(authorize: str, canaries: Canaries) -> str:
-    with httpx.Client() as browser:  # the provider's own login and consent pages
-        callback = complete_login(browser, authorize, ALICE.username, ALICE.password)
-    assert callback.startswith(f"{OIDC_BASE}/auth/local/callback?"), callback
-    canaries.add("oidc_code", parse_qs(urlsplit(callback).query)["code"][0])
-    return callback.removeprefix(OIDC_BASE)
 
 
 @pytest.mark.asyncio
@@ -397,20 +363,20 @@ async def test_oidc_routes_leak_no_secret(
     await demo.startup()
     try:
         async with browser() as client:
-            first = _callback(await _begin(client, canaries), canaries)
+            first = oidc_callback(await begin_oidc(client, canaries), canaries)
             signed_in = await client.get(first)
             assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/account")
         async with browser() as replayer:  # the same callback again: its state is spent
             replayed = await replayer.get(first, headers=json_accept)
             assert (replayed.status_code, replayed.json()["error"]) == (400, "state_unknown")
         async with browser() as attacker, browser() as victim:  # login CSRF
-            carried = _callback(await _begin(attacker, canaries), canaries)
+            carried = oidc_callback(await begin_oidc(attacker, canaries), canaries)
             await victim.get("/")
-            await _begin(victim, canaries)
+            await begin_oidc(victim, canaries)
             crossed = await victim.get(carried, headers=json_accept)
             assert (crossed.status_code, crossed.json()["error"]) == (400, "state_mismatch")
         async with browser() as client:  # the first, spent code under a fresh, right state
-            fresh = _callback(await _begin(client, canaries), canaries)
+            fresh = oidc_callback(await begin_oidc(client, canaries), canaries)
             query = parse_qs(urlsplit(fresh).query)
             spent = parse_qs(urlsplit(first).query)["code"][0]
             again = f"/auth/local/callback?code={spent}&state={query['state'][0]}"
