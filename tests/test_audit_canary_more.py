@@ -14,7 +14,8 @@ drive, searched with its scanner (tests/canary_support.py).
    ``Run``).
 4. OpenID Connect against the real node oidc-provider (tests/test_demo_oidc.py's
    ``LocalProvider``): a sign-in, a replayed callback (``state_unknown``), a callback carried
-   to another browser (``state_mismatch``), a spent code under a fresh state (``code_rejected``).
+   to another browser (``state_mismatch``), a spent code under a fresh state (``code_rejected``),
+   a live code under another issuer (``iss_mismatch``), a provider's error (``provider_error``).
    The state, nonce, code, PKCE verifier, client secret, the provider's password and its ID and
    access tokens (read from the demo's own token-endpoint calls) are in no log, trail or
    response (but the login redirect, which carries the state and nonce by design).
@@ -30,7 +31,7 @@ import secrets
 import sqlite3
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -384,6 +385,20 @@ async def test_oidc_routes_leak_no_secret(
                 again += f"&iss={query['iss'][0]}"
             reused = await client.get(again, headers=json_accept)
             assert (reused.status_code, reused.json()["error"]) == (400, "code_rejected")
+        async with browser() as client:  # a live code under another issuer, then an error
+            live = oidc_callback(await begin_oidc(client, canaries), canaries)
+            query = parse_qs(urlsplit(live).query)
+            code, state = query["code"][0], query["state"][0]
+            other = f"/auth/local/callback?code={code}&state={state}&iss=https%3A%2F%2Fevil.example"
+            wrong_iss = await client.get(other, headers=json_accept)
+            assert (wrong_iss.status_code, wrong_iss.json()["error"]) == (400, "iss_mismatch")
+            state = parse_qs(urlsplit(await begin_oidc(client, canaries)).query)["state"][0]
+            denied = await client.get(
+                f"/auth/local/callback?error=access_denied&state={state}&code={code}"
+                f"&iss={quote(provider.issuer, safe='')}",
+                headers=json_accept,
+            )
+            assert (denied.status_code, denied.json()["error"]) == (400, "provider_error")
         demo.runtime.audit.flush()
         while_open = sqlite_sinks(audit)
     finally:
@@ -401,7 +416,13 @@ async def test_oidc_routes_leak_no_secret(
     assert {"pkce_verifier", "id_token", "provider_access_token"} <= canaries.kinds()
     stored, names = trail_sinks(f"sqlite:///{audit}", ring)
     assert names >= OIDC_EVENTS, sorted(names)
-    refusals = {"state_unknown", "state_mismatch", "code_rejected"}
+    refusals = {
+        "state_unknown",
+        "state_mismatch",
+        "code_rejected",
+        "iss_mismatch",
+        "provider_error",
+    }
     assert _reasons(f"sqlite:///{audit}", ring, "authn_login_fail") >= refusals
     # Control: the login redirect shows the state and nonce (it exists to carry them).
     assert {f.secret for f in canaries.find(responses[0])} >= {"oidc_state", "oidc_nonce"}
