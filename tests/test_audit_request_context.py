@@ -369,3 +369,50 @@ def test_an_apps_own_handler_for_the_outage_is_kept(tmp_path: Path) -> None:
     bastion.asgi.protect(inner, runtime)
     assert inner.exception_handlers[AuditUnavailable] is mine
     runtime.close()
+
+
+# -- a refused access token is an event too ----------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_refused_access_tokens_are_audited_with_reason_and_genuine_user() -> None:
+    from bastion import TokenPolicy  # noqa: PLC0415 (the jwt extra, for this test only)
+    from bastion.testing.audit import RecordingAuditSink  # noqa: PLC0415
+
+    sink = RecordingAuditSink()
+    ring = KeyRing(SecretKey.generate())
+    clock = FrozenClock(1_780_000_000.0)
+    auditor = Auditor(IdentifierHasher(ring), clock, sink, aggregation=None)
+    runtime = Bastion(
+        store=MemoryStore(clock=clock), keyring=ring, clock=clock, environment="test",
+        auditor=auditor, tokens=TokenPolicy(issuer="https://testserver", protect=("/api/*",)),
+    ).build()  # fmt: skip
+
+    async def me(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("me")
+
+    app = bastion.asgi.protect(Starlette(routes=[Route("/api/me", me)]), runtime)
+    pair = await runtime.tokens.issue("alice")
+    forged = pair.access_token[:-4] + ("AAAA" if not pair.access_token.endswith("AAAA") else "BBBB")
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.4", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url=HTTPS) as http:
+        good = await http.get("/api/me", headers={"Authorization": f"Bearer {pair.access_token}"})
+        bad = await http.get("/api/me", headers={"Authorization": f"Bearer {forged}"})
+        await runtime.tokens.revoke(pair.access_token)
+        revoked = await http.get(
+            "/api/me", headers={"Authorization": f"Bearer {pair.access_token}", "User-Agent": AGENT}
+        )
+    assert good.status_code == 200
+    assert (bad.status_code, revoked.status_code) == (401, 401)
+    refused = [e for e in sink.events if e.name == EventName.INPUT_VALIDATION_FAIL]
+    assert [dict(e.details) for e in refused] == [
+        {"kind": "access_token", "reason": "bad_signature"},
+        {"kind": "access_token", "reason": "revoked"},
+    ]
+    hasher = IdentifierHasher(ring)
+    assert refused[0].user is None  # a forged token names no one
+    assert refused[1].user == hasher.hash("alice")
+    assert refused[1].user_agent == AGENT
+    assert refused[1].client_ip == hasher.hash("198.51.100.4", kind="client_ip")
+    assert pair.access_token not in str([e.to_json() for e in sink.events])
+    runtime.close()

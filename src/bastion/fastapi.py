@@ -98,7 +98,7 @@ from bastion.core.tokens.bearer import (
 )
 from bastion.core.tokens.principal import Principal
 from bastion.core.tokens.reasons import TokenReason
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -167,6 +167,8 @@ class BearerUser(SecurityBase):
             status, challenge, body = self.rules.answer(refused)
             headers = {"WWW-Authenticate": challenge, **dict(self.rules.extra_headers(refused))}
             raise HTTPException(status, detail=body.detail, headers=headers) from None
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             if isinstance(connection, WebSocket):
                 raise WebSocketException(1013) from None
@@ -235,6 +237,8 @@ async def _verdict(
             subject=request_subject(scope),
             client_ip=str(client[0]) if client else None,
         )
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         status, body, _ = store_verdict()
         raise HTTPException(
@@ -262,6 +266,8 @@ def require(
         found = authorizer or authorizer_of(scope, None, setting="require")
         try:  # a repeat check on a memory store: no store await, nothing to audit
             kept = found.kept(request_user(scope), wanted)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             kept = None  # gate() reads again and answers the outage
         if kept is not None and kept.subject is not None:

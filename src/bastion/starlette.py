@@ -69,7 +69,7 @@ from bastion.core.tokens.bearer import (
 )
 from bastion.core.tokens.principal import Principal
 from bastion.core.tokens.reasons import TokenReason
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -130,6 +130,8 @@ def requires_token(
                 status, header, body = rules.answer(refused)
                 headers = {"WWW-Authenticate": header, **dict(rules.extra_headers(refused))}
                 return await _refuse(connection, status, body, headers)
+            except AuditUnavailable:
+                raise  # fail-closed auditing: answered 503 further out
             except StoreUnavailable:
                 return await _refuse(connection, 503, OUTAGE, {"Retry-After": outage_after})
             return await endpoint(*args, **kwargs)
@@ -221,6 +223,8 @@ def requires_permission(
                     subject=request_subject(scope),
                     client_ip=str(client[0]) if client else None,
                 )
+            except AuditUnavailable:
+                raise  # fail-closed auditing: answered 503 further out
             except StoreUnavailable:
                 status, body_of, _ = store_verdict()
                 return await _framework_refusal(connection, status, body_of, {"Retry-After": "5"})

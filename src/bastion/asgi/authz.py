@@ -44,7 +44,7 @@ from bastion.core.refusal import refusal_body
 from bastion.core.request import OVERRIDE_HEADERS, asgi_path
 from bastion.core.tokens.principal import Principal
 from bastion.engine.sessions import Session
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
@@ -275,6 +275,8 @@ class AuthzMiddleware:
                 context={"method": method, "path": path},
                 client_ip=client,
             )
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             await refuse_outage(scope, receive, send)
             return

@@ -57,7 +57,7 @@ from bastion.core.tokens.bearer import (
 )
 from bastion.core.tokens.principal import BearerRequest, Principal
 from bastion.core.tokens.reasons import TokenRejected
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from bastion.asgi.types import ASGIApp, Receive, Scope, Send
@@ -166,6 +166,8 @@ class BearerMiddleware:
             ]
             await _answer(scope, receive, send, headers, status, body, extra, close_code=1008)
             return
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             extra = [(b"retry-after", self._retry_after)]
             await _answer(scope, receive, send, headers, 503, OUTAGE, extra, close_code=1013)

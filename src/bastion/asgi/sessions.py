@@ -50,7 +50,7 @@ from bastion.core.clock import system_clock
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.vary import add_vary
 from bastion.engine.sessions import Session, SessionEngine, SessionInfo
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.runtime import session_engine as build_session_engine
 
 if TYPE_CHECKING:
@@ -165,6 +165,8 @@ class SessionMiddleware:
         if self._preload and session.has_cookie:
             try:
                 await engine.load(session)
+            except AuditUnavailable:
+                raise  # fail-closed auditing: answered 503 further out
             except StoreUnavailable:
                 engine.audit_unavailable(session, "load")
                 if kind == "websocket":
@@ -199,6 +201,8 @@ class SessionMiddleware:
                         result = engine.save_sync(session, status=message["status"])
                     else:
                         result = await engine.save(session, status=message["status"])
+                except AuditUnavailable:
+                    raise  # fail-closed auditing: answered 503 further out
                 except StoreUnavailable:
                     engine.audit_unavailable(session, "save")
                     replaced = True
@@ -210,6 +214,8 @@ class SessionMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             # Only a failed session load becomes a 503 here; the app's own store errors and
             # anything after the response started propagate unchanged.
@@ -231,6 +237,8 @@ async def _after_failure(engine: SessionEngine, session: Session, *, started: bo
         return
     try:
         await engine.save(session, status=500)
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         engine.audit_unavailable(session, "save")
 

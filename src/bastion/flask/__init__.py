@@ -151,6 +151,8 @@ class SessionInterfaceAdapter(SessionInterface):
             return
         try:
             result = self.engine.save_sync(session, status=response.status_code)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             self.engine.audit_unavailable(session, "save")
             _make_unavailable(response)

@@ -42,7 +42,7 @@ from flask import session as flask_session
 
 from bastion.authz.service import AUTHZ_KEY, STORE_UNAVAILABLE, SUBJECT_KEY
 from bastion.core.authz.permission import Permission
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.wsgi.authz import environ_user, refusal_parts, request_subject, route_refusal
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ def _check(
             subject=request_subject(environ),
             client_ip=request.remote_addr,
         )
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         status, refusal = 503, STORE_UNAVAILABLE
     else:

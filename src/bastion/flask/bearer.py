@@ -41,7 +41,7 @@ from bastion.core.tokens.bearer import (
 )
 from bastion.core.tokens.principal import Principal
 from bastion.core.tokens.reasons import TokenReason
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.wsgi.bearer import (
     PRINCIPAL_KEY,
     answer_refused,
@@ -132,6 +132,8 @@ def _principal_for(route: Route) -> Principal | Response:
             client = environ_client(environ, bearer.proxies)
             bearer.rules.audit(refused, path=path, client_ip=client)
         status, headers, body = answer_refused(environ, bearer.rules, refused)
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         status, headers, body = refusal_response(
             environ, 503, OUTAGE, [("Retry-After", str(bearer.retry_after))]

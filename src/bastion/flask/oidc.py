@@ -29,7 +29,7 @@ from flask import session as flask_session
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.oidc.policy import OIDCLogin
 from bastion.oidc.refusals import (
     BAD_HOST,
@@ -51,7 +51,7 @@ _NO_STORE: Final = {"Cache-Control": "no-store"}
 _TOKENS_HEADERS: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def oidc_blueprint(
+def oidc_blueprint(  # noqa: PLR0915 (its routes are closures over one service)
     oidc: OIDC,
     *,
     on_identity: Callable[[Identity], str | int | None],
@@ -92,6 +92,8 @@ def oidc_blueprint(
             )
         except OIDCRejected as error:
             return _refuse(error.reason, retry_after=error.retry_after)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             oidc.audit_refusal(session, provider, LOGIN_STORE_UNAVAILABLE)
             return _refuse(LOGIN_STORE_UNAVAILABLE)
@@ -113,6 +115,8 @@ def oidc_blueprint(
             done = oidc.complete_sync(provider, session, params)
         except OIDCRejected as error:
             return _refuse(error.reason)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             oidc.audit_refusal(session, provider, LOGIN_STORE_UNAVAILABLE)
             return _refuse(LOGIN_STORE_UNAVAILABLE)
@@ -149,6 +153,8 @@ def _tokens_answer(
     """The callback's answer in tokens mode: bastion's tokens as JSON, no session login."""
     try:
         tokens = oidc.issue_tokens_sync(identity, user_id)
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         oidc.audit_refusal(session, provider, LOGIN_STORE_UNAVAILABLE)
         return _refuse(LOGIN_STORE_UNAVAILABLE)

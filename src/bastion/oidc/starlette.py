@@ -51,7 +51,7 @@ from starlette.routing import Route, Router
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.core.refusal import refusal_body
 from bastion.engine.sessions import Session
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.oidc.policy import OIDCLogin
 from bastion.oidc.refusals import (
     BAD_HOST,
@@ -149,6 +149,8 @@ class _Handlers:
             )
         except OIDCRejected as error:
             return _refuse(request, error.reason, retry_after=error.retry_after)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             self.oidc.audit_refusal(session, name, LOGIN_STORE_UNAVAILABLE)
             return _refuse(request, LOGIN_STORE_UNAVAILABLE)
@@ -170,6 +172,8 @@ class _Handlers:
             done = await self.oidc.complete(name, session, params)
         except OIDCRejected as error:
             return _refuse(request, error.reason)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             self.oidc.audit_refusal(session, name, LOGIN_STORE_UNAVAILABLE)
             return _refuse(request, LOGIN_STORE_UNAVAILABLE)
@@ -184,6 +188,8 @@ class _Handlers:
         if self.oidc.policy.login is OIDCLogin.TOKENS:
             try:
                 tokens = await self.oidc.issue_tokens(done.identity, user_id)
+            except AuditUnavailable:
+                raise  # fail-closed auditing: answered 503 further out
             except StoreUnavailable:
                 self.oidc.audit_refusal(session, name, LOGIN_STORE_UNAVAILABLE)
                 return _refuse(request, LOGIN_STORE_UNAVAILABLE)

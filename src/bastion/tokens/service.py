@@ -424,25 +424,58 @@ class Tokens:
 
     async def authenticate(self, request: BearerRequest) -> Principal:
         """The :class:`~bastion.core.tokens.principal.Principal` of a request's access token,
-        or :class:`~bastion.core.tokens.reasons.TokenRejected` saying why not. A store outage
-        raises :class:`~bastion.errors.StoreUnavailable` (the bearer layer answers 503)."""
-        claims, epoch, jkt, proof = self._checked_request(request)
+        or :class:`~bastion.core.tokens.reasons.TokenRejected` saying why not (audited, see
+        :meth:`_audit_refused`). A store outage raises
+        :class:`~bastion.errors.StoreUnavailable` (the bearer layer answers 503)."""
+        try:
+            claims, epoch, jkt, proof = self._checked_request(request)
+        except TokenRejected as rejected:
+            self._audit_refused(rejected.reason, None)
+            raise
         reason = await self.revocations.check(claims.issuer, claims.token_id, claims.subject, epoch)
         if reason is not None:
+            self._audit_refused(reason, claims.subject)
             raise TokenRejected(reason)
         if proof is not None and self._replay is not None:
-            await self._replay.check_and_remember(proof)
+            try:
+                await self._replay.check_and_remember(proof)
+            except TokenRejected as rejected:
+                self._audit_refused(rejected.reason, claims.subject)
+                raise
         return self._principal(claims, jkt)
 
     def authenticate_sync(self, request: BearerRequest) -> Principal:
         """:meth:`authenticate` for WSGI apps."""
-        claims, epoch, jkt, proof = self._checked_request(request)
+        try:
+            claims, epoch, jkt, proof = self._checked_request(request)
+        except TokenRejected as rejected:
+            self._audit_refused(rejected.reason, None)
+            raise
         reason = self.revocations.check_sync(claims.issuer, claims.token_id, claims.subject, epoch)
         if reason is not None:
+            self._audit_refused(reason, claims.subject)
             raise TokenRejected(reason)
         if proof is not None and self._replay is not None:
-            self._replay.check_and_remember_sync(proof)
+            try:
+                self._replay.check_and_remember_sync(proof)
+            except TokenRejected as rejected:
+                self._audit_refused(rejected.reason, claims.subject)
+                raise
         return self._principal(claims, jkt)
+
+    def _audit_refused(self, reason: TokenReason, user: str | None) -> None:
+        """A presented access token refused: ``input_validation_fail`` (aggregated, so a flood
+        of one bad token writes two lines per interval) with the reason, and the user when the
+        token was genuine (revoked, a replayed proof), never a name read from an unverified
+        token. A request without a token is no event."""
+        if reason is TokenReason.MISSING:
+            return
+        self._auditor.emit(
+            EventName.INPUT_VALIDATION_FAIL,
+            outcome=Outcome.BLOCKED,
+            user=user,
+            details={"reason": reason.value, "kind": "access_token"},
+        )
 
     async def verify_proof(self, proof: str | None, *, method: str, url: str) -> str | None:
         """The key thumbprint of a DPoP proof sent to a token endpoint (``None`` without a

@@ -27,7 +27,7 @@ from bastion.core.refusal import refusal_body
 from bastion.core.request import OVERRIDE_HEADERS, wsgi_path
 from bastion.core.tokens.principal import Principal
 from bastion.engine.sessions import Session
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.wsgi._http import send_refusal
 from bastion.wsgi.csrf import _CHUNK, _content_length, _Replay
 
@@ -180,6 +180,8 @@ def route_refusal(
             context={"method": method, "path": path},
             client_ip=client,
         )
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         return 503, STORE_UNAVAILABLE
     if verdict.refusal is None:

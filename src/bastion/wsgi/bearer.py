@@ -31,7 +31,7 @@ from bastion.core.tokens.bearer import (
 )
 from bastion.core.tokens.principal import BearerRequest, Principal
 from bastion.core.tokens.reasons import TokenRejected
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -214,6 +214,8 @@ class BearerMiddleware:
             status, headers, body = answer_refused(environ, self.rules, refused)
             start_response(status, headers)
             return [body]
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             status, headers, body = refusal_response(
                 environ, 503, OUTAGE, [("Retry-After", self._retry_after)]

@@ -22,7 +22,7 @@ from bastion.core.clock import system_clock
 from bastion.core.refusal import SESSION_STORE_UNAVAILABLE, refusal_body
 from bastion.core.vary import add_vary_text
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.runtime import session_engine
 from bastion.wsgi._http import client_address, refusal_headers, status_line
 
@@ -158,6 +158,8 @@ class SessionMiddleware:
         ) -> Any:
             try:
                 result = engine.save_sync(session, status=int(status[:3]))
+            except AuditUnavailable:
+                raise  # fail-closed auditing: answered 503 further out
             except StoreUnavailable:
                 engine.audit_unavailable(session, "save")
                 unavailable_status, unavailable_headers, payload = unavailable_response(*asked)
@@ -167,6 +169,8 @@ class SessionMiddleware:
 
         try:
             body = self.app(environ, save_then_start)
+        except AuditUnavailable:
+            raise  # fail-closed auditing: answered 503 further out
         except StoreUnavailable:
             if session.loaded or not session.accessed:
                 _after_failure(engine, session)
@@ -194,6 +198,8 @@ def _after_failure(engine: SessionEngine, session: Session) -> None:
         return
     try:
         engine.save_sync(session, status=500)
+    except AuditUnavailable:
+        raise  # fail-closed auditing: answered 503 further out
     except StoreUnavailable:
         engine.audit_unavailable(session, "save")
 
