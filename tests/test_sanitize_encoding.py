@@ -189,3 +189,13 @@ def test_safe_url_options() -> None:
     href = html_attribute(safe_url('https://ok.example/?q="><script>'))
     reader = read(f"<a href={href}>x</a>")
     assert reader.elements == [("a", {"href": 'https://ok.example/?q="><script>'})]
+
+
+@pytest.mark.parametrize("segment", [".", ".."])
+def test_url_component_refuses_a_dot_segment(segment: str) -> None:
+    with pytest.raises(UnsafeURL) as refused:
+        url_component(segment)
+    assert refused.value.reason == "dot_segment"
+    # Longer runs of dots are ordinary names, and a dot inside a name is kept as it is.
+    assert url_component("...") == "..."
+    assert url_component("a..b") == "a..b"

@@ -128,8 +128,16 @@ def html_attribute(value: str) -> str:
 
 def url_component(value: str) -> str:
     """``value`` as one path segment or query value: everything but ``A-Z a-z 0-9 - . _ ~`` is
-    percent-encoded (UTF-8), ``/ ? # & =`` included, so it cannot add segments or parameters."""
-    return quote(_text_only(value, "url_component"), safe="", errors="replace")
+    percent-encoded (UTF-8), ``/ ? # & =`` included, so it cannot add segments or parameters.
+
+    ``.`` and ``..`` are refused (:class:`UnsafeURL`, reason ``"dot_segment"``): as a path
+    segment they name the current or the parent directory, and percent-encoding cannot help,
+    since URL parsers read ``%2e`` as a dot there (``/users/{..}/delete`` would be ``/delete``).
+    """
+    text = _text_only(value, "url_component")
+    if text in {".", ".."}:
+        raise UnsafeURL("a dot segment cannot be one URL component", reason="dot_segment")
+    return quote(text, safe="", errors="replace")
 
 
 def js_string(value: str) -> str:
@@ -159,7 +167,8 @@ class UnsafeURL(BadData):
     ``reason`` is stable: ``"not_text"``, ``"control_character"``, ``"scheme"`` (a scheme outside
     the allow-list), ``"relative"`` (relative URLs refused by the caller) or
     ``"network_path"`` (``//host`` and its backslash spellings, which leave the site without
-    naming a scheme). The URL is not in the message: it is attacker-chosen.
+    naming a scheme), ``"dot_segment"`` (:func:`url_component` of ``.`` or ``..``). The URL is
+    not in the message: it is attacker-chosen.
     """
 
     def __init__(self, message: str, *, reason: str) -> None:
