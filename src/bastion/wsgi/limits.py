@@ -269,13 +269,17 @@ class _Exchange:
 
     def count(self, data: bytes, asked: int | None) -> bytes:
         """Count what a read returned; raise if it passed the cap, or if it came after the
-        deadline while the body was still arriving (a read after its end is not timed)."""
-        if self.done:
-            return data
+        deadline while the body was still arriving (a read after its end is not timed).
+
+        Every byte is counted, after the declared length too: under ``wsgi.input_terminated``
+        the server ends the stream, not the ``Content-Length`` (werkzeug's server passes on
+        ``Content-Length: 0`` beside a chunked body), so the header cannot end the count."""
         self.received += len(data)
         cap = self.limits.max_body_bytes
         if cap is not None and self.received > cap:
             raise self.refuse(LimitReason.BODY_TOO_LARGE)
+        if self.done:
+            return data
         deadline = self.deadline
         if deadline is not None and self._layer._clock.now() > deadline:
             raise self.refuse(LimitReason.BODY_TIMEOUT)

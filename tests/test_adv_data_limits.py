@@ -1,0 +1,196 @@
+"""Adversarial checks of the request limits: lying lengths, framing the server lets through,
+many tiny chunks, ``Expect: 100-continue``, bodies on GET and HEAD, under real servers.
+
+A declared ``Content-Length`` is a claim by the client, and under ``wsgi.input_terminated``
+(werkzeug's server with ``Transfer-Encoding: chunked``) the server does not hold the stream to
+it: the layer must count every byte it hands the app, whatever the header said.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+import flask
+import pytest
+from werkzeug.serving import make_server
+
+import bastion.flask
+from bastion.config import Bastion
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import FrozenClock
+from bastion.core.csrf import CSRFConfig
+from bastion.core.keys import KeyRing
+from bastion.core.request_limits import RequestLimits
+from bastion.testing.audit import RecordingAuditSink
+from bastion.wsgi.limits import RequestLimitsMiddleware as WSGIRequestLimits
+from servers import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+CAP = 1000
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of one response (read to its Content-Length or to the close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, f"connection closed before a response: {data!r}"
+        data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "-1"))
+    while length >= 0 and len(body) < length:
+        part = sock.recv(65536)
+        if not part:
+            break
+        body += part
+    return int(lines[0].split()[1]), body
+
+
+def auditor(sink: RecordingAuditSink) -> Auditor:
+    return Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(), sink)
+
+
+# -- WSGI: a Content-Length the stream does not keep to -----------------------------------
+
+
+def counting_app(seen: list[int]) -> Any:
+    """A WSGI app that reads its body in small pieces to the end (a streaming upload)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        stream = environ["wsgi.input"]
+        total = 0
+        while chunk := stream.read(100):
+            total += len(chunk)
+        seen.append(total)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(total).encode()]
+
+    return app
+
+
+def environ(body: bytes, length: str | None) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/upload",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_ACCEPT": "application/json",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,  # the server ends the stream (chunked), not the length
+        "wsgi.errors": io.StringIO(),
+    }
+    if length is not None:
+        env["CONTENT_LENGTH"] = length
+    return env
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.status = ""
+
+    def __call__(self, status: str, headers: Any, exc_info: object = None) -> Any:
+        self.status = status
+        return lambda _data: None
+
+
+@pytest.mark.parametrize("length", ["0", "5", "999"])
+def test_wsgi_a_declared_length_below_the_body_does_not_stop_the_count(length: str) -> None:
+    sink = RecordingAuditSink()
+    seen: list[int] = []
+    layer = WSGIRequestLimits(
+        counting_app(seen),
+        RequestLimits(max_body_bytes=CAP, body_timeout=None, handler_timeout=None),
+        auditor=auditor(sink),
+    )
+    recorder = Recorder()
+    body = b"".join(layer(environ(b"x" * 100_000, length), recorder))
+    assert recorder.status == "413 Content Too Large"
+    assert body.startswith(b'{"error": "body_too_large"')
+    assert seen == []  # the app never finished reading the 100 KB
+    [event] = sink.events
+    assert event.details["reason"] == "body_too_large"
+    assert event.details["received_bytes"] == CAP + 1
+
+
+def test_wsgi_a_true_declared_length_is_still_served() -> None:
+    seen: list[int] = []
+    layer = WSGIRequestLimits(
+        counting_app(seen),
+        RequestLimits(max_body_bytes=CAP, body_timeout=None, handler_timeout=None),
+        auditor=auditor(RecordingAuditSink()),
+    )
+    recorder = Recorder()
+    env = environ(b"y" * CAP, str(CAP))
+    del env["wsgi.input_terminated"]
+    assert b"".join(layer(env, recorder)) == b"1000"
+    assert recorder.status == "200 OK"
+    assert seen == [CAP]
+
+
+# -- the same through werkzeug's real server: Content-Length: 0 with a chunked body ---------
+
+
+@pytest.fixture(scope="module")
+def flask_server() -> Iterator[tuple[int, list[int]]]:
+    seen: list[int] = []
+    app = flask.Flask(__name__)
+
+    @app.post("/upload")
+    def upload() -> str:
+        total = 0
+        while chunk := flask.request.stream.read(100):
+            total += len(chunk)
+        seen.append(total)
+        return str(total)
+
+    config = Bastion(
+        store="memory://",
+        csrf=CSRFConfig(exempt=("/upload",)),
+        headers=None,
+        limits=RequestLimits(max_body_bytes=CAP),
+    )
+    bastion.flask.protect(app, config)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield port, seen
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_flask_real_server_content_length_zero_with_a_chunked_body_is_capped(
+    flask_server: tuple[int, list[int]],
+) -> None:
+    port, seen = flask_server
+    seen.clear()
+    chunk = b"x" * 4000
+    with connect(port) as sock:
+        # Both framings: werkzeug's server reads the chunks (wsgi.input_terminated) and passes
+        # CONTENT_LENGTH "0" on to the app.
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+            b"Transfer-Encoding: chunked\r\nAccept: application/json\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            + b"0\r\n\r\n"
+        )
+        status, body = read_response(sock)
+    assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
+    assert seen == []
