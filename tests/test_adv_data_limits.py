@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import flask
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from werkzeug.serving import make_server
 
 import bastion.flask
+from bastion.asgi.limits import RequestLimitsMiddleware
 from bastion.config import Bastion
 from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
@@ -26,10 +30,12 @@ from bastion.core.keys import KeyRing
 from bastion.core.request_limits import RequestLimits
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi.limits import RequestLimitsMiddleware as WSGIRequestLimits
-from servers import free_port
+from servers import free_port, uvicorn_thread
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+
+    from starlette.requests import Request
 
 CAP = 1000
 
@@ -190,6 +196,55 @@ def test_flask_real_server_content_length_zero_with_a_chunked_body_is_capped(
             b"Transfer-Encoding: chunked\r\nAccept: application/json\r\n\r\n"
             + b"%x\r\n%s\r\n" % (len(chunk), chunk)
             + b"0\r\n\r\n"
+        )
+        status, body = read_response(sock)
+    assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
+    assert seen == []
+
+
+# -- ASGI under a real uvicorn: the same framing, and more ways to send a body ----------------
+
+
+def asgi_app(seen: list[int]) -> Any:
+    async def upload(request: Request) -> PlainTextResponse:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+        seen.append(total)
+        return PlainTextResponse(str(total))
+
+    app = Starlette(routes=[Route("/upload", upload, methods=["GET", "HEAD", "POST"])])
+    limits = RequestLimits(max_body_bytes=CAP, body_timeout=0.3, handler_timeout=5)
+    return RequestLimitsMiddleware(app, limits, auditor=auditor(RecordingAuditSink()))
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server() -> Iterator[tuple[int, list[int]]]:
+    seen: list[int] = []
+    with uvicorn_thread(asgi_app(seen), http="h11") as port:
+        yield port, seen
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+    ],
+)
+def test_uvicorn_content_length_zero_with_a_chunked_body_is_capped(
+    uvicorn_server: tuple[int, list[int]], framing: bytes
+) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    chunk = b"x" * 4000
+    with connect(port) as sock:
+        # h11 reads the chunks and the layer is shown "content-length: 0" in the scope.
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+            + framing
+            + b"\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
         )
         status, body = read_response(sock)
     assert (status, body[:26]) == (413, b'{"error": "body_too_large"')

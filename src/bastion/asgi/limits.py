@@ -131,7 +131,10 @@ class RequestLimitsMiddleware:
             self.audit(scope, LimitReason.BODY_TOO_LARGE, limits, declared=declared)
             await self.refuse(scope, send, LimitReason.BODY_TOO_LARGE)
             return
-        await _Exchange(self, scope, receive, send, limits, empty=declared == 0).run()
+        # A declared length within the cap proves nothing about the body: with
+        # "Transfer-Encoding: chunked" beside it, h11 reads the chunks and the scope still says
+        # "content-length: 0". Every request's body is counted as it is read.
+        await _Exchange(self, scope, receive, send, limits).run()
 
     async def refuse(self, scope: Scope, send: Send, reason: LimitReason) -> None:
         """Send the refusal for ``reason`` through the one sender, in the format the request
@@ -222,8 +225,6 @@ class _Exchange:
         receive: Receive,
         send: Send,
         limits: Limits,
-        *,
-        empty: bool,
     ) -> None:
         self._layer = layer
         body_timeout, handler_timeout = limits.body_timeout, limits.handler_timeout
@@ -240,7 +241,7 @@ class _Exchange:
         self.body_timer: asyncio.TimerHandle | None = None
         self.handler_timer: asyncio.TimerHandle | None = None
         self.body_due = self.handler_due = False  # the deadline passed (a refusal follows)
-        self.body_done = empty  # Content-Length: 0 (the server holds it to that)
+        self.body_done = False  # the last http.request message (or a disconnect) came
         self.paused_since: float | None = None
         self.received = 0
         self.refused: LimitReason | None = None
