@@ -249,3 +249,106 @@ def test_uvicorn_content_length_zero_with_a_chunked_body_is_capped(
         status, body = read_response(sock)
     assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
     assert seen == []
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_uvicorn_many_one_byte_chunks_are_counted(uvicorn_server: tuple[int, list[int]]) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Accept: application/json\r\n\r\n" + b"1\r\nx\r\n" * (CAP + 1) + b"0\r\n\r\n"
+        )
+        status, body = read_response(sock)
+        assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
+        assert closed_by_server(sock)
+    assert seen == []
+
+
+def test_uvicorn_a_trickled_chunked_body_gets_408(uvicorn_server: tuple[int, list[int]]) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Accept: application/json\r\n\r\n1\r\nx\r\n"
+        )  # one byte, then nothing: the 0.3 s body deadline answers, not the test's clock
+        status, body = read_response(sock)
+        assert (status, body[:24]) == (408, b'{"error": "body_timeout"')
+        assert closed_by_server(sock)
+    assert seen == []
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_uvicorn_get_and_head_with_a_declared_body_over_the_cap_get_413(
+    uvicorn_server: tuple[int, list[int]], method: bytes
+) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    with connect(port) as sock:
+        sock.sendall(
+            method + b" /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n"
+            b"Accept: application/json\r\n\r\n"
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            part = sock.recv(65536)
+            assert part
+            data += part
+        assert data.startswith(b"HTTP/1.1 413 ")
+    assert seen == []
+
+
+def test_uvicorn_get_with_a_chunked_body_over_the_cap_gets_413(
+    uvicorn_server: tuple[int, list[int]],
+) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    chunk = b"x" * (CAP + 1)
+    with connect(port) as sock:
+        sock.sendall(
+            b"GET /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Accept: application/json\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+        )
+        status, body = read_response(sock)
+    assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
+    assert seen == []
+
+
+def test_uvicorn_expect_continue_with_a_small_length_then_a_chunked_flood_is_capped(
+    uvicorn_server: tuple[int, list[int]],
+) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    chunk = b"x" * 3000
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
+            b"Transfer-Encoding: chunked\r\nContent-Length: 10\r\n"
+            b"Accept: application/json\r\n\r\n"
+        )
+        interim = sock.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # the app read: the server asked
+        sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
+        status, body = read_response(sock)
+    assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
+    assert seen == []
+
+
+def test_uvicorn_a_body_within_the_cap_is_served(uvicorn_server: tuple[int, list[int]]) -> None:
+    port, seen = uvicorn_server
+    seen.clear()
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+            + b"y" * CAP
+        )
+        assert read_response(sock) == (200, b"1000")
+    assert seen == [CAP]

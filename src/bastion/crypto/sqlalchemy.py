@@ -154,6 +154,14 @@ class _Field:
     key: str  # the attribute
     column: sa.Column[Any]
 
+    @property
+    def table(self) -> sa.Table:
+        """The table that stores the column: under joined-table inheritance an inherited
+        column lives in the parent's table, not the mapper's own (``local_table``), and a
+        value is bound to where it is stored (what ``rotate_table`` and ``matches`` name)."""
+        table: sa.Table = self.column.table  # checked in _plan_of
+        return table
+
 
 @dataclass(frozen=True, slots=True)
 class _Index:
@@ -164,10 +172,8 @@ class _Index:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    table: sa.Table
     fields: tuple[_Field, ...]
     indexes: tuple[_Index, ...]
-    primary_key: tuple[sa.ColumnElement[Any], ...]
 
 
 def _plan_of(mapper: Mapper[Any]) -> _Plan | None:
@@ -193,9 +199,11 @@ def _plan_of(mapper: Mapper[Any]) -> _Plan | None:
             )
         indexes.append(_Index(key, fields[spec.source], spec.normalize))
     table = mapper.local_table
-    if not isinstance(table, sa.Table):
+    if not isinstance(table, sa.Table) or not all(
+        isinstance(field.column.table, sa.Table) for field in fields.values()
+    ):
         raise TypeError(f"{mapper.class_.__name__}: encrypted columns need a mapped Table")
-    return _Plan(table, tuple(fields.values()), tuple(indexes), tuple(mapper.primary_key))
+    return _Plan(tuple(fields.values()), tuple(indexes))
 
 
 def _row_of(values: tuple[Any, ...]) -> RowKey | None:
@@ -239,7 +247,7 @@ class _Hooks:
             if not isinstance(token, str) or row is None:
                 continue
             plain = self.crypto.decrypt_field(
-                token, table=plan.table.name, row=row, column=field.column.name
+                token, table=field.table.name, row=row, column=field.column.name
             )
             attributes.set_committed_value(target, field.key, plain)
             if self.rotate_on_load and self.crypto.needs_rotation(token):
@@ -289,7 +297,7 @@ class _Hooks:
                 placed = Ciphertext("")  # a new object each time: recognised by identity
             else:
                 placed = self.crypto.encrypt_field(
-                    plain, table=plan.table.name, row=row, column=field.column.name
+                    plain, table=field.table.name, row=row, column=field.column.name
                 )
             state.dict[field.key] = placed
             pending[field.key] = (plain, placed)
@@ -300,7 +308,7 @@ class _Hooks:
                 if plain is not None:
                     normalized = plain if index.normalize is None else index.normalize(plain)
                     digest = self.crypto.blind_index(
-                        normalized, table=plan.table.name, column=index.source.column.name
+                        normalized, table=index.source.table.name, column=index.source.column.name
                     )
                 setattr(target, index.key, digest)
         # Kept until after the write: if the flush fails, the next attempt finds the values
@@ -345,21 +353,26 @@ class _Hooks:
         if plan is None:  # pragma: no cover (pending is set only with a plan)
             return
         if deferred:
-            keys = tuple(mapper.primary_key_from_instance(target))
-            row = _row_of(keys)
+            row = _row_of(tuple(mapper.primary_key_from_instance(target)))
             if row is None:
                 raise EncryptionFailed(f"{mapper.class_.__name__}: no primary key after INSERT")
             by_key = {field.key: field for field in plan.fields}
-            sealed = {
-                by_key[key].column.name: self.crypto.encrypt_field(
-                    plain, table=plan.table.name, row=row, column=by_key[key].column.name
+            # One UPDATE per table that stores a value (two under joined-table inheritance),
+            # each keyed by that table's own primary-key columns.
+            sealed: dict[sa.Table, dict[str, Any]] = {}
+            for key, (plain, _) in plain_values.items():
+                if plain is None:
+                    continue
+                field = by_key[key]
+                sealed.setdefault(field.table, {})[field.column.name] = self.crypto.encrypt_field(
+                    plain, table=field.table.name, row=row, column=field.column.name
                 )
-                for key, (plain, _) in plain_values.items()
-                if plain is not None
-            }
-            if sealed:
-                where = (col == key for col, key in zip(plan.primary_key, keys, strict=True))
-                connection.execute(plan.table.update().where(*where).values(sealed))
+            for table, values in sealed.items():
+                where = [
+                    column == getattr(target, mapper.get_property_by_column(column).key)
+                    for column in table.primary_key.columns
+                ]
+                connection.execute(table.update().where(*where).values(values))
         for key, (plain, _) in plain_values.items():
             attributes.set_committed_value(target, key, plain)
 
