@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bastion.core.crypto.errors import EncryptionFailed
 from bastion.core.keys import SecretKey
 from bastion.errors import ConfigurationError
 
@@ -358,7 +359,13 @@ class BlindIndexKey:
 
     def index(self, value: str | bytes, *, table: str, column: str) -> str:
         """The index of ``value`` in ``table.column`` (hex)."""
-        raw = value.encode("utf-8") if isinstance(value, str) else value
+        if isinstance(value, str):
+            try:
+                raw = value.encode("utf-8")
+            except UnicodeEncodeError:  # a JSON body may hold "\ud800": typed, as encrypt is
+                raise EncryptionFailed("the value is not valid text (a lone surrogate)") from None
+        else:
+            raw = value
         if not isinstance(raw, bytes):
             raise TypeError(f"a blind index is made of str or bytes, not {type(value).__name__}")
         key = self._column_key(table, column)
