@@ -305,10 +305,13 @@ class PassphraseKDF:
 
     def derive(self, passphrase: str | bytes) -> SecretKey:
         """The 32-byte master key of ``passphrase``. Slow on purpose (about a second)."""
-        raw = passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
+        try:
+            raw = passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
+        except UnicodeEncodeError:  # os.environ's surrogateescape of bytes that are not UTF-8
+            raw = b""
         if not isinstance(raw, bytes) or not raw:
             raise ConfigurationError(
-                "the passphrase must be non-empty text", setting="crypto.passphrase"
+                "the passphrase must be non-empty UTF-8 text", setting="crypto.passphrase"
             )
         derived = hashlib.pbkdf2_hmac("sha256", raw, self.salt, self.iterations, dklen=32)
         return SecretKey._trusted(derived)
