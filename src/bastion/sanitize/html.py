@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from bastion.errors import ConfigurationError
-from bastion.sanitize.encoding import html_text
+from bastion.sanitize.encoding import UnsafeURL, html_text, safe_url
 
 try:
     import nh3
@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "FORBIDDEN_ATTRIBUTES",
@@ -85,6 +85,17 @@ FORBIDDEN_ATTRIBUTES: Final = frozenset(
 FORBIDDEN_SCHEMES: Final = frozenset({"javascript", "vbscript", "data", "file", "blob"})
 """URL schemes no profile may allow: each runs script, renders attacker HTML or reads local
 files."""
+
+_URL_ATTRIBUTES: Final = frozenset(
+    {
+        "href", "src", "cite", "longdesc", "poster", "data", "codebase", "archive", "classid",
+        "icon", "manifest", "profile", "itemtype", "itemid", "usemap",
+    }
+)  # fmt: skip
+"""Attributes whose value is a URL: each is checked by :func:`safe_url` with the profile's
+schemes. nh3 checks ``href`` and ``src`` itself but keeps ``cite`` and ``longdesc`` whatever
+their scheme, and lets a network path (``//host``, ``/\\host``) through as a relative URL,
+which reaches another site through a scheme the profile may not allow."""
 
 _REQUIRED_REL: Final = frozenset({"noopener", "noreferrer"})
 _KNOWN_REL: Final = _REQUIRED_REL | {"nofollow", "ugc", "sponsored", "external"}
@@ -201,6 +212,7 @@ class HtmlProfile:
             link_rel=self.link_rel,
             strip_comments=True,
             url_relative="pass_through" if self.relative_urls else "deny",
+            attribute_filter=_url_filter(schemes, relative=self.relative_urls),
         )
         object.__setattr__(self, "_cleaner", cleaner)
 
@@ -214,6 +226,23 @@ class HtmlProfile:
         if not isinstance(html, str):
             raise TypeError(f"HtmlProfile.clean takes text (str), not {type(html).__name__}")
         return self._cleaner.clean(html)
+
+
+def _url_filter(
+    schemes: frozenset[str], *, relative: bool
+) -> Callable[[str, str, str], str | None]:
+    """The nh3 attribute filter of a profile: a URL attribute is kept (in the form a browser
+    reads) only if :func:`safe_url` accepts it under the profile's rules; others pass."""
+
+    def check(_element: str, attribute: str, value: str) -> str | None:
+        if attribute not in _URL_ATTRIBUTES:
+            return value
+        try:
+            return safe_url(value, schemes=schemes, relative=relative)
+        except UnsafeURL:
+            return None
+
+    return check
 
 
 RICH_TEXT: Final = HtmlProfile(

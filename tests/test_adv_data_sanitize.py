@@ -1,0 +1,143 @@
+"""Adversarial checks of the sanitizer's URL rules: a profile's scheme allow-list must hold for
+every URL attribute it allows (``cite`` included, which nh3 does not check itself), and a
+network-path reference (``//host``, ``\\\\host``, ``/\\host``) leaves the site without naming a
+scheme, so it never slips past the list: the same rule as :func:`safe_url`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.sanitize import RICH_TEXT, HtmlProfile, linkify, sanitize_html
+from bastion.sanitize.encoding import html_attribute, js_string, json_script
+
+MAIL_ONLY = HtmlProfile(
+    name="mail_only",
+    tags=frozenset({"a", "p", "img"}),
+    attributes={"a": frozenset({"href"}), "img": frozenset({"src"})},
+    url_schemes=frozenset({"mailto"}),
+)
+QUOTES = HtmlProfile(
+    name="quotes",
+    tags=frozenset({"blockquote", "q", "del", "ins", "p"}),
+    attributes={"*": frozenset({"cite"})},
+)
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ('<blockquote cite="javascript:alert(1)">t</blockquote>', "<blockquote>t</blockquote>"),
+        ('<q cite="JaVa\tScript:alert(1)">t</q>', "<q>t</q>"),
+        ('<del cite="data:text/html,x">t</del>', "<del>t</del>"),
+        ('<ins cite="vbscript:x">t</ins>', "<ins>t</ins>"),
+        ('<q cite="//evil.example/">t</q>', "<q>t</q>"),
+        (
+            '<blockquote cite="https://source.example/a">t</blockquote>',
+            '<blockquote cite="https://source.example/a">t</blockquote>',
+        ),
+        ('<q cite="/notes/1">t</q>', '<q cite="/notes/1">t</q>'),
+    ],
+)
+def test_cite_obeys_the_profiles_schemes(html: str, expected: str) -> None:
+    assert QUOTES.clean(html) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "//evil.example/x",
+        "\\\\evil.example/x",
+        "/\\evil.example/x",
+        "\\/evil.example/x",
+        "\t//evil.example/x",
+        " /\t/evil.example/x",
+        "/\n/evil.example/x",
+    ],
+)
+def test_a_network_path_never_passes_a_scheme_allow_list(url: str) -> None:
+    link = f'<a href="{url}">x</a>'
+    image = f'<img src="{url}">'
+    assert MAIL_ONLY.clean(link) == '<a rel="noopener noreferrer">x</a>'
+    assert MAIL_ONLY.clean(image) == "<img>"
+    assert RICH_TEXT.clean(link) == '<a rel="noopener noreferrer">x</a>'
+
+
+def test_allowed_urls_still_pass() -> None:
+    assert MAIL_ONLY.clean('<a href="mailto:a@example.com">m</a><img src="/logo.png">') == (
+        '<a href="mailto:a@example.com" rel="noopener noreferrer">m</a><img src="/logo.png">'
+    )
+    assert MAIL_ONLY.clean('<a href="https://example.com/">x</a>') == (
+        '<a rel="noopener noreferrer">x</a>'
+    )
+    assert sanitize_html('<a href="https://example.com/a?b=1&amp;c=2#d">x</a>') == (
+        '<a href="https://example.com/a?b=1&amp;c=2#d" rel="noopener noreferrer">x</a>'
+    )
+    assert sanitize_html('<a href="  https://example.com/ ">x</a>') == (
+        '<a href="https://example.com/" rel="noopener noreferrer">x</a>'
+    )
+    assert sanitize_html('<a href="?page=2">x</a><a href="#top">t</a>') == (
+        '<a href="?page=2" rel="noopener noreferrer">x</a>'
+        '<a href="#top" rel="noopener noreferrer">t</a>'
+    )
+
+
+DEAD = '<a rel="noopener noreferrer">x</a>'
+REL = 'rel="noopener noreferrer"'
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ('<a href="javascript&colon;alert(1)">x</a>', DEAD),
+        ('<a href="&#106;avascript:alert(1)">x</a>', DEAD),
+        ('<a href="jav&#x09;ascript:alert(1)">x</a>', DEAD),
+        ('<a href="\x01javascript:alert(1)">x</a>', DEAD),
+        ('<a href="http:javascript:alert(1)">x</a>', DEAD),
+        ('<a href="x" rel="opener" target="_blank">x</a>', f'<a href="x" {REL}>x</a>'),
+        ('<p style="background:url(javascript:alert(1))">x</p>', "<p>x</p>"),
+        ("<p>a<!-- -- ><img src=x onerror=alert(1)> --></p>", "<p>a</p>"),
+        ("<svg><script>alert(1)</script></svg>", ""),
+        ("<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>", ""),
+        ('<h1 id="config" class="c" name="n">t</h1>', "<h1>t</h1>"),
+        (
+            '<a href="https://ok.example"><a href="javascript:alert(1)">n</a></a>',
+            f'<a href="https://ok.example" {REL}></a><a {REL}>n</a>',
+        ),
+    ],
+)
+def test_rich_text_on_entity_and_control_spellings(html: str, expected: str) -> None:
+    assert RICH_TEXT.clean(html) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "javascript:alert(1)//https://x.example",
+            f'javascript:alert(1)//<a href="https://x.example" {REL}>https://x.example</a>',
+        ),
+        (
+            'https://x.example/"onmouseover=alert(1)',
+            f'<a href="https://x.example/" {REL}>https://x.example/</a>"onmouseover=alert(1)',
+        ),
+        ("https://bank.example@evil.example", "https://bank.example@evil.example"),
+        ("https://x.example\\@evil.example", "https://x.example\\@evil.example"),
+        (
+            "<https://x.example>",
+            f'&lt;<a href="https://x.example" {REL}>https://x.example</a>&gt;',
+        ),
+    ],
+)
+def test_linkify_never_links_anything_but_http_urls(text: str, expected: str) -> None:
+    assert linkify(text) == expected
+
+
+def test_encoders_on_context_breakers() -> None:
+    assert js_string("</script><!--`${x}`\u2028'\"") == (
+        '"\\x3C\\x2Fscript\\x3E\\x3C\\x21\\x2D\\x2D\\x60\\x24\\x7Bx\\x7D\\x60\\u2028\\x27\\x22"'
+    )
+    assert html_attribute("a\"b'c`d e=f") == "a&#x22;b&#x27;c&#x60;d&#x20;e&#x3D;f"
+    assert json_script({"a": "</script><!--\u2028"}) == (
+        '{"a":"\\u003c/script\\u003e\\u003c!--\\u2028"}'
+    )
