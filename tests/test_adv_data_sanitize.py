@@ -141,3 +141,18 @@ def test_encoders_on_context_breakers() -> None:
     assert json_script({"a": "</script><!--\u2028"}) == (
         '{"a":"\\u003c/script\\u003e\\u003c!--\\u2028"}'
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see www.javascript:alert(1)",  # a port that is not a number
+        "https://x.example:99999/",  # a port out of range
+        "https://bank.example%40evil.example/",  # a percent-escape in the host
+        "javascript://www.x.example%0aalert(1)",  # the www. part alone, escape in the host
+    ],
+)
+def test_linkify_leaves_a_url_that_does_not_parse_as_text_not_a_dead_link(text: str) -> None:
+    out = linkify(text)
+    assert "<a" not in out
+    assert out == text.replace("&", "&amp;")

@@ -308,10 +308,16 @@ def _link_target(candidate: str) -> str | None:
     try:
         parts = urlsplit(href)
         host = parts.hostname
+        _ = parts.port  # a port that is not a number (or out of range) raises
     except ValueError:
         return None
     # A user part ("https://bank.example@evil.example") is a phishing shape: leave it as text.
+    # A percent-escape in the host is decoded by the browser's (and nh3's) URL parser into a
+    # host the text does not show, or one that does not parse (then nh3 drops the href and
+    # leaves a dead <a>): either way, text.
     if parts.scheme.lower() not in {"http", "https"} or not host or "@" in parts.netloc:
+        return None
+    if "%" in parts.netloc:
         return None
     return href
 
