@@ -156,7 +156,7 @@ def flask_server() -> Iterator[tuple[int, list[int]]]:
     seen: list[int] = []
     app = flask.Flask(__name__)
 
-    @app.post("/upload")
+    @app.route("/upload", methods=["GET", "POST"])
     def upload() -> str:
         total = 0
         while chunk := flask.request.stream.read(100):
@@ -199,6 +199,35 @@ def test_flask_real_server_content_length_zero_with_a_chunked_body_is_capped(
         )
         status, body = read_response(sock)
     assert (status, body[:26]) == (413, b'{"error": "body_too_large"')
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n",
+        (
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 10\r\n"
+        ),
+    ],
+)
+def test_flask_real_server_get_with_a_body_and_expect_with_a_small_length_are_capped(
+    flask_server: tuple[int, list[int]], head: bytes
+) -> None:
+    port, seen = flask_server
+    seen.clear()
+    chunk = b"x" * 4000
+    with connect(port) as sock:
+        sock.sendall(head + b"Accept: application/json\r\n\r\n")
+        sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
+        data = b""
+        while b'"body_too_large"' not in data:
+            part = sock.recv(65536)
+            assert part, data
+            data += part
+    final = data.rpartition(b"HTTP/1.1 ")[2]  # after werkzeug's own "100 Continue", if any
+    assert final.startswith(b"413 ")
     assert seen == []
 
 
@@ -347,8 +376,7 @@ def test_uvicorn_a_body_within_the_cap_is_served(uvicorn_server: tuple[int, list
     seen.clear()
     with connect(port) as sock:
         sock.sendall(
-            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
-            + b"y" * CAP
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n" + b"y" * CAP
         )
         assert read_response(sock) == (200, b"1000")
     assert seen == [CAP]
