@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from bastion.core.crypto.errors import DecryptionFailed, DecryptReason
+from bastion.core.crypto.errors import DecryptionFailed, DecryptReason, EncryptionFailed
 from bastion.core.keys import SecretKey
 from bastion.crypto import CryptoPolicy, DataKey, EncryptionService
 from bastion.crypto.rotation import RotationReport, rotate_table
@@ -213,3 +213,39 @@ def test_a_ciphertext_moved_to_a_table_with_the_same_column_and_key_is_refused(
     assert (report.stale, report.failed, report.rewritten) == (1, 1, 0)
     with db.connect() as conn:  # the moved value is left as it was, for a look
         assert conn.execute(sa.text("SELECT body FROM adv_drafts")).scalar_one() == token
+
+
+class Memo(Base):
+    """An autoincrement key (values written after the INSERT) and an unbounded column."""
+
+    __tablename__ = "adv_memos"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str | None] = mapped_column(EncryptedString(None), nullable=True)
+
+
+ODD_VALUES = ("", "\x00", "a\x00b", "\u2028", "\U0001f512" * 10, "x" * 20_000, None)
+
+
+def test_odd_values_round_trip_through_the_column_on_both_databases(db: Engine) -> None:
+    crypto = service(OLD)
+    with Encrypted(crypto), Session(db) as session:
+        session.add_all(Memo(text=value) for value in ODD_VALUES)
+        session.commit()
+    with db.connect() as conn:  # PostgreSQL refuses NUL in text: only base64 is stored
+        stored = conn.execute(sa.text("SELECT text FROM adv_memos ORDER BY id")).scalars().all()
+    assert all(token is None or token.isascii() for token in stored)
+    assert stored[-1] is None
+    assert "" not in stored  # no placeholder left behind by the write after the INSERT
+    with Encrypted(crypto), Session(db) as session:
+        texts = [m.text for m in session.scalars(sa.select(Memo).order_by(Memo.id))]
+    assert texts == list(ODD_VALUES)
+
+
+def test_a_lone_surrogate_is_refused_and_the_insert_rolled_back(db: Engine) -> None:
+    crypto = service(OLD)
+    with Encrypted(crypto), Session(db) as session:
+        session.add(Memo(text="\ud800"))
+        with pytest.raises(EncryptionFailed, match="lone surrogate"):
+            session.commit()
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM adv_memos")).scalar_one() == 0
