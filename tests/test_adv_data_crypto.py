@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from bastion.core.audit import Auditor, IdentifierHasher
+from bastion.core.clock import FrozenClock
 from bastion.core.crypto.envelope import (
     HEADER_BYTES,
     OVERHEAD_BYTES,
@@ -14,6 +16,7 @@ from bastion.core.crypto.envelope import (
     Cipher,
     decode_text,
     encode_text,
+    record_aad,
 )
 from bastion.core.crypto.errors import (
     DecryptionFailed,
@@ -23,9 +26,10 @@ from bastion.core.crypto.errors import (
     UnknownKey,
 )
 from bastion.core.crypto.keys import DataKeyRing, PassphraseKDF
-from bastion.core.keys import SecretKey
+from bastion.core.keys import KeyRing, SecretKey
 from bastion.crypto import CryptoPolicy, DataKey, EncryptionService
 from bastion.errors import ConfigurationError
+from bastion.testing.audit import RecordingAuditSink
 
 K1 = DataKey(1, SecretKey(b"\x61" * 32))
 K2 = DataKey(2, SecretKey(b"\x62" * 32))
@@ -273,3 +277,26 @@ def test_the_cipher_reads_the_key_id_without_a_key_and_refuses_short_headers() -
     assert not cipher.needs_rotation(blob)
     with pytest.raises(MalformedCiphertext):
         cipher.needs_rotation(blob[: OVERHEAD_BYTES - 1])
+
+
+def audited_service(sink: RecordingAuditSink) -> EncryptionService:
+    auditor = Auditor(
+        IdentifierHasher(KeyRing.generate()), FrozenClock(1.0), sink, aggregation=None
+    )
+    return EncryptionService(CryptoPolicy(keys=[K1], index_key=INDEX), auditor=auditor)
+
+
+def test_every_refused_field_is_audited_with_its_table_and_column_never_its_row() -> None:
+    sink = RecordingAuditSink()
+    crypto = audited_service(sink)
+    # Authentic bytes that are not UTF-8 (stored as bytes by another writer of the same key).
+    binary = Cipher(DataKeyRing(K1)).seal(b"\xff\xfe", record_aad("users", 7, "phone"))
+    for token in (encode_text(binary), crypto.encrypt_field("v", **{**FIELD, "row": 8}), "!"):
+        with pytest.raises(DecryptionFailed):
+            crypto.decrypt_field(token, **FIELD)  # type: ignore[arg-type]
+    assert [dict(event.details) for event in sink.events] == [
+        {"table": "users", "column": "phone", "reason": "not_text"},
+        {"table": "users", "column": "phone", "reason": "not_authentic", "key_id": 1},
+        {"table": "users", "column": "phone", "reason": "malformed"},
+    ]
+    assert {event.name for event in sink.events} == {"crypt_decrypt_fail"}
