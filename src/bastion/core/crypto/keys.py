@@ -307,7 +307,7 @@ class PassphraseKDF:
         """The 32-byte master key of ``passphrase``. Slow on purpose (about a second)."""
         try:
             raw = passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
-        except UnicodeEncodeError:  # os.environ's surrogateescape of bytes that are not UTF-8
+        except UnicodeEncodeError:  # undecodable bytes of an environment variable (surrogateescape)
             raw = b""
         if not isinstance(raw, bytes) or not raw:
             raise ConfigurationError(
