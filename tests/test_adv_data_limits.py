@@ -27,7 +27,7 @@ from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig
 from bastion.core.keys import KeyRing
-from bastion.core.request_limits import RequestLimits
+from bastion.core.request_limits import RequestLimits, declared_length
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi.limits import RequestLimitsMiddleware as WSGIRequestLimits
 from servers import free_port, uvicorn_thread
@@ -380,3 +380,26 @@ def test_uvicorn_a_body_within_the_cap_is_served(uvicorn_server: tuple[int, list
         )
         assert read_response(sock) == (200, b"1000")
     assert seen == [CAP]
+
+
+@pytest.mark.parametrize(
+    ("value", "length"),
+    [
+        ("5", 5),
+        (b"5", 5),
+        (" 5\t", 5),
+        ("0" * 30 + "5", 5),  # RFC 9110 allows leading zeros: still five bytes
+        ("0" * 30, 0),
+        ("9" * 20, 2**63),
+        ("1" + "0" * 19, 2**63),
+        ("+5", None),
+        ("-5", None),
+        ("5, 5", None),
+        ("0x10", None),
+        ("\u0665", None),  # an Arabic-Indic five: not ASCII
+        ("", None),
+        (None, None),
+    ],
+)
+def test_declared_length_readings(value: str | bytes | None, length: int | None) -> None:
+    assert declared_length(value) == length
