@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from bastion.errors import ConfigurationError
 from bastion.sanitize import RICH_TEXT, HtmlProfile, linkify, sanitize_html
 from bastion.sanitize.encoding import html_attribute, js_string, json_script
 
@@ -156,3 +157,26 @@ def test_linkify_leaves_a_url_that_does_not_parse_as_text_not_a_dead_link(text: 
     out = linkify(text)
     assert "<a" not in out
     assert out == text.replace("&", "&amp;")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["x-init", "x-html", "x-data", "hx-get", "hx-post", "data-hx-post", "v-html", "ng-click",
+     "data-ng-init", "data-bind"],
+)  # fmt: skip
+def test_a_profile_allowing_a_framework_script_attribute_is_refused(name: str) -> None:
+    # Alpine (x-init="..."), htmx (hx-post), Vue (v-html), AngularJS (ng-*) and Knockout
+    # (data-bind) run what these attributes say once their library is on the page.
+    with pytest.raises(ConfigurationError) as caught:
+        HtmlProfile(name="gadgets", tags=frozenset({"p"}), attributes={"p": frozenset({name})})
+    assert caught.value.setting == "attributes"
+    assert repr(name) in str(caught.value)
+
+
+def test_harmless_data_and_aria_attributes_stay_allowed() -> None:
+    profile = HtmlProfile(
+        name="data", tags=frozenset({"p"}), attributes={"p": frozenset({"data-id", "aria-label"})}
+    )
+    assert profile.clean('<p data-id="7" aria-label="x" x-init="alert(1)">t</p>') == (
+        '<p data-id="7" aria-label="x">t</p>'
+    )

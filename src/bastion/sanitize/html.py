@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORBIDDEN_ATTRIBUTES",
+    "FORBIDDEN_ATTRIBUTE_PREFIXES",
     "FORBIDDEN_SCHEMES",
     "FORBIDDEN_TAGS",
     "RICH_TEXT",
@@ -80,7 +81,15 @@ FORBIDDEN_ATTRIBUTES: Final = frozenset(
         "http-equiv", "content", "srcset", "ping", "background", "dynsrc", "lowsrc",
     }
 )  # fmt: skip
-"""Attributes no profile may allow (besides every ``on*`` event handler)."""
+"""Attributes no profile may allow (besides every ``on*`` event handler and the script
+attributes of client-side frameworks, :data:`FORBIDDEN_ATTRIBUTE_PREFIXES`)."""
+
+FORBIDDEN_ATTRIBUTE_PREFIXES: Final = ("on", "x-", "hx-", "data-hx-", "v-", "ng-", "data-ng-")
+"""Attribute name prefixes no profile may allow: event handlers, and the attributes whose value
+a library on the page runs as script or as a request (Alpine ``x-init``, htmx ``hx-post``, Vue
+``v-html``, AngularJS ``ng-*``), the "script gadgets" that turn allowed markup into script."""
+
+_FRAMEWORK_ATTRIBUTES: Final = frozenset({"data-bind"})  # Knockout evaluates its value
 
 FORBIDDEN_SCHEMES: Final = frozenset({"javascript", "vbscript", "data", "file", "blob"})
 """URL schemes no profile may allow: each runs script, renders attacker HTML or reads local
@@ -132,10 +141,15 @@ def _check_attributes(tags: frozenset[str], attributes: Mapping[str, frozenset[s
                     f"HtmlProfile.attributes[{tag!r}]: {name!r} is not a lowercase attribute name",
                     setting="attributes",
                 )
-            if name.startswith("on") or name in FORBIDDEN_ATTRIBUTES:
+            if (
+                name.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES)
+                or name in FORBIDDEN_ATTRIBUTES
+                or name in _FRAMEWORK_ATTRIBUTES
+            ):
                 raise ConfigurationError(
                     f"HtmlProfile.attributes[{tag!r}]: {name!r} is never allowed "
-                    "(event handlers run script; see FORBIDDEN_ATTRIBUTES for the others)",
+                    "(event handlers and framework attributes run script; see "
+                    "FORBIDDEN_ATTRIBUTES and FORBIDDEN_ATTRIBUTE_PREFIXES for the others)",
                     setting="attributes",
                 )
 
