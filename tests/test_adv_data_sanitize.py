@@ -180,3 +180,13 @@ def test_harmless_data_and_aria_attributes_stay_allowed() -> None:
     assert profile.clean('<p data-id="7" aria-label="x" x-init="alert(1)">t</p>') == (
         '<p data-id="7" aria-label="x">t</p>'
     )
+
+
+@pytest.mark.parametrize("control", ["\u202e", "\u202d", "\u2066", "\u2067", "\u2069", "\u200f"])
+def test_linkify_ends_a_url_at_a_bidi_control(control: str) -> None:
+    # "https://evil.example/\u202egro.knab" shows as ".../bank.org": the link must not carry
+    # the reversed part as its text (nor in its href).
+    out = linkify(f"https://evil.example/{control}gro.knab")
+    assert out == (
+        f'<a href="https://evil.example/" {REL}>https://evil.example/</a>{control}gro.knab'
+    )

@@ -296,7 +296,12 @@ def sanitize_html(html: str, profile: HtmlProfile = RICH_TEXT) -> str:
     return profile.clean(html)
 
 
-_URL_IN_TEXT: Final = re.compile(r"(?:https?://|www\.)[^\s<>\"'`\x00-\x20\x7f]+", re.IGNORECASE)
+_URL_IN_TEXT: Final = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"'`\x00-\x20\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]+",
+    re.IGNORECASE,
+)
+# A bidi control ends a URL: "https://evil.example/\u202egro.knab" would show as ".../bank.org"
+# inside the link's own text.
 _TRAILING: Final = ".,;:!?'\")]}*"
 _MAX_URL: Final = 2048
 _LINKS: Final = HtmlProfile(
