@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.errors import ConfigurationError
 from bastion.query import (
@@ -231,3 +233,32 @@ def test_sqlalchemy_form_sorts_on_both_databases(db: Engine) -> None:
     with pytest.raises(UnsafeOrderBy) as caught:
         sa_order_by("id nulls first", allowed)
     assert caught.value.reason == "malformed"
+
+
+ALPHABET = st.text(alphabet="%_\\!ab", max_size=6)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(search=ALPHABET, text=ALPHABET)
+def test_like_patterns_agree_with_python_on_random_text(db: Engine, search: str, text: str) -> None:
+    sql = (
+        "SELECT :t LIKE :c ESCAPE '\\', :t LIKE :p ESCAPE '\\', "
+        ":t LIKE :s ESCAPE '\\', :t LIKE :e ESCAPE '\\'"
+    )
+    params = {
+        "t": text,
+        "c": like_contains(search),
+        "p": like_prefix(search),
+        "s": like_suffix(search),
+        "e": escape_like(search),
+    }
+    with db.connect() as conn:
+        row = conn.execute(sa.text(sql), params).one()
+    assert tuple(bool(v) for v in row) == (
+        search in text,
+        text.startswith(search),
+        text.endswith(search),
+        text == search,
+    )
