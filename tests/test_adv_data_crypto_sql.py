@@ -249,3 +249,26 @@ def test_a_lone_surrogate_is_refused_and_the_insert_rolled_back(db: Engine) -> N
             session.commit()
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM adv_memos")).scalar_one() == 0
+
+
+def test_bulk_statements_that_skip_the_mapper_events_cannot_write_plaintext(db: Engine) -> None:
+    crypto = service(OLD)
+    seed_notes(db, crypto, 1)
+    statements = [
+        sa.insert(Note).values(id=2, body="plain"),
+        sa.update(Note).where(Note.id == 1).values(body="plain"),
+    ]
+    with Encrypted(crypto), Session(db) as session:
+        for statement in statements:
+            with pytest.raises(sa.exc.StatementError) as caught:
+                session.execute(statement)
+            assert isinstance(caught.value.orig, EncryptionFailed)
+            session.rollback()
+        with pytest.raises(sa.exc.StatementError) as caught:
+            session.execute(sa.insert(Note), [{"id": 3, "body": "plain"}])
+        assert isinstance(caught.value.orig, EncryptionFailed)
+        session.rollback()
+        with pytest.raises(sa.exc.StatementError):  # searching by value: a blind index's job
+            session.scalars(sa.select(Note).where(Note.body == "note 1")).all()
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT id FROM adv_notes")).scalars().all() == [1]
