@@ -87,7 +87,7 @@ def test_json_shape_is_exact(
     assert event.to_json() == (
         '{"time":"2023-11-14T22:13:20.000Z","event":"authn_login_fail","level":"warn",'
         f'"outcome":"failure","request_id":"req-1","user":"{user}","client_ip":"{ip}",'
-        '"session":null,"details":{"attempt":3,"locked":false,"ratio":0.5,'
+        '"session":null,"user_agent":null,"details":{"attempt":3,"locked":false,"ratio":0.5,'
         '"reason":"bad_password"}}'
     )
     assert list(event.to_dict()) == [
@@ -99,6 +99,7 @@ def test_json_shape_is_exact(
         "user",
         "client_ip",
         "session",
+        "user_agent",
         "details",
     ]
     assert "\n" not in event.to_json()

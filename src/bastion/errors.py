@@ -39,6 +39,7 @@ This module imports nothing from bastion (it is the bottom layer).
 from __future__ import annotations
 
 __all__ = [
+    "AuditUnavailable",
     "AuthzInputError",
     "BadData",
     "BadSignature",
@@ -164,6 +165,15 @@ class StoreUnavailable(StoreError):
     key-value and rate-limit stores) raises one of the subclasses below for the same kind of
     fault, so callers may tell them apart without knowing the backend.
     """
+
+
+class AuditUnavailable(StoreUnavailable):
+    """The audit trail cannot take the event now: its queue is full past the wait, or its
+    store is failing, in the fail-closed mode (``AuditPolicy(fail_closed=True)``). It is a
+    :class:`StoreUnavailable` raised where the event is emitted, so the action that would have
+    gone unaudited does not complete. bastion's layers answer it as ``503 audit_unavailable``
+    with ``Retry-After`` (the security-headers layer when it is on, the Flask, Starlette and
+    FastAPI integrations inside the app), never as a 500."""
 
 
 class StoreTimeout(StoreUnavailable):

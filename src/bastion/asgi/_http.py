@@ -9,18 +9,33 @@ messages (the ASGI extension a server offers for it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.core.refusal import AUDIT_UNAVAILABLE, refusal_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from bastion.asgi.types import Send
+    from bastion.asgi.types import Receive, Scope, Send
+    from bastion.core.client import TrustedProxies
 
-__all__ = ["WS_RESPONSE_EXTENSION", "refusal_headers", "send_refusal", "send_response"]
+__all__ = [
+    "WS_RESPONSE_EXTENSION",
+    "AuditUnavailableResponse",
+    "audit_unavailable",
+    "audit_unavailable_handler",
+    "client_address",
+    "describe_client",
+    "refusal_headers",
+    "send_refusal",
+    "send_response",
+]
 
 WS_RESPONSE_EXTENSION: Final = "websocket.http.response"
 _HTTP: Final = ("http.response.start", "http.response.body")
 _WS: Final = ("websocket.http.response.start", "websocket.http.response.body")
+logger = logging.getLogger("bastion.security.audit")
 
 
 async def send_response(
@@ -64,3 +79,64 @@ async def send_refusal(
     headers = refusal_headers(content_type, body, extra)
     await send({"type": start, "status": status, "headers": headers})
     await send({"type": whole, "body": body})
+
+
+def client_address(scope: Scope, proxies: TrustedProxies | None) -> str | None:
+    """The client's address for an audit event (through the trusted proxies)."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if proxies is None or not proxies.trusts_any:
+        return peer
+    wanted = proxies.header.encode("ascii")
+    values = [v.decode("latin-1") for n, v in scope.get("headers") or () if n == wanted]
+    address = proxies.client(peer, values)
+    return None if address is None else str(address)
+
+
+def describe_client(scope: Scope, proxies: TrustedProxies | None) -> tuple[str | None, str | None]:
+    """``(user agent, client address)`` of a request, for its audit events (the first
+    ``User-Agent`` header; :func:`client_address`)."""
+    agent = None
+    for name, value in scope.get("headers") or ():
+        if name == b"user-agent":
+            agent = value.decode("latin-1")
+            break
+    return agent, client_address(scope, proxies)
+
+
+def audit_unavailable(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of the ``503 audit_unavailable`` refusal (with ``Retry-After``)
+    for a request whose action the fail-closed audit trail could not record."""
+    accept = content_type = None
+    for name, value in scope.get("headers") or ():
+        if name == b"accept" and accept is None:
+            accept = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+    kind, body = refusal_body(AUDIT_UNAVAILABLE, accept=accept, content_type=content_type)
+    extra = [(b"retry-after", b"1"), (b"cache-control", b"no-store")]
+    return refusal_headers(kind, body, extra), body
+
+
+class AuditUnavailableResponse:
+    """The ``503 audit_unavailable`` refusal as an ASGI app: what a framework's exception
+    handler returns (Starlette and FastAPI call the handler's result with the request's
+    ``scope, receive, send``)."""
+
+    __slots__ = ()
+
+    async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
+        headers, body = audit_unavailable(scope)
+        await send_response(send, 503, headers, body)
+
+
+_AUDIT_RESPONSE: Final = AuditUnavailableResponse()
+
+
+async def audit_unavailable_handler(_request: Any, error: Exception) -> AuditUnavailableResponse:
+    """A Starlette/FastAPI exception handler for :class:`~bastion.errors.AuditUnavailable`
+    raised inside the app (a ``require`` dependency's denial, the app's own event): the action
+    was not done, so the answer is ``503 audit_unavailable``, not the framework's 500.
+    :func:`bastion.asgi.protect` installs it on a Starlette or FastAPI app it wraps."""
+    logger.warning("bastion: %s; answered 503 audit_unavailable", error)
+    return _AUDIT_RESPONSE

@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.asgi._http import client_address
 from bastion.core.paths import EVERYWHERE, PathPattern
 from bastion.core.refusal import Refusal, refusal_body
 from bastion.core.request import asgi_path
@@ -175,18 +176,6 @@ class BearerMiddleware:
     def __repr__(self) -> str:
         protected = [str(p) for p in self.rules.protected]
         return f"BearerMiddleware(protected={protected!r}, realm={self.rules.challenge.realm!r})"
-
-
-def client_address(scope: Scope, proxies: TrustedProxies | None) -> str | None:
-    """The client's address for an audit event (through the trusted proxies)."""
-    client = scope.get("client")
-    peer = client[0] if client else None
-    if proxies is None or not proxies.trusts_any:
-        return peer
-    wanted = proxies.header.encode("ascii")
-    values = [v.decode("latin-1") for n, v in scope.get("headers") or () if n == wanted]
-    address = proxies.client(peer, values)
-    return None if address is None else str(address)
 
 
 def wanted_headers(scope: Scope) -> dict[bytes, list[bytes]]:

@@ -18,10 +18,17 @@ Templates get the nonce through :func:`csp_nonce` (``csp_nonce(request)``) or, i
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bastion.asgi._http import WS_RESPONSE_EXTENSION, send_response
+from bastion.asgi._http import (
+    WS_RESPONSE_EXTENSION,
+    audit_unavailable,
+    describe_client,
+    send_response,
+)
 from bastion.core.audit import bind_request_id
 from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
@@ -34,10 +41,12 @@ from bastion.core.headers import (
     swagger_ui_policy,
 )
 from bastion.core.request import asgi_path
-from bastion.errors import ConfigurationError
+from bastion.errors import AuditUnavailable, ConfigurationError
 from bastion.slices import layer_off, layer_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.config import Bastion
     from bastion.core.audit import Auditor
@@ -54,6 +63,7 @@ __all__ = [
 STATE_KEY = "csp_nonce"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
+logger = logging.getLogger("bastion.security.audit")
 _WS_START = "websocket.http.response.start"
 
 
@@ -149,14 +159,19 @@ class SecurityHeadersMiddleware:
         self._nonces = NonceSource()
         header = self._router.request_id_header
         self._request_id_header = None if header is None else header.encode("ascii")
+        self._describe = functools.partial(describe_client, proxies=self._proxies)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(  # noqa: PLR0915 (the per-request path, kept inline on purpose)
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
         # Every audit event emitted while this request runs carries its id (drawn on first use).
         bound = bind_request_id(
-            None if self._request_id_header is None else self._proxy_request_id(scope)
+            None if self._request_id_header is None else self._proxy_request_id(scope),
+            describe=self._describe,
+            source=scope,
         )
         try:
             compiled = self._compiled
@@ -216,6 +231,10 @@ class SecurityHeadersMiddleware:
 
             try:
                 await self.app(scope, receive, send_with_headers)
+            except AuditUnavailable as error:
+                if started:
+                    raise
+                await _audit_refused(error, scope, send, compiled.apply, https=https, nonce=nonce)
             except Exception:
                 if not started:
                     await _respond(
@@ -243,7 +262,9 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        bound = bind_request_id(self._proxy_request_id(scope))
+        bound = bind_request_id(
+            self._proxy_request_id(scope), describe=self._describe, source=scope
+        )
         try:
             await self._websocket(scope, receive, send)
         finally:
@@ -347,6 +368,22 @@ async def _read_capped(receive: Receive, limit: int) -> bytes | None:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def _audit_refused(
+    error: AuditUnavailable,
+    scope: Scope,
+    send: Send,
+    apply: Callable[[list[tuple[bytes, bytes]], bool, bytes | None], list[tuple[bytes, bytes]]],
+    *,
+    https: bool,
+    nonce: bytes | None,
+) -> None:
+    """Fail-closed auditing refused the action's event: the action did not happen, which is a
+    503 to retry, not a crash. The audit trail cannot record this, so it is logged."""
+    logger.warning("bastion: %s; answered 503 audit_unavailable", error)
+    headers, body = audit_unavailable(scope)
+    await send_response(send, 503, apply(headers, https, nonce), body)
 
 
 async def _respond(

@@ -24,10 +24,12 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from bastion.asgi._http import audit_unavailable_handler
 from bastion.asgi.csrf import CSRFMiddleware
 from bastion.asgi.headers import SecurityHeadersMiddleware
 from bastion.asgi.limits import RequestLimitsMiddleware
 from bastion.asgi.sessions import SessionMiddleware
+from bastion.errors import AuditUnavailable
 from bastion.runtime import Layers, Runtime, as_runtime
 
 if TYPE_CHECKING:
@@ -50,10 +52,21 @@ def protect(app: ASGIApp, config: Bastion | Runtime) -> ASGIApp:
 def _wrap(app: ASGIApp, config: Bastion | Runtime) -> tuple[Runtime, ASGIApp]:
     """The runtime and the wrapped app; a runtime built here closes at lifespan shutdown."""
     runtime = as_runtime(config)
+    _handle_audit_outage(app)
     wrapped = compose(runtime, app)
     if isinstance(config, Runtime):
         return runtime, wrapped
     return runtime, _ClosesAtShutdown(wrapped, runtime)
+
+
+def _handle_audit_outage(app: ASGIApp) -> None:
+    """On a Starlette or FastAPI app, answer :class:`~bastion.errors.AuditUnavailable` raised
+    inside it with ``503 audit_unavailable`` (their own 500 page would come first otherwise,
+    before the headers layer outside could answer). An app's own handler for it is kept."""
+    handlers = getattr(app, "exception_handlers", None)
+    add = getattr(app, "add_exception_handler", None)
+    if isinstance(handlers, dict) and callable(add) and AuditUnavailable not in handlers:
+        add(AuditUnavailable, audit_unavailable_handler)
 
 
 def compose(runtime: Runtime, app: ASGIApp) -> ASGIApp:

@@ -97,6 +97,7 @@ class AuditRecord:
     client_ip: str | None
     session: str | None
     request_id: str | None
+    user_agent: str | None
     details: Mapping[str, DetailValue] = field(hash=False)
     mac: str
 
@@ -104,9 +105,11 @@ class AuditRecord:
     def from_row(cls, row: Row) -> AuditRecord:
         try:
             data = json.loads(row.body)
-            details = data.get("details") if isinstance(data, dict) else None
         except ValueError:
-            details = None
+            data = None
+        if not isinstance(data, dict):
+            data = {}
+        details, agent = data.get("details"), data.get("user_agent")
         return cls(
             seq=row.seq,
             time=datetime.fromtimestamp(row.time_ms / 1000, tz=UTC),
@@ -117,6 +120,7 @@ class AuditRecord:
             client_ip=row.client_ip,
             session=row.session,
             request_id=row.request_id,
+            user_agent=agent if isinstance(agent, str) else None,
             details=MappingProxyType(details if isinstance(details, dict) else {}),
             mac=row.mac,
         )
@@ -132,6 +136,7 @@ class AuditRecord:
             "user": self.user,
             "client_ip": self.client_ip,
             "session": self.session,
+            "user_agent": self.user_agent,
             "details": dict(self.details),
         }
 

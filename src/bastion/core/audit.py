@@ -15,9 +15,15 @@ fields are built to be logged without a review of every call site:
   are written by developers, not attackers, so a refusal shows up on the first test run of the
   call site, whereas silent redaction would hide the mistake. A few common, harmless names
   that contain such a word are allowed (:data:`SAFE_DETAIL_KEYS`).
-* Text (detail values, ``request_id``) is cut to a bound and every non-printable character
-  (CR, LF, other controls, Unicode line separators, bidi overrides, lone surrogates) is escaped,
-  as is the backslash, so one event is always one line and no value can forge another.
+* ``user_agent`` is the request's ``User-Agent``, as sent (attacker-controlled, so cleaned and
+  credential-shaped parts redacted like detail text, cut to :data:`MAX_USER_AGENT_CHARS`).
+  Inside a request bound by :func:`bind_request_id` with a ``describe`` (the security-headers
+  layer binds one), :class:`Auditor` fills in the user agent and, for events that name none,
+  the client address; both are read once per request, on its first event.
+* Text (detail values, ``request_id``, ``user_agent``) is cut to a bound and every
+  non-printable character (CR, LF, other controls, Unicode line separators, bidi overrides,
+  lone surrogates) is escaped, as is the backslash, so one event is always one line and no
+  value can forge another.
 
 Danger: a value under an innocent key can still be a secret. Only pass what an operator may
 read.
@@ -61,7 +67,7 @@ from bastion.core.keys import KeyRing, validate_purpose
 from bastion.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from bastion.core.clock import Clock
     from bastion.core.keys import SecretKey
@@ -71,6 +77,7 @@ __all__ = [
     "DEFAULT_LEVELS",
     "MAX_DETAILS",
     "MAX_TEXT_CHARS",
+    "MAX_USER_AGENT_CHARS",
     "SAFE_DETAIL_KEYS",
     "SIGNIFICANT_EVENTS",
     "AuditAggregation",
@@ -86,6 +93,7 @@ __all__ = [
     "Outcome",
     "bind_request_id",
     "clean_text",
+    "current_client",
     "current_request_id",
     "default_level",
     "redact_credentials",
@@ -96,21 +104,39 @@ DetailValue: TypeAlias = str | int | float | bool | None
 MAX_TEXT_CHARS = 256
 """Longest text kept from a detail value or request id, in characters after escaping."""
 
+MAX_USER_AGENT_CHARS = 256
+"""Longest user agent kept, in characters after escaping (real ones are under 200)."""
+
 MAX_DETAILS = 32
 """Most detail entries in one event. Events are records, not dumps."""
 
-_REQUEST_ID: ContextVar[list[str | None] | None] = ContextVar("bastion_request_id", default=None)
-"""The id of the request being handled, per asyncio task and per thread (a ContextVar is
-context-local, not shared state): a one-item list, filled on first use so a request that
-emits no event draws no random id."""
+_REQUEST_ID: ContextVar[list[Any] | None] = ContextVar("bastion_request_id", default=None)
+"""The request being handled, per asyncio task and per thread (a ContextVar is context-local,
+not shared state): ``[request id, describe, source, described]``. The id is drawn on first use
+so a request that emits no event draws no random id; ``describe(source)`` gives the request's
+``(user agent, client address)`` and is called once, on the first event, so a request that
+emits nothing pays nothing for them."""
 _REQUEST_ID_BYTES = 8
 
+Describe: TypeAlias = "Callable[[Any], tuple[str | None, str | None]]"
+"""``describe(source) -> (user_agent, client_address)``: how a layer reads the two from its
+request (an ASGI scope, a WSGI environ)."""
 
-def bind_request_id(request_id: str | None = None) -> Token[list[str | None] | None]:
+
+def bind_request_id(
+    request_id: str | None = None,
+    *,
+    describe: Describe | None = None,
+    source: object = None,
+) -> Token[list[Any] | None]:
     """Make ``request_id`` (``None``: a random one, drawn on first use) the id of every audit
     event :class:`Auditor` builds in this context until ``token.var.reset(token)``.
-    SecurityHeadersMiddleware binds one per request; an app without it can bind its own."""
-    return _REQUEST_ID.set([request_id])
+
+    With ``describe``, events that name no client address get the one ``describe(source)``
+    gives, and every event gets its user agent (see :func:`current_client`).
+    SecurityHeadersMiddleware binds all three per request; an app without it can bind its
+    own."""
+    return _REQUEST_ID.set([request_id, describe, source, None])
 
 
 def current_request_id() -> str | None:
@@ -121,7 +147,24 @@ def current_request_id() -> str | None:
         return None
     if holder[0] is None:
         holder[0] = secrets.token_hex(_REQUEST_ID_BYTES)
-    return holder[0]
+    return holder[0]  # type: ignore[no-any-return]
+
+
+def current_client() -> tuple[str | None, str | None]:
+    """``(user agent, client address)`` of the request bound by :func:`bind_request_id`,
+    ``(None, None)`` outside a request or when the binding layer gave no ``describe``. A
+    ``describe`` that fails gives ``(None, None)`` too: an event is never lost to it."""
+    holder = _REQUEST_ID.get()
+    if holder is None or holder[1] is None:
+        return None, None
+    described = holder[3]
+    if described is None:
+        try:
+            described = holder[1](holder[2])
+        except Exception:  # noqa: BLE001 (an odd request must not cost the event)
+            described = (None, None)
+        holder[3] = described
+    return described  # type: ignore[no-any-return]
 
 
 _TRUNCATED = "...[truncated]"
@@ -600,6 +643,7 @@ class AuditEvent:
     user: HashedIdentifier | None = None
     client_ip: HashedIdentifier | None = None
     session: HashedIdentifier | None = None
+    user_agent: str | None = None
     details: Mapping[str, DetailValue] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
@@ -623,6 +667,14 @@ class AuditEvent:
                     setting="request_id",
                 )
             object.__setattr__(self, "request_id", clean_text(self.request_id, 128))
+        if self.user_agent is not None:
+            if not isinstance(self.user_agent, str):
+                raise ConfigurationError(
+                    f"user_agent must be a str or None, not {type(self.user_agent).__name__}",
+                    setting="user_agent",
+                )
+            agent = clean_text(redact_credentials(self.user_agent), MAX_USER_AGENT_CHARS)
+            object.__setattr__(self, "user_agent", agent)
         for setting in ("user", "client_ip", "session"):
             value = getattr(self, setting)
             if value is not None and not isinstance(value, HashedIdentifier):
@@ -644,6 +696,7 @@ class AuditEvent:
             "user": None if self.user is None else self.user.digest,
             "client_ip": None if self.client_ip is None else self.client_ip.digest,
             "session": None if self.session is None else self.session.digest,
+            "user_agent": self.user_agent,
             "details": dict(self.details),
             **self._previous(),
         }
@@ -842,8 +895,17 @@ def _summary(window: _Window, at: float, interval: float) -> AuditEvent:
         user=None if window.overflow else first.user,
         client_ip=None if window.overflow else first.client_ip,
         session=None if window.overflow else first.session,
+        user_agent=None if window.overflow else first.user_agent,
         details=kept,
     )
+
+
+def _hashed(
+    hasher: IdentifierHasher, value: str | int | HashedIdentifier | None, kind: str
+) -> HashedIdentifier | None:
+    if value is None or isinstance(value, HashedIdentifier):
+        return value
+    return hasher.hash(value, kind=kind)
 
 
 class Auditor:
@@ -916,25 +978,35 @@ class Auditor:
         outcome: Outcome,
         level: Level | None = None,
         request_id: str | None = None,
-        user: str | int | None = None,
-        client_ip: str | None = None,
+        user: str | int | HashedIdentifier | None = None,
+        client_ip: str | HashedIdentifier | None = None,
         session: str | None = None,
+        user_agent: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
-        """Build an event without sending it. Identifiers are given raw and hashed here;
-        ``request_id`` defaults to the request's (:func:`current_request_id`)."""
+        """Build an event without sending it. Identifiers are given raw and hashed here (or
+        as the :class:`HashedIdentifier` an earlier event carried, kept as they are);
+        ``request_id`` defaults to the request's (:func:`current_request_id`), ``user_agent``
+        and ``client_ip`` to the request's (:func:`current_client`)."""
         hasher = self._hasher
-        if request_id is None:
-            request_id = current_request_id()
+        holder = _REQUEST_ID.get()
+        if holder is not None:
+            if request_id is None:
+                request_id = current_request_id()
+            if holder[1] is not None and (user_agent is None or client_ip is None):
+                agent, address = current_client()
+                user_agent = agent if user_agent is None else user_agent
+                client_ip = address if client_ip is None else client_ip
         return AuditEvent(
             name=name,
             time=datetime.fromtimestamp(self._clock.now(), tz=UTC),
             outcome=outcome,
             level=default_level(name, outcome) if level is None else level,
             request_id=request_id,
-            user=None if user is None else hasher.hash(user, kind="user"),
-            client_ip=None if client_ip is None else hasher.hash(client_ip, kind="client_ip"),
+            user=_hashed(hasher, user, "user"),
+            client_ip=_hashed(hasher, client_ip, "client_ip"),
             session=None if session is None else hasher.hash(session, kind="session"),
+            user_agent=user_agent,
             details=MappingProxyType({}) if details is None else details,
         )
 
@@ -945,9 +1017,10 @@ class Auditor:
         outcome: Outcome,
         level: Level | None = None,
         request_id: str | None = None,
-        user: str | int | None = None,
-        client_ip: str | None = None,
+        user: str | int | HashedIdentifier | None = None,
+        client_ip: str | HashedIdentifier | None = None,
         session: str | None = None,
+        user_agent: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
         """Build an event, send it to the sink (or count it, when it repeats an event of
@@ -960,6 +1033,7 @@ class Auditor:
             user=user,
             client_ip=client_ip,
             session=session,
+            user_agent=user_agent,
             details=details,
         )
         for observer in self._observers:

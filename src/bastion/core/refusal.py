@@ -25,6 +25,7 @@ import re
 from typing import Final, NamedTuple
 
 __all__ = [
+    "AUDIT_UNAVAILABLE",
     "JSON",
     "RATE_LIMITED",
     "RATE_LIMIT_FAILED",
@@ -57,6 +58,12 @@ SESSION_STORE_UNAVAILABLE: Final = Refusal(
     "Service unavailable: the session store cannot be reached. Please try again shortly.\n",
 )
 
+AUDIT_UNAVAILABLE: Final = Refusal(
+    "audit_unavailable",
+    "Service unavailable: this action cannot be recorded now. Please try again shortly.\n",
+)
+"""The fail-closed audit trail refused an event (:class:`~bastion.errors.AuditUnavailable`),
+so the action it records was not done."""
 
 _JSON_RANGES: Final = frozenset({"application/json", "application/*", "*/*"})
 _HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})

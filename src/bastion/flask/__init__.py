@@ -32,6 +32,7 @@ does ``runtime.sessions``. Access tokens: :func:`bearer_required` and :func:`pri
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from flask import Flask, current_app, request
@@ -42,12 +43,13 @@ from bastion.core.cookies import parse_cookie
 from bastion.core.request_limits import RequestLimitExceeded
 from bastion.core.vary import merge_vary_text
 from bastion.engine.sessions import Session, SessionEngine
-from bastion.errors import ConfigurationError, StoreUnavailable
+from bastion.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from bastion.flask._data import tuples_as_lists
 from bastion.flask.bearer import bearer_required, init_bearer, principal
 from bastion.flask.csrf import _EXTENSION as CSRF_EXTENSION
 from bastion.flask.csrf import CSRF, csrf_input, csrf_token
 from bastion.runtime import Layers, as_runtime
+from bastion.wsgi._http import audit_unavailable
 from bastion.wsgi.headers import add_jinja2_globals as add_nonce_global
 from bastion.wsgi.protect import LAYERS, limited
 from bastion.wsgi.sessions import (
@@ -77,6 +79,8 @@ __all__ = [
     "session",
     "session_engine",
 ]
+
+logger = logging.getLogger("bastion.security.audit")
 
 _EXTENSION: Final = "bastion"
 
@@ -226,6 +230,9 @@ def protect(app: Flask, config: Bastion | Runtime) -> Runtime:
     # A body over its cap or its time raises in the view (or in the CSRF check): answered
     # here, not logged as a crash; the limits layer outside replaces this with its refusal.
     app.register_error_handler(RequestLimitExceeded, _limit_handler)
+    # Fail-closed auditing refusing an event raised in a view (a decorator's denial, the
+    # app's own event): the action was not done, a 503 rather than Flask's 500.
+    app.register_error_handler(AuditUnavailable, _audit_handler)
     return runtime
 
 
@@ -277,6 +284,12 @@ _OUTER: Final[Layers[WSGIApp]] = Layers(
 
 def _limit_handler(error: RequestLimitExceeded) -> Any:
     return "", error.reason.status
+
+
+def _audit_handler(error: AuditUnavailable) -> Any:
+    logger.warning("bastion: %s; answered 503 audit_unavailable", error)
+    headers, body = audit_unavailable(request.environ)
+    return body, 503, headers
 
 
 def _unavailable_handler(error: StoreUnavailable) -> Any:

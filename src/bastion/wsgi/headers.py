@@ -17,6 +17,8 @@ guarded by a lock.
 
 from __future__ import annotations
 
+import functools
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -27,9 +29,9 @@ from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
 from bastion.core.headers import HeaderPolicy, HeaderRouter, Preset
 from bastion.core.request import wsgi_path
-from bastion.errors import ConfigurationError
+from bastion.errors import AuditUnavailable, ConfigurationError
 from bastion.slices import layer_off, layer_settings
-from bastion.wsgi._http import send_response
+from bastion.wsgi._http import audit_unavailable, describe_client, send_response, status_line
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from bastion.wsgi.types import StartResponse, WSGIApp
 
 __all__ = ["ENVIRON_KEY", "SecurityHeadersMiddleware", "add_jinja2_globals", "csp_nonce"]
+
+logger = logging.getLogger("bastion.security.audit")
 
 ENVIRON_KEY = "bastion.csp_nonce"
 
@@ -139,6 +143,7 @@ class SecurityHeadersMiddleware:
             None if header is None else "HTTP_" + header.upper().replace("-", "_")
         )
         self._lock = threading.Lock()
+        self._describe = functools.partial(describe_client, proxies=self._proxies)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         compiled = self._compiled
@@ -156,9 +161,12 @@ class SecurityHeadersMiddleware:
             environ[ENVIRON_KEY] = text
             nonce = text.encode("ascii")
 
+        started: list[bool] = []  # not empty once the app called start_response
+
         def start_with_headers(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
+            started.append(True)
             applied = compiled.apply(_latin1(headers), https, nonce)
             text = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in applied]
             if exc_info is None:
@@ -168,11 +176,24 @@ class SecurityHeadersMiddleware:
         # Every audit event emitted while the app runs carries the request's id (events
         # emitted later, while the server iterates the body, do not).
         key = self._request_id_key
-        bound = bind_request_id(None if key is None else self._router.request_id(environ.get(key)))
+        bound = bind_request_id(
+            None if key is None else self._router.request_id(environ.get(key)),
+            describe=self._describe,
+            source=environ,
+        )
         try:
             if path is not None and path == self._report_path:
                 return self._receive_report(environ, start_with_headers)
             return self.app(environ, start_with_headers)
+        except AuditUnavailable as error:
+            # Fail-closed auditing refused the action's event: the action did not happen, a
+            # 503 to retry rather than a crash (start_response raises if headers went out).
+            logger.warning("bastion: %s; answered 503 audit_unavailable", error)
+            headers, body = audit_unavailable(environ)
+            # PEP 3333: a second start_response passes exc_info (it replaces the first).
+            exc_info = (type(error), error, error.__traceback__) if started else None
+            start_with_headers(status_line(503), headers, exc_info)
+            return [body]
         finally:
             bound.var.reset(bound)
 

@@ -24,7 +24,7 @@ from bastion.core.vary import add_vary_text
 from bastion.engine.sessions import SaveResult, Session, SessionEngine
 from bastion.errors import ConfigurationError, StoreUnavailable
 from bastion.runtime import session_engine
-from bastion.wsgi._http import refusal_headers, status_line
+from bastion.wsgi._http import client_address, refusal_headers, status_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -68,19 +68,6 @@ def sync_engine(engine: SessionEngine | None) -> SessionEngine:
             setting="store",
         )
     return engine
-
-
-def client_address(environ: Environ, proxies: TrustedProxies | None) -> str | None:
-    """The client's address: ``REMOTE_ADDR``, or what trusted ``proxies`` forwarded."""
-    peer: str | None = environ.get("REMOTE_ADDR")
-    if proxies is None:
-        return peer
-    name = "HTTP_X_FORWARDED_FOR" if proxies.header == "x-forwarded-for" else "HTTP_FORWARDED"
-    forwarded = environ.get(name)
-    if not forwarded:
-        return peer
-    address = proxies.client(peer, (forwarded,))
-    return None if address is None else str(address)
 
 
 def response_headers(result: SaveResult) -> list[tuple[str, str]]:

@@ -47,12 +47,14 @@ def event_body(event: AuditEvent) -> str:
     ):
         return event.to_json()
     when = event.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    request_id = event.request_id
+    request_id, agent = event.request_id, event.user_agent
     details = ",".join(f'"{key}":{_value(value)}' for key, value in event.details.items())
     return (
         f'{{"time":"{when}","event":"{event.name}","level":"{event.level}",'
         f'"outcome":"{event.outcome}","request_id":'
         f"{'null' if request_id is None else encode_basestring_ascii(request_id)},"
         f'"user":{_digest(user)},"client_ip":{_digest(client_ip)},'
-        f'"session":{_digest(session)},"details":{{{details}}}}}'
+        f'"session":{_digest(session)},"user_agent":'
+        f"{'null' if agent is None else encode_basestring_ascii(agent)},"
+        f'"details":{{{details}}}}}'
     )

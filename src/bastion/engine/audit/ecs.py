@@ -93,6 +93,8 @@ def ecs_document(
         document["user"] = {"id": event["user"]}
     if event.get("request_id") is not None:
         document["http"] = {"request": {"id": event["request_id"]}}
+    if event.get("user_agent") is not None:
+        document["user_agent"] = {"original": event["user_agent"]}
     extra: dict[str, Any] = {"outcome": outcome}
     for field in ("client_ip", "session", "previous"):
         if event.get(field) is not None:
@@ -122,6 +124,8 @@ def otel_event(event: Mapping[str, Any]) -> tuple[str, int, dict[str, Any]]:
         attributes["bastion.client_ip"] = event["client_ip"]
     if event.get("request_id") is not None:
         attributes["bastion.request_id"] = event["request_id"]
+    if event.get("user_agent") is not None:
+        attributes["user_agent.original"] = event["user_agent"]
     for key, value in (event.get("details") or {}).items():
         if value is not None:
             attributes[f"bastion.detail.{key}"] = value

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeGuard, TypeVar
 
-from bastion.errors import StoreCorrupt, StoreUnavailable
+from bastion.errors import AuditUnavailable, StoreCorrupt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,14 +51,6 @@ NO_MAC: Final = "0" * 64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _FAST_FROM: Final = 1971
-
-
-class AuditUnavailable(StoreUnavailable):
-    """The audit trail cannot take the event now: its queue is full past the wait, or its
-    store is failing, in the fail-closed mode (``AuditPolicy(fail_closed=True)``). It is a
-    :class:`~bastion.errors.StoreUnavailable` raised where the event is emitted, so the action
-    that would have gone unaudited does not complete. (Raised inside one of bastion's own
-    layers, it currently surfaces as a 500, not a 503.)"""
 
 
 def time_ms(moment: datetime) -> int:

@@ -19,14 +19,18 @@ When the queue is full (the store is slower than the traffic, or down):
   action without its record must not happen.
 
 The writer thread starts on the first event, not in the constructor; :meth:`close` stops it,
-writes what is queued and seals the open segment. In a process forked from one that had a sink
-(a pre-forking server), the child's sink starts empty, with its own connection and, on its
-first event, its own writer; the parent's queued events stay the parent's.
+writes what is queued and seals the open segment. The thread is a daemon (it never keeps a
+process alive), so a sink whose writer runs is also closed at interpreter exit: what an app
+that never calls ``runtime.close()`` queued is written, not lost with the thread. In a process
+forked from one that had a sink (a pre-forking server), the child's sink starts empty, with
+its own connection and, on its first event, its own writer; the parent's queued events stay
+the parent's.
 ``background=False`` runs no thread at all: events wait for :meth:`flush` (tests, scripts).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -69,6 +73,28 @@ class _Drops:
     @property
     def total(self) -> int:
         return self.queue_full + self.store_unavailable
+
+
+_RUNNING: weakref.WeakSet[StoreAuditSink] = weakref.WeakSet()
+"""Sinks whose writer thread runs: closed at interpreter exit (see :func:`_close_at_exit`)."""
+
+
+def _close_at_exit() -> None:
+    """The writer is a daemon thread (it must never keep a process alive), so events still
+    queued when the interpreter exits would be lost with it: an app that never called
+    ``runtime.close()`` still gets them written and the segment sealed, each sink within its
+    store's timeout. A sink with nothing queued is left alone (an exit never waits on a store
+    it has nothing for). A sink that cannot write logs why; the exit goes on."""
+    for sink in list(_RUNNING):
+        if not sink._queue or sink._closed:
+            continue
+        try:
+            sink.close()
+        except Exception:
+            logger.exception("bastion: the audit trail could not be written at exit")
+
+
+atexit.register(_close_at_exit)
 
 
 def _forget_in_child(ref: weakref.ref[StoreAuditSink]) -> Callable[[], None]:
@@ -154,6 +180,7 @@ class StoreAuditSink:
         the fork; the queued events are the parent's to write. Start over."""
         self._queue.clear()
         self._thread = None
+        _RUNNING.discard(self)  # the child's copy of the set; its own writer re-adds it
         self._started = not self.background
         self._wake = threading.Event()
         self._room = threading.Condition()
@@ -233,6 +260,7 @@ class StoreAuditSink:
             )
             self._started = True
             self._thread.start()
+            _RUNNING.add(self)
 
     def _run(self) -> None:
         while not self._closed:
