@@ -10,7 +10,7 @@ import pytest
 
 from bastion.errors import ConfigurationError
 from bastion.sanitize import RICH_TEXT, HtmlProfile, linkify, sanitize_html
-from bastion.sanitize.encoding import html_attribute, js_string, json_script
+from bastion.sanitize.encoding import UnsafeURL, html_attribute, js_string, json_script, safe_url
 
 MAIL_ONLY = HtmlProfile(
     name="mail_only",
@@ -190,3 +190,36 @@ def test_linkify_ends_a_url_at_a_bidi_control(control: str) -> None:
     assert out == (
         f'<a href="https://evil.example/" {REL}>https://evil.example/</a>{control}gro.knab'
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "outcome"),
+    [
+        ("java\tscript:alert(1)", "scheme"),
+        ("java\nscript:alert(1)", "scheme"),
+        ("java\r\nscript:alert(1)", "scheme"),
+        ("\x00\x1f javascript:alert(1)", "scheme"),
+        ("JAVASCRIPT:alert(1)", "scheme"),
+        ("javascript\x0b:alert(1)", "control_character"),
+        ("java\x7fscript:alert(1)", "control_character"),
+        ("vbscript:msgbox(1)", "scheme"),
+        ("data:text/html;base64,PHNjcmlwdD4=", "scheme"),
+        ("/\t/evil.example", "network_path"),
+        ("\\\\evil.example", "network_path"),
+        # Not schemes to a browser: relative URLs, harmless once html_attribute encodes "&".
+        ("javascript&#58;alert(1)", "javascript&#58;alert(1)"),
+        ("javascript&colon;alert(1)", "javascript&colon;alert(1)"),
+        ("javascript%3Aalert(1)", "javascript%3Aalert(1)"),
+        ("\u00a0javascript:alert(1)", "\u00a0javascript:alert(1)"),
+        ("https://ok.example/a\tb", "https://ok.example/ab"),
+    ],
+)
+def test_safe_url_reads_schemes_as_a_browser_does(url: str, outcome: str) -> None:
+    if outcome in {"scheme", "control_character", "network_path"}:
+        with pytest.raises(UnsafeURL) as caught:
+            safe_url(url)
+        assert caught.value.reason == outcome
+        return
+    assert safe_url(url) == outcome
+    if outcome.startswith("javascript&"):  # in an href, the "&" cannot start a reference
+        assert html_attribute(safe_url(url)).startswith("javascript&#x26;")
