@@ -272,3 +272,25 @@ def test_bulk_statements_that_skip_the_mapper_events_cannot_write_plaintext(db: 
             session.scalars(sa.select(Note).where(Note.body == "note 1")).all()
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT id FROM adv_notes")).scalars().all() == [1]
+
+
+def test_lazy_rotation_never_reverts_a_write_made_after_the_load(db: Engine) -> None:
+    seed_notes(db, service(OLD), 2)
+    rotated = service(NEW, OLD)
+    hooks = use_encryption(Base, rotated, rotate_on_load=True)
+    try:
+        reader = Session(db)  # a request that only reads, and commits at its end
+        notes = reader.scalars(sa.select(Note).order_by(Note.id)).all()  # held to the commit
+        assert [n.body for n in notes] == ["note 1", "note 2"]
+        with Session(db) as writer:  # another request changes note 1 meanwhile
+            note = writer.get(Note, 1)
+            assert note is not None
+            note.body = "edited"
+            writer.commit()
+        reader.commit()
+        reader.close()
+    finally:
+        hooks.remove()
+    with Encrypted(service(NEW)), Session(db) as session:  # both now under key 2
+        bodies = [n.body for n in session.scalars(sa.select(Note).order_by(Note.id))]
+    assert bodies == ["edited", "note 2"]  # the edit kept; note 2 rotated by the reader

@@ -251,21 +251,40 @@ class _Hooks:
             )
             attributes.set_committed_value(target, field.key, plain)
             if self.rotate_on_load and self.crypto.needs_rotation(token):
-                # Marked now, flagged at commit: the loader commits the state after this
-                # event, which would undo a flag_modified made here.
-                state.info.setdefault(_STALE, set()).add(field.key)
+                # Noted now (with the ciphertext read), rewritten at commit.
+                state.info.setdefault(_STALE, {})[field.key] = token
                 context.session.info.setdefault(_STALE, weakref.WeakSet()).add(state)
 
     def before_commit(self, session: orm.Session) -> None:
+        """Rewrite the stale ciphertexts the session loaded, each with a compare-and-set
+        (``WHERE column = <the ciphertext read>``), as ``rotate_table`` does: a plain UPDATE
+        of the loaded value would revert what another writer committed since the load."""
         stale = session.info.pop(_STALE, None)
         for state in stale or ():
-            keys = state.info.pop(_STALE, ())
+            tokens: dict[str, str] = state.info.pop(_STALE, {})
             target = state.obj()
-            if target is None or state.session_id != session.hash_key:
+            plan = self.plan(state.mapper)
+            row = _row_of(state.identity or ())
+            if target is None or plan is None or row is None:
                 continue
-            for key in keys:
-                if key in state.dict:  # not expired since it was loaded
-                    attributes.flag_modified(target, key)
+            if state.session_id != session.hash_key:
+                continue
+            fields = {field.key: field for field in plan.fields}
+            for key, token in tokens.items():
+                plain = state.dict.get(key)
+                if not isinstance(plain, str) or key in state.committed_state:
+                    continue  # expired since, or changed by the app (its flush re-encrypts)
+                field = fields[key]
+                where = [field.column == Ciphertext(token)]
+                for column in field.table.primary_key.columns:
+                    value = state.dict.get(state.mapper.get_property_by_column(column).key)
+                    where.append(column == value)
+                fresh = self.crypto.encrypt_field(
+                    plain, table=field.table.name, row=row, column=field.column.name
+                )
+                session.execute(
+                    field.table.update().where(*where).values({field.column.name: fresh})
+                )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -386,8 +405,10 @@ def use_encryption(
     call before ``remove()`` is refused (two sets of hooks would encrypt twice).
 
     ``rotate_on_load``: a loaded row whose ciphertext uses an older key is rewritten under the
-    current key when the session that loaded it commits (lazy rotation; a session that only
-    reads and rolls back, or closes without committing, writes nothing).
+    current key when the session that loaded it commits, if it still holds the instance and
+    the stored ciphertext is still the one it read (lazy rotation, a compare-and-set: a value
+    another writer changed since is left as written; a session that only reads and rolls
+    back, or closes without committing, writes nothing).
     """
     if base.__dict__.get(_HOOKS_ATTRIBUTE) is not None:
         raise ConfigurationError(
