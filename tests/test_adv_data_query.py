@@ -262,3 +262,14 @@ def test_like_patterns_agree_with_python_on_random_text(db: Engine, search: str,
         text.endswith(search),
         text == search,
     )
+
+
+def test_sqlalchemy_form_checks_its_default_on_every_call_not_only_on_empty_requests() -> None:
+    allowed = {"title": posts.c.title}
+    with pytest.raises(ConfigurationError) as caught:
+        sa_order_by("title", allowed, default="-created")  # a typo'd default, request given
+    assert caught.value.setting == "default"
+    with pytest.raises(ConfigurationError):
+        sa_order_by("", allowed, default="-created")
+    [term] = sa_order_by(None, allowed, default="-title")
+    assert str(term.compile()) == "adv_like_posts.title DESC"
