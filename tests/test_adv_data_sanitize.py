@@ -6,11 +6,27 @@ scheme, so it never slips past the list: the same rule as :func:`safe_url`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from bastion.errors import ConfigurationError
 from bastion.sanitize import RICH_TEXT, HtmlProfile, linkify, sanitize_html
-from bastion.sanitize.encoding import UnsafeURL, html_attribute, js_string, json_script, safe_url
+from bastion.sanitize.encoding import (
+    UnsafeURL,
+    html_attribute,
+    html_text,
+    js_string,
+    json_script,
+    safe_url,
+)
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 MAIL_ONLY = HtmlProfile(
     name="mail_only",
@@ -223,3 +239,25 @@ def test_safe_url_reads_schemes_as_a_browser_does(url: str, outcome: str) -> Non
     assert safe_url(url) == outcome
     if outcome.startswith("javascript&"):  # in an href, the "&" cannot start a reference
         assert html_attribute(safe_url(url)).startswith("javascript&#x26;")
+
+
+def surrogate_app() -> Starlette:
+    async def hello(request: Request) -> HTMLResponse:
+        name = (await request.json())["name"]  # JSON may carry a lone surrogate: "\ud800"
+        return HTMLResponse(f'<p title="{html_attribute(name)}">{html_text(name)}</p>')
+
+    return Starlette(routes=[Route("/hello", hello, methods=["POST"])])
+
+
+@pytest.mark.asyncio
+async def test_encoded_text_with_a_lone_surrogate_can_still_be_sent() -> None:
+    transport = httpx.ASGITransport(surrogate_app())
+    async with httpx.AsyncClient(transport=transport, base_url="https://localhost") as client:
+        response = await client.post(
+            "/hello",
+            content=b'{"name": "a\\ud800b\\udfffc"}',
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 200
+    assert response.text == '<p title="a\ufffdb\ufffdc">a\ufffdb\ufffdc</p>'
+    assert html_text("\ud83d\ude00") == "\ufffd\ufffd"  # a pair written apart is two halves
