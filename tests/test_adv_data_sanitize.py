@@ -261,3 +261,13 @@ async def test_encoded_text_with_a_lone_surrogate_can_still_be_sent() -> None:
     assert response.status_code == 200
     assert response.text == '<p title="a\ufffdb\ufffdc">a\ufffdb\ufffdc</p>'
     assert html_text("\ud83d\ude00") == "\ufffd\ufffd"  # a pair written apart is two halves
+
+
+def test_the_sanitizer_turns_lone_surrogates_into_replacement_characters() -> None:
+    assert sanitize_html("a\ud800b <b>x</b>\udfff") == "a\ufffdb <b>x</b>\ufffd"
+    assert MAIL_ONLY.clean('<a href="mailto:a\ud800@example.com">m</a>') == (
+        '<a href="mailto:a\ufffd@example.com" rel="noopener noreferrer">m</a>'
+    )
+    assert linkify("https://x.example/\ud800") == (
+        '<a href="https://x.example/\ufffd" rel="noopener noreferrer">https://x.example/\ufffd</a>'
+    )

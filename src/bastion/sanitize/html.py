@@ -106,6 +106,8 @@ schemes. nh3 checks ``href`` and ``src`` itself but keeps ``cite`` and ``longdes
 their scheme, and lets a network path (``//host``, ``/\\host``) through as a relative URL,
 which reaches another site through a scheme the profile may not allow."""
 
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
 _REQUIRED_REL: Final = frozenset({"noopener", "noreferrer"})
 _KNOWN_REL: Final = _REQUIRED_REL | {"nofollow", "ugc", "sponsored", "external"}
 _NAME: Final = re.compile(r"[a-z][a-z0-9]*")
@@ -239,7 +241,10 @@ class HtmlProfile:
         """
         if not isinstance(html, str):
             raise TypeError(f"HtmlProfile.clean takes text (str), not {type(html).__name__}")
-        return self._cleaner.clean(html)
+        try:
+            return self._cleaner.clean(html)
+        except UnicodeEncodeError:  # a lone surrogate (JSON may carry "\ud800"): U+FFFD
+            return self._cleaner.clean(_LONE_SURROGATE.sub("\ufffd", html))
 
 
 def _url_filter(
