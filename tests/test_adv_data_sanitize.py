@@ -6,6 +6,7 @@ scheme, so it never slips past the list: the same rule as :func:`safe_url`.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -270,4 +271,21 @@ def test_the_sanitizer_turns_lone_surrogates_into_replacement_characters() -> No
     )
     assert linkify("https://x.example/\ud800") == (
         '<a href="https://x.example/\ufffd" rel="noopener noreferrer">https://x.example/\ufffd</a>'
+    )
+
+
+def test_linkify_trims_trailing_punctuation_in_linear_time() -> None:
+    # One 1 MiB comment of ")" after a URL (the default body cap): counting the parentheses
+    # again for every character trimmed took minutes of CPU (about 0.8 s at 40 KB already).
+    text = "https://x.example/" + ")" * (1024 * 1024)
+    started = time.perf_counter()
+    out = linkify(text)
+    elapsed = time.perf_counter() - started
+    assert out == (
+        f'<a href="https://x.example/" {REL}>https://x.example/</a>' + ")" * (1024 * 1024)
+    )
+    assert elapsed < 5.0  # linear: well under a second here; quadratic: hundreds of seconds
+    assert linkify("(see https://en.example/wiki/Foo_(bar)).") == (
+        f'(see <a href="https://en.example/wiki/Foo_(bar)" {REL}>'
+        "https://en.example/wiki/Foo_(bar)</a>)."
     )
