@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from bastion.errors import ConfigurationError
-from bastion.sanitize import RICH_TEXT, HtmlProfile, linkify, sanitize_html
+from bastion.sanitize import RICH_TEXT, TEXT_ONLY, HtmlProfile, linkify, sanitize_html
 from bastion.sanitize.encoding import (
     UnsafeURL,
     html_attribute,
@@ -25,6 +25,7 @@ from bastion.sanitize.encoding import (
     json_script,
     safe_url,
 )
+from bastion.sanitize.html import MAX_START_TAGS
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -289,3 +290,23 @@ def test_linkify_trims_trailing_punctuation_in_linear_time() -> None:
         f'(see <a href="https://en.example/wiki/Foo_(bar)" {REL}>'
         "https://en.example/wiki/Foo_(bar)</a>)."
     )
+
+
+@pytest.mark.parametrize("tag", ["<div>", "<ul>", "<blockquote>", "<div></span>"])
+def test_deeply_nested_markup_is_not_quadratic(tag: str) -> None:
+    # html5ever's tree builder scans its stack of open elements per tag: 20,000 nested <div>
+    # took a second, a 1 MiB body of them minutes. Past MAX_START_TAGS the input is escaped
+    # text instead (safe, linear), never parsed.
+    html = tag * (1024 * 1024 // len(tag))
+    started = time.perf_counter()
+    out = sanitize_html(html)
+    elapsed = time.perf_counter() - started
+    assert out == html_text(html)
+    assert elapsed < 5.0
+
+
+def test_markup_up_to_the_tag_limit_is_sanitized_as_usual() -> None:
+    html = "<br>" * MAX_START_TAGS  # the limit counts "<", close tags included
+    assert sanitize_html(html) == html
+    assert sanitize_html(html + "<p>") == html_text(html + "<p>")
+    assert TEXT_ONLY.clean("<b>" * (MAX_START_TAGS + 1)) == "&lt;b&gt;" * (MAX_START_TAGS + 1)

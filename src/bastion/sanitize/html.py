@@ -45,6 +45,7 @@ __all__ = [
     "FORBIDDEN_ATTRIBUTE_PREFIXES",
     "FORBIDDEN_SCHEMES",
     "FORBIDDEN_TAGS",
+    "MAX_START_TAGS",
     "RICH_TEXT",
     "TEXT_ONLY",
     "HtmlProfile",
@@ -107,6 +108,12 @@ their scheme, and lets a network path (``//host``, ``/\\host``) through as a rel
 which reaches another site through a scheme the profile may not allow."""
 
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+MAX_START_TAGS: Final = 10_000
+"""The most ``<`` a profile parses as markup; past it the input is escaped as text instead.
+html5ever's tree builder scans its stack of open elements for each tag, so deeply nested
+markup costs time quadratic in its depth: 20,000 nested ``<div>`` take about a second, a
+1 MiB body of them minutes of CPU. No comment or bio needs this many tags."""
 
 _REQUIRED_REL: Final = frozenset({"noopener", "noreferrer"})
 _KNOWN_REL: Final = _REQUIRED_REL | {"nofollow", "ugc", "sponsored", "external"}
@@ -235,12 +242,16 @@ class HtmlProfile:
     def clean(self, html: str) -> str:
         """``html`` with everything outside the profile removed; safe as element content.
 
-        Text is kept (escaped), disallowed tags are unwrapped (their text stays, except for
+        Input with more than :data:`MAX_START_TAGS` ``<`` is returned escaped as text,
+        unparsed (the parser is quadratic in nesting depth). Otherwise text is kept (escaped),
+        disallowed tags are unwrapped (their text stays, except for
         script-like elements, which go with their content), disallowed attributes and URLs are
         dropped. Not for attribute values or script: encode text for those (``encoding``).
         """
         if not isinstance(html, str):
             raise TypeError(f"HtmlProfile.clean takes text (str), not {type(html).__name__}")
+        if html.count("<") > MAX_START_TAGS:  # an upper bound on the tags, read in C
+            return html_text(html)
         try:
             return self._cleaner.clean(html)
         except UnicodeEncodeError:  # a lone surrogate (JSON may carry "\ud800"): U+FFFD
