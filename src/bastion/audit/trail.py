@@ -311,6 +311,13 @@ class AuditTrail:
         )
         return count
 
+    def last_seq(self) -> int:
+        """The sequence number of the last stored event: how many events the trail has
+        written since it began, purged ones included (0 for a new trail). One read of the
+        head; events still queued are not counted (:meth:`flush` first)."""
+        head = self.backend.head()
+        return 0 if head is None else head.seq
+
     def flush(self) -> None:
         """Write every queued event now."""
         self.store_sink.flush()

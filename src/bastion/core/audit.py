@@ -178,10 +178,12 @@ _INT_BOUND = 2**63  # larger ints are stringified by size, never by value
 class EventName(enum.StrEnum):
     """The OWASP Logging Vocabulary events that a web security layer emits or an app reports.
 
-    Left out: upload, privilege (file permission), sensitive-data and monitor events, which
-    belong to other layers. ``malicious_csrf`` is bastion's addition in the same style (the
-    vocabulary has ``malicious_cors`` but no CSRF event), as is ``authn_login_suspicious``
-    (a pattern of logins the login monitor flagged; the guide's ``SUSPICIOUS_ACTIVITY``).
+    Left out: upload, privilege (file permission) and monitor events, and the sensitive-data
+    events other than ``sensitive_read`` (a user reading data, as in the guide's
+    ``DATA_EXPORT``), which belong to other layers. ``malicious_csrf`` is bastion's addition
+    in the same style (the vocabulary has ``malicious_cors`` but no CSRF event), as is
+    ``authn_login_suspicious`` (a pattern of logins the login monitor flagged; the guide's
+    ``SUSPICIOUS_ACTIVITY``).
     """
 
     AUTHN_LOGIN_SUCCESS = "authn_login_success"
@@ -211,6 +213,7 @@ class EventName(enum.StrEnum):
     MALICIOUS_CORS = "malicious_cors"
     MALICIOUS_CSRF = "malicious_csrf"
     MALICIOUS_DIRECT_REFERENCE = "malicious_direct_reference"
+    SENSITIVE_READ = "sensitive_read"
     SEQUENCE_FAIL = "sequence_fail"
     SESSION_CREATED = "session_created"
     SESSION_RENEWED = "session_renewed"
@@ -273,6 +276,7 @@ DEFAULT_LEVELS: Mapping[EventName, Level] = MappingProxyType(
         # Most CSRF refusals are stale forms or misconfigured proxies, not attacks.
         EventName.MALICIOUS_CSRF: _W,
         EventName.MALICIOUS_DIRECT_REFERENCE: _C,
+        EventName.SENSITIVE_READ: _W,
         EventName.SEQUENCE_FAIL: _C,
         EventName.SESSION_CREATED: _I,
         EventName.SESSION_RENEWED: _I,

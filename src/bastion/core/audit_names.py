@@ -23,7 +23,7 @@ GUIDE_EVENTS: Mapping[str, EventName] = MappingProxyType(
         "SUSPICIOUS_ACTIVITY": EventName.AUTHN_LOGIN_SUSPICIOUS,
         "API_KEY_CREATED": EventName.AUTHN_TOKEN_CREATED,
         "API_KEY_REVOKED": EventName.AUTHN_TOKEN_REVOKED,
-        "DATA_EXPORT": EventName.AUTHZ_ADMIN,  # the vocabulary has no export event
+        "DATA_EXPORT": EventName.SENSITIVE_READ,
         "ACCOUNT_DELETED": EventName.USER_DELETED,
     }
 )

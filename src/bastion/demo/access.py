@@ -27,6 +27,7 @@ from bastion import normalize_username
 from bastion.authz.sqlalchemy import to_sqlalchemy
 from bastion.core.authz.subjects import Resource
 from bastion.demo.documents import BODY_MAX, DOCUMENTS, RESOURCE_TYPE, TITLE_MAX
+from bastion.demo.support import read_form
 from bastion.engine.authz.record import ChangeKind
 from bastion.errors import Forbidden
 
@@ -110,7 +111,7 @@ class AccessRoutes:
         decision = await demo.runtime.authz.check(subject, "documents:create")
         if not decision:
             return self._refused(request, user, decision)
-        form = await request.form()
+        form = await read_form(request)
         title = str(form.get("title", "")).strip()
         body = str(form.get("body", ""))
         if not title or len(title) > TITLE_MAX or len(body) > BODY_MAX:
@@ -169,7 +170,7 @@ class AccessRoutes:
         )
         if not decision:
             return self._refused(request, user, decision)
-        form = await request.form()
+        form = await read_form(request)
         body = str(form.get("body", ""))
         if len(body) > BODY_MAX:
             return demo.error_page(request, user, 400, f"At most {BODY_MAX} characters.")
@@ -188,7 +189,7 @@ class AccessRoutes:
             return self._refused(request, user, decision)
         flash = None
         if request.method == "POST":
-            form = await request.form()
+            form = await read_form(request)
             target = normalize_username(str(form.get("username", "")))
             role = str(form.get("role", ""))
             refused = await self._set_role(user.username, target, role, client)

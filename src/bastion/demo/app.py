@@ -11,7 +11,8 @@ The stack, outermost first (see :func:`demo_config`)::
 Routes (a stable contract): ``/``, ``/healthz``, ``/register``, ``/login``, ``/logout``,
 ``/account``, ``/account/sessions``, ``/account/sessions/revoke-others``, ``/account/password``,
 ``/account/totp``, ``/account/api-keys``, ``/account/profile`` (:mod:`bastion.demo.profile`),
-``/api/me``, ``/admin``, ``/audit``; the token routes
+``/account/api-keys/{key_id}/revoke``, ``/account/export`` and ``/account/delete``
+(:mod:`bastion.demo.account`), ``/api/me``, ``/admin``, ``/audit``; the token routes
 of :mod:`bastion.demo.tokens`; ``/documents``, ``/documents/{id}`` and ``/admin/roles`` of
 :mod:`bastion.demo.access` (authorization: roles ``user`` < ``moderator`` < ``admin``, kept in
 bastion's store, and the document policy of ``policy.toml``). With a local OpenID provider
@@ -70,10 +71,12 @@ from bastion.asgi.sessions import list_sessions, revoke_other_sessions
 from bastion.audit import AuditPolicy
 from bastion.authz import AuthzPolicy
 from bastion.core.audit import Auditor, EventName, IdentifierHasher, LoggingAuditSink, Outcome
+from bastion.core.login_monitor import LoginMonitorPolicy
 from bastion.core.throttle import BackoffRule
 from bastion.core.tokens.jwk import JWTKey, JWTKeySet
 from bastion.crypto import CryptoPolicy, DataKey, DataKeyRing
 from bastion.demo.access import AccessRoutes, role_of
+from bastion.demo.account import AccountRoutes
 from bastion.demo.audit_view import (
     AuditFilters,
     FilterError,
@@ -83,7 +86,7 @@ from bastion.demo.audit_view import (
 )
 from bastion.demo.documents import DocumentTable
 from bastion.demo.profile import ProfileRoutes, ProfileTable
-from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered
+from bastion.demo.support import FriendlyErrors, RecentEvents, mark_rendered, read_form
 from bastion.demo.tokens import TokenRoutes
 from bastion.demo.users import USERNAME_RULE, User, UserStore, valid_username
 from bastion.engine.totp import TOTPResult
@@ -125,6 +128,7 @@ _SCOPES_SPLIT = re.compile(r"[\s,]+")
 _TITLES: Final = {
     400: "Bad request",
     403: "Forbidden",
+    404: "Not found",
     413: "Too large",
     429: "Too many requests",
     503: "Service unavailable",
@@ -220,6 +224,7 @@ class DemoApp:
         if self.audit_policy is not None:  # the demo's own events go to the trail too
             self.auditor = self.runtime.auditor
         self.profiles = ProfileRoutes(self, ProfileTable(profiles_path))
+        self.account_routes = AccountRoutes(self)
         # Plain HTTP on loopback (like the session cookie): the device cookie is
         # ``bastion-device`` without ``Secure``, logged, refused when ENV=production. Over HTTPS
         # it is ``__Host-bastion-device`` with ``Secure``.
@@ -309,6 +314,13 @@ class DemoApp:
             r("/account/profile", self.profiles.profile, methods=["GET", "POST"]),
             r("/account/totp", self.totp_page, methods=["GET", "POST"]),
             r("/account/api-keys", self.create_api_key, methods=["POST"]),
+            r(
+                "/account/api-keys/{key_id}/revoke",
+                self.account_routes.revoke_key,
+                methods=["POST"],
+            ),
+            r("/account/export", self.account_routes.export),
+            r("/account/delete", self.account_routes.delete, methods=["POST"]),
             r("/api/me", self.api_me),
             r("/api/token", self.token_routes.token, methods=["POST"]),
             r("/api/token/refresh", self.token_routes.refresh, methods=["POST"]),
@@ -431,7 +443,7 @@ class DemoApp:
         user = await self.current_user(request)
         if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "register.html", user, username="")
-        form = await request.form()
+        form = await read_form(request)
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
         name = normalize_username(raw_name)
         errors: list[str] = []
@@ -497,7 +509,7 @@ class DemoApp:
         user = await self.current_user(request)
         if request.method != "POST":  # HEAD (and GET) show the page, never handle a form
             return self.page(request, "login.html", user, username="", need_totp=False)
-        form = await request.form()
+        form = await read_form(request)
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
         code = str(form.get("totp", "")).strip()
         client = request.client.host if request.client else "unknown"
@@ -604,7 +616,7 @@ class DemoApp:
         user = await self.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        form = await request.form()
+        form = await read_form(request)
         current, new = str(form.get("current_password", "")), str(form.get("new_password", ""))
         errors: list[str] = []
         try:
@@ -657,7 +669,7 @@ class DemoApp:
             return self.page(
                 request, "totp.html", user, enrolled=False, enrollment=enrollment, codes=None
             )
-        form = await request.form()
+        form = await read_form(request)
         secret = session.get("totp_pending")
         code = str(form.get("code", ""))
         if not isinstance(secret, str):
@@ -692,7 +704,7 @@ class DemoApp:
         user = await self.current_user(request)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        form = await request.form()
+        form = await read_form(request)
         scopes = [s for s in _SCOPES_SPLIT.split(str(form.get("scopes", ""))) if s]
         client = request.client.host if request.client else None
         try:
@@ -733,6 +745,14 @@ class DemoApp:
                 status_code=result.http_status,
                 headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
             )
+        if await self.users.get(result.record.owner) is None:
+            # A key its owner's deletion did not see (made by a request already under way):
+            # the account is gone, so the key is as good as unknown.
+            return JSONResponse(
+                {"error": "unknown"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bastion demo"'},
+            )
         return JSONResponse({"username": result.record.owner, "scopes": result.record.scopes})
 
     async def admin(self, request: Request) -> Response:
@@ -758,7 +778,14 @@ class DemoApp:
                 reason=decision.reason.value,
             )
         self.audit_event(request, EventName.AUTHZ_ADMIN, Outcome.SUCCESS, user.username)
-        return self.page(request, "admin.html", user, events=len(self.events))
+        if self.audit_policy is None:
+            kept = f"{len(self.events)} audit events are kept in memory."
+        else:
+            trail = self.runtime.audit
+            await asyncio.to_thread(trail.flush)
+            stored = await asyncio.to_thread(trail.last_seq)
+            kept = f"{stored} audit events are stored in the trail at {trail.backend.where}."
+        return self.page(request, "admin.html", user, kept=kept)
 
     async def audit(self, request: Request) -> Response:
         """The caller's audit events, from the stored trail when the demo keeps one; filters
@@ -825,9 +852,14 @@ def demo_config(demo: DemoApp, *, keyring: KeyRing, production: bool | None) -> 
             Rule("signup", "10/minute", path="/register", methods={"POST"}),
             Rule("api", "60/minute", path="/api/*"),
             Rule("reset", "5/minute", path="/reset-password", methods={"POST"}),
+            # The password re-entered to delete the account: no oracle for a stolen session.
+            Rule("reauth", "5/minute", path="/account/delete", methods={"POST"}),
             Rule("oidc", "30/minute", path="/auth/*"),
         ),
         throttle=LOGIN_POLICY,
+        # Bursts of failed logins, credential stuffing and a new address for an account:
+        # authn_login_suspicious (the guide's SUSPICIOUS_ACTIVITY) on the trail.
+        login_monitor=LoginMonitorPolicy(),
         totp_issuer=ISSUER,
         # Roles and grants in the store; the document policy from a file, read once at start.
         authz=AuthzPolicy(policy=POLICY_FILE),

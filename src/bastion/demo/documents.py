@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     insert,
     select,
     update,
@@ -160,6 +161,12 @@ class DocumentTable:
                 update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(body=body)
             )
 
+    def _delete_owned(self, owner: str) -> int:
+        with self._engine.begin() as connection:
+            return connection.execute(
+                delete(DOCUMENTS).where(DOCUMENTS.c.owner_id == owner)
+            ).rowcount
+
     async def open(self) -> None:
         """Create the table when it is missing (at the demo's start, after the store's)."""
         await asyncio.to_thread(self._open)
@@ -192,3 +199,7 @@ class DocumentTable:
 
     async def set_body(self, document_id: int, body: str) -> None:
         await asyncio.to_thread(self._set_body, document_id, body)
+
+    async def delete_owned(self, owner: str) -> int:
+        """Delete every document ``owner`` owns (the account is being deleted); the count."""
+        return await asyncio.to_thread(self._delete_owned, owner)

@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bastion.core.audit import EventName, Outcome
 from bastion.crypto import DecryptionFailed, MalformedCiphertext, UnknownKey
+from bastion.demo.support import read_form
 from bastion.sanitize import sanitize_html
 from bastion.stores.url import parse_store_url
 
@@ -105,6 +106,13 @@ class ProfileTable:
             )
             db.commit()
 
+    def delete(self, username: str) -> None:
+        """Remove ``username``'s row (the account is being deleted); none is fine."""
+        with self._lock:
+            db = self._connection()
+            db.execute(f"DELETE FROM {TABLE} WHERE username = ?", (username,))  # noqa: S608 (a constant name)
+            db.commit()
+
     def __repr__(self) -> str:
         return f"ProfileTable({self.path or ':memory:'})"
 
@@ -145,7 +153,7 @@ class ProfileRoutes:
             return demo.page(
                 request, "profile.html", user, phone=phone, bio=bio, note=note, saved=False
             )
-        form = await request.form()
+        form = await read_form(request)
         phone = str(form.get("phone", "")).strip()
         raw_bio = str(form.get("bio", ""))
         errors: list[str] = []

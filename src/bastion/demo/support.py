@@ -1,5 +1,6 @@
-"""Two small parts of the demo that are not request handlers.
+"""Small parts of the demo that are not request handlers.
 
+* :func:`read_form`: a form's text fields, its uploads closed (the demo takes none).
 * :class:`RecentEvents`: an :class:`~bastion.core.audit.AuditSink` that keeps the last events
   in a bounded ring buffer (owned by the app object, never module state) for the ``/audit``
   page, and passes every event on to another sink (the ``bastion.audit`` logger).
@@ -20,12 +21,14 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from starlette.requests import Request
+
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.core.audit import AuditEvent, AuditSink
 
     Renderer = Callable[[Scope, int, str, str | None], bytes]
 
-__all__ = ["RENDERED_KEY", "FriendlyErrors", "RecentEvents", "mark_rendered"]
+__all__ = ["RENDERED_KEY", "FriendlyErrors", "RecentEvents", "mark_rendered", "read_form"]
 
 RENDERED_KEY: Final = "bastion.demo.rendered"
 """Scope key set when the app itself started the response (so it is left alone)."""
@@ -34,6 +37,14 @@ _FRIENDLY: Final = frozenset({403, 413, 429, 503})
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 _MAX_BODY: Final = 64 * 1024
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The text fields of the request's form (the last value of a repeated name, as
+    ``form[name]`` gives); a file sent anyway is dropped and its spooled file closed, so no
+    upload is left open after the handler."""
+    async with request.form() as form:
+        return {name: value for name, value in form.multi_items() if isinstance(value, str)}
 
 
 class RecentEvents:

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Final
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from bastion import PasswordRejected, normalize_username
-from bastion.core.audit import Outcome
+from bastion.core.audit import EventName, Outcome
 from bastion.core.tokens.principal import BearerRequest
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
+from bastion.demo.support import read_form
 from bastion.passwords import check_new_password
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class TokenRoutes:
 
     async def token(self, request: Request) -> Response:
         demo = self.demo
-        form = await request.form()
+        form = await read_form(request)
         raw_name, password = str(form.get("username", "")), str(form.get("password", ""))
         code = str(form.get("totp", "")).strip()
         client = request.client.host if request.client else "unknown"
@@ -127,7 +128,7 @@ class TokenRoutes:
         return Response(pair.to_json(), media_type="application/json", headers=NO_STORE)
 
     async def refresh(self, request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         token = str(form.get("refresh_token", ""))
         try:
             pair = await self.demo.runtime.tokens.refresh(token)
@@ -141,7 +142,7 @@ class TokenRoutes:
         return Response(pair.to_json(), media_type="application/json", headers=NO_STORE)
 
     async def revoke(self, request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         token = str(form.get("token", ""))
         if token:
             await self.demo.runtime.tokens.revoke(token)
@@ -179,7 +180,7 @@ class TokenRoutes:
         user = await demo.current_user(request)
         if request.method != "POST":
             return demo.page(request, "reset_request.html", user, sent=False)
-        form = await request.form()
+        form = await read_form(request)
         name = normalize_username(str(form.get("username", "")))
         account = await demo.users.get(name) if name else None
         if account is not None:
@@ -230,7 +231,7 @@ class TokenRoutes:
             )
         if request.method != "POST":
             return demo.page(request, "reset_form.html", user, account=account.username)
-        form = await request.form()
+        form = await read_form(request)
         new = str(form.get("new_password", ""))
         errors: list[str] = []
         try:
@@ -266,5 +267,12 @@ class TokenRoutes:
         if changed is None or changed.password_hash != new_hash:
             return demo.error_page(request, user, 400, "The password changed meanwhile.")
         ended = await demo.runtime.tokens.revoke_all(username)
-        demo.audit_event(request, "password_reset", Outcome.SUCCESS, username, revoked=ended)
+        demo.audit_event(
+            request,
+            EventName.AUTHN_PASSWORD_CHANGE,
+            Outcome.SUCCESS,
+            username,
+            via="reset_link",
+            revoked=ended,
+        )
         return RedirectResponse("/login", status_code=303)

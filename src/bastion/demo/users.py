@@ -117,13 +117,20 @@ class UserStore:
         raw = await self._store.get(_INDEX)
         return [] if raw is None else _names(raw)
 
-    async def _index(self, username: str) -> None:
+    async def delete(self, username: str) -> bool:
+        """Remove an account and its name from the index; ``False`` when it did not exist."""
+        deleted = await self._store.delete(_PREFIX + username)
+        await self._index(username, present=False)
+        return deleted
+
+    async def _index(self, username: str, *, present: bool = True) -> None:
         for _ in range(_CAS_ATTEMPTS):
             raw = await self._store.get(_INDEX)
             names = [] if raw is None else _names(raw)
-            if username in names:
+            if (username in names) is present:
                 return
-            encoded = json.dumps(sorted([*names, username])).encode("utf-8")
+            kept = [*names, username] if present else [n for n in names if n != username]
+            encoded = json.dumps(sorted(kept)).encode("utf-8")
             if await self._store.compare_and_set(_INDEX, raw, encoded):
                 return
         raise StoreBusy("the account index kept changing; gave up (503)")

@@ -51,6 +51,7 @@ _CATEGORIES: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("user_deleted", ["iam"], ["user", "deletion"]),
     ("user_", ["iam"], ["user", "change"]),
     ("malicious_", ["intrusion_detection", "web"], ["indicator"]),
+    ("sensitive_", ["database", "web"], ["access"]),
     ("sys_", ["process"], ["info"]),
     ("audit_", ["configuration"], ["info"]),
 )
