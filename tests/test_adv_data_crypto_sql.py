@@ -294,3 +294,38 @@ def test_lazy_rotation_never_reverts_a_write_made_after_the_load(db: Engine) -> 
     with Encrypted(service(NEW)), Session(db) as session:  # both now under key 2
         bodies = [n.body for n in session.scalars(sa.select(Note).order_by(Note.id))]
     assert bodies == ["edited", "note 2"]  # the edit kept; note 2 rotated by the reader
+
+
+def test_a_ciphertext_assigned_by_the_app_moves_the_blind_index_with_it(db: Engine) -> None:
+    crypto = service(OLD)
+    seed_people(db, crypto)
+    with Encrypted(crypto), Session(db) as session:
+        ada = session.scalars(
+            sa.select(Person).where(matches(Person.email_index, "ada@example.com", crypto))
+        ).one()
+        ada.email = crypto.encrypt_field(  # type: ignore[assignment]
+            "Eve@Example.com", table="adv_people", row=ada.id, column="email"
+        )
+        session.commit()
+    with Encrypted(crypto), Session(db) as session:
+
+        def found(email: str) -> list[str]:
+            query = sa.select(Person).where(matches(Person.email_index, email, crypto))
+            return [person.email for person in session.scalars(query)]
+
+        assert found("ada@example.com") == []  # the old value's index is gone
+        assert found("eve@example.com") == ["Eve@Example.com"]
+
+
+def test_a_ciphertext_of_another_row_assigned_by_the_app_is_refused(db: Engine) -> None:
+    crypto = service(OLD)
+    seed_people(db, crypto)
+    with Encrypted(crypto), Session(db) as session:
+        people = session.scalars(sa.select(Person).order_by(Person.id)).all()
+        moved = crypto.encrypt_field(
+            "x@example.com", table="adv_people", row=people[1].id, column="email"
+        )
+        people[0].email = moved  # type: ignore[assignment]
+        with pytest.raises(DecryptionFailed) as caught:
+            session.commit()
+    assert caught.value.reason is DecryptReason.NOT_AUTHENTIC

@@ -305,7 +305,7 @@ class _Hooks:
                 f"{mapper.class_.__name__}: the primary key of a row with encrypted columns "
                 "cannot change (its ciphertexts are bound to the old key); copy the row instead"
             )
-        changed = self._changed(plan, state, inserting=inserting)
+        changed = self._changed(plan, state, row, inserting=inserting)
         if not changed:
             return
         pending: dict[str, tuple[str | None, object]] = {}
@@ -334,9 +334,8 @@ class _Hooks:
         # placed here and encrypts the plaintext again (the key may differ then).
         state.info[_PENDING] = (pending, row is None)
 
-    @staticmethod
     def _changed(
-        plan: _Plan, state: InstanceState[Any], *, inserting: bool
+        self, plan: _Plan, state: InstanceState[Any], row: RowKey | None, *, inserting: bool
     ) -> list[tuple[_Field, str | None]]:
         earlier = state.info.get(_PENDING)
         placed_before: dict[str, tuple[str | None, object]] = {} if earlier is None else earlier[0]
@@ -353,8 +352,16 @@ class _Hooks:
                 if not inserting:
                     changed.append((field, None))  # cleared: its blind index too
                 continue
-            if type(value) is Ciphertext:
-                continue  # a ciphertext the application made itself
+            if type(value) is Ciphertext:  # a ciphertext the application made itself
+                if row is None:
+                    continue  # no key yet: nothing to check it against
+                # Opened here: it must belong to this very field (one copied from another row
+                # is refused), and its blind indexes must follow its value, not keep the old.
+                value = self.crypto.decrypt_field(
+                    value, table=field.table.name, row=row, column=field.column.name
+                )
+                changed.append((field, value))
+                continue
             if not isinstance(value, str):
                 raise EncryptionFailed(
                     f"{field.key} is an encrypted text column; got {type(value).__name__}"
