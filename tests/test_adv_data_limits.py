@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import flask
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from werkzeug.serving import make_server
 
 import bastion.flask
+from bastion.asgi import protect
 from bastion.asgi.limits import RequestLimitsMiddleware
 from bastion.config import Bastion
 from bastion.core.audit import Auditor, IdentifierHasher
@@ -28,12 +30,13 @@ from bastion.core.clock import FrozenClock
 from bastion.core.csrf import CSRFConfig
 from bastion.core.keys import KeyRing
 from bastion.core.request_limits import RequestLimits, declared_length
+from bastion.errors import AuditUnavailable
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi.limits import RequestLimitsMiddleware as WSGIRequestLimits
 from servers import free_port, uvicorn_thread
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import AsyncIterator, Iterable, Iterator
 
     from starlette.requests import Request
 
@@ -234,7 +237,7 @@ def test_flask_real_server_get_with_a_body_and_expect_with_a_small_length_are_ca
 # -- ASGI under a real uvicorn: the same framing, and more ways to send a body ----------------
 
 
-def asgi_app(seen: list[int]) -> Any:
+def starlette_upload(seen: list[int]) -> Starlette:
     async def upload(request: Request) -> PlainTextResponse:
         total = 0
         async for chunk in request.stream():
@@ -242,7 +245,11 @@ def asgi_app(seen: list[int]) -> Any:
         seen.append(total)
         return PlainTextResponse(str(total))
 
-    app = Starlette(routes=[Route("/upload", upload, methods=["GET", "HEAD", "POST"])])
+    return Starlette(routes=[Route("/upload", upload, methods=["GET", "HEAD", "POST"])])
+
+
+def asgi_app(seen: list[int]) -> Any:
+    app = starlette_upload(seen)
     limits = RequestLimits(max_body_bytes=CAP, body_timeout=0.3, handler_timeout=5)
     return RequestLimitsMiddleware(app, limits, auditor=auditor(RecordingAuditSink()))
 
@@ -403,3 +410,72 @@ def test_uvicorn_a_body_within_the_cap_is_served(uvicorn_server: tuple[int, list
 )
 def test_declared_length_readings(value: str | bytes | None, length: int | None) -> None:
     assert declared_length(value) == length
+
+
+# -- a refusal the audit trail cannot record (fail-closed) ------------------------------------
+
+
+class RefusingSink:
+    """A fail-closed trail that cannot take the limits layer's events right now."""
+
+    def __init__(self) -> None:
+        self.refused: list[str] = []
+
+    def emit(self, event: Any) -> None:
+        if event.name == "input_validation_fail":
+            self.refused.append(str(event.details["reason"]))
+            raise AuditUnavailable("the audit trail is full")
+
+
+def refusing_auditor(sink: RefusingSink) -> Auditor:
+    return Auditor(IdentifierHasher(KeyRing.generate()), FrozenClock(), sink)  # type: ignore[arg-type]
+
+
+async def oversized_chunks() -> AsyncIterator[bytes]:
+    for _ in range(3):
+        yield b"x" * 600
+
+
+@pytest.mark.asyncio
+async def test_asgi_a_cut_body_that_cannot_be_audited_is_503_not_413() -> None:
+    sink = RefusingSink()
+    seen: list[int] = []
+    config = Bastion(
+        csrf=None, auditor=refusing_auditor(sink), limits=RequestLimits(max_body_bytes=CAP)
+    )
+    app = protect(starlette_upload(seen), config.build())
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://localhost") as http:
+        answer = await http.post(
+            "/upload", content=oversized_chunks(), headers={"Accept": "application/json"}
+        )
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "audit_unavailable"
+    assert sink.refused == ["body_too_large"]
+    assert seen == []
+
+
+def test_flask_a_cut_body_that_cannot_be_audited_is_503_not_413() -> None:
+    sink = RefusingSink()
+    app = flask.Flask(__name__)
+
+    @app.post("/upload")
+    def upload() -> str:
+        return str(len(flask.request.get_data()))
+
+    config = Bastion(
+        store="memory://",
+        csrf=CSRFConfig(exempt=("/upload",)),
+        auditor=refusing_auditor(sink),
+        limits=RequestLimits(max_body_bytes=CAP),
+    )
+    bastion.flask.protect(app, config)
+    response = app.test_client().post(
+        "/upload",
+        input_stream=io.BytesIO(b"x" * 3 * CAP),
+        headers={"Accept": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "audit_unavailable"
+    assert sink.refused == ["body_too_large"]

@@ -47,6 +47,7 @@ from bastion.core.request_limits import (
     audit_details,
     declared_length,
 )
+from bastion.errors import AuditUnavailable
 from bastion.slices import layer_settings, required_slice
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ class _Exchange:
         "_loop",
         "_receive",
         "_send",
+        "audit_failure",
         "body_deadline",
         "body_done",
         "body_due",
@@ -245,6 +247,7 @@ class _Exchange:
         self.paused_since: float | None = None
         self.received = 0
         self.refused: LimitReason | None = None
+        self.audit_failure: AuditUnavailable | None = None
         self.started = False
         self.task: asyncio.Task[Any] | None = None
         self.waiter: asyncio.Task[Any] | None = None  # the task awaiting the body, if any
@@ -274,6 +277,10 @@ class _Exchange:
                     timer.cancel()
         if self.handler_due and self.refused is None:
             self.refuse(LimitReason.HANDLER_TIMEOUT)
+        if self.audit_failure is not None and not self.started:
+            # The refusal could not be recorded: not sent either. The security-headers layer
+            # answers 503 audit_unavailable, as for every event a fail-closed trail refuses.
+            raise self.audit_failure
         if self.refused is not None and not self.started:
             self.started = True
             await self._layer.refuse(scope, self._send, self.refused)
@@ -316,7 +323,11 @@ class _Exchange:
         if self.refused is None:
             self.refused = reason
             received = None if reason is LimitReason.HANDLER_TIMEOUT else self.received
-            self._layer.audit(self.scope, reason, self.limits, received=received)
+            try:
+                self._layer.audit(self.scope, reason, self.limits, received=received)
+            except AuditUnavailable as error:  # fail-closed: kept, raised once the app is out
+                self.audit_failure = error
+                raise
         return RequestLimitExceeded(self.refused)
 
     async def receive(self) -> Message:
