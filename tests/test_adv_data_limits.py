@@ -32,6 +32,7 @@ from bastion.core.keys import KeyRing
 from bastion.core.request_limits import RequestLimits, declared_length
 from bastion.errors import AuditUnavailable
 from bastion.testing.audit import RecordingAuditSink
+from bastion.wsgi import protect as wsgi_protect
 from bastion.wsgi.limits import RequestLimitsMiddleware as WSGIRequestLimits
 from servers import free_port, uvicorn_thread
 
@@ -479,3 +480,21 @@ def test_flask_a_cut_body_that_cannot_be_audited_is_503_not_413() -> None:
     assert response.status_code == 503
     assert response.get_json()["error"] == "audit_unavailable"
     assert sink.refused == ["body_too_large"]
+
+
+def test_wsgi_a_cut_body_that_cannot_be_audited_is_503_not_413() -> None:
+    sink = RefusingSink()
+    seen: list[int] = []
+    config = Bastion(
+        store="memory://",
+        csrf=None,
+        auditor=refusing_auditor(sink),
+        limits=RequestLimits(max_body_bytes=CAP),
+    )
+    app = wsgi_protect(counting_app(seen), config)
+    recorder = Recorder()
+    body = b"".join(app(environ(b"x" * 5 * CAP, None), recorder))
+    assert recorder.status.startswith("503 ")
+    assert b'"audit_unavailable"' in body
+    assert sink.refused == ["body_too_large"]
+    assert seen == []
