@@ -405,6 +405,10 @@ def open_logs() -> Iterator[LogCapture]:
         quiet = name.split(".", 1)[0] in QUIET
         logger.setLevel(logging.WARNING if quiet else logging.NOTSET)
         logger.disabled, logger.propagate = False, True
+    for name in QUIET:  # made now if absent, so that children created later inherit it
+        quiet_logger = logging.getLogger(name)
+        saved.append((quiet_logger, quiet_logger.level, quiet_logger.disabled, True))
+        quiet_logger.setLevel(logging.WARNING)
     root.addHandler(handler)
     try:
         yield handler

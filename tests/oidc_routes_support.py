@@ -35,6 +35,7 @@ from bastion.core.audit import Auditor, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.environment import Environment
 from bastion.core.keys import KeyRing
+from bastion.crypto import CryptoPolicy, DataKey
 from bastion.flask import csrf_token as flask_csrf_token
 from bastion.flask import protect as flask_protect
 from bastion.flask import session as flask_session
@@ -102,6 +103,7 @@ class Site:
         *,
         login: str = "session",
         link: bool = False,
+        crypto: bool = False,
     ) -> None:
         self.sink = RecordingAuditSink()
         self.clock = FrozenClock(time.time())
@@ -110,6 +112,9 @@ class Site:
         self.auditor = Auditor(IdentifierHasher(keyring), self.clock, self.sink, aggregation=None)
         self.policy = OIDCPolicy(providers=tuple(providers), link_verified_email=link, login=login)
         tokens = TokenPolicy(issuer=STARLETTE, protect=("/api/*",)) if login == "tokens" else None
+        # crypto=True: field encryption, so a session keeps its ID token (encrypted) for the
+        # logout's id_token_hint; without it, no hint is kept. Built through the front door,
+        # as an app builds it (runtime.oidc takes runtime.crypto).
         self.runtime: Runtime = Bastion(
             store=self.store,
             keyring=keyring,
@@ -118,14 +123,11 @@ class Site:
             clock=self.clock,
             environment=Environment.TEST,
             tokens=tokens,
+            oidc=self.policy,
+            crypto=CryptoPolicy(keys=DataKey.generate(1)) if crypto else None,
         ).build()
-        self.oidc = OIDC(
-            self.policy,
-            store=self.store,
-            auditor=self.auditor,
-            clock=self.clock,
-            tokens=self.runtime.tokens if tokens is not None else None,
-        )
+        self.crypto = self.runtime.crypto if crypto else None
+        self.oidc = self.runtime.oidc
         self.users: dict[tuple[str, str], str] = {}
         self.seen: list[Identity] = []
         self.by_email = False

@@ -367,7 +367,7 @@ class OIDCProviderServer:
         import httpx  # noqa: PLC0415
 
         client_id = client_id or f"{self.name}-{secrets.token_hex(6)}"
-        if auth_method == "client_secret_basic":
+        if auth_method in {"client_secret_basic", "client_secret_post"}:
             client = OIDCClient(
                 client_id=client_id,
                 auth_method=auth_method,
@@ -384,7 +384,10 @@ class OIDCProviderServer:
                 post_logout_redirect_uris=tuple(post_logout_redirect_uris),
             )
         else:
-            raise ValueError(f"auth_method {auth_method!r}: client_secret_basic or private_key_jwt")
+            raise ValueError(
+                f"auth_method {auth_method!r}: client_secret_basic, client_secret_post or "
+                "private_key_jwt"
+            )
         response = httpx.post(
             f"{self.upstream}/_admin/clients",
             json=client.metadata(),

@@ -2,7 +2,8 @@
 through the Starlette routes and the Flask blueprint.
 
 The route ends the bastion session, then sends the browser to the provider's
-``end_session_endpoint`` with the session's ID token as ``id_token_hint``; the provider's own
+``end_session_endpoint`` with the session's ID token as ``id_token_hint`` (these apps have field
+encryption, so the session keeps it sealed: tests/test_oidc_bounds_logout.py); the provider's own
 logout page then ends its session and returns to the registered ``post_logout_redirect_uri``.
 A POST without a CSRF token is refused by bastion's CSRF check (403, ``malicious_csrf``), and
 the session stays logged in.
@@ -53,7 +54,7 @@ def local(oidc_provider: OIDCProviderServer) -> Local:
 
 @pytest.fixture
 def site(local: Local) -> Iterator[Site]:
-    opened = Site([local.provider])
+    opened = Site([local.provider], crypto=True)  # the ID token is kept, encrypted, as the hint
     yield opened
     opened.close()
 

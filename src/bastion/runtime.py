@@ -329,6 +329,9 @@ class Runtime:
                 auditor=self.auditor,
                 clock=self.config.clock,
                 tokens=self.tokens if policy.login is OIDCLogin.TOKENS else None,
+                # With field encryption the ID token is kept sealed for id_token_hint;
+                # without it none is kept (bastion.oidc.logout_hint).
+                crypto=self.crypto if self.config.crypto is not None else None,
             )
         return self._oidc
 

@@ -91,7 +91,7 @@ def oidc_blueprint(
                 provider, session, redirect_uri=callback, next=nexts[0] if nexts else None
             )
         except OIDCRejected as error:
-            return _refuse(error.reason)
+            return _refuse(error.reason, retry_after=error.retry_after)
         except StoreUnavailable:
             oidc.audit_refusal(session, provider, LOGIN_STORE_UNAVAILABLE)
             return _refuse(LOGIN_STORE_UNAVAILABLE)
@@ -175,7 +175,7 @@ def _callback_url() -> str | None:
     return usable_callback(base.removesuffix("/login") + "/callback") if request.host else None
 
 
-def _refuse(reason: OIDCReason | str) -> Response:
+def _refuse(reason: OIDCReason | str, *, retry_after: int | None = None) -> Response:
     status, refusal = refusal_for(reason)
     content_type, body = refusal_body(
         refusal,
@@ -183,6 +183,8 @@ def _refuse(reason: OIDCReason | str) -> Response:
         content_type=request.headers.get("Content-Type"),
     )
     headers = dict(_NO_STORE)
-    if status == 503:
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    elif status == 503:
         headers["Retry-After"] = "5"
     return Response(body, status=status, headers=headers, content_type=content_type.decode())

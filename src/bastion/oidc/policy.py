@@ -31,6 +31,7 @@ _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}", re.ASCII)
 _SCOPE: Final = re.compile(r"[!#-\[\]-~]{1,128}", re.ASCII)  # RFC 6749 scope-token
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _SUBJECT_CLAIM: Final = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+_SECRET_METHODS: Final = ("client_secret_basic", "client_secret_post")  # the default first
 
 
 def _url(value: object, setting: str) -> str:
@@ -68,6 +69,17 @@ def _optional_url(value: object, setting: str) -> str | None:
     return None if value is None else _url(value, setting)
 
 
+def _check_budget(value: object) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000
+    ):
+        raise ConfigurationError(
+            "oidc.max_pending_per_client must be a whole number from 1 to 10000 (or None to "
+            f"turn the bound off), got {value!r}",
+            setting="oidc.max_pending_per_client",
+        )
+
+
 class OIDCLogin(enum.StrEnum):
     """What a successful callback gives the browser (``OIDCPolicy(login=...)``)."""
 
@@ -99,6 +111,10 @@ class Provider:
     * ``client_secret``: the shared secret (``client_secret_basic``); or ``private_key``: a
       :class:`~bastion.core.tokens.jwk.JWTKey` with a private key, the client then
       authenticates with a signed assertion (``private_key_jwt``, RFC 7523). Exactly one.
+    * ``auth_method``: how the token request authenticates (RFC 7591 names), registered the
+      same at the provider. ``None`` (default): ``client_secret_basic`` (HTTP Basic) with a
+      secret, ``private_key_jwt`` with a key. ``"client_secret_post"`` sends the secret in
+      the form body instead (RFC 6749 2.3.1), for a provider that accepts no Basic header.
     * ``scopes``: requested scopes (default ``openid email profile``); ``openid`` is
       required (no ID token without it).
     * ``redirect_uri``: the callback URL registered at the provider. ``None`` builds it from
@@ -124,6 +140,7 @@ class Provider:
     post_logout_redirect_uri: str | None = None
     id_token: bool = True
     subject_claim: str = "sub"
+    auth_method: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -223,8 +240,8 @@ class Provider:
         secret, key = self.client_secret, self.private_key
         if (secret is None) == (key is None):
             raise ConfigurationError(
-                f"{where}: give exactly one of client_secret= (client_secret_basic) and "
-                "private_key= (private_key_jwt)",
+                f"{where}: give exactly one of client_secret= (client_secret_basic or "
+                "client_secret_post) and private_key= (private_key_jwt)",
                 setting=f"{where}.client_secret",
             )
         if secret is not None:
@@ -242,6 +259,16 @@ class Provider:
                     f"{type(secret).__name__}",
                     setting=f"{where}.client_secret",
                 )
+        allowed = _SECRET_METHODS if secret is not None else ("private_key_jwt",)
+        method = allowed[0] if self.auth_method is None else self.auth_method
+        if method not in allowed:
+            raise ConfigurationError(
+                f"{where}.auth_method {method!r} does not go with "
+                f"{'client_secret=' if secret is not None else 'private_key='}: "
+                f"{' or '.join(repr(name) for name in allowed)}",
+                setting=f"{where}.auth_method",
+            )
+        object.__setattr__(self, "auth_method", method)
         if key is not None:
             from bastion.core.tokens.jwk import JWTKey  # noqa: PLC0415 (the jwt extra)
 
@@ -251,11 +278,6 @@ class Provider:
                     "(JWTKey.from_pem(..., alg='RS256'))",
                     setting=f"{where}.private_key",
                 )
-
-    @property
-    def auth_method(self) -> str:
-        """The token endpoint's client authentication method (RFC 7591 names)."""
-        return "client_secret_basic" if self.client_secret is not None else "private_key_jwt"
 
     @property
     def discovery(self) -> bool:
@@ -270,7 +292,7 @@ class Provider:
         )
         return (
             f"Provider(name={self.name!r}, issuer={self.issuer!r}, "
-            f"client_id={self.client_id!r}, {credential})"
+            f"client_id={self.client_id!r}, {credential}, auth_method={self.auth_method!r})"
         )
 
 
@@ -286,6 +308,11 @@ class OIDCPolicy:
     * ``default_next``: where a login goes without a usable ``next`` (default ``/``).
     * ``state_lifetime``: seconds a login attempt's ``state`` lives in the store (default
       600; 30 s to 1 hour). Single-use either way.
+    * ``max_pending_per_client``: login attempts one client address (IPv6: one /64) may start
+      within ``state_lifetime`` plus ``timeout`` (default 30; 1 to 10000), so it never holds
+      more login records in the store; the next is a 429 ``too_many_logins`` with ``Retry-After``
+      (:mod:`bastion.oidc.budget`). ``None`` turns the bound off: then bound the login route
+      with a rate-limit rule of your own.
     * ``link_verified_email``: whether the account hook may link a provider identity to an
       existing account by e-mail (only when the provider asserts ``email_verified``).
       Default ``False``: identities are mapped by ``(iss, sub)`` only.
@@ -303,6 +330,7 @@ class OIDCPolicy:
     allowed_next: tuple[str, ...] = ()
     default_next: str = "/"
     state_lifetime: float = 600.0
+    max_pending_per_client: int | None = 30
     link_verified_email: bool = False
     leeway: float = 60.0
     timeout: float = 10.0
@@ -356,6 +384,7 @@ class OIDCPolicy:
                 setting="oidc.state_lifetime",
             )
         set_(self, "state_lifetime", lifetime)
+        _check_budget(self.max_pending_per_client)
         flag("oidc.link_verified_email", self.link_verified_email)
         leeway = seconds("oidc.leeway", self.leeway, allow_zero=True)
         if leeway > 300:

@@ -65,6 +65,10 @@ _MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
             "The provider has not verified this e-mail address, so it cannot be linked to an "
             "account."
         ),
+        OIDCReason.TOO_MANY_LOGINS: (
+            "Too many sign-ins were started from this address. Please wait a few minutes and "
+            "try again."
+        ),
         NO_ACCOUNT: "No account can sign in with this identity.",
         UNKNOWN_PROVIDER: "No such sign-in provider.",
         BAD_HOST: "Bad Request: the Host header is not a valid host.",

@@ -35,14 +35,16 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.audit import EventName, Outcome
 from bastion.core.oidc.discovery import ASYMMETRIC_ALGS, is_url
 from bastion.core.oidc.reasons import OIDCReason, OIDCRejected
 from bastion.errors import ConfigurationError
 from bastion.oidc._loop import LoopThread
+from bastion.oidc.budget import LoginBudget
 from bastion.oidc.issuing import IssuedTokens, TokenIssuer, checked_tokens
+from bastion.oidc.logout_hint import LOGOUT_KEY, FieldCipher, hint_of, kept_for_logout
 from bastion.oidc.policy import OIDCPolicy
 from bastion.oidc.refusals import (
     BAD_HOST,
@@ -81,10 +83,6 @@ __all__ = [
     "refusal_for",
     "usable_callback",
 ]
-
-LOGOUT_KEY: Final = "_bastion_oidc"
-"""The session key under which a login through a provider keeps what RP-initiated logout
-needs: the provider's name and the ID token (the ``id_token_hint``)."""
 
 
 def _frozen(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -126,7 +124,9 @@ class OIDC:
     ``store`` keeps the login-state records (the runtime's store), ``auditor`` and ``clock``
     are the runtime's. ``http`` is the ``httpx.AsyncClient`` for discovery and keys (default:
     one made here, closed by :meth:`aclose`). ``tokens`` is ``runtime.tokens``, needed with
-    ``OIDCPolicy(login="tokens")`` (and unused otherwise).
+    ``OIDCPolicy(login="tokens")`` (and unused otherwise). ``crypto`` is ``runtime.crypto``
+    (field encryption): with it a session keeps its ID token encrypted for the logout's
+    ``id_token_hint``; without it, none (:mod:`bastion.oidc.logout_hint`).
 
     The ``*_sync`` methods (Flask, WSGI) run the same coroutines on one event loop this service
     starts in a daemon thread on first use, so the provider connections and the cached keys
@@ -136,8 +136,10 @@ class OIDC:
     __slots__ = (
         "_auditor",
         "_bridge",
+        "_budget",
         "_clients",
         "_clock",
+        "_crypto",
         "_http",
         "_own_http",
         "_policy",
@@ -153,6 +155,7 @@ class OIDC:
         clock: Clock,
         http: httpx.AsyncClient | None = None,
         tokens: TokenIssuer | None = None,
+        crypto: FieldCipher | None = None,
     ) -> None:
         if not isinstance(policy, OIDCPolicy):
             raise ConfigurationError(
@@ -164,6 +167,7 @@ class OIDC:
         from bastion.engine.oidc import OIDCClient  # noqa: PLC0415 (the oidc extra)
 
         self._policy = policy
+        self._crypto = crypto
         self._auditor = auditor
         self._clock = clock
         self._own_http = http is None
@@ -174,6 +178,12 @@ class OIDC:
             )
             for provider in policy.providers
         }
+        pending = policy.max_pending_per_client
+        self._budget = (
+            None
+            if pending is None
+            else LoginBudget(store, limit=pending, window=policy.state_lifetime + policy.timeout)
+        )
         self._bridge = LoopThread()
 
     @property
@@ -197,10 +207,14 @@ class OIDC:
         ``redirect_uri`` is the callback's absolute URL (the provider's ``redirect_uri``
         setting wins when set). ``next`` is checked now (:data:`OIDCReason.NEXT_REFUSED`);
         ``None`` or empty means the policy's ``default_next``. The session gets its CSRF
-        secret now (an anonymous visitor: a pre-session cookie), the browser binding."""
+        secret now (an anonymous visitor: a pre-session cookie), the browser binding. The
+        client address is charged one login of its budget first
+        (:data:`OIDCReason.TOO_MANY_LOGINS`, :mod:`bastion.oidc.budget`)."""
         client = self._client(provider, session)
         chosen = client.config
         try:
+            if self._budget is not None:
+                await self._budget.charge(session.client_ip)
             return await client.begin(
                 session.csrf_secret,
                 next,
@@ -291,11 +305,14 @@ class OIDC:
         id_token: str | None = None,
     ) -> None:
         """Log ``session`` in as ``user_id`` (new session ID and CSRF secret) and audit
-        ``authn_login_success``. ``id_token`` (:attr:`Completion.id_token`) is kept in the
-        session (:data:`LOGOUT_KEY`) as the hint of a later RP-initiated logout."""
+        ``authn_login_success``. With field encryption (``crypto=``) ``id_token``
+        (:attr:`Completion.id_token`) is kept in the session encrypted (:data:`LOGOUT_KEY`),
+        the hint of a later RP-initiated logout; without it nothing is kept
+        (:mod:`bastion.oidc.logout_hint`)."""
         session.login(user_id)
-        if id_token is not None:
-            session[LOGOUT_KEY] = {"provider": identity.provider, "id_token": id_token}
+        kept = kept_for_logout(session, identity.provider, id_token, self._crypto)
+        if kept is not None:
+            session[LOGOUT_KEY] = kept
         else:
             session.pop(LOGOUT_KEY, None)
         self._auditor.emit(
@@ -354,13 +371,14 @@ class OIDC:
 
     async def logout(self, provider: str, session: Session) -> str:
         """End ``session`` (server data deleted, cookie expired: :meth:`Session.logout`), then
-        the URL to send the browser to: the provider's ``end_session_endpoint`` with the
-        session's ID token as ``id_token_hint`` (when this session signed in through
-        ``provider``) and the provider's ``post_logout_redirect_uri``; without such an
+        the URL to send the browser to: the provider's ``end_session_endpoint`` with
+        ``client_id``, the session's ID token as ``id_token_hint`` (only with ``crypto=``, when
+        this session signed in through ``provider``) and the provider's
+        ``post_logout_redirect_uri``; without such an
         endpoint, that URI or ``/``. The session ends even when the provider's metadata cannot
         be read (:class:`OIDCRejected`, ``provider_unavailable`` or ``bad_response``)."""
         client = self._client(provider, session)
-        id_token = self._logout_hint(session, provider)
+        id_token = hint_of(session, provider, self._crypto)
         session.logout()
         chosen = self._policy.provider(provider)
         back = None if chosen is None else chosen.post_logout_redirect_uri
@@ -370,14 +388,6 @@ class OIDC:
     def logout_sync(self, provider: str, session: Session) -> str:
         """:meth:`logout` for synchronous code (see the class docstring)."""
         return self._bridge.run(self.logout(provider, session))
-
-    @staticmethod
-    def _logout_hint(session: Session, provider: str) -> str | None:
-        kept = session.get(LOGOUT_KEY)
-        if not isinstance(kept, dict) or kept.get("provider") != provider:
-            return None
-        token = kept.get("id_token")
-        return token if isinstance(token, str) and token else None
 
     def audit_refusal(
         self,
@@ -405,6 +415,8 @@ class OIDC:
         """Close the HTTP client this service made (not one it was given)."""
         for client in self._clients.values():
             await client.aclose()
+        if self._budget is not None:
+            await self._budget.aclose()
         if self._own_http:
             await self._http.aclose()
 
@@ -473,6 +485,7 @@ def client_config(provider: Provider, policy: OIDCPolicy) -> ClientConfig:
         timeout=policy.timeout,
         id_token=provider.id_token,
         subject_claim=provider.subject_claim,
+        auth_method=provider.auth_method,
     )
 
 

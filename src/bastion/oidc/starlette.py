@@ -21,15 +21,17 @@ function or a coroutine function of the :class:`~bastion.oidc.service.Identity`)
 app's user id, calls ``session.login(user_id)`` and answers ``303`` to the checked ``next``.
 Every refusal is a page (or JSON for a program, :mod:`bastion.core.refusal`) with the
 reason's status: 400 for what the browser brought, 403 for an unverified e-mail or no
-account, 404 for an unknown provider, 502 for a provider's garbage, 503 when the provider or
-the store is down; never a 500. Each is audited as ``authn_login_fail``.
+account, 404 for an unknown provider, 429 (with ``Retry-After``) for a client address that
+started too many logins (``OIDCPolicy.max_pending_per_client``), 502 for a provider's garbage,
+503 when the provider or the store is down; never a 500. Each is audited as ``authn_login_fail``.
 
 With ``OIDCPolicy(login="tokens")`` the callback logs no session in: it answers ``200`` with
 bastion's access (and refresh) token as JSON (``Cache-Control: no-store``).
 
 ``POST /auth/{provider}/logout`` (RP-initiated logout) ends the bastion session, then answers
-``303`` to the provider's ``end_session_endpoint`` (with the session's ID token as
-``id_token_hint`` and the provider's ``post_logout_redirect_uri``), or to that URI (else ``/``)
+``303`` to the provider's ``end_session_endpoint`` (with ``client_id``, the session's ID token
+as ``id_token_hint`` when the service has field encryption, and the provider's
+``post_logout_redirect_uri``), or to that URI (else ``/``)
 when the provider has none. A POST, so bastion's CSRF check guards it: a page elsewhere cannot
 sign the user out. A provider that cannot be reached then is a 503 page (the session has ended).
 
@@ -146,7 +148,7 @@ class _Handlers:
                 name, session, redirect_uri=callback, next=nexts[0] if nexts else None
             )
         except OIDCRejected as error:
-            return _refuse(request, error.reason)
+            return _refuse(request, error.reason, retry_after=error.retry_after)
         except StoreUnavailable:
             self.oidc.audit_refusal(session, name, LOGIN_STORE_UNAVAILABLE)
             return _refuse(request, LOGIN_STORE_UNAVAILABLE)
@@ -224,7 +226,11 @@ def _callback_url(request: Request) -> str:
     return str(url.replace(path=path, query="", fragment=""))
 
 
-def _refuse(request: Request, reason: OIDCReason | str) -> Response:
+def _refuse(
+    request: Request, reason: OIDCReason | str, *, retry_after: int | None = None
+) -> Response:
+    """The refusal page of ``reason``; a 503 asks for a retry in 5 s, a 429 (a spent login
+    budget) when ``retry_after`` says."""
     status, refusal = refusal_for(reason)
     content_type, body = refusal_body(
         refusal,
@@ -232,6 +238,8 @@ def _refuse(request: Request, reason: OIDCReason | str) -> Response:
         content_type=request.headers.get("content-type"),
     )
     headers = dict(_NO_STORE)
-    if status == 503:
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    elif status == 503:
         headers["retry-after"] = "5"
     return Response(body, status_code=status, headers=headers, media_type=content_type.decode())

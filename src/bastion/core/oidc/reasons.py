@@ -29,17 +29,21 @@ class OIDCReason(enum.StrEnum):
     BAD_RESPONSE = "bad_response"  # garbage from the provider (not JSON, missing members)
     NEXT_REFUSED = "next_refused"  # a post-login destination off the allow-list
     UNVERIFIED_EMAIL = "unverified_email"  # linking by an e-mail the provider did not verify
+    TOO_MANY_LOGINS = "too_many_logins"  # the client address's budget of pending logins is spent
 
     @property
     def status(self) -> int:
         """The HTTP status of the refusal page: 503 when the provider is down, 502 for its
-        garbage, 403 for an unverified e-mail, 400 for everything the browser brought."""
+        garbage, 403 for an unverified e-mail, 429 for a spent login budget, 400 for everything
+        the browser brought."""
         if self is OIDCReason.PROVIDER_UNAVAILABLE:
             return 503
         if self is OIDCReason.BAD_RESPONSE:
             return 502
         if self is OIDCReason.UNVERIFIED_EMAIL:
             return 403
+        if self is OIDCReason.TOO_MANY_LOGINS:
+            return 429
         return 400
 
 
@@ -49,13 +53,22 @@ class OIDCRejected(BadData):
     ``kid``, ``sub``, ``malformed``; for ``provider_error``: the provider's ``error`` code when
     it is a plain token).
 
+    ``retry_after`` (whole seconds) is set for ``too_many_logins``: when the client's budget
+    has room again, the refusal's ``Retry-After``.
+
     The message is for logs: it names the check and never echoes a code, token or claim value.
     """
 
     def __init__(
-        self, reason: OIDCReason, message: str | None = None, *, detail: str | None = None
+        self,
+        reason: OIDCReason,
+        message: str | None = None,
+        *,
+        detail: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         text = message or f"login refused: {reason.value}" + (f" ({detail})" if detail else "")
         super().__init__(text)
         self.reason = reason
         self.detail = detail
+        self.retry_after = retry_after

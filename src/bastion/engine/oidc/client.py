@@ -101,11 +101,12 @@ def _check_redirect_uri(value: object) -> None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig:
     """One provider as the engine needs it. Exactly one of ``client_secret``
-    (``client_secret_basic``) and ``private_key`` (``private_key_jwt``: a private JWK dict, a
-    PEM string or a joserfc key). ``metadata`` skips discovery (explicit endpoints).
-    ``allowed_next`` lists absolute URLs a ``next`` may name besides same-origin paths.
-    ``id_token=False``: a plain OAuth 2.0 provider, whose identity is the ``subject_claim``
-    member of its userinfo endpoint's answer (``metadata`` must name that endpoint)."""
+    (``client_secret_basic``, or ``client_secret_post`` with ``auth_method=``) and
+    ``private_key`` (``private_key_jwt``: a private JWK dict, a PEM string or a joserfc key).
+    ``metadata`` skips discovery (explicit endpoints). ``allowed_next`` lists absolute URLs a
+    ``next`` may name besides same-origin paths. ``id_token=False``: a plain OAuth 2.0
+    provider, whose identity is the ``subject_claim`` member of its userinfo endpoint's answer
+    (``metadata`` must name that endpoint)."""
 
     name: str
     issuer: str
@@ -127,6 +128,7 @@ class ClientConfig:
     max_response_bytes: int = DEFAULT_MAX_BYTES
     id_token: bool = True
     subject_claim: str = "sub"
+    auth_method: str | None = None
 
     def __post_init__(self) -> None:
         text("name", self.name)
@@ -171,6 +173,7 @@ class ClientConfig:
             secret=self.client_secret,
             private_key=self.private_key,
             private_key_alg=self.private_key_alg,
+            auth_method=self.auth_method,
         )
 
 

@@ -2,8 +2,9 @@
 
 :func:`exchange_code` POSTs the authorization code, the redirect URI and the PKCE verifier to
 the token endpoint with :class:`authlib.integrations.httpx_client.AsyncOAuth2Client`,
-authenticating the client with ``client_secret_basic`` (a :class:`ClientAuth` with a secret)
-or ``private_key_jwt`` (with a private key: Authlib's
+authenticating the client with ``client_secret_basic`` (a :class:`ClientAuth` with a secret:
+HTTP Basic), ``client_secret_post`` (the secret in the form body, RFC 6749 2.3.1, for a
+provider that accepts no other) or ``private_key_jwt`` (with a private key: Authlib's
 :class:`~authlib.oauth2.rfc7523.PrivateKeyJWT`). Refusals: ``code_rejected`` when the
 endpoint answers an OAuth error (``invalid_grant``: a replayed code, a wrong verifier;
 the error code is the detail), ``provider_unavailable`` for a connection failure, a timeout or
@@ -56,23 +57,35 @@ if TYPE_CHECKING:
 
     from bastion.engine.oidc.jwks import ProviderKeys
 
-__all__ = ["MAX_ID_TOKEN", "ClientAuth", "exchange_code", "verify_id_token"]
+__all__ = [
+    "MAX_ID_TOKEN",
+    "PRIVATE_KEY_JWT",
+    "SECRET_METHODS",
+    "ClientAuth",
+    "exchange_code",
+    "verify_id_token",
+]
 
 MAX_ID_TOKEN: Final = 16 * 1024
+SECRET_METHODS: Final = ("client_secret_basic", "client_secret_post")
+"""The methods of a shared secret, the default first: HTTP Basic, or the form body."""
+PRIVATE_KEY_JWT: Final = "private_key_jwt"
 _ERROR_CODE_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz_")
 _DEFAULT_KEY_ALG: Final = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientAuth:
-    """How bastion authenticates to the token endpoint: ``secret`` (``client_secret_basic``)
-    or ``private_key`` (``private_key_jwt``: a JWK dict, a PEM string or a joserfc key; its
-    ``alg`` defaults by key type: RS256, ES256, EdDSA)."""
+    """How bastion authenticates to the token endpoint: ``secret`` (``client_secret_basic``,
+    or ``client_secret_post`` with ``auth_method="client_secret_post"``) or ``private_key``
+    (``private_key_jwt``: a JWK dict, a PEM string or a joserfc key; its ``alg`` defaults by
+    key type: RS256, ES256, EdDSA). ``auth_method`` ``None`` picks the credential's default."""
 
     client_id: str
     secret: str | None = None
     private_key: object = None
     private_key_alg: str | None = None
+    auth_method: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not self.client_id:
@@ -92,6 +105,19 @@ class ClientAuth:
                 raise ConfigurationError(
                     f"private_key_alg must be asymmetric, got {alg!r}", setting="private_key_alg"
                 )
+        object.__setattr__(self, "auth_method", self._checked_method())
+
+    def _checked_method(self) -> str:
+        allowed = SECRET_METHODS if self.secret is not None else (PRIVATE_KEY_JWT,)
+        method = self.auth_method if self.auth_method is not None else allowed[0]
+        if method not in allowed:
+            raise ConfigurationError(
+                f"auth_method {method!r} does not go with "
+                f"{'client_secret' if self.secret is not None else 'private_key'}: one of "
+                f"{', '.join(allowed)}",
+                setting="auth_method",
+            )
+        return method
 
     def signing_key(self) -> RSAKey | ECKey | OKPKey:
         """The private key as a joserfc key (ConfigurationError when it is not one)."""
@@ -108,7 +134,8 @@ class ClientAuth:
 
     @property
     def method(self) -> str:
-        return "client_secret_basic" if self.secret is not None else "private_key_jwt"
+        """The token endpoint authentication method (RFC 7591 name)."""
+        return str(self.auth_method)
 
     def __repr__(self) -> str:
         return f"ClientAuth(client_id={self.client_id!r}, method={self.method!r})"
