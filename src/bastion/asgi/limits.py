@@ -47,6 +47,7 @@ from bastion.core.request_limits import (
     audit_details,
     declared_length,
 )
+from bastion.errors import AuditUnavailable
 from bastion.slices import layer_settings, required_slice
 
 if TYPE_CHECKING:
@@ -131,7 +132,10 @@ class RequestLimitsMiddleware:
             self.audit(scope, LimitReason.BODY_TOO_LARGE, limits, declared=declared)
             await self.refuse(scope, send, LimitReason.BODY_TOO_LARGE)
             return
-        await _Exchange(self, scope, receive, send, limits, empty=declared == 0).run()
+        # A declared length within the cap proves nothing about the body: with
+        # "Transfer-Encoding: chunked" beside it, h11 reads the chunks and the scope still says
+        # "content-length: 0". Every request's body is counted as it is read.
+        await _Exchange(self, scope, receive, send, limits).run()
 
     async def refuse(self, scope: Scope, send: Send, reason: LimitReason) -> None:
         """Send the refusal for ``reason`` through the one sender, in the format the request
@@ -198,6 +202,7 @@ class _Exchange:
         "_loop",
         "_receive",
         "_send",
+        "audit_failure",
         "body_deadline",
         "body_done",
         "body_due",
@@ -222,8 +227,6 @@ class _Exchange:
         receive: Receive,
         send: Send,
         limits: Limits,
-        *,
-        empty: bool,
     ) -> None:
         self._layer = layer
         body_timeout, handler_timeout = limits.body_timeout, limits.handler_timeout
@@ -240,10 +243,11 @@ class _Exchange:
         self.body_timer: asyncio.TimerHandle | None = None
         self.handler_timer: asyncio.TimerHandle | None = None
         self.body_due = self.handler_due = False  # the deadline passed (a refusal follows)
-        self.body_done = empty  # Content-Length: 0 (the server holds it to that)
+        self.body_done = False  # the last http.request message (or a disconnect) came
         self.paused_since: float | None = None
         self.received = 0
         self.refused: LimitReason | None = None
+        self.audit_failure: AuditUnavailable | None = None
         self.started = False
         self.task: asyncio.Task[Any] | None = None
         self.waiter: asyncio.Task[Any] | None = None  # the task awaiting the body, if any
@@ -273,6 +277,10 @@ class _Exchange:
                     timer.cancel()
         if self.handler_due and self.refused is None:
             self.refuse(LimitReason.HANDLER_TIMEOUT)
+        if self.audit_failure is not None and not self.started:
+            # The refusal could not be recorded: not sent either. The security-headers layer
+            # answers 503 audit_unavailable, as for every event a fail-closed trail refuses.
+            raise self.audit_failure
         if self.refused is not None and not self.started:
             self.started = True
             await self._layer.refuse(scope, self._send, self.refused)
@@ -315,7 +323,11 @@ class _Exchange:
         if self.refused is None:
             self.refused = reason
             received = None if reason is LimitReason.HANDLER_TIMEOUT else self.received
-            self._layer.audit(self.scope, reason, self.limits, received=received)
+            try:
+                self._layer.audit(self.scope, reason, self.limits, received=received)
+            except AuditUnavailable as error:  # fail-closed: kept, raised once the app is out
+                self.audit_failure = error
+                raise
         return RequestLimitExceeded(self.refused)
 
     async def receive(self) -> Message:

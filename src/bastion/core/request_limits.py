@@ -318,13 +318,15 @@ class LimitTable:
 def declared_length(value: str | bytes | None) -> int | None:
     """The body length a ``Content-Length`` value declares; ``None`` when it is absent or not
     a plain decimal number (the server refuses such framing; the body is then counted as it
-    is read). Bounded: a value of more than 19 digits reads as larger than any cap."""
+    is read). Bounded: a value of more than 19 digits (leading zeros aside) reads as larger
+    than any cap."""
     if value is None:
         return None
     text = value.decode("latin-1") if isinstance(value, bytes) else value
     text = text.strip(" \t")
     if not text.isascii() or not text.isdigit():
         return None
+    text = text.lstrip("0") or "0"  # 1*DIGIT: leading zeros name the same length
     if len(text) > 19:
         return 2**63
     return int(text)

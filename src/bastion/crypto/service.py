@@ -120,7 +120,8 @@ class EncryptionService:
         (``None`` stays ``None``); :class:`DecryptionFailed` (audited) otherwise."""
         if token is None:
             return None
-        return self._text(self._open(token, self._aad(table, row, column), table, column))
+        raw = self._open(token, self._aad(table, row, column), table, column)
+        return self._text(raw, table, column)
 
     # -- rotation and search -----------------------------------------------------------------
 
@@ -175,14 +176,18 @@ class EncryptionService:
             self._audit(error, details)
             raise
 
-    def _text(self, raw: bytes) -> str:
+    def _text(self, raw: bytes, table: str | None = None, column: str | None = None) -> str:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             error = DecryptionFailed(
                 DecryptReason.NOT_TEXT, "the decrypted value is bytes, not UTF-8 text"
             )
-            self._audit(error, {})
+            details: dict[str, DetailValue] = {}
+            if table is not None:  # the same details as every other refused field
+                details["table"] = table
+                details["column"] = column
+            self._audit(error, details)
             raise error from None
 
     def _audit(self, error: DecryptionFailed, details: dict[str, DetailValue]) -> None:

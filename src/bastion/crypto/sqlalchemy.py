@@ -154,6 +154,14 @@ class _Field:
     key: str  # the attribute
     column: sa.Column[Any]
 
+    @property
+    def table(self) -> sa.Table:
+        """The table that stores the column: under joined-table inheritance an inherited
+        column lives in the parent's table, not the mapper's own (``local_table``), and a
+        value is bound to where it is stored (what ``rotate_table`` and ``matches`` name)."""
+        table: sa.Table = self.column.table  # checked in _plan_of
+        return table
+
 
 @dataclass(frozen=True, slots=True)
 class _Index:
@@ -164,10 +172,8 @@ class _Index:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    table: sa.Table
     fields: tuple[_Field, ...]
     indexes: tuple[_Index, ...]
-    primary_key: tuple[sa.ColumnElement[Any], ...]
 
 
 def _plan_of(mapper: Mapper[Any]) -> _Plan | None:
@@ -193,9 +199,11 @@ def _plan_of(mapper: Mapper[Any]) -> _Plan | None:
             )
         indexes.append(_Index(key, fields[spec.source], spec.normalize))
     table = mapper.local_table
-    if not isinstance(table, sa.Table):
+    if not isinstance(table, sa.Table) or not all(
+        isinstance(field.column.table, sa.Table) for field in fields.values()
+    ):
         raise TypeError(f"{mapper.class_.__name__}: encrypted columns need a mapped Table")
-    return _Plan(table, tuple(fields.values()), tuple(indexes), tuple(mapper.primary_key))
+    return _Plan(tuple(fields.values()), tuple(indexes))
 
 
 def _row_of(values: tuple[Any, ...]) -> RowKey | None:
@@ -239,25 +247,44 @@ class _Hooks:
             if not isinstance(token, str) or row is None:
                 continue
             plain = self.crypto.decrypt_field(
-                token, table=plan.table.name, row=row, column=field.column.name
+                token, table=field.table.name, row=row, column=field.column.name
             )
             attributes.set_committed_value(target, field.key, plain)
             if self.rotate_on_load and self.crypto.needs_rotation(token):
-                # Marked now, flagged at commit: the loader commits the state after this
-                # event, which would undo a flag_modified made here.
-                state.info.setdefault(_STALE, set()).add(field.key)
+                # Noted now (with the ciphertext read), rewritten at commit.
+                state.info.setdefault(_STALE, {})[field.key] = token
                 context.session.info.setdefault(_STALE, weakref.WeakSet()).add(state)
 
     def before_commit(self, session: orm.Session) -> None:
+        """Rewrite the stale ciphertexts the session loaded, each with a compare-and-set
+        (``WHERE column = <the ciphertext read>``), as ``rotate_table`` does: a plain UPDATE
+        of the loaded value would revert what another writer committed since the load."""
         stale = session.info.pop(_STALE, None)
         for state in stale or ():
-            keys = state.info.pop(_STALE, ())
+            tokens: dict[str, str] = state.info.pop(_STALE, {})
             target = state.obj()
-            if target is None or state.session_id != session.hash_key:
+            plan = self.plan(state.mapper)
+            row = _row_of(state.identity or ())
+            if target is None or plan is None or row is None:
                 continue
-            for key in keys:
-                if key in state.dict:  # not expired since it was loaded
-                    attributes.flag_modified(target, key)
+            if state.session_id != session.hash_key:
+                continue
+            fields = {field.key: field for field in plan.fields}
+            for key, token in tokens.items():
+                plain = state.dict.get(key)
+                if not isinstance(plain, str) or key in state.committed_state:
+                    continue  # expired since, or changed by the app (its flush re-encrypts)
+                field = fields[key]
+                where = [field.column == Ciphertext(token)]
+                for column in field.table.primary_key.columns:
+                    value = state.dict.get(state.mapper.get_property_by_column(column).key)
+                    where.append(column == value)
+                fresh = self.crypto.encrypt_field(
+                    plain, table=field.table.name, row=row, column=field.column.name
+                )
+                session.execute(
+                    field.table.update().where(*where).values({field.column.name: fresh})
+                )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -278,7 +305,7 @@ class _Hooks:
                 f"{mapper.class_.__name__}: the primary key of a row with encrypted columns "
                 "cannot change (its ciphertexts are bound to the old key); copy the row instead"
             )
-        changed = self._changed(plan, state, inserting=inserting)
+        changed = self._changed(plan, state, row, inserting=inserting)
         if not changed:
             return
         pending: dict[str, tuple[str | None, object]] = {}
@@ -289,7 +316,7 @@ class _Hooks:
                 placed = Ciphertext("")  # a new object each time: recognised by identity
             else:
                 placed = self.crypto.encrypt_field(
-                    plain, table=plan.table.name, row=row, column=field.column.name
+                    plain, table=field.table.name, row=row, column=field.column.name
                 )
             state.dict[field.key] = placed
             pending[field.key] = (plain, placed)
@@ -300,16 +327,15 @@ class _Hooks:
                 if plain is not None:
                     normalized = plain if index.normalize is None else index.normalize(plain)
                     digest = self.crypto.blind_index(
-                        normalized, table=plan.table.name, column=index.source.column.name
+                        normalized, table=index.source.table.name, column=index.source.column.name
                     )
                 setattr(target, index.key, digest)
         # Kept until after the write: if the flush fails, the next attempt finds the values
         # placed here and encrypts the plaintext again (the key may differ then).
         state.info[_PENDING] = (pending, row is None)
 
-    @staticmethod
     def _changed(
-        plan: _Plan, state: InstanceState[Any], *, inserting: bool
+        self, plan: _Plan, state: InstanceState[Any], row: RowKey | None, *, inserting: bool
     ) -> list[tuple[_Field, str | None]]:
         earlier = state.info.get(_PENDING)
         placed_before: dict[str, tuple[str | None, object]] = {} if earlier is None else earlier[0]
@@ -326,8 +352,16 @@ class _Hooks:
                 if not inserting:
                     changed.append((field, None))  # cleared: its blind index too
                 continue
-            if type(value) is Ciphertext:
-                continue  # a ciphertext the application made itself
+            if type(value) is Ciphertext:  # a ciphertext the application made itself
+                if row is None:
+                    continue  # no key yet: nothing to check it against
+                # Opened here: it must belong to this very field (one copied from another row
+                # is refused), and its blind indexes must follow its value, not keep the old.
+                value = self.crypto.decrypt_field(
+                    value, table=field.table.name, row=row, column=field.column.name
+                )
+                changed.append((field, value))
+                continue
             if not isinstance(value, str):
                 raise EncryptionFailed(
                     f"{field.key} is an encrypted text column; got {type(value).__name__}"
@@ -345,21 +379,26 @@ class _Hooks:
         if plan is None:  # pragma: no cover (pending is set only with a plan)
             return
         if deferred:
-            keys = tuple(mapper.primary_key_from_instance(target))
-            row = _row_of(keys)
+            row = _row_of(tuple(mapper.primary_key_from_instance(target)))
             if row is None:
                 raise EncryptionFailed(f"{mapper.class_.__name__}: no primary key after INSERT")
             by_key = {field.key: field for field in plan.fields}
-            sealed = {
-                by_key[key].column.name: self.crypto.encrypt_field(
-                    plain, table=plan.table.name, row=row, column=by_key[key].column.name
+            # One UPDATE per table that stores a value (two under joined-table inheritance),
+            # each keyed by that table's own primary-key columns.
+            sealed: dict[sa.Table, dict[str, Any]] = {}
+            for key, (plain, _) in plain_values.items():
+                if plain is None:
+                    continue
+                field = by_key[key]
+                sealed.setdefault(field.table, {})[field.column.name] = self.crypto.encrypt_field(
+                    plain, table=field.table.name, row=row, column=field.column.name
                 )
-                for key, (plain, _) in plain_values.items()
-                if plain is not None
-            }
-            if sealed:
-                where = (col == key for col, key in zip(plan.primary_key, keys, strict=True))
-                connection.execute(plan.table.update().where(*where).values(sealed))
+            for table, values in sealed.items():
+                where = [
+                    column == getattr(target, mapper.get_property_by_column(column).key)
+                    for column in table.primary_key.columns
+                ]
+                connection.execute(table.update().where(*where).values(values))
         for key, (plain, _) in plain_values.items():
             attributes.set_committed_value(target, key, plain)
 
@@ -373,8 +412,10 @@ def use_encryption(
     call before ``remove()`` is refused (two sets of hooks would encrypt twice).
 
     ``rotate_on_load``: a loaded row whose ciphertext uses an older key is rewritten under the
-    current key when the session that loaded it commits (lazy rotation; a session that only
-    reads and rolls back, or closes without committing, writes nothing).
+    current key when the session that loaded it commits, if it still holds the instance and
+    the stored ciphertext is still the one it read (lazy rotation, a compare-and-set: a value
+    another writer changed since is left as written; a session that only reads and rolls
+    back, or closes without committing, writes nothing).
     """
     if base.__dict__.get(_HOOKS_ATTRIBUTE) is not None:
         raise ConfigurationError(

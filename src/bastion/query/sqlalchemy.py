@@ -72,16 +72,18 @@ def safe_order_by(
     columns, or columns (named by their ``key``)."""
     mapping = _named(allowed_columns)
     names = frozenset(mapping)
-    terms: tuple[tuple[str, bool], ...] = ()
-    if requested is not None:
-        terms = parse_order(requested, names, max_terms=max_terms)
-    if not terms and default is not None:
-        try:
-            terms = parse_order(default, names, max_terms=max_terms)
+    fallback: tuple[tuple[str, bool], ...] = ()
+    if default is not None:  # checked on every call: a bad default is the app's error, found
+        try:  # on the first request, not on the first one that happens to send no sort
+            fallback = parse_order(default, names, max_terms=max_terms)
         except UnsafeOrderBy as error:
             raise ConfigurationError(
                 f"default: {error} (reason {error.reason})", setting="default"
             ) from error
+    terms: tuple[tuple[str, bool], ...] = ()
+    if requested is not None:
+        terms = parse_order(requested, names, max_terms=max_terms)
+    terms = terms or fallback
     return tuple(
         mapping[name].desc() if descending else mapping[name].asc() for name, descending in terms
     )

@@ -30,9 +30,11 @@ from bastion.sanitize.encoding import (
 
 if TYPE_CHECKING:
     from bastion.sanitize.html import (
+        FORBIDDEN_ATTRIBUTE_PREFIXES,
         FORBIDDEN_ATTRIBUTES,
         FORBIDDEN_SCHEMES,
         FORBIDDEN_TAGS,
+        MAX_START_TAGS,
         RICH_TEXT,
         TEXT_ONLY,
         HtmlProfile,
@@ -43,8 +45,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_URL_SCHEMES",
     "FORBIDDEN_ATTRIBUTES",
+    "FORBIDDEN_ATTRIBUTE_PREFIXES",
     "FORBIDDEN_SCHEMES",
     "FORBIDDEN_TAGS",
+    "MAX_START_TAGS",
     "RICH_TEXT",
     "TEXT_ONLY",
     "HtmlProfile",
@@ -62,8 +66,10 @@ __all__ = [
 _BEHIND_THE_EXTRA = frozenset(
     {
         "FORBIDDEN_ATTRIBUTES",
+        "FORBIDDEN_ATTRIBUTE_PREFIXES",
         "FORBIDDEN_SCHEMES",
         "FORBIDDEN_TAGS",
+        "MAX_START_TAGS",
         "RICH_TEXT",
         "TEXT_ONLY",
         "HtmlProfile",

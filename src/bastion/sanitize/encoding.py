@@ -55,8 +55,12 @@ def _is_alnum(code: int) -> bool:
     return 0x30 <= code <= 0x39 or 0x41 <= code <= 0x5A or 0x61 <= code <= 0x7A
 
 
+# A lone surrogate (JSON may carry "\ud800"; Python keeps it) cannot be written as UTF-8: left
+# in, the page's encoding raises and the request is a 500. It becomes U+FFFD, as NUL does.
+_SURROGATES: Final = dict.fromkeys(range(0xD800, 0xE000), _REPLACEMENT)
 _TEXT: Final = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "\0": _REPLACEMENT}
+    | _SURROGATES
 )
 # Every ASCII character that is not a letter or digit becomes a hex reference: the value then
 # holds no quote, no space, no '=' and no '&' that the parser would read, so it cannot end the
@@ -79,6 +83,7 @@ _ATTRIBUTE: Final = str.maketrans(
     {code: f"&#x{code:02X};" for code in range(1, 128) if not _is_alnum(code)}
     | {code: f"&#x{code:X};" for code in _UNICODE_SPACES}
     | {0: _REPLACEMENT}
+    | _SURROGATES
 )
 # In a JavaScript string literal: \xHH for everything below 256 that is not a letter or digit
 # (quotes, backslash, '<' and '/' of </script>, newlines), \uHHHH for the line separators U+2028
@@ -106,7 +111,8 @@ def _text_only(value: object, encoder: str) -> str:
 
 
 def html_text(value: str) -> str:
-    """``value`` as HTML element content: ``& < > " '`` become references, NUL becomes U+FFFD.
+    """``value`` as HTML element content: ``& < > " '`` become references, NUL and lone
+    surrogates become U+FFFD.
 
     Safe between tags and inside quoted attribute values; for an attribute whose quotes are not
     certain, use :func:`html_attribute`.
@@ -116,8 +122,9 @@ def html_text(value: str) -> str:
 
 def html_attribute(value: str) -> str:
     """``value`` as an attribute value: every ASCII character but letters and digits becomes
-    ``&#xHH;`` (NUL becomes U+FFFD), as do Unicode spaces, so the value cannot end early, quoted
-    or not (an unquoted *empty* value cannot be written at all: quote attributes).
+    ``&#xHH;`` (NUL and lone surrogates become U+FFFD), as do Unicode spaces, so the value
+    cannot end early, quoted or not (an unquoted *empty* value cannot be written at all: quote
+    attributes).
 
     It does not make a value safe in ``href``/``src`` (a ``javascript:`` URL stays one: check it
     with :func:`safe_url` first), in ``on*`` handlers (encode with :func:`js_string` first) or in

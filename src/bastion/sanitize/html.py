@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from bastion.errors import ConfigurationError
-from bastion.sanitize.encoding import html_text
+from bastion.sanitize.encoding import UnsafeURL, html_text, safe_url
 
 try:
     import nh3
@@ -38,12 +38,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "FORBIDDEN_ATTRIBUTES",
+    "FORBIDDEN_ATTRIBUTE_PREFIXES",
     "FORBIDDEN_SCHEMES",
     "FORBIDDEN_TAGS",
+    "MAX_START_TAGS",
     "RICH_TEXT",
     "TEXT_ONLY",
     "HtmlProfile",
@@ -80,11 +82,38 @@ FORBIDDEN_ATTRIBUTES: Final = frozenset(
         "http-equiv", "content", "srcset", "ping", "background", "dynsrc", "lowsrc",
     }
 )  # fmt: skip
-"""Attributes no profile may allow (besides every ``on*`` event handler)."""
+"""Attributes no profile may allow (besides every ``on*`` event handler and the script
+attributes of client-side frameworks, :data:`FORBIDDEN_ATTRIBUTE_PREFIXES`)."""
+
+FORBIDDEN_ATTRIBUTE_PREFIXES: Final = ("on", "x-", "hx-", "data-hx-", "v-", "ng-", "data-ng-")
+"""Attribute name prefixes no profile may allow: event handlers, and the attributes whose value
+a library on the page runs as script or as a request (Alpine ``x-init``, htmx ``hx-post``, Vue
+``v-html``, AngularJS ``ng-*``), the "script gadgets" that turn allowed markup into script."""
+
+_FRAMEWORK_ATTRIBUTES: Final = frozenset({"data-bind"})  # Knockout evaluates its value
 
 FORBIDDEN_SCHEMES: Final = frozenset({"javascript", "vbscript", "data", "file", "blob"})
 """URL schemes no profile may allow: each runs script, renders attacker HTML or reads local
 files."""
+
+_URL_ATTRIBUTES: Final = frozenset(
+    {
+        "href", "src", "cite", "longdesc", "poster", "data", "codebase", "archive", "classid",
+        "icon", "manifest", "profile", "itemtype", "itemid", "usemap",
+    }
+)  # fmt: skip
+"""Attributes whose value is a URL: each is checked by :func:`safe_url` with the profile's
+schemes. nh3 checks ``href`` and ``src`` itself but keeps ``cite`` and ``longdesc`` whatever
+their scheme, and lets a network path (``//host``, ``/\\host``) through as a relative URL,
+which reaches another site through a scheme the profile may not allow."""
+
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+MAX_START_TAGS: Final = 10_000
+"""The most ``<`` a profile parses as markup; past it the input is escaped as text instead.
+html5ever's tree builder scans its stack of open elements for each tag, so deeply nested
+markup costs time quadratic in its depth: 20,000 nested ``<div>`` take about a second, a
+1 MiB body of them minutes of CPU. No comment or bio needs this many tags."""
 
 _REQUIRED_REL: Final = frozenset({"noopener", "noreferrer"})
 _KNOWN_REL: Final = _REQUIRED_REL | {"nofollow", "ugc", "sponsored", "external"}
@@ -121,10 +150,15 @@ def _check_attributes(tags: frozenset[str], attributes: Mapping[str, frozenset[s
                     f"HtmlProfile.attributes[{tag!r}]: {name!r} is not a lowercase attribute name",
                     setting="attributes",
                 )
-            if name.startswith("on") or name in FORBIDDEN_ATTRIBUTES:
+            if (
+                name.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES)
+                or name in FORBIDDEN_ATTRIBUTES
+                or name in _FRAMEWORK_ATTRIBUTES
+            ):
                 raise ConfigurationError(
                     f"HtmlProfile.attributes[{tag!r}]: {name!r} is never allowed "
-                    "(event handlers run script; see FORBIDDEN_ATTRIBUTES for the others)",
+                    "(event handlers and framework attributes run script; see "
+                    "FORBIDDEN_ATTRIBUTES and FORBIDDEN_ATTRIBUTE_PREFIXES for the others)",
                     setting="attributes",
                 )
 
@@ -201,19 +235,44 @@ class HtmlProfile:
             link_rel=self.link_rel,
             strip_comments=True,
             url_relative="pass_through" if self.relative_urls else "deny",
+            attribute_filter=_url_filter(schemes, relative=self.relative_urls),
         )
         object.__setattr__(self, "_cleaner", cleaner)
 
     def clean(self, html: str) -> str:
         """``html`` with everything outside the profile removed; safe as element content.
 
-        Text is kept (escaped), disallowed tags are unwrapped (their text stays, except for
+        Input with more than :data:`MAX_START_TAGS` ``<`` is returned escaped as text,
+        unparsed (the parser is quadratic in nesting depth). Otherwise text is kept (escaped),
+        disallowed tags are unwrapped (their text stays, except for
         script-like elements, which go with their content), disallowed attributes and URLs are
         dropped. Not for attribute values or script: encode text for those (``encoding``).
         """
         if not isinstance(html, str):
             raise TypeError(f"HtmlProfile.clean takes text (str), not {type(html).__name__}")
-        return self._cleaner.clean(html)
+        if html.count("<") > MAX_START_TAGS:  # an upper bound on the tags, read in C
+            return html_text(html)
+        try:
+            return self._cleaner.clean(html)
+        except UnicodeEncodeError:  # a lone surrogate (JSON may carry "\ud800"): U+FFFD
+            return self._cleaner.clean(_LONE_SURROGATE.sub("\ufffd", html))
+
+
+def _url_filter(
+    schemes: frozenset[str], *, relative: bool
+) -> Callable[[str, str, str], str | None]:
+    """The nh3 attribute filter of a profile: a URL attribute is kept (in the form a browser
+    reads) only if :func:`safe_url` accepts it under the profile's rules; others pass."""
+
+    def check(_element: str, attribute: str, value: str) -> str | None:
+        if attribute not in _URL_ATTRIBUTES:
+            return value
+        try:
+            return safe_url(value, schemes=schemes, relative=relative)
+        except UnsafeURL:
+            return None
+
+    return check
 
 
 RICH_TEXT: Final = HtmlProfile(
@@ -253,7 +312,12 @@ def sanitize_html(html: str, profile: HtmlProfile = RICH_TEXT) -> str:
     return profile.clean(html)
 
 
-_URL_IN_TEXT: Final = re.compile(r"(?:https?://|www\.)[^\s<>\"'`\x00-\x20\x7f]+", re.IGNORECASE)
+_URL_IN_TEXT: Final = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"'`\x00-\x20\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]+",
+    re.IGNORECASE,
+)
+# A bidi control ends a URL: "https://evil.example/\u202egro.knab" would show as ".../bank.org"
+# inside the link's own text.
 _TRAILING: Final = ".,;:!?'\")]}*"
 _MAX_URL: Final = 2048
 _LINKS: Final = HtmlProfile(
@@ -264,12 +328,17 @@ _LINKS: Final = HtmlProfile(
 
 def _trim(candidate: str) -> str:
     # Sentence punctuation after a URL is not part of it; a ')' is, when it closes a '(' inside
-    # the URL (Wikipedia's "Foo_(bar)").
-    while candidate and candidate[-1] in _TRAILING:
-        if candidate[-1] == ")" and candidate.count("(") >= candidate.count(")"):
-            break
-        candidate = candidate[:-1]
-    return candidate
+    # the URL (Wikipedia's "Foo_(bar)"). The parentheses are counted once: counting them again
+    # for each character trimmed made a long run of ')' quadratic (minutes for 1 MiB).
+    opened, closed = candidate.count("("), candidate.count(")")
+    end = len(candidate)
+    while end and candidate[end - 1] in _TRAILING:
+        if candidate[end - 1] == ")":
+            if opened >= closed:
+                break
+            closed -= 1
+        end -= 1
+    return candidate[:end]
 
 
 def _link_target(candidate: str) -> str | None:
@@ -279,10 +348,16 @@ def _link_target(candidate: str) -> str | None:
     try:
         parts = urlsplit(href)
         host = parts.hostname
+        _ = parts.port  # a port that is not a number (or out of range) raises
     except ValueError:
         return None
     # A user part ("https://bank.example@evil.example") is a phishing shape: leave it as text.
+    # A percent-escape in the host is decoded by the browser's (and nh3's) URL parser into a
+    # host the text does not show, or one that does not parse (then nh3 drops the href and
+    # leaves a dead <a>): either way, text.
     if parts.scheme.lower() not in {"http", "https"} or not host or "@" in parts.netloc:
+        return None
+    if "%" in parts.netloc:
         return None
     return href
 

@@ -51,6 +51,7 @@ from bastion.core.request_limits import (
     audit_details,
     declared_length,
 )
+from bastion.errors import AuditUnavailable
 from bastion.slices import layer_settings, required_slice
 from bastion.wsgi._http import refusal_headers, send_response
 
@@ -190,6 +191,7 @@ class _Exchange:
     __slots__ = (
         "_layer",
         "_start_response",
+        "audit_failure",
         "deadline",
         "declared",
         "done",
@@ -218,6 +220,7 @@ class _Exchange:
         self.done = declared == 0
         self.received = 0
         self.error: RequestLimitExceeded | None = None
+        self.audit_failure: AuditUnavailable | None = None
         self.started = False
 
     def run(self) -> Iterable[bytes]:
@@ -228,13 +231,21 @@ class _Exchange:
         except Exception:
             if self.error is None:
                 raise
+            self._raise_audit_failure()
             return self._refusal(self.error)
         if self.error is None:
             return result
         close = getattr(result, "close", None)
         if close is not None:
             close()
+        self._raise_audit_failure()
         return self._refusal(self.error)
+
+    def _raise_audit_failure(self) -> None:
+        """A refusal the fail-closed trail could not record is not sent either: the error goes
+        up to the security-headers layer, which answers 503 audit_unavailable."""
+        if self.audit_failure is not None:
+            raise self.audit_failure
 
     def _refusal(self, error: RequestLimitExceeded) -> list[bytes]:
         exc_info = (type(error), error, error.__traceback__) if self.started else None
@@ -253,7 +264,11 @@ class _Exchange:
         error = self.error
         if error is None:
             self.error = error = RequestLimitExceeded(reason)
-            self._layer.audit(self.environ, reason, self.limits, received=self.received)
+            try:
+                self._layer.audit(self.environ, reason, self.limits, received=self.received)
+            except AuditUnavailable as failure:  # fail-closed: kept, raised after the app
+                self.audit_failure = failure
+                raise
         return error
 
     def allowance(self, size: int | None) -> int | None:
@@ -269,13 +284,17 @@ class _Exchange:
 
     def count(self, data: bytes, asked: int | None) -> bytes:
         """Count what a read returned; raise if it passed the cap, or if it came after the
-        deadline while the body was still arriving (a read after its end is not timed)."""
-        if self.done:
-            return data
+        deadline while the body was still arriving (a read after its end is not timed).
+
+        Every byte is counted, after the declared length too: under ``wsgi.input_terminated``
+        the server ends the stream, not the ``Content-Length`` (werkzeug's server passes on
+        ``Content-Length: 0`` beside a chunked body), so the header cannot end the count."""
         self.received += len(data)
         cap = self.limits.max_body_bytes
         if cap is not None and self.received > cap:
             raise self.refuse(LimitReason.BODY_TOO_LARGE)
+        if self.done:
+            return data
         deadline = self.deadline
         if deadline is not None and self._layer._clock.now() > deadline:
             raise self.refuse(LimitReason.BODY_TIMEOUT)

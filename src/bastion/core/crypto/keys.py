@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bastion.core.crypto.errors import EncryptionFailed
 from bastion.core.keys import SecretKey
 from bastion.errors import ConfigurationError
 
@@ -304,10 +305,13 @@ class PassphraseKDF:
 
     def derive(self, passphrase: str | bytes) -> SecretKey:
         """The 32-byte master key of ``passphrase``. Slow on purpose (about a second)."""
-        raw = passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
+        try:
+            raw = passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
+        except UnicodeEncodeError:  # undecodable bytes of an environment variable (surrogateescape)
+            raw = b""
         if not isinstance(raw, bytes) or not raw:
             raise ConfigurationError(
-                "the passphrase must be non-empty text", setting="crypto.passphrase"
+                "the passphrase must be non-empty UTF-8 text", setting="crypto.passphrase"
             )
         derived = hashlib.pbkdf2_hmac("sha256", raw, self.salt, self.iterations, dklen=32)
         return SecretKey._trusted(derived)
@@ -358,7 +362,13 @@ class BlindIndexKey:
 
     def index(self, value: str | bytes, *, table: str, column: str) -> str:
         """The index of ``value`` in ``table.column`` (hex)."""
-        raw = value.encode("utf-8") if isinstance(value, str) else value
+        if isinstance(value, str):
+            try:
+                raw = value.encode("utf-8")
+            except UnicodeEncodeError:  # a JSON body may hold "\ud800": typed, as encrypt is
+                raise EncryptionFailed("the value is not valid text (a lone surrogate)") from None
+        else:
+            raw = value
         if not isinstance(raw, bytes):
             raise TypeError(f"a blind index is made of str or bytes, not {type(value).__name__}")
         key = self._column_key(table, column)
