@@ -32,14 +32,19 @@ from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.engine.sessions.registry import epoch_key
 from bastion.engine.tokens.revocation import (
     DEFAULT_SLACK,
+    FAMILY_MARKER,
+    Revocations,
+    check_family_id,
     deny_key,
     family_marker_key,
 )
 from bastion.errors import StoreUnavailable
+from bastion.stores.keyspace import key_slot
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.testing.audit import RecordingAuditSink
+from bastion.testing.sync_store import CountingStore
 from bastion.tokens.service import FAMILY_CLAIM
 
 if TYPE_CHECKING:
@@ -344,3 +349,45 @@ async def test_on_redis_cluster_the_check_stays_one_mget(
         await _assert_revoked(http, pair.access_token)
         assert (await http.get("/api/me", headers=_bearer(other.access_token))).status_code == 200
     await runtime.aclose()
+
+
+FAMILY = "f" * 22
+
+
+@pytest.mark.asyncio
+async def test_the_check_with_a_family_is_still_one_store_call(
+    any_store: Store, clock: FrozenClock
+) -> None:
+    counting = CountingStore(any_store)
+    revocations = Revocations(counting, clock=clock)
+    assert await revocations.check(ISSUER, "j", "alice", 0, family_id=FAMILY) is None
+    assert dict(counting.calls) == {"get_many": 1}
+    await any_store.set(family_marker_key("alice", FAMILY), FAMILY_MARKER, 60)
+    counting.reset()
+    check = revocations.check_sync
+    for epoch in (0, None):  # with and without an epoch claim
+        assert (
+            await asyncio.to_thread(
+                lambda e=epoch: check(ISSUER, "j", "alice", e, family_id=FAMILY)
+            )
+            is TokenReason.REVOKED
+        )
+    assert dict(counting.calls) == {"get_many": 2}
+    counting.reset()
+    verdict = await revocations.check_and_read(ISSUER, "j", "alice", 0, "x", family_id=FAMILY)
+    assert verdict == (TokenReason.REVOKED, None)
+    assert dict(counting.calls) == {"get_many": 1}
+    # Another family of alice, and the same family id under another user, are not revoked.
+    assert await revocations.check(ISSUER, "j", "alice", 0, family_id="g" * 22) is None
+    assert await revocations.check(ISSUER, "j", "bob", 0, family_id=FAMILY) is None
+    marker = family_marker_key("alice", FAMILY)
+    assert (
+        key_slot(marker) == key_slot(epoch_key("alice")) == key_slot(deny_key(ISSUER, "j", "alice"))
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 65, "a.b", "a{b}", "é" * 4, 7, None, ["a"]])
+def test_a_malformed_family_claim_is_a_bad_claim(bad: object) -> None:
+    with pytest.raises(TokenRejected) as refused:
+        check_family_id(bad)
+    assert refused.value.reason is TokenReason.BAD_CLAIM

@@ -48,10 +48,11 @@ the value of a key the caller names (the user's authorization record, whose key 
 the same subject), so a bearer request learns its permission version and roles at no extra
 round trip.
 
-Round trips per :meth:`Revocations.check`: one ``get_many`` (memory: two dictionary reads
-under one lock; SQLite: one ``SELECT``; Redis: one ``MGET``), or one ``get`` when the token
-carries no epoch. On a store without ``get_many`` the flow driver reads the two keys one
-after the other. :meth:`~Revocations.revoke_jti` costs a read and a compare-and-set.
+Round trips per :meth:`Revocations.check`: one ``get_many`` (memory: two or three dictionary
+reads under one lock; SQLite: one ``SELECT``; Redis: one ``MGET``) of the deny entry, the epoch
+and, for a token naming a refresh family, the family marker; one ``get`` when the token carries
+neither an epoch nor a family. On a store without ``get_many`` the flow driver reads the keys
+one after the other. :meth:`~Revocations.revoke_jti` costs a read and a compare-and-set.
 
 Audit: a revocation that adds an entry emits ``authn_token_revoked`` (user, ``token_id`` =
 the ``jti``); :meth:`~Revocations.check` emits nothing (the caller that refuses the request
@@ -297,8 +298,13 @@ class Revocations:
         client-credentials token) skips the epoch; ``family_id=None`` (a token minted without
         a family) skips the family marker."""
         key = deny_key(issuer, jti, subject)
-        if epoch is None and family_id is None:
-            return TokenReason.REVOKED if (yield Get(key)) is not None else None
+        if family_id is None:  # the paths of a token without a family, spelt out (hot)
+            if epoch is None:
+                return TokenReason.REVOKED if (yield Get(key)) is not None else None
+            if type(epoch) is not int or epoch < 0:
+                raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
+            denied, raw_epoch = yield GetMany((key, epoch_key(subject)))
+            return self._verdict(denied, raw_epoch, epoch)
         keys = self._keys(key, subject, epoch, family_id)
         values = yield GetMany(keys)
         return self._decide(values, epoch, family_id)
