@@ -30,6 +30,7 @@ from bastion.core.audit import Auditor, EventName, IdentifierHasher
 from bastion.core.clock import FrozenClock
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
 from bastion.engine.sessions.registry import epoch_key
+from bastion.engine.tokens.refresh import RefreshTokens
 from bastion.engine.tokens.revocation import (
     DEFAULT_SLACK,
     FAMILY_MARKER,
@@ -38,7 +39,7 @@ from bastion.engine.tokens.revocation import (
     deny_key,
     family_marker_key,
 )
-from bastion.errors import StoreUnavailable
+from bastion.errors import ConfigurationError, StoreBusy, StoreUnavailable
 from bastion.stores.keyspace import key_slot
 from bastion.stores.memory import MemoryStore
 from bastion.stores.redis import RedisStore
@@ -391,3 +392,16 @@ def test_a_malformed_family_claim_is_a_bad_claim(bad: object) -> None:
     with pytest.raises(TokenRejected) as refused:
         check_family_id(bad)
     assert refused.value.reason is TokenReason.BAD_CLAIM
+
+
+@pytest.mark.asyncio
+async def test_a_family_named_by_the_caller_must_be_a_family_id(clock: FrozenClock) -> None:
+    refresh = RefreshTokens(MemoryStore(clock=clock), RING, clock=clock)
+    for bad in ("short", "a{b}" * 5, "x" * 65):
+        with pytest.raises(ConfigurationError) as refused:
+            await refresh.issue("alice", epoch=0, family_id=bad)
+        assert refused.value.setting == "family_id"
+    _token, info = await refresh.issue("alice", epoch=0, family_id=FAMILY)
+    assert info.family_id == FAMILY
+    with pytest.raises(StoreBusy):  # the id is taken: one attempt, no silent other id
+        await refresh.issue("alice", epoch=0, family_id=FAMILY)

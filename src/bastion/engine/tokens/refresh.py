@@ -77,6 +77,7 @@ from bastion.engine.sessions.registry import epoch_key
 from bastion.engine.tokens.revocation import (
     FAMILY_MARKER,
     MAX_FAMILY_MARKER_TTL,
+    check_family_id,
     family_marker_key,
 )
 from bastion.errors import BadData, ConfigurationError, StoreBusy
@@ -151,6 +152,15 @@ class RefreshPolicy:
                 f"prefix must be 1-16 ASCII letters, digits or '_'; got {self.prefix!r}",
                 setting="prefix",
             )
+
+
+def _family_id(value: object) -> bool:
+    """Whether ``value`` can name a family (and its marker key): 16 to 64 URL-safe characters."""
+    try:
+        check_family_id(value)
+    except TokenRejected:
+        return False
+    return isinstance(value, str) and len(value) >= 16
 
 
 def _seconds(value: object) -> bool:
@@ -291,11 +301,9 @@ class RefreshTokens:
             raise ConfigurationError(
                 "client_id must be text and cnf_jkt text or None", setting="cnf_jkt"
             )
-        if family_id is not None and (
-            not isinstance(family_id, str) or not 16 <= len(family_id) <= 64
-        ):
+        if family_id is not None and not _family_id(family_id):
             raise ConfigurationError(
-                "family_id must be None or 16-64 characters (new_family_id())",
+                "family_id must be None or 16-64 URL-safe characters (new_family_id())",
                 setting="family_id",
             )
         now = self._clock.now()
