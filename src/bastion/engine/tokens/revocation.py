@@ -64,6 +64,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import string
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
@@ -111,6 +112,8 @@ MAX_FAMILY_MARKER_TTL: Final = 86_400.0 + DEFAULT_SLACK
 """A family marker's TTL when the access lifetime is not known: a day (the longest access
 lifetime a ``TokenPolicy`` allows) plus the slack."""
 _MAX_FAMILY_ID: Final = 64
+_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-_")
+"""The characters of a family id (URL-safe base64): no brace, colon or byte outside ASCII."""
 _EPOCH_CACHE: Final = 4096
 """Parsed epoch records kept per :class:`Revocations` (a few hundred KiB at most)."""
 _VERSION: Final = 1
@@ -149,8 +152,7 @@ def check_family_id(value: object) -> str:
     if (
         type(value) is not str
         or not 0 < len(value) <= _MAX_FAMILY_ID
-        or not value.isascii()
-        or not all(c.isalnum() or c in "-_" for c in value)
+        or not _ID_CHARS.issuperset(value)
     ):
         raise TokenRejected(TokenReason.BAD_CLAIM, "the fid claim is malformed")
     return value
@@ -304,6 +306,12 @@ class Revocations:
             if type(epoch) is not int or epoch < 0:
                 raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
             denied, raw_epoch = yield GetMany((key, epoch_key(subject)))
+            return self._verdict(denied, raw_epoch, epoch)
+        if type(epoch) is int and epoch >= 0:  # an access token minted with a family (hot)
+            marker = family_marker_key(subject, family_id)
+            denied, raw_epoch, marked = yield GetMany((key, epoch_key(subject), marker))
+            if marked is not None:
+                return TokenReason.REVOKED  # its refresh family was revoked
             return self._verdict(denied, raw_epoch, epoch)
         keys = self._keys(key, subject, epoch, family_id)
         values = yield GetMany(keys)
