@@ -73,7 +73,11 @@ class GuideTokens:
         if expected_type == "access":
             claims, epoch, _jkt = self._tokens.decode_access(token)
             reason = await self._tokens.revocations.check(
-                claims.issuer, claims.token_id, claims.subject, epoch
+                claims.issuer,
+                claims.token_id,
+                claims.subject,
+                epoch,
+                family_id=self._tokens.family_of(claims),
             )
             if reason is not None:
                 raise TokenRejected(reason)

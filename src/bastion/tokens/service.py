@@ -16,7 +16,8 @@ one-time tokens are opaque (no JWT at all), with their own prefixes. Each check 
 one kind from standing in for another.
 
 Revocation reaches three ways: a ``jti`` on the deny-list (keyed on the verified ``iss`` and
-``jti``, so a re-encoded copy is refused too), a refresh family, and the user's epoch: an
+``jti``, so a re-encoded copy is refused too), a refresh family (its tokens, and the access
+tokens minted with it, which name it in claim ``fid``), and the user's epoch: an
 access token carries the epoch it was issued under (claim ``ep``), and sessions' "log out
 everywhere" (or :meth:`Tokens.revoke_all`) raises it, which ends every session, every refresh
 family and every older access token at once.
@@ -36,10 +37,11 @@ from bastion.core.tokens.jwk import JWTKey, JWTKeySet
 from bastion.core.tokens.jwt import Claims, JWTCodec
 from bastion.core.tokens.principal import BearerRequest, Principal
 from bastion.core.tokens.reasons import TokenReason, TokenRejected
+from bastion.core.tokens.refresh import new_family_id
 from bastion.engine.tokens.dpop import DPoPReplayCache
 from bastion.engine.tokens.onetime import OneTimeTokens
 from bastion.engine.tokens.refresh import FamilyInfo, RefreshTokens, Rotation
-from bastion.engine.tokens.revocation import Revocations
+from bastion.engine.tokens.revocation import DEFAULT_SLACK, Revocations, check_family_id
 from bastion.errors import ConfigurationError
 from bastion.tokens.pair import TokenPair, scopes_of
 from bastion.tokens.policy import ACCESS_TYP, PENDING_TYP, DPoPMode, TokenPolicy
@@ -55,10 +57,14 @@ if TYPE_CHECKING:
     from bastion.stores.base import Store
     from bastion.tokens.guide import GuideTokens
 
-__all__ = ["EPOCH_CLAIM", "PERMISSION_VERSION_CLAIM", "Tokens"]
+__all__ = ["EPOCH_CLAIM", "FAMILY_CLAIM", "PERMISSION_VERSION_CLAIM", "Tokens"]
 
 EPOCH_CLAIM = "ep"
 """The private claim holding the user epoch an access token was issued under."""
+FAMILY_CLAIM = "fid"
+"""The private claim naming the refresh family an access token was minted with (by
+:meth:`Tokens.issue` and :meth:`Tokens.refresh`): revoking the family (reuse, a revocation)
+refuses the token too. A token minted without a family has no such claim."""
 PERMISSION_VERSION_CLAIM = "pv"
 """The private claim holding the user's permission version at issue (with ``Bastion(authz=)``
 keeping roles in the store): authorization reads the roles again under a newer one."""
@@ -118,7 +124,15 @@ class Tokens:
         self.refresh_tokens = (
             None
             if policy.refresh is None
-            else RefreshTokens(store, keyring, policy=policy.refresh, clock=clock, auditor=auditor)
+            else RefreshTokens(
+                store,
+                keyring,
+                policy=policy.refresh,
+                clock=clock,
+                auditor=auditor,
+                # A revoked family's marker outlives every access token it minted.
+                marker_ttl=policy.access_lifetime + DEFAULT_SLACK,
+            )
         )
         self.onetime = OneTimeTokens(store, keyring, clock=clock, auditor=auditor)
         self._dpop = (
@@ -166,10 +180,12 @@ class Tokens:
         *,
         jkt: str | None,
         extra: Mapping[str, object] | None,
+        family: str | None = None,
     ) -> str:
         now = self._clock.now()
         claims: dict[str, object] = dict(extra or {})
-        for reserved in ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "cnf"):
+        reserved_names = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "cnf")
+        for reserved in (*reserved_names, FAMILY_CLAIM):
             if reserved in claims:
                 raise ConfigurationError(
                     f"claims must not set {reserved!r}: bastion sets it", setting="claims"
@@ -181,6 +197,8 @@ class Tokens:
             exp=int(now + self.policy.access_lifetime),
         )
         claims[EPOCH_CLAIM] = epoch
+        if family is not None:
+            claims[FAMILY_CLAIM] = family
         if scopes:
             claims["scope"] = " ".join(scopes)
         if jkt is not None:
@@ -236,13 +254,20 @@ class Tokens:
         epoch = await self.revocations.current_epoch(user_id, authenticated_at=authenticated_at)
         if self._versions is not None:
             claims = self._with_version(claims, await self._versions.version(user_id))
-        # Minted first: claims the codec refuses leave no refresh family behind.
-        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
+        # Minted first (naming the family to come): claims the codec refuses leave no refresh
+        # family behind.
+        family_id = None if self.refresh_tokens is None else new_family_id()
+        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims, family=family_id)
         refresh: str | None = None
         family: FamilyInfo | None = None
         if self.refresh_tokens is not None:
             refresh, family = await self.refresh_tokens.issue(
-                user_id, client_id=client_id, scopes=wanted, epoch=epoch, cnf_jkt=jkt
+                user_id,
+                client_id=client_id,
+                scopes=wanted,
+                epoch=epoch,
+                cnf_jkt=jkt,
+                family_id=family_id,
             )
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
@@ -263,13 +288,20 @@ class Tokens:
         epoch = self.revocations.current_epoch_sync(user_id, authenticated_at=authenticated_at)
         if self._versions is not None:
             claims = self._with_version(claims, self._versions.version_sync(user_id))
-        # Minted first: claims the codec refuses leave no refresh family behind.
-        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims)
+        # Minted first (naming the family to come): claims the codec refuses leave no refresh
+        # family behind.
+        family_id = None if self.refresh_tokens is None else new_family_id()
+        access = self.mint_access(user_id, wanted, epoch, jkt=jkt, extra=claims, family=family_id)
         refresh: str | None = None
         family: FamilyInfo | None = None
         if self.refresh_tokens is not None:
             refresh, family = self.refresh_tokens.issue_sync(
-                user_id, client_id=client_id, scopes=wanted, epoch=epoch, cnf_jkt=jkt
+                user_id,
+                client_id=client_id,
+                scopes=wanted,
+                epoch=epoch,
+                cnf_jkt=jkt,
+                family_id=family_id,
             )
         self._audit_issued(user_id, family, "login")
         return self._pair(access, refresh, wanted, jkt)
@@ -289,7 +321,12 @@ class Tokens:
         family = rotation.family
         extra = None if version is None else {PERMISSION_VERSION_CLAIM: version}
         access = self.mint_access(
-            family.user_id, tuple(family.scopes), family.epoch, jkt=family.cnf_jkt, extra=extra
+            family.user_id,
+            tuple(family.scopes),
+            family.epoch,
+            jkt=family.cnf_jkt,
+            extra=extra,
+            family=family.family_id,
         )
         if not rotation.replayed:
             self._audit_issued(family.user_id, family, "refresh")
@@ -391,16 +428,25 @@ class Tokens:
             cnf_jkt=jkt,
         )
 
+    @staticmethod
+    def family_of(claims: Claims) -> str | None:
+        """The refresh family an access token names (claim ``fid``), ``None`` without one;
+        ``TokenRejected`` (``BAD_CLAIM``) for a malformed one."""
+        family = claims.raw.get(FAMILY_CLAIM)
+        return None if family is None else check_family_id(family)
+
     def _checked_request(
         self, request: BearerRequest
-    ) -> tuple[Claims, int, str | None, DPoPProof | None]:
+    ) -> tuple[Claims, int, str | None, DPoPProof | None, str | None]:
         """The sans-I/O half of :meth:`authenticate`: header grammar, the JWT, the DPoP proof.
-        Returns the claims, the epoch, the bound key and the proof (for its replay check)."""
+        Returns the claims, the epoch, the bound key, the proof (for its replay check) and
+        the refresh family the token names."""
         credentials = parse_authorization(request.authorization, max_bytes=self.policy.max_bytes)
         if credentials is None:
             raise TokenRejected(TokenReason.MISSING, "no Authorization header")
         scheme, token = credentials.scheme, credentials.token
         claims, epoch, jkt = self.decode_access(token)
+        family = self.family_of(claims)
         proof: DPoPProof | None = None
         if jkt is not None:
             if self._dpop is None:
@@ -420,7 +466,7 @@ class Tokens:
             raise TokenRejected(TokenReason.NOT_BOUND, "the token is not DPoP-bound")
         elif self.policy.dpop is DPoPMode.REQUIRED:
             raise TokenRejected(TokenReason.DPOP_REQUIRED, "this server requires DPoP tokens")
-        return claims, epoch, jkt, proof
+        return claims, epoch, jkt, proof, family
 
     async def authenticate(self, request: BearerRequest) -> Principal:
         """The :class:`~bastion.core.tokens.principal.Principal` of a request's access token,
@@ -428,11 +474,13 @@ class Tokens:
         :meth:`_audit_refused`). A store outage raises
         :class:`~bastion.errors.StoreUnavailable` (the bearer layer answers 503)."""
         try:
-            claims, epoch, jkt, proof = self._checked_request(request)
+            claims, epoch, jkt, proof, family = self._checked_request(request)
         except TokenRejected as rejected:
             self._audit_refused(rejected.reason, None)
             raise
-        reason = await self.revocations.check(claims.issuer, claims.token_id, claims.subject, epoch)
+        reason = await self.revocations.check(
+            claims.issuer, claims.token_id, claims.subject, epoch, family_id=family
+        )
         if reason is not None:
             self._audit_refused(reason, claims.subject)
             raise TokenRejected(reason)
@@ -447,11 +495,13 @@ class Tokens:
     def authenticate_sync(self, request: BearerRequest) -> Principal:
         """:meth:`authenticate` for WSGI apps."""
         try:
-            claims, epoch, jkt, proof = self._checked_request(request)
+            claims, epoch, jkt, proof, family = self._checked_request(request)
         except TokenRejected as rejected:
             self._audit_refused(rejected.reason, None)
             raise
-        reason = self.revocations.check_sync(claims.issuer, claims.token_id, claims.subject, epoch)
+        reason = self.revocations.check_sync(
+            claims.issuer, claims.token_id, claims.subject, epoch, family_id=family
+        )
         if reason is not None:
             self._audit_refused(reason, claims.subject)
             raise TokenRejected(reason)

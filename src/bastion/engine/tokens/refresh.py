@@ -19,6 +19,16 @@ strict as reading it first: the epoch only rises, and a family's epoch is fixed 
 a family written under a risen epoch is refused at this and every later use (and the refusal
 writes a tombstone, so that an expired epoch record cannot revive it).
 
+A family revoked for reuse or by :meth:`RefreshTokens.revoke` also gets a marker
+(:func:`~bastion.engine.tokens.revocation.family_marker_key`, TTL ``marker_ttl``: the longest
+access lifetime plus slack) that the bearer check reads in its one ``MGET``, so the access
+tokens minted from the family (claim ``fid``) are refused too. The marker is written in the
+same flow as the family's tombstone, right after it: on SQLite in the same transaction, on
+Redis as the next command (the marker lives in the user's hash slot, the family in its own).
+A failed marker write raises :class:`~bastion.errors.StoreUnavailable` (the reuse is not
+reported as a plain refusal), and every later use of a token of that family writes the marker
+again, so a retry heals it.
+
 Danger: the epoch record's TTL is set by the sessions registry (twice the longest session
 lifetime plus slack); a family made under epoch 0 that is never presented while a raised epoch
 record lives, and outlives that record, is accepted again. Keep the refresh lifetime within the
@@ -58,11 +68,18 @@ from bastion.engine.flows import (
     CompareAndSetRead,
     Flow,
     Get,
+    Set,
     backoff,
     drive_async,
     drive_sync,
 )
 from bastion.engine.sessions.registry import epoch_key
+from bastion.engine.tokens.revocation import (
+    FAMILY_MARKER,
+    MAX_FAMILY_MARKER_TTL,
+    check_family_id,
+    family_marker_key,
+)
 from bastion.errors import BadData, ConfigurationError, StoreBusy
 from bastion.stores.base import SupportsTransaction, require_sync, sync_side
 from bastion.stores.keyspace import hash_tag
@@ -137,6 +154,15 @@ class RefreshPolicy:
             )
 
 
+def _family_id(value: object) -> bool:
+    """Whether ``value`` can name a family (and its marker key): 16 to 64 URL-safe characters."""
+    try:
+        check_family_id(value)
+    except TokenRejected:
+        return False
+    return isinstance(value, str) and len(value) >= 16
+
+
 def _seconds(value: object) -> bool:
     return (
         not isinstance(value, bool)
@@ -204,6 +230,10 @@ def _epoch(raw: bytes | None) -> tuple[int | None, bool]:
         return None, True  # unreadable: refuse rather than guess
 
 
+_MARKED: Final = frozenset({"reused", "revoked"})
+"""Tombstones whose family has a marker (an epoch tombstone needs none: the epoch refuses the
+family's access tokens already)."""
+
 _Result = Rotation | TokenRejected
 _T = TypeVar("_T")
 
@@ -214,10 +244,12 @@ class RefreshTokens:
     ``keyring`` keys the secret hashes and successor derivation (the family survives a ring
     rotation: every key of the ring verifies). ``auditor`` receives ``authn_token_reuse`` (with
     ``kind=refresh``, the family id and the user; never a token or hash) when a rotated token is
-    presented again and its family is revoked.
+    presented again and its family is revoked. ``marker_ttl`` is how long a revoked family's
+    marker lives: at least the longest access-token lifetime plus the verifier's leeway
+    (default: a day plus :data:`~bastion.engine.tokens.revocation.DEFAULT_SLACK`).
     """
 
-    __slots__ = ("_auditor", "_clock", "_policy", "_secrets", "_store", "_sync")
+    __slots__ = ("_auditor", "_clock", "_marker_ttl", "_policy", "_secrets", "_store", "_sync")
 
     def __init__(
         self,
@@ -227,7 +259,15 @@ class RefreshTokens:
         policy: RefreshPolicy | None = None,
         clock: Clock = system_clock,
         auditor: Auditor | None = None,
+        marker_ttl: float = MAX_FAMILY_MARKER_TTL,
     ) -> None:
+        if not _seconds(marker_ttl) or marker_ttl > 400 * DAY:
+            raise ConfigurationError(
+                f"marker_ttl must be seconds greater than 0 (the longest access lifetime plus "
+                f"slack); got {marker_ttl!r}",
+                setting="marker_ttl",
+            )
+        self._marker_ttl = float(marker_ttl)
         self._store = store
         self._sync = sync_side(store)
         self._secrets = FamilySecrets(keyring)
@@ -248,6 +288,8 @@ class RefreshTokens:
         scopes: Sequence[str],
         epoch: int,
         cnf_jkt: str | None,
+        *,
+        family_id: str | None = None,
     ) -> Flow[tuple[str, FamilyInfo]]:
         if not isinstance(user_id, str) or not user_id:
             raise ConfigurationError("user_id must be non-empty text", setting="user_id")
@@ -259,10 +301,17 @@ class RefreshTokens:
             raise ConfigurationError(
                 "client_id must be text and cnf_jkt text or None", setting="cnf_jkt"
             )
+        if family_id is not None and not _family_id(family_id):
+            raise ConfigurationError(
+                "family_id must be None or 16-64 URL-safe characters (new_family_id())",
+                setting="family_id",
+            )
         now = self._clock.now()
         secret = new_secret()
-        for _ in range(4):  # a 128-bit id collides never in practice; stay bounded anyway
-            family_id = new_family_id()
+        # A 128-bit id collides never in practice; stay bounded anyway. A given id (the
+        # caller minted an access token naming it) gets one attempt.
+        ids = [family_id] if family_id is not None else [new_family_id() for _ in range(4)]
+        for fid in ids:
             record = FamilyRecord(
                 user_id=user_id,
                 client_id=client_id,
@@ -272,18 +321,18 @@ class RefreshTokens:
                 epoch=epoch,
                 cnf_jkt=cnf_jkt,
                 generation=0,
-                current=self._secrets.hash(family_id, secret),
+                current=self._secrets.hash(fid, secret),
                 last_used=now,
             )
             created = yield CompareAndSet(
-                family_key(family_id),
+                family_key(fid),
                 None,
                 encode_record(record),
                 self._policy.lifetime + TOMBSTONE_SLACK,
             )
             if created:
-                token = format_token(self._policy.prefix, family_id, secret)
-                return token, _info(family_id, record)
+                token = format_token(self._policy.prefix, fid, secret)
+                return token, _info(fid, record)
         raise StoreBusy("could not create a refresh family under a fresh id")
 
     def _rotate_flow(  # noqa: PLR0912 (one decision table)
@@ -318,6 +367,13 @@ class RefreshTokens:
                 if outcome.reason is TokenReason.REVOKED and record and record.revoked is None:
                     # The epoch ended it: leave a tombstone so no later state revives it.
                     yield from self._tombstone(key, raw, record, "epoch")
+                elif (
+                    outcome.reason is TokenReason.REVOKED
+                    and record is not None
+                    and record.revoked in _MARKED
+                ):
+                    # Written again: heals a marker lost to an outage after the tombstone.
+                    yield from self._mark(token.family_id, record)
                 return TokenRejected(outcome.reason)
             found: FamilyRecord = outcome.record  # decide() refuses a missing record
             if isinstance(outcome, Replay):
@@ -340,7 +396,8 @@ class RefreshTokens:
                 yield backoff(attempt + 1)
                 continue
             if isinstance(outcome, Reuse):
-                self._audit_reuse(token.family_id, new)
+                self._audit_reuse(token.family_id, new)  # the family is revoked: say so
+                yield from self._mark(token.family_id, new)  # StoreUnavailable propagates
                 return TokenRejected(TokenReason.REUSED)
             user_epoch, epoch_known = _epoch(epoch_raw)
             if floor is not None and user_epoch is not None:
@@ -365,6 +422,10 @@ class RefreshTokens:
         ttl = record.expires_at - self._clock.now() + TOMBSTONE_SLACK
         if ttl > 0:
             yield CompareAndSet(key, raw, encode_record(replace(record, revoked=why)), ttl)
+
+    def _mark(self, family_id: str, record: FamilyRecord) -> Flow[None]:
+        """Write the revoked family's marker: the access tokens it minted are refused."""
+        yield Set(family_marker_key(record.user_id, family_id), FAMILY_MARKER, self._marker_ttl)
 
     def _inspect_flow(self, token: ParsedToken) -> Flow[FamilyInfo]:
         record = _decode((yield Get(family_key(token.family_id))))
@@ -397,16 +458,21 @@ class RefreshTokens:
                 record = _decode(raw)
             except TokenRejected:
                 record = None
-            if record is None or record.revoked is not None:
+            if record is None:
                 return False
             if token is not None and not is_known(record, token, self._secrets):
                 return False  # a token of this family id, but not one it issued
+            if record.revoked is not None:
+                if record.revoked in _MARKED:
+                    yield from self._mark(family_id, record)  # heals a lost marker
+                return False
             ttl = record.expires_at - self._clock.now() + TOMBSTONE_SLACK
             if ttl <= 0:
                 return False
             new = encode_record(replace(record, revoked="revoked"))
             won, current, _ = yield CompareAndSetRead(key, raw, new, ttl, key)
             if won:
+                yield from self._mark(family_id, record)
                 return True
             raw = current
             yield backoff(attempt + 1)
@@ -464,10 +530,14 @@ class RefreshTokens:
         scopes: Sequence[str] = (),
         epoch: int,
         cnf_jkt: str | None = None,
+        family_id: str | None = None,
     ) -> tuple[str, FamilyInfo]:
-        """Start a family for a login made under the user's ``epoch``; return its first token."""
+        """Start a family for a login made under the user's ``epoch``; return its first token.
+        ``family_id`` (from :func:`~bastion.core.tokens.refresh.new_family_id`) is for a caller
+        that named the family in an access token first; a collision raises ``StoreBusy``."""
         return await drive_async(
-            self._issue_flow(user_id, client_id, scopes, epoch, cnf_jkt), self._store
+            self._issue_flow(user_id, client_id, scopes, epoch, cnf_jkt, family_id=family_id),
+            self._store,
         )
 
     def issue_sync(
@@ -478,10 +548,10 @@ class RefreshTokens:
         scopes: Sequence[str] = (),
         epoch: int,
         cnf_jkt: str | None = None,
+        family_id: str | None = None,
     ) -> tuple[str, FamilyInfo]:
-        return drive_sync(
-            self._issue_flow(user_id, client_id, scopes, epoch, cnf_jkt), self._sync_store()
-        )
+        flow = self._issue_flow(user_id, client_id, scopes, epoch, cnf_jkt, family_id=family_id)
+        return drive_sync(flow, self._sync_store())
 
     async def rotate(
         self, token: str | bytes, *, current_epoch: int | None = None, cnf_jkt: str | None = None

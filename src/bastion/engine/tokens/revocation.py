@@ -16,6 +16,14 @@ Store layout::
 
     token-deny:{<subject>}:<32 hex>    {"v":1,"exp":<token exp>}   TTL: until exp + slack
     session-epoch:{<subject>}          the user's epoch (written by sessions, read here)
+    token-fam-off:{<subject>}:<family> {"v":1}   TTL: the longest access lifetime + slack
+
+The last is a revoked refresh family's marker (written by
+:mod:`bastion.engine.tokens.refresh` when a family is revoked for reuse or by a revocation):
+an access token minted from a family carries its id (claim ``fid``), and the bearer check
+reads the marker in the same ``MGET``, so a revoked family's access tokens stop at once
+instead of living out their lifetime. All three keys carry the subject's hash tag: one slot
+on Redis Cluster, one command.
 
 The 32 hex characters are a SHA-256 digest of the issuer and the ``jti`` (length-prefixed, so no
 two pairs share one; any text is safe in a key, and a long ``jti`` makes no long key). The
@@ -40,10 +48,11 @@ the value of a key the caller names (the user's authorization record, whose key 
 the same subject), so a bearer request learns its permission version and roles at no extra
 round trip.
 
-Round trips per :meth:`Revocations.check`: one ``get_many`` (memory: two dictionary reads
-under one lock; SQLite: one ``SELECT``; Redis: one ``MGET``), or one ``get`` when the token
-carries no epoch. On a store without ``get_many`` the flow driver reads the two keys one
-after the other. :meth:`~Revocations.revoke_jti` costs a read and a compare-and-set.
+Round trips per :meth:`Revocations.check`: one ``get_many`` (memory: two or three dictionary
+reads under one lock; SQLite: one ``SELECT``; Redis: one ``MGET``) of the deny entry, the epoch
+and, for a token naming a refresh family, the family marker; one ``get`` when the token carries
+neither an epoch nor a family. On a store without ``get_many`` the flow driver reads the keys
+one after the other. :meth:`~Revocations.revoke_jti` costs a read and a compare-and-set.
 
 Audit: a revocation that adds an entry emits ``authn_token_revoked`` (user, ``token_id`` =
 the ``jti``); :meth:`~Revocations.check` emits nothing (the caller that refuses the request
@@ -55,6 +64,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import string
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.core.audit import EventName, Outcome
@@ -68,20 +78,42 @@ from bastion.stores.base import MAX_KEY_BYTES, inline_side, require_sync, sync_s
 from bastion.stores.keyspace import hash_tag
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from bastion.core.audit import Auditor
     from bastion.core.clock import Clock
     from bastion.engine.flows import Flow
     from bastion.stores.base import Store, SyncStore
 
-__all__ = ["DEFAULT_SLACK", "DENY_NAMESPACE", "Revocations", "deny_key", "min_epoch_ttl"]
+__all__ = [
+    "DEFAULT_SLACK",
+    "DENY_NAMESPACE",
+    "FAMILY_MARKER",
+    "FAMILY_NAMESPACE",
+    "MAX_FAMILY_MARKER_TTL",
+    "Revocations",
+    "check_family_id",
+    "deny_key",
+    "family_marker_key",
+    "min_epoch_ttl",
+]
 
 DENY_NAMESPACE: Final = "token-deny"
+FAMILY_NAMESPACE: Final = "token-fam-off"
+FAMILY_MARKER: Final = b'{"v":1}'
+"""The value of a revoked family's marker: its presence is the verdict."""
 
 DEFAULT_SLACK: Final = 360.0
 """Seconds a deny-list entry outlives its token's ``exp``: the largest leeway a JWT codec
 accepts (300 s) and a minute for clock skew between hosts."""
 
 _MAX_SLACK: Final = 86_400.0
+MAX_FAMILY_MARKER_TTL: Final = 86_400.0 + DEFAULT_SLACK
+"""A family marker's TTL when the access lifetime is not known: a day (the longest access
+lifetime a ``TokenPolicy`` allows) plus the slack."""
+_MAX_FAMILY_ID: Final = 64
+_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-_")
+"""The characters of a family id (URL-safe base64): no brace, colon or byte outside ASCII."""
 _EPOCH_CACHE: Final = 4096
 """Parsed epoch records kept per :class:`Revocations` (a few hundred KiB at most)."""
 _VERSION: Final = 1
@@ -108,6 +140,35 @@ def deny_key(issuer: str, jti: str, subject: str) -> str:
         key = f"{hash_tag(DENY_NAMESPACE, subject)}:{hashlib.sha256(joined).hexdigest()[:32]}"
         size = len(key.encode())
     except UnicodeEncodeError:  # a lone surrogate, which JSON allows and keys do not
+        raise TokenRejected(TokenReason.BAD_CLAIM, "a token claim is not valid text") from None
+    if size > MAX_KEY_BYTES:
+        raise TokenRejected(TokenReason.BAD_CLAIM, "the sub claim is too long")
+    return key
+
+
+def check_family_id(value: object) -> str:
+    """``value`` if it is a family id (1 to 64 URL-safe characters), else
+    :class:`TokenRejected` (``BAD_CLAIM``): the ``fid`` claim of an access token."""
+    if (
+        type(value) is not str
+        or not 0 < len(value) <= _MAX_FAMILY_ID
+        or not _ID_CHARS.issuperset(value)
+    ):
+        raise TokenRejected(TokenReason.BAD_CLAIM, "the fid claim is malformed")
+    return value
+
+
+def family_marker_key(subject: str, family_id: str) -> str:
+    """The store key of the marker of ``subject``'s revoked refresh family ``family_id``,
+    tagged with ``subject`` like :func:`deny_key` (one Redis Cluster slot, one ``MGET``).
+    Raises :class:`TokenRejected` (``BAD_CLAIM``) for a family id that is not 1 to 64
+    URL-safe characters (as :func:`~bastion.core.tokens.refresh.new_family_id` makes)."""
+    _text(subject, "sub")
+    check_family_id(family_id)
+    try:
+        key = f"{hash_tag(FAMILY_NAMESPACE, subject)}:{family_id}"
+        size = len(key.encode())
+    except UnicodeEncodeError:
         raise TokenRejected(TokenReason.BAD_CLAIM, "a token claim is not valid text") from None
     if size > MAX_KEY_BYTES:
         raise TokenRejected(TokenReason.BAD_CLAIM, "the sub claim is too long")
@@ -225,35 +286,77 @@ class Revocations:
         return (yield Get(deny_key(issuer, jti, subject))) is not None
 
     def check_flow(
-        self, issuer: str, jti: str, subject: str, epoch: int | None
+        self,
+        issuer: str,
+        jti: str,
+        subject: str,
+        epoch: int | None,
+        *,
+        family_id: str | None = None,
     ) -> Flow[TokenReason | None]:
-        """``REVOKED`` when the token is on the deny-list or its ``epoch`` is below the
-        subject's, else ``None``: one store command. ``epoch=None`` (a token that carries no
-        epoch, such as a client-credentials token) checks the deny-list only."""
+        """``REVOKED`` when the token is on the deny-list, its ``epoch`` is below the
+        subject's, or its refresh family ``family_id`` (claim ``fid``) was revoked, else
+        ``None``: one store command. ``epoch=None`` (a token that carries no epoch, such as a
+        client-credentials token) skips the epoch; ``family_id=None`` (a token minted without
+        a family) skips the family marker."""
         key = deny_key(issuer, jti, subject)
-        if epoch is None:
-            return TokenReason.REVOKED if (yield Get(key)) is not None else None
-        if type(epoch) is not int or epoch < 0:
-            raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
-        denied, raw_epoch = yield GetMany((key, epoch_key(subject)))
-        return self._verdict(denied, raw_epoch, epoch)
+        if family_id is None:  # the paths of a token without a family, spelt out (hot)
+            if epoch is None:
+                return TokenReason.REVOKED if (yield Get(key)) is not None else None
+            if type(epoch) is not int or epoch < 0:
+                raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
+            denied, raw_epoch = yield GetMany((key, epoch_key(subject)))
+            return self._verdict(denied, raw_epoch, epoch)
+        if type(epoch) is int and epoch >= 0:  # an access token minted with a family (hot)
+            marker = family_marker_key(subject, family_id)
+            denied, raw_epoch, marked = yield GetMany((key, epoch_key(subject), marker))
+            if marked is not None:
+                return TokenReason.REVOKED  # its refresh family was revoked
+            return self._verdict(denied, raw_epoch, epoch)
+        keys = self._keys(key, subject, epoch, family_id)
+        values = yield GetMany(keys)
+        return self._decide(values, epoch, family_id)
 
     def check_and_read_flow(
-        self, issuer: str, jti: str, subject: str, epoch: int | None, read: str
+        self,
+        issuer: str,
+        jti: str,
+        subject: str,
+        epoch: int | None,
+        read: str,
+        *,
+        family_id: str | None = None,
     ) -> Flow[tuple[TokenReason | None, bytes | None]]:
         """:meth:`check_flow`, and the value of one more key ``read`` in the SAME store
         command (one ``MGET``): the request's other per-user record, such as its
         authorization assignment (:func:`bastion.engine.authz.assignment_key`), at no extra
         round trip. Returns the verdict and the value read (``None`` when absent). On Redis
         Cluster ``read`` must share the subject's hash slot (``hash_tag(..., subject)``)."""
-        key = deny_key(issuer, jti, subject)
+        keys = self._keys(deny_key(issuer, jti, subject), subject, epoch, family_id)
+        values = yield GetMany((*keys, read))
+        return self._decide(values[:-1], epoch, family_id), values[-1]
+
+    @staticmethod
+    def _keys(deny: str, subject: str, epoch: int | None, family_id: str | None) -> tuple[str, ...]:
+        """The keys one check reads: the deny-list entry, the epoch (when the token has one),
+        the family marker (when it has a family), in that order."""
+        keys = [deny]
+        if epoch is not None:
+            if type(epoch) is not int or epoch < 0:
+                raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
+            keys.append(epoch_key(subject))
+        if family_id is not None:
+            keys.append(family_marker_key(subject, family_id))
+        return tuple(keys)
+
+    def _decide(
+        self, values: Sequence[bytes | None], epoch: int | None, family_id: str | None
+    ) -> TokenReason | None:
+        if family_id is not None and values[-1] is not None:
+            return TokenReason.REVOKED  # its refresh family was revoked
         if epoch is None:
-            denied, extra = yield GetMany((key, read))
-            return (TokenReason.REVOKED if denied is not None else None), extra
-        if type(epoch) is not int or epoch < 0:
-            raise TokenRejected(TokenReason.BAD_CLAIM, "the token's epoch must be an int >= 0")
-        denied, raw_epoch, extra = yield GetMany((key, epoch_key(subject), read))
-        return self._verdict(denied, raw_epoch, epoch), extra
+            return TokenReason.REVOKED if values[0] is not None else None
+        return self._verdict(values[0], values[1], epoch)
 
     def _verdict(
         self, denied: bytes | None, raw_epoch: bytes | None, epoch: int
@@ -318,17 +421,31 @@ class Revocations:
         return await self._run(self.is_revoked_flow(issuer, jti, subject=subject))
 
     async def check(
-        self, issuer: str, jti: str, subject: str, epoch: int | None
+        self,
+        issuer: str,
+        jti: str,
+        subject: str,
+        epoch: int | None,
+        *,
+        family_id: str | None = None,
     ) -> TokenReason | None:
         """The revocation verdict on a verified access token (see :meth:`check_flow`)."""
-        return await self._run(self.check_flow(issuer, jti, subject, epoch))
+        return await self._run(self.check_flow(issuer, jti, subject, epoch, family_id=family_id))
 
     async def check_and_read(
-        self, issuer: str, jti: str, subject: str, epoch: int | None, read: str
+        self,
+        issuer: str,
+        jti: str,
+        subject: str,
+        epoch: int | None,
+        read: str,
+        *,
+        family_id: str | None = None,
     ) -> tuple[TokenReason | None, bytes | None]:
         """The verdict and one more key's value, in one store command (see
         :meth:`check_and_read_flow`)."""
-        return await self._run(self.check_and_read_flow(issuer, jti, subject, epoch, read))
+        flow = self.check_and_read_flow(issuer, jti, subject, epoch, read, family_id=family_id)
+        return await self._run(flow)
 
     async def current_epoch(self, subject: str, *, authenticated_at: float | None = None) -> int:
         """The epoch to put in a new token of ``subject`` (see :meth:`epoch_flow`)."""
@@ -356,16 +473,30 @@ class Revocations:
         return self._run_sync(self.is_revoked_flow(issuer, jti, subject=subject))
 
     def check_sync(
-        self, issuer: str, jti: str, subject: str, epoch: int | None
+        self,
+        issuer: str,
+        jti: str,
+        subject: str,
+        epoch: int | None,
+        *,
+        family_id: str | None = None,
     ) -> TokenReason | None:
         """:meth:`check` on the store's synchronous side."""
-        return self._run_sync(self.check_flow(issuer, jti, subject, epoch))
+        return self._run_sync(self.check_flow(issuer, jti, subject, epoch, family_id=family_id))
 
     def check_and_read_sync(
-        self, issuer: str, jti: str, subject: str, epoch: int | None, read: str
+        self,
+        issuer: str,
+        jti: str,
+        subject: str,
+        epoch: int | None,
+        read: str,
+        *,
+        family_id: str | None = None,
     ) -> tuple[TokenReason | None, bytes | None]:
         """:meth:`check_and_read` on the store's synchronous side."""
-        return self._run_sync(self.check_and_read_flow(issuer, jti, subject, epoch, read))
+        flow = self.check_and_read_flow(issuer, jti, subject, epoch, read, family_id=family_id)
+        return self._run_sync(flow)
 
     def current_epoch_sync(self, subject: str, *, authenticated_at: float | None = None) -> int:
         """:meth:`current_epoch` on the store's synchronous side."""
