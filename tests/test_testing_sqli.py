@@ -31,6 +31,7 @@ with warnings.catch_warnings():
 from bastion.errors import ConfigurationError
 from bastion.testing.sqli import (
     PAYLOADS,
+    SCHEMA_OBJECTS,
     TABLE_PAYLOADS,
     Answer,
     Finding,
@@ -266,3 +267,57 @@ def test_bad_probe_arguments() -> None:
         probe_sql_injection(lambda *a, **k: Answer(200, ""), TARGETS, canaries=("",))
     with pytest.raises(TypeError, match="needs an httpx-style client"):
         probe_sql_injection(object(), TARGETS)
+
+
+def test_the_snapshots_see_a_stacked_trigger_or_view(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    reset(engine)
+    take = sqlite_snapshot(str(path), tables=("items",))
+    before = take()
+    assert all(name != SCHEMA_OBJECTS for name, _ in before)  # none yet: the tables alone
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER leak AFTER INSERT ON notes BEGIN UPDATE items SET name = 'x'; END"
+            )
+        )
+    after = take()
+    assert after != before
+    assert after == sqlalchemy_snapshot(engine, tables=("items",))()
+    (objects,) = [rows for name, rows in after if name == SCHEMA_OBJECTS]
+    assert [row[:3] for row in objects] == [("trigger", "leak", "notes")]
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER leak"))
+        conn.execute(sa.text("CREATE VIEW everything AS SELECT * FROM items"))
+    assert [row[:2] for row in dict(take())[SCHEMA_OBJECTS]] == [("view", "everything")]
+    engine.dispose()
+
+
+def test_the_postgres_snapshot_sees_a_stacked_trigger(postgres_engine: Engine) -> None:
+    reset(postgres_engine)
+    take = sqlalchemy_snapshot(postgres_engine, tables=("items",))
+    before = take()
+    with postgres_engine.begin() as conn:
+        conn.execute(sa.text("DROP VIEW IF EXISTS everything"))
+        conn.execute(
+            sa.text(
+                "CREATE OR REPLACE FUNCTION leak() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN UPDATE items SET name = 'x'; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER leak AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION leak()"
+            )
+        )
+    try:
+        after = take()
+        assert after != before
+        (objects,) = [rows for name, rows in after if name == SCHEMA_OBJECTS]
+        assert [row[:3] for row in objects] == [("trigger", "leak", "notes")]
+    finally:
+        with postgres_engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER IF EXISTS leak ON notes"))
+            conn.execute(sa.text("DROP FUNCTION IF EXISTS leak()"))
+    assert take() == before

@@ -47,13 +47,14 @@ from urllib.parse import quote
 
 from bastion.errors import ConfigurationError
 from bastion.testing.sqli.corpus import DATABASE_ERRORS, PAYLOADS, TABLE_PAYLOADS
-from bastion.testing.sqli.snapshot import sqlalchemy_snapshot, sqlite_snapshot
+from bastion.testing.sqli.snapshot import SCHEMA_OBJECTS, sqlalchemy_snapshot, sqlite_snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "PAYLOADS",
+    "SCHEMA_OBJECTS",
     "TABLE_PAYLOADS",
     "Answer",
     "Finding",
