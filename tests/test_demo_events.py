@@ -373,6 +373,7 @@ async def test_nothing_of_a_deleted_account_can_be_replayed(demo: Demo) -> None:
             browser, "/account/profile", "/account/profile", {"phone": PHONE, "bio": "b"}
         )
         _key_id, key = await new_key(browser)
+        codes = await demo.app.totp.new_recovery_codes("demo")
         cookies = dict(browser.cookies)
         demo.clock.advance(1)
         deleted = await post_form(
@@ -388,6 +389,8 @@ async def test_nothing_of_a_deleted_account_can_be_replayed(demo: Demo) -> None:
             assert (await replay.get("/account/export")).status_code == 303
     refused = await api_me(demo, key)
     assert (refused.status_code, refused.json()["error"]) == (401, "revoked")
+    assert await demo.app.totp.remaining_recovery_codes("demo") == 0  # forgotten with it
+    assert not await demo.app.totp.use_recovery_code("demo", codes[0])
     async with demo.client() as api:
         bearer = await api.get(
             "/api/me", headers={"Authorization": f"Bearer {pair['access_token']}"}

@@ -304,3 +304,27 @@ async def test_a_replay_does_not_restart_a_wait_that_had_run_out(clock: FrozenCl
     assert await manager.verify("alice", SECRET, right) is TOTPResult.REPLAYED
     typo = wrong_codes(SECRET, clock.now(), 1)[0]
     assert await manager.verify("alice", SECRET, typo) is TOTPResult.INVALID  # compared
+
+
+@pytest.mark.asyncio
+async def test_forget_deletes_codes_and_budget_of_one_user(
+    any_store: Store, clock: FrozenClock
+) -> None:
+    old_key = SecretKey.generate()
+    before = TOTPManager(any_store, KeyRing(old_key), issuer="Bastion", clock=clock)
+    codes = await before.new_recovery_codes("alice")  # under a key rotated out since: forgotten
+    ring = KeyRing(SecretKey.generate(), previous=[old_key])
+    manager = TOTPManager(any_store, ring, issuer="Bastion", clock=clock)
+    kept = await manager.new_recovery_codes("bob")
+    for code in wrong_codes(SECRET, START, BURST + 1):
+        await manager.verify("alice", SECRET, code)
+    right = pyotp.TOTP(SECRET).at(clock.now())
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.LOCKED
+    assert await manager.remaining_recovery_codes("alice") == len(codes)
+    await manager.forget("alice")
+    assert await manager.remaining_recovery_codes("alice") == 0
+    assert not await manager.use_recovery_code("alice", codes[0])
+    assert await manager.verify("alice", SECRET, right) is TOTPResult.ACCEPTED  # budget gone
+    assert await manager.remaining_recovery_codes("bob") == len(kept)  # another user's kept
+    manager.forget_sync("bob")
+    assert manager.remaining_recovery_codes_sync("bob") == 0

@@ -176,6 +176,7 @@ class AccountRoutes:
             if record.revoked_at is None:
                 await demo.api_keys.revoke(record.key_id, client_ip=client)
         ended = await demo.runtime.tokens.revoke_all(name)
+        await demo.totp.forget(name)  # recovery codes and the wrong-code budget
         demo.profiles.table.delete(name)
         await demo.documents.delete_owned(name)
         await demo.assignments.set_roles(DELETION_ACTOR, name, (), may_administer=True)

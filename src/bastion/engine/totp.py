@@ -360,6 +360,11 @@ class TOTPManager:
             yield Delete(self._recovery_store_key(name))
         return codes
 
+    def _forget_flow(self, user_id: str) -> Flow[None]:
+        for user in self._user_hashes(user_id):
+            yield Delete(self._recovery_store_key(user))
+        yield from self._clear_failures_flow(user_id)
+
     def _remaining_flow(self, user_id: str) -> Flow[int]:
         _, _, raw = yield from self._find_codes_flow(user_id)
         return len(_decode_digests(raw))
@@ -412,6 +417,12 @@ class TOTPManager:
         """Accept ``code`` once: it is removed from the stored set in the same step."""
         return await drive_async(self._use_code_flow(user_id, code), self._store)
 
+    async def forget(self, user_id: str) -> None:
+        """Delete what this manager keeps for ``user_id`` (its recovery codes under every key
+        of the ring, its wrong-code budget): for an account being deleted, so a later account
+        of the same name starts with none of it. The TOTP secret is the app's to delete."""
+        await drive_async(self._forget_flow(user_id), self._store)
+
     # -- sync API (WSGI) -----------------------------------------------------------------------
 
     def verify_sync(self, user_id: str, secret: str, code: str) -> TOTPResult:
@@ -431,6 +442,10 @@ class TOTPManager:
     def use_recovery_code_sync(self, user_id: str, code: str) -> bool:
         """:meth:`use_recovery_code` on the store's synchronous side."""
         return self._run_sync(self._use_code_flow(user_id, code))
+
+    def forget_sync(self, user_id: str) -> None:
+        """:meth:`forget` on the store's synchronous side."""
+        self._run_sync(self._forget_flow(user_id))
 
     def __repr__(self) -> str:
         return f"TOTPManager(issuer={self._issuer!r}, digits={self._digits})"
