@@ -19,11 +19,14 @@ headers layer does not need the store that session-held CSRF tokens would).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from bastion.core.audit import Auditor
+from bastion.core.client import TrustedProxies
 from bastion.core.clock import system_clock
+from bastion.core.request_limits import LimitTable, RequestLimits
 from bastion.errors import ConfigurationError
 from bastion.runtime import Runtime
 
@@ -31,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from bastion.config import Bastion
-    from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.keys import KeyRing
     from bastion.core.ratelimit.keys import KeyFunc
@@ -176,3 +178,42 @@ def rate_limit_arguments(
 
     chosen = required_slice(shared.config.rate_limits, "RateLimitMiddleware", "rate_limits")
     return layer_limiter(shared), chosen, client_ip_key(shared.proxies)
+
+
+def limits_arguments(
+    limits: RequestLimits | None,
+    *,
+    bastion: object,
+    auditor: Auditor | None,
+    proxies: TrustedProxies | None,
+    clock: Clock,
+) -> tuple[LimitTable, Auditor, TrustedProxies, Clock]:
+    """The limit table, auditor, proxies and clock of a request-limits middleware (ASGI and
+    WSGI alike): from ``bastion`` (its ``limits`` slice and shared parts), else the arguments,
+    with the documented defaults. A limit the default turns off (``None``) is logged once."""
+    if bastion is not None:
+        shared = layer_settings(
+            bastion,
+            "RequestLimitsMiddleware",
+            "limits",
+            limits=limits,
+            auditor=auditor,
+            proxies=proxies,
+            clock=clock,
+        )
+        limits = required_slice(shared.config.limits, "RequestLimitsMiddleware", "limits")
+        auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
+    table = LimitTable(RequestLimits() if limits is None else limits)
+    default = table.default
+    for name, value in zip(default._fields, default, strict=True):
+        if value is None:
+            _limits_logger.warning("bastion request limits: %s=None; not limited by default", name)
+    return (
+        table,
+        auditor if auditor is not None else Auditor.default(None, clock),
+        proxies if proxies is not None else TrustedProxies(),
+        clock,
+    )
+
+
+_limits_logger = logging.getLogger("bastion.security.limits")

@@ -35,26 +35,25 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bastion.asgi._http import send_refusal
 from bastion.core.audit import Auditor, Outcome
-from bastion.core.client import TrustedProxies
 from bastion.core.clock import system_clock
 from bastion.core.refusal import refusal_body
 from bastion.core.request import asgi_path
 from bastion.core.request_limits import (
     LimitReason,
-    LimitTable,
     RequestLimitExceeded,
     RequestLimits,
     audit_details,
     declared_length,
 )
 from bastion.errors import AuditUnavailable
-from bastion.slices import layer_settings, required_slice
+from bastion.slices import limits_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.asgi.types import ASGIApp, Message, Receive, Scope, Send
     from bastion.config import Bastion
+    from bastion.core.client import TrustedProxies
     from bastion.core.clock import Clock
     from bastion.core.request_limits import Limits
     from bastion.runtime import Runtime
@@ -89,28 +88,12 @@ class RequestLimitsMiddleware:
         proxies: TrustedProxies | None = None,
         clock: Clock = system_clock,
     ) -> None:
-        if bastion is not None:
-            shared = layer_settings(
-                bastion,
-                "RequestLimitsMiddleware",
-                "limits",
-                limits=limits,
-                auditor=auditor,
-                proxies=proxies,
-                clock=clock,
-            )
-            limits = required_slice(shared.config.limits, "RequestLimitsMiddleware", "limits")
-            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
         self._app = app
-        self._table = LimitTable(RequestLimits() if limits is None else limits)
-        self._auditor = auditor if auditor is not None else Auditor.default(None, clock)
-        self._proxies = proxies if proxies is not None else TrustedProxies()
+        self._table, self._auditor, self._proxies, clock = limits_arguments(
+            limits, bastion=bastion, auditor=auditor, proxies=proxies, clock=clock
+        )
         self._forwarded = self._proxies.header.encode("ascii")
         self._retry_after = (b"retry-after", str(self._table.policy.retry_after).encode("ascii"))
-        default = self._table.default
-        for name, value in zip(default._fields, default, strict=True):
-            if value is None:
-                logger.warning("bastion request limits: %s=None; not limited by default", name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

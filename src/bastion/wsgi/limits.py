@@ -39,26 +39,25 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.core.audit import Auditor, Outcome
-from bastion.core.client import TrustedProxies
 from bastion.core.clock import Clock, system_clock
 from bastion.core.refusal import refusal_body
 from bastion.core.request import wsgi_path
 from bastion.core.request_limits import (
     LimitReason,
-    LimitTable,
     RequestLimitExceeded,
     RequestLimits,
     audit_details,
     declared_length,
 )
 from bastion.errors import AuditUnavailable
-from bastion.slices import layer_settings, required_slice
+from bastion.slices import limits_arguments
 from bastion.wsgi._http import refusal_headers, send_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from bastion.config import Bastion
+    from bastion.core.client import TrustedProxies
     from bastion.core.request_limits import Limits
     from bastion.runtime import Runtime
     from bastion.wsgi.types import Environ, StartResponse, WSGIApp
@@ -89,28 +88,14 @@ class RequestLimitsMiddleware:
         proxies: TrustedProxies | None = None,
         clock: Clock = system_clock,
     ) -> None:
-        if bastion is not None:
-            shared = layer_settings(
-                bastion,
-                "RequestLimitsMiddleware",
-                "limits",
-                limits=limits,
-                auditor=auditor,
-                proxies=proxies,
-                clock=clock,
-            )
-            limits = required_slice(shared.config.limits, "RequestLimitsMiddleware", "limits")
-            auditor, proxies, clock = shared.auditor, shared.proxies, shared.clock
         self._app = app
-        self._table = table = LimitTable(RequestLimits() if limits is None else limits)
-        self._auditor = auditor if auditor is not None else Auditor.default(None, clock)
-        self._proxies = proxies if proxies is not None else TrustedProxies()
+        self._table, self._auditor, self._proxies, clock = limits_arguments(
+            limits, bastion=bastion, auditor=auditor, proxies=proxies, clock=clock
+        )
+        table = self._table
         self._forwarded = "HTTP_" + self._proxies.header.upper().replace("-", "_")
         self._clock = clock
         default = table.default
-        for name, value in zip(default._fields, default, strict=True):
-            if value is None:
-                logger.warning("bastion request limits: %s=None; not limited by default", name)
         if default.handler_timeout is not None or any(
             route.handler_timeout is not None for route in table.policy.routes.values()
         ):
