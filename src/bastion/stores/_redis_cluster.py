@@ -175,6 +175,19 @@ class ClusterRouter:
     def moved(self, slot: int, node: tuple[str, int]) -> None:
         self._slots[slot] = node
 
+    def follow(self, exc: ReplyFailure) -> tuple[tuple[str, int], bool]:
+        """Where a ``MOVED`` or ``ASK`` reply sends the command again, and whether with
+        ``ASKING`` first; a ``MOVED`` also updates the slot table. Any other failure is raised
+        as it is."""
+        redirect = _redirect(exc)
+        if redirect is None:
+            raise exc
+        kind, slot, node = redirect
+        if kind == "ASK":
+            return node, True
+        self.moved(slot, node)
+        return node, False
+
     def target(self, key: bytes) -> tuple[str, int]:
         node = self._slots[key_slot(key)] if self._loaded else None
         return node if node is not None else self._known()[0]
@@ -241,13 +254,7 @@ class _ClusterAsync:
                     raise
                 node, asking = moved_to, False
             except ReplyFailure as exc:
-                redirect = _redirect(exc)
-                if redirect is None:
-                    raise
-                kind, slot, node = redirect
-                asking = kind == "ASK"
-                if not asking:
-                    router.moved(slot, node)
+                node, asking = router.follow(exc)
         raise ReplyFailure(f"TRYAGAIN more than {MAX_REDIRECTS} redirections for one command")
 
     def close(self) -> None:
@@ -295,13 +302,7 @@ class _ClusterSync:
                     raise
                 node, asking = moved_to, False
             except ReplyFailure as exc:
-                redirect = _redirect(exc)
-                if redirect is None:
-                    raise
-                kind, slot, node = redirect
-                asking = kind == "ASK"
-                if not asking:
-                    router.moved(slot, node)
+                node, asking = router.follow(exc)
         raise ReplyFailure(f"TRYAGAIN more than {MAX_REDIRECTS} redirections for one command")
 
     def close(self) -> None:
