@@ -143,11 +143,7 @@ def current_request_id() -> str | None:
     """The id bound by :func:`bind_request_id` (drawn now if it was left to draw), or
     ``None`` outside a request."""
     holder = _REQUEST_ID.get()
-    if holder is None:
-        return None
-    if holder[0] is None:
-        holder[0] = secrets.token_hex(_REQUEST_ID_BYTES)
-    return holder[0]  # type: ignore[no-any-return]
+    return None if holder is None else _request_id_of(holder)
 
 
 def current_client() -> tuple[str | None, str | None]:
@@ -157,6 +153,17 @@ def current_client() -> tuple[str | None, str | None]:
     holder = _REQUEST_ID.get()
     if holder is None or holder[1] is None:
         return None, None
+    return _client_of(holder)
+
+
+def _request_id_of(holder: list[Any]) -> str:
+    if holder[0] is None:
+        holder[0] = secrets.token_hex(_REQUEST_ID_BYTES)
+    return holder[0]  # type: ignore[no-any-return]
+
+
+def _client_of(holder: list[Any]) -> tuple[str | None, str | None]:
+    """The bound ``describe``'s answer, asked once per request (``holder[1]`` is set)."""
     described = holder[3]
     if described is None:
         try:
@@ -996,9 +1003,9 @@ class Auditor:
         holder = _REQUEST_ID.get()
         if holder is not None:
             if request_id is None:
-                request_id = current_request_id()
+                request_id = _request_id_of(holder)
             if holder[1] is not None and (user_agent is None or client_ip is None):
-                agent, address = current_client()
+                agent, address = _client_of(holder)
                 user_agent = agent if user_agent is None else user_agent
                 client_ip = address if client_ip is None else client_ip
         return AuditEvent(
