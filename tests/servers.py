@@ -1,5 +1,6 @@
-"""Real servers for tests: a free loopback port, an ASGI app under uvicorn in a thread, and a
-server command in its own process.
+"""Real servers for tests: a free loopback port, an ASGI app under uvicorn in a thread, a WSGI
+app under werkzeug's server in a thread, a raw client socket, and a server command in its own
+process.
 
 Servers listen on 127.0.0.1 only and are stopped by the code that started them.
 """
@@ -17,7 +18,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
-__all__ = ["free_port", "http_ready", "server_process", "uvicorn_thread"]
+__all__ = [
+    "connect",
+    "free_port",
+    "http_ready",
+    "server_process",
+    "uvicorn_thread",
+    "werkzeug_thread",
+]
 
 
 def free_port() -> int:
@@ -54,6 +62,31 @@ def uvicorn_thread(app: Any, *, start_within: float = 10.0, **config: Any) -> It
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive(), "uvicorn did not stop within 10 s"
+
+
+@contextmanager
+def werkzeug_thread(app: Any) -> Iterator[int]:
+    """``app`` (WSGI) under werkzeug's real threaded server on a free loopback port; yields the
+    port. The server is shut down and joined on leaving."""
+    from werkzeug.serving import make_server  # noqa: PLC0415 (only the WSGI server tests)
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def connect(port: int) -> socket.socket:
+    """A raw client connection to 127.0.0.1:``port`` (no Nagle delay, a 10 s timeout), for
+    requests a client library would not send."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def http_ready(url: str, body: bytes | None = None) -> None:

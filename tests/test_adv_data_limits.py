@@ -9,8 +9,6 @@ it: the layer must count every byte it hands the app, whatever the header said.
 from __future__ import annotations
 
 import io
-import socket
-import threading
 from typing import TYPE_CHECKING, Any
 
 import flask
@@ -19,7 +17,6 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from werkzeug.serving import make_server
 
 import bastion.flask
 from bastion.asgi import protect
@@ -34,20 +31,15 @@ from bastion.errors import AuditUnavailable
 from bastion.testing.audit import RecordingAuditSink
 from bastion.wsgi import protect as wsgi_protect
 from bastion.wsgi.limits import RequestLimitsMiddleware as WSGIRequestLimits
-from servers import free_port, uvicorn_thread
+from servers import connect, uvicorn_thread, werkzeug_thread
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Iterable, Iterator
 
     from starlette.requests import Request
 
 CAP = 1000
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 def read_response(sock: socket.socket) -> tuple[int, bytes]:
@@ -175,15 +167,8 @@ def flask_server() -> Iterator[tuple[int, list[int]]]:
         limits=RequestLimits(max_body_bytes=CAP),
     )
     bastion.flask.protect(app, config)
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with werkzeug_thread(app) as port:
         yield port, seen
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def test_flask_real_server_content_length_zero_with_a_chunked_body_is_capped(

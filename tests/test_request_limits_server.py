@@ -10,8 +10,6 @@ read with a generous timeout), never for a fixed time of its own.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,16 +18,16 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
-from werkzeug.serving import make_server
 
 import bastion.flask
 from bastion.asgi import protect
 from bastion.config import Bastion
 from bastion.core.csrf import CSRFConfig
 from bastion.core.request_limits import RequestLimits
-from servers import free_port, uvicorn_thread
+from servers import connect, uvicorn_thread, werkzeug_thread
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Iterator
 
     from starlette.requests import Request
@@ -73,12 +71,6 @@ def server() -> Iterator[tuple[int, list[int]]]:
     seen: list[int] = []
     with uvicorn_thread(make_app(seen), http="h11") as port:
         yield port, seen
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -209,15 +201,8 @@ def flask_server() -> Iterator[tuple[int, list[int]]]:
         limits=RequestLimits(max_body_bytes=CAP),
     )
     bastion.flask.protect(app, config)
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with werkzeug_thread(app) as port:
         yield port, seen
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def test_flask_under_a_real_server_stops_a_chunked_upload_at_the_cap(
